@@ -1,0 +1,158 @@
+//! A borrowed view of the annotated function: its parameters sorted into arguments and context, its docs and its
+//! result type, each keeping the original tokens for spans.
+
+use syn::{Attribute, FnArg, GenericArgument, Ident, ItemFn, Pat, PathArguments, ReturnType, Type};
+
+/// The context parameter types the runtime fills from the call, by the last segment of their path.
+pub const CONTEXT_TYPES: &[&str] = &["Caller", "RequestId", "CallContext", "State"];
+
+pub struct Function<'a> {
+    pub original: &'a ItemFn,
+    pub docs: Option<String>,
+    pub params: Vec<Param<'a>>,
+    pub output: Output<'a>,
+}
+
+pub struct Param<'a> {
+    pub original: &'a FnArg,
+    pub kind: ParamKind<'a>,
+}
+
+pub enum ParamKind<'a> {
+    /// `self`: never valid.
+    Receiver,
+    /// An argument in the input schema: `#[validate(..)] name: Type`.
+    Input {
+        ident: Option<&'a Ident>,
+        pat: &'a Pat,
+        ty: &'a Type,
+        attrs: &'a [Attribute],
+    },
+    /// `Args(args): Args<T>`: the whole input is `T`.
+    Args { inner: Option<&'a Type>, ty: &'a Type, attrs: &'a [Attribute] },
+    /// `Caller`, `RequestId`, `CallContext`, `State<T>`.
+    Context { ty: &'a Type, attrs: &'a [Attribute] },
+}
+
+pub struct Output<'a> {
+    /// The success type: `T` of `Result<T, E>`, or the whole type.
+    pub ok: Option<&'a Type>,
+    /// Whether the declared type is a `Result`.
+    pub is_result: bool,
+}
+
+impl<'a> Function<'a> {
+    pub fn from_item(item: &'a ItemFn) -> Self {
+        Function {
+            original: item,
+            docs: docs(&item.attrs),
+            params: item.sig.inputs.iter().map(Param::from_arg).collect(),
+            output: Output::from_return(&item.sig.output),
+        }
+    }
+
+    pub fn inputs(&self) -> impl Iterator<Item = &Param<'a>> {
+        self.params.iter().filter(|p| matches!(p.kind, ParamKind::Input { .. }))
+    }
+}
+
+impl<'a> Param<'a> {
+    fn from_arg(arg: &'a FnArg) -> Self {
+        let kind = match arg {
+            FnArg::Receiver(_) => ParamKind::Receiver,
+            FnArg::Typed(typed) => {
+                let ty = &*typed.ty;
+                match last_segment(ty) {
+                    Some((name, _)) if CONTEXT_TYPES.contains(&name.as_str()) => ParamKind::Context {
+                        ty,
+                        attrs: &typed.attrs,
+                    },
+                    Some((name, args)) if name == "Args" => ParamKind::Args {
+                        inner: args,
+                        ty,
+                        attrs: &typed.attrs,
+                    },
+                    _ => ParamKind::Input {
+                        ident: match &*typed.pat {
+                            Pat::Ident(p) if p.by_ref.is_none() && p.subpat.is_none() => Some(&p.ident),
+                            _ => None,
+                        },
+                        pat: &typed.pat,
+                        ty,
+                        attrs: &typed.attrs,
+                    },
+                }
+            }
+        };
+        Param { original: arg, kind }
+    }
+}
+
+impl<'a> Output<'a> {
+    fn from_return(ret: &'a ReturnType) -> Self {
+        let declared = match ret {
+            ReturnType::Default => None,
+            ReturnType::Type(_, ty) => Some(&**ty),
+        };
+        let result_ok = declared.and_then(|ty| match last_segment(ty) {
+            Some((name, first)) if name == "Result" => first,
+            _ => None,
+        });
+        Output {
+            ok: result_ok.or(declared),
+            is_result: result_ok.is_some(),
+        }
+    }
+
+    /// Whether the success type is sent as text (`String`, `&str`, `()`) or is already `Json<_>`, rather than
+    /// wrapped in `Json` for structured content.
+    pub fn is_plain(&self) -> bool {
+        match self.ok {
+            None => true,
+            Some(Type::Tuple(t)) => t.elems.is_empty(),
+            Some(Type::Reference(r)) => matches!(&*r.elem, Type::Path(p) if p.path.is_ident("str")),
+            Some(ty) => matches!(last_segment(ty), Some((name, _)) if name == "String" || name == "Json"),
+        }
+    }
+}
+
+/// The last path segment's name and its first generic type argument.
+fn last_segment(ty: &Type) -> Option<(String, Option<&Type>)> {
+    let Type::Path(path) = ty else { return None };
+    if path.qself.is_some() {
+        return None;
+    }
+    let segment = path.path.segments.last()?;
+    let first = match &segment.arguments {
+        PathArguments::AngleBracketed(args) => args.args.iter().find_map(|arg| match arg {
+            GenericArgument::Type(ty) => Some(ty),
+            _ => None,
+        }),
+        _ => None,
+    };
+    Some((segment.ident.to_string(), first))
+}
+
+/// The text of `///` comments: one leading space dropped from each line, outer blank lines trimmed.
+pub fn docs(attrs: &[Attribute]) -> Option<String> {
+    let lines: Vec<String> = attrs
+        .iter()
+        .filter(|attr| attr.path().is_ident("doc"))
+        .filter_map(|attr| match &attr.meta {
+            syn::Meta::NameValue(nv) => match &nv.value {
+                syn::Expr::Lit(syn::ExprLit { lit: syn::Lit::Str(s), .. }) => Some(s.value()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .flat_map(|text| text.lines().map(str::to_owned).collect::<Vec<_>>())
+        .map(|line| line.strip_prefix(' ').map(str::to_owned).unwrap_or(line).trim_end().to_owned())
+        .collect();
+    let text = lines.join("\n").trim().to_owned();
+    (!text.is_empty()).then_some(text)
+}
+
+/// Whether an attribute on a parameter belongs to the generated argument struct.
+pub fn is_field_attr(attr: &Attribute) -> bool {
+    ["validate", "serde", "schemars", "doc"].iter().any(|name| attr.path().is_ident(name))
+}

@@ -1,0 +1,219 @@
+//! Checks across the attribute and the function; yields the model `expand` works from.
+
+use std::collections::BTreeSet;
+
+use syn::spanned::Spanned;
+use syn::{Ident, LitStr, Type};
+
+use crate::ast::{Function, ParamKind};
+use crate::attr::{self, Args};
+
+/// Everything needed to generate code, already checked.
+pub struct Model<'a> {
+    pub function: &'a Function<'a>,
+    pub tool_name: String,
+    pub title: Option<String>,
+    pub scopes: Vec<String>,
+    pub unscoped: bool,
+    pub audit_redact: Vec<String>,
+    pub hints: [Option<bool>; 4],
+    /// The single `Args<T>` type, if the function takes its input that way.
+    pub args_struct: Option<&'a Type>,
+}
+
+pub fn check<'a>(args: &Args, function: &'a Function<'a>, errors: &mut Vec<syn::Error>) -> Model<'a> {
+    let sig = &function.original.sig;
+    if sig.asyncness.is_none() {
+        errors.push(syn::Error::new_spanned(sig.fn_token, "`#[secure_tool]` functions must be `async fn`"));
+    }
+    if sig.constness.is_some() || !matches!(sig.safety, syn::Safety::Default) || sig.abi.is_some() {
+        errors.push(syn::Error::new_spanned(
+            sig.fn_token,
+            "`#[secure_tool]` functions must be plain `async fn`: no `const`, `unsafe` or `extern`",
+        ));
+    }
+    if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
+        errors.push(syn::Error::new_spanned(
+            &sig.generics,
+            "`#[secure_tool]` functions cannot be generic; a tool has one input schema",
+        ));
+    }
+    if let Some(variadic) = &sig.variadic {
+        errors.push(syn::Error::new_spanned(variadic, "`#[secure_tool]` functions cannot be variadic"));
+    }
+
+    let tool_name = match &args.name {
+        Some(name) => {
+            check_tool_name(name, errors);
+            name.value()
+        }
+        None => sig.ident.unraw_string(),
+    };
+
+    // Scopes.
+    let mut seen = BTreeSet::new();
+    for scope in &args.scopes {
+        if let Err(reason) = scope_grammar(&scope.value()) {
+            errors.push(syn::Error::new_spanned(scope, format_args!("invalid scope `{}`: {reason}", scope.value())));
+        } else if !seen.insert(scope.value()) {
+            errors.push(syn::Error::new_spanned(scope, format_args!("duplicate scope `{}`", scope.value())));
+        }
+    }
+    match (&args.scope_key, &args.unscoped) {
+        (Some(key), _) if args.scopes.is_empty() => errors.push(syn::Error::new_spanned(
+            key,
+            "`scope` lists no scope; name at least one, or opt out explicitly with `unscoped`",
+        )),
+        (Some(_), Some(unscoped)) => errors.push(syn::Error::new_spanned(
+            unscoped,
+            "`unscoped` contradicts `scope`; keep one of them",
+        )),
+        (None, None) => errors.push(syn::Error::new(
+            attr::missing(),
+            "missing `scope`: every secure tool declares the scope a caller needs, e.g. \
+             `#[secure_tool(scope = \"files.read\")]`, or opts out explicitly with `unscoped`",
+        )),
+        _ => {}
+    }
+
+    // Parameters.
+    let mut args_struct = None;
+    let mut input_names = BTreeSet::new();
+    for param in &function.params {
+        match &param.kind {
+            ParamKind::Receiver => errors.push(syn::Error::new_spanned(
+                param.original,
+                "`#[secure_tool]` functions cannot take `self`; use `State<T>` for shared state",
+            )),
+            ParamKind::Input { ident, pat, ty, attrs: _ } => match ident {
+                Some(ident) => {
+                    input_names.insert(ident.unraw_string());
+                    if let Type::Reference(_) = ty {
+                        errors.push(syn::Error::new_spanned(
+                            ty,
+                            "secure tool arguments must be owned types; use `String` instead of `&str`",
+                        ));
+                    }
+                }
+                None => errors.push(syn::Error::new_spanned(
+                    pat,
+                    "expected an identifier: each argument of a secure tool is named in its input schema",
+                )),
+            },
+            ParamKind::Args { inner, ty, attrs } => {
+                if let Some(attr) = attrs.iter().find(|a| !a.path().is_ident("doc")) {
+                    errors.push(syn::Error::new_spanned(
+                        attr,
+                        "attributes of `Args<T>` belong on the fields of `T`",
+                    ));
+                }
+                match (inner, args_struct) {
+                    (None, _) => errors.push(syn::Error::new_spanned(ty, "expected `Args<T>`")),
+                    (Some(_), Some(_)) => errors.push(syn::Error::new_spanned(
+                        ty,
+                        "a secure tool takes at most one `Args<T>` parameter",
+                    )),
+                    (Some(inner), None) => args_struct = Some(*inner),
+                }
+            }
+            ParamKind::Context { attrs, .. } => {
+                if let Some(attr) = attrs.iter().find(|a| crate::ast::is_field_attr(a) && !a.path().is_ident("doc")) {
+                    errors.push(syn::Error::new_spanned(
+                        attr,
+                        "context parameters (`Caller`, `RequestId`, `CallContext`, `State<T>`) are not arguments \
+                         and take no argument attributes",
+                    ));
+                }
+            }
+        }
+    }
+    if let Some(args_ty) = args_struct
+        && let Some(input) = function.inputs().next()
+    {
+        errors.push(syn::Error::new(
+            input.original.span(),
+            format_args!(
+                "`Args<{}>` is the whole input; move this argument into that struct",
+                quote::ToTokens::to_token_stream(args_ty)
+            ),
+        ));
+    }
+
+    // Redactions.
+    let mut audit_redact = Vec::new();
+    if let Some((_, names)) = &args.audit_redact {
+        let mut seen = BTreeSet::new();
+        for name in names {
+            let value = name.value();
+            if !seen.insert(value.clone()) {
+                errors.push(syn::Error::new_spanned(name, format_args!("`{value}` is already redacted")));
+            } else if args_struct.is_none() && !input_names.contains(&value) {
+                let known = input_names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ");
+                let expected = if known.is_empty() { "the function has no arguments".to_owned() } else { format!("expected one of {known}") };
+                errors.push(syn::Error::new_spanned(
+                    name,
+                    format_args!("`audit_redact` names `{value}`, which is not an argument of this tool; {expected}"),
+                ));
+            }
+            audit_redact.push(value);
+        }
+    }
+
+    Model {
+        function,
+        tool_name,
+        title: args.title.as_ref().map(LitStr::value),
+        scopes: args.scopes.iter().map(LitStr::value).collect(),
+        unscoped: args.unscoped.is_some(),
+        audit_redact,
+        hints: [args.read_only, args.destructive, args.idempotent, args.open_world],
+        args_struct,
+    }
+}
+
+trait UnrawString {
+    fn unraw_string(&self) -> String;
+}
+
+impl UnrawString for Ident {
+    fn unraw_string(&self) -> String {
+        let text = self.to_string();
+        text.strip_prefix("r#").map(str::to_owned).unwrap_or(text)
+    }
+}
+
+/// The grammar of `secure_tools::Scope`, checked at compile time so a typo fails the build.
+fn scope_grammar(text: &str) -> Result<(), &'static str> {
+    if text.is_empty() {
+        return Err("a scope cannot be empty");
+    }
+    if text.len() > 128 {
+        return Err("a scope is at most 128 bytes");
+    }
+    for segment in text.split('.') {
+        let mut chars = segment.chars();
+        match chars.next() {
+            None => return Err("expected dotted segments such as `files.read`, with no empty segment"),
+            Some(c) if c.is_ascii_lowercase() => {}
+            Some(_) => return Err("each segment starts with a lowercase ASCII letter"),
+        }
+        if !chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-') {
+            return Err("segments hold only lowercase ASCII letters, digits, `_` and `-`");
+        }
+    }
+    Ok(())
+}
+
+/// MCP tool names: 1 to 128 of ASCII letters, digits, `_`, `-` and `.`.
+fn check_tool_name(name: &LitStr, errors: &mut Vec<syn::Error>) {
+    let value = name.value();
+    let valid = !value.is_empty()
+        && value.len() <= 128
+        && value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if !valid {
+        errors.push(syn::Error::new_spanned(
+            name,
+            "expected a tool name of 1 to 128 ASCII letters, digits, `_`, `-` or `.`",
+        ));
+    }
+}

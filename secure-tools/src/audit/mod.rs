@@ -1,0 +1,75 @@
+//! The audit trail: one record per call, whatever its outcome.
+//!
+//! Records are JSON objects with top-level fields, written one per line by [`JsonLinesSink`] (to stderr by
+//! default: stdout belongs to the protocol) or handed to a `tracing` subscriber by [`TracingSink`]. Strings from
+//! callers are escaped by the JSON encoder, so a newline, a control character or a fragment of fake JSON in an
+//! argument stays inside its string and can never break a line or forge a record; long strings are shortened.
+//! An argument named in `audit_redact` is replaced by a [`marker`](redact_inputs) carrying only its length.
+
+mod record;
+mod sink;
+
+pub(crate) use record::shorten_str;
+pub use record::{redact_inputs, AuditEvent, AuditRecord, Outcome, ToolCallEvent, MAX_AUDIT_STRING};
+pub use sink::{AuditError, AuditSink, JsonLinesSink, MemorySink, TracingSink};
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// Where a tool set's records go, and the server id stamped on each.
+#[derive(Clone)]
+pub struct Audit {
+    server_id: Arc<str>,
+    sinks: Arc<[Arc<dyn AuditSink>]>,
+    failed: Arc<AtomicBool>,
+}
+
+impl Audit {
+    /// Records go to every sink given, in order. A write fails if any sink fails.
+    pub fn new(server_id: impl Into<Arc<str>>, sinks: Vec<Arc<dyn AuditSink>>) -> Self {
+        Audit {
+            server_id: server_id.into(),
+            sinks: sinks.into(),
+            failed: Arc::default(),
+        }
+    }
+
+    /// The server id stamped on every record.
+    pub fn server_id(&self) -> &str {
+        &self.server_id
+    }
+
+    /// Whether the last write failed. While it has, calls are refused before their handler runs; each refusal is
+    /// still written (and a success clears the flag).
+    pub fn is_failing(&self) -> bool {
+        self.failed.load(Ordering::Relaxed)
+    }
+
+    /// Writes one record to every sink.
+    pub fn record(&self, event: AuditEvent) -> Result<(), AuditError> {
+        let record = AuditRecord::now(self.server_id.clone(), event);
+        let mut result = Ok(());
+        for sink in self.sinks.iter() {
+            if let Err(err) = sink.write(&record) {
+                result = Err(err);
+            }
+        }
+        self.failed.store(result.is_err(), Ordering::Relaxed);
+        result
+    }
+
+    /// Flushes every sink (at shutdown).
+    pub fn flush(&self) -> Result<(), AuditError> {
+        self.sinks.iter().try_for_each(|sink| sink.flush())
+    }
+}
+
+impl std::fmt::Debug for Audit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Audit")
+            .field("server_id", &self.server_id)
+            .field("sinks", &self.sinks.len())
+            .field("failing", &self.is_failing())
+            .finish()
+    }
+}

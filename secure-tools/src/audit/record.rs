@@ -1,0 +1,188 @@
+use std::sync::Arc;
+
+use rmcp::model::{JsonObject, RequestId};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::scope::Scope;
+
+/// Strings longer than this many bytes are shortened in audit records.
+pub const MAX_AUDIT_STRING: usize = 1024;
+const MAX_AUDIT_DEPTH: usize = 16;
+
+/// One line of the audit trail.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditRecord {
+    /// When it was written, RFC 3339 in UTC with microseconds.
+    pub ts: String,
+    /// Which server wrote it.
+    pub server_id: Arc<str>,
+    /// What happened; its `event` field names the kind.
+    #[serde(flatten)]
+    pub event: AuditEvent,
+}
+
+impl AuditRecord {
+    pub(crate) fn now(server_id: Arc<str>, event: AuditEvent) -> Self {
+        AuditRecord {
+            ts: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            server_id,
+            event,
+        }
+    }
+}
+
+/// The kinds of audit event.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum AuditEvent {
+    /// A tool call, whatever its outcome.
+    ToolCall(ToolCallEvent),
+}
+
+/// How a call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The handler returned a result.
+    Ok,
+    /// The caller lacked a required scope (or the audit trail was failing): the handler did not run.
+    Denied,
+    /// Unknown tool, malformed or invalid arguments: the handler did not run.
+    Invalid,
+    /// The handler returned an error, or its result could not be audited.
+    Error,
+    /// The handler panicked.
+    Panic,
+}
+
+impl Outcome {
+    /// The name used in records: `ok`, `denied`, `invalid`, `error`, `panic`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Denied => "denied",
+            Outcome::Invalid => "invalid",
+            Outcome::Error => "error",
+            Outcome::Panic => "panic",
+        }
+    }
+}
+
+/// The record of one `tools/call`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ToolCallEvent {
+    /// The JSON-RPC id of the request.
+    pub request_id: RequestId,
+    /// The tool name as the caller sent it (shortened if long).
+    pub tool: String,
+    /// The scopes the tool requires (empty for an unknown tool).
+    pub scopes: Vec<Scope>,
+    /// The caller's identity.
+    pub caller: String,
+    /// How the call ended.
+    pub outcome: Outcome,
+    /// `true` exactly when `outcome` is `ok`.
+    pub ok: bool,
+    /// The arguments, redacted and shortened by [`redact_inputs`].
+    pub inputs: Value,
+    /// The stable code of a failure (`missing_scope:files.write`, `invalid_input`, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Time from receipt to result, in microseconds.
+    pub duration_us: u64,
+}
+
+/// The arguments as they go into an audit record: every top-level argument named in `redact` replaced by
+/// `{"redacted": true, "bytes": N}` (N is the UTF-8 length of a string, or of the JSON text of any other value),
+/// strings over [`MAX_AUDIT_STRING`] bytes shortened with a note of their full length, and nesting cut off deep
+/// down.
+pub fn redact_inputs(args: Option<&JsonObject>, redact: &[&str]) -> Value {
+    let Some(args) = args else {
+        return Value::Object(JsonObject::new());
+    };
+    let mut out = JsonObject::new();
+    for (key, value) in args {
+        let shown = if redact.contains(&key.as_str()) {
+            let bytes = match value {
+                Value::String(s) => s.len(),
+                other => other.to_string().len(),
+            };
+            serde_json::json!({ "redacted": true, "bytes": bytes })
+        } else {
+            shorten(value, 0)
+        };
+        out.insert(shorten_str(key), shown);
+    }
+    Value::Object(out)
+}
+
+fn shorten(value: &Value, depth: usize) -> Value {
+    match value {
+        Value::String(s) => Value::String(shorten_str(s)),
+        Value::Array(_) | Value::Object(_) if depth >= MAX_AUDIT_DEPTH => Value::String("[nested too deep]".into()),
+        Value::Array(items) => Value::Array(items.iter().map(|v| shorten(v, depth + 1)).collect()),
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| (shorten_str(k), shorten(v, depth + 1)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+pub(crate) fn shorten_str(s: &str) -> String {
+    if s.len() <= MAX_AUDIT_STRING {
+        return s.to_owned();
+    }
+    let mut cut = MAX_AUDIT_STRING;
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}…[{} bytes in all]", &s[..cut], s.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn obj(v: Value) -> JsonObject {
+        v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn redacted_values_become_length_markers() {
+        let args = obj(json!({"filename": "a.txt", "content": "top secret", "n": [1, 2]}));
+        let out = redact_inputs(Some(&args), &["content", "n"]);
+        assert_eq!(
+            out,
+            json!({
+                "filename": "a.txt",
+                "content": {"redacted": true, "bytes": 10},
+                "n": {"redacted": true, "bytes": 5},
+            })
+        );
+        assert!(!out.to_string().contains("top secret"));
+    }
+
+    #[test]
+    fn long_strings_are_shortened_with_their_length() {
+        let long = "é".repeat(MAX_AUDIT_STRING);
+        let out = redact_inputs(Some(&obj(json!({ "s": long }))), &[]);
+        let shown = out["s"].as_str().unwrap();
+        assert!(shown.len() < MAX_AUDIT_STRING + 40, "{}", shown.len());
+        assert!(shown.ends_with(&format!("[{} bytes in all]", 2 * MAX_AUDIT_STRING)));
+    }
+
+    #[test]
+    fn deep_nesting_is_cut_off() {
+        let mut v = json!("leaf");
+        for _ in 0..100 {
+            v = json!([v]);
+        }
+        let out = redact_inputs(Some(&obj(json!({ "deep": v }))), &[]);
+        assert!(out.to_string().contains("[nested too deep]"));
+    }
+}

@@ -1,0 +1,148 @@
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use super::record::{AuditEvent, AuditRecord};
+
+/// Why an audit record could not be written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuditError {
+    /// The destination refused the bytes.
+    #[error("audit sink could not write: {0}")]
+    Io(#[from] io::Error),
+    /// The record could not be encoded.
+    #[error("audit record could not be encoded: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+/// A destination for audit records.
+///
+/// `write` must not return before the record is handed to its destination: the pipeline reports a call's result
+/// only after its record is written, and fails the call if the write fails.
+pub trait AuditSink: Send + Sync + 'static {
+    /// Writes one record.
+    fn write(&self, record: &AuditRecord) -> Result<(), AuditError>;
+    /// Flushes anything buffered (called at shutdown).
+    fn flush(&self) -> Result<(), AuditError> {
+        Ok(())
+    }
+}
+
+/// Writes each record as one line of JSON, and flushes it, before the call's result is returned.
+pub struct JsonLinesSink {
+    out: Mutex<Box<dyn Write + Send>>,
+}
+
+impl JsonLinesSink {
+    /// Records go to `out`.
+    pub fn new(out: impl Write + Send + 'static) -> Self {
+        JsonLinesSink {
+            out: Mutex::new(Box::new(out)),
+        }
+    }
+
+    /// Records go to standard error (the default: standard output belongs to the protocol).
+    pub fn stderr() -> Self {
+        JsonLinesSink::new(io::stderr())
+    }
+
+    /// Records are appended to the file at `path`, created if missing.
+    pub fn append_to(path: impl AsRef<Path>) -> io::Result<Self> {
+        let file: File = OpenOptions::new().create(true).append(true).open(path)?;
+        Ok(JsonLinesSink::new(file))
+    }
+}
+
+impl AuditSink for JsonLinesSink {
+    fn write(&self, record: &AuditRecord) -> Result<(), AuditError> {
+        let mut line = serde_json::to_vec(record)?;
+        line.push(b'\n');
+        // A panic elsewhere while the lock was held cannot leave a half-written line behind: each line goes out in
+        // one `write_all`, so the poisoned writer is still usable.
+        let mut out = self.out.lock().unwrap_or_else(PoisonError::into_inner);
+        out.write_all(&line)?;
+        out.flush()?;
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<(), AuditError> {
+        let mut out = self.out.lock().unwrap_or_else(PoisonError::into_inner);
+        Ok(out.flush()?)
+    }
+}
+
+/// Hands each record to `tracing` as an event with target `secure_tools::audit`, its fields as event fields, so a
+/// subscriber the application already has receives the audit trail.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct TracingSink;
+
+impl AuditSink for TracingSink {
+    fn write(&self, record: &AuditRecord) -> Result<(), AuditError> {
+        match &record.event {
+            AuditEvent::ToolCall(call) => {
+                let inputs = serde_json::to_string(&call.inputs)?;
+                let scopes = call.scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ");
+                let request_id = call.request_id.to_string();
+                tracing::info!(
+                    target: "secure_tools::audit",
+                    ts = %record.ts,
+                    server_id = %record.server_id,
+                    event = "tool_call",
+                    request_id = %request_id,
+                    tool = %call.tool,
+                    scopes = %scopes,
+                    caller = %call.caller,
+                    outcome = call.outcome.as_str(),
+                    ok = call.ok,
+                    inputs = %inputs,
+                    error = call.error.as_deref(),
+                    duration_us = call.duration_us,
+                    "tool call"
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Keeps records in memory, as JSON values: for tests and benchmarks.
+#[derive(Debug, Default, Clone)]
+pub struct MemorySink {
+    records: Arc<Mutex<Vec<serde_json::Value>>>,
+}
+
+impl MemorySink {
+    /// An empty sink; clones share the records.
+    pub fn new() -> Self {
+        MemorySink::default()
+    }
+
+    /// A copy of the records so far.
+    pub fn records(&self) -> Vec<serde_json::Value> {
+        self.records.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Forgets the records so far.
+    pub fn clear(&self) {
+        self.records.lock().unwrap_or_else(PoisonError::into_inner).clear();
+    }
+}
+
+impl AuditSink for MemorySink {
+    fn write(&self, record: &AuditRecord) -> Result<(), AuditError> {
+        let value = serde_json::to_value(record)?;
+        self.records.lock().unwrap_or_else(PoisonError::into_inner).push(value);
+        Ok(())
+    }
+}
+
+impl<T: AuditSink> AuditSink for Arc<T> {
+    fn write(&self, record: &AuditRecord) -> Result<(), AuditError> {
+        (**self).write(record)
+    }
+    fn flush(&self) -> Result<(), AuditError> {
+        (**self).flush()
+    }
+}

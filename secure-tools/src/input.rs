@@ -1,0 +1,100 @@
+//! Turning deserialization and validation failures into messages a caller can act on, without echoing redacted
+//! values.
+
+use std::fmt::Write as _;
+
+use serde_json::Value;
+use validator::{ValidationError, ValidationErrors, ValidationErrorsKind};
+
+use crate::error::{codes, ToolError};
+
+const MAX_MESSAGE: usize = 1024;
+
+pub(crate) fn malformed(err: serde_path_to_error::Error<serde_json::Error>, redact: &[&str]) -> ToolError {
+    let path = err.path().to_string();
+    let first = err.path().iter().next().map(|segment| segment.to_string());
+    let redacted = first.is_some_and(|name| redact.contains(&name.as_str()));
+    let detail = if redacted {
+        // serde's message may quote the value ("invalid type: string \"...\""): withhold it.
+        "has the wrong type or shape".to_owned()
+    } else {
+        err.inner().to_string()
+    };
+    let message = if path == "." {
+        detail
+    } else {
+        format!("`{path}`: {detail}")
+    };
+    ToolError::new(codes::MALFORMED_ARGUMENTS, shorten(message))
+}
+
+pub(crate) fn invalid(errors: &ValidationErrors) -> ToolError {
+    let mut lines = Vec::new();
+    collect(errors, "", &mut lines);
+    lines.sort();
+    ToolError::new(codes::INVALID_INPUT, shorten(lines.join("; ")))
+}
+
+fn collect(errors: &ValidationErrors, prefix: &str, lines: &mut Vec<String>) {
+    for (field, kind) in errors.errors() {
+        let path = if prefix.is_empty() {
+            field.to_string()
+        } else {
+            format!("{prefix}.{field}")
+        };
+        match kind {
+            ValidationErrorsKind::Field(errs) => {
+                lines.extend(errs.iter().map(|e| format!("`{path}`: {}", describe(e))));
+            }
+            ValidationErrorsKind::Struct(inner) => collect(inner, &path, lines),
+            ValidationErrorsKind::List(items) => {
+                for (index, inner) in items {
+                    collect(inner, &format!("{path}[{index}]"), lines);
+                }
+            }
+        }
+    }
+}
+
+/// Describes a rule from its code and limits, never from the offending `value`.
+fn describe(error: &ValidationError) -> String {
+    if let Some(message) = &error.message {
+        return message.to_string();
+    }
+    let param = |name: &str| error.params.get(name).filter(|v| !v.is_null()).map(Value::to_string);
+    let bounds = |unit: &str| match (param("min"), param("max"), param("equal")) {
+        (_, _, Some(equal)) => format!("must be exactly {equal}{unit}"),
+        (Some(min), Some(max), _) => format!("must be between {min} and {max}{unit}"),
+        (Some(min), None, _) => format!("must be at least {min}{unit}"),
+        (None, Some(max), _) => format!("must be at most {max}{unit}"),
+        (None, None, _) => "is out of bounds".to_owned(),
+    };
+    match &*error.code {
+        "length" => format!("length {}", bounds(" characters or items")),
+        "range" => bounds(""),
+        "regex" => "does not match the required pattern".to_owned(),
+        "email" => "must be an email address".to_owned(),
+        "url" => "must be a URL".to_owned(),
+        "required" => "is required".to_owned(),
+        "contains" => "does not contain the required text".to_owned(),
+        "does_not_contain" => "contains text that is not allowed".to_owned(),
+        "must_match" => "does not match the field it must equal".to_owned(),
+        other => {
+            let mut text = String::new();
+            let _ = write!(text, "failed the `{other}` check");
+            text
+        }
+    }
+}
+
+fn shorten(mut message: String) -> String {
+    if message.len() > MAX_MESSAGE {
+        let mut cut = MAX_MESSAGE;
+        while !message.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        message.truncate(cut);
+        message.push('…');
+    }
+    message
+}

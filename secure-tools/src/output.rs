@@ -1,0 +1,76 @@
+//! What a handler returns, and how it becomes an MCP tool result.
+
+use std::sync::Arc;
+
+use rmcp::model::JsonObject;
+use schemars::JsonSchema;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::error::ToolError;
+
+/// A successful handler result, before it is shaped into an MCP `CallToolResult`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ToolOutput {
+    /// Plain text content.
+    Text(String),
+    /// Structured content matching the tool's output schema (also rendered as text for older clients).
+    Structured(Value),
+}
+
+/// A structured result: serialized as `structuredContent`, with the tool's output schema generated from `T`.
+///
+/// `#[secure_tool]` wraps a handler's `Ok` type in `Json` by itself unless it is `String`, `&'static str`, `()`,
+/// or already `Json<_>`, so returning `Result<MyOutcome, ToolError>` is enough.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Json<T>(pub T);
+
+/// A type a handler may return on success.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be returned by a secure tool",
+    note = "return `String` for text, or a type that implements `serde::Serialize` and `schemars::JsonSchema` for structured content"
+)]
+pub trait IntoToolOutput {
+    /// The output JSON Schema, for structured results.
+    fn output_schema() -> Option<Arc<JsonObject>>;
+    /// Converts the value. Fails only if a structured value cannot be serialized.
+    fn into_tool_output(self) -> Result<ToolOutput, ToolError>;
+}
+
+impl IntoToolOutput for String {
+    fn output_schema() -> Option<Arc<JsonObject>> {
+        None
+    }
+    fn into_tool_output(self) -> Result<ToolOutput, ToolError> {
+        Ok(ToolOutput::Text(self))
+    }
+}
+
+impl IntoToolOutput for &'static str {
+    fn output_schema() -> Option<Arc<JsonObject>> {
+        None
+    }
+    fn into_tool_output(self) -> Result<ToolOutput, ToolError> {
+        Ok(ToolOutput::Text(self.to_owned()))
+    }
+}
+
+impl IntoToolOutput for () {
+    fn output_schema() -> Option<Arc<JsonObject>> {
+        None
+    }
+    fn into_tool_output(self) -> Result<ToolOutput, ToolError> {
+        Ok(ToolOutput::Text(String::new()))
+    }
+}
+
+impl<T: Serialize + JsonSchema + 'static> IntoToolOutput for Json<T> {
+    fn output_schema() -> Option<Arc<JsonObject>> {
+        Some(rmcp::handler::server::common::schema_for_output::<T>())
+    }
+    fn into_tool_output(self) -> Result<ToolOutput, ToolError> {
+        serde_json::to_value(self.0)
+            .map(ToolOutput::Structured)
+            .map_err(ToolError::internal)
+    }
+}

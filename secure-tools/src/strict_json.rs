@@ -1,0 +1,123 @@
+//! JSON parsing that refuses duplicate object keys.
+//!
+//! `serde_json` keeps the last of two equal keys, so `{"filename": "a.txt", "filename": "../x"}` means whatever the
+//! last parser in a chain decides. Arguments arriving as text are parsed here instead, and a duplicate key anywhere
+//! in them is an error.
+
+use std::fmt;
+
+use rmcp::model::JsonObject;
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Value};
+
+use crate::error::{codes, ToolError};
+
+/// Parses tool arguments (a JSON object) from text, refusing duplicate keys at any depth.
+pub fn parse_arguments(text: &str) -> Result<JsonObject, ToolError> {
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    let value = StrictValue
+        .deserialize(&mut deserializer)
+        .and_then(|v| deserializer.end().map(|()| v))
+        .map_err(|err| ToolError::new(codes::MALFORMED_ARGUMENTS, err.to_string()))?;
+    match value {
+        Value::Object(map) => Ok(map),
+        _ => Err(ToolError::new(codes::MALFORMED_ARGUMENTS, "arguments must be a JSON object")),
+    }
+}
+
+/// Parses any JSON value from text, refusing duplicate keys at any depth.
+pub fn from_str_strict(text: &str) -> Result<Value, serde_json::Error> {
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    let value = StrictValue.deserialize(&mut deserializer)?;
+    deserializer.end()?;
+    Ok(value)
+}
+
+#[derive(Clone, Copy)]
+struct StrictValue;
+
+impl<'de> DeserializeSeed<'de> for StrictValue {
+    type Value = Value;
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for StrictValue {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(v.into())
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(v.into())
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        self.deserialize(d)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element_seed(self)? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut object = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if object.contains_key(&key) {
+                return Err(de::Error::custom(format_args!(
+                    "duplicate key `{}`",
+                    crate::audit::shorten_str(&key).escape_debug()
+                )));
+            }
+            let value = map.next_value_seed(self)?;
+            object.insert(key, value);
+        }
+        Ok(Value::Object(object))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn duplicate_keys_are_refused_at_any_depth() {
+        for text in [r#"{"a":1,"a":2}"#, r#"{"x":{"b":1,"b":1}}"#, r#"{"x":[{"c":1,"c":2}]}"#] {
+            let err = parse_arguments(text).unwrap_err();
+            assert_eq!(err.code(), codes::MALFORMED_ARGUMENTS, "{text}");
+            assert!(err.message().contains("duplicate key"), "{}", err.message());
+        }
+    }
+
+    #[test]
+    fn ordinary_json_parses_as_serde_json_does() {
+        let text = r#"{"a":[1,-2,3.5,true,null,"s"],"b":{"c":"é\n"}}"#;
+        let strict = Value::Object(parse_arguments(text).unwrap());
+        assert_eq!(strict, serde_json::from_str::<Value>(text).unwrap());
+        assert!(parse_arguments("[1]").is_err());
+        assert!(parse_arguments(r#"{"a":1} trailing"#).is_err());
+    }
+}

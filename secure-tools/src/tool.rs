@@ -1,0 +1,223 @@
+//! Tool definitions and the trait `#[secure_tool]` implements.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use rmcp::model::{JsonObject, Tool, ToolAnnotations};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::context::CallContext;
+use crate::error::ToolError;
+use crate::output::{IntoToolOutput, ToolOutput};
+use crate::scope::{Scope, ScopeError};
+
+/// The `_meta` key under which a listed tool publishes the scopes it requires.
+pub const SCOPES_META_KEY: &str = "secure-tools/scopes";
+
+/// The future a tool's handler runs as.
+pub type ToolFuture = Pin<Box<dyn Future<Output = Result<ToolOutput, ToolError>> + Send + 'static>>;
+
+/// The static facts `#[secure_tool]` records about a tool.
+///
+/// Not meant to be written by hand; the fields may grow.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy)]
+pub struct ToolMeta {
+    pub name: &'static str,
+    pub title: Option<&'static str>,
+    pub description: Option<&'static str>,
+    /// Every scope required; empty only together with `unscoped`.
+    pub scopes: &'static [&'static str],
+    pub unscoped: bool,
+    pub audit_redact: &'static [&'static str],
+    pub read_only: Option<bool>,
+    pub destructive: Option<bool>,
+    pub idempotent: Option<bool>,
+    pub open_world: Option<bool>,
+}
+
+/// A tool made by `#[secure_tool]`, usable in a [`ToolSet`](crate::ToolSet) whose state is `S`.
+///
+/// The attribute implements this for a type named after the function; register it with
+/// [`ToolSetBuilder::tool`](crate::ToolSetBuilder::tool). Implementing it by hand is possible but not the intent.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a secure tool usable with state `{S}`",
+    note = "annotate the function with `#[secure_tool(...)]`, and check that every `State<T>` it takes can be made from `{S}`"
+)]
+pub trait SecureTool<S>: 'static {
+    /// Name, description, scopes, redactions, hints.
+    const META: ToolMeta;
+    /// The deserialized, validated arguments.
+    type Args: DeserializeOwned + schemars::JsonSchema + validator::Validate + Send + 'static;
+    /// The handler's success type; decides the output schema.
+    type Output: IntoToolOutput;
+    /// Takes the context parameters from the call and starts the handler.
+    fn invoke(args: Self::Args, cx: &CallContext, state: &S) -> ToolFuture;
+}
+
+/// Why a tool could not be registered.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DefinitionError {
+    /// A required scope is not a valid scope name.
+    #[error("tool `{tool}`: {source}")]
+    InvalidScope {
+        /// The tool.
+        tool: String,
+        /// What is wrong with the scope.
+        #[source]
+        source: ScopeError,
+    },
+    /// The tool requires no scope but was not declared `unscoped`.
+    #[error("tool `{tool}` declares no scope; require one, or opt out explicitly with `unscoped`")]
+    NoScope {
+        /// The tool.
+        tool: String,
+    },
+    /// The input schema does not have root `type: object`.
+    #[error("tool `{tool}`: {message}")]
+    InputSchema {
+        /// The tool.
+        tool: String,
+        /// rmcp's explanation.
+        message: String,
+    },
+    /// Two tools share a name.
+    #[error("two tools are named `{0}`")]
+    DuplicateName(String),
+}
+
+/// Everything a client is told about a tool, plus the scopes it requires.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ToolDefinition {
+    name: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    title: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    description: Option<&'static str>,
+    input_schema: Arc<JsonObject>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    output_schema: Option<Arc<JsonObject>>,
+    #[serde(skip_serializing_if = "annotations_empty")]
+    annotations: ToolAnnotations,
+    scopes: Vec<Scope>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    audit_redact: &'static [&'static str],
+}
+
+fn annotations_empty(a: &ToolAnnotations) -> bool {
+    *a == ToolAnnotations::default()
+}
+
+impl ToolDefinition {
+    pub(crate) fn of<S, T: SecureTool<S>>() -> Result<Self, DefinitionError> {
+        let meta = T::META;
+        let scopes = meta
+            .scopes
+            .iter()
+            .map(|s| Scope::new(s))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|source| DefinitionError::InvalidScope {
+                tool: meta.name.to_owned(),
+                source,
+            })?;
+        if scopes.is_empty() && !meta.unscoped {
+            return Err(DefinitionError::NoScope {
+                tool: meta.name.to_owned(),
+            });
+        }
+        let mut input_schema = rmcp::handler::server::common::schema_for_input::<T::Args>().map_err(
+            |message| DefinitionError::InputSchema {
+                tool: meta.name.to_owned(),
+                message,
+            },
+        )?;
+        // The pipeline refuses arguments the schema does not name; say so in the schema too.
+        if input_schema.contains_key("properties") && !input_schema.contains_key("additionalProperties") {
+            Arc::make_mut(&mut input_schema).insert("additionalProperties".into(), false.into());
+        }
+        let mut annotations = ToolAnnotations::new();
+        annotations.title = meta.title.map(str::to_owned);
+        annotations.read_only_hint = meta.read_only;
+        annotations.destructive_hint = meta.destructive;
+        annotations.idempotent_hint = meta.idempotent;
+        annotations.open_world_hint = meta.open_world;
+        Ok(ToolDefinition {
+            name: meta.name,
+            title: meta.title,
+            description: meta.description,
+            input_schema,
+            output_schema: T::Output::output_schema(),
+            annotations,
+            scopes,
+            audit_redact: meta.audit_redact,
+        })
+    }
+
+    /// The tool's name.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The human-readable title, if given.
+    pub fn title(&self) -> Option<&'static str> {
+        self.title
+    }
+
+    /// The description, from the function's doc comment.
+    pub fn description(&self) -> Option<&'static str> {
+        self.description
+    }
+
+    /// The input JSON Schema (root `type: object`).
+    pub fn input_schema(&self) -> &Arc<JsonObject> {
+        &self.input_schema
+    }
+
+    /// The output JSON Schema, for tools with structured results.
+    pub fn output_schema(&self) -> Option<&Arc<JsonObject>> {
+        self.output_schema.as_ref()
+    }
+
+    /// The MCP annotations (hints).
+    pub fn annotations(&self) -> &ToolAnnotations {
+        &self.annotations
+    }
+
+    /// Every scope a caller must hold to call the tool.
+    pub fn scopes(&self) -> &[Scope] {
+        &self.scopes
+    }
+
+    /// The argument names whose values never reach an audit record.
+    pub fn audit_redact(&self) -> &'static [&'static str] {
+        self.audit_redact
+    }
+
+    /// The definition as an rmcp [`Tool`], with the required scopes under [`SCOPES_META_KEY`] in `_meta`.
+    pub fn to_rmcp_tool(&self) -> Tool {
+        let mut tool = Tool::new_with_raw(
+            self.name,
+            self.description.map(std::borrow::Cow::Borrowed),
+            self.input_schema.clone(),
+        );
+        if let Some(title) = self.title {
+            tool = tool.with_title(title);
+        }
+        if let Some(output) = &self.output_schema {
+            tool = tool.with_raw_output_schema(output.clone());
+        }
+        if !annotations_empty(&self.annotations) {
+            tool = tool.with_annotations(self.annotations.clone());
+        }
+        let mut meta = JsonObject::new();
+        meta.insert(
+            SCOPES_META_KEY.into(),
+            self.scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>().into(),
+        );
+        tool.with_meta(rmcp::model::MetaObject(meta))
+    }
+}

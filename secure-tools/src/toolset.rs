@@ -1,0 +1,346 @@
+//! The tool set and its call pipeline: authorize, deserialize, validate, run, shape, audit.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet};
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures_util::FutureExt;
+use rmcp::model::{CallToolResult, ContentBlock, JsonObject, RequestId};
+use serde_json::Value;
+use tracing::Instrument;
+
+use crate::audit::{self, Audit, AuditEvent, AuditSink, Outcome, ToolCallEvent};
+use crate::context::{CallContext, Caller};
+use crate::error::{codes, ToolError};
+use crate::output::ToolOutput;
+use crate::panic_guard;
+use crate::tool::{DefinitionError, SecureTool, ToolDefinition, ToolFuture};
+
+type Invoke<S> = fn(Option<JsonObject>, &CallContext, &S) -> Result<ToolFuture, ToolError>;
+
+struct Registered<S> {
+    definition: ToolDefinition,
+    invoke: Invoke<S>,
+    /// Argument names the schema allows, when it allows no others.
+    allowed: Option<BTreeSet<String>>,
+}
+
+/// A set of secure tools with their shared state `S` and audit trail: the one way a tool is called.
+///
+/// Cheap to clone; clones share everything.
+pub struct ToolSet<S = ()> {
+    inner: Arc<Inner<S>>,
+}
+
+struct Inner<S> {
+    tools: BTreeMap<&'static str, Registered<S>>,
+    state: S,
+    audit: Audit,
+}
+
+impl<S> Clone for ToolSet<S> {
+    fn clone(&self) -> Self {
+        ToolSet {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<S> std::fmt::Debug for ToolSet<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ToolSet")
+            .field("tools", &self.inner.tools.keys().collect::<Vec<_>>())
+            .field("audit", &self.inner.audit)
+            .finish()
+    }
+}
+
+/// Builds a [`ToolSet`].
+#[must_use]
+pub struct ToolSetBuilder<S> {
+    state: S,
+    tools: Vec<Result<Registered<S>, DefinitionError>>,
+    server_id: Cow<'static, str>,
+    sinks: Vec<Arc<dyn AuditSink>>,
+}
+
+impl<S: Send + Sync + 'static> ToolSet<S> {
+    /// Starts a tool set whose handlers share `state` (use `()` for none).
+    pub fn builder(state: S) -> ToolSetBuilder<S> {
+        ToolSetBuilder {
+            state,
+            tools: Vec::new(),
+            server_id: Cow::Borrowed("secure-tools"),
+            sinks: Vec::new(),
+        }
+    }
+}
+
+impl<S: Send + Sync + 'static> ToolSetBuilder<S> {
+    /// Adds the tool made by `#[secure_tool]` on the function `T`.
+    pub fn tool<T: SecureTool<S>>(mut self) -> Self {
+        let registered = ToolDefinition::of::<S, T>().map(|definition| Registered {
+            allowed: allowed_arguments(definition.input_schema()),
+            definition,
+            invoke: invoke::<S, T>,
+        });
+        self.tools.push(registered);
+        self
+    }
+
+    /// The id stamped on every audit record (default `secure-tools`).
+    pub fn server_id(mut self, id: impl Into<Cow<'static, str>>) -> Self {
+        self.server_id = id.into();
+        self
+    }
+
+    /// Adds an audit destination. Without any, records go to standard error as JSON lines.
+    pub fn audit_sink(mut self, sink: impl AuditSink) -> Self {
+        self.sinks.push(Arc::new(sink));
+        self
+    }
+
+    /// Checks every tool and builds the set.
+    pub fn build(self) -> Result<ToolSet<S>, DefinitionError> {
+        let mut tools = BTreeMap::new();
+        for registered in self.tools {
+            let registered = registered?;
+            let name = registered.definition.name();
+            if tools.insert(name, registered).is_some() {
+                return Err(DefinitionError::DuplicateName(name.to_owned()));
+            }
+        }
+        let mut sinks = self.sinks;
+        if sinks.is_empty() {
+            sinks.push(Arc::new(audit::JsonLinesSink::stderr()));
+        }
+        panic_guard::install();
+        Ok(ToolSet {
+            inner: Arc::new(Inner {
+                tools,
+                state: self.state,
+                audit: Audit::new(self.server_id.into_owned(), sinks),
+            }),
+        })
+    }
+}
+
+fn allowed_arguments(schema: &JsonObject) -> Option<BTreeSet<String>> {
+    if schema.get("additionalProperties") != Some(&Value::Bool(false)) {
+        return None;
+    }
+    let properties = schema.get("properties")?.as_object()?;
+    Some(properties.keys().cloned().collect())
+}
+
+fn invoke<S, T: SecureTool<S>>(
+    arguments: Option<JsonObject>,
+    cx: &CallContext,
+    state: &S,
+) -> Result<ToolFuture, ToolError> {
+    let arguments = Value::Object(arguments.unwrap_or_default());
+    let args: T::Args = serde_path_to_error::deserialize(arguments)
+        .map_err(|err| crate::input::malformed(err, T::META.audit_redact))?;
+    validator::Validate::validate(&args).map_err(|errors| crate::input::invalid(&errors))?;
+    Ok(T::invoke(args, cx, state))
+}
+
+/// One `tools/call`.
+#[derive(Debug, Clone)]
+pub struct CallRequest {
+    /// Who is calling.
+    pub caller: Caller,
+    /// The JSON-RPC id of the request.
+    pub request_id: RequestId,
+    /// The tool's name.
+    pub tool: String,
+    /// The arguments, if any were sent.
+    pub arguments: Option<JsonObject>,
+}
+
+/// The answer to a call of a known tool: its outcome and either the output or the refusal.
+#[derive(Debug)]
+pub struct CallResponse {
+    outcome: Outcome,
+    result: Result<ToolOutput, ToolError>,
+}
+
+impl CallResponse {
+    /// How the call ended, as audited.
+    pub fn outcome(&self) -> Outcome {
+        self.outcome
+    }
+
+    /// The output, or the error with its code and caller-visible message.
+    pub fn result(&self) -> Result<&ToolOutput, &ToolError> {
+        self.result.as_ref()
+    }
+
+    /// The error code, if the call failed.
+    pub fn error_code(&self) -> Option<&str> {
+        self.result.as_ref().err().map(ToolError::code)
+    }
+
+    /// The MCP result: output as text or structured content; a failure as an `isError` result whose text starts
+    /// with the code (`missing_scope:files.write: ...`) and whose `structuredContent` is
+    /// `{"error": {"code", "message"}}`.
+    pub fn into_call_tool_result(self) -> CallToolResult {
+        match self.result {
+            Ok(ToolOutput::Text(text)) => CallToolResult::success(vec![ContentBlock::text(text)]),
+            Ok(ToolOutput::Structured(value)) => CallToolResult::structured(value),
+            Err(err) => {
+                let mut result = CallToolResult::error(vec![ContentBlock::text(err.to_string())]);
+                result.structured_content = Some(serde_json::json!({
+                    "error": { "code": err.code(), "message": err.message() }
+                }));
+                result
+            }
+        }
+    }
+}
+
+/// A call that gets no tool result: a protocol error for the transport to answer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CallError {
+    /// No tool has this name.
+    #[error("unknown tool `{}`", .0.escape_debug())]
+    UnknownTool(String),
+}
+
+impl<S: Send + Sync + 'static> ToolSet<S> {
+    /// The tool definitions, sorted by name.
+    pub fn definitions(&self) -> impl ExactSizeIterator<Item = &ToolDefinition> {
+        self.inner.tools.values().map(|t| &t.definition)
+    }
+
+    /// The definition of one tool.
+    pub fn definition(&self, name: &str) -> Option<&ToolDefinition> {
+        self.inner.tools.get(name).map(|t| &t.definition)
+    }
+
+    /// The shared state.
+    pub fn state(&self) -> &S {
+        &self.inner.state
+    }
+
+    /// The audit trail, for events beyond tool calls.
+    pub fn audit(&self) -> &Audit {
+        &self.inner.audit
+    }
+
+    /// Calls a tool through the pipeline: authorize, deserialize, validate, run, shape; then audit, exactly once.
+    ///
+    /// Runs inside a `tracing` span `tool_call` with the tool name and request id. A call of an unknown tool is
+    /// audited too, then returned as [`CallError::UnknownTool`].
+    pub async fn call(&self, request: CallRequest) -> Result<CallResponse, CallError> {
+        let span = tracing::info_span!(
+            "tool_call",
+            tool = %audit::shorten_str(&request.tool),
+            request_id = %request.request_id,
+        );
+        self.call_in_span(request).instrument(span).await
+    }
+
+    async fn call_in_span(&self, request: CallRequest) -> Result<CallResponse, CallError> {
+        let started = Instant::now();
+        let CallRequest {
+            caller,
+            request_id,
+            tool: name,
+            arguments,
+        } = request;
+        let tool = self.inner.tools.get(name.as_str());
+        let redact = tool.map_or(&[][..], |t| t.definition.audit_redact());
+        let inputs = audit::redact_inputs(arguments.as_ref(), redact);
+
+        let (outcome, result) = match tool {
+            None => (
+                Outcome::Invalid,
+                Err(ToolError::new(codes::UNKNOWN_TOOL, "no tool has this name")),
+            ),
+            Some(tool) => self.run(tool, &caller, &request_id, arguments).await,
+        };
+
+        let event = ToolCallEvent {
+            request_id,
+            tool: audit::shorten_str(&name),
+            scopes: tool.map(|t| t.definition.scopes().to_vec()).unwrap_or_default(),
+            caller: audit::shorten_str(caller.id()),
+            outcome,
+            ok: outcome == Outcome::Ok,
+            inputs,
+            error: result.as_ref().err().map(|e| e.code().to_owned()),
+            duration_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        };
+        let audited = self.inner.audit.record(AuditEvent::ToolCall(event));
+
+        if tool.is_none() {
+            return Err(CallError::UnknownTool(name));
+        }
+        match audited {
+            Ok(()) => Ok(CallResponse { outcome, result }),
+            Err(err) => {
+                tracing::error!(error = %err, "audit record not written; the call is reported failed");
+                Ok(CallResponse {
+                    outcome: Outcome::Error,
+                    result: Err(audit_unavailable()),
+                })
+            }
+        }
+    }
+
+    async fn run(
+        &self,
+        tool: &Registered<S>,
+        caller: &Caller,
+        request_id: &RequestId,
+        arguments: Option<JsonObject>,
+    ) -> (Outcome, Result<ToolOutput, ToolError>) {
+        if self.inner.audit.is_failing() {
+            return (Outcome::Denied, Err(audit_unavailable()));
+        }
+        if let Err(missing) = caller.grant().check(tool.definition.scopes()) {
+            let message = format!("this tool requires the scope `{}`, which the caller does not hold", missing.0);
+            return (Outcome::Denied, Err(ToolError::new(missing.to_string(), message)));
+        }
+        if let (Some(allowed), Some(arguments)) = (&tool.allowed, &arguments)
+            && let Some(unknown) = arguments.keys().find(|k| !allowed.contains(*k))
+        {
+            let message = format!("unknown argument `{}`", audit::shorten_str(unknown).escape_debug());
+            return (Outcome::Invalid, Err(ToolError::new(codes::MALFORMED_ARGUMENTS, message)));
+        }
+
+        let tool_name = tool.definition.name();
+        let cx = CallContext::new(caller.clone(), request_id.clone(), Arc::from(tool_name));
+        let started = panic_guard::guard(tool_name, || (tool.invoke)(arguments, &cx, &self.inner.state));
+        let future = match started {
+            Err(()) => return (Outcome::Panic, Err(panicked())),
+            Ok(Err(refusal)) => return (Outcome::Invalid, Err(refusal)),
+            Ok(Ok(future)) => future,
+        };
+        match AssertUnwindSafe(panic_guard::Guarded::new(tool_name, future)).catch_unwind().await {
+            Err(_) => (Outcome::Panic, Err(panicked())),
+            Ok(Ok(output)) => (Outcome::Ok, Ok(output)),
+            Ok(Err(err)) => {
+                if let Some(source) = err.internal_source() {
+                    tracing::error!(code = err.code(), error = %source, "tool failed");
+                }
+                (Outcome::Error, Err(err))
+            }
+        }
+    }
+}
+
+fn panicked() -> ToolError {
+    ToolError::new(codes::TOOL_PANICKED, "the tool failed unexpectedly; the server log has the details")
+}
+
+fn audit_unavailable() -> ToolError {
+    ToolError::new(
+        codes::AUDIT_UNAVAILABLE,
+        "the audit trail cannot be written, so no call is accepted",
+    )
+}
