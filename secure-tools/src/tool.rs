@@ -135,10 +135,11 @@ impl ToolDefinition {
                 message,
             },
         )?;
-        // The pipeline refuses arguments the schema does not name; say so in the schema too.
-        if input_schema.contains_key("properties") && !input_schema.contains_key("additionalProperties") {
-            Arc::make_mut(&mut input_schema).insert("additionalProperties".into(), false.into());
-        }
+        // The pipeline refuses arguments the schema does not name; say so in the schema too. A tool without
+        // arguments lists an empty `properties`, as rmcp does, for clients that insist on the key.
+        let schema = Arc::make_mut(&mut input_schema);
+        schema.entry("properties").or_insert_with(|| JsonObject::new().into());
+        schema.entry("additionalProperties").or_insert(false.into());
         let mut annotations = ToolAnnotations::new();
         annotations.title = meta.title.map(str::to_owned);
         annotations.read_only_hint = meta.read_only;

@@ -253,8 +253,11 @@ impl<S: Send + Sync + 'static> ToolSet<S> {
             arguments,
         } = request;
         let tool = self.inner.tools.get(name.as_str());
-        let redact = tool.map_or(&[][..], |t| t.definition.audit_redact());
-        let inputs = audit::redact_inputs(arguments.as_ref(), redact);
+        // An unknown tool declares nothing, so every argument of the call is treated as a secret.
+        let inputs = match tool {
+            Some(tool) => audit::redact_inputs(arguments.as_ref(), tool.definition.audit_redact()),
+            None => audit::redact_all(arguments.as_ref()),
+        };
 
         let (outcome, result) = match tool {
             None => (

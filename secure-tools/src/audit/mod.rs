@@ -9,7 +9,7 @@
 mod record;
 mod sink;
 
-pub(crate) use record::shorten_str;
+pub(crate) use record::{redact_all, shorten_str};
 pub use record::{redact_inputs, AuditEvent, AuditRecord, Outcome, ToolCallEvent, MAX_AUDIT_STRING};
 pub use sink::{AuditError, AuditSink, JsonLinesSink, MemorySink, TracingSink};
 

@@ -99,12 +99,22 @@ pub struct ToolCallEvent {
 /// strings over [`MAX_AUDIT_STRING`] bytes shortened with a note of their full length, and nesting cut off deep
 /// down.
 pub fn redact_inputs(args: Option<&JsonObject>, redact: &[&str]) -> Value {
+    redact_where(args, |key| redact.contains(&key))
+}
+
+/// The arguments with every top-level value replaced by its length marker (for calls of unknown tools, which
+/// declare nothing).
+pub(crate) fn redact_all(args: Option<&JsonObject>) -> Value {
+    redact_where(args, |_| true)
+}
+
+fn redact_where(args: Option<&JsonObject>, redacted: impl Fn(&str) -> bool) -> Value {
     let Some(args) = args else {
         return Value::Object(JsonObject::new());
     };
     let mut out = JsonObject::new();
     for (key, value) in args {
-        let shown = if redact.contains(&key.as_str()) {
+        let shown = if redacted(key) {
             let bytes = match value {
                 Value::String(s) => s.len(),
                 other => other.to_string().len(),

@@ -1,0 +1,84 @@
+//! What a `tracing` subscriber receives: each call's span, and the audit bridge's events.
+//!
+//! Alone in its own test binary: `tracing` caches per call site whether anyone listens, so a thread-local
+//! subscriber in a binary whose other tests run concurrently without one may miss events.
+
+use std::sync::{Arc, Mutex};
+
+use secure_tools::{ToolError, ToolSet, TracingSink, secure_tool};
+use secure_tools_tests::{caller, request};
+use serde_json::json;
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id};
+use tracing::{Event, Subscriber};
+use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
+use tracing_subscriber::registry::LookupSpan;
+
+/// Logs from inside the handler.
+#[secure_tool(scope = "whoami")]
+async fn whoami() -> Result<String, ToolError> {
+    tracing::info!(inside = true, "handler log line");
+    Ok("me".into())
+}
+
+/// A layer that remembers each event as a line, with the fields of the spans it happened in.
+#[derive(Default, Clone)]
+struct Captured(Arc<Mutex<Vec<String>>>);
+
+struct Fields(String);
+
+impl Visit for Fields {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        self.0.push_str(&format!(" {}={:?}", field.name(), value));
+    }
+}
+
+struct SpanFields(String);
+
+impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Captured {
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        let mut fields = Fields(String::new());
+        attrs.record(&mut fields);
+        ctx.span(id).unwrap().extensions_mut().insert(SpanFields(fields.0));
+    }
+
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        let mut fields = Fields(format!("event target={}", event.metadata().target()));
+        event.record(&mut fields);
+        if let Some(scope) = ctx.event_scope(event) {
+            for span in scope.from_root() {
+                let ext = span.extensions();
+                let own = ext.get::<SpanFields>().map_or("", |f| f.0.as_str());
+                fields.0.push_str(&format!(" in {}{{{}}}", span.name(), own.trim()));
+            }
+        }
+        self.0.lock().unwrap().push(fields.0);
+    }
+}
+
+#[test]
+fn calls_run_in_a_span_and_the_tracing_bridge_carries_the_record() {
+    let captured = Captured::default();
+    tracing::subscriber::set_global_default(tracing_subscriber::registry().with(captured.clone())).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    runtime.block_on(async {
+        let set = ToolSet::builder(())
+            .tool::<whoami>()
+            .server_id("test-server")
+            .audit_sink(TracingSink)
+            .build()
+            .unwrap();
+        let who = caller("dave", "whoami");
+        set.call(request(&who, 5, "whoami", json!({}))).await.unwrap();
+    });
+    let lines = captured.0.lock().unwrap().clone();
+    let handler = lines.iter().find(|l| l.contains("handler log line")).expect("handler event captured");
+    assert!(handler.contains("in tool_call{tool=whoami request_id=5}"), "{handler}");
+    let audit = lines
+        .iter()
+        .find(|l| l.contains("target=secure_tools::audit"))
+        .expect("audit event captured");
+    for field in ["tool=whoami", "outcome=\"ok\"", "ok=true", "caller=dave", "server_id=test-server", "request_id=5"] {
+        assert!(audit.contains(field), "{field} missing from {audit}");
+    }
+}
