@@ -6,11 +6,14 @@ use std::fmt::Write as _;
 use serde_json::Value;
 use validator::{ValidationError, ValidationErrors, ValidationErrorsKind};
 
-use crate::error::{codes, ToolError};
+use crate::error::{ToolError, codes};
 
 const MAX_MESSAGE: usize = 1024;
 
-pub(crate) fn malformed(err: serde_path_to_error::Error<serde_json::Error>, redact: &[&str]) -> ToolError {
+pub(crate) fn malformed(
+    err: serde_path_to_error::Error<serde_json::Error>,
+    redact: &[&str],
+) -> ToolError {
     let path = err.path().to_string();
     let first = err.path().iter().next().map(|segment| segment.to_string());
     let redacted = first.is_some_and(|name| redact.contains(&name.as_str()));
@@ -61,7 +64,13 @@ fn describe(error: &ValidationError) -> String {
     if let Some(message) = &error.message {
         return message.to_string();
     }
-    let param = |name: &str| error.params.get(name).filter(|v| !v.is_null()).map(Value::to_string);
+    let param = |name: &str| {
+        error
+            .params
+            .get(name)
+            .filter(|v| !v.is_null())
+            .map(Value::to_string)
+    };
     let bounds = |unit: &str| match (param("min"), param("max"), param("equal")) {
         (_, _, Some(equal)) => format!("must be exactly {equal}{unit}"),
         (Some(min), Some(max), _) => format!("must be between {min} and {max}{unit}"),
@@ -70,7 +79,7 @@ fn describe(error: &ValidationError) -> String {
         (None, None, _) => "is out of bounds".to_owned(),
     };
     match &*error.code {
-        "length" => format!("length {}", bounds(" characters or items")),
+        "length" => format!("length {}", bounds("")),
         "range" => bounds(""),
         "regex" => "does not match the required pattern".to_owned(),
         "email" => "must be an email address".to_owned(),

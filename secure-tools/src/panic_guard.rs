@@ -46,7 +46,9 @@ fn with_tool<R>(tool: &'static str, f: impl FnOnce() -> R) -> R {
 
 /// Runs `f`, catching a panic.
 pub(crate) fn guard<R>(tool: &'static str, f: impl FnOnce() -> R) -> Result<R, ()> {
-    with_tool(tool, || panic::catch_unwind(AssertUnwindSafe(f)).map_err(drop))
+    with_tool(tool, || {
+        panic::catch_unwind(AssertUnwindSafe(f)).map_err(drop)
+    })
 }
 
 /// A future whose polls count as running `tool`.

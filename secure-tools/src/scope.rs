@@ -69,7 +69,11 @@ fn validate(text: &str) -> Result<(), ScopeError> {
         match chars.next() {
             None => return Err(invalid("empty segment (leading, trailing or doubled `.`)")),
             Some(c) if c.is_ascii_lowercase() => {}
-            Some(_) => return Err(invalid("each segment must start with a lowercase ASCII letter")),
+            Some(_) => {
+                return Err(invalid(
+                    "each segment must start with a lowercase ASCII letter",
+                ));
+            }
         }
         if !chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-') {
             return Err(invalid(
@@ -151,7 +155,10 @@ impl Grant {
     }
 
     /// Checks that every scope in `required` is held; on failure names the first one missing, in the order given.
-    pub fn check<'a>(&self, required: impl IntoIterator<Item = &'a Scope>) -> Result<(), MissingScope> {
+    pub fn check<'a>(
+        &self,
+        required: impl IntoIterator<Item = &'a Scope>,
+    ) -> Result<(), MissingScope> {
         match required.into_iter().find(|scope| !self.contains(scope)) {
             Some(missing) => Err(MissingScope(missing.clone())),
             None => Ok(()),
@@ -197,7 +204,9 @@ impl fmt::Display for Grant {
 
 impl fmt::Debug for Grant {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_set().entries(self.0.iter().map(Scope::as_str)).finish()
+        f.debug_set()
+            .entries(self.0.iter().map(Scope::as_str))
+            .finish()
     }
 }
 
@@ -221,14 +230,28 @@ mod tests {
     #[test]
     fn rejects_everything_else() {
         for bad in [
-            "", "*", "FILES.READ", "Files", "files.", ".files", "files..read", "1files", "files.1x",
-            "files read", "files,read", "fïles", "files/read", "files:read",
+            "",
+            "*",
+            "FILES.READ",
+            "Files",
+            "files.",
+            ".files",
+            "files..read",
+            "1files",
+            "files.1x",
+            "files read",
+            "files,read",
+            "fïles",
+            "files/read",
+            "files:read",
         ] {
             assert!(Scope::new(bad).is_err(), "{bad:?} should be rejected");
         }
         assert_eq!(
             Scope::new(&"a".repeat(MAX_SCOPE_LEN + 1)),
-            Err(ScopeError::TooLong { len: MAX_SCOPE_LEN + 1 })
+            Err(ScopeError::TooLong {
+                len: MAX_SCOPE_LEN + 1
+            })
         );
     }
 

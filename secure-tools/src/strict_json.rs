@@ -10,7 +10,7 @@ use rmcp::model::JsonObject;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
-use crate::error::{codes, ToolError};
+use crate::error::{ToolError, codes};
 
 /// Parses tool arguments (a JSON object) from text, refusing duplicate keys at any depth.
 pub fn parse_arguments(text: &str) -> Result<JsonObject, ToolError> {
@@ -21,7 +21,10 @@ pub fn parse_arguments(text: &str) -> Result<JsonObject, ToolError> {
         .map_err(|err| ToolError::new(codes::MALFORMED_ARGUMENTS, err.to_string()))?;
     match value {
         Value::Object(map) => Ok(map),
-        _ => Err(ToolError::new(codes::MALFORMED_ARGUMENTS, "arguments must be a JSON object")),
+        _ => Err(ToolError::new(
+            codes::MALFORMED_ARGUMENTS,
+            "arguments must be a JSON object",
+        )),
     }
 }
 
@@ -105,7 +108,11 @@ mod tests {
 
     #[test]
     fn duplicate_keys_are_refused_at_any_depth() {
-        for text in [r#"{"a":1,"a":2}"#, r#"{"x":{"b":1,"b":1}}"#, r#"{"x":[{"c":1,"c":2}]}"#] {
+        for text in [
+            r#"{"a":1,"a":2}"#,
+            r#"{"x":{"b":1,"b":1}}"#,
+            r#"{"x":[{"c":1,"c":2}]}"#,
+        ] {
             let err = parse_arguments(text).unwrap_err();
             assert_eq!(err.code(), codes::MALFORMED_ARGUMENTS, "{text}");
             assert!(err.message().contains("duplicate key"), "{}", err.message());

@@ -5,8 +5,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use rmcp::model::{JsonObject, Tool, ToolAnnotations};
-use serde::de::DeserializeOwned;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use crate::context::CallContext;
 use crate::error::ToolError;
@@ -129,16 +129,17 @@ impl ToolDefinition {
                 tool: meta.name.to_owned(),
             });
         }
-        let mut input_schema = rmcp::handler::server::common::schema_for_input::<T::Args>().map_err(
-            |message| DefinitionError::InputSchema {
+        let mut input_schema = rmcp::handler::server::common::schema_for_input::<T::Args>()
+            .map_err(|message| DefinitionError::InputSchema {
                 tool: meta.name.to_owned(),
                 message,
-            },
-        )?;
+            })?;
         // The pipeline refuses arguments the schema does not name; say so in the schema too. A tool without
         // arguments lists an empty `properties`, as rmcp does, for clients that insist on the key.
         let schema = Arc::make_mut(&mut input_schema);
-        schema.entry("properties").or_insert_with(|| JsonObject::new().into());
+        schema
+            .entry("properties")
+            .or_insert_with(|| JsonObject::new().into());
         schema.entry("additionalProperties").or_insert(false.into());
         let mut annotations = ToolAnnotations::new();
         annotations.title = meta.title.map(str::to_owned);
@@ -217,7 +218,11 @@ impl ToolDefinition {
         let mut meta = JsonObject::new();
         meta.insert(
             SCOPES_META_KEY.into(),
-            self.scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>().into(),
+            self.scopes
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .into(),
         );
         tool.with_meta(rmcp::model::MetaObject(meta))
     }

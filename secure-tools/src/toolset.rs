@@ -13,7 +13,7 @@ use tracing::Instrument;
 
 use crate::audit::{self, Audit, AuditEvent, AuditSink, Outcome, ToolCallEvent};
 use crate::context::{CallContext, Caller};
-use crate::error::{codes, ToolError};
+use crate::error::{ToolError, codes};
 use crate::output::ToolOutput;
 use crate::panic_guard;
 use crate::tool::{DefinitionError, SecureTool, ToolDefinition, ToolFuture};
@@ -270,7 +270,9 @@ impl<S: Send + Sync + 'static> ToolSet<S> {
         let event = ToolCallEvent {
             request_id,
             tool: audit::shorten_str(&name),
-            scopes: tool.map(|t| t.definition.scopes().to_vec()).unwrap_or_default(),
+            scopes: tool
+                .map(|t| t.definition.scopes().to_vec())
+                .unwrap_or_default(),
             caller: audit::shorten_str(caller.id()),
             outcome,
             ok: outcome == Outcome::Ok,
@@ -306,25 +308,42 @@ impl<S: Send + Sync + 'static> ToolSet<S> {
             return (Outcome::Denied, Err(audit_unavailable()));
         }
         if let Err(missing) = caller.grant().check(tool.definition.scopes()) {
-            let message = format!("this tool requires the scope `{}`, which the caller does not hold", missing.0);
-            return (Outcome::Denied, Err(ToolError::new(missing.to_string(), message)));
+            let message = format!(
+                "this tool requires the scope `{}`, which the caller does not hold",
+                missing.0
+            );
+            return (
+                Outcome::Denied,
+                Err(ToolError::new(missing.to_string(), message)),
+            );
         }
         if let (Some(allowed), Some(arguments)) = (&tool.allowed, &arguments)
             && let Some(unknown) = arguments.keys().find(|k| !allowed.contains(*k))
         {
-            let message = format!("unknown argument `{}`", audit::shorten_str(unknown).escape_debug());
-            return (Outcome::Invalid, Err(ToolError::new(codes::MALFORMED_ARGUMENTS, message)));
+            let message = format!(
+                "unknown argument `{}`",
+                audit::shorten_str(unknown).escape_debug()
+            );
+            return (
+                Outcome::Invalid,
+                Err(ToolError::new(codes::MALFORMED_ARGUMENTS, message)),
+            );
         }
 
         let tool_name = tool.definition.name();
         let cx = CallContext::new(caller.clone(), request_id.clone(), Arc::from(tool_name));
-        let started = panic_guard::guard(tool_name, || (tool.invoke)(arguments, &cx, &self.inner.state));
+        let started = panic_guard::guard(tool_name, || {
+            (tool.invoke)(arguments, &cx, &self.inner.state)
+        });
         let future = match started {
             Err(()) => return (Outcome::Panic, Err(panicked())),
             Ok(Err(refusal)) => return (Outcome::Invalid, Err(refusal)),
             Ok(Ok(future)) => future,
         };
-        match AssertUnwindSafe(panic_guard::Guarded::new(tool_name, future)).catch_unwind().await {
+        match AssertUnwindSafe(panic_guard::Guarded::new(tool_name, future))
+            .catch_unwind()
+            .await
+        {
             Err(_) => (Outcome::Panic, Err(panicked())),
             Ok(Ok(output)) => (Outcome::Ok, Ok(output)),
             Ok(Err(err)) => {
@@ -338,7 +357,10 @@ impl<S: Send + Sync + 'static> ToolSet<S> {
 }
 
 fn panicked() -> ToolError {
-    ToolError::new(codes::TOOL_PANICKED, "the tool failed unexpectedly; the server log has the details")
+    ToolError::new(
+        codes::TOOL_PANICKED,
+        "the tool failed unexpectedly; the server log has the details",
+    )
 }
 
 fn audit_unavailable() -> ToolError {

@@ -9,12 +9,14 @@
 mod record;
 mod sink;
 
+pub use record::{
+    AuditEvent, AuditRecord, MAX_AUDIT_STRING, Outcome, ToolCallEvent, redact_inputs,
+};
 pub(crate) use record::{redact_all, shorten_str};
-pub use record::{redact_inputs, AuditEvent, AuditRecord, Outcome, ToolCallEvent, MAX_AUDIT_STRING};
 pub use sink::{AuditError, AuditSink, JsonLinesSink, MemorySink, TracingSink};
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Where a tool set's records go, and the server id stamped on each.
 #[derive(Clone)]

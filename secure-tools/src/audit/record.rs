@@ -131,7 +131,9 @@ fn redact_where(args: Option<&JsonObject>, redacted: impl Fn(&str) -> bool) -> V
 fn shorten(value: &Value, depth: usize) -> Value {
     match value {
         Value::String(s) => Value::String(shorten_str(s)),
-        Value::Array(_) | Value::Object(_) if depth >= MAX_AUDIT_DEPTH => Value::String("[nested too deep]".into()),
+        Value::Array(_) | Value::Object(_) if depth >= MAX_AUDIT_DEPTH => {
+            Value::String("[nested too deep]".into())
+        }
         Value::Array(items) => Value::Array(items.iter().map(|v| shorten(v, depth + 1)).collect()),
         Value::Object(map) => Value::Object(
             map.iter()

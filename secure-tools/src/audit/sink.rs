@@ -83,7 +83,12 @@ impl AuditSink for TracingSink {
         match &record.event {
             AuditEvent::ToolCall(call) => {
                 let inputs = serde_json::to_string(&call.inputs)?;
-                let scopes = call.scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ");
+                let scopes = call
+                    .scopes
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" ");
                 let request_id = call.request_id.to_string();
                 tracing::info!(
                     target: "secure_tools::audit",
@@ -121,19 +126,28 @@ impl MemorySink {
 
     /// A copy of the records so far.
     pub fn records(&self) -> Vec<serde_json::Value> {
-        self.records.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        self.records
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Forgets the records so far.
     pub fn clear(&self) {
-        self.records.lock().unwrap_or_else(PoisonError::into_inner).clear();
+        self.records
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
     }
 }
 
 impl AuditSink for MemorySink {
     fn write(&self, record: &AuditRecord) -> Result<(), AuditError> {
         let value = serde_json::to_value(record)?;
-        self.records.lock().unwrap_or_else(PoisonError::into_inner).push(value);
+        self.records
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(value);
         Ok(())
     }
 }
