@@ -5,7 +5,8 @@ use std::sync::LazyLock;
 use secure_tools::{Args, DefinitionError, SCOPES_META_KEY, ToolError, ToolSet, secure_tool};
 use serde_json::{Value, json};
 
-static NAME_PATTERN: LazyLock<regex::Regex> = LazyLock::new(|| regex::Regex::new(r"^[A-Za-z0-9._-]+$").unwrap());
+static NAME_PATTERN: LazyLock<regex::Regex> =
+    LazyLock::new(|| regex::Regex::new(r"^[A-Za-z0-9._-]+$").unwrap());
 
 #[derive(serde::Serialize, schemars::JsonSchema)]
 struct WriteOutcome {
@@ -28,7 +29,8 @@ async fn write_file(
     content: String,
     /// How many copies to keep.
     #[validate(range(min = 1, max = 5))]
-    #[allow(unused_variables)] keep: Option<u8>,
+    #[allow(unused_variables)]
+    keep: Option<u8>,
 ) -> Result<WriteOutcome, ToolError> {
     Ok(WriteOutcome {
         bytes_written: content.len() as u64,
@@ -75,7 +77,11 @@ fn listing(set: &ToolSet) -> String {
 fn definitions_come_from_the_function_and_its_attribute() {
     let set = set();
     let names: Vec<_> = set.definitions().map(|d| d.name()).collect();
-    assert_eq!(names, ["health", "index.search", "write_file"], "sorted by name");
+    assert_eq!(
+        names,
+        ["health", "index.search", "write_file"],
+        "sorted by name"
+    );
 
     let write = set.definition("write_file").unwrap();
     assert_eq!(
@@ -83,7 +89,14 @@ fn definitions_come_from_the_function_and_its_attribute() {
         Some("Write a UTF-8 text file under the data root.\n\nReplaces the file if it exists.")
     );
     assert_eq!(write.title(), Some("Write file"));
-    assert_eq!(write.scopes().iter().map(|s| s.as_str()).collect::<Vec<_>>(), ["files.write"]);
+    assert_eq!(
+        write
+            .scopes()
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>(),
+        ["files.write"]
+    );
     assert_eq!(write.audit_redact(), ["content"]);
     let hints = write.annotations();
     assert_eq!(hints.destructive_hint, Some(true));
@@ -114,16 +127,31 @@ fn input_schema_carries_docs_and_validation_limits() {
     assert_eq!(schema["properties"]["keep"]["maximum"], 5);
 
     let search = Value::Object((**set.definition("index.search").unwrap().input_schema()).clone());
-    assert_eq!(search["properties"]["query"]["description"], "What to look for.");
+    assert_eq!(
+        search["properties"]["query"]["description"],
+        "What to look for."
+    );
     assert_eq!(search["properties"]["query"]["maxLength"], 200);
 }
 
 #[test]
 fn structured_tools_publish_an_output_schema_and_text_tools_none() {
     let set = set();
-    let output = set.definition("write_file").unwrap().output_schema().expect("structured output");
-    assert_eq!(output["properties"]["bytes_written"]["description"], "Bytes written.");
-    assert!(set.definition("index.search").unwrap().output_schema().is_none());
+    let output = set
+        .definition("write_file")
+        .unwrap()
+        .output_schema()
+        .expect("structured output");
+    assert_eq!(
+        output["properties"]["bytes_written"]["description"],
+        "Bytes written."
+    );
+    assert!(
+        set.definition("index.search")
+            .unwrap()
+            .output_schema()
+            .is_none()
+    );
     assert!(set.definition("health").unwrap().output_schema().is_none());
 }
 
@@ -132,7 +160,10 @@ fn the_rmcp_tool_publishes_scopes_under_meta() {
     let tool = set().definition("index.search").unwrap().to_rmcp_tool();
     let json = serde_json::to_value(&tool).unwrap();
     assert_eq!(json["name"], "index.search");
-    assert_eq!(json["_meta"][SCOPES_META_KEY], json!(["index.read", "index.search"]));
+    assert_eq!(
+        json["_meta"][SCOPES_META_KEY],
+        json!(["index.read", "index.search"])
+    );
     assert_eq!(json["annotations"]["readOnlyHint"], true);
     assert_eq!(json["inputSchema"]["type"], "object");
 }
@@ -142,18 +173,30 @@ fn the_rmcp_tool_publishes_scopes_under_meta() {
 #[test]
 fn listing_is_byte_identical_run_to_run() {
     let first = listing(&set());
-    assert_eq!(first, listing(&set()), "two tool sets in one run list the same bytes");
+    assert_eq!(
+        first,
+        listing(&set()),
+        "two tool sets in one run list the same bytes"
+    );
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("snapshots/definitions.json");
     if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, &first).unwrap();
     }
-    let expected = std::fs::read_to_string(&path).expect("snapshot exists (UPDATE_SNAPSHOTS=1 writes it)");
+    let expected =
+        std::fs::read_to_string(&path).expect("snapshot exists (UPDATE_SNAPSHOTS=1 writes it)");
     assert_eq!(first, expected);
 }
 
 #[test]
 fn two_tools_with_one_name_do_not_build() {
-    let err = ToolSet::builder(()).tool::<health>().tool::<health>().build().unwrap_err();
-    assert!(matches!(err, DefinitionError::DuplicateName(ref n) if n == "health"), "{err}");
+    let err = ToolSet::builder(())
+        .tool::<health>()
+        .tool::<health>()
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(err, DefinitionError::DuplicateName(ref n) if n == "health"),
+        "{err}"
+    );
 }

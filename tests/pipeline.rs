@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 
 use secure_tools::audit::{AuditError, AuditRecord};
 use secure_tools::{
-    AuditSink, CallContext, CallError, Caller, JsonLinesSink, MemorySink, Outcome, RequestId, State, ToolError,
-    ToolOutput, ToolSet, secure_tool,
+    AuditSink, CallContext, CallError, Caller, JsonLinesSink, MemorySink, Outcome, RequestId,
+    State, ToolError, ToolOutput, ToolSet, secure_tool,
 };
 use secure_tools_tests::{caller, request};
 use serde_json::{Value, json};
@@ -42,7 +42,9 @@ async fn write_note(
     runs.0.fetch_add(1, Ordering::SeqCst);
     match filename.as_str() {
         "missing.txt" => Err(ToolError::new("not_found", "no such file")),
-        "broken.txt" => Err(io::Error::other("open /srv/secret/data/broken.txt: permission denied").into()),
+        "broken.txt" => {
+            Err(io::Error::other("open /srv/secret/data/broken.txt: permission denied").into())
+        }
         "panic.txt" => panic!("boom with {content}"),
         _ => Ok(Written {
             name: filename,
@@ -83,7 +85,10 @@ fn writer() -> Caller {
 }
 
 async fn code_of(set: &ToolSet<Runs>, caller: &Caller, tool: &str, args: Value) -> Option<String> {
-    let response = set.call(request(caller, 1, tool, args)).await.expect("known tool");
+    let response = set
+        .call(request(caller, 1, tool, args))
+        .await
+        .expect("known tool");
     response.error_code().map(str::to_owned)
 }
 
@@ -92,18 +97,29 @@ async fn allowed_call_returns_structured_output_and_one_full_audit_record() {
     let sink = MemorySink::new();
     let (set, runs) = tools(sink.clone());
     let response = set
-        .call(request(&writer(), 7, "write_note", json!({"filename": "a.txt", "content": "hello"})))
+        .call(request(
+            &writer(),
+            7,
+            "write_note",
+            json!({"filename": "a.txt", "content": "hello"}),
+        ))
         .await
         .unwrap();
     assert_eq!(response.outcome(), Outcome::Ok);
-    assert_eq!(response.result().unwrap(), &ToolOutput::Structured(json!({"name": "a.txt", "bytes": 5})));
+    assert_eq!(
+        response.result().unwrap(),
+        &ToolOutput::Structured(json!({"name": "a.txt", "bytes": 5}))
+    );
     assert_eq!(runs.count(), 1);
 
     let records = sink.records();
     assert_eq!(records.len(), 1);
     let record = &records[0];
     let ts = record["ts"].as_str().unwrap();
-    assert!(ts.ends_with('Z') && ts.len() == "2026-01-01T00:00:00.000000Z".len(), "{ts}");
+    assert!(
+        ts.ends_with('Z') && ts.len() == "2026-01-01T00:00:00.000000Z".len(),
+        "{ts}"
+    );
     assert_eq!(record["server_id"], "test-server");
     assert_eq!(record["event"], "tool_call");
     assert_eq!(record["request_id"], 7);
@@ -112,13 +128,19 @@ async fn allowed_call_returns_structured_output_and_one_full_audit_record() {
     assert_eq!(record["caller"], "alice");
     assert_eq!(record["outcome"], "ok");
     assert_eq!(record["ok"], true);
-    assert_eq!(record["inputs"], json!({"filename": "a.txt", "content": {"redacted": true, "bytes": 5}}));
+    assert_eq!(
+        record["inputs"],
+        json!({"filename": "a.txt", "content": {"redacted": true, "bytes": 5}})
+    );
     assert!(record.get("error").is_none());
     assert!(record["duration_us"].is_u64());
 
     let result = response.into_call_tool_result();
     assert_eq!(result.is_error, Some(false));
-    assert_eq!(result.structured_content, Some(json!({"name": "a.txt", "bytes": 5})));
+    assert_eq!(
+        result.structured_content,
+        Some(json!({"name": "a.txt", "bytes": 5}))
+    );
 }
 
 #[tokio::test]
@@ -129,7 +151,10 @@ async fn missing_scope_is_denied_before_anything_else_and_says_which() {
         let reader = caller("bob", grant);
         // Invalid input too: authorization comes first, so the caller learns nothing about input rules.
         let args = json!({"filename": "", "content": 5, "extra": true});
-        let response = set.call(request(&reader, 1, "write_note", args)).await.unwrap();
+        let response = set
+            .call(request(&reader, 1, "write_note", args))
+            .await
+            .unwrap();
         assert_eq!(response.outcome(), Outcome::Denied, "grant {grant:?}");
         assert_eq!(response.error_code(), Some("missing_scope:files.write"));
         let result = response.into_call_tool_result();
@@ -140,17 +165,35 @@ async fn missing_scope_is_denied_before_anything_else_and_says_which() {
     assert_eq!(runs.count(), 0, "a denied handler never runs");
     let records = sink.records();
     assert_eq!(records.len(), 5);
-    assert!(records.iter().all(|r| r["outcome"] == "denied" && r["ok"] == false));
-    assert!(records.iter().all(|r| r["error"] == "missing_scope:files.write"));
+    assert!(
+        records
+            .iter()
+            .all(|r| r["outcome"] == "denied" && r["ok"] == false)
+    );
+    assert!(
+        records
+            .iter()
+            .all(|r| r["error"] == "missing_scope:files.write")
+    );
 }
 
 #[tokio::test]
 async fn every_required_scope_must_be_held() {
     let (set, runs) = tools(MemorySink::new());
     let only_read = caller("c", "admin.read");
-    assert_eq!(code_of(&set, &only_read, "admin", json!({})).await.as_deref(), Some("missing_scope:admin.write"));
+    assert_eq!(
+        code_of(&set, &only_read, "admin", json!({}))
+            .await
+            .as_deref(),
+        Some("missing_scope:admin.write")
+    );
     let only_write = caller("c", "admin.write");
-    assert_eq!(code_of(&set, &only_write, "admin", json!({})).await.as_deref(), Some("missing_scope:admin.read"));
+    assert_eq!(
+        code_of(&set, &only_write, "admin", json!({}))
+            .await
+            .as_deref(),
+        Some("missing_scope:admin.read")
+    );
     assert_eq!(runs.count(), 0);
     let both = caller("c", "admin.write admin.read");
     assert_eq!(code_of(&set, &both, "admin", Value::Null).await, None);
@@ -164,18 +207,28 @@ async fn malformed_arguments_are_refused_with_the_field_named() {
     let cases = [
         (json!({"filename": "a.txt"}), "content"),
         (json!({"filename": 3, "content": "x"}), "filename"),
-        (json!({"filename": "a.txt", "content": "x", "mode": "append"}), "mode"),
+        (
+            json!({"filename": "a.txt", "content": "x", "mode": "append"}),
+            "mode",
+        ),
         (Value::Null, "filename"),
     ];
     for (args, named) in cases {
-        let response = set.call(request(&writer(), 1, "write_note", args.clone())).await.unwrap();
+        let response = set
+            .call(request(&writer(), 1, "write_note", args.clone()))
+            .await
+            .unwrap();
         assert_eq!(response.outcome(), Outcome::Invalid, "{args}");
         let err = response.result().unwrap_err();
         assert_eq!(err.code(), "malformed_arguments", "{args}");
         assert!(err.message().contains(named), "{args}: {}", err.message());
     }
     assert_eq!(runs.count(), 0);
-    assert!(sink.records().iter().all(|r| r["outcome"] == "invalid" && r["error"] == "malformed_arguments"));
+    assert!(
+        sink.records()
+            .iter()
+            .all(|r| r["outcome"] == "invalid" && r["error"] == "malformed_arguments")
+    );
 }
 
 #[tokio::test]
@@ -184,7 +237,12 @@ async fn failed_validation_names_the_rule_but_never_the_value() {
     let (set, runs) = tools(sink.clone());
     let secret = "S3CRET-".repeat(20);
     let response = set
-        .call(request(&writer(), 1, "write_note", json!({"filename": "a.txt", "content": secret})))
+        .call(request(
+            &writer(),
+            1,
+            "write_note",
+            json!({"filename": "a.txt", "content": secret}),
+        ))
         .await
         .unwrap();
     assert_eq!(response.outcome(), Outcome::Invalid);
@@ -197,7 +255,12 @@ async fn failed_validation_names_the_rule_but_never_the_value() {
 
     // A redacted argument of the wrong type: serde would quote it; the message must not.
     let response = set
-        .call(request(&writer(), 2, "write_note", json!({"filename": "a.txt", "content": 424242})))
+        .call(request(
+            &writer(),
+            2,
+            "write_note",
+            json!({"filename": "a.txt", "content": 424242}),
+        ))
         .await
         .unwrap();
     let err = response.result().unwrap_err();
@@ -213,21 +276,34 @@ async fn handler_errors_keep_their_code_and_hide_internal_detail() {
     let sink = MemorySink::new();
     let (set, _) = tools(sink.clone());
     let response = set
-        .call(request(&writer(), 1, "write_note", json!({"filename": "missing.txt", "content": ""})))
+        .call(request(
+            &writer(),
+            1,
+            "write_note",
+            json!({"filename": "missing.txt", "content": ""}),
+        ))
         .await
         .unwrap();
     assert_eq!(response.outcome(), Outcome::Error);
     assert_eq!(response.error_code(), Some("not_found"));
 
     let response = set
-        .call(request(&writer(), 2, "write_note", json!({"filename": "broken.txt", "content": ""})))
+        .call(request(
+            &writer(),
+            2,
+            "write_note",
+            json!({"filename": "broken.txt", "content": ""}),
+        ))
         .await
         .unwrap();
     assert_eq!(response.outcome(), Outcome::Error);
     let err = response.result().unwrap_err();
     assert_eq!(err.code(), "internal_error");
     let shown = serde_json::to_string(&response.into_call_tool_result()).unwrap();
-    assert!(!shown.contains("/srv/secret") && !shown.contains("permission denied"), "{shown}");
+    assert!(
+        !shown.contains("/srv/secret") && !shown.contains("permission denied"),
+        "{shown}"
+    );
 
     let outcomes: Vec<_> = sink.records().iter().map(|r| r["error"].clone()).collect();
     assert_eq!(outcomes, [json!("not_found"), json!("internal_error")]);
@@ -238,7 +314,12 @@ async fn a_panicking_handler_fails_cleanly_is_audited_and_the_next_call_works() 
     let sink = MemorySink::new();
     let (set, _) = tools(sink.clone());
     let response = set
-        .call(request(&writer(), 1, "write_note", json!({"filename": "panic.txt", "content": "pw"})))
+        .call(request(
+            &writer(),
+            1,
+            "write_note",
+            json!({"filename": "panic.txt", "content": "pw"}),
+        ))
         .await
         .unwrap();
     assert_eq!(response.outcome(), Outcome::Panic);
@@ -247,11 +328,20 @@ async fn a_panicking_handler_fails_cleanly_is_audited_and_the_next_call_works() 
     assert!(!shown.contains("boom"), "{shown}");
 
     let response = set
-        .call(request(&writer(), 2, "write_note", json!({"filename": "ok.txt", "content": "x"})))
+        .call(request(
+            &writer(),
+            2,
+            "write_note",
+            json!({"filename": "ok.txt", "content": "x"}),
+        ))
         .await
         .unwrap();
     assert_eq!(response.outcome(), Outcome::Ok);
-    let outcomes: Vec<_> = sink.records().iter().map(|r| r["outcome"].clone()).collect();
+    let outcomes: Vec<_> = sink
+        .records()
+        .iter()
+        .map(|r| r["outcome"].clone())
+        .collect();
     assert_eq!(outcomes, [json!("panic"), json!("ok")]);
 }
 
@@ -259,7 +349,10 @@ async fn a_panicking_handler_fails_cleanly_is_audited_and_the_next_call_works() 
 async fn unknown_tools_are_protocol_errors_and_still_audited() {
     let sink = MemorySink::new();
     let (set, _) = tools(sink.clone());
-    let err = set.call(request(&writer(), 9, "rm_rf", json!({"path": "/"}))).await.unwrap_err();
+    let err = set
+        .call(request(&writer(), 9, "rm_rf", json!({"path": "/"})))
+        .await
+        .unwrap_err();
     assert!(matches!(err, CallError::UnknownTool(ref name) if name == "rm_rf"));
     let records = sink.records();
     assert_eq!(records.len(), 1);
@@ -272,7 +365,10 @@ async fn unknown_tools_are_protocol_errors_and_still_audited() {
 async fn handlers_receive_caller_request_id_and_context() {
     let (set, _) = tools(MemorySink::new());
     let who = caller("carol", "whoami files.read");
-    let response = set.call(request(&who, 42, "whoami", json!({}))).await.unwrap();
+    let response = set
+        .call(request(&who, 42, "whoami", json!({})))
+        .await
+        .unwrap();
     assert_eq!(
         response.result().unwrap(),
         &ToolOutput::Text("carol|files.read whoami|42|whoami".into())
@@ -304,19 +400,31 @@ async fn when_the_audit_cannot_be_written_calls_fail_closed() {
     sink.broken.store(true, Ordering::SeqCst);
 
     // The first unaudited call ran, but its success is not reported.
-    let response = set.call(request(&writer(), 1, "write_note", args())).await.unwrap();
+    let response = set
+        .call(request(&writer(), 1, "write_note", args()))
+        .await
+        .unwrap();
     assert_eq!(response.error_code(), Some("audit_unavailable"));
     assert_eq!(runs.count(), 1);
     // Once the trail is known to fail, handlers no longer run at all.
-    let response = set.call(request(&writer(), 2, "write_note", args())).await.unwrap();
+    let response = set
+        .call(request(&writer(), 2, "write_note", args()))
+        .await
+        .unwrap();
     assert_eq!(response.error_code(), Some("audit_unavailable"));
     assert_eq!(runs.count(), 1);
 
     // The sink recovers: the refusal is written, and the call after it runs.
     sink.broken.store(false, Ordering::SeqCst);
-    let response = set.call(request(&writer(), 3, "write_note", args())).await.unwrap();
+    let response = set
+        .call(request(&writer(), 3, "write_note", args()))
+        .await
+        .unwrap();
     assert_eq!(response.error_code(), Some("audit_unavailable"));
-    let response = set.call(request(&writer(), 4, "write_note", args())).await.unwrap();
+    let response = set
+        .call(request(&writer(), 4, "write_note", args()))
+        .await
+        .unwrap();
     assert_eq!(response.outcome(), Outcome::Ok);
     assert_eq!(runs.count(), 2);
     assert_eq!(sink.written.load(Ordering::SeqCst), 2);
@@ -343,14 +451,42 @@ async fn json_lines_hold_one_record_per_call_whatever_the_input() {
     let forged = "x\n{\"event\":\"tool_call\",\"outcome\":\"ok\"}\r\n\u{1b}[2J\u{0}\u{2028}";
     let secret = "hunter2-hunter2";
     let calls = [
-        (writer(), "write_note", json!({"filename": forged, "content": secret})),
-        (writer(), "write_note", json!({"filename": "a.txt", "content": secret})),
-        (caller("eve", "files.read"), "write_note", json!({"filename": "a.txt", "content": secret})),
-        (writer(), "write_note", json!({"filename": "a.txt", "content": secret.repeat(9)})),
-        (writer(), "write_note", json!({"filename": "panic.txt", "content": secret})),
+        (
+            writer(),
+            "write_note",
+            json!({"filename": forged, "content": secret}),
+        ),
+        (
+            writer(),
+            "write_note",
+            json!({"filename": "a.txt", "content": secret}),
+        ),
+        (
+            caller("eve", "files.read"),
+            "write_note",
+            json!({"filename": "a.txt", "content": secret}),
+        ),
+        (
+            writer(),
+            "write_note",
+            json!({"filename": "a.txt", "content": secret.repeat(9)}),
+        ),
+        (
+            writer(),
+            "write_note",
+            json!({"filename": "panic.txt", "content": secret}),
+        ),
         (writer(), forged, json!({"content": secret})),
-        (caller(forged, "whoami"), "whoami", json!({ forged: forged })),
-        (writer(), "write_note", json!({"filename": "x".repeat(100_000), "content": ""})),
+        (
+            caller(forged, "whoami"),
+            "whoami",
+            json!({ forged: forged }),
+        ),
+        (
+            writer(),
+            "write_note",
+            json!({"filename": "x".repeat(100_000), "content": ""}),
+        ),
     ];
     let n = calls.len();
     for (i, (who, tool, args)) in calls.into_iter().enumerate() {
@@ -359,20 +495,45 @@ async fn json_lines_hold_one_record_per_call_whatever_the_input() {
     let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
     let lines: Vec<&str> = text.split_terminator('\n').collect();
     assert_eq!(lines.len(), n, "{text}");
-    let records: Vec<Value> = lines.iter().map(|l| serde_json::from_str(l).expect("each line is JSON")).collect();
-    let ids: Vec<_> = records.iter().map(|r| r["request_id"].as_i64().unwrap()).collect();
+    let records: Vec<Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+        .collect();
+    let ids: Vec<_> = records
+        .iter()
+        .map(|r| r["request_id"].as_i64().unwrap())
+        .collect();
     assert_eq!(ids, (0..n as i64).collect::<Vec<_>>());
-    assert_eq!(records[0]["inputs"]["filename"], forged, "the hostile string survives intact, inside its field");
-    assert!(!text.contains(secret), "a redacted value reached the audit log");
-    assert!(lines.iter().all(|l| l.len() < 8 * 1024), "long strings are shortened");
-    let outcomes: Vec<_> = records.iter().map(|r| r["outcome"].as_str().unwrap()).collect();
+    assert_eq!(
+        records[0]["inputs"]["filename"], forged,
+        "the hostile string survives intact, inside its field"
+    );
+    assert!(
+        !text.contains(secret),
+        "a redacted value reached the audit log"
+    );
+    assert!(
+        lines.iter().all(|l| l.len() < 8 * 1024),
+        "long strings are shortened"
+    );
+    let outcomes: Vec<_> = records
+        .iter()
+        .map(|r| r["outcome"].as_str().unwrap())
+        .collect();
     // The forged file name is too long for `write_note`, so its call is invalid; it is audited all the same.
-    assert_eq!(outcomes, ["invalid", "ok", "denied", "invalid", "panic", "invalid", "invalid", "invalid"]);
+    assert_eq!(
+        outcomes,
+        [
+            "invalid", "ok", "denied", "invalid", "panic", "invalid", "invalid", "invalid"
+        ]
+    );
 }
 
 #[tokio::test]
 async fn strict_argument_text_refuses_duplicate_keys() {
-    let err = secure_tools::strict_json::parse_arguments(r#"{"filename":"a.txt","filename":"../etc/passwd"}"#)
-        .unwrap_err();
+    let err = secure_tools::strict_json::parse_arguments(
+        r#"{"filename":"a.txt","filename":"../etc/passwd"}"#,
+    )
+    .unwrap_err();
     assert_eq!(err.code(), "malformed_arguments");
 }

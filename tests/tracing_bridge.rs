@@ -39,7 +39,10 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Captured {
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
         let mut fields = Fields(String::new());
         attrs.record(&mut fields);
-        ctx.span(id).unwrap().extensions_mut().insert(SpanFields(fields.0));
+        ctx.span(id)
+            .unwrap()
+            .extensions_mut()
+            .insert(SpanFields(fields.0));
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
@@ -49,7 +52,9 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Captured {
             for span in scope.from_root() {
                 let ext = span.extensions();
                 let own = ext.get::<SpanFields>().map_or("", |f| f.0.as_str());
-                fields.0.push_str(&format!(" in {}{{{}}}", span.name(), own.trim()));
+                fields
+                    .0
+                    .push_str(&format!(" in {}{{{}}}", span.name(), own.trim()));
             }
         }
         self.0.lock().unwrap().push(fields.0);
@@ -59,8 +64,11 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Captured {
 #[test]
 fn calls_run_in_a_span_and_the_tracing_bridge_carries_the_record() {
     let captured = Captured::default();
-    tracing::subscriber::set_global_default(tracing_subscriber::registry().with(captured.clone())).unwrap();
-    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    tracing::subscriber::set_global_default(tracing_subscriber::registry().with(captured.clone()))
+        .unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     runtime.block_on(async {
         let set = ToolSet::builder(())
             .tool::<whoami>()
@@ -69,16 +77,31 @@ fn calls_run_in_a_span_and_the_tracing_bridge_carries_the_record() {
             .build()
             .unwrap();
         let who = caller("dave", "whoami");
-        set.call(request(&who, 5, "whoami", json!({}))).await.unwrap();
+        set.call(request(&who, 5, "whoami", json!({})))
+            .await
+            .unwrap();
     });
     let lines = captured.0.lock().unwrap().clone();
-    let handler = lines.iter().find(|l| l.contains("handler log line")).expect("handler event captured");
-    assert!(handler.contains("in tool_call{tool=whoami request_id=5}"), "{handler}");
+    let handler = lines
+        .iter()
+        .find(|l| l.contains("handler log line"))
+        .expect("handler event captured");
+    assert!(
+        handler.contains("in tool_call{tool=whoami request_id=5}"),
+        "{handler}"
+    );
     let audit = lines
         .iter()
         .find(|l| l.contains("target=secure_tools::audit"))
         .expect("audit event captured");
-    for field in ["tool=whoami", "outcome=\"ok\"", "ok=true", "caller=dave", "server_id=test-server", "request_id=5"] {
+    for field in [
+        "tool=whoami",
+        "outcome=\"ok\"",
+        "ok=true",
+        "caller=dave",
+        "server_id=test-server",
+        "request_id=5",
+    ] {
         assert!(audit.contains(field), "{field} missing from {audit}");
     }
 }
