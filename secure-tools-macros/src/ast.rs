@@ -29,9 +29,16 @@ pub enum ParamKind<'a> {
         attrs: &'a [Attribute],
     },
     /// `Args(args): Args<T>`: the whole input is `T`.
-    Args { inner: Option<&'a Type>, ty: &'a Type, attrs: &'a [Attribute] },
+    Args {
+        inner: Option<&'a Type>,
+        ty: &'a Type,
+        attrs: &'a [Attribute],
+    },
     /// `Caller`, `RequestId`, `CallContext`, `State<T>`.
-    Context { ty: &'a Type, attrs: &'a [Attribute] },
+    Context {
+        ty: &'a Type,
+        attrs: &'a [Attribute],
+    },
 }
 
 pub struct Output<'a> {
@@ -39,6 +46,10 @@ pub struct Output<'a> {
     pub ok: Option<&'a Type>,
     /// Whether the declared type is a `Result`.
     pub is_result: bool,
+    /// The declared type, if any.
+    pub declared: Option<&'a Type>,
+    /// `E` of `Result<T, E>`, when written out.
+    pub err: Option<&'a Type>,
 }
 
 impl<'a> Function<'a> {
@@ -52,7 +63,9 @@ impl<'a> Function<'a> {
     }
 
     pub fn inputs(&self) -> impl Iterator<Item = &Param<'a>> {
-        self.params.iter().filter(|p| matches!(p.kind, ParamKind::Input { .. }))
+        self.params
+            .iter()
+            .filter(|p| matches!(p.kind, ParamKind::Input { .. }))
     }
 }
 
@@ -63,10 +76,12 @@ impl<'a> Param<'a> {
             FnArg::Typed(typed) => {
                 let ty = &*typed.ty;
                 match last_segment(ty) {
-                    Some((name, _)) if CONTEXT_TYPES.contains(&name.as_str()) => ParamKind::Context {
-                        ty,
-                        attrs: &typed.attrs,
-                    },
+                    Some((name, _)) if CONTEXT_TYPES.contains(&name.as_str()) => {
+                        ParamKind::Context {
+                            ty,
+                            attrs: &typed.attrs,
+                        }
+                    }
                     Some((name, args)) if name == "Args" => ParamKind::Args {
                         inner: args,
                         ty,
@@ -74,7 +89,9 @@ impl<'a> Param<'a> {
                     },
                     _ => ParamKind::Input {
                         ident: match &*typed.pat {
-                            Pat::Ident(p) if p.by_ref.is_none() && p.subpat.is_none() => Some(&p.ident),
+                            Pat::Ident(p) if p.by_ref.is_none() && p.subpat.is_none() => {
+                                Some(&p.ident)
+                            }
                             _ => None,
                         },
                         pat: &typed.pat,
@@ -84,7 +101,10 @@ impl<'a> Param<'a> {
                 }
             }
         };
-        Param { original: arg, kind }
+        Param {
+            original: arg,
+            kind,
+        }
     }
 }
 
@@ -98,9 +118,27 @@ impl<'a> Output<'a> {
             Some((name, first)) if name == "Result" => first,
             _ => None,
         });
+        let err = declared
+            .filter(|_| result_ok.is_some())
+            .and_then(|ty| match ty {
+                Type::Path(path) => match &path.path.segments.last()?.arguments {
+                    PathArguments::AngleBracketed(args) => args
+                        .args
+                        .iter()
+                        .filter_map(|arg| match arg {
+                            GenericArgument::Type(ty) => Some(ty),
+                            _ => None,
+                        })
+                        .nth(1),
+                    _ => None,
+                },
+                _ => None,
+            });
         Output {
             ok: result_ok.or(declared),
             is_result: result_ok.is_some(),
+            declared,
+            err,
         }
     }
 
@@ -111,7 +149,9 @@ impl<'a> Output<'a> {
             None => true,
             Some(Type::Tuple(t)) => t.elems.is_empty(),
             Some(Type::Reference(r)) => matches!(&*r.elem, Type::Path(p) if p.path.is_ident("str")),
-            Some(ty) => matches!(last_segment(ty), Some((name, _)) if name == "String" || name == "Json"),
+            Some(ty) => {
+                matches!(last_segment(ty), Some((name, _)) if name == "String" || name == "Json")
+            }
         }
     }
 }
@@ -140,13 +180,22 @@ pub fn docs(attrs: &[Attribute]) -> Option<String> {
         .filter(|attr| attr.path().is_ident("doc"))
         .filter_map(|attr| match &attr.meta {
             syn::Meta::NameValue(nv) => match &nv.value {
-                syn::Expr::Lit(syn::ExprLit { lit: syn::Lit::Str(s), .. }) => Some(s.value()),
+                syn::Expr::Lit(syn::ExprLit {
+                    lit: syn::Lit::Str(s),
+                    ..
+                }) => Some(s.value()),
                 _ => None,
             },
             _ => None,
         })
         .flat_map(|text| text.split('\n').map(str::to_owned).collect::<Vec<_>>())
-        .map(|line| line.strip_prefix(' ').map(str::to_owned).unwrap_or(line).trim_end().to_owned())
+        .map(|line| {
+            line.strip_prefix(' ')
+                .map(str::to_owned)
+                .unwrap_or(line)
+                .trim_end()
+                .to_owned()
+        })
         .collect();
     let text = lines.join("\n").trim().to_owned();
     (!text.is_empty()).then_some(text)
@@ -154,5 +203,7 @@ pub fn docs(attrs: &[Attribute]) -> Option<String> {
 
 /// Whether an attribute on a parameter belongs to the generated argument struct.
 pub fn is_field_attr(attr: &Attribute) -> bool {
-    ["validate", "serde", "schemars", "doc"].iter().any(|name| attr.path().is_ident(name))
+    ["validate", "serde", "schemars", "doc"]
+        .iter()
+        .any(|name| attr.path().is_ident(name))
 }

@@ -1,9 +1,9 @@
 //! Parsing `#[secure_tool(...)]` arguments, keeping each literal so errors point at it.
 
-use proc_macro2::{Span, TokenStream};
+use proc_macro2::{Span, TokenStream, TokenTree};
 use syn::meta::ParseNestedMeta;
 use syn::parse::Parser;
-use syn::{bracketed, Ident, LitBool, LitStr, Token};
+use syn::{Expr, ExprLit, Ident, Lit, LitStr, Token};
 
 const ARGUMENTS: &str = "`scope`, `unscoped`, `audit_redact`, `name`, `title`, `read_only`, `destructive`, `idempotent`, `open_world`";
 
@@ -12,6 +12,11 @@ pub struct Args {
     /// The `scope` keyword, when present.
     pub scope_key: Option<Ident>,
     pub scopes: Vec<LitStr>,
+    /// A `scope` value that could not be read, already reported: that it lists no scope would be noise.
+    pub scope_malformed: bool,
+    /// An argument already reported looks like a botched `scope` (a key spelt like `scope` or `unscoped`, a bare
+    /// string): that `scope` is missing would be noise.
+    pub botched_scope: bool,
     pub unscoped: Option<Ident>,
     pub audit_redact: Option<(Ident, Vec<LitStr>)>,
     pub name: Option<LitStr>,
@@ -24,51 +29,115 @@ pub struct Args {
 
 /// Parses the arguments. Problems with single arguments are collected in `errors` and parsing goes on; a token
 /// stream that does not parse at all is returned as the error.
-pub fn parse(tokens: TokenStream, errors: &mut Vec<syn::Error>) -> syn::Result<Args> {
-    let mut args = Args::default();
+pub fn parse(mut tokens: TokenStream, errors: &mut Vec<syn::Error>) -> syn::Result<Args> {
+    let mut args = Args {
+        botched_scope: drop_bare_literals(&mut tokens, errors),
+        ..Args::default()
+    };
     let parser = syn::meta::parser(|meta| parse_one(&mut args, meta, errors));
     parser.parse2(tokens)?;
     Ok(args)
 }
 
-fn parse_one(args: &mut Args, meta: ParseNestedMeta, errors: &mut Vec<syn::Error>) -> syn::Result<()> {
+/// Reports and removes arguments that are a bare literal, such as `"files.read"` for `scope = "files.read"`:
+/// `syn::meta::parser` would stop at the first one, before any other argument is checked. Returns whether there was
+/// one.
+fn drop_bare_literals(tokens: &mut TokenStream, errors: &mut Vec<syn::Error>) -> bool {
+    let mut kept = TokenStream::new();
+    let mut dropped = false;
+    let mut argument = Vec::new();
+    let mut flush = |argument: &mut Vec<TokenTree>, comma: Option<TokenTree>| {
+        if let Some(TokenTree::Literal(literal)) = argument.first() {
+            let example = match syn::parse2::<LitStr>(TokenTree::Literal(literal.clone()).into()) {
+                Ok(lit) => format!("scope = \"{}\"", lit.value()),
+                Err(_) => "scope = \"files.read\"".to_owned(),
+            };
+            let tokens: TokenStream = argument.drain(..).collect();
+            dropped = true;
+            errors.push(syn::Error::new_spanned(
+                tokens,
+                format_args!("expected a named argument such as `{example}`; `secure_tool` takes one of {ARGUMENTS}"),
+            ));
+        } else {
+            kept.extend(argument.drain(..).chain(comma));
+        }
+    };
+    for token in std::mem::take(tokens) {
+        match token {
+            TokenTree::Punct(ref punct) if punct.as_char() == ',' => {
+                flush(&mut argument, Some(token))
+            }
+            other => argument.push(other),
+        }
+    }
+    flush(&mut argument, None);
+    *tokens = kept;
+    dropped
+}
+
+fn parse_one(
+    args: &mut Args,
+    meta: ParseNestedMeta,
+    errors: &mut Vec<syn::Error>,
+) -> syn::Result<()> {
     let Some(key) = meta.path.get_ident().cloned() else {
-        errors.push(meta.error(format_args!("expected one of {ARGUMENTS}")));
+        let path = quote::ToTokens::to_token_stream(&meta.path)
+            .to_string()
+            .replace(' ', "");
+        errors.push(syn::Error::new_spanned(
+            &meta.path,
+            format_args!("unknown `secure_tool` argument `{path}`; expected one of {ARGUMENTS}"),
+        ));
         return skip_value(&meta);
     };
     let duplicate = |errors: &mut Vec<syn::Error>| {
-        errors.push(syn::Error::new_spanned(&key, format_args!("duplicate `secure_tool` argument `{key}`")));
+        errors.push(syn::Error::new_spanned(
+            &key,
+            format_args!("duplicate `secure_tool` argument `{key}`"),
+        ));
     };
     match key.to_string().as_str() {
         "scope" | "scopes" => {
-            let scopes = string_or_list(&meta)?;
+            let scopes = string_or_list(&meta, &key, "files.read", errors)?;
             if args.scope_key.is_some() {
                 duplicate(errors);
             } else {
                 args.scope_key = Some(key);
-                args.scopes = scopes;
+                match scopes {
+                    Some(scopes) => args.scopes = scopes,
+                    None => args.scope_malformed = true,
+                }
             }
         }
         "audit_redact" => {
-            let names = string_or_list(&meta)?;
+            let names = string_or_list(&meta, &key, "password", errors)?;
             if args.audit_redact.is_some() {
                 duplicate(errors);
             } else {
-                args.audit_redact = Some((key, names));
+                args.audit_redact = Some((key, names.unwrap_or_default()));
             }
         }
         "name" | "title" => {
-            let value: LitStr = meta.value()?.parse()?;
-            let slot = if key == "name" { &mut args.name } else { &mut args.title };
+            let example = if key == "name" {
+                "read_file"
+            } else {
+                "Read a file"
+            };
+            let value = string(&meta, &key, example, errors)?;
+            let slot = if key == "name" {
+                &mut args.name
+            } else {
+                &mut args.title
+            };
             if slot.is_some() {
                 duplicate(errors);
             } else {
-                *slot = Some(value);
+                *slot = value;
             }
         }
         "unscoped" => {
             if !meta.input.is_empty() && !meta.input.peek(Token![,]) {
-                errors.push(meta.error("`unscoped` takes no value"));
+                errors.push(meta.error("`unscoped` takes no value; write `unscoped` alone"));
                 skip_value(&meta)?;
             }
             if args.unscoped.is_some() {
@@ -79,7 +148,21 @@ fn parse_one(args: &mut Args, meta: ParseNestedMeta, errors: &mut Vec<syn::Error
         }
         "read_only" | "destructive" | "idempotent" | "open_world" => {
             let value = if meta.input.peek(Token![=]) {
-                meta.value()?.parse::<LitBool>()?.value
+                match ungroup(meta.value()?.parse()?) {
+                    Expr::Lit(ExprLit {
+                        lit: Lit::Bool(value),
+                        ..
+                    }) => value.value,
+                    other => {
+                        errors.push(syn::Error::new_spanned(
+                            other,
+                            format_args!(
+                                "expected `true` or `false`; `{key}` alone means `{key} = true`"
+                            ),
+                        ));
+                        true
+                    }
+                }
             } else {
                 true
             };
@@ -95,7 +178,10 @@ fn parse_one(args: &mut Args, meta: ParseNestedMeta, errors: &mut Vec<syn::Error
                 *slot = Some(value);
             }
         }
-        _ => {
+        unknown => {
+            args.botched_scope |= ["scope", "unscoped"]
+                .iter()
+                .any(|known| edit_distance(unknown, known) <= 2);
             errors.push(syn::Error::new_spanned(
                 &key,
                 format_args!("unknown `secure_tool` argument `{key}`; expected one of {ARGUMENTS}"),
@@ -106,16 +192,99 @@ fn parse_one(args: &mut Args, meta: ParseNestedMeta, errors: &mut Vec<syn::Error
     Ok(())
 }
 
-/// `key = "a"` or `key = ["a", "b"]`.
-fn string_or_list(meta: &ParseNestedMeta) -> syn::Result<Vec<LitStr>> {
-    let input = meta.value()?;
-    if input.peek(syn::token::Bracket) {
-        let content;
-        bracketed!(content in input);
-        let items = content.parse_terminated(<LitStr as syn::parse::Parse>::parse, Token![,])?;
-        Ok(items.into_iter().collect())
-    } else {
-        Ok(vec![input.parse()?])
+/// `key = "a"`; `None` once a malformed value is reported.
+fn string(
+    meta: &ParseNestedMeta,
+    key: &Ident,
+    example: &str,
+    errors: &mut Vec<syn::Error>,
+) -> syn::Result<Option<LitStr>> {
+    let Some(value) = value(meta, key, &format!("`{key} = \"{example}\"`"), errors)? else {
+        return Ok(None);
+    };
+    match value {
+        Expr::Lit(ExprLit {
+            lit: Lit::Str(lit), ..
+        }) => Ok(Some(lit)),
+        other => {
+            errors.push(syn::Error::new_spanned(
+                other,
+                format_args!("expected a string literal, e.g. `{key} = \"{example}\"`"),
+            ));
+            Ok(None)
+        }
+    }
+}
+
+/// `key = "a"` or `key = ["a", "b"]`; `None` once a malformed value is reported.
+fn string_or_list(
+    meta: &ParseNestedMeta,
+    key: &Ident,
+    example: &str,
+    errors: &mut Vec<syn::Error>,
+) -> syn::Result<Option<Vec<LitStr>>> {
+    let expected = format!("`{key} = \"{example}\"` or `{key} = [\"{example}\", ..]`");
+    let Some(value) = value(meta, key, &expected, errors)? else {
+        return Ok(None);
+    };
+    match value {
+        Expr::Lit(ExprLit {
+            lit: Lit::Str(lit), ..
+        }) => Ok(Some(vec![lit])),
+        Expr::Array(list) => {
+            let mut items = Vec::new();
+            let mut malformed = false;
+            for item in list.elems {
+                match ungroup(item) {
+                    Expr::Lit(ExprLit {
+                        lit: Lit::Str(lit), ..
+                    }) => items.push(lit),
+                    other => {
+                        malformed = true;
+                        errors.push(syn::Error::new_spanned(
+                            other,
+                            format_args!(
+                                "expected a string literal such as `\"{example}\"` in `{key}`"
+                            ),
+                        ));
+                    }
+                }
+            }
+            Ok((!malformed).then_some(items))
+        }
+        other => {
+            errors.push(syn::Error::new_spanned(
+                other,
+                format_args!("expected a string literal or a list of them: {expected}"),
+            ));
+            Ok(None)
+        }
+    }
+}
+
+/// The expression after `key =`; `None` once a missing value is reported.
+fn value(
+    meta: &ParseNestedMeta,
+    key: &Ident,
+    expected: &str,
+    errors: &mut Vec<syn::Error>,
+) -> syn::Result<Option<Expr>> {
+    if !meta.input.peek(Token![=]) {
+        errors.push(syn::Error::new_spanned(
+            key,
+            format_args!("`{key}` takes a value: {expected}"),
+        ));
+        skip_value(meta)?;
+        return Ok(None);
+    }
+    Ok(Some(ungroup(meta.value()?.parse()?)))
+}
+
+/// A value passed through a `macro_rules!` arrives wrapped in an invisible group.
+fn ungroup(expr: Expr) -> Expr {
+    match expr {
+        Expr::Group(group) => ungroup(*group.expr),
+        other => other,
     }
 }
 
@@ -129,6 +298,21 @@ fn skip_value(meta: &ParseNestedMeta) -> syn::Result<()> {
         let _: TokenStream = _content.parse()?;
     }
     Ok(())
+}
+
+/// Levenshtein distance, to tell a misspelt argument from an unrelated one.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut current = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = previous[j] + usize::from(ca != *cb);
+            current.push(substitution.min(previous[j + 1] + 1).min(current[j] + 1));
+        }
+        previous = current;
+    }
+    previous[b.len()]
 }
 
 /// The span to blame for something missing from the attribute.

@@ -1,9 +1,9 @@
 //! Code generation from the checked model. Nothing here can fail.
 
 use proc_macro2::{Span, TokenStream};
-use quote::{format_ident, quote, quote_spanned};
-use syn::spanned::Spanned;
+use quote::{ToTokens, format_ident, quote, quote_spanned};
 use syn::ItemFn;
+use syn::spanned::Spanned;
 
 use crate::ast::{Function, ParamKind};
 use crate::valid::Model;
@@ -13,7 +13,7 @@ pub fn secure_tool(args: TokenStream, item: TokenStream) -> TokenStream {
     let item_fn: ItemFn = match syn::parse2(item.clone()) {
         Ok(item_fn) => item_fn,
         Err(_) => {
-            let error = syn::Error::new(Span::call_site(), "`#[secure_tool]` applies to an `async fn`");
+            let error = fallback::not_a_function(&item);
             return fallback::unparsed(item, error);
         }
     };
@@ -40,6 +40,24 @@ fn option<T: quote::ToTokens>(value: Option<T>) -> TokenStream {
     }
 }
 
+/// `::secure_tools::__private` with every token at `span`, so that rustc, which reports a trait bound on the whole
+/// path or type, points at the user's tokens rather than at the attribute.
+fn private_at(span: Span) -> TokenStream {
+    quote_spanned!(span=> ::secure_tools::__private)
+}
+
+/// The spans of the first and the last token of a user's type. Generated code that starts at the one and ends at the
+/// other is reported over the whole type, as `syn::Error::new_spanned` does, where `Spanned::span` would give only
+/// the first token on stable.
+fn first_last(tokens: &dyn ToTokens) -> (Span, Span) {
+    let mut tokens = tokens.to_token_stream().into_iter();
+    let first = tokens
+        .next()
+        .map_or_else(Span::call_site, |token| token.span());
+    let last = tokens.last().map_or(first, |token| token.span());
+    (first, last)
+}
+
 fn generate(model: &Model) -> TokenStream {
     let private = quote!(::secure_tools::__private);
     let function = model.function;
@@ -62,19 +80,33 @@ fn generate(model: &Model) -> TokenStream {
         Some(inner) => (TokenStream::new(), quote_spanned!(inner.span()=> #inner)),
         None => {
             let fields = function.inputs().map(|param| {
-                let ParamKind::Input { ident, ty, attrs, .. } = &param.kind else { unreachable!() };
+                let ParamKind::Input {
+                    ident, ty, attrs, ..
+                } = &param.kind
+                else {
+                    unreachable!()
+                };
                 let attrs = attrs.iter().filter(|a| crate::ast::is_field_attr(a));
                 quote!(#(#attrs)* #ident: #ty,)
             });
             let serde_crate = format!("{private}::serde").replace(' ', "");
             let schemars_crate = format!("{private}::schemars").replace(' ', "");
             let validator_crate = format!("{private}::validator").replace(' ', "");
+            // The derives below emit bare `Some`, `None`, `.into()` and `Cow::from`, which a crate under
+            // `#![no_implicit_prelude]` lacks. Only those names are imported, not a prelude glob, so the field types
+            // the user wrote still resolve to the user's items. `pub` because the struct is the `Args` of a trait
+            // impl on the tool type, which may be `pub`; the `const _` block keeps it unnameable all the same.
             let struct_def = quote! {
+                #[allow(unused_imports)]
+                use ::core::option::Option::{None, Some};
+                #[allow(unused_imports)]
+                use ::core::convert::{From as _, Into as _};
+
                 #[derive(#private::serde::Deserialize, #private::schemars::JsonSchema, #private::validator::Validate)]
                 #[serde(crate = #serde_crate, deny_unknown_fields)]
                 #[schemars(crate = #schemars_crate)]
                 #[validate(crate = #validator_crate)]
-                struct __SecureToolArgs {
+                pub struct __SecureToolArgs {
                     #(#fields)*
                 }
             };
@@ -97,29 +129,61 @@ fn generate(model: &Model) -> TokenStream {
                 context_lets.push(quote_spanned! {ty.span()=>
                     let #local = <#ty as #private::FromCallContext<__S>>::from_call_context(__cx, __state);
                 });
-                context_bounds.push(quote_spanned!(ty.span()=> #ty: #private::FromCallContext<__S>,));
+                let (first, last) = first_last(ty);
+                let private = private_at(first);
+                let close = quote_spanned!(last=> >);
+                context_bounds.push(quote_spanned!(first=> #ty: #private::FromCallContext<__S #close,));
                 quote!(#local)
             }
             ParamKind::Receiver => unreachable!("rejected by valid::check"),
         })
         .collect();
 
-    // The result.
+    // The result. A success type that is not a tool output is reported once, on `type Output` and spanned on the
+    // user's type: `__finish` takes `Self::Output` generically, so its body proves `IntoToolOutput` from the trait's
+    // own bound instead of checking the concrete type a second time. An error type that does not convert into
+    // `ToolError` is reported on that type.
     let output = &function.output;
     let plain = output.is_plain();
     let ok_ty = match output.ok {
-        Some(ty) => quote_spanned!(ty.span()=> #ty),
+        Some(ty) => quote!(#ty),
         None => quote!(()),
     };
-    let output_ty = if plain { ok_ty.clone() } else { quote!(#private::Json<#ok_ty>) };
-    let wrap = if plain { quote!(|__ok| __ok) } else { quote!(#private::Json) };
-    let finish = if output.is_result {
-        quote!(#private::finish(#private::Result::map(__result, #wrap)))
+    let output_ty = if plain {
+        ok_ty
     } else {
-        quote!(#private::finish(#private::Ok::<_, #private::ToolError>((#wrap)(__result))))
+        let (first, last) = first_last(&ok_ty);
+        let private = private_at(first);
+        let close = quote_spanned!(last=> >);
+        quote_spanned!(first=> #private::Json<#ok_ty #close)
+    };
+    let wrap = if plain {
+        quote!(|__ok| __ok)
+    } else {
+        quote!(#private::Json)
+    };
+    let result = if output.is_result {
+        // Spanned on the error type, where rustc then reports a missing `Into<ToolError>`. A call of a generic
+        // helper rather than `Into::into` passed to `map_err` (which reports the bound twice) or called in a closure
+        // on the user's tokens (which trips clippy's `redundant_closure` and `useless_conversion` in the user's crate).
+        let span = output
+            .err
+            .or(output.declared)
+            .map_or_else(Span::call_site, |ty| first_last(ty).0);
+        let convert = quote_spanned!(span=> __into_tool_error(__error));
+        quote! {
+            match __result {
+                #private::Ok(__ok) => #private::Ok((#wrap)(__ok)),
+                #private::Err(__error) => #private::Err(#convert),
+            }
+        }
+    } else {
+        quote!(#private::Ok::<_, #private::ToolError>((#wrap)(__result)))
     };
 
-    let struct_doc = format!("The secure tool made from the function `{ident}`: register it with `ToolSetBuilder::tool::<{ident}>()`.");
+    let struct_doc = format!(
+        "The secure tool made from the function `{ident}`: register it with `ToolSetBuilder::tool::<{ident}>()`."
+    );
     quote! {
         #stripped
 
@@ -131,6 +195,19 @@ fn generate(model: &Model) -> TokenStream {
 
         const _: () = {
             #args_struct
+
+            fn __finish<__T, __S>(
+                __result: #private::Result<<__T as #private::SecureTool<__S>>::Output, #private::ToolError>,
+            ) -> #private::Result<#private::ToolOutput, #private::ToolError>
+            where
+                __T: #private::SecureTool<__S>,
+            {
+                #private::finish(__result)
+            }
+
+            fn __into_tool_error<__E: #private::Into<#private::ToolError>>(__error: __E) -> #private::ToolError {
+                #private::Into::into(__error)
+            }
 
             impl<__S> #private::SecureTool<__S> for #ident
             where
@@ -160,7 +237,7 @@ fn generate(model: &Model) -> TokenStream {
                     #(#context_lets)*
                     #private::Box::pin(async move {
                         let __result = #ident(#(#call_args),*).await;
-                        #finish
+                        __finish::<Self, __S>(#result)
                     })
                 }
             }

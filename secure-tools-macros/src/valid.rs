@@ -2,8 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use syn::spanned::Spanned;
-use syn::{Ident, LitStr, Type};
+use syn::{GenericArgument, Ident, LitStr, PathArguments, Type, TypeReference};
 
 use crate::ast::{Function, ParamKind};
 use crate::attr::{self, Args};
@@ -21,10 +20,17 @@ pub struct Model<'a> {
     pub args_struct: Option<&'a Type>,
 }
 
-pub fn check<'a>(args: &Args, function: &'a Function<'a>, errors: &mut Vec<syn::Error>) -> Model<'a> {
+pub fn check<'a>(
+    args: &Args,
+    function: &'a Function<'a>,
+    errors: &mut Vec<syn::Error>,
+) -> Model<'a> {
     let sig = &function.original.sig;
     if sig.asyncness.is_none() {
-        errors.push(syn::Error::new_spanned(sig.fn_token, "`#[secure_tool]` functions must be `async fn`"));
+        errors.push(syn::Error::new_spanned(
+            sig.fn_token,
+            "`#[secure_tool]` functions must be `async fn`",
+        ));
     }
     if sig.constness.is_some() || !matches!(sig.safety, syn::Safety::Default) || sig.abi.is_some() {
         errors.push(syn::Error::new_spanned(
@@ -39,7 +45,10 @@ pub fn check<'a>(args: &Args, function: &'a Function<'a>, errors: &mut Vec<syn::
         ));
     }
     if let Some(variadic) = &sig.variadic {
-        errors.push(syn::Error::new_spanned(variadic, "`#[secure_tool]` functions cannot be variadic"));
+        errors.push(syn::Error::new_spanned(
+            variadic,
+            "`#[secure_tool]` functions cannot be variadic",
+        ));
     }
 
     let tool_name = match &args.name {
@@ -54,21 +63,29 @@ pub fn check<'a>(args: &Args, function: &'a Function<'a>, errors: &mut Vec<syn::
     let mut seen = BTreeSet::new();
     for scope in &args.scopes {
         if let Err(reason) = scope_grammar(&scope.value()) {
-            errors.push(syn::Error::new_spanned(scope, format_args!("invalid scope `{}`: {reason}", scope.value())));
+            errors.push(syn::Error::new_spanned(
+                scope,
+                format_args!("invalid scope `{}`: {reason}", scope.value()),
+            ));
         } else if !seen.insert(scope.value()) {
-            errors.push(syn::Error::new_spanned(scope, format_args!("duplicate scope `{}`", scope.value())));
+            errors.push(syn::Error::new_spanned(
+                scope,
+                format_args!("duplicate scope `{}`", scope.value()),
+            ));
         }
     }
     match (&args.scope_key, &args.unscoped) {
-        (Some(key), _) if args.scopes.is_empty() => errors.push(syn::Error::new_spanned(
-            key,
-            "`scope` lists no scope; name at least one, or opt out explicitly with `unscoped`",
-        )),
+        (Some(key), _) if args.scopes.is_empty() && !args.scope_malformed => {
+            errors.push(syn::Error::new_spanned(
+                key,
+                "`scope` lists no scope; name at least one, or opt out explicitly with `unscoped`",
+            ))
+        }
         (Some(_), Some(unscoped)) => errors.push(syn::Error::new_spanned(
             unscoped,
             "`unscoped` contradicts `scope`; keep one of them",
         )),
-        (None, None) => errors.push(syn::Error::new(
+        (None, None) if !args.botched_scope => errors.push(syn::Error::new(
             attr::missing(),
             "missing `scope`: every secure tool declares the scope a caller needs, e.g. \
              `#[secure_tool(scope = \"files.read\")]`, or opts out explicitly with `unscoped`",
@@ -88,10 +105,15 @@ pub fn check<'a>(args: &Args, function: &'a Function<'a>, errors: &mut Vec<syn::
             ParamKind::Input { ident, pat, ty, attrs: _ } => match ident {
                 Some(ident) => {
                     input_names.insert(ident.unraw_string());
-                    if let Type::Reference(_) = ty {
+                    if let Some(reference) = find_reference(ty) {
+                        let instead = match &*reference.elem {
+                            Type::Path(p) if p.path.is_ident("str") => "use `String` instead of `&str`",
+                            Type::Slice(_) => "use `Vec<T>` instead of `&[T]`",
+                            _ => "remove the `&` and take the value",
+                        };
                         errors.push(syn::Error::new_spanned(
-                            ty,
-                            "secure tool arguments must be owned types; use `String` instead of `&str`",
+                            reference,
+                            format_args!("secure tool arguments must be owned types; {instead}"),
                         ));
                     }
                 }
@@ -127,16 +149,25 @@ pub fn check<'a>(args: &Args, function: &'a Function<'a>, errors: &mut Vec<syn::
             }
         }
     }
-    if let Some(args_ty) = args_struct
-        && let Some(input) = function.inputs().next()
-    {
-        errors.push(syn::Error::new(
-            input.original.span(),
-            format_args!(
-                "`Args<{}>` is the whole input; move this argument into that struct",
-                quote::ToTokens::to_token_stream(args_ty)
-            ),
-        ));
+    if let Some(args_ty) = args_struct {
+        let args_ty = quote::ToTokens::to_token_stream(args_ty)
+            .to_string()
+            .replace(' ', "");
+        for input in function.inputs() {
+            // A parameter without a name is reported above already.
+            if let ParamKind::Input {
+                ident: Some(ident), ..
+            } = &input.kind
+            {
+                errors.push(syn::Error::new_spanned(
+                    input.original,
+                    format_args!(
+                        "`Args<{args_ty}>` is the whole input of this tool; move `{}` into `{args_ty}`",
+                        ident.unraw_string()
+                    ),
+                ));
+            }
+        }
     }
 
     // Redactions.
@@ -146,10 +177,21 @@ pub fn check<'a>(args: &Args, function: &'a Function<'a>, errors: &mut Vec<syn::
         for name in names {
             let value = name.value();
             if !seen.insert(value.clone()) {
-                errors.push(syn::Error::new_spanned(name, format_args!("`{value}` is already redacted")));
+                errors.push(syn::Error::new_spanned(
+                    name,
+                    format_args!("`{value}` is already redacted"),
+                ));
             } else if args_struct.is_none() && !input_names.contains(&value) {
-                let known = input_names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ");
-                let expected = if known.is_empty() { "the function has no arguments".to_owned() } else { format!("expected one of {known}") };
+                let known = input_names
+                    .iter()
+                    .map(|n| format!("`{n}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let expected = if known.is_empty() {
+                    "the function has no arguments".to_owned()
+                } else {
+                    format!("expected one of {known}")
+                };
                 errors.push(syn::Error::new_spanned(
                     name,
                     format_args!("`audit_redact` names `{value}`, which is not an argument of this tool; {expected}"),
@@ -166,7 +208,12 @@ pub fn check<'a>(args: &Args, function: &'a Function<'a>, errors: &mut Vec<syn::
         scopes: args.scopes.iter().map(LitStr::value).collect(),
         unscoped: args.unscoped.is_some(),
         audit_redact,
-        hints: [args.read_only, args.destructive, args.idempotent, args.open_world],
+        hints: [
+            args.read_only,
+            args.destructive,
+            args.idempotent,
+            args.open_world,
+        ],
         args_struct,
     }
 }
@@ -193,7 +240,9 @@ fn scope_grammar(text: &str) -> Result<(), &'static str> {
     for segment in text.split('.') {
         let mut chars = segment.chars();
         match chars.next() {
-            None => return Err("expected dotted segments such as `files.read`, with no empty segment"),
+            None => {
+                return Err("expected dotted segments such as `files.read`, with no empty segment");
+            }
             Some(c) if c.is_ascii_lowercase() => {}
             Some(_) => return Err("each segment starts with a lowercase ASCII letter"),
         }
@@ -209,11 +258,41 @@ fn check_tool_name(name: &LitStr, errors: &mut Vec<syn::Error>) {
     let value = name.value();
     let valid = !value.is_empty()
         && value.len() <= 128
-        && value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
     if !valid {
         errors.push(syn::Error::new_spanned(
             name,
-            "expected a tool name of 1 to 128 ASCII letters, digits, `_`, `-` or `.`",
+            format_args!("invalid tool name `{value}`: expected 1 to 128 ASCII letters, digits, `_`, `-` or `.`"),
         ));
+    }
+}
+
+/// The first reference in a type, however deep: the input is deserialized into an owned struct, so `&str`,
+/// `Option<&str>` and `Vec<&[u8]>` cannot be arguments.
+fn find_reference(ty: &Type) -> Option<&TypeReference> {
+    match ty {
+        Type::Reference(reference) => Some(reference),
+        Type::Array(array) => find_reference(&array.elem),
+        Type::Slice(slice) => find_reference(&slice.elem),
+        Type::Group(group) => find_reference(&group.elem),
+        Type::Paren(paren) => find_reference(&paren.elem),
+        Type::Tuple(tuple) => tuple.elems.iter().find_map(find_reference),
+        Type::Path(path) => {
+            path.path
+                .segments
+                .iter()
+                .find_map(|segment| match &segment.arguments {
+                    PathArguments::AngleBracketed(generics) => {
+                        generics.args.iter().find_map(|arg| match arg {
+                            GenericArgument::Type(ty) => find_reference(ty),
+                            _ => None,
+                        })
+                    }
+                    _ => None,
+                })
+        }
+        _ => None,
     }
 }

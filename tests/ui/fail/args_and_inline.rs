@@ -1,0 +1,14 @@
+use secure_tools::{Args, secure_tool};
+
+#[derive(serde::Deserialize, schemars::JsonSchema, validator::Validate)]
+struct Source {
+    from: String,
+}
+
+/// Copies a file.
+#[secure_tool(scope = "files.copy")]
+async fn copy(Args(source): Args<Source>, to: String) -> String {
+    format!("{} -> {to}", source.from)
+}
+
+fn main() {}

@@ -1,0 +1,10 @@
+use secure_tools::secure_tool;
+
+/// Several mistakes at once: each is reported in the same build.
+#[secure_tool(scope = "Files.Read", scop = "x", name = "read file", audit_redact = ["pth"])]
+fn read_file<T>(path: &str, (a, b): (T, T)) -> String {
+    let _ = (a, b);
+    path.to_owned()
+}
+
+fn main() {}

@@ -1,0 +1,9 @@
+use secure_tools::secure_tool;
+
+/// Reads a file.
+#[secure_tool(scope = "files.read")]
+async fn read_file(path: String, encoding: Option<&str>) -> String {
+    format!("{path} as {}", encoding.unwrap_or("utf-8"))
+}
+
+fn main() {}

@@ -1,0 +1,12 @@
+use secure_tools::{ToolError, secure_tool};
+
+/// Neither `Serialize` nor `JsonSchema`.
+struct Report;
+
+/// Counts lines.
+#[secure_tool(scope = "report")]
+async fn report() -> Result<Report, ToolError> {
+    Ok(Report)
+}
+
+fn main() {}

@@ -1,0 +1,10 @@
+use secure_tools::secure_tool;
+
+/// Logs in.
+#[secure_tool(scope = "auth.login", audit_redact = ["pasword"])]
+async fn login(user: String, password: String) -> String {
+    let _ = password;
+    user
+}
+
+fn main() {}

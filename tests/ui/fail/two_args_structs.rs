@@ -1,0 +1,19 @@
+use secure_tools::{Args, secure_tool};
+
+#[derive(serde::Deserialize, schemars::JsonSchema, validator::Validate)]
+struct Source {
+    from: String,
+}
+
+#[derive(serde::Deserialize, schemars::JsonSchema, validator::Validate)]
+struct Target {
+    to: String,
+}
+
+/// Copies a file.
+#[secure_tool(scope = "files.copy")]
+async fn copy(Args(source): Args<Source>, Args(target): Args<Target>) -> String {
+    format!("{} -> {}", source.from, target.to)
+}
+
+fn main() {}
