@@ -537,3 +537,50 @@ async fn strict_argument_text_refuses_duplicate_keys() {
     .unwrap_err();
     assert_eq!(err.code(), "malformed_arguments");
 }
+
+#[derive(serde::Deserialize, schemars::JsonSchema, validator::Validate)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct LoginArgs {
+    user_name: String,
+    pass_word: String,
+}
+
+/// Logs in; its struct renames the field that `audit_redact` names.
+#[secure_tool(scope = "auth.login", audit_redact = ["pass_word"])]
+async fn login(
+    secure_tools::Args(args): secure_tools::Args<LoginArgs>,
+) -> Result<String, ToolError> {
+    Ok(format!("{}:{}", args.user_name, args.pass_word.len()))
+}
+
+#[test]
+fn a_redaction_that_matches_no_schema_argument_does_not_build() {
+    let err = ToolSet::builder(()).tool::<login>().build().unwrap_err();
+    assert!(
+        matches!(err, secure_tools::DefinitionError::UnknownRedaction { ref name, .. } if name == "pass_word"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn undeclared_arguments_are_recorded_as_length_markers_only() {
+    let sink = MemorySink::new();
+    let (set, _) = tools(sink.clone());
+    let args =
+        json!({"filename": "a.txt", "content": "x", "Content": "hunter2", "password": "hunter3"});
+    let response = set
+        .call(request(&writer(), 1, "write_note", args))
+        .await
+        .unwrap();
+    assert_eq!(response.error_code(), Some("malformed_arguments"));
+    let record = &sink.records()[0];
+    assert_eq!(record["inputs"]["filename"], "a.txt");
+    assert_eq!(
+        record["inputs"]["Content"],
+        json!({"redacted": true, "bytes": 7})
+    );
+    assert_eq!(
+        record["inputs"]["password"],
+        json!({"redacted": true, "bytes": 7})
+    );
+}

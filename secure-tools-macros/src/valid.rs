@@ -199,6 +199,7 @@ pub fn check<'a>(
             }
             audit_redact.push(value);
         }
+        check_redacted_names(function, &audit_redact, errors);
     }
 
     Model {
@@ -294,5 +295,45 @@ fn find_reference(ty: &Type) -> Option<&TypeReference> {
                 })
         }
         _ => None,
+    }
+}
+
+/// A redacted argument must reach the pipeline under its own name: the audit redacts by that name, so a
+/// `#[serde(rename)]`, `alias` or `flatten` would let its value be recorded in clear.
+fn check_redacted_names(function: &Function, redacted: &[String], errors: &mut Vec<syn::Error>) {
+    for param in function.inputs() {
+        let ParamKind::Input {
+            ident: Some(ident),
+            attrs,
+            ..
+        } = &param.kind
+        else {
+            continue;
+        };
+        let name = ident.unraw_string();
+        if !redacted.contains(&name) {
+            continue;
+        }
+        for attr in attrs.iter().filter(|a| a.path().is_ident("serde")) {
+            let _ = attr.parse_nested_meta(|meta| {
+                if ["rename", "alias", "flatten"].iter().any(|key| meta.path.is_ident(key)) {
+                    errors.push(syn::Error::new_spanned(
+                        &meta.path,
+                        format_args!(
+                            "`{name}` is redacted from the audit by its name, so it cannot be renamed, aliased or \
+                             flattened; rename the parameter instead"
+                        ),
+                    ));
+                }
+                if meta.input.peek(syn::Token![=]) {
+                    meta.value()?.parse::<syn::Expr>()?;
+                } else if meta.input.peek(syn::token::Paren) {
+                    let content;
+                    syn::parenthesized!(content in meta.input);
+                    content.parse::<proc_macro2::TokenStream>()?;
+                }
+                Ok(())
+            });
+        }
     }
 }

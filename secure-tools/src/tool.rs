@@ -87,6 +87,17 @@ pub enum DefinitionError {
     /// Two tools share a name.
     #[error("two tools are named `{0}`")]
     DuplicateName(String),
+    /// `audit_redact` names something that is not an argument in the input schema (a renamed field, say), so
+    /// the value would be recorded under its real name.
+    #[error(
+        "tool `{tool}`: `audit_redact` names `{name}`, which is not an argument of its input schema"
+    )]
+    UnknownRedaction {
+        /// The tool.
+        tool: String,
+        /// The name that matches no argument.
+        name: String,
+    },
 }
 
 /// Everything a client is told about a tool, plus the scopes it requires.
@@ -141,6 +152,17 @@ impl ToolDefinition {
             .entry("properties")
             .or_insert_with(|| JsonObject::new().into());
         schema.entry("additionalProperties").or_insert(false.into());
+        let properties = input_schema.get("properties").and_then(|p| p.as_object());
+        if let Some(name) = meta
+            .audit_redact
+            .iter()
+            .find(|name| !properties.is_some_and(|p| p.contains_key(**name)))
+        {
+            return Err(DefinitionError::UnknownRedaction {
+                tool: meta.name.to_owned(),
+                name: (*name).to_owned(),
+            });
+        }
         let mut annotations = ToolAnnotations::new();
         annotations.title = meta.title.map(str::to_owned);
         annotations.read_only_hint = meta.read_only;

@@ -253,10 +253,21 @@ impl<S: Send + Sync + 'static> ToolSet<S> {
             arguments,
         } = request;
         let tool = self.inner.tools.get(name.as_str());
-        // An unknown tool declares nothing, so every argument of the call is treated as a secret.
+        // An unknown tool declares nothing, so every argument of its call is treated as a secret.
+        // Arguments the schema does not name (an alias, a typo) are treated as secrets too: only declared,
+        // unredacted arguments are recorded in clear.
         let inputs = match tool {
-            Some(tool) => audit::redact_inputs(arguments.as_ref(), tool.definition.audit_redact()),
-            None => audit::redact_all(arguments.as_ref()),
+            Some(tool) => {
+                let redact = tool.definition.audit_redact();
+                audit::redact_where(arguments.as_ref(), |key| {
+                    redact.contains(&key)
+                        || tool
+                            .allowed
+                            .as_ref()
+                            .is_some_and(|allowed| !allowed.contains(key))
+                })
+            }
+            None => audit::redact_where(arguments.as_ref(), |_| true),
         };
 
         let (outcome, result) = match tool {

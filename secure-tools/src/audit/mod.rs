@@ -12,7 +12,7 @@ mod sink;
 pub use record::{
     AuditEvent, AuditRecord, MAX_AUDIT_STRING, Outcome, ToolCallEvent, redact_inputs,
 };
-pub(crate) use record::{redact_all, shorten_str};
+pub(crate) use record::{redact_where, shorten_str};
 pub use sink::{AuditError, AuditSink, JsonLinesSink, MemorySink, TracingSink};
 
 use std::sync::Arc;

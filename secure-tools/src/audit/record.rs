@@ -39,6 +39,74 @@ impl AuditRecord {
 pub enum AuditEvent {
     /// A tool call, whatever its outcome.
     ToolCall(ToolCallEvent),
+    /// A server began serving.
+    ServerStart {
+        /// The transport (`stdio`, `http`).
+        transport: &'static str,
+        /// The tools served, sorted.
+        tools: Vec<String>,
+        /// The grant of the stdio caller, when there is one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        grant: Option<Vec<String>>,
+        /// The protocol versions accepted.
+        protocol_versions: Vec<String>,
+    },
+    /// A server stopped; every record before this one has been flushed.
+    ServerStop {
+        /// Why: `eof`, `sigterm`, `sigint`, `error`.
+        reason: String,
+    },
+    /// A client began a session: after `initialize`, or with its first stateless request.
+    Session {
+        /// `initialize` or `stateless`.
+        lifecycle: &'static str,
+        /// The protocol version in force.
+        protocol_version: String,
+        /// The client's name, as it gave it (shortened if long).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        client_name: Option<String>,
+        /// The client's version, as it gave it.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        client_version: Option<String>,
+    },
+    /// A request was refused because of its protocol version.
+    VersionRejected {
+        /// The JSON-RPC id of the request.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        request_id: Option<RequestId>,
+        /// The version asked for.
+        requested: Value,
+        /// The versions accepted.
+        supported: Value,
+    },
+    /// An incoming message was refused before reaching the protocol layer: not JSON, not UTF-8, too large, a
+    /// duplicate key, not a valid JSON-RPC message.
+    MessageRejected {
+        /// The JSON-RPC id, when it could be read.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        request_id: Option<RequestId>,
+        /// What was wrong, in a word (`parse_error`, `too_large`, ...).
+        reason: &'static str,
+        /// The JSON-RPC error code answered, if any.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        code: Option<i32>,
+        /// The message's size in bytes.
+        bytes: usize,
+    },
+}
+
+impl AuditEvent {
+    /// The event's name, as in the record's `event` field.
+    pub fn name(&self) -> &'static str {
+        match self {
+            AuditEvent::ToolCall(_) => "tool_call",
+            AuditEvent::ServerStart { .. } => "server_start",
+            AuditEvent::ServerStop { .. } => "server_stop",
+            AuditEvent::Session { .. } => "session",
+            AuditEvent::VersionRejected { .. } => "version_rejected",
+            AuditEvent::MessageRejected { .. } => "message_rejected",
+        }
+    }
 }
 
 /// How a call ended.
@@ -102,13 +170,8 @@ pub fn redact_inputs(args: Option<&JsonObject>, redact: &[&str]) -> Value {
     redact_where(args, |key| redact.contains(&key))
 }
 
-/// The arguments with every top-level value replaced by its length marker (for calls of unknown tools, which
-/// declare nothing).
-pub(crate) fn redact_all(args: Option<&JsonObject>) -> Value {
-    redact_where(args, |_| true)
-}
-
-fn redact_where(args: Option<&JsonObject>, redacted: impl Fn(&str) -> bool) -> Value {
+/// The arguments with the top-level values whose keys satisfy `redacted` replaced by length markers.
+pub(crate) fn redact_where(args: Option<&JsonObject>, redacted: impl Fn(&str) -> bool) -> Value {
     let Some(args) = args else {
         return Value::Object(JsonObject::new());
     };

@@ -107,6 +107,18 @@ impl AuditSink for TracingSink {
                     "tool call"
                 );
             }
+            other => {
+                let fields = serde_json::to_string(other)?;
+                tracing::info!(
+                    target: "secure_tools::audit",
+                    ts = %record.ts,
+                    server_id = %record.server_id,
+                    event = other.name(),
+                    fields = %fields,
+                    "{}",
+                    other.name()
+                );
+            }
         }
         Ok(())
     }
