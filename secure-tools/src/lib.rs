@@ -43,6 +43,7 @@ mod input;
 mod output;
 mod panic_guard;
 mod scope;
+pub mod serve;
 pub mod strict_json;
 mod tool;
 mod toolset;
@@ -52,6 +53,7 @@ pub use context::{Args, CallContext, Caller, FromCallContext, FromRef, RequestId
 pub use error::{ToolError, codes};
 pub use output::{IntoToolOutput, Json, ToolOutput};
 pub use scope::{Grant, MAX_SCOPE_LEN, MissingScope, Scope, ScopeError};
+pub use serve::{SecureServer, serve_stdio};
 pub use tool::{DefinitionError, SCOPES_META_KEY, SecureTool, ToolDefinition, ToolFuture};
 pub use toolset::{CallError, CallRequest, CallResponse, ToolSet, ToolSetBuilder};
 

@@ -21,3 +21,209 @@ pub fn request(caller: &Caller, id: i64, tool: &str, arguments: Value) -> CallRe
 pub fn caller(id: &str, grant: &str) -> Caller {
     Caller::new(id, Grant::parse(grant).expect("test grant parses"))
 }
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// How long a test waits for an answer before it calls the server hung.
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A server process driven with raw bytes over its stdin and stdout. Its audit log goes to a temporary file.
+pub struct RawServer {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<Vec<u8>>,
+    stderr: Arc<Mutex<Vec<u8>>>,
+    audit_path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl RawServer {
+    /// Starts `binary` with `MCP_SCOPES=scopes` (unset if `None`) and the extra environment given.
+    pub fn spawn(binary: &str, scopes: Option<&str>, env: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let audit_path = dir.path().join("audit.jsonl");
+        let mut command = Command::new(binary);
+        command
+            .env_remove("MCP_SCOPES")
+            .env("MCP_AUDIT_LOG", &audit_path)
+            .env("MCP_SERVER_ID", "test-server-1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(scopes) = scopes {
+            command.env("MCP_SCOPES", scopes);
+        }
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().expect("server starts");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(stdout);
+            loop {
+                let mut line = Vec::new();
+                match reader.read_until(b'\n', &mut line) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        if tx.send(line).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let mut err_pipe = child.stderr.take().unwrap();
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = err_pipe.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        RawServer {
+            stdin: child.stdin.take(),
+            child,
+            lines,
+            stderr,
+            audit_path,
+            _dir: dir,
+        }
+    }
+
+    /// Writes bytes as they are (add the newline yourself).
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        stdin.write_all(bytes).expect("write to server");
+        stdin.flush().expect("flush to server");
+    }
+
+    /// Writes one JSON message and its newline.
+    pub fn send(&mut self, message: &Value) {
+        let mut line = serde_json::to_vec(message).unwrap();
+        line.push(b'\n');
+        self.send_raw(&line);
+    }
+
+    /// The next line the server writes, parsed; `None` if nothing comes within `timeout`.
+    pub fn try_recv(&self, timeout: Duration) -> Option<Value> {
+        match self.lines.recv_timeout(timeout) {
+            Ok(line) => Some(serde_json::from_slice(&line).unwrap_or_else(|e| {
+                panic!(
+                    "server wrote a line that is not JSON ({e}): {:?}",
+                    String::from_utf8_lossy(&line)
+                )
+            })),
+            Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => None,
+        }
+    }
+
+    /// The next line the server writes; fails the test if none comes in time.
+    pub fn recv(&self) -> Value {
+        self.try_recv(ANSWER_TIMEOUT)
+            .expect("the server answered in time")
+    }
+
+    /// Sends a message and returns the next line.
+    pub fn request(&mut self, message: Value) -> Value {
+        self.send(&message);
+        self.recv()
+    }
+
+    /// Runs the `initialize` handshake for `version` and returns the answer.
+    pub fn initialize(&mut self, version: &str) -> Value {
+        let answer = self.request(serde_json::json!({
+            "jsonrpc": "2.0", "id": "init", "method": "initialize",
+            "params": {
+                "protocolVersion": version,
+                "capabilities": {},
+                "clientInfo": {"name": "raw-test-client", "version": "0.0.1"}
+            }
+        }));
+        if answer.get("result").is_some() {
+            self.send(
+                &serde_json::json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+            );
+        }
+        answer
+    }
+
+    /// A `tools/call` as a JSON-RPC message.
+    pub fn call_message(id: i64, tool: &str, arguments: Value) -> Value {
+        serde_json::json!({
+            "jsonrpc": "2.0", "id": id, "method": "tools/call",
+            "params": {"name": tool, "arguments": arguments}
+        })
+    }
+
+    /// The audit records written so far.
+    pub fn audit(&self) -> Vec<Value> {
+        read_audit(&self.audit_path)
+    }
+
+    /// What the server wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.stderr.lock().unwrap()).into_owned()
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Closes stdin and waits for the process to exit (failing the test if it does not, in time).
+    pub fn finish(mut self) -> (ExitStatus, Vec<Value>, String) {
+        drop(self.stdin.take());
+        let status = self.wait();
+        // Let the stderr thread drain.
+        std::thread::sleep(Duration::from_millis(50));
+        (status, self.audit(), self.stderr())
+    }
+
+    /// Waits for the process to exit, killing it and failing the test after [`ANSWER_TIMEOUT`].
+    pub fn wait(&mut self) -> ExitStatus {
+        let deadline = std::time::Instant::now() + ANSWER_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("the server did not exit in time");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for RawServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Parses a JSON Lines audit log; every line must be one JSON object.
+pub fn read_audit(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .map(|line| {
+            serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("audit line is not JSON ({e}): {line}"))
+        })
+        .collect()
+}
+
+/// The records of one event kind.
+pub fn events<'a>(records: &'a [Value], event: &str) -> Vec<&'a Value> {
+    records.iter().filter(|r| r["event"] == event).collect()
+}

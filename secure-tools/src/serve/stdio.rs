@@ -1,0 +1,292 @@
+//! The stdio runner: one call serves a tool set over stdin and stdout, the transport MCP hosts launch local
+//! servers with.
+
+use std::path::PathBuf;
+
+use rmcp::model::{Implementation, ProtocolVersion};
+use rmcp::service::ServerInitializeError;
+
+use super::{DEFAULT_MAX_MESSAGE_BYTES, LineTransport, Listing, SecureServer, VersionPolicy};
+use crate::audit::{AuditEvent, JsonLinesSink};
+use crate::context::Caller;
+use crate::scope::{Grant, ScopeError};
+use crate::tool::DefinitionError;
+use crate::toolset::ToolSetBuilder;
+
+/// The identity of the stdio caller in audit records.
+pub const STDIO_CALLER: &str = "stdio";
+
+/// How the stdio runner is set up; [`StdioConfig::from_env`] reads it from the environment.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct StdioConfig {
+    /// The grant of the one caller on the other end of the pipe.
+    pub grant: Grant,
+    /// The id stamped on audit records, if set.
+    pub server_id: Option<String>,
+    /// Append audit records to this file instead of writing them to standard error.
+    pub audit_log: Option<PathBuf>,
+    /// The largest message accepted, in bytes.
+    pub max_message_bytes: usize,
+    /// The protocol versions accepted.
+    pub versions: VersionPolicy,
+    /// Which tools `tools/list` shows.
+    pub listing: Listing,
+    /// The name and version announced to clients.
+    pub server_info: Implementation,
+}
+
+/// Why the stdio runner could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StdioError {
+    /// `MCP_SCOPES` holds something that is not a scope.
+    #[error("MCP_SCOPES: {0}")]
+    Scopes(#[from] ScopeError),
+    /// A variable holds a value that cannot be used.
+    #[error("{name}: {message}")]
+    Invalid {
+        /// The variable.
+        name: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// The audit log cannot be opened.
+    #[error("cannot open the audit log {path}: {source}")]
+    AuditLog {
+        /// The path.
+        path: PathBuf,
+        /// The reason.
+        source: std::io::Error,
+    },
+    /// A tool is not valid.
+    #[error(transparent)]
+    Definition(#[from] DefinitionError),
+    /// Standard input or output failed.
+    #[error("stdio: {0}")]
+    Io(#[from] std::io::Error),
+    /// The audit trail could not be flushed at shutdown.
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
+}
+
+impl Default for StdioConfig {
+    fn default() -> Self {
+        StdioConfig {
+            grant: Grant::none(),
+            server_id: None,
+            audit_log: None,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            versions: VersionPolicy::default(),
+            listing: Listing::default(),
+            server_info: Implementation::new("secure-tools", env!("CARGO_PKG_VERSION")),
+        }
+    }
+}
+
+impl StdioConfig {
+    /// Reads the configuration from the environment:
+    ///
+    /// | variable | meaning |
+    /// | --- | --- |
+    /// | `MCP_SCOPES` | the stdio caller's grant, comma- or space-separated; unset or empty grants nothing |
+    /// | `MCP_SERVER_ID` | the id on audit records |
+    /// | `MCP_AUDIT_LOG` | a file to append audit records to (default: standard error) |
+    /// | `MCP_MAX_MESSAGE_BYTES` | the largest message accepted (default 4 MiB) |
+    /// | `MCP_MIN_PROTOCOL_VERSION` | refuse clients asking for an older protocol version (strict policy) |
+    pub fn from_env() -> Result<Self, StdioError> {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        let mut config = StdioConfig {
+            grant: Grant::parse(&var("MCP_SCOPES").unwrap_or_default())?,
+            server_id: var("MCP_SERVER_ID"),
+            audit_log: var("MCP_AUDIT_LOG").map(PathBuf::from),
+            ..StdioConfig::default()
+        };
+        if let Some(text) = var("MCP_MAX_MESSAGE_BYTES") {
+            config.max_message_bytes = text
+                .trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n >= 1024)
+                .ok_or_else(|| StdioError::Invalid {
+                    name: "MCP_MAX_MESSAGE_BYTES",
+                    message: format!(
+                        "expected a number of bytes, at least 1024; got `{}`",
+                        text.escape_debug()
+                    ),
+                })?;
+        }
+        if let Some(text) = var("MCP_MIN_PROTOCOL_VERSION") {
+            let known = ProtocolVersion::KNOWN_VERSIONS
+                .iter()
+                .find(|v| v.as_str() == text.trim());
+            let Some(minimum) = known else {
+                let names: Vec<_> = ProtocolVersion::KNOWN_VERSIONS
+                    .iter()
+                    .map(|v| v.as_str())
+                    .collect();
+                return Err(StdioError::Invalid {
+                    name: "MCP_MIN_PROTOCOL_VERSION",
+                    message: format!(
+                        "unknown version `{}`; expected one of {}",
+                        text.escape_debug(),
+                        names.join(", ")
+                    ),
+                });
+            };
+            config.versions = VersionPolicy::minimum(minimum.clone());
+        }
+        Ok(config)
+    }
+
+    /// Builds the tool set and serves it over stdin and stdout until the input ends or SIGTERM or SIGINT arrives;
+    /// then flushes the audit trail and returns.
+    pub async fn serve<S: Send + Sync + 'static>(
+        self,
+        builder: ToolSetBuilder<S>,
+    ) -> Result<(), StdioError> {
+        let mut builder = builder;
+        if let Some(id) = &self.server_id {
+            builder = builder.server_id(id.clone());
+        }
+        if let Some(path) = &self.audit_log {
+            let sink = JsonLinesSink::append_to(path).map_err(|source| StdioError::AuditLog {
+                path: path.clone(),
+                source,
+            })?;
+            builder = builder.audit_sink(sink);
+        }
+        let tools = builder.build()?;
+        let audit = tools.audit().clone();
+        if self.grant.is_empty() {
+            eprintln!(
+                "secure-tools: warning: MCP_SCOPES is unset or empty, so the stdio caller holds no scope and every \
+                 scoped tool call will be denied"
+            );
+        }
+        audit.record(AuditEvent::ServerStart {
+            transport: "stdio",
+            tools: tools.definitions().map(|d| d.name().to_owned()).collect(),
+            grant: Some(self.grant.iter().map(|s| s.to_string()).collect()),
+            protocol_versions: self
+                .versions
+                .accepted()
+                .iter()
+                .map(|v| v.to_string())
+                .collect(),
+        })?;
+
+        let server = SecureServer::new(tools)
+            .default_caller(Caller::new(STDIO_CALLER, self.grant))
+            .listing(self.listing)
+            .versions(self.versions)
+            .server_info(self.server_info);
+        let transport = LineTransport::new(
+            super::stdin::Stdin::spawn(),
+            tokio::io::stdout(),
+            self.max_message_bytes,
+            audit.clone(),
+        );
+        let reason = run(server, transport).await;
+        audit.flush()?;
+        audit.record(AuditEvent::ServerStop {
+            reason: reason.into(),
+        })?;
+        audit.flush()?;
+        Ok(())
+    }
+}
+
+/// Serves sessions on one stream until it ends or a signal arrives; returns why it stopped.
+async fn run<S, R, W>(server: SecureServer<S>, transport: LineTransport<R, W>) -> &'static str
+where
+    S: Send + Sync + 'static,
+    R: tokio::io::AsyncRead + Unpin + Send + 'static,
+    W: tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let mut signals = Signals::new();
+    loop {
+        let started = tokio::select! {
+            started = rmcp::serve_server(server.clone(), transport.clone()) => started,
+            signal = signals.next() => return signal,
+        };
+        match started {
+            Ok(running) => {
+                let cancel = running.cancellation_token();
+                let mut waiting = std::pin::pin!(running.waiting());
+                tokio::select! {
+                    _ = &mut waiting => return "eof",
+                    signal = signals.next() => {
+                        cancel.cancel();
+                        let _ = waiting.await;
+                        return signal;
+                    }
+                }
+            }
+            // A refused `initialize` (a version outside a strict policy, say) was answered; the client may try
+            // again on the same stream.
+            Err(ServerInitializeError::InitializeFailed(error)) => {
+                tracing::info!(%error, "initialize refused; waiting for another");
+            }
+            Err(ServerInitializeError::ConnectionClosed(_)) => return "eof",
+            Err(error) => {
+                tracing::error!(%error, "session ended before it started");
+                return "error";
+            }
+        }
+    }
+}
+
+/// SIGTERM and SIGINT, where the platform has them.
+struct Signals {
+    #[cfg(unix)]
+    term: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn new() -> Self {
+        Signals {
+            #[cfg(unix)]
+            term: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok(),
+        }
+    }
+
+    async fn next(&mut self) -> &'static str {
+        #[cfg(unix)]
+        let term = async {
+            match &mut self.term {
+                Some(term) => {
+                    term.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let term = std::future::pending::<()>();
+        tokio::select! {
+            _ = term => "sigterm",
+            _ = tokio::signal::ctrl_c() => "sigint",
+        }
+    }
+}
+
+/// Serves `builder`'s tools over stdin and stdout, configured from the environment ([`StdioConfig::from_env`]).
+///
+/// ```no_run
+/// # use secure_tools::{secure_tool, ToolError, ToolSet};
+/// /// Says hello.
+/// #[secure_tool(scope = "greet")]
+/// async fn hello() -> Result<String, ToolError> {
+///     Ok("hello".into())
+/// }
+///
+/// #[tokio::main]
+/// async fn main() -> Result<(), secure_tools::serve::StdioError> {
+///     secure_tools::serve::serve_stdio(ToolSet::builder(()).tool::<hello>()).await
+/// }
+/// ```
+pub async fn serve_stdio<S: Send + Sync + 'static>(
+    builder: ToolSetBuilder<S>,
+) -> Result<(), StdioError> {
+    StdioConfig::from_env()?.serve(builder).await
+}

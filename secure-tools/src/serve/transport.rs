@@ -1,0 +1,508 @@
+//! Newline-delimited JSON-RPC over a byte stream, with the policy rmcp's own stream transport leaves out.
+//!
+//! rmcp's `AsyncRwTransport` drops a line over its size limit without answering (the caller waits forever),
+//! ignores input that is not JSON, keeps the last of two duplicate keys, and ends the server when a notification
+//! arrives before `initialize`. This transport answers each of those with the JSON-RPC error the specification
+//! names, using rmcp's message types, and hands everything else to rmcp unchanged:
+//!
+//! | input | answer |
+//! | --- | --- |
+//! | not UTF-8, not JSON | `-32700` parse error (id if one can be read, else `null`) |
+//! | over the size limit | `-32600` invalid request, with the id read from the line as it streams past, never buffered |
+//! | duplicate key, nesting too deep, batch array, wrong `jsonrpc`, odd id type, unknown shape | `-32600` invalid request |
+//! | notification or response before the session starts | dropped (nobody waits for an answer) |
+//!
+//! Every refusal is audited as a `message_rejected` event; sessions and version refusals are audited as the
+//! messages that carry them go out.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use rmcp::RoleServer;
+use rmcp::model::{
+    ClientJsonRpcMessage, ClientRequest, ErrorCode, ErrorData, RequestId, ServerJsonRpcMessage,
+    ServerResult,
+};
+use rmcp::service::{RxJsonRpcMessage, TxJsonRpcMessage};
+use rmcp::transport::Transport;
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::sync::Mutex;
+
+use crate::audit::{Audit, AuditEvent};
+
+use super::id_scan::IdScanner;
+
+/// The default limit on one incoming message: 4 MiB, the same as rmcp's streamable HTTP body limit.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+const MAX_SHOWN_NAME: usize = 256;
+
+/// A server transport over a reader and a writer (stdin and stdout for the stdio runner).
+///
+/// Cheap to clone; clones share the stream, so the runner can start a new rmcp session on the same stream after
+/// a failed `initialize`.
+pub struct LineTransport<R, W> {
+    reader: Arc<Mutex<Reader<R>>>,
+    writer: Arc<Mutex<W>>,
+    lifecycle: Arc<Lifecycle>,
+    audit: Audit,
+}
+
+impl<R, W> Clone for LineTransport<R, W> {
+    fn clone(&self) -> Self {
+        LineTransport {
+            reader: self.reader.clone(),
+            writer: self.writer.clone(),
+            lifecycle: self.lifecycle.clone(),
+            audit: self.audit.clone(),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Lifecycle {
+    /// A session is running: `initialize` was answered, or a stateless request was.
+    started: AtomicBool,
+    /// The request that may start a session (an `initialize`, or a first stateless request), until it is
+    /// answered.
+    pending: std::sync::Mutex<Option<PendingSession>>,
+}
+
+struct PendingSession {
+    request_id: RequestId,
+    /// `None` for `initialize`, whose version is the one negotiated in the answer.
+    inline_version: Option<String>,
+    client_name: Option<String>,
+    client_version: Option<String>,
+}
+
+struct Reader<R> {
+    read: BufReader<R>,
+    line: Vec<u8>,
+    max: usize,
+    /// Set while the tail of an over-long line is being skipped.
+    discarding: Option<Discard>,
+}
+
+struct Discard {
+    scanner: IdScanner,
+    bytes: usize,
+}
+
+enum Line {
+    Complete,
+    TooLarge { id: Option<RequestId>, bytes: usize },
+    Eof,
+}
+
+impl<R: AsyncRead + Unpin> Reader<R> {
+    /// Reads one line into `self.line`, never holding more than `max` bytes of it. Cancel-safe: a partial line
+    /// stays in `self.line` (or in `self.discarding`) for the next call.
+    async fn read_line(&mut self) -> std::io::Result<Line> {
+        loop {
+            let available = self.read.fill_buf().await?;
+            if available.is_empty() {
+                return Ok(Line::Eof);
+            }
+            let newline = available.iter().position(|&b| b == b'\n');
+            let take = newline.map_or(available.len(), |i| i + 1);
+            let chunk = &available[..take];
+            let mut finished = None;
+            if let Some(discard) = &mut self.discarding {
+                discard.scanner.feed(chunk);
+                discard.bytes += take;
+                if newline.is_some() {
+                    let discard = self.discarding.take().expect("discarding");
+                    finished = Some(Line::TooLarge {
+                        id: discard.scanner.id(),
+                        bytes: discard.bytes,
+                    });
+                }
+            } else if self.line.len() + take > self.max {
+                let mut scanner = IdScanner::default();
+                scanner.feed(&self.line);
+                scanner.feed(chunk);
+                let bytes = self.line.len() + take;
+                self.line.clear();
+                self.line.shrink_to(64 * 1024);
+                if newline.is_some() {
+                    finished = Some(Line::TooLarge {
+                        id: scanner.id(),
+                        bytes,
+                    });
+                } else {
+                    self.discarding = Some(Discard { scanner, bytes });
+                }
+            } else {
+                self.line.extend_from_slice(chunk);
+                if newline.is_some() {
+                    finished = Some(Line::Complete);
+                }
+            }
+            self.read.consume(take);
+            if let Some(line) = finished {
+                return Ok(line);
+            }
+        }
+    }
+}
+
+/// Why a line was refused, and how to answer it.
+struct Refusal {
+    id: Option<RequestId>,
+    reason: &'static str,
+    /// `None`: do not answer (a malformed notification).
+    error: Option<ErrorData>,
+}
+
+impl<R, W> LineTransport<R, W>
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    /// A transport reading from `read` and writing to `write`, refusing messages over `max_message_bytes`.
+    pub fn new(read: R, write: W, max_message_bytes: usize, audit: Audit) -> Self {
+        LineTransport {
+            reader: Arc::new(Mutex::new(Reader {
+                read: BufReader::with_capacity(64 * 1024, read),
+                line: Vec::new(),
+                max: max_message_bytes,
+                discarding: None,
+            })),
+            writer: Arc::new(Mutex::new(write)),
+            lifecycle: Arc::default(),
+            audit,
+        }
+    }
+
+    /// Whether a session has started on this stream.
+    pub fn session_started(&self) -> bool {
+        self.lifecycle.started.load(Ordering::SeqCst)
+    }
+
+    fn audit(&self, event: AuditEvent) {
+        if let Err(err) = self.audit.record(event) {
+            tracing::error!(error = %err, "audit record not written");
+        }
+    }
+
+    /// Classifies one complete line: a message for rmcp, a refusal to answer, or nothing (blank line).
+    fn classify(&self, raw: &[u8]) -> Result<Option<ClientJsonRpcMessage>, Refusal> {
+        let line = raw.strip_suffix(b"\n").unwrap_or(raw);
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
+        if line.iter().all(u8::is_ascii_whitespace) {
+            return Ok(None);
+        }
+        let scanned_id = || {
+            let mut scanner = IdScanner::default();
+            scanner.feed(line);
+            scanner.id()
+        };
+        let Ok(text) = std::str::from_utf8(line) else {
+            return Err(Refusal {
+                id: scanned_id(),
+                reason: "not_utf8",
+                error: Some(ErrorData::parse_error(
+                    "Parse error: the message is not valid UTF-8",
+                    None,
+                )),
+            });
+        };
+        let value = match crate::strict_json::from_str_strict(text) {
+            Ok(value) => value,
+            Err(err) => {
+                let message = err.to_string();
+                let (reason, error) = if message.starts_with("duplicate key") {
+                    (
+                        "duplicate_key",
+                        invalid_request(format!("Invalid request: {message}")),
+                    )
+                } else if message.starts_with("recursion limit exceeded") {
+                    (
+                        "too_deep",
+                        invalid_request("Invalid request: the message is nested too deeply"),
+                    )
+                } else {
+                    (
+                        "parse_error",
+                        ErrorData::parse_error("Parse error: the message is not valid JSON", None),
+                    )
+                };
+                return Err(Refusal {
+                    id: scanned_id(),
+                    reason,
+                    error: Some(error),
+                });
+            }
+        };
+        let Value::Object(object) = &value else {
+            let reason = if value.is_array() {
+                "batch"
+            } else {
+                "not_an_object"
+            };
+            let text = if value.is_array() {
+                "Invalid request: batches are not supported"
+            } else {
+                "Invalid request: a message is a JSON object"
+            };
+            return Err(Refusal {
+                id: None,
+                reason,
+                error: Some(invalid_request(text)),
+            });
+        };
+        let id = object.get("id").and_then(valid_id);
+        let is_notification = !object.contains_key("id") && object.contains_key("method");
+        if object.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
+            return Err(Refusal {
+                id,
+                reason: "bad_jsonrpc_version",
+                error: Some(invalid_request(
+                    "Invalid request: `jsonrpc` must be \"2.0\"",
+                )),
+            });
+        }
+        if object.contains_key("id") && id.is_none() {
+            return Err(Refusal {
+                id: None,
+                reason: "bad_id",
+                error: Some(invalid_request(
+                    "Invalid request: `id` must be a string or an integer",
+                )),
+            });
+        }
+        match serde_json::from_value::<ClientJsonRpcMessage>(value) {
+            Ok(message) => Ok(Some(message)),
+            Err(err) => {
+                tracing::debug!(error = %err, "message does not match any MCP message shape");
+                Err(Refusal {
+                    id,
+                    reason: "invalid_message",
+                    error: (!is_notification)
+                        .then(|| invalid_request("Invalid request: not a valid MCP message")),
+                })
+            }
+        }
+    }
+
+    async fn write_message(&self, message: &ServerJsonRpcMessage) -> std::io::Result<()> {
+        let mut bytes = match message {
+            // JSON-RPC 2.0 wants `"id": null` on an error whose request id could not be read; rmcp leaves the
+            // member out, which strict clients refuse.
+            ServerJsonRpcMessage::Error(error) if error.id.is_none() => {
+                let mut value = serde_json::to_value(message).map_err(std::io::Error::other)?;
+                if let Value::Object(object) = &mut value {
+                    object.insert("id".into(), Value::Null);
+                }
+                serde_json::to_vec(&value)
+            }
+            _ => serde_json::to_vec(message),
+        }
+        .map_err(std::io::Error::other)?;
+        bytes.push(b'\n');
+        let mut writer = self.writer.lock().await;
+        writer.write_all(&bytes).await?;
+        writer.flush().await
+    }
+
+    /// Notes the lifecycle facts an incoming request carries, for the session record.
+    fn observe_incoming(&self, message: &ClientJsonRpcMessage) {
+        let ClientJsonRpcMessage::Request(request) = message else {
+            return;
+        };
+        let pending = match &request.request {
+            ClientRequest::InitializeRequest(init) => PendingSession {
+                request_id: request.id.clone(),
+                inline_version: None,
+                client_name: Some(shorten(&init.params.client_info.name)),
+                client_version: Some(shorten(&init.params.client_info.version)),
+            },
+            ClientRequest::PingRequest(_) | ClientRequest::DiscoverRequest(_) => return,
+            _ if self.session_started() => return,
+            other => {
+                let meta = rmcp::model::GetMeta::get_meta(other);
+                let Some(version) = meta.protocol_version() else {
+                    return;
+                };
+                let client = meta.get("io.modelcontextprotocol/clientInfo");
+                let field = |name: &str| {
+                    client
+                        .and_then(|c| c.get(name))
+                        .and_then(Value::as_str)
+                        .map(shorten)
+                };
+                PendingSession {
+                    request_id: request.id.clone(),
+                    inline_version: Some(version.to_string()),
+                    client_name: field("name"),
+                    client_version: field("version"),
+                }
+            }
+        };
+        *self
+            .lifecycle
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(pending);
+    }
+
+    /// Audits the lifecycle facts an outgoing message carries.
+    fn observe_outgoing(&self, message: &ServerJsonRpcMessage) {
+        match message {
+            ServerJsonRpcMessage::Response(response) => {
+                let initialized = match &response.result {
+                    ServerResult::InitializeResult(result) => {
+                        Some(result.protocol_version.to_string())
+                    }
+                    _ if self.session_started() => return,
+                    _ => None,
+                };
+                let mut pending = self
+                    .lifecycle
+                    .pending
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                if pending.as_ref().is_none_or(|p| p.request_id != response.id) {
+                    return;
+                }
+                let session = pending.take().expect("checked above");
+                drop(pending);
+                let (lifecycle, protocol_version) = match (initialized, session.inline_version) {
+                    (Some(negotiated), _) => ("initialize", negotiated),
+                    (None, Some(inline)) => ("stateless", inline),
+                    (None, None) => return,
+                };
+                self.lifecycle.started.store(true, Ordering::SeqCst);
+                self.audit(AuditEvent::Session {
+                    lifecycle,
+                    protocol_version,
+                    client_name: session.client_name,
+                    client_version: session.client_version,
+                });
+            }
+            ServerJsonRpcMessage::Error(error)
+                if error.error.code == ErrorCode::UNSUPPORTED_PROTOCOL_VERSION =>
+            {
+                let data = error.error.data.clone().unwrap_or(Value::Null);
+                self.audit(AuditEvent::VersionRejected {
+                    request_id: error.id.clone(),
+                    requested: data.get("requested").cloned().unwrap_or(Value::Null),
+                    supported: data.get("supported").cloned().unwrap_or(Value::Null),
+                });
+            }
+            _ => {}
+        }
+    }
+}
+
+fn invalid_request(message: impl Into<std::borrow::Cow<'static, str>>) -> ErrorData {
+    ErrorData::invalid_request(message, None)
+}
+
+fn shorten(text: &str) -> String {
+    text.chars().take(MAX_SHOWN_NAME).collect()
+}
+
+/// A JSON-RPC id MCP accepts: a string or an integer.
+fn valid_id(value: &Value) -> Option<RequestId> {
+    match value {
+        Value::String(s) => Some(RequestId::String(s.as_str().into())),
+        Value::Number(n) => n.as_i64().map(RequestId::Number),
+        _ => None,
+    }
+}
+
+impl<R, W> Transport<RoleServer> for LineTransport<R, W>
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    type Error = std::io::Error;
+
+    fn send(
+        &mut self,
+        item: TxJsonRpcMessage<RoleServer>,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send + 'static {
+        let this = self.clone();
+        async move {
+            this.observe_outgoing(&item);
+            this.write_message(&item).await
+        }
+    }
+
+    async fn receive(&mut self) -> Option<RxJsonRpcMessage<RoleServer>> {
+        loop {
+            let mut reader = self.reader.lock().await;
+            let line = match reader.read_line().await {
+                Ok(line) => line,
+                Err(err) => {
+                    tracing::error!(error = %err, "reading the input stream failed");
+                    return None;
+                }
+            };
+            let refusal = match line {
+                Line::Eof => return None,
+                Line::TooLarge { id, bytes } => {
+                    let limit = reader.max;
+                    drop(reader);
+                    let refusal = Refusal {
+                        id,
+                        reason: "too_large",
+                        error: Some(invalid_request(format!(
+                            "Invalid request: the message is {bytes} bytes; the limit is {limit}"
+                        ))),
+                    };
+                    (refusal, bytes)
+                }
+                Line::Complete => {
+                    let bytes = reader.line.len();
+                    let classified = self.classify(&reader.line);
+                    reader.line.clear();
+                    drop(reader);
+                    match classified {
+                        Ok(None) => continue,
+                        Ok(Some(message)) => {
+                            if !self.session_started()
+                                && !matches!(message, ClientJsonRpcMessage::Request(_))
+                            {
+                                // rmcp ends the server on anything but a request before a session starts.
+                                tracing::debug!(
+                                    "dropping a notification or response that came before the session"
+                                );
+                                continue;
+                            }
+                            self.observe_incoming(&message);
+                            return Some(message);
+                        }
+                        Err(refusal) => (refusal, bytes),
+                    }
+                }
+            };
+            let (refusal, bytes) = refusal;
+            self.audit(AuditEvent::MessageRejected {
+                request_id: refusal.id.clone(),
+                reason: refusal.reason,
+                code: refusal.error.as_ref().map(|e| e.code.0),
+                bytes,
+            });
+            if let Some(error) = refusal.error {
+                // rmcp polls `receive` inside a `select!` and may drop it at any await; the line is consumed
+                // already, so its answer is written by a task of its own that a drop cannot cut short.
+                let answer = ServerJsonRpcMessage::error(error, refusal.id);
+                let this = self.clone();
+                tokio::spawn(async move {
+                    if let Err(err) = this.write_message(&answer).await {
+                        tracing::error!(error = %err, "writing an error answer failed");
+                    }
+                });
+            }
+        }
+    }
+
+    async fn close(&mut self) -> Result<(), Self::Error> {
+        self.writer.lock().await.flush().await
+    }
+}

@@ -1,0 +1,234 @@
+//! Hostile bytes on stdin: each gets the answer the JSON-RPC and MCP specifications name (or none, where nobody
+//! waits for one), the server never hangs or grows without bound, and the next valid request is answered.
+
+use std::time::Duration;
+
+use secure_tools_tests::{RawServer, events};
+use serde_json::{Value, json};
+
+const SERVER: &str = env!("CARGO_BIN_EXE_test-server");
+
+fn started(env: &[(&str, &str)]) -> RawServer {
+    let mut server = RawServer::spawn(SERVER, Some("test.read"), env);
+    let answer = server.initialize("2025-11-25");
+    assert!(answer.get("result").is_some(), "{answer}");
+    server
+}
+
+/// The server still answers a valid request, with the right id.
+fn still_serving(server: &mut RawServer, id: i64) {
+    let answer = server.request(RawServer::call_message(
+        id,
+        "echo",
+        json!({"text": "alive"}),
+    ));
+    assert_eq!(answer["id"], id, "{answer}");
+    assert_eq!(answer["result"]["content"][0]["text"], "alive", "{answer}");
+}
+
+fn assert_error(answer: &Value, code: i64, id: Value) {
+    assert_eq!(answer["jsonrpc"], "2.0", "{answer}");
+    assert_eq!(answer["error"]["code"], code, "{answer}");
+    assert_eq!(answer["id"], id, "{answer}");
+    assert!(
+        answer.get("id").is_some(),
+        "JSON-RPC requires the id member, null if unknown: {answer}"
+    );
+}
+
+#[test]
+fn each_malformed_line_gets_its_answer_and_the_next_request_is_served() {
+    let deep = format!(
+        r#"{{"jsonrpc":"2.0","id":6,"method":"tools/call","params":{{"name":"echo","arguments":{{"text":{}1{}}}}}}}"#,
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    let cases: Vec<(&str, Vec<u8>, i64, Value)> = vec![
+        ("not json", b"hello there\n".to_vec(), -32700, Value::Null),
+        ("truncated json keeps its id", br#"{"jsonrpc":"2.0","id":3,"method":"tools/list""#.to_vec(), -32700, json!(3)),
+        ("wrong jsonrpc", br#"{"jsonrpc":"1.0","id":4,"method":"tools/list"}"#.to_vec(), -32600, json!(4)),
+        ("no jsonrpc", br#"{"id":"four","method":"tools/list"}"#.to_vec(), -32600, json!("four")),
+        ("batch", br#"[{"jsonrpc":"2.0","id":5,"method":"tools/list"}]"#.to_vec(), -32600, Value::Null),
+        ("scalar", b"42".to_vec(), -32600, Value::Null),
+        ("deep nesting", deep.into_bytes(), -32600, json!(6)),
+        ("null id", br#"{"jsonrpc":"2.0","id":null,"method":"tools/list"}"#.to_vec(), -32600, Value::Null),
+        ("float id", br#"{"jsonrpc":"2.0","id":1.5,"method":"tools/list"}"#.to_vec(), -32600, Value::Null),
+        ("bool id", br#"{"jsonrpc":"2.0","id":true,"method":"tools/list"}"#.to_vec(), -32600, Value::Null),
+        ("object id", br#"{"jsonrpc":"2.0","id":{"a":1},"method":"tools/list"}"#.to_vec(), -32600, Value::Null),
+        ("array id", br#"{"jsonrpc":"2.0","id":[7],"method":"tools/list"}"#.to_vec(), -32600, Value::Null),
+        (
+            "id beyond i64",
+            br#"{"jsonrpc":"2.0","id":99999999999999999999,"method":"tools/list"}"#.to_vec(),
+            -32600,
+            Value::Null,
+        ),
+        (
+            "invalid utf-8",
+            b"{\"jsonrpc\":\"2.0\",\"id\":8,\"method\":\"tools/call\",\"params\":{\"name\":\"echo\",\"arguments\":{\"text\":\"\xff\xfe\"}}}"
+                .to_vec(),
+            -32700,
+            json!(8),
+        ),
+        (
+            "duplicate argument",
+            br#"{"jsonrpc":"2.0","id":11,"method":"tools/call","params":{"name":"echo","arguments":{"text":"a","text":"b"}}}"#
+                .to_vec(),
+            -32600,
+            json!(11),
+        ),
+        (
+            "not an MCP message",
+            br#"{"jsonrpc":"2.0","id":12,"params":{}}"#.to_vec(),
+            -32600,
+            json!(12),
+        ),
+        ("unknown method", br#"{"jsonrpc":"2.0","id":13,"method":"foo/bar"}"#.to_vec(), -32601, json!(13)),
+    ];
+    let mut server = started(&[]);
+    let mut next = 1000;
+    for (name, mut line, code, id) in cases {
+        line.push(b'\n');
+        server.send_raw(&line);
+        let answer = server
+            .try_recv(secure_tools_tests::ANSWER_TIMEOUT)
+            .unwrap_or_else(|| panic!("no answer to the {name} line"));
+        assert_error(&answer, code, id);
+        assert!(answer["error"]["message"].is_string(), "{name}: {answer}");
+        next += 1;
+        still_serving(&mut server, next);
+    }
+    let (status, records, _) = server.finish();
+    assert!(status.success());
+    let rejected = events(&records, "message_rejected");
+    assert_eq!(
+        rejected.len(),
+        16,
+        "every refused line is audited; the unknown method is rmcp's to answer"
+    );
+    let reasons: Vec<_> = rejected
+        .iter()
+        .map(|r| r["reason"].as_str().unwrap())
+        .collect();
+    for reason in [
+        "parse_error",
+        "bad_jsonrpc_version",
+        "batch",
+        "too_deep",
+        "bad_id",
+        "not_utf8",
+        "duplicate_key",
+    ] {
+        assert!(
+            reasons.contains(&reason),
+            "{reason} missing from {reasons:?}"
+        );
+    }
+}
+
+#[test]
+fn lines_nobody_waits_for_are_dropped_quietly() {
+    let mut server = started(&[]);
+    for line in [
+        "\n",
+        "   \r\n",
+        "{\"jsonrpc\":\"2.0\",\"method\":\"notifications/whatever\",\"params\":5}\n",
+        "{\"jsonrpc\":\"2.0\",\"id\":77,\"result\":{}}\n",
+    ] {
+        server.send_raw(line.as_bytes());
+    }
+    still_serving(&mut server, 1);
+    // CRLF endings are fine too.
+    server.send_raw(b"{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"tools/list\"}\r\n");
+    assert_eq!(server.recv()["id"], 2);
+}
+
+#[test]
+fn before_initialization_requests_are_answered_and_other_messages_do_not_end_the_server() {
+    let mut server = RawServer::spawn(SERVER, Some("test.read"), &[]);
+    server.send_raw(b"{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}\n");
+    server.send_raw(b"{\"jsonrpc\":\"2.0\",\"id\":99,\"result\":{}}\n");
+    let answer = server.request(json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}));
+    assert_eq!(answer["id"], 1);
+    assert!(answer.get("error").is_some(), "{answer}");
+    let answer = server.request(RawServer::call_message(
+        2,
+        "echo",
+        json!({"text": "too early"}),
+    ));
+    assert!(answer.get("error").is_some(), "{answer}");
+    let ping = server.request(json!({"jsonrpc": "2.0", "id": 3, "method": "ping"}));
+    assert_eq!(ping["result"], json!({}));
+    let answer = server.initialize("2025-11-25");
+    assert!(answer.get("result").is_some(), "{answer}");
+    still_serving(&mut server, 4);
+    let (_, records, _) = server.finish();
+    assert!(
+        events(&records, "tool_call").len() == 1,
+        "the early call never reached a tool"
+    );
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .expect("VmHWM");
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn an_over_long_line_is_refused_with_its_id_without_being_held_in_memory() {
+    let mut server = started(&[("MCP_MAX_MESSAGE_BYTES", "65536")]);
+    let padding = "x".repeat(32 * 1024 * 1024);
+    // The id before the bulk, and after it: either way the caller gets its answer.
+    let first = format!(
+        r#"{{"jsonrpc":"2.0","id":21,"method":"tools/call","params":{{"name":"echo","arguments":{{"text":"{padding}"}}}}}}"#
+    );
+    let last = format!(
+        r#"{{"jsonrpc":"2.0","method":"tools/call","params":{{"name":"echo","arguments":{{"text":"{padding}"}}}},"id":"late"}}"#
+    );
+    for (line, id) in [(first, json!(21)), (last, json!("late"))] {
+        server.send_raw(line.as_bytes());
+        server.send_raw(b"\n");
+        let answer = server.recv();
+        assert_error(&answer, -32600, id);
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("65536"),
+            "{answer}"
+        );
+    }
+    still_serving(&mut server, 22);
+    // Two 32 MiB lines went through; the server's peak memory stayed far below one of them.
+    let peak = rss_kib(server.pid());
+    assert!(peak < 24 * 1024, "peak RSS {peak} KiB");
+    // A line just under the limit is still served.
+    let text = "y".repeat(60_000);
+    let answer = server.request(RawServer::call_message(
+        23,
+        "store",
+        json!({"name": "n", "secret": text}),
+    ));
+    assert_eq!(answer["id"], 23);
+    let records = server.audit();
+    let too_large: Vec<_> = events(&records, "message_rejected")
+        .into_iter()
+        .filter(|r| r["reason"] == "too_large")
+        .map(|r| r["request_id"].clone())
+        .collect();
+    assert_eq!(too_large, [json!(21), json!("late")]);
+}
+
+#[test]
+fn a_line_that_never_ends_does_not_hang_the_next_session() {
+    let mut server = started(&[("MCP_MAX_MESSAGE_BYTES", "4096")]);
+    server.send_raw("z".repeat(100_000).as_bytes());
+    // No newline yet: nothing to answer. Then the line ends, and the caller gets an error (id unknown: null).
+    assert!(server.try_recv(Duration::from_millis(300)).is_none());
+    server.send_raw(b"\n");
+    assert_error(&server.recv(), -32600, Value::Null);
+    still_serving(&mut server, 1);
+}

@@ -1,0 +1,339 @@
+//! The stdio runner as a real process: an rmcp client, the audit trail, the environment, shutdown, and protocol
+//! versions.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use rmcp::ServiceExt;
+use rmcp::model::{CallToolRequestParams, ProtocolVersion};
+use rmcp::transport::TokioChildProcess;
+use secure_tools::SCOPES_META_KEY;
+use secure_tools_tests::{RawServer, events, read_audit};
+use serde_json::{Value, json};
+
+const SERVER: &str = env!("CARGO_BIN_EXE_test-server");
+
+fn args(value: Value) -> serde_json::Map<String, Value> {
+    value.as_object().unwrap().clone()
+}
+
+#[tokio::test]
+async fn an_rmcp_client_lists_calls_and_is_refused_as_the_policy_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let audit_path = dir.path().join("audit.jsonl");
+    let mut command = tokio::process::Command::new(SERVER);
+    command
+        .env("MCP_SCOPES", "test.read")
+        .env("MCP_SERVER_ID", "rmcp-client-test")
+        .env("MCP_AUDIT_LOG", &audit_path);
+    let (transport, _) = TokioChildProcess::builder(command)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = ().serve(transport).await.expect("handshake");
+
+    let info = client.peer_info().expect("server info");
+    assert!(ProtocolVersion::KNOWN_VERSIONS.contains(&info.protocol_version));
+
+    let tools = client.list_all_tools().await.unwrap();
+    let names: Vec<_> = tools.iter().map(|t| t.name.to_string()).collect();
+    assert_eq!(names, ["echo", "slow", "store"], "all tools listed, sorted");
+    let store = tools.iter().find(|t| t.name == "store").unwrap();
+    let meta = serde_json::to_value(store.meta.as_ref().unwrap()).unwrap();
+    assert_eq!(meta[SCOPES_META_KEY], json!(["test.write"]));
+    assert!(store.output_schema.is_some());
+
+    // Allowed.
+    let result = client
+        .call_tool(CallToolRequestParams::new("echo").with_arguments(args(json!({"text": "hi"}))))
+        .await
+        .unwrap();
+    assert_eq!(result.is_error, Some(false));
+    assert_eq!(
+        serde_json::to_value(&result.content).unwrap()[0]["text"],
+        "hi"
+    );
+
+    // Denied: a tool result with isError, not a protocol error.
+    let result = client
+        .call_tool(
+            CallToolRequestParams::new("store")
+                .with_arguments(args(json!({"name": "a", "secret": "pw"}))),
+        )
+        .await
+        .unwrap();
+    assert_eq!(result.is_error, Some(true));
+    let text = serde_json::to_value(&result.content).unwrap()[0]["text"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(text.starts_with("missing_scope:test.write"), "{text}");
+
+    // Invalid input: also a tool result.
+    let result = client
+        .call_tool(
+            CallToolRequestParams::new("echo")
+                .with_arguments(args(json!({"text": "x".repeat(101)}))),
+        )
+        .await
+        .unwrap();
+    assert_eq!(result.is_error, Some(true));
+
+    // Unknown tool: a protocol error.
+    let err = client
+        .call_tool(CallToolRequestParams::new("nope").with_arguments(args(json!({}))))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("tool not found"), "{err}");
+
+    // Still serving.
+    let result = client
+        .call_tool(
+            CallToolRequestParams::new("echo").with_arguments(args(json!({"text": "again"}))),
+        )
+        .await
+        .unwrap();
+    assert_eq!(result.is_error, Some(false));
+    client.cancel().await.unwrap();
+
+    // The child has exited once `cancel` returns; its records are on disk.
+    let records = read_audit(&audit_path);
+    let calls = events(&records, "tool_call");
+    let outcomes: Vec<_> = calls
+        .iter()
+        .map(|r| r["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["ok", "denied", "invalid", "invalid", "ok"]);
+    assert!(
+        calls
+            .iter()
+            .all(|r| r["caller"] == "stdio" && r["server_id"] == "rmcp-client-test")
+    );
+    let session = events(&records, "session");
+    assert_eq!(session.len(), 1);
+    assert_eq!(session[0]["client_name"], "rmcp");
+    assert_eq!(
+        session[0]["protocol_version"],
+        info.protocol_version.to_string()
+    );
+}
+
+#[test]
+fn every_call_yields_exactly_one_audit_record_in_a_mixed_run() {
+    let mut server = RawServer::spawn(SERVER, Some("test.read,test.write"), &[]);
+    assert!(server.initialize("2025-11-25").get("result").is_some());
+    let calls = [
+        ("echo", json!({"text": "a"})),
+        ("store", json!({"name": "n", "secret": "hunter2"})),
+        ("store", json!({"name": "", "secret": "hunter2"})),
+        ("store", json!({"name": "panic", "secret": "hunter2"})),
+        ("echo", json!({"text": 5})),
+        ("echo", json!({"text": "b", "extra": 1})),
+        ("missing", json!({"secret": "hunter2"})),
+        ("slow", json!({"millis": 1})),
+    ];
+    let rounds = 5;
+    let mut id = 0;
+    for _ in 0..rounds {
+        for (tool, arguments) in &calls {
+            id += 1;
+            let answer = server.request(RawServer::call_message(id, tool, arguments.clone()));
+            assert_eq!(answer["id"], id, "{answer}");
+        }
+    }
+    let (status, records, stderr) = server.finish();
+    assert!(status.success(), "{stderr}");
+    let tool_calls = events(&records, "tool_call");
+    assert_eq!(tool_calls.len(), calls.len() * rounds);
+    let mut ids: Vec<_> = tool_calls
+        .iter()
+        .map(|r| r["request_id"].as_i64().unwrap())
+        .collect();
+    ids.sort();
+    assert_eq!(
+        ids,
+        (1..=id).collect::<Vec<_>>(),
+        "one record per request id"
+    );
+    assert!(
+        !serde_json::to_string(&records).unwrap().contains("hunter2"),
+        "a redacted value was audited"
+    );
+    assert!(
+        !stderr.contains("hunter2"),
+        "a redacted value reached stderr: {stderr}"
+    );
+    assert!(stderr.contains("secure tool `store` panicked"), "{stderr}");
+}
+
+#[test]
+fn start_session_and_stop_are_audited_and_flushed_on_eof() {
+    let mut server = RawServer::spawn(SERVER, Some("test.read"), &[]);
+    server.initialize("2025-06-18");
+    let (status, records, _) = server.finish();
+    assert!(status.success());
+    let kinds: Vec<_> = records
+        .iter()
+        .map(|r| r["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["server_start", "session", "server_stop"]);
+    assert_eq!(records[0]["transport"], "stdio");
+    assert_eq!(records[0]["tools"], json!(["echo", "slow", "store"]));
+    assert_eq!(records[0]["grant"], json!(["test.read"]));
+    assert_eq!(records[1]["protocol_version"], "2025-06-18");
+    assert_eq!(records[1]["client_name"], "raw-test-client");
+    assert_eq!(records[1]["lifecycle"], "initialize");
+    assert_eq!(records[2]["reason"], "eof");
+    assert!(records.iter().all(|r| r["server_id"] == "test-server-1"));
+}
+
+#[test]
+fn sigterm_finishes_calls_in_flight_and_flushes_the_audit() {
+    let mut server = RawServer::spawn(SERVER, Some("test.read"), &[]);
+    server.initialize("2025-11-25");
+    server.send(&RawServer::call_message(1, "slow", json!({"millis": 300})));
+    std::thread::sleep(Duration::from_millis(100));
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &server.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = server.wait();
+    assert!(exit.success(), "exit status {exit:?}");
+    let records = server.audit();
+    let stop = events(&records, "server_stop");
+    assert_eq!(stop.len(), 1);
+    assert_eq!(stop[0]["reason"], "sigterm");
+    assert_eq!(
+        records.last().unwrap()["event"],
+        "server_stop",
+        "nothing is written after the stop record"
+    );
+}
+
+#[test]
+fn without_mcp_scopes_it_warns_and_denies() {
+    let mut server = RawServer::spawn(SERVER, None, &[]);
+    server.initialize("2025-11-25");
+    let answer = server.request(RawServer::call_message(1, "echo", json!({"text": "x"})));
+    assert_eq!(answer["result"]["isError"], true);
+    assert_eq!(
+        answer["result"]["structuredContent"]["error"]["code"],
+        "missing_scope:test.read"
+    );
+    let (_, _, stderr) = server.finish();
+    assert!(stderr.contains("MCP_SCOPES is unset or empty"), "{stderr}");
+}
+
+#[test]
+fn an_invalid_scope_in_the_environment_stops_the_start_with_a_clear_message() {
+    let server = RawServer::spawn(SERVER, Some("test.read,FILES.*"), &[]);
+    let (status, records, stderr) = server.finish();
+    assert!(!status.success());
+    assert!(
+        stderr.contains("MCP_SCOPES") && stderr.contains("FILES.*"),
+        "{stderr}"
+    );
+    assert!(records.is_empty(), "nothing was served");
+}
+
+#[test]
+fn every_known_version_with_initialize_is_negotiated_as_asked() {
+    for version in ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"] {
+        let mut server = RawServer::spawn(SERVER, Some("test.read"), &[]);
+        let answer = server.initialize(version);
+        assert_eq!(answer["result"]["protocolVersion"], version, "{answer}");
+        assert!(answer["result"]["capabilities"]["tools"].is_object());
+        let listed = server.request(json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}));
+        assert_eq!(
+            listed["result"]["tools"].as_array().unwrap().len(),
+            3,
+            "{version}: {listed}"
+        );
+    }
+}
+
+fn stateless_meta() -> Value {
+    json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {},
+        "io.modelcontextprotocol/clientInfo": {"name": "stateless-client", "version": "9"}
+    })
+}
+
+#[test]
+fn the_stateless_revision_discovers_and_calls_without_initialize() {
+    let mut server = RawServer::spawn(SERVER, Some("test.read"), &[]);
+    let discovered = server.request(json!({
+        "jsonrpc": "2.0", "id": 1, "method": "server/discover", "params": {"_meta": stateless_meta()}
+    }));
+    let versions = discovered["result"]["supportedVersions"].to_string();
+    assert!(
+        versions.contains("2026-07-28") && versions.contains("2024-11-05"),
+        "{discovered}"
+    );
+    let answer = server.request(json!({
+        "jsonrpc": "2.0", "id": 2, "method": "tools/call",
+        "params": {"name": "echo", "arguments": {"text": "stateless"}, "_meta": stateless_meta()}
+    }));
+    assert_eq!(answer["id"], 2);
+    assert_eq!(
+        answer["result"]["content"][0]["text"], "stateless",
+        "{answer}"
+    );
+    let (_, records, _) = server.finish();
+    let session = events(&records, "session");
+    assert_eq!(session.len(), 1);
+    assert_eq!(session[0]["lifecycle"], "stateless");
+    assert_eq!(session[0]["protocol_version"], "2026-07-28");
+    assert_eq!(session[0]["client_name"], "stateless-client");
+    assert_eq!(events(&records, "tool_call").len(), 1);
+}
+
+#[test]
+fn an_unknown_version_is_offered_the_newest_by_default() {
+    let mut server = RawServer::spawn(SERVER, Some("test.read"), &[]);
+    let answer = server.initialize("2099-01-01");
+    assert_eq!(
+        answer["result"]["protocolVersion"], "2025-11-25",
+        "{answer}"
+    );
+}
+
+#[test]
+fn a_strict_minimum_refuses_older_and_unknown_versions_audits_it_and_keeps_serving() {
+    let env = [("MCP_MIN_PROTOCOL_VERSION", "2025-06-18")];
+    let mut server = RawServer::spawn(SERVER, Some("test.read"), &env);
+    for version in ["2024-11-05", "2025-03-26", "2099-01-01"] {
+        let answer = server.initialize(version);
+        assert_eq!(answer["error"]["code"], -32022, "{version}: {answer}");
+        assert_eq!(answer["error"]["data"]["requested"], version);
+        assert_eq!(answer["id"], "init");
+    }
+    // A stateless request with a version outside the policy is refused the same way.
+    let mut meta = stateless_meta();
+    meta["io.modelcontextprotocol/protocolVersion"] = json!("2025-03-26");
+    let answer = server.request(
+        json!({"jsonrpc": "2.0", "id": 5, "method": "tools/list", "params": {"_meta": meta}}),
+    );
+    assert!(answer.get("error").is_some(), "{answer}");
+    // The client tries a version inside the policy, on the same stream.
+    let answer = server.initialize("2025-11-25");
+    assert_eq!(
+        answer["result"]["protocolVersion"], "2025-11-25",
+        "{answer}"
+    );
+    let answer = server.request(RawServer::call_message(9, "echo", json!({"text": "ok"})));
+    assert_eq!(answer["result"]["content"][0]["text"], "ok");
+    let (_, records, _) = server.finish();
+    let rejected = events(&records, "version_rejected");
+    let requested: Vec<_> = rejected
+        .iter()
+        .map(|r| r["requested"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        requested,
+        ["2024-11-05", "2025-03-26", "2099-01-01", "2025-03-26"]
+    );
+    assert_eq!(rejected[0]["request_id"], "init");
+}
