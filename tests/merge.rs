@@ -1,0 +1,147 @@
+//! A user's own rmcp server, built with rmcp's `#[tool_router]`, keeps its handler and its plain tool and gains two
+//! secure tools by router merge; a real rmcp client calls all three.
+
+use rmcp::handler::server::router::tool::ToolRouter;
+use rmcp::handler::server::wrapper::Parameters;
+use rmcp::model::{CallToolRequestParams, ServerCapabilities, ServerConfig};
+use rmcp::{ServerHandler, ServiceExt, tool, tool_handler, tool_router};
+use secure_tools::{Caller, Grant, MemorySink, SCOPES_META_KEY, ToolError, ToolSet, secure_tool};
+use serde_json::{Value, json};
+
+#[derive(serde::Deserialize, schemars::JsonSchema)]
+struct AddArgs {
+    a: i64,
+    b: i64,
+}
+
+/// The user's server, as rmcp's documentation writes one.
+#[derive(Clone)]
+struct Calculator {
+    tool_router: ToolRouter<Self>,
+}
+
+#[tool_router]
+impl Calculator {
+    fn new(secure: &ToolSet) -> Self {
+        let stdio_user = Caller::new("local-user", Grant::parse("notes.read").unwrap());
+        Calculator {
+            tool_router: Self::tool_router() + secure.tool_router(stdio_user),
+        }
+    }
+
+    /// A plain rmcp tool: no scope, no audit.
+    #[tool(description = "Add two numbers")]
+    fn add(&self, Parameters(AddArgs { a, b }): Parameters<AddArgs>) -> String {
+        (a + b).to_string()
+    }
+}
+
+#[tool_handler(router = self.tool_router)]
+impl ServerHandler for Calculator {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+    }
+}
+
+/// Read a note.
+#[secure_tool(scope = "notes.read", read_only)]
+async fn read_note(
+    #[validate(length(min = 1, max = 20))] name: String,
+) -> Result<String, ToolError> {
+    Ok(format!("the note `{name}`"))
+}
+
+/// Write a note.
+#[secure_tool(scope = "notes.write", audit_redact = ["text"])]
+async fn write_note(name: String, text: String) -> Result<String, ToolError> {
+    Ok(format!("wrote {} bytes to `{name}`", text.len()))
+}
+
+fn args(value: Value) -> serde_json::Map<String, Value> {
+    value.as_object().unwrap().clone()
+}
+
+fn text_of(result: &rmcp::model::CallToolResult) -> String {
+    serde_json::to_value(&result.content).unwrap()[0]["text"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn plain_and_secure_tools_share_one_rmcp_server() {
+    let audit = MemorySink::new();
+    let secure = ToolSet::builder(())
+        .tool::<read_note>()
+        .tool::<write_note>()
+        .audit_sink(audit.clone())
+        .build()
+        .unwrap();
+    let (server_io, client_io) = tokio::io::duplex(64 * 1024);
+    let server = Calculator::new(&secure);
+    tokio::spawn(async move {
+        let running = server.serve(server_io).await.expect("server starts");
+        running.waiting().await.ok();
+    });
+    let client = ().serve(client_io).await.expect("client connects");
+
+    let tools = client.list_all_tools().await.unwrap();
+    let mut names: Vec<_> = tools.iter().map(|t| t.name.to_string()).collect();
+    names.sort();
+    assert_eq!(names, ["add", "read_note", "write_note"]);
+    let write = tools.iter().find(|t| t.name == "write_note").unwrap();
+    let meta = serde_json::to_value(write.meta.as_ref().unwrap()).unwrap();
+    assert_eq!(meta[SCOPES_META_KEY], json!(["notes.write"]));
+
+    let added = client
+        .call_tool(CallToolRequestParams::new("add").with_arguments(args(json!({"a": 2, "b": 3}))))
+        .await
+        .unwrap();
+    assert_eq!(text_of(&added), "5");
+
+    let read = client
+        .call_tool(
+            CallToolRequestParams::new("read_note").with_arguments(args(json!({"name": "todo"}))),
+        )
+        .await
+        .unwrap();
+    assert_eq!(read.is_error, Some(false));
+    assert_eq!(text_of(&read), "the note `todo`");
+
+    let write = client
+        .call_tool(
+            CallToolRequestParams::new("write_note")
+                .with_arguments(args(json!({"name": "todo", "text": "secret"}))),
+        )
+        .await
+        .unwrap();
+    assert_eq!(write.is_error, Some(true));
+    assert!(text_of(&write).starts_with("missing_scope:notes.write"));
+
+    let invalid = client
+        .call_tool(
+            CallToolRequestParams::new("read_note").with_arguments(args(json!({"name": ""}))),
+        )
+        .await
+        .unwrap();
+    assert_eq!(invalid.is_error, Some(true));
+    assert!(text_of(&invalid).starts_with("invalid_input"));
+
+    // The secure tools were audited, once per call; the plain tool is the user's business.
+    let records = audit.records();
+    let calls: Vec<_> = records
+        .iter()
+        .map(|r| (r["tool"].clone(), r["outcome"].clone()))
+        .collect();
+    assert_eq!(
+        calls,
+        [
+            (json!("read_note"), json!("ok")),
+            (json!("write_note"), json!("denied")),
+            (json!("read_note"), json!("invalid")),
+        ]
+    );
+    assert!(records.iter().all(|r| r["caller"] == "local-user"));
+    assert!(!serde_json::to_string(&records).unwrap().contains("secret"));
+    client.cancel().await.unwrap();
+}
