@@ -108,7 +108,10 @@ async fn allowed_call_returns_structured_output_and_one_full_audit_record() {
     assert_eq!(response.outcome(), Outcome::Ok);
     assert_eq!(
         response.result().unwrap(),
-        &ToolOutput::Structured(json!({"name": "a.txt", "bytes": 5}))
+        &ToolOutput::Structured {
+            value: json!({"name": "a.txt", "bytes": 5}),
+            text: None
+        }
     );
     assert_eq!(runs.count(), 1);
 

@@ -142,7 +142,7 @@ impl<'a> Output<'a> {
         }
     }
 
-    /// Whether the success type is sent as text (`String`, `&str`, `()`) or is already `Json<_>`, rather than
+    /// Whether the success type is sent as text (`String`, `&str`, `()`) or is already `Json<_>` or `Rendered<_>`, rather than
     /// wrapped in `Json` for structured content.
     pub fn is_plain(&self) -> bool {
         match self.ok {
@@ -150,7 +150,7 @@ impl<'a> Output<'a> {
             Some(Type::Tuple(t)) => t.elems.is_empty(),
             Some(Type::Reference(r)) => matches!(&*r.elem, Type::Path(p) if p.path.is_ident("str")),
             Some(ty) => {
-                matches!(last_segment(ty), Some((name, _)) if name == "String" || name == "Json")
+                matches!(last_segment(ty), Some((name, _)) if name == "String" || name == "Json" || name == "Rendered")
             }
         }
     }

@@ -28,7 +28,25 @@ pub(crate) fn malformed(
     } else {
         format!("`{path}`: {detail}")
     };
-    ToolError::new(codes::MALFORMED_ARGUMENTS, shorten(message))
+    // serde's own shape errors mean the arguments are malformed; a type that checks its value while it is
+    // deserialized (a file name, say) reports `invalid value` or a message of its own: that is failed validation.
+    const SHAPE_ERRORS: [&str; 6] = [
+        "invalid type",
+        "invalid length",
+        "unknown variant",
+        "unknown field",
+        "missing field",
+        "duplicate field",
+    ];
+    let shape = SHAPE_ERRORS
+        .iter()
+        .any(|prefix| err.inner().to_string().starts_with(prefix));
+    let code = if shape {
+        codes::MALFORMED_ARGUMENTS
+    } else {
+        codes::INVALID_INPUT
+    };
+    ToolError::new(code, shorten(message))
 }
 
 pub(crate) fn invalid(errors: &ValidationErrors) -> ToolError {

@@ -39,21 +39,26 @@
 pub mod audit;
 mod context;
 mod error;
+pub mod fs;
 mod input;
 mod output;
 mod panic_guard;
 mod scope;
 pub mod serve;
 pub mod strict_json;
+pub mod text;
 mod tool;
 mod toolset;
 
 pub use audit::{Audit, AuditSink, JsonLinesSink, MemorySink, Outcome, TracingSink};
 pub use context::{Args, CallContext, Caller, FromCallContext, FromRef, RequestId, State};
 pub use error::{ToolError, codes};
-pub use output::{IntoToolOutput, Json, ToolOutput};
+pub use output::{IntoToolOutput, Json, Rendered, ToolOutput};
 pub use scope::{Grant, MAX_SCOPE_LEN, MissingScope, Scope, ScopeError};
 pub use serve::{SecureServer, serve_stdio};
+
+/// The rmcp this crate is built on, for its model types (`Implementation`, `ProtocolVersion`, ...).
+pub use rmcp;
 pub use tool::{DefinitionError, SCOPES_META_KEY, SecureTool, ToolDefinition, ToolFuture};
 pub use toolset::{CallError, CallRequest, CallResponse, ToolSet, ToolSetBuilder};
 

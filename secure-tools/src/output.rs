@@ -14,14 +14,20 @@ use crate::error::ToolError;
 pub enum ToolOutput {
     /// Plain text content.
     Text(String),
-    /// Structured content matching the tool's output schema (also rendered as text for older clients).
-    Structured(Value),
+    /// Structured content matching the tool's output schema, with its text rendering for clients that show
+    /// text (the compact JSON unless the handler gave one, see [`Rendered`]).
+    Structured {
+        /// The structured content.
+        value: Value,
+        /// The text content sent beside it; `None` for the JSON text.
+        text: Option<String>,
+    },
 }
 
 /// A structured result: serialized as `structuredContent`, with the tool's output schema generated from `T`.
 ///
 /// `#[secure_tool]` wraps a handler's `Ok` type in `Json` by itself unless it is `String`, `&'static str`, `()`,
-/// or already `Json<_>`, so returning `Result<MyOutcome, ToolError>` is enough.
+/// or already `Json<_>` or [`Rendered<_>`], so returning `Result<MyOutcome, ToolError>` is enough.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Json<T>(pub T);
 
@@ -70,7 +76,31 @@ impl<T: Serialize + JsonSchema + 'static> IntoToolOutput for Json<T> {
     }
     fn into_tool_output(self) -> Result<ToolOutput, ToolError> {
         serde_json::to_value(self.0)
-            .map(ToolOutput::Structured)
+            .map(|value| ToolOutput::Structured { value, text: None })
             .map_err(ToolError::internal)
+    }
+}
+
+/// A structured result with a text rendering of the handler's choosing, for clients that show the text content
+/// rather than the structured one (a file's content as it reads, say, instead of JSON). Pass the text through
+/// [`crate::text::neutralize`] when it holds anything a caller supplied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered<T> {
+    /// The structured content.
+    pub value: T,
+    /// The text content.
+    pub text: String,
+}
+
+impl<T: Serialize + JsonSchema + 'static> IntoToolOutput for Rendered<T> {
+    fn output_schema() -> Option<Arc<JsonObject>> {
+        Some(rmcp::handler::server::common::schema_for_output::<T>())
+    }
+    fn into_tool_output(self) -> Result<ToolOutput, ToolError> {
+        let value = serde_json::to_value(self.value).map_err(ToolError::internal)?;
+        Ok(ToolOutput::Structured {
+            value,
+            text: Some(self.text),
+        })
     }
 }

@@ -189,7 +189,15 @@ impl CallResponse {
     pub fn into_call_tool_result(self) -> CallToolResult {
         match self.result {
             Ok(ToolOutput::Text(text)) => CallToolResult::success(vec![ContentBlock::text(text)]),
-            Ok(ToolOutput::Structured(value)) => CallToolResult::structured(value),
+            Ok(ToolOutput::Structured { value, text: None }) => CallToolResult::structured(value),
+            Ok(ToolOutput::Structured {
+                value,
+                text: Some(text),
+            }) => {
+                let mut result = CallToolResult::success(vec![ContentBlock::text(text)]);
+                result.structured_content = Some(value);
+                result
+            }
             Err(err) => {
                 let mut result = CallToolResult::error(vec![ContentBlock::text(err.to_string())]);
                 result.structured_content = Some(serde_json::json!({

@@ -1,0 +1,91 @@
+//! The server's two tools.
+
+use secure_tools::fs::{FileName, Root};
+use secure_tools::text::neutralize;
+use secure_tools::{Rendered, State, ToolError, secure_tool};
+
+/// A file's content, as read.
+#[derive(Debug, serde::Serialize, schemars::JsonSchema)]
+pub struct ReadOutcome {
+    /// The file's name.
+    pub name: String,
+    /// The file's content, exactly as stored.
+    pub content: String,
+    /// The content's length in bytes.
+    pub bytes: u64,
+}
+
+/// Whether a write made a new file.
+#[derive(Debug, serde::Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WriteStatus {
+    /// The file did not exist.
+    Created,
+    /// The file existed and its content was replaced.
+    Replaced,
+}
+
+/// What a write did.
+#[derive(Debug, serde::Serialize, schemars::JsonSchema)]
+pub struct WriteOutcome {
+    /// The file's name.
+    pub name: String,
+    /// Bytes written, after line endings were normalised to `\n`.
+    pub bytes_written: u64,
+    /// Whether the file was created or replaced.
+    pub status: WriteStatus,
+}
+
+/// Read a UTF-8 text file directly under the data root.
+#[secure_tool(scope = "files.read", title = "Read file", read_only, idempotent)]
+pub async fn read_file(
+    /// Name of the file: ASCII letters, digits, `.`, `_` and `-`, not starting with a dot.
+    filename: FileName,
+    State(root): State<Root>,
+) -> Result<Rendered<ReadOutcome>, ToolError> {
+    let name = filename.clone();
+    let read = tokio::task::spawn_blocking(move || root.read_text(&name))
+        .await
+        .map_err(ToolError::internal)??;
+    Ok(Rendered {
+        // Clients that show the text content see the file, with anything that could drive a terminal escaped.
+        text: neutralize(&read.content),
+        value: ReadOutcome {
+            name: filename.to_string(),
+            content: read.content,
+            bytes: read.bytes,
+        },
+    })
+}
+
+/// Write a UTF-8 text file directly under the data root, replacing it if it exists. The write is atomic: the file
+/// holds either its old content or the new one, never a mix.
+#[secure_tool(
+    scope = "files.write",
+    audit_redact = ["content"],
+    title = "Write file",
+    destructive,
+    idempotent
+)]
+pub async fn write_file(
+    /// Name of the file: ASCII letters, digits, `.`, `_` and `-`, not starting with a dot.
+    filename: FileName,
+    /// The new content: UTF-8 text; line endings become `\n`; control characters other than tab and newline are
+    /// refused.
+    content: String,
+    State(root): State<Root>,
+) -> Result<WriteOutcome, ToolError> {
+    let name = filename.clone();
+    let written = tokio::task::spawn_blocking(move || root.write_text(&name, &content))
+        .await
+        .map_err(ToolError::internal)??;
+    Ok(WriteOutcome {
+        name: filename.to_string(),
+        bytes_written: written.bytes_written,
+        status: if written.created {
+            WriteStatus::Created
+        } else {
+            WriteStatus::Replaced
+        },
+    })
+}

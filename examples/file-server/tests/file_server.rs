@@ -1,0 +1,679 @@
+//! The real `secure-file-server` binary over stdio: confinement, special files, limits, atomic writes, scopes,
+//! and its start-up checks. Every refused call must give a clear error, leave an audit record, and touch nothing
+//! outside the data root.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use secure_tools_tests::{RawServer, events};
+use serde_json::{Value, json};
+
+const SERVER: &str = env!("CARGO_BIN_EXE_secure-file-server");
+
+/// A scratch area: `data/` (the root), a sibling `data-evil/` sharing its prefix, and `outside/`.
+struct Area {
+    dir: tempfile::TempDir,
+}
+
+impl Area {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        for sub in ["data", "data-evil", "outside"] {
+            std::fs::create_dir(dir.path().join(sub)).unwrap();
+        }
+        std::fs::write(dir.path().join("data/greeting.txt"), "Hello from MCP!\n").unwrap();
+        std::fs::write(dir.path().join("data/.hidden"), "hidden secret\n").unwrap();
+        std::fs::write(dir.path().join("data-evil/secret.txt"), "sibling secret\n").unwrap();
+        std::fs::write(dir.path().join("outside/secret.txt"), "outside secret\n").unwrap();
+        Area { dir }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    fn data(&self) -> PathBuf {
+        self.path("data")
+    }
+
+    /// Every file outside `data/`, with its content: to prove nothing out there changed.
+    fn outside_snapshot(&self) -> BTreeMap<PathBuf, Vec<u8>> {
+        let mut snapshot = BTreeMap::new();
+        for sub in ["data-evil", "outside"] {
+            for entry in std::fs::read_dir(self.path(sub)).unwrap() {
+                let path = entry.unwrap().path();
+                snapshot.insert(path.clone(), std::fs::read(&path).unwrap_or_default());
+            }
+        }
+        snapshot
+    }
+
+    fn server(&self, scopes: &str, env: &[(&str, &str)]) -> RawServer {
+        self.server_at(&self.data(), scopes, env)
+    }
+
+    fn server_at(&self, root: &Path, scopes: &str, env: &[(&str, &str)]) -> RawServer {
+        let root = root.to_str().unwrap().to_owned();
+        let mut all = vec![("DATA_ROOT", root.as_str())];
+        all.extend_from_slice(env);
+        let mut server = RawServer::spawn(SERVER, Some(scopes), &all);
+        let answer = server.initialize("2025-11-25");
+        assert!(
+            answer.get("result").is_some(),
+            "{answer} {}",
+            server.stderr()
+        );
+        server
+    }
+}
+
+/// Calls a tool; returns `Ok(structuredContent)` or `Err((code, message))`.
+fn call(
+    server: &mut RawServer,
+    id: i64,
+    tool: &str,
+    arguments: Value,
+) -> Result<Value, (String, String)> {
+    let answer = server.request(RawServer::call_message(id, tool, arguments));
+    assert_eq!(answer["id"], id, "{answer}");
+    let result = &answer["result"];
+    assert!(
+        result.is_object(),
+        "a tool result, not a protocol error: {answer}"
+    );
+    if result["isError"] == true {
+        let error = &result["structuredContent"]["error"];
+        Err((
+            error["code"].as_str().unwrap().to_owned(),
+            error["message"].as_str().unwrap().to_owned(),
+        ))
+    } else {
+        Ok(result["structuredContent"].clone())
+    }
+}
+
+fn code(result: Result<Value, (String, String)>) -> String {
+    match result {
+        Ok(value) => panic!("expected a refusal, got {value}"),
+        Err((code, message)) => {
+            assert!(!message.is_empty());
+            assert!(
+                !message.contains("/tmp"),
+                "an absolute path reached the caller: {message}"
+            );
+            code
+        }
+    }
+}
+
+const RW: &str = "files.read,files.write";
+
+#[test]
+fn reads_and_writes_inside_the_root() {
+    let area = Area::new();
+    let mut server = area.server(RW, &[]);
+    let read = call(
+        &mut server,
+        1,
+        "read_file",
+        json!({"filename": "greeting.txt"}),
+    )
+    .unwrap();
+    assert_eq!(
+        read,
+        json!({"name": "greeting.txt", "content": "Hello from MCP!\n", "bytes": 16})
+    );
+    let wrote = call(
+        &mut server,
+        2,
+        "write_file",
+        json!({"filename": "new.txt", "content": "a\r\nb\rc\n"}),
+    )
+    .unwrap();
+    assert_eq!(
+        wrote,
+        json!({"name": "new.txt", "bytes_written": 6, "status": "created"})
+    );
+    assert_eq!(
+        std::fs::read_to_string(area.path("data/new.txt")).unwrap(),
+        "a\nb\nc\n"
+    );
+    let wrote = call(
+        &mut server,
+        3,
+        "write_file",
+        json!({"filename": "new.txt", "content": ""}),
+    )
+    .unwrap();
+    assert_eq!(wrote["status"], "replaced");
+    let (_, records, _) = server.finish();
+    let calls = events(&records, "tool_call");
+    assert_eq!(calls.len(), 3);
+    assert_eq!(
+        calls[1]["inputs"]["content"],
+        json!({"redacted": true, "bytes": 7})
+    );
+}
+
+#[test]
+fn traversal_in_every_form_is_refused_before_any_file_is_touched() {
+    let area = Area::new();
+    let before = area.outside_snapshot();
+    let mut server = area.server(RW, &[]);
+    let long = "a".repeat(129);
+    let names = [
+        "..",
+        ".",
+        "../outside/secret.txt",
+        "../data-evil/secret.txt",
+        "/etc/passwd",
+        "..\\outside\\secret.txt",
+        "%2e%2e%2foutside%2fsecret.txt",
+        "..%2F..%2Fetc%2Fpasswd",
+        "greeting.txt\0.png",
+        "\u{2024}\u{2024}/outside",
+        "\u{ff0e}\u{ff0e}\u{ff0f}secret.txt",
+        "gr\u{0435}eting.txt",
+        "",
+        long.as_str(),
+        "sub/greeting.txt",
+        ".hidden",
+        ".env",
+        "CON",
+        "nul.txt",
+        "greeting.txt.",
+        "~",
+        "a b",
+    ];
+    let mut id = 0;
+    for name in names {
+        for (tool, args) in [
+            ("read_file", json!({"filename": name})),
+            ("write_file", json!({"filename": name, "content": "pwned"})),
+        ] {
+            id += 1;
+            let code = code(call(&mut server, id, tool, args));
+            assert_eq!(code, "invalid_input", "{tool} {name:?}");
+        }
+    }
+    let (_, records, _) = server.finish();
+    let calls = events(&records, "tool_call");
+    assert_eq!(calls.len(), id as usize, "each refused call is audited");
+    assert!(
+        calls
+            .iter()
+            .all(|r| r["outcome"] == "invalid" && r["error"] == "invalid_input")
+    );
+    assert_eq!(
+        area.outside_snapshot(),
+        before,
+        "nothing outside the root changed"
+    );
+    let inside: Vec<_> = std::fs::read_dir(area.data())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        inside.len(),
+        2,
+        "nothing was created inside either: {inside:?}"
+    );
+}
+
+#[test]
+fn symlinks_are_never_followed() {
+    let area = Area::new();
+    symlink(
+        area.path("outside/secret.txt"),
+        area.path("data/to-file.txt"),
+    )
+    .unwrap();
+    symlink(area.path("outside"), area.path("data/to-dir")).unwrap();
+    symlink(
+        area.path("outside/created.txt"),
+        area.path("data/dangling.txt"),
+    )
+    .unwrap();
+    symlink(".hidden", area.path("data/to-hidden.txt")).unwrap();
+    symlink("greeting.txt", area.path("data/to-inside.txt")).unwrap();
+    let before = area.outside_snapshot();
+    let mut server = area.server(RW, &[]);
+    let cases = [
+        ("read_file", "to-file.txt"),
+        ("read_file", "to-dir"),
+        ("read_file", "to-hidden.txt"),
+        ("read_file", "to-inside.txt"),
+        ("read_file", "dangling.txt"),
+        ("write_file", "dangling.txt"),
+        ("write_file", "to-file.txt"),
+        ("write_file", "to-hidden.txt"),
+    ];
+    for (id, (tool, name)) in cases.into_iter().enumerate() {
+        let args = match tool {
+            "read_file" => json!({"filename": name}),
+            _ => json!({"filename": name, "content": "pwned"}),
+        };
+        let result = call(&mut server, id as i64, tool, args);
+        assert_eq!(code(result), "symlink_refused", "{tool} {name}");
+    }
+    assert!(
+        !area.path("outside/created.txt").exists(),
+        "a write followed a dangling symlink"
+    );
+    assert_eq!(area.outside_snapshot(), before);
+    assert_eq!(
+        std::fs::read_to_string(area.path("data/.hidden")).unwrap(),
+        "hidden secret\n"
+    );
+    let (_, records, _) = server.finish();
+    assert_eq!(events(&records, "tool_call").len(), cases.len());
+}
+
+#[test]
+fn the_root_may_itself_be_reached_through_a_symlink() {
+    let area = Area::new();
+    symlink(area.data(), area.path("link-to-data")).unwrap();
+    let mut server = area.server_at(&area.path("link-to-data"), RW, &[]);
+    let read = call(
+        &mut server,
+        1,
+        "read_file",
+        json!({"filename": "greeting.txt"}),
+    )
+    .unwrap();
+    assert_eq!(read["content"], "Hello from MCP!\n");
+    call(
+        &mut server,
+        2,
+        "write_file",
+        json!({"filename": "via-link.txt", "content": "x"}),
+    )
+    .unwrap();
+    assert!(area.path("data/via-link.txt").exists());
+}
+
+#[test]
+fn special_files_are_refused_without_blocking() {
+    let area = Area::new();
+    let fifo = area.path("data/pipe");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    std::fs::create_dir(area.path("data/subdir")).unwrap();
+    let mut server = area.server(RW, &[]);
+    let started = Instant::now();
+    assert_eq!(
+        code(call(
+            &mut server,
+            1,
+            "read_file",
+            json!({"filename": "pipe"})
+        )),
+        "not_a_file"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "reading a FIFO blocked"
+    );
+    assert_eq!(
+        code(call(
+            &mut server,
+            2,
+            "write_file",
+            json!({"filename": "pipe", "content": "x"})
+        )),
+        "not_a_file"
+    );
+    assert_eq!(
+        code(call(
+            &mut server,
+            3,
+            "read_file",
+            json!({"filename": "subdir"})
+        )),
+        "not_a_file"
+    );
+    assert_eq!(
+        code(call(
+            &mut server,
+            4,
+            "write_file",
+            json!({"filename": "subdir", "content": "x"})
+        )),
+        "not_a_file"
+    );
+    assert_eq!(
+        code(call(
+            &mut server,
+            5,
+            "read_file",
+            json!({"filename": "absent.txt"})
+        )),
+        "not_found"
+    );
+    // Still serving.
+    call(
+        &mut server,
+        6,
+        "read_file",
+        json!({"filename": "greeting.txt"}),
+    )
+    .unwrap();
+}
+
+#[test]
+fn size_and_encoding_limits_are_enforced() {
+    let area = Area::new();
+    std::fs::write(area.path("data/big.txt"), "x".repeat(2000)).unwrap();
+    std::fs::write(area.path("data/exact.txt"), "x".repeat(1024)).unwrap();
+    std::fs::write(area.path("data/binary.dat"), [0x66, 0x6f, 0xff, 0xfe, 0x00]).unwrap();
+    let env = [("MAX_READ_BYTES", "1024"), ("MAX_WRITE_BYTES", "100")];
+    let mut server = area.server(RW, &env);
+    assert_eq!(
+        code(call(
+            &mut server,
+            1,
+            "read_file",
+            json!({"filename": "big.txt"})
+        )),
+        "too_large"
+    );
+    assert_eq!(
+        call(
+            &mut server,
+            2,
+            "read_file",
+            json!({"filename": "exact.txt"})
+        )
+        .unwrap()["bytes"],
+        1024
+    );
+    assert_eq!(
+        code(call(
+            &mut server,
+            3,
+            "read_file",
+            json!({"filename": "binary.dat"})
+        )),
+        "not_utf8"
+    );
+
+    // Over the write limit, and content the server would have to alter: refused, the old file untouched.
+    let too_long = json!({"filename": "greeting.txt", "content": "y".repeat(101)});
+    assert_eq!(
+        code(call(&mut server, 4, "write_file", too_long)),
+        "too_large"
+    );
+    // 100 bytes exactly, counted after CRLF becomes LF: accepted.
+    let fits = json!({"filename": "fits.txt", "content": "z\r\n".repeat(50)});
+    assert_eq!(
+        call(&mut server, 5, "write_file", fits).unwrap()["bytes_written"],
+        100
+    );
+    for (id, content) in [(6, "nul\0byte"), (7, "bell\u{7}"), (8, "escape \u{1b}[2J")] {
+        let args = json!({"filename": "greeting.txt", "content": content});
+        assert_eq!(
+            code(call(&mut server, id, "write_file", args)),
+            "unsupported_content"
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(area.path("data/greeting.txt")).unwrap(),
+        "Hello from MCP!\n"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(area.data())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+}
+
+#[test]
+fn terminal_escapes_in_a_file_are_neutralised_in_the_text_rendering() {
+    let area = Area::new();
+    std::fs::write(
+        area.path("data/evil.txt"),
+        "hi\u{1b}[2J\u{1b}]0;owned\u{7}\u{9b}1m\n",
+    )
+    .unwrap();
+    let mut server = area.server(RW, &[]);
+    let answer = server.request(RawServer::call_message(
+        1,
+        "read_file",
+        json!({"filename": "evil.txt"}),
+    ));
+    let text = answer["result"]["content"][0]["text"].as_str().unwrap();
+    assert!(
+        !text
+            .chars()
+            .any(|c| c == '\u{1b}' || c == '\u{7}' || c == '\u{9b}'),
+        "{text:?}"
+    );
+    assert!(text.contains("\\u{1b}[2J"), "{text:?}");
+    // The structured content carries the file exactly.
+    assert_eq!(
+        answer["result"]["structuredContent"]["content"],
+        "hi\u{1b}[2J\u{1b}]0;owned\u{7}\u{9b}1m\n"
+    );
+}
+
+#[test]
+fn permissions_of_a_replaced_file_are_kept() {
+    let area = Area::new();
+    let path = area.path("data/greeting.txt");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let mut server = area.server(RW, &[]);
+    call(
+        &mut server,
+        1,
+        "write_file",
+        json!({"filename": "greeting.txt", "content": "new"}),
+    )
+    .unwrap();
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o640
+    );
+}
+
+#[test]
+fn concurrent_writers_leave_exactly_one_input() {
+    let area = Area::new();
+    let inputs: Vec<String> = (0..16)
+        .map(|i| format!("writer {i}\n").repeat(2000 + i * 10))
+        .collect();
+    // Two server processes, each with eight writes in flight at once, all to one file.
+    let mut servers = [area.server(RW, &[]), area.server(RW, &[])];
+    for (i, content) in inputs.iter().enumerate() {
+        let message = RawServer::call_message(
+            i as i64,
+            "write_file",
+            json!({"filename": "shared.txt", "content": content}),
+        );
+        servers[i % 2].send(&message);
+    }
+    for server in &servers {
+        for _ in 0..8 {
+            let answer = server.recv();
+            assert_eq!(answer["result"]["isError"], false, "{answer}");
+        }
+    }
+    let content = std::fs::read_to_string(area.path("data/shared.txt")).unwrap();
+    assert!(
+        inputs.contains(&content),
+        "the file is not exactly one of the inputs ({} bytes)",
+        content.len()
+    );
+}
+
+#[test]
+fn a_crash_during_a_write_leaves_the_old_or_the_new_content_and_nothing_else() {
+    let area = Area::new();
+    let old = "old content\n".repeat(10_000);
+    let new = "new content\n".repeat(10_000);
+    std::fs::write(area.path("data/target.txt"), &old).unwrap();
+    let env = [("MAX_WRITE_BYTES", "1000000")];
+    for round in 0..8u64 {
+        let mut server = area.server(RW, &env);
+        let message = RawServer::call_message(
+            1,
+            "write_file",
+            json!({"filename": "target.txt", "content": new}),
+        );
+        server.send(&message);
+        // Kill it at a different moment each round, often mid-write.
+        std::thread::sleep(Duration::from_micros(round * 700));
+        assert!(
+            Command::new("kill")
+                .args(["-KILL", &server.pid().to_string()])
+                .status()
+                .unwrap()
+                .success()
+        );
+        server.wait();
+        let content = std::fs::read_to_string(area.path("data/target.txt")).unwrap();
+        assert!(
+            content == old || content == new,
+            "round {round}: torn content ({} bytes)",
+            content.len()
+        );
+    }
+    // Whatever a crash left behind is a hidden temporary file, out of every tool's reach (a later start sweeps
+    // it once it is ten minutes old); the file itself is whole.
+    let names: Vec<_> = std::fs::read_dir(area.data())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(
+        names
+            .iter()
+            .all(|n| !n.ends_with(".tmp") || n.starts_with('.')),
+        "{names:?}"
+    );
+    let mut server = area.server(RW, &env);
+    for (id, name) in names.iter().filter(|n| n.ends_with(".tmp")).enumerate() {
+        let result = call(
+            &mut server,
+            id as i64,
+            "read_file",
+            json!({"filename": name}),
+        );
+        assert_eq!(code(result), "invalid_input");
+    }
+}
+
+#[test]
+fn a_read_only_grant_cannot_write() {
+    let area = Area::new();
+    let mut server = area.server("files.read", &[]);
+    let result = call(
+        &mut server,
+        1,
+        "write_file",
+        json!({"filename": "greeting.txt", "content": "overwritten"}),
+    );
+    assert_eq!(code(result), "missing_scope:files.write");
+    call(
+        &mut server,
+        2,
+        "read_file",
+        json!({"filename": "greeting.txt"}),
+    )
+    .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(area.path("data/greeting.txt")).unwrap(),
+        "Hello from MCP!\n"
+    );
+    let (_, records, _) = server.finish();
+    let calls = events(&records, "tool_call");
+    assert_eq!(calls[0]["outcome"], "denied");
+    assert_eq!(calls[0]["error"], "missing_scope:files.write");
+    assert_eq!(
+        calls[0]["inputs"]["content"],
+        json!({"redacted": true, "bytes": 11})
+    );
+}
+
+fn start_error(args: &[&str], env: &[(&str, &str)]) -> String {
+    let mut command = Command::new(SERVER);
+    command
+        .args(args)
+        .env_remove("DATA_ROOT")
+        .env_remove("MCP_SCOPES")
+        .env_remove("MCP_AUDIT_LOG");
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let output = command.stdin(std::process::Stdio::null()).output().unwrap();
+    assert!(
+        !output.status.success(),
+        "the server should refuse to start"
+    );
+    assert!(
+        output.stdout.is_empty(),
+        "nothing on stdout, which belongs to the protocol"
+    );
+    String::from_utf8(output.stderr).unwrap()
+}
+
+#[test]
+fn start_up_refuses_a_bad_configuration_with_a_clear_message() {
+    let area = Area::new();
+    let data = area.data();
+    let data = data.to_str().unwrap();
+    let message = start_error(&[], &[]);
+    assert!(message.contains("DATA_ROOT"), "{message}");
+    let message = start_error(&["--data-root", "/nonexistent/data"], &[]);
+    assert!(message.contains("/nonexistent/data"), "{message}");
+    let message = start_error(
+        &[],
+        &[
+            ("DATA_ROOT", data),
+            ("MCP_SCOPES", "files.read,Files.Write"),
+        ],
+    );
+    assert!(message.contains("Files.Write"), "{message}");
+    let inside = area.path("data/audit.jsonl");
+    let message = start_error(
+        &["--audit-log", inside.to_str().unwrap()],
+        &[("DATA_ROOT", data)],
+    );
+    assert!(message.contains("inside the data root"), "{message}");
+    // The same through a relative path and a symlinked directory.
+    symlink(area.data(), area.path("alias")).unwrap();
+    let aliased = area.path("alias/audit.jsonl");
+    let message = start_error(
+        &["--audit-log", aliased.to_str().unwrap()],
+        &[("DATA_ROOT", data)],
+    );
+    assert!(message.contains("inside the data root"), "{message}");
+}
+
+#[test]
+fn help_documents_every_setting() {
+    let output = Command::new(SERVER).arg("--help").output().unwrap();
+    assert!(output.status.success());
+    let help = String::from_utf8(output.stdout).unwrap();
+    for name in [
+        "DATA_ROOT",
+        "MCP_SCOPES",
+        "MCP_SERVER_ID",
+        "MCP_AUDIT_LOG",
+        "MAX_READ_BYTES",
+        "MAX_WRITE_BYTES",
+        "demo",
+    ] {
+        assert!(
+            help.contains(name),
+            "--help does not mention {name}:\n{help}"
+        );
+    }
+}

@@ -1,0 +1,404 @@
+//! A confined filesystem root: text files directly inside one directory, read and written by validated name.
+//!
+//! A [`Root`] opens its directory once, as a handle; every later operation is made relative to that handle with
+//! [`cap_std`], so a path outside the root cannot even be expressed. On top of that:
+//!
+//! - **Names** are [`FileName`]s: one component of ASCII letters, digits, `.`, `_` and `-`, never hidden, so
+//!   `/`, `\`, `..`, NUL, percent-encoding and Unicode lookalikes are refused before the file system is touched.
+//! - **Symlinks** are never followed: reading or writing a name that is a symlink is refused, wherever it points
+//!   (outside, to a directory, to a hidden file inside, nowhere).
+//! - **Special files** (directories, FIFOs, sockets, devices) are refused; a read opens without blocking and
+//!   checks the opened file, so a FIFO with no writer cannot hang a call.
+//! - **Writes are atomic**: content goes to a hidden temporary file that is synced and renamed over the target,
+//!   so readers see the old file or the new one, never a mix, and a failed write leaves no trace (a crash can
+//!   leave a hidden temporary file, which the next [`Root::open`] removes).
+//! - **Sizes are capped** on both sides by [`Limits`].
+//!
+//! Not guaranteed: a hard link placed in the root by someone with shell access to a file elsewhere is a regular
+//! file, and is read (and, by replacing the link, shadowed) like any other; another process with direct access to
+//! the directory can change it at any time, and the guarantees hold per operation, against such races, not across
+//! calls; writing a file makes the server's user its owner. Only Unix (Linux) is tested; the code compiles its
+//! Unix-only parts only there, but Windows semantics (sharing modes, case-insensitive names, rename over an open
+//! file) are untested.
+//!
+//! Errors are [`FsError`]s whose messages are safe to show a caller (no paths, no OS error text), and which
+//! convert into a [`ToolError`] with a stable code.
+
+mod content;
+mod name;
+mod temp;
+
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use cap_fs_ext::{
+    FollowSymlinks, OpenOptionsFollowExt, OpenOptionsMaybeDirExt, OpenOptionsSyncExt,
+};
+use cap_std::fs::{Dir, File, Metadata, OpenOptions, Permissions};
+
+use crate::error::ToolError;
+
+pub use name::{FileName, FileNameError, MAX_FILE_NAME_LEN};
+
+/// The mode of a file a write creates.
+#[cfg(unix)]
+const NEW_FILE_MODE: u32 = 0o644;
+
+/// Limits of a [`Root`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The largest file [`Root::read_text`] reads, in bytes.
+    pub max_read_bytes: u64,
+    /// The largest content [`Root::write_text`] writes, in bytes of UTF-8 after line endings are normalised.
+    pub max_write_bytes: u64,
+}
+
+impl Default for Limits {
+    /// 1 MiB each way.
+    fn default() -> Self {
+        Limits {
+            max_read_bytes: 1024 * 1024,
+            max_write_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// A directory opened once; every operation is relative to it. See the [module documentation](self).
+///
+/// Cheap to clone; clones share the handle.
+#[derive(Clone)]
+pub struct Root {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    dir: Dir,
+    limits: Limits,
+}
+
+impl std::fmt::Debug for Root {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Root")
+            .field("limits", &self.inner.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A file read by [`Root::read_text`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadText {
+    /// The file's content.
+    pub content: String,
+    /// Its length in bytes.
+    pub bytes: u64,
+}
+
+/// What [`Root::write_text`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    /// Bytes written: the content's UTF-8 length after line endings were normalised.
+    pub bytes_written: u64,
+    /// Whether the file did not exist before.
+    pub created: bool,
+}
+
+/// Why a read or write was refused. The message is safe to show the caller: it holds no path and no OS error
+/// text; [`FsError::Io`] keeps the OS error as its source, for the operator's log.
+#[derive(Debug, thiserror::Error)]
+pub enum FsError {
+    /// No file of that name.
+    #[error("the file does not exist")]
+    NotFound,
+    /// The name is a directory, FIFO, socket or device.
+    #[error("the name is not a regular file")]
+    NotAFile,
+    /// The name is a symbolic link, which is never followed.
+    #[error("the name is a symbolic link; links are not followed")]
+    Symlink,
+    /// The file to read, or the content to write, is over the limit.
+    #[error("the size limit of {limit} bytes is exceeded")]
+    TooLarge {
+        /// The limit, in bytes.
+        limit: u64,
+    },
+    /// The file is not valid UTF-8.
+    #[error("the file is not UTF-8 text")]
+    NotUtf8,
+    /// The content holds a character that is refused; `reason` says which.
+    #[error("the content cannot be written: {reason}")]
+    UnsupportedContent {
+        /// What was refused.
+        reason: &'static str,
+    },
+    /// Any other failure of the file system; the caller learns nothing more.
+    #[error("the file could not be read or written")]
+    Io(#[source] io::Error),
+}
+
+impl FsError {
+    /// The stable code a caller can match: `not_found`, `not_a_file`, `symlink_refused`, `too_large`,
+    /// `not_utf8`, `unsupported_content`, or `internal_error` for [`FsError::Io`].
+    pub fn code(&self) -> &'static str {
+        match self {
+            FsError::NotFound => "not_found",
+            FsError::NotAFile => "not_a_file",
+            FsError::Symlink => "symlink_refused",
+            FsError::TooLarge { .. } => "too_large",
+            FsError::NotUtf8 => "not_utf8",
+            FsError::UnsupportedContent { .. } => "unsupported_content",
+            FsError::Io(_) => crate::error::codes::INTERNAL_ERROR,
+        }
+    }
+}
+
+impl From<io::Error> for FsError {
+    fn from(err: io::Error) -> Self {
+        FsError::Io(err)
+    }
+}
+
+impl From<FsError> for ToolError {
+    fn from(err: FsError) -> Self {
+        match err {
+            FsError::Io(source) => ToolError::internal(source),
+            other => ToolError::new(other.code(), other.to_string()),
+        }
+    }
+}
+
+/// Why a [`Root`] could not be opened. For the operator: the message names the path.
+#[derive(Debug, thiserror::Error)]
+pub enum RootError {
+    /// Nothing exists at the path.
+    #[error("root directory `{}` does not exist", path.display())]
+    NotFound {
+        /// The path given.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// The path is not a directory.
+    #[error("root `{}` is not a directory", path.display())]
+    NotADirectory {
+        /// The path given.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// The directory, or one on the way to it, may not be searched or listed by this process.
+    #[error("permission denied opening root directory `{}`", path.display())]
+    PermissionDenied {
+        /// The path given.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// Any other failure.
+    #[error("could not open root directory `{}`", path.display())]
+    Io {
+        /// The path given.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl RootError {
+    fn new(path: &Path, source: io::Error) -> Self {
+        let path = path.to_owned();
+        match source.kind() {
+            io::ErrorKind::NotFound => RootError::NotFound { path, source },
+            io::ErrorKind::NotADirectory => RootError::NotADirectory { path, source },
+            io::ErrorKind::PermissionDenied => RootError::PermissionDenied { path, source },
+            _ => RootError::Io { path, source },
+        }
+    }
+}
+
+impl Root {
+    /// Opens the directory at `path`, following symlinks in `path` itself, once, now: later changes to what the
+    /// path points at do not move the root.
+    ///
+    /// Also removes temporary files an interrupted write left behind (hidden files named
+    /// `.secure-tools-<16 hex digits>.tmp`, not modified for ten minutes, so a write in progress in another process
+    /// is not disturbed). The directory must be listable for that, so a root this process may not read is refused
+    /// here rather than on first use.
+    pub fn open(path: impl AsRef<Path>, limits: Limits) -> Result<Root, RootError> {
+        let path = path.as_ref();
+        let dir = Dir::open_ambient_dir(path, cap_std::ambient_authority())
+            .map_err(|err| RootError::new(path, err))?;
+        temp::remove_stale(&dir).map_err(|err| RootError::new(path, err))?;
+        Ok(Root {
+            inner: Arc::new(Inner { dir, limits }),
+        })
+    }
+
+    /// The root's limits.
+    pub fn limits(&self) -> Limits {
+        self.inner.limits
+    }
+
+    /// Reads a regular file as UTF-8. Blocking.
+    ///
+    /// Refuses a symlink ([`FsError::Symlink`]), anything but a regular file ([`FsError::NotAFile`]), a file over
+    /// [`Limits::max_read_bytes`] ([`FsError::TooLarge`], also when it grows while being read), and bytes that are
+    /// not UTF-8 ([`FsError::NotUtf8`]).
+    pub fn read_text(&self, name: &FileName) -> Result<ReadText, FsError> {
+        let mut options = OpenOptions::new();
+        // Non-blocking so that opening a FIFO returns at once; the file is checked before it is read.
+        options.read(true).follow(FollowSymlinks::No).nonblock(true);
+        let file = self
+            .inner
+            .dir
+            .open_with(name.as_str(), &options)
+            .map_err(|err| self.refusal(name, err))?;
+        let metadata = file.metadata()?;
+        if !metadata.is_file() {
+            return Err(FsError::NotAFile);
+        }
+        let limit = self.inner.limits.max_read_bytes;
+        if metadata.len() > limit {
+            return Err(FsError::TooLarge { limit });
+        }
+        let bytes = read_capped(file, metadata.len(), limit)?;
+        let content = String::from_utf8(bytes).map_err(|_| FsError::NotUtf8)?;
+        Ok(ReadText {
+            bytes: content.len() as u64,
+            content,
+        })
+    }
+
+    /// Writes `content` to the file atomically, creating it or replacing it. Blocking.
+    ///
+    /// The content is checked first: NUL, other C0 control characters than tab, line feed and carriage return,
+    /// and DEL are refused ([`FsError::UnsupportedContent`]); then `\r\n` and lone `\r` become `\n`; then the
+    /// result must fit [`Limits::max_write_bytes`] ([`FsError::TooLarge`]). A symlink of that name, even a
+    /// dangling one, is refused ([`FsError::Symlink`]), as is anything but a regular file ([`FsError::NotAFile`])
+    /// and a file this process may not write (an [`FsError::Io`] of kind `PermissionDenied`). A replaced file keeps
+    /// its permission bits (without set-id and sticky bits); a new one gets `0o644` on Unix.
+    ///
+    /// The content goes to a hidden temporary file in the root, which is synced, given its mode and renamed over
+    /// the target; the directory is then synced. On any failure the temporary file is removed and the target is
+    /// untouched. Of concurrent writes to one name, exactly one content wins, whole.
+    pub fn write_text(&self, name: &FileName, content: &str) -> Result<Written, FsError> {
+        content::check(content).map_err(|reason| FsError::UnsupportedContent { reason })?;
+        let content = content::normalize_line_endings(content);
+        let limit = self.inner.limits.max_write_bytes;
+        if content.len() as u64 > limit {
+            return Err(FsError::TooLarge { limit });
+        }
+        let existing = self.existing_target(name)?;
+        let permissions = permissions_for(existing.as_ref());
+
+        let dir = &self.inner.dir;
+        let temp = temp::TempFile::create(dir)?;
+        temp.file().write_all(content.as_bytes())?;
+        if let Some(permissions) = permissions {
+            temp.file().set_permissions(permissions)?;
+        }
+        temp.file().sync_all()?;
+        // `rename` replaces a symlink put at the name since the check rather than following it: a race can only
+        // replace the link, never write through it.
+        dir.rename(temp.name(), dir, name.as_str())?;
+        temp.renamed();
+        if let Err(err) = sync_dir(dir) {
+            tracing::debug!(error = %err, "could not sync the root directory after a write");
+        }
+        Ok(Written {
+            bytes_written: content.len() as u64,
+            created: existing.is_none(),
+        })
+    }
+
+    /// The metadata of the regular file a write would replace, `None` if there is none, or why it may not be
+    /// replaced.
+    fn existing_target(&self, name: &FileName) -> Result<Option<Metadata>, FsError> {
+        let dir = &self.inner.dir;
+        match dir.symlink_metadata(name.as_str()) {
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(err) => return Err(FsError::Io(err)),
+            Ok(metadata) if metadata.is_symlink() => return Err(FsError::Symlink),
+            Ok(metadata) if !metadata.is_file() => return Err(FsError::NotAFile),
+            Ok(_) => {}
+        }
+        // Opening for writing (without truncating) asks the OS whether this process may write the file, so a
+        // read-only file is not replaced behind its owner's back; the mode is then taken from that very file.
+        let mut options = OpenOptions::new();
+        options
+            .write(true)
+            .follow(FollowSymlinks::No)
+            .nonblock(true);
+        match dir.open_with(name.as_str(), &options) {
+            Ok(file) => {
+                let metadata = file.metadata()?;
+                if metadata.is_file() {
+                    Ok(Some(metadata))
+                } else {
+                    Err(FsError::NotAFile)
+                }
+            }
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(err) => Err(self.refusal(name, err)),
+        }
+    }
+
+    /// Explains a failed open: what the name is, if that is why, or else the OS error.
+    fn refusal(&self, name: &FileName, err: io::Error) -> FsError {
+        if err.kind() == io::ErrorKind::NotFound {
+            return FsError::NotFound;
+        }
+        // `O_NOFOLLOW` on a symlink fails with `ELOOP`, and opening a socket with `ENXIO`: look at the entry
+        // itself rather than decode errno.
+        match self.inner.dir.symlink_metadata(name.as_str()) {
+            Ok(metadata) if metadata.is_symlink() => FsError::Symlink,
+            Ok(metadata) if !metadata.is_file() => FsError::NotAFile,
+            _ => FsError::Io(err),
+        }
+    }
+}
+
+/// Reads at most `limit` bytes, refusing a source that has more: one byte past the limit tells a file that grew
+/// since its size was checked from one exactly at the limit.
+fn read_capped(source: impl Read, expected_len: u64, limit: u64) -> Result<Vec<u8>, FsError> {
+    let capacity = usize::try_from(expected_len.min(limit)).unwrap_or(0);
+    let mut bytes = Vec::with_capacity(capacity);
+    source
+        .take(limit.saturating_add(1))
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(FsError::TooLarge { limit });
+    }
+    Ok(bytes)
+}
+
+/// The permissions to give the new content: those of the file it replaces, or the default for a new file.
+#[cfg(unix)]
+fn permissions_for(existing: Option<&Metadata>) -> Option<Permissions> {
+    use cap_std::fs::PermissionsExt;
+    // Set-id and sticky bits are dropped: the replacement is a new file, owned by this process's user.
+    let mode = existing.map_or(NEW_FILE_MODE, |metadata| {
+        metadata.permissions().mode() & 0o777
+    });
+    Some(Permissions::from_mode(mode))
+}
+
+#[cfg(not(unix))]
+fn permissions_for(existing: Option<&Metadata>) -> Option<Permissions> {
+    existing.map(Metadata::permissions)
+}
+
+/// Makes the rename durable. Best effort: not every platform can sync a directory.
+fn sync_dir(dir: &Dir) -> io::Result<()> {
+    let mut options = OpenOptions::new();
+    options.read(true).maybe_dir(true);
+    let this: File = dir.open_with(".", &options)?;
+    this.sync_all()
+}
+
+#[cfg(all(test, unix))]
+mod tests;

@@ -1,0 +1,698 @@
+//! Confinement, refusal and atomicity of a [`Root`], against a real directory.
+
+use std::collections::BTreeSet;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::Path;
+use std::sync::mpsc;
+use std::time::{Duration, SystemTime};
+use std::{fs, thread};
+
+use super::*;
+
+fn name(text: &str) -> FileName {
+    FileName::new(text).unwrap()
+}
+
+fn root_in(dir: &Path) -> Root {
+    Root::open(dir, Limits::default()).unwrap()
+}
+
+/// Every entry of `dir`, hidden ones included.
+fn listing(dir: &Path) -> BTreeSet<String> {
+    fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .collect()
+}
+
+fn mode(path: &Path) -> u32 {
+    fs::metadata(path).unwrap().permissions().mode() & 0o7777
+}
+
+/// Runs `f` on another thread and fails the test if it has not returned within a minute, so a regression that
+/// blocks (on a FIFO, say) fails instead of hanging the suite.
+fn within_a_minute<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (send, receive) = mpsc::channel();
+    thread::spawn(move || send.send(f()));
+    receive
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the operation blocked")
+}
+
+/// Whether this process ignores permission bits (root does), which makes permission tests meaningless.
+fn bypasses_permissions(dir: &Path) -> bool {
+    let probe = dir.join("permission-probe");
+    fs::write(&probe, "x").unwrap();
+    fs::set_permissions(&probe, fs::Permissions::from_mode(0o400)).unwrap();
+    let writable = fs::OpenOptions::new().write(true).open(&probe).is_ok();
+    fs::remove_file(&probe).unwrap();
+    writable
+}
+
+#[test]
+fn default_limits_are_one_mebibyte_each_way() {
+    let limits = Limits::default();
+    assert_eq!(limits.max_read_bytes, 1 << 20);
+    assert_eq!(limits.max_write_bytes, 1 << 20);
+    let dir = tempfile::tempdir().unwrap();
+    assert_eq!(root_in(dir.path()).limits(), limits);
+}
+
+#[test]
+fn writes_then_reads_back_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = root_in(dir.path());
+    let written = root.write_text(&name("notes.txt"), "héllo\n").unwrap();
+    assert_eq!(
+        written,
+        Written {
+            bytes_written: 7,
+            created: true
+        }
+    );
+    assert_eq!(
+        fs::read_to_string(dir.path().join("notes.txt")).unwrap(),
+        "héllo\n"
+    );
+    let read = root.clone().read_text(&name("notes.txt")).unwrap();
+    assert_eq!(
+        read,
+        ReadText {
+            content: "héllo\n".into(),
+            bytes: 7
+        }
+    );
+}
+
+#[test]
+fn created_is_true_for_a_new_file_and_false_for_a_replaced_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = root_in(dir.path());
+    assert!(root.write_text(&name("a.txt"), "one").unwrap().created);
+    assert!(!root.write_text(&name("a.txt"), "two").unwrap().created);
+    assert_eq!(root.read_text(&name("a.txt")).unwrap().content, "two");
+}
+
+#[test]
+fn reading_a_missing_file_is_not_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = root_in(dir.path())
+        .read_text(&name("missing.txt"))
+        .unwrap_err();
+    assert!(matches!(err, FsError::NotFound), "{err:?}");
+}
+
+#[test]
+fn names_that_could_leave_the_root_do_not_parse() {
+    for hostile in [
+        "../x",
+        "..",
+        "a/b",
+        "/etc/passwd",
+        "..\\x",
+        "x\0",
+        "%2e%2e%2f",
+        "\u{ff0e}\u{ff0e}\u{ff0f}x",
+        "\u{2024}\u{2024}",
+        ".hidden",
+        "CON",
+        "con.txt",
+        "NUL.tar.gz",
+        "trailing.",
+    ] {
+        assert!(FileName::new(hostile).is_err(), "{hostile:?}");
+    }
+    assert!(FileName::new(&"a".repeat(129)).is_err());
+}
+
+#[test]
+fn a_sibling_directory_sharing_the_roots_prefix_is_unreachable() {
+    let parent = tempfile::tempdir().unwrap();
+    let data = parent.path().join("data");
+    let evil = parent.path().join("data-evil");
+    fs::create_dir(&data).unwrap();
+    fs::create_dir(&evil).unwrap();
+    fs::write(evil.join("secret.txt"), "secret").unwrap();
+    let root = root_in(&data);
+
+    assert!(FileName::new("../data-evil/secret.txt").is_err());
+    assert!(matches!(
+        root.read_text(&name("secret.txt")),
+        Err(FsError::NotFound)
+    ));
+    assert!(matches!(
+        root.read_text(&name("data-evil")),
+        Err(FsError::NotFound)
+    ));
+    // Below the names, the handle itself refuses to resolve a path out of the root.
+    assert!(root.inner.dir.open("../data-evil/secret.txt").is_err());
+    assert!(root.inner.dir.open("/etc/passwd").is_err());
+}
+
+#[test]
+fn a_symlink_to_a_file_outside_is_refused_both_ways_and_the_file_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let target = outside.path().join("target.txt");
+    fs::write(&target, "outside").unwrap();
+    std::os::unix::fs::symlink(&target, dir.path().join("link.txt")).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", dir.path().join("passwd")).unwrap();
+    let root = root_in(dir.path());
+
+    assert!(matches!(
+        root.read_text(&name("passwd")),
+        Err(FsError::Symlink)
+    ));
+    assert!(matches!(
+        root.read_text(&name("link.txt")),
+        Err(FsError::Symlink)
+    ));
+    assert!(matches!(
+        root.write_text(&name("link.txt"), "pwned"),
+        Err(FsError::Symlink)
+    ));
+    assert_eq!(fs::read_to_string(&target).unwrap(), "outside");
+    assert!(
+        fs::symlink_metadata(dir.path().join("link.txt"))
+            .unwrap()
+            .is_symlink()
+    );
+    assert_eq!(
+        listing(dir.path()),
+        BTreeSet::from(["link.txt".into(), "passwd".into()])
+    );
+}
+
+#[test]
+fn a_symlink_to_a_directory_outside_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(outside.path(), dir.path().join("elsewhere")).unwrap();
+    let root = root_in(dir.path());
+    assert!(matches!(
+        root.read_text(&name("elsewhere")),
+        Err(FsError::Symlink)
+    ));
+    assert!(matches!(
+        root.write_text(&name("elsewhere"), "x"),
+        Err(FsError::Symlink)
+    ));
+    assert!(listing(outside.path()).is_empty());
+}
+
+#[test]
+fn a_symlink_to_a_hidden_file_inside_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join(".env"), "TOKEN=secret").unwrap();
+    std::os::unix::fs::symlink(".env", dir.path().join("env.txt")).unwrap();
+    let root = root_in(dir.path());
+    assert!(matches!(
+        root.read_text(&name("env.txt")),
+        Err(FsError::Symlink)
+    ));
+    assert!(matches!(
+        root.write_text(&name("env.txt"), "TOKEN=mine"),
+        Err(FsError::Symlink)
+    ));
+    assert_eq!(
+        fs::read_to_string(dir.path().join(".env")).unwrap(),
+        "TOKEN=secret"
+    );
+}
+
+#[test]
+fn writing_through_a_dangling_symlink_is_refused_and_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let outside_target = outside.path().join("planted.txt");
+    std::os::unix::fs::symlink(&outside_target, dir.path().join("out.txt")).unwrap();
+    std::os::unix::fs::symlink("inside-target.txt", dir.path().join("in.txt")).unwrap();
+    let root = root_in(dir.path());
+
+    for link in ["out.txt", "in.txt"] {
+        assert!(matches!(
+            root.write_text(&name(link), "x"),
+            Err(FsError::Symlink)
+        ));
+        assert!(matches!(root.read_text(&name(link)), Err(FsError::Symlink)));
+    }
+    assert!(!outside_target.exists());
+    assert!(!dir.path().join("inside-target.txt").exists());
+    assert_eq!(
+        listing(dir.path()),
+        BTreeSet::from(["in.txt".into(), "out.txt".into()])
+    );
+}
+
+#[test]
+fn a_root_opened_through_a_symlink_stays_on_the_directory_it_found() {
+    let parent = tempfile::tempdir().unwrap();
+    let real = parent.path().join("real");
+    let other = parent.path().join("other");
+    fs::create_dir(&real).unwrap();
+    fs::create_dir(&other).unwrap();
+    let link = parent.path().join("link");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+
+    let root = root_in(&link);
+    root.write_text(&name("a.txt"), "in real").unwrap();
+    assert_eq!(fs::read_to_string(real.join("a.txt")).unwrap(), "in real");
+
+    fs::remove_file(&link).unwrap();
+    std::os::unix::fs::symlink(&other, &link).unwrap();
+    root.write_text(&name("b.txt"), "still real").unwrap();
+    assert!(real.join("b.txt").exists());
+    assert!(listing(&other).is_empty());
+}
+
+#[test]
+fn reading_a_fifo_without_a_writer_returns_not_a_file_without_blocking() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("pipe");
+    let status = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo runs");
+    assert!(status.success());
+    let root = root_in(dir.path());
+
+    let reader = root.clone();
+    let read = within_a_minute(move || reader.read_text(&name("pipe")));
+    assert!(matches!(read, Err(FsError::NotAFile)), "{read:?}");
+    let writer = root.clone();
+    let write = within_a_minute(move || writer.write_text(&name("pipe"), "x"));
+    assert!(matches!(write, Err(FsError::NotAFile)), "{write:?}");
+    assert!(fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo());
+}
+
+#[test]
+fn a_socket_is_not_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let _listener = std::os::unix::net::UnixListener::bind(dir.path().join("sock")).unwrap();
+    let root = root_in(dir.path());
+    let read = within_a_minute({
+        let root = root.clone();
+        move || root.read_text(&name("sock"))
+    });
+    assert!(matches!(read, Err(FsError::NotAFile)), "{read:?}");
+    assert!(matches!(
+        root.write_text(&name("sock"), "x"),
+        Err(FsError::NotAFile)
+    ));
+}
+
+#[test]
+fn a_directory_is_not_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir(dir.path().join("sub")).unwrap();
+    let root = root_in(dir.path());
+    assert!(matches!(
+        root.read_text(&name("sub")),
+        Err(FsError::NotAFile)
+    ));
+    assert!(matches!(
+        root.write_text(&name("sub"), "x"),
+        Err(FsError::NotAFile)
+    ));
+    assert!(dir.path().join("sub").is_dir());
+}
+
+#[test]
+fn a_file_over_the_read_limit_is_too_large_and_one_at_it_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("at.txt"), "x".repeat(16)).unwrap();
+    fs::write(dir.path().join("over.txt"), "x".repeat(17)).unwrap();
+    let limits = Limits {
+        max_read_bytes: 16,
+        ..Limits::default()
+    };
+    let root = Root::open(dir.path(), limits).unwrap();
+    assert_eq!(root.read_text(&name("at.txt")).unwrap().bytes, 16);
+    let err = root.read_text(&name("over.txt")).unwrap_err();
+    assert!(matches!(err, FsError::TooLarge { limit: 16 }), "{err:?}");
+}
+
+#[test]
+fn a_source_longer_than_its_size_said_is_cut_off_one_byte_past_the_limit() {
+    // A file that grows between `fstat` and `read`: an endless source stands in for it.
+    let err = read_capped(io::repeat(b'x'), 4, 1024).unwrap_err();
+    assert!(matches!(err, FsError::TooLarge { limit: 1024 }));
+    assert_eq!(read_capped(&b"abc"[..], 3, 3).unwrap(), b"abc");
+    assert_eq!(read_capped(&b""[..], 0, 0).unwrap(), b"");
+    assert!(read_capped(&b"a"[..], 0, 0).is_err());
+}
+
+#[test]
+fn invalid_utf8_is_not_utf8() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("bin.dat"), [0x66, 0x6f, 0xff, 0xfe]).unwrap();
+    let err = root_in(dir.path()).read_text(&name("bin.dat")).unwrap_err();
+    assert!(matches!(err, FsError::NotUtf8), "{err:?}");
+}
+
+#[test]
+fn content_with_nul_or_controls_is_refused_and_the_old_file_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = root_in(dir.path());
+    root.write_text(&name("a.txt"), "original").unwrap();
+    for bad in ["new\0content", "\u{1b}[2Jclear", "bell\u{7}", "del\u{7f}"] {
+        let err = root.write_text(&name("a.txt"), bad).unwrap_err();
+        assert!(
+            matches!(err, FsError::UnsupportedContent { .. }),
+            "{bad:?}: {err:?}"
+        );
+    }
+    assert_eq!(
+        fs::read_to_string(dir.path().join("a.txt")).unwrap(),
+        "original"
+    );
+    assert_eq!(listing(dir.path()), BTreeSet::from(["a.txt".into()]));
+}
+
+#[test]
+fn line_endings_are_normalised_before_writing() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = root_in(dir.path());
+    let written = root.write_text(&name("crlf.txt"), "a\r\nb\rc\n").unwrap();
+    assert_eq!(written.bytes_written, 6);
+    assert_eq!(fs::read(dir.path().join("crlf.txt")).unwrap(), b"a\nb\nc\n");
+}
+
+#[test]
+fn the_write_limit_counts_normalised_utf8_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = Limits {
+        max_write_bytes: 4,
+        ..Limits::default()
+    };
+    let root = Root::open(dir.path(), limits).unwrap();
+    // Two characters, four bytes: at the limit.
+    assert_eq!(
+        root.write_text(&name("a.txt"), "éé").unwrap().bytes_written,
+        4
+    );
+    // Six bytes before normalisation, four after.
+    assert_eq!(
+        root.write_text(&name("b.txt"), "a\r\nb\r\n")
+            .unwrap()
+            .bytes_written,
+        4
+    );
+    let err = root.write_text(&name("c.txt"), "ééx").unwrap_err();
+    assert!(matches!(err, FsError::TooLarge { limit: 4 }), "{err:?}");
+}
+
+#[test]
+fn a_failed_write_leaves_no_temporary_file_and_no_target() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = Limits {
+        max_write_bytes: 8,
+        ..Limits::default()
+    };
+    let root = Root::open(dir.path(), limits).unwrap();
+    root.write_text(&name("kept.txt"), "old").unwrap();
+    assert!(root.write_text(&name("big.txt"), &"x".repeat(9)).is_err());
+    assert!(root.write_text(&name("kept.txt"), &"x".repeat(9)).is_err());
+    assert!(root.write_text(&name("kept.txt"), "nul\0").is_err());
+    assert_eq!(listing(dir.path()), BTreeSet::from(["kept.txt".into()]));
+    assert_eq!(
+        fs::read_to_string(dir.path().join("kept.txt")).unwrap(),
+        "old"
+    );
+}
+
+#[test]
+fn a_temporary_file_is_removed_unless_it_was_renamed() {
+    let dir = tempfile::tempdir().unwrap();
+    let handle = Dir::open_ambient_dir(dir.path(), cap_std::ambient_authority()).unwrap();
+    let abandoned = temp::TempFile::create(&handle).unwrap();
+    let abandoned_name = abandoned.name().to_owned();
+    assert!(listing(dir.path()).contains(&abandoned_name));
+    drop(abandoned);
+    assert!(listing(dir.path()).is_empty());
+
+    let kept = temp::TempFile::create(&handle).unwrap();
+    handle.rename(kept.name(), &handle, "final.txt").unwrap();
+    kept.renamed();
+    assert_eq!(listing(dir.path()), BTreeSet::from(["final.txt".into()]));
+}
+
+#[test]
+fn the_final_rename_replaces_a_symlink_raced_in_rather_than_writing_through_it() {
+    // The check before a write cannot see a symlink swapped in after it; the rename must not follow one.
+    let dir = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let target = outside.path().join("target.txt");
+    fs::write(&target, "outside").unwrap();
+    let handle = Dir::open_ambient_dir(dir.path(), cap_std::ambient_authority()).unwrap();
+    let temp = temp::TempFile::create(&handle).unwrap();
+    temp.file().write_all(b"new").unwrap();
+    std::os::unix::fs::symlink(&target, dir.path().join("raced.txt")).unwrap();
+    handle.rename(temp.name(), &handle, "raced.txt").unwrap();
+    temp.renamed();
+    assert_eq!(fs::read_to_string(&target).unwrap(), "outside");
+    let raced = dir.path().join("raced.txt");
+    assert!(fs::symlink_metadata(&raced).unwrap().is_file());
+    assert_eq!(fs::read_to_string(&raced).unwrap(), "new");
+}
+
+#[test]
+fn replacing_a_file_keeps_its_permission_bits_and_a_new_file_gets_0o644() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = root_in(dir.path());
+    root.write_text(&name("new.txt"), "x").unwrap();
+    assert_eq!(mode(&dir.path().join("new.txt")), 0o644);
+
+    let private = dir.path().join("private.txt");
+    fs::write(&private, "old").unwrap();
+    fs::set_permissions(&private, fs::Permissions::from_mode(0o600)).unwrap();
+    root.write_text(&name("private.txt"), "new").unwrap();
+    assert_eq!(mode(&private), 0o600);
+
+    let script = dir.path().join("run.sh");
+    fs::write(&script, "#!/bin/sh\n").unwrap();
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o4755)).unwrap();
+    root.write_text(&name("run.sh"), "#!/bin/sh\necho hi\n")
+        .unwrap();
+    assert_eq!(
+        mode(&script),
+        0o755,
+        "set-id bits are dropped, the rest kept"
+    );
+}
+
+#[test]
+fn a_file_this_process_may_not_write_is_not_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    if bypasses_permissions(dir.path()) {
+        eprintln!("skipped: this process ignores permission bits (running as root?)");
+        return;
+    }
+    let locked = dir.path().join("locked.txt");
+    fs::write(&locked, "keep").unwrap();
+    fs::set_permissions(&locked, fs::Permissions::from_mode(0o444)).unwrap();
+    let err = root_in(dir.path())
+        .write_text(&name("locked.txt"), "replace")
+        .unwrap_err();
+    assert!(
+        matches!(&err, FsError::Io(source) if source.kind() == io::ErrorKind::PermissionDenied),
+        "{err:?}"
+    );
+    assert_eq!(fs::read_to_string(&locked).unwrap(), "keep");
+    assert_eq!(listing(dir.path()), BTreeSet::from(["locked.txt".into()]));
+}
+
+#[test]
+fn concurrent_writers_leave_exactly_one_whole_content_and_readers_never_see_a_mix() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = root_in(dir.path());
+    let contents: Vec<String> = (0..6u8)
+        .map(|i| char::from(b'a' + i).to_string().repeat(64 * 1024))
+        .collect();
+    root.write_text(&name("shared.txt"), &contents[0]).unwrap();
+
+    let writers: Vec<_> = contents
+        .iter()
+        .cloned()
+        .map(|content| {
+            let root = root.clone();
+            thread::spawn(move || {
+                for _ in 0..10 {
+                    root.write_text(&name("shared.txt"), &content).unwrap();
+                }
+            })
+        })
+        .collect();
+    let reader = {
+        let root = root.clone();
+        let contents = contents.clone();
+        thread::spawn(move || {
+            for _ in 0..50 {
+                let read = root.read_text(&name("shared.txt")).unwrap().content;
+                assert!(contents.contains(&read), "a reader saw a mix of writes");
+            }
+        })
+    };
+    for writer in writers {
+        writer.join().unwrap();
+    }
+    reader.join().unwrap();
+
+    let last = fs::read_to_string(dir.path().join("shared.txt")).unwrap();
+    assert!(contents.contains(&last));
+    assert_eq!(listing(dir.path()), BTreeSet::from(["shared.txt".into()]));
+}
+
+#[test]
+fn opening_removes_stale_temporary_files_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let long_ago = SystemTime::now() - temp::STALE_AFTER - Duration::from_secs(60);
+    let age = |path: &Path| {
+        fs::File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(long_ago)
+            .unwrap();
+    };
+    let stale = ".secure-tools-0123456789abcdef.tmp";
+    let fresh = ".secure-tools-fedcba9876543210.tmp";
+    let lookalike = ".secure-tools-notes.tmp";
+    for file in [stale, fresh, lookalike, "user.txt"] {
+        fs::write(dir.path().join(file), "x").unwrap();
+    }
+    for file in [stale, lookalike, "user.txt"] {
+        age(&dir.path().join(file));
+    }
+    // A symlink of the temporary shape is not a leftover: neither it nor its target is touched.
+    let target = outside.path().join("target.txt");
+    fs::write(&target, "outside").unwrap();
+    age(&target);
+    let linked = ".secure-tools-00000000000000aa.tmp";
+    std::os::unix::fs::symlink(&target, dir.path().join(linked)).unwrap();
+
+    root_in(dir.path());
+    assert_eq!(
+        listing(dir.path()),
+        BTreeSet::from([
+            fresh.into(),
+            lookalike.into(),
+            linked.into(),
+            "user.txt".into()
+        ])
+    );
+    assert_eq!(fs::read_to_string(&target).unwrap(), "outside");
+}
+
+#[test]
+fn opening_a_missing_path_or_a_file_names_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing");
+    let err = Root::open(&missing, Limits::default()).unwrap_err();
+    assert!(matches!(err, RootError::NotFound { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains(&*missing.to_string_lossy()),
+        "{err}"
+    );
+
+    let file = dir.path().join("file.txt");
+    fs::write(&file, "x").unwrap();
+    let err = Root::open(&file, Limits::default()).unwrap_err();
+    assert!(matches!(err, RootError::NotADirectory { .. }), "{err:?}");
+    assert!(err.to_string().contains(&*file.to_string_lossy()), "{err}");
+    assert!(std::error::Error::source(&err).is_some());
+}
+
+#[test]
+fn opening_a_directory_this_process_may_not_list_is_permission_denied() {
+    let dir = tempfile::tempdir().unwrap();
+    if bypasses_permissions(dir.path()) {
+        eprintln!("skipped: this process ignores permission bits (running as root?)");
+        return;
+    }
+    let closed = dir.path().join("closed");
+    fs::create_dir(&closed).unwrap();
+    fs::set_permissions(&closed, fs::Permissions::from_mode(0o000)).unwrap();
+    let err = Root::open(&closed, Limits::default()).unwrap_err();
+    fs::set_permissions(&closed, fs::Permissions::from_mode(0o700)).unwrap();
+    assert!(matches!(err, RootError::PermissionDenied { .. }), "{err:?}");
+    assert!(err.to_string().contains("closed"), "{err}");
+}
+
+#[test]
+fn a_hard_link_to_an_outside_file_is_read_but_a_write_replaces_only_the_link() {
+    // Documented limit: whoever can make hard links in the root can expose a file through it.
+    let dir = tempfile::tempdir().unwrap();
+    let outside = dir.path().join("outside");
+    let inside = dir.path().join("inside");
+    fs::create_dir(&outside).unwrap();
+    fs::create_dir(&inside).unwrap();
+    fs::write(outside.join("secret.txt"), "secret").unwrap();
+    fs::hard_link(outside.join("secret.txt"), inside.join("linked.txt")).unwrap();
+    let root = root_in(&inside);
+    assert_eq!(
+        root.read_text(&name("linked.txt")).unwrap().content,
+        "secret"
+    );
+    root.write_text(&name("linked.txt"), "replaced").unwrap();
+    assert_eq!(
+        fs::read_to_string(outside.join("secret.txt")).unwrap(),
+        "secret"
+    );
+    assert_eq!(
+        fs::read_to_string(inside.join("linked.txt")).unwrap(),
+        "replaced"
+    );
+}
+
+#[test]
+fn errors_have_stable_codes_and_caller_safe_messages() {
+    let cases = [
+        (FsError::NotFound, "not_found"),
+        (FsError::NotAFile, "not_a_file"),
+        (FsError::Symlink, "symlink_refused"),
+        (FsError::TooLarge { limit: 10 }, "too_large"),
+        (FsError::NotUtf8, "not_utf8"),
+        (
+            FsError::UnsupportedContent {
+                reason: "the text contains a NUL character",
+            },
+            "unsupported_content",
+        ),
+    ];
+    for (err, code) in cases {
+        assert_eq!(err.code(), code);
+        let message = err.to_string();
+        let tool_error = ToolError::from(err);
+        assert_eq!(tool_error.code(), code);
+        assert_eq!(tool_error.message(), message);
+        assert!(tool_error.internal_source().is_none());
+    }
+    assert_eq!(
+        FsError::TooLarge { limit: 10 }.to_string(),
+        "the size limit of 10 bytes is exceeded"
+    );
+
+    let os_error = io::Error::new(io::ErrorKind::PermissionDenied, "/srv/private/x: EACCES");
+    let err = FsError::Io(os_error);
+    assert_eq!(err.code(), "internal_error");
+    assert_eq!(err.to_string(), "the file could not be read or written");
+    assert!(std::error::Error::source(&err).is_some());
+    let tool_error = ToolError::from(err);
+    assert_eq!(tool_error.code(), "internal_error");
+    assert!(!tool_error.message().contains("/srv"));
+    assert!(
+        tool_error
+            .internal_source()
+            .unwrap()
+            .to_string()
+            .contains("EACCES")
+    );
+}
+
+#[test]
+fn root_is_cheap_to_share_across_threads() {
+    fn assert_send_sync<T: Send + Sync + Clone + 'static>() {}
+    assert_send_sync::<Root>();
+}
