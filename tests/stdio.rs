@@ -225,6 +225,53 @@ fn without_mcp_scopes_it_warns_and_denies() {
     assert!(stderr.contains("MCP_SCOPES is unset or empty"), "{stderr}");
 }
 
+/// The TypeScript SDK v1 and the MCP Inspector check any `structuredContent` against the tool's output schema,
+/// `isError` or not: an `{"error": ...}` object on a refusal of a tool with an output schema turned the refusal
+/// into a client-side validation error (-32602) that hid the code. Such a refusal carries its code in the text
+/// only; a tool without an output schema keeps the structured error.
+#[test]
+fn a_refusal_of_a_tool_with_an_output_schema_carries_no_structured_content() {
+    let mut server = RawServer::spawn(SERVER, Some("test.read"), &[]);
+    server.initialize("2025-11-25");
+    let listed = server.request(json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}));
+    let tools = listed["result"]["tools"].as_array().unwrap();
+    let schema_of =
+        |name: &str| tools.iter().find(|t| t["name"] == name).unwrap()["outputSchema"].clone();
+    assert!(schema_of("store").is_object(), "{listed}");
+    assert!(schema_of("echo").is_null(), "{listed}");
+
+    // Denied: the scope is missing.
+    let answer = server.request(RawServer::call_message(
+        3,
+        "store",
+        json!({"name": "a", "secret": "pw"}),
+    ));
+    let result = &answer["result"];
+    assert_eq!(result["isError"], true, "{answer}");
+    assert!(
+        result["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("missing_scope:test.write: "),
+        "{answer}"
+    );
+    assert!(result.get("structuredContent").is_none(), "{answer}");
+
+    // Without an output schema the structured error stays.
+    let answer = server.request(RawServer::call_message(
+        4,
+        "echo",
+        json!({"text": "x".repeat(101)}),
+    ));
+    assert_eq!(answer["result"]["isError"], true, "{answer}");
+    assert_eq!(
+        answer["result"]["structuredContent"]["error"]["code"], "invalid_input",
+        "{answer}"
+    );
+    let (_, records, _) = server.finish();
+    assert_eq!(events(&records, "tool_call").len(), 2);
+}
+
 #[test]
 fn an_invalid_scope_in_the_environment_stops_the_start_with_a_clear_message() {
     let server = RawServer::spawn(SERVER, Some("test.read,FILES.*"), &[]);

@@ -165,6 +165,8 @@ pub struct CallRequest {
 pub struct CallResponse {
     outcome: Outcome,
     result: Result<ToolOutput, ToolError>,
+    /// The tool declares an output schema, which an error's `structuredContent` would not match.
+    has_output_schema: bool,
 }
 
 impl CallResponse {
@@ -184,8 +186,12 @@ impl CallResponse {
     }
 
     /// The MCP result: output as text or structured content; a failure as an `isError` result whose text starts
-    /// with the code (`missing_scope:files.write: ...`) and whose `structuredContent` is
-    /// `{"error": {"code", "message"}}`.
+    /// with the code (`missing_scope:files.write: ...`) and, for a tool without an output schema, whose
+    /// `structuredContent` is `{"error": {"code", "message"}}`.
+    ///
+    /// A tool with an output schema gets no `structuredContent` on a failure: that object would not match the
+    /// schema, and clients that check every `structuredContent` against it, `isError` or not (the TypeScript
+    /// SDK v1 and the MCP Inspector among them), would replace the refusal with a validation error of their own.
     pub fn into_call_tool_result(self) -> CallToolResult {
         match self.result {
             Ok(ToolOutput::Text(text)) => CallToolResult::success(vec![ContentBlock::text(text)]),
@@ -200,9 +206,11 @@ impl CallResponse {
             }
             Err(err) => {
                 let mut result = CallToolResult::error(vec![ContentBlock::text(err.to_string())]);
-                result.structured_content = Some(serde_json::json!({
-                    "error": { "code": err.code(), "message": err.message() }
-                }));
+                if !self.has_output_schema {
+                    result.structured_content = Some(serde_json::json!({
+                        "error": { "code": err.code(), "message": err.message() }
+                    }));
+                }
                 result
             }
         }
@@ -301,16 +309,22 @@ impl<S: Send + Sync + 'static> ToolSet<S> {
         };
         let audited = self.inner.audit.record(AuditEvent::ToolCall(event));
 
-        if tool.is_none() {
+        let Some(tool) = tool else {
             return Err(CallError::UnknownTool(name));
-        }
+        };
+        let has_output_schema = tool.definition.output_schema().is_some();
         match audited {
-            Ok(()) => Ok(CallResponse { outcome, result }),
+            Ok(()) => Ok(CallResponse {
+                outcome,
+                result,
+                has_output_schema,
+            }),
             Err(err) => {
                 tracing::error!(error = %err, "audit record not written; the call is reported failed");
                 Ok(CallResponse {
                     outcome: Outcome::Error,
                     result: Err(audit_unavailable()),
+                    has_output_schema,
                 })
             }
         }

