@@ -36,6 +36,90 @@ pub fn from_str_strict(text: &str) -> Result<Value, serde_json::Error> {
     Ok(value)
 }
 
+/// Checks that `text` is one JSON value with no duplicate key at any depth, without building it. Allocates only
+/// for objects of many keys or keys with escapes.
+pub fn check(text: &str) -> Result<(), serde_json::Error> {
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    Check.deserialize(&mut deserializer)?;
+    deserializer.end()
+}
+
+#[derive(Clone, Copy)]
+struct Check;
+
+impl<'de> DeserializeSeed<'de> for Check {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+/// An object key, borrowed from the input where it has no escapes.
+struct Key<'de>(std::borrow::Cow<'de, str>);
+
+impl<'de> serde::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object key")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Owned(v.to_owned())))
+            }
+        }
+        deserializer.deserialize_str(KeyVisitor)
+    }
+}
+
+impl<'de> Visitor<'de> for Check {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element_seed(self)?.is_some() {}
+        Ok(())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut keys: Vec<Key<'de>> = Vec::new();
+        while let Some(key) = map.next_key::<Key<'de>>()? {
+            if keys.iter().any(|k| k.0 == key.0) {
+                return Err(de::Error::custom(format_args!(
+                    "duplicate key `{}`",
+                    crate::audit::shorten_str(&key.0).escape_debug()
+                )));
+            }
+            map.next_value_seed(self)?;
+            keys.push(key);
+        }
+        Ok(())
+    }
+}
+
 #[derive(Clone, Copy)]
 struct StrictValue;
 
@@ -116,6 +200,28 @@ mod tests {
             let err = parse_arguments(text).unwrap_err();
             assert_eq!(err.code(), codes::MALFORMED_ARGUMENTS, "{text}");
             assert!(err.message().contains("duplicate key"), "{}", err.message());
+        }
+    }
+
+    #[test]
+    fn check_agrees_with_the_parser() {
+        for text in [
+            r#"{"a":1,"a":2}"#,
+            r#"{"x":[{"c":1,"c":2}]}"#,
+            r#"{"k\u0041":1,"kA":2}"#,
+            "{",
+            "[1,]",
+        ] {
+            assert!(check(text).is_err(), "{text}");
+            assert!(from_str_strict(text).is_err(), "{text}");
+        }
+        for text in [
+            r#"{"a":1,"b":{"a":2},"c":[{"a":3},{"a":4}]}"#,
+            r#""s""#,
+            "[]",
+            "null",
+        ] {
+            assert!(check(text).is_ok(), "{text}");
         }
     }
 

@@ -43,10 +43,9 @@ pub async fn read_file(
     filename: FileName,
     State(root): State<Root>,
 ) -> Result<Rendered<ReadOutcome>, ToolError> {
-    let name = filename.clone();
-    let read = tokio::task::spawn_blocking(move || root.read_text(&name))
-        .await
-        .map_err(ToolError::internal)??;
+    // Read in place: a read is bounded by the size cap and never blocks on a special file, so it is cheaper than a
+    // hand-off to the blocking pool. Writes, which sync to disk, are handed off.
+    let read = root.read_text(&filename)?;
     Ok(Rendered {
         // Clients that show the text content see the file, with anything that could drive a terminal escaped.
         text: neutralize(&read.content),

@@ -25,11 +25,34 @@ pub struct AuditRecord {
 impl AuditRecord {
     pub(crate) fn now(server_id: Arc<str>, event: AuditEvent) -> Self {
         AuditRecord {
-            ts: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            ts: rfc3339_utc_micros(std::time::SystemTime::now()),
             server_id,
             event,
         }
     }
+}
+
+/// `2026-11-24T09:36:13.151186Z`: RFC 3339 in UTC with microseconds, formatted without a calendar library on the
+/// per-call path (days to a civil date by Howard Hinnant's algorithm).
+pub(crate) fn rfc3339_utc_micros(time: std::time::SystemTime) -> String {
+    let since = time
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = since.as_secs();
+    let micros = since.subsec_micros();
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let (hour, minute, second) = (rem / 3600, rem % 3600 / 60, rem % 60);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.{micros:06}Z")
 }
 
 /// The kinds of audit event.
@@ -225,6 +248,19 @@ mod tests {
 
     fn obj(v: Value) -> JsonObject {
         v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_utc_with_microseconds() {
+        use std::time::{Duration, UNIX_EPOCH};
+        let at = |secs: u64, micros: u32| {
+            rfc3339_utc_micros(UNIX_EPOCH + Duration::new(secs, micros * 1000))
+        };
+        assert_eq!(at(0, 0), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(at(951_782_400, 1), "2000-02-29T00:00:00.000001Z");
+        assert_eq!(at(1_795_512_973, 151_186), "2026-11-24T09:36:13.151186Z");
+        assert_eq!(at(4_107_542_399, 999_999), "2100-02-28T23:59:59.999999Z");
+        assert_eq!(at(4_107_542_400, 0), "2100-03-01T00:00:00.000000Z");
     }
 
     #[test]

@@ -124,10 +124,11 @@ impl AuditSink for TracingSink {
     }
 }
 
-/// Keeps records in memory, as JSON values: for tests and benchmarks.
+/// Keeps records in memory: for tests and benchmarks. [`MemorySink::records`] gives them as JSON values, the shape
+/// a JSON Lines reader would see.
 #[derive(Debug, Default, Clone)]
 pub struct MemorySink {
-    records: Arc<Mutex<Vec<serde_json::Value>>>,
+    records: Arc<Mutex<Vec<AuditRecord>>>,
 }
 
 impl MemorySink {
@@ -136,12 +137,13 @@ impl MemorySink {
         MemorySink::default()
     }
 
-    /// A copy of the records so far.
+    /// The records so far, as JSON values.
     pub fn records(&self) -> Vec<serde_json::Value> {
-        self.records
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        let records = self.records.lock().unwrap_or_else(PoisonError::into_inner);
+        records
+            .iter()
+            .map(|r| serde_json::to_value(r).expect("audit records serialize"))
+            .collect()
     }
 
     /// Forgets the records so far.
@@ -155,11 +157,10 @@ impl MemorySink {
 
 impl AuditSink for MemorySink {
     fn write(&self, record: &AuditRecord) -> Result<(), AuditError> {
-        let value = serde_json::to_value(record)?;
         self.records
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .push(value);
+            .push(record.clone());
         Ok(())
     }
 }

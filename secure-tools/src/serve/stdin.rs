@@ -1,8 +1,11 @@
-//! Standard input for the runner, read on a thread of its own.
+//! Standard input and output for the runner.
 //!
-//! `tokio::io::stdin` reads on tokio's blocking pool, and a runtime waits for its blocking tasks when it shuts
-//! down: after SIGTERM the process would hang until the client closed the pipe. A plain thread blocked in `read`
-//! does not keep the process alive, so the server exits as soon as `main` returns.
+//! MCP hosts connect a stdio server through pipes. Pipes are registered with the runtime's event loop, non-blocking
+//! (tokio's `pipe` module): a message costs no thread hand-off, and nothing blocks shutdown. Anything else (a
+//! terminal, a file, a socket) falls back to a plain thread for input, since `tokio::io::stdin` reads on the
+//! blocking pool and a runtime waits for its blocking tasks when it shuts down (after SIGTERM the process would hang
+//! until the client closed the pipe), and to `tokio::io::stdout` for output. Non-blocking mode is never set on a
+//! terminal, where it would leak to the shell that shares it.
 
 use std::io::Read;
 use std::pin::Pin;
@@ -12,6 +15,42 @@ use tokio::io::{AsyncRead, ReadBuf};
 use tokio::sync::mpsc;
 
 const CHUNK: usize = 64 * 1024;
+
+/// The reader and the writer for the process's standard input and output.
+pub(crate) type Input = Box<dyn AsyncRead + Unpin + Send>;
+/// See [`Input`].
+pub(crate) type Output = Box<dyn tokio::io::AsyncWrite + Unpin + Send>;
+
+pub(crate) fn stdio() -> std::io::Result<(Input, Output)> {
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsFd;
+        use tokio::net::unix::pipe;
+
+        let input: Input = match pipe_file(std::io::stdin().as_fd())? {
+            Some(file) => Box::new(pipe::Receiver::from_file(file)?),
+            None => Box::new(Stdin::spawn()),
+        };
+        let output: Output = match pipe_file(std::io::stdout().as_fd())? {
+            Some(file) => Box::new(pipe::Sender::from_file(file)?),
+            None => Box::new(tokio::io::stdout()),
+        };
+        Ok((input, output))
+    }
+    #[cfg(not(unix))]
+    {
+        Ok((Box::new(Stdin::spawn()), Box::new(tokio::io::stdout())))
+    }
+}
+
+/// A duplicate of `fd` as a file, if it is a pipe.
+#[cfg(unix)]
+fn pipe_file(fd: std::os::fd::BorrowedFd<'_>) -> std::io::Result<Option<std::fs::File>> {
+    use std::os::unix::fs::FileTypeExt;
+
+    let file = std::fs::File::from(fd.try_clone_to_owned()?);
+    Ok(file.metadata()?.file_type().is_fifo().then_some(file))
+}
 
 /// An `AsyncRead` over the process's standard input. At most a few chunks are buffered ahead of the reader.
 pub(crate) struct Stdin {

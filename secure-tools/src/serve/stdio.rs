@@ -181,12 +181,8 @@ impl StdioConfig {
             .listing(self.listing)
             .versions(self.versions)
             .server_info(self.server_info);
-        let transport = LineTransport::new(
-            super::stdin::Stdin::spawn(),
-            tokio::io::stdout(),
-            self.max_message_bytes,
-            audit.clone(),
-        );
+        let (input, output) = super::stdin::stdio()?;
+        let transport = LineTransport::new(input, output, self.max_message_bytes, audit.clone());
         let reason = run(server, transport).await;
         audit.flush()?;
         audit.record(AuditEvent::ServerStop {

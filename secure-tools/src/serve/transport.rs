@@ -210,6 +210,13 @@ where
                 )),
             });
         };
+        // The common case first: a well-formed message, checked for duplicate keys without building it, then
+        // parsed by rmcp's types once. Everything else takes the slow path below, which explains the refusal.
+        if crate::strict_json::check(text).is_ok()
+            && let Ok(message) = serde_json::from_str::<ClientJsonRpcMessage>(text)
+        {
+            return Ok(Some(message));
+        }
         let value = match crate::strict_json::from_str_strict(text) {
             Ok(value) => value,
             Err(err) => {

@@ -1,0 +1,137 @@
+//! Per-call cost of the policy, in process: one `tools/call` of the same handler dispatched by rmcp's own
+//! `#[tool_router]` server and by a `SecureServer` (scope check, argument check, validation, audit), both called
+//! as rmcp's service loop calls them, `ServerHandler::call_tool` with a `RequestContext`.
+//!
+//! Audit variants: records serialized and written to an in-memory writer that drops them (`io::sink`), to a file,
+//! and not at all (a sink that ignores them), to isolate the audit's share.
+//!
+//! `cargo bench -p secure-tools --bench dispatch`
+
+use std::hint::black_box;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use rmcp::handler::server::router::tool::ToolRouter;
+use rmcp::handler::server::wrapper::Parameters;
+use rmcp::model::{CallToolRequestParams, ServerCapabilities, ServerConfig};
+use rmcp::service::{RequestContext, RoleServer};
+use rmcp::{ServerHandler, ServiceExt, tool, tool_handler, tool_router};
+use secure_tools::audit::{AuditError, AuditRecord};
+use secure_tools::{
+    AuditSink, Caller, Grant, JsonLinesSink, SecureServer, ToolError, ToolSet, secure_tool,
+};
+use serde_json::json;
+
+#[derive(serde::Deserialize, schemars::JsonSchema)]
+struct EchoArgs {
+    /// Text to echo.
+    text: String,
+}
+
+#[derive(Clone)]
+struct Plain {
+    tool_router: ToolRouter<Self>,
+}
+
+#[tool_router]
+impl Plain {
+    fn new() -> Self {
+        Plain {
+            tool_router: Self::tool_router(),
+        }
+    }
+
+    /// Echoes its text.
+    #[tool(description = "Echoes its text.")]
+    fn echo(&self, Parameters(EchoArgs { text }): Parameters<EchoArgs>) -> String {
+        text
+    }
+}
+
+#[tool_handler(router = self.tool_router)]
+impl ServerHandler for Plain {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+    }
+}
+
+/// Echoes its text.
+#[secure_tool(scope = "bench.read", read_only)]
+async fn echo(
+    /// Text to echo.
+    #[validate(length(max = 1000))]
+    text: String,
+) -> Result<String, ToolError> {
+    Ok(text)
+}
+
+/// Takes records and does nothing with them.
+struct Ignore;
+
+impl AuditSink for Ignore {
+    fn write(&self, _: &AuditRecord) -> Result<(), AuditError> {
+        Ok(())
+    }
+}
+
+fn secure(sink: impl AuditSink) -> SecureServer<()> {
+    let tools = ToolSet::builder(())
+        .tool::<echo>()
+        .audit_sink(sink)
+        .build()
+        .unwrap();
+    SecureServer::new(tools)
+        .default_caller(Caller::new("bench", Grant::parse("bench.read").unwrap()))
+}
+
+fn params() -> CallToolRequestParams {
+    CallToolRequestParams::new("echo")
+        .with_arguments(json!({"text": "hello, world"}).as_object().unwrap().clone())
+}
+
+fn dispatch(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // A request context needs a peer; take one from a real in-process session.
+    let peer = runtime.block_on(async {
+        let (server_io, client_io) = tokio::io::duplex(4096);
+        let server = tokio::spawn(async move { Plain::new().serve(server_io).await.unwrap() });
+        let client = ().serve(client_io).await.unwrap();
+        let running = server.await.unwrap();
+        std::mem::forget(client);
+        let peer = running.peer().clone();
+        std::mem::forget(running);
+        peer
+    });
+    let context =
+        || RequestContext::<RoleServer>::new(rmcp::model::RequestId::Number(1), peer.clone());
+    let dir = tempfile::tempdir().unwrap();
+
+    let plain = Plain::new();
+    let memory = secure(JsonLinesSink::new(std::io::sink()));
+    let file = secure(JsonLinesSink::append_to(dir.path().join("audit.jsonl")).unwrap());
+    let ignored = secure(Ignore);
+
+    let mut group = c.benchmark_group("tools_call");
+    group.bench_function("rmcp_tool_router", |b| {
+        b.to_async(&runtime)
+            .iter(|| async { black_box(plain.call_tool(params(), context()).await.unwrap()) })
+    });
+    group.bench_function("secure_audit_in_memory", |b| {
+        b.to_async(&runtime)
+            .iter(|| async { black_box(memory.call_tool(params(), context()).await.unwrap()) })
+    });
+    group.bench_function("secure_audit_to_file", |b| {
+        b.to_async(&runtime)
+            .iter(|| async { black_box(file.call_tool(params(), context()).await.unwrap()) })
+    });
+    group.bench_function("secure_audit_ignored", |b| {
+        b.to_async(&runtime)
+            .iter(|| async { black_box(ignored.call_tool(params(), context()).await.unwrap()) })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, dispatch);
+criterion_main!(benches);
