@@ -2,8 +2,9 @@
 //! `#[tool_router]` server and by a `SecureServer` (scope check, argument check, validation, audit), both called
 //! as rmcp's service loop calls them, `ServerHandler::call_tool` with a `RequestContext`.
 //!
-//! Audit variants: records serialized and written to an in-memory writer that drops them (`io::sink`), to a file,
-//! and not at all (a sink that ignores them), to isolate the audit's share.
+//! Audit variants: kept in memory (a ring of the last 1,024 records), serialized as JSON lines into a writer that
+//! drops them (`io::sink`), appended to a file, and ignored (a sink that does nothing), to isolate the audit's
+//! share.
 //!
 //! `cargo bench -p secure-tools --bench dispatch`
 
@@ -64,6 +65,21 @@ async fn echo(
     Ok(text)
 }
 
+/// Keeps the last 1,024 records in memory.
+#[derive(Default)]
+struct Ring(std::sync::Mutex<std::collections::VecDeque<AuditRecord>>);
+
+impl AuditSink for Ring {
+    fn write(&self, record: &AuditRecord) -> Result<(), AuditError> {
+        let mut ring = self.0.lock().unwrap();
+        if ring.len() == 1024 {
+            ring.pop_front();
+        }
+        ring.push_back(record.clone());
+        Ok(())
+    }
+}
+
 /// Takes records and does nothing with them.
 struct Ignore;
 
@@ -109,7 +125,8 @@ fn dispatch(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
 
     let plain = Plain::new();
-    let memory = secure(JsonLinesSink::new(std::io::sink()));
+    let memory = secure(Ring::default());
+    let json = secure(JsonLinesSink::new(std::io::sink()));
     let file = secure(JsonLinesSink::append_to(dir.path().join("audit.jsonl")).unwrap());
     let ignored = secure(Ignore);
 
@@ -121,6 +138,10 @@ fn dispatch(c: &mut Criterion) {
     group.bench_function("secure_audit_in_memory", |b| {
         b.to_async(&runtime)
             .iter(|| async { black_box(memory.call_tool(params(), context()).await.unwrap()) })
+    });
+    group.bench_function("secure_audit_json_lines_discarded", |b| {
+        b.to_async(&runtime)
+            .iter(|| async { black_box(json.call_tool(params(), context()).await.unwrap()) })
     });
     group.bench_function("secure_audit_to_file", |b| {
         b.to_async(&runtime)

@@ -17,13 +17,14 @@ pub use rmcp::model::RequestId;
 pub struct Caller(Arc<CallerInner>);
 
 struct CallerInner {
-    id: String,
+    id: Arc<str>,
     grant: Grant,
 }
 
 impl Caller {
     /// A caller with this identity and grant.
     pub fn new(id: impl Into<String>, grant: Grant) -> Self {
+        let id: String = id.into();
         Caller(Arc::new(CallerInner {
             id: id.into(),
             grant,
@@ -37,6 +38,10 @@ impl Caller {
 
     /// The caller's identity, as it appears in audit records.
     pub fn id(&self) -> &str {
+        &self.0.id
+    }
+
+    pub(crate) fn id_shared(&self) -> &Arc<str> {
         &self.0.id
     }
 

@@ -4,7 +4,7 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::SystemTime;
 
 use futures_util::FutureExt;
 use rmcp::model::{CallToolResult, ContentBlock, JsonObject, RequestId};
@@ -16,12 +16,17 @@ use crate::context::{CallContext, Caller};
 use crate::error::{ToolError, codes};
 use crate::output::ToolOutput;
 use crate::panic_guard;
+use crate::scope::Scope;
 use crate::tool::{DefinitionError, SecureTool, ToolDefinition, ToolFuture};
+use serde::Deserialize as _;
 
-type Invoke<S> = fn(Option<JsonObject>, &CallContext, &S) -> Result<ToolFuture, ToolError>;
+type Invoke<S> = fn(&Value, &CallContext, &S) -> Result<ToolFuture, ToolError>;
 
 struct Registered<S> {
     definition: ToolDefinition,
+    /// The name and scopes again, shared with each call's context and audit record.
+    name: Arc<str>,
+    scopes: Arc<[Scope]>,
     invoke: Invoke<S>,
     /// Argument names the schema allows, when it allows no others.
     allowed: Option<BTreeSet<String>>,
@@ -83,6 +88,8 @@ impl<S: Send + Sync + 'static> ToolSetBuilder<S> {
     pub fn tool<T: SecureTool<S>>(mut self) -> Self {
         let registered = ToolDefinition::of::<S, T>().map(|definition| Registered {
             allowed: allowed_arguments(definition.input_schema()),
+            name: Arc::from(definition.name()),
+            scopes: definition.scopes().into(),
             definition,
             invoke: invoke::<S, T>,
         });
@@ -136,13 +143,25 @@ fn allowed_arguments(schema: &JsonObject) -> Option<BTreeSet<String>> {
 }
 
 fn invoke<S, T: SecureTool<S>>(
-    arguments: Option<JsonObject>,
+    arguments: &Value,
     cx: &CallContext,
     state: &S,
 ) -> Result<ToolFuture, ToolError> {
-    let arguments = Value::Object(arguments.unwrap_or_default());
-    let args: T::Args = serde_path_to_error::deserialize(arguments)
-        .map_err(|err| crate::input::malformed(err, T::META.audit_redact))?;
+    // The fast path deserializes directly; only a failure pays for tracking the path to name the field.
+    let args = match T::Args::deserialize(arguments) {
+        Ok(args) => args,
+        Err(_) => {
+            return Err(
+                match serde_path_to_error::deserialize::<_, T::Args>(arguments) {
+                    Err(err) => crate::input::malformed(err, T::META.audit_redact),
+                    Ok(_) => ToolError::new(
+                        codes::MALFORMED_ARGUMENTS,
+                        "the arguments do not have the declared shape",
+                    ),
+                },
+            );
+        }
+    };
     validator::Validate::validate(&args).map_err(|errors| crate::input::invalid(&errors))?;
     Ok(T::invoke(args, cx, state))
 }
@@ -261,7 +280,9 @@ impl<S: Send + Sync + 'static> ToolSet<S> {
     }
 
     async fn call_in_span(&self, request: CallRequest) -> Result<CallResponse, CallError> {
-        let started = Instant::now();
+        // One clock for both the record's time and the call's duration (a clock read is a good part of the
+        // pipeline's own cost); a clock stepped back mid-call gives a duration of 0.
+        let started = SystemTime::now();
         let CallRequest {
             caller,
             request_id,
@@ -269,13 +290,23 @@ impl<S: Send + Sync + 'static> ToolSet<S> {
             arguments,
         } = request;
         let tool = self.inner.tools.get(name.as_str());
-        // An unknown tool declares nothing, so every argument of its call is treated as a secret.
-        // Arguments the schema does not name (an alias, a typo) are treated as secrets too: only declared,
-        // unredacted arguments are recorded in clear.
+        let arguments = Value::Object(arguments.unwrap_or_default());
+
+        let (outcome, result) = match tool {
+            None => (
+                Outcome::Invalid,
+                Err(ToolError::new(codes::UNKNOWN_TOOL, "no tool has this name")),
+            ),
+            Some(tool) => self.run(tool, &caller, &request_id, &arguments).await,
+        };
+
+        // An unknown tool declares nothing, so every argument of its call is treated as a secret. Arguments the
+        // schema does not name (an alias, a typo) are treated as secrets too: only declared, unredacted arguments
+        // are recorded in clear.
         let inputs = match tool {
             Some(tool) => {
                 let redact = tool.definition.audit_redact();
-                audit::redact_where(arguments.as_ref(), |key| {
+                audit::redact_owned(arguments, |key| {
                     redact.contains(&key)
                         || tool
                             .allowed
@@ -283,31 +314,33 @@ impl<S: Send + Sync + 'static> ToolSet<S> {
                             .is_some_and(|allowed| !allowed.contains(key))
                 })
             }
-            None => audit::redact_where(arguments.as_ref(), |_| true),
+            None => audit::redact_owned(arguments, |_| true),
         };
-
-        let (outcome, result) = match tool {
-            None => (
-                Outcome::Invalid,
-                Err(ToolError::new(codes::UNKNOWN_TOOL, "no tool has this name")),
-            ),
-            Some(tool) => self.run(tool, &caller, &request_id, arguments).await,
+        let shared = |text: &Arc<str>| {
+            if text.len() > audit::MAX_AUDIT_STRING {
+                Arc::from(audit::shorten_str(text))
+            } else {
+                text.clone()
+            }
         };
-
+        let finished = SystemTime::now();
         let event = ToolCallEvent {
             request_id,
-            tool: audit::shorten_str(&name),
-            scopes: tool
-                .map(|t| t.definition.scopes().to_vec())
-                .unwrap_or_default(),
-            caller: audit::shorten_str(caller.id()),
+            tool: tool.map_or_else(|| Arc::from(audit::shorten_str(&name)), |t| t.name.clone()),
+            scopes: tool.map_or_else(|| Arc::from([]), |t| t.scopes.clone()),
+            caller: shared(caller.id_shared()),
             outcome,
             ok: outcome == Outcome::Ok,
             inputs,
             error: result.as_ref().err().map(|e| e.code().to_owned()),
-            duration_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            duration_us: finished
+                .duration_since(started)
+                .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
         };
-        let audited = self.inner.audit.record(AuditEvent::ToolCall(event));
+        let audited = self
+            .inner
+            .audit
+            .record_at(audit::Timestamp(finished), AuditEvent::ToolCall(event));
 
         let Some(tool) = tool else {
             return Err(CallError::UnknownTool(name));
@@ -335,7 +368,7 @@ impl<S: Send + Sync + 'static> ToolSet<S> {
         tool: &Registered<S>,
         caller: &Caller,
         request_id: &RequestId,
-        arguments: Option<JsonObject>,
+        arguments: &Value,
     ) -> (Outcome, Result<ToolOutput, ToolError>) {
         if self.inner.audit.is_failing() {
             return (Outcome::Denied, Err(audit_unavailable()));
@@ -350,7 +383,7 @@ impl<S: Send + Sync + 'static> ToolSet<S> {
                 Err(ToolError::new(missing.to_string(), message)),
             );
         }
-        if let (Some(allowed), Some(arguments)) = (&tool.allowed, &arguments)
+        if let (Some(allowed), Value::Object(arguments)) = (&tool.allowed, arguments)
             && let Some(unknown) = arguments.keys().find(|k| !allowed.contains(*k))
         {
             let message = format!(
@@ -364,7 +397,7 @@ impl<S: Send + Sync + 'static> ToolSet<S> {
         }
 
         let tool_name = tool.definition.name();
-        let cx = CallContext::new(caller.clone(), request_id.clone(), Arc::from(tool_name));
+        let cx = CallContext::new(caller.clone(), request_id.clone(), tool.name.clone());
         let started = panic_guard::guard(tool_name, || {
             (tool.invoke)(arguments, &cx, &self.inner.state)
         });

@@ -10,9 +10,9 @@ mod record;
 mod sink;
 
 pub use record::{
-    AuditEvent, AuditRecord, MAX_AUDIT_STRING, Outcome, ToolCallEvent, redact_inputs,
+    AuditEvent, AuditRecord, MAX_AUDIT_STRING, Outcome, Timestamp, ToolCallEvent, redact_inputs,
 };
-pub(crate) use record::{redact_where, shorten_str};
+pub(crate) use record::{redact_owned, shorten_str};
 pub use sink::{AuditError, AuditSink, JsonLinesSink, MemorySink, TracingSink};
 
 use std::sync::Arc;
@@ -49,7 +49,16 @@ impl Audit {
 
     /// Writes one record to every sink.
     pub fn record(&self, event: AuditEvent) -> Result<(), AuditError> {
-        let record = AuditRecord::now(self.server_id.clone(), event);
+        self.record_at(Timestamp(std::time::SystemTime::now()), event)
+    }
+
+    /// Writes one record, stamped `ts`, to every sink.
+    pub(crate) fn record_at(&self, ts: Timestamp, event: AuditEvent) -> Result<(), AuditError> {
+        let record = AuditRecord {
+            ts,
+            server_id: self.server_id.clone(),
+            event: Arc::new(event),
+        };
         let mut result = Ok(());
         for sink in self.sinks.iter() {
             if let Err(err) = sink.write(&record) {

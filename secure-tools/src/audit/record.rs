@@ -10,49 +10,71 @@ use crate::scope::Scope;
 pub const MAX_AUDIT_STRING: usize = 1024;
 const MAX_AUDIT_DEPTH: usize = 16;
 
-/// One line of the audit trail.
+/// One line of the audit trail. Cheap to clone (the event is shared), so a sink may keep records.
 #[derive(Debug, Clone, Serialize)]
 pub struct AuditRecord {
-    /// When it was written, RFC 3339 in UTC with microseconds.
-    pub ts: String,
+    /// When it was written; serialized as RFC 3339 in UTC with microseconds.
+    pub ts: Timestamp,
     /// Which server wrote it.
     pub server_id: Arc<str>,
     /// What happened; its `event` field names the kind.
     #[serde(flatten)]
-    pub event: AuditEvent,
+    pub event: Arc<AuditEvent>,
 }
 
-impl AuditRecord {
-    pub(crate) fn now(server_id: Arc<str>, event: AuditEvent) -> Self {
-        AuditRecord {
-            ts: rfc3339_utc_micros(std::time::SystemTime::now()),
-            server_id,
-            event,
-        }
+/// A moment, shown as `2026-11-24T09:36:13.151186Z` (RFC 3339, UTC, microseconds). Formatted only when a record
+/// is written, without a calendar library: days become a civil date by Howard Hinnant's algorithm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Timestamp(pub std::time::SystemTime);
+
+impl Timestamp {
+    fn format(self) -> [u8; 27] {
+        let since = self
+            .0
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let secs = since.as_secs();
+        let days = (secs / 86_400) as i64;
+        let rem = secs % 86_400;
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = (yoe + era * 400 + i64::from(month <= 2)).clamp(0, 9999) as u64;
+        let mut out = *b"0000-00-00T00:00:00.000000Z";
+        let mut put = |at: usize, width: usize, mut value: u64| {
+            for i in (at..at + width).rev() {
+                out[i] = b'0' + (value % 10) as u8;
+                value /= 10;
+            }
+        };
+        put(0, 4, year);
+        put(5, 2, month as u64);
+        put(8, 2, day as u64);
+        put(11, 2, rem / 3600);
+        put(14, 2, rem % 3600 / 60);
+        put(17, 2, rem % 60);
+        put(20, 6, u64::from(since.subsec_micros()));
+        out
     }
 }
 
-/// `2026-11-24T09:36:13.151186Z`: RFC 3339 in UTC with microseconds, formatted without a calendar library on the
-/// per-call path (days to a civil date by Howard Hinnant's algorithm).
-pub(crate) fn rfc3339_utc_micros(time: std::time::SystemTime) -> String {
-    let since = time
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let secs = since.as_secs();
-    let micros = since.subsec_micros();
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let (hour, minute, second) = (rem / 3600, rem % 3600 / 60, rem % 60);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.{micros:06}Z")
+impl std::fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let bytes = self.format();
+        f.write_str(std::str::from_utf8(&bytes).expect("ASCII"))
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let bytes = self.format();
+        serializer.serialize_str(std::str::from_utf8(&bytes).expect("ASCII"))
+    }
 }
 
 /// The kinds of audit event.
@@ -167,11 +189,11 @@ pub struct ToolCallEvent {
     /// The JSON-RPC id of the request.
     pub request_id: RequestId,
     /// The tool name as the caller sent it (shortened if long).
-    pub tool: String,
+    pub tool: Arc<str>,
     /// The scopes the tool requires (empty for an unknown tool).
-    pub scopes: Vec<Scope>,
-    /// The caller's identity.
-    pub caller: String,
+    pub scopes: Arc<[Scope]>,
+    /// The caller's identity (shortened if long).
+    pub caller: Arc<str>,
     /// How the call ended.
     pub outcome: Outcome,
     /// `true` exactly when `outcome` is `ok`.
@@ -190,43 +212,56 @@ pub struct ToolCallEvent {
 /// strings over [`MAX_AUDIT_STRING`] bytes shortened with a note of their full length, and nesting cut off deep
 /// down.
 pub fn redact_inputs(args: Option<&JsonObject>, redact: &[&str]) -> Value {
-    redact_where(args, |key| redact.contains(&key))
+    let args = args
+        .cloned()
+        .map_or_else(|| Value::Object(JsonObject::new()), Value::Object);
+    redact_owned(args, |key| redact.contains(&key))
 }
 
-/// The arguments with the top-level values whose keys satisfy `redacted` replaced by length markers.
-pub(crate) fn redact_where(args: Option<&JsonObject>, redacted: impl Fn(&str) -> bool) -> Value {
-    let Some(args) = args else {
+/// The arguments with the top-level values whose keys satisfy `redacted` replaced by length markers, and long
+/// strings shortened; done in place, so a call's arguments are not copied for its record.
+pub(crate) fn redact_owned(args: Value, redacted: impl Fn(&str) -> bool) -> Value {
+    let Value::Object(mut map) = args else {
         return Value::Object(JsonObject::new());
     };
-    let mut out = JsonObject::new();
-    for (key, value) in args {
-        let shown = if redacted(key) {
-            let bytes = match value {
+    for (key, value) in map.iter_mut() {
+        if redacted(key) {
+            let bytes = match &*value {
                 Value::String(s) => s.len(),
                 other => other.to_string().len(),
             };
-            serde_json::json!({ "redacted": true, "bytes": bytes })
+            *value = serde_json::json!({ "redacted": true, "bytes": bytes });
         } else {
-            shorten(value, 0)
-        };
-        out.insert(shorten_str(key), shown);
+            shorten_in_place(value, 0);
+        }
     }
-    Value::Object(out)
+    if map.keys().any(|k| k.len() > MAX_AUDIT_STRING) {
+        map = map.into_iter().map(|(k, v)| (shorten_str(&k), v)).collect();
+    }
+    Value::Object(map)
 }
 
-fn shorten(value: &Value, depth: usize) -> Value {
+fn shorten_in_place(value: &mut Value, depth: usize) {
     match value {
-        Value::String(s) => Value::String(shorten_str(s)),
+        Value::String(s) if s.len() > MAX_AUDIT_STRING => *s = shorten_str(s),
         Value::Array(_) | Value::Object(_) if depth >= MAX_AUDIT_DEPTH => {
-            Value::String("[nested too deep]".into())
+            *value = Value::String("[nested too deep]".into());
         }
-        Value::Array(items) => Value::Array(items.iter().map(|v| shorten(v, depth + 1)).collect()),
-        Value::Object(map) => Value::Object(
-            map.iter()
-                .map(|(k, v)| (shorten_str(k), shorten(v, depth + 1)))
-                .collect(),
-        ),
-        other => other.clone(),
+        Value::Array(items) => items
+            .iter_mut()
+            .for_each(|v| shorten_in_place(v, depth + 1)),
+        Value::Object(map) => {
+            if map.keys().any(|k| k.len() > MAX_AUDIT_STRING) {
+                let taken = std::mem::take(map);
+                *map = taken
+                    .into_iter()
+                    .map(|(k, v)| (shorten_str(&k), v))
+                    .collect();
+            }
+            map.values_mut()
+                .for_each(|v| shorten_in_place(v, depth + 1));
+        }
+        _ => {}
     }
 }
 
@@ -254,7 +289,7 @@ mod tests {
     fn timestamps_are_rfc3339_utc_with_microseconds() {
         use std::time::{Duration, UNIX_EPOCH};
         let at = |secs: u64, micros: u32| {
-            rfc3339_utc_micros(UNIX_EPOCH + Duration::new(secs, micros * 1000))
+            Timestamp(UNIX_EPOCH + Duration::new(secs, micros * 1000)).to_string()
         };
         assert_eq!(at(0, 0), "1970-01-01T00:00:00.000000Z");
         assert_eq!(at(951_782_400, 1), "2000-02-29T00:00:00.000001Z");
