@@ -3,6 +3,7 @@
 //! Candidates, run interleaved round by round so that a noisy machine slows them alike:
 //! - `canned`: a program that answers each line with a canned reply (the pipe's limit);
 //! - `secure`: `secure-file-server` (release build), `read_file`;
+//! - `rmcp-plain`: the same `read_file` on rmcp alone (its router and stdio transport), no policy: rmcp's floor;
 //! - `python`: the equivalent server written with the `mcp` SDK's `MCPServer` (FastMCP), `read_file`;
 //! - `node-fs`: the official `@modelcontextprotocol/server-filesystem`, `read_text_file`.
 //!
@@ -48,7 +49,7 @@ fn parse_args() -> Args {
             "--help" | "-h" => {
                 println!(
                     "stdio-bench [--rounds N] [--sequential N] [--concurrent N] [--in-flight N] \
-                     [--memory-calls N] [--audit-calls N] [--only canned,secure,python,node-fs]"
+                     [--memory-calls N] [--audit-calls N] [--only canned,secure,rmcp-plain,python,node-fs]"
                 );
                 std::process::exit(0);
             }
@@ -97,6 +98,13 @@ fn candidates(root: &Path, data: &Path) -> (Vec<Candidate>, Vec<String>) {
                 ("MCP_SCOPES".into(), "files.read".into()),
                 ("MCP_AUDIT_LOG".into(), "/dev/null".into()),
             ],
+            call: read_file.clone(),
+        },
+        Candidate {
+            name: "rmcp-plain",
+            program: release.join("rmcp-plain"),
+            args: vec![],
+            env: vec![("DATA_ROOT".into(), data_str.clone())],
             call: read_file.clone(),
         },
         Candidate {
