@@ -1,4 +1,4 @@
-//! `secure-file-server`: an MCP server over stdio with two tools, `read_file` and `write_file`, confined to one
+//! `secure-file-server`: an MCP server over stdio (or, with `--http`, token-protected streamable HTTP) with two tools, `read_file` and `write_file`, confined to one
 //! directory. `secure-file-server demo` runs the end-to-end story against itself.
 
 mod demo;
@@ -12,6 +12,8 @@ use secure_tools::Grant;
 use secure_tools::ToolSet;
 use secure_tools::fs::{Limits, Root};
 use secure_tools::rmcp::model::{Implementation, ProtocolVersion};
+use secure_tools::serve::auth::{BearerAuth, VerificationKeys};
+use secure_tools::serve::http::HttpConfig;
 use secure_tools::serve::{StdioConfig, VersionPolicy};
 
 /// An MCP file server an LLM cannot talk out of its directory.
@@ -60,15 +62,86 @@ struct Cli {
     #[arg(long, env = "MCP_MIN_PROTOCOL_VERSION", value_name = "VERSION")]
     min_protocol_version: Option<String>,
 
+    /// Serve MCP over streamable HTTP at this address (`127.0.0.1:PORT`) instead of stdio; the endpoint is
+    /// `/mcp`. Requires bearer authentication: `--issuer`, `--resource-url` and one of `--jwks-file`,
+    /// `--public-key-pem`, `MCP_AUTH_HS256_SECRET`.
+    #[arg(long, env = "MCP_HTTP", value_name = "ADDR")]
+    http: Option<std::net::SocketAddr>,
+
+    /// The issuer (`iss`) access tokens must come from.
+    #[arg(long, env = "MCP_AUTH_ISSUER", value_name = "URL")]
+    issuer: Option<String>,
+
+    /// This server's resource URL, e.g. `https://mcp.example.com/mcp`: the audience (`aud`) tokens must name.
+    #[arg(long, env = "MCP_RESOURCE_URL", value_name = "URL")]
+    resource_url: Option<String>,
+
+    /// Authorization servers listed in the protected resource metadata (default: the issuer).
+    #[arg(
+        long = "authorization-server",
+        env = "MCP_AUTHORIZATION_SERVERS",
+        value_name = "URL",
+        value_delimiter = ','
+    )]
+    authorization_servers: Vec<String>,
+
+    /// Verify tokens with the keys of this JWKS file.
+    #[arg(long, env = "MCP_AUTH_JWKS_FILE", value_name = "FILE")]
+    jwks_file: Option<PathBuf>,
+
+    /// Verify tokens with this RSA or EC public key (PEM).
+    #[arg(long, env = "MCP_AUTH_PUBLIC_KEY_PEM", value_name = "FILE")]
+    public_key_pem: Option<PathBuf>,
+
+    /// Browser origins allowed besides loopback ones, comma-separated (`https://app.example.com`).
+    #[arg(
+        long = "allowed-origin",
+        env = "MCP_ALLOWED_ORIGINS",
+        value_name = "ORIGIN",
+        value_delimiter = ','
+    )]
+    allowed_origins: Vec<String>,
+
+    /// Host names accepted in `Host` besides loopback ones, comma-separated (for a server behind a proxy).
+    #[arg(
+        long = "allowed-host",
+        env = "MCP_ALLOWED_HOSTS",
+        value_name = "HOST",
+        value_delimiter = ','
+    )]
+    allowed_hosts: Vec<String>,
+
     #[command(subcommand)]
     command: Option<Command>,
 }
+
+/// The HS256 secret comes only from the environment, never from the command line, where other users could see it.
+const HS256_SECRET_VAR: &str = "MCP_AUTH_HS256_SECRET";
 
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the demo: start this server twice with different scopes, call its tools with an MCP client, and print
     /// what happened and what was audited.
     Demo,
+    /// FOR TESTING ONLY: print an HS256 access token signed with `MCP_AUTH_HS256_SECRET`. Real tokens come from
+    /// your authorization server.
+    MintToken {
+        /// The issuer (`iss`).
+        #[arg(long)]
+        issuer: String,
+        /// The audience (`aud`): the server's resource URL.
+        #[arg(long)]
+        audience: String,
+        /// The subject (`sub`), the caller's identity in audit records.
+        #[arg(long)]
+        subject: String,
+        /// The scopes, space- or comma-separated.
+        #[arg(long, default_value = "")]
+        scopes: String,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 3600)]
+        ttl: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -79,6 +152,13 @@ fn main() -> ExitCode {
         .expect("tokio runtime");
     let result = match cli.command {
         Some(Command::Demo) => runtime.block_on(demo::run()),
+        Some(Command::MintToken {
+            ref issuer,
+            ref audience,
+            ref subject,
+            ref scopes,
+            ttl,
+        }) => mint_token(issuer, audience, subject, scopes, ttl),
         None => runtime.block_on(serve(cli)),
     };
     // Standard input is read on a thread of its own; do not wait for it.
@@ -95,6 +175,7 @@ fn main() -> ExitCode {
 async fn serve(cli: Cli) -> Result<(), String> {
     let data_root = cli
         .data_root
+        .clone()
         .ok_or("no data root: set DATA_ROOT or pass --data-root DIR (see --help)")?;
     let limits = Limits {
         max_read_bytes: cli.max_read_bytes,
@@ -105,6 +186,13 @@ async fn serve(cli: Cli) -> Result<(), String> {
         .map_err(|e| format!("invalid scopes (MCP_SCOPES / --scopes): {e}"))?;
     if let Some(log) = &cli.audit_log {
         refuse_audit_log_inside(log, &data_root)?;
+    }
+
+    let tools = ToolSet::builder(root)
+        .tool::<tools::read_file>()
+        .tool::<tools::write_file>();
+    if let Some(bind) = cli.http {
+        return serve_http(cli, bind, tools).await;
     }
 
     let mut config = StdioConfig::default();
@@ -123,10 +211,102 @@ async fn serve(cli: Cli) -> Result<(), String> {
         config.versions = VersionPolicy::minimum(minimum.clone());
     }
 
-    let tools = ToolSet::builder(root)
-        .tool::<tools::read_file>()
-        .tool::<tools::write_file>();
     config.serve(tools).await.map_err(|e| e.to_string())
+}
+
+async fn serve_http(
+    cli: Cli,
+    bind: std::net::SocketAddr,
+    tools: secure_tools::ToolSetBuilder<Root>,
+) -> Result<(), String> {
+    let issuer = cli
+        .issuer
+        .ok_or("--http needs --issuer (MCP_AUTH_ISSUER)")?;
+    let resource = cli
+        .resource_url
+        .ok_or("--http needs --resource-url (MCP_RESOURCE_URL)")?;
+    let secret = std::env::var(HS256_SECRET_VAR)
+        .ok()
+        .filter(|s| !s.is_empty());
+    let keys = match (&cli.jwks_file, &cli.public_key_pem, secret) {
+        (Some(path), None, None) => VerificationKeys::jwks_file(path).map_err(|e| e.to_string())?,
+        (None, Some(path), None) => {
+            let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            VerificationKeys::public_key_pem(&pem)
+                .map_err(|e| format!("{}: {e}", path.display()))?
+        }
+        (None, None, Some(secret)) => VerificationKeys::hmac_secret(secret.as_bytes())
+            .map_err(|e| format!("{HS256_SECRET_VAR}: {e}"))?,
+        (None, None, None) => {
+            return Err(format!(
+                "--http needs a key: --jwks-file, --public-key-pem or {HS256_SECRET_VAR}"
+            ));
+        }
+        _ => {
+            return Err(format!(
+                "give exactly one key source: --jwks-file, --public-key-pem or {HS256_SECRET_VAR}"
+            ));
+        }
+    };
+    let mut auth = BearerAuth::new(issuer, resource, keys);
+    if !cli.authorization_servers.is_empty() {
+        auth = auth.authorization_servers(cli.authorization_servers);
+    }
+    let mut config = HttpConfig::default();
+    config.bind = bind;
+    config.auth = Some(auth);
+    config.allowed_origins = cli.allowed_origins;
+    config.allowed_hosts.extend(cli.allowed_hosts);
+    config.server_id = Some(cli.server_id);
+    config.audit_log = cli.audit_log;
+    config.server_info = Implementation::new("secure-file-server", env!("CARGO_PKG_VERSION"));
+    if let Some(max) = cli.max_message_bytes {
+        config.max_request_body_bytes = max;
+    }
+    if let Some(text) = cli.min_protocol_version {
+        let minimum = ProtocolVersion::KNOWN_VERSIONS
+            .iter()
+            .find(|v| v.as_str() == text)
+            .ok_or_else(|| format!("unknown protocol version `{text}`"))?;
+        config.versions = VersionPolicy::minimum(minimum.clone());
+    }
+    config.serve(tools).await.map_err(|e| e.to_string())
+}
+
+/// Mints an HS256 test token with the secret in `MCP_AUTH_HS256_SECRET`.
+fn mint_token(
+    issuer: &str,
+    audience: &str,
+    subject: &str,
+    scopes: &str,
+    ttl: u64,
+) -> Result<(), String> {
+    let secret = std::env::var(HS256_SECRET_VAR)
+        .ok()
+        .filter(|s| s.len() >= 32)
+        .ok_or_else(|| format!("set {HS256_SECRET_VAR} to a secret of at least 32 bytes"))?;
+    let grant = Grant::parse(scopes).map_err(|e| format!("--scopes: {e}"))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|e| e.to_string())?
+        .as_secs();
+    let claims = serde_json::json!({
+        "iss": issuer,
+        "aud": audience,
+        "sub": subject,
+        "scope": grant.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" "),
+        "iat": now,
+        "nbf": now,
+        "exp": now + ttl,
+    });
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .map_err(|e| e.to_string())?;
+    println!("{token}");
+    Ok(())
 }
 
 /// An audit log inside the data root could be read, or overwritten, through the tools.

@@ -138,6 +138,26 @@ pub enum AuditEvent {
         /// The message's size in bytes.
         bytes: usize,
     },
+    /// An HTTP request was refused before reaching the protocol layer: no or an invalid token (401), a Host or
+    /// Origin not allowed (403), a body too large (413), a timeout (408).
+    HttpRejected {
+        /// The HTTP status answered.
+        status: u16,
+        /// Why, in a word: `missing_token`, `invalid_token`, `host_not_allowed`, `origin_not_allowed`,
+        /// `body_too_large`, `timeout`.
+        reason: &'static str,
+        /// More precisely, when known: for a token, `expired`, `bad_signature`, `wrong_audience`, ...; for a
+        /// missing one, `query_token_ignored` when a token came in the query string.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        detail: Option<&'static str>,
+        /// The authenticated subject, when the request got that far.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        subject: Option<String>,
+        /// The HTTP method.
+        method: String,
+        /// The request path, without its query (which may hold a token).
+        path: String,
+    },
 }
 
 impl AuditEvent {
@@ -150,6 +170,7 @@ impl AuditEvent {
             AuditEvent::Session { .. } => "session",
             AuditEvent::VersionRejected { .. } => "version_rejected",
             AuditEvent::MessageRejected { .. } => "message_rejected",
+            AuditEvent::HttpRejected { .. } => "http_rejected",
         }
     }
 }

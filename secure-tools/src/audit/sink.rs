@@ -107,6 +107,28 @@ impl AuditSink for TracingSink {
                     "tool call"
                 );
             }
+            AuditEvent::HttpRejected {
+                status,
+                reason,
+                detail,
+                subject,
+                method,
+                path,
+            } => {
+                tracing::info!(
+                    target: "secure_tools::audit",
+                    ts = %record.ts,
+                    server_id = %record.server_id,
+                    event = "http_rejected",
+                    status = *status,
+                    reason = *reason,
+                    detail = *detail,
+                    subject = subject.as_deref(),
+                    method = %method,
+                    path = %path,
+                    "http rejected"
+                );
+            }
             other => {
                 let fields = serde_json::to_string(other)?;
                 tracing::info!(

@@ -1,6 +1,10 @@
 //! Serving a tool set over MCP with rmcp: a server handler, routes to merge into an existing rmcp server, the
 //! protocol version policy, and the stdio runner.
 
+#[cfg(feature = "http")]
+pub mod auth;
+#[cfg(feature = "http")]
+pub mod http;
 mod id_scan;
 mod stdin;
 mod stdio;
@@ -187,11 +191,47 @@ impl<S: Send + Sync + 'static> SecureServer<S> {
 }
 
 fn caller_of(context: &RequestContext<RoleServer>, default: &Caller) -> Caller {
-    context
+    let direct = context.extensions.get::<Caller>();
+    // Over streamable HTTP, what a tower layer put into the request's extensions arrives inside its `Parts`.
+    #[cfg(feature = "http")]
+    let direct = direct.or_else(|| {
+        context
+            .extensions
+            .get::<axum::http::request::Parts>()
+            .and_then(|parts| parts.extensions.get::<Caller>())
+    });
+    direct.cloned().unwrap_or_else(|| default.clone())
+}
+
+/// After a call refused for a missing scope, hands the tool's scopes to the HTTP layer, which answers with an
+/// `insufficient_scope` challenge.
+#[cfg(feature = "http")]
+fn note_missing_scope<S: Send + Sync + 'static>(
+    tools: &ToolSet<S>,
+    tool: &str,
+    response: &crate::toolset::CallResponse,
+    context: &RequestContext<RoleServer>,
+) {
+    let missing = response.outcome() == crate::audit::Outcome::Denied
+        && response
+            .error_code()
+            .is_some_and(|code| code.starts_with("missing_scope:"));
+    if !missing {
+        return;
+    }
+    let slot = context
         .extensions
-        .get::<Caller>()
-        .cloned()
-        .unwrap_or_else(|| default.clone())
+        .get::<axum::http::request::Parts>()
+        .and_then(|parts| parts.extensions.get::<auth::ScopeChallenge>());
+    if let (Some(slot), Some(definition)) = (slot, tools.definition(tool)) {
+        slot.set(
+            definition
+                .scopes()
+                .iter()
+                .map(|s| s.as_str().to_owned())
+                .collect(),
+        );
+    }
 }
 
 async fn call_through_pipeline<S: Send + Sync + 'static>(
@@ -207,8 +247,14 @@ async fn call_through_pipeline<S: Send + Sync + 'static>(
         tool: params_name.into_owned(),
         arguments,
     };
+    #[cfg(feature = "http")]
+    let tool = request.tool.clone();
     match tools.call(request).await {
-        Ok(response) => Ok(CallToolResponse::Complete(response.into_call_tool_result())),
+        Ok(response) => {
+            #[cfg(feature = "http")]
+            note_missing_scope(tools, &tool, &response, context);
+            Ok(CallToolResponse::Complete(response.into_call_tool_result()))
+        }
         Err(CallError::UnknownTool(_)) => Err(ErrorData::invalid_params("tool not found", None)),
     }
 }

@@ -234,20 +234,20 @@ where
 }
 
 /// SIGTERM and SIGINT, where the platform has them.
-struct Signals {
+pub(super) struct Signals {
     #[cfg(unix)]
     term: Option<tokio::signal::unix::Signal>,
 }
 
 impl Signals {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         Signals {
             #[cfg(unix)]
             term: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok(),
         }
     }
 
-    async fn next(&mut self) -> &'static str {
+    pub(super) async fn next(&mut self) -> &'static str {
         #[cfg(unix)]
         let term = async {
             match &mut self.term {

@@ -1,0 +1,509 @@
+//! The file server over streamable HTTP with bearer authentication: the real binary, a real HTTP client, and the
+//! audit log it writes.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+
+const SERVER: &str = env!("CARGO_BIN_EXE_secure-file-server");
+const SECRET: &str = "test-secret-0123456789abcdef0123456789";
+const ISSUER: &str = "https://issuer.test";
+
+struct Server {
+    child: Child,
+    base: String,
+    resource: String,
+    audit_log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    fn start() -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        std::fs::write(data.join("greeting.txt"), "hello\n").unwrap();
+        let audit_log = dir.path().join("audit.jsonl");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let base = format!("http://127.0.0.1:{port}");
+        let resource = format!("{base}/mcp");
+        let mut child = Command::new(SERVER)
+            .arg("--data-root")
+            .arg(&data)
+            .arg("--audit-log")
+            .arg(&audit_log)
+            .args(["--http", &format!("127.0.0.1:{port}")])
+            .args(["--issuer", ISSUER, "--resource-url", &resource])
+            .args(["--max-message-bytes", "65536"])
+            .env("MCP_AUTH_HS256_SECRET", SECRET)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        loop {
+            line.clear();
+            assert!(
+                stderr.read_line(&mut line).unwrap() > 0,
+                "server exited before listening"
+            );
+            if line.contains("serving MCP over HTTP at") {
+                break;
+            }
+        }
+        // Keep draining stderr so the server never blocks on it.
+        std::thread::spawn(move || for _ in stderr.lines() {});
+        Server {
+            child,
+            base,
+            resource,
+            audit_log,
+            _dir: dir,
+        }
+    }
+
+    fn token(&self, claims: Value) -> String {
+        sign(claims, SECRET)
+    }
+
+    fn claims(&self, subject: &str, scopes: &str) -> Value {
+        let now = now();
+        json!({"iss": ISSUER, "aud": self.resource, "sub": subject, "scope": scopes,
+               "iat": now, "nbf": now, "exp": now + 600})
+    }
+
+    fn records(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.audit_log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    fn rejections(&self) -> Vec<Value> {
+        self.records()
+            .into_iter()
+            .filter(|r| r["event"] == "http_rejected")
+            .collect()
+    }
+
+    fn calls(&self) -> Vec<Value> {
+        self.records()
+            .into_iter()
+            .filter(|r| r["event"] == "tool_call")
+            .collect()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn sign(claims: Value, secret: &str) -> String {
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
+
+fn base64url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..=chunk.len() {
+            out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap()
+}
+
+fn call(id: u64, tool: &str, arguments: Value) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+           "params": {"name": tool, "arguments": arguments}})
+}
+
+async fn post(
+    server: &Server,
+    url_suffix: &str,
+    token: Option<&str>,
+    body: &Value,
+) -> reqwest::Response {
+    let mut request = client()
+        .post(format!("{}{url_suffix}", server.base))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(body.to_string());
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    request.send().await.unwrap()
+}
+
+fn challenge(response: &reqwest::Response) -> String {
+    response
+        .headers()
+        .get("www-authenticate")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default()
+}
+
+/// A token refused: 401, a challenge naming the metadata and `invalid_token`, and an audit record with `detail`.
+async fn assert_refused(server: &Server, token: &str, detail: &str) {
+    let before = server.rejections().len();
+    let response = post(
+        server,
+        "/mcp",
+        Some(token),
+        &call(1, "read_file", json!({"filename": "greeting.txt"})),
+    )
+    .await;
+    assert_eq!(response.status(), 401, "{detail}");
+    let header = challenge(&response);
+    assert!(
+        header.contains(&format!(
+            "resource_metadata=\"{}/.well-known/oauth-protected-resource\"",
+            server.base
+        )),
+        "{header}"
+    );
+    assert!(header.contains("error=\"invalid_token\""), "{header}");
+    let rejections = server.rejections();
+    assert_eq!(rejections.len(), before + 1, "{detail}");
+    let record = rejections.last().unwrap();
+    assert_eq!(record["status"], 401);
+    assert_eq!(record["reason"], "invalid_token");
+    assert_eq!(record["detail"], detail);
+    assert!(server.calls().is_empty(), "no tool ran for {detail}");
+}
+
+#[tokio::test]
+async fn no_token_is_challenged_and_audited() {
+    let server = Server::start();
+    let response = post(
+        &server,
+        "/mcp",
+        None,
+        &call(1, "read_file", json!({"filename": "greeting.txt"})),
+    )
+    .await;
+    assert_eq!(response.status(), 401);
+    assert_eq!(
+        challenge(&response),
+        format!(
+            "Bearer resource_metadata=\"{}/.well-known/oauth-protected-resource\"",
+            server.base
+        )
+    );
+    let rejections = server.rejections();
+    assert_eq!(rejections.len(), 1);
+    assert_eq!(rejections[0]["reason"], "missing_token");
+    assert_eq!(rejections[0]["path"], "/mcp");
+    assert!(rejections[0].get("detail").is_none());
+}
+
+#[tokio::test]
+async fn invalid_tokens_are_refused_with_invalid_token() {
+    let server = Server::start();
+    let now = now();
+    assert_refused(&server, "not-a-jwt", "malformed").await;
+    let good = server.claims("mallory", "files.read");
+    assert_refused(
+        &server,
+        &sign(good.clone(), "another-secret-0123456789abcdef0123"),
+        "bad_signature",
+    )
+    .await;
+    let mut expired = good.clone();
+    expired["exp"] = json!(now - 3600);
+    expired["nbf"] = json!(now - 7200);
+    assert_refused(&server, &server.token(expired), "expired").await;
+    let mut early = good.clone();
+    early["nbf"] = json!(now + 3600);
+    assert_refused(&server, &server.token(early), "not_yet_valid").await;
+    let mut issuer = good.clone();
+    issuer["iss"] = json!("https://other-issuer.test");
+    assert_refused(&server, &server.token(issuer), "wrong_issuer").await;
+    let mut audience = good.clone();
+    audience["aud"] = json!("https://other-server.test/mcp");
+    assert_refused(&server, &server.token(audience), "wrong_audience").await;
+    let mut scope = good.clone();
+    scope["scope"] = json!("files.read *");
+    assert_refused(&server, &server.token(scope), "invalid_scope").await;
+    let none = format!(
+        "{}.{}.",
+        base64url(br#"{"alg":"none","typ":"JWT"}"#),
+        base64url(good.to_string().as_bytes())
+    );
+    assert_refused(&server, &none, "algorithm_not_allowed").await;
+}
+
+#[tokio::test]
+async fn a_token_in_the_query_string_is_ignored() {
+    let server = Server::start();
+    let token = server.token(server.claims("alice", "files.read files.write"));
+    let response = post(
+        &server,
+        &format!("/mcp?access_token={token}"),
+        None,
+        &call(1, "read_file", json!({"filename": "greeting.txt"})),
+    )
+    .await;
+    assert_eq!(response.status(), 401);
+    assert!(!challenge(&response).contains("error="));
+    let rejections = server.rejections();
+    assert_eq!(rejections.len(), 1);
+    assert_eq!(rejections[0]["reason"], "missing_token");
+    assert_eq!(rejections[0]["detail"], "query_token_ignored");
+    let log = std::fs::read_to_string(&server.audit_log).unwrap();
+    assert!(
+        !log.contains(&token),
+        "the token never reaches the audit log"
+    );
+    assert!(server.calls().is_empty());
+}
+
+#[tokio::test]
+async fn a_read_only_token_cannot_write() {
+    let server = Server::start();
+    let token = server.token(server.claims("reader-7", "files.read"));
+    let response = post(
+        &server,
+        "/mcp",
+        Some(&token),
+        &call(
+            5,
+            "write_file",
+            json!({"filename": "x.txt", "content": "secret text"}),
+        ),
+    )
+    .await;
+    assert_eq!(response.status(), 403);
+    let header = challenge(&response);
+    assert!(
+        header.starts_with("Bearer error=\"insufficient_scope\""),
+        "{header}"
+    );
+    assert!(header.contains("scope=\"files.write\""), "{header}");
+    assert!(header.contains("resource_metadata="), "{header}");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["result"]["isError"], true);
+    assert!(
+        body["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("missing_scope:files.write"),
+        "{body}"
+    );
+    let calls = server.calls();
+    assert_eq!(calls.len(), 1, "exactly one record for the call");
+    assert_eq!(calls[0]["caller"], "reader-7");
+    assert_eq!(calls[0]["outcome"], "denied");
+    assert_eq!(calls[0]["error"], "missing_scope:files.write");
+    assert!(
+        !server
+            .records()
+            .iter()
+            .any(|r| r.to_string().contains("secret text"))
+    );
+    assert!(
+        server.rejections().is_empty(),
+        "the call's record is its only record"
+    );
+}
+
+#[tokio::test]
+async fn a_full_token_lists_reads_and_writes() {
+    let server = Server::start();
+    let token = server.token(server.claims("alice", "files.read files.write"));
+    let list = post(
+        &server,
+        "/mcp",
+        Some(&token),
+        &json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}),
+    )
+    .await;
+    assert_eq!(list.status(), 200);
+    let list: Value = list.json().await.unwrap();
+    let names: Vec<&str> = list["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["read_file", "write_file"]);
+
+    let read = post(
+        &server,
+        "/mcp",
+        Some(&token),
+        &call(2, "read_file", json!({"filename": "greeting.txt"})),
+    )
+    .await;
+    assert_eq!(read.status(), 200);
+    let read: Value = read.json().await.unwrap();
+    assert_eq!(read["result"]["structuredContent"]["content"], "hello\n");
+
+    let write = post(
+        &server,
+        "/mcp",
+        Some(&token),
+        &call(
+            3,
+            "write_file",
+            json!({"filename": "note.txt", "content": "written over http"}),
+        ),
+    )
+    .await;
+    assert_eq!(write.status(), 200);
+    let write: Value = write.json().await.unwrap();
+    assert_eq!(write["result"]["isError"], false, "{write}");
+    assert_eq!(write["result"]["structuredContent"]["status"], "created");
+
+    let calls = server.calls();
+    assert_eq!(calls.len(), 2);
+    assert!(
+        calls
+            .iter()
+            .all(|c| c["caller"] == "alice" && c["outcome"] == "ok")
+    );
+    assert!(server.rejections().is_empty());
+    let start = &server.records()[0];
+    assert_eq!(start["event"], "server_start");
+    assert_eq!(start["transport"], "http");
+}
+
+#[tokio::test]
+async fn protected_resource_metadata_lists_the_tool_scopes() {
+    let server = Server::start();
+    for path in [
+        "/.well-known/oauth-protected-resource",
+        "/.well-known/oauth-protected-resource/mcp",
+    ] {
+        let response = client()
+            .get(format!("{}{path}", server.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        let metadata: Value = response.json().await.unwrap();
+        assert_eq!(
+            metadata,
+            json!({
+                "resource": server.resource,
+                "authorization_servers": [ISSUER],
+                "scopes_supported": ["files.read", "files.write"],
+                "bearer_methods_supported": ["header"],
+            })
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_foreign_origin_is_refused_and_audited() {
+    let server = Server::start();
+    let token = server.token(server.claims("alice", "files.read"));
+    let response = client()
+        .post(format!("{}/mcp", server.base))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("origin", "https://evil.example")
+        .header("authorization", format!("Bearer {token}"))
+        .body(call(1, "read_file", json!({"filename": "greeting.txt"})).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+    let rejections = server.rejections();
+    assert_eq!(rejections.len(), 1);
+    assert_eq!(rejections[0]["status"], 403);
+    assert_eq!(rejections[0]["reason"], "origin_not_allowed");
+    assert!(server.calls().is_empty());
+
+    // A loopback origin is fine.
+    let response = client()
+        .post(format!("{}/mcp", server.base))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("origin", "http://localhost:5173")
+        .header("authorization", format!("Bearer {token}"))
+        .body(call(2, "read_file", json!({"filename": "greeting.txt"})).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test]
+async fn an_oversized_body_is_refused_and_audited() {
+    let server = Server::start();
+    let token = server.token(server.claims("alice", "files.read files.write"));
+    let big = "x".repeat(70_000);
+    let response = post(
+        &server,
+        "/mcp",
+        Some(&token),
+        &call(
+            1,
+            "write_file",
+            json!({"filename": "big.txt", "content": big}),
+        ),
+    )
+    .await;
+    assert_eq!(response.status(), 413);
+    let rejections = server.rejections();
+    assert_eq!(rejections.len(), 1);
+    assert_eq!(rejections[0]["status"], 413);
+    assert_eq!(rejections[0]["reason"], "body_too_large");
+    assert!(server.calls().is_empty());
+}
+
+#[tokio::test]
+async fn a_foreign_host_is_refused_and_audited() {
+    let server = Server::start();
+    let response = client()
+        .get(format!(
+            "{}/.well-known/oauth-protected-resource",
+            server.base
+        ))
+        .header("host", "attacker.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+    let rejections = server.rejections();
+    assert_eq!(rejections.len(), 1);
+    assert_eq!(rejections[0]["reason"], "host_not_allowed");
+}

@@ -1,0 +1,428 @@
+//! Bearer authentication as an OAuth 2.1 resource server: JWT access tokens checked against configured keys,
+//! issuer and audience; the token's `sub` becomes the caller's identity and its `scope` claim the caller's grant.
+//!
+//! What is refused, and why it matters:
+//! - the algorithms a key accepts come from the key (an HMAC secret accepts HS256/384/512, an RSA key RS*/PS*, an EC
+//!   key ES256/384, a JWK its own `alg` if it names one), never from the token header, so `alg: none` and
+//!   algorithm confusion (an RSA public key used as an HMAC secret) cannot pass;
+//! - `exp`, `iss`, `aud` and `sub` are required; `nbf` is checked when present; the audience must be this server's
+//!   resource URL, so a token minted for another server is refused;
+//! - a token in the query string (`?access_token=`) is ignored: only the `Authorization` header counts.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, Validation};
+use serde::Deserialize;
+
+use crate::context::Caller;
+use crate::scope::{Grant, Scope};
+
+/// The clock skew tolerated on `exp` and `nbf`, in seconds, unless configured.
+pub const DEFAULT_LEEWAY_SECS: u64 = 30;
+
+/// The keys access tokens are verified with.
+#[derive(Clone)]
+pub struct VerificationKeys {
+    keys: Arc<[VerificationKey]>,
+}
+
+#[derive(Clone)]
+struct VerificationKey {
+    kid: Option<String>,
+    key: DecodingKey,
+    algorithms: Vec<Algorithm>,
+}
+
+impl std::fmt::Debug for VerificationKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let keys: Vec<_> = self
+            .keys
+            .iter()
+            .map(|k| (k.kid.as_deref().unwrap_or("-"), &k.algorithms))
+            .collect();
+        f.debug_struct("VerificationKeys")
+            .field("keys", &keys)
+            .finish()
+    }
+}
+
+/// Why keys could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// A key file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The reason.
+        source: std::io::Error,
+    },
+    /// The text is not a key of the kind expected.
+    #[error("invalid key: {0}")]
+    Invalid(String),
+    /// A JWKS holds no key this server can verify signatures with.
+    #[error("the JWKS holds no usable signing key")]
+    EmptyJwks,
+    /// An HMAC secret shorter than 32 bytes (RFC 7518 section 3.2 asks for at least the hash size).
+    #[error("an HS256 secret must be at least 32 bytes long")]
+    ShortSecret,
+}
+
+impl VerificationKeys {
+    /// A shared HMAC secret (HS256, HS384, HS512), at least 32 bytes.
+    pub fn hmac_secret(secret: &[u8]) -> Result<Self, KeyError> {
+        if secret.len() < 32 {
+            return Err(KeyError::ShortSecret);
+        }
+        Ok(Self::single(
+            DecodingKey::from_secret(secret),
+            AlgorithmFamily::Hmac,
+        ))
+    }
+
+    /// An RSA public key in PEM (RS256..RS512, PS256..PS512).
+    pub fn rsa_pem(pem: &[u8]) -> Result<Self, KeyError> {
+        let key = DecodingKey::from_rsa_pem(pem).map_err(|e| KeyError::Invalid(e.to_string()))?;
+        Ok(Self::single(key, AlgorithmFamily::Rsa))
+    }
+
+    /// An EC public key in PEM (ES256, ES384).
+    pub fn ec_pem(pem: &[u8]) -> Result<Self, KeyError> {
+        let key = DecodingKey::from_ec_pem(pem).map_err(|e| KeyError::Invalid(e.to_string()))?;
+        Ok(Self::single(key, AlgorithmFamily::Ec))
+    }
+
+    /// A public key in PEM, RSA or EC, whichever it is.
+    pub fn public_key_pem(pem: &[u8]) -> Result<Self, KeyError> {
+        Self::rsa_pem(pem).or_else(|_| Self::ec_pem(pem))
+    }
+
+    /// The signing keys of a JWKS document (RFC 7517). Keys for encryption only, and keys of kinds this server
+    /// cannot use, are skipped.
+    pub fn jwks_json(text: &str) -> Result<Self, KeyError> {
+        let set: JwkSet =
+            serde_json::from_str(text).map_err(|e| KeyError::Invalid(format!("JWKS: {e}")))?;
+        let mut keys = Vec::new();
+        for jwk in &set.keys {
+            if matches!(
+                jwk.common.public_key_use,
+                Some(jsonwebtoken::jwk::PublicKeyUse::Encryption)
+            ) {
+                continue;
+            }
+            let Ok(key) = DecodingKey::from_jwk(jwk) else {
+                continue;
+            };
+            let family_algorithms = key.family().algorithms().to_vec();
+            let algorithms = match jwk.common.key_algorithm {
+                Some(named) => match named.to_string().parse::<Algorithm>() {
+                    Ok(alg) if family_algorithms.contains(&alg) => vec![alg],
+                    _ => continue,
+                },
+                None => family_algorithms,
+            };
+            keys.push(VerificationKey {
+                kid: jwk.common.key_id.clone(),
+                key,
+                algorithms,
+            });
+        }
+        if keys.is_empty() {
+            return Err(KeyError::EmptyJwks);
+        }
+        Ok(VerificationKeys { keys: keys.into() })
+    }
+
+    /// The JWKS document in a file.
+    pub fn jwks_file(path: impl AsRef<Path>) -> Result<Self, KeyError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| KeyError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::jwks_json(&text)
+    }
+
+    fn single(key: DecodingKey, family: AlgorithmFamily) -> Self {
+        VerificationKeys {
+            keys: Arc::from([VerificationKey {
+                kid: None,
+                key,
+                algorithms: family.algorithms().to_vec(),
+            }]),
+        }
+    }
+
+    /// The key for a token: the one its `kid` names, or, for a token without `kid`, the only key there is.
+    fn select(&self, kid: Option<&str>) -> Option<&VerificationKey> {
+        match kid {
+            Some(kid) => self
+                .keys
+                .iter()
+                .find(|k| k.kid.as_deref() == Some(kid))
+                .or_else(|| {
+                    // A static key has no id: it verifies whatever `kid` the issuer stamps.
+                    (self.keys.len() == 1 && self.keys[0].kid.is_none()).then(|| &self.keys[0])
+                }),
+            None => (self.keys.len() == 1).then(|| &self.keys[0]),
+        }
+    }
+}
+
+/// Bearer authentication settings: who issues tokens, which keys sign them, and this server's resource URL, which
+/// tokens must name as their audience.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct BearerAuth {
+    /// The expected `iss`.
+    pub issuer: String,
+    /// This server's resource URL (RFC 8707 / RFC 9728), e.g. `https://mcp.example.com/mcp`: the `aud` tokens must
+    /// carry, and the `resource` of the protected resource metadata.
+    pub resource: String,
+    /// The authorization servers listed in the protected resource metadata (default: the issuer).
+    pub authorization_servers: Vec<String>,
+    /// The keys.
+    pub keys: VerificationKeys,
+    /// Clock skew tolerated on `exp` and `nbf`, in seconds.
+    pub leeway_secs: u64,
+}
+
+impl BearerAuth {
+    /// Tokens from `issuer`, signed with `keys`, for the resource `resource`.
+    pub fn new(
+        issuer: impl Into<String>,
+        resource: impl Into<String>,
+        keys: VerificationKeys,
+    ) -> Self {
+        let issuer = issuer.into();
+        BearerAuth {
+            authorization_servers: vec![issuer.clone()],
+            issuer,
+            resource: resource.into(),
+            keys,
+            leeway_secs: DEFAULT_LEEWAY_SECS,
+        }
+    }
+
+    /// The authorization servers listed in the protected resource metadata.
+    pub fn authorization_servers(mut self, servers: impl IntoIterator<Item = String>) -> Self {
+        self.authorization_servers = servers.into_iter().collect();
+        self
+    }
+
+    /// `scheme://authority` of the resource URL.
+    pub fn base_url(&self) -> &str {
+        let after_scheme = self.resource.find("://").map_or(0, |i| i + 3);
+        match self.resource[after_scheme..].find('/') {
+            Some(i) => &self.resource[..after_scheme + i],
+            None => &self.resource,
+        }
+    }
+
+    /// The URL of the protected resource metadata document, named in every challenge.
+    pub fn metadata_url(&self) -> String {
+        format!("{}{}", self.base_url(), METADATA_PATH)
+    }
+
+    /// Checks an access token; on success, the caller it stands for.
+    pub fn verify(&self, token: &str) -> Result<Caller, TokenError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|e| classify(e.kind()))?;
+        let key = self
+            .keys
+            .select(header.kid.as_deref())
+            .ok_or(TokenError::UnknownKey)?;
+        if !key.algorithms.contains(&header.alg) {
+            return Err(TokenError::AlgorithmNotAllowed);
+        }
+        let mut validation = Validation::new(header.alg);
+        validation.algorithms = key.algorithms.clone();
+        validation.leeway = self.leeway_secs;
+        validation.validate_exp = true;
+        validation.validate_nbf = true;
+        validation.validate_aud = true;
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        validation.set_issuer(&[&self.issuer]);
+        validation.set_audience(&[&self.resource]);
+        let data = jsonwebtoken::decode::<Claims>(token, &key.key, &validation)
+            .map_err(|e| classify(e.kind()))?;
+        let claims = data.claims;
+        if claims.sub.is_empty() {
+            return Err(TokenError::MissingClaim);
+        }
+        let grant = Grant::parse(claims.scope.as_deref().unwrap_or(""))
+            .map_err(|_| TokenError::InvalidScope)?;
+        Ok(Caller::new(claims.sub, grant))
+    }
+}
+
+#[derive(Deserialize)]
+struct Claims {
+    sub: String,
+    #[serde(default)]
+    scope: Option<String>,
+}
+
+/// Why a token was refused; each answered `401` with `error="invalid_token"`, and audited by its
+/// [`code`](TokenError::code).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TokenError {
+    /// Not a JWT, or a claim of the wrong type.
+    #[error("the token is malformed")]
+    Malformed,
+    /// The signature does not verify.
+    #[error("the token's signature is invalid")]
+    BadSignature,
+    /// `exp` is past.
+    #[error("the token has expired")]
+    Expired,
+    /// `nbf` is in the future.
+    #[error("the token is not valid yet")]
+    NotYetValid,
+    /// `iss` is not the configured issuer.
+    #[error("the token has the wrong issuer")]
+    WrongIssuer,
+    /// `aud` does not name this server.
+    #[error("the token is not meant for this server")]
+    WrongAudience,
+    /// The header's `alg` is not one the key accepts (this includes `none`).
+    #[error("the token's algorithm is not accepted")]
+    AlgorithmNotAllowed,
+    /// No configured key has the token's `kid`.
+    #[error("the token is signed with an unknown key")]
+    UnknownKey,
+    /// `exp`, `iss`, `aud` or `sub` is missing.
+    #[error("the token lacks a required claim")]
+    MissingClaim,
+    /// The `scope` claim holds something that is not a scope.
+    #[error("the token's scope claim is invalid")]
+    InvalidScope,
+}
+
+impl TokenError {
+    /// A stable code for audit records.
+    pub fn code(self) -> &'static str {
+        match self {
+            TokenError::Malformed => "malformed",
+            TokenError::BadSignature => "bad_signature",
+            TokenError::Expired => "expired",
+            TokenError::NotYetValid => "not_yet_valid",
+            TokenError::WrongIssuer => "wrong_issuer",
+            TokenError::WrongAudience => "wrong_audience",
+            TokenError::AlgorithmNotAllowed => "algorithm_not_allowed",
+            TokenError::UnknownKey => "unknown_key",
+            TokenError::MissingClaim => "missing_claim",
+            TokenError::InvalidScope => "invalid_scope",
+        }
+    }
+}
+
+fn classify(kind: &ErrorKind) -> TokenError {
+    match kind {
+        ErrorKind::InvalidSignature => TokenError::BadSignature,
+        ErrorKind::ExpiredSignature => TokenError::Expired,
+        ErrorKind::ImmatureSignature => TokenError::NotYetValid,
+        ErrorKind::InvalidIssuer => TokenError::WrongIssuer,
+        ErrorKind::InvalidAudience => TokenError::WrongAudience,
+        ErrorKind::InvalidAlgorithm
+        | ErrorKind::InvalidAlgorithmName
+        | ErrorKind::UnsupportedAlgorithm
+        | ErrorKind::MissingAlgorithm => TokenError::AlgorithmNotAllowed,
+        ErrorKind::MissingRequiredClaim(_) => TokenError::MissingClaim,
+        // A header naming an algorithm that does not exist (`none`) fails to parse as JSON of the header type.
+        ErrorKind::Json(e) if e.to_string().contains("unknown variant") => {
+            TokenError::AlgorithmNotAllowed
+        }
+        _ => TokenError::Malformed,
+    }
+}
+
+/// The path of the protected resource metadata document (RFC 9728 section 3).
+pub const METADATA_PATH: &str = "/.well-known/oauth-protected-resource";
+
+/// The bearer token of a request: the `Authorization: Bearer` header, and nothing else.
+pub(crate) fn bearer_token(headers: &axum::http::HeaderMap) -> Option<Result<&str, ()>> {
+    let value = headers.get(axum::http::header::AUTHORIZATION)?;
+    let Ok(text) = value.to_str() else {
+        return Some(Err(()));
+    };
+    let mut parts = text.splitn(2, ' ');
+    let scheme = parts.next().unwrap_or("");
+    let token = parts.next().unwrap_or("").trim();
+    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
+        return Some(Err(()));
+    }
+    Some(Ok(token))
+}
+
+/// Whether the query string carries an `access_token` (ignored, and noted in the audit record).
+pub(crate) fn query_has_token(uri: &axum::http::Uri) -> bool {
+    uri.query().is_some_and(|q| {
+        q.split('&')
+            .any(|pair| pair.split('=').next() == Some("access_token"))
+    })
+}
+
+/// The `WWW-Authenticate` value of a 401: `error="invalid_token"` when a token was presented (RFC 6750 section 3).
+pub(crate) fn unauthorized_challenge(auth: &BearerAuth, token_presented: bool) -> String {
+    let mut challenge = format!("Bearer resource_metadata=\"{}\"", auth.metadata_url());
+    if token_presented {
+        challenge.push_str(", error=\"invalid_token\"");
+    }
+    challenge
+}
+
+/// The `WWW-Authenticate` value of a 403 for a valid token short of scopes.
+pub(crate) fn insufficient_scope_challenge(auth: &BearerAuth, scopes: &[String]) -> String {
+    format!(
+        "Bearer error=\"insufficient_scope\", scope=\"{}\", resource_metadata=\"{}\", error_description=\"{}\"",
+        scopes.join(" "),
+        auth.metadata_url(),
+        "the access token lacks a scope this tool requires"
+    )
+}
+
+/// The protected resource metadata document (RFC 9728 section 2).
+pub(crate) fn resource_metadata(
+    auth: &BearerAuth,
+    scopes_supported: &[String],
+) -> serde_json::Value {
+    serde_json::json!({
+        "resource": auth.resource,
+        "authorization_servers": auth.authorization_servers,
+        "scopes_supported": scopes_supported,
+        "bearer_methods_supported": ["header"],
+    })
+}
+
+/// The union of the scopes a tool set's tools require, sorted.
+pub(crate) fn scopes_supported<'a>(scopes: impl Iterator<Item = &'a Scope>) -> Vec<String> {
+    let mut set: Vec<String> = scopes
+        .map(|s| s.as_str().to_owned())
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    set.sort();
+    set
+}
+
+/// A slot the HTTP layer puts into each authenticated request, which the server handler fills with a tool's
+/// scopes when the pipeline refuses the call for a missing scope; the layer then answers 403 with an
+/// `insufficient_scope` challenge.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ScopeChallenge(Arc<Mutex<Option<Vec<String>>>>);
+
+impl ScopeChallenge {
+    pub(crate) fn set(&self, scopes: Vec<String>) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(scopes);
+    }
+
+    pub(crate) fn take(&self) -> Option<Vec<String>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
+}

@@ -1,0 +1,579 @@
+//! The streamable HTTP runner: a tool set served over MCP streamable HTTP (rmcp's server transport) at `/mcp`, in
+//! axum, behind the checks a server reachable over a network needs.
+//!
+//! Every request passes, in order:
+//! 1. the Host check (DNS-rebinding protection; loopback names by default) and the Origin check (a browser page
+//!    from anywhere but loopback or the allowlist is refused), each `403`;
+//! 2. the body limit (`Content-Length` over the limit is `413` at once; a chunked body over it is cut off by rmcp
+//!    with `413`);
+//! 3. the request timeout, which bounds the time until the response *head*: a JSON answer (the default, stateless
+//!    JSON mode) must be ready within it, while an SSE stream, whose head is sent at once, is never cut off
+//!    mid-stream;
+//! 4. on `/mcp`, bearer authentication (see [`BearerAuth`]): `401` with a challenge naming the protected resource
+//!    metadata, which is served unauthenticated at `/.well-known/oauth-protected-resource` (and at its
+//!    path-suffixed variant `/.well-known/oauth-protected-resource/mcp`).
+//!
+//! Each refusal is audited as an `http_rejected` record. A valid token short of a tool's scope reaches the
+//! pipeline, which refuses the call (`missing_scope:...`) and writes its one `tool_call` record; the HTTP answer
+//! then becomes `403` with an `insufficient_scope` challenge (MCP authorization, Scope Challenge Handling), its
+//! body still the JSON-RPC result. In session mode (SSE answers) the head is gone before the tool runs, so there
+//! the refusal is the tool result alone.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::{Next, from_fn_with_state};
+use axum::response::{IntoResponse, Response};
+use rmcp::model::Implementation;
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use tokio_util::sync::CancellationToken;
+
+use super::auth::{
+    self, BearerAuth, METADATA_PATH, ScopeChallenge, insufficient_scope_challenge,
+    unauthorized_challenge,
+};
+use super::stdio::Signals;
+use super::{Listing, SecureServer, VersionPolicy};
+use crate::audit::{Audit, AuditEvent, JsonLinesSink, shorten_str};
+use crate::context::Caller;
+use crate::scope::Grant;
+use crate::tool::DefinitionError;
+use crate::toolset::{ToolSet, ToolSetBuilder};
+
+/// The largest request body accepted by default: 4 MiB.
+pub const DEFAULT_MAX_REQUEST_BODY_BYTES: usize = 4 * 1024 * 1024;
+/// The default request timeout.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How the HTTP runner is set up.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct HttpConfig {
+    /// The address to listen on (default `127.0.0.1:8080`; port 0 picks a free port).
+    pub bind: SocketAddr,
+    /// Bearer authentication; without it every request is served as an anonymous caller holding
+    /// `anonymous_grant`, which suits a loopback-only development setup and nothing else.
+    pub auth: Option<BearerAuth>,
+    /// The grant of unauthenticated callers when `auth` is `None` (default: nothing).
+    pub anonymous_grant: Grant,
+    /// Accepted `Host` values: names, or `name:port` (default: loopback names). Empty turns the check off.
+    pub allowed_hosts: Vec<String>,
+    /// Accepted browser origins besides loopback ones, as `scheme://host[:port]` (`:*` for any port).
+    pub allowed_origins: Vec<String>,
+    /// The largest request body, in bytes (default 4 MiB); past it, `413`.
+    pub max_request_body_bytes: usize,
+    /// Time allowed until the response head (default 30 s); past it, `408`.
+    pub request_timeout: Duration,
+    /// Stateful sessions with SSE answers (rmcp's legacy session mode) instead of the default stateless JSON
+    /// answers.
+    pub sessions: bool,
+    /// The id stamped on audit records, if set.
+    pub server_id: Option<String>,
+    /// Append audit records to this file instead of writing them to standard error.
+    pub audit_log: Option<PathBuf>,
+    /// The protocol versions accepted.
+    pub versions: VersionPolicy,
+    /// Which tools `tools/list` shows.
+    pub listing: Listing,
+    /// The name and version announced to clients.
+    pub server_info: Implementation,
+    /// Cancelling it stops the server gracefully, as SIGTERM and SIGINT do.
+    pub cancellation: CancellationToken,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            auth: None,
+            anonymous_grant: Grant::none(),
+            allowed_hosts: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
+            allowed_origins: Vec::new(),
+            max_request_body_bytes: DEFAULT_MAX_REQUEST_BODY_BYTES,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            sessions: false,
+            server_id: None,
+            audit_log: None,
+            versions: VersionPolicy::default(),
+            listing: Listing::default(),
+            server_info: Implementation::new("secure-tools", env!("CARGO_PKG_VERSION")),
+            cancellation: CancellationToken::new(),
+        }
+    }
+}
+
+/// Why the HTTP runner could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HttpError {
+    /// The address could not be bound, or serving failed.
+    #[error("http: {0}")]
+    Io(#[from] std::io::Error),
+    /// The audit log cannot be opened.
+    #[error("cannot open the audit log {path}: {source}")]
+    AuditLog {
+        /// The path.
+        path: PathBuf,
+        /// The reason.
+        source: std::io::Error,
+    },
+    /// A tool is not valid.
+    #[error(transparent)]
+    Definition(#[from] DefinitionError),
+    /// The audit trail could not be written or flushed.
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
+}
+
+impl HttpConfig {
+    /// Builds the tool set and serves it until SIGTERM, SIGINT or the cancellation token; then flushes the audit
+    /// trail and returns. Prints `secure-tools: serving MCP over HTTP at http://ADDR/mcp` on standard error once
+    /// listening.
+    pub async fn serve<S: Send + Sync + 'static>(
+        self,
+        builder: ToolSetBuilder<S>,
+    ) -> Result<(), HttpError> {
+        let mut builder = builder;
+        if let Some(id) = &self.server_id {
+            builder = builder.server_id(id.clone());
+        }
+        if let Some(path) = &self.audit_log {
+            let sink = JsonLinesSink::append_to(path).map_err(|source| HttpError::AuditLog {
+                path: path.clone(),
+                source,
+            })?;
+            builder = builder.audit_sink(sink);
+        }
+        let tools = builder.build()?;
+        let audit = tools.audit().clone();
+        if self.auth.is_none() {
+            eprintln!(
+                "secure-tools: warning: HTTP without bearer authentication: every caller is anonymous, holding \
+                 only the anonymous grant"
+            );
+        }
+        let listener = tokio::net::TcpListener::bind(self.bind).await?;
+        let address = listener.local_addr()?;
+        audit.record(AuditEvent::ServerStart {
+            transport: "http",
+            tools: tools.definitions().map(|d| d.name().to_owned()).collect(),
+            grant: None,
+            protocol_versions: self
+                .versions
+                .accepted()
+                .iter()
+                .map(|v| v.to_string())
+                .collect(),
+        })?;
+        let cancellation = self.cancellation.clone();
+        let app = router(tools, &self);
+        eprintln!("secure-tools: serving MCP over HTTP at http://{address}/mcp");
+
+        let reason = Arc::new(Mutex::new("cancelled"));
+        let watcher = {
+            let reason = reason.clone();
+            let cancellation = cancellation.clone();
+            tokio::spawn(async move {
+                let mut signals = Signals::new();
+                tokio::select! {
+                    signal = signals.next() => {
+                        *reason.lock().unwrap_or_else(PoisonError::into_inner) = signal;
+                        cancellation.cancel();
+                    }
+                    _ = cancellation.cancelled() => {}
+                }
+            })
+        };
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(cancellation.clone().cancelled_owned())
+            .await;
+        cancellation.cancel();
+        let _ = watcher.await;
+        let reason = if served.is_err() {
+            "error"
+        } else {
+            *reason.lock().unwrap_or_else(PoisonError::into_inner)
+        };
+        audit.flush()?;
+        audit.record(AuditEvent::ServerStop {
+            reason: reason.into(),
+        })?;
+        audit.flush()?;
+        served?;
+        Ok(())
+    }
+}
+
+/// Serves `builder`'s tools over streamable HTTP as `config` says ([`HttpConfig::serve`]).
+pub async fn serve_http<S: Send + Sync + 'static>(
+    builder: ToolSetBuilder<S>,
+    config: HttpConfig,
+) -> Result<(), HttpError> {
+    config.serve(builder).await
+}
+
+/// The axum application serving `tools` as `config` says: `/mcp` and the protected resource metadata, behind the
+/// checks described in the [module docs](self). For embedding in an application of your own; [`serve_http`]
+/// runs it.
+pub fn router<S: Send + Sync + 'static>(tools: ToolSet<S>, config: &HttpConfig) -> Router {
+    let shared = Arc::new(Shared {
+        audit: tools.audit().clone(),
+        auth: config.auth.clone(),
+        allowed_hosts: config
+            .allowed_hosts
+            .iter()
+            .map(|h| h.to_ascii_lowercase())
+            .collect(),
+        allowed_origins: config
+            .allowed_origins
+            .iter()
+            .map(|o| o.trim_end_matches('/').to_ascii_lowercase())
+            .collect(),
+        max_request_body_bytes: config.max_request_body_bytes,
+        request_timeout: config.request_timeout,
+        scopes_supported: auth::scopes_supported(
+            tools.definitions().flat_map(|d| d.scopes().iter()),
+        ),
+    });
+    let server = SecureServer::new(tools)
+        .default_caller(Caller::new("anonymous", config.anonymous_grant.clone()))
+        .listing(config.listing)
+        .versions(config.versions.clone())
+        .server_info(config.server_info.clone());
+    // Host and Origin are checked, and refusals audited, by `guard`; rmcp's own Host check stays on as a second
+    // line. Its Origin check stays off: `guard` also lets loopback origins through, which rmcp's allowlist cannot
+    // express without naming every port.
+    let rmcp_config = StreamableHttpServerConfig::default()
+        .with_allowed_hosts(config.allowed_hosts.clone())
+        .with_max_request_body_bytes(config.max_request_body_bytes)
+        .with_legacy_session_mode(config.sessions)
+        .with_json_response(!config.sessions)
+        .with_cancellation_token(config.cancellation.child_token());
+    let service = StreamableHttpService::new(
+        move || Ok(server.clone()),
+        Arc::new(LocalSessionManager::default()),
+        rmcp_config,
+    );
+    let mut app = Router::new()
+        .nest_service("/mcp", service)
+        .layer(from_fn_with_state(shared.clone(), authenticate));
+    if shared.auth.is_some() {
+        app = app.merge(
+            Router::new()
+                .route(METADATA_PATH, axum::routing::get(metadata))
+                .route(
+                    &format!("{METADATA_PATH}/mcp"),
+                    axum::routing::get(metadata),
+                )
+                .with_state(shared.clone()),
+        );
+    }
+    app.layer(from_fn_with_state(shared, guard))
+}
+
+struct Shared {
+    audit: Audit,
+    auth: Option<BearerAuth>,
+    allowed_hosts: Vec<String>,
+    allowed_origins: Vec<String>,
+    max_request_body_bytes: usize,
+    request_timeout: Duration,
+    scopes_supported: Vec<String>,
+}
+
+/// The subject of an authenticated request, left on its response so refusals found later carry it.
+#[derive(Clone)]
+struct Subject(String);
+
+impl Shared {
+    /// Audits a refusal and builds its answer. The path goes into the record without its query, which may hold a
+    /// token.
+    fn reject(
+        &self,
+        status: StatusCode,
+        reason: &'static str,
+        detail: Option<&'static str>,
+        subject: Option<String>,
+        method: &Method,
+        path: &str,
+    ) -> Response {
+        self.audit_rejection(status, reason, detail, subject, method, path);
+        let body = match detail {
+            Some(detail) => format!("{reason}: {detail}"),
+            None => reason.to_owned(),
+        };
+        (status, body).into_response()
+    }
+
+    fn audit_rejection(
+        &self,
+        status: StatusCode,
+        reason: &'static str,
+        detail: Option<&'static str>,
+        subject: Option<String>,
+        method: &Method,
+        path: &str,
+    ) {
+        let event = AuditEvent::HttpRejected {
+            status: status.as_u16(),
+            reason,
+            detail,
+            subject: subject.map(|s| shorten_str(&s)),
+            method: shorten_str(method.as_str()),
+            path: shorten_str(path),
+        };
+        if let Err(error) = self.audit.record(event) {
+            tracing::error!(%error, "could not audit a refused HTTP request");
+        }
+    }
+}
+
+/// Host, Origin, body size and timeout, for every route.
+async fn guard(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let headers = request.headers();
+    if !shared.allowed_hosts.is_empty() {
+        let host = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| request.uri().authority().map(|a| a.as_str()));
+        if !host.is_some_and(|h| host_allowed(&shared.allowed_hosts, h)) {
+            return shared.reject(
+                StatusCode::FORBIDDEN,
+                "host_not_allowed",
+                None,
+                None,
+                &method,
+                &path,
+            );
+        }
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let allowed = origin
+            .to_str()
+            .is_ok_and(|o| origin_allowed(&shared.allowed_origins, o));
+        if !allowed {
+            return shared.reject(
+                StatusCode::FORBIDDEN,
+                "origin_not_allowed",
+                None,
+                None,
+                &method,
+                &path,
+            );
+        }
+    }
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > shared.max_request_body_bytes as u64) {
+        return shared.reject(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            None,
+            None,
+            &method,
+            &path,
+        );
+    }
+    let response = match tokio::time::timeout(shared.request_timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            return shared.reject(
+                StatusCode::REQUEST_TIMEOUT,
+                "timeout",
+                None,
+                None,
+                &method,
+                &path,
+            );
+        }
+    };
+    if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        let subject = response.extensions().get::<Subject>().map(|s| s.0.clone());
+        shared.audit_rejection(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            None,
+            subject,
+            &method,
+            &path,
+        );
+    }
+    response
+}
+
+/// Bearer authentication on `/mcp`.
+async fn authenticate(
+    State(shared): State<Arc<Shared>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let Some(auth) = &shared.auth else {
+        return next.run(request).await;
+    };
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let refuse = |detail: Option<&'static str>, presented: bool| {
+        let reason = if presented {
+            "invalid_token"
+        } else {
+            "missing_token"
+        };
+        let mut response = shared.reject(
+            StatusCode::UNAUTHORIZED,
+            reason,
+            detail,
+            None,
+            &method,
+            &path,
+        );
+        if let Ok(value) = HeaderValue::from_str(&unauthorized_challenge(auth, presented)) {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, value);
+        }
+        response
+    };
+    let caller = match auth::bearer_token(request.headers()) {
+        // A token in the query string is never used (RFC 6750 section 2.3 is not supported; the MCP spec forbids
+        // it), only noted.
+        None => {
+            let detail = auth::query_has_token(request.uri()).then_some("query_token_ignored");
+            return refuse(detail, false);
+        }
+        Some(Err(())) => return refuse(Some("malformed"), true),
+        Some(Ok(token)) => match auth.verify(token) {
+            Ok(caller) => caller,
+            Err(error) => return refuse(Some(error.code()), true),
+        },
+    };
+    let subject = Subject(caller.id().to_owned());
+    let challenge = ScopeChallenge::default();
+    request.extensions_mut().insert(caller);
+    request.extensions_mut().insert(challenge.clone());
+    let mut response = next.run(request).await;
+    if let Some(scopes) = challenge.take() {
+        *response.status_mut() = StatusCode::FORBIDDEN;
+        if let Ok(value) = HeaderValue::from_str(&insufficient_scope_challenge(auth, &scopes)) {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, value);
+        }
+    }
+    response.extensions_mut().insert(subject);
+    response
+}
+
+/// The protected resource metadata (RFC 9728).
+async fn metadata(State(shared): State<Arc<Shared>>) -> Response {
+    match &shared.auth {
+        Some(auth) => {
+            axum::Json(auth::resource_metadata(auth, &shared.scopes_supported)).into_response()
+        }
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+/// Splits `host[:port]` (IPv6 in brackets) into its lowercase host and port.
+fn split_authority(authority: &str) -> (String, Option<&str>) {
+    let authority = authority.trim();
+    if let Some(rest) = authority.strip_prefix('[') {
+        let (host, after) = rest.split_once(']').unwrap_or((rest, ""));
+        let port = after.strip_prefix(':');
+        return (host.to_ascii_lowercase(), port);
+    }
+    match authority.rsplit_once(':') {
+        // A bare IPv6 address has several colons and no port.
+        Some((host, port)) if !host.contains(':') => (host.to_ascii_lowercase(), Some(port)),
+        _ => (authority.to_ascii_lowercase(), None),
+    }
+}
+
+fn host_allowed(allowed: &[String], host: &str) -> bool {
+    let (name, port) = split_authority(host);
+    allowed.iter().any(|entry| {
+        let (entry_name, entry_port) = split_authority(entry);
+        entry_name == name && (entry_port.is_none() || entry_port == port)
+    })
+}
+
+fn is_loopback(host: &str) -> bool {
+    host == "localhost"
+        || host == "::1"
+        || host
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// An Origin is accepted when its host is loopback (over http or https) or it is on the allowlist.
+fn origin_allowed(allowed: &[String], origin: &str) -> bool {
+    let origin = origin.trim().trim_end_matches('/').to_ascii_lowercase();
+    let parsed = origin
+        .split_once("://")
+        .filter(|(scheme, _)| *scheme == "http" || *scheme == "https");
+    if let Some((_, authority)) = parsed
+        && !authority.contains('/')
+        && is_loopback(&split_authority(authority).0)
+    {
+        return true;
+    }
+    allowed.iter().any(|entry| {
+        if let Some(prefix) = entry.strip_suffix(":*") {
+            origin == prefix
+                || origin
+                    .strip_prefix(prefix)
+                    .and_then(|rest| rest.strip_prefix(':'))
+                    .is_some_and(|port| {
+                        !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit())
+                    })
+        } else {
+            origin == *entry
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_match_by_name_and_optional_port() {
+        let allowed: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
+        assert!(host_allowed(&allowed, "127.0.0.1:8080"));
+        assert!(host_allowed(&allowed, "LOCALHOST"));
+        assert!(host_allowed(&allowed, "[::1]:80"));
+        assert!(!host_allowed(&allowed, "evil.example"));
+        assert!(!host_allowed(&allowed, "127.0.0.1.evil.example:8080"));
+        let pinned: Vec<String> = vec!["mcp.example.com:443".into()];
+        assert!(host_allowed(&pinned, "mcp.example.com:443"));
+        assert!(!host_allowed(&pinned, "mcp.example.com:8443"));
+    }
+
+    #[test]
+    fn origins_other_than_loopback_need_the_allowlist() {
+        let none: Vec<String> = Vec::new();
+        assert!(origin_allowed(&none, "http://localhost:5173"));
+        assert!(origin_allowed(&none, "http://127.0.0.1"));
+        assert!(origin_allowed(&none, "https://[::1]:3000"));
+        assert!(!origin_allowed(&none, "https://evil.example"));
+        assert!(!origin_allowed(&none, "null"));
+        assert!(!origin_allowed(&none, "http://localhost.evil.example"));
+        let list: Vec<String> = vec![
+            "https://app.example.com".into(),
+            "http://dev.example:*".into(),
+        ];
+        assert!(origin_allowed(&list, "https://app.example.com"));
+        assert!(!origin_allowed(&list, "https://app.example.com:8443"));
+        assert!(origin_allowed(&list, "http://dev.example:9000"));
+        assert!(!origin_allowed(&list, "http://dev.example.evil:9000"));
+    }
+}
