@@ -1,4 +1,4 @@
-//! `secure-file-server`: an MCP server over stdio (or, with `--http`, token-protected streamable HTTP) with two tools, `read_file` and `write_file`, confined to one
+//! `secure-file-server`: an MCP server over stdio (or, with `--http`, token- or mTLS-protected streamable HTTP) with two tools, `read_file` and `write_file`, confined to one
 //! directory. `secure-file-server demo` runs the end-to-end story against itself.
 
 mod demo;
@@ -14,6 +14,7 @@ use secure_tools::fs::{Limits, Root};
 use secure_tools::rmcp::model::{Implementation, ProtocolVersion};
 use secure_tools::serve::auth::{BearerAuth, VerificationKeys};
 use secure_tools::serve::http::HttpConfig;
+use secure_tools::serve::mtls::MtlsAuth;
 use secure_tools::serve::{StdioConfig, VersionPolicy};
 
 /// An MCP file server an LLM cannot talk out of its directory.
@@ -64,7 +65,8 @@ struct Cli {
 
     /// Serve MCP over streamable HTTP at this address (`127.0.0.1:PORT`) instead of stdio; the endpoint is
     /// `/mcp`. Requires bearer authentication: `--issuer`, `--resource-url` and one of `--jwks-file`,
-    /// `--public-key-pem`, `MCP_AUTH_HS256_SECRET`.
+    /// `--public-key-pem`, `MCP_AUTH_HS256_SECRET`; or, instead, mutual TLS: `--tls-cert`, `--tls-key`,
+    /// `--client-ca` and `--mtls-client`.
     #[arg(long, env = "MCP_HTTP", value_name = "ADDR")]
     http: Option<std::net::SocketAddr>,
 
@@ -89,6 +91,11 @@ struct Cli {
     #[arg(long, env = "MCP_AUTH_JWKS_FILE", value_name = "FILE")]
     jwks_file: Option<PathBuf>,
 
+    /// Verify tokens with the keys of the JWKS at this URL (`http://` only for now), fetched at start and again,
+    /// at most every 30 s, when a token names a key it does not hold.
+    #[arg(long, env = "MCP_AUTH_JWKS_URL", value_name = "URL")]
+    jwks_url: Option<String>,
+
     /// Verify tokens with this RSA or EC public key (PEM).
     #[arg(long, env = "MCP_AUTH_PUBLIC_KEY_PEM", value_name = "FILE")]
     public_key_pem: Option<PathBuf>,
@@ -110,6 +117,31 @@ struct Cli {
         value_delimiter = ','
     )]
     allowed_hosts: Vec<String>,
+
+    /// Mutual TLS: this server's certificate chain (PEM, leaf first). With `--http`, serve HTTPS and authenticate
+    /// callers by client certificate instead of bearer token.
+    #[arg(long, env = "MCP_TLS_CERT", value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+
+    /// Mutual TLS: this server's private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "MCP_TLS_KEY", value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+
+    /// Mutual TLS: the CA certificate(s) (PEM) client certificates must be signed by; clients without such a
+    /// certificate fail the TLS handshake.
+    #[arg(long, env = "MCP_TLS_CLIENT_CA", value_name = "FILE")]
+    client_ca: Option<PathBuf>,
+
+    /// Mutual TLS: map client certificates with subject CN `CN` to the caller `CN` holding `SCOPES`
+    /// (`alice=files.read files.write`). Repeat for each client; in the environment, separate them with `;`.
+    /// A verified certificate whose CN is not mapped is refused with 403.
+    #[arg(
+        long = "mtls-client",
+        env = "MCP_MTLS_CLIENTS",
+        value_name = "CN=SCOPES",
+        value_delimiter = ';'
+    )]
+    mtls_clients: Vec<String>,
 
     #[command(subcommand)]
     command: Option<Command>,
@@ -219,16 +251,37 @@ async fn serve_http(
     bind: std::net::SocketAddr,
     tools: secure_tools::ToolSetBuilder<Root>,
 ) -> Result<(), String> {
+    let mut config = HttpConfig::default();
+    if cli.tls_cert.is_some() || cli.tls_key.is_some() || cli.client_ca.is_some() {
+        config.mtls = Some(mtls_auth(&cli)?);
+        return serve_http_with(cli, bind, tools, config).await;
+    }
+    if !cli.mtls_clients.is_empty() {
+        return Err("--mtls-client needs --tls-cert, --tls-key and --client-ca".into());
+    }
     let issuer = cli
         .issuer
+        .clone()
         .ok_or("--http needs --issuer (MCP_AUTH_ISSUER)")?;
     let resource = cli
         .resource_url
+        .clone()
         .ok_or("--http needs --resource-url (MCP_RESOURCE_URL)")?;
     let secret = std::env::var(HS256_SECRET_VAR)
         .ok()
         .filter(|s| !s.is_empty());
     let keys = match (&cli.jwks_file, &cli.public_key_pem, secret) {
+        (file, pem, secret) if cli.jwks_url.is_some() => {
+            if file.is_some() || pem.is_some() || secret.is_some() {
+                return Err(format!(
+                    "give exactly one key source: --jwks-url, --jwks-file, --public-key-pem or {HS256_SECRET_VAR}"
+                ));
+            }
+            let url = cli.jwks_url.as_deref().unwrap_or_default();
+            VerificationKeys::jwks_url(url)
+                .await
+                .map_err(|e| e.to_string())?
+        }
         (Some(path), None, None) => VerificationKeys::jwks_file(path).map_err(|e| e.to_string())?,
         (None, Some(path), None) => {
             let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -250,11 +303,52 @@ async fn serve_http(
     };
     let mut auth = BearerAuth::new(issuer, resource, keys);
     if !cli.authorization_servers.is_empty() {
-        auth = auth.authorization_servers(cli.authorization_servers);
+        auth = auth.authorization_servers(cli.authorization_servers.clone());
     }
-    let mut config = HttpConfig::default();
-    config.bind = bind;
     config.auth = Some(auth);
+    serve_http_with(cli, bind, tools, config).await
+}
+
+/// Mutual TLS from `--tls-cert`, `--tls-key`, `--client-ca` and `--mtls-client`; bearer options are refused
+/// alongside it.
+fn mtls_auth(cli: &Cli) -> Result<MtlsAuth, String> {
+    let (Some(cert), Some(key), Some(ca)) = (&cli.tls_cert, &cli.tls_key, &cli.client_ca) else {
+        return Err("mutual TLS needs all of --tls-cert, --tls-key and --client-ca".into());
+    };
+    let bearer = cli.issuer.is_some()
+        || cli.jwks_file.is_some()
+        || cli.jwks_url.is_some()
+        || cli.public_key_pem.is_some()
+        || std::env::var_os(HS256_SECRET_VAR).is_some_and(|s| !s.is_empty());
+    if bearer {
+        return Err(
+            "give bearer authentication (--issuer and a key) or mutual TLS (--tls-cert, --tls-key, --client-ca), \
+             not both"
+                .into(),
+        );
+    }
+    if cli.mtls_clients.is_empty() {
+        return Err(
+            "mutual TLS needs at least one --mtls-client CN=SCOPES (MCP_MTLS_CLIENTS)".into(),
+        );
+    }
+    let mut mtls = MtlsAuth::from_pem_files(cert, key, ca).map_err(|e| e.to_string())?;
+    for spec in &cli.mtls_clients {
+        let (cn, grant) =
+            MtlsAuth::parse_client(spec).map_err(|e| format!("--mtls-client: {e}"))?;
+        mtls = mtls.client(cn, grant);
+    }
+    Ok(mtls)
+}
+
+/// The options both authentication modes share.
+async fn serve_http_with(
+    cli: Cli,
+    bind: std::net::SocketAddr,
+    tools: secure_tools::ToolSetBuilder<Root>,
+    mut config: HttpConfig,
+) -> Result<(), String> {
+    config.bind = bind;
     config.allowed_origins = cli.allowed_origins;
     config.allowed_hosts.extend(cli.allowed_hosts);
     config.server_id = Some(cli.server_id);

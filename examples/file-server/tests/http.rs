@@ -144,6 +144,9 @@ fn base64url(bytes: &[u8]) -> String {
 }
 
 fn client() -> reqwest::Client {
+    // secure-tools' `http` feature builds reqwest with `rustls-no-provider` (JWKS by URL); feature unification
+    // gives this client the same, so a provider must be installed before building one.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .timeout(Duration::from_secs(20))
         .build()

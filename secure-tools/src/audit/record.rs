@@ -158,6 +158,18 @@ pub enum AuditEvent {
         /// The request path, without its query (which may hold a token).
         path: String,
     },
+    /// A TLS handshake failed (mutual TLS): no client certificate, one not signed by the client CA, a timeout, or
+    /// anything else that ended the handshake. No HTTP request was read.
+    TlsRejected {
+        /// Why, in a word: `no_client_certificate`, `untrusted_client_certificate`, `handshake_failed`,
+        /// `handshake_timeout`.
+        reason: &'static str,
+        /// The TLS error, when there is one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        detail: Option<String>,
+        /// The peer's address.
+        peer: String,
+    },
 }
 
 impl AuditEvent {
@@ -171,6 +183,7 @@ impl AuditEvent {
             AuditEvent::VersionRejected { .. } => "version_rejected",
             AuditEvent::MessageRejected { .. } => "message_rejected",
             AuditEvent::HttpRejected { .. } => "http_rejected",
+            AuditEvent::TlsRejected { .. } => "tls_rejected",
         }
     }
 }

@@ -8,10 +8,16 @@
 //! - `exp`, `iss`, `aud` and `sub` are required; `nbf` is checked when present; the audience must be this server's
 //!   resource URL, so a token minted for another server is refused;
 //! - a token in the query string (`?access_token=`) is ignored: only the `Authorization` header counts.
+//!
+//! Keys come from a static key, a JWKS file, or a JWKS URL ([`VerificationKeys::jwks_url`]): fetched at start, and
+//! fetched again when a token names a `kid` the set does not hold (the issuer rotated its keys), at most once per
+//! [`DEFAULT_JWKS_REFETCH_INTERVAL`] after the first refetch, so a flood of tokens with made-up `kid`s cannot turn into a flood of fetches.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant};
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::jwk::JwkSet;
@@ -24,10 +30,60 @@ use crate::scope::{Grant, Scope};
 /// The clock skew tolerated on `exp` and `nbf`, in seconds, unless configured.
 pub const DEFAULT_LEEWAY_SECS: u64 = 30;
 
+/// The shortest time between two fetches of a JWKS URL, unless configured.
+pub const DEFAULT_JWKS_REFETCH_INTERVAL: Duration = Duration::from_secs(30);
+/// How long a JWKS fetch may take.
+pub const JWKS_FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest JWKS document accepted, in bytes.
+pub const MAX_JWKS_BYTES: usize = 1024 * 1024;
+
 /// The keys access tokens are verified with.
 #[derive(Clone)]
 pub struct VerificationKeys {
     keys: Arc<[VerificationKey]>,
+    remote: Option<Arc<RemoteJwks>>,
+}
+
+/// A JWKS fetched from a URL, and what is needed to fetch it again.
+struct RemoteJwks {
+    url: String,
+    client: reqwest::Client,
+    /// The keys of the last successful fetch.
+    keys: RwLock<Arc<[VerificationKey]>>,
+    /// When the last refetch started (the fetch at start does not count, so a rotation right after start is
+    /// seen); held across a fetch, so concurrent requests wait for one fetch.
+    last_fetch: tokio::sync::Mutex<Option<Instant>>,
+    min_interval: Duration,
+    fetches: AtomicU64,
+}
+
+impl RemoteJwks {
+    async fn fetch(&self) -> Result<Arc<[VerificationKey]>, KeyError> {
+        self.fetches.fetch_add(1, Ordering::Relaxed);
+        let error = |reason: String| KeyError::Fetch {
+            url: self.url.clone(),
+            reason,
+        };
+        let mut response = self
+            .client
+            .get(&self.url)
+            .header("accept", "application/jwk-set+json, application/json")
+            .send()
+            .await
+            .map_err(|e| error(e.to_string()))?;
+        if !response.status().is_success() {
+            return Err(error(format!("HTTP status {}", response.status())));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| error(e.to_string()))? {
+            if body.len() + chunk.len() > MAX_JWKS_BYTES {
+                return Err(error(format!("larger than {MAX_JWKS_BYTES} bytes")));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let text = String::from_utf8(body).map_err(|_| error("not UTF-8".into()))?;
+        parse_jwks(&text)
+    }
 }
 
 #[derive(Clone)]
@@ -39,13 +95,14 @@ struct VerificationKey {
 
 impl std::fmt::Debug for VerificationKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let keys: Vec<_> = self
-            .keys
+        let current = self.current();
+        let keys: Vec<_> = current
             .iter()
             .map(|k| (k.kid.as_deref().unwrap_or("-"), &k.algorithms))
             .collect();
         f.debug_struct("VerificationKeys")
             .field("keys", &keys)
+            .field("url", &self.remote.as_ref().map(|r| &r.url))
             .finish()
     }
 }
@@ -71,6 +128,14 @@ pub enum KeyError {
     /// An HMAC secret shorter than 32 bytes (RFC 7518 section 3.2 asks for at least the hash size).
     #[error("an HS256 secret must be at least 32 bytes long")]
     ShortSecret,
+    /// A JWKS URL could not be fetched.
+    #[error("cannot fetch the JWKS at {url}: {reason}")]
+    Fetch {
+        /// The URL.
+        url: String,
+        /// The reason.
+        reason: String,
+    },
 }
 
 impl VerificationKeys {
@@ -105,37 +170,100 @@ impl VerificationKeys {
     /// The signing keys of a JWKS document (RFC 7517). Keys for encryption only, and keys of kinds this server
     /// cannot use, are skipped.
     pub fn jwks_json(text: &str) -> Result<Self, KeyError> {
-        let set: JwkSet =
-            serde_json::from_str(text).map_err(|e| KeyError::Invalid(format!("JWKS: {e}")))?;
-        let mut keys = Vec::new();
-        for jwk in &set.keys {
-            if matches!(
-                jwk.common.public_key_use,
-                Some(jsonwebtoken::jwk::PublicKeyUse::Encryption)
-            ) {
-                continue;
-            }
-            let Ok(key) = DecodingKey::from_jwk(jwk) else {
-                continue;
-            };
-            let family_algorithms = key.family().algorithms().to_vec();
-            let algorithms = match jwk.common.key_algorithm {
-                Some(named) => match named.to_string().parse::<Algorithm>() {
-                    Ok(alg) if family_algorithms.contains(&alg) => vec![alg],
-                    _ => continue,
-                },
-                None => family_algorithms,
-            };
-            keys.push(VerificationKey {
-                kid: jwk.common.key_id.clone(),
-                key,
-                algorithms,
+        Ok(VerificationKeys {
+            keys: parse_jwks(text)?,
+            remote: None,
+        })
+    }
+
+    /// The signing keys of the JWKS document at `url` (`http://` only for now, e.g. a loopback or internal
+    /// issuer or a sidecar; `https://` is refused until a TLS backend is wired in), fetched now; fetched again when a token names a `kid` the set does not hold, at most once per
+    /// [`DEFAULT_JWKS_REFETCH_INTERVAL`] (see [`refetch_interval`](Self::refetch_interval)). A failed refetch
+    /// keeps the keys held.
+    pub async fn jwks_url(url: &str) -> Result<Self, KeyError> {
+        let fetch_error = |reason: String| KeyError::Fetch {
+            url: url.to_owned(),
+            reason,
+        };
+        if url.starts_with("https://") {
+            return Err(fetch_error(
+                "https JWKS URLs are not supported yet; serve the JWKS over http on loopback or an internal \
+                 network, or use --jwks-file"
+                    .into(),
+            ));
+        }
+        if !url.starts_with("http://") {
+            return Err(fetch_error("not an http URL".into()));
+        }
+        let client = reqwest::Client::builder()
+            .timeout(JWKS_FETCH_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::limited(3))
+            .build()
+            .map_err(|e| fetch_error(e.to_string()))?;
+        let remote = RemoteJwks {
+            url: url.to_owned(),
+            client,
+            keys: RwLock::new(Arc::from([])),
+            last_fetch: tokio::sync::Mutex::new(None),
+            min_interval: DEFAULT_JWKS_REFETCH_INTERVAL,
+            fetches: AtomicU64::new(0),
+        };
+        let keys = remote.fetch().await?;
+        *remote.keys.write().unwrap_or_else(PoisonError::into_inner) = keys.clone();
+        Ok(VerificationKeys {
+            keys,
+            remote: Some(Arc::new(remote)),
+        })
+    }
+
+    /// The shortest time between two fetches of a JWKS URL (default [`DEFAULT_JWKS_REFETCH_INTERVAL`]). Call it
+    /// before cloning the keys; it has no effect on other key sources.
+    pub fn refetch_interval(mut self, interval: Duration) -> Self {
+        if let Some(remote) = self.remote.take() {
+            self.remote = Some(match Arc::try_unwrap(remote) {
+                Ok(mut remote) => {
+                    remote.min_interval = interval;
+                    Arc::new(remote)
+                }
+                Err(shared) => shared,
             });
         }
-        if keys.is_empty() {
-            return Err(KeyError::EmptyJwks);
+        self
+    }
+
+    /// How many times the JWKS URL has been fetched, successfully or not (0 for other key sources).
+    pub fn fetch_count(&self) -> u64 {
+        self.remote
+            .as_ref()
+            .map_or(0, |r| r.fetches.load(Ordering::Relaxed))
+    }
+
+    /// The keys held now.
+    fn current(&self) -> Arc<[VerificationKey]> {
+        match &self.remote {
+            Some(remote) => remote
+                .keys
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
+            None => self.keys.clone(),
         }
-        Ok(VerificationKeys { keys: keys.into() })
+    }
+
+    /// Fetches the JWKS URL again, unless it was fetched less than the refetch interval ago.
+    async fn refetch(&self) {
+        let Some(remote) = &self.remote else {
+            return;
+        };
+        let mut last = remote.last_fetch.lock().await;
+        if last.is_some_and(|at| at.elapsed() < remote.min_interval) {
+            return;
+        }
+        *last = Some(Instant::now());
+        match remote.fetch().await {
+            Ok(keys) => *remote.keys.write().unwrap_or_else(PoisonError::into_inner) = keys,
+            Err(e) => tracing::warn!(error = %e, "JWKS refetch failed; keeping the keys held"),
+        }
     }
 
     /// The JWKS document in a file.
@@ -155,21 +283,21 @@ impl VerificationKeys {
                 key,
                 algorithms: family.algorithms().to_vec(),
             }]),
+            remote: None,
         }
     }
 
     /// The key for a token: the one its `kid` names, or, for a token without `kid`, the only key there is.
-    fn select(&self, kid: Option<&str>) -> Option<&VerificationKey> {
+    fn select<'k>(keys: &'k [VerificationKey], kid: Option<&str>) -> Option<&'k VerificationKey> {
         match kid {
-            Some(kid) => self
-                .keys
+            Some(kid) => keys
                 .iter()
                 .find(|k| k.kid.as_deref() == Some(kid))
                 .or_else(|| {
                     // A static key has no id: it verifies whatever `kid` the issuer stamps.
-                    (self.keys.len() == 1 && self.keys[0].kid.is_none()).then(|| &self.keys[0])
+                    (keys.len() == 1 && keys[0].kid.is_none()).then(|| &keys[0])
                 }),
-            None => (self.keys.len() == 1).then(|| &self.keys[0]),
+            None => (keys.len() == 1).then(|| &keys[0]),
         }
     }
 }
@@ -229,13 +357,34 @@ impl BearerAuth {
         format!("{}{}", self.base_url(), METADATA_PATH)
     }
 
-    /// Checks an access token; on success, the caller it stands for.
+    /// Checks an access token with the keys held now; on success, the caller it stands for.
     pub fn verify(&self, token: &str) -> Result<Caller, TokenError> {
         let header = jsonwebtoken::decode_header(token).map_err(|e| classify(e.kind()))?;
-        let key = self
-            .keys
-            .select(header.kid.as_deref())
-            .ok_or(TokenError::UnknownKey)?;
+        let keys = self.keys.current();
+        let key =
+            VerificationKeys::select(&keys, header.kid.as_deref()).ok_or(TokenError::UnknownKey)?;
+        self.verify_with(token, &header, key)
+    }
+
+    /// Checks an access token, as [`verify`](Self::verify); when the keys come from a JWKS URL and the token names
+    /// a key they do not hold, fetches the JWKS again first (at most once per refetch interval).
+    pub async fn verify_fetching(&self, token: &str) -> Result<Caller, TokenError> {
+        match self.verify(token) {
+            Err(TokenError::UnknownKey) if self.keys.remote.is_some() => {
+                // Whether this request fetched or waited for another's fetch, the keys held now decide.
+                self.keys.refetch().await;
+                self.verify(token)
+            }
+            other => other,
+        }
+    }
+
+    fn verify_with(
+        &self,
+        token: &str,
+        header: &jsonwebtoken::Header,
+        key: &VerificationKey,
+    ) -> Result<Caller, TokenError> {
         if !key.algorithms.contains(&header.alg) {
             return Err(TokenError::AlgorithmNotAllowed);
         }
@@ -425,4 +574,39 @@ impl ScopeChallenge {
     pub(crate) fn take(&self) -> Option<Vec<String>> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner).take()
     }
+}
+
+/// The usable signing keys of a JWKS document.
+fn parse_jwks(text: &str) -> Result<Arc<[VerificationKey]>, KeyError> {
+    let set: JwkSet =
+        serde_json::from_str(text).map_err(|e| KeyError::Invalid(format!("JWKS: {e}")))?;
+    let mut keys = Vec::new();
+    for jwk in &set.keys {
+        if matches!(
+            jwk.common.public_key_use,
+            Some(jsonwebtoken::jwk::PublicKeyUse::Encryption)
+        ) {
+            continue;
+        }
+        let Ok(key) = DecodingKey::from_jwk(jwk) else {
+            continue;
+        };
+        let family_algorithms = key.family().algorithms().to_vec();
+        let algorithms = match jwk.common.key_algorithm {
+            Some(named) => match named.to_string().parse::<Algorithm>() {
+                Ok(alg) if family_algorithms.contains(&alg) => vec![alg],
+                _ => continue,
+            },
+            None => family_algorithms,
+        };
+        keys.push(VerificationKey {
+            kid: jwk.common.key_id.clone(),
+            key,
+            algorithms,
+        });
+    }
+    if keys.is_empty() {
+        return Err(KeyError::EmptyJwks);
+    }
+    Ok(keys.into())
 }

@@ -11,7 +11,9 @@
 //!    mid-stream;
 //! 4. on `/mcp`, bearer authentication (see [`BearerAuth`]): `401` with a challenge naming the protected resource
 //!    metadata, which is served unauthenticated at `/.well-known/oauth-protected-resource` (and at its
-//!    path-suffixed variant `/.well-known/oauth-protected-resource/mcp`).
+//!    path-suffixed variant `/.well-known/oauth-protected-resource/mcp`). With mutual TLS instead (feature
+//!    `mtls`, [`HttpConfig::mtls`]), the server speaks HTTPS only, the client certificate was verified during the
+//!    handshake, and its mapped caller is used; an unmapped certificate is `403` (see [`super::mtls`]).
 //!
 //! Each refusal is audited as an `http_rejected` record. A valid token short of a tool's scope reaches the
 //! pipeline, which refuses the call (`missing_scope:...`) and writes its one `tool_call` record; the HTTP answer
@@ -60,6 +62,10 @@ pub struct HttpConfig {
     /// Bearer authentication; without it every request is served as an anonymous caller holding
     /// `anonymous_grant`, which suits a loopback-only development setup and nothing else.
     pub auth: Option<BearerAuth>,
+    /// Mutual TLS instead of bearer tokens: serve HTTPS, require client certificates from the configured CA, and
+    /// take each caller from its certificate (see [`super::mtls`]). Exclusive with `auth`.
+    #[cfg(feature = "mtls")]
+    pub mtls: Option<super::mtls::MtlsAuth>,
     /// The grant of unauthenticated callers when `auth` is `None` (default: nothing).
     pub anonymous_grant: Grant,
     /// Accepted `Host` values: names, or `name:port` (default: loopback names). Empty turns the check off.
@@ -92,6 +98,8 @@ impl Default for HttpConfig {
         HttpConfig {
             bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
             auth: None,
+            #[cfg(feature = "mtls")]
+            mtls: None,
             anonymous_grant: Grant::none(),
             allowed_hosts: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
             allowed_origins: Vec::new(),
@@ -129,12 +137,15 @@ pub enum HttpError {
     /// The audit trail could not be written or flushed.
     #[error(transparent)]
     Audit(#[from] crate::audit::AuditError),
+    /// The configuration is contradictory.
+    #[error("http: {0}")]
+    Config(&'static str),
 }
 
 impl HttpConfig {
     /// Builds the tool set and serves it until SIGTERM, SIGINT or the cancellation token; then flushes the audit
     /// trail and returns. Prints `secure-tools: serving MCP over HTTP at http://ADDR/mcp` on standard error once
-    /// listening.
+    /// listening (with mutual TLS, `secure-tools: serving MCP over HTTPS at https://ADDR/mcp (mutual TLS)`).
     pub async fn serve<S: Send + Sync + 'static>(
         self,
         builder: ToolSetBuilder<S>,
@@ -150,9 +161,15 @@ impl HttpConfig {
             })?;
             builder = builder.audit_sink(sink);
         }
+        #[cfg(feature = "mtls")]
+        if self.mtls.is_some() && self.auth.is_some() {
+            return Err(HttpError::Config(
+                "give bearer authentication or mutual TLS, not both",
+            ));
+        }
         let tools = builder.build()?;
         let audit = tools.audit().clone();
-        if self.auth.is_none() {
+        if self.auth.is_none() && !self.has_mtls() {
             eprintln!(
                 "secure-tools: warning: HTTP without bearer authentication: every caller is anonymous, holding \
                  only the anonymous grant"
@@ -173,7 +190,6 @@ impl HttpConfig {
         })?;
         let cancellation = self.cancellation.clone();
         let app = router(tools, &self);
-        eprintln!("secure-tools: serving MCP over HTTP at http://{address}/mcp");
 
         let reason = Arc::new(Mutex::new("cancelled"));
         let watcher = {
@@ -190,9 +206,39 @@ impl HttpConfig {
                 }
             })
         };
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(cancellation.clone().cancelled_owned())
-            .await;
+        #[cfg(feature = "mtls")]
+        let served = match &self.mtls {
+            Some(mtls) => {
+                let listener = super::mtls::TlsListener::new(
+                    listener,
+                    mtls,
+                    audit.clone(),
+                    cancellation.clone(),
+                )?;
+                eprintln!(
+                    "secure-tools: serving MCP over HTTPS at https://{address}/mcp (mutual TLS)"
+                );
+                axum::serve(
+                    listener,
+                    app.into_make_service_with_connect_info::<super::mtls::TlsPeer>(),
+                )
+                .with_graceful_shutdown(cancellation.clone().cancelled_owned())
+                .await
+            }
+            None => {
+                eprintln!("secure-tools: serving MCP over HTTP at http://{address}/mcp");
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(cancellation.clone().cancelled_owned())
+                    .await
+            }
+        };
+        #[cfg(not(feature = "mtls"))]
+        let served = {
+            eprintln!("secure-tools: serving MCP over HTTP at http://{address}/mcp");
+            axum::serve(listener, app)
+                .with_graceful_shutdown(cancellation.clone().cancelled_owned())
+                .await
+        };
         cancellation.cancel();
         let _ = watcher.await;
         let reason = if served.is_err() {
@@ -207,6 +253,15 @@ impl HttpConfig {
         audit.flush()?;
         served?;
         Ok(())
+    }
+}
+
+impl HttpConfig {
+    fn has_mtls(&self) -> bool {
+        #[cfg(feature = "mtls")]
+        return self.mtls.is_some();
+        #[cfg(not(feature = "mtls"))]
+        false
     }
 }
 
@@ -225,6 +280,8 @@ pub fn router<S: Send + Sync + 'static>(tools: ToolSet<S>, config: &HttpConfig) 
     let shared = Arc::new(Shared {
         audit: tools.audit().clone(),
         auth: config.auth.clone(),
+        #[cfg(feature = "mtls")]
+        mtls: config.mtls.clone(),
         allowed_hosts: config
             .allowed_hosts
             .iter()
@@ -280,6 +337,8 @@ pub fn router<S: Send + Sync + 'static>(tools: ToolSet<S>, config: &HttpConfig) 
 struct Shared {
     audit: Audit,
     auth: Option<BearerAuth>,
+    #[cfg(feature = "mtls")]
+    mtls: Option<super::mtls::MtlsAuth>,
     allowed_hosts: Vec<String>,
     allowed_origins: Vec<String>,
     max_request_body_bytes: usize,
@@ -411,12 +470,54 @@ async fn guard(State(shared): State<Arc<Shared>>, request: Request, next: Next) 
     response
 }
 
-/// Bearer authentication on `/mcp`.
+/// The caller of a request over mutual TLS, from its verified client certificate; `403` when it maps to none.
+#[cfg(feature = "mtls")]
+#[allow(clippy::result_large_err)]
+fn mtls_caller(
+    shared: &Shared,
+    mtls: &super::mtls::MtlsAuth,
+    request: &Request,
+) -> Result<Caller, Response> {
+    use axum::extract::ConnectInfo;
+    let certificate = request
+        .extensions()
+        .get::<ConnectInfo<super::mtls::TlsPeer>>()
+        .and_then(|info| info.0.certificate.as_ref());
+    let refused = match certificate.map(|c| mtls.caller(c)) {
+        Some(Ok(caller)) => return Ok(caller),
+        Some(Err(Some(cn))) => ("unknown_client", None, Some(cn)),
+        Some(Err(None)) => ("unknown_client", Some("no_common_name"), None),
+        // Only when the router is served without the TLS listener.
+        None => ("missing_client_certificate", None, None),
+    };
+    Err(shared.reject(
+        StatusCode::FORBIDDEN,
+        refused.0,
+        refused.1,
+        refused.2,
+        request.method(),
+        request.uri().path(),
+    ))
+}
+
+/// Authentication on `/mcp`: the mutual TLS caller, or else bearer authentication.
 async fn authenticate(
     State(shared): State<Arc<Shared>>,
     mut request: Request,
     next: Next,
 ) -> Response {
+    #[cfg(feature = "mtls")]
+    if let Some(mtls) = &shared.mtls {
+        let caller = match mtls_caller(&shared, mtls, &request) {
+            Ok(caller) => caller,
+            Err(response) => return response,
+        };
+        let subject = Subject(caller.id().to_owned());
+        request.extensions_mut().insert(caller);
+        let mut response = next.run(request).await;
+        response.extensions_mut().insert(subject);
+        return response;
+    }
     let Some(auth) = &shared.auth else {
         return next.run(request).await;
     };
@@ -451,7 +552,7 @@ async fn authenticate(
             return refuse(detail, false);
         }
         Some(Err(())) => return refuse(Some("malformed"), true),
-        Some(Ok(token)) => match auth.verify(token) {
+        Some(Ok(token)) => match auth.verify_fetching(token).await {
             Ok(caller) => caller,
             Err(error) => return refuse(Some(error.code()), true),
         },

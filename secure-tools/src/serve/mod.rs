@@ -6,6 +6,8 @@ pub mod auth;
 #[cfg(feature = "http")]
 pub mod http;
 mod id_scan;
+#[cfg(feature = "mtls")]
+pub mod mtls;
 mod stdin;
 mod stdio;
 mod transport;

@@ -1,0 +1,242 @@
+//! `--jwks-url`: the real binary fetches its verification keys from a JWKS served over loopback HTTP, fetches it
+//! again when a token names a key it does not hold (a rotation), and not more than once per 30 s.
+//!
+//! The keys are EC P-256 test keys (`tests/fixtures/jwks-key-{a,b}.pem`, made with
+//! `openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256`), used for nothing else.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::jwk::{Jwk, JwkSet};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+
+const SERVER: &str = env!("CARGO_BIN_EXE_secure-file-server");
+const ISSUER: &str = "https://issuer.test";
+const KEY_A: &[u8] = include_bytes!("fixtures/jwks-key-a.pem");
+const KEY_B: &[u8] = include_bytes!("fixtures/jwks-key-b.pem");
+
+/// A loopback HTTP server answering every request with the current JWKS, counting the requests.
+struct JwksServer {
+    url: String,
+    body: Arc<Mutex<String>>,
+    fetches: Arc<AtomicUsize>,
+}
+
+impl JwksServer {
+    fn start(jwks: &JwkSet) -> JwksServer {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!(
+            "http://{}/.well-known/jwks.json",
+            listener.local_addr().unwrap()
+        );
+        let body = Arc::new(Mutex::new(serde_json::to_string(jwks).unwrap()));
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let (body2, fetches2) = (body.clone(), fetches.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                // Read the request head (a GET has no body).
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match stream.read(&mut byte) {
+                        Ok(1) => head.push(byte[0]),
+                        _ => break,
+                    }
+                }
+                fetches2.fetch_add(1, Ordering::SeqCst);
+                let body = body2.lock().unwrap().clone();
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        JwksServer { url, body, fetches }
+    }
+
+    fn rotate(&self, jwks: &JwkSet) {
+        *self.body.lock().unwrap() = serde_json::to_string(jwks).unwrap();
+    }
+
+    fn fetches(&self) -> usize {
+        self.fetches.load(Ordering::SeqCst)
+    }
+}
+
+fn jwk(pem: &[u8], kid: &str) -> Jwk {
+    let key = EncodingKey::from_ec_pem(pem).unwrap();
+    let mut jwk = Jwk::from_encoding_key(&key, Algorithm::ES256).unwrap();
+    jwk.common.key_id = Some(kid.into());
+    jwk
+}
+
+fn token(pem: &[u8], kid: &str, resource: &str, subject: &str) -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mut header = Header::new(Algorithm::ES256);
+    header.kid = Some(kid.into());
+    let claims = json!({"iss": ISSUER, "aud": resource, "sub": subject, "scope": "files.read",
+                        "iat": now, "nbf": now, "exp": now + 600});
+    jsonwebtoken::encode(&header, &claims, &EncodingKey::from_ec_pem(pem).unwrap()).unwrap()
+}
+
+struct Server {
+    child: Child,
+    resource: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_server(jwks_url: &str) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("greeting.txt"), "hello\n").unwrap();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let resource = format!("http://127.0.0.1:{port}/mcp");
+    let mut child = Command::new(SERVER)
+        .arg("--data-root")
+        .arg(&data)
+        .arg("--audit-log")
+        .arg(dir.path().join("audit.jsonl"))
+        .args(["--http", &format!("127.0.0.1:{port}")])
+        .args(["--issuer", ISSUER, "--resource-url", &resource])
+        .args(["--jwks-url", jwks_url])
+        .env_remove("MCP_AUTH_HS256_SECRET")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "server exited before listening"
+        );
+        if line.contains("serving MCP over HTTP at") {
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in stderr.lines() {});
+    Server {
+        child,
+        resource,
+        _dir: dir,
+    }
+}
+
+async fn read_greeting(server: &Server, token: &str) -> (u16, Value) {
+    let response = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap()
+        .post(&server.resource)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("authorization", format!("Bearer {token}"))
+        .body(
+            json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                   "params": {"name": "read_file", "arguments": {"filename": "greeting.txt"}}})
+            .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let body = response.json().await.unwrap_or(Value::Null);
+    (status, body)
+}
+
+#[tokio::test]
+async fn keys_come_from_the_jwks_url_and_a_rotation_is_fetched_once() {
+    let jwks = JwksServer::start(&JwkSet {
+        keys: vec![jwk(KEY_A, "key-a")],
+    });
+    let server = start_server(&jwks.url);
+    assert_eq!(jwks.fetches(), 1, "fetched once at start");
+
+    let (status, body) =
+        read_greeting(&server, &token(KEY_A, "key-a", &server.resource, "alice")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["result"]["content"][0]["text"], "hello\n", "{body}");
+    assert_eq!(jwks.fetches(), 1, "a known key needs no fetch");
+
+    // The issuer rotates: key B replaces key A. A token signed with B names a kid not held: one refetch.
+    jwks.rotate(&JwkSet {
+        keys: vec![jwk(KEY_B, "key-b")],
+    });
+    let (status, body) =
+        read_greeting(&server, &token(KEY_B, "key-b", &server.resource, "bob")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(jwks.fetches(), 2, "the unknown kid caused one refetch");
+
+    // The retired key A is gone from the set held now.
+    let (status, _) =
+        read_greeting(&server, &token(KEY_A, "key-a", &server.resource, "alice")).await;
+    assert_eq!(status, 401, "a token of the retired key is refused");
+
+    // Made-up kids do not cause more fetches within 30 s.
+    for i in 0..5 {
+        let (status, _) = read_greeting(
+            &server,
+            &token(KEY_B, &format!("made-up-{i}"), &server.resource, "eve"),
+        )
+        .await;
+        assert_eq!(status, 401);
+    }
+    assert_eq!(jwks.fetches(), 2, "refetches are rate-limited");
+
+    // Key B still verifies.
+    let (status, _) = read_greeting(&server, &token(KEY_B, "key-b", &server.resource, "bob")).await;
+    assert_eq!(status, 200);
+}
+
+#[test]
+fn an_unreachable_jwks_url_stops_the_server_at_start() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(SERVER)
+        .arg("--data-root")
+        .arg(dir.path())
+        .args(["--http", "127.0.0.1:0"])
+        .args([
+            "--issuer",
+            ISSUER,
+            "--resource-url",
+            "http://127.0.0.1:1/mcp",
+        ])
+        .args(["--jwks-url", &format!("http://127.0.0.1:{port}/jwks.json")])
+        .env_remove("MCP_AUTH_HS256_SECRET")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("cannot fetch the JWKS"), "{stderr}");
+}

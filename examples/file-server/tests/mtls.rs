@@ -1,0 +1,502 @@
+//! The file server over HTTPS with mutual TLS: the real binary, certificates made at test time (rcgen), a real
+//! TLS client (rustls) presenting them, and the audit log the server writes.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose,
+};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use serde_json::{Value, json};
+
+const SERVER: &str = env!("CARGO_BIN_EXE_secure-file-server");
+
+fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap()
+}
+
+/// A leaf certificate and its key, signed by `issuer`.
+struct Identity {
+    cert: CertificateDer<'static>,
+    pem: String,
+    key: KeyPair,
+}
+
+fn leaf(
+    issuer: &CertifiedIssuer<'static, KeyPair>,
+    common_name: &str,
+    names: &[&str],
+    usage: ExtendedKeyUsagePurpose,
+) -> Identity {
+    let mut params =
+        CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, common_name);
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![usage];
+    let key = KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, issuer).unwrap();
+    Identity {
+        cert: cert.der().clone(),
+        pem: cert.pem(),
+        key,
+    }
+}
+
+fn client_identity(issuer: &CertifiedIssuer<'static, KeyPair>, common_name: &str) -> Identity {
+    leaf(
+        issuer,
+        common_name,
+        &[],
+        ExtendedKeyUsagePurpose::ClientAuth,
+    )
+}
+
+struct Server {
+    child: Child,
+    port: u16,
+    ca: CertifiedIssuer<'static, KeyPair>,
+    audit_log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    fn start() -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        std::fs::write(data.join("greeting.txt"), "hello\n").unwrap();
+        let audit_log = dir.path().join("audit.jsonl");
+
+        let ca = ca("secure-tools test CA");
+        let server = leaf(
+            &ca,
+            "localhost",
+            &["localhost", "127.0.0.1"],
+            ExtendedKeyUsagePurpose::ServerAuth,
+        );
+        let write = |name: &str, text: String| -> PathBuf {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            path
+        };
+        let cert_pem = write("server.pem", server.pem.clone());
+        let key_pem = write("server.key", server.key.serialize_pem());
+        let ca_pem = write("ca.pem", ca.pem());
+
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut child = Command::new(SERVER)
+            .arg("--data-root")
+            .arg(&data)
+            .arg("--audit-log")
+            .arg(&audit_log)
+            .args(["--http", &format!("127.0.0.1:{port}")])
+            .arg("--tls-cert")
+            .arg(&cert_pem)
+            .arg("--client-ca")
+            .arg(&ca_pem)
+            .args(["--mtls-client", "alice=files.read files.write"])
+            .args(["--mtls-client", "reader-bot=files.read"])
+            // The environment equivalent of --tls-key.
+            .env("MCP_TLS_KEY", &key_pem)
+            .env_remove("MCP_AUTH_HS256_SECRET")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        loop {
+            line.clear();
+            assert!(
+                stderr.read_line(&mut line).unwrap() > 0,
+                "server exited before listening"
+            );
+            assert!(!line.contains("warning"), "{line}");
+            if line.contains("serving MCP over HTTPS at") {
+                assert!(
+                    line.contains(&format!("https://127.0.0.1:{port}/mcp")),
+                    "{line}"
+                );
+                break;
+            }
+        }
+        std::thread::spawn(move || for _ in stderr.lines() {});
+        Server {
+            child,
+            port,
+            ca,
+            audit_log,
+            _dir: dir,
+        }
+    }
+
+    fn records(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.audit_log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    fn events(&self, event: &str) -> Vec<Value> {
+        self.records()
+            .into_iter()
+            .filter(|r| r["event"] == event)
+            .collect()
+    }
+
+    /// Waits a little for `count` records of `event`: a failed handshake is audited on the server's side,
+    /// possibly after the client saw the failure.
+    async fn wait_for(&self, event: &str, count: usize) -> Vec<Value> {
+        for _ in 0..100 {
+            let found = self.events(event);
+            if found.len() >= count {
+                return found;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.events(event)
+    }
+
+    /// Posts `body` to `/mcp` over TLS, presenting `identity` if given. `Err` when the TLS handshake or the
+    /// exchange fails.
+    async fn post(
+        &self,
+        identity: Option<&Identity>,
+        body: &Value,
+    ) -> Result<(u16, Value), String> {
+        let config = client_config(self.ca.der(), identity);
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .map_err(|e| e.to_string())?;
+        let tls = tokio_rustls::TlsConnector::from(config)
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+            .map_err(|e| format!("handshake: {e}"))?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .map_err(|e| format!("http handshake: {e}"))?;
+        tokio::spawn(connection);
+        let request = hyper::Request::post("/mcp")
+            .header("host", format!("127.0.0.1:{}", self.port))
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .body(Full::new(Bytes::from(body.to_string())))
+            .unwrap();
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| format!("request: {e:?}"))?;
+        let status = response.status().as_u16();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| format!("body: {e}"))?
+            .to_bytes();
+        let body = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        Ok((status, body))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn client_config(
+    server_ca: &CertificateDer<'static>,
+    identity: Option<&Identity>,
+) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(server_ca.clone()).unwrap();
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots);
+    let config = match identity {
+        Some(identity) => builder
+            .with_client_auth_cert(
+                vec![identity.cert.clone()],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(identity.key.serialize_der())),
+            )
+            .unwrap(),
+        None => builder.with_no_client_auth(),
+    };
+    Arc::new(config)
+}
+
+fn call(id: u64, tool: &str, arguments: Value) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+           "params": {"name": tool, "arguments": arguments}})
+}
+
+#[tokio::test]
+async fn a_mapped_client_lists_reads_and_writes_as_its_identity() {
+    let server = Server::start();
+    let alice = client_identity(&server.ca, "alice");
+
+    let (status, list) = server
+        .post(
+            Some(&alice),
+            &json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{list}");
+    let names: Vec<&str> = list["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["read_file", "write_file"]);
+
+    let (status, read) = server
+        .post(
+            Some(&alice),
+            &call(2, "read_file", json!({"filename": "greeting.txt"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(read["result"]["structuredContent"]["content"], "hello\n");
+
+    let (status, write) = server
+        .post(
+            Some(&alice),
+            &call(
+                3,
+                "write_file",
+                json!({"filename": "note.txt", "content": "written over mTLS"}),
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(write["result"]["isError"], false, "{write}");
+    assert_eq!(write["result"]["structuredContent"]["status"], "created");
+
+    let calls = server.events("tool_call");
+    assert_eq!(calls.len(), 2);
+    assert!(
+        calls
+            .iter()
+            .all(|c| c["caller"] == "alice" && c["outcome"] == "ok"),
+        "{calls:?}"
+    );
+    assert!(server.events("http_rejected").is_empty());
+    assert!(server.events("tls_rejected").is_empty());
+    let start = &server.records()[0];
+    assert_eq!(start["event"], "server_start");
+    assert_eq!(start["transport"], "http");
+}
+
+#[tokio::test]
+async fn a_read_only_client_cannot_write() {
+    let server = Server::start();
+    let reader = client_identity(&server.ca, "reader-bot");
+    let (status, body) = server
+        .post(
+            Some(&reader),
+            &call(
+                5,
+                "write_file",
+                json!({"filename": "x.txt", "content": "secret text"}),
+            ),
+        )
+        .await
+        .unwrap();
+    // No bearer challenge applies to a certificate: the refusal is the tool result.
+    assert_eq!(status, 200);
+    assert_eq!(body["result"]["isError"], true);
+    assert!(
+        body["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("missing_scope:files.write"),
+        "{body}"
+    );
+    let calls = server.events("tool_call");
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0]["caller"], "reader-bot");
+    assert_eq!(calls[0]["outcome"], "denied");
+    assert_eq!(calls[0]["error"], "missing_scope:files.write");
+    assert!(server.events("http_rejected").is_empty());
+
+    // Reading is within its grant.
+    let (status, read) = server
+        .post(
+            Some(&reader),
+            &call(6, "read_file", json!({"filename": "greeting.txt"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(read["result"]["structuredContent"]["content"], "hello\n");
+}
+
+#[tokio::test]
+async fn an_unmapped_client_is_forbidden_and_audited() {
+    let server = Server::start();
+    let stranger = client_identity(&server.ca, "stranger");
+    let (status, _) = server
+        .post(
+            Some(&stranger),
+            &call(1, "read_file", json!({"filename": "greeting.txt"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 403);
+    let rejections = server.events("http_rejected");
+    assert_eq!(rejections.len(), 1);
+    assert_eq!(rejections[0]["status"], 403);
+    assert_eq!(rejections[0]["reason"], "unknown_client");
+    assert_eq!(rejections[0]["subject"], "stranger");
+    assert_eq!(rejections[0]["path"], "/mcp");
+    assert!(server.events("tool_call").is_empty());
+}
+
+#[tokio::test]
+async fn no_client_certificate_fails_the_handshake() {
+    let server = Server::start();
+    let error = server
+        .post(
+            None,
+            &call(1, "read_file", json!({"filename": "greeting.txt"})),
+        )
+        .await
+        .unwrap_err();
+    assert!(!error.is_empty());
+    let rejections = server.wait_for("tls_rejected", 1).await;
+    assert_eq!(rejections.len(), 1, "{error}");
+    assert_eq!(rejections[0]["reason"], "no_client_certificate");
+    assert!(
+        rejections[0]["peer"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:")
+    );
+    assert!(server.events("tool_call").is_empty());
+    assert!(server.events("http_rejected").is_empty());
+}
+
+#[tokio::test]
+async fn a_client_certificate_from_another_ca_fails_the_handshake() {
+    let server = Server::start();
+    // Same CN as a mapped client, signed by a CA the server does not trust.
+    let other = ca("some other CA");
+    let impostor = client_identity(&other, "alice");
+    let error = server
+        .post(
+            Some(&impostor),
+            &call(
+                1,
+                "write_file",
+                json!({"filename": "x.txt", "content": "x"}),
+            ),
+        )
+        .await
+        .unwrap_err();
+    assert!(!error.is_empty());
+    let rejections = server.wait_for("tls_rejected", 1).await;
+    assert_eq!(rejections.len(), 1, "{error}");
+    assert_eq!(rejections[0]["reason"], "untrusted_client_certificate");
+    assert!(
+        rejections[0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("UnknownIssuer"),
+        "{}",
+        rejections[0]
+    );
+    assert!(server.events("tool_call").is_empty());
+    assert!(!server._dir.path().join("data/x.txt").exists());
+}
+
+#[test]
+fn mtls_options_must_be_complete_and_exclusive_with_bearer() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str], envs: &[(&str, &str)]| {
+        let mut command = Command::new(SERVER);
+        command
+            .arg("--data-root")
+            .arg(dir.path())
+            .args(["--http", "127.0.0.1:0"])
+            .args(args)
+            .env_remove("MCP_AUTH_HS256_SECRET")
+            .stdin(Stdio::null());
+        for (k, v) in envs {
+            command.env(k, v);
+        }
+        let output = command.output().unwrap();
+        assert!(!output.status.success());
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let stderr = run(&["--client-ca", "ca.pem"], &[]);
+    assert!(stderr.contains("needs all of --tls-cert"), "{stderr}");
+    let stderr = run(&["--mtls-client", "alice=files.read"], &[]);
+    assert!(stderr.contains("--mtls-client needs"), "{stderr}");
+    let stderr = run(
+        &[
+            "--tls-cert",
+            "a",
+            "--tls-key",
+            "b",
+            "--client-ca",
+            "c",
+            "--mtls-client",
+            "alice=files.read",
+        ],
+        &[("MCP_AUTH_HS256_SECRET", "0123456789abcdef0123456789abcdef")],
+    );
+    assert!(stderr.contains("not both"), "{stderr}");
+    let stderr = run(
+        &["--tls-cert", "a", "--tls-key", "b", "--client-ca", "c"],
+        &[],
+    );
+    assert!(stderr.contains("at least one --mtls-client"), "{stderr}");
+    let missing = Path::new("/nonexistent/server.pem");
+    let stderr = run(
+        &[
+            "--tls-cert",
+            missing.to_str().unwrap(),
+            "--tls-key",
+            "b",
+            "--client-ca",
+            "c",
+            "--mtls-client",
+            "alice=files.read",
+        ],
+        &[],
+    );
+    assert!(stderr.contains("/nonexistent/server.pem"), "{stderr}");
+}

@@ -1,0 +1,415 @@
+//! Mutual TLS, the alternative to bearer tokens (feature `mtls`): the HTTP runner serves HTTPS with rustls and
+//! requires every client to present a certificate signed by a configured CA. A verified certificate's subject
+//! common name (CN) maps, through configuration, to an identity and a [`Grant`]; that caller is put into the
+//! request exactly as bearer authentication puts the token's subject and scopes.
+//!
+//! - No client certificate, or one not signed by the client CA (or expired, or not valid for client
+//!   authentication): the TLS handshake fails, and a `tls_rejected` audit record names the peer and the reason
+//!   (`no_client_certificate`, `untrusted_client_certificate`, `handshake_failed`, `handshake_timeout`).
+//! - A verified certificate whose CN is not mapped (or which has no CN, or several): `403` and an
+//!   `http_rejected` record with reason `unknown_client` and the CN as its subject.
+//! - A mapped caller short of a tool's scope: the call is refused (`missing_scope:...`) in the JSON-RPC result,
+//!   with status `200`; there is no bearer challenge to answer with, since a certificate cannot be stepped up.
+//!
+//! ```no_run
+//! # use secure_tools::Grant;
+//! # use secure_tools::serve::mtls::MtlsAuth;
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let mtls = MtlsAuth::from_pem_files("server.pem".as_ref(), "server.key".as_ref(), "client-ca.pem".as_ref())?
+//!     .client("reader-bot", Grant::parse("files.read")?)
+//!     .client("alice", Grant::parse("files.read files.write")?);
+//! let mut config = secure_tools::serve::http::HttpConfig::default();
+//! config.mtls = Some(mtls);
+//! # Ok(()) }
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::connect_info::Connected;
+use axum::serve::{IncomingStream, Listener};
+use rustls::RootCertStore;
+use rustls::server::WebPkiClientVerifier;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::audit::{Audit, AuditEvent, shorten_str};
+use crate::context::Caller;
+use crate::scope::{Grant, ScopeError};
+
+/// How long a client has to complete the TLS handshake by default.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How many TLS handshakes may be in progress at once; further connections wait to be accepted.
+const MAX_CONCURRENT_HANDSHAKES: usize = 256;
+
+/// Why the mTLS setup is not usable.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MtlsError {
+    /// A file could not be read.
+    #[error("{path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The reason.
+        source: std::io::Error,
+    },
+    /// A PEM input holds no usable item.
+    #[error("{what}: {reason}")]
+    Pem {
+        /// Which input: `server certificate`, `server key`, `client CA`.
+        what: &'static str,
+        /// What was wrong.
+        reason: String,
+    },
+    /// rustls refused the certificates or key.
+    #[error("tls: {0}")]
+    Tls(String),
+    /// A client mapping is not `CN=SCOPES`.
+    #[error("client mapping `{spec}`: {reason}")]
+    Mapping {
+        /// The mapping as given.
+        spec: String,
+        /// What was wrong.
+        reason: String,
+    },
+    /// A mapping's scopes do not parse.
+    #[error("client mapping: {0}")]
+    Scope(#[from] ScopeError),
+}
+
+/// Mutual TLS authentication: the server's certificate and key, the CA client certificates must chain to, and
+/// the mapping from a client certificate's subject CN to an identity and a grant. See the [module docs](self).
+#[derive(Clone)]
+pub struct MtlsAuth {
+    server_config: Arc<rustls::ServerConfig>,
+    clients: Arc<BTreeMap<String, (String, Grant)>>,
+    handshake_timeout: Duration,
+}
+
+impl fmt::Debug for MtlsAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MtlsAuth")
+            .field("clients", &self.clients)
+            .field("handshake_timeout", &self.handshake_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MtlsAuth {
+    /// From PEM: the server's certificate chain (leaf first), its private key (PKCS#8, PKCS#1 or SEC1), and one or
+    /// more CA certificates client certificates must chain to. No client is mapped yet.
+    pub fn from_pem(
+        server_cert_chain: &[u8],
+        server_key: &[u8],
+        client_ca: &[u8],
+    ) -> Result<Self, MtlsError> {
+        let chain = certificates(server_cert_chain, "server certificate")?;
+        let key = PrivateKeyDer::from_pem_slice(server_key).map_err(|e| MtlsError::Pem {
+            what: "server key",
+            reason: e.to_string(),
+        })?;
+        let mut roots = RootCertStore::empty();
+        for ca in certificates(client_ca, "client CA")? {
+            roots
+                .add(ca)
+                .map_err(|e| MtlsError::Tls(format!("client CA: {e}")))?;
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier =
+            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                .build()
+                .map_err(|e| MtlsError::Tls(format!("client CA: {e}")))?;
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| MtlsError::Tls(e.to_string()))?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain, key)
+            .map_err(|e| MtlsError::Tls(format!("server certificate and key: {e}")))?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(MtlsAuth {
+            server_config: Arc::new(config),
+            clients: Arc::new(BTreeMap::new()),
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+        })
+    }
+
+    /// [`from_pem`](Self::from_pem) with the contents of three files.
+    pub fn from_pem_files(
+        server_cert_chain: &Path,
+        server_key: &Path,
+        client_ca: &Path,
+    ) -> Result<Self, MtlsError> {
+        let read = |path: &Path| {
+            std::fs::read(path).map_err(|source| MtlsError::Read {
+                path: path.to_path_buf(),
+                source,
+            })
+        };
+        Self::from_pem(
+            &read(server_cert_chain)?,
+            &read(server_key)?,
+            &read(client_ca)?,
+        )
+    }
+
+    /// Maps client certificates whose subject CN is `common_name` to the caller `common_name` holding `grant`.
+    pub fn client(self, common_name: impl Into<String>, grant: Grant) -> Self {
+        let common_name = common_name.into();
+        let identity = common_name.clone();
+        self.client_as(common_name, identity, grant)
+    }
+
+    /// Maps client certificates whose subject CN is `common_name` to the caller `identity` holding `grant`.
+    pub fn client_as(
+        mut self,
+        common_name: impl Into<String>,
+        identity: impl Into<String>,
+        grant: Grant,
+    ) -> Self {
+        Arc::make_mut(&mut self.clients).insert(common_name.into(), (identity.into(), grant));
+        self
+    }
+
+    /// Time allowed for a client's TLS handshake (default 10 s).
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = timeout;
+        self
+    }
+
+    /// Parses a mapping written `CN=SCOPES` (scopes space- or comma-separated, possibly none), as the file
+    /// server's `--mtls-client` takes it. The CN is everything before the first `=`.
+    pub fn parse_client(spec: &str) -> Result<(String, Grant), MtlsError> {
+        let (cn, scopes) = spec.split_once('=').ok_or_else(|| MtlsError::Mapping {
+            spec: spec.to_owned(),
+            reason: "expected CN=SCOPES".into(),
+        })?;
+        let cn = cn.trim();
+        if cn.is_empty() {
+            return Err(MtlsError::Mapping {
+                spec: spec.to_owned(),
+                reason: "empty CN".into(),
+            });
+        }
+        Ok((cn.to_owned(), Grant::parse(scopes)?))
+    }
+
+    /// The caller a verified client certificate maps to, or the reason it does not: `Err(Some(cn))` for a CN
+    /// that is not mapped, `Err(None)` for a certificate with no single readable CN.
+    pub(crate) fn caller(
+        &self,
+        certificate: &CertificateDer<'_>,
+    ) -> Result<Caller, Option<String>> {
+        let cn = common_name(certificate).ok_or(None)?;
+        match self.clients.get(&cn) {
+            Some((identity, grant)) => Ok(Caller::new(identity.clone(), grant.clone())),
+            None => Err(Some(cn)),
+        }
+    }
+}
+
+fn certificates(pem: &[u8], what: &'static str) -> Result<Vec<CertificateDer<'static>>, MtlsError> {
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| MtlsError::Pem {
+            what,
+            reason: e.to_string(),
+        })?;
+    if certs.is_empty() {
+        return Err(MtlsError::Pem {
+            what,
+            reason: "no CERTIFICATE in the PEM input".into(),
+        });
+    }
+    Ok(certs)
+}
+
+/// The certificate's subject common name, when it has exactly one, as a UTF-8, printable or IA5 string.
+fn common_name(certificate: &CertificateDer<'_>) -> Option<String> {
+    use x509_cert::der::asn1::{Ia5StringRef, ObjectIdentifier, PrintableStringRef, Utf8StringRef};
+    use x509_cert::der::{Decode, Tag, Tagged};
+    const CN: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.3");
+    let certificate = x509_cert::Certificate::from_der(certificate.as_ref()).ok()?;
+    let mut names = certificate
+        .tbs_certificate
+        .subject
+        .0
+        .iter()
+        .flat_map(|rdn| rdn.0.iter())
+        .filter(|attribute| attribute.oid == CN)
+        .map(|attribute| {
+            let value = &attribute.value;
+            match value.tag() {
+                Tag::Utf8String => value
+                    .decode_as::<Utf8StringRef<'_>>()
+                    .ok()
+                    .map(|s| s.as_str().to_owned()),
+                Tag::PrintableString => value
+                    .decode_as::<PrintableStringRef<'_>>()
+                    .ok()
+                    .map(|s| s.as_str().to_owned()),
+                Tag::Ia5String => value
+                    .decode_as::<Ia5StringRef<'_>>()
+                    .ok()
+                    .map(|s| s.as_str().to_owned()),
+                _ => None,
+            }
+        });
+    let first = names.next()??;
+    if names.next().is_some() {
+        return None;
+    }
+    Some(first)
+}
+
+/// The peer of a TLS connection: its address and the certificate it presented, verified against the client CA.
+/// Served as axum's connect info ([`axum::extract::ConnectInfo<TlsPeer>`]).
+#[derive(Debug, Clone)]
+pub struct TlsPeer {
+    /// The remote address.
+    pub addr: SocketAddr,
+    /// The verified client certificate (the leaf).
+    pub certificate: Option<CertificateDer<'static>>,
+}
+
+impl Connected<IncomingStream<'_, TlsListener>> for TlsPeer {
+    fn connect_info(stream: IncomingStream<'_, TlsListener>) -> Self {
+        stream.remote_addr().clone()
+    }
+}
+
+/// An axum [`Listener`] yielding connections whose TLS handshake, client certificate included, succeeded.
+/// Handshakes run concurrently on tasks of their own, each bounded by the handshake timeout; each failure is
+/// audited as a `tls_rejected` record.
+pub struct TlsListener {
+    incoming: mpsc::Receiver<(TlsStream<TcpStream>, TlsPeer)>,
+    local: SocketAddr,
+}
+
+impl TlsListener {
+    /// Starts accepting on `listener`; stops when `cancellation` is cancelled or the listener is dropped.
+    pub fn new(
+        listener: TcpListener,
+        mtls: &MtlsAuth,
+        audit: Audit,
+        cancellation: CancellationToken,
+    ) -> std::io::Result<Self> {
+        let local = listener.local_addr()?;
+        let (sender, incoming) = mpsc::channel(64);
+        let acceptor = TlsAcceptor::from(mtls.server_config.clone());
+        let timeout = mtls.handshake_timeout;
+        let permits = Arc::new(Semaphore::new(MAX_CONCURRENT_HANDSHAKES));
+        tokio::spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    accepted = listener.accept() => accepted,
+                    _ = sender.closed() => return,
+                    _ = cancellation.cancelled() => return,
+                };
+                let (tcp, addr) = match accepted {
+                    Ok(pair) => pair,
+                    Err(error) => {
+                        tracing::warn!(%error, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let Ok(permit) = permits.clone().acquire_owned().await else {
+                    return;
+                };
+                let acceptor = acceptor.clone();
+                let sender = sender.clone();
+                let audit = audit.clone();
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    let outcome = tokio::time::timeout(timeout, acceptor.accept(tcp)).await;
+                    let (reason, detail) = match outcome {
+                        Ok(Ok(stream)) => {
+                            let certificate = stream
+                                .get_ref()
+                                .1
+                                .peer_certificates()
+                                .and_then(|c| c.first())
+                                .map(|c| c.clone().into_owned());
+                            let _ = sender.send((stream, TlsPeer { addr, certificate })).await;
+                            return;
+                        }
+                        Ok(Err(error)) => handshake_failure(&error),
+                        Err(_) => ("handshake_timeout", None),
+                    };
+                    let event = AuditEvent::TlsRejected {
+                        reason,
+                        detail: detail.map(|d| shorten_str(&d)),
+                        peer: addr.to_string(),
+                    };
+                    if let Err(error) = audit.record(event) {
+                        tracing::error!(%error, "could not audit a failed TLS handshake");
+                    }
+                });
+            }
+        });
+        Ok(TlsListener { incoming, local })
+    }
+}
+
+/// Sorts a failed handshake into an audit reason and detail.
+fn handshake_failure(error: &std::io::Error) -> (&'static str, Option<String>) {
+    let tls = error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>());
+    match tls {
+        Some(rustls::Error::NoCertificatesPresented) => ("no_client_certificate", None),
+        Some(error @ rustls::Error::InvalidCertificate(_)) => {
+            ("untrusted_client_certificate", Some(error.to_string()))
+        }
+        Some(error) => ("handshake_failed", Some(error.to_string())),
+        None => ("handshake_failed", Some(error.to_string())),
+    }
+}
+
+impl Listener for TlsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = TlsPeer;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.incoming.recv().await {
+            Some(connection) => connection,
+            // The accept task has stopped (cancelled): wait for the graceful shutdown to end serving.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(TlsPeer {
+            addr: self.local,
+            certificate: None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mappings_parse_as_cn_equals_scopes() {
+        let (cn, grant) = MtlsAuth::parse_client("alice=files.read files.write").unwrap();
+        assert_eq!(cn, "alice");
+        assert_eq!(grant, Grant::parse("files.read,files.write").unwrap());
+        let (cn, grant) = MtlsAuth::parse_client("monitor=").unwrap();
+        assert_eq!(cn, "monitor");
+        assert_eq!(grant, Grant::none());
+        assert!(MtlsAuth::parse_client("no-equals").is_err());
+        assert!(MtlsAuth::parse_client("=files.read").is_err());
+        assert!(MtlsAuth::parse_client("bob=files.read *").is_err());
+    }
+}
