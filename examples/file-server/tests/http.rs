@@ -144,9 +144,8 @@ fn base64url(bytes: &[u8]) -> String {
 }
 
 fn client() -> reqwest::Client {
-    // secure-tools' `http` feature builds reqwest with `rustls-no-provider` (JWKS by URL); feature unification
-    // gives this client the same, so a provider must be installed before building one.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    // Plain HTTP: no reqwest in this workspace has a TLS backend (secure-tools fetches JWKS over https with its own
+    // hyper + rustls client on an explicit provider), so no process-wide rustls provider is needed.
     reqwest::Client::builder()
         .timeout(Duration::from_secs(20))
         .build()

@@ -1,11 +1,13 @@
 //! `--jwks-url`: the real binary fetches its verification keys from a JWKS served over loopback HTTP, fetches it
-//! again when a token names a key it does not hold (a rotation), and not more than once per 30 s.
+//! again when a token names a key it does not hold (a rotation), and not more than once per 30 s; over HTTPS with a
+//! certificate from a test CA (rcgen) trusted with `--jwks-ca`, and refused without it.
 //!
 //! The keys are EC P-256 test keys (`tests/fixtures/jwks-key-{a,b}.pem`, made with
 //! `openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256`), used for nothing else.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -13,6 +15,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use serde_json::{Value, json};
 
 const SERVER: &str = env!("CARGO_BIN_EXE_secure-file-server");
@@ -29,9 +33,15 @@ struct JwksServer {
 
 impl JwksServer {
     fn start(jwks: &JwkSet) -> JwksServer {
+        Self::start_with(jwks, None)
+    }
+
+    /// Over HTTPS with this server configuration when given.
+    fn start_with(jwks: &JwkSet, tls: Option<Arc<rustls::ServerConfig>>) -> JwksServer {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!(
-            "http://{}/.well-known/jwks.json",
+            "{}://{}/.well-known/jwks.json",
+            if tls.is_some() { "https" } else { "http" },
             listener.local_addr().unwrap()
         );
         let body = Arc::new(Mutex::new(serde_json::to_string(jwks).unwrap()));
@@ -39,23 +49,36 @@ impl JwksServer {
         let (body2, fetches2) = (body.clone(), fetches.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { continue };
-                // Read the request head (a GET has no body).
-                let mut head = Vec::new();
-                let mut byte = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") {
-                    match stream.read(&mut byte) {
-                        Ok(1) => head.push(byte[0]),
-                        _ => break,
+                let Ok(stream) = stream else { continue };
+                let answer = |stream: &mut dyn ReadWrite| {
+                    // Read the request head (a GET has no body).
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        match stream.read(&mut byte) {
+                            Ok(1) => head.push(byte[0]),
+                            _ => return,
+                        }
+                    }
+                    fetches2.fetch_add(1, Ordering::SeqCst);
+                    let body = body2.lock().unwrap().clone();
+                    let _ = write!(
+                        stream,
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = stream.flush();
+                };
+                match &tls {
+                    None => answer(&mut { stream }),
+                    Some(config) => {
+                        let connection = rustls::ServerConnection::new(config.clone()).unwrap();
+                        let mut stream = rustls::StreamOwned::new(connection, stream);
+                        answer(&mut stream);
+                        stream.conn.send_close_notify();
+                        let _ = stream.flush();
                     }
                 }
-                fetches2.fetch_add(1, Ordering::SeqCst);
-                let body = body2.lock().unwrap().clone();
-                let _ = write!(
-                    stream,
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
             }
         });
         JwksServer { url, body, fetches }
@@ -68,6 +91,36 @@ impl JwksServer {
     fn fetches(&self) -> usize {
         self.fetches.load(Ordering::SeqCst)
     }
+}
+
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
+
+/// A test CA and a server configuration for `127.0.0.1` with a certificate it signed.
+fn test_tls() -> (CertifiedIssuer<'static, KeyPair>, Arc<rustls::ServerConfig>) {
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "JWKS test CA");
+    let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![cert.der().clone()],
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+    )
+    .unwrap();
+    (ca, Arc::new(config))
 }
 
 fn jwk(pem: &[u8], kid: &str) -> Jwk {
@@ -103,6 +156,10 @@ impl Drop for Server {
 }
 
 fn start_server(jwks_url: &str) -> Server {
+    start_server_with(jwks_url, None)
+}
+
+fn start_server_with(jwks_url: &str, jwks_ca: Option<&Path>) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     std::fs::create_dir(&data).unwrap();
@@ -121,7 +178,14 @@ fn start_server(jwks_url: &str) -> Server {
         .args(["--http", &format!("127.0.0.1:{port}")])
         .args(["--issuer", ISSUER, "--resource-url", &resource])
         .args(["--jwks-url", jwks_url])
+        .args(
+            jwks_ca
+                .map(|ca| [Path::new("--jwks-ca"), ca])
+                .into_iter()
+                .flatten(),
+        )
         .env_remove("MCP_AUTH_HS256_SECRET")
+        .env_remove("MCP_AUTH_JWKS_CA")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -239,4 +303,98 @@ fn an_unreachable_jwks_url_stops_the_server_at_start() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("cannot fetch the JWKS"), "{stderr}");
+}
+
+#[tokio::test]
+async fn keys_come_from_an_https_jwks_url_trusted_with_jwks_ca() {
+    let (ca, tls) = test_tls();
+    let jwks = JwksServer::start_with(
+        &JwkSet {
+            keys: vec![jwk(KEY_A, "key-a")],
+        },
+        Some(tls),
+    );
+    assert!(jwks.url.starts_with("https://127.0.0.1:"));
+    let dir = tempfile::tempdir().unwrap();
+    let ca_pem = dir.path().join("jwks-ca.pem");
+    std::fs::write(&ca_pem, ca.pem()).unwrap();
+
+    let server = start_server_with(&jwks.url, Some(&ca_pem));
+    assert_eq!(jwks.fetches(), 1, "fetched once at start");
+    let (status, body) =
+        read_greeting(&server, &token(KEY_A, "key-a", &server.resource, "alice")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["result"]["content"][0]["text"], "hello\n", "{body}");
+
+    // A rotation is fetched over HTTPS too.
+    jwks.rotate(&JwkSet {
+        keys: vec![jwk(KEY_B, "key-b")],
+    });
+    let (status, body) =
+        read_greeting(&server, &token(KEY_B, "key-b", &server.resource, "bob")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(jwks.fetches(), 2);
+}
+
+/// The server started with these arguments after the common ones, expected to stop: its stderr.
+fn failed_start(extra: &[&std::ffi::OsStr]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(SERVER)
+        .arg("--data-root")
+        .arg(dir.path())
+        .args(["--http", "127.0.0.1:0"])
+        .args([
+            "--issuer",
+            ISSUER,
+            "--resource-url",
+            "http://127.0.0.1:1/mcp",
+        ])
+        .args(extra)
+        .env_remove("MCP_AUTH_HS256_SECRET")
+        .env_remove("MCP_AUTH_JWKS_CA")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn an_https_jwks_url_with_an_untrusted_certificate_stops_the_server_at_start() {
+    let (_ca, tls) = test_tls();
+    let jwks = JwksServer::start_with(
+        &JwkSet {
+            keys: vec![jwk(KEY_A, "key-a")],
+        },
+        Some(tls),
+    );
+    let stderr = failed_start(&["--jwks-url".as_ref(), jwks.url.as_ref()]);
+    assert!(stderr.contains("cannot fetch the JWKS"), "{stderr}");
+    assert!(stderr.contains("UnknownIssuer"), "{stderr}");
+    assert_eq!(
+        jwks.fetches(),
+        0,
+        "no request was sent over the untrusted connection"
+    );
+
+    // Another CA than the one that signed the server's certificate does not help.
+    let (other_ca, _) = test_tls();
+    let dir = tempfile::tempdir().unwrap();
+    let other_pem = dir.path().join("other-ca.pem");
+    std::fs::write(&other_pem, other_ca.pem()).unwrap();
+    let stderr = failed_start(&[
+        "--jwks-url".as_ref(),
+        jwks.url.as_ref(),
+        "--jwks-ca".as_ref(),
+        other_pem.as_os_str(),
+    ]);
+    // Same subject name, another key: rustls says BadSignature.
+    assert!(stderr.contains("invalid peer certificate"), "{stderr}");
+}
+
+#[test]
+fn plain_http_jwks_urls_are_refused_for_non_loopback_hosts() {
+    // Nothing is fetched: the URL is refused before any connection (192.0.2.0/24 is TEST-NET-1).
+    let stderr = failed_start(&["--jwks-url".as_ref(), "http://192.0.2.1/jwks.json".as_ref()]);
+    assert!(stderr.contains("loopback hosts only"), "{stderr}");
 }
