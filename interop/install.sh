@@ -3,8 +3,8 @@
 # secure-file-server with, into git-ignored folders of this checkout:
 #
 #   .interop/venv              Python venv with the MCP Python SDK, pinned by interop/requirements.txt
-#   interop/node/node_modules  the TypeScript SDKs v1 and v2, the MCP Inspector and a Node 22 binary, pinned by
-#                              interop/node/package-lock.json (installed with `npm ci`)
+#   interop/node/node_modules  the TypeScript SDKs v1 and v2, the MCP Inspector, the MCP conformance suite and a
+#                              Node 22 binary, pinned by interop/node/package-lock.json (installed with `npm ci`)
 #
 # Needs python3 (with venv), npm and flock, and the PyPI and npm registries. Idempotent: when the marker
 # .interop/ready holds the hash of the pin files, it does nothing. Safe to run concurrently: an install holds a
@@ -45,7 +45,8 @@ installed() {
         [[ -x "$venv/bin/python" && -x "$node22" ]] &&
         [[ -d "$node_dir/node_modules/@modelcontextprotocol/sdk" ]] &&
         [[ -d "$node_dir/node_modules/@modelcontextprotocol/client" ]] &&
-        [[ -d "$node_dir/node_modules/@modelcontextprotocol/inspector" ]]
+        [[ -d "$node_dir/node_modules/@modelcontextprotocol/inspector" ]] &&
+        [[ -d "$node_dir/node_modules/@modelcontextprotocol/conformance" ]]
 }
 
 if installed; then
@@ -59,7 +60,7 @@ python3 -m venv "$venv"
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-input -r "$root/interop/requirements.txt"
 "$venv/bin/python" -c 'import mcp, importlib.metadata as m; print("  mcp", m.version("mcp"))' >&2
 
-say "installing the TypeScript SDKs, the MCP Inspector and Node 22 into interop/node/node_modules"
+say "installing the TypeScript SDKs, the MCP Inspector, the conformance suite and Node 22 into interop/node/node_modules"
 # --ignore-scripts: nothing here needs an install script (the Inspector's postinstall does nothing when it is a
 # dependency). --loglevel=error: the Inspector declares Node >= 22.19, which the npm running this may not be on;
 # it runs on the Node 22 binary installed here, so that warning says nothing useful.

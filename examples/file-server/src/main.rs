@@ -70,6 +70,12 @@ struct Cli {
     #[arg(long, env = "MCP_HTTP", value_name = "ADDR")]
     http: Option<std::net::SocketAddr>,
 
+    /// FOR TESTING ONLY (the MCP conformance suite, which cannot send a token): with `--http`, serve without any
+    /// authentication; every caller is anonymous and holds `--scopes`. Refused with a non-loopback address or
+    /// alongside bearer or mTLS options. No environment variable, so it is never on by accident.
+    #[arg(long, requires = "http")]
+    http_insecure_no_auth: bool,
+
     /// The issuer (`iss`) access tokens must come from.
     #[arg(long, env = "MCP_AUTH_ISSUER", value_name = "URL")]
     issuer: Option<String>,
@@ -91,10 +97,20 @@ struct Cli {
     #[arg(long, env = "MCP_AUTH_JWKS_FILE", value_name = "FILE")]
     jwks_file: Option<PathBuf>,
 
-    /// Verify tokens with the keys of the JWKS at this URL (`http://` only for now), fetched at start and again,
-    /// at most every 30 s, when a token names a key it does not hold.
+    /// Verify tokens with the keys of the JWKS at this URL, fetched at start and again, at most every 30 s, when a
+    /// token names a key it does not hold. `https://` (checked against the Mozilla roots and `--jwks-ca`), or
+    /// `http://` to a loopback host only.
     #[arg(long, env = "MCP_AUTH_JWKS_URL", value_name = "URL")]
     jwks_url: Option<String>,
+
+    /// Also trust the CA certificate(s) in this PEM file for an `https://` `--jwks-url` (a private identity provider).
+    #[arg(
+        long,
+        env = "MCP_AUTH_JWKS_CA",
+        value_name = "FILE",
+        requires = "jwks_url"
+    )]
+    jwks_ca: Option<PathBuf>,
 
     /// Verify tokens with this RSA or EC public key (PEM).
     #[arg(long, env = "MCP_AUTH_PUBLIC_KEY_PEM", value_name = "FILE")]
@@ -224,6 +240,9 @@ async fn serve(cli: Cli) -> Result<(), String> {
         .tool::<tools::read_file>()
         .tool::<tools::write_file>();
     if let Some(bind) = cli.http {
+        if cli.http_insecure_no_auth {
+            return serve_http_insecure(cli, bind, tools, grant).await;
+        }
         return serve_http(cli, bind, tools).await;
     }
 
@@ -278,7 +297,13 @@ async fn serve_http(
                 ));
             }
             let url = cli.jwks_url.as_deref().unwrap_or_default();
-            VerificationKeys::jwks_url(url)
+            let ca = match &cli.jwks_ca {
+                Some(path) => {
+                    std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?
+                }
+                None => Vec::new(),
+            };
+            VerificationKeys::jwks_url_with_ca(url, &ca)
                 .await
                 .map_err(|e| e.to_string())?
         }
@@ -306,6 +331,41 @@ async fn serve_http(
         auth = auth.authorization_servers(cli.authorization_servers.clone());
     }
     config.auth = Some(auth);
+    serve_http_with(cli, bind, tools, config).await
+}
+
+/// `--http-insecure-no-auth`: no authentication, loopback only, every caller anonymous with `--scopes`.
+async fn serve_http_insecure(
+    cli: Cli,
+    bind: std::net::SocketAddr,
+    tools: secure_tools::ToolSetBuilder<Root>,
+    grant: Grant,
+) -> Result<(), String> {
+    if !bind.ip().is_loopback() {
+        return Err(
+            "--http-insecure-no-auth only binds a loopback address (127.0.0.1, ::1)".into(),
+        );
+    }
+    let auth_options = cli.issuer.is_some()
+        || cli.resource_url.is_some()
+        || cli.jwks_file.is_some()
+        || cli.jwks_url.is_some()
+        || cli.public_key_pem.is_some()
+        || cli.tls_cert.is_some()
+        || cli.tls_key.is_some()
+        || cli.client_ca.is_some()
+        || !cli.mtls_clients.is_empty()
+        || std::env::var_os(HS256_SECRET_VAR).is_some_and(|s| !s.is_empty());
+    if auth_options {
+        return Err("--http-insecure-no-auth takes no bearer or mutual TLS options".into());
+    }
+    eprintln!(
+        "secure-file-server: warning: --http-insecure-no-auth is for testing only: no authentication, every \
+         caller is anonymous with scopes `{}`",
+        cli.scopes
+    );
+    let mut config = HttpConfig::default();
+    config.anonymous_grant = grant;
     serve_http_with(cli, bind, tools, config).await
 }
 
