@@ -103,6 +103,22 @@ impl<S: Send + Sync + 'static> ToolSetBuilder<S> {
         self
     }
 
+    /// What the runners' settings ask of every tool set: the server id, if given, and JSON lines appended to
+    /// `audit_log`, if given.
+    pub(crate) fn runner_settings(
+        mut self,
+        server_id: Option<&str>,
+        audit_log: Option<&std::path::Path>,
+    ) -> std::io::Result<Self> {
+        if let Some(id) = server_id {
+            self = self.server_id(id.to_owned());
+        }
+        if let Some(path) = audit_log {
+            self = self.audit_sink(audit::JsonLinesSink::append_to(path)?);
+        }
+        Ok(self)
+    }
+
     /// Adds an audit destination. Without any, records go to standard error as JSON lines.
     pub fn audit_sink(mut self, sink: impl AuditSink) -> Self {
         self.sinks.push(Arc::new(sink));

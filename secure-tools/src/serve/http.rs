@@ -12,8 +12,8 @@
 //! 4. on `/mcp`, bearer authentication (see [`BearerAuth`]): `401` with a challenge naming the protected resource
 //!    metadata, which is served unauthenticated at `/.well-known/oauth-protected-resource` (and at its
 //!    path-suffixed variant `/.well-known/oauth-protected-resource/mcp`). With mutual TLS instead (feature
-//!    `mtls`, [`HttpConfig::mtls`]), the server speaks HTTPS only, the client certificate was verified during the
-//!    handshake, and its mapped caller is used; an unmapped certificate is `403` (see [`super::mtls`]).
+//!    `mtls`, `HttpConfig::mtls`), the server speaks HTTPS only, the client certificate was verified during the
+//!    handshake, and its mapped caller is used; an unmapped certificate is `403` (see the `serve::mtls` module).
 //!
 //! Each refusal is audited as an `http_rejected` record. A valid token short of a tool's scope reaches the
 //! pipeline, which refuses the call (`missing_scope:...`) and writes its one `tool_call` record; the HTTP answer
@@ -42,7 +42,7 @@ use super::auth::{
 };
 use super::stdio::Signals;
 use super::{Listing, SecureServer, VersionPolicy};
-use crate::audit::{Audit, AuditEvent, JsonLinesSink, shorten_str};
+use crate::audit::{Audit, AuditEvent, shorten_str};
 use crate::context::Caller;
 use crate::scope::Grant;
 use crate::tool::DefinitionError;
@@ -63,7 +63,7 @@ pub struct HttpConfig {
     /// `anonymous_grant`, which suits a loopback-only development setup and nothing else.
     pub auth: Option<BearerAuth>,
     /// Mutual TLS instead of bearer tokens: serve HTTPS, require client certificates from the configured CA, and
-    /// take each caller from its certificate (see [`super::mtls`]). Exclusive with `auth`.
+    /// take each caller from its certificate (see the `serve::mtls` module). Exclusive with `auth`.
     #[cfg(feature = "mtls")]
     pub mtls: Option<super::mtls::MtlsAuth>,
     /// The grant of unauthenticated callers when `auth` is `None` (default: nothing).
@@ -150,17 +150,12 @@ impl HttpConfig {
         self,
         builder: ToolSetBuilder<S>,
     ) -> Result<(), HttpError> {
-        let mut builder = builder;
-        if let Some(id) = &self.server_id {
-            builder = builder.server_id(id.clone());
-        }
-        if let Some(path) = &self.audit_log {
-            let sink = JsonLinesSink::append_to(path).map_err(|source| HttpError::AuditLog {
-                path: path.clone(),
+        let builder = builder
+            .runner_settings(self.server_id.as_deref(), self.audit_log.as_deref())
+            .map_err(|source| HttpError::AuditLog {
+                path: self.audit_log.clone().unwrap_or_default(),
                 source,
             })?;
-            builder = builder.audit_sink(sink);
-        }
         #[cfg(feature = "mtls")]
         if self.mtls.is_some() && self.auth.is_some() {
             return Err(HttpError::Config(

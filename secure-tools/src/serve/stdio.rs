@@ -7,7 +7,7 @@ use rmcp::model::{Implementation, ProtocolVersion};
 use rmcp::service::ServerInitializeError;
 
 use super::{DEFAULT_MAX_MESSAGE_BYTES, LineTransport, Listing, SecureServer, VersionPolicy};
-use crate::audit::{AuditEvent, JsonLinesSink};
+use crate::audit::AuditEvent;
 use crate::context::Caller;
 use crate::scope::{Grant, ScopeError};
 use crate::tool::DefinitionError;
@@ -145,17 +145,12 @@ impl StdioConfig {
         self,
         builder: ToolSetBuilder<S>,
     ) -> Result<(), StdioError> {
-        let mut builder = builder;
-        if let Some(id) = &self.server_id {
-            builder = builder.server_id(id.clone());
-        }
-        if let Some(path) = &self.audit_log {
-            let sink = JsonLinesSink::append_to(path).map_err(|source| StdioError::AuditLog {
-                path: path.clone(),
+        let builder = builder
+            .runner_settings(self.server_id.as_deref(), self.audit_log.as_deref())
+            .map_err(|source| StdioError::AuditLog {
+                path: self.audit_log.clone().unwrap_or_default(),
                 source,
             })?;
-            builder = builder.audit_sink(sink);
-        }
         let tools = builder.build()?;
         let audit = tools.audit().clone();
         if self.grant.is_empty() {
