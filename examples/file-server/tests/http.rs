@@ -1,7 +1,8 @@
 //! The file server over streamable HTTP with bearer authentication: the real binary, a real HTTP client, and the
 //! audit log it writes.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -49,20 +50,7 @@ impl Server {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let mut stderr = BufReader::new(child.stderr.take().unwrap());
-        let mut line = String::new();
-        loop {
-            line.clear();
-            assert!(
-                stderr.read_line(&mut line).unwrap() > 0,
-                "server exited before listening"
-            );
-            if line.contains("serving MCP over HTTP at") {
-                break;
-            }
-        }
-        // Keep draining stderr so the server never blocks on it.
-        std::thread::spawn(move || for _ in stderr.lines() {});
+        common::wait_until_listening(&mut child, "serving MCP over HTTP at", |_| {});
         Server {
             child,
             base,

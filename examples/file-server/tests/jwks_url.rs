@@ -5,7 +5,9 @@
 //! The keys are EC P-256 test keys (`tests/fixtures/jwks-key-{a,b}.pem`, made with
 //! `openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256`), used for nothing else.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod common;
+
+use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -191,19 +193,7 @@ fn start_server_with(jwks_url: &str, jwks_ca: Option<&Path>) -> Server {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    loop {
-        line.clear();
-        assert!(
-            stderr.read_line(&mut line).unwrap() > 0,
-            "server exited before listening"
-        );
-        if line.contains("serving MCP over HTTP at") {
-            break;
-        }
-    }
-    std::thread::spawn(move || for _ in stderr.lines() {});
+    common::wait_until_listening(&mut child, "serving MCP over HTTP at", |_| {});
     Server {
         child,
         resource,

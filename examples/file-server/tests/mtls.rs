@@ -1,7 +1,8 @@
 //! The file server over HTTPS with mutual TLS: the real binary, certificates made at test time (rcgen), a real
 //! TLS client (rustls) presenting them, and the audit log the server writes.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -126,24 +127,15 @@ impl Server {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let mut stderr = BufReader::new(child.stderr.take().unwrap());
-        let mut line = String::new();
-        loop {
-            line.clear();
-            assert!(
-                stderr.read_line(&mut line).unwrap() > 0,
-                "server exited before listening"
-            );
+        common::wait_until_listening(&mut child, "serving MCP over HTTPS at", |line| {
             assert!(!line.contains("warning"), "{line}");
             if line.contains("serving MCP over HTTPS at") {
                 assert!(
                     line.contains(&format!("https://127.0.0.1:{port}/mcp")),
                     "{line}"
                 );
-                break;
             }
-        }
-        std::thread::spawn(move || for _ in stderr.lines() {});
+        });
         Server {
             child,
             port,

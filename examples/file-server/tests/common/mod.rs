@@ -1,0 +1,23 @@
+//! Helpers shared by the HTTP test files.
+
+use std::io::{BufRead, BufReader};
+use std::process::Child;
+
+/// Reads the server's standard error until a line contains `marker` (the runner's "serving ..." line), passing
+/// every line read to `check`; then keeps draining it on a thread so the server never blocks on a full pipe.
+pub fn wait_until_listening(child: &mut Child, marker: &str, check: impl Fn(&str)) {
+    let mut stderr = BufReader::new(child.stderr.take().expect("stderr is piped"));
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "server exited before listening"
+        );
+        check(&line);
+        if line.contains(marker) {
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in stderr.lines() {});
+}
