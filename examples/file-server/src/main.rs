@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 use secure_tools::Grant;
 use secure_tools::ToolSet;
 use secure_tools::fs::{Limits, Root};
-use secure_tools::rmcp::model::{Implementation, ProtocolVersion};
+use secure_tools::rmcp::model::Implementation;
 use secure_tools::serve::auth::{BearerAuth, VerificationKeys};
 use secure_tools::serve::http::HttpConfig;
 use secure_tools::serve::mtls::MtlsAuth;
@@ -255,11 +255,7 @@ async fn serve(cli: Cli) -> Result<(), String> {
         config.max_message_bytes = max;
     }
     if let Some(text) = cli.min_protocol_version {
-        let minimum = ProtocolVersion::KNOWN_VERSIONS
-            .iter()
-            .find(|v| v.as_str() == text)
-            .ok_or_else(|| format!("unknown protocol version `{text}`"))?;
-        config.versions = VersionPolicy::minimum(minimum.clone());
+        config.versions = VersionPolicy::minimum_named(&text)?;
     }
 
     config.serve(tools).await.map_err(|e| e.to_string())
@@ -418,11 +414,7 @@ async fn serve_http_with(
         config.max_request_body_bytes = max;
     }
     if let Some(text) = cli.min_protocol_version {
-        let minimum = ProtocolVersion::KNOWN_VERSIONS
-            .iter()
-            .find(|v| v.as_str() == text)
-            .ok_or_else(|| format!("unknown protocol version `{text}`"))?;
-        config.versions = VersionPolicy::minimum(minimum.clone());
+        config.versions = VersionPolicy::minimum_named(&text)?;
     }
     config.serve(tools).await.map_err(|e| e.to_string())
 }

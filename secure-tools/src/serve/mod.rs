@@ -75,6 +75,28 @@ impl VersionPolicy {
         }
     }
 
+    /// [`VersionPolicy::minimum`] from a version's name (`2025-06-18`), as configuration gives it; an unknown name
+    /// is an error whose message lists the known ones.
+    pub fn minimum_named(name: &str) -> Result<Self, String> {
+        match ProtocolVersion::KNOWN_VERSIONS
+            .iter()
+            .find(|v| v.as_str() == name.trim())
+        {
+            Some(minimum) => Ok(VersionPolicy::minimum(minimum.clone())),
+            None => {
+                let names: Vec<_> = ProtocolVersion::KNOWN_VERSIONS
+                    .iter()
+                    .map(|v| v.as_str())
+                    .collect();
+                Err(format!(
+                    "unknown protocol version `{}`; expected one of {}",
+                    name.escape_debug(),
+                    names.join(", ")
+                ))
+            }
+        }
+    }
+
     /// Exactly these versions, strictly.
     pub fn only(versions: impl IntoIterator<Item = ProtocolVersion>) -> Self {
         VersionPolicy {

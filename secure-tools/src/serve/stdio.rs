@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use rmcp::model::{Implementation, ProtocolVersion};
+use rmcp::model::Implementation;
 use rmcp::service::ServerInitializeError;
 
 use super::{DEFAULT_MAX_MESSAGE_BYTES, LineTransport, Listing, SecureServer, VersionPolicy};
@@ -117,24 +117,11 @@ impl StdioConfig {
                 })?;
         }
         if let Some(text) = var("MCP_MIN_PROTOCOL_VERSION") {
-            let known = ProtocolVersion::KNOWN_VERSIONS
-                .iter()
-                .find(|v| v.as_str() == text.trim());
-            let Some(minimum) = known else {
-                let names: Vec<_> = ProtocolVersion::KNOWN_VERSIONS
-                    .iter()
-                    .map(|v| v.as_str())
-                    .collect();
-                return Err(StdioError::Invalid {
+            config.versions =
+                VersionPolicy::minimum_named(&text).map_err(|message| StdioError::Invalid {
                     name: "MCP_MIN_PROTOCOL_VERSION",
-                    message: format!(
-                        "unknown version `{}`; expected one of {}",
-                        text.escape_debug(),
-                        names.join(", ")
-                    ),
-                });
-            };
-            config.versions = VersionPolicy::minimum(minimum.clone());
+                    message,
+                })?;
         }
         Ok(config)
     }
