@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 
 use secure_tools::audit::{AuditError, AuditRecord};
 use secure_tools::{
-    AuditSink, CallContext, CallError, Caller, JsonLinesSink, MemorySink, Outcome, RequestId,
-    State, ToolError, ToolOutput, ToolSet, secure_tool,
+    AuditSink, CallContext, CallError, CallResponse, Caller, JsonLinesSink, MemorySink, Outcome,
+    RequestId, State, ToolError, ToolOutput, ToolSet, secure_tool,
 };
 use secure_tools_tests::{caller, request};
 use serde_json::{Value, json};
@@ -80,6 +80,19 @@ fn tools(sink: impl AuditSink) -> (ToolSet<Runs>, Runs) {
     (set, runs)
 }
 
+/// Calls a known tool through the pipeline.
+async fn call(
+    set: &ToolSet<Runs>,
+    caller: &Caller,
+    id: i64,
+    tool: &str,
+    args: Value,
+) -> CallResponse {
+    set.call(request(caller, id, tool, args))
+        .await
+        .expect("known tool")
+}
+
 fn writer() -> Caller {
     caller("alice", "files.write")
 }
@@ -96,15 +109,14 @@ async fn code_of(set: &ToolSet<Runs>, caller: &Caller, tool: &str, args: Value) 
 async fn allowed_call_returns_structured_output_and_one_full_audit_record() {
     let sink = MemorySink::new();
     let (set, runs) = tools(sink.clone());
-    let response = set
-        .call(request(
-            &writer(),
-            7,
-            "write_note",
-            json!({"filename": "a.txt", "content": "hello"}),
-        ))
-        .await
-        .unwrap();
+    let response = call(
+        &set,
+        &writer(),
+        7,
+        "write_note",
+        json!({"filename": "a.txt", "content": "hello"}),
+    )
+    .await;
     assert_eq!(response.outcome(), Outcome::Ok);
     assert_eq!(
         response.result().unwrap(),
@@ -239,15 +251,14 @@ async fn failed_validation_names_the_rule_but_never_the_value() {
     let sink = MemorySink::new();
     let (set, runs) = tools(sink.clone());
     let secret = "S3CRET-".repeat(20);
-    let response = set
-        .call(request(
-            &writer(),
-            1,
-            "write_note",
-            json!({"filename": "a.txt", "content": secret}),
-        ))
-        .await
-        .unwrap();
+    let response = call(
+        &set,
+        &writer(),
+        1,
+        "write_note",
+        json!({"filename": "a.txt", "content": secret}),
+    )
+    .await;
     assert_eq!(response.outcome(), Outcome::Invalid);
     let err = response.result().unwrap_err();
     assert_eq!(err.code(), "invalid_input");
@@ -257,15 +268,14 @@ async fn failed_validation_names_the_rule_but_never_the_value() {
     assert_eq!(runs.count(), 0);
 
     // A redacted argument of the wrong type: serde would quote it; the message must not.
-    let response = set
-        .call(request(
-            &writer(),
-            2,
-            "write_note",
-            json!({"filename": "a.txt", "content": 424242}),
-        ))
-        .await
-        .unwrap();
+    let response = call(
+        &set,
+        &writer(),
+        2,
+        "write_note",
+        json!({"filename": "a.txt", "content": 424242}),
+    )
+    .await;
     let err = response.result().unwrap_err();
     assert_eq!(err.code(), "malformed_arguments");
     assert!(!err.message().contains("424242"), "{}", err.message());
@@ -278,27 +288,25 @@ async fn failed_validation_names_the_rule_but_never_the_value() {
 async fn handler_errors_keep_their_code_and_hide_internal_detail() {
     let sink = MemorySink::new();
     let (set, _) = tools(sink.clone());
-    let response = set
-        .call(request(
-            &writer(),
-            1,
-            "write_note",
-            json!({"filename": "missing.txt", "content": ""}),
-        ))
-        .await
-        .unwrap();
+    let response = call(
+        &set,
+        &writer(),
+        1,
+        "write_note",
+        json!({"filename": "missing.txt", "content": ""}),
+    )
+    .await;
     assert_eq!(response.outcome(), Outcome::Error);
     assert_eq!(response.error_code(), Some("not_found"));
 
-    let response = set
-        .call(request(
-            &writer(),
-            2,
-            "write_note",
-            json!({"filename": "broken.txt", "content": ""}),
-        ))
-        .await
-        .unwrap();
+    let response = call(
+        &set,
+        &writer(),
+        2,
+        "write_note",
+        json!({"filename": "broken.txt", "content": ""}),
+    )
+    .await;
     assert_eq!(response.outcome(), Outcome::Error);
     let err = response.result().unwrap_err();
     assert_eq!(err.code(), "internal_error");
@@ -316,29 +324,27 @@ async fn handler_errors_keep_their_code_and_hide_internal_detail() {
 async fn a_panicking_handler_fails_cleanly_is_audited_and_the_next_call_works() {
     let sink = MemorySink::new();
     let (set, _) = tools(sink.clone());
-    let response = set
-        .call(request(
-            &writer(),
-            1,
-            "write_note",
-            json!({"filename": "panic.txt", "content": "pw"}),
-        ))
-        .await
-        .unwrap();
+    let response = call(
+        &set,
+        &writer(),
+        1,
+        "write_note",
+        json!({"filename": "panic.txt", "content": "pw"}),
+    )
+    .await;
     assert_eq!(response.outcome(), Outcome::Panic);
     assert_eq!(response.error_code(), Some("tool_panicked"));
     let shown = serde_json::to_string(&response.into_call_tool_result()).unwrap();
     assert!(!shown.contains("boom"), "{shown}");
 
-    let response = set
-        .call(request(
-            &writer(),
-            2,
-            "write_note",
-            json!({"filename": "ok.txt", "content": "x"}),
-        ))
-        .await
-        .unwrap();
+    let response = call(
+        &set,
+        &writer(),
+        2,
+        "write_note",
+        json!({"filename": "ok.txt", "content": "x"}),
+    )
+    .await;
     assert_eq!(response.outcome(), Outcome::Ok);
     let outcomes: Vec<_> = sink
         .records()
@@ -368,10 +374,7 @@ async fn unknown_tools_are_protocol_errors_and_still_audited() {
 async fn handlers_receive_caller_request_id_and_context() {
     let (set, _) = tools(MemorySink::new());
     let who = caller("carol", "whoami files.read");
-    let response = set
-        .call(request(&who, 42, "whoami", json!({})))
-        .await
-        .unwrap();
+    let response = call(&set, &who, 42, "whoami", json!({})).await;
     assert_eq!(
         response.result().unwrap(),
         &ToolOutput::Text("carol|files.read whoami|42|whoami".into())
