@@ -93,6 +93,14 @@ async fn call(
         .expect("known tool")
 }
 
+/// The `tool_call` records, one per call (tools not marked `read_only` also get a `call_started` record each).
+fn tool_calls(sink: &MemorySink) -> Vec<Value> {
+    sink.records()
+        .into_iter()
+        .filter(|r| r["event"] == "tool_call")
+        .collect()
+}
+
 fn writer() -> Caller {
     caller("alice", "files.write")
 }
@@ -128,8 +136,21 @@ async fn allowed_call_returns_structured_output_and_one_full_audit_record() {
     assert_eq!(runs.count(), 1);
 
     let records = sink.records();
-    assert_eq!(records.len(), 1);
-    let record = &records[0];
+    assert_eq!(
+        records.len(),
+        2,
+        "call_started, then tool_call: {records:?}"
+    );
+    assert_eq!(records[0]["event"], "call_started");
+    assert_eq!(records[0]["call_id"], records[1]["call_id"]);
+    assert_eq!(records[0]["inputs"], records[1]["inputs"]);
+    let record = &records[1];
+    let call_id = record["call_id"].as_str().unwrap();
+    assert_eq!(call_id, response.call_id().to_string());
+    assert!(
+        call_id.len() == 32 && call_id.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{call_id}"
+    );
     let ts = record["ts"].as_str().unwrap();
     assert!(
         ts.ends_with('Z') && ts.len() == "2026-01-01T00:00:00.000000Z".len(),
@@ -316,7 +337,10 @@ async fn handler_errors_keep_their_code_and_hide_internal_detail() {
         "{shown}"
     );
 
-    let outcomes: Vec<_> = sink.records().iter().map(|r| r["error"].clone()).collect();
+    let outcomes: Vec<_> = tool_calls(&sink)
+        .iter()
+        .map(|r| r["error"].clone())
+        .collect();
     assert_eq!(outcomes, [json!("not_found"), json!("internal_error")]);
 }
 
@@ -346,8 +370,7 @@ async fn a_panicking_handler_fails_cleanly_is_audited_and_the_next_call_works() 
     )
     .await;
     assert_eq!(response.outcome(), Outcome::Ok);
-    let outcomes: Vec<_> = sink
-        .records()
+    let outcomes: Vec<_> = tool_calls(&sink)
         .iter()
         .map(|r| r["outcome"].clone())
         .collect();
@@ -405,20 +428,21 @@ async fn when_the_audit_cannot_be_written_calls_fail_closed() {
     let args = || json!({"filename": "a.txt", "content": "x"});
     sink.broken.store(true, Ordering::SeqCst);
 
-    // The first unaudited call ran, but its success is not reported.
+    // The first call's `call_started` record cannot be written, so its handler does not run: no effect without a
+    // record.
     let response = set
         .call(request(&writer(), 1, "write_note", args()))
         .await
         .unwrap();
     assert_eq!(response.error_code(), Some("audit_unavailable"));
-    assert_eq!(runs.count(), 1);
-    // Once the trail is known to fail, handlers no longer run at all.
+    assert_eq!(runs.count(), 0);
+    // Once the trail is known to fail, calls are refused before anything else.
     let response = set
         .call(request(&writer(), 2, "write_note", args()))
         .await
         .unwrap();
     assert_eq!(response.error_code(), Some("audit_unavailable"));
-    assert_eq!(runs.count(), 1);
+    assert_eq!(runs.count(), 0);
 
     // The sink recovers: the refusal is written, and the call after it runs.
     sink.broken.store(false, Ordering::SeqCst);
@@ -432,8 +456,9 @@ async fn when_the_audit_cannot_be_written_calls_fail_closed() {
         .await
         .unwrap();
     assert_eq!(response.outcome(), Outcome::Ok);
-    assert_eq!(runs.count(), 2);
-    assert_eq!(sink.written.load(Ordering::SeqCst), 2);
+    assert_eq!(runs.count(), 1);
+    // Call 3's `tool_call`, then call 4's `call_started` and `tool_call`.
+    assert_eq!(sink.written.load(Ordering::SeqCst), 3);
 }
 
 /// A `Write` into shared memory, to read back what a `JsonLinesSink` wrote.
@@ -500,11 +525,18 @@ async fn json_lines_hold_one_record_per_call_whatever_the_input() {
     }
     let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
     let lines: Vec<&str> = text.split_terminator('\n').collect();
-    assert_eq!(lines.len(), n, "{text}");
-    let records: Vec<Value> = lines
+    let all: Vec<Value> = lines
         .iter()
         .map(|l| serde_json::from_str(l).expect("each line is JSON"))
         .collect();
+    // The two calls whose handler ran (`ok`, `panic`) have a `call_started` record before their `tool_call`.
+    let started = all.iter().filter(|r| r["event"] == "call_started").count();
+    assert_eq!(started, 2, "{text}");
+    let records: Vec<Value> = all
+        .into_iter()
+        .filter(|r| r["event"] == "tool_call")
+        .collect();
+    assert_eq!(records.len(), n, "{text}");
     let ids: Vec<_> = records
         .iter()
         .map(|r| r["request_id"].as_i64().unwrap())

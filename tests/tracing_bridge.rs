@@ -87,12 +87,12 @@ fn calls_run_in_a_span_and_the_tracing_bridge_carries_the_record() {
         .find(|l| l.contains("handler log line"))
         .expect("handler event captured");
     assert!(
-        handler.contains("in tool_call{tool=whoami request_id=5}"),
+        handler.contains("in tool_call{tool=whoami request_id=5 call_id="),
         "{handler}"
     );
     let audit = lines
         .iter()
-        .find(|l| l.contains("target=secure_tools::audit"))
+        .find(|l| l.contains("target=secure_tools::audit") && l.contains("event=\"tool_call\""))
         .expect("audit event captured");
     for field in [
         "tool=whoami",
@@ -101,6 +101,7 @@ fn calls_run_in_a_span_and_the_tracing_bridge_carries_the_record() {
         "caller=dave",
         "server_id=test-server",
         "request_id=5",
+        "call_id=",
     ] {
         assert!(audit.contains(field), "{field} missing from {audit}");
     }

@@ -3,8 +3,21 @@
 
 use syn::{Attribute, FnArg, GenericArgument, Ident, ItemFn, Pat, PathArguments, ReturnType, Type};
 
-/// The context parameter types the runtime fills from the call, by the last segment of their path.
-pub const CONTEXT_TYPES: &[&str] = &["Caller", "RequestId", "CallContext", "State"];
+/// The context parameter types the runtime fills from the call, by the last segment of their path. A parameter
+/// marked `#[arg]` is an argument whatever its type's name.
+pub const CONTEXT_TYPES: &[&str] = &[
+    "Caller",
+    "RequestId",
+    "CallId",
+    "CallContext",
+    "State",
+    "CancellationToken",
+    "Progress",
+    "ClientLog",
+    "Elicitation",
+    "Sampling",
+    "Meta",
+];
 
 pub struct Function<'a> {
     pub original: &'a ItemFn,
@@ -34,7 +47,7 @@ pub enum ParamKind<'a> {
         ty: &'a Type,
         attrs: &'a [Attribute],
     },
-    /// `Caller`, `RequestId`, `CallContext`, `State<T>`.
+    /// `Caller`, `RequestId`, `CallContext`, `State<T>`, ...: see [`CONTEXT_TYPES`].
     Context {
         ty: &'a Type,
         attrs: &'a [Attribute],
@@ -75,7 +88,19 @@ impl<'a> Param<'a> {
             FnArg::Receiver(_) => ParamKind::Receiver,
             FnArg::Typed(typed) => {
                 let ty = &*typed.ty;
+                let marked_arg = typed.attrs.iter().any(is_arg_marker);
                 match last_segment(ty) {
+                    _ if marked_arg => ParamKind::Input {
+                        ident: match &*typed.pat {
+                            Pat::Ident(p) if p.by_ref.is_none() && p.subpat.is_none() => {
+                                Some(&p.ident)
+                            }
+                            _ => None,
+                        },
+                        pat: &typed.pat,
+                        ty,
+                        attrs: &typed.attrs,
+                    },
                     Some((name, _)) if CONTEXT_TYPES.contains(&name.as_str()) => {
                         ParamKind::Context {
                             ty,
@@ -142,18 +167,23 @@ impl<'a> Output<'a> {
         }
     }
 
-    /// Whether the success type is sent as text (`String`, `&str`, `()`) or is already `Json<_>` or `Rendered<_>`, rather than
-    /// wrapped in `Json` for structured content.
+    /// Whether the success type is sent as text (`String`, `&str`, `()`) or is already `Json<_>`, `Rendered<_>` or
+    /// `ContentBlocks`, rather than wrapped in `Json` for structured content.
     pub fn is_plain(&self) -> bool {
         match self.ok {
             None => true,
             Some(Type::Tuple(t)) => t.elems.is_empty(),
             Some(Type::Reference(r)) => matches!(&*r.elem, Type::Path(p) if p.path.is_ident("str")),
             Some(ty) => {
-                matches!(last_segment(ty), Some((name, _)) if name == "String" || name == "Json" || name == "Rendered")
+                matches!(last_segment(ty), Some((name, _)) if ["String", "Json", "Rendered", "ContentBlocks"].contains(&name.as_str()))
             }
         }
     }
+}
+
+/// The name of a type's last path segment, for messages.
+pub fn type_name(ty: &Type) -> Option<String> {
+    last_segment(ty).map(|(name, _)| name)
 }
 
 /// The last path segment's name and its first generic type argument.
@@ -199,6 +229,11 @@ pub fn docs(attrs: &[Attribute]) -> Option<String> {
         .collect();
     let text = lines.join("\n").trim().to_owned();
     (!text.is_empty()).then_some(text)
+}
+
+/// `#[arg]`: the parameter is an argument, even if its type is named like a context type (`State`, `Caller`, ...).
+pub fn is_arg_marker(attr: &Attribute) -> bool {
+    attr.path().is_ident("arg")
 }
 
 /// Whether an attribute on a parameter belongs to the generated argument struct.

@@ -3,9 +3,9 @@
 use proc_macro2::{Span, TokenStream, TokenTree};
 use syn::meta::ParseNestedMeta;
 use syn::parse::Parser;
-use syn::{Expr, ExprLit, Ident, Lit, LitStr, Token};
+use syn::{Expr, ExprLit, Ident, Lit, LitInt, LitStr, Token};
 
-const ARGUMENTS: &str = "`scope`, `unscoped`, `audit_redact`, `name`, `title`, `read_only`, `destructive`, `idempotent`, `open_world`";
+const ARGUMENTS: &str = "`scope`, `unscoped`, `audit_redact`, `name`, `title`, `read_only`, `destructive`, `idempotent`, `open_world`, `rate`, `timeout`, `concurrency`, `authorize`";
 
 #[derive(Default)]
 pub struct Args {
@@ -25,6 +25,14 @@ pub struct Args {
     pub destructive: Option<bool>,
     pub idempotent: Option<bool>,
     pub open_world: Option<bool>,
+    /// `rate = "10/min"`.
+    pub rate: Option<LitStr>,
+    /// `timeout = "5s"`.
+    pub timeout: Option<LitStr>,
+    /// `concurrency = 4`.
+    pub concurrency: Option<LitInt>,
+    /// `authorize = path::to::rule`.
+    pub authorize: Option<syn::Path>,
 }
 
 /// Parses the arguments. Problems with single arguments are collected in `errors` and parsing goes on; a token
@@ -115,6 +123,58 @@ fn parse_one(
                 duplicate(errors);
             } else {
                 args.audit_redact = Some((key, names.unwrap_or_default()));
+            }
+        }
+        "rate" | "timeout" => {
+            let example = if key == "rate" { "10/min" } else { "30s" };
+            let value = string(&meta, &key, example, errors)?;
+            let slot = if key == "rate" {
+                &mut args.rate
+            } else {
+                &mut args.timeout
+            };
+            if slot.is_some() {
+                duplicate(errors);
+            } else {
+                *slot = value;
+            }
+        }
+        "concurrency" => {
+            let value = match value(&meta, &key, "`concurrency = 4`", errors)? {
+                Some(Expr::Lit(ExprLit {
+                    lit: Lit::Int(lit), ..
+                })) => Some(lit),
+                Some(other) => {
+                    errors.push(syn::Error::new_spanned(
+                        other,
+                        "expected a whole number of calls, e.g. `concurrency = 4`",
+                    ));
+                    None
+                }
+                None => None,
+            };
+            if args.concurrency.is_some() {
+                duplicate(errors);
+            } else {
+                args.concurrency = value;
+            }
+        }
+        "authorize" => {
+            let value = match value(&meta, &key, "`authorize = path::to::rule`", errors)? {
+                Some(Expr::Path(path)) if path.qself.is_none() => Some(path.path),
+                Some(other) => {
+                    errors.push(syn::Error::new_spanned(
+                        other,
+                        "expected the path of an `async fn` rule, e.g. `authorize = tickets::only_reporter`",
+                    ));
+                    None
+                }
+                None => None,
+            };
+            if args.authorize.is_some() {
+                duplicate(errors);
+            } else {
+                args.authorize = value;
             }
         }
         "name" | "title" => {

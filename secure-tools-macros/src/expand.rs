@@ -87,7 +87,7 @@ fn generate(model: &Model) -> TokenStream {
                     unreachable!()
                 };
                 let attrs = attrs.iter().filter(|a| crate::ast::is_field_attr(a));
-                quote!(#(#attrs)* #ident: #ty,)
+                quote!(#(#attrs)* pub #ident: #ty,)
             });
             let serde_crate = format!("{private}::serde").replace(' ', "");
             let schemars_crate = format!("{private}::schemars").replace(' ', "");
@@ -103,6 +103,7 @@ fn generate(model: &Model) -> TokenStream {
                 use ::core::convert::{From as _, Into as _};
 
                 #[derive(#private::serde::Deserialize, #private::schemars::JsonSchema, #private::validator::Validate)]
+                #[allow(missing_docs)]
                 #[serde(crate = #serde_crate, deny_unknown_fields)]
                 #[schemars(crate = #schemars_crate)]
                 #[validate(crate = #validator_crate)]
@@ -181,6 +182,28 @@ fn generate(model: &Model) -> TokenStream {
         quote!(#private::Ok::<_, #private::ToolError>((#wrap)(__result)))
     };
 
+    // Limits and the argument rule.
+    let rate = option(model.rate.map(|(count, secs)| {
+        quote!(#private::RateSpec { count: #count, period: #private::Duration::from_secs(#secs) })
+    }));
+    let timeout = option(
+        model
+            .timeout_ms
+            .map(|ms| quote!(#private::Duration::from_millis(#ms))),
+    );
+    let concurrency = option(model.concurrency);
+    let authorize = model.authorize.map(|rule| {
+        let call = quote_spanned!(rule.span()=> #rule(__args, __call));
+        quote! {
+            fn authorize<'__a>(
+                __args: &'__a <Self as #private::ToolInput>::Args,
+                __call: &'__a #private::GuardCall<'__a>,
+            ) -> impl #private::Future<Output = #private::Result<(), #private::ToolError>> + #private::Send + '__a {
+                #call
+            }
+        }
+    });
+
     let struct_doc = format!(
         "The secure tool made from the function `{ident}`: register it with `ToolSetBuilder::tool::<{ident}>()`."
     );
@@ -209,6 +232,10 @@ fn generate(model: &Model) -> TokenStream {
                 #private::Into::into(__error)
             }
 
+            impl #private::ToolInput for #ident {
+                type Args = #args_ty;
+            }
+
             impl<__S> #private::SecureTool<__S> for #ident
             where
                 __S: #private::Send + #private::Sync + 'static,
@@ -225,8 +252,10 @@ fn generate(model: &Model) -> TokenStream {
                     destructive: #destructive,
                     idempotent: #idempotent,
                     open_world: #open_world,
+                    rate: #rate,
+                    timeout: #timeout,
+                    concurrency: #concurrency,
                 };
-                type Args = #args_ty;
                 type Output = #output_ty;
 
                 fn invoke(
@@ -240,6 +269,8 @@ fn generate(model: &Model) -> TokenStream {
                         __finish::<Self, __S>(#result)
                     })
                 }
+
+                #authorize
             }
         };
     }

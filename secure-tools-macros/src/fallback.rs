@@ -3,26 +3,83 @@
 //! reported problems.
 
 use proc_macro2::TokenStream;
-use quote::ToTokens;
+use quote::{ToTokens, quote};
 use syn::{FnArg, Item, ItemFn};
 
-use crate::ast::is_field_attr;
+use crate::ast::{is_arg_marker, is_field_attr};
 
 /// The function without the argument attributes that only the generated struct understands.
 pub fn strip_argument_attrs(item: &ItemFn) -> ItemFn {
     let mut item = item.clone();
     for arg in &mut item.sig.inputs {
         if let FnArg::Typed(typed) = arg {
-            typed.attrs.retain(|attr| !is_field_attr(attr));
+            typed
+                .attrs
+                .retain(|attr| !is_field_attr(attr) && !is_arg_marker(attr));
         }
     }
     item
 }
 
+/// The function as written, a stub of the tool type (so registering the tool, `.tool::<name>()`, adds no error
+/// of its own), and the errors.
 pub fn function(item: &ItemFn, errors: Vec<syn::Error>) -> TokenStream {
     let mut tokens = strip_argument_attrs(item).into_token_stream();
+    tokens.extend(stub(item));
     tokens.extend(errors.into_iter().map(|e| e.into_compile_error()));
     tokens
+}
+
+/// A tool type that implements the runtime traits for any state and is never called: the build fails on the
+/// reported errors anyway.
+fn stub(item: &ItemFn) -> TokenStream {
+    // A method is inside an `impl` block, where no type can be declared: the receiver error says it all.
+    if matches!(item.sig.inputs.first(), Some(FnArg::Receiver(_))) {
+        return TokenStream::new();
+    }
+    let private = quote!(::secure_tools::__private);
+    let vis = &item.vis;
+    let ident = &item.sig.ident;
+    let name = ident.to_string();
+    quote! {
+        #[allow(non_camel_case_types, dead_code)]
+        #vis struct #ident {
+            _private: (),
+        }
+
+        const _: () = {
+            impl #private::ToolInput for #ident {
+                type Args = #private::Stub;
+            }
+
+            impl<__S> #private::SecureTool<__S> for #ident {
+                const META: #private::ToolMeta = #private::ToolMeta {
+                    name: #name,
+                    title: #private::None,
+                    description: #private::None,
+                    scopes: &[],
+                    unscoped: true,
+                    audit_redact: &[],
+                    read_only: #private::None,
+                    destructive: #private::None,
+                    idempotent: #private::None,
+                    open_world: #private::None,
+                    rate: #private::None,
+                    timeout: #private::None,
+                    concurrency: #private::None,
+                };
+                type Output = ::std::string::String;
+
+                fn invoke(
+                    _: #private::Stub,
+                    _: &#private::CallContext,
+                    _: &__S,
+                ) -> #private::ToolFuture {
+                    ::core::unreachable!("a tool whose attribute has errors never compiles")
+                }
+            }
+        };
+    }
 }
 
 /// The error for an item that is not a function, on its keyword and name.

@@ -18,10 +18,18 @@ pub struct Model<'a> {
     pub hints: [Option<bool>; 4],
     /// The single `Args<T>` type, if the function takes its input that way.
     pub args_struct: Option<&'a Type>,
+    /// `rate`: calls and period in seconds.
+    pub rate: Option<(u32, u64)>,
+    /// `timeout`, in milliseconds.
+    pub timeout_ms: Option<u64>,
+    /// `concurrency`.
+    pub concurrency: Option<u32>,
+    /// `authorize`: the rule's path.
+    pub authorize: Option<&'a syn::Path>,
 }
 
 pub fn check<'a>(
-    args: &Args,
+    args: &'a Args,
     function: &'a Function<'a>,
     errors: &mut Vec<syn::Error>,
 ) -> Model<'a> {
@@ -62,10 +70,10 @@ pub fn check<'a>(
     // Scopes.
     let mut seen = BTreeSet::new();
     for scope in &args.scopes {
-        if let Err(reason) = scope_grammar(&scope.value()) {
+        if let Err(error) = crate::grammar::scope(&scope.value()) {
             errors.push(syn::Error::new_spanned(
                 scope,
-                format_args!("invalid scope `{}`: {reason}", scope.value()),
+                format_args!("invalid scope `{}`: {}", scope.value(), error.reason()),
             ));
         } else if !seen.insert(scope.value()) {
             errors.push(syn::Error::new_spanned(
@@ -102,12 +110,19 @@ pub fn check<'a>(
                 param.original,
                 "`#[secure_tool]` functions cannot take `self`; use `State<T>` for shared state",
             )),
-            ParamKind::Input { ident, pat, ty, attrs: _ } => match ident {
+            ParamKind::Input {
+                ident,
+                pat,
+                ty,
+                attrs: _,
+            } => match ident {
                 Some(ident) => {
                     input_names.insert(ident.unraw_string());
                     if let Some(reference) = find_reference(ty) {
                         let instead = match &*reference.elem {
-                            Type::Path(p) if p.path.is_ident("str") => "use `String` instead of `&str`",
+                            Type::Path(p) if p.path.is_ident("str") => {
+                                "use `String` instead of `&str`"
+                            }
                             Type::Slice(_) => "use `Vec<T>` instead of `&[T]`",
                             _ => "remove the `&` and take the value",
                         };
@@ -117,10 +132,19 @@ pub fn check<'a>(
                         ));
                     }
                 }
-                None => errors.push(syn::Error::new_spanned(
-                    pat,
-                    "expected an identifier: each argument of a secure tool is named in its input schema",
-                )),
+                None => {
+                    // `Shared(x): Shared<T>` is an extractor's destructuring under a name the macro does not know.
+                    let message = match (&**pat, crate::ast::type_name(ty)) {
+                        (syn::Pat::TupleStruct(_), Some(name)) => format!(
+                            "`{name}` is not a context type the attribute knows, so this parameter would be an \
+                             argument, and arguments need a plain name; if `{name}` is a context type imported \
+                             under another name, use its own name (`State`, `Caller`, `Args`, ...)"
+                        ),
+                        _ => "expected an identifier: each argument of a secure tool is named in its input schema"
+                            .to_owned(),
+                    };
+                    errors.push(syn::Error::new_spanned(pat, message));
+                }
             },
             ParamKind::Args { inner, ty, attrs } => {
                 if let Some(attr) = attrs.iter().find(|a| !a.path().is_ident("doc")) {
@@ -138,12 +162,21 @@ pub fn check<'a>(
                     (Some(inner), None) => args_struct = Some(*inner),
                 }
             }
-            ParamKind::Context { attrs, .. } => {
-                if let Some(attr) = attrs.iter().find(|a| crate::ast::is_field_attr(a) && !a.path().is_ident("doc")) {
+            ParamKind::Context { attrs, ty } => {
+                if let Some(attr) = attrs
+                    .iter()
+                    .find(|a| crate::ast::is_field_attr(a) && !a.path().is_ident("doc"))
+                {
+                    let name = quote::ToTokens::to_token_stream(ty)
+                        .to_string()
+                        .replace(' ', "");
                     errors.push(syn::Error::new_spanned(
                         attr,
-                        "context parameters (`Caller`, `RequestId`, `CallContext`, `State<T>`) are not arguments \
-                         and take no argument attributes",
+                        format_args!(
+                            "`{name}` is taken as a context parameter, which is not an argument and takes no \
+                             argument attributes; if `{name}` is a type of your own meant as an argument, mark the \
+                             parameter `#[arg]`"
+                        ),
                     ));
                 }
             }
@@ -202,6 +235,52 @@ pub fn check<'a>(
         check_redacted_names(function, &audit_redact, errors);
     }
 
+    // Limits.
+    let rate = args
+        .rate
+        .as_ref()
+        .and_then(|lit| match crate::grammar::rate(&lit.value()) {
+            Ok(rate) => Some((rate.count, rate.period.as_secs())),
+            Err(reason) => {
+                errors.push(syn::Error::new_spanned(
+                    lit,
+                    format_args!(
+                        "invalid rate `{}`: {reason}; expected {}",
+                        lit.value(),
+                        crate::grammar::RATE_EXAMPLE
+                    ),
+                ));
+                None
+            }
+        });
+    let timeout_ms =
+        args.timeout
+            .as_ref()
+            .and_then(|lit| match crate::grammar::duration(&lit.value()) {
+                Ok(duration) => Some(duration.as_millis() as u64),
+                Err(reason) => {
+                    errors.push(syn::Error::new_spanned(
+                        lit,
+                        format_args!(
+                            "invalid timeout `{}`: {reason}; expected {}",
+                            lit.value(),
+                            crate::grammar::DURATION_EXAMPLE
+                        ),
+                    ));
+                    None
+                }
+            });
+    let concurrency = args.concurrency.as_ref().and_then(|lit| match lit.base10_parse::<u32>() {
+        Ok(n) if n >= 1 => Some(n),
+        _ => {
+            errors.push(syn::Error::new_spanned(
+                lit,
+                "`concurrency` is the most calls of this tool that may run at once: a whole number from 1 to 4294967295",
+            ));
+            None
+        }
+    });
+
     Model {
         function,
         tool_name,
@@ -216,6 +295,10 @@ pub fn check<'a>(
             args.open_world,
         ],
         args_struct,
+        rate,
+        timeout_ms,
+        concurrency,
+        authorize: args.authorize.as_ref(),
     }
 }
 
@@ -228,30 +311,6 @@ impl UnrawString for Ident {
         let text = self.to_string();
         text.strip_prefix("r#").map(str::to_owned).unwrap_or(text)
     }
-}
-
-/// The grammar of `secure_tools::Scope`, checked at compile time so a typo fails the build.
-fn scope_grammar(text: &str) -> Result<(), &'static str> {
-    if text.is_empty() {
-        return Err("a scope cannot be empty");
-    }
-    if text.len() > 128 {
-        return Err("a scope is at most 128 bytes");
-    }
-    for segment in text.split('.') {
-        let mut chars = segment.chars();
-        match chars.next() {
-            None => {
-                return Err("expected dotted segments such as `files.read`, with no empty segment");
-            }
-            Some(c) if c.is_ascii_lowercase() => {}
-            Some(_) => return Err("each segment starts with a lowercase ASCII letter"),
-        }
-        if !chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-') {
-            return Err("segments hold only lowercase ASCII letters, digits, `_` and `-`");
-        }
-    }
-    Ok(())
 }
 
 /// MCP tool names: 1 to 128 of ASCII letters, digits, `_`, `-` and `.`.

@@ -22,7 +22,7 @@
 //! let caller = Caller::new("alice", Grant::parse("math.add").unwrap());
 //! let args = serde_json::json!({ "a": 2, "b": 3 }).as_object().cloned();
 //! let response = tools
-//!     .call(CallRequest { caller, request_id: secure_tools::RequestId::Number(1), tool: "add".into(), arguments: args })
+//!     .call(CallRequest::new(caller, "add", args))
 //!     .await
 //!     .unwrap();
 //! assert!(response.result().is_ok());
@@ -37,12 +37,10 @@
 #![warn(missing_docs)]
 
 pub mod audit;
-mod context;
-mod error;
+pub mod call;
 pub mod fs;
-mod input;
+mod grammar;
 mod output;
-mod panic_guard;
 mod scope;
 pub mod serve;
 pub mod strict_json;
@@ -51,16 +49,33 @@ mod tool;
 mod toolset;
 
 pub use audit::{Audit, AuditSink, JsonLinesSink, MemorySink, Outcome, TracingSink};
-pub use context::{Args, CallContext, Caller, FromCallContext, FromRef, RequestId, State};
-pub use error::{ToolError, codes};
-pub use output::{IntoToolOutput, Json, Rendered, ToolOutput};
+pub use call::guard;
+pub use call::{
+    Args, CallContext, CallError, CallId, CallRequest, CallResponse, Caller, CancellationToken,
+    ClientLog, Connection, Elicitation, FromCallContext, FromRef, Meta, Progress, Rate, Refusal,
+    RefusalKind, RefusalNotice, RequestId, Sampling, State, codes,
+};
+pub use output::{ContentBlocks, IntoToolOutput, Json, Rendered, ToolOutput};
 pub use scope::{Grant, MAX_SCOPE_LEN, MissingScope, Scope, ScopeError};
 pub use serve::{SecureServer, serve_stdio};
 
+/// What a handler returns on failure: the pipeline's [`Refusal`], under the name handlers know it by.
+pub type ToolError = Refusal;
+
+/// Helpers for handlers that start work on other threads or tasks, keeping a panic there an audited `panic`
+/// outcome whose message (which may quote a redacted argument) is never printed.
+pub mod task {
+    pub use crate::call::panic::{Aborted, JoinHandle, spawn, spawn_blocking};
+}
+
 /// The rmcp this crate is built on, for its model types (`Implementation`, `ProtocolVersion`, ...).
 pub use rmcp;
-pub use tool::{DefinitionError, SCOPES_META_KEY, SecureTool, ToolDefinition, ToolFuture};
-pub use toolset::{CallError, CallRequest, CallResponse, ToolSet, ToolSetBuilder};
+pub use tool::{
+    ArgsOf, DefinitionError, SCOPES_META_KEY, SecureTool, ToolDefinition, ToolFuture, ToolInput,
+};
+pub use toolset::{
+    DEFAULT_MAX_CONCURRENT_CALLS, DEFAULT_TIMEOUT, ToolOptions, ToolSet, ToolSetBuilder,
+};
 
 /// Makes a function a secure tool: JSON Schema, input validation, scope check and audit, in one attribute.
 ///
@@ -79,15 +94,18 @@ pub mod __private {
     pub use ::serde;
     pub use ::validator;
 
-    pub use crate::context::{Args, CallContext, FromCallContext};
-    pub use crate::error::ToolError;
+    pub use crate::call::guard::GuardCall;
+    pub use crate::call::{Args, CallContext, FromCallContext, Refusal as ToolError};
+    pub use crate::grammar::RateSpec;
     pub use crate::output::{IntoToolOutput, Json, ToolOutput};
-    pub use crate::tool::{SecureTool, ToolFuture, ToolMeta};
+    pub use crate::tool::{SecureTool, ToolFuture, ToolInput, ToolMeta};
 
     pub use ::core::convert::Into;
+    pub use ::core::future::Future;
     pub use ::core::marker::{Send, Sync};
     pub use ::core::option::Option::{self, None, Some};
     pub use ::core::result::Result::{self, Err, Ok};
+    pub use ::core::time::Duration;
     pub use ::std::boxed::Box;
 
     /// Converts a handler's result into the pipeline's.
@@ -98,4 +116,10 @@ pub mod __private {
             .map_err(Into::into)
             .and_then(IntoToolOutput::into_tool_output)
     }
+
+    /// The input type of a tool whose attribute had errors: registering it still compiles, so the build reports
+    /// only the attribute's errors.
+    #[derive(serde::Deserialize, schemars::JsonSchema, validator::Validate)]
+    #[serde(crate = "::serde")]
+    pub struct Stub {}
 }

@@ -2,12 +2,12 @@
 
 use std::sync::Arc;
 
-use rmcp::model::JsonObject;
+use rmcp::model::{CallToolResult, ContentBlock, JsonObject};
 use schemars::JsonSchema;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::error::ToolError;
+use crate::call::Refusal as ToolError;
 
 /// A successful handler result, before it is shaped into an MCP `CallToolResult`.
 #[derive(Debug, Clone, PartialEq)]
@@ -22,12 +22,47 @@ pub enum ToolOutput {
         /// The text content sent beside it; `None` for the JSON text.
         text: Option<String>,
     },
+    /// Content blocks as given: images, audio, embedded resources, several of them (see [`ContentBlocks`]).
+    Content(Vec<ContentBlock>),
+}
+
+impl ToolOutput {
+    /// The MCP result of a successful call.
+    pub fn into_call_tool_result(self) -> CallToolResult {
+        match self {
+            ToolOutput::Text(text) => CallToolResult::success(vec![ContentBlock::text(text)]),
+            ToolOutput::Structured { value, text: None } => CallToolResult::structured(value),
+            ToolOutput::Structured {
+                value,
+                text: Some(text),
+            } => {
+                let mut result = CallToolResult::success(vec![ContentBlock::text(text)]);
+                result.structured_content = Some(value);
+                result
+            }
+            ToolOutput::Content(blocks) => CallToolResult::success(blocks),
+        }
+    }
+}
+
+/// A result made of MCP content blocks of the handler's choosing: images (`ContentBlock::image`), audio,
+/// embedded resources, text, or a mix. The tool publishes no output schema.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ContentBlocks(pub Vec<ContentBlock>);
+
+impl IntoToolOutput for ContentBlocks {
+    fn output_schema() -> Option<Arc<JsonObject>> {
+        None
+    }
+    fn into_tool_output(self) -> Result<ToolOutput, ToolError> {
+        Ok(ToolOutput::Content(self.0))
+    }
 }
 
 /// A structured result: serialized as `structuredContent`, with the tool's output schema generated from `T`.
 ///
 /// `#[secure_tool]` wraps a handler's `Ok` type in `Json` by itself unless it is `String`, `&'static str`, `()`,
-/// or already `Json<_>` or [`Rendered<_>`], so returning `Result<MyOutcome, ToolError>` is enough.
+/// [`ContentBlocks`], or already `Json<_>` or [`Rendered<_>`], so returning `Result<MyOutcome, ToolError>` is enough.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Json<T>(pub T);
 

@@ -10,8 +10,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 
-/// The longest scope name accepted, in bytes.
-pub const MAX_SCOPE_LEN: usize = 128;
+pub use crate::grammar::MAX_SCOPE_LEN;
 
 /// A validated scope name: one or more segments separated by `.`, each segment starting with a lowercase ASCII
 /// letter followed by lowercase ASCII letters, digits, `_` or `-`; at most [`MAX_SCOPE_LEN`] bytes in all.
@@ -54,34 +53,15 @@ impl Scope {
 }
 
 fn validate(text: &str) -> Result<(), ScopeError> {
-    if text.is_empty() {
-        return Err(ScopeError::Empty);
-    }
-    if text.len() > MAX_SCOPE_LEN {
-        return Err(ScopeError::TooLong { len: text.len() });
-    }
-    let invalid = |reason| ScopeError::Invalid {
-        text: text.chars().take(64).collect(),
-        reason,
-    };
-    for segment in text.split('.') {
-        let mut chars = segment.chars();
-        match chars.next() {
-            None => return Err(invalid("empty segment (leading, trailing or doubled `.`)")),
-            Some(c) if c.is_ascii_lowercase() => {}
-            Some(_) => {
-                return Err(invalid(
-                    "each segment must start with a lowercase ASCII letter",
-                ));
-            }
-        }
-        if !chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-') {
-            return Err(invalid(
-                "segments may hold only lowercase ASCII letters, digits, `_` and `-`",
-            ));
-        }
-    }
-    Ok(())
+    use crate::grammar::ScopeGrammarError as E;
+    crate::grammar::scope(text).map_err(|error| match error {
+        E::Empty => ScopeError::Empty,
+        E::TooLong => ScopeError::TooLong { len: text.len() },
+        other => ScopeError::Invalid {
+            text: text.chars().take(64).collect(),
+            reason: other.reason(),
+        },
+    })
 }
 
 impl FromStr for Scope {

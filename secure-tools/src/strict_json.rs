@@ -10,7 +10,7 @@ use rmcp::model::JsonObject;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
-use crate::error::{ToolError, codes};
+use crate::call::{Refusal as ToolError, codes};
 
 /// Parses tool arguments (a JSON object) from text, refusing duplicate keys at any depth.
 pub fn parse_arguments(text: &str) -> Result<JsonObject, ToolError> {
@@ -18,10 +18,10 @@ pub fn parse_arguments(text: &str) -> Result<JsonObject, ToolError> {
     let value = StrictValue
         .deserialize(&mut deserializer)
         .and_then(|v| deserializer.end().map(|()| v))
-        .map_err(|err| ToolError::new(codes::MALFORMED_ARGUMENTS, err.to_string()))?;
+        .map_err(|err| ToolError::invalid(codes::MALFORMED_ARGUMENTS, err.to_string()))?;
     match value {
         Value::Object(map) => Ok(map),
-        _ => Err(ToolError::new(
+        _ => Err(ToolError::invalid(
             codes::MALFORMED_ARGUMENTS,
             "arguments must be a JSON object",
         )),

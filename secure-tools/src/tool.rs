@@ -8,8 +8,8 @@ use rmcp::model::{JsonObject, Tool, ToolAnnotations};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::context::CallContext;
-use crate::error::ToolError;
+use crate::call::guard::GuardCall;
+use crate::call::{CallContext, Rate, Refusal};
 use crate::output::{IntoToolOutput, ToolOutput};
 use crate::scope::{Scope, ScopeError};
 
@@ -17,7 +17,7 @@ use crate::scope::{Scope, ScopeError};
 pub const SCOPES_META_KEY: &str = "secure-tools/scopes";
 
 /// The future a tool's handler runs as.
-pub type ToolFuture = Pin<Box<dyn Future<Output = Result<ToolOutput, ToolError>> + Send + 'static>>;
+pub type ToolFuture = Pin<Box<dyn Future<Output = Result<ToolOutput, Refusal>> + Send + 'static>>;
 
 /// The static facts `#[secure_tool]` records about a tool.
 ///
@@ -36,7 +36,29 @@ pub struct ToolMeta {
     pub destructive: Option<bool>,
     pub idempotent: Option<bool>,
     pub open_world: Option<bool>,
+    /// `rate = "10/min"`: per caller.
+    pub rate: Option<Rate>,
+    /// `timeout = "5s"`.
+    pub timeout: Option<std::time::Duration>,
+    /// `concurrency = 4`.
+    pub concurrency: Option<u32>,
 }
+
+/// The input of a tool made by `#[secure_tool]`: the struct its arguments are decoded into, whatever the tool
+/// set's state. Name it as [`ArgsOf<tool>`](ArgsOf), in an argument rule, say.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a secure tool",
+    note = "annotate the function with `#[secure_tool(...)]`"
+)]
+pub trait ToolInput: 'static {
+    /// The deserialized, validated arguments: for a tool that declares its arguments one by one, a struct with a
+    /// public field per argument; for one that takes `Args<T>`, `T`.
+    type Args: DeserializeOwned + schemars::JsonSchema + validator::Validate + Send + Sync + 'static;
+}
+
+/// The decoded arguments of the tool `T`, as an argument rule receives them:
+/// `async fn only_reporter(args: &ArgsOf<close_ticket>, call: &GuardCall<'_>) -> Result<(), Refusal>`.
+pub type ArgsOf<T> = <T as ToolInput>::Args;
 
 /// A tool made by `#[secure_tool]`, usable in a [`ToolSet`](crate::ToolSet) whose state is `S`.
 ///
@@ -46,15 +68,22 @@ pub struct ToolMeta {
     message = "`{Self}` is not a secure tool usable with state `{S}`",
     note = "annotate the function with `#[secure_tool(...)]`, and check that every `State<T>` it takes can be made from `{S}`"
 )]
-pub trait SecureTool<S>: 'static {
-    /// Name, description, scopes, redactions, hints.
+pub trait SecureTool<S>: ToolInput {
+    /// Name, description, scopes, redactions, hints, limits.
     const META: ToolMeta;
-    /// The deserialized, validated arguments.
-    type Args: DeserializeOwned + schemars::JsonSchema + validator::Validate + Send + 'static;
     /// The handler's success type; decides the output schema.
     type Output: IntoToolOutput;
     /// Takes the context parameters from the call and starts the handler.
     fn invoke(args: Self::Args, cx: &CallContext, state: &S) -> ToolFuture;
+    /// The argument rule named in the attribute (`authorize = path`), run on the decoded, valid arguments before
+    /// the handler; by default none.
+    fn authorize<'a>(
+        args: &'a Self::Args,
+        call: &'a GuardCall<'a>,
+    ) -> impl Future<Output = Result<(), Refusal>> + Send + 'a {
+        let _ = (args, call);
+        std::future::ready(Ok(()))
+    }
 }
 
 /// Why a tool could not be registered.
@@ -87,6 +116,14 @@ pub enum DefinitionError {
     /// Two tools share a name.
     #[error("two tools are named `{0}`")]
     DuplicateName(String),
+    /// A limit or setting cannot be used.
+    #[error("{what} {message}")]
+    InvalidSetting {
+        /// The setting.
+        what: String,
+        /// What is wrong with it.
+        message: String,
+    },
     /// `audit_redact` names something that is not an argument in the input schema (a renamed field, say), so
     /// the value would be recorded under its real name.
     #[error(

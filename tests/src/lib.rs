@@ -5,16 +5,12 @@ use serde_json::Value;
 
 /// A call request from `caller` with JSON `arguments` (an object, or `null` for none).
 pub fn request(caller: &Caller, id: i64, tool: &str, arguments: Value) -> CallRequest {
-    CallRequest {
-        caller: caller.clone(),
-        request_id: RequestId::Number(id),
-        tool: tool.to_owned(),
-        arguments: match arguments {
-            Value::Null => None,
-            Value::Object(map) => Some(map),
-            other => panic!("arguments must be an object, not {other}"),
-        },
-    }
+    let arguments = match arguments {
+        Value::Null => None,
+        Value::Object(map) => Some(map),
+        other => panic!("arguments must be an object, not {other}"),
+    };
+    CallRequest::new(caller.clone(), tool, arguments).with_request_id(RequestId::Number(id))
 }
 
 /// A caller holding the scopes listed in `grant`.

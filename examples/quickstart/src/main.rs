@@ -99,12 +99,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     println!("\n== calls");
     for (id, (caller, tool, args)) in calls.into_iter().enumerate() {
-        let request = CallRequest {
-            caller: caller.clone(),
-            request_id: RequestId::Number(id as i64 + 1),
-            tool: tool.into(),
-            arguments: args.as_object().cloned(),
-        };
+        let request = CallRequest::new(caller.clone(), tool, args.as_object().cloned())
+            .with_request_id(RequestId::Number(id as i64 + 1));
         let response = tools.call(request).await?;
         let result = serde_json::to_value(response.into_call_tool_result())?;
         let shown = match result.get("structuredContent") {

@@ -4,15 +4,17 @@
 //! default: stdout belongs to the protocol) or handed to a `tracing` subscriber by [`TracingSink`]. Strings from
 //! callers are escaped by the JSON encoder, so a newline, a control character or a fragment of fake JSON in an
 //! argument stays inside its string and can never break a line or forge a record; long strings are shortened.
-//! An argument named in `audit_redact` is replaced by a [`marker`](redact_inputs) carrying only its length.
+//! An argument named in `audit_redact` is replaced by a [`marker`](redact_inputs) carrying only its length, and
+//! every value is bounded (strings, arrays, objects, depth, and the whole).
 
 mod record;
 mod sink;
 
 pub use record::{
-    AuditEvent, AuditRecord, MAX_AUDIT_STRING, Outcome, Timestamp, ToolCallEvent, redact_inputs,
+    AuditEvent, AuditRecord, CallStartedEvent, MAX_AUDIT_ITEMS, MAX_AUDIT_STRING,
+    MAX_AUDIT_VALUE_BYTES, Origin, Outcome, Timestamp, ToolCallEvent, redact_inputs,
 };
-pub(crate) use record::{redact_owned, shorten_str};
+pub(crate) use record::{bound, redact_owned, shorten_str};
 pub use sink::{AuditError, AuditSink, JsonLinesSink, MemorySink, TracingSink};
 
 use std::sync::Arc;
@@ -43,6 +45,8 @@ impl Audit {
 
     /// Whether the last write failed. While it has, calls are refused before their handler runs; each refusal is
     /// still written (and a success clears the flag).
+    ///
+    /// A sink that panics counts as one that failed: the panic is caught, the write reported failed.
     pub fn is_failing(&self) -> bool {
         self.failed.load(Ordering::Relaxed)
     }
@@ -61,7 +65,10 @@ impl Audit {
         };
         let mut result = Ok(());
         for sink in self.sinks.iter() {
-            if let Err(err) = sink.write(&record) {
+            let written =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sink.write(&record)))
+                    .unwrap_or(Err(AuditError::Panicked));
+            if let Err(err) = written {
                 result = Err(err);
             }
         }
@@ -69,9 +76,12 @@ impl Audit {
         result
     }
 
-    /// Flushes every sink (at shutdown).
+    /// Flushes every sink (at shutdown). A sink that panics counts as one that failed.
     pub fn flush(&self) -> Result<(), AuditError> {
-        self.sinks.iter().try_for_each(|sink| sink.flush())
+        self.sinks.iter().try_for_each(|sink| {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sink.flush()))
+                .unwrap_or(Err(AuditError::Panicked))
+        })
     }
 }
 

@@ -4,6 +4,7 @@ use rmcp::model::{JsonObject, RequestId};
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::call::{CallId, RefusalKind};
 use crate::scope::Scope;
 
 /// Strings longer than this many bytes are shortened in audit records.
@@ -82,8 +83,10 @@ impl Serialize for Timestamp {
 #[serde(tag = "event", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum AuditEvent {
-    /// A tool call, whatever its outcome.
+    /// A tool call, whatever its outcome: exactly one per call.
     ToolCall(ToolCallEvent),
+    /// A call of a tool not marked `read_only` is about to run its handler.
+    CallStarted(CallStartedEvent),
     /// A server began serving.
     ServerStart {
         /// The transport (`stdio`, `http`).
@@ -177,6 +180,7 @@ impl AuditEvent {
     pub fn name(&self) -> &'static str {
         match self {
             AuditEvent::ToolCall(_) => "tool_call",
+            AuditEvent::CallStarted(_) => "call_started",
             AuditEvent::ServerStart { .. } => "server_start",
             AuditEvent::ServerStop { .. } => "server_stop",
             AuditEvent::Session { .. } => "session",
@@ -191,35 +195,106 @@ impl AuditEvent {
 /// How a call ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Outcome {
     /// The handler returned a result.
     Ok,
-    /// The caller lacked a required scope (or the audit trail was failing): the handler did not run.
+    /// A rule refused the caller (a missing scope, an argument rule, a guard, a failing audit trail, a server
+    /// shutting down): the handler did not run.
     Denied,
     /// Unknown tool, malformed or invalid arguments: the handler did not run.
     Invalid,
+    /// A rate or concurrency limit refused the call: the handler did not run.
+    Limited,
     /// The handler returned an error, or its result could not be audited.
     Error,
     /// The handler panicked.
     Panic,
+    /// The client cancelled the call, its connection went away, or the server stopped it at shutdown: the handler
+    /// was stopped.
+    Cancelled,
+    /// The handler ran past its time limit and was stopped.
+    Timeout,
 }
 
 impl Outcome {
-    /// The name used in records: `ok`, `denied`, `invalid`, `error`, `panic`.
+    /// The name used in records: `ok`, `denied`, `invalid`, `limited`, `error`, `panic`, `cancelled`, `timeout`.
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Ok => "ok",
             Outcome::Denied => "denied",
             Outcome::Invalid => "invalid",
+            Outcome::Limited => "limited",
             Outcome::Error => "error",
             Outcome::Panic => "panic",
+            Outcome::Cancelled => "cancelled",
+            Outcome::Timeout => "timeout",
         }
     }
+}
+
+impl From<RefusalKind> for Outcome {
+    fn from(kind: RefusalKind) -> Self {
+        match kind {
+            RefusalKind::Denied => Outcome::Denied,
+            RefusalKind::Invalid => Outcome::Invalid,
+            RefusalKind::Limited => Outcome::Limited,
+            RefusalKind::Error => Outcome::Error,
+            RefusalKind::Panic => Outcome::Panic,
+            RefusalKind::Cancelled => Outcome::Cancelled,
+            RefusalKind::Timeout => Outcome::Timeout,
+        }
+    }
+}
+
+/// What the transport knew about where a call came from, as recorded (each field only when known).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Origin {
+    /// `stdio` or `http`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transport: Option<&'static str>,
+    /// The client's name, as it gave it (shortened if long).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_name: Option<String>,
+    /// The client's version, as it gave it (shortened if long).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_version: Option<String>,
+    /// The peer's network address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote_addr: Option<String>,
+    /// The session id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<Arc<str>>,
+    /// The id of the caller's credential (a JWT's `jti`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_id: Option<Arc<str>>,
+}
+
+/// The record written before the handler of a tool not marked `read_only` runs: if it cannot be written, the
+/// handler does not run, so no effect happens without a record. Its `tool_call` record follows, with the same
+/// `call_id`.
+#[derive(Debug, Clone, Serialize)]
+pub struct CallStartedEvent {
+    /// The call's unique id.
+    pub call_id: CallId,
+    /// The JSON-RPC id of the request.
+    pub request_id: RequestId,
+    /// The tool's name.
+    pub tool: Arc<str>,
+    /// The caller's identity (shortened if long).
+    pub caller: Arc<str>,
+    /// The arguments, redacted and bounded as in the `tool_call` record.
+    pub inputs: Arc<Value>,
+    /// Where the call came from.
+    #[serde(flatten)]
+    pub origin: Arc<Origin>,
 }
 
 /// The record of one `tools/call`.
 #[derive(Debug, Clone, Serialize)]
 pub struct ToolCallEvent {
+    /// The call's unique id (also on its `call_started` record and its `tracing` span).
+    pub call_id: CallId,
     /// The JSON-RPC id of the request.
     pub request_id: RequestId,
     /// The tool name as the caller sent it (shortened if long).
@@ -232,19 +307,32 @@ pub struct ToolCallEvent {
     pub outcome: Outcome,
     /// `true` exactly when `outcome` is `ok`.
     pub ok: bool,
-    /// The arguments, redacted and shortened by [`redact_inputs`].
-    pub inputs: Value,
-    /// The stable code of a failure (`missing_scope:files.write`, `invalid_input`, ...).
+    /// The arguments, redacted and bounded by [`redact_inputs`].
+    pub inputs: Arc<Value>,
+    /// The stable code of a failure (`missing_scope:files.write`, `invalid_input`, ...; shortened if long).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// Time from receipt to result, in microseconds.
     pub duration_us: u64,
+    /// Where the call came from.
+    #[serde(flatten)]
+    pub origin: Arc<Origin>,
+    /// Fields the handler added ([`CallContext::audit_field`](crate::CallContext::audit_field)), bounded like
+    /// the arguments.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fields: Option<Value>,
 }
+
+/// Object keys and array items kept per level of a recorded value; the rest is summarised.
+pub const MAX_AUDIT_ITEMS: usize = 64;
+/// About the most bytes of JSON a record's `inputs` (or `fields`) take; past it, values are summarised.
+pub const MAX_AUDIT_VALUE_BYTES: usize = 16 * 1024;
 
 /// The arguments as they go into an audit record: every top-level argument named in `redact` replaced by
 /// `{"redacted": true, "bytes": N}` (N is the UTF-8 length of a string, or of the JSON text of any other value),
-/// strings over [`MAX_AUDIT_STRING`] bytes shortened with a note of their full length, and nesting cut off deep
-/// down.
+/// and everything bounded: strings over [`MAX_AUDIT_STRING`] bytes shortened with a note of their length, arrays
+/// and objects cut to [`MAX_AUDIT_ITEMS`] entries with a note of how many there were, nesting cut off deep down,
+/// and values past about [`MAX_AUDIT_VALUE_BYTES`] in all replaced by a note of their size.
 pub fn redact_inputs(args: Option<&JsonObject>, redact: &[&str]) -> Value {
     let args = args
         .cloned()
@@ -252,8 +340,8 @@ pub fn redact_inputs(args: Option<&JsonObject>, redact: &[&str]) -> Value {
     redact_owned(args, |key| redact.contains(&key))
 }
 
-/// The arguments with the top-level values whose keys satisfy `redacted` replaced by length markers, and long
-/// strings shortened; done in place, so a call's arguments are not copied for its record.
+/// The arguments with the top-level values whose keys satisfy `redacted` replaced by length markers, and
+/// everything bounded; done in place, so a call's arguments are not copied for its record.
 pub(crate) fn redact_owned(args: Value, redacted: impl Fn(&str) -> bool) -> Value {
     let Value::Object(mut map) = args else {
         return Value::Object(JsonObject::new());
@@ -262,40 +350,99 @@ pub(crate) fn redact_owned(args: Value, redacted: impl Fn(&str) -> bool) -> Valu
         if redacted(key) {
             let bytes = match &*value {
                 Value::String(s) => s.len(),
-                other => other.to_string().len(),
+                other => json_len(other),
             };
             *value = serde_json::json!({ "redacted": true, "bytes": bytes });
-        } else {
-            shorten_in_place(value, 0);
         }
     }
-    if map.keys().any(|k| k.len() > MAX_AUDIT_STRING) {
-        map = map.into_iter().map(|(k, v)| (shorten_str(&k), v)).collect();
-    }
-    Value::Object(map)
+    let mut value = Value::Object(map);
+    bound(&mut value);
+    value
 }
 
-fn shorten_in_place(value: &mut Value, depth: usize) {
+/// Bounds a value for a record, in place: see [`redact_inputs`].
+pub(crate) fn bound(value: &mut Value) {
+    let mut budget = MAX_AUDIT_VALUE_BYTES;
+    bound_in_place(value, 0, &mut budget);
+}
+
+/// The length of a value's JSON text, counted without building it.
+fn json_len(value: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
+}
+
+fn summary(value: &Value) -> Value {
+    let what = match value {
+        Value::Array(items) => format!("[array of {} items]", items.len()),
+        Value::Object(map) => format!("[object of {} keys]", map.len()),
+        Value::String(s) => format!("[string of {} bytes]", s.len()),
+        _ => "[value]".to_owned(),
+    };
+    Value::String(what)
+}
+
+fn bound_in_place(value: &mut Value, depth: usize, budget: &mut usize) {
+    if *budget == 0 {
+        if !matches!(value, Value::Null | Value::Bool(_) | Value::Number(_)) {
+            *value = summary(value);
+        }
+        return;
+    }
     match value {
-        Value::String(s) if s.len() > MAX_AUDIT_STRING => *s = shorten_str(s),
+        Value::String(s) => {
+            if s.len() > MAX_AUDIT_STRING {
+                *s = shorten_str(s);
+            }
+            *budget = budget.saturating_sub(s.len() + 2);
+        }
         Value::Array(_) | Value::Object(_) if depth >= MAX_AUDIT_DEPTH => {
             *value = Value::String("[nested too deep]".into());
+            *budget = budget.saturating_sub(20);
         }
-        Value::Array(items) => items
-            .iter_mut()
-            .for_each(|v| shorten_in_place(v, depth + 1)),
+        Value::Array(items) => {
+            let total = items.len();
+            if total > MAX_AUDIT_ITEMS {
+                items.truncate(MAX_AUDIT_ITEMS);
+                items.push(Value::String(format!("…[{total} items in all]")));
+            }
+            *budget = budget.saturating_sub(2);
+            for item in items.iter_mut() {
+                bound_in_place(item, depth + 1, budget);
+            }
+        }
         Value::Object(map) => {
-            if map.keys().any(|k| k.len() > MAX_AUDIT_STRING) {
+            let total = map.len();
+            let oversized = map.keys().any(|k| k.len() > MAX_AUDIT_STRING);
+            if total > MAX_AUDIT_ITEMS || oversized {
                 let taken = std::mem::take(map);
                 *map = taken
                     .into_iter()
+                    .take(MAX_AUDIT_ITEMS)
                     .map(|(k, v)| (shorten_str(&k), v))
                     .collect();
+                if total > MAX_AUDIT_ITEMS {
+                    map.insert("…".into(), Value::String(format!("[{total} keys in all]")));
+                }
             }
-            map.values_mut()
-                .for_each(|v| shorten_in_place(v, depth + 1));
+            *budget = budget.saturating_sub(2);
+            for (key, item) in map.iter_mut() {
+                *budget = budget.saturating_sub(key.len() + 3);
+                bound_in_place(item, depth + 1, budget);
+            }
         }
-        _ => {}
+        _ => *budget = budget.saturating_sub(8),
     }
 }
 
@@ -354,6 +501,22 @@ mod tests {
         let shown = out["s"].as_str().unwrap();
         assert!(shown.len() < MAX_AUDIT_STRING + 40, "{}", shown.len());
         assert!(shown.ends_with(&format!("[{} bytes in all]", 2 * MAX_AUDIT_STRING)));
+    }
+
+    #[test]
+    fn arrays_objects_and_the_whole_are_bounded() {
+        let big: Vec<u32> = (0..4_000_000).collect();
+        let wide: JsonObject = (0..10_000).map(|i| (format!("k{i}"), json!(i))).collect();
+        let many: Vec<String> = (0..60).map(|_| "x".repeat(1000)).collect();
+        let args = obj(json!({ "big": big, "wide": wide, "many": many, "after": "tail" }));
+        let out = redact_inputs(Some(&args), &[]);
+        let text = out.to_string();
+        assert!(text.len() < 2 * MAX_AUDIT_VALUE_BYTES, "{}", text.len());
+        assert!(text.contains("[4000000 items in all]"), "{text:.300}");
+        // Past the byte budget the wide object is summarised whole; either way its size is told.
+        assert!(text.contains("10000 keys"), "{text:.300}");
+        assert_eq!(out["big"].as_array().unwrap().len(), MAX_AUDIT_ITEMS + 1);
+        assert!(text.contains("[string of 1000 bytes]"));
     }
 
     #[test]

@@ -15,6 +15,12 @@ pub enum AuditError {
     /// The record could not be encoded.
     #[error("audit record could not be encoded: {0}")]
     Encode(#[from] serde_json::Error),
+    /// The sink panicked; the panic was caught and the write counted as failed.
+    #[error("audit sink panicked")]
+    Panicked,
+    /// The sink refused for a reason of its own.
+    #[error("audit sink failed: {0}")]
+    Other(String),
 }
 
 /// A destination for audit records.
@@ -90,11 +96,17 @@ impl AuditSink for TracingSink {
                     .collect::<Vec<_>>()
                     .join(" ");
                 let request_id = call.request_id.to_string();
+                let fields = call
+                    .fields
+                    .as_ref()
+                    .map(serde_json::to_string)
+                    .transpose()?;
                 tracing::info!(
                     target: "secure_tools::audit",
                     ts = %record.ts,
                     server_id = %record.server_id,
                     event = "tool_call",
+                    call_id = %call.call_id,
                     request_id = %request_id,
                     tool = %call.tool,
                     scopes = %scopes,
@@ -104,6 +116,13 @@ impl AuditSink for TracingSink {
                     inputs = %inputs,
                     error = call.error.as_deref(),
                     duration_us = call.duration_us,
+                    transport = call.origin.transport,
+                    client_name = call.origin.client_name.as_deref(),
+                    client_version = call.origin.client_version.as_deref(),
+                    remote_addr = call.origin.remote_addr.as_deref(),
+                    session_id = call.origin.session_id.as_deref(),
+                    token_id = call.origin.token_id.as_deref(),
+                    fields = fields.as_deref(),
                     "tool call"
                 );
             }

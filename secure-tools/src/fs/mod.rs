@@ -37,7 +37,7 @@ use cap_fs_ext::{
 };
 use cap_std::fs::{Dir, File, Metadata, OpenOptions, Permissions};
 
-use crate::error::ToolError;
+use crate::call::Refusal as ToolError;
 
 pub use name::{FileName, FileNameError, MAX_FILE_NAME_LEN};
 
@@ -147,7 +147,7 @@ impl FsError {
             FsError::TooLarge { .. } => "too_large",
             FsError::NotUtf8 => "not_utf8",
             FsError::UnsupportedContent { .. } => "unsupported_content",
-            FsError::Io(_) => crate::error::codes::INTERNAL_ERROR,
+            FsError::Io(_) => crate::call::codes::INTERNAL_ERROR,
         }
     }
 }

@@ -16,7 +16,7 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use jsonwebtoken::errors::ErrorKind;
@@ -24,7 +24,7 @@ use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, Validation};
 use serde::Deserialize;
 
-use crate::context::Caller;
+use crate::call::Caller;
 use crate::scope::{Grant, Scope};
 
 /// The clock skew tolerated on `exp` and `nbf`, in seconds, unless configured.
@@ -518,6 +518,10 @@ impl BearerAuth {
 
     /// Checks an access token with the keys held now; on success, the caller it stands for.
     pub fn verify(&self, token: &str) -> Result<Caller, TokenError> {
+        self.authenticate_now(token).map(|verified| verified.caller)
+    }
+
+    fn authenticate_now(&self, token: &str) -> Result<Authenticated, TokenError> {
         let header = jsonwebtoken::decode_header(token).map_err(|e| classify(e.kind()))?;
         let keys = self.keys.current();
         let key =
@@ -528,11 +532,18 @@ impl BearerAuth {
     /// Checks an access token, as [`verify`](Self::verify); when the keys come from a JWKS URL and the token names
     /// a key they do not hold, fetches the JWKS again first (at most once per refetch interval).
     pub async fn verify_fetching(&self, token: &str) -> Result<Caller, TokenError> {
-        match self.verify(token) {
+        self.authenticate(token)
+            .await
+            .map(|verified| verified.caller)
+    }
+
+    /// Checks an access token as [`verify_fetching`](Self::verify_fetching) does, and also gives the token's id.
+    pub async fn authenticate(&self, token: &str) -> Result<Authenticated, TokenError> {
+        match self.authenticate_now(token) {
             Err(TokenError::UnknownKey) if self.keys.remote.is_some() => {
                 // Whether this request fetched or waited for another's fetch, the keys held now decide.
                 self.keys.refetch().await;
-                self.verify(token)
+                self.authenticate_now(token)
             }
             other => other,
         }
@@ -543,7 +554,7 @@ impl BearerAuth {
         token: &str,
         header: &jsonwebtoken::Header,
         key: &VerificationKey,
-    ) -> Result<Caller, TokenError> {
+    ) -> Result<Authenticated, TokenError> {
         if !key.algorithms.contains(&header.alg) {
             return Err(TokenError::AlgorithmNotAllowed);
         }
@@ -564,8 +575,21 @@ impl BearerAuth {
         }
         let grant = Grant::parse(claims.scope.as_deref().unwrap_or(""))
             .map_err(|_| TokenError::InvalidScope)?;
-        Ok(Caller::new(claims.sub, grant))
+        Ok(Authenticated {
+            caller: Caller::new(claims.sub, grant),
+            token_id: claims.jti.filter(|jti| !jti.is_empty()),
+        })
     }
+}
+
+/// A verified access token: the caller it stands for, and its id.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Authenticated {
+    /// The token's subject and scopes.
+    pub caller: Caller,
+    /// The token's `jti`, when it has one: recorded with each call, so a call can be traced to the token used.
+    pub token_id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -573,6 +597,8 @@ struct Claims {
     sub: String,
     #[serde(default)]
     scope: Option<String>,
+    #[serde(default)]
+    jti: Option<String>,
 }
 
 /// Why a token was refused; each answered `401` with `error="invalid_token"`, and audited by its
@@ -717,22 +743,6 @@ pub(crate) fn scopes_supported<'a>(scopes: impl Iterator<Item = &'a Scope>) -> V
         .collect();
     set.sort();
     set
-}
-
-/// A slot the HTTP layer puts into each authenticated request, which the server handler fills with a tool's
-/// scopes when the pipeline refuses the call for a missing scope; the layer then answers 403 with an
-/// `insufficient_scope` challenge.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct ScopeChallenge(Arc<Mutex<Option<Vec<String>>>>);
-
-impl ScopeChallenge {
-    pub(crate) fn set(&self, scopes: Vec<String>) {
-        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(scopes);
-    }
-
-    pub(crate) fn take(&self) -> Option<Vec<String>> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).take()
-    }
 }
 
 /// The usable signing keys of a JWKS document.

@@ -37,13 +37,12 @@ use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, Stream
 use tokio_util::sync::CancellationToken;
 
 use super::auth::{
-    self, BearerAuth, METADATA_PATH, ScopeChallenge, insufficient_scope_challenge,
-    unauthorized_challenge,
+    self, BearerAuth, METADATA_PATH, insufficient_scope_challenge, unauthorized_challenge,
 };
 use super::stdio::Signals;
 use super::{Listing, SecureServer, VersionPolicy};
 use crate::audit::{Audit, AuditEvent, shorten_str};
-use crate::context::Caller;
+use crate::call::{Caller, Connection, REFUSAL_META_KEY, RefusalNotice};
 use crate::scope::Grant;
 use crate::tool::DefinitionError;
 use crate::toolset::{ToolSet, ToolSetBuilder};
@@ -91,6 +90,8 @@ pub struct HttpConfig {
     pub server_info: Implementation,
     /// Cancelling it stops the server gracefully, as SIGTERM and SIGINT do.
     pub cancellation: CancellationToken,
+    /// How long calls still running at shutdown may take to finish before they are stopped (default 10 s).
+    pub shutdown_grace: Duration,
 }
 
 impl Default for HttpConfig {
@@ -112,6 +113,7 @@ impl Default for HttpConfig {
             listing: Listing::default(),
             server_info: Implementation::new("secure-tools", env!("CARGO_PKG_VERSION")),
             cancellation: CancellationToken::new(),
+            shutdown_grace: super::stdio::DEFAULT_SHUTDOWN_GRACE,
         }
     }
 }
@@ -183,22 +185,35 @@ impl HttpConfig {
                 .map(|v| v.to_string())
                 .collect(),
         })?;
-        let cancellation = self.cancellation.clone();
-        let app = router(tools, &self);
+        // The server stops when `stop` is cancelled: after a signal or the configured token, once the calls in flight
+        // have finished (or the grace period is over).
+        let stop = CancellationToken::new();
+        let cancellation = stop.clone();
+        let app = {
+            let mut routed = self.clone();
+            routed.cancellation = stop.clone();
+            router(tools.clone(), &routed)
+        };
 
         let reason = Arc::new(Mutex::new("cancelled"));
         let watcher = {
             let reason = reason.clone();
-            let cancellation = cancellation.clone();
+            let requested = self.cancellation.clone();
+            let stop = stop.clone();
+            let tools = tools.clone();
+            let grace = self.shutdown_grace;
             tokio::spawn(async move {
                 let mut signals = Signals::new();
                 tokio::select! {
                     signal = signals.next() => {
                         *reason.lock().unwrap_or_else(PoisonError::into_inner) = signal;
-                        cancellation.cancel();
                     }
-                    _ = cancellation.cancelled() => {}
+                    _ = requested.cancelled() => {}
+                    // The server ended by itself (it failed).
+                    _ = stop.cancelled() => return,
                 }
+                tools.shutdown(grace).await;
+                stop.cancel();
             })
         };
         #[cfg(feature = "mtls")]
@@ -222,20 +237,28 @@ impl HttpConfig {
             }
             None => {
                 eprintln!("secure-tools: serving MCP over HTTP at http://{address}/mcp");
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(cancellation.clone().cancelled_owned())
-                    .await
+                axum::serve(
+                    listener,
+                    app.into_make_service_with_connect_info::<SocketAddr>(),
+                )
+                .with_graceful_shutdown(cancellation.clone().cancelled_owned())
+                .await
             }
         };
         #[cfg(not(feature = "mtls"))]
         let served = {
             eprintln!("secure-tools: serving MCP over HTTP at http://{address}/mcp");
-            axum::serve(listener, app)
-                .with_graceful_shutdown(cancellation.clone().cancelled_owned())
-                .await
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(cancellation.clone().cancelled_owned())
+            .await
         };
         cancellation.cancel();
         let _ = watcher.await;
+        // Every call has its record before the stop record.
+        tools.shutdown(Duration::ZERO).await;
         let reason = if served.is_err() {
             "error"
         } else {
@@ -292,12 +315,14 @@ pub fn router<S: Send + Sync + 'static>(tools: ToolSet<S>, config: &HttpConfig) 
         scopes_supported: auth::scopes_supported(
             tools.definitions().flat_map(|d| d.scopes().iter()),
         ),
+        sessions: config.sessions,
     });
     let server = SecureServer::new(tools)
         .default_caller(Caller::new("anonymous", config.anonymous_grant.clone()))
         .listing(config.listing)
         .versions(config.versions.clone())
-        .server_info(config.server_info.clone());
+        .server_info(config.server_info.clone())
+        .transport("http");
     // Host and Origin are checked, and refusals audited, by `guard`; rmcp's own Host check stays on as a second
     // line. Its Origin check stays off: `guard` also lets loopback origins through, which rmcp's allowlist cannot
     // express without naming every port.
@@ -308,7 +333,8 @@ pub fn router<S: Send + Sync + 'static>(tools: ToolSet<S>, config: &HttpConfig) 
         .with_json_response(!config.sessions)
         .with_cancellation_token(config.cancellation.child_token());
     let service = StreamableHttpService::new(
-        move || Ok(server.clone()),
+        // Called per session (or per request, when stateless): each gets its own session state.
+        move || Ok(server.for_session()),
         Arc::new(LocalSessionManager::default()),
         rmcp_config,
     );
@@ -339,6 +365,7 @@ struct Shared {
     max_request_body_bytes: usize,
     request_timeout: Duration,
     scopes_supported: Vec<String>,
+    sessions: bool,
 }
 
 /// The subject of an authenticated request, left on its response so refusals found later carry it.
@@ -495,6 +522,36 @@ fn mtls_caller(
     ))
 }
 
+/// What the HTTP layer knows of a request's origin, for the handler and the audit records.
+fn connection(shared: &Shared, request: &Request, token_id: Option<String>) -> Connection {
+    use axum::extract::ConnectInfo;
+    let remote_addr = request
+        .extensions()
+        .get::<ConnectInfo<std::net::SocketAddr>>()
+        .map(|info| info.0);
+    #[cfg(feature = "mtls")]
+    let remote_addr = remote_addr.or_else(|| {
+        request
+            .extensions()
+            .get::<ConnectInfo<super::mtls::TlsPeer>>()
+            .map(|info| info.0.addr)
+    });
+    Connection {
+        transport: Some("http"),
+        remote_addr,
+        session_id: request
+            .headers()
+            .get("mcp-session-id")
+            .and_then(|v| v.to_str().ok())
+            .map(|id| Arc::from(shorten_str(id))),
+        token_id: token_id.map(|id| Arc::from(shorten_str(&id))),
+        // Without sessions, rmcp fills the client's description with placeholders: only `_meta` may name the
+        // client.
+        trust_peer_info: shared.sessions,
+        session: None,
+    }
+}
+
 /// Authentication on `/mcp`: the mutual TLS caller, or else bearer authentication.
 async fn authenticate(
     State(shared): State<Arc<Shared>>,
@@ -508,12 +565,16 @@ async fn authenticate(
             Err(response) => return response,
         };
         let subject = Subject(caller.id().to_owned());
+        let connection = connection(&shared, &request, None);
         request.extensions_mut().insert(caller);
+        request.extensions_mut().insert(connection);
         let mut response = next.run(request).await;
         response.extensions_mut().insert(subject);
         return response;
     }
     let Some(auth) = &shared.auth else {
+        let connection = connection(&shared, &request, None);
+        request.extensions_mut().insert(connection);
         return next.run(request).await;
     };
     let method = request.method().clone();
@@ -539,7 +600,7 @@ async fn authenticate(
         }
         response
     };
-    let caller = match auth::bearer_token(request.headers()) {
+    let verified = match auth::bearer_token(request.headers()) {
         // A token in the query string is never used (RFC 6750 section 2.3 is not supported; the MCP spec forbids
         // it), only noted.
         None => {
@@ -547,17 +608,18 @@ async fn authenticate(
             return refuse(detail, false);
         }
         Some(Err(())) => return refuse(Some("malformed"), true),
-        Some(Ok(token)) => match auth.verify_fetching(token).await {
-            Ok(caller) => caller,
+        Some(Ok(token)) => match auth.authenticate(token).await {
+            Ok(verified) => verified,
             Err(error) => return refuse(Some(error.code()), true),
         },
     };
-    let subject = Subject(caller.id().to_owned());
-    let challenge = ScopeChallenge::default();
-    request.extensions_mut().insert(caller);
-    request.extensions_mut().insert(challenge.clone());
-    let mut response = next.run(request).await;
-    if let Some(scopes) = challenge.take() {
+    let subject = Subject(verified.caller.id().to_owned());
+    let connection = connection(&shared, &request, verified.token_id);
+    request.extensions_mut().insert(verified.caller);
+    request.extensions_mut().insert(connection);
+    let response = next.run(request).await;
+    let (mut response, required) = scopes_refused(response).await;
+    if let Some(scopes) = required {
         *response.status_mut() = StatusCode::FORBIDDEN;
         if let Ok(value) = HeaderValue::from_str(&insufficient_scope_challenge(auth, &scopes)) {
             response
@@ -567,6 +629,48 @@ async fn authenticate(
     }
     response.extensions_mut().insert(subject);
     response
+}
+
+/// The largest JSON answer read back for a refusal; a refusal is far smaller, so a larger answer is passed on
+/// unread.
+const MAX_REFUSAL_BYTES: u64 = 64 * 1024;
+
+/// Reads a JSON answer for a tool result refused for a missing scope: the scopes its typed [`RefusalNotice`]
+/// names. Streamed (SSE) answers, whose head is sent before the tool runs, and large ones pass unread.
+async fn scopes_refused(response: Response) -> (Response, Option<Vec<String>>) {
+    use axum::body::{Body, HttpBody};
+    let json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    let small = response
+        .body()
+        .size_hint()
+        .upper()
+        .is_some_and(|n| n <= MAX_REFUSAL_BYTES);
+    if response.status() != StatusCode::OK || !json || !small {
+        return (response, None);
+    }
+    let (parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_REFUSAL_BYTES as usize).await else {
+        return (Response::from_parts(parts, Body::empty()), None);
+    };
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        result: Option<AnswerResult>,
+    }
+    #[derive(serde::Deserialize)]
+    struct AnswerResult {
+        #[serde(rename = "_meta")]
+        meta: Option<serde_json::Map<String, serde_json::Value>>,
+    }
+    let required = serde_json::from_slice::<Answer>(&bytes)
+        .ok()
+        .and_then(|answer| answer.result?.meta?.remove(REFUSAL_META_KEY))
+        .and_then(|notice| serde_json::from_value::<RefusalNotice>(notice).ok())
+        .and_then(|notice| notice.required_scopes);
+    (Response::from_parts(parts, Body::from(bytes)), required)
 }
 
 /// The protected resource metadata (RFC 9728).

@@ -25,11 +25,11 @@ use rmcp::model::{
 use rmcp::service::RequestContext;
 use rmcp::{RoleServer, ServerHandler};
 
-pub use stdio::{StdioConfig, StdioError, serve_stdio};
+pub use stdio::{DEFAULT_SHUTDOWN_GRACE, StdioConfig, StdioError, serve_stdio};
 pub use transport::{DEFAULT_MAX_MESSAGE_BYTES, LineTransport};
 
-use crate::context::Caller;
-use crate::toolset::{CallError, CallRequest, ToolSet};
+use crate::call::{CallError, CallId, CallRequest, Caller, Connection, SessionState};
+use crate::toolset::ToolSet;
 
 /// Which tools `tools/list` shows a caller.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -122,15 +122,20 @@ impl VersionPolicy {
     }
 }
 
-/// An rmcp [`ServerHandler`] serving a [`ToolSet`]: `tools/list`, `tools/call` through the secure pipeline, and
-/// `get_tool`.
+/// An rmcp [`ServerHandler`] serving a [`ToolSet`]: `tools/list`, `tools/call` through the secure pipeline,
+/// `get_tool`, and `logging/setLevel` (so tools can log to the client, see [`ClientLog`](crate::ClientLog)).
 ///
 /// The caller of a request is the [`Caller`] found in the request's extensions (an authenticating transport puts
 /// it there), or else the server's default caller (for stdio, the local user with the `MCP_SCOPES` grant; by
-/// default, an anonymous caller holding nothing).
+/// default, an anonymous caller holding nothing). What the transport knows of the request's origin comes the same
+/// way, as a [`Connection`].
+///
+/// Serve each session with its own copy, [`SecureServer::for_session`], so that a client's log level stays its own.
 pub struct SecureServer<S> {
     tools: ToolSet<S>,
     options: Arc<Options>,
+    session: Arc<SessionState>,
+    session_id: Option<Arc<str>>,
 }
 
 struct Options {
@@ -139,6 +144,7 @@ struct Options {
     versions: VersionPolicy,
     info: Implementation,
     instructions: Option<String>,
+    transport: Option<&'static str>,
 }
 
 impl<S> Clone for SecureServer<S> {
@@ -146,6 +152,8 @@ impl<S> Clone for SecureServer<S> {
         SecureServer {
             tools: self.tools.clone(),
             options: self.options.clone(),
+            session: self.session.clone(),
+            session_id: self.session_id.clone(),
         }
     }
 }
@@ -161,7 +169,25 @@ impl<S: Send + Sync + 'static> SecureServer<S> {
                 versions: VersionPolicy::default(),
                 info: Implementation::new("secure-tools", env!("CARGO_PKG_VERSION")),
                 instructions: None,
+                transport: None,
             }),
+            session: Arc::default(),
+            session_id: None,
+        }
+    }
+
+    /// A copy for a new session: the same tools and options, a session state of its own, and, for a transport
+    /// whose sessions have no id of their own (stdio), a new session id for the audit records.
+    pub fn for_session(&self) -> Self {
+        SecureServer {
+            tools: self.tools.clone(),
+            options: self.options.clone(),
+            session: Arc::default(),
+            session_id: self
+                .options
+                .transport
+                .filter(|t| *t == "stdio")
+                .map(|_| Arc::from(CallId::next().to_string())),
         }
     }
 
@@ -199,6 +225,12 @@ impl<S: Send + Sync + 'static> SecureServer<S> {
         self
     }
 
+    /// The transport's name in audit records (`stdio`, `http`) for requests that do not say.
+    pub fn transport(mut self, name: &'static str) -> Self {
+        self.options_mut().transport = Some(name);
+        self
+    }
+
     /// The tool set served.
     pub fn tools(&self) -> &ToolSet<S> {
         &self.tools
@@ -212,82 +244,74 @@ impl<S: Send + Sync + 'static> SecureServer<S> {
     fn caller(&self, context: &RequestContext<RoleServer>) -> Caller {
         caller_of(context, &self.options.default_caller)
     }
+
+    fn connection(&self, context: &RequestContext<RoleServer>) -> Connection {
+        let mut connection = connection_of(context);
+        connection.transport = connection.transport.or(self.options.transport);
+        if connection.session_id.is_none() {
+            connection.session_id = self.session_id.clone();
+        }
+        connection.session = Some(self.session.clone());
+        connection
+    }
 }
 
-fn caller_of(context: &RequestContext<RoleServer>, default: &Caller) -> Caller {
-    let direct = context.extensions.get::<Caller>();
-    // Over streamable HTTP, what a tower layer put into the request's extensions arrives inside its `Parts`.
+/// A value an HTTP layer put into the request: directly in rmcp's extensions, or, over streamable HTTP, inside the
+/// `http::request::Parts` rmcp puts there.
+fn from_request<T: Clone + Send + Sync + 'static>(
+    context: &RequestContext<RoleServer>,
+) -> Option<T> {
+    let direct = context.extensions.get::<T>();
     #[cfg(feature = "http")]
     let direct = direct.or_else(|| {
         context
             .extensions
             .get::<axum::http::request::Parts>()
-            .and_then(|parts| parts.extensions.get::<Caller>())
+            .and_then(|parts| parts.extensions.get::<T>())
     });
-    direct.cloned().unwrap_or_else(|| default.clone())
+    direct.cloned()
 }
 
-/// After a call refused for a missing scope, hands the tool's scopes to the HTTP layer, which answers with an
-/// `insufficient_scope` challenge.
-#[cfg(feature = "http")]
-fn note_missing_scope<S: Send + Sync + 'static>(
-    tools: &ToolSet<S>,
-    tool: &str,
-    response: &crate::toolset::CallResponse,
-    context: &RequestContext<RoleServer>,
-) {
-    let missing = response.outcome() == crate::audit::Outcome::Denied
-        && response
-            .error_code()
-            .is_some_and(|code| code.starts_with("missing_scope:"));
-    if !missing {
-        return;
-    }
-    let slot = context
-        .extensions
-        .get::<axum::http::request::Parts>()
-        .and_then(|parts| parts.extensions.get::<auth::ScopeChallenge>());
-    if let (Some(slot), Some(definition)) = (slot, tools.definition(tool)) {
-        slot.set(
-            definition
-                .scopes()
-                .iter()
-                .map(|s| s.as_str().to_owned())
-                .collect(),
-        );
-    }
+fn caller_of(context: &RequestContext<RoleServer>, default: &Caller) -> Caller {
+    from_request::<Caller>(context).unwrap_or_else(|| default.clone())
+}
+
+/// What the transport put into the request about its origin; over a transport that says nothing (stdio, a
+/// session in process), the client's own `initialize` may be trusted for its name.
+fn connection_of(context: &RequestContext<RoleServer>) -> Connection {
+    from_request::<Connection>(context).unwrap_or_else(|| Connection {
+        trust_peer_info: true,
+        ..Connection::default()
+    })
 }
 
 async fn call_through_pipeline<S: Send + Sync + 'static>(
     tools: &ToolSet<S>,
     caller: Caller,
-    params_name: Cow<'static, str>,
+    connection: Connection,
+    name: Cow<'static, str>,
     arguments: Option<rmcp::model::JsonObject>,
-    context: &RequestContext<RoleServer>,
+    context: RequestContext<RoleServer>,
 ) -> Result<CallToolResponse, ErrorData> {
-    let request = CallRequest {
-        caller,
-        request_id: context.id.clone(),
-        tool: params_name.into_owned(),
-        arguments,
-    };
-    #[cfg(feature = "http")]
-    let tool = request.tool.clone();
+    let request = CallRequest::new(caller, name.into_owned(), arguments)
+        .with_connection(connection)
+        .with_rmcp_context(context);
     match tools.call(request).await {
-        Ok(response) => {
-            #[cfg(feature = "http")]
-            note_missing_scope(tools, &tool, &response, context);
-            Ok(CallToolResponse::Complete(response.into_call_tool_result()))
-        }
+        Ok(response) => Ok(CallToolResponse::Complete(response.into_call_tool_result())),
         Err(CallError::UnknownTool(_)) => Err(ErrorData::invalid_params("tool not found", None)),
     }
 }
 
 impl<S: Send + Sync + 'static> ServerHandler for SecureServer<S> {
     fn get_info(&self) -> ServerConfig {
+        #[allow(deprecated)]
+        // logging is deprecated by SEP-2577 but part of every released revision
+        let capabilities = ServerCapabilities::builder()
+            .enable_tools()
+            .enable_logging()
+            .build();
         let mut config =
-            InitializeResult::new(ServerCapabilities::builder().enable_tools().build())
-                .with_server_info(self.options.info.clone());
+            InitializeResult::new(capabilities).with_server_info(self.options.info.clone());
         if let Some(instructions) = &self.options.instructions {
             config = config.with_instructions(instructions.clone());
         }
@@ -314,6 +338,16 @@ impl<S: Send + Sync + 'static> ServerHandler for SecureServer<S> {
         self.negotiate_initialize(&request)
     }
 
+    #[allow(deprecated)] // logging is deprecated by SEP-2577 but part of every released revision
+    async fn set_level(
+        &self,
+        request: rmcp::model::SetLevelRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        self.session.set_log_level(request.level);
+        Ok(())
+    }
+
     async fn list_tools(
         &self,
         _request: Option<PaginatedRequestParams>,
@@ -338,12 +372,14 @@ impl<S: Send + Sync + 'static> ServerHandler for SecureServer<S> {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let caller = self.caller(&context);
+        let connection = self.connection(&context);
         call_through_pipeline(
             &self.tools,
             caller,
+            connection,
             request.name,
             request.arguments,
-            &context,
+            context,
         )
         .await
     }
@@ -358,7 +394,8 @@ impl<S: Send + Sync + 'static> ToolSet<S> {
     /// (`Self::tool_router() + tools.tool_router(caller)`), and your handler serves secure tools next to its own.
     ///
     /// Each call goes through the secure pipeline. Its caller is the [`Caller`] in the request's extensions, or
-    /// else `default_caller`.
+    /// else `default_caller`. A tool that logs to the client does so at `info` and above, unless the request's
+    /// `_meta` says otherwise: `logging/setLevel` is your server's to answer.
     pub fn tool_router<H: Send + Sync + 'static>(&self, default_caller: Caller) -> ToolRouter<H> {
         let mut router = ToolRouter::new();
         for definition in self.definitions() {
@@ -369,13 +406,15 @@ impl<S: Send + Sync + 'static> ToolSet<S> {
                 move |context: ToolCallContext<'_, H>| {
                     let tools = tools.clone();
                     let caller = caller_of(&context.request_context, &default_caller);
+                    let connection = connection_of(&context.request_context);
                     Box::pin(async move {
                         call_through_pipeline(
                             &tools,
                             caller,
+                            connection,
                             context.name,
                             context.arguments,
-                            &context.request_context,
+                            context.request_context,
                         )
                         .await
                     })

@@ -43,7 +43,7 @@ use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::audit::{Audit, AuditEvent, shorten_str};
-use crate::context::Caller;
+use crate::call::Caller;
 use crate::scope::{Grant, ScopeError};
 
 /// How long a client has to complete the TLS handshake by default.

@@ -8,7 +8,7 @@ use rmcp::service::ServerInitializeError;
 
 use super::{DEFAULT_MAX_MESSAGE_BYTES, LineTransport, Listing, SecureServer, VersionPolicy};
 use crate::audit::AuditEvent;
-use crate::context::Caller;
+use crate::call::Caller;
 use crate::scope::{Grant, ScopeError};
 use crate::tool::DefinitionError;
 use crate::toolset::ToolSetBuilder;
@@ -34,7 +34,12 @@ pub struct StdioConfig {
     pub listing: Listing,
     /// The name and version announced to clients.
     pub server_info: Implementation,
+    /// How long calls still running at shutdown may take to finish before they are stopped.
+    pub shutdown_grace: std::time::Duration,
 }
+
+/// How long calls still running at shutdown may take to finish, unless configured: 10 seconds.
+pub const DEFAULT_SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Why the stdio runner could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +85,7 @@ impl Default for StdioConfig {
             versions: VersionPolicy::default(),
             listing: Listing::default(),
             server_info: Implementation::new("secure-tools", env!("CARGO_PKG_VERSION")),
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
         }
     }
 }
@@ -158,14 +164,17 @@ impl StdioConfig {
                 .collect(),
         })?;
 
-        let server = SecureServer::new(tools)
+        let server = SecureServer::new(tools.clone())
             .default_caller(Caller::new(STDIO_CALLER, self.grant))
             .listing(self.listing)
             .versions(self.versions)
-            .server_info(self.server_info);
+            .server_info(self.server_info)
+            .transport("stdio");
         let (input, output) = super::stdin::stdio()?;
         let transport = LineTransport::new(input, output, self.max_message_bytes, audit.clone());
-        let reason = run(server, transport).await;
+        let reason = run(server, transport, self.shutdown_grace).await;
+        // Every call has its record before the stop record.
+        tools.shutdown(self.shutdown_grace).await;
         audit.flush()?;
         audit.record(AuditEvent::ServerStop {
             reason: reason.into(),
@@ -175,8 +184,13 @@ impl StdioConfig {
     }
 }
 
-/// Serves sessions on one stream until it ends or a signal arrives; returns why it stopped.
-async fn run<S, R, W>(server: SecureServer<S>, transport: LineTransport<R, W>) -> &'static str
+/// Serves sessions on one stream until it ends or a signal arrives; returns why it stopped. On a signal, calls in
+/// flight get `grace` to finish (new ones are refused) before the session is closed.
+async fn run<S, R, W>(
+    server: SecureServer<S>,
+    transport: LineTransport<R, W>,
+    grace: std::time::Duration,
+) -> &'static str
 where
     S: Send + Sync + 'static,
     R: tokio::io::AsyncRead + Unpin + Send + 'static,
@@ -185,7 +199,7 @@ where
     let mut signals = Signals::new();
     loop {
         let started = tokio::select! {
-            started = rmcp::serve_server(server.clone(), transport.clone()) => started,
+            started = rmcp::serve_server(server.for_session(), transport.clone()) => started,
             signal = signals.next() => return signal,
         };
         match started {
@@ -195,6 +209,11 @@ where
                 tokio::select! {
                     _ = &mut waiting => return "eof",
                     signal = signals.next() => {
+                        // Answers still go out while the calls in flight finish.
+                        tokio::select! {
+                            () = server.tools().shutdown(grace) => {}
+                            _ = &mut waiting => return signal,
+                        }
                         cancel.cancel();
                         let _ = waiting.await;
                         return signal;

@@ -11,4 +11,7 @@ async fn copy(Args(source): Args<Source>, to: String) -> String {
     format!("{} -> {to}", source.from)
 }
 
-fn main() {}
+fn main() {
+    // Registering the tool adds no error of its own: the attribute's are the only ones.
+    let _ = secure_tools::ToolSet::builder(()).tool::<copy>();
+}

@@ -12,4 +12,7 @@ async fn search(Args(query): Args<Query>) -> String {
     query.text
 }
 
-fn main() {}
+fn main() {
+    // Registering the tool adds no error of its own: the attribute's are the only ones.
+    let _ = secure_tools::ToolSet::builder(()).tool::<search>();
+}

@@ -7,4 +7,7 @@ fn read_file<T>(path: &str, (a, b): (T, T)) -> String {
     path.to_owned()
 }
 
-fn main() {}
+fn main() {
+    // Registering the tool adds no error of its own: the attribute's are the only ones.
+    let _ = secure_tools::ToolSet::builder(()).tool::<read_file>();
+}

@@ -6,4 +6,7 @@ async fn read_file(path: String, encoding: Option<&str>) -> String {
     format!("{path} as {}", encoding.unwrap_or("utf-8"))
 }
 
-fn main() {}
+fn main() {
+    // Registering the tool adds no error of its own: the attribute's are the only ones.
+    let _ = secure_tools::ToolSet::builder(()).tool::<read_file>();
+}

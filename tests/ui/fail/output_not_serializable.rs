@@ -9,4 +9,7 @@ async fn report() -> Result<Report, ToolError> {
     Ok(Report)
 }
 
-fn main() {}
+fn main() {
+    // Registering the tool adds no error of its own: the attribute's are the only ones.
+    let _ = secure_tools::ToolSet::builder(()).tool::<report>();
+}

@@ -6,4 +6,7 @@ async fn move_point((x, y): (i32, i32)) -> String {
     format!("{x},{y}")
 }
 
-fn main() {}
+fn main() {
+    // Registering the tool adds no error of its own: the attribute's are the only ones.
+    let _ = secure_tools::ToolSet::builder(()).tool::<move_point>();
+}

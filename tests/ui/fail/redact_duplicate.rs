@@ -7,4 +7,7 @@ async fn login(user: String, password: String) -> String {
     user
 }
 
-fn main() {}
+fn main() {
+    // Registering the tool adds no error of its own: the attribute's are the only ones.
+    let _ = secure_tools::ToolSet::builder(()).tool::<login>();
+}

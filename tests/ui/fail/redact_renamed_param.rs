@@ -10,4 +10,7 @@ async fn login(
     Ok(format!("{user}:{}", password.len()))
 }
 
-fn main() {}
+fn main() {
+    // Registering the tool adds no error of its own: the attribute's are the only ones.
+    let _ = secure_tools::ToolSet::builder(()).tool::<login>();
+}

@@ -16,4 +16,7 @@ async fn copy(Args(source): Args<Source>, Args(target): Args<Target>) -> String 
     format!("{} -> {}", source.from, target.to)
 }
 
-fn main() {}
+fn main() {
+    // Registering the tool adds no error of its own: the attribute's are the only ones.
+    let _ = secure_tools::ToolSet::builder(()).tool::<copy>();
+}

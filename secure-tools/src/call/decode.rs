@@ -1,19 +1,54 @@
-//! Turning deserialization and validation failures into messages a caller can act on, without echoing redacted
-//! values.
+//! The decoding stages: argument names, then shape, then validation rules. Failures become messages a caller can
+//! act on, without echoing redacted values.
 
+use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
+use serde::de::DeserializeOwned;
 use serde_json::Value;
-use validator::{ValidationError, ValidationErrors, ValidationErrorsKind};
+use validator::{Validate, ValidationError, ValidationErrors, ValidationErrorsKind};
 
-use crate::error::{ToolError, codes};
+use super::refusal::{Refusal, codes};
+use crate::audit;
 
 const MAX_MESSAGE: usize = 1024;
 
-pub(crate) fn malformed(
-    err: serde_path_to_error::Error<serde_json::Error>,
+/// Decodes the arguments into the tool's input type: names the schema does not declare are refused first (so a
+/// typo is reported as such, whatever the type), then the shape. Both are `malformed_arguments`; a type that checks
+/// its value while it is deserialized (a file name, say) reports `invalid_input`.
+pub(crate) fn decode<A: DeserializeOwned>(
+    arguments: &Value,
+    allowed: Option<&BTreeSet<String>>,
     redact: &[&str],
-) -> ToolError {
+) -> Result<A, Refusal> {
+    if let (Some(allowed), Value::Object(arguments)) = (allowed, arguments)
+        && let Some(unknown) = arguments.keys().find(|k| !allowed.contains(*k))
+    {
+        let message = format!(
+            "unknown argument `{}`",
+            audit::shorten_str(unknown).escape_debug()
+        );
+        return Err(Refusal::invalid(codes::MALFORMED_ARGUMENTS, message));
+    }
+    // The fast path deserializes directly; only a failure pays for tracking the path to name the field.
+    match A::deserialize(arguments) {
+        Ok(args) => Ok(args),
+        Err(_) => Err(match serde_path_to_error::deserialize::<_, A>(arguments) {
+            Err(err) => malformed(err, redact),
+            Ok(_) => Refusal::invalid(
+                codes::MALFORMED_ARGUMENTS,
+                "the arguments do not have the declared shape",
+            ),
+        }),
+    }
+}
+
+/// Checks the decoded arguments against their `#[validate]` rules.
+pub(crate) fn validate<A: Validate>(args: &A) -> Result<(), Refusal> {
+    args.validate().map_err(|errors| invalid(&errors))
+}
+
+fn malformed(err: serde_path_to_error::Error<serde_json::Error>, redact: &[&str]) -> Refusal {
     let path = err.path().to_string();
     let first = err.path().iter().next().map(|segment| segment.to_string());
     let redacted = first.is_some_and(|name| redact.contains(&name.as_str()));
@@ -46,14 +81,14 @@ pub(crate) fn malformed(
     } else {
         codes::INVALID_INPUT
     };
-    ToolError::new(code, shorten(message))
+    Refusal::invalid(code, shorten(message))
 }
 
-pub(crate) fn invalid(errors: &ValidationErrors) -> ToolError {
+fn invalid(errors: &ValidationErrors) -> Refusal {
     let mut lines = Vec::new();
     collect(errors, "", &mut lines);
     lines.sort();
-    ToolError::new(codes::INVALID_INPUT, shorten(lines.join("; ")))
+    Refusal::invalid(codes::INVALID_INPUT, shorten(lines.join("; ")))
 }
 
 fn collect(errors: &ValidationErrors, prefix: &str, lines: &mut Vec<String>) {

@@ -1,0 +1,735 @@
+//! What a handler can ask for besides its arguments: the whole call.
+//!
+//! A `#[secure_tool]` function may declare parameters of these types, filled from the call and never part of the
+//! input schema:
+//!
+//! | type | what it gives |
+//! | --- | --- |
+//! | [`Caller`] | who is calling: identity and grant |
+//! | [`RequestId`] | the JSON-RPC id of the request |
+//! | [`CallId`] | the call's unique id, as on its audit records and its tracing span |
+//! | [`CallContext`] | all of the above and below, and fields to add to the call's audit record |
+//! | [`State<T>`] | shared state, taken from the tool set's state |
+//! | [`CancellationToken`] | cancelled when the client cancels the call, its connection goes, the call times out or the server shuts down |
+//! | [`Progress`] | progress notifications, when the client asked for them |
+//! | [`ClientLog`] | log messages to the client, at the level it set |
+//! | [`Elicitation`] | asking the user for input through the client |
+//! | [`Sampling`] | asking the client's model for a completion |
+//! | [`Meta`] | the request's `_meta` |
+//!
+//! The handler's future is dropped when the call is cancelled or times out, so an `.await` is where a handler
+//! stops; the token is for work the handler hands to other tasks or threads (see [`crate::task`]).
+
+// rmcp marks logging and sampling deprecated (SEP-2577, proposed for a later revision); every released protocol
+// version has them and clients use them, so a secure tool gets them as a plain rmcp tool does.
+#![allow(deprecated)]
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+
+use rmcp::model::{
+    ClientCapabilities, CreateMessageRequestParams, CreateMessageResult, ElicitRequestParams,
+    ElicitResult, Implementation, LoggingLevel, LoggingMessageNotificationParam,
+    ProgressNotificationParam, RequestMetaObject,
+};
+use rmcp::service::{ElicitationError, ElicitationSafe, RequestContext};
+use rmcp::{Peer, RoleServer};
+use serde_json::Value;
+pub use tokio_util::sync::CancellationToken;
+
+use super::refusal::{Refusal, codes};
+use crate::audit::{Origin, shorten_str};
+use crate::scope::Grant;
+
+pub use rmcp::model::RequestId;
+
+/// Who is calling: an identity (a token's subject, `stdio` for the local user) and the scopes they hold.
+///
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct Caller(Arc<CallerInner>);
+
+struct CallerInner {
+    id: Arc<str>,
+    grant: Grant,
+}
+
+impl Caller {
+    /// A caller with this identity and grant.
+    pub fn new(id: impl Into<String>, grant: Grant) -> Self {
+        let id: String = id.into();
+        Caller(Arc::new(CallerInner {
+            id: id.into(),
+            grant,
+        }))
+    }
+
+    /// A caller that holds no scope.
+    pub fn anonymous() -> Self {
+        Caller::new("anonymous", Grant::none())
+    }
+
+    /// The caller's identity, as it appears in audit records.
+    pub fn id(&self) -> &str {
+        &self.0.id
+    }
+
+    pub(crate) fn id_shared(&self) -> &Arc<str> {
+        &self.0.id
+    }
+
+    /// The scopes the caller holds.
+    pub fn grant(&self) -> &Grant {
+        &self.0.grant
+    }
+}
+
+impl fmt::Debug for Caller {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Caller")
+            .field("id", &self.0.id)
+            .field("grant", &self.0.grant)
+            .finish()
+    }
+}
+
+/// A call's unique id: 32 lowercase hexadecimal digits, a random number drawn once per process followed by a
+/// counter. It is on every audit record of the call and on its `tracing` span, so records, logs and the handler's
+/// own data can be joined even where JSON-RPC ids repeat (every stateless HTTP request may be `1`).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CallId(u128);
+
+impl CallId {
+    pub(crate) fn next() -> Self {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        static PROCESS: OnceLock<u64> = OnceLock::new();
+        let process = *PROCESS.get_or_init(|| {
+            use std::hash::{BuildHasher, Hasher};
+            // std's hasher keys come from the operating system's random source; hashing the time and process id
+            // with them gives a number that differs between processes and restarts.
+            let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+            hasher.write_u128(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos()),
+            );
+            hasher.write_u32(std::process::id());
+            hasher.finish()
+        });
+        let count = COUNTER.fetch_add(1, Ordering::Relaxed);
+        CallId((u128::from(process) << 64) | u128::from(count))
+    }
+
+    /// The id as a number.
+    pub fn as_u128(self) -> u128 {
+        self.0
+    }
+}
+
+impl fmt::Display for CallId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
+}
+
+impl fmt::Debug for CallId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CallId({self})")
+    }
+}
+
+impl serde::Serialize for CallId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+/// What the transport knows about where a call came from. Every field it fills goes into the call's audit record.
+///
+/// The client's name and version come from what the client said of itself (`initialize`, or the request's `_meta`
+/// in the stateless revision): claimed, not authenticated.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct Connection {
+    /// `stdio` or `http`, or `None` for a call made in process.
+    pub transport: Option<&'static str>,
+    /// The peer's address, over a network.
+    pub remote_addr: Option<SocketAddr>,
+    /// The session: an HTTP `Mcp-Session-Id`, or the stdio runner's id for the session on its pipe.
+    pub session_id: Option<Arc<str>>,
+    /// The id of the credential the caller authenticated with (a JWT's `jti`), when it has one.
+    pub token_id: Option<Arc<str>>,
+    /// Whether the client's own description of itself (`initialize`) may be used: not for a stateless HTTP
+    /// request, where rmcp fills it with placeholders.
+    pub trust_peer_info: bool,
+    pub(crate) session: Option<Arc<SessionState>>,
+}
+
+/// What the handler layer keeps per session: the log level the client asked for, and the session's part of the
+/// audit records' origin.
+#[derive(Debug, Default)]
+pub(crate) struct SessionState {
+    /// `LoggingLevel` as a number, plus one; zero when the client never set one.
+    log_level: AtomicU8,
+    origin: OnceLock<Arc<Origin>>,
+}
+
+impl SessionState {
+    pub(crate) fn set_log_level(&self, level: LoggingLevel) {
+        self.log_level
+            .store(level_rank(level) + 1, Ordering::Relaxed);
+    }
+
+    fn log_level(&self) -> Option<u8> {
+        match self.log_level.load(Ordering::Relaxed) {
+            0 => None,
+            n => Some(n - 1),
+        }
+    }
+}
+
+fn level_rank(level: LoggingLevel) -> u8 {
+    match level {
+        LoggingLevel::Debug => 0,
+        LoggingLevel::Info => 1,
+        LoggingLevel::Notice => 2,
+        LoggingLevel::Warning => 3,
+        LoggingLevel::Error => 4,
+        LoggingLevel::Critical => 5,
+        LoggingLevel::Alert => 6,
+        LoggingLevel::Emergency => 7,
+    }
+}
+
+/// The most fields a handler may add to its call's audit record.
+pub const MAX_AUDIT_FIELDS: usize = 16;
+
+/// Everything known about one call besides its arguments. Cheap to clone; clones share the call.
+#[derive(Clone)]
+pub struct CallContext(Arc<ContextInner>);
+
+struct ContextInner {
+    call_id: CallId,
+    caller: Caller,
+    request_id: RequestId,
+    tool: Arc<str>,
+    rmcp: Option<RequestContext<RoleServer>>,
+    connection: Connection,
+    /// The handler's token: a child of the request's, made when first asked for; the pipeline cancels it when
+    /// the call times out or the server shuts down.
+    token: OnceLock<CancellationToken>,
+    fields: Mutex<Vec<(String, Value)>>,
+}
+
+impl fmt::Debug for CallContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CallContext")
+            .field("call_id", &self.0.call_id)
+            .field("caller", &self.0.caller)
+            .field("request_id", &self.0.request_id)
+            .field("tool", &self.0.tool)
+            .field("connection", &self.0.connection)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CallContext {
+    pub(crate) fn new(
+        call_id: CallId,
+        caller: Caller,
+        request_id: RequestId,
+        tool: Arc<str>,
+        rmcp: Option<RequestContext<RoleServer>>,
+        connection: Connection,
+    ) -> Self {
+        CallContext(Arc::new(ContextInner {
+            call_id,
+            caller,
+            request_id,
+            tool,
+            rmcp,
+            connection,
+            token: OnceLock::new(),
+            fields: Mutex::new(Vec::new()),
+        }))
+    }
+
+    /// Who is calling.
+    pub fn caller(&self) -> &Caller {
+        &self.0.caller
+    }
+
+    /// The JSON-RPC id of the request.
+    pub fn request_id(&self) -> &RequestId {
+        &self.0.request_id
+    }
+
+    /// The call's unique id, as on its audit records.
+    pub fn call_id(&self) -> CallId {
+        self.0.call_id
+    }
+
+    /// The name of the tool being called.
+    pub fn tool(&self) -> &str {
+        &self.0.tool
+    }
+
+    pub(crate) fn tool_shared(&self) -> &Arc<str> {
+        &self.0.tool
+    }
+
+    /// What the transport knows about where the call came from.
+    pub fn connection(&self) -> &Connection {
+        &self.0.connection
+    }
+
+    /// rmcp's context of the request (peer, `_meta`, extensions, its cancellation token), when the call came
+    /// through an MCP session rather than straight to [`ToolSet::call`](crate::ToolSet::call).
+    pub fn rmcp(&self) -> Option<&RequestContext<RoleServer>> {
+        self.0.rmcp.as_ref()
+    }
+
+    /// The client on the other end of the session, to send it requests and notifications of your own.
+    pub fn peer(&self) -> Option<&Peer<RoleServer>> {
+        self.rmcp().map(|cx| &cx.peer)
+    }
+
+    /// The request's `_meta` (empty when it had none).
+    pub fn meta(&self) -> &RequestMetaObject {
+        static EMPTY: OnceLock<RequestMetaObject> = OnceLock::new();
+        self.rmcp().map_or_else(
+            || EMPTY.get_or_init(RequestMetaObject::default),
+            |cx| &cx.meta,
+        )
+    }
+
+    /// The client's name and version as it gave them, if it did.
+    pub fn client_info(&self) -> Option<Implementation> {
+        let cx = self.rmcp()?;
+        cx.meta.client_info().or_else(|| {
+            self.0
+                .connection
+                .trust_peer_info
+                .then(|| cx.peer.peer_info().map(|info| info.client_info.clone()))
+                .flatten()
+        })
+    }
+
+    /// The capabilities the client declared (in `initialize`, or in the request's `_meta` in the stateless
+    /// revision); none for a call made in process.
+    pub fn client_capabilities(&self) -> Option<ClientCapabilities> {
+        let cx = self.rmcp()?;
+        cx.meta.client_capabilities().or_else(|| {
+            self.0
+                .connection
+                .trust_peer_info
+                .then(|| cx.peer.peer_info().map(|info| info.capabilities.clone()))
+                .flatten()
+        })
+    }
+
+    /// Cancelled when the client cancels the call or goes away, when the call times out, or when the server shuts
+    /// down past its grace period. The handler's own future is dropped then anyway; this is for work it handed to
+    /// other tasks.
+    pub fn cancellation(&self) -> CancellationToken {
+        self.token().clone()
+    }
+
+    fn token(&self) -> &CancellationToken {
+        self.0.token.get_or_init(|| match &self.0.rmcp {
+            Some(cx) => cx.ct.child_token(),
+            None => CancellationToken::new(),
+        })
+    }
+
+    /// The token the transport cancels when the client cancels or goes away, if any.
+    pub(crate) fn request_cancellation(&self) -> Option<&CancellationToken> {
+        self.rmcp().map(|cx| &cx.ct)
+    }
+
+    /// Cancels the handler's token, if it was ever handed out.
+    pub(crate) fn cancel_handler(&self) {
+        if let Some(token) = self.0.token.get() {
+            token.cancel();
+        }
+    }
+
+    /// Adds a field to the call's `tool_call` audit record, under `fields` (the id of the ticket a tool created,
+    /// say). Values are bounded like arguments; past [`MAX_AUDIT_FIELDS`] fields, or with a key over 64 bytes, the
+    /// field is dropped and `false` returned. A later field with the same key replaces the earlier one.
+    pub fn audit_field(&self, key: impl Into<String>, value: impl Into<Value>) -> bool {
+        let key = key.into();
+        if key.is_empty() || key.len() > 64 {
+            return false;
+        }
+        let mut fields = self.0.fields.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(slot) = fields.iter_mut().find(|(k, _)| *k == key) {
+            slot.1 = value.into();
+            return true;
+        }
+        if fields.len() >= MAX_AUDIT_FIELDS {
+            return false;
+        }
+        fields.push((key, value.into()));
+        true
+    }
+
+    /// Where the call came from, as recorded. Within a session whose calls carry nothing of their own (stdio),
+    /// built once per session.
+    pub(crate) fn origin(&self) -> Arc<Origin> {
+        let connection = &self.0.connection;
+        let build = |client: Option<Implementation>| {
+            Arc::new(Origin {
+                transport: connection.transport,
+                client_name: client.as_ref().map(|c| shorten_str(&c.name)),
+                client_version: client.as_ref().map(|c| shorten_str(&c.version)),
+                remote_addr: connection.remote_addr.map(|a| a.to_string()),
+                session_id: connection.session_id.clone(),
+                token_id: connection.token_id.clone(),
+            })
+        };
+        if let Some(client) = self.rmcp().and_then(|cx| cx.meta.client_info()) {
+            return build(Some(client));
+        }
+        let from_peer = || {
+            self.rmcp()
+                .filter(|_| connection.trust_peer_info)
+                .and_then(|cx| cx.peer.peer_info().map(|info| info.client_info.clone()))
+        };
+        match &connection.session {
+            Some(session) if connection.remote_addr.is_none() && connection.token_id.is_none() => {
+                session.origin.get_or_init(|| build(from_peer())).clone()
+            }
+            _ => build(from_peer()),
+        }
+    }
+
+    pub(crate) fn take_audit_fields(&self) -> Vec<(String, Value)> {
+        std::mem::take(&mut *self.0.fields.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+/// The whole input of a tool as one struct, for a function that takes `Args(args): Args<T>` instead of one
+/// parameter per argument. `T` derives `Deserialize`, `JsonSchema` and `Validate` itself (add
+/// `#[serde(deny_unknown_fields)]`; the pipeline refuses unknown arguments either way).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Args<T>(pub T);
+
+/// Shared application state, taken from the tool set's state `S` by [`FromRef`].
+///
+/// ```
+/// # use secure_tools::{secure_tool, State, ToolError};
+/// # use std::sync::Arc;
+/// #[derive(Clone)]
+/// struct Greeting(Arc<str>);
+///
+/// /// Greets the caller.
+/// #[secure_tool(scope = "greet")]
+/// async fn greet(State(greeting): State<Greeting>) -> Result<String, ToolError> {
+///     Ok(greeting.0.to_string())
+/// }
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct State<T>(pub T);
+
+/// Takes a part out of the tool set's state, as axum's `FromRef` does: every `Clone` type is a part of itself, and
+/// a state struct can hand out its fields by implementing `FromRef<AppState>` for each field type.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be taken from the tool set's state `{S}`",
+    note = "build the tool set with this state, or implement `FromRef<{S}>` for `{Self}`"
+)]
+pub trait FromRef<S> {
+    /// Extracts the part.
+    fn from_ref(state: &S) -> Self;
+}
+
+impl<T: Clone> FromRef<T> for T {
+    fn from_ref(state: &T) -> Self {
+        state.clone()
+    }
+}
+
+/// A handler parameter filled from the call rather than from its arguments.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be taken from a call to a tool set with state `{S}`",
+    label = "not available to handlers of this tool set",
+    note = "context parameters are `Caller`, `RequestId`, `CallId`, `CallContext`, `State<T>` (where `T: FromRef<{S}>`), `CancellationToken`, `Progress`, `ClientLog`, `Elicitation`, `Sampling` and `Meta`",
+    note = "if `{Self}` is a type of your own meant as an argument of the tool, mark the parameter `#[arg]`"
+)]
+pub trait FromCallContext<S>: Sized {
+    /// Extracts the value.
+    fn from_call_context(cx: &CallContext, state: &S) -> Self;
+}
+
+impl<S> FromCallContext<S> for Caller {
+    fn from_call_context(cx: &CallContext, _: &S) -> Self {
+        cx.0.caller.clone()
+    }
+}
+
+impl<S> FromCallContext<S> for RequestId {
+    fn from_call_context(cx: &CallContext, _: &S) -> Self {
+        cx.0.request_id.clone()
+    }
+}
+
+impl<S> FromCallContext<S> for CallId {
+    fn from_call_context(cx: &CallContext, _: &S) -> Self {
+        cx.0.call_id
+    }
+}
+
+impl<S> FromCallContext<S> for CallContext {
+    fn from_call_context(cx: &CallContext, _: &S) -> Self {
+        cx.clone()
+    }
+}
+
+impl<S, T: FromRef<S>> FromCallContext<S> for State<T> {
+    fn from_call_context(_: &CallContext, state: &S) -> Self {
+        State(T::from_ref(state))
+    }
+}
+
+impl<S> FromCallContext<S> for CancellationToken {
+    fn from_call_context(cx: &CallContext, _: &S) -> Self {
+        cx.cancellation()
+    }
+}
+
+/// The request's `_meta`: the progress token, the client's context in the stateless revision, trace context and
+/// whatever else the client put there.
+#[derive(Debug, Clone, Default)]
+pub struct Meta(pub RequestMetaObject);
+
+impl<S> FromCallContext<S> for Meta {
+    fn from_call_context(cx: &CallContext, _: &S) -> Self {
+        Meta(cx.meta().clone())
+    }
+}
+
+/// Progress notifications for a call: sent when the client asked for them (its request carried a progress
+/// token), and silently skipped otherwise.
+#[derive(Debug, Clone)]
+pub struct Progress {
+    cx: CallContext,
+}
+
+impl<S> FromCallContext<S> for Progress {
+    fn from_call_context(cx: &CallContext, _: &S) -> Self {
+        Progress { cx: cx.clone() }
+    }
+}
+
+impl Progress {
+    /// Whether the client asked for progress notifications.
+    pub fn is_requested(&self) -> bool {
+        self.cx.peer().is_some() && self.cx.meta().get_progress_token().is_some()
+    }
+
+    /// Reports progress (`progress` should grow with every report; `total` if known). Returns whether a
+    /// notification was sent: `false` when none was asked for, or the client is gone.
+    pub async fn report(&self, progress: f64, total: Option<f64>, message: Option<String>) -> bool {
+        let (Some(peer), Some(token)) = (self.cx.peer(), self.cx.meta().get_progress_token())
+        else {
+            return false;
+        };
+        let mut param = ProgressNotificationParam::new(token, progress);
+        param.total = total;
+        param.message = message;
+        peer.notify_progress(param).await.is_ok()
+    }
+}
+
+/// Log messages to the client (`notifications/message`), at or above the level it set with `logging/setLevel`
+/// (or in the request's `_meta`); `info` and above when it set none. The logger is the tool's name.
+///
+/// These go to the client (and on to its user or model), not to the server's log: never put a redacted value in
+/// them.
+#[derive(Debug, Clone)]
+pub struct ClientLog {
+    cx: CallContext,
+}
+
+impl<S> FromCallContext<S> for ClientLog {
+    fn from_call_context(cx: &CallContext, _: &S) -> Self {
+        ClientLog { cx: cx.clone() }
+    }
+}
+
+impl ClientLog {
+    /// Whether a message at `level` would be sent.
+    pub fn enabled(&self, level: LoggingLevel) -> bool {
+        if self.cx.peer().is_none() {
+            return false;
+        }
+        let minimum = self
+            .cx
+            .meta()
+            .log_level()
+            .map(level_rank)
+            .or_else(|| {
+                self.cx
+                    .connection()
+                    .session
+                    .as_ref()
+                    .and_then(|s| s.log_level())
+            })
+            .unwrap_or(level_rank(LoggingLevel::Info));
+        level_rank(level) >= minimum
+    }
+
+    /// Sends `data` at `level`, if the client wants that level. Returns whether a message was sent.
+    pub async fn log(&self, level: LoggingLevel, data: impl Into<Value>) -> bool {
+        let Some(peer) = self.cx.peer().filter(|_| self.enabled(level)) else {
+            return false;
+        };
+        let mut param = LoggingMessageNotificationParam::new(level, data.into());
+        param.logger = Some(self.cx.tool().to_owned());
+        let sent = peer.notify_logging_message(param).await;
+        sent.is_ok()
+    }
+
+    /// Sends a `debug` message.
+    pub async fn debug(&self, message: impl Into<String>) -> bool {
+        self.log(LoggingLevel::Debug, message.into()).await
+    }
+
+    /// Sends an `info` message.
+    pub async fn info(&self, message: impl Into<String>) -> bool {
+        self.log(LoggingLevel::Info, message.into()).await
+    }
+
+    /// Sends a `warning` message.
+    pub async fn warning(&self, message: impl Into<String>) -> bool {
+        self.log(LoggingLevel::Warning, message.into()).await
+    }
+
+    /// Sends an `error` message.
+    pub async fn error(&self, message: impl Into<String>) -> bool {
+        self.log(LoggingLevel::Error, message.into()).await
+    }
+}
+
+/// Asks the user for input through the client (MCP elicitation).
+///
+/// A client that did not declare the `elicitation` capability is never sent a request: the call fails at once
+/// with [`ElicitationError::CapabilityNotSupported`], which `?` turns into the refusal `elicitation_unsupported`.
+/// A client that never answers is bounded by the tool's timeout.
+#[derive(Debug, Clone)]
+pub struct Elicitation {
+    cx: CallContext,
+}
+
+impl<S> FromCallContext<S> for Elicitation {
+    fn from_call_context(cx: &CallContext, _: &S) -> Self {
+        Elicitation { cx: cx.clone() }
+    }
+}
+
+impl Elicitation {
+    /// Whether the client declared the elicitation capability.
+    pub fn is_supported(&self) -> bool {
+        self.cx.peer().is_some()
+            && self
+                .cx
+                .client_capabilities()
+                .is_some_and(|c| c.elicitation.is_some())
+    }
+
+    /// Asks for a `T` (its JSON Schema is the form; mark it with `rmcp::elicit_safe!`). `Ok(None)` when the user
+    /// accepted without content; a decline or a dismissal is an error ([`ElicitationError::UserDeclined`],
+    /// [`ElicitationError::UserCancelled`]).
+    pub async fn ask<T>(&self, message: impl Into<String>) -> Result<Option<T>, ElicitationError>
+    where
+        T: ElicitationSafe + for<'de> serde::Deserialize<'de>,
+    {
+        match self.cx.peer() {
+            Some(peer) if self.is_supported() => peer.elicit::<T>(message).await,
+            _ => Err(ElicitationError::CapabilityNotSupported),
+        }
+    }
+
+    /// Sends an elicitation request as given (a form schema of your own, say) and returns the client's answer.
+    pub async fn request(
+        &self,
+        params: ElicitRequestParams,
+    ) -> Result<ElicitResult, ElicitationError> {
+        match self.cx.peer() {
+            Some(peer) if self.is_supported() => Ok(peer.create_elicitation(params).await?),
+            _ => Err(ElicitationError::CapabilityNotSupported),
+        }
+    }
+}
+
+impl From<ElicitationError> for Refusal {
+    fn from(error: ElicitationError) -> Self {
+        match error {
+            ElicitationError::CapabilityNotSupported => Refusal::new(
+                codes::ELICITATION_UNSUPPORTED,
+                "this tool needs to ask the user for input, and the client does not support that (elicitation)",
+            ),
+            ElicitationError::UserDeclined => Refusal::new(
+                "elicitation_declined",
+                "the user declined to give the input asked for",
+            ),
+            ElicitationError::UserCancelled => Refusal::new(
+                "elicitation_cancelled",
+                "the user dismissed the request for input",
+            ),
+            ElicitationError::NoContent => {
+                Refusal::new("elicitation_empty", "the user gave no input")
+            }
+            // serde's message may quote what the user typed: keep it for the operator only.
+            other @ ElicitationError::ParseError { .. } => Refusal::invalid(
+                "elicitation_invalid",
+                "the input the user gave does not have the shape asked for",
+            )
+            .with_source(other.to_string()),
+            other => Refusal::internal(other),
+        }
+    }
+}
+
+/// Asks the client's model for a completion (MCP sampling).
+///
+/// A client that did not declare the `sampling` capability is never sent a request: the call fails at once with
+/// the refusal `sampling_unsupported`.
+#[derive(Debug, Clone)]
+pub struct Sampling {
+    cx: CallContext,
+}
+
+impl<S> FromCallContext<S> for Sampling {
+    fn from_call_context(cx: &CallContext, _: &S) -> Self {
+        Sampling { cx: cx.clone() }
+    }
+}
+
+impl Sampling {
+    /// Whether the client declared the sampling capability.
+    pub fn is_supported(&self) -> bool {
+        self.cx.peer().is_some()
+            && self
+                .cx
+                .client_capabilities()
+                .is_some_and(|c| c.sampling.is_some())
+    }
+
+    /// Sends `sampling/createMessage` and returns the client's answer.
+    pub async fn create_message(
+        &self,
+        params: CreateMessageRequestParams,
+    ) -> Result<CreateMessageResult, Refusal> {
+        let Some(peer) = self.cx.peer().filter(|_| self.is_supported()) else {
+            return Err(Refusal::new(
+                codes::SAMPLING_UNSUPPORTED,
+                "this tool needs a completion from the client's model, and the client does not support that (sampling)",
+            ));
+        };
+        let answer = peer.create_message(params).await;
+        answer.map_err(Refusal::internal)
+    }
+}

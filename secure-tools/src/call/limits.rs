@@ -1,0 +1,222 @@
+//! The built-in limits: a rate per caller and tool, and how many calls may run at once. Both run in the guard
+//! stage before decoding, inside the audited region, and refuse with outcome `limited`.
+
+use std::fmt;
+use std::num::NonZeroU32;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use governor::clock::Clock;
+use governor::{DefaultKeyedRateLimiter, Quota};
+use tokio::sync::{Semaphore, SemaphorePermit};
+
+use super::refusal::{Refusal, codes};
+pub use crate::grammar::RateSpec as Rate;
+
+impl Rate {
+    /// At most `count` calls per `period`, all of which may come at once. `None` if `count` is 0 or over a million,
+    /// or the period is under a second or over a day.
+    pub fn new(count: u32, period: Duration) -> Option<Self> {
+        let valid = (1..=crate::grammar::MAX_RATE_COUNT).contains(&count)
+            && period >= Duration::from_secs(1)
+            && period <= crate::grammar::MAX_RATE_PERIOD;
+        valid.then_some(Rate { count, period })
+    }
+
+    /// At most `count` calls a minute.
+    pub fn per_minute(count: u32) -> Option<Self> {
+        Rate::new(count, Duration::from_secs(60))
+    }
+}
+
+impl FromStr for Rate {
+    type Err = String;
+    /// Parses `10/min`, `5/s`, `100/hour`, `30/5min`.
+    fn from_str(text: &str) -> Result<Self, String> {
+        crate::grammar::rate(text).map_err(|reason| {
+            format!(
+                "invalid rate `{}`: {reason}; expected {}",
+                text.escape_debug(),
+                crate::grammar::RATE_EXAMPLE
+            )
+        })
+    }
+}
+
+impl fmt::Display for Rate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secs = self.period.as_secs();
+        let (amount, unit) = [(86_400, "day"), (3600, "hour"), (60, "min"), (1, "s")]
+            .into_iter()
+            .find(|(unit, _)| secs.is_multiple_of(*unit))
+            .map_or((secs, "s"), |(unit, name)| (secs / unit, name));
+        if amount == 1 {
+            write!(f, "{}/{unit}", self.count)
+        } else {
+            write!(f, "{}/{amount}{unit}", self.count)
+        }
+    }
+}
+
+/// Parses a duration such as `500ms`, `30s`, `5min`, `1h` (1 ms to one day), as `MCP_TOOL_TIMEOUT` and the
+/// attribute's `timeout` take it.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    crate::grammar::duration(text).map_err(|reason| {
+        format!(
+            "invalid duration `{}`: {reason}; expected {}",
+            text.escape_debug(),
+            crate::grammar::DURATION_EXAMPLE
+        )
+    })
+}
+
+/// How often the limiter drops the state of callers it has not seen for a while, in checks.
+const SWEEP_EVERY: usize = 1024;
+
+/// A rate limit keyed by caller and tool (GCRA, by `governor`): each caller gets `count` calls per period of each
+/// tool it covers, all of which may be used at once, and one back every `period / count`.
+pub(crate) struct RateLimiter {
+    rate: Rate,
+    limiter: DefaultKeyedRateLimiter<(Arc<str>, &'static str)>,
+    checks: AtomicUsize,
+}
+
+impl RateLimiter {
+    pub(crate) fn new(rate: Rate) -> Self {
+        let burst = NonZeroU32::new(rate.count).unwrap_or(NonZeroU32::MIN);
+        // `Rate` keeps the period at least a second and the count at most a million, so this is at least a
+        // microsecond, never zero.
+        let quota = Quota::with_period(rate.period / rate.count.max(1))
+            .unwrap_or_else(|| Quota::per_second(burst))
+            .allow_burst(burst);
+        RateLimiter {
+            rate,
+            limiter: DefaultKeyedRateLimiter::keyed(quota),
+            checks: AtomicUsize::new(0),
+        }
+    }
+
+    pub(crate) fn rate(&self) -> Rate {
+        self.rate
+    }
+
+    pub(crate) fn check(&self, caller: &Arc<str>, tool: &'static str) -> Result<(), Refusal> {
+        let verdict = self.limiter.check_key(&(caller.clone(), tool));
+        // The state of each key is kept until it is back to full; without a sweep, a stream of new callers would
+        // grow it without bound.
+        if self.checks.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
+            self.limiter.retain_recent();
+            self.limiter.shrink_to_fit();
+        }
+        verdict.map_err(|not_until| {
+            let wait = not_until.wait_time_from(self.limiter.clock().now());
+            // Whole seconds, rounded up, so a client that waits as told is let through.
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            Refusal::limited(
+                codes::RATE_LIMITED,
+                format!(
+                    "the rate limit of {} for this tool is used up; retry in {secs} s",
+                    self.rate
+                ),
+            )
+            .retry_after(Duration::from_secs(secs))
+        })
+    }
+}
+
+/// How many calls may run at once (of one tool, or of a whole tool set). A call over the limit is refused at once,
+/// not queued.
+pub(crate) struct ConcurrencyLimit {
+    max: u32,
+    permits: Semaphore,
+}
+
+impl ConcurrencyLimit {
+    pub(crate) fn new(max: u32) -> Self {
+        ConcurrencyLimit {
+            max,
+            permits: Semaphore::new(max as usize),
+        }
+    }
+
+    pub(crate) fn max(&self) -> u32 {
+        self.max
+    }
+
+    pub(crate) fn acquire(&self, of_what: &str) -> Result<SemaphorePermit<'_>, Refusal> {
+        self.permits.try_acquire().map_err(|_| {
+            Refusal::limited(
+                codes::OVERLOADED,
+                format!(
+                    "{} calls of {of_what} are already running, the most allowed at once; retry shortly",
+                    self.max
+                ),
+            )
+            .retry_after(Duration::from_secs(1))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_print_as_they_parse() {
+        for text in ["10/min", "5/s", "100/hour", "30/5min", "1/day", "7/90s"] {
+            let rate: Rate = text.parse().unwrap();
+            assert_eq!(rate.to_string().parse::<Rate>().unwrap(), rate, "{text}");
+        }
+        assert_eq!("60/min".parse::<Rate>().unwrap().to_string(), "60/min");
+        assert!(
+            "10/fortnight"
+                .parse::<Rate>()
+                .unwrap_err()
+                .contains("10/min")
+        );
+    }
+
+    #[test]
+    fn a_rate_allows_its_count_at_once_per_caller_and_tool_and_says_when_to_retry() {
+        let limiter = RateLimiter::new("3/min".parse().unwrap());
+        let alice: Arc<str> = Arc::from("alice");
+        let bob: Arc<str> = Arc::from("bob");
+        for _ in 0..3 {
+            limiter.check(&alice, "read").unwrap();
+        }
+        let refused = limiter.check(&alice, "read").unwrap_err();
+        assert_eq!(refused.code(), codes::RATE_LIMITED);
+        let after = refused.retry_after_duration().unwrap();
+        assert!(
+            after > Duration::ZERO && after <= Duration::from_secs(20),
+            "{after:?}"
+        );
+        assert!(refused.message().contains("3/min"), "{}", refused.message());
+        // Another caller, or another tool, has its own allowance.
+        limiter.check(&bob, "read").unwrap();
+        limiter.check(&alice, "write").unwrap();
+    }
+
+    #[test]
+    fn state_of_many_callers_is_swept() {
+        // One call back every millisecond: a caller's state is back to full, and can go, a few milliseconds after
+        // its last call.
+        let limiter = RateLimiter::new("1000/s".parse().unwrap());
+        for i in 0..(4 * SWEEP_EVERY) {
+            let caller: Arc<str> = Arc::from(format!("caller-{i}"));
+            limiter.check(&caller, "t").unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        for i in 0..SWEEP_EVERY {
+            let caller: Arc<str> = Arc::from(format!("late-{i}"));
+            limiter.check(&caller, "t").unwrap();
+        }
+        assert!(
+            limiter.limiter.len() <= 2 * SWEEP_EVERY,
+            "{}",
+            limiter.limiter.len()
+        );
+    }
+}

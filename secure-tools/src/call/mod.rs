@@ -1,0 +1,745 @@
+//! The call pipeline: every call of a secure tool, read top to bottom.
+//!
+//! [`ToolSet::call`] opens the audited region (a [`Call`]: its id, its clock, and the promise of exactly one
+//! `tool_call` record, kept even if the call's future is dropped), looks the tool up, and runs the stages of
+//! [`stages`] in order. Each stage either passes or refuses with a [`Refusal`]; [`Call::finish`] is the one place a
+//! refusal becomes an outcome, a code and an audit record.
+//!
+//! | stage | refuses with (outcome, code) |
+//! | --- | --- |
+//! | look up | `invalid`, `unknown_tool` (a protocol error for the transport) |
+//! | admit | `limited`, `shutting_down`; `denied`, `audit_unavailable` |
+//! | authorize | `denied`, `missing_scope:<scope>` |
+//! | limits | `limited`, `rate_limited` or `overloaded` |
+//! | guards before decoding | the guard's |
+//! | decode | `invalid`, `malformed_arguments` (or `invalid_input` from a type that checks its value) |
+//! | validate | `invalid`, `invalid_input` |
+//! | argument rule | the rule's (`denied` by convention) |
+//! | guards after decoding | the guard's |
+//! | record the start | `denied`, `audit_unavailable` (tools not marked `read_only` only) |
+//! | invoke | the handler's (`error`); `panic`, `tool_panicked`; `timeout`; `cancelled`, `cancelled` or `shutting_down` |
+//! | record the call | `error`, `audit_unavailable` (the result is withheld) |
+
+mod context;
+mod decode;
+pub mod guard;
+pub(crate) mod limits;
+pub(crate) mod panic;
+mod refusal;
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::task::Poll;
+use std::time::SystemTime;
+
+use futures_util::FutureExt;
+use rmcp::RoleServer;
+use rmcp::model::{CallToolResult, ContentBlock, JsonObject, MetaObject};
+use rmcp::service::RequestContext;
+use serde_json::Value;
+use tracing::Instrument;
+
+pub(crate) use context::SessionState;
+pub use context::{
+    Args, CallContext, CallId, Caller, CancellationToken, ClientLog, Connection, Elicitation,
+    FromCallContext, FromRef, MAX_AUDIT_FIELDS, Meta, Progress, RequestId, Sampling, State,
+};
+pub use limits::{Rate, parse_duration};
+pub use refusal::{Refusal, RefusalKind, codes};
+
+use self::guard::{GuardCall, GuardStage, Pass};
+use crate::audit::{
+    self, Audit, AuditEvent, CallStartedEvent, Origin, Outcome, Timestamp, ToolCallEvent,
+};
+use crate::output::ToolOutput;
+use crate::tool::SecureTool;
+use crate::toolset::{Inner, Registered, ToolEntry, ToolSet};
+
+/// The `_meta` key under which a refused call's result carries its refusal, typed (see [`RefusalNotice`]).
+pub const REFUSAL_META_KEY: &str = "secure-tools/refusal";
+
+/// One `tools/call`.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct CallRequest {
+    /// Who is calling.
+    pub caller: Caller,
+    /// The JSON-RPC id of the request (`0` unless set).
+    pub request_id: RequestId,
+    /// The tool's name.
+    pub tool: String,
+    /// The arguments, if any were sent.
+    pub arguments: Option<JsonObject>,
+    /// What the transport knows about where the call came from.
+    pub connection: Connection,
+    /// rmcp's context of the request, when it came through an MCP session: the handler's peer, `_meta`,
+    /// cancellation.
+    pub rmcp: Option<RequestContext<RoleServer>>,
+}
+
+impl CallRequest {
+    /// A call of `tool` by `caller` with `arguments`, made in process.
+    pub fn new(caller: Caller, tool: impl Into<String>, arguments: Option<JsonObject>) -> Self {
+        CallRequest {
+            caller,
+            request_id: RequestId::Number(0),
+            tool: tool.into(),
+            arguments,
+            connection: Connection::default(),
+            rmcp: None,
+        }
+    }
+
+    /// Sets the JSON-RPC id.
+    pub fn with_request_id(mut self, id: RequestId) -> Self {
+        self.request_id = id;
+        self
+    }
+
+    /// Sets what the transport knows about the call's origin.
+    pub fn with_connection(mut self, connection: Connection) -> Self {
+        self.connection = connection;
+        self
+    }
+
+    /// Sets rmcp's context of the request (and takes its id).
+    pub fn with_rmcp_context(mut self, context: RequestContext<RoleServer>) -> Self {
+        self.request_id = context.id.clone();
+        self.rmcp = Some(context);
+        self
+    }
+}
+
+/// The answer to a call of a known tool: its outcome and either the output or the refusal.
+#[derive(Debug)]
+pub struct CallResponse {
+    call_id: CallId,
+    outcome: Outcome,
+    result: Result<ToolOutput, Refusal>,
+    /// The tool declares an output schema, which an error's `structuredContent` would not match.
+    has_output_schema: bool,
+}
+
+/// A refusal as a refused call's result carries it under `_meta["secure-tools/refusal"]`, for clients and
+/// transports to read without parsing text.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct RefusalNotice {
+    /// The stable code (`missing_scope:files.write`, `rate_limited`, ...).
+    pub code: String,
+    /// The outcome as audited (`denied`, `limited`, ...).
+    pub outcome: String,
+    /// The message shown to the caller.
+    pub message: String,
+    /// For a limit: whole seconds after which a retry may succeed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_seconds: Option<u64>,
+    /// For a missing scope: every scope the tool requires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub required_scopes: Option<Vec<String>>,
+    /// The call's id, as on its audit records.
+    pub call_id: String,
+}
+
+impl RefusalNotice {
+    /// The notice in a tool result's `_meta`, if it has one.
+    pub fn from_result(result: &CallToolResult) -> Option<Self> {
+        let value = result.meta.as_ref()?.get(REFUSAL_META_KEY)?;
+        serde_json::from_value(value.clone()).ok()
+    }
+}
+
+impl CallResponse {
+    /// The call's unique id, as on its audit records.
+    pub fn call_id(&self) -> CallId {
+        self.call_id
+    }
+
+    /// How the call ended, as audited.
+    pub fn outcome(&self) -> Outcome {
+        self.outcome
+    }
+
+    /// The output, or the refusal with its code and caller-visible message.
+    pub fn result(&self) -> Result<&ToolOutput, &Refusal> {
+        self.result.as_ref()
+    }
+
+    /// The refusal, if the call was refused.
+    pub fn refusal(&self) -> Option<&Refusal> {
+        self.result.as_ref().err()
+    }
+
+    /// The error code, if the call failed.
+    pub fn error_code(&self) -> Option<&str> {
+        self.refusal().map(Refusal::code)
+    }
+
+    /// The MCP result: output as content (text, structured, or blocks of its own); a refusal as an `isError`
+    /// result whose text starts with the code (`missing_scope:files.write: ...`), with the refusal under
+    /// `_meta["secure-tools/refusal"]` ([`RefusalNotice`]) and, for a tool without an output schema, as
+    /// `structuredContent` `{"error": {"code", "message", "retryAfterSeconds"?}}`.
+    ///
+    /// A tool with an output schema gets no `structuredContent` on a failure: that object would not match the
+    /// schema, and clients that check every `structuredContent` against it, `isError` or not (the TypeScript
+    /// SDK v1 and the MCP Inspector among them), would replace the refusal with a validation error of their own.
+    pub fn into_call_tool_result(self) -> CallToolResult {
+        match self.result {
+            Ok(output) => output.into_call_tool_result(),
+            Err(refusal) => {
+                let retry = refusal
+                    .retry_after_duration()
+                    .map(|d| d.as_secs() + u64::from(d.subsec_nanos() > 0));
+                let mut result =
+                    CallToolResult::error(vec![ContentBlock::text(refusal.to_string())]);
+                if !self.has_output_schema {
+                    let mut error = serde_json::json!({
+                        "code": refusal.code(), "message": refusal.message()
+                    });
+                    if let Some(secs) = retry {
+                        error["retryAfterSeconds"] = secs.into();
+                    }
+                    result.structured_content = Some(serde_json::json!({ "error": error }));
+                }
+                let notice = RefusalNotice {
+                    code: refusal.code().to_owned(),
+                    outcome: self.outcome.as_str().to_owned(),
+                    message: refusal.message().to_owned(),
+                    retry_after_seconds: retry,
+                    required_scopes: refusal
+                        .required_scopes()
+                        .map(|scopes| scopes.iter().map(|s| s.as_str().to_owned()).collect()),
+                    call_id: self.call_id.to_string(),
+                };
+                let mut meta = MetaObject::new();
+                if let Ok(value) = serde_json::to_value(notice) {
+                    meta.insert(REFUSAL_META_KEY.into(), value);
+                }
+                result.meta = Some(meta);
+                result
+            }
+        }
+    }
+}
+
+/// A call that gets no tool result: a protocol error for the transport to answer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CallError {
+    /// No tool has this name.
+    #[error("unknown tool `{}`", .0.escape_debug())]
+    UnknownTool(String),
+}
+
+/// The stages of one tool's calls, monomorphized for it, boxed behind a function pointer in its registration.
+pub(crate) type RunFn<S> =
+    for<'a, 'c> fn(
+        &'a Inner<S>,
+        &'a Registered<S>,
+        &'a mut Call<'c>,
+    ) -> Pin<Box<dyn Future<Output = Result<ToolOutput, Refusal>> + Send + 'a>>;
+
+pub(crate) fn run_stages<'a, 'c, S, T>(
+    set: &'a Inner<S>,
+    tool: &'a Registered<S>,
+    call: &'a mut Call<'c>,
+) -> Pin<Box<dyn Future<Output = Result<ToolOutput, Refusal>> + Send + 'a>>
+where
+    S: Send + Sync + 'static,
+    T: SecureTool<S>,
+{
+    Box::pin(stages::<S, T>(set, &tool.entry, call))
+}
+
+impl<S: Send + Sync + 'static> ToolSet<S> {
+    /// Calls a tool through the pipeline (see the [module docs](crate::call) for its stages), audited exactly
+    /// once whatever happens: refused, failed, panicked, timed out, cancelled, or its future dropped.
+    ///
+    /// Runs inside a `tracing` span `tool_call` with the tool name, the request id and the call id. A call of an
+    /// unknown tool is audited too, then returned as [`CallError::UnknownTool`].
+    pub async fn call(&self, request: CallRequest) -> Result<CallResponse, CallError> {
+        let set = &*self.inner;
+        let (mut call, tool) = Call::begin(set, request);
+        let span = call.span();
+        async move {
+            let result = match tool {
+                Some(tool) => (tool.run)(set, tool, &mut call).await,
+                None => Err(Refusal::invalid(
+                    codes::UNKNOWN_TOOL,
+                    "no tool has this name",
+                )),
+            };
+            call.finish(result)
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+/// The stages, in order. Each passes or refuses; none writes the `tool_call` record.
+async fn stages<S, T>(
+    set: &Inner<S>,
+    tool: &ToolEntry,
+    call: &mut Call<'_>,
+) -> Result<ToolOutput, Refusal>
+where
+    S: Send + Sync + 'static,
+    T: SecureTool<S>,
+{
+    admit(set)?;
+    authorize(tool, call.context.caller())?;
+    let _permits = limit(set, tool, &call.context)?;
+    let mut passes = Vec::new();
+    run_guards(set, tool, call, GuardStage::BeforeDecoding, &mut passes).await?;
+    let args: T::Args = decode::decode(
+        &call.arguments,
+        tool.allowed.as_ref(),
+        tool.definition.audit_redact(),
+    )?;
+    decode::validate(&args)?;
+    authorize_arguments::<S, T>(set, tool, call, &args).await?;
+    run_guards(set, tool, call, GuardStage::AfterDecoding, &mut passes).await?;
+    call.record_start(tool)?;
+    invoke::<S, T>(set, tool, &call.context, args).await
+}
+
+/// New calls are refused while the set shuts down, and while its audit trail cannot be written.
+fn admit<S>(set: &Inner<S>) -> Result<(), Refusal> {
+    if set.lifecycle.is_closing() {
+        return Err(Refusal::limited(
+            codes::SHUTTING_DOWN,
+            "the server is shutting down and takes no new calls",
+        ));
+    }
+    if set.audit.is_failing() {
+        return Err(Refusal::audit_unavailable());
+    }
+    Ok(())
+}
+
+/// Every scope the tool requires must be in the caller's grant.
+fn authorize(tool: &ToolEntry, caller: &Caller) -> Result<(), Refusal> {
+    caller
+        .grant()
+        .check(&tool.scopes[..])
+        .map_err(|missing| Refusal::missing_scope(&missing.0, tool.scopes.clone()))
+}
+
+/// The built-in limits: rates (the set's per caller and tool, the tool's own per caller), then concurrency (the
+/// tool's, then the set's). The permits are held until the handler ends.
+fn limit<'a, S>(
+    set: &'a Inner<S>,
+    tool: &'a ToolEntry,
+    cx: &CallContext,
+) -> Result<[Option<tokio::sync::SemaphorePermit<'a>>; 2], Refusal> {
+    let caller = cx.caller().id_shared();
+    let name = tool.definition.name();
+    if let Some(rate) = &set.rate {
+        rate.check(caller, name)?;
+    }
+    if let Some(rate) = &tool.rate {
+        rate.check(caller, name)?;
+    }
+    let own = tool
+        .concurrency
+        .as_ref()
+        .map(|limit| limit.acquire("this tool"))
+        .transpose()?;
+    let shared = set
+        .concurrency
+        .as_ref()
+        .map(|limit| limit.acquire("the server's tools"))
+        .transpose()?;
+    Ok([own, shared])
+}
+
+fn guard_call<'a, S: Send + Sync + 'static>(
+    set: &'a Inner<S>,
+    tool: &'a ToolEntry,
+    call: &'a Call<'_>,
+    stage: GuardStage,
+) -> GuardCall<'a> {
+    static EMPTY: std::sync::OnceLock<JsonObject> = std::sync::OnceLock::new();
+    GuardCall {
+        context: &call.context,
+        definition: &tool.definition,
+        arguments: call
+            .arguments
+            .as_object()
+            .unwrap_or_else(|| EMPTY.get_or_init(JsonObject::new)),
+        state: &set.state,
+        stage,
+    }
+}
+
+/// The set's guards, then the tool's, of one stage, in the order they were added.
+async fn run_guards<S: Send + Sync + 'static>(
+    set: &Inner<S>,
+    tool: &ToolEntry,
+    call: &Call<'_>,
+    stage: GuardStage,
+    passes: &mut Vec<Pass>,
+) -> Result<(), Refusal> {
+    let mut view = None;
+    for guard in set.guards.iter().chain(&tool.guards) {
+        if guard.stage() != stage {
+            continue;
+        }
+        let view = view.get_or_insert_with(|| guard_call(set, tool, call, stage));
+        passes.push(guard.check(view).resolve().await?);
+    }
+    Ok(())
+}
+
+/// The argument rule the attribute names (`authorize = path`), on the decoded, valid arguments.
+async fn authorize_arguments<S: Send + Sync + 'static, T: SecureTool<S>>(
+    set: &Inner<S>,
+    tool: &ToolEntry,
+    call: &Call<'_>,
+    args: &T::Args,
+) -> Result<(), Refusal> {
+    let view = guard_call(set, tool, call, GuardStage::AfterDecoding);
+    T::authorize(args, &view).await
+}
+
+/// Runs the handler: a panic is caught (its message withheld), the call is stopped when the client cancels it,
+/// when its time is up, or when the server stops it at shutdown; the handler's own token is cancelled then.
+async fn invoke<S, T>(
+    set: &Inner<S>,
+    tool: &ToolEntry,
+    cx: &CallContext,
+    args: T::Args,
+) -> Result<ToolOutput, Refusal>
+where
+    S: Send + Sync + 'static,
+    T: SecureTool<S>,
+{
+    let name = tool.definition.name();
+    let future =
+        panic::catch(name, || T::invoke(args, cx, &set.state)).map_err(|()| Refusal::panicked())?;
+    let mut handler = panic::Guarded::new(name, AssertUnwindSafe(future).catch_unwind());
+    // Most handlers finish on their first poll; only one that waits pays for a timer and the cancellation waits.
+    if let Poll::Ready(settled) = futures_util::poll!(&mut handler) {
+        return settle(settled);
+    }
+    let timeout = tool.timeout.unwrap_or(set.timeout);
+    let client_cancelled = async {
+        match cx.request_cancellation() {
+            Some(token) => token.cancelled().await,
+            None => std::future::pending().await,
+        }
+    };
+    let stopped = tokio::select! {
+        biased;
+        settled = &mut handler => return settle(settled),
+        () = client_cancelled => {
+            Refusal::cancelled(codes::CANCELLED, "the client cancelled the call, or its connection closed")
+        }
+        () = set.lifecycle.stopping() => Refusal::cancelled(
+            codes::SHUTTING_DOWN,
+            "the server shut down before the tool finished",
+        ),
+        () = tokio::time::sleep(timeout) => Refusal::timed_out(timeout),
+    };
+    drop(handler);
+    cx.cancel_handler();
+    Err(stopped)
+}
+
+fn settle(
+    settled: Result<Result<ToolOutput, Refusal>, Box<dyn std::any::Any + Send>>,
+) -> Result<ToolOutput, Refusal> {
+    // The payload of a panic may quote a redacted argument: it is dropped unread.
+    settled.unwrap_or_else(|_payload| Err(Refusal::panicked()))
+}
+
+/// The audited region of one call: created before anything else happens, it writes the call's one `tool_call`
+/// record in [`Call::finish`], or, if the call's future is dropped first, when it is dropped.
+pub(crate) struct Call<'s> {
+    audit: &'s Audit,
+    lifecycle: &'s Lifecycle,
+    tool: Option<&'s ToolEntry>,
+    started: SystemTime,
+    context: CallContext,
+    /// The name as sent, for a tool that does not exist.
+    sent_name: Option<String>,
+    /// The arguments as sent, until they are redacted for the record.
+    arguments: Value,
+    inputs: Option<Arc<Value>>,
+    origin: Option<Arc<Origin>>,
+    finished: bool,
+}
+
+impl<'s> Call<'s> {
+    fn begin<S>(set: &'s Inner<S>, request: CallRequest) -> (Self, Option<&'s Registered<S>>) {
+        // One clock for both the record's time and the call's duration (a clock read is a good part of the
+        // pipeline's own cost); a clock stepped back mid-call gives a duration of 0.
+        let started = SystemTime::now();
+        set.lifecycle.enter();
+        let CallRequest {
+            caller,
+            request_id,
+            tool: name,
+            arguments,
+            connection,
+            rmcp,
+        } = request;
+        let tool = set.tools.get(name.as_str());
+        let (tool_name, sent_name) = match tool {
+            Some(tool) => (tool.entry.name.clone(), None),
+            None => (Arc::from(audit::shorten_str(&name)), Some(name)),
+        };
+        let context = CallContext::new(
+            CallId::next(),
+            caller,
+            request_id,
+            tool_name,
+            rmcp,
+            connection,
+        );
+        let call = Call {
+            audit: &set.audit,
+            lifecycle: &set.lifecycle,
+            tool: tool.map(|t| &t.entry),
+            started,
+            context,
+            sent_name,
+            arguments: Value::Object(arguments.unwrap_or_default()),
+            inputs: None,
+            origin: None,
+            finished: false,
+        };
+        (call, tool)
+    }
+
+    fn span(&self) -> tracing::Span {
+        tracing::info_span!(
+            "tool_call",
+            tool = %self.context.tool(),
+            request_id = %self.context.request_id(),
+            call_id = %self.context.call_id(),
+        )
+    }
+
+    /// The arguments as recorded: redacted and bounded. Taken from the arguments as sent the first time.
+    fn inputs(&mut self) -> Arc<Value> {
+        if let Some(inputs) = &self.inputs {
+            return inputs.clone();
+        }
+        let arguments = std::mem::take(&mut self.arguments);
+        // An unknown tool declares nothing, so every argument of its call is treated as a secret. Arguments the
+        // schema does not name (an alias, a typo) are treated as secrets too: only declared, unredacted arguments
+        // are recorded in clear.
+        let inputs = Arc::new(match self.tool {
+            Some(tool) => {
+                let redact = tool.definition.audit_redact();
+                audit::redact_owned(arguments, |key| {
+                    redact.contains(&key)
+                        || tool
+                            .allowed
+                            .as_ref()
+                            .is_some_and(|allowed| !allowed.contains(key))
+                })
+            }
+            None => audit::redact_owned(arguments, |_| true),
+        });
+        self.inputs = Some(inputs.clone());
+        inputs
+    }
+
+    fn origin(&mut self) -> Arc<Origin> {
+        if let Some(origin) = &self.origin {
+            return origin.clone();
+        }
+        let origin = self.context.origin();
+        self.origin = Some(origin.clone());
+        origin
+    }
+
+    fn caller_shared(&self) -> Arc<str> {
+        let id = self.context.caller().id_shared();
+        if id.len() > audit::MAX_AUDIT_STRING {
+            Arc::from(audit::shorten_str(id))
+        } else {
+            id.clone()
+        }
+    }
+
+    /// Before the handler of a tool not marked `read_only` runs, its `call_started` record must be written: no
+    /// effect without a record.
+    fn record_start(&mut self, tool: &ToolEntry) -> Result<(), Refusal> {
+        let inputs = self.inputs();
+        if !tool.records_start {
+            return Ok(());
+        }
+        let event = CallStartedEvent {
+            call_id: self.context.call_id(),
+            request_id: self.context.request_id().clone(),
+            tool: tool.name.clone(),
+            caller: self.caller_shared(),
+            inputs,
+            origin: self.origin(),
+        };
+        self.audit
+            .record(AuditEvent::CallStarted(event))
+            .map_err(|error| {
+                tracing::error!(%error, "call_started record not written; the handler does not run");
+                Refusal::audit_unavailable()
+            })
+    }
+
+    /// Writes the call's one `tool_call` record. The one place a refusal becomes an outcome and a code.
+    fn write_record(
+        &mut self,
+        outcome: Outcome,
+        error: Option<&str>,
+    ) -> Result<(), audit::AuditError> {
+        self.finished = true;
+        let finished = SystemTime::now();
+        let fields = self.context.take_audit_fields();
+        let fields = (!fields.is_empty()).then(|| {
+            let mut value = Value::Object(fields.into_iter().collect());
+            audit::bound(&mut value);
+            value
+        });
+        let event = ToolCallEvent {
+            call_id: self.context.call_id(),
+            request_id: self.context.request_id().clone(),
+            tool: self.context.tool_shared().clone(),
+            scopes: self
+                .tool
+                .map_or_else(|| Arc::from([]), |t| t.scopes.clone()),
+            caller: self.caller_shared(),
+            outcome,
+            ok: outcome == Outcome::Ok,
+            inputs: self.inputs(),
+            error: error.map(|code| {
+                if code.len() > 128 {
+                    audit::shorten_str(code)
+                } else {
+                    code.to_owned()
+                }
+            }),
+            duration_us: finished
+                .duration_since(self.started)
+                .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
+            origin: self.origin(),
+            fields,
+        };
+        self.audit
+            .record_at(Timestamp(finished), AuditEvent::ToolCall(event))
+    }
+
+    fn finish(mut self, result: Result<ToolOutput, Refusal>) -> Result<CallResponse, CallError> {
+        let outcome = match &result {
+            Ok(_) => Outcome::Ok,
+            Err(refusal) => Outcome::from(refusal.kind()),
+        };
+        if let Err(refusal) = &result
+            && let Some(source) = refusal.internal_source()
+        {
+            tracing::error!(code = refusal.code(), error = %source, "tool failed");
+        }
+        let written = self.write_record(outcome, result.as_ref().err().map(Refusal::code));
+        let Some(tool) = self.tool else {
+            let name = self.sent_name.take().unwrap_or_default();
+            return Err(CallError::UnknownTool(name));
+        };
+        let has_output_schema = tool.definition.output_schema().is_some();
+        let call_id = self.context.call_id();
+        Ok(match written {
+            Ok(()) => CallResponse {
+                call_id,
+                outcome,
+                result,
+                has_output_schema,
+            },
+            Err(error) => {
+                tracing::error!(%error, "audit record not written; the call is reported failed");
+                CallResponse {
+                    call_id,
+                    outcome: Outcome::Error,
+                    result: Err(Refusal::audit_unavailable().into_kind(RefusalKind::Error)),
+                    has_output_schema,
+                }
+            }
+        })
+    }
+}
+
+impl Drop for Call<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            // The call's future was dropped before it finished (the transport gave up on it), or the pipeline
+            // itself panicked: the call still gets its record.
+            let (outcome, code) = if std::thread::panicking() {
+                (Outcome::Panic, codes::TOOL_PANICKED)
+            } else {
+                (Outcome::Cancelled, codes::CANCELLED)
+            };
+            self.context.cancel_handler();
+            if let Err(error) = self.write_record(outcome, Some(code)) {
+                tracing::error!(%error, "audit record of a dropped call not written");
+            }
+        }
+        self.lifecycle.leave();
+    }
+}
+
+/// Calls in flight, and the shutdown of a tool set.
+#[derive(Default)]
+pub(crate) struct Lifecycle {
+    closing: AtomicBool,
+    in_flight: AtomicUsize,
+    idle: tokio::sync::Notify,
+    stop: CancellationToken,
+}
+
+impl Lifecycle {
+    fn enter(&self) {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn leave(&self) {
+        if self.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 && self.is_closing() {
+            self.idle.notify_waiters();
+        }
+    }
+
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::SeqCst)
+    }
+
+    fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn close(&self) {
+        self.closing.store(true, Ordering::SeqCst);
+    }
+
+    pub(crate) fn stop_running(&self) {
+        self.stop.cancel();
+    }
+
+    fn stopping(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
+        self.stop.cancelled()
+    }
+
+    /// Resolves once no call is in flight (after [`Lifecycle::close`]).
+    pub(crate) async fn idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            if self.in_flight() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! Keeps handler panics from leaking what they carry, on every thread a handler uses.
+//!
+//! A panic in a handler is caught by the pipeline, but Rust's panic hook runs first and would print its message to
+//! stderr, and that message may hold an argument the tool declared redacted. While a handler runs (its future is
+//! polled, or a closure it gave to [`spawn_blocking`] runs, or a task it started with [`spawn`] is polled), the
+//! hook installed here prints only the tool name and the panic's location; every other panic goes to the hook that
+//! was there before.
+
+use std::any::Any;
+use std::cell::Cell;
+use std::future::Future;
+use std::panic::{self, AssertUnwindSafe};
+use std::pin::Pin;
+use std::sync::Once;
+use std::task::{Context, Poll};
+
+use futures_util::FutureExt;
+
+thread_local! {
+    static RUNNING_TOOL: Cell<Option<&'static str>> = const { Cell::new(None) };
+}
+
+pub(crate) fn install() {
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
+        let previous = panic::take_hook();
+        panic::set_hook(Box::new(move |info| match RUNNING_TOOL.with(Cell::get) {
+            Some(tool) => {
+                let location = info
+                    .location()
+                    .map(|l| format!("{}:{}", l.file(), l.line()))
+                    .unwrap_or_default();
+                eprintln!("secure tool `{tool}` panicked at {location} (message withheld: it may hold redacted input)");
+            }
+            None => previous(info),
+        }));
+    });
+}
+
+fn running_tool() -> Option<&'static str> {
+    RUNNING_TOOL.with(Cell::get)
+}
+
+fn with_tool<R>(tool: Option<&'static str>, f: impl FnOnce() -> R) -> R {
+    struct Reset(Option<&'static str>);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            RUNNING_TOOL.with(|cell| cell.set(self.0));
+        }
+    }
+    let _reset = Reset(RUNNING_TOOL.with(|cell| cell.replace(tool)));
+    f()
+}
+
+/// Runs `f` as part of `tool`, catching a panic.
+pub(crate) fn catch<R>(tool: &'static str, f: impl FnOnce() -> R) -> Result<R, ()> {
+    with_tool(Some(tool), || {
+        panic::catch_unwind(AssertUnwindSafe(f)).map_err(drop)
+    })
+}
+
+/// A future whose polls count as running `tool`.
+pub(crate) struct Guarded<F> {
+    tool: Option<&'static str>,
+    future: F,
+}
+
+impl<F> Guarded<F> {
+    pub(crate) fn new(tool: &'static str, future: F) -> Self {
+        Guarded {
+            tool: Some(tool),
+            future,
+        }
+    }
+}
+
+impl<F: Future + Unpin> Future for Guarded<F> {
+    type Output = F::Output;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let tool = self.tool;
+        with_tool(tool, || Pin::new(&mut self.future).poll(cx))
+    }
+}
+
+/// Runs blocking work on tokio's blocking pool, as [`tokio::task::spawn_blocking`] does, for a handler: a panic in
+/// `f` has its message withheld like a panic in the handler itself, and is resumed in the handler when it awaits
+/// the result, so the call's outcome is `panic` (not `error`) and nothing the panic carried is printed or logged.
+///
+/// ```
+/// # use secure_tools::{secure_tool, task, ToolError};
+/// /// Hashes a secret.
+/// #[secure_tool(scope = "crypto.hash", audit_redact = ["secret"])]
+/// async fn hash(secret: String) -> Result<String, ToolError> {
+///     let digest = task::spawn_blocking(move || expensive_hash(&secret)).await?;
+///     Ok(digest)
+/// }
+/// # fn expensive_hash(s: &str) -> String { s.len().to_string() }
+/// ```
+///
+/// Outside a secure tool it behaves like tokio's, but still resumes a panic in the task that awaits it.
+pub fn spawn_blocking<F, R>(f: F) -> JoinHandle<R>
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + 'static,
+{
+    let tool = running_tool();
+    JoinHandle(tokio::task::spawn_blocking(move || {
+        with_tool(tool, || panic::catch_unwind(AssertUnwindSafe(f)))
+    }))
+}
+
+/// Starts a task, as [`tokio::spawn`] does, for a handler: its polls count as the handler's, so a panic in it has
+/// its message withheld, and is resumed in the handler when it awaits the [`JoinHandle`] (the call's outcome is
+/// then `panic`).
+///
+/// The task is not stopped when the call ends; give it the call's
+/// [`CancellationToken`](crate::CancellationToken) to watch if it should stop with the call.
+pub fn spawn<F>(future: F) -> JoinHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let tool = running_tool();
+    let guarded = Guarded {
+        tool,
+        future: Box::pin(AssertUnwindSafe(future).catch_unwind()),
+    };
+    JoinHandle(tokio::spawn(guarded))
+}
+
+/// The handle of a task started by [`spawn`] or [`spawn_blocking`]: awaiting it gives the task's output, resumes
+/// its panic in the awaiting task, and fails only if the task was aborted or its runtime shut down.
+#[derive(Debug)]
+pub struct JoinHandle<T>(tokio::task::JoinHandle<Result<T, Box<dyn Any + Send>>>);
+
+impl<T> JoinHandle<T> {
+    /// Aborts the task (a blocking closure that has started runs to its end regardless).
+    pub fn abort(&self) {
+        self.0.abort();
+    }
+
+    /// Whether the task has finished.
+    pub fn is_finished(&self) -> bool {
+        self.0.is_finished()
+    }
+}
+
+/// The task was aborted, or its runtime shut down, before it finished.
+#[derive(Debug, thiserror::Error)]
+#[error("the task was aborted before it finished")]
+pub struct Aborted;
+
+impl From<Aborted> for crate::Refusal {
+    fn from(error: Aborted) -> Self {
+        crate::Refusal::internal(error)
+    }
+}
+
+impl<T> Future for JoinHandle<T> {
+    type Output = Result<T, Aborted>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match Pin::new(&mut self.0).poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(Ok(output))) => Poll::Ready(Ok(output)),
+            // The hook has already run, on the task's thread, and withheld the message; resuming does not run it
+            // again.
+            Poll::Ready(Ok(Err(payload))) => panic::resume_unwind(payload),
+            Poll::Ready(Err(_)) => Poll::Ready(Err(Aborted)),
+        }
+    }
+}

@@ -1,0 +1,233 @@
+//! The grammars of the values a tool declares: scope names, rates and durations.
+//!
+//! This one file is compiled into both crates: the runtime (`secure_tools::grammar`, private) and the
+//! `#[secure_tool]` macro (included by path), so the macro accepts at compile time exactly what the runtime accepts
+//! from configuration at run time. It depends on `core` and `std` only, and nothing here may panic.
+
+use std::time::Duration;
+
+/// The longest scope name accepted, in bytes.
+pub const MAX_SCOPE_LEN: usize = 128;
+
+/// Why a text is not a scope name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScopeGrammarError {
+    /// Nothing at all.
+    Empty,
+    /// Longer than [`MAX_SCOPE_LEN`] bytes.
+    TooLong,
+    /// A leading, trailing or doubled `.`.
+    EmptySegment,
+    /// A segment that does not start with a lowercase ASCII letter.
+    BadSegmentStart,
+    /// A character other than lowercase ASCII letters, digits, `_` and `-` in a segment.
+    BadCharacter,
+}
+
+impl ScopeGrammarError {
+    /// What rule the text broke, as a sentence fragment for error messages.
+    pub fn reason(self) -> &'static str {
+        match self {
+            ScopeGrammarError::Empty => "a scope name cannot be empty",
+            ScopeGrammarError::TooLong => "a scope name is at most 128 bytes",
+            ScopeGrammarError::EmptySegment => {
+                "expected dotted segments such as `files.read`, with no empty segment (leading, trailing or doubled `.`)"
+            }
+            ScopeGrammarError::BadSegmentStart => {
+                "each segment must start with a lowercase ASCII letter"
+            }
+            ScopeGrammarError::BadCharacter => {
+                "segments may hold only lowercase ASCII letters, digits, `_` and `-`"
+            }
+        }
+    }
+}
+
+/// Checks a scope name: one or more segments separated by `.`, each starting with a lowercase ASCII letter
+/// followed by lowercase ASCII letters, digits, `_` or `-`; at most [`MAX_SCOPE_LEN`] bytes in all.
+pub fn scope(text: &str) -> Result<(), ScopeGrammarError> {
+    if text.is_empty() {
+        return Err(ScopeGrammarError::Empty);
+    }
+    if text.len() > MAX_SCOPE_LEN {
+        return Err(ScopeGrammarError::TooLong);
+    }
+    for segment in text.split('.') {
+        let mut chars = segment.chars();
+        match chars.next() {
+            None => return Err(ScopeGrammarError::EmptySegment),
+            Some(c) if c.is_ascii_lowercase() => {}
+            Some(_) => return Err(ScopeGrammarError::BadSegmentStart),
+        }
+        if !chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-') {
+            return Err(ScopeGrammarError::BadCharacter);
+        }
+    }
+    Ok(())
+}
+
+/// The most calls a rate may allow per period.
+pub const MAX_RATE_COUNT: u32 = 1_000_000;
+/// The longest period a rate may have: one day.
+pub const MAX_RATE_PERIOD: Duration = Duration::from_secs(86_400);
+
+/// A rate: at most `count` calls per `period`, all of which may come at once (the burst is the count).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RateSpec {
+    /// Calls allowed per period, 1 to [`MAX_RATE_COUNT`].
+    pub count: u32,
+    /// The period, 1 s to [`MAX_RATE_PERIOD`].
+    pub period: Duration,
+}
+
+/// The units a rate's period may be given in, with their length in seconds.
+const RATE_UNITS: [(&str, u64); 10] = [
+    ("s", 1),
+    ("sec", 1),
+    ("second", 1),
+    ("m", 60),
+    ("min", 60),
+    ("minute", 60),
+    ("h", 3600),
+    ("hour", 3600),
+    ("d", 86_400),
+    ("day", 86_400),
+];
+
+/// What a rate looks like, for error messages.
+pub const RATE_EXAMPLE: &str = "`10/min`, `5/s`, `100/hour` or `30/5min`";
+
+/// Parses a rate: `COUNT/UNIT` or `COUNT/NUNIT`, such as `10/min`, `5/s`, `1000/hour`, `30/5min`; units `s`, `sec`,
+/// `second`, `m`, `min`, `minute`, `h`, `hour`, `d`, `day`. White space around the parts is ignored.
+pub fn rate(text: &str) -> Result<RateSpec, &'static str> {
+    let (count, per) = text
+        .split_once('/')
+        .ok_or("expected `COUNT/UNIT`, such as `10/min`")?;
+    let count: u32 = count
+        .trim()
+        .parse()
+        .map_err(|_| "the count before `/` must be a whole number")?;
+    if count == 0 || count > MAX_RATE_COUNT {
+        return Err("the count must be between 1 and 1000000");
+    }
+    let per = per.trim();
+    let digits = per.bytes().take_while(u8::is_ascii_digit).count();
+    let (multiplier, unit) = per.split_at(digits);
+    let multiplier: u64 = if multiplier.is_empty() {
+        1
+    } else {
+        multiplier
+            .parse()
+            .map_err(|_| "the period's multiplier is too large")?
+    };
+    let unit_secs = RATE_UNITS
+        .iter()
+        .find(|(name, _)| *name == unit.trim())
+        .map(|(_, secs)| *secs)
+        .ok_or("the unit after `/` must be one of `s`, `min`, `hour`, `day`")?;
+    let secs = multiplier
+        .checked_mul(unit_secs)
+        .filter(|secs| (1..=MAX_RATE_PERIOD.as_secs()).contains(secs))
+        .ok_or("the period must be between 1 s and one day")?;
+    Ok(RateSpec {
+        count,
+        period: Duration::from_secs(secs),
+    })
+}
+
+/// The longest duration accepted (a timeout, say): one day.
+pub const MAX_DURATION: Duration = Duration::from_secs(86_400);
+
+/// What a duration looks like, for error messages.
+pub const DURATION_EXAMPLE: &str = "`500ms`, `30s`, `5min` or `1h`";
+
+/// Parses a duration: a whole number and a unit, `ms`, `s`, `m`/`min`, `h`, such as `500ms`, `30s`, `5min`, `1h`;
+/// between 1 ms and one day.
+pub fn duration(text: &str) -> Result<Duration, &'static str> {
+    let text = text.trim();
+    let digits = text.bytes().take_while(u8::is_ascii_digit).count();
+    let (number, unit) = text.split_at(digits);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| "expected a whole number followed by a unit, such as `30s`")?;
+    let millis_per_unit: u64 = match unit.trim() {
+        "ms" => 1,
+        "s" | "sec" => 1_000,
+        "m" | "min" => 60_000,
+        "h" => 3_600_000,
+        _ => return Err("the unit must be one of `ms`, `s`, `min`, `h`"),
+    };
+    let millis = number
+        .checked_mul(millis_per_unit)
+        .filter(|ms| (1..=MAX_DURATION.as_millis() as u64).contains(ms))
+        .ok_or("the duration must be between 1 ms and one day")?;
+    Ok(Duration::from_millis(millis))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scopes() {
+        assert_eq!(scope("files.read"), Ok(()));
+        assert_eq!(scope("admin.users-write_2"), Ok(()));
+        assert_eq!(scope(""), Err(ScopeGrammarError::Empty));
+        assert_eq!(scope("files..read"), Err(ScopeGrammarError::EmptySegment));
+        assert_eq!(scope("Files"), Err(ScopeGrammarError::BadSegmentStart));
+        assert_eq!(scope("files.re ad"), Err(ScopeGrammarError::BadCharacter));
+        assert_eq!(scope(&"a".repeat(129)), Err(ScopeGrammarError::TooLong));
+    }
+
+    #[test]
+    fn rates() {
+        let per = |count, secs| {
+            Ok(RateSpec {
+                count,
+                period: Duration::from_secs(secs),
+            })
+        };
+        assert_eq!(rate("10/min"), per(10, 60));
+        assert_eq!(rate(" 5 / s "), per(5, 1));
+        assert_eq!(rate("100/hour"), per(100, 3600));
+        assert_eq!(rate("30/5min"), per(30, 300));
+        assert_eq!(rate("1/day"), per(1, 86_400));
+        for bad in [
+            "",
+            "10",
+            "0/min",
+            "-1/min",
+            "10/",
+            "10/fortnight",
+            "10/0s",
+            "10/2day",
+            "1.5/min",
+            "10/min/s",
+            "99999999999999999999/s",
+            "1/99999999999999999999s",
+        ] {
+            assert!(rate(bad).is_err(), "{bad:?} parsed");
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(duration("5min"), Ok(Duration::from_secs(300)));
+        assert_eq!(duration("1h"), Ok(Duration::from_secs(3600)));
+        for bad in [
+            "",
+            "s",
+            "30",
+            "0s",
+            "25h",
+            "1.5s",
+            "-1s",
+            "30 seconds",
+            "99999999999999999999ms",
+        ] {
+            assert!(duration(bad).is_err(), "{bad:?} parsed");
+        }
+    }
+}

@@ -1,0 +1,11 @@
+use secure_tools::secure_tool;
+
+/// Reads a file.
+#[secure_tool(scope = "files.read", timeout = "5 seconds")]
+async fn read_file(path: String) -> String {
+    path
+}
+
+fn main() {
+    let _ = secure_tools::ToolSet::builder(()).tool::<read_file>();
+}
