@@ -237,13 +237,15 @@ impl<S: Send + Sync + 'static> ToolSetBuilder<S> {
         self
     }
 
-    /// What the runners' settings ask of every tool set: the server id, if given, and JSON lines appended to
-    /// `audit_log`, if given.
+    /// What the runners' settings ask of every tool set: the server id, if given, the call limits, and JSON lines
+    /// appended to `audit_log`, if given.
     pub(crate) fn runner_settings(
         mut self,
         server_id: Option<&str>,
+        limits: crate::serve::CallLimits,
         audit_log: Option<&std::path::Path>,
     ) -> std::io::Result<Self> {
+        self = limits.apply(self);
         if let Some(id) = server_id {
             self = self.server_id(id.to_owned());
         }

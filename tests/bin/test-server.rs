@@ -1,6 +1,14 @@
 //! A stdio server with a few secure tools, for the tests that drive a real process.
 
-use secure_tools::{ToolError, ToolSet, secure_tool};
+// rmcp marks sampling deprecated (SEP-2577); clients still offer it and the `summarize` tool tests it.
+#![allow(deprecated)]
+
+use secure_tools::rmcp::model::{
+    CreateMessageRequestParams, ElicitRequestParams, ElicitationSchema, SamplingMessage,
+};
+use secure_tools::{
+    ClientLog, Elicitation, Progress, Sampling, ToolError, ToolSet, secure_tool, task,
+};
 
 /// Echoes its text.
 #[secure_tool(scope = "test.read", read_only)]
@@ -40,11 +48,79 @@ async fn store(
 #[secure_tool(scope = "test.read")]
 async fn slow(
     /// Milliseconds to wait.
-    #[validate(range(max = 5000))]
+    #[validate(range(max = 60000))]
     millis: u64,
 ) -> Result<String, ToolError> {
     tokio::time::sleep(std::time::Duration::from_millis(millis)).await;
     Ok("done".into())
+}
+
+/// Hashes a secret on a blocking thread; `boom` makes that thread panic while holding it.
+#[secure_tool(scope = "test.write", audit_redact = ["secret"])]
+async fn crunch(
+    /// The secret.
+    #[validate(length(max = 1000))]
+    secret: String,
+) -> Result<String, ToolError> {
+    let digest = task::spawn_blocking(move || {
+        if secret.starts_with("boom") {
+            panic!("crunching {secret} failed");
+        }
+        secret.len()
+    })
+    .await?;
+    Ok(digest.to_string())
+}
+
+/// Works in three steps, reporting progress and logging each to the client.
+#[secure_tool(scope = "test.read", read_only)]
+async fn report(progress: Progress, log: ClientLog) -> Result<String, ToolError> {
+    log.debug("starting").await;
+    for step in 1..=3u32 {
+        progress
+            .report(f64::from(step), Some(3.0), Some(format!("step {step}")))
+            .await;
+        log.info(format!("step {step} done")).await;
+    }
+    Ok("reported".into())
+}
+
+/// Asks the user to confirm, through the client.
+#[secure_tool(scope = "test.read")]
+async fn confirm(elicitation: Elicitation) -> Result<String, ToolError> {
+    let schema = ElicitationSchema::builder()
+        .required_bool("confirm")
+        .build()
+        .map_err(ToolError::internal)?;
+    let answer = elicitation
+        .request(ElicitRequestParams::FormElicitationParams {
+            meta: None,
+            message: "Go ahead?".into(),
+            requested_schema: schema,
+        })
+        .await?;
+    Ok(format!(
+        "{:?} {}",
+        answer.action,
+        answer.content.unwrap_or_default()
+    ))
+}
+
+/// Asks the client's model for a one-word summary.
+#[secure_tool(scope = "test.read")]
+async fn summarize(
+    /// The text.
+    #[validate(length(max = 200))]
+    text: String,
+    sampling: Sampling,
+) -> Result<String, ToolError> {
+    let params = CreateMessageRequestParams::new(
+        vec![SamplingMessage::user_text(format!("Summarize: {text}"))],
+        10,
+    );
+    let answer = sampling.create_message(params).await?;
+    let content = serde_json::to_value(&answer.message.content).map_err(ToolError::internal)?;
+    Ok(format!("{} said {content}", answer.model))
 }
 
 #[tokio::main]
@@ -52,7 +128,11 @@ async fn main() {
     let tools = ToolSet::builder(())
         .tool::<echo>()
         .tool::<store>()
-        .tool::<slow>();
+        .tool::<slow>()
+        .tool::<crunch>()
+        .tool::<report>()
+        .tool::<confirm>()
+        .tool::<summarize>();
     if let Err(err) = secure_tools::serve_stdio(tools).await {
         eprintln!("test-server: {err}");
         std::process::exit(1);

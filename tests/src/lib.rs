@@ -137,11 +137,16 @@ impl RawServer {
 
     /// Runs the `initialize` handshake for `version` and returns the answer.
     pub fn initialize(&mut self, version: &str) -> Value {
+        self.initialize_with(version, serde_json::json!({}))
+    }
+
+    /// Runs the `initialize` handshake for `version`, declaring the client `capabilities`.
+    pub fn initialize_with(&mut self, version: &str, capabilities: Value) -> Value {
         let answer = self.request(serde_json::json!({
             "jsonrpc": "2.0", "id": "init", "method": "initialize",
             "params": {
                 "protocolVersion": version,
-                "capabilities": {},
+                "capabilities": capabilities,
                 "clientInfo": {"name": "raw-test-client", "version": "0.0.1"}
             }
         }));
@@ -151,6 +156,19 @@ impl RawServer {
             );
         }
         answer
+    }
+
+    /// Reads lines until the answer to request `id`; returns the lines before it (notifications, requests from
+    /// the server) and the answer.
+    pub fn until_answer(&self, id: &Value) -> (Vec<Value>, Value) {
+        let mut before = Vec::new();
+        loop {
+            let line = self.recv();
+            if line.get("method").is_none() && &line["id"] == id {
+                return (before, line);
+            }
+            before.push(line);
+        }
     }
 
     /// A `tools/call` as a JSON-RPC message.

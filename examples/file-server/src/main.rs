@@ -15,7 +15,7 @@ use secure_tools::rmcp::model::Implementation;
 use secure_tools::serve::auth::{BearerAuth, VerificationKeys};
 use secure_tools::serve::http::HttpConfig;
 use secure_tools::serve::mtls::MtlsAuth;
-use secure_tools::serve::{StdioConfig, VersionPolicy};
+use secure_tools::serve::{CallLimits, StdioConfig, VersionPolicy};
 
 /// An MCP file server an LLM cannot talk out of its directory.
 ///
@@ -58,6 +58,20 @@ struct Cli {
     /// The largest incoming MCP message, in bytes.
     #[arg(long, env = "MCP_MAX_MESSAGE_BYTES", value_name = "BYTES")]
     max_message_bytes: Option<usize>,
+
+    /// How often each caller may call each tool, e.g. `60/min` (`10/s`, `1000/hour`); past it, calls are refused
+    /// `rate_limited` with the time to wait. Default: no limit.
+    #[arg(long, env = "MCP_RATE_LIMIT", value_name = "RATE")]
+    rate_limit: Option<String>,
+
+    /// How long a tool may run before it is stopped, e.g. `30s` (`500ms`, `2min`); the call is then refused
+    /// `timeout`. Default: 60s.
+    #[arg(long, env = "MCP_TOOL_TIMEOUT", value_name = "DURATION")]
+    tool_timeout: Option<String>,
+
+    /// How many calls may run at once; one more is refused `overloaded`. Default: 64.
+    #[arg(long, env = "MCP_MAX_CONCURRENT_CALLS", value_name = "N")]
+    max_concurrent_calls: Option<String>,
 
     /// Refuse clients asking for a protocol version older than this (e.g. `2025-06-18`).
     #[arg(long, env = "MCP_MIN_PROTOCOL_VERSION", value_name = "VERSION")]
@@ -236,9 +250,17 @@ async fn serve(cli: Cli) -> Result<(), String> {
         refuse_audit_log_inside(log, &data_root)?;
     }
 
+    let limits = CallLimits::parse(
+        cli.rate_limit.as_deref(),
+        cli.tool_timeout.as_deref(),
+        cli.max_concurrent_calls.as_deref(),
+    )
+    .map_err(|e| e.to_string())?;
+
     let tools = ToolSet::builder(root)
         .tool::<tools::read_file>()
         .tool::<tools::write_file>();
+    let tools = limits.apply(tools);
     if let Some(bind) = cli.http {
         if cli.http_insecure_no_auth {
             return serve_http_insecure(cli, bind, tools, grant).await;

@@ -2,7 +2,7 @@
 
 use secure_tools::fs::{FileName, Root};
 use secure_tools::text::neutralize;
-use secure_tools::{Rendered, State, ToolError, secure_tool};
+use secure_tools::{Rendered, State, ToolError, secure_tool, task};
 
 /// A file's content, as read.
 #[derive(Debug, serde::Serialize, schemars::JsonSchema)]
@@ -75,9 +75,9 @@ pub async fn write_file(
     State(root): State<Root>,
 ) -> Result<WriteOutcome, ToolError> {
     let name = filename.clone();
-    let written = tokio::task::spawn_blocking(move || root.write_text(&name, &content))
-        .await
-        .map_err(ToolError::internal)??;
+    // The write syncs to disk: off the event loop, on a thread whose panic stays an audited `panic` with its message
+    // (which could quote the content) withheld.
+    let written = task::spawn_blocking(move || root.write_text(&name, &content)).await??;
     Ok(WriteOutcome {
         name: filename.to_string(),
         bytes_written: written.bytes_written,

@@ -670,11 +670,89 @@ fn help_documents_every_setting() {
         "MCP_AUDIT_LOG",
         "MAX_READ_BYTES",
         "MAX_WRITE_BYTES",
+        "MCP_RATE_LIMIT",
+        "MCP_TOOL_TIMEOUT",
+        "MCP_MAX_CONCURRENT_CALLS",
         "demo",
     ] {
         assert!(
             help.contains(name),
             "--help does not mention {name}:\n{help}"
         );
+    }
+}
+
+#[test]
+fn a_rate_limit_lets_exactly_its_count_through_and_audits_every_call() {
+    let area = Area::new();
+    let mut server = area.server(RW, &[("MCP_RATE_LIMIT", "10/min")]);
+    let mut ok = 0;
+    let mut limited = Vec::new();
+    for id in 1..=30 {
+        let answer = server.request(RawServer::call_message(
+            id,
+            "read_file",
+            json!({"filename": "greeting.txt"}),
+        ));
+        let result = &answer["result"];
+        if result["isError"] == true {
+            limited.push(result.clone());
+        } else {
+            ok += 1;
+        }
+    }
+    assert_eq!(ok, 10);
+    assert_eq!(limited.len(), 20);
+    for result in &limited {
+        let text = result["content"][0]["text"].as_str().unwrap();
+        assert!(text.starts_with("rate_limited: "), "{text}");
+        assert!(
+            text.contains("retry in "),
+            "the message says when to retry: {text}"
+        );
+        // The structured form of the refusal, in `_meta`, says it too.
+        let notice = &result["_meta"]["secure-tools/refusal"];
+        assert_eq!(notice["code"], "rate_limited", "{result}");
+        assert_eq!(notice["outcome"], "limited");
+        let after = notice["retryAfterSeconds"].as_u64().unwrap();
+        assert!((1..=60).contains(&after), "{notice}");
+    }
+    let (_, audit, _) = server.finish();
+    let calls = events(&audit, "tool_call");
+    assert_eq!(calls.len(), 30);
+    let outcome = |o: &str| calls.iter().filter(|r| r["outcome"] == o).count();
+    assert_eq!((outcome("ok"), outcome("limited")), (10, 20));
+    assert!(
+        calls
+            .iter()
+            .filter(|r| r["outcome"] == "limited")
+            .all(|r| r["error"] == "rate_limited")
+    );
+    // Every record of the run has its own call id.
+    let ids: std::collections::BTreeSet<_> = calls
+        .iter()
+        .map(|r| r["call_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 30);
+}
+
+#[test]
+fn limit_settings_that_cannot_be_used_stop_the_start_with_a_clear_message() {
+    let area = Area::new();
+    for (name, value, expected) in [
+        ("MCP_RATE_LIMIT", "10 per minute", "MCP_RATE_LIMIT"),
+        ("MCP_TOOL_TIMEOUT", "forever", "MCP_TOOL_TIMEOUT"),
+        ("MCP_MAX_CONCURRENT_CALLS", "0", "MCP_MAX_CONCURRENT_CALLS"),
+    ] {
+        let output = Command::new(SERVER)
+            .env("DATA_ROOT", area.data())
+            .env("MCP_SCOPES", RW)
+            .env(name, value)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{name}={value} started");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(expected), "{name}={value}: {stderr}");
     }
 }

@@ -92,6 +92,8 @@ pub struct HttpConfig {
     pub cancellation: CancellationToken,
     /// How long calls still running at shutdown may take to finish before they are stopped (default 10 s).
     pub shutdown_grace: Duration,
+    /// Limits on every call: rate, timeout, concurrency.
+    pub limits: super::CallLimits,
 }
 
 impl Default for HttpConfig {
@@ -114,6 +116,7 @@ impl Default for HttpConfig {
             server_info: Implementation::new("secure-tools", env!("CARGO_PKG_VERSION")),
             cancellation: CancellationToken::new(),
             shutdown_grace: super::stdio::DEFAULT_SHUTDOWN_GRACE,
+            limits: super::CallLimits::default(),
         }
     }
 }
@@ -153,7 +156,11 @@ impl HttpConfig {
         builder: ToolSetBuilder<S>,
     ) -> Result<(), HttpError> {
         let builder = builder
-            .runner_settings(self.server_id.as_deref(), self.audit_log.as_deref())
+            .runner_settings(
+                self.server_id.as_deref(),
+                self.limits,
+                self.audit_log.as_deref(),
+            )
             .map_err(|source| HttpError::AuditLog {
                 path: self.audit_log.clone().unwrap_or_default(),
                 source,

@@ -8,6 +8,7 @@ pub mod http;
 mod id_scan;
 #[cfg(feature = "mtls")]
 pub mod mtls;
+mod settings;
 mod stdin;
 mod stdio;
 mod transport;
@@ -25,6 +26,7 @@ use rmcp::model::{
 use rmcp::service::RequestContext;
 use rmcp::{RoleServer, ServerHandler};
 
+pub use settings::{CallLimits, InvalidSetting};
 pub use stdio::{DEFAULT_SHUTDOWN_GRACE, StdioConfig, StdioError, serve_stdio};
 pub use transport::{DEFAULT_MAX_MESSAGE_BYTES, LineTransport};
 

@@ -36,6 +36,8 @@ pub struct StdioConfig {
     pub server_info: Implementation,
     /// How long calls still running at shutdown may take to finish before they are stopped.
     pub shutdown_grace: std::time::Duration,
+    /// Limits on every call: rate, timeout, concurrency.
+    pub limits: super::CallLimits,
 }
 
 /// How long calls still running at shutdown may take to finish, unless configured: 10 seconds.
@@ -86,6 +88,7 @@ impl Default for StdioConfig {
             listing: Listing::default(),
             server_info: Implementation::new("secure-tools", env!("CARGO_PKG_VERSION")),
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            limits: super::CallLimits::default(),
         }
     }
 }
@@ -100,12 +103,20 @@ impl StdioConfig {
     /// | `MCP_AUDIT_LOG` | a file to append audit records to (default: standard error) |
     /// | `MCP_MAX_MESSAGE_BYTES` | the largest message accepted (default 4 MiB) |
     /// | `MCP_MIN_PROTOCOL_VERSION` | refuse clients asking for an older protocol version (strict policy) |
+    /// | `MCP_RATE_LIMIT` | how often each caller may call each tool, e.g. `60/min` (default: no limit) |
+    /// | `MCP_TOOL_TIMEOUT` | how long a handler may run, e.g. `30s` (default 60 s) |
+    /// | `MCP_MAX_CONCURRENT_CALLS` | how many calls run at once (default 64) |
+    /// | `MCP_SHUTDOWN_GRACE` | how long calls in flight may take to finish at SIGTERM, e.g. `5s` (default 10 s) |
     pub fn from_env() -> Result<Self, StdioError> {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
         let mut config = StdioConfig {
             grant: Grant::parse(&var("MCP_SCOPES").unwrap_or_default())?,
             server_id: var("MCP_SERVER_ID"),
             audit_log: var("MCP_AUDIT_LOG").map(PathBuf::from),
+            limits: super::CallLimits::from_env().map_err(|e| StdioError::Invalid {
+                name: e.name,
+                message: e.message,
+            })?,
             ..StdioConfig::default()
         };
         if let Some(text) = var("MCP_MAX_MESSAGE_BYTES") {
@@ -120,6 +131,13 @@ impl StdioConfig {
                         "expected a number of bytes, at least 1024; got `{}`",
                         text.escape_debug()
                     ),
+                })?;
+        }
+        if let Some(text) = var("MCP_SHUTDOWN_GRACE") {
+            config.shutdown_grace =
+                crate::call::parse_duration(&text).map_err(|message| StdioError::Invalid {
+                    name: "MCP_SHUTDOWN_GRACE",
+                    message,
                 })?;
         }
         if let Some(text) = var("MCP_MIN_PROTOCOL_VERSION") {
@@ -139,7 +157,11 @@ impl StdioConfig {
         builder: ToolSetBuilder<S>,
     ) -> Result<(), StdioError> {
         let builder = builder
-            .runner_settings(self.server_id.as_deref(), self.audit_log.as_deref())
+            .runner_settings(
+                self.server_id.as_deref(),
+                self.limits,
+                self.audit_log.as_deref(),
+            )
             .map_err(|source| StdioError::AuditLog {
                 path: self.audit_log.clone().unwrap_or_default(),
                 source,

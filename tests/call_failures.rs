@@ -1,0 +1,599 @@
+//! Exactly one `tool_call` record per call, whatever happens, and no effect without a record: failing and
+//! panicking sinks, timeouts, dropped calls, panics on other threads, shutdown. And the seam: guards, argument
+//! rules and limits refuse inside the audited region, each with one record.
+
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use secure_tools::audit::{AuditError, AuditRecord};
+use secure_tools::guard::{self, Check, Guard, GuardCall, GuardStage};
+use secure_tools::{
+    ArgsOf, AuditSink, CallContext, CancellationToken, MemorySink, Outcome, Rate, Refusal, State,
+    ToolError, ToolSet, secure_tool, task,
+};
+use secure_tools_tests::{caller, request};
+use serde_json::{Value, json};
+
+/// What the tools did: effects they made, and whether a stopped one ever got past its wait.
+#[derive(Clone, Default)]
+struct Effects {
+    writes: Arc<AtomicUsize>,
+    woke: Arc<AtomicBool>,
+    token_cancelled: Arc<AtomicBool>,
+    gate: Arc<tokio::sync::Notify>,
+}
+
+/// Writes a record of the world (counts an effect).
+#[secure_tool(scope = "t.write", audit_redact = ["secret"])]
+async fn effect(
+    /// A secret.
+    secret: String,
+    State(effects): State<Effects>,
+) -> Result<String, ToolError> {
+    effects.writes.fetch_add(1, Ordering::SeqCst);
+    Ok(format!("{} bytes", secret.len()))
+}
+
+/// Reads something (read-only: no `call_started` record).
+#[secure_tool(scope = "t.read", read_only)]
+async fn look(State(effects): State<Effects>) -> Result<String, ToolError> {
+    Ok(effects.writes.load(Ordering::SeqCst).to_string())
+}
+
+/// Sleeps far longer than its time limit; hands its token to a task that reports when it is cancelled.
+#[secure_tool(scope = "t.read", read_only, timeout = "100ms")]
+async fn sleepy(
+    cancel: CancellationToken,
+    State(effects): State<Effects>,
+) -> Result<String, ToolError> {
+    let watcher = effects.clone();
+    task::spawn(async move {
+        cancel.cancelled().await;
+        watcher.token_cancelled.store(true, Ordering::SeqCst);
+    });
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    effects.woke.store(true, Ordering::SeqCst);
+    Ok("woke".into())
+}
+
+/// Waits at the gate: for concurrency and shutdown tests.
+#[secure_tool(scope = "t.read", read_only, concurrency = 1)]
+async fn gated(State(effects): State<Effects>) -> Result<String, ToolError> {
+    effects.gate.notified().await;
+    effects.woke.store(true, Ordering::SeqCst);
+    Ok("through".into())
+}
+
+/// Panics on a blocking thread while holding a redacted argument.
+#[secure_tool(scope = "t.write", audit_redact = ["secret"])]
+async fn blocking_panic(
+    /// A secret.
+    secret: String,
+) -> Result<String, ToolError> {
+    task::spawn_blocking(move || -> String { panic!("blocking thread saw {secret}") }).await?;
+    Ok("unreachable".into())
+}
+
+/// Panics on a task it spawned, holding a redacted argument.
+#[secure_tool(scope = "t.write", audit_redact = ["secret"])]
+async fn task_panic(
+    /// A secret.
+    secret: String,
+) -> Result<String, ToolError> {
+    task::spawn(async move { panic!("spawned task saw {secret}") }).await?;
+    Ok("unreachable".into())
+}
+
+/// Panics inside tokio's own `spawn_blocking`, its `JoinError` passed up with `?`.
+#[secure_tool(scope = "t.write", audit_redact = ["secret"])]
+async fn tokio_blocking_panic(
+    /// A secret.
+    secret: String,
+) -> Result<String, ToolError> {
+    tokio::task::spawn_blocking(move || -> String { panic!("tokio thread saw {secret}") }).await?;
+    Ok("unreachable".into())
+}
+
+/// Closes a ticket: only its reporter may.
+#[secure_tool(scope = "tickets.close", authorize = only_reporter)]
+async fn close_ticket(
+    /// The ticket.
+    id: u64,
+    cx: CallContext,
+    State(effects): State<Effects>,
+) -> Result<String, ToolError> {
+    effects.writes.fetch_add(1, Ordering::SeqCst);
+    cx.audit_field("closed_ticket", id);
+    cx.audit_field("note", "x".repeat(10_000));
+    Ok(format!("closed {id}"))
+}
+
+/// Tickets 1 to 9 were reported by `alice`, the rest by `bob`.
+async fn only_reporter(args: &ArgsOf<close_ticket>, call: &GuardCall<'_>) -> Result<(), Refusal> {
+    // A rule sees the tool set's state, typed.
+    assert!(call.state::<Effects>().is_some());
+    let reporter = if args.id < 10 { "alice" } else { "bob" };
+    if call.caller().id() != reporter {
+        return Err(Refusal::denied(
+            "not_reporter",
+            "only the ticket's reporter may close it",
+        ));
+    }
+    Ok(())
+}
+
+/// Adds numbers.
+#[secure_tool(scope = "t.read", read_only)]
+async fn tally(
+    /// The numbers.
+    items: Vec<u64>,
+    /// Anything else.
+    extra: Option<Value>,
+) -> Result<String, ToolError> {
+    let _ = extra;
+    Ok(items.iter().sum::<u64>().to_string())
+}
+
+/// Limited to two calls a minute per caller.
+#[secure_tool(scope = "t.read", read_only, rate = "2/min")]
+async fn rationed() -> Result<String, ToolError> {
+    Ok("ok".into())
+}
+
+fn set(sink: impl AuditSink) -> (ToolSet<Effects>, Effects) {
+    let effects = Effects::default();
+    let tools = ToolSet::builder(effects.clone())
+        .tool::<effect>()
+        .tool::<look>()
+        .tool::<sleepy>()
+        .tool::<gated>()
+        .tool::<blocking_panic>()
+        .tool::<task_panic>()
+        .tool::<tokio_blocking_panic>()
+        .tool::<close_ticket>()
+        .tool::<rationed>()
+        .tool::<tally>()
+        .audit_sink(sink)
+        .build()
+        .unwrap();
+    (tools, effects)
+}
+
+const ALL: &str = "t.read t.write tickets.close";
+
+fn tool_calls(records: &[Value]) -> Vec<&Value> {
+    records
+        .iter()
+        .filter(|r| r["event"] == "tool_call")
+        .collect()
+}
+
+/// Fails (or panics) from its `fail_from`-th write on.
+#[derive(Clone)]
+struct Breaking {
+    inner: MemorySink,
+    writes: Arc<AtomicUsize>,
+    fail_from: usize,
+    panic: bool,
+}
+
+impl Breaking {
+    fn new(fail_from: usize, panic: bool) -> Self {
+        Breaking {
+            inner: MemorySink::new(),
+            writes: Arc::default(),
+            fail_from,
+            panic,
+        }
+    }
+}
+
+impl AuditSink for Breaking {
+    fn write(&self, record: &AuditRecord) -> Result<(), AuditError> {
+        let n = self.writes.fetch_add(1, Ordering::SeqCst) + 1;
+        if n >= self.fail_from {
+            if self.panic {
+                panic!("the sink blew up");
+            }
+            return Err(io::Error::other("disk full").into());
+        }
+        self.inner.write(record)
+    }
+}
+
+#[tokio::test]
+async fn a_sink_failing_between_start_and_end_hides_no_effect() {
+    // The `call_started` record is the first write; the sink fails from the second on.
+    let sink = Breaking::new(2, false);
+    let (tools, effects) = set(sink.clone());
+    let who = caller("alice", ALL);
+    let response = tools
+        .call(request(&who, 1, "effect", json!({"secret": "s3cret"})))
+        .await
+        .unwrap();
+    // The effect happened, and its record says so, though the final record could not be written.
+    assert_eq!(effects.writes.load(Ordering::SeqCst), 1);
+    assert_eq!(response.error_code(), Some("audit_unavailable"));
+    let records = sink.inner.records();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0]["event"], "call_started");
+    assert_eq!(records[0]["tool"], "effect");
+    assert_eq!(records[0]["call_id"], response.call_id().to_string());
+    // From then on the door is closed: no handler runs.
+    let response = tools
+        .call(request(&who, 2, "effect", json!({"secret": "s3cret"})))
+        .await
+        .unwrap();
+    assert_eq!(response.error_code(), Some("audit_unavailable"));
+    assert_eq!(effects.writes.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_panicking_sink_is_caught_and_closes_the_door() {
+    let sink = Breaking::new(1, true);
+    let (tools, effects) = set(sink.clone());
+    let who = caller("alice", ALL);
+    // The call gets an answer (the sink's panic does not take its task down), and no effect happens.
+    let response = tools
+        .call(request(&who, 1, "effect", json!({"secret": "x"})))
+        .await
+        .unwrap();
+    assert_eq!(response.error_code(), Some("audit_unavailable"));
+    assert_eq!(effects.writes.load(Ordering::SeqCst), 0);
+    assert!(tools.audit().is_failing());
+    // A read-only call is refused too: the trail is known to fail.
+    let response = tools
+        .call(request(&who, 2, "look", json!({})))
+        .await
+        .unwrap();
+    assert_eq!(response.error_code(), Some("audit_unavailable"));
+}
+
+#[tokio::test]
+async fn a_tool_past_its_time_is_stopped_its_token_cancelled_and_audited_timeout() {
+    let sink = MemorySink::new();
+    let (tools, effects) = set(sink.clone());
+    let started = std::time::Instant::now();
+    let response = tools
+        .call(request(&caller("alice", ALL), 1, "sleepy", json!({})))
+        .await
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(response.outcome(), Outcome::Timeout);
+    assert_eq!(response.error_code(), Some("timeout"));
+    let records = sink.records();
+    let calls = tool_calls(&records);
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0]["outcome"], "timeout");
+    // The handler never got past its wait, and the task it handed its token to saw the cancellation.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!effects.woke.load(Ordering::SeqCst));
+    assert!(effects.token_cancelled.load(Ordering::SeqCst));
+}
+
+#[tokio::test]
+async fn a_call_whose_future_is_dropped_is_audited_cancelled_once() {
+    let sink = MemorySink::new();
+    let (tools, effects) = set(sink.clone());
+    let call = tools.call(request(&caller("alice", ALL), 7, "gated", json!({})));
+    // The transport gives up on the call (its client went away): the future is dropped mid-handler.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), call)
+            .await
+            .is_err()
+    );
+    effects.gate.notify_waiters();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(
+        !effects.woke.load(Ordering::SeqCst),
+        "the handler was stopped"
+    );
+    let records = sink.records();
+    let calls = tool_calls(&records);
+    assert_eq!(calls.len(), 1, "{records:?}");
+    assert_eq!(calls[0]["outcome"], "cancelled");
+    assert_eq!(calls[0]["error"], "cancelled");
+    assert_eq!(calls[0]["request_id"], 7);
+    assert_eq!(tools.calls_in_flight(), 0);
+}
+
+#[tokio::test]
+async fn panics_on_other_threads_are_outcome_panic_and_their_secret_goes_nowhere() {
+    let sink = MemorySink::new();
+    let (tools, _) = set(sink.clone());
+    let secret = "hunter2-do-not-print";
+    for tool in ["blocking_panic", "task_panic", "tokio_blocking_panic"] {
+        let response = tools
+            .call(request(
+                &caller("alice", ALL),
+                1,
+                tool,
+                json!({ "secret": secret }),
+            ))
+            .await
+            .unwrap();
+        assert_eq!(response.outcome(), Outcome::Panic, "{tool}");
+        assert_eq!(response.error_code(), Some("tool_panicked"), "{tool}");
+        let shown = serde_json::to_string(&response.into_call_tool_result()).unwrap();
+        assert!(!shown.contains(secret), "{tool}: {shown}");
+    }
+    let records = sink.records();
+    let text = serde_json::to_string(&records).unwrap();
+    assert!(!text.contains("hunter2"), "{text}");
+    let outcomes: Vec<_> = tool_calls(&records)
+        .iter()
+        .map(|r| r["outcome"].clone())
+        .collect();
+    assert_eq!(outcomes, [json!("panic"), json!("panic"), json!("panic")]);
+}
+
+/// Refuses every call from `mallory`, before the arguments are even decoded.
+struct NoMallory;
+
+impl Guard for NoMallory {
+    fn stage(&self) -> GuardStage {
+        GuardStage::BeforeDecoding
+    }
+    fn check<'a>(&'a self, call: &'a GuardCall<'a>) -> Check<'a> {
+        if call.caller().id() == "mallory" {
+            return Check::refuse(Refusal::denied("blocked_caller", "this caller is blocked"));
+        }
+        Check::pass()
+    }
+}
+
+/// Asks "a policy service" (asynchronously) whether a destructive tool may run on this ticket.
+struct Policy {
+    asked: Arc<Mutex<Vec<String>>>,
+}
+
+impl Guard for Policy {
+    fn check<'a>(&'a self, call: &'a GuardCall<'a>) -> Check<'a> {
+        Check::later(async move {
+            tokio::task::yield_now().await;
+            self.asked.lock().unwrap().push(format!(
+                "{} {} {}",
+                call.tool().name(),
+                call.tool().scopes()[0],
+                call.arguments()["id"]
+            ));
+            if call.arguments()["id"] == 13 {
+                return Err(Refusal::denied("policy_denied", "ticket 13 is frozen"));
+            }
+            Ok(guard::Pass::new())
+        })
+    }
+}
+
+#[tokio::test]
+async fn guards_and_argument_rules_refuse_inside_the_audit_with_their_own_codes() {
+    let sink = MemorySink::new();
+    let asked = Arc::new(Mutex::new(Vec::new()));
+    let effects = Effects::default();
+    let tools = ToolSet::builder(effects.clone())
+        .tool_with::<close_ticket>(|tool| {
+            tool.guard(Policy {
+                asked: asked.clone(),
+            })
+        })
+        .tool::<look>()
+        .guard(NoMallory)
+        .audit_sink(sink.clone())
+        .build()
+        .unwrap();
+    let alice = caller("alice", "tickets.close t.read");
+    let cases = [
+        (
+            caller("mallory", "tickets.close t.read"),
+            1,
+            "blocked_caller",
+        ),
+        (alice.clone(), 15, "not_reporter"),
+        (caller("bob", "tickets.close"), 13, "policy_denied"),
+    ];
+    for (who, id, code) in &cases {
+        let response = tools
+            .call(request(who, 1, "close_ticket", json!({ "id": id })))
+            .await
+            .unwrap();
+        assert_eq!(response.outcome(), Outcome::Denied, "{code}");
+        assert_eq!(response.error_code(), Some(*code));
+    }
+    // The set guard covers every tool; the tool's guard only its own.
+    let response = tools
+        .call(request(&caller("mallory", "t.read"), 2, "look", json!({})))
+        .await
+        .unwrap();
+    assert_eq!(response.error_code(), Some("blocked_caller"));
+    let response = tools
+        .call(request(&alice, 3, "close_ticket", json!({"id": 4})))
+        .await
+        .unwrap();
+    assert_eq!(response.outcome(), Outcome::Ok);
+    assert_eq!(
+        effects.writes.load(Ordering::SeqCst),
+        1,
+        "only the allowed call ran"
+    );
+    // The policy ran after decoding, for the calls that got that far, and saw name, scopes and arguments.
+    assert_eq!(
+        *asked.lock().unwrap(),
+        [
+            "close_ticket tickets.close 13",
+            "close_ticket tickets.close 4"
+        ]
+    );
+
+    let records = sink.records();
+    let calls = tool_calls(&records);
+    let codes: Vec<_> = calls.iter().map(|r| r["error"].clone()).collect();
+    assert_eq!(
+        codes,
+        [
+            json!("blocked_caller"),
+            json!("not_reporter"),
+            json!("policy_denied"),
+            json!("blocked_caller"),
+            Value::Null
+        ]
+    );
+    // Only the call whose handler ran has a `call_started` record.
+    assert_eq!(
+        records
+            .iter()
+            .filter(|r| r["event"] == "call_started")
+            .count(),
+        1
+    );
+    // Fields the handler added are in its record, bounded.
+    let fields = &calls[4]["fields"];
+    assert_eq!(fields["closed_ticket"], 4);
+    assert!(fields["note"].as_str().unwrap().len() < 1100, "{fields}");
+}
+
+#[tokio::test]
+async fn rates_and_concurrency_refuse_with_outcome_limited() {
+    let sink = MemorySink::new();
+    let (tools, effects) = set(sink.clone());
+    let alice = caller("alice", ALL);
+    let bob = caller("bob", ALL);
+    // `rationed` allows two calls a minute per caller.
+    let mut codes = Vec::new();
+    for who in [&alice, &alice, &alice, &bob] {
+        let response = tools
+            .call(request(who, 1, "rationed", json!({})))
+            .await
+            .unwrap();
+        codes.push(response.error_code().map(str::to_owned));
+    }
+    assert_eq!(codes, [None, None, Some("rate_limited".into()), None]);
+
+    // `gated` runs one call at a time: a second is refused at once, not queued.
+    let first = tokio::spawn({
+        let tools = tools.clone();
+        let alice = alice.clone();
+        async move { tools.call(request(&alice, 2, "gated", json!({}))).await }
+    });
+    while tools.calls_in_flight() == 0 {
+        tokio::task::yield_now().await;
+    }
+    let second = tools
+        .call(request(&bob, 3, "gated", json!({})))
+        .await
+        .unwrap();
+    assert_eq!(second.outcome(), Outcome::Limited);
+    assert_eq!(second.error_code(), Some("overloaded"));
+    effects.gate.notify_waiters();
+    assert_eq!(first.await.unwrap().unwrap().outcome(), Outcome::Ok);
+
+    let records = sink.records();
+    let limited = tool_calls(&records)
+        .into_iter()
+        .filter(|r| r["outcome"] == "limited")
+        .count();
+    assert_eq!(limited, 2);
+}
+
+#[tokio::test]
+async fn a_set_wide_rate_counts_per_caller_and_tool() {
+    let sink = MemorySink::new();
+    let tools = ToolSet::builder(Effects::default())
+        .tool::<look>()
+        .tool::<rationed>()
+        .rate_limit(Rate::per_minute(1).unwrap())
+        .audit_sink(sink)
+        .build()
+        .unwrap();
+    let alice = caller("alice", "t.read");
+    let mut codes = Vec::new();
+    for tool in ["look", "look", "rationed", "rationed"] {
+        let response = tools
+            .call(request(&alice, 1, tool, json!({})))
+            .await
+            .unwrap();
+        codes.push(response.error_code().map(str::to_owned));
+    }
+    let limited = Some("rate_limited".to_owned());
+    assert_eq!(codes, [None, limited.clone(), None, limited]);
+}
+
+#[tokio::test]
+async fn shutdown_lets_calls_finish_refuses_new_ones_and_stops_the_rest() {
+    let sink = MemorySink::new();
+    let (tools, effects) = set(sink.clone());
+    let alice = caller("alice", ALL);
+    let running = tokio::spawn({
+        let tools = tools.clone();
+        let alice = alice.clone();
+        async move { tools.call(request(&alice, 1, "gated", json!({}))).await }
+    });
+    while tools.calls_in_flight() == 0 {
+        tokio::task::yield_now().await;
+    }
+    // The call in flight finishes within the grace period...
+    let shutdown = tokio::spawn({
+        let tools = tools.clone();
+        async move { tools.shutdown(Duration::from_secs(5)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    // ...new calls are refused meanwhile...
+    let refused = tools
+        .call(request(&alice, 2, "look", json!({})))
+        .await
+        .unwrap();
+    assert_eq!(refused.error_code(), Some("shutting_down"));
+    effects.gate.notify_waiters();
+    assert_eq!(running.await.unwrap().unwrap().outcome(), Outcome::Ok);
+    shutdown.await.unwrap();
+    let outcomes: Vec<_> = tool_calls(&sink.records())
+        .iter()
+        .map(|r| r["outcome"].clone())
+        .collect();
+    assert_eq!(outcomes, [json!("limited"), json!("ok")]);
+
+    // ...and one that outlives the grace period is stopped, with its record written before shutdown returns.
+    let sink = MemorySink::new();
+    let (tools, effects) = set(sink.clone());
+    let running = tokio::spawn({
+        let tools = tools.clone();
+        async move { tools.call(request(&alice, 3, "gated", json!({}))).await }
+    });
+    while tools.calls_in_flight() == 0 {
+        tokio::task::yield_now().await;
+    }
+    tools.shutdown(Duration::from_millis(50)).await;
+    let records = sink.records();
+    let calls = tool_calls(&records);
+    assert_eq!(calls.len(), 1, "{records:?}");
+    assert_eq!(calls[0]["outcome"], "cancelled");
+    assert_eq!(calls[0]["error"], "shutting_down");
+    let stopped = running.await.unwrap().unwrap();
+    assert_eq!(stopped.error_code(), Some("shutting_down"));
+    assert!(!effects.woke.load(Ordering::SeqCst));
+}
+
+#[tokio::test]
+async fn a_huge_denied_argument_cannot_blow_up_its_record() {
+    let sink = MemorySink::new();
+    let (tools, _) = set(sink.clone());
+    // About 4 MB of declared arguments, recorded in clear (they are not redacted): an array, and a deep, wide
+    // object.
+    let items: Vec<u64> = (0..500_000).map(|i| i * 1_000_003).collect();
+    let extra: Value = (0..50).fold(
+        json!("leaf"),
+        |v, i| json!({ "k": v, "pad": "y".repeat(2000), "list": vec![i; 1000] }),
+    );
+    let arguments = json!({ "items": items, "extra": extra });
+    assert!(arguments.to_string().len() > 4_000_000);
+    let response = tools
+        .call(request(&caller("eve", ""), 1, "tally", arguments))
+        .await
+        .unwrap();
+    assert_eq!(response.outcome(), Outcome::Denied);
+    let record = serde_json::to_string(&sink.records()[0]).unwrap();
+    assert!(record.len() < 32 * 1024, "{} bytes", record.len());
+    // Cut to its first items, or summarised whole once the budget is spent: either way its size is told.
+    assert!(record.contains("500000 items"), "{record:.500}");
+}

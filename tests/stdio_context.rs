@@ -1,0 +1,295 @@
+//! The whole call context, and exactly-once under failure, through a real server process over stdio: progress,
+//! client logging, elicitation and sampling with and without the client's capability, cancellation by the client,
+//! timeouts, a panic on a blocking thread holding a secret, and shutdown with calls in flight.
+
+use std::time::{Duration, Instant};
+
+use secure_tools_tests::{RawServer, events};
+use serde_json::{Value, json};
+
+const SERVER: &str = env!("CARGO_BIN_EXE_test-server");
+const ALL: &str = "test.read test.write";
+
+fn server(env: &[(&str, &str)]) -> RawServer {
+    let mut server = RawServer::spawn(SERVER, Some(ALL), env);
+    server.initialize("2025-11-25");
+    server
+}
+
+/// The `tool_call` records, after the server has exited.
+fn tool_calls(audit: &[Value]) -> Vec<Value> {
+    events(audit, "tool_call").into_iter().cloned().collect()
+}
+
+#[test]
+fn progress_and_client_logs_reach_the_client_before_the_answer() {
+    let mut server = server(&[]);
+    let answer = server.request(json!({
+        "jsonrpc": "2.0", "id": 1, "method": "logging/setLevel", "params": {"level": "debug"}
+    }));
+    assert_eq!(answer["result"], json!({}), "{answer}");
+    server.send(&json!({
+        "jsonrpc": "2.0", "id": 2, "method": "tools/call",
+        "params": {"name": "report", "arguments": {}, "_meta": {"progressToken": "p-1"}}
+    }));
+    let (before, answer) = server.until_answer(&json!(2));
+    assert_eq!(
+        answer["result"]["content"][0]["text"], "reported",
+        "{answer}"
+    );
+    let progress: Vec<_> = before
+        .iter()
+        .filter(|m| m["method"] == "notifications/progress")
+        .map(|m| {
+            (
+                m["params"]["progressToken"].clone(),
+                m["params"]["progress"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        progress,
+        [
+            (json!("p-1"), json!(1.0)),
+            (json!("p-1"), json!(2.0)),
+            (json!("p-1"), json!(3.0))
+        ]
+    );
+    let logs: Vec<_> = before
+        .iter()
+        .filter(|m| m["method"] == "notifications/message")
+        .map(|m| (m["params"]["level"].clone(), m["params"]["data"].clone()))
+        .collect();
+    assert_eq!(logs.len(), 4, "debug included once asked for: {logs:?}");
+    assert_eq!(logs[0], (json!("debug"), json!("starting")));
+    assert!(
+        before
+            .iter()
+            .all(|m| m["method"] != "notifications/message" || m["params"]["logger"] == "report")
+    );
+
+    // At the default level (and without a progress token) the client gets no debug line and no progress.
+    let mut quiet = self::server(&[]);
+    quiet.send(&RawServer::call_message(3, "report", json!({})));
+    let (before, _) = quiet.until_answer(&json!(3));
+    assert!(
+        before
+            .iter()
+            .all(|m| m["method"] != "notifications/progress")
+    );
+    let levels: Vec<_> = before
+        .iter()
+        .map(|m| m["params"]["level"].clone())
+        .collect();
+    assert_eq!(levels, [json!("info"), json!("info"), json!("info")]);
+}
+
+#[test]
+fn elicitation_and_sampling_work_with_the_capability_and_are_refused_at_once_without() {
+    // Without the capabilities: a clear refusal, at once, and no request to the client.
+    let mut server = server(&[]);
+    let started = Instant::now();
+    for (id, tool, args, code) in [
+        (1, "confirm", json!({}), "elicitation_unsupported"),
+        (
+            2,
+            "summarize",
+            json!({"text": "hello"}),
+            "sampling_unsupported",
+        ),
+    ] {
+        let (before, answer) = {
+            server.send(&RawServer::call_message(id, tool, args));
+            server.until_answer(&json!(id))
+        };
+        assert!(before.is_empty(), "nothing sent to the client: {before:?}");
+        assert_eq!(answer["result"]["isError"], true, "{answer}");
+        assert_eq!(answer["result"]["structuredContent"]["error"]["code"], code);
+    }
+    assert!(started.elapsed() < Duration::from_secs(5), "no hang");
+
+    // With them: the server asks, the client answers, the tool gets the answer.
+    let mut server = RawServer::spawn(SERVER, Some(ALL), &[]);
+    server.initialize_with("2025-11-25", json!({"elicitation": {}, "sampling": {}}));
+    server.send(&RawServer::call_message(3, "confirm", json!({})));
+    let asked = server.recv();
+    assert_eq!(asked["method"], "elicitation/create", "{asked}");
+    assert_eq!(asked["params"]["message"], "Go ahead?");
+    server.send(&json!({
+        "jsonrpc": "2.0", "id": asked["id"],
+        "result": {"action": "accept", "content": {"confirm": true}}
+    }));
+    let (_, answer) = server.until_answer(&json!(3));
+    let text = answer["result"]["content"][0]["text"].as_str().unwrap();
+    assert!(
+        text.contains("Accept") && text.contains("confirm"),
+        "{answer}"
+    );
+
+    server.send(&RawServer::call_message(
+        4,
+        "summarize",
+        json!({"text": "a long text"}),
+    ));
+    let asked = server.recv();
+    assert_eq!(asked["method"], "sampling/createMessage", "{asked}");
+    server.send(&json!({
+        "jsonrpc": "2.0", "id": asked["id"],
+        "result": {"role": "assistant", "content": {"type": "text", "text": "short"}, "model": "m-1"}
+    }));
+    let (_, answer) = server.until_answer(&json!(4));
+    let text = answer["result"]["content"][0]["text"].as_str().unwrap();
+    assert!(
+        text.starts_with("m-1 said") && text.contains("short"),
+        "{answer}"
+    );
+
+    let (_, audit, _) = server.finish();
+    let outcomes: Vec<_> = tool_calls(&audit)
+        .iter()
+        .map(|r| r["outcome"].clone())
+        .collect();
+    assert_eq!(outcomes, [json!("ok"), json!("ok")]);
+}
+
+#[test]
+fn a_call_the_client_cancels_is_stopped_and_audited_cancelled() {
+    let mut server = server(&[]);
+    server.send(&RawServer::call_message(
+        7,
+        "slow",
+        json!({"millis": 30000}),
+    ));
+    std::thread::sleep(Duration::from_millis(200));
+    server.send(&json!({
+        "jsonrpc": "2.0", "method": "notifications/cancelled",
+        "params": {"requestId": 7, "reason": "the user gave up"}
+    }));
+    // The server keeps serving, and the cancelled call's record comes long before its 30 s would have.
+    let answer = server.request(RawServer::call_message(
+        8,
+        "echo",
+        json!({"text": "still here"}),
+    ));
+    assert_eq!(
+        answer["id"], 8,
+        "the cancelled call gets no answer, as the spec says: {answer}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let cancelled = loop {
+        let audit = server.audit();
+        if let Some(record) = tool_calls(&audit)
+            .into_iter()
+            .find(|r| r["request_id"] == 7)
+        {
+            break record;
+        }
+        assert!(Instant::now() < deadline, "no record of the cancelled call");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(cancelled["outcome"], "cancelled", "{cancelled}");
+    assert_eq!(cancelled["error"], "cancelled");
+    assert!(cancelled["duration_us"].as_u64().unwrap() < 5_000_000);
+    let (_, audit, _) = server.finish();
+    assert_eq!(tool_calls(&audit).len(), 2);
+}
+
+#[test]
+fn a_tool_past_the_configured_timeout_is_stopped_and_audited_timeout() {
+    let mut server = server(&[("MCP_TOOL_TIMEOUT", "200ms")]);
+    let started = Instant::now();
+    let answer = server.request(RawServer::call_message(1, "slow", json!({"millis": 20000})));
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(answer["result"]["isError"], true, "{answer}");
+    assert_eq!(
+        answer["result"]["structuredContent"]["error"]["code"],
+        "timeout"
+    );
+    let (_, audit, _) = server.finish();
+    let calls = tool_calls(&audit);
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0]["outcome"], "timeout");
+}
+
+#[test]
+fn a_panic_on_a_blocking_thread_holding_a_secret_shows_it_nowhere() {
+    let secret = "boom-correct-horse-battery-staple";
+    let mut server = server(&[]);
+    let answer = server.request(RawServer::call_message(
+        1,
+        "crunch",
+        json!({"secret": secret}),
+    ));
+    assert_eq!(answer["result"]["isError"], true, "{answer}");
+    assert_eq!(
+        answer["result"]["structuredContent"]["error"]["code"],
+        "tool_panicked"
+    );
+    // The next call works.
+    let answer = server.request(RawServer::call_message(
+        2,
+        "crunch",
+        json!({"secret": "fine"}),
+    ));
+    assert_eq!(answer["result"]["content"][0]["text"], "4", "{answer}");
+    let (status, audit, stderr) = server.finish();
+    assert!(status.success());
+    let calls = tool_calls(&audit);
+    assert_eq!(calls[0]["outcome"], "panic");
+    assert_eq!(calls[1]["outcome"], "ok");
+    assert!(
+        stderr.contains("secure tool `crunch` panicked at"),
+        "the location is still reported: {stderr}"
+    );
+    for (place, text) in [
+        ("stderr", stderr),
+        ("the audit log", serde_json::to_string(&audit).unwrap()),
+        ("the answer", answer.to_string()),
+    ] {
+        assert!(
+            !text.contains("horse"),
+            "the secret reached {place}: {text}"
+        );
+    }
+}
+
+#[test]
+fn at_sigterm_calls_in_flight_get_the_grace_period_then_are_stopped_before_the_stop_record() {
+    let mut server = server(&[("MCP_SHUTDOWN_GRACE", "300ms")]);
+    server.send(&RawServer::call_message(1, "slow", json!({"millis": 100})));
+    server.send(&RawServer::call_message(
+        2,
+        "slow",
+        json!({"millis": 30000}),
+    ));
+    std::thread::sleep(Duration::from_millis(50));
+    let started = Instant::now();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &server.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // The short call finishes within the grace period and is answered.
+    let (_, answer) = server.until_answer(&json!(1));
+    assert_eq!(answer["result"]["content"][0]["text"], "done", "{answer}");
+    let exit = server.wait();
+    assert!(exit.success(), "{exit:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "bounded by the grace period"
+    );
+    let audit = server.audit();
+    let calls = tool_calls(&audit);
+    let outcome_of = |id: i64| {
+        calls
+            .iter()
+            .find(|r| r["request_id"] == id)
+            .map(|r| (r["outcome"].clone(), r["error"].clone()))
+    };
+    assert_eq!(outcome_of(1), Some((json!("ok"), Value::Null)));
+    assert_eq!(
+        outcome_of(2),
+        Some((json!("cancelled"), json!("shutting_down")))
+    );
+    assert_eq!(audit.last().unwrap()["event"], "server_stop");
+}
