@@ -125,6 +125,15 @@ async fn summarize(
 
 #[tokio::main]
 async fn main() {
+    // `test-server --http ADDR`: the same tools over streamable HTTP, unauthenticated and loopback only (callers
+    // are anonymous, holding `MCP_SCOPES`), for the tests of what the HTTP transport hands the pipeline.
+    let args: Vec<String> = std::env::args().collect();
+    if let [_, flag, address] = args.as_slice()
+        && flag == "--http"
+    {
+        serve_http(address).await;
+        return;
+    }
     let tools = ToolSet::builder(())
         .tool::<echo>()
         .tool::<store>()
@@ -134,6 +143,28 @@ async fn main() {
         .tool::<confirm>()
         .tool::<summarize>();
     if let Err(err) = secure_tools::serve_stdio(tools).await {
+        eprintln!("test-server: {err}");
+        std::process::exit(1);
+    }
+}
+
+async fn serve_http(address: &str) {
+    use secure_tools::serve::http::HttpConfig;
+    let bind: std::net::SocketAddr = address.parse().expect("an address");
+    assert!(bind.ip().is_loopback(), "test-server serves loopback only");
+    let mut config = HttpConfig::default();
+    config.bind = bind;
+    config.anonymous_grant =
+        secure_tools::Grant::parse(&std::env::var("MCP_SCOPES").unwrap_or_default())
+            .expect("MCP_SCOPES");
+    config.audit_log = std::env::var_os("MCP_AUDIT_LOG").map(Into::into);
+    config.server_id = std::env::var("MCP_SERVER_ID").ok();
+    config.limits = secure_tools::serve::CallLimits::from_env().expect("limits");
+    let tools = ToolSet::builder(())
+        .tool::<echo>()
+        .tool::<slow>()
+        .tool::<crunch>();
+    if let Err(err) = config.serve(tools).await {
         eprintln!("test-server: {err}");
         std::process::exit(1);
     }

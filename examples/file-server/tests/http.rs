@@ -337,7 +337,9 @@ async fn a_read_only_token_cannot_write() {
 #[tokio::test]
 async fn a_full_token_lists_reads_and_writes() {
     let server = Server::start();
-    let token = server.token(server.claims("alice", "files.read files.write"));
+    let mut claims = server.claims("alice", "files.read files.write");
+    claims["jti"] = json!("token-7f3a");
+    let token = server.token(claims);
     let list = post(
         &server,
         "/mcp",
@@ -389,6 +391,22 @@ async fn a_full_token_lists_reads_and_writes() {
             .iter()
             .all(|c| c["caller"] == "alice" && c["outcome"] == "ok")
     );
+    // Each record names the token used, the transport and the peer; the write's `call_started` record too.
+    for record in server
+        .records()
+        .iter()
+        .filter(|r| r["event"] == "tool_call" || r["event"] == "call_started")
+    {
+        assert_eq!(record["token_id"], "token-7f3a", "{record}");
+        assert_eq!(record["transport"], "http");
+        assert!(
+            record["remote_addr"]
+                .as_str()
+                .unwrap()
+                .starts_with("127.0.0.1:")
+        );
+    }
+    assert_ne!(calls[0]["call_id"], calls[1]["call_id"]);
     assert!(server.rejections().is_empty());
     let start = &server.records()[0];
     assert_eq!(start["event"], "server_start");

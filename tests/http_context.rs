@@ -1,0 +1,159 @@
+//! What the HTTP transport hands the pipeline, through a real server process: a distinct call id per call though
+//! every stateless client sends id 1, the transport facts in each record, and a call whose client hangs up is
+//! stopped and audited `cancelled`.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use secure_tools_tests::{events, read_audit};
+use serde_json::{Value, json};
+
+const SERVER: &str = env!("CARGO_BIN_EXE_test-server");
+
+struct Server {
+    child: Child,
+    url: String,
+    audit: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start() -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let address = format!("127.0.0.1:{port}");
+    let child = Command::new(SERVER)
+        .args(["--http", &address])
+        .env("MCP_SCOPES", "test.read test.write")
+        .env("MCP_AUDIT_LOG", &audit)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let ready = Instant::now();
+    while std::net::TcpStream::connect(&address).is_err() {
+        assert!(ready.elapsed() < Duration::from_secs(20), "not listening");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Server {
+        child,
+        url: format!("http://{address}/mcp"),
+        audit,
+        _dir: dir,
+    }
+}
+
+/// A stateless `tools/call` with JSON-RPC id 1, as a client that opens a connection per call sends it.
+fn call(tool: &str, arguments: Value) -> Value {
+    json!({
+        "jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {"name": tool, "arguments": arguments}
+    })
+}
+
+fn client(timeout: Duration) -> reqwest::Client {
+    reqwest::Client::builder().timeout(timeout).build().unwrap()
+}
+
+async fn post(
+    client: &reqwest::Client,
+    url: &str,
+    body: &Value,
+) -> reqwest::Result<reqwest::Response> {
+    client
+        .post(url)
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2025-11-25")
+        .json(body)
+        .send()
+        .await
+}
+
+#[tokio::test]
+async fn every_call_gets_its_own_id_and_its_transport_facts_though_all_send_id_1() {
+    let server = start();
+    let client = client(Duration::from_secs(10));
+    for text in ["a", "b", "c"] {
+        let answer: Value = post(&client, &server.url, &call("echo", json!({ "text": text })))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(answer["result"]["content"][0]["text"], text, "{answer}");
+    }
+    let audit = read_audit(&server.audit);
+    let calls = events(&audit, "tool_call");
+    assert_eq!(calls.len(), 3);
+    let ids: std::collections::BTreeSet<_> = calls
+        .iter()
+        .map(|r| r["call_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 3, "{calls:?}");
+    for record in calls {
+        assert_eq!(record["request_id"], 1);
+        assert_eq!(record["transport"], "http");
+        let remote = record["remote_addr"].as_str().unwrap();
+        assert!(remote.starts_with("127.0.0.1:"), "{record}");
+        // A stateless request carries no client description of its own, and rmcp's placeholder is not recorded.
+        assert!(record.get("client_name").is_none(), "{record}");
+    }
+}
+
+#[tokio::test]
+async fn a_call_whose_client_hangs_up_is_stopped_and_audited_cancelled() {
+    use std::io::Write;
+    let server = start();
+    let started = Instant::now();
+    // A client that sends its request and hangs up before the answer: the socket is closed.
+    let body = call("slow", json!({"millis": 30000})).to_string();
+    let address = server
+        .url
+        .trim_start_matches("http://")
+        .trim_end_matches("/mcp");
+    let mut socket = std::net::TcpStream::connect(address).unwrap();
+    write!(
+        socket,
+        "POST /mcp HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n\
+         Accept: application/json, text/event-stream\r\nMCP-Protocol-Version: 2025-11-25\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    drop(socket);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let record = loop {
+        let audit = read_audit(&server.audit);
+        if let Some(record) = events(&audit, "tool_call").into_iter().next() {
+            break record.clone();
+        }
+        assert!(Instant::now() < deadline, "no record of the abandoned call");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(record["outcome"], "cancelled", "{record}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // The server keeps serving.
+    let answer: Value = post(
+        &client(Duration::from_secs(10)),
+        &server.url,
+        &call("echo", json!({"text": "ok"})),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(answer["result"]["content"][0]["text"], "ok");
+}
