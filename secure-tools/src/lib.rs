@@ -44,6 +44,8 @@ mod output;
 mod scope;
 pub mod serve;
 pub mod strict_json;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod text;
 mod tool;
 mod toolset;

@@ -187,6 +187,14 @@ impl MemorySink {
             .collect()
     }
 
+    /// The records so far, typed.
+    pub fn audit_records(&self) -> Vec<AuditRecord> {
+        self.records
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     /// Forgets the records so far.
     pub fn clear(&self) {
         self.records

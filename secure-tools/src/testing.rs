@@ -1,0 +1,255 @@
+//! Testing your tools in a few lines (feature `testing`): call a tool as a given caller with JSON arguments, read
+//! its output typed and its audit records, or drive it end to end through an MCP client in the same process.
+//!
+//! ```
+//! use secure_tools::testing::{self, ToolTester};
+//! use secure_tools::{secure_tool, Outcome, ToolError, ToolSet};
+//!
+//! #[derive(serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+//! struct Sum {
+//!     total: i64,
+//! }
+//!
+//! /// Adds two numbers.
+//! #[secure_tool(scope = "math.add", read_only)]
+//! async fn add(a: i64, b: i64) -> Result<Sum, ToolError> {
+//!     Ok(Sum { total: a + b })
+//! }
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let tester = ToolTester::new(ToolSet::builder(()).tool::<add>()).unwrap();
+//!
+//! let called = tester.call(&testing::caller("alice", "math.add"), "add", serde_json::json!({"a": 2, "b": 3})).await;
+//! assert_eq!(called.output::<Sum>().total, 5);
+//! assert_eq!(called.record().outcome, Outcome::Ok);
+//!
+//! let called = tester.call(&testing::caller("bob", ""), "add", serde_json::json!({"a": 2, "b": 3})).await;
+//! assert_eq!(called.code(), Some("missing_scope:math.add"));
+//! assert_eq!(called.record().outcome, Outcome::Denied);
+//! # });
+//! ```
+
+use rmcp::ServiceExt;
+use rmcp::model::{JsonObject, RequestId};
+use rmcp::service::{RoleClient, RunningService};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::audit::{AuditEvent, AuditRecord, CallStartedEvent, MemorySink, ToolCallEvent};
+use crate::call::{CallError, CallRequest, CallResponse, Caller, Refusal};
+use crate::output::ToolOutput;
+use crate::scope::Grant;
+use crate::serve::SecureServer;
+use crate::tool::DefinitionError;
+use crate::toolset::{ToolSet, ToolSetBuilder};
+
+/// A caller with identity `id` holding the scopes in `scopes` (space- or comma-separated).
+///
+/// # Panics
+/// If `scopes` holds something that is not a scope: a mistake in the test itself.
+pub fn caller(id: &str, scopes: &str) -> Caller {
+    let grant = Grant::parse(scopes)
+        .unwrap_or_else(|error| panic!("testing::caller({id:?}, {scopes:?}): {error}"));
+    Caller::new(id, grant)
+}
+
+/// A tool set built for a test: its audit records are also kept in memory, to be read back.
+pub struct ToolTester<S> {
+    tools: ToolSet<S>,
+    audit: MemorySink,
+}
+
+impl<S: Send + Sync + 'static> ToolTester<S> {
+    /// Builds `builder` with an in-memory audit sink added to its own.
+    pub fn new(builder: ToolSetBuilder<S>) -> Result<Self, DefinitionError> {
+        let audit = MemorySink::new();
+        let tools = builder.audit_sink(audit.clone()).build()?;
+        Ok(ToolTester { tools, audit })
+    }
+
+    /// The tool set.
+    pub fn tools(&self) -> &ToolSet<S> {
+        &self.tools
+    }
+
+    /// Calls `tool` as `caller` with `arguments` (a JSON object, or `null` for none) through the whole pipeline.
+    ///
+    /// # Panics
+    /// If `arguments` is neither an object nor `null`.
+    pub async fn call(&self, caller: &Caller, tool: &str, arguments: Value) -> Called {
+        let arguments = match arguments {
+            Value::Null => None,
+            Value::Object(map) => Some(map),
+            other => panic!("arguments must be a JSON object or null, not {other}"),
+        };
+        self.call_request(CallRequest::new(caller.clone(), tool, arguments))
+            .await
+    }
+
+    /// Calls with a request of your own (a JSON-RPC id, a connection, ...).
+    pub async fn call_request(&self, request: CallRequest) -> Called {
+        let before = self.audit.audit_records().len();
+        let response = self.tools.call(request).await;
+        let mut records = self.audit.audit_records();
+        records.drain(..before.min(records.len()));
+        // Records of other calls made meanwhile (by other tasks) are left out.
+        let call_id = match &response {
+            Ok(response) => Some(response.call_id()),
+            Err(_) => records.iter().rev().find_map(|r| match &*r.event {
+                AuditEvent::ToolCall(call) => Some(call.call_id),
+                _ => None,
+            }),
+        };
+        records.retain(|r| match &*r.event {
+            AuditEvent::ToolCall(call) => Some(call.call_id) == call_id,
+            AuditEvent::CallStarted(start) => Some(start.call_id) == call_id,
+            _ => false,
+        });
+        Called { response, records }
+    }
+
+    /// Every record written so far, as a JSON Lines reader would see them.
+    pub fn records(&self) -> Vec<Value> {
+        self.audit.records()
+    }
+
+    /// The last `tool_call` record, typed.
+    pub fn last_call_record(&self) -> Option<ToolCallEvent> {
+        self.audit
+            .audit_records()
+            .iter()
+            .rev()
+            .find_map(|r| match &*r.event {
+                AuditEvent::ToolCall(call) => Some(call.clone()),
+                _ => None,
+            })
+    }
+
+    /// An MCP client connected in process to a [`SecureServer`] for the tool set, whose requests come from
+    /// `caller`: for end-to-end tests through rmcp (`tools/list`, `tools/call`, progress, logging ...). Drop it,
+    /// or call `cancel().await`, to end the session.
+    pub async fn client(
+        &self,
+        caller: Caller,
+    ) -> Result<RunningService<RoleClient, ()>, rmcp::service::ClientInitializeError> {
+        let server = SecureServer::new(self.tools.clone())
+            .default_caller(caller)
+            .transport("in-process");
+        let (server_end, client_end) = tokio::io::duplex(64 * 1024);
+        tokio::spawn(async move {
+            if let Ok(running) = server.for_session().serve(server_end).await {
+                let _ = running.waiting().await;
+            }
+        });
+        ().serve(client_end).await
+    }
+}
+
+/// What a call gave: its response, and its audit records.
+#[derive(Debug)]
+pub struct Called {
+    response: Result<CallResponse, CallError>,
+    records: Vec<AuditRecord>,
+}
+
+impl Called {
+    /// The response of a known tool.
+    ///
+    /// # Panics
+    /// If the tool is unknown (see [`Called::unknown_tool`]).
+    pub fn response(&self) -> &CallResponse {
+        match &self.response {
+            Ok(response) => response,
+            Err(error) => panic!("expected a tool result, got a protocol error: {error}"),
+        }
+    }
+
+    /// Whether the call named no tool of the set (a protocol error).
+    pub fn unknown_tool(&self) -> bool {
+        matches!(self.response, Err(CallError::UnknownTool(_)))
+    }
+
+    /// The refusal, if the call was refused.
+    pub fn refusal(&self) -> Option<&Refusal> {
+        self.response.as_ref().ok().and_then(CallResponse::refusal)
+    }
+
+    /// The refusal's code, if the call was refused (`unknown_tool` for an unknown tool).
+    pub fn code(&self) -> Option<&str> {
+        match &self.response {
+            Ok(response) => response.error_code(),
+            Err(CallError::UnknownTool(_)) => Some(crate::call::codes::UNKNOWN_TOOL),
+        }
+    }
+
+    /// The output: the structured content, or the text as a JSON string.
+    ///
+    /// # Panics
+    /// If the call was refused, saying how.
+    pub fn output_json(&self) -> Value {
+        match self.response().result() {
+            Ok(ToolOutput::Structured { value, .. }) => value.clone(),
+            Ok(ToolOutput::Text(text)) => Value::String(text.clone()),
+            Ok(ToolOutput::Content(blocks)) => serde_json::to_value(blocks).unwrap_or(Value::Null),
+            Err(refusal) => panic!("expected an output, the call was refused: {refusal}"),
+        }
+    }
+
+    /// The output, deserialized into `T`.
+    ///
+    /// # Panics
+    /// If the call was refused, or its output is not a `T`.
+    pub fn output<T: DeserializeOwned>(&self) -> T {
+        let value = self.output_json();
+        serde_json::from_value(value.clone()).unwrap_or_else(|error| {
+            panic!(
+                "the output is not a `{}`: {error}: {value}",
+                std::any::type_name::<T>()
+            )
+        })
+    }
+
+    /// The call's `tool_call` record.
+    ///
+    /// # Panics
+    /// If there is none (its sink failed).
+    pub fn record(&self) -> &ToolCallEvent {
+        self.records
+            .iter()
+            .find_map(|r| match &*r.event {
+                AuditEvent::ToolCall(call) => Some(call),
+                _ => None,
+            })
+            .expect("the call has a tool_call record")
+    }
+
+    /// The call's `call_started` record, for a tool not marked `read_only` whose handler ran.
+    pub fn started_record(&self) -> Option<&CallStartedEvent> {
+        self.records.iter().find_map(|r| match &*r.event {
+            AuditEvent::CallStarted(start) => Some(start),
+            _ => None,
+        })
+    }
+
+    /// Every record of the call, in the order written.
+    pub fn records(&self) -> &[AuditRecord] {
+        &self.records
+    }
+}
+
+/// Arguments for [`CallRequest::new`] from JSON, for tests that build requests themselves.
+///
+/// # Panics
+/// If `value` is neither an object nor `null`.
+pub fn arguments(value: Value) -> Option<JsonObject> {
+    match value {
+        Value::Null => None,
+        Value::Object(map) => Some(map),
+        other => panic!("arguments must be a JSON object or null, not {other}"),
+    }
+}
+
+/// A request id for [`CallRequest::with_request_id`].
+pub fn request_id(id: i64) -> RequestId {
+    RequestId::Number(id)
+}
