@@ -195,6 +195,8 @@ fn generate(model: &Model) -> TokenStream {
     let authorize = model.authorize.map(|rule| {
         let call = quote_spanned!(rule.span()=> #rule(__args, __call));
         quote! {
+            const HAS_ARGUMENT_RULE: bool = true;
+
             fn authorize<'__a>(
                 __args: &'__a <Self as #private::ToolInput>::Args,
                 __call: &'__a #private::GuardCall<'__a>,
@@ -262,12 +264,14 @@ fn generate(model: &Model) -> TokenStream {
                     __args: Self::Args,
                     __cx: &#private::CallContext,
                     __state: &__S,
-                ) -> #private::ToolFuture {
+                ) -> impl #private::Future<
+                    Output = #private::Result<#private::ToolOutput, #private::ToolError>,
+                > + #private::Send + 'static {
                     #(#context_lets)*
-                    #private::Box::pin(async move {
+                    async move {
                         let __result = #ident(#(#call_args),*).await;
                         __finish::<Self, __S>(#result)
-                    })
+                    }
                 }
 
                 #authorize

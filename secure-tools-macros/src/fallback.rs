@@ -74,8 +74,10 @@ fn stub(item: &ItemFn) -> TokenStream {
                     _: #private::Stub,
                     _: &#private::CallContext,
                     _: &__S,
-                ) -> #private::ToolFuture {
-                    ::core::unreachable!("a tool whose attribute has errors never compiles")
+                ) -> impl #private::Future<
+                    Output = #private::Result<#private::ToolOutput, #private::ToolError>,
+                > + #private::Send + 'static {
+                    async { ::core::unreachable!("a tool whose attribute has errors never compiles") }
                 }
             }
         };

@@ -6,6 +6,13 @@
 //! drops them (`io::sink`), appended to a file, and ignored (a sink that does nothing), to isolate the audit's
 //! share.
 //!
+//! Guard variants, all with the audit in memory: the defaults (a 60 s timeout and a concurrency limit of 64 for
+//! the set) are in every secure variant; `no_concurrency_limit` removes the set's limit, `rate_limit` adds a rate
+//! per caller and tool that is never reached, `guard_fn` adds a guard of the user's that passes, `call_started`
+//! calls a tool not marked `read_only` (one more record per call). `yield` variants use a handler that waits once
+//! (it yields before answering), the only case where the timeout arms a timer and the cancellation waits are set
+//! up: compared with the same handler on rmcp.
+//!
 //! `cargo bench -p secure-tools --bench dispatch`
 
 use std::hint::black_box;
@@ -17,8 +24,10 @@ use rmcp::model::{CallToolRequestParams, ServerCapabilities, ServerConfig};
 use rmcp::service::{RequestContext, RoleServer};
 use rmcp::{ServerHandler, ServiceExt, tool, tool_handler, tool_router};
 use secure_tools::audit::{AuditError, AuditRecord};
+use secure_tools::guard::{self, GuardStage};
 use secure_tools::{
-    AuditSink, Caller, Grant, JsonLinesSink, SecureServer, ToolError, ToolSet, secure_tool,
+    AuditSink, Caller, Grant, JsonLinesSink, Rate, SecureServer, ToolError, ToolSet,
+    ToolSetBuilder, secure_tool,
 };
 use serde_json::json;
 
@@ -46,6 +55,13 @@ impl Plain {
     fn echo(&self, Parameters(EchoArgs { text }): Parameters<EchoArgs>) -> String {
         text
     }
+
+    /// Echoes its text after yielding once.
+    #[tool(description = "Echoes its text after yielding once.")]
+    async fn echo_yield(&self, Parameters(EchoArgs { text }): Parameters<EchoArgs>) -> String {
+        tokio::task::yield_now().await;
+        text
+    }
 }
 
 #[tool_handler(router = self.tool_router)]
@@ -62,6 +78,27 @@ async fn echo(
     #[validate(length(max = 1000))]
     text: String,
 ) -> Result<String, ToolError> {
+    Ok(text)
+}
+
+/// Echoes its text (not marked read-only: a `call_started` record precedes each call's record).
+#[secure_tool(scope = "bench.read")]
+async fn echo_effect(
+    /// Text to echo.
+    #[validate(length(max = 1000))]
+    text: String,
+) -> Result<String, ToolError> {
+    Ok(text)
+}
+
+/// Echoes its text after yielding once.
+#[secure_tool(scope = "bench.read", read_only)]
+async fn echo_yield(
+    /// Text to echo.
+    #[validate(length(max = 1000))]
+    text: String,
+) -> Result<String, ToolError> {
+    tokio::task::yield_now().await;
     Ok(text)
 }
 
@@ -90,17 +127,29 @@ impl AuditSink for Ignore {
 }
 
 fn secure(sink: impl AuditSink) -> SecureServer<()> {
-    let tools = ToolSet::builder(())
+    secure_with(sink, |builder| builder)
+}
+
+fn secure_with(
+    sink: impl AuditSink,
+    configure: impl FnOnce(ToolSetBuilder<()>) -> ToolSetBuilder<()>,
+) -> SecureServer<()> {
+    let builder = ToolSet::builder(())
         .tool::<echo>()
-        .audit_sink(sink)
-        .build()
-        .unwrap();
+        .tool::<echo_effect>()
+        .tool::<echo_yield>()
+        .audit_sink(sink);
+    let tools = configure(builder).build().unwrap();
     SecureServer::new(tools)
         .default_caller(Caller::new("bench", Grant::parse("bench.read").unwrap()))
 }
 
 fn params() -> CallToolRequestParams {
-    CallToolRequestParams::new("echo")
+    params_for("echo")
+}
+
+fn params_for(tool: &'static str) -> CallToolRequestParams {
+    CallToolRequestParams::new(tool)
         .with_arguments(json!({"text": "hello, world"}).as_object().unwrap().clone())
 }
 
@@ -150,6 +199,71 @@ fn dispatch(c: &mut Criterion) {
     group.bench_function("secure_audit_ignored", |b| {
         b.to_async(&runtime)
             .iter(|| async { black_box(ignored.call_tool(params(), context()).await.unwrap()) })
+    });
+    group.finish();
+
+    // The cost of each built-in guard and of the `call_started` record, side by side, audit in memory.
+    let no_concurrency = secure_with(Ring::default(), |b| b.max_concurrent_calls(None));
+    let rate = secure_with(Ring::default(), |b| {
+        b.rate_limit(Rate::new(1_000_000, std::time::Duration::from_secs(1)).unwrap())
+    });
+    let user_guard = secure_with(Ring::default(), |b| {
+        b.guard(guard::from_fn(GuardStage::AfterDecoding, |call| {
+            black_box(call.caller().id());
+            Ok(())
+        }))
+    });
+    let mut group = c.benchmark_group("guards");
+    group.bench_function("rmcp_tool_router", |b| {
+        b.to_async(&runtime)
+            .iter(|| async { black_box(plain.call_tool(params(), context()).await.unwrap()) })
+    });
+    group.bench_function("secure_defaults", |b| {
+        b.to_async(&runtime)
+            .iter(|| async { black_box(memory.call_tool(params(), context()).await.unwrap()) })
+    });
+    group.bench_function("secure_no_concurrency_limit", |b| {
+        b.to_async(&runtime).iter(|| async {
+            black_box(no_concurrency.call_tool(params(), context()).await.unwrap())
+        })
+    });
+    group.bench_function("secure_rate_limit", |b| {
+        b.to_async(&runtime)
+            .iter(|| async { black_box(rate.call_tool(params(), context()).await.unwrap()) })
+    });
+    group.bench_function("secure_guard_fn", |b| {
+        b.to_async(&runtime)
+            .iter(|| async { black_box(user_guard.call_tool(params(), context()).await.unwrap()) })
+    });
+    group.bench_function("secure_call_started", |b| {
+        b.to_async(&runtime).iter(|| async {
+            black_box(
+                memory
+                    .call_tool(params_for("echo_effect"), context())
+                    .await
+                    .unwrap(),
+            )
+        })
+    });
+    group.bench_function("rmcp_yield", |b| {
+        b.to_async(&runtime).iter(|| async {
+            black_box(
+                plain
+                    .call_tool(params_for("echo_yield"), context())
+                    .await
+                    .unwrap(),
+            )
+        })
+    });
+    group.bench_function("secure_yield", |b| {
+        b.to_async(&runtime).iter(|| async {
+            black_box(
+                memory
+                    .call_tool(params_for("echo_yield"), context())
+                    .await
+                    .unwrap(),
+            )
+        })
     });
     group.finish();
 }

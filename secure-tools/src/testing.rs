@@ -95,12 +95,12 @@ impl<S: Send + Sync + 'static> ToolTester<S> {
         // Records of other calls made meanwhile (by other tasks) are left out.
         let call_id = match &response {
             Ok(response) => Some(response.call_id()),
-            Err(_) => records.iter().rev().find_map(|r| match &*r.event {
+            Err(_) => records.iter().rev().find_map(|r| match &r.event {
                 AuditEvent::ToolCall(call) => Some(call.call_id),
                 _ => None,
             }),
         };
-        records.retain(|r| match &*r.event {
+        records.retain(|r| match &r.event {
             AuditEvent::ToolCall(call) => Some(call.call_id) == call_id,
             AuditEvent::CallStarted(start) => Some(start.call_id) == call_id,
             _ => false,
@@ -119,7 +119,7 @@ impl<S: Send + Sync + 'static> ToolTester<S> {
             .audit_records()
             .iter()
             .rev()
-            .find_map(|r| match &*r.event {
+            .find_map(|r| match &r.event {
                 AuditEvent::ToolCall(call) => Some(call.clone()),
                 _ => None,
             })
@@ -216,7 +216,7 @@ impl Called {
     pub fn record(&self) -> &ToolCallEvent {
         self.records
             .iter()
-            .find_map(|r| match &*r.event {
+            .find_map(|r| match &r.event {
                 AuditEvent::ToolCall(call) => Some(call),
                 _ => None,
             })
@@ -225,7 +225,7 @@ impl Called {
 
     /// The call's `call_started` record, for a tool not marked `read_only` whose handler ran.
     pub fn started_record(&self) -> Option<&CallStartedEvent> {
-        self.records.iter().find_map(|r| match &*r.event {
+        self.records.iter().find_map(|r| match &r.event {
             AuditEvent::CallStarted(start) => Some(start),
             _ => None,
         })

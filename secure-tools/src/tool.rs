@@ -16,7 +16,7 @@ use crate::scope::{Scope, ScopeError};
 /// The `_meta` key under which a listed tool publishes the scopes it requires.
 pub const SCOPES_META_KEY: &str = "secure-tools/scopes";
 
-/// The future a tool's handler runs as.
+/// A tool's handler, as a boxed future.
 pub type ToolFuture = Pin<Box<dyn Future<Output = Result<ToolOutput, Refusal>> + Send + 'static>>;
 
 /// The static facts `#[secure_tool]` records about a tool.
@@ -74,7 +74,14 @@ pub trait SecureTool<S>: ToolInput {
     /// The handler's success type; decides the output schema.
     type Output: IntoToolOutput;
     /// Takes the context parameters from the call and starts the handler.
-    fn invoke(args: Self::Args, cx: &CallContext, state: &S) -> ToolFuture;
+    fn invoke(
+        args: Self::Args,
+        cx: &CallContext,
+        state: &S,
+    ) -> impl Future<Output = Result<ToolOutput, Refusal>> + Send + 'static;
+    /// Whether the attribute names an argument rule (`authorize = path`).
+    const HAS_ARGUMENT_RULE: bool = false;
+
     /// The argument rule named in the attribute (`authorize = path`), run on the decoded, valid arguments before
     /// the handler; by default none.
     fn authorize<'a>(

@@ -61,7 +61,7 @@ impl Audit {
         let record = AuditRecord {
             ts,
             server_id: self.server_id.clone(),
-            event: Arc::new(event),
+            event,
         };
         let mut result = Ok(());
         for sink in self.sinks.iter() {

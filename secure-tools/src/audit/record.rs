@@ -11,7 +11,8 @@ use crate::scope::Scope;
 pub const MAX_AUDIT_STRING: usize = 1024;
 const MAX_AUDIT_DEPTH: usize = 16;
 
-/// One line of the audit trail. Cheap to clone (the event is shared), so a sink may keep records.
+/// One line of the audit trail. Cheap to clone (a tool call's event holds its parts shared), so a sink may keep
+/// records.
 #[derive(Debug, Clone, Serialize)]
 pub struct AuditRecord {
     /// When it was written; serialized as RFC 3339 in UTC with microseconds.
@@ -20,7 +21,7 @@ pub struct AuditRecord {
     pub server_id: Arc<str>,
     /// What happened; its `event` field names the kind.
     #[serde(flatten)]
-    pub event: Arc<AuditEvent>,
+    pub event: AuditEvent,
 }
 
 /// A moment, shown as `2026-11-24T09:36:13.151186Z` (RFC 3339, UTC, microseconds). Formatted only when a record
@@ -311,7 +312,7 @@ pub struct ToolCallEvent {
     pub inputs: Arc<Value>,
     /// The stable code of a failure (`missing_scope:files.write`, `invalid_input`, ...; shortened if long).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
+    pub error: Option<Arc<str>>,
     /// Time from receipt to result, in microseconds.
     pub duration_us: u64,
     /// Where the call came from.
@@ -320,7 +321,7 @@ pub struct ToolCallEvent {
     /// Fields the handler added ([`CallContext::audit_field`](crate::CallContext::audit_field)), bounded like
     /// the arguments.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub fields: Option<Value>,
+    pub fields: Option<Arc<Value>>,
 }
 
 /// Object keys and array items kept per level of a recorded value; the rest is summarised.

@@ -86,7 +86,7 @@ pub struct TracingSink;
 
 impl AuditSink for TracingSink {
     fn write(&self, record: &AuditRecord) -> Result<(), AuditError> {
-        match &*record.event {
+        match &record.event {
             AuditEvent::ToolCall(call) => {
                 let inputs = serde_json::to_string(&call.inputs)?;
                 let scopes = call

@@ -221,6 +221,8 @@ struct ContextInner {
     /// the call times out or the server shuts down.
     token: OnceLock<CancellationToken>,
     fields: Mutex<Vec<(String, Value)>>,
+    /// Whether `fields` holds anything, so that a call whose handler added none takes no lock for them.
+    has_fields: std::sync::atomic::AtomicBool,
 }
 
 impl fmt::Debug for CallContext {
@@ -253,6 +255,7 @@ impl CallContext {
             connection,
             token: OnceLock::new(),
             fields: Mutex::new(Vec::new()),
+            has_fields: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 
@@ -373,6 +376,7 @@ impl CallContext {
             return false;
         }
         fields.push((key, value.into()));
+        self.0.has_fields.store(true, Ordering::Release);
         true
     }
 
@@ -390,7 +394,11 @@ impl CallContext {
                 token_id: connection.token_id.clone(),
             })
         };
-        if let Some(client) = self.rmcp().and_then(|cx| cx.meta.client_info()) {
+        if let Some(client) = self
+            .rmcp()
+            .filter(|cx| !cx.meta.0.is_empty())
+            .and_then(|cx| cx.meta.client_info())
+        {
             return build(Some(client));
         }
         let from_peer = || {
@@ -407,6 +415,9 @@ impl CallContext {
     }
 
     pub(crate) fn take_audit_fields(&self) -> Vec<(String, Value)> {
+        if !self.0.has_fields.load(Ordering::Acquire) {
+            return Vec::new();
+        }
         std::mem::take(&mut *self.0.fields.lock().unwrap_or_else(PoisonError::into_inner))
     }
 }

@@ -5,12 +5,11 @@ use std::fmt;
 use std::num::NonZeroU32;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use governor::clock::Clock;
 use governor::{DefaultKeyedRateLimiter, Quota};
-use tokio::sync::{Semaphore, SemaphorePermit};
 
 use super::refusal::{Refusal, codes};
 pub use crate::grammar::RateSpec as Rate;
@@ -127,17 +126,26 @@ impl RateLimiter {
 }
 
 /// How many calls may run at once (of one tool, or of a whole tool set). A call over the limit is refused at once,
-/// not queued.
+/// not queued, so a counter does what a semaphore would, without its lock.
 pub(crate) struct ConcurrencyLimit {
     max: u32,
-    permits: Semaphore,
+    running: AtomicU32,
+}
+
+/// A place among the calls running; given back when dropped.
+pub(crate) struct Slot<'a>(&'a AtomicU32);
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Release);
+    }
 }
 
 impl ConcurrencyLimit {
     pub(crate) fn new(max: u32) -> Self {
         ConcurrencyLimit {
             max,
-            permits: Semaphore::new(max as usize),
+            running: AtomicU32::new(0),
         }
     }
 
@@ -145,17 +153,21 @@ impl ConcurrencyLimit {
         self.max
     }
 
-    pub(crate) fn acquire(&self, of_what: &str) -> Result<SemaphorePermit<'_>, Refusal> {
-        self.permits.try_acquire().map_err(|_| {
-            Refusal::limited(
+    pub(crate) fn acquire(&self, of_what: &str) -> Result<Slot<'_>, Refusal> {
+        // Counting first and giving back on refusal can briefly count one call too many, which refuses another
+        // call at the limit at worst; it never lets more than `max` run.
+        if self.running.fetch_add(1, Ordering::Acquire) >= self.max {
+            self.running.fetch_sub(1, Ordering::Release);
+            return Err(Refusal::limited(
                 codes::OVERLOADED,
                 format!(
                     "{} calls of {of_what} are already running, the most allowed at once; retry shortly",
                     self.max
                 ),
             )
-            .retry_after(Duration::from_secs(1))
-        })
+            .retry_after(Duration::from_secs(1)));
+        }
+        Ok(Slot(&self.running))
     }
 }
 
@@ -197,6 +209,18 @@ mod tests {
         // Another caller, or another tool, has its own allowance.
         limiter.check(&bob, "read").unwrap();
         limiter.check(&alice, "write").unwrap();
+    }
+
+    #[test]
+    fn a_concurrency_limit_lets_its_count_run_and_refuses_the_next_at_once() {
+        let limit = ConcurrencyLimit::new(2);
+        let first = limit.acquire("t").unwrap();
+        let _second = limit.acquire("t").unwrap();
+        let refused = limit.acquire("t").err().unwrap();
+        assert_eq!(refused.code(), codes::OVERLOADED);
+        drop(first);
+        let _third = limit.acquire("t").unwrap();
+        assert!(limit.acquire("t").is_err());
     }
 
     #[test]

@@ -292,17 +292,24 @@ where
 {
     admit(set)?;
     authorize(tool, call.context.caller())?;
-    let _permits = limit(set, tool, &call.context)?;
+    let _slots = limit(set, tool, &call.context)?;
+    let guarded = !set.guards.is_empty() || !tool.guards.is_empty();
     let mut passes = Vec::new();
-    run_guards(set, tool, call, GuardStage::BeforeDecoding, &mut passes).await?;
+    if guarded {
+        run_guards(set, tool, call, GuardStage::BeforeDecoding, &mut passes).await?;
+    }
     let args: T::Args = decode::decode(
         &call.arguments,
         tool.allowed.as_ref(),
         tool.definition.audit_redact(),
     )?;
     decode::validate(&args)?;
-    authorize_arguments::<S, T>(set, tool, call, &args).await?;
-    run_guards(set, tool, call, GuardStage::AfterDecoding, &mut passes).await?;
+    if T::HAS_ARGUMENT_RULE {
+        authorize_arguments::<S, T>(set, tool, call, &args).await?;
+    }
+    if guarded {
+        run_guards(set, tool, call, GuardStage::AfterDecoding, &mut passes).await?;
+    }
     call.record_start(tool)?;
     invoke::<S, T>(set, tool, &call.context, args).await
 }
@@ -335,7 +342,7 @@ fn limit<'a, S>(
     set: &'a Inner<S>,
     tool: &'a ToolEntry,
     cx: &CallContext,
-) -> Result<[Option<tokio::sync::SemaphorePermit<'a>>; 2], Refusal> {
+) -> Result<[Option<limits::Slot<'a>>; 2], Refusal> {
     let caller = cx.caller().id_shared();
     let name = tool.definition.name();
     if let Some(rate) = &set.rate {
@@ -421,6 +428,7 @@ where
     let name = tool.definition.name();
     let future =
         panic::catch(name, || T::invoke(args, cx, &set.state)).map_err(|()| Refusal::panicked())?;
+    let future = std::pin::pin!(future);
     let mut handler = panic::Guarded::new(name, AssertUnwindSafe(future).catch_unwind());
     // Most handlers finish on their first poll; only one that waits pays for a timer and the cancellation waits.
     if let Poll::Ready(settled) = futures_util::poll!(&mut handler) {
@@ -445,7 +453,8 @@ where
         ),
         () = tokio::time::sleep(timeout) => Refusal::timed_out(timeout),
     };
-    drop(handler);
+    // The handler's future, pinned in this frame, is dropped as this returns; whatever it handed its token to
+    // is told now.
     cx.cancel_handler();
     Err(stopped)
 }
@@ -604,7 +613,7 @@ impl<'s> Call<'s> {
         let fields = (!fields.is_empty()).then(|| {
             let mut value = Value::Object(fields.into_iter().collect());
             audit::bound(&mut value);
-            value
+            Arc::new(value)
         });
         let event = ToolCallEvent {
             call_id: self.context.call_id(),
@@ -619,9 +628,9 @@ impl<'s> Call<'s> {
             inputs: self.inputs(),
             error: error.map(|code| {
                 if code.len() > 128 {
-                    audit::shorten_str(code)
+                    Arc::from(audit::shorten_str(code))
                 } else {
-                    code.to_owned()
+                    Arc::from(code)
                 }
             }),
             duration_us: finished

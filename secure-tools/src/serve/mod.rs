@@ -295,9 +295,14 @@ async fn call_through_pipeline<S: Send + Sync + 'static>(
     arguments: Option<rmcp::model::JsonObject>,
     context: RequestContext<RoleServer>,
 ) -> Result<CallToolResponse, ErrorData> {
-    let request = CallRequest::new(caller, name.into_owned(), arguments)
-        .with_connection(connection)
-        .with_rmcp_context(context);
+    let request = CallRequest {
+        caller,
+        request_id: context.id.clone(),
+        tool: name.into_owned(),
+        arguments,
+        connection,
+        rmcp: Some(context),
+    };
     match tools.call(request).await {
         Ok(response) => Ok(CallToolResponse::Complete(response.into_call_tool_result())),
         Err(CallError::UnknownTool(_)) => Err(ErrorData::invalid_params("tool not found", None)),
