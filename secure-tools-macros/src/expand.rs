@@ -192,6 +192,8 @@ fn generate(model: &Model) -> TokenStream {
             .map(|ms| quote!(#private::Duration::from_millis(#ms))),
     );
     let concurrency = option(model.concurrency);
+    // The struct generated for inline arguments has `deny_unknown_fields`; a user's `Args<T>` may not.
+    let denies_unknown = model.args_struct.is_none();
     let authorize = model.authorize.map(|rule| {
         let call = quote_spanned!(rule.span()=> #rule(__args, __call));
         quote! {
@@ -257,6 +259,7 @@ fn generate(model: &Model) -> TokenStream {
                     rate: #rate,
                     timeout: #timeout,
                     concurrency: #concurrency,
+                    denies_unknown_arguments: #denies_unknown,
                 };
                 type Output = #output_ty;
 

@@ -67,6 +67,7 @@ fn stub(item: &ItemFn) -> TokenStream {
                     rate: #private::None,
                     timeout: #private::None,
                     concurrency: #private::None,
+                    denies_unknown_arguments: true,
                 };
                 type Output = ::std::string::String;
 

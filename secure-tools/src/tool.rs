@@ -42,6 +42,9 @@ pub struct ToolMeta {
     pub timeout: Option<std::time::Duration>,
     /// `concurrency = 4`.
     pub concurrency: Option<u32>,
+    /// The input type refuses names it does not declare (the struct the attribute generates does; an `Args<T>`
+    /// may not).
+    pub denies_unknown_arguments: bool,
 }
 
 /// The input of a tool made by `#[secure_tool]`: the struct its arguments are decoded into, whatever the tool

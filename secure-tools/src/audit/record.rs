@@ -347,18 +347,34 @@ pub(crate) fn redact_owned(args: Value, redacted: impl Fn(&str) -> bool) -> Valu
     let Value::Object(mut map) = args else {
         return Value::Object(JsonObject::new());
     };
+    // One pass redacts and bounds; keys are only rewritten (rarely) when there are too many or one is too long.
+    let mut budget = MAX_AUDIT_VALUE_BYTES.saturating_sub(2);
+    let mut long_key = false;
     for (key, value) in map.iter_mut() {
+        long_key |= key.len() > MAX_AUDIT_STRING;
+        budget = budget.saturating_sub(key.len() + 3);
         if redacted(key) {
             let bytes = match &*value {
                 Value::String(s) => s.len(),
                 other => json_len(other),
             };
             *value = serde_json::json!({ "redacted": true, "bytes": bytes });
+        } else {
+            bound_in_place(value, 1, &mut budget);
         }
     }
-    let mut value = Value::Object(map);
-    bound(&mut value);
-    value
+    let total = map.len();
+    if long_key || total > MAX_AUDIT_ITEMS {
+        map = map
+            .into_iter()
+            .take(MAX_AUDIT_ITEMS)
+            .map(|(k, v)| (shorten_str(&k), v))
+            .collect();
+        if total > MAX_AUDIT_ITEMS {
+            map.insert("…".into(), Value::String(format!("[{total} keys in all]")));
+        }
+    }
+    Value::Object(map)
 }
 
 /// Bounds a value for a record, in place: see [`redact_inputs`].

@@ -13,14 +13,38 @@ use crate::audit;
 
 const MAX_MESSAGE: usize = 1024;
 
-/// Decodes the arguments into the tool's input type: names the schema does not declare are refused first (so a
-/// typo is reported as such, whatever the type), then the shape. Both are `malformed_arguments`; a type that checks
-/// its value while it is deserialized (a file name, say) reports `invalid_input`.
+/// Decodes the arguments into the tool's input type: names the schema does not declare are refused (so a typo is
+/// reported as such, whatever the type), then the shape. Both are `malformed_arguments`; a type that checks its
+/// value while it is deserialized (a file name, say) reports `invalid_input`.
+///
+/// When the input type itself refuses unknown names (`denies_unknown`, as the struct the attribute generates
+/// does), the names are looked at only if decoding fails, to say which one was wrong.
 pub(crate) fn decode<A: DeserializeOwned>(
     arguments: &Value,
     allowed: Option<&BTreeSet<String>>,
+    denies_unknown: bool,
     redact: &[&str],
 ) -> Result<A, Refusal> {
+    if !denies_unknown {
+        check_names(arguments, allowed)?;
+    }
+    // The fast path deserializes directly; only a failure pays for tracking the path to name the field.
+    match A::deserialize(arguments) {
+        Ok(args) => Ok(args),
+        Err(_) => {
+            check_names(arguments, allowed)?;
+            Err(match serde_path_to_error::deserialize::<_, A>(arguments) {
+                Err(err) => malformed(err, redact),
+                Ok(_) => Refusal::invalid(
+                    codes::MALFORMED_ARGUMENTS,
+                    "the arguments do not have the declared shape",
+                ),
+            })
+        }
+    }
+}
+
+fn check_names(arguments: &Value, allowed: Option<&BTreeSet<String>>) -> Result<(), Refusal> {
     if let (Some(allowed), Value::Object(arguments)) = (allowed, arguments)
         && let Some(unknown) = arguments.keys().find(|k| !allowed.contains(*k))
     {
@@ -30,17 +54,7 @@ pub(crate) fn decode<A: DeserializeOwned>(
         );
         return Err(Refusal::invalid(codes::MALFORMED_ARGUMENTS, message));
     }
-    // The fast path deserializes directly; only a failure pays for tracking the path to name the field.
-    match A::deserialize(arguments) {
-        Ok(args) => Ok(args),
-        Err(_) => Err(match serde_path_to_error::deserialize::<_, A>(arguments) {
-            Err(err) => malformed(err, redact),
-            Ok(_) => Refusal::invalid(
-                codes::MALFORMED_ARGUMENTS,
-                "the arguments do not have the declared shape",
-            ),
-        }),
-    }
+    Ok(())
 }
 
 /// Checks the decoded arguments against their `#[validate]` rules.

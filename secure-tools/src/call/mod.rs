@@ -301,8 +301,10 @@ where
     let args: T::Args = decode::decode(
         &call.arguments,
         tool.allowed.as_ref(),
+        T::META.denies_unknown_arguments,
         tool.definition.audit_redact(),
     )?;
+    call.decoded = true;
     decode::validate(&args)?;
     if T::HAS_ARGUMENT_RULE {
         authorize_arguments::<S, T>(set, tool, call, &args).await?;
@@ -480,6 +482,8 @@ pub(crate) struct Call<'s> {
     arguments: Value,
     inputs: Option<Arc<Value>>,
     origin: Option<Arc<Origin>>,
+    /// The arguments decoded: every name in them is declared.
+    decoded: bool,
     finished: bool,
 }
 
@@ -520,6 +524,7 @@ impl<'s> Call<'s> {
             arguments: Value::Object(arguments.unwrap_or_default()),
             inputs: None,
             origin: None,
+            decoded: false,
             finished: false,
         };
         (call, tool)
@@ -543,15 +548,18 @@ impl<'s> Call<'s> {
         // An unknown tool declares nothing, so every argument of its call is treated as a secret. Arguments the
         // schema does not name (an alias, a typo) are treated as secrets too: only declared, unredacted arguments
         // are recorded in clear.
+        // Decoded arguments name nothing undeclared.
+        let decoded = self.decoded;
         let inputs = Arc::new(match self.tool {
             Some(tool) => {
                 let redact = tool.definition.audit_redact();
                 audit::redact_owned(arguments, |key| {
                     redact.contains(&key)
-                        || tool
-                            .allowed
-                            .as_ref()
-                            .is_some_and(|allowed| !allowed.contains(key))
+                        || (!decoded
+                            && tool
+                                .allowed
+                                .as_ref()
+                                .is_some_and(|allowed| !allowed.contains(key)))
                 })
             }
             None => audit::redact_owned(arguments, |_| true),
@@ -625,7 +633,10 @@ impl<'s> Call<'s> {
             caller: self.caller_shared(),
             outcome,
             ok: outcome == Outcome::Ok,
-            inputs: self.inputs(),
+            inputs: match self.inputs.take() {
+                Some(inputs) => inputs,
+                None => self.inputs(),
+            },
             error: error.map(|code| {
                 if code.len() > 128 {
                     Arc::from(audit::shorten_str(code))

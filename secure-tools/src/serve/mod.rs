@@ -14,6 +14,7 @@ mod stdio;
 mod transport;
 
 use std::borrow::Cow;
+use std::future::Future;
 use std::sync::Arc;
 
 use rmcp::handler::server::router::tool::{ToolRoute, ToolRouter};
@@ -23,7 +24,7 @@ use rmcp::model::{
     InitializeResult, ListToolsResult, PaginatedRequestParams, ProtocolVersion, ServerCapabilities,
     ServerConfig, Tool,
 };
-use rmcp::service::RequestContext;
+use rmcp::service::{MaybeSendFuture, RequestContext};
 use rmcp::{RoleServer, ServerHandler};
 
 pub use settings::{CallLimits, InvalidSetting};
@@ -287,14 +288,16 @@ fn connection_of(context: &RequestContext<RoleServer>) -> Connection {
     })
 }
 
-async fn call_through_pipeline<S: Send + Sync + 'static>(
-    tools: &ToolSet<S>,
+/// A call through the pipeline, as an rmcp tool answer. The request moves into the call before the future is
+/// made, so it is not copied along with it.
+fn call_through_pipeline<'a, S: Send + Sync + 'static>(
+    tools: &'a ToolSet<S>,
     caller: Caller,
     connection: Connection,
     name: Cow<'static, str>,
     arguments: Option<rmcp::model::JsonObject>,
     context: RequestContext<RoleServer>,
-) -> Result<CallToolResponse, ErrorData> {
+) -> impl Future<Output = Result<CallToolResponse, ErrorData>> + Send + 'a {
     let request = CallRequest {
         caller,
         request_id: context.id.clone(),
@@ -303,9 +306,14 @@ async fn call_through_pipeline<S: Send + Sync + 'static>(
         connection,
         rmcp: Some(context),
     };
-    match tools.call(request).await {
-        Ok(response) => Ok(CallToolResponse::Complete(response.into_call_tool_result())),
-        Err(CallError::UnknownTool(_)) => Err(ErrorData::invalid_params("tool not found", None)),
+    let call = tools.call(request);
+    async move {
+        match call.await {
+            Ok(response) => Ok(CallToolResponse::Complete(response.into_call_tool_result())),
+            Err(CallError::UnknownTool(_)) => {
+                Err(ErrorData::invalid_params("tool not found", None))
+            }
+        }
     }
 }
 
@@ -373,11 +381,11 @@ impl<S: Send + Sync + 'static> ServerHandler for SecureServer<S> {
         Ok(ListToolsResult::with_all_items(tools))
     }
 
-    async fn call_tool(
+    fn call_tool(
         &self,
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
-    ) -> Result<CallToolResponse, ErrorData> {
+    ) -> impl Future<Output = Result<CallToolResponse, ErrorData>> + MaybeSendFuture + '_ {
         let caller = self.caller(&context);
         let connection = self.connection(&context);
         call_through_pipeline(
@@ -388,7 +396,6 @@ impl<S: Send + Sync + 'static> ServerHandler for SecureServer<S> {
             request.arguments,
             context,
         )
-        .await
     }
 
     fn get_tool(&self, name: &str) -> Option<Tool> {
