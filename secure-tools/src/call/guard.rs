@@ -114,11 +114,16 @@ impl Pass {
         Pass::default()
     }
 
-    /// The call may go on, and `value` is kept until it ends (and dropped after its audit record is written).
+    /// The call may go on, and `value` is kept until its handler ends.
     pub fn holding(value: impl Send + 'static) -> Self {
         Pass {
             held: Some(Box::new(value)),
         }
+    }
+
+    /// Whether the pass holds something that must live until the call ends.
+    pub(crate) fn holds(&self) -> bool {
+        self.held.is_some()
     }
 }
 

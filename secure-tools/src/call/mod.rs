@@ -399,7 +399,10 @@ async fn run_guards<S: Send + Sync + 'static>(
             continue;
         }
         let view = view.get_or_insert_with(|| guard_call(set, tool, call, stage));
-        passes.push(guard.check(view).resolve().await?);
+        let pass = guard.check(view).resolve().await?;
+        if pass.holds() {
+            passes.push(pass);
+        }
     }
     Ok(())
 }
