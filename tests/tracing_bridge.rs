@@ -21,6 +21,25 @@ async fn whoami() -> Result<String, ToolError> {
     Ok("me".into())
 }
 
+/// Fails on an I/O error, and panics on blocking threads holding a redacted argument.
+#[secure_tool(scope = "whoami", audit_redact = ["secret"])]
+async fn leaky(
+    /// A secret.
+    secret: String,
+) -> Result<String, ToolError> {
+    if secret.starts_with("io") {
+        return Err(std::io::Error::other("disk on fire").into());
+    }
+    if secret.starts_with("tokio") {
+        tokio::task::spawn_blocking(move || -> String { panic!("tokio thread saw {secret}") })
+            .await?;
+        return Ok("unreachable".into());
+    }
+    secure_tools::task::spawn_blocking(move || -> String { panic!("helper thread saw {secret}") })
+        .await?;
+    Ok("unreachable".into())
+}
+
 /// A layer that remembers each event as a line, with the fields of the spans it happened in.
 #[derive(Default, Clone)]
 struct Captured(Arc<Mutex<Vec<String>>>);
@@ -66,12 +85,15 @@ fn calls_run_in_a_span_and_the_tracing_bridge_carries_the_record() {
     let captured = Captured::default();
     tracing::subscriber::set_global_default(tracing_subscriber::registry().with(captured.clone()))
         .unwrap();
+    // Without the time driver: a handler that waits then runs without its timeout (and says so once), rather
+    // than the pipeline panicking.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
     runtime.block_on(async {
         let set = ToolSet::builder(())
             .tool::<whoami>()
+            .tool::<leaky>()
             .server_id("test-server")
             .audit_sink(TracingSink)
             .build()
@@ -80,8 +102,29 @@ fn calls_run_in_a_span_and_the_tracing_bridge_carries_the_record() {
         set.call(request(&who, 5, "whoami", json!({})))
             .await
             .unwrap();
+        for secret in ["io-hunter2", "tokio-hunter2", "helper-hunter2"] {
+            set.call(request(&who, 6, "leaky", json!({ "secret": secret })))
+                .await
+                .unwrap();
+        }
     });
     let lines = captured.0.lock().unwrap().clone();
+    // An internal error's detail goes to the log for the operator; a panic's message, which may quote a redacted
+    // argument, goes nowhere, on whichever thread it happened.
+    assert!(
+        lines.iter().any(|l| l.contains("disk on fire")),
+        "{lines:#?}"
+    );
+    assert!(lines.iter().all(|l| !l.contains("hunter2")), "{lines:#?}");
+    assert!(
+        lines.iter().any(|l| l.contains("no time driver")),
+        "{lines:#?}"
+    );
+    let panics = lines
+        .iter()
+        .filter(|l| l.contains("event=\"tool_call\"") && l.contains("outcome=\"panic\""))
+        .count();
+    assert_eq!(panics, 2, "{lines:#?}");
     let handler = lines
         .iter()
         .find(|l| l.contains("handler log line"))

@@ -456,12 +456,30 @@ where
             codes::SHUTTING_DOWN,
             "the server shut down before the tool finished",
         ),
-        () = tokio::time::sleep(timeout) => Refusal::timed_out(timeout),
+        () = deadline(timeout) => Refusal::timed_out(timeout),
     };
     // The handler's future, pinned in this frame, is dropped as this returns; whatever it handed its token to
     // is told now.
     cx.cancel_handler();
     Err(stopped)
+}
+
+/// Resolves when `timeout` has passed. On a Tokio runtime built without its time driver, where timers panic,
+/// never: the call runs without a deadline, and a warning says so once.
+async fn deadline(timeout: std::time::Duration) {
+    match panic::quietly(|| tokio::time::sleep(timeout)) {
+        Ok(sleep) => sleep.await,
+        Err(()) => {
+            static WARNED: std::sync::Once = std::sync::Once::new();
+            WARNED.call_once(|| {
+                tracing::warn!(
+                    "the Tokio runtime has no time driver (build it with `enable_all` or `enable_time`): tool \
+                     calls run without their timeout"
+                );
+            });
+            std::future::pending().await
+        }
+    }
 }
 
 fn settle(

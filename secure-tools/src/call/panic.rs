@@ -18,6 +18,8 @@ use futures_util::FutureExt;
 
 thread_local! {
     static RUNNING_TOOL: Cell<Option<&'static str>> = const { Cell::new(None) };
+    /// Set while the pipeline tries something whose panic it expects and handles itself.
+    static QUIET: Cell<bool> = const { Cell::new(false) };
 }
 
 pub(crate) fn install() {
@@ -25,6 +27,7 @@ pub(crate) fn install() {
     INSTALL.call_once(|| {
         let previous = panic::take_hook();
         panic::set_hook(Box::new(move |info| match RUNNING_TOOL.with(Cell::get) {
+            _ if QUIET.with(Cell::get) => {}
             Some(tool) => {
                 let location = info
                     .location()
@@ -50,6 +53,18 @@ fn with_tool<R>(tool: Option<&'static str>, f: impl FnOnce() -> R) -> R {
     }
     let _reset = Reset(RUNNING_TOOL.with(|cell| cell.replace(tool)));
     f()
+}
+
+/// Runs `f`, catching a panic without printing it: for a panic the pipeline expects and handles.
+pub(crate) fn quietly<R>(f: impl FnOnce() -> R) -> Result<R, ()> {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            QUIET.with(|cell| cell.set(self.0));
+        }
+    }
+    let _reset = Reset(QUIET.with(|cell| cell.replace(true)));
+    panic::catch_unwind(AssertUnwindSafe(f)).map_err(drop)
 }
 
 /// Runs `f` as part of `tool`, catching a panic.
