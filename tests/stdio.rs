@@ -12,6 +12,16 @@ use secure_tools_tests::{RawServer, events, read_audit};
 use serde_json::{Value, json};
 
 const SERVER: &str = env!("CARGO_BIN_EXE_test-server");
+/// The test server's tools, sorted by name.
+const TOOLS: [&str; 7] = [
+    "confirm",
+    "crunch",
+    "echo",
+    "report",
+    "slow",
+    "store",
+    "summarize",
+];
 
 fn args(value: Value) -> serde_json::Map<String, Value> {
     value.as_object().unwrap().clone()
@@ -317,7 +327,7 @@ fn every_known_version_with_initialize_is_negotiated_as_asked() {
         let listed = server.request(json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}));
         assert_eq!(
             listed["result"]["tools"].as_array().unwrap().len(),
-            7,
+            TOOLS.len(),
             "{version}: {listed}"
         );
     }

@@ -88,19 +88,17 @@ impl<'a> Param<'a> {
             FnArg::Receiver(_) => ParamKind::Receiver,
             FnArg::Typed(typed) => {
                 let ty = &*typed.ty;
-                let marked_arg = typed.attrs.iter().any(is_arg_marker);
-                match last_segment(ty) {
-                    _ if marked_arg => ParamKind::Input {
-                        ident: match &*typed.pat {
-                            Pat::Ident(p) if p.by_ref.is_none() && p.subpat.is_none() => {
-                                Some(&p.ident)
-                            }
-                            _ => None,
-                        },
-                        pat: &typed.pat,
-                        ty,
-                        attrs: &typed.attrs,
+                let input = || ParamKind::Input {
+                    ident: match &*typed.pat {
+                        Pat::Ident(p) if p.by_ref.is_none() && p.subpat.is_none() => Some(&p.ident),
+                        _ => None,
                     },
+                    pat: &typed.pat,
+                    ty,
+                    attrs: &typed.attrs,
+                };
+                match last_segment(ty) {
+                    _ if typed.attrs.iter().any(is_arg_marker) => input(),
                     Some((name, _)) if CONTEXT_TYPES.contains(&name.as_str()) => {
                         ParamKind::Context {
                             ty,
@@ -112,17 +110,7 @@ impl<'a> Param<'a> {
                         ty,
                         attrs: &typed.attrs,
                     },
-                    _ => ParamKind::Input {
-                        ident: match &*typed.pat {
-                            Pat::Ident(p) if p.by_ref.is_none() && p.subpat.is_none() => {
-                                Some(&p.ident)
-                            }
-                            _ => None,
-                        },
-                        pat: &typed.pat,
-                        ty,
-                        attrs: &typed.attrs,
-                    },
+                    _ => input(),
                 }
             }
         };

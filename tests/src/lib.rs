@@ -1,5 +1,7 @@
 //! Helpers shared by the integration tests.
 
+pub mod interop;
+
 use secure_tools::{CallRequest, Caller, Grant, RequestId};
 use serde_json::Value;
 

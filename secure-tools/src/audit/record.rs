@@ -363,16 +363,8 @@ pub(crate) fn redact_owned(args: Value, redacted: impl Fn(&str) -> bool) -> Valu
             bound_in_place(value, 1, &mut budget);
         }
     }
-    let total = map.len();
-    if long_key || total > MAX_AUDIT_ITEMS {
-        map = map
-            .into_iter()
-            .take(MAX_AUDIT_ITEMS)
-            .map(|(k, v)| (shorten_str(&k), v))
-            .collect();
-        if total > MAX_AUDIT_ITEMS {
-            map.insert("…".into(), Value::String(format!("[{total} keys in all]")));
-        }
+    if long_key || map.len() > MAX_AUDIT_ITEMS {
+        cut_object(&mut map);
     }
     Value::Object(map)
 }
@@ -440,18 +432,8 @@ fn bound_in_place(value: &mut Value, depth: usize, budget: &mut usize) {
             }
         }
         Value::Object(map) => {
-            let total = map.len();
-            let oversized = map.keys().any(|k| k.len() > MAX_AUDIT_STRING);
-            if total > MAX_AUDIT_ITEMS || oversized {
-                let taken = std::mem::take(map);
-                *map = taken
-                    .into_iter()
-                    .take(MAX_AUDIT_ITEMS)
-                    .map(|(k, v)| (shorten_str(&k), v))
-                    .collect();
-                if total > MAX_AUDIT_ITEMS {
-                    map.insert("…".into(), Value::String(format!("[{total} keys in all]")));
-                }
+            if map.len() > MAX_AUDIT_ITEMS || map.keys().any(|k| k.len() > MAX_AUDIT_STRING) {
+                cut_object(map);
             }
             *budget = budget.saturating_sub(2);
             for (key, item) in map.iter_mut() {
@@ -460,6 +442,19 @@ fn bound_in_place(value: &mut Value, depth: usize, budget: &mut usize) {
             }
         }
         _ => *budget = budget.saturating_sub(8),
+    }
+}
+
+/// Keeps the first [`MAX_AUDIT_ITEMS`] keys, shortened, and notes how many there were.
+fn cut_object(map: &mut JsonObject) {
+    let total = map.len();
+    *map = std::mem::take(map)
+        .into_iter()
+        .take(MAX_AUDIT_ITEMS)
+        .map(|(k, v)| (shorten_str(&k), v))
+        .collect();
+    if total > MAX_AUDIT_ITEMS {
+        map.insert("…".into(), Value::String(format!("[{total} keys in all]")));
     }
 }
 
