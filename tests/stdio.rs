@@ -47,19 +47,7 @@ async fn an_rmcp_client_lists_calls_and_is_refused_as_the_policy_says() {
 
     let tools = client.list_all_tools().await.unwrap();
     let names: Vec<_> = tools.iter().map(|t| t.name.to_string()).collect();
-    assert_eq!(
-        names,
-        [
-            "confirm",
-            "crunch",
-            "echo",
-            "report",
-            "slow",
-            "store",
-            "summarize"
-        ],
-        "all tools listed, sorted"
-    );
+    assert_eq!(names, TOOLS, "all tools listed, sorted");
     let store = tools.iter().find(|t| t.name == "store").unwrap();
     let meta = serde_json::to_value(store.meta.as_ref().unwrap()).unwrap();
     assert_eq!(meta[SCOPES_META_KEY], json!(["test.write"]));
@@ -200,18 +188,7 @@ fn start_session_and_stop_are_audited_and_flushed_on_eof() {
         .collect();
     assert_eq!(kinds, ["server_start", "session", "server_stop"]);
     assert_eq!(records[0]["transport"], "stdio");
-    assert_eq!(
-        records[0]["tools"],
-        json!([
-            "confirm",
-            "crunch",
-            "echo",
-            "report",
-            "slow",
-            "store",
-            "summarize"
-        ])
-    );
+    assert_eq!(records[0]["tools"], json!(TOOLS));
     assert_eq!(records[0]["grant"], json!(["test.read"]));
     assert_eq!(records[1]["protocol_version"], "2025-06-18");
     assert_eq!(records[1]["client_name"], "raw-test-client");
