@@ -597,3 +597,67 @@ async fn a_huge_denied_argument_cannot_blow_up_its_record() {
     // Cut to its first items, or summarised whole once the budget is spent: either way its size is told.
     assert!(record.contains("500000 items"), "{record:.500}");
 }
+
+/// A guard whose policy service never answers.
+struct Unanswered;
+
+impl Guard for Unanswered {
+    fn check<'a>(&'a self, _: &'a GuardCall<'a>) -> Check<'a> {
+        Check::later(std::future::pending())
+    }
+}
+
+#[tokio::test]
+async fn a_guard_that_panics_or_never_answers_is_contained_and_audited() {
+    let sink = MemorySink::new();
+    let effects = Effects::default();
+    let tools = ToolSet::builder(effects.clone())
+        .tool_with::<look>(|tool| tool.timeout(Duration::from_millis(100)).guard(Unanswered))
+        .tool::<effect>()
+        .guard(guard::from_fn(GuardStage::BeforeDecoding, |call| {
+            if call.caller().id() == "crash" {
+                panic!("guard saw {}", call.arguments()["secret"]);
+            }
+            Ok(())
+        }))
+        .audit_sink(sink.clone())
+        .build()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let hung = tools
+        .call(request(&caller("alice", ALL), 1, "look", json!({})))
+        .await
+        .unwrap();
+    assert_eq!(hung.outcome(), Outcome::Timeout);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let crashed = tools
+        .call(request(
+            &caller("crash", ALL),
+            2,
+            "effect",
+            json!({"secret": "hunter2"}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(crashed.outcome(), Outcome::Panic);
+    assert_eq!(crashed.error_code(), Some("tool_panicked"));
+    assert_eq!(effects.writes.load(Ordering::SeqCst), 0);
+    // The next call works, and every call has its one record, with no secret in it.
+    let fine = tools
+        .call(request(
+            &caller("alice", ALL),
+            3,
+            "effect",
+            json!({"secret": "x"}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(fine.outcome(), Outcome::Ok);
+    let records = sink.records();
+    let outcomes: Vec<_> = tool_calls(&records)
+        .iter()
+        .map(|r| r["outcome"].clone())
+        .collect();
+    assert_eq!(outcomes, [json!("timeout"), json!("panic"), json!("ok")]);
+    assert!(!serde_json::to_string(&records).unwrap().contains("hunter2"));
+}

@@ -693,12 +693,12 @@ impl From<ElicitationError> for Refusal {
             ElicitationError::NoContent => {
                 Refusal::new("elicitation_empty", "the user gave no input")
             }
-            // serde's message may quote what the user typed: keep it for the operator only.
-            other @ ElicitationError::ParseError { .. } => Refusal::invalid(
+            // Neither the answer nor serde's message about it (which may quote it) is kept: the user may have typed
+            // a secret.
+            ElicitationError::ParseError { .. } => Refusal::invalid(
                 "elicitation_invalid",
                 "the input the user gave does not have the shape asked for",
-            )
-            .with_source(other.to_string()),
+            ),
             other => Refusal::internal(other),
         }
     }

@@ -393,13 +393,16 @@ async fn run_guards<S: Send + Sync + 'static>(
     stage: GuardStage,
     passes: &mut Vec<Pass>,
 ) -> Result<(), Refusal> {
+    let name = tool.definition.name();
+    let timeout = tool.timeout.unwrap_or(set.timeout);
     let mut view = None;
     for guard in set.guards.iter().chain(&tool.guards) {
         if guard.stage() != stage {
             continue;
         }
         let view = view.get_or_insert_with(|| guard_call(set, tool, call, stage));
-        let pass = guard.check(view).resolve().await?;
+        let check = panic::catch(name, || guard.check(view)).map_err(|()| Refusal::panicked())?;
+        let pass = contained(name, check.resolve(), set, &call.context, timeout).await??;
         if pass.holds() {
             passes.push(pass);
         }
@@ -414,12 +417,21 @@ async fn authorize_arguments<S: Send + Sync + 'static, T: SecureTool<S>>(
     call: &Call<'_>,
     args: &T::Args,
 ) -> Result<(), Refusal> {
+    let name = tool.definition.name();
     let view = guard_call(set, tool, call, GuardStage::AfterDecoding);
-    T::authorize(args, &view).await
+    let rule =
+        panic::catch(name, || T::authorize(args, &view)).map_err(|()| Refusal::panicked())?;
+    contained(
+        name,
+        rule,
+        set,
+        &call.context,
+        tool.timeout.unwrap_or(set.timeout),
+    )
+    .await?
 }
 
-/// Runs the handler: a panic is caught (its message withheld), the call is stopped when the client cancels it,
-/// when its time is up, or when the server stops it at shutdown; the handler's own token is cancelled then.
+/// Runs the handler, [`contained`]; when it is stopped, its own token is cancelled too.
 async fn invoke<S, T>(
     set: &Inner<S>,
     tool: &ToolEntry,
@@ -431,37 +443,54 @@ where
     T: SecureTool<S>,
 {
     let name = tool.definition.name();
-    let future =
+    let handler =
         panic::catch(name, || T::invoke(args, cx, &set.state)).map_err(|()| Refusal::panicked())?;
-    let future = std::pin::pin!(future);
-    let mut handler = panic::Guarded::new(name, AssertUnwindSafe(future).catch_unwind());
-    // Most handlers finish on their first poll; only one that waits pays for a timer and the cancellation waits.
-    if let Poll::Ready(settled) = futures_util::poll!(&mut handler) {
-        return settle(settled);
+    match contained(name, handler, set, cx, tool.timeout.unwrap_or(set.timeout)).await {
+        Ok(result) => result,
+        Err(stopped) => {
+            // The handler's future is gone; whatever it handed its token to is told now.
+            cx.cancel_handler();
+            Err(stopped)
+        }
     }
-    let timeout = tool.timeout.unwrap_or(set.timeout);
+}
+
+/// Awaits the user's code (a handler, a guard, a rule) as part of a call: a panic is caught, its message withheld
+/// (it may quote a redacted argument); and the wait ends when the client cancels the call or goes away, when the
+/// server stops it at shutdown, or when `timeout` has passed. Most futures finish on their first poll; only one that
+/// waits pays for the timer and the cancellation waits.
+async fn contained<S, F: Future>(
+    tool: &'static str,
+    future: F,
+    set: &Inner<S>,
+    cx: &CallContext,
+    timeout: std::time::Duration,
+) -> Result<F::Output, Refusal> {
+    let future = std::pin::pin!(future);
+    let mut future = panic::Guarded::new(tool, AssertUnwindSafe(future).catch_unwind());
+    if let Poll::Ready(settled) = futures_util::poll!(&mut future) {
+        // The payload of a panic may quote a redacted argument: it is dropped unread.
+        return settled.map_err(|_payload| Refusal::panicked());
+    }
     let client_cancelled = async {
         match cx.request_cancellation() {
             Some(token) => token.cancelled().await,
             None => std::future::pending().await,
         }
     };
-    let stopped = tokio::select! {
+    tokio::select! {
         biased;
-        settled = &mut handler => return settle(settled),
-        () = client_cancelled => {
-            Refusal::cancelled(codes::CANCELLED, "the client cancelled the call, or its connection closed")
-        }
-        () = set.lifecycle.stopping() => Refusal::cancelled(
+        settled = &mut future => settled.map_err(|_payload| Refusal::panicked()),
+        () = client_cancelled => Err(Refusal::cancelled(
+            codes::CANCELLED,
+            "the client cancelled the call, or its connection closed",
+        )),
+        () = set.lifecycle.stopping() => Err(Refusal::cancelled(
             codes::SHUTTING_DOWN,
             "the server shut down before the tool finished",
-        ),
-        () = deadline(timeout) => Refusal::timed_out(timeout),
-    };
-    // The handler's future, pinned in this frame, is dropped as this returns; whatever it handed its token to
-    // is told now.
-    cx.cancel_handler();
-    Err(stopped)
+        )),
+        () = deadline(timeout) => Err(Refusal::timed_out(timeout)),
+    }
 }
 
 /// Resolves when `timeout` has passed. On a Tokio runtime built without its time driver, where timers panic,
@@ -480,13 +509,6 @@ async fn deadline(timeout: std::time::Duration) {
             std::future::pending().await
         }
     }
-}
-
-fn settle(
-    settled: Result<Result<ToolOutput, Refusal>, Box<dyn std::any::Any + Send>>,
-) -> Result<ToolOutput, Refusal> {
-    // The payload of a panic may quote a redacted argument: it is dropped unread.
-    settled.unwrap_or_else(|_payload| Err(Refusal::panicked()))
 }
 
 /// The audited region of one call: created before anything else happens, it writes the call's one `tool_call`
