@@ -661,3 +661,96 @@ async fn a_guard_that_panics_or_never_answers_is_contained_and_audited() {
     assert_eq!(outcomes, [json!("timeout"), json!("panic"), json!("ok")]);
     assert!(!serde_json::to_string(&records).unwrap().contains("hunter2"));
 }
+
+/// Checks a PIN; its messages quote the value, as careless validators do.
+fn check_pin(pin: &str) -> Result<(), validator::ValidationError> {
+    if pin == "boom" {
+        panic!("cannot check {pin}");
+    }
+    if pin.len() != 4 {
+        let mut error = validator::ValidationError::new("pin");
+        error.message = Some(format!("{pin} is not four digits").into());
+        return Err(error);
+    }
+    Ok(())
+}
+
+/// Unlocks with a PIN.
+#[secure_tool(scope = "t.write", audit_redact = ["pin"])]
+async fn unlock(
+    /// The PIN.
+    #[validate(custom(function = "check_pin"))]
+    pin: String,
+    /// A note.
+    #[validate(custom(function = "check_pin"))]
+    note: String,
+) -> Result<String, ToolError> {
+    let _ = (pin, note);
+    Ok("unlocked".into())
+}
+
+#[tokio::test]
+async fn user_validators_can_neither_leak_a_redacted_value_nor_crash_the_call() {
+    let sink = MemorySink::new();
+    let tools = ToolSet::builder(())
+        .tool::<unlock>()
+        .audit_sink(sink.clone())
+        .build()
+        .unwrap();
+    let who = caller("alice", "t.write");
+    // A validator's message quoting the value is not shown for a redacted argument; for another it is.
+    let response = tools
+        .call(request(
+            &who,
+            1,
+            "unlock",
+            json!({"pin": "12", "note": "xyz"}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(response.error_code(), Some("invalid_input"));
+    let message = response.refusal().unwrap().message().to_owned();
+    assert!(!message.contains("12 is not"), "{message}");
+    assert!(
+        message.contains("`pin`: failed the `pin` check"),
+        "{message}"
+    );
+    assert!(message.contains("xyz is not four digits"), "{message}");
+    // A validator that panics fails the call as a panic, and the next call works.
+    let response = tools
+        .call(request(
+            &who,
+            2,
+            "unlock",
+            json!({"pin": "boom", "note": "1234"}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(response.outcome(), Outcome::Panic);
+    let response = tools
+        .call(request(
+            &who,
+            3,
+            "unlock",
+            json!({"pin": "1234", "note": "5678"}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(response.outcome(), Outcome::Ok);
+    let text = serde_json::to_string(&sink.records()).unwrap();
+    assert!(!text.contains("boom") && !text.contains("\"12\""), "{text}");
+}
+
+#[tokio::test]
+async fn a_huge_string_request_id_is_shortened_in_the_record() {
+    let sink = MemorySink::new();
+    let (tools, _) = set(sink.clone());
+    let id = secure_tools::RequestId::String("i".repeat(4_000_000).into());
+    let request =
+        secure_tools::CallRequest::new(caller("eve", ""), "look", None).with_request_id(id);
+    let response = tools.call(request).await.unwrap();
+    assert_eq!(response.outcome(), Outcome::Denied);
+    let record = serde_json::to_string(&sink.records()[0]).unwrap();
+    assert!(record.len() < 4096, "{} bytes", record.len());
+    assert!(record.contains("[4000000 bytes in all]"));
+}

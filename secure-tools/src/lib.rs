@@ -67,7 +67,7 @@ pub type ToolError = Refusal;
 /// Helpers for handlers that start work on other threads or tasks, keeping a panic there an audited `panic`
 /// outcome whose message (which may quote a redacted argument) is never printed.
 pub mod task {
-    pub use crate::call::panic::{Aborted, JoinHandle, spawn, spawn_blocking};
+    pub use crate::call::panic::{Aborted, JoinHandle, install_panic_hook, spawn, spawn_blocking};
 }
 
 /// The rmcp this crate is built on, for its model types (`Implementation`, `ProtocolVersion`, ...).

@@ -458,6 +458,16 @@ fn cut_object(map: &mut JsonObject) {
     }
 }
 
+/// A request id as recorded: a string id over [`MAX_AUDIT_STRING`] bytes shortened, like any string from a client.
+pub(crate) fn bounded_request_id(id: &RequestId) -> RequestId {
+    match id {
+        RequestId::String(text) if text.len() > MAX_AUDIT_STRING => {
+            RequestId::String(Arc::from(shorten_str(text)))
+        }
+        other => other.clone(),
+    }
+}
+
 pub(crate) fn shorten_str(s: &str) -> String {
     if s.len() <= MAX_AUDIT_STRING {
         return s.to_owned();

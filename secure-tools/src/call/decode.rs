@@ -57,9 +57,10 @@ fn check_names(arguments: &Value, allowed: Option<&BTreeSet<String>>) -> Result<
     Ok(())
 }
 
-/// Checks the decoded arguments against their `#[validate]` rules.
-pub(crate) fn validate<A: Validate>(args: &A) -> Result<(), Refusal> {
-    args.validate().map_err(|errors| invalid(&errors))
+/// Checks the decoded arguments against their `#[validate]` rules. A rule's own message is not shown for a
+/// redacted argument (a custom validator may quote the value), only what the rule is.
+pub(crate) fn validate<A: Validate>(args: &A, redact: &[&str]) -> Result<(), Refusal> {
+    args.validate().map_err(|errors| invalid(&errors, redact))
 }
 
 fn malformed(err: serde_path_to_error::Error<serde_json::Error>, redact: &[&str]) -> Refusal {
@@ -98,14 +99,14 @@ fn malformed(err: serde_path_to_error::Error<serde_json::Error>, redact: &[&str]
     Refusal::invalid(code, shorten(message))
 }
 
-fn invalid(errors: &ValidationErrors) -> Refusal {
+fn invalid(errors: &ValidationErrors, redact: &[&str]) -> Refusal {
     let mut lines = Vec::new();
-    collect(errors, "", &mut lines);
+    collect(errors, "", redact, &mut lines);
     lines.sort();
     Refusal::invalid(codes::INVALID_INPUT, shorten(lines.join("; ")))
 }
 
-fn collect(errors: &ValidationErrors, prefix: &str, lines: &mut Vec<String>) {
+fn collect(errors: &ValidationErrors, prefix: &str, redact: &[&str], lines: &mut Vec<String>) {
     for (field, kind) in errors.errors() {
         let path = if prefix.is_empty() {
             field.to_string()
@@ -114,21 +115,28 @@ fn collect(errors: &ValidationErrors, prefix: &str, lines: &mut Vec<String>) {
         };
         match kind {
             ValidationErrorsKind::Field(errs) => {
-                lines.extend(errs.iter().map(|e| format!("`{path}`: {}", describe(e))));
+                // The top-level argument the path is under decides whether a rule's own message may be shown.
+                let top = path.split(['.', '[']).next().unwrap_or_default();
+                let redacted = redact.contains(&top);
+                lines.extend(
+                    errs.iter()
+                        .map(|e| format!("`{path}`: {}", describe(e, redacted))),
+                );
             }
-            ValidationErrorsKind::Struct(inner) => collect(inner, &path, lines),
+            ValidationErrorsKind::Struct(inner) => collect(inner, &path, redact, lines),
             ValidationErrorsKind::List(items) => {
                 for (index, inner) in items {
-                    collect(inner, &format!("{path}[{index}]"), lines);
+                    collect(inner, &format!("{path}[{index}]"), redact, lines);
                 }
             }
         }
     }
 }
 
-/// Describes a rule from its code and limits, never from the offending `value`.
-fn describe(error: &ValidationError) -> String {
-    if let Some(message) = &error.message {
+/// Describes a rule from its code and limits, never from the offending `value`; by a rule's own message only for
+/// an argument that is not redacted.
+fn describe(error: &ValidationError, redacted: bool) -> String {
+    if let Some(message) = error.message.as_ref().filter(|_| !redacted) {
         return message.to_string();
     }
     let param = |name: &str| {

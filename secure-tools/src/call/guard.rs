@@ -44,8 +44,9 @@ use crate::tool::ToolDefinition;
 /// When a guard runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum GuardStage {
-    /// Before the arguments are decoded: [`GuardCall::arguments`] are as the client sent them (unknown argument
-    /// names already refused).
+    /// Before the arguments are decoded: [`GuardCall::arguments`] are as the client sent them, names the tool
+    /// does not declare included (decoding refuses those later). Treat them as untrusted, and every value as
+    /// possibly secret.
     BeforeDecoding,
     /// After the arguments are decoded and validated: [`GuardCall::arguments`] hold valid input.
     AfterDecoding,

@@ -267,7 +267,12 @@ impl<S: Send + Sync + 'static> ToolSet<S> {
         let span = call.span();
         async move {
             let result = match tool {
-                Some(tool) => (tool.run)(set, tool, &mut call).await,
+                // The stages contain the user's code themselves; this catches what is left (a panic of the pipeline
+                // itself, a guard's `stage()` or its pass's drop), so that a call always gets an answer.
+                Some(tool) => AssertUnwindSafe((tool.run)(set, tool, &mut call))
+                    .catch_unwind()
+                    .await
+                    .unwrap_or_else(|_payload| Err(Refusal::panicked())),
                 None => Err(Refusal::invalid(
                     codes::UNKNOWN_TOOL,
                     "no tool has this name",
@@ -298,14 +303,21 @@ where
     if guarded {
         run_guards(set, tool, call, GuardStage::BeforeDecoding, &mut passes).await?;
     }
-    let args: T::Args = decode::decode(
-        &call.arguments,
-        tool.allowed.as_ref(),
-        T::META.denies_unknown_arguments,
-        tool.definition.audit_redact(),
-    )?;
+    // Decoding and validation run the user's code too (a type's own `Deserialize`, a custom validator): a panic
+    // there is caught, its message withheld, like a handler's.
+    let name = tool.definition.name();
+    let redact = tool.definition.audit_redact();
+    let args: T::Args = panic::catch(name, || {
+        decode::decode(
+            &call.arguments,
+            tool.allowed.as_ref(),
+            T::META.denies_unknown_arguments,
+            redact,
+        )
+    })
+    .map_err(|()| Refusal::panicked())??;
     call.decoded = true;
-    decode::validate(&args)?;
+    panic::catch(name, || decode::validate(&args, redact)).map_err(|()| Refusal::panicked())??;
     if T::HAS_ARGUMENT_RULE {
         authorize_arguments::<S, T>(set, tool, call, &args).await?;
     }
@@ -313,7 +325,7 @@ where
         run_guards(set, tool, call, GuardStage::AfterDecoding, &mut passes).await?;
     }
     call.record_start(tool)?;
-    invoke::<S, T>(set, tool, &call.context, args).await
+    invoke::<S, T>(set, tool, call, args).await
 }
 
 /// New calls are refused while the set shuts down, and while its audit trail cannot be written.
@@ -402,7 +414,11 @@ async fn run_guards<S: Send + Sync + 'static>(
         }
         let view = view.get_or_insert_with(|| guard_call(set, tool, call, stage));
         let check = panic::catch(name, || guard.check(view)).map_err(|()| Refusal::panicked())?;
-        let pass = contained(name, check.resolve(), set, &call.context, timeout).await??;
+        let limit = Deadline {
+            timeout,
+            started: call.started,
+        };
+        let pass = contained(name, check.resolve(), set, &call.context, limit).await??;
         if pass.holds() {
             passes.push(pass);
         }
@@ -421,21 +437,18 @@ async fn authorize_arguments<S: Send + Sync + 'static, T: SecureTool<S>>(
     let view = guard_call(set, tool, call, GuardStage::AfterDecoding);
     let rule =
         panic::catch(name, || T::authorize(args, &view)).map_err(|()| Refusal::panicked())?;
-    contained(
-        name,
-        rule,
-        set,
-        &call.context,
-        tool.timeout.unwrap_or(set.timeout),
-    )
-    .await?
+    let limit = Deadline {
+        timeout: tool.timeout.unwrap_or(set.timeout),
+        started: call.started,
+    };
+    contained(name, rule, set, &call.context, limit).await?
 }
 
 /// Runs the handler, [`contained`]; when it is stopped, its own token is cancelled too.
 async fn invoke<S, T>(
     set: &Inner<S>,
     tool: &ToolEntry,
-    cx: &CallContext,
+    call: &Call<'_>,
     args: T::Args,
 ) -> Result<ToolOutput, Refusal>
 where
@@ -443,9 +456,14 @@ where
     T: SecureTool<S>,
 {
     let name = tool.definition.name();
+    let cx = &call.context;
     let handler =
         panic::catch(name, || T::invoke(args, cx, &set.state)).map_err(|()| Refusal::panicked())?;
-    match contained(name, handler, set, cx, tool.timeout.unwrap_or(set.timeout)).await {
+    let limit = Deadline {
+        timeout: tool.timeout.unwrap_or(set.timeout),
+        started: call.started,
+    };
+    match contained(name, handler, set, cx, limit).await {
         Ok(result) => result,
         Err(stopped) => {
             // The handler's future is gone; whatever it handed its token to is told now.
@@ -455,16 +473,33 @@ where
     }
 }
 
+/// A call's time limit: `timeout` from the call's start, shared by its guards, its rule and its handler.
+#[derive(Clone, Copy)]
+struct Deadline {
+    timeout: std::time::Duration,
+    started: SystemTime,
+}
+
+impl Deadline {
+    /// What is left of the time limit (never more than all of it, should the clock step back).
+    fn remaining(self) -> std::time::Duration {
+        let spent = SystemTime::now()
+            .duration_since(self.started)
+            .unwrap_or_default();
+        self.timeout.saturating_sub(spent)
+    }
+}
+
 /// Awaits the user's code (a handler, a guard, a rule) as part of a call: a panic is caught, its message withheld
 /// (it may quote a redacted argument); and the wait ends when the client cancels the call or goes away, when the
-/// server stops it at shutdown, or when `timeout` has passed. Most futures finish on their first poll; only one that
-/// waits pays for the timer and the cancellation waits.
+/// server stops it at shutdown, or when the call's time is up. Most futures finish on their first poll; only one
+/// that waits pays for the timer and the cancellation waits.
 async fn contained<S, F: Future>(
     tool: &'static str,
     future: F,
     set: &Inner<S>,
     cx: &CallContext,
-    timeout: std::time::Duration,
+    limit: Deadline,
 ) -> Result<F::Output, Refusal> {
     let future = std::pin::pin!(future);
     let mut future = panic::Guarded::new(tool, AssertUnwindSafe(future).catch_unwind());
@@ -489,7 +524,7 @@ async fn contained<S, F: Future>(
             codes::SHUTTING_DOWN,
             "the server shut down before the tool finished",
         )),
-        () = deadline(timeout) => Err(Refusal::timed_out(timeout)),
+        () = deadline(limit.remaining()) => Err(Refusal::timed_out(limit.timeout)),
     }
 }
 
@@ -577,7 +612,7 @@ impl<'s> Call<'s> {
         tracing::info_span!(
             "tool_call",
             tool = %self.context.tool(),
-            request_id = %self.context.request_id(),
+            request_id = %audit::bounded_request_id(self.context.request_id()),
             call_id = %self.context.call_id(),
         )
     }
@@ -638,7 +673,7 @@ impl<'s> Call<'s> {
         }
         let event = CallStartedEvent {
             call_id: self.context.call_id(),
-            request_id: self.context.request_id().clone(),
+            request_id: audit::bounded_request_id(self.context.request_id()),
             tool: tool.name.clone(),
             caller: self.caller_shared(),
             inputs,
@@ -668,7 +703,7 @@ impl<'s> Call<'s> {
         });
         let event = ToolCallEvent {
             call_id: self.context.call_id(),
-            request_id: self.context.request_id().clone(),
+            request_id: audit::bounded_request_id(self.context.request_id()),
             tool: self.context.tool_shared().clone(),
             scopes: self
                 .tool

@@ -24,20 +24,30 @@ thread_local! {
 
 pub(crate) fn install() {
     static INSTALL: Once = Once::new();
-    INSTALL.call_once(|| {
-        let previous = panic::take_hook();
-        panic::set_hook(Box::new(move |info| match RUNNING_TOOL.with(Cell::get) {
-            _ if QUIET.with(Cell::get) => {}
-            Some(tool) => {
-                let location = info
-                    .location()
-                    .map(|l| format!("{}:{}", l.file(), l.line()))
-                    .unwrap_or_default();
-                eprintln!("secure tool `{tool}` panicked at {location} (message withheld: it may hold redacted input)");
-            }
-            None => previous(info),
-        }));
-    });
+    INSTALL.call_once(install_panic_hook);
+}
+
+/// Installs the panic hook that withholds the message of a panic in a secure tool's code (it may quote a redacted
+/// argument), printing only the tool and the location; other panics go on to the hook that was there before.
+///
+/// Building a [`ToolSet`](crate::ToolSet) installs it once. A hook set later (an error-reporting crate's, say)
+/// replaces it, and tool panics would reach that hook with their message: call this again after setting yours; it
+/// wraps the hook in place.
+pub fn install_panic_hook() {
+    let previous = panic::take_hook();
+    panic::set_hook(Box::new(move |info| match RUNNING_TOOL.with(Cell::get) {
+        _ if QUIET.with(Cell::get) => {}
+        Some(tool) => {
+            let location = info
+                .location()
+                .map(|l| format!("{}:{}", l.file(), l.line()))
+                .unwrap_or_default();
+            eprintln!(
+                "secure tool `{tool}` panicked at {location} (message withheld: it may hold redacted input)"
+            );
+        }
+        None => previous(info),
+    }));
 }
 
 fn running_tool() -> Option<&'static str> {
