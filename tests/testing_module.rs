@@ -66,6 +66,28 @@ async fn a_tool_is_tested_in_a_few_lines() {
     assert_eq!(called.record().outcome, Outcome::Invalid);
     assert!(called.started_record().is_none());
 
+    let tenant = testing::caller("carol", "tickets.write").with_attribute("tenant", "acme");
+    let called = tester
+        .call(
+            &tenant,
+            "open_ticket",
+            json!({"title": "t", "details": "d"}),
+        )
+        .await;
+    assert_eq!(
+        called.record().caller_attributes.as_ref().unwrap()["tenant"],
+        "acme"
+    );
+    assert_eq!(
+        called
+            .started_record()
+            .unwrap()
+            .caller_attributes
+            .as_ref()
+            .unwrap()["tenant"],
+        "acme"
+    );
+
     let called = tester.call(&alice, "close_ticket", json!({})).await;
     assert!(called.unknown_tool());
     assert_eq!(tester.last_call_record().unwrap().outcome, Outcome::Invalid);

@@ -6,8 +6,9 @@
 
 use std::time::Duration;
 
-/// The longest scope name accepted, in bytes.
-pub const MAX_SCOPE_LEN: usize = 128;
+/// The longest scope name accepted, in bytes: room for an identity provider's URL-shaped scopes
+/// (`api://6e3a9c4f-.../Tickets.Read`, `https://www.googleapis.com/auth/drive.readonly`).
+pub const MAX_SCOPE_LEN: usize = 256;
 
 /// Why a text is not a scope name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,12 +17,12 @@ pub enum ScopeGrammarError {
     Empty,
     /// Longer than [`MAX_SCOPE_LEN`] bytes.
     TooLong,
-    /// A leading, trailing or doubled `.`.
-    EmptySegment,
-    /// A segment that does not start with a lowercase ASCII letter.
-    BadSegmentStart,
-    /// A character other than lowercase ASCII letters, digits, `_` and `-` in a segment.
+    /// A character outside RFC 6749's scope-token set: a space or other control, `"`, `\`, or anything non-ASCII.
     BadCharacter,
+    /// A `,`: the separator of scope lists in configuration.
+    Comma,
+    /// A `*`: scopes match exactly, there is no wildcard.
+    Wildcard,
 }
 
 impl ScopeGrammarError {
@@ -29,22 +30,24 @@ impl ScopeGrammarError {
     pub fn reason(self) -> &'static str {
         match self {
             ScopeGrammarError::Empty => "a scope name cannot be empty",
-            ScopeGrammarError::TooLong => "a scope name is at most 128 bytes",
-            ScopeGrammarError::EmptySegment => {
-                "expected dotted segments such as `files.read`, with no empty segment (leading, trailing or doubled `.`)"
-            }
-            ScopeGrammarError::BadSegmentStart => {
-                "each segment must start with a lowercase ASCII letter"
-            }
+            ScopeGrammarError::TooLong => "a scope name is at most 256 bytes",
             ScopeGrammarError::BadCharacter => {
-                "segments may hold only lowercase ASCII letters, digits, `_` and `-`"
+                "a scope name is printable ASCII without spaces, `\"` or `\\` (RFC 6749's scope-token)"
+            }
+            ScopeGrammarError::Comma => {
+                "a scope name cannot hold `,`, which separates scopes in lists"
+            }
+            ScopeGrammarError::Wildcard => {
+                "a scope name cannot hold `*`: scopes match exactly, there are no wildcards"
             }
         }
     }
 }
 
-/// Checks a scope name: one or more segments separated by `.`, each starting with a lowercase ASCII letter
-/// followed by lowercase ASCII letters, digits, `_` or `-`; at most [`MAX_SCOPE_LEN`] bytes in all.
+/// Checks a scope name: RFC 6749's scope-token (one or more printable ASCII characters other than space, `"` and
+/// `\`), without `,` (it separates scopes in lists) or `*` (there are no wildcards); at most [`MAX_SCOPE_LEN`] bytes.
+/// So `files.read`, `write:tickets`, `Tickets.Read` and `api://tickets/Tickets.Read` are scope names, each matched
+/// exactly and case-sensitively.
 pub fn scope(text: &str) -> Result<(), ScopeGrammarError> {
     if text.is_empty() {
         return Err(ScopeGrammarError::Empty);
@@ -52,15 +55,12 @@ pub fn scope(text: &str) -> Result<(), ScopeGrammarError> {
     if text.len() > MAX_SCOPE_LEN {
         return Err(ScopeGrammarError::TooLong);
     }
-    for segment in text.split('.') {
-        let mut chars = segment.chars();
-        match chars.next() {
-            None => return Err(ScopeGrammarError::EmptySegment),
-            Some(c) if c.is_ascii_lowercase() => {}
-            Some(_) => return Err(ScopeGrammarError::BadSegmentStart),
-        }
-        if !chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-') {
-            return Err(ScopeGrammarError::BadCharacter);
+    for byte in text.bytes() {
+        match byte {
+            b'*' => return Err(ScopeGrammarError::Wildcard),
+            b',' => return Err(ScopeGrammarError::Comma),
+            0x21 | 0x23..=0x5B | 0x5D..=0x7E => {}
+            _ => return Err(ScopeGrammarError::BadCharacter),
         }
     }
     Ok(())
@@ -170,13 +170,29 @@ mod tests {
 
     #[test]
     fn scopes() {
-        assert_eq!(scope("files.read"), Ok(()));
-        assert_eq!(scope("admin.users-write_2"), Ok(()));
+        for ok in [
+            "files.read",
+            "admin.users-write_2",
+            "write:tickets",
+            "Tickets.Read",
+            "api://6e3a9c4f-2b1d-4f5e-9a7b-0c1d2e3f4a5b/Tickets.Read",
+            "https://www.googleapis.com/auth/drive.readonly",
+            "openid",
+            "!#$%&'()+-./:;<=>?@[]^_`{|}~",
+        ] {
+            assert_eq!(scope(ok), Ok(()), "{ok}");
+        }
         assert_eq!(scope(""), Err(ScopeGrammarError::Empty));
-        assert_eq!(scope("files..read"), Err(ScopeGrammarError::EmptySegment));
-        assert_eq!(scope("Files"), Err(ScopeGrammarError::BadSegmentStart));
-        assert_eq!(scope("files.re ad"), Err(ScopeGrammarError::BadCharacter));
-        assert_eq!(scope(&"a".repeat(129)), Err(ScopeGrammarError::TooLong));
+        assert_eq!(scope("files read"), Err(ScopeGrammarError::BadCharacter));
+        assert_eq!(scope("files\tread"), Err(ScopeGrammarError::BadCharacter));
+        assert_eq!(scope("say\"hi\""), Err(ScopeGrammarError::BadCharacter));
+        assert_eq!(scope("back\\slash"), Err(ScopeGrammarError::BadCharacter));
+        assert_eq!(scope("fïles"), Err(ScopeGrammarError::BadCharacter));
+        assert_eq!(scope("files.*"), Err(ScopeGrammarError::Wildcard));
+        assert_eq!(scope("*"), Err(ScopeGrammarError::Wildcard));
+        assert_eq!(scope("a,b"), Err(ScopeGrammarError::Comma));
+        assert_eq!(scope(&"a".repeat(257)), Err(ScopeGrammarError::TooLong));
+        assert_eq!(scope(&"a".repeat(256)), Ok(()));
     }
 
     #[test]

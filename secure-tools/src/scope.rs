@@ -1,9 +1,14 @@
 //! Scope names and the grants callers hold.
 //!
-//! A [`Scope`] is a dotted name of lowercase segments (`files.read`). A [`Grant`] is the set of scopes a caller
-//! holds. Matching is exact: there is no hierarchy and no wildcard, so `files`, `files.readwrite`, `FILES.READ`
-//! and `*` grant nothing but a scope of exactly that (valid) name. Text that is not a valid scope is an error,
-//! never silently dropped.
+//! A [`Scope`] is an OAuth scope name as RFC 6749 defines it (`files.read`, `write:tickets`,
+//! `api://tickets/Tickets.Read`), without `,` or `*`. A [`Grant`] is the set of scopes a caller holds. Matching is
+//! exact and case-sensitive: there is no hierarchy and no wildcard, so `files`, `files.readwrite` and `FILES.READ`
+//! grant nothing but a scope of exactly that name.
+//!
+//! Configuration (`MCP_SCOPES`, a certificate mapping) is strict: text that is not a scope is an error, never
+//! silently dropped. An access token is lenient ([`Grant::from_token_scopes`]): identity providers put scopes of
+//! their own in it (`openid`, `profile`, `User.Read`), which are kept or ignored but never make the token fail,
+//! and which grant nothing unless a tool requires exactly that name.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -12,8 +17,8 @@ use std::sync::Arc;
 
 pub use crate::grammar::MAX_SCOPE_LEN;
 
-/// A validated scope name: one or more segments separated by `.`, each segment starting with a lowercase ASCII
-/// letter followed by lowercase ASCII letters, digits, `_` or `-`; at most [`MAX_SCOPE_LEN`] bytes in all.
+/// A validated scope name: RFC 6749's scope-token (printable ASCII without space, `"` and `\`), without `,` (it
+/// separates scopes in lists) and `*` (there are no wildcards); at most [`MAX_SCOPE_LEN`] bytes.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Scope(Arc<str>);
 
@@ -121,12 +126,30 @@ impl Grant {
         Grant::default()
     }
 
-    /// Parses a comma- or white-space-separated list of scopes.
+    /// Parses a comma- or white-space-separated list of scopes, as configuration gives it; anything that is not
+    /// a scope is an error.
     pub fn parse(text: &str) -> Result<Self, ScopeError> {
         text.split(|c: char| c == ',' || c.is_whitespace())
             .filter(|item| !item.is_empty())
             .map(Scope::new)
             .collect()
+    }
+
+    /// The grant of an access token's scopes (the items of a space-separated `scope` claim, or of an `scp` array):
+    /// items that are not scope names here (`*`, a comma, a non-ASCII name) are ignored, never fatal. The count of
+    /// ignored items is returned beside the grant.
+    pub fn from_token_scopes<'a>(items: impl IntoIterator<Item = &'a str>) -> (Self, usize) {
+        let mut ignored = 0;
+        let grant = items
+            .into_iter()
+            .filter(|item| !item.is_empty())
+            .filter_map(|item| {
+                let scope = Scope::new(item).ok();
+                ignored += usize::from(scope.is_none());
+                scope
+            })
+            .collect();
+        (grant, ignored)
     }
 
     /// Whether the grant holds exactly this scope.
@@ -201,8 +224,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn accepts_dotted_lowercase_names() {
-        for ok in ["files", "files.read", "a.b-c.d_e9", "x1"] {
+    fn accepts_oauth_scope_names() {
+        for ok in [
+            "files",
+            "files.read",
+            "a.b-c.d_e9",
+            "FILES.READ",
+            "write:tickets",
+            "Tickets.Read",
+            "api://tickets/Tickets.Read",
+        ] {
             assert_eq!(Scope::new(ok).unwrap().as_str(), ok);
         }
     }
@@ -212,18 +243,12 @@ mod tests {
         for bad in [
             "",
             "*",
-            "FILES.READ",
-            "Files",
-            "files.",
-            ".files",
-            "files..read",
-            "1files",
-            "files.1x",
+            "files.*",
             "files read",
             "files,read",
             "fïles",
-            "files/read",
-            "files:read",
+            "a\"b",
+            "a\\b",
         ] {
             assert!(Scope::new(bad).is_err(), "{bad:?} should be rejected");
         }
@@ -236,6 +261,20 @@ mod tests {
     }
 
     #[test]
+    fn a_token_s_foreign_or_odd_scopes_are_ignored_not_fatal() {
+        let (grant, ignored) =
+            Grant::from_token_scopes("openid profile tickets.read * a,b fïles".split(' '));
+        let names: Vec<_> = grant.iter().map(Scope::as_str).collect();
+        assert_eq!(names, ["openid", "profile", "tickets.read"]);
+        assert_eq!(ignored, 3);
+        // A foreign scope grants nothing but itself.
+        let read = Scope::new("tickets.read").unwrap();
+        let write = Scope::new("tickets.write").unwrap();
+        assert!(grant.check([&read]).is_ok());
+        assert!(grant.check([&write]).is_err());
+    }
+
+    #[test]
     fn grant_parses_commas_and_spaces() {
         let grant = Grant::parse(" files.read,files.write  admin\tx,,").unwrap();
         let names: Vec<_> = grant.iter().map(Scope::as_str).collect();
@@ -245,16 +284,22 @@ mod tests {
     }
 
     #[test]
-    fn grant_rejects_invalid_items_instead_of_dropping_them() {
-        let err = Grant::parse("files.read,FILES.WRITE").unwrap_err();
-        assert!(err.to_string().contains("FILES.WRITE"), "{err}");
+    fn configured_grants_reject_invalid_items_instead_of_dropping_them() {
+        let err = Grant::parse("files.read,fïles.write").unwrap_err();
+        assert!(err.to_string().contains("fïles.write"), "{err}");
         assert!(Grant::parse("files.read *").is_err());
     }
 
     #[test]
     fn matching_is_exact() {
         let write = Scope::new("files.write").unwrap();
-        for grant in ["files", "files.writer", "files.write.all", "files.read"] {
+        for grant in [
+            "files",
+            "files.writer",
+            "files.write.all",
+            "files.read",
+            "FILES.WRITE",
+        ] {
             let grant = Grant::parse(grant).unwrap();
             assert_eq!(grant.check([&write]), Err(MissingScope(write.clone())));
         }

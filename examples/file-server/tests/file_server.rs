@@ -636,12 +636,9 @@ fn start_up_refuses_a_bad_configuration_with_a_clear_message() {
     assert!(message.contains("/nonexistent/data"), "{message}");
     let message = start_error(
         &[],
-        &[
-            ("DATA_ROOT", data),
-            ("MCP_SCOPES", "files.read,Files.Write"),
-        ],
+        &[("DATA_ROOT", data), ("MCP_SCOPES", "files.read,files.*")],
     );
-    assert!(message.contains("Files.Write"), "{message}");
+    assert!(message.contains("files.*"), "{message}");
     let inside = area.path("data/audit.jsonl");
     let message = start_error(
         &["--audit-log", inside.to_str().unwrap()],

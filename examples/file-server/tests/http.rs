@@ -250,7 +250,7 @@ async fn invalid_tokens_are_refused_with_invalid_token() {
     audience["aud"] = json!("https://other-server.test/mcp");
     assert_refused(&server, &server.token(audience), "wrong_audience").await;
     let mut scope = good.clone();
-    scope["scope"] = json!("files.read *");
+    scope["scope"] = json!(["files.read", 7]);
     assert_refused(&server, &server.token(scope), "invalid_scope").await;
     let none = format!(
         "{}.{}.",
@@ -281,6 +281,43 @@ async fn a_token_in_the_query_string_is_ignored() {
     assert!(
         !log.contains(&token),
         "the token never reaches the audit log"
+    );
+    assert!(server.calls().is_empty());
+}
+
+#[tokio::test]
+async fn credentials_sent_two_ways_are_refused_as_ambiguous() {
+    let server = Server::start();
+    let token = server.token(server.claims("alice", "files.read files.write"));
+    let body = call(1, "read_file", json!({"filename": "greeting.txt"}));
+    // A header and a query token; then two headers (RFC 6750: one method, once).
+    let both = post(
+        &server,
+        &format!("/mcp?access_token={token}"),
+        Some(&token),
+        &body,
+    )
+    .await;
+    let twice = client()
+        .post(format!("{}/mcp", server.base))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("authorization", format!("Bearer {token}"))
+        .header("authorization", format!("Bearer {token}"))
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    for response in [both, twice] {
+        assert_eq!(response.status(), 400);
+        assert_eq!(challenge(&response), "Bearer error=\"invalid_request\"");
+    }
+    let rejections = server.rejections();
+    assert_eq!(rejections.len(), 2);
+    assert!(
+        rejections
+            .iter()
+            .all(|r| r["reason"] == "invalid_request" && r["detail"] == "more_than_one_credential")
     );
     assert!(server.calls().is_empty());
 }

@@ -284,6 +284,9 @@ pub struct CallStartedEvent {
     pub tool: Arc<str>,
     /// The caller's identity (shortened if long).
     pub caller: Arc<str>,
+    /// The caller's attributes (a tenant, say), when it has any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub caller_attributes: Option<Arc<std::collections::BTreeMap<String, String>>>,
     /// The arguments, redacted and bounded as in the `tool_call` record.
     pub inputs: Arc<Value>,
     /// Where the call came from.
@@ -304,6 +307,9 @@ pub struct ToolCallEvent {
     pub scopes: Arc<[Scope]>,
     /// The caller's identity (shortened if long).
     pub caller: Arc<str>,
+    /// The caller's attributes (a tenant, say), when it has any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub caller_attributes: Option<Arc<std::collections::BTreeMap<String, String>>>,
     /// How the call ended.
     pub outcome: Outcome,
     /// `true` exactly when `outcome` is `ok`.

@@ -51,10 +51,15 @@ pub use rmcp::model::RequestId;
 #[derive(Clone)]
 pub struct Caller(Arc<CallerInner>);
 
+#[derive(Clone)]
 struct CallerInner {
     id: Arc<str>,
     grant: Grant,
+    attributes: Option<Arc<std::collections::BTreeMap<String, String>>>,
 }
+
+/// The most attributes a caller carries into audit records.
+pub const MAX_CALLER_ATTRIBUTES: usize = 8;
 
 impl Caller {
     /// A caller with this identity and grant.
@@ -63,7 +68,29 @@ impl Caller {
         Caller(Arc::new(CallerInner {
             id: id.into(),
             grant,
+            attributes: None,
         }))
+    }
+
+    /// The caller with an attribute that goes into the audit records of its calls, under `caller_attributes` (a
+    /// tenant, an organisation, the authentication method). Keys over 64 bytes, and attributes past
+    /// [`MAX_CALLER_ATTRIBUTES`], are dropped; values are shortened like any recorded string.
+    pub fn with_attribute(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        let key = key.into();
+        let inner = Arc::make_mut(&mut self.0);
+        let attributes = Arc::make_mut(inner.attributes.get_or_insert_with(Arc::default));
+        if !key.is_empty()
+            && key.len() <= 64
+            && (attributes.contains_key(&key) || attributes.len() < MAX_CALLER_ATTRIBUTES)
+        {
+            attributes.insert(key, crate::audit::shorten_str(&value.into()));
+        }
+        self
+    }
+
+    /// The caller's attributes, if any.
+    pub fn attributes(&self) -> Option<&Arc<std::collections::BTreeMap<String, String>>> {
+        self.0.attributes.as_ref().filter(|a| !a.is_empty())
     }
 
     /// A caller that holds no scope.
@@ -91,6 +118,7 @@ impl fmt::Debug for Caller {
         f.debug_struct("Caller")
             .field("id", &self.0.id)
             .field("grant", &self.0.grant)
+            .field("attributes", &self.0.attributes)
             .finish()
     }
 }

@@ -676,6 +676,7 @@ impl<'s> Call<'s> {
             request_id: audit::bounded_request_id(self.context.request_id()),
             tool: tool.name.clone(),
             caller: self.caller_shared(),
+            caller_attributes: self.context.caller().attributes().cloned(),
             inputs,
             origin: self.origin(),
         };
@@ -709,6 +710,7 @@ impl<'s> Call<'s> {
                 .tool
                 .map_or_else(|| Arc::from([]), |t| t.scopes.clone()),
             caller: self.caller_shared(),
+            caller_attributes: self.context.caller().attributes().cloned(),
             outcome,
             ok: outcome == Outcome::Ok,
             inputs: match self.inputs.take() {

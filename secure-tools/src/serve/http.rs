@@ -37,7 +37,8 @@ use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, Stream
 use tokio_util::sync::CancellationToken;
 
 use super::auth::{
-    self, BearerAuth, METADATA_PATH, insufficient_scope_challenge, unauthorized_challenge,
+    self, BearerAuth, Credential, METADATA_PATH, insufficient_scope_challenge,
+    unauthorized_challenge,
 };
 use super::stdio::Signals;
 use super::{Listing, SecureServer, VersionPolicy};
@@ -607,15 +608,31 @@ async fn authenticate(
         }
         response
     };
-    let verified = match auth::bearer_token(request.headers()) {
+    let verified = match auth::bearer_token(request.headers(), request.uri()) {
         // A token in the query string is never used (RFC 6750 section 2.3 is not supported; the MCP spec forbids
         // it), only noted.
-        None => {
+        Credential::None => {
             let detail = auth::query_has_token(request.uri()).then_some("query_token_ignored");
             return refuse(detail, false);
         }
-        Some(Err(())) => return refuse(Some("malformed"), true),
-        Some(Ok(token)) => match auth.authenticate(token).await {
+        Credential::Malformed => return refuse(Some("malformed"), true),
+        // RFC 6750 section 3.1: a request that uses more than one method is `400 invalid_request`.
+        Credential::Ambiguous => {
+            let mut response = shared.reject(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                Some("more_than_one_credential"),
+                None,
+                &method,
+                &path,
+            );
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer error=\"invalid_request\""),
+            );
+            return response;
+        }
+        Credential::Token(token) => match auth.authenticate(token).await {
             Ok(verified) => verified,
             Err(error) => return refuse(Some(error.code()), true),
         },

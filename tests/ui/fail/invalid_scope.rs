@@ -1,7 +1,7 @@
 use secure_tools::secure_tool;
 
 /// Reads a file.
-#[secure_tool(scope = "Files.Read")]
+#[secure_tool(scope = "files.*")]
 async fn read_file(path: String) -> String {
     path
 }

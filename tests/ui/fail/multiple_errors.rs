@@ -1,7 +1,7 @@
 use secure_tools::secure_tool;
 
 /// Several mistakes at once: each is reported in the same build.
-#[secure_tool(scope = "Files.Read", scop = "x", name = "read file", audit_redact = ["pth"])]
+#[secure_tool(scope = "files read", scop = "x", name = "read file", audit_redact = ["pth"])]
 fn read_file<T>(path: &str, (a, b): (T, T)) -> String {
     let _ = (a, b);
     path.to_owned()

@@ -1,0 +1,230 @@
+//! Access tokens as identity providers issue them (the shapes of Auth0, Entra ID, Keycloak, Okta and Google, from
+//! their documentation), and the checks RFC 8725, RFC 7515 and RFC 6750 ask of a verifier.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use secure_tools::serve::auth::{BearerAuth, TokenError, VerificationKeys};
+use secure_tools::{Grant, Scope};
+use serde_json::{Value, json};
+
+const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef-test-only";
+const RESOURCE: &str = "https://mcp.example.com/mcp";
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn auth(issuer: &str) -> BearerAuth {
+    BearerAuth::new(
+        issuer,
+        RESOURCE,
+        VerificationKeys::hmac_secret(SECRET).unwrap(),
+    )
+}
+
+fn sign(header: Header, claims: &Value) -> String {
+    jsonwebtoken::encode(&header, claims, &EncodingKey::from_secret(SECRET)).unwrap()
+}
+
+fn typed(typ: Option<&str>) -> Header {
+    let mut header = Header::new(Algorithm::HS256);
+    header.typ = typ.map(str::to_owned);
+    header
+}
+
+fn holds(grant: &Grant, scope: &str) -> bool {
+    grant.contains(&Scope::new(scope).unwrap())
+}
+
+#[test]
+fn auth0_scope_string_and_rbac_permissions() {
+    let issuer = "https://example.us.auth0.com/";
+    let claims = json!({
+        "iss": issuer, "sub": "auth0|5f7c8ec7c33c6c004bbafe82",
+        "aud": [RESOURCE, "https://example.us.auth0.com/userinfo"],
+        "iat": now(), "exp": now() + 3600, "azp": "my-client-id",
+        "scope": "openid profile read:tickets",
+        "permissions": ["read:tickets", "write:tickets"]
+    });
+    let token = sign(typed(Some("at+jwt")), &claims);
+    let caller = auth(issuer).verify(&token).unwrap();
+    assert_eq!(caller.id(), "auth0|5f7c8ec7c33c6c004bbafe82");
+    assert!(holds(caller.grant(), "read:tickets"));
+    assert!(
+        !holds(caller.grant(), "write:tickets"),
+        "permissions only when asked for"
+    );
+    let rbac = auth(issuer).scope_claims(["scope", "permissions"]);
+    assert!(holds(rbac.verify(&token).unwrap().grant(), "write:tickets"));
+}
+
+#[test]
+fn entra_id_scp_string_with_foreign_and_url_shaped_scopes() {
+    let issuer = "https://login.microsoftonline.com/72f988bf-86f1-41af-91ab-2d7cd011db47/v2.0";
+    let claims = json!({
+        "aud": RESOURCE, "iss": issuer, "iat": now(), "nbf": now(), "exp": now() + 3600,
+        "name": "Ada Lovelace", "oid": "00000000-0000-0000-66f3-3332eca7ea81",
+        "preferred_username": "ada@contoso.com",
+        "scp": "Tickets.Read User.Read api://tickets/Tickets.Write",
+        "sub": "AAAAAAAAAAAAAAAAAAAAAIkzqFVrSaSaFHy782bbtaQ",
+        "tid": "72f988bf-86f1-41af-91ab-2d7cd011db47", "ver": "2.0"
+    });
+    let token = sign(typed(Some("JWT")), &claims);
+    let caller = auth(issuer).verify(&token).unwrap();
+    assert!(holds(caller.grant(), "Tickets.Read"));
+    assert!(holds(caller.grant(), "api://tickets/Tickets.Write"));
+    assert!(
+        !holds(caller.grant(), "tickets.read"),
+        "matching is case-sensitive"
+    );
+    // A mapping of one's own: identity from `oid`, the tenant recorded with each call.
+    let mapped = auth(issuer)
+        .map_claims(|token| {
+            let oid = token.claims()["oid"].as_str().ok_or("no oid")?;
+            let tid = token.claims()["tid"].as_str().ok_or("no tid")?;
+            Ok::<_, &str>(
+                secure_tools::Caller::new(oid, token.grant().clone()).with_attribute("tenant", tid),
+            )
+        })
+        .verify(&token)
+        .unwrap();
+    assert_eq!(mapped.id(), "00000000-0000-0000-66f3-3332eca7ea81");
+    assert_eq!(
+        mapped.attributes().unwrap()["tenant"],
+        "72f988bf-86f1-41af-91ab-2d7cd011db47"
+    );
+    let refused = auth(issuer)
+        .map_claims(|token| match token.claims().get("roles") {
+            Some(_) => Ok(token.default_caller()),
+            None => Err("an application token was expected"),
+        })
+        .verify(&token);
+    assert_eq!(refused.unwrap_err(), TokenError::ClaimsRefused);
+}
+
+#[test]
+fn keycloak_scope_string_with_openid_scopes() {
+    let issuer = "https://sso.example.com/realms/tickets";
+    let claims = json!({
+        "exp": now() + 300, "iat": now(), "jti": "6b9d2e4a-1c3f-4e5d-8a7b-9c0d1e2f3a4b",
+        "iss": issuer, "aud": [RESOURCE, "account"], "sub": "f1b2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d",
+        "typ": "Bearer", "azp": "mcp-client", "session_state": "abc",
+        "realm_access": {"roles": ["offline_access", "uma_authorization"]},
+        "scope": "openid email profile tickets.read", "email_verified": true,
+        "preferred_username": "ada"
+    });
+    let token = sign(typed(Some("JWT")), &claims);
+    let verified = auth(issuer).verify(&token).unwrap();
+    assert!(holds(verified.grant(), "tickets.read"));
+    assert!(holds(verified.grant(), "openid"));
+}
+
+#[test]
+fn okta_scp_array_and_untyped_header() {
+    let issuer = "https://example.okta.com/oauth2/default";
+    let claims = json!({
+        "ver": 1, "jti": "AT.0mP4JKAZX1iACIT4vbEDF7LpvDVjxypPMf0D7uX39RE",
+        "iss": issuer, "aud": RESOURCE, "iat": now(), "exp": now() + 3600,
+        "cid": "0oa1hrp2nb2LzxBTF0h8", "uid": "00uid4BxXw6I6TV4m0g3",
+        "scp": ["openid", "tickets.read", "tickets.write"], "sub": "ada@example.com"
+    });
+    let token = sign(typed(None), &claims);
+    let verified = auth(issuer).verify(&token).unwrap();
+    assert!(holds(verified.grant(), "tickets.write"));
+}
+
+#[test]
+fn google_url_shaped_scopes() {
+    let issuer = "https://accounts.google.com";
+    let claims = json!({
+        "iss": issuer, "aud": RESOURCE, "sub": "110169484474386276334",
+        "azp": "1008719970978-hb24n2dstb40o45d4feuo2ukqmcc6381.apps.googleusercontent.com",
+        "scope": "https://www.googleapis.com/auth/drive.readonly openid",
+        "iat": now(), "exp": now() + 3600, "email": "ada@gmail.com"
+    });
+    let token = sign(typed(Some("JWT")), &claims);
+    let verified = auth(issuer).verify(&token).unwrap();
+    assert!(holds(
+        verified.grant(),
+        "https://www.googleapis.com/auth/drive.readonly"
+    ));
+}
+
+#[test]
+fn scope_claims_are_split_on_spaces_only_and_odd_items_ignored() {
+    let issuer = "https://issuer.test";
+    let claims = |scope: Value| json!({"iss": issuer, "aud": RESOURCE, "sub": "ada", "exp": now() + 60, "scope": scope});
+    let token = sign(
+        typed(None),
+        &claims(json!("files.read,files.write * fïles tickets.read")),
+    );
+    let grant = auth(issuer).verify(&token).unwrap().grant().clone();
+    assert!(holds(&grant, "tickets.read"));
+    assert!(
+        !holds(&grant, "files.read") && !holds(&grant, "files.write"),
+        "{grant:?}"
+    );
+    for odd in [json!(7), json!({"a": 1}), json!(["ok", 3])] {
+        let token = sign(typed(None), &claims(odd.clone()));
+        assert_eq!(
+            auth(issuer).verify(&token).unwrap_err(),
+            TokenError::InvalidScope,
+            "{odd}"
+        );
+    }
+}
+
+#[test]
+fn header_rules_of_rfc_8725_and_rfc_7515() {
+    let issuer = "https://issuer.test";
+    let claims =
+        json!({"iss": issuer, "aud": RESOURCE, "sub": "ada", "exp": now() + 60, "scope": "a"});
+    // Explicit typing: another kind of JWT from the same issuer is not an access token.
+    for typ in ["logout+jwt", "secevent+jwt", "dpop+jwt", "JOSE"] {
+        let token = sign(typed(Some(typ)), &claims);
+        assert_eq!(
+            auth(issuer).verify(&token).unwrap_err(),
+            TokenError::WrongType,
+            "{typ}"
+        );
+    }
+    for typ in [
+        None,
+        Some("JWT"),
+        Some("at+jwt"),
+        Some("application/at+jwt"),
+    ] {
+        assert!(
+            auth(issuer).verify(&sign(typed(typ), &claims)).is_ok(),
+            "{typ:?}"
+        );
+    }
+    let strict = auth(issuer).require_access_token_type(true);
+    assert_eq!(
+        strict
+            .verify(&sign(typed(Some("JWT")), &claims))
+            .unwrap_err(),
+        TokenError::WrongType
+    );
+    assert!(strict.verify(&sign(typed(Some("at+jwt")), &claims)).is_ok());
+    // A critical extension the verifier does not understand is refused.
+    let mut header = typed(Some("at+jwt"));
+    header.crit = Some(vec!["exp-ext".into()]);
+    assert_eq!(
+        auth(issuer).verify(&sign(header, &claims)).unwrap_err(),
+        TokenError::UnsupportedHeader
+    );
+}
+
+#[test]
+fn a_key_set_never_supplies_a_symmetric_or_weak_key() {
+    let oct = json!({"keys": [{"kty": "oct", "kid": "k1", "k": "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldA"}]});
+    assert!(VerificationKeys::jwks_json(&oct.to_string()).is_err());
+    // A 1024-bit RSA modulus (171 base64url characters).
+    let weak = json!({"keys": [{"kty": "RSA", "kid": "k2", "e": "AQAB", "n": "w".repeat(171)}]});
+    assert!(VerificationKeys::jwks_json(&weak.to_string()).is_err());
+}
