@@ -345,15 +345,21 @@ async fn a_read_only_token_cannot_write() {
     );
     assert!(header.contains("scope=\"files.write\""), "{header}");
     assert!(header.contains("resource_metadata="), "{header}");
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(body["result"]["isError"], true);
     assert!(
-        body["result"]["content"][0]["text"]
-            .as_str()
-            .unwrap()
-            .starts_with("missing_scope:files.write"),
-        "{body}"
+        header.contains("error_description=\"missing_scope:files.write\""),
+        "{header}"
     );
+    // A JSON-RPC error, which SDK clients hand to the application from a non-2xx answer, with the refusal typed.
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["id"], 5, "{body}");
+    assert_eq!(body["error"]["code"], -32003, "{body}");
+    assert_eq!(body["error"]["message"], "missing_scope:files.write");
+    assert_eq!(
+        body["error"]["data"]["requiredScopes"],
+        json!(["files.write"])
+    );
+    assert_eq!(body["error"]["data"]["outcome"], "denied");
+    assert_eq!(body["error"]["data"]["callId"].as_str().unwrap().len(), 32);
     let calls = server.calls();
     assert_eq!(calls.len(), 1, "exactly one record for the call");
     assert_eq!(calls[0]["caller"], "reader-7");

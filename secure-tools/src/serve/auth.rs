@@ -913,12 +913,24 @@ pub(crate) fn unauthorized_challenge(auth: &BearerAuth, token_presented: bool) -
 }
 
 /// The `WWW-Authenticate` value of a 403 for a valid token short of scopes.
-pub(crate) fn insufficient_scope_challenge(auth: &BearerAuth, scopes: &[String]) -> String {
+///
+/// `error_description` is the refusal's code (`missing_scope:files.write`) when it cannot be mistaken for another
+/// parameter (clients find parameters anywhere in the header, so it must not hold `=`), else a sentence.
+pub(crate) fn insufficient_scope_challenge(
+    auth: &BearerAuth,
+    scopes: &[String],
+    code: &str,
+) -> String {
+    let description = if code.contains('=') {
+        "the access token lacks a scope this tool requires"
+    } else {
+        code
+    };
     format!(
         "Bearer error=\"insufficient_scope\", scope=\"{}\", resource_metadata=\"{}\", error_description=\"{}\"",
         scopes.join(" "),
         auth.metadata_url(),
-        "the access token lacks a scope this tool requires"
+        description
     )
 }
 

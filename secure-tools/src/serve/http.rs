@@ -642,15 +642,10 @@ async fn authenticate(
     request.extensions_mut().insert(verified.caller);
     request.extensions_mut().insert(connection);
     let response = next.run(request).await;
-    let (mut response, required) = scopes_refused(response).await;
-    if let Some(scopes) = required {
-        *response.status_mut() = StatusCode::FORBIDDEN;
-        if let Ok(value) = HeaderValue::from_str(&insufficient_scope_challenge(auth, &scopes)) {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, value);
-        }
-    }
+    let mut response = match scopes_refused(response).await {
+        (_, Some(refusal)) => insufficient_scope_answer(auth, refusal),
+        (response, None) => response,
+    };
     response.extensions_mut().insert(subject);
     response
 }
@@ -659,9 +654,20 @@ async fn authenticate(
 /// unread.
 const MAX_REFUSAL_BYTES: u64 = 64 * 1024;
 
-/// Reads a JSON answer for a tool result refused for a missing scope: the scopes its typed [`RefusalNotice`]
-/// names. Streamed (SSE) answers, whose head is sent before the tool runs, and large ones pass unread.
-async fn scopes_refused(response: Response) -> (Response, Option<Vec<String>>) {
+/// The JSON-RPC error code of a call refused for a missing scope over HTTP (an implementation-defined server error
+/// that no SDK gives a meaning of its own).
+pub const INSUFFICIENT_SCOPE_CODE: i32 = -32003;
+
+/// A tool call refused for a missing scope, read from the JSON answer.
+struct ScopeRefusal {
+    id: serde_json::Value,
+    notice: RefusalNotice,
+    scopes: Vec<String>,
+}
+
+/// Reads a JSON answer for a tool result refused for a missing scope: its id and its typed [`RefusalNotice`].
+/// Streamed (SSE) answers, whose head is sent before the tool runs, and large ones pass unread.
+async fn scopes_refused(response: Response) -> (Response, Option<ScopeRefusal>) {
     use axum::body::{Body, HttpBody};
     let json = response
         .headers()
@@ -682,6 +688,7 @@ async fn scopes_refused(response: Response) -> (Response, Option<Vec<String>>) {
     };
     #[derive(serde::Deserialize)]
     struct Answer {
+        id: serde_json::Value,
         result: Option<AnswerResult>,
     }
     #[derive(serde::Deserialize)]
@@ -689,12 +696,46 @@ async fn scopes_refused(response: Response) -> (Response, Option<Vec<String>>) {
         #[serde(rename = "_meta")]
         meta: Option<serde_json::Map<String, serde_json::Value>>,
     }
-    let required = serde_json::from_slice::<Answer>(&bytes)
+    let refusal = serde_json::from_slice::<Answer>(&bytes)
         .ok()
-        .and_then(|answer| answer.result?.meta?.remove(REFUSAL_META_KEY))
-        .and_then(|notice| serde_json::from_value::<RefusalNotice>(notice).ok())
-        .and_then(|notice| notice.required_scopes);
-    (Response::from_parts(parts, Body::from(bytes)), required)
+        .and_then(|answer| {
+            let notice = answer.result?.meta?.remove(REFUSAL_META_KEY)?;
+            let notice = serde_json::from_value::<RefusalNotice>(notice).ok()?;
+            let scopes = notice.required_scopes.clone()?;
+            Some(ScopeRefusal {
+                id: answer.id,
+                notice,
+                scopes,
+            })
+        });
+    (Response::from_parts(parts, Body::from(bytes)), refusal)
+}
+
+/// The answer to a call refused for a missing scope, in the form the MCP authorization specification asks for
+/// (Runtime Insufficient Scope Errors: `403` with an `insufficient_scope` challenge naming every scope the tool
+/// requires) and the official SDK clients process: its body is a JSON-RPC *error* (code
+/// [`INSUFFICIENT_SCOPE_CODE`], the refusal's code as the message, the typed notice as data), which the Python
+/// SDK hands the application as an `MCPError`, where a result in a non-2xx answer would be dropped; and the
+/// challenge's `error_description` carries the code too, which the TypeScript SDK v2 surfaces. Clients with an OAuth
+/// provider step up to the scopes named and retry.
+fn insufficient_scope_answer(auth: &BearerAuth, refusal: ScopeRefusal) -> Response {
+    let body = serde_json::json!({
+        "jsonrpc": "2.0",
+        "id": refusal.id,
+        "error": {
+            "code": INSUFFICIENT_SCOPE_CODE,
+            "message": refusal.notice.code,
+            "data": refusal.notice,
+        }
+    });
+    let mut response = (StatusCode::FORBIDDEN, axum::Json(body)).into_response();
+    let challenge = insufficient_scope_challenge(auth, &refusal.scopes, &refusal.notice.code);
+    if let Ok(value) = HeaderValue::from_str(&challenge) {
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, value);
+    }
+    response
 }
 
 /// The protected resource metadata (RFC 9728).
