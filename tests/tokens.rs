@@ -4,7 +4,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use secure_tools::serve::auth::{BearerAuth, TokenError, VerificationKeys};
+use secure_tools::serve::http::{BearerAuth, TokenError, VerificationKeys};
 use secure_tools::{Grant, Scope};
 use serde_json::{Value, json};
 

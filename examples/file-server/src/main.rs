@@ -12,9 +12,9 @@ use secure_tools::Grant;
 use secure_tools::ToolSet;
 use secure_tools::fs::{Limits, Root};
 use secure_tools::rmcp::model::Implementation;
-use secure_tools::serve::auth::{BearerAuth, VerificationKeys};
 use secure_tools::serve::http::HttpConfig;
-use secure_tools::serve::mtls::MtlsAuth;
+use secure_tools::serve::http::mtls::MtlsAuth;
+use secure_tools::serve::http::{BearerAuth, VerificationKeys};
 use secure_tools::serve::{CallLimits, StdioConfig, VersionPolicy};
 
 /// An MCP file server an LLM cannot talk out of its directory.

@@ -2,12 +2,8 @@
 //! protocol version policy, and the stdio runner.
 
 #[cfg(feature = "http")]
-pub mod auth;
-#[cfg(feature = "http")]
 pub mod http;
 mod id_scan;
-#[cfg(feature = "mtls")]
-pub mod mtls;
 mod settings;
 mod stdin;
 mod stdio;

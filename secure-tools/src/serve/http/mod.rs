@@ -13,7 +13,7 @@
 //!    metadata, which is served unauthenticated at `/.well-known/oauth-protected-resource` (and at its
 //!    path-suffixed variant `/.well-known/oauth-protected-resource/mcp`). With mutual TLS instead (feature
 //!    `mtls`, `HttpConfig::mtls`), the server speaks HTTPS only, the client certificate was verified during the
-//!    handshake, and its mapped caller is used; an unmapped certificate is `403` (see the `serve::mtls` module).
+//!    handshake, and its mapped caller is used; an unmapped certificate is `403` (see the `serve::http::mtls` module).
 //!
 //! Each refusal is audited as an `http_rejected` record. A valid token short of a tool's scope reaches the
 //! pipeline, which refuses the call (`missing_scope:...`) and writes its one `tool_call` record; the HTTP answer
@@ -36,10 +36,15 @@ use rmcp::transport::streamable_http_server::session::local::LocalSessionManager
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use tokio_util::sync::CancellationToken;
 
-use super::auth::{
-    self, BearerAuth, Credential, METADATA_PATH, insufficient_scope_challenge,
-    unauthorized_challenge,
-};
+pub mod bearer;
+mod challenge;
+#[cfg(feature = "mtls")]
+pub mod mtls;
+
+pub use bearer::{BearerAuth, KeyError, TokenError, VerificationKeys, VerifiedToken};
+pub use challenge::METADATA_PATH;
+
+use self::challenge::{Credential, insufficient_scope_challenge, unauthorized_challenge};
 use super::stdio::Signals;
 use super::{Listing, SecureServer, VersionPolicy};
 use crate::audit::{Audit, AuditEvent, shorten_str};
@@ -63,9 +68,9 @@ pub struct HttpConfig {
     /// `anonymous_grant`, which suits a loopback-only development setup and nothing else.
     pub auth: Option<BearerAuth>,
     /// Mutual TLS instead of bearer tokens: serve HTTPS, require client certificates from the configured CA, and
-    /// take each caller from its certificate (see the `serve::mtls` module). Exclusive with `auth`.
+    /// take each caller from its certificate (see the `serve::http::mtls` module). Exclusive with `auth`.
     #[cfg(feature = "mtls")]
-    pub mtls: Option<super::mtls::MtlsAuth>,
+    pub mtls: Option<mtls::MtlsAuth>,
     /// The grant of unauthenticated callers when `auth` is `None` (default: nothing).
     pub anonymous_grant: Grant,
     /// Accepted `Host` values: names, or `name:port` (default: loopback names). Empty turns the check off.
@@ -227,18 +232,14 @@ impl HttpConfig {
         #[cfg(feature = "mtls")]
         let served = match &self.mtls {
             Some(mtls) => {
-                let listener = super::mtls::TlsListener::new(
-                    listener,
-                    mtls,
-                    audit.clone(),
-                    cancellation.clone(),
-                )?;
+                let listener =
+                    mtls::TlsListener::new(listener, mtls, audit.clone(), cancellation.clone())?;
                 eprintln!(
                     "secure-tools: serving MCP over HTTPS at https://{address}/mcp (mutual TLS)"
                 );
                 axum::serve(
                     listener,
-                    app.into_make_service_with_connect_info::<super::mtls::TlsPeer>(),
+                    app.into_make_service_with_connect_info::<mtls::TlsPeer>(),
                 )
                 .with_graceful_shutdown(cancellation.clone().cancelled_owned())
                 .await
@@ -320,7 +321,7 @@ pub fn router<S: Send + Sync + 'static>(tools: ToolSet<S>, config: &HttpConfig) 
             .collect(),
         max_request_body_bytes: config.max_request_body_bytes,
         request_timeout: config.request_timeout,
-        scopes_supported: auth::scopes_supported(
+        scopes_supported: challenge::scopes_supported(
             tools.definitions().flat_map(|d| d.scopes().iter()),
         ),
         sessions: config.sessions,
@@ -367,7 +368,7 @@ struct Shared {
     audit: Audit,
     auth: Option<BearerAuth>,
     #[cfg(feature = "mtls")]
-    mtls: Option<super::mtls::MtlsAuth>,
+    mtls: Option<mtls::MtlsAuth>,
     allowed_hosts: Vec<String>,
     allowed_origins: Vec<String>,
     max_request_body_bytes: usize,
@@ -505,13 +506,13 @@ async fn guard(State(shared): State<Arc<Shared>>, request: Request, next: Next) 
 #[allow(clippy::result_large_err)]
 fn mtls_caller(
     shared: &Shared,
-    mtls: &super::mtls::MtlsAuth,
+    mtls: &mtls::MtlsAuth,
     request: &Request,
 ) -> Result<Caller, Response> {
     use axum::extract::ConnectInfo;
     let certificate = request
         .extensions()
-        .get::<ConnectInfo<super::mtls::TlsPeer>>()
+        .get::<ConnectInfo<mtls::TlsPeer>>()
         .and_then(|info| info.0.certificate.as_ref());
     let refused = match certificate.map(|c| mtls.caller(c)) {
         Some(Ok(caller)) => return Ok(caller),
@@ -541,7 +542,7 @@ fn connection(shared: &Shared, request: &Request, token_id: Option<String>) -> C
     let remote_addr = remote_addr.or_else(|| {
         request
             .extensions()
-            .get::<ConnectInfo<super::mtls::TlsPeer>>()
+            .get::<ConnectInfo<mtls::TlsPeer>>()
             .map(|info| info.0.addr)
     });
     Connection {
@@ -608,11 +609,11 @@ async fn authenticate(
         }
         response
     };
-    let verified = match auth::bearer_token(request.headers(), request.uri()) {
+    let verified = match challenge::bearer_token(request.headers(), request.uri()) {
         // A token in the query string is never used (RFC 6750 section 2.3 is not supported; the MCP spec forbids
         // it), only noted.
         Credential::None => {
-            let detail = auth::query_has_token(request.uri()).then_some("query_token_ignored");
+            let detail = challenge::query_has_token(request.uri()).then_some("query_token_ignored");
             return refuse(detail, false);
         }
         Credential::Malformed => return refuse(Some("malformed"), true),
@@ -742,7 +743,7 @@ fn insufficient_scope_answer(auth: &BearerAuth, refusal: ScopeRefusal) -> Respon
 async fn metadata(State(shared): State<Arc<Shared>>) -> Response {
     match &shared.auth {
         Some(auth) => {
-            axum::Json(auth::resource_metadata(auth, &shared.scopes_supported)).into_response()
+            axum::Json(challenge::resource_metadata(auth, &shared.scopes_supported)).into_response()
         }
         None => StatusCode::NOT_FOUND.into_response(),
     }

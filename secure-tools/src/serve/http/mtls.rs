@@ -13,7 +13,7 @@
 //!
 //! ```no_run
 //! # use secure_tools::Grant;
-//! # use secure_tools::serve::mtls::MtlsAuth;
+//! # use secure_tools::serve::http::mtls::MtlsAuth;
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let mtls = MtlsAuth::from_pem_files("server.pem".as_ref(), "server.key".as_ref(), "client-ca.pem".as_ref())?
 //!     .client("reader-bot", Grant::parse("files.read")?)

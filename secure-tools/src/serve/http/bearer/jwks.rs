@@ -1,0 +1,340 @@
+//! JWKS by URL (feature `jwks`): the key set fetched over HTTPS at start, and again when a token names a key it
+//! does not hold, with a small hyper client on rustls (explicit `ring` provider) and the `webpki-roots` trust roots.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use super::keys::{KeyError, VerificationKey, VerificationKeys, parse_jwks};
+
+/// The shortest time between two fetches of a JWKS URL, unless configured.
+pub const DEFAULT_JWKS_REFETCH_INTERVAL: Duration = Duration::from_secs(30);
+/// How long a JWKS fetch may take.
+pub const JWKS_FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest JWKS document accepted, in bytes.
+pub const MAX_JWKS_BYTES: usize = 1024 * 1024;
+
+/// A JWKS fetched from a URL, and what is needed to fetch it again.
+pub(super) struct RemoteJwks {
+    pub(super) url: String,
+    /// The TLS configuration for `https://` URLs: an explicit `ring` provider, the `webpki-roots` trust roots
+    /// and any extra CA configured.
+    tls: Arc<rustls::ClientConfig>,
+    /// The keys of the last successful fetch.
+    keys: RwLock<Arc<[VerificationKey]>>,
+    /// When the last refetch started (the fetch at start does not count, so a rotation right after start is
+    /// seen); held across a fetch, so concurrent requests wait for one fetch.
+    last_fetch: tokio::sync::Mutex<Option<Instant>>,
+    min_interval: Duration,
+    fetches: AtomicU64,
+}
+
+/// How many redirects a JWKS fetch follows.
+const MAX_JWKS_REDIRECTS: usize = 3;
+
+impl RemoteJwks {
+    async fn fetch(&self) -> Result<Arc<[VerificationKey]>, KeyError> {
+        self.fetches.fetch_add(1, Ordering::Relaxed);
+        let error = |reason: String| KeyError::Fetch {
+            url: self.url.clone(),
+            reason,
+        };
+        let body = tokio::time::timeout(JWKS_FETCH_TIMEOUT, self.fetch_following_redirects())
+            .await
+            .map_err(|_| error(format!("no answer within {JWKS_FETCH_TIMEOUT:?}")))?
+            .map_err(error)?;
+        let text = String::from_utf8(body).map_err(|_| error("not UTF-8".into()))?;
+        parse_jwks(&text)
+    }
+
+    async fn fetch_following_redirects(&self) -> Result<Vec<u8>, String> {
+        let mut uri = jwks_uri(&self.url)?;
+        for _ in 0..=MAX_JWKS_REDIRECTS {
+            match get_once(&uri, &self.tls).await? {
+                Fetched::Body(body) => return Ok(body),
+                Fetched::Redirect(location) => {
+                    let next = if location.starts_with('/') {
+                        format!(
+                            "{}://{}{location}",
+                            uri.scheme_str().unwrap_or("https"),
+                            uri.authority().map_or("", |a| a.as_str())
+                        )
+                    } else {
+                        location
+                    };
+                    uri = jwks_uri(&next).map_err(|e| format!("redirected to {next}: {e}"))?;
+                }
+            }
+        }
+        Err(format!("more than {MAX_JWKS_REDIRECTS} redirects"))
+    }
+}
+
+/// What one GET of a JWKS URL gave.
+enum Fetched {
+    Body(Vec<u8>),
+    Redirect(String),
+}
+
+/// Parses a JWKS URL and checks its scheme: `https://`, or `http://` to a loopback host only (keys fetched in
+/// clear over a network could be swapped on the way).
+fn jwks_uri(url: &str) -> Result<hyper::Uri, String> {
+    let uri: hyper::Uri = url.parse().map_err(|e| format!("not a URL: {e}"))?;
+    let host = uri.host().ok_or("the URL has no host")?;
+    match uri.scheme_str() {
+        Some("https") => Ok(uri),
+        Some("http") if is_loopback(host) => Ok(uri),
+        Some("http") => Err(
+            "plain http is allowed for loopback hosts only (keys fetched in clear could be swapped); use https"
+                .into(),
+        ),
+        _ => Err("not an http(s) URL".into()),
+    }
+}
+
+fn is_loopback(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Aborts a spawned task when dropped (the HTTP connection of a fetch that timed out or finished).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// One GET over a new connection, HTTP/1.1, TLS for `https`.
+async fn get_once(uri: &hyper::Uri, tls: &Arc<rustls::ClientConfig>) -> Result<Fetched, String> {
+    use http_body_util::BodyExt;
+
+    let host = uri.host().ok_or("the URL has no host")?;
+    let bare_host = host.trim_start_matches('[').trim_end_matches(']');
+    let https = uri.scheme_str() == Some("https");
+    let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+    let tcp = tokio::net::TcpStream::connect((bare_host, port))
+        .await
+        .map_err(|e| format!("cannot connect: {e}"))?;
+    let request = hyper::Request::get(uri.path_and_query().map_or("/", |p| p.as_str()))
+        .header(
+            hyper::header::HOST,
+            uri.authority().map_or(host, |a| a.as_str()),
+        )
+        .header(
+            hyper::header::ACCEPT,
+            "application/jwk-set+json, application/json",
+        )
+        .header(hyper::header::USER_AGENT, "secure-tools-jwks")
+        .body(http_body_util::Empty::<hyper::body::Bytes>::new())
+        .map_err(|e| e.to_string())?;
+    let (response, _connection) = if https {
+        let name = rustls_pki_types::ServerName::try_from(bare_host.to_owned())
+            .map_err(|e| format!("not a TLS server name: {e}"))?;
+        let stream = tokio_rustls::TlsConnector::from(tls.clone())
+            .connect(name, tcp)
+            .await
+            .map_err(|e| format!("TLS: {e}"))?;
+        send(stream, request).await?
+    } else {
+        send(tcp, request).await?
+    };
+    let status = response.status();
+    if status.is_redirection()
+        && let Some(location) = response.headers().get(hyper::header::LOCATION)
+    {
+        let location = location
+            .to_str()
+            .map_err(|_| "a redirect Location that is not text")?;
+        return Ok(Fetched::Redirect(location.to_owned()));
+    }
+    if !status.is_success() {
+        return Err(format!("HTTP status {status}"));
+    }
+    let body = http_body_util::Limited::new(response.into_body(), MAX_JWKS_BYTES)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                format!("larger than {MAX_JWKS_BYTES} bytes")
+            } else {
+                e.to_string()
+            }
+        })?;
+    Ok(Fetched::Body(body.to_bytes().to_vec()))
+}
+
+async fn send<S>(
+    stream: S,
+    request: hyper::Request<http_body_util::Empty<hyper::body::Bytes>>,
+) -> Result<(hyper::Response<hyper::body::Incoming>, AbortOnDrop), String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+    // The connection runs until the caller has read the body and drops the guard.
+    let connection = AbortOnDrop(tokio::spawn(async move {
+        let _ = connection.await;
+    }));
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok((response, connection))
+}
+
+impl VerificationKeys {
+    /// The signing keys of the JWKS document at `url`, fetched now; fetched again when a token names a `kid` the
+    /// set does not hold, at most once per [`DEFAULT_JWKS_REFETCH_INTERVAL`] (see
+    /// [`refetch_interval`](Self::refetch_interval)). A failed refetch keeps the keys held.
+    ///
+    /// `https://` URLs are checked against the Mozilla roots of `webpki-roots`; [`jwks_url_with_ca`](Self::jwks_url_with_ca)
+    /// trusts more CAs. Plain `http://` is accepted for loopback hosts only (`localhost`, `127.0.0.0/8`, `::1`,
+    /// e.g. a sidecar): keys fetched in clear over a network could be swapped on the way. Each fetch takes at most
+    /// [`JWKS_FETCH_TIMEOUT`], reads at most [`MAX_JWKS_BYTES`] and follows at most 3 redirects, each checked as
+    /// the URL is. TLS uses rustls with an explicit `ring` provider: no process-wide provider is needed or set.
+    pub async fn jwks_url(url: &str) -> Result<Self, KeyError> {
+        Self::jwks_url_with_ca(url, &[]).await
+    }
+
+    /// As [`jwks_url`](Self::jwks_url), also trusting the CA certificates in `ca_pem` (PEM, one or more
+    /// `CERTIFICATE` blocks; empty for none), e.g. a private identity provider's CA.
+    pub async fn jwks_url_with_ca(url: &str, ca_pem: &[u8]) -> Result<Self, KeyError> {
+        use rustls_pki_types::pem::PemObject;
+
+        let fetch_error = |reason: String| KeyError::Fetch {
+            url: url.to_owned(),
+            reason,
+        };
+        jwks_uri(url).map_err(fetch_error)?;
+        let mut roots = rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        };
+        if !ca_pem.is_empty() {
+            let mut added = 0;
+            for cert in rustls_pki_types::CertificateDer::pem_slice_iter(ca_pem) {
+                let cert =
+                    cert.map_err(|e| KeyError::Invalid(format!("JWKS CA certificate: {e}")))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| KeyError::Invalid(format!("JWKS CA certificate: {e}")))?;
+                added += 1;
+            }
+            if added == 0 {
+                return Err(KeyError::Invalid(
+                    "JWKS CA: no CERTIFICATE in the PEM".into(),
+                ));
+            }
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| fetch_error(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let remote = RemoteJwks {
+            url: url.to_owned(),
+            tls: Arc::new(tls),
+            keys: RwLock::new(Arc::from([])),
+            last_fetch: tokio::sync::Mutex::new(None),
+            min_interval: DEFAULT_JWKS_REFETCH_INTERVAL,
+            fetches: AtomicU64::new(0),
+        };
+        let keys = remote.fetch().await?;
+        *remote.keys.write().unwrap_or_else(PoisonError::into_inner) = keys.clone();
+        Ok(VerificationKeys {
+            keys,
+            remote: Some(Arc::new(remote)),
+        })
+    }
+
+    /// The shortest time between two fetches of a JWKS URL (default [`DEFAULT_JWKS_REFETCH_INTERVAL`]). Call it
+    /// before cloning the keys; it has no effect on other key sources.
+    pub fn refetch_interval(mut self, interval: Duration) -> Self {
+        if let Some(remote) = self.remote.take() {
+            self.remote = Some(match Arc::try_unwrap(remote) {
+                Ok(mut remote) => {
+                    remote.min_interval = interval;
+                    Arc::new(remote)
+                }
+                Err(shared) => shared,
+            });
+        }
+        self
+    }
+
+    /// How many times the JWKS URL has been fetched, successfully or not (0 for other key sources).
+    pub fn fetch_count(&self) -> u64 {
+        self.remote
+            .as_ref()
+            .map_or(0, |r| r.fetches.load(Ordering::Relaxed))
+    }
+
+    /// Whether the keys come from a URL, and may be fetched again.
+    pub(super) fn is_fetched(&self) -> bool {
+        self.remote.is_some()
+    }
+
+    /// The keys held now.
+    pub(super) fn current(&self) -> Arc<[VerificationKey]> {
+        match &self.remote {
+            Some(remote) => remote
+                .keys
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
+            None => self.keys.clone(),
+        }
+    }
+
+    /// Fetches the JWKS URL again, unless it was fetched less than the refetch interval ago.
+    pub(super) async fn refetch(&self) {
+        let Some(remote) = &self.remote else {
+            return;
+        };
+        let mut last = remote.last_fetch.lock().await;
+        if last.is_some_and(|at| at.elapsed() < remote.min_interval) {
+            return;
+        }
+        *last = Some(Instant::now());
+        match remote.fetch().await {
+            Ok(keys) => *remote.keys.write().unwrap_or_else(PoisonError::into_inner) = keys,
+            Err(e) => tracing::warn!(error = %e, "JWKS refetch failed; keeping the keys held"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::jwks_uri;
+
+    #[test]
+    fn jwks_urls_are_https_or_plain_http_to_loopback() {
+        for ok in [
+            "https://issuer.example/.well-known/jwks.json",
+            "http://127.0.0.1:8080/jwks.json",
+            "http://127.1.2.3/jwks.json",
+            "http://localhost/jwks.json",
+            "http://[::1]:9000/jwks.json",
+        ] {
+            assert!(jwks_uri(ok).is_ok(), "{ok}");
+        }
+        for refused in [
+            "http://issuer.example/jwks.json",
+            "http://10.0.0.1/jwks.json",
+            "http://localhost.evil.example/jwks.json",
+            "ftp://127.0.0.1/jwks.json",
+            "/jwks.json",
+        ] {
+            assert!(jwks_uri(refused).is_err(), "{refused}");
+        }
+    }
+}

@@ -1,0 +1,432 @@
+//! Bearer authentication as an OAuth 2.1 resource server: JWT access tokens checked against configured keys,
+//! issuer and audience; the token's `sub` becomes the caller's identity and its `scope` claim the caller's grant.
+//!
+//! What is refused, and why it matters:
+//! - the algorithms a key accepts come from the key (an HMAC secret accepts HS256/384/512, an RSA key RS*/PS*, an EC
+//!   key ES256/384, a JWK its own `alg` if it names one), never from the token header, so `alg: none` and
+//!   algorithm confusion (an RSA public key used as an HMAC secret) cannot pass;
+//! - `exp`, `iss`, `aud` and `sub` are required; `nbf` is checked when present; the audience must be this server's
+//!   resource URL, so a token minted for another server is refused;
+//! - a token in the query string (`?access_token=`) is ignored: only the `Authorization` header counts.
+//!
+//! Keys come from a static key, a JWKS file, or (feature `jwks`) a JWKS URL (`VerificationKeys::jwks_url`):
+//! fetched at start, and fetched again when a token names a `kid` the set does not hold (the issuer rotated its
+//! keys), at most once per refetch interval, so a flood of tokens with made-up `kid`s cannot turn into a flood of
+//! fetches.
+
+#[cfg(feature = "jwks")]
+mod jwks;
+mod keys;
+
+use std::sync::Arc;
+
+use jsonwebtoken::Validation;
+use jsonwebtoken::errors::ErrorKind;
+
+#[cfg(feature = "jwks")]
+pub use jwks::{DEFAULT_JWKS_REFETCH_INTERVAL, JWKS_FETCH_TIMEOUT, MAX_JWKS_BYTES};
+pub use keys::{KeyError, VerificationKeys};
+
+use super::challenge::METADATA_PATH;
+use keys::VerificationKey;
+
+use crate::call::Caller;
+use crate::scope::Grant;
+
+/// The clock skew tolerated on `exp` and `nbf`, in seconds, unless configured.
+pub const DEFAULT_LEEWAY_SECS: u64 = 30;
+
+/// Bearer authentication settings: who issues tokens, which keys sign them, and this server's resource URL, which
+/// tokens must name as their audience.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct BearerAuth {
+    /// The expected `iss`.
+    pub issuer: String,
+    /// This server's resource URL (RFC 8707 / RFC 9728), e.g. `https://mcp.example.com/mcp`: the `aud` tokens must
+    /// carry, and the `resource` of the protected resource metadata.
+    pub resource: String,
+    /// The authorization servers listed in the protected resource metadata (default: the issuer).
+    pub authorization_servers: Vec<String>,
+    /// The keys.
+    pub keys: VerificationKeys,
+    /// Clock skew tolerated on `exp` and `nbf`, in seconds.
+    pub leeway_secs: u64,
+    /// The claims a token's scopes are read from, in order, all of them counting (default `scope`, then `scp`):
+    /// a space-separated string or an array of strings each.
+    pub scope_claims: Vec<String>,
+    /// Accept only tokens typed as access tokens (`typ` `at+jwt`, RFC 9068); by default a token may also be typed
+    /// `JWT` or not at all, as most identity providers issue them.
+    pub require_access_token_type: bool,
+    map_claims: Option<ClaimsMapper>,
+}
+
+type ClaimsMapper = Arc<dyn Fn(&VerifiedToken<'_>) -> Result<Caller, String> + Send + Sync>;
+
+impl std::fmt::Debug for BearerAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BearerAuth")
+            .field("issuer", &self.issuer)
+            .field("resource", &self.resource)
+            .field("authorization_servers", &self.authorization_servers)
+            .field("keys", &self.keys)
+            .field("leeway_secs", &self.leeway_secs)
+            .field("scope_claims", &self.scope_claims)
+            .field("require_access_token_type", &self.require_access_token_type)
+            .field("map_claims", &self.map_claims.is_some())
+            .finish()
+    }
+}
+
+/// A token that passed every check: its subject, its id, the grant read from its scope claims, and all its claims,
+/// for [`BearerAuth::map_claims`] to make a caller from.
+#[derive(Debug)]
+pub struct VerifiedToken<'a> {
+    subject: &'a str,
+    token_id: Option<&'a str>,
+    grant: &'a Grant,
+    claims: &'a serde_json::Map<String, serde_json::Value>,
+}
+
+impl<'a> VerifiedToken<'a> {
+    /// The `sub` claim.
+    pub fn subject(&self) -> &'a str {
+        self.subject
+    }
+
+    /// The `jti` claim, if any.
+    pub fn token_id(&self) -> Option<&'a str> {
+        self.token_id
+    }
+
+    /// The scopes of the configured scope claims, foreign ones included (they grant nothing a tool does not
+    /// require by exactly that name).
+    pub fn grant(&self) -> &'a Grant {
+        self.grant
+    }
+
+    /// Every claim of the token.
+    pub fn claims(&self) -> &'a serde_json::Map<String, serde_json::Value> {
+        self.claims
+    }
+
+    /// The caller the token stands for without a mapping of your own: its subject, holding its grant.
+    pub fn default_caller(&self) -> Caller {
+        Caller::new(self.subject, self.grant.clone())
+    }
+}
+
+impl BearerAuth {
+    /// Tokens from `issuer`, signed with `keys`, for the resource `resource`.
+    pub fn new(
+        issuer: impl Into<String>,
+        resource: impl Into<String>,
+        keys: VerificationKeys,
+    ) -> Self {
+        let issuer = issuer.into();
+        BearerAuth {
+            authorization_servers: vec![issuer.clone()],
+            issuer,
+            resource: resource.into(),
+            keys,
+            leeway_secs: DEFAULT_LEEWAY_SECS,
+            scope_claims: vec!["scope".into(), "scp".into()],
+            require_access_token_type: false,
+            map_claims: None,
+        }
+    }
+
+    /// The claims a token's scopes are read from (default `scope` and `scp`; Auth0's RBAC adds `permissions`,
+    /// Entra ID's application permissions are in `roles`).
+    pub fn scope_claims(mut self, claims: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.scope_claims = claims.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Accepts only tokens typed `at+jwt` (RFC 9068).
+    pub fn require_access_token_type(mut self, require: bool) -> Self {
+        self.require_access_token_type = require;
+        self
+    }
+
+    /// Makes the caller of a verified token with a function of your own: another identity (an `oid`, an email), a
+    /// grant from roles or groups, attributes for the audit record (a tenant). An `Err` refuses the token
+    /// (`401`, detail `claims_refused`; the message goes to the audit record's log, not to the client).
+    ///
+    /// ```
+    /// # use secure_tools::serve::http::{BearerAuth, VerificationKeys};
+    /// # let keys = VerificationKeys::hmac_secret(&[7; 32]).unwrap();
+    /// let auth = BearerAuth::new("https://login.example.com", "https://mcp.example.com/mcp", keys)
+    ///     .map_claims(|token| {
+    ///         let tenant = token.claims().get("tid").and_then(|t| t.as_str()).ok_or("no tenant")?;
+    ///         Ok::<_, &str>(token.default_caller().with_attribute("tenant", tenant))
+    ///     });
+    /// ```
+    pub fn map_claims<F, E>(mut self, map: F) -> Self
+    where
+        F: Fn(&VerifiedToken<'_>) -> Result<Caller, E> + Send + Sync + 'static,
+        E: std::fmt::Display,
+    {
+        self.map_claims = Some(Arc::new(move |token| map(token).map_err(|e| e.to_string())));
+        self
+    }
+
+    /// The authorization servers listed in the protected resource metadata.
+    pub fn authorization_servers(mut self, servers: impl IntoIterator<Item = String>) -> Self {
+        self.authorization_servers = servers.into_iter().collect();
+        self
+    }
+
+    /// `scheme://authority` of the resource URL.
+    pub fn base_url(&self) -> &str {
+        let after_scheme = self.resource.find("://").map_or(0, |i| i + 3);
+        match self.resource[after_scheme..].find('/') {
+            Some(i) => &self.resource[..after_scheme + i],
+            None => &self.resource,
+        }
+    }
+
+    /// The URL of the protected resource metadata document, named in every challenge.
+    pub fn metadata_url(&self) -> String {
+        format!("{}{}", self.base_url(), METADATA_PATH)
+    }
+
+    /// Checks an access token with the keys held now; on success, the caller it stands for.
+    pub fn verify(&self, token: &str) -> Result<Caller, TokenError> {
+        self.authenticate_now(token).map(|verified| verified.caller)
+    }
+
+    fn authenticate_now(&self, token: &str) -> Result<Authenticated, TokenError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|e| classify(e.kind()))?;
+        let keys = self.keys.current();
+        let key =
+            VerificationKeys::select(&keys, header.kid.as_deref()).ok_or(TokenError::UnknownKey)?;
+        self.verify_with(token, &header, key)
+    }
+
+    /// Checks an access token, as [`verify`](Self::verify); when the keys come from a JWKS URL and the token names
+    /// a key they do not hold, fetches the JWKS again first (at most once per refetch interval).
+    pub async fn verify_fetching(&self, token: &str) -> Result<Caller, TokenError> {
+        self.authenticate(token)
+            .await
+            .map(|verified| verified.caller)
+    }
+
+    /// Checks an access token as [`verify_fetching`](Self::verify_fetching) does, and also gives the token's id.
+    pub async fn authenticate(&self, token: &str) -> Result<Authenticated, TokenError> {
+        match self.authenticate_now(token) {
+            Err(TokenError::UnknownKey) if self.keys.is_fetched() => {
+                // Whether this request fetched or waited for another's fetch, the keys held now decide.
+                self.keys.refetch().await;
+                self.authenticate_now(token)
+            }
+            other => other,
+        }
+    }
+
+    fn verify_with(
+        &self,
+        token: &str,
+        header: &jsonwebtoken::Header,
+        key: &VerificationKey,
+    ) -> Result<Authenticated, TokenError> {
+        check_header(header, self.require_access_token_type)?;
+        if !key.algorithms.contains(&header.alg) {
+            return Err(TokenError::AlgorithmNotAllowed);
+        }
+        let mut validation = Validation::new(header.alg);
+        validation.algorithms = key.algorithms.clone();
+        validation.leeway = self.leeway_secs;
+        validation.validate_exp = true;
+        validation.validate_nbf = true;
+        validation.validate_aud = true;
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        validation.set_issuer(&[&self.issuer]);
+        validation.set_audience(&[&self.resource]);
+        let data = jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(
+            token,
+            &key.key,
+            &validation,
+        )
+        .map_err(|e| classify(e.kind()))?;
+        let claims = data.claims;
+        let subject = match claims.get("sub") {
+            Some(serde_json::Value::String(sub)) if !sub.is_empty() => sub.as_str(),
+            Some(serde_json::Value::String(_)) | None => return Err(TokenError::MissingClaim),
+            Some(_) => return Err(TokenError::Malformed),
+        };
+        let token_id = match claims.get("jti") {
+            Some(serde_json::Value::String(jti)) if !jti.is_empty() => Some(jti.as_str()),
+            Some(serde_json::Value::String(_)) | None => None,
+            Some(_) => return Err(TokenError::Malformed),
+        };
+        let grant = self.grant_of(&claims)?;
+        let verified = VerifiedToken {
+            subject,
+            token_id,
+            grant: &grant,
+            claims: &claims,
+        };
+        let caller = match &self.map_claims {
+            Some(map) => map(&verified).map_err(|reason| {
+                tracing::info!(%reason, "token refused by the claims mapping");
+                TokenError::ClaimsRefused
+            })?,
+            None => verified.default_caller(),
+        };
+        Ok(Authenticated {
+            caller,
+            token_id: token_id.map(str::to_owned),
+        })
+    }
+
+    /// The grant of a token's scope claims: each a space-separated string (RFC 6749 section 3.3: spaces only, so a
+    /// comma is part of a scope name, and such a name is foreign here) or an array of strings. Scopes that are not
+    /// names here are ignored; a claim of another type makes the token malformed.
+    fn grant_of(
+        &self,
+        claims: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Grant, TokenError> {
+        let mut items: Vec<&str> = Vec::new();
+        for name in &self.scope_claims {
+            match claims.get(name) {
+                None | Some(serde_json::Value::Null) => {}
+                Some(serde_json::Value::String(text)) => items.extend(text.split(' ')),
+                Some(serde_json::Value::Array(values)) => {
+                    for value in values {
+                        match value {
+                            serde_json::Value::String(text) => items.push(text),
+                            _ => return Err(TokenError::InvalidScope),
+                        }
+                    }
+                }
+                Some(_) => return Err(TokenError::InvalidScope),
+            }
+        }
+        Ok(Grant::from_token_scopes(items).0)
+    }
+}
+
+/// A verified access token: the caller it stands for, and its id.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Authenticated {
+    /// The token's subject and scopes.
+    pub caller: Caller,
+    /// The token's `jti`, when it has one: recorded with each call, so a call can be traced to the token used.
+    pub token_id: Option<String>,
+}
+
+/// The header checks RFC 8725 and RFC 7515 ask of a verifier: a critical extension it does not understand (`crit`),
+/// unencoded payloads (`b64`), compression (`zip`) or encryption (`enc`) are refused; and the token must be typed
+/// as an access token (`at+jwt`, RFC 9068), or `JWT`, or untyped unless `at+jwt` is required, so that an ID token or
+/// a logout token signed by the same issuer is not taken for an access token.
+fn check_header(header: &jsonwebtoken::Header, require_at_jwt: bool) -> Result<(), TokenError> {
+    if header.crit.is_some()
+        || header.enc.is_some()
+        || header.zip.is_some()
+        || header
+            .extras
+            .get::<serde_json::Value>("b64")
+            .map_or(true, |b64| b64.is_some())
+    {
+        return Err(TokenError::UnsupportedHeader);
+    }
+    let typ = header.typ.as_deref().map(str::to_ascii_lowercase);
+    let accepted = match typ.as_deref() {
+        Some("at+jwt") | Some("application/at+jwt") => true,
+        Some("jwt") | None => !require_at_jwt,
+        Some(_) => false,
+    };
+    if !accepted {
+        return Err(TokenError::WrongType);
+    }
+    Ok(())
+}
+
+/// Why a token was refused; each answered `401` with `error="invalid_token"`, and audited by its
+/// [`code`](TokenError::code).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TokenError {
+    /// Not a JWT, or a claim of the wrong type.
+    #[error("the token is malformed")]
+    Malformed,
+    /// The signature does not verify.
+    #[error("the token's signature is invalid")]
+    BadSignature,
+    /// `exp` is past.
+    #[error("the token has expired")]
+    Expired,
+    /// `nbf` is in the future.
+    #[error("the token is not valid yet")]
+    NotYetValid,
+    /// `iss` is not the configured issuer.
+    #[error("the token has the wrong issuer")]
+    WrongIssuer,
+    /// `aud` does not name this server.
+    #[error("the token is not meant for this server")]
+    WrongAudience,
+    /// The header's `alg` is not one the key accepts (this includes `none`).
+    #[error("the token's algorithm is not accepted")]
+    AlgorithmNotAllowed,
+    /// No configured key has the token's `kid`.
+    #[error("the token is signed with an unknown key")]
+    UnknownKey,
+    /// `exp`, `iss`, `aud` or `sub` is missing.
+    #[error("the token lacks a required claim")]
+    MissingClaim,
+    /// A scope claim is neither a string nor an array of strings.
+    #[error("the token's scope claim is invalid")]
+    InvalidScope,
+    /// The token is not typed as an access token (`typ`).
+    #[error("the token is not an access token")]
+    WrongType,
+    /// The header asks for something this verifier does not do (`crit`, `b64`, `zip`, `enc`).
+    #[error("the token's header has parameters this server does not support")]
+    UnsupportedHeader,
+    /// The claims mapping refused the token.
+    #[error("the token's claims do not make a caller")]
+    ClaimsRefused,
+}
+
+impl TokenError {
+    /// A stable code for audit records.
+    pub fn code(self) -> &'static str {
+        match self {
+            TokenError::Malformed => "malformed",
+            TokenError::BadSignature => "bad_signature",
+            TokenError::Expired => "expired",
+            TokenError::NotYetValid => "not_yet_valid",
+            TokenError::WrongIssuer => "wrong_issuer",
+            TokenError::WrongAudience => "wrong_audience",
+            TokenError::AlgorithmNotAllowed => "algorithm_not_allowed",
+            TokenError::UnknownKey => "unknown_key",
+            TokenError::MissingClaim => "missing_claim",
+            TokenError::InvalidScope => "invalid_scope",
+            TokenError::WrongType => "wrong_type",
+            TokenError::UnsupportedHeader => "unsupported_header",
+            TokenError::ClaimsRefused => "claims_refused",
+        }
+    }
+}
+
+fn classify(kind: &ErrorKind) -> TokenError {
+    match kind {
+        ErrorKind::InvalidSignature => TokenError::BadSignature,
+        ErrorKind::ExpiredSignature => TokenError::Expired,
+        ErrorKind::ImmatureSignature => TokenError::NotYetValid,
+        ErrorKind::InvalidIssuer => TokenError::WrongIssuer,
+        ErrorKind::InvalidAudience => TokenError::WrongAudience,
+        ErrorKind::InvalidAlgorithm
+        | ErrorKind::InvalidAlgorithmName
+        | ErrorKind::UnsupportedAlgorithm
+        | ErrorKind::MissingAlgorithm => TokenError::AlgorithmNotAllowed,
+        ErrorKind::MissingRequiredClaim(_) => TokenError::MissingClaim,
+        // A header naming an algorithm that does not exist (`none`) fails to parse as JSON of the header type.
+        ErrorKind::Json(e) if e.to_string().contains("unknown variant") => {
+            TokenError::AlgorithmNotAllowed
+        }
+        _ => TokenError::Malformed,
+    }
+}
