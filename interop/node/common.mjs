@@ -1,6 +1,13 @@
-// Shared by the Node interop scripts: the server path, a fresh data root with its audit log, checks, and the
-// audit comparison. Each script starts secure-file-server over stdio through a third-party client, records each
-// tool call it makes with the outcome it expects, and compares that list with the audit log at the end.
+// Shared by the Node interop scripts: where the server is, a data root with its audit log, checks, and the audit
+// comparison. Each script drives secure-file-server through a third-party client, records each tool call it makes
+// with the outcome it expects, and compares that list with the audit log at the end.
+//
+// Two transports. Over stdio (the default), a script starts the server itself for each connection, on a fresh data
+// root, granted `files.read,files.write` or `files.read` in `MCP_SCOPES`. Over streamable HTTP (first argument
+// `http`), the server is already running with bearer authentication (examples/file-server/tests/interop.rs starts
+// it), and the environment says where: $SECURE_FILE_SERVER_URL its endpoint, $TOKEN_FULL and $TOKEN_READ bearer
+// tokens granting `files.read files.write` and `files.read`, $SECURE_FILE_SERVER_DATA_ROOT its data root and
+// $SECURE_FILE_SERVER_AUDIT_LOG its audit log.
 
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -23,6 +30,9 @@ export function step(message) {
   console.log(`ok: ${message}`);
 }
 
+/** The scopes each grant stands for, as `MCP_SCOPES` over stdio. */
+export const GRANT_SCOPES = { full: "files.read,files.write", read: "files.read" };
+
 /** The server binary: the first argument that is not the mode, or $SECURE_FILE_SERVER. */
 export function serverPath(args) {
   const server = args[0] ?? process.env.SECURE_FILE_SERVER ?? "";
@@ -33,19 +43,50 @@ export function serverPath(args) {
   return server;
 }
 
+/**
+ * The running HTTP server of the `http` mode, from the environment: `{ url, tokens: { full, read }, data, audit }`.
+ */
+export function httpServer() {
+  const names = [
+    "SECURE_FILE_SERVER_URL",
+    "TOKEN_FULL",
+    "TOKEN_READ",
+    "SECURE_FILE_SERVER_DATA_ROOT",
+    "SECURE_FILE_SERVER_AUDIT_LOG",
+  ];
+  const missing = names.filter((name) => !process.env[name]);
+  if (missing.length > 0) {
+    console.log(`FAIL: http mode needs ${missing.join(", ")} in the environment`);
+    process.exit(2);
+  }
+  const env = process.env;
+  return {
+    url: env.SECURE_FILE_SERVER_URL,
+    tokens: { full: env.TOKEN_FULL, read: env.TOKEN_READ },
+    data: env.SECURE_FILE_SERVER_DATA_ROOT,
+    audit: env.SECURE_FILE_SERVER_AUDIT_LOG,
+  };
+}
+
 /** The installed version of a package, read from its package.json. */
 export function packageVersion(name) {
   return JSON.parse(readFileSync(join(HERE, "node_modules", name, "package.json"), "utf8")).version;
 }
 
 export class Fixture {
-  constructor(label) {
+  /** A fresh temporary data root and audit log, or, with `http`, those of the running server. */
+  constructor(label, http) {
     this.dir = mkdtempSync(join(tmpdir(), `interop-${label}-`));
-    this.data = join(this.dir, "data");
-    mkdirSync(this.data);
+    if (http) {
+      this.data = http.data;
+      this.audit = http.audit;
+    } else {
+      this.data = join(this.dir, "data");
+      mkdirSync(this.data);
+      // Outside the data root, as the server requires.
+      this.audit = join(this.dir, "audit.jsonl");
+    }
     writeFileSync(join(this.data, "greeting.txt"), GREETING);
-    // Outside the data root, as the server requires.
-    this.audit = join(this.dir, "audit.jsonl");
     /** [tool, expected outcome] for each call made, in order. */
     this.calls = [];
   }
@@ -133,11 +174,12 @@ export function textOf(result) {
 }
 
 /**
- * Runs `body(fixture)` under a time limit; prints PASS, or FAIL with the audit log, and exits accordingly.
+ * Runs `body(fixture)` under a time limit; prints PASS, or FAIL with the audit log, and exits accordingly. With
+ * `http` (from `httpServer()`), the fixture is the running server's data root and audit log.
  */
-export async function run(label, body) {
-  const fixture = new Fixture(label.replace(/[^A-Za-z0-9-]/g, "-"));
-  console.log(`${label}: node ${process.version}, temp dir ${fixture.dir}`);
+export async function run(label, body, http) {
+  const fixture = new Fixture(label.replace(/[^A-Za-z0-9-]/g, "-"), http);
+  console.log(`${label}: node ${process.version}, temp dir ${fixture.dir}, data root ${fixture.data}`);
   let timer;
   const timeout = new Promise((_, reject) => {
     timer = setTimeout(() => reject(new Error(`timed out after ${TIMEOUT_MS} ms`)), TIMEOUT_MS);
@@ -160,16 +202,46 @@ export async function run(label, body) {
 }
 
 /**
- * The scenario every SDK client runs. `connect(scopes)` starts the server with that grant and returns
- * `{ client, version, close }`, where `client` has the SDK's `listTools()` and `callTool({ name, arguments })`.
+ * How a refusal reaches the application over stdio: a tool result with `isError: true`, its code in the text.
+ * `call()` makes the refused call; returns what to show.
  */
-export async function sdkScenario(fixture, connect) {
+export async function refusedAsToolResult(call) {
+  const refused = await call();
+  check(refused.isError === true, `write_file under files.read is not an isError result: ${JSON.stringify(refused)}`);
+  check(
+    textOf(refused).includes("missing_scope:files.write"),
+    `the refusal's text lacks missing_scope:files.write: ${JSON.stringify(textOf(refused))}`,
+  );
+  return JSON.stringify(textOf(refused));
+}
+
+/**
+ * Makes the refused call, which must throw; returns what it threw.
+ */
+export async function thrown(call) {
+  let result;
+  try {
+    result = await call();
+  } catch (error) {
+    return error;
+  }
+  throw new Mismatch(`write_file under files.read returned instead of throwing: ${JSON.stringify(result)}`);
+}
+
+/**
+ * The scenario every SDK client runs. `connect(grant)` connects with the grant `full` (files.read and files.write)
+ * or `read` (files.read), and returns `{ client, version, close }`, where `client` has the SDK's `listTools()` and
+ * `callTool({ name, arguments })`. `refused(call)` checks the refusal of `call()` as the client shows it and
+ * returns what to show (default: `refusedAsToolResult`, as over stdio). With `readAfterRefusal`, a read follows
+ * the refusal, on the same connection.
+ */
+export async function sdkScenario(fixture, connect, { refused = refusedAsToolResult, readAfterRefusal = false } = {}) {
   const written = "Written by a TypeScript SDK client.\nSecond line.\n";
   const versions = [];
 
   // Granted files.read and files.write: list, read, write.
   {
-    const { client, version, close } = await connect("files.read,files.write");
+    const { client, version, close } = await connect("full");
     versions.push(version);
     try {
       const listed = await client.listTools();
@@ -195,9 +267,9 @@ export async function sdkScenario(fixture, connect) {
     }
   }
 
-  // Granted files.read only: a read (without listing first), then the write is refused as a tool result.
+  // Granted files.read only: a read (without listing first), then the write is refused.
   {
-    const { client, version, close } = await connect("files.read");
+    const { client, version, close } = await connect("read");
     versions.push(version);
     try {
       fixture.expectCall("read_file", "ok");
@@ -208,14 +280,18 @@ export async function sdkScenario(fixture, connect) {
       // Listed now, so that SDKs which check results against the listed output schema do so for the refusal.
       await client.listTools();
       fixture.expectCall("write_file", "denied");
-      const refused = await client.callTool({ name: "write_file", arguments: { filename: "refused.txt", content: "no" } });
-      check(refused.isError === true, `write_file under files.read is not an isError result: ${JSON.stringify(refused)}`);
-      check(
-        textOf(refused).includes("missing_scope:files.write"),
-        `the refusal's text lacks missing_scope:files.write: ${JSON.stringify(textOf(refused))}`,
+      const shown = await refused(() =>
+        client.callTool({ name: "write_file", arguments: { filename: "refused.txt", content: "no" } }),
       );
       check(fixture.file("refused.txt") === null, "the refused write created refused.txt");
-      step(`[${version}] write_file refused: ${JSON.stringify(textOf(refused))}`);
+      step(`[${version}] write_file refused: ${shown}`);
+
+      if (readAfterRefusal) {
+        fixture.expectCall("read_file", "ok");
+        const again = await client.callTool({ name: "read_file", arguments: { filename: "greeting.txt" } });
+        check(!again.isError && textOf(again) === GREETING, `read_file after the refusal: ${JSON.stringify(again)}`);
+        step(`[${version}] read_file works after the refusal`);
+      }
     } finally {
       await close();
     }

@@ -1,46 +1,179 @@
 //! Interoperability with third-party MCP clients: the official Python SDK, the TypeScript SDKs v1 and v2, and the
-//! MCP Inspector's CLI each drive the real `secure-file-server` binary over stdio; and the official MCP
-//! conformance suite runs its server scenarios against it over streamable HTTP (`mcp_conformance_suite_over_http`).
+//! MCP Inspector's CLI each drive the real `secure-file-server` binary over stdio and over streamable HTTP with a
+//! bearer token; and the official MCP conformance suite runs its server scenarios against it over streamable HTTP
+//! (`mcp_conformance_suite_over_http`).
 //!
-//! Each test runs one client script under `interop/` (see its header for what it checks): list the tools, read
-//! `greeting.txt`, write a file and find it on disk, be refused `write_file` under `MCP_SCOPES=files.read` as an
-//! `isError` tool result naming `missing_scope:files.write`, and find exactly one `tool_call` audit record per
-//! call made. The clients are installed by `interop/install.sh`, run once per test process: it does nothing when
-//! `.interop/ready` matches the pin files, and otherwise installs from PyPI and npm (tests running in parallel
-//! wait for one another on its lock).
+//! Each client test runs one client script under `interop/` (see its header for what it checks): list the tools,
+//! read `greeting.txt`, write a file and find it on disk, be refused `write_file` with only `files.read`, and find
+//! exactly one `tool_call` audit record per call made, the refused one `denied` with `missing_scope:files.write`.
+//! Over stdio the script starts the server itself, granted the scopes in `MCP_SCOPES`, and the refusal is an
+//! `isError` tool result naming the code. Over HTTP (the `_over_http` tests) the test starts the server with
+//! bearer authentication and mints two tokens for the script, and the refusal is a `403 insufficient_scope`
+//! answer, whose code each script reads from what its client library hands the application. The clients are
+//! installed by `interop/install.sh`, run once per test process: it does nothing when `.interop/ready` matches the
+//! pin files, and otherwise installs from PyPI and npm (tests running in parallel wait for one another on its
+//! lock).
 
-use std::process::{Command, Stdio};
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use secure_tools_tests::interop::{CONFORMANCE_SUITE, NODE22, PYTHON, install, repo_root, run};
+use serde_json::Value;
 
 const SERVER: &str = env!("CARGO_BIN_EXE_secure-file-server");
 /// A client script's limit; each one normally takes a few seconds at most.
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(180);
 
-/// Runs a client script against the server binary; fails the test with its output unless it exits 0.
+/// Runs a client script against the server binary over stdio; fails the test with its output unless it exits 0.
 fn client(program: &str, args: &[&str]) {
     install();
     let root = repo_root();
-    let started = Instant::now();
-    let done = run(
+    script(
+        &args.join(" "),
         Command::new(root.join(program))
             .args(args)
             .arg(SERVER)
             .env("SECURE_FILE_SERVER", SERVER)
             .current_dir(&root),
-        SCRIPT_TIMEOUT,
     );
+}
+
+/// Runs a client script (`shown`: its arguments); fails the test with its output unless it exits 0 within
+/// [`SCRIPT_TIMEOUT`].
+fn script(shown: &str, command: &mut Command) {
+    let started = Instant::now();
+    let done = run(command, SCRIPT_TIMEOUT);
     let took = started.elapsed();
-    assert!(
-        done.success,
-        "{program} {} failed ({}) after {took:.1?}\n--- stdout\n{}\n--- stderr\n{}",
-        args.join(" "),
-        done.status,
-        done.stdout,
-        done.stderr
-    );
+    assert!(done.success, "{shown} failed {}", done.report(took));
     println!("{}(took {took:.1?})", done.stdout);
+}
+
+/// The HS256 secret the HTTP server verifies tokens with, and `mint-token` signs them with (32 bytes or more).
+const SECRET: &str = "interop-test-secret-0123456789abcdef";
+const ISSUER: &str = "https://issuer.test";
+/// The subject of both tokens, so the caller of every call.
+const SUBJECT: &str = "alice";
+
+/// The file server over streamable HTTP with bearer authentication, on a free loopback port; stopped on drop.
+struct HttpServer {
+    child: Child,
+    url: String,
+    data: PathBuf,
+    audit_log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl HttpServer {
+    fn start() -> HttpServer {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).expect("the data root");
+        // Outside the data root, as the server requires.
+        let audit_log = dir.path().join("audit.jsonl");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let url = format!("http://127.0.0.1:{port}/mcp");
+        let mut child = Command::new(SERVER)
+            .arg("--data-root")
+            .arg(&data)
+            .arg("--audit-log")
+            .arg(&audit_log)
+            .args(["--http", &format!("127.0.0.1:{port}")])
+            .args(["--issuer", ISSUER, "--resource-url", &url])
+            .env("MCP_AUTH_HS256_SECRET", SECRET)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting the server");
+        common::wait_until_listening(&mut child, "serving MCP over HTTP at", |_| {});
+        HttpServer {
+            child,
+            url,
+            data,
+            audit_log,
+            _dir: dir,
+        }
+    }
+
+    /// A token for this server granting `scopes`, from `secure-file-server mint-token`.
+    fn token(&self, scopes: &str) -> String {
+        let minted = Command::new(SERVER)
+            .args(["mint-token", "--issuer", ISSUER, "--audience", &self.url])
+            .args(["--subject", SUBJECT, "--scopes", scopes])
+            .env("MCP_AUTH_HS256_SECRET", SECRET)
+            .output()
+            .expect("running mint-token");
+        assert!(
+            minted.status.success(),
+            "mint-token failed: {}",
+            String::from_utf8_lossy(&minted.stderr)
+        );
+        String::from_utf8(minted.stdout)
+            .expect("a token is ASCII")
+            .trim()
+            .to_owned()
+    }
+
+    fn records(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.audit_log)
+            .unwrap_or_default()
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("an audit record is JSON"))
+            .collect()
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs a client script (`args` select its `http` mode) against the file server over streamable HTTP, with a token
+/// granting `files.read files.write` and one granting `files.read`; fails the test unless the script passes and the
+/// audit log shows every call as made over HTTP by the tokens' subject, with no request refused for its token.
+fn client_over_http(program: &str, args: &[&str]) {
+    install();
+    let root = repo_root();
+    let server = HttpServer::start();
+    script(
+        &args.join(" "),
+        Command::new(root.join(program))
+            .args(args)
+            .env("SECURE_FILE_SERVER_URL", &server.url)
+            .env("TOKEN_FULL", server.token("files.read files.write"))
+            .env("TOKEN_READ", server.token("files.read"))
+            .env("SECURE_FILE_SERVER_DATA_ROOT", &server.data)
+            .env("SECURE_FILE_SERVER_AUDIT_LOG", &server.audit_log)
+            .current_dir(&root),
+    );
+    // What the scripts check is the same over both transports; this is what HTTP adds. (`token_id` is not checked:
+    // it is a token's `jti`, and `mint-token` sets none.)
+    let records = server.records();
+    let calls: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["event"] == "tool_call" || r["event"] == "call_started")
+        .collect();
+    assert!(!calls.is_empty(), "no calls audited: {records:#?}");
+    for call in &calls {
+        assert_eq!(call["transport"], "http", "{call}");
+        assert_eq!(call["caller"], SUBJECT, "{call}");
+    }
+    let rejected: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["event"] == "http_rejected")
+        .collect();
+    assert!(
+        rejected.is_empty(),
+        "the client sent requests the server refused: {rejected:#?}"
+    );
 }
 
 #[test]
@@ -71,6 +204,36 @@ fn typescript_sdk_v2_client_in_auto_mode_discovers_the_stateless_revision() {
 #[test]
 fn mcp_inspector_cli() {
     client(NODE22, &["interop/node/inspector.mjs"]);
+}
+
+#[test]
+fn python_sdk_client_session_with_the_initialize_handshake_over_http() {
+    client_over_http(PYTHON, &["interop/python_sdk.py", "http", "session"]);
+}
+
+#[test]
+fn python_sdk_client_in_auto_mode_discovers_the_stateless_revision_over_http() {
+    client_over_http(PYTHON, &["interop/python_sdk.py", "http", "client-auto"]);
+}
+
+#[test]
+fn typescript_sdk_v1_client_over_http() {
+    client_over_http(NODE22, &["interop/node/ts-sdk-v1.mjs", "http"]);
+}
+
+#[test]
+fn typescript_sdk_v2_client_in_legacy_mode_over_http() {
+    client_over_http(NODE22, &["interop/node/ts-sdk-v2.mjs", "http", "legacy"]);
+}
+
+#[test]
+fn typescript_sdk_v2_client_in_auto_mode_discovers_the_stateless_revision_over_http() {
+    client_over_http(NODE22, &["interop/node/ts-sdk-v2.mjs", "http", "auto"]);
+}
+
+#[test]
+fn mcp_inspector_cli_over_http() {
+    client_over_http(NODE22, &["interop/node/inspector.mjs", "http"]);
 }
 
 /// The server scenarios of the MCP conformance suite (`@modelcontextprotocol/conformance`) that apply to the
