@@ -130,6 +130,15 @@ struct Cli {
     #[arg(long, env = "MCP_AUTH_PUBLIC_KEY_PEM", value_name = "FILE")]
     public_key_pem: Option<PathBuf>,
 
+    /// With `--http`: how long a client has to send a request head, on a new or an idle connection, e.g. `10s`.
+    #[arg(long, env = "MCP_HTTP_HEADER_TIMEOUT", value_name = "DURATION")]
+    http_header_timeout: Option<String>,
+
+    /// With `--http`: how many connections may be open at once (default 1024, and never more than the descriptor
+    /// limit leaves).
+    #[arg(long, env = "MCP_HTTP_MAX_CONNECTIONS", value_name = "N")]
+    http_max_connections: Option<usize>,
+
     /// Browser origins allowed besides loopback ones, comma-separated (`https://app.example.com`).
     #[arg(
         long = "allowed-origin",
@@ -437,6 +446,13 @@ async fn serve_http_with(
     }
     if let Some(text) = cli.min_protocol_version {
         config.versions = VersionPolicy::minimum_named(&text)?;
+    }
+    if let Some(text) = cli.http_header_timeout {
+        config.header_read_timeout = secure_tools::call::parse_duration(&text)
+            .map_err(|e| format!("--http-header-timeout: {e}"))?;
+    }
+    if let Some(max) = cli.http_max_connections {
+        config.max_connections = max;
     }
     config.serve(tools).await.map_err(|e| e.to_string())
 }

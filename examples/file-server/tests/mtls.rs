@@ -492,3 +492,61 @@ fn mtls_options_must_be_complete_and_exclusive_with_bearer() {
     );
     assert!(stderr.contains("/nonexistent/server.pem"), "{stderr}");
 }
+
+/// Review finding 2: idle TCP connections (no ClientHello) filled every handshake slot for 10 s each, so real
+/// clients waited; and each wrote a refusal record. Now a handshake holds a connection slot like any connection
+/// (the oldest idle one makes room when they run out), so a real client is served at once, and the records of
+/// the idle ones are throttled, each accounted for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_do_not_hold_back_a_real_client_or_flood_the_audit() {
+    let mut server = Server::start();
+    let alice = client_identity(&server.ca, "alice");
+    let port = server.port;
+    // More idle connections than the handshake slots there used to be.
+    const IDLE: usize = 300;
+    let idle: Vec<std::net::TcpStream> = (0..IDLE)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    let answered = tokio::time::timeout(
+        Duration::from_secs(8),
+        server.post(
+            Some(&alice),
+            &call(1, "read_file", json!({"filename": "greeting.txt"})),
+        ),
+    )
+    .await
+    .expect("a real client must not wait behind idle connections");
+    let (status, body) = answered.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["result"]["structuredContent"]["content"], "hello\n");
+
+    // Let every idle connection's handshake time out (5 s by default), then stop the server so it writes its
+    // counts.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    drop(idle);
+    // SAFETY: a plain signal to our own child.
+    unsafe {
+        libc::kill(server.child.id() as libc::pid_t, libc::SIGTERM);
+    }
+    for _ in 0..600 {
+        if server.child.try_wait().unwrap().is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(server.child.try_wait().unwrap().is_some(), "stopped");
+    let written = server.events("tls_rejected");
+    assert!(
+        written.iter().all(|r| r["reason"] == "handshake_timeout"),
+        "{written:?}"
+    );
+    let suppressed: u64 = server
+        .events("audit_suppressed")
+        .iter()
+        .filter(|r| r["suppressed_event"] == "tls_rejected")
+        .map(|r| r["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(written.len() as u64 + suppressed, IDLE as u64);
+    assert!(written.len() <= 50 + 10 * 10, "{} records", written.len());
+    assert_eq!(server.events("tool_call").len(), 1);
+}

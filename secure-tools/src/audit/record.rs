@@ -174,6 +174,22 @@ pub enum AuditEvent {
         /// The peer's address.
         peer: String,
     },
+    /// A connection was closed before any request on it was answered: too many connections open at once (the
+    /// newest was refused, or the oldest idle one made room), or its request head or TLS handshake took too long.
+    ConnectionRejected {
+        /// Why, in a word: `too_many_connections`, `evicted_idle`, `header_timeout`.
+        reason: &'static str,
+        /// The peer's address.
+        peer: String,
+    },
+    /// Refusals of unauthenticated traffic past the rate at which they are written were counted instead: this
+    /// record says how many of one kind were left out since the last one written. A flood cannot flood the trail.
+    AuditSuppressed {
+        /// The event left out: `http_rejected`, `tls_rejected`, `connection_rejected`.
+        suppressed_event: &'static str,
+        /// How many.
+        count: u64,
+    },
 }
 
 impl AuditEvent {
@@ -189,6 +205,8 @@ impl AuditEvent {
             AuditEvent::MessageRejected { .. } => "message_rejected",
             AuditEvent::HttpRejected { .. } => "http_rejected",
             AuditEvent::TlsRejected { .. } => "tls_rejected",
+            AuditEvent::ConnectionRejected { .. } => "connection_rejected",
+            AuditEvent::AuditSuppressed { .. } => "audit_suppressed",
         }
     }
 }

@@ -71,6 +71,16 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     })
 }
 
+/// The GCRA quota of a rate: `count` at once, one back every `period / count`.
+pub(crate) fn quota(rate: Rate) -> Quota {
+    let burst = NonZeroU32::new(rate.count).unwrap_or(NonZeroU32::MIN);
+    // `Rate` keeps the period at least a second and the count at most a million, so this is at least a
+    // microsecond, never zero.
+    Quota::with_period(rate.period / rate.count.max(1))
+        .unwrap_or_else(|| Quota::per_second(burst))
+        .allow_burst(burst)
+}
+
 /// How often the limiter drops the state of callers it has not seen for a while, in checks.
 const SWEEP_EVERY: usize = 1024;
 
@@ -84,15 +94,9 @@ pub(crate) struct RateLimiter {
 
 impl RateLimiter {
     pub(crate) fn new(rate: Rate) -> Self {
-        let burst = NonZeroU32::new(rate.count).unwrap_or(NonZeroU32::MIN);
-        // `Rate` keeps the period at least a second and the count at most a million, so this is at least a
-        // microsecond, never zero.
-        let quota = Quota::with_period(rate.period / rate.count.max(1))
-            .unwrap_or_else(|| Quota::per_second(burst))
-            .allow_burst(burst);
         RateLimiter {
             rate,
-            limiter: DefaultKeyedRateLimiter::keyed(quota),
+            limiter: DefaultKeyedRateLimiter::keyed(quota(rate)),
             checks: AtomicUsize::new(0),
         }
     }

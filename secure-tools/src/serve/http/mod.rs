@@ -1,6 +1,10 @@
 //! The streamable HTTP runner: a tool set served over MCP streamable HTTP (rmcp's server transport) at `/mcp`, in
 //! axum, behind the checks a server reachable over a network needs.
 //!
+//! Connections are bounded before any request is read (see the `connections` module): a header-read timeout, a
+//! cap on open connections under which the oldest idle one makes room for a new one, and a graceful stop. Records
+//! of refused traffic are throttled (see [`DEFAULT_REJECTION_RECORDS`]); tool calls never are.
+//!
 //! Every request passes, in order:
 //! 1. the Host check (DNS-rebinding protection; loopback names by default) and the Origin check (a browser page
 //!    from anywhere but loopback or the allowlist is refused), each `403`;
@@ -17,9 +21,9 @@
 //!
 //! Each refusal is audited as an `http_rejected` record. A valid token short of a tool's scope reaches the
 //! pipeline, which refuses the call (`missing_scope:...`) and writes its one `tool_call` record; the HTTP answer
-//! then becomes `403` with an `insufficient_scope` challenge (MCP authorization, Scope Challenge Handling), its
-//! body still the JSON-RPC result. In session mode (SSE answers) the head is gone before the tool runs, so there
-//! the refusal is the tool result alone.
+//! then becomes `403` with an `insufficient_scope` challenge (MCP authorization, Scope Challenge Handling) whose
+//! body is a JSON-RPC error carrying the refusal's code (see [`INSUFFICIENT_SCOPE_CODE`]). In session mode (SSE
+//! answers) the head is gone before the tool runs, so there the refusal is the tool result alone.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -38,16 +42,23 @@ use tokio_util::sync::CancellationToken;
 
 pub mod bearer;
 mod challenge;
+mod connections;
 #[cfg(feature = "mtls")]
 pub mod mtls;
+mod rejections;
 
 pub use bearer::{BearerAuth, KeyError, TokenError, VerificationKeys, VerifiedToken};
 pub use challenge::METADATA_PATH;
+pub use connections::{DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_CONNECTIONS};
+pub use rejections::DEFAULT_REJECTION_RECORDS;
+
+use self::connections::{ConnectionLimits, Security};
+use self::rejections::Rejections;
 
 use self::challenge::{Credential, insufficient_scope_challenge, unauthorized_challenge};
 use super::stdio::Signals;
 use super::{Listing, SecureServer, VersionPolicy};
-use crate::audit::{Audit, AuditEvent, shorten_str};
+use crate::audit::{AuditEvent, shorten_str};
 use crate::call::{Caller, Connection, REFUSAL_META_KEY, RefusalNotice};
 use crate::scope::Grant;
 use crate::tool::DefinitionError;
@@ -81,6 +92,16 @@ pub struct HttpConfig {
     pub max_request_body_bytes: usize,
     /// Time allowed until the response head (default 30 s); past it, `408`.
     pub request_timeout: Duration,
+    /// Time a client has to send a request head, on a new connection or an idle one (default 10 s); past it, the
+    /// connection is closed.
+    pub header_read_timeout: Duration,
+    /// How many connections may be open at once (default 1024, and never more than the descriptor limit
+    /// leaves); past it, the oldest idle connection makes room, or the new one is refused.
+    pub max_connections: usize,
+    /// How many records of refused requests, failed handshakes and closed connections are written before the
+    /// rest are counted instead (default [`DEFAULT_REJECTION_RECORDS`]: 50 at once, then 10 a second); `None`
+    /// writes every one.
+    pub rejection_records: Option<crate::call::Rate>,
     /// Stateful sessions with SSE answers (rmcp's legacy session mode) instead of the default stateless JSON
     /// answers.
     pub sessions: bool,
@@ -114,6 +135,9 @@ impl Default for HttpConfig {
             allowed_origins: Vec::new(),
             max_request_body_bytes: DEFAULT_MAX_REQUEST_BODY_BYTES,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            rejection_records: Some(DEFAULT_REJECTION_RECORDS),
             sessions: false,
             server_id: None,
             audit_log: None,
@@ -202,10 +226,11 @@ impl HttpConfig {
         // have finished (or the grace period is over).
         let stop = CancellationToken::new();
         let cancellation = stop.clone();
+        let rejections = Arc::new(Rejections::new(audit.clone(), self.rejection_records));
         let app = {
             let mut routed = self.clone();
             routed.cancellation = stop.clone();
-            router(tools.clone(), &routed)
+            router_with(tools.clone(), &routed, rejections.clone())
         };
 
         let reason = Arc::new(Mutex::new("cancelled"));
@@ -229,41 +254,33 @@ impl HttpConfig {
                 stop.cancel();
             })
         };
-        #[cfg(feature = "mtls")]
-        let served = match &self.mtls {
+        let security = match self.mtls_auth() {
+            #[cfg(feature = "mtls")]
             Some(mtls) => {
-                let listener =
-                    mtls::TlsListener::new(listener, mtls, audit.clone(), cancellation.clone())?;
                 eprintln!(
                     "secure-tools: serving MCP over HTTPS at https://{address}/mcp (mutual TLS)"
                 );
-                axum::serve(
-                    listener,
-                    app.into_make_service_with_connect_info::<mtls::TlsPeer>(),
-                )
-                .with_graceful_shutdown(cancellation.clone().cancelled_owned())
-                .await
+                Security::MutualTls(mtls)
             }
-            None => {
+            _ => {
                 eprintln!("secure-tools: serving MCP over HTTP at http://{address}/mcp");
-                axum::serve(
-                    listener,
-                    app.into_make_service_with_connect_info::<SocketAddr>(),
-                )
-                .with_graceful_shutdown(cancellation.clone().cancelled_owned())
-                .await
+                Security::Plain
             }
         };
-        #[cfg(not(feature = "mtls"))]
-        let served = {
-            eprintln!("secure-tools: serving MCP over HTTP at http://{address}/mcp");
-            axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(cancellation.clone().cancelled_owned())
-            .await
+        let limits = ConnectionLimits {
+            max_connections: self.max_connections,
+            header_read_timeout: self.header_read_timeout,
         };
+        let served = connections::serve(
+            listener,
+            security,
+            app,
+            limits,
+            rejections.clone(),
+            cancellation.clone(),
+        )
+        .await;
+        rejections.flush_counts();
         cancellation.cancel();
         let _ = watcher.await;
         // Every call has its record before the stop record.
@@ -285,10 +302,17 @@ impl HttpConfig {
 
 impl HttpConfig {
     fn has_mtls(&self) -> bool {
-        #[cfg(feature = "mtls")]
-        return self.mtls.is_some();
-        #[cfg(not(feature = "mtls"))]
-        false
+        self.mtls_auth().is_some()
+    }
+
+    #[cfg(feature = "mtls")]
+    fn mtls_auth(&self) -> Option<mtls::MtlsAuth> {
+        self.mtls.clone()
+    }
+
+    #[cfg(not(feature = "mtls"))]
+    fn mtls_auth(&self) -> Option<std::convert::Infallible> {
+        None
     }
 }
 
@@ -304,8 +328,20 @@ pub async fn serve_http<S: Send + Sync + 'static>(
 /// checks described in the [module docs](self). For embedding in an application of your own; [`serve_http`]
 /// runs it.
 pub fn router<S: Send + Sync + 'static>(tools: ToolSet<S>, config: &HttpConfig) -> Router {
+    let rejections = Arc::new(Rejections::new(
+        tools.audit().clone(),
+        config.rejection_records,
+    ));
+    router_with(tools, config, rejections)
+}
+
+fn router_with<S: Send + Sync + 'static>(
+    tools: ToolSet<S>,
+    config: &HttpConfig,
+    rejections: Arc<Rejections>,
+) -> Router {
     let shared = Arc::new(Shared {
-        audit: tools.audit().clone(),
+        rejections,
         auth: config.auth.clone(),
         #[cfg(feature = "mtls")]
         mtls: config.mtls.clone(),
@@ -365,7 +401,7 @@ pub fn router<S: Send + Sync + 'static>(tools: ToolSet<S>, config: &HttpConfig) 
 }
 
 struct Shared {
-    audit: Audit,
+    rejections: Arc<Rejections>,
     auth: Option<BearerAuth>,
     #[cfg(feature = "mtls")]
     mtls: Option<mtls::MtlsAuth>,
@@ -418,9 +454,7 @@ impl Shared {
             method: shorten_str(method.as_str()),
             path: shorten_str(path),
         };
-        if let Err(error) = self.audit.record(event) {
-            tracing::error!(%error, "could not audit a refused HTTP request");
-        }
+        self.rejections.record(event);
     }
 }
 

@@ -30,26 +30,22 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::connect_info::Connected;
-use axum::serve::{IncomingStream, Listener};
 use rustls::RootCertStore;
 use rustls::server::WebPkiClientVerifier;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
-use tokio_util::sync::CancellationToken;
 
-use crate::audit::{Audit, AuditEvent, shorten_str};
+use crate::audit::{AuditEvent, shorten_str};
 use crate::call::Caller;
 use crate::scope::{Grant, ScopeError};
 
-/// How long a client has to complete the TLS handshake by default.
-pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How many TLS handshakes may be in progress at once; further connections wait to be accepted.
-const MAX_CONCURRENT_HANDSHAKES: usize = 256;
+/// How long a client has to complete the TLS handshake by default. A handshake in progress holds a connection
+/// slot like any other connection, and is the first to make room when the slots run out (see the
+/// `serve::http` module docs), so idle connections cannot keep real clients from their handshakes.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why the mTLS setup is not usable.
 #[derive(Debug, thiserror::Error)]
@@ -180,7 +176,7 @@ impl MtlsAuth {
         self
     }
 
-    /// Time allowed for a client's TLS handshake (default 10 s).
+    /// Time allowed for a client's TLS handshake (default 5 s).
     pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
         self.handshake_timeout = timeout;
         self
@@ -272,7 +268,7 @@ fn common_name(certificate: &CertificateDer<'_>) -> Option<String> {
 }
 
 /// The peer of a TLS connection: its address and the certificate it presented, verified against the client CA.
-/// Served as axum's connect info ([`axum::extract::ConnectInfo<TlsPeer>`]).
+/// Put into each request as axum's connect info ([`axum::extract::ConnectInfo<TlsPeer>`]).
 #[derive(Debug, Clone)]
 pub struct TlsPeer {
     /// The remote address.
@@ -281,84 +277,41 @@ pub struct TlsPeer {
     pub certificate: Option<CertificateDer<'static>>,
 }
 
-impl Connected<IncomingStream<'_, TlsListener>> for TlsPeer {
-    fn connect_info(stream: IncomingStream<'_, TlsListener>) -> Self {
-        stream.remote_addr().clone()
+impl MtlsAuth {
+    /// The TLS acceptor and the time a handshake may take.
+    pub(crate) fn acceptor(&self) -> (TlsAcceptor, Duration) {
+        (
+            TlsAcceptor::from(self.server_config.clone()),
+            self.handshake_timeout,
+        )
     }
 }
 
-/// An axum [`Listener`] yielding connections whose TLS handshake, client certificate included, succeeded.
-/// Handshakes run concurrently on tasks of their own, each bounded by the handshake timeout; each failure is
-/// audited as a `tls_rejected` record.
-pub struct TlsListener {
-    incoming: mpsc::Receiver<(TlsStream<TcpStream>, TlsPeer)>,
-    local: SocketAddr,
-}
-
-impl TlsListener {
-    /// Starts accepting on `listener`; stops when `cancellation` is cancelled or the listener is dropped.
-    pub fn new(
-        listener: TcpListener,
-        mtls: &MtlsAuth,
-        audit: Audit,
-        cancellation: CancellationToken,
-    ) -> std::io::Result<Self> {
-        let local = listener.local_addr()?;
-        let (sender, incoming) = mpsc::channel(64);
-        let acceptor = TlsAcceptor::from(mtls.server_config.clone());
-        let timeout = mtls.handshake_timeout;
-        let permits = Arc::new(Semaphore::new(MAX_CONCURRENT_HANDSHAKES));
-        tokio::spawn(async move {
-            loop {
-                let accepted = tokio::select! {
-                    accepted = listener.accept() => accepted,
-                    _ = sender.closed() => return,
-                    _ = cancellation.cancelled() => return,
-                };
-                let (tcp, addr) = match accepted {
-                    Ok(pair) => pair,
-                    Err(error) => {
-                        tracing::warn!(%error, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let Ok(permit) = permits.clone().acquire_owned().await else {
-                    return;
-                };
-                let acceptor = acceptor.clone();
-                let sender = sender.clone();
-                let audit = audit.clone();
-                tokio::spawn(async move {
-                    let _permit = permit;
-                    let outcome = tokio::time::timeout(timeout, acceptor.accept(tcp)).await;
-                    let (reason, detail) = match outcome {
-                        Ok(Ok(stream)) => {
-                            let certificate = stream
-                                .get_ref()
-                                .1
-                                .peer_certificates()
-                                .and_then(|c| c.first())
-                                .map(|c| c.clone().into_owned());
-                            let _ = sender.send((stream, TlsPeer { addr, certificate })).await;
-                            return;
-                        }
-                        Ok(Err(error)) => handshake_failure(&error),
-                        Err(_) => ("handshake_timeout", None),
-                    };
-                    let event = AuditEvent::TlsRejected {
-                        reason,
-                        detail: detail.map(|d| shorten_str(&d)),
-                        peer: addr.to_string(),
-                    };
-                    if let Err(error) = audit.record(event) {
-                        tracing::error!(%error, "could not audit a failed TLS handshake");
-                    }
-                });
-            }
-        });
-        Ok(TlsListener { incoming, local })
-    }
+/// Runs a client's TLS handshake, within `timeout`. On failure, the `tls_rejected` record to write.
+pub(crate) async fn handshake(
+    acceptor: &TlsAcceptor,
+    timeout: Duration,
+    tcp: TcpStream,
+    addr: SocketAddr,
+) -> Result<(TlsStream<TcpStream>, TlsPeer), AuditEvent> {
+    let (reason, detail) = match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+        Ok(Ok(stream)) => {
+            let certificate = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| c.clone().into_owned());
+            return Ok((stream, TlsPeer { addr, certificate }));
+        }
+        Ok(Err(error)) => handshake_failure(&error),
+        Err(_) => ("handshake_timeout", None),
+    };
+    Err(AuditEvent::TlsRejected {
+        reason,
+        detail: detail.map(|d| shorten_str(&d)),
+        peer: addr.to_string(),
+    })
 }
 
 /// Sorts a failed handshake into an audit reason and detail.
@@ -373,26 +326,6 @@ fn handshake_failure(error: &std::io::Error) -> (&'static str, Option<String>) {
         }
         Some(error) => ("handshake_failed", Some(error.to_string())),
         None => ("handshake_failed", Some(error.to_string())),
-    }
-}
-
-impl Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = TlsPeer;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.incoming.recv().await {
-            Some(connection) => connection,
-            // The accept task has stopped (cancelled): wait for the graceful shutdown to end serving.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(TlsPeer {
-            addr: self.local,
-            certificate: None,
-        })
     }
 }
 

@@ -1,0 +1,317 @@
+//! The HTTP runner under abuse, each test an attack reproduced against the real binary: clients that hold
+//! connections open without finishing a request, floods of unauthenticated requests, sessions used by another
+//! identity, protocol versions outside the policy.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+
+const SERVER: &str = env!("CARGO_BIN_EXE_secure-file-server");
+const SECRET: &str = "abuse-secret-0123456789abcdef0123456789";
+const ISSUER: &str = "https://issuer.test";
+
+struct Server {
+    child: Child,
+    resource: String,
+    port: u16,
+    audit_log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    /// The file server over HTTP with bearer authentication; `descriptors` caps its open files (`RLIMIT_NOFILE`).
+    fn start(descriptors: Option<u64>, extra: &[&str]) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        std::fs::write(data.join("greeting.txt"), "hello\n").unwrap();
+        let audit_log = dir.path().join("audit.jsonl");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let resource = format!("http://127.0.0.1:{port}/mcp");
+        let mut command = Command::new(SERVER);
+        command
+            .arg("--data-root")
+            .arg(&data)
+            .arg("--audit-log")
+            .arg(&audit_log)
+            .args(["--http", &format!("127.0.0.1:{port}")])
+            .args(["--issuer", ISSUER, "--resource-url", &resource])
+            .args(extra)
+            .env("MCP_AUTH_HS256_SECRET", SECRET)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if let Some(limit) = descriptors {
+            // SAFETY: `setrlimit` is async-signal-safe; nothing else runs between fork and exec.
+            unsafe {
+                command.pre_exec(move || {
+                    let limit = libc::rlimit {
+                        rlim_cur: limit,
+                        rlim_max: limit,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let mut child = command.spawn().unwrap();
+        common::wait_until_listening(&mut child, "serving MCP over HTTP at", |_| {});
+        Server {
+            child,
+            resource,
+            port,
+            audit_log,
+            _dir: dir,
+        }
+    }
+
+    fn token(&self, subject: &str, scopes: &str) -> String {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let claims = json!({"iss": ISSUER, "aud": self.resource, "sub": subject, "scope": scopes,
+                            "iat": now, "nbf": now, "exp": now + 600});
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap()
+    }
+
+    fn records(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.audit_log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    fn events(&self, event: &str) -> Vec<Value> {
+        self.records()
+            .into_iter()
+            .filter(|r| r["event"] == event)
+            .collect()
+    }
+
+    /// Stops the server as an operator would (SIGTERM), so it flushes its records, and waits for it.
+    fn stop(&mut self) {
+        // SAFETY: a plain signal to our own child.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let started = Instant::now();
+        while self.child.try_wait().unwrap().is_none() {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the server did not stop on SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Raises this test process's own descriptor limit to its hard limit, so it can hold hundreds of connections.
+fn raise_own_descriptor_limit(needed: u64) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain libc calls on a local struct.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
+        if limit.rlim_cur < needed {
+            limit.rlim_cur = limit.rlim_max.min(needed.max(limit.rlim_cur));
+            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
+        }
+    }
+    assert!(
+        limit.rlim_cur >= needed,
+        "this test needs {needed} open files; the hard limit is {}",
+        limit.rlim_max
+    );
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+fn read_call(id: u64) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+           "params": {"name": "read_file", "arguments": {"filename": "greeting.txt"}}})
+}
+
+async fn post(server: &Server, token: Option<&str>, body: &Value) -> reqwest::Response {
+    let mut request = client()
+        .post(&server.resource)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(body.to_string());
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    request.send().await.unwrap()
+}
+
+/// Opens a connection and sends the start of a request, never its end (slowloris).
+fn stall(port: u16) -> Option<TcpStream> {
+    let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut stream = TcpStream::connect_timeout(&address, Duration::from_millis(500)).ok()?;
+    let _ = stream
+        .write_all(b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n");
+    Some(stream)
+}
+
+/// Review finding 1: with no header-read timeout and no connection cap, clients holding half-sent requests
+/// exhausted the server's descriptors (150 under a limit of 128 did it) and real clients were never answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_half_requests_under_a_256_descriptor_limit_do_not_stop_a_valid_call() {
+    raise_own_descriptor_limit(1024);
+    let server = Server::start(Some(256), &[]);
+    let token = server.token("alice", "files.read");
+    let port = server.port;
+    let stalled: Vec<TcpStream> = tokio::task::spawn_blocking(move || {
+        // A server that stops accepting makes connects wait for the kernel's queue: give up on those after 20 s.
+        let started = Instant::now();
+        (0..600)
+            .take_while(|_| started.elapsed() < Duration::from_secs(20))
+            .filter_map(|_| stall(port))
+            .collect()
+    })
+    .await
+    .unwrap();
+    // More than the server has descriptors for, whatever the kernel's queues let through.
+    assert!(
+        stalled.len() >= 300,
+        "only {} connections opened",
+        stalled.len()
+    );
+
+    let answered = tokio::time::timeout(Duration::from_secs(40), async {
+        let response = post(&server, Some(&token), &read_call(1)).await;
+        let status = response.status();
+        (status, response.json::<Value>().await.unwrap())
+    })
+    .await
+    .expect("a valid call must be answered while 600 connections stall");
+    assert_eq!(answered.0, 200, "{}", answered.1);
+    assert_eq!(answered.1["result"]["content"][0]["text"], "hello\n");
+    drop(stalled);
+    // The server is still up and serving.
+    let response = post(&server, Some(&token), &read_call(2)).await;
+    assert_eq!(response.status(), 200);
+}
+
+/// A connection that never finishes its request head is closed once the header-read timeout is over.
+#[test]
+fn a_connection_that_never_finishes_its_request_is_closed() {
+    let server = Server::start(None, &["--http-header-timeout", "1s"]);
+    let mut stream = stall(server.port).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut buffer = [0u8; 1024];
+    let started = Instant::now();
+    // The server answers `408` or just closes; either way the read ends, well before our own 20 s guard.
+    let mut read = Vec::new();
+    loop {
+        match stream.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => read.extend_from_slice(&buffer[..n]),
+            Err(error) => panic!("the stalled connection was not closed: {error}"),
+        }
+    }
+    assert!(started.elapsed() < Duration::from_secs(20));
+    let text = String::from_utf8_lossy(&read);
+    assert!(
+        text.is_empty() || text.starts_with("HTTP/1.1 408"),
+        "{text}"
+    );
+}
+
+/// Review finding 4: unauthenticated refusals were written to the audit trail without a throttle (one client
+/// wrote 5,750 records in 5 s). Now past a rate they are counted, not written, and the count is recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthenticated_refusals_are_throttled_in_the_audit_and_counted() {
+    let mut server = Server::start(None, &[]);
+    const SENT: usize = 1500;
+    let started = Instant::now();
+    let client = client();
+    let mut statuses = Vec::new();
+    for chunk in 0..SENT / 50 {
+        let mut batch = Vec::new();
+        for i in 0..50 {
+            let client = client.clone();
+            let url = server.resource.clone();
+            let body = read_call((chunk * 50 + i) as u64).to_string();
+            batch.push(tokio::spawn(async move {
+                client
+                    .post(url)
+                    .header("content-type", "application/json")
+                    .header("accept", "application/json, text/event-stream")
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+            }));
+        }
+        for task in batch {
+            statuses.push(task.await.unwrap());
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    assert!(statuses.iter().all(|s| *s == 401), "every request refused");
+    // A valid call still works, and is audited.
+    let token = server.token("alice", "files.read");
+    assert_eq!(
+        post(&server, Some(&token), &read_call(1)).await.status(),
+        200
+    );
+    server.stop();
+
+    let written = server.events("http_rejected").len();
+    let suppressed: u64 = server
+        .events("audit_suppressed")
+        .iter()
+        .map(|r| {
+            assert_eq!(r["suppressed_event"], "http_rejected", "{r}");
+            r["count"].as_u64().unwrap()
+        })
+        .sum();
+    // Every refusal is accounted for: written, or counted in a suppression record.
+    assert_eq!(written as u64 + suppressed, SENT as u64);
+    // At most the burst plus the rate over the time the flood took (see `DEFAULT_REJECTION_RECORDS`).
+    let bound = 50.0 + 10.0 * (elapsed + 1.0);
+    assert!(
+        (written as f64) <= bound,
+        "{written} rejection records in {elapsed:.1} s"
+    );
+    assert_eq!(server.events("tool_call").len(), 1);
+    assert_eq!(server.events("server_stop").len(), 1);
+}

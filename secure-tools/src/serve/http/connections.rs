@@ -1,0 +1,409 @@
+//! Serving connections: hyper's HTTP/1.1 server, one task per connection, under three bounds.
+//!
+//! - **A header-read timeout** (hyper's own, [`DEFAULT_HEADER_READ_TIMEOUT`]): a client has that long to send a
+//!   request head, from the moment the connection opens or goes idle after an answer; then it is closed. It bounds
+//!   half-sent requests (slowloris) and idle keep-alive connections alike.
+//! - **A connection cap** ([`DEFAULT_MAX_CONNECTIONS`], and never more than the process's descriptor limit allows):
+//!   when every slot is taken, the oldest connection with no request in progress (one still in its TLS
+//!   handshake, one that has not finished its request head, an idle keep-alive one) is closed to make room; when
+//!   every connection is busy answering, the new one is refused. Clients that open connections and stall cannot
+//!   keep a real client out: it takes the place of one of theirs.
+//! - **A graceful stop**: at shutdown, connections finish the request they are answering and close.
+//!
+//! Connections closed by these bounds are audited as `connection_rejected` (and failed TLS handshakes as
+//! `tls_rejected`), through the throttle of [`Rejections`].
+//!
+//! `axum::serve` has none of these settings; hyper has the first, and the other two are a few lines over it.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
+
+use super::rejections::Rejections;
+use crate::audit::AuditEvent;
+
+/// How long a client has to send a request head, on a new connection or an idle one, unless configured.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How many connections may be open at once, unless configured (or the descriptor limit allows fewer).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Descriptors kept for everything but client connections: the listener, the audit log, files the tools open,
+/// JWKS fetches.
+const RESERVED_DESCRIPTORS: u64 = 64;
+/// How long the stop waits for connections to close after their last answer.
+const STOP_WAIT: Duration = Duration::from_secs(5);
+
+/// The bounds on connections.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ConnectionLimits {
+    pub(crate) max_connections: usize,
+    pub(crate) header_read_timeout: Duration,
+}
+
+impl ConnectionLimits {
+    /// The cap actually applied: the configured one, lowered to what the descriptor limit leaves for connections.
+    pub(crate) fn effective_max(&self) -> usize {
+        let by_descriptors = descriptor_limit()
+            .map(|limit| limit.saturating_sub(RESERVED_DESCRIPTORS).max(8))
+            .and_then(|n| usize::try_from(n).ok())
+            .unwrap_or(usize::MAX);
+        self.max_connections.clamp(1, by_descriptors)
+    }
+}
+
+/// The soft limit on open descriptors, where there is one.
+fn descriptor_limit() -> Option<u64> {
+    #[cfg(unix)]
+    {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: `getrlimit` writes into the struct it is given, nothing else.
+        let read = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+        // `rlim_t` is `u64` on Linux, not everywhere.
+        #[allow(clippy::unnecessary_cast)]
+        let current = limit.rlim_cur as u64;
+        (read == 0 && limit.rlim_cur != libc::RLIM_INFINITY).then_some(current)
+    }
+    #[cfg(not(unix))]
+    None
+}
+
+/// How a connection is secured before HTTP is spoken on it.
+#[derive(Clone)]
+pub(crate) enum Security {
+    Plain,
+    #[cfg(feature = "mtls")]
+    MutualTls(super::mtls::MtlsAuth),
+}
+
+/// The connections open, oldest first.
+struct Registry {
+    max: usize,
+    open: Mutex<BTreeMap<u64, Arc<Connection>>>,
+    next: AtomicU64,
+}
+
+struct Connection {
+    /// Requests being answered (until their response body is done).
+    busy: AtomicUsize,
+    /// Cancelled to close the connection to make room.
+    evict: CancellationToken,
+}
+
+/// A connection's place in the registry, given back when the connection ends.
+struct Slot {
+    id: u64,
+    registry: Arc<Registry>,
+    connection: Arc<Connection>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.registry.lock().remove(&self.id);
+    }
+}
+
+impl Registry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Arc<Connection>>> {
+        self.open.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A slot for a new connection: a free one, or one made by closing the oldest idle connection; `None` when
+    /// every connection is busy.
+    fn admit(self: &Arc<Self>) -> Option<Slot> {
+        let mut open = self.lock();
+        if open.len() >= self.max && !Self::evict_oldest_idle(&mut open) {
+            return None;
+        }
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let connection = Arc::new(Connection {
+            busy: AtomicUsize::new(0),
+            evict: CancellationToken::new(),
+        });
+        open.insert(id, connection.clone());
+        Some(Slot {
+            id,
+            registry: self.clone(),
+            connection,
+        })
+    }
+
+    /// Closes the oldest connection with no request in progress; whether there was one.
+    fn evict_oldest_idle(open: &mut BTreeMap<u64, Arc<Connection>>) -> bool {
+        let idle = open
+            .iter()
+            .find(|(_, c)| c.busy.load(Ordering::Acquire) == 0)
+            .map(|(id, _)| *id);
+        match idle.and_then(|id| open.remove(&id)) {
+            Some(connection) => {
+                connection.evict.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// A request in progress on a connection, until its response body is done or dropped.
+struct Busy(Arc<Connection>);
+
+impl Busy {
+    fn new(connection: &Arc<Connection>) -> Self {
+        connection.busy.fetch_add(1, Ordering::AcqRel);
+        Busy(connection.clone())
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.busy.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Accepts and serves connections until `stop` is cancelled; then lets them finish their answers and close.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    security: Security,
+    app: Router,
+    limits: ConnectionLimits,
+    rejections: Arc<Rejections>,
+    stop: CancellationToken,
+) -> std::io::Result<()> {
+    let registry = Arc::new(Registry {
+        max: limits.effective_max(),
+        open: Mutex::new(BTreeMap::new()),
+        next: AtomicU64::new(0),
+    });
+    let tracker = TaskTracker::new();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = stop.cancelled() => break,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(error) if is_out_of_descriptors(&error) => {
+                // Make room, then wait a moment for the descriptor to be given back.
+                Registry::evict_oldest_idle(&mut registry.lock());
+                tracing::warn!(%error, "out of descriptors; closed the oldest idle connection");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+            // A connection that went away before it was accepted, and the like: nothing to do.
+            Err(error) => {
+                tracing::debug!(%error, "accept failed");
+                continue;
+            }
+        };
+        let Some(slot) = registry.admit() else {
+            rejections.record(AuditEvent::ConnectionRejected {
+                reason: "too_many_connections",
+                peer: peer.to_string(),
+            });
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        tracker.spawn(connection(
+            tcp,
+            peer,
+            slot,
+            security.clone(),
+            app.clone(),
+            limits,
+            rejections.clone(),
+            stop.clone(),
+        ));
+    }
+    drop(listener);
+    tracker.close();
+    let _ = tokio::time::timeout(STOP_WAIT, tracker.wait()).await;
+    Ok(())
+}
+
+fn is_out_of_descriptors(error: &std::io::Error) -> bool {
+    #[cfg(unix)]
+    {
+        matches!(error.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = error;
+        false
+    }
+}
+
+/// One connection: its TLS handshake if any, then HTTP until it closes, is closed to make room, or the server
+/// stops.
+#[allow(clippy::too_many_arguments)]
+async fn connection(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    slot: Slot,
+    security: Security,
+    app: Router,
+    limits: ConnectionLimits,
+    rejections: Arc<Rejections>,
+    stop: CancellationToken,
+) {
+    let evict = slot.connection.evict.clone();
+    let evicted = || {
+        rejections.record(AuditEvent::ConnectionRejected {
+            reason: "evicted_idle",
+            peer: peer.to_string(),
+        })
+    };
+    match security {
+        Security::Plain => {
+            let served = http(tcp, ConnectInfo(peer), &slot, app, limits, &stop);
+            tokio::select! {
+                outcome = served => report(outcome, peer, &rejections),
+                () = evict.cancelled() => evicted(),
+            }
+        }
+        #[cfg(feature = "mtls")]
+        Security::MutualTls(mtls) => {
+            let (acceptor, timeout) = mtls.acceptor();
+            let handshake = tokio::select! {
+                handshake = super::mtls::handshake(&acceptor, timeout, tcp, peer) => handshake,
+                () = evict.cancelled() => return evicted(),
+                () = stop.cancelled() => return,
+            };
+            let (stream, tls_peer) = match handshake {
+                Ok(pair) => pair,
+                Err(event) => return rejections.record(event),
+            };
+            let served = http(stream, ConnectInfo(tls_peer), &slot, app, limits, &stop);
+            tokio::select! {
+                outcome = served => report(outcome, peer, &rejections),
+                () = evict.cancelled() => evicted(),
+            }
+        }
+    }
+}
+
+/// What ended a connection that hyper served: a header-read timeout is audited, anything else (a client that
+/// went away, a malformed request hyper answered `400`) is not.
+fn report(outcome: Result<(), hyper::Error>, peer: SocketAddr, rejections: &Rejections) {
+    if let Err(error) = outcome {
+        if error.is_timeout() {
+            rejections.record(AuditEvent::ConnectionRejected {
+                reason: "header_timeout",
+                peer: peer.to_string(),
+            });
+        } else {
+            tracing::debug!(%error, %peer, "connection ended");
+        }
+    }
+}
+
+/// Speaks HTTP/1.1 on `io` until the connection closes; at `stop`, finishes the request in progress and closes.
+async fn http<I, P>(
+    io: I,
+    info: ConnectInfo<P>,
+    slot: &Slot,
+    app: Router,
+    limits: ConnectionLimits,
+    stop: &CancellationToken,
+) -> Result<(), hyper::Error>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    P: Clone + Send + Sync + 'static,
+{
+    let connection = slot.connection.clone();
+    let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+        let busy = Busy::new(&connection);
+        let mut request = request.map(Body::new);
+        request.extensions_mut().insert(info.clone());
+        let app = app.clone();
+        async move {
+            let Ok(response) = app.oneshot(request).await;
+            // The connection stays busy until the whole body is sent: a stream of events counts as a request
+            // in progress.
+            Ok::<_, Infallible>(response.map(|body| {
+                Body::new(body.map_frame(move |frame| {
+                    let _in_progress = &busy;
+                    frame
+                }))
+            }))
+        }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .keep_alive(true);
+    let served = builder.serve_connection(TokioIo::new(io), service);
+    let mut served = std::pin::pin!(served);
+    tokio::select! {
+        outcome = served.as_mut() => outcome,
+        () = stop.cancelled() => {
+            served.as_mut().graceful_shutdown();
+            served.await
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registry(max: usize) -> Arc<Registry> {
+        Arc::new(Registry {
+            max,
+            open: Mutex::new(BTreeMap::new()),
+            next: AtomicU64::new(0),
+        })
+    }
+
+    #[test]
+    fn a_full_registry_closes_the_oldest_idle_connection_to_admit_a_new_one() {
+        let registry = registry(3);
+        let first = registry.admit().unwrap();
+        let second = registry.admit().unwrap();
+        let third = registry.admit().unwrap();
+        // The first is answering a request; the second is the oldest idle one.
+        let busy = Busy::new(&first.connection);
+        let fourth = registry.admit().expect("room made");
+        assert!(!first.connection.evict.is_cancelled());
+        assert!(second.connection.evict.is_cancelled());
+        assert!(!third.connection.evict.is_cancelled());
+        assert_eq!(registry.lock().len(), 3);
+        // The evicted connection's slot is already given back; dropping it changes nothing.
+        drop(second);
+        assert_eq!(registry.lock().len(), 3);
+        // Every connection busy: the next is refused.
+        let _busy = [Busy::new(&third.connection), Busy::new(&fourth.connection)];
+        assert!(registry.admit().is_none());
+        drop(busy);
+        assert!(registry.admit().is_some(), "the first is idle again");
+    }
+
+    #[test]
+    fn the_cap_never_exceeds_what_the_descriptor_limit_leaves() {
+        let limits = ConnectionLimits {
+            max_connections: usize::MAX,
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+        };
+        let max = limits.effective_max();
+        if let Some(descriptors) = descriptor_limit() {
+            assert!((max as u64) <= descriptors.saturating_sub(RESERVED_DESCRIPTORS).max(8));
+        }
+        assert!(max >= 1);
+    }
+}

@@ -1,0 +1,137 @@
+//! Records of refused traffic, throttled. Refusing a request costs a client nothing, so without a throttle one
+//! client could write thousands of records a second and drown the trail (and the disk) in them. Up to a rate
+//! ([`DEFAULT_REJECTION_RECORDS`], a burst of 50 and 10 a second after it) each refusal is written; past it, each
+//! is counted, and the count is written as an `audit_suppressed` record before the next record that is written,
+//! and at shutdown. Every refusal is accounted for, written or counted.
+//!
+//! Tool calls are never throttled: each has its one record, whatever happens.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use governor::DefaultDirectRateLimiter;
+
+use crate::audit::{Audit, AuditEvent};
+use crate::call::Rate;
+
+/// How many refusal records are written before they are counted instead: 50 at once, then 10 a second.
+pub const DEFAULT_REJECTION_RECORDS: Rate = Rate {
+    count: 50,
+    period: std::time::Duration::from_secs(5),
+};
+
+/// The kinds of refusal throttled, each counted on its own.
+const KINDS: [&str; 3] = ["http_rejected", "tls_rejected", "connection_rejected"];
+
+pub(crate) struct Rejections {
+    audit: Audit,
+    limiter: Option<DefaultDirectRateLimiter>,
+    suppressed: [AtomicU64; KINDS.len()],
+    /// Whether the operator was told that records are being counted; reset once they are written again.
+    warned: AtomicBool,
+}
+
+impl Rejections {
+    /// Refusals recorded at most at `rate`; `None` writes every one.
+    pub(crate) fn new(audit: Audit, rate: Option<Rate>) -> Self {
+        Rejections {
+            audit,
+            limiter: rate
+                .map(|rate| DefaultDirectRateLimiter::direct(crate::call::limits::quota(rate))),
+            suppressed: Default::default(),
+            warned: AtomicBool::new(false),
+        }
+    }
+
+    /// Writes `event` if the rate allows, else counts it.
+    pub(crate) fn record(&self, event: AuditEvent) {
+        let admitted = self
+            .limiter
+            .as_ref()
+            .is_none_or(|limiter| limiter.check().is_ok());
+        if !admitted {
+            let kind = KINDS.iter().position(|k| *k == event.name());
+            if let Some(kind) = kind {
+                self.suppressed[kind].fetch_add(1, Ordering::Relaxed);
+                if !self.warned.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        "refused requests arrive faster than their records are written; counting them instead"
+                    );
+                }
+                return;
+            }
+        }
+        self.flush_counts();
+        self.write(event);
+    }
+
+    /// Writes the counts of records left out, if any.
+    pub(crate) fn flush_counts(&self) {
+        for (kind, count) in KINDS.iter().zip(&self.suppressed) {
+            let count = count.swap(0, Ordering::Relaxed);
+            if count > 0 {
+                self.warned.store(false, Ordering::Relaxed);
+                self.write(AuditEvent::AuditSuppressed {
+                    suppressed_event: kind,
+                    count,
+                });
+            }
+        }
+    }
+
+    fn write(&self, event: AuditEvent) {
+        if let Err(error) = self.audit.record(event) {
+            tracing::error!(%error, "could not audit a refused request");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::MemorySink;
+
+    fn rejected() -> AuditEvent {
+        AuditEvent::HttpRejected {
+            status: 401,
+            reason: "missing_token",
+            detail: None,
+            subject: None,
+            method: "POST".into(),
+            path: "/mcp".into(),
+        }
+    }
+
+    #[test]
+    fn past_the_burst_refusals_are_counted_and_the_count_written() {
+        let sink = MemorySink::default();
+        let audit = Audit::new("test", vec![std::sync::Arc::new(sink.clone())]);
+        let rejections = Rejections::new(
+            audit,
+            Some(Rate::new(5, std::time::Duration::from_secs(3600)).unwrap()),
+        );
+        for _ in 0..20 {
+            rejections.record(rejected());
+        }
+        assert_eq!(sink.records().len(), 5);
+        rejections.flush_counts();
+        let records = sink.records();
+        assert_eq!(records.len(), 6);
+        assert_eq!(records[5]["event"], "audit_suppressed");
+        assert_eq!(records[5]["suppressed_event"], "http_rejected");
+        assert_eq!(records[5]["count"], 15);
+        // Nothing left to count.
+        rejections.flush_counts();
+        assert_eq!(sink.records().len(), 6);
+    }
+
+    #[test]
+    fn without_a_rate_every_refusal_is_written() {
+        let sink = MemorySink::default();
+        let audit = Audit::new("test", vec![std::sync::Arc::new(sink.clone())]);
+        let rejections = Rejections::new(audit, None);
+        for _ in 0..200 {
+            rejections.record(rejected());
+        }
+        assert_eq!(sink.records().len(), 200);
+    }
+}
