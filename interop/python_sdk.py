@@ -184,8 +184,9 @@ class Http:
         raise Mismatch(f"{who}: write_file under files.read returned instead of raising MCPError: {result!r}")
 
     def sessions(self, lifecycle: str, version: str) -> list[tuple[str, str]]:
-        # The HTTP runner answers stateless JSON: no session, so no session records.
-        return []
+        # Every `initialize` is audited as a session's start, over HTTP too; over stateless HTTP a request that
+        # negotiates inline starts no session (each request stands alone).
+        return [(lifecycle, version)] * 2 if lifecycle == "initialize" else []
 
 
 Target = Stdio | Http

@@ -38,6 +38,7 @@
 
 pub mod audit;
 pub mod call;
+#[cfg(feature = "fs")]
 pub mod fs;
 mod grammar;
 mod output;
@@ -76,7 +77,7 @@ pub use tool::{
     ArgsOf, DefinitionError, SCOPES_META_KEY, SecureTool, ToolDefinition, ToolFuture, ToolInput,
 };
 pub use toolset::{
-    DEFAULT_MAX_CONCURRENT_CALLS, DEFAULT_TIMEOUT, ToolOptions, ToolSet, ToolSetBuilder,
+    DEFAULT_MAX_CONCURRENT_CALLS, DEFAULT_TIMEOUT, PlainTool, ToolOptions, ToolSet, ToolSetBuilder,
 };
 
 /// Makes a function a secure tool: JSON Schema, input validation, scope check and audit, in one attribute.

@@ -11,6 +11,7 @@ use crate::call::Refusal as ToolError;
 
 /// A successful handler result, before it is shaped into an MCP `CallToolResult`.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum ToolOutput {
     /// Plain text content.
     Text(String),
@@ -24,6 +25,9 @@ pub enum ToolOutput {
     },
     /// Content blocks as given: images, audio, embedded resources, several of them (see [`ContentBlocks`]).
     Content(Vec<ContentBlock>),
+    /// The whole result a plain rmcp tool's server gave (see
+    /// [`ToolSetBuilder::plain_tool`](crate::ToolSetBuilder::plain_tool)), passed on as it is, `isError` included.
+    Result(CallToolResult),
 }
 
 impl ToolOutput {
@@ -41,6 +45,7 @@ impl ToolOutput {
                 result
             }
             ToolOutput::Content(blocks) => CallToolResult::success(blocks),
+            ToolOutput::Result(result) => result,
         }
     }
 }

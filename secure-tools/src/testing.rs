@@ -191,6 +191,7 @@ impl Called {
             Ok(ToolOutput::Structured { value, .. }) => value.clone(),
             Ok(ToolOutput::Text(text)) => Value::String(text.clone()),
             Ok(ToolOutput::Content(blocks)) => serde_json::to_value(blocks).unwrap_or(Value::Null),
+            Ok(ToolOutput::Result(result)) => serde_json::to_value(result).unwrap_or(Value::Null),
             Err(refusal) => panic!("expected an output, the call was refused: {refusal}"),
         }
     }
@@ -252,4 +253,49 @@ pub fn arguments(value: Value) -> Option<JsonObject> {
 /// A request id for [`CallRequest::with_request_id`].
 pub fn request_id(id: i64) -> RequestId {
     RequestId::Number(id)
+}
+
+/// An HS256 access token for tests (feature `http` too): issued by `issuer` for `audience` (the server's resource
+/// URL), to `subject`, with `scopes` (space-separated, as the `scope` claim), valid for `ttl` from now, signed with
+/// `secret` (the server's `MCP_AUTH_HS256_SECRET`). Real tokens come from your authorization server; this lives
+/// here, out of every production path, so tests and local experiments can mint their own.
+///
+/// ```
+/// let token = secure_tools::testing::hs256_token(
+///     "a-test-secret-of-at-least-32-bytes!!",
+///     "https://issuer.test",
+///     "http://127.0.0.1:8080/mcp",
+///     "alice",
+///     "files.read",
+///     std::time::Duration::from_secs(600),
+/// );
+/// assert_eq!(token.split('.').count(), 3);
+/// ```
+#[cfg(feature = "http")]
+pub fn hs256_token(
+    secret: &str,
+    issuer: &str,
+    audience: &str,
+    subject: &str,
+    scopes: &str,
+    ttl: std::time::Duration,
+) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let claims = serde_json::json!({
+        "iss": issuer,
+        "aud": audience,
+        "sub": subject,
+        "scope": scopes,
+        "iat": now,
+        "nbf": now,
+        "exp": now + ttl.as_secs(),
+    });
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .expect("HS256 signing does not fail")
 }

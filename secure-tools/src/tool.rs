@@ -228,6 +228,53 @@ impl ToolDefinition {
         })
     }
 
+    /// The definition of a plain rmcp tool put under the policy: its name, scopes and redactions. Its schema and
+    /// description are its server's to list. Names and redactions live as long as the process (tool sets are built
+    /// once).
+    pub(crate) fn plain(
+        name: &str,
+        scopes: &[String],
+        unscoped: bool,
+        audit_redact: &[String],
+        read_only: bool,
+    ) -> Result<Self, DefinitionError> {
+        let scopes = scopes
+            .iter()
+            .map(|s| Scope::new(s))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|source| DefinitionError::InvalidScope {
+                tool: name.to_owned(),
+                source,
+            })?;
+        if scopes.is_empty() && !unscoped {
+            return Err(DefinitionError::NoScope {
+                tool: name.to_owned(),
+            });
+        }
+        let leak = |text: &str| -> &'static str { Box::leak(text.to_owned().into_boxed_str()) };
+        let audit_redact: &'static [&'static str] = Box::leak(
+            audit_redact
+                .iter()
+                .map(|r| leak(r))
+                .collect::<Vec<_>>()
+                .into_boxed_slice(),
+        );
+        let mut annotations = ToolAnnotations::new();
+        annotations.read_only_hint = read_only.then_some(true);
+        let mut schema = JsonObject::new();
+        schema.insert("type".into(), "object".into());
+        Ok(ToolDefinition {
+            name: leak(name),
+            title: None,
+            description: None,
+            input_schema: Arc::new(schema),
+            output_schema: None,
+            annotations,
+            scopes,
+            audit_redact,
+        })
+    }
+
     /// The tool's name.
     pub fn name(&self) -> &'static str {
         self.name

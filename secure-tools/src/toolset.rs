@@ -13,7 +13,7 @@ use crate::audit::{self, Audit, AuditSink};
 use crate::call::guard::Guard;
 use crate::call::limits::{ConcurrencyLimit, Rate, RateLimiter};
 use crate::call::panic;
-use crate::call::{Lifecycle, RunFn, run_stages};
+use crate::call::{Lifecycle, RunFn, run_plain, run_stages};
 use crate::scope::Scope;
 use crate::tool::{DefinitionError, SecureTool, ToolDefinition};
 
@@ -37,6 +37,8 @@ pub(crate) struct ToolEntry {
     pub(crate) rate: Option<RateLimiter>,
     pub(crate) concurrency: Option<ConcurrencyLimit>,
     pub(crate) guards: Vec<Arc<dyn Guard>>,
+    /// A plain rmcp tool of the server's, under the policy: not listed or routed by the set.
+    pub(crate) plain: bool,
 }
 
 pub(crate) struct Registered<S> {
@@ -121,6 +123,67 @@ impl ToolOptions {
     }
 }
 
+/// A plain rmcp tool put under the policy: its name as its server lists it, the scopes it requires, the arguments
+/// its records withhold, and its limits. See [`ToolSetBuilder::plain_tool`].
+#[must_use]
+pub struct PlainTool {
+    name: String,
+    scopes: Vec<String>,
+    unscoped: bool,
+    audit_redact: Vec<String>,
+    read_only: bool,
+    options: ToolOptions,
+}
+
+impl PlainTool {
+    /// The tool `name`, requiring nothing yet: give it a scope, or say it needs none.
+    pub fn new(name: impl Into<String>) -> Self {
+        PlainTool {
+            name: name.into(),
+            scopes: Vec::new(),
+            unscoped: false,
+            audit_redact: Vec::new(),
+            read_only: false,
+            options: ToolOptions {
+                timeout: None,
+                rate: None,
+                concurrency: None,
+                guards: Vec::new(),
+            },
+        }
+    }
+
+    /// Requires `scope` (as well as any given before).
+    pub fn scope(mut self, scope: impl Into<String>) -> Self {
+        self.scopes.push(scope.into());
+        self
+    }
+
+    /// Requires no scope: every caller may call it (still audited, still limited).
+    pub fn unscoped(mut self) -> Self {
+        self.unscoped = true;
+        self
+    }
+
+    /// Arguments whose values never reach an audit record (nor, when its server refuses the call, the message).
+    pub fn audit_redact(mut self, names: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.audit_redact.extend(names.into_iter().map(Into::into));
+        self
+    }
+
+    /// The tool changes nothing: no `call_started` record is written before it runs.
+    pub fn read_only(mut self) -> Self {
+        self.read_only = true;
+        self
+    }
+
+    /// Limits and guards of its own.
+    pub fn options(mut self, configure: impl FnOnce(ToolOptions) -> ToolOptions) -> Self {
+        self.options = configure(self.options);
+        self
+    }
+}
+
 /// Builds a [`ToolSet`].
 #[must_use]
 pub struct ToolSetBuilder<S> {
@@ -196,8 +259,58 @@ impl<S: Send + Sync + 'static> ToolSetBuilder<S> {
                     concurrency,
                     guards: options.guards,
                     definition,
+                    plain: false,
                 },
                 run: run_stages::<S, T>,
+            })
+        });
+        self.tools.push(registered);
+        self
+    }
+
+    /// Puts a plain rmcp tool of your server (a `#[tool]` of your own `#[tool_router]`, merged with secure tools)
+    /// under the policy: a server run by this crate's runners calls it through the pipeline, with its scopes, the
+    /// limits and guards, and its audit records, like a secure tool. Its server still lists it and decodes its
+    /// arguments. A tool of your server that is neither a secure tool nor declared here is refused
+    /// (`undeclared_tool`) and hidden from `tools/list`: nothing on a secure server escapes the policy.
+    ///
+    /// ```
+    /// # use secure_tools::{PlainTool, ToolSet};
+    /// let tools = ToolSet::builder(())
+    ///     .plain_tool(PlainTool::new("search_tickets").scope("tickets.read").read_only())
+    ///     .plain_tool(PlainTool::new("ping").unscoped())
+    ///     .build()
+    ///     .unwrap();
+    /// assert!(tools.plain_tool("ping").is_some());
+    /// ```
+    pub fn plain_tool(mut self, tool: PlainTool) -> Self {
+        let registered = ToolDefinition::plain(
+            &tool.name,
+            &tool.scopes,
+            tool.unscoped,
+            &tool.audit_redact,
+            tool.read_only,
+        )
+        .and_then(|definition| {
+            let options = tool.options;
+            let concurrency = options
+                .concurrency
+                .map(|max| concurrency_limit(definition.name(), max))
+                .transpose()?;
+            Ok(Registered {
+                entry: ToolEntry {
+                    allowed: None,
+                    name: Arc::from(definition.name()),
+                    scopes: definition.scopes().into(),
+                    records_start: !tool.read_only,
+                    timeout: options.timeout,
+                    rate: options.rate.map(RateLimiter::new),
+                    concurrency,
+                    guards: options.guards,
+                    definition,
+                    plain: true,
+                },
+                run: run_plain::<S>,
             })
         });
         self.tools.push(registered);
@@ -314,14 +427,51 @@ fn allowed_arguments(schema: &JsonObject) -> Option<BTreeSet<String>> {
 }
 
 impl<S: Send + Sync + 'static> ToolSet<S> {
-    /// The tool definitions, sorted by name.
-    pub fn definitions(&self) -> impl ExactSizeIterator<Item = &ToolDefinition> {
-        self.inner.tools.values().map(|t| &t.entry.definition)
+    /// The definitions of the secure tools, sorted by name (plain tools put under the policy are their server's
+    /// to list; see [`plain_tool`](Self::plain_tool)).
+    pub fn definitions(&self) -> impl Iterator<Item = &ToolDefinition> {
+        self.inner
+            .tools
+            .values()
+            .filter(|t| !t.entry.plain)
+            .map(|t| &t.entry.definition)
     }
 
-    /// The definition of one tool.
+    /// The definition of one secure tool.
     pub fn definition(&self, name: &str) -> Option<&ToolDefinition> {
-        self.inner.tools.get(name).map(|t| &t.entry.definition)
+        self.inner
+            .tools
+            .get(name)
+            .filter(|t| !t.entry.plain)
+            .map(|t| &t.entry.definition)
+    }
+
+    /// What the policy knows of a plain rmcp tool declared with
+    /// [`ToolSetBuilder::plain_tool`]: its name, scopes and redactions.
+    pub fn plain_tool(&self, name: &str) -> Option<&ToolDefinition> {
+        self.inner
+            .tools
+            .get(name)
+            .filter(|t| t.entry.plain)
+            .map(|t| &t.entry.definition)
+    }
+
+    /// The names of the plain tools declared, sorted.
+    pub fn plain_tool_names(&self) -> impl Iterator<Item = &'static str> {
+        self.inner
+            .tools
+            .values()
+            .filter(|t| t.entry.plain)
+            .map(|t| t.entry.definition.name())
+    }
+
+    /// Every scope a tool of the set requires, secure or plain.
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
+    pub(crate) fn all_scopes(&self) -> impl Iterator<Item = &crate::scope::Scope> {
+        self.inner
+            .tools
+            .values()
+            .flat_map(|t| t.entry.definition.scopes().iter())
     }
 
     /// The shared state.

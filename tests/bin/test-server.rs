@@ -149,22 +149,22 @@ async fn main() {
 }
 
 async fn serve_http(address: &str) {
-    use secure_tools::serve::http::HttpConfig;
+    use secure_tools::serve::{Auth, Settings};
     let bind: std::net::SocketAddr = address.parse().expect("an address");
     assert!(bind.ip().is_loopback(), "test-server serves loopback only");
-    let mut config = HttpConfig::default();
-    config.bind = bind;
-    config.anonymous_grant =
-        secure_tools::Grant::parse(&std::env::var("MCP_SCOPES").unwrap_or_default())
-            .expect("MCP_SCOPES");
-    config.audit_log = std::env::var_os("MCP_AUDIT_LOG").map(Into::into);
-    config.server_id = std::env::var("MCP_SERVER_ID").ok();
-    config.limits = secure_tools::serve::CallLimits::from_env().expect("limits");
+    // Everything else (audit log, server id, limits) from the environment, as any server reads it.
+    let from_env = Settings::from_env().await.expect("settings");
+    let grant = secure_tools::Grant::parse(&std::env::var("MCP_SCOPES").unwrap_or_default())
+        .expect("MCP_SCOPES");
+    let mut settings = Settings::http(bind, Auth::None { grant });
+    settings.audit_log = from_env.audit_log;
+    settings.server_id = from_env.server_id;
+    settings.limits = from_env.limits;
     let tools = ToolSet::builder(())
         .tool::<echo>()
         .tool::<slow>()
         .tool::<crunch>();
-    if let Err(err) = config.serve(tools).await {
+    if let Err(err) = settings.serve(tools).await {
         eprintln!("test-server: {err}");
         std::process::exit(1);
     }

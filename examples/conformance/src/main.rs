@@ -11,8 +11,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use secure_tools::Grant;
-use secure_tools::rmcp::model::Implementation;
-use secure_tools::serve::http::{HttpConfig, serve_http};
+use secure_tools::serve::{Auth, Settings, Transport};
 
 /// The scope every fixture tool requires, and the only one every (anonymous) caller holds.
 const SCOPE: &str = "conformance.call";
@@ -45,18 +44,17 @@ async fn main() -> ExitCode {
         "conformance-server: warning: FOR TESTING ONLY: no authentication, every caller is anonymous and holds \
          `{SCOPE}`"
     );
-    let mut config = HttpConfig::default();
-    config.bind = cli.http;
+    let grant = Grant::parse(SCOPE).expect("the scope is valid");
+    let mut settings = Settings::http(cli.http, Auth::None { grant })
+        .server_info("secure-tools-conformance-server", env!("CARGO_PKG_VERSION"));
     // Progress, logging, sampling and elicitation need the call's own SSE stream and a session to route the
     // client's answers back to the waiting tool.
-    config.sessions = true;
-    config.auth = None;
-    config.anonymous_grant = Grant::parse(SCOPE).expect("the scope is valid");
-    config.server_id = Some("conformance-server".into());
-    config.audit_log = cli.audit_log;
-    config.server_info =
-        Implementation::new("secure-tools-conformance-server", env!("CARGO_PKG_VERSION"));
-    match serve_http(tools::all(), config).await {
+    if let Transport::Http(http) = &mut settings.transport {
+        http.sessions = true;
+    }
+    settings.server_id = Some("conformance-server".into());
+    settings.audit_log = cli.audit_log;
+    match settings.serve(tools::all()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("conformance-server: {error}");

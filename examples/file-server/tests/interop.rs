@@ -51,7 +51,7 @@ fn script(shown: &str, command: &mut Command) {
     println!("{}(took {took:.1?})", done.stdout);
 }
 
-/// The HS256 secret the HTTP server verifies tokens with, and `mint-token` signs them with (32 bytes or more).
+/// The HS256 secret the HTTP server verifies tokens with, and the tests sign them with (32 bytes or more).
 const SECRET: &str = "interop-test-secret-0123456789abcdef";
 const ISSUER: &str = "https://issuer.test";
 /// The subject of both tokens, so the caller of every call.
@@ -101,23 +101,16 @@ impl HttpServer {
         }
     }
 
-    /// A token for this server granting `scopes`, from `secure-file-server mint-token`.
+    /// A token for this server granting `scopes` (`secure_tools::testing::hs256_token`).
     fn token(&self, scopes: &str) -> String {
-        let minted = Command::new(SERVER)
-            .args(["mint-token", "--issuer", ISSUER, "--audience", &self.url])
-            .args(["--subject", SUBJECT, "--scopes", scopes])
-            .env("MCP_AUTH_HS256_SECRET", SECRET)
-            .output()
-            .expect("running mint-token");
-        assert!(
-            minted.status.success(),
-            "mint-token failed: {}",
-            String::from_utf8_lossy(&minted.stderr)
-        );
-        String::from_utf8(minted.stdout)
-            .expect("a token is ASCII")
-            .trim()
-            .to_owned()
+        secure_tools::testing::hs256_token(
+            SECRET,
+            ISSUER,
+            &self.url,
+            SUBJECT,
+            scopes,
+            std::time::Duration::from_secs(3600),
+        )
     }
 
     fn records(&self) -> Vec<Value> {
@@ -155,7 +148,7 @@ fn client_over_http(program: &str, args: &[&str]) {
             .current_dir(&root),
     );
     // What the scripts check is the same over both transports; this is what HTTP adds. (`token_id` is not checked:
-    // it is a token's `jti`, and `mint-token` sets none.)
+    // it is a token's `jti`, and the test tokens set none.)
     let records = server.records();
     let calls: Vec<&Value> = records
         .iter()

@@ -456,7 +456,7 @@ fn mtls_options_must_be_complete_and_exclusive_with_bearer() {
     let stderr = run(&["--client-ca", "ca.pem"], &[]);
     assert!(stderr.contains("needs all of --tls-cert"), "{stderr}");
     let stderr = run(&["--mtls-client", "alice=files.read"], &[]);
-    assert!(stderr.contains("--mtls-client needs"), "{stderr}");
+    assert!(stderr.contains("needs all of --tls-cert"), "{stderr}");
     let stderr = run(
         &[
             "--tls-cert",

@@ -78,6 +78,40 @@ pub struct CallRequest {
     /// rmcp's context of the request, when it came through an MCP session: the handler's peer, `_meta`,
     /// cancellation.
     pub rmcp: Option<RequestContext<RoleServer>>,
+    /// For a plain rmcp tool: the handler that runs it, once the pipeline lets the call through.
+    pub(crate) forward: Option<Forward>,
+}
+
+/// The future of a plain rmcp tool's call.
+pub(crate) type ForwardFuture =
+    Pin<Box<dyn Future<Output = Result<CallToolResult, rmcp::ErrorData>> + Send + 'static>>;
+
+/// Runs a plain rmcp tool once, given the call's arguments.
+type ForwardFn = Box<dyn FnOnce(Option<JsonObject>) -> ForwardFuture + Send>;
+
+/// How a plain rmcp tool is run: its server's own `call_tool`, given the call's arguments.
+#[derive(Clone)]
+pub(crate) struct Forward(Arc<std::sync::Mutex<Option<ForwardFn>>>);
+
+impl Forward {
+    pub(crate) fn new(
+        run: impl FnOnce(Option<JsonObject>) -> ForwardFuture + Send + 'static,
+    ) -> Self {
+        Forward(Arc::new(std::sync::Mutex::new(Some(Box::new(run)))))
+    }
+
+    fn take(&self) -> Option<ForwardFn> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
+}
+
+impl std::fmt::Debug for Forward {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Forward")
+    }
 }
 
 impl CallRequest {
@@ -90,6 +124,7 @@ impl CallRequest {
             arguments,
             connection: Connection::default(),
             rmcp: None,
+            forward: None,
         }
     }
 
@@ -285,6 +320,33 @@ impl<S: Send + Sync + 'static> ToolSet<S> {
     }
 }
 
+impl<S: Send + Sync + 'static> ToolSet<S> {
+    /// Refuses a call of a tool its server has but the set does not declare (`undeclared_tool`, outcome
+    /// `denied`), with its one record like any call.
+    pub(crate) async fn refuse_undeclared(&self, request: CallRequest) -> CallResponse {
+        let set = &*self.inner;
+        let (call, _) = Call::begin(set, request);
+        let refusal = Refusal::denied(
+            codes::UNDECLARED_TOOL,
+            "this tool is not under the server's policy, so it is not called",
+        );
+        let call_id = call.context.call_id();
+        match call.finish(Err(refusal)) {
+            Ok(response) => response,
+            // The tool is unknown to the set: `finish` wrote the record and says so.
+            Err(CallError::UnknownTool(_)) => CallResponse {
+                call_id,
+                outcome: Outcome::Denied,
+                result: Err(Refusal::denied(
+                    codes::UNDECLARED_TOOL,
+                    "this tool is not under the server's policy, so it is not called",
+                )),
+                has_output_schema: false,
+            },
+        }
+    }
+}
+
 /// The stages, in order. Each passes or refuses; none writes the `tool_call` record.
 async fn stages<S, T>(
     set: &Inner<S>,
@@ -326,6 +388,64 @@ where
     }
     call.record_start(tool)?;
     invoke::<S, T>(set, tool, call, args).await
+}
+
+/// The stages of a plain rmcp tool's call: the same checks, with the arguments as sent (its server decodes them),
+/// then its server's own handler.
+pub(crate) fn run_plain<'a, 'c, S: Send + Sync + 'static>(
+    set: &'a Inner<S>,
+    tool: &'a Registered<S>,
+    call: &'a mut Call<'c>,
+) -> Pin<Box<dyn Future<Output = Result<ToolOutput, Refusal>> + Send + 'a>> {
+    Box::pin(plain_stages(set, &tool.entry, call))
+}
+
+async fn plain_stages<S: Send + Sync + 'static>(
+    set: &Inner<S>,
+    tool: &ToolEntry,
+    call: &mut Call<'_>,
+) -> Result<ToolOutput, Refusal> {
+    admit(set)?;
+    authorize(tool, call.context.caller())?;
+    let _slots = limit(set, tool, &call.context)?;
+    let mut passes = Vec::new();
+    if !set.guards.is_empty() || !tool.guards.is_empty() {
+        run_guards(set, tool, call, GuardStage::BeforeDecoding, &mut passes).await?;
+        run_guards(set, tool, call, GuardStage::AfterDecoding, &mut passes).await?;
+    }
+    let arguments = call.arguments.as_object().cloned();
+    call.record_start(tool)?;
+    let Some(run) = call.forward.take().and_then(|forward| forward.take()) else {
+        return Err(Refusal::internal(
+            "a plain rmcp tool runs only through the server that defines it",
+        ));
+    };
+    let name = tool.definition.name();
+    let future = panic::catch(name, || run(arguments)).map_err(|()| Refusal::panicked())?;
+    let limit = Deadline {
+        timeout: tool.timeout.unwrap_or(set.timeout),
+        started: call.started,
+    };
+    match contained(name, future, set, &call.context, limit).await {
+        Ok(Ok(result)) => Ok(ToolOutput::Result(result)),
+        Ok(Err(error)) => {
+            // Its server's message may quote an argument (a decoding error does): withheld when any is secret.
+            let message = if tool.definition.audit_redact().is_empty() {
+                std::borrow::Cow::Owned(error.message.into_owned())
+            } else {
+                std::borrow::Cow::Borrowed("the tool's server refused the call")
+            };
+            Err(if error.code == rmcp::model::ErrorCode::INVALID_PARAMS {
+                Refusal::invalid(codes::INVALID_INPUT, message)
+            } else {
+                Refusal::new(codes::TOOL_ERROR, message)
+            })
+        }
+        Err(stopped) => {
+            call.context.cancel_handler();
+            Err(stopped)
+        }
+    }
 }
 
 /// New calls are refused while the set shuts down, and while its audit trail cannot be written.
@@ -563,6 +683,8 @@ pub(crate) struct Call<'s> {
     /// The arguments decoded: every name in them is declared.
     decoded: bool,
     finished: bool,
+    /// For a plain rmcp tool, the handler to run.
+    forward: Option<Forward>,
 }
 
 impl<'s> Call<'s> {
@@ -578,6 +700,7 @@ impl<'s> Call<'s> {
             arguments,
             connection,
             rmcp,
+            forward,
         } = request;
         let tool = set.tools.get(name.as_str());
         let (tool_name, sent_name) = match tool {
@@ -604,6 +727,7 @@ impl<'s> Call<'s> {
             origin: None,
             decoded: false,
             finished: false,
+            forward,
         };
         (call, tool)
     }
@@ -736,6 +860,8 @@ impl<'s> Call<'s> {
 
     fn finish(mut self, result: Result<ToolOutput, Refusal>) -> Result<CallResponse, CallError> {
         let outcome = match &result {
+            // A plain tool's own error result: its content goes to the client as it is.
+            Ok(ToolOutput::Result(result)) if result.is_error == Some(true) => Outcome::Error,
             Ok(_) => Outcome::Ok,
             Err(refusal) => Outcome::from(refusal.kind()),
         };
@@ -744,7 +870,12 @@ impl<'s> Call<'s> {
         {
             tracing::error!(code = refusal.code(), error = %source, "tool failed");
         }
-        let written = self.write_record(outcome, result.as_ref().err().map(Refusal::code));
+        let code = match &result {
+            Err(refusal) => Some(refusal.code()),
+            Ok(_) if outcome == Outcome::Error => Some(codes::TOOL_ERROR),
+            Ok(_) => None,
+        };
+        let written = self.write_record(outcome, code);
         let Some(tool) = self.tool else {
             let name = self.sent_name.take().unwrap_or_default();
             return Err(CallError::UnknownTool(name));

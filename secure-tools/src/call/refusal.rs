@@ -269,6 +269,11 @@ pub mod codes {
     pub const INTERNAL_ERROR: &str = "internal_error";
     /// The handler panicked.
     pub const TOOL_PANICKED: &str = "tool_panicked";
+    /// A plain rmcp tool answered with an error: an `isError` result, or a protocol error of its server.
+    pub const TOOL_ERROR: &str = "tool_error";
+    /// A tool of the server that the tool set neither defines nor declares as a plain tool: under the policy,
+    /// nothing runs that was not declared.
+    pub const UNDECLARED_TOOL: &str = "undeclared_tool";
     /// The audit record could not be written, so the call is refused, or its result withheld (fail closed).
     pub const AUDIT_UNAVAILABLE: &str = "audit_unavailable";
     /// The tool asked the client for input (elicitation) but the client did not declare that capability.

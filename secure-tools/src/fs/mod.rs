@@ -24,6 +24,7 @@
 //! Errors are [`FsError`]s whose messages are safe to show a caller (no paths, no OS error text), and which
 //! convert into a [`ToolError`] with a stable code.
 
+mod args;
 mod content;
 mod name;
 mod temp;
@@ -39,6 +40,7 @@ use cap_std::fs::{Dir, File, Metadata, OpenOptions, Permissions};
 
 use crate::call::Refusal as ToolError;
 
+pub use args::{ROOT_SECTION, RootArgs};
 pub use name::{FileName, FileNameError, MAX_FILE_NAME_LEN};
 
 /// The mode of a file a write creates.

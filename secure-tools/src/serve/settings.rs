@@ -1,9 +1,33 @@
-//! Settings every runner reads the same way.
+//! One settings shape for every runner: identity, audit, limits, versions, transport and authentication.
+//!
+//! [`ServerArgs`] holds the settings as text, the way flags, `MCP_*` environment variables and a TOML config file
+//! give them; [`Settings`] is what they mean, checked. Precedence, highest first: flags, environment variables,
+//! the config file (`--config FILE` or `MCP_CONFIG`), defaults.
+//!
+//! - A binary with clap flattens [`ServerArgs`] into its own parser (feature `cli`; clap reads each flag's
+//!   variable too) and calls [`Settings::from_args`].
+//! - A binary without clap calls [`Settings::from_env`].
+//! - Code that configures a server itself builds [`Settings::stdio`] or [`Settings::http`] and sets fields.
+//!
+//! The config file holds the same settings, named as the flags are (`server-id = "files"`,
+//! `allowed-origins = ["https://app.example.com"]`); tables in it are sections for the application's own settings
+//! ([`Settings::section`]). An unknown key is an error, so a typo is not silently ignored.
 
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use rmcp::model::Implementation;
+use serde::de::DeserializeOwned;
+use tokio_util::sync::CancellationToken;
+
+use super::{DEFAULT_MAX_MESSAGE_BYTES, Listing, VersionPolicy};
 use crate::call::{Rate, parse_duration};
+use crate::scope::Grant;
 use crate::toolset::ToolSetBuilder;
+
+/// How long calls still running at shutdown may take to finish, unless configured: 10 seconds.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// The limits every call of a served tool set gets, on top of what each tool declares: a rate per caller and tool,
 /// a timeout, and how many calls may run at once. Unset fields keep the tool set's defaults (no rate limit, a 60 s
@@ -19,62 +43,7 @@ pub struct CallLimits {
     pub max_concurrent_calls: Option<u32>,
 }
 
-/// A setting that cannot be used: which, and why.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{name}: {message}")]
-pub struct InvalidSetting {
-    /// The variable or flag.
-    pub name: &'static str,
-    /// What is wrong.
-    pub message: String,
-}
-
 impl CallLimits {
-    /// Reads `MCP_RATE_LIMIT`, `MCP_TOOL_TIMEOUT` and `MCP_MAX_CONCURRENT_CALLS`; unset or empty leaves a field
-    /// unset.
-    pub fn from_env() -> Result<Self, InvalidSetting> {
-        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
-        CallLimits::parse(
-            var("MCP_RATE_LIMIT").as_deref(),
-            var("MCP_TOOL_TIMEOUT").as_deref(),
-            var("MCP_MAX_CONCURRENT_CALLS").as_deref(),
-        )
-    }
-
-    /// Parses the three settings as text (`10/min`, `30s`, `16`), as flags or variables give them.
-    pub fn parse(
-        rate: Option<&str>,
-        timeout: Option<&str>,
-        max_concurrent_calls: Option<&str>,
-    ) -> Result<Self, InvalidSetting> {
-        let invalid = |name, message| InvalidSetting { name, message };
-        Ok(CallLimits {
-            rate: rate
-                .map(str::parse)
-                .transpose()
-                .map_err(|message| invalid("MCP_RATE_LIMIT", message))?,
-            timeout: timeout
-                .map(parse_duration)
-                .transpose()
-                .map_err(|message| invalid("MCP_TOOL_TIMEOUT", message))?,
-            max_concurrent_calls: max_concurrent_calls
-                .map(|text| {
-                    text.trim()
-                        .parse::<u32>()
-                        .ok()
-                        .filter(|n| *n >= 1)
-                        .ok_or_else(|| {
-                            format!(
-                                "expected a number of calls, at least 1; got `{}`",
-                                text.escape_debug()
-                            )
-                        })
-                })
-                .transpose()
-                .map_err(|message| invalid("MCP_MAX_CONCURRENT_CALLS", message))?,
-        })
-    }
-
     /// Applies the limits that are set to a tool set.
     pub fn apply<S: Send + Sync + 'static>(
         self,
@@ -93,35 +62,681 @@ impl CallLimits {
     }
 }
 
+/// A setting that cannot be used: which, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{name}: {message}")]
+pub struct InvalidSetting {
+    /// The setting, as its flag and variable name it (`--rate-limit / MCP_RATE_LIMIT`).
+    pub name: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl InvalidSetting {
+    pub(crate) fn new(name: impl Into<String>, message: impl Into<String>) -> Self {
+        InvalidSetting {
+            name: name.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Why settings could not be read or used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SettingsError {
+    /// A setting holds a value that cannot be used, or settings contradict each other.
+    #[error(transparent)]
+    Invalid(#[from] InvalidSetting),
+    /// The config file cannot be read or is not valid.
+    #[error("config file {path}: {reason}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Token verification keys cannot be loaded.
+    #[cfg(feature = "http")]
+    #[error(transparent)]
+    Keys(#[from] super::http::KeyError),
+    /// The mutual TLS setup is not usable.
+    #[cfg(feature = "mtls")]
+    #[error(transparent)]
+    Mtls(#[from] super::http::mtls::MtlsError),
+}
+
+/// A value a setting is given as text (a flag, a variable): parsed, or why not.
+pub(crate) trait FromSetting: Sized {
+    fn from_setting(text: &str, delimiter: Option<char>) -> Result<Self, String>;
+}
+
+macro_rules! from_str_setting {
+    ($($ty:ty => $expected:literal),* $(,)?) => {$(
+        impl FromSetting for $ty {
+            fn from_setting(text: &str, _: Option<char>) -> Result<Self, String> {
+                text.trim().parse().map_err(|_| {
+                    format!(concat!("expected ", $expected, "; got `{}`"), text.escape_debug())
+                })
+            }
+        }
+    )*};
+}
+
+from_str_setting! {
+    u64 => "a number",
+    usize => "a number",
+    u32 => "a number",
+    SocketAddr => "an address and port such as 127.0.0.1:8080",
+}
+
+impl FromSetting for String {
+    fn from_setting(text: &str, _: Option<char>) -> Result<Self, String> {
+        Ok(text.trim().to_owned())
+    }
+}
+
+impl FromSetting for PathBuf {
+    fn from_setting(text: &str, _: Option<char>) -> Result<Self, String> {
+        Ok(PathBuf::from(text))
+    }
+}
+
+impl FromSetting for bool {
+    fn from_setting(text: &str, _: Option<char>) -> Result<Self, String> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "1" | "true" | "yes" | "on" => Ok(true),
+            "0" | "false" | "no" | "off" => Ok(false),
+            _ => Err(format!(
+                "expected true or false; got `{}`",
+                text.escape_debug()
+            )),
+        }
+    }
+}
+
+impl FromSetting for Vec<String> {
+    fn from_setting(text: &str, delimiter: Option<char>) -> Result<Self, String> {
+        Ok(text
+            .split(delimiter.unwrap_or(','))
+            .map(str::trim)
+            .filter(|item| !item.is_empty())
+            .map(str::to_owned)
+            .collect())
+    }
+}
+
+/// A variable's value: unset or blank is `None`.
+pub(crate) fn variable<T: FromSetting>(
+    name: &'static str,
+    flag: &str,
+    delimiter: Option<char>,
+) -> Result<Option<T>, InvalidSetting> {
+    match std::env::var(name) {
+        Ok(text) if !text.trim().is_empty() => T::from_setting(&text, delimiter)
+            .map(Some)
+            .map_err(|message| InvalidSetting::new(format!("{flag} / {name}"), message)),
+        Ok(_) => Ok(None),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => Err(InvalidSetting::new(
+            format!("{flag} / {name}"),
+            "not valid UTF-8",
+        )),
+    }
+}
+
+/// Declares the raw settings once: the struct (a clap `Args` with feature `cli`, each field's variable attached;
+/// deserializable from the config file), reading them from the environment, and layering one set over another.
+macro_rules! settings_args {
+    (
+        $(#[$struct_attr:meta])*
+        pub struct $name:ident {
+            $(
+                $(#[$attr:meta])*
+                $field:ident : $ty:ty $(= env $env:literal $(split $delimiter:literal)?)?
+            ),* $(,)?
+        }
+    ) => {
+        $(#[$struct_attr])*
+        #[derive(Debug, Clone, Default, serde::Deserialize)]
+        #[cfg_attr(feature = "cli", derive(clap::Args))]
+        #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+        #[non_exhaustive]
+        pub struct $name {
+            $(
+                $(#[$attr])*
+                $(#[cfg_attr(feature = "cli", arg(env = $env))])?
+                pub $field: Option<$ty>,
+            )*
+        }
+
+        impl $name {
+            /// The settings given by environment variables.
+            pub fn from_env() -> Result<Self, $crate::serve::InvalidSetting> {
+                Ok($name {
+                    $(
+                        $field: settings_args!(
+                            @variable $ty, stringify!($field) $(, $env ; $($delimiter)?)?
+                        )?,
+                    )*
+                })
+            }
+
+            /// These settings, each unset one taken from `lower`.
+            pub fn or(self, lower: Self) -> Self {
+                $name {
+                    $( $field: self.$field.or(lower.$field), )*
+                }
+            }
+        }
+    };
+    (@variable $ty:ty, $field:expr, $env:literal ; $($delimiter:literal)?) => {
+        $crate::serve::settings::variable::<$ty>(
+            $env,
+            &$crate::serve::settings::flag_of($field),
+            settings_args!(@delimiter $($delimiter)?),
+        )
+    };
+    (@variable $ty:ty, $field:expr) => {
+        Ok::<Option<$ty>, $crate::serve::InvalidSetting>(None)
+    };
+    (@delimiter) => { None };
+    (@delimiter $delimiter:literal) => { Some($delimiter) };
+}
+
+#[cfg_attr(not(feature = "fs"), allow(unused_imports))]
+pub(crate) use settings_args;
+
+/// `--server-id` for `server_id`.
+pub(crate) fn flag_of(field: &str) -> String {
+    format!("--{}", field.replace('_', "-"))
+}
+
+settings_args! {
+    /// A server's settings as text, the way flags, environment variables and a config file give them. Every field
+    /// is optional; [`Settings::from_args`] fills in the defaults and checks the whole.
+    pub struct ServerArgs {
+        /// A TOML file to read settings from; flags and environment variables take precedence over it.
+        #[cfg_attr(feature = "cli", arg(long, value_name = "FILE"))]
+        #[serde(skip)]
+        config: PathBuf = env "MCP_CONFIG",
+        /// The id stamped on every audit record.
+        #[cfg_attr(feature = "cli", arg(long, value_name = "ID"))]
+        server_id: String = env "MCP_SERVER_ID",
+        /// Append audit records to this file (JSON lines). Default: standard error.
+        #[cfg_attr(feature = "cli", arg(long, value_name = "FILE"))]
+        audit_log: PathBuf = env "MCP_AUDIT_LOG",
+        /// The scopes of the one caller on stdio (or, with `--http-insecure-no-auth`, of every caller), comma- or
+        /// space-separated. Unset or empty grants nothing, so every scoped call is denied.
+        #[cfg_attr(feature = "cli", arg(long, value_name = "SCOPES"))]
+        scopes: String = env "MCP_SCOPES",
+        /// The largest incoming message (stdio) or request body (HTTP), in bytes. Default: 4 MiB.
+        #[cfg_attr(feature = "cli", arg(long, value_name = "BYTES"))]
+        max_message_bytes: usize = env "MCP_MAX_MESSAGE_BYTES",
+        /// How often each caller may call each tool, e.g. `60/min` (`10/s`, `1000/hour`); past it, calls are
+        /// refused `rate_limited` with the time to wait. Default: no limit.
+        #[cfg_attr(feature = "cli", arg(long, value_name = "RATE"))]
+        rate_limit: String = env "MCP_RATE_LIMIT",
+        /// How long a tool may run before it is stopped, e.g. `30s` (`500ms`, `2min`); the call is then refused
+        /// `timeout`. Default: 60s.
+        #[cfg_attr(feature = "cli", arg(long, value_name = "DURATION"))]
+        tool_timeout: String = env "MCP_TOOL_TIMEOUT",
+        /// How many calls may run at once; one more is refused `overloaded`. Default: 64.
+        #[cfg_attr(feature = "cli", arg(long, value_name = "N"))]
+        max_concurrent_calls: u32 = env "MCP_MAX_CONCURRENT_CALLS",
+        /// How long calls in flight may take to finish at SIGTERM or SIGINT, e.g. `5s`. Default: 10s.
+        #[cfg_attr(feature = "cli", arg(long, value_name = "DURATION"))]
+        shutdown_grace: String = env "MCP_SHUTDOWN_GRACE",
+        /// Refuse clients asking for a protocol version older than this (e.g. `2025-06-18`).
+        #[cfg_attr(feature = "cli", arg(long, value_name = "VERSION"))]
+        min_protocol_version: String = env "MCP_MIN_PROTOCOL_VERSION",
+        /// Serve MCP over streamable HTTP at this address (`127.0.0.1:8080`) instead of stdio; the endpoint is
+        /// `/mcp`. Needs authentication: bearer tokens (`--issuer`, `--resource-url` and a key) or mutual TLS
+        /// (`--tls-cert`, `--tls-key`, `--client-ca`, `--mtls-client`).
+        #[cfg_attr(feature = "cli", arg(long, value_name = "ADDR"))]
+        http: SocketAddr = env "MCP_HTTP",
+        /// FOR TESTING ONLY (e.g. the MCP conformance suite, which cannot send a token): with `--http`, serve
+        /// without authentication; every caller is anonymous and holds `--scopes`. Loopback addresses only. No
+        /// variable and no config key, so it is never on by accident.
+        #[cfg_attr(feature = "cli", arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL"))]
+        #[serde(skip)]
+        http_insecure_no_auth: bool,
+        /// With `--http`: stateful sessions with streamed (SSE) answers instead of stateless JSON answers.
+        #[cfg_attr(feature = "cli", arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL"))]
+        http_sessions: bool = env "MCP_HTTP_SESSIONS",
+        /// With `--http`: how long a client has to send a request head, on a new or an idle connection. Default:
+        /// 10s.
+        #[cfg_attr(feature = "cli", arg(long, value_name = "DURATION"))]
+        http_header_timeout: String = env "MCP_HTTP_HEADER_TIMEOUT",
+        /// With `--http`: how long a request may take until its answer starts. Default: 30s.
+        #[cfg_attr(feature = "cli", arg(long, value_name = "DURATION"))]
+        http_request_timeout: String = env "MCP_HTTP_REQUEST_TIMEOUT",
+        /// With `--http`: how many connections may be open at once. Default: 1024, and never more than the
+        /// descriptor limit leaves.
+        #[cfg_attr(feature = "cli", arg(long, value_name = "N"))]
+        http_max_connections: usize = env "MCP_HTTP_MAX_CONNECTIONS",
+        /// Browser origins allowed besides loopback ones (`https://app.example.com`); comma-separated in the
+        /// variable.
+        #[cfg_attr(feature = "cli", arg(long = "allowed-origin", value_name = "ORIGIN", value_delimiter = ','))]
+        allowed_origins: Vec<String> = env "MCP_ALLOWED_ORIGINS" split ',',
+        /// Host names accepted in `Host` besides loopback ones (for a server behind a proxy); comma-separated in
+        /// the variable.
+        #[cfg_attr(feature = "cli", arg(long = "allowed-host", value_name = "HOST", value_delimiter = ','))]
+        allowed_hosts: Vec<String> = env "MCP_ALLOWED_HOSTS" split ',',
+        /// The issuer (`iss`) access tokens must come from.
+        #[cfg_attr(feature = "cli", arg(long, value_name = "URL"))]
+        issuer: String = env "MCP_AUTH_ISSUER",
+        /// This server's resource URL, e.g. `https://mcp.example.com/mcp`: the audience (`aud`) tokens must name.
+        #[cfg_attr(feature = "cli", arg(long, value_name = "URL"))]
+        resource_url: String = env "MCP_RESOURCE_URL",
+        /// Authorization servers listed in the protected resource metadata (default: the issuer).
+        #[cfg_attr(feature = "cli", arg(long = "authorization-server", value_name = "URL", value_delimiter = ','))]
+        authorization_servers: Vec<String> = env "MCP_AUTHORIZATION_SERVERS" split ',',
+        /// Verify tokens with the keys of this JWKS file.
+        #[cfg_attr(feature = "cli", arg(long, value_name = "FILE"))]
+        jwks_file: PathBuf = env "MCP_AUTH_JWKS_FILE",
+        /// Verify tokens with the keys of the JWKS at this URL (feature `jwks`), fetched at start and again, at
+        /// most every 30 s, when a token names a key it does not hold. `https://`, or `http://` to a loopback
+        /// host only.
+        #[cfg_attr(feature = "cli", arg(long, value_name = "URL"))]
+        jwks_url: String = env "MCP_AUTH_JWKS_URL",
+        /// Also trust the CA certificate(s) in this PEM file for an `https://` JWKS URL.
+        #[cfg_attr(feature = "cli", arg(long, value_name = "FILE"))]
+        jwks_ca: PathBuf = env "MCP_AUTH_JWKS_CA",
+        /// Verify tokens with this RSA or EC public key (PEM).
+        #[cfg_attr(feature = "cli", arg(long, value_name = "FILE"))]
+        public_key_pem: PathBuf = env "MCP_AUTH_PUBLIC_KEY_PEM",
+        /// The claims a token's scopes are read from, in order (default: `scope`, then `scp`).
+        #[cfg_attr(feature = "cli", arg(long = "scope-claim", value_name = "CLAIM", value_delimiter = ','))]
+        scope_claims: Vec<String> = env "MCP_AUTH_SCOPE_CLAIMS" split ',',
+        /// Accept only tokens typed as access tokens (`typ: at+jwt`, RFC 9068).
+        #[cfg_attr(feature = "cli", arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL"))]
+        require_at_jwt: bool = env "MCP_AUTH_REQUIRE_AT_JWT",
+        /// Mutual TLS: this server's certificate chain (PEM, leaf first). With `--http`, serve HTTPS and
+        /// authenticate callers by client certificate instead of bearer token.
+        #[cfg_attr(feature = "cli", arg(long, value_name = "FILE"))]
+        tls_cert: PathBuf = env "MCP_TLS_CERT",
+        /// Mutual TLS: this server's private key (PEM: PKCS#8, PKCS#1 or SEC1).
+        #[cfg_attr(feature = "cli", arg(long, value_name = "FILE"))]
+        tls_key: PathBuf = env "MCP_TLS_KEY",
+        /// Mutual TLS: the CA certificate(s) (PEM) client certificates must be signed by.
+        #[cfg_attr(feature = "cli", arg(long, value_name = "FILE"))]
+        client_ca: PathBuf = env "MCP_TLS_CLIENT_CA",
+        /// Mutual TLS: map client certificates with subject CN `CN` to the caller `CN` holding `SCOPES`
+        /// (`alice=files.read files.write`). Repeat for each client; in the variable, separate them with `;`.
+        #[cfg_attr(feature = "cli", arg(long = "mtls-client", value_name = "CN=SCOPES", value_delimiter = ';'))]
+        mtls_clients: Vec<String> = env "MCP_MTLS_CLIENTS" split ';',
+    }
+}
+
+/// The HS256 secret comes from this variable only: never a flag, which other users could see, nor the config
+/// file, which tends to be shared.
+pub const HS256_SECRET_VARIABLE: &str = "MCP_AUTH_HS256_SECRET";
+
+/// The settings of a config file: the server's own, and the tables left for the application.
+#[derive(Debug, Clone, Default)]
+struct ConfigFile {
+    path: Option<PathBuf>,
+    sections: toml::Table,
+}
+
+impl ConfigFile {
+    fn read(path: &Path) -> Result<(ServerArgs, ConfigFile), SettingsError> {
+        let error = |reason: String| SettingsError::File {
+            path: path.to_owned(),
+            reason,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| error(e.to_string()))?;
+        let mut table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| error(e.to_string()))?;
+        let sections: toml::Table = table
+            .iter()
+            .filter(|(_, value)| value.is_table())
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect();
+        table.retain(|_, value| !value.is_table());
+        let args =
+            ServerArgs::deserialize(toml::Value::Table(table)).map_err(|e| error(e.to_string()))?;
+        Ok((
+            args,
+            ConfigFile {
+                path: Some(path.to_owned()),
+                sections,
+            },
+        ))
+    }
+}
+
+use serde::Deserialize as _;
+
+/// How a server is reached.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Transport {
+    /// Standard input and output: one client, the process that launched the server.
+    Stdio,
+    /// MCP streamable HTTP (feature `http`).
+    #[cfg(feature = "http")]
+    Http(super::http::HttpSettings),
+}
+
+/// How callers are authenticated: one choice, not several options checked against each other.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Auth {
+    /// Nobody is authenticated, and every caller holds `grant`. On stdio, the one caller on the other end of the
+    /// pipe (named `stdio` in records). Over HTTP, for tests on loopback only: every caller is `anonymous`.
+    None {
+        /// What every caller may do.
+        grant: Grant,
+    },
+    /// Bearer tokens (JWT access tokens), over HTTP.
+    #[cfg(feature = "http")]
+    Bearer(super::http::BearerAuth),
+    /// Client certificates, over HTTPS (feature `mtls`).
+    #[cfg(feature = "mtls")]
+    MutualTls(super::http::mtls::MtlsAuth),
+}
+
+impl Auth {
+    /// The grant of every caller, when nobody is authenticated.
+    pub(crate) fn unauthenticated_grant(&self) -> Option<&Grant> {
+        #[allow(unreachable_patterns)]
+        match self {
+            Auth::None { grant } => Some(grant),
+            _ => None,
+        }
+    }
+}
+
+/// What a server is configured with, checked. See the [module docs](self) for where it comes from.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Settings {
+    /// The id stamped on audit records, if set (else the tool set's own, `secure-tools` by default).
+    pub server_id: Option<String>,
+    /// The name and version announced to clients.
+    pub server_info: Implementation,
+    /// Append audit records to this file instead of the tool set's own sinks (standard error by default).
+    pub audit_log: Option<PathBuf>,
+    /// The protocol versions accepted.
+    pub versions: VersionPolicy,
+    /// Which tools `tools/list` shows.
+    pub listing: Listing,
+    /// Limits on every call: rate, timeout, concurrency.
+    pub limits: CallLimits,
+    /// How long calls still running at shutdown may take to finish before they are stopped.
+    pub shutdown_grace: Duration,
+    /// The largest incoming message (stdio) or request body (HTTP), in bytes.
+    pub max_message_bytes: usize,
+    /// How the server is reached.
+    pub transport: Transport,
+    /// How callers are authenticated.
+    pub auth: Auth,
+    /// Cancelling it stops the server gracefully, as SIGTERM and SIGINT do.
+    pub cancellation: CancellationToken,
+    file: ConfigFile,
+}
+
+impl Settings {
+    /// A server on stdio whose one caller holds `grant`, with defaults for everything else.
+    pub fn stdio(grant: Grant) -> Self {
+        Settings {
+            server_id: None,
+            server_info: Implementation::new("secure-tools", env!("CARGO_PKG_VERSION")),
+            audit_log: None,
+            versions: VersionPolicy::default(),
+            listing: Listing::default(),
+            limits: CallLimits::default(),
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            transport: Transport::Stdio,
+            auth: Auth::None { grant },
+            cancellation: CancellationToken::new(),
+            file: ConfigFile::default(),
+        }
+    }
+
+    /// A server over streamable HTTP at `bind`, authenticating callers as `auth` says, with defaults for
+    /// everything else.
+    #[cfg(feature = "http")]
+    pub fn http(bind: SocketAddr, auth: Auth) -> Self {
+        Settings {
+            transport: Transport::Http(super::http::HttpSettings::new(bind)),
+            auth,
+            ..Settings::stdio(Grant::none())
+        }
+    }
+
+    /// The name and version announced to clients.
+    pub fn server_info(mut self, name: impl Into<String>, version: impl Into<String>) -> Self {
+        self.server_info = Implementation::new(name.into(), version.into());
+        self
+    }
+
+    /// Reads the settings from the environment and the config file `MCP_CONFIG` names, for a binary without
+    /// clap. Keys are loaded (a JWKS URL is fetched) now.
+    pub async fn from_env() -> Result<Self, SettingsError> {
+        Self::from_args(ServerArgs::from_env()?).await
+    }
+
+    /// Checks settings given as flags (with feature `cli`, clap has read each flag's variable as well), layered
+    /// over the config file they name. Keys are loaded (a JWKS URL is fetched) now.
+    pub async fn from_args(args: ServerArgs) -> Result<Self, SettingsError> {
+        let (args, file) = match args.config.clone() {
+            Some(path) => {
+                let (from_file, file) = ConfigFile::read(&path)?;
+                (args.or(from_file), file)
+            }
+            None => (args, ConfigFile::default()),
+        };
+        let mut settings = Self::resolve(args).await?;
+        settings.file = file;
+        Ok(settings)
+    }
+
+    /// The application's own settings: the table `name` of the config file, if there is one, else `T`'s
+    /// defaults. The file server keeps its data root under `[files]`, say.
+    pub fn section<T: DeserializeOwned + Default>(&self, name: &str) -> Result<T, SettingsError> {
+        match self.file.sections.get(name) {
+            Some(value) => T::deserialize(value.clone()).map_err(|e| SettingsError::File {
+                path: self.file.path.clone().unwrap_or_default(),
+                reason: format!("[{name}]: {e}"),
+            }),
+            None => Ok(T::default()),
+        }
+    }
+
+    async fn resolve(args: ServerArgs) -> Result<Self, SettingsError> {
+        let invalid = |name: &str, message: String| {
+            SettingsError::Invalid(InvalidSetting::new(name, message))
+        };
+        let grant = Grant::parse(args.scopes.as_deref().unwrap_or_default())
+            .map_err(|e| invalid("--scopes / MCP_SCOPES", e.to_string()))?;
+        let duration = |text: &Option<String>, name: &str| {
+            text.as_deref()
+                .map(parse_duration)
+                .transpose()
+                .map_err(|message| invalid(name, message))
+        };
+        let limits = CallLimits {
+            rate: args
+                .rate_limit
+                .as_deref()
+                .map(str::parse)
+                .transpose()
+                .map_err(|message| invalid("--rate-limit / MCP_RATE_LIMIT", message))?,
+            timeout: duration(&args.tool_timeout, "--tool-timeout / MCP_TOOL_TIMEOUT")?,
+            max_concurrent_calls: match args.max_concurrent_calls {
+                Some(0) => {
+                    return Err(invalid(
+                        "--max-concurrent-calls / MCP_MAX_CONCURRENT_CALLS",
+                        "expected a number of calls, at least 1; got `0`".into(),
+                    ));
+                }
+                other => other,
+            },
+        };
+        let mut settings = Settings::stdio(grant.clone());
+        settings.server_id = args.server_id.clone();
+        settings.audit_log = args.audit_log.clone();
+        settings.limits = limits;
+        if let Some(grace) = duration(
+            &args.shutdown_grace,
+            "--shutdown-grace / MCP_SHUTDOWN_GRACE",
+        )? {
+            settings.shutdown_grace = grace;
+        }
+        if let Some(max) = args.max_message_bytes {
+            if max < 1024 {
+                return Err(invalid(
+                    "--max-message-bytes / MCP_MAX_MESSAGE_BYTES",
+                    format!("expected a number of bytes, at least 1024; got `{max}`"),
+                ));
+            }
+            settings.max_message_bytes = max;
+        }
+        if let Some(name) = &args.min_protocol_version {
+            settings.versions = VersionPolicy::minimum_named(name).map_err(|message| {
+                invalid("--min-protocol-version / MCP_MIN_PROTOCOL_VERSION", message)
+            })?;
+        }
+        match args.http {
+            None => {
+                let http_only = [
+                    (args.issuer.is_some(), "--issuer"),
+                    (args.resource_url.is_some(), "--resource-url"),
+                    (args.jwks_file.is_some(), "--jwks-file"),
+                    (args.jwks_url.is_some(), "--jwks-url"),
+                    (args.public_key_pem.is_some(), "--public-key-pem"),
+                    (args.tls_cert.is_some(), "--tls-cert"),
+                    (args.tls_key.is_some(), "--tls-key"),
+                    (args.client_ca.is_some(), "--client-ca"),
+                    (args.mtls_clients.is_some(), "--mtls-client"),
+                    (
+                        args.http_insecure_no_auth == Some(true),
+                        "--http-insecure-no-auth",
+                    ),
+                ];
+                if let Some((_, flag)) = http_only.iter().find(|(set, _)| *set) {
+                    return Err(invalid(flag, "only applies with --http / MCP_HTTP".into()));
+                }
+                Ok(settings)
+            }
+            #[cfg(feature = "http")]
+            Some(bind) => super::http::resolve(settings, bind, grant, args).await,
+            #[cfg(not(feature = "http"))]
+            Some(_) => Err(invalid(
+                "--http / MCP_HTTP",
+                "this server is built without the `http` feature".into(),
+            )),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn limits_parse_or_say_which_setting_is_wrong() {
-        let limits = CallLimits::parse(Some("60/min"), Some("30s"), Some("16")).unwrap();
-        assert_eq!(limits.rate, Some("60/min".parse().unwrap()));
-        assert_eq!(limits.timeout, Some(Duration::from_secs(30)));
-        assert_eq!(limits.max_concurrent_calls, Some(16));
+    fn higher_layers_win_field_by_field() {
+        let flags = ServerArgs {
+            server_id: Some("from-flags".into()),
+            ..ServerArgs::default()
+        };
+        let file = ServerArgs {
+            server_id: Some("from-file".into()),
+            rate_limit: Some("5/s".into()),
+            ..ServerArgs::default()
+        };
+        let merged = flags.or(file);
+        assert_eq!(merged.server_id.as_deref(), Some("from-flags"));
+        assert_eq!(merged.rate_limit.as_deref(), Some("5/s"));
+    }
+
+    #[test]
+    fn variables_are_parsed_and_lists_split() {
         assert_eq!(
-            CallLimits::parse(None, None, None).unwrap(),
-            CallLimits::default()
+            Vec::<String>::from_setting("a; b;;c", Some(';')).unwrap(),
+            ["a", "b", "c"]
         );
-        assert_eq!(
-            CallLimits::parse(Some("lots"), None, None)
-                .unwrap_err()
-                .name,
-            "MCP_RATE_LIMIT"
-        );
-        assert_eq!(
-            CallLimits::parse(None, Some("soon"), None)
-                .unwrap_err()
-                .name,
-            "MCP_TOOL_TIMEOUT"
-        );
-        assert_eq!(
-            CallLimits::parse(None, None, Some("0")).unwrap_err().name,
-            "MCP_MAX_CONCURRENT_CALLS"
-        );
+        assert!(bool::from_setting("yes", None).unwrap());
+        assert!(bool::from_setting("maybe", None).is_err());
+        assert!(usize::from_setting("lots", None).is_err());
+    }
+
+    #[tokio::test]
+    async fn each_bad_setting_is_named() {
+        let cases = [
+            (
+                ServerArgs {
+                    rate_limit: Some("lots".into()),
+                    ..Default::default()
+                },
+                "--rate-limit / MCP_RATE_LIMIT",
+            ),
+            (
+                ServerArgs {
+                    tool_timeout: Some("soon".into()),
+                    ..Default::default()
+                },
+                "--tool-timeout / MCP_TOOL_TIMEOUT",
+            ),
+            (
+                ServerArgs {
+                    max_concurrent_calls: Some(0),
+                    ..Default::default()
+                },
+                "--max-concurrent-calls / MCP_MAX_CONCURRENT_CALLS",
+            ),
+            (
+                ServerArgs {
+                    issuer: Some("https://issuer".into()),
+                    ..Default::default()
+                },
+                "--issuer",
+            ),
+        ];
+        for (args, name) in cases {
+            match Settings::from_args(args).await {
+                Err(SettingsError::Invalid(invalid)) => assert_eq!(invalid.name, name),
+                other => panic!("{name}: {other:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_config_file_fills_what_flags_leave_and_keeps_sections() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("server.toml");
+        std::fs::write(
+            &path,
+            "server-id = \"from-file\"\nrate-limit = \"5/s\"\n[files]\ndata-root = \"/srv/data\"\n",
+        )
+        .unwrap();
+        let args = ServerArgs {
+            config: Some(path.clone()),
+            rate_limit: Some("9/s".into()),
+            ..Default::default()
+        };
+        let settings = Settings::from_args(args).await.unwrap();
+        assert_eq!(settings.server_id.as_deref(), Some("from-file"));
+        assert_eq!(settings.limits.rate, Some("9/s".parse().unwrap()));
+        #[derive(serde::Deserialize, Default)]
+        #[serde(rename_all = "kebab-case")]
+        struct Files {
+            data_root: Option<PathBuf>,
+        }
+        let files: Files = settings.section("files").unwrap();
+        assert_eq!(files.data_root, Some(PathBuf::from("/srv/data")));
+
+        std::fs::write(&path, "server-idd = \"typo\"\n").unwrap();
+        let args = ServerArgs {
+            config: Some(path),
+            ..Default::default()
+        };
+        let error = Settings::from_args(args).await.unwrap_err().to_string();
+        assert!(error.contains("server-idd"), "{error}");
     }
 }

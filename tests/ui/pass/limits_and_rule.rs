@@ -49,5 +49,5 @@ mod rules {
 
 fn main() {
     let tools = ToolSet::builder(()).tool::<close_ticket>().build().unwrap();
-    assert_eq!(tools.definitions().len(), 1);
+    assert_eq!(tools.definitions().count(), 1);
 }

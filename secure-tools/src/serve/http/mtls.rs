@@ -18,8 +18,10 @@
 //! let mtls = MtlsAuth::from_pem_files("server.pem".as_ref(), "server.key".as_ref(), "client-ca.pem".as_ref())?
 //!     .client("reader-bot", Grant::parse("files.read")?)
 //!     .client("alice", Grant::parse("files.read files.write")?);
-//! let mut config = secure_tools::serve::http::HttpConfig::default();
-//! config.mtls = Some(mtls);
+//! let settings = secure_tools::serve::Settings::http(
+//!     "0.0.0.0:8443".parse()?,
+//!     secure_tools::serve::Auth::MutualTls(mtls),
+//! );
 //! # Ok(()) }
 //! ```
 

@@ -1,0 +1,86 @@
+//! The root's settings as a binary reads them, the same way as the server's own (see
+//! [`ServerArgs`](crate::serve::ServerArgs)): flags, then variables, then the `[files]` table of the config file.
+
+use std::path::{Path, PathBuf};
+
+use super::{Limits, Root};
+use crate::serve::settings::settings_args;
+use crate::serve::{Settings, SettingsError};
+
+settings_args! {
+    /// Where the confined root is and how much it reads and writes. In the config file, the `[files]` table
+    /// (`data-root = "/srv/data"`).
+    pub struct RootArgs {
+        /// The directory the tools may read and write (files directly inside it, no subdirectories).
+        #[cfg_attr(feature = "cli", arg(long, value_name = "DIR"))]
+        data_root: PathBuf = env "DATA_ROOT",
+        /// The largest file read, in bytes. Default: 1 MiB.
+        #[cfg_attr(feature = "cli", arg(long, value_name = "BYTES"))]
+        max_read_bytes: u64 = env "MAX_READ_BYTES",
+        /// The largest content written, in bytes of UTF-8 after line endings are normalised. Default: 1 MiB.
+        #[cfg_attr(feature = "cli", arg(long, value_name = "BYTES"))]
+        max_write_bytes: u64 = env "MAX_WRITE_BYTES",
+    }
+}
+
+/// The config file's table for the root.
+pub const ROOT_SECTION: &str = "files";
+
+impl RootArgs {
+    /// Opens the root these settings describe, over the config file's `[files]` table. Refuses a root that would
+    /// hold the server's audit log: the tools could read or overwrite it.
+    pub fn open(self, settings: &Settings) -> Result<Root, SettingsError> {
+        let args = self.or(settings.section(ROOT_SECTION)?);
+        let invalid = |message: String| {
+            SettingsError::Invalid(crate::serve::InvalidSetting::new(
+                "--data-root / DATA_ROOT",
+                message,
+            ))
+        };
+        let data_root = args
+            .data_root
+            .ok_or_else(|| invalid("no data root: set DATA_ROOT or pass --data-root DIR".into()))?;
+        let defaults = Limits::default();
+        let limits = Limits {
+            max_read_bytes: args.max_read_bytes.unwrap_or(defaults.max_read_bytes),
+            max_write_bytes: args.max_write_bytes.unwrap_or(defaults.max_write_bytes),
+        };
+        if let Some(log) = &settings.audit_log {
+            refuse_audit_log_inside(log, &data_root).map_err(invalid)?;
+        }
+        Root::open(&data_root, limits).map_err(|e| invalid(e.to_string()))
+    }
+}
+
+/// An audit log inside the data root could be read, or overwritten, through the tools.
+fn refuse_audit_log_inside(log: &Path, data_root: &Path) -> Result<(), String> {
+    let root = data_root
+        .canonicalize()
+        .map_err(|e| format!("data root {}: {e}", data_root.display()))?;
+    let log_abs = if log.is_absolute() {
+        log.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map_err(|e| e.to_string())?
+            .join(log)
+    };
+    // Resolve what exists: the file itself, or else its directory.
+    let resolved = match log_abs.canonicalize() {
+        Ok(path) => path,
+        Err(_) => {
+            let parent = log_abs.parent().unwrap_or(Path::new("/"));
+            let parent = parent
+                .canonicalize()
+                .map_err(|e| format!("audit log directory {}: {e}", parent.display()))?;
+            parent.join(log_abs.file_name().unwrap_or_default())
+        }
+    };
+    if resolved.starts_with(&root) {
+        return Err(format!(
+            "the audit log {} is inside the data root {}; put it elsewhere, where the tools cannot reach it",
+            log.display(),
+            data_root.display()
+        ));
+    }
+    Ok(())
+}

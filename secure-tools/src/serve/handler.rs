@@ -1,0 +1,733 @@
+//! The transport-neutral handler. [`SecureServer`] serves a [`ToolSet`] as an rmcp [`ServerHandler`]; [`Secured`]
+//! puts any rmcp server (a [`SecureServer`], or your own handler with its own tools merged with secure ones) under
+//! the tool set's policy: the version policy on every request, session and version records on every transport,
+//! and every tool call through the pipeline, a plain tool's included.
+
+use std::borrow::Cow;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use rmcp::handler::server::router::tool::{ToolRoute, ToolRouter};
+use rmcp::handler::server::tool::ToolCallContext;
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, ErrorCode, ErrorData, Implementation,
+    InitializeRequestParams, InitializeResult, ListToolsResult, PaginatedRequestParams,
+    ProtocolVersion, ServerCapabilities, ServerConfig, Tool,
+};
+use rmcp::service::{MaybeSendFuture, NotificationContext, RequestContext};
+use rmcp::{RoleServer, ServerHandler};
+
+use super::{Listing, VersionPolicy};
+use crate::audit::AuditEvent;
+use crate::call::{CallError, CallId, CallRequest, Caller, Connection, Forward, SessionState};
+use crate::toolset::ToolSet;
+
+/// An rmcp [`ServerHandler`] serving a [`ToolSet`]: `tools/list`, `tools/call` through the secure pipeline,
+/// `get_tool`, and `logging/setLevel` (so tools can log to the client, see [`ClientLog`](crate::ClientLog)).
+///
+/// The caller of a request is the [`Caller`] found in the request's extensions (an authenticating transport puts
+/// it there), or else the server's default caller (for stdio, the local user with the `MCP_SCOPES` grant; by
+/// default, an anonymous caller holding nothing). What the transport knows of the request's origin comes the same
+/// way, as a [`Connection`].
+///
+/// Serve each session with its own copy, [`SecureServer::for_session`], so that a client's log level stays its own.
+pub struct SecureServer<S> {
+    tools: ToolSet<S>,
+    options: Arc<Options>,
+    session: Arc<SessionState>,
+    session_id: Option<Arc<str>>,
+}
+
+struct Options {
+    default_caller: Caller,
+    listing: Listing,
+    versions: VersionPolicy,
+    info: Implementation,
+    instructions: Option<String>,
+    transport: Option<&'static str>,
+}
+
+impl<S> Clone for SecureServer<S> {
+    fn clone(&self) -> Self {
+        SecureServer {
+            tools: self.tools.clone(),
+            options: self.options.clone(),
+            session: self.session.clone(),
+            session_id: self.session_id.clone(),
+        }
+    }
+}
+
+impl<S: Send + Sync + 'static> SecureServer<S> {
+    /// A server for `tools`, with default options.
+    pub fn new(tools: ToolSet<S>) -> Self {
+        SecureServer {
+            tools,
+            options: Arc::new(Options {
+                default_caller: Caller::anonymous(),
+                listing: Listing::default(),
+                versions: VersionPolicy::default(),
+                info: Implementation::new("secure-tools", env!("CARGO_PKG_VERSION")),
+                instructions: None,
+                transport: None,
+            }),
+            session: Arc::default(),
+            session_id: None,
+        }
+    }
+
+    /// A copy for a new session: the same tools and options, a session state of its own, and, for a transport
+    /// whose sessions have no id of their own (stdio), a new session id for the audit records.
+    pub fn for_session(&self) -> Self {
+        SecureServer {
+            tools: self.tools.clone(),
+            options: self.options.clone(),
+            session: Arc::default(),
+            session_id: self
+                .options
+                .transport
+                .filter(|t| *t == "stdio")
+                .map(|_| Arc::from(CallId::next().to_string())),
+        }
+    }
+
+    fn options_mut(&mut self) -> &mut Options {
+        Arc::get_mut(&mut self.options).expect("options are set before the server is cloned")
+    }
+
+    /// The caller of requests that carry none.
+    pub fn default_caller(mut self, caller: Caller) -> Self {
+        self.options_mut().default_caller = caller;
+        self
+    }
+
+    /// Which tools `tools/list` shows.
+    pub fn listing(mut self, listing: Listing) -> Self {
+        self.options_mut().listing = listing;
+        self
+    }
+
+    /// The protocol versions accepted.
+    pub fn versions(mut self, versions: VersionPolicy) -> Self {
+        self.options_mut().versions = versions;
+        self
+    }
+
+    /// The name and version announced to clients.
+    pub fn server_info(mut self, info: Implementation) -> Self {
+        self.options_mut().info = info;
+        self
+    }
+
+    /// Instructions announced to clients.
+    pub fn instructions(mut self, instructions: impl Into<String>) -> Self {
+        self.options_mut().instructions = Some(instructions.into());
+        self
+    }
+
+    /// The transport's name in audit records (`stdio`, `http`) for requests that do not say.
+    pub fn transport(mut self, name: &'static str) -> Self {
+        self.options_mut().transport = Some(name);
+        self
+    }
+
+    /// The tool set served.
+    pub fn tools(&self) -> &ToolSet<S> {
+        &self.tools
+    }
+
+    /// The version policy.
+    pub fn version_policy(&self) -> &VersionPolicy {
+        &self.options.versions
+    }
+
+    fn caller(&self, context: &RequestContext<RoleServer>) -> Caller {
+        caller_of(context, &self.options.default_caller)
+    }
+
+    fn connection(&self, context: &RequestContext<RoleServer>) -> Connection {
+        let mut connection = connection_of(context);
+        connection.transport = connection.transport.or(self.options.transport);
+        if connection.session_id.is_none() {
+            connection.session_id = self.session_id.clone();
+        }
+        connection.session = Some(self.session.clone());
+        connection
+    }
+}
+
+/// A value an HTTP layer put into the request: directly in rmcp's extensions, or, over streamable HTTP, inside the
+/// `http::request::Parts` rmcp puts there.
+fn from_request<T: Clone + Send + Sync + 'static>(
+    context: &RequestContext<RoleServer>,
+) -> Option<T> {
+    let direct = context.extensions.get::<T>();
+    #[cfg(feature = "http")]
+    let direct = direct.or_else(|| {
+        context
+            .extensions
+            .get::<axum::http::request::Parts>()
+            .and_then(|parts| parts.extensions.get::<T>())
+    });
+    direct.cloned()
+}
+
+fn caller_of(context: &RequestContext<RoleServer>, default: &Caller) -> Caller {
+    from_request::<Caller>(context).unwrap_or_else(|| default.clone())
+}
+
+/// What the transport put into the request about its origin; over a transport that says nothing (stdio, a
+/// session in process), the client's own `initialize` may be trusted for its name.
+fn connection_of(context: &RequestContext<RoleServer>) -> Connection {
+    from_request::<Connection>(context).unwrap_or_else(|| Connection {
+        trust_peer_info: true,
+        ..Connection::default()
+    })
+}
+
+/// A call through the pipeline, as an rmcp tool answer. The request moves into the call before the future is
+/// made, so it is not copied along with it.
+fn call_through_pipeline<'a, S: Send + Sync + 'static>(
+    tools: &'a ToolSet<S>,
+    caller: Caller,
+    connection: Connection,
+    name: Cow<'static, str>,
+    arguments: Option<rmcp::model::JsonObject>,
+    context: RequestContext<RoleServer>,
+) -> impl Future<Output = Result<CallToolResponse, ErrorData>> + Send + 'a {
+    let request = CallRequest::new(caller, name.into_owned(), arguments)
+        .with_connection(connection)
+        .with_rmcp_context(context);
+    let call = tools.call(request);
+    async move {
+        match call.await {
+            Ok(response) => Ok(CallToolResponse::Complete(response.into_call_tool_result())),
+            Err(CallError::UnknownTool(_)) => {
+                Err(ErrorData::invalid_params("tool not found", None))
+            }
+        }
+    }
+}
+
+impl<S: Send + Sync + 'static> ServerHandler for SecureServer<S> {
+    fn get_info(&self) -> ServerConfig {
+        #[allow(deprecated)]
+        // logging is deprecated by SEP-2577 but part of every released revision
+        let capabilities = ServerCapabilities::builder()
+            .enable_tools()
+            .enable_logging()
+            .build();
+        let mut config =
+            InitializeResult::new(capabilities).with_server_info(self.options.info.clone());
+        if let Some(instructions) = &self.options.instructions {
+            config = config.with_instructions(instructions.clone());
+        }
+        config
+    }
+
+    fn supported_protocol_versions(&self) -> Cow<'static, [ProtocolVersion]> {
+        Cow::Owned(self.options.versions.accepted.clone())
+    }
+
+    async fn initialize(
+        &self,
+        request: InitializeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<InitializeResult, ErrorData> {
+        let versions = &self.options.versions;
+        if versions.strict && !versions.accepted.contains(&request.protocol_version) {
+            return Err(ErrorData::unsupported_protocol_version(
+                request.protocol_version.clone(),
+                &versions.accepted,
+            ));
+        }
+        context.peer.set_peer_info(request.clone());
+        self.negotiate_initialize(&request)
+    }
+
+    #[allow(deprecated)] // logging is deprecated by SEP-2577 but part of every released revision
+    async fn set_level(
+        &self,
+        request: rmcp::model::SetLevelRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        self.session.set_log_level(request.level);
+        Ok(())
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        let caller = self.caller(&context);
+        let tools: Vec<Tool> = self
+            .tools
+            .definitions()
+            .filter(|definition| match self.options.listing {
+                Listing::All => true,
+                Listing::CallableOnly => caller.grant().check(definition.scopes()).is_ok(),
+            })
+            .map(|definition| definition.to_rmcp_tool())
+            .collect();
+        Ok(ListToolsResult::with_all_items(tools))
+    }
+
+    fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> impl Future<Output = Result<CallToolResponse, ErrorData>> + MaybeSendFuture + '_ {
+        let caller = self.caller(&context);
+        let connection = self.connection(&context);
+        call_through_pipeline(
+            &self.tools,
+            caller,
+            connection,
+            request.name,
+            request.arguments,
+            context,
+        )
+    }
+
+    fn get_tool(&self, name: &str) -> Option<Tool> {
+        self.tools.definition(name).map(|d| d.to_rmcp_tool())
+    }
+}
+
+impl<S: Send + Sync + 'static> ToolSet<S> {
+    /// Routes for an existing rmcp server: merge them into the router of your `#[tool_router]`
+    /// (`Self::tool_router() + tools.tool_router(caller)`), and your handler serves secure tools next to its own.
+    ///
+    /// Each call goes through the secure pipeline. Its caller is the [`Caller`] in the request's extensions, or
+    /// else `default_caller`. A tool that logs to the client does so at `info` and above, unless the request's
+    /// `_meta` says otherwise: `logging/setLevel` is your server's to answer.
+    pub fn tool_router<H: Send + Sync + 'static>(&self, default_caller: Caller) -> ToolRouter<H> {
+        let mut router = ToolRouter::new();
+        for definition in self.definitions() {
+            let tools = self.clone();
+            let default_caller = default_caller.clone();
+            router.add_route(ToolRoute::new_dyn(
+                definition.to_rmcp_tool(),
+                move |context: ToolCallContext<'_, H>| {
+                    let tools = tools.clone();
+                    let caller = caller_of(&context.request_context, &default_caller);
+                    let connection = connection_of(&context.request_context);
+                    Box::pin(async move {
+                        call_through_pipeline(
+                            &tools,
+                            caller,
+                            connection,
+                            context.name,
+                            context.arguments,
+                            context.request_context,
+                        )
+                        .await
+                    })
+                },
+            ));
+        }
+        router
+    }
+}
+
+/// Any rmcp server under the policy of a tool set: what the runners serve. Wrap your own handler (its plain tools
+/// merged with secure ones, see [`ToolSet::tool_router`]) with [`Secured::new`], or let
+/// [`Settings::serve_with`](super::Settings::serve_with) do it.
+///
+/// On top of what the inner handler does, it:
+/// - enforces the version policy on every request: `initialize` asking for a version outside a strict policy,
+///   and any later request made under one (its `_meta` version, or over HTTP its `MCP-Protocol-Version`, taken as
+///   `2025-03-26` when absent, as the specification says), are refused, and audited `version_rejected`;
+/// - audits the start of each session (`session`);
+/// - calls secure tools through the inner handler (which routes them to the pipeline), plain tools declared with
+///   [`ToolSetBuilder::plain_tool`](crate::ToolSetBuilder::plain_tool) through the pipeline around the inner
+///   handler's own `call_tool`, and refuses every other tool of the inner handler (`undeclared_tool`, audited),
+///   which `tools/list` does not show either.
+pub struct Secured<H, S> {
+    inner: H,
+    secure: SecureServer<S>,
+    /// Whether this instance serves a session (stdio, HTTP sessions) rather than one stateless request: it then
+    /// records the session's start once.
+    sessions: bool,
+    /// Whether it writes `session` and `version_rejected` records (a transport that writes them itself does not).
+    records_lifecycle: bool,
+    session_started: AtomicBool,
+}
+
+impl<H, S> Secured<H, S>
+where
+    H: ServerHandler + Clone,
+    S: Send + Sync + 'static,
+{
+    /// `inner` under the policy of `secure`'s tool set, with `secure`'s default caller, listing and versions.
+    pub fn new(inner: H, secure: SecureServer<S>) -> Self {
+        Secured {
+            inner,
+            secure,
+            sessions: true,
+            records_lifecycle: true,
+            session_started: AtomicBool::new(false),
+        }
+    }
+
+    /// An instance that serves one stateless request rather than a session.
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
+    pub(crate) fn stateless(mut self) -> Self {
+        self.sessions = false;
+        self
+    }
+
+    /// Leaves `session` and `version_rejected` records to the transport.
+    pub(crate) fn without_lifecycle_records(mut self) -> Self {
+        self.records_lifecycle = false;
+        self
+    }
+
+    /// The handler inside.
+    pub fn inner(&self) -> &H {
+        &self.inner
+    }
+
+    fn record(&self, event: AuditEvent) {
+        if !self.records_lifecycle {
+            return;
+        }
+        if let Err(error) = self.secure.tools().audit().record(event) {
+            tracing::error!(%error, "could not audit a session event");
+        }
+    }
+
+    fn refuse_version(&self, context: &RequestContext<RoleServer>, error: &ErrorData) {
+        let data = error.data.clone().unwrap_or(serde_json::Value::Null);
+        self.record(AuditEvent::VersionRejected {
+            request_id: Some(context.id.clone()),
+            requested: data
+                .get("requested")
+                .cloned()
+                .unwrap_or(serde_json::Value::Null),
+            supported: data
+                .get("supported")
+                .cloned()
+                .unwrap_or(serde_json::Value::Null),
+        });
+    }
+
+    /// The version a request is made under, when it says: its `_meta`, else over HTTP its header (absent, the
+    /// specification's default).
+    fn requested_version(context: &RequestContext<RoleServer>) -> Option<ProtocolVersion> {
+        if let Some(version) = context.meta.protocol_version() {
+            return Some(version);
+        }
+        #[cfg(feature = "http")]
+        if let Some(parts) = context.extensions.get::<axum::http::request::Parts>() {
+            let header = parts
+                .headers
+                .get("mcp-protocol-version")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or(ProtocolVersion::V_2025_03_26.as_str());
+            return serde_json::from_value(serde_json::Value::String(header.to_owned())).ok();
+        }
+        None
+    }
+
+    /// Refuses a request made under a version outside a strict policy.
+    fn check_version(&self, context: &RequestContext<RoleServer>) -> Result<(), ErrorData> {
+        let policy = self.secure.version_policy();
+        if !policy.is_strict() {
+            return Ok(());
+        }
+        let Some(requested) = Self::requested_version(context) else {
+            return Ok(());
+        };
+        if policy.accepted().contains(&requested) {
+            return Ok(());
+        }
+        let error = ErrorData::unsupported_protocol_version(requested, policy.accepted());
+        self.refuse_version(context, &error);
+        Err(error)
+    }
+
+    /// The first request of a session that negotiates inline (no `initialize`, its version in `_meta`) starts it.
+    fn note_inline_session(&self, context: &RequestContext<RoleServer>) {
+        if !self.sessions || self.session_started.load(Ordering::Relaxed) {
+            return;
+        }
+        let Some(version) = context.meta.protocol_version() else {
+            return;
+        };
+        if self.session_started.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let client = context.meta.get("io.modelcontextprotocol/clientInfo");
+        let field = |name: &str| {
+            client
+                .and_then(|c| c.get(name))
+                .and_then(|v| v.as_str())
+                .map(crate::audit::shorten_str)
+        };
+        self.record(AuditEvent::Session {
+            lifecycle: "stateless",
+            protocol_version: version.to_string(),
+            client_name: field("name"),
+            client_version: field("version"),
+        });
+    }
+
+    async fn initialize_checked(
+        &self,
+        request: InitializeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<InitializeResult, ErrorData> {
+        let policy = self.secure.version_policy();
+        if policy.is_strict() && !policy.accepted().contains(&request.protocol_version) {
+            let error = ErrorData::unsupported_protocol_version(
+                request.protocol_version.clone(),
+                policy.accepted(),
+            );
+            self.refuse_version(&context, &error);
+            return Err(error);
+        }
+        let client_name = crate::audit::shorten_str(&request.client_info.name);
+        let client_version = crate::audit::shorten_str(&request.client_info.version);
+        let request_context = context.clone();
+        let answer = self.inner.initialize(request, context).await;
+        match &answer {
+            Ok(result) => {
+                self.session_started.store(true, Ordering::Relaxed);
+                self.record(AuditEvent::Session {
+                    lifecycle: "initialize",
+                    protocol_version: result.protocol_version.to_string(),
+                    client_name: Some(client_name),
+                    client_version: Some(client_version),
+                });
+            }
+            Err(error) if error.code == ErrorCode::UNSUPPORTED_PROTOCOL_VERSION => {
+                self.refuse_version(&request_context, error);
+            }
+            Err(_) => {}
+        }
+        answer
+    }
+
+    /// What every request but `initialize` and `ping` passes first: the version policy, and the session's start.
+    fn admit_request(&self, context: &RequestContext<RoleServer>) -> Result<(), ErrorData> {
+        self.check_version(context)?;
+        self.note_inline_session(context);
+        Ok(())
+    }
+
+    async fn call_tool_checked(
+        &self,
+        params: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        self.admit_request(&context)?;
+        let tools = self.secure.tools();
+        if tools.definition(&params.name).is_some() {
+            return self.inner.call_tool(params, context).await;
+        }
+        let declared = tools.plain_tool(&params.name).is_some();
+        let undeclared = !declared && self.inner.get_tool(&params.name).is_some();
+        let caller = self.secure.caller(&context);
+        let connection = self.secure.connection(&context);
+        let mut call = CallRequest::new(caller, params.name.to_string(), params.arguments.clone())
+            .with_connection(connection)
+            .with_rmcp_context(context.clone());
+        if undeclared {
+            tracing::warn!(tool = %params.name, "a tool of the server not declared to the tool set was refused");
+            let response = tools.refuse_undeclared(call).await;
+            return Ok(CallToolResponse::Complete(response.into_call_tool_result()));
+        }
+        if declared {
+            let inner = self.inner.clone();
+            let mut params = params;
+            call.forward = Some(Forward::new(move |arguments| {
+                // The plain handler gets a token of its own, cancelled when the pipeline stops its call.
+                let mut context = context;
+                let token = context.ct.child_token();
+                context.ct = token.clone();
+                params.arguments = arguments;
+                Box::pin(async move {
+                    let _stop = token.drop_guard();
+                    match inner.call_tool(params, context).await? {
+                        CallToolResponse::Complete(result) => Ok(result),
+                        _ => Err(ErrorData::internal_error(
+                            "a plain tool under the policy must answer at once (no input request, no task)",
+                            None,
+                        )),
+                    }
+                })
+            }));
+        }
+        match tools.call(call).await {
+            Ok(response) => Ok(CallToolResponse::Complete(response.into_call_tool_result())),
+            Err(CallError::UnknownTool(_)) => {
+                Err(ErrorData::invalid_params("tool not found", None))
+            }
+        }
+    }
+
+    async fn list_tools_checked(
+        &self,
+        request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        self.admit_request(&context)?;
+        let caller = self.secure.caller(&context);
+        let mut list = self.inner.list_tools(request, context).await?;
+        let tools = self.secure.tools();
+        let callable_only = self.secure.options.listing == Listing::CallableOnly;
+        list.tools.retain_mut(|tool| {
+            let (definition, plain) = match tools.definition(&tool.name) {
+                Some(definition) => (definition, false),
+                None => match tools.plain_tool(&tool.name) {
+                    Some(definition) => (definition, true),
+                    None => return false,
+                },
+            };
+            if plain {
+                let mut meta = tool.meta.clone().unwrap_or_default();
+                meta.0.insert(
+                    crate::tool::SCOPES_META_KEY.into(),
+                    definition
+                        .scopes()
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .into(),
+                );
+                tool.meta = Some(meta);
+            }
+            !callable_only || caller.grant().check(definition.scopes()).is_ok()
+        });
+        Ok(list)
+    }
+}
+
+/// Requests passed on to the inner handler once admitted (version policy, session start).
+macro_rules! admitted {
+    ($($(#[$attr:meta])* $name:ident($param:ty) -> $out:ty;)*) => {$(
+        $(#[$attr])*
+        async fn $name(
+            &self,
+            request: $param,
+            context: RequestContext<RoleServer>,
+        ) -> Result<$out, ErrorData> {
+            self.admit_request(&context)?;
+            self.inner.$name(request, context).await
+        }
+    )*};
+}
+
+/// Notifications passed on as they are.
+macro_rules! notified {
+    ($($name:ident($param:ty);)*) => {$(
+        async fn $name(&self, notification: $param, context: NotificationContext<RoleServer>) {
+            self.inner.$name(notification, context).await
+        }
+    )*};
+}
+
+impl<H, S> ServerHandler for Secured<H, S>
+where
+    H: ServerHandler + Clone,
+    S: Send + Sync + 'static,
+{
+    async fn ping(&self, context: RequestContext<RoleServer>) -> Result<(), ErrorData> {
+        self.inner.ping(context).await
+    }
+
+    async fn initialize(
+        &self,
+        request: InitializeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<InitializeResult, ErrorData> {
+        self.initialize_checked(request, context).await
+    }
+
+    fn supported_protocol_versions(&self) -> Cow<'static, [ProtocolVersion]> {
+        Cow::Owned(self.secure.version_policy().accepted().to_vec())
+    }
+
+    async fn discover(
+        &self,
+        context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::DiscoverResult, ErrorData> {
+        self.inner.discover(context).await
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        self.call_tool_checked(request, context).await
+    }
+
+    async fn list_tools(
+        &self,
+        request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        self.list_tools_checked(request, context).await
+    }
+
+    fn get_tool(&self, name: &str) -> Option<Tool> {
+        let tools = self.secure.tools();
+        let declared = tools.definition(name).is_some() || tools.plain_tool(name).is_some();
+        declared.then(|| self.inner.get_tool(name)).flatten()
+    }
+
+    admitted! {
+        complete(rmcp::model::CompleteRequestParams) -> rmcp::model::CompleteResult;
+        #[allow(deprecated)]
+        set_level(rmcp::model::SetLevelRequestParams) -> ();
+        get_prompt(rmcp::model::GetPromptRequestParams) -> rmcp::model::GetPromptResponse;
+        list_prompts(Option<PaginatedRequestParams>) -> rmcp::model::ListPromptsResult;
+        list_resources(Option<PaginatedRequestParams>) -> rmcp::model::ListResourcesResult;
+        list_resource_templates(Option<PaginatedRequestParams>) -> rmcp::model::ListResourceTemplatesResult;
+        read_resource(rmcp::model::ReadResourceRequestParams) -> rmcp::model::ReadResourceResponse;
+        #[allow(deprecated)]
+        subscribe(rmcp::model::SubscribeRequestParams) -> ();
+        #[allow(deprecated)]
+        unsubscribe(rmcp::model::UnsubscribeRequestParams) -> ();
+        on_custom_request(rmcp::model::CustomRequest) -> rmcp::model::CustomResult;
+        get_task(rmcp::model::GetTaskParams) -> rmcp::model::GetTaskResult;
+        update_task(rmcp::model::UpdateTaskParams) -> ();
+        cancel_task(rmcp::model::CancelTaskParams) -> ();
+        list_skills(Option<PaginatedRequestParams>) -> rmcp::model::ListSkillsResult;
+        get_skill(rmcp::model::GetSkillRequestParams) -> rmcp::model::GetSkillResult;
+        read_resource_directory(rmcp::model::ReadResourceDirectoryRequestParams) -> rmcp::model::ReadResourceDirectoryResult;
+    }
+
+    fn accepted_subscription_filter(
+        &self,
+        requested: &rmcp::model::SubscriptionFilter,
+    ) -> Option<rmcp::model::SubscriptionFilter> {
+        self.inner.accepted_subscription_filter(requested)
+    }
+
+    async fn listen(&self, context: rmcp::service::SubscriptionContext) -> Result<(), ErrorData> {
+        self.inner.listen(context).await
+    }
+
+    notified! {
+        on_cancelled(rmcp::model::CancelledNotificationParam);
+        on_progress(rmcp::model::ProgressNotificationParam);
+        on_custom_notification(rmcp::model::CustomNotification);
+    }
+
+    async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
+        self.inner.on_initialized(context).await
+    }
+
+    async fn on_roots_list_changed(&self, context: NotificationContext<RoleServer>) {
+        self.inner.on_roots_list_changed(context).await
+    }
+
+    fn get_info(&self) -> ServerConfig {
+        self.inner.get_info()
+    }
+}

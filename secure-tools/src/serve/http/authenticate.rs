@@ -1,0 +1,384 @@
+//! Who is calling: the caller of a request over mutual TLS, from its certificate, or from its bearer token; what
+//! the connection tells of it; and the answer to a call refused for a missing scope.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::challenge::{self, Credential, insufficient_scope_challenge, unauthorized_challenge};
+#[cfg(feature = "mtls")]
+use super::mtls;
+use super::{BearerAuth, Shared, Subject};
+use crate::audit::{AuditEvent, shorten_str};
+use crate::call::{Caller, Connection, REFUSAL_META_KEY, RefusalNotice};
+
+/// The caller of a request over mutual TLS, from its verified client certificate; `403` when it maps to none.
+#[cfg(feature = "mtls")]
+#[allow(clippy::result_large_err)]
+fn mtls_caller(
+    shared: &Shared,
+    mtls: &mtls::MtlsAuth,
+    head: &Head<'_>,
+) -> Result<Caller, Response> {
+    use axum::extract::ConnectInfo;
+    let certificate = head
+        .extensions
+        .get::<ConnectInfo<mtls::TlsPeer>>()
+        .and_then(|info| info.0.certificate.as_ref());
+    let refused = match certificate.map(|c| mtls.caller(c)) {
+        Some(Ok(caller)) => return Ok(caller),
+        Some(Err(Some(cn))) => ("unknown_client", None, Some(cn)),
+        Some(Err(None)) => ("unknown_client", Some("no_common_name"), None),
+        // Only when the router is served without the TLS listener.
+        None => ("missing_client_certificate", None, None),
+    };
+    Err(shared.reject(
+        StatusCode::FORBIDDEN,
+        refused.0,
+        refused.1,
+        refused.2,
+        head.method,
+        head.uri.path(),
+    ))
+}
+
+/// What authentication reads of a request: its head, never its body (which is not `Sync`).
+struct Head<'a> {
+    method: &'a axum::http::Method,
+    uri: &'a axum::http::Uri,
+    headers: &'a axum::http::HeaderMap,
+    #[cfg_attr(not(feature = "mtls"), allow(dead_code))]
+    extensions: &'a axum::http::Extensions,
+}
+
+/// What the HTTP layer knows of a request's origin, for the handler and the audit records.
+fn connection(shared: &Shared, request: &Request, token_id: Option<String>) -> Connection {
+    use axum::extract::ConnectInfo;
+    let remote_addr = request
+        .extensions()
+        .get::<ConnectInfo<std::net::SocketAddr>>()
+        .map(|info| info.0);
+    #[cfg(feature = "mtls")]
+    let remote_addr = remote_addr.or_else(|| {
+        request
+            .extensions()
+            .get::<ConnectInfo<mtls::TlsPeer>>()
+            .map(|info| info.0.addr)
+    });
+    Connection {
+        transport: Some("http"),
+        remote_addr,
+        session_id: request
+            .headers()
+            .get("mcp-session-id")
+            .and_then(|v| v.to_str().ok())
+            .map(|id| Arc::from(shorten_str(id))),
+        token_id: token_id.map(|id| Arc::from(shorten_str(&id))),
+        // Without sessions, rmcp fills the client's description with placeholders: only `_meta` may name the
+        // client.
+        trust_peer_info: shared.sessions,
+        session: None,
+    }
+}
+
+/// Who a request comes from, or the answer refusing it.
+struct Identified {
+    /// The caller the transport vouches for; `None` without authentication (the handler's default caller).
+    caller: Option<Caller>,
+    token_id: Option<String>,
+}
+
+/// The caller of a request: from its client certificate, its bearer token, or no one (no authentication).
+#[allow(clippy::result_large_err)]
+async fn identify(shared: &Shared, head: Head<'_>) -> Result<Identified, Response> {
+    #[cfg(feature = "mtls")]
+    if let Some(mtls) = &shared.mtls {
+        return mtls_caller(shared, mtls, &head).map(|caller| Identified {
+            caller: Some(caller),
+            token_id: None,
+        });
+    }
+    let Some(auth) = &shared.auth else {
+        return Ok(Identified {
+            caller: None,
+            token_id: None,
+        });
+    };
+    let method = head.method;
+    let path = head.uri.path();
+    let refuse = |detail: Option<&'static str>, presented: bool| {
+        let reason = if presented {
+            "invalid_token"
+        } else {
+            "missing_token"
+        };
+        let mut response =
+            shared.reject(StatusCode::UNAUTHORIZED, reason, detail, None, method, path);
+        if let Ok(value) = HeaderValue::from_str(&unauthorized_challenge(auth, presented)) {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, value);
+        }
+        response
+    };
+    match challenge::bearer_token(head.headers, head.uri) {
+        // A token in the query string is never used (RFC 6750 section 2.3 is not supported; the MCP spec forbids
+        // it), only noted.
+        Credential::None => {
+            let detail = challenge::query_has_token(head.uri).then_some("query_token_ignored");
+            Err(refuse(detail, false))
+        }
+        Credential::Malformed => Err(refuse(Some("malformed"), true)),
+        // RFC 6750 section 3.1: a request that uses more than one method is `400 invalid_request`.
+        Credential::Ambiguous => {
+            let mut response = shared.reject(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                Some("more_than_one_credential"),
+                None,
+                method,
+                path,
+            );
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer error=\"invalid_request\""),
+            );
+            Err(response)
+        }
+        Credential::Token(token) => match auth.authenticate(token).await {
+            Ok(verified) => Ok(Identified {
+                caller: Some(verified.caller),
+                token_id: verified.token_id,
+            }),
+            Err(error) => Err(refuse(Some(error.code()), true)),
+        },
+    }
+}
+
+/// The `MCP-Protocol-Version` of a request outside a strict policy: `400` (the transport's rule for an unsupported
+/// version), audited `version_rejected`. A request without the header is left to the handler, which takes it as
+/// `2025-03-26` unless it says otherwise in `_meta`.
+#[allow(clippy::result_large_err)]
+fn check_version_header(shared: &Shared, request: &Request) -> Result<(), Response> {
+    if !shared.versions.is_strict() {
+        return Ok(());
+    }
+    let Some(value) = request.headers().get("mcp-protocol-version") else {
+        return Ok(());
+    };
+    let requested = value.to_str().unwrap_or("").trim();
+    if shared
+        .versions
+        .accepted()
+        .iter()
+        .any(|v| v.as_str() == requested)
+    {
+        return Ok(());
+    }
+    let supported: Vec<&str> = shared
+        .versions
+        .accepted()
+        .iter()
+        .map(|v| v.as_str())
+        .collect();
+    let event = AuditEvent::VersionRejected {
+        request_id: None,
+        requested: serde_json::Value::String(shorten_str(requested)),
+        supported: supported.clone().into(),
+    };
+    if let Err(error) = shared.audit.record(event) {
+        tracing::error!(%error, "could not audit a refused protocol version");
+    }
+    Err((
+        StatusCode::BAD_REQUEST,
+        format!(
+            "Bad Request: unsupported MCP-Protocol-Version `{}`; supported: {}",
+            shorten_str(requested).escape_debug(),
+            supported.join(", ")
+        ),
+    )
+        .into_response())
+}
+
+/// Authentication on `/mcp` (the mutual TLS caller, or else bearer authentication), then the checks that need
+/// the caller: the protocol version, and, with sessions, that the session is the caller's own.
+pub(super) async fn authenticate(
+    State(shared): State<Arc<Shared>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let head = Head {
+        method: request.method(),
+        uri: request.uri(),
+        headers: request.headers(),
+        extensions: request.extensions(),
+    };
+    let identified = match identify(&shared, head).await {
+        Ok(identified) => identified,
+        Err(response) => return response,
+    };
+    if let Err(response) = check_version_header(&shared, &request) {
+        return response;
+    }
+    let subject = identified
+        .caller
+        .as_ref()
+        .map(|c| Subject(c.id().to_owned()));
+    let session_id = request
+        .headers()
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let owner = identified
+        .caller
+        .as_ref()
+        .map_or_else(|| Arc::from("anonymous"), |c| c.id_shared().clone());
+    if shared.sessions
+        && let Some(id) = &session_id
+        && shared.owners.owner(id).is_some_and(|known| known != owner)
+    {
+        // Another identity's session: answered as a session that does not exist, so its existence is not told.
+        return shared.reject(
+            StatusCode::NOT_FOUND,
+            "session_not_owned",
+            None,
+            Some(owner.to_string()),
+            request.method(),
+            request.uri().path(),
+        );
+    }
+    let deleting = request.method() == axum::http::Method::DELETE;
+    let connection = connection(&shared, &request, identified.token_id);
+    if let Some(caller) = identified.caller {
+        request.extensions_mut().insert(caller);
+    }
+    request.extensions_mut().insert(connection);
+    let response = next.run(request).await;
+    if shared.sessions {
+        match &session_id {
+            None => {
+                if let Some(created) = response
+                    .headers()
+                    .get("mcp-session-id")
+                    .and_then(|v| v.to_str().ok())
+                {
+                    shared.owners.bind(created, owner);
+                }
+            }
+            Some(id) if deleting && response.status().is_success() => shared.owners.release(id),
+            Some(_) => {}
+        }
+    }
+    let mut response = match (&shared.auth, subject.is_some()) {
+        (Some(auth), true) => match scopes_refused(response).await {
+            (_, Some(refusal)) => insufficient_scope_answer(auth, refusal),
+            (response, None) => response,
+        },
+        _ => response,
+    };
+    if let Some(subject) = subject {
+        response.extensions_mut().insert(subject);
+    }
+    response
+}
+
+/// The largest JSON answer read back for a refusal; a refusal is far smaller, so a larger answer is passed on
+/// unread.
+const MAX_REFUSAL_BYTES: u64 = 64 * 1024;
+
+/// The JSON-RPC error code of a call refused for a missing scope over HTTP (an implementation-defined server error
+/// that no SDK gives a meaning of its own).
+pub const INSUFFICIENT_SCOPE_CODE: i32 = -32003;
+
+/// A tool call refused for a missing scope, read from the JSON answer.
+struct ScopeRefusal {
+    id: serde_json::Value,
+    notice: RefusalNotice,
+    scopes: Vec<String>,
+}
+
+/// Reads a JSON answer for a tool result refused for a missing scope: its id and its typed [`RefusalNotice`].
+/// Streamed (SSE) answers, whose head is sent before the tool runs, and large ones pass unread.
+async fn scopes_refused(response: Response) -> (Response, Option<ScopeRefusal>) {
+    use axum::body::{Body, HttpBody};
+    let json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    let small = response
+        .body()
+        .size_hint()
+        .upper()
+        .is_some_and(|n| n <= MAX_REFUSAL_BYTES);
+    if response.status() != StatusCode::OK || !json || !small {
+        return (response, None);
+    }
+    let (parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_REFUSAL_BYTES as usize).await else {
+        return (Response::from_parts(parts, Body::empty()), None);
+    };
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        id: serde_json::Value,
+        result: Option<AnswerResult>,
+    }
+    #[derive(serde::Deserialize)]
+    struct AnswerResult {
+        #[serde(rename = "_meta")]
+        meta: Option<serde_json::Map<String, serde_json::Value>>,
+    }
+    let refusal = serde_json::from_slice::<Answer>(&bytes)
+        .ok()
+        .and_then(|answer| {
+            let notice = answer.result?.meta?.remove(REFUSAL_META_KEY)?;
+            let notice = serde_json::from_value::<RefusalNotice>(notice).ok()?;
+            let scopes = notice.required_scopes.clone()?;
+            Some(ScopeRefusal {
+                id: answer.id,
+                notice,
+                scopes,
+            })
+        });
+    (Response::from_parts(parts, Body::from(bytes)), refusal)
+}
+
+/// The answer to a call refused for a missing scope, in the form the MCP authorization specification asks for
+/// (Runtime Insufficient Scope Errors: `403` with an `insufficient_scope` challenge naming every scope the tool
+/// requires) and the official SDK clients process: its body is a JSON-RPC *error* (code
+/// [`INSUFFICIENT_SCOPE_CODE`], the refusal's code as the message, the typed notice as data), which the Python
+/// SDK hands the application as an `MCPError`, where a result in a non-2xx answer would be dropped; and the
+/// challenge's `error_description` carries the code too, which the TypeScript SDK v2 surfaces. Clients with an OAuth
+/// provider step up to the scopes named and retry.
+fn insufficient_scope_answer(auth: &BearerAuth, refusal: ScopeRefusal) -> Response {
+    let body = serde_json::json!({
+        "jsonrpc": "2.0",
+        "id": refusal.id,
+        "error": {
+            "code": INSUFFICIENT_SCOPE_CODE,
+            "message": refusal.notice.code,
+            "data": refusal.notice,
+        }
+    });
+    let mut response = (StatusCode::FORBIDDEN, axum::Json(body)).into_response();
+    let challenge = insufficient_scope_challenge(auth, &refusal.scopes, &refusal.notice.code);
+    if let Ok(value) = HeaderValue::from_str(&challenge) {
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, value);
+    }
+    response
+}
+
+/// The protected resource metadata (RFC 9728).
+pub(super) async fn metadata(State(shared): State<Arc<Shared>>) -> Response {
+    match &shared.auth {
+        Some(auth) => {
+            axum::Json(challenge::resource_metadata(auth, &shared.scopes_supported)).into_response()
+        }
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}

@@ -1,0 +1,188 @@
+//! The checks every request passes before anything else: Host (DNS rebinding), Origin (browsers), the declared
+//! body size, and the time until the answer starts. Each refusal is audited (through the throttle of
+//! `Rejections`).
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::Response;
+
+use super::{Shared, Subject};
+
+/// Host, Origin, body size and timeout, for every route.
+pub(super) async fn guard(
+    State(shared): State<Arc<Shared>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let headers = request.headers();
+    if !shared.allowed_hosts.is_empty() {
+        let host = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| request.uri().authority().map(|a| a.as_str()));
+        if !host.is_some_and(|h| host_allowed(&shared.allowed_hosts, h)) {
+            return shared.reject(
+                StatusCode::FORBIDDEN,
+                "host_not_allowed",
+                None,
+                None,
+                &method,
+                &path,
+            );
+        }
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let allowed = origin
+            .to_str()
+            .is_ok_and(|o| origin_allowed(&shared.allowed_origins, o));
+        if !allowed {
+            return shared.reject(
+                StatusCode::FORBIDDEN,
+                "origin_not_allowed",
+                None,
+                None,
+                &method,
+                &path,
+            );
+        }
+    }
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > shared.max_request_body_bytes as u64) {
+        return shared.reject(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            None,
+            None,
+            &method,
+            &path,
+        );
+    }
+    let response = match tokio::time::timeout(shared.request_timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            return shared.reject(
+                StatusCode::REQUEST_TIMEOUT,
+                "timeout",
+                None,
+                None,
+                &method,
+                &path,
+            );
+        }
+    };
+    if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        let subject = response.extensions().get::<Subject>().map(|s| s.0.clone());
+        shared.audit_rejection(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            None,
+            subject,
+            &method,
+            &path,
+        );
+    }
+    response
+}
+
+/// Splits `host[:port]` (IPv6 in brackets) into its lowercase host and port.
+fn split_authority(authority: &str) -> (String, Option<&str>) {
+    let authority = authority.trim();
+    if let Some(rest) = authority.strip_prefix('[') {
+        let (host, after) = rest.split_once(']').unwrap_or((rest, ""));
+        let port = after.strip_prefix(':');
+        return (host.to_ascii_lowercase(), port);
+    }
+    match authority.rsplit_once(':') {
+        // A bare IPv6 address has several colons and no port.
+        Some((host, port)) if !host.contains(':') => (host.to_ascii_lowercase(), Some(port)),
+        _ => (authority.to_ascii_lowercase(), None),
+    }
+}
+
+fn host_allowed(allowed: &[String], host: &str) -> bool {
+    let (name, port) = split_authority(host);
+    allowed.iter().any(|entry| {
+        let (entry_name, entry_port) = split_authority(entry);
+        entry_name == name && (entry_port.is_none() || entry_port == port)
+    })
+}
+
+fn is_loopback(host: &str) -> bool {
+    host == "localhost"
+        || host == "::1"
+        || host
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// An Origin is accepted when its host is loopback (over http or https) or it is on the allowlist.
+fn origin_allowed(allowed: &[String], origin: &str) -> bool {
+    let origin = origin.trim().trim_end_matches('/').to_ascii_lowercase();
+    let parsed = origin
+        .split_once("://")
+        .filter(|(scheme, _)| *scheme == "http" || *scheme == "https");
+    if let Some((_, authority)) = parsed
+        && !authority.contains('/')
+        && is_loopback(&split_authority(authority).0)
+    {
+        return true;
+    }
+    allowed.iter().any(|entry| {
+        if let Some(prefix) = entry.strip_suffix(":*") {
+            origin == prefix
+                || origin
+                    .strip_prefix(prefix)
+                    .and_then(|rest| rest.strip_prefix(':'))
+                    .is_some_and(|port| {
+                        !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit())
+                    })
+        } else {
+            origin == *entry
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_match_by_name_and_optional_port() {
+        let allowed: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
+        assert!(host_allowed(&allowed, "127.0.0.1:8080"));
+        assert!(host_allowed(&allowed, "LOCALHOST"));
+        assert!(host_allowed(&allowed, "[::1]:80"));
+        assert!(!host_allowed(&allowed, "evil.example"));
+        assert!(!host_allowed(&allowed, "127.0.0.1.evil.example:8080"));
+        let pinned: Vec<String> = vec!["mcp.example.com:443".into()];
+        assert!(host_allowed(&pinned, "mcp.example.com:443"));
+        assert!(!host_allowed(&pinned, "mcp.example.com:8443"));
+    }
+
+    #[test]
+    fn origins_other_than_loopback_need_the_allowlist() {
+        let none: Vec<String> = Vec::new();
+        assert!(origin_allowed(&none, "http://localhost:5173"));
+        assert!(origin_allowed(&none, "http://127.0.0.1"));
+        assert!(origin_allowed(&none, "https://[::1]:3000"));
+        assert!(!origin_allowed(&none, "https://evil.example"));
+        assert!(!origin_allowed(&none, "null"));
+        assert!(!origin_allowed(&none, "http://localhost.evil.example"));
+        let list: Vec<String> = vec![
+            "https://app.example.com".into(),
+            "http://dev.example:*".into(),
+        ];
+        assert!(origin_allowed(&list, "https://app.example.com"));
+        assert!(!origin_allowed(&list, "https://app.example.com:8443"));
+        assert!(origin_allowed(&list, "http://dev.example:9000"));
+        assert!(!origin_allowed(&list, "http://dev.example.evil:9000"));
+    }
+}

@@ -1,0 +1,85 @@
+//! Sessions belong to the identity that opened them (HTTP session mode). A request naming another identity's
+//! session, to post into it, read its stream or delete it, is answered `404` as if the session did not exist, and
+//! audited `http_rejected` with reason `session_not_owned`.
+//!
+//! The owners are kept beside rmcp's session manager, and pruned of sessions it no longer holds whenever their
+//! number has doubled since the last pruning, so the map stays as large as the live sessions, give or take.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+
+/// Sessions by id, each with the identity that opened it.
+pub(super) struct Owners {
+    owners: Mutex<Map>,
+    manager: Arc<LocalSessionManager>,
+}
+
+struct Map {
+    owners: HashMap<String, Arc<str>>,
+    /// The size at which the map is next pruned.
+    prune_at: usize,
+}
+
+/// Never prune below this many sessions.
+const MIN_PRUNE_AT: usize = 64;
+
+impl Owners {
+    pub(super) fn new(manager: Arc<LocalSessionManager>) -> Self {
+        Owners {
+            owners: Mutex::new(Map {
+                owners: HashMap::new(),
+                prune_at: MIN_PRUNE_AT,
+            }),
+            manager,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Map> {
+        self.owners.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Who opened the session `id`, if it is known.
+    pub(super) fn owner(&self, id: &str) -> Option<Arc<str>> {
+        self.lock().owners.get(id).cloned()
+    }
+
+    /// The session `id` was just opened by `owner`.
+    pub(super) fn bind(&self, id: &str, owner: Arc<str>) {
+        let mut map = self.lock();
+        map.owners.insert(id.to_owned(), owner);
+        if map.owners.len() >= map.prune_at {
+            // Sessions rmcp dropped (expired, closed) leave the map. If the manager is busy, next time.
+            if let Ok(live) = self.manager.sessions.try_read() {
+                map.owners.retain(|id, _| live.contains_key(id.as_str()));
+            }
+            map.prune_at = (map.owners.len() * 2).max(MIN_PRUNE_AT);
+        }
+    }
+
+    /// The session `id` was deleted.
+    pub(super) fn release(&self, id: &str) {
+        self.lock().owners.remove(id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owners_of_sessions_the_manager_dropped_are_pruned() {
+        let owners = Owners::new(Arc::new(LocalSessionManager::default()));
+        for i in 0..MIN_PRUNE_AT - 1 {
+            owners.bind(&format!("s{i}"), Arc::from("alice"));
+        }
+        assert_eq!(owners.owner("s0").as_deref(), Some("alice"));
+        // The manager holds none of them: the bind that reaches the threshold prunes them all.
+        owners.bind("last", Arc::from("bob"));
+        assert!(owners.owner("s0").is_none());
+        assert_eq!(owners.lock().owners.len(), 0);
+        owners.release("last");
+        assert!(owners.owner("last").is_none());
+    }
+}

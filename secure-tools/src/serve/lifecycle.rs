@@ -1,0 +1,283 @@
+//! The lifecycle every runner shares: build the tool set, write the start record, serve until the input ends, a
+//! signal (SIGTERM, SIGINT) arrives or the settings' cancellation token is cancelled; then give the calls in
+//! flight their grace, stop, and write the stop record after every call's own, flushed.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use rmcp::ServerHandler;
+use tokio_util::sync::CancellationToken;
+
+use super::settings::{Settings, Transport};
+use super::{SecureServer, VersionPolicy};
+use crate::audit::AuditEvent;
+use crate::call::Caller;
+use crate::tool::DefinitionError;
+use crate::toolset::{ToolSet, ToolSetBuilder};
+
+/// The identity of the stdio caller in audit records.
+pub const STDIO_CALLER: &str = "stdio";
+
+/// Why a server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// Settings could not be read or used.
+    #[error(transparent)]
+    Settings(#[from] super::settings::SettingsError),
+    /// The audit log cannot be opened.
+    #[error("cannot open the audit log {path}: {source}")]
+    AuditLog {
+        /// The path.
+        path: std::path::PathBuf,
+        /// The reason.
+        source: std::io::Error,
+    },
+    /// A tool is not valid.
+    #[error(transparent)]
+    Definition(#[from] DefinitionError),
+    /// Standard input or output, or the listening socket, failed.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// The audit trail could not be written or flushed.
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
+    /// The settings do not fit together.
+    #[error("{0}")]
+    Config(String),
+}
+
+impl Settings {
+    /// Builds the tool set and serves it as these settings say, until the input ends (stdio), SIGTERM or SIGINT
+    /// arrives, or [`cancellation`](Settings::cancellation) is cancelled; then flushes the audit trail and
+    /// returns.
+    ///
+    /// ```no_run
+    /// # use secure_tools::{secure_tool, ToolError, ToolSet};
+    /// # use secure_tools::serve::Settings;
+    /// /// Says hello.
+    /// #[secure_tool(scope = "greet", read_only)]
+    /// async fn hello() -> Result<String, ToolError> {
+    ///     Ok("hello".into())
+    /// }
+    ///
+    /// #[tokio::main]
+    /// async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    ///     let settings = Settings::from_env().await?;
+    ///     settings.serve(ToolSet::builder(()).tool::<hello>()).await?;
+    ///     Ok(())
+    /// }
+    /// ```
+    pub async fn serve<S: Send + Sync + 'static>(
+        self,
+        builder: ToolSetBuilder<S>,
+    ) -> Result<(), ServeError> {
+        self.serve_with(builder, |secure| secure).await
+    }
+
+    /// As [`serve`](Self::serve), for a server of your own: `make` builds your rmcp handler for each session from
+    /// the [`SecureServer`] of the tool set (merge its routes into yours with
+    /// [`ToolSet::tool_router`](crate::ToolSet::tool_router), or delegate to it). The runner puts your handler
+    /// under the tool set's policy ([`Secured`](super::Secured)): the same authentication, limits, records and
+    /// version policy as a tool set served alone, and no tool of yours runs unless the tool set declares it
+    /// ([`ToolSetBuilder::plain_tool`]).
+    pub async fn serve_with<S, H, F>(
+        self,
+        builder: ToolSetBuilder<S>,
+        make: F,
+    ) -> Result<(), ServeError>
+    where
+        S: Send + Sync + 'static,
+        H: ServerHandler + Clone,
+        F: Fn(SecureServer<S>) -> H + Send + Sync + 'static,
+    {
+        let tools = self.build(builder)?;
+        let secure = secure_server(&tools, &self);
+        match &self.transport {
+            Transport::Stdio => {
+                if self.auth.unauthenticated_grant().is_none() {
+                    return Err(ServeError::Config(
+                        "stdio has no authentication of its own: its one caller holds the stdio grant".into(),
+                    ));
+                }
+                super::stdio::run(&self, tools, secure, make).await
+            }
+            #[cfg(feature = "http")]
+            Transport::Http(http) => {
+                let http = http.clone();
+                super::http::run(&self, &http, tools, secure, make).await
+            }
+        }
+    }
+
+    /// The tool set with the settings' server id, limits and audit log.
+    pub(crate) fn build<S: Send + Sync + 'static>(
+        &self,
+        builder: ToolSetBuilder<S>,
+    ) -> Result<ToolSet<S>, ServeError> {
+        let builder = builder
+            .runner_settings(
+                self.server_id.as_deref(),
+                self.limits,
+                self.audit_log.as_deref(),
+            )
+            .map_err(|source| ServeError::AuditLog {
+                path: self.audit_log.clone().unwrap_or_default(),
+                source,
+            })?;
+        Ok(builder.build()?)
+    }
+}
+
+/// The handler of the tool set as the settings describe it: its default caller (the stdio caller, or over HTTP
+/// the anonymous one), listing, versions and announced name.
+pub(crate) fn secure_server<S: Send + Sync + 'static>(
+    tools: &ToolSet<S>,
+    settings: &Settings,
+) -> SecureServer<S> {
+    let grant = settings.auth.unauthenticated_grant();
+    let (transport, default_caller) = match &settings.transport {
+        Transport::Stdio => (
+            "stdio",
+            grant.map_or_else(Caller::anonymous, |grant| {
+                Caller::new(STDIO_CALLER, grant.clone())
+            }),
+        ),
+        #[cfg(feature = "http")]
+        Transport::Http(_) => (
+            "http",
+            grant.map_or_else(Caller::anonymous, |grant| {
+                Caller::new("anonymous", grant.clone())
+            }),
+        ),
+    };
+    SecureServer::new(tools.clone())
+        .default_caller(default_caller)
+        .listing(settings.listing)
+        .versions(settings.versions.clone())
+        .server_info(settings.server_info.clone())
+        .transport(transport)
+}
+
+/// The versions a policy accepts, as the start record lists them.
+fn version_names(versions: &VersionPolicy) -> Vec<String> {
+    versions.accepted().iter().map(|v| v.to_string()).collect()
+}
+
+/// Runs a server's lifecycle around `serve`, which serves until `stop` is cancelled or it ends by itself, and
+/// says why it ended (`eof`, ...). A signal or the settings' token first lets the calls in flight finish (new
+/// ones are refused), at most for the grace, then cancels `stop`.
+pub(crate) async fn run<S, F, Fut>(
+    tools: &ToolSet<S>,
+    transport: &'static str,
+    settings: &Settings,
+    serve: F,
+) -> Result<(), ServeError>
+where
+    S: Send + Sync + 'static,
+    F: FnOnce(CancellationToken) -> Fut,
+    Fut: Future<Output = Result<&'static str, ServeError>>,
+{
+    let audit = tools.audit().clone();
+    let grant = match &settings.transport {
+        Transport::Stdio => settings
+            .auth
+            .unauthenticated_grant()
+            .map(|grant| grant.iter().map(|s| s.to_string()).collect()),
+        #[cfg(feature = "http")]
+        Transport::Http(_) => None,
+    };
+    audit.record(AuditEvent::ServerStart {
+        transport,
+        tools: tools
+            .definitions()
+            .map(|d| d.name().to_owned())
+            .chain(tools.plain_tool_names().map(str::to_owned))
+            .collect(),
+        grant,
+        protocol_versions: version_names(&settings.versions),
+    })?;
+    let stop = CancellationToken::new();
+    let requested: Arc<Mutex<Option<&'static str>>> = Arc::default();
+    let watcher = {
+        let requested = requested.clone();
+        let cancellation = settings.cancellation.clone();
+        let stop = stop.clone();
+        let tools = tools.clone();
+        let grace = settings.shutdown_grace;
+        tokio::spawn(async move {
+            let mut signals = Signals::new();
+            let reason = tokio::select! {
+                signal = signals.next() => signal,
+                () = cancellation.cancelled() => "cancelled",
+                // The server ended by itself.
+                () = stop.cancelled() => return,
+            };
+            *requested.lock().unwrap_or_else(PoisonError::into_inner) = Some(reason);
+            // Answers still go out while the calls in flight finish.
+            tools.shutdown(grace).await;
+            stop.cancel();
+        })
+    };
+    let ended = serve(stop.clone()).await;
+    // A server that ended by itself (its input closed) does not wait for the grace a signal would give.
+    stop.cancel();
+    if !watcher.is_finished() {
+        let asked = requested
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some();
+        if !asked {
+            watcher.abort();
+        }
+    }
+    let _ = watcher.await;
+    // Every call has its record before the stop record.
+    tools.shutdown(Duration::ZERO).await;
+    let requested = *requested.lock().unwrap_or_else(PoisonError::into_inner);
+    let reason = match (&ended, requested) {
+        (Err(_), _) => "error",
+        (Ok(_), Some(signal)) => signal,
+        (Ok(reason), None) => reason,
+    };
+    audit.flush()?;
+    audit.record(AuditEvent::ServerStop {
+        reason: reason.into(),
+    })?;
+    audit.flush()?;
+    ended.map(|_| ())
+}
+
+/// SIGTERM and SIGINT, where the platform has them.
+pub(crate) struct Signals {
+    #[cfg(unix)]
+    term: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    pub(crate) fn new() -> Self {
+        Signals {
+            #[cfg(unix)]
+            term: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok(),
+        }
+    }
+
+    pub(crate) async fn next(&mut self) -> &'static str {
+        #[cfg(unix)]
+        let term = async {
+            match &mut self.term {
+                Some(term) => {
+                    term.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let term = std::future::pending::<()>();
+        tokio::select! {
+            _ = term => "sigterm",
+            _ = tokio::signal::ctrl_c() => "sigint",
+        }
+    }
+}
