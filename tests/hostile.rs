@@ -232,3 +232,43 @@ fn a_line_that_never_ends_does_not_hang_the_next_session() {
     assert_error(&server.recv(), -32600, Value::Null);
     still_serving(&mut server, 1);
 }
+
+/// The duplicate-key check compared each key with every key before it: a 1.9 MB message whose arguments object
+/// had 160,000 keys held the server for about 20 s (release build), and every request behind it waited. Both the
+/// big call and the ping sent after it must be answered within the hang guard.
+#[test]
+fn an_object_of_many_keys_does_not_hold_up_the_requests_behind_it() {
+    let mut server = started(&[]);
+    let keys = 160_000;
+    let mut arguments = String::from(r#"{"text":"big""#);
+    for i in 0..keys {
+        arguments.push_str(&format!(r#","k{i:06}":0"#));
+    }
+    arguments.push('}');
+    let line = format!(
+        r#"{{"jsonrpc":"2.0","id":"big","method":"tools/call","params":{{"name":"echo","arguments":{arguments}}}}}"#
+    );
+    assert!(line.len() > 1_900_000 && line.len() < 4 * 1024 * 1024);
+    server.send_raw(line.as_bytes());
+    server.send_raw(b"\n");
+    server.send(&json!({"jsonrpc": "2.0", "id": "after", "method": "ping"}));
+
+    let mut answers = std::collections::BTreeMap::new();
+    for _ in 0..2 {
+        let answer = server.recv();
+        answers.insert(answer["id"].as_str().unwrap().to_owned(), answer);
+    }
+    assert_eq!(answers["after"]["result"], json!({}), "{answers:?}");
+    // The big call reaches the pipeline, which refuses arguments the tool does not have: a tool result.
+    let big = &answers["big"];
+    assert_eq!(big["result"]["isError"], true, "{big}");
+    assert_eq!(
+        big["result"]["structuredContent"]["error"]["code"], "malformed_arguments",
+        "{big}"
+    );
+    still_serving(&mut server, 1);
+    let (_, records, _) = server.finish();
+    let call = events(&records, "tool_call");
+    assert_eq!(call.len(), 2);
+    assert_eq!(call[0]["outcome"], "invalid");
+}
