@@ -272,3 +272,93 @@ fn an_object_of_many_keys_does_not_hold_up_the_requests_behind_it() {
     assert_eq!(call.len(), 2);
     assert_eq!(call[0]["outcome"], "invalid");
 }
+
+/// rmcp reads `1.0` and `1e2` as the integers 1 and 100, so these ids were accepted and answered as `1` and `100`:
+/// ids the client never sent. An id is a string or an integer written as one, which the answer carries back as
+/// it was sent; anything else is an invalid request whose id cannot be given (`null`). `-0` is refused too: it
+/// would come back as `0`.
+#[test]
+fn an_id_is_a_string_or_an_integer_as_written_and_comes_back_unchanged() {
+    let mut server = started(&[]);
+    let refused = [
+        "1.0",
+        "1e2",
+        "1E2",
+        "1e+2",
+        "-0",
+        "-0.0",
+        "0.0",
+        "-1.0",
+        "1.5e1",
+        "100E-2",
+        "9223372036854775808",
+        "-9223372036854775809",
+    ];
+    let mut next = 100;
+    for id in refused {
+        for method in ["ping", "tools/list"] {
+            let line = format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"{method}"}}"#);
+            server.send_raw(format!("{line}\n").as_bytes());
+            let answer = server.recv();
+            assert_error(&answer, -32600, Value::Null);
+            assert!(
+                answer["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("`id`"),
+                "{id}: {answer}"
+            );
+        }
+        // The call is refused before any tool sees it.
+        let line = format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"echo","arguments":{{"text":"x"}}}}}}"#
+        );
+        server.send_raw(format!("{line}\n").as_bytes());
+        assert_error(&server.recv(), -32600, Value::Null);
+        next += 1;
+        still_serving(&mut server, next);
+    }
+    // From a line that is not JSON, an id is read only if it could be answered as sent.
+    for id in ["-0", "1.0", "1e2", "01"] {
+        let line = format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"ping""#);
+        server.send_raw(format!("{line}\n").as_bytes());
+        assert_error(&server.recv(), -32700, Value::Null);
+    }
+    let accepted = [
+        ("1", json!(1)),
+        ("0", json!(0)),
+        ("-7", json!(-7)),
+        ("9223372036854775807", json!(i64::MAX)),
+        ("-9223372036854775808", json!(i64::MIN)),
+        (r#""1""#, json!("1")),
+        (r#""1.0""#, json!("1.0")),
+        (r#""-0""#, json!("-0")),
+        (r#""""#, json!("")),
+    ];
+    for (id, expected) in accepted {
+        let line = format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"ping"}}"#);
+        server.send_raw(format!("{line}\n").as_bytes());
+        let answer = server.recv();
+        assert_eq!(answer["result"], json!({}), "{id}: {answer}");
+        // `1.0` would compare unequal to `1` here: serde_json keeps a float a float.
+        assert_eq!(answer["id"], expected, "{id}: {answer}");
+    }
+    let answer = server.request(json!({
+        "jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {"name": "echo", "arguments": {"text": "one"}}
+    }));
+    assert_eq!(answer["id"], json!(1), "{answer}");
+    assert_eq!(answer["result"]["content"][0]["text"], "one", "{answer}");
+
+    let (_, records, _) = server.finish();
+    let bad_ids = events(&records, "message_rejected")
+        .into_iter()
+        .filter(|r| r["reason"] == "bad_id")
+        .count();
+    assert_eq!(bad_ids, refused.len() * 3);
+    assert_eq!(
+        events(&records, "tool_call").len(),
+        refused.len() + 1,
+        "only the calls with valid ids reached a tool"
+    );
+}

@@ -158,7 +158,18 @@ impl IdScanner {
     }
 }
 
+/// An integer written as JSON writes one (`-?(0|[1-9][0-9]*)`) that fits an `i64`, except `-0`, which an answer
+/// would carry back as `0`.
 fn parse_number(digits: &[u8]) -> Option<RequestId> {
+    let magnitude = digits.strip_prefix(b"-").unwrap_or(digits);
+    let canonical = match magnitude {
+        [b'0'] => digits.len() == 1,
+        [b'1'..=b'9', rest @ ..] => rest.iter().all(u8::is_ascii_digit),
+        _ => false,
+    };
+    if !canonical {
+        return None;
+    }
     std::str::from_utf8(digits)
         .ok()?
         .parse::<i64>()
@@ -202,6 +213,11 @@ mod tests {
             Some(RequestId::Number(9))
         );
         assert_eq!(scan(r#"{"id":42"#), Some(RequestId::Number(42)));
+        assert_eq!(scan(r#"{"id":0}"#), Some(RequestId::Number(0)));
+        assert_eq!(
+            scan(r#"{"id":-9223372036854775808}"#),
+            Some(RequestId::Number(i64::MIN))
+        );
     }
 
     #[test]
@@ -215,6 +231,16 @@ mod tests {
             r#"{"method":"x"}"#,
             r#"[{"id":1}]"#,
             r#"{"id":1e3}"#,
+            r#"{"id":1E3}"#,
+            r#"{"id":1.0}"#,
+            r#"{"id":-0}"#,
+            r#"{"id":-0,"#,
+            r#"{"id":01}"#,
+            r#"{"id":-01}"#,
+            r#"{"id":--1}"#,
+            r#"{"id":-}"#,
+            r#"{"id":1-2}"#,
+            r#"{"id":9223372036854775808}"#,
         ] {
             assert_eq!(scan(text), None, "{text}");
         }

@@ -9,7 +9,8 @@
 //! | --- | --- |
 //! | not UTF-8, not JSON | `-32700` parse error (id if one can be read, else `null`) |
 //! | over the size limit | `-32600` invalid request, with the id read from the line as it streams past, never buffered |
-//! | duplicate key, nesting too deep, batch array, wrong `jsonrpc`, odd id type, unknown shape | `-32600` invalid request |
+//! | duplicate key, nesting too deep, batch array, wrong `jsonrpc`, unknown shape | `-32600` invalid request |
+//! | an id other than a string or an integer as written (`1.0`, `1e2`, `-0`, past 64 bits) | `-32600`, id `null` |
 //! | notification or response before the session starts | dropped (nobody waits for an answer) |
 //!
 //! Every refusal is audited as a `message_rejected` event; sessions and version refusals are audited as the
@@ -214,6 +215,7 @@ where
         // parsed by rmcp's types once. Everything else takes the slow path below, which explains the refusal.
         if crate::strict_json::check(text).is_ok()
             && let Ok(message) = serde_json::from_str::<ClientJsonRpcMessage>(text)
+            && id_as_written(&message, line)
         {
             return Ok(Some(message));
         }
@@ -277,7 +279,8 @@ where
                 id: None,
                 reason: "bad_id",
                 error: Some(invalid_request(
-                    "Invalid request: `id` must be a string or an integer",
+                    "Invalid request: `id` must be a string or an integer (no fraction, no exponent, no `-0`, \
+                     within 64 bits)",
                 )),
             });
         }
@@ -413,7 +416,30 @@ fn shorten(text: &str) -> String {
     text.chars().take(MAX_SHOWN_NAME).collect()
 }
 
-/// A JSON-RPC id MCP accepts: a string or an integer.
+/// Whether the message's id, as rmcp read it, is the id the client wrote. rmcp reads a number in float form that
+/// stands for an integer (`1.0`, `1e2`, `-0`) as that integer, and an answer would then carry an id the client never
+/// sent; such a message takes the slow path, which refuses it. A numeric id is confirmed by scanning the line for
+/// its literal, which stops at the id (near the start, as clients write messages); where the scan cannot confirm it,
+/// the slow path decides from the parsed value.
+fn id_as_written(message: &ClientJsonRpcMessage, line: &[u8]) -> bool {
+    let id = match message {
+        ClientJsonRpcMessage::Request(request) => Some(&request.id),
+        ClientJsonRpcMessage::Response(response) => Some(&response.id),
+        ClientJsonRpcMessage::Error(error) => error.id.as_ref(),
+        ClientJsonRpcMessage::Notification(_) => None,
+    };
+    match id {
+        Some(id @ RequestId::Number(_)) => {
+            let mut scanner = IdScanner::default();
+            scanner.feed(line);
+            scanner.id().as_ref() == Some(id)
+        }
+        _ => true,
+    }
+}
+
+/// A JSON-RPC id MCP accepts: a string, or an integer written as one (serde_json keeps `1.0`, `1e2` and `-0` as
+/// floats) that fits an `i64`.
 fn valid_id(value: &Value) -> Option<RequestId> {
     match value {
         Value::String(s) => Some(RequestId::String(s.as_str().into())),
