@@ -362,3 +362,157 @@ fn an_id_is_a_string_or_an_integer_as_written_and_comes_back_unchanged() {
         "only the calls with valid ids reached a tool"
     );
 }
+
+/// Writes `lines` lines (`line(i)` for each) from a thread, then a ping with id `"last"`, to a server nobody reads from;
+/// returns once the writer is done or has made no progress for a second (a hang guard of a minute in all), with
+/// how many lines it wrote and the writing thread (which hands back the server's stdin).
+fn write_unread(
+    server: &mut RawServer,
+    line: fn(usize) -> String,
+    lines: usize,
+) -> (usize, std::thread::JoinHandle<std::process::ChildStdin>) {
+    use std::io::Write;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Instant;
+
+    let written = Arc::new(AtomicUsize::new(0));
+    let mut stdin = server.take_stdin();
+    let writer = std::thread::spawn({
+        let written = written.clone();
+        move || {
+            for i in 0..lines {
+                stdin.write_all(line(i).as_bytes()).unwrap();
+                written.fetch_add(1, Ordering::SeqCst);
+            }
+            stdin
+                .write_all(b"{\"jsonrpc\":\"2.0\",\"id\":\"last\",\"method\":\"ping\"}\n")
+                .unwrap();
+            stdin
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = usize::MAX;
+    while !writer.is_finished() && Instant::now() < deadline {
+        let now = written.load(Ordering::SeqCst);
+        if now == last {
+            break;
+        }
+        last = now;
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    (written.load(Ordering::SeqCst), writer)
+}
+
+/// A refused line was answered by a task of its own, which waited for stdout: a client that sent bad lines and
+/// never read its answers made the server read on and keep one task (and one answer) per line, without bound
+/// (68 MB after 50,000 lines). Answers now go through one bounded queue, and while it is full the server reads
+/// nothing more: the client's own writes stop. Once the client reads again, every line gets its answer and the
+/// server goes on serving.
+#[test]
+fn a_client_that_does_not_read_its_answers_stops_being_read_instead_of_filling_memory() {
+    let lines = 50_000;
+    let mut server = RawServer::spawn_not_reading(SERVER, Some("test.read"), &[]);
+    let (written, writer) = write_unread(&mut server, |_| "not json\n".into(), lines);
+    let handled = events(&server.audit(), "message_rejected").len();
+    let peak = rss_kib(server.pid());
+    // What the server took on while nobody read: the answers a full stdout pipe (64 KiB, about 600 answers) and
+    // the queue hold. The writer is stopped by the pipe and the server's input buffer, far short of its lines.
+    assert!(
+        handled <= 2_000,
+        "{handled} lines handled while the client read nothing"
+    );
+    assert!(
+        written < lines,
+        "the server read all {lines} lines though nobody read an answer"
+    );
+    assert!(peak < 48 * 1024, "peak RSS {peak} KiB");
+
+    server.start_reading();
+    let stdin = writer.join().unwrap();
+    server.put_stdin(stdin);
+    let mut parse_errors = 0;
+    loop {
+        let answer = server.recv();
+        if answer["id"] == "last" {
+            assert_eq!(answer["result"], json!({}), "{answer}");
+            break;
+        }
+        assert_error(&answer, -32700, Value::Null);
+        parse_errors += 1;
+    }
+    assert_eq!(parse_errors, lines, "every refused line got its answer");
+    let answer = server.initialize("2025-11-25");
+    assert!(answer.get("result").is_some(), "{answer}");
+    still_serving(&mut server, 1);
+    assert_eq!(events(&server.audit(), "message_rejected").len(), lines);
+}
+
+/// The same for requests rmcp answers in a session: while their answers wait to be written, no more input is
+/// read. (rmcp answered each request in a task of its own that waited for stdout, so these too piled up.)
+#[test]
+fn a_client_that_sends_requests_and_does_not_read_stops_being_read() {
+    let lines = 50_000;
+    let mut server = RawServer::spawn_not_reading(SERVER, Some("test.read"), &[]);
+    server.send(&json!({
+        "jsonrpc": "2.0", "id": "init", "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {},
+            "clientInfo": {"name": "raw-test-client", "version": "0.0.1"}
+        }
+    }));
+    server.send(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
+    let (written, writer) = write_unread(
+        &mut server,
+        |i| format!("{{\"jsonrpc\":\"2.0\",\"id\":{i},\"method\":\"ping\"}}\n"),
+        lines,
+    );
+    let peak = rss_kib(server.pid());
+    assert!(
+        written < lines,
+        "the server read all {lines} lines though nobody read an answer"
+    );
+    assert!(peak < 48 * 1024, "peak RSS {peak} KiB");
+
+    server.start_reading();
+    let stdin = writer.join().unwrap();
+    server.put_stdin(stdin);
+    let answer = server.recv();
+    assert_eq!(answer["id"], "init", "{answer}");
+    assert!(answer.get("result").is_some(), "{answer}");
+    // Answers may come in any order; every ping has one (a lost one fails the test in `recv`).
+    let mut answered = std::collections::BTreeSet::new();
+    let mut last = false;
+    while !(last && answered.len() == lines) {
+        let answer = server.recv();
+        assert_eq!(answer["result"], json!({}), "{answer}");
+        if answer["id"] == "last" {
+            last = true;
+        } else {
+            assert!(answered.insert(answer["id"].as_u64().unwrap()), "{answer}");
+        }
+    }
+    assert_eq!(answered.last(), Some(&(lines as u64 - 1)));
+    still_serving(&mut server, 1);
+}
+
+/// Answers queued when the input ends are written before the server exits, with or without a session.
+#[test]
+fn answers_queued_when_the_input_ends_are_written_before_exit() {
+    for session in [false, true] {
+        let mut server = if session {
+            started(&[])
+        } else {
+            RawServer::spawn(SERVER, Some("test.read"), &[])
+        };
+        for _ in 0..3 {
+            server.send_raw(b"not json\n");
+        }
+        drop(server.take_stdin());
+        for _ in 0..3 {
+            assert_error(&server.recv(), -32700, Value::Null);
+        }
+        assert!(server.wait().success());
+    }
+}

@@ -37,12 +37,22 @@ pub struct RawServer {
     lines: Receiver<Vec<u8>>,
     stderr: Arc<Mutex<Vec<u8>>>,
     audit_path: PathBuf,
+    /// Lets the stdout reader start, for a server spawned not reading.
+    start_reading: Option<mpsc::Sender<()>>,
     _dir: tempfile::TempDir,
 }
 
 impl RawServer {
     /// Starts `binary` with `MCP_SCOPES=scopes` (unset if `None`) and the extra environment given.
     pub fn spawn(binary: &str, scopes: Option<&str>, env: &[(&str, &str)]) -> Self {
+        let mut server = Self::spawn_not_reading(binary, scopes, env);
+        server.start_reading();
+        server
+    }
+
+    /// Like [`RawServer::spawn`], but nothing is read from the server's stdout until
+    /// [`RawServer::start_reading`]: a client that does not read its answers.
+    pub fn spawn_not_reading(binary: &str, scopes: Option<&str>, env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().expect("temporary directory");
         let audit_path = dir.path().join("audit.jsonl");
         let mut command = Command::new(binary);
@@ -62,7 +72,10 @@ impl RawServer {
         let mut child = command.spawn().expect("server starts");
         let stdout = child.stdout.take().unwrap();
         let (tx, lines) = mpsc::channel();
+        let (start_reading, start) = mpsc::channel::<()>();
         std::thread::spawn(move || {
+            // Also goes on if the server is dropped without ever reading.
+            let _ = start.recv();
             let mut reader = BufReader::new(stdout);
             loop {
                 let mut line = Vec::new();
@@ -94,8 +107,27 @@ impl RawServer {
             lines,
             stderr,
             audit_path,
+            start_reading: Some(start_reading),
             _dir: dir,
         }
+    }
+
+    /// Starts reading the server's stdout (see [`RawServer::spawn_not_reading`]).
+    pub fn start_reading(&mut self) {
+        if let Some(start) = self.start_reading.take() {
+            start.send(()).expect("the stdout reader waits");
+        }
+    }
+
+    /// Takes the server's stdin, to write to it from another thread; give it back with
+    /// [`RawServer::put_stdin`].
+    pub fn take_stdin(&mut self) -> ChildStdin {
+        self.stdin.take().expect("stdin open")
+    }
+
+    /// Gives back the stdin taken with [`RawServer::take_stdin`].
+    pub fn put_stdin(&mut self, stdin: ChildStdin) {
+        self.stdin = Some(stdin);
     }
 
     /// Writes bytes as they are (add the newline yourself).

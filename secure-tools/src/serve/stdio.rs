@@ -1,8 +1,9 @@
 //! The stdio runner: a tool set (or a server of your own) served over stdin and stdout, the transport MCP hosts
 //! launch local servers with.
 
-use rmcp::ServerHandler;
 use rmcp::service::ServerInitializeError;
+use rmcp::transport::Transport as _;
+use rmcp::{RoleServer, ServerHandler};
 use tokio_util::sync::CancellationToken;
 
 use super::lifecycle::ServeError;
@@ -37,8 +38,14 @@ where
         settings.max_message_bytes,
         tools.audit().clone(),
     );
-    super::lifecycle::run(&tools, "stdio", settings, |stop| {
-        sessions(secure, make, transport, stop)
+    super::lifecycle::run(&tools, "stdio", settings, |stop| async move {
+        let ended = sessions(secure, make, transport.clone(), stop).await;
+        // Answers still queued, such as refusals of lines read before a session started, go out before the exit.
+        let mut transport = transport;
+        if let Err(err) = rmcp::transport::Transport::<RoleServer>::close(&mut transport).await {
+            tracing::debug!(error = %err, "the output could not be flushed at exit");
+        }
+        ended
     })
     .await
 }

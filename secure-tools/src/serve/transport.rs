@@ -15,6 +15,10 @@
 //!
 //! Every refusal is audited as a `message_rejected` event; sessions and version refusals are audited as the
 //! messages that carry them go out.
+//!
+//! Everything written goes through one queue of [`OUTBOX_CAPACITY`] messages, which one task writes out in order.
+//! A line is read only when the queue has room for its answer: a client that stops reading its answers stops
+//! being read, rather than making the server hold an answer (once, a task) per line it sends.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,7 +32,7 @@ use rmcp::service::{RxJsonRpcMessage, TxJsonRpcMessage};
 use rmcp::transport::Transport;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, mpsc, oneshot};
 
 use crate::audit::{Audit, AuditEvent};
 
@@ -39,13 +43,22 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
 const MAX_SHOWN_NAME: usize = 256;
 
+/// How many messages may wait to be written. While the queue is full no input is read, so a client that does not
+/// read its answers cannot make the server hold more than this (plus the answers of requests already being
+/// handled, which are bounded the same way).
+pub const OUTBOX_CAPACITY: usize = 64;
+
+/// How long [`Transport::close`] waits for the queued messages to be written (a client that stopped reading
+/// would otherwise hold the server's exit forever).
+const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// A server transport over a reader and a writer (stdin and stdout for the stdio runner).
 ///
 /// Cheap to clone; clones share the stream, so the runner can start a new rmcp session on the same stream after
 /// a failed `initialize`.
 pub struct LineTransport<R, W> {
     reader: Arc<Mutex<Reader<R>>>,
-    writer: Arc<Mutex<W>>,
+    outbox: Arc<Outbox<W>>,
     lifecycle: Arc<Lifecycle>,
     audit: Audit,
 }
@@ -54,11 +67,82 @@ impl<R, W> Clone for LineTransport<R, W> {
     fn clone(&self) -> Self {
         LineTransport {
             reader: self.reader.clone(),
-            writer: self.writer.clone(),
+            outbox: self.outbox.clone(),
             lifecycle: self.lifecycle.clone(),
             audit: self.audit.clone(),
         }
     }
+}
+
+/// The queue of messages to write, and the task that writes them.
+struct Outbox<W> {
+    queue: mpsc::Sender<Outgoing>,
+    /// The output and the queue's receiving end, until the writing task starts on first use (so a transport can
+    /// be made outside a runtime).
+    unstarted: std::sync::Mutex<Option<(W, mpsc::Receiver<Outgoing>)>>,
+}
+
+enum Outgoing {
+    /// One encoded message, with its newline.
+    Line(Vec<u8>),
+    /// Flush, then report: everything queued before is written.
+    Flush(oneshot::Sender<std::io::Result<()>>),
+}
+
+impl<W: AsyncWrite + Unpin + Send + 'static> Outbox<W> {
+    fn new(output: W) -> Self {
+        let (queue, receiver) = mpsc::channel(OUTBOX_CAPACITY);
+        Outbox {
+            queue,
+            unstarted: std::sync::Mutex::new(Some((output, receiver))),
+        }
+    }
+
+    /// The queue, its writing task started.
+    fn queue(&self) -> &mpsc::Sender<Outgoing> {
+        let unstarted = self
+            .unstarted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some((output, receiver)) = unstarted {
+            tokio::spawn(write_queued(output, receiver));
+        }
+        &self.queue
+    }
+}
+
+/// Writes the queued messages in order, flushing whenever the queue runs empty. Stops at the first write error
+/// (the reader of the output is gone): the queue then closes, and senders learn it at once.
+async fn write_queued<W: AsyncWrite + Unpin>(mut output: W, mut queue: mpsc::Receiver<Outgoing>) {
+    while let Some(item) = queue.recv().await {
+        let result = match item {
+            Outgoing::Line(bytes) => match output.write_all(&bytes).await {
+                Ok(()) if queue.is_empty() => output.flush().await,
+                other => other,
+            },
+            Outgoing::Flush(done) => {
+                let result = output.flush().await;
+                let failed = result.is_err();
+                let _ = done.send(result);
+                if failed {
+                    break;
+                }
+                continue;
+            }
+        };
+        if let Err(err) = result {
+            tracing::error!(error = %err, "writing to the output stream failed; nothing more is written");
+            break;
+        }
+    }
+}
+
+fn output_closed() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::BrokenPipe,
+        "the output stream is closed",
+    )
 }
 
 #[derive(Default)]
@@ -84,6 +168,9 @@ struct Reader<R> {
     max: usize,
     /// Set while the tail of an over-long line is being skipped.
     discarding: Option<Discard>,
+    /// A place in the output queue, taken before a line is read, for its answer if the line is refused. `None`
+    /// before one is taken, and for good once the output is closed.
+    room: Option<mpsc::OwnedPermit<Outgoing>>,
 }
 
 struct Discard {
@@ -170,8 +257,9 @@ where
                 line: Vec::new(),
                 max: max_message_bytes,
                 discarding: None,
+                room: None,
             })),
-            writer: Arc::new(Mutex::new(write)),
+            outbox: Arc::new(Outbox::new(write)),
             lifecycle: Arc::default(),
             audit,
         }
@@ -298,24 +386,14 @@ where
         }
     }
 
+    /// Queues a message for writing; resolves once it is in the queue.
     async fn write_message(&self, message: &ServerJsonRpcMessage) -> std::io::Result<()> {
-        let mut bytes = match message {
-            // JSON-RPC 2.0 wants `"id": null` on an error whose request id could not be read; rmcp leaves the
-            // member out, which strict clients refuse.
-            ServerJsonRpcMessage::Error(error) if error.id.is_none() => {
-                let mut value = serde_json::to_value(message).map_err(std::io::Error::other)?;
-                if let Value::Object(object) = &mut value {
-                    object.insert("id".into(), Value::Null);
-                }
-                serde_json::to_vec(&value)
-            }
-            _ => serde_json::to_vec(message),
-        }
-        .map_err(std::io::Error::other)?;
-        bytes.push(b'\n');
-        let mut writer = self.writer.lock().await;
-        writer.write_all(&bytes).await?;
-        writer.flush().await
+        let bytes = encode(message)?;
+        self.outbox
+            .queue()
+            .send(Outgoing::Line(bytes))
+            .await
+            .map_err(|_| output_closed())
     }
 
     /// Notes the lifecycle facts an incoming request carries, for the session record.
@@ -408,6 +486,25 @@ where
     }
 }
 
+/// A message as one line of JSON.
+fn encode(message: &ServerJsonRpcMessage) -> std::io::Result<Vec<u8>> {
+    let mut bytes = match message {
+        // JSON-RPC 2.0 wants `"id": null` on an error whose request id could not be read; rmcp leaves the
+        // member out, which strict clients refuse.
+        ServerJsonRpcMessage::Error(error) if error.id.is_none() => {
+            let mut value = serde_json::to_value(message).map_err(std::io::Error::other)?;
+            if let Value::Object(object) = &mut value {
+                object.insert("id".into(), Value::Null);
+            }
+            serde_json::to_vec(&value)
+        }
+        _ => serde_json::to_vec(message),
+    }
+    .map_err(std::io::Error::other)?;
+    bytes.push(b'\n');
+    Ok(bytes)
+}
+
 fn invalid_request(message: impl Into<std::borrow::Cow<'static, str>>) -> ErrorData {
     ErrorData::invalid_request(message, None)
 }
@@ -467,8 +564,15 @@ where
     }
 
     async fn receive(&mut self) -> Option<RxJsonRpcMessage<RoleServer>> {
+        // rmcp polls `receive` inside a `select!` and may drop it at any await: every await below is cancel-safe
+        // (a partial line and a place taken in the queue stay in the reader), and from a complete line to its
+        // answer being queued nothing awaits.
+        let mut reader = self.reader.lock().await;
         loop {
-            let mut reader = self.reader.lock().await;
+            if reader.room.is_none() {
+                // Backpressure: no line is read while the output queue is full.
+                reader.room = self.outbox.queue().clone().reserve_owned().await.ok();
+            }
             let line = match reader.read_line().await {
                 Ok(line) => line,
                 Err(err) => {
@@ -476,16 +580,15 @@ where
                     return None;
                 }
             };
-            let refusal = match line {
+            let (refusal, bytes) = match line {
                 Line::Eof => return None,
                 Line::TooLarge { id, bytes } => {
-                    let limit = reader.max;
-                    drop(reader);
                     let refusal = Refusal {
                         id,
                         reason: "too_large",
                         error: Some(invalid_request(format!(
-                            "Invalid request: the message is {bytes} bytes; the limit is {limit}"
+                            "Invalid request: the message is {bytes} bytes; the limit is {}",
+                            reader.max
                         ))),
                     };
                     (refusal, bytes)
@@ -494,7 +597,6 @@ where
                     let bytes = reader.line.len();
                     let classified = self.classify(&reader.line);
                     reader.line.clear();
-                    drop(reader);
                     match classified {
                         Ok(None) => continue,
                         Ok(Some(message)) => {
@@ -508,13 +610,15 @@ where
                                 continue;
                             }
                             self.observe_incoming(&message);
+                            // Its answer, if any, is rmcp's to send: the place goes back to the queue, and the
+                            // next line waits for one of its own.
+                            reader.room = None;
                             return Some(message);
                         }
                         Err(refusal) => (refusal, bytes),
                     }
                 }
             };
-            let (refusal, bytes) = refusal;
             self.audit(AuditEvent::MessageRejected {
                 request_id: refusal.id.clone(),
                 reason: refusal.reason,
@@ -522,20 +626,43 @@ where
                 bytes,
             });
             if let Some(error) = refusal.error {
-                // rmcp polls `receive` inside a `select!` and may drop it at any await; the line is consumed
-                // already, so its answer is written by a task of its own that a drop cannot cut short.
                 let answer = ServerJsonRpcMessage::error(error, refusal.id);
-                let this = self.clone();
-                tokio::spawn(async move {
-                    if let Err(err) = this.write_message(&answer).await {
-                        tracing::error!(error = %err, "writing an error answer failed");
+                match (reader.room.take(), encode(&answer)) {
+                    (Some(room), Ok(bytes)) => {
+                        room.send(Outgoing::Line(bytes));
                     }
-                });
+                    (None, _) => {
+                        tracing::error!(
+                            "the output stream is closed; an error answer is not written"
+                        );
+                    }
+                    (Some(_), Err(err)) => {
+                        tracing::error!(error = %err, "an error answer could not be encoded");
+                    }
+                }
             }
         }
     }
 
+    /// Waits (for a few seconds at most) until everything queued is written and flushed.
     async fn close(&mut self) -> Result<(), Self::Error> {
-        self.writer.lock().await.flush().await
+        let (done, written) = oneshot::channel();
+        let queue = self.outbox.queue().clone();
+        let drained = async move {
+            queue
+                .send(Outgoing::Flush(done))
+                .await
+                .map_err(|_| output_closed())?;
+            written.await.map_err(|_| output_closed())?
+        };
+        match tokio::time::timeout(CLOSE_WAIT, drained).await {
+            Ok(result) => result,
+            Err(_) => {
+                tracing::warn!(
+                    "answers still queued were not written within {CLOSE_WAIT:?}: the client is not reading"
+                );
+                Ok(())
+            }
+        }
     }
 }
