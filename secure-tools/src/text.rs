@@ -7,7 +7,7 @@
 pub fn neutralize(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
-        if is_unsafe(c) {
+        if hazard(c).is_some() && !matches!(c, '\n' | '\t') {
             out.push_str(&format!("\\u{{{:x}}}", c as u32));
         } else {
             out.push(c);
@@ -16,12 +16,30 @@ pub fn neutralize(text: &str) -> String {
     out
 }
 
-fn is_unsafe(c: char) -> bool {
+/// A character that can drive a terminal or make text show in another order than the one it is stored in: what
+/// [`neutralize`] escapes and a [`Root`](crate::fs::Root) refuses to write (each deciding about tab and line
+/// breaks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Hazard {
+    /// A C0 control, U+0000 to U+001F.
+    C0,
+    /// DEL, U+007F.
+    Del,
+    /// A C1 control, U+0080 to U+009F, which include the single-character CSI that terminals act on like `ESC [`.
+    C1,
+    /// A bidirectional embedding, override or isolate: the Trojan Source set (CVE-2021-42574), U+202A to U+202E
+    /// and U+2066 to U+2069, which rustc also lints. The marks (U+200E, U+200F, U+061C) are not in it: right-to-left
+    /// prose needs them, and they reorder nothing around them.
+    Bidi,
+}
+
+pub(crate) fn hazard(c: char) -> Option<Hazard> {
     match c {
-        '\n' | '\t' => false,
-        '\u{0}'..='\u{1f}' | '\u{7f}'..='\u{9f}' => true,
-        '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' => true,
-        _ => false,
+        '\u{0}'..='\u{1f}' => Some(Hazard::C0),
+        '\u{7f}' => Some(Hazard::Del),
+        '\u{80}'..='\u{9f}' => Some(Hazard::C1),
+        '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' => Some(Hazard::Bidi),
+        _ => None,
     }
 }
 

@@ -69,7 +69,8 @@ pub async fn read_file(
 pub async fn write_file(
     /// Name of the file: ASCII letters, digits, `.`, `_` and `-`, not starting with a dot.
     filename: FileName,
-    /// The new content: UTF-8 text; line endings become `\n`; control characters other than tab and newline are
+    /// The new content: UTF-8 text; line endings become `\n`; control characters other than tab and newline, and
+    /// the bidirectional embedding, override and isolate characters (U+202A to U+202E, U+2066 to U+2069), are
     /// refused.
     content: String,
     State(root): State<Root>,

@@ -418,11 +418,28 @@ fn size_and_encoding_limits_are_enforced() {
         call(&mut server, 5, "write_file", fits).unwrap()["bytes_written"],
         100
     );
-    for (id, content) in [(6, "nul\0byte"), (7, "bell\u{7}"), (8, "escape \u{1b}[2J")] {
+    for (id, content) in [
+        (6, "nul\0byte"),
+        (7, "bell\u{7}"),
+        (8, "escape \u{1b}[2J"),
+        (9, "c1 csi \u{9b}2J"),
+        (
+            10,
+            "access = \"user\u{202e} \u{2066}// admin\u{2069} \u{2066}\"",
+        ),
+    ] {
         let args = json!({"filename": "greeting.txt", "content": content});
         assert_eq!(
             code(call(&mut server, id, "write_file", args)),
             "unsupported_content"
+        );
+    }
+    // A file name is plain ASCII: no control or bidirectional character gets that far.
+    for (id, filename) in [(11, "evil\u{202e}txt.exe"), (12, "a\u{85}b.txt")] {
+        let args = json!({"filename": filename, "content": "x"});
+        assert_eq!(
+            code(call(&mut server, id, "write_file", args)),
+            "invalid_input"
         );
     }
     assert_eq!(

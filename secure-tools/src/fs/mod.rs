@@ -278,7 +278,8 @@ impl Root {
     /// Writes `content` to the file atomically, creating it or replacing it. Blocking.
     ///
     /// The content is checked first: NUL, other C0 control characters than tab, line feed and carriage return,
-    /// and DEL are refused ([`FsError::UnsupportedContent`]); then `\r\n` and lone `\r` become `\n`; then the
+    /// DEL, the C1 controls (U+0080 to U+009F) and the bidirectional embeddings, overrides and isolates (U+202A to
+    /// U+202E, U+2066 to U+2069) are refused ([`FsError::UnsupportedContent`]); then `\r\n` and lone `\r` become `\n`; then the
     /// result must fit [`Limits::max_write_bytes`] ([`FsError::TooLarge`]). A symlink of that name, even a
     /// dangling one, is refused ([`FsError::Symlink`]), as is anything but a regular file ([`FsError::NotAFile`])
     /// and a file this process may not write (an [`FsError::Io`] of kind `PermissionDenied`). A replaced file keeps

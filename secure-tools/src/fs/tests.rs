@@ -355,7 +355,15 @@ fn content_with_nul_or_controls_is_refused_and_the_old_file_untouched() {
     let dir = tempfile::tempdir().unwrap();
     let root = root_in(dir.path());
     root.write_text(&name("a.txt"), "original").unwrap();
-    for bad in ["new\0content", "\u{1b}[2Jclear", "bell\u{7}", "del\u{7f}"] {
+    for bad in [
+        "new\0content",
+        "\u{1b}[2Jclear",
+        "bell\u{7}",
+        "del\u{7f}",
+        "csi\u{9b}2J",
+        "c1\u{85}",
+        "/* \u{202e} } \u{2066}if (admin)\u{2069} \u{2066} begin */",
+    ] {
         let err = root.write_text(&name("a.txt"), bad).unwrap_err();
         assert!(
             matches!(err, FsError::UnsupportedContent { .. }),
