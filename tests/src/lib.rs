@@ -53,9 +53,23 @@ impl RawServer {
     /// Like [`RawServer::spawn`], but nothing is read from the server's stdout until
     /// [`RawServer::start_reading`]: a client that does not read its answers.
     pub fn spawn_not_reading(binary: &str, scopes: Option<&str>, env: &[(&str, &str)]) -> Self {
+        Self::spawn_command_not_reading(Command::new(binary), scopes, env)
+    }
+
+    /// Like [`RawServer::spawn`], for a command of your own (a shell that sets up the process, say).
+    pub fn spawn_command(command: Command, scopes: Option<&str>, env: &[(&str, &str)]) -> Self {
+        let mut server = Self::spawn_command_not_reading(command, scopes, env);
+        server.start_reading();
+        server
+    }
+
+    fn spawn_command_not_reading(
+        mut command: Command,
+        scopes: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> Self {
         let dir = tempfile::tempdir().expect("temporary directory");
         let audit_path = dir.path().join("audit.jsonl");
-        let mut command = Command::new(binary);
         command
             .env_remove("MCP_SCOPES")
             .env("MCP_AUDIT_LOG", &audit_path)

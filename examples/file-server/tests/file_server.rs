@@ -502,6 +502,40 @@ fn permissions_of_a_replaced_file_are_kept() {
     );
 }
 
+/// A new file was made `0o644` whatever the server's umask; it now gets `0o666` less the umask.
+#[test]
+fn a_new_file_gets_the_mode_the_servers_umask_leaves() {
+    for (umask, expected) in [("077", 0o600), ("022", 0o644)] {
+        let area = Area::new();
+        let mut command = Command::new("sh");
+        command
+            .arg("-c")
+            .arg(format!("umask {umask} && exec \"$0\""))
+            .arg(SERVER);
+        let root = area.data();
+        let mut server =
+            RawServer::spawn_command(command, Some(RW), &[("DATA_ROOT", root.to_str().unwrap())]);
+        assert!(server.initialize("2025-11-25").get("result").is_some());
+        let written = call(
+            &mut server,
+            1,
+            "write_file",
+            json!({"filename": "new.txt", "content": "new"}),
+        )
+        .unwrap();
+        assert_eq!(written["status"], "created");
+        assert_eq!(
+            std::fs::metadata(area.path("data/new.txt"))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            expected,
+            "umask {umask}"
+        );
+    }
+}
+
 #[test]
 fn concurrent_writers_leave_exactly_one_input() {
     let area = Area::new();

@@ -43,9 +43,12 @@ use crate::call::Refusal as ToolError;
 pub use args::{ROOT_SECTION, RootArgs};
 pub use name::{FileName, FileNameError, MAX_FILE_NAME_LEN};
 
-/// The mode of a file a write creates.
-#[cfg(unix)]
-const NEW_FILE_MODE: u32 = 0o644;
+/// The mode a write asks for a new file; the process's umask applies, as for any program's new file (`0o644`
+/// under the usual `022`, `0o600` under `077`).
+const NEW_FILE_MODE: u32 = 0o666;
+
+/// The mode of a temporary file whose final mode is set before it is renamed: the owner's only.
+const PRIVATE_MODE: u32 = 0o600;
 
 /// Limits of a [`Root`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -283,7 +286,8 @@ impl Root {
     /// result must fit [`Limits::max_write_bytes`] ([`FsError::TooLarge`]). A symlink of that name, even a
     /// dangling one, is refused ([`FsError::Symlink`]), as is anything but a regular file ([`FsError::NotAFile`])
     /// and a file this process may not write (an [`FsError::Io`] of kind `PermissionDenied`). A replaced file keeps
-    /// its permission bits (without set-id and sticky bits); a new one gets `0o644` on Unix.
+    /// its permission bits (without set-id and sticky bits); a new one gets `0o666` less the process's umask on
+    /// Unix, as any program's new file does.
     ///
     /// The content goes to a hidden temporary file in the root, which is synced, given its mode and renamed over
     /// the target; the directory is then synced. On any failure the temporary file is removed and the target is
@@ -299,7 +303,14 @@ impl Root {
         let permissions = permissions_for(existing.as_ref());
 
         let dir = &self.inner.dir;
-        let temp = temp::TempFile::create(dir)?;
+        // Private until it has the mode of the file it replaces; a new file keeps the mode it is created with,
+        // the umask applied by the kernel.
+        let mode = if permissions.is_some() {
+            PRIVATE_MODE
+        } else {
+            NEW_FILE_MODE
+        };
+        let temp = temp::TempFile::create(dir, mode)?;
         temp.file().write_all(content.as_bytes())?;
         if let Some(permissions) = permissions {
             temp.file().set_permissions(permissions)?;
@@ -379,15 +390,13 @@ fn read_capped(source: impl Read, expected_len: u64, limit: u64) -> Result<Vec<u
     Ok(bytes)
 }
 
-/// The permissions to give the new content: those of the file it replaces, or the default for a new file.
+/// The permissions to give the new content: those of the file it replaces; `None` for a new file, which keeps
+/// the mode it was created with.
 #[cfg(unix)]
 fn permissions_for(existing: Option<&Metadata>) -> Option<Permissions> {
     use cap_std::fs::PermissionsExt;
     // Set-id and sticky bits are dropped: the replacement is a new file, owned by this process's user.
-    let mode = existing.map_or(NEW_FILE_MODE, |metadata| {
-        metadata.permissions().mode() & 0o777
-    });
-    Some(Permissions::from_mode(mode))
+    existing.map(|metadata| Permissions::from_mode(metadata.permissions().mode() & 0o777))
 }
 
 #[cfg(not(unix))]

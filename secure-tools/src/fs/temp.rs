@@ -26,16 +26,20 @@ pub(super) struct TempFile<'a> {
 }
 
 impl<'a> TempFile<'a> {
-    /// Creates a file of a fresh temporary name, exclusively (never one that exists, never through a symlink),
-    /// readable and writable by the owner only until its final mode is set.
-    pub(super) fn create(dir: &'a Dir) -> io::Result<TempFile<'a>> {
+    /// Creates a file of a fresh temporary name, exclusively (never one that exists, never through a symlink).
+    /// On Unix, `mode` is asked for and the process's umask applies, as for any new file: `0o666` for a file that
+    /// keeps the mode it is created with, `0o600` for one given its final mode later (so its content is never
+    /// more exposed than the file it replaces).
+    pub(super) fn create(dir: &'a Dir, mode: u32) -> io::Result<TempFile<'a>> {
+        #[cfg(not(unix))]
+        let _ = mode;
         let mut options = OpenOptions::new();
         options
             .write(true)
             .create_new(true)
             .follow(FollowSymlinks::No);
         #[cfg(unix)]
-        cap_std::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        cap_std::fs::OpenOptionsExt::mode(&mut options, mode);
         let mut attempts = 0;
         loop {
             let name = random_name();

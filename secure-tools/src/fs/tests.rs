@@ -433,13 +433,13 @@ fn a_failed_write_leaves_no_temporary_file_and_no_target() {
 fn a_temporary_file_is_removed_unless_it_was_renamed() {
     let dir = tempfile::tempdir().unwrap();
     let handle = Dir::open_ambient_dir(dir.path(), cap_std::ambient_authority()).unwrap();
-    let abandoned = temp::TempFile::create(&handle).unwrap();
+    let abandoned = temp::TempFile::create(&handle, PRIVATE_MODE).unwrap();
     let abandoned_name = abandoned.name().to_owned();
     assert!(listing(dir.path()).contains(&abandoned_name));
     drop(abandoned);
     assert!(listing(dir.path()).is_empty());
 
-    let kept = temp::TempFile::create(&handle).unwrap();
+    let kept = temp::TempFile::create(&handle, PRIVATE_MODE).unwrap();
     handle.rename(kept.name(), &handle, "final.txt").unwrap();
     kept.renamed();
     assert_eq!(listing(dir.path()), BTreeSet::from(["final.txt".into()]));
@@ -453,7 +453,7 @@ fn the_final_rename_replaces_a_symlink_raced_in_rather_than_writing_through_it()
     let target = outside.path().join("target.txt");
     fs::write(&target, "outside").unwrap();
     let handle = Dir::open_ambient_dir(dir.path(), cap_std::ambient_authority()).unwrap();
-    let temp = temp::TempFile::create(&handle).unwrap();
+    let temp = temp::TempFile::create(&handle, PRIVATE_MODE).unwrap();
     temp.file().write_all(b"new").unwrap();
     std::os::unix::fs::symlink(&target, dir.path().join("raced.txt")).unwrap();
     handle.rename(temp.name(), &handle, "raced.txt").unwrap();
@@ -465,12 +465,9 @@ fn the_final_rename_replaces_a_symlink_raced_in_rather_than_writing_through_it()
 }
 
 #[test]
-fn replacing_a_file_keeps_its_permission_bits_and_a_new_file_gets_0o644() {
+fn replacing_a_file_keeps_its_permission_bits() {
     let dir = tempfile::tempdir().unwrap();
     let root = root_in(dir.path());
-    root.write_text(&name("new.txt"), "x").unwrap();
-    assert_eq!(mode(&dir.path().join("new.txt")), 0o644);
-
     let private = dir.path().join("private.txt");
     fs::write(&private, "old").unwrap();
     fs::set_permissions(&private, fs::Permissions::from_mode(0o600)).unwrap();
@@ -487,6 +484,57 @@ fn replacing_a_file_keeps_its_permission_bits_and_a_new_file_gets_0o644() {
         0o755,
         "set-id bits are dropped, the rest kept"
     );
+}
+
+/// A new file was made `0o644` whatever the umask, so a server run under `umask 077` left files others could read.
+/// It now gets `0o666` less the umask, as any program's new file does, and a replaced file keeps its own mode
+/// whatever the umask. The umask belongs to the whole process, so each case runs this test again in a child
+/// process, under a shell that sets it.
+#[test]
+fn a_new_file_gets_the_mode_the_umask_leaves_and_a_replaced_one_keeps_its_own() {
+    const CHILD_DIR: &str = "SECURE_TOOLS_TEST_UMASK_DIR";
+    const TEST: &str = "a_new_file_gets_the_mode_the_umask_leaves_and_a_replaced_one_keeps_its_own";
+    if let Some(dir) = std::env::var_os(CHILD_DIR) {
+        let root = root_in(Path::new(&dir));
+        root.write_text(&name("new.txt"), "new").unwrap();
+        root.write_text(&name("existing.txt"), "replaced").unwrap();
+        return;
+    }
+    let test = format!("{}::{TEST}", module_path!().split_once("::").unwrap().1);
+    for (umask, expected) in [
+        ("077", 0o600),
+        ("027", 0o640),
+        ("022", 0o644),
+        ("002", 0o664),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let existing = dir.path().join("existing.txt");
+        fs::write(&existing, "old").unwrap();
+        // A mode no umask gives a new file.
+        fs::set_permissions(&existing, fs::Permissions::from_mode(0o604)).unwrap();
+        let output = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "umask {umask} && exec \"$0\" --exact {test} --test-threads=1"
+            ))
+            .arg(std::env::current_exe().unwrap())
+            .env(CHILD_DIR, dir.path())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success() && stdout.contains("1 passed"),
+            "umask {umask}: {stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert_eq!(mode(&dir.path().join("new.txt")), expected, "umask {umask}");
+        assert_eq!(mode(&existing), 0o604, "umask {umask}");
+        assert_eq!(fs::read_to_string(&existing).unwrap(), "replaced");
+        assert_eq!(
+            listing(dir.path()),
+            BTreeSet::from(["existing.txt".into(), "new.txt".into()])
+        );
+    }
 }
 
 #[test]
