@@ -176,6 +176,32 @@ fn every_call_yields_exactly_one_audit_record_in_a_mixed_run() {
     assert!(stderr.contains("secure tool `store` panicked"), "{stderr}");
 }
 
+/// rmcp logs every request it receives whole, arguments included, at `debug` and `trace`. The runner hands rmcp a
+/// call's arguments where those events do not look, so a subscriber listening to every crate at `trace` sees no
+/// redacted value, whatever the tool.
+#[test]
+fn a_subscriber_at_trace_sees_no_argument_of_a_call() {
+    let env = [("TEST_SERVER_TRACE", "1")];
+    let mut server = RawServer::spawn(SERVER, Some("test.read,test.write"), &env);
+    server.initialize("2025-11-25");
+    let answer = server.request(RawServer::call_message(
+        1,
+        "store",
+        json!({"name": "n", "secret": "hunter2-at-trace"}),
+    ));
+    assert_eq!(
+        answer["result"]["structuredContent"]["bytes"], 16,
+        "{answer}"
+    );
+    let (status, _, stderr) = server.finish();
+    assert!(status.success());
+    assert!(
+        stderr.contains("received request") && stderr.contains("name: \"store\""),
+        "rmcp's debug events reach the subscriber: {stderr}"
+    );
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+}
+
 #[test]
 fn start_session_and_stop_are_audited_and_flushed_on_eof() {
     let mut server = RawServer::spawn(SERVER, Some("test.read"), &[]);

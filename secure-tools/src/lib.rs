@@ -41,6 +41,8 @@ pub mod call;
 #[cfg(feature = "fs")]
 pub mod fs;
 mod grammar;
+#[cfg(feature = "tracing-subscriber")]
+pub mod logging;
 mod output;
 mod scope;
 pub mod serve;

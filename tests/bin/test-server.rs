@@ -125,6 +125,14 @@ async fn summarize(
 
 #[tokio::main]
 async fn main() {
+    // `TEST_SERVER_TRACE=1`: every `tracing` event of every crate, at every level, on stderr, as a user's own
+    // subscriber at `trace` would get them.
+    if std::env::var_os("TEST_SERVER_TRACE").is_some() {
+        tracing_subscriber::fmt()
+            .with_max_level(tracing_subscriber::filter::LevelFilter::TRACE)
+            .with_writer(std::io::stderr)
+            .init();
+    }
     // `test-server --http ADDR`: the same tools over streamable HTTP, unauthenticated and loopback only (callers
     // are anonymous, holding `MCP_SCOPES`), for the tests of what the HTTP transport hands the pipeline.
     let args: Vec<String> = std::env::args().collect();

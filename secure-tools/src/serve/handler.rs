@@ -186,6 +186,32 @@ fn connection_of(context: &RequestContext<RoleServer>) -> Connection {
     })
 }
 
+/// The arguments of a `tools/call`, moved by a transport from the request's params into its extensions, which
+/// rmcp's `debug` and `trace` events (they print the request whole) show only as `Extensions`. See
+/// [`LineTransport::hold_tool_arguments`](super::LineTransport::hold_tool_arguments).
+#[derive(Clone)]
+pub(crate) struct HeldArguments(rmcp::model::JsonObject);
+
+impl HeldArguments {
+    /// Moves a `tools/call`'s arguments into its extensions; any other message is left as it is.
+    pub(crate) fn hold(message: &mut rmcp::model::ClientJsonRpcMessage) {
+        if let rmcp::model::ClientJsonRpcMessage::Request(request) = message
+            && let rmcp::model::ClientRequest::CallToolRequest(call) = &mut request.request
+            && let Some(arguments) = call.params.arguments.take()
+        {
+            call.extensions.insert(HeldArguments(arguments));
+        }
+    }
+
+    /// The call's arguments: those in its params, or those a transport held.
+    fn take(
+        arguments: Option<rmcp::model::JsonObject>,
+        extensions: &mut rmcp::model::Extensions,
+    ) -> Option<rmcp::model::JsonObject> {
+        arguments.or_else(|| extensions.remove::<HeldArguments>().map(|held| held.0))
+    }
+}
+
 /// A call through the pipeline, as an rmcp tool answer. The request moves into the call before the future is
 /// made, so it is not copied along with it.
 fn call_through_pipeline<'a, S: Send + Sync + 'static>(
@@ -277,16 +303,17 @@ impl<S: Send + Sync + 'static> ServerHandler for SecureServer<S> {
     fn call_tool(
         &self,
         request: CallToolRequestParams,
-        context: RequestContext<RoleServer>,
+        mut context: RequestContext<RoleServer>,
     ) -> impl Future<Output = Result<CallToolResponse, ErrorData>> + MaybeSendFuture + '_ {
         let caller = self.caller(&context);
         let connection = self.connection(&context);
+        let arguments = HeldArguments::take(request.arguments, &mut context.extensions);
         call_through_pipeline(
             &self.tools,
             caller,
             connection,
             request.name,
-            request.arguments,
+            arguments,
             context,
         )
     }
@@ -310,17 +337,21 @@ impl<S: Send + Sync + 'static> ToolSet<S> {
             let default_caller = default_caller.clone();
             router.add_route(ToolRoute::new_dyn(
                 definition.to_rmcp_tool(),
-                move |context: ToolCallContext<'_, H>| {
+                move |mut context: ToolCallContext<'_, H>| {
                     let tools = tools.clone();
                     let caller = caller_of(&context.request_context, &default_caller);
                     let connection = connection_of(&context.request_context);
+                    let arguments = HeldArguments::take(
+                        context.arguments,
+                        &mut context.request_context.extensions,
+                    );
                     Box::pin(async move {
                         call_through_pipeline(
                             &tools,
                             caller,
                             connection,
                             context.name,
-                            context.arguments,
+                            arguments,
                             context.request_context,
                         )
                         .await
@@ -520,10 +551,12 @@ where
 
     async fn call_tool_checked(
         &self,
-        params: CallToolRequestParams,
-        context: RequestContext<RoleServer>,
+        mut params: CallToolRequestParams,
+        mut context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         self.admit_request(&context)?;
+        // Past rmcp's own logging: the arguments go back where every handler looks for them.
+        params.arguments = HeldArguments::take(params.arguments.take(), &mut context.extensions);
         let tools = self.secure.tools();
         if tools.definition(&params.name).is_some() {
             return self.inner.call_tool(params, context).await;

@@ -61,6 +61,7 @@ pub struct LineTransport<R, W> {
     outbox: Arc<Outbox<W>>,
     lifecycle: Arc<Lifecycle>,
     audit: Audit,
+    hold_tool_arguments: bool,
 }
 
 impl<R, W> Clone for LineTransport<R, W> {
@@ -70,6 +71,7 @@ impl<R, W> Clone for LineTransport<R, W> {
             outbox: self.outbox.clone(),
             lifecycle: self.lifecycle.clone(),
             audit: self.audit.clone(),
+            hold_tool_arguments: self.hold_tool_arguments,
         }
     }
 }
@@ -262,7 +264,21 @@ where
             outbox: Arc::new(Outbox::new(write)),
             lifecycle: Arc::default(),
             audit,
+            hold_tool_arguments: false,
         }
+    }
+
+    /// Hands rmcp each `tools/call` with its arguments held in the request's extensions rather than in its
+    /// params. rmcp logs every request it receives whole, params included, at `debug` (`received request`) and
+    /// `trace` (`new event`), but shows extensions only as `Extensions`: this keeps redacted arguments out of
+    /// those events whatever level a subscriber listens at.
+    ///
+    /// Only for a handler that takes the arguments back from there: [`SecureServer`](super::SecureServer) and
+    /// the routes of [`ToolSet::tool_router`](crate::ToolSet::tool_router) do; a tool of rmcp's own `#[tool]`
+    /// served over this transport would see none. The stdio runner sets it.
+    pub fn hold_tool_arguments(mut self) -> Self {
+        self.hold_tool_arguments = true;
+        self
     }
 
     /// Whether a session has started on this stream.
@@ -610,6 +626,10 @@ where
                                 continue;
                             }
                             self.observe_incoming(&message);
+                            let mut message = message;
+                            if self.hold_tool_arguments {
+                                super::handler::HeldArguments::hold(&mut message);
+                            }
                             // Its answer, if any, is rmcp's to send: the place goes back to the queue, and the
                             // next line waits for one of its own.
                             reader.room = None;

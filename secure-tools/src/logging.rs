@@ -1,0 +1,113 @@
+//! Keeping rmcp's own `debug` and `trace` events, which print requests whole, out of your logs (feature
+//! `tracing-subscriber`).
+//!
+//! rmcp (3.11) logs, with targets under `rmcp`:
+//!
+//! - at `debug`, every request it receives (`received request`, target `rmcp::service`), params included, so a
+//!   `tools/call`'s arguments, redacted ones too; and every result it sends (`response message`), so a tool's output;
+//! - at `trace`, every event of its serve loop (`new event`), the same messages again, and over streamable HTTP every
+//!   message it sends;
+//! - at `info` and above, nothing of a request's params or a result: the client's `initialize` information, its
+//!   notifications, the end of a session, and errors.
+//!
+//! The stdio runner hands rmcp a call's arguments where those events do not look (see
+//! [`LineTransport::hold_tool_arguments`](crate::serve::LineTransport::hold_tool_arguments)), so over stdio no
+//! subscriber sees them at any level. Everywhere else (streamable HTTP, or secure tools merged into a server that
+//! uses rmcp's own transports) rmcp prints them, and only your subscriber can keep them out: give it [`filter`].
+//! A subscriber at `debug` without it logs every argument of every call.
+
+use tracing::Metadata;
+use tracing_subscriber::filter::{FilterFn, LevelFilter};
+
+/// The most detailed level of rmcp's events that [`filter`] lets through.
+pub const RMCP_MAX_LEVEL: LevelFilter = LevelFilter::INFO;
+
+/// A filter that lets everything through but the rmcp crate's events and spans below [`RMCP_MAX_LEVEL`], whatever
+/// level the rest of your subscriber listens at.
+///
+/// It only ever removes events, so it goes with your own filter (an `EnvFilter` from `RUST_LOG`, say): put both
+/// on the subscriber, or on each layer, and an event must pass both. `RUST_LOG=rmcp=trace` then still shows rmcp
+/// only up to `info`. It matches rmcp's targets exactly (`rmcp` and `rmcp::...`); a directive such as
+/// `rmcp=info` in an `EnvFilter` or a `Targets` would also catch every target that merely starts with `rmcp`
+/// (`rmcp_client`, say).
+///
+/// ```
+/// use tracing_subscriber::prelude::*;
+///
+/// let subscriber = tracing_subscriber::registry()
+///     // .with(EnvFilter::from_default_env()).with(fmt::layer()) ... as before, and:
+///     .with(secure_tools::logging::filter());
+/// tracing::subscriber::with_default(subscriber, || {
+///     tracing::debug!(target: "rmcp::service", "received request"); // dropped
+///     tracing::debug!("your own debug event"); // kept
+/// });
+/// ```
+///
+/// On a single layer instead: `layer.with_filter(secure_tools::logging::filter())`.
+pub fn filter() -> FilterFn<fn(&Metadata<'_>) -> bool> {
+    FilterFn::new(passes)
+}
+
+fn passes(metadata: &Metadata<'_>) -> bool {
+    let target = metadata.target();
+    let rmcp = target == "rmcp" || target.starts_with("rmcp::");
+    !rmcp || *metadata.level() <= RMCP_MAX_LEVEL
+}
+
+#[cfg(test)]
+mod tests {
+    use tracing::Level;
+    use tracing::callsite::{Callsite, Identifier};
+    use tracing::field::FieldSet;
+    use tracing::metadata::Kind;
+    use tracing::subscriber::Interest;
+
+    use super::*;
+
+    struct Nowhere;
+    impl Callsite for Nowhere {
+        fn set_interest(&self, _: Interest) {}
+        fn metadata(&self) -> &Metadata<'_> {
+            unreachable!()
+        }
+    }
+    static NOWHERE: Nowhere = Nowhere;
+
+    fn passes_at(target: &'static str, level: Level) -> bool {
+        let metadata = Metadata::new(
+            "event",
+            target,
+            level,
+            None,
+            None,
+            None,
+            FieldSet::new(&[], Identifier(&NOWHERE)),
+            Kind::EVENT,
+        );
+        passes(&metadata)
+    }
+
+    #[test]
+    fn caps_rmcp_and_only_rmcp_at_info() {
+        for target in [
+            "rmcp",
+            "rmcp::service",
+            "rmcp::transport::streamable_http_server::tower",
+        ] {
+            for level in [Level::ERROR, Level::WARN, Level::INFO] {
+                assert!(passes_at(target, level), "{target} {level}");
+            }
+            for level in [Level::DEBUG, Level::TRACE] {
+                assert!(!passes_at(target, level), "{target} {level}");
+            }
+        }
+        for target in [
+            "rmcp_logs",
+            "rmcpx::service",
+            "secure_tools::serve",
+            "my_server",
+        ] {
+            assert!(passes_at(target, Level::TRACE), "{target}");
+        }
+    }
+}
