@@ -516,3 +516,37 @@ fn answers_queued_when_the_input_ends_are_written_before_exit() {
         assert!(server.wait().success());
     }
 }
+
+/// rmcp takes a `tools/call` whose params do not have its shape for a request of some other method, answers it
+/// `-32601` "method not found", and logs its params whole at `debug`. It is an invalid-params error (`-32602`),
+/// answered before rmcp sees the params.
+#[test]
+fn a_tools_call_with_params_of_the_wrong_shape_is_invalid_params() {
+    let mut server = started(&[]);
+    let cases = [
+        json!({"name": "echo", "arguments": "text=hi"}),
+        json!({"name": "echo", "arguments": ["hi"]}),
+        json!({"name": "echo", "arguments": 5}),
+        json!({"arguments": {"text": "hi"}}),
+        json!({"name": 5, "arguments": {"text": "hi"}}),
+    ];
+    for (id, params) in cases.iter().enumerate() {
+        let id = id as i64 + 1;
+        let answer = server
+            .request(json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": params}));
+        assert_error(&answer, -32602, json!(id));
+        still_serving(&mut server, 100 + id);
+    }
+    let (_, records, _) = server.finish();
+    let refused = events(&records, "message_rejected");
+    assert_eq!(refused.len(), cases.len());
+    assert!(
+        refused.iter().all(|r| r["reason"] == "invalid_params"),
+        "{refused:?}"
+    );
+    assert_eq!(
+        events(&records, "tool_call").len(),
+        cases.len(),
+        "only the valid calls"
+    );
+}

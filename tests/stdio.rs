@@ -193,6 +193,12 @@ fn a_subscriber_at_trace_sees_no_argument_of_a_call() {
         answer["result"]["structuredContent"]["bytes"], 16,
         "{answer}"
     );
+    // A call of the wrong shape, which rmcp would take for a request of another method and log whole.
+    let answer = server.request(json!({
+        "jsonrpc": "2.0", "id": 2, "method": "tools/call",
+        "params": {"name": "store", "arguments": "secret=hunter2-misshapen"}
+    }));
+    assert_eq!(answer["error"]["code"], -32602, "{answer}");
     let (status, _, stderr) = server.finish();
     assert!(status.success());
     assert!(

@@ -10,6 +10,7 @@
 //! | not UTF-8, not JSON | `-32700` parse error (id if one can be read, else `null`) |
 //! | over the size limit | `-32600` invalid request, with the id read from the line as it streams past, never buffered |
 //! | duplicate key, nesting too deep, batch array, wrong `jsonrpc`, unknown shape | `-32600` invalid request |
+//! | a `tools/call` whose params are not a name and an arguments object | `-32602` invalid params |
 //! | an id other than a string or an integer as written (`1.0`, `1e2`, `-0`, past 64 bits) | `-32600`, id `null` |
 //! | notification or response before the session starts | dropped (nobody waits for an answer) |
 //!
@@ -321,7 +322,7 @@ where
             && let Ok(message) = serde_json::from_str::<ClientJsonRpcMessage>(text)
             && id_as_written(&message, line)
         {
-            return Ok(Some(message));
+            return refuse_misshapen_call(message).map(Some);
         }
         let value = match crate::strict_json::from_str_strict(text) {
             Ok(value) => value,
@@ -389,7 +390,7 @@ where
             });
         }
         match serde_json::from_value::<ClientJsonRpcMessage>(value) {
-            Ok(message) => Ok(Some(message)),
+            Ok(message) => refuse_misshapen_call(message).map(Some),
             Err(err) => {
                 tracing::debug!(error = %err, "message does not match any MCP message shape");
                 Err(Refusal {
@@ -548,6 +549,25 @@ fn id_as_written(message: &ClientJsonRpcMessage, line: &[u8]) -> bool {
             scanner.id().as_ref() == Some(id)
         }
         _ => true,
+    }
+}
+
+/// rmcp takes a `tools/call` whose params do not have its shape (arguments that are not an object, a name that is
+/// missing or not a string) for a request of a method it does not know: it answers `-32601` and logs the params
+/// whole at `debug`. Such a call is refused here as invalid params, and rmcp never sees it.
+fn refuse_misshapen_call(message: ClientJsonRpcMessage) -> Result<ClientJsonRpcMessage, Refusal> {
+    match &message {
+        ClientJsonRpcMessage::Request(request) if matches!(&request.request, ClientRequest::CustomRequest(custom) if custom.method == "tools/call") => {
+            Err(Refusal {
+                id: Some(request.id.clone()),
+                reason: "invalid_params",
+                error: Some(ErrorData::invalid_params(
+                    "Invalid params: `tools/call` takes a `name` string and an `arguments` object",
+                    None,
+                )),
+            })
+        }
+        _ => Ok(message),
     }
 }
 
