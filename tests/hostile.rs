@@ -363,9 +363,9 @@ fn an_id_is_a_string_or_an_integer_as_written_and_comes_back_unchanged() {
     );
 }
 
-/// Writes `lines` lines (`line(i)` for each) from a thread, then a ping with id `"last"`, to a server nobody reads from;
-/// returns once the writer is done or has made no progress for a second (a hang guard of a minute in all), with
-/// how many lines it wrote and the writing thread (which hands back the server's stdin).
+/// Writes `lines` lines (`line(i)` for each) from a thread, then a ping with id `"last"`, to a server nobody reads
+/// from; returns once the writer is done or has made no progress for a second (a hang guard of a minute in all),
+/// with how many lines it wrote and the writing thread (which hands back the server's stdin).
 fn write_unread(
     server: &mut RawServer,
     line: fn(usize) -> String,

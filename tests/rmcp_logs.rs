@@ -76,15 +76,39 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Captured {
     }
 }
 
-fn server() -> SecureServer<()> {
-    let tools = ToolSet::builder(())
+fn tools() -> ToolSet<()> {
+    ToolSet::builder(())
         .tool::<store>()
         .audit_sink(MemorySink::new())
         .build()
-        .unwrap();
-    SecureServer::new(tools)
-        .default_caller(Caller::new("local", Grant::parse("vault.write").unwrap()))
+        .unwrap()
+}
+
+fn caller() -> Caller {
+    Caller::new("local", Grant::parse("vault.write").unwrap())
+}
+
+fn server() -> SecureServer<()> {
+    SecureServer::new(tools())
+        .default_caller(caller())
         .transport("stdio")
+}
+
+/// A server of one's own with the secure tools merged into its router, as the README shows.
+#[derive(Clone)]
+struct Merged {
+    tool_router: rmcp::handler::server::router::tool::ToolRouter<Self>,
+}
+
+#[rmcp::tool_handler(router = self.tool_router)]
+impl rmcp::ServerHandler for Merged {
+    fn get_info(&self) -> rmcp::model::ServerConfig {
+        rmcp::model::ServerConfig::new(
+            rmcp::model::ServerCapabilities::builder()
+                .enable_tools()
+                .build(),
+        )
+    }
 }
 
 /// Runs `initialize` and one `tools/call` storing `secret` against a server on the other end of `client`;
@@ -182,6 +206,28 @@ async fn redacted_arguments_never_reach_rmcps_logs() {
     );
     running.await.unwrap();
     let leaked = everything.containing("hunter2-line-transport");
+    assert!(leaked.is_empty(), "{leaked:#?}");
+
+    // The same transport under a server that merged the secure tools' routes into its own router.
+    let (client, server_end) = tokio::io::duplex(1 << 16);
+    let (read, write) = tokio::io::split(server_end);
+    let tools = tools();
+    let transport =
+        LineTransport::new(read, write, 1 << 20, tools.audit().clone()).hold_tool_arguments();
+    let merged = Merged {
+        tool_router: tools.tool_router(caller()),
+    };
+    let running = tokio::spawn(async move {
+        let service = rmcp::serve_server(merged, transport).await.unwrap();
+        service.waiting().await.unwrap();
+    });
+    let answer = call_over(client, "hunter2-merged-router").await;
+    assert_eq!(
+        answer["result"]["content"][0]["text"], "stored db (21 bytes)",
+        "the tool got its arguments: {answer}"
+    );
+    running.await.unwrap();
+    let leaked = everything.containing("hunter2-merged-router");
     assert!(leaked.is_empty(), "{leaked:#?}");
     assert!(
         !everything.containing("received request").is_empty(),

@@ -282,12 +282,12 @@ impl Root {
     ///
     /// The content is checked first: NUL, other C0 control characters than tab, line feed and carriage return,
     /// DEL, the C1 controls (U+0080 to U+009F) and the bidirectional embeddings, overrides and isolates (U+202A to
-    /// U+202E, U+2066 to U+2069) are refused ([`FsError::UnsupportedContent`]); then `\r\n` and lone `\r` become `\n`; then the
-    /// result must fit [`Limits::max_write_bytes`] ([`FsError::TooLarge`]). A symlink of that name, even a
-    /// dangling one, is refused ([`FsError::Symlink`]), as is anything but a regular file ([`FsError::NotAFile`])
-    /// and a file this process may not write (an [`FsError::Io`] of kind `PermissionDenied`). A replaced file keeps
-    /// its permission bits (without set-id and sticky bits); a new one gets `0o666` less the process's umask on
-    /// Unix, as any program's new file does.
+    /// U+202E, U+2066 to U+2069) are refused ([`FsError::UnsupportedContent`]); then `\r\n` and lone `\r` become
+    /// `\n`; then the result must fit [`Limits::max_write_bytes`] ([`FsError::TooLarge`]). A symlink of that name,
+    /// even a dangling one, is refused ([`FsError::Symlink`]), as is anything but a regular file
+    /// ([`FsError::NotAFile`]) and a file this process may not write (an [`FsError::Io`] of kind
+    /// `PermissionDenied`). A replaced file keeps its permission bits (without set-id and sticky bits); a new one
+    /// gets `0o666` less the process's umask on Unix, as any program's new file does.
     ///
     /// The content goes to a hidden temporary file in the root, which is synced, given its mode and renamed over
     /// the target; the directory is then synced. On any failure the temporary file is removed and the target is

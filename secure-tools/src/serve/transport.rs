@@ -45,9 +45,9 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 const MAX_SHOWN_NAME: usize = 256;
 
 /// How many messages may wait to be written. While the queue is full no input is read, so a client that does not
-/// read its answers cannot make the server hold more than this (plus the answers of requests already being
-/// handled, which are bounded the same way).
-pub const OUTBOX_CAPACITY: usize = 64;
+/// read its answers cannot make the server hold more than this, plus the answers of the requests already being
+/// handled when it filled.
+const OUTBOX_CAPACITY: usize = 64;
 
 /// How long [`Transport::close`] waits for the queued messages to be written (a client that stopped reading
 /// would otherwise hold the server's exit forever).
@@ -556,19 +556,20 @@ fn id_as_written(message: &ClientJsonRpcMessage, line: &[u8]) -> bool {
 /// missing or not a string) for a request of a method it does not know: it answers `-32601` and logs the params
 /// whole at `debug`. Such a call is refused here as invalid params, and rmcp never sees it.
 fn refuse_misshapen_call(message: ClientJsonRpcMessage) -> Result<ClientJsonRpcMessage, Refusal> {
-    match &message {
-        ClientJsonRpcMessage::Request(request) if matches!(&request.request, ClientRequest::CustomRequest(custom) if custom.method == "tools/call") => {
-            Err(Refusal {
-                id: Some(request.id.clone()),
-                reason: "invalid_params",
-                error: Some(ErrorData::invalid_params(
-                    "Invalid params: `tools/call` takes a `name` string and an `arguments` object",
-                    None,
-                )),
-            })
-        }
-        _ => Ok(message),
+    if let ClientJsonRpcMessage::Request(request) = &message
+        && let ClientRequest::CustomRequest(custom) = &request.request
+        && custom.method == "tools/call"
+    {
+        return Err(Refusal {
+            id: Some(request.id.clone()),
+            reason: "invalid_params",
+            error: Some(ErrorData::invalid_params(
+                "Invalid params: `tools/call` takes a `name` string and an `arguments` object",
+                None,
+            )),
+        });
     }
+    Ok(message)
 }
 
 /// A JSON-RPC id MCP accepts: a string, or an integer written as one (serde_json keeps `1.0`, `1e2` and `-0` as
@@ -635,7 +636,7 @@ where
                     reader.line.clear();
                     match classified {
                         Ok(None) => continue,
-                        Ok(Some(message)) => {
+                        Ok(Some(mut message)) => {
                             if !self.session_started()
                                 && !matches!(message, ClientJsonRpcMessage::Request(_))
                             {
@@ -646,7 +647,6 @@ where
                                 continue;
                             }
                             self.observe_incoming(&message);
-                            let mut message = message;
                             if self.hold_tool_arguments {
                                 super::handler::HeldArguments::hold(&mut message);
                             }
