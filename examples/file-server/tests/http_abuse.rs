@@ -315,3 +315,153 @@ async fn unauthenticated_refusals_are_throttled_in_the_audit_and_counted() {
     assert_eq!(server.events("tool_call").len(), 1);
     assert_eq!(server.events("server_stop").len(), 1);
 }
+
+/// POSTs a JSON-RPC message with `token` and, if given, a session id; returns the status, the session id the
+/// server gave, and the body (a JSON answer, or the first event of an SSE stream).
+async fn session_post(
+    server: &Server,
+    token: &str,
+    session: Option<&str>,
+    body: &Value,
+) -> (u16, Option<String>, String) {
+    let mut request = client()
+        .post(&server.resource)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2025-11-25")
+        .header("authorization", format!("Bearer {token}"))
+        .body(body.to_string());
+    if let Some(id) = session {
+        request = request.header("mcp-session-id", id);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let id = response
+        .headers()
+        .get("mcp-session-id")
+        .map(|v| v.to_str().unwrap().to_owned());
+    // An SSE answer stays open after its event: read until a JSON-RPC message has arrived, or the stream ends.
+    let mut response = response;
+    let mut text = String::new();
+    while !text.contains("jsonrpc") {
+        match tokio::time::timeout(Duration::from_secs(10), response.chunk()).await {
+            Ok(Ok(Some(chunk))) => text.push_str(&String::from_utf8_lossy(&chunk)),
+            _ => break,
+        }
+    }
+    (status, id, text)
+}
+
+fn initialize() -> Value {
+    json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {},
+        "clientInfo": {"name": "abuse-test", "version": "1"}}})
+}
+
+/// Review finding 3: with sessions on, a session was not bound to the identity that created it: another valid
+/// token could post into it or delete it. Now another identity's session does not exist for it (404), and the
+/// attempt is audited.
+#[tokio::test]
+async fn a_session_belongs_to_the_identity_that_opened_it() {
+    let server = Server::start(None, &["--http-sessions"]);
+    let alice = server.token("alice", "files.read");
+    let mallory = server.token("mallory", "files.read");
+    let (status, session, body) = session_post(&server, &alice, None, &initialize()).await;
+    assert_eq!(status, 200, "{body}");
+    let session = session.expect("a session id");
+    let (status, _, _) = session_post(
+        &server,
+        &alice,
+        Some(&session),
+        &json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+    )
+    .await;
+    assert_eq!(status, 202);
+
+    // Mallory, with a valid token of her own, posts into Alice's session, then tries to delete it.
+    let (status, _, body) = session_post(&server, &mallory, Some(&session), &read_call(5)).await;
+    assert_eq!(status, 404, "{body}");
+    let deleted = client()
+        .delete(&server.resource)
+        .header("authorization", format!("Bearer {mallory}"))
+        .header("mcp-session-id", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 404);
+
+    // Alice's session is untouched and hers.
+    let (status, _, body) = session_post(&server, &alice, Some(&session), &read_call(6)).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("hello"), "{body}");
+    let refused: Vec<Value> = server
+        .events("http_rejected")
+        .into_iter()
+        .filter(|r| r["reason"] == "session_not_owned")
+        .collect();
+    assert_eq!(refused.len(), 2, "{refused:?}");
+    assert!(
+        refused
+            .iter()
+            .all(|r| r["subject"] == "mallory" && r["status"] == 404)
+    );
+    let calls = server.events("tool_call");
+    assert_eq!(calls.len(), 1, "only Alice's call ran: {calls:?}");
+    assert_eq!(calls[0]["caller"], "alice");
+}
+
+/// Review finding 6: the minimum protocol version was not enforced over HTTP for calls made without `initialize`,
+/// and version refusals were audited over stdio only.
+#[tokio::test]
+async fn the_minimum_protocol_version_holds_over_http_and_is_audited() {
+    let server = Server::start(None, &["--min-protocol-version", "2025-06-18"]);
+    let token = server.token("alice", "files.read");
+    let post_with = |version: Option<&'static str>, body: Value| {
+        let mut request = client()
+            .post(&server.resource)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("authorization", format!("Bearer {token}"))
+            .body(body.to_string());
+        if let Some(version) = version {
+            request = request.header("mcp-protocol-version", version);
+        }
+        request.send()
+    };
+    // An old version named in the header: 400, as the transport specifies.
+    let response = post_with(Some("2025-03-26"), read_call(1)).await.unwrap();
+    assert_eq!(response.status(), 400);
+    // No header, which means 2025-03-26: refused by the handler with the protocol's error.
+    let response = post_with(None, read_call(2)).await.unwrap();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        body["error"]["message"], "Unsupported protocol version",
+        "{body}"
+    );
+    assert_eq!(body["error"]["data"]["requested"], "2025-03-26", "{body}");
+    // An old version asked for at `initialize`.
+    let mut old = initialize();
+    old["params"]["protocolVersion"] = json!("2024-11-05");
+    let response = post_with(None, old).await.unwrap();
+    let body: Value = response.json().await.unwrap();
+    assert!(body["error"].is_object(), "{body}");
+    // A version in the policy works.
+    let response = post_with(Some("2025-11-25"), read_call(3)).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let rejected = server.events("version_rejected");
+    let requested: Vec<&Value> = rejected.iter().map(|r| &r["requested"]).collect();
+    assert_eq!(
+        requested,
+        [
+            &json!("2025-03-26"),
+            &json!("2025-03-26"),
+            &json!("2024-11-05")
+        ],
+        "{rejected:?}"
+    );
+    assert_eq!(
+        server.events("tool_call").len(),
+        1,
+        "only the call in policy ran"
+    );
+}

@@ -137,6 +137,13 @@ impl<S: Send + Sync + 'static> SecureServer<S> {
         &self.tools
     }
 
+    /// Routes for your own rmcp server (`Self::tool_router() + secure.tool_router()`), calling the secure tools
+    /// through the pipeline with this server's default caller for requests that carry none. See
+    /// [`ToolSet::tool_router`].
+    pub fn tool_router<H: Send + Sync + 'static>(&self) -> ToolRouter<H> {
+        self.tools.tool_router(self.options.default_caller.clone())
+    }
+
     /// The version policy.
     pub fn version_policy(&self) -> &VersionPolicy {
         &self.options.versions

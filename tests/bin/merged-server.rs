@@ -1,0 +1,77 @@
+//! `merged-server`: a user's own rmcp server (its `#[tool_router]` with plain tools) with secure tools merged in,
+//! served by the library's runner as the environment says (stdio, or `MCP_HTTP` with bearer tokens). One plain
+//! tool is declared to the tool set with a scope; one is not, and must stay out of reach.
+
+use rmcp::handler::server::router::tool::ToolRouter;
+use rmcp::handler::server::wrapper::Parameters;
+use rmcp::model::{ServerCapabilities, ServerConfig};
+use rmcp::{ServerHandler, tool, tool_handler, tool_router};
+use secure_tools::serve::{SecureServer, Settings};
+use secure_tools::{PlainTool, ToolError, ToolSet, secure_tool};
+
+#[derive(serde::Deserialize, schemars::JsonSchema)]
+struct SearchArgs {
+    /// What to look for.
+    query: String,
+}
+
+/// The user's server, as rmcp's documentation writes one.
+#[derive(Clone)]
+struct Tickets {
+    tool_router: ToolRouter<Self>,
+}
+
+#[tool_router]
+impl Tickets {
+    fn new(secure: SecureServer<()>) -> Self {
+        Tickets {
+            tool_router: Self::tool_router() + secure.tool_router(),
+        }
+    }
+
+    /// A plain tool, declared to the tool set with the scope `tickets.search`.
+    #[tool(description = "Search tickets")]
+    fn search_tickets(&self, Parameters(SearchArgs { query }): Parameters<SearchArgs>) -> String {
+        format!("3 tickets match `{query}`")
+    }
+
+    /// A plain tool nobody declared: the policy must keep it out of reach.
+    #[tool(description = "Dump the server's internals")]
+    fn debug_dump(&self) -> String {
+        "internals".into()
+    }
+}
+
+#[tool_handler(router = self.tool_router)]
+impl ServerHandler for Tickets {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+    }
+}
+
+/// Close a ticket.
+#[secure_tool(scope = "tickets.close")]
+async fn close_ticket(#[validate(range(min = 1))] id: u64) -> Result<String, ToolError> {
+    Ok(format!("closed #{id}"))
+}
+
+#[tokio::main]
+async fn main() {
+    let settings = match Settings::from_env().await {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("merged-server: {error}");
+            std::process::exit(2);
+        }
+    };
+    let tools = ToolSet::builder(()).tool::<close_ticket>().plain_tool(
+        PlainTool::new("search_tickets")
+            .scope("tickets.search")
+            .audit_redact(["query"])
+            .read_only(),
+    );
+    if let Err(error) = settings.serve_with(tools, Tickets::new).await {
+        eprintln!("merged-server: {error}");
+        std::process::exit(1);
+    }
+}

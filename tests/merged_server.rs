@@ -1,0 +1,304 @@
+//! A user's own rmcp server with secure tools merged in, served by the library's runner (`Settings::serve_with`):
+//! over HTTP with bearer tokens it gets the same authentication, challenge and records as a tool set served alone;
+//! its declared plain tool is scoped and audited; its undeclared plain tool is hidden and refused. Over stdio, the
+//! same.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+const SERVER: &str = env!("CARGO_BIN_EXE_merged-server");
+const SECRET: &str = "merged-secret-0123456789abcdef0123456789";
+const ISSUER: &str = "https://issuer.test";
+
+struct HttpServer {
+    child: Child,
+    resource: String,
+    audit_log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl HttpServer {
+    fn start() -> HttpServer {
+        let dir = tempfile::tempdir().unwrap();
+        let audit_log = dir.path().join("audit.jsonl");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let resource = format!("http://127.0.0.1:{port}/mcp");
+        let mut child = Command::new(SERVER)
+            .env("MCP_HTTP", format!("127.0.0.1:{port}"))
+            .env("MCP_AUTH_ISSUER", ISSUER)
+            .env("MCP_RESOURCE_URL", &resource)
+            .env("MCP_AUTH_HS256_SECRET", SECRET)
+            .env("MCP_AUDIT_LOG", &audit_log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        loop {
+            line.clear();
+            assert!(stderr.read_line(&mut line).unwrap() > 0, "server exited");
+            if line.contains("serving MCP over HTTP at") {
+                break;
+            }
+        }
+        std::thread::spawn(move || for _ in stderr.lines() {});
+        HttpServer {
+            child,
+            resource,
+            audit_log,
+            _dir: dir,
+        }
+    }
+
+    fn token(&self, subject: &str, scopes: &str) -> String {
+        secure_tools::testing::hs256_token(
+            SECRET,
+            ISSUER,
+            &self.resource,
+            subject,
+            scopes,
+            Duration::from_secs(600),
+        )
+    }
+
+    async fn post(&self, token: &str, body: Value) -> (u16, Value, String) {
+        let response = reqwest::Client::new()
+            .post(&self.resource)
+            .header("authorization", format!("Bearer {token}"))
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2025-11-25")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let challenge = response
+            .headers()
+            .get("www-authenticate")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        (
+            status,
+            response.json().await.unwrap_or(Value::Null),
+            challenge,
+        )
+    }
+
+    fn calls(&self) -> Vec<Value> {
+        secure_tools_tests::events(
+            &secure_tools_tests::read_audit(&self.audit_log),
+            "tool_call",
+        )
+        .into_iter()
+        .cloned()
+        .collect()
+    }
+}
+
+fn call(tool: &str, arguments: Value) -> Value {
+    json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+           "params": {"name": tool, "arguments": arguments}})
+}
+
+#[tokio::test]
+async fn a_merged_server_over_http_with_bearer_tokens_keeps_every_tool_under_the_policy() {
+    let server = HttpServer::start();
+    let full = server.token("alice", "tickets.search tickets.close");
+    let close_only = server.token("bob", "tickets.close");
+
+    // No token: the runner's challenge, as for a tool set served alone.
+    let response = reqwest::Client::new()
+        .post(&server.resource)
+        .header("accept", "application/json, text/event-stream")
+        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+
+    // The list: the secure tool and the declared plain tool, with its scopes; not the undeclared one.
+    let (status, list, _) = server
+        .post(
+            &full,
+            json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{list}");
+    let tools = list["result"]["tools"].as_array().unwrap();
+    let mut names: Vec<&str> = tools.iter().map(|t| t["name"].as_str().unwrap()).collect();
+    names.sort();
+    assert_eq!(names, ["close_ticket", "search_tickets"]);
+    let search = tools
+        .iter()
+        .find(|t| t["name"] == "search_tickets")
+        .unwrap();
+    assert_eq!(
+        search["_meta"]["secure-tools/scopes"],
+        json!(["tickets.search"])
+    );
+
+    // The plain tool, called with its scope: its own answer, one record, the query redacted.
+    let (status, found, _) = server
+        .post(
+            &full,
+            call("search_tickets", json!({"query": "printer on fire"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{found}");
+    assert_eq!(
+        found["result"]["content"][0]["text"],
+        "3 tickets match `printer on fire`"
+    );
+    // The secure tool.
+    let (status, closed, _) = server
+        .post(&full, call("close_ticket", json!({"id": 12})))
+        .await;
+    assert_eq!(status, 200, "{closed}");
+    assert_eq!(closed["result"]["content"][0]["text"], "closed #12");
+
+    // The plain tool without its scope: refused like a secure tool, 403 with the challenge over HTTP.
+    let (status, refused, challenge) = server
+        .post(&close_only, call("search_tickets", json!({"query": "x"})))
+        .await;
+    assert_eq!(status, 403, "{refused}");
+    assert_eq!(refused["error"]["message"], "missing_scope:tickets.search");
+    assert!(
+        challenge.contains("scope=\"tickets.search\""),
+        "{challenge}"
+    );
+
+    // The undeclared tool: refused and audited, though the server has it.
+    let (status, dumped, _) = server.post(&full, call("debug_dump", json!({}))).await;
+    assert_eq!(status, 200, "{dumped}");
+    assert_eq!(dumped["result"]["isError"], true, "{dumped}");
+    assert!(
+        dumped["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("undeclared_tool"),
+        "{dumped}"
+    );
+    assert!(!dumped.to_string().contains("internals"));
+
+    let calls = server.calls();
+    let summary: Vec<(&str, &str, &str)> = calls
+        .iter()
+        .map(|c| {
+            (
+                c["tool"].as_str().unwrap(),
+                c["caller"].as_str().unwrap(),
+                c["outcome"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("search_tickets", "alice", "ok"),
+            ("close_ticket", "alice", "ok"),
+            ("search_tickets", "bob", "denied"),
+            ("debug_dump", "alice", "denied"),
+        ]
+    );
+    assert_eq!(
+        calls[0]["inputs"]["query"]["redacted"], true,
+        "{}",
+        calls[0]
+    );
+    assert_eq!(calls[0]["transport"], "http");
+    assert_eq!(calls[3]["error"], "undeclared_tool");
+    assert!(
+        !std::fs::read_to_string(&server.audit_log)
+            .unwrap()
+            .contains("printer on fire")
+    );
+}
+
+#[test]
+fn a_merged_server_over_stdio_keeps_every_tool_under_the_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let audit_log = dir.path().join("audit.jsonl");
+    let mut child = Command::new(SERVER)
+        .env("MCP_SCOPES", "tickets.search")
+        .env("MCP_AUDIT_LOG", &audit_log)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let mut output = BufReader::new(child.stdout.take().unwrap());
+    let mut send = |message: Value| {
+        writeln!(input, "{message}").unwrap();
+        input.flush().unwrap();
+    };
+    let mut answer = || {
+        let mut line = String::new();
+        output.read_line(&mut line).unwrap();
+        serde_json::from_str::<Value>(&line).unwrap()
+    };
+    send(
+        json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {},
+        "clientInfo": {"name": "merged-test", "version": "1"}}}),
+    );
+    assert!(answer()["result"]["protocolVersion"].is_string());
+    send(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
+    send(call("search_tickets", json!({"query": "printer"})));
+    assert_eq!(
+        answer()["result"]["content"][0]["text"],
+        "3 tickets match `printer`"
+    );
+    send(call("close_ticket", json!({"id": 3})));
+    let refused = answer();
+    assert!(
+        refused["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("missing_scope:tickets.close"),
+        "{refused}"
+    );
+    send(call("debug_dump", json!({})));
+    let dumped = answer();
+    assert_eq!(dumped["result"]["isError"], true, "{dumped}");
+    drop(send);
+    drop(input);
+    assert!(child.wait().unwrap().success());
+    let records = secure_tools_tests::read_audit(&audit_log);
+    let calls = secure_tools_tests::events(&records, "tool_call");
+    let outcomes: Vec<(&str, &str, &str)> = calls
+        .iter()
+        .map(|c| {
+            (
+                c["tool"].as_str().unwrap(),
+                c["caller"].as_str().unwrap(),
+                c["outcome"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            ("search_tickets", "stdio", "ok"),
+            ("close_ticket", "stdio", "denied"),
+            ("debug_dump", "stdio", "denied"),
+        ]
+    );
+}
