@@ -278,7 +278,6 @@ fn a_merged_server_over_stdio_keeps_every_tool_under_the_policy() {
     send(call("debug_dump", json!({})));
     let dumped = answer();
     assert_eq!(dumped["result"]["isError"], true, "{dumped}");
-    drop(send);
     drop(input);
     assert!(child.wait().unwrap().success());
     let records = secure_tools_tests::read_audit(&audit_log);
