@@ -228,3 +228,65 @@ fn a_key_set_never_supplies_a_symmetric_or_weak_key() {
     let weak = json!({"keys": [{"kty": "RSA", "kid": "k2", "e": "AQAB", "n": "w".repeat(171)}]});
     assert!(VerificationKeys::jwks_json(&weak.to_string()).is_err());
 }
+
+/// Verified tokens are kept for their next use; nothing about that lets a token in that would not pass the checks
+/// itself: a token with its signature or payload changed is checked anew and refused, one with another claim set
+/// gets its own verdict, and a token refused once stays refused.
+#[test]
+fn tokens_kept_after_verification_let_nothing_else_in() {
+    let issuer = "https://issuer.test";
+    let auth = auth(issuer);
+    let claims = json!({"iss": issuer, "sub": "alice", "aud": RESOURCE, "exp": now() + 600,
+                        "scope": "tickets.read"});
+    let token = sign(typed(None), &claims);
+    for _ in 0..3 {
+        let caller = auth.verify(&token).unwrap();
+        assert_eq!(caller.id(), "alice");
+        assert!(holds(caller.grant(), "tickets.read"));
+    }
+    // The same token with its signature changed, then its payload: both checked anew, both refused.
+    let (head, signature) = token.rsplit_once('.').unwrap();
+    let mut forged = signature.chars().rev().collect::<String>();
+    if forged == signature {
+        forged.push('A');
+    }
+    assert!(auth.verify(&format!("{head}.{forged}")).is_err());
+    let parts: Vec<&str> = token.split('.').collect();
+    let payload = serde_json::to_vec(&json!({"iss": issuer, "sub": "mallory", "aud": RESOURCE,
+                                             "exp": now() + 600, "scope": "tickets.read tickets.write"}))
+    .unwrap();
+    let swapped = format!("{}.{}.{}", parts[0], base64url(&payload), parts[2]);
+    assert!(matches!(
+        auth.verify(&swapped),
+        Err(TokenError::BadSignature)
+    ));
+    // Another identity's token, verified on its own.
+    let bob = sign(
+        typed(None),
+        &json!({"iss": issuer, "sub": "bob", "aud": RESOURCE, "exp": now() + 600, "scope": ""}),
+    );
+    assert_eq!(auth.verify(&bob).unwrap().id(), "bob");
+    // An expired token is refused every time.
+    let expired = sign(
+        typed(None),
+        &json!({"iss": issuer, "sub": "carol", "aud": RESOURCE, "exp": now() - 3600}),
+    );
+    for _ in 0..2 {
+        assert!(matches!(auth.verify(&expired), Err(TokenError::Expired)));
+    }
+}
+
+fn base64url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..=chunk.len() {
+            out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    out
+}

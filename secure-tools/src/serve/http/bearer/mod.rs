@@ -14,6 +14,7 @@
 //! keys), at most once per refetch interval, so a flood of tokens with made-up `kid`s cannot turn into a flood of
 //! fetches.
 
+mod cache;
 #[cfg(feature = "jwks")]
 mod jwks;
 mod keys;
@@ -23,6 +24,7 @@ use std::sync::Arc;
 use jsonwebtoken::Validation;
 use jsonwebtoken::errors::ErrorKind;
 
+pub use cache::{TOKEN_CACHE_ENTRIES, TOKEN_CACHE_TTL};
 #[cfg(feature = "jwks")]
 pub use jwks::{DEFAULT_JWKS_REFETCH_INTERVAL, JWKS_FETCH_TIMEOUT, MAX_JWKS_BYTES};
 pub use keys::{KeyError, VerificationKeys};
@@ -59,6 +61,8 @@ pub struct BearerAuth {
     /// `JWT` or not at all, as most identity providers issue them.
     pub require_access_token_type: bool,
     map_claims: Option<ClaimsMapper>,
+    /// Tokens verified recently (see the `cache` module); shared by clones.
+    cache: Arc<cache::TokenCache>,
 }
 
 type ClaimsMapper = Arc<dyn Fn(&VerifiedToken<'_>) -> Result<Caller, String> + Send + Sync>;
@@ -133,6 +137,7 @@ impl BearerAuth {
             scope_claims: vec!["scope".into(), "scp".into()],
             require_access_token_type: false,
             map_claims: None,
+            cache: Arc::new(cache::TokenCache::new()),
         }
     }
 
@@ -149,7 +154,8 @@ impl BearerAuth {
         self
     }
 
-    /// Makes the caller of a verified token with a function of your own: another identity (an `oid`, an email), a
+    /// Makes the caller of a verified token with a function of your own (called once per token while it is kept
+    /// among the verified ones, see [`TOKEN_CACHE_TTL`]): another identity (an `oid`, an email), a
     /// grant from roles or groups, attributes for the audit record (a tenant). An `Err` refuses the token
     /// (`401`, detail `claims_refused`; the message goes to the audit record's log, not to the client).
     ///
@@ -197,11 +203,17 @@ impl BearerAuth {
     }
 
     fn authenticate_now(&self, token: &str) -> Result<Authenticated, TokenError> {
-        let header = jsonwebtoken::decode_header(token).map_err(|e| classify(e.kind()))?;
         let keys = self.keys.current();
+        let now = cache::now();
+        if let Some(verified) = self.cache.get(token, &keys, now) {
+            return Ok(verified);
+        }
+        let header = jsonwebtoken::decode_header(token).map_err(|e| classify(e.kind()))?;
         let key =
             VerificationKeys::select(&keys, header.kid.as_deref()).ok_or(TokenError::UnknownKey)?;
-        self.verify_with(token, &header, key)
+        let (verified, expires) = self.verify_with(token, &header, key)?;
+        self.cache.put(token, &verified, expires, &keys, now);
+        Ok(verified)
     }
 
     /// Checks an access token, as [`verify`](Self::verify); when the keys come from a JWKS URL and the token names
@@ -229,7 +241,7 @@ impl BearerAuth {
         token: &str,
         header: &jsonwebtoken::Header,
         key: &VerificationKey,
-    ) -> Result<Authenticated, TokenError> {
+    ) -> Result<(Authenticated, u64), TokenError> {
         check_header(header, self.require_access_token_type)?;
         if !key.algorithms.contains(&header.alg) {
             return Err(TokenError::AlgorithmNotAllowed);
@@ -260,6 +272,11 @@ impl BearerAuth {
             Some(serde_json::Value::String(_)) | None => None,
             Some(_) => return Err(TokenError::Malformed),
         };
+        // `exp` is required and was checked as a number of seconds.
+        let expires = claims
+            .get("exp")
+            .and_then(|exp| exp.as_f64())
+            .map_or(0, |exp| exp.max(0.0) as u64);
         let grant = self.grant_of(&claims)?;
         let verified = VerifiedToken {
             subject,
@@ -274,10 +291,13 @@ impl BearerAuth {
             })?,
             None => verified.default_caller(),
         };
-        Ok(Authenticated {
-            caller,
-            token_id: token_id.map(str::to_owned),
-        })
+        Ok((
+            Authenticated {
+                caller,
+                token_id: token_id.map(str::to_owned),
+            },
+            expires,
+        ))
     }
 
     /// The grant of a token's scope claims: each a space-separated string (RFC 6749 section 3.3: spaces only, so a
