@@ -1,6 +1,7 @@
 //! What the HTTP transport hands the pipeline, through a real server process: a distinct call id per call though
 //! every stateless client sends id 1, the transport facts in each record, and a call whose client hangs up is
-//! stopped and audited `cancelled`.
+//! stopped and audited `cancelled`, a request past the HTTP request timeout is answered `408` and its call
+//! audited once, and a chunked body over the size limit is refused `413` and recorded.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -25,6 +26,10 @@ impl Drop for Server {
 }
 
 fn start() -> Server {
+    start_with(&[])
+}
+
+fn start_with(env: &[(&str, &str)]) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let audit = dir.path().join("audit.jsonl");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -36,6 +41,7 @@ fn start() -> Server {
         .args(["--http", &address])
         .env("MCP_SCOPES", "test.read test.write")
         .env("MCP_AUDIT_LOG", &audit)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -156,4 +162,103 @@ async fn a_call_whose_client_hangs_up_is_stopped_and_audited_cancelled() {
     .await
     .unwrap();
     assert_eq!(answer["result"]["content"][0]["text"], "ok");
+}
+
+/// Polls the audit until `done` holds for it, for at most 10 s.
+fn audit_until(server: &Server, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let audit = read_audit(&server.audit);
+        if done(&audit) {
+            return audit;
+        }
+        assert!(Instant::now() < deadline, "audit never complete: {audit:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test]
+async fn a_request_past_the_request_timeout_is_answered_408_and_its_call_audited_once() {
+    let server = start_with(&[("MCP_HTTP_REQUEST_TIMEOUT", "1s")]);
+    let started = Instant::now();
+    let answer = post(
+        &client(Duration::from_secs(20)),
+        &server.url,
+        &call("slow", json!({"millis": 30000})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(answer.status(), reqwest::StatusCode::REQUEST_TIMEOUT);
+    assert!(started.elapsed() < Duration::from_secs(10), "no timeout");
+    let audit = audit_until(&server, |audit| {
+        !events(audit, "tool_call").is_empty() && !events(audit, "http_rejected").is_empty()
+    });
+    // The call the timeout cut off is stopped and has its one record; the refusal has its own.
+    let calls = events(&audit, "tool_call");
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0]["tool"], "slow");
+    assert_eq!(calls[0]["outcome"], "cancelled", "{}", calls[0]);
+    let rejected = events(&audit, "http_rejected");
+    assert_eq!(rejected.len(), 1, "{rejected:?}");
+    assert_eq!(rejected[0]["status"], 408);
+    assert_eq!(rejected[0]["reason"], "timeout");
+    // A quick call still answers within the same limit.
+    let answer: Value = post(
+        &client(Duration::from_secs(10)),
+        &server.url,
+        &call("echo", json!({"text": "ok"})),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(answer["result"]["content"][0]["text"], "ok");
+}
+
+#[test]
+fn a_chunked_body_over_the_size_limit_is_refused_413_and_recorded() {
+    use std::io::{Read, Write};
+    let server = start_with(&[("MCP_MAX_MESSAGE_BYTES", "65536")]);
+    let address = server
+        .url
+        .trim_start_matches("http://")
+        .trim_end_matches("/mcp")
+        .to_string();
+    let mut socket = std::net::TcpStream::connect(&address).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        socket,
+        "POST /mcp HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n\
+         Accept: application/json, text/event-stream\r\nMCP-Protocol-Version: 2025-11-25\r\n\
+         Transfer-Encoding: chunked\r\n\r\n"
+    )
+    .unwrap();
+    // No Content-Length to refuse up front: 128 KiB of an echo call's text in 8 KiB chunks, twice the limit.
+    let head = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":""#;
+    write!(socket, "{:x}\r\n{head}\r\n", head.len()).unwrap();
+    let chunk = "a".repeat(8192);
+    for _ in 0..16 {
+        // The server may answer and close before the whole body is sent; later writes may then fail.
+        if write!(socket, "{:x}\r\n{chunk}\r\n", chunk.len()).is_err() {
+            break;
+        }
+    }
+    let _ = write!(socket, "4\r\n\"}}}}}}\r\n0\r\n\r\n");
+    let mut answer = Vec::new();
+    let _ = socket.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 413"),
+        "{}",
+        &answer[..answer.len().min(300)]
+    );
+    let audit = audit_until(&server, |audit| !events(audit, "http_rejected").is_empty());
+    let rejected = events(&audit, "http_rejected");
+    assert_eq!(rejected[0]["status"], 413, "{rejected:?}");
+    assert_eq!(rejected[0]["reason"], "body_too_large");
+    // Nothing of it reached a tool.
+    assert!(events(&audit, "tool_call").is_empty(), "{audit:?}");
 }

@@ -157,17 +157,15 @@ async fn main() {
 }
 
 async fn serve_http(address: &str) {
-    use secure_tools::serve::{Auth, Settings};
+    use secure_tools::serve::{ServerArgs, Settings};
     let bind: std::net::SocketAddr = address.parse().expect("an address");
     assert!(bind.ip().is_loopback(), "test-server serves loopback only");
-    // Everything else (audit log, server id, limits) from the environment, as any server reads it.
-    let from_env = Settings::from_env().await.expect("settings");
-    let grant = secure_tools::Grant::parse(&std::env::var("MCP_SCOPES").unwrap_or_default())
-        .expect("MCP_SCOPES");
-    let mut settings = Settings::http(bind, Auth::None { grant });
-    settings.audit_log = from_env.audit_log;
-    settings.server_id = from_env.server_id;
-    settings.limits = from_env.limits;
+    // Everything else (audit log, server id, limits, HTTP timeouts, body limit) from the environment, as any
+    // server reads it; `--http-insecure-no-auth` has no variable, so it is set here.
+    let mut args = ServerArgs::from_env().expect("settings");
+    args.http = Some(bind);
+    args.http_insecure_no_auth = Some(true);
+    let settings = Settings::from_args(args).await.expect("settings");
     let tools = ToolSet::builder(())
         .tool::<echo>()
         .tool::<slow>()
