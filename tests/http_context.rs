@@ -15,6 +15,7 @@ struct Server {
     child: Child,
     url: String,
     audit: std::path::PathBuf,
+    stderr: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -32,6 +33,7 @@ fn start() -> Server {
 fn start_with(env: &[(&str, &str)]) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let audit = dir.path().join("audit.jsonl");
+    let stderr = dir.path().join("stderr.log");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .unwrap()
@@ -44,7 +46,7 @@ fn start_with(env: &[(&str, &str)]) -> Server {
         .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&stderr).unwrap())
         .spawn()
         .unwrap();
     let ready = Instant::now();
@@ -56,6 +58,7 @@ fn start_with(env: &[(&str, &str)]) -> Server {
         child,
         url: format!("http://{address}/mcp"),
         audit,
+        stderr,
         _dir: dir,
     }
 }
@@ -261,4 +264,40 @@ fn a_chunked_body_over_the_size_limit_is_refused_413_and_recorded() {
     assert_eq!(rejected[0]["reason"], "body_too_large");
     // Nothing of it reached a tool.
     assert!(events(&audit, "tool_call").is_empty(), "{audit:?}");
+}
+
+#[tokio::test]
+async fn redacted_arguments_never_reach_rmcps_logs_over_http() {
+    // rmcp logs every request it receives whole at `debug` and its serve loop's events at `trace`; the server
+    // runs a subscriber that prints every event of every crate at every level on stderr.
+    let mut server = start_with(&[("TEST_SERVER_TRACE", "1")]);
+    let secret = "hunter2-over-http-7f3a";
+    let answer: Value = post(
+        &client(Duration::from_secs(10)),
+        &server.url,
+        &call("store", json!({"name": "db", "secret": secret})),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(answer["result"]["isError"], false, "{answer}");
+    assert_eq!(answer["result"]["structuredContent"]["bytes"], secret.len());
+    let _ = server.child.kill();
+    let _ = server.child.wait();
+    let stderr = std::fs::read_to_string(&server.stderr).unwrap();
+    // The subscriber did see rmcp's request (so the check below can fail), but not the secret.
+    assert!(stderr.contains("received request"), "{stderr}");
+    assert!(stderr.contains("CallToolRequest"), "{stderr}");
+    let leaked: Vec<&str> = stderr.lines().filter(|l| l.contains(secret)).collect();
+    assert!(leaked.is_empty(), "{leaked:#?}");
+    let audit = read_audit(&server.audit);
+    let calls = events(&audit, "tool_call");
+    assert_eq!(
+        calls[0]["inputs"]["secret"]["redacted"], true,
+        "{}",
+        calls[0]
+    );
+    assert_eq!(calls[0]["inputs"]["name"], "db");
 }

@@ -10,11 +10,12 @@
 //! - at `info` and above, nothing of a request's params or a result: the client's `initialize` information, its
 //!   notifications, the end of a session, and errors.
 //!
-//! The stdio runner hands rmcp a call's arguments where those events do not look (see
-//! [`LineTransport::hold_tool_arguments`](crate::serve::LineTransport::hold_tool_arguments)), so over stdio no
-//! subscriber sees them at any level. Everywhere else (streamable HTTP, or secure tools merged into a server that
-//! uses rmcp's own transports) rmcp prints them, and only your subscriber can keep them out: give it [`filter`].
-//! A subscriber at `debug` without it logs every argument of every call.
+//! The runners hand rmcp a call's arguments where those events do not look: the stdio runner (see
+//! [`LineTransport::hold_tool_arguments`](crate::serve::LineTransport::hold_tool_arguments)) and the HTTP runner,
+//! which reads a `tools/call`'s body before rmcp does. So no subscriber sees the arguments of a call made to a
+//! runner, at any level. Where rmcp reads messages itself (secure tools merged into a server that uses rmcp's own
+//! transports) it prints them, and only your subscriber can keep them out: give it [`filter`]. A subscriber at
+//! `debug` without it logs every argument of every such call, and a tool's output on every transport.
 
 use tracing::Metadata;
 use tracing_subscriber::filter::{FilterFn, LevelFilter};

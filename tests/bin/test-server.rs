@@ -168,6 +168,7 @@ async fn serve_http(address: &str) {
     let settings = Settings::from_args(args).await.expect("settings");
     let tools = ToolSet::builder(())
         .tool::<echo>()
+        .tool::<store>()
         .tool::<slow>()
         .tool::<crunch>();
     if let Err(err) = settings.serve(tools).await {

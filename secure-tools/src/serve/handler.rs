@@ -195,7 +195,8 @@ fn connection_of(context: &RequestContext<RoleServer>) -> Connection {
 
 /// The arguments of a `tools/call`, moved by a transport from the request's params into its extensions, which
 /// rmcp's `debug` and `trace` events (they print the request whole) show only as `Extensions`. See
-/// [`LineTransport::hold_tool_arguments`](super::LineTransport::hold_tool_arguments).
+/// [`LineTransport::hold_tool_arguments`](super::LineTransport::hold_tool_arguments) for stdio; over streamable
+/// HTTP the runner holds them out of the request body before rmcp reads it.
 #[derive(Clone)]
 pub(crate) struct HeldArguments(rmcp::model::JsonObject);
 
@@ -210,12 +211,61 @@ impl HeldArguments {
         }
     }
 
-    /// The call's arguments: those in its params, or those a transport held.
+    /// Holds a `tools/call`'s arguments out of a JSON request body before rmcp parses it: the body with
+    /// `params.arguments` replaced by `null` (which rmcp reads as no arguments), and the arguments. `None` for any
+    /// other body (another method, no arguments, arguments that are not an object, not JSON at all), which is
+    /// left for rmcp to answer as it is. Only the body's top level is decoded; the arguments are parsed once.
+    #[cfg(feature = "http")]
+    pub(crate) fn hold_in_body(body: &[u8]) -> Option<(Vec<u8>, HeldArguments)> {
+        #[derive(serde::Deserialize)]
+        struct Peek<'a> {
+            #[serde(borrow)]
+            method: Option<Cow<'a, str>>,
+            #[serde(borrow)]
+            params: Option<PeekParams<'a>>,
+        }
+        #[derive(serde::Deserialize)]
+        struct PeekParams<'a> {
+            #[serde(borrow)]
+            arguments: Option<&'a serde_json::value::RawValue>,
+        }
+        let peek: Peek<'_> = serde_json::from_slice(body).ok()?;
+        if peek.method.as_deref() != Some("tools/call") {
+            return None;
+        }
+        let raw = peek.params?.arguments?.get();
+        let arguments: rmcp::model::JsonObject = serde_json::from_str(raw).ok()?;
+        // `raw` borrows from `body`: its place in it, to put `null` there.
+        let start = (raw.as_ptr() as usize).checked_sub(body.as_ptr() as usize)?;
+        let end = start
+            .checked_add(raw.len())
+            .filter(|&end| end <= body.len())?;
+        let mut held = Vec::with_capacity(body.len() - raw.len() + 4);
+        held.extend_from_slice(&body[..start]);
+        held.extend_from_slice(b"null");
+        held.extend_from_slice(&body[end..]);
+        Some((held, HeldArguments(arguments)))
+    }
+
+    /// The call's arguments: those in its params, or those a transport held (over streamable HTTP, in the
+    /// `http::request::Parts` rmcp puts into the extensions).
     fn take(
         arguments: Option<rmcp::model::JsonObject>,
         extensions: &mut rmcp::model::Extensions,
     ) -> Option<rmcp::model::JsonObject> {
-        arguments.or_else(|| extensions.remove::<HeldArguments>().map(|held| held.0))
+        arguments
+            .or_else(|| extensions.remove::<HeldArguments>().map(|held| held.0))
+            .or_else(|| {
+                #[cfg(feature = "http")]
+                {
+                    extensions
+                        .get_mut::<axum::http::request::Parts>()
+                        .and_then(|parts| parts.extensions.remove::<HeldArguments>())
+                        .map(|held| held.0)
+                }
+                #[cfg(not(feature = "http"))]
+                None
+            })
     }
 }
 
@@ -769,5 +819,55 @@ where
 
     fn get_info(&self) -> ServerConfig {
         self.inner.get_info()
+    }
+}
+
+#[cfg(all(test, feature = "http"))]
+mod tests {
+    use super::HeldArguments;
+    use serde_json::json;
+
+    #[test]
+    fn a_calls_arguments_are_held_out_of_its_body_and_nothing_else_moves() {
+        let body = br#"{"jsonrpc":"2.0","id":7,"method":"tools\/call","params":{"name":"store","arguments":{"secret":"s3","n":[1,{"a":2}]},"_meta":{"k":1}}}"#;
+        let (held_body, held) = HeldArguments::hold_in_body(body).expect("held");
+        assert_eq!(
+            std::str::from_utf8(&held_body).unwrap(),
+            r#"{"jsonrpc":"2.0","id":7,"method":"tools\/call","params":{"name":"store","arguments":null,"_meta":{"k":1}}}"#
+        );
+        assert_eq!(
+            serde_json::Value::Object(held.0),
+            json!({"secret": "s3", "n": [1, {"a": 2}]})
+        );
+        // rmcp reads `null` as no arguments.
+        let message: rmcp::model::ClientJsonRpcMessage =
+            serde_json::from_slice(&held_body).unwrap();
+        let rmcp::model::ClientJsonRpcMessage::Request(request) = message else {
+            panic!("not a request")
+        };
+        let rmcp::model::ClientRequest::CallToolRequest(call) = request.request else {
+            panic!("not a call")
+        };
+        assert!(call.params.arguments.is_none());
+    }
+
+    #[test]
+    fn any_other_body_is_left_as_it_is() {
+        for body in [
+            &br#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"arguments":{"a":1}}}"#[..],
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x"}}"#,
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","arguments":[1]}}"#,
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","arguments":null}}"#,
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"arguments":{},"arguments":{}}}"#,
+            br#"[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"arguments":{"a":1}}}]"#,
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"arguments":{"a":1}}"#,
+            b"not json",
+        ] {
+            assert!(
+                HeldArguments::hold_in_body(body).is_none(),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
     }
 }

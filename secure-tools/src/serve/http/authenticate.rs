@@ -14,6 +14,7 @@ use super::mtls;
 use super::{BearerAuth, Shared, Subject};
 use crate::audit::{AuditEvent, shorten_str};
 use crate::call::{Caller, Connection, REFUSAL_META_KEY, RefusalNotice};
+use crate::serve::handler::HeldArguments;
 
 /// The caller of a request over mutual TLS, from its verified client certificate; `403` when it maps to none.
 #[cfg(feature = "mtls")]
@@ -256,6 +257,15 @@ pub(super) async fn authenticate(
         request.extensions_mut().insert(caller);
     }
     request.extensions_mut().insert(connection);
+    let request = match hold_arguments(request, shared.max_request_body_bytes).await {
+        Ok(request) => request,
+        Err(mut response) => {
+            if let Some(subject) = subject {
+                response.extensions_mut().insert(subject);
+            }
+            return response;
+        }
+    };
     let response = next.run(request).await;
     if shared.sessions {
         match &session_id {
@@ -283,6 +293,47 @@ pub(super) async fn authenticate(
         response.extensions_mut().insert(subject);
     }
     response
+}
+
+/// Reads a `POST`'s body and holds a `tools/call`'s arguments out of it (see [`HeldArguments`]), so that rmcp's
+/// `debug` and `trace` events, which print each request whole, never show them, whatever a subscriber listens at;
+/// the secure handler takes them back. A body over `max` is `413`, as rmcp would answer it (the guard audits it).
+#[allow(clippy::result_large_err)]
+async fn hold_arguments(request: Request, max: usize) -> Result<Request, Response> {
+    use axum::body::Body;
+    if request.method() != axum::http::Method::POST {
+        return Ok(request);
+    }
+    let (mut parts, body) = request.into_parts();
+    let bytes =
+        match http_body_util::BodyExt::collect(http_body_util::Limited::new(body, max)).await {
+            Ok(collected) => collected.to_bytes(),
+            Err(error) if error.is::<http_body_util::LengthLimitError>() => {
+                return Err((
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("Payload Too Large: request body exceeds {max} bytes"),
+                )
+                    .into_response());
+            }
+            Err(_) => {
+                return Err((
+                    StatusCode::BAD_REQUEST,
+                    "Bad Request: the body could not be read",
+                )
+                    .into_response());
+            }
+        };
+    let body = match HeldArguments::hold_in_body(&bytes) {
+        Some((held_body, held)) => {
+            parts.extensions.insert(held);
+            parts
+                .headers
+                .insert(header::CONTENT_LENGTH, held_body.len().into());
+            Body::from(held_body)
+        }
+        None => Body::from(bytes),
+    };
+    Ok(Request::from_parts(parts, body))
 }
 
 /// The largest JSON answer read back for a refusal; a refusal is far smaller, so a larger answer is passed on

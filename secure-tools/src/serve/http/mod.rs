@@ -8,8 +8,8 @@
 //! Every request passes, in order:
 //! 1. the Host check (DNS-rebinding protection; loopback names by default) and the Origin check (a browser page
 //!    from anywhere but loopback or the allowlist is refused), each `403`;
-//! 2. the body limit (`Content-Length` over the limit is `413` at once; a chunked body over it is cut off by rmcp
-//!    with `413`);
+//! 2. the body limit (`Content-Length` over the limit is `413` at once; a chunked body over it is cut off with
+//!    `413` once authenticated, when the runner reads it to hold a `tools/call`'s arguments out of rmcp's logs);
 //! 3. the request timeout, which bounds the time until the response *head*: a JSON answer (the default, stateless
 //!    JSON mode) must be ready within it, while an SSE stream, whose head is sent at once, is never cut off
 //!    mid-stream;
