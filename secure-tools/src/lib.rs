@@ -41,6 +41,7 @@ pub mod call;
 #[cfg(feature = "fs")]
 pub mod fs;
 mod grammar;
+pub mod integrity;
 #[cfg(feature = "tracing-subscriber")]
 pub mod logging;
 mod output;

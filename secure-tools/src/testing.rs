@@ -299,3 +299,51 @@ pub fn hs256_token(
     )
     .expect("HS256 signing does not fail")
 }
+
+/// The variable that makes [`assert_tools_locked`] write the lockfile instead of checking it.
+pub const UPDATE_LOCK_VARIABLE: &str = "SECURE_TOOLS_UPDATE_LOCK";
+
+/// Fails the test when tool definitions differ from the committed lockfile, the way snapshot tests do, with a
+/// report of what changed and the command that accepts the change (`SECURE_TOOLS_UPDATE_LOCK=1 cargo test`,
+/// which writes the lockfile for review). Give it what the server lists, e.g. [`ToolSet::listed_tools`].
+///
+/// ```no_run
+/// # fn tools() -> secure_tools::ToolSet<()> { unimplemented!() }
+/// secure_tools::testing::assert_tools_locked(
+///     &tools().listed_tools(),
+///     concat!(env!("CARGO_MANIFEST_DIR"), "/tools.lock.json"),
+/// );
+/// ```
+///
+/// [`ToolSet::listed_tools`]: crate::ToolSet::listed_tools
+#[track_caller]
+pub fn assert_tools_locked(tools: &[rmcp::model::Tool], lock: impl AsRef<std::path::Path>) {
+    use crate::integrity::ToolsLock;
+    let path = lock.as_ref();
+    let live = ToolsLock::from_tools(tools);
+    if std::env::var_os(UPDATE_LOCK_VARIABLE).is_some_and(|v| !v.is_empty() && v != "0") {
+        if let Err(error) = live.write(path) {
+            panic!("{error}");
+        }
+        eprintln!(
+            "secure-tools: wrote {} ({UPDATE_LOCK_VARIABLE} is set); review its diff and commit it",
+            path.display()
+        );
+        return;
+    }
+    let accept = format!(
+        "to accept the definitions as they are now: {UPDATE_LOCK_VARIABLE}=1 cargo test, then review the \
+         lockfile's diff and commit it"
+    );
+    let locked = match ToolsLock::read(path) {
+        Ok(locked) => locked,
+        Err(error) => panic!("{error}\n{accept}"),
+    };
+    let changes = locked.compare_tools(tools);
+    if !changes.is_empty() {
+        panic!(
+            "tool definitions differ from {}:\n{changes}\n{accept}",
+            path.display()
+        );
+    }
+}

@@ -437,6 +437,14 @@ impl<S: Send + Sync + 'static> ToolSet<S> {
             .map(|t| &t.entry.definition)
     }
 
+    /// The secure tools as `tools/list` shows them to a caller who may call them all (without the digests,
+    /// which [`integrity::publish`](crate::integrity::publish) adds): what a lockfile of the set holds.
+    pub fn listed_tools(&self) -> Vec<rmcp::model::Tool> {
+        self.definitions()
+            .map(ToolDefinition::to_rmcp_tool)
+            .collect()
+    }
+
     /// The definition of one secure tool.
     pub fn definition(&self, name: &str) -> Option<&ToolDefinition> {
         self.inner

@@ -89,3 +89,22 @@ pub async fn write_file(
         },
     })
 }
+
+#[cfg(test)]
+mod tests {
+    /// The definitions the server lists are the reviewed ones in `tools.lock.json`.
+    #[test]
+    fn tool_definitions_match_the_reviewed_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = secure_tools::fs::Root::open(dir.path(), Default::default()).unwrap();
+        let tools = secure_tools::ToolSet::builder(root)
+            .tool::<super::read_file>()
+            .tool::<super::write_file>()
+            .build()
+            .unwrap();
+        secure_tools::testing::assert_tools_locked(
+            &tools.listed_tools(),
+            concat!(env!("CARGO_MANIFEST_DIR"), "/tools.lock.json"),
+        );
+    }
+}

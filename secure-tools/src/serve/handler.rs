@@ -354,7 +354,9 @@ impl<S: Send + Sync + 'static> ServerHandler for SecureServer<S> {
             })
             .map(|definition| definition.to_rmcp_tool())
             .collect();
-        Ok(ListToolsResult::with_all_items(tools))
+        let mut list = ListToolsResult::with_all_items(tools);
+        crate::integrity::publish(&mut list);
+        Ok(list)
     }
 
     fn call_tool(
@@ -692,6 +694,7 @@ where
             }
             !callable_only || caller.grant().check(definition.scopes()).is_ok()
         });
+        crate::integrity::publish(&mut list);
         Ok(list)
     }
 }

@@ -1,0 +1,272 @@
+//! The lockfile: each tool's digest and its whole definition, in canonical, diff-friendly JSON, reviewed like code.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use rmcp::model::Tool;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::diff::{Changes, ToolChange, compare};
+use super::{definition, definition_of_value, digest_of, published_digest, toolset_digest};
+
+/// The lockfile format's version.
+const VERSION: u32 = 1;
+
+/// A lockfile: per tool, its digest and its definition (as [`definition`](super::definition) gives it).
+///
+/// On disk it is JSON with every object's members in RFC 8785 order, indented by two spaces, one member per line,
+/// ending with a newline, so a change shows as a small diff in review.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolsLock {
+    /// The format's version (1).
+    pub version: u32,
+    /// The digest of the whole list (see [`toolset_digest`](super::toolset_digest)).
+    pub toolset: String,
+    /// Each tool by name.
+    pub tools: BTreeMap<String, LockedTool>,
+}
+
+/// One tool in a lockfile.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LockedTool {
+    /// The digest of `definition`.
+    pub digest: String,
+    /// The definition as listed, without its digest.
+    pub definition: Value,
+}
+
+/// What a server does when its definitions differ from its lockfile at start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LockMode {
+    /// Refuse to start (the default).
+    #[default]
+    Refuse,
+    /// Start, after printing what changed and writing a `tools_lock_mismatch` audit record.
+    Warn,
+}
+
+impl std::str::FromStr for LockMode {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text.trim() {
+            "refuse" => Ok(LockMode::Refuse),
+            "warn" => Ok(LockMode::Warn),
+            other => Err(format!(
+                "expected `refuse` or `warn`; got `{}`",
+                other.escape_debug()
+            )),
+        }
+    }
+}
+
+/// A lockfile that cannot be read or written.
+#[allow(missing_docs)]
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LockError {
+    /// Reading or writing the file failed.
+    #[error("tools lock {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not a lockfile.
+    #[error("tools lock {path}: not a lockfile: {message}")]
+    Invalid { path: PathBuf, message: String },
+    /// Its digests are not those of the definitions it holds (edited by hand?).
+    #[error("tools lock {path}: the digest of {tool} is not its definition's; pin the lock again")]
+    Inconsistent { path: PathBuf, tool: String },
+}
+
+impl ToolsLock {
+    /// The lock of tools as a server lists them (rmcp's type).
+    pub fn from_tools<'a>(tools: impl IntoIterator<Item = &'a Tool>) -> Self {
+        Self::from_definitions(tools.into_iter().map(definition))
+    }
+
+    /// The lock of tools as a client received them (their JSON); a published digest is left out.
+    pub fn from_listed(tools: impl IntoIterator<Item = Value>) -> Self {
+        Self::from_definitions(tools.into_iter().map(definition_of_value))
+    }
+
+    fn from_definitions(definitions: impl IntoIterator<Item = Value>) -> Self {
+        let tools: BTreeMap<String, LockedTool> = definitions
+            .into_iter()
+            .map(|definition| {
+                let name = definition
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned();
+                let digest = digest_of(&definition);
+                (name, LockedTool { digest, definition })
+            })
+            .collect();
+        let toolset = toolset_digest(
+            tools
+                .iter()
+                .map(|(name, tool)| (name.as_str(), tool.digest.as_str())),
+        );
+        ToolsLock {
+            version: VERSION,
+            toolset,
+            tools,
+        }
+    }
+
+    /// The lockfile's text: canonical member order, indented, with a final newline.
+    pub fn to_text(&self) -> String {
+        let value = serde_json::to_value(self).unwrap_or(Value::Null);
+        // RFC 8785 orders every object's members; re-read in that order (serde_json's map keeps it with
+        // `preserve_order`, and without it sorts by key, which differs only for keys beyond U+FFFF) and indent.
+        let canonical = serde_json_canonicalizer::to_string(&value).unwrap_or_default();
+        let ordered: Value = serde_json::from_str(&canonical).unwrap_or(value);
+        let mut text = serde_json::to_string_pretty(&ordered).unwrap_or_default();
+        text.push('\n');
+        text
+    }
+
+    /// Reads a lockfile, checking that its digests are its definitions'.
+    pub fn read(path: impl AsRef<Path>) -> Result<Self, LockError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| LockError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        let lock: ToolsLock = serde_json::from_str(&text).map_err(|error| LockError::Invalid {
+            path: path.to_owned(),
+            message: error.to_string(),
+        })?;
+        if lock.version != VERSION {
+            return Err(LockError::Invalid {
+                path: path.to_owned(),
+                message: format!("version {} (this build reads {VERSION})", lock.version),
+            });
+        }
+        for (name, tool) in &lock.tools {
+            if digest_of(&tool.definition) != tool.digest
+                || tool.definition.get("name").and_then(Value::as_str) != Some(name)
+            {
+                return Err(LockError::Inconsistent {
+                    path: path.to_owned(),
+                    tool: name.clone(),
+                });
+            }
+        }
+        Ok(lock)
+    }
+
+    /// Writes the lockfile (through a temporary file in the same directory, renamed into place).
+    pub fn write(&self, path: impl AsRef<Path>) -> Result<(), LockError> {
+        let path = path.as_ref();
+        let io = |source| LockError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let mut temporary = path.as_os_str().to_owned();
+        temporary.push(".tmp");
+        let temporary = PathBuf::from(temporary);
+        std::fs::write(&temporary, self.to_text()).map_err(io)?;
+        std::fs::rename(&temporary, path).map_err(io)
+    }
+
+    /// What changed from this lock to tools as a server lists them.
+    pub fn compare_tools<'a>(&self, tools: impl IntoIterator<Item = &'a Tool>) -> Changes {
+        let listed: Vec<Value> = tools
+            .into_iter()
+            .map(|t| serde_json::to_value(t).unwrap_or(Value::Null))
+            .collect();
+        self.compare_listed(&listed)
+    }
+
+    /// What changed from this lock to tools as a client received them (their JSON). A tool that publishes a digest
+    /// other than its definition's is reported too.
+    pub fn compare_listed(&self, listed: &[Value]) -> Changes {
+        let mut changes = Changes::default();
+        let mut live = BTreeMap::new();
+        for tool in listed {
+            let name = tool
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            let definition = definition_of_value(tool.clone());
+            let digest = digest_of(&definition);
+            if published_digest(tool).is_some_and(|published| published != digest) {
+                changes.digest_mismatch.push(name.clone());
+            }
+            live.insert(name, (digest, definition));
+        }
+        for (name, (digest, definition)) in &live {
+            match self.tools.get(name) {
+                None => changes.added.push(name.clone()),
+                Some(locked) if &locked.digest != digest => changes.changed.push(ToolChange {
+                    tool: name.clone(),
+                    before: locked.digest.clone(),
+                    after: digest.clone(),
+                    changes: compare(&locked.definition, definition),
+                }),
+                Some(_) => {}
+            }
+        }
+        changes.removed = self
+            .tools
+            .keys()
+            .filter(|name| !live.contains_key(*name))
+            .cloned()
+            .collect();
+        changes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_lock_round_trips_and_reports_added_removed_and_changed_tools() {
+        let listed = vec![
+            json!({"name": "b", "inputSchema": {"type": "object"}, "_meta": {"secure-tools/digest": "sha256:x"}}),
+            json!({"name": "a", "description": "one", "inputSchema": {"type": "object"}}),
+        ];
+        let lock = ToolsLock::from_listed(listed.clone());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tools.lock.json");
+        lock.write(&path).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.ends_with("}\n"));
+        assert!(text.find("\"a\"").unwrap() < text.find("\"b\"").unwrap());
+        assert!(!text.contains("sha256:x"), "{text}");
+        let read = ToolsLock::read(&path).unwrap();
+        assert_eq!(read, lock);
+        // The published digest of `b` is not its definition's.
+        let changes = read.compare_listed(&listed);
+        assert_eq!(changes.digest_mismatch, vec!["b".to_owned()]);
+        assert!(
+            changes.added.is_empty() && changes.removed.is_empty() && changes.changed.is_empty()
+        );
+        let now = vec![
+            json!({"name": "a", "description": "two", "inputSchema": {"type": "object"}}),
+            json!({"name": "c", "inputSchema": {"type": "object"}}),
+        ];
+        let changes = read.compare_listed(&now);
+        assert_eq!(changes.added, vec!["c".to_owned()]);
+        assert_eq!(changes.removed, vec!["b".to_owned()]);
+        assert_eq!(changes.changed.len(), 1);
+        assert!(matches!(
+            &changes.changed[0].changes[..],
+            [crate::integrity::Change::Description { .. }]
+        ));
+        // A hand-edited definition whose digest was left is refused.
+        std::fs::write(&path, text.replace("\"one\"", "\"uno\"")).unwrap();
+        assert!(matches!(
+            ToolsLock::read(&path),
+            Err(LockError::Inconsistent { .. })
+        ));
+    }
+}
