@@ -193,14 +193,14 @@ pub(crate) fn compare(before: &Value, after: &Value) -> Vec<Change> {
 fn description(before: Option<&Value>, after: Option<&Value>) -> Change {
     let text = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_owned);
     let (before, after) = (text(before), text(after));
-    let diff = similar::TextDiff::from_lines(
-        before.as_deref().unwrap_or(""),
-        after.as_deref().unwrap_or(""),
-    )
-    .unified_diff()
-    .context_radius(2)
-    .header("locked", "listed")
-    .to_string();
+    // Each text ends with a newline, so the diff shows lines, not "no newline at end of file" notes.
+    let lines = |text: &Option<String>| format!("{}\n", text.as_deref().unwrap_or(""));
+    let (old, new) = (lines(&before), lines(&after));
+    let diff = similar::TextDiff::from_lines(&old, &new)
+        .unified_diff()
+        .context_radius(2)
+        .header("locked", "listed")
+        .to_string();
     Change::Description {
         before,
         after,

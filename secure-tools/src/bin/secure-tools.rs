@@ -1,0 +1,354 @@
+//! `secure-tools`: pin, check and watch the tool definitions of any MCP server, over stdio (`-- COMMAND ARGS...`,
+//! the server started as a child) or streamable HTTP (`--url URL`, a bearer token read from a variable).
+//!
+//! ```text
+//! secure-tools pin   --lock tools.lock.json -- secure-file-server --data-root ./data
+//! secure-tools check --lock tools.lock.json [--json] --url http://127.0.0.1:8080/mcp
+//! secure-tools watch --lock tools.lock.json --interval 30s [--hook CMD] -- COMMAND ARGS...
+//! ```
+//!
+//! Exit status: 0 unchanged (or pinned, or a watch that ended), 1 changed, 2 anything else (no lockfile, the
+//! server unreachable, a bad flag).
+
+use std::path::PathBuf;
+use std::process::{ExitCode, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use rmcp::model::{ClientCapabilities, ClientConfig, Implementation, ProtocolVersion};
+use rmcp::service::{NotificationContext, RoleClient, RunningService};
+use rmcp::{ClientHandler, ServiceExt};
+use secure_tools::audit::Timestamp;
+use secure_tools::integrity::{Changes, ToolsLock};
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+
+/// Pin, check and watch the tool definitions an MCP server lists, against a reviewed lockfile.
+#[derive(Debug, Parser)]
+#[command(name = "secure-tools", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Write the lockfile from the definitions the server lists now.
+    Pin {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Compare the definitions the server lists with the lockfile: exit 0 when nothing changed, 1 with a report
+    /// per tool otherwise.
+    Check {
+        #[command(flatten)]
+        target: Target,
+        /// The report as one JSON object on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Poll the server (and re-list at once on `notifications/tools/list_changed`), printing one JSON alert line on
+    /// stdout per change against the lockfile and running `--hook` with the alert on its stdin. Stops on SIGINT or
+    /// SIGTERM, or after `--max-polls`.
+    Watch {
+        #[command(flatten)]
+        target: Target,
+        /// Time between polls (`30s`, `5m`, `500ms`).
+        #[arg(long, default_value = "30s")]
+        interval: String,
+        /// A shell command run for each alert, the alert JSON on its stdin; stopped after 30 s.
+        #[arg(long)]
+        hook: Option<String>,
+        /// Stop after this many polls.
+        #[arg(long)]
+        max_polls: Option<u64>,
+    },
+}
+
+#[derive(Debug, Args)]
+struct Target {
+    /// The lockfile.
+    #[arg(long, value_name = "FILE")]
+    lock: PathBuf,
+    /// The server's streamable HTTP endpoint (http://); without it, the server is the command after `--`.
+    #[arg(long, value_name = "URL")]
+    url: Option<String>,
+    /// The variable holding the bearer token sent to `--url` (never a flag, so it stays out of process lists).
+    #[arg(long, value_name = "VARIABLE", default_value = "MCP_BEARER_TOKEN")]
+    token_env: String,
+    /// The server's command and arguments (stdio).
+    #[arg(last = true, value_name = "COMMAND")]
+    command: Vec<String>,
+}
+
+/// The client: wakes the watcher when the server says its tool list changed.
+#[derive(Clone, Default)]
+struct Client {
+    list_changed: Arc<Notify>,
+}
+
+impl ClientHandler for Client {
+    async fn on_tool_list_changed(&self, _context: NotificationContext<RoleClient>) {
+        self.list_changed.notify_one();
+    }
+
+    fn get_info(&self) -> ClientConfig {
+        // 2025-11-25: list-changed notifications arrive unsubscribed.
+        ClientConfig::new(
+            ClientCapabilities::default(),
+            Implementation::new("secure-tools", env!("CARGO_PKG_VERSION")),
+        )
+        .with_protocol_version(ProtocolVersion::V_2025_11_25)
+    }
+}
+
+type Connection = RunningService<RoleClient, Client>;
+
+async fn connect(target: &Target, client: Client) -> Result<Connection, String> {
+    if let Some(url) = &target.url {
+        use rmcp::transport::StreamableHttpClientTransport;
+        use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+        let mut config = StreamableHttpClientTransportConfig::with_uri(url.as_str());
+        if let Ok(token) = std::env::var(&target.token_env)
+            && !token.trim().is_empty()
+        {
+            config = config.auth_header(token.trim().to_owned());
+        }
+        let transport = StreamableHttpClientTransport::from_config(config);
+        return client
+            .serve(transport)
+            .await
+            .map_err(|e| format!("{url}: {e}"));
+    }
+    let Some((program, args)) = target.command.split_first() else {
+        return Err("name the server: --url URL, or -- COMMAND ARGS...".into());
+    };
+    let mut command = tokio::process::Command::new(program);
+    command.args(args);
+    let (transport, _) = rmcp::transport::TokioChildProcess::builder(command)
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("{program}: {e}"))?;
+    client
+        .serve(transport)
+        .await
+        .map_err(|e| format!("{program}: {e}"))
+}
+
+async fn list(connection: &Connection) -> Result<Vec<Value>, String> {
+    let tools = connection
+        .list_all_tools()
+        .await
+        .map_err(|e| format!("tools/list: {e}"))?;
+    Ok(tools
+        .iter()
+        .map(|t| serde_json::to_value(t).unwrap_or(Value::Null))
+        .collect())
+}
+
+async fn listed(target: &Target) -> Result<Vec<Value>, String> {
+    let connection = connect(target, Client::default()).await?;
+    let tools = list(&connection).await;
+    let _ = connection.cancel().await;
+    tools
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("secure-tools: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let code = runtime.block_on(run(cli.command));
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    ExitCode::from(code)
+}
+
+async fn run(command: Command) -> u8 {
+    let result = match command {
+        Command::Pin { target } => pin(&target).await,
+        Command::Check { target, json } => check(&target, json).await,
+        Command::Watch {
+            target,
+            interval,
+            hook,
+            max_polls,
+        } => match secure_tools::call::parse_duration(&interval) {
+            Ok(interval) if !interval.is_zero() => {
+                watch(&target, interval, hook.as_deref(), max_polls).await
+            }
+            _ => Err(format!(
+                "--interval: expected a duration such as 30s; got `{}`",
+                interval.escape_debug()
+            )),
+        },
+    };
+    result.unwrap_or_else(|message| {
+        eprintln!("secure-tools: {message}");
+        2
+    })
+}
+
+async fn pin(target: &Target) -> Result<u8, String> {
+    let tools = listed(target).await?;
+    let lock = ToolsLock::from_listed(tools.clone());
+    let mismatched = lock.compare_listed(&tools).digest_mismatch;
+    lock.write(&target.lock).map_err(|e| e.to_string())?;
+    eprintln!(
+        "secure-tools: pinned {} tools to {} (toolset {})",
+        lock.tools.len(),
+        target.lock.display(),
+        lock.toolset
+    );
+    for name in mismatched {
+        eprintln!("secure-tools: warning: {name} publishes a digest that is not its definition's");
+    }
+    Ok(0)
+}
+
+async fn check(target: &Target, json: bool) -> Result<u8, String> {
+    let lock = ToolsLock::read(&target.lock).map_err(|e| e.to_string())?;
+    let tools = listed(target).await?;
+    let changes = lock.compare_listed(&tools);
+    if json {
+        println!(
+            "{}",
+            json!({"unchanged": changes.is_empty(), "lock": target.lock, "changes": changes})
+        );
+    } else {
+        print!("{changes}");
+    }
+    Ok(if changes.is_empty() { 0 } else { 1 })
+}
+
+/// One alert line, and the hook run with it.
+async fn alert(event: &str, detail: Value, hook: Option<&str>) {
+    let line = json!({"ts": Timestamp(std::time::SystemTime::now()).to_string(), "event": event, "detail": detail}).to_string();
+    println!("{line}");
+    let Some(hook) = hook else { return };
+    let spawned = tokio::process::Command::new("sh")
+        .args(["-c", hook])
+        .stdin(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn();
+    let mut child = match spawned {
+        Ok(child) => child,
+        Err(error) => {
+            eprintln!("secure-tools: hook: {error}");
+            return;
+        }
+    };
+    if let Some(mut stdin) = child.stdin.take() {
+        use tokio::io::AsyncWriteExt;
+        let _ = stdin.write_all(format!("{line}\n").as_bytes()).await;
+    }
+    match tokio::time::timeout(Duration::from_secs(30), child.wait()).await {
+        Ok(Ok(status)) if !status.success() => eprintln!("secure-tools: hook exited with {status}"),
+        Ok(Err(error)) => eprintln!("secure-tools: hook: {error}"),
+        Err(_) => {
+            let _ = child.kill().await;
+            eprintln!("secure-tools: hook stopped after 30 s");
+        }
+        Ok(Ok(_)) => {}
+    }
+}
+
+async fn watch(
+    target: &Target,
+    interval: Duration,
+    hook: Option<&str>,
+    max_polls: Option<u64>,
+) -> Result<u8, String> {
+    let lock = ToolsLock::read(&target.lock).map_err(|e| e.to_string())?;
+    let client = Client::default();
+    let mut connection: Option<Connection> = None;
+    // What was last reported: the changes against the lock (none at first), or that the server was unreachable.
+    let mut reported = Changes::default();
+    let mut unreachable = false;
+    let mut polls = 0u64;
+    let stop = stop_signal();
+    tokio::pin!(stop);
+    loop {
+        polls += 1;
+        if connection.as_ref().is_none_or(|c| c.is_closed()) {
+            connection = match connect(target, client.clone()).await {
+                Ok(c) => Some(c),
+                Err(error) => {
+                    if !unreachable {
+                        unreachable = true;
+                        alert("unreachable", json!({"error": error}), hook).await;
+                    }
+                    None
+                }
+            };
+        }
+        if let Some(live) = &connection {
+            match list(live).await {
+                Ok(tools) => {
+                    if unreachable {
+                        unreachable = false;
+                        alert("reachable", json!({}), hook).await;
+                    }
+                    let changes = lock.compare_listed(&tools);
+                    if changes != reported {
+                        let event = if changes.is_empty() {
+                            "restored"
+                        } else {
+                            "changed"
+                        };
+                        alert(
+                            event,
+                            serde_json::to_value(&changes).unwrap_or_default(),
+                            hook,
+                        )
+                        .await;
+                        reported = changes;
+                    }
+                }
+                Err(error) => {
+                    if !unreachable {
+                        unreachable = true;
+                        alert("unreachable", json!({"error": error}), hook).await;
+                    }
+                    if let Some(c) = connection.take() {
+                        let _ = c.cancel().await;
+                    }
+                }
+            }
+        }
+        if max_polls.is_some_and(|max| polls >= max) {
+            break;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = client.list_changed.notified() => {}
+            _ = &mut stop => break,
+        }
+    }
+    if let Some(c) = connection {
+        let _ = c.cancel().await;
+    }
+    Ok(0)
+}
+
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
