@@ -1,8 +1,6 @@
 """A third-party MCP server for the tool-definition integrity tests: the MCP Python SDK's low-level server over
 stdio, listing the tools whose definitions (MCP `Tool` objects, as JSON) the file named by TOOLS_FILE holds, read
 again on every `tools/list`, so a test changes what the server lists while it runs.
-With NOTIFY_EVERY set (seconds), it also sends `notifications/tools/list_changed` to the client when the file's
-modification time changes (checked that often).
 """
 
 import json

@@ -588,3 +588,83 @@ fn watch_alerts_once_per_change_and_runs_the_hook() {
     );
     assert_eq!(hooked[1]["event"], "restored");
 }
+
+/// Runs the file server over stdio with no input (it starts, then stops at end of input); its exit status,
+/// stderr and audit records.
+fn serve_with_lock(lock: &Path, mode: Option<&str>) -> (bool, String, Vec<Value>) {
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let mut command = Command::new(SERVER);
+    command
+        .args(["--data-root", data.to_str().unwrap(), "--tools-lock"])
+        .arg(lock)
+        .env("MCP_AUDIT_LOG", &audit)
+        .env("MCP_SCOPES", "files.read");
+    if let Some(mode) = mode {
+        command.env("MCP_TOOLS_LOCK_MODE", mode);
+    }
+    let done = interop::run(&mut command, TIMEOUT);
+    let records = std::fs::read_to_string(&audit)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    (done.success, done.stderr, records)
+}
+
+#[test]
+fn the_server_checks_its_definitions_against_the_lock_at_start() {
+    let committed = repo_root().join("examples/file-server/tools.lock.json");
+    let locked = ToolsLock::read(&committed).unwrap();
+    let (ok, stderr, records) = serve_with_lock(&committed, None);
+    assert!(ok, "{stderr}");
+    let start = records
+        .iter()
+        .find(|r| r["event"] == "server_start")
+        .unwrap();
+    assert_eq!(start["toolset_digest"], locked.toolset, "{start}");
+    assert!(records.iter().all(|r| r["event"] != "tools_lock_mismatch"));
+
+    // A lock reviewed when `write_file` said something else.
+    let dir = tempfile::tempdir().unwrap();
+    let earlier = dir.path().join("earlier.lock.json");
+    let definitions = locked.tools.values().map(|tool| {
+        let mut definition = tool.definition.clone();
+        if definition["name"] == "write_file" {
+            definition["description"] = json!("Write a file.");
+        }
+        definition
+    });
+    ToolsLock::from_listed(definitions).write(&earlier).unwrap();
+    let (ok, stderr, records) = serve_with_lock(&earlier, None);
+    assert!(!ok, "started against a lock that differs");
+    assert!(stderr.contains("changed: write_file"), "{stderr}");
+    assert!(stderr.contains("-Write a file."), "{stderr}");
+    assert!(
+        records.iter().all(|r| r["event"] != "server_start"),
+        "{records:?}"
+    );
+    let mismatch: Vec<_> = records
+        .iter()
+        .filter(|r| r["event"] == "tools_lock_mismatch")
+        .collect();
+    assert_eq!(mismatch.len(), 1, "{records:?}");
+    assert_eq!(mismatch[0]["action"], "refused");
+    assert_eq!(mismatch[0]["changed"], json!(["write_file"]));
+
+    let (ok, stderr, records) = serve_with_lock(&earlier, Some("warn"));
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("changed: write_file"), "{stderr}");
+    assert_eq!(records[0]["event"], "tools_lock_mismatch");
+    assert_eq!(records[0]["action"], "warned");
+    assert_eq!(records[1]["event"], "server_start");
+
+    let (ok, stderr, _) = serve_with_lock(&earlier, Some("ignore"));
+    assert!(!ok);
+    assert!(
+        stderr.contains("--tools-lock-mode / MCP_TOOLS_LOCK_MODE"),
+        "{stderr}"
+    );
+}

@@ -99,6 +99,23 @@ pub enum AuditEvent {
         grant: Option<Vec<String>>,
         /// The protocol versions accepted.
         protocol_versions: Vec<String>,
+        /// The digest of the tool definitions served (see [`integrity`](crate::integrity)), all of them as a
+        /// caller who may call every tool lists them.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        toolset_digest: Option<String>,
+    },
+    /// A server's tool definitions differ from its lockfile at start (`MCP_TOOLS_LOCK`).
+    ToolsLockMismatch {
+        /// The lockfile.
+        lock: String,
+        /// What the server did: `refused` to start, or started anyway (`warned`).
+        action: &'static str,
+        /// Tools listed and not locked.
+        added: Vec<String>,
+        /// Tools locked and not listed.
+        removed: Vec<String>,
+        /// Tools whose definitions changed.
+        changed: Vec<String>,
     },
     /// A server stopped; every record before this one has been flushed.
     ServerStop {
@@ -207,6 +224,7 @@ impl AuditEvent {
             AuditEvent::TlsRejected { .. } => "tls_rejected",
             AuditEvent::ConnectionRejected { .. } => "connection_rejected",
             AuditEvent::AuditSuppressed { .. } => "audit_suppressed",
+            AuditEvent::ToolsLockMismatch { .. } => "tools_lock_mismatch",
         }
     }
 }

@@ -46,6 +46,12 @@ pub enum ServeError {
     /// The settings do not fit together.
     #[error("{0}")]
     Config(String),
+    /// The tool definitions differ from the lockfile (what changed went to standard error and the audit).
+    #[error("the tool definitions differ from {path}; review the change, then pin the lock again")]
+    ToolsLock {
+        /// The lockfile.
+        path: std::path::PathBuf,
+    },
 }
 
 impl Settings {
@@ -94,19 +100,26 @@ impl Settings {
     {
         let tools = self.build(builder)?;
         let secure = secure_server(&tools, &self);
-        match &self.transport {
+        let listed = listed_tools(&tools, &make(secure.for_session()));
+        let mut this = self;
+        this.toolset_digest = Some(crate::integrity::ToolsLock::from_tools(&listed).toolset);
+        if let Some((path, mode)) = &this.tools_lock {
+            check_tools_lock(path, *mode, &listed, &tools)?;
+        }
+        let this = this;
+        match &this.transport {
             Transport::Stdio => {
-                if self.auth.unauthenticated_grant().is_none() {
+                if this.auth.unauthenticated_grant().is_none() {
                     return Err(ServeError::Config(
                         "stdio has no authentication of its own: its one caller holds the stdio grant".into(),
                     ));
                 }
-                super::stdio::run(&self, tools, secure, make).await
+                super::stdio::run(&this, tools, secure, make).await
             }
             #[cfg(feature = "http")]
             Transport::Http(http) => {
                 let http = http.clone();
-                super::http::run(&self, &http, tools, secure, make).await
+                super::http::run(&this, &http, tools, secure, make).await
             }
         }
     }
@@ -160,6 +173,72 @@ pub(crate) fn secure_server<S: Send + Sync + 'static>(
         .transport(transport)
 }
 
+/// Every tool the server would list to a caller who may call them all: the secure tools, and the plain tools the
+/// tool set declares as the user's handler defines them, with their scopes (as `tools/list` shows them).
+fn listed_tools<S: Send + Sync + 'static, H: ServerHandler>(
+    tools: &ToolSet<S>,
+    handler: &H,
+) -> Vec<rmcp::model::Tool> {
+    let mut listed = tools.listed_tools();
+    for name in tools.plain_tool_names() {
+        let (Some(mut tool), Some(definition)) = (handler.get_tool(name), tools.plain_tool(name))
+        else {
+            continue;
+        };
+        let mut meta = tool.meta.take().unwrap_or_default();
+        meta.0.insert(
+            crate::tool::SCOPES_META_KEY.into(),
+            definition
+                .scopes()
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .into(),
+        );
+        tool.meta = Some(meta);
+        listed.push(tool);
+    }
+    listed.sort_by(|a, b| a.name.cmp(&b.name));
+    listed
+}
+
+/// Compares the definitions served with the lockfile: on a difference, says what changed on stderr, audits it, and
+/// refuses to start unless the mode is `warn`.
+fn check_tools_lock<S: Send + Sync + 'static>(
+    path: &std::path::Path,
+    mode: crate::integrity::LockMode,
+    listed: &[rmcp::model::Tool],
+    tools: &ToolSet<S>,
+) -> Result<(), ServeError> {
+    use crate::integrity::{LockMode, ToolsLock};
+    let lock = ToolsLock::read(path).map_err(|e| ServeError::Config(e.to_string()))?;
+    let changes = lock.compare_tools(listed);
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let action = match mode {
+        LockMode::Refuse => "refused",
+        LockMode::Warn => "warned",
+    };
+    eprintln!(
+        "secure-tools: the tool definitions differ from {}:\n{changes}",
+        path.display()
+    );
+    tools.audit().record(AuditEvent::ToolsLockMismatch {
+        lock: path.display().to_string(),
+        action,
+        added: changes.added.clone(),
+        removed: changes.removed.clone(),
+        changed: changes.changed.iter().map(|c| c.tool.clone()).collect(),
+    })?;
+    match mode {
+        LockMode::Refuse => Err(ServeError::ToolsLock {
+            path: path.to_owned(),
+        }),
+        LockMode::Warn => Ok(()),
+    }
+}
+
 /// The versions a policy accepts, as the start record lists them.
 fn version_names(versions: &VersionPolicy) -> Vec<String> {
     versions.accepted().iter().map(|v| v.to_string()).collect()
@@ -197,6 +276,7 @@ where
             .collect(),
         grant,
         protocol_versions: version_names(&settings.versions),
+        toolset_digest: settings.toolset_digest.clone(),
     })?;
     let stop = CancellationToken::new();
     let requested: Arc<Mutex<Option<&'static str>>> = Arc::default();

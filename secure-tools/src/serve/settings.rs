@@ -266,6 +266,14 @@ settings_args! {
         /// Append audit records to this file (JSON lines). Default: standard error.
         #[cfg_attr(feature = "cli", arg(long, value_name = "FILE"))]
         audit_log: PathBuf = env "MCP_AUDIT_LOG",
+        /// A reviewed lockfile of the tool definitions (written by `secure-tools pin`): at start the server
+        /// compares what it would list with it and, when they differ, prints what changed and refuses to start
+        /// (or starts anyway, with `--tools-lock-mode warn`).
+        #[cfg_attr(feature = "cli", arg(long, value_name = "FILE"))]
+        tools_lock: PathBuf = env "MCP_TOOLS_LOCK",
+        /// With `--tools-lock`: `refuse` (the default) or `warn`.
+        #[cfg_attr(feature = "cli", arg(long, value_name = "MODE"))]
+        tools_lock_mode: String = env "MCP_TOOLS_LOCK_MODE",
         /// The scopes of the one caller on stdio (or, with `--http-insecure-no-auth`, of every caller), comma- or
         /// space-separated. Unset or empty grants nothing, so every scoped call is denied.
         #[cfg_attr(feature = "cli", arg(long, value_name = "SCOPES"))]
@@ -470,6 +478,8 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     /// The largest incoming message (stdio) or request body (HTTP), in bytes.
     pub max_message_bytes: usize,
+    /// A lockfile the tool definitions are checked against at start, and what to do when they differ.
+    pub tools_lock: Option<(PathBuf, crate::integrity::LockMode)>,
     /// How the server is reached.
     pub transport: Transport,
     /// How callers are authenticated.
@@ -477,6 +487,8 @@ pub struct Settings {
     /// Cancelling it stops the server gracefully, as SIGTERM and SIGINT do.
     pub cancellation: CancellationToken,
     file: ConfigFile,
+    /// The digest of the definitions served, for the start record (set by the runner).
+    pub(crate) toolset_digest: Option<String>,
 }
 
 impl Settings {
@@ -491,10 +503,12 @@ impl Settings {
             limits: CallLimits::default(),
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            tools_lock: None,
             transport: Transport::Stdio,
             auth: Auth::None { grant },
             cancellation: CancellationToken::new(),
             file: ConfigFile::default(),
+            toolset_digest: None,
         }
     }
 
@@ -582,6 +596,13 @@ impl Settings {
         settings.server_id = args.server_id.clone();
         settings.audit_log = args.audit_log.clone();
         settings.limits = limits;
+        let lock_mode = match &args.tools_lock_mode {
+            Some(mode) => mode.parse().map_err(|message: String| {
+                invalid("--tools-lock-mode / MCP_TOOLS_LOCK_MODE", message)
+            })?,
+            None => crate::integrity::LockMode::default(),
+        };
+        settings.tools_lock = args.tools_lock.clone().map(|path| (path, lock_mode));
         if let Some(grace) = duration(
             &args.shutdown_grace,
             "--shutdown-grace / MCP_SHUTDOWN_GRACE",
