@@ -1,8 +1,11 @@
 """A third-party MCP server for the tool-definition integrity tests: the MCP Python SDK's low-level server over
 stdio, listing the tools whose definitions (MCP `Tool` objects, as JSON) the file named by TOOLS_FILE holds, read
-again on every `tools/list`, so a test changes what the server lists while it runs.
+again on every `tools/list`, so a test changes what the server lists while it runs. With NOTIFY=1, once a client
+has listed the tools, the server also sends it `notifications/tools/list_changed` when the file changes (its
+modification time, checked every 100 ms).
 """
 
+import asyncio
 import json
 import os
 
@@ -19,7 +22,24 @@ def load() -> list[types.Tool]:
         return [types.Tool.model_validate(tool) for tool in json.load(f)]
 
 
+_watching = False
+
+
+async def notify_changes(session) -> None:
+    seen = os.stat(TOOLS_FILE).st_mtime_ns
+    while True:
+        await asyncio.sleep(0.1)
+        now = os.stat(TOOLS_FILE).st_mtime_ns
+        if now != seen:
+            seen = now
+            await session.send_tool_list_changed()
+
+
 async def list_tools(ctx, params) -> types.ListToolsResult:
+    global _watching
+    if os.environ.get("NOTIFY") == "1" and not _watching:
+        _watching = True
+        asyncio.get_running_loop().create_task(notify_changes(ctx.session))
     return types.ListToolsResult(tools=load())
 
 
