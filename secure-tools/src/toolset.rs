@@ -357,13 +357,15 @@ impl<S: Send + Sync + 'static> ToolSetBuilder<S> {
         server_id: Option<&str>,
         limits: crate::serve::CallLimits,
         audit_log: Option<&std::path::Path>,
+        chain_key: Option<&audit::ChainKey>,
     ) -> std::io::Result<Self> {
         self = limits.apply(self);
         if let Some(id) = server_id {
             self = self.server_id(id.to_owned());
         }
+        // An audit file is always chained (see `audit::chain`).
         if let Some(path) = audit_log {
-            self = self.audit_sink(audit::JsonLinesSink::append_to(path)?);
+            self = self.audit_sink(audit::ChainedFileSink::append_to(path, chain_key.cloned())?);
         }
         Ok(self)
     }

@@ -7,9 +7,11 @@
 //! An argument named in `audit_redact` is replaced by a [`marker`](redact_inputs) carrying only its length, and
 //! every value is bounded (strings, arrays, objects, depth, and the whole).
 
+pub mod chain;
 mod record;
 mod sink;
 
+pub use chain::{ChainKey, ChainedFileSink};
 pub use record::{
     AuditEvent, AuditRecord, CallStartedEvent, MAX_AUDIT_ITEMS, MAX_AUDIT_STRING,
     MAX_AUDIT_VALUE_BYTES, Origin, Outcome, Timestamp, ToolCallEvent, redact_inputs,

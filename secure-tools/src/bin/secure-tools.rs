@@ -5,6 +5,7 @@
 //! secure-tools pin   --lock tools.lock.json -- secure-file-server --data-root ./data
 //! secure-tools check --lock tools.lock.json [--json] --url http://127.0.0.1:8080/mcp
 //! secure-tools watch --lock tools.lock.json --interval 30s [--hook CMD] -- COMMAND ARGS...
+//! secure-tools audit verify [--key-file KEY] audit.jsonl.1 audit.jsonl
 //! ```
 //!
 //! Exit status: 0 unchanged (or pinned, or a watch that ended), 1 changed, 2 anything else (no lockfile, the
@@ -48,6 +49,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Audit files.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Poll the server (and re-list at once on `notifications/tools/list_changed`), printing one JSON alert line on
     /// stdout per change against the lockfile and running `--hook` with the alert on its stdin. Stops on SIGINT or
     /// SIGTERM, or after `--max-polls`.
@@ -63,6 +69,23 @@ enum Command {
         /// Stop after this many polls.
         #[arg(long)]
         max_polls: Option<u64>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Check the chain of an audit file, or of a rotated set given oldest first: exit 0 when intact, 1 naming the
+    /// first record altered, removed or out of place (by `seq`), 2 when it cannot be read.
+    Verify {
+        /// The files, oldest first.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+        /// The file holding the key the chain is sealed with (`MCP_AUDIT_CHAIN_KEY` of the server).
+        #[arg(long, value_name = "FILE")]
+        key_file: Option<PathBuf>,
+        /// The result as one JSON object on stdout.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -175,6 +198,14 @@ async fn run(command: Command) -> u8 {
     let result = match command {
         Command::Pin { target } => pin(&target).await,
         Command::Check { target, json } => check(&target, json).await,
+        Command::Audit {
+            command:
+                AuditCommand::Verify {
+                    files,
+                    key_file,
+                    json,
+                },
+        } => verify(&files, key_file.as_deref(), json),
         Command::Watch {
             target,
             interval,
@@ -194,6 +225,31 @@ async fn run(command: Command) -> u8 {
         eprintln!("secure-tools: {message}");
         2
     })
+}
+
+fn verify(files: &[PathBuf], key_file: Option<&std::path::Path>, json: bool) -> Result<u8, String> {
+    use secure_tools::audit::{ChainKey, chain};
+    let key = key_file
+        .map(ChainKey::read)
+        .transpose()
+        .map_err(|e| e.to_string())?;
+    let checked = chain::verify(files, key.as_ref()).map_err(|e| e.to_string())?;
+    if json {
+        println!("{}", json!(checked));
+    } else {
+        match &checked.problem {
+            None => println!(
+                "intact: {} records, the last numbered {} (records cut from the end do not show: compare it with \
+                 what you expect)",
+                checked.records,
+                checked
+                    .last_seq
+                    .map_or_else(|| "-".to_owned(), |seq| seq.to_string())
+            ),
+            Some(problem) => println!("{problem}"),
+        }
+    }
+    Ok(if checked.problem.is_none() { 0 } else { 1 })
 }
 
 async fn pin(target: &Target) -> Result<u8, String> {

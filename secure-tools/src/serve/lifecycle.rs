@@ -134,6 +134,7 @@ impl Settings {
                 self.server_id.as_deref(),
                 self.limits,
                 self.audit_log.as_deref(),
+                self.audit_chain_key.as_ref(),
             )
             .map_err(|source| ServeError::AuditLog {
                 path: self.audit_log.clone().unwrap_or_default(),

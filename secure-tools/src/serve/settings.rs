@@ -274,6 +274,10 @@ settings_args! {
         /// With `--tools-lock`: `refuse` (the default) or `warn`.
         #[cfg_attr(feature = "cli", arg(long, value_name = "MODE"))]
         tools_lock_mode: String = env "MCP_TOOLS_LOCK_MODE",
+        /// A file holding the key (32 bytes or more) that seals the audit file's chain (HMAC-SHA-256), so that
+        /// whoever can write the file but lacks the key cannot re-chain it. Default: an unkeyed chain.
+        #[cfg_attr(feature = "cli", arg(long, value_name = "FILE"))]
+        audit_chain_key: PathBuf = env "MCP_AUDIT_CHAIN_KEY",
         /// The scopes of the one caller on stdio (or, with `--http-insecure-no-auth`, of every caller), comma- or
         /// space-separated. Unset or empty grants nothing, so every scoped call is denied.
         #[cfg_attr(feature = "cli", arg(long, value_name = "SCOPES"))]
@@ -478,6 +482,8 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     /// The largest incoming message (stdio) or request body (HTTP), in bytes.
     pub max_message_bytes: usize,
+    /// The key sealing the audit file's chain (see [`audit::chain`](crate::audit::chain)); `None`: unkeyed.
+    pub audit_chain_key: Option<crate::audit::ChainKey>,
     /// A lockfile the tool definitions are checked against at start, and what to do when they differ.
     pub tools_lock: Option<(PathBuf, crate::integrity::LockMode)>,
     /// How the server is reached.
@@ -503,6 +509,7 @@ impl Settings {
             limits: CallLimits::default(),
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            audit_chain_key: None,
             tools_lock: None,
             transport: Transport::Stdio,
             auth: Auth::None { grant },
@@ -603,6 +610,12 @@ impl Settings {
             None => crate::integrity::LockMode::default(),
         };
         settings.tools_lock = args.tools_lock.clone().map(|path| (path, lock_mode));
+        if let Some(path) = &args.audit_chain_key {
+            settings.audit_chain_key =
+                Some(crate::audit::ChainKey::read(path).map_err(|e| {
+                    invalid("--audit-chain-key / MCP_AUDIT_CHAIN_KEY", e.to_string())
+                })?);
+        }
         if let Some(grace) = duration(
             &args.shutdown_grace,
             "--shutdown-grace / MCP_SHUTDOWN_GRACE",

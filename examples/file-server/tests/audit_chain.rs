@@ -1,0 +1,151 @@
+//! The file server's audit file is chained (see `secure_tools::audit::chain`), across restarts and a rotation, and
+//! `secure-tools audit verify` names the first record tampered with.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use secure_tools::audit::{ChainKey, ChainedFileSink};
+use secure_tools_tests::interop::{self, repo_root};
+use serde_json::Value;
+
+const SERVER: &str = env!("CARGO_BIN_EXE_secure-file-server");
+const KEY: &str = "audit-chain-test-key-0123456789abcdef";
+
+fn cli() -> PathBuf {
+    let path = Path::new(SERVER).with_file_name("secure-tools");
+    assert!(
+        path.exists(),
+        "{} is missing: run the workspace's tests (`cargo test --workspace`)",
+        path.display()
+    );
+    path
+}
+
+/// One run of the server over stdio with no input: a `server_start` and a `server_stop` record.
+fn run_server(data: &Path, audit: &Path, key: &Path) {
+    let done = interop::run(
+        Command::new(SERVER)
+            .args(["--data-root", data.to_str().unwrap(), "--audit-log"])
+            .arg(audit)
+            .args(["--scopes", "files.read"])
+            .env("MCP_AUDIT_CHAIN_KEY", key),
+        Duration::from_secs(60),
+    );
+    assert!(done.success, "{}", done.report(Duration::ZERO));
+}
+
+/// `audit verify --json` with the key: exit code and result.
+fn verify(files: &[&Path], key: Option<&Path>) -> (i32, Value) {
+    let mut command = Command::new(cli());
+    command
+        .args(["audit", "verify", "--json"])
+        .current_dir(repo_root());
+    if let Some(key) = key {
+        command.arg("--key-file").arg(key);
+    }
+    command.args(files);
+    let done = interop::run(&mut command, Duration::from_secs(60));
+    let code = done
+        .status
+        .strip_prefix("exit status: ")
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(-1);
+    let result = serde_json::from_str(done.stdout.trim())
+        .unwrap_or_else(|e| panic!("{e}: {}", done.report(Duration::ZERO)));
+    (code, result)
+}
+
+fn lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn the_chain_spans_restarts_and_a_rotation_and_each_tampering_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let key = dir.path().join("chain.key");
+    std::fs::write(&key, KEY).unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    run_server(&data, &audit, &key);
+    run_server(&data, &audit, &key); // a restart
+    let rotated = dir.path().join("audit.jsonl.1");
+    std::fs::rename(&audit, &rotated).unwrap(); // a rotation
+    run_server(&data, &audit, &key);
+    run_server(&data, &audit, &key);
+    assert!(
+        lines(&audit)[0].contains("\"seq\":5"),
+        "{:?}",
+        lines(&audit)
+    );
+    let (code, result) = verify(&[&rotated, &audit], Some(&key));
+    assert_eq!(code, 0, "{result}");
+    assert_eq!(result["records"], 8);
+    assert_eq!(result["last_seq"], 8);
+    // Every record is sealed with the key; without it, the file is not a chain the verifier accepts.
+    assert!(
+        lines(&audit)
+            .iter()
+            .all(|l| l.contains("\"mac\":\"hmac-sha256:"))
+    );
+    let (code, _) = verify(&[&rotated, &audit], None);
+    assert_eq!(code, 1);
+
+    let whole: Vec<String> = lines(&rotated).into_iter().chain(lines(&audit)).collect();
+    let tampered = dir.path().join("tampered.jsonl");
+    let check = |records: &[String]| -> Value {
+        std::fs::write(&tampered, records.join("\n") + "\n").unwrap();
+        let (code, result) = verify(&[&tampered], Some(&key));
+        assert_eq!(code, 1, "{result}");
+        result["problem"].clone()
+    };
+    // One byte of a middle record.
+    let mut edited = whole.clone();
+    edited[3] = edited[3].replacen("\"eof\"", "\"eog\"", 1);
+    assert_ne!(edited[3], whole[3]);
+    let problem = check(&edited);
+    assert_eq!(
+        (&problem["kind"], &problem["seq"]),
+        (&"altered".into(), &4.into())
+    );
+    // One record deleted.
+    let mut deleted = whole.clone();
+    deleted.remove(4);
+    let problem = check(&deleted);
+    assert_eq!(
+        (&problem["kind"], &problem["seq"]),
+        (&"removed".into(), &5.into())
+    );
+    // Two swapped.
+    let mut swapped = whole.clone();
+    swapped.swap(5, 6);
+    let problem = check(&swapped);
+    assert_eq!(problem["kind"], "out_of_order");
+    assert_eq!(
+        (&problem["seq"], &problem["expected"]),
+        (&7.into(), &6.into())
+    );
+    // A forgery re-chained from scratch, consistently, by someone without the key.
+    let forged = dir.path().join("forged.jsonl");
+    let forger = ChainedFileSink::append_to(&forged, ChainKey::from_bytes(&[1; 32])).unwrap();
+    for line in &whole {
+        forger
+            .append_object(serde_json::from_str(line).unwrap())
+            .unwrap();
+    }
+    let (code, result) = verify(&[&forged], Some(&key));
+    assert_eq!(code, 1, "{result}");
+    assert_eq!(result["problem"]["kind"], "altered");
+    assert_eq!(result["problem"]["seq"], 1);
+    // Records cut from the end do not show by themselves (there are no checkpoints): the verifier reports the
+    // last number, 6 instead of 8, for the reader to compare.
+    std::fs::write(&tampered, whole[..6].join("\n") + "\n").unwrap();
+    let (code, result) = verify(&[&tampered], Some(&key));
+    assert_eq!(code, 0, "{result}");
+    assert_eq!(result["last_seq"], 6);
+}

@@ -1,0 +1,554 @@
+//! Tamper-evident audit files: each record is chained to its predecessor, so an edit, a deletion, an insertion or a
+//! reordering shows, and [`verify`] names the first record concerned.
+//!
+//! Each line of a chained file is the record's JSON object with three more members:
+//!
+//! - `seq`: its number in the chain, 1 for the first record ever written, one more for each record after, across
+//!   restarts (a server reopening its file continues from the last record in it);
+//! - `prev`: the `hash` of the record before it (`sha256:` and 64 zeros before the first);
+//! - `hash` (unkeyed) or `mac` (keyed): over the RFC 8785 canonical JSON of the record with `seq` and `prev` and
+//!   without `hash`/`mac`, `sha256:` and the hex SHA-256; or `hmac-sha256:` and the hex HMAC-SHA-256 under a key
+//!   read from a file ([`ChainKey`]).
+//!
+//! Unkeyed, the chain shows accidental damage and a careless edit, but whoever can write the file can re-chain
+//! a forgery; keyed, they cannot without the key. Neither shows records cut from the end of the file (the tail):
+//! the verifier says how many records it checked and the last `seq`, to compare with what you expect.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufRead, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
+
+use hmac::{Hmac, Mac};
+use serde_json::{Map, Value};
+use sha2::{Digest as _, Sha256};
+
+use super::{AuditError, AuditRecord, AuditSink};
+
+/// The `prev` of the first record of a chain.
+pub const GENESIS: &str = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
+
+/// The key of a keyed chain (HMAC-SHA-256), read from a file: keep it apart from the log (another user, another
+/// machine), or whoever can rewrite the log can re-chain it.
+#[derive(Clone)]
+pub struct ChainKey(Vec<u8>);
+
+impl std::fmt::Debug for ChainKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ChainKey(..)")
+    }
+}
+
+impl ChainKey {
+    /// The key in the file at `path` (its bytes, at least 32; surrounding whitespace is not part of it).
+    pub fn read(path: impl AsRef<Path>) -> io::Result<Self> {
+        let bytes = std::fs::read(path.as_ref())?;
+        let key = bytes.trim_ascii().to_vec();
+        if key.len() < 32 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "the audit chain key {} holds {} bytes; it needs 32 or more",
+                    path.as_ref().display(),
+                    key.len()
+                ),
+            ));
+        }
+        Ok(ChainKey(key))
+    }
+
+    /// A key from bytes (at least 32).
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        (bytes.len() >= 32).then(|| ChainKey(bytes.to_vec()))
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        out.push(char::from_digit(u32::from(byte >> 4), 16).unwrap_or('0'));
+        out.push(char::from_digit(u32::from(byte & 0xf), 16).unwrap_or('0'));
+    }
+    out
+}
+
+/// The member that seals a record, and its value, for a record object holding `seq` and `prev` (and no seal).
+fn seal(record: &Map<String, Value>, key: Option<&ChainKey>) -> (&'static str, String) {
+    // A `serde_json::Value` always canonicalizes (finite numbers, valid strings).
+    let canonical = serde_json_canonicalizer::to_vec(record).unwrap_or_default();
+    match key {
+        None => (
+            "hash",
+            format!("sha256:{}", hex(&Sha256::digest(&canonical))),
+        ),
+        Some(key) => {
+            let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&key.0)
+                .expect("HMAC takes keys of any length");
+            mac.update(&canonical);
+            (
+                "mac",
+                format!("hmac-sha256:{}", hex(&mac.finalize().into_bytes())),
+            )
+        }
+    }
+}
+
+struct ChainState {
+    file: File,
+    seq: u64,
+    prev: String,
+}
+
+/// An audit sink appending chained records to a file (see the module documentation); the runners use it whenever
+/// the audit goes to a file.
+pub struct ChainedFileSink {
+    state: Mutex<ChainState>,
+    key: Option<ChainKey>,
+    path: PathBuf,
+}
+
+impl ChainedFileSink {
+    /// Appends to the file at `path` (created if missing), continuing the chain of its last record.
+    pub fn append_to(path: impl AsRef<Path>, key: Option<ChainKey>) -> io::Result<Self> {
+        let path = path.as_ref().to_owned();
+        let mut file = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(&path)?;
+        let mut last = last_line(&mut file)?;
+        if last.is_none() {
+            // A new or emptied file after rotation continues the chain of the file rotated out (logrotate's first
+            // name for it).
+            let mut rotated = path.clone().into_os_string();
+            rotated.push(".1");
+            if let Ok(mut previous) = File::open(PathBuf::from(rotated)) {
+                last = last_line(&mut previous)?;
+            }
+        }
+        let (seq, prev) = match last {
+            None => (0, GENESIS.to_owned()),
+            Some(line) => {
+                let record: Value = serde_json::from_slice(&line).map_err(|_| {
+                    invalid(
+                        &path,
+                        "its last line is not a JSON record: verify the file, then start a new one",
+                    )
+                })?;
+                let seq = record.get("seq").and_then(Value::as_u64);
+                let seal = record
+                    .get(if key.is_some() { "mac" } else { "hash" })
+                    .and_then(Value::as_str);
+                match (seq, seal) {
+                    (Some(seq), Some(seal)) => (seq, seal.to_owned()),
+                    _ => {
+                        return Err(invalid(
+                            &path,
+                            if key.is_some() {
+                                "its last record is not sealed with a key (no `mac`): a chain keeps one mode; start a new file"
+                            } else {
+                                "its last record is not chained (no `seq` and `hash`, or keyed): start a new file"
+                            },
+                        ));
+                    }
+                }
+            }
+        };
+        Ok(ChainedFileSink {
+            state: Mutex::new(ChainState { file, seq, prev }),
+            key,
+            path,
+        })
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends a record given as a JSON object (importing records from elsewhere into a chain); its own `seq`,
+    /// `prev`, `hash` and `mac` members, if any, are replaced.
+    pub fn append_object(&self, mut object: Map<String, Value>) -> Result<(), AuditError> {
+        for member in ["seq", "prev", "hash", "mac"] {
+            object.remove(member);
+        }
+        let line = serde_json::to_vec(&object)?;
+        self.append_line(object, line)
+    }
+
+    /// Seals `object` (the record's members) after the last record and appends `line` (the same record serialized,
+    /// a JSON object) with the chain's members.
+    fn append_line(
+        &self,
+        mut object: Map<String, Value>,
+        mut line: Vec<u8>,
+    ) -> Result<(), AuditError> {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let seq = state.seq + 1;
+        object.insert("seq".into(), seq.into());
+        object.insert("prev".into(), Value::String(state.prev.clone()));
+        let (name, value) = seal(&object, self.key.as_ref());
+        // The line keeps the record's own member order (`ts` first), the chain's members last.
+        if line.pop() != Some(b'}') {
+            return Err(AuditError::Io(io::Error::other(
+                "a record is not a JSON object",
+            )));
+        }
+        // `prev` and the seal are `sha256:`/`hmac-sha256:` and hex digits: nothing to escape.
+        line.extend_from_slice(
+            format!(
+                ",\"seq\":{seq},\"prev\":\"{}\",\"{name}\":\"{value}\"}}\n",
+                state.prev
+            )
+            .as_bytes(),
+        );
+        // One `write_all` per line on a file opened for appending: a record is written whole or, on an error, the
+        // chain does not advance (the next record repeats this `seq`, which the verifier reports).
+        state.file.write_all(&line)?;
+        state.seq = seq;
+        state.prev = value;
+        Ok(())
+    }
+}
+
+fn invalid(path: &Path, message: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("audit log {}: {message}", path.display()),
+    )
+}
+
+/// The last non-empty line of a file (records are bounded, so the last 1 MiB holds it).
+fn last_line(file: &mut File) -> io::Result<Option<Vec<u8>>> {
+    let length = file.metadata()?.len();
+    let start = length.saturating_sub(1 << 20);
+    file.seek(SeekFrom::Start(start))?;
+    let mut tail = Vec::new();
+    file.take(length - start).read_to_end(&mut tail)?;
+    Ok(tail
+        .split(|b| *b == b'\n')
+        .rev()
+        .find(|line| !line.iter().all(u8::is_ascii_whitespace))
+        .map(<[u8]>::to_vec))
+}
+
+impl AuditSink for ChainedFileSink {
+    fn write(&self, record: &AuditRecord) -> Result<(), AuditError> {
+        let Value::Object(object) = serde_json::to_value(record)? else {
+            return Err(AuditError::Io(io::Error::other(
+                "a record is not a JSON object",
+            )));
+        };
+        self.append_line(object, serde_json::to_vec(record)?)
+    }
+
+    fn flush(&self) -> Result<(), AuditError> {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.file.flush()?;
+        Ok(())
+    }
+}
+
+/// What [`verify`] found.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Verification {
+    /// Records checked.
+    pub records: u64,
+    /// The `seq` of the last record checked.
+    pub last_seq: Option<u64>,
+    /// The first problem, if any.
+    pub problem: Option<Problem>,
+}
+
+/// The first inconsistency in a chain, by `seq`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+#[allow(missing_docs)]
+pub enum Problem {
+    /// The record numbered `seq` is not as it was written (its seal does not match its content).
+    Altered { seq: u64, file: String, line: u64 },
+    /// Records are missing: `seq` is the first one absent.
+    Removed { seq: u64, file: String, line: u64 },
+    /// A record that does not belong where it is: `seq` is the number found, `expected` the one due.
+    OutOfOrder {
+        seq: u64,
+        expected: u64,
+        file: String,
+        line: u64,
+    },
+    /// A line that is not a chained record, after the record numbered `after`.
+    NotARecord { after: u64, file: String, line: u64 },
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Problem::Altered { seq, file, line } => {
+                write!(f, "record {seq} was altered ({file}:{line})")
+            }
+            Problem::Removed { seq, file, line } => {
+                write!(
+                    f,
+                    "record {seq} was removed (the gap ends at {file}:{line})"
+                )
+            }
+            Problem::OutOfOrder {
+                seq,
+                expected,
+                file,
+                line,
+            } => write!(
+                f,
+                "record {seq} is out of place: record {expected} was due ({file}:{line})"
+            ),
+            Problem::NotARecord { after, file, line } => write!(
+                f,
+                "the line after record {after} is not a chained record ({file}:{line})"
+            ),
+        }
+    }
+}
+
+/// Checks the chain through `files`, oldest first (a rotated set: the first may start mid-chain); with `key`, the
+/// chain must be keyed with it. Stops at the first problem.
+pub fn verify<P: AsRef<Path>>(files: &[P], key: Option<&ChainKey>) -> io::Result<Verification> {
+    // Every `seq` present, to tell a record removed from one moved.
+    let mut present = std::collections::HashSet::new();
+    for path in files {
+        #[derive(serde::Deserialize)]
+        struct Seq {
+            seq: Option<u64>,
+        }
+        for line in io::BufReader::new(File::open(path.as_ref())?).split(b'\n') {
+            if let Ok(Seq { seq: Some(seq) }) = serde_json::from_slice::<Seq>(&line?) {
+                present.insert(seq);
+            }
+        }
+    }
+    let mut records = 0u64;
+    let mut last: Option<(u64, String)> = None;
+    let seal_name = if key.is_some() { "mac" } else { "hash" };
+    for path in files {
+        let path = path.as_ref();
+        let shown = path.display().to_string();
+        let reader = io::BufReader::new(File::open(path)?);
+        for (index, line) in reader.split(b'\n').enumerate() {
+            let line = line?;
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            let number = index as u64 + 1;
+            let at = |problem: Problem| Verification {
+                records,
+                last_seq: last.as_ref().map(|(seq, _)| *seq),
+                problem: Some(problem),
+            };
+            let after = last.as_ref().map_or(0, |(seq, _)| *seq);
+            let Ok(Value::Object(mut object)) = serde_json::from_slice::<Value>(&line) else {
+                return Ok(at(Problem::NotARecord {
+                    after,
+                    file: shown,
+                    line: number,
+                }));
+            };
+            let seq = object.get("seq").and_then(Value::as_u64);
+            let prev = object
+                .get("prev")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            let sealed = object
+                .remove(seal_name)
+                .and_then(|v| v.as_str().map(str::to_owned));
+            let other_seal = object.contains_key(if key.is_some() { "hash" } else { "mac" });
+            let (Some(seq), Some(prev), Some(sealed), false) = (seq, prev, sealed, other_seal)
+            else {
+                return Ok(at(Problem::NotARecord {
+                    after,
+                    file: shown,
+                    line: number,
+                }));
+            };
+            if seal(&object, key).1 != sealed {
+                return Ok(at(Problem::Altered {
+                    seq,
+                    file: shown,
+                    line: number,
+                }));
+            }
+            match &last {
+                // The first record seen: a chain's start, or the first of a rotated set whose predecessor is gone.
+                None if seq == 1 && prev != GENESIS => {
+                    return Ok(at(Problem::Altered {
+                        seq,
+                        file: shown,
+                        line: number,
+                    }));
+                }
+                None => {}
+                Some((last_seq, last_seal)) => {
+                    let expected = last_seq + 1;
+                    if seq > expected && prev != *last_seal && !present.contains(&expected) {
+                        return Ok(at(Problem::Removed {
+                            seq: expected,
+                            file: shown,
+                            line: number,
+                        }));
+                    }
+                    if seq != expected {
+                        return Ok(at(Problem::OutOfOrder {
+                            seq,
+                            expected,
+                            file: shown,
+                            line: number,
+                        }));
+                    }
+                    if prev != *last_seal {
+                        // Sealed correctly but not after the record before it: that one was replaced whole.
+                        return Ok(at(Problem::Altered {
+                            seq: *last_seq,
+                            file: shown,
+                            line: number,
+                        }));
+                    }
+                }
+            }
+            records += 1;
+            last = Some((seq, sealed));
+        }
+    }
+    Ok(Verification {
+        records,
+        last_seq: last.map(|(seq, _)| seq),
+        problem: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::{AuditEvent, AuditRecord};
+
+    fn record(n: u64) -> AuditRecord {
+        AuditRecord {
+            ts: crate::audit::Timestamp(std::time::SystemTime::now()),
+            server_id: "test".into(),
+            event: AuditEvent::ServerStop {
+                reason: format!("r{n}"),
+            },
+        }
+    }
+
+    fn write(path: &Path, key: Option<&ChainKey>, from: u64, to: u64) {
+        let sink = ChainedFileSink::append_to(path, key.cloned()).unwrap();
+        for n in from..=to {
+            sink.write(&record(n)).unwrap();
+        }
+    }
+
+    fn lines(path: &Path) -> Vec<String> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn put(path: &Path, lines: &[String]) {
+        std::fs::write(path, lines.join("\n") + "\n").unwrap();
+    }
+
+    #[test]
+    fn a_chain_continues_across_restarts_and_each_tampering_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        write(&path, None, 1, 3);
+        write(&path, None, 4, 6); // a restart
+        let clean = verify(&[&path], None).unwrap();
+        assert_eq!(clean.problem, None);
+        assert_eq!((clean.records, clean.last_seq), (6, Some(6)));
+        let original = lines(&path);
+
+        let mut edited = original.clone();
+        edited[2] = edited[2].replace("\"r3\"", "\"r4\"");
+        put(&path, &edited);
+        assert!(matches!(
+            verify(&[&path], None).unwrap().problem,
+            Some(Problem::Altered { seq: 3, .. })
+        ));
+
+        let mut deleted = original.clone();
+        deleted.remove(3);
+        put(&path, &deleted);
+        assert!(matches!(
+            verify(&[&path], None).unwrap().problem,
+            Some(Problem::Removed { seq: 4, .. })
+        ));
+
+        let mut swapped = original.clone();
+        swapped.swap(1, 2);
+        put(&path, &swapped);
+        assert!(matches!(
+            verify(&[&path], None).unwrap().problem,
+            Some(Problem::OutOfOrder {
+                seq: 3,
+                expected: 2,
+                ..
+            })
+        ));
+
+        let mut garbage = original.clone();
+        garbage.insert(4, "not json".into());
+        put(&path, &garbage);
+        assert!(matches!(
+            verify(&[&path], None).unwrap().problem,
+            Some(Problem::NotARecord { after: 4, .. })
+        ));
+    }
+
+    #[test]
+    fn a_keyed_chain_cannot_be_rechained_without_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = ChainKey::from_bytes(&[7; 32]).unwrap();
+        let path = dir.path().join("audit.jsonl");
+        write(&path, Some(&key), 1, 4);
+        assert_eq!(verify(&[&path], Some(&key)).unwrap().problem, None);
+        // A forger rewrites record 2 and re-chains everything after it, with a key of their own.
+        let forged_key = ChainKey::from_bytes(&[9; 32]).unwrap();
+        let forged = dir.path().join("forged.jsonl");
+        write(&forged, Some(&forged_key), 1, 4);
+        assert_eq!(verify(&[&forged], Some(&forged_key)).unwrap().problem, None);
+        assert!(matches!(
+            verify(&[&forged], Some(&key)).unwrap().problem,
+            Some(Problem::Altered { seq: 1, .. })
+        ));
+        // An unkeyed chain is not a keyed one.
+        let plain = dir.path().join("plain.jsonl");
+        write(&plain, None, 1, 2);
+        assert!(matches!(
+            verify(&[&plain], Some(&key)).unwrap().problem,
+            Some(Problem::NotARecord { after: 0, .. })
+        ));
+        // And a keyed file is not continued without its key.
+        assert!(ChainedFileSink::append_to(&path, None).is_err());
+    }
+
+    #[test]
+    fn a_rotated_set_verifies_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        write(&path, None, 1, 3);
+        // Rotated out (`audit.jsonl.1`); the new file continues from its last record.
+        let rotated = dir.path().join("audit.jsonl.1");
+        std::fs::rename(&path, &rotated).unwrap();
+        write(&path, None, 4, 5);
+        assert!(lines(&path)[0].contains("\"seq\":4"), "{:?}", lines(&path));
+        let both = verify(&[&rotated, &path], None).unwrap();
+        assert_eq!(
+            (both.problem, both.records, both.last_seq),
+            (None, 5, Some(5))
+        );
+        // The current file alone starts mid-chain, which is accepted; in the wrong order, the set is not.
+        assert_eq!(verify(&[&path], None).unwrap().problem, None);
+        assert!(verify(&[&path, &rotated], None).unwrap().problem.is_some());
+    }
+}
