@@ -358,6 +358,7 @@ impl<S: Send + Sync + 'static> ToolSetBuilder<S> {
         limits: crate::serve::CallLimits,
         audit_log: Option<&std::path::Path>,
         chain_key: Option<&audit::ChainKey>,
+        checkpoints: Option<&audit::Checkpoints>,
     ) -> std::io::Result<Self> {
         self = limits.apply(self);
         if let Some(id) = server_id {
@@ -365,7 +366,12 @@ impl<S: Send + Sync + 'static> ToolSetBuilder<S> {
         }
         // An audit file is always chained (see `audit::chain`).
         if let Some(path) = audit_log {
-            self = self.audit_sink(audit::ChainedFileSink::append_to(path, chain_key.cloned())?);
+            let mut sink = audit::ChainedFileSink::append_to(path, chain_key.cloned())?;
+            if let Some(checkpoints) = checkpoints {
+                sink = sink
+                    .with_checkpoints(checkpoints.clone(), server_id.unwrap_or(&self.server_id));
+            }
+            self = self.audit_sink(sink);
         }
         Ok(self)
     }

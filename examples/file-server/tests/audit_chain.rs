@@ -149,3 +149,114 @@ fn the_chain_spans_restarts_and_a_rotation_and_each_tampering_is_named() {
     assert_eq!(code, 0, "{result}");
     assert_eq!(result["last_seq"], 6);
 }
+
+#[test]
+fn signed_checkpoints_show_a_clean_stop_a_cut_tail_and_a_file_replaced_without_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let chain_key = dir.path().join("chain.key");
+    std::fs::write(&chain_key, KEY).unwrap();
+    let signing = dir.path().join("checkpoint.key");
+    let done = interop::run(
+        Command::new(cli())
+            .args(["audit", "keygen", "--out"])
+            .arg(&signing),
+        Duration::from_secs(60),
+    );
+    assert!(done.success, "{}", done.report(Duration::ZERO));
+    let public = dir.path().join("checkpoint.key.pub");
+    assert_eq!(
+        std::fs::read_to_string(&public).unwrap().trim(),
+        done.stdout.trim()
+    );
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&signing).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let audit = dir.path().join("audit.jsonl");
+    for _ in 0..2 {
+        let done = interop::run(
+            Command::new(SERVER)
+                .args(["--data-root", data.to_str().unwrap(), "--audit-log"])
+                .arg(&audit)
+                .args(["--scopes", "files.read"])
+                .env("MCP_AUDIT_CHAIN_KEY", &chain_key)
+                .env("MCP_AUDIT_CHECKPOINT_KEY", &signing),
+            Duration::from_secs(60),
+        );
+        assert!(done.success, "{}", done.report(Duration::ZERO));
+    }
+    // Each run ends: server_stop, then its checkpoint.
+    let whole = lines(&audit);
+    assert_eq!(whole.len(), 6, "{whole:#?}");
+    assert!(
+        whole[5].contains("\"event\":\"checkpoint\""),
+        "{}",
+        whole[5]
+    );
+    let verify_signed = |path: &Path| {
+        let mut command = Command::new(cli());
+        command
+            .args(["audit", "verify", "--json", "--key-file"])
+            .arg(&chain_key)
+            .arg("--checkpoint-key")
+            .arg(&public)
+            .arg(path);
+        let done = interop::run(&mut command, Duration::from_secs(60));
+        let code = done
+            .status
+            .strip_prefix("exit status: ")
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(-1);
+        (
+            code,
+            serde_json::from_str::<Value>(done.stdout.trim()).unwrap(),
+        )
+    };
+    let (code, result) = verify_signed(&audit);
+    assert_eq!(code, 0, "{result}");
+    assert_eq!(result["checkpoints"], 2);
+    assert_eq!(result["ends_clean"], true);
+    assert_eq!(result["unsigned_tail"], 0);
+
+    // The tail cut after the first run's checkpoint: the chain holds, but the file no longer ends clean.
+    let cut = dir.path().join("cut.jsonl");
+    std::fs::write(&cut, whole[..4].join("\n") + "\n").unwrap();
+    let (code, result) = verify_signed(&cut);
+    assert_eq!(code, 0, "{result}");
+    assert_eq!(result["ends_clean"], false);
+    assert_eq!(result["unsigned_tail"], 1);
+
+    // A file replaced by someone holding the chain key but not the checkpoint key: re-chained consistently with
+    // an edit, its copied checkpoints no longer verify; without them, there are none.
+    let forged = dir.path().join("forged.jsonl");
+    let forger =
+        ChainedFileSink::append_to(&forged, Some(ChainKey::read(&chain_key).unwrap())).unwrap();
+    for line in &whole {
+        forger
+            .append_object(
+                serde_json::from_str(&line.replacen("files.read", "files.write", 1)).unwrap(),
+            )
+            .unwrap();
+    }
+    let (code, result) = verify_signed(&forged);
+    assert_eq!(code, 1, "{result}");
+    assert_eq!(result["problem"]["kind"], "bad_checkpoint");
+    assert_eq!(result["problem"]["seq"], 3);
+    let stripped = dir.path().join("stripped.jsonl");
+    let forger =
+        ChainedFileSink::append_to(&stripped, Some(ChainKey::read(&chain_key).unwrap())).unwrap();
+    for line in whole
+        .iter()
+        .filter(|l| !l.contains("\"event\":\"checkpoint\""))
+    {
+        forger
+            .append_object(serde_json::from_str(line).unwrap())
+            .unwrap();
+    }
+    let (code, result) = verify_signed(&stripped);
+    assert_eq!(code, 1, "{result}");
+    assert_eq!(result["problem"]["kind"], "no_checkpoint");
+}

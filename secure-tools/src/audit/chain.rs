@@ -11,8 +11,13 @@
 //!   read from a file ([`ChainKey`]).
 //!
 //! Unkeyed, the chain shows accidental damage and a careless edit, but whoever can write the file can re-chain
-//! a forgery; keyed, they cannot without the key. Neither shows records cut from the end of the file (the tail):
-//! the verifier says how many records it checked and the last `seq`, to compare with what you expect.
+//! a forgery; keyed, they cannot without the key. With a checkpoint key ([`CheckpointKey`], Ed25519), the sink also
+//! writes signed `checkpoint` records: at an interval while records are written, and right after `server_stop`.
+//! A checkpoint's `sig` is `ed25519:` and the hex signature of `secure-tools audit checkpoint v1\n{prev}\n{seq}`
+//! (its own `prev` and `seq`), so it vouches for every record before it; a verifier needs only the public key,
+//! and a file replaced wholesale by someone without the private key has no valid checkpoint. Records after the
+//! last checkpoint (the tail) are vouched for by nothing: the verifier says how many there are, and whether the
+//! file ends with the checkpoint of a clean stop.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, Read, Seek, SeekFrom, Write};
@@ -63,6 +68,105 @@ impl ChainKey {
     }
 }
 
+/// The private key that signs checkpoints (Ed25519): its 32-byte seed in hex, in a file only the server reads.
+/// `secure-tools audit keygen --out FILE` makes one, and `FILE.pub` with the public key for verifiers.
+#[derive(Clone)]
+pub struct CheckpointKey(ed25519_dalek::SigningKey);
+
+impl std::fmt::Debug for CheckpointKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CheckpointKey(public {})", self.public_hex())
+    }
+}
+
+fn read_hex32(path: &Path, what: &str) -> io::Result<[u8; 32]> {
+    let text = std::fs::read_to_string(path)?;
+    let text = text.trim();
+    let bad = || {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}: expected {what} as 64 hex digits", path.display()),
+        )
+    };
+    if text.len() != 64 || !text.is_ascii() {
+        return Err(bad());
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
+    }
+    Ok(out)
+}
+
+impl CheckpointKey {
+    /// The key in the file at `path` (64 hex digits).
+    pub fn read(path: impl AsRef<Path>) -> io::Result<Self> {
+        let seed = read_hex32(path.as_ref(), "an Ed25519 private key (seed)")?;
+        Ok(CheckpointKey(ed25519_dalek::SigningKey::from_bytes(&seed)))
+    }
+
+    /// A key from its 32-byte seed.
+    pub fn from_seed(seed: [u8; 32]) -> Self {
+        CheckpointKey(ed25519_dalek::SigningKey::from_bytes(&seed))
+    }
+
+    /// The seed, in hex (what the key file holds).
+    pub fn seed_hex(&self) -> String {
+        hex(&self.0.to_bytes())
+    }
+
+    /// The public key, in hex (what verifiers are given).
+    pub fn public_hex(&self) -> String {
+        hex(self.0.verifying_key().as_bytes())
+    }
+
+    fn sign(&self, prev: &str, seq: u64) -> String {
+        use ed25519_dalek::Signer as _;
+        format!(
+            "ed25519:{}",
+            hex(&self.0.sign(&checkpoint_message(prev, seq)).to_bytes())
+        )
+    }
+}
+
+/// The public key that checks checkpoints (64 hex digits in a file).
+#[derive(Debug, Clone)]
+pub struct CheckpointPublicKey(ed25519_dalek::VerifyingKey);
+
+impl CheckpointPublicKey {
+    /// The key in the file at `path` (64 hex digits, as `secure-tools audit keygen` writes to `FILE.pub`).
+    pub fn read(path: impl AsRef<Path>) -> io::Result<Self> {
+        let bytes = read_hex32(path.as_ref(), "an Ed25519 public key")?;
+        ed25519_dalek::VerifyingKey::from_bytes(&bytes)
+            .map(CheckpointPublicKey)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
+    }
+
+    fn verifies(&self, prev: &str, seq: u64, sig: &str) -> bool {
+        let Some(hex_sig) = sig.strip_prefix("ed25519:") else {
+            return false;
+        };
+        if hex_sig.len() != 128 || !hex_sig.is_ascii() {
+            return false;
+        }
+        let mut bytes = [0u8; 64];
+        for (i, byte) in bytes.iter_mut().enumerate() {
+            match u8::from_str_radix(&hex_sig[2 * i..2 * i + 2], 16) {
+                Ok(b) => *byte = b,
+                Err(_) => return false,
+            }
+        }
+        let signature = ed25519_dalek::Signature::from_bytes(&bytes);
+        self.0
+            .verify_strict(&checkpoint_message(prev, seq), &signature)
+            .is_ok()
+    }
+}
+
+fn checkpoint_message(prev: &str, seq: u64) -> Vec<u8> {
+    format!("secure-tools audit checkpoint v1\n{prev}\n{seq}").into_bytes()
+}
+
 fn hex(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len() * 2);
     for byte in bytes {
@@ -97,14 +201,31 @@ struct ChainState {
     file: File,
     seq: u64,
     prev: String,
+    /// Records written since the last checkpoint, and when that was.
+    unsigned: u64,
+    last_checkpoint: std::time::Instant,
 }
+
+/// Signed checkpoints: the key, and the longest time records go unsigned while more are written.
+#[derive(Debug, Clone)]
+pub struct Checkpoints {
+    /// The signing key.
+    pub key: CheckpointKey,
+    /// How often, at most, a checkpoint follows new records (default [`DEFAULT_CHECKPOINT_INTERVAL`]).
+    pub interval: std::time::Duration,
+}
+
+/// How often checkpoints are written while records are: every minute.
+pub const DEFAULT_CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// An audit sink appending chained records to a file (see the module documentation); the runners use it whenever
 /// the audit goes to a file.
 pub struct ChainedFileSink {
     state: Mutex<ChainState>,
     key: Option<ChainKey>,
+    checkpoints: Option<Checkpoints>,
     path: PathBuf,
+    server_id: std::sync::Arc<str>,
 }
 
 impl ChainedFileSink {
@@ -155,10 +276,25 @@ impl ChainedFileSink {
             }
         };
         Ok(ChainedFileSink {
-            state: Mutex::new(ChainState { file, seq, prev }),
+            state: Mutex::new(ChainState {
+                file,
+                seq,
+                prev,
+                unsigned: 0,
+                last_checkpoint: std::time::Instant::now(),
+            }),
             key,
+            checkpoints: None,
             path,
+            server_id: "secure-tools".into(),
         })
+    }
+
+    /// Also writes signed checkpoints (see the module documentation); `server_id` stamps them.
+    pub fn with_checkpoints(mut self, checkpoints: Checkpoints, server_id: &str) -> Self {
+        self.checkpoints = Some(checkpoints);
+        self.server_id = server_id.into();
+        self
     }
 
     /// The file.
@@ -178,12 +314,60 @@ impl ChainedFileSink {
 
     /// Seals `object` (the record's members) after the last record and appends `line` (the same record serialized,
     /// a JSON object) with the chain's members.
-    fn append_line(
+    fn append_line(&self, object: Map<String, Value>, line: Vec<u8>) -> Result<(), AuditError> {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let stop = object.get("event").and_then(Value::as_str) == Some("server_stop");
+        self.append_locked(&mut state, object, line)?;
+        state.unsigned += 1;
+        if let Some(checkpoints) = &self.checkpoints
+            && (stop || state.last_checkpoint.elapsed() >= checkpoints.interval)
+        {
+            self.checkpoint_locked(&mut state, &checkpoints.key)?;
+        }
+        Ok(())
+    }
+
+    /// Appends a signed checkpoint now, if records were written since the last one.
+    pub fn checkpoint(&self) -> Result<(), AuditError> {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        match &self.checkpoints {
+            Some(checkpoints) if state.unsigned > 0 => {
+                self.checkpoint_locked(&mut state, &checkpoints.key)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn checkpoint_locked(
         &self,
+        state: &mut ChainState,
+        key: &CheckpointKey,
+    ) -> Result<(), AuditError> {
+        let seq = state.seq + 1;
+        let sig = key.sign(&state.prev, seq);
+        let record = serde_json::json!({
+            "ts": super::Timestamp(std::time::SystemTime::now()).to_string(),
+            "server_id": &*self.server_id,
+            "event": "checkpoint",
+            "records": state.seq,
+            "sig": sig,
+        });
+        let Value::Object(object) = record else {
+            return Ok(());
+        };
+        let line = serde_json::to_vec(&object)?;
+        self.append_locked(state, object, line)?;
+        state.unsigned = 0;
+        state.last_checkpoint = std::time::Instant::now();
+        Ok(())
+    }
+
+    fn append_locked(
+        &self,
+        state: &mut ChainState,
         mut object: Map<String, Value>,
         mut line: Vec<u8>,
     ) -> Result<(), AuditError> {
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let seq = state.seq + 1;
         object.insert("seq".into(), seq.into());
         object.insert("prev".into(), Value::String(state.prev.clone()));
@@ -258,6 +442,13 @@ pub struct Verification {
     pub last_seq: Option<u64>,
     /// The first problem, if any.
     pub problem: Option<Problem>,
+    /// Checkpoints checked (with a public key: signatures verified).
+    pub checkpoints: u64,
+    /// Records after the last checkpoint (all of them without one): nothing vouches for them, so a cut there
+    /// would not show.
+    pub unsigned_tail: u64,
+    /// Whether the files end with the checkpoint written right after a `server_stop` (a clean stop).
+    pub ends_clean: bool,
 }
 
 /// The first inconsistency in a chain, by `seq`.
@@ -278,6 +469,10 @@ pub enum Problem {
     },
     /// A line that is not a chained record, after the record numbered `after`.
     NotARecord { after: u64, file: String, line: u64 },
+    /// A checkpoint whose signature the public key does not verify.
+    BadCheckpoint { seq: u64, file: String, line: u64 },
+    /// A public key was given, and no checkpoint signed with it is in the files.
+    NoCheckpoint,
 }
 
 impl std::fmt::Display for Problem {
@@ -305,13 +500,22 @@ impl std::fmt::Display for Problem {
                 f,
                 "the line after record {after} is not a chained record ({file}:{line})"
             ),
+            Problem::BadCheckpoint { seq, file, line } => write!(
+                f,
+                "checkpoint {seq} is not signed by the checkpoint key ({file}:{line})"
+            ),
+            Problem::NoCheckpoint => write!(f, "no checkpoint signed by the checkpoint key"),
         }
     }
 }
 
 /// Checks the chain through `files`, oldest first (a rotated set: the first may start mid-chain); with `key`, the
 /// chain must be keyed with it. Stops at the first problem.
-pub fn verify<P: AsRef<Path>>(files: &[P], key: Option<&ChainKey>) -> io::Result<Verification> {
+pub fn verify<P: AsRef<Path>>(
+    files: &[P],
+    key: Option<&ChainKey>,
+    checkpoint_key: Option<&CheckpointPublicKey>,
+) -> io::Result<Verification> {
     // Every `seq` present, to tell a record removed from one moved.
     let mut present = std::collections::HashSet::new();
     for path in files {
@@ -328,6 +532,10 @@ pub fn verify<P: AsRef<Path>>(files: &[P], key: Option<&ChainKey>) -> io::Result
     let mut records = 0u64;
     let mut last: Option<(u64, String)> = None;
     let seal_name = if key.is_some() { "mac" } else { "hash" };
+    let mut checkpoints = 0u64;
+    let mut unsigned_tail = 0u64;
+    let mut ends_clean = false;
+    let mut after_stop = false;
     for path in files {
         let path = path.as_ref();
         let shown = path.display().to_string();
@@ -342,6 +550,9 @@ pub fn verify<P: AsRef<Path>>(files: &[P], key: Option<&ChainKey>) -> io::Result
                 records,
                 last_seq: last.as_ref().map(|(seq, _)| *seq),
                 problem: Some(problem),
+                checkpoints,
+                unsigned_tail,
+                ends_clean: false,
             };
             let after = last.as_ref().map_or(0, |(seq, _)| *seq);
             let Ok(Value::Object(mut object)) = serde_json::from_slice::<Value>(&line) else {
@@ -412,14 +623,42 @@ pub fn verify<P: AsRef<Path>>(files: &[P], key: Option<&ChainKey>) -> io::Result
                     }
                 }
             }
+            let event = object.get("event").and_then(Value::as_str);
+            if event == Some("checkpoint") {
+                let sig = object
+                    .get("sig")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                if let Some(public) = checkpoint_key
+                    && !public.verifies(&prev, seq, sig)
+                {
+                    return Ok(at(Problem::BadCheckpoint {
+                        seq,
+                        file: shown,
+                        line: number,
+                    }));
+                }
+                checkpoints += 1;
+                unsigned_tail = 0;
+                ends_clean = after_stop;
+            } else {
+                unsigned_tail += 1;
+                ends_clean = false;
+            }
+            after_stop = event == Some("server_stop");
             records += 1;
             last = Some((seq, sealed));
         }
     }
+    let problem = (checkpoint_key.is_some() && records > 0 && checkpoints == 0)
+        .then_some(Problem::NoCheckpoint);
     Ok(Verification {
         records,
         last_seq: last.map(|(seq, _)| seq),
-        problem: None,
+        problem,
+        checkpoints,
+        unsigned_tail,
+        ends_clean,
     })
 }
 
@@ -463,7 +702,7 @@ mod tests {
         let path = dir.path().join("audit.jsonl");
         write(&path, None, 1, 3);
         write(&path, None, 4, 6); // a restart
-        let clean = verify(&[&path], None).unwrap();
+        let clean = verify(&[&path], None, None).unwrap();
         assert_eq!(clean.problem, None);
         assert_eq!((clean.records, clean.last_seq), (6, Some(6)));
         let original = lines(&path);
@@ -472,7 +711,7 @@ mod tests {
         edited[2] = edited[2].replace("\"r3\"", "\"r4\"");
         put(&path, &edited);
         assert!(matches!(
-            verify(&[&path], None).unwrap().problem,
+            verify(&[&path], None, None).unwrap().problem,
             Some(Problem::Altered { seq: 3, .. })
         ));
 
@@ -480,7 +719,7 @@ mod tests {
         deleted.remove(3);
         put(&path, &deleted);
         assert!(matches!(
-            verify(&[&path], None).unwrap().problem,
+            verify(&[&path], None, None).unwrap().problem,
             Some(Problem::Removed { seq: 4, .. })
         ));
 
@@ -488,7 +727,7 @@ mod tests {
         swapped.swap(1, 2);
         put(&path, &swapped);
         assert!(matches!(
-            verify(&[&path], None).unwrap().problem,
+            verify(&[&path], None, None).unwrap().problem,
             Some(Problem::OutOfOrder {
                 seq: 3,
                 expected: 2,
@@ -500,7 +739,7 @@ mod tests {
         garbage.insert(4, "not json".into());
         put(&path, &garbage);
         assert!(matches!(
-            verify(&[&path], None).unwrap().problem,
+            verify(&[&path], None, None).unwrap().problem,
             Some(Problem::NotARecord { after: 4, .. })
         ));
     }
@@ -511,21 +750,24 @@ mod tests {
         let key = ChainKey::from_bytes(&[7; 32]).unwrap();
         let path = dir.path().join("audit.jsonl");
         write(&path, Some(&key), 1, 4);
-        assert_eq!(verify(&[&path], Some(&key)).unwrap().problem, None);
+        assert_eq!(verify(&[&path], Some(&key), None).unwrap().problem, None);
         // A forger rewrites record 2 and re-chains everything after it, with a key of their own.
         let forged_key = ChainKey::from_bytes(&[9; 32]).unwrap();
         let forged = dir.path().join("forged.jsonl");
         write(&forged, Some(&forged_key), 1, 4);
-        assert_eq!(verify(&[&forged], Some(&forged_key)).unwrap().problem, None);
+        assert_eq!(
+            verify(&[&forged], Some(&forged_key), None).unwrap().problem,
+            None
+        );
         assert!(matches!(
-            verify(&[&forged], Some(&key)).unwrap().problem,
+            verify(&[&forged], Some(&key), None).unwrap().problem,
             Some(Problem::Altered { seq: 1, .. })
         ));
         // An unkeyed chain is not a keyed one.
         let plain = dir.path().join("plain.jsonl");
         write(&plain, None, 1, 2);
         assert!(matches!(
-            verify(&[&plain], Some(&key)).unwrap().problem,
+            verify(&[&plain], Some(&key), None).unwrap().problem,
             Some(Problem::NotARecord { after: 0, .. })
         ));
         // And a keyed file is not continued without its key.
@@ -542,13 +784,18 @@ mod tests {
         std::fs::rename(&path, &rotated).unwrap();
         write(&path, None, 4, 5);
         assert!(lines(&path)[0].contains("\"seq\":4"), "{:?}", lines(&path));
-        let both = verify(&[&rotated, &path], None).unwrap();
+        let both = verify(&[&rotated, &path], None, None).unwrap();
         assert_eq!(
             (both.problem, both.records, both.last_seq),
             (None, 5, Some(5))
         );
         // The current file alone starts mid-chain, which is accepted; in the wrong order, the set is not.
-        assert_eq!(verify(&[&path], None).unwrap().problem, None);
-        assert!(verify(&[&path, &rotated], None).unwrap().problem.is_some());
+        assert_eq!(verify(&[&path], None, None).unwrap().problem, None);
+        assert!(
+            verify(&[&path, &rotated], None, None)
+                .unwrap()
+                .problem
+                .is_some()
+        );
     }
 }

@@ -11,7 +11,7 @@ pub mod chain;
 mod record;
 mod sink;
 
-pub use chain::{ChainKey, ChainedFileSink};
+pub use chain::{ChainKey, ChainedFileSink, CheckpointKey, CheckpointPublicKey, Checkpoints};
 pub use record::{
     AuditEvent, AuditRecord, CallStartedEvent, MAX_AUDIT_ITEMS, MAX_AUDIT_STRING,
     MAX_AUDIT_VALUE_BYTES, Origin, Outcome, Timestamp, ToolCallEvent, redact_inputs,

@@ -83,9 +83,20 @@ enum AuditCommand {
         /// The file holding the key the chain is sealed with (`MCP_AUDIT_CHAIN_KEY` of the server).
         #[arg(long, value_name = "FILE")]
         key_file: Option<PathBuf>,
+        /// The file holding the public key checkpoints are signed with (`FILE.pub` of `audit keygen`): every
+        /// checkpoint must verify, and there must be one.
+        #[arg(long, value_name = "FILE")]
+        checkpoint_key: Option<PathBuf>,
         /// The result as one JSON object on stdout.
         #[arg(long)]
         json: bool,
+    },
+    /// Make an Ed25519 key for signed checkpoints: the private key (hex) into FILE, readable by its owner only,
+    /// and the public key into FILE.pub (also printed).
+    Keygen {
+        /// Where to write the private key.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
     },
 }
 
@@ -203,9 +214,13 @@ async fn run(command: Command) -> u8 {
                 AuditCommand::Verify {
                     files,
                     key_file,
+                    checkpoint_key,
                     json,
                 },
-        } => verify(&files, key_file.as_deref(), json),
+        } => verify(&files, key_file.as_deref(), checkpoint_key.as_deref(), json),
+        Command::Audit {
+            command: AuditCommand::Keygen { out },
+        } => keygen(&out),
         Command::Watch {
             target,
             interval,
@@ -227,29 +242,69 @@ async fn run(command: Command) -> u8 {
     })
 }
 
-fn verify(files: &[PathBuf], key_file: Option<&std::path::Path>, json: bool) -> Result<u8, String> {
+fn verify(
+    files: &[PathBuf],
+    key_file: Option<&std::path::Path>,
+    checkpoint_key: Option<&std::path::Path>,
+    json: bool,
+) -> Result<u8, String> {
     use secure_tools::audit::{ChainKey, chain};
     let key = key_file
         .map(ChainKey::read)
         .transpose()
         .map_err(|e| e.to_string())?;
-    let checked = chain::verify(files, key.as_ref()).map_err(|e| e.to_string())?;
+    let public = checkpoint_key
+        .map(chain::CheckpointPublicKey::read)
+        .transpose()
+        .map_err(|e| e.to_string())?;
+    let checked = chain::verify(files, key.as_ref(), public.as_ref()).map_err(|e| e.to_string())?;
     if json {
         println!("{}", json!(checked));
     } else {
         match &checked.problem {
             None => println!(
-                "intact: {} records, the last numbered {} (records cut from the end do not show: compare it with \
-                 what you expect)",
+                "intact: {} records, the last numbered {}; {} checkpoints; {}",
                 checked.records,
                 checked
                     .last_seq
-                    .map_or_else(|| "-".to_owned(), |seq| seq.to_string())
+                    .map_or_else(|| "-".to_owned(), |seq| seq.to_string()),
+                checked.checkpoints,
+                if checked.ends_clean {
+                    "ends with the checkpoint of a clean stop".to_owned()
+                } else {
+                    format!(
+                        "{} records after the last checkpoint, vouched for by none (a cut there would not show)",
+                        checked.unsigned_tail
+                    )
+                }
             ),
             Some(problem) => println!("{problem}"),
         }
     }
     Ok(if checked.problem.is_none() { 0 } else { 1 })
+}
+
+fn keygen(out: &std::path::Path) -> Result<u8, String> {
+    use std::io::{Read, Write};
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut seed = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut random| random.read_exact(&mut seed))
+        .map_err(|e| format!("/dev/urandom: {e}"))?;
+    let key = secure_tools::audit::CheckpointKey::from_seed(seed);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(out)
+        .map_err(|e| format!("{}: {e}", out.display()))?;
+    writeln!(file, "{}", key.seed_hex()).map_err(|e| format!("{}: {e}", out.display()))?;
+    let mut public = out.as_os_str().to_owned();
+    public.push(".pub");
+    std::fs::write(&public, format!("{}\n", key.public_hex()))
+        .map_err(|e| format!("{}: {e}", PathBuf::from(&public).display()))?;
+    println!("{}", key.public_hex());
+    Ok(0)
 }
 
 async fn pin(target: &Target) -> Result<u8, String> {

@@ -278,6 +278,13 @@ settings_args! {
         /// whoever can write the file but lacks the key cannot re-chain it. Default: an unkeyed chain.
         #[cfg_attr(feature = "cli", arg(long, value_name = "FILE"))]
         audit_chain_key: PathBuf = env "MCP_AUDIT_CHAIN_KEY",
+        /// A file holding the Ed25519 private key (hex; `secure-tools audit keygen`) that signs checkpoints of
+        /// the audit file, so a file replaced by someone without it shows. Default: no checkpoints.
+        #[cfg_attr(feature = "cli", arg(long, value_name = "FILE"))]
+        audit_checkpoint_key: PathBuf = env "MCP_AUDIT_CHECKPOINT_KEY",
+        /// With `--audit-checkpoint-key`: how long records may go unsigned while more are written. Default: 60s.
+        #[cfg_attr(feature = "cli", arg(long, value_name = "DURATION"))]
+        audit_checkpoint_interval: String = env "MCP_AUDIT_CHECKPOINT_INTERVAL",
         /// The scopes of the one caller on stdio (or, with `--http-insecure-no-auth`, of every caller), comma- or
         /// space-separated. Unset or empty grants nothing, so every scoped call is denied.
         #[cfg_attr(feature = "cli", arg(long, value_name = "SCOPES"))]
@@ -484,6 +491,8 @@ pub struct Settings {
     pub max_message_bytes: usize,
     /// The key sealing the audit file's chain (see [`audit::chain`](crate::audit::chain)); `None`: unkeyed.
     pub audit_chain_key: Option<crate::audit::ChainKey>,
+    /// Signed checkpoints in the audit file (see [`audit::chain`](crate::audit::chain)); `None`: none.
+    pub audit_checkpoints: Option<crate::audit::Checkpoints>,
     /// A lockfile the tool definitions are checked against at start, and what to do when they differ.
     pub tools_lock: Option<(PathBuf, crate::integrity::LockMode)>,
     /// How the server is reached.
@@ -510,6 +519,7 @@ impl Settings {
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             audit_chain_key: None,
+            audit_checkpoints: None,
             tools_lock: None,
             transport: Transport::Stdio,
             auth: Auth::None { grant },
@@ -610,6 +620,30 @@ impl Settings {
             None => crate::integrity::LockMode::default(),
         };
         settings.tools_lock = args.tools_lock.clone().map(|path| (path, lock_mode));
+        if let Some(path) = &args.audit_checkpoint_key {
+            let key = crate::audit::CheckpointKey::read(path).map_err(|e| {
+                invalid(
+                    "--audit-checkpoint-key / MCP_AUDIT_CHECKPOINT_KEY",
+                    e.to_string(),
+                )
+            })?;
+            let interval = match &args.audit_checkpoint_interval {
+                Some(text) => crate::call::parse_duration(text)
+                    .ok()
+                    .filter(|d| !d.is_zero())
+                    .ok_or_else(|| {
+                        invalid(
+                            "--audit-checkpoint-interval / MCP_AUDIT_CHECKPOINT_INTERVAL",
+                            format!(
+                                "expected a duration such as 60s; got `{}`",
+                                text.escape_debug()
+                            ),
+                        )
+                    })?,
+                None => crate::audit::chain::DEFAULT_CHECKPOINT_INTERVAL,
+            };
+            settings.audit_checkpoints = Some(crate::audit::Checkpoints { key, interval });
+        }
         if let Some(path) = &args.audit_chain_key {
             settings.audit_chain_key =
                 Some(crate::audit::ChainKey::read(path).map_err(|e| {
