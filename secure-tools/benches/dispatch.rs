@@ -268,5 +268,71 @@ fn dispatch(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, dispatch);
+/// The audit file's chain: the same call with its record appended to a file unchained (as `JsonLinesSink` does),
+/// chained (SHA-256), chained under a key (HMAC-SHA-256), and keyed with each durability mode.
+fn audit_file(c: &mut Criterion) {
+    use secure_tools::audit::{ChainKey, ChainedFileSink, Durability};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let peer = runtime.block_on(async {
+        let (server_io, client_io) = tokio::io::duplex(4096);
+        let server = tokio::spawn(async move { Plain::new().serve(server_io).await.unwrap() });
+        let client = ().serve(client_io).await.unwrap();
+        let running = server.await.unwrap();
+        std::mem::forget(client);
+        let peer = running.peer().clone();
+        std::mem::forget(running);
+        peer
+    });
+    let context =
+        || RequestContext::<RoleServer>::new(rmcp::model::RequestId::Number(1), peer.clone());
+    // In the target directory: on the machine's disk, as an audit log would be (not a tmpfs).
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let key = ChainKey::from_bytes(&[7; 32]).unwrap();
+    let chained = |name: &str, key: Option<&ChainKey>, durability: Durability| {
+        secure(
+            ChainedFileSink::append_to(dir.path().join(name), key.cloned())
+                .unwrap()
+                .with_durability(durability),
+        )
+    };
+    let variants = [
+        (
+            "json_lines_unchained",
+            secure(JsonLinesSink::append_to(dir.path().join("plain.jsonl")).unwrap()),
+        ),
+        ("chained", chained("chained.jsonl", None, Durability::Write)),
+        (
+            "chained_keyed",
+            chained("keyed.jsonl", Some(&key), Durability::Write),
+        ),
+        (
+            "chained_keyed_sync_every_100ms",
+            chained(
+                "interval.jsonl",
+                Some(&key),
+                Durability::SyncEvery(std::time::Duration::from_millis(100)),
+            ),
+        ),
+        (
+            "chained_keyed_sync_each_record",
+            chained("each.jsonl", Some(&key), Durability::SyncEachRecord),
+        ),
+    ];
+    let mut group = c.benchmark_group("audit_file");
+    for (name, server) in &variants {
+        if name.ends_with("each_record") {
+            group.sample_size(20);
+        }
+        group.bench_function(*name, |b| {
+            b.to_async(&runtime)
+                .iter(|| async { black_box(server.call_tool(params(), context()).await.unwrap()) })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, dispatch, audit_file);
 criterion_main!(benches);

@@ -359,6 +359,7 @@ impl<S: Send + Sync + 'static> ToolSetBuilder<S> {
         audit_log: Option<&std::path::Path>,
         chain_key: Option<&audit::ChainKey>,
         checkpoints: Option<&audit::Checkpoints>,
+        durability: audit::Durability,
     ) -> std::io::Result<Self> {
         self = limits.apply(self);
         if let Some(id) = server_id {
@@ -366,7 +367,8 @@ impl<S: Send + Sync + 'static> ToolSetBuilder<S> {
         }
         // An audit file is always chained (see `audit::chain`).
         if let Some(path) = audit_log {
-            let mut sink = audit::ChainedFileSink::append_to(path, chain_key.cloned())?;
+            let mut sink = audit::ChainedFileSink::append_to(path, chain_key.cloned())?
+                .with_durability(durability);
             if let Some(checkpoints) = checkpoints {
                 sink = sink
                     .with_checkpoints(checkpoints.clone(), server_id.unwrap_or(&self.server_id));

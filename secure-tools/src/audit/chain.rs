@@ -6,9 +6,11 @@
 //! - `seq`: its number in the chain, 1 for the first record ever written, one more for each record after, across
 //!   restarts (a server reopening its file continues from the last record in it);
 //! - `prev`: the `hash` of the record before it (`sha256:` and 64 zeros before the first);
-//! - `hash` (unkeyed) or `mac` (keyed): over the RFC 8785 canonical JSON of the record with `seq` and `prev` and
-//!   without `hash`/`mac`, `sha256:` and the hex SHA-256; or `hmac-sha256:` and the hex HMAC-SHA-256 under a key
-//!   read from a file ([`ChainKey`]).
+//! - `hash` (unkeyed) or `mac` (keyed), always the last member: over the line's bytes as written up to the comma
+//!   before it, followed by `}` (so: the record with `seq` and `prev`, as one JSON object), `sha256:` and the hex
+//!   SHA-256; or `hmac-sha256:` and the hex HMAC-SHA-256 under a key read from a file ([`ChainKey`]). The bytes are
+//!   sealed as written, not re-serialized: verifying needs no JSON canonicalization, and a record re-encoded on its
+//!   way elsewhere is verified against the file, which stays the source of truth.
 //!
 //! Unkeyed, the chain shows accidental damage and a careless edit, but whoever can write the file can re-chain
 //! a forgery; keyed, they cannot without the key. With a checkpoint key ([`CheckpointKey`], Ed25519), the sink also
@@ -36,7 +38,7 @@ pub const GENESIS: &str = "sha256:0000000000000000000000000000000000000000000000
 /// The key of a keyed chain (HMAC-SHA-256), read from a file: keep it apart from the log (another user, another
 /// machine), or whoever can rewrite the log can re-chain it.
 #[derive(Clone)]
-pub struct ChainKey(Vec<u8>);
+pub struct ChainKey(Hmac<Sha256>);
 
 impl std::fmt::Debug for ChainKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -59,12 +61,17 @@ impl ChainKey {
                 ),
             ));
         }
-        Ok(ChainKey(key))
+        Ok(ChainKey::prepared(&key))
+    }
+
+    /// The HMAC state after the key (its inner and outer pads), made once and cloned for each record.
+    fn prepared(key: &[u8]) -> Self {
+        ChainKey(<Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes keys of any length"))
     }
 
     /// A key from bytes (at least 32).
     pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
-        (bytes.len() >= 32).then(|| ChainKey(bytes.to_vec()))
+        (bytes.len() >= 32).then(|| ChainKey::prepared(bytes))
     }
 }
 
@@ -176,25 +183,39 @@ fn hex(bytes: &[u8]) -> String {
     out
 }
 
-/// The member that seals a record, and its value, for a record object holding `seq` and `prev` (and no seal).
-fn seal(record: &Map<String, Value>, key: Option<&ChainKey>) -> (&'static str, String) {
-    // A `serde_json::Value` always canonicalizes (finite numbers, valid strings).
-    let canonical = serde_json_canonicalizer::to_vec(record).unwrap_or_default();
+/// The member that seals a record, and its value: over `body` (the line as written, up to the seal) and a closing
+/// brace.
+fn seal(body: &[u8], key: Option<&ChainKey>) -> (&'static str, String) {
     match key {
-        None => (
-            "hash",
-            format!("sha256:{}", hex(&Sha256::digest(&canonical))),
-        ),
+        None => {
+            let mut hash = Sha256::new();
+            hash.update(body);
+            hash.update(b"}");
+            ("hash", format!("sha256:{}", hex(&hash.finalize())))
+        }
         Some(key) => {
-            let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&key.0)
-                .expect("HMAC takes keys of any length");
-            mac.update(&canonical);
+            let mut mac = key.0.clone();
+            mac.update(body);
+            mac.update(b"}");
             (
                 "mac",
                 format!("hmac-sha256:{}", hex(&mac.finalize().into_bytes())),
             )
         }
     }
+}
+
+/// A sealed line split at its seal (the last member): the body (up to the comma before it) and the seal's
+/// value; `None` unless the line ends with `,"NAME":"VALUE"}` for this name.
+fn split_seal<'a>(line: &'a [u8], name: &str) -> Option<(&'a [u8], &'a str)> {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let inner = line.strip_suffix(b"\"}")?;
+    let marker = format!(",\"{name}\":\"");
+    let at = inner
+        .windows(marker.len())
+        .rposition(|w| w == marker.as_bytes())?;
+    let value = std::str::from_utf8(&inner[at + marker.len()..]).ok()?;
+    (!value.contains('"')).then_some((&line[..at], value))
 }
 
 struct ChainState {
@@ -204,6 +225,7 @@ struct ChainState {
     /// Records written since the last checkpoint, and when that was.
     unsigned: u64,
     last_checkpoint: std::time::Instant,
+    last_sync: std::time::Instant,
 }
 
 /// Signed checkpoints: the key, and the longest time records go unsigned while more are written.
@@ -224,8 +246,43 @@ pub struct ChainedFileSink {
     state: Mutex<ChainState>,
     key: Option<ChainKey>,
     checkpoints: Option<Checkpoints>,
+    durability: Durability,
     path: PathBuf,
     server_id: std::sync::Arc<str>,
+}
+
+/// When a record written to an audit file is forced to the disk.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// Each record is handed to the operating system (one `write`) before the call's result is returned; it
+    /// survives the process crashing, not the machine losing power before the kernel writes it out (the default).
+    #[default]
+    Write,
+    /// Each record is also synced to the disk (`fdatasync`) before the call's result is returned.
+    SyncEachRecord,
+    /// The file is synced after a record once this long has passed since the last sync: a power loss loses at
+    /// most that window.
+    SyncEvery(std::time::Duration),
+}
+
+impl std::str::FromStr for Durability {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text.trim() {
+            "write" => Ok(Durability::Write),
+            "record" => Ok(Durability::SyncEachRecord),
+            other => crate::call::parse_duration(other)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .map(Durability::SyncEvery)
+                .ok_or_else(|| {
+                    format!(
+                        "expected `write`, `record` or a duration such as 1s; got `{}`",
+                        other.escape_debug()
+                    )
+                }),
+        }
+    }
 }
 
 impl ChainedFileSink {
@@ -282,12 +339,20 @@ impl ChainedFileSink {
                 prev,
                 unsigned: 0,
                 last_checkpoint: std::time::Instant::now(),
+                last_sync: std::time::Instant::now(),
             }),
             key,
             checkpoints: None,
+            durability: Durability::Write,
             path,
             server_id: "secure-tools".into(),
         })
+    }
+
+    /// When records are forced to the disk (default [`Durability::Write`]).
+    pub fn with_durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
     }
 
     /// Also writes signed checkpoints (see the module documentation); `server_id` stamps them.
@@ -308,16 +373,15 @@ impl ChainedFileSink {
         for member in ["seq", "prev", "hash", "mac"] {
             object.remove(member);
         }
-        let line = serde_json::to_vec(&object)?;
-        self.append_line(object, line)
+        let stop = object.get("event").and_then(Value::as_str) == Some("server_stop");
+        self.append_line(serde_json::to_vec(&object)?, stop)
     }
 
-    /// Seals `object` (the record's members) after the last record and appends `line` (the same record serialized,
-    /// a JSON object) with the chain's members.
-    fn append_line(&self, object: Map<String, Value>, line: Vec<u8>) -> Result<(), AuditError> {
+    /// Seals `line` (a record serialized as a JSON object) after the last record and appends it, with a checkpoint
+    /// after it when one is due (`stop`: it is the `server_stop` record).
+    fn append_line(&self, line: Vec<u8>, stop: bool) -> Result<(), AuditError> {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        let stop = object.get("event").and_then(Value::as_str) == Some("server_stop");
-        self.append_locked(&mut state, object, line)?;
+        self.append_locked(&mut state, line)?;
         state.unsigned += 1;
         if let Some(checkpoints) = &self.checkpoints
             && (stop || state.last_checkpoint.elapsed() >= checkpoints.interval)
@@ -352,26 +416,14 @@ impl ChainedFileSink {
             "records": state.seq,
             "sig": sig,
         });
-        let Value::Object(object) = record else {
-            return Ok(());
-        };
-        let line = serde_json::to_vec(&object)?;
-        self.append_locked(state, object, line)?;
+        self.append_locked(state, serde_json::to_vec(&record)?)?;
         state.unsigned = 0;
         state.last_checkpoint = std::time::Instant::now();
         Ok(())
     }
 
-    fn append_locked(
-        &self,
-        state: &mut ChainState,
-        mut object: Map<String, Value>,
-        mut line: Vec<u8>,
-    ) -> Result<(), AuditError> {
+    fn append_locked(&self, state: &mut ChainState, mut line: Vec<u8>) -> Result<(), AuditError> {
         let seq = state.seq + 1;
-        object.insert("seq".into(), seq.into());
-        object.insert("prev".into(), Value::String(state.prev.clone()));
-        let (name, value) = seal(&object, self.key.as_ref());
         // The line keeps the record's own member order (`ts` first), the chain's members last.
         if line.pop() != Some(b'}') {
             return Err(AuditError::Io(io::Error::other(
@@ -379,18 +431,24 @@ impl ChainedFileSink {
             )));
         }
         // `prev` and the seal are `sha256:`/`hmac-sha256:` and hex digits: nothing to escape.
-        line.extend_from_slice(
-            format!(
-                ",\"seq\":{seq},\"prev\":\"{}\",\"{name}\":\"{value}\"}}\n",
-                state.prev
-            )
-            .as_bytes(),
-        );
+        line.extend_from_slice(format!(",\"seq\":{seq},\"prev\":\"{}\"", state.prev).as_bytes());
+        let (name, value) = seal(&line, self.key.as_ref());
+        line.extend_from_slice(format!(",\"{name}\":\"{value}\"}}\n").as_bytes());
         // One `write_all` per line on a file opened for appending: a record is written whole or, on an error, the
         // chain does not advance (the next record repeats this `seq`, which the verifier reports).
         state.file.write_all(&line)?;
         state.seq = seq;
         state.prev = value;
+        match self.durability {
+            Durability::Write => {}
+            Durability::SyncEachRecord => state.file.sync_data()?,
+            Durability::SyncEvery(interval) => {
+                if state.last_sync.elapsed() >= interval {
+                    state.file.sync_data()?;
+                    state.last_sync = std::time::Instant::now();
+                }
+            }
+        }
         Ok(())
     }
 }
@@ -418,17 +476,16 @@ fn last_line(file: &mut File) -> io::Result<Option<Vec<u8>>> {
 
 impl AuditSink for ChainedFileSink {
     fn write(&self, record: &AuditRecord) -> Result<(), AuditError> {
-        let Value::Object(object) = serde_json::to_value(record)? else {
-            return Err(AuditError::Io(io::Error::other(
-                "a record is not a JSON object",
-            )));
-        };
-        self.append_line(object, serde_json::to_vec(record)?)
+        let stop = matches!(record.event, super::AuditEvent::ServerStop { .. });
+        self.append_line(serde_json::to_vec(record)?, stop)
     }
 
     fn flush(&self) -> Result<(), AuditError> {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         state.file.flush()?;
+        if self.durability != Durability::Write {
+            state.file.sync_data()?;
+        }
         Ok(())
     }
 }
@@ -555,31 +612,29 @@ pub fn verify<P: AsRef<Path>>(
                 ends_clean: false,
             };
             let after = last.as_ref().map_or(0, |(seq, _)| *seq);
-            let Ok(Value::Object(mut object)) = serde_json::from_slice::<Value>(&line) else {
+            let parsed = serde_json::from_slice::<Value>(&line);
+            let split = split_seal(&line, seal_name);
+            let (Ok(Value::Object(object)), Some((body, sealed))) = (parsed, split) else {
                 return Ok(at(Problem::NotARecord {
                     after,
                     file: shown,
                     line: number,
                 }));
             };
+            let sealed = sealed.to_owned();
             let seq = object.get("seq").and_then(Value::as_u64);
             let prev = object
                 .get("prev")
                 .and_then(Value::as_str)
                 .map(str::to_owned);
-            let sealed = object
-                .remove(seal_name)
-                .and_then(|v| v.as_str().map(str::to_owned));
-            let other_seal = object.contains_key(if key.is_some() { "hash" } else { "mac" });
-            let (Some(seq), Some(prev), Some(sealed), false) = (seq, prev, sealed, other_seal)
-            else {
+            let (Some(seq), Some(prev)) = (seq, prev) else {
                 return Ok(at(Problem::NotARecord {
                     after,
                     file: shown,
                     line: number,
                 }));
             };
-            if seal(&object, key).1 != sealed {
+            if seal(body, key).1 != sealed {
                 return Ok(at(Problem::Altered {
                     seq,
                     file: shown,

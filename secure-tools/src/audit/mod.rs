@@ -11,7 +11,9 @@ pub mod chain;
 mod record;
 mod sink;
 
-pub use chain::{ChainKey, ChainedFileSink, CheckpointKey, CheckpointPublicKey, Checkpoints};
+pub use chain::{
+    ChainKey, ChainedFileSink, CheckpointKey, CheckpointPublicKey, Checkpoints, Durability,
+};
 pub use record::{
     AuditEvent, AuditRecord, CallStartedEvent, MAX_AUDIT_ITEMS, MAX_AUDIT_STRING,
     MAX_AUDIT_VALUE_BYTES, Origin, Outcome, Timestamp, ToolCallEvent, redact_inputs,

@@ -136,6 +136,7 @@ impl Settings {
                 self.audit_log.as_deref(),
                 self.audit_chain_key.as_ref(),
                 self.audit_checkpoints.as_ref(),
+                self.audit_durability,
             )
             .map_err(|source| ServeError::AuditLog {
                 path: self.audit_log.clone().unwrap_or_default(),

@@ -285,6 +285,10 @@ settings_args! {
         /// With `--audit-checkpoint-key`: how long records may go unsigned while more are written. Default: 60s.
         #[cfg_attr(feature = "cli", arg(long, value_name = "DURATION"))]
         audit_checkpoint_interval: String = env "MCP_AUDIT_CHECKPOINT_INTERVAL",
+        /// When audit records reach the disk: `write` (each handed to the operating system before the call's
+        /// result, the default), `record` (each also synced), or a duration (synced at most that long apart).
+        #[cfg_attr(feature = "cli", arg(long, value_name = "MODE"))]
+        audit_sync: String = env "MCP_AUDIT_SYNC",
         /// The scopes of the one caller on stdio (or, with `--http-insecure-no-auth`, of every caller), comma- or
         /// space-separated. Unset or empty grants nothing, so every scoped call is denied.
         #[cfg_attr(feature = "cli", arg(long, value_name = "SCOPES"))]
@@ -493,6 +497,8 @@ pub struct Settings {
     pub audit_chain_key: Option<crate::audit::ChainKey>,
     /// Signed checkpoints in the audit file (see [`audit::chain`](crate::audit::chain)); `None`: none.
     pub audit_checkpoints: Option<crate::audit::Checkpoints>,
+    /// When audit records written to a file reach the disk.
+    pub audit_durability: crate::audit::Durability,
     /// A lockfile the tool definitions are checked against at start, and what to do when they differ.
     pub tools_lock: Option<(PathBuf, crate::integrity::LockMode)>,
     /// How the server is reached.
@@ -520,6 +526,7 @@ impl Settings {
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             audit_chain_key: None,
             audit_checkpoints: None,
+            audit_durability: crate::audit::Durability::Write,
             tools_lock: None,
             transport: Transport::Stdio,
             auth: Auth::None { grant },
@@ -620,6 +627,11 @@ impl Settings {
             None => crate::integrity::LockMode::default(),
         };
         settings.tools_lock = args.tools_lock.clone().map(|path| (path, lock_mode));
+        if let Some(mode) = &args.audit_sync {
+            settings.audit_durability = mode
+                .parse()
+                .map_err(|message: String| invalid("--audit-sync / MCP_AUDIT_SYNC", message))?;
+        }
         if let Some(path) = &args.audit_checkpoint_key {
             let key = crate::audit::CheckpointKey::read(path).map_err(|e| {
                 invalid(
