@@ -153,13 +153,9 @@ fn params_for(tool: &'static str) -> CallToolRequestParams {
         .with_arguments(json!({"text": "hello, world"}).as_object().unwrap().clone())
 }
 
-fn dispatch(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    // A request context needs a peer; take one from a real in-process session.
-    let peer = runtime.block_on(async {
+/// A request context needs a peer; take one from a real in-process session.
+fn peer(runtime: &tokio::runtime::Runtime) -> rmcp::Peer<RoleServer> {
+    runtime.block_on(async {
         let (server_io, client_io) = tokio::io::duplex(4096);
         let server = tokio::spawn(async move { Plain::new().serve(server_io).await.unwrap() });
         let client = ().serve(client_io).await.unwrap();
@@ -168,7 +164,15 @@ fn dispatch(c: &mut Criterion) {
         let peer = running.peer().clone();
         std::mem::forget(running);
         peer
-    });
+    })
+}
+
+fn dispatch(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let peer = peer(&runtime);
     let context =
         || RequestContext::<RoleServer>::new(rmcp::model::RequestId::Number(1), peer.clone());
     let dir = tempfile::tempdir().unwrap();
@@ -276,16 +280,7 @@ fn audit_file(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let peer = runtime.block_on(async {
-        let (server_io, client_io) = tokio::io::duplex(4096);
-        let server = tokio::spawn(async move { Plain::new().serve(server_io).await.unwrap() });
-        let client = ().serve(client_io).await.unwrap();
-        let running = server.await.unwrap();
-        std::mem::forget(client);
-        let peer = running.peer().clone();
-        std::mem::forget(running);
-        peer
-    });
+    let peer = peer(&runtime);
     let context =
         || RequestContext::<RoleServer>::new(rmcp::model::RequestId::Number(1), peer.clone());
     // In the target directory: on the machine's disk, as an audit log would be (not a tmpfs).

@@ -38,6 +38,13 @@ pub struct Finished {
 }
 
 impl Finished {
+    /// The exit code, if it exited (not killed, not timed out).
+    pub fn code(&self) -> Option<i32> {
+        self.status
+            .strip_prefix("exit status: ")
+            .and_then(|c| c.parse().ok())
+    }
+
     /// Status and both streams, for a failure message.
     pub fn report(&self, took: Duration) -> String {
         format!(

@@ -46,11 +46,7 @@ fn verify(files: &[&Path], key: Option<&Path>) -> (i32, Value) {
     }
     command.args(files);
     let done = interop::run(&mut command, Duration::from_secs(60));
-    let code = done
-        .status
-        .strip_prefix("exit status: ")
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(-1);
+    let code = done.code().unwrap_or(-1);
     let result = serde_json::from_str(done.stdout.trim())
         .unwrap_or_else(|e| panic!("{e}: {}", done.report(Duration::ZERO)));
     (code, result)
@@ -205,11 +201,7 @@ fn signed_checkpoints_show_a_clean_stop_a_cut_tail_and_a_file_replaced_without_t
             .arg(&public)
             .arg(path);
         let done = interop::run(&mut command, Duration::from_secs(60));
-        let code = done
-            .status
-            .strip_prefix("exit status: ")
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(-1);
+        let code = done.code().unwrap_or(-1);
         (
             code,
             serde_json::from_str::<Value>(done.stdout.trim()).unwrap(),

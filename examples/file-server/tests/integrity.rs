@@ -40,11 +40,7 @@ fn secure_tools(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
         command.env(name, value);
     }
     let done = interop::run(&mut command, TIMEOUT);
-    let code = done
-        .status
-        .strip_prefix("exit status: ")
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(-1);
+    let code = done.code().unwrap_or(-1);
     (code, done.stdout, done.stderr)
 }
 

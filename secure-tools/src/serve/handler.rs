@@ -680,23 +680,28 @@ where
                 },
             };
             if plain {
-                let mut meta = tool.meta.clone().unwrap_or_default();
-                meta.0.insert(
-                    crate::tool::SCOPES_META_KEY.into(),
-                    definition
-                        .scopes()
-                        .iter()
-                        .map(|s| s.as_str())
-                        .collect::<Vec<_>>()
-                        .into(),
-                );
-                tool.meta = Some(meta);
+                publish_scopes(tool, definition);
             }
             !callable_only || caller.grant().check(definition.scopes()).is_ok()
         });
         crate::integrity::publish(&mut list);
         Ok(list)
     }
+}
+
+/// Puts the scopes a plain tool is declared with into its `_meta`, as a secure tool's are.
+pub(crate) fn publish_scopes(tool: &mut Tool, definition: &crate::tool::ToolDefinition) {
+    let mut meta = tool.meta.take().unwrap_or_default();
+    meta.0.insert(
+        crate::tool::SCOPES_META_KEY.into(),
+        definition
+            .scopes()
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .into(),
+    );
+    tool.meta = Some(meta);
 }
 
 /// Requests passed on to the inner handler once admitted (version policy, session start).

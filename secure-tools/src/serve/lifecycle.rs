@@ -188,17 +188,7 @@ fn listed_tools<S: Send + Sync + 'static, H: ServerHandler>(
         else {
             continue;
         };
-        let mut meta = tool.meta.take().unwrap_or_default();
-        meta.0.insert(
-            crate::tool::SCOPES_META_KEY.into(),
-            definition
-                .scopes()
-                .iter()
-                .map(|s| s.as_str())
-                .collect::<Vec<_>>()
-                .into(),
-        );
-        tool.meta = Some(meta);
+        super::handler::publish_scopes(&mut tool, definition);
         listed.push(tool);
     }
     listed.sort_by(|a, b| a.name.cmp(&b.name));
