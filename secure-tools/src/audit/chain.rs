@@ -226,6 +226,9 @@ struct ChainState {
     unsigned: u64,
     last_checkpoint: std::time::Instant,
     last_sync: std::time::Instant,
+    key: Option<ChainKey>,
+    durability: Durability,
+    server_id: std::sync::Arc<str>,
 }
 
 /// Signed checkpoints: the key, and the longest time records go unsigned while more are written.
@@ -243,12 +246,9 @@ pub const DEFAULT_CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration
 /// An audit sink appending chained records to a file (see the module documentation); the runners use it whenever
 /// the audit goes to a file.
 pub struct ChainedFileSink {
-    state: Mutex<ChainState>,
-    key: Option<ChainKey>,
+    state: std::sync::Arc<Mutex<ChainState>>,
     checkpoints: Option<Checkpoints>,
-    durability: Durability,
     path: PathBuf,
-    server_id: std::sync::Arc<str>,
 }
 
 /// When a record written to an audit file is forced to the disk.
@@ -333,32 +333,58 @@ impl ChainedFileSink {
             }
         };
         Ok(ChainedFileSink {
-            state: Mutex::new(ChainState {
+            state: std::sync::Arc::new(Mutex::new(ChainState {
                 file,
                 seq,
                 prev,
                 unsigned: 0,
                 last_checkpoint: std::time::Instant::now(),
                 last_sync: std::time::Instant::now(),
-            }),
-            key,
+                key,
+                durability: Durability::Write,
+                server_id: "secure-tools".into(),
+            })),
             checkpoints: None,
-            durability: Durability::Write,
             path,
-            server_id: "secure-tools".into(),
         })
     }
 
     /// When records are forced to the disk (default [`Durability::Write`]).
-    pub fn with_durability(mut self, durability: Durability) -> Self {
-        self.durability = durability;
+    pub fn with_durability(self, durability: Durability) -> Self {
+        self.lock().durability = durability;
         self
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, ChainState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Also writes signed checkpoints (see the module documentation); `server_id` stamps them.
+    ///
+    /// A thread of its own also writes a checkpoint when records have gone unsigned for the interval with none
+    /// written since, so the last records before a quiet spell are signed too; it ends with the sink.
     pub fn with_checkpoints(mut self, checkpoints: Checkpoints, server_id: &str) -> Self {
+        self.lock().server_id = server_id.into();
+        let state = std::sync::Arc::downgrade(&self.state);
+        let (key, interval) = (checkpoints.key.clone(), checkpoints.interval);
+        let spawned = std::thread::Builder::new()
+            .name("audit-checkpoints".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(interval);
+                    let Some(state) = state.upgrade() else { break };
+                    let mut state = state.lock().unwrap_or_else(PoisonError::into_inner);
+                    if state.unsigned > 0 && state.last_checkpoint.elapsed() >= interval {
+                        if let Err(error) = state.checkpoint(&key) {
+                            tracing::error!(%error, "audit checkpoint not written");
+                        }
+                    }
+                }
+            });
+        if let Err(error) = spawned {
+            tracing::error!(%error, "no thread for timed audit checkpoints; they follow records only");
+        }
         self.checkpoints = Some(checkpoints);
-        self.server_id = server_id.into();
         self
     }
 
@@ -380,50 +406,46 @@ impl ChainedFileSink {
     /// Seals `line` (a record serialized as a JSON object) after the last record and appends it, with a checkpoint
     /// after it when one is due (`stop`: it is the `server_stop` record).
     fn append_line(&self, line: Vec<u8>, stop: bool) -> Result<(), AuditError> {
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        self.append_locked(&mut state, line)?;
+        let mut state = self.lock();
+        state.append(line)?;
         state.unsigned += 1;
         if let Some(checkpoints) = &self.checkpoints
             && (stop || state.last_checkpoint.elapsed() >= checkpoints.interval)
         {
-            self.checkpoint_locked(&mut state, &checkpoints.key)?;
+            state.checkpoint(&checkpoints.key)?;
         }
         Ok(())
     }
 
     /// Appends a signed checkpoint now, if records were written since the last one.
     pub fn checkpoint(&self) -> Result<(), AuditError> {
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut state = self.lock();
         match &self.checkpoints {
-            Some(checkpoints) if state.unsigned > 0 => {
-                self.checkpoint_locked(&mut state, &checkpoints.key)
-            }
+            Some(checkpoints) if state.unsigned > 0 => state.checkpoint(&checkpoints.key),
             _ => Ok(()),
         }
     }
+}
 
-    fn checkpoint_locked(
-        &self,
-        state: &mut ChainState,
-        key: &CheckpointKey,
-    ) -> Result<(), AuditError> {
-        let seq = state.seq + 1;
-        let sig = key.sign(&state.prev, seq);
+impl ChainState {
+    fn checkpoint(&mut self, key: &CheckpointKey) -> Result<(), AuditError> {
+        let seq = self.seq + 1;
+        let sig = key.sign(&self.prev, seq);
         let record = serde_json::json!({
             "ts": super::Timestamp(std::time::SystemTime::now()).to_string(),
             "server_id": &*self.server_id,
             "event": "checkpoint",
-            "records": state.seq,
+            "records": self.seq,
             "sig": sig,
         });
-        self.append_locked(state, serde_json::to_vec(&record)?)?;
-        state.unsigned = 0;
-        state.last_checkpoint = std::time::Instant::now();
+        self.append(serde_json::to_vec(&record)?)?;
+        self.unsigned = 0;
+        self.last_checkpoint = std::time::Instant::now();
         Ok(())
     }
 
-    fn append_locked(&self, state: &mut ChainState, mut line: Vec<u8>) -> Result<(), AuditError> {
-        let seq = state.seq + 1;
+    fn append(&mut self, mut line: Vec<u8>) -> Result<(), AuditError> {
+        let seq = self.seq + 1;
         // The line keeps the record's own member order (`ts` first), the chain's members last.
         if line.pop() != Some(b'}') {
             return Err(AuditError::Io(io::Error::other(
@@ -431,21 +453,21 @@ impl ChainedFileSink {
             )));
         }
         // `prev` and the seal are `sha256:`/`hmac-sha256:` and hex digits: nothing to escape.
-        line.extend_from_slice(format!(",\"seq\":{seq},\"prev\":\"{}\"", state.prev).as_bytes());
+        line.extend_from_slice(format!(",\"seq\":{seq},\"prev\":\"{}\"", self.prev).as_bytes());
         let (name, value) = seal(&line, self.key.as_ref());
         line.extend_from_slice(format!(",\"{name}\":\"{value}\"}}\n").as_bytes());
         // One `write_all` per line on a file opened for appending: a record is written whole or, on an error, the
         // chain does not advance (the next record repeats this `seq`, which the verifier reports).
-        state.file.write_all(&line)?;
-        state.seq = seq;
-        state.prev = value;
+        self.file.write_all(&line)?;
+        self.seq = seq;
+        self.prev = value;
         match self.durability {
             Durability::Write => {}
-            Durability::SyncEachRecord => state.file.sync_data()?,
+            Durability::SyncEachRecord => self.file.sync_data()?,
             Durability::SyncEvery(interval) => {
-                if state.last_sync.elapsed() >= interval {
-                    state.file.sync_data()?;
-                    state.last_sync = std::time::Instant::now();
+                if self.last_sync.elapsed() >= interval {
+                    self.file.sync_data()?;
+                    self.last_sync = std::time::Instant::now();
                 }
             }
         }
@@ -481,9 +503,9 @@ impl AuditSink for ChainedFileSink {
     }
 
     fn flush(&self) -> Result<(), AuditError> {
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut state = self.lock();
         state.file.flush()?;
-        if self.durability != Durability::Write {
+        if state.durability != Durability::Write {
             state.file.sync_data()?;
         }
         Ok(())
@@ -852,5 +874,51 @@ mod tests {
                 .problem
                 .is_some()
         );
+    }
+
+    #[test]
+    fn a_quiet_spell_after_records_is_closed_by_a_timed_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let key = CheckpointKey::from_seed([3; 32]);
+        let public = dir.path().join("key.pub");
+        std::fs::write(&public, key.public_hex()).unwrap();
+        let sink = ChainedFileSink::append_to(&path, None)
+            .unwrap()
+            .with_checkpoints(
+                Checkpoints {
+                    key,
+                    interval: std::time::Duration::from_millis(100),
+                },
+                "test",
+            );
+        // Records other than `server_stop` (which a checkpoint always follows).
+        for count in [1, 2] {
+            let mut quiet = record(count);
+            quiet.event = AuditEvent::AuditSuppressed {
+                suppressed_event: "http_rejected",
+                count,
+            };
+            sink.write(&quiet).unwrap();
+        }
+        assert_eq!(lines(&path).len(), 2);
+        let started = std::time::Instant::now();
+        while lines(&path).len() < 3 {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(10),
+                "no timed checkpoint"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert!(lines(&path)[2].contains("\"event\":\"checkpoint\""));
+        let public = CheckpointPublicKey::read(&public).unwrap();
+        let checked = verify(&[&path], None, Some(&public)).unwrap();
+        assert_eq!(
+            (checked.problem, checked.checkpoints, checked.unsigned_tail),
+            (None, 1, 0)
+        );
+        // Nothing new: no more checkpoints.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        assert_eq!(lines(&path).len(), 3);
     }
 }
