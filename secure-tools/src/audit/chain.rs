@@ -374,10 +374,11 @@ impl ChainedFileSink {
                     std::thread::sleep(interval);
                     let Some(state) = state.upgrade() else { break };
                     let mut state = state.lock().unwrap_or_else(PoisonError::into_inner);
-                    if state.unsigned > 0 && state.last_checkpoint.elapsed() >= interval {
-                        if let Err(error) = state.checkpoint(&key) {
-                            tracing::error!(%error, "audit checkpoint not written");
-                        }
+                    if state.unsigned > 0
+                        && state.last_checkpoint.elapsed() >= interval
+                        && let Err(error) = state.checkpoint(&key)
+                    {
+                        tracing::error!(%error, "audit checkpoint not written");
                     }
                 }
             });
