@@ -589,6 +589,34 @@ impl std::fmt::Display for Problem {
     }
 }
 
+/// Whether a record numbered `seq` comes after line `index` (0-based) of `files[file_index]`: tells a record
+/// removed from one moved. Read only when a gap is found, so a verification holds one line at a time.
+fn appears_later<P: AsRef<Path>>(
+    files: &[P],
+    file_index: usize,
+    index: usize,
+    seq: u64,
+) -> io::Result<bool> {
+    #[derive(serde::Deserialize)]
+    struct Seq {
+        seq: Option<u64>,
+    }
+    for (n, path) in files.iter().enumerate().skip(file_index) {
+        let skip = if n == file_index { index + 1 } else { 0 };
+        for line in io::BufReader::new(File::open(path.as_ref())?)
+            .split(b'\n')
+            .skip(skip)
+        {
+            if let Ok(Seq { seq: Some(found) }) = serde_json::from_slice::<Seq>(&line?)
+                && found == seq
+            {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
+}
+
 /// Checks the chain through `files`, oldest first (a rotated set: the first may start mid-chain); with `key`, the
 /// chain must be keyed with it. Stops at the first problem.
 pub fn verify<P: AsRef<Path>>(
@@ -596,19 +624,6 @@ pub fn verify<P: AsRef<Path>>(
     key: Option<&ChainKey>,
     checkpoint_key: Option<&CheckpointPublicKey>,
 ) -> io::Result<Verification> {
-    // Every `seq` present, to tell a record removed from one moved.
-    let mut present = std::collections::HashSet::new();
-    for path in files {
-        #[derive(serde::Deserialize)]
-        struct Seq {
-            seq: Option<u64>,
-        }
-        for line in io::BufReader::new(File::open(path.as_ref())?).split(b'\n') {
-            if let Ok(Seq { seq: Some(seq) }) = serde_json::from_slice::<Seq>(&line?) {
-                present.insert(seq);
-            }
-        }
-    }
     let mut records = 0u64;
     let mut last: Option<(u64, String)> = None;
     let seal_name = if key.is_some() { "mac" } else { "hash" };
@@ -616,7 +631,7 @@ pub fn verify<P: AsRef<Path>>(
     let mut unsigned_tail = 0u64;
     let mut ends_clean = false;
     let mut after_stop = false;
-    for path in files {
+    for (file_index, path) in files.iter().enumerate() {
         let path = path.as_ref();
         let shown = path.display().to_string();
         let reader = io::BufReader::new(File::open(path)?);
@@ -676,7 +691,10 @@ pub fn verify<P: AsRef<Path>>(
                 None => {}
                 Some((last_seq, last_seal)) => {
                     let expected = last_seq + 1;
-                    if seq > expected && prev != *last_seal && !present.contains(&expected) {
+                    if seq > expected
+                        && prev != *last_seal
+                        && !appears_later(files, file_index, index, expected)?
+                    {
                         return Ok(at(Problem::Removed {
                             seq: expected,
                             file: shown,
