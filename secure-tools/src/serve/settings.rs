@@ -263,7 +263,7 @@ settings_args! {
         /// The id stamped on every audit record.
         #[cfg_attr(feature = "cli", arg(long, value_name = "ID"))]
         server_id: String = env "MCP_SERVER_ID",
-        /// Append audit records to this file (JSON lines). Default: standard error.
+        /// Append audit records to this file (JSON lines, chained: see `--audit-chain-key`). Default: standard error.
         #[cfg_attr(feature = "cli", arg(long, value_name = "FILE"))]
         audit_log: PathBuf = env "MCP_AUDIT_LOG",
         /// A reviewed lockfile of the tool definitions (written by `secure-tools pin`): at start the server
