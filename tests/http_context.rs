@@ -296,3 +296,37 @@ async fn redacted_arguments_never_reach_rmcps_logs_over_http() {
     );
     assert_eq!(calls[0]["inputs"]["name"], "db");
 }
+
+#[tokio::test]
+async fn the_callers_trace_comes_from_the_header_or_else_meta_first() {
+    let server = start();
+    let client = client(Duration::from_secs(10));
+    let header = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let in_meta = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let send = |body: Value| {
+        client
+            .post(&server.url)
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2025-11-25")
+            .header("traceparent", header)
+            .json(&body)
+            .send()
+    };
+    let answer: Value = send(call("echo", json!({"text": "a"})))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["result"]["content"][0]["text"], "a", "{answer}");
+    let mut with_meta = call("echo", json!({"text": "b"}));
+    with_meta["params"]["_meta"] = json!({ "traceparent": in_meta });
+    let answer: Value = send(with_meta).await.unwrap().json().await.unwrap();
+    assert_eq!(answer["result"]["content"][0]["text"], "b", "{answer}");
+    let audit = audit_until(&server, |audit| events(audit, "tool_call").len() == 2);
+    let calls = events(&audit, "tool_call");
+    assert_eq!(calls[0]["trace_id"], "0af7651916cd43dd8448eb211c80319c");
+    assert_eq!(calls[0]["parent_span_id"], "b7ad6b7169203331");
+    assert_eq!(calls[1]["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(calls[1]["parent_span_id"], "00f067aa0ba902b7");
+}

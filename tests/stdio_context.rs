@@ -293,3 +293,27 @@ fn at_sigterm_calls_in_flight_get_the_grace_period_then_are_stopped_before_the_s
     );
     assert_eq!(audit.last().unwrap()["event"], "server_stop");
 }
+
+#[test]
+fn the_callers_trace_from_meta_is_in_the_calls_records() {
+    let mut server = server(&[]);
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let mut call = RawServer::call_message(1, "store", json!({"name": "k", "secret": "s"}));
+    call["params"]["_meta"] = json!({ "traceparent": traceparent });
+    let answer = server.request(call);
+    assert_eq!(answer["result"]["isError"], false, "{answer}");
+    // Not a valid traceparent (upper-case hex): ignored, not an error.
+    let mut call = RawServer::call_message(2, "echo", json!({"text": "x"}));
+    call["params"]["_meta"] =
+        json!({ "traceparent": "00-4BF92F3577B34DA6A3CE929D0E0E4736-00F067AA0BA902B7-01" });
+    let answer = server.request(call);
+    assert_eq!(answer["result"]["isError"], false, "{answer}");
+    let (_, audit, _) = server.finish();
+    let started = events(&audit, "call_started");
+    assert_eq!(started[0]["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(started[0]["parent_span_id"], "00f067aa0ba902b7");
+    let calls = tool_calls(&audit);
+    assert_eq!(calls[0]["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(calls[0]["parent_span_id"], "00f067aa0ba902b7");
+    assert!(calls[1].get("trace_id").is_none(), "{}", calls[1]);
+}

@@ -16,7 +16,7 @@ pub use chain::{
 };
 pub use record::{
     AuditEvent, AuditRecord, CallStartedEvent, MAX_AUDIT_ITEMS, MAX_AUDIT_STRING,
-    MAX_AUDIT_VALUE_BYTES, Origin, Outcome, Timestamp, ToolCallEvent, redact_inputs,
+    MAX_AUDIT_VALUE_BYTES, Origin, Outcome, Timestamp, ToolCallEvent, TraceContext, redact_inputs,
 };
 pub(crate) use record::{bound, bounded_request_id, redact_owned, shorten_str};
 pub use sink::{AuditError, AuditSink, JsonLinesSink, MemorySink, TracingSink};

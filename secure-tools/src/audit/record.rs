@@ -307,6 +307,43 @@ pub struct Origin {
     pub token_id: Option<Arc<str>>,
 }
 
+/// The caller's W3C trace context (`traceparent`), as recorded: the trace a call belongs to and the caller's span
+/// it was made from, so audit records join the client's distributed trace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TraceContext {
+    /// 32 lowercase hex digits.
+    pub trace_id: String,
+    /// The caller's span: 16 lowercase hex digits.
+    pub parent_span_id: String,
+}
+
+impl TraceContext {
+    /// Reads a W3C `traceparent` (`00-{trace-id}-{parent-id}-{flags}`); `None` unless it is valid (lowercase hex,
+    /// ids not all zeros, version not `ff`; a later version may carry more after the flags).
+    pub fn parse(text: &str) -> Option<Self> {
+        let hex = |s: &str, n: usize| {
+            s.len() == n
+                && s.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        };
+        let mut parts = text.trim().split('-');
+        let (version, trace, parent, flags) =
+            (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        let valid = hex(version, 2)
+            && version != "ff"
+            && hex(trace, 32)
+            && hex(parent, 16)
+            && hex(flags, 2)
+            && trace.bytes().any(|b| b != b'0')
+            && parent.bytes().any(|b| b != b'0')
+            && (version != "00" || parts.next().is_none());
+        valid.then(|| TraceContext {
+            trace_id: trace.to_owned(),
+            parent_span_id: parent.to_owned(),
+        })
+    }
+}
+
 /// The record written before the handler of a tool not marked `read_only` runs: if it cannot be written, the
 /// handler does not run, so no effect happens without a record. Its `tool_call` record follows, with the same
 /// `call_id`.
@@ -328,6 +365,9 @@ pub struct CallStartedEvent {
     /// Where the call came from.
     #[serde(flatten)]
     pub origin: Arc<Origin>,
+    /// The caller's trace, when it sent one.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<TraceContext>,
 }
 
 /// The record of one `tools/call`.
@@ -360,6 +400,9 @@ pub struct ToolCallEvent {
     /// Where the call came from.
     #[serde(flatten)]
     pub origin: Arc<Origin>,
+    /// The caller's trace, when it sent one.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<TraceContext>,
     /// Fields the handler added ([`CallContext::audit_field`](crate::CallContext::audit_field)), bounded like
     /// the arguments.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -591,5 +634,27 @@ mod tests {
         }
         let out = redact_inputs(Some(&obj(json!({ "deep": v }))), &[]);
         assert!(out.to_string().contains("[nested too deep]"));
+    }
+
+    #[test]
+    fn a_traceparent_is_read_only_when_valid() {
+        let valid = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let trace = super::TraceContext::parse(valid).unwrap();
+        assert_eq!(trace.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(trace.parent_span_id, "00f067aa0ba902b7");
+        // A later version may carry more after the flags.
+        assert!(super::TraceContext::parse(&format!("01{}-extra", &valid[2..])).is_some());
+        for invalid in [
+            "",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+        ] {
+            assert_eq!(super::TraceContext::parse(invalid), None, "{invalid}");
+        }
     }
 }

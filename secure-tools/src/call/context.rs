@@ -189,6 +189,9 @@ pub struct Connection {
     pub session_id: Option<Arc<str>>,
     /// The id of the credential the caller authenticated with (a JWT's `jti`), when it has one.
     pub token_id: Option<Arc<str>>,
+    /// The W3C `traceparent` the transport received with the request (an HTTP header), if any; a `traceparent` in
+    /// the request's `_meta` takes precedence.
+    pub traceparent: Option<Arc<str>>,
     /// Whether the client's own description of itself (`initialize`) may be used: not for a stateless HTTP
     /// request, where rmcp fills it with placeholders.
     pub trust_peer_info: bool,
@@ -410,6 +413,24 @@ impl CallContext {
 
     /// Where the call came from, as recorded. Within a session whose calls carry nothing of their own (stdio),
     /// built once per session.
+    /// The caller's trace (W3C trace context), from `traceparent` in the request's `_meta` (SEP-414) or else as
+    /// the transport received it; a value that is not a valid `traceparent` is ignored.
+    pub(crate) fn trace(&self) -> Option<crate::audit::TraceContext> {
+        let from_meta = self
+            .rmcp()
+            .and_then(|cx| cx.meta.0.get("traceparent"))
+            .and_then(|v| v.as_str());
+        from_meta
+            .and_then(crate::audit::TraceContext::parse)
+            .or_else(|| {
+                self.0
+                    .connection
+                    .traceparent
+                    .as_deref()
+                    .and_then(crate::audit::TraceContext::parse)
+            })
+    }
+
     pub(crate) fn origin(&self) -> Arc<Origin> {
         let connection = &self.0.connection;
         let build = |client: Option<Implementation>| {

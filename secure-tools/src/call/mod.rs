@@ -803,6 +803,7 @@ impl<'s> Call<'s> {
             caller_attributes: self.context.caller().attributes().cloned(),
             inputs,
             origin: self.origin(),
+            trace: self.context.trace(),
         };
         self.audit
             .record(AuditEvent::CallStarted(event))
@@ -852,6 +853,7 @@ impl<'s> Call<'s> {
                 .duration_since(self.started)
                 .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
             origin: self.origin(),
+            trace: self.context.trace(),
             fields,
         };
         self.audit

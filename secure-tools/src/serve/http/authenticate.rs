@@ -78,6 +78,11 @@ fn connection(shared: &Shared, request: &Request, token_id: Option<String>) -> C
             .and_then(|v| v.to_str().ok())
             .map(|id| Arc::from(shorten_str(id))),
         token_id: token_id.map(|id| Arc::from(shorten_str(&id))),
+        traceparent: request
+            .headers()
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .map(|v| Arc::from(shorten_str(v))),
         // Without sessions, rmcp fills the client's description with placeholders: only `_meta` may name the
         // client.
         trust_peer_info: shared.sessions,
