@@ -827,3 +827,113 @@ fn watch_relists_at_once_when_the_server_says_its_tools_changed() {
     assert_eq!(alert["event"], "changed", "{alert:#}");
     assert_eq!(alert["detail"]["changed"][0]["tool"], "send_note");
 }
+
+/// A TLS front for a plain HTTP server, in this process: accepts HTTPS on a port of its own with a certificate for
+/// `localhost` from a CA made here, and relays the bytes to `backend`. Returns its port and the CA's PEM.
+fn tls_front(backend: u16) -> (u16, String) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose,
+        IsCa, KeyPair, KeyUsagePurpose,
+    };
+    use std::sync::Arc;
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "integrity test CA");
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+    let mut params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "localhost");
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let key = KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, &ca).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![cert.der().clone()],
+        rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+    )
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    listener.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            loop {
+                let Ok((socket, _)) = listener.accept().await else {
+                    break;
+                };
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(socket).await else {
+                        return;
+                    };
+                    let Ok(mut plain) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", backend)).await
+                    else {
+                        return;
+                    };
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+                });
+            }
+        });
+    });
+    (port, ca.pem())
+}
+
+#[test]
+fn check_reaches_a_server_over_https_with_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let lock = dir.path().join("notes.lock.json");
+    let server = HttpServer::start(ToolSet::builder(()).tool::<note_v1>());
+    let backend: u16 = server
+        .url
+        .trim_start_matches("http://127.0.0.1:")
+        .trim_end_matches("/mcp")
+        .parse()
+        .unwrap();
+    let (port, ca_pem) = tls_front(backend);
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, ca_pem).unwrap();
+    let url = format!("https://localhost:{port}/mcp");
+    let token = server.token("notes.write");
+    // The command trusts the system's roots, and the CA the standard `SSL_CERT_FILE` names.
+    let env = [
+        ("MCP_BEARER_TOKEN", token.as_str()),
+        ("SSL_CERT_FILE", ca.to_str().unwrap()),
+    ];
+    let (code, _, stderr) = secure_tools(
+        &["pin", "--lock", lock.to_str().unwrap(), "--url", &url],
+        &env,
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let (code, report) = check_json(&lock, &["--url", &url], &env);
+    assert_eq!(
+        (code, &report["unchanged"]),
+        (0, &json!(true)),
+        "{report:#}"
+    );
+    // A server whose certificate the command does not trust is not checked.
+    let (code, stdout, stderr) = secure_tools(
+        &["check", "--lock", lock.to_str().unwrap(), "--url", &url],
+        &[("MCP_BEARER_TOKEN", token.as_str())],
+    );
+    assert_eq!(code, 2, "{stdout}{stderr}");
+}

@@ -105,7 +105,8 @@ struct Target {
     /// The lockfile.
     #[arg(long, value_name = "FILE")]
     lock: PathBuf,
-    /// The server's streamable HTTP endpoint (http://); without it, the server is the command after `--`.
+    /// The server's streamable HTTP endpoint (`http://` or `https://`, trusting the system's roots and
+    /// `SSL_CERT_FILE`); without it, the server is the command after `--`.
     #[arg(long, value_name = "URL")]
     url: Option<String>,
     /// The variable holding the bearer token sent to `--url` (never a flag, so it stays out of process lists).
