@@ -1,54 +1,49 @@
 //! The file server's audit file is chained (see `secure_tools::audit::chain`), across restarts and a rotation, and
 //! `secure-tools audit verify` names the first record tampered with.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use secure_tools::audit::{ChainKey, ChainedFileSink};
-use secure_tools_tests::interop::{self, repo_root};
+use secure_tools_tests::interop;
 use serde_json::Value;
+
+mod command;
+
+use command::secure_tools;
 
 const SERVER: &str = env!("CARGO_BIN_EXE_secure-file-server");
 const KEY: &str = "audit-chain-test-key-0123456789abcdef";
 
-fn cli() -> PathBuf {
-    let path = Path::new(SERVER).with_file_name("secure-tools");
-    assert!(
-        path.exists(),
-        "{} is missing: run the workspace's tests (`cargo test --workspace`)",
-        path.display()
-    );
-    path
-}
-
-/// One run of the server over stdio with no input: a `server_start` and a `server_stop` record.
-fn run_server(data: &Path, audit: &Path, key: &Path) {
-    let done = interop::run(
-        Command::new(SERVER)
-            .args(["--data-root", data.to_str().unwrap(), "--audit-log"])
-            .arg(audit)
-            .args(["--scopes", "files.read"])
-            .env("MCP_AUDIT_CHAIN_KEY", key),
-        Duration::from_secs(60),
-    );
+/// One run of the server over stdio with no input (a `server_start` and a `server_stop` record), with `keys`:
+/// the variables naming its chain key and, if given, its checkpoint key.
+fn run_server(data: &Path, audit: &Path, keys: &[(&str, &Path)]) {
+    let mut command = Command::new(SERVER);
+    command
+        .args(["--data-root", data.to_str().unwrap(), "--audit-log"])
+        .arg(audit)
+        .args(["--scopes", "files.read"]);
+    for (variable, path) in keys {
+        command.env(variable, path);
+    }
+    let done = interop::run(&mut command, Duration::from_secs(60));
     assert!(done.success, "{}", done.report(Duration::ZERO));
 }
 
-/// `audit verify --json` with the key: exit code and result.
-fn verify(files: &[&Path], key: Option<&Path>) -> (i32, Value) {
-    let mut command = Command::new(cli());
-    command
-        .args(["audit", "verify", "--json"])
-        .current_dir(repo_root());
+/// `audit verify --json`, with the chain key and the checkpoint public key if given: exit code and result.
+fn verify(files: &[&Path], key: Option<&Path>, checkpoint_key: Option<&Path>) -> (i32, Value) {
+    let mut args = vec!["audit", "verify", "--json"];
     if let Some(key) = key {
-        command.arg("--key-file").arg(key);
+        args.extend(["--key-file", key.to_str().unwrap()]);
     }
-    command.args(files);
-    let done = interop::run(&mut command, Duration::from_secs(60));
-    let code = done.code().unwrap_or(-1);
-    let result = serde_json::from_str(done.stdout.trim())
-        .unwrap_or_else(|e| panic!("{e}: {}", done.report(Duration::ZERO)));
+    if let Some(public) = checkpoint_key {
+        args.extend(["--checkpoint-key", public.to_str().unwrap()]);
+    }
+    args.extend(files.iter().map(|f| f.to_str().unwrap()));
+    let (code, stdout, stderr) = secure_tools(&args, &[]);
+    let result =
+        serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}\n{stderr}"));
     (code, result)
 }
 
@@ -68,18 +63,18 @@ fn the_chain_spans_restarts_and_a_rotation_and_each_tampering_is_named() {
     let key = dir.path().join("chain.key");
     std::fs::write(&key, KEY).unwrap();
     let audit = dir.path().join("audit.jsonl");
-    run_server(&data, &audit, &key);
-    run_server(&data, &audit, &key); // a restart
+    run_server(&data, &audit, &[("MCP_AUDIT_CHAIN_KEY", &key)]);
+    run_server(&data, &audit, &[("MCP_AUDIT_CHAIN_KEY", &key)]); // a restart
     let rotated = dir.path().join("audit.jsonl.1");
     std::fs::rename(&audit, &rotated).unwrap(); // a rotation
-    run_server(&data, &audit, &key);
-    run_server(&data, &audit, &key);
+    run_server(&data, &audit, &[("MCP_AUDIT_CHAIN_KEY", &key)]);
+    run_server(&data, &audit, &[("MCP_AUDIT_CHAIN_KEY", &key)]);
     assert!(
         lines(&audit)[0].contains("\"seq\":5"),
         "{:?}",
         lines(&audit)
     );
-    let (code, result) = verify(&[&rotated, &audit], Some(&key));
+    let (code, result) = verify(&[&rotated, &audit], Some(&key), None);
     assert_eq!(code, 0, "{result}");
     assert_eq!(result["records"], 8);
     assert_eq!(result["last_seq"], 8);
@@ -89,14 +84,14 @@ fn the_chain_spans_restarts_and_a_rotation_and_each_tampering_is_named() {
             .iter()
             .all(|l| l.contains("\"mac\":\"hmac-sha256:"))
     );
-    let (code, _) = verify(&[&rotated, &audit], None);
+    let (code, _) = verify(&[&rotated, &audit], None, None);
     assert_eq!(code, 1);
 
     let whole: Vec<String> = lines(&rotated).into_iter().chain(lines(&audit)).collect();
     let tampered = dir.path().join("tampered.jsonl");
     let check = |records: &[String]| -> Value {
         std::fs::write(&tampered, records.join("\n") + "\n").unwrap();
-        let (code, result) = verify(&[&tampered], Some(&key));
+        let (code, result) = verify(&[&tampered], Some(&key), None);
         assert_eq!(code, 1, "{result}");
         result["problem"].clone()
     };
@@ -134,14 +129,14 @@ fn the_chain_spans_restarts_and_a_rotation_and_each_tampering_is_named() {
             .append_object(serde_json::from_str(line).unwrap())
             .unwrap();
     }
-    let (code, result) = verify(&[&forged], Some(&key));
+    let (code, result) = verify(&[&forged], Some(&key), None);
     assert_eq!(code, 1, "{result}");
     assert_eq!(result["problem"]["kind"], "altered");
     assert_eq!(result["problem"]["seq"], 1);
     // Records cut from the end do not show by themselves (there are no checkpoints): the verifier reports the
     // last number, 6 instead of 8, for the reader to compare.
     std::fs::write(&tampered, whole[..6].join("\n") + "\n").unwrap();
-    let (code, result) = verify(&[&tampered], Some(&key));
+    let (code, result) = verify(&[&tampered], Some(&key), None);
     assert_eq!(code, 0, "{result}");
     assert_eq!(result["last_seq"], 6);
 }
@@ -154,17 +149,15 @@ fn signed_checkpoints_show_a_clean_stop_a_cut_tail_and_a_file_replaced_without_t
     let chain_key = dir.path().join("chain.key");
     std::fs::write(&chain_key, KEY).unwrap();
     let signing = dir.path().join("checkpoint.key");
-    let done = interop::run(
-        Command::new(cli())
-            .args(["audit", "keygen", "--out"])
-            .arg(&signing),
-        Duration::from_secs(60),
+    let (code, stdout, stderr) = secure_tools(
+        &["audit", "keygen", "--out", signing.to_str().unwrap()],
+        &[],
     );
-    assert!(done.success, "{}", done.report(Duration::ZERO));
+    assert_eq!(code, 0, "{stderr}");
     let public = dir.path().join("checkpoint.key.pub");
     assert_eq!(
         std::fs::read_to_string(&public).unwrap().trim(),
-        done.stdout.trim()
+        stdout.trim()
     );
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(
@@ -173,16 +166,14 @@ fn signed_checkpoints_show_a_clean_stop_a_cut_tail_and_a_file_replaced_without_t
     );
     let audit = dir.path().join("audit.jsonl");
     for _ in 0..2 {
-        let done = interop::run(
-            Command::new(SERVER)
-                .args(["--data-root", data.to_str().unwrap(), "--audit-log"])
-                .arg(&audit)
-                .args(["--scopes", "files.read"])
-                .env("MCP_AUDIT_CHAIN_KEY", &chain_key)
-                .env("MCP_AUDIT_CHECKPOINT_KEY", &signing),
-            Duration::from_secs(60),
+        run_server(
+            &data,
+            &audit,
+            &[
+                ("MCP_AUDIT_CHAIN_KEY", &chain_key),
+                ("MCP_AUDIT_CHECKPOINT_KEY", &signing),
+            ],
         );
-        assert!(done.success, "{}", done.report(Duration::ZERO));
     }
     // Each run ends: server_stop, then its checkpoint.
     let whole = lines(&audit);
@@ -192,21 +183,7 @@ fn signed_checkpoints_show_a_clean_stop_a_cut_tail_and_a_file_replaced_without_t
         "{}",
         whole[5]
     );
-    let verify_signed = |path: &Path| {
-        let mut command = Command::new(cli());
-        command
-            .args(["audit", "verify", "--json", "--key-file"])
-            .arg(&chain_key)
-            .arg("--checkpoint-key")
-            .arg(&public)
-            .arg(path);
-        let done = interop::run(&mut command, Duration::from_secs(60));
-        let code = done.code().unwrap_or(-1);
-        (
-            code,
-            serde_json::from_str::<Value>(done.stdout.trim()).unwrap(),
-        )
-    };
+    let verify_signed = |path: &Path| verify(&[path], Some(&chain_key), Some(&public));
     let (code, result) = verify_signed(&audit);
     assert_eq!(code, 0, "{result}");
     assert_eq!(result["checkpoints"], 2);

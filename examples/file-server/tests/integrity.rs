@@ -6,7 +6,7 @@
 //!
 //! The `secure-tools` binary is the one `cargo test --workspace` builds next to this package's binary.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -17,31 +17,30 @@ use secure_tools::{ToolError, ToolSet, ToolSetBuilder, secure_tool};
 use secure_tools_tests::interop::{self, NODE22, PYTHON, repo_root};
 use serde_json::{Value, json};
 
+mod command;
+
+use command::{cli, secure_tools};
+
 const SERVER: &str = env!("CARGO_BIN_EXE_secure-file-server");
 const TIMEOUT: Duration = Duration::from_secs(120);
 
-/// The `secure-tools` command, built by `cargo test --workspace` beside the file server.
-fn cli() -> PathBuf {
-    let path = Path::new(SERVER).with_file_name("secure-tools");
-    assert!(
-        path.exists(),
-        "{} is missing: run the workspace's tests (`cargo test --workspace`), or build it first \
-         (`cargo build -p secure-tools --features cli --bin secure-tools`)",
-        path.display()
-    );
-    path
+/// `pin` of `target` (`--url URL`, or `--` and a command) into `lock`; fails the test unless it exits 0.
+fn pin(lock: &Path, target: &[&str], env: &[(&str, &str)]) {
+    let mut args = vec!["pin", "--lock", lock.to_str().unwrap()];
+    args.extend_from_slice(target);
+    let (code, _, stderr) = secure_tools(&args, env);
+    assert_eq!(code, 0, "{stderr}");
 }
 
-/// Runs the command; its exit code, stdout and stderr.
-fn secure_tools(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-    let mut command = Command::new(cli());
-    command.args(args).current_dir(repo_root());
-    for (name, value) in env {
-        command.env(name, value);
-    }
-    let done = interop::run(&mut command, TIMEOUT);
-    let code = done.code().unwrap_or(-1);
-    (code, done.stdout, done.stderr)
+/// The Python SDK server of `interop/py_tools_server.py`: the interpreter and the script.
+fn python_server() -> [String; 2] {
+    [
+        repo_root().join(PYTHON).display().to_string(),
+        repo_root()
+            .join("interop/py_tools_server.py")
+            .display()
+            .to_string(),
+    ]
 }
 
 /// `check --json`: the exit code and the report.
@@ -335,11 +334,7 @@ fn each_kind_of_change_is_reported_precisely_over_http_with_a_token() {
     let v1 = release(ToolSet::builder(()).tool::<note_v1>());
     let token = v1.token("notes.write");
     let env = [("MCP_BEARER_TOKEN", token.as_str())];
-    let (code, _, stderr) = secure_tools(
-        &["pin", "--lock", lock.to_str().unwrap(), "--url", &v1.url],
-        &env,
-    );
-    assert_eq!(code, 0, "{stderr}");
+    pin(&lock, &["--url", &v1.url], &env);
     let (code, report) = check_json(&lock, &["--url", &v1.url], &env);
     assert_eq!(code, 0, "{report:#}");
     assert_eq!(report["unchanged"], true);
@@ -441,14 +436,10 @@ fn a_python_sdk_servers_changes_are_each_reported_precisely() {
     let lock = dir.path().join("py.lock.json");
     let write = |tools: &Value| std::fs::write(&file, tools.to_string()).unwrap();
     write(&python_tools("Send a note."));
-    let python = repo_root().join(PYTHON);
-    let script = repo_root().join("interop/py_tools_server.py");
-    let target = ["--", python.to_str().unwrap(), script.to_str().unwrap()];
+    let [python, script] = python_server();
+    let target = ["--", python.as_str(), script.as_str()];
     let env = [("TOOLS_FILE", file.to_str().unwrap())];
-    let mut args = vec!["pin", "--lock", lock.to_str().unwrap()];
-    args.extend_from_slice(&target);
-    let (code, _, stderr) = secure_tools(&args, &env);
-    assert_eq!(code, 0, "{stderr}");
+    pin(&lock, &target, &env);
     let (code, report) = check_json(&lock, &target, &env);
     assert_eq!(
         (code, &report["unchanged"]),
@@ -512,10 +503,7 @@ fn the_typescript_filesystem_servers_definitions_are_pinned_and_changes_reported
         server.to_str().unwrap(),
         root_dir.to_str().unwrap(),
     ];
-    let mut args = vec!["pin", "--lock", lock.to_str().unwrap()];
-    args.extend_from_slice(&target);
-    let (code, _, stderr) = secure_tools(&args, &[]);
-    assert_eq!(code, 0, "{stderr}");
+    pin(&lock, &target, &[]);
     let pinned = ToolsLock::read(&lock).unwrap();
     assert!(pinned.tools.len() >= 10, "{:?}", pinned.tools.keys());
     let (code, report) = check_json(&lock, &target, &[]);
@@ -579,21 +567,12 @@ fn watch_alerts_once_per_change_and_runs_the_hook() {
     let lock = dir.path().join("py.lock.json");
     let hooked = dir.path().join("hooked.jsonl");
     std::fs::write(&file, python_tools("Send a note.").to_string()).unwrap();
-    let python = repo_root().join(PYTHON);
-    let script = repo_root().join("interop/py_tools_server.py");
-    let env = [("TOOLS_FILE", file.to_str().unwrap())];
-    let (code, _, stderr) = secure_tools(
-        &[
-            "pin",
-            "--lock",
-            lock.to_str().unwrap(),
-            "--",
-            python.to_str().unwrap(),
-            script.to_str().unwrap(),
-        ],
-        &env,
+    let [python, script] = python_server();
+    pin(
+        &lock,
+        &["--", &python, &script],
+        &[("TOOLS_FILE", file.to_str().unwrap())],
     );
-    assert_eq!(code, 0, "{stderr}");
     let hook = format!("cat >> '{}'", hooked.display());
     let mut watch = Command::new(cli())
         .args([
@@ -604,7 +583,7 @@ fn watch_alerts_once_per_change_and_runs_the_hook() {
             "200ms",
         ])
         .args(["--hook", &hook, "--max-polls", "600", "--"])
-        .args([python.to_str().unwrap(), script.to_str().unwrap()])
+        .args([&python, &script])
         .env("TOOLS_FILE", &file)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
@@ -768,20 +747,12 @@ fn watch_relists_at_once_when_the_server_says_its_tools_changed() {
     let file = dir.path().join("tools.json");
     let lock = dir.path().join("py.lock.json");
     std::fs::write(&file, python_tools("Send a note.").to_string()).unwrap();
-    let python = repo_root().join(PYTHON);
-    let script = repo_root().join("interop/py_tools_server.py");
-    let (code, _, stderr) = secure_tools(
-        &[
-            "pin",
-            "--lock",
-            lock.to_str().unwrap(),
-            "--",
-            python.to_str().unwrap(),
-            script.to_str().unwrap(),
-        ],
+    let [python, script] = python_server();
+    pin(
+        &lock,
+        &["--", &python, &script],
         &[("TOOLS_FILE", file.to_str().unwrap())],
     );
-    assert_eq!(code, 0, "{stderr}");
     // Polls an hour apart: only the server's `notifications/tools/list_changed` can make it look again.
     let mut watch = Command::new(cli())
         .args([
@@ -792,7 +763,7 @@ fn watch_relists_at_once_when_the_server_says_its_tools_changed() {
             "1h",
             "--",
         ])
-        .args([python.to_str().unwrap(), script.to_str().unwrap()])
+        .args([&python, &script])
         .env("TOOLS_FILE", &file)
         .env("NOTIFY", "1")
         .stdout(std::process::Stdio::piped())
@@ -919,11 +890,7 @@ fn check_reaches_a_server_over_https_with_a_token() {
         ("MCP_BEARER_TOKEN", token.as_str()),
         ("SSL_CERT_FILE", ca.to_str().unwrap()),
     ];
-    let (code, _, stderr) = secure_tools(
-        &["pin", "--lock", lock.to_str().unwrap(), "--url", &url],
-        &env,
-    );
-    assert_eq!(code, 0, "{stderr}");
+    pin(&lock, &["--url", &url], &env);
     let (code, report) = check_json(&lock, &["--url", &url], &env);
     assert_eq!(
         (code, &report["unchanged"]),
