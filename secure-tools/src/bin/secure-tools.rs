@@ -161,8 +161,9 @@ async fn connect(target: &Target, client: Client) -> Result<Connection, String> 
     };
     let mut command = tokio::process::Command::new(program);
     command.args(args);
+    // The server's standard error stays the user's: why a server failed to start shows there.
     let (transport, _) = rmcp::transport::TokioChildProcess::builder(command)
-        .stderr(Stdio::null())
+        .stderr(Stdio::inherit())
         .spawn()
         .map_err(|e| format!("{program}: {e}"))?;
     client

@@ -87,9 +87,10 @@ impl Settings {
     /// [`ToolSet::tool_router`](crate::ToolSet::tool_router), or delegate to it). The runner puts your handler
     /// under the tool set's policy ([`Secured`](super::Secured)): the same authentication, limits, records and
     /// version policy as a tool set served alone, and no tool of yours runs unless the tool set declares it
-    /// ([`ToolSetBuilder::plain_tool`]).
+    /// ([`ToolSetBuilder::plain_tool`]). `make` is also called once at start, to read the definitions of the
+    /// plain tools it declares (the start record's digest, the lockfile check).
     pub async fn serve_with<S, H, F>(
-        self,
+        mut self,
         builder: ToolSetBuilder<S>,
         make: F,
     ) -> Result<(), ServeError>
@@ -101,25 +102,23 @@ impl Settings {
         let tools = self.build(builder)?;
         let secure = secure_server(&tools, &self);
         let listed = listed_tools(&tools, &make(secure.for_session()));
-        let mut this = self;
-        this.toolset_digest = Some(crate::integrity::ToolsLock::from_tools(&listed).toolset);
-        if let Some((path, mode)) = &this.tools_lock {
+        self.toolset_digest = Some(crate::integrity::ToolsLock::from_tools(&listed).toolset);
+        if let Some((path, mode)) = &self.tools_lock {
             check_tools_lock(path, *mode, &listed, &tools)?;
         }
-        let this = this;
-        match &this.transport {
+        match &self.transport {
             Transport::Stdio => {
-                if this.auth.unauthenticated_grant().is_none() {
+                if self.auth.unauthenticated_grant().is_none() {
                     return Err(ServeError::Config(
                         "stdio has no authentication of its own: its one caller holds the stdio grant".into(),
                     ));
                 }
-                super::stdio::run(&this, tools, secure, make).await
+                super::stdio::run(&self, tools, secure, make).await
             }
             #[cfg(feature = "http")]
             Transport::Http(http) => {
                 let http = http.clone();
-                super::http::run(&this, &http, tools, secure, make).await
+                super::http::run(&self, &http, tools, secure, make).await
             }
         }
     }

@@ -331,6 +331,8 @@ async fn hold_arguments(request: Request, max: usize) -> Result<Request, Respons
     let body = match HeldArguments::hold_in_body(&bytes) {
         Some((held_body, held)) => {
             parts.extensions.insert(held);
+            // The body is whole now: its length, whatever framing it came in.
+            parts.headers.remove(header::TRANSFER_ENCODING);
             parts
                 .headers
                 .insert(header::CONTENT_LENGTH, held_body.len().into());
