@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Installs the third-party MCP clients the interop tests (examples/file-server/tests/interop.rs) drive
-# secure-file-server with, into git-ignored folders of this checkout:
+# secure-file-server with, and the third-party servers and tools the integrity tests (tests/integrity.rs there)
+# use, into git-ignored folders of this checkout:
 #
-#   .interop/venv              Python venv with the MCP Python SDK, pinned by interop/requirements.txt
-#   interop/node/node_modules  the TypeScript SDKs v1 and v2, the MCP Inspector, the MCP conformance suite and a
-#                              Node 22 binary, pinned by interop/node/package-lock.json (installed with `npm ci`)
+#   .interop/venv              Python venv with the MCP Python SDK (clients and the low-level server) and rfc8785,
+#                              pinned by interop/requirements.txt
+#   interop/node/node_modules  the TypeScript SDKs v1 and v2, the MCP Inspector, the MCP conformance suite, the
+#                              official filesystem server and a Node 22 binary, pinned by
+#                              interop/node/package-lock.json (installed with `npm ci`)
 #
 # Needs python3 (with venv), npm and flock, and the PyPI and npm registries. Idempotent: when the marker
 # .interop/ready holds the hash of the pin files, it does nothing. Safe to run concurrently: an install holds a
