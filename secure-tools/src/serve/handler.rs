@@ -253,19 +253,18 @@ impl HeldArguments {
         arguments: Option<rmcp::model::JsonObject>,
         extensions: &mut rmcp::model::Extensions,
     ) -> Option<rmcp::model::JsonObject> {
+        let arguments =
+            arguments.or_else(|| extensions.remove::<HeldArguments>().map(|held| held.0));
+        #[cfg(feature = "http")]
+        let arguments = arguments.or_else(|| {
+            extensions
+                .get_mut::<axum::http::request::Parts>()
+                .and_then(|parts| parts.extensions.remove::<HeldArguments>())
+                .map(|held| held.0)
+        });
+        #[cfg(not(feature = "http"))]
+        let _ = extensions;
         arguments
-            .or_else(|| extensions.remove::<HeldArguments>().map(|held| held.0))
-            .or_else(|| {
-                #[cfg(feature = "http")]
-                {
-                    extensions
-                        .get_mut::<axum::http::request::Parts>()
-                        .and_then(|parts| parts.extensions.remove::<HeldArguments>())
-                        .map(|held| held.0)
-                }
-                #[cfg(not(feature = "http"))]
-                None
-            })
     }
 }
 
