@@ -316,6 +316,32 @@ fn audit_file(c: &mut Criterion) {
             chained("each.jsonl", Some(&key), Durability::SyncEachRecord),
         ),
     ];
+    #[cfg_attr(not(feature = "otel"), allow(unused_mut))]
+    let mut variants = Vec::from(variants);
+    // With `--features otel`: the chained file and every OpenTelemetry signal (a span per call, the metrics, each
+    // record as a log), exported over OTLP/HTTP by the SDK's batch exporters to a port where nothing listens. What
+    // the call pays is the same whether an export then succeeds (building and queueing the span, the metric
+    // updates, the log record); the exports themselves run on the SDK's own threads.
+    #[cfg(feature = "otel")]
+    {
+        // SAFETY: set before any thread of this benchmark reads the environment.
+        unsafe {
+            std::env::set_var("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9");
+        }
+        let otel = secure_tools::telemetry::Otel::from_env("bench", false)
+            .unwrap()
+            .unwrap();
+        let sink = ChainedFileSink::append_to(dir.path().join("otel.jsonl"), None).unwrap();
+        let logs = otel.audit_logs().unwrap();
+        let telemetry = otel.telemetry();
+        variants.push((
+            "chained_otel",
+            secure_with(sink, |builder| {
+                builder.audit_sink(logs).telemetry(telemetry)
+            }),
+        ));
+        std::mem::forget(otel);
+    }
     let mut group = c.benchmark_group("audit_file");
     for (name, server) in &variants {
         if name.ends_with("each_record") {

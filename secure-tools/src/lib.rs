@@ -48,6 +48,8 @@ mod output;
 mod scope;
 pub mod serve;
 pub mod strict_json;
+#[cfg(feature = "otel")]
+pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod text;

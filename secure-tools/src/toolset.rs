@@ -62,6 +62,8 @@ pub(crate) struct Inner<S> {
     pub(crate) concurrency: Option<ConcurrencyLimit>,
     pub(crate) guards: Vec<Arc<dyn Guard>>,
     pub(crate) lifecycle: Lifecycle,
+    #[cfg(feature = "otel")]
+    pub(crate) telemetry: Option<crate::telemetry::Telemetry>,
 }
 
 impl<S> Clone for ToolSet<S> {
@@ -195,6 +197,10 @@ pub struct ToolSetBuilder<S> {
     rate: Option<Rate>,
     concurrency: Option<u32>,
     guards: Vec<Arc<dyn Guard>>,
+    #[cfg(feature = "otel")]
+    telemetry: Option<crate::telemetry::Telemetry>,
+    /// Sinks that copy the trail elsewhere (OpenTelemetry logs): added after the default, never instead of it.
+    mirrors: Vec<Arc<dyn AuditSink>>,
 }
 
 impl<S: Send + Sync + 'static> ToolSet<S> {
@@ -209,6 +215,9 @@ impl<S: Send + Sync + 'static> ToolSet<S> {
             rate: None,
             concurrency: Some(DEFAULT_MAX_CONCURRENT_CALLS),
             guards: Vec::new(),
+            #[cfg(feature = "otel")]
+            telemetry: None,
+            mirrors: Vec::new(),
         }
     }
 }
@@ -378,6 +387,22 @@ impl<S: Send + Sync + 'static> ToolSetBuilder<S> {
         Ok(self)
     }
 
+    /// Reports every call to OpenTelemetry (feature `otel`): a span per call and the call metrics (see
+    /// [`telemetry`](crate::telemetry)). The runners set it from the `OTEL_*` variables themselves.
+    #[cfg(feature = "otel")]
+    pub fn telemetry(mut self, telemetry: crate::telemetry::Telemetry) -> Self {
+        self.telemetry = Some(telemetry);
+        self
+    }
+
+    /// Adds a sink that copies the trail elsewhere: unlike [`audit_sink`](Self::audit_sink), it does not replace
+    /// the default destination (standard error).
+    #[cfg(feature = "otel")]
+    pub(crate) fn audit_mirror(mut self, sink: impl AuditSink) -> Self {
+        self.mirrors.push(Arc::new(sink));
+        self
+    }
+
     /// Adds an audit destination. Without any, records go to standard error as JSON lines.
     pub fn audit_sink(mut self, sink: impl AuditSink) -> Self {
         self.sinks.push(Arc::new(sink));
@@ -398,6 +423,7 @@ impl<S: Send + Sync + 'static> ToolSetBuilder<S> {
         if sinks.is_empty() {
             sinks.push(Arc::new(audit::JsonLinesSink::stderr()));
         }
+        sinks.extend(self.mirrors);
         let concurrency = self
             .concurrency
             .map(|max| concurrency_limit("the tool set", max))
@@ -413,6 +439,8 @@ impl<S: Send + Sync + 'static> ToolSetBuilder<S> {
                 concurrency,
                 guards: self.guards,
                 lifecycle: Lifecycle::default(),
+                #[cfg(feature = "otel")]
+                telemetry: self.telemetry,
             }),
         })
     }
@@ -500,6 +528,12 @@ impl<S: Send + Sync + 'static> ToolSet<S> {
     /// The audit trail, for events beyond tool calls.
     pub fn audit(&self) -> &Audit {
         &self.inner.audit
+    }
+
+    /// What the set reports to OpenTelemetry, if anything.
+    #[cfg(all(feature = "otel", feature = "http"))]
+    pub(crate) fn telemetry(&self) -> Option<&crate::telemetry::Telemetry> {
+        self.inner.telemetry.as_ref()
     }
 
     /// The number of calls running now.

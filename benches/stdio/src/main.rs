@@ -76,7 +76,12 @@ fn workspace() -> PathBuf {
         .unwrap()
 }
 
-fn candidates(root: &Path, data: &Path) -> (Vec<Candidate>, Vec<String>) {
+fn candidates(
+    root: &Path,
+    data: &Path,
+    audit_dir: &Path,
+    otlp: &str,
+) -> (Vec<Candidate>, Vec<String>) {
     let release = root.join("target/release");
     let data_str = data.to_str().unwrap().to_owned();
     let greeting = data.join("greeting.txt").to_str().unwrap().to_owned();
@@ -97,6 +102,31 @@ fn candidates(root: &Path, data: &Path) -> (Vec<Candidate>, Vec<String>) {
                 ("DATA_ROOT".into(), data_str.clone()),
                 ("MCP_SCOPES".into(), "files.read".into()),
                 ("MCP_AUDIT_LOG".into(), "/dev/null".into()),
+            ],
+            call: read_file.clone(),
+        },
+        // The chain and OpenTelemetry, side by side: the audit appended to a file (always chained), without and with
+        // every signal exported over OTLP to a receiver in this process (which answers and drops each export).
+        Candidate {
+            name: "secure-chained",
+            program: release.join("secure-file-server"),
+            args: vec![],
+            env: vec![
+                ("DATA_ROOT".into(), data_str.clone()),
+                ("MCP_SCOPES".into(), "files.read".into()),
+                ("MCP_AUDIT_LOG".into(), audit_dir.join("chained.jsonl").to_str().unwrap().to_owned()),
+            ],
+            call: read_file.clone(),
+        },
+        Candidate {
+            name: "secure-chained-otel",
+            program: release.join("secure-file-server"),
+            args: vec![],
+            env: vec![
+                ("DATA_ROOT".into(), data_str.clone()),
+                ("MCP_SCOPES".into(), "files.read".into()),
+                ("MCP_AUDIT_LOG".into(), audit_dir.join("otel.jsonl").to_str().unwrap().to_owned()),
+                ("OTEL_EXPORTER_OTLP_ENDPOINT".into(), otlp.to_owned()),
             ],
             call: read_file.clone(),
         },
@@ -332,12 +362,57 @@ struct Round {
     conc: Stats,
 }
 
+/// An OTLP/HTTP endpoint that reads each export and answers `200` with an empty body (the export accepted), on a
+/// thread of its own: what the OpenTelemetry candidate exports to. Not a real collector: it does not decode.
+fn otlp_sink() -> String {
+    use std::io::Read;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut writer = stream;
+                loop {
+                    let mut length = 0usize;
+                    let mut line = String::new();
+                    loop {
+                        line.clear();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                        if let Some((name, value)) = line.split_once(':')
+                            && name.eq_ignore_ascii_case("content-length")
+                        {
+                            length = value.trim().parse().unwrap_or(0);
+                        }
+                    }
+                    let mut body = vec![0; length];
+                    if reader.read_exact(&mut body).is_err()
+                        || writer
+                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                            .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    format!("http://{address}")
+}
+
 fn main() {
     let args = parse_args();
     let root = workspace();
     let data = tempfile::tempdir().unwrap();
     std::fs::write(data.path().join("greeting.txt"), "Hello from MCP!\n").unwrap();
-    let (mut all, skipped) = candidates(&root, data.path());
+    let audit_dir = tempfile::tempdir_in(root.join("target")).unwrap();
+    let otlp = otlp_sink();
+    let (mut all, skipped) = candidates(&root, data.path(), audit_dir.path(), &otlp);
     if let Some(only) = &args.only {
         all.retain(|c| only.iter().any(|o| o == c.name));
     }

@@ -307,14 +307,18 @@ pub struct Origin {
     pub token_id: Option<Arc<str>>,
 }
 
-/// The caller's W3C trace context (`traceparent`), as recorded: the trace a call belongs to and the caller's span
-/// it was made from, so audit records join the client's distributed trace.
+/// The trace a call belongs to, as recorded, so audit records join the distributed trace: the caller's (W3C
+/// `traceparent`), or with OpenTelemetry on (feature `otel`) the call's own span in it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TraceContext {
     /// 32 lowercase hex digits.
     pub trace_id: String,
-    /// The caller's span: 16 lowercase hex digits.
-    pub parent_span_id: String,
+    /// The call's span (with OpenTelemetry on): 16 lowercase hex digits.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub span_id: Option<String>,
+    /// The caller's span, when the caller sent one: 16 lowercase hex digits.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent_span_id: Option<String>,
 }
 
 impl TraceContext {
@@ -339,7 +343,8 @@ impl TraceContext {
             && (version != "00" || parts.next().is_none());
         valid.then(|| TraceContext {
             trace_id: trace.to_owned(),
-            parent_span_id: parent.to_owned(),
+            span_id: None,
+            parent_span_id: Some(parent.to_owned()),
         })
     }
 }
@@ -365,7 +370,7 @@ pub struct CallStartedEvent {
     /// Where the call came from.
     #[serde(flatten)]
     pub origin: Arc<Origin>,
-    /// The caller's trace, when it sent one.
+    /// The trace the call belongs to: the caller's, when it sent one, or the call's span's (OpenTelemetry).
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub trace: Option<TraceContext>,
 }
@@ -400,7 +405,7 @@ pub struct ToolCallEvent {
     /// Where the call came from.
     #[serde(flatten)]
     pub origin: Arc<Origin>,
-    /// The caller's trace, when it sent one.
+    /// The trace the call belongs to: the caller's, when it sent one, or the call's span's (OpenTelemetry).
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub trace: Option<TraceContext>,
     /// Fields the handler added ([`CallContext::audit_field`](crate::CallContext::audit_field)), bounded like
@@ -641,7 +646,7 @@ mod tests {
         let valid = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
         let trace = super::TraceContext::parse(valid).unwrap();
         assert_eq!(trace.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
-        assert_eq!(trace.parent_span_id, "00f067aa0ba902b7");
+        assert_eq!(trace.parent_span_id.as_deref(), Some("00f067aa0ba902b7"));
         // A later version may carry more after the flags.
         assert!(super::TraceContext::parse(&format!("01{}-extra", &valid[2..])).is_some());
         for invalid in [

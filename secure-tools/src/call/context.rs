@@ -192,6 +192,8 @@ pub struct Connection {
     /// The W3C `traceparent` the transport received with the request (an HTTP header), if any; a `traceparent` in
     /// the request's `_meta` takes precedence.
     pub traceparent: Option<Arc<str>>,
+    /// The W3C `tracestate` the transport received with the request, if any (used with its `traceparent`).
+    pub tracestate: Option<Arc<str>>,
     /// Whether the client's own description of itself (`initialize`) may be used: not for a stateless HTTP
     /// request, where rmcp fills it with placeholders.
     pub trust_peer_info: bool,
@@ -413,22 +415,30 @@ impl CallContext {
 
     /// Where the call came from, as recorded. Within a session whose calls carry nothing of their own (stdio),
     /// built once per session.
-    /// The caller's trace (W3C trace context), from `traceparent` in the request's `_meta` (SEP-414) or else as
-    /// the transport received it; a value that is not a valid `traceparent` is ignored.
+    /// The caller's W3C trace context (`traceparent`, `tracestate`): from the request's `_meta` (SEP-414) when it
+    /// has a `traceparent`, or else as the transport received it. Not checked here.
+    pub(crate) fn trace_headers(&self) -> (Option<&str>, Option<&str>) {
+        let meta = self.rmcp().map(|cx| &cx.meta.0);
+        if let Some(meta) = meta
+            && let Some(parent) = meta.get("traceparent").and_then(|v| v.as_str())
+        {
+            return (
+                Some(parent),
+                meta.get("tracestate").and_then(|v| v.as_str()),
+            );
+        }
+        let connection = &self.0.connection;
+        (
+            connection.traceparent.as_deref(),
+            connection.tracestate.as_deref(),
+        )
+    }
+
+    /// The caller's trace, as recorded without OpenTelemetry; a value that is not a valid `traceparent` is ignored.
     pub(crate) fn trace(&self) -> Option<crate::audit::TraceContext> {
-        let from_meta = self
-            .rmcp()
-            .and_then(|cx| cx.meta.0.get("traceparent"))
-            .and_then(|v| v.as_str());
-        from_meta
+        self.trace_headers()
+            .0
             .and_then(crate::audit::TraceContext::parse)
-            .or_else(|| {
-                self.0
-                    .connection
-                    .traceparent
-                    .as_deref()
-                    .and_then(crate::audit::TraceContext::parse)
-            })
     }
 
     pub(crate) fn origin(&self) -> Arc<Origin> {

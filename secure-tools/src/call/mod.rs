@@ -300,14 +300,26 @@ impl<S: Send + Sync + 'static> ToolSet<S> {
         let set = &*self.inner;
         let (mut call, tool) = Call::begin(set, request);
         let span = call.span();
+        #[cfg(feature = "otel")]
+        let otel = call.otel_context();
         async move {
             let result = match tool {
                 // The stages contain the user's code themselves; this catches what is left (a panic of the pipeline
                 // itself, a guard's `stage()` or its pass's drop), so that a call always gets an answer.
-                Some(tool) => AssertUnwindSafe((tool.run)(set, tool, &mut call))
-                    .catch_unwind()
-                    .await
-                    .unwrap_or_else(|_payload| Err(Refusal::panicked())),
+                Some(tool) => {
+                    let stages = AssertUnwindSafe((tool.run)(set, tool, &mut call)).catch_unwind();
+                    // The handler (and what it instruments) runs with the call's span as the current context.
+                    #[cfg(feature = "otel")]
+                    let result = match otel {
+                        Some(cx) => {
+                            opentelemetry::context::FutureExt::with_context(stages, cx).await
+                        }
+                        None => stages.await,
+                    };
+                    #[cfg(not(feature = "otel"))]
+                    let result = stages.await;
+                    result.unwrap_or_else(|_payload| Err(Refusal::panicked()))
+                }
                 None => Err(Refusal::invalid(
                     codes::UNKNOWN_TOOL,
                     "no tool has this name",
@@ -685,6 +697,12 @@ pub(crate) struct Call<'s> {
     finished: bool,
     /// For a plain rmcp tool, the handler to run.
     forward: Option<Forward>,
+    /// The trace the call's records carry.
+    trace: Option<audit::TraceContext>,
+    #[cfg(feature = "otel")]
+    telemetry: Option<&'s crate::telemetry::Telemetry>,
+    #[cfg(feature = "otel")]
+    span: Option<crate::telemetry::CallSpan>,
 }
 
 impl<'s> Call<'s> {
@@ -715,6 +733,28 @@ impl<'s> Call<'s> {
             rmcp,
             connection,
         );
+        #[cfg(feature = "otel")]
+        let span = set.telemetry.as_ref().map(|telemetry| {
+            let (traceparent, tracestate) = context.trace_headers();
+            let connection = context.connection();
+            telemetry.start_call(&crate::telemetry::CallFacts {
+                tool: tool.map_or(crate::telemetry::UNKNOWN_TOOL, |t| &t.entry.name),
+                request_id: audit::bounded_request_id(context.request_id()).to_string(),
+                call_id: context.call_id().to_string(),
+                transport: connection.transport,
+                session_id: connection.session_id.as_deref(),
+                client_address: connection.remote_addr,
+                traceparent,
+                tracestate,
+            })
+        });
+        #[cfg(feature = "otel")]
+        let trace = match &span {
+            Some(span) => span.record_ids(),
+            None => context.trace(),
+        };
+        #[cfg(not(feature = "otel"))]
+        let trace = context.trace();
         let call = Call {
             audit: &set.audit,
             lifecycle: &set.lifecycle,
@@ -728,8 +768,19 @@ impl<'s> Call<'s> {
             decoded: false,
             finished: false,
             forward,
+            trace,
+            #[cfg(feature = "otel")]
+            telemetry: set.telemetry.as_ref(),
+            #[cfg(feature = "otel")]
+            span,
         };
         (call, tool)
+    }
+
+    /// The OpenTelemetry context the call's stages run in (its span as current), with OpenTelemetry on.
+    #[cfg(feature = "otel")]
+    fn otel_context(&self) -> Option<opentelemetry::Context> {
+        self.span.as_ref().map(|span| span.context().clone())
     }
 
     fn span(&self) -> tracing::Span {
@@ -803,7 +854,7 @@ impl<'s> Call<'s> {
             caller_attributes: self.context.caller().attributes().cloned(),
             inputs,
             origin: self.origin(),
-            trace: self.context.trace(),
+            trace: self.trace.clone(),
         };
         self.audit
             .record(AuditEvent::CallStarted(event))
@@ -853,9 +904,19 @@ impl<'s> Call<'s> {
                 .duration_since(self.started)
                 .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
             origin: self.origin(),
-            trace: self.context.trace(),
+            trace: self.trace.take(),
             fields,
         };
+        #[cfg(feature = "otel")]
+        if let Some(telemetry) = self.telemetry {
+            telemetry.end_call(
+                self.span.take(),
+                self.tool.map(|t| &*t.name),
+                outcome,
+                error,
+                finished.duration_since(self.started).unwrap_or_default(),
+            );
+        }
         self.audit
             .record_at(Timestamp(finished), AuditEvent::ToolCall(event))
     }

@@ -99,6 +99,17 @@ impl Settings {
         H: ServerHandler + Clone,
         F: Fn(SecureServer<S>) -> H + Send + Sync + 'static,
     {
+        #[cfg(feature = "otel")]
+        {
+            let prometheus = match &self.transport {
+                #[cfg(feature = "http")]
+                Transport::Http(http) => http.metrics.is_some(),
+                _ => false,
+            };
+            self.otel = crate::telemetry::Otel::from_env(&self.server_info.name, prometheus)
+                .map_err(|error| ServeError::Config(error.to_string()))?
+                .map(std::sync::Arc::new);
+        }
         let tools = self.build(builder)?;
         let secure = secure_server(&tools, &self);
         let listed = listed_tools(&tools, &make(secure.for_session()));
@@ -106,6 +117,26 @@ impl Settings {
         if let Some((path, mode)) = &self.tools_lock {
             check_tools_lock(path, *mode, &listed, &tools)?;
         }
+        let served = self.run(tools, secure, make).await;
+        // What is still batched goes out (the stop record's log among it) before the process ends.
+        #[cfg(feature = "otel")]
+        if let Some(otel) = self.otel.take() {
+            let _ = tokio::task::spawn_blocking(move || otel.shutdown()).await;
+        }
+        served
+    }
+
+    async fn run<S, H, F>(
+        &self,
+        tools: crate::ToolSet<S>,
+        secure: SecureServer<S>,
+        make: F,
+    ) -> Result<(), ServeError>
+    where
+        S: Send + Sync + 'static,
+        H: ServerHandler + Clone,
+        F: Fn(SecureServer<S>) -> H + Send + Sync + 'static,
+    {
         match &self.transport {
             Transport::Stdio => {
                 if self.auth.unauthenticated_grant().is_none() {
@@ -113,12 +144,12 @@ impl Settings {
                         "stdio has no authentication of its own: its one caller holds the stdio grant".into(),
                     ));
                 }
-                super::stdio::run(&self, tools, secure, make).await
+                super::stdio::run(self, tools, secure, make).await
             }
             #[cfg(feature = "http")]
             Transport::Http(http) => {
                 let http = http.clone();
-                super::http::run(&self, &http, tools, secure, make).await
+                super::http::run(self, &http, tools, secure, make).await
             }
         }
     }
@@ -141,6 +172,17 @@ impl Settings {
                 path: self.audit_log.clone().unwrap_or_default(),
                 source,
             })?;
+        #[cfg(feature = "otel")]
+        let builder = match &self.otel {
+            Some(otel) => {
+                let builder = builder.telemetry(otel.telemetry());
+                match otel.audit_logs() {
+                    Some(logs) => builder.audit_mirror(logs),
+                    None => builder,
+                }
+            }
+            None => builder,
+        };
         Ok(builder.build()?)
     }
 }

@@ -338,6 +338,11 @@ settings_args! {
         /// descriptor limit leaves.
         #[cfg_attr(feature = "cli", arg(long, value_name = "N"))]
         http_max_connections: usize = env "MCP_HTTP_MAX_CONNECTIONS",
+        /// With `--http`: serve the call metrics as Prometheus text at `http://ADDR/metrics` (feature `otel`), on
+        /// an address of its own and without authentication: bind a loopback address, or one only the scraper can
+        /// reach (the metrics name the tools and count their calls and refusals).
+        #[cfg_attr(feature = "cli", arg(long, value_name = "ADDR"))]
+        http_metrics: SocketAddr = env "MCP_HTTP_METRICS",
         /// Browser origins allowed besides loopback ones (`https://app.example.com`); comma-separated in the
         /// variable.
         #[cfg_attr(feature = "cli", arg(long = "allowed-origin", value_name = "ORIGIN", value_delimiter = ','))]
@@ -510,6 +515,9 @@ pub struct Settings {
     file: ConfigFile,
     /// The digest of the definitions served, for the start record (set by the runner).
     pub(crate) toolset_digest: Option<String>,
+    /// OpenTelemetry as the `OTEL_*` variables set it up (set by the runner).
+    #[cfg(feature = "otel")]
+    pub(crate) otel: Option<std::sync::Arc<crate::telemetry::Otel>>,
 }
 
 impl Settings {
@@ -533,6 +541,8 @@ impl Settings {
             cancellation: CancellationToken::new(),
             file: ConfigFile::default(),
             toolset_digest: None,
+            #[cfg(feature = "otel")]
+            otel: None,
         }
     }
 

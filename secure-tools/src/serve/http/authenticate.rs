@@ -83,12 +83,22 @@ fn connection(shared: &Shared, request: &Request, token_id: Option<String>) -> C
             .get("traceparent")
             .and_then(|v| v.to_str().ok())
             .map(|v| Arc::from(shorten_str(v))),
+        tracestate: request
+            .headers()
+            .get("tracestate")
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| v.len() <= MAX_TRACESTATE_BYTES)
+            .map(Arc::from),
         // Without sessions, rmcp fills the client's description with placeholders: only `_meta` may name the
         // client.
         trust_peer_info: shared.sessions,
         session: None,
     }
 }
+
+/// The longest `tracestate` kept (W3C: 32 members of at most 256 bytes each in theory; 512 bytes is what
+/// propagators must at least carry). A longer one is ignored, not cut: a cut one would not parse.
+const MAX_TRACESTATE_BYTES: usize = 1024;
 
 /// Who a request comes from, or the answer refusing it.
 struct Identified {

@@ -43,6 +43,8 @@ pub mod bearer;
 mod challenge;
 mod connections;
 mod guard;
+#[cfg(feature = "otel")]
+mod metrics;
 #[cfg(feature = "mtls")]
 pub mod mtls;
 mod rejections;
@@ -93,6 +95,9 @@ pub struct HttpSettings {
     /// Stateful sessions with SSE answers (rmcp's session mode) instead of the default stateless JSON answers.
     /// Each session belongs to the identity that opened it.
     pub sessions: bool,
+    /// Serve the call metrics as Prometheus text at `http://{address}/metrics` (feature `otel`), without
+    /// authentication, on an address of its own.
+    pub metrics: Option<SocketAddr>,
 }
 
 impl HttpSettings {
@@ -107,6 +112,7 @@ impl HttpSettings {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             rejection_records: Some(DEFAULT_REJECTION_RECORDS),
             sessions: false,
+            metrics: None,
         }
     }
 }
@@ -147,6 +153,15 @@ pub(super) async fn resolve(
         "--http-request-timeout / MCP_HTTP_REQUEST_TIMEOUT",
     )? {
         http.request_timeout = timeout;
+    }
+    if let Some(metrics) = args.http_metrics {
+        if !cfg!(feature = "otel") {
+            return Err(invalid(
+                "--http-metrics / MCP_HTTP_METRICS",
+                "this server is built without the `otel` feature",
+            ));
+        }
+        http.metrics = Some(metrics);
     }
     if let Some(max) = args.http_max_connections {
         if max == 0 {
@@ -355,7 +370,15 @@ where
     let listener = tokio::net::TcpListener::bind(http.bind).await?;
     let address = listener.local_addr()?;
     let audit = tools.audit().clone();
-    let rejections = Arc::new(Rejections::new(audit, http.rejection_records));
+    let rejections = Rejections::new(audit, http.rejection_records);
+    #[cfg(feature = "otel")]
+    let rejections = rejections.counting(tools.telemetry().cloned());
+    let rejections = Arc::new(rejections);
+    #[cfg(feature = "otel")]
+    let metrics = match (http.metrics, &settings.otel) {
+        (Some(bind), Some(otel)) => Some(metrics::Endpoint::bind(bind, otel.clone()).await?),
+        _ => None,
+    };
     let security = match &settings.auth {
         #[cfg(feature = "mtls")]
         Auth::MutualTls(mtls) => Security::MutualTls(mtls.clone()),
@@ -384,8 +407,14 @@ where
                 "secure-tools: serving MCP over HTTPS at https://{address}/mcp (mutual TLS)"
             ),
         }
+        #[cfg(feature = "otel")]
+        let metrics = metrics.map(|endpoint| tokio::spawn(endpoint.serve(stop.clone())));
         let served =
             connections::serve(listener, security, app, limits, rejections.clone(), stop).await;
+        #[cfg(feature = "otel")]
+        if let Some(metrics) = metrics {
+            metrics.abort();
+        }
         rejections.flush_counts();
         served.map(|()| "stopped").map_err(ServeError::from)
     })
@@ -406,10 +435,13 @@ where
     H: ServerHandler + Clone,
     F: Fn(SecureServer<S>) -> H + Send + Sync + 'static,
 {
-    let rejections = Arc::new(Rejections::new(
+    let rejections = Rejections::new(
         tools.audit().clone(),
         http_settings(settings).rejection_records,
-    ));
+    );
+    #[cfg(feature = "otel")]
+    let rejections = rejections.counting(tools.telemetry().cloned());
+    let rejections = Arc::new(rejections);
     let secure = super::lifecycle::secure_server(tools, settings);
     router_with(
         tools,

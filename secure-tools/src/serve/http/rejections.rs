@@ -28,6 +28,8 @@ pub(crate) struct Rejections {
     suppressed: [AtomicU64; KINDS.len()],
     /// Whether the operator was told that records are being counted; reset once they are written again.
     warned: AtomicBool,
+    #[cfg(feature = "otel")]
+    telemetry: Option<crate::telemetry::Telemetry>,
 }
 
 impl Rejections {
@@ -39,11 +41,32 @@ impl Rejections {
                 .map(|rate| DefaultDirectRateLimiter::direct(crate::call::limits::quota(rate))),
             suppressed: Default::default(),
             warned: AtomicBool::new(false),
+            #[cfg(feature = "otel")]
+            telemetry: None,
         }
+    }
+
+    /// Counts authentication failures in these metrics too (before the throttle, so a flood shows in full).
+    #[cfg(feature = "otel")]
+    pub(crate) fn counting(mut self, telemetry: Option<crate::telemetry::Telemetry>) -> Self {
+        self.telemetry = telemetry;
+        self
     }
 
     /// Writes `event` if the rate allows, else counts it.
     pub(crate) fn record(&self, event: AuditEvent) {
+        #[cfg(feature = "otel")]
+        if let Some(telemetry) = &self.telemetry {
+            match &event {
+                AuditEvent::HttpRejected {
+                    status: 401,
+                    reason,
+                    ..
+                }
+                | AuditEvent::TlsRejected { reason, .. } => telemetry.auth_failure(reason),
+                _ => {}
+            }
+        }
         let admitted = self
             .limiter
             .as_ref()

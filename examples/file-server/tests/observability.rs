@@ -1,0 +1,548 @@
+//! OpenTelemetry, end to end: the file server exports its spans, metrics and audit records (as logs) over OTLP to
+//! a receiver built here on the official protocol messages (`opentelemetry-proto`), and serves Prometheus text.
+//!
+//! Over stdio the official Python SDK client makes the calls, one of them with the caller's trace in its `_meta`
+//! (SEP-414); over HTTP a client sends it as a `traceparent` header. Either way the trace id the client sent is the
+//! one in the server's span and in the call's audit records, and the span's id is in the records too.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::logs::v1::LogRecord;
+use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+use prost::Message;
+use secure_tools_tests::interop::{PYTHON, install, repo_root, run};
+use serde_json::{Value, json};
+
+const SERVER: &str = env!("CARGO_BIN_EXE_secure-file-server");
+const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const CALLER_SPAN: &str = "00f067aa0ba902b7";
+
+/// Each export received: its path (`/v1/traces`, ...) and its body.
+type Exports = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+
+/// An OTLP/HTTP receiver on a loopback port: keeps the body of every export, by path.
+struct Receiver {
+    address: SocketAddr,
+    received: Exports,
+}
+
+impl Receiver {
+    fn start() -> Receiver {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let address = listener.local_addr().unwrap();
+        let received = Exports::default();
+        let kept = received.clone();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                loop {
+                    let Ok((stream, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    let kept = kept.clone();
+                    tokio::spawn(async move {
+                        let service = hyper::service::service_fn(
+                            move |request: hyper::Request<hyper::body::Incoming>| {
+                                let kept = kept.clone();
+                                async move {
+                                    use http_body_util::BodyExt;
+                                    let path = request.uri().path().to_owned();
+                                    let body = request.into_body().collect().await?.to_bytes();
+                                    kept.lock().unwrap().push((path, body.to_vec()));
+                                    // An empty export response: everything accepted.
+                                    Ok::<_, hyper::Error>(hyper::Response::new(
+                                        http_body_util::Full::new(hyper::body::Bytes::new()),
+                                    ))
+                                }
+                            },
+                        );
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                            .await;
+                    });
+                }
+            });
+        });
+        Receiver { address, received }
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    fn bodies(&self, path: &str) -> Vec<Vec<u8>> {
+        self.received
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(p, _)| p == path)
+            .map(|(_, body)| body.clone())
+            .collect()
+    }
+
+    fn spans(&self) -> Vec<Span> {
+        self.bodies("/v1/traces")
+            .iter()
+            .flat_map(|body| {
+                ExportTraceServiceRequest::decode(&body[..])
+                    .unwrap()
+                    .resource_spans
+            })
+            .flat_map(|r| r.scope_spans)
+            .flat_map(|s| s.spans)
+            .collect()
+    }
+
+    fn service_names(&self) -> Vec<String> {
+        self.bodies("/v1/traces")
+            .iter()
+            .flat_map(|body| {
+                ExportTraceServiceRequest::decode(&body[..])
+                    .unwrap()
+                    .resource_spans
+            })
+            .filter_map(|r| r.resource)
+            .filter_map(|r| string_attribute(&r.attributes, "service.name"))
+            .collect()
+    }
+
+    fn logs(&self) -> Vec<LogRecord> {
+        self.bodies("/v1/logs")
+            .iter()
+            .flat_map(|body| {
+                ExportLogsServiceRequest::decode(&body[..])
+                    .unwrap()
+                    .resource_logs
+            })
+            .flat_map(|r| r.scope_logs)
+            .flat_map(|s| s.log_records)
+            .collect()
+    }
+
+    /// The latest value of each counter data point and the count of each histogram, keyed by metric name and
+    /// sorted attributes (cumulative temporality: the last export has the totals).
+    fn metric_points(&self) -> BTreeMap<(String, String), f64> {
+        let mut points = BTreeMap::new();
+        for body in self.bodies("/v1/metrics") {
+            let request = ExportMetricsServiceRequest::decode(&body[..]).unwrap();
+            for metric in request
+                .resource_metrics
+                .into_iter()
+                .flat_map(|r| r.scope_metrics)
+                .flat_map(|s| s.metrics)
+            {
+                match metric.data {
+                    Some(Data::Sum(sum)) => {
+                        for point in sum.data_points {
+                            let value = match point.value {
+                                Some(opentelemetry_proto::tonic::metrics::v1::number_data_point::Value::AsInt(v)) => v as f64,
+                                Some(opentelemetry_proto::tonic::metrics::v1::number_data_point::Value::AsDouble(v)) => v,
+                                None => continue,
+                            };
+                            points.insert((metric.name.clone(), labels(&point.attributes)), value);
+                        }
+                    }
+                    Some(Data::Histogram(histogram)) => {
+                        for point in histogram.data_points {
+                            points.insert(
+                                (metric.name.clone(), labels(&point.attributes)),
+                                point.count as f64,
+                            );
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        points
+    }
+
+    /// Waits until every signal has arrived with at least `spans` spans.
+    fn wait_for(&self, spans: usize) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if self.spans().len() >= spans
+                && !self.bodies("/v1/metrics").is_empty()
+                && !self.bodies("/v1/logs").is_empty()
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "the receiver got {} spans, {} metric exports, {} log exports",
+            self.spans().len(),
+            self.bodies("/v1/metrics").len(),
+            self.bodies("/v1/logs").len()
+        );
+    }
+}
+
+fn string_of(value: &Option<AnyValue>) -> Option<String> {
+    match value.as_ref()?.value.as_ref()? {
+        any_value::Value::StringValue(s) => Some(s.clone()),
+        any_value::Value::IntValue(i) => Some(i.to_string()),
+        _ => None,
+    }
+}
+
+fn string_attribute(attributes: &[KeyValue], key: &str) -> Option<String> {
+    attributes
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| string_of(&kv.value))
+}
+
+fn labels(attributes: &[KeyValue]) -> String {
+    let mut pairs: Vec<String> = attributes
+        .iter()
+        .map(|kv| format!("{}={}", kv.key, string_of(&kv.value).unwrap_or_default()))
+        .collect();
+    pairs.sort();
+    pairs.join(",")
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn audit(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
+fn otel_env(command: &mut Command, receiver: &Receiver) {
+    command
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint())
+        .env("OTEL_SERVICE_NAME", "observability-test")
+        // Short batches, so a server killed by its client's shutdown timeout has already sent most of it.
+        .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+        .env("OTEL_BLRP_SCHEDULE_DELAY", "100")
+        .env("OTEL_METRIC_EXPORT_INTERVAL", "200");
+}
+
+#[test]
+fn a_python_sdk_callers_trace_continues_through_the_span_the_records_and_the_logs() {
+    install();
+    let receiver = Receiver::start();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let audit_log = dir.path().join("audit.jsonl");
+    let traceparent = format!("00-{TRACE_ID}-{CALLER_SPAN}-01");
+    let root = repo_root();
+    let mut command = Command::new(root.join(PYTHON));
+    command
+        .args(["interop/py_traced_calls.py", SERVER, &traceparent])
+        .current_dir(&root)
+        .env("DATA_ROOT", &data)
+        .env("MCP_SCOPES", "files.read,files.write")
+        .env("MCP_AUDIT_LOG", &audit_log);
+    otel_env(&mut command, &receiver);
+    let done = run(&mut command, Duration::from_secs(120));
+    assert!(done.success, "{}", done.report(Duration::ZERO));
+    receiver.wait_for(3);
+
+    // The spans: one per call, the traced one a child of the caller's span in the caller's trace.
+    let spans = receiver.spans();
+    assert_eq!(spans.len(), 3, "{spans:#?}");
+    for span in &spans {
+        assert_eq!(span.kind, SpanKind::Server as i32);
+        assert_eq!(
+            string_attribute(&span.attributes, "mcp.method.name").as_deref(),
+            Some("tools/call")
+        );
+        assert_eq!(
+            string_attribute(&span.attributes, "network.transport").as_deref(),
+            Some("pipe")
+        );
+        assert!(string_attribute(&span.attributes, "jsonrpc.request.id").is_some());
+    }
+    let traced = spans
+        .iter()
+        .find(|s| hex(&s.trace_id) == TRACE_ID)
+        .expect("a span in the caller's trace");
+    assert_eq!(traced.name, "tools/call write_file");
+    assert_eq!(hex(&traced.parent_span_id), CALLER_SPAN);
+    assert_eq!(traced.trace_state, "vendor=abc");
+    assert_eq!(
+        string_attribute(&traced.attributes, "gen_ai.tool.name").as_deref(),
+        Some("write_file")
+    );
+    assert_eq!(
+        string_attribute(&traced.attributes, "secure_tools.outcome").as_deref(),
+        Some("ok")
+    );
+    let others: Vec<&Span> = spans
+        .iter()
+        .filter(|s| hex(&s.trace_id) != TRACE_ID)
+        .collect();
+    assert_eq!(
+        others.len(),
+        2,
+        "the untraced calls start traces of their own"
+    );
+    assert!(others.iter().all(|s| s.parent_span_id.is_empty()));
+    let refused = others
+        .iter()
+        .find(|s| string_attribute(&s.attributes, "error.type").is_some())
+        .unwrap();
+    assert_eq!(
+        string_attribute(&refused.attributes, "secure_tools.outcome").as_deref(),
+        Some("invalid")
+    );
+    assert_eq!(
+        refused.status.as_ref().map(|s| s.code),
+        Some(2),
+        "an error status"
+    );
+    assert_eq!(receiver.service_names()[0], "observability-test");
+
+    // The audit file: the traced call's records carry the caller's trace, the span's id and the caller's span.
+    let records = audit(&audit_log);
+    let traced_calls: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["trace_id"] == TRACE_ID)
+        .collect();
+    assert_eq!(
+        traced_calls
+            .iter()
+            .map(|r| r["event"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        ["call_started", "tool_call"]
+    );
+    for record in &traced_calls {
+        assert_eq!(record["span_id"], hex(&traced.span_id), "{record}");
+        assert_eq!(record["parent_span_id"], CALLER_SPAN, "{record}");
+    }
+    let calls: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["event"] == "tool_call")
+        .collect();
+    assert_eq!(calls.len(), 3);
+    for call in &calls {
+        let span = spans
+            .iter()
+            .find(|s| hex(&s.span_id) == call["span_id"].as_str().unwrap())
+            .unwrap_or_else(|| panic!("no span for {call}"));
+        assert_eq!(call["trace_id"], hex(&span.trace_id));
+        assert_eq!(
+            string_attribute(&span.attributes, "secure_tools.call_id").as_deref(),
+            call["call_id"].as_str()
+        );
+    }
+
+    // The logs: every record of the file, each body the record, the calls' in their span's trace context.
+    let logs = receiver.logs();
+    let bodies: Vec<Value> = logs
+        .iter()
+        .map(|log| serde_json::from_str(&string_of(&log.body).unwrap()).unwrap())
+        .collect();
+    for record in &records {
+        let mut record = record.clone();
+        let object = record.as_object_mut().unwrap();
+        // The chain's fields are the file's own.
+        for key in ["seq", "prev", "hash", "mac"] {
+            object.remove(key);
+        }
+        assert!(
+            bodies.contains(&record),
+            "no log record for {record}: {bodies:#?}"
+        );
+    }
+    let traced_log = logs
+        .iter()
+        .find(|log| {
+            log.event_name == "secure_tools.audit.tool_call" && hex(&log.trace_id) == TRACE_ID
+        })
+        .expect("the traced call's log record");
+    assert_eq!(hex(&traced_log.span_id), hex(&traced.span_id));
+
+    // The metrics: calls by tool and outcome, durations, refusals by code.
+    let points = receiver.metric_points();
+    let get = |name: &str, labels: &str| points.get(&(name.to_owned(), labels.to_owned())).copied();
+    assert_eq!(
+        get(
+            "secure_tools.calls",
+            "gen_ai.tool.name=write_file,secure_tools.outcome=ok"
+        ),
+        Some(1.0),
+        "{points:#?}"
+    );
+    assert_eq!(
+        get(
+            "secure_tools.calls",
+            "gen_ai.tool.name=read_file,secure_tools.outcome=ok"
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        get(
+            "secure_tools.calls",
+            "gen_ai.tool.name=write_file,secure_tools.outcome=invalid"
+        ),
+        Some(1.0)
+    );
+    let code = calls.iter().find(|c| c["outcome"] == "invalid").unwrap()["error"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        get(
+            "secure_tools.refusals",
+            &format!("gen_ai.tool.name=write_file,secure_tools.code={code}")
+        ),
+        Some(1.0)
+    );
+    let durations: f64 = points
+        .iter()
+        .filter(|((name, _), _)| name == "mcp.server.operation.duration")
+        .map(|(_, count)| count)
+        .sum();
+    assert_eq!(durations, 3.0, "{points:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn over_http_the_traceparent_header_continues_the_trace_and_metrics_are_served() {
+    const SECRET: &str = "observability-test-secret-0123456789";
+    const ISSUER: &str = "https://issuer.test";
+    let receiver = Receiver::start();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("greeting.txt"), "hello\n").unwrap();
+    let audit_log = dir.path().join("audit.jsonl");
+    let free_port = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (port, metrics_port) = (free_port(), free_port());
+    let url = format!("http://127.0.0.1:{port}/mcp");
+    let mut command = Command::new(SERVER);
+    command
+        .arg("--data-root")
+        .arg(&data)
+        .arg("--audit-log")
+        .arg(&audit_log)
+        .args(["--http", &format!("127.0.0.1:{port}")])
+        .args(["--http-metrics", &format!("127.0.0.1:{metrics_port}")])
+        .args(["--issuer", ISSUER, "--resource-url", &url])
+        .env("MCP_AUTH_HS256_SECRET", SECRET)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    otel_env(&mut command, &receiver);
+    let mut child = command.spawn().unwrap();
+    common::wait_until_listening(&mut child, "serving MCP over HTTP at", |_| {});
+    let token = secure_tools::testing::hs256_token(
+        SECRET,
+        ISSUER,
+        &url,
+        "alice",
+        "files.read",
+        Duration::from_secs(600),
+    );
+    let client = reqwest::Client::new();
+    let post = |token: &str, traceparent: Option<&str>, id: u64| {
+        let mut request = client
+            .post(&url)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("authorization", format!("Bearer {token}"))
+            .body(
+                json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+                       "params": {"name": "read_file", "arguments": {"filename": "greeting.txt"}}})
+                .to_string(),
+            );
+        if let Some(traceparent) = traceparent {
+            request = request.header("traceparent", traceparent);
+        }
+        request.send()
+    };
+    let traceparent = format!("00-{TRACE_ID}-{CALLER_SPAN}-01");
+    let answer = post(&token, Some(&traceparent), 1).await.unwrap();
+    assert_eq!(answer.status(), 200);
+    let refused = post("not-a-token", None, 2).await.unwrap();
+    assert_eq!(refused.status(), 401);
+
+    // Prometheus text, on its own address.
+    let text = client
+        .get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let line = |prefix: &str| {
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no `{prefix}` in\n{text}"))
+            .to_owned()
+    };
+    assert!(line("secure_tools_calls_total{").contains(r#"gen_ai_tool_name="read_file""#));
+    assert!(line("secure_tools_calls_total{").ends_with(" 1"));
+    let failures = line("secure_tools_auth_failures_total{");
+    assert!(
+        failures.contains(r#"secure_tools_reason="invalid_token""#) && failures.ends_with(" 1"),
+        "{failures}"
+    );
+    assert!(
+        text.contains("mcp_server_operation_duration_seconds_count{"),
+        "{text}"
+    );
+
+    // SIGTERM: the server stops gracefully and exports what it holds.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    assert!(child.wait().unwrap().success());
+    receiver.wait_for(1);
+    let spans = receiver.spans();
+    let span = spans
+        .iter()
+        .find(|s| hex(&s.trace_id) == TRACE_ID)
+        .expect("the span in the caller's trace");
+    assert_eq!(hex(&span.parent_span_id), CALLER_SPAN);
+    assert_eq!(
+        string_attribute(&span.attributes, "network.transport").as_deref(),
+        Some("tcp")
+    );
+    let records = audit(&audit_log);
+    let call = records.iter().find(|r| r["event"] == "tool_call").unwrap();
+    assert_eq!(call["trace_id"], TRACE_ID);
+    assert_eq!(call["span_id"], hex(&span.span_id));
+    let points = receiver.metric_points();
+    assert_eq!(
+        points.get(&(
+            "secure_tools.auth.failures".to_owned(),
+            "secure_tools.reason=invalid_token".to_owned()
+        )),
+        Some(&1.0),
+        "{points:#?}"
+    );
+}

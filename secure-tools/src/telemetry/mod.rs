@@ -1,0 +1,382 @@
+//! OpenTelemetry (feature `otel`): a span per call, call metrics, and the audit records as logs.
+//!
+//! **Spans.** Every call of a tool set given a [`Telemetry`] ([`ToolSetBuilder::telemetry`]) runs in a span of
+//! kind `SERVER` named `tools/call {tool}`, following the OpenTelemetry semantic conventions for MCP:
+//! `mcp.method.name` (`tools/call`), `gen_ai.tool.name`, `gen_ai.operation.name` (`execute_tool`),
+//! `jsonrpc.request.id`, `mcp.session.id`, `network.transport` (`pipe` over stdio, `tcp` over HTTP),
+//! `client.address`, and on a call that did not succeed `error.type` (the refusal's code: `missing_scope:files.write`,
+//! `rate_limited`, `tool_error`, ...) with an error status; ours add `secure_tools.outcome` and
+//! `secure_tools.call_id`. The span continues the caller's trace: its parent is the W3C trace context
+//! (`traceparent`, `tracestate`) in the request's `_meta` (SEP-414), or else in the HTTP request's headers. The
+//! handler runs with the span as its current context, so spans your tool starts nest under it.
+//!
+//! Every audit record of the call (`call_started`, `tool_call`) carries the span's `trace_id` and `span_id`, and
+//! the caller's span as `parent_span_id`: a record, its span and the caller's trace join on those ids.
+//!
+//! **Metrics** ([`metric`] has the names): calls by tool and outcome, a duration histogram
+//! (`mcp.server.operation.duration`, seconds), refusals by code, rate-limited calls, and authentication failures of
+//! the HTTP runner. Tool names come from the set's definitions (a call of a tool that does not exist counts under
+//! `_unknown`), so a caller cannot grow the number of series.
+//!
+//! **Logs.** [`AuditLogs`] is an audit sink that emits each record as an OpenTelemetry log record (its body the
+//! record's JSON, its trace context the call's span), so a collector can ship the trail to a SIEM. It never fails a
+//! write: the local audit file stays the source of truth (and alone carries the chain).
+//!
+//! **Setting it up.** The runners do it from the standard `OTEL_*` variables ([`Otel::from_env`]): nothing is
+//! exported unless `OTEL_EXPORTER_OTLP_ENDPOINT` (or a signal's own `OTEL_EXPORTER_OTLP_{TRACES,METRICS,LOGS}_ENDPOINT`)
+//! is set, or the HTTP runner serves `/metrics`. A server of your own that sets up the SDK itself passes its
+//! providers to [`Telemetry::new`], or uses the global ones with [`Telemetry::global`].
+//!
+//! [`ToolSetBuilder::telemetry`]: crate::ToolSetBuilder::telemetry
+
+mod sdk;
+
+use std::time::Duration;
+
+use opentelemetry::logs::{AnyValue, LogRecord as _, Logger as _, LoggerProvider as _, Severity};
+use opentelemetry::metrics::{Counter, Histogram, Meter, MeterProvider};
+use opentelemetry::trace::{
+    SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags, TraceId, TraceState,
+    Tracer as _, TracerProvider,
+};
+use opentelemetry::{Context, InstrumentationScope, KeyValue, global};
+
+pub use sdk::{Otel, OtelError};
+
+use crate::audit::{AuditError, AuditEvent, AuditRecord, AuditSink, Outcome, TraceContext};
+
+/// The names of the metrics (as exported over OTLP; Prometheus turns dots into underscores and adds `_total` to
+/// counters and the unit to the histogram: `secure_tools_calls_total`, `mcp_server_operation_duration_seconds`).
+pub mod metric {
+    /// Calls, by `gen_ai.tool.name` and `secure_tools.outcome`.
+    pub const CALLS: &str = "secure_tools.calls";
+    /// The duration of each call, in seconds (the MCP semantic conventions' operation duration), by
+    /// `mcp.method.name`, `gen_ai.tool.name`, `network.transport` and, for a call that did not succeed,
+    /// `error.type`.
+    pub const DURATION: &str = "mcp.server.operation.duration";
+    /// Calls that did not succeed, by `gen_ai.tool.name` and `secure_tools.code`.
+    pub const REFUSALS: &str = "secure_tools.refusals";
+    /// Calls refused by a rate limit, by `gen_ai.tool.name`.
+    pub const RATE_LIMITED: &str = "secure_tools.rate_limited";
+    /// Requests or connections refused for their credentials (HTTP 401, a rejected client certificate), by
+    /// `secure_tools.reason`. Counted before the audit's throttle of such refusals, so a flood shows in full.
+    pub const AUTH_FAILURES: &str = "secure_tools.auth.failures";
+}
+
+/// The tool name metrics use for a call of a tool that does not exist.
+pub(crate) const UNKNOWN_TOOL: &str = "_unknown";
+
+/// Histogram boundaries, in seconds: calls of a local tool take microseconds, a remote one's seconds.
+const DURATION_BOUNDARIES: [f64; 16] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 5.0, 30.0,
+];
+
+fn scope() -> InstrumentationScope {
+    InstrumentationScope::builder("secure-tools")
+        .with_version(env!("CARGO_PKG_VERSION"))
+        .build()
+}
+
+/// What a tool set reports to OpenTelemetry: its tracer and its instruments.
+#[derive(Clone)]
+pub struct Telemetry {
+    tracer: std::sync::Arc<global::BoxedTracer>,
+    calls: Counter<u64>,
+    duration: Histogram<f64>,
+    refusals: Counter<u64>,
+    rate_limited: Counter<u64>,
+    auth_failures: Counter<u64>,
+}
+
+impl std::fmt::Debug for Telemetry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Telemetry").finish_non_exhaustive()
+    }
+}
+
+impl Telemetry {
+    /// Spans and metrics through these providers.
+    pub fn new<T>(tracers: &T, meters: &impl MeterProvider) -> Self
+    where
+        T: TracerProvider,
+        T::Tracer: Send + Sync + 'static,
+        <T::Tracer as opentelemetry::trace::Tracer>::Span: Send + Sync + 'static,
+    {
+        let tracer = global::BoxedTracer::new(Box::new(tracers.tracer_with_scope(scope())));
+        Self::with(tracer, &meters.meter_with_scope(scope()))
+    }
+
+    /// Spans and metrics through the global providers (`opentelemetry::global`), as set when this is called.
+    pub fn global() -> Self {
+        Self::with(
+            global::tracer_with_scope(scope()),
+            &global::meter_with_scope(scope()),
+        )
+    }
+
+    fn with(tracer: global::BoxedTracer, meter: &Meter) -> Self {
+        Telemetry {
+            tracer: std::sync::Arc::new(tracer),
+            calls: meter
+                .u64_counter(metric::CALLS)
+                .with_description("Tool calls, by tool and outcome")
+                .with_unit("{call}")
+                .build(),
+            duration: meter
+                .f64_histogram(metric::DURATION)
+                .with_description("Duration of tool calls, from receipt to result")
+                .with_unit("s")
+                .with_boundaries(DURATION_BOUNDARIES.to_vec())
+                .build(),
+            refusals: meter
+                .u64_counter(metric::REFUSALS)
+                .with_description("Tool calls that did not succeed, by tool and code")
+                .with_unit("{call}")
+                .build(),
+            rate_limited: meter
+                .u64_counter(metric::RATE_LIMITED)
+                .with_description("Tool calls refused by a rate limit, by tool")
+                .with_unit("{call}")
+                .build(),
+            auth_failures: meter
+                .u64_counter(metric::AUTH_FAILURES)
+                .with_description("Requests refused for their credentials, by reason")
+                .with_unit("{request}")
+                .build(),
+        }
+    }
+
+    /// Starts the span of a call.
+    pub(crate) fn start_call(&self, call: &CallFacts<'_>) -> CallSpan {
+        let parent = remote_parent(call.traceparent, call.tracestate);
+        let remote_parent_span = parent.as_ref().map(|cx| cx.span().span_context().span_id());
+        let base = parent.unwrap_or_else(Context::current);
+        let mut attributes = Vec::with_capacity(8);
+        attributes.push(KeyValue::new("mcp.method.name", "tools/call"));
+        attributes.push(KeyValue::new("gen_ai.operation.name", "execute_tool"));
+        attributes.push(KeyValue::new("gen_ai.tool.name", call.tool.to_owned()));
+        attributes.push(KeyValue::new("jsonrpc.request.id", call.request_id.clone()));
+        attributes.push(KeyValue::new("secure_tools.call_id", call.call_id.clone()));
+        if let Some(transport) = call.transport {
+            attributes.push(KeyValue::new(
+                "network.transport",
+                if transport == "stdio" { "pipe" } else { "tcp" },
+            ));
+        }
+        if let Some(session) = call.session_id {
+            attributes.push(KeyValue::new("mcp.session.id", session.to_owned()));
+        }
+        if let Some(addr) = call.client_address {
+            attributes.push(KeyValue::new("client.address", addr.ip().to_string()));
+            attributes.push(KeyValue::new("client.port", i64::from(addr.port())));
+        }
+        let span = self
+            .tracer
+            .span_builder(format!("tools/call {}", call.tool))
+            .with_kind(SpanKind::Server)
+            .with_attributes(attributes)
+            .start_with_context(&*self.tracer, &base);
+        let context = base.with_span(span);
+        CallSpan {
+            context,
+            remote_parent_span,
+            transport: call.transport,
+        }
+    }
+
+    /// Ends a call's span and counts the call.
+    pub(crate) fn end_call(
+        &self,
+        span: Option<CallSpan>,
+        tool: Option<&str>,
+        outcome: Outcome,
+        code: Option<&str>,
+        duration: Duration,
+    ) {
+        let name = tool.unwrap_or(UNKNOWN_TOOL).to_owned();
+        let transport = span.as_ref().and_then(|s| s.transport);
+        if let Some(span) = span {
+            let span = span.context.span();
+            span.set_attribute(KeyValue::new("secure_tools.outcome", outcome.as_str()));
+            if let Some(code) = code {
+                span.set_attribute(KeyValue::new("error.type", code.to_owned()));
+                span.set_status(Status::error(code.to_owned()));
+            }
+            span.end();
+        }
+        let tool = KeyValue::new("gen_ai.tool.name", name);
+        self.calls.add(
+            1,
+            &[
+                tool.clone(),
+                KeyValue::new("secure_tools.outcome", outcome.as_str()),
+            ],
+        );
+        let mut attributes = vec![KeyValue::new("mcp.method.name", "tools/call"), tool.clone()];
+        if let Some(transport) = transport {
+            attributes.push(KeyValue::new(
+                "network.transport",
+                if transport == "stdio" { "pipe" } else { "tcp" },
+            ));
+        }
+        if let Some(code) = code {
+            attributes.push(KeyValue::new("error.type", code.to_owned()));
+            self.refusals.add(
+                1,
+                &[
+                    tool.clone(),
+                    KeyValue::new("secure_tools.code", code.to_owned()),
+                ],
+            );
+            if code == crate::call::codes::RATE_LIMITED {
+                self.rate_limited.add(1, &[tool]);
+            }
+        }
+        self.duration.record(duration.as_secs_f64(), &attributes);
+    }
+
+    /// Counts a request or connection refused for its credentials.
+    pub fn auth_failure(&self, reason: &'static str) {
+        self.auth_failures
+            .add(1, &[KeyValue::new("secure_tools.reason", reason)]);
+    }
+}
+
+/// What the span of a call is made from.
+pub(crate) struct CallFacts<'a> {
+    pub(crate) tool: &'a str,
+    pub(crate) request_id: String,
+    pub(crate) call_id: String,
+    pub(crate) transport: Option<&'static str>,
+    pub(crate) session_id: Option<&'a str>,
+    pub(crate) client_address: Option<std::net::SocketAddr>,
+    pub(crate) traceparent: Option<&'a str>,
+    pub(crate) tracestate: Option<&'a str>,
+}
+
+/// The span of one call, with the context the handler runs in.
+pub(crate) struct CallSpan {
+    context: Context,
+    remote_parent_span: Option<SpanId>,
+    transport: Option<&'static str>,
+}
+
+impl CallSpan {
+    /// The context the call's work runs in (the span as current).
+    pub(crate) fn context(&self) -> &Context {
+        &self.context
+    }
+
+    /// The ids the call's audit records carry.
+    pub(crate) fn record_ids(&self) -> Option<TraceContext> {
+        let span = self.context.span();
+        let ids = span.span_context();
+        ids.is_valid().then(|| TraceContext {
+            trace_id: ids.trace_id().to_string(),
+            span_id: Some(ids.span_id().to_string()),
+            parent_span_id: self.remote_parent_span.map(|id| id.to_string()),
+        })
+    }
+}
+
+/// The caller's span, from a W3C `traceparent` (and `tracestate`), as a remote parent; `None` unless valid.
+fn remote_parent(traceparent: Option<&str>, tracestate: Option<&str>) -> Option<Context> {
+    let parent = TraceContext::parse(traceparent?)?;
+    let flags = traceparent?.trim().get(53..55)?;
+    let flags = u8::from_str_radix(flags, 16).ok()?;
+    let trace_state = tracestate
+        .and_then(|s| s.parse::<TraceState>().ok())
+        .unwrap_or_default();
+    let context = SpanContext::new(
+        TraceId::from_hex(&parent.trace_id).ok()?,
+        SpanId::from_hex(parent.parent_span_id.as_deref()?).ok()?,
+        TraceFlags::new(flags) & TraceFlags::SAMPLED,
+        true,
+        trace_state,
+    );
+    Some(Context::current().with_remote_span_context(context))
+}
+
+/// An audit sink that emits each record as an OpenTelemetry log record: body the record's JSON, event name
+/// `secure_tools.audit.{event}`, the trace context of the call's span, attributes naming the server, and for a call
+/// the tool, outcome and call id. A failure to export never fails the write (the batch exporter drops and
+/// reports); the local audit file stays the source of truth.
+pub struct AuditLogs {
+    logger: opentelemetry_sdk::logs::SdkLogger,
+}
+
+impl AuditLogs {
+    /// Records go out through `provider`.
+    pub fn new(provider: &opentelemetry_sdk::logs::SdkLoggerProvider) -> Self {
+        AuditLogs {
+            logger: provider.logger_with_scope(scope()),
+        }
+    }
+}
+
+impl AuditSink for AuditLogs {
+    fn write(&self, record: &AuditRecord) -> Result<(), AuditError> {
+        let Ok(body) = serde_json::to_string(record) else {
+            // The file sink reports what cannot be encoded; a copy for the collector is not worth failing a call.
+            return Ok(());
+        };
+        let mut log = self.logger.create_log_record();
+        log.set_timestamp(record.ts.0);
+        log.set_observed_timestamp(std::time::SystemTime::now());
+        log.set_event_name(event_name(&record.event));
+        log.set_body(AnyValue::String(body.into()));
+        log.add_attribute("secure_tools.server_id", record.server_id.to_string());
+        let (severity, trace) = match &record.event {
+            AuditEvent::ToolCall(call) => {
+                log.add_attribute("gen_ai.tool.name", call.tool.to_string());
+                log.add_attribute("secure_tools.outcome", call.outcome.as_str());
+                log.add_attribute("secure_tools.call_id", call.call_id.to_string());
+                let severity = if call.ok {
+                    Severity::Info
+                } else {
+                    Severity::Warn
+                };
+                (severity, call.trace.as_ref())
+            }
+            AuditEvent::CallStarted(call) => {
+                log.add_attribute("gen_ai.tool.name", call.tool.to_string());
+                log.add_attribute("secure_tools.call_id", call.call_id.to_string());
+                (Severity::Info, call.trace.as_ref())
+            }
+            AuditEvent::ServerStart { .. }
+            | AuditEvent::ServerStop { .. }
+            | AuditEvent::Session { .. } => (Severity::Info, None),
+            _ => (Severity::Warn, None),
+        };
+        log.set_severity_number(severity);
+        log.set_severity_text(severity.name());
+        if let Some(trace) = trace
+            && let (Ok(trace_id), Some(Ok(span_id))) = (
+                TraceId::from_hex(&trace.trace_id),
+                trace.span_id.as_deref().map(SpanId::from_hex),
+            )
+        {
+            log.set_trace_context(trace_id, span_id, Some(TraceFlags::SAMPLED));
+        }
+        self.logger.emit(log);
+        Ok(())
+    }
+}
+
+fn event_name(event: &AuditEvent) -> &'static str {
+    match event {
+        AuditEvent::ToolCall(_) => "secure_tools.audit.tool_call",
+        AuditEvent::CallStarted(_) => "secure_tools.audit.call_started",
+        AuditEvent::ServerStart { .. } => "secure_tools.audit.server_start",
+        AuditEvent::ServerStop { .. } => "secure_tools.audit.server_stop",
+        AuditEvent::Session { .. } => "secure_tools.audit.session",
+        AuditEvent::VersionRejected { .. } => "secure_tools.audit.version_rejected",
+        AuditEvent::MessageRejected { .. } => "secure_tools.audit.message_rejected",
+        AuditEvent::HttpRejected { .. } => "secure_tools.audit.http_rejected",
+        AuditEvent::TlsRejected { .. } => "secure_tools.audit.tls_rejected",
+        AuditEvent::ConnectionRejected { .. } => "secure_tools.audit.connection_rejected",
+        AuditEvent::AuditSuppressed { .. } => "secure_tools.audit.audit_suppressed",
+        AuditEvent::ToolsLockMismatch { .. } => "secure_tools.audit.tools_lock_mismatch",
+    }
+}
