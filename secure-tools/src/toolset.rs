@@ -201,6 +201,8 @@ pub struct ToolSetBuilder<S> {
     telemetry: Option<crate::telemetry::Telemetry>,
     /// Sinks that copy the trail elsewhere (OpenTelemetry logs): added after the default, never instead of it.
     mirrors: Vec<Arc<dyn AuditSink>>,
+    #[cfg(feature = "redis")]
+    rate_store: Option<crate::call::shared_rate::RedisRates>,
 }
 
 impl<S: Send + Sync + 'static> ToolSet<S> {
@@ -218,6 +220,8 @@ impl<S: Send + Sync + 'static> ToolSet<S> {
             #[cfg(feature = "otel")]
             telemetry: None,
             mirrors: Vec::new(),
+            #[cfg(feature = "redis")]
+            rate_store: None,
         }
     }
 }
@@ -395,6 +399,15 @@ impl<S: Send + Sync + 'static> ToolSetBuilder<S> {
         self
     }
 
+    /// Keeps the state of every rate limit of the set (the set's and the tools' own) in Redis (feature `redis`),
+    /// so that replicas sharing the store share the limits: a caller allowed ten calls a minute gets ten in all.
+    /// See [`shared_rate`](crate::call::shared_rate) for the algorithm and what happens when Redis is down.
+    #[cfg(feature = "redis")]
+    pub fn rate_limit_store(mut self, store: crate::call::shared_rate::RedisRates) -> Self {
+        self.rate_store = Some(store);
+        self
+    }
+
     /// Adds a sink that copies the trail elsewhere: unlike [`audit_sink`](Self::audit_sink), it does not replace
     /// the default destination (standard error).
     #[cfg(feature = "otel")]
@@ -411,9 +424,17 @@ impl<S: Send + Sync + 'static> ToolSetBuilder<S> {
 
     /// Checks every tool and builds the set.
     pub fn build(self) -> Result<ToolSet<S>, DefinitionError> {
+        // Every rate limit keeps its state where the set says: in this process, or in the shared store.
+        #[cfg(feature = "redis")]
+        let store = self.rate_store;
+        #[cfg(feature = "redis")]
+        let shared = |limiter: RateLimiter| limiter.shared(store.clone());
+        #[cfg(not(feature = "redis"))]
+        let shared = |limiter: RateLimiter| limiter;
         let mut tools = BTreeMap::new();
         for registered in self.tools {
-            let registered = registered?;
+            let mut registered = registered?;
+            registered.entry.rate = registered.entry.rate.take().map(shared);
             let name = registered.entry.definition.name();
             if tools.insert(name, registered).is_some() {
                 return Err(DefinitionError::DuplicateName(name.to_owned()));
@@ -435,7 +456,7 @@ impl<S: Send + Sync + 'static> ToolSetBuilder<S> {
                 state: self.state,
                 audit: Audit::new(self.server_id.into_owned(), sinks),
                 timeout: self.timeout,
-                rate: self.rate.map(RateLimiter::new),
+                rate: self.rate.map(|rate| shared(RateLimiter::new(rate))),
                 concurrency,
                 guards: self.guards,
                 lifecycle: Lifecycle::default(),

@@ -86,10 +86,14 @@ const SWEEP_EVERY: usize = 1024;
 
 /// A rate limit keyed by caller and tool (GCRA, by `governor`): each caller gets `count` calls per period of each
 /// tool it covers, all of which may be used at once, and one back every `period / count`.
+///
+/// With a shared store (feature `redis`), the state is kept there instead, for every replica to see.
 pub(crate) struct RateLimiter {
     rate: Rate,
     limiter: DefaultKeyedRateLimiter<(Arc<str>, &'static str)>,
     checks: AtomicUsize,
+    #[cfg(feature = "redis")]
+    shared: Option<super::shared_rate::RedisRates>,
 }
 
 impl RateLimiter {
@@ -98,14 +102,32 @@ impl RateLimiter {
             rate,
             limiter: DefaultKeyedRateLimiter::keyed(quota(rate)),
             checks: AtomicUsize::new(0),
+            #[cfg(feature = "redis")]
+            shared: None,
         }
+    }
+
+    /// The state kept in `store` (if given) rather than in this process.
+    #[cfg(feature = "redis")]
+    pub(crate) fn shared(mut self, store: Option<super::shared_rate::RedisRates>) -> Self {
+        self.shared = store;
+        self
     }
 
     pub(crate) fn rate(&self) -> Rate {
         self.rate
     }
 
-    pub(crate) fn check(&self, caller: &Arc<str>, tool: &'static str) -> Result<(), Refusal> {
+    /// One call of `tool` by `caller`: refused `rate_limited` past the rate.
+    pub(crate) async fn check(&self, caller: &Arc<str>, tool: &'static str) -> Result<(), Refusal> {
+        #[cfg(feature = "redis")]
+        if let Some(store) = &self.shared {
+            return store.check(self.rate, caller, tool).await;
+        }
+        self.check_here(caller, tool)
+    }
+
+    fn check_here(&self, caller: &Arc<str>, tool: &'static str) -> Result<(), Refusal> {
         let verdict = self.limiter.check_key(&(caller.clone(), tool));
         // The state of each key is kept until it is back to full; without a sweep, a stream of new callers would
         // grow it without bound.
@@ -200,9 +222,9 @@ mod tests {
         let alice: Arc<str> = Arc::from("alice");
         let bob: Arc<str> = Arc::from("bob");
         for _ in 0..3 {
-            limiter.check(&alice, "read").unwrap();
+            limiter.check_here(&alice, "read").unwrap();
         }
-        let refused = limiter.check(&alice, "read").unwrap_err();
+        let refused = limiter.check_here(&alice, "read").unwrap_err();
         assert_eq!(refused.code(), codes::RATE_LIMITED);
         let after = refused.retry_after_duration().unwrap();
         assert!(
@@ -211,8 +233,8 @@ mod tests {
         );
         assert!(refused.message().contains("3/min"), "{}", refused.message());
         // Another caller, or another tool, has its own allowance.
-        limiter.check(&bob, "read").unwrap();
-        limiter.check(&alice, "write").unwrap();
+        limiter.check_here(&bob, "read").unwrap();
+        limiter.check_here(&alice, "write").unwrap();
     }
 
     #[test]
@@ -234,12 +256,12 @@ mod tests {
         let limiter = RateLimiter::new("1000/s".parse().unwrap());
         for i in 0..(4 * SWEEP_EVERY) {
             let caller: Arc<str> = Arc::from(format!("caller-{i}"));
-            limiter.check(&caller, "t").unwrap();
+            limiter.check_here(&caller, "t").unwrap();
         }
         std::thread::sleep(Duration::from_millis(50));
         for i in 0..SWEEP_EVERY {
             let caller: Arc<str> = Arc::from(format!("late-{i}"));
-            limiter.check(&caller, "t").unwrap();
+            limiter.check_here(&caller, "t").unwrap();
         }
         assert!(
             limiter.limiter.len() <= 2 * SWEEP_EVERY,

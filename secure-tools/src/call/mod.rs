@@ -26,6 +26,8 @@ pub mod guard;
 pub(crate) mod limits;
 pub(crate) mod panic;
 mod refusal;
+#[cfg(feature = "redis")]
+pub mod shared_rate;
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -371,7 +373,7 @@ where
 {
     admit(set)?;
     authorize(tool, call.context.caller())?;
-    let _slots = limit(set, tool, &call.context)?;
+    let _slots = limit(set, tool, &call.context).await?;
     let guarded = !set.guards.is_empty() || !tool.guards.is_empty();
     let mut passes = Vec::new();
     if guarded {
@@ -419,7 +421,7 @@ async fn plain_stages<S: Send + Sync + 'static>(
 ) -> Result<ToolOutput, Refusal> {
     admit(set)?;
     authorize(tool, call.context.caller())?;
-    let _slots = limit(set, tool, &call.context)?;
+    let _slots = limit(set, tool, &call.context).await?;
     let mut passes = Vec::new();
     if !set.guards.is_empty() || !tool.guards.is_empty() {
         run_guards(set, tool, call, GuardStage::BeforeDecoding, &mut passes).await?;
@@ -484,7 +486,7 @@ fn authorize(tool: &ToolEntry, caller: &Caller) -> Result<(), Refusal> {
 
 /// The built-in limits: rates (the set's per caller and tool, the tool's own per caller), then concurrency (the
 /// tool's, then the set's). The permits are held until the handler ends.
-fn limit<'a, S>(
+async fn limit<'a, S>(
     set: &'a Inner<S>,
     tool: &'a ToolEntry,
     cx: &CallContext,
@@ -492,10 +494,10 @@ fn limit<'a, S>(
     let caller = cx.caller().id_shared();
     let name = tool.definition.name();
     if let Some(rate) = &set.rate {
-        rate.check(caller, name)?;
+        rate.check(caller, name).await?;
     }
     if let Some(rate) = &tool.rate {
-        rate.check(caller, name)?;
+        rate.check(caller, name).await?;
     }
     let own = tool
         .concurrency

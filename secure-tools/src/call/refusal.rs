@@ -257,6 +257,8 @@ pub mod codes {
     pub const INVALID_INPUT: &str = "invalid_input";
     /// The caller made more calls than the tool's rate allows; the refusal says when to retry.
     pub const RATE_LIMITED: &str = "rate_limited";
+    /// A rate limit's shared store (Redis) cannot be reached, and limits fail closed.
+    pub const RATE_LIMIT_UNAVAILABLE: &str = "rate_limit_unavailable";
     /// Too many calls of the tool, or of the tool set, are running at once.
     pub const OVERLOADED: &str = "overloaded";
     /// The handler ran past its time limit and was stopped.

@@ -172,6 +172,11 @@ impl Settings {
                 path: self.audit_log.clone().unwrap_or_default(),
                 source,
             })?;
+        #[cfg(feature = "redis")]
+        let builder = match &self.rate_limit_store {
+            Some(store) => builder.rate_limit_store(store.clone()),
+            None => builder,
+        };
         #[cfg(feature = "otel")]
         let builder = match &self.otel {
             Some(otel) => {

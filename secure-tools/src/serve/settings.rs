@@ -300,6 +300,14 @@ settings_args! {
         /// refused `rate_limited` with the time to wait. Default: no limit.
         #[cfg_attr(feature = "cli", arg(long, value_name = "RATE"))]
         rate_limit: String = env "MCP_RATE_LIMIT",
+        /// Keep the rate limits' state in this Redis (`redis://127.0.0.1:6379/0`; feature `redis`), shared by every
+        /// replica pointed at it, instead of in this process.
+        #[cfg_attr(feature = "cli", arg(long, value_name = "URL"))]
+        rate_limit_redis: String = env "MCP_RATE_LIMIT_REDIS",
+        /// With `--rate-limit-redis`: when Redis cannot be reached, `refuse` calls (`rate_limit_unavailable`, the
+        /// default) or `allow` them unlimited.
+        #[cfg_attr(feature = "cli", arg(long, value_name = "MODE"))]
+        rate_limit_redis_unavailable: String = env "MCP_RATE_LIMIT_REDIS_UNAVAILABLE",
         /// How long a tool may run before it is stopped, e.g. `30s` (`500ms`, `2min`); the call is then refused
         /// `timeout`. Default: 60s.
         #[cfg_attr(feature = "cli", arg(long, value_name = "DURATION"))]
@@ -515,6 +523,9 @@ pub struct Settings {
     file: ConfigFile,
     /// The digest of the definitions served, for the start record (set by the runner).
     pub(crate) toolset_digest: Option<String>,
+    /// Where the rate limits keep their state, when replicas share it (feature `redis`).
+    #[cfg(feature = "redis")]
+    pub rate_limit_store: Option<crate::call::shared_rate::RedisRates>,
     /// OpenTelemetry as the `OTEL_*` variables set it up (set by the runner).
     #[cfg(feature = "otel")]
     pub(crate) otel: Option<std::sync::Arc<crate::telemetry::Otel>>,
@@ -541,6 +552,8 @@ impl Settings {
             cancellation: CancellationToken::new(),
             file: ConfigFile::default(),
             toolset_digest: None,
+            #[cfg(feature = "redis")]
+            rate_limit_store: None,
             #[cfg(feature = "otel")]
             otel: None,
         }
@@ -637,6 +650,34 @@ impl Settings {
             None => crate::integrity::LockMode::default(),
         };
         settings.tools_lock = args.tools_lock.clone().map(|path| (path, lock_mode));
+        if let Some(url) = &args.rate_limit_redis {
+            let name = "--rate-limit-redis / MCP_RATE_LIMIT_REDIS";
+            #[cfg(feature = "redis")]
+            {
+                let mode = match &args.rate_limit_redis_unavailable {
+                    Some(mode) => mode.parse().map_err(|message: String| {
+                        invalid(
+                            "--rate-limit-redis-unavailable / MCP_RATE_LIMIT_REDIS_UNAVAILABLE",
+                            message,
+                        )
+                    })?,
+                    None => crate::call::shared_rate::WhenUnavailable::default(),
+                };
+                // Keys are kept apart by server id: replicas of one server share them, other servers do not.
+                let namespace = args.server_id.as_deref().unwrap_or("secure-tools");
+                let store = crate::call::shared_rate::RedisRates::open(url, namespace)
+                    .map_err(|e| invalid(name, e.to_string()))?;
+                settings.rate_limit_store = Some(store.when_unavailable(mode));
+            }
+            #[cfg(not(feature = "redis"))]
+            {
+                let _ = url;
+                return Err(invalid(
+                    name,
+                    "this server is built without the `redis` feature".into(),
+                ));
+            }
+        }
         if let Some(mode) = &args.audit_sync {
             settings.audit_durability = mode
                 .parse()

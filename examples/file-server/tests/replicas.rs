@@ -1,0 +1,423 @@
+//! Several replicas of the file server over HTTP behind a real load balancer (HAProxy, from the distribution's
+//! packages), sharing their rate limits through a real Redis (`redis-server`), all on loopback.
+//!
+//! - a caller's rate limit holds across the replicas: exactly the allowed number of calls succeed in all;
+//! - every call is audited exactly once across the replicas' logs, and each log verifies as a chain;
+//! - a replica killed mid-run loses no record of a call whose answer its client received;
+//! - when Redis cannot be reached, calls are refused `rate_limit_unavailable` (or let through, if so configured).
+//!
+//! `.ci/run` installs `redis-server` and `haproxy` when they are missing; locally, `apt-get install redis-server
+//! haproxy`.
+
+mod command;
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const SERVER: &str = env!("CARGO_BIN_EXE_secure-file-server");
+const SECRET: &str = "replicas-test-secret-0123456789abcdef";
+const ISSUER: &str = "https://issuer.test";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn program(name: &str) -> PathBuf {
+    for dir in ["/usr/bin", "/usr/sbin", "/usr/local/bin", "/usr/local/sbin"] {
+        let path = Path::new(dir).join(name);
+        if path.exists() {
+            return path;
+        }
+    }
+    panic!("`{name}` is not installed: apt-get install redis-server haproxy (.ci/run does it)");
+}
+
+fn wait_for_port(port: u16, child: &mut Child, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited: {status}");
+        }
+        assert!(Instant::now() < deadline, "{what} did not listen on {port}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A child process killed when dropped.
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn redis(dir: &Path) -> (Process, u16) {
+    let port = free_port();
+    let mut child = Command::new(program("redis-server"))
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_port(port, &mut child, "redis-server");
+    (Process(child), port)
+}
+
+/// One replica: the file server over HTTP with bearer tokens, its audit log its own, its rate limits in Redis.
+struct Replica {
+    process: Process,
+    port: u16,
+    audit_log: PathBuf,
+}
+
+fn replica(dir: &Path, n: usize, data: &Path, resource: &str, extra: &[&str]) -> Replica {
+    let port = free_port();
+    let audit_log = dir.join(format!("replica-{n}.jsonl"));
+    let mut child = Command::new(SERVER)
+        .arg("--data-root")
+        .arg(data)
+        .arg("--audit-log")
+        .arg(&audit_log)
+        .args(["--server-id", "files"])
+        .args(["--http", &format!("127.0.0.1:{port}")])
+        .args(["--issuer", ISSUER, "--resource-url", resource])
+        .args(extra)
+        .env("MCP_AUTH_HS256_SECRET", SECRET)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    common::wait_until_listening(&mut child, "serving MCP over HTTP at", |_| {});
+    Replica {
+        process: Process(child),
+        port,
+        audit_log,
+    }
+}
+
+/// HAProxy in front of `replicas`, round robin, taking a replica out when it stops accepting connections and
+/// retrying a request whose connection failed on another.
+fn haproxy(dir: &Path, port: u16, replicas: &[&Replica]) -> Process {
+    let servers: String = replicas
+        .iter()
+        .enumerate()
+        .map(|(n, r)| {
+            format!(
+                "    server r{n} 127.0.0.1:{} check inter 100ms fall 1 rise 2\n",
+                r.port
+            )
+        })
+        .collect();
+    let config = format!(
+        "global\n    maxconn 1000\n\ndefaults\n    mode http\n    timeout connect 1s\n    timeout client 30s\n    \
+         timeout server 30s\n    retries 3\n    option redispatch\n\nfrontend mcp\n    bind 127.0.0.1:{port}\n    \
+         default_backend replicas\n\nbackend replicas\n    balance roundrobin\n{servers}"
+    );
+    let path = dir.join("haproxy.cfg");
+    std::fs::write(&path, config).unwrap();
+    let mut child = Command::new(program("haproxy"))
+        .arg("-f")
+        .arg(&path)
+        .arg("-db")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_port(port, &mut child, "haproxy");
+    Process(child)
+}
+
+fn token(resource: &str, subject: &str) -> String {
+    secure_tools::testing::hs256_token(
+        SECRET,
+        ISSUER,
+        resource,
+        subject,
+        "files.read files.write",
+        Duration::from_secs(600),
+    )
+}
+
+/// One `tools/call` of `read_file` with JSON-RPC id `id`: the tool result, or `None` if no answer came back.
+async fn read(client: &reqwest::Client, url: &str, token: &str, id: u64) -> Option<Value> {
+    let answer = client
+        .post(url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("authorization", format!("Bearer {token}"))
+        .body(
+            json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+                   "params": {"name": "read_file", "arguments": {"filename": "greeting.txt"}}})
+            .to_string(),
+        )
+        .send()
+        .await
+        .ok()?;
+    if answer.status() != 200 {
+        return None;
+    }
+    let body: Value = answer.json().await.ok()?;
+    assert_eq!(body["id"], id, "{body}");
+    Some(body["result"].clone())
+}
+
+fn records(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
+/// The `tool_call` records of every log, by JSON-RPC id; fails on an id recorded twice.
+fn calls_by_id(logs: &[PathBuf]) -> std::collections::BTreeMap<u64, Value> {
+    let mut calls = std::collections::BTreeMap::new();
+    for log in logs {
+        for record in records(log) {
+            if record["event"] == "tool_call" {
+                let id = record["request_id"].as_u64().unwrap();
+                assert!(
+                    calls.insert(id, record.clone()).is_none(),
+                    "call {id} audited twice: {record}"
+                );
+            }
+        }
+    }
+    calls
+}
+
+fn assert_chain_verifies(log: &Path) {
+    let (code, stdout, stderr) =
+        command::secure_tools(&["audit", "verify", log.to_str().unwrap()], &[]);
+    assert_eq!(
+        code,
+        0,
+        "{} does not verify:\n{stdout}\n{stderr}",
+        log.display()
+    );
+}
+
+fn data_root(dir: &Path) -> PathBuf {
+    let data = dir.join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("greeting.txt"), "hello\n").unwrap();
+    data
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_callers_rate_limit_holds_across_three_replicas_and_each_call_is_audited_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = data_root(dir.path());
+    let (_redis, redis_port) = redis(dir.path());
+    let lb_port = free_port();
+    let resource = format!("http://127.0.0.1:{lb_port}/mcp");
+    let redis_url = format!("redis://127.0.0.1:{redis_port}/0");
+    let limited = ["--rate-limit", "10/min", "--rate-limit-redis", &redis_url];
+    let replicas: Vec<Replica> = (0..3)
+        .map(|n| replica(dir.path(), n, &data, &resource, &limited))
+        .collect();
+    let _lb = haproxy(dir.path(), lb_port, &replicas.iter().collect::<Vec<_>>());
+    let client = reqwest::Client::new();
+    let (alice, bob) = (token(&resource, "alice"), token(&resource, "bob"));
+
+    let mut allowed = 0;
+    let mut limited_calls = 0;
+    for id in 1..=25 {
+        let result = read(&client, &resource, &alice, id)
+            .await
+            .expect("an answer");
+        if result["isError"] == false {
+            allowed += 1;
+        } else {
+            let notice = &result["_meta"]["secure-tools/refusal"];
+            assert_eq!(notice["code"], "rate_limited", "{result}");
+            assert!(
+                notice["retryAfterSeconds"].as_u64().unwrap() >= 1,
+                "{result}"
+            );
+            limited_calls += 1;
+        }
+    }
+    assert_eq!(
+        (allowed, limited_calls),
+        (10, 15),
+        "alice: 10 calls a minute in all"
+    );
+    // Another caller has a limit of its own.
+    for id in 26..=30 {
+        let result = read(&client, &resource, &bob, id).await.expect("an answer");
+        assert_eq!(result["isError"], false, "{result}");
+    }
+
+    // The calls were spread over the replicas, and each is audited once, in one log.
+    let logs: Vec<PathBuf> = replicas.iter().map(|r| r.audit_log.clone()).collect();
+    let calls = calls_by_id(&logs);
+    assert_eq!(
+        calls.keys().copied().collect::<Vec<_>>(),
+        (1..=30).collect::<Vec<_>>()
+    );
+    for log in &logs {
+        let served = records(log)
+            .iter()
+            .filter(|r| r["event"] == "tool_call")
+            .count();
+        assert!(
+            served >= 5,
+            "round robin gave {} only {served} calls",
+            log.display()
+        );
+    }
+    let outcomes = |caller: &str, outcome: &str| {
+        calls
+            .values()
+            .filter(|c| c["caller"] == caller && c["outcome"] == outcome)
+            .count()
+    };
+    assert_eq!(outcomes("alice", "ok"), 10);
+    assert_eq!(outcomes("alice", "limited"), 15);
+    assert_eq!(outcomes("bob", "ok"), 5);
+    drop(replicas);
+    for log in &logs {
+        assert_chain_verifies(log);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replica_killed_mid_run_loses_no_record_of_an_answered_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = data_root(dir.path());
+    let (_redis, redis_port) = redis(dir.path());
+    let lb_port = free_port();
+    let resource = format!("http://127.0.0.1:{lb_port}/mcp");
+    let redis_url = format!("redis://127.0.0.1:{redis_port}/0");
+    let shared = [
+        "--rate-limit",
+        "100000/min",
+        "--rate-limit-redis",
+        &redis_url,
+    ];
+    let mut replicas: Vec<Replica> = (0..3)
+        .map(|n| replica(dir.path(), n, &data, &resource, &shared))
+        .collect();
+    let _lb = haproxy(dir.path(), lb_port, &replicas.iter().collect::<Vec<_>>());
+    let client = reqwest::Client::new();
+    let alice = token(&resource, "alice");
+
+    // Four clients, 60 calls each; the second replica is killed (SIGKILL) once 80 calls have been answered.
+    let answered = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut workers = Vec::new();
+    for worker in 0..4u64 {
+        let (client, url, token, answered) = (
+            client.clone(),
+            resource.clone(),
+            alice.clone(),
+            answered.clone(),
+        );
+        workers.push(tokio::spawn(async move {
+            for n in 0..60u64 {
+                let id = worker * 1000 + n + 1;
+                if let Some(result) = read(&client, &url, &token, id).await {
+                    assert_eq!(result["isError"], false, "{result}");
+                    answered.lock().unwrap().push(id);
+                }
+            }
+        }));
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while answered.lock().unwrap().len() < 80 {
+        assert!(Instant::now() < deadline, "calls are not being answered");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let victim = &mut replicas[1].process.0;
+    victim.kill().unwrap();
+    victim.wait().unwrap();
+    for worker in workers {
+        worker.await.unwrap();
+    }
+
+    let answered = answered.lock().unwrap().clone();
+    assert!(
+        answered.len() >= 200,
+        "only {} of 240 calls answered",
+        answered.len()
+    );
+    let logs: Vec<PathBuf> = replicas.iter().map(|r| r.audit_log.clone()).collect();
+    let calls = calls_by_id(&logs);
+    for id in &answered {
+        let call = calls
+            .get(id)
+            .unwrap_or_else(|| panic!("call {id} was answered but has no record"));
+        assert_eq!(call["outcome"], "ok", "{call}");
+    }
+    let killed = records(&replicas[1].audit_log)
+        .iter()
+        .filter(|r| r["event"] == "tool_call")
+        .count();
+    assert!(
+        killed > 0,
+        "the killed replica had served calls before it died"
+    );
+    drop(replicas);
+    for log in &logs {
+        assert_chain_verifies(log);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_redis_calls_are_refused_unless_configured_to_go_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = data_root(dir.path());
+    // Nothing listens there.
+    let nowhere = format!("redis://127.0.0.1:{}/0", free_port());
+    let client = reqwest::Client::new();
+    for (mode, expect_ok) in [("refuse", false), ("allow", true)] {
+        let sub = dir.path().join(mode);
+        std::fs::create_dir(&sub).unwrap();
+        let port_holder = free_port();
+        let resource = format!("http://127.0.0.1:{port_holder}/mcp");
+        let options = [
+            "--rate-limit",
+            "10/min",
+            "--rate-limit-redis",
+            nowhere.as_str(),
+            "--rate-limit-redis-unavailable",
+            mode,
+        ];
+        let server = replica(&sub, 0, &data, &resource, &options);
+        let url = format!("http://127.0.0.1:{}/mcp", server.port);
+        let started = Instant::now();
+        let result = read(&client, &url, &token(&resource, "alice"), 1)
+            .await
+            .expect("an answer");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the check waited too long for Redis"
+        );
+        if expect_ok {
+            assert_eq!(result["isError"], false, "{mode}: {result}");
+        } else {
+            assert_eq!(
+                result["_meta"]["secure-tools/refusal"]["code"], "rate_limit_unavailable",
+                "{result}"
+            );
+        }
+        drop(server);
+        let calls = calls_by_id(&[sub.join("replica-0.jsonl")]);
+        let expected = if expect_ok { "ok" } else { "limited" };
+        assert_eq!(calls[&1]["outcome"], expected, "{mode}");
+    }
+}

@@ -1,0 +1,186 @@
+//! Rate limits shared by replicas (feature `redis`): the GCRA state of each caller and tool kept in Redis, so a
+//! caller allowed ten calls a minute gets ten in all, however many replicas serve it.
+//!
+//! Each check runs one Lua script on the Redis server ([`GCRA`]), atomic there: it reads the key's theoretical
+//! arrival time, decides on the server's own clock (`TIME`, so replicas' clocks need not agree), and stores the
+//! new one with an expiry, all at once. The algorithm is the one `governor` runs in process (a burst of `count`, one
+//! call back every `period / count`), so a rate means the same with or without Redis.
+//!
+//! When Redis cannot be reached (connecting or answering takes longer than [`REDIS_TIMEOUT`]), a call is refused
+//! `rate_limit_unavailable` (outcome `limited`, retry after a second) by default, or let through
+//! ([`WhenUnavailable::Allow`]) if configured so: fail closed unless asked otherwise. Either way the call is
+//! audited, and a failure is logged at most once per outage.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use super::limits::Rate;
+use super::refusal::{Refusal, codes};
+
+/// How long connecting to Redis, or an answer from it, may take before the store counts as unreachable.
+pub const REDIS_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// GCRA on the Redis server. KEYS[1]: the caller and tool's key. ARGV[1]: the emission interval (µs, `period /
+/// count`); ARGV[2]: the burst's tolerance (µs, `(count - 1) * interval`). Returns `{1, 0}` when the call may go,
+/// or `{0, wait_µs}`.
+pub const GCRA: &str = r"
+local now = redis.call('TIME')
+local now_us = tonumber(now[1]) * 1000000 + tonumber(now[2])
+local interval = tonumber(ARGV[1])
+local tolerance = tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1])) or now_us
+if tat < now_us then tat = now_us end
+local allow_at = tat - tolerance
+if now_us < allow_at then
+  return {0, allow_at - now_us}
+end
+local new_tat = tat + interval
+redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.ceil((new_tat - now_us) / 1000) + 1)
+return {1, 0}
+";
+
+/// What a rate check does when Redis cannot be reached.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum WhenUnavailable {
+    /// Refuse the call, `rate_limit_unavailable` (the default: a limit that cannot be checked is not waived).
+    #[default]
+    Refuse,
+    /// Let the call through, unlimited, and log that the limit is not enforced.
+    Allow,
+}
+
+impl std::str::FromStr for WhenUnavailable {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text.trim() {
+            "refuse" => Ok(WhenUnavailable::Refuse),
+            "allow" => Ok(WhenUnavailable::Allow),
+            other => Err(format!(
+                "`{}`: expected `refuse` or `allow`",
+                other.escape_debug()
+            )),
+        }
+    }
+}
+
+/// Where a tool set's rate limits keep their state when several replicas share it: a Redis server.
+#[derive(Clone)]
+pub struct RedisRates {
+    client: redis::Client,
+    script: Arc<redis::Script>,
+    prefix: Arc<str>,
+    when_unavailable: WhenUnavailable,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    /// Made on the first check, inside the runtime; it reconnects by itself.
+    connection: OnceLock<ConnectionManager>,
+    /// Whether the current outage has been logged.
+    down: AtomicBool,
+}
+
+impl std::fmt::Debug for RedisRates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisRates")
+            .field("prefix", &self.prefix)
+            .field("when_unavailable", &self.when_unavailable)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisRates {
+    /// The Redis server at `url` (`redis://host:6379/0`, `redis+unix:///run/redis.sock`), keys under
+    /// `secure-tools:rate:{namespace}:` (use the server id, so that servers sharing a Redis keep apart). Nothing
+    /// is connected until the first check.
+    pub fn open(url: &str, namespace: &str) -> Result<Self, redis::RedisError> {
+        Ok(RedisRates {
+            client: redis::Client::open(url)?,
+            script: Arc::new(redis::Script::new(GCRA)),
+            prefix: Arc::from(format!("secure-tools:rate:{namespace}:")),
+            when_unavailable: WhenUnavailable::Refuse,
+            shared: Arc::new(Shared {
+                connection: OnceLock::new(),
+                down: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// What a check does when Redis cannot be reached (default: refuse).
+    pub fn when_unavailable(mut self, mode: WhenUnavailable) -> Self {
+        self.when_unavailable = mode;
+        self
+    }
+
+    fn connection(&self) -> Result<ConnectionManager, redis::RedisError> {
+        if let Some(connection) = self.shared.connection.get() {
+            return Ok(connection.clone());
+        }
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(REDIS_TIMEOUT))
+            .set_response_timeout(Some(REDIS_TIMEOUT))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(200));
+        let made = ConnectionManager::new_lazy_with_config(self.client.clone(), config)?;
+        Ok(self.shared.connection.get_or_init(|| made).clone())
+    }
+
+    /// One call of `tool` by `caller` under `rate`.
+    pub(crate) async fn check(&self, rate: Rate, caller: &str, tool: &str) -> Result<(), Refusal> {
+        let interval = (rate.period / rate.count.max(1)).as_micros().max(1);
+        let tolerance = interval * u128::from(rate.count.saturating_sub(1));
+        // The caller's length first, so that no caller and tool pair can spell another's key.
+        let key = format!("{}{}:{caller}:{tool}", self.prefix, caller.len());
+        let answer = async {
+            let mut connection = self.connection()?;
+            let mut invocation = self.script.key(key);
+            invocation
+                .arg(interval.to_string())
+                .arg(tolerance.to_string());
+            let invocation = invocation.invoke_async::<(i64, i64)>(&mut connection);
+            // The connection manager's own timeouts bound each attempt; this bounds the whole, retries included.
+            tokio::time::timeout(REDIS_TIMEOUT * 3, invocation)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(redis::RedisError::from(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "no answer from Redis in time",
+                    )))
+                })
+        }
+        .await;
+        match answer {
+            Ok((1, _)) => {
+                if self.shared.down.swap(false, Ordering::Relaxed) {
+                    tracing::warn!("the rate limit's Redis answers again");
+                }
+                Ok(())
+            }
+            Ok((_, wait_us)) => {
+                let wait = Duration::from_micros(u64::try_from(wait_us).unwrap_or(0));
+                let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                Err(Refusal::limited(
+                    codes::RATE_LIMITED,
+                    format!("the rate limit of {rate} for this tool is used up; retry in {secs} s"),
+                )
+                .retry_after(Duration::from_secs(secs)))
+            }
+            Err(error) => {
+                if !self.shared.down.swap(true, Ordering::Relaxed) {
+                    tracing::error!(%error, mode = ?self.when_unavailable, "the rate limit's Redis cannot be reached");
+                }
+                match self.when_unavailable {
+                    WhenUnavailable::Allow => Ok(()),
+                    WhenUnavailable::Refuse => Err(Refusal::limited(
+                        codes::RATE_LIMIT_UNAVAILABLE,
+                        "the rate limit cannot be checked now; retry shortly",
+                    )
+                    .retry_after(Duration::from_secs(1))),
+                }
+            }
+        }
+    }
+}
