@@ -3,6 +3,7 @@
 //! `secure-file-server demo` runs the end-to-end story against itself.
 
 mod demo;
+mod health;
 mod tools;
 
 use std::process::ExitCode;
@@ -33,6 +34,10 @@ enum Command {
     /// Run the demo: start this server twice with different scopes, call its tools with an MCP client, and print
     /// what happened and what was audited.
     Demo,
+    /// Exit 0 if the server serving over HTTP at `--http` / `MCP_HTTP` (reached on loopback when it binds every
+    /// address) answers its health check (`/healthz`); for a container's HEALTHCHECK. Without `--http` (a server
+    /// on stdio, healthy while it runs) there is nothing to ask: exit 0.
+    Healthcheck,
 }
 
 fn main() -> ExitCode {
@@ -42,8 +47,15 @@ fn main() -> ExitCode {
         .build()
         .expect("tokio runtime");
     let result = runtime.block_on(async {
-        if let Some(Command::Demo) = cli.command {
-            return demo::run().await;
+        match cli.command {
+            Some(Command::Demo) => return demo::run().await,
+            Some(Command::Healthcheck) => {
+                let bind = cli.server.http.ok_or(
+                    "healthcheck: the server is not configured to serve HTTP (--http / MCP_HTTP)",
+                )?;
+                return health::check(bind);
+            }
+            None => {}
         }
         let settings = Settings::from_args(cli.server)
             .await

@@ -16,7 +16,7 @@ pub fn cli() -> PathBuf {
     assert!(
         path.exists(),
         "{} is missing: run the workspace's tests (`cargo test --workspace`), or build it first \
-         (`cargo build -p secure-tools --features cli --bin secure-tools`)",
+         (`cargo build -p secure-tools --features command --bin secure-tools`)",
         path.display()
     );
     path

@@ -53,6 +53,10 @@ mod sessions;
 pub use authenticate::INSUFFICIENT_SCOPE_CODE;
 pub use bearer::{BearerAuth, KeyError, TokenError, VerificationKeys, VerifiedToken};
 pub use challenge::METADATA_PATH;
+
+/// Answers `200 ok` to `GET`, without authentication (behind the Host and Origin checks): whether the server
+/// accepts and answers HTTP requests, for a load balancer or a container's health check. It says nothing else.
+pub const HEALTH_PATH: &str = "/healthz";
 pub use connections::{DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_CONNECTIONS};
 pub use rejections::DEFAULT_REJECTION_RECORDS;
 
@@ -534,6 +538,8 @@ where
             shared.clone(),
             authenticate::authenticate,
         ));
+    // For a load balancer's or a container's health check: no authentication, nothing about the server.
+    app = app.route(HEALTH_PATH, axum::routing::get(|| async { "ok\n" }));
     if shared.auth.is_some() {
         app = app.merge(
             Router::new()
