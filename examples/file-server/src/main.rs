@@ -50,10 +50,11 @@ fn main() -> ExitCode {
         match cli.command {
             Some(Command::Demo) => return demo::run().await,
             Some(Command::Healthcheck) => {
-                let bind = cli.server.http.ok_or(
-                    "healthcheck: the server is not configured to serve HTTP (--http / MCP_HTTP)",
-                )?;
-                return health::check(bind);
+                return match cli.server.http {
+                    Some(bind) => health::check(bind),
+                    // Over stdio the server has no address to ask; it is healthy while it runs.
+                    None => Ok(()),
+                };
             }
             None => {}
         }
