@@ -49,7 +49,7 @@ echo "## Through HAProxy ($seconds s per run, wrk -t2 -c32, $rounds rounds, rate
 echo
 echo "| replicas | calls/s (median) | p50 µs | p99 µs | errors |"
 echo "| ---: | ---: | ---: | ---: | ---: |"
-shared=(--rate-limit 100000000/min --rate-limit-redis "redis://127.0.0.1:$redis_port/0")
+shared=(--rate-limit 1000000/s --rate-limit-redis "redis://127.0.0.1:$redis_port/0")
 for count in 1 2 3; do
     started=() servers=""
     for n in $(seq "$count"); do
@@ -80,12 +80,12 @@ done
 echo
 echo "## One replica, no balancer: the rate limit in process against in Redis ($rounds rounds each, alternating)"
 echo
-echo "| limiter | calls/s (median) | server CPU µs per call | redis-server CPU µs per call |"
-echo "| --- | ---: | ---: | ---: |"
-declare -A rates cpus rcpus
+echo "| limiter | calls/s, 32 connections (median) | server CPU µs per call | redis-server CPU µs per call | p50 µs, one connection | calls/s, one connection |"
+echo "| --- | ---: | ---: | ---: | ---: | ---: |"
+declare -A rates cpus rcpus singles single_rates
 for round in $(seq "$rounds"); do
     for variant in in-process redis; do
-        flags=(--rate-limit 100000000/min)
+        flags=(--rate-limit 1000000/s)
         [[ $variant == redis ]] && flags+=(--rate-limit-redis "redis://127.0.0.1:$redis_port/0")
         read -r pid port < <(replica "$variant-$round" "${flags[@]}")
         pids+=("$pid")
@@ -99,11 +99,14 @@ for round in $(seq "$rounds"); do
         rates[$variant]+="$(awk -v c="$calls" -v s="$secs" 'BEGIN { printf "%.0f", c / s }') "
         cpus[$variant]+="$(awk -v a="$after" -v b="$before" -v c="$calls" 'BEGIN { printf "%.1f", (a - b) * 1e6 / c }') "
         rcpus[$variant]+="$(awk -v a="$rafter" -v b="$rbefore" -v c="$calls" 'BEGIN { printf "%.1f", (a - b) * 1e6 / c }') "
+        single=$(wrk -t1 -c1 -d"${seconds}s" --latency -s benches/replicas/call.lua "$url" | grep '^RESULT')
+        singles[$variant]+="$(echo "$single" | sed 's/.*p50_us=\([0-9]*\).*/\1/') "
+        single_rates[$variant]+="$(echo "$single" | awk '{ split($2,a,"="); split($3,b,"="); printf "%.0f", a[2]/b[2] }') "
         kill "$pid"
         wait "$pid" 2>/dev/null || true
     done
 done
 median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 for variant in in-process redis; do
-    echo "| $variant | $(echo "${rates[$variant]}" | median) | $(echo "${cpus[$variant]}" | median) | $(echo "${rcpus[$variant]}" | median) |"
+    echo "| $variant | $(echo "${rates[$variant]}" | median) | $(echo "${cpus[$variant]}" | median) | $(echo "${rcpus[$variant]}" | median) | $(echo "${singles[$variant]}" | median) | $(echo "${single_rates[$variant]}" | median) |"
 done
