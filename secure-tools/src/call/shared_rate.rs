@@ -23,8 +23,8 @@ use super::refusal::{Refusal, codes};
 /// How long connecting to Redis, or an answer from it, may take before the store counts as unreachable.
 pub const REDIS_TIMEOUT: Duration = Duration::from_millis(500);
 
-/// GCRA on the Redis server. KEYS[1]: the caller and tool's key. ARGV[1]: the emission interval (µs, `period /
-/// count`); ARGV[2]: the burst's tolerance (µs, `(count - 1) * interval`). Returns `{1, 0}` when the call may go,
+/// GCRA on the Redis server. `KEYS[1]`: the caller and tool's key. `ARGV[1]`: the emission interval (µs, `period /
+/// count`); `ARGV[2]`: the burst's tolerance (µs, `(count - 1) * interval`). Returns `{1, 0}` when the call may go,
 /// or `{0, wait_µs}`.
 pub const GCRA: &str = r"
 local now = redis.call('TIME')
