@@ -20,8 +20,8 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use opentelemetry_proto::tonic::metrics::v1::metric::Data;
-use opentelemetry_proto::tonic::trace::v1::Span;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, Span};
 use prost::Message;
 use secure_tools_tests::interop::{PYTHON, install, repo_root, run};
 use serde_json::{Value, json};
@@ -98,7 +98,7 @@ impl Receiver {
             .collect()
     }
 
-    fn spans(&self) -> Vec<Span> {
+    fn resource_spans(&self) -> Vec<ResourceSpans> {
         self.bodies("/v1/traces")
             .iter()
             .flat_map(|body| {
@@ -106,19 +106,20 @@ impl Receiver {
                     .unwrap()
                     .resource_spans
             })
+            .collect()
+    }
+
+    fn spans(&self) -> Vec<Span> {
+        self.resource_spans()
+            .into_iter()
             .flat_map(|r| r.scope_spans)
             .flat_map(|s| s.spans)
             .collect()
     }
 
     fn service_names(&self) -> Vec<String> {
-        self.bodies("/v1/traces")
-            .iter()
-            .flat_map(|body| {
-                ExportTraceServiceRequest::decode(&body[..])
-                    .unwrap()
-                    .resource_spans
-            })
+        self.resource_spans()
+            .into_iter()
             .filter_map(|r| r.resource)
             .filter_map(|r| string_attribute(&r.attributes, "service.name"))
             .collect()

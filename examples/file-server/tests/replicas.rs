@@ -218,19 +218,56 @@ fn data_root(dir: &Path) -> PathBuf {
     data
 }
 
+/// Three replicas behind HAProxy, their rate limit (`rate`) kept in one Redis; everything stopped on drop.
+struct Cluster {
+    replicas: Vec<Replica>,
+    /// The balancer's MCP endpoint, also the tokens' audience.
+    resource: String,
+    _lb: Process,
+    _redis: Process,
+    _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    fn start(rate: &str) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let data = data_root(dir.path());
+        let (redis, redis_port) = redis(dir.path());
+        let lb_port = free_port();
+        let resource = format!("http://127.0.0.1:{lb_port}/mcp");
+        let redis_url = format!("redis://127.0.0.1:{redis_port}/0");
+        let flags = ["--rate-limit", rate, "--rate-limit-redis", &redis_url];
+        let replicas: Vec<Replica> = (0..3)
+            .map(|n| replica(dir.path(), n, &data, &resource, &flags))
+            .collect();
+        let lb = haproxy(dir.path(), lb_port, &replicas.iter().collect::<Vec<_>>());
+        Cluster {
+            replicas,
+            resource,
+            _lb: lb,
+            _redis: redis,
+            _dir: dir,
+        }
+    }
+
+    fn logs(&self) -> Vec<PathBuf> {
+        self.replicas.iter().map(|r| r.audit_log.clone()).collect()
+    }
+
+    /// Stops the replicas (the logs stay), then checks that each log verifies as a chain.
+    fn stop_and_verify(mut self) {
+        let logs = self.logs();
+        self.replicas.clear();
+        for log in &logs {
+            assert_chain_verifies(log);
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_callers_rate_limit_holds_across_three_replicas_and_each_call_is_audited_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = data_root(dir.path());
-    let (_redis, redis_port) = redis(dir.path());
-    let lb_port = free_port();
-    let resource = format!("http://127.0.0.1:{lb_port}/mcp");
-    let redis_url = format!("redis://127.0.0.1:{redis_port}/0");
-    let limited = ["--rate-limit", "10/min", "--rate-limit-redis", &redis_url];
-    let replicas: Vec<Replica> = (0..3)
-        .map(|n| replica(dir.path(), n, &data, &resource, &limited))
-        .collect();
-    let _lb = haproxy(dir.path(), lb_port, &replicas.iter().collect::<Vec<_>>());
+    let cluster = Cluster::start("10/min");
+    let resource = cluster.resource.clone();
     let client = reqwest::Client::new();
     let (alice, bob) = (token(&resource, "alice"), token(&resource, "bob"));
 
@@ -264,7 +301,7 @@ async fn a_callers_rate_limit_holds_across_three_replicas_and_each_call_is_audit
     }
 
     // The calls were spread over the replicas, and each is audited once, in one log.
-    let logs: Vec<PathBuf> = replicas.iter().map(|r| r.audit_log.clone()).collect();
+    let logs = cluster.logs();
     let calls = calls_by_id(&logs);
     assert_eq!(
         calls.keys().copied().collect::<Vec<_>>(),
@@ -290,30 +327,13 @@ async fn a_callers_rate_limit_holds_across_three_replicas_and_each_call_is_audit
     assert_eq!(outcomes("alice", "ok"), 10);
     assert_eq!(outcomes("alice", "limited"), 15);
     assert_eq!(outcomes("bob", "ok"), 5);
-    drop(replicas);
-    for log in &logs {
-        assert_chain_verifies(log);
-    }
+    cluster.stop_and_verify();
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_replica_killed_mid_run_loses_no_record_of_an_answered_call() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = data_root(dir.path());
-    let (_redis, redis_port) = redis(dir.path());
-    let lb_port = free_port();
-    let resource = format!("http://127.0.0.1:{lb_port}/mcp");
-    let redis_url = format!("redis://127.0.0.1:{redis_port}/0");
-    let shared = [
-        "--rate-limit",
-        "100000/min",
-        "--rate-limit-redis",
-        &redis_url,
-    ];
-    let mut replicas: Vec<Replica> = (0..3)
-        .map(|n| replica(dir.path(), n, &data, &resource, &shared))
-        .collect();
-    let _lb = haproxy(dir.path(), lb_port, &replicas.iter().collect::<Vec<_>>());
+    let mut cluster = Cluster::start("100000/min");
+    let resource = cluster.resource.clone();
     let client = reqwest::Client::new();
     let alice = token(&resource, "alice");
 
@@ -342,7 +362,7 @@ async fn a_replica_killed_mid_run_loses_no_record_of_an_answered_call() {
         assert!(Instant::now() < deadline, "calls are not being answered");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let victim = &mut replicas[1].process.0;
+    let victim = &mut cluster.replicas[1].process.0;
     victim.kill().unwrap();
     victim.wait().unwrap();
     for worker in workers {
@@ -355,7 +375,7 @@ async fn a_replica_killed_mid_run_loses_no_record_of_an_answered_call() {
         "only {} of 240 calls answered",
         answered.len()
     );
-    let logs: Vec<PathBuf> = replicas.iter().map(|r| r.audit_log.clone()).collect();
+    let logs = cluster.logs();
     let calls = calls_by_id(&logs);
     for id in &answered {
         let call = calls
@@ -363,7 +383,7 @@ async fn a_replica_killed_mid_run_loses_no_record_of_an_answered_call() {
             .unwrap_or_else(|| panic!("call {id} was answered but has no record"));
         assert_eq!(call["outcome"], "ok", "{call}");
     }
-    let killed = records(&replicas[1].audit_log)
+    let killed = records(&logs[1])
         .iter()
         .filter(|r| r["event"] == "tool_call")
         .count();
@@ -371,10 +391,7 @@ async fn a_replica_killed_mid_run_loses_no_record_of_an_answered_call() {
         killed > 0,
         "the killed replica had served calls before it died"
     );
-    drop(replicas);
-    for log in &logs {
-        assert_chain_verifies(log);
-    }
+    cluster.stop_and_verify();
 }
 
 #[tokio::test(flavor = "multi_thread")]
