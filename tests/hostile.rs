@@ -180,6 +180,9 @@ fn rss_kib(pid: u32) -> u64 {
 #[test]
 fn an_over_long_line_is_refused_with_its_id_without_being_held_in_memory() {
     let mut server = started(&[("MCP_MAX_MESSAGE_BYTES", "65536")]);
+    still_serving(&mut server, 20);
+    // What the server holds once serving: the binary's pages, the runtime, one call's worth of buffers.
+    let serving = rss_kib(server.pid());
     let padding = "x".repeat(32 * 1024 * 1024);
     // The id before the bulk, and after it: either way the caller gets its answer.
     let first = format!(
@@ -202,9 +205,14 @@ fn an_over_long_line_is_refused_with_its_id_without_being_held_in_memory() {
         );
     }
     still_serving(&mut server, 22);
-    // Two 32 MiB lines went through; the server's peak memory stayed far below one of them.
+    // Two 32 MiB lines went through; the server's peak memory grew by far less than one of them. (Measured from
+    // the server's own memory once serving, which grows with the binary's size and its linked features: a fixed
+    // bound of 24 MiB on the peak, once 2 or 3 MiB above it, failed when the workspace's tests linked more.)
     let peak = rss_kib(server.pid());
-    assert!(peak < 24 * 1024, "peak RSS {peak} KiB");
+    assert!(
+        peak - serving < 8 * 1024,
+        "peak RSS {peak} KiB, {serving} KiB once serving"
+    );
     // A line just under the limit is still served.
     let text = "y".repeat(60_000);
     let answer = server.request(RawServer::call_message(
