@@ -364,27 +364,28 @@ impl<S: Send + Sync + 'static> ToolSetBuilder<S> {
     }
 
     /// What the runners' settings ask of every tool set: the server id, if given, the call limits, and JSON lines
-    /// appended to `audit_log`, if given.
+    /// appended to the audit log, if given, chained as the settings say (each line also handed to `mirror`).
     pub(crate) fn runner_settings(
         mut self,
-        server_id: Option<&str>,
-        limits: crate::serve::CallLimits,
-        audit_log: Option<&std::path::Path>,
-        chain_key: Option<&audit::ChainKey>,
-        checkpoints: Option<&audit::Checkpoints>,
-        durability: audit::Durability,
+        settings: &crate::serve::Settings,
+        mirror: Option<Arc<dyn audit::chain::LineMirror>>,
     ) -> std::io::Result<Self> {
-        self = limits.apply(self);
+        self = settings.limits.apply(self);
+        let server_id = settings.server_id.as_deref();
         if let Some(id) = server_id {
             self = self.server_id(id.to_owned());
         }
         // An audit file is always chained (see `audit::chain`).
-        if let Some(path) = audit_log {
-            let mut sink = audit::ChainedFileSink::append_to(path, chain_key.cloned())?
-                .with_durability(durability);
-            if let Some(checkpoints) = checkpoints {
+        if let Some(path) = &settings.audit_log {
+            let mut sink =
+                audit::ChainedFileSink::append_to(path, settings.audit_chain_key.clone())?
+                    .with_durability(settings.audit_durability);
+            if let Some(checkpoints) = &settings.audit_checkpoints {
                 sink = sink
                     .with_checkpoints(checkpoints.clone(), server_id.unwrap_or(&self.server_id));
+            }
+            if let Some(mirror) = mirror {
+                sink = sink.with_mirror(mirror);
             }
             self = self.audit_sink(sink);
         }
@@ -411,8 +412,8 @@ impl<S: Send + Sync + 'static> ToolSetBuilder<S> {
     /// Adds a sink that copies the trail elsewhere: unlike [`audit_sink`](Self::audit_sink), it does not replace
     /// the default destination (standard error).
     #[cfg(feature = "otel")]
-    pub(crate) fn audit_mirror(mut self, sink: impl AuditSink) -> Self {
-        self.mirrors.push(Arc::new(sink));
+    pub(crate) fn audit_mirror(mut self, sink: Arc<dyn AuditSink>) -> Self {
+        self.mirrors.push(sink);
         self
     }
 

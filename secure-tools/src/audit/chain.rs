@@ -229,6 +229,16 @@ struct ChainState {
     key: Option<ChainKey>,
     durability: Durability,
     server_id: std::sync::Arc<str>,
+    mirror: Option<std::sync::Arc<dyn LineMirror>>,
+}
+
+/// Sees each line a [`ChainedFileSink`] has written, as written (sealed: with `seq`, `prev` and the seal), right
+/// after the write and in the file's order: to copy the trail elsewhere (OpenTelemetry logs) without serializing
+/// the record a second time, and with the chain's fields, so the copy can be checked for gaps too.
+pub trait LineMirror: Send + Sync + 'static {
+    /// `line` without its newline; `record` is the record it holds, or `None` for a line that holds none of this
+    /// process's records (a checkpoint, a record appended as JSON with [`ChainedFileSink::append_object`]).
+    fn mirror(&self, record: Option<&AuditRecord>, line: &str);
 }
 
 /// Signed checkpoints: the key, and the longest time records go unsigned while more are written.
@@ -343,6 +353,7 @@ impl ChainedFileSink {
                 key,
                 durability: Durability::Write,
                 server_id: "secure-tools".into(),
+                mirror: None,
             })),
             checkpoints: None,
             path,
@@ -352,6 +363,12 @@ impl ChainedFileSink {
     /// When records are forced to the disk (default [`Durability::Write`]).
     pub fn with_durability(self, durability: Durability) -> Self {
         self.lock().durability = durability;
+        self
+    }
+
+    /// Hands each line written, checkpoints included, to `mirror`.
+    pub fn with_mirror(self, mirror: std::sync::Arc<dyn LineMirror>) -> Self {
+        self.lock().mirror = Some(mirror);
         self
     }
 
@@ -401,14 +418,19 @@ impl ChainedFileSink {
             object.remove(member);
         }
         let stop = object.get("event").and_then(Value::as_str) == Some("server_stop");
-        self.append_line(serde_json::to_vec(&object)?, stop)
+        self.append_line(serde_json::to_vec(&object)?, None, stop)
     }
 
-    /// Seals `line` (a record serialized as a JSON object) after the last record and appends it, with a checkpoint
-    /// after it when one is due (`stop`: it is the `server_stop` record).
-    fn append_line(&self, line: Vec<u8>, stop: bool) -> Result<(), AuditError> {
+    /// Seals `line` (a record serialized as a JSON object: `record`, when it came as one) after the last record and
+    /// appends it, with a checkpoint after it when one is due (`stop`: it is the `server_stop` record).
+    fn append_line(
+        &self,
+        line: Vec<u8>,
+        record: Option<&AuditRecord>,
+        stop: bool,
+    ) -> Result<(), AuditError> {
         let mut state = self.lock();
-        state.append(line)?;
+        state.append(line, record)?;
         state.unsigned += 1;
         if let Some(checkpoints) = &self.checkpoints
             && (stop || state.last_checkpoint.elapsed() >= checkpoints.interval)
@@ -439,13 +461,17 @@ impl ChainState {
             "records": self.seq,
             "sig": sig,
         });
-        self.append(serde_json::to_vec(&record)?)?;
+        self.append(serde_json::to_vec(&record)?, None)?;
         self.unsigned = 0;
         self.last_checkpoint = std::time::Instant::now();
         Ok(())
     }
 
-    fn append(&mut self, mut line: Vec<u8>) -> Result<(), AuditError> {
+    fn append(
+        &mut self,
+        mut line: Vec<u8>,
+        record: Option<&AuditRecord>,
+    ) -> Result<(), AuditError> {
         let seq = self.seq + 1;
         // The line keeps the record's own member order (`ts` first), the chain's members last.
         if line.pop() != Some(b'}') {
@@ -471,6 +497,11 @@ impl ChainState {
                     self.last_sync = std::time::Instant::now();
                 }
             }
+        }
+        if let Some(mirror) = &self.mirror
+            && let Ok(text) = std::str::from_utf8(&line[..line.len() - 1])
+        {
+            mirror.mirror(record, text);
         }
         Ok(())
     }
@@ -500,7 +531,7 @@ fn last_line(file: &mut File) -> io::Result<Option<Vec<u8>>> {
 impl AuditSink for ChainedFileSink {
     fn write(&self, record: &AuditRecord) -> Result<(), AuditError> {
         let stop = matches!(record.event, super::AuditEvent::ServerStop { .. });
-        self.append_line(serde_json::to_vec(record)?, stop)
+        self.append_line(serde_json::to_vec(record)?, Some(record), stop)
     }
 
     fn flush(&self) -> Result<(), AuditError> {

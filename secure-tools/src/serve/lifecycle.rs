@@ -159,19 +159,29 @@ impl Settings {
         &self,
         builder: ToolSetBuilder<S>,
     ) -> Result<ToolSet<S>, ServeError> {
-        let builder = builder
-            .runner_settings(
-                self.server_id.as_deref(),
-                self.limits,
-                self.audit_log.as_deref(),
-                self.audit_chain_key.as_ref(),
-                self.audit_checkpoints.as_ref(),
-                self.audit_durability,
-            )
-            .map_err(|source| ServeError::AuditLog {
-                path: self.audit_log.clone().unwrap_or_default(),
-                source,
-            })?;
+        // The records as OpenTelemetry logs: the audit file's lines as written, or, without a file, a sink of their
+        // own beside the default one.
+        #[cfg(feature = "otel")]
+        let logs: Option<std::sync::Arc<crate::telemetry::AuditLogs>> = self
+            .otel
+            .as_ref()
+            .and_then(|otel| otel.audit_logs())
+            .map(std::sync::Arc::new);
+        #[cfg(not(feature = "otel"))]
+        let logs: Option<std::sync::Arc<dyn crate::audit::chain::LineMirror>> = None;
+        let mirror = match (&logs, &self.audit_log) {
+            (Some(logs), Some(_)) => {
+                Some(logs.clone() as std::sync::Arc<dyn crate::audit::chain::LineMirror>)
+            }
+            _ => None,
+        };
+        let builder =
+            builder
+                .runner_settings(self, mirror)
+                .map_err(|source| ServeError::AuditLog {
+                    path: self.audit_log.clone().unwrap_or_default(),
+                    source,
+                })?;
         #[cfg(feature = "redis")]
         let builder = match &self.rate_limit_store {
             Some(store) => builder.rate_limit_store(store.clone()),
@@ -181,9 +191,9 @@ impl Settings {
         let builder = match &self.otel {
             Some(otel) => {
                 let builder = builder.telemetry(otel.telemetry());
-                match otel.audit_logs() {
-                    Some(logs) => builder.audit_mirror(logs),
-                    None => builder,
+                match logs {
+                    Some(logs) if self.audit_log.is_none() => builder.audit_mirror(logs),
+                    _ => builder,
                 }
             }
             None => builder,

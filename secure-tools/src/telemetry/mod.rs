@@ -18,9 +18,9 @@
 //! the HTTP runner. Tool names come from the set's definitions (a call of a tool that does not exist counts under
 //! `_unknown`), so a caller cannot grow the number of series.
 //!
-//! **Logs.** [`AuditLogs`] is an audit sink that emits each record as an OpenTelemetry log record (its body the
-//! record's JSON, its trace context the call's span), so a collector can ship the trail to a SIEM. It never fails a
-//! write: the local audit file stays the source of truth (and alone carries the chain).
+//! **Logs.** [`AuditLogs`] emits each record as an OpenTelemetry log record (its body the record's JSON line, as
+//! the chained audit file holds it when there is one, chain fields included; its trace context the call's span), so
+//! a collector can ship the trail to a SIEM. It never fails a write: the local audit file stays the source of truth.
 //!
 //! **Setting it up.** The runners do it from the standard `OTEL_*` variables ([`Otel::from_env`]): nothing is
 //! exported unless `OTEL_EXPORTER_OTLP_ENDPOINT` (or a signal's own `OTEL_EXPORTER_OTLP_{TRACES,METRICS,LOGS}_ENDPOINT`)
@@ -43,6 +43,7 @@ use opentelemetry::{Context, InstrumentationScope, KeyValue, global};
 
 pub use sdk::{Otel, OtelError};
 
+use crate::audit::chain::LineMirror;
 use crate::audit::{AuditError, AuditEvent, AuditRecord, AuditSink, Outcome, TraceContext};
 
 /// The names of the metrics (as exported over OTLP; Prometheus turns dots into underscores and adds `_total` to
@@ -298,10 +299,13 @@ fn remote_parent(traceparent: Option<&str>, tracestate: Option<&str>) -> Option<
     Some(Context::current().with_remote_span_context(context))
 }
 
-/// An audit sink that emits each record as an OpenTelemetry log record: body the record's JSON, event name
+/// Emits each audit record as an OpenTelemetry log record: body the record's JSON, event name
 /// `secure_tools.audit.{event}`, the trace context of the call's span, attributes naming the server, and for a call
-/// the tool, outcome and call id. A failure to export never fails the write (the batch exporter drops and
-/// reports); the local audit file stays the source of truth.
+/// the tool, outcome and call id. Beside a chained audit file it is the file's [`LineMirror`]
+/// ([`ChainedFileSink::with_mirror`](crate::audit::ChainedFileSink::with_mirror)): the body is then the line as
+/// written, with `seq`, `prev` and the seal (and checkpoints are copied too), so a collector's copy shows a gap as
+/// the file does. Otherwise it is an [`AuditSink`] of its own. A failure to export never fails the write (the
+/// batch exporter drops and reports); the local audit file stays the source of truth.
 pub struct AuditLogs {
     logger: opentelemetry_sdk::logs::SdkLogger,
 }
@@ -315,17 +319,22 @@ impl AuditLogs {
     }
 }
 
-impl AuditSink for AuditLogs {
-    fn write(&self, record: &AuditRecord) -> Result<(), AuditError> {
-        let Ok(body) = serde_json::to_string(record) else {
-            // The file sink reports what cannot be encoded; a copy for the collector is not worth failing a call.
-            return Ok(());
-        };
+impl AuditLogs {
+    /// Emits one log record: `body` is the record's JSON, or a line of the audit file that holds no record of this
+    /// process (a checkpoint, a record appended as JSON) when `record` is `None`.
+    fn emit(&self, record: Option<&AuditRecord>, body: String) {
         let mut log = self.logger.create_log_record();
-        log.set_timestamp(record.ts.0);
-        log.set_observed_timestamp(std::time::SystemTime::now());
-        log.set_event_name(event_name(&record.event));
         log.set_body(AnyValue::String(body.into()));
+        let Some(record) = record else {
+            log.set_timestamp(std::time::SystemTime::now());
+            log.set_event_name("secure_tools.audit.line");
+            log.set_severity_number(Severity::Info);
+            log.set_severity_text(Severity::Info.name());
+            self.logger.emit(log);
+            return;
+        };
+        log.set_timestamp(record.ts.0);
+        log.set_event_name(event_name(&record.event));
         log.add_attribute("secure_tools.server_id", record.server_id.to_string());
         let (severity, trace) = match &record.event {
             AuditEvent::ToolCall(call) => {
@@ -360,7 +369,24 @@ impl AuditSink for AuditLogs {
             log.set_trace_context(trace_id, span_id, Some(TraceFlags::SAMPLED));
         }
         self.logger.emit(log);
+    }
+}
+
+/// As a sink of its own (the audit goes to no file): each record serialized for the log's body.
+impl AuditSink for AuditLogs {
+    fn write(&self, record: &AuditRecord) -> Result<(), AuditError> {
+        // The other sink reports what cannot be encoded; a copy for the collector is not worth failing a call.
+        if let Ok(body) = serde_json::to_string(record) {
+            self.emit(Some(record), body);
+        }
         Ok(())
+    }
+}
+
+/// Beside a chained audit file: each line as written, chain fields and all, with no second serialization.
+impl LineMirror for AuditLogs {
+    fn mirror(&self, record: Option<&AuditRecord>, line: &str) {
+        self.emit(record, line.to_owned());
     }
 }
 
