@@ -162,19 +162,17 @@ impl Settings {
         // The records as OpenTelemetry logs: the audit file's lines as written, or, without a file, a sink of their
         // own beside the default one.
         #[cfg(feature = "otel")]
-        let logs: Option<std::sync::Arc<crate::telemetry::AuditLogs>> = self
-            .otel
-            .as_ref()
-            .and_then(|otel| otel.audit_logs())
-            .map(std::sync::Arc::new);
-        #[cfg(not(feature = "otel"))]
-        let logs: Option<std::sync::Arc<dyn crate::audit::chain::LineMirror>> = None;
-        let mirror = match (&logs, &self.audit_log) {
-            (Some(logs), Some(_)) => {
-                Some(logs.clone() as std::sync::Arc<dyn crate::audit::chain::LineMirror>)
-            }
-            _ => None,
+        let (builder, mirror) = match self.otel.as_ref().and_then(|otel| otel.audit_logs()) {
+            Some(logs) if self.audit_log.is_some() => (
+                builder,
+                Some(std::sync::Arc::new(logs)
+                    as std::sync::Arc<dyn crate::audit::chain::LineMirror>),
+            ),
+            Some(logs) => (builder.audit_mirror(std::sync::Arc::new(logs)), None),
+            None => (builder, None),
         };
+        #[cfg(not(feature = "otel"))]
+        let mirror = None;
         let builder =
             builder
                 .runner_settings(self, mirror)
@@ -189,13 +187,7 @@ impl Settings {
         };
         #[cfg(feature = "otel")]
         let builder = match &self.otel {
-            Some(otel) => {
-                let builder = builder.telemetry(otel.telemetry());
-                match logs {
-                    Some(logs) if self.audit_log.is_none() => builder.audit_mirror(logs),
-                    _ => builder,
-                }
-            }
+            Some(otel) => builder.telemetry(otel.telemetry()),
             None => builder,
         };
         Ok(builder.build()?)

@@ -35,11 +35,12 @@ use std::time::Duration;
 
 use opentelemetry::logs::{AnyValue, LogRecord as _, Logger as _, LoggerProvider as _, Severity};
 use opentelemetry::metrics::{Counter, Histogram, Meter, MeterProvider};
+use opentelemetry::propagation::{Extractor, TextMapPropagator as _};
 use opentelemetry::trace::{
-    SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags, TraceId, TraceState,
-    Tracer as _, TracerProvider,
+    SpanId, SpanKind, Status, TraceContextExt, TraceFlags, TraceId, Tracer as _, TracerProvider,
 };
 use opentelemetry::{Context, InstrumentationScope, KeyValue, global};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
 
 pub use sdk::{Otel, OtelError};
 
@@ -160,10 +161,7 @@ impl Telemetry {
         attributes.push(KeyValue::new("jsonrpc.request.id", call.request_id.clone()));
         attributes.push(KeyValue::new("secure_tools.call_id", call.call_id.clone()));
         if let Some(transport) = call.transport {
-            attributes.push(KeyValue::new(
-                "network.transport",
-                if transport == "stdio" { "pipe" } else { "tcp" },
-            ));
+            attributes.push(network_transport(transport));
         }
         if let Some(session) = call.session_id {
             attributes.push(KeyValue::new("mcp.session.id", session.to_owned()));
@@ -216,10 +214,7 @@ impl Telemetry {
         );
         let mut attributes = vec![KeyValue::new("mcp.method.name", "tools/call"), tool.clone()];
         if let Some(transport) = transport {
-            attributes.push(KeyValue::new(
-                "network.transport",
-                if transport == "stdio" { "pipe" } else { "tcp" },
-            ));
+            attributes.push(network_transport(transport));
         }
         if let Some(code) = code {
             attributes.push(KeyValue::new("error.type", code.to_owned()));
@@ -242,6 +237,14 @@ impl Telemetry {
         self.auth_failures
             .add(1, &[KeyValue::new("secure_tools.reason", reason)]);
     }
+}
+
+/// `network.transport` as the semantic conventions name it: `pipe` for stdio, `tcp` for HTTP.
+fn network_transport(transport: &str) -> KeyValue {
+    KeyValue::new(
+        "network.transport",
+        if transport == "stdio" { "pipe" } else { "tcp" },
+    )
 }
 
 /// What the span of a call is made from.
@@ -281,22 +284,26 @@ impl CallSpan {
     }
 }
 
-/// The caller's span, from a W3C `traceparent` (and `tracestate`), as a remote parent; `None` unless valid.
+/// The caller's span, from a W3C `traceparent` (and `tracestate`), as a remote parent; `None` unless valid. Read
+/// by the SDK's W3C propagator.
 fn remote_parent(traceparent: Option<&str>, tracestate: Option<&str>) -> Option<Context> {
-    let parent = TraceContext::parse(traceparent?)?;
-    let flags = traceparent?.trim().get(53..55)?;
-    let flags = u8::from_str_radix(flags, 16).ok()?;
-    let trace_state = tracestate
-        .and_then(|s| s.parse::<TraceState>().ok())
-        .unwrap_or_default();
-    let context = SpanContext::new(
-        TraceId::from_hex(&parent.trace_id).ok()?,
-        SpanId::from_hex(parent.parent_span_id.as_deref()?).ok()?,
-        TraceFlags::new(flags) & TraceFlags::SAMPLED,
-        true,
-        trace_state,
-    );
-    Some(Context::current().with_remote_span_context(context))
+    /// The two trace-context fields, as the propagator reads headers.
+    struct Fields<'a>(&'a str, Option<&'a str>);
+    impl Extractor for Fields<'_> {
+        fn get(&self, key: &str) -> Option<&str> {
+            match key {
+                "traceparent" => Some(self.0),
+                "tracestate" => self.1,
+                _ => None,
+            }
+        }
+        fn keys(&self) -> Vec<&str> {
+            vec!["traceparent", "tracestate"]
+        }
+    }
+    let fields = Fields(traceparent?, tracestate);
+    let context = TraceContextPropagator::new().extract_with_context(&Context::new(), &fields);
+    context.has_active_span().then_some(context)
 }
 
 /// Emits each audit record as an OpenTelemetry log record: body the record's JSON, event name

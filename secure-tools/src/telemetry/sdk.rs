@@ -10,7 +10,7 @@ use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 
-use super::{AuditLogs, Telemetry};
+use super::{AuditLogs, Telemetry, scope};
 
 /// Why OpenTelemetry could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -210,14 +210,21 @@ impl Otel {
     /// What a tool set reports through these providers (a signal not exported costs nothing: its provider is the
     /// API's no-op one).
     pub fn telemetry(&self) -> Telemetry {
-        let noop_tracers = opentelemetry::trace::noop::NoopTracerProvider::new();
-        let noop_meters = opentelemetry::metrics::noop::NoopMeterProvider::new();
-        match (&self.tracers, &self.meters) {
-            (Some(t), Some(m)) => Telemetry::new(t, m),
-            (Some(t), None) => Telemetry::new(t, &noop_meters),
-            (None, Some(m)) => Telemetry::new(&noop_tracers, m),
-            (None, None) => Telemetry::new(&noop_tracers, &noop_meters),
-        }
+        use opentelemetry::metrics::MeterProvider as _;
+        use opentelemetry::trace::TracerProvider as _;
+        let tracer = match &self.tracers {
+            Some(tracers) => global::BoxedTracer::new(Box::new(tracers.tracer_with_scope(scope()))),
+            None => global::BoxedTracer::new(Box::new(
+                opentelemetry::trace::noop::NoopTracerProvider::new().tracer_with_scope(scope()),
+            )),
+        };
+        let meter = match &self.meters {
+            Some(meters) => meters.meter_with_scope(scope()),
+            None => {
+                opentelemetry::metrics::noop::NoopMeterProvider::new().meter_with_scope(scope())
+            }
+        };
+        Telemetry::with(tracer, &meter)
     }
 
     /// The audit sink that emits records as OTLP logs, when logs are exported.
