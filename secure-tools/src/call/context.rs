@@ -413,8 +413,6 @@ impl CallContext {
         true
     }
 
-    /// Where the call came from, as recorded. Within a session whose calls carry nothing of their own (stdio),
-    /// built once per session.
     /// The caller's W3C trace context (`traceparent`, `tracestate`): from the request's `_meta` (SEP-414) when it
     /// has a `traceparent`, or else as the transport received it. Not checked here.
     pub(crate) fn trace_headers(&self) -> (Option<&str>, Option<&str>) {
@@ -441,6 +439,8 @@ impl CallContext {
             .and_then(crate::audit::TraceContext::parse)
     }
 
+    /// Where the call came from, as recorded. Within a session whose calls carry nothing of their own (stdio),
+    /// built once per session.
     pub(crate) fn origin(&self) -> Arc<Origin> {
         let connection = &self.0.connection;
         let build = |client: Option<Implementation>| {

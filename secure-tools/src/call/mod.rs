@@ -874,6 +874,8 @@ impl<'s> Call<'s> {
     ) -> Result<(), audit::AuditError> {
         self.finished = true;
         let finished = SystemTime::now();
+        // A clock stepped back mid-call gives a duration of 0.
+        let elapsed = finished.duration_since(self.started).unwrap_or_default();
         let fields = self.context.take_audit_fields();
         let fields = (!fields.is_empty()).then(|| {
             let mut value = Value::Object(fields.into_iter().collect());
@@ -902,25 +904,31 @@ impl<'s> Call<'s> {
                     Arc::from(code)
                 }
             }),
-            duration_us: finished
-                .duration_since(self.started)
-                .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
+            duration_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
             origin: self.origin(),
             trace: self.trace.take(),
             fields,
         };
+        let written = self
+            .audit
+            .record_at(Timestamp(finished), AuditEvent::ToolCall(event));
+        // The span and the metrics tell what the caller was told: a call whose record could not be written is
+        // reported failed, `audit_unavailable` (see `finish`).
         #[cfg(feature = "otel")]
         if let Some(telemetry) = self.telemetry {
+            let (outcome, error) = match &written {
+                Ok(()) => (outcome, error),
+                Err(_) => (Outcome::Error, Some(codes::AUDIT_UNAVAILABLE)),
+            };
             telemetry.end_call(
                 self.span.take(),
                 self.tool.map(|t| &*t.name),
                 outcome,
                 error,
-                finished.duration_since(self.started).unwrap_or_default(),
+                elapsed,
             );
         }
-        self.audit
-            .record_at(Timestamp(finished), AuditEvent::ToolCall(event))
+        written
     }
 
     fn finish(mut self, result: Result<ToolOutput, Refusal>) -> Result<CallResponse, CallError> {
