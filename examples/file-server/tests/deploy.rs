@@ -4,6 +4,8 @@
 //!
 //! `.ci/run` installs `podman` when it is missing. `systemd-analyze` comes with systemd.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -174,11 +176,7 @@ fn the_image_from_scratch_holds_the_binary_and_what_it_links_and_runs_as_nonroot
 
 #[test]
 fn the_health_check_asks_an_http_server_and_fails_when_none_answers() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     let healthcheck = |bind: &str| {
         Command::new(SERVER)
             .arg("healthcheck")
@@ -209,14 +207,7 @@ fn the_health_check_asks_an_http_server_and_fails_when_none_answers() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the server did not listen"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    common::wait_until_listening(&mut server, "serving MCP over HTTP at", |_| {});
     let healthy = healthcheck(&format!("0.0.0.0:{port}"));
     let _ = server.kill();
     let _ = server.wait();

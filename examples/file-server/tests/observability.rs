@@ -431,14 +431,7 @@ async fn over_http_the_traceparent_header_continues_the_trace_and_metrics_are_se
     std::fs::create_dir(&data).unwrap();
     std::fs::write(data.join("greeting.txt"), "hello\n").unwrap();
     let audit_log = dir.path().join("audit.jsonl");
-    let free_port = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    };
-    let (port, metrics_port) = (free_port(), free_port());
+    let (port, metrics_port) = (common::free_port(), common::free_port());
     let url = format!("http://127.0.0.1:{port}/mcp");
     let mut command = Command::new(SERVER);
     command

@@ -22,14 +22,6 @@ const SERVER: &str = env!("CARGO_BIN_EXE_secure-file-server");
 const SECRET: &str = "replicas-test-secret-0123456789abcdef";
 const ISSUER: &str = "https://issuer.test";
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn program(name: &str) -> PathBuf {
     for dir in ["/usr/bin", "/usr/sbin", "/usr/local/bin", "/usr/local/sbin"] {
         let path = Path::new(dir).join(name);
@@ -62,7 +54,7 @@ impl Drop for Process {
 }
 
 fn redis(dir: &Path) -> (Process, u16) {
-    let port = free_port();
+    let port = common::free_port();
     let mut child = Command::new(program("redis-server"))
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
         .args(["--save", "", "--appendonly", "no"])
@@ -84,7 +76,7 @@ struct Replica {
 }
 
 fn replica(dir: &Path, n: usize, data: &Path, resource: &str, extra: &[&str]) -> Replica {
-    let port = free_port();
+    let port = common::free_port();
     let audit_log = dir.join(format!("replica-{n}.jsonl"));
     let mut child = Command::new(SERVER)
         .arg("--data-root")
@@ -233,7 +225,7 @@ impl Cluster {
         let dir = tempfile::tempdir().unwrap();
         let data = data_root(dir.path());
         let (redis, redis_port) = redis(dir.path());
-        let lb_port = free_port();
+        let lb_port = common::free_port();
         let resource = format!("http://127.0.0.1:{lb_port}/mcp");
         let redis_url = format!("redis://127.0.0.1:{redis_port}/0");
         let flags = ["--rate-limit", rate, "--rate-limit-redis", &redis_url];
@@ -399,12 +391,12 @@ async fn without_redis_calls_are_refused_unless_configured_to_go_through() {
     let dir = tempfile::tempdir().unwrap();
     let data = data_root(dir.path());
     // Nothing listens there.
-    let nowhere = format!("redis://127.0.0.1:{}/0", free_port());
+    let nowhere = format!("redis://127.0.0.1:{}/0", common::free_port());
     let client = reqwest::Client::new();
     for (mode, expect_ok) in [("refuse", false), ("allow", true)] {
         let sub = dir.path().join(mode);
         std::fs::create_dir(&sub).unwrap();
-        let port_holder = free_port();
+        let port_holder = common::free_port();
         let resource = format!("http://127.0.0.1:{port_holder}/mcp");
         let options = [
             "--rate-limit",

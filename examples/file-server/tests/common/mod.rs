@@ -21,3 +21,12 @@ pub fn wait_until_listening(child: &mut Child, marker: &str, check: impl Fn(&str
     }
     std::thread::spawn(move || for _ in stderr.lines() {});
 }
+
+/// A loopback port free now (the listener that found it is closed again), for a server started next.
+#[allow(dead_code)]
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port()
+}
