@@ -227,6 +227,55 @@ async fn stalled_half_requests_under_a_256_descriptor_limit_do_not_stop_a_valid_
     assert_eq!(response.status(), 200);
 }
 
+/// The metrics address is served under bounds of its own: clients stalling there (it needs no token) can neither
+/// hold a connection open past the header-read timeout nor take the descriptors the MCP endpoint needs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_clients_on_the_metrics_address_do_not_stop_calls_or_scrapes() {
+    raise_own_descriptor_limit(1024);
+    let metrics_port = common::free_port();
+    let metrics = format!("127.0.0.1:{metrics_port}");
+    let server = Server::start(Some(256), &["--http-metrics", &metrics]);
+    let token = server.token("alice", "files.read");
+    let stalled: Vec<TcpStream> = tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        (0..600)
+            .take_while(|_| started.elapsed() < Duration::from_secs(20))
+            .filter_map(|_| stall(metrics_port))
+            .collect()
+    })
+    .await
+    .unwrap();
+    assert!(
+        stalled.len() >= 300,
+        "only {} connections opened",
+        stalled.len()
+    );
+
+    let answered = tokio::time::timeout(Duration::from_secs(40), async {
+        let response = post(&server, Some(&token), &read_call(1)).await;
+        let status = response.status();
+        (status, response.json::<Value>().await.unwrap())
+    })
+    .await
+    .expect("a valid call must be answered while 600 connections stall on the metrics address");
+    assert_eq!(answered.0, 200, "{}", answered.1);
+    assert_eq!(answered.1["result"]["content"][0]["text"], "hello\n");
+    let scraped = tokio::time::timeout(Duration::from_secs(40), async {
+        client()
+            .get(format!("http://{metrics}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    })
+    .await
+    .expect("a scrape must be answered while connections stall on the metrics address");
+    assert!(scraped.contains("secure_tools_calls_total{"), "{scraped}");
+    drop(stalled);
+}
+
 /// A connection that never finishes its request head is closed once the header-read timeout is over.
 #[test]
 fn a_connection_that_never_finishes_its_request_is_closed() {

@@ -52,13 +52,21 @@ const STOP_WAIT: Duration = Duration::from_secs(5);
 pub(crate) struct ConnectionLimits {
     pub(crate) max_connections: usize,
     pub(crate) header_read_timeout: Duration,
+    /// Connections another listener of the process may hold (the metrics address's), left out of this one's share
+    /// of the descriptors.
+    pub(crate) shared: usize,
 }
 
 impl ConnectionLimits {
     /// The cap actually applied: the configured one, lowered to what the descriptor limit leaves for connections.
     pub(crate) fn effective_max(&self) -> usize {
         let by_descriptors = descriptor_limit()
-            .map(|limit| limit.saturating_sub(RESERVED_DESCRIPTORS).max(8))
+            .map(|limit| {
+                limit
+                    .saturating_sub(RESERVED_DESCRIPTORS)
+                    .saturating_sub(self.shared as u64)
+                    .max(8)
+            })
             .and_then(|n| usize::try_from(n).ok())
             .unwrap_or(usize::MAX);
         self.max_connections.clamp(1, by_descriptors)
@@ -399,6 +407,7 @@ mod tests {
         let limits = ConnectionLimits {
             max_connections: usize::MAX,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            shared: 0,
         };
         let max = limits.effective_max();
         if let Some(descriptors) = descriptor_limit() {

@@ -388,9 +388,18 @@ where
         Auth::MutualTls(mtls) => Security::MutualTls(mtls.clone()),
         _ => Security::Plain,
     };
+    #[cfg(feature = "otel")]
+    let shared = if metrics.is_some() {
+        metrics::MAX_CONNECTIONS
+    } else {
+        0
+    };
+    #[cfg(not(feature = "otel"))]
+    let shared = 0;
     let limits = ConnectionLimits {
         max_connections: http.max_connections,
         header_read_timeout: http.header_read_timeout,
+        shared,
     };
     let served = tools.clone();
     super::lifecycle::run(&tools, "http", settings, move |stop| async move {
@@ -412,7 +421,13 @@ where
             ),
         }
         #[cfg(feature = "otel")]
-        let metrics = metrics.map(|endpoint| tokio::spawn(endpoint.serve(stop.clone())));
+        let metrics = metrics.map(|endpoint| {
+            tokio::spawn(endpoint.serve(
+                limits.header_read_timeout,
+                rejections.clone(),
+                stop.clone(),
+            ))
+        });
         let served =
             connections::serve(listener, security, app, limits, rejections.clone(), stop).await;
         #[cfg(feature = "otel")]
