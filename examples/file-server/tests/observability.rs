@@ -29,6 +29,8 @@ use serde_json::{Value, json};
 const SERVER: &str = env!("CARGO_BIN_EXE_secure-file-server");
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CALLER_SPAN: &str = "00f067aa0ba902b7";
+const META_TRACE_ID: &str = "0af7651916cd43dd8448eb211c80319c";
+const META_CALLER_SPAN: &str = "b7ad6b7169203331";
 
 /// Each export received: its path (`/v1/traces`, ...) and its body.
 type Exports = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
@@ -422,7 +424,7 @@ fn a_python_sdk_callers_trace_continues_through_the_span_the_records_and_the_log
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn over_http_the_traceparent_header_continues_the_trace_and_metrics_are_served() {
+async fn over_http_the_traceparent_header_or_meta_continues_the_trace_and_metrics_are_served() {
     const SECRET: &str = "observability-test-secret-0123456789";
     const ISSUER: &str = "https://issuer.test";
     let receiver = Receiver::start();
@@ -507,12 +509,30 @@ async fn over_http_the_traceparent_header_continues_the_trace_and_metrics_are_se
         "{text}"
     );
 
+    // Over HTTP too, a caller's trace context in the request's `_meta` (SEP-414) continues its trace.
+    let meta_traceparent = format!("00-{META_TRACE_ID}-{META_CALLER_SPAN}-01");
+    let answer = client
+        .post(&url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("authorization", format!("Bearer {token}"))
+        .body(
+            json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+                   "params": {"name": "read_file", "arguments": {"filename": "greeting.txt"},
+                              "_meta": {"traceparent": meta_traceparent}}})
+            .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+
     // SIGTERM: the server stops gracefully and exports what it holds.
     unsafe {
         libc::kill(child.id() as i32, libc::SIGTERM);
     }
     assert!(child.wait().unwrap().success());
-    receiver.wait_for(1);
+    receiver.wait_for(2);
     let spans = receiver.spans();
     let span = spans
         .iter()
@@ -527,6 +547,17 @@ async fn over_http_the_traceparent_header_continues_the_trace_and_metrics_are_se
     let call = records.iter().find(|r| r["event"] == "tool_call").unwrap();
     assert_eq!(call["trace_id"], TRACE_ID);
     assert_eq!(call["span_id"], hex(&span.span_id));
+    let meta_span = spans
+        .iter()
+        .find(|s| hex(&s.trace_id) == META_TRACE_ID)
+        .expect("the span in the trace the caller put in `_meta`");
+    assert_eq!(hex(&meta_span.parent_span_id), META_CALLER_SPAN);
+    let meta_call = records
+        .iter()
+        .find(|r| r["event"] == "tool_call" && r["request_id"] == 3)
+        .unwrap();
+    assert_eq!(meta_call["trace_id"], META_TRACE_ID);
+    assert_eq!(meta_call["span_id"], hex(&meta_span.span_id));
     let points = receiver.metric_points();
     assert_eq!(
         points.get(&(
