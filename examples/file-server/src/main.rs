@@ -42,6 +42,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    log_to_stderr();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -78,4 +79,27 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The server's own log, on stderr (stdout is the protocol's): `warn` and above unless `RUST_LOG` says otherwise
+/// (targets and levels, `secure_tools=info,warn`), and never rmcp's request-printing events.
+fn log_to_stderr() {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::prelude::*;
+
+    let default = Targets::new().with_default(LevelFilter::WARN);
+    let levels = match std::env::var("RUST_LOG") {
+        Ok(spec) if !spec.trim().is_empty() => spec.parse().unwrap_or_else(|error| {
+            eprintln!(
+                "secure-file-server: RUST_LOG ignored ({error}); logging warnings and errors"
+            );
+            default
+        }),
+        _ => default,
+    };
+    let layer = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_filter(levels)
+        .with_filter(secure_tools::logging::filter());
+    let _ = tracing_subscriber::registry().with(layer).try_init();
 }

@@ -568,3 +568,67 @@ async fn over_http_the_traceparent_header_or_meta_continues_the_trace_and_metric
         "{points:#?}"
     );
 }
+
+/// A collector that cannot be reached is not silent: the SDK's failed exports are on the server's stderr (its
+/// log), and nothing a tool was sent in secret is.
+#[test]
+fn failed_exports_are_reported_on_stderr_without_secrets() {
+    const SECRET_CONTENT: &str = "secret-content-7f3a9c";
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    // Nothing listens there once the probe is closed.
+    let closed = common::free_port();
+    let mut child = Command::new(SERVER)
+        .env("DATA_ROOT", &data)
+        .env("MCP_SCOPES", "files.read,files.write")
+        .env("MCP_AUDIT_LOG", dir.path().join("audit.jsonl"))
+        .env(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            format!("http://127.0.0.1:{closed}"),
+        )
+        .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+        .env("OTEL_BLRP_SCHEDULE_DELAY", "100")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let requests = [
+        json!({"jsonrpc": "2.0", "id": 0, "method": "initialize",
+               "params": {"protocolVersion": "2025-11-25", "capabilities": {},
+                          "clientInfo": {"name": "test", "version": "1"}}}),
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+        json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+               "params": {"name": "write_file",
+                          "arguments": {"filename": "note.txt", "content": SECRET_CONTENT}}}),
+    ];
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    for request in &requests {
+        use std::io::Write;
+        writeln!(stdin, "{request}").unwrap();
+    }
+    // Both answers, then end of input: the server stops and flushes its exporters.
+    for _ in 0..2 {
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+        assert!(line.contains("\"result\""), "{line}");
+    }
+    drop(stdin);
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success());
+    assert_eq!(
+        std::fs::read_to_string(data.join("note.txt")).unwrap(),
+        SECRET_CONTENT
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for failure in [
+        "BatchSpanProcessor.ExportError",
+        "BatchLogProcessor.ExportError",
+    ] {
+        assert!(stderr.contains(failure), "no {failure} in:\n{stderr}");
+    }
+    assert!(!stderr.contains(SECRET_CONTENT), "{stderr}");
+}
