@@ -278,9 +278,16 @@ fn call_through_pipeline<'a, S: Send + Sync + 'static>(
     arguments: Option<rmcp::model::JsonObject>,
     context: RequestContext<RoleServer>,
 ) -> impl Future<Output = Result<CallToolResponse, ErrorData>> + Send + 'a {
-    let request = CallRequest::new(caller, name.into_owned(), arguments)
-        .with_connection(connection)
-        .with_rmcp_context(context);
+    // Built in one piece: the builder's steps would move the request (rmcp's context makes it large) three times.
+    let request = CallRequest {
+        caller,
+        request_id: context.id.clone(),
+        tool: name.into_owned(),
+        arguments,
+        connection,
+        rmcp: Some(context),
+        forward: None,
+    };
     let call = tools.call(request);
     async move {
         match call.await {
