@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use secure_tools_tests::RawServer;
 use serde_json::{Value, json};
 
 const SERVER: &str = env!("CARGO_BIN_EXE_secure-file-server");
@@ -428,5 +429,58 @@ async fn without_redis_calls_are_refused_unless_configured_to_go_through() {
         let calls = calls_by_id(&[sub.join("replica-0.jsonl")]);
         let expected = if expect_ok { "ok" } else { "limited" };
         assert_eq!(calls[&1]["outcome"], expected, "{mode}");
+    }
+}
+
+/// Over stdio too: two servers an MCP host launched for the same caller (two hosts on one machine, say) share the
+/// caller's rate limit through Redis, and each audits its own calls.
+#[test]
+fn over_stdio_two_servers_share_the_callers_rate_limit_through_redis() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_redis, redis_port) = redis(dir.path());
+    let data = data_root(dir.path());
+    let redis_url = format!("redis://127.0.0.1:{redis_port}/0");
+    let env = [
+        ("DATA_ROOT", data.to_str().unwrap()),
+        ("MCP_RATE_LIMIT", "5/min"),
+        ("MCP_RATE_LIMIT_REDIS", redis_url.as_str()),
+    ];
+    let mut servers: Vec<RawServer> = (0..2)
+        .map(|_| {
+            let mut server = RawServer::spawn(SERVER, Some("files.read"), &env);
+            let answer = server.initialize("2025-11-25");
+            assert!(
+                answer.get("result").is_some(),
+                "{answer} {}",
+                server.stderr()
+            );
+            server
+        })
+        .collect();
+    let mut codes = Vec::new();
+    for id in 0..20 {
+        let server = &mut servers[id % 2];
+        let answer = server.request(RawServer::call_message(
+            id as i64,
+            "read_file",
+            json!({"filename": "greeting.txt"}),
+        ));
+        let result = &answer["result"];
+        codes.push(if result["isError"] == true {
+            result["_meta"]["secure-tools/refusal"]["code"]
+                .as_str()
+                .unwrap_or("?")
+                .to_owned()
+        } else {
+            "ok".to_owned()
+        });
+    }
+    let count = |code: &str| codes.iter().filter(|c| *c == code).count();
+    assert_eq!((count("ok"), count("rate_limited")), (5, 15), "{codes:?}");
+    for server in servers {
+        let (status, audit, stderr) = server.finish();
+        assert!(status.success(), "{stderr}");
+        let calls: Vec<&Value> = audit.iter().filter(|r| r["event"] == "tool_call").collect();
+        assert_eq!(calls.len(), 10, "{stderr}");
     }
 }
