@@ -13,7 +13,7 @@ use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose,
+    KeyPair, KeyUsagePurpose, SanType,
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use serde_json::{Value, json};
@@ -60,6 +60,33 @@ fn leaf(
         key,
     }
 }
+
+/// A client certificate whose subject alternative names are the URIs `uris`.
+fn workload_identity(
+    issuer: &CertifiedIssuer<'static, KeyPair>,
+    common_name: &str,
+    uris: &[&str],
+) -> Identity {
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, common_name);
+    params.subject_alt_names = uris
+        .iter()
+        .map(|uri| SanType::URI((*uri).try_into().unwrap()))
+        .collect();
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let key = KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, issuer).unwrap();
+    Identity {
+        cert: cert.der().clone(),
+        pem: cert.pem(),
+        key,
+    }
+}
+
+const READER_SPIFFE_ID: &str = "spiffe://example.test/ns/prod/sa/reader";
 
 fn client_identity(issuer: &CertifiedIssuer<'static, KeyPair>, common_name: &str) -> Identity {
     leaf(
@@ -119,6 +146,11 @@ impl Server {
             .arg(&ca_pem)
             .args(["--mtls-client", "alice=files.read files.write"])
             .args(["--mtls-client", "reader-bot=files.read"])
+            // A workload's SPIFFE ID, in its certificate's subject alternative names.
+            .args([
+                "--mtls-client",
+                &format!("uri:{READER_SPIFFE_ID}=files.read"),
+            ])
             // The environment equivalent of --tls-key.
             .env("MCP_TLS_KEY", &key_pem)
             .env_remove("MCP_AUTH_HS256_SECRET")
@@ -375,6 +407,87 @@ async fn an_unmapped_client_is_forbidden_and_audited() {
     assert_eq!(rejections[0]["subject"], "stranger");
     assert_eq!(rejections[0]["path"], "/mcp");
     assert!(server.events("tool_call").is_empty());
+}
+
+/// A workload identified by the URI in its certificate's subject alternative names (a SPIFFE ID), not by its CN,
+/// calls as that identity; a certificate whose names map to two different callers is refused, not guessed at.
+#[tokio::test]
+async fn a_certificate_maps_by_its_uri_san_and_an_ambiguous_one_is_refused() {
+    let server = Server::start();
+    let workload = workload_identity(&server.ca, "pod-7f9c", &[READER_SPIFFE_ID]);
+    let (status, read) = server
+        .post(
+            Some(&workload),
+            &call(1, "read_file", json!({"filename": "greeting.txt"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{read}");
+    assert_eq!(read["result"]["structuredContent"]["content"], "hello\n");
+    let (status, write) = server
+        .post(
+            Some(&workload),
+            &call(
+                2,
+                "write_file",
+                json!({"filename": "x.txt", "content": "no"}),
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(write["result"]["isError"], true, "{write}");
+    let calls = server.events("tool_call");
+    assert_eq!(calls.len(), 2);
+    assert!(
+        calls.iter().all(|c| c["caller"] == READER_SPIFFE_ID),
+        "{calls:?}"
+    );
+    assert_eq!(calls[1]["error"], "missing_scope:files.write");
+
+    // Its CN says alice (who may write), its URI says the reader: which one is meant is not guessed.
+    let confused = workload_identity(&server.ca, "alice", &[READER_SPIFFE_ID]);
+    let (status, _) = server
+        .post(
+            Some(&confused),
+            &call(
+                3,
+                "write_file",
+                json!({"filename": "y.txt", "content": "no"}),
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 403);
+    let rejections = server.events("http_rejected");
+    assert_eq!(rejections.len(), 1, "{rejections:?}");
+    assert_eq!(rejections[0]["reason"], "ambiguous_client");
+    assert_eq!(
+        rejections[0]["subject"],
+        format!("alice, uri:{READER_SPIFFE_ID}")
+    );
+    // An unmapped URI is an unknown client, named by all its names.
+    let stranger = workload_identity(
+        &server.ca,
+        "pod-0",
+        &["spiffe://example.test/ns/prod/sa/other"],
+    );
+    let (status, _) = server
+        .post(
+            Some(&stranger),
+            &call(4, "read_file", json!({"filename": "greeting.txt"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 403);
+    let rejections = server.events("http_rejected");
+    assert_eq!(rejections.len(), 2, "{rejections:?}");
+    assert_eq!(rejections[1]["reason"], "unknown_client");
+    assert_eq!(
+        rejections[1]["subject"],
+        "pod-0, uri:spiffe://example.test/ns/prod/sa/other"
+    );
+    assert_eq!(server.events("tool_call").len(), 2);
 }
 
 #[tokio::test]

@@ -398,9 +398,11 @@ settings_args! {
         /// Mutual TLS: the CA certificate(s) (PEM) client certificates must be signed by.
         #[cfg_attr(feature = "cli", arg(long, value_name = "FILE"))]
         client_ca: PathBuf = env "MCP_TLS_CLIENT_CA",
-        /// Mutual TLS: map client certificates with subject CN `CN` to the caller `CN` holding `SCOPES`
-        /// (`alice=files.read files.write`). Repeat for each client; in the variable, separate them with `;`.
-        #[cfg_attr(feature = "cli", arg(long = "mtls-client", value_name = "CN=SCOPES", value_delimiter = ';'))]
+        /// Mutual TLS: map client certificates carrying `NAME` (a subject CN, or `uri:`, `dns:` or `email:` and a
+        /// subject alternative name, such as `uri:spiffe://example.org/ns/prod/sa/reader`) to the caller `NAME`
+        /// holding `SCOPES` (`alice=files.read files.write`). Repeat for each client; in the variable, separate
+        /// them with `;`.
+        #[cfg_attr(feature = "cli", arg(long = "mtls-client", value_name = "NAME=SCOPES", value_delimiter = ';'))]
         mtls_clients: Vec<String> = env "MCP_MTLS_CLIENTS" split ';',
     }
 }

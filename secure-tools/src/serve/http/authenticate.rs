@@ -31,8 +31,11 @@ fn mtls_caller(
         .and_then(|info| info.0.certificate.as_ref());
     let refused = match certificate.map(|c| mtls.caller(c)) {
         Some(Ok(caller)) => return Ok(caller),
-        Some(Err(Some(cn))) => ("unknown_client", None, Some(cn)),
-        Some(Err(None)) => ("unknown_client", Some("no_common_name"), None),
+        Some(Err(mtls::Unmapped::Unknown(Some(names)))) => ("unknown_client", None, Some(names)),
+        Some(Err(mtls::Unmapped::Unknown(None))) => {
+            ("unknown_client", Some("no_client_name"), None)
+        }
+        Some(Err(mtls::Unmapped::Ambiguous(names))) => ("ambiguous_client", None, Some(names)),
         // Only when the router is served without the TLS listener.
         None => ("missing_client_certificate", None, None),
     };

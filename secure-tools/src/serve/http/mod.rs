@@ -332,7 +332,7 @@ fn mtls_auth(args: &ServerArgs) -> Result<Auth, SettingsError> {
     let clients = args.mtls_clients.clone().unwrap_or_default();
     if clients.is_empty() {
         return Err(invalid(
-            "mutual TLS needs at least one --mtls-client CN=SCOPES (MCP_MTLS_CLIENTS)",
+            "mutual TLS needs at least one --mtls-client NAME=SCOPES (MCP_MTLS_CLIENTS)",
         ));
     }
     let mut auth = mtls::MtlsAuth::from_pem_files(cert, key, ca)?;

@@ -1,13 +1,20 @@
 //! Mutual TLS, the alternative to bearer tokens (feature `mtls`): the HTTP runner serves HTTPS with rustls and
-//! requires every client to present a certificate signed by a configured CA. A verified certificate's subject
-//! common name (CN) maps, through configuration, to an identity and a [`Grant`]; that caller is put into the
-//! request exactly as bearer authentication puts the token's subject and scopes.
+//! requires every client to present a certificate signed by a configured CA. A verified certificate's names map,
+//! through configuration, to an identity and a [`Grant`]; that caller is put into the request exactly as bearer
+//! authentication puts the token's subject and scopes.
+//!
+//! A certificate's names ([`ClientName`]) are its subject common name (CN, when it has exactly one) and the
+//! entries of its subject alternative name extension that name a client: URIs (a SPIFFE ID such as
+//! `spiffe://example.org/ns/prod/sa/reader`, the usual identity of a workload), DNS names and e-mail addresses. A
+//! mapping names one of them (`alice`, or `uri:spiffe://...`, `dns:...`, `email:...`).
 //!
 //! - No client certificate, or one not signed by the client CA (or expired, or not valid for client
 //!   authentication): the TLS handshake fails, and a `tls_rejected` audit record names the peer and the reason
 //!   (`no_client_certificate`, `untrusted_client_certificate`, `handshake_failed`, `handshake_timeout`).
-//! - A verified certificate whose CN is not mapped (or which has no CN, or several): `403` and an
-//!   `http_rejected` record with reason `unknown_client` and the CN as its subject.
+//! - A verified certificate none of whose names is mapped (or which has no name we read): `403` and an
+//!   `http_rejected` record with reason `unknown_client` and its names as the subject.
+//! - A certificate whose names map to different callers (its CN to one, a URI to another): `403`, reason
+//!   `ambiguous_client`. Which one was meant is not guessed.
 //! - A mapped caller short of a tool's scope: the call is refused (`missing_scope:...`) in the JSON-RPC result,
 //!   with status `200`; there is no bearer challenge to answer with, since a certificate cannot be stepped up.
 //!
@@ -72,7 +79,7 @@ pub enum MtlsError {
     /// rustls refused the certificates or key.
     #[error("tls: {0}")]
     Tls(String),
-    /// A client mapping is not `CN=SCOPES`.
+    /// A client mapping is not `NAME=SCOPES`.
     #[error("client mapping `{spec}`: {reason}")]
     Mapping {
         /// The mapping as given.
@@ -85,12 +92,89 @@ pub enum MtlsError {
     Scope(#[from] ScopeError),
 }
 
+/// A name a client certificate carries, by which it is mapped to a caller.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
+pub enum ClientName {
+    /// The subject's common name (CN), when the subject has exactly one. Written bare (`alice`) or `cn:alice`.
+    CommonName(String),
+    /// A URI of the subject alternative name extension, such as a SPIFFE ID. Written `uri:spiffe://...`.
+    Uri(String),
+    /// A DNS name of the subject alternative name extension. Written `dns:client.example.org`.
+    Dns(String),
+    /// An e-mail address (RFC 822 name) of the subject alternative name extension. Written `email:a@example.org`.
+    Email(String),
+}
+
+impl ClientName {
+    /// Reads a name as written in a mapping: `uri:`, `dns:`, `email:` or `cn:` and the value, or a bare common
+    /// name.
+    pub fn parse(text: &str) -> Self {
+        let text = text.trim();
+        for (prefix, make) in [
+            ("uri:", ClientName::Uri as fn(String) -> ClientName),
+            ("dns:", ClientName::Dns),
+            ("email:", ClientName::Email),
+            ("cn:", ClientName::CommonName),
+        ] {
+            if let Some(value) = text.strip_prefix(prefix) {
+                return make(value.to_owned());
+            }
+        }
+        ClientName::CommonName(text.to_owned())
+    }
+
+    /// The name without its kind: the identity of a caller mapped by it.
+    pub fn value(&self) -> &str {
+        match self {
+            ClientName::CommonName(v)
+            | ClientName::Uri(v)
+            | ClientName::Dns(v)
+            | ClientName::Email(v) => v,
+        }
+    }
+}
+
+impl fmt::Display for ClientName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientName::CommonName(v) => f.write_str(v),
+            ClientName::Uri(v) => write!(f, "uri:{v}"),
+            ClientName::Dns(v) => write!(f, "dns:{v}"),
+            ClientName::Email(v) => write!(f, "email:{v}"),
+        }
+    }
+}
+
+/// A bare string is a common name.
+impl From<&str> for ClientName {
+    fn from(common_name: &str) -> Self {
+        ClientName::CommonName(common_name.to_owned())
+    }
+}
+
+/// A bare string is a common name.
+impl From<String> for ClientName {
+    fn from(common_name: String) -> Self {
+        ClientName::CommonName(common_name)
+    }
+}
+
+/// Why a verified client certificate maps to no caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Unmapped {
+    /// None of its names is mapped; its names, if it has any we read.
+    Unknown(Option<String>),
+    /// Its names map to different callers; its names.
+    Ambiguous(String),
+}
+
 /// Mutual TLS authentication: the server's certificate and key, the CA client certificates must chain to, and
-/// the mapping from a client certificate's subject CN to an identity and a grant. See the [module docs](self).
+/// the mapping from a client certificate's names to an identity and a grant. See the [module docs](self).
 #[derive(Clone)]
 pub struct MtlsAuth {
     server_config: Arc<rustls::ServerConfig>,
-    clients: Arc<BTreeMap<String, (String, Grant)>>,
+    clients: Arc<BTreeMap<ClientName, (String, Grant)>>,
     handshake_timeout: Duration,
 }
 
@@ -160,21 +244,22 @@ impl MtlsAuth {
         )
     }
 
-    /// Maps client certificates whose subject CN is `common_name` to the caller `common_name` holding `grant`.
-    pub fn client(self, common_name: impl Into<String>, grant: Grant) -> Self {
-        let common_name = common_name.into();
-        let identity = common_name.clone();
-        self.client_as(common_name, identity, grant)
+    /// Maps client certificates carrying `name` (a bare string is a CN; see [`ClientName`]) to the caller named
+    /// by its value (`alice`, `spiffe://...`) holding `grant`.
+    pub fn client(self, name: impl Into<ClientName>, grant: Grant) -> Self {
+        let name = name.into();
+        let identity = name.value().to_owned();
+        self.client_as(name, identity, grant)
     }
 
-    /// Maps client certificates whose subject CN is `common_name` to the caller `identity` holding `grant`.
+    /// Maps client certificates carrying `name` to the caller `identity` holding `grant`.
     pub fn client_as(
         mut self,
-        common_name: impl Into<String>,
+        name: impl Into<ClientName>,
         identity: impl Into<String>,
         grant: Grant,
     ) -> Self {
-        Arc::make_mut(&mut self.clients).insert(common_name.into(), (identity.into(), grant));
+        Arc::make_mut(&mut self.clients).insert(name.into(), (identity.into(), grant));
         self
     }
 
@@ -184,34 +269,40 @@ impl MtlsAuth {
         self
     }
 
-    /// Parses a mapping written `CN=SCOPES` (scopes space- or comma-separated, possibly none), as the file
-    /// server's `--mtls-client` takes it. The CN is everything before the first `=`.
-    pub fn parse_client(spec: &str) -> Result<(String, Grant), MtlsError> {
-        let (cn, scopes) = spec.split_once('=').ok_or_else(|| MtlsError::Mapping {
+    /// Parses a mapping written `NAME=SCOPES` (scopes space- or comma-separated, possibly none), as the file
+    /// server's `--mtls-client` takes it: `alice=files.read`, `uri:spiffe://example.org/reader=files.read`. The
+    /// name ([`ClientName::parse`]) is everything before the first `=`; a name containing `=` can be mapped in
+    /// code ([`MtlsAuth::client`]).
+    pub fn parse_client(spec: &str) -> Result<(ClientName, Grant), MtlsError> {
+        let (name, scopes) = spec.split_once('=').ok_or_else(|| MtlsError::Mapping {
             spec: spec.to_owned(),
-            reason: "expected CN=SCOPES".into(),
+            reason: "expected NAME=SCOPES".into(),
         })?;
-        let cn = cn.trim();
-        if cn.is_empty() {
+        let name = ClientName::parse(name);
+        if name.value().is_empty() {
             return Err(MtlsError::Mapping {
                 spec: spec.to_owned(),
-                reason: "empty CN".into(),
+                reason: "empty name".into(),
             });
         }
-        Ok((cn.to_owned(), Grant::parse(scopes)?))
+        Ok((name, Grant::parse(scopes)?))
     }
 
-    /// The caller a verified client certificate maps to, or the reason it does not: `Err(Some(cn))` for a CN
-    /// that is not mapped, `Err(None)` for a certificate with no single readable CN.
-    pub(crate) fn caller(
-        &self,
-        certificate: &CertificateDer<'_>,
-    ) -> Result<Caller, Option<String>> {
-        let cn = common_name(certificate).ok_or(None)?;
-        match self.clients.get(&cn) {
-            Some((identity, grant)) => Ok(Caller::new(identity.clone(), grant.clone())),
-            None => Err(Some(cn)),
+    /// The caller a verified client certificate maps to, or why it maps to none (see the [module docs](self)).
+    pub(crate) fn caller(&self, certificate: &CertificateDer<'_>) -> Result<Caller, Unmapped> {
+        let names = client_names(certificate);
+        let mut mapped = names.iter().filter_map(|name| self.clients.get(name));
+        let listed = || {
+            let all: Vec<String> = names.iter().map(ToString::to_string).collect();
+            all.join(", ")
+        };
+        let Some(first) = mapped.next() else {
+            return Err(Unmapped::Unknown((!names.is_empty()).then(listed)));
+        };
+        if mapped.any(|other| other != first) {
+            return Err(Unmapped::Ambiguous(listed()));
         }
+        Ok(Caller::new(first.0.clone(), first.1.clone()))
     }
 }
 
@@ -231,12 +322,56 @@ fn certificates(pem: &[u8], what: &'static str) -> Result<Vec<CertificateDer<'st
     Ok(certs)
 }
 
+/// Most names read from one certificate (a certificate with thousands of alternative names is refused, not
+/// searched).
+const MAX_CLIENT_NAMES: usize = 64;
+
+/// The names a certificate carries, in order: its subject CN (when it has exactly one), then the URIs, DNS names
+/// and e-mail addresses of its subject alternative name extension. None for a certificate that cannot be read, or
+/// that carries more than [`MAX_CLIENT_NAMES`].
+fn client_names(certificate: &CertificateDer<'_>) -> Vec<ClientName> {
+    use x509_cert::der::Decode;
+    use x509_cert::ext::pkix::SubjectAltName;
+    use x509_cert::ext::pkix::name::GeneralName;
+    let Ok(certificate) = x509_cert::Certificate::from_der(certificate.as_ref()) else {
+        return Vec::new();
+    };
+    let mut names: Vec<ClientName> = common_name(&certificate)
+        .map(ClientName::CommonName)
+        .into_iter()
+        .collect();
+    let alternatives = certificate
+        .tbs_certificate
+        .extensions
+        .iter()
+        .flatten()
+        .filter(|extension| extension.extn_id == SUBJECT_ALT_NAME)
+        .filter_map(|extension| SubjectAltName::from_der(extension.extn_value.as_bytes()).ok())
+        .flat_map(|san| san.0);
+    for alternative in alternatives {
+        let name = match alternative {
+            GeneralName::UniformResourceIdentifier(uri) => ClientName::Uri(uri.to_string()),
+            GeneralName::DnsName(dns) => ClientName::Dns(dns.to_string()),
+            GeneralName::Rfc822Name(email) => ClientName::Email(email.to_string()),
+            _ => continue,
+        };
+        if names.len() == MAX_CLIENT_NAMES {
+            return Vec::new();
+        }
+        names.push(name);
+    }
+    names
+}
+
+/// The subject alternative name extension (RFC 5280, 4.2.1.6).
+const SUBJECT_ALT_NAME: x509_cert::der::asn1::ObjectIdentifier =
+    x509_cert::der::asn1::ObjectIdentifier::new_unwrap("2.5.29.17");
+
 /// The certificate's subject common name, when it has exactly one, as a UTF-8, printable or IA5 string.
-fn common_name(certificate: &CertificateDer<'_>) -> Option<String> {
+fn common_name(certificate: &x509_cert::Certificate) -> Option<String> {
     use x509_cert::der::asn1::{Ia5StringRef, ObjectIdentifier, PrintableStringRef, Utf8StringRef};
-    use x509_cert::der::{Decode, Tag, Tagged};
+    use x509_cert::der::{Tag, Tagged};
     const CN: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.3");
-    let certificate = x509_cert::Certificate::from_der(certificate.as_ref()).ok()?;
     let mut names = certificate
         .tbs_certificate
         .subject
@@ -336,15 +471,35 @@ mod tests {
     use super::*;
 
     #[test]
-    fn mappings_parse_as_cn_equals_scopes() {
-        let (cn, grant) = MtlsAuth::parse_client("alice=files.read files.write").unwrap();
-        assert_eq!(cn, "alice");
+    fn mappings_parse_as_name_equals_scopes() {
+        let (name, grant) = MtlsAuth::parse_client("alice=files.read files.write").unwrap();
+        assert_eq!(name, ClientName::from("alice"));
         assert_eq!(grant, Grant::parse("files.read,files.write").unwrap());
-        let (cn, grant) = MtlsAuth::parse_client("monitor=").unwrap();
-        assert_eq!(cn, "monitor");
+        let (name, grant) = MtlsAuth::parse_client("monitor=").unwrap();
+        assert_eq!(name, ClientName::CommonName("monitor".into()));
         assert_eq!(grant, Grant::none());
+        let (name, _) =
+            MtlsAuth::parse_client("uri:spiffe://example.org/ns/prod/sa/reader=files.read")
+                .unwrap();
+        assert_eq!(
+            name,
+            ClientName::Uri("spiffe://example.org/ns/prod/sa/reader".into())
+        );
+        assert_eq!(name.value(), "spiffe://example.org/ns/prod/sa/reader");
+        assert_eq!(
+            name.to_string(),
+            "uri:spiffe://example.org/ns/prod/sa/reader"
+        );
+        let (name, _) = MtlsAuth::parse_client("dns:bot.example.org=files.read").unwrap();
+        assert_eq!(name, ClientName::Dns("bot.example.org".into()));
+        let (name, _) = MtlsAuth::parse_client("email:ops@example.org=").unwrap();
+        assert_eq!(name, ClientName::Email("ops@example.org".into()));
+        // A CN that looks like a kind of name is written with `cn:`.
+        let (name, _) = MtlsAuth::parse_client("cn:uri:odd=").unwrap();
+        assert_eq!(name, ClientName::CommonName("uri:odd".into()));
         assert!(MtlsAuth::parse_client("no-equals").is_err());
         assert!(MtlsAuth::parse_client("=files.read").is_err());
+        assert!(MtlsAuth::parse_client("uri:=files.read").is_err());
         assert!(MtlsAuth::parse_client("bob=files.read *").is_err());
     }
 }
