@@ -12,8 +12,9 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, CertifiedIssuer, DnType,
+    ExtendedKeyUsagePurpose, IsCa, KeyIdMethod, KeyPair, KeyUsagePurpose, RevokedCertParams,
+    SanType, SerialNumber, date_time_ymd,
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use serde_json::{Value, json};
@@ -107,6 +108,13 @@ struct Server {
 
 impl Server {
     fn start() -> Server {
+        Server::start_with(|_, _| Vec::new()).unwrap()
+    }
+
+    /// The server with extra arguments made from its CA and its directory; `Err(stderr)` if it does not start.
+    fn start_with(
+        extra: impl FnOnce(&CertifiedIssuer<'static, KeyPair>, &Path) -> Vec<String>,
+    ) -> Result<Server, String> {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         std::fs::create_dir(&data).unwrap();
@@ -128,6 +136,7 @@ impl Server {
         let cert_pem = write("server.pem", server.pem.clone());
         let key_pem = write("server.key", server.key.serialize_pem());
         let ca_pem = write("ca.pem", ca.pem());
+        let extra = extra(&ca, dir.path());
 
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -151,6 +160,7 @@ impl Server {
                 "--mtls-client",
                 &format!("uri:{READER_SPIFFE_ID}=files.read"),
             ])
+            .args(&extra)
             // The environment equivalent of --tls-key.
             .env("MCP_TLS_KEY", &key_pem)
             .env_remove("MCP_AUTH_HS256_SECRET")
@@ -159,22 +169,33 @@ impl Server {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        common::wait_until_listening(&mut child, "serving MCP over HTTPS at", |line| {
+        // Its standard error until it listens; all of it if it exits first.
+        let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+        let mut said = String::new();
+        loop {
+            let mut line = String::new();
+            if std::io::BufRead::read_line(&mut stderr, &mut line).unwrap() == 0 {
+                let _ = child.wait();
+                return Err(said);
+            }
             assert!(!line.contains("warning"), "{line}");
+            said.push_str(&line);
             if line.contains("serving MCP over HTTPS at") {
                 assert!(
                     line.contains(&format!("https://127.0.0.1:{port}/mcp")),
                     "{line}"
                 );
+                break;
             }
-        });
-        Server {
+        }
+        std::thread::spawn(move || for _ in std::io::BufRead::lines(stderr) {});
+        Ok(Server {
             child,
             port,
             ca,
             audit_log,
             _dir: dir,
-        }
+        })
     }
 
     fn records(&self) -> Vec<Value> {
@@ -488,6 +509,102 @@ async fn a_certificate_maps_by_its_uri_san_and_an_ambiguous_one_is_refused() {
         "pod-0, uri:spiffe://example.test/ns/prod/sa/other"
     );
     assert_eq!(server.events("tool_call").len(), 2);
+}
+
+/// A client certificate with a given serial number (the key a revocation list names it by).
+fn numbered_client(
+    issuer: &CertifiedIssuer<'static, KeyPair>,
+    common_name: &str,
+    serial: u64,
+) -> Identity {
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, common_name);
+    params.serial_number = Some(SerialNumber::from(serial));
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let key = KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, issuer).unwrap();
+    Identity {
+        cert: cert.der().clone(),
+        pem: cert.pem(),
+        key,
+    }
+}
+
+/// `--client-crl FILE` with a list signed by `issuer` revoking `revoked`, valid until `until` (a year).
+fn crl_args(
+    issuer: &CertifiedIssuer<'static, KeyPair>,
+    dir: &Path,
+    revoked: &[u64],
+    until: i32,
+) -> Vec<String> {
+    let list = CertificateRevocationListParams {
+        this_update: date_time_ymd(until - 1, 1, 1),
+        next_update: date_time_ymd(until, 1, 1),
+        crl_number: SerialNumber::from(1u64),
+        issuing_distribution_point: None,
+        revoked_certs: revoked
+            .iter()
+            .map(|serial| RevokedCertParams {
+                serial_number: SerialNumber::from(*serial),
+                revocation_time: date_time_ymd(until - 1, 1, 1),
+                reason_code: None,
+                invalidity_date: None,
+            })
+            .collect(),
+        key_identifier_method: KeyIdMethod::Sha256,
+    }
+    .signed_by(issuer)
+    .unwrap();
+    let path = dir.join("clients.crl.pem");
+    std::fs::write(&path, list.pem().unwrap()).unwrap();
+    vec!["--client-crl".into(), path.to_str().unwrap().into()]
+}
+
+/// With a revocation list, a revoked client certificate fails the handshake (audited as revoked) while the
+/// others still work; a list past its `nextUpdate` stops the start with a clear message.
+#[tokio::test]
+async fn a_revoked_client_certificate_fails_the_handshake() {
+    let server = Server::start_with(|ca, dir| crl_args(ca, dir, &[666], 2099)).unwrap();
+    let revoked = numbered_client(&server.ca, "alice", 666);
+    let error = server
+        .post(
+            Some(&revoked),
+            &call(
+                1,
+                "write_file",
+                json!({"filename": "x.txt", "content": "x"}),
+            ),
+        )
+        .await
+        .unwrap_err();
+    let rejections = server.wait_for("tls_rejected", 1).await;
+    assert_eq!(rejections.len(), 1, "{error}");
+    assert_eq!(rejections[0]["reason"], "revoked_client_certificate");
+    assert!(server.events("tool_call").is_empty());
+    assert!(!server._dir.path().join("data/x.txt").exists());
+
+    let valid = numbered_client(&server.ca, "alice", 667);
+    let (status, read) = server
+        .post(
+            Some(&valid),
+            &call(2, "read_file", json!({"filename": "greeting.txt"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{read}");
+    assert_eq!(read["result"]["structuredContent"]["content"], "hello\n");
+
+    let stale = Server::start_with(|ca, dir| crl_args(ca, dir, &[666], 2021));
+    let said = stale
+        .err()
+        .expect("a server with an expired CRL must not start");
+    assert!(
+        said.contains("client CRL") && said.contains("expired"),
+        "{said}"
+    );
 }
 
 #[tokio::test]

@@ -398,6 +398,10 @@ settings_args! {
         /// Mutual TLS: the CA certificate(s) (PEM) client certificates must be signed by.
         #[cfg_attr(feature = "cli", arg(long, value_name = "FILE"))]
         client_ca: PathBuf = env "MCP_TLS_CLIENT_CA",
+        /// Mutual TLS: certificate revocation lists (PEM, one per CA) checked on every client certificate: a
+        /// revoked one, one no list covers, or a list past its `nextUpdate` fails the handshake. Read at start.
+        #[cfg_attr(feature = "cli", arg(long, value_name = "FILE"))]
+        client_crl: PathBuf = env "MCP_TLS_CLIENT_CRL",
         /// Mutual TLS: map client certificates carrying `NAME` (a subject CN, or `uri:`, `dns:` or `email:` and a
         /// subject alternative name, such as `uri:spiffe://example.org/ns/prod/sa/reader`) to the caller `NAME`
         /// holding `SCOPES` (`alice=files.read files.write`). Repeat for each client; in the variable, separate
@@ -746,6 +750,7 @@ impl Settings {
                     (args.tls_cert.is_some(), "--tls-cert"),
                     (args.tls_key.is_some(), "--tls-key"),
                     (args.client_ca.is_some(), "--client-ca"),
+                    (args.client_crl.is_some(), "--client-crl"),
                     (args.mtls_clients.is_some(), "--mtls-client"),
                     (
                         args.http_insecure_no_auth == Some(true),

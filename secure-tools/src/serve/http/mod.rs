@@ -188,6 +188,7 @@ pub(super) async fn resolve(
     let mtls_given = args.tls_cert.is_some()
         || args.tls_key.is_some()
         || args.client_ca.is_some()
+        || args.client_crl.is_some()
         || args.mtls_clients.is_some();
     settings.auth = if args.http_insecure_no_auth == Some(true) {
         if !bind.ip().is_loopback() {
@@ -336,9 +337,12 @@ fn mtls_auth(args: &ServerArgs) -> Result<Auth, SettingsError> {
         ));
     }
     let mut auth = mtls::MtlsAuth::from_pem_files(cert, key, ca)?;
+    if let Some(crl) = &args.client_crl {
+        auth = auth.revocation_lists_file(crl)?;
+    }
     for spec in &clients {
-        let (cn, grant) = mtls::MtlsAuth::parse_client(spec)?;
-        auth = auth.client(cn, grant);
+        let (name, grant) = mtls::MtlsAuth::parse_client(spec)?;
+        auth = auth.client(name, grant);
     }
     Ok(Auth::MutualTls(auth))
 }

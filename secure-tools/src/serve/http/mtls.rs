@@ -10,7 +10,8 @@
 //!
 //! - No client certificate, or one not signed by the client CA (or expired, or not valid for client
 //!   authentication): the TLS handshake fails, and a `tls_rejected` audit record names the peer and the reason
-//!   (`no_client_certificate`, `untrusted_client_certificate`, `handshake_failed`, `handshake_timeout`).
+//!   (`no_client_certificate`, `untrusted_client_certificate`, `handshake_failed`, `handshake_timeout`). With
+//!   revocation lists ([`MtlsAuth::revocation_lists`]), a revoked certificate is `revoked_client_certificate`.
 //! - A verified certificate none of whose names is mapped (or which has no name we read): `403` and an
 //!   `http_rejected` record with reason `unknown_client` and its names as the subject.
 //! - A certificate whose names map to different callers (its CN to one, a URI to another): `403`, reason
@@ -42,7 +43,7 @@ use std::time::Duration;
 use rustls::RootCertStore;
 use rustls::server::WebPkiClientVerifier;
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
@@ -174,8 +175,44 @@ pub(crate) enum Unmapped {
 #[derive(Clone)]
 pub struct MtlsAuth {
     server_config: Arc<rustls::ServerConfig>,
+    /// What the server configuration is made of, to make it again with revocation lists.
+    parts: Arc<ConfigParts>,
     clients: Arc<BTreeMap<ClientName, (String, Grant)>>,
     handshake_timeout: Duration,
+}
+
+/// The server's chain and key and the client CAs.
+struct ConfigParts {
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    roots: Arc<RootCertStore>,
+}
+
+impl ConfigParts {
+    /// The server's TLS configuration: client certificates verified against the roots (and, given revocation
+    /// lists, checked against them: every certificate of the chain, an unknown status and an expired list refused).
+    fn server_config(
+        &self,
+        crls: Vec<CertificateRevocationListDer<'static>>,
+    ) -> Result<rustls::ServerConfig, MtlsError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut verifier =
+            WebPkiClientVerifier::builder_with_provider(self.roots.clone(), provider.clone());
+        if !crls.is_empty() {
+            verifier = verifier.with_crls(crls).enforce_revocation_expiration();
+        }
+        let verifier = verifier
+            .build()
+            .map_err(|e| MtlsError::Tls(format!("client CA: {e}")))?;
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| MtlsError::Tls(e.to_string()))?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(self.chain.clone(), self.key.clone_key())
+            .map_err(|e| MtlsError::Tls(format!("server certificate and key: {e}")))?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(config)
+    }
 }
 
 impl fmt::Debug for MtlsAuth {
@@ -206,23 +243,53 @@ impl MtlsAuth {
                 .add(ca)
                 .map_err(|e| MtlsError::Tls(format!("client CA: {e}")))?;
         }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let verifier =
-            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-                .build()
-                .map_err(|e| MtlsError::Tls(format!("client CA: {e}")))?;
-        let mut config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| MtlsError::Tls(e.to_string()))?
-            .with_client_cert_verifier(verifier)
-            .with_single_cert(chain, key)
-            .map_err(|e| MtlsError::Tls(format!("server certificate and key: {e}")))?;
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let parts = ConfigParts {
+            chain,
+            key,
+            roots: Arc::new(roots),
+        };
         Ok(MtlsAuth {
-            server_config: Arc::new(config),
+            server_config: Arc::new(parts.server_config(Vec::new())?),
+            parts: Arc::new(parts),
             clients: Arc::new(BTreeMap::new()),
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
         })
+    }
+
+    /// Refuses client certificates revoked by these certificate revocation lists (PEM, one or more `X509 CRL`
+    /// blocks, one per CA of the chain). With lists, every certificate of a client's chain (but the CA it is
+    /// trusted through) must have a known status (a certificate no list covers is refused), and a list past its
+    /// `nextUpdate` refuses every handshake until a fresh one is loaded: revocation fails closed. A refused
+    /// handshake is a `tls_rejected` record like any other.
+    ///
+    /// The lists are read once; to take a new list, restart the server (or build the settings again).
+    pub fn revocation_lists(mut self, pem: &[u8]) -> Result<Self, MtlsError> {
+        let crls = CertificateRevocationListDer::pem_slice_iter(pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| MtlsError::Pem {
+                what: "client CRL",
+                reason: e.to_string(),
+            })?;
+        if crls.is_empty() {
+            return Err(MtlsError::Pem {
+                what: "client CRL",
+                reason: "no X509 CRL in the PEM input".into(),
+            });
+        }
+        for crl in &crls {
+            check_fresh(crl)?;
+        }
+        self.server_config = Arc::new(self.parts.server_config(crls)?);
+        Ok(self)
+    }
+
+    /// [`revocation_lists`](Self::revocation_lists) from a file.
+    pub fn revocation_lists_file(self, path: &Path) -> Result<Self, MtlsError> {
+        let pem = std::fs::read(path).map_err(|source| MtlsError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        self.revocation_lists(&pem)
     }
 
     /// [`from_pem`](Self::from_pem) with the contents of three files.
@@ -320,6 +387,28 @@ fn certificates(pem: &[u8], what: &'static str) -> Result<Vec<CertificateDer<'st
         });
     }
     Ok(certs)
+}
+
+/// A revocation list past its `nextUpdate` is refused at start, rather than refusing every client later.
+fn check_fresh(crl: &CertificateRevocationListDer<'_>) -> Result<(), MtlsError> {
+    use x509_cert::der::Decode;
+    let list =
+        x509_cert::crl::CertificateList::from_der(crl.as_ref()).map_err(|e| MtlsError::Pem {
+            what: "client CRL",
+            reason: e.to_string(),
+        })?;
+    if let Some(next) = list.tbs_cert_list.next_update
+        && next.to_system_time() < std::time::SystemTime::now()
+    {
+        return Err(MtlsError::Pem {
+            what: "client CRL",
+            reason: format!(
+                "the list of {} expired at {next} (its nextUpdate); load a fresh one",
+                list.tbs_cert_list.issuer
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Most names read from one certificate (a certificate with thousands of alternative names is refused, not
@@ -458,6 +547,9 @@ fn handshake_failure(error: &std::io::Error) -> (&'static str, Option<String>) {
         .and_then(|inner| inner.downcast_ref::<rustls::Error>());
     match tls {
         Some(rustls::Error::NoCertificatesPresented) => ("no_client_certificate", None),
+        Some(error @ rustls::Error::InvalidCertificate(rustls::CertificateError::Revoked)) => {
+            ("revoked_client_certificate", Some(error.to_string()))
+        }
         Some(error @ rustls::Error::InvalidCertificate(_)) => {
             ("untrusted_client_certificate", Some(error.to_string()))
         }
