@@ -120,9 +120,10 @@ impl RateLimiter {
 
     /// One call of `tool` by `caller`: refused `rate_limited` past the rate.
     pub(crate) async fn check(&self, caller: &Arc<str>, tool: &'static str) -> Result<(), Refusal> {
+        // Boxed: a round trip to Redis is a large future, which every call's own future would otherwise carry.
         #[cfg(feature = "redis")]
         if let Some(store) = &self.shared {
-            return store.check(self.rate, caller, tool).await;
+            return Box::pin(store.check(self.rate, caller, tool)).await;
         }
         self.check_here(caller, tool)
     }

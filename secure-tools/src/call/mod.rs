@@ -299,6 +299,16 @@ impl<S: Send + Sync + 'static> ToolSet<S> {
     /// Runs inside a `tracing` span `tool_call` with the tool name, the request id and the call id. A call of an
     /// unknown tool is audited too, then returned as [`CallError::UnknownTool`].
     pub async fn call(&self, request: CallRequest) -> Result<CallResponse, CallError> {
+        self.call_begun(request).await
+    }
+
+    /// [`ToolSet::call`], the call begun now (its id, its clock, its place among the calls in flight) rather than
+    /// when the future is first polled, so that the future holds the call but not the request as well (an async
+    /// fn keeps its arguments for its whole life). For transports, which poll at once.
+    pub(crate) fn call_begun(
+        &self,
+        request: CallRequest,
+    ) -> impl Future<Output = Result<CallResponse, CallError>> + Send + '_ {
         let set = &*self.inner;
         let (mut call, tool) = Call::begin(set, request);
         let span = call.span();
@@ -330,7 +340,6 @@ impl<S: Send + Sync + 'static> ToolSet<S> {
             call.finish(result)
         }
         .instrument(span)
-        .await
     }
 }
 
@@ -376,8 +385,16 @@ where
     let _slots = limit(set, tool, &call.context).await?;
     let guarded = !set.guards.is_empty() || !tool.guards.is_empty();
     let mut passes = Vec::new();
+    // Guards' futures are boxed: a call without guards does not carry their state.
     if guarded {
-        run_guards(set, tool, call, GuardStage::BeforeDecoding, &mut passes).await?;
+        Box::pin(run_guards(
+            set,
+            tool,
+            call,
+            GuardStage::BeforeDecoding,
+            &mut passes,
+        ))
+        .await?;
     }
     // Decoding and validation run the user's code too (a type's own `Deserialize`, a custom validator): a panic
     // there is caught, its message withheld, like a handler's.
@@ -398,7 +415,14 @@ where
         authorize_arguments::<S, T>(set, tool, call, &args).await?;
     }
     if guarded {
-        run_guards(set, tool, call, GuardStage::AfterDecoding, &mut passes).await?;
+        Box::pin(run_guards(
+            set,
+            tool,
+            call,
+            GuardStage::AfterDecoding,
+            &mut passes,
+        ))
+        .await?;
     }
     call.record_start(tool)?;
     invoke::<S, T>(set, tool, call, args).await
@@ -641,6 +665,18 @@ async fn contained<S, F: Future>(
         // The payload of a panic may quote a redacted argument: it is dropped unread.
         return settled.map_err(|_payload| Refusal::panicked());
     }
+    // The waits (a timer, the cancellations) live on the heap: a call's future, copied whenever it moves, does not
+    // carry them for the calls that never wait.
+    Box::pin(wait_contained(future, set, cx, limit)).await
+}
+
+/// The rest of [`contained`], for the user's code that did not finish on its first poll.
+async fn wait_contained<S, T, F: Future<Output = std::thread::Result<T>> + Unpin>(
+    mut future: F,
+    set: &Inner<S>,
+    cx: &CallContext,
+    limit: Deadline,
+) -> Result<T, Refusal> {
     let client_cancelled = async {
         match cx.request_cancellation() {
             Some(token) => token.cancelled().await,

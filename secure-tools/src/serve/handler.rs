@@ -288,15 +288,11 @@ fn call_through_pipeline<'a, S: Send + Sync + 'static>(
         rmcp: Some(context),
         forward: None,
     };
-    let call = tools.call(request);
-    async move {
-        match call.await {
-            Ok(response) => Ok(CallToolResponse::Complete(response.into_call_tool_result())),
-            Err(CallError::UnknownTool(_)) => {
-                Err(ErrorData::invalid_params("tool not found", None))
-            }
-        }
-    }
+    // A combinator, not an async block: awaiting a future an async block holds would keep two copies of it.
+    futures_util::FutureExt::map(tools.call_begun(request), |answer| match answer {
+        Ok(response) => Ok(CallToolResponse::Complete(response.into_call_tool_result())),
+        Err(CallError::UnknownTool(_)) => Err(ErrorData::invalid_params("tool not found", None)),
+    })
 }
 
 impl<S: Send + Sync + 'static> ServerHandler for SecureServer<S> {
@@ -614,18 +610,34 @@ where
         Ok(())
     }
 
-    async fn call_tool_checked(
+    /// A call: refused before anything else by the version policy; a secure tool's straight to the inner
+    /// handler, whose future is the one returned (not kept inside another alongside the request, which an async
+    /// fn would do); any other tool's through [`Secured::call_other_tool`], boxed.
+    fn call_tool_checked(
         &self,
         mut params: CallToolRequestParams,
         mut context: RequestContext<RoleServer>,
-    ) -> Result<CallToolResponse, ErrorData> {
-        self.admit_request(&context)?;
+    ) -> impl Future<Output = Result<CallToolResponse, ErrorData>> + MaybeSendFuture + '_ {
+        use futures_util::future::Either;
+        if let Err(error) = self.admit_request(&context) {
+            return Either::Left(Either::Left(std::future::ready(Err(error))));
+        }
         // Past rmcp's own logging: the arguments go back where every handler looks for them.
         params.arguments = HeldArguments::take(params.arguments.take(), &mut context.extensions);
-        let tools = self.secure.tools();
-        if tools.definition(&params.name).is_some() {
-            return self.inner.call_tool(params, context).await;
+        if self.secure.tools().definition(&params.name).is_some() {
+            return Either::Left(Either::Right(self.inner.call_tool(params, context)));
         }
+        Either::Right(Box::pin(self.call_other_tool(params, context)))
+    }
+
+    /// A call of a tool the tool set does not define: a plain tool declared to it, through the pipeline; a tool of
+    /// the inner handler not declared, refused; an unknown tool, a protocol error.
+    async fn call_other_tool(
+        &self,
+        params: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let tools = self.secure.tools();
         let declared = tools.plain_tool(&params.name).is_some();
         let undeclared = !declared && self.inner.get_tool(&params.name).is_some();
         let caller = self.secure.caller(&context);
@@ -762,12 +774,12 @@ where
         self.inner.discover(context).await
     }
 
-    async fn call_tool(
+    fn call_tool(
         &self,
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
-    ) -> Result<CallToolResponse, ErrorData> {
-        self.call_tool_checked(request, context).await
+    ) -> impl Future<Output = Result<CallToolResponse, ErrorData>> + MaybeSendFuture + '_ {
+        self.call_tool_checked(request, context)
     }
 
     async fn list_tools(
