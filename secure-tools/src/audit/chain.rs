@@ -175,11 +175,16 @@ fn checkpoint_message(prev: &str, seq: u64) -> Vec<u8> {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for byte in bytes {
-        out.push(char::from_digit(u32::from(byte >> 4), 16).unwrap_or('0'));
-        out.push(char::from_digit(u32::from(byte & 0xf), 16).unwrap_or('0'));
-    }
+    crate::text::hex(bytes)
+}
+
+/// `prefix` and the digest in hex.
+fn tagged_digest(prefix: &str, digest: &[u8]) -> String {
+    let mut digits = [0u8; 128];
+    let digits = crate::text::hex_into(digest, &mut digits[..digest.len() * 2]);
+    let mut out = String::with_capacity(prefix.len() + digits.len());
+    out.push_str(prefix);
+    out.push_str(digits);
     out
 }
 
@@ -191,7 +196,7 @@ fn seal(body: &[u8], key: Option<&ChainKey>) -> (&'static str, String) {
             let mut hash = Sha256::new();
             hash.update(body);
             hash.update(b"}");
-            ("hash", format!("sha256:{}", hex(&hash.finalize())))
+            ("hash", tagged_digest("sha256:", &hash.finalize()))
         }
         Some(key) => {
             let mut mac = key.0.clone();
@@ -199,7 +204,7 @@ fn seal(body: &[u8], key: Option<&ChainKey>) -> (&'static str, String) {
             mac.update(b"}");
             (
                 "mac",
-                format!("hmac-sha256:{}", hex(&mac.finalize().into_bytes())),
+                tagged_digest("hmac-sha256:", &mac.finalize().into_bytes()),
             )
         }
     }
@@ -480,9 +485,16 @@ impl ChainState {
             )));
         }
         // `prev` and the seal are `sha256:`/`hmac-sha256:` and hex digits: nothing to escape.
-        line.extend_from_slice(format!(",\"seq\":{seq},\"prev\":\"{}\"", self.prev).as_bytes());
+        // Pieces rather than `format!`, which took a tenth of a chained record's cost.
+        line.extend_from_slice(b",\"seq\":");
+        line.extend_from_slice(itoa::Buffer::new().format(seq).as_bytes());
+        line.extend_from_slice(b",\"prev\":\"");
+        line.extend_from_slice(self.prev.as_bytes());
+        line.push(b'"');
         let (name, value) = seal(&line, self.key.as_ref());
-        line.extend_from_slice(format!(",\"{name}\":\"{value}\"}}\n").as_bytes());
+        for piece in [",\"", name, "\":\"", &value, "\"}\n"] {
+            line.extend_from_slice(piece.as_bytes());
+        }
         // One `write_all` per line on a file opened for appending: a record is written whole or, on an error, the
         // chain does not advance (the next record repeats this `seq`, which the verifier reports).
         self.file.write_all(&line)?;

@@ -158,7 +158,8 @@ impl CallId {
 
 impl fmt::Display for CallId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:032x}", self.0)
+        let mut digits = [0u8; 32];
+        f.pad(crate::text::hex_into(&self.0.to_be_bytes(), &mut digits))
     }
 }
 

@@ -776,7 +776,7 @@ impl<'s> Call<'s> {
             let (traceparent, tracestate) = context.trace_headers();
             let connection = context.connection();
             telemetry.start_call(&crate::telemetry::CallFacts {
-                tool: tool.map_or(crate::telemetry::UNKNOWN_TOOL, |t| &t.entry.name),
+                tool: tool.map(|t| &t.entry.name),
                 request_id: audit::bounded_request_id(context.request_id()).to_string(),
                 call_id: context.call_id().to_string(),
                 transport: connection.transport,
@@ -958,7 +958,7 @@ impl<'s> Call<'s> {
             };
             telemetry.end_call(
                 self.span.take(),
-                self.tool.map(|t| &*t.name),
+                self.tool.map(|t| &t.name),
                 outcome,
                 error,
                 elapsed,

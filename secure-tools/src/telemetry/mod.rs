@@ -31,6 +31,7 @@
 
 mod sdk;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use opentelemetry::logs::{AnyValue, LogRecord as _, Logger as _, LoggerProvider as _, Severity};
@@ -39,7 +40,7 @@ use opentelemetry::propagation::{Extractor, TextMapPropagator as _};
 use opentelemetry::trace::{
     SpanId, SpanKind, Status, TraceContextExt, TraceFlags, TraceId, Tracer as _, TracerProvider,
 };
-use opentelemetry::{Context, InstrumentationScope, KeyValue, global};
+use opentelemetry::{Context, InstrumentationScope, KeyValue, StringValue, global};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 
 pub use sdk::{Otel, OtelError};
@@ -157,7 +158,7 @@ impl Telemetry {
         let mut attributes = Vec::with_capacity(8);
         attributes.push(KeyValue::new("mcp.method.name", "tools/call"));
         attributes.push(KeyValue::new("gen_ai.operation.name", "execute_tool"));
-        attributes.push(KeyValue::new("gen_ai.tool.name", call.tool.to_owned()));
+        attributes.push(KeyValue::new("gen_ai.tool.name", tool_name(call.tool)));
         attributes.push(KeyValue::new("jsonrpc.request.id", call.request_id.clone()));
         attributes.push(KeyValue::new("secure_tools.call_id", call.call_id.clone()));
         if let Some(transport) = call.transport {
@@ -172,7 +173,10 @@ impl Telemetry {
         }
         let span = self
             .tracer
-            .span_builder(format!("tools/call {}", call.tool))
+            .span_builder(format!(
+                "tools/call {}",
+                call.tool.map_or(UNKNOWN_TOOL, |tool| &**tool)
+            ))
             .with_kind(SpanKind::Server)
             .with_attributes(attributes)
             .start_with_context(&*self.tracer, &base);
@@ -188,12 +192,11 @@ impl Telemetry {
     pub(crate) fn end_call(
         &self,
         span: Option<CallSpan>,
-        tool: Option<&str>,
+        tool: Option<&Arc<str>>,
         outcome: Outcome,
         code: Option<&str>,
         duration: Duration,
     ) {
-        let name = tool.unwrap_or(UNKNOWN_TOOL).to_owned();
         let transport = span.as_ref().and_then(|s| s.transport);
         if let Some(span) = span {
             let span = span.context.span();
@@ -204,7 +207,7 @@ impl Telemetry {
             }
             span.end();
         }
-        let tool = KeyValue::new("gen_ai.tool.name", name);
+        let tool = KeyValue::new("gen_ai.tool.name", tool_name(tool));
         self.calls.add(
             1,
             &[
@@ -239,6 +242,14 @@ impl Telemetry {
     }
 }
 
+/// A tool's name as an attribute value: shared with the tool set, not copied per call.
+fn tool_name(tool: Option<&Arc<str>>) -> opentelemetry::Value {
+    match tool {
+        Some(name) => StringValue::from(name.clone()).into(),
+        None => UNKNOWN_TOOL.into(),
+    }
+}
+
 /// `network.transport` as the semantic conventions name it: `pipe` for stdio, `tcp` for HTTP.
 fn network_transport(transport: &str) -> KeyValue {
     KeyValue::new(
@@ -249,7 +260,8 @@ fn network_transport(transport: &str) -> KeyValue {
 
 /// What the span of a call is made from.
 pub(crate) struct CallFacts<'a> {
-    pub(crate) tool: &'a str,
+    /// `None` for a tool the set does not have.
+    pub(crate) tool: Option<&'a Arc<str>>,
     pub(crate) request_id: String,
     pub(crate) call_id: String,
     pub(crate) transport: Option<&'static str>,
@@ -277,9 +289,11 @@ impl CallSpan {
         let span = self.context.span();
         let ids = span.span_context();
         ids.is_valid().then(|| TraceContext {
-            trace_id: ids.trace_id().to_string(),
-            span_id: Some(ids.span_id().to_string()),
-            parent_span_id: self.remote_parent_span.map(|id| id.to_string()),
+            trace_id: crate::text::hex(&ids.trace_id().to_bytes()),
+            span_id: Some(crate::text::hex(&ids.span_id().to_bytes())),
+            parent_span_id: self
+                .remote_parent_span
+                .map(|id| crate::text::hex(&id.to_bytes())),
         })
     }
 }
@@ -329,9 +343,9 @@ impl AuditLogs {
 impl AuditLogs {
     /// Emits one log record: `body` is the record's JSON, or a line of the audit file that holds no record of this
     /// process (a checkpoint, a record appended as JSON) when `record` is `None`.
-    fn emit(&self, record: Option<&AuditRecord>, body: String) {
+    fn emit(&self, record: Option<&AuditRecord>, body: StringValue) {
         let mut log = self.logger.create_log_record();
-        log.set_body(AnyValue::String(body.into()));
+        log.set_body(AnyValue::String(body));
         let Some(record) = record else {
             log.set_timestamp(std::time::SystemTime::now());
             log.set_event_name("secure_tools.audit.line");
@@ -342,10 +356,13 @@ impl AuditLogs {
         };
         log.set_timestamp(record.ts.0);
         log.set_event_name(event_name(&record.event));
-        log.add_attribute("secure_tools.server_id", record.server_id.to_string());
+        log.add_attribute(
+            "secure_tools.server_id",
+            StringValue::from(record.server_id.clone()),
+        );
         let (severity, trace) = match &record.event {
             AuditEvent::ToolCall(call) => {
-                log.add_attribute("gen_ai.tool.name", call.tool.to_string());
+                log.add_attribute("gen_ai.tool.name", StringValue::from(call.tool.clone()));
                 log.add_attribute("secure_tools.outcome", call.outcome.as_str());
                 log.add_attribute("secure_tools.call_id", call.call_id.to_string());
                 let severity = if call.ok {
@@ -356,7 +373,7 @@ impl AuditLogs {
                 (severity, call.trace.as_ref())
             }
             AuditEvent::CallStarted(call) => {
-                log.add_attribute("gen_ai.tool.name", call.tool.to_string());
+                log.add_attribute("gen_ai.tool.name", StringValue::from(call.tool.clone()));
                 log.add_attribute("secure_tools.call_id", call.call_id.to_string());
                 (Severity::Info, call.trace.as_ref())
             }
@@ -384,7 +401,7 @@ impl AuditSink for AuditLogs {
     fn write(&self, record: &AuditRecord) -> Result<(), AuditError> {
         // The other sink reports what cannot be encoded; a copy for the collector is not worth failing a call.
         if let Ok(body) = serde_json::to_string(record) {
-            self.emit(Some(record), body);
+            self.emit(Some(record), body.into());
         }
         Ok(())
     }
@@ -393,7 +410,8 @@ impl AuditSink for AuditLogs {
 /// Beside a chained audit file: each line as written, chain fields and all, with no second serialization.
 impl LineMirror for AuditLogs {
     fn mirror(&self, record: Option<&AuditRecord>, line: &str) {
-        self.emit(record, line.to_owned());
+        // Shared, so that the batch processor's copy of the record does not copy the line again.
+        self.emit(record, StringValue::from(Arc::<str>::from(line)));
     }
 }
 

@@ -5,6 +5,7 @@ use std::process::Child;
 
 /// Reads the server's standard error until a line contains `marker` (the runner's "serving ..." line), passing
 /// every line read to `check`; then keeps draining it on a thread so the server never blocks on a full pipe.
+#[allow(dead_code)]
 pub fn wait_until_listening(child: &mut Child, marker: &str, check: impl Fn(&str)) {
     let mut stderr = BufReader::new(child.stderr.take().expect("stderr is piped"));
     let mut line = String::new();
