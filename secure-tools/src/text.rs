@@ -43,6 +43,30 @@ pub(crate) fn hazard(c: char) -> Option<Hazard> {
     }
 }
 
+/// Writes `bytes` as lowercase hexadecimal into `out` (twice as long) and returns it as text. A table lookup per
+/// digit: ids are written on every record, and `format!("{:032x}")` of a `u128` takes about ten times as long.
+pub(crate) fn hex_into<'a>(bytes: &[u8], out: &'a mut [u8]) -> &'a str {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (pair, byte) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = DIGITS[usize::from(byte >> 4)];
+        pair[1] = DIGITS[usize::from(byte & 0x0f)];
+    }
+    let out = &out[..bytes.len() * 2];
+    // Only ASCII digits were written.
+    std::str::from_utf8(out).unwrap_or_default()
+}
+
+/// [`hex_into`], as a `String`.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        out.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        out.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -80,28 +104,4 @@ mod tests {
         assert_eq!(neutralize("\u{9b}31m"), "\\u{9b}31m");
         assert_eq!(neutralize("if \u{202e}x\u{2066}"), "if \\u{202e}x\\u{2066}");
     }
-}
-
-/// Writes `bytes` as lowercase hexadecimal into `out` (twice as long) and returns it as text. A table lookup per
-/// digit: ids are written on every record, and `format!("{:032x}")` of a `u128` takes about ten times as long.
-pub(crate) fn hex_into<'a>(bytes: &[u8], out: &'a mut [u8]) -> &'a str {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for (pair, byte) in out.chunks_exact_mut(2).zip(bytes) {
-        pair[0] = DIGITS[usize::from(byte >> 4)];
-        pair[1] = DIGITS[usize::from(byte & 0x0f)];
-    }
-    let out = &out[..bytes.len() * 2];
-    // Only ASCII digits were written.
-    std::str::from_utf8(out).unwrap_or_default()
-}
-
-/// [`hex_into`], as a `String`.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for byte in bytes {
-        out.push(char::from(DIGITS[usize::from(byte >> 4)]));
-        out.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
-    }
-    out
 }
