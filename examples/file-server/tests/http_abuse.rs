@@ -187,16 +187,11 @@ fn stall(port: u16) -> Option<TcpStream> {
     Some(stream)
 }
 
-/// Review finding 1: with no header-read timeout and no connection cap, clients holding half-sent requests
-/// exhausted the server's descriptors (150 under a limit of 128 did it) and real clients were never answered.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stalled_half_requests_under_a_256_descriptor_limit_do_not_stop_a_valid_call() {
-    raise_own_descriptor_limit(1024);
-    let server = Server::start(Some(256), &[]);
-    let token = server.token("alice", "files.read");
-    let port = server.port;
+/// Opens up to 600 stalled connections to `port` (giving up on connects after 20 s, when a server that stopped
+/// accepting makes them wait for the kernel's queue), and checks that more than the server has descriptors for
+/// (256) were opened, whatever the kernel's queues let through.
+async fn stall_600(port: u16) -> Vec<TcpStream> {
     let stalled: Vec<TcpStream> = tokio::task::spawn_blocking(move || {
-        // A server that stops accepting makes connects wait for the kernel's queue: give up on those after 20 s.
         let started = Instant::now();
         (0..600)
             .take_while(|_| started.elapsed() < Duration::from_secs(20))
@@ -205,22 +200,36 @@ async fn stalled_half_requests_under_a_256_descriptor_limit_do_not_stop_a_valid_
     })
     .await
     .unwrap();
-    // More than the server has descriptors for, whatever the kernel's queues let through.
     assert!(
         stalled.len() >= 300,
         "only {} connections opened",
         stalled.len()
     );
+    stalled
+}
 
+/// A valid `read_file` call is answered within 40 s, while `what`.
+async fn assert_valid_call_answered(server: &Server, token: &str, what: &str) {
     let answered = tokio::time::timeout(Duration::from_secs(40), async {
-        let response = post(&server, Some(&token), &read_call(1)).await;
+        let response = post(server, Some(token), &read_call(1)).await;
         let status = response.status();
         (status, response.json::<Value>().await.unwrap())
     })
     .await
-    .expect("a valid call must be answered while 600 connections stall");
+    .unwrap_or_else(|_| panic!("a valid call must be answered while {what}"));
     assert_eq!(answered.0, 200, "{}", answered.1);
     assert_eq!(answered.1["result"]["content"][0]["text"], "hello\n");
+}
+
+/// Review finding 1: with no header-read timeout and no connection cap, clients holding half-sent requests
+/// exhausted the server's descriptors (150 under a limit of 128 did it) and real clients were never answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_half_requests_under_a_256_descriptor_limit_do_not_stop_a_valid_call() {
+    raise_own_descriptor_limit(1024);
+    let server = Server::start(Some(256), &[]);
+    let token = server.token("alice", "files.read");
+    let stalled = stall_600(server.port).await;
+    assert_valid_call_answered(&server, &token, "600 connections stall").await;
     drop(stalled);
     // The server is still up and serving.
     let response = post(&server, Some(&token), &read_call(2)).await;
@@ -236,30 +245,13 @@ async fn stalled_clients_on_the_metrics_address_do_not_stop_calls_or_scrapes() {
     let metrics = format!("127.0.0.1:{metrics_port}");
     let server = Server::start(Some(256), &["--http-metrics", &metrics]);
     let token = server.token("alice", "files.read");
-    let stalled: Vec<TcpStream> = tokio::task::spawn_blocking(move || {
-        let started = Instant::now();
-        (0..600)
-            .take_while(|_| started.elapsed() < Duration::from_secs(20))
-            .filter_map(|_| stall(metrics_port))
-            .collect()
-    })
-    .await
-    .unwrap();
-    assert!(
-        stalled.len() >= 300,
-        "only {} connections opened",
-        stalled.len()
-    );
-
-    let answered = tokio::time::timeout(Duration::from_secs(40), async {
-        let response = post(&server, Some(&token), &read_call(1)).await;
-        let status = response.status();
-        (status, response.json::<Value>().await.unwrap())
-    })
-    .await
-    .expect("a valid call must be answered while 600 connections stall on the metrics address");
-    assert_eq!(answered.0, 200, "{}", answered.1);
-    assert_eq!(answered.1["result"]["content"][0]["text"], "hello\n");
+    let stalled = stall_600(metrics_port).await;
+    assert_valid_call_answered(
+        &server,
+        &token,
+        "600 connections stall on the metrics address",
+    )
+    .await;
     let scraped = tokio::time::timeout(Duration::from_secs(40), async {
         client()
             .get(format!("http://{metrics}/metrics"))

@@ -46,8 +46,18 @@ fn leaf(
     names: &[&str],
     usage: ExtendedKeyUsagePurpose,
 ) -> Identity {
-    let mut params =
+    let params =
         CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+    signed(issuer, common_name, usage, params)
+}
+
+/// `params` with the subject CN `common_name`, for `usage`, signed by `issuer` over a new key.
+fn signed(
+    issuer: &CertifiedIssuer<'static, KeyPair>,
+    common_name: &str,
+    usage: ExtendedKeyUsagePurpose,
+    mut params: CertificateParams,
+) -> Identity {
     params
         .distinguished_name
         .push(DnType::CommonName, common_name);
@@ -69,22 +79,16 @@ fn workload_identity(
     uris: &[&str],
 ) -> Identity {
     let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params
-        .distinguished_name
-        .push(DnType::CommonName, common_name);
     params.subject_alt_names = uris
         .iter()
         .map(|uri| SanType::URI((*uri).try_into().unwrap()))
         .collect();
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    let key = KeyPair::generate().unwrap();
-    let cert = params.signed_by(&key, issuer).unwrap();
-    Identity {
-        cert: cert.der().clone(),
-        pem: cert.pem(),
-        key,
-    }
+    signed(
+        issuer,
+        common_name,
+        ExtendedKeyUsagePurpose::ClientAuth,
+        params,
+    )
 }
 
 const READER_SPIFFE_ID: &str = "spiffe://example.test/ns/prod/sa/reader";
@@ -518,19 +522,13 @@ fn numbered_client(
     serial: u64,
 ) -> Identity {
     let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params
-        .distinguished_name
-        .push(DnType::CommonName, common_name);
     params.serial_number = Some(SerialNumber::from(serial));
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    let key = KeyPair::generate().unwrap();
-    let cert = params.signed_by(&key, issuer).unwrap();
-    Identity {
-        cert: cert.der().clone(),
-        pem: cert.pem(),
-        key,
-    }
+    signed(
+        issuer,
+        common_name,
+        ExtendedKeyUsagePurpose::ClientAuth,
+        params,
+    )
 }
 
 /// `--client-crl FILE` with a list signed by `issuer` revoking `revoked`, valid until `until` (a year).
