@@ -538,10 +538,23 @@ fn crl_args(
     revoked: &[u64],
     until: i32,
 ) -> Vec<String> {
+    let path = dir.join("clients.crl.pem");
+    write_crl(issuer, &path, revoked, until, 1);
+    vec!["--client-crl".into(), path.to_str().unwrap().into()]
+}
+
+/// Writes a list signed by `issuer`, numbered `number`, revoking `revoked`, valid until `until`, to `path`.
+fn write_crl(
+    issuer: &CertifiedIssuer<'static, KeyPair>,
+    path: &Path,
+    revoked: &[u64],
+    until: i32,
+    number: u64,
+) {
     let list = CertificateRevocationListParams {
         this_update: date_time_ymd(until - 1, 1, 1),
         next_update: date_time_ymd(until, 1, 1),
-        crl_number: SerialNumber::from(1u64),
+        crl_number: SerialNumber::from(number),
         issuing_distribution_point: None,
         revoked_certs: revoked
             .iter()
@@ -556,9 +569,10 @@ fn crl_args(
     }
     .signed_by(issuer)
     .unwrap();
-    let path = dir.join("clients.crl.pem");
-    std::fs::write(&path, list.pem().unwrap()).unwrap();
-    vec!["--client-crl".into(), path.to_str().unwrap().into()]
+    // Written whole, then renamed into place, as a CA's tooling would.
+    let fresh = path.with_extension("new");
+    std::fs::write(&fresh, list.pem().unwrap()).unwrap();
+    std::fs::rename(&fresh, path).unwrap();
 }
 
 /// With a revocation list, a revoked client certificate fails the handshake (audited as revoked) while the
@@ -594,6 +608,21 @@ async fn a_revoked_client_certificate_fails_the_handshake() {
         .unwrap();
     assert_eq!(status, 200, "{read}");
     assert_eq!(read["result"]["structuredContent"]["content"], "hello\n");
+
+    // The CA revokes the second certificate too: the server takes the new list without a restart.
+    let crl = server._dir.path().join("clients.crl.pem");
+    write_crl(&server.ca, &crl, &[666, 667], 2099, 2);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let error = server
+        .post(
+            Some(&valid),
+            &call(3, "read_file", json!({"filename": "greeting.txt"})),
+        )
+        .await
+        .unwrap_err();
+    let rejections = server.wait_for("tls_rejected", 2).await;
+    assert_eq!(rejections.len(), 2, "{error}");
+    assert_eq!(rejections[1]["reason"], "revoked_client_certificate");
 
     let stale = Server::start_with(|ca, dir| crl_args(ca, dir, &[666], 2021));
     let said = stale

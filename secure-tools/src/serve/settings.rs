@@ -399,7 +399,8 @@ settings_args! {
         #[cfg_attr(feature = "cli", arg(long, value_name = "FILE"))]
         client_ca: PathBuf = env "MCP_TLS_CLIENT_CA",
         /// Mutual TLS: certificate revocation lists (PEM, one per CA) checked on every client certificate: a
-        /// revoked one, one no list covers, or a list past its `nextUpdate` fails the handshake. Read at start.
+        /// revoked one, one no list covers, or a list past its `nextUpdate` fails the handshake. Read again when
+        /// the file changes.
         #[cfg_attr(feature = "cli", arg(long, value_name = "FILE"))]
         client_crl: PathBuf = env "MCP_TLS_CLIENT_CRL",
         /// Mutual TLS: map client certificates carrying `NAME` (a subject CN, or `uri:`, `dns:` or `email:` and a

@@ -175,6 +175,8 @@ pub(crate) enum Unmapped {
 #[derive(Clone)]
 pub struct MtlsAuth {
     server_config: Arc<rustls::ServerConfig>,
+    /// Revocation lists read from a file, and read again when it changes.
+    crl_file: Option<Arc<CrlFile>>,
     /// What the server configuration is made of, to make it again with revocation lists.
     parts: Arc<ConfigParts>,
     clients: Arc<BTreeMap<ClientName, (String, Grant)>>,
@@ -250,6 +252,7 @@ impl MtlsAuth {
         };
         Ok(MtlsAuth {
             server_config: Arc::new(parts.server_config(Vec::new())?),
+            crl_file: None,
             parts: Arc::new(parts),
             clients: Arc::new(BTreeMap::new()),
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
@@ -262,8 +265,16 @@ impl MtlsAuth {
     /// `nextUpdate` refuses every handshake until a fresh one is loaded: revocation fails closed. A refused
     /// handshake is a `tls_rejected` record like any other.
     ///
-    /// The lists are read once; to take a new list, restart the server (or build the settings again).
+    /// These lists are kept as given; [`revocation_lists_file`](Self::revocation_lists_file) reads a file again
+    /// when it changes.
     pub fn revocation_lists(mut self, pem: &[u8]) -> Result<Self, MtlsError> {
+        self.server_config = Arc::new(self.config_with_crls(pem)?);
+        self.crl_file = None;
+        Ok(self)
+    }
+
+    /// The server configuration with the revocation lists of `pem`, each checked to be current.
+    fn config_with_crls(&self, pem: &[u8]) -> Result<rustls::ServerConfig, MtlsError> {
         let crls = CertificateRevocationListDer::pem_slice_iter(pem)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| MtlsError::Pem {
@@ -279,17 +290,26 @@ impl MtlsAuth {
         for crl in &crls {
             check_fresh(crl)?;
         }
-        self.server_config = Arc::new(self.parts.server_config(crls)?);
-        Ok(self)
+        self.parts.server_config(crls)
     }
 
-    /// [`revocation_lists`](Self::revocation_lists) from a file.
-    pub fn revocation_lists_file(self, path: &Path) -> Result<Self, MtlsError> {
-        let pem = std::fs::read(path).map_err(|source| MtlsError::Read {
+    /// [`revocation_lists`](Self::revocation_lists) from a file, which is read again when it changes (its size or
+    /// modification time, looked at most every [`CRL_RECHECK`] as clients connect), so a CA's fresh lists are
+    /// taken without a restart. A new version that cannot be used (unreadable, not a list, already expired) is
+    /// reported on the `tracing` log at `error` and the lists in use stay: once those are past their
+    /// `nextUpdate`, handshakes fail until a usable file replaces them.
+    pub fn revocation_lists_file(mut self, path: &Path) -> Result<Self, MtlsError> {
+        let (pem, version) = CrlFile::read(path)?;
+        self.server_config = Arc::new(self.config_with_crls(&pem)?);
+        self.crl_file = Some(Arc::new(CrlFile {
             path: path.to_path_buf(),
-            source,
-        })?;
-        self.revocation_lists(&pem)
+            state: std::sync::Mutex::new(CrlState {
+                checked: std::time::Instant::now(),
+                version,
+                config: self.server_config.clone(),
+            }),
+        }));
+        Ok(self)
     }
 
     /// [`from_pem`](Self::from_pem) with the contents of three files.
@@ -503,13 +523,79 @@ pub struct TlsPeer {
     pub certificate: Option<CertificateDer<'static>>,
 }
 
+/// How often, at most, a revocation list file is looked at for a new version.
+pub const CRL_RECHECK: Duration = Duration::from_secs(5);
+
+/// A revocation list file and the configuration made from its version in use.
+struct CrlFile {
+    path: PathBuf,
+    state: std::sync::Mutex<CrlState>,
+}
+
+/// A file's version as seen from outside: its size and modification time.
+type FileVersion = (u64, Option<std::time::SystemTime>);
+
+struct CrlState {
+    checked: std::time::Instant,
+    /// The version in use.
+    version: FileVersion,
+    config: Arc<rustls::ServerConfig>,
+}
+
+impl CrlFile {
+    fn read(path: &Path) -> Result<(Vec<u8>, FileVersion), MtlsError> {
+        let failed = |source| MtlsError::Read {
+            path: path.to_path_buf(),
+            source,
+        };
+        let version = Self::version(path).map_err(failed)?;
+        let pem = std::fs::read(path).map_err(failed)?;
+        Ok((pem, version))
+    }
+
+    fn version(path: &Path) -> std::io::Result<FileVersion> {
+        let metadata = std::fs::metadata(path)?;
+        Ok((metadata.len(), metadata.modified().ok()))
+    }
+
+    /// The configuration to accept a connection with: the one in use, or, when the file has a new version that
+    /// can be used, one made from it.
+    fn current(&self, auth: &MtlsAuth) -> Arc<rustls::ServerConfig> {
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if state.checked.elapsed() < CRL_RECHECK {
+            return state.config.clone();
+        }
+        state.checked = std::time::Instant::now();
+        if Self::version(&self.path).is_ok_and(|version| version == state.version) {
+            return state.config.clone();
+        }
+        match Self::read(&self.path)
+            .and_then(|(pem, version)| Ok((auth.config_with_crls(&pem)?, version)))
+        {
+            Ok((config, version)) => {
+                tracing::info!(path = %self.path.display(), "client revocation lists read again");
+                state.config = Arc::new(config);
+                state.version = version;
+            }
+            Err(error) => {
+                tracing::error!(%error, "client revocation lists not replaced; the lists in use stay");
+            }
+        }
+        state.config.clone()
+    }
+}
+
 impl MtlsAuth {
     /// The TLS acceptor and the time a handshake may take.
     pub(crate) fn acceptor(&self) -> (TlsAcceptor, Duration) {
-        (
-            TlsAcceptor::from(self.server_config.clone()),
-            self.handshake_timeout,
-        )
+        let config = match &self.crl_file {
+            Some(file) => file.current(self),
+            None => self.server_config.clone(),
+        };
+        (TlsAcceptor::from(config), self.handshake_timeout)
     }
 }
 
