@@ -43,27 +43,39 @@ pub(crate) fn hazard(c: char) -> Option<Hazard> {
     }
 }
 
-/// Writes `bytes` as lowercase hexadecimal into `out` (twice as long) and returns it as text. A table lookup per
-/// digit: ids are written on every record, and `format!("{:032x}")` of a `u128` takes about ten times as long.
-pub(crate) fn hex_into<'a>(bytes: &[u8], out: &'a mut [u8]) -> &'a str {
+/// The two lowercase hexadecimal digits of `byte`. A table lookup: ids are written on every record, and
+/// `format!("{:032x}")` of a `u128` takes about ten times as long.
+fn hex_digits(byte: u8) -> [u8; 2] {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for (pair, byte) in out.chunks_exact_mut(2).zip(bytes) {
-        pair[0] = DIGITS[usize::from(byte >> 4)];
-        pair[1] = DIGITS[usize::from(byte & 0x0f)];
-    }
-    let out = &out[..bytes.len() * 2];
-    // Only ASCII digits were written.
-    std::str::from_utf8(out).unwrap_or_default()
+    [
+        DIGITS[usize::from(byte >> 4)],
+        DIGITS[usize::from(byte & 0x0f)],
+    ]
 }
 
-/// [`hex_into`], as a `String`.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for byte in bytes {
-        out.push(char::from(DIGITS[usize::from(byte >> 4)]));
-        out.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
+/// Writes `bytes` as lowercase hexadecimal into `out` (at least twice as long) and returns that text, for ids
+/// formatted without an allocation.
+pub(crate) fn hex_into<'a>(bytes: &[u8], out: &'a mut [u8]) -> &'a str {
+    for (pair, byte) in out.chunks_exact_mut(2).zip(bytes) {
+        pair.copy_from_slice(&hex_digits(*byte));
     }
+    // Only ASCII digits were written.
+    std::str::from_utf8(&out[..bytes.len() * 2]).unwrap_or_default()
+}
+
+/// Appends `bytes` as lowercase hexadecimal to `out`.
+pub(crate) fn push_hex(out: &mut String, bytes: &[u8]) {
+    for byte in bytes {
+        for digit in hex_digits(*byte) {
+            out.push(char::from(digit));
+        }
+    }
+}
+
+/// `bytes` as lowercase hexadecimal.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() * 2);
+    push_hex(&mut out, bytes);
     out
 }
 

@@ -31,6 +31,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest as _, Sha256};
 
 use super::{AuditError, AuditRecord, AuditSink};
+use crate::text::hex;
 
 /// The `prev` of the first record of a chain.
 pub const GENESIS: &str = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
@@ -174,17 +175,11 @@ fn checkpoint_message(prev: &str, seq: u64) -> Vec<u8> {
     format!("secure-tools audit checkpoint v1\n{prev}\n{seq}").into_bytes()
 }
 
-fn hex(bytes: &[u8]) -> String {
-    crate::text::hex(bytes)
-}
-
 /// `prefix` and the digest in hex.
 fn tagged_digest(prefix: &str, digest: &[u8]) -> String {
-    let mut digits = [0u8; 128];
-    let digits = crate::text::hex_into(digest, &mut digits[..digest.len() * 2]);
-    let mut out = String::with_capacity(prefix.len() + digits.len());
+    let mut out = String::with_capacity(prefix.len() + digest.len() * 2);
     out.push_str(prefix);
-    out.push_str(digits);
+    crate::text::push_hex(&mut out, digest);
     out
 }
 
