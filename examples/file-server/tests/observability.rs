@@ -460,16 +460,20 @@ async fn over_http_the_traceparent_header_or_meta_continues_the_trace_and_metric
         Duration::from_secs(600),
     );
     let client = reqwest::Client::new();
-    let post = |token: &str, traceparent: Option<&str>, id: u64| {
+    // A `read_file` call, with a `traceparent` header and a request `_meta` if given.
+    let post = |token: &str, traceparent: Option<&str>, id: u64, meta: Option<Value>| {
+        let mut params = json!({"name": "read_file", "arguments": {"filename": "greeting.txt"}});
+        if let Some(meta) = meta {
+            params["_meta"] = meta;
+        }
         let mut request = client
             .post(&url)
             .header("content-type", "application/json")
             .header("accept", "application/json, text/event-stream")
             .header("authorization", format!("Bearer {token}"))
             .body(
-                json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
-                       "params": {"name": "read_file", "arguments": {"filename": "greeting.txt"}}})
-                .to_string(),
+                json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": params})
+                    .to_string(),
             );
         if let Some(traceparent) = traceparent {
             request = request.header("traceparent", traceparent);
@@ -477,9 +481,9 @@ async fn over_http_the_traceparent_header_or_meta_continues_the_trace_and_metric
         request.send()
     };
     let traceparent = format!("00-{TRACE_ID}-{CALLER_SPAN}-01");
-    let answer = post(&token, Some(&traceparent), 1).await.unwrap();
+    let answer = post(&token, Some(&traceparent), 1, None).await.unwrap();
     assert_eq!(answer.status(), 200);
-    let refused = post("not-a-token", None, 2).await.unwrap();
+    let refused = post("not-a-token", None, 2, None).await.unwrap();
     assert_eq!(refused.status(), 401);
 
     // Prometheus text, on its own address.
@@ -511,20 +515,8 @@ async fn over_http_the_traceparent_header_or_meta_continues_the_trace_and_metric
 
     // Over HTTP too, a caller's trace context in the request's `_meta` (SEP-414) continues its trace.
     let meta_traceparent = format!("00-{META_TRACE_ID}-{META_CALLER_SPAN}-01");
-    let answer = client
-        .post(&url)
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .header("authorization", format!("Bearer {token}"))
-        .body(
-            json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
-                   "params": {"name": "read_file", "arguments": {"filename": "greeting.txt"},
-                              "_meta": {"traceparent": meta_traceparent}}})
-            .to_string(),
-        )
-        .send()
-        .await
-        .unwrap();
+    let meta = json!({ "traceparent": meta_traceparent });
+    let answer = post(&token, None, 3, Some(meta)).await.unwrap();
     assert_eq!(answer.status(), 200);
 
     // SIGTERM: the server stops gracefully and exports what it holds.
