@@ -84,7 +84,7 @@ fn main() -> ExitCode {
 /// The server's own log, on stderr (stdout is the protocol's): `warn` and above unless `RUST_LOG` says otherwise
 /// (targets and levels, `secure_tools=info,warn`), and never rmcp's request-printing events.
 fn log_to_stderr() {
-    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::filter::{FilterExt as _, LevelFilter, Targets};
     use tracing_subscriber::prelude::*;
 
     let default = Targets::new().with_default(LevelFilter::WARN);
@@ -97,9 +97,10 @@ fn log_to_stderr() {
         }),
         _ => default,
     };
+    // One filter (both conditions), not two nested ones: nested per-layer filters let the registry record every
+    // span the outer one passes (each call's `tool_call` span, at INFO) though the inner one drops it.
     let layer = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .with_filter(levels)
-        .with_filter(secure_tools::logging::filter());
+        .with_filter(levels.and(secure_tools::logging::filter()));
     let _ = tracing_subscriber::registry().with(layer).try_init();
 }
