@@ -558,3 +558,51 @@ async fn a_foreign_host_is_refused_and_audited() {
     assert_eq!(rejections.len(), 1);
     assert_eq!(rejections[0]["reason"], "host_not_allowed");
 }
+
+/// A JSON answer goes out with its `Content-Length`, not chunked: a client then knows where it ends, and keeps its
+/// connection for the next request (with chunked answers, clients dropped about one connection in a hundred calls,
+/// each a new TCP handshake). One client makes many calls over one connection, seen from the server's side as one
+/// remote address in the records.
+#[tokio::test]
+async fn json_answers_carry_their_length_and_keep_the_connection() {
+    let server = Server::start();
+    let token = server.token(server.claims("alice", "files.read"));
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .pool_max_idle_per_host(1)
+        .build()
+        .unwrap();
+    for id in 1..=200u64 {
+        let response = client
+            .post(format!("{}/mcp", server.base))
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("authorization", format!("Bearer {token}"))
+            .body(call(id, "read_file", json!({"filename": "greeting.txt"})).to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert!(
+            response.headers().get("transfer-encoding").is_none(),
+            "{:?}",
+            response.headers()
+        );
+        let length: usize = response.headers()["content-length"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let body = response.bytes().await.unwrap();
+        assert_eq!(body.len(), length);
+        let answer: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(answer["result"]["structuredContent"]["content"], "hello\n");
+    }
+    let peers: std::collections::BTreeSet<String> = server
+        .calls()
+        .iter()
+        .map(|c| c["remote_addr"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(server.calls().len(), 200);
+    assert_eq!(peers.len(), 1, "{peers:?}");
+}
