@@ -624,3 +624,126 @@ fn failed_exports_are_reported_on_stderr_without_secrets() {
     }
     assert!(!stderr.contains(SECRET_CONTENT), "{stderr}");
 }
+
+/// With traces not exported (`OTEL_TRACES_EXPORTER=none`) a call makes no span, yet its records and their log
+/// records still carry the caller's trace; and the metrics of calls that succeeded (recorded through instruments
+/// bound per tool) have the same attributes as those of a refused call, less `error.type`.
+#[tokio::test(flavor = "multi_thread")]
+async fn without_traces_the_records_keep_the_callers_trace_and_metrics_keep_their_attributes() {
+    const SECRET: &str = "observability-test-secret-0123456789";
+    const ISSUER: &str = "https://issuer.test";
+    let receiver = Receiver::start();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("greeting.txt"), "hello\n").unwrap();
+    let audit_log = dir.path().join("audit.jsonl");
+    let port = common::free_port();
+    let url = format!("http://127.0.0.1:{port}/mcp");
+    let mut command = Command::new(SERVER);
+    command
+        .arg("--data-root")
+        .arg(&data)
+        .arg("--audit-log")
+        .arg(&audit_log)
+        .args(["--http", &format!("127.0.0.1:{port}")])
+        .args(["--issuer", ISSUER, "--resource-url", &url])
+        .env("MCP_AUTH_HS256_SECRET", SECRET)
+        .env("OTEL_TRACES_EXPORTER", "none")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    otel_env(&mut command, &receiver);
+    let mut child = command.spawn().unwrap();
+    common::wait_until_listening(&mut child, "serving MCP over HTTP at", |_| {});
+    let token = secure_tools::testing::hs256_token(
+        SECRET,
+        ISSUER,
+        &url,
+        "alice",
+        "files.read",
+        Duration::from_secs(600),
+    );
+    let client = reqwest::Client::new();
+    let traceparent = format!("00-{TRACE_ID}-{CALLER_SPAN}-01");
+    for (id, filename) in [(1, "greeting.txt"), (2, "greeting.txt"), (3, ".hidden")] {
+        let answer = client
+            .post(&url)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("authorization", format!("Bearer {token}"))
+            .header("traceparent", &traceparent)
+            .body(
+                json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+                       "params": {"name": "read_file", "arguments": {"filename": filename}}})
+                .to_string(),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200);
+    }
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    assert!(child.wait().unwrap().success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while (receiver.bodies("/v1/logs").is_empty() || receiver.bodies("/v1/metrics").is_empty())
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    assert!(receiver.bodies("/v1/traces").is_empty());
+    let records = audit(&audit_log);
+    let calls: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["event"] == "tool_call")
+        .collect();
+    assert_eq!(calls.len(), 3);
+    for call in &calls {
+        // No span of the server's: the caller's is the one the records name.
+        assert_eq!(call["trace_id"], TRACE_ID, "{call}");
+        assert_eq!(call["span_id"], CALLER_SPAN, "{call}");
+    }
+    let logs = receiver.logs();
+    let call_logs: Vec<&LogRecord> = logs
+        .iter()
+        .filter(|l| l.event_name == "secure_tools.audit.tool_call")
+        .collect();
+    assert_eq!(call_logs.len(), 3);
+    assert!(call_logs.iter().all(|l| hex(&l.trace_id) == TRACE_ID));
+
+    let points = receiver.metric_points();
+    let get = |name: &str, labels: &str| points.get(&(name.to_owned(), labels.to_owned())).copied();
+    assert_eq!(
+        get(
+            "secure_tools.calls",
+            "gen_ai.tool.name=read_file,secure_tools.outcome=ok"
+        ),
+        Some(2.0),
+        "{points:#?}"
+    );
+    assert_eq!(
+        get(
+            "mcp.server.operation.duration",
+            "gen_ai.tool.name=read_file,mcp.method.name=tools/call,network.transport=tcp"
+        ),
+        Some(2.0),
+        "{points:#?}"
+    );
+    let refused: Vec<&(String, String)> = points
+        .keys()
+        .filter(|(name, labels)| {
+            name == "mcp.server.operation.duration" && labels.contains("error.type=")
+        })
+        .collect();
+    assert_eq!(refused.len(), 1, "{points:#?}");
+    assert!(
+        refused[0].1.starts_with("error.type=")
+            && refused[0].1.ends_with(
+                ",gen_ai.tool.name=read_file,mcp.method.name=tools/call,network.transport=tcp"
+            ),
+        "{points:#?}"
+    );
+}

@@ -31,11 +31,14 @@
 
 mod sdk;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use opentelemetry::logs::{AnyValue, LogRecord as _, Logger as _, LoggerProvider as _, Severity};
-use opentelemetry::metrics::{Counter, Histogram, Meter, MeterProvider};
+use opentelemetry::metrics::{
+    BoundCounter, BoundHistogram, Counter, Histogram, Meter, MeterProvider,
+};
 use opentelemetry::propagation::{Extractor, TextMapPropagator as _};
 use opentelemetry::trace::{
     SpanId, SpanKind, Status, TraceContextExt, TraceFlags, TraceId, Tracer as _, TracerProvider,
@@ -90,6 +93,22 @@ pub struct Telemetry {
     refusals: Counter<u64>,
     rate_limited: Counter<u64>,
     auth_failures: Counter<u64>,
+    /// The call counter and the duration bound to the attributes of calls that succeeded, per tool, outcome and
+    /// transport: recorded without hashing and looking up the attributes each time. Tool names come from the set's
+    /// definitions, so the map stays as small as the set.
+    bound: Arc<Mutex<HashMap<BoundKey, BoundCall>>>,
+    /// Whether spans go anywhere: `false` when traces are not exported, so that a call does not build a span
+    /// (its name and attributes) only for the no-op tracer to drop it.
+    spans: bool,
+}
+
+/// A tool's name, the call's outcome and its transport.
+type BoundKey = (Arc<str>, Outcome, Option<&'static str>);
+
+/// The instruments a call without a refusal code records, bound to its attributes.
+struct BoundCall {
+    calls: BoundCounter<u64>,
+    duration: BoundHistogram<f64>,
 }
 
 impl std::fmt::Debug for Telemetry {
@@ -147,7 +166,15 @@ impl Telemetry {
                 .with_description("Requests refused for their credentials, by reason")
                 .with_unit("{request}")
                 .build(),
+            bound: Arc::default(),
+            spans: true,
         }
+    }
+
+    /// No spans: the calls' records still carry the caller's trace context.
+    fn without_spans(mut self) -> Self {
+        self.spans = false;
+        self
     }
 
     /// Starts the span of a call.
@@ -155,6 +182,15 @@ impl Telemetry {
         let parent = remote_parent(call.traceparent, call.tracestate);
         let remote_parent_span = parent.as_ref().map(|cx| cx.span().span_context().span_id());
         let base = parent.unwrap_or_else(Context::current);
+        if !self.spans {
+            // What the no-op tracer would give: the caller's span as the call's.
+            return CallSpan {
+                context: base,
+                remote_parent_span,
+                transport: call.transport,
+                own: false,
+            };
+        }
         let mut attributes = Vec::with_capacity(8);
         attributes.push(KeyValue::new("mcp.method.name", "tools/call"));
         attributes.push(KeyValue::new("gen_ai.operation.name", "execute_tool"));
@@ -185,6 +221,7 @@ impl Telemetry {
             context,
             remote_parent_span,
             transport: call.transport,
+            own: true,
         }
     }
 
@@ -198,7 +235,7 @@ impl Telemetry {
         duration: Duration,
     ) {
         let transport = span.as_ref().and_then(|s| s.transport);
-        if let Some(span) = span {
+        if let Some(span) = span.filter(|span| span.own) {
             let span = span.context.span();
             span.set_attribute(KeyValue::new("secure_tools.outcome", outcome.as_str()));
             if let Some(code) = code {
@@ -206,6 +243,19 @@ impl Telemetry {
                 span.set_status(Status::error(code.to_owned()));
             }
             span.end();
+        }
+        let seconds = duration.as_secs_f64();
+        if code.is_none()
+            && let Some(name) = tool
+        {
+            let key = (name.clone(), outcome, transport);
+            let mut bound = self.bound.lock().unwrap_or_else(PoisonError::into_inner);
+            let call = bound
+                .entry(key)
+                .or_insert_with(|| self.bind(name, outcome, transport));
+            call.calls.add(1);
+            call.duration.record(seconds);
+            return;
         }
         let tool = KeyValue::new("gen_ai.tool.name", tool_name(tool));
         self.calls.add(
@@ -232,7 +282,29 @@ impl Telemetry {
                 self.rate_limited.add(1, &[tool]);
             }
         }
-        self.duration.record(duration.as_secs_f64(), &attributes);
+        self.duration.record(seconds, &attributes);
+    }
+
+    /// The call counter and the duration bound to the attributes of a call of `tool` with `outcome` and no code,
+    /// the same attributes [`Telemetry::end_call`] gives them unbound.
+    fn bind(
+        &self,
+        tool: &Arc<str>,
+        outcome: Outcome,
+        transport: Option<&'static str>,
+    ) -> BoundCall {
+        let tool = KeyValue::new("gen_ai.tool.name", tool_name(Some(tool)));
+        let mut attributes = vec![KeyValue::new("mcp.method.name", "tools/call"), tool.clone()];
+        if let Some(transport) = transport {
+            attributes.push(network_transport(transport));
+        }
+        BoundCall {
+            calls: self.calls.bind(&[
+                tool,
+                KeyValue::new("secure_tools.outcome", outcome.as_str()),
+            ]),
+            duration: self.duration.bind(&attributes),
+        }
     }
 
     /// Counts a request or connection refused for its credentials.
@@ -276,6 +348,8 @@ pub(crate) struct CallSpan {
     context: Context,
     remote_parent_span: Option<SpanId>,
     transport: Option<&'static str>,
+    /// Whether the span is the call's own (else the caller's, or none: not ours to end).
+    own: bool,
 }
 
 impl CallSpan {

@@ -224,7 +224,12 @@ impl Otel {
                 opentelemetry::metrics::noop::NoopMeterProvider::new().meter_with_scope(scope())
             }
         };
-        Telemetry::with(tracer, &meter)
+        let telemetry = Telemetry::with(tracer, &meter);
+        if self.tracers.is_some() {
+            telemetry
+        } else {
+            telemetry.without_spans()
+        }
     }
 
     /// The audit sink that emits records as OTLP logs, when logs are exported.
