@@ -552,7 +552,7 @@ where
         rmcp_config,
     );
     let mut app = Router::new()
-        .nest_service("/mcp", service)
+        .nest_service("/mcp", McpEndpoint(Arc::new(service)))
         .layer(from_fn_with_state(
             shared.clone(),
             authenticate::authenticate,
@@ -571,6 +571,45 @@ where
         );
     }
     app.layer(from_fn_with_state(shared, guard::guard))
+}
+
+/// rmcp's streamable HTTP service, shared: the router and each middleware layer clone their inner service for
+/// every request, and a clone of rmcp's service copies its configuration (the allowed hosts and origins, each a
+/// `String`), about a dozen allocations a request over the layers; a clone of this is one reference count.
+struct McpEndpoint<S, M>(Arc<StreamableHttpService<S, M>>);
+
+impl<S, M> Clone for McpEndpoint<S, M> {
+    fn clone(&self) -> Self {
+        McpEndpoint(self.0.clone())
+    }
+}
+
+impl<B, S, M> tower::Service<axum::http::Request<B>> for McpEndpoint<S, M>
+where
+    B: axum::body::HttpBody + Send + 'static,
+    B::Error: std::fmt::Display,
+    B::Data: Send + 'static,
+    S: ServerHandler + Send + 'static,
+    M: rmcp::transport::streamable_http_server::SessionManager,
+{
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Response, std::convert::Infallible>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        // As rmcp's service: always ready.
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: axum::http::Request<B>) -> Self::Future {
+        let service = self.0.clone();
+        Box::pin(async move { Ok(service.handle(request).await.map(axum::body::Body::new)) })
+    }
 }
 
 struct Shared {
