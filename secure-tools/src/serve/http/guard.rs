@@ -92,18 +92,17 @@ pub(super) async fn guard(
     response
 }
 
-/// Splits `host[:port]` (IPv6 in brackets) into its lowercase host and port.
-fn split_authority(authority: &str) -> (String, Option<&str>) {
+/// Splits `host[:port]` (IPv6 in brackets) into its host and port; hosts compare without regard to ASCII case.
+fn split_authority(authority: &str) -> (&str, Option<&str>) {
     let authority = authority.trim();
     if let Some(rest) = authority.strip_prefix('[') {
         let (host, after) = rest.split_once(']').unwrap_or((rest, ""));
-        let port = after.strip_prefix(':');
-        return (host.to_ascii_lowercase(), port);
+        return (host, after.strip_prefix(':'));
     }
     match authority.rsplit_once(':') {
         // A bare IPv6 address has several colons and no port.
-        Some((host, port)) if !host.contains(':') => (host.to_ascii_lowercase(), Some(port)),
-        _ => (authority.to_ascii_lowercase(), None),
+        Some((host, port)) if !host.contains(':') => (host, Some(port)),
+        _ => (authority, None),
     }
 }
 
@@ -111,7 +110,7 @@ fn host_allowed(allowed: &[String], host: &str) -> bool {
     let (name, port) = split_authority(host);
     allowed.iter().any(|entry| {
         let (entry_name, entry_port) = split_authority(entry);
-        entry_name == name && (entry_port.is_none() || entry_port == port)
+        entry_name.eq_ignore_ascii_case(name) && (entry_port.is_none() || entry_port == port)
     })
 }
 
@@ -131,7 +130,7 @@ fn origin_allowed(allowed: &[String], origin: &str) -> bool {
         .filter(|(scheme, _)| *scheme == "http" || *scheme == "https");
     if let Some((_, authority)) = parsed
         && !authority.contains('/')
-        && is_loopback(&split_authority(authority).0)
+        && is_loopback(split_authority(authority).0)
     {
         return true;
     }
