@@ -606,3 +606,30 @@ async fn json_answers_carry_their_length_and_keep_the_connection() {
     assert_eq!(server.calls().len(), 200);
     assert_eq!(peers.len(), 1, "{peers:?}");
 }
+
+/// The MCP endpoint is `/mcp` itself: a path under it is no endpoint (`404`), whatever the token.
+#[tokio::test]
+async fn paths_under_the_endpoint_are_not_found() {
+    let server = Server::start();
+    let token = server.token(server.claims("alice", "files.read"));
+    for suffix in ["/mcp/", "/mcp/extra"] {
+        let response = post(
+            &server,
+            suffix,
+            Some(&token),
+            &call(1, "read_file", json!({"filename": "greeting.txt"})),
+        )
+        .await;
+        assert_eq!(response.status(), 404, "{suffix}");
+    }
+    assert!(server.calls().is_empty());
+    let ok = post(
+        &server,
+        "/mcp",
+        Some(&token),
+        &call(2, "read_file", json!({"filename": "greeting.txt"})),
+    )
+    .await;
+    assert_eq!(ok.status(), 200);
+    assert_eq!(server.calls().len(), 1);
+}

@@ -552,7 +552,9 @@ where
         rmcp_config,
     );
     let mut app = Router::new()
-        .nest_service("/mcp", McpEndpoint(Arc::new(service)))
+        // The endpoint alone, not nested: nesting strips a prefix and sets a nested path on every request for
+        // subpaths the protocol does not have.
+        .route_service("/mcp", McpEndpoint(Arc::new(service)))
         .layer(from_fn_with_state(
             shared.clone(),
             authenticate::authenticate,
