@@ -5,8 +5,10 @@ use std::sync::Arc;
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use axum::routing::Route;
+use futures_util::future::BoxFuture;
+use tower::ServiceExt as _;
 
 use super::challenge::{self, Credential, insufficient_scope_challenge, unauthorized_challenge};
 #[cfg(feature = "mtls")]
@@ -224,11 +226,16 @@ fn check_version_header(shared: &Shared, request: &Request) -> Result<(), Respon
 
 /// Authentication on `/mcp` (the mutual TLS caller, or else bearer authentication), then the checks that need
 /// the caller: the protocol version, and, with sessions, that the session is the caller's own.
-pub(super) async fn authenticate(
-    State(shared): State<Arc<Shared>>,
-    mut request: Request,
-    next: Next,
-) -> Response {
+/// (A [`super::layer::Handler`].)
+pub(super) fn authenticate(
+    shared: Arc<Shared>,
+    request: Request,
+    next: Route,
+) -> BoxFuture<'static, Response> {
+    Box::pin(authenticated(shared, request, next))
+}
+
+async fn authenticated(shared: Arc<Shared>, mut request: Request, next: Route) -> Response {
     let head = Head {
         method: request.method(),
         uri: request.uri(),
@@ -284,7 +291,7 @@ pub(super) async fn authenticate(
             return response;
         }
     };
-    let response = next.run(request).await;
+    let Ok(response) = next.oneshot(request).await;
     if shared.sessions {
         match &session_id {
             None => {

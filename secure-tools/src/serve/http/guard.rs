@@ -4,19 +4,25 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{StatusCode, header};
-use axum::middleware::Next;
 use axum::response::Response;
+use axum::routing::Route;
+use futures_util::future::BoxFuture;
+use tower::ServiceExt as _;
 
 use super::{Shared, Subject};
 
-/// Host, Origin, body size and timeout, for every route.
-pub(super) async fn guard(
-    State(shared): State<Arc<Shared>>,
+/// Host, Origin, body size and timeout, for every route (a [`super::layer::Handler`]).
+pub(super) fn guard(
+    shared: Arc<Shared>,
     request: Request,
-    next: Next,
-) -> Response {
+    next: Route,
+) -> BoxFuture<'static, Response> {
+    Box::pin(guarded(shared, request, next))
+}
+
+async fn guarded(shared: Arc<Shared>, request: Request, next: Route) -> Response {
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let headers = request.headers();
@@ -65,8 +71,8 @@ pub(super) async fn guard(
             &path,
         );
     }
-    let response = match tokio::time::timeout(shared.request_timeout, next.run(request)).await {
-        Ok(response) => response,
+    let response = match tokio::time::timeout(shared.request_timeout, next.oneshot(request)).await {
+        Ok(Ok(response)) => response,
         Err(_) => {
             return shared.reject(
                 StatusCode::REQUEST_TIMEOUT,

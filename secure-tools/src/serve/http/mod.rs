@@ -31,7 +31,6 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::http::{Method, StatusCode};
-use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
 use rmcp::ServerHandler;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
@@ -43,6 +42,7 @@ pub mod bearer;
 mod challenge;
 mod connections;
 mod guard;
+mod layer;
 #[cfg(feature = "otel")]
 mod metrics;
 #[cfg(feature = "mtls")]
@@ -555,7 +555,7 @@ where
         // The endpoint alone, not nested: nesting strips a prefix and sets a nested path on every request for
         // subpaths the protocol does not have.
         .route_service("/mcp", McpEndpoint(Arc::new(service)))
-        .layer(from_fn_with_state(
+        .layer(layer::Middleware::new(
             shared.clone(),
             authenticate::authenticate,
         ));
@@ -572,7 +572,7 @@ where
                 .with_state(shared.clone()),
         );
     }
-    app.layer(from_fn_with_state(shared, guard::guard))
+    app.layer(layer::Middleware::new(shared, guard::guard))
 }
 
 /// rmcp's streamable HTTP service, shared: the router and each middleware layer clone their inner service for
