@@ -296,9 +296,9 @@ pub struct Origin {
     /// The client's version, as it gave it (shortened if long).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_version: Option<String>,
-    /// The peer's network address.
+    /// The peer's network address (written as `ip:port`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub remote_addr: Option<String>,
+    pub remote_addr: Option<std::net::SocketAddr>,
     /// The session id.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub session_id: Option<Arc<str>>,

@@ -119,7 +119,7 @@ impl AuditSink for TracingSink {
                     transport = call.origin.transport,
                     client_name = call.origin.client_name.as_deref(),
                     client_version = call.origin.client_version.as_deref(),
-                    remote_addr = call.origin.remote_addr.as_deref(),
+                    remote_addr = call.origin.remote_addr.map(tracing::field::display),
                     session_id = call.origin.session_id.as_deref(),
                     token_id = call.origin.token_id.as_deref(),
                     fields = fields.as_deref(),

@@ -449,7 +449,7 @@ impl CallContext {
                 transport: connection.transport,
                 client_name: client.as_ref().map(|c| shorten_str(&c.name)),
                 client_version: client.as_ref().map(|c| shorten_str(&c.version)),
-                remote_addr: connection.remote_addr.map(|a| a.to_string()),
+                remote_addr: connection.remote_addr,
                 session_id: connection.session_id.clone(),
                 token_id: connection.token_id.clone(),
             })

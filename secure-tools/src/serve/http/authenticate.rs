@@ -252,7 +252,7 @@ async fn authenticated(shared: Arc<Shared>, mut request: Request, next: Route) -
     let subject = identified
         .caller
         .as_ref()
-        .map(|c| Subject(c.id().to_owned()));
+        .map(|c| Subject(c.id_shared().clone()));
     let session_id = request
         .headers()
         .get("mcp-session-id")

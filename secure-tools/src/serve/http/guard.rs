@@ -85,7 +85,10 @@ async fn guarded(shared: Arc<Shared>, request: Request, next: Route) -> Response
         }
     };
     if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        let subject = response.extensions().get::<Subject>().map(|s| s.0.clone());
+        let subject = response
+            .extensions()
+            .get::<Subject>()
+            .map(|s| s.0.to_string());
         shared.audit_rejection(
             StatusCode::PAYLOAD_TOO_LARGE,
             "body_too_large",

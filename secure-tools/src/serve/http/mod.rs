@@ -632,7 +632,7 @@ struct Shared {
 
 /// The subject of an authenticated request, left on its response so refusals found later carry it.
 #[derive(Clone)]
-struct Subject(String);
+struct Subject(Arc<str>);
 
 impl Shared {
     /// Audits a refusal and builds its answer. The path goes into the record without its query, which may hold a
