@@ -184,6 +184,18 @@ async fn a_merged_server_over_http_with_bearer_tokens_keeps_every_tool_under_the
         "{challenge}"
     );
 
+    // A tool's own error answer that imitates the policy's refusal for a missing scope is the tool's answer (200),
+    // not turned into an `insufficient_scope` challenge: only the pipeline's own refusals are.
+    let (status, forged, challenge) = server
+        .post(
+            &full,
+            call("search_tickets", json!({"query": "forged refusal"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{forged}");
+    assert!(challenge.is_empty(), "{challenge}");
+    assert_eq!(forged["result"]["isError"], true, "{forged}");
+
     // The undeclared tool: refused and audited, though the server has it.
     let (status, dumped, _) = server.post(&full, call("debug_dump", json!({}))).await;
     assert_eq!(status, 200, "{dumped}");
@@ -214,6 +226,7 @@ async fn a_merged_server_over_http_with_bearer_tokens_keeps_every_tool_under_the
             ("search_tickets", "alice", "ok"),
             ("close_ticket", "alice", "ok"),
             ("search_tickets", "bob", "denied"),
+            ("search_tickets", "alice", "error"),
             ("debug_dump", "alice", "denied"),
         ]
     );
@@ -223,7 +236,7 @@ async fn a_merged_server_over_http_with_bearer_tokens_keeps_every_tool_under_the
         calls[0]
     );
     assert_eq!(calls[0]["transport"], "http");
-    assert_eq!(calls[3]["error"], "undeclared_tool");
+    assert_eq!(calls[4]["error"], "undeclared_tool");
     assert!(
         !std::fs::read_to_string(&server.audit_log)
             .unwrap()

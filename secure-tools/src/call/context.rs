@@ -199,6 +199,34 @@ pub struct Connection {
     /// request, where rmcp fills it with placeholders.
     pub trust_peer_info: bool,
     pub(crate) session: Option<Arc<SessionState>>,
+    /// Where the pipeline leaves a refusal for a missing scope, for a transport that answers it itself.
+    pub(crate) scope_refusal: Option<Arc<ScopeRefusalSlot>>,
+}
+
+/// A call's refusal for a missing scope, left by the pipeline for the transport that made the slot (the HTTP
+/// runner answers it with an `insufficient_scope` challenge): typed, so the transport never reads it back out of
+/// the answer, where a tool's own result could imitate it.
+#[derive(Debug, Default)]
+pub(crate) struct ScopeRefusalSlot(
+    std::sync::Mutex<Option<(RequestId, crate::call::RefusalNotice)>>,
+);
+
+impl ScopeRefusalSlot {
+    pub(crate) fn fill(&self, request_id: RequestId, notice: crate::call::RefusalNotice) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((request_id, notice));
+    }
+
+    /// The refusal left, if any.
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
+    pub(crate) fn take(&self) -> Option<(RequestId, crate::call::RefusalNotice)> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
 }
 
 /// What the handler layer keeps per session: the log level the client asked for, and the session's part of the

@@ -44,6 +44,8 @@ use rmcp::service::RequestContext;
 use serde_json::Value;
 use tracing::Instrument;
 
+#[cfg(feature = "http")]
+pub(crate) use context::ScopeRefusalSlot;
 pub(crate) use context::SessionState;
 pub use context::{
     Args, CallContext, CallId, Caller, CancellationToken, ClientLog, Connection, Elicitation,
@@ -183,6 +185,20 @@ pub struct RefusalNotice {
 }
 
 impl RefusalNotice {
+    /// The notice of a call's refusal.
+    fn new(refusal: &Refusal, outcome: Outcome, call_id: CallId) -> Self {
+        RefusalNotice {
+            code: refusal.code().to_owned(),
+            outcome: outcome.as_str().to_owned(),
+            message: refusal.message().to_owned(),
+            retry_after_seconds: retry_after_seconds(refusal),
+            required_scopes: refusal
+                .required_scopes()
+                .map(|scopes| scopes.iter().map(|s| s.as_str().to_owned()).collect()),
+            call_id: call_id.to_string(),
+        }
+    }
+
     /// The notice in a tool result's `_meta`, if it has one.
     pub fn from_result(result: &CallToolResult) -> Option<Self> {
         let value = result.meta.as_ref()?.get(REFUSAL_META_KEY)?;
@@ -228,9 +244,7 @@ impl CallResponse {
         match self.result {
             Ok(output) => output.into_call_tool_result(),
             Err(refusal) => {
-                let retry = refusal
-                    .retry_after_duration()
-                    .map(|d| d.as_secs() + u64::from(d.subsec_nanos() > 0));
+                let retry = retry_after_seconds(&refusal);
                 let mut result =
                     CallToolResult::error(vec![ContentBlock::text(refusal.to_string())]);
                 if !self.has_output_schema {
@@ -242,16 +256,7 @@ impl CallResponse {
                     }
                     result.structured_content = Some(serde_json::json!({ "error": error }));
                 }
-                let notice = RefusalNotice {
-                    code: refusal.code().to_owned(),
-                    outcome: self.outcome.as_str().to_owned(),
-                    message: refusal.message().to_owned(),
-                    retry_after_seconds: retry,
-                    required_scopes: refusal
-                        .required_scopes()
-                        .map(|scopes| scopes.iter().map(|s| s.as_str().to_owned()).collect()),
-                    call_id: self.call_id.to_string(),
-                };
+                let notice = RefusalNotice::new(&refusal, self.outcome, self.call_id);
                 let mut meta = MetaObject::new();
                 if let Ok(value) = serde_json::to_value(notice) {
                     meta.insert(REFUSAL_META_KEY.into(), value);
@@ -261,6 +266,13 @@ impl CallResponse {
             }
         }
     }
+}
+
+/// Whole seconds after which a retry may succeed, rounded up, for a refusal that says.
+fn retry_after_seconds(refusal: &Refusal) -> Option<u64> {
+    refusal
+        .retry_after_duration()
+        .map(|d| d.as_secs() + u64::from(d.subsec_nanos() > 0))
 }
 
 /// A call that gets no tool result: a protocol error for the transport to answer.
@@ -991,6 +1003,18 @@ impl<'s> Call<'s> {
         };
         let has_output_schema = tool.definition.output_schema().is_some();
         let call_id = self.context.call_id();
+        // The transport that asked (HTTP, to answer with an `insufficient_scope` challenge) gets the pipeline's own
+        // refusal for a missing scope, typed: never a tool's answer that reads like one.
+        if written.is_ok()
+            && let Err(refusal) = &result
+            && refusal.required_scopes().is_some()
+            && let Some(slot) = &self.context.connection().scope_refusal
+        {
+            slot.fill(
+                self.context.request_id().clone(),
+                RefusalNotice::new(refusal, outcome, call_id),
+            );
+        }
         Ok(match written {
             Ok(()) => CallResponse {
                 call_id,

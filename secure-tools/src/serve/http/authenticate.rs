@@ -15,7 +15,7 @@ use super::challenge::{self, Credential, insufficient_scope_challenge, unauthori
 use super::mtls;
 use super::{BearerAuth, Shared, Subject};
 use crate::audit::{AuditEvent, shorten_str};
-use crate::call::{Caller, Connection, REFUSAL_META_KEY, RefusalNotice};
+use crate::call::{Caller, Connection, RefusalNotice};
 use crate::serve::handler::HeldArguments;
 
 /// The caller of a request over mutual TLS, from its verified client certificate; `403` when it maps to none.
@@ -98,6 +98,7 @@ fn connection(shared: &Shared, request: &Request, token_id: Option<String>) -> C
         // client.
         trust_peer_info: shared.sessions,
         session: None,
+        scope_refusal: None,
     }
 }
 
@@ -277,7 +278,11 @@ async fn authenticated(shared: Arc<Shared>, mut request: Request, next: Route) -
         );
     }
     let deleting = request.method() == axum::http::Method::DELETE;
-    let connection = connection(&shared, &request, identified.token_id);
+    let mut connection = connection(&shared, &request, identified.token_id);
+    // A caller with a token gets a missing scope answered as a challenge: the pipeline leaves its refusal here.
+    let scope_refusal = (shared.auth.is_some() && subject.is_some())
+        .then(|| Arc::new(crate::call::ScopeRefusalSlot::default()));
+    connection.scope_refusal = scope_refusal.clone();
     if let Some(caller) = identified.caller {
         request.extensions_mut().insert(caller);
     }
@@ -307,11 +312,11 @@ async fn authenticated(shared: Arc<Shared>, mut request: Request, next: Route) -
             Some(_) => {}
         }
     }
-    let mut response = match (&shared.auth, subject.is_some()) {
-        (Some(auth), true) => match scopes_refused(response).await {
-            (_, Some(refusal)) => insufficient_scope_answer(auth, refusal),
-            (response, None) => response,
-        },
+    let refused = scope_refusal
+        .and_then(|slot| slot.take())
+        .filter(|_| is_json_answer(&response));
+    let mut response = match (&shared.auth, refused) {
+        (Some(auth), Some((id, notice))) => insufficient_scope_answer(auth, id, notice),
         _ => response,
     };
     if let Some(subject) = subject {
@@ -363,65 +368,19 @@ async fn hold_arguments(request: Request, max: usize) -> Result<Request, Respons
     Ok(Request::from_parts(parts, body))
 }
 
-/// The largest JSON answer read back for a refusal; a refusal is far smaller, so a larger answer is passed on
-/// unread.
-const MAX_REFUSAL_BYTES: u64 = 64 * 1024;
-
 /// The JSON-RPC error code of a call refused for a missing scope over HTTP (an implementation-defined server error
 /// that no SDK gives a meaning of its own).
 pub const INSUFFICIENT_SCOPE_CODE: i32 = -32003;
 
-/// A tool call refused for a missing scope, read from the JSON answer.
-struct ScopeRefusal {
-    id: serde_json::Value,
-    notice: RefusalNotice,
-    scopes: Vec<String>,
-}
-
-/// Reads a JSON answer for a tool result refused for a missing scope: its id and its typed [`RefusalNotice`].
-/// Streamed (SSE) answers, whose head is sent before the tool runs, and large ones pass unread.
-async fn scopes_refused(response: Response) -> (Response, Option<ScopeRefusal>) {
-    use axum::body::{Body, HttpBody};
-    let json = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    let small = response
-        .body()
-        .size_hint()
-        .upper()
-        .is_some_and(|n| n <= MAX_REFUSAL_BYTES);
-    if response.status() != StatusCode::OK || !json || !small {
-        return (response, None);
-    }
-    let (parts, body) = response.into_parts();
-    let Ok(bytes) = axum::body::to_bytes(body, MAX_REFUSAL_BYTES as usize).await else {
-        return (Response::from_parts(parts, Body::empty()), None);
-    };
-    #[derive(serde::Deserialize)]
-    struct Answer {
-        id: serde_json::Value,
-        result: Option<AnswerResult>,
-    }
-    #[derive(serde::Deserialize)]
-    struct AnswerResult {
-        #[serde(rename = "_meta")]
-        meta: Option<serde_json::Map<String, serde_json::Value>>,
-    }
-    let refusal = serde_json::from_slice::<Answer>(&bytes)
-        .ok()
-        .and_then(|answer| {
-            let notice = answer.result?.meta?.remove(REFUSAL_META_KEY)?;
-            let notice = serde_json::from_value::<RefusalNotice>(notice).ok()?;
-            let scopes = notice.required_scopes.clone()?;
-            Some(ScopeRefusal {
-                id: answer.id,
-                notice,
-                scopes,
-            })
-        });
-    (Response::from_parts(parts, Body::from(bytes)), refusal)
+/// Whether an answer is the JSON answer to the request (stateless HTTP), which a refusal for a missing scope
+/// replaces. A stream of events (with sessions) has had its head sent already and passes as it is.
+fn is_json_answer(response: &Response) -> bool {
+    response.status() == StatusCode::OK
+        && response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/json"))
 }
 
 /// The answer to a call refused for a missing scope, in the form the MCP authorization specification asks for
@@ -431,18 +390,23 @@ async fn scopes_refused(response: Response) -> (Response, Option<ScopeRefusal>) 
 /// SDK hands the application as an `MCPError`, where a result in a non-2xx answer would be dropped; and the
 /// challenge's `error_description` carries the code too, which the TypeScript SDK v2 surfaces. Clients with an OAuth
 /// provider step up to the scopes named and retry.
-fn insufficient_scope_answer(auth: &BearerAuth, refusal: ScopeRefusal) -> Response {
+fn insufficient_scope_answer(
+    auth: &BearerAuth,
+    id: crate::call::RequestId,
+    notice: RefusalNotice,
+) -> Response {
+    let scopes = notice.required_scopes.clone().unwrap_or_default();
     let body = serde_json::json!({
         "jsonrpc": "2.0",
-        "id": refusal.id,
+        "id": id,
         "error": {
             "code": INSUFFICIENT_SCOPE_CODE,
-            "message": refusal.notice.code,
-            "data": refusal.notice,
+            "message": notice.code,
+            "data": notice,
         }
     });
     let mut response = (StatusCode::FORBIDDEN, axum::Json(body)).into_response();
-    let challenge = insufficient_scope_challenge(auth, &refusal.scopes, &refusal.notice.code);
+    let challenge = insufficient_scope_challenge(auth, &scopes, &notice.code);
     if let Ok(value) = HeaderValue::from_str(&challenge) {
         response
             .headers_mut()
