@@ -24,7 +24,9 @@ pub(super) fn guard(
 
 async fn guarded(shared: Arc<Shared>, request: Request, next: Route) -> Response {
     let method = request.method().clone();
-    let path = request.uri().path().to_owned();
+    // Kept for a refusal's record; a `Uri` shares its bytes, so this copies no path.
+    let uri = request.uri().clone();
+    let path = uri.path();
     let headers = request.headers();
     if !shared.allowed_hosts.is_empty() {
         let host = headers
@@ -38,7 +40,7 @@ async fn guarded(shared: Arc<Shared>, request: Request, next: Route) -> Response
                 None,
                 None,
                 &method,
-                &path,
+                path,
             );
         }
     }
@@ -53,7 +55,7 @@ async fn guarded(shared: Arc<Shared>, request: Request, next: Route) -> Response
                 None,
                 None,
                 &method,
-                &path,
+                path,
             );
         }
     }
@@ -68,7 +70,7 @@ async fn guarded(shared: Arc<Shared>, request: Request, next: Route) -> Response
             None,
             None,
             &method,
-            &path,
+            path,
         );
     }
     let response = match tokio::time::timeout(shared.request_timeout, next.oneshot(request)).await {
@@ -80,7 +82,7 @@ async fn guarded(shared: Arc<Shared>, request: Request, next: Route) -> Response
                 None,
                 None,
                 &method,
-                &path,
+                path,
             );
         }
     };
@@ -95,7 +97,7 @@ async fn guarded(shared: Arc<Shared>, request: Request, next: Route) -> Response
             None,
             subject,
             &method,
-            &path,
+            path,
         );
     }
     response
