@@ -356,11 +356,10 @@ async fn hold_arguments(request: Request, max: usize) -> Result<Request, Respons
     let body = match HeldArguments::hold_in_body(&bytes) {
         Some((held_body, held)) => {
             parts.extensions.insert(held);
-            // The body is whole now: its length, whatever framing it came in.
+            // The body is another now, whole: the headers that described the one received go (rmcp reads the body
+            // itself, to its end and under its own size limit).
             parts.headers.remove(header::TRANSFER_ENCODING);
-            parts
-                .headers
-                .insert(header::CONTENT_LENGTH, held_body.len().into());
+            parts.headers.remove(header::CONTENT_LENGTH);
             Body::from(held_body)
         }
         None => Body::from(bytes),
