@@ -46,6 +46,8 @@ struct Options {
     info: Implementation,
     instructions: Option<String>,
     transport: Option<&'static str>,
+    /// What `initialize` answers (and rmcp asks for on every stateless HTTP request), made once from the above.
+    config: std::sync::OnceLock<ServerConfig>,
 }
 
 impl<S> Clone for SecureServer<S> {
@@ -71,6 +73,7 @@ impl<S: Send + Sync + 'static> SecureServer<S> {
                 info: Implementation::new("secure-tools", env!("CARGO_PKG_VERSION")),
                 instructions: None,
                 transport: None,
+                config: std::sync::OnceLock::new(),
             }),
             session: Arc::default(),
             session_id: None,
@@ -93,7 +96,10 @@ impl<S: Send + Sync + 'static> SecureServer<S> {
     }
 
     fn options_mut(&mut self) -> &mut Options {
-        Arc::get_mut(&mut self.options).expect("options are set before the server is cloned")
+        let options =
+            Arc::get_mut(&mut self.options).expect("options are set before the server is cloned");
+        options.config = std::sync::OnceLock::new();
+        options
     }
 
     /// The caller of requests that carry none.
@@ -297,18 +303,24 @@ fn call_through_pipeline<'a, S: Send + Sync + 'static>(
 
 impl<S: Send + Sync + 'static> ServerHandler for SecureServer<S> {
     fn get_info(&self) -> ServerConfig {
-        #[allow(deprecated)]
-        // logging is deprecated by SEP-2577 but part of every released revision
-        let capabilities = ServerCapabilities::builder()
-            .enable_tools()
-            .enable_logging()
-            .build();
-        let mut config =
-            InitializeResult::new(capabilities).with_server_info(self.options.info.clone());
-        if let Some(instructions) = &self.options.instructions {
-            config = config.with_instructions(instructions.clone());
-        }
-        config
+        let options = &self.options;
+        options
+            .config
+            .get_or_init(|| {
+                #[allow(deprecated)]
+                // logging is deprecated by SEP-2577 but part of every released revision
+                let capabilities = ServerCapabilities::builder()
+                    .enable_tools()
+                    .enable_logging()
+                    .build();
+                let mut config =
+                    InitializeResult::new(capabilities).with_server_info(options.info.clone());
+                if let Some(instructions) = &options.instructions {
+                    config = config.with_instructions(instructions.clone());
+                }
+                config
+            })
+            .clone()
     }
 
     fn supported_protocol_versions(&self) -> Cow<'static, [ProtocolVersion]> {
