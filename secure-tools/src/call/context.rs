@@ -201,6 +201,8 @@ pub struct Connection {
     pub(crate) session: Option<Arc<SessionState>>,
     /// Where the pipeline leaves a refusal for a missing scope, for a transport that answers it itself.
     pub(crate) scope_refusal: Option<Arc<ScopeRefusalSlot>>,
+    /// The caller the runner's HTTP layer authenticated (one extension for both, not two).
+    pub(crate) caller: Option<crate::call::Caller>,
 }
 
 /// A call's refusal for a missing scope, left by the pipeline for the transport that made the slot (the HTTP

@@ -172,9 +172,7 @@ impl<S: Send + Sync + 'static> SecureServer<S> {
 
 /// A value an HTTP layer put into the request: directly in rmcp's extensions, or, over streamable HTTP, inside the
 /// `http::request::Parts` rmcp puts there.
-fn from_request<T: Clone + Send + Sync + 'static>(
-    context: &RequestContext<RoleServer>,
-) -> Option<T> {
+fn from_request<T: Send + Sync + 'static>(context: &RequestContext<RoleServer>) -> Option<&T> {
     let direct = context.extensions.get::<T>();
     #[cfg(feature = "http")]
     let direct = direct.or_else(|| {
@@ -183,20 +181,27 @@ fn from_request<T: Clone + Send + Sync + 'static>(
             .get::<axum::http::request::Parts>()
             .and_then(|parts| parts.extensions.get::<T>())
     });
-    direct.cloned()
+    direct
 }
 
+/// The [`Caller`] a transport put into the request, or the one the runner's HTTP layer put into its
+/// [`Connection`], or else `default`.
 fn caller_of(context: &RequestContext<RoleServer>, default: &Caller) -> Caller {
-    from_request::<Caller>(context).unwrap_or_else(|| default.clone())
+    from_request::<Caller>(context)
+        .or_else(|| from_request::<Connection>(context).and_then(|c| c.caller.as_ref()))
+        .unwrap_or(default)
+        .clone()
 }
 
 /// What the transport put into the request about its origin; over a transport that says nothing (stdio, a
 /// session in process), the client's own `initialize` may be trusted for its name.
 fn connection_of(context: &RequestContext<RoleServer>) -> Connection {
-    from_request::<Connection>(context).unwrap_or_else(|| Connection {
-        trust_peer_info: true,
-        ..Connection::default()
-    })
+    from_request::<Connection>(context)
+        .cloned()
+        .unwrap_or_else(|| Connection {
+            trust_peer_info: true,
+            ..Connection::default()
+        })
 }
 
 /// The arguments of a `tools/call`, moved by a transport from the request's params into its extensions, which

@@ -99,6 +99,7 @@ fn connection(shared: &Shared, request: &Request, token_id: Option<String>) -> C
         trust_peer_info: shared.sessions,
         session: None,
         scope_refusal: None,
+        caller: None,
     }
 }
 
@@ -283,9 +284,7 @@ async fn authenticated(shared: Arc<Shared>, mut request: Request, next: Route) -
     let scope_refusal = (shared.auth.is_some() && subject.is_some())
         .then(|| Arc::new(crate::call::ScopeRefusalSlot::default()));
     connection.scope_refusal = scope_refusal.clone();
-    if let Some(caller) = identified.caller {
-        request.extensions_mut().insert(caller);
-    }
+    connection.caller = identified.caller;
     request.extensions_mut().insert(connection);
     let request = match hold_arguments(request, shared.max_request_body_bytes).await {
         Ok(request) => request,
@@ -319,7 +318,10 @@ async fn authenticated(shared: Arc<Shared>, mut request: Request, next: Route) -
         (Some(auth), Some((id, notice))) => insufficient_scope_answer(auth, id, notice),
         _ => response,
     };
-    if let Some(subject) = subject {
+    // The guard records a `413` from further in (rmcp's own body limit) with the caller it was for.
+    if response.status() == StatusCode::PAYLOAD_TOO_LARGE
+        && let Some(subject) = subject
+    {
         response.extensions_mut().insert(subject);
     }
     response

@@ -630,7 +630,7 @@ struct Shared {
     owners: sessions::Owners,
 }
 
-/// The subject of an authenticated request, left on its response so refusals found later carry it.
+/// The subject of an authenticated request, left on a `413` answer from further in, so that its record carries it.
 #[derive(Clone)]
 struct Subject(Arc<str>);
 
