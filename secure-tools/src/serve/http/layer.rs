@@ -16,48 +16,59 @@ use futures_util::future::{BoxFuture, Map};
 use super::Shared;
 
 /// A middleware: answers `request`, calling `inner` (once, at most) for what it lets through.
-pub(super) type Handler = fn(Arc<Shared>, Request, Route) -> BoxFuture<'static, Response>;
+pub(super) type Handler<S> = fn(Arc<Shared>, Request, S) -> BoxFuture<'static, Response>;
 
 /// Wraps routes in a [`Handler`].
 #[derive(Clone)]
 pub(super) struct Middleware {
     shared: Arc<Shared>,
-    handler: Handler,
+    handler: Handler<Route>,
 }
 
 impl Middleware {
-    pub(super) fn new(shared: Arc<Shared>, handler: Handler) -> Self {
+    pub(super) fn new(shared: Arc<Shared>, handler: Handler<Route>) -> Self {
         Middleware { shared, handler }
     }
 }
 
 impl tower::Layer<Route> for Middleware {
-    type Service = Wrapped;
+    type Service = Wrapped<Route>;
 
-    fn layer(&self, inner: Route) -> Wrapped {
+    fn layer(&self, inner: Route) -> Wrapped<Route> {
+        Wrapped::new(self.shared.clone(), self.handler, inner)
+    }
+}
+
+/// A service (a route, or an endpoint mounted with one middleware of its own) wrapped in a [`Handler`].
+pub(super) struct Wrapped<S> {
+    shared: Arc<Shared>,
+    handler: Handler<S>,
+    inner: S,
+}
+
+impl<S> Wrapped<S> {
+    pub(super) fn new(shared: Arc<Shared>, handler: Handler<S>, inner: S) -> Self {
         Wrapped {
-            shared: self.shared.clone(),
-            handler: self.handler,
+            shared,
+            handler,
             inner,
         }
     }
 }
 
-/// A route wrapped in a [`Handler`].
-#[derive(Clone)]
-pub(super) struct Wrapped {
-    shared: Arc<Shared>,
-    handler: Handler,
-    inner: Route,
+impl<S: Clone> Clone for Wrapped<S> {
+    fn clone(&self) -> Self {
+        Wrapped::new(self.shared.clone(), self.handler, self.inner.clone())
+    }
 }
 
-impl tower::Service<Request> for Wrapped {
+impl<S: Clone> tower::Service<Request> for Wrapped<S> {
     type Response = Response;
     type Error = Infallible;
     type Future = Map<BoxFuture<'static, Response>, fn(Response) -> Result<Response, Infallible>>;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        // A route is always ready (axum's own contract for `Route`).
+        // The services wrapped are always ready (a route, by axum's contract; rmcp's endpoint).
         Poll::Ready(Ok(()))
     }
 
