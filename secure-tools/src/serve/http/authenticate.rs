@@ -6,8 +6,8 @@ use std::sync::Arc;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::routing::Route;
 use futures_util::future::BoxFuture;
-use std::convert::Infallible;
 use tower::ServiceExt as _;
 
 use super::challenge::{self, Credential, insufficient_scope_challenge, unauthorized_challenge};
@@ -228,24 +228,16 @@ fn check_version_header(shared: &Shared, request: &Request) -> Result<(), Respon
 
 /// Authentication on `/mcp` (the mutual TLS caller, or else bearer authentication), then the checks that need
 /// the caller: the protocol version, and, with sessions, that the session is the caller's own.
-/// (A [`super::layer::Handler`] around the MCP endpoint.)
-pub(super) fn authenticate<N>(
+/// (A [`super::layer::Handler`].)
+pub(super) fn authenticate(
     shared: Arc<Shared>,
     request: Request,
-    next: N,
-) -> BoxFuture<'static, Response>
-where
-    N: tower::Service<Request, Response = Response, Error = Infallible> + Send + 'static,
-    N::Future: Send,
-{
+    next: Route,
+) -> BoxFuture<'static, Response> {
     Box::pin(authenticated(shared, request, next))
 }
 
-async fn authenticated<N>(shared: Arc<Shared>, mut request: Request, next: N) -> Response
-where
-    N: tower::Service<Request, Response = Response, Error = Infallible> + Send + 'static,
-    N::Future: Send,
-{
+async fn authenticated(shared: Arc<Shared>, mut request: Request, next: Route) -> Response {
     let head = Head {
         method: request.method(),
         uri: request.uri(),

@@ -16,59 +16,48 @@ use futures_util::future::{BoxFuture, Map};
 use super::Shared;
 
 /// A middleware: answers `request`, calling `inner` (once, at most) for what it lets through.
-pub(super) type Handler<S> = fn(Arc<Shared>, Request, S) -> BoxFuture<'static, Response>;
+pub(super) type Handler = fn(Arc<Shared>, Request, Route) -> BoxFuture<'static, Response>;
 
 /// Wraps routes in a [`Handler`].
 #[derive(Clone)]
 pub(super) struct Middleware {
     shared: Arc<Shared>,
-    handler: Handler<Route>,
+    handler: Handler,
 }
 
 impl Middleware {
-    pub(super) fn new(shared: Arc<Shared>, handler: Handler<Route>) -> Self {
+    pub(super) fn new(shared: Arc<Shared>, handler: Handler) -> Self {
         Middleware { shared, handler }
     }
 }
 
 impl tower::Layer<Route> for Middleware {
-    type Service = Wrapped<Route>;
+    type Service = Wrapped;
 
-    fn layer(&self, inner: Route) -> Wrapped<Route> {
-        Wrapped::new(self.shared.clone(), self.handler, inner)
-    }
-}
-
-/// A service (a route, or an endpoint mounted with one middleware of its own) wrapped in a [`Handler`].
-pub(super) struct Wrapped<S> {
-    shared: Arc<Shared>,
-    handler: Handler<S>,
-    inner: S,
-}
-
-impl<S> Wrapped<S> {
-    pub(super) fn new(shared: Arc<Shared>, handler: Handler<S>, inner: S) -> Self {
+    fn layer(&self, inner: Route) -> Wrapped {
         Wrapped {
-            shared,
-            handler,
+            shared: self.shared.clone(),
+            handler: self.handler,
             inner,
         }
     }
 }
 
-impl<S: Clone> Clone for Wrapped<S> {
-    fn clone(&self) -> Self {
-        Wrapped::new(self.shared.clone(), self.handler, self.inner.clone())
-    }
+/// A route wrapped in a [`Handler`].
+#[derive(Clone)]
+pub(super) struct Wrapped {
+    shared: Arc<Shared>,
+    handler: Handler,
+    inner: Route,
 }
 
-impl<S: Clone> tower::Service<Request> for Wrapped<S> {
+impl tower::Service<Request> for Wrapped {
     type Response = Response;
     type Error = Infallible;
     type Future = Map<BoxFuture<'static, Response>, fn(Response) -> Result<Response, Infallible>>;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        // The services wrapped are always ready (a route, by axum's contract; rmcp's endpoint).
+        // A route is always ready (axum's own contract for `Route`).
         Poll::Ready(Ok(()))
     }
 

@@ -551,14 +551,14 @@ where
         sessions,
         rmcp_config,
     );
-    // The endpoint alone, not nested (nesting strips a prefix and sets a nested path on every request, for subpaths
-    // the protocol does not have), with authentication around it directly rather than as a layer of routes.
-    let endpoint = layer::Wrapped::new(
-        shared.clone(),
-        authenticate::authenticate,
-        McpEndpoint(Arc::new(service)),
-    );
-    let mut app = Router::new().route_service("/mcp", endpoint);
+    let mut app = Router::new()
+        // The endpoint alone, not nested: nesting strips a prefix and sets a nested path on every request for
+        // subpaths the protocol does not have.
+        .route_service("/mcp", McpEndpoint(Arc::new(service)))
+        .layer(layer::Middleware::new(
+            shared.clone(),
+            authenticate::authenticate,
+        ));
     // For a load balancer's or a container's health check: no authentication, nothing about the server.
     app = app.route(HEALTH_PATH, axum::routing::get(|| async { "ok\n" }));
     if shared.auth.is_some() {
