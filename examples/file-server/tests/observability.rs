@@ -245,6 +245,62 @@ fn otel_env(command: &mut Command, receiver: &Receiver) {
         .env("OTEL_METRIC_EXPORT_INTERVAL", "200");
 }
 
+/// The file server over HTTP with bearer tokens (an HS256 secret) and the OpenTelemetry variables of
+/// [`otel_env`], `greeting.txt` in its data root, and a token for `alice` with `files.read`.
+struct HttpServer {
+    child: std::process::Child,
+    url: String,
+    audit_log: std::path::PathBuf,
+    token: String,
+    _dir: tempfile::TempDir,
+}
+
+impl HttpServer {
+    /// Started with `configure`'s further flags and variables, once it listens.
+    fn start(receiver: &Receiver, configure: impl FnOnce(&mut Command)) -> HttpServer {
+        const SECRET: &str = "observability-test-secret-0123456789";
+        const ISSUER: &str = "https://issuer.test";
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        std::fs::write(data.join("greeting.txt"), "hello\n").unwrap();
+        let audit_log = dir.path().join("audit.jsonl");
+        let port = common::free_port();
+        let url = format!("http://127.0.0.1:{port}/mcp");
+        let mut command = Command::new(SERVER);
+        command
+            .arg("--data-root")
+            .arg(&data)
+            .arg("--audit-log")
+            .arg(&audit_log)
+            .args(["--http", &format!("127.0.0.1:{port}")])
+            .args(["--issuer", ISSUER, "--resource-url", &url])
+            .env("MCP_AUTH_HS256_SECRET", SECRET)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        configure(&mut command);
+        otel_env(&mut command, receiver);
+        let mut child = command.spawn().unwrap();
+        common::wait_until_listening(&mut child, "serving MCP over HTTP at", |_| {});
+        let token = secure_tools::testing::hs256_token(
+            SECRET,
+            ISSUER,
+            &url,
+            "alice",
+            "files.read",
+            Duration::from_secs(600),
+        );
+        HttpServer {
+            child,
+            url,
+            audit_log,
+            token,
+            _dir: dir,
+        }
+    }
+}
+
 #[test]
 fn a_python_sdk_callers_trace_continues_through_the_span_the_records_and_the_logs() {
     install();
@@ -425,40 +481,17 @@ fn a_python_sdk_callers_trace_continues_through_the_span_the_records_and_the_log
 
 #[tokio::test(flavor = "multi_thread")]
 async fn over_http_the_traceparent_header_or_meta_continues_the_trace_and_metrics_are_served() {
-    const SECRET: &str = "observability-test-secret-0123456789";
-    const ISSUER: &str = "https://issuer.test";
     let receiver = Receiver::start();
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    std::fs::create_dir(&data).unwrap();
-    std::fs::write(data.join("greeting.txt"), "hello\n").unwrap();
-    let audit_log = dir.path().join("audit.jsonl");
-    let (port, metrics_port) = (common::free_port(), common::free_port());
-    let url = format!("http://127.0.0.1:{port}/mcp");
-    let mut command = Command::new(SERVER);
-    command
-        .arg("--data-root")
-        .arg(&data)
-        .arg("--audit-log")
-        .arg(&audit_log)
-        .args(["--http", &format!("127.0.0.1:{port}")])
-        .args(["--http-metrics", &format!("127.0.0.1:{metrics_port}")])
-        .args(["--issuer", ISSUER, "--resource-url", &url])
-        .env("MCP_AUTH_HS256_SECRET", SECRET)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    otel_env(&mut command, &receiver);
-    let mut child = command.spawn().unwrap();
-    common::wait_until_listening(&mut child, "serving MCP over HTTP at", |_| {});
-    let token = secure_tools::testing::hs256_token(
-        SECRET,
-        ISSUER,
-        &url,
-        "alice",
-        "files.read",
-        Duration::from_secs(600),
-    );
+    let metrics_port = common::free_port();
+    let HttpServer {
+        mut child,
+        url,
+        audit_log,
+        token,
+        _dir,
+    } = HttpServer::start(&receiver, |command| {
+        command.args(["--http-metrics", &format!("127.0.0.1:{metrics_port}")]);
+    });
     let client = reqwest::Client::new();
     // A `read_file` call, with a `traceparent` header and a request `_meta` if given.
     let post = |token: &str, traceparent: Option<&str>, id: u64, meta: Option<Value>| {
@@ -630,40 +663,16 @@ fn failed_exports_are_reported_on_stderr_without_secrets() {
 /// bound per tool) have the same attributes as those of a refused call, less `error.type`.
 #[tokio::test(flavor = "multi_thread")]
 async fn without_traces_the_records_keep_the_callers_trace_and_metrics_keep_their_attributes() {
-    const SECRET: &str = "observability-test-secret-0123456789";
-    const ISSUER: &str = "https://issuer.test";
     let receiver = Receiver::start();
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    std::fs::create_dir(&data).unwrap();
-    std::fs::write(data.join("greeting.txt"), "hello\n").unwrap();
-    let audit_log = dir.path().join("audit.jsonl");
-    let port = common::free_port();
-    let url = format!("http://127.0.0.1:{port}/mcp");
-    let mut command = Command::new(SERVER);
-    command
-        .arg("--data-root")
-        .arg(&data)
-        .arg("--audit-log")
-        .arg(&audit_log)
-        .args(["--http", &format!("127.0.0.1:{port}")])
-        .args(["--issuer", ISSUER, "--resource-url", &url])
-        .env("MCP_AUTH_HS256_SECRET", SECRET)
-        .env("OTEL_TRACES_EXPORTER", "none")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    otel_env(&mut command, &receiver);
-    let mut child = command.spawn().unwrap();
-    common::wait_until_listening(&mut child, "serving MCP over HTTP at", |_| {});
-    let token = secure_tools::testing::hs256_token(
-        SECRET,
-        ISSUER,
-        &url,
-        "alice",
-        "files.read",
-        Duration::from_secs(600),
-    );
+    let HttpServer {
+        mut child,
+        url,
+        audit_log,
+        token,
+        _dir,
+    } = HttpServer::start(&receiver, |command| {
+        command.env("OTEL_TRACES_EXPORTER", "none");
+    });
     let client = reqwest::Client::new();
     let traceparent = format!("00-{TRACE_ID}-{CALLER_SPAN}-01");
     for (id, filename) in [(1, "greeting.txt"), (2, "greeting.txt"), (3, ".hidden")] {
