@@ -301,6 +301,36 @@ impl HttpServer {
     }
 }
 
+/// A `read_file` call of `filename` over HTTP with `token`, with a `traceparent` header and a request `_meta` if
+/// given.
+async fn read_over_http(
+    client: &reqwest::Client,
+    url: &str,
+    token: &str,
+    id: u64,
+    filename: &str,
+    traceparent: Option<&str>,
+    meta: Option<Value>,
+) -> reqwest::Result<reqwest::Response> {
+    let mut params = json!({"name": "read_file", "arguments": {"filename": filename}});
+    if let Some(meta) = meta {
+        params["_meta"] = meta;
+    }
+    let mut request = client
+        .post(url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("authorization", format!("Bearer {token}"))
+        .body(
+            json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": params})
+                .to_string(),
+        );
+    if let Some(traceparent) = traceparent {
+        request = request.header("traceparent", traceparent);
+    }
+    request.send().await
+}
+
 #[test]
 fn a_python_sdk_callers_trace_continues_through_the_span_the_records_and_the_logs() {
     install();
@@ -493,30 +523,22 @@ async fn over_http_the_traceparent_header_or_meta_continues_the_trace_and_metric
         command.args(["--http-metrics", &format!("127.0.0.1:{metrics_port}")]);
     });
     let client = reqwest::Client::new();
-    // A `read_file` call, with a `traceparent` header and a request `_meta` if given.
-    let post = |token: &str, traceparent: Option<&str>, id: u64, meta: Option<Value>| {
-        let mut params = json!({"name": "read_file", "arguments": {"filename": "greeting.txt"}});
-        if let Some(meta) = meta {
-            params["_meta"] = meta;
-        }
-        let mut request = client
-            .post(&url)
-            .header("content-type", "application/json")
-            .header("accept", "application/json, text/event-stream")
-            .header("authorization", format!("Bearer {token}"))
-            .body(
-                json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": params})
-                    .to_string(),
-            );
-        if let Some(traceparent) = traceparent {
-            request = request.header("traceparent", traceparent);
-        }
-        request.send()
-    };
     let traceparent = format!("00-{TRACE_ID}-{CALLER_SPAN}-01");
-    let answer = post(&token, Some(&traceparent), 1, None).await.unwrap();
+    let answer = read_over_http(
+        &client,
+        &url,
+        &token,
+        1,
+        "greeting.txt",
+        Some(&traceparent),
+        None,
+    )
+    .await
+    .unwrap();
     assert_eq!(answer.status(), 200);
-    let refused = post("not-a-token", None, 2, None).await.unwrap();
+    let refused = read_over_http(&client, &url, "not-a-token", 2, "greeting.txt", None, None)
+        .await
+        .unwrap();
     assert_eq!(refused.status(), 401);
 
     // Prometheus text, on its own address.
@@ -549,7 +571,9 @@ async fn over_http_the_traceparent_header_or_meta_continues_the_trace_and_metric
     // Over HTTP too, a caller's trace context in the request's `_meta` (SEP-414) continues its trace.
     let meta_traceparent = format!("00-{META_TRACE_ID}-{META_CALLER_SPAN}-01");
     let meta = json!({ "traceparent": meta_traceparent });
-    let answer = post(&token, None, 3, Some(meta)).await.unwrap();
+    let answer = read_over_http(&client, &url, &token, 3, "greeting.txt", None, Some(meta))
+        .await
+        .unwrap();
     assert_eq!(answer.status(), 200);
 
     // SIGTERM: the server stops gracefully and exports what it holds.
@@ -676,20 +700,17 @@ async fn without_traces_the_records_keep_the_callers_trace_and_metrics_keep_thei
     let client = reqwest::Client::new();
     let traceparent = format!("00-{TRACE_ID}-{CALLER_SPAN}-01");
     for (id, filename) in [(1, "greeting.txt"), (2, "greeting.txt"), (3, ".hidden")] {
-        let answer = client
-            .post(&url)
-            .header("content-type", "application/json")
-            .header("accept", "application/json, text/event-stream")
-            .header("authorization", format!("Bearer {token}"))
-            .header("traceparent", &traceparent)
-            .body(
-                json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
-                       "params": {"name": "read_file", "arguments": {"filename": filename}}})
-                .to_string(),
-            )
-            .send()
-            .await
-            .unwrap();
+        let answer = read_over_http(
+            &client,
+            &url,
+            &token,
+            id,
+            filename,
+            Some(&traceparent),
+            None,
+        )
+        .await
+        .unwrap();
         assert_eq!(answer.status(), 200);
     }
     unsafe {
