@@ -331,6 +331,14 @@ async fn read_over_http(
     request.send().await
 }
 
+/// SIGTERM: the server stops gracefully, exporting what it holds, and exits with success.
+fn stop_gracefully(child: &mut std::process::Child) {
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    assert!(child.wait().unwrap().success());
+}
+
 #[test]
 fn a_python_sdk_callers_trace_continues_through_the_span_the_records_and_the_logs() {
     install();
@@ -576,11 +584,7 @@ async fn over_http_the_traceparent_header_or_meta_continues_the_trace_and_metric
         .unwrap();
     assert_eq!(answer.status(), 200);
 
-    // SIGTERM: the server stops gracefully and exports what it holds.
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGTERM);
-    }
-    assert!(child.wait().unwrap().success());
+    stop_gracefully(&mut child);
     receiver.wait_for(2);
     let spans = receiver.spans();
     let span = spans
@@ -713,10 +717,7 @@ async fn without_traces_the_records_keep_the_callers_trace_and_metrics_keep_thei
         .unwrap();
         assert_eq!(answer.status(), 200);
     }
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGTERM);
-    }
-    assert!(child.wait().unwrap().success());
+    stop_gracefully(&mut child);
     let deadline = Instant::now() + Duration::from_secs(20);
     while (receiver.bodies("/v1/logs").is_empty() || receiver.bodies("/v1/metrics").is_empty())
         && Instant::now() < deadline
