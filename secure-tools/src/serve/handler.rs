@@ -26,8 +26,8 @@ use crate::toolset::ToolSet;
 /// An rmcp [`ServerHandler`] serving a [`ToolSet`]: `tools/list`, `tools/call` through the secure pipeline,
 /// `get_tool`, and `logging/setLevel` (so tools can log to the client, see [`ClientLog`](crate::ClientLog)).
 ///
-/// The caller of a request is the [`Caller`] found in the request's extensions (an authenticating transport puts
-/// it there), or else the server's default caller (for stdio, the local user with the `MCP_SCOPES` grant; by
+/// The caller of a request is the one the HTTP runner authenticated, or the [`Caller`] found in the request's
+/// extensions (an authenticating transport or layer of yours puts it there), or else the server's default caller (for stdio, the local user with the `MCP_SCOPES` grant; by
 /// default, an anonymous caller holding nothing). What the transport knows of the request's origin comes the same
 /// way, as a [`Connection`].
 ///
@@ -184,11 +184,13 @@ fn from_request<T: Send + Sync + 'static>(context: &RequestContext<RoleServer>) 
     direct
 }
 
-/// The [`Caller`] a transport put into the request, or the one the runner's HTTP layer put into its
-/// [`Connection`], or else `default`.
+/// The caller the runner's HTTP authentication put into the request's [`Connection`], or else a [`Caller`] an
+/// authenticating layer of the user's put into the request, or else `default`. The runner's own authentication
+/// comes first, as it did when it put its caller into the request over any other.
 fn caller_of(context: &RequestContext<RoleServer>, default: &Caller) -> Caller {
-    from_request::<Caller>(context)
-        .or_else(|| from_request::<Connection>(context).and_then(|c| c.caller.as_ref()))
+    from_request::<Connection>(context)
+        .and_then(|c| c.caller.as_ref())
+        .or_else(|| from_request::<Caller>(context))
         .unwrap_or(default)
         .clone()
 }
@@ -405,8 +407,8 @@ impl<S: Send + Sync + 'static> ToolSet<S> {
     /// Routes for an existing rmcp server: merge them into the router of your `#[tool_router]`
     /// (`Self::tool_router() + tools.tool_router(caller)`), and your handler serves secure tools next to its own.
     ///
-    /// Each call goes through the secure pipeline. Its caller is the [`Caller`] in the request's extensions, or
-    /// else `default_caller`. A tool that logs to the client does so at `info` and above, unless the request's
+    /// Each call goes through the secure pipeline. Its caller is the one the HTTP runner authenticated, or the
+    /// [`Caller`] in the request's extensions, or else `default_caller`. A tool that logs to the client does so at `info` and above, unless the request's
     /// `_meta` says otherwise: `logging/setLevel` is your server's to answer.
     pub fn tool_router<H: Send + Sync + 'static>(&self, default_caller: Caller) -> ToolRouter<H> {
         let mut router = ToolRouter::new();
@@ -869,6 +871,45 @@ where
 mod tests {
     use super::HeldArguments;
     use serde_json::json;
+
+    /// A request context with a live peer (an rmcp client over an in-memory pipe), for the lookups that read it.
+    async fn request_context() -> rmcp::service::RequestContext<rmcp::RoleServer> {
+        use rmcp::ServiceExt as _;
+        let (server_io, client_io) = tokio::io::duplex(4096);
+        let tools = crate::ToolSet::builder(()).build().unwrap();
+        let server = tokio::spawn(async move {
+            super::SecureServer::new(tools)
+                .serve(server_io)
+                .await
+                .unwrap()
+        });
+        let client = ().serve(client_io).await.unwrap();
+        let running = server.await.unwrap();
+        let peer = running.peer().clone();
+        // Both ends stay up for the test's length.
+        std::mem::forget((client, running));
+        rmcp::service::RequestContext::new(rmcp::model::RequestId::Number(1), peer)
+    }
+
+    /// The caller the runner's HTTP authentication vouches for wins over a `Caller` some other layer put into the
+    /// request; that one, over the default.
+    #[tokio::test]
+    async fn the_runners_authenticated_caller_comes_first() {
+        use crate::{Caller, Connection, Grant};
+        let authenticated = Caller::new("alice", Grant::parse("files.read").unwrap());
+        let other = Caller::new("layer", Grant::parse("files.write").unwrap());
+        let default = Caller::anonymous();
+
+        let mut context = request_context().await;
+        assert_eq!(super::caller_of(&context, &default).id(), default.id());
+        context.extensions.insert(other.clone());
+        assert_eq!(super::caller_of(&context, &default).id(), "layer");
+        context.extensions.insert(Connection {
+            caller: Some(authenticated),
+            ..Connection::default()
+        });
+        assert_eq!(super::caller_of(&context, &default).id(), "alice");
+    }
 
     #[test]
     fn a_calls_arguments_are_held_out_of_its_body_and_nothing_else_moves() {
