@@ -43,63 +43,8 @@ pub(crate) fn hazard(c: char) -> Option<Hazard> {
     }
 }
 
-/// The two lowercase hexadecimal digits of `byte`. A table lookup: ids are written on every record, and
-/// `format!("{:032x}")` of a `u128` takes about ten times as long.
-fn hex_digits(byte: u8) -> [u8; 2] {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    [
-        DIGITS[usize::from(byte >> 4)],
-        DIGITS[usize::from(byte & 0x0f)],
-    ]
-}
-
-/// Writes `bytes` as lowercase hexadecimal into `out` (at least twice as long) and returns that text, for ids
-/// formatted without an allocation.
-pub(crate) fn hex_into<'a>(bytes: &[u8], out: &'a mut [u8]) -> &'a str {
-    for (pair, byte) in out.chunks_exact_mut(2).zip(bytes) {
-        pair.copy_from_slice(&hex_digits(*byte));
-    }
-    // Only ASCII digits were written.
-    std::str::from_utf8(&out[..bytes.len() * 2]).unwrap_or_default()
-}
-
-/// Appends `bytes` as lowercase hexadecimal to `out`.
-pub(crate) fn push_hex(out: &mut String, bytes: &[u8]) {
-    for byte in bytes {
-        for digit in hex_digits(*byte) {
-            out.push(char::from(digit));
-        }
-    }
-}
-
-/// `bytes` as lowercase hexadecimal.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len() * 2);
-    push_hex(&mut out, bytes);
-    out
-}
-
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn hex_is_lowercase_and_padded_like_format() {
-        for value in [
-            0u128,
-            1,
-            0xabc,
-            u128::MAX,
-            0x0123_4567_89ab_cdef_fedc_ba98_7654_3210,
-        ] {
-            let mut out = [0u8; 32];
-            assert_eq!(
-                super::hex_into(&value.to_be_bytes(), &mut out),
-                format!("{value:032x}")
-            );
-        }
-        assert_eq!(super::hex(&[0x00, 0x0f, 0xa0, 0xff]), "000fa0ff");
-        assert_eq!(super::hex(&[]), "");
-    }
-
     use super::neutralize;
 
     #[test]

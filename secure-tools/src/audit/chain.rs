@@ -31,7 +31,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest as _, Sha256};
 
 use super::{AuditError, AuditRecord, AuditSink};
-use crate::text::hex;
+use base16ct::lower::encode_string as hex;
 
 /// The `prev` of the first record of a chain.
 pub const GENESIS: &str = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
@@ -175,12 +175,11 @@ fn checkpoint_message(prev: &str, seq: u64) -> Vec<u8> {
     format!("secure-tools audit checkpoint v1\n{prev}\n{seq}").into_bytes()
 }
 
-/// `prefix` and the digest in hex.
+/// `prefix` and the digest (of SHA-256 or HMAC-SHA256: 32 bytes) in hex.
 fn tagged_digest(prefix: &str, digest: &[u8]) -> String {
-    let mut out = String::with_capacity(prefix.len() + digest.len() * 2);
-    out.push_str(prefix);
-    crate::text::push_hex(&mut out, digest);
-    out
+    let mut digits = [0u8; 64];
+    let digits = base16ct::lower::encode_str(digest, &mut digits).unwrap_or_default();
+    [prefix, digits].concat()
 }
 
 /// The member that seals a record, and its value: over `body` (the line as written, up to the seal) and a closing

@@ -159,7 +159,10 @@ impl CallId {
 impl fmt::Display for CallId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut digits = [0u8; 32];
-        f.pad(crate::text::hex_into(&self.0.to_be_bytes(), &mut digits))
+        f.pad(
+            base16ct::lower::encode_str(&self.0.to_be_bytes(), &mut digits)
+                .map_err(|_| fmt::Error)?,
+        )
     }
 }
 
@@ -832,5 +835,23 @@ impl Sampling {
         };
         let answer = peer.create_message(params).await;
         answer.map_err(Refusal::internal)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CallId;
+
+    #[test]
+    fn a_call_id_is_32_lowercase_hex_digits_as_format_writes_them() {
+        for value in [
+            0u128,
+            1,
+            0xabc,
+            u128::MAX,
+            0x0123_4567_89ab_cdef_fedc_ba98_7654_3210,
+        ] {
+            assert_eq!(CallId(value).to_string(), format!("{value:032x}"));
+        }
     }
 }

@@ -363,11 +363,11 @@ impl CallSpan {
         let span = self.context.span();
         let ids = span.span_context();
         ids.is_valid().then(|| TraceContext {
-            trace_id: crate::text::hex(&ids.trace_id().to_bytes()),
-            span_id: Some(crate::text::hex(&ids.span_id().to_bytes())),
+            trace_id: base16ct::lower::encode_string(&ids.trace_id().to_bytes()),
+            span_id: Some(base16ct::lower::encode_string(&ids.span_id().to_bytes())),
             parent_span_id: self
                 .remote_parent_span
-                .map(|id| crate::text::hex(&id.to_bytes())),
+                .map(|id| base16ct::lower::encode_string(&id.to_bytes())),
         })
     }
 }
