@@ -4,7 +4,7 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -29,25 +29,17 @@ impl Server {
         std::fs::create_dir(&data).unwrap();
         std::fs::write(data.join("greeting.txt"), "hello\n").unwrap();
         let audit_log = dir.path().join("audit.jsonl");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let base = format!("http://127.0.0.1:{port}");
-        let resource = format!("{base}/mcp");
-        let mut child = Command::new(SERVER)
-            .arg("--data-root")
-            .arg(&data)
-            .arg("--audit-log")
-            .arg(&audit_log)
-            .args(["--http", &format!("127.0.0.1:{port}")])
-            .args(["--issuer", ISSUER, "--resource-url", &resource])
+        let (mut command, resource) = common::bearer_http_server(
+            SERVER,
+            &data,
+            &audit_log,
+            common::free_port(),
+            ISSUER,
+            SECRET,
+        );
+        let base = resource.trim_end_matches("/mcp").to_owned();
+        let mut child = command
             .args(["--max-message-bytes", "65536"])
-            .env("MCP_AUTH_HS256_SECRET", SECRET)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
         common::wait_until_listening(&mut child, "serving MCP over HTTP at", |_| {});

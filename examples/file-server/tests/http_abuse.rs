@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -34,25 +34,10 @@ impl Server {
         std::fs::create_dir(&data).unwrap();
         std::fs::write(data.join("greeting.txt"), "hello\n").unwrap();
         let audit_log = dir.path().join("audit.jsonl");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let resource = format!("http://127.0.0.1:{port}/mcp");
-        let mut command = Command::new(SERVER);
-        command
-            .arg("--data-root")
-            .arg(&data)
-            .arg("--audit-log")
-            .arg(&audit_log)
-            .args(["--http", &format!("127.0.0.1:{port}")])
-            .args(["--issuer", ISSUER, "--resource-url", &resource])
-            .args(extra)
-            .env("MCP_AUTH_HS256_SECRET", SECRET)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+        let port = common::free_port();
+        let (mut command, resource) =
+            common::bearer_http_server(SERVER, &data, &audit_log, port, ISSUER, SECRET);
+        command.args(extra);
         if let Some(limit) = descriptors {
             // SAFETY: `setrlimit` is async-signal-safe; nothing else runs between fork and exec.
             unsafe {

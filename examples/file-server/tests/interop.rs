@@ -73,24 +73,15 @@ impl HttpServer {
         std::fs::create_dir(&data).expect("the data root");
         // Outside the data root, as the server requires.
         let audit_log = dir.path().join("audit.jsonl");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let url = format!("http://127.0.0.1:{port}/mcp");
-        let mut child = Command::new(SERVER)
-            .arg("--data-root")
-            .arg(&data)
-            .arg("--audit-log")
-            .arg(&audit_log)
-            .args(["--http", &format!("127.0.0.1:{port}")])
-            .args(["--issuer", ISSUER, "--resource-url", &url])
-            .env("MCP_AUTH_HS256_SECRET", SECRET)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("starting the server");
+        let (mut command, url) = common::bearer_http_server(
+            SERVER,
+            &data,
+            &audit_log,
+            common::free_port(),
+            ISSUER,
+            SECRET,
+        );
+        let mut child = command.spawn().expect("starting the server");
         common::wait_until_listening(&mut child, "serving MCP over HTTP at", |_| {});
         HttpServer {
             child,

@@ -265,20 +265,14 @@ impl HttpServer {
         std::fs::create_dir(&data).unwrap();
         std::fs::write(data.join("greeting.txt"), "hello\n").unwrap();
         let audit_log = dir.path().join("audit.jsonl");
-        let port = common::free_port();
-        let url = format!("http://127.0.0.1:{port}/mcp");
-        let mut command = Command::new(SERVER);
-        command
-            .arg("--data-root")
-            .arg(&data)
-            .arg("--audit-log")
-            .arg(&audit_log)
-            .args(["--http", &format!("127.0.0.1:{port}")])
-            .args(["--issuer", ISSUER, "--resource-url", &url])
-            .env("MCP_AUTH_HS256_SECRET", SECRET)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+        let (mut command, url) = common::bearer_http_server(
+            SERVER,
+            &data,
+            &audit_log,
+            common::free_port(),
+            ISSUER,
+            SECRET,
+        );
         configure(&mut command);
         otel_env(&mut command, receiver);
         let mut child = command.spawn().unwrap();

@@ -31,3 +31,32 @@ pub fn free_port() -> u16 {
         .expect("a free port")
         .port()
 }
+
+/// The file server over HTTP on the loopback `port`, with bearer tokens (an HS256 `secret`, tokens from
+/// `issuer`), serving `data` and auditing to `audit_log`, its standard error piped for
+/// [`wait_until_listening`]: the command, to add to and spawn, and the MCP endpoint's URL.
+#[allow(dead_code)]
+pub fn bearer_http_server(
+    server: &str,
+    data: &std::path::Path,
+    audit_log: &std::path::Path,
+    port: u16,
+    issuer: &str,
+    secret: &str,
+) -> (std::process::Command, String) {
+    use std::process::Stdio;
+    let url = format!("http://127.0.0.1:{port}/mcp");
+    let mut command = std::process::Command::new(server);
+    command
+        .arg("--data-root")
+        .arg(data)
+        .arg("--audit-log")
+        .arg(audit_log)
+        .args(["--http", &format!("127.0.0.1:{port}")])
+        .args(["--issuer", issuer, "--resource-url", &url])
+        .env("MCP_AUTH_HS256_SECRET", secret)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    (command, url)
+}
