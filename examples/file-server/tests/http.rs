@@ -24,19 +24,14 @@ struct Server {
 
 impl Server {
     fn start() -> Server {
-        let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("data");
-        std::fs::create_dir(&data).unwrap();
+        let common::BearerHttp {
+            mut command,
+            url: resource,
+            data,
+            audit_log,
+            dir,
+        } = common::BearerHttp::new(SERVER, common::free_port(), ISSUER, SECRET);
         std::fs::write(data.join("greeting.txt"), "hello\n").unwrap();
-        let audit_log = dir.path().join("audit.jsonl");
-        let (mut command, resource) = common::bearer_http_server(
-            SERVER,
-            &data,
-            &audit_log,
-            common::free_port(),
-            ISSUER,
-            SECRET,
-        );
         let base = resource.trim_end_matches("/mcp").to_owned();
         let mut child = command
             .args(["--max-message-bytes", "65536"])

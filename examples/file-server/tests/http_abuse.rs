@@ -29,14 +29,15 @@ struct Server {
 impl Server {
     /// The file server over HTTP with bearer authentication; `descriptors` caps its open files (`RLIMIT_NOFILE`).
     fn start(descriptors: Option<u64>, extra: &[&str]) -> Server {
-        let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("data");
-        std::fs::create_dir(&data).unwrap();
-        std::fs::write(data.join("greeting.txt"), "hello\n").unwrap();
-        let audit_log = dir.path().join("audit.jsonl");
         let port = common::free_port();
-        let (mut command, resource) =
-            common::bearer_http_server(SERVER, &data, &audit_log, port, ISSUER, SECRET);
+        let common::BearerHttp {
+            mut command,
+            url: resource,
+            data,
+            audit_log,
+            dir,
+        } = common::BearerHttp::new(SERVER, port, ISSUER, SECRET);
+        std::fs::write(data.join("greeting.txt"), "hello\n").unwrap();
         command.args(extra);
         if let Some(limit) = descriptors {
             // SAFETY: `setrlimit` is async-signal-safe; nothing else runs between fork and exec.

@@ -68,19 +68,13 @@ struct HttpServer {
 
 impl HttpServer {
     fn start() -> HttpServer {
-        let dir = tempfile::tempdir().expect("a temporary directory");
-        let data = dir.path().join("data");
-        std::fs::create_dir(&data).expect("the data root");
-        // Outside the data root, as the server requires.
-        let audit_log = dir.path().join("audit.jsonl");
-        let (mut command, url) = common::bearer_http_server(
-            SERVER,
-            &data,
-            &audit_log,
-            common::free_port(),
-            ISSUER,
-            SECRET,
-        );
+        let common::BearerHttp {
+            mut command,
+            url,
+            data,
+            audit_log,
+            dir,
+        } = common::BearerHttp::new(SERVER, common::free_port(), ISSUER, SECRET);
         let mut child = command.spawn().expect("starting the server");
         common::wait_until_listening(&mut child, "serving MCP over HTTP at", |_| {});
         HttpServer {

@@ -260,19 +260,14 @@ impl HttpServer {
     fn start(receiver: &Receiver, configure: impl FnOnce(&mut Command)) -> HttpServer {
         const SECRET: &str = "observability-test-secret-0123456789";
         const ISSUER: &str = "https://issuer.test";
-        let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("data");
-        std::fs::create_dir(&data).unwrap();
+        let common::BearerHttp {
+            mut command,
+            url,
+            data,
+            audit_log,
+            dir,
+        } = common::BearerHttp::new(SERVER, common::free_port(), ISSUER, SECRET);
         std::fs::write(data.join("greeting.txt"), "hello\n").unwrap();
-        let audit_log = dir.path().join("audit.jsonl");
-        let (mut command, url) = common::bearer_http_server(
-            SERVER,
-            &data,
-            &audit_log,
-            common::free_port(),
-            ISSUER,
-            SECRET,
-        );
         configure(&mut command);
         otel_env(&mut command, receiver);
         let mut child = command.spawn().unwrap();

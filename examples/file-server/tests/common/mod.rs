@@ -33,30 +33,45 @@ pub fn free_port() -> u16 {
 }
 
 /// The file server over HTTP on the loopback `port`, with bearer tokens (an HS256 `secret`, tokens from
-/// `issuer`), serving `data` and auditing to `audit_log`, its standard error piped for
-/// [`wait_until_listening`]: the command, to add to and spawn, and the MCP endpoint's URL.
+/// `issuer`), serving an empty data root in a temporary directory and auditing to `audit.jsonl` beside it (outside
+/// the root, as the server requires), its standard error piped for [`wait_until_listening`]: the command to add to
+/// and spawn, with the MCP endpoint's URL and the paths.
 #[allow(dead_code)]
-pub fn bearer_http_server(
-    server: &str,
-    data: &std::path::Path,
-    audit_log: &std::path::Path,
-    port: u16,
-    issuer: &str,
-    secret: &str,
-) -> (std::process::Command, String) {
-    use std::process::Stdio;
-    let url = format!("http://127.0.0.1:{port}/mcp");
-    let mut command = std::process::Command::new(server);
-    command
-        .arg("--data-root")
-        .arg(data)
-        .arg("--audit-log")
-        .arg(audit_log)
-        .args(["--http", &format!("127.0.0.1:{port}")])
-        .args(["--issuer", issuer, "--resource-url", &url])
-        .env("MCP_AUTH_HS256_SECRET", secret)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    (command, url)
+pub struct BearerHttp {
+    pub command: std::process::Command,
+    pub url: String,
+    pub data: std::path::PathBuf,
+    pub audit_log: std::path::PathBuf,
+    pub dir: tempfile::TempDir,
+}
+
+impl BearerHttp {
+    #[allow(dead_code)]
+    pub fn new(server: &str, port: u16, issuer: &str, secret: &str) -> BearerHttp {
+        use std::process::Stdio;
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).expect("the data root");
+        let audit_log = dir.path().join("audit.jsonl");
+        let url = format!("http://127.0.0.1:{port}/mcp");
+        let mut command = std::process::Command::new(server);
+        command
+            .arg("--data-root")
+            .arg(&data)
+            .arg("--audit-log")
+            .arg(&audit_log)
+            .args(["--http", &format!("127.0.0.1:{port}")])
+            .args(["--issuer", issuer, "--resource-url", &url])
+            .env("MCP_AUTH_HS256_SECRET", secret)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        BearerHttp {
+            command,
+            url,
+            data,
+            audit_log,
+            dir,
+        }
+    }
 }
