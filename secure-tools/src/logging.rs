@@ -12,8 +12,8 @@
 //!
 //! The runners hand rmcp a call's arguments where those events do not look: the stdio runner (see
 //! [`LineTransport::hold_tool_arguments`](crate::serve::LineTransport::hold_tool_arguments)) and the HTTP runner,
-//! which reads a `tools/call`'s body before rmcp does. So no subscriber sees the arguments of a call made to a
-//! runner, at any level. Where rmcp reads messages itself (secure tools merged into a server that uses rmcp's own
+//! which reads a `tools/call`'s body before rmcp does, whenever some subscriber may hear `debug` events. So no
+//! subscriber sees the arguments of a call made to a runner, at any level. Where rmcp reads messages itself (secure tools merged into a server that uses rmcp's own
 //! transports) it prints them, and only your subscriber can keep them out: give it [`filter`]. A subscriber at
 //! `debug` without it logs every argument of every such call, and a tool's output on every transport.
 
@@ -46,7 +46,10 @@ pub const RMCP_MAX_LEVEL: LevelFilter = LevelFilter::INFO;
 ///
 /// On a single layer instead: `layer.with_filter(secure_tools::logging::filter())`.
 pub fn filter() -> FilterFn<fn(&Metadata<'_>) -> bool> {
-    FilterFn::new(passes)
+    // It lets every level through for other targets, and says so: combined with a filter that has a level (with
+    // `and`), the pair keeps that level as its hint, so events and spans more detailed than it are not even
+    // built (without a hint, the pair's would be unknown, as if every level were on).
+    FilterFn::new(passes as fn(&Metadata<'_>) -> bool).with_max_level_hint(LevelFilter::TRACE)
 }
 
 fn passes(metadata: &Metadata<'_>) -> bool {
@@ -86,6 +89,23 @@ mod tests {
             Kind::EVENT,
         );
         passes(&metadata)
+    }
+
+    #[test]
+    fn combined_with_a_level_the_level_stays_the_hint() {
+        use tracing_subscriber::filter::{FilterExt as _, Targets};
+        use tracing_subscriber::layer::Filter;
+        use tracing_subscriber::registry::Registry;
+        let warn = Targets::new().with_default(LevelFilter::WARN);
+        let both = warn.and(filter());
+        assert_eq!(
+            Filter::<Registry>::max_level_hint(&both),
+            Some(LevelFilter::WARN)
+        );
+        assert_eq!(
+            Filter::<Registry>::max_level_hint(&filter()),
+            Some(LevelFilter::TRACE)
+        );
     }
 
     #[test]

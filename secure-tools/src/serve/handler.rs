@@ -214,6 +214,20 @@ fn connection_of(context: &RequestContext<RoleServer>) -> Connection {
 pub(crate) struct HeldArguments(rmcp::model::JsonObject);
 
 impl HeldArguments {
+    /// Whether a call's arguments must be held out of rmcp's sight now: whether any subscriber may hear rmcp's
+    /// `debug` or `trace` events, which print requests whole. `tracing`'s global maximum level is the most
+    /// detailed level any subscriber's filter enables (an `EnvFilter` counts its every directive); an event more
+    /// detailed than it is not built at all, so below `debug` rmcp prints nothing and holding would only cost a
+    /// parse and a copy of every call. A filter raised to `debug` at run time (a reloaded `EnvFilter`) applies to
+    /// the requests read after it.
+    pub(crate) fn needed() -> bool {
+        Self::needed_at(tracing::level_filters::LevelFilter::current())
+    }
+
+    fn needed_at(max: tracing::level_filters::LevelFilter) -> bool {
+        max >= tracing::level_filters::LevelFilter::DEBUG
+    }
+
     /// Moves a `tools/call`'s arguments into its extensions; any other message is left as it is.
     pub(crate) fn hold(message: &mut rmcp::model::ClientJsonRpcMessage) {
         if let rmcp::model::ClientJsonRpcMessage::Request(request) = message
@@ -871,6 +885,17 @@ where
 mod tests {
     use super::HeldArguments;
     use serde_json::json;
+
+    #[test]
+    fn arguments_are_held_whenever_rmcp_may_print_requests() {
+        use tracing::level_filters::LevelFilter;
+        // rmcp prints requests at `debug` and `trace`; at `info` and below nothing it prints shows them.
+        assert!(HeldArguments::needed_at(LevelFilter::TRACE));
+        assert!(HeldArguments::needed_at(LevelFilter::DEBUG));
+        assert!(!HeldArguments::needed_at(LevelFilter::INFO));
+        assert!(!HeldArguments::needed_at(LevelFilter::ERROR));
+        assert!(!HeldArguments::needed_at(LevelFilter::OFF));
+    }
 
     /// A request context with a live peer (an rmcp client over an in-memory pipe), for the lookups that read it.
     async fn request_context() -> rmcp::service::RequestContext<rmcp::RoleServer> {

@@ -272,7 +272,8 @@ where
     /// Hands rmcp each `tools/call` with its arguments held in the request's extensions rather than in its
     /// params. rmcp logs every request it receives whole, params included, at `debug` (`received request`) and
     /// `trace` (`new event`), but shows extensions only as `Extensions`: this keeps redacted arguments out of
-    /// those events whatever level a subscriber listens at.
+    /// those events whatever level a subscriber listens at. (While no subscriber listens at `debug` or more,
+    /// rmcp's events are not built and the arguments stay where they are.)
     ///
     /// Only for a handler that takes the arguments back from there: [`SecureServer`](super::SecureServer) and
     /// the routes of [`ToolSet::tool_router`](crate::ToolSet::tool_router) do; a tool of rmcp's own `#[tool]`
@@ -647,7 +648,7 @@ where
                                 continue;
                             }
                             self.observe_incoming(&message);
-                            if self.hold_tool_arguments {
+                            if self.hold_tool_arguments && super::handler::HeldArguments::needed() {
                                 super::handler::HeldArguments::hold(&mut message);
                             }
                             // Its answer, if any, is rmcp's to send: the place goes back to the queue, and the

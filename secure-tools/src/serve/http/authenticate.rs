@@ -330,10 +330,11 @@ async fn authenticated(shared: Arc<Shared>, mut request: Request, next: Route) -
 /// Reads a `POST`'s body and holds a `tools/call`'s arguments out of it (see [`HeldArguments`]), so that rmcp's
 /// `debug` and `trace` events, which print each request whole, never show them, whatever a subscriber listens at;
 /// the secure handler takes them back. A body over `max` is `413`, as rmcp would answer it (the guard audits it).
+/// While no subscriber listens at `debug` or more ([`HeldArguments::needed`]), the request goes on as it is.
 #[allow(clippy::result_large_err)]
 async fn hold_arguments(request: Request, max: usize) -> Result<Request, Response> {
     use axum::body::Body;
-    if request.method() != axum::http::Method::POST {
+    if request.method() != axum::http::Method::POST || !HeldArguments::needed() {
         return Ok(request);
     }
     let (mut parts, body) = request.into_parts();
