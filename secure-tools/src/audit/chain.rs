@@ -537,7 +537,7 @@ fn last_line(file: &mut File) -> io::Result<Option<Vec<u8>>> {
 impl AuditSink for ChainedFileSink {
     fn write(&self, record: &AuditRecord) -> Result<(), AuditError> {
         let stop = matches!(record.event, super::AuditEvent::ServerStop { .. });
-        self.append_line(serde_json::to_vec(record)?, Some(record), stop)
+        self.append_line(super::record_line(record)?, Some(record), stop)
     }
 
     fn flush(&self) -> Result<(), AuditError> {

@@ -63,7 +63,7 @@ impl JsonLinesSink {
 
 impl AuditSink for JsonLinesSink {
     fn write(&self, record: &AuditRecord) -> Result<(), AuditError> {
-        let mut line = serde_json::to_vec(record)?;
+        let mut line = super::record_line(record)?;
         line.push(b'\n');
         // A panic elsewhere while the lock was held cannot leave a half-written line behind: each line goes out in
         // one `write_all`, so the poisoned writer is still usable.
