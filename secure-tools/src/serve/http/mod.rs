@@ -527,11 +527,13 @@ where
         versions: settings.versions.clone(),
         owners: sessions::Owners::new(sessions.clone()),
     });
-    // Host and Origin are checked, and refusals audited, by `guard`; rmcp's own Host check stays on as a second
-    // line. Its Origin check stays off: `guard` also lets loopback origins through, which rmcp's allowlist cannot
-    // express without naming every port.
+    // Host and Origin are checked, and refusals audited, by `guard`, which every request to the endpoint passes
+    // first; rmcp's own checks are off. Its Host check would refuse nothing the guard lets through (the same
+    // allowlist, matched the same way), unaudited, and cost a microsecond a request (the Host header parsed and
+    // every allowed host parsed and lowercased again). Its Origin check could not express the guard's rule (loopback
+    // origins on any port).
     let rmcp_config = StreamableHttpServerConfig::default()
-        .with_allowed_hosts(http.allowed_hosts.clone())
+        .disable_allowed_hosts()
         .with_max_request_body_bytes(settings.max_message_bytes)
         .with_legacy_session_mode(http.sessions)
         .with_json_response(!http.sessions)
