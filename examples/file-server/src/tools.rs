@@ -50,7 +50,7 @@ pub async fn read_file(
         // Clients that show the text content see the file, with anything that could drive a terminal escaped.
         text: neutralize(&read.content),
         value: ReadOutcome {
-            name: filename.to_string(),
+            name: filename.as_str().to_owned(),
             content: read.content,
             bytes: read.bytes,
         },
@@ -80,7 +80,7 @@ pub async fn write_file(
     // (which could quote the content) withheld.
     let written = task::spawn_blocking(move || root.write_text(&name, &content)).await??;
     Ok(WriteOutcome {
-        name: filename.to_string(),
+        name: filename.as_str().to_owned(),
         bytes_written: written.bytes_written,
         status: if written.created {
             WriteStatus::Created

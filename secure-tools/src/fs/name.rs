@@ -175,15 +175,26 @@ impl serde::Serialize for FileName {
 
 impl<'de> serde::Deserialize<'de> for FileName {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = <Cow<'de, str>>::deserialize(deserializer)?;
-        FileName::new(&text).map_err(|error| {
-            // The message quotes the value: keep a long one from crowding out the rule it broke.
-            let shown = match text.char_indices().nth(64) {
-                Some((end, _)) => Cow::Owned(format!("{}...", &text[..end])),
-                None => Cow::Borrowed(&*text),
-            };
-            serde::de::Error::invalid_value(serde::de::Unexpected::Str(&shown), &Expected(error))
-        })
+        // A visitor of `&str`: the name is checked where it lies and copied once, into the `FileName` (serde's
+        // `Cow<str>` would always have made a `String` first).
+        struct Name;
+        impl serde::de::Visitor<'_> for Name {
+            type Value = FileName;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a file name")
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<FileName, E> {
+                FileName::new(text).map_err(|error| {
+                    // The message quotes the value: keep a long one from crowding out the rule it broke.
+                    let shown = match text.char_indices().nth(64) {
+                        Some((end, _)) => Cow::Owned(format!("{}...", &text[..end])),
+                        None => Cow::Borrowed(text),
+                    };
+                    E::invalid_value(serde::de::Unexpected::Str(&shown), &Expected(error))
+                })
+            }
+        }
+        deserializer.deserialize_str(Name)
     }
 }
 
