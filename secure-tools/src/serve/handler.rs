@@ -788,12 +788,15 @@ where
         self.inner.ping(context).await
     }
 
-    async fn initialize(
+    fn initialize(
         &self,
         request: InitializeRequestParams,
         context: RequestContext<RoleServer>,
-    ) -> Result<InitializeResult, ErrorData> {
-        self.initialize_checked(request, context).await
+    ) -> impl Future<Output = Result<InitializeResult, ErrorData>> + MaybeSendFuture + '_ {
+        // Boxed: rmcp's future for a request is as large as the largest of its handler's futures, and this one
+        // (2 KB) was the largest by far; every request's future (over stateless HTTP, a task spawned per request,
+        // copied whole as it is made and as it ends) carried its room.
+        Box::pin(self.initialize_checked(request, context))
     }
 
     fn supported_protocol_versions(&self) -> Cow<'static, [ProtocolVersion]> {

@@ -286,14 +286,19 @@ async fn authenticated(shared: Arc<Shared>, mut request: Request, next: Route) -
     connection.scope_refusal = scope_refusal.clone();
     connection.caller = identified.caller;
     request.extensions_mut().insert(connection);
-    let request = match hold_arguments(request, shared.max_request_body_bytes).await {
-        Ok(request) => request,
-        Err(mut response) => {
-            if let Some(subject) = subject {
-                response.extensions_mut().insert(subject);
+    // Boxed, and only when needed: its future (with the body's) would otherwise make every request's larger.
+    let request = if request.method() == axum::http::Method::POST && HeldArguments::needed() {
+        match Box::pin(hold_arguments(request, shared.max_request_body_bytes)).await {
+            Ok(request) => request,
+            Err(mut response) => {
+                if let Some(subject) = subject {
+                    response.extensions_mut().insert(subject);
+                }
+                return response;
             }
-            return response;
         }
+    } else {
+        request
     };
     let Ok(response) = next.oneshot(request).await;
     if shared.sessions {
@@ -330,13 +335,10 @@ async fn authenticated(shared: Arc<Shared>, mut request: Request, next: Route) -
 /// Reads a `POST`'s body and holds a `tools/call`'s arguments out of it (see [`HeldArguments`]), so that rmcp's
 /// `debug` and `trace` events, which print each request whole, never show them, whatever a subscriber listens at;
 /// the secure handler takes them back. A body over `max` is `413`, as rmcp would answer it (the guard audits it).
-/// While no subscriber listens at `debug` or more ([`HeldArguments::needed`]), the request goes on as it is.
+/// Only while some subscriber listens at `debug` or more ([`HeldArguments::needed`]).
 #[allow(clippy::result_large_err)]
 async fn hold_arguments(request: Request, max: usize) -> Result<Request, Response> {
     use axum::body::Body;
-    if request.method() != axum::http::Method::POST || !HeldArguments::needed() {
-        return Ok(request);
-    }
     let (mut parts, body) = request.into_parts();
     let bytes =
         match http_body_util::BodyExt::collect(http_body_util::Limited::new(body, max)).await {
