@@ -214,18 +214,26 @@ fn connection_of(context: &RequestContext<RoleServer>) -> Connection {
 pub(crate) struct HeldArguments(rmcp::model::JsonObject);
 
 impl HeldArguments {
-    /// Whether a call's arguments must be held out of rmcp's sight now: whether any subscriber may hear rmcp's
-    /// `debug` or `trace` events, which print requests whole. `tracing`'s global maximum level is the most
-    /// detailed level any subscriber's filter enables (an `EnvFilter` counts its every directive); an event more
-    /// detailed than it is not built at all, so below `debug` rmcp prints nothing and holding would only cost a
-    /// parse and a copy of every call. A filter raised to `debug` at run time (a reloaded `EnvFilter`) applies to
-    /// the requests read after it.
+    /// Whether a call's arguments must be held out of rmcp's sight now: whether anything may hear rmcp's `debug`
+    /// or `trace` events, which print requests whole. `tracing`'s global maximum level is the most detailed level
+    /// any subscriber's filter enables (an `EnvFilter` counts its every directive); an event more detailed than it
+    /// is not built at all, so below `debug` rmcp prints nothing and holding would only cost a parse and a copy of
+    /// every call. `tracing` built with its `log` or `log-always` feature also hands events to the `log` crate, so
+    /// the maximum level of `log`'s logger counts too. A filter raised to `debug` at run time (a reloaded
+    /// `EnvFilter`) applies to the requests read after it.
     pub(crate) fn needed() -> bool {
-        Self::needed_at(tracing::level_filters::LevelFilter::current())
+        Self::needed_at(
+            tracing::level_filters::LevelFilter::current(),
+            log::max_level(),
+        )
     }
 
-    fn needed_at(max: tracing::level_filters::LevelFilter) -> bool {
-        max >= tracing::level_filters::LevelFilter::DEBUG
+    fn needed_at(
+        tracing_max: tracing::level_filters::LevelFilter,
+        log_max: log::LevelFilter,
+    ) -> bool {
+        tracing_max >= tracing::level_filters::LevelFilter::DEBUG
+            || log_max >= log::LevelFilter::Debug
     }
 
     /// Moves a `tools/call`'s arguments into its extensions; any other message is left as it is.
@@ -891,13 +899,17 @@ mod tests {
 
     #[test]
     fn arguments_are_held_whenever_rmcp_may_print_requests() {
+        use log::LevelFilter as Log;
         use tracing::level_filters::LevelFilter;
         // rmcp prints requests at `debug` and `trace`; at `info` and below nothing it prints shows them.
-        assert!(HeldArguments::needed_at(LevelFilter::TRACE));
-        assert!(HeldArguments::needed_at(LevelFilter::DEBUG));
-        assert!(!HeldArguments::needed_at(LevelFilter::INFO));
-        assert!(!HeldArguments::needed_at(LevelFilter::ERROR));
-        assert!(!HeldArguments::needed_at(LevelFilter::OFF));
+        assert!(HeldArguments::needed_at(LevelFilter::TRACE, Log::Off));
+        assert!(HeldArguments::needed_at(LevelFilter::DEBUG, Log::Off));
+        assert!(!HeldArguments::needed_at(LevelFilter::INFO, Log::Off));
+        assert!(!HeldArguments::needed_at(LevelFilter::ERROR, Log::Info));
+        assert!(!HeldArguments::needed_at(LevelFilter::OFF, Log::Off));
+        // No `tracing` subscriber, but a `log` logger at `debug`, which `tracing`'s `log` features feed.
+        assert!(HeldArguments::needed_at(LevelFilter::OFF, Log::Debug));
+        assert!(HeldArguments::needed_at(LevelFilter::WARN, Log::Trace));
     }
 
     /// A request context with a live peer (an rmcp client over an in-memory pipe), for the lookups that read it.
