@@ -544,6 +544,35 @@ async fn a_foreign_host_is_refused_and_audited() {
     let rejections = server.rejections();
     assert_eq!(rejections.len(), 1);
     assert_eq!(rejections[0]["reason"], "host_not_allowed");
+
+    // The endpoint itself, with a valid token (DNS rebinding: a page of another site reaching the loopback server).
+    // The guard is its only Host check (rmcp's own is off): a loopback-looking name of another host is foreign too.
+    let token = server.token(server.claims("alice", "files.read"));
+    for (id, host) in [
+        (1, "attacker.example"),
+        (2, "localhost.attacker.example:80"),
+    ] {
+        let response = client()
+            .post(format!("{}/mcp", server.base))
+            .header("host", host)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("authorization", format!("Bearer {token}"))
+            .body(call(id, "read_file", json!({"filename": "greeting.txt"})).to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 403, "{host}");
+    }
+    let rejections = server.rejections();
+    assert_eq!(rejections.len(), 3, "{rejections:?}");
+    assert!(
+        rejections
+            .iter()
+            .all(|r| r["reason"] == "host_not_allowed" && r["status"] == 403),
+        "{rejections:?}"
+    );
+    assert!(server.calls().is_empty());
 }
 
 /// A JSON answer goes out with its `Content-Length`, not chunked: a client then knows where it ends, and keeps its
