@@ -12,8 +12,9 @@
 //!
 //! The runners hand rmcp a call's arguments where those events do not look: the stdio runner (see
 //! [`LineTransport::hold_tool_arguments`](crate::serve::LineTransport::hold_tool_arguments)) and the HTTP runner,
-//! which reads a `tools/call`'s body before rmcp does, whenever some subscriber may hear `debug` events. So no
-//! subscriber sees the arguments of a call made to a runner, at any level. Where rmcp reads messages itself (secure tools merged into a server that uses rmcp's own
+//! which reads a `tools/call`'s body before rmcp does, whenever something may hear `debug` events (a subscriber,
+//! or a `log` logger that `tracing`'s `log` features feed). So no subscriber sees the arguments of a call made to a
+//! runner, at any level. Where rmcp reads messages itself (secure tools merged into a server that uses rmcp's own
 //! transports) it prints them, and only your subscriber can keep them out: give it [`filter`]. A subscriber at
 //! `debug` without it logs every argument of every such call, and a tool's output on every transport.
 
