@@ -74,9 +74,9 @@ pub const MAX_RATE_PERIOD: Duration = Duration::from_secs(86_400);
 /// A rate: at most `count` calls per `period`, all of which may come at once (the burst is the count).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct RateSpec {
-    /// Calls allowed per period, 1 to [`MAX_RATE_COUNT`].
+    /// Calls allowed per period, 1 to 1,000,000.
     pub count: u32,
-    /// The period, 1 s to [`MAX_RATE_PERIOD`].
+    /// The period, 1 s to one day.
     pub period: Duration,
 }
 

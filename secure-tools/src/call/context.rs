@@ -74,7 +74,7 @@ impl Caller {
 
     /// The caller with an attribute that goes into the audit records of its calls, under `caller_attributes` (a
     /// tenant, an organisation, the authentication method). Keys over 64 bytes, and attributes past
-    /// [`MAX_CALLER_ATTRIBUTES`], are dropped; values are shortened like any recorded string.
+    /// the eighth, are dropped; values are shortened like any recorded string.
     pub fn with_attribute(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         let key = key.into();
         let inner = Arc::make_mut(&mut self.0);

@@ -1,8 +1,8 @@
 //! The call pipeline: every call of a secure tool, read top to bottom.
 //!
-//! [`ToolSet::call`] opens the audited region (a [`Call`]: its id, its clock, and the promise of exactly one
+//! [`ToolSet::call`] opens the audited region (a `Call`: its id, its clock, and the promise of exactly one
 //! `tool_call` record, kept even if the call's future is dropped), looks the tool up, and runs the stages of
-//! [`stages`] in order. Each stage either passes or refuses with a [`Refusal`]; [`Call::finish`] is the one place a
+//! `stages` in order. Each stage either passes or refuses with a [`Refusal`]; `Call::finish` is the one place a
 //! refusal becomes an outcome, a code and an audit record.
 //!
 //! | stage | refuses with (outcome, code) |

@@ -493,7 +493,7 @@ impl Auth {
     }
 }
 
-/// What a server is configured with, checked. See the [module docs](self) for where it comes from.
+/// What a server is configured with, checked. See the [`serve`](crate::serve) module for where it comes from.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Settings {

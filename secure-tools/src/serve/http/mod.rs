@@ -16,7 +16,7 @@
 //! 4. on `/mcp`, bearer authentication (see [`BearerAuth`]): `401` with a challenge naming the protected resource
 //!    metadata, which is served unauthenticated at `/.well-known/oauth-protected-resource` (and at its
 //!    path-suffixed variant `/.well-known/oauth-protected-resource/mcp`). With mutual TLS instead (feature
-//!    `mtls`, [`Auth::MutualTls`](crate::serve::Auth::MutualTls)), the server speaks HTTPS only, the client certificate was verified during the
+//!    `mtls`, [`Auth::MutualTls`]), the server speaks HTTPS only, the client certificate was verified during the
 //!    handshake, and its mapped caller is used; an unmapped certificate is `403` (see the `serve::http::mtls` module).
 //!
 //! Each refusal is audited as an `http_rejected` record. A valid token short of a tool's scope reaches the
