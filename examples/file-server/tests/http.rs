@@ -132,17 +132,22 @@ fn call(id: u64, tool: &str, arguments: Value) -> Value {
            "params": {"name": tool, "arguments": arguments}})
 }
 
+/// A `POST` of `body` to `url_suffix` with the headers an SDK client sends, to add headers to.
+fn post_request(server: &Server, url_suffix: &str, body: &Value) -> reqwest::RequestBuilder {
+    client()
+        .post(format!("{}{url_suffix}", server.base))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(body.to_string())
+}
+
 async fn post(
     server: &Server,
     url_suffix: &str,
     token: Option<&str>,
     body: &Value,
 ) -> reqwest::Response {
-    let mut request = client()
-        .post(format!("{}{url_suffix}", server.base))
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .body(body.to_string());
+    let mut request = post_request(server, url_suffix, body);
     if let Some(token) = token {
         request = request.header("authorization", format!("Bearer {token}"));
     }
@@ -285,13 +290,9 @@ async fn credentials_sent_two_ways_are_refused_as_ambiguous() {
         &body,
     )
     .await;
-    let twice = client()
-        .post(format!("{}/mcp", server.base))
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
+    let twice = post_request(&server, "/mcp", &body)
         .header("authorization", format!("Bearer {token}"))
         .header("authorization", format!("Bearer {token}"))
-        .body(body.to_string())
         .send()
         .await
         .unwrap();
@@ -473,13 +474,10 @@ async fn protected_resource_metadata_lists_the_tool_scopes() {
 async fn a_foreign_origin_is_refused_and_audited() {
     let server = Server::start();
     let token = server.token(server.claims("alice", "files.read"));
-    let response = client()
-        .post(format!("{}/mcp", server.base))
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
+    let body = call(1, "read_file", json!({"filename": "greeting.txt"}));
+    let response = post_request(&server, "/mcp", &body)
         .header("origin", "https://evil.example")
         .header("authorization", format!("Bearer {token}"))
-        .body(call(1, "read_file", json!({"filename": "greeting.txt"})).to_string())
         .send()
         .await
         .unwrap();
@@ -491,13 +489,10 @@ async fn a_foreign_origin_is_refused_and_audited() {
     assert!(server.calls().is_empty());
 
     // A loopback origin is fine.
-    let response = client()
-        .post(format!("{}/mcp", server.base))
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
+    let body = call(2, "read_file", json!({"filename": "greeting.txt"}));
+    let response = post_request(&server, "/mcp", &body)
         .header("origin", "http://localhost:5173")
         .header("authorization", format!("Bearer {token}"))
-        .body(call(2, "read_file", json!({"filename": "greeting.txt"})).to_string())
         .send()
         .await
         .unwrap();
@@ -552,13 +547,10 @@ async fn a_foreign_host_is_refused_and_audited() {
         (1, "attacker.example"),
         (2, "localhost.attacker.example:80"),
     ] {
-        let response = client()
-            .post(format!("{}/mcp", server.base))
+        let body = call(id, "read_file", json!({"filename": "greeting.txt"}));
+        let response = post_request(&server, "/mcp", &body)
             .header("host", host)
-            .header("content-type", "application/json")
-            .header("accept", "application/json, text/event-stream")
             .header("authorization", format!("Bearer {token}"))
-            .body(call(id, "read_file", json!({"filename": "greeting.txt"})).to_string())
             .send()
             .await
             .unwrap();
