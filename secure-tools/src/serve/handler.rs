@@ -27,9 +27,9 @@ use crate::toolset::ToolSet;
 /// `get_tool`, and `logging/setLevel` (so tools can log to the client, see [`ClientLog`](crate::ClientLog)).
 ///
 /// The caller of a request is the one the HTTP runner authenticated, or the [`Caller`] found in the request's
-/// extensions (an authenticating transport or layer of yours puts it there), or else the server's default caller (for stdio, the local user with the `MCP_SCOPES` grant; by
-/// default, an anonymous caller holding nothing). What the transport knows of the request's origin comes the same
-/// way, as a [`Connection`].
+/// extensions (an authenticating transport or layer of yours puts it there), or else the server's default caller
+/// (for stdio, the local user with the `MCP_SCOPES` grant; by default, an anonymous caller holding nothing). What
+/// the transport knows of the request's origin comes the same way, as a [`Connection`].
 ///
 /// Serve each session with its own copy, [`SecureServer::for_session`], so that a client's log level stays its own.
 pub struct SecureServer<S> {
@@ -430,8 +430,8 @@ impl<S: Send + Sync + 'static> ToolSet<S> {
     /// (`Self::tool_router() + tools.tool_router(caller)`), and your handler serves secure tools next to its own.
     ///
     /// Each call goes through the secure pipeline. Its caller is the one the HTTP runner authenticated, or the
-    /// [`Caller`] in the request's extensions, or else `default_caller`. A tool that logs to the client does so at `info` and above, unless the request's
-    /// `_meta` says otherwise: `logging/setLevel` is your server's to answer.
+    /// [`Caller`] in the request's extensions, or else `default_caller`. A tool that logs to the client does so at
+    /// `info` and above, unless the request's `_meta` says otherwise: `logging/setLevel` is your server's to answer.
     pub fn tool_router<H: Send + Sync + 'static>(&self, default_caller: Caller) -> ToolRouter<H> {
         let mut router = ToolRouter::new();
         for definition in self.definitions() {

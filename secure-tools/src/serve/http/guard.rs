@@ -175,6 +175,9 @@ mod tests {
         let pinned: Vec<String> = vec!["mcp.example.com:443".into()];
         assert!(host_allowed(&pinned, "mcp.example.com:443"));
         assert!(!host_allowed(&pinned, "mcp.example.com:8443"));
+        // A configured name is matched without regard to case too.
+        let configured: Vec<String> = vec!["MCP.Example.com".into()];
+        assert!(host_allowed(&configured, "mcp.example.com"));
     }
 
     #[test]

@@ -510,11 +510,8 @@ where
             Auth::MutualTls(mtls) => Some(mtls.clone()),
             _ => None,
         },
-        allowed_hosts: http
-            .allowed_hosts
-            .iter()
-            .map(|h| h.to_ascii_lowercase())
-            .collect(),
+        // Compared without regard to ASCII case (`guard::host_allowed`).
+        allowed_hosts: http.allowed_hosts.clone(),
         allowed_origins: http
             .allowed_origins
             .iter()
@@ -578,8 +575,8 @@ where
 }
 
 /// rmcp's streamable HTTP service, shared: the router and each middleware layer clone their inner service for
-/// every request, and a clone of rmcp's service copies its configuration (the allowed hosts and origins, each a
-/// `String`), about a dozen allocations a request over the layers; a clone of this is one reference count.
+/// every request, and a clone of rmcp's service copies its whole configuration and counts several references; a
+/// clone of this is one reference count.
 struct McpEndpoint<S, M>(Arc<StreamableHttpService<S, M>>);
 
 impl<S, M> Clone for McpEndpoint<S, M> {
