@@ -228,6 +228,13 @@ pub(crate) async fn serve(
         next: AtomicU64::new(0),
     });
     let tracker = TaskTracker::new();
+    #[cfg(feature = "mtls")]
+    let revocation_lists = match &security {
+        Security::MutualTls(mtls) => Some(tokio::spawn(
+            mtls.clone().watch_revocation_lists(stop.clone()),
+        )),
+        Security::Plain => None,
+    };
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -268,6 +275,10 @@ pub(crate) async fn serve(
         ));
     }
     drop(listener);
+    #[cfg(feature = "mtls")]
+    if let Some(watcher) = revocation_lists {
+        watcher.abort();
+    }
     tracker.close();
     let _ = tokio::time::timeout(STOP_WAIT, tracker.wait()).await;
     Ok(())

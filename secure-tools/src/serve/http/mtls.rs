@@ -294,17 +294,16 @@ impl MtlsAuth {
     }
 
     /// [`revocation_lists`](Self::revocation_lists) from a file, which is read again when it changes (its size or
-    /// modification time, looked at most every [`CRL_RECHECK`] as clients connect), so a CA's fresh lists are
-    /// taken without a restart. A new version that cannot be used (unreadable, not a list, already expired) is
-    /// reported on the `tracing` log at `error` and the lists in use stay: once those are past their
-    /// `nextUpdate`, handshakes fail until a usable file replaces them.
+    /// modification time, looked at every [`CRL_RECHECK`] while the server runs, on the blocking pool: a handshake
+    /// never waits for the file), so a CA's fresh lists are taken without a restart. A new version that cannot be
+    /// used (unreadable, not a list, already expired) is reported on the `tracing` log at `error`, once, and the
+    /// lists in use stay: once those are past their `nextUpdate`, handshakes fail until a usable file replaces them.
     pub fn revocation_lists_file(mut self, path: &Path) -> Result<Self, MtlsError> {
         let (pem, version) = CrlFile::read(path)?;
         self.server_config = Arc::new(self.config_with_crls(&pem)?);
         self.crl_file = Some(Arc::new(CrlFile {
             path: path.to_path_buf(),
             state: std::sync::Mutex::new(CrlState {
-                checked: std::time::Instant::now(),
                 version,
                 config: self.server_config.clone(),
             }),
@@ -523,7 +522,7 @@ pub struct TlsPeer {
     pub certificate: Option<CertificateDer<'static>>,
 }
 
-/// How often, at most, a revocation list file is looked at for a new version.
+/// How often a revocation list file is looked at for a new version.
 pub const CRL_RECHECK: Duration = Duration::from_secs(5);
 
 /// A revocation list file and the configuration made from its version in use.
@@ -536,7 +535,6 @@ struct CrlFile {
 type FileVersion = (u64, Option<std::time::SystemTime>);
 
 struct CrlState {
-    checked: std::time::Instant,
     /// The version in use.
     version: FileVersion,
     config: Arc<rustls::ServerConfig>,
@@ -558,33 +556,39 @@ impl CrlFile {
         Ok((metadata.len(), metadata.modified().ok()))
     }
 
-    /// The configuration to accept a connection with: the one in use, or, when the file has a new version that
-    /// can be used, one made from it.
-    fn current(&self, auth: &MtlsAuth) -> Arc<rustls::ServerConfig> {
-        let mut state = self
-            .state
+    fn lock(&self) -> std::sync::MutexGuard<'_, CrlState> {
+        self.state
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if state.checked.elapsed() < CRL_RECHECK {
-            return state.config.clone();
-        }
-        state.checked = std::time::Instant::now();
-        if Self::version(&self.path).is_ok_and(|version| version == state.version) {
-            return state.config.clone();
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The configuration in use. Never touches the file: a handshake does not wait for a read.
+    fn current(&self) -> Arc<rustls::ServerConfig> {
+        self.lock().config.clone()
+    }
+
+    /// Looks at the file, and when it has a new version that can be used, makes the configuration from it. Blocking
+    /// (a read, the lists parsed): run on the blocking pool. The lock is held only to swap the configuration.
+    fn refresh(&self, auth: &MtlsAuth) {
+        let in_use = self.lock().version;
+        if Self::version(&self.path).is_ok_and(|version| version == in_use) {
+            return;
         }
         match Self::read(&self.path)
             .and_then(|(pem, version)| Ok((auth.config_with_crls(&pem)?, version)))
         {
             Ok((config, version)) => {
                 tracing::info!(path = %self.path.display(), "client revocation lists read again");
+                let mut state = self.lock();
                 state.config = Arc::new(config);
                 state.version = version;
             }
             Err(error) => {
+                // Not again until the file changes: the error is logged once per version.
+                self.lock().version = Self::version(&self.path).unwrap_or(in_use);
                 tracing::error!(%error, "client revocation lists not replaced; the lists in use stay");
             }
         }
-        state.config.clone()
     }
 }
 
@@ -592,10 +596,32 @@ impl MtlsAuth {
     /// The TLS acceptor and the time a handshake may take.
     pub(crate) fn acceptor(&self) -> (TlsAcceptor, Duration) {
         let config = match &self.crl_file {
-            Some(file) => file.current(self),
+            Some(file) => file.current(),
             None => self.server_config.clone(),
         };
         (TlsAcceptor::from(config), self.handshake_timeout)
+    }
+
+    /// With a revocation list file, looks at it every [`CRL_RECHECK`] until `stop`, on the blocking pool, and
+    /// takes a new version that can be used. Without one, returns at once.
+    pub(crate) async fn watch_revocation_lists(self, stop: tokio_util::sync::CancellationToken) {
+        let Some(file) = self.crl_file.clone() else {
+            return;
+        };
+        let auth = Arc::new(self);
+        let mut ticks = tokio::time::interval(CRL_RECHECK);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The first tick is now: the file was just read.
+        ticks.tick().await;
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => {}
+                () = stop.cancelled() => return,
+            }
+            let (file, auth) = (file.clone(), auth.clone());
+            // A panic in the blocking task (none is expected) leaves the lists in use.
+            let _ = tokio::task::spawn_blocking(move || file.refresh(&auth)).await;
+        }
     }
 }
 
