@@ -37,7 +37,7 @@ fn audit_verify_exits_0_when_intact_and_1_naming_the_record_when_not() {
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.starts_with("intact: 3 records, the last numbered 3"),
+        text.starts_with("intact: 3 records, numbered 1 to 3"),
         "{text}"
     );
     let edited =

@@ -555,16 +555,20 @@ impl AuditSink for ChainedFileSink {
 pub struct Verification {
     /// Records checked.
     pub records: u64,
+    /// The `seq` of the first record checked.
+    pub first_seq: Option<u64>,
     /// The `seq` of the last record checked.
     pub last_seq: Option<u64>,
     /// The first problem, if any.
     pub problem: Option<Problem>,
     /// Checkpoints checked (with a public key: signatures verified).
     pub checkpoints: u64,
-    /// Records after the last checkpoint (all of them without one): nothing vouches for them, so a cut there
-    /// would not show.
+    /// Records after the last verified checkpoint (all of them without a checkpoint key, which verifies none):
+    /// nothing vouches for them, so a cut there would not show.
     pub unsigned_tail: u64,
-    /// Whether the files end with the checkpoint written right after a `server_stop` (a clean stop).
+    /// Whether the files end with the checkpoint written right after a `server_stop` (a clean stop; signed, when a
+    /// checkpoint key was given). A cut back to an earlier clean stop looks the same: only a copy of the later
+    /// checkpoints kept elsewhere (a collector's) can tell.
     pub ends_clean: bool,
 }
 
@@ -588,6 +592,15 @@ pub enum Problem {
     NotARecord { after: u64, file: String, line: u64 },
     /// A checkpoint whose signature the public key does not verify.
     BadCheckpoint { seq: u64, file: String, line: u64 },
+    /// The files do not start at the chain's first record (`seq` 1): the records before `first_seq` were removed,
+    /// or the files are a rotated set whose oldest files are gone ([`verify_mid_chain`] accepts that).
+    HeadMissing {
+        first_seq: u64,
+        file: String,
+        line: u64,
+    },
+    /// A line longer than any record ([`MAX_LINE`]): it is not read whole.
+    LineTooLong { after: u64, file: String, line: u64 },
     /// A public key was given, and no checkpoint signed with it is in the files.
     NoCheckpoint,
 }
@@ -621,6 +634,19 @@ impl std::fmt::Display for Problem {
                 f,
                 "checkpoint {seq} is not signed by the checkpoint key ({file}:{line})"
             ),
+            Problem::HeadMissing {
+                first_seq,
+                file,
+                line,
+            } => write!(
+                f,
+                "the chain's head is missing: the first record is {first_seq}, not 1 ({file}:{line}); if older \
+                 files were removed on purpose, verify with --mid-chain"
+            ),
+            Problem::LineTooLong { after, file, line } => write!(
+                f,
+                "the line after record {after} is longer than any record ({file}:{line})"
+            ),
             Problem::NoCheckpoint => write!(f, "no checkpoint signed by the checkpoint key"),
         }
     }
@@ -638,13 +664,17 @@ fn appears_later<P: AsRef<Path>>(
     struct Seq {
         seq: Option<u64>,
     }
+    let mut line = Vec::new();
     for (n, path) in files.iter().enumerate().skip(file_index) {
         let skip = if n == file_index { index + 1 } else { 0 };
-        for line in io::BufReader::new(File::open(path.as_ref())?)
-            .split(b'\n')
-            .skip(skip)
-        {
-            if let Ok(Seq { seq: Some(found) }) = serde_json::from_slice::<Seq>(&line?)
+        let mut reader = io::BufReader::new(File::open(path.as_ref())?);
+        let mut read = 0usize;
+        while let Some(fits) = read_line_bounded(&mut reader, &mut line, MAX_LINE)? {
+            read += 1;
+            if read <= skip || !fits {
+                continue;
+            }
+            if let Ok(Seq { seq: Some(found) }) = serde_json::from_slice::<Seq>(&line)
                 && found == seq
             {
                 return Ok(true);
@@ -654,14 +684,74 @@ fn appears_later<P: AsRef<Path>>(
     Ok(false)
 }
 
-/// Checks the chain through `files`, oldest first (a rotated set: the first may start mid-chain); with `key`, the
-/// chain must be keyed with it. Stops at the first problem.
+/// The longest line [`verify`] reads whole: records are far smaller (their values are bounded).
+pub const MAX_LINE: usize = 1 << 20;
+
+/// Checks the chain through `files`, oldest first (a rotated set), from its first record (`seq` 1, after
+/// [`GENESIS`]): a head cut off is a problem. With `key`, the chain must be keyed with it; with `checkpoint_key`,
+/// every checkpoint must verify and there must be one. Stops at the first problem. Reads one line at a time, in
+/// one pass (a second only past a gap, to tell a record removed from one moved).
 pub fn verify<P: AsRef<Path>>(
     files: &[P],
     key: Option<&ChainKey>,
     checkpoint_key: Option<&CheckpointPublicKey>,
 ) -> io::Result<Verification> {
+    verify_from(files, key, checkpoint_key, true)
+}
+
+/// [`verify`] for a rotated set whose oldest files were removed on purpose: the first file may start mid-chain.
+/// Nothing then vouches for the head: a first record's `prev` cannot be checked, and records cut from the start of
+/// the first file do not show. Records up to a verified checkpoint are still vouched for by it.
+pub fn verify_mid_chain<P: AsRef<Path>>(
+    files: &[P],
+    key: Option<&ChainKey>,
+    checkpoint_key: Option<&CheckpointPublicKey>,
+) -> io::Result<Verification> {
+    verify_from(files, key, checkpoint_key, false)
+}
+
+/// Reads the next line into `line` (without its `\n`), at most `max` bytes of it: `Ok(None)` at the end, and
+/// `Ok(Some(false))` for a longer line, whose rest is skipped unread into memory.
+fn read_line_bounded(
+    reader: &mut impl BufRead,
+    line: &mut Vec<u8>,
+    max: usize,
+) -> io::Result<Option<bool>> {
+    line.clear();
+    let mut fits = true;
+    let mut any = false;
+    loop {
+        let available = reader.fill_buf()?;
+        if available.is_empty() {
+            return Ok(any.then_some(fits));
+        }
+        any = true;
+        let (chunk, end) = match available.iter().position(|b| *b == b'\n') {
+            Some(at) => (&available[..at], Some(at + 1)),
+            None => (available, None),
+        };
+        if fits && line.len() + chunk.len() <= max {
+            line.extend_from_slice(chunk);
+        } else {
+            fits = false;
+            line.clear();
+        }
+        let used = end.unwrap_or(chunk.len());
+        reader.consume(used);
+        if end.is_some() {
+            return Ok(Some(fits));
+        }
+    }
+}
+
+fn verify_from<P: AsRef<Path>>(
+    files: &[P],
+    key: Option<&ChainKey>,
+    checkpoint_key: Option<&CheckpointPublicKey>,
+    anchored: bool,
+) -> io::Result<Verification> {
     let mut records = 0u64;
+    let mut first_seq = None;
     let mut last: Option<(u64, String)> = None;
     let seal_name = if key.is_some() { "mac" } else { "hash" };
     let mut checkpoints = 0u64;
@@ -671,15 +761,16 @@ pub fn verify<P: AsRef<Path>>(
     for (file_index, path) in files.iter().enumerate() {
         let path = path.as_ref();
         let shown = path.display().to_string();
-        let reader = io::BufReader::new(File::open(path)?);
-        for (index, line) in reader.split(b'\n').enumerate() {
-            let line = line?;
-            if line.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
-            let number = index as u64 + 1;
+        let mut reader = io::BufReader::new(File::open(path)?);
+        let mut line = Vec::new();
+        let mut number = 0u64;
+        while let Some(fits) = read_line_bounded(&mut reader, &mut line, MAX_LINE)? {
+            number += 1;
+            // 0-based, for `appears_later`.
+            let index = (number - 1) as usize;
             let at = |problem: Problem| Verification {
                 records,
+                first_seq,
                 last_seq: last.as_ref().map(|(seq, _)| *seq),
                 problem: Some(problem),
                 checkpoints,
@@ -687,6 +778,16 @@ pub fn verify<P: AsRef<Path>>(
                 ends_clean: false,
             };
             let after = last.as_ref().map_or(0, |(seq, _)| *seq);
+            if !fits {
+                return Ok(at(Problem::LineTooLong {
+                    after,
+                    file: shown,
+                    line: number,
+                }));
+            }
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
             let parsed = serde_json::from_slice::<Value>(&line);
             let split = split_seal(&line, seal_name);
             let (Ok(Value::Object(object)), Some((body, sealed))) = (parsed, split) else {
@@ -717,7 +818,8 @@ pub fn verify<P: AsRef<Path>>(
                 }));
             }
             match &last {
-                // The first record seen: a chain's start, or the first of a rotated set whose predecessor is gone.
+                // The first record seen: the chain's start, or (mid-chain) the first of a rotated set whose
+                // predecessors were removed.
                 None if seq == 1 && prev != GENESIS => {
                     return Ok(at(Problem::Altered {
                         seq,
@@ -725,9 +827,23 @@ pub fn verify<P: AsRef<Path>>(
                         line: number,
                     }));
                 }
+                None if seq != 1 && anchored => {
+                    return Ok(at(Problem::HeadMissing {
+                        first_seq: seq,
+                        file: shown,
+                        line: number,
+                    }));
+                }
                 None => {}
                 Some((last_seq, last_seal)) => {
-                    let expected = last_seq + 1;
+                    let Some(expected) = last_seq.checked_add(1) else {
+                        return Ok(at(Problem::OutOfOrder {
+                            seq,
+                            expected: *last_seq,
+                            file: shown,
+                            line: number,
+                        }));
+                    };
                     if seq > expected
                         && prev != *last_seal
                         && !appears_later(files, file_index, index, expected)?
@@ -772,7 +888,12 @@ pub fn verify<P: AsRef<Path>>(
                     }));
                 }
                 checkpoints += 1;
-                unsigned_tail = 0;
+                // Only a checkpoint whose signature was verified vouches for the records before it.
+                if checkpoint_key.is_some() {
+                    unsigned_tail = 0;
+                } else {
+                    unsigned_tail += 1;
+                }
                 ends_clean = after_stop;
             } else {
                 unsigned_tail += 1;
@@ -780,13 +901,15 @@ pub fn verify<P: AsRef<Path>>(
             }
             after_stop = event == Some("server_stop");
             records += 1;
+            first_seq.get_or_insert(seq);
             last = Some((seq, sealed));
         }
     }
-    let problem = (checkpoint_key.is_some() && records > 0 && checkpoints == 0)
-        .then_some(Problem::NoCheckpoint);
+    // With a checkpoint key, an empty set has none either: a file emptied is not a clean log.
+    let problem = (checkpoint_key.is_some() && checkpoints == 0).then_some(Problem::NoCheckpoint);
     Ok(Verification {
         records,
+        first_seq,
         last_seq: last.map(|(seq, _)| seq),
         problem,
         checkpoints,
@@ -922,13 +1045,180 @@ mod tests {
             (both.problem, both.records, both.last_seq),
             (None, 5, Some(5))
         );
-        // The current file alone starts mid-chain, which is accepted; in the wrong order, the set is not.
-        assert_eq!(verify(&[&path], None, None).unwrap().problem, None);
-        assert!(
-            verify(&[&path, &rotated], None, None)
-                .unwrap()
-                .problem
-                .is_some()
+        // The current file alone starts mid-chain: a head missing, unless the older files were removed on purpose.
+        assert!(matches!(
+            verify(&[&path], None, None).unwrap().problem,
+            Some(Problem::HeadMissing { first_seq: 4, .. })
+        ));
+        let alone = verify_mid_chain(&[&path], None, None).unwrap();
+        assert_eq!(
+            (alone.problem, alone.first_seq, alone.last_seq),
+            (None, Some(4), Some(5))
+        );
+        // In the wrong order, the set is not a chain either way.
+        for check in [verify::<&PathBuf>, verify_mid_chain::<&PathBuf>] {
+            assert!(
+                check(&[&path, &rotated], None, None)
+                    .unwrap()
+                    .problem
+                    .is_some()
+            );
+        }
+    }
+
+    #[test]
+    fn a_head_cut_off_or_a_file_emptied_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        write(&path, None, 1, 5);
+        let original = lines(&path);
+        put(&path, &original[2..]);
+        let cut = verify(&[&path], None, None).unwrap();
+        assert_eq!(
+            (cut.problem, cut.records),
+            (
+                Some(Problem::HeadMissing {
+                    first_seq: 3,
+                    file: path.display().to_string(),
+                    line: 1
+                }),
+                0
+            )
+        );
+        // Emptied: nothing to check without checkpoints; with a checkpoint key, no checkpoint is a problem.
+        std::fs::write(&path, "").unwrap();
+        let empty = verify(&[&path], None, None).unwrap();
+        assert_eq!((empty.problem, empty.records), (None, 0));
+        let public_path = dir.path().join("key.pub");
+        std::fs::write(&public_path, CheckpointKey::from_seed([3; 32]).public_hex()).unwrap();
+        let public = CheckpointPublicKey::read(&public_path).unwrap();
+        assert_eq!(
+            verify(&[&path], None, Some(&public)).unwrap().problem,
+            Some(Problem::NoCheckpoint)
+        );
+    }
+
+    #[test]
+    fn a_genuine_checkpoint_copied_before_forged_records_vouches_for_none_of_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let key = CheckpointKey::from_seed([3; 32]);
+        let public_path = dir.path().join("key.pub");
+        std::fs::write(&public_path, key.public_hex()).unwrap();
+        let public = CheckpointPublicKey::read(&public_path).unwrap();
+        let sink = ChainedFileSink::append_to(&path, None)
+            .unwrap()
+            .with_checkpoints(
+                Checkpoints {
+                    key,
+                    interval: std::time::Duration::from_secs(3600),
+                },
+                "test",
+            );
+        for n in 1..=2 {
+            sink.write(&record(n)).unwrap(); // each `server_stop` is followed by its checkpoint
+        }
+        drop(sink);
+        let genuine = lines(&path);
+        assert_eq!(genuine.len(), 4);
+        assert_eq!(verify(&[&path], None, Some(&public)).unwrap().problem, None);
+        // The forger keeps only the last genuine checkpoint and chains records of their own after it (an unkeyed
+        // chain: anyone can), ending, like a clean stop, with a `server_stop`.
+        let forged = dir.path().join("forged.jsonl");
+        put(&forged, &genuine[3..]);
+        write(&forged, None, 7, 8);
+        assert!(matches!(
+            verify(&[&forged], None, Some(&public)).unwrap().problem,
+            Some(Problem::HeadMissing { first_seq: 4, .. })
+        ));
+        // Told that older records were removed on purpose, the verifier still vouches for none of the forged ones.
+        let mid = verify_mid_chain(&[&forged], None, Some(&public)).unwrap();
+        assert_eq!(
+            (
+                mid.problem,
+                mid.checkpoints,
+                mid.unsigned_tail,
+                mid.ends_clean
+            ),
+            (None, 1, 2, false)
+        );
+    }
+
+    #[test]
+    fn checkpoints_vouch_for_records_only_when_verified() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let sink = ChainedFileSink::append_to(&path, None)
+            .unwrap()
+            .with_checkpoints(
+                Checkpoints {
+                    key: CheckpointKey::from_seed([3; 32]),
+                    interval: std::time::Duration::from_secs(3600),
+                },
+                "test",
+            );
+        sink.write(&record(1)).unwrap();
+        drop(sink);
+        let unverified = verify(&[&path], None, None).unwrap();
+        assert_eq!(
+            (
+                unverified.problem,
+                unverified.checkpoints,
+                unverified.unsigned_tail
+            ),
+            (None, 1, 2)
+        );
+    }
+
+    #[test]
+    fn a_line_longer_than_any_record_is_reported_without_being_read_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        write(&path, None, 1, 1);
+        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+        let block = vec![b'x'; 1 << 16];
+        for _ in 0..(2 * MAX_LINE / block.len()) {
+            file.write_all(&block).unwrap();
+        }
+        drop(file);
+        assert!(matches!(
+            verify(&[&path], None, None).unwrap().problem,
+            Some(Problem::LineTooLong {
+                after: 1,
+                line: 2,
+                ..
+            })
+        ));
+        // A line just within the bound is read (and is not a record).
+        let mut near = lines(&path)[..1].to_vec();
+        near.push("y".repeat(MAX_LINE));
+        put(&path, &near);
+        assert!(matches!(
+            verify(&[&path], None, None).unwrap().problem,
+            Some(Problem::NotARecord {
+                after: 1,
+                line: 2,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn lines_are_read_one_at_a_time_within_their_bound() {
+        let mut reader = io::BufReader::with_capacity(4, &b"ab\n\nlonger line\nlast"[..]);
+        let mut line = Vec::new();
+        let mut read = Vec::new();
+        while let Some(fits) = read_line_bounded(&mut reader, &mut line, 6).unwrap() {
+            read.push((String::from_utf8(line.clone()).unwrap(), fits));
+        }
+        assert_eq!(
+            read,
+            [
+                ("ab".to_owned(), true),
+                (String::new(), true),
+                (String::new(), false),
+                ("last".to_owned(), true)
+            ]
         );
     }
 

@@ -87,6 +87,10 @@ enum AuditCommand {
         /// checkpoint must verify, and there must be one.
         #[arg(long, value_name = "FILE")]
         checkpoint_key: Option<PathBuf>,
+        /// The first file may start mid-chain (the oldest files of a rotated set were removed on purpose): without
+        /// it, files that do not start at record 1 are reported, since a head cut off looks just like that.
+        #[arg(long)]
+        mid_chain: bool,
         /// The result as one JSON object on stdout.
         #[arg(long)]
         json: bool,
@@ -217,9 +221,16 @@ async fn run(command: Command) -> u8 {
                     files,
                     key_file,
                     checkpoint_key,
+                    mid_chain,
                     json,
                 },
-        } => verify(&files, key_file.as_deref(), checkpoint_key.as_deref(), json),
+        } => verify(
+            &files,
+            key_file.as_deref(),
+            checkpoint_key.as_deref(),
+            mid_chain,
+            json,
+        ),
         Command::Audit {
             command: AuditCommand::Keygen { out },
         } => keygen(&out),
@@ -248,6 +259,7 @@ fn verify(
     files: &[PathBuf],
     key_file: Option<&std::path::Path>,
     checkpoint_key: Option<&std::path::Path>,
+    mid_chain: bool,
     json: bool,
 ) -> Result<u8, String> {
     use secure_tools::audit::{ChainKey, chain};
@@ -259,20 +271,31 @@ fn verify(
         .map(chain::CheckpointPublicKey::read)
         .transpose()
         .map_err(|e| e.to_string())?;
-    let checked = chain::verify(files, key.as_ref(), public.as_ref()).map_err(|e| e.to_string())?;
+    let check = if mid_chain {
+        chain::verify_mid_chain
+    } else {
+        chain::verify
+    };
+    let checked = check(files, key.as_ref(), public.as_ref()).map_err(|e| e.to_string())?;
     if json {
         println!("{}", json!(checked));
     } else {
         match &checked.problem {
             None => println!(
-                "intact: {} records, the last numbered {}; {} checkpoints; {}",
+                "intact: {} records, numbered {} to {}; {} checkpoints; {}",
                 checked.records,
+                checked
+                    .first_seq
+                    .map_or_else(|| "-".to_owned(), |seq| seq.to_string()),
                 checked
                     .last_seq
                     .map_or_else(|| "-".to_owned(), |seq| seq.to_string()),
                 checked.checkpoints,
-                if checked.ends_clean {
-                    "ends with the checkpoint of a clean stop".to_owned()
+                if public.is_none() {
+                    "checkpoints not verified (no --checkpoint-key): a cut tail would not show"
+                        .to_owned()
+                } else if checked.ends_clean {
+                    "ends with the signed checkpoint of a clean stop".to_owned()
                 } else {
                     format!(
                         "{} records after the last checkpoint, vouched for by none (a cut there would not show)",
