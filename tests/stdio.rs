@@ -426,3 +426,39 @@ fn a_strict_minimum_refuses_older_and_unknown_versions_audits_it_and_keeps_servi
     );
     assert_eq!(rejected[0]["request_id"], "init");
 }
+
+#[test]
+fn a_long_version_or_request_id_outside_a_call_is_bounded_in_its_records() {
+    let long = "9".repeat(300_000);
+    let env = [("MCP_MIN_PROTOCOL_VERSION", "2025-06-18")];
+    let mut server = RawServer::spawn(SERVER, Some("test.read"), &env);
+    let answer = server.request(json!({
+        "jsonrpc": "2.0", "id": long, "method": "initialize",
+        "params": {"protocolVersion": long, "capabilities": {}, "clientInfo": {"name": long, "version": "1"}}
+    }));
+    assert!(answer.get("error").is_some(), "{answer}");
+    // A stateless request, long version and client info.
+    let mut lenient = RawServer::spawn(SERVER, Some("test.read"), &[]);
+    let mut meta = stateless_meta();
+    meta["io.modelcontextprotocol/protocolVersion"] = json!(long);
+    meta["io.modelcontextprotocol/clientInfo"] = json!({"name": long, "version": long});
+    lenient.request(
+        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {"_meta": meta}}),
+    );
+    let (_, strict_records, _) = server.finish();
+    let (_, lenient_records, _) = lenient.finish();
+    // An unknown version of the stateless revision is refused, strict policy or not.
+    assert_eq!(events(&strict_records, "version_rejected").len(), 1);
+    assert_eq!(events(&lenient_records, "version_rejected").len(), 1);
+    for records in [strict_records, lenient_records] {
+        for record in &records {
+            let line = record.to_string();
+            assert!(
+                line.len() < 16 * 1024,
+                "{} bytes: {}",
+                line.len(),
+                &line[..200]
+            );
+        }
+    }
+}

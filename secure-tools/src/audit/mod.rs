@@ -61,7 +61,8 @@ impl Audit {
     }
 
     /// Writes one record, stamped `ts`, to every sink.
-    pub(crate) fn record_at(&self, ts: Timestamp, event: AuditEvent) -> Result<(), AuditError> {
+    pub(crate) fn record_at(&self, ts: Timestamp, mut event: AuditEvent) -> Result<(), AuditError> {
+        event.bound_values();
         let record = AuditRecord {
             ts,
             server_id: self.server_id.clone(),

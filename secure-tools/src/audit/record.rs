@@ -210,6 +210,61 @@ pub enum AuditEvent {
 }
 
 impl AuditEvent {
+    /// Bounds the values a client or peer could make long in the events that are not built bounded (a call's
+    /// records are, as they are built): a protocol version, a request id, a path, a TLS error.
+    pub(crate) fn bound_values(&mut self) {
+        fn shorten(text: &mut String) {
+            if text.len() > MAX_AUDIT_STRING {
+                *text = shorten_str(text);
+            }
+        }
+        fn shorten_id(id: &mut Option<RequestId>) {
+            if let Some(id) = id {
+                *id = bounded_request_id(id);
+            }
+        }
+        match self {
+            AuditEvent::ServerStop { reason } => shorten(reason),
+            AuditEvent::Session {
+                protocol_version,
+                client_name,
+                client_version,
+                ..
+            } => {
+                shorten(protocol_version);
+                client_name
+                    .iter_mut()
+                    .chain(client_version)
+                    .for_each(shorten);
+            }
+            AuditEvent::VersionRejected {
+                request_id,
+                requested,
+                supported,
+            } => {
+                shorten_id(request_id);
+                bound(requested);
+                bound(supported);
+            }
+            AuditEvent::MessageRejected { request_id, .. } => shorten_id(request_id),
+            AuditEvent::HttpRejected {
+                subject,
+                method,
+                path,
+                ..
+            } => {
+                subject.iter_mut().for_each(shorten);
+                shorten(method);
+                shorten(path);
+            }
+            AuditEvent::TlsRejected { detail, peer, .. } => {
+                detail.iter_mut().for_each(shorten);
+                shorten(peer);
+            }
+            _ => {}
+        }
+    }
+
     /// The event's name, as in the record's `event` field.
     pub fn name(&self) -> &'static str {
         match self {
@@ -584,6 +639,64 @@ mod tests {
 
     fn obj(v: Value) -> JsonObject {
         v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn what_a_client_sends_outside_a_call_is_bounded_in_every_record() {
+        use crate::audit::{Audit, MemorySink};
+        let sink = Arc::new(MemorySink::new());
+        let audit = Audit::new(
+            "test",
+            vec![sink.clone() as Arc<dyn crate::audit::AuditSink>],
+        );
+        let long = "v".repeat(200_000);
+        let id = || Some(RequestId::String(Arc::from(long.as_str())));
+        let events = [
+            AuditEvent::Session {
+                lifecycle: "initialize",
+                protocol_version: long.clone(),
+                client_name: Some(long.clone()),
+                client_version: Some(long.clone()),
+            },
+            AuditEvent::VersionRejected {
+                request_id: id(),
+                requested: Value::String(long.clone()),
+                supported: Value::Array(vec![Value::String(long.clone()); 100]),
+            },
+            AuditEvent::MessageRejected {
+                request_id: id(),
+                reason: "invalid_request",
+                code: None,
+                bytes: 400_000,
+            },
+            AuditEvent::HttpRejected {
+                status: 404,
+                reason: "not_found",
+                detail: None,
+                subject: Some(long.clone()),
+                method: long.clone(),
+                path: long.clone(),
+            },
+            AuditEvent::TlsRejected {
+                reason: "handshake_failed",
+                detail: Some(long.clone()),
+                peer: long.clone(),
+            },
+            AuditEvent::ServerStop {
+                reason: long.clone(),
+            },
+        ];
+        for event in events {
+            let name = event.name();
+            audit.record(event).unwrap();
+            let written = sink.records().pop().unwrap().to_string();
+            assert!(
+                written.len() < MAX_AUDIT_VALUE_BYTES + 8 * MAX_AUDIT_STRING,
+                "{name}: {} bytes",
+                written.len()
+            );
+            assert!(written.contains("bytes in all"), "{name}: {written}");
+        }
     }
 
     #[test]
