@@ -38,6 +38,7 @@ use cap_fs_ext::{
 };
 use cap_std::fs::{Dir, File, Metadata, OpenOptions, Permissions};
 
+use crate::call::CancellationToken;
 use crate::call::Refusal as ToolError;
 
 pub use args::{ROOT_SECTION, RootArgs};
@@ -136,6 +137,10 @@ pub enum FsError {
         /// What was refused.
         reason: &'static str,
     },
+    /// The write was abandoned before the file was replaced: its call was cancelled or timed out
+    /// ([`Root::write_text_until`]).
+    #[error("the write was abandoned before the file was replaced")]
+    Cancelled,
     /// Any other failure of the file system; the caller learns nothing more.
     #[error("the file could not be read or written")]
     Io(#[source] io::Error),
@@ -143,7 +148,7 @@ pub enum FsError {
 
 impl FsError {
     /// The stable code a caller can match: `not_found`, `not_a_file`, `symlink_refused`, `too_large`,
-    /// `not_utf8`, `unsupported_content`, or `internal_error` for [`FsError::Io`].
+    /// `not_utf8`, `unsupported_content`, `cancelled`, or `internal_error` for [`FsError::Io`].
     pub fn code(&self) -> &'static str {
         match self {
             FsError::NotFound => "not_found",
@@ -152,6 +157,7 @@ impl FsError {
             FsError::TooLarge { .. } => "too_large",
             FsError::NotUtf8 => "not_utf8",
             FsError::UnsupportedContent { .. } => "unsupported_content",
+            FsError::Cancelled => crate::call::codes::CANCELLED,
             FsError::Io(_) => crate::call::codes::INTERNAL_ERROR,
         }
     }
@@ -293,6 +299,38 @@ impl Root {
     /// the target; the directory is then synced. On any failure the temporary file is removed and the target is
     /// untouched. Of concurrent writes to one name, exactly one content wins, whole.
     pub fn write_text(&self, name: &FileName, content: &str) -> Result<Written, FsError> {
+        self.write_text_until(name, content, &CancellationToken::new())
+    }
+
+    /// [`write_text`](Self::write_text) for a handler that may be stopped: once `stop` is cancelled (give it the
+    /// call's [`CancellationToken`], which the pipeline cancels when the call is cancelled, times out or the server
+    /// stops), the write is abandoned ([`FsError::Cancelled`]) at its next step, at the latest just before the file
+    /// would be replaced, so a call audited `cancelled` or `timeout` leaves the file as it was. A write already
+    /// past that last check (the rename, a few microseconds) completes.
+    pub fn write_text_until(
+        &self,
+        name: &FileName,
+        content: &str,
+        stop: &CancellationToken,
+    ) -> Result<Written, FsError> {
+        self.write_unless(name, content, &|| stop.is_cancelled())
+    }
+
+    /// The write, given up with [`FsError::Cancelled`] when `stopped` says so at one of its steps.
+    fn write_unless(
+        &self,
+        name: &FileName,
+        content: &str,
+        stopped: &dyn Fn() -> bool,
+    ) -> Result<Written, FsError> {
+        let stopped = || {
+            if stopped() {
+                Err(FsError::Cancelled)
+            } else {
+                Ok(())
+            }
+        };
+        stopped()?;
         content::check(content).map_err(|reason| FsError::UnsupportedContent { reason })?;
         let content = content::normalize_line_endings(content);
         let limit = self.inner.limits.max_write_bytes;
@@ -316,6 +354,8 @@ impl Root {
             temp.file().set_permissions(permissions)?;
         }
         temp.file().sync_all()?;
+        // The last moment to give up: the temporary file is removed as it is dropped.
+        stopped()?;
         // `rename` replaces a symlink put at the name since the check rather than following it: a race can only
         // replace the link, never write through it.
         dir.rename(temp.name(), dir, name.as_str())?;

@@ -430,6 +430,40 @@ fn a_failed_write_leaves_no_temporary_file_and_no_target() {
 }
 
 #[test]
+fn a_write_given_up_after_its_temporary_file_was_made_leaves_neither_it_nor_a_changed_target() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = Root::open(dir.path(), Limits::default()).unwrap();
+    root.write_text(&name("kept.txt"), "old").unwrap();
+    // Stopped at the last check, after the temporary file was written and synced.
+    let checks = std::cell::Cell::new(0);
+    let last_check = || {
+        checks.set(checks.get() + 1);
+        checks.get() == 2
+    };
+    let given_up = root.write_unless(&name("kept.txt"), "new", &last_check);
+    assert!(matches!(given_up, Err(FsError::Cancelled)), "{given_up:?}");
+    assert_eq!(checks.get(), 2);
+    assert_eq!(listing(dir.path()), BTreeSet::from(["kept.txt".into()]));
+    assert_eq!(
+        fs::read_to_string(dir.path().join("kept.txt")).unwrap(),
+        "old"
+    );
+    // With the call's token cancelled before it starts, nothing is made.
+    let stop = CancellationToken::new();
+    stop.cancel();
+    let refused = root.write_text_until(&name("new.txt"), "new", &stop);
+    assert_eq!(refused.unwrap_err().code(), "cancelled");
+    assert_eq!(listing(dir.path()), BTreeSet::from(["kept.txt".into()]));
+    // Not cancelled, it writes.
+    root.write_text_until(&name("kept.txt"), "new", &CancellationToken::new())
+        .unwrap();
+    assert_eq!(
+        fs::read_to_string(dir.path().join("kept.txt")).unwrap(),
+        "new"
+    );
+}
+
+#[test]
 fn a_temporary_file_is_removed_unless_it_was_renamed() {
     let dir = tempfile::tempdir().unwrap();
     let handle = Dir::open_ambient_dir(dir.path(), cap_std::ambient_authority()).unwrap();
