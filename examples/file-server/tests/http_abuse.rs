@@ -492,3 +492,102 @@ async fn the_minimum_protocol_version_holds_over_http_and_is_audited() {
         "only the call in policy ran"
     );
 }
+
+/// A connection to `port` whose receive window is tiny (`SO_RCVBUF` set before connecting) and that sends a few
+/// thousand pipelined `GET /healthz` from a thread of its own and never reads an answer.
+fn never_reading(port: u16) -> std::thread::JoinHandle<()> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: a new socket, its option set and connected through the C API, then owned by the `TcpStream`.
+    let stream = unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        assert!(fd >= 0);
+        let size: libc::c_int = 4096;
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+        let address = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: port.to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(std::net::Ipv4Addr::LOCALHOST).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        let connected = libc::connect(
+            fd,
+            (&address as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        );
+        assert_eq!(connected, 0, "{}", std::io::Error::last_os_error());
+        TcpStream::from_raw_fd(fd)
+    };
+    std::thread::spawn(move || {
+        let mut stream = stream;
+        stream
+            .set_write_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        let request = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+        // Ends when the server closes the connection (or after the write timeout).
+        for _ in 0..20_000 {
+            if stream.write_all(request).is_err() {
+                break;
+            }
+        }
+        // Held open, unread, until the server closes it.
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
+        std::thread::sleep(Duration::from_secs(60));
+        drop(stream);
+    })
+}
+
+/// A `GET /healthz` on a new connection: whether it was answered `200`.
+fn healthy(port: u16) -> bool {
+    let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let Ok(mut stream) = TcpStream::connect_timeout(&address, Duration::from_secs(2)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    if stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    answer.starts_with(b"HTTP/1.1 200")
+}
+
+/// Review question: can clients that send requests and never read the answers keep their connections busy, and
+/// so every other client out (a busy connection is never closed to make room)? No: a connection counts as busy
+/// until its answer's body has been handed to hyper, not until the answer is written, so one whose answers wait
+/// for a reader is idle, and closed to make room like any other.
+#[test]
+fn clients_that_never_read_their_answers_do_not_keep_others_out() {
+    let mut server = Server::start(None, &["--http-max-connections", "2"]);
+    assert!(healthy(server.port));
+    let hogs: Vec<_> = (0..2).map(|_| never_reading(server.port)).collect();
+    // The hogs' answers fill their windows and the server's buffers.
+    std::thread::sleep(Duration::from_secs(2));
+    let started = Instant::now();
+    while !healthy(server.port) {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "clients that never read keep every connection busy"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    server.stop();
+    // The hogs held both places: one was closed to make room.
+    let evicted = server
+        .events("connection_rejected")
+        .iter()
+        .filter(|r| r["reason"] == "evicted_idle")
+        .count();
+    assert!(evicted >= 1, "{evicted}");
+    drop(hogs);
+}
