@@ -162,6 +162,10 @@ fn start_server(jwks_url: &str) -> Server {
 }
 
 fn start_server_with(jwks_url: &str, jwks_ca: Option<&Path>) -> Server {
+    start_server_with_args(jwks_url, jwks_ca, &[])
+}
+
+fn start_server_with_args(jwks_url: &str, jwks_ca: Option<&Path>, extra: &[&str]) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     std::fs::create_dir(&data).unwrap();
@@ -186,6 +190,7 @@ fn start_server_with(jwks_url: &str, jwks_ca: Option<&Path>) -> Server {
                 .into_iter()
                 .flatten(),
         )
+        .args(extra)
         .env_remove("MCP_AUTH_HS256_SECRET")
         .env_remove("MCP_AUTH_JWKS_CA")
         .stdin(Stdio::null())
@@ -265,6 +270,45 @@ async fn keys_come_from_the_jwks_url_and_a_rotation_is_fetched_once() {
     // Key B still verifies.
     let (status, _) = read_greeting(&server, &token(KEY_B, "key-b", &server.resource, "bob")).await;
     assert_eq!(status, 200);
+}
+
+/// Review finding: the JWKS was fetched again only when a token named a key not held, so a key the provider
+/// removed while its other key was already held (the usual rotation: the next key is published first) stayed
+/// trusted until a restart. Now keys older than `--jwks-max-age` are fetched again in the background.
+#[tokio::test]
+async fn a_key_the_provider_removes_stops_being_accepted_within_the_max_age() {
+    let jwks = JwksServer::start(&JwkSet {
+        keys: vec![jwk(KEY_A, "key-a"), jwk(KEY_B, "key-b")],
+    });
+    let server = start_server_with_args(&jwks.url, None, &["--jwks-max-age", "1s"]);
+    let leaked = token(KEY_A, "key-a", &server.resource, "alice");
+    let (status, body) = read_greeting(&server, &leaked).await;
+    assert_eq!(status, 200, "{body}");
+    // Key A leaked: the provider removes it. Every token of key B names a key held, so none causes a fetch.
+    jwks.rotate(&JwkSet {
+        keys: vec![jwk(KEY_B, "key-b")],
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let current = token(KEY_B, "key-b", &server.resource, "bob");
+    let started = std::time::Instant::now();
+    loop {
+        // The request that finds the keys stale is served with them while they are fetched again.
+        let (status, _) = read_greeting(&server, &current).await;
+        assert_eq!(status, 200);
+        if read_greeting(&server, &leaked).await.0 == 401 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the removed key is still accepted"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        jwks.fetches(),
+        2,
+        "one fetch at start, one when the keys were stale"
+    );
 }
 
 #[test]

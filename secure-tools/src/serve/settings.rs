@@ -376,6 +376,10 @@ settings_args! {
         /// host only.
         #[cfg_attr(feature = "cli", arg(long, value_name = "URL"))]
         jwks_url: String = env "MCP_AUTH_JWKS_URL",
+        /// With `--jwks-url`: the longest the fetched keys are used before they are fetched again (in the
+        /// background), so that a key the provider removed stops being accepted. Default: 10m.
+        #[cfg_attr(feature = "cli", arg(long, value_name = "DURATION"))]
+        jwks_max_age: String = env "MCP_AUTH_JWKS_MAX_AGE",
         /// Also trust the CA certificate(s) in this PEM file for an `https://` JWKS URL.
         #[cfg_attr(feature = "cli", arg(long, value_name = "FILE"))]
         jwks_ca: PathBuf = env "MCP_AUTH_JWKS_CA",

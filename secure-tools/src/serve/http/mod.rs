@@ -273,6 +273,16 @@ async fn bearer_auth(args: &ServerArgs, secret: Option<String>) -> Result<Auth, 
             "only applies with --jwks-url".into(),
         ));
     }
+    let max_age_name = "--jwks-max-age / MCP_AUTH_JWKS_MAX_AGE";
+    let max_age = args
+        .jwks_max_age
+        .as_deref()
+        .map(crate::call::parse_duration)
+        .transpose()
+        .map_err(|message| invalid(max_age_name, message))?;
+    if max_age.is_some() && args.jwks_url.is_none() {
+        return Err(invalid(max_age_name, "only applies with --jwks-url".into()));
+    }
     let read = |path: &std::path::Path| {
         std::fs::read(path).map_err(|e| invalid("--http", format!("{}: {e}", path.display())))
     };
@@ -283,7 +293,11 @@ async fn bearer_auth(args: &ServerArgs, secret: Option<String>) -> Result<Auth, 
                 Some(path) => read(path)?,
                 None => Vec::new(),
             };
-            VerificationKeys::jwks_url_with_ca(url, &ca).await?
+            let keys = VerificationKeys::jwks_url_with_ca(url, &ca).await?;
+            match max_age {
+                Some(max_age) => keys.max_age(max_age),
+                None => keys,
+            }
         }
         #[cfg(not(feature = "jwks"))]
         {

@@ -9,6 +9,9 @@ use super::keys::{KeyError, VerificationKey, VerificationKeys, parse_jwks};
 
 /// The shortest time between two fetches of a JWKS URL, unless configured.
 pub const DEFAULT_JWKS_REFETCH_INTERVAL: Duration = Duration::from_secs(30);
+/// The longest a fetched JWKS is used before it is fetched again, unless configured: a key the identity provider
+/// removed (a leaked one, say) stops being accepted within this time, even when no token names a new key.
+pub const DEFAULT_JWKS_MAX_AGE: Duration = Duration::from_secs(600);
 /// How long a JWKS fetch may take.
 pub const JWKS_FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 /// The largest JWKS document accepted, in bytes.
@@ -26,6 +29,11 @@ pub(super) struct RemoteJwks {
     /// seen); held across a fetch, so concurrent requests wait for one fetch.
     last_fetch: tokio::sync::Mutex<Option<Instant>>,
     min_interval: Duration,
+    /// When the keys held were fetched, and how long they are used before a fetch in the background.
+    fetched: std::sync::Mutex<Instant>,
+    max_age: Duration,
+    /// A fetch in the background is under way.
+    refreshing: std::sync::atomic::AtomicBool,
     fetches: AtomicU64,
 }
 
@@ -246,6 +254,9 @@ impl VerificationKeys {
             keys: RwLock::new(Arc::from([])),
             last_fetch: tokio::sync::Mutex::new(None),
             min_interval: DEFAULT_JWKS_REFETCH_INTERVAL,
+            fetched: std::sync::Mutex::new(Instant::now()),
+            max_age: DEFAULT_JWKS_MAX_AGE,
+            refreshing: std::sync::atomic::AtomicBool::new(false),
             fetches: AtomicU64::new(0),
         };
         let keys = remote.fetch().await?;
@@ -263,6 +274,22 @@ impl VerificationKeys {
             self.remote = Some(match Arc::try_unwrap(remote) {
                 Ok(mut remote) => {
                     remote.min_interval = interval;
+                    Arc::new(remote)
+                }
+                Err(shared) => shared,
+            });
+        }
+        self
+    }
+
+    /// The longest the keys of a JWKS URL are used before they are fetched again, in the background, while the
+    /// keys held go on being used (default [`DEFAULT_JWKS_MAX_AGE`]; never more often than the refetch interval).
+    /// Call it before cloning the keys; it has no effect on other key sources.
+    pub fn max_age(mut self, max_age: Duration) -> Self {
+        if let Some(remote) = self.remote.take() {
+            self.remote = Some(match Arc::try_unwrap(remote) {
+                Ok(mut remote) => {
+                    remote.max_age = max_age;
                     Arc::new(remote)
                 }
                 Err(shared) => shared,
@@ -297,16 +324,45 @@ impl VerificationKeys {
 
     /// Fetches the JWKS URL again, unless it was fetched less than the refetch interval ago.
     pub(super) async fn refetch(&self) {
+        if let Some(remote) = &self.remote {
+            remote.refetch().await;
+        }
+    }
+
+    /// When the keys held are older than their maximum age, starts fetching them again in the background (one
+    /// fetch at a time); the keys held are used meanwhile. Needs a Tokio runtime.
+    pub(super) fn refresh_if_stale(&self) {
         let Some(remote) = &self.remote else {
             return;
         };
-        let mut last = remote.last_fetch.lock().await;
-        if last.is_some_and(|at| at.elapsed() < remote.min_interval) {
+        let stale = remote
+            .fetched
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .elapsed()
+            >= remote.max_age;
+        if stale && !remote.refreshing.swap(true, Ordering::AcqRel) {
+            let remote = remote.clone();
+            tokio::spawn(async move {
+                remote.refetch().await;
+                remote.refreshing.store(false, Ordering::Release);
+            });
+        }
+    }
+}
+
+impl RemoteJwks {
+    async fn refetch(&self) {
+        let mut last = self.last_fetch.lock().await;
+        if last.is_some_and(|at| at.elapsed() < self.min_interval) {
             return;
         }
         *last = Some(Instant::now());
-        match remote.fetch().await {
-            Ok(keys) => *remote.keys.write().unwrap_or_else(PoisonError::into_inner) = keys,
+        match self.fetch().await {
+            Ok(keys) => {
+                *self.keys.write().unwrap_or_else(PoisonError::into_inner) = keys;
+                *self.fetched.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
+            }
             Err(e) => tracing::warn!(error = %e, "JWKS refetch failed; keeping the keys held"),
         }
     }

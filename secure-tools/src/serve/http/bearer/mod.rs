@@ -12,7 +12,8 @@
 //! Keys come from a static key, a JWKS file, or (feature `jwks`) a JWKS URL (`VerificationKeys::jwks_url`):
 //! fetched at start, and fetched again when a token names a `kid` the set does not hold (the issuer rotated its
 //! keys), at most once per refetch interval, so a flood of tokens with made-up `kid`s cannot turn into a flood of
-//! fetches.
+//! fetches; and, in the background, once the keys held are older than their maximum age (10 minutes by default),
+//! so that a key the provider removed stops being accepted even when no token names a new one.
 
 mod cache;
 #[cfg(feature = "jwks")]
@@ -26,7 +27,9 @@ use jsonwebtoken::errors::ErrorKind;
 
 pub use cache::{TOKEN_CACHE_ENTRIES, TOKEN_CACHE_TTL};
 #[cfg(feature = "jwks")]
-pub use jwks::{DEFAULT_JWKS_REFETCH_INTERVAL, JWKS_FETCH_TIMEOUT, MAX_JWKS_BYTES};
+pub use jwks::{
+    DEFAULT_JWKS_MAX_AGE, DEFAULT_JWKS_REFETCH_INTERVAL, JWKS_FETCH_TIMEOUT, MAX_JWKS_BYTES,
+};
 pub use keys::{KeyError, VerificationKeys};
 
 use super::challenge::METADATA_PATH;
@@ -226,6 +229,7 @@ impl BearerAuth {
 
     /// Checks an access token as [`verify_fetching`](Self::verify_fetching) does, and also gives the token's id.
     pub async fn authenticate(&self, token: &str) -> Result<Authenticated, TokenError> {
+        self.keys.refresh_if_stale();
         match self.authenticate_now(token) {
             Err(TokenError::UnknownKey) if self.keys.is_fetched() => {
                 // Whether this request fetched or waited for another's fetch, the keys held now decide.
