@@ -567,6 +567,71 @@ async fn a_foreign_host_is_refused_and_audited() {
     assert!(server.calls().is_empty());
 }
 
+/// Review finding: the protocol layer's own refusals of an authenticated request (rmcp answers a media type, an
+/// `Accept`, a method or a body it does not serve with `4xx` itself) wrote no record. Now each is audited once,
+/// with its caller, and refusals a layer already audited are not audited twice.
+#[tokio::test]
+async fn the_protocol_layers_own_refusals_are_audited_once_with_their_caller() {
+    let server = Server::start();
+    let token = server.token(server.claims("alice", "files.read"));
+    let bearer = format!("Bearer {token}");
+    let body = call(1, "read_file", json!({"filename": "greeting.txt"}));
+    let endpoint = format!("{}/mcp", server.base);
+    let request = |method: reqwest::Method, content_type: &str, accept: &str, body: String| {
+        client()
+            .request(method, &endpoint)
+            .header("content-type", content_type)
+            .header("accept", accept)
+            .body(body)
+    };
+    let both = "application/json, text/event-stream";
+    let refused = [
+        request(reqwest::Method::POST, "text/plain", both, body.to_string()),
+        request(
+            reqwest::Method::POST,
+            "application/json",
+            "text/html",
+            body.to_string(),
+        ),
+        request(
+            reqwest::Method::PUT,
+            "application/json",
+            both,
+            body.to_string(),
+        ),
+        request(
+            reqwest::Method::POST,
+            "application/json",
+            both,
+            "{not json".into(),
+        ),
+    ];
+    let mut statuses = Vec::new();
+    for request in refused {
+        let response = request
+            .header("authorization", &bearer)
+            .send()
+            .await
+            .unwrap();
+        statuses.push(response.status().as_u16());
+    }
+    assert!(
+        statuses.iter().all(|s| (400..500).contains(s)),
+        "{statuses:?}"
+    );
+    // And one refusal of the authentication layer, audited by it.
+    assert_eq!(post(&server, "/mcp", None, &body).await.status(), 401);
+    let rejections = server.rejections();
+    assert_eq!(rejections.len(), statuses.len() + 1, "{rejections:#?}");
+    for (record, status) in rejections.iter().zip(&statuses) {
+        assert_eq!(record["status"], *status, "{record}");
+        assert_eq!(record["subject"], "alice", "{record}");
+        assert_ne!(record["reason"], "client_error", "{record}");
+    }
+    assert_eq!(rejections[statuses.len()]["reason"], "missing_token");
+    assert!(server.calls().is_empty());
+}
+
 /// A JSON answer goes out with its `Content-Length`, not chunked: a client then knows where it ends, and keeps its
 /// connection for the next request (with chunked answers, clients dropped about one connection in a hundred calls,
 /// each a new TCP handshake). One client makes many calls over one connection, seen from the server's side as one

@@ -165,7 +165,9 @@ pub enum AuditEvent {
         /// The HTTP status answered.
         status: u16,
         /// Why, in a word: `missing_token`, `invalid_token`, `host_not_allowed`, `origin_not_allowed`,
-        /// `body_too_large`, `timeout`.
+        /// `body_too_large`, `timeout`, ...; for the protocol layer's own refusals, by status: `bad_request`,
+        /// `not_found` (an unknown session, another path), `method_not_allowed`, `not_acceptable`,
+        /// `unsupported_media_type`.
         reason: &'static str,
         /// More precisely, when known: for a token, `expired`, `bad_signature`, `wrong_audience`, ...; for a
         /// missing one, `query_token_ignored` when a token came in the query string.

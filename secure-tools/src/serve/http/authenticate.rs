@@ -215,7 +215,7 @@ fn check_version_header(shared: &Shared, request: &Request) -> Result<(), Respon
     if let Err(error) = shared.audit.record(event) {
         tracing::error!(%error, "could not audit a refused protocol version");
     }
-    Err((
+    let mut response = (
         StatusCode::BAD_REQUEST,
         format!(
             "Bad Request: unsupported MCP-Protocol-Version `{}`; supported: {}",
@@ -223,7 +223,9 @@ fn check_version_header(shared: &Shared, request: &Request) -> Result<(), Respon
             supported.join(", ")
         ),
     )
-        .into_response())
+        .into_response();
+    response.extensions_mut().insert(super::Audited);
+    Err(response)
 }
 
 /// Authentication on `/mcp` (the mutual TLS caller, or else bearer authentication), then the checks that need
@@ -323,8 +325,9 @@ async fn authenticated(shared: Arc<Shared>, mut request: Request, next: Route) -
         (Some(auth), Some((id, notice))) => insufficient_scope_answer(auth, id, notice),
         _ => response,
     };
-    // The guard records a `413` from further in (rmcp's own body limit) with the caller it was for.
-    if response.status() == StatusCode::PAYLOAD_TOO_LARGE
+    // The guard records a refusal from further in (rmcp's own: its body limit, an unknown session, a method,
+    // media type or `Accept` it does not serve) with the caller it was for.
+    if response.status().is_client_error()
         && let Some(subject) = subject
     {
         response.extensions_mut().insert(subject);
@@ -410,6 +413,8 @@ fn insufficient_scope_answer(
         }
     });
     let mut response = (StatusCode::FORBIDDEN, axum::Json(body)).into_response();
+    // The call's own record is the refusal's.
+    response.extensions_mut().insert(super::Audited);
     let challenge = insufficient_scope_challenge(auth, &scopes, &notice.code);
     if let Ok(value) = HeaderValue::from_str(&challenge) {
         response

@@ -11,7 +11,7 @@ use axum::routing::Route;
 use futures_util::future::BoxFuture;
 use tower::ServiceExt as _;
 
-use super::{Shared, Subject};
+use super::{Audited, Shared, Subject};
 
 /// Host, Origin, body size and timeout, for every route (a [`super::layer::Handler`]).
 pub(super) fn guard(
@@ -86,21 +86,37 @@ async fn guarded(shared: Arc<Shared>, request: Request, next: Route) -> Response
             );
         }
     };
-    if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
+    // A refusal from further in that no layer audited (rmcp's own answers): audited here, once. Not the `405` to
+    // a `GET` or `DELETE` without sessions: the specification's way to say there is no stream or session to
+    // open or end, which clients ask for in the normal course (the TypeScript SDK opens a stream after
+    // `initialize`).
+    let status = response.status();
+    let negotiation = status == StatusCode::METHOD_NOT_ALLOWED
+        && (method == axum::http::Method::GET || method == axum::http::Method::DELETE);
+    if status.is_client_error() && !negotiation && response.extensions().get::<Audited>().is_none()
+    {
         let subject = response
             .extensions()
             .get::<Subject>()
             .map(|s| s.0.to_string());
-        shared.audit_rejection(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            None,
-            subject,
-            &method,
-            path,
-        );
+        shared.audit_rejection(status, refusal_reason(status), None, subject, &method, path);
     }
     response
+}
+
+/// The reason recorded for a refusal by status, for the answers of further in.
+fn refusal_reason(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
+        StatusCode::BAD_REQUEST => "bad_request",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::NOT_ACCEPTABLE => "not_acceptable",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::CONFLICT => "conflict",
+        StatusCode::UNPROCESSABLE_ENTITY => "unprocessable",
+        _ => "client_error",
+    }
 }
 
 /// Splits `host[:port]` (IPv6 in brackets) into its host and port; hosts compare without regard to ASCII case.

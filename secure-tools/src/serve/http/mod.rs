@@ -643,9 +643,15 @@ struct Shared {
     owners: sessions::Owners,
 }
 
-/// The subject of an authenticated request, left on a `413` answer from further in, so that its record carries it.
+/// The subject of an authenticated request, left on a refusal from further in (rmcp's own `4xx` answers), so that
+/// its record carries it.
 #[derive(Clone)]
 struct Subject(Arc<str>);
+
+/// Left on an answer whose refusal is already audited (by [`Shared::reject`], as a refused protocol version, or as
+/// the call's own record): the guard audits every other `4xx` answer.
+#[derive(Clone, Copy)]
+struct Audited;
 
 impl Shared {
     /// Audits a refusal and builds its answer. The path goes into the record without its query, which may hold a
@@ -664,7 +670,9 @@ impl Shared {
             Some(detail) => format!("{reason}: {detail}"),
             None => reason.to_owned(),
         };
-        (status, body).into_response()
+        let mut response = (status, body).into_response();
+        response.extensions_mut().insert(Audited);
+        response
     }
 
     fn audit_rejection(
