@@ -30,6 +30,8 @@ const KEY_B: &[u8] = include_bytes!("fixtures/jwks-key-b.pem");
 struct JwksServer {
     url: String,
     body: Arc<Mutex<String>>,
+    /// When set, every request is answered `302` to it instead.
+    redirect: Arc<Mutex<Option<String>>>,
     fetches: Arc<AtomicUsize>,
 }
 
@@ -48,7 +50,8 @@ impl JwksServer {
         );
         let body = Arc::new(Mutex::new(serde_json::to_string(jwks).unwrap()));
         let fetches = Arc::new(AtomicUsize::new(0));
-        let (body2, fetches2) = (body.clone(), fetches.clone());
+        let redirect = Arc::new(Mutex::new(None::<String>));
+        let (body2, fetches2, redirect2) = (body.clone(), fetches.clone(), redirect.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { continue };
@@ -63,6 +66,14 @@ impl JwksServer {
                         }
                     }
                     fetches2.fetch_add(1, Ordering::SeqCst);
+                    if let Some(location) = redirect2.lock().unwrap().clone() {
+                        let _ = write!(
+                            stream,
+                            "HTTP/1.1 302 Found\r\nlocation: {location}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                        );
+                        let _ = stream.flush();
+                        return;
+                    }
                     let body = body2.lock().unwrap().clone();
                     let _ = write!(
                         stream,
@@ -83,7 +94,16 @@ impl JwksServer {
                 }
             }
         });
-        JwksServer { url, body, fetches }
+        JwksServer {
+            url,
+            body,
+            redirect,
+            fetches,
+        }
+    }
+
+    fn redirect_to(&self, location: &str) {
+        *self.redirect.lock().unwrap() = Some(location.to_owned());
     }
 
     fn rotate(&self, jwks: &JwkSet) {
@@ -370,10 +390,12 @@ async fn keys_come_from_an_https_jwks_url_trusted_with_jwks_ca() {
     assert_eq!(jwks.fetches(), 2);
 }
 
-/// The server started with these arguments after the common ones, expected to stop: its stderr.
+/// The server started with these arguments after the common ones, expected to stop (a server that starts is
+/// stopped after 30 s, and the test fails): its stderr.
 fn failed_start(extra: &[&std::ffi::OsStr]) -> String {
     let dir = tempfile::tempdir().unwrap();
-    let output = Command::new(SERVER)
+    let mut command = Command::new(SERVER);
+    command
         .arg("--data-root")
         .arg(dir.path())
         .args(["--http", "127.0.0.1:0"])
@@ -385,12 +407,14 @@ fn failed_start(extra: &[&std::ffi::OsStr]) -> String {
         ])
         .args(extra)
         .env_remove("MCP_AUTH_HS256_SECRET")
-        .env_remove("MCP_AUTH_JWKS_CA")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    String::from_utf8_lossy(&output.stderr).into_owned()
+        .env_remove("MCP_AUTH_JWKS_CA");
+    let done = secure_tools_tests::interop::run(&mut command, Duration::from_secs(30));
+    assert!(
+        !done.success && !done.status.starts_with("killed"),
+        "the server started: {}",
+        done.stderr
+    );
+    done.stderr
 }
 
 #[test]
@@ -424,6 +448,35 @@ fn an_https_jwks_url_with_an_untrusted_certificate_stops_the_server_at_start() {
     ]);
     // Same subject name, another key: rustls says BadSignature.
     assert!(stderr.contains("invalid peer certificate"), "{stderr}");
+}
+
+/// Review finding: each redirect was checked as a URL of its own, so an `https` JWKS URL could redirect to plain
+/// `http` on a loopback host, and the keys be read in clear from whatever listens there.
+#[test]
+fn an_https_jwks_url_redirecting_to_plain_http_is_refused() {
+    let (ca, tls) = test_tls();
+    let jwks = JwksServer::start_with(
+        &JwkSet {
+            keys: vec![jwk(KEY_A, "key-a")],
+        },
+        Some(tls),
+    );
+    let plain = JwksServer::start(&JwkSet {
+        keys: vec![jwk(KEY_B, "key-b")],
+    });
+    jwks.redirect_to(&plain.url);
+    let dir = tempfile::tempdir().unwrap();
+    let ca_pem = dir.path().join("jwks-ca.pem");
+    std::fs::write(&ca_pem, ca.pem()).unwrap();
+    let stderr = failed_start(&[
+        "--jwks-url".as_ref(),
+        jwks.url.as_ref(),
+        "--jwks-ca".as_ref(),
+        ca_pem.as_os_str(),
+    ]);
+    assert!(stderr.contains("redirected from https"), "{stderr}");
+    assert_eq!(jwks.fetches(), 1);
+    assert_eq!(plain.fetches(), 0, "nothing was fetched in clear");
 }
 
 #[test]

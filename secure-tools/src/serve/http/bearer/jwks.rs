@@ -70,7 +70,13 @@ impl RemoteJwks {
                     } else {
                         location
                     };
-                    uri = jwks_uri(&next).map_err(|e| format!("redirected to {next}: {e}"))?;
+                    let next_uri =
+                        jwks_uri(&next).map_err(|e| format!("redirected to {next}: {e}"))?;
+                    // A key set asked for over TLS is never fetched in clear (not even from a loopback host).
+                    if uri.scheme_str() == Some("https") && next_uri.scheme_str() != Some("https") {
+                        return Err(format!("redirected from https to {next}"));
+                    }
+                    uri = next_uri;
                 }
             }
         }
