@@ -248,3 +248,70 @@ fn signed_checkpoints_show_a_clean_stop_a_cut_tail_and_a_file_replaced_without_t
     assert_eq!(code, 1, "{result}");
     assert_eq!(result["problem"]["kind"], "no_checkpoint");
 }
+
+/// Review finding: a record whose write failed part-way (a full disk) left its beginning in the file, and the next
+/// record was appended to it on the same line: both lost to the verifier, and the server would not start again on
+/// that file. Now what a failed write wrote is cut off again. The server runs with a file size limit of 1 KiB
+/// (`ulimit -f 2`, SIGXFSZ ignored): its `server_start` record fits, the record of its call does not, its
+/// `server_stop` record fits again.
+#[test]
+fn a_record_whose_write_fails_part_way_leaves_no_fragment() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("greeting.txt"), "hello\n").unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    let input = dir.path().join("input.jsonl");
+    let messages = [
+        serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {},
+            "clientInfo": {"name": "a-client-with-a-rather-long-name-to-fill-the-record", "version": "1"}}}),
+        serde_json::json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+        serde_json::json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+            "params": {"name": "read_file", "arguments": {"filename": "greeting.txt"}}}),
+    ];
+    let text: String = messages.iter().map(|m| format!("{m}\n")).collect();
+    std::fs::write(&input, text).unwrap();
+    let mut command = Command::new("sh");
+    command
+        .arg("-c")
+        .arg(
+            "trap '' XFSZ; ulimit -f 2; exec \"$0\" --data-root \"$1\" --audit-log \"$2\" --scopes files.read \
+             < \"$3\"",
+        )
+        .arg(SERVER)
+        .arg(&data)
+        .arg(&audit)
+        .arg(&input);
+    let done = interop::run(&mut command, Duration::from_secs(60));
+    assert!(
+        done.stderr.contains("File too large"),
+        "no write failed: {}",
+        done.report(Duration::ZERO)
+    );
+    let written = lines(&audit);
+    for line in &written {
+        serde_json::from_str::<Value>(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    }
+    let events: Vec<String> = written
+        .iter()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["event"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(
+        events.first().map(String::as_str),
+        Some("server_start"),
+        "{events:?}"
+    );
+    assert!(!events.iter().any(|e| e == "tool_call"), "{events:?}");
+    let (code, result) = verify(&[&audit], None, None);
+    assert_eq!(code, 0, "{result}");
+    // And the server starts again on it, continuing its chain.
+    run_server(&data, &audit, &[]);
+    let (code, result) = verify(&[&audit], None, None);
+    assert_eq!(code, 0, "{result}");
+}

@@ -219,6 +219,8 @@ fn split_seal<'a>(line: &'a [u8], name: &str) -> Option<(&'a [u8], &'a str)> {
 
 struct ChainState {
     file: File,
+    /// A failed write left part of a line that could not be cut off: the next line starts on a line of its own.
+    torn: bool,
     seq: u64,
     prev: String,
     /// Records written since the last checkpoint, and when that was.
@@ -316,6 +318,17 @@ impl ChainedFileSink {
         let (seq, prev) = match last {
             None => (0, GENESIS.to_owned()),
             Some(line) => {
+                // Keyed, the last record must be sealed with this key: a chain keeps one key.
+                if let Some(key) = &key
+                    && split_seal(&line, "mac")
+                        .is_some_and(|(body, sealed)| seal(body, Some(key)).1 != sealed)
+                {
+                    return Err(invalid(
+                        &path,
+                        "its last record is sealed with another key: a chain keeps one key; give the key it was \
+                         written with, or start a new file",
+                    ));
+                }
                 let record: Value = serde_json::from_slice(&line).map_err(|_| {
                     invalid(
                         &path,
@@ -344,6 +357,7 @@ impl ChainedFileSink {
         Ok(ChainedFileSink {
             state: std::sync::Arc::new(Mutex::new(ChainState {
                 file,
+                torn: false,
                 seq,
                 prev,
                 unsigned: 0,
@@ -489,9 +503,13 @@ impl ChainState {
         for piece in [",\"", name, "\":\"", &value, "\"}\n"] {
             line.extend_from_slice(piece.as_bytes());
         }
-        // One `write_all` per line on a file opened for appending: a record is written whole or, on an error, the
-        // chain does not advance (the next record repeats this `seq`, which the verifier reports).
-        self.file.write_all(&line)?;
+        if self.torn {
+            // What is left of a failed write ends here, as a line of its own (the verifier reports it), and this
+            // record starts on the next.
+            self.file.write_all(b"\n")?;
+            self.torn = false;
+        }
+        self.write_whole(&line)?;
         self.seq = seq;
         self.prev = value;
         match self.durability {
@@ -510,6 +528,38 @@ impl ChainState {
             mirror.mirror(record, text);
         }
         Ok(())
+    }
+}
+
+impl ChainState {
+    /// Appends `line`, all of it or none: a write that fails part-way (a full disk, a file size limit) has what it
+    /// wrote cut off again, so the chain does not advance and the next record is not glued to a fragment; if the
+    /// cut fails too, the next record starts on a new line.
+    fn write_whole(&mut self, line: &[u8]) -> io::Result<()> {
+        let mut written = 0;
+        let failed = loop {
+            if written == line.len() {
+                return Ok(());
+            }
+            match self.file.write(&line[written..]) {
+                Ok(0) => break io::Error::from(io::ErrorKind::WriteZero),
+                Ok(n) => written += n,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => break error,
+            }
+        };
+        if written > 0 {
+            // Appended last, so it is the file's end (whatever was done to the file before it, a rotation that
+            // truncated it included).
+            let cut = self
+                .file
+                .metadata()
+                .and_then(|m| self.file.set_len(m.len().saturating_sub(written as u64)));
+            if cut.is_err() {
+                self.torn = true;
+            }
+        }
+        Err(failed)
     }
 }
 
@@ -1026,8 +1076,13 @@ mod tests {
             verify(&[&plain], Some(&key), None).unwrap().problem,
             Some(Problem::NotARecord { after: 0, .. })
         ));
-        // And a keyed file is not continued without its key.
+        // And a keyed file is not continued without its key, nor with another.
         assert!(ChainedFileSink::append_to(&path, None).is_err());
+        let refused = ChainedFileSink::append_to(&path, Some(forged_key.clone()))
+            .err()
+            .expect("continued with another key");
+        assert!(refused.to_string().contains("another key"), "{refused}");
+        assert!(ChainedFileSink::append_to(&path, Some(key)).is_ok());
     }
 
     #[test]
