@@ -704,6 +704,46 @@ fn start_up_refuses_a_bad_configuration_with_a_clear_message() {
         &[("DATA_ROOT", data)],
     );
     assert!(message.contains("inside the data root"), "{message}");
+    // Review finding: only the audit log was kept out of the root. A key, a certificate or the config file in it
+    // could be read (a private key) or replaced (a JWKS, a client CA) through the tools.
+    let key = area.path("data/chain.key");
+    std::fs::write(&key, "k".repeat(40)).unwrap();
+    let message = start_error(
+        &["--audit-chain-key", key.to_str().unwrap()],
+        &[("DATA_ROOT", data)],
+    );
+    assert!(
+        message.contains("inside the data root") && message.contains("MCP_AUDIT_CHAIN_KEY"),
+        "{message}"
+    );
+    let config = area.path("data/server.toml");
+    std::fs::write(&config, "scopes = \"files.read\"\n").unwrap();
+    let message = start_error(
+        &["--config", config.to_str().unwrap()],
+        &[("DATA_ROOT", data)],
+    );
+    assert!(
+        message.contains("inside the data root") && message.contains("MCP_CONFIG"),
+        "{message}"
+    );
+    // The same key outside the root is fine: the server starts (and stops at the end of its input).
+    let outside = area.path("chain.key");
+    std::fs::write(&outside, "k".repeat(40)).unwrap();
+    let started = Command::new(SERVER)
+        .args(["--data-root", data, "--scopes", "files.read"])
+        .args(["--audit-chain-key", outside.to_str().unwrap()])
+        .arg("--audit-log")
+        .arg(area.path("audit.jsonl"))
+        .env_remove("DATA_ROOT")
+        .env_remove("MCP_AUDIT_LOG")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        started.status.success(),
+        "{}",
+        String::from_utf8_lossy(&started.stderr)
+    );
 }
 
 #[test]

@@ -28,7 +28,9 @@ pub const ROOT_SECTION: &str = "files";
 
 impl RootArgs {
     /// Opens the root these settings describe, over the config file's `[files]` table. Refuses a root that would
-    /// hold the server's audit log: the tools could read or overwrite it.
+    /// hold the server's audit log, or any file the settings name that no tool should reach (a key, a
+    /// certificate, the config file, the lockfile: [`Settings::protected_files`]): the tools could read or
+    /// overwrite it.
     pub fn open(self, settings: &Settings) -> Result<Root, SettingsError> {
         let args = self.or(settings.section(ROOT_SECTION)?);
         let invalid = |message: String| {
@@ -45,15 +47,20 @@ impl RootArgs {
             max_read_bytes: args.max_read_bytes.unwrap_or(defaults.max_read_bytes),
             max_write_bytes: args.max_write_bytes.unwrap_or(defaults.max_write_bytes),
         };
-        if let Some(log) = &settings.audit_log {
-            refuse_audit_log_inside(log, &data_root).map_err(invalid)?;
+        let audit_log = settings
+            .audit_log
+            .as_deref()
+            .map(|log| ("--audit-log / MCP_AUDIT_LOG", log));
+        for (setting, path) in audit_log.into_iter().chain(settings.protected_files()) {
+            refuse_inside(setting, path, &data_root).map_err(invalid)?;
         }
         Root::open(&data_root, limits).map_err(|e| invalid(e.to_string()))
     }
 }
 
-/// An audit log inside the data root could be read, or overwritten, through the tools.
-fn refuse_audit_log_inside(log: &Path, data_root: &Path) -> Result<(), String> {
+/// A file the settings name (the audit log, a key, a certificate) inside the data root could be read, or
+/// overwritten, through the tools.
+fn refuse_inside(setting: &str, log: &Path, data_root: &Path) -> Result<(), String> {
     let root = data_root
         .canonicalize()
         .map_err(|e| format!("data root {}: {e}", data_root.display()))?;
@@ -71,13 +78,13 @@ fn refuse_audit_log_inside(log: &Path, data_root: &Path) -> Result<(), String> {
             let parent = log_abs.parent().unwrap_or(Path::new("/"));
             let parent = parent
                 .canonicalize()
-                .map_err(|e| format!("audit log directory {}: {e}", parent.display()))?;
+                .map_err(|e| format!("{setting}: directory {}: {e}", parent.display()))?;
             parent.join(log_abs.file_name().unwrap_or_default())
         }
     };
     if resolved.starts_with(&root) {
         return Err(format!(
-            "the audit log {} is inside the data root {}; put it elsewhere, where the tools cannot reach it",
+            "{} ({setting}) is inside the data root {}; put it elsewhere, where the tools cannot reach it",
             log.display(),
             data_root.display()
         ));

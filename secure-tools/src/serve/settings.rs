@@ -532,6 +532,10 @@ pub struct Settings {
     /// Cancelling it stops the server gracefully, as SIGTERM and SIGINT do.
     pub cancellation: CancellationToken,
     file: ConfigFile,
+    /// The files the settings name that no tool should reach (keys, certificates, the config file, the lockfile,
+    /// the audit log), each with the setting that names it: an application's file tools refuse to serve a root
+    /// that holds one (see [`Settings::protected_files`]).
+    protected: Vec<(&'static str, PathBuf)>,
     /// The digest of the definitions served, for the start record (set by the runner).
     pub(crate) toolset_digest: Option<String>,
     /// Where the rate limits keep their state, when replicas share it (feature `redis`).
@@ -562,6 +566,7 @@ impl Settings {
             auth: Auth::None { grant },
             cancellation: CancellationToken::new(),
             file: ConfigFile::default(),
+            protected: Vec::new(),
             toolset_digest: None,
             #[cfg(feature = "redis")]
             rate_limit_store: None,
@@ -603,9 +608,46 @@ impl Settings {
             }
             None => (args, ConfigFile::default()),
         };
+        let protected = [
+            ("--config / MCP_CONFIG", &file.path),
+            ("--audit-log / MCP_AUDIT_LOG", &args.audit_log),
+            ("--tools-lock / MCP_TOOLS_LOCK", &args.tools_lock),
+            (
+                "--audit-chain-key / MCP_AUDIT_CHAIN_KEY",
+                &args.audit_chain_key,
+            ),
+            (
+                "--audit-checkpoint-key / MCP_AUDIT_CHECKPOINT_KEY",
+                &args.audit_checkpoint_key,
+            ),
+            ("--jwks-file / MCP_AUTH_JWKS_FILE", &args.jwks_file),
+            ("--jwks-ca / MCP_AUTH_JWKS_CA", &args.jwks_ca),
+            (
+                "--public-key-pem / MCP_AUTH_PUBLIC_KEY_PEM",
+                &args.public_key_pem,
+            ),
+            ("--tls-cert / MCP_TLS_CERT", &args.tls_cert),
+            ("--tls-key / MCP_TLS_KEY", &args.tls_key),
+            ("--client-ca / MCP_TLS_CLIENT_CA", &args.client_ca),
+            ("--client-crl / MCP_TLS_CLIENT_CRL", &args.client_crl),
+        ]
+        .into_iter()
+        .filter_map(|(name, path)| path.clone().map(|path| (name, path)))
+        .collect();
         let mut settings = Self::resolve(args).await?;
         settings.file = file;
+        settings.protected = protected;
         Ok(settings)
+    }
+
+    /// The files these settings name that no tool should reach, each with the setting that names it: the config
+    /// file, the audit log, the tools lockfile, the audit keys, the token keys, the TLS certificates, keys and
+    /// revocation lists. A file tool's root should hold none of them: [`RootArgs::open`](crate::fs::RootArgs::open)
+    /// refuses one that does.
+    pub fn protected_files(&self) -> impl Iterator<Item = (&'static str, &Path)> {
+        self.protected
+            .iter()
+            .map(|(name, path)| (*name, path.as_path()))
     }
 
     /// The application's own settings: the table `name` of the config file, if there is one, else `T`'s
