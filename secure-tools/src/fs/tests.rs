@@ -49,6 +49,46 @@ fn bypasses_permissions(dir: &Path) -> bool {
     writable
 }
 
+/// For a test of permission bits, which root ignores: when this process is root, runs `test` again (this test
+/// binary, that test alone) as the unprivileged user `nobody` (uid and gid 65534), checks that it passed there, and
+/// returns `true` (the caller returns: the check ran in the child). `false`: run the test here.
+fn ran_unprivileged(test: &str) -> bool {
+    use std::os::unix::process::CommandExt;
+    const CHILD: &str = "SECURE_TOOLS_TEST_UNPRIVILEGED";
+    // SAFETY: `geteuid` only reads the process's effective user id.
+    if std::env::var_os(CHILD).is_some() || unsafe { libc::geteuid() } != 0 {
+        return false;
+    }
+    let binary = std::env::current_exe().unwrap();
+    // `nobody` must reach the binary: every directory on the way searchable by others, the file executable.
+    let reachable = binary
+        .ancestors()
+        .all(|path| fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o001 != 0));
+    assert!(
+        reachable,
+        "running as root, this permission test runs as `nobody`, who cannot reach {}",
+        binary.display()
+    );
+    let output = std::process::Command::new(&binary)
+        .args([test, "--exact", "--test-threads=1", "--nocapture"])
+        .env(CHILD, "1")
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "as nobody: {said}");
+    assert!(
+        said.contains("1 passed"),
+        "the test did not run as nobody: {said}"
+    );
+    true
+}
+
 #[test]
 fn default_limits_are_one_mebibyte_each_way() {
     let limits = Limits::default();
@@ -573,11 +613,11 @@ fn a_new_file_gets_the_mode_the_umask_leaves_and_a_replaced_one_keeps_its_own() 
 
 #[test]
 fn a_file_this_process_may_not_write_is_not_replaced() {
-    let dir = tempfile::tempdir().unwrap();
-    if bypasses_permissions(dir.path()) {
-        eprintln!("skipped: this process ignores permission bits (running as root?)");
+    if ran_unprivileged("fs::tests::a_file_this_process_may_not_write_is_not_replaced") {
         return;
     }
+    let dir = tempfile::tempdir().unwrap();
+    assert!(!bypasses_permissions(dir.path()), "permission bits ignored");
     let locked = dir.path().join("locked.txt");
     fs::write(&locked, "keep").unwrap();
     fs::set_permissions(&locked, fs::Permissions::from_mode(0o444)).unwrap();
@@ -696,11 +736,13 @@ fn opening_a_missing_path_or_a_file_names_the_path() {
 
 #[test]
 fn opening_a_directory_this_process_may_not_list_is_permission_denied() {
-    let dir = tempfile::tempdir().unwrap();
-    if bypasses_permissions(dir.path()) {
-        eprintln!("skipped: this process ignores permission bits (running as root?)");
+    if ran_unprivileged(
+        "fs::tests::opening_a_directory_this_process_may_not_list_is_permission_denied",
+    ) {
         return;
     }
+    let dir = tempfile::tempdir().unwrap();
+    assert!(!bypasses_permissions(dir.path()), "permission bits ignored");
     let closed = dir.path().join("closed");
     fs::create_dir(&closed).unwrap();
     fs::set_permissions(&closed, fs::Permissions::from_mode(0o000)).unwrap();
