@@ -335,7 +335,14 @@ fn keygen(out: &std::path::Path) -> Result<u8, String> {
 async fn pin(target: &Target) -> Result<u8, String> {
     let tools = listed(target).await?;
     let lock = ToolsLock::from_listed(tools.clone());
-    let mismatched = lock.compare_listed(&tools).digest_mismatch;
+    let listed_now = lock.compare_listed(&tools);
+    if !listed_now.duplicated.is_empty() {
+        return Err(format!(
+            "the server lists {} more than once: which definition to pin is not for the lock to guess",
+            listed_now.duplicated.join(", ")
+        ));
+    }
+    let mismatched = listed_now.digest_mismatch;
     lock.write(&target.lock).map_err(|e| e.to_string())?;
     eprintln!(
         "secure-tools: pinned {} tools to {} (toolset {})",

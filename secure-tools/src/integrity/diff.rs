@@ -20,6 +20,8 @@ pub struct Changes {
     /// Tools whose published digest (under [`DIGEST_META_KEY`](super::DIGEST_META_KEY)) is not the digest of the
     /// definition listed with it.
     pub digest_mismatch: Vec<String>,
+    /// Names listed more than once: which of the definitions a client would use is not for the lock to guess.
+    pub duplicated: Vec<String>,
 }
 
 impl Changes {
@@ -29,6 +31,7 @@ impl Changes {
             && self.removed.is_empty()
             && self.changed.is_empty()
             && self.digest_mismatch.is_empty()
+            && self.duplicated.is_empty()
     }
 }
 
@@ -445,6 +448,9 @@ impl fmt::Display for Changes {
                 f,
                 "digest mismatch: {name} publishes a digest that is not its definition's"
             )?;
+        }
+        for name in &self.duplicated {
+            writeln!(f, "listed more than once: {name}")?;
         }
         Ok(())
     }

@@ -199,7 +199,12 @@ impl ToolsLock {
             if published_digest(tool).is_some_and(|published| published != digest) {
                 changes.digest_mismatch.push(name.clone());
             }
-            live.insert(name, (digest, definition));
+            // A second definition of a name is a change whatever it holds: one of them could be the locked one.
+            if live.insert(name.clone(), (digest, definition)).is_some()
+                && !changes.duplicated.contains(&name)
+            {
+                changes.duplicated.push(name);
+            }
         }
         for (name, (digest, definition)) in &live {
             match self.tools.get(name) {
@@ -227,6 +232,26 @@ impl ToolsLock {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_name_listed_twice_is_a_change_whichever_definition_is_locked() {
+        let locked =
+            json!({"name": "t", "description": "reviewed", "inputSchema": {"type": "object"}});
+        let other =
+            json!({"name": "t", "description": "<evil>", "inputSchema": {"type": "object"}});
+        let lock = ToolsLock::from_listed(vec![locked.clone()]);
+        for listed in [
+            vec![other.clone(), locked.clone()],
+            vec![locked.clone(), other.clone()],
+            vec![locked.clone(), locked.clone()],
+        ] {
+            let changes = lock.compare_listed(&listed);
+            assert_eq!(changes.duplicated, vec!["t".to_owned()], "{listed:?}");
+            assert!(!changes.is_empty());
+            assert!(changes.to_string().contains("listed more than once: t"));
+        }
+        assert!(lock.compare_listed(&[locked]).is_empty());
+    }
 
     #[test]
     fn a_lock_round_trips_and_reports_added_removed_and_changed_tools() {
