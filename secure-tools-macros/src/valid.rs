@@ -114,9 +114,10 @@ pub fn check<'a>(
                 ident,
                 pat,
                 ty,
-                attrs: _,
+                attrs,
             } => match ident {
                 Some(ident) => {
+                    check_schema_attrs(attrs, errors);
                     input_names.insert(ident.unraw_string());
                     if let Some(reference) = find_reference(ty) {
                         let instead = match &*reference.elem {
@@ -154,7 +155,11 @@ pub fn check<'a>(
                     ));
                 }
                 match (inner, args_struct) {
-                    (None, _) => errors.push(syn::Error::new_spanned(ty, "expected `Args<T>`")),
+                    (None, _) => errors.push(syn::Error::new_spanned(
+                        ty,
+                        "expected `Args<T>`, the whole input as one type; if `Args` is a type of your own meant \
+                         as an argument, mark the parameter `#[arg]`",
+                    )),
                     (Some(_), Some(_)) => errors.push(syn::Error::new_spanned(
                         ty,
                         "a secure tool takes at most one `Args<T>` parameter",
@@ -281,6 +286,14 @@ pub fn check<'a>(
         }
     });
 
+    if args.read_only == Some(true) && args.destructive == Some(true) {
+        errors.push(syn::Error::new(
+            attr::missing(),
+            "`read_only` and `destructive` contradict each other: a read-only tool changes nothing (and gets no \
+             `call_started` record before it runs); keep the one that is true",
+        ));
+    }
+
     Model {
         function,
         tool_name,
@@ -300,6 +313,77 @@ pub fn check<'a>(
         concurrency,
         authorize: args.authorize.as_ref(),
     }
+}
+
+/// The schema of an argument says what is checked, and only that: `#[schemars(...)]` keywords that would add a
+/// constraint the generated code does not check (a length, a range, a pattern, a format) are refused in favour of
+/// `#[validate(...)]`, which checks it and puts it in the schema too; and a `#[serde(alias)]`, a name the schema
+/// does not list, is refused.
+fn check_schema_attrs(attrs: &[syn::Attribute], errors: &mut Vec<syn::Error>) {
+    const UNCHECKED: [&str; 11] = [
+        "length",
+        "range",
+        "regex",
+        "pattern",
+        "email",
+        "url",
+        "contains",
+        "inner",
+        "required",
+        "with",
+        "schema_with",
+    ];
+    for attr in attrs {
+        if attr.path().is_ident("schemars") {
+            let _ = attr.parse_nested_meta(|meta| {
+                let name = meta
+                    .path
+                    .get_ident()
+                    .map(ToString::to_string)
+                    .unwrap_or_default();
+                if UNCHECKED.contains(&name.as_str()) {
+                    errors.push(syn::Error::new_spanned(
+                        &meta.path,
+                        format_args!(
+                            "`#[schemars({name}...)]` would put a constraint in the schema that nothing checks; \
+                             write it as `#[validate({name}...)]` (`length`, `range`, `regex`, `email`, `url`, \
+                             `contains`, `custom`), which checks it and puts it in the schema too"
+                        ),
+                    ));
+                } else if name == "extend" {
+                    errors.push(syn::Error::new_spanned(
+                        &meta.path,
+                        "`#[schemars(extend(...))]` can add schema keywords that nothing checks; describe the \
+                         argument with its doc comment and check it with `#[validate(...)]`",
+                    ));
+                }
+                skip_meta_value(&meta)
+            });
+        } else if attr.path().is_ident("serde") {
+            let _ = attr.parse_nested_meta(|meta| {
+                if meta.path.is_ident("alias") {
+                    errors.push(syn::Error::new_spanned(
+                        &meta.path,
+                        "`#[serde(alias)]` accepts a name the input schema does not list; clients see only the \
+                         schema's names (use `rename` to change the one name)",
+                    ));
+                }
+                skip_meta_value(&meta)
+            });
+        }
+    }
+}
+
+/// Consumes what follows a nested meta's path (`= value` or `(...)`), whatever it holds.
+fn skip_meta_value(meta: &syn::meta::ParseNestedMeta<'_>) -> syn::Result<()> {
+    if meta.input.peek(syn::Token![=]) {
+        meta.value()?.parse::<syn::Expr>()?;
+    } else if meta.input.peek(syn::token::Paren) {
+        let content;
+        syn::parenthesized!(content in meta.input);
+        content.parse::<proc_macro2::TokenStream>()?;
+    }
+    Ok(())
 }
 
 trait UnrawString {

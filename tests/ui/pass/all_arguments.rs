@@ -26,7 +26,7 @@ async fn now() -> String {
 /// A single scope as a plain string.
 #[secure_tool(
     scope = "ping",
-    read_only = true,
+    read_only = false,
     destructive = true,
     idempotent = false,
     open_world = false
@@ -55,7 +55,7 @@ fn main() {
     assert!(tools.definition("now").unwrap().scopes().is_empty());
 
     let hints = tools.definition("ping").unwrap().annotations();
-    assert_eq!(hints.read_only_hint, Some(true));
+    assert_eq!(hints.read_only_hint, Some(false));
     assert_eq!(hints.destructive_hint, Some(true));
     assert_eq!(hints.idempotent_hint, Some(false));
     assert_eq!(hints.open_world_hint, Some(false));
