@@ -77,9 +77,13 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Captured {
 }
 
 fn tools() -> ToolSet<()> {
+    tools_recording(MemorySink::new())
+}
+
+fn tools_recording(sink: MemorySink) -> ToolSet<()> {
     ToolSet::builder(())
         .tool::<store>()
-        .audit_sink(MemorySink::new())
+        .audit_sink(sink)
         .build()
         .unwrap()
 }
@@ -89,7 +93,11 @@ fn caller() -> Caller {
 }
 
 fn server() -> SecureServer<()> {
-    SecureServer::new(tools())
+    server_recording(MemorySink::new())
+}
+
+fn server_recording(sink: MemorySink) -> SecureServer<()> {
+    SecureServer::new(tools_recording(sink))
         .default_caller(caller())
         .transport("stdio")
 }
@@ -111,8 +119,8 @@ impl rmcp::ServerHandler for Merged {
     }
 }
 
-/// Runs `initialize` and one `tools/call` storing `secret` against a server on the other end of `client`;
-/// returns the call's answer.
+/// Runs `initialize` and one `tools/call` storing `secret` against a server on the other end of `client`, after
+/// the same call sent without an id (a notification) storing `{secret}-notified`; returns the call's answer.
 async fn call_over(client: tokio::io::DuplexStream, secret: &str) -> Value {
     let (read, mut write) = tokio::io::split(client);
     let mut lines = BufReader::new(read).lines();
@@ -122,6 +130,9 @@ async fn call_over(client: tokio::io::DuplexStream, secret: &str) -> Value {
             "clientInfo": {"name": "log-test", "version": "1"}
         }}),
         json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+        json!({"jsonrpc": "2.0", "method": "tools/call", "params": {
+            "name": "store", "arguments": {"name": "db", "secret": format!("{secret}-notified")}
+        }}),
         json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
             "name": "store", "arguments": {"name": "db", "secret": secret}
         }}),
@@ -174,6 +185,15 @@ async fn redacted_arguments_never_reach_rmcps_logs() {
         "rmcp no longer logs requests whole: {:#?}",
         everything.lines()
     );
+    // rmcp logs a call sent as a notification whole at `info` (`received notification`); the filter drops that
+    // event too.
+    assert!(
+        !everything
+            .containing("hunter2-rmcp-transport-notified")
+            .is_empty(),
+        "rmcp no longer logs notifications whole: {:#?}",
+        everything.lines()
+    );
     let leaked = filtered.containing("hunter2-rmcp-transport");
     assert!(leaked.is_empty(), "{leaked:#?}");
     // rmcp's events from `info` up, and everyone else's at every level, still pass.
@@ -191,7 +211,8 @@ async fn redacted_arguments_never_reach_rmcps_logs() {
     // level.
     let (client, server_end) = tokio::io::duplex(1 << 16);
     let (read, write) = tokio::io::split(server_end);
-    let server = server();
+    let records = MemorySink::new();
+    let server = server_recording(records.clone());
     let transport = LineTransport::new(read, write, 1 << 20, server.tools().audit().clone())
         .hold_tool_arguments();
     let running = tokio::spawn(async move {
@@ -207,6 +228,22 @@ async fn redacted_arguments_never_reach_rmcps_logs() {
     running.await.unwrap();
     let leaked = everything.containing("hunter2-line-transport");
     assert!(leaked.is_empty(), "{leaked:#?}");
+    // The call sent as a notification was refused before rmcp, and audited (rmcp would have dropped it unheard).
+    let rejected: Vec<Value> = records
+        .records()
+        .into_iter()
+        .filter(|r| r["event"] == "message_rejected")
+        .collect();
+    assert_eq!(rejected.len(), 1, "{rejected:#?}");
+    assert_eq!(rejected[0]["reason"], "call_without_id");
+    assert_eq!(
+        records
+            .records()
+            .iter()
+            .filter(|r| r["event"] == "tool_call")
+            .count(),
+        1
+    );
 
     // The same transport under a server that merged the secure tools' routes into its own router.
     let (client, server_end) = tokio::io::duplex(1 << 16);

@@ -24,8 +24,8 @@ use tracing_subscriber::filter::{FilterFn, LevelFilter};
 /// The most detailed level of rmcp's events that [`filter`] lets through.
 pub const RMCP_MAX_LEVEL: LevelFilter = LevelFilter::INFO;
 
-/// A filter that lets everything through but the rmcp crate's events and spans below [`RMCP_MAX_LEVEL`], whatever
-/// level the rest of your subscriber listens at.
+/// A filter that lets everything through but the rmcp crate's events and spans below [`RMCP_MAX_LEVEL`], and its
+/// events that print a notification whole, whatever level the rest of your subscriber listens at.
 ///
 /// It only ever removes events, so it goes with your own filter (an `EnvFilter` from `RUST_LOG`, say): put both
 /// on the subscriber, or on each layer, and an event must pass both. `RUST_LOG=rmcp=trace` then still shows rmcp
@@ -56,7 +56,11 @@ pub fn filter() -> FilterFn<fn(&Metadata<'_>) -> bool> {
 fn passes(metadata: &Metadata<'_>) -> bool {
     let target = metadata.target();
     let rmcp = target == "rmcp" || target.starts_with("rmcp::");
-    !rmcp || *metadata.level() <= RMCP_MAX_LEVEL
+    // rmcp's `received notification` (at `info`) prints each notification whole, what a client put in it
+    // included (a `tools/call` sent without an id, arguments and all): not let through at any level.
+    !rmcp
+        || (*metadata.level() <= RMCP_MAX_LEVEL
+            && metadata.fields().field("notification").is_none())
 }
 
 #[cfg(test)]

@@ -26,8 +26,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use rmcp::RoleServer;
 use rmcp::model::{
-    ClientJsonRpcMessage, ClientRequest, ErrorCode, ErrorData, RequestId, ServerJsonRpcMessage,
-    ServerResult,
+    ClientJsonRpcMessage, ClientNotification, ClientRequest, ErrorCode, ErrorData, RequestId,
+    ServerJsonRpcMessage, ServerResult,
 };
 use rmcp::service::{RxJsonRpcMessage, TxJsonRpcMessage};
 use rmcp::transport::Transport;
@@ -556,7 +556,20 @@ fn id_as_written(message: &ClientJsonRpcMessage, line: &[u8]) -> bool {
 /// rmcp takes a `tools/call` whose params do not have its shape (arguments that are not an object, a name that is
 /// missing or not a string) for a request of a method it does not know: it answers `-32601` and logs the params
 /// whole at `debug`. Such a call is refused here as invalid params, and rmcp never sees it.
+///
+/// A `tools/call` sent as a notification (without an id) is refused too, with no answer (a notification gets
+/// none): rmcp would drop it unanswered and unaudited, after logging it whole at `info`.
 fn refuse_misshapen_call(message: ClientJsonRpcMessage) -> Result<ClientJsonRpcMessage, Refusal> {
+    if let ClientJsonRpcMessage::Notification(notification) = &message
+        && let ClientNotification::CustomNotification(custom) = &notification.notification
+        && custom.method == "tools/call"
+    {
+        return Err(Refusal {
+            id: None,
+            reason: "call_without_id",
+            error: None,
+        });
+    }
     if let ClientJsonRpcMessage::Request(request) = &message
         && let ClientRequest::CustomRequest(custom) = &request.request
         && custom.method == "tools/call"
