@@ -754,3 +754,56 @@ async fn a_huge_string_request_id_is_shortened_in_the_record() {
     assert!(record.len() < 4096, "{} bytes", record.len());
     assert!(record.contains("[4000000 bytes in all]"));
 }
+
+/// Sign-in details, named in camelCase on the wire.
+#[derive(serde::Deserialize, schemars::JsonSchema, validator::Validate)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct SignIn {
+    /// The user.
+    #[validate(custom(function = "check_pin"))]
+    user_name: String,
+    /// The password.
+    #[validate(custom(function = "check_pin"))]
+    pass_word: String,
+}
+
+/// Signs in.
+#[secure_tool(scope = "t.write", audit_redact = ["passWord"])]
+async fn sign_in(
+    secure_tools::Args(args): secure_tools::Args<SignIn>,
+) -> Result<String, ToolError> {
+    Ok(args.user_name)
+}
+
+/// Review finding: validator names a rule by its Rust field (`pass_word`) and redaction goes by the argument's
+/// name in the schema (`passWord`), so a custom validator's message quoting a redacted value was shown. Now a
+/// rule's own message is shown only for a field whose name is a declared, unredacted argument.
+#[tokio::test]
+async fn a_renamed_redacted_field_keeps_its_validators_message_to_itself() {
+    let sink = MemorySink::new();
+    let tools = ToolSet::builder(())
+        .tool::<sign_in>()
+        .audit_sink(sink.clone())
+        .build()
+        .unwrap();
+    let response = tools
+        .call(request(
+            &caller("alice", "t.write"),
+            1,
+            "sign_in",
+            json!({"userName": "al", "passWord": "s3cr3t-value"}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(response.error_code(), Some("invalid_input"));
+    let message = response.refusal().unwrap().message().to_owned();
+    assert!(!message.contains("s3cr3t"), "{message}");
+    assert!(
+        message.contains("`pass_word`: failed the `pin` check"),
+        "{message}"
+    );
+    // A renamed field is treated as redacted (its wire name is not its Rust name): described by its rule only.
+    assert!(!message.contains("al is not"), "{message}");
+    let text = serde_json::to_string(&sink.records()).unwrap();
+    assert!(!text.contains("s3cr3t"), "{text}");
+}

@@ -58,9 +58,17 @@ fn check_names(arguments: &Value, allowed: Option<&BTreeSet<String>>) -> Result<
 }
 
 /// Checks the decoded arguments against their `#[validate]` rules. A rule's own message is not shown for a
-/// redacted argument (a custom validator may quote the value), only what the rule is.
-pub(crate) fn validate<A: Validate>(args: &A, redact: &[&str]) -> Result<(), Refusal> {
-    args.validate().map_err(|errors| invalid(&errors, redact))
+/// redacted argument (a custom validator may quote the value), only what the rule is. Rules are named by the
+/// Rust field (`pass_word`, `r#type`), redactions by the argument's name in the schema (`passWord`, `type`): a
+/// rule's message is shown only for a field whose name is itself an argument the schema declares and that is not
+/// redacted, so a renamed field is treated as redacted.
+pub(crate) fn validate<A: Validate>(
+    args: &A,
+    allowed: Option<&BTreeSet<String>>,
+    redact: &[&str],
+) -> Result<(), Refusal> {
+    args.validate()
+        .map_err(|errors| invalid(&errors, allowed, redact))
 }
 
 fn malformed(err: serde_path_to_error::Error<serde_json::Error>, redact: &[&str]) -> Refusal {
@@ -99,14 +107,26 @@ fn malformed(err: serde_path_to_error::Error<serde_json::Error>, redact: &[&str]
     Refusal::invalid(code, shorten(message))
 }
 
-fn invalid(errors: &ValidationErrors, redact: &[&str]) -> Refusal {
+fn invalid(
+    errors: &ValidationErrors,
+    allowed: Option<&BTreeSet<String>>,
+    redact: &[&str],
+) -> Refusal {
     let mut lines = Vec::new();
-    collect(errors, "", redact, &mut lines);
+    let shown =
+        |top: &str| !redact.contains(&top) && allowed.is_some_and(|allowed| allowed.contains(top));
+    collect(errors, "", &shown, &mut lines);
     lines.sort();
     Refusal::invalid(codes::INVALID_INPUT, shorten(lines.join("; ")))
 }
 
-fn collect(errors: &ValidationErrors, prefix: &str, redact: &[&str], lines: &mut Vec<String>) {
+/// `shown`: whether a rule's own message may be shown for the top-level field of this name.
+fn collect(
+    errors: &ValidationErrors,
+    prefix: &str,
+    shown: &dyn Fn(&str) -> bool,
+    lines: &mut Vec<String>,
+) {
     for (field, kind) in errors.errors() {
         let path = if prefix.is_empty() {
             field.to_string()
@@ -117,16 +137,16 @@ fn collect(errors: &ValidationErrors, prefix: &str, redact: &[&str], lines: &mut
             ValidationErrorsKind::Field(errs) => {
                 // The top-level argument the path is under decides whether a rule's own message may be shown.
                 let top = path.split(['.', '[']).next().unwrap_or_default();
-                let redacted = redact.contains(&top);
+                let redacted = !shown(top);
                 lines.extend(
                     errs.iter()
                         .map(|e| format!("`{path}`: {}", describe(e, redacted))),
                 );
             }
-            ValidationErrorsKind::Struct(inner) => collect(inner, &path, redact, lines),
+            ValidationErrorsKind::Struct(inner) => collect(inner, &path, shown, lines),
             ValidationErrorsKind::List(items) => {
                 for (index, inner) in items {
-                    collect(inner, &format!("{path}[{index}]"), redact, lines);
+                    collect(inner, &format!("{path}[{index}]"), shown, lines);
                 }
             }
         }

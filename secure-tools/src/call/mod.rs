@@ -422,7 +422,10 @@ where
     })
     .map_err(|()| Refusal::panicked())??;
     call.decoded = true;
-    panic::catch(name, || decode::validate(&args, redact)).map_err(|()| Refusal::panicked())??;
+    panic::catch(name, || {
+        decode::validate(&args, tool.allowed.as_ref(), redact)
+    })
+    .map_err(|()| Refusal::panicked())??;
     if T::HAS_ARGUMENT_RULE {
         authorize_arguments::<S, T>(set, tool, call, &args).await?;
     }
