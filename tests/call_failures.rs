@@ -299,11 +299,41 @@ async fn a_call_whose_future_is_dropped_is_audited_cancelled_once() {
     assert_eq!(tools.calls_in_flight(), 0);
 }
 
+/// The panic messages that reached the hook installed before the library's (the default one prints them on
+/// stderr), for the messages holding `needle`.
+fn hook_messages_holding(needle: &'static str) -> Arc<Mutex<Vec<String>>> {
+    let heard = Arc::new(Mutex::new(Vec::new()));
+    let kept = heard.clone();
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| {
+                info.payload()
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+            })
+            .unwrap_or_default();
+        if message.contains(needle) {
+            kept.lock().unwrap().push(message);
+        } else {
+            previous(info);
+        }
+    }));
+    // The library's hook wraps the one in place (set again: a tool set built earlier installed it already).
+    task::install_panic_hook();
+    heard
+}
+
 #[tokio::test]
-async fn panics_on_other_threads_are_outcome_panic_and_their_secret_goes_nowhere() {
+async fn panics_on_other_threads_are_outcome_panic_and_their_secret_stays_out_of_answers_records_and_stderr()
+ {
     let sink = MemorySink::new();
     let (tools, _) = set(sink.clone());
     let secret = "hunter2-do-not-print";
+    let printed = hook_messages_holding(secret);
     for tool in ["blocking_panic", "task_panic", "tokio_blocking_panic"] {
         let response = tools
             .call(request(
@@ -327,6 +357,11 @@ async fn panics_on_other_threads_are_outcome_panic_and_their_secret_goes_nowhere
         .map(|r| r["outcome"].clone())
         .collect();
     assert_eq!(outcomes, [json!("panic"), json!("panic"), json!("panic")]);
+    // What would have been printed: only the panic on tokio's own blocking thread, which the library cannot know
+    // for the tool's (the README says so: use `task::spawn_blocking`).
+    let printed = printed.lock().unwrap().clone();
+    assert_eq!(printed.len(), 1, "{printed:?}");
+    assert!(printed[0].starts_with("tokio thread saw"), "{printed:?}");
 }
 
 /// Refuses every call from `mallory`, before the arguments are even decoded.
