@@ -39,6 +39,7 @@ pub struct SecureServer<S> {
     session_id: Option<Arc<str>>,
 }
 
+#[derive(Clone)]
 struct Options {
     default_caller: Caller,
     listing: Listing,
@@ -95,9 +96,9 @@ impl<S: Send + Sync + 'static> SecureServer<S> {
         }
     }
 
+    /// The options of this server alone: shared with its clones until one of them changes its own.
     fn options_mut(&mut self) -> &mut Options {
-        let options =
-            Arc::get_mut(&mut self.options).expect("options are set before the server is cloned");
+        let options = Arc::make_mut(&mut self.options);
         options.config = std::sync::OnceLock::new();
         options
     }
@@ -993,5 +994,24 @@ mod tests {
                 String::from_utf8_lossy(body)
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod option_tests {
+    use rmcp::ServerHandler as _;
+
+    /// Review finding: setting an option on a server that shared its options (one made by `for_session`, as
+    /// `serve_with` hands them to its `make`) panicked. Each server now changes its own copy.
+    #[test]
+    fn a_session_copy_takes_options_of_its_own_without_touching_the_original() {
+        let tools = crate::ToolSet::builder(()).build().unwrap();
+        let original = super::SecureServer::new(tools).instructions("the original's");
+        let copy = original.for_session().instructions("the copy's");
+        assert_eq!(copy.get_info().instructions.as_deref(), Some("the copy's"));
+        assert_eq!(
+            original.get_info().instructions.as_deref(),
+            Some("the original's")
+        );
     }
 }
