@@ -708,8 +708,14 @@ fn start_up_refuses_a_bad_configuration_with_a_clear_message() {
     // could be read (a private key) or replaced (a JWKS, a client CA) through the tools.
     let key = area.path("data/chain.key");
     std::fs::write(&key, "k".repeat(40)).unwrap();
+    let log = area.path("audit.jsonl");
     let message = start_error(
-        &["--audit-chain-key", key.to_str().unwrap()],
+        &[
+            "--audit-chain-key",
+            key.to_str().unwrap(),
+            "--audit-log",
+            log.to_str().unwrap(),
+        ],
         &[("DATA_ROOT", data)],
     );
     assert!(
@@ -725,6 +731,17 @@ fn start_up_refuses_a_bad_configuration_with_a_clear_message() {
     assert!(
         message.contains("inside the data root") && message.contains("MCP_CONFIG"),
         "{message}"
+    );
+    // A setting that qualifies another is refused without it, not ignored: a chain key without an audit file.
+    let outside_key = area.path("other.key");
+    std::fs::write(&outside_key, "k".repeat(40)).unwrap();
+    let ignored = start_error(
+        &["--audit-chain-key", outside_key.to_str().unwrap()],
+        &[("DATA_ROOT", data)],
+    );
+    assert!(
+        ignored.contains("only applies with --audit-log"),
+        "{ignored}"
     );
     // The same key outside the root is fine: the server starts (and stops at the end of its input).
     let outside = area.path("chain.key");

@@ -766,6 +766,37 @@ impl Settings {
                     invalid("--audit-chain-key / MCP_AUDIT_CHAIN_KEY", e.to_string())
                 })?);
         }
+        // Settings that qualify another one are refused without it, rather than silently ignored.
+        if args.audit_log.is_none() {
+            let audit_only = [
+                (
+                    args.audit_chain_key.is_some(),
+                    "--audit-chain-key / MCP_AUDIT_CHAIN_KEY",
+                ),
+                (
+                    args.audit_checkpoint_key.is_some(),
+                    "--audit-checkpoint-key / MCP_AUDIT_CHECKPOINT_KEY",
+                ),
+                (
+                    args.audit_checkpoint_interval.is_some(),
+                    "--audit-checkpoint-interval / MCP_AUDIT_CHECKPOINT_INTERVAL",
+                ),
+                (args.audit_sync.is_some(), "--audit-sync / MCP_AUDIT_SYNC"),
+            ];
+            if let Some((_, name)) = audit_only.iter().find(|(set, _)| *set) {
+                return Err(invalid(
+                    name,
+                    "only applies with --audit-log / MCP_AUDIT_LOG (records to standard error are not chained)"
+                        .into(),
+                ));
+            }
+        }
+        if args.tools_lock_mode.is_some() && args.tools_lock.is_none() {
+            return Err(invalid(
+                "--tools-lock-mode / MCP_TOOLS_LOCK_MODE",
+                "only applies with --tools-lock / MCP_TOOLS_LOCK".into(),
+            ));
+        }
         if let Some(grace) = duration(
             &args.shutdown_grace,
             "--shutdown-grace / MCP_SHUTDOWN_GRACE",
@@ -803,6 +834,27 @@ impl Settings {
                         args.http_insecure_no_auth == Some(true),
                         "--http-insecure-no-auth",
                     ),
+                    (args.http_sessions == Some(true), "--http-sessions"),
+                    (args.http_header_timeout.is_some(), "--http-header-timeout"),
+                    (
+                        args.http_request_timeout.is_some(),
+                        "--http-request-timeout",
+                    ),
+                    (
+                        args.http_max_connections.is_some(),
+                        "--http-max-connections",
+                    ),
+                    (args.http_metrics.is_some(), "--http-metrics"),
+                    (args.allowed_origins.is_some(), "--allowed-origins"),
+                    (args.allowed_hosts.is_some(), "--allowed-hosts"),
+                    (
+                        args.authorization_servers.is_some(),
+                        "--authorization-servers",
+                    ),
+                    (args.jwks_max_age.is_some(), "--jwks-max-age"),
+                    (args.jwks_ca.is_some(), "--jwks-ca"),
+                    (args.scope_claims.is_some(), "--scope-claims"),
+                    (args.require_at_jwt == Some(true), "--require-at-jwt"),
                 ];
                 if let Some((_, flag)) = http_only.iter().find(|(set, _)| *set) {
                     return Err(invalid(flag, "only applies with --http / MCP_HTTP".into()));
@@ -823,6 +875,46 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A setting that qualifies another one is refused without it (review finding: several were silently
+    /// ignored).
+    #[tokio::test]
+    async fn settings_that_qualify_another_are_refused_without_it() {
+        let refused = |args: ServerArgs| async move {
+            Settings::from_args(args)
+                .await
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        };
+        let said = refused(ServerArgs {
+            allowed_hosts: Some(vec!["example.com".into()]),
+            ..ServerArgs::default()
+        })
+        .await;
+        assert!(
+            said.contains("--allowed-hosts") && said.contains("--http"),
+            "{said}"
+        );
+        let said = refused(ServerArgs {
+            http_header_timeout: Some("5s".into()),
+            ..ServerArgs::default()
+        })
+        .await;
+        assert!(said.contains("--http-header-timeout"), "{said}");
+        let said = refused(ServerArgs {
+            audit_sync: Some("record".into()),
+            ..ServerArgs::default()
+        })
+        .await;
+        assert!(said.contains("only applies with --audit-log"), "{said}");
+        let said = refused(ServerArgs {
+            tools_lock_mode: Some("warn".into()),
+            ..ServerArgs::default()
+        })
+        .await;
+        assert!(said.contains("only applies with --tools-lock"), "{said}");
+    }
 
     #[test]
     fn higher_layers_win_field_by_field() {
