@@ -475,10 +475,10 @@ impl<S: Send + Sync + 'static> ToolSet<S> {
 ///   and any later request made under one (its `_meta` version, or over HTTP its `MCP-Protocol-Version`, taken as
 ///   `2025-03-26` when absent, as the specification says), are refused, and audited `version_rejected`;
 /// - audits the start of each session (`session`);
-/// - calls secure tools through the inner handler (which routes them to the pipeline), plain tools declared with
-///   [`ToolSetBuilder::plain_tool`](crate::ToolSetBuilder::plain_tool) through the pipeline around the inner
-///   handler's own `call_tool`, and refuses every other tool of the inner handler (`undeclared_tool`, audited),
-///   which `tools/list` does not show either.
+/// - calls secure tools through the pipeline (never a route of the same name in the inner handler), plain tools
+///   declared with [`ToolSetBuilder::plain_tool`](crate::ToolSetBuilder::plain_tool) through the pipeline around
+///   the inner handler's own `call_tool`, and refuses every other tool of the inner handler (`undeclared_tool`,
+///   audited), which `tools/list` does not show either.
 pub struct Secured<H, S> {
     inner: H,
     secure: SecureServer<S>,
@@ -652,9 +652,9 @@ where
         Ok(())
     }
 
-    /// A call: refused before anything else by the version policy; a secure tool's straight to the inner
-    /// handler, whose future is the one returned (not kept inside another alongside the request, which an async
-    /// fn would do); any other tool's through [`Secured::call_other_tool`], boxed.
+    /// A call: refused before anything else by the version policy; a secure tool's straight to the pipeline,
+    /// whose future is the one returned (not kept inside another alongside the request, which an async fn would
+    /// do); any other tool's through [`Secured::call_other_tool`], boxed.
     fn call_tool_checked(
         &self,
         mut params: CallToolRequestParams,
@@ -666,8 +666,10 @@ where
         }
         // Past rmcp's own logging: the arguments go back where every handler looks for them.
         params.arguments = HeldArguments::take(params.arguments.take(), &mut context.extensions);
+        // A secure tool goes to the pipeline itself, not through the inner handler's router: a route of the same
+        // name there (a plain `#[tool]` merged after the secure routes) must not run in its place, unscoped.
         if self.secure.tools().definition(&params.name).is_some() {
-            return Either::Left(Either::Right(self.inner.call_tool(params, context)));
+            return Either::Left(Either::Right(self.secure.call_tool(params, context)));
         }
         Either::Right(Box::pin(self.call_other_tool(params, context)))
     }
