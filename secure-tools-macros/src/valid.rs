@@ -468,14 +468,7 @@ fn check_redacted_names(function: &Function, redacted: &[String], errors: &mut V
                         ),
                     ));
                 }
-                if meta.input.peek(syn::Token![=]) {
-                    meta.value()?.parse::<syn::Expr>()?;
-                } else if meta.input.peek(syn::token::Paren) {
-                    let content;
-                    syn::parenthesized!(content in meta.input);
-                    content.parse::<proc_macro2::TokenStream>()?;
-                }
-                Ok(())
+                skip_meta_value(&meta)
             });
         }
     }
