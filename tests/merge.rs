@@ -68,6 +68,18 @@ fn text_of(result: &rmcp::model::CallToolResult) -> String {
         .to_owned()
 }
 
+/// Serves `handler` over an in-memory pipe: the rmcp client at its other end.
+async fn client_of<H: ServerHandler>(
+    handler: H,
+) -> rmcp::service::RunningService<rmcp::RoleClient, ()> {
+    let (server_io, client_io) = tokio::io::duplex(64 * 1024);
+    tokio::spawn(async move {
+        let running = handler.serve(server_io).await.expect("server starts");
+        running.waiting().await.ok();
+    });
+    ().serve(client_io).await.expect("client connects")
+}
+
 #[tokio::test]
 async fn plain_and_secure_tools_share_one_rmcp_server() {
     let audit = MemorySink::new();
@@ -77,13 +89,7 @@ async fn plain_and_secure_tools_share_one_rmcp_server() {
         .audit_sink(audit.clone())
         .build()
         .unwrap();
-    let (server_io, client_io) = tokio::io::duplex(64 * 1024);
-    let server = Calculator::new(&secure);
-    tokio::spawn(async move {
-        let running = server.serve(server_io).await.expect("server starts");
-        running.waiting().await.ok();
-    });
-    let client = ().serve(client_io).await.expect("client connects");
+    let client = client_of(Calculator::new(&secure)).await;
 
     let tools = client.list_all_tools().await.unwrap();
     let mut names: Vec<_> = tools.iter().map(|t| t.name.to_string()).collect();
@@ -197,13 +203,7 @@ async fn a_plain_route_named_like_a_secure_tool_never_runs_in_its_place() {
         Grant::parse("notes.read").unwrap(),
     ));
     let inner = Shadowing::new(&secure);
-    let served = secure_tools::serve::Secured::new(inner, secure);
-    let (server_io, client_io) = tokio::io::duplex(64 * 1024);
-    tokio::spawn(async move {
-        let running = served.serve(server_io).await.expect("server starts");
-        running.waiting().await.ok();
-    });
-    let client = ().serve(client_io).await.expect("client connects");
+    let client = client_of(secure_tools::serve::Secured::new(inner, secure)).await;
     let write = client
         .call_tool(
             CallToolRequestParams::new("write_note")
