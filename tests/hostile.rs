@@ -166,6 +166,19 @@ fn before_initialization_requests_are_answered_and_other_messages_do_not_end_the
         events(&records, "tool_call").len() == 1,
         "the early call never reached a tool"
     );
+    // rmcp refused the two requests itself, before any session: each refusal is audited (review finding: none
+    // was), the ping that it answers is not.
+    let refused: Vec<(Value, Value)> = events(&records, "message_rejected")
+        .iter()
+        .map(|r| (r["request_id"].clone(), r["reason"].clone()))
+        .collect();
+    assert_eq!(
+        refused,
+        [
+            (json!(1), json!("no_session")),
+            (json!(2), json!("no_session"))
+        ]
+    );
 }
 
 fn rss_kib(pid: u32) -> u64 {

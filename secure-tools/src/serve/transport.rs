@@ -155,6 +155,9 @@ struct Lifecycle {
     /// The request that may start a session (an `initialize`, or a first stateless request), until it is
     /// answered.
     pending: std::sync::Mutex<Option<PendingSession>>,
+    /// The last request before a session that rmcp refuses (not an `initialize` or a `ping`, and without a
+    /// stateless request's metadata), with its size: its refusal is audited.
+    before_session: std::sync::Mutex<Option<(RequestId, usize)>>,
 }
 
 struct PendingSession {
@@ -415,10 +418,32 @@ where
     }
 
     /// Notes the lifecycle facts an incoming request carries, for the session record.
-    fn observe_incoming(&self, message: &ClientJsonRpcMessage) {
+    fn observe_incoming(&self, message: &ClientJsonRpcMessage, bytes: usize) {
         let ClientJsonRpcMessage::Request(request) = message else {
             return;
         };
+        // What rmcp refuses before a session, as it decides it: a request other than `initialize` and `ping`
+        // without a stateless request's metadata (the handler never sees it).
+        let refused_before_session = || {
+            let meta = rmcp::model::GetMeta::get_meta(&request.request);
+            meta.protocol_version().is_none()
+                || !meta
+                    .missing_required_keys(&rmcp::model::ProtocolVersion::V_2026_07_28)
+                    .is_empty()
+        };
+        if !self.session_started()
+            && !matches!(
+                request.request,
+                ClientRequest::InitializeRequest(_) | ClientRequest::PingRequest(_)
+            )
+            && refused_before_session()
+        {
+            *self
+                .lifecycle
+                .before_session
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = Some((request.id.clone(), bytes));
+        }
         let pending = match &request.request {
             ClientRequest::InitializeRequest(init) => PendingSession {
                 request_id: request.id.clone(),
@@ -498,6 +523,32 @@ where
                     requested: data.get("requested").cloned().unwrap_or(Value::Null),
                     supported: data.get("supported").cloned().unwrap_or(Value::Null),
                 });
+            }
+            // rmcp's refusal of a request that came before any session (not an `initialize`, and without a
+            // stateless request's metadata): it never reaches the handler, so it is audited here.
+            ServerJsonRpcMessage::Error(error) if !self.session_started() => {
+                let refused = {
+                    let mut before = self
+                        .lifecycle
+                        .before_session
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner());
+                    match before.take() {
+                        Some((id, bytes)) if error.id.as_ref() == Some(&id) => Some((id, bytes)),
+                        other => {
+                            *before = other;
+                            None
+                        }
+                    }
+                };
+                if let Some((id, bytes)) = refused {
+                    self.audit(AuditEvent::MessageRejected {
+                        request_id: Some(id),
+                        reason: "no_session",
+                        code: Some(error.error.code.0),
+                        bytes,
+                    });
+                }
             }
             _ => {}
         }
@@ -660,7 +711,7 @@ where
                                 );
                                 continue;
                             }
-                            self.observe_incoming(&message);
+                            self.observe_incoming(&message, bytes);
                             if self.hold_tool_arguments && super::handler::HeldArguments::needed() {
                                 super::handler::HeldArguments::hold(&mut message);
                             }
