@@ -330,7 +330,18 @@ fn show(value: &Option<Value>) -> String {
 }
 
 impl fmt::Display for Change {
+    /// Characters a reader would not see (controls, zero-width and bidirectional formatting, tag characters) are
+    /// written as `\u{...}`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut text = String::new();
+        self.render(&mut text)?;
+        f.write_str(&visible(&text))
+    }
+}
+
+impl Change {
+    fn render(&self, f: &mut String) -> fmt::Result {
+        use fmt::Write as _;
         match self {
             Change::Description { diff, .. } => {
                 writeln!(f, "description changed:")?;
@@ -423,7 +434,59 @@ impl fmt::Display for Change {
 }
 
 impl fmt::Display for Changes {
+    /// Characters a reader would not see are written as `\u{...}`, as in [`Change`]'s.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut text = String::new();
+        self.render(&mut text)?;
+        f.write_str(&visible(&text))
+    }
+}
+
+/// `text` with the characters a reader would not see written as `\u{...}`: controls but the line feed, the soft
+/// hyphen, zero-width and bidirectional formatting characters, variation selectors, fillers, and the tag
+/// characters (U+E0000 to U+E0FFF), with which a description can hide instructions from a review.
+fn visible(text: &str) -> std::borrow::Cow<'_, str> {
+    fn hidden(c: char) -> bool {
+        (c.is_control() && c != '\n')
+            || matches!(
+                c,
+                '\u{ad}'
+                    | '\u{34f}'
+                    | '\u{61c}'
+                    | '\u{115f}'
+                    | '\u{1160}'
+                    | '\u{17b4}'
+                    | '\u{17b5}'
+                    | '\u{180b}'..='\u{180f}'
+                    | '\u{200b}'..='\u{200f}'
+                    | '\u{202a}'..='\u{202e}'
+                    | '\u{2060}'..='\u{206f}'
+                    | '\u{3164}'
+                    | '\u{fe00}'..='\u{fe0f}'
+                    | '\u{feff}'
+                    | '\u{ffa0}'
+                    | '\u{fff0}'..='\u{fffb}'
+                    | '\u{e0000}'..='\u{e0fff}'
+            )
+    }
+    use fmt::Write as _;
+    if !text.chars().any(hidden) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut shown = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if hidden(c) {
+            let _ = write!(shown, "\\u{{{:04x}}}", u32::from(c));
+        } else {
+            shown.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(shown)
+}
+
+impl Changes {
+    fn render(&self, f: &mut String) -> fmt::Result {
+        use fmt::Write as _;
         if self.is_empty() {
             return writeln!(f, "tool definitions unchanged");
         }
@@ -460,6 +523,23 @@ impl fmt::Display for Changes {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn what_a_reader_would_not_see_is_written_out() {
+        let locked = json!({"name": "t", "description": "Reads a file."});
+        let listed = json!({"name": "t", "description": "Reads a file.\u{200b}\u{e0049}\u{e0067}\u{202e} Caf\u{e9}"});
+        let change = &compare(&locked, &listed)[0];
+        let shown = change.to_string();
+        assert!(
+            shown.contains("Reads a file.\\u{200b}\\u{e0049}\\u{e0067}\\u{202e} Caf\u{e9}"),
+            "{shown}"
+        );
+        let changes = Changes {
+            added: vec!["t\u{200f}".into()],
+            ..Changes::default()
+        };
+        assert_eq!(changes.to_string(), "added: t\\u{200f}\n");
+    }
 
     fn base() -> Value {
         json!({

@@ -1,6 +1,7 @@
 //! The lockfile: each tool's digest and its whole definition, in canonical, diff-friendly JSON, reviewed like code.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use rmcp::model::Tool;
@@ -125,7 +126,20 @@ impl ToolsLock {
         // `preserve_order`, and without it sorts by key, which differs only for keys beyond U+FFFF) and indent.
         let canonical = serde_json_canonicalizer::to_string(&value).unwrap_or_default();
         let ordered: Value = serde_json::from_str(&canonical).unwrap_or(value);
-        let mut text = serde_json::to_string_pretty(&ordered).unwrap_or_default();
+        let pretty = serde_json::to_string_pretty(&ordered).unwrap_or_default();
+        // ASCII only: every other character escaped (`\u200b`), so that what a reviewer reads in the file is all
+        // it holds (an invisible or bidirectional character in a description would otherwise pass unseen). Outside
+        // ASCII, JSON text can only be inside strings, where an escape means the same character.
+        let mut text = String::with_capacity(pretty.len() + 1);
+        for c in pretty.chars() {
+            if c.is_ascii() {
+                text.push(c);
+            } else {
+                for unit in c.encode_utf16(&mut [0; 2]) {
+                    let _ = write!(text, "\\u{unit:04x}");
+                }
+            }
+        }
         text.push('\n');
         text
     }
@@ -232,6 +246,25 @@ impl ToolsLock {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn the_lockfile_shows_every_character_it_holds() {
+        let hidden = "Reads a file.\u{200b}\u{e0049}\u{202e} caf\u{e9}";
+        let listed =
+            vec![json!({"name": "t", "description": hidden, "inputSchema": {"type": "object"}})];
+        let lock = ToolsLock::from_listed(listed.clone());
+        let text = lock.to_text();
+        assert!(text.is_ascii(), "{text}");
+        assert!(
+            text.contains("Reads a file.\\u200b\\udb40\\udc49\\u202e caf\\u00e9"),
+            "{text}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tools.lock.json");
+        lock.write(&path).unwrap();
+        let read = ToolsLock::read(&path).unwrap();
+        assert!(read.compare_listed(&listed).is_empty());
+    }
 
     #[test]
     fn a_name_listed_twice_is_a_change_whichever_definition_is_locked() {
