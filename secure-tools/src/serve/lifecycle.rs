@@ -113,6 +113,7 @@ impl Settings {
         let tools = self.build(builder)?;
         let secure = secure_server(&tools, &self);
         let listed = listed_tools(&tools, &make(secure.for_session()));
+        check_plain_redactions(&tools, &listed)?;
         self.toolset_digest = Some(crate::integrity::ToolsLock::from_tools(&listed).toolset);
         if let Some((path, mode)) = &self.tools_lock {
             check_tools_lock(path, *mode, &listed, &tools)?;
@@ -241,6 +242,35 @@ fn listed_tools<S: Send + Sync + 'static, H: ServerHandler>(
     }
     listed.sort_by(|a, b| a.name.cmp(&b.name));
     listed
+}
+
+/// A plain tool's redactions must name arguments of its input schema, as a secure tool's must: a redaction that
+/// names nothing (a typo, `api_key` for `apiKey`) would leave the secret in clear in every record.
+fn check_plain_redactions<S: Send + Sync + 'static>(
+    tools: &ToolSet<S>,
+    listed: &[rmcp::model::Tool],
+) -> Result<(), ServeError> {
+    for tool in listed {
+        let Some(definition) = tools.plain_tool(&tool.name) else {
+            continue;
+        };
+        let properties = tool
+            .input_schema
+            .get("properties")
+            .and_then(serde_json::Value::as_object);
+        if let Some(unknown) = definition
+            .audit_redact()
+            .iter()
+            .find(|name| !properties.is_some_and(|p| p.contains_key(**name)))
+        {
+            return Err(ServeError::Config(format!(
+                "the plain tool `{}` redacts `{unknown}`, which its input schema does not declare; a redaction \
+                 must name an argument, or the value it means would be recorded in clear",
+                tool.name
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Compares the definitions served with the lockfile: on a difference, says what changed on stderr, audits it, and
@@ -400,5 +430,42 @@ impl Signals {
             _ = term => "sigterm",
             _ = tokio::signal::ctrl_c() => "sigint",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{PlainTool, ToolSet};
+
+    fn listed(properties: serde_json::Value) -> Vec<rmcp::model::Tool> {
+        let schema = serde_json::json!({"type": "object", "properties": properties});
+        vec![rmcp::model::Tool::new(
+            "search",
+            "Searches.",
+            std::sync::Arc::new(schema.as_object().unwrap().clone()),
+        )]
+    }
+
+    /// Review finding: a plain tool's redactions were never compared with its schema, so a misspelt one left the
+    /// secret in clear in every record. The server now refuses to start with one.
+    #[test]
+    fn a_plain_tools_redaction_must_name_one_of_its_arguments() {
+        let tools = ToolSet::builder(())
+            .plain_tool(
+                PlainTool::new("search")
+                    .scope("s.read")
+                    .audit_redact(["api_key"]),
+            )
+            .build()
+            .unwrap();
+        let refused =
+            super::check_plain_redactions(&tools, &listed(serde_json::json!({"apiKey": {}})))
+                .unwrap_err()
+                .to_string();
+        assert!(refused.contains("`search` redacts `api_key`"), "{refused}");
+        assert!(
+            super::check_plain_redactions(&tools, &listed(serde_json::json!({"api_key": {}})))
+                .is_ok()
+        );
     }
 }
