@@ -538,6 +538,26 @@ fn answers_queued_when_the_input_ends_are_written_before_exit() {
     }
 }
 
+/// Review finding: a last line the input ended without its newline was dropped, unanswered and unaudited. It is a
+/// line like any other: a call on it is answered (and recorded), and garbage on it refused.
+#[test]
+fn a_last_line_without_its_newline_is_still_answered() {
+    let mut server = started(&[]);
+    let call = RawServer::call_message(7, "echo", json!({"text": "last"})).to_string();
+    server.send_raw(call.as_bytes());
+    drop(server.take_stdin());
+    let answer = server.recv();
+    assert_eq!(answer["id"], 7, "{answer}");
+    assert_eq!(answer["result"]["content"][0]["text"], "last", "{answer}");
+    assert!(server.wait().success());
+
+    let mut server = started(&[]);
+    server.send_raw(b"not json");
+    drop(server.take_stdin());
+    assert_error(&server.recv(), -32700, Value::Null);
+    assert!(server.wait().success());
+}
+
 /// rmcp takes a `tools/call` whose params do not have its shape for a request of some other method, answers it
 /// `-32601` "method not found", and logs its params whole at `debug`. It is an invalid-params error (`-32602`),
 /// answered before rmcp sees the params.

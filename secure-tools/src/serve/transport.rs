@@ -197,6 +197,17 @@ impl<R: AsyncRead + Unpin> Reader<R> {
         loop {
             let available = self.read.fill_buf().await?;
             if available.is_empty() {
+                // The input ends: a last line without its newline is still a line (and an over-long one still
+                // refused), not dropped unanswered.
+                if let Some(discard) = self.discarding.take() {
+                    return Ok(Line::TooLarge {
+                        id: discard.scanner.id(),
+                        bytes: discard.bytes,
+                    });
+                }
+                if !self.line.is_empty() {
+                    return Ok(Line::Complete);
+                }
                 return Ok(Line::Eof);
             }
             let newline = available.iter().position(|&b| b == b'\n');
