@@ -240,9 +240,19 @@ fn sigterm_finishes_calls_in_flight_and_flushes_the_audit() {
         .status()
         .unwrap();
     assert!(status.success());
+    // The call in flight finishes and is answered before the server exits.
+    let answer = server.recv();
+    assert_eq!(answer["id"], 1, "{answer}");
+    assert_eq!(answer["result"]["isError"], false, "{answer}");
     let exit = server.wait();
     assert!(exit.success(), "exit status {exit:?}");
     let records = server.audit();
+    let calls = events(&records, "tool_call");
+    assert_eq!(calls.len(), 1, "{records:?}");
+    assert_eq!(
+        (&calls[0]["tool"], &calls[0]["outcome"]),
+        (&json!("slow"), &json!("ok"))
+    );
     let stop = events(&records, "server_stop");
     assert_eq!(stop.len(), 1);
     assert_eq!(stop[0]["reason"], "sigterm");
