@@ -274,6 +274,17 @@ fn a_merged_server_over_stdio_keeps_every_tool_under_the_policy() {
     );
     assert!(answer()["result"]["protocolVersion"].is_string());
     send(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
+    // The undeclared tool is hidden here too.
+    send(json!({"jsonrpc": "2.0", "id": 9, "method": "tools/list"}));
+    let listed = answer();
+    let mut names: Vec<&str> = listed["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(names, ["close_ticket", "search_tickets"], "{listed}");
     send(call("search_tickets", json!({"query": "printer"})));
     assert_eq!(
         answer()["result"]["content"][0]["text"],
