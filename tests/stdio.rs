@@ -472,3 +472,32 @@ fn a_long_version_or_request_id_outside_a_call_is_bounded_in_its_records() {
         }
     }
 }
+
+#[test]
+fn the_listing_can_show_only_the_tools_the_caller_may_call() {
+    let everything = |server: &mut RawServer| -> Vec<String> {
+        let listed = server.request(json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}));
+        listed["result"]["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let mut all = RawServer::spawn(SERVER, Some("test.read"), &[]);
+    all.initialize("2025-11-25");
+    let listed_all = everything(&mut all);
+    assert_eq!(listed_all.len(), TOOLS.len());
+    let mut callable =
+        RawServer::spawn(SERVER, Some("test.read"), &[("MCP_LIST_TOOLS", "callable")]);
+    callable.initialize("2025-11-25");
+    let listed = everything(&mut callable);
+    assert!(
+        !listed.is_empty() && listed.len() < listed_all.len(),
+        "{listed:?}"
+    );
+    assert!(listed.iter().all(|name| listed_all.contains(name)));
+    let mut wrong = RawServer::spawn(SERVER, Some("test.read"), &[("MCP_LIST_TOOLS", "some")]);
+    let (_, _, stderr) = wrong.finish();
+    assert!(stderr.contains("MCP_LIST_TOOLS"), "{stderr}");
+}

@@ -321,6 +321,10 @@ settings_args! {
         /// Refuse clients asking for a protocol version older than this (e.g. `2025-06-18`).
         #[cfg_attr(feature = "cli", arg(long, value_name = "VERSION"))]
         min_protocol_version: String = env "MCP_MIN_PROTOCOL_VERSION",
+        /// Which tools `tools/list` shows a caller: `all` (each with the scopes it requires; the default) or
+        /// `callable` (only those whose scopes the caller holds).
+        #[cfg_attr(feature = "cli", arg(long, value_name = "WHICH"))]
+        list_tools: String = env "MCP_LIST_TOOLS",
         /// Serve MCP over streamable HTTP at this address (`127.0.0.1:8080`) instead of stdio; the endpoint is
         /// `/mcp`. Needs authentication: bearer tokens (`--issuer`, `--resource-url` and a key) or mutual TLS
         /// (`--tls-cert`, `--tls-key`, `--client-ca`, `--mtls-client`).
@@ -811,6 +815,21 @@ impl Settings {
                 ));
             }
             settings.max_message_bytes = max;
+        }
+        if let Some(which) = &args.list_tools {
+            settings.listing = match which.trim() {
+                "all" => Listing::All,
+                "callable" => Listing::CallableOnly,
+                other => {
+                    return Err(invalid(
+                        "--list-tools / MCP_LIST_TOOLS",
+                        format!(
+                            "expected `all` or `callable`; got `{}`",
+                            other.escape_debug()
+                        ),
+                    ));
+                }
+            };
         }
         if let Some(name) = &args.min_protocol_version {
             settings.versions = VersionPolicy::minimum_named(name).map_err(|message| {
