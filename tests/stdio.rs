@@ -497,7 +497,7 @@ fn the_listing_can_show_only_the_tools_the_caller_may_call() {
         "{listed:?}"
     );
     assert!(listed.iter().all(|name| listed_all.contains(name)));
-    let mut wrong = RawServer::spawn(SERVER, Some("test.read"), &[("MCP_LIST_TOOLS", "some")]);
+    let wrong = RawServer::spawn(SERVER, Some("test.read"), &[("MCP_LIST_TOOLS", "some")]);
     let (_, _, stderr) = wrong.finish();
     assert!(stderr.contains("MCP_LIST_TOOLS"), "{stderr}");
 }
