@@ -842,3 +842,21 @@ async fn a_renamed_redacted_field_keeps_its_validators_message_to_itself() {
     let text = serde_json::to_string(&sink.records()).unwrap();
     assert!(!text.contains("s3cr3t"), "{text}");
 }
+
+/// Review finding: `CallRequest`'s derived `Debug` printed every argument's value, so `?request` in a log showed
+/// redacted ones. It shows their names only.
+#[test]
+fn a_call_requests_debug_shows_argument_names_not_values() {
+    let request = request(
+        &caller("alice", "t.write"),
+        1,
+        "store",
+        json!({"secret": "hunter2-in-debug", "name": "db"}),
+    );
+    let shown = format!("{request:?}");
+    assert!(!shown.contains("hunter2-in-debug"), "{shown}");
+    assert!(
+        shown.contains("\"secret\"") && shown.contains("\"name\""),
+        "{shown}"
+    );
+}

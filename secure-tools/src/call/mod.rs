@@ -65,8 +65,9 @@ use crate::toolset::{Inner, Registered, ToolEntry, ToolSet};
 /// The `_meta` key under which a refused call's result carries its refusal, typed (see [`RefusalNotice`]).
 pub const REFUSAL_META_KEY: &str = "secure-tools/refusal";
 
-/// One `tools/call`.
-#[derive(Debug, Clone)]
+/// One `tools/call`. Its `Debug` shows the arguments' names, never their values (a value may be one the tool
+/// redacts).
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct CallRequest {
     /// Who is calling.
@@ -84,6 +85,24 @@ pub struct CallRequest {
     pub rmcp: Option<RequestContext<RoleServer>>,
     /// For a plain rmcp tool: the handler that runs it, once the pipeline lets the call through.
     pub(crate) forward: Option<Forward>,
+}
+
+impl std::fmt::Debug for CallRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallRequest")
+            .field("caller", &self.caller)
+            .field("request_id", &self.request_id)
+            .field("tool", &self.tool)
+            .field(
+                "arguments",
+                &self
+                    .arguments
+                    .as_ref()
+                    .map(|a| a.keys().collect::<Vec<_>>()),
+            )
+            .field("connection", &self.connection)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The future of a plain rmcp tool's call.
@@ -992,7 +1011,10 @@ impl<'s> Call<'s> {
         if let Err(refusal) = &result
             && let Some(source) = refusal.internal_source()
         {
-            tracing::error!(code = refusal.code(), error = %source, "tool failed");
+            // The error's `Display` is the tool's code: a panic in it must not take the call's answer with it.
+            let _ = panic::quietly(|| {
+                tracing::error!(code = refusal.code(), error = %source, "tool failed");
+            });
         }
         let code = match &result {
             Err(refusal) => Some(refusal.code()),
