@@ -493,6 +493,48 @@ async fn the_minimum_protocol_version_holds_over_http_and_is_audited() {
     );
 }
 
+/// Review finding: an authenticated caller could open sessions without limit (rmcp keeps each for minutes). One
+/// identity now holds at most `MAX_SESSIONS_PER_CALLER` at once; the next is refused `429` and audited, another
+/// identity is not affected, and a session closed makes room again.
+#[tokio::test]
+async fn one_identity_holds_a_bounded_number_of_sessions() {
+    const MAX: usize = secure_tools::serve::http::MAX_SESSIONS_PER_CALLER;
+    let server = Server::start(None, &["--http-sessions"]);
+    let alice = server.token("alice", "files.read");
+    let mut sessions = Vec::new();
+    for _ in 0..MAX {
+        let (status, session, body) = session_post(&server, &alice, None, &initialize()).await;
+        assert_eq!(status, 200, "{body}");
+        sessions.push(session.expect("a session id"));
+    }
+    let (status, session, _) = session_post(&server, &alice, None, &initialize()).await;
+    assert_eq!(status, 429);
+    assert!(session.is_none());
+    let bob = server.token("bob", "files.read");
+    let (status, _, body) = session_post(&server, &bob, None, &initialize()).await;
+    assert_eq!(status, 200, "{body}");
+    let closed = client()
+        .delete(&server.resource)
+        .header("authorization", format!("Bearer {alice}"))
+        .header("mcp-session-id", &sessions[0])
+        .send()
+        .await
+        .unwrap();
+    assert!(closed.status().is_success(), "{}", closed.status());
+    let (status, _, body) = session_post(&server, &alice, None, &initialize()).await;
+    assert_eq!(status, 200, "{body}");
+    let refused: Vec<Value> = server
+        .events("http_rejected")
+        .into_iter()
+        .filter(|r| r["reason"] == "too_many_sessions")
+        .collect();
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(
+        (&refused[0]["subject"], &refused[0]["status"]),
+        (&json!("alice"), &json!(429))
+    );
+}
+
 /// A connection to `port` whose receive window is tiny (`SO_RCVBUF` set before connecting) and that sends a few
 /// thousand pipelined `GET /healthz` from a thread of its own and never reads an answer.
 fn never_reading(port: u16) -> std::thread::JoinHandle<()> {

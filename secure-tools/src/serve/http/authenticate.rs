@@ -280,6 +280,22 @@ async fn authenticated(shared: Arc<Shared>, mut request: Request, next: Route) -
             request.uri().path(),
         );
     }
+    // A request without a session opens one (rmcp's session mode): an identity holds a bounded number at once, so
+    // that one caller cannot fill the server's memory with sessions (or its connections with their streams).
+    if shared.sessions
+        && session_id.is_none()
+        && request.method() == axum::http::Method::POST
+        && shared.owners.open_by(&owner) >= super::sessions::MAX_SESSIONS_PER_CALLER
+    {
+        return shared.reject(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_sessions",
+            None,
+            Some(owner.to_string()),
+            request.method(),
+            request.uri().path(),
+        );
+    }
     let deleting = request.method() == axum::http::Method::DELETE;
     let mut connection = connection(&shared, &request, identified.token_id);
     // A caller with a token gets a missing scope answered as a challenge: the pipeline leaves its refusal here.

@@ -50,6 +50,8 @@ pub mod mtls;
 mod rejections;
 mod sessions;
 
+pub use sessions::MAX_SESSIONS_PER_CALLER;
+
 pub use authenticate::INSUFFICIENT_SCOPE_CODE;
 pub use bearer::{BearerAuth, KeyError, TokenError, VerificationKeys, VerifiedToken};
 pub use challenge::METADATA_PATH;

@@ -25,6 +25,9 @@ struct Map {
 /// Never prune below this many sessions.
 const MIN_PRUNE_AT: usize = 64;
 
+/// How many sessions one identity may hold open at once; one more is refused `429`, reason `too_many_sessions`.
+pub const MAX_SESSIONS_PER_CALLER: usize = 32;
+
 impl Owners {
     pub(super) fn new(manager: Arc<LocalSessionManager>) -> Self {
         Owners {
@@ -55,6 +58,19 @@ impl Owners {
                 map.owners.retain(|id, _| live.contains_key(id.as_str()));
             }
             map.prune_at = (map.owners.len() * 2).max(MIN_PRUNE_AT);
+        }
+    }
+
+    /// How many sessions `owner` holds that rmcp's manager still keeps (if the manager is busy, every session
+    /// known to be `owner`'s).
+    pub(super) fn open_by(&self, owner: &str) -> usize {
+        let map = self.lock();
+        let owned = map.owners.iter().filter(|(_, o)| &***o == owner);
+        match self.manager.sessions.try_read() {
+            Ok(live) => owned
+                .filter(|(id, _)| live.contains_key(id.as_str()))
+                .count(),
+            Err(_) => owned.count(),
         }
     }
 
