@@ -235,6 +235,11 @@ fn listed_tools<S: Send + Sync + 'static, H: ServerHandler>(
     for name in tools.plain_tool_names() {
         let (Some(mut tool), Some(definition)) = (handler.get_tool(name), tools.plain_tool(name))
         else {
+            tracing::warn!(
+                tool = name,
+                "the server's handler does not describe this declared plain tool (`ServerHandler::get_tool`, which \
+                 `#[tool_handler]` implements): it is left out of the tools lock and its redactions are not checked"
+            );
             continue;
         };
         super::handler::publish_scopes(&mut tool, definition);
