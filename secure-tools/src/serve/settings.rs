@@ -166,6 +166,28 @@ impl FromSetting for Vec<String> {
     }
 }
 
+/// Says so on stderr when a key file can be read by users other than its owner (its group or everyone): whoever can
+/// read the audit keys can forge the chain or its checkpoints. Not refused: a secret mounted by an orchestrator is
+/// often `0644` inside a container only its process sees.
+pub(crate) fn warn_if_readable_by_others(path: &Path, setting: &str) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(metadata) = std::fs::metadata(path)
+            && metadata.permissions().mode() & 0o044 != 0
+        {
+            eprintln!(
+                "secure-tools: warning: {} ({setting}) can be read by users other than its owner (mode {:o}); \
+                 keep it readable by the server's user only (chmod 600)",
+                path.display(),
+                metadata.permissions().mode() & 0o777
+            );
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (path, setting);
+}
+
 /// A variable's value: unset or blank is `None`.
 pub(crate) fn variable<T: FromSetting>(
     name: &'static str,
@@ -741,6 +763,7 @@ impl Settings {
                 .map_err(|message: String| invalid("--audit-sync / MCP_AUDIT_SYNC", message))?;
         }
         if let Some(path) = &args.audit_checkpoint_key {
+            warn_if_readable_by_others(path, "--audit-checkpoint-key / MCP_AUDIT_CHECKPOINT_KEY");
             let key = crate::audit::CheckpointKey::read(path).map_err(|e| {
                 invalid(
                     "--audit-checkpoint-key / MCP_AUDIT_CHECKPOINT_KEY",
@@ -765,6 +788,7 @@ impl Settings {
             settings.audit_checkpoints = Some(crate::audit::Checkpoints { key, interval });
         }
         if let Some(path) = &args.audit_chain_key {
+            warn_if_readable_by_others(path, "--audit-chain-key / MCP_AUDIT_CHAIN_KEY");
             settings.audit_chain_key =
                 Some(crate::audit::ChainKey::read(path).map_err(|e| {
                     invalid("--audit-chain-key / MCP_AUDIT_CHAIN_KEY", e.to_string())

@@ -346,6 +346,7 @@ fn mtls_auth(args: &ServerArgs) -> Result<Auth, SettingsError> {
             "mutual TLS needs all of --tls-cert, --tls-key and --client-ca",
         ));
     };
+    super::settings::warn_if_readable_by_others(key, "--tls-key / MCP_TLS_KEY");
     let clients = args.mtls_clients.clone().unwrap_or_default();
     if clients.is_empty() {
         return Err(invalid(
