@@ -183,6 +183,28 @@ fn signed_checkpoints_show_a_clean_stop_a_cut_tail_and_a_file_replaced_without_t
         std::fs::metadata(&signing).unwrap().permissions().mode() & 0o777,
         0o600
     );
+    // Neither half of a key pair is ever overwritten: the private one, nor (review finding) the public one.
+    let kept = std::fs::read_to_string(&public).unwrap();
+    let again = secure_tools(
+        &["audit", "keygen", "--out", signing.to_str().unwrap()],
+        &[],
+    );
+    assert_ne!(again.0, 0, "{}", again.2);
+    let other = dir.path().join("other.key");
+    std::fs::write(
+        dir.path().join("other.key.pub"),
+        "a public key kept elsewhere\n",
+    )
+    .unwrap();
+    let refused = secure_tools(&["audit", "keygen", "--out", other.to_str().unwrap()], &[]);
+    assert_ne!(refused.0, 0);
+    assert!(
+        refused.2.contains("overwrites neither half"),
+        "{}",
+        refused.2
+    );
+    assert!(!other.exists(), "no private key without its public half");
+    assert_eq!(std::fs::read_to_string(&public).unwrap(), kept);
     let audit = dir.path().join("audit.jsonl");
     for _ in 0..2 {
         run_server(

@@ -317,6 +317,14 @@ fn keygen(out: &std::path::Path) -> Result<u8, String> {
         .and_then(|mut random| random.read_exact(&mut seed))
         .map_err(|e| format!("/dev/urandom: {e}"))?;
     let key = secure_tools::audit::CheckpointKey::from_seed(seed);
+    let mut public = out.as_os_str().to_owned();
+    public.push(".pub");
+    if std::fs::symlink_metadata(&public).is_ok() {
+        return Err(format!(
+            "{} exists: keygen writes a new key pair and overwrites neither half",
+            PathBuf::from(&public).display()
+        ));
+    }
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -324,9 +332,12 @@ fn keygen(out: &std::path::Path) -> Result<u8, String> {
         .open(out)
         .map_err(|e| format!("{}: {e}", out.display()))?;
     writeln!(file, "{}", key.seed_hex()).map_err(|e| format!("{}: {e}", out.display()))?;
-    let mut public = out.as_os_str().to_owned();
-    public.push(".pub");
-    std::fs::write(&public, format!("{}\n", key.public_hex()))
+    // Never over another key's public half: a verifier holding it would then refuse that key's checkpoints.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&public)
+        .and_then(|mut file| writeln!(file, "{}", key.public_hex()))
         .map_err(|e| format!("{}: {e}", PathBuf::from(&public).display()))?;
     println!("{}", key.public_hex());
     Ok(0)
