@@ -139,6 +139,12 @@ impl Server {
         };
         let cert_pem = write("server.pem", server.pem.clone());
         let key_pem = write("server.key", server.key.serialize_pem());
+        // A private key is the server user's alone (a key readable by others is warned about at start).
+        std::fs::set_permissions(
+            &key_pem,
+            <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600),
+        )
+        .unwrap();
         let ca_pem = write("ca.pem", ca.pem());
         let extra = extra(&ca, dir.path());
 
