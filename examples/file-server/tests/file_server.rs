@@ -746,36 +746,33 @@ fn start_up_refuses_a_bad_configuration_with_a_clear_message() {
     // The same key outside the root is fine: the server starts (and stops at the end of its input).
     let outside = area.path("chain.key");
     std::fs::write(&outside, "k".repeat(40)).unwrap();
-    let started = Command::new(SERVER)
-        .args(["--data-root", data, "--scopes", "files.read"])
-        .args(["--audit-chain-key", outside.to_str().unwrap()])
-        .arg("--audit-log")
-        .arg(area.path("audit.jsonl"))
-        .env_remove("DATA_ROOT")
-        .env_remove("MCP_AUDIT_LOG")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&started.stderr).into_owned();
-    assert!(started.status.success(), "{said}");
+    // A run with that key, to its end (no input): whether it succeeded, and what it said on stderr.
+    let run_with_key = || {
+        let run = Command::new(SERVER)
+            .args(["--data-root", data, "--scopes", "files.read"])
+            .args(["--audit-chain-key", outside.to_str().unwrap()])
+            .arg("--audit-log")
+            .arg(area.path("audit.jsonl"))
+            .env_remove("DATA_ROOT")
+            .env_remove("MCP_AUDIT_LOG")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        (
+            run.status.success(),
+            String::from_utf8_lossy(&run.stderr).into_owned(),
+        )
+    };
+    let (started, said) = run_with_key();
+    assert!(started, "{said}");
     // Written with the usual umask, the key is readable by others: the start says so. Made private, it does not.
     assert!(
         said.contains("can be read by users other than its owner"),
         "{said}"
     );
     std::fs::set_permissions(&outside, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let private = Command::new(SERVER)
-        .args(["--data-root", data, "--scopes", "files.read"])
-        .args(["--audit-chain-key", outside.to_str().unwrap()])
-        .arg("--audit-log")
-        .arg(area.path("audit.jsonl"))
-        .env_remove("DATA_ROOT")
-        .env_remove("MCP_AUDIT_LOG")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&private.stderr).into_owned();
-    assert!(private.status.success(), "{said}");
+    let (started, said) = run_with_key();
+    assert!(started, "{said}");
     assert!(!said.contains("can be read by users"), "{said}");
 }
 
