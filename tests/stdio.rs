@@ -501,3 +501,82 @@ fn the_listing_can_show_only_the_tools_the_caller_may_call() {
     let (_, _, stderr) = wrong.finish();
     assert!(stderr.contains("MCP_LIST_TOOLS"), "{stderr}");
 }
+
+/// Hosts on Node (whose `child_process` connects a child's standard streams with Unix socket pairs, not pipes)
+/// are served on the event loop like pipes: the calls work, and a host that stops reading does not keep the server
+/// from stopping (review finding: the writes then went through tokio's blocking pool, which a stopping runtime
+/// waits for, so the process hung after SIGTERM).
+#[test]
+fn standard_streams_that_are_sockets_work_and_do_not_hold_up_the_stop() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::unix::net::UnixStream;
+    use std::process::Stdio;
+
+    let (mut to_server, server_in) = UnixStream::pair().unwrap();
+    let (from_server, server_out) = UnixStream::pair().unwrap();
+    let mut child = std::process::Command::new(SERVER)
+        .env("MCP_SCOPES", "test.read")
+        .stdin(Stdio::from(std::os::fd::OwnedFd::from(server_in)))
+        .stdout(Stdio::from(std::os::fd::OwnedFd::from(server_out)))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut answers = BufReader::new(from_server.try_clone().unwrap());
+    let mut answer = || {
+        let mut line = String::new();
+        answers.read_line(&mut line).unwrap();
+        serde_json::from_str::<Value>(&line).unwrap()
+    };
+    let initialize = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {},
+        "clientInfo": {"name": "socket-host", "version": "1"}}});
+    writeln!(to_server, "{initialize}").unwrap();
+    assert!(answer()["result"]["protocolVersion"].is_string());
+    writeln!(
+        to_server,
+        "{}",
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"})
+    )
+    .unwrap();
+    writeln!(
+        to_server,
+        "{}",
+        RawServer::call_message(1, "echo", json!({"text": "over a socket"}))
+    )
+    .unwrap();
+    assert_eq!(answer()["result"]["content"][0]["text"], "over a socket");
+
+    // The host stops reading while the server has answers to write.
+    let flood = std::thread::spawn(move || {
+        let list = format!(
+            "{}\n",
+            json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"})
+        );
+        for _ in 0..20_000 {
+            if to_server.write_all(list.as_bytes()).is_err() {
+                break;
+            }
+        }
+        to_server
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(exit) = child.try_wait().unwrap() {
+            assert!(exit.success(), "{exit:?}");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the server did not stop while its host was not reading"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(from_server);
+    drop(flood);
+}

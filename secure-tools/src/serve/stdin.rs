@@ -1,11 +1,12 @@
 //! Standard input and output for the runner.
 //!
-//! MCP hosts connect a stdio server through pipes. Pipes are registered with the runtime's event loop, non-blocking
-//! (tokio's `pipe` module): a message costs no thread hand-off, and nothing blocks shutdown. Anything else (a
-//! terminal, a file, a socket) falls back to a plain thread for input, since `tokio::io::stdin` reads on the
-//! blocking pool and a runtime waits for its blocking tasks when it shuts down (after SIGTERM the process would hang
-//! until the client closed the pipe), and to `tokio::io::stdout` for output. Non-blocking mode is never set on a
-//! terminal, where it would leak to the shell that shares it.
+//! MCP hosts connect a stdio server through pipes, or (hosts on Node, whose `child_process` makes them with libuv)
+//! through Unix sockets. Both are registered with the runtime's event loop, non-blocking (tokio's `pipe` module,
+//! `UnixStream`): a message costs no thread hand-off, and nothing blocks shutdown. Anything else (a terminal, a
+//! file) falls back to a plain thread for input, since `tokio::io::stdin` reads on the blocking pool and a runtime
+//! waits for its blocking tasks when it shuts down (after SIGTERM the process would hang until the client closed
+//! the pipe), and to `tokio::io::stdout` for output. Non-blocking mode is never set on a terminal, where it would
+//! leak to the shell that shares it.
 
 use std::io::Read;
 use std::pin::Pin;
@@ -27,13 +28,15 @@ pub(crate) fn stdio() -> std::io::Result<(Input, Output)> {
         use std::os::fd::AsFd;
         use tokio::net::unix::pipe;
 
-        let input: Input = match pipe_file(std::io::stdin().as_fd())? {
-            Some(file) => Box::new(pipe::Receiver::from_file(file)?),
-            None => Box::new(Stdin::spawn()),
+        let input: Input = match stream_of(std::io::stdin().as_fd())? {
+            Stream::Pipe(file) => Box::new(pipe::Receiver::from_file(file)?),
+            Stream::Socket(socket) => Box::new(socket),
+            Stream::Other => Box::new(Stdin::spawn()),
         };
-        let output: Output = match pipe_file(std::io::stdout().as_fd())? {
-            Some(file) => Box::new(pipe::Sender::from_file(file)?),
-            None => Box::new(tokio::io::stdout()),
+        let output: Output = match stream_of(std::io::stdout().as_fd())? {
+            Stream::Pipe(file) => Box::new(pipe::Sender::from_file(file)?),
+            Stream::Socket(socket) => Box::new(socket),
+            Stream::Other => Box::new(tokio::io::stdout()),
         };
         Ok((input, output))
     }
@@ -43,13 +46,37 @@ pub(crate) fn stdio() -> std::io::Result<(Input, Output)> {
     }
 }
 
-/// A duplicate of `fd` as a file, if it is a pipe.
+/// What a standard stream is connected to.
 #[cfg(unix)]
-fn pipe_file(fd: std::os::fd::BorrowedFd<'_>) -> std::io::Result<Option<std::fs::File>> {
+enum Stream {
+    /// A pipe (a FIFO), as shells and most hosts connect one.
+    Pipe(std::fs::File),
+    /// A socket, as Node's `child_process` (libuv) connects a child's standard streams: registered with the event
+    /// loop like a pipe.
+    Socket(tokio::net::UnixStream),
+    /// A terminal, a file, anything else.
+    Other,
+}
+
+/// A duplicate of `fd`, as what it is connected to.
+#[cfg(unix)]
+fn stream_of(fd: std::os::fd::BorrowedFd<'_>) -> std::io::Result<Stream> {
     use std::os::unix::fs::FileTypeExt;
 
-    let file = std::fs::File::from(fd.try_clone_to_owned()?);
-    Ok(file.metadata()?.file_type().is_fifo().then_some(file))
+    let owned = fd.try_clone_to_owned()?;
+    let file = std::fs::File::from(owned);
+    let kind = file.metadata()?.file_type();
+    if kind.is_fifo() {
+        return Ok(Stream::Pipe(file));
+    }
+    if kind.is_socket() {
+        let socket = std::os::unix::net::UnixStream::from(std::os::fd::OwnedFd::from(file));
+        // The flag is the open file's, shared with the other standard stream if it is the same socket, which is
+        // then registered too; the host's end of the pair is another open file.
+        socket.set_nonblocking(true)?;
+        return Ok(Stream::Socket(tokio::net::UnixStream::from_std(socket)?));
+    }
+    Ok(Stream::Other)
 }
 
 /// An `AsyncRead` over the process's standard input. At most a few chunks are buffered ahead of the reader.
