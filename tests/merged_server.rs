@@ -302,8 +302,17 @@ fn a_merged_server_over_stdio_keeps_every_tool_under_the_policy() {
     send(call("debug_dump", json!({})));
     let dumped = answer();
     assert_eq!(dumped["result"]["isError"], true, "{dumped}");
+    // An argument the plain tool's schema does not name is recorded as a secret, as for a secure tool (review
+    // finding: it was recorded in clear).
+    send(call(
+        "search_tickets",
+        json!({"query": "printer", "api_token": "hunter2-undeclared"}),
+    ));
+    answer();
     drop(input);
     assert!(child.wait().unwrap().success());
+    let text = std::fs::read_to_string(&audit_log).unwrap();
+    assert!(!text.contains("hunter2-undeclared"), "{text}");
     let records = secure_tools_tests::read_audit(&audit_log);
     let calls = secure_tools_tests::events(&records, "tool_call");
     let outcomes: Vec<(&str, &str, &str)> = calls
@@ -322,6 +331,12 @@ fn a_merged_server_over_stdio_keeps_every_tool_under_the_policy() {
             ("search_tickets", "stdio", "ok"),
             ("close_ticket", "stdio", "denied"),
             ("debug_dump", "stdio", "denied"),
+            ("search_tickets", "stdio", "ok"),
         ]
+    );
+    assert_eq!(
+        calls[3]["inputs"]["api_token"]["redacted"], true,
+        "{}",
+        calls[3]
     );
 }

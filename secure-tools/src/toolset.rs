@@ -39,6 +39,17 @@ pub(crate) struct ToolEntry {
     pub(crate) guards: Vec<Arc<dyn Guard>>,
     /// A plain rmcp tool of the server's, under the policy: not listed or routed by the set.
     pub(crate) plain: bool,
+    /// For a plain tool, the argument names of the input schema its server lists, once known (the server is asked
+    /// at its first call): arguments it does not name are recorded as secrets, as for a secure tool.
+    pub(crate) plain_arguments: std::sync::OnceLock<BTreeSet<String>>,
+}
+
+impl ToolEntry {
+    /// The argument names that may be recorded in clear (when not redacted): the schema's, when it allows no
+    /// others or, for a plain tool, once its server has described it.
+    pub(crate) fn known_arguments(&self) -> Option<&BTreeSet<String>> {
+        self.allowed.as_ref().or_else(|| self.plain_arguments.get())
+    }
 }
 
 pub(crate) struct Registered<S> {
@@ -264,6 +275,7 @@ impl<S: Send + Sync + 'static> ToolSetBuilder<S> {
             Ok(Registered {
                 entry: ToolEntry {
                     allowed: allowed_arguments(definition.input_schema()),
+                    plain_arguments: std::sync::OnceLock::new(),
                     name: Arc::from(definition.name()),
                     scopes: definition.scopes().into(),
                     records_start: definition.annotations().read_only_hint != Some(true),
@@ -313,6 +325,7 @@ impl<S: Send + Sync + 'static> ToolSetBuilder<S> {
             Ok(Registered {
                 entry: ToolEntry {
                     allowed: None,
+                    plain_arguments: std::sync::OnceLock::new(),
                     name: Arc::from(definition.name()),
                     scopes: definition.scopes().into(),
                     records_start: !tool.read_only,
@@ -522,6 +535,27 @@ impl<S: Send + Sync + 'static> ToolSet<S> {
             .get(name)
             .filter(|t| t.entry.plain)
             .map(|t| &t.entry.definition)
+    }
+
+    /// Learns a declared plain tool's argument names from the input schema its server lists (once; later calls
+    /// change nothing).
+    pub(crate) fn learn_plain_arguments(&self, name: &str, schema: &JsonObject) {
+        if let Some(registered) = self.inner.tools.get(name).filter(|t| t.entry.plain) {
+            let names = schema
+                .get("properties")
+                .and_then(serde_json::Value::as_object)
+                .map(|properties| properties.keys().cloned().collect())
+                .unwrap_or_default();
+            let _ = registered.entry.plain_arguments.set(names);
+        }
+    }
+
+    /// Whether a declared plain tool's argument names are known.
+    pub(crate) fn knows_plain_arguments(&self, name: &str) -> bool {
+        self.inner
+            .tools
+            .get(name)
+            .is_some_and(|t| t.entry.plain_arguments.get().is_some())
     }
 
     /// The names of the plain tools declared, sorted.

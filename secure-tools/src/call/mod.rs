@@ -882,8 +882,7 @@ impl<'s> Call<'s> {
                     redact.contains(&key)
                         || (!decoded
                             && tool
-                                .allowed
-                                .as_ref()
+                                .known_arguments()
                                 .is_some_and(|allowed| !allowed.contains(key)))
                 })
             }

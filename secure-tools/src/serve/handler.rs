@@ -695,6 +695,12 @@ where
             return Ok(CallToolResponse::Complete(response.into_call_tool_result()));
         }
         if declared {
+            // What the server says the tool takes, once: an argument it does not name is recorded as a secret.
+            if !tools.knows_plain_arguments(&params.name)
+                && let Some(tool) = self.inner.get_tool(&params.name)
+            {
+                tools.learn_plain_arguments(&params.name, &tool.input_schema);
+            }
             let inner = self.inner.clone();
             let mut params = params;
             call.forward = Some(Forward::new(move |arguments| {
