@@ -564,6 +564,21 @@ async fn over_http_the_traceparent_header_or_meta_continues_the_trace_and_metric
         text.contains("mcp_server_operation_duration_seconds_count{"),
         "{text}"
     );
+    // A page of another site that rebinds its name to this address sends that name as Host: refused (review
+    // finding: the address checked no Host). By the address itself, or an allowed name, a scraper is answered.
+    let rebound = client
+        .get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+        .header("host", format!("attacker.example:{metrics_port}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rebound.status(), 403);
+    let by_name = client
+        .get(format!("http://localhost:{metrics_port}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(by_name.status(), 200);
 
     // Over HTTP too, a caller's trace context in the request's `_meta` (SEP-414) continues its trace.
     let meta_traceparent = format!("00-{META_TRACE_ID}-{META_CALLER_SPAN}-01");

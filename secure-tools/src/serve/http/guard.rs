@@ -120,7 +120,7 @@ fn refusal_reason(status: StatusCode) -> &'static str {
 }
 
 /// Splits `host[:port]` (IPv6 in brackets) into its host and port; hosts compare without regard to ASCII case.
-fn split_authority(authority: &str) -> (&str, Option<&str>) {
+pub(super) fn split_authority(authority: &str) -> (&str, Option<&str>) {
     let authority = authority.trim();
     if let Some(rest) = authority.strip_prefix('[') {
         let (host, after) = rest.split_once(']').unwrap_or((rest, ""));
@@ -133,7 +133,7 @@ fn split_authority(authority: &str) -> (&str, Option<&str>) {
     }
 }
 
-fn host_allowed(allowed: &[String], host: &str) -> bool {
+pub(super) fn host_allowed(allowed: &[String], host: &str) -> bool {
     let (name, port) = split_authority(host);
     allowed.iter().any(|entry| {
         let (entry_name, entry_port) = split_authority(entry);

@@ -17,6 +17,17 @@ use super::connections::{self, ConnectionLimits, Security};
 use super::rejections::Rejections;
 use crate::telemetry::Otel;
 
+/// Whether a scrape may be answered: its `Host` is an IP address (a scraper reaching the address directly; a page
+/// rebinding a name of its own to this address sends that name), or one of the allowed hosts. Browsers cannot send
+/// a `Host` of their choosing, so a page of another site (DNS rebinding) cannot read the metrics.
+fn host_allowed(allowed: &[String], headers: &axum::http::HeaderMap) -> bool {
+    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
+        return false;
+    };
+    let (name, _) = super::guard::split_authority(host);
+    name.parse::<std::net::IpAddr>().is_ok() || super::guard::host_allowed(allowed, host)
+}
+
 /// How many connections the metrics address keeps open at once; past it, the oldest idle one is closed.
 pub(super) const MAX_CONNECTIONS: usize = 8;
 
@@ -24,16 +35,26 @@ pub(super) const MAX_CONNECTIONS: usize = 8;
 pub(super) struct Endpoint {
     listener: tokio::net::TcpListener,
     otel: Arc<Otel>,
+    /// The MCP endpoint's allowed hosts: names a browser may reach the address by.
+    allowed_hosts: Arc<[String]>,
 }
 
 impl Endpoint {
-    pub(super) async fn bind(address: SocketAddr, otel: Arc<Otel>) -> std::io::Result<Self> {
+    pub(super) async fn bind(
+        address: SocketAddr,
+        otel: Arc<Otel>,
+        allowed_hosts: Vec<String>,
+    ) -> std::io::Result<Self> {
         let listener = tokio::net::TcpListener::bind(address).await?;
         eprintln!(
             "secure-tools: serving metrics at http://{}/metrics",
             listener.local_addr()?
         );
-        Ok(Endpoint { listener, otel })
+        Ok(Endpoint {
+            listener,
+            otel,
+            allowed_hosts: allowed_hosts.into(),
+        })
     }
 
     /// Answers `GET /metrics` until `stop`, with the MCP endpoint's header-read timeout; anything else is 404.
@@ -45,11 +66,26 @@ impl Endpoint {
         stop: CancellationToken,
     ) {
         let otel = self.otel;
+        let allowed_hosts = self.allowed_hosts;
+        let refused = rejections.clone();
         let app = Router::new().route(
             "/metrics",
-            axum::routing::get(move || {
+            axum::routing::get(move |headers: axum::http::HeaderMap| {
                 let otel = otel.clone();
+                let allowed = host_allowed(&allowed_hosts, &headers);
+                let refused = refused.clone();
                 async move {
+                    if !allowed {
+                        refused.record(crate::audit::AuditEvent::HttpRejected {
+                            status: StatusCode::FORBIDDEN.as_u16(),
+                            reason: "host_not_allowed",
+                            detail: None,
+                            subject: None,
+                            method: "GET".into(),
+                            path: "/metrics".into(),
+                        });
+                        return StatusCode::FORBIDDEN.into_response();
+                    }
                     match otel.prometheus_text() {
                         Some(text) => (
                             [(

@@ -401,7 +401,9 @@ where
     let rejections = Arc::new(rejections);
     #[cfg(feature = "otel")]
     let metrics = match (http.metrics, &settings.otel) {
-        (Some(bind), Some(otel)) => Some(metrics::Endpoint::bind(bind, otel.clone()).await?),
+        (Some(bind), Some(otel)) => {
+            Some(metrics::Endpoint::bind(bind, otel.clone(), http.allowed_hosts.clone()).await?)
+        }
         _ => None,
     };
     let security = match &settings.auth {
