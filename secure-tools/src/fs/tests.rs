@@ -526,19 +526,29 @@ fn a_temporary_file_is_removed_unless_it_was_renamed() {
 
 #[test]
 fn the_final_rename_replaces_a_symlink_raced_in_rather_than_writing_through_it() {
-    // The check before a write cannot see a symlink swapped in after it; the rename must not follow one.
+    // The check before a write cannot see a symlink swapped in after it; the rename must not follow one. The race
+    // is made where it would happen, inside `write_text`: at its last step before the rename, after the name was
+    // checked and the content written and synced (review finding: the test renamed with cap-std directly).
     let dir = tempfile::tempdir().unwrap();
     let outside = tempfile::tempdir().unwrap();
     let target = outside.path().join("target.txt");
     fs::write(&target, "outside").unwrap();
-    let handle = Dir::open_ambient_dir(dir.path(), cap_std::ambient_authority()).unwrap();
-    let temp = temp::TempFile::create(&handle, PRIVATE_MODE).unwrap();
-    temp.file().write_all(b"new").unwrap();
-    std::os::unix::fs::symlink(&target, dir.path().join("raced.txt")).unwrap();
-    handle.rename(temp.name(), &handle, "raced.txt").unwrap();
-    temp.renamed();
-    assert_eq!(fs::read_to_string(&target).unwrap(), "outside");
+    let root = root_in(dir.path());
     let raced = dir.path().join("raced.txt");
+    let checks = std::cell::Cell::new(0);
+    let race_in_a_link = || {
+        checks.set(checks.get() + 1);
+        if checks.get() == 2 {
+            std::os::unix::fs::symlink(&target, &raced).unwrap();
+        }
+        false
+    };
+    let written = root
+        .write_unless(&name("raced.txt"), "new", &race_in_a_link)
+        .unwrap();
+    assert_eq!(checks.get(), 2, "the link went in at the last step");
+    assert!(written.created);
+    assert_eq!(fs::read_to_string(&target).unwrap(), "outside");
     assert!(fs::symlink_metadata(&raced).unwrap().is_file());
     assert_eq!(fs::read_to_string(&raced).unwrap(), "new");
 }
