@@ -716,6 +716,40 @@ fn opening_removes_stale_temporary_files_only() {
     age(&target);
     let linked = ".secure-tools-00000000000000aa.tmp";
     std::os::unix::fs::symlink(&target, dir.path().join(linked)).unwrap();
+    // The link itself aged too (review finding: only its target was, so a new link was kept for being new, and
+    // the check that keeps links untested).
+    let link_path = std::ffi::CString::new(
+        dir.path()
+            .join(linked)
+            .into_os_string()
+            .into_encoded_bytes(),
+    )
+    .unwrap();
+    let seconds = long_ago
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as libc::time_t;
+    let times = [libc::timespec {
+        tv_sec: seconds,
+        tv_nsec: 0,
+    }; 2];
+    // SAFETY: a valid NUL-terminated path and two timespecs, as `utimensat` takes them.
+    let aged = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            link_path.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    assert_eq!(aged, 0, "{}", std::io::Error::last_os_error());
+    // A directory of the temporary shape, aged, is not a file: kept too.
+    let directory = ".secure-tools-00000000000000bb.tmp";
+    fs::create_dir(dir.path().join(directory)).unwrap();
+    fs::File::open(dir.path().join(directory))
+        .unwrap()
+        .set_modified(long_ago)
+        .unwrap();
 
     root_in(dir.path());
     assert_eq!(
@@ -724,6 +758,7 @@ fn opening_removes_stale_temporary_files_only() {
             fresh.into(),
             lookalike.into(),
             linked.into(),
+            directory.into(),
             "user.txt".into()
         ])
     );
