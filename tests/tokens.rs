@@ -290,3 +290,36 @@ fn base64url(bytes: &[u8]) -> String {
     }
     out
 }
+
+/// Algorithm confusion (RFC 8725 section 2.1): a token signed HS256 with the server's public key as the HMAC secret,
+/// the classic forgery against verifiers that take the algorithm from the token. Refused: a public key allows only
+/// its own algorithms. (Review finding: only `alg: none` was tested.)
+#[test]
+fn a_token_signed_hs256_with_the_public_key_as_secret_is_refused() {
+    const PUBLIC_PEM: &[u8] = b"-----BEGIN PUBLIC KEY-----
+MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEa+Wy76k3FwsRuNxSB1OHG4+7ao9b
+gNkAxb9j7JblLmZRd9iXlkq/RjpsS20nScnaMshMvyoMl1ZrNLVnbvmlUg==
+-----END PUBLIC KEY-----
+";
+    let issuer = "https://issuer.example.com";
+    let auth = BearerAuth::new(
+        issuer,
+        RESOURCE,
+        VerificationKeys::public_key_pem(PUBLIC_PEM).unwrap(),
+    );
+    let claims = json!({"iss": issuer, "aud": RESOURCE, "sub": "mallory", "scope": "files.write",
+                        "iat": now(), "exp": now() + 600});
+    for secret in [PUBLIC_PEM, PUBLIC_PEM.trim_ascii_end()] {
+        let forged = jsonwebtoken::encode(
+            &typed(Some("at+jwt")),
+            &claims,
+            &EncodingKey::from_secret(secret),
+        )
+        .unwrap();
+        assert!(
+            matches!(auth.verify(&forged), Err(TokenError::AlgorithmNotAllowed)),
+            "{:?}",
+            auth.verify(&forged).map(|c| c.id().to_owned())
+        );
+    }
+}
