@@ -521,6 +521,43 @@ async fn an_oversized_body_is_refused_and_audited() {
     assert_eq!(rejections[0]["status"], 413);
     assert_eq!(rejections[0]["reason"], "body_too_large");
     assert!(server.calls().is_empty());
+
+    // The same without a declared length (chunked), which only rmcp's limit can catch as the body streams in: refused
+    // too, and audited once, with the caller (review finding: only the declared-length path was tested).
+    use std::io::{Read, Write};
+    let address = server.base.trim_start_matches("http://").to_owned();
+    let mut stream = std::net::TcpStream::connect(&address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let head = format!(
+        "POST /mcp HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\n\
+         Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    let chunk = format!("{:x}\r\n{}\r\n", 8192, "x".repeat(8192));
+    for _ in 0..10 {
+        if stream.write_all(chunk.as_bytes()).is_err() {
+            break; // the server answered and closed before the end
+        }
+    }
+    let _ = stream.write_all(b"0\r\n\r\n");
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    let rejections = server.rejections();
+    assert_eq!(rejections.len(), 2, "{rejections:?}");
+    assert_eq!(
+        (
+            &rejections[1]["status"],
+            &rejections[1]["reason"],
+            &rejections[1]["subject"]
+        ),
+        (&json!(413), &json!("body_too_large"), &json!("alice"))
+    );
+    assert!(server.calls().is_empty());
 }
 
 #[tokio::test]
