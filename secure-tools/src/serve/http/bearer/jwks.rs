@@ -275,27 +275,23 @@ impl VerificationKeys {
 
     /// The shortest time between two fetches of a JWKS URL (default [`DEFAULT_JWKS_REFETCH_INTERVAL`]). Call it
     /// before cloning the keys; it has no effect on other key sources.
-    pub fn refetch_interval(mut self, interval: Duration) -> Self {
-        if let Some(remote) = self.remote.take() {
-            self.remote = Some(match Arc::try_unwrap(remote) {
-                Ok(mut remote) => {
-                    remote.min_interval = interval;
-                    Arc::new(remote)
-                }
-                Err(shared) => shared,
-            });
-        }
-        self
+    pub fn refetch_interval(self, interval: Duration) -> Self {
+        self.configure_remote(|remote| remote.min_interval = interval)
     }
 
     /// The longest the keys of a JWKS URL are used before they are fetched again, in the background, while the
     /// keys held go on being used (default [`DEFAULT_JWKS_MAX_AGE`]; never more often than the refetch interval).
     /// Call it before cloning the keys; it has no effect on other key sources.
-    pub fn max_age(mut self, max_age: Duration) -> Self {
+    pub fn max_age(self, max_age: Duration) -> Self {
+        self.configure_remote(|remote| remote.max_age = max_age)
+    }
+
+    /// Changes the settings of the keys' URL, while these keys are not yet shared (cloned); else nothing.
+    fn configure_remote(mut self, change: impl FnOnce(&mut RemoteJwks)) -> Self {
         if let Some(remote) = self.remote.take() {
             self.remote = Some(match Arc::try_unwrap(remote) {
                 Ok(mut remote) => {
-                    remote.max_age = max_age;
+                    change(&mut remote);
                     Arc::new(remote)
                 }
                 Err(shared) => shared,
