@@ -495,8 +495,17 @@ fn allowed_arguments(schema: &JsonObject) -> Option<BTreeSet<String>> {
     if schema.get("additionalProperties") != Some(&Value::Bool(false)) {
         return None;
     }
-    let properties = schema.get("properties")?.as_object()?;
-    Some(properties.keys().cloned().collect())
+    schema.get("properties")?.as_object()?;
+    Some(argument_names(schema))
+}
+
+/// The argument names an input schema declares (its `properties`).
+pub(crate) fn argument_names(schema: &JsonObject) -> BTreeSet<String> {
+    schema
+        .get("properties")
+        .and_then(Value::as_object)
+        .map(|properties| properties.keys().cloned().collect())
+        .unwrap_or_default()
 }
 
 impl<S: Send + Sync + 'static> ToolSet<S> {
@@ -537,25 +546,22 @@ impl<S: Send + Sync + 'static> ToolSet<S> {
             .map(|t| &t.entry.definition)
     }
 
-    /// Learns a declared plain tool's argument names from the input schema its server lists (once; later calls
-    /// change nothing).
-    pub(crate) fn learn_plain_arguments(&self, name: &str, schema: &JsonObject) {
-        if let Some(registered) = self.inner.tools.get(name).filter(|t| t.entry.plain) {
-            let names = schema
-                .get("properties")
-                .and_then(serde_json::Value::as_object)
-                .map(|properties| properties.keys().cloned().collect())
-                .unwrap_or_default();
-            let _ = registered.entry.plain_arguments.set(names);
+    /// Learns a declared plain tool's argument names, once, from the input schema `describe` gives (its server's
+    /// description of the tool); `describe` is not called once they are known.
+    pub(crate) fn learn_plain_arguments(
+        &self,
+        name: &str,
+        describe: impl FnOnce() -> Option<rmcp::model::Tool>,
+    ) {
+        if let Some(registered) = self.inner.tools.get(name).filter(|t| t.entry.plain)
+            && registered.entry.plain_arguments.get().is_none()
+            && let Some(tool) = describe()
+        {
+            let _ = registered
+                .entry
+                .plain_arguments
+                .set(argument_names(&tool.input_schema));
         }
-    }
-
-    /// Whether a declared plain tool's argument names are known.
-    pub(crate) fn knows_plain_arguments(&self, name: &str) -> bool {
-        self.inner
-            .tools
-            .get(name)
-            .is_some_and(|t| t.entry.plain_arguments.get().is_some())
     }
 
     /// The names of the plain tools declared, sorted.

@@ -696,11 +696,7 @@ where
         }
         if declared {
             // What the server says the tool takes, once: an argument it does not name is recorded as a secret.
-            if !tools.knows_plain_arguments(&params.name)
-                && let Some(tool) = self.inner.get_tool(&params.name)
-            {
-                tools.learn_plain_arguments(&params.name, &tool.input_schema);
-            }
+            tools.learn_plain_arguments(&params.name, || self.inner.get_tool(&params.name));
             let inner = self.inner.clone();
             let mut params = params;
             call.forward = Some(Forward::new(move |arguments| {

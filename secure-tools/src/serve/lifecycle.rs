@@ -259,14 +259,11 @@ fn check_plain_redactions<S: Send + Sync + 'static>(
         let Some(definition) = tools.plain_tool(&tool.name) else {
             continue;
         };
-        let properties = tool
-            .input_schema
-            .get("properties")
-            .and_then(serde_json::Value::as_object);
+        let arguments = crate::toolset::argument_names(&tool.input_schema);
         if let Some(unknown) = definition
             .audit_redact()
             .iter()
-            .find(|name| !properties.is_some_and(|p| p.contains_key(**name)))
+            .find(|name| !arguments.contains(**name))
         {
             return Err(ServeError::Config(format!(
                 "the plain tool `{}` redacts `{unknown}`, which its input schema does not declare; a redaction \
