@@ -28,9 +28,8 @@ pub const ROOT_SECTION: &str = "files";
 
 impl RootArgs {
     /// Opens the root these settings describe, over the config file's `[files]` table. Refuses a root that would
-    /// hold the server's audit log, or any file the settings name that no tool should reach (a key, a
-    /// certificate, the config file, the lockfile: [`Settings::protected_files`]): the tools could read or
-    /// overwrite it.
+    /// hold any file the settings name that no tool should reach (the audit log, a key, a certificate, the config
+    /// file, the lockfile: [`Settings::protected_files`]): the tools could read or overwrite it.
     pub fn open(self, settings: &Settings) -> Result<Root, SettingsError> {
         let args = self.or(settings.section(ROOT_SECTION)?);
         let invalid = |message: String| {
@@ -47,11 +46,7 @@ impl RootArgs {
             max_read_bytes: args.max_read_bytes.unwrap_or(defaults.max_read_bytes),
             max_write_bytes: args.max_write_bytes.unwrap_or(defaults.max_write_bytes),
         };
-        let audit_log = settings
-            .audit_log
-            .as_deref()
-            .map(|log| ("--audit-log / MCP_AUDIT_LOG", log));
-        for (setting, path) in audit_log.into_iter().chain(settings.protected_files()) {
+        for (setting, path) in settings.protected_files() {
             refuse_inside(setting, path, &data_root).map_err(invalid)?;
         }
         Root::open(&data_root, limits).map_err(|e| invalid(e.to_string()))

@@ -558,8 +558,8 @@ pub struct Settings {
     /// Cancelling it stops the server gracefully, as SIGTERM and SIGINT do.
     pub cancellation: CancellationToken,
     file: ConfigFile,
-    /// The files the settings name that no tool should reach (keys, certificates, the config file, the lockfile,
-    /// the audit log), each with the setting that names it: an application's file tools refuse to serve a root
+    /// The files the settings name that no tool should reach (keys, certificates, the config file, the lockfile;
+    /// the audit log is `audit_log`), each with the setting that names it: an application's file tools refuse to serve a root
     /// that holds one (see [`Settings::protected_files`]).
     protected: Vec<(&'static str, PathBuf)>,
     /// The digest of the definitions served, for the start record (set by the runner).
@@ -636,7 +636,6 @@ impl Settings {
         };
         let protected = [
             ("--config / MCP_CONFIG", &file.path),
-            ("--audit-log / MCP_AUDIT_LOG", &args.audit_log),
             ("--tools-lock / MCP_TOOLS_LOCK", &args.tools_lock),
             (
                 "--audit-chain-key / MCP_AUDIT_CHAIN_KEY",
@@ -671,9 +670,15 @@ impl Settings {
     /// revocation lists. A file tool's root should hold none of them: [`RootArgs::open`](crate::fs::RootArgs::open)
     /// refuses one that does.
     pub fn protected_files(&self) -> impl Iterator<Item = (&'static str, &Path)> {
-        self.protected
-            .iter()
-            .map(|(name, path)| (*name, path.as_path()))
+        let audit_log = self
+            .audit_log
+            .as_deref()
+            .map(|log| ("--audit-log / MCP_AUDIT_LOG", log));
+        audit_log.into_iter().chain(
+            self.protected
+                .iter()
+                .map(|(name, path)| (*name, path.as_path())),
+        )
     }
 
     /// The application's own settings: the table `name` of the config file, if there is one, else `T`'s
