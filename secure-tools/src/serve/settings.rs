@@ -559,8 +559,8 @@ pub struct Settings {
     pub cancellation: CancellationToken,
     file: ConfigFile,
     /// The files the settings name that no tool should reach (keys, certificates, the config file, the lockfile;
-    /// the audit log is `audit_log`), each with the setting that names it: an application's file tools refuse to serve a root
-    /// that holds one (see [`Settings::protected_files`]).
+    /// the audit log is `audit_log`), each with the setting that names it: an application's file tools refuse to
+    /// serve a root that holds one (see [`Settings::protected_files`]).
     protected: Vec<(&'static str, PathBuf)>,
     /// The digest of the definitions served, for the start record (set by the runner).
     pub(crate) toolset_digest: Option<String>,
