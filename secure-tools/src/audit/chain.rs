@@ -529,9 +529,7 @@ impl ChainState {
         }
         Ok(())
     }
-}
 
-impl ChainState {
     /// Appends `line`, all of it or none: a write that fails part-way (a full disk, a file size limit) has what it
     /// wrote cut off again, so the chain does not advance and the next record is not glued to a fragment; if the
     /// cut fails too, the next record starts on a new line.

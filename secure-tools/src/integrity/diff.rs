@@ -503,7 +503,9 @@ impl Changes {
                 tool.tool, tool.before, tool.after
             )?;
             for change in &tool.changes {
-                write!(f, "  - {change}")?;
+                // Rendered here, not through its `Display`: the whole report is made visible once, below.
+                f.push_str("  - ");
+                change.render(f)?;
             }
         }
         for name in &self.digest_mismatch {
