@@ -580,3 +580,40 @@ fn standard_streams_that_are_sockets_work_and_do_not_hold_up_the_stop() {
     drop(from_server);
     drop(flood);
 }
+
+/// Standard output that is also standard error (`2>&1` into one pipe) is written the blocking way: non-blocking
+/// mode would be standard error's too, and a log line written while the host lags would fail instead of waiting.
+/// The server still answers, its warnings in the same stream.
+#[test]
+fn standard_output_shared_with_standard_error_still_serves() {
+    use std::io::{BufRead, BufReader, Write};
+    let mut child = std::process::Command::new("sh")
+        .args(["-c", "exec \"$0\" 2>&1", SERVER])
+        .env_remove("MCP_SCOPES")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let initialize = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {},
+        "clientInfo": {"name": "shared-stream", "version": "1"}}});
+    writeln!(input, "{initialize}").unwrap();
+    drop(input);
+    let lines: Vec<String> = BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .map(Result::unwrap)
+        .collect();
+    assert!(child.wait().unwrap().success());
+    assert!(
+        lines.iter().any(|l| l.contains("MCP_SCOPES is unset")),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .any(|answer| answer["id"] == 0 && answer["result"]["protocolVersion"].is_string()),
+        "{lines:?}"
+    );
+}

@@ -58,14 +58,22 @@ enum Stream {
     Other,
 }
 
-/// A duplicate of `fd`, as what it is connected to.
+/// A duplicate of `fd`, as what it is connected to. A stream that is also standard error (`2>&1` into a pipe) is
+/// `Other`: non-blocking mode is the open file's, so standard error would share it, and a write to it (a log line,
+/// a panic hook's message) could fail with `WouldBlock` while the reader lags, where it should wait.
 #[cfg(unix)]
 fn stream_of(fd: std::os::fd::BorrowedFd<'_>) -> std::io::Result<Stream> {
-    use std::os::unix::fs::FileTypeExt;
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
 
     let owned = fd.try_clone_to_owned()?;
     let file = std::fs::File::from(owned);
-    let kind = file.metadata()?.file_type();
+    let metadata = file.metadata()?;
+    let stderr = std::fs::File::from(std::io::stderr().as_fd().try_clone_to_owned()?).metadata();
+    if stderr.is_ok_and(|stderr| (stderr.dev(), stderr.ino()) == (metadata.dev(), metadata.ino())) {
+        return Ok(Stream::Other);
+    }
+    let kind = metadata.file_type();
     if kind.is_fifo() {
         return Ok(Stream::Pipe(file));
     }
