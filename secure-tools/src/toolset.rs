@@ -442,13 +442,17 @@ impl<S: Send + Sync + 'static> ToolSetBuilder<S> {
         #[cfg(feature = "redis")]
         let store = self.rate_store;
         #[cfg(feature = "redis")]
-        let shared = |limiter: RateLimiter| limiter.shared(store.clone());
+        let shared = |limiter: RateLimiter, scope| limiter.shared(store.clone(), scope);
         #[cfg(not(feature = "redis"))]
-        let shared = |limiter: RateLimiter| limiter;
+        let shared = |limiter: RateLimiter, _scope: &'static str| limiter;
         let mut tools = BTreeMap::new();
         for registered in self.tools {
             let mut registered = registered?;
-            registered.entry.rate = registered.entry.rate.take().map(shared);
+            registered.entry.rate = registered
+                .entry
+                .rate
+                .take()
+                .map(|limiter| shared(limiter, "tool"));
             let name = registered.entry.definition.name();
             if tools.insert(name, registered).is_some() {
                 return Err(DefinitionError::DuplicateName(name.to_owned()));
@@ -470,7 +474,7 @@ impl<S: Send + Sync + 'static> ToolSetBuilder<S> {
                 state: self.state,
                 audit: Audit::new(self.server_id.into_owned(), sinks),
                 timeout: self.timeout,
-                rate: self.rate.map(|rate| shared(RateLimiter::new(rate))),
+                rate: self.rate.map(|rate| shared(RateLimiter::new(rate), "set")),
                 concurrency,
                 guards: self.guards,
                 lifecycle: Lifecycle::default(),

@@ -484,3 +484,96 @@ fn over_stdio_two_servers_share_the_callers_rate_limit_through_redis() {
         assert_eq!(calls.len(), 10, "{stderr}");
     }
 }
+
+/// Counts a tool's calls.
+#[secure_tools::secure_tool(scope = "t.call", read_only)]
+async fn counted() -> Result<String, secure_tools::ToolError> {
+    Ok("done".to_owned())
+}
+
+fn codes_of_calls(results: &[secure_tools::testing::Called]) -> (usize, usize) {
+    let ok = results.iter().filter(|c| c.code().is_none()).count();
+    let limited = results
+        .iter()
+        .filter(|c| c.code() == Some("rate_limited"))
+        .count();
+    (ok, limited)
+}
+
+/// The set's rate and a tool's own rate are two limits: through Redis as in process, a tool allowed 10 a minute
+/// under a set allowing 60 gives a caller exactly 10 of 30 quick calls (the two limits once shared one key, so each
+/// call was counted under both rates and only 8 went through).
+#[tokio::test]
+async fn a_tools_own_rate_and_the_sets_rate_are_each_exact_through_redis() {
+    use secure_tools::call::shared_rate::RedisRates;
+    use secure_tools::testing::{ToolTester, caller};
+    use secure_tools::{Rate, ToolSet};
+    let dir = tempfile::tempdir().unwrap();
+    let (_redis, redis_port) = redis(dir.path());
+    let url = format!("redis://127.0.0.1:{redis_port}/0");
+    for (set_rate, tool_rate) in [(60, 10), (10, 10)] {
+        let namespace = format!("exact-{set_rate}-{tool_rate}");
+        let tester = ToolTester::new(
+            ToolSet::builder(())
+                .tool_with::<counted>(|tool| tool.rate_limit(Rate::per_minute(tool_rate).unwrap()))
+                .rate_limit(Rate::per_minute(set_rate).unwrap())
+                .rate_limit_store(RedisRates::open(&url, &namespace).unwrap()),
+        )
+        .unwrap();
+        let someone = caller("someone", "t.call");
+        let mut results = Vec::new();
+        for _ in 0..30 {
+            results.push(tester.call(&someone, "counted", json!({})).await);
+        }
+        assert_eq!(
+            codes_of_calls(&results),
+            (10, 20),
+            "set {set_rate}/min, tool {tool_rate}/min"
+        );
+    }
+}
+
+/// Servers sharing a Redis keep apart by their ids, whatever the ids and callers spell: server `a`'s caller
+/// `3:abc` and server `a:5`'s caller `abc` are two callers (an unmarked namespace once made them one key, so a
+/// caller naming itself so could use up another server's caller's calls).
+#[tokio::test]
+async fn namespaces_and_callers_cannot_spell_each_others_keys_in_redis() {
+    use secure_tools::call::shared_rate::RedisRates;
+    use secure_tools::testing::{ToolTester, caller};
+    use secure_tools::{Rate, ToolSet};
+    let dir = tempfile::tempdir().unwrap();
+    let (_redis, redis_port) = redis(dir.path());
+    let url = format!("redis://127.0.0.1:{redis_port}/0");
+    let server = |namespace: &str| {
+        ToolTester::new(
+            ToolSet::builder(())
+                .tool::<counted>()
+                .rate_limit(Rate::per_minute(3).unwrap())
+                .rate_limit_store(RedisRates::open(&url, namespace).unwrap()),
+        )
+        .unwrap()
+    };
+    let (first, second) = (server("a"), server("a:5"));
+    let mut used = Vec::new();
+    for _ in 0..3 {
+        used.push(
+            first
+                .call(&caller("3:abc", "t.call"), "counted", json!({}))
+                .await,
+        );
+    }
+    assert_eq!(codes_of_calls(&used), (3, 0));
+    let mut other = Vec::new();
+    for _ in 0..3 {
+        other.push(
+            second
+                .call(&caller("abc", "t.call"), "counted", json!({}))
+                .await,
+        );
+    }
+    assert_eq!(
+        codes_of_calls(&other),
+        (3, 0),
+        "another server's caller was limited"
+    );
+}

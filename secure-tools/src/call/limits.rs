@@ -92,8 +92,9 @@ pub(crate) struct RateLimiter {
     rate: Rate,
     limiter: DefaultKeyedRateLimiter<(Arc<str>, &'static str)>,
     checks: AtomicUsize,
+    /// The shared store, and which of its limits this is (`set` or `tool`).
     #[cfg(feature = "redis")]
-    shared: Option<super::shared_rate::RedisRates>,
+    shared: Option<(super::shared_rate::RedisRates, &'static str)>,
 }
 
 impl RateLimiter {
@@ -107,10 +108,15 @@ impl RateLimiter {
         }
     }
 
-    /// The state kept in `store` (if given) rather than in this process.
+    /// The state kept in `store` (if given) rather than in this process, as the limit of `scope` (`set` or
+    /// `tool`: each keeps its own state there, as each limiter does here).
     #[cfg(feature = "redis")]
-    pub(crate) fn shared(mut self, store: Option<super::shared_rate::RedisRates>) -> Self {
-        self.shared = store;
+    pub(crate) fn shared(
+        mut self,
+        store: Option<super::shared_rate::RedisRates>,
+        scope: &'static str,
+    ) -> Self {
+        self.shared = store.map(|store| (store, scope));
         self
     }
 
@@ -122,8 +128,8 @@ impl RateLimiter {
     pub(crate) async fn check(&self, caller: &Arc<str>, tool: &'static str) -> Result<(), Refusal> {
         // Boxed: a round trip to Redis is a large future, which every call's own future would otherwise carry.
         #[cfg(feature = "redis")]
-        if let Some(store) = &self.shared {
-            return Box::pin(store.check(self.rate, caller, tool)).await;
+        if let Some((store, scope)) = &self.shared {
+            return Box::pin(store.check(self.rate, scope, caller, tool)).await;
         }
         self.check_here(caller, tool)
     }

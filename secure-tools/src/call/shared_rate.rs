@@ -94,13 +94,17 @@ impl std::fmt::Debug for RedisRates {
 
 impl RedisRates {
     /// The Redis server at `url` (`redis://host:6379/0`, `redis+unix:///run/redis.sock`), keys under
-    /// `secure-tools:rate:{namespace}:` (use the server id, so that servers sharing a Redis keep apart). Nothing
-    /// is connected until the first check.
+    /// `secure-tools:rate:{length}:{namespace}:` (use the server id, so that servers sharing a Redis keep apart;
+    /// the length marks where the namespace ends, so no namespace and caller can spell another's). Nothing is
+    /// connected until the first check.
     pub fn open(url: &str, namespace: &str) -> Result<Self, redis::RedisError> {
         Ok(RedisRates {
             client: redis::Client::open(url)?,
             script: Arc::new(redis::Script::new(GCRA)),
-            prefix: Arc::from(format!("secure-tools:rate:{namespace}:")),
+            prefix: Arc::from(format!(
+                "secure-tools:rate:{}:{namespace}:",
+                namespace.len()
+            )),
             when_unavailable: WhenUnavailable::Refuse,
             shared: Arc::new(Shared {
                 connection: OnceLock::new(),
@@ -128,12 +132,19 @@ impl RedisRates {
         Ok(self.shared.connection.get_or_init(|| made).clone())
     }
 
-    /// One call of `tool` by `caller` under `rate`.
-    pub(crate) async fn check(&self, rate: Rate, caller: &str, tool: &str) -> Result<(), Refusal> {
+    /// One call of `tool` by `caller` under `rate`, the limit of `scope` (`set` or `tool`: the set's rate and a
+    /// tool's own are two limits, each with its own state).
+    pub(crate) async fn check(
+        &self,
+        rate: Rate,
+        scope: &str,
+        caller: &str,
+        tool: &str,
+    ) -> Result<(), Refusal> {
         let interval = (rate.period / rate.count.max(1)).as_micros().max(1);
         let tolerance = interval * u128::from(rate.count.saturating_sub(1));
         // The caller's length first, so that no caller and tool pair can spell another's key.
-        let key = format!("{}{}:{caller}:{tool}", self.prefix, caller.len());
+        let key = format!("{}{scope}:{}:{caller}:{tool}", self.prefix, caller.len());
         let answer = async {
             let mut connection = self.connection()?;
             let mut invocation = self.script.key(key);
