@@ -2,9 +2,14 @@
 //! check that names no server. (Its presence also makes `cargo test` build the binary, which the file server's
 //! integrity and audit tests run.)
 
-use std::process::Command;
+use std::io::{Read, Seek};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
 
 use secure_tools::audit::{AuditEvent, AuditRecord, AuditSink, ChainedFileSink, Timestamp};
+use secure_tools::integrity::ToolsLock;
+use serde_json::{Value, json};
 
 const CLI: &str = env!("CARGO_BIN_EXE_secure-tools");
 
@@ -65,4 +70,159 @@ fn check_without_a_server_is_a_usage_error() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("name the server"));
+}
+
+/// How long a command may take before a test calls it hung: far beyond any bound the command keeps itself.
+const LIMIT: Duration = Duration::from_secs(20);
+
+/// A fake MCP server over stdio, in POSIX sh, for what a real server would not do: after `before`, it answers
+/// `initialize`, and each `tools/list` with `on_list`, a shell fragment that sees the request's id in `$id` and
+/// answers with `reply RESULT` (the result's JSON), `respond FILE` (a file holding `"result":...` or
+/// `"error":...`), or not at all (`:`).
+fn fake_server(before: &str, on_list: &str) -> [String; 3] {
+    let script = format!(
+        r#"reply() {{ printf '{{"jsonrpc":"2.0","id":%s,"result":%s}}\n' "$id" "$1"; }}
+respond() {{ printf '{{"jsonrpc":"2.0","id":%s,' "$id"; cat "$1"; printf '}}\n'; }}
+{before}
+while IFS= read -r line; do
+  id=$(printf '%s\n' "$line" | sed -n 's/^{{"jsonrpc":"2.0","id":\([0-9][0-9]*\),.*/\1/p')
+  case "$line" in
+    *'"method":"initialize"'*) reply '{{"protocolVersion":"2025-06-18","capabilities":{{"tools":{{}}}},"serverInfo":{{"name":"fake","version":"1"}}}}' ;;
+    *'"method":"tools/list"'*) {on_list} ;;
+  esac
+done"#
+    );
+    ["sh".into(), "-c".into(), script]
+}
+
+/// Writes `member` (`"result":...` or `"error":...`) for [`fake_server`]'s `respond`; the fragment that sends it.
+fn respond_with(path: &Path, member: String) -> String {
+    std::fs::write(path, member).unwrap();
+    format!("respond '{}'", path.display())
+}
+
+/// A lock of no tools at `dir/tools.lock.json`.
+fn empty_lock(dir: &Path) -> PathBuf {
+    let lock = dir.join("tools.lock.json");
+    ToolsLock::from_listed(Vec::new()).write(&lock).unwrap();
+    lock
+}
+
+fn tool(name: &str, description: &str) -> Value {
+    json!({"name": name, "description": description, "inputSchema": {"type": "object"}})
+}
+
+/// A finished command: its exit code (`None`: killed by a signal) and output.
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs `command` with `stdout` (its standard error into a file: a process it leaves behind holding a pipe would
+/// keep a reader waiting); `None` if it has not finished within `limit`, when it is killed.
+fn finish_with(command: &mut Command, stdout: Stdio, limit: Duration) -> Option<Run> {
+    let mut err = tempfile::tempfile().unwrap();
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(err.try_clone().unwrap())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let status = wait_within(&mut child, limit)?;
+    let mut stderr = String::new();
+    err.rewind().unwrap();
+    err.read_to_string(&mut stderr).unwrap();
+    Some(Run {
+        code: status.code(),
+        stdout: String::new(),
+        stderr,
+    })
+}
+
+/// [`finish_with`] its standard output into a file.
+fn finish(command: &mut Command, limit: Duration) -> Option<Run> {
+    let mut out = tempfile::tempfile().unwrap();
+    let mut run = finish_with(command, out.try_clone().unwrap().into(), limit)?;
+    out.rewind().unwrap();
+    let mut bytes = Vec::new();
+    out.read_to_end(&mut bytes).unwrap();
+    run.stdout = String::from_utf8(bytes).expect("standard output in UTF-8");
+    Some(run)
+}
+
+fn wait_within(child: &mut std::process::Child, limit: Duration) -> Option<ExitStatus> {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn cli() -> Command {
+    Command::new(CLI)
+}
+
+#[test]
+fn a_server_that_does_not_answer_is_given_up_at_the_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let lock = empty_lock(dir.path());
+    // Silent from the start (the handshake), and silent after it (the list).
+    for server in [fake_server("exec sleep 60", ":"), fake_server("", ":")] {
+        let run = finish(
+            cli()
+                .args(["check", "--timeout", "1s", "--lock"])
+                .arg(&lock)
+                .arg("--")
+                .args(&server),
+            LIMIT,
+        )
+        .expect("check gave up");
+        assert_eq!(run.code, Some(2), "{}", run.stderr);
+        assert!(run.stderr.contains("no answer within 1s"), "{}", run.stderr);
+    }
+}
+
+#[test]
+fn endless_or_repeated_cursors_and_too_many_tools_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let lock = empty_lock(dir.path());
+    let tools: Vec<Value> = (0..10_001).map(|i| tool(&format!("t{i}"), "")).collect();
+    let many = respond_with(
+        &dir.path().join("many.json"),
+        format!("\"result\":{}", json!({ "tools": tools })),
+    );
+    let cases = [
+        // A new cursor each time: without a cap on pages, the client would list for ever.
+        (
+            r#"n=$((n+1)); reply "{\"tools\":[],\"nextCursor\":\"c$n\"}""#.to_owned(),
+            "more than 100 pages",
+        ),
+        (
+            r#"reply '{"tools":[],"nextCursor":"again"}'"#.to_owned(),
+            "a cursor it gave before",
+        ),
+        (many, "more than 10000 tools"),
+    ];
+    for (on_list, refusal) in cases {
+        let run = finish(
+            cli()
+                .args(["check", "--lock"])
+                .arg(&lock)
+                .arg("--")
+                .args(fake_server("", &on_list)),
+            LIMIT,
+        )
+        .unwrap_or_else(|| panic!("check did not stop: {on_list}"));
+        assert_eq!(run.code, Some(2), "{}", run.stderr);
+        assert!(run.stderr.contains(refusal), "{}", run.stderr);
+    }
 }

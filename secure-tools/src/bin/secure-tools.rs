@@ -9,12 +9,17 @@
 //! ```
 //!
 //! Exit status: 0 unchanged (or pinned, or a watch that ended), 1 changed, 2 anything else (no lockfile, the
-//! server unreachable, a bad flag).
+//! server unreachable or too slow, a listing refused, a bad flag).
+//!
+//! The server may be hostile: connecting and listing are bounded in time together (`--timeout`), and a listing
+//! in pages (at most [`MAX_PAGES`] and [`MAX_TOOLS`], and no cursor twice).
 
 use std::path::PathBuf;
 use std::process::{ExitCode, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::time::{Instant, timeout_at};
 
 use clap::{Args, Parser, Subcommand};
 use rmcp::model::{ClientCapabilities, ClientConfig, Implementation, ProtocolVersion};
@@ -116,10 +121,48 @@ struct Target {
     /// The variable holding the bearer token sent to `--url` (never a flag, so it stays out of process lists).
     #[arg(long, value_name = "VARIABLE", default_value = "MCP_BEARER_TOKEN")]
     token_env: String,
+    /// How long connecting and listing may take together (`30s`, `2m`): a server that has not listed its tools
+    /// by then is unreachable.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = duration)]
+    timeout: Duration,
     /// The server's command and arguments (stdio).
     #[arg(last = true, value_name = "COMMAND")]
     command: Vec<String>,
 }
+
+impl Target {
+    /// The server, as messages name it.
+    fn name(&self) -> &str {
+        match (&self.url, self.command.first()) {
+            (Some(url), _) => url,
+            (None, Some(program)) => program,
+            (None, None) => "the server",
+        }
+    }
+
+    /// What a connection or listing that ran past the deadline reports.
+    fn late(&self) -> String {
+        format!("{}: no answer within {:?}", self.name(), self.timeout)
+    }
+}
+
+/// A duration flag: `30s`, `500ms`, `2m`; not zero.
+fn duration(text: &str) -> Result<Duration, String> {
+    match secure_tools::call::parse_duration(text)? {
+        zero if zero.is_zero() => Err("expected more than zero".into()),
+        duration => Ok(duration),
+    }
+}
+
+/// The most pages of tools a listing may take, and the most tools: a server that sends a new cursor with every
+/// page would otherwise be listed until memory runs out. (Each page is one message, which rmcp holds to 16 MiB
+/// over stdio.)
+const MAX_PAGES: usize = 100;
+const MAX_TOOLS: usize = 10_000;
+
+/// How long closing a connection may take (rmcp gives a child server 3 s to leave after its input closes, then 3 s
+/// after SIGTERM); past it the connection is dropped, which kills a child.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The client: wakes the watcher when the server says its tool list changed.
 #[derive(Clone, Default)]
@@ -176,22 +219,61 @@ async fn connect(target: &Target, client: Client) -> Result<Connection, String> 
         .map_err(|e| format!("{program}: {e}"))
 }
 
+/// Every page of the server's tools, one page at a time (rmcp's `list_all_tools` follows cursors without end).
 async fn list(connection: &Connection) -> Result<Vec<Value>, String> {
-    let tools = connection
-        .list_all_tools()
-        .await
-        .map_err(|e| format!("tools/list: {e}"))?;
-    Ok(tools
-        .iter()
-        .map(|t| serde_json::to_value(t).unwrap_or(Value::Null))
-        .collect())
+    use std::hash::BuildHasher;
+    // Cursors seen, by hash: a cursor may be as long as a message, and a false match only refuses a listing.
+    let hasher = std::collections::hash_map::RandomState::new();
+    let mut cursors = std::collections::HashSet::new();
+    let mut tools = Vec::new();
+    let mut params = None;
+    for _ in 0..MAX_PAGES {
+        let page = connection
+            .list_tools(params)
+            .await
+            .map_err(|e| format!("tools/list: {e}"))?;
+        tools.extend(
+            page.tools
+                .iter()
+                .map(|t| serde_json::to_value(t).unwrap_or(Value::Null)),
+        );
+        if tools.len() > MAX_TOOLS {
+            return Err(format!(
+                "tools/list: the server lists more than {MAX_TOOLS} tools"
+            ));
+        }
+        let Some(cursor) = page.next_cursor else {
+            return Ok(tools);
+        };
+        if !cursors.insert(hasher.hash_one(&cursor)) {
+            return Err(
+                "tools/list: the server sent a cursor it gave before (its pages would not end)"
+                    .into(),
+            );
+        }
+        params = Some(rmcp::model::PaginatedRequestParams::default().with_cursor(Some(cursor)));
+    }
+    Err(format!(
+        "tools/list: the server lists more than {MAX_PAGES} pages"
+    ))
 }
 
+/// Connects, lists and closes, the first two by `deadline`.
 async fn listed(target: &Target) -> Result<Vec<Value>, String> {
-    let connection = connect(target, Client::default()).await?;
-    let tools = list(&connection).await;
-    let _ = connection.cancel().await;
+    let deadline = Instant::now() + target.timeout;
+    let connection = timeout_at(deadline, connect(target, Client::default()))
+        .await
+        .map_err(|_| target.late())??;
+    let tools = timeout_at(deadline, list(&connection))
+        .await
+        .unwrap_or_else(|_| Err(target.late()));
+    close(connection).await;
     tools
+}
+
+/// Closes a connection, within [`CLOSE_TIMEOUT`].
+async fn close(connection: Connection) {
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, connection.cancel()).await;
 }
 
 fn main() -> ExitCode {
@@ -431,8 +513,13 @@ async fn watch(
     tokio::pin!(stop);
     loop {
         polls += 1;
+        // Connecting (when not connected) and listing, within the timeout together.
+        let deadline = Instant::now() + target.timeout;
         if connection.as_ref().is_none_or(|c| c.is_closed()) {
-            connection = match connect(target, client.clone()).await {
+            let connected = timeout_at(deadline, connect(target, client.clone()))
+                .await
+                .unwrap_or_else(|_| Err(target.late()));
+            connection = match connected {
                 Ok(c) => Some(c),
                 Err(error) => {
                     if !unreachable {
@@ -444,7 +531,10 @@ async fn watch(
             };
         }
         if let Some(live) = &connection {
-            match list(live).await {
+            let tools = timeout_at(deadline, list(live))
+                .await
+                .unwrap_or_else(|_| Err(target.late()));
+            match tools {
                 Ok(tools) => {
                     if unreachable {
                         unreachable = false;
@@ -472,7 +562,7 @@ async fn watch(
                         alert("unreachable", json!({"error": error}), hook).await;
                     }
                     if let Some(c) = connection.take() {
-                        let _ = c.cancel().await;
+                        close(c).await;
                     }
                 }
             }
@@ -487,7 +577,7 @@ async fn watch(
         }
     }
     if let Some(c) = connection {
-        let _ = c.cancel().await;
+        close(c).await;
     }
     Ok(0)
 }
