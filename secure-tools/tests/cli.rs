@@ -226,3 +226,39 @@ fn endless_or_repeated_cursors_and_too_many_tools_are_refused() {
         assert!(run.stderr.contains(refusal), "{}", run.stderr);
     }
 }
+
+#[test]
+fn a_huge_description_change_is_reported_without_diffing_it_line_by_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let lock = dir.path().join("tools.lock.json");
+    // Distinct short lines on both sides: a line diff of them is quadratic (minutes), which a server chooses.
+    let lines = |prefix: &str| {
+        (0..300_000)
+            .map(|i| format!("{prefix}{i}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    ToolsLock::from_listed(vec![tool("t", &lines("a"))])
+        .write(&lock)
+        .unwrap();
+    let page = respond_with(
+        &dir.path().join("page.json"),
+        format!(
+            "\"result\":{}",
+            json!({ "tools": [tool("t", &lines("b"))] })
+        ),
+    );
+    let run = finish(
+        cli()
+            .args(["check", "--lock"])
+            .arg(&lock)
+            .arg("--")
+            .args(fake_server("", &page)),
+        LIMIT,
+    )
+    .expect("check finished");
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert!(run.stdout.contains("description changed"), "{}", run.stdout);
+    assert!(run.stdout.contains("replaced"), "{}", run.stdout);
+    assert!(run.stdout.lines().count() < 20, "{}", run.stdout.len());
+}

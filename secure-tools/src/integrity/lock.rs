@@ -8,7 +8,7 @@ use rmcp::model::Tool;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::diff::{Changes, ToolChange, compare};
+use super::diff::{Changes, ToolChange, compare, diff_deadline};
 use super::{definition, definition_of_value, digest_of, published_digest, toolset_digest};
 
 /// The lockfile format's version.
@@ -220,6 +220,7 @@ impl ToolsLock {
                 changes.duplicated.push(name);
             }
         }
+        let deadline = diff_deadline();
         for (name, (digest, definition)) in &live {
             match self.tools.get(name) {
                 None => changes.added.push(name.clone()),
@@ -227,7 +228,7 @@ impl ToolsLock {
                     tool: name.clone(),
                     before: locked.digest.clone(),
                     after: digest.clone(),
-                    changes: compare(&locked.definition, definition),
+                    changes: compare(&locked.definition, definition, deadline),
                 }),
                 Some(_) => {}
             }
