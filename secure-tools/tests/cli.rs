@@ -262,3 +262,82 @@ fn a_huge_description_change_is_reported_without_diffing_it_line_by_line() {
     assert!(run.stdout.contains("replaced"), "{}", run.stdout);
     assert!(run.stdout.lines().count() < 20, "{}", run.stdout.len());
 }
+
+#[test]
+fn what_the_server_says_reaches_the_terminal_escaped() {
+    let dir = tempfile::tempdir().unwrap();
+    let lock = dir.path().join("tools.lock.json");
+    // A name that retitles the terminal, erases the line, and forges a line of its own.
+    let forged = "\u{1b}]0;owned\u{7}\u{1b}[2K\nsecure-tools: pinned 0 tools";
+    let mut mismatched = tool(forged, "");
+    mismatched["_meta"] = json!({"secure-tools/digest": "sha256:0"});
+    let page = |name: &str, tools: Vec<Value>| {
+        respond_with(
+            &dir.path().join(name),
+            format!("\"result\":{}", json!({ "tools": tools })),
+        )
+    };
+    let twice = page("twice.json", vec![tool(forged, ""), tool(forged, "")]);
+    let mismatch = page("mismatch.json", vec![mismatched]);
+    let error = respond_with(
+        &dir.path().join("error.json"),
+        format!(
+            "\"error\":{}",
+            json!({"code": -32603, "message": forged, "data": forged})
+        ),
+    );
+    let pin = |on_list: &str| {
+        finish(
+            cli()
+                .args(["pin", "--lock"])
+                .arg(&lock)
+                .arg("--")
+                .args(fake_server("", on_list)),
+            LIMIT,
+        )
+        .unwrap()
+    };
+    let shown = |run: &Run| {
+        for text in [&run.stdout, &run.stderr] {
+            assert!(!text.contains(['\u{1b}', '\u{7}']), "{text:?}");
+            assert!(
+                !text
+                    .lines()
+                    .any(|l| l.starts_with("secure-tools: pinned 0")),
+                "{text}"
+            );
+        }
+    };
+    let run = pin(&twice);
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    assert!(run.stderr.contains("more than once"), "{}", run.stderr);
+    shown(&run);
+    let run = pin(&mismatch);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(run.stderr.contains("publishes a digest"), "{}", run.stderr);
+    shown(&run);
+    let run = pin(&error);
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    assert!(run.stderr.contains("owned"), "{}", run.stderr);
+    shown(&run);
+    // In a report, a name cannot forge a line either.
+    let lock = empty_lock(dir.path());
+    let added = page("added.json", vec![tool("x\nremoved: reviewed_tool", "")]);
+    let run = finish(
+        cli()
+            .args(["check", "--lock"])
+            .arg(&lock)
+            .arg("--")
+            .args(fake_server("", &added)),
+        LIMIT,
+    )
+    .unwrap();
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert!(
+        run.stdout
+            .starts_with("added: x\\u{000a}removed: reviewed_tool"),
+        "{}",
+        run.stdout
+    );
+    assert!(!run.stdout.contains("\nremoved:"), "{}", run.stdout);
+}

@@ -26,7 +26,7 @@ use rmcp::model::{ClientCapabilities, ClientConfig, Implementation, ProtocolVers
 use rmcp::service::{NotificationContext, RoleClient, RunningService};
 use rmcp::{ClientHandler, ServiceExt};
 use secure_tools::audit::Timestamp;
-use secure_tools::integrity::{Changes, ToolsLock};
+use secure_tools::integrity::{Changes, ToolsLock, visible_line};
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
@@ -332,7 +332,9 @@ async fn run(command: Command) -> u8 {
         },
     };
     result.unwrap_or_else(|message| {
-        eprintln!("secure-tools: {message}");
+        // Messages carry what the server chose (names, its errors' text): escaped, so that they cannot forge a
+        // line or send the terminal a control sequence.
+        eprintln!("secure-tools: {}", visible_line(&message));
         2
     })
 }
@@ -432,7 +434,12 @@ async fn pin(target: &Target) -> Result<u8, String> {
     if !listed_now.duplicated.is_empty() {
         return Err(format!(
             "the server lists {} more than once: which definition to pin is not for the lock to guess",
-            listed_now.duplicated.join(", ")
+            listed_now
+                .duplicated
+                .iter()
+                .map(|name| visible_line(name))
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
     }
     let mismatched = listed_now.digest_mismatch;
@@ -444,7 +451,10 @@ async fn pin(target: &Target) -> Result<u8, String> {
         lock.toolset
     );
     for name in mismatched {
-        eprintln!("secure-tools: warning: {name} publishes a digest that is not its definition's");
+        eprintln!(
+            "secure-tools: warning: {} publishes a digest that is not its definition's",
+            visible_line(&name)
+        );
     }
     Ok(0)
 }

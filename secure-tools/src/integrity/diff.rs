@@ -383,12 +383,20 @@ impl Change {
                 schema,
                 property,
                 kind,
-            } => writeln!(f, "{schema} property added: `{property}` ({kind})"),
+            } => writeln!(
+                f,
+                "{schema} property added: `{property}` ({kind})",
+                property = visible_line(property)
+            ),
             Change::PropertyRemoved {
                 schema,
                 property,
                 kind,
-            } => writeln!(f, "{schema} property removed: `{property}` ({kind})"),
+            } => writeln!(
+                f,
+                "{schema} property removed: `{property}` ({kind})",
+                property = visible_line(property)
+            ),
             Change::PropertyRetyped {
                 schema,
                 property,
@@ -396,7 +404,8 @@ impl Change {
                 after,
             } => writeln!(
                 f,
-                "{schema} property retyped: `{property}` {before} -> {after}"
+                "{schema} property retyped: `{property}` {before} -> {after}",
+                property = visible_line(property)
             ),
             Change::PropertyChanged {
                 schema,
@@ -405,7 +414,8 @@ impl Change {
                 after,
             } => writeln!(
                 f,
-                "{schema} property changed: `{property}` {before} -> {after}"
+                "{schema} property changed: `{property}` {before} -> {after}",
+                property = visible_line(property)
             ),
             Change::Required {
                 schema,
@@ -435,7 +445,8 @@ impl Change {
                 f,
                 "{schema} schema keyword `{keyword}`: {} -> {}",
                 show(before),
-                show(after)
+                show(after),
+                keyword = visible_line(keyword)
             ),
             Change::Scopes { added, removed } => {
                 writeln!(f, "scopes: added {added:?}, removed {removed:?}")
@@ -448,16 +459,29 @@ impl Change {
                 f,
                 "annotation `{name}`: {} -> {}",
                 show(before),
-                show(after)
+                show(after),
+                name = visible_line(name)
             ),
             Change::Meta { key, before, after } => {
-                writeln!(f, "_meta `{key}`: {} -> {}", show(before), show(after))
+                writeln!(
+                    f,
+                    "_meta `{key}`: {} -> {}",
+                    show(before),
+                    show(after),
+                    key = visible_line(key)
+                )
             }
             Change::Field {
                 name,
                 before,
                 after,
-            } => writeln!(f, "`{name}`: {} -> {}", show(before), show(after)),
+            } => writeln!(
+                f,
+                "`{name}`: {} -> {}",
+                show(before),
+                show(after),
+                name = visible_line(name)
+            ),
         }
     }
 }
@@ -475,8 +499,20 @@ impl fmt::Display for Changes {
 /// hyphen, zero-width and bidirectional formatting characters, variation selectors, fillers, and the tag
 /// characters (U+E0000 to U+E0FFF), with which a description can hide instructions from a review.
 fn visible(text: &str) -> std::borrow::Cow<'_, str> {
-    fn hidden(c: char) -> bool {
-        (c.is_control() && c != '\n')
+    escaped(text, false)
+}
+
+/// `text` as one line that shows all it holds: the characters a report writes out as `\u{...}` (controls, such as
+/// the escape that starts a terminal's control sequences, zero-width, bidirectional and tag characters), the line
+/// feed too. For what a server chose (a tool's name, an error message) printed where a forged line or a terminal
+/// control sequence could mislead a reader.
+pub fn visible_line(text: &str) -> std::borrow::Cow<'_, str> {
+    escaped(text, true)
+}
+
+fn escaped(text: &str, line_feed: bool) -> std::borrow::Cow<'_, str> {
+    let hidden = |c: char| {
+        (c.is_control() && (line_feed || c != '\n'))
             || matches!(
                 c,
                 '\u{ad}'
@@ -497,7 +533,7 @@ fn visible(text: &str) -> std::borrow::Cow<'_, str> {
                     | '\u{fff0}'..='\u{fffb}'
                     | '\u{e0000}'..='\u{e0fff}'
             )
-    }
+    };
     use fmt::Write as _;
     if !text.chars().any(hidden) {
         return std::borrow::Cow::Borrowed(text);
@@ -519,17 +555,21 @@ impl Changes {
         if self.is_empty() {
             return writeln!(f, "tool definitions unchanged");
         }
+        // Names are the server's: each is written on its line whole, a line feed in one escaped, so that a name
+        // cannot forge a line of the report.
         for name in &self.added {
-            writeln!(f, "added: {name}")?;
+            writeln!(f, "added: {}", visible_line(name))?;
         }
         for name in &self.removed {
-            writeln!(f, "removed: {name}")?;
+            writeln!(f, "removed: {}", visible_line(name))?;
         }
         for tool in &self.changed {
             writeln!(
                 f,
                 "changed: {} ({} -> {})",
-                tool.tool, tool.before, tool.after
+                visible_line(&tool.tool),
+                tool.before,
+                tool.after
             )?;
             for change in &tool.changes {
                 // Rendered here, not through its `Display`: the whole report is made visible once, below.
@@ -540,11 +580,12 @@ impl Changes {
         for name in &self.digest_mismatch {
             writeln!(
                 f,
-                "digest mismatch: {name} publishes a digest that is not its definition's"
+                "digest mismatch: {} publishes a digest that is not its definition's",
+                visible_line(name)
             )?;
         }
         for name in &self.duplicated {
-            writeln!(f, "listed more than once: {name}")?;
+            writeln!(f, "listed more than once: {}", visible_line(name))?;
         }
         Ok(())
     }

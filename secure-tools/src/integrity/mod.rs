@@ -34,7 +34,7 @@
 mod diff;
 mod lock;
 
-pub use diff::{Change, Changes, ToolChange};
+pub use diff::{Change, Changes, ToolChange, visible_line};
 pub use lock::{LockError, LockMode, LockedTool, ToolsLock};
 
 use rmcp::model::{JsonObject, ListToolsResult, MetaObject, Tool};
