@@ -171,6 +171,20 @@ fn cli() -> Command {
     Command::new(CLI)
 }
 
+/// The process id a fake server or hook wrote into `path`, waiting up to 20 s for it.
+fn pid_in(path: &Path) -> String {
+    let started = Instant::now();
+    loop {
+        if let Ok(text) = std::fs::read_to_string(path)
+            && text.ends_with('\n')
+        {
+            return text.trim().to_owned();
+        }
+        assert!(started.elapsed() < LIMIT, "no pid in {}", path.display());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn a_server_that_does_not_answer_is_given_up_at_the_timeout() {
     let dir = tempfile::tempdir().unwrap();
@@ -340,4 +354,37 @@ fn what_the_server_says_reaches_the_terminal_escaped() {
         run.stdout
     );
     assert!(!run.stdout.contains("\nremoved:"), "{}", run.stdout);
+}
+
+#[test]
+fn watch_stops_on_sigterm_in_the_middle_of_a_poll() {
+    let dir = tempfile::tempdir().unwrap();
+    let lock = empty_lock(dir.path());
+    let asked = dir.path().join("asked");
+    let mark = format!("echo $$ > '{}'", asked.display());
+    // Stuck in the handshake, and in the list.
+    for server in [
+        fake_server(&format!("{mark}; exec sleep 60"), ":"),
+        fake_server("", &mark),
+    ] {
+        let _ = std::fs::remove_file(&asked);
+        let mut watch = cli()
+            .args(["watch", "--timeout", "60s", "--interval", "1s", "--lock"])
+            .arg(&lock)
+            .arg("--")
+            .args(&server)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        // The server was asked: the poll is under way.
+        pid_in(&asked);
+        let sent = Command::new("kill")
+            .args(["-s", "TERM", &watch.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        let status = wait_within(&mut watch, LIMIT).expect("watch stopped");
+        assert_eq!(status.code(), Some(0), "{status}");
+    }
 }

@@ -512,70 +512,23 @@ async fn watch(
     hook: Option<&str>,
     max_polls: Option<u64>,
 ) -> Result<u8, String> {
+    // The signal handlers first: a signal that came before them would end the process at once (unclean), and one
+    // that comes while a poll waits on the server must stop that poll too.
+    let stop = stop_signal()?;
+    tokio::pin!(stop);
     let lock = ToolsLock::read(&target.lock).map_err(|e| e.to_string())?;
     let client = Client::default();
-    let mut connection: Option<Connection> = None;
-    // What was last reported: the changes against the lock (none at first), or that the server was unreachable.
-    let mut reported = Changes::default();
-    let mut unreachable = false;
+    let mut watched = Watched {
+        connection: None,
+        reported: Changes::default(),
+        unreachable: false,
+    };
     let mut polls = 0u64;
-    let stop = stop_signal();
-    tokio::pin!(stop);
     loop {
         polls += 1;
-        // Connecting (when not connected) and listing, within the timeout together.
-        let deadline = Instant::now() + target.timeout;
-        if connection.as_ref().is_none_or(|c| c.is_closed()) {
-            let connected = timeout_at(deadline, connect(target, client.clone()))
-                .await
-                .unwrap_or_else(|_| Err(target.late()));
-            connection = match connected {
-                Ok(c) => Some(c),
-                Err(error) => {
-                    if !unreachable {
-                        unreachable = true;
-                        alert("unreachable", json!({"error": error}), hook).await;
-                    }
-                    None
-                }
-            };
-        }
-        if let Some(live) = &connection {
-            let tools = timeout_at(deadline, list(live))
-                .await
-                .unwrap_or_else(|_| Err(target.late()));
-            match tools {
-                Ok(tools) => {
-                    if unreachable {
-                        unreachable = false;
-                        alert("reachable", json!({}), hook).await;
-                    }
-                    let changes = lock.compare_listed(&tools);
-                    if changes != reported {
-                        let event = if changes.is_empty() {
-                            "restored"
-                        } else {
-                            "changed"
-                        };
-                        alert(
-                            event,
-                            serde_json::to_value(&changes).unwrap_or_default(),
-                            hook,
-                        )
-                        .await;
-                        reported = changes;
-                    }
-                }
-                Err(error) => {
-                    if !unreachable {
-                        unreachable = true;
-                        alert("unreachable", json!({"error": error}), hook).await;
-                    }
-                    if let Some(c) = connection.take() {
-                        close(c).await;
-                    }
-                }
-            }
+        tokio::select! {
+            () = watched.poll(target, &client, &lock, hook) => {}
+            () = &mut stop => break,
         }
         if max_polls.is_some_and(|max| polls >= max) {
             break;
@@ -586,23 +539,95 @@ async fn watch(
             _ = &mut stop => break,
         }
     }
-    if let Some(c) = connection {
+    if let Some(c) = watched.connection {
         close(c).await;
     }
     Ok(0)
 }
 
-async fn stop_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
+/// What a watch keeps between polls.
+struct Watched {
+    connection: Option<Connection>,
+    // What was last reported: the changes against the lock (none at first), or that the server was unreachable.
+    reported: Changes,
+    unreachable: bool,
+}
+
+impl Watched {
+    /// Connects (when not connected) and lists, within the timeout together, and alerts on a change of state.
+    async fn poll(
+        &mut self,
+        target: &Target,
+        client: &Client,
+        lock: &ToolsLock,
+        hook: Option<&str>,
+    ) {
+        let deadline = Instant::now() + target.timeout;
+        if self.connection.as_ref().is_none_or(|c| c.is_closed()) {
+            let connected = timeout_at(deadline, connect(target, client.clone()))
+                .await
+                .unwrap_or_else(|_| Err(target.late()));
+            match connected {
+                Ok(c) => self.connection = Some(c),
+                Err(error) => {
+                    self.connection = None;
+                    if !self.unreachable {
+                        self.unreachable = true;
+                        alert("unreachable", json!({"error": error}), hook).await;
+                    }
+                    return;
+                }
             }
-            return;
+        }
+        let Some(live) = &self.connection else { return };
+        let listed = timeout_at(deadline, list(live))
+            .await
+            .unwrap_or_else(|_| Err(target.late()));
+        match listed {
+            Ok(tools) => {
+                if self.unreachable {
+                    self.unreachable = false;
+                    alert("reachable", json!({}), hook).await;
+                }
+                let changes = lock.compare_listed(&tools);
+                if changes != self.reported {
+                    let event = if changes.is_empty() {
+                        "restored"
+                    } else {
+                        "changed"
+                    };
+                    alert(
+                        event,
+                        serde_json::to_value(&changes).unwrap_or_default(),
+                        hook,
+                    )
+                    .await;
+                    self.reported = changes;
+                }
+            }
+            Err(error) => {
+                if !self.unreachable {
+                    self.unreachable = true;
+                    alert("unreachable", json!({"error": error}), hook).await;
+                }
+                if let Some(c) = self.connection.take() {
+                    close(c).await;
+                }
+            }
         }
     }
-    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// SIGINT or SIGTERM, the handlers installed now.
+fn stop_signal() -> Result<impl Future<Output = ()>, String> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let handler = |kind| signal(kind).map_err(|e| format!("signal handler: {e}"));
+    let mut terminate = handler(SignalKind::terminate())?;
+    let mut interrupt = handler(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+    })
 }
