@@ -171,6 +171,31 @@ fn cli() -> Command {
     Command::new(CLI)
 }
 
+/// Whether process `pid` still runs (a zombie does not: a reaper that never reaps would leave one).
+fn alive(pid: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        !stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z')
+    })
+}
+
+/// Waits up to 10 s for process `pid` to end; whether it did (it is killed if not).
+fn ends(pid: &str) -> bool {
+    let started = Instant::now();
+    while alive(pid) {
+        if started.elapsed() > Duration::from_secs(10) {
+            let _ = Command::new("kill").args(["-s", "KILL", pid]).status();
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    true
+}
+
 /// The process id a fake server or hook wrote into `path`, waiting up to 20 s for it.
 fn pid_in(path: &Path) -> String {
     let started = Instant::now();
@@ -387,4 +412,56 @@ fn watch_stops_on_sigterm_in_the_middle_of_a_poll() {
         let status = wait_within(&mut watch, LIMIT).expect("watch stopped");
         assert_eq!(status.code(), Some(0), "{status}");
     }
+}
+
+#[test]
+fn a_hook_that_hangs_is_stopped_with_its_children_and_keeps_out_of_the_alerts() {
+    let dir = tempfile::tempdir().unwrap();
+    let lock = dir.path().join("tools.lock.json");
+    ToolsLock::from_listed(vec![tool("t", "short")])
+        .write(&lock)
+        .unwrap();
+    // An alert larger than a pipe holds, to a hook that never reads it.
+    let page = respond_with(
+        &dir.path().join("page.json"),
+        format!(
+            "\"result\":{}",
+            json!({ "tools": [tool("t", &"x".repeat(200_000))] })
+        ),
+    );
+    let child = dir.path().join("child");
+    let hook = format!(
+        "sleep 60 & echo $! > '{}'; echo not-an-alert; wait",
+        child.display()
+    );
+    let run = finish(
+        cli()
+            .args([
+                "watch",
+                "--max-polls",
+                "1",
+                "--hook-timeout",
+                "1s",
+                "--lock",
+            ])
+            .arg(&lock)
+            .args(["--hook", &hook, "--"])
+            .args(fake_server("", &page)),
+        LIMIT,
+    )
+    .expect("watch stopped the hook");
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("hook stopped after 1s"),
+        "{}",
+        run.stderr
+    );
+    let alerts: Vec<Value> = run
+        .stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(alerts.len(), 1, "{}", run.stdout.len());
+    assert_eq!(alerts[0]["event"], "changed");
+    assert!(ends(&pid_in(&child)), "the hook's child outlived it");
 }

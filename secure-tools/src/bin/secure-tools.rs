@@ -68,9 +68,13 @@ enum Command {
         /// Time between polls (`30s`, `5m`, `500ms`).
         #[arg(long, default_value = "30s")]
         interval: String,
-        /// A shell command run for each alert, the alert JSON on its stdin; stopped after 30 s.
+        /// A shell command run for each alert, the alert JSON on its stdin, its stdout sent to stderr (stdout
+        /// carries the alerts); stopped, with every process it started, after `--hook-timeout`.
         #[arg(long)]
         hook: Option<String>,
+        /// How long the hook may take, from its start to its end (`30s`, `2m`).
+        #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = duration)]
+        hook_timeout: Duration,
         /// Stop after this many polls.
         #[arg(long)]
         max_polls: Option<u64>,
@@ -320,10 +324,15 @@ async fn run(command: Command) -> u8 {
             target,
             interval,
             hook,
+            hook_timeout,
             max_polls,
         } => match secure_tools::call::parse_duration(&interval) {
             Ok(interval) if !interval.is_zero() => {
-                watch(&target, interval, hook.as_deref(), max_polls).await
+                let hook = hook.as_deref().map(|command| Hook {
+                    command,
+                    timeout: hook_timeout,
+                });
+                watch(&target, interval, hook, max_polls).await
             }
             _ => Err(format!(
                 "--interval: expected a duration such as 30s; got `{}`",
@@ -474,14 +483,38 @@ async fn check(target: &Target, json: bool) -> Result<u8, String> {
     Ok(if changes.is_empty() { 0 } else { 1 })
 }
 
+/// The hook of a watch.
+#[derive(Clone, Copy)]
+struct Hook<'a> {
+    command: &'a str,
+    timeout: Duration,
+}
+
 /// One alert line, and the hook run with it.
-async fn alert(event: &str, detail: Value, hook: Option<&str>) {
+async fn alert(event: &str, detail: Value, hook: Option<Hook<'_>>) {
     let line = json!({"ts": Timestamp(std::time::SystemTime::now()).to_string(), "event": event, "detail": detail}).to_string();
     println!("{line}");
-    let Some(hook) = hook else { return };
+    if let Some(hook) = hook {
+        run_hook(hook, &line).await;
+    }
+}
+
+/// Runs the hook with `line` on its stdin, within its timeout from start to end: writing the line is inside it (a
+/// hook that does not read would otherwise hold the watch once the line fills the pipe).
+async fn run_hook(hook: Hook<'_>, line: &str) {
+    use std::os::fd::AsFd;
+    use tokio::io::AsyncWriteExt;
+    // Its stdout goes to our stderr: our stdout is one JSON line per alert, for a reader that parses it.
+    let stdout = std::io::stderr()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_or_else(|_| Stdio::null(), Stdio::from);
     let spawned = tokio::process::Command::new("sh")
-        .args(["-c", hook])
+        .args(["-c", hook.command])
         .stdin(Stdio::piped())
+        .stdout(stdout)
+        // A group of its own, so that what it starts is stopped with it.
+        .process_group(0)
         .kill_on_drop(true)
         .spawn();
     let mut child = match spawned {
@@ -491,25 +524,63 @@ async fn alert(event: &str, detail: Value, hook: Option<&str>) {
             return;
         }
     };
-    if let Some(mut stdin) = child.stdin.take() {
-        use tokio::io::AsyncWriteExt;
-        let _ = stdin.write_all(format!("{line}\n").as_bytes()).await;
-    }
-    match tokio::time::timeout(Duration::from_secs(30), child.wait()).await {
-        Ok(Ok(status)) if !status.success() => eprintln!("secure-tools: hook exited with {status}"),
+    // Declared after the child, so dropped before it: a watch stopped during the hook stops its group too.
+    let mut group = Group(child.id());
+    let mut stdin = child.stdin.take();
+    let ran = tokio::time::timeout(hook.timeout, async {
+        if let Some(stdin) = &mut stdin {
+            // A hook may exit without reading: the broken pipe is no failure of ours.
+            let _ = stdin.write_all(format!("{line}\n").as_bytes()).await;
+        }
+        drop(stdin.take());
+        child.wait().await
+    })
+    .await;
+    match ran {
+        Ok(Ok(status)) => {
+            // It ended: what it left running in the background is its own business.
+            group.0 = None;
+            if !status.success() {
+                eprintln!("secure-tools: hook exited with {status}");
+            }
+        }
         Ok(Err(error)) => eprintln!("secure-tools: hook: {error}"),
         Err(_) => {
+            group.kill();
             let _ = child.kill().await;
-            eprintln!("secure-tools: hook stopped after 30 s");
+            eprintln!("secure-tools: hook stopped after {:?}", hook.timeout);
         }
-        Ok(Ok(_)) => {}
+    }
+}
+
+/// A hook's process group, killed when dropped unless disarmed (`None`).
+struct Group(Option<u32>);
+
+impl Group {
+    /// SIGKILL to the whole group. Through `kill` of `sh` (POSIX: a negative pid names a group), as the command
+    /// has no direct binding to kill(2); the hook itself needs `sh` anyway.
+    fn kill(&mut self) {
+        if let Some(group) = self.0.take() {
+            let _ = std::process::Command::new("sh")
+                .args(["-c", "kill -s KILL -- \"-$1\"", "sh", &group.to_string()])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
 
 async fn watch(
     target: &Target,
     interval: Duration,
-    hook: Option<&str>,
+    hook: Option<Hook<'_>>,
     max_polls: Option<u64>,
 ) -> Result<u8, String> {
     // The signal handlers first: a signal that came before them would end the process at once (unclean), and one
@@ -560,7 +631,7 @@ impl Watched {
         target: &Target,
         client: &Client,
         lock: &ToolsLock,
-        hook: Option<&str>,
+        hook: Option<Hook<'_>>,
     ) {
         let deadline = Instant::now() + target.timeout;
         if self.connection.as_ref().is_none_or(|c| c.is_closed()) {
