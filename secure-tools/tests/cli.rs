@@ -465,3 +465,24 @@ fn a_hook_that_hangs_is_stopped_with_its_children_and_keeps_out_of_the_alerts() 
     assert_eq!(alerts[0]["event"], "changed");
     assert!(ends(&pid_in(&child)), "the hook's child outlived it");
 }
+
+#[test]
+fn a_stdio_server_whose_handshake_fails_is_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    let pid = dir.path().join("pid");
+    let refuse = format!(
+        r#"echo $$ > '{}'; printf '%s\n' '{{"jsonrpc":"2.0","id":0,"error":{{"code":-32600,"message":"no"}}}}'; exec sleep 60"#,
+        pid.display()
+    );
+    let run = finish(
+        cli()
+            .args(["pin", "--lock"])
+            .arg(dir.path().join("tools.lock.json"))
+            .arg("--")
+            .args(fake_server(&refuse, ":")),
+        LIMIT,
+    )
+    .unwrap();
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    assert!(ends(&pid_in(&pid)), "the server outlived the command");
+}

@@ -211,7 +211,9 @@ async fn connect(target: &Target, client: Client) -> Result<Connection, String> 
         return Err("name the server: --url URL, or -- COMMAND ARGS...".into());
     };
     let mut command = tokio::process::Command::new(program);
-    command.args(args);
+    // Killed when dropped: rmcp kills a child whose handshake failed in a task it spawns, which the runtime, shut
+    // down right after, would never run; a child that ignores the end of its input would be left running.
+    command.args(args).kill_on_drop(true);
     // The server's standard error stays the user's: why a server failed to start shows there.
     let (transport, _) = rmcp::transport::TokioChildProcess::builder(command)
         .stderr(Stdio::inherit())
