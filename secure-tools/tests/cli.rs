@@ -486,3 +486,47 @@ fn a_stdio_server_whose_handshake_fails_is_killed() {
     assert_eq!(run.code, Some(2), "{}", run.stderr);
     assert!(ends(&pid_in(&pid)), "the server outlived the command");
 }
+
+#[test]
+fn a_closed_stdout_or_a_lock_path_not_in_utf8_is_no_panic() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let lock = empty_lock(dir.path());
+    let none = r#"reply '{"tools":[]}'"#;
+    let one = r#"reply '{"tools":[{"name":"t","inputSchema":{"type":"object"}}]}'"#;
+    // `check --json | head -c0`, and a watch whose reader went away.
+    for (args, on_list) in [
+        (&["check", "--json"][..], none),
+        (&["watch", "--max-polls", "1"][..], one),
+    ] {
+        let run = finish_with(
+            cli()
+                .args(args)
+                .arg("--lock")
+                .arg(&lock)
+                .arg("--")
+                .args(fake_server("", on_list)),
+            Stdio::piped(),
+            LIMIT,
+        )
+        .unwrap();
+        assert_eq!(run.code, Some(2), "{args:?}: {}", run.stderr);
+        assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+    }
+    let odd = dir
+        .path()
+        .join(std::ffi::OsStr::from_bytes(b"tools-\xff.lock.json"));
+    std::fs::copy(&lock, &odd).unwrap();
+    let run = finish(
+        cli()
+            .args(["check", "--json", "--lock"])
+            .arg(&odd)
+            .arg("--")
+            .args(fake_server("", none)),
+        LIMIT,
+    )
+    .unwrap();
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let report: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(report["lock"], odd.to_string_lossy().as_ref());
+}

@@ -9,7 +9,8 @@
 //! ```
 //!
 //! Exit status: 0 unchanged (or pinned, or a watch that ended), 1 changed, 2 anything else (no lockfile, the
-//! server unreachable or too slow, a listing refused, a bad flag).
+//! server unreachable or too slow, a listing refused, a bad flag, a stdout that cannot be written: silently when
+//! its reader went away, as with `check --json | head -c1`).
 //!
 //! The server may be hostile: connecting and listing are bounded in time together (`--timeout`), and a listing
 //! in pages (at most [`MAX_PAGES`] and [`MAX_TOOLS`], and no cursor twice).
@@ -343,11 +344,31 @@ async fn run(command: Command) -> u8 {
         },
     };
     result.unwrap_or_else(|message| {
+        if message.is_empty() {
+            // Nothing to say (see `write_stdout`).
+            return 2;
+        }
         // Messages carry what the server chose (names, its errors' text): escaped, so that they cannot forge a
         // line or send the terminal a control sequence.
         eprintln!("secure-tools: {}", visible_line(&message));
         2
     })
+}
+
+/// Writes `text` to stdout. A stdout that cannot be written is an error (exit 2: a report that did not reach its
+/// reader is no result); when its reader went away (a broken pipe) a silent one, an empty message, since the
+/// reader is gone and the user closed it on purpose, as with `head`.
+fn write_stdout(text: &str) -> Result<(), String> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Ok(()) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => Err(String::new()),
+        Err(error) => Err(format!("stdout: {error}")),
+    }
 }
 
 fn verify(
@@ -373,10 +394,10 @@ fn verify(
     };
     let checked = check(files, key.as_ref(), public.as_ref()).map_err(|e| e.to_string())?;
     if json {
-        println!("{}", json!(checked));
+        write_stdout(&format!("{}\n", json!(checked)))?;
     } else {
         match &checked.problem {
-            None => println!(
+            None => write_stdout(&format!(
                 "intact: {} records, numbered {} to {}; {} checkpoints; {}",
                 checked.records,
                 checked
@@ -397,8 +418,8 @@ fn verify(
                         checked.unsigned_tail
                     )
                 }
-            ),
-            Some(problem) => println!("{problem}"),
+            ))?,
+            Some(problem) => write_stdout(&format!("{problem}\n"))?,
         }
     }
     Ok(if checked.problem.is_none() { 0 } else { 1 })
@@ -434,7 +455,7 @@ fn keygen(out: &std::path::Path) -> Result<u8, String> {
         .open(&public)
         .and_then(|mut file| writeln!(file, "{}", key.public_hex()))
         .map_err(|e| format!("{}: {e}", PathBuf::from(&public).display()))?;
-    println!("{}", key.public_hex());
+    write_stdout(&format!("{}\n", key.public_hex()))?;
     Ok(0)
 }
 
@@ -475,12 +496,11 @@ async fn check(target: &Target, json: bool) -> Result<u8, String> {
     let tools = listed(target).await?;
     let changes = lock.compare_listed(&tools);
     if json {
-        println!(
-            "{}",
-            json!({"unchanged": changes.is_empty(), "lock": target.lock, "changes": changes})
-        );
+        // The path as text, lossily: JSON strings are Unicode, a path need not be.
+        let report = json!({"unchanged": changes.is_empty(), "lock": target.lock.to_string_lossy(), "changes": changes});
+        write_stdout(&format!("{report}\n"))?;
     } else {
-        print!("{changes}");
+        write_stdout(&changes.to_string())?;
     }
     Ok(if changes.is_empty() { 0 } else { 1 })
 }
@@ -492,13 +512,14 @@ struct Hook<'a> {
     timeout: Duration,
 }
 
-/// One alert line, and the hook run with it.
-async fn alert(event: &str, detail: Value, hook: Option<Hook<'_>>) {
+/// One alert line, and the hook run with it; an error when the line could not be written (the hook runs anyway).
+async fn alert(event: &str, detail: Value, hook: Option<Hook<'_>>) -> Result<(), String> {
     let line = json!({"ts": Timestamp(std::time::SystemTime::now()).to_string(), "event": event, "detail": detail}).to_string();
-    println!("{line}");
+    let written = write_stdout(&format!("{line}\n"));
     if let Some(hook) = hook {
         run_hook(hook, &line).await;
     }
+    written
 }
 
 /// Runs the hook with `line` on its stdin, within its timeout from start to end: writing the line is inside it (a
@@ -599,9 +620,16 @@ async fn watch(
     let mut polls = 0u64;
     loop {
         polls += 1;
-        tokio::select! {
-            () = watched.poll(target, &client, &lock, hook) => {}
+        let polled = tokio::select! {
+            polled = watched.poll(target, &client, &lock, hook) => polled,
             () = &mut stop => break,
+        };
+        if let Err(error) = polled {
+            // Alerts that cannot be written: watching on would be watching unseen.
+            if let Some(c) = watched.connection.take() {
+                close(c).await;
+            }
+            return Err(error);
         }
         if max_polls.is_some_and(|max| polls >= max) {
             break;
@@ -627,14 +655,15 @@ struct Watched {
 }
 
 impl Watched {
-    /// Connects (when not connected) and lists, within the timeout together, and alerts on a change of state.
+    /// Connects (when not connected) and lists, within the timeout together, and alerts on a change of state; an
+    /// error when an alert could not be written.
     async fn poll(
         &mut self,
         target: &Target,
         client: &Client,
         lock: &ToolsLock,
         hook: Option<Hook<'_>>,
-    ) {
+    ) -> Result<(), String> {
         let deadline = Instant::now() + target.timeout;
         if self.connection.as_ref().is_none_or(|c| c.is_closed()) {
             let connected = timeout_at(deadline, connect(target, client.clone()))
@@ -646,13 +675,15 @@ impl Watched {
                     self.connection = None;
                     if !self.unreachable {
                         self.unreachable = true;
-                        alert("unreachable", json!({"error": error}), hook).await;
+                        alert("unreachable", json!({"error": error}), hook).await?;
                     }
-                    return;
+                    return Ok(());
                 }
             }
         }
-        let Some(live) = &self.connection else { return };
+        let Some(live) = &self.connection else {
+            return Ok(());
+        };
         let listed = timeout_at(deadline, list(live))
             .await
             .unwrap_or_else(|_| Err(target.late()));
@@ -660,7 +691,7 @@ impl Watched {
             Ok(tools) => {
                 if self.unreachable {
                     self.unreachable = false;
-                    alert("reachable", json!({}), hook).await;
+                    alert("reachable", json!({}), hook).await?;
                 }
                 let changes = lock.compare_listed(&tools);
                 if changes != self.reported {
@@ -674,20 +705,21 @@ impl Watched {
                         serde_json::to_value(&changes).unwrap_or_default(),
                         hook,
                     )
-                    .await;
+                    .await?;
                     self.reported = changes;
                 }
             }
             Err(error) => {
                 if !self.unreachable {
                     self.unreachable = true;
-                    alert("unreachable", json!({"error": error}), hook).await;
+                    alert("unreachable", json!({"error": error}), hook).await?;
                 }
                 if let Some(c) = self.connection.take() {
                     close(c).await;
                 }
             }
         }
+        Ok(())
     }
 }
 
