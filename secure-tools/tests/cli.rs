@@ -530,3 +530,40 @@ fn a_closed_stdout_or_a_lock_path_not_in_utf8_is_no_panic() {
     let report: Value = serde_json::from_str(&run.stdout).unwrap();
     assert_eq!(report["lock"], odd.to_string_lossy().as_ref());
 }
+
+#[test]
+fn pin_writes_the_lock_through_a_temporary_file_of_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let lock = dir.path().join("tools.lock.json");
+    let one = r#"reply '{"tools":[{"name":"t","inputSchema":{"type":"object"}}]}'"#;
+    let pin = |lock: &Path| {
+        finish(
+            cli()
+                .args(["pin", "--lock"])
+                .arg(lock)
+                .arg("--")
+                .args(fake_server("", one)),
+            LIMIT,
+        )
+        .unwrap()
+    };
+    // A link planted where a fixed temporary name would be is not followed.
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, "precious").unwrap();
+    std::os::unix::fs::symlink(&victim, dir.path().join("tools.lock.json.tmp")).unwrap();
+    let run = pin(&lock);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+    assert!(std::fs::symlink_metadata(&lock).unwrap().is_file());
+    assert_eq!(ToolsLock::read(&lock).unwrap().tools.len(), 1);
+    // A write that fails (the lock's path is a directory) leaves nothing behind.
+    let sub = dir.path().join("sub");
+    std::fs::create_dir_all(sub.join("tools.lock.json")).unwrap();
+    let run = pin(&sub.join("tools.lock.json"));
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    let left: Vec<_> = std::fs::read_dir(&sub)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["tools.lock.json"]);
+}

@@ -1,6 +1,7 @@
 //! The lockfile: each tool's digest and its whole definition, in canonical, diff-friendly JSON, reviewed like code.
 
 use std::collections::BTreeMap;
+use std::ffi::{OsStr, OsString};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -174,18 +175,41 @@ impl ToolsLock {
         Ok(lock)
     }
 
-    /// Writes the lockfile (through a temporary file in the same directory, renamed into place).
+    /// Writes the lockfile: into a new temporary file in the same directory, synced, renamed into place, and the
+    /// directory synced, so that the lock is the old one or the new one whole, even after a crash. The temporary
+    /// file is removed if a step fails.
     pub fn write(&self, path: impl AsRef<Path>) -> Result<(), LockError> {
+        use std::io::Write as _;
         let path = path.as_ref();
         let io = |source| LockError::Io {
             path: path.to_owned(),
             source,
         };
-        let mut temporary = path.as_os_str().to_owned();
-        temporary.push(".tmp");
-        let temporary = PathBuf::from(temporary);
-        std::fs::write(&temporary, self.to_text()).map_err(io)?;
-        std::fs::rename(&temporary, path).map_err(io)
+        let dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        let name = path.file_name().ok_or_else(|| {
+            io(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "not a file name",
+            ))
+        })?;
+        let (temporary, mut file) = temporary_beside(dir, name).map_err(io)?;
+        let written = file
+            .write_all(self.to_text().as_bytes())
+            .and_then(|()| file.sync_all())
+            .and_then(|()| std::fs::rename(&temporary, path));
+        if let Err(error) = written {
+            let _ = std::fs::remove_file(&temporary);
+            return Err(io(error));
+        }
+        // The rename is lasting once the directory is synced. Some filesystems do not sync a directory; the rename
+        // is then as lasting as they make it, which is no reason to report the lock unwritten.
+        if let Ok(dir) = std::fs::File::open(dir) {
+            let _ = dir.sync_all();
+        }
+        Ok(())
     }
 
     /// What changed from this lock to tools as a server lists them.
@@ -241,6 +265,38 @@ impl ToolsLock {
             .collect();
         changes
     }
+}
+
+/// A new file in `dir` for the lock named `name`: `.NAME.PID.RANDOM.tmp`, created only if nothing is there, so
+/// that concurrent writers never share one, and a link planted there (the name of a fixed temporary file can be
+/// foreseen) is not followed.
+fn temporary_beside(dir: &Path, name: &OsStr) -> std::io::Result<(PathBuf, std::fs::File)> {
+    use std::hash::BuildHasher as _;
+    // Keys drawn from the system's randomness once per process, then stepped: no crate needed for a name.
+    let random = std::collections::hash_map::RandomState::new();
+    for attempt in 0u32..16 {
+        let mut file_name = OsString::from(".");
+        file_name.push(name);
+        file_name.push(format!(
+            ".{}.{:016x}.tmp",
+            std::process::id(),
+            random.hash_one(attempt)
+        ));
+        let candidate = dir.join(file_name);
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&candidate)
+        {
+            Ok(file) => return Ok((candidate, file)),
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(error) => return Err(error),
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::AlreadyExists,
+        "no unused name for a temporary file",
+    ))
 }
 
 #[cfg(test)]
