@@ -1,6 +1,8 @@
 //! The `secure-tools` command as a process: its exit codes for an intact and a tampered audit file, and for a
-//! check that names no server. (Its presence also makes `cargo test` build the binary, which the file server's
-//! integrity and audit tests run.)
+//! check that names no server; and against hostile servers (fake ones in sh, over stdio) that stay silent, page
+//! without end, send huge descriptions or terminal escapes, or fail the handshake and stay; with a hook that
+//! hangs, a stdout closed, a planted link, a key pair half made. (Its presence also makes `cargo test` build the
+//! binary, which the file server's integrity and audit tests run.)
 
 use std::io::{Read, Seek};
 use std::path::{Path, PathBuf};
@@ -566,4 +568,16 @@ fn pin_writes_the_lock_through_a_temporary_file_of_its_own() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert_eq!(left, ["tools.lock.json"]);
+}
+
+#[test]
+fn keygen_leaves_no_private_key_without_its_public_half() {
+    let dir = tempfile::tempdir().unwrap();
+    // The longest name a directory takes: the private key fits, `FILE.pub` does not.
+    let out = dir.path().join("k".repeat(255));
+    let run = finish(cli().args(["audit", "keygen", "--out"]).arg(&out), LIMIT).unwrap();
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    assert!(run.stderr.contains("removed"), "{}", run.stderr);
+    assert!(!out.exists());
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }

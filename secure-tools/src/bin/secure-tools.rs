@@ -447,14 +447,25 @@ fn keygen(out: &std::path::Path) -> Result<u8, String> {
         .mode(0o600)
         .open(out)
         .map_err(|e| format!("{}: {e}", out.display()))?;
-    writeln!(file, "{}", key.seed_hex()).map_err(|e| format!("{}: {e}", out.display()))?;
     // Never over another key's public half: a verifier holding it would then refuse that key's checkpoints.
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&public)
-        .and_then(|mut file| writeln!(file, "{}", key.public_hex()))
-        .map_err(|e| format!("{}: {e}", PathBuf::from(&public).display()))?;
+    let written = writeln!(file, "{}", key.seed_hex())
+        .and_then(|()| file.sync_all())
+        .map_err(|e| format!("{}: {e}", out.display()))
+        .and_then(|()| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&public)
+                .and_then(|mut file| writeln!(file, "{}", key.public_hex()))
+                .map_err(|e| format!("{}: {e}", PathBuf::from(&public).display()))
+        });
+    if let Err(error) = written {
+        // A private key without its public half would be a key pair half made: neither is left.
+        return Err(match std::fs::remove_file(out) {
+            Ok(()) => format!("{error}; {} removed", out.display()),
+            Err(e) => format!("{error}; {} not removed: {e}", out.display()),
+        });
+    }
     write_stdout(&format!("{}\n", key.public_hex()))?;
     Ok(0)
 }
