@@ -531,6 +531,48 @@ async fn rates_and_concurrency_refuse_with_outcome_limited() {
     assert_eq!(limited, 2);
 }
 
+/// A call refused `overloaded` never ran: it does not use up its caller's rate (the limits once checked the rate
+/// first, so a caller turned away by a busy tool lost calls it had not made).
+#[tokio::test]
+async fn a_call_refused_overloaded_does_not_use_up_the_rate() {
+    let effects = Effects::default();
+    let tools = ToolSet::builder(effects.clone())
+        .tool::<gated>()
+        .rate_limit(Rate::per_minute(2).unwrap())
+        .audit_sink(MemorySink::new())
+        .build()
+        .unwrap();
+    let alice = caller("alice", "t.read");
+    let first = tokio::spawn({
+        let tools = tools.clone();
+        let alice = alice.clone();
+        async move { tools.call(request(&alice, 1, "gated", json!({}))).await }
+    });
+    while tools.calls_in_flight() == 0 {
+        tokio::task::yield_now().await;
+    }
+    let busy = tools
+        .call(request(&alice, 2, "gated", json!({})))
+        .await
+        .unwrap();
+    assert_eq!(busy.error_code(), Some("overloaded"));
+    effects.gate.notify_waiters();
+    assert_eq!(first.await.unwrap().unwrap().outcome(), Outcome::Ok);
+    // The second of the two calls a minute allows.
+    let third = tokio::spawn({
+        let tools = tools.clone();
+        let alice = alice.clone();
+        async move { tools.call(request(&alice, 3, "gated", json!({}))).await }
+    });
+    // (Refused, it would not wait at the gate.)
+    while tools.calls_in_flight() == 0 && !third.is_finished() {
+        tokio::task::yield_now().await;
+    }
+    effects.gate.notify_waiters();
+    let third = third.await.unwrap().unwrap();
+    assert_eq!(third.outcome(), Outcome::Ok, "{:?}", third.error_code());
+}
+
 #[tokio::test]
 async fn a_set_wide_rate_counts_per_caller_and_tool() {
     let sink = MemorySink::new();

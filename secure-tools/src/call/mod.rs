@@ -10,7 +10,7 @@
 //! | look up | `invalid`, `unknown_tool` (a protocol error for the transport) |
 //! | admit | `limited`, `shutting_down`; `denied`, `audit_unavailable` |
 //! | authorize | `denied`, `missing_scope:<scope>` |
-//! | limits | `limited`, `rate_limited` or `overloaded` |
+//! | limits | `limited`, `overloaded`, `rate_limited` or `rate_limit_unavailable` |
 //! | guards before decoding | the guard's |
 //! | decode | `invalid`, `malformed_arguments` (or `invalid_input` from a type that checks its value) |
 //! | validate | `invalid`, `invalid_input` |
@@ -35,7 +35,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::Poll;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use futures_util::FutureExt;
 use rmcp::RoleServer;
@@ -542,21 +542,15 @@ fn authorize(tool: &ToolEntry, caller: &Caller) -> Result<(), Refusal> {
         .map_err(|missing| Refusal::missing_scope(&missing.0, tool.scopes.clone()))
 }
 
-/// The built-in limits: rates (the set's per caller and tool, the tool's own per caller), then concurrency (the
-/// tool's, then the set's). The permits are held until the handler ends.
+/// The built-in limits: concurrency (the tool's, then the set's), then rates (the set's per caller and tool, the
+/// tool's own per caller). The permits are held until the handler ends. Concurrency first: a call refused
+/// `overloaded` does not use up its caller's rate, and a rate checked in Redis is waited for by calls that count
+/// among those running.
 async fn limit<'a, S>(
     set: &'a Inner<S>,
     tool: &'a ToolEntry,
     cx: &CallContext,
 ) -> Result<[Option<limits::Slot<'a>>; 2], Refusal> {
-    let caller = cx.caller().id_shared();
-    let name = tool.definition.name();
-    if let Some(rate) = &set.rate {
-        rate.check(caller, name).await?;
-    }
-    if let Some(rate) = &tool.rate {
-        rate.check(caller, name).await?;
-    }
     let own = tool
         .concurrency
         .as_ref()
@@ -567,6 +561,14 @@ async fn limit<'a, S>(
         .as_ref()
         .map(|limit| limit.acquire("the server's tools"))
         .transpose()?;
+    let caller = cx.caller().id_shared();
+    let name = tool.definition.name();
+    if let Some(rate) = &set.rate {
+        rate.check(caller, name).await?;
+    }
+    if let Some(rate) = &tool.rate {
+        rate.check(caller, name).await?;
+    }
     Ok([own, shared])
 }
 
@@ -665,20 +667,18 @@ where
     }
 }
 
-/// A call's time limit: `timeout` from the call's start, shared by its guards, its rule and its handler.
+/// A call's time limit: `timeout` from the call's start, shared by its guards, its rule and its handler. On the
+/// monotonic clock: a wall clock stepped back mid-call would give each stage its whole time again.
 #[derive(Clone, Copy)]
 struct Deadline {
     timeout: std::time::Duration,
-    started: SystemTime,
+    started: Instant,
 }
 
 impl Deadline {
-    /// What is left of the time limit (never more than all of it, should the clock step back).
+    /// What is left of the time limit.
     fn remaining(self) -> std::time::Duration {
-        let spent = SystemTime::now()
-            .duration_since(self.started)
-            .unwrap_or_default();
-        self.timeout.saturating_sub(spent)
+        self.timeout.saturating_sub(self.started.elapsed())
     }
 }
 
@@ -756,7 +756,7 @@ pub(crate) struct Call<'s> {
     audit: &'s Audit,
     lifecycle: &'s Lifecycle,
     tool: Option<&'s ToolEntry>,
-    started: SystemTime,
+    started: Instant,
     context: CallContext,
     /// The name as sent, for a tool that does not exist.
     sent_name: Option<String>,
@@ -779,9 +779,8 @@ pub(crate) struct Call<'s> {
 
 impl<'s> Call<'s> {
     fn begin<S>(set: &'s Inner<S>, request: CallRequest) -> (Self, Option<&'s Registered<S>>) {
-        // One clock for both the record's time and the call's duration (a clock read is a good part of the
-        // pipeline's own cost); a clock stepped back mid-call gives a duration of 0.
-        let started = SystemTime::now();
+        // The monotonic clock, for the call's duration and its deadline; the record's time is read at its end.
+        let started = Instant::now();
         set.lifecycle.enter();
         let CallRequest {
             caller,
@@ -943,8 +942,7 @@ impl<'s> Call<'s> {
     ) -> Result<(), audit::AuditError> {
         self.finished = true;
         let finished = SystemTime::now();
-        // A clock stepped back mid-call gives a duration of 0.
-        let elapsed = finished.duration_since(self.started).unwrap_or_default();
+        let elapsed = self.started.elapsed();
         let fields = self.context.take_audit_fields();
         let fields = (!fields.is_empty()).then(|| {
             let mut value = Value::Object(fields.into_iter().collect());
