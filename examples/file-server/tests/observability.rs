@@ -737,9 +737,11 @@ async fn without_traces_the_records_keep_the_callers_trace_and_metrics_keep_thei
         .collect();
     assert_eq!(calls.len(), 3);
     for call in &calls {
-        // No span of the server's: the caller's is the one the records name.
+        // No span of the server's: the records name the caller's as the parent, and no span as the call's own
+        // (the caller's span once stood in for it).
         assert_eq!(call["trace_id"], TRACE_ID, "{call}");
-        assert_eq!(call["span_id"], CALLER_SPAN, "{call}");
+        assert_eq!(call["parent_span_id"], CALLER_SPAN, "{call}");
+        assert!(call.get("span_id").is_none(), "{call}");
     }
     let logs = receiver.logs();
     let call_logs: Vec<&LogRecord> = logs

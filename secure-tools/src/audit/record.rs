@@ -380,8 +380,12 @@ pub struct TraceContext {
 
 impl TraceContext {
     /// Reads a W3C `traceparent` (`00-{trace-id}-{parent-id}-{flags}`); `None` unless it is valid (lowercase hex,
-    /// ids not all zeros, version not `ff`; a later version may carry more after the flags).
+    /// ids not all zeros, version not `ff`; a later version may carry more after the flags, within 512 bytes in
+    /// all).
     pub fn parse(text: &str) -> Option<Self> {
+        if text.len() > MAX_TRACEPARENT_BYTES {
+            return None;
+        }
         let hex = |s: &str, n: usize| {
             s.len() == n
                 && s.bytes()
@@ -405,6 +409,13 @@ impl TraceContext {
         })
     }
 }
+
+/// The longest `traceparent` read (version `00` is 55 bytes; a later version may add fields, not kilobytes).
+pub(crate) const MAX_TRACEPARENT_BYTES: usize = 512;
+
+/// The longest `tracestate` kept (W3C: 32 members of at most 256 bytes each in theory; 512 bytes is what
+/// propagators are asked to keep at least); a longer one is dropped whole.
+pub(crate) const MAX_TRACESTATE_BYTES: usize = 1024;
 
 /// The record written before the handler of a tool not marked `read_only` runs: if it cannot be written, the
 /// handler does not run, so no effect happens without a record. Its `tool_call` record follows, with the same

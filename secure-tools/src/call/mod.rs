@@ -943,6 +943,15 @@ impl<'s> Call<'s> {
         self.finished = true;
         let finished = SystemTime::now();
         let elapsed = self.started.elapsed();
+        // A code is the pipeline's own or a guard's or handler's; bounded alike in the record and in the metrics'
+        // labels.
+        let code: Option<Arc<str>> = error.map(|code| {
+            if code.len() > 128 {
+                Arc::from(audit::shorten_str(code))
+            } else {
+                Arc::from(code)
+            }
+        });
         let fields = self.context.take_audit_fields();
         let fields = (!fields.is_empty()).then(|| {
             let mut value = Value::Object(fields.into_iter().collect());
@@ -964,13 +973,7 @@ impl<'s> Call<'s> {
                 Some(inputs) => inputs,
                 None => self.inputs(),
             },
-            error: error.map(|code| {
-                if code.len() > 128 {
-                    Arc::from(audit::shorten_str(code))
-                } else {
-                    Arc::from(code)
-                }
-            }),
+            error: code.clone(),
             duration_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
             origin: self.origin(),
             trace: self.trace.take(),
@@ -984,7 +987,7 @@ impl<'s> Call<'s> {
         #[cfg(feature = "otel")]
         if let Some(telemetry) = self.telemetry {
             let (outcome, error) = match &written {
-                Ok(()) => (outcome, error),
+                Ok(()) => (outcome, code.as_deref()),
                 Err(_) => (Outcome::Error, Some(codes::AUDIT_UNAVAILABLE)),
             };
             telemetry.end_call(

@@ -11,7 +11,8 @@
 //! handler runs with the span as its current context, so spans your tool starts nest under it.
 //!
 //! Every audit record of the call (`call_started`, `tool_call`) carries the span's `trace_id` and `span_id`, and
-//! the caller's span as `parent_span_id`: a record, its span and the caller's trace join on those ids.
+//! the caller's span as `parent_span_id`: a record, its span and the caller's trace join on those ids. (With
+//! traces not exported a call has no span of its own: its records carry no `span_id`.)
 //!
 //! **Metrics** ([`metric`] has the names): calls by tool and outcome, a duration histogram
 //! (`mcp.server.operation.duration`, seconds), refusals by code, rate-limited calls, and authentication failures of
@@ -364,7 +365,10 @@ impl CallSpan {
         let ids = span.span_context();
         ids.is_valid().then(|| TraceContext {
             trace_id: base16ct::lower::encode_string(&ids.trace_id().to_bytes()),
-            span_id: Some(base16ct::lower::encode_string(&ids.span_id().to_bytes())),
+            // Without a span of its own (traces not exported), the call's context is its caller's span: that is
+            // the parent, not the call's span.
+            span_id: (self.own || self.remote_parent_span != Some(ids.span_id()))
+                .then(|| base16ct::lower::encode_string(&ids.span_id().to_bytes())),
             parent_span_id: self
                 .remote_parent_span
                 .map(|id| base16ct::lower::encode_string(&id.to_bytes())),
@@ -373,8 +377,12 @@ impl CallSpan {
 }
 
 /// The caller's span, from a W3C `traceparent` (and `tracestate`), as a remote parent; `None` unless valid. Read
-/// by the SDK's W3C propagator.
+/// by the SDK's W3C propagator, once the audit's own reading accepts it: the propagator splits a value into a
+/// vector of its parts (16 bytes a part, so a few megabytes of `-` in a request's `_meta` made tens of megabytes)
+/// and reads ids more loosely (`+1`, short ids), so records would carry ids the caller never sent.
 fn remote_parent(traceparent: Option<&str>, tracestate: Option<&str>) -> Option<Context> {
+    let traceparent = traceparent.filter(|p| crate::audit::TraceContext::parse(p).is_some());
+    let tracestate = tracestate.filter(|s| s.len() <= crate::audit::MAX_TRACESTATE_BYTES);
     /// The two trace-context fields, as the propagator reads headers.
     struct Fields<'a>(&'a str, Option<&'a str>);
     impl Extractor for Fields<'_> {
@@ -458,10 +466,15 @@ impl AuditLogs {
         };
         log.set_severity_number(severity);
         log.set_severity_text(severity.name());
+        // The span the record was written in: the call's, or without a span of its own, its caller's.
         if let Some(trace) = trace
             && let (Ok(trace_id), Some(Ok(span_id))) = (
                 TraceId::from_hex(&trace.trace_id),
-                trace.span_id.as_deref().map(SpanId::from_hex),
+                trace
+                    .span_id
+                    .as_deref()
+                    .or(trace.parent_span_id.as_deref())
+                    .map(SpanId::from_hex),
             )
         {
             log.set_trace_context(trace_id, span_id, Some(TraceFlags::SAMPLED));
@@ -503,5 +516,43 @@ fn event_name(event: &AuditEvent) -> &'static str {
         AuditEvent::ConnectionRejected { .. } => "secure_tools.audit.connection_rejected",
         AuditEvent::AuditSuppressed { .. } => "secure_tools.audit.audit_suppressed",
         AuditEvent::ToolsLockMismatch { .. } => "secure_tools.audit.tools_lock_mismatch",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry::trace::TraceContextExt as _;
+
+    use super::remote_parent;
+
+    const VALID: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+
+    #[test]
+    fn a_remote_parent_is_taken_only_from_a_traceparent_the_audit_reads_too() {
+        let parent = remote_parent(Some(VALID), Some("vendor=value")).unwrap();
+        let span = parent.span();
+        let context = span.span_context();
+        assert_eq!(
+            context.trace_id().to_string(),
+            "0af7651916cd43dd8448eb211c80319c"
+        );
+        assert_eq!(context.trace_state().header(), "vendor=value");
+        // Ids the SDK alone would read (`from_str_radix` takes a sign and short ids).
+        for loose in [
+            "00-abc-+1-01",
+            "00-+af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        ] {
+            assert!(remote_parent(Some(loose), None).is_none(), "{loose}");
+        }
+        // A later version may add fields, not megabytes of them.
+        let long = format!("01-{}{}", &VALID[3..], "-x".repeat(1 << 20));
+        assert!(remote_parent(Some(&long), None).is_none());
+        assert!(crate::audit::TraceContext::parse(&long).is_none());
+        let dashes = "-".repeat(4 << 20);
+        assert!(remote_parent(Some(&dashes), None).is_none());
+        // A tracestate too long to keep is dropped, the parent kept.
+        let state = format!("vendor={}", "a".repeat(2000));
+        let parent = remote_parent(Some(VALID), Some(&state)).unwrap();
+        assert_eq!(parent.span().span_context().trace_state().header(), "");
     }
 }

@@ -87,12 +87,13 @@ fn connection(shared: &Shared, request: &Request, token_id: Option<String>) -> C
             .headers()
             .get("traceparent")
             .and_then(|v| v.to_str().ok())
-            .map(|v| Arc::from(shorten_str(v))),
+            .filter(|v| v.len() <= crate::audit::MAX_TRACEPARENT_BYTES)
+            .map(Arc::from),
         tracestate: request
             .headers()
             .get("tracestate")
             .and_then(|v| v.to_str().ok())
-            .filter(|v| v.len() <= MAX_TRACESTATE_BYTES)
+            .filter(|v| v.len() <= crate::audit::MAX_TRACESTATE_BYTES)
             .map(Arc::from),
         // Without sessions, rmcp fills the client's description with placeholders: only `_meta` may name the
         // client.
@@ -102,10 +103,6 @@ fn connection(shared: &Shared, request: &Request, token_id: Option<String>) -> C
         caller: None,
     }
 }
-
-/// The longest `tracestate` kept (W3C: 32 members of at most 256 bytes each in theory; 512 bytes is what
-/// propagators must at least carry). A longer one is ignored, not cut: a cut one would not parse.
-const MAX_TRACESTATE_BYTES: usize = 1024;
 
 /// Who a request comes from, or the answer refusing it.
 struct Identified {
