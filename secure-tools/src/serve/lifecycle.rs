@@ -99,6 +99,7 @@ impl Settings {
         H: ServerHandler + Clone,
         F: Fn(SecureServer<S>) -> H + Send + Sync + 'static,
     {
+        self.check_sections_read()?;
         #[cfg(feature = "otel")]
         {
             let prometheus = match &self.transport {

@@ -15,6 +15,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rmcp::model::Implementation;
@@ -451,6 +452,8 @@ pub const HS256_SECRET_VARIABLE: &str = "MCP_AUTH_HS256_SECRET";
 struct ConfigFile {
     path: Option<PathBuf>,
     sections: toml::Table,
+    /// The tables the application has read ([`Settings::section`]); one never read is refused at start.
+    read: Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
 }
 
 impl ConfigFile {
@@ -476,6 +479,7 @@ impl ConfigFile {
             ConfigFile {
                 path: Some(path.to_owned()),
                 sections,
+                read: Arc::default(),
             },
         ))
     }
@@ -683,7 +687,16 @@ impl Settings {
 
     /// The application's own settings: the table `name` of the config file, if there is one, else `T`'s
     /// defaults. The file server keeps its data root under `[files]`, say.
+    ///
+    /// Read every section before serving: a table of the file that nothing has read when the server starts
+    /// (misspelled, or server settings written after a table's header, where TOML puts them in that table) is
+    /// refused, rather than left to mean nothing.
     pub fn section<T: DeserializeOwned + Default>(&self, name: &str) -> Result<T, SettingsError> {
+        self.file
+            .read
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(name.to_owned());
         match self.file.sections.get(name) {
             Some(value) => T::deserialize(value.clone()).map_err(|e| SettingsError::File {
                 path: self.file.path.clone().unwrap_or_default(),
@@ -691,6 +704,32 @@ impl Settings {
             }),
             None => Ok(T::default()),
         }
+    }
+
+    /// Refuses a table of the config file that no part of the server has read ([`Settings::section`]).
+    pub(crate) fn check_sections_read(&self) -> Result<(), SettingsError> {
+        let read = self
+            .file
+            .read
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(unread) = self.file.sections.keys().find(|name| !read.contains(*name)) else {
+            return Ok(());
+        };
+        let known = if read.is_empty() {
+            "this server reads no table".to_owned()
+        } else {
+            let names: Vec<String> = read.iter().map(|name| format!("[{name}]")).collect();
+            format!("this server reads {}", names.join(", "))
+        };
+        Err(SettingsError::File {
+            path: self.file.path.clone().unwrap_or_default(),
+            reason: format!(
+                "[{}]: no part of this server reads this table ({known}; the server's own settings go at the top \
+                 of the file, before any table header, and take no tables)",
+                name_shown(unread)
+            ),
+        })
     }
 
     async fn resolve(args: ServerArgs) -> Result<Self, SettingsError> {
@@ -920,6 +959,12 @@ impl Settings {
     }
 }
 
+/// A table's name as the file gave it, escaped and shortened for a message.
+fn name_shown(name: &str) -> String {
+    let shown: String = name.escape_debug().take(64).collect();
+    shown
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1063,5 +1108,43 @@ mod tests {
         };
         let error = Settings::from_args(args).await.unwrap_err().to_string();
         assert!(error.contains("server-idd"), "{error}");
+    }
+
+    /// A table nothing reads is refused at start: a misspelled one, server settings written after a table's
+    /// header (TOML puts them in it), or a server setting given as a table. Each once meant nothing, silently:
+    /// the server started without the rate limit the file gave.
+    #[tokio::test]
+    async fn a_table_of_the_config_file_that_nothing_reads_is_refused_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("server.toml");
+        let settings_of = |text: &str| {
+            std::fs::write(&path, text).unwrap();
+            Settings::from_args(ServerArgs {
+                config: Some(path.clone()),
+                ..Default::default()
+            })
+        };
+        for text in [
+            "[limits]\nrate-limit = \"10/min\"\n",
+            "[filez]\ndata-root = \"/srv\"\n",
+            "audit-log = { path = \"/var/log/audit.jsonl\" }\n",
+        ] {
+            let settings = settings_of(text).await.unwrap();
+            let error = settings.check_sections_read().unwrap_err().to_string();
+            assert!(error.contains("no part of this server reads"), "{error}");
+            let served = tokio::time::timeout(
+                Duration::from_secs(10),
+                settings.serve(crate::ToolSet::builder(())),
+            )
+            .await
+            .expect("served instead of refusing");
+            assert!(served.is_err(), "{text}");
+        }
+        // A table the application reads is fine.
+        let settings = settings_of("[files]\ndata-root = \"/srv\"\n")
+            .await
+            .unwrap();
+        let _: toml::Table = settings.section("files").unwrap();
+        settings.check_sections_read().unwrap();
     }
 }
