@@ -776,6 +776,50 @@ fn start_up_refuses_a_bad_configuration_with_a_clear_message() {
     assert!(!said.contains("can be read by users"), "{said}");
 }
 
+/// A variable set to blank text counts as unset through the flags' parser too (clap passed it on as a value, so a
+/// blank `MCP_SCOPES` emptied the grant the config file gave): the config file's settings then apply.
+#[test]
+fn a_blank_variable_leaves_the_config_files_setting_in_place() {
+    let area = tempfile::tempdir().unwrap();
+    let data = area.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let config = area.path().join("server.toml");
+    let log = area.path().join("audit.jsonl");
+    std::fs::write(
+        &config,
+        format!(
+            "server-id = \"from-file\"\nscopes = \"files.read\"\naudit-log = {:?}\n",
+            log.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let run = Command::new(SERVER)
+        .arg("--config")
+        .arg(&config)
+        .arg("--data-root")
+        .arg(&data)
+        .env_remove("DATA_ROOT")
+        .env("MCP_SERVER_ID", "")
+        .env("MCP_SCOPES", " ")
+        .env_remove("MCP_AUDIT_LOG")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{said}");
+    let records: Vec<Value> = std::fs::read_to_string(&log)
+        .unwrap_or_else(|e| panic!("no audit log ({e}): {said}"))
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let start = records
+        .iter()
+        .find(|r| r["event"] == "server_start")
+        .unwrap();
+    assert_eq!(start["server_id"], "from-file", "{start}");
+    assert_eq!(start["grant"], json!(["files.read"]), "{start}");
+}
+
 #[test]
 fn help_documents_every_setting() {
     let output = Command::new(SERVER).arg("--help").output().unwrap();

@@ -31,7 +31,11 @@ impl RootArgs {
     /// hold any file the settings name that no tool should reach (the audit log, a key, a certificate, the config
     /// file, the lockfile: [`Settings::protected_files`]): the tools could read or overwrite it.
     pub fn open(self, settings: &Settings) -> Result<Root, SettingsError> {
-        let args = self.or(settings.section(ROOT_SECTION)?);
+        #[cfg(feature = "cli")]
+        let args = self.blank_variables_unset();
+        #[cfg(not(feature = "cli"))]
+        let args = self;
+        let args = args.or(settings.section(ROOT_SECTION)?);
         let invalid = |message: String| {
             SettingsError::Invalid(crate::serve::InvalidSetting::new(
                 "--data-root / DATA_ROOT",

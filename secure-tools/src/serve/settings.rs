@@ -208,6 +208,40 @@ pub(crate) fn variable<T: FromSetting>(
     }
 }
 
+/// Whether a setting's value is blank text (only text can be: clap refuses a blank number or address).
+pub(crate) trait Blank {
+    fn is_blank(&self) -> bool;
+}
+
+impl Blank for String {
+    fn is_blank(&self) -> bool {
+        self.trim().is_empty()
+    }
+}
+
+impl Blank for PathBuf {
+    fn is_blank(&self) -> bool {
+        self.to_str().is_some_and(|text| text.trim().is_empty())
+    }
+}
+
+impl Blank for Vec<String> {
+    fn is_blank(&self) -> bool {
+        self.iter().all(Blank::is_blank)
+    }
+}
+
+macro_rules! never_blank {
+    ($($ty:ty),*) => {
+        $(impl Blank for $ty {
+            fn is_blank(&self) -> bool {
+                false
+            }
+        })*
+    };
+}
+never_blank!(bool, u32, u64, usize, SocketAddr);
+
 /// Declares the raw settings once: the struct (a clap `Args` with feature `cli`, each field's variable attached;
 /// deserializable from the config file), reading them from the environment, and layering one set over another.
 macro_rules! settings_args {
@@ -243,6 +277,26 @@ macro_rules! settings_args {
                         )?,
                     )*
                 })
+            }
+
+            /// Unsets each setting whose variable is set but blank and whose value is blank too: clap passes a
+            /// blank variable on as a value, while a blank variable means unset (as [`Self::from_env`] reads it).
+            #[cfg(feature = "cli")]
+            pub(crate) fn blank_variables_unset(mut self) -> Self {
+                $(
+                    $(
+                        if std::env::var_os($env).is_some_and(|value| {
+                            value.to_str().is_some_and(|text| text.trim().is_empty())
+                        }) && self
+                            .$field
+                            .as_ref()
+                            .is_some_and($crate::serve::settings::Blank::is_blank)
+                        {
+                            self.$field = None;
+                        }
+                    )?
+                )*
+                self
             }
 
             /// These settings, each unset one taken from `lower`.
@@ -631,6 +685,8 @@ impl Settings {
     /// Checks settings given as flags (with feature `cli`, clap has read each flag's variable as well), layered
     /// over the config file they name. Keys are loaded (a JWKS URL is fetched) now.
     pub async fn from_args(args: ServerArgs) -> Result<Self, SettingsError> {
+        #[cfg(feature = "cli")]
+        let args = args.blank_variables_unset();
         let (args, file) = match args.config.clone() {
             Some(path) => {
                 let (from_file, file) = ConfigFile::read(&path)?;
