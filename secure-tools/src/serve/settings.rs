@@ -324,9 +324,17 @@ macro_rules! settings_args {
 #[cfg_attr(not(feature = "fs"), allow(unused_imports))]
 pub(crate) use settings_args;
 
-/// `--server-id` for `server_id`.
+/// `--server-id` for `server_id`; a list's flag is singular, given once per value (`--allowed-host`).
 pub(crate) fn flag_of(field: &str) -> String {
-    format!("--{}", field.replace('_', "-"))
+    let singular = match field {
+        "allowed_origins" => "allowed_origin",
+        "allowed_hosts" => "allowed_host",
+        "authorization_servers" => "authorization_server",
+        "scope_claims" => "scope_claim",
+        "mtls_clients" => "mtls_client",
+        other => other,
+    };
+    format!("--{}", singular.replace('_', "-"))
 }
 
 settings_args! {
@@ -925,6 +933,20 @@ impl Settings {
                 "only applies with --tools-lock / MCP_TOOLS_LOCK".into(),
             ));
         }
+        if args.audit_checkpoint_interval.is_some() && args.audit_checkpoint_key.is_none() {
+            return Err(invalid(
+                "--audit-checkpoint-interval / MCP_AUDIT_CHECKPOINT_INTERVAL",
+                "only applies with --audit-checkpoint-key / MCP_AUDIT_CHECKPOINT_KEY (no key, no checkpoints)"
+                    .into(),
+            ));
+        }
+        if args.rate_limit_redis_unavailable.is_some() && args.rate_limit_redis.is_none() {
+            return Err(invalid(
+                "--rate-limit-redis-unavailable / MCP_RATE_LIMIT_REDIS_UNAVAILABLE",
+                "only applies with --rate-limit-redis / MCP_RATE_LIMIT_REDIS (each replica limits on its own)"
+                    .into(),
+            ));
+        }
         if let Some(grace) = duration(
             &args.shutdown_grace,
             "--shutdown-grace / MCP_SHUTDOWN_GRACE",
@@ -963,41 +985,77 @@ impl Settings {
         match args.http {
             None => {
                 let http_only = [
-                    (args.issuer.is_some(), "--issuer"),
-                    (args.resource_url.is_some(), "--resource-url"),
-                    (args.jwks_file.is_some(), "--jwks-file"),
-                    (args.jwks_url.is_some(), "--jwks-url"),
-                    (args.public_key_pem.is_some(), "--public-key-pem"),
-                    (args.tls_cert.is_some(), "--tls-cert"),
-                    (args.tls_key.is_some(), "--tls-key"),
-                    (args.client_ca.is_some(), "--client-ca"),
-                    (args.client_crl.is_some(), "--client-crl"),
-                    (args.mtls_clients.is_some(), "--mtls-client"),
+                    (args.issuer.is_some(), "--issuer / MCP_AUTH_ISSUER"),
+                    (
+                        args.resource_url.is_some(),
+                        "--resource-url / MCP_RESOURCE_URL",
+                    ),
+                    (args.jwks_file.is_some(), "--jwks-file / MCP_AUTH_JWKS_FILE"),
+                    (args.jwks_url.is_some(), "--jwks-url / MCP_AUTH_JWKS_URL"),
+                    (
+                        args.public_key_pem.is_some(),
+                        "--public-key-pem / MCP_AUTH_PUBLIC_KEY_PEM",
+                    ),
+                    (args.tls_cert.is_some(), "--tls-cert / MCP_TLS_CERT"),
+                    (args.tls_key.is_some(), "--tls-key / MCP_TLS_KEY"),
+                    (args.client_ca.is_some(), "--client-ca / MCP_TLS_CLIENT_CA"),
+                    (
+                        args.client_crl.is_some(),
+                        "--client-crl / MCP_TLS_CLIENT_CRL",
+                    ),
+                    (
+                        args.mtls_clients.is_some(),
+                        "--mtls-client / MCP_MTLS_CLIENTS",
+                    ),
                     (
                         args.http_insecure_no_auth == Some(true),
                         "--http-insecure-no-auth",
                     ),
-                    (args.http_sessions == Some(true), "--http-sessions"),
-                    (args.http_header_timeout.is_some(), "--http-header-timeout"),
+                    (
+                        args.http_sessions == Some(true),
+                        "--http-sessions / MCP_HTTP_SESSIONS",
+                    ),
+                    (
+                        args.http_header_timeout.is_some(),
+                        "--http-header-timeout / MCP_HTTP_HEADER_TIMEOUT",
+                    ),
                     (
                         args.http_request_timeout.is_some(),
-                        "--http-request-timeout",
+                        "--http-request-timeout / MCP_HTTP_REQUEST_TIMEOUT",
                     ),
                     (
                         args.http_max_connections.is_some(),
-                        "--http-max-connections",
+                        "--http-max-connections / MCP_HTTP_MAX_CONNECTIONS",
                     ),
-                    (args.http_metrics.is_some(), "--http-metrics"),
-                    (args.allowed_origins.is_some(), "--allowed-origins"),
-                    (args.allowed_hosts.is_some(), "--allowed-hosts"),
+                    (
+                        args.http_metrics.is_some(),
+                        "--http-metrics / MCP_HTTP_METRICS",
+                    ),
+                    (
+                        args.allowed_origins.is_some(),
+                        "--allowed-origin / MCP_ALLOWED_ORIGINS",
+                    ),
+                    (
+                        args.allowed_hosts.is_some(),
+                        "--allowed-host / MCP_ALLOWED_HOSTS",
+                    ),
                     (
                         args.authorization_servers.is_some(),
-                        "--authorization-servers",
+                        "--authorization-server / MCP_AUTHORIZATION_SERVERS",
                     ),
-                    (args.jwks_max_age.is_some(), "--jwks-max-age"),
-                    (args.jwks_ca.is_some(), "--jwks-ca"),
-                    (args.scope_claims.is_some(), "--scope-claims"),
-                    (args.require_at_jwt == Some(true), "--require-at-jwt"),
+                    (
+                        args.jwks_max_age.is_some(),
+                        "--jwks-max-age / MCP_AUTH_JWKS_MAX_AGE",
+                    ),
+                    (args.jwks_ca.is_some(), "--jwks-ca / MCP_AUTH_JWKS_CA"),
+                    (
+                        args.scope_claims.is_some(),
+                        "--scope-claim / MCP_AUTH_SCOPE_CLAIMS",
+                    ),
+                    (
+                        args.require_at_jwt == Some(true),
+                        "--require-at-jwt / MCP_AUTH_REQUIRE_AT_JWT",
+                    ),
                 ];
                 if let Some((_, flag)) = http_only.iter().find(|(set, _)| *set) {
                     return Err(invalid(flag, "only applies with --http / MCP_HTTP".into()));
@@ -1042,7 +1100,7 @@ mod tests {
         })
         .await;
         assert!(
-            said.contains("--allowed-hosts") && said.contains("--http"),
+            said.contains("--allowed-host / MCP_ALLOWED_HOSTS") && said.contains("--http"),
             "{said}"
         );
         let said = refused(ServerArgs {
@@ -1063,6 +1121,25 @@ mod tests {
         })
         .await;
         assert!(said.contains("only applies with --tools-lock"), "{said}");
+        let said = refused(ServerArgs {
+            audit_log: Some("/tmp/never-opened.jsonl".into()),
+            audit_checkpoint_interval: Some("banana".into()),
+            ..ServerArgs::default()
+        })
+        .await;
+        assert!(
+            said.contains("only applies with --audit-checkpoint-key"),
+            "{said}"
+        );
+        let said = refused(ServerArgs {
+            rate_limit_redis_unavailable: Some("allow".into()),
+            ..ServerArgs::default()
+        })
+        .await;
+        assert!(
+            said.contains("only applies with --rate-limit-redis"),
+            "{said}"
+        );
     }
 
     #[test]
@@ -1121,7 +1198,7 @@ mod tests {
                     issuer: Some("https://issuer".into()),
                     ..Default::default()
                 },
-                "--issuer",
+                "--issuer / MCP_AUTH_ISSUER",
             ),
         ];
         for (args, name) in cases {
