@@ -294,6 +294,45 @@ fn at_sigterm_calls_in_flight_get_the_grace_period_then_are_stopped_before_the_s
     assert_eq!(audit.last().unwrap()["event"], "server_stop");
 }
 
+/// A second signal during the grace period stops the calls in flight at once, each recorded before the stop
+/// record (the first signal's watcher no longer listened, and the default action was gone: with an hour's grace,
+/// a second Ctrl-C did nothing).
+#[test]
+fn a_second_signal_stops_calls_in_flight_at_once_still_recorded() {
+    let mut server = server(&[("MCP_SHUTDOWN_GRACE", "1h")]);
+    server.send(&RawServer::call_message(
+        1,
+        "slow",
+        json!({"millis": 60000}),
+    ));
+    std::thread::sleep(Duration::from_millis(100));
+    let signal = |name: &str| {
+        let status = std::process::Command::new("kill")
+            .args([name, &server.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    signal("-TERM");
+    std::thread::sleep(Duration::from_millis(200));
+    let started = Instant::now();
+    signal("-INT");
+    let exit = server.wait();
+    assert!(exit.success(), "{exit:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "the second signal did not stop the server"
+    );
+    let audit = server.audit();
+    let calls = tool_calls(&audit);
+    assert_eq!(calls.len(), 1, "{audit:?}");
+    assert_eq!(calls[0]["outcome"], "cancelled");
+    assert_eq!(calls[0]["error"], "shutting_down");
+    let stop = audit.last().unwrap();
+    assert_eq!(stop["event"], "server_stop");
+    assert_eq!(stop["reason"], "sigterm");
+}
+
 #[test]
 fn the_callers_trace_from_meta_is_in_the_calls_records() {
     let mut server = server(&[]);

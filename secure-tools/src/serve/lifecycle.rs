@@ -341,6 +341,9 @@ where
         #[cfg(feature = "http")]
         Transport::Http(_) => None,
     };
+    // Listened for before the start record: a signal from then on stops the server through its records, not by
+    // the default action, which would leave a start without a stop.
+    let mut signals = Signals::new();
     audit.record(AuditEvent::ServerStart {
         transport,
         tools: tools
@@ -361,7 +364,6 @@ where
         let tools = tools.clone();
         let grace = settings.shutdown_grace;
         tokio::spawn(async move {
-            let mut signals = Signals::new();
             let reason = tokio::select! {
                 signal = signals.next() => signal,
                 () = cancellation.cancelled() => "cancelled",
@@ -369,8 +371,12 @@ where
                 () = stop.cancelled() => return,
             };
             *requested.lock().unwrap_or_else(PoisonError::into_inner) = Some(reason);
-            // Answers still go out while the calls in flight finish.
-            tools.shutdown(grace).await;
+            // Answers still go out while the calls in flight finish; a second signal (an operator's second
+            // Ctrl-C) stops them at once, each still recorded.
+            tokio::select! {
+                () = tools.shutdown(grace) => {}
+                _ = signals.next() => tools.shutdown(Duration::ZERO).await,
+            }
             stop.cancel();
         })
     };
@@ -403,35 +409,48 @@ where
     ended.map(|_| ())
 }
 
-/// SIGTERM and SIGINT, where the platform has them.
+/// SIGTERM and SIGINT, where the platform has them; listened for from the moment this is made.
 pub(crate) struct Signals {
     #[cfg(unix)]
     term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    int: Option<tokio::signal::unix::Signal>,
 }
 
 impl Signals {
     pub(crate) fn new() -> Self {
-        Signals {
-            #[cfg(unix)]
-            term: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok(),
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Signals {
+                term: signal(SignalKind::terminate()).ok(),
+                int: signal(SignalKind::interrupt()).ok(),
+            }
         }
+        #[cfg(not(unix))]
+        Signals {}
     }
 
     pub(crate) async fn next(&mut self) -> &'static str {
         #[cfg(unix)]
-        let term = async {
-            match &mut self.term {
-                Some(term) => {
-                    term.recv().await;
+        {
+            async fn received(signal: &mut Option<tokio::signal::unix::Signal>) {
+                match signal {
+                    Some(signal) => {
+                        signal.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
                 }
-                None => std::future::pending::<()>().await,
             }
-        };
+            tokio::select! {
+                () = received(&mut self.term) => "sigterm",
+                () = received(&mut self.int) => "sigint",
+            }
+        }
         #[cfg(not(unix))]
-        let term = std::future::pending::<()>();
-        tokio::select! {
-            _ = term => "sigterm",
-            _ = tokio::signal::ctrl_c() => "sigint",
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            "sigint"
         }
     }
 }
