@@ -573,6 +573,39 @@ async fn a_call_refused_overloaded_does_not_use_up_the_rate() {
     assert_eq!(third.outcome(), Outcome::Ok, "{:?}", third.error_code());
 }
 
+/// `Rate`'s fields are public: a rate written without `Rate::new` is checked when the set is built, not taken as
+/// another rate (a count of 0 allowed a call per period) or left to panic in the limiter (a period of centuries).
+#[test]
+fn a_rate_out_of_bounds_is_refused_when_the_set_is_built() {
+    let out_of_bounds = [
+        Rate {
+            count: 0,
+            period: Duration::from_secs(60),
+        },
+        Rate {
+            count: 1,
+            period: Duration::MAX,
+        },
+        Rate {
+            count: 5,
+            period: Duration::from_millis(10),
+        },
+    ];
+    for rate in out_of_bounds {
+        let set = ToolSet::builder(Effects::default())
+            .tool::<look>()
+            .rate_limit(rate)
+            .build();
+        let error = set.err().expect("built").to_string();
+        assert!(error.contains("the rate limit of the tool set"), "{error}");
+        let tool = ToolSet::builder(Effects::default())
+            .tool_with::<look>(|tool| tool.rate_limit(rate))
+            .build();
+        let error = tool.err().expect("built").to_string();
+        assert!(error.contains("the rate limit of look"), "{error}");
+    }
+}
+
 #[tokio::test]
 async fn a_set_wide_rate_counts_per_caller_and_tool() {
     let sink = MemorySink::new();

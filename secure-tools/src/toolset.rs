@@ -272,6 +272,10 @@ impl<S: Send + Sync + 'static> ToolSetBuilder<S> {
                 .concurrency
                 .map(|max| concurrency_limit(definition.name(), max))
                 .transpose()?;
+            let rate = options
+                .rate
+                .map(|rate| rate_limiter(definition.name(), rate))
+                .transpose()?;
             Ok(Registered {
                 entry: ToolEntry {
                     allowed: allowed_arguments(definition.input_schema()),
@@ -280,7 +284,7 @@ impl<S: Send + Sync + 'static> ToolSetBuilder<S> {
                     scopes: definition.scopes().into(),
                     records_start: definition.annotations().read_only_hint != Some(true),
                     timeout: options.timeout,
-                    rate: options.rate.map(RateLimiter::new),
+                    rate,
                     concurrency,
                     guards: options.guards,
                     definition,
@@ -322,6 +326,10 @@ impl<S: Send + Sync + 'static> ToolSetBuilder<S> {
                 .concurrency
                 .map(|max| concurrency_limit(definition.name(), max))
                 .transpose()?;
+            let rate = options
+                .rate
+                .map(|rate| rate_limiter(definition.name(), rate))
+                .transpose()?;
             Ok(Registered {
                 entry: ToolEntry {
                     allowed: None,
@@ -330,7 +338,7 @@ impl<S: Send + Sync + 'static> ToolSetBuilder<S> {
                     scopes: definition.scopes().into(),
                     records_start: !tool.read_only,
                     timeout: options.timeout,
-                    rate: options.rate.map(RateLimiter::new),
+                    rate,
                     concurrency,
                     guards: options.guards,
                     definition,
@@ -467,6 +475,10 @@ impl<S: Send + Sync + 'static> ToolSetBuilder<S> {
             .concurrency
             .map(|max| concurrency_limit("the tool set", max))
             .transpose()?;
+        let rate = self
+            .rate
+            .map(|rate| rate_limiter("the tool set", rate))
+            .transpose()?;
         panic::install();
         Ok(ToolSet {
             inner: Arc::new(Inner {
@@ -474,7 +486,7 @@ impl<S: Send + Sync + 'static> ToolSetBuilder<S> {
                 state: self.state,
                 audit: Audit::new(self.server_id.into_owned(), sinks),
                 timeout: self.timeout,
-                rate: self.rate.map(|rate| shared(RateLimiter::new(rate), "set")),
+                rate: rate.map(|limiter| shared(limiter, "set")),
                 concurrency,
                 guards: self.guards,
                 lifecycle: Lifecycle::default(),
@@ -482,6 +494,22 @@ impl<S: Send + Sync + 'static> ToolSetBuilder<S> {
                 telemetry: self.telemetry,
             }),
         })
+    }
+}
+
+/// A rate limiter for `rate`, refused when the rate is out of bounds: `Rate`'s fields are public, so a rate can be
+/// written without [`Rate::new`]'s checks (a zero count would allow one call, a period of centuries would panic in
+/// the limiter).
+fn rate_limiter(of: &str, rate: Rate) -> Result<RateLimiter, DefinitionError> {
+    match Rate::new(rate.count, rate.period) {
+        Some(rate) => Ok(RateLimiter::new(rate)),
+        None => Err(DefinitionError::InvalidSetting {
+            what: format!("the rate limit of {of}"),
+            message: format!(
+                "must allow 1 to {} calls per period, of 1 s to a day",
+                crate::grammar::MAX_RATE_COUNT
+            ),
+        }),
     }
 }
 
