@@ -820,6 +820,41 @@ fn a_blank_variable_leaves_the_config_files_setting_in_place() {
     assert_eq!(start["grant"], json!(["files.read"]), "{start}");
 }
 
+/// An address in use is refused naming the setting and the address (it said only "Address already in use"), and
+/// a metrics address OpenTelemetry is not there to serve is refused rather than left unserved.
+#[test]
+fn a_listening_address_that_cannot_be_used_is_named() {
+    let area = tempfile::tempdir().unwrap();
+    let data = area.path().to_str().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let base = [
+        "--data-root",
+        data,
+        "--scopes",
+        "files.read",
+        "--http-insecure-no-auth",
+    ];
+    let mut args = base.to_vec();
+    args.extend(["--http", &address]);
+    let message = start_error(&args, &[]);
+    assert!(
+        message.contains(&format!("--http / MCP_HTTP {address}")),
+        "{message}"
+    );
+    let mut args = base.to_vec();
+    args.extend(["--http", "127.0.0.1:0", "--http-metrics", &address]);
+    let message = start_error(&args, &[]);
+    assert!(
+        message.contains(&format!("--http-metrics / MCP_HTTP_METRICS {address}")),
+        "{message}"
+    );
+    let mut args = base.to_vec();
+    args.extend(["--http", "127.0.0.1:0", "--http-metrics", "127.0.0.1:0"]);
+    let message = start_error(&args, &[("OTEL_SDK_DISABLED", "true")]);
+    assert!(message.contains("OTEL_SDK_DISABLED"), "{message}");
+}
+
 #[test]
 fn help_documents_every_setting() {
     let output = Command::new(SERVER).arg("--help").output().unwrap();

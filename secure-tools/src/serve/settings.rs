@@ -262,7 +262,9 @@ macro_rules! settings_args {
         pub struct $name {
             $(
                 $(#[$attr])*
-                $(#[cfg_attr(feature = "cli", arg(env = $env))])?
+                // A variable's value is not shown in `--help`: it may be a secret (a Redis or JWKS URL with
+                // credentials in it).
+                $(#[cfg_attr(feature = "cli", arg(env = $env, hide_env_values = true))])?
                 pub $field: Option<$ty>,
             )*
         }

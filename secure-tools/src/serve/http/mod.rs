@@ -392,7 +392,9 @@ where
             "HTTP without authentication binds a loopback address only".into(),
         ));
     }
-    let listener = tokio::net::TcpListener::bind(http.bind).await?;
+    let listener = tokio::net::TcpListener::bind(http.bind)
+        .await
+        .map_err(|e| ServeError::Config(format!("--http / MCP_HTTP {}: {e}", http.bind)))?;
     let address = listener.local_addr()?;
     let audit = tools.audit().clone();
     let rejections = Rejections::new(audit, http.rejection_records);
@@ -401,10 +403,21 @@ where
     let rejections = Arc::new(rejections);
     #[cfg(feature = "otel")]
     let metrics = match (http.metrics, &settings.otel) {
-        (Some(bind), Some(otel)) => {
-            Some(metrics::Endpoint::bind(bind, otel.clone(), http.allowed_hosts.clone()).await?)
+        (Some(bind), Some(otel)) => Some(
+            metrics::Endpoint::bind(bind, otel.clone(), http.allowed_hosts.clone())
+                .await
+                .map_err(|e| {
+                    ServeError::Config(format!("--http-metrics / MCP_HTTP_METRICS {bind}: {e}"))
+                })?,
+        ),
+        (Some(_), None) => {
+            return Err(ServeError::Config(
+                "--http-metrics / MCP_HTTP_METRICS: the metrics come from OpenTelemetry, which \
+                 OTEL_SDK_DISABLED turns off"
+                    .into(),
+            ));
         }
-        _ => None,
+        (None, _) => None,
     };
     let security = match &settings.auth {
         #[cfg(feature = "mtls")]
