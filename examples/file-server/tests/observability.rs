@@ -579,6 +579,20 @@ async fn over_http_the_traceparent_header_or_meta_continues_the_trace_and_metric
         .await
         .unwrap();
     assert_eq!(by_name.status(), 200);
+    // Another path or method is refused, and recorded as the MCP endpoint's refusals are (they were answered by
+    // axum's defaults, unrecorded).
+    let elsewhere = client
+        .get(format!("http://127.0.0.1:{metrics_port}/admin"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(elsewhere.status(), 404);
+    let posted = client
+        .post(format!("http://127.0.0.1:{metrics_port}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(posted.status(), 405);
 
     // Over HTTP too, a caller's trace context in the request's `_meta` (SEP-414) continues its trace.
     let meta_traceparent = format!("00-{META_TRACE_ID}-{META_CALLER_SPAN}-01");
@@ -601,6 +615,20 @@ async fn over_http_the_traceparent_header_or_meta_continues_the_trace_and_metric
         Some("tcp")
     );
     let records = audit(&audit_log);
+    let refused = |reason: &str, method: &str, path: &str| {
+        records
+            .iter()
+            .filter(|r| {
+                r["event"] == "http_rejected"
+                    && r["reason"] == reason
+                    && r["method"] == method
+                    && r["path"] == path
+            })
+            .count()
+    };
+    assert_eq!(refused("host_not_allowed", "GET", "/metrics"), 1);
+    assert_eq!(refused("not_found", "GET", "/admin"), 1);
+    assert_eq!(refused("method_not_allowed", "POST", "/metrics"), 1);
     let call = records.iter().find(|r| r["event"] == "tool_call").unwrap();
     assert_eq!(call["trace_id"], TRACE_ID);
     assert_eq!(call["span_id"], hex(&span.span_id));

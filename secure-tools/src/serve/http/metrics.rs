@@ -68,7 +68,27 @@ impl Endpoint {
         let otel = self.otel;
         let allowed_hosts = self.allowed_hosts;
         let refused = rejections.clone();
-        let app = Router::new().route(
+        // Every other path and method is refused, and recorded as the MCP endpoint records its refusals.
+        let refuse = |status: StatusCode, reason: &'static str| {
+            let refused = rejections.clone();
+            move |method: axum::http::Method, uri: axum::http::Uri| {
+                let refused = refused.clone();
+                async move {
+                    refused.record(crate::audit::AuditEvent::HttpRejected {
+                        status: status.as_u16(),
+                        reason,
+                        detail: None,
+                        subject: None,
+                        method: crate::audit::shorten_str(method.as_str()),
+                        path: crate::audit::shorten_str(uri.path()),
+                    });
+                    status.into_response()
+                }
+            }
+        };
+        let not_found = refuse(StatusCode::NOT_FOUND, "not_found");
+        let not_allowed = refuse(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+        let app = Router::new().fallback(not_found).route(
             "/metrics",
             axum::routing::get(move |headers: axum::http::HeaderMap| {
                 let otel = otel.clone();
@@ -98,7 +118,8 @@ impl Endpoint {
                         None => StatusCode::SERVICE_UNAVAILABLE.into_response(),
                     }
                 }
-            }),
+            })
+            .fallback(not_allowed),
         );
         let limits = ConnectionLimits {
             max_connections: MAX_CONNECTIONS,
