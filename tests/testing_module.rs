@@ -120,3 +120,32 @@ async fn the_same_tool_through_an_mcp_client_in_process() {
     assert_eq!(record.origin.client_name.as_deref(), Some("rmcp"));
     client.cancel().await.unwrap();
 }
+
+/// The in-process client talks to the stdio runner's stack, not a bare handler: a message over the runner's limit
+/// (4 MiB) is refused as a host launching the server would see it (it once went through), and the session is
+/// recorded.
+#[tokio::test]
+async fn the_in_process_client_meets_the_stdio_runners_limits_and_records() {
+    let tester = tester();
+    let client = tester
+        .client(testing::caller("bob", "tickets.write"))
+        .await
+        .unwrap();
+    let arguments = testing::arguments(json!({"title": "t", "details": "d".repeat(5 << 20)}));
+    let mut params = CallToolRequestParams::new("open_ticket");
+    params.arguments = arguments;
+    let refused = client.call_tool(params).await;
+    assert!(refused.is_err(), "a 5 MiB request went through");
+    assert!(tester.last_call_record().is_none());
+    let records = tester.records();
+    assert!(
+        records.iter().any(|r| r["event"] == "session"),
+        "{records:?}"
+    );
+    assert!(
+        records.iter().any(|r| r["event"] == "message_rejected"),
+        "{:?}",
+        records.iter().map(|r| &r["event"]).collect::<Vec<_>>()
+    );
+    client.cancel().await.unwrap();
+}

@@ -39,7 +39,7 @@ use crate::audit::{AuditEvent, AuditRecord, CallStartedEvent, MemorySink, ToolCa
 use crate::call::{CallError, CallRequest, CallResponse, Caller, Refusal};
 use crate::output::ToolOutput;
 use crate::scope::Grant;
-use crate::serve::SecureServer;
+use crate::serve::{DEFAULT_MAX_MESSAGE_BYTES, LineTransport, SecureServer, Secured};
 use crate::tool::DefinitionError;
 use crate::toolset::{ToolSet, ToolSetBuilder};
 
@@ -89,6 +89,12 @@ impl<S: Send + Sync + 'static> ToolTester<S> {
     /// Calls with a request of your own (a JSON-RPC id, a connection, ...).
     pub async fn call_request(&self, request: CallRequest) -> Called {
         let before = self.audit.audit_records().len();
+        // An unknown tool's call is known by its record only: by its tool, caller and request id, as recorded.
+        let sent = (
+            crate::audit::shorten_str(&request.tool),
+            crate::audit::shorten_str(request.caller.id()),
+            crate::audit::bounded_request_id(&request.request_id),
+        );
         let response = self.tools.call(request).await;
         let mut records = self.audit.audit_records();
         records.drain(..before.min(records.len()));
@@ -96,7 +102,13 @@ impl<S: Send + Sync + 'static> ToolTester<S> {
         let call_id = match &response {
             Ok(response) => Some(response.call_id()),
             Err(_) => records.iter().rev().find_map(|r| match &r.event {
-                AuditEvent::ToolCall(call) => Some(call.call_id),
+                AuditEvent::ToolCall(call)
+                    if *call.tool == *sent.0
+                        && *call.caller == *sent.1
+                        && call.request_id == sent.2 =>
+                {
+                    Some(call.call_id)
+                }
                 _ => None,
             }),
         };
@@ -125,9 +137,11 @@ impl<S: Send + Sync + 'static> ToolTester<S> {
             })
     }
 
-    /// An MCP client connected in process to a [`SecureServer`] for the tool set, whose requests come from
-    /// `caller`: for end-to-end tests through rmcp (`tools/list`, `tools/call`, progress, logging ...). Drop it,
-    /// or call `cancel().await`, to end the session.
+    /// An MCP client connected in process to the tool set, whose requests come from `caller`: for end-to-end
+    /// tests through rmcp (`tools/list`, `tools/call`, progress, logging ...). The server end is the stdio
+    /// runner's: its line transport (the message size limit, arguments held out of rmcp's logs, the `session`
+    /// and version records) and [`Secured`](crate::serve::Secured) around a [`SecureServer`], so a test sees what
+    /// a host launching the server would. Drop it, or call `cancel().await`, to end the session.
     pub async fn client(
         &self,
         caller: Caller,
@@ -136,8 +150,18 @@ impl<S: Send + Sync + 'static> ToolTester<S> {
             .default_caller(caller)
             .transport("in-process");
         let (server_end, client_end) = tokio::io::duplex(64 * 1024);
+        let (read, write) = tokio::io::split(server_end);
+        let transport = LineTransport::new(
+            read,
+            write,
+            DEFAULT_MAX_MESSAGE_BYTES,
+            self.tools.audit().clone(),
+        )
+        .hold_tool_arguments();
         tokio::spawn(async move {
-            if let Ok(running) = server.for_session().serve(server_end).await {
+            let session = server.for_session();
+            let service = Secured::new(session.clone(), session).without_lifecycle_records();
+            if let Ok(running) = rmcp::serve_server(service, transport).await {
                 let _ = running.waiting().await;
             }
         });
