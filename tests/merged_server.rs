@@ -339,4 +339,10 @@ fn a_merged_server_over_stdio_keeps_every_tool_under_the_policy() {
         "{}",
         calls[3]
     );
+    // The guard after decoding was told that a plain tool's arguments are as sent.
+    assert_eq!(
+        calls[0]["fields"]["guard_saw_valid_arguments"], false,
+        "{}",
+        calls[0]
+    );
 }

@@ -6,6 +6,7 @@ use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{ServerCapabilities, ServerConfig};
 use rmcp::{ServerHandler, tool, tool_handler, tool_router};
+use secure_tools::guard::{self, GuardStage};
 use secure_tools::serve::{SecureServer, Settings};
 use secure_tools::{PlainTool, ToolError, ToolSet, secure_tool};
 
@@ -88,12 +89,21 @@ async fn main() {
             std::process::exit(2);
         }
     };
-    let tools = ToolSet::builder(()).tool::<close_ticket>().plain_tool(
-        PlainTool::new("search_tickets")
-            .scope("tickets.search")
-            .audit_redact(["query"])
-            .read_only(),
-    );
+    let tools = ToolSet::builder(())
+        .tool::<close_ticket>()
+        .plain_tool(
+            PlainTool::new("search_tickets")
+                .scope("tickets.search")
+                .audit_redact(["query"])
+                .read_only(),
+        )
+        // A set guard after decoding notes whether the arguments it saw were checked: a plain tool's are not
+        // (its server decodes them after the guards).
+        .guard(guard::from_fn(GuardStage::AfterDecoding, |call| {
+            call.context()
+                .audit_field("guard_saw_valid_arguments", call.arguments_valid());
+            Ok(())
+        }));
     if let Err(error) = settings.serve_with(tools, Tickets::new).await {
         eprintln!("merged-server: {error}");
         std::process::exit(1);

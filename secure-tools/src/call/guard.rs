@@ -48,7 +48,10 @@ pub enum GuardStage {
     /// does not declare included (decoding refuses those later). Treat them as untrusted, and every value as
     /// possibly secret.
     BeforeDecoding,
-    /// After the arguments are decoded and validated: [`GuardCall::arguments`] hold valid input.
+    /// After the arguments are decoded and validated: [`GuardCall::arguments`] hold valid input. Except for a
+    /// plain rmcp tool under the policy ([`ToolSetBuilder::plain_tool`](crate::ToolSetBuilder::plain_tool)): its
+    /// own server decodes its arguments after the guards, so its guards of both stages see them as sent; a guard
+    /// that relies on valid input checks [`GuardCall::arguments_valid`] first.
     AfterDecoding,
 }
 
@@ -59,6 +62,7 @@ pub struct GuardCall<'a> {
     pub(crate) arguments: &'a JsonObject,
     pub(crate) state: &'a (dyn Any + Send + Sync),
     pub(crate) stage: GuardStage,
+    pub(crate) valid: bool,
 }
 
 impl<'a> GuardCall<'a> {
@@ -95,6 +99,12 @@ impl<'a> GuardCall<'a> {
     /// Which stage this is.
     pub fn stage(&self) -> GuardStage {
         self.stage
+    }
+
+    /// Whether [`GuardCall::arguments`] have been decoded and validated against the tool's schema: after decoding,
+    /// for a secure tool; never for a plain rmcp tool, whose server decodes them after the guards.
+    pub fn arguments_valid(&self) -> bool {
+        self.valid
     }
 
     /// The tool set's state, if it is of type `T` (the `S` of `ToolSet<S>`).

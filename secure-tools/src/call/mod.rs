@@ -588,6 +588,7 @@ fn guard_call<'a, S: Send + Sync + 'static>(
             .unwrap_or_else(|| EMPTY.get_or_init(JsonObject::new)),
         state: &set.state,
         stage,
+        valid: stage == GuardStage::AfterDecoding && !tool.plain,
     }
 }
 
