@@ -14,11 +14,14 @@ mod sink;
 pub use chain::{
     ChainKey, ChainedFileSink, CheckpointKey, CheckpointPublicKey, Checkpoints, Durability,
 };
+#[cfg_attr(not(feature = "http"), allow(unused_imports))]
+pub(crate) use record::MAX_TRACEPARENT_BYTES;
+#[cfg_attr(not(any(feature = "http", feature = "otel")), allow(unused_imports))]
+pub(crate) use record::MAX_TRACESTATE_BYTES;
 pub use record::{
     AuditEvent, AuditRecord, CallStartedEvent, MAX_AUDIT_ITEMS, MAX_AUDIT_STRING,
     MAX_AUDIT_VALUE_BYTES, Origin, Outcome, Timestamp, ToolCallEvent, TraceContext, redact_inputs,
 };
-pub(crate) use record::{MAX_TRACEPARENT_BYTES, MAX_TRACESTATE_BYTES};
 pub(crate) use record::{bound, bounded_request_id, record_line, redact_owned, shorten_str};
 pub use sink::{AuditError, AuditSink, JsonLinesSink, MemorySink, TracingSink};
 

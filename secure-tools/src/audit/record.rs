@@ -415,6 +415,7 @@ pub(crate) const MAX_TRACEPARENT_BYTES: usize = 512;
 
 /// The longest `tracestate` kept (W3C: 32 members of at most 256 bytes each in theory; 512 bytes is what
 /// propagators are asked to keep at least); a longer one is dropped whole.
+#[cfg_attr(not(any(feature = "http", feature = "otel")), allow(dead_code))]
 pub(crate) const MAX_TRACESTATE_BYTES: usize = 1024;
 
 /// The record written before the handler of a tool not marked `read_only` runs: if it cannot be written, the

@@ -189,6 +189,48 @@ pub(crate) fn warn_if_readable_by_others(path: &Path, setting: &str) {
     let _ = (path, setting);
 }
 
+/// Warns of each `MCP_*` variable that is not a setting but is spelled nearly like one (`MCP_RATE_LIMITS`,
+/// `MCP_AUDIT_CHAIN_KEYS`): a typo in the environment would otherwise leave the weaker default in place without a
+/// word, where the same typo in the config file is refused. Other `MCP_*` names are left alone: an application
+/// may read variables of its own.
+pub(crate) fn warn_misspelled_variables(names: impl Iterator<Item = std::ffi::OsString>) {
+    for name in names {
+        if let Some(near) = misspelled_variable(&name.to_string_lossy()) {
+            eprintln!(
+                "secure-tools: warning: {} is not a setting of this server; did you mean {near}?",
+                name.to_string_lossy().escape_debug()
+            );
+        }
+    }
+}
+
+/// The known variable `name` nearly spells, if it is an `MCP_*` name that is not itself known.
+fn misspelled_variable(name: &str) -> Option<&'static str> {
+    let mut known = ServerArgs::VARIABLES
+        .iter()
+        .copied()
+        .chain([HS256_SECRET_VARIABLE]);
+    if !name.starts_with("MCP_") || name.len() > 64 || known.clone().any(|k| k == name) {
+        return None;
+    }
+    known.find(|k| edit_distance(k.as_bytes(), name.as_bytes()) <= 2)
+}
+
+/// Levenshtein distance, for names of at most 64 bytes.
+fn edit_distance(a: &[u8], b: &[u8]) -> usize {
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, x) in a.iter().enumerate() {
+        let mut current = vec![i + 1; b.len() + 1];
+        for (j, y) in b.iter().enumerate() {
+            current[j + 1] = (previous[j] + usize::from(x != y))
+                .min(previous[j + 1] + 1)
+                .min(current[j] + 1);
+        }
+        previous = current;
+    }
+    previous[b.len()]
+}
+
 /// A variable's value: unset or blank is `None`.
 pub(crate) fn variable<T: FromSetting>(
     name: &'static str,
@@ -209,28 +251,33 @@ pub(crate) fn variable<T: FromSetting>(
 }
 
 /// Whether a setting's value is blank text (only text can be: clap refuses a blank number or address).
+#[cfg(feature = "cli")]
 pub(crate) trait Blank {
     fn is_blank(&self) -> bool;
 }
 
+#[cfg(feature = "cli")]
 impl Blank for String {
     fn is_blank(&self) -> bool {
         self.trim().is_empty()
     }
 }
 
+#[cfg(feature = "cli")]
 impl Blank for PathBuf {
     fn is_blank(&self) -> bool {
         self.to_str().is_some_and(|text| text.trim().is_empty())
     }
 }
 
+#[cfg(feature = "cli")]
 impl Blank for Vec<String> {
     fn is_blank(&self) -> bool {
         self.iter().all(Blank::is_blank)
     }
 }
 
+#[cfg(feature = "cli")]
 macro_rules! never_blank {
     ($($ty:ty),*) => {
         $(impl Blank for $ty {
@@ -240,6 +287,7 @@ macro_rules! never_blank {
         })*
     };
 }
+#[cfg(feature = "cli")]
 never_blank!(bool, u32, u64, usize, SocketAddr);
 
 /// Declares the raw settings once: the struct (a clap `Args` with feature `cli`, each field's variable attached;
@@ -270,6 +318,10 @@ macro_rules! settings_args {
         }
 
         impl $name {
+            /// The environment variables these settings are read from.
+            #[allow(dead_code)]
+            pub(crate) const VARIABLES: &'static [&'static str] = &[$($($env,)?)*];
+
             /// The settings given by environment variables.
             pub fn from_env() -> Result<Self, $crate::serve::InvalidSetting> {
                 Ok($name {
@@ -729,6 +781,7 @@ impl Settings {
         .into_iter()
         .filter_map(|(name, path)| path.clone().map(|path| (name, path)))
         .collect();
+        warn_misspelled_variables(std::env::vars_os().map(|(name, _)| name));
         let mut settings = Self::resolve(args).await?;
         settings.file = file;
         settings.protected = protected;
@@ -1142,6 +1195,24 @@ mod tests {
             said.contains("only applies with --rate-limit-redis"),
             "{said}"
         );
+    }
+
+    #[test]
+    fn a_variable_spelled_nearly_like_a_setting_is_named() {
+        assert_eq!(
+            misspelled_variable("MCP_RATE_LIMITS"),
+            Some("MCP_RATE_LIMIT")
+        );
+        assert_eq!(
+            misspelled_variable("MCP_AUDIT_CHAIN_KEYS"),
+            Some("MCP_AUDIT_CHAIN_KEY")
+        );
+        assert_eq!(misspelled_variable("MCP_TOOL_LOCK"), Some("MCP_TOOLS_LOCK"));
+        // Known names, other prefixes and an application's own variables are left alone.
+        assert_eq!(misspelled_variable("MCP_RATE_LIMIT"), None);
+        assert_eq!(misspelled_variable(HS256_SECRET_VARIABLE), None);
+        assert_eq!(misspelled_variable("RATE_LIMITS"), None);
+        assert_eq!(misspelled_variable("MCP_TICKETS_DATABASE_URL"), None);
     }
 
     #[test]
