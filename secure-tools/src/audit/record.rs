@@ -514,31 +514,52 @@ pub(crate) fn redact_owned(args: Value, redacted: impl Fn(&str) -> bool) -> Valu
     let Value::Object(mut map) = args else {
         return Value::Object(JsonObject::new());
     };
-    // One pass redacts and bounds; keys are only rewritten (rarely) when there are too many or one is too long.
-    let mut budget = MAX_AUDIT_VALUE_BYTES.saturating_sub(2);
-    let mut long_key = false;
+    // Redacted first, whatever bounding keeps or drops afterwards.
     for (key, value) in map.iter_mut() {
-        long_key |= key.len() > MAX_AUDIT_STRING;
-        budget = budget.saturating_sub(key.len() + 3);
         if redacted(key) {
             let bytes = match &*value {
                 Value::String(s) => s.len(),
                 other => json_len(other),
             };
             *value = serde_json::json!({ "redacted": true, "bytes": bytes });
-        } else {
-            bound_in_place(value, 1, &mut budget);
         }
     }
-    if long_key || map.len() > MAX_AUDIT_ITEMS {
-        cut_object(&mut map);
+    let mut value = Value::Object(map);
+    let mut budget = MAX_AUDIT_VALUE_BYTES + KEY_RESERVE;
+    bound_in_place(&mut value, 0, &mut budget);
+    value
+}
+
+/// Bytes of a record's budget kept for the keys and summaries of what comes after the values' share is spent:
+/// past it values are summarised (`[string of N bytes]`), and once this is spent too, the remaining keys of an
+/// object are dropped, with a note of how many it had.
+const KEY_RESERVE: usize = 4 * 1024;
+
+/// Keeps the first `kept` keys of an object whose budget ran out, with a note of how many it had: keys count
+/// towards a record's size as values do (up to a kilobyte each), so they are not kept past the budget either.
+fn keep_keys(map: &mut JsonObject, kept: usize, total: usize) {
+    if kept < map.len() {
+        *map = std::mem::take(map).into_iter().take(kept).collect();
+        map.insert("…".into(), Value::String(format!("[{total} keys in all]")));
     }
-    Value::Object(map)
+}
+
+/// The length of a string as JSON text writes it, quotes aside: a control character takes up to six bytes
+/// (`\u0001`), a quote or backslash two.
+fn escaped_len(s: &str) -> usize {
+    s.len()
+        + s.bytes()
+            .map(|b| match b {
+                b'\n' | b'\r' | b'\t' | 0x08 | 0x0c | b'"' | b'\\' => 1,
+                0..=0x1f => 5,
+                _ => 0,
+            })
+            .sum::<usize>()
 }
 
 /// Bounds a value for a record, in place: see [`redact_inputs`].
 pub(crate) fn bound(value: &mut Value) {
-    let mut budget = MAX_AUDIT_VALUE_BYTES;
+    let mut budget = MAX_AUDIT_VALUE_BYTES + KEY_RESERVE;
     bound_in_place(value, 0, &mut budget);
 }
 
@@ -570,10 +591,15 @@ fn summary(value: &Value) -> Value {
 }
 
 fn bound_in_place(value: &mut Value, depth: usize, budget: &mut usize) {
-    if *budget == 0 {
+    if *budget <= KEY_RESERVE {
         if !matches!(value, Value::Null | Value::Bool(_) | Value::Number(_)) {
             *value = summary(value);
         }
+        let written = match value {
+            Value::String(s) => s.len() + 2,
+            _ => 8,
+        };
+        *budget = budget.saturating_sub(written);
         return;
     }
     match value {
@@ -581,7 +607,7 @@ fn bound_in_place(value: &mut Value, depth: usize, budget: &mut usize) {
             if s.len() > MAX_AUDIT_STRING {
                 *s = shorten_str(s);
             }
-            *budget = budget.saturating_sub(s.len() + 2);
+            *budget = budget.saturating_sub(escaped_len(s) + 2);
         }
         Value::Array(_) | Value::Object(_) if depth >= MAX_AUDIT_DEPTH => {
             *value = Value::String("[nested too deep]".into());
@@ -599,14 +625,21 @@ fn bound_in_place(value: &mut Value, depth: usize, budget: &mut usize) {
             }
         }
         Value::Object(map) => {
+            let total = map.len();
             if map.len() > MAX_AUDIT_ITEMS || map.keys().any(|k| k.len() > MAX_AUDIT_STRING) {
                 cut_object(map);
             }
             *budget = budget.saturating_sub(2);
+            let mut kept = 0;
             for (key, item) in map.iter_mut() {
-                *budget = budget.saturating_sub(key.len() + 3);
+                if *budget == 0 {
+                    break;
+                }
+                kept += 1;
+                *budget = budget.saturating_sub(escaped_len(key) + 3);
                 bound_in_place(item, depth + 1, budget);
             }
+            keep_keys(map, kept, total);
         }
         _ => *budget = budget.saturating_sub(8),
     }
@@ -764,6 +797,37 @@ mod tests {
         assert!(text.contains("10000 keys"), "{text:.300}");
         assert_eq!(out["big"].as_array().unwrap().len(), MAX_AUDIT_ITEMS + 1);
         assert!(text.contains("[string of 1000 bytes]"));
+    }
+
+    /// Keys count towards the budget as values do, and so does what JSON makes of a string: a chain of objects
+    /// each holding 63 kilobyte keys once kept every key (a 975 KB argument, a 975 KB record), and kilobyte strings
+    /// of control characters were charged a sixth of what they take once written.
+    #[test]
+    fn keys_and_escapes_count_towards_the_bound() {
+        let mut level = json!(null);
+        for depth in 0..15 {
+            let mut map = JsonObject::new();
+            map.insert("a".into(), level);
+            for i in 0..63 {
+                map.insert(format!("{depth:02}{i:02}{}", "k".repeat(1020)), json!(null));
+            }
+            level = Value::Object(map);
+        }
+        let args = obj(json!({ "filename": level }));
+        let text = redact_inputs(Some(&args), &[]).to_string();
+        assert!(text.len() < 2 * MAX_AUDIT_VALUE_BYTES, "{}", text.len());
+        assert!(text.contains("64 keys in all"), "{text:.300}");
+
+        let controls: Vec<String> = (0..64).map(|_| "\u{1}".repeat(1024)).collect();
+        let args = obj(json!({ "lines": controls }));
+        let text = redact_inputs(Some(&args), &[]).to_string();
+        assert!(text.len() < 2 * MAX_AUDIT_VALUE_BYTES, "{}", text.len());
+        // A redacted argument is redacted whatever the budget left.
+        let args =
+            obj(json!({ "a_first": "x".repeat(4 << 20), "b": controls, "secret": "hunter2" }));
+        let text = redact_inputs(Some(&args), &["secret"]).to_string();
+        assert!(!text.contains("hunter2"), "{text:.300}");
+        assert!(text.len() < 2 * MAX_AUDIT_VALUE_BYTES, "{}", text.len());
     }
 
     #[test]

@@ -106,7 +106,7 @@ impl IdScanner {
                 if self.depth == 1 && self.value_is_id {
                     self.gave_up = true;
                 }
-                self.depth += 1;
+                self.depth = self.depth.saturating_add(1);
                 if self.depth == 1 && b == b'{' {
                     self.expect_key = true;
                 }
