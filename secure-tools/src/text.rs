@@ -1,13 +1,17 @@
 //! Text that is safe to show on a terminal or hand to a model as plain text.
 
-/// Replaces every character that could drive a terminal or reorder what a reader sees with a visible escape:
-/// C0 controls other than `\n` and `\t`, DEL, C1 controls (U+0080 to U+009F, which include the single-byte CSI),
-/// and the bidirectional formatting characters used to hide code (U+202A to U+202E, U+2066 to U+2069). Each becomes
-/// `\u{XX}`, so nothing is dropped and the original can be recovered by reading it.
+/// Replaces every character that could drive a terminal, reorder what a reader sees, or carry text a reader does
+/// not see with a visible escape: C0 controls other than `\n` and `\t`, DEL, C1 controls (U+0080 to U+009F, which
+/// include the single-byte CSI), the bidirectional formatting characters used to hide code (U+202A to U+202E,
+/// U+2066 to U+2069), and the invisible characters that hide instructions from a human but not from a model: the
+/// tag characters (U+E0000 to U+E007F, which spell ASCII invisibly), the zero-width space (U+200B), the word joiner
+/// and invisible operators (U+2060 to U+2064) and the byte-order mark (U+FEFF). (The zero-width joiner and
+/// non-joiner stay: emoji and several scripts need them.) Each becomes `\u{XX}`, so nothing is dropped; a `\u{..}`
+/// already in the text is left as it is, so the escapes are for reading, not for decoding back.
 pub fn neutralize(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
-        if hazard(c).is_some() && !matches!(c, '\n' | '\t') {
+        if (hazard(c).is_some() && !matches!(c, '\n' | '\t')) || invisible(c) {
             out.push_str(&format!("\\u{{{:x}}}", c as u32));
         } else {
             out.push(c);
@@ -31,6 +35,11 @@ pub(crate) enum Hazard {
     /// and U+2066 to U+2069, which rustc also lints. The marks (U+200E, U+200F, U+061C) are not in it: right-to-left
     /// prose needs them, and they reorder nothing around them.
     Bidi,
+}
+
+/// A character that shows as nothing: escaped by [`neutralize`], though a file may hold it (a flag emoji's tags).
+fn invisible(c: char) -> bool {
+    matches!(c, '\u{e0000}'..='\u{e007f}' | '\u{200b}' | '\u{2060}'..='\u{2064}' | '\u{feff}')
 }
 
 pub(crate) fn hazard(c: char) -> Option<Hazard> {
@@ -60,5 +69,12 @@ mod tests {
         assert_eq!(neutralize("a\rb\0c\u{7f}"), "a\\u{d}b\\u{0}c\\u{7f}");
         assert_eq!(neutralize("\u{9b}31m"), "\\u{9b}31m");
         assert_eq!(neutralize("if \u{202e}x\u{2066}"), "if \\u{202e}x\\u{2066}");
+        // Text a model reads and a person does not see: tag characters spelling "hi", a zero-width space.
+        assert_eq!(
+            neutralize("ok\u{e0068}\u{e0069}\u{200b}!"),
+            "ok\\u{e0068}\\u{e0069}\\u{200b}!"
+        );
+        // Joiners stay: emoji and scripts need them.
+        assert_eq!(neutralize("👩\u{200d}💻"), "👩\u{200d}💻");
     }
 }
