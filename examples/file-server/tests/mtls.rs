@@ -243,7 +243,17 @@ impl Server {
         identity: Option<&Identity>,
         body: &Value,
     ) -> Result<(u16, Value), String> {
-        let config = client_config(self.ca.der(), identity);
+        self.post_using(client_config(self.ca.der(), identity), body)
+            .await
+    }
+
+    /// Posts over a new connection made with `config`, whose session cache a real client keeps from one
+    /// connection to the next (and would resume from).
+    async fn post_using(
+        &self,
+        config: Arc<rustls::ClientConfig>,
+        body: &Value,
+    ) -> Result<(u16, Value), String> {
         let tcp = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
             .await
             .map_err(|e| e.to_string())?;
@@ -605,9 +615,12 @@ async fn a_revoked_client_certificate_fails_the_handshake() {
     assert!(!server._dir.path().join("data/x.txt").exists());
 
     let valid = numbered_client(&server.ca, "alice", 667);
+    // One client configuration for the connections that follow, as a real client keeps it: its session cache would
+    // resume a session, and a resumed session skipped the certificate's verification (the new list's revocation).
+    let valid_config = client_config(server.ca.der(), Some(&valid));
     let (status, read) = server
-        .post(
-            Some(&valid),
+        .post_using(
+            valid_config.clone(),
             &call(2, "read_file", json!({"filename": "greeting.txt"})),
         )
         .await
@@ -620,8 +633,8 @@ async fn a_revoked_client_certificate_fails_the_handshake() {
     write_crl(&server.ca, &crl, &[666, 667], 2099, 2);
     tokio::time::sleep(Duration::from_secs(6)).await;
     let error = server
-        .post(
-            Some(&valid),
+        .post_using(
+            valid_config,
             &call(3, "read_file", json!({"filename": "greeting.txt"})),
         )
         .await
@@ -637,6 +650,39 @@ async fn a_revoked_client_certificate_fails_the_handshake() {
     assert!(
         said.contains("client CRL") && said.contains("expired"),
         "{said}"
+    );
+}
+
+/// Every connection proves its certificate: the server resumes no TLS session. A resumed session skips the client
+/// certificate's verification, so a certificate that expired, or that lists past their update no longer vouch
+/// for, would go on being accepted through a client's session cache (rustls keeps one by default, on both sides).
+#[tokio::test]
+async fn a_client_cannot_resume_a_session_to_skip_its_certificates_checks() {
+    let server = Server::start();
+    let alice = client_identity(&server.ca, "alice");
+    let config = client_config(server.ca.der(), Some(&alice));
+    for id in 1..=2 {
+        let (status, answer) = server
+            .post_using(
+                config.clone(),
+                &call(id, "read_file", json!({"filename": "greeting.txt"})),
+            )
+            .await
+            .unwrap();
+        assert_eq!(status, 200, "{answer}");
+    }
+    // The client has had its answers, and with them any session ticket the server sent: a new connection tries
+    // to resume, and must get a full handshake.
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", server.port))
+        .await
+        .unwrap();
+    let tls = tokio_rustls::TlsConnector::from(config)
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    assert_eq!(
+        tls.get_ref().1.handshake_kind(),
+        Some(rustls::HandshakeKind::Full)
     );
 }
 

@@ -213,6 +213,10 @@ impl ConfigParts {
             .with_single_cert(self.chain.clone(), self.key.clone_key())
             .map_err(|e| MtlsError::Tls(format!("server certificate and key: {e}")))?;
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        // No resumption: a resumed session skips the client certificate's verification (its expiry, the lists'
+        // revocations and update times), so every connection presents and proves its certificate.
+        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        config.send_tls13_tickets = 0;
         Ok(config)
     }
 }
