@@ -686,6 +686,54 @@ async fn a_client_cannot_resume_a_session_to_skip_its_certificates_checks() {
     );
 }
 
+/// A connection open when its certificate is revoked serves no further request: the certificate is checked again
+/// against the new lists (a keep-alive connection, or an event stream, once kept its access for as long as the
+/// client kept it busy).
+#[tokio::test]
+async fn a_connection_open_when_its_certificate_is_revoked_is_refused_its_next_request() {
+    let server = Server::start_with(|ca, dir| crl_args(ca, dir, &[666], 2099)).unwrap();
+    let alice = numbered_client(&server.ca, "alice", 667);
+    let config = client_config(server.ca.der(), Some(&alice));
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", server.port))
+        .await
+        .unwrap();
+    let tls = tokio_rustls::TlsConnector::from(config)
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let port = server.port;
+    let request = move |id: u64| {
+        hyper::Request::post("/mcp")
+            .header("host", format!("127.0.0.1:{port}"))
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .body(Full::new(Bytes::from(
+                call(id, "read_file", json!({"filename": "greeting.txt"})).to_string(),
+            )))
+            .unwrap()
+    };
+    let first = sender.send_request(request(1)).await.unwrap();
+    assert_eq!(first.status(), 200);
+    first.into_body().collect().await.unwrap();
+
+    let crl = server._dir.path().join("clients.crl.pem");
+    write_crl(&server.ca, &crl, &[666, 667], 2099, 2);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let second = sender.send_request(request(2)).await.unwrap();
+    assert_eq!(second.status(), 403);
+    let refused = server.wait_for("http_rejected", 1).await;
+    assert_eq!(
+        refused[0]["reason"], "revoked_client_certificate",
+        "{refused:?}"
+    );
+    let calls = server.events("tool_call");
+    assert_eq!(calls.len(), 1, "{calls:?}");
+}
+
 #[tokio::test]
 async fn no_client_certificate_fails_the_handshake() {
     let server = Server::start();

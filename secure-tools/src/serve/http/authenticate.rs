@@ -27,10 +27,19 @@ fn mtls_caller(
     head: &Head<'_>,
 ) -> Result<Caller, Response> {
     use axum::extract::ConnectInfo;
-    let certificate = head
-        .extensions
-        .get::<ConnectInfo<mtls::TlsPeer>>()
-        .and_then(|info| info.0.certificate.as_ref());
+    let peer = head.extensions.get::<ConnectInfo<mtls::TlsPeer>>();
+    // The handshake's checks, again: the connection may have outlived the certificate or the lists.
+    if let Some(Err(reason)) = peer.map(|info| mtls.recheck(&info.0)) {
+        return Err(shared.reject(
+            StatusCode::FORBIDDEN,
+            reason,
+            None,
+            None,
+            head.method,
+            head.uri.path(),
+        ));
+    }
+    let certificate = peer.and_then(|info| info.0.certificate.as_ref());
     let refused = match certificate.map(|c| mtls.caller(c)) {
         Some(Ok(caller)) => return Ok(caller),
         Some(Err(mtls::Unmapped::Unknown(Some(names)))) => ("unknown_client", None, Some(names)),

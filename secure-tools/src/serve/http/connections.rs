@@ -326,9 +326,9 @@ async fn connection(
         }
         #[cfg(feature = "mtls")]
         Security::MutualTls(mtls) => {
-            let (acceptor, timeout) = mtls.acceptor();
+            let (acceptor, timeout, under) = mtls.acceptor();
             let handshake = tokio::select! {
-                handshake = super::mtls::handshake(&acceptor, timeout, tcp, peer) => handshake,
+                handshake = super::mtls::handshake(&acceptor, timeout, under, tcp, peer) => handshake,
                 () = evict.cancelled() => return evicted(),
                 () = stop.cancelled() => return,
             };

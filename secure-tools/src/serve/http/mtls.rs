@@ -174,13 +174,20 @@ pub(crate) enum Unmapped {
 /// the mapping from a client certificate's names to an identity and a grant. See the [module docs](self).
 #[derive(Clone)]
 pub struct MtlsAuth {
-    server_config: Arc<rustls::ServerConfig>,
+    server_config: Arc<Tls>,
     /// Revocation lists read from a file, and read again when it changes.
     crl_file: Option<Arc<CrlFile>>,
     /// What the server configuration is made of, to make it again with revocation lists.
     parts: Arc<ConfigParts>,
     clients: Arc<BTreeMap<ClientName, (String, Grant)>>,
     handshake_timeout: Duration,
+}
+
+/// A server configuration and the verifier of client certificates inside it (rustls keeps its own private), with
+/// which a connection's certificate is checked again after the lists change.
+pub(crate) struct Tls {
+    config: Arc<rustls::ServerConfig>,
+    verifier: Arc<dyn rustls::server::danger::ClientCertVerifier>,
 }
 
 /// The server's chain and key and the client CAs.
@@ -196,7 +203,7 @@ impl ConfigParts {
     fn server_config(
         &self,
         crls: Vec<CertificateRevocationListDer<'static>>,
-    ) -> Result<rustls::ServerConfig, MtlsError> {
+    ) -> Result<Tls, MtlsError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut verifier =
             WebPkiClientVerifier::builder_with_provider(self.roots.clone(), provider.clone());
@@ -209,7 +216,7 @@ impl ConfigParts {
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| MtlsError::Tls(e.to_string()))?
-            .with_client_cert_verifier(verifier)
+            .with_client_cert_verifier(verifier.clone())
             .with_single_cert(self.chain.clone(), self.key.clone_key())
             .map_err(|e| MtlsError::Tls(format!("server certificate and key: {e}")))?;
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
@@ -217,7 +224,10 @@ impl ConfigParts {
         // revocations and update times), so every connection presents and proves its certificate.
         config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
         config.send_tls13_tickets = 0;
-        Ok(config)
+        Ok(Tls {
+            config: Arc::new(config),
+            verifier,
+        })
     }
 }
 
@@ -278,7 +288,7 @@ impl MtlsAuth {
     }
 
     /// The server configuration with the revocation lists of `pem`, each checked to be current.
-    fn config_with_crls(&self, pem: &[u8]) -> Result<rustls::ServerConfig, MtlsError> {
+    fn config_with_crls(&self, pem: &[u8]) -> Result<Tls, MtlsError> {
         let crls = CertificateRevocationListDer::pem_slice_iter(pem)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| MtlsError::Pem {
@@ -518,12 +528,28 @@ fn common_name(certificate: &x509_cert::Certificate) -> Option<String> {
 
 /// The peer of a TLS connection: its address and the certificate it presented, verified against the client CA.
 /// Put into each request as axum's connect info ([`axum::extract::ConnectInfo<TlsPeer>`]).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct TlsPeer {
     /// The remote address.
     pub addr: SocketAddr,
     /// The verified client certificate (the leaf).
     pub certificate: Option<CertificateDer<'static>>,
+    /// The rest of the chain the client presented.
+    intermediates: Arc<[CertificateDer<'static>]>,
+    /// When the leaf stops being valid.
+    not_after: Option<std::time::SystemTime>,
+    /// The configuration whose verifier last accepted the certificate: at first the handshake's (shared by the
+    /// connection's requests).
+    checked: Arc<std::sync::Mutex<Option<Arc<Tls>>>>,
+}
+
+impl fmt::Debug for TlsPeer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsPeer")
+            .field("addr", &self.addr)
+            .field("certificate", &self.certificate.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// How often a revocation list file is looked at for a new version.
@@ -541,7 +567,7 @@ type FileVersion = (u64, Option<std::time::SystemTime>);
 struct CrlState {
     /// The version in use.
     version: FileVersion,
-    config: Arc<rustls::ServerConfig>,
+    config: Arc<Tls>,
 }
 
 impl CrlFile {
@@ -567,7 +593,7 @@ impl CrlFile {
     }
 
     /// The configuration in use. Never touches the file: a handshake does not wait for a read.
-    fn current(&self) -> Arc<rustls::ServerConfig> {
+    fn current(&self) -> Arc<Tls> {
         self.lock().config.clone()
     }
 
@@ -597,13 +623,60 @@ impl CrlFile {
 }
 
 impl MtlsAuth {
-    /// The TLS acceptor and the time a handshake may take.
-    pub(crate) fn acceptor(&self) -> (TlsAcceptor, Duration) {
-        let config = match &self.crl_file {
+    /// The configuration in use: the one made from the revocation lists read last.
+    fn current(&self) -> Arc<Tls> {
+        match &self.crl_file {
             Some(file) => file.current(),
             None => self.server_config.clone(),
+        }
+    }
+
+    /// The TLS acceptor, the time a handshake may take, and the configuration it accepts under.
+    pub(crate) fn acceptor(&self) -> (TlsAcceptor, Duration, Arc<Tls>) {
+        let tls = self.current();
+        (
+            TlsAcceptor::from(tls.config.clone()),
+            self.handshake_timeout,
+            tls,
+        )
+    }
+
+    /// Checks a connection's certificate again before a request is served on it: the handshake checked it once,
+    /// and a connection kept alive (or an event stream) outlives both the certificate's validity and the lists it
+    /// was checked against. Past its `notAfter` it is refused; after new lists were loaded it is verified again
+    /// against them (once per connection and lists). The refusal's reason, as a handshake's would be.
+    pub(crate) fn recheck(&self, peer: &TlsPeer) -> Result<(), &'static str> {
+        if peer
+            .not_after
+            .is_some_and(|not_after| std::time::SystemTime::now() > not_after)
+        {
+            return Err("expired_client_certificate");
+        }
+        let current = self.current();
+        let mut checked = peer
+            .checked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if checked
+            .as_ref()
+            .is_some_and(|tls| Arc::ptr_eq(tls, &current))
+        {
+            return Ok(());
+        }
+        let Some(leaf) = &peer.certificate else {
+            return Err("no_client_certificate");
         };
-        (TlsAcceptor::from(config), self.handshake_timeout)
+        match current.verifier.verify_client_cert(
+            leaf,
+            &peer.intermediates,
+            rustls_pki_types::UnixTime::now(),
+        ) {
+            Ok(_) => {
+                *checked = Some(current);
+                Ok(())
+            }
+            Err(error) => Err(certificate_failure(&error).0),
+        }
     }
 
     /// With a revocation list file, looks at it every [`CRL_RECHECK`] until `stop`, on the blocking pool, and
@@ -633,18 +706,33 @@ impl MtlsAuth {
 pub(crate) async fn handshake(
     acceptor: &TlsAcceptor,
     timeout: Duration,
+    under: Arc<Tls>,
     tcp: TcpStream,
     addr: SocketAddr,
 ) -> Result<(TlsStream<TcpStream>, TlsPeer), AuditEvent> {
     let (reason, detail) = match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
         Ok(Ok(stream)) => {
-            let certificate = stream
+            let chain: Vec<CertificateDer<'static>> = stream
                 .get_ref()
                 .1
                 .peer_certificates()
-                .and_then(|c| c.first())
-                .map(|c| c.clone().into_owned());
-            return Ok((stream, TlsPeer { addr, certificate }));
+                .unwrap_or_default()
+                .iter()
+                .map(|c| c.clone().into_owned())
+                .collect();
+            let certificate = chain.first().cloned();
+            let not_after = certificate.as_ref().and_then(not_after);
+            let intermediates = chain.get(1..).unwrap_or_default().into();
+            return Ok((
+                stream,
+                TlsPeer {
+                    addr,
+                    certificate,
+                    intermediates,
+                    not_after,
+                    checked: Arc::new(std::sync::Mutex::new(Some(under))),
+                },
+            ));
         }
         Ok(Err(error)) => handshake_failure(&error),
         Err(_) => ("handshake_timeout", None),
@@ -658,20 +746,40 @@ pub(crate) async fn handshake(
 
 /// Sorts a failed handshake into an audit reason and detail.
 fn handshake_failure(error: &std::io::Error) -> (&'static str, Option<String>) {
-    let tls = error
+    match error
         .get_ref()
-        .and_then(|inner| inner.downcast_ref::<rustls::Error>());
-    match tls {
-        Some(rustls::Error::NoCertificatesPresented) => ("no_client_certificate", None),
-        Some(error @ rustls::Error::InvalidCertificate(rustls::CertificateError::Revoked)) => {
-            ("revoked_client_certificate", Some(error.to_string()))
-        }
-        Some(error @ rustls::Error::InvalidCertificate(_)) => {
-            ("untrusted_client_certificate", Some(error.to_string()))
-        }
-        Some(error) => ("handshake_failed", Some(error.to_string())),
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
+        Some(tls) => certificate_failure(tls),
         None => ("handshake_failed", Some(error.to_string())),
     }
+}
+
+/// Sorts a refused client certificate (or another TLS failure) into an audit reason and detail.
+fn certificate_failure(error: &rustls::Error) -> (&'static str, Option<String>) {
+    match error {
+        rustls::Error::NoCertificatesPresented => ("no_client_certificate", None),
+        rustls::Error::InvalidCertificate(rustls::CertificateError::Revoked) => {
+            ("revoked_client_certificate", Some(error.to_string()))
+        }
+        rustls::Error::InvalidCertificate(_) => {
+            ("untrusted_client_certificate", Some(error.to_string()))
+        }
+        _ => ("handshake_failed", Some(error.to_string())),
+    }
+}
+
+/// When a certificate stops being valid, if it can be read.
+fn not_after(certificate: &CertificateDer<'_>) -> Option<std::time::SystemTime> {
+    use x509_cert::der::Decode;
+    let certificate = x509_cert::Certificate::from_der(certificate.as_ref()).ok()?;
+    Some(
+        certificate
+            .tbs_certificate
+            .validity
+            .not_after
+            .to_system_time(),
+    )
 }
 
 #[cfg(test)]
