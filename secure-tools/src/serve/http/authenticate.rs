@@ -288,20 +288,27 @@ async fn authenticated(shared: Arc<Shared>, mut request: Request, next: Route) -
     }
     // A request without a session opens one (rmcp's session mode): an identity holds a bounded number at once, so
     // that one caller cannot fill the server's memory with sessions (or its connections with their streams).
-    if shared.sessions
+    // The place is taken before rmcp opens the session, so that requests in parallel cannot go past the limit.
+    let opening = if shared.sessions
         && session_id.is_none()
         && request.method() == axum::http::Method::POST
-        && shared.owners.open_by(&owner) >= super::sessions::MAX_SESSIONS_PER_CALLER
     {
-        return shared.reject(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too_many_sessions",
-            None,
-            Some(owner.to_string()),
-            request.method(),
-            request.uri().path(),
-        );
-    }
+        match shared.owners.reserve(owner.clone()) {
+            Some(opening) => Some(opening),
+            None => {
+                return shared.reject(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too_many_sessions",
+                    None,
+                    Some(owner.to_string()),
+                    request.method(),
+                    request.uri().path(),
+                );
+            }
+        }
+    } else {
+        None
+    };
     let deleting = request.method() == axum::http::Method::DELETE;
     let mut connection = connection(&shared, &request, identified.token_id);
     // A caller with a token gets a missing scope answered as a challenge: the pipeline leaves its refusal here.
@@ -328,12 +335,14 @@ async fn authenticated(shared: Arc<Shared>, mut request: Request, next: Route) -
     if shared.sessions {
         match &session_id {
             None => {
-                if let Some(created) = response
-                    .headers()
-                    .get("mcp-session-id")
-                    .and_then(|v| v.to_str().ok())
-                {
-                    shared.owners.bind(created, owner);
+                if let (Some(created), Some(opening)) = (
+                    response
+                        .headers()
+                        .get("mcp-session-id")
+                        .and_then(|v| v.to_str().ok()),
+                    opening,
+                ) {
+                    opening.bind(created);
                 }
             }
             Some(id) if deleting && response.status().is_success() => shared.owners.release(id),

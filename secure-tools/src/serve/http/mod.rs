@@ -554,7 +554,7 @@ where
         scopes_supported: challenge::scopes_supported(tools.all_scopes()),
         sessions: http.sessions,
         versions: settings.versions.clone(),
-        owners: sessions::Owners::new(sessions.clone()),
+        owners: Arc::new(sessions::Owners::new(sessions.clone())),
     });
     // Host and Origin are checked, and refusals audited, by `guard`, which every request to the endpoint passes
     // first; rmcp's own checks are off. Its Host check would refuse nothing the guard lets through (the same
@@ -658,7 +658,7 @@ struct Shared {
     scopes_supported: Vec<String>,
     sessions: bool,
     versions: VersionPolicy,
-    owners: sessions::Owners,
+    owners: Arc<sessions::Owners>,
 }
 
 /// The subject of an authenticated request, left on a refusal from further in (rmcp's own `4xx` answers), so that

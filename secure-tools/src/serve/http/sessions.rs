@@ -18,8 +18,36 @@ pub(super) struct Owners {
 
 struct Map {
     owners: HashMap<String, Arc<str>>,
+    /// Sessions being opened (their `initialize` not yet answered), by identity: counted with the open ones, so
+    /// that requests racing in parallel cannot open more than the limit between them.
+    opening: HashMap<Arc<str>, usize>,
     /// The size at which the map is next pruned.
     prune_at: usize,
+}
+
+/// A session being opened: see [`Owners::reserve`].
+pub(super) struct Opening {
+    owners: Arc<Owners>,
+    owner: Arc<str>,
+}
+
+impl Opening {
+    /// The session opened as `id`.
+    pub(super) fn bind(self, id: &str) {
+        self.owners.bind(id, self.owner.clone());
+    }
+}
+
+impl Drop for Opening {
+    fn drop(&mut self) {
+        let mut map = self.owners.lock();
+        if let Some(count) = map.opening.get_mut(&self.owner) {
+            *count -= 1;
+            if *count == 0 {
+                map.opening.remove(&self.owner);
+            }
+        }
+    }
 }
 
 /// Never prune below this many sessions.
@@ -33,6 +61,7 @@ impl Owners {
         Owners {
             owners: Mutex::new(Map {
                 owners: HashMap::new(),
+                opening: HashMap::new(),
                 prune_at: MIN_PRUNE_AT,
             }),
             manager,
@@ -62,16 +91,31 @@ impl Owners {
     }
 
     /// How many sessions `owner` holds that rmcp's manager still keeps (if the manager is busy, every session
-    /// known to be `owner`'s).
-    pub(super) fn open_by(&self, owner: &str) -> usize {
-        let map = self.lock();
+    /// known to be `owner`'s), and is opening.
+    fn count(map: &Map, manager: &LocalSessionManager, owner: &str) -> usize {
         let owned = map.owners.iter().filter(|(_, o)| &***o == owner);
-        match self.manager.sessions.try_read() {
+        let open = match manager.sessions.try_read() {
             Ok(live) => owned
                 .filter(|(id, _)| live.contains_key(id.as_str()))
                 .count(),
             Err(_) => owned.count(),
+        };
+        open + map.opening.get(owner).copied().unwrap_or(0)
+    }
+
+    /// A place for one more session of `owner`, if it holds fewer than [`MAX_SESSIONS_PER_CALLER`] (counting the
+    /// ones being opened): checked and taken at once. Given back when dropped, or turned into the session by
+    /// [`Opening::bind`].
+    pub(super) fn reserve(self: &Arc<Self>, owner: Arc<str>) -> Option<Opening> {
+        let mut map = self.lock();
+        if Self::count(&map, &self.manager, &owner) >= MAX_SESSIONS_PER_CALLER {
+            return None;
         }
+        *map.opening.entry(owner.clone()).or_default() += 1;
+        Some(Opening {
+            owners: self.clone(),
+            owner,
+        })
     }
 
     /// The session `id` was deleted.
@@ -83,6 +127,24 @@ impl Owners {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The limit counts sessions being opened: requests racing in parallel, each checked before rmcp answers
+    /// the one before, once went past it (a count of open sessions only, then the session bound after).
+    #[test]
+    fn sessions_being_opened_count_towards_the_limit() {
+        let owners = Arc::new(Owners::new(Arc::new(LocalSessionManager::default())));
+        let alice: Arc<str> = Arc::from("alice");
+        let opening: Vec<Opening> = (0..MAX_SESSIONS_PER_CALLER)
+            .map(|_| owners.reserve(alice.clone()).expect("a place"))
+            .collect();
+        assert!(owners.reserve(alice.clone()).is_none());
+        // Another identity is not held back by alice's.
+        assert!(owners.reserve(Arc::from("bob")).is_some());
+        // A request that opened no session gives its place back.
+        drop(opening);
+        assert!(owners.reserve(alice).is_some());
+        assert!(owners.lock().opening.is_empty());
+    }
 
     #[test]
     fn owners_of_sessions_the_manager_dropped_are_pruned() {
