@@ -535,6 +535,65 @@ async fn one_identity_holds_a_bounded_number_of_sessions() {
     );
 }
 
+/// Review finding: one identity's sessions could hold every connection of the server with event streams (a `GET`
+/// on a session lasts as long as the client keeps it, and rmcp takes several a session), so that no other client
+/// got in. An identity now holds at most `MAX_STREAMS_PER_CALLER` streams at once; one more is refused `429`,
+/// audited, and another identity is not affected.
+#[tokio::test]
+async fn one_identity_holds_a_bounded_number_of_event_streams() {
+    const MAX: usize = secure_tools::serve::http::MAX_STREAMS_PER_CALLER;
+    let server = Server::start(None, &["--http-sessions"]);
+    let alice = server.token("alice", "files.read");
+    let open_session = |token: String| {
+        let server = &server;
+        async move {
+            let (status, session, body) = session_post(server, &token, None, &initialize()).await;
+            assert_eq!(status, 200, "{body}");
+            let session = session.expect("a session id");
+            let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+            let (status, _, body) =
+                session_post(server, &token, Some(&session), &initialized).await;
+            assert_eq!(status, 202, "{body}");
+            session
+        }
+    };
+    let stream = |token: &str, session: &str| {
+        client()
+            .get(&server.resource)
+            .header("accept", "text/event-stream")
+            .header("mcp-protocol-version", "2025-11-25")
+            .header("authorization", format!("Bearer {token}"))
+            .header("mcp-session-id", session)
+            .send()
+    };
+    // rmcp takes up to 33 streams a session: three sessions give room for more than the limit.
+    let sessions = [
+        open_session(alice.clone()).await,
+        open_session(alice.clone()).await,
+        open_session(alice.clone()).await,
+    ];
+    let mut held = Vec::new();
+    for i in 0..MAX {
+        let response = stream(&alice, &sessions[i % 3]).await.unwrap();
+        assert_eq!(response.status(), 200, "stream {i}");
+        held.push(response);
+    }
+    let refused = stream(&alice, &sessions[0]).await.unwrap();
+    assert_eq!(refused.status(), 429);
+    let bob = server.token("bob", "files.read");
+    let bobs = open_session(bob.clone()).await;
+    let response = stream(&bob, &bobs).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let refused: Vec<Value> = server
+        .events("http_rejected")
+        .into_iter()
+        .filter(|r| r["reason"] == "too_many_streams")
+        .collect();
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0]["subject"], "alice");
+    drop(held);
+}
+
 /// A connection to `port` whose receive window is tiny (`SO_RCVBUF` set before connecting) and that sends a few
 /// thousand pipelined `GET /healthz` from a thread of its own and never reads an answer.
 fn never_reading(port: u16) -> std::thread::JoinHandle<()> {

@@ -309,6 +309,26 @@ async fn authenticated(shared: Arc<Shared>, mut request: Request, next: Route) -
     } else {
         None
     };
+    // An event stream (a `GET` on a session) holds its connection while it lasts: an identity holds a bounded
+    // number, so that its sessions cannot take every connection the server has.
+    let stream =
+        if shared.sessions && session_id.is_some() && request.method() == axum::http::Method::GET {
+            match shared.owners.reserve_stream(owner.clone()) {
+                Some(stream) => Some(stream),
+                None => {
+                    return shared.reject(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "too_many_streams",
+                        None,
+                        Some(owner.to_string()),
+                        request.method(),
+                        request.uri().path(),
+                    );
+                }
+            }
+        } else {
+            None
+        };
     let deleting = request.method() == axum::http::Method::DELETE;
     let mut connection = connection(&shared, &request, identified.token_id);
     // A caller with a token gets a missing scope answered as a challenge: the pipeline leaves its refusal here.
@@ -332,6 +352,17 @@ async fn authenticated(shared: Arc<Shared>, mut request: Request, next: Route) -
         request
     };
     let Ok(response) = next.oneshot(request).await;
+    // The stream's place is held by its body, given back when the stream ends (or at once, if none was opened).
+    let response = match stream {
+        Some(stream) if response.status().is_success() => response.map(|body| {
+            use futures_util::StreamExt as _;
+            axum::body::Body::from_stream(body.into_data_stream().map(move |chunk| {
+                let _held = &stream;
+                chunk
+            }))
+        }),
+        _ => response,
+    };
     if shared.sessions {
         match &session_id {
             None => {

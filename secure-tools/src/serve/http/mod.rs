@@ -50,7 +50,7 @@ pub mod mtls;
 mod rejections;
 mod sessions;
 
-pub use sessions::MAX_SESSIONS_PER_CALLER;
+pub use sessions::{MAX_SESSIONS_PER_CALLER, MAX_STREAMS_PER_CALLER};
 
 pub use authenticate::INSUFFICIENT_SCOPE_CODE;
 pub use bearer::{BearerAuth, KeyError, TokenError, VerificationKeys, VerifiedToken};

@@ -21,8 +21,33 @@ struct Map {
     /// Sessions being opened (their `initialize` not yet answered), by identity: counted with the open ones, so
     /// that requests racing in parallel cannot open more than the limit between them.
     opening: HashMap<Arc<str>, usize>,
+    /// Event streams open (a `GET` on a session), by identity.
+    streams: HashMap<Arc<str>, usize>,
     /// The size at which the map is next pruned.
     prune_at: usize,
+}
+
+/// How many event streams (`GET` on a session) one identity may hold open at once; one more is refused `429`,
+/// reason `too_many_streams`. A stream holds a connection for as long as it lasts: without a bound, one identity's
+/// sessions, each allowed several streams by rmcp, could hold every connection the server takes.
+pub const MAX_STREAMS_PER_CALLER: usize = 64;
+
+/// An event stream held open: see [`Owners::reserve_stream`].
+pub(super) struct Stream {
+    owners: Arc<Owners>,
+    owner: Arc<str>,
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        let mut map = self.owners.lock();
+        if let Some(count) = map.streams.get_mut(&self.owner) {
+            *count -= 1;
+            if *count == 0 {
+                map.streams.remove(&self.owner);
+            }
+        }
+    }
 }
 
 /// A session being opened: see [`Owners::reserve`].
@@ -62,6 +87,7 @@ impl Owners {
             owners: Mutex::new(Map {
                 owners: HashMap::new(),
                 opening: HashMap::new(),
+                streams: HashMap::new(),
                 prune_at: MIN_PRUNE_AT,
             }),
             manager,
@@ -118,6 +144,21 @@ impl Owners {
         })
     }
 
+    /// A place for one more event stream of `owner`, if it holds fewer than [`MAX_STREAMS_PER_CALLER`]; given
+    /// back when dropped (with the stream's body, or with a request that opened none).
+    pub(super) fn reserve_stream(self: &Arc<Self>, owner: Arc<str>) -> Option<Stream> {
+        let mut map = self.lock();
+        let count = map.streams.entry(owner.clone()).or_default();
+        if *count >= MAX_STREAMS_PER_CALLER {
+            return None;
+        }
+        *count += 1;
+        Some(Stream {
+            owners: self.clone(),
+            owner,
+        })
+    }
+
     /// The session `id` was deleted.
     pub(super) fn release(&self, id: &str) {
         self.lock().owners.remove(id);
@@ -144,6 +185,20 @@ mod tests {
         drop(opening);
         assert!(owners.reserve(alice).is_some());
         assert!(owners.lock().opening.is_empty());
+    }
+
+    #[test]
+    fn an_identity_holds_a_bounded_number_of_event_streams() {
+        let owners = Arc::new(Owners::new(Arc::new(LocalSessionManager::default())));
+        let alice: Arc<str> = Arc::from("alice");
+        let held: Vec<Stream> = (0..MAX_STREAMS_PER_CALLER)
+            .map(|_| owners.reserve_stream(alice.clone()).expect("a place"))
+            .collect();
+        assert!(owners.reserve_stream(alice.clone()).is_none());
+        assert!(owners.reserve_stream(Arc::from("bob")).is_some());
+        drop(held);
+        assert!(owners.reserve_stream(alice).is_some());
+        assert!(owners.lock().streams.is_empty());
     }
 
     #[test]
