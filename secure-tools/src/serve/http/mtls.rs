@@ -601,7 +601,8 @@ impl CrlFile {
     /// (a read, the lists parsed): run on the blocking pool. The lock is held only to swap the configuration.
     fn refresh(&self, auth: &MtlsAuth) {
         let in_use = self.lock().version;
-        if Self::version(&self.path).is_ok_and(|version| version == in_use) {
+        let seen = Self::version(&self.path);
+        if seen.as_ref().is_ok_and(|version| *version == in_use) {
             return;
         }
         match Self::read(&self.path)
@@ -614,9 +615,17 @@ impl CrlFile {
                 state.version = version;
             }
             Err(error) => {
-                // Not again until the file changes: the error is logged once per version.
-                self.lock().version = Self::version(&self.path).unwrap_or(in_use);
-                tracing::error!(%error, "client revocation lists not replaced; the lists in use stay");
+                // Not again until the file changes: the error is logged once per version. The version is the one
+                // seen before the read, so that a file finished meanwhile is read at the next look; a file gone is
+                // logged once too.
+                let version = seen.unwrap_or((0, None));
+                let mut state = self.lock();
+                let again = state.version != version;
+                state.version = version;
+                drop(state);
+                if again {
+                    tracing::error!(%error, "client revocation lists not replaced; the lists in use stay");
+                }
             }
         }
     }
