@@ -464,8 +464,22 @@ where
                 stop.clone(),
             ))
         });
+        // The counts of refusals left unwritten go out every few seconds, not only before the next record written:
+        // after a flood, nothing else may come, and a process killed would lose them.
+        let counts = tokio::spawn({
+            let rejections = rejections.clone();
+            async move {
+                let mut ticks = tokio::time::interval(rejections::FLUSH_COUNTS_EVERY);
+                ticks.tick().await;
+                loop {
+                    ticks.tick().await;
+                    rejections.flush_counts();
+                }
+            }
+        });
         let served =
             connections::serve(listener, security, app, limits, rejections.clone(), stop).await;
+        counts.abort();
         #[cfg(feature = "otel")]
         if let Some(metrics) = metrics {
             metrics.abort();

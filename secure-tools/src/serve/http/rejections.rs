@@ -2,7 +2,8 @@
 //! client could write thousands of records a second and drown the trail (and the disk) in them. Up to a rate
 //! ([`DEFAULT_REJECTION_RECORDS`], a burst of 50 and 10 a second after it) each refusal is written; past it, each
 //! is counted, and the count is written as an `audit_suppressed` record before the next record that is written,
-//! and at shutdown. Every refusal is accounted for, written or counted.
+//! every few seconds ([`FLUSH_COUNTS_EVERY`], by the runner), when the last holder drops it, and at shutdown.
+//! Every refusal is accounted for, written or counted.
 //!
 //! Tool calls are never throttled: each has its one record, whatever happens.
 
@@ -18,6 +19,9 @@ pub const DEFAULT_REJECTION_RECORDS: Rate = Rate {
     count: 50,
     period: std::time::Duration::from_secs(5),
 };
+
+/// How often the server writes the counts of refusals left unwritten, if there are any.
+pub(crate) const FLUSH_COUNTS_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The kinds of refusal throttled, each counted on its own.
 const KINDS: [&str; 3] = ["http_rejected", "tls_rejected", "connection_rejected"];
@@ -108,6 +112,13 @@ impl Rejections {
     }
 }
 
+/// The counts left are written when the last holder goes (a router made for embedding, dropped with its app).
+impl Drop for Rejections {
+    fn drop(&mut self) {
+        self.flush_counts();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,5 +167,22 @@ mod tests {
             rejections.record(rejected());
         }
         assert_eq!(sink.records().len(), 200);
+    }
+
+    /// Counts are not left in memory when nothing else is written: dropping the last holder writes them.
+    #[test]
+    fn counts_left_are_written_when_dropped() {
+        let sink = MemorySink::default();
+        let audit = Audit::new("test", vec![std::sync::Arc::new(sink.clone())]);
+        let rejections = Rejections::new(audit, Some(Rate::per_minute(1).unwrap()));
+        for _ in 0..5 {
+            rejections.record(rejected());
+        }
+        assert_eq!(sink.records().len(), 1);
+        drop(rejections);
+        let records = sink.records();
+        assert_eq!(records.len(), 2, "{records:?}");
+        assert_eq!(records[1]["event"], "audit_suppressed");
+        assert_eq!(records[1]["count"], 4);
     }
 }
