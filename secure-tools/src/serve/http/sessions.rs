@@ -108,11 +108,12 @@ impl Owners {
         let mut map = self.lock();
         map.owners.insert(id.to_owned(), owner);
         if map.owners.len() >= map.prune_at {
-            // Sessions rmcp dropped (expired, closed) leave the map. If the manager is busy, next time.
+            // Sessions rmcp dropped (expired, closed) leave the map. If the manager is busy, at the next session
+            // opened (the threshold is raised only once the map has been pruned).
             if let Ok(live) = self.manager.sessions.try_read() {
                 map.owners.retain(|id, _| live.contains_key(id.as_str()));
+                map.prune_at = (map.owners.len() * 2).max(MIN_PRUNE_AT);
             }
-            map.prune_at = (map.owners.len() * 2).max(MIN_PRUNE_AT);
         }
     }
 
