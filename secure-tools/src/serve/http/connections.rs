@@ -153,11 +153,17 @@ impl Registry {
         })
     }
 
-    /// Closes the oldest connection with no request in progress; whether there was one.
+    /// Closes the oldest connection with no request in progress; whether there was one. The connection is
+    /// claimed first (its count of requests set to [`EVICTED`] from zero, at once), so that a request it has just
+    /// begun is not cut off halfway: such a request finds it claimed, and is refused.
     fn evict_oldest_idle(open: &mut BTreeMap<u64, Arc<Connection>>) -> bool {
         let idle = open
             .iter()
-            .find(|(_, c)| c.busy.load(Ordering::Acquire) == 0)
+            .find(|(_, c)| {
+                c.busy
+                    .compare_exchange(0, EVICTED, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+            })
             .map(|(id, _)| *id);
         match idle.and_then(|id| open.remove(&id)) {
             Some(connection) => {
@@ -169,13 +175,18 @@ impl Registry {
     }
 }
 
+/// A connection's count of requests once it is claimed to be closed: far above any real count.
+const EVICTED: usize = usize::MAX / 2;
+
 /// A request in progress on a connection, until its response body is done or dropped.
 struct Busy(Arc<Connection>);
 
 impl Busy {
-    fn new(connection: &Arc<Connection>) -> Self {
-        connection.busy.fetch_add(1, Ordering::AcqRel);
-        Busy(connection.clone())
+    /// `None` when the connection is being closed to make room: the request is not begun.
+    fn new(connection: &Arc<Connection>) -> Option<Self> {
+        let before = connection.busy.fetch_add(1, Ordering::AcqRel);
+        let busy = Busy(connection.clone());
+        (before < EVICTED).then_some(busy)
     }
 }
 
@@ -380,6 +391,16 @@ where
         request.extensions_mut().insert(info.clone());
         let app = app.clone();
         async move {
+            // The connection is being closed to make room: nothing is begun on it.
+            let Some(busy) = busy else {
+                let mut refused = axum::response::Response::new(Body::empty());
+                *refused.status_mut() = axum::http::StatusCode::SERVICE_UNAVAILABLE;
+                refused.headers_mut().insert(
+                    axum::http::header::CONNECTION,
+                    axum::http::HeaderValue::from_static("close"),
+                );
+                return Ok::<_, Infallible>(refused);
+            };
             let Ok(response) = app.oneshot(request).await;
             // The connection stays busy until the whole body is sent: a stream of events counts as a request
             // in progress.
@@ -427,6 +448,8 @@ mod tests {
         assert!(second.connection.evict.is_cancelled());
         assert!(!third.connection.evict.is_cancelled());
         assert_eq!(registry.lock().len(), 3);
+        // A request the closed connection had just read is not begun (it was cut off halfway).
+        assert!(Busy::new(&second.connection).is_none());
         // The evicted connection's slot is already given back; dropping it changes nothing.
         drop(second);
         assert_eq!(registry.lock().len(), 3);
