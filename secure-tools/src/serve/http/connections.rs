@@ -178,6 +178,13 @@ impl Registry {
 /// A connection's count of requests once it is claimed to be closed: far above any real count.
 const EVICTED: usize = usize::MAX / 2;
 
+impl Connection {
+    /// Whether it was claimed to be closed to make room.
+    fn claimed(&self) -> bool {
+        self.busy.load(Ordering::Acquire) >= EVICTED
+    }
+}
+
 /// A request in progress on a connection, until its response body is done or dropped.
 struct Busy(Arc<Connection>);
 
@@ -331,7 +338,12 @@ async fn connection(
         Security::Plain => {
             let served = http(tcp, ConnectInfo(peer), &slot, app, limits, &stop);
             tokio::select! {
-                outcome = served => report(outcome, peer, &rejections),
+                // Claimed to make room, it may have ended by itself first (refusing a request it had read).
+                outcome = served => if slot.connection.claimed() {
+                    evicted()
+                } else {
+                    report(outcome, peer, &rejections)
+                },
                 () = evict.cancelled() => evicted(),
             }
         }
@@ -349,7 +361,12 @@ async fn connection(
             };
             let served = http(stream, ConnectInfo(tls_peer), &slot, app, limits, &stop);
             tokio::select! {
-                outcome = served => report(outcome, peer, &rejections),
+                // Claimed to make room, it may have ended by itself first (refusing a request it had read).
+                outcome = served => if slot.connection.claimed() {
+                    evicted()
+                } else {
+                    report(outcome, peer, &rejections)
+                },
                 () = evict.cancelled() => evicted(),
             }
         }
