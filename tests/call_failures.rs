@@ -23,6 +23,16 @@ struct Effects {
     woke: Arc<AtomicBool>,
     token_cancelled: Arc<AtomicBool>,
     gate: Arc<tokio::sync::Notify>,
+    /// A call's context, kept past the call by a tool (as a task it started would keep it).
+    kept: Arc<Mutex<Option<CallContext>>>,
+}
+
+/// Keeps its call's context for later, as a handler's background task might.
+#[secure_tool(scope = "t.read", read_only, timeout = "100ms")]
+async fn keeper(cx: CallContext, State(effects): State<Effects>) -> Result<String, ToolError> {
+    *effects.kept.lock().unwrap() = Some(cx.clone());
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    Ok("woke".into())
 }
 
 /// Writes a record of the world (counts an effect).
@@ -604,6 +614,34 @@ fn a_rate_out_of_bounds_is_refused_when_the_set_is_built() {
         let error = tool.err().expect("built").to_string();
         assert!(error.contains("the rate limit of look"), "{error}");
     }
+}
+
+/// A context kept past its call reaches neither the record nor the client: a field added then is refused (it was
+/// accepted and silently lost), and the handler's token, asked for only after the call timed out, is already
+/// cancelled (it was a new token that nothing would cancel, so work handed it would carry on).
+#[tokio::test]
+async fn a_context_kept_past_its_call_is_ended_and_its_token_cancelled() {
+    let effects = Effects::default();
+    let sink = MemorySink::new();
+    let tools = ToolSet::builder(effects.clone())
+        .tool::<keeper>()
+        .audit_sink(sink.clone())
+        .build()
+        .unwrap();
+    let response = tools
+        .call(request(&caller("alice", "t.read"), 1, "keeper", json!({})))
+        .await
+        .unwrap();
+    assert_eq!(response.outcome(), Outcome::Timeout);
+    let kept = effects.kept.lock().unwrap().clone().expect("kept");
+    assert!(kept.has_ended());
+    assert!(!kept.audit_field("late", 1));
+    assert!(kept.cancellation().is_cancelled());
+    let records = sink.records();
+    assert!(
+        records.iter().all(|r| r.get("fields").is_none()),
+        "{records:?}"
+    );
 }
 
 #[tokio::test]

@@ -13,10 +13,11 @@ use serde_json::{Value, json};
 
 const SERVER: &str = env!("CARGO_BIN_EXE_test-server");
 /// The test server's tools, sorted by name.
-const TOOLS: [&str; 7] = [
+const TOOLS: [&str; 8] = [
     "confirm",
     "crunch",
     "echo",
+    "linger",
     "report",
     "slow",
     "store",

@@ -211,6 +211,44 @@ fn a_tool_past_the_configured_timeout_is_stopped_and_audited_timeout() {
     assert_eq!(calls[0]["outcome"], "timeout");
 }
 
+/// A value the handler holds may panic as it is dropped, when the call times out and the pipeline drops the
+/// handler's future: its message (here quoting the redacted secret) is withheld as a handler's panic is (it was
+/// printed on stderr by the default hook), and the server goes on.
+#[test]
+fn a_panic_while_a_timed_out_handler_is_dropped_shows_its_secret_nowhere() {
+    let secret = "lingering-correct-horse-battery-staple";
+    let mut server = server(&[]);
+    let answer = server.request(RawServer::call_message(
+        1,
+        "linger",
+        json!({"secret": secret}),
+    ));
+    assert_eq!(
+        answer["result"]["structuredContent"]["error"]["code"], "timeout",
+        "{answer}"
+    );
+    let answer = server.request(RawServer::call_message(2, "echo", json!({"text": "x"})));
+    assert_eq!(answer["result"]["isError"], false, "{answer}");
+    let (status, audit, stderr) = server.finish();
+    assert!(status.success(), "{stderr}");
+    let calls = tool_calls(&audit);
+    assert_eq!(calls.len(), 2, "{audit:?}");
+    assert_eq!(calls[0]["outcome"], "timeout");
+    assert!(
+        stderr.contains("secure tool `linger` panicked at"),
+        "the location is still reported: {stderr}"
+    );
+    for (place, text) in [
+        ("stderr", stderr),
+        ("the audit log", serde_json::to_string(&audit).unwrap()),
+    ] {
+        assert!(
+            !text.contains("horse"),
+            "the secret reached {place}: {text}"
+        );
+    }
+}
+
 #[test]
 fn a_panic_on_a_blocking_thread_holding_a_secret_shows_it_nowhere() {
     let secret = "boom-correct-horse-battery-staple";

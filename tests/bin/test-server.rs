@@ -72,6 +72,25 @@ async fn crunch(
     Ok(digest.to_string())
 }
 
+/// Holds its secret in a value that panics, quoting it, when dropped; then waits past its time limit, so that the
+/// pipeline drops the handler's future (and the value) when the call times out.
+#[secure_tool(scope = "test.write", audit_redact = ["secret"], timeout = "200ms")]
+async fn linger(
+    /// The secret.
+    #[validate(length(max = 1000))]
+    secret: String,
+) -> Result<String, ToolError> {
+    struct Loud(String);
+    impl Drop for Loud {
+        fn drop(&mut self) {
+            panic!("dropping {} failed", self.0);
+        }
+    }
+    let _held = Loud(secret);
+    tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+    Ok("never".into())
+}
+
 /// Works in three steps, reporting progress and logging each to the client.
 #[secure_tool(scope = "test.read", read_only)]
 async fn report(progress: Progress, log: ClientLog) -> Result<String, ToolError> {
@@ -147,6 +166,7 @@ async fn main() {
         .tool::<store>()
         .tool::<slow>()
         .tool::<crunch>()
+        .tool::<linger>()
         .tool::<report>()
         .tool::<confirm>()
         .tool::<summarize>();

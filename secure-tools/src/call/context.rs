@@ -290,6 +290,9 @@ struct ContextInner {
     fields: Mutex<Vec<(String, Value)>>,
     /// Whether `fields` holds anything, so that a call whose handler added none takes no lock for them.
     has_fields: std::sync::atomic::AtomicBool,
+    /// Set when the call's record is written: a clone kept by a task the handler started can no longer reach the
+    /// client or the record.
+    ended: std::sync::atomic::AtomicBool,
 }
 
 impl fmt::Debug for CallContext {
@@ -323,6 +326,7 @@ impl CallContext {
             token: OnceLock::new(),
             fields: Mutex::new(Vec::new()),
             has_fields: std::sync::atomic::AtomicBool::new(false),
+            ended: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 
@@ -419,19 +423,35 @@ impl CallContext {
         self.rmcp().map(|cx| &cx.ct)
     }
 
-    /// Cancels the handler's token, if it was ever handed out.
+    /// Cancels the handler's token; one asked for later (by a task given a clone of the context) is cancelled
+    /// already.
     pub(crate) fn cancel_handler(&self) {
-        if let Some(token) = self.0.token.get() {
-            token.cancel();
-        }
+        self.token().cancel();
+    }
+
+    /// The call's record is being written: what a clone of the context does from now on reaches neither the
+    /// client nor the record.
+    pub(crate) fn end(&self) {
+        self.0.ended.store(true, Ordering::Release);
+    }
+
+    /// Whether the call has ended (its record written or being written).
+    pub fn has_ended(&self) -> bool {
+        self.0.ended.load(Ordering::Acquire)
+    }
+
+    /// The client, while the call lasts: after its answer no notification or request of the call's may follow.
+    fn live_peer(&self) -> Option<&Peer<RoleServer>> {
+        self.peer().filter(|_| !self.has_ended())
     }
 
     /// Adds a field to the call's `tool_call` audit record, under `fields` (the id of the ticket a tool created,
     /// say). Values are bounded like arguments; past [`MAX_AUDIT_FIELDS`] fields, or with a key over 64 bytes, the
-    /// field is dropped and `false` returned. A later field with the same key replaces the earlier one.
+    /// field is dropped and `false` returned, as it is once the call has ended (its record is written). A later
+    /// field with the same key replaces the earlier one.
     pub fn audit_field(&self, key: impl Into<String>, value: impl Into<Value>) -> bool {
         let key = key.into();
-        if key.is_empty() || key.len() > 64 {
+        if key.is_empty() || key.len() > 64 || self.has_ended() {
             return false;
         }
         let mut fields = self.0.fields.lock().unwrap_or_else(PoisonError::into_inner);
@@ -634,9 +654,9 @@ impl Progress {
     }
 
     /// Reports progress (`progress` should grow with every report; `total` if known). Returns whether a
-    /// notification was sent: `false` when none was asked for, or the client is gone.
+    /// notification was sent: `false` when none was asked for, the client is gone, or the call has ended.
     pub async fn report(&self, progress: f64, total: Option<f64>, message: Option<String>) -> bool {
-        let (Some(peer), Some(token)) = (self.cx.peer(), self.cx.meta().get_progress_token())
+        let (Some(peer), Some(token)) = (self.cx.live_peer(), self.cx.meta().get_progress_token())
         else {
             return false;
         };
@@ -687,7 +707,7 @@ impl ClientLog {
 
     /// Sends `data` at `level`, if the client wants that level. Returns whether a message was sent.
     pub async fn log(&self, level: LoggingLevel, data: impl Into<Value>) -> bool {
-        let Some(peer) = self.cx.peer().filter(|_| self.enabled(level)) else {
+        let Some(peer) = self.cx.live_peer().filter(|_| self.enabled(level)) else {
             return false;
         };
         let mut param = LoggingMessageNotificationParam::new(level, data.into());
@@ -750,7 +770,7 @@ impl Elicitation {
     where
         T: ElicitationSafe + for<'de> serde::Deserialize<'de>,
     {
-        match self.cx.peer() {
+        match self.cx.live_peer() {
             Some(peer) if self.is_supported() => peer.elicit::<T>(message).await,
             _ => Err(ElicitationError::CapabilityNotSupported),
         }
@@ -761,7 +781,7 @@ impl Elicitation {
         &self,
         params: ElicitRequestParams,
     ) -> Result<ElicitResult, ElicitationError> {
-        match self.cx.peer() {
+        match self.cx.live_peer() {
             Some(peer) if self.is_supported() => Ok(peer.create_elicitation(params).await?),
             _ => Err(ElicitationError::CapabilityNotSupported),
         }
@@ -827,7 +847,7 @@ impl Sampling {
         &self,
         params: CreateMessageRequestParams,
     ) -> Result<CreateMessageResult, Refusal> {
-        let Some(peer) = self.cx.peer().filter(|_| self.is_supported()) else {
+        let Some(peer) = self.cx.live_peer().filter(|_| self.is_supported()) else {
             return Err(Refusal::new(
                 codes::SAMPLING_UNSUPPORTED,
                 "this tool needs a completion from the client's model, and the client does not support that (sampling)",

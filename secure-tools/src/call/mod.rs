@@ -415,7 +415,8 @@ where
     authorize(tool, call.context.caller())?;
     let _slots = limit(set, tool, &call.context).await?;
     let guarded = !set.guards.is_empty() || !tool.guards.is_empty();
-    let mut passes = Vec::new();
+    // What the guards hold until the handler ends: the user's values, dropped under the tool's name.
+    let mut passes = panic::HeldBy::new(tool.definition.name(), Vec::new());
     // Guards' futures are boxed: a call without guards does not carry their state.
     if guarded {
         Box::pin(run_guards(
@@ -423,7 +424,7 @@ where
             tool,
             call,
             GuardStage::BeforeDecoding,
-            &mut passes,
+            passes.get_mut(),
         ))
         .await?;
     }
@@ -454,7 +455,7 @@ where
             tool,
             call,
             GuardStage::AfterDecoding,
-            &mut passes,
+            passes.get_mut(),
         ))
         .await?;
     }
@@ -480,10 +481,17 @@ async fn plain_stages<S: Send + Sync + 'static>(
     admit(set)?;
     authorize(tool, call.context.caller())?;
     let _slots = limit(set, tool, &call.context).await?;
-    let mut passes = Vec::new();
+    let mut passes = panic::HeldBy::new(tool.definition.name(), Vec::new());
     if !set.guards.is_empty() || !tool.guards.is_empty() {
-        run_guards(set, tool, call, GuardStage::BeforeDecoding, &mut passes).await?;
-        run_guards(set, tool, call, GuardStage::AfterDecoding, &mut passes).await?;
+        run_guards(
+            set,
+            tool,
+            call,
+            GuardStage::BeforeDecoding,
+            passes.get_mut(),
+        )
+        .await?;
+        run_guards(set, tool, call, GuardStage::AfterDecoding, passes.get_mut()).await?;
     }
     let arguments = call.arguments.as_object().cloned();
     call.record_start(tool)?;
@@ -694,9 +702,12 @@ async fn contained<S, F: Future>(
     cx: &CallContext,
     limit: Deadline,
 ) -> Result<F::Output, Refusal> {
-    let future = std::pin::pin!(future);
-    let mut future = panic::Guarded::new(tool, AssertUnwindSafe(future).catch_unwind());
-    if let Poll::Ready(settled) = futures_util::poll!(&mut future) {
+    // The future is the guard's own, so that its drop (on a timeout, say) counts as the tool's too.
+    let mut future = std::pin::pin!(panic::Guarded::new(
+        tool,
+        AssertUnwindSafe(future).catch_unwind()
+    ));
+    if let Poll::Ready(settled) = futures_util::poll!(future.as_mut()) {
         // The payload of a panic may quote a redacted argument: it is dropped unread.
         return settled.map_err(|_payload| Refusal::panicked());
     }
@@ -942,6 +953,7 @@ impl<'s> Call<'s> {
         error: Option<&str>,
     ) -> Result<(), audit::AuditError> {
         self.finished = true;
+        self.context.end();
         let finished = SystemTime::now();
         let elapsed = self.started.elapsed();
         // A code is the pipeline's own or a guard's or handler's; bounded alike in the record and in the metrics'

@@ -9,6 +9,8 @@
 use std::any::Any;
 use std::cell::Cell;
 use std::future::Future;
+use std::io::Write as _;
+use std::mem::ManuallyDrop;
 use std::panic::{self, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::Once;
@@ -42,7 +44,9 @@ pub fn install_panic_hook() {
                 .location()
                 .map(|l| format!("{}:{}", l.file(), l.line()))
                 .unwrap_or_default();
-            eprintln!(
+            // Written, not `eprintln!`ed: a hook that panics (standard error closed, a full disk) aborts the process.
+            let _ = writeln!(
+                std::io::stderr(),
                 "secure tool `{tool}` panicked at {location} (message withheld: it may hold redacted input)"
             );
         }
@@ -84,26 +88,71 @@ pub(crate) fn catch<R>(tool: &'static str, f: impl FnOnce() -> R) -> Result<R, (
     })
 }
 
-/// A future whose polls count as running `tool`.
+/// A future whose polls, and whose drop, count as running `tool`: the user's code runs in both (a value it holds
+/// across an await may panic as it is dropped, when the call times out, say).
 pub(crate) struct Guarded<F> {
     tool: Option<&'static str>,
-    future: F,
+    /// Dropped in place by `Guarded`'s own drop, under the tool's name.
+    future: ManuallyDrop<F>,
 }
 
 impl<F> Guarded<F> {
     pub(crate) fn new(tool: &'static str, future: F) -> Self {
         Guarded {
             tool: Some(tool),
-            future,
+            future: ManuallyDrop::new(future),
         }
     }
 }
 
-impl<F: Future + Unpin> Future for Guarded<F> {
+impl<F: Future> Future for Guarded<F> {
     type Output = F::Output;
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let tool = self.tool;
-        with_tool(tool, || Pin::new(&mut self.future).poll(cx))
+        // SAFETY: `future` is pinned with `self` (structural pinning): it is never moved out, only dropped in place
+        // by `drop` below.
+        let future = unsafe { self.map_unchecked_mut(|guarded| &mut *guarded.future) };
+        with_tool(tool, || future.poll(cx))
+    }
+}
+
+impl<F> Drop for Guarded<F> {
+    fn drop(&mut self) {
+        let tool = self.tool;
+        // A panic while the future drops counts as the tool's (its message withheld), and goes no further: the
+        // call's outcome is already decided.
+        let _ = with_tool(tool, || {
+            panic::catch_unwind(AssertUnwindSafe(|| {
+                // SAFETY: dropped once, here, in place; `self.future` is not used again.
+                unsafe { ManuallyDrop::drop(&mut self.future) }
+            }))
+        });
+    }
+}
+
+/// Values of the user's held for a call (a guard's passes), dropped under the tool's name like its future.
+pub(crate) struct HeldBy<T> {
+    tool: &'static str,
+    value: Option<T>,
+}
+
+impl<T> HeldBy<T> {
+    pub(crate) fn new(tool: &'static str, value: T) -> Self {
+        HeldBy {
+            tool,
+            value: Some(value),
+        }
+    }
+
+    pub(crate) fn get_mut(&mut self) -> &mut T {
+        self.value.as_mut().expect("held until dropped")
+    }
+}
+
+impl<T> Drop for HeldBy<T> {
+    fn drop(&mut self) {
+        let value = self.value.take();
+        let _ = catch(self.tool, move || drop(value));
     }
 }
 
@@ -148,7 +197,7 @@ where
     let tool = running_tool();
     let guarded = Guarded {
         tool,
-        future: Box::pin(AssertUnwindSafe(future).catch_unwind()),
+        future: ManuallyDrop::new(AssertUnwindSafe(future).catch_unwind()),
     };
     JoinHandle(tokio::spawn(guarded))
 }
