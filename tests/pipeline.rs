@@ -600,6 +600,34 @@ fn a_redaction_that_matches_no_schema_argument_does_not_build() {
     );
 }
 
+fn server_key() -> String {
+    "sk-live-from-the-environment".to_owned()
+}
+
+/// Connects with a key (its default the server's own).
+#[secure_tool(scope = "svc.connect", read_only, audit_redact = ["api_key"])]
+async fn connect(
+    /// The key; the server's own when left out.
+    #[serde(default = "server_key")]
+    api_key: String,
+    /// How many retries.
+    #[serde(default)]
+    retries: u8,
+) -> Result<String, ToolError> {
+    Ok(format!("{} {retries}", api_key.len()))
+}
+
+/// A redacted argument's default (computed by a function, here the server's own key) was published in the schema
+/// `tools/list` shows; it is left out, and an argument not redacted keeps its own.
+#[test]
+fn a_redacted_arguments_default_is_not_published() {
+    let set = ToolSet::builder(()).tool::<connect>().build().unwrap();
+    let schema = serde_json::to_string(set.definition("connect").unwrap().input_schema()).unwrap();
+    assert!(!schema.contains("sk-live"), "{schema}");
+    let schema: Value = serde_json::from_str(&schema).unwrap();
+    assert_eq!(schema["properties"]["retries"]["default"], 0, "{schema}");
+}
+
 #[tokio::test]
 async fn undeclared_arguments_are_recorded_as_length_markers_only() {
     let sink = MemorySink::new();

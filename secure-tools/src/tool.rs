@@ -210,6 +210,20 @@ impl ToolDefinition {
                 name: (*name).to_owned(),
             });
         }
+        // A redacted argument's default or examples would publish a value in `tools/list` (a default computed by a
+        // function, say `server_key()`), whatever the records withhold: they are left out of its schema.
+        if !meta.audit_redact.is_empty()
+            && let Some(properties) = Arc::make_mut(&mut input_schema)
+                .get_mut("properties")
+                .and_then(|p| p.as_object_mut())
+        {
+            for name in meta.audit_redact {
+                if let Some(property) = properties.get_mut(*name).and_then(|p| p.as_object_mut()) {
+                    property.remove("default");
+                    property.remove("examples");
+                }
+            }
+        }
         let mut annotations = ToolAnnotations::new();
         annotations.title = meta.title.map(str::to_owned);
         annotations.read_only_hint = meta.read_only;
