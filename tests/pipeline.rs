@@ -628,6 +628,40 @@ fn a_redacted_arguments_default_is_not_published() {
     assert_eq!(schema["properties"]["retries"]["default"], 0, "{schema}");
 }
 
+/// Sets limits from a map.
+#[secure_tool(scope = "svc.connect", read_only, audit_redact = ["env"])]
+async fn configure(
+    /// Limits by name.
+    env: std::collections::BTreeMap<String, u32>,
+) -> Result<String, ToolError> {
+    Ok(env.len().to_string())
+}
+
+/// A decoding error below a redacted argument names the argument only: the path went on through the map's keys,
+/// which are part of the secret value (`env.DB_PASSWORD=hunter2`).
+#[tokio::test]
+async fn a_decoding_error_inside_a_redacted_map_does_not_name_its_keys() {
+    let sink = MemorySink::new();
+    let set = ToolSet::builder(())
+        .tool::<configure>()
+        .audit_sink(sink.clone())
+        .build()
+        .unwrap();
+    let response = set
+        .call(request(
+            &caller("ops", "svc.connect"),
+            1,
+            "configure",
+            json!({"env": {"DB_PASSWORD=hunter2": "not a number"}}),
+        ))
+        .await
+        .unwrap();
+    let message = response.refusal().unwrap().message().to_owned();
+    assert!(message.starts_with("`env`"), "{message}");
+    assert!(!message.contains("hunter2"), "{message}");
+    assert!(!sink.records()[0].to_string().contains("hunter2"));
+}
+
 #[tokio::test]
 async fn undeclared_arguments_are_recorded_as_length_markers_only() {
     let sink = MemorySink::new();

@@ -72,9 +72,16 @@ pub(crate) fn validate<A: Validate>(
 }
 
 fn malformed(err: serde_path_to_error::Error<serde_json::Error>, redact: &[&str]) -> Refusal {
-    let path = err.path().to_string();
     let first = err.path().iter().next().map(|segment| segment.to_string());
-    let redacted = first.is_some_and(|name| redact.contains(&name.as_str()));
+    let redacted = first
+        .as_ref()
+        .is_some_and(|name| redact.contains(&name.as_str()));
+    // Below a redacted argument the path names its keys (a map's, `env.DB_PASSWORD=...`), which are part of the
+    // value: only the argument is named.
+    let path = match &first {
+        Some(name) if redacted => name.clone(),
+        _ => err.path().to_string(),
+    };
     let detail = if redacted {
         // serde's message may quote the value ("invalid type: string \"...\""): withhold it.
         "has the wrong type or shape".to_owned()
