@@ -96,11 +96,23 @@ fn generate(model: &Model) -> TokenStream {
             // `#![no_implicit_prelude]` lacks. Only those names are imported, not a prelude glob, so the field types
             // the user wrote still resolve to the user's items. `pub` because the struct is the `Args` of a trait
             // impl on the tool type, which may be `pub`; the `const _` block keeps it unnameable all the same.
+            // The derives also call `default()` (`#[serde(default)]`), `to_string()` (a `regex` or `contains` rule)
+            // and `validate()` (`nested`) as methods, and write `std::collections` without a leading `::`: those
+            // traits are imported unnamed, and `std` declared, so neither a missing prelude nor a user who never
+            // imported `validator::Validate` breaks the expansion.
             let struct_def = quote! {
                 #[allow(unused_imports)]
                 use ::core::option::Option::{None, Some};
                 #[allow(unused_imports)]
                 use ::core::convert::{From as _, Into as _};
+                #[allow(unused_imports)]
+                use ::core::default::Default as _;
+                #[allow(unused_imports)]
+                use ::std::string::ToString as _;
+                #[allow(unused_imports)]
+                use #private::validator::Validate as _;
+                #[allow(unused_extern_crates)]
+                extern crate std;
 
                 #[derive(#private::serde::Deserialize, #private::schemars::JsonSchema, #private::validator::Validate)]
                 #[allow(missing_docs)]

@@ -18,6 +18,27 @@ async fn add(
     ))
 }
 
+static CODE: ::std::sync::LazyLock<::regex::Regex> =
+    ::std::sync::LazyLock::new(|| ::regex::Regex::new("^[A-Z]{3}$").unwrap());
+
+/// Looks a code up: a default, a `regex` rule on a static and a `contains` rule (their expansions call
+/// `default()` and `to_string()` as methods).
+#[::secure_tools::secure_tool(scope = "codes.read", read_only)]
+async fn lookup(
+    /// The code.
+    #[validate(regex(path = *CODE))]
+    code: ::std::string::String,
+    /// A note.
+    #[validate(contains(pattern = "x"))]
+    note: ::std::string::String,
+    /// How many.
+    #[serde(default)]
+    count: u32,
+) -> ::std::result::Result<::std::string::String, ::secure_tools::ToolError> {
+    let _ = (note, count);
+    ::std::result::Result::Ok(code)
+}
+
 /// Anyone may call this.
 #[::secure_tools::secure_tool(unscoped, name = "noop", read_only)]
 async fn nothing() {}
@@ -26,6 +47,7 @@ fn main() {
     let tools = ::secure_tools::ToolSet::builder(7_u32)
         .tool::<add>()
         .tool::<nothing>()
+        .tool::<lookup>()
         .build();
     ::std::assert!(tools.is_ok());
 }
