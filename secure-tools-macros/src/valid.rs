@@ -333,9 +333,12 @@ fn check_schema_attrs(attrs: &[syn::Attribute], errors: &mut Vec<syn::Error>) {
         "with",
         "schema_with",
     ];
+    // What only describes the argument; anything else would make the schema say what decoding does not do (a
+    // `rename` the decoder does not know, a `default` it does not apply, a `transform` adding any keyword).
+    const DESCRIBING: [&str; 5] = ["title", "description", "example", "inline", "deprecated"];
     for attr in attrs {
         if attr.path().is_ident("schemars") {
-            let _ = attr.parse_nested_meta(|meta| {
+            let read = attr.parse_nested_meta(|meta| {
                 let name = meta
                     .path
                     .get_ident()
@@ -356,9 +359,26 @@ fn check_schema_attrs(attrs: &[syn::Attribute], errors: &mut Vec<syn::Error>) {
                         "`#[schemars(extend(...))]` can add schema keywords that nothing checks; describe the \
                          argument with its doc comment and check it with `#[validate(...)]`",
                     ));
+                } else if !DESCRIBING.contains(&name.as_str()) {
+                    errors.push(syn::Error::new_spanned(
+                        &meta.path,
+                        format_args!(
+                            "`#[schemars({name})]` changes the schema but not what decoding accepts, so clients \
+                             would be told one thing and refused another; on an argument only `title`, \
+                             `description`, `example`, `inline` and `deprecated` are taken (rename with \
+                             `#[serde(rename)]`, default with `#[serde(default)]`, check with `#[validate(...)]`)"
+                        ),
+                    ));
                 }
                 skip_meta_value(&meta)
             });
+            if let Err(error) = read {
+                errors.push(syn::Error::new(
+                    error.span(),
+                    "this `#[schemars(...)]` cannot be read, so what it does to the schema cannot be checked; on \
+                     an argument only `title`, `description`, `example`, `inline` and `deprecated` are taken",
+                ));
+            }
         } else if attr.path().is_ident("serde") {
             let _ = attr.parse_nested_meta(|meta| {
                 if meta.path.is_ident("alias") {
