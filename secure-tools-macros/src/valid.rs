@@ -64,7 +64,20 @@ pub fn check<'a>(
             check_tool_name(name, errors);
             name.value()
         }
-        None => sig.ident.unraw_string(),
+        None => {
+            // The function's own name is the tool's: it must be one too (Rust allows `résumé` and 200 letters).
+            let name = sig.ident.unraw_string();
+            if !valid_tool_name(&name) {
+                errors.push(syn::Error::new_spanned(
+                    &sig.ident,
+                    format_args!(
+                        "`{name}` is not a valid tool name (1 to 128 ASCII letters, digits, `_`, `-` or `.`); name \
+                         the tool with `name = \"...\"`"
+                    ),
+                ));
+            }
+            name
+        }
     };
 
     // Scopes.
@@ -419,18 +432,23 @@ impl UnrawString for Ident {
 
 /// MCP tool names: 1 to 128 of ASCII letters, digits, `_`, `-` and `.`.
 fn check_tool_name(name: &LitStr, errors: &mut Vec<syn::Error>) {
-    let value = name.value();
-    let valid = !value.is_empty()
+    if !valid_tool_name(&name.value()) {
+        errors.push(syn::Error::new_spanned(
+            name,
+            format_args!(
+                "invalid tool name `{}`: expected 1 to 128 ASCII letters, digits, `_`, `-` or `.`",
+                name.value()
+            ),
+        ));
+    }
+}
+
+fn valid_tool_name(value: &str) -> bool {
+    !value.is_empty()
         && value.len() <= 128
         && value
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
-    if !valid {
-        errors.push(syn::Error::new_spanned(
-            name,
-            format_args!("invalid tool name `{value}`: expected 1 to 128 ASCII letters, digits, `_`, `-` or `.`"),
-        ));
-    }
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
 }
 
 /// The first reference in a type, however deep: the input is deserialized into an owned struct, so `&str`,
