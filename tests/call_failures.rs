@@ -606,12 +606,18 @@ fn a_rate_out_of_bounds_is_refused_when_the_set_is_built() {
             .tool::<look>()
             .rate_limit(rate)
             .build();
-        let error = set.err().expect("built").to_string();
+        let Err(error) = set else {
+            panic!("built with {rate:?}")
+        };
+        let error = error.to_string();
         assert!(error.contains("the rate limit of the tool set"), "{error}");
         let tool = ToolSet::builder(Effects::default())
             .tool_with::<look>(|tool| tool.rate_limit(rate))
             .build();
-        let error = tool.err().expect("built").to_string();
+        let Err(error) = tool else {
+            panic!("built with {rate:?}")
+        };
+        let error = error.to_string();
         assert!(error.contains("the rate limit of look"), "{error}");
     }
 }
