@@ -140,7 +140,7 @@ impl<S: Send + Sync + 'static> ToolTester<S> {
     /// An MCP client connected in process to the tool set, whose requests come from `caller`: for end-to-end
     /// tests through rmcp (`tools/list`, `tools/call`, progress, logging ...). The server end is the stdio
     /// runner's: its line transport (the message size limit, arguments held out of rmcp's logs, the `session`
-    /// and version records) and [`Secured`](crate::serve::Secured) around a [`SecureServer`], so a test sees what
+    /// and version records) and [`Secured`] around a [`SecureServer`], so a test sees what
     /// a host launching the server would. Drop it, or call `cancel().await`, to end the session.
     pub async fn client(
         &self,
