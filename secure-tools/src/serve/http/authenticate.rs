@@ -286,49 +286,29 @@ async fn authenticated(shared: Arc<Shared>, mut request: Request, next: Route) -
             request.uri().path(),
         );
     }
-    // A request without a session opens one (rmcp's session mode): an identity holds a bounded number at once, so
-    // that one caller cannot fill the server's memory with sessions (or its connections with their streams).
-    // The place is taken before rmcp opens the session, so that requests in parallel cannot go past the limit.
-    let opening = if shared.sessions
-        && session_id.is_none()
-        && request.method() == axum::http::Method::POST
-    {
-        match shared.owners.reserve(owner.clone()) {
-            Some(opening) => Some(opening),
-            None => {
-                return shared.reject(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "too_many_sessions",
-                    None,
-                    Some(owner.to_string()),
-                    request.method(),
-                    request.uri().path(),
-                );
-            }
-        }
-    } else {
-        None
+    // An identity holds a bounded number of sessions (a request without one opens one, in rmcp's session mode),
+    // so that one caller cannot fill the server's memory with them; and of event streams (a `GET` on a session,
+    // holding its connection while it lasts), so that its sessions cannot take every connection the server has.
+    // The place is taken before rmcp answers, so that requests in parallel cannot go past the limit.
+    let kind = match (shared.sessions, &session_id, request.method()) {
+        (true, None, &axum::http::Method::POST) => Some(super::sessions::Kind::Session),
+        (true, Some(_), &axum::http::Method::GET) => Some(super::sessions::Kind::Stream),
+        _ => None,
     };
-    // An event stream (a `GET` on a session) holds its connection while it lasts: an identity holds a bounded
-    // number, so that its sessions cannot take every connection the server has.
-    let stream =
-        if shared.sessions && session_id.is_some() && request.method() == axum::http::Method::GET {
-            match shared.owners.reserve_stream(owner.clone()) {
-                Some(stream) => Some(stream),
-                None => {
-                    return shared.reject(
-                        StatusCode::TOO_MANY_REQUESTS,
-                        "too_many_streams",
-                        None,
-                        Some(owner.to_string()),
-                        request.method(),
-                        request.uri().path(),
-                    );
-                }
-            }
-        } else {
-            None
-        };
+    let place = match kind.map(|kind| (kind, shared.owners.reserve(kind, owner.clone()))) {
+        Some((kind, None)) => {
+            return shared.reject(
+                StatusCode::TOO_MANY_REQUESTS,
+                kind.refusal(),
+                None,
+                Some(owner.to_string()),
+                request.method(),
+                request.uri().path(),
+            );
+        }
+        Some((_, place)) => place,
+        None => None,
+    };
     let deleting = request.method() == axum::http::Method::DELETE;
     let mut connection = connection(&shared, &request, identified.token_id);
     // A caller with a token gets a missing scope answered as a challenge: the pipeline leaves its refusal here.
@@ -352,16 +332,21 @@ async fn authenticated(shared: Arc<Shared>, mut request: Request, next: Route) -
         request
     };
     let Ok(response) = next.oneshot(request).await;
-    // The stream's place is held by its body, given back when the stream ends (or at once, if none was opened).
-    let response = match stream {
-        Some(stream) if response.status().is_success() => response.map(|body| {
-            use futures_util::StreamExt as _;
-            axum::body::Body::from_stream(body.into_data_stream().map(move |chunk| {
-                let _held = &stream;
-                chunk
-            }))
-        }),
-        _ => response,
+    // A stream's place is held by its body, given back when the stream ends (or at once, if none was opened).
+    let (response, place) = match place {
+        Some(stream)
+            if kind == Some(super::sessions::Kind::Stream) && response.status().is_success() =>
+        {
+            let response = response.map(|body| {
+                use futures_util::StreamExt as _;
+                axum::body::Body::from_stream(body.into_data_stream().map(move |chunk| {
+                    let _held = &stream;
+                    chunk
+                }))
+            });
+            (response, None)
+        }
+        place => (response, place),
     };
     if shared.sessions {
         match &session_id {
@@ -371,7 +356,7 @@ async fn authenticated(shared: Arc<Shared>, mut request: Request, next: Route) -
                         .headers()
                         .get("mcp-session-id")
                         .and_then(|v| v.to_str().ok()),
-                    opening,
+                    place,
                 ) {
                     opening.bind(created);
                 }

@@ -18,11 +18,10 @@ pub(super) struct Owners {
 
 struct Map {
     owners: HashMap<String, Arc<str>>,
-    /// Sessions being opened (their `initialize` not yet answered), by identity: counted with the open ones, so
-    /// that requests racing in parallel cannot open more than the limit between them.
-    opening: HashMap<Arc<str>, usize>,
-    /// Event streams open (a `GET` on a session), by identity.
-    streams: HashMap<Arc<str>, usize>,
+    /// Places held by identity and kind: sessions being opened (their `initialize` not yet answered, counted with
+    /// the open ones, so that requests racing in parallel cannot open more than the limit between them), and event
+    /// streams open.
+    held: HashMap<(Kind, Arc<str>), usize>,
     /// The size at which the map is next pruned.
     prune_at: usize,
 }
@@ -32,44 +31,47 @@ struct Map {
 /// sessions, each allowed several streams by rmcp, could hold every connection the server takes.
 pub const MAX_STREAMS_PER_CALLER: usize = 64;
 
-/// An event stream held open: see [`Owners::reserve_stream`].
-pub(super) struct Stream {
-    owners: Arc<Owners>,
-    owner: Arc<str>,
+/// What an identity holds a bounded number of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) enum Kind {
+    /// A session: [`MAX_SESSIONS_PER_CALLER`], the open ones and those being opened.
+    Session,
+    /// An event stream: [`MAX_STREAMS_PER_CALLER`].
+    Stream,
 }
 
-impl Drop for Stream {
-    fn drop(&mut self) {
-        let mut map = self.owners.lock();
-        if let Some(count) = map.streams.get_mut(&self.owner) {
-            *count -= 1;
-            if *count == 0 {
-                map.streams.remove(&self.owner);
-            }
+impl Kind {
+    /// The reason a request past the limit is refused with.
+    pub(super) fn refusal(self) -> &'static str {
+        match self {
+            Kind::Session => "too_many_sessions",
+            Kind::Stream => "too_many_streams",
         }
     }
 }
 
-/// A session being opened: see [`Owners::reserve`].
-pub(super) struct Opening {
+/// A place held by an identity (see [`Owners::reserve`]), given back when dropped.
+pub(super) struct Place {
     owners: Arc<Owners>,
+    kind: Kind,
     owner: Arc<str>,
 }
 
-impl Opening {
-    /// The session opened as `id`.
+impl Place {
+    /// The session this place was taken for opened as `id`.
     pub(super) fn bind(self, id: &str) {
         self.owners.bind(id, self.owner.clone());
     }
 }
 
-impl Drop for Opening {
+impl Drop for Place {
     fn drop(&mut self) {
         let mut map = self.owners.lock();
-        if let Some(count) = map.opening.get_mut(&self.owner) {
+        let key = (self.kind, self.owner.clone());
+        if let Some(count) = map.held.get_mut(&key) {
             *count -= 1;
             if *count == 0 {
-                map.opening.remove(&self.owner);
+                map.held.remove(&key);
             }
         }
     }
@@ -86,8 +88,7 @@ impl Owners {
         Owners {
             owners: Mutex::new(Map {
                 owners: HashMap::new(),
-                opening: HashMap::new(),
-                streams: HashMap::new(),
+                held: HashMap::new(),
                 prune_at: MIN_PRUNE_AT,
             }),
             manager,
@@ -117,45 +118,39 @@ impl Owners {
         }
     }
 
-    /// How many sessions `owner` holds that rmcp's manager still keeps (if the manager is busy, every session
-    /// known to be `owner`'s), and is opening.
-    fn count(map: &Map, manager: &LocalSessionManager, owner: &str) -> usize {
-        let owned = map.owners.iter().filter(|(_, o)| &***o == owner);
+    /// How many of `kind` `owner` holds: for sessions, those rmcp's manager still keeps (if the manager is busy,
+    /// every session known to be `owner`'s) and those being opened.
+    fn count(map: &Map, manager: &LocalSessionManager, kind: Kind, owner: &Arc<str>) -> usize {
+        let held = map.held.get(&(kind, owner.clone())).copied().unwrap_or(0);
+        if kind == Kind::Stream {
+            return held;
+        }
+        let owned = map.owners.iter().filter(|(_, o)| *o == owner);
         let open = match manager.sessions.try_read() {
             Ok(live) => owned
                 .filter(|(id, _)| live.contains_key(id.as_str()))
                 .count(),
             Err(_) => owned.count(),
         };
-        open + map.opening.get(owner).copied().unwrap_or(0)
+        open + held
     }
 
-    /// A place for one more session of `owner`, if it holds fewer than [`MAX_SESSIONS_PER_CALLER`] (counting the
-    /// ones being opened): checked and taken at once. Given back when dropped, or turned into the session by
-    /// [`Opening::bind`].
-    pub(super) fn reserve(self: &Arc<Self>, owner: Arc<str>) -> Option<Opening> {
+    /// A place for one more of `kind` for `owner`, if it holds fewer than the limit: checked and taken at once.
+    /// Given back when dropped (with a stream's body; with a request that opened no session), or for a session
+    /// turned into it by [`Place::bind`].
+    pub(super) fn reserve(self: &Arc<Self>, kind: Kind, owner: Arc<str>) -> Option<Place> {
+        let limit = match kind {
+            Kind::Session => MAX_SESSIONS_PER_CALLER,
+            Kind::Stream => MAX_STREAMS_PER_CALLER,
+        };
         let mut map = self.lock();
-        if Self::count(&map, &self.manager, &owner) >= MAX_SESSIONS_PER_CALLER {
+        if Self::count(&map, &self.manager, kind, &owner) >= limit {
             return None;
         }
-        *map.opening.entry(owner.clone()).or_default() += 1;
-        Some(Opening {
+        *map.held.entry((kind, owner.clone())).or_default() += 1;
+        Some(Place {
             owners: self.clone(),
-            owner,
-        })
-    }
-
-    /// A place for one more event stream of `owner`, if it holds fewer than [`MAX_STREAMS_PER_CALLER`]; given
-    /// back when dropped (with the stream's body, or with a request that opened none).
-    pub(super) fn reserve_stream(self: &Arc<Self>, owner: Arc<str>) -> Option<Stream> {
-        let mut map = self.lock();
-        let count = map.streams.entry(owner.clone()).or_default();
-        if *count >= MAX_STREAMS_PER_CALLER {
-            return None;
-        }
-        *count += 1;
-        Some(Stream {
-            owners: self.clone(),
+            kind,
             owner,
         })
     }
@@ -176,30 +171,39 @@ mod tests {
     fn sessions_being_opened_count_towards_the_limit() {
         let owners = Arc::new(Owners::new(Arc::new(LocalSessionManager::default())));
         let alice: Arc<str> = Arc::from("alice");
-        let opening: Vec<Opening> = (0..MAX_SESSIONS_PER_CALLER)
-            .map(|_| owners.reserve(alice.clone()).expect("a place"))
+        let opening: Vec<Place> = (0..MAX_SESSIONS_PER_CALLER)
+            .map(|_| {
+                owners
+                    .reserve(Kind::Session, alice.clone())
+                    .expect("a place")
+            })
             .collect();
-        assert!(owners.reserve(alice.clone()).is_none());
-        // Another identity is not held back by alice's.
-        assert!(owners.reserve(Arc::from("bob")).is_some());
+        assert!(owners.reserve(Kind::Session, alice.clone()).is_none());
+        // Another identity is not held back by alice's, nor are alice's streams.
+        assert!(owners.reserve(Kind::Session, Arc::from("bob")).is_some());
+        assert!(owners.reserve(Kind::Stream, alice.clone()).is_some());
         // A request that opened no session gives its place back.
         drop(opening);
-        assert!(owners.reserve(alice).is_some());
-        assert!(owners.lock().opening.is_empty());
+        assert!(owners.reserve(Kind::Session, alice).is_some());
+        assert!(owners.lock().held.is_empty());
     }
 
     #[test]
     fn an_identity_holds_a_bounded_number_of_event_streams() {
         let owners = Arc::new(Owners::new(Arc::new(LocalSessionManager::default())));
         let alice: Arc<str> = Arc::from("alice");
-        let held: Vec<Stream> = (0..MAX_STREAMS_PER_CALLER)
-            .map(|_| owners.reserve_stream(alice.clone()).expect("a place"))
+        let held: Vec<Place> = (0..MAX_STREAMS_PER_CALLER)
+            .map(|_| {
+                owners
+                    .reserve(Kind::Stream, alice.clone())
+                    .expect("a place")
+            })
             .collect();
-        assert!(owners.reserve_stream(alice.clone()).is_none());
-        assert!(owners.reserve_stream(Arc::from("bob")).is_some());
+        assert!(owners.reserve(Kind::Stream, alice.clone()).is_none());
+        assert!(owners.reserve(Kind::Stream, Arc::from("bob")).is_some());
         drop(held);
-        assert!(owners.reserve_stream(alice).is_some());
-        assert!(owners.lock().streams.is_empty());
+        assert!(owners.reserve(Kind::Stream, alice).is_some());
+        assert!(owners.lock().held.is_empty());
     }
 
     #[test]
