@@ -617,6 +617,17 @@ async fn connect(
     Ok(format!("{} {retries}", api_key.len()))
 }
 
+/// An integer's schema gives its type's range, which decoding enforces: a `u32` had a `minimum` of 0 and no
+/// `maximum`, so a client following the schema could send 5000000000 and be refused.
+#[test]
+fn an_integers_schema_gives_its_types_range() {
+    let set = ToolSet::builder(()).tool::<connect>().build().unwrap();
+    let schema = set.definition("connect").unwrap().input_schema();
+    let retries = &schema["properties"]["retries"];
+    assert_eq!(retries["minimum"], 0, "{retries}");
+    assert_eq!(retries["maximum"], 255, "{retries}");
+}
+
 /// A redacted argument's default (computed by a function, here the server's own key) was published in the schema
 /// `tools/list` shows; it is left out, and an argument not redacted keeps its own.
 #[test]

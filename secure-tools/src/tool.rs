@@ -7,6 +7,7 @@ use std::sync::Arc;
 use rmcp::model::{JsonObject, Tool, ToolAnnotations};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde_json::Value;
 
 use crate::call::guard::GuardCall;
 use crate::call::{CallContext, Rate, Refusal};
@@ -170,6 +171,35 @@ fn annotations_empty(a: &ToolAnnotations) -> bool {
     *a == ToolAnnotations::default()
 }
 
+/// Puts the range of each fixed-size integer type (schemars' `format`, `uint32` say) in its schema, where schemars
+/// gives only a `minimum` for the unsigned ones: decoding refuses what does not fit, so the schema says so.
+fn integer_ranges(value: &mut Value) {
+    match value {
+        Value::Object(schema) => {
+            let range: Option<(i64, u64)> = match schema.get("format").and_then(Value::as_str) {
+                Some("int8") => Some((i8::MIN.into(), i8::MAX as u64)),
+                Some("uint8") => Some((0, u8::MAX.into())),
+                Some("int16") => Some((i16::MIN.into(), i16::MAX as u64)),
+                Some("uint16") => Some((0, u16::MAX.into())),
+                Some("int32") => Some((i32::MIN.into(), i32::MAX as u64)),
+                Some("uint32") => Some((0, u32::MAX.into())),
+                Some("int64") => Some((i64::MIN, i64::MAX as u64)),
+                Some("uint64") => Some((0, u64::MAX)),
+                _ => None,
+            };
+            if let Some((min, max)) = range {
+                schema.entry("minimum").or_insert(min.into());
+                schema.entry("maximum").or_insert(max.into());
+            }
+            for nested in schema.values_mut() {
+                integer_ranges(nested);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(integer_ranges),
+        _ => {}
+    }
+}
+
 impl ToolDefinition {
     pub(crate) fn of<S, T: SecureTool<S>>() -> Result<Self, DefinitionError> {
         let meta = T::META;
@@ -209,6 +239,11 @@ impl ToolDefinition {
                 tool: meta.name.to_owned(),
                 name: (*name).to_owned(),
             });
+        }
+        // An integer's schema says its type's range, which decoding enforces (schemars writes `uint32` with a
+        // `minimum` of 0 but no `maximum`, so 5000000000 passed the schema and was refused).
+        for value in Arc::make_mut(&mut input_schema).values_mut() {
+            integer_ranges(value);
         }
         // A redacted argument's default or examples would publish a value in `tools/list` (a default computed by a
         // function, say `server_key()`), whatever the records withhold: they are left out of its schema.
