@@ -514,20 +514,35 @@ pub(crate) fn redact_owned(args: Value, redacted: impl Fn(&str) -> bool) -> Valu
     let Value::Object(mut map) = args else {
         return Value::Object(JsonObject::new());
     };
-    // Redacted first, whatever bounding keeps or drops afterwards.
+    // One pass redacts and bounds (a record's arguments are bounded on every call); keys are only rewritten
+    // (rarely) when there are too many, one is too long, or the budget ran out before the last. A key dropped then
+    // takes its value with it, redacted or not.
+    let mut budget = MAX_AUDIT_VALUE_BYTES + KEY_RESERVE;
+    let total = map.len();
+    let mut kept = 0;
+    let mut long_key = false;
     for (key, value) in map.iter_mut() {
+        if budget == 0 || kept == MAX_AUDIT_ITEMS {
+            break;
+        }
+        kept += 1;
+        long_key |= key.len() > MAX_AUDIT_STRING;
+        budget = budget.saturating_sub(escaped_len(key).min(MAX_AUDIT_STRING) + 3);
         if redacted(key) {
             let bytes = match &*value {
                 Value::String(s) => s.len(),
                 other => json_len(other),
             };
             *value = serde_json::json!({ "redacted": true, "bytes": bytes });
+            budget = budget.saturating_sub(40);
+        } else {
+            bound_in_place(value, 1, &mut budget);
         }
     }
-    let mut value = Value::Object(map);
-    let mut budget = MAX_AUDIT_VALUE_BYTES + KEY_RESERVE;
-    bound_in_place(&mut value, 0, &mut budget);
-    value
+    if long_key || kept < total {
+        cut_object(&mut map, kept, total);
+    }
+    Value::Object(map)
 }
 
 /// Bytes of a record's budget kept for the keys and summaries of what comes after the values' share is spent:
@@ -535,18 +550,15 @@ pub(crate) fn redact_owned(args: Value, redacted: impl Fn(&str) -> bool) -> Valu
 /// object are dropped, with a note of how many it had.
 const KEY_RESERVE: usize = 4 * 1024;
 
-/// Keeps the first `kept` keys of an object whose budget ran out, with a note of how many it had: keys count
-/// towards a record's size as values do (up to a kilobyte each), so they are not kept past the budget either.
-fn keep_keys(map: &mut JsonObject, kept: usize, total: usize) {
-    if kept < map.len() {
-        *map = std::mem::take(map).into_iter().take(kept).collect();
-        map.insert("…".into(), Value::String(format!("[{total} keys in all]")));
-    }
-}
-
 /// The length of a string as JSON text writes it, quotes aside: a control character takes up to six bytes
 /// (`\u0001`), a quote or backslash two.
+#[inline]
 fn escaped_len(s: &str) -> usize {
+    // Most strings have nothing to escape: a quick look eight bytes at a time (every record's strings pass here),
+    // the exact sum only when there is something.
+    if !has_escapes(s.as_bytes()) {
+        return s.len();
+    }
     s.len()
         + s.bytes()
             .map(|b| match b {
@@ -555,6 +567,30 @@ fn escaped_len(s: &str) -> usize {
                 _ => 0,
             })
             .sum::<usize>()
+}
+
+/// Whether JSON text escapes any of these bytes (a control character, a quote, a backslash). Eight at a time: a
+/// word's byte is below `n` when subtracting `n` from it borrows into its high bit while its own high bit is clear,
+/// and equal to `c` when it is below 1 after `c` is xored out.
+#[inline]
+fn has_escapes(bytes: &[u8]) -> bool {
+    const ONES: u64 = u64::from_le_bytes([1; 8]);
+    const HIGHS: u64 = u64::from_le_bytes([0x80; 8]);
+    let below = |word: u64, n: u8| word.wrapping_sub(ONES * u64::from(n)) & !word & HIGHS != 0;
+    let chunks = bytes.chunks_exact(8);
+    let rest = chunks.remainder();
+    for chunk in chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let word = u64::from_le_bytes(word);
+        if below(word, 0x20)
+            || below(word ^ (ONES * u64::from(b'"')), 1)
+            || below(word ^ (ONES * u64::from(b'\\')), 1)
+        {
+            return true;
+        }
+    }
+    rest.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\')
 }
 
 /// Bounds a value for a record, in place: see [`redact_inputs`].
@@ -626,34 +662,37 @@ fn bound_in_place(value: &mut Value, depth: usize, budget: &mut usize) {
         }
         Value::Object(map) => {
             let total = map.len();
-            if map.len() > MAX_AUDIT_ITEMS || map.keys().any(|k| k.len() > MAX_AUDIT_STRING) {
-                cut_object(map);
-            }
             *budget = budget.saturating_sub(2);
             let mut kept = 0;
+            let mut long_key = false;
             for (key, item) in map.iter_mut() {
-                if *budget == 0 {
+                if *budget == 0 || kept == MAX_AUDIT_ITEMS {
                     break;
                 }
                 kept += 1;
-                *budget = budget.saturating_sub(escaped_len(key) + 3);
+                long_key |= key.len() > MAX_AUDIT_STRING;
+                *budget = budget.saturating_sub(escaped_len(key).min(MAX_AUDIT_STRING) + 3);
                 bound_in_place(item, depth + 1, budget);
             }
-            keep_keys(map, kept, total);
+            if long_key || kept < total {
+                cut_object(map, kept, total);
+            }
         }
         _ => *budget = budget.saturating_sub(8),
     }
 }
 
-/// Keeps the first [`MAX_AUDIT_ITEMS`] keys, shortened, and notes how many there were.
-fn cut_object(map: &mut JsonObject) {
-    let total = map.len();
+/// Keeps the first `kept` keys (at most [`MAX_AUDIT_ITEMS`]), shortened, and notes how many there were when some
+/// are left out: keys count towards a record's size as values do (up to a kilobyte each), so they are not kept past
+/// the budget either.
+fn cut_object(map: &mut JsonObject, kept: usize, total: usize) {
+    let kept = kept.min(MAX_AUDIT_ITEMS);
     *map = std::mem::take(map)
         .into_iter()
-        .take(MAX_AUDIT_ITEMS)
+        .take(kept)
         .map(|(k, v)| (shorten_str(&k), v))
         .collect();
-    if total > MAX_AUDIT_ITEMS {
+    if total > kept {
         map.insert("…".into(), Value::String(format!("[{total} keys in all]")));
     }
 }
@@ -828,6 +867,33 @@ mod tests {
         let text = redact_inputs(Some(&args), &["secret"]).to_string();
         assert!(!text.contains("hunter2"), "{text:.300}");
         assert!(text.len() < 2 * MAX_AUDIT_VALUE_BYTES, "{}", text.len());
+    }
+
+    #[test]
+    fn escapes_are_found_at_every_place_in_a_word() {
+        for len in 0..24 {
+            let plain = "a".repeat(len);
+            assert!(!super::has_escapes(plain.as_bytes()));
+            assert_eq!(super::escaped_len(&plain), len);
+            for at in 0..len {
+                for (special, extra) in [(0x01u8, 5), (b'\n', 1), (b'"', 1), (b'\\', 1), (0x1f, 5)]
+                {
+                    let mut bytes = plain.clone().into_bytes();
+                    bytes[at] = special;
+                    let text = String::from_utf8(bytes).unwrap();
+                    assert!(super::has_escapes(text.as_bytes()), "{text:?}");
+                    assert_eq!(super::escaped_len(&text), len + extra, "{text:?}");
+                    assert_eq!(
+                        super::escaped_len(&text) + 2,
+                        serde_json::to_string(&text).unwrap().len()
+                    );
+                }
+            }
+        }
+        // Bytes near the ones looked for, and UTF-8 (high bits set), are not escapes.
+        for text in ["!#[]]\u{7f} é ✓ \u{80}", "\u{20}\u{21}\u{5b}\u{5d}"] {
+            assert!(!super::has_escapes(text.as_bytes()), "{text:?}");
+        }
     }
 
     #[test]

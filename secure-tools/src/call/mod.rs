@@ -416,7 +416,7 @@ where
     let _slots = limit(set, tool, &call.context).await?;
     let guarded = !set.guards.is_empty() || !tool.guards.is_empty();
     // What the guards hold until the handler ends: the user's values, dropped under the tool's name.
-    let mut passes = panic::HeldBy::new(tool.definition.name(), Vec::new());
+    let mut passes = panic::HeldBy::new(tool.definition.name());
     // Guards' futures are boxed: a call without guards does not carry their state.
     if guarded {
         Box::pin(run_guards(
@@ -424,7 +424,7 @@ where
             tool,
             call,
             GuardStage::BeforeDecoding,
-            passes.get_mut(),
+            passes.items(),
         ))
         .await?;
     }
@@ -455,7 +455,7 @@ where
             tool,
             call,
             GuardStage::AfterDecoding,
-            passes.get_mut(),
+            passes.items(),
         ))
         .await?;
     }
@@ -481,17 +481,10 @@ async fn plain_stages<S: Send + Sync + 'static>(
     admit(set)?;
     authorize(tool, call.context.caller())?;
     let _slots = limit(set, tool, &call.context).await?;
-    let mut passes = panic::HeldBy::new(tool.definition.name(), Vec::new());
+    let mut passes = panic::HeldBy::new(tool.definition.name());
     if !set.guards.is_empty() || !tool.guards.is_empty() {
-        run_guards(
-            set,
-            tool,
-            call,
-            GuardStage::BeforeDecoding,
-            passes.get_mut(),
-        )
-        .await?;
-        run_guards(set, tool, call, GuardStage::AfterDecoding, passes.get_mut()).await?;
+        run_guards(set, tool, call, GuardStage::BeforeDecoding, passes.items()).await?;
+        run_guards(set, tool, call, GuardStage::AfterDecoding, passes.items()).await?;
     }
     let arguments = call.arguments.as_object().cloned();
     call.record_start(tool)?;

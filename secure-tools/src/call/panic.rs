@@ -133,26 +133,30 @@ impl<F> Drop for Guarded<F> {
 /// Values of the user's held for a call (a guard's passes), dropped under the tool's name like its future.
 pub(crate) struct HeldBy<T> {
     tool: &'static str,
-    value: Option<T>,
+    items: Vec<T>,
 }
 
 impl<T> HeldBy<T> {
-    pub(crate) fn new(tool: &'static str, value: T) -> Self {
+    pub(crate) fn new(tool: &'static str) -> Self {
         HeldBy {
             tool,
-            value: Some(value),
+            items: Vec::new(),
         }
     }
 
-    pub(crate) fn get_mut(&mut self) -> &mut T {
-        self.value.as_mut().expect("held until dropped")
+    pub(crate) fn items(&mut self) -> &mut Vec<T> {
+        &mut self.items
     }
 }
 
 impl<T> Drop for HeldBy<T> {
     fn drop(&mut self) {
-        let value = self.value.take();
-        let _ = catch(self.tool, move || drop(value));
+        // Most calls hold nothing: no guard, or guards that passed without holding.
+        if self.items.is_empty() {
+            return;
+        }
+        let items = std::mem::take(&mut self.items);
+        let _ = catch(self.tool, move || drop(items));
     }
 }
 
