@@ -247,6 +247,20 @@ impl Server {
             .await
     }
 
+    /// A TLS connection made with `config`.
+    async fn connect(
+        &self,
+        config: Arc<rustls::ClientConfig>,
+    ) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, String> {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio_rustls::TlsConnector::from(config)
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+            .map_err(|e| format!("handshake: {e}"))
+    }
+
     /// Posts over a new connection made with `config`, whose session cache a real client keeps from one
     /// connection to the next (and would resume from).
     async fn post_using(
@@ -254,13 +268,7 @@ impl Server {
         config: Arc<rustls::ClientConfig>,
         body: &Value,
     ) -> Result<(u16, Value), String> {
-        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
-            .await
-            .map_err(|e| e.to_string())?;
-        let tls = tokio_rustls::TlsConnector::from(config)
-            .connect(ServerName::try_from("localhost").unwrap(), tcp)
-            .await
-            .map_err(|e| format!("handshake: {e}"))?;
+        let tls = self.connect(config).await?;
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await
             .map_err(|e| format!("http handshake: {e}"))?;
@@ -673,13 +681,7 @@ async fn a_client_cannot_resume_a_session_to_skip_its_certificates_checks() {
     }
     // The client has had its answers, and with them any session ticket the server sent: a new connection tries
     // to resume, and must get a full handshake.
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", server.port))
-        .await
-        .unwrap();
-    let tls = tokio_rustls::TlsConnector::from(config)
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
-        .await
-        .unwrap();
+    let tls = server.connect(config).await.unwrap();
     assert_eq!(
         tls.get_ref().1.handshake_kind(),
         Some(rustls::HandshakeKind::Full)
@@ -694,13 +696,7 @@ async fn a_connection_open_when_its_certificate_is_revoked_is_refused_its_next_r
     let server = Server::start_with(|ca, dir| crl_args(ca, dir, &[666], 2099)).unwrap();
     let alice = numbered_client(&server.ca, "alice", 667);
     let config = client_config(server.ca.der(), Some(&alice));
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", server.port))
-        .await
-        .unwrap();
-    let tls = tokio_rustls::TlsConnector::from(config)
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
-        .await
-        .unwrap();
+    let tls = server.connect(config).await.unwrap();
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
         .await
         .unwrap();
