@@ -1,7 +1,6 @@
 //! The lockfile: each tool's digest and its whole definition, in canonical, diff-friendly JSON, reviewed like code.
 
 use std::collections::BTreeMap;
-use std::ffi::{OsStr, OsString};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -189,21 +188,21 @@ impl ToolsLock {
             Some(dir) if !dir.as_os_str().is_empty() => dir,
             _ => Path::new("."),
         };
-        let name = path.file_name().ok_or_else(|| {
-            io(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                "not a file name",
-            ))
-        })?;
-        let (temporary, mut file) = temporary_beside(dir, name).map_err(io)?;
-        let written = file
-            .write_all(self.to_text().as_bytes())
-            .and_then(|()| file.sync_all())
-            .and_then(|()| std::fs::rename(&temporary, path));
-        if let Err(error) = written {
-            let _ = std::fs::remove_file(&temporary);
-            return Err(io(error));
-        }
+        let mut prefix = std::ffi::OsString::from(".");
+        prefix.push(path.file_name().unwrap_or_default());
+        prefix.push(".");
+        let mut builder = tempfile::Builder::new();
+        builder.prefix(&prefix).suffix(".tmp");
+        // A lockfile is read by reviewers and CI: created as any new file is (the umask applies), not private as a
+        // temporary file would be.
+        #[cfg(unix)]
+        builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+        let mut file = builder.tempfile_in(dir).map_err(io)?;
+        // On failure the temporary file is removed as it drops.
+        file.write_all(self.to_text().as_bytes())
+            .and_then(|()| file.as_file().sync_all())
+            .map_err(io)?;
+        file.persist(path).map_err(|error| io(error.error))?;
         // The rename is lasting once the directory is synced. Some filesystems do not sync a directory; the rename
         // is then as lasting as they make it, which is no reason to report the lock unwritten.
         if let Ok(dir) = std::fs::File::open(dir) {
@@ -270,39 +269,32 @@ impl ToolsLock {
 /// A new file in `dir` for the lock named `name`: `.NAME.PID.RANDOM.tmp`, created only if nothing is there, so
 /// that concurrent writers never share one, and a link planted there (the name of a fixed temporary file can be
 /// foreseen) is not followed.
-fn temporary_beside(dir: &Path, name: &OsStr) -> std::io::Result<(PathBuf, std::fs::File)> {
-    use std::hash::BuildHasher as _;
-    // Keys drawn from the system's randomness once per process, then stepped: no crate needed for a name.
-    let random = std::collections::hash_map::RandomState::new();
-    for attempt in 0u32..16 {
-        let mut file_name = OsString::from(".");
-        file_name.push(name);
-        file_name.push(format!(
-            ".{}.{:016x}.tmp",
-            std::process::id(),
-            random.hash_one(attempt)
-        ));
-        let candidate = dir.join(file_name);
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&candidate)
-        {
-            Ok(file) => return Ok((candidate, file)),
-            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(error) => return Err(error),
-        }
-    }
-    Err(std::io::Error::new(
-        std::io::ErrorKind::AlreadyExists,
-        "no unused name for a temporary file",
-    ))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// The lock is written through a temporary file, which is private as it is made; the lock is not.
+    #[cfg(unix)]
+    #[test]
+    fn the_lockfile_is_created_as_any_new_file_is() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tools.lock.json");
+        ToolsLock::from_listed(Vec::new()).write(&path).unwrap();
+        let umask = {
+            let probe = dir.path().join("probe");
+            std::fs::write(&probe, "").unwrap();
+            0o666 & !std::fs::metadata(&probe).unwrap().permissions().mode()
+        };
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o666 & !umask);
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left.len(), 2, "{left:?}");
+    }
 
     #[test]
     fn the_lockfile_shows_every_character_it_holds() {
