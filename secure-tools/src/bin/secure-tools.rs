@@ -591,16 +591,13 @@ async fn run_hook(hook: Hook<'_>, line: &str) {
 struct Group(Option<u32>);
 
 impl Group {
-    /// SIGKILL to the whole group. Through `kill` of `sh` (POSIX: a negative pid names a group), as the command
-    /// has no direct binding to kill(2); the hook itself needs `sh` anyway.
+    /// SIGKILL to the whole group.
     fn kill(&mut self) {
-        if let Some(group) = self.0.take() {
-            let _ = std::process::Command::new("sh")
-                .args(["-c", "kill -s KILL -- \"-$1\"", "sh", &group.to_string()])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
+        if let Some(group) = self.0.take().and_then(|id| libc::pid_t::try_from(id).ok()) {
+            // SAFETY: kill(2) touches no memory of ours; a negative pid names the process group the hook leads.
+            unsafe {
+                libc::kill(-group, libc::SIGKILL);
+            }
         }
     }
 }
