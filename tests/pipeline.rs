@@ -628,6 +628,82 @@ fn an_integers_schema_gives_its_types_range() {
     assert_eq!(retries["maximum"], 255, "{retries}");
 }
 
+/// Scales by a ratio.
+#[secure_tool(scope = "svc.scale", read_only)]
+async fn scale(
+    /// Above zero, at most one.
+    #[validate(range(exclusive_min = 0.0, max = 1.0))]
+    ratio: f64,
+    /// Fewer than ten.
+    #[validate(range(exclusive_max = 10))]
+    steps: u8,
+) -> String {
+    format!("{ratio} {steps}")
+}
+
+/// An exclusive bound was checked but left out of the schema, so a client following it sent `0.0` and was refused;
+/// the schema now says `exclusiveMinimum`/`exclusiveMaximum`, and the refusal says what the bound is.
+#[tokio::test]
+async fn an_exclusive_range_is_in_the_schema_and_in_the_message() {
+    let set = ToolSet::builder(()).tool::<scale>().build().unwrap();
+    let schema = set.definition("scale").unwrap().input_schema();
+    let ratio = &schema["properties"]["ratio"];
+    assert_eq!(ratio["exclusiveMinimum"], 0.0, "{ratio}");
+    assert_eq!(ratio["maximum"], 1.0, "{ratio}");
+    let steps = &schema["properties"]["steps"];
+    assert_eq!(steps["exclusiveMaximum"], 10, "{steps}");
+
+    let scaler = caller("ops", "svc.scale");
+    for (args, message) in [
+        (
+            json!({"ratio": 0.0, "steps": 1}),
+            "`ratio`: must be greater than 0.0 and at most 1.0",
+        ),
+        (
+            json!({"ratio": 0.5, "steps": 10}),
+            "`steps`: must be less than 10",
+        ),
+    ] {
+        let response = set
+            .call(request(&scaler, 1, "scale", args.clone()))
+            .await
+            .unwrap();
+        assert_eq!(response.outcome(), Outcome::Invalid, "{args}");
+        assert_eq!(response.refusal().unwrap().message(), message, "{args}");
+    }
+}
+
+/// JSON Schema's `integer` allows a number written with a zero fraction (`9.0`, `1e1`); decoding refused it as
+/// "invalid type: floating point", so a client the schema allowed was refused. A fraction is still refused.
+#[tokio::test]
+async fn a_whole_float_is_taken_for_an_integer_argument() {
+    let set = ToolSet::builder(()).tool::<scale>().build().unwrap();
+    let scaler = caller("ops", "svc.scale");
+    for (steps, expected) in [
+        (json!(9.0), Some("0.5 9")),
+        (json!(5e0), Some("0.5 5")),
+        (json!(9.5), None),
+    ] {
+        let args = json!({"ratio": 0.5, "steps": steps});
+        let response = set
+            .call(request(&scaler, 1, "scale", args.clone()))
+            .await
+            .unwrap();
+        match expected {
+            Some(text) => {
+                assert_eq!(response.outcome(), Outcome::Ok, "{args}");
+                let result =
+                    serde_json::to_value(response.into_call_tool_result().content).unwrap();
+                assert_eq!(result[0]["text"], text, "{args}");
+            }
+            None => {
+                assert_eq!(response.outcome(), Outcome::Invalid, "{args}");
+                assert_eq!(response.error_code(), Some("malformed_arguments"), "{args}");
+            }
+        }
+    }
+}
+
 /// A redacted argument's default (computed by a function, here the server's own key) was published in the schema
 /// `tools/list` shows; it is left out, and an argument not redacted keeps its own.
 #[test]

@@ -348,8 +348,8 @@ fn ungroup(expr: Expr) -> Expr {
     }
 }
 
-/// Consumes whatever follows an unknown key, so the next argument can still be checked.
-fn skip_value(meta: &ParseNestedMeta) -> syn::Result<()> {
+/// Consumes whatever follows a nested meta's path (`= value` or `(...)`), so the next one can still be read.
+pub(crate) fn skip_value(meta: &ParseNestedMeta) -> syn::Result<()> {
     if meta.input.peek(Token![=]) {
         meta.value()?.parse::<syn::Expr>()?;
     } else if meta.input.peek(syn::token::Paren) {

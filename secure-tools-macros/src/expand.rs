@@ -58,6 +58,45 @@ fn first_last(tokens: &dyn ToTokens) -> (Span, Span) {
     (first, last)
 }
 
+/// `#[validate(range(exclusive_min = .., exclusive_max = ..))]` is checked by validator, but schemars puts only
+/// `min` and `max` in the schema: the exclusive bounds are added as `exclusiveMinimum` and `exclusiveMaximum`, so a
+/// client following the schema is not refused for a value the schema allowed. A bound written as a string (a path,
+/// as validator and schemars accept) is read as that path.
+fn exclusive_bounds(attrs: &[syn::Attribute]) -> TokenStream {
+    let mut bounds = Vec::new();
+    for attr in attrs.iter().filter(|a| a.path().is_ident("validate")) {
+        // A rule that cannot be read is reported by validator's own derive; nothing is added for it here.
+        let _ = attr.parse_nested_meta(|rule| {
+            if !rule.path.is_ident("range") {
+                return attr::skip_value(&rule);
+            }
+            rule.parse_nested_meta(|bound| {
+                let keyword = if bound.path.is_ident("exclusive_min") {
+                    Some("exclusiveMinimum")
+                } else if bound.path.is_ident("exclusive_max") {
+                    Some("exclusiveMaximum")
+                } else {
+                    None
+                };
+                let Some(keyword) = keyword else {
+                    return attr::skip_value(&bound);
+                };
+                let value: syn::Expr = bound.value()?.parse()?;
+                let value = match value {
+                    syn::Expr::Lit(syn::ExprLit {
+                        lit: syn::Lit::Str(path),
+                        ..
+                    }) => path.parse::<syn::Expr>()?,
+                    other => other,
+                };
+                bounds.push(quote!(#[schemars(extend(#keyword = #value))]));
+                Ok(())
+            })
+        });
+    }
+    quote!(#(#bounds)*)
+}
+
 fn generate(model: &Model) -> TokenStream {
     let private = quote!(::secure_tools::__private);
     let function = model.function;
@@ -86,8 +125,9 @@ fn generate(model: &Model) -> TokenStream {
                 else {
                     unreachable!()
                 };
+                let bounds = exclusive_bounds(attrs);
                 let attrs = attrs.iter().filter(|a| crate::ast::is_field_attr(a));
-                quote!(#(#attrs)* pub #ident: #ty,)
+                quote!(#(#attrs)* #bounds pub #ident: #ty,)
             });
             let serde_crate = format!("{private}::serde").replace(' ', "");
             let schemars_crate = format!("{private}::schemars").replace(' ', "");

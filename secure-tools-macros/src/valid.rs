@@ -383,7 +383,7 @@ fn check_schema_attrs(attrs: &[syn::Attribute], errors: &mut Vec<syn::Error>) {
                         ),
                     ));
                 }
-                skip_meta_value(&meta)
+                crate::attr::skip_value(&meta)
             });
             if let Err(error) = read {
                 errors.push(syn::Error::new(
@@ -401,22 +401,10 @@ fn check_schema_attrs(attrs: &[syn::Attribute], errors: &mut Vec<syn::Error>) {
                          schema's names (use `rename` to change the one name)",
                     ));
                 }
-                skip_meta_value(&meta)
+                crate::attr::skip_value(&meta)
             });
         }
     }
-}
-
-/// Consumes what follows a nested meta's path (`= value` or `(...)`), whatever it holds.
-fn skip_meta_value(meta: &syn::meta::ParseNestedMeta<'_>) -> syn::Result<()> {
-    if meta.input.peek(syn::Token![=]) {
-        meta.value()?.parse::<syn::Expr>()?;
-    } else if meta.input.peek(syn::token::Paren) {
-        let content;
-        syn::parenthesized!(content in meta.input);
-        content.parse::<proc_macro2::TokenStream>()?;
-    }
-    Ok(())
 }
 
 trait UnrawString {
@@ -506,7 +494,7 @@ fn check_redacted_names(function: &Function, redacted: &[String], errors: &mut V
                         ),
                     ));
                 }
-                skip_meta_value(&meta)
+                crate::attr::skip_value(&meta)
             });
         }
     }

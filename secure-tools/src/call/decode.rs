@@ -32,6 +32,15 @@ pub(crate) fn decode<A: DeserializeOwned>(
     match A::deserialize(arguments) {
         Ok(args) => Ok(args),
         Err(_) => {
+            // JSON Schema's `integer` is any number without a fractional part, `5.0` and `1e2` included, while
+            // serde refuses a float for an integer type: a call the schema allows is decoded again with its whole
+            // floats written as integers. Only a call that failed pays for it; a free-form value in such a call
+            // sees `5` for `5.0`, the same JSON number.
+            if let Some(whole) = whole_floats_as_integers(arguments)
+                && let Ok(args) = A::deserialize(&whole)
+            {
+                return Ok(args);
+            }
             check_names(arguments, allowed)?;
             Err(match serde_path_to_error::deserialize::<_, A>(arguments) {
                 Err(err) => malformed(err, redact),
@@ -42,6 +51,45 @@ pub(crate) fn decode<A: DeserializeOwned>(
             })
         }
     }
+}
+
+/// A copy of `value` with each float that is a whole number within the 64-bit integers written as an integer, or
+/// `None` when it has none.
+fn whole_floats_as_integers(value: &Value) -> Option<Value> {
+    fn has_whole_float(value: &Value) -> bool {
+        match value {
+            Value::Number(n) => as_integer(n).is_some(),
+            Value::Array(items) => items.iter().any(has_whole_float),
+            Value::Object(map) => map.values().any(has_whole_float),
+            _ => false,
+        }
+    }
+    fn as_integer(n: &serde_json::Number) -> Option<serde_json::Number> {
+        let v = n.as_f64().filter(|_| n.is_f64())?;
+        // 2^63 and 2^64 are exact as floats; a whole float below them converts exactly.
+        if v.fract() != 0.0 {
+            None
+        } else if (-9_223_372_036_854_775_808.0..9_223_372_036_854_775_808.0).contains(&v) {
+            Some((v as i64).into())
+        } else if (0.0..18_446_744_073_709_551_616.0).contains(&v) {
+            Some((v as u64).into())
+        } else {
+            None
+        }
+    }
+    fn convert(value: &Value) -> Value {
+        match value {
+            Value::Number(n) => Value::Number(as_integer(n).unwrap_or_else(|| n.clone())),
+            Value::Array(items) => Value::Array(items.iter().map(convert).collect()),
+            Value::Object(map) => Value::Object(
+                map.iter()
+                    .map(|(key, value)| (key.clone(), convert(value)))
+                    .collect(),
+            ),
+            other => other.clone(),
+        }
+    }
+    has_whole_float(value).then(|| convert(value))
 }
 
 fn check_names(arguments: &Value, allowed: Option<&BTreeSet<String>>) -> Result<(), Refusal> {
@@ -182,7 +230,23 @@ fn describe(error: &ValidationError, redacted: bool) -> String {
     };
     match &*error.code {
         "length" => format!("length {}", bounds("")),
-        "range" => bounds(""),
+        "range" => match (param("exclusive_min"), param("exclusive_max")) {
+            (None, None) => bounds(""),
+            // An exclusive bound beside an inclusive one: each said as it is.
+            (low, high) => {
+                let low = low
+                    .map(|v| format!("greater than {v}"))
+                    .or_else(|| param("min").map(|v| format!("at least {v}")));
+                let high = high
+                    .map(|v| format!("less than {v}"))
+                    .or_else(|| param("max").map(|v| format!("at most {v}")));
+                match (low, high) {
+                    (Some(low), Some(high)) => format!("must be {low} and {high}"),
+                    (Some(one), None) | (None, Some(one)) => format!("must be {one}"),
+                    (None, None) => "is out of bounds".to_owned(),
+                }
+            }
+        },
         "regex" => "does not match the required pattern".to_owned(),
         "email" => "must be an email address".to_owned(),
         "url" => "must be a URL".to_owned(),
