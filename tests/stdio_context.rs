@@ -152,6 +152,93 @@ fn elicitation_and_sampling_work_with_the_capability_and_are_refused_at_once_wit
     assert_eq!(outcomes, [json!("ok"), json!("ok")]);
 }
 
+/// A client is asked only what it declared and what its protocol lets the server ask: one that declared URL-mode
+/// elicitation only was sent a form (rmcp's `create_elicitation` checks no mode), and under the stateless revision
+/// (2026-07-28), where the server may not send the client requests, a tool got an internal error instead of
+/// `elicitation_unsupported`. Both are refused at once, with nothing sent to the client.
+#[test]
+fn a_client_is_asked_only_in_a_mode_and_protocol_that_allow_it() {
+    let mut server = RawServer::spawn(SERVER, Some(ALL), &[]);
+    server.initialize_with("2025-11-25", json!({"elicitation": {"url": {}}}));
+    server.send(&RawServer::call_message(1, "confirm", json!({})));
+    let (before, answer) = server.until_answer(&json!(1));
+    assert!(before.is_empty(), "no form sent: {before:?}");
+    assert_eq!(
+        answer["result"]["structuredContent"]["error"]["code"], "elicitation_unsupported",
+        "{answer}"
+    );
+
+    let mut server = RawServer::spawn(SERVER, Some(ALL), &[]);
+    let meta = json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {"elicitation": {}, "sampling": {}},
+        "io.modelcontextprotocol/clientInfo": {"name": "stateless-client", "version": "9"}
+    });
+    for (id, tool, args, code) in [
+        (2, "confirm", json!({}), "elicitation_unsupported"),
+        (3, "summarize", json!({"text": "t"}), "sampling_unsupported"),
+    ] {
+        server.send(&json!({
+            "jsonrpc": "2.0", "id": id, "method": "tools/call",
+            "params": {"name": tool, "arguments": args, "_meta": meta}
+        }));
+        let (before, answer) = server.until_answer(&json!(id));
+        assert!(before.is_empty(), "nothing sent to the client: {before:?}");
+        assert_eq!(
+            answer["result"]["structuredContent"]["error"]["code"], code,
+            "{answer}"
+        );
+    }
+}
+
+/// A request the tool sent the client (an elicitation form, a sampling request) and the client has not answered is
+/// withdrawn with `notifications/cancelled` when the call stops (here at its timeout; the same on the client's
+/// cancellation): the form stayed open at the client, and whatever the user typed was thrown away.
+#[test]
+fn an_unanswered_elicitation_is_withdrawn_when_its_call_stops() {
+    let mut server = RawServer::spawn(SERVER, Some(ALL), &[("MCP_TOOL_TIMEOUT", "300ms")]);
+    server.initialize_with("2025-11-25", json!({"elicitation": {}, "sampling": {}}));
+    for (id, tool, args, method) in [
+        (1, "confirm", json!({}), "elicitation/create"),
+        (
+            2,
+            "summarize",
+            json!({"text": "t"}),
+            "sampling/createMessage",
+        ),
+    ] {
+        server.send(&RawServer::call_message(id, tool, args));
+        let asked = server.recv();
+        assert_eq!(asked["method"], method, "{asked}");
+        let mut answer = None;
+        let mut withdrawn = None;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while (answer.is_none() || withdrawn.is_none()) && Instant::now() < deadline {
+            let Some(message) = server.try_recv(Duration::from_millis(200)) else {
+                continue;
+            };
+            if message["id"] == json!(id) {
+                answer = Some(message);
+            } else if message["method"] == "notifications/cancelled" {
+                withdrawn = Some(message);
+            }
+        }
+        let answer = answer.expect("the call is answered");
+        assert_eq!(
+            answer["result"]["structuredContent"]["error"]["code"], "timeout",
+            "{answer}"
+        );
+        let withdrawn = withdrawn.expect("the request to the client is withdrawn");
+        assert_eq!(withdrawn["params"]["requestId"], asked["id"], "{withdrawn}");
+    }
+    let (_, audit, _) = server.finish();
+    let outcomes: Vec<_> = tool_calls(&audit)
+        .iter()
+        .map(|r| r["outcome"].clone())
+        .collect();
+    assert_eq!(outcomes, [json!("timeout"), json!("timeout")]);
+}
+
 #[test]
 fn a_call_the_client_cancels_is_stopped_and_audited_cancelled() {
     let mut server = server(&[]);

@@ -30,11 +30,15 @@ use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use rmcp::model::{
-    ClientCapabilities, CreateMessageRequestParams, CreateMessageResult, ElicitRequestParams,
-    ElicitResult, Implementation, LoggingLevel, LoggingMessageNotificationParam,
-    ProgressNotificationParam, RequestMetaObject,
+    ClientCapabilities, ClientResult, CreateMessageRequest, CreateMessageRequestParams,
+    CreateMessageResult, ElicitRequest, ElicitRequestParams, ElicitResult, ElicitationAction,
+    ElicitationSchema, Implementation, LoggingLevel, LoggingMessageNotificationParam,
+    ProgressNotificationParam, RequestMetaObject, ServerRequest,
 };
-use rmcp::service::{ElicitationError, ElicitationSafe, RequestContext};
+use rmcp::service::{
+    ElicitationError, ElicitationMode, ElicitationSafe, PeerRequestOptions, RequestContext,
+    RequestHandle, ServiceError,
+};
 use rmcp::{Peer, RoleServer};
 use serde_json::Value;
 pub use tokio_util::sync::CancellationToken;
@@ -441,6 +445,15 @@ impl CallContext {
     }
 
     /// The client, while the call lasts: after its answer no notification or request of the call's may follow.
+    /// Whether the server may send the client requests during this call: protocol `2026-07-28` and later forbid it
+    /// (rmcp refuses to send them), so a tool is told the client cannot be asked, not given an internal error.
+    fn may_ask_client(&self) -> bool {
+        self.rmcp().is_some_and(|cx| {
+            cx.protocol_version()
+                .is_none_or(|version| version < rmcp::model::ProtocolVersion::V_2026_07_28)
+        })
+    }
+
     fn live_peer(&self) -> Option<&Peer<RoleServer>> {
         self.peer().filter(|_| !self.has_ended())
     }
@@ -754,9 +767,9 @@ impl<S> FromCallContext<S> for Elicitation {
 }
 
 impl Elicitation {
-    /// Whether the client declared the elicitation capability.
+    /// Whether the client declared the elicitation capability (and the call's protocol version lets the server ask).
     pub fn is_supported(&self) -> bool {
-        self.cx.peer().is_some()
+        self.cx.may_ask_client()
             && self
                 .cx
                 .client_capabilities()
@@ -765,25 +778,118 @@ impl Elicitation {
 
     /// Asks for a `T` (its JSON Schema is the form; mark it with `rmcp::elicit_safe!`). `Ok(None)` when the user
     /// accepted without content; a decline or a dismissal is an error ([`ElicitationError::UserDeclined`],
-    /// [`ElicitationError::UserCancelled`]).
+    /// [`ElicitationError::UserCancelled`]). A client that declared only URL-mode elicitation is not sent a form.
     pub async fn ask<T>(&self, message: impl Into<String>) -> Result<Option<T>, ElicitationError>
     where
         T: ElicitationSafe + for<'de> serde::Deserialize<'de>,
     {
-        match self.cx.live_peer() {
-            Some(peer) if self.is_supported() => peer.elicit::<T>(message).await,
-            _ => Err(ElicitationError::CapabilityNotSupported),
+        let peer = self.peer_for(ElicitationMode::Form)?;
+        let requested_schema = ElicitationSchema::from_type::<T>().map_err(|error| {
+            ElicitationError::Service(ServiceError::McpError(rmcp::ErrorData::internal_error(
+                format!("the form's schema cannot be made from its type: {error}"),
+                None,
+            )))
+        })?;
+        let params = ElicitRequestParams::FormElicitationParams {
+            meta: None,
+            message: message.into(),
+            requested_schema,
+        };
+        let answer = elicit(peer, params).await?;
+        match answer.action {
+            ElicitationAction::Accept => match answer.content {
+                Some(value) => match serde_json::from_value::<T>(value.clone()) {
+                    Ok(parsed) => Ok(Some(parsed)),
+                    Err(error) => Err(ElicitationError::ParseError { error, data: value }),
+                },
+                None => Err(ElicitationError::NoContent),
+            },
+            ElicitationAction::Decline => Err(ElicitationError::UserDeclined),
+            // `cancel`, and any action a later revision adds, is not an acceptance.
+            _ => Err(ElicitationError::UserCancelled),
         }
     }
 
-    /// Sends an elicitation request as given (a form schema of your own, say) and returns the client's answer.
+    /// Sends an elicitation request as given (a form schema of your own, or a URL) and returns the client's
+    /// answer. A client is sent only the mode it declared (a form to one that declared only URLs is refused, and
+    /// the other way round).
     pub async fn request(
         &self,
         params: ElicitRequestParams,
     ) -> Result<ElicitResult, ElicitationError> {
+        let mode = match params {
+            ElicitRequestParams::FormElicitationParams { .. } => ElicitationMode::Form,
+            // URL mode, or one a later revision adds: not a form, so the form capability does not cover it.
+            _ => ElicitationMode::Url,
+        };
+        let peer = self.peer_for(mode)?;
+        elicit(peer, params).await
+    }
+
+    /// The client's peer, if the call is live and the client declared elicitation in this mode. The modes are read
+    /// from the capabilities this call's client declared (a stateless request's own), as rmcp reads a session's: a
+    /// capability naming neither mode means forms.
+    fn peer_for(&self, mode: ElicitationMode) -> Result<&Peer<RoleServer>, ElicitationError> {
+        let declared = self
+            .cx
+            .client_capabilities()
+            .and_then(|c| c.elicitation)
+            .is_some_and(|e| match mode {
+                ElicitationMode::Form => e.form.is_some() || e.url.is_none(),
+                _ => e.url.is_some(),
+            });
         match self.cx.live_peer() {
-            Some(peer) if self.is_supported() => Ok(peer.create_elicitation(params).await?),
+            Some(peer) if declared && self.cx.may_ask_client() => Ok(peer),
             _ => Err(ElicitationError::CapabilityNotSupported),
+        }
+    }
+}
+
+async fn elicit(
+    peer: &Peer<RoleServer>,
+    params: ElicitRequestParams,
+) -> Result<ElicitResult, ElicitationError> {
+    let request = ServerRequest::ElicitRequest(ElicitRequest::new(params));
+    match ask_client(peer, request).await? {
+        ClientResult::ElicitResult(answer) => Ok(answer),
+        _ => Err(ServiceError::UnexpectedResponse.into()),
+    }
+}
+
+/// Sends a request to the client and waits for its answer. When the wait is dropped before the answer (the call
+/// timed out or was cancelled, or the handler stopped waiting), the request is withdrawn with
+/// `notifications/cancelled`, as the specification asks of a party that no longer wants an answer: rmcp's own
+/// methods leave it open, so a form stayed on the user's screen after its call had ended.
+async fn ask_client(
+    peer: &Peer<RoleServer>,
+    request: ServerRequest,
+) -> Result<ClientResult, ServiceError> {
+    let handle = peer
+        .send_cancellable_request(request, PeerRequestOptions::no_options())
+        .await?;
+    let mut pending = Withdraw(Some(handle));
+    let answer = match pending.0.as_mut() {
+        Some(handle) => (&mut handle.rx).await,
+        None => return Err(ServiceError::TransportClosed),
+    };
+    // Answered (or the connection is gone): nothing to withdraw.
+    pending.0 = None;
+    answer.map_err(|_| ServiceError::TransportClosed)?
+}
+
+/// A request to the client still waiting for its answer; withdrawn if dropped so.
+struct Withdraw(Option<RequestHandle<RoleServer>>);
+
+impl Drop for Withdraw {
+    fn drop(&mut self) {
+        if let Some(handle) = self.0.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(async move {
+                let _ = handle
+                    .cancel(Some("the tool call that asked has ended".to_owned()))
+                    .await;
+            });
         }
     }
 }
@@ -833,9 +939,9 @@ impl<S> FromCallContext<S> for Sampling {
 }
 
 impl Sampling {
-    /// Whether the client declared the sampling capability.
+    /// Whether the client declared the sampling capability (and the call's protocol version lets the server ask).
     pub fn is_supported(&self) -> bool {
-        self.cx.peer().is_some()
+        self.cx.may_ask_client()
             && self
                 .cx
                 .client_capabilities()
@@ -853,8 +959,23 @@ impl Sampling {
                 "this tool needs a completion from the client's model, and the client does not support that (sampling)",
             ));
         };
-        let answer = peer.create_message(params).await;
-        answer.map_err(Refusal::internal)
+        // What rmcp's `create_message` checks before it sends, kept: tools only to a client that takes them, and
+        // the messages' structure.
+        if (params.tools.is_some() || params.tool_choice.is_some())
+            && !peer.supports_sampling_tools()
+        {
+            return Err(Refusal::new(
+                codes::SAMPLING_UNSUPPORTED,
+                "this tool offers tools to the client's model, and the client does not support that (sampling tools)",
+            ));
+        }
+        params.validate().map_err(Refusal::internal)?;
+        let request = ServerRequest::CreateMessageRequest(CreateMessageRequest::new(params));
+        match ask_client(peer, request).await {
+            Ok(ClientResult::CreateMessageResult(answer)) => Ok(*answer),
+            Ok(_) => Err(Refusal::internal(ServiceError::UnexpectedResponse)),
+            Err(error) => Err(Refusal::internal(error)),
+        }
     }
 }
 
