@@ -166,6 +166,15 @@ async fn a_merged_server_over_http_with_bearer_tokens_keeps_every_tool_under_the
         found["result"]["content"][0]["text"],
         "3 tickets match `printer on fire`"
     );
+    // rmcp hands a plain tool the request's head; the caller's token is no longer in it.
+    let (status, head, _) = server
+        .post(
+            &full,
+            call("search_tickets", json!({"query": "authorization header"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{head}");
+    assert_eq!(head["result"]["content"][0]["text"], "no token", "{head}");
     // The secure tool.
     let (status, closed, _) = server
         .post(&full, call("close_ticket", json!({"id": 12})))
@@ -224,6 +233,7 @@ async fn a_merged_server_over_http_with_bearer_tokens_keeps_every_tool_under_the
         summary,
         [
             ("search_tickets", "alice", "ok"),
+            ("search_tickets", "alice", "ok"),
             ("close_ticket", "alice", "ok"),
             ("search_tickets", "bob", "denied"),
             ("search_tickets", "alice", "error"),
@@ -236,7 +246,7 @@ async fn a_merged_server_over_http_with_bearer_tokens_keeps_every_tool_under_the
         calls[0]
     );
     assert_eq!(calls[0]["transport"], "http");
-    assert_eq!(calls[4]["error"], "undeclared_tool");
+    assert_eq!(calls[5]["error"], "undeclared_tool");
     assert!(
         !std::fs::read_to_string(&server.audit_log)
             .unwrap()

@@ -323,3 +323,67 @@ gNkAxb9j7JblLmZRd9iXlkq/RjpsS20nScnaMshMvyoMl1ZrNLVnbvmlUg==
         );
     }
 }
+
+/// A clone given other settings started with the first one's verified tokens: a token checked for one resource was
+/// taken by a clone for another (and by one with a claims mapping that would refuse it) for up to a minute.
+#[test]
+fn a_clone_with_other_settings_takes_nothing_on_the_first_ones_word() {
+    let issuer = "https://issuer.example.com";
+    let claims = json!({"iss": issuer, "sub": "alice", "aud": RESOURCE, "exp": now() + 600, "scope": "a.read"});
+    let token = sign(typed(None), &claims);
+    let first = auth(issuer);
+    first.verify(&token).unwrap();
+
+    let mut elsewhere = first.clone();
+    elsewhere.resource = "https://other.example.com/mcp".into();
+    assert_eq!(
+        elsewhere.verify(&token).unwrap_err(),
+        TokenError::WrongAudience
+    );
+
+    let strict = first
+        .clone()
+        .map_claims(|_| Err::<secure_tools::Caller, _>("no"));
+    assert_eq!(
+        strict.verify(&token).unwrap_err(),
+        TokenError::ClaimsRefused
+    );
+    let typed_only = first.clone().require_access_token_type(true);
+    assert_eq!(
+        typed_only.verify(&token).unwrap_err(),
+        TokenError::WrongType
+    );
+    assert!(first.verify(&token).is_ok(), "the first keeps its own");
+}
+
+/// A token bound to a client's key (`cnf`: DPoP or a certificate) is worth nothing without proof of that key, which
+/// this server does not ask for: taken as a bearer token, a stolen one worked.
+#[test]
+fn a_sender_constrained_token_is_refused() {
+    let issuer = "https://issuer.example.com";
+    let claims = json!({
+        "iss": issuer, "sub": "alice", "aud": RESOURCE, "exp": now() + 600, "scope": "a.read",
+        "cnf": {"jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"}
+    });
+    let error = auth(issuer)
+        .verify(&sign(typed(None), &claims))
+        .unwrap_err();
+    assert_eq!(error, TokenError::SenderConstrained);
+    assert_eq!(error.code(), "sender_constrained");
+}
+
+/// A token past 16 KiB is refused before it is hashed or decoded (three base64 and JSON passes over its header
+/// each request, with only hyper's header limit above it), even when it is otherwise valid.
+#[test]
+fn an_oversized_token_is_refused_as_malformed() {
+    let issuer = "https://issuer.example.com";
+    let claims = json!({
+        "iss": issuer, "sub": "alice", "aud": RESOURCE, "exp": now() + 600, "scope": "a.read",
+        "padding": "x".repeat(secure_tools::serve::http::bearer::MAX_TOKEN_BYTES)
+    });
+    let token = sign(typed(None), &claims);
+    assert_eq!(
+        auth(issuer).verify(&token).unwrap_err(),
+        TokenError::Malformed
+    );
+}

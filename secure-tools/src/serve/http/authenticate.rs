@@ -317,6 +317,12 @@ async fn authenticated(shared: Arc<Shared>, mut request: Request, next: Route) -
     connection.scope_refusal = scope_refusal.clone();
     connection.caller = identified.caller;
     request.extensions_mut().insert(connection);
+    // The token has done its work: tools (a merged server's own, which can read the request's head through rmcp's
+    // `Extension<Parts>`) must not be able to read the caller's token and pass it on (the MCP authorization spec
+    // forbids token passthrough).
+    if shared.auth.is_some() {
+        request.headers_mut().remove(header::AUTHORIZATION);
+    }
     // Boxed, and only when needed: its future (with the body's) would otherwise make every request's larger.
     let request = if request.method() == axum::http::Method::POST && HeldArguments::needed() {
         match Box::pin(hold_arguments(request, shared.max_request_body_bytes)).await {

@@ -43,7 +43,11 @@ pub const DEFAULT_LEEWAY_SECS: u64 = 30;
 
 /// Bearer authentication settings: who issues tokens, which keys sign them, and this server's resource URL, which
 /// tokens must name as their audience.
-#[derive(Clone)]
+///
+/// Tokens verified are kept for their next use (see [`TOKEN_CACHE_TTL`]) by this value only: a clone, and the
+/// value a builder method returns, start with none, so a clone given other settings (another resource, a claims
+/// mapping) never takes a token on the strength of a check made under the first one's. Change the public fields
+/// before the first token is verified.
 #[non_exhaustive]
 pub struct BearerAuth {
     /// The expected `iss`.
@@ -69,6 +73,27 @@ pub struct BearerAuth {
 }
 
 type ClaimsMapper = Arc<dyn Fn(&VerifiedToken<'_>) -> Result<Caller, String> + Send + Sync>;
+
+impl Clone for BearerAuth {
+    /// The same settings, with a cache of its own.
+    fn clone(&self) -> Self {
+        BearerAuth {
+            issuer: self.issuer.clone(),
+            resource: self.resource.clone(),
+            authorization_servers: self.authorization_servers.clone(),
+            keys: self.keys.clone(),
+            leeway_secs: self.leeway_secs,
+            scope_claims: self.scope_claims.clone(),
+            require_access_token_type: self.require_access_token_type,
+            map_claims: self.map_claims.clone(),
+            cache: Arc::new(cache::TokenCache::new()),
+        }
+    }
+}
+
+/// The longest token taken, in bytes: identity providers' access tokens are a few kilobytes (Entra ID's with a
+/// full group list about 8 KiB); a longer one is refused as `malformed` before it is hashed or decoded.
+pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
 
 impl std::fmt::Debug for BearerAuth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -148,19 +173,22 @@ impl BearerAuth {
     /// Entra ID's application permissions are in `roles`).
     pub fn scope_claims(mut self, claims: impl IntoIterator<Item = impl Into<String>>) -> Self {
         self.scope_claims = claims.into_iter().map(Into::into).collect();
+        self.cache = Arc::new(cache::TokenCache::new());
         self
     }
 
     /// Accepts only tokens typed `at+jwt` (RFC 9068).
     pub fn require_access_token_type(mut self, require: bool) -> Self {
         self.require_access_token_type = require;
+        self.cache = Arc::new(cache::TokenCache::new());
         self
     }
 
     /// Makes the caller of a verified token with a function of your own (called once per token while it is kept
     /// among the verified ones, see [`TOKEN_CACHE_TTL`]): another identity (an `oid`, an email), a
     /// grant from roles or groups, attributes for the audit record (a tenant). An `Err` refuses the token
-    /// (`401`, detail `claims_refused`; the message goes to the audit record's log, not to the client).
+    /// (`401`, audited with the detail `claims_refused`); the error's message is not sent to the client but logged
+    /// through `tracing` at `info`, so keep the token's claims out of it.
     ///
     /// ```
     /// # use secure_tools::serve::http::{BearerAuth, VerificationKeys};
@@ -177,6 +205,7 @@ impl BearerAuth {
         E: std::fmt::Display,
     {
         self.map_claims = Some(Arc::new(move |token| map(token).map_err(|e| e.to_string())));
+        self.cache = Arc::new(cache::TokenCache::new());
         self
     }
 
@@ -206,6 +235,9 @@ impl BearerAuth {
     }
 
     fn authenticate_now(&self, token: &str) -> Result<Authenticated, TokenError> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(TokenError::Malformed);
+        }
         let keys = self.keys.current();
         let now = cache::now();
         if let Some(verified) = self.cache.get(token, &keys, now) {
@@ -266,6 +298,12 @@ impl BearerAuth {
         )
         .map_err(|e| classify(e.kind()))?;
         let claims = data.claims;
+        // A token bound to a client's key (RFC 7800's `cnf`: DPoP, RFC 9449, or a certificate, RFC 8705) is worth
+        // nothing without proof of that key, which this server does not ask for: taken as a plain bearer token, a
+        // stolen one would work (RFC 9449 section 7.2).
+        if claims.contains_key("cnf") {
+            return Err(TokenError::SenderConstrained);
+        }
         let subject = match claims.get("sub") {
             Some(serde_json::Value::String(sub)) if !sub.is_empty() => sub.as_str(),
             Some(serde_json::Value::String(_)) | None => return Err(TokenError::MissingClaim),
@@ -412,6 +450,9 @@ pub enum TokenError {
     /// The claims mapping refused the token.
     #[error("the token's claims do not make a caller")]
     ClaimsRefused,
+    /// The token is bound to a client's key (`cnf`), whose proof this server does not check.
+    #[error("the token is bound to a client key, which this server does not check")]
+    SenderConstrained,
 }
 
 impl TokenError {
@@ -431,6 +472,7 @@ impl TokenError {
             TokenError::WrongType => "wrong_type",
             TokenError::UnsupportedHeader => "unsupported_header",
             TokenError::ClaimsRefused => "claims_refused",
+            TokenError::SenderConstrained => "sender_constrained",
         }
     }
 }
