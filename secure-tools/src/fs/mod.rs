@@ -22,7 +22,7 @@
 //! file) are untested.
 //!
 //! Errors are [`FsError`]s whose messages are safe to show a caller (no paths, no OS error text), and which
-//! convert into a [`ToolError`] with a stable code.
+//! convert into a [`ToolError`] with a stable code (outcome `error`, but `cancelled` for [`FsError::Cancelled`]).
 
 mod args;
 mod content;
@@ -109,6 +109,9 @@ pub struct Written {
     pub created: bool,
 }
 
+/// The message of [`FsError::Cancelled`].
+const CANCELLED_MESSAGE: &str = "the write was abandoned before the file was replaced";
+
 /// Why a read or write was refused. The message is safe to show the caller: it holds no path and no OS error
 /// text; [`FsError::Io`] keeps the OS error as its source, for the operator's log.
 #[derive(Debug, thiserror::Error)]
@@ -139,7 +142,7 @@ pub enum FsError {
     },
     /// The write was abandoned before the file was replaced: its call was cancelled or timed out
     /// ([`Root::write_text_until`]).
-    #[error("the write was abandoned before the file was replaced")]
+    #[error("{CANCELLED_MESSAGE}")]
     Cancelled,
     /// Any other failure of the file system; the caller learns nothing more.
     #[error("the file could not be read or written")]
@@ -173,6 +176,10 @@ impl From<FsError> for ToolError {
     fn from(err: FsError) -> Self {
         match err {
             FsError::Io(source) => ToolError::internal(source),
+            // Audited as the cancellation it is, not as a failure of the tool.
+            FsError::Cancelled => {
+                ToolError::cancelled(crate::call::codes::CANCELLED, CANCELLED_MESSAGE)
+            }
             other => ToolError::new(other.code(), other.to_string()),
         }
     }

@@ -553,6 +553,25 @@ fn the_final_rename_replaces_a_symlink_raced_in_rather_than_writing_through_it()
     assert_eq!(fs::read_to_string(&raced).unwrap(), "new");
 }
 
+/// A write abandoned because its call was cancelled became a refusal of kind `Error`, so a call whose handler
+/// returned it before the pipeline saw the cancellation was audited `error`. It is a `cancelled` refusal now.
+#[test]
+fn an_abandoned_write_is_refused_as_cancelled_not_as_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = root_in(dir.path());
+    let stop = CancellationToken::new();
+    stop.cancel();
+    let err = root
+        .write_text_until(&name("new.txt"), "new", &stop)
+        .unwrap_err();
+    let message = err.to_string();
+    let refusal = ToolError::from(err);
+    assert_eq!(refusal.kind(), crate::call::RefusalKind::Cancelled);
+    assert_eq!(refusal.code(), "cancelled");
+    assert_eq!(refusal.message(), message);
+    assert!(refusal.internal_source().is_none());
+}
+
 #[test]
 fn replacing_a_file_keeps_its_permission_bits() {
     let dir = tempfile::tempdir().unwrap();
