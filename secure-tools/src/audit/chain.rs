@@ -317,42 +317,7 @@ impl ChainedFileSink {
         }
         let (seq, prev) = match last {
             None => (0, GENESIS.to_owned()),
-            Some(line) => {
-                // Keyed, the last record must be sealed with this key: a chain keeps one key.
-                if let Some(key) = &key
-                    && split_seal(&line, "mac")
-                        .is_some_and(|(body, sealed)| seal(body, Some(key)).1 != sealed)
-                {
-                    return Err(invalid(
-                        &path,
-                        "its last record is sealed with another key: a chain keeps one key; give the key it was \
-                         written with, or start a new file",
-                    ));
-                }
-                let record: Value = serde_json::from_slice(&line).map_err(|_| {
-                    invalid(
-                        &path,
-                        "its last line is not a JSON record: verify the file, then start a new one",
-                    )
-                })?;
-                let seq = record.get("seq").and_then(Value::as_u64);
-                let seal = record
-                    .get(if key.is_some() { "mac" } else { "hash" })
-                    .and_then(Value::as_str);
-                match (seq, seal) {
-                    (Some(seq), Some(seal)) => (seq, seal.to_owned()),
-                    _ => {
-                        return Err(invalid(
-                            &path,
-                            if key.is_some() {
-                                "its last record is not sealed with a key (no `mac`): a chain keeps one mode; start a new file"
-                            } else {
-                                "its last record is not chained (no `seq` and `hash`, or keyed): start a new file"
-                            },
-                        ));
-                    }
-                }
-            }
+            Some(line) => continued(&path, &line, key.as_ref())?,
         };
         Ok(ChainedFileSink {
             state: std::sync::Arc::new(Mutex::new(ChainState {
@@ -492,7 +457,13 @@ impl ChainState {
                 "a record is not a JSON object",
             )));
         }
-        // `prev` and the seal are `sha256:`/`hmac-sha256:` and hex digits: nothing to escape.
+        // `prev` and the seal are `sha256:`/`hmac-sha256:` and hex digits: nothing to escape. Checked again here,
+        // since `prev` is written as it is: anything else could close its string and add members to the record.
+        if !is_seal(&self.prev, self.key.is_some()) && self.prev != GENESIS {
+            return Err(AuditError::Other(
+                "the chain's previous seal is not a digest; nothing was written".into(),
+            ));
+        }
         // Pieces rather than `format!`, which took a tenth of a chained record's cost.
         line.extend_from_slice(b",\"seq\":");
         line.extend_from_slice(itoa::Buffer::new().format(seq).as_bytes());
@@ -566,6 +537,64 @@ fn invalid(path: &Path, message: &str) -> io::Error {
         io::ErrorKind::InvalidData,
         format!("audit log {}: {message}", path.display()),
     )
+}
+
+/// Whether `value` is a seal (or a `prev`) as the sink writes them in this mode: `hmac-sha256:` (keyed) or
+/// `sha256:` (unkeyed) and 64 lowercase hex digits, so nothing in it can close the JSON string it is written into.
+fn is_seal(value: &str, keyed: bool) -> bool {
+    let prefix = if keyed { "hmac-sha256:" } else { "sha256:" };
+    value.strip_prefix(prefix).is_some_and(|digits| {
+        digits.len() == 64
+            && digits
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
+/// The `seq` and seal of the last line of a file a sink continues, checked as the verifier checks a record: the
+/// line must end with its seal, the seal must match the line's bytes (under `key`, keyed), and the line must be one
+/// JSON object with no member twice. A line that fails any of these is not continued from: its seal would become
+/// the next record's `prev` as written.
+fn continued(path: &Path, line: &[u8], key: Option<&ChainKey>) -> io::Result<(u64, String)> {
+    let seal_name = if key.is_some() { "mac" } else { "hash" };
+    let Some((body, sealed)) = split_seal(line, seal_name) else {
+        return Err(invalid(
+            path,
+            if key.is_some() {
+                "its last line is not a record sealed with a key (no `mac` as its last member): a chain keeps one \
+                 mode; verify the file, then start a new one"
+            } else {
+                "its last line is not a chained record (no `hash` as its last member, or keyed): verify the file, \
+                 then start a new one"
+            },
+        ));
+    };
+    if seal(body, key).1 != sealed {
+        return Err(invalid(
+            path,
+            if key.is_some() {
+                "its last record does not match its `mac`: it is sealed with another key (a chain keeps one key; \
+                 give the key it was written with, or start a new file), or it was altered (verify the file)"
+            } else {
+                "its last record does not match its `hash`: it was altered; verify the file, then start a new one"
+            },
+        ));
+    }
+    let record = std::str::from_utf8(line)
+        .ok()
+        .and_then(|text| crate::strict_json::from_str_strict(text).ok());
+    let seq = match &record {
+        Some(Value::Object(object)) => object.get("seq").and_then(Value::as_u64),
+        _ => None,
+    };
+    match seq {
+        Some(seq) if is_seal(sealed, key.is_some()) => Ok((seq, sealed.to_owned())),
+        _ => Err(invalid(
+            path,
+            "its last line is not a chained record (not one JSON object with a `seq`, or a member given twice): \
+             verify the file, then start a new one",
+        )),
+    }
 }
 
 /// The last non-empty line of a file (records are bounded, so the last 1 MiB holds it).
@@ -836,7 +865,10 @@ fn verify_from<P: AsRef<Path>>(
             if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-            let parsed = serde_json::from_slice::<Value>(&line);
+            // Strictly: a member given twice is refused, since parsers disagree on which one counts.
+            let parsed = std::str::from_utf8(&line)
+                .map_err(|_| ())
+                .and_then(|text| crate::strict_json::from_str_strict(text).map_err(|_| ()));
             let split = split_seal(&line, seal_name);
             let (Ok(Value::Object(object)), Some((body, sealed))) = (parsed, split) else {
                 return Ok(at(Problem::NotARecord {
@@ -1319,5 +1351,132 @@ mod tests {
         // Nothing new: no more checkpoints.
         std::thread::sleep(std::time::Duration::from_millis(300));
         assert_eq!(lines(&path).len(), 3);
+    }
+
+    /// The public half of the test checkpoint key, read as a verifier would.
+    fn public_key(dir: &Path, key: &CheckpointKey) -> CheckpointPublicKey {
+        let path = dir.join("checkpoint.pub");
+        std::fs::write(&path, key.public_hex()).unwrap();
+        CheckpointPublicKey::read(&path).unwrap()
+    }
+
+    fn with_checkpoints(sink: ChainedFileSink, key: &CheckpointKey) -> ChainedFileSink {
+        sink.with_checkpoints(
+            Checkpoints {
+                key: key.clone(),
+                interval: std::time::Duration::from_secs(3600),
+            },
+            "test",
+        )
+    }
+
+    /// The attack: a line planted after the last record whose seal value closes the string and carries members of
+    /// its own. A sink that took its `prev` from that line unchecked wrote them into its first record, sealed; with
+    /// the planted line deleted afterwards, the file verified, keyed and checkpointed.
+    #[test]
+    fn a_planted_last_line_cannot_inject_members_into_the_next_record() {
+        for keyed in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("audit.jsonl");
+            let key = keyed.then(|| ChainKey::from_bytes(&[7; 32]).unwrap());
+            let checkpoint = CheckpointKey::from_seed([3; 32]);
+            let public = public_key(dir.path(), &checkpoint);
+            let sink = with_checkpoints(
+                ChainedFileSink::append_to(&path, key.clone()).unwrap(),
+                &checkpoint,
+            );
+            sink.write(&record(1)).unwrap(); // and its checkpoint
+            drop(sink);
+            let genuine = lines(&path);
+            let last: Value = serde_json::from_str(genuine.last().unwrap()).unwrap();
+            let seal_name = if keyed { "mac" } else { "hash" };
+            let (n, sealed) = (
+                last["seq"].as_u64().unwrap(),
+                last[seal_name].as_str().unwrap(),
+            );
+            let payload = format!(
+                "{sealed}\",\"event\":\"tool_call\",\"tool\":\"delete_all\",\"caller\":\"alice\",\"outcome\":\"ok\",\"z\":\""
+            );
+            let value = serde_json::to_string(&payload).unwrap();
+            // The seal's value holding `"`; the seal not the last member; a space after the line.
+            for planted in [
+                format!("{{\"seq\":{n},\"{seal_name}\":{value}}}"),
+                format!("{{\"seq\":{n},\"{seal_name}\":{value},\"x\":1}}"),
+                format!("{{\"seq\":{n},\"{seal_name}\":{value}}} "),
+            ] {
+                let mut with_planted = genuine.clone();
+                with_planted.push(planted);
+                put(&path, &with_planted);
+                match ChainedFileSink::append_to(&path, key.clone()) {
+                    Err(refused) => {
+                        let message = refused.to_string();
+                        assert!(message.contains("its last line"), "{message}");
+                    }
+                    Ok(sink) => {
+                        let sink = with_checkpoints(sink, &checkpoint);
+                        sink.write(&record(2)).unwrap();
+                        drop(sink);
+                        let mut cleaned = lines(&path);
+                        cleaned.remove(genuine.len());
+                        put(&path, &cleaned);
+                        let checked = verify(&[&path], key.as_ref(), Some(&public)).unwrap();
+                        panic!(
+                            "keyed {keyed}: the sink continued from a planted line; verified: {checked:?}\n{}",
+                            cleaned.join("\n")
+                        );
+                    }
+                }
+            }
+            // The genuine file is still continued.
+            put(&path, &genuine);
+            assert!(ChainedFileSink::append_to(&path, key.clone()).is_ok());
+        }
+    }
+
+    /// The line a sink fooled by a planted seal wrote (the record, then `prev` carrying members of its own), sealed
+    /// with the right key: the verifier refuses it, since a member given twice is read differently by different
+    /// parsers.
+    #[test]
+    fn the_verifier_refuses_a_record_with_a_member_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let key = ChainKey::from_bytes(&[7; 32]).unwrap();
+        let checkpoint = CheckpointKey::from_seed([3; 32]);
+        let public = public_key(dir.path(), &checkpoint);
+        let sink = with_checkpoints(
+            ChainedFileSink::append_to(&path, Some(key.clone())).unwrap(),
+            &checkpoint,
+        );
+        sink.write(&record(1)).unwrap();
+        drop(sink);
+        let mut file = lines(&path);
+        let last: Value = serde_json::from_str(file.last().unwrap()).unwrap();
+        let (n, mac) = (last["seq"].as_u64().unwrap(), last["mac"].as_str().unwrap());
+        let mut body = crate::audit::record_line(&record(2)).unwrap();
+        body.pop();
+        body.extend_from_slice(
+            format!(
+                ",\"seq\":{},\"prev\":\"{mac}\",\"event\":\"tool_call\",\"tool\":\"delete_all\",\"z\":\"\"",
+                n + 1
+            )
+            .as_bytes(),
+        );
+        let (name, value) = seal(&body, Some(&key));
+        let mut forged = String::from_utf8(body).unwrap();
+        forged.push_str(&format!(",\"{name}\":\"{value}\"}}"));
+        file.push(forged);
+        put(&path, &file);
+        assert!(
+            matches!(
+                verify(&[&path], Some(&key), Some(&public)).unwrap().problem,
+                Some(Problem::NotARecord {
+                    after: 2,
+                    line: 3,
+                    ..
+                })
+            ),
+            "{:?}",
+            verify(&[&path], Some(&key), Some(&public))
+        );
     }
 }
