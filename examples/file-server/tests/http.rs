@@ -214,6 +214,25 @@ async fn no_token_is_challenged_and_audited() {
     assert_eq!(rejections[0]["reason"], "missing_token");
     assert_eq!(rejections[0]["path"], "/mcp");
     assert!(rejections[0].get("detail").is_none());
+
+    // Another scheme is no token (RFC 6750 section 3.1: no error code for an unsupported method); it was answered
+    // `invalid_token`, which tells a client its token was bad when it sent none.
+    let response = post_request(
+        &server,
+        "/mcp",
+        &call(2, "read_file", json!({"filename": "greeting.txt"})),
+    )
+    .header("authorization", "Basic YWxpY2U6c2VjcmV0")
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 401);
+    let header = challenge(&response);
+    assert!(!header.contains("error="), "{header}");
+    let rejections = server.rejections();
+    assert_eq!(rejections.len(), 2);
+    assert_eq!(rejections[1]["reason"], "missing_token");
+    assert_eq!(rejections[1]["detail"], "unsupported_scheme");
 }
 
 #[tokio::test]

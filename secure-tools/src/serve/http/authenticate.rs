@@ -160,6 +160,9 @@ async fn identify(shared: &Shared, head: Head<'_>) -> Result<Identified, Respons
             let detail = challenge::query_has_token(head.uri).then_some("query_token_ignored");
             Err(refuse(detail, false))
         }
+        // RFC 6750 section 3.1: a request that tried a method the server does not support gets the challenge
+        // without an error code, as one without credentials does; the record says what it was.
+        Credential::OtherScheme => Err(refuse(Some("unsupported_scheme"), false)),
         Credential::Malformed => Err(refuse(Some("malformed"), true)),
         // RFC 6750 section 3.1: a request that uses more than one method is `400 invalid_request`.
         Credential::Ambiguous => {

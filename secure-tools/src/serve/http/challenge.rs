@@ -28,7 +28,10 @@ pub(crate) fn bearer_token<'a>(
     let mut parts = text.splitn(2, ' ');
     let scheme = parts.next().unwrap_or("");
     let token = parts.next().unwrap_or("").trim();
-    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Credential::OtherScheme;
+    }
+    if token.is_empty() {
         return Credential::Malformed;
     }
     Credential::Token(token)
@@ -40,7 +43,9 @@ pub(crate) enum Credential<'a> {
     None,
     /// A bearer token.
     Token(&'a str),
-    /// An `Authorization` header that is not a bearer token.
+    /// An `Authorization` header of another scheme (`Basic`, say): no token, as far as this server goes.
+    OtherScheme,
+    /// A `Bearer` header without a token, or a header that is not text.
     Malformed,
     /// More than one credential.
     Ambiguous,
