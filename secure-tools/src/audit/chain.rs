@@ -255,7 +255,8 @@ pub struct Checkpoints {
 pub const DEFAULT_CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// An audit sink appending chained records to a file (see the module documentation); the runners use it whenever
-/// the audit goes to a file.
+/// the audit goes to a file. It holds an exclusive lock on the file (`flock`) while it lives: a second sink on the
+/// same file, in this process or another, is refused.
 pub struct ChainedFileSink {
     state: std::sync::Arc<Mutex<ChainState>>,
     checkpoints: Option<Checkpoints>,
@@ -305,6 +306,27 @@ impl ChainedFileSink {
             .read(true)
             .append(true)
             .open(&path)?;
+        // One writer at a time: two would number records alike, and one's cut of a torn write could cut the
+        // other's record. An advisory lock on the file (`flock`), held as long as the sink, released with it.
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    format!(
+                        "audit log {}: another process (or another sink in this one) is appending to it; a chained \
+                         file has one writer",
+                        path.display()
+                    ),
+                ));
+            }
+            Err(std::fs::TryLockError::Error(error)) => {
+                return Err(io::Error::new(
+                    error.kind(),
+                    format!("audit log {}: could not be locked: {error}", path.display()),
+                ));
+            }
+        }
         let mut last = last_line(&mut file)?;
         if last.is_none() {
             // A new or emptied file after rotation continues the chain of the file rotated out (logrotate's first
@@ -1478,5 +1500,27 @@ mod tests {
             "{:?}",
             verify(&[&path], Some(&key), Some(&public))
         );
+    }
+
+    /// Two processes appending to one file would write records of the same numbers, and one's cut of a torn write
+    /// could cut the other's record: a second sink is refused while the first holds the file.
+    #[test]
+    fn a_second_sink_on_the_same_file_is_refused_while_the_first_lives() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let first = ChainedFileSink::append_to(&path, None).unwrap();
+        first.write(&record(1)).unwrap();
+        let refused = ChainedFileSink::append_to(&path, None)
+            .err()
+            .expect("a second sink appended to the file the first holds");
+        let message = refused.to_string();
+        assert!(
+            message.contains(&path.display().to_string()) && message.contains("another"),
+            "{message}"
+        );
+        drop(first);
+        let second = ChainedFileSink::append_to(&path, None).unwrap();
+        second.write(&record(2)).unwrap();
+        assert_eq!(verify(&[&path], None, None).unwrap().problem, None);
     }
 }
