@@ -17,6 +17,10 @@ async fn echo(
     #[validate(length(max = 100))]
     text: String,
 ) -> Result<String, ToolError> {
+    // A tool (or a library it calls) that prints: over stdio the line must not reach the protocol stream.
+    if let Some(line) = text.strip_prefix("println:") {
+        println!("{line}");
+    }
     Ok(text)
 }
 

@@ -5,8 +5,9 @@
 //! `UnixStream`): a message costs no thread hand-off, and nothing blocks shutdown. Anything else (a terminal, a
 //! file) falls back to a plain thread for input, since `tokio::io::stdin` reads on the blocking pool and a runtime
 //! waits for its blocking tasks when it shuts down (after SIGTERM the process would hang until the client closed
-//! the pipe), and to `tokio::io::stdout` for output. Non-blocking mode is never set on a terminal, where it would
-//! leak to the shell that shares it.
+//! the pipe), and to the blocking pool for output. Non-blocking mode is never set on a terminal, where it would
+//! leak to the shell that shares it. The transport writes through a duplicate of standard output, and the
+//! process's standard output becomes standard error, so nothing but the protocol reaches the client.
 
 use std::io::Read;
 use std::pin::Pin;
@@ -36,13 +37,38 @@ pub(crate) fn stdio() -> std::io::Result<(Input, Output)> {
         let output: Output = match stream_of(std::io::stdout().as_fd())? {
             Stream::Pipe(file) => Box::new(pipe::Sender::from_file(file)?),
             Stream::Socket(socket) => Box::new(socket),
-            Stream::Other => Box::new(tokio::io::stdout()),
+            // Through a duplicate too (written on the blocking pool, as `tokio::io::stdout` would), since the
+            // process's own stdout is about to be standard error.
+            Stream::Other => Box::new(tokio::fs::File::from_std(std::fs::File::from(
+                std::io::stdout().as_fd().try_clone_to_owned()?,
+            ))),
         };
+        stdout_to_stderr();
         Ok((input, output))
     }
     #[cfg(not(unix))]
     {
         Ok((Box::new(Stdin::spawn()), Box::new(tokio::io::stdout())))
+    }
+}
+
+/// Points the process's standard output (file descriptor 1) at standard error, once the transport writes through a
+/// duplicate of it: stdout belongs to the protocol, and a `println!` in a tool, a library or a default `tracing`
+/// subscriber would write into the stream (a line of its own could forge an answer). With standard error closed,
+/// stdout is pointed at `/dev/null`. What was already buffered in Rust's `stdout` is flushed first, to the client,
+/// where it was meant to go before the server started.
+#[cfg(unix)]
+fn stdout_to_stderr() {
+    use std::io::Write as _;
+    use std::os::fd::AsRawFd;
+
+    let _ = std::io::stdout().lock().flush();
+    // SAFETY: dup2 on the process's own standard descriptors; fd 1 stays open (it is replaced atomically), so no
+    // other owner of it is invalidated.
+    let moved = unsafe { libc::dup2(libc::STDERR_FILENO, libc::STDOUT_FILENO) } >= 0;
+    if !moved && let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        // SAFETY: as above; `null` is open for the call.
+        unsafe { libc::dup2(null.as_raw_fd(), libc::STDOUT_FILENO) };
     }
 }
 
