@@ -301,11 +301,25 @@ impl ChainedFileSink {
     /// Appends to the file at `path` (created if missing), continuing the chain of its last record.
     pub fn append_to(path: impl AsRef<Path>, key: Option<ChainKey>) -> io::Result<Self> {
         let path = path.as_ref().to_owned();
-        let mut file = OpenOptions::new()
-            .create(true)
-            .read(true)
-            .append(true)
-            .open(&path)?;
+        let mut options = OpenOptions::new();
+        options.create(true).read(true).append(true);
+        // Records hold identities, token ids, addresses and arguments: a new file is its owner's alone.
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(&path)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = file.metadata()?.permissions().mode();
+            if mode & 0o022 != 0 {
+                tracing::warn!(
+                    path = %path.display(),
+                    mode = format_args!("{:o}", mode & 0o777),
+                    "the audit log is writable by its group or by everyone: whoever can write it can cut or \
+                     rewrite records; make it writable by its owner only (chmod 600)"
+                );
+            }
+        }
         // One writer at a time: two would number records alike, and one's cut of a torn write could cut the
         // other's record. An advisory lock on the file (`flock`), held as long as the sink, released with it.
         match file.try_lock() {
@@ -1522,5 +1536,17 @@ mod tests {
         let second = ChainedFileSink::append_to(&path, None).unwrap();
         second.write(&record(2)).unwrap();
         assert_eq!(verify(&[&path], None, None).unwrap().problem, None);
+    }
+
+    /// The file holds identities, token ids, addresses and arguments: created readable by its owner only.
+    #[cfg(unix)]
+    #[test]
+    fn a_new_audit_file_is_readable_by_its_owner_only() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        write(&path, None, 1, 1);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{mode:o}");
     }
 }
