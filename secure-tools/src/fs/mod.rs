@@ -144,6 +144,19 @@ pub enum FsError {
     /// ([`Root::write_text_until`]).
     #[error("{CANCELLED_MESSAGE}")]
     Cancelled,
+    /// The server's user may not read or write the file (`EACCES`, `EPERM`: its mode, an immutable or
+    /// append-only file), or create a file in the root.
+    #[error("the server is not permitted to read or write the file")]
+    PermissionDenied,
+    /// The file is a program being run (`ETXTBSY`), which may not be written.
+    #[error("the file is in use and cannot be written")]
+    FileBusy,
+    /// The root is on a read-only file system (`EROFS`).
+    #[error("the files are on a read-only file system")]
+    ReadOnlyFilesystem,
+    /// The file system, or the server user's quota on it, is full (`ENOSPC`, `EDQUOT`).
+    #[error("there is no space left for the file")]
+    NoSpace,
     /// Any other failure of the file system; the caller learns nothing more.
     #[error("the file could not be read or written")]
     Io(#[source] io::Error),
@@ -151,7 +164,8 @@ pub enum FsError {
 
 impl FsError {
     /// The stable code a caller can match: `not_found`, `not_a_file`, `symlink_refused`, `too_large`,
-    /// `not_utf8`, `unsupported_content`, `cancelled`, or `internal_error` for [`FsError::Io`].
+    /// `not_utf8`, `unsupported_content`, `cancelled`, `permission_denied`, `file_busy`, `read_only_filesystem`,
+    /// `no_space`, or `internal_error` for [`FsError::Io`].
     pub fn code(&self) -> &'static str {
         match self {
             FsError::NotFound => "not_found",
@@ -161,14 +175,26 @@ impl FsError {
             FsError::NotUtf8 => "not_utf8",
             FsError::UnsupportedContent { .. } => "unsupported_content",
             FsError::Cancelled => crate::call::codes::CANCELLED,
+            FsError::PermissionDenied => "permission_denied",
+            FsError::FileBusy => "file_busy",
+            FsError::ReadOnlyFilesystem => "read_only_filesystem",
+            FsError::NoSpace => "no_space",
             FsError::Io(_) => crate::call::codes::INTERNAL_ERROR,
         }
     }
 }
 
 impl From<io::Error> for FsError {
+    /// The conditions a caller can act on, or must be told of, by their own variant (without the OS error's
+    /// text); anything else is [`FsError::Io`].
     fn from(err: io::Error) -> Self {
-        FsError::Io(err)
+        match err.kind() {
+            io::ErrorKind::PermissionDenied => FsError::PermissionDenied,
+            io::ErrorKind::ExecutableFileBusy => FsError::FileBusy,
+            io::ErrorKind::ReadOnlyFilesystem => FsError::ReadOnlyFilesystem,
+            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => FsError::NoSpace,
+            _ => FsError::Io(err),
+        }
     }
 }
 
@@ -179,6 +205,11 @@ impl From<FsError> for ToolError {
             // Audited as the cancellation it is, not as a failure of the tool.
             FsError::Cancelled => {
                 ToolError::cancelled(crate::call::codes::CANCELLED, CANCELLED_MESSAGE)
+            }
+            // The operator has to fix these, not the caller: said at WARN (no code of the server failed).
+            FsError::ReadOnlyFilesystem | FsError::NoSpace => {
+                tracing::warn!(code = err.code(), "a write failed: {err}");
+                ToolError::new(err.code(), err.to_string())
             }
             other => ToolError::new(other.code(), other.to_string()),
         }
@@ -298,8 +329,7 @@ impl Root {
     /// U+202E, U+2066 to U+2069) are refused ([`FsError::UnsupportedContent`]); then `\r\n` and lone `\r` become
     /// `\n`; then the result must fit [`Limits::max_write_bytes`] ([`FsError::TooLarge`]). A symlink of that name,
     /// even a dangling one, is refused ([`FsError::Symlink`]), as is anything but a regular file
-    /// ([`FsError::NotAFile`]) and a file this process may not write (an [`FsError::Io`] of kind
-    /// `PermissionDenied`). A replaced file keeps its permission bits (without set-id and sticky bits); a new one
+    /// ([`FsError::NotAFile`]) and a file this process may not write ([`FsError::PermissionDenied`]). A replaced file keeps its permission bits (without set-id and sticky bits); a new one
     /// gets `0o666` less the process's umask on Unix, as any program's new file does.
     ///
     /// The content goes to a hidden temporary file in the root, which is synced, given its mode and renamed over
@@ -382,7 +412,7 @@ impl Root {
         let dir = &self.inner.dir;
         match dir.symlink_metadata(name.as_str()) {
             Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(err) => return Err(FsError::Io(err)),
+            Err(err) => return Err(FsError::from(err)),
             Ok(metadata) if metadata.is_symlink() => return Err(FsError::Symlink),
             Ok(metadata) if !metadata.is_file() => return Err(FsError::NotAFile),
             Ok(_) => {}
@@ -418,7 +448,7 @@ impl Root {
         match self.inner.dir.symlink_metadata(name.as_str()) {
             Ok(metadata) if metadata.is_symlink() => FsError::Symlink,
             Ok(metadata) if !metadata.is_file() => FsError::NotAFile,
-            _ => FsError::Io(err),
+            _ => FsError::from(err),
         }
     }
 }

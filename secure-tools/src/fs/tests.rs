@@ -658,12 +658,62 @@ fn a_file_this_process_may_not_write_is_not_replaced() {
     let err = root_in(dir.path())
         .write_text(&name("locked.txt"), "replace")
         .unwrap_err();
-    assert!(
-        matches!(&err, FsError::Io(source) if source.kind() == io::ErrorKind::PermissionDenied),
-        "{err:?}"
-    );
+    // Review finding: this was an `FsError::Io`, refused as `internal_error` and logged at ERROR on every call,
+    // though the caller asked for a file the server may not write.
+    assert!(matches!(&err, FsError::PermissionDenied), "{err:?}");
+    let refusal = ToolError::from(err);
+    assert_eq!(refusal.code(), "permission_denied");
+    assert!(refusal.internal_source().is_none());
     assert_eq!(fs::read_to_string(&locked).unwrap(), "keep");
     assert_eq!(listing(dir.path()), BTreeSet::from(["locked.txt".into()]));
+}
+
+#[test]
+fn a_file_this_process_may_not_read_is_permission_denied() {
+    if ran_unprivileged("fs::tests::a_file_this_process_may_not_read_is_permission_denied") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    assert!(!bypasses_permissions(dir.path()), "permission bits ignored");
+    let closed = dir.path().join("closed.txt");
+    fs::write(&closed, "secret").unwrap();
+    fs::set_permissions(&closed, fs::Permissions::from_mode(0o000)).unwrap();
+    let err = root_in(dir.path())
+        .read_text(&name("closed.txt"))
+        .unwrap_err();
+    assert!(matches!(&err, FsError::PermissionDenied), "{err:?}");
+    let refusal = ToolError::from(err);
+    assert_eq!(refusal.code(), "permission_denied");
+    assert!(!refusal.message().contains("closed"), "{refusal:?}");
+    assert!(refusal.internal_source().is_none());
+}
+
+/// Conditions of the file system the caller can act on, or must be told of, each get a code of their own rather
+/// than `internal_error`; whatever else goes wrong stays internal.
+#[test]
+fn caller_facing_os_errors_get_their_own_codes_and_no_os_text() {
+    for (errno, code) in [
+        (libc::EACCES, "permission_denied"),
+        (libc::EPERM, "permission_denied"),
+        (libc::ETXTBSY, "file_busy"),
+        (libc::EROFS, "read_only_filesystem"),
+        (libc::ENOSPC, "no_space"),
+        (libc::EDQUOT, "no_space"),
+        (libc::EIO, "internal_error"),
+    ] {
+        let os_error = io::Error::from_raw_os_error(errno);
+        let os_text = os_error.to_string();
+        let err = FsError::from(os_error);
+        assert_eq!(err.code(), code, "errno {errno}");
+        let refusal = ToolError::from(err);
+        assert_eq!(refusal.code(), code, "errno {errno}");
+        assert!(!refusal.message().contains(&os_text), "{refusal:?}");
+        assert_eq!(
+            refusal.internal_source().is_some(),
+            code == "internal_error",
+            "errno {errno}: only an internal error is logged as one"
+        );
+    }
 }
 
 #[test]
