@@ -225,3 +225,43 @@ async fn a_plain_route_named_like_a_secure_tool_never_runs_in_its_place() {
         .collect();
     assert_eq!(calls, [(json!("write_note"), json!("denied"))]);
 }
+
+/// Review finding: the listing showed a secure tool as the inner handler described it when a plain route of the
+/// same name won the merge (its description, its schema without `additionalProperties: false`, no scopes, a digest
+/// over that), while calls went to the pipeline and the lockfile checked the secure definition: the model read a
+/// definition nobody reviewed. The secure definition is listed (and given by `get_tool`), whatever the inner
+/// handler says.
+#[tokio::test]
+async fn a_secure_tool_is_listed_as_its_own_definition_whatever_the_inner_handler_lists() {
+    let tools = ToolSet::builder(()).tool::<write_note>().build().unwrap();
+    let expected = tools.listed_tools();
+    let secure = secure_tools::SecureServer::new(tools).default_caller(Caller::new(
+        "local-user",
+        Grant::parse("notes.write").unwrap(),
+    ));
+    let inner = Shadowing::new(&secure);
+    let secured = secure_tools::serve::Secured::new(inner, secure);
+    let from_get = rmcp::ServerHandler::get_tool(&secured, "write_note").expect("listed");
+    let client = client_of(secured).await;
+    let listed = client.list_all_tools().await.unwrap();
+    let note = listed
+        .iter()
+        .find(|t| t.name == "write_note")
+        .expect("listed");
+    let mut note = note.clone();
+    // The digest is published on the listing; the definition is the secure one otherwise.
+    if let Some(meta) = note.meta.as_mut() {
+        meta.0.remove("io.modelcontextprotocol/toolDigest");
+        meta.0.retain(|key, _| !key.contains("digest"));
+    }
+    assert_eq!(note.description, expected[0].description, "{note:?}");
+    assert_eq!(note.input_schema, expected[0].input_schema, "{note:?}");
+    assert_eq!(
+        note.meta
+            .as_ref()
+            .and_then(|m| m.0.get("secure-tools/scopes")),
+        Some(&json!(["notes.write"])),
+        "{note:?}"
+    );
+    assert_eq!(from_get.description, expected[0].description);
+}

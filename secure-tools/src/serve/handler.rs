@@ -735,19 +735,41 @@ where
         let mut list = self.inner.list_tools(request, context).await?;
         let tools = self.secure.tools();
         let callable_only = self.secure.options.listing == Listing::CallableOnly;
+        let mut secure_listed = std::collections::BTreeSet::new();
         list.tools.retain_mut(|tool| {
-            let (definition, plain) = match tools.definition(&tool.name) {
-                Some(definition) => (definition, false),
+            let definition = match tools.definition(&tool.name) {
+                // A secure tool is listed as its own definition, whatever the inner handler says of it (a plain
+                // route of the same name that won a router merge described another tool, with no scopes): its
+                // calls go to the pipeline, and the lockfile holds this definition.
+                Some(definition) => {
+                    if !secure_listed.insert(definition.name()) {
+                        return false;
+                    }
+                    *tool = definition.to_rmcp_tool();
+                    definition
+                }
                 None => match tools.plain_tool(&tool.name) {
-                    Some(definition) => (definition, true),
+                    Some(definition) => {
+                        publish_scopes(tool, definition);
+                        definition
+                    }
                     None => return false,
                 },
             };
-            if plain {
-                publish_scopes(tool, definition);
-            }
             !callable_only || caller.grant().check(definition.scopes()).is_ok()
         });
+        // Secure tools the inner handler did not list (its router was not merged with the tool set's) are callable
+        // all the same: the last page lists them.
+        if list.next_cursor.is_none() {
+            let missing = tools
+                .definitions()
+                .filter(|d| !secure_listed.contains(d.name()))
+                .filter(|d| !callable_only || caller.grant().check(d.scopes()).is_ok())
+                .filter(|d| !list.tools.iter().any(|t| t.name == d.name()))
+                .map(crate::tool::ToolDefinition::to_rmcp_tool)
+                .collect::<Vec<_>>();
+            list.tools.extend(missing);
+        }
         crate::integrity::publish(&mut list);
         Ok(list)
     }
@@ -841,8 +863,12 @@ where
 
     fn get_tool(&self, name: &str) -> Option<Tool> {
         let tools = self.secure.tools();
-        let declared = tools.definition(name).is_some() || tools.plain_tool(name).is_some();
-        declared.then(|| self.inner.get_tool(name)).flatten()
+        if let Some(definition) = tools.definition(name) {
+            return Some(definition.to_rmcp_tool());
+        }
+        tools
+            .plain_tool(name)
+            .and_then(|_| self.inner.get_tool(name))
     }
 
     admitted! {
