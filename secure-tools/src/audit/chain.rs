@@ -690,8 +690,14 @@ pub struct Verification {
 #[serde(tag = "kind", rename_all = "snake_case")]
 #[allow(missing_docs)]
 pub enum Problem {
-    /// The record numbered `seq` is not as it was written (its seal does not match its content).
-    Altered { seq: u64, file: String, line: u64 },
+    /// The record numbered `seq` (the one due there) is not as it was written: its seal does not match its content,
+    /// or it was replaced whole. `found` is the number the line carries, which a tamperer may have changed too.
+    Altered {
+        seq: u64,
+        found: u64,
+        file: String,
+        line: u64,
+    },
     /// Records are missing: `seq` is the first one absent.
     Removed { seq: u64, file: String, line: u64 },
     /// A record that does not belong where it is: `seq` is the number found, `expected` the one due.
@@ -721,8 +727,20 @@ pub enum Problem {
 impl std::fmt::Display for Problem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Problem::Altered { seq, file, line } => {
-                write!(f, "record {seq} was altered ({file}:{line})")
+            Problem::Altered {
+                seq,
+                found,
+                file,
+                line,
+            } => {
+                if found == seq {
+                    write!(f, "record {seq} was altered ({file}:{line})")
+                } else {
+                    write!(
+                        f,
+                        "record {seq} was altered: the line where it was due carries the number {found} ({file}:{line})"
+                    )
+                }
             }
             Problem::Removed { seq, file, line } => {
                 write!(
@@ -766,17 +784,21 @@ impl std::fmt::Display for Problem {
 }
 
 /// Whether a record numbered `seq` comes after line `index` (0-based) of `files[file_index]`: tells a record
-/// removed from one moved. Read only when a gap is found, so a verification holds one line at a time.
+/// removed from one moved. Only a line whose seal verifies (under `key`, keyed) counts: a line that merely names the
+/// number does not make a deletion look like a move. Read only when a gap is found, so a verification holds one
+/// line at a time.
 fn appears_later<P: AsRef<Path>>(
     files: &[P],
     file_index: usize,
     index: usize,
     seq: u64,
+    key: Option<&ChainKey>,
 ) -> io::Result<bool> {
     #[derive(serde::Deserialize)]
     struct Seq {
         seq: Option<u64>,
     }
+    let seal_name = if key.is_some() { "mac" } else { "hash" };
     let mut line = Vec::new();
     for (n, path) in files.iter().enumerate().skip(file_index) {
         let skip = if n == file_index { index + 1 } else { 0 };
@@ -787,7 +809,10 @@ fn appears_later<P: AsRef<Path>>(
             if read <= skip || !fits {
                 continue;
             }
-            if let Ok(Seq { seq: Some(found) }) = serde_json::from_slice::<Seq>(&line)
+            let sealed = split_seal(&line, seal_name)
+                .is_some_and(|(body, sealed)| seal(body, key).1 == sealed);
+            if sealed
+                && let Ok(Seq { seq: Some(found) }) = serde_json::from_slice::<Seq>(&line)
                 && found == seq
             {
                 return Ok(true);
@@ -927,8 +952,16 @@ fn verify_from<P: AsRef<Path>>(
                 }));
             };
             if seal(body, key).1 != sealed {
+                // The number due here, not the line's own, which may be part of the tampering. Mid-chain, the first
+                // record's number is known only from itself.
+                let due = match &last {
+                    Some((last_seq, _)) => last_seq.saturating_add(1),
+                    None if anchored => 1,
+                    None => seq,
+                };
                 return Ok(at(Problem::Altered {
-                    seq,
+                    seq: due,
+                    found: seq,
                     file: shown,
                     line: number,
                 }));
@@ -939,6 +972,7 @@ fn verify_from<P: AsRef<Path>>(
                 None if seq == 1 && prev != GENESIS => {
                     return Ok(at(Problem::Altered {
                         seq,
+                        found: seq,
                         file: shown,
                         line: number,
                     }));
@@ -962,7 +996,7 @@ fn verify_from<P: AsRef<Path>>(
                     };
                     if seq > expected
                         && prev != *last_seal
-                        && !appears_later(files, file_index, index, expected)?
+                        && !appears_later(files, file_index, index, expected, key)?
                     {
                         return Ok(at(Problem::Removed {
                             seq: expected,
@@ -982,6 +1016,7 @@ fn verify_from<P: AsRef<Path>>(
                         // Sealed correctly but not after the record before it: that one was replaced whole.
                         return Ok(at(Problem::Altered {
                             seq: *last_seq,
+                            found: *last_seq,
                             file: shown,
                             line: number,
                         }));
@@ -1548,5 +1583,74 @@ mod tests {
         write(&path, None, 1, 1);
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    }
+
+    /// A tampered line's own `seq` is whatever the tamperer wrote: the verifier names the record due there.
+    #[test]
+    fn an_altered_record_is_named_by_the_number_due_not_the_number_it_carries() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        write(&path, None, 1, 5);
+        let mut edited = lines(&path);
+        edited[2] = edited[2].replace("\"seq\":3", "\"seq\":8");
+        put(&path, &edited);
+        let problem = verify(&[&path], None, None).unwrap().problem;
+        assert!(
+            matches!(
+                problem,
+                Some(Problem::Altered {
+                    seq: 3,
+                    found: 8,
+                    line: 3,
+                    ..
+                })
+            ),
+            "{problem:?}"
+        );
+        let shown = problem.unwrap().to_string();
+        assert!(shown.starts_with("record 3 was altered"), "{shown}");
+        assert!(shown.contains("8"), "{shown}");
+    }
+
+    /// A record deleted, and a line that merely names its number appended: not a record moved, one removed.
+    #[test]
+    fn a_record_removed_is_not_taken_for_one_moved_by_a_line_naming_its_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        write(&path, None, 1, 5);
+        let mut file = lines(&path);
+        file.remove(2);
+        file.push("{\"seq\":3}".into());
+        put(&path, &file);
+        let problem = verify(&[&path], None, None).unwrap().problem;
+        assert!(
+            matches!(
+                problem,
+                Some(Problem::Removed {
+                    seq: 3,
+                    line: 3,
+                    ..
+                })
+            ),
+            "{problem:?}"
+        );
+        // A genuine record moved later is still out of place, not removed.
+        let mut moved = lines(&path);
+        moved.pop();
+        let genuine = moved.remove(1);
+        moved.push(genuine);
+        put(&path, &moved);
+        let problem = verify(&[&path], None, None).unwrap().problem;
+        assert!(
+            matches!(
+                problem,
+                Some(Problem::OutOfOrder {
+                    seq: 4,
+                    expected: 2,
+                    ..
+                })
+            ),
+            "{problem:?}"
+        );
     }
 }
