@@ -265,3 +265,44 @@ async fn a_secure_tool_is_listed_as_its_own_definition_whatever_the_inner_handle
     );
     assert_eq!(from_get.description, expected[0].description);
 }
+
+/// Lists names.
+#[secure_tool(scope = "notes.read", read_only)]
+async fn list_names() -> Result<Vec<String>, ToolError> {
+    Ok(vec!["a".into()])
+}
+
+/// Review finding: rmcp drops an output schema whose root is not an object for a client before 2026-07-28 (a
+/// `Vec` output's, say) after the handler has returned the listing, so the digest published with it covered a
+/// schema the client never received: every check reported a digest mismatch, and a lockfile pinned by such a client
+/// made the server refuse to start. The digest covers what the client receives, and a lock compares equal across
+/// the two forms.
+#[tokio::test]
+async fn a_digest_covers_the_definition_a_client_before_2026_07_28_receives() {
+    let tools = ToolSet::builder(()).tool::<list_names>().build().unwrap();
+    let full = tools.listed_tools();
+    assert!(
+        full[0].output_schema.is_some(),
+        "the server's own form has it"
+    );
+    let secure = secure_tools::SecureServer::new(tools).default_caller(Caller::new(
+        "local-user",
+        Grant::parse("notes.read").unwrap(),
+    ));
+    let client = client_of(secure).await;
+    assert!(
+        client.peer_info().unwrap().protocol_version < rmcp::model::ProtocolVersion::V_2026_07_28
+    );
+    let listed = client.list_all_tools().await.unwrap();
+    assert!(listed[0].output_schema.is_none(), "rmcp dropped it");
+    let received: Vec<Value> = listed
+        .iter()
+        .map(|t| serde_json::to_value(t).unwrap())
+        .collect();
+    let from_server = secure_tools::integrity::ToolsLock::from_tools(&full);
+    let changes = from_server.compare_listed(&received);
+    assert!(changes.is_empty(), "{changes:?}");
+    // And a lock pinned from what the client received holds for the server's own form.
+    let pinned = secure_tools::integrity::ToolsLock::from_listed(received);
+    assert!(pinned.compare_tools(&full).is_empty());
+}

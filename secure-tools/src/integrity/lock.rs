@@ -247,12 +247,17 @@ impl ToolsLock {
         for (name, (digest, definition)) in &live {
             match self.tools.get(name) {
                 None => changes.added.push(name.clone()),
-                Some(locked) if &locked.digest != digest => changes.changed.push(ToolChange {
-                    tool: name.clone(),
-                    before: locked.digest.clone(),
-                    after: digest.clone(),
-                    changes: compare(&locked.definition, definition, deadline),
-                }),
+                Some(locked)
+                    if &locked.digest != digest
+                        && !same_for_legacy(&locked.definition, definition) =>
+                {
+                    changes.changed.push(ToolChange {
+                        tool: name.clone(),
+                        before: locked.digest.clone(),
+                        after: digest.clone(),
+                        changes: compare(&locked.definition, definition, deadline),
+                    })
+                }
                 Some(_) => {}
             }
         }
@@ -266,9 +271,22 @@ impl ToolsLock {
     }
 }
 
-/// A new file in `dir` for the lock named `name`: `.NAME.PID.RANDOM.tmp`, created only if nothing is there, so
-/// that concurrent writers never share one, and a link planted there (the name of a fixed temporary file can be
-/// foreseen) is not followed.
+/// Whether two definitions differ only by an output schema that a client before `2026-07-28` never receives (one
+/// side listed to such a client, the other to a newer one or taken from the server): compared as that client sees
+/// both. Such a schema is then outside what the lock holds the tool to.
+fn same_for_legacy(locked: &Value, live: &Value) -> bool {
+    let (a, b) = (
+        super::legacy_definition(locked),
+        super::legacy_definition(live),
+    );
+    if a.is_none() && b.is_none() {
+        return false;
+    }
+    let a = a.as_ref().unwrap_or(locked);
+    let b = b.as_ref().unwrap_or(live);
+    a == b
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,6 +16,10 @@
 //! 3. serialize that value as RFC 8785 canonical JSON (JCS) in UTF-8;
 //! 4. the digest is `sha256:` followed by the 64 lowercase hexadecimal digits of its SHA-256.
 //!
+//! A client that negotiated a protocol version before `2026-07-28` never receives an output schema whose root is
+//! not an object (rmcp drops it, as those versions require); its digest covers the definition without it, and a
+//! lockfile compares a tool as unchanged when its two forms match (see [`ToolsLock::compare_listed`]).
+//!
 //! The required scopes are part of the definition (under [`SCOPES_META_KEY`](crate::tool::SCOPES_META_KEY) in
 //! `_meta`), so a changed scope changes the digest. The digest of a whole list is the same recipe applied to the
 //! JSON object that maps each listed tool's name to its digest; a secure server publishes it in the `tools/list`
@@ -94,8 +98,39 @@ pub fn toolset_digest<'a>(digests: impl IntoIterator<Item = (&'a str, &'a str)>)
     digest_of(&Value::Object(object))
 }
 
+/// Whether an output schema is one a client before protocol `2026-07-28` may receive: its root `type` is
+/// `"object"`. rmcp drops any other from the listing it sends such a client (SEP-2106 allows them from
+/// `2026-07-28`), after the handler returned it.
+fn object_rooted(schema: &JsonObject) -> bool {
+    schema.get("type").and_then(Value::as_str) == Some("object")
+}
+
+/// The definition (JSON, as [`definition_of_value`] gives) as a client before `2026-07-28` receives it: without an
+/// output schema whose root is not an object. `None` when that is the definition itself.
+pub fn legacy_definition(definition: &Value) -> Option<Value> {
+    let schema = definition.get("outputSchema")?;
+    if schema.get("type").and_then(Value::as_str) == Some("object") {
+        return None;
+    }
+    let mut legacy = definition.clone();
+    legacy.as_object_mut()?.remove("outputSchema");
+    Some(legacy)
+}
+
 /// Puts each tool's digest into its `_meta`, and the list's digest into the result's `_meta`.
 pub fn publish(list: &mut ListToolsResult) {
+    publish_for(list, true);
+}
+
+/// [`publish`], for a client that negotiated a protocol version before `2026-07-28` when `current` is false: an
+/// output schema rmcp will drop from such a client's listing (its root not an object) is dropped first, so that the
+/// digests cover what the client receives.
+pub fn publish_for(list: &mut ListToolsResult, current: bool) {
+    if !current {
+        for tool in &mut list.tools {
+            tool.output_schema.take_if(|schema| !object_rooted(schema));
+        }
+    }
     let mut digests = Vec::with_capacity(list.tools.len());
     for tool in &mut list.tools {
         let digest = tool_digest(tool);

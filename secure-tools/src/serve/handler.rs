@@ -399,7 +399,7 @@ impl<S: Send + Sync + 'static> ServerHandler for SecureServer<S> {
             .map(|definition| definition.to_rmcp_tool())
             .collect();
         let mut list = ListToolsResult::with_all_items(tools);
-        crate::integrity::publish(&mut list);
+        crate::integrity::publish_for(&mut list, receives_any_output_schema(&context));
         Ok(list)
     }
 
@@ -732,6 +732,7 @@ where
     ) -> Result<ListToolsResult, ErrorData> {
         self.admit_request(&context)?;
         let caller = self.secure.caller(&context);
+        let current = receives_any_output_schema(&context);
         let mut list = self.inner.list_tools(request, context).await?;
         let tools = self.secure.tools();
         let callable_only = self.secure.options.listing == Listing::CallableOnly;
@@ -770,9 +771,17 @@ where
                 .collect::<Vec<_>>();
             list.tools.extend(missing);
         }
-        crate::integrity::publish(&mut list);
+        crate::integrity::publish_for(&mut list, current);
         Ok(list)
     }
+}
+
+/// Whether the client negotiated `2026-07-28` or later, and so receives output schemas whose root is not an object
+/// (rmcp drops them for earlier versions; the published digests must cover what is received).
+fn receives_any_output_schema(context: &RequestContext<RoleServer>) -> bool {
+    context
+        .protocol_version()
+        .is_some_and(|version| version >= ProtocolVersion::V_2026_07_28)
 }
 
 /// Puts the scopes a plain tool is declared with into its `_meta`, as a secure tool's are.
