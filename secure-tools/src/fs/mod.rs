@@ -333,7 +333,8 @@ impl Root {
     /// gets `0o666` less the process's umask on Unix, as any program's new file does.
     ///
     /// The content goes to a hidden temporary file in the root, which is synced, given its mode and renamed over
-    /// the target; the directory is then synced. On any failure the temporary file is removed and the target is
+    /// the target; the directory is then synced (if that fails, the write still succeeds, the file being replaced,
+    /// and a warning is logged: the rename may not survive a power loss). On any failure the temporary file is removed and the target is
     /// untouched. Of concurrent writes to one name, exactly one content wins, whole.
     pub fn write_text(&self, name: &FileName, content: &str) -> Result<Written, FsError> {
         self.write_text_until(name, content, &CancellationToken::new())
@@ -397,9 +398,7 @@ impl Root {
         // replace the link, never write through it.
         dir.rename(temp.name(), dir, name.as_str())?;
         temp.renamed();
-        if let Err(err) = sync_dir(dir) {
-            tracing::debug!(error = %err, "could not sync the root directory after a write");
-        }
+        report_unsynced_dir(sync_dir(dir));
         Ok(Written {
             bytes_written: content.len() as u64,
             created: existing.is_none(),
@@ -479,6 +478,17 @@ fn permissions_for(existing: Option<&Metadata>) -> Option<Permissions> {
 #[cfg(not(unix))]
 fn permissions_for(existing: Option<&Metadata>) -> Option<Permissions> {
     existing.map(Metadata::permissions)
+}
+
+/// Logs a failed [`sync_dir`] after a rename, at WARN: the file was replaced, so the write succeeds, but the
+/// rename may not survive a power loss, which the operator should know.
+fn report_unsynced_dir(synced: io::Result<()>) {
+    if let Err(err) = synced {
+        tracing::warn!(
+            error = %err,
+            "could not sync the root directory after a write; the write succeeded but may not survive a power loss"
+        );
+    }
 }
 
 /// Makes the rename durable. Best effort: not every platform can sync a directory.

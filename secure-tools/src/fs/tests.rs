@@ -947,3 +947,40 @@ fn root_is_cheap_to_share_across_threads() {
     fn assert_send_sync<T: Send + Sync + Clone + 'static>() {}
     assert_send_sync::<Root>();
 }
+
+/// The level of every event logged while `f` runs on this thread.
+fn levels_logged(f: impl FnOnce()) -> Vec<tracing::Level> {
+    use std::sync::{Arc, Mutex};
+    struct Recorder(Arc<Mutex<Vec<tracing::Level>>>);
+    impl tracing::Subscriber for Recorder {
+        fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+            tracing::span::Id::from_u64(1)
+        }
+        fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+        fn event(&self, event: &tracing::Event<'_>) {
+            self.0.lock().unwrap().push(*event.metadata().level());
+        }
+        fn enter(&self, _: &tracing::span::Id) {}
+        fn exit(&self, _: &tracing::span::Id) {}
+    }
+    let levels = Arc::new(Mutex::new(Vec::new()));
+    tracing::subscriber::with_default(Recorder(levels.clone()), f);
+    let levels = levels.lock().unwrap().clone();
+    levels
+}
+
+/// Review finding: a directory that could not be synced after the rename was logged at DEBUG only, so an operator
+/// never learned that a write might not survive a power loss. It is a warning now (the call still succeeds: the
+/// file was replaced).
+#[test]
+fn a_directory_not_synced_after_a_write_is_a_warning() {
+    let levels = levels_logged(|| {
+        report_unsynced_dir(Err(io::Error::from_raw_os_error(libc::EIO)));
+    });
+    assert_eq!(levels, [tracing::Level::WARN]);
+    assert!(levels_logged(|| report_unsynced_dir(Ok(()))).is_empty());
+}
