@@ -59,6 +59,38 @@ fn audit_verify_exits_0_when_intact_and_1_naming_the_record_when_not() {
 }
 
 #[test]
+fn audit_verify_json_claims_a_clean_end_only_with_the_checkpoint_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let key = secure_tools::audit::CheckpointKey::from_seed([3; 32]);
+    let public = dir.path().join("checkpoint.pub");
+    std::fs::write(&public, key.public_hex()).unwrap();
+    let sink = ChainedFileSink::append_to(&path, None)
+        .unwrap()
+        .with_checkpoints(
+            secure_tools::audit::chain::Checkpoints {
+                key,
+                interval: Duration::from_secs(3600),
+            },
+            "cli-test",
+        );
+    sink.write(&record("stop")).unwrap(); // and the checkpoint after a `server_stop`
+    drop(sink);
+    let report = |with_key: bool| {
+        let mut command = Command::new(CLI);
+        command.args(["audit", "verify", "--json"]).arg(&path);
+        if with_key {
+            command.arg("--checkpoint-key").arg(&public);
+        }
+        let out = command.output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    assert_eq!(report(true)["ends_clean"], json!(true));
+    assert_eq!(report(false)["ends_clean"], json!(false));
+}
+
+#[test]
 fn check_without_a_server_is_a_usage_error() {
     let dir = tempfile::tempdir().unwrap();
     let lock = dir.path().join("tools.lock.json");

@@ -679,8 +679,8 @@ pub struct Verification {
     /// Records after the last verified checkpoint (all of them without a checkpoint key, which verifies none):
     /// nothing vouches for them, so a cut there would not show.
     pub unsigned_tail: u64,
-    /// Whether the files end with the checkpoint written right after a `server_stop` (a clean stop; signed, when a
-    /// checkpoint key was given). A cut back to an earlier clean stop looks the same: only a copy of the later
+    /// Whether the files end with the checkpoint written right after a `server_stop` (a clean stop), its signature
+    /// verified: always false without a checkpoint key, which verifies none. A cut back to an earlier clean stop looks the same: only a copy of the later
     /// checkpoints kept elsewhere (a collector's) can tell.
     pub ends_clean: bool,
 }
@@ -1039,13 +1039,15 @@ fn verify_from<P: AsRef<Path>>(
                     }));
                 }
                 checkpoints += 1;
-                // Only a checkpoint whose signature was verified vouches for the records before it.
+                // Only a checkpoint whose signature was verified vouches for the records before it, or for a clean
+                // stop.
                 if checkpoint_key.is_some() {
                     unsigned_tail = 0;
+                    ends_clean = after_stop;
                 } else {
                     unsigned_tail += 1;
+                    ends_clean = false;
                 }
-                ends_clean = after_stop;
             } else {
                 unsigned_tail += 1;
                 ends_clean = false;
@@ -1652,5 +1654,24 @@ mod tests {
             ),
             "{problem:?}"
         );
+    }
+
+    /// Without the checkpoint key no checkpoint is verified: nothing says the file ends with a clean stop's.
+    #[test]
+    fn a_clean_end_is_claimed_only_when_its_checkpoint_was_verified() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let checkpoint = CheckpointKey::from_seed([3; 32]);
+        let public = public_key(dir.path(), &checkpoint);
+        let sink = with_checkpoints(
+            ChainedFileSink::append_to(&path, None).unwrap(),
+            &checkpoint,
+        );
+        sink.write(&record(1)).unwrap(); // `server_stop`, then its checkpoint
+        drop(sink);
+        let verified = verify(&[&path], None, Some(&public)).unwrap();
+        assert_eq!((verified.problem, verified.ends_clean), (None, true));
+        let unverified = verify(&[&path], None, None).unwrap();
+        assert_eq!((unverified.problem, unverified.ends_clean), (None, false));
     }
 }
