@@ -7,8 +7,10 @@
 //!   `/`, `\`, `..`, NUL, percent-encoding and Unicode lookalikes are refused before the file system is touched.
 //! - **Symlinks** are never followed: reading or writing a name that is a symlink is refused, wherever it points
 //!   (outside, to a directory, to a hidden file inside, nowhere).
-//! - **Special files** (directories, FIFOs, sockets, devices) are refused; a read opens without blocking and
-//!   checks the opened file, so a FIFO with no writer cannot hang a call.
+//! - **Special files** (directories, FIFOs, sockets, devices) are refused; a read looks at the name (without
+//!   following it) before opening it, so a special file is never opened, and then opens without blocking and
+//!   without taking a terminal as the controlling one, and checks the opened file again, so one swapped in
+//!   meanwhile is refused too and a FIFO cannot hang a call.
 //! - **Writes are atomic**: content goes to a hidden temporary file that is synced and renamed over the target,
 //!   so readers see the old file or the new one, never a mix, and a failed write leaves no trace (a crash can
 //!   leave a hidden temporary file, which the next [`Root::open`] removes).
@@ -50,6 +52,62 @@ const NEW_FILE_MODE: u32 = 0o666;
 
 /// The mode of a temporary file whose final mode is set before it is renamed: the owner's only.
 const PRIVATE_MODE: u32 = 0o600;
+
+/// `O_NOCTTY`, so that opening a terminal never makes it the server's controlling terminal. Neither std nor cap-std
+/// names it and its value varies by platform: these are the C libraries' (checked against `libc` by a test); 0,
+/// no flag, where it is not known.
+#[cfg(any(
+    all(
+        any(target_os = "linux", target_os = "android"),
+        not(any(
+            target_arch = "mips",
+            target_arch = "mips64",
+            target_arch = "mips32r6",
+            target_arch = "mips64r6",
+            target_arch = "sparc",
+            target_arch = "sparc64"
+        ))
+    ),
+    target_os = "fuchsia"
+))]
+const O_NOCTTY: i32 = 0o400;
+#[cfg(all(
+    any(target_os = "linux", target_os = "android"),
+    any(
+        target_arch = "mips",
+        target_arch = "mips64",
+        target_arch = "mips32r6",
+        target_arch = "mips64r6"
+    )
+))]
+const O_NOCTTY: i32 = 0o4000;
+#[cfg(any(
+    all(
+        any(target_os = "linux", target_os = "android"),
+        any(target_arch = "sparc", target_arch = "sparc64")
+    ),
+    target_os = "freebsd",
+    target_os = "dragonfly",
+    target_os = "netbsd",
+    target_os = "openbsd"
+))]
+const O_NOCTTY: i32 = 0x8000;
+#[cfg(target_vendor = "apple")]
+const O_NOCTTY: i32 = 0x20000;
+#[cfg(all(
+    unix,
+    not(any(
+        target_os = "linux",
+        target_os = "android",
+        target_os = "fuchsia",
+        target_os = "freebsd",
+        target_os = "dragonfly",
+        target_os = "netbsd",
+        target_os = "openbsd",
+        target_vendor = "apple"
+    ))
+))]
+const O_NOCTTY: i32 = 0;
 
 /// Limits of a [`Root`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -298,9 +356,21 @@ impl Root {
     /// [`Limits::max_read_bytes`] ([`FsError::TooLarge`], also when it grows while being read), and bytes that are
     /// not UTF-8 ([`FsError::NotUtf8`]).
     pub fn read_text(&self, name: &FileName) -> Result<ReadText, FsError> {
+        // What the name is, without following it, before anything is opened: opening a FIFO or a device has
+        // effects of its own (a writer waiting on the FIFO is let through, a device driver acts on the open).
+        match self.inner.dir.symlink_metadata(name.as_str()) {
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Err(FsError::NotFound),
+            Err(err) => return Err(FsError::from(err)),
+            Ok(metadata) if metadata.is_symlink() => return Err(FsError::Symlink),
+            Ok(metadata) if !metadata.is_file() => return Err(FsError::NotAFile),
+            Ok(_) => {}
+        }
         let mut options = OpenOptions::new();
-        // Non-blocking so that opening a FIFO returns at once; the file is checked before it is read.
+        // Something else may have been put at the name since: not followed if a symlink, non-blocking so that a
+        // FIFO cannot hang the call, never a controlling terminal; the opened file is checked again below.
         options.read(true).follow(FollowSymlinks::No).nonblock(true);
+        #[cfg(unix)]
+        cap_std::fs::OpenOptionsExt::custom_flags(&mut options, O_NOCTTY);
         let file = self
             .inner
             .dir

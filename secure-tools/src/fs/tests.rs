@@ -1,7 +1,7 @@
 //! Confinement, refusal and atomicity of a [`Root`], against a real directory.
 
 use std::collections::BTreeSet;
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt as _, PermissionsExt};
 use std::path::Path;
 use std::sync::mpsc;
 use std::time::{Duration, SystemTime};
@@ -983,4 +983,48 @@ fn a_directory_not_synced_after_a_write_is_a_warning() {
     });
     assert_eq!(levels, [tracing::Level::WARN]);
     assert!(levels_logged(|| report_unsynced_dir(Ok(()))).is_empty());
+}
+
+/// Review finding: a read opened the name before looking at what it was, so a FIFO or device was opened (a
+/// side effect of its own: a writer waiting on the FIFO was let through, a terminal could become the server's
+/// controlling terminal) before being refused. The name is looked at first now, and only a regular file opened.
+#[test]
+fn a_read_refuses_a_special_file_without_opening_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("pipe");
+    let status = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo runs");
+    assert!(status.success());
+    let root = root_in(dir.path());
+    // A writer waits in `open` until the FIFO is opened for reading.
+    let (opened, writer_opened) = mpsc::channel();
+    let writer = {
+        let fifo = fifo.clone();
+        thread::spawn(move || {
+            let file = fs::OpenOptions::new().write(true).open(&fifo);
+            opened.send(()).unwrap();
+            drop(file);
+        })
+    };
+    thread::sleep(Duration::from_millis(200));
+    let read = within_a_minute(move || root.read_text(&name("pipe")));
+    assert!(matches!(read, Err(FsError::NotAFile)), "{read:?}");
+    let let_through = writer_opened
+        .recv_timeout(Duration::from_millis(500))
+        .is_ok();
+    // Let the writer go, whatever happened.
+    let _reader = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&fifo)
+        .unwrap();
+    writer.join().unwrap();
+    assert!(!let_through, "the read opened the FIFO");
+}
+
+#[test]
+fn the_no_controlling_terminal_flag_is_this_platforms() {
+    assert_eq!(O_NOCTTY, libc::O_NOCTTY);
 }
