@@ -306,3 +306,75 @@ async fn a_digest_covers_the_definition_a_client_before_2026_07_28_receives() {
     let pinned = secure_tools::integrity::ToolsLock::from_listed(received);
     assert!(pinned.compare_tools(&full).is_empty());
 }
+
+/// A hand-written rmcp handler: it lists and serves `search`, but does not describe it through `get_tool` (rmcp's
+/// default answers `None`).
+#[derive(Clone)]
+struct Undescribed;
+
+impl ServerHandler for Undescribed {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<rmcp::model::PaginatedRequestParams>,
+        _context: rmcp::service::RequestContext<rmcp::RoleServer>,
+    ) -> Result<rmcp::model::ListToolsResult, rmcp::ErrorData> {
+        let schema = json!({"type": "object", "properties": {"q": {"type": "string"}}});
+        let tool = rmcp::model::Tool::new(
+            "search",
+            "Search",
+            std::sync::Arc::new(schema.as_object().unwrap().clone()),
+        );
+        Ok(rmcp::model::ListToolsResult::with_all_items(vec![tool]))
+    }
+
+    async fn call_tool(
+        &self,
+        _request: CallToolRequestParams,
+        _context: rmcp::service::RequestContext<rmcp::RoleServer>,
+    ) -> Result<rmcp::model::CallToolResponse, rmcp::ErrorData> {
+        Ok(rmcp::model::CallToolResponse::Complete(
+            rmcp::model::CallToolResult::success(vec![rmcp::model::ContentBlock::text("found")]),
+        ))
+    }
+}
+
+/// Review finding: a declared plain tool whose handler does not describe it (no `get_tool`) was served outside
+/// the tools lock, with its redactions unchecked, and every argument not redacted was recorded in clear, with only
+/// a `tracing` warning. The runner refuses to start with it; served directly, its arguments are recorded as
+/// secrets, as for a tool whose schema is unknown.
+#[tokio::test]
+async fn a_plain_tool_its_handler_does_not_describe_is_refused_at_start_and_kept_secret() {
+    let builder = || {
+        ToolSet::builder(()).plain_tool(secure_tools::PlainTool::new("search").scope("notes.read"))
+    };
+    let settings = secure_tools::serve::Settings::stdio(Grant::parse("notes.read").unwrap());
+    let error = settings
+        .serve_with(builder(), |_secure| Undescribed)
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("`search`"), "{error}");
+    assert!(error.to_string().contains("get_tool"), "{error}");
+
+    let audit = MemorySink::new();
+    let tools = builder().audit_sink(audit.clone()).build().unwrap();
+    let secure = secure_tools::SecureServer::new(tools).default_caller(Caller::new(
+        "local-user",
+        Grant::parse("notes.read").unwrap(),
+    ));
+    let client = client_of(secure_tools::serve::Secured::new(Undescribed, secure)).await;
+    let found = client
+        .call_tool(
+            CallToolRequestParams::new("search").with_arguments(args(json!({"q": "hunter2"}))),
+        )
+        .await
+        .unwrap();
+    assert_eq!(text_of(&found), "found");
+    let records = audit.records();
+    let call = records.iter().find(|r| r["event"] == "tool_call").unwrap();
+    assert_eq!(call["inputs"]["q"]["redacted"], true, "{call}");
+    assert!(!call.to_string().contains("hunter2"));
+}

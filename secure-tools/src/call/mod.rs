@@ -883,11 +883,13 @@ impl<'s> Call<'s> {
             Some(tool) => {
                 let redact = tool.definition.audit_redact();
                 audit::redact_owned(arguments, |key| {
+                    // A plain tool whose server has not described it (no `get_tool`) declares nothing known, so
+                    // each of its arguments is a secret.
                     redact.contains(&key)
                         || (!decoded
                             && tool
                                 .known_arguments()
-                                .is_some_and(|allowed| !allowed.contains(key)))
+                                .map_or(tool.plain, |allowed| !allowed.contains(key)))
                 })
             }
             None => audit::redact_owned(arguments, |_| true),

@@ -113,7 +113,7 @@ impl Settings {
         }
         let tools = self.build(builder)?;
         let secure = secure_server(&tools, &self);
-        let listed = listed_tools(&tools, &make(secure.for_session()));
+        let listed = listed_tools(&tools, &make(secure.for_session()))?;
         check_plain_redactions(&tools, &listed)?;
         self.toolset_digest = Some(crate::integrity::ToolsLock::from_tools(&listed).toolset);
         if let Some((path, mode)) = &self.tools_lock {
@@ -228,26 +228,29 @@ pub(crate) fn secure_server<S: Send + Sync + 'static>(
 
 /// Every tool the server would list to a caller who may call them all: the secure tools, and the plain tools the
 /// tool set declares as the user's handler defines them, with their scopes (as `tools/list` shows them).
+///
+/// A declared plain tool the handler does not describe (`ServerHandler::get_tool`, which `#[tool_handler]`
+/// implements) is a configuration error: it would be served outside the tools lock, with its redactions unchecked
+/// and no schema to tell its declared arguments from others.
 fn listed_tools<S: Send + Sync + 'static, H: ServerHandler>(
     tools: &ToolSet<S>,
     handler: &H,
-) -> Vec<rmcp::model::Tool> {
+) -> Result<Vec<rmcp::model::Tool>, ServeError> {
     let mut listed = tools.listed_tools();
     for name in tools.plain_tool_names() {
         let (Some(mut tool), Some(definition)) = (handler.get_tool(name), tools.plain_tool(name))
         else {
-            tracing::warn!(
-                tool = name,
-                "the server's handler does not describe this declared plain tool (`ServerHandler::get_tool`, which \
-                 `#[tool_handler]` implements): it is left out of the tools lock and its redactions are not checked"
-            );
-            continue;
+            return Err(ServeError::Config(format!(
+                "the plain tool `{name}` is declared to the tool set, but the server's handler does not describe it \
+                 (`ServerHandler::get_tool`, which `#[tool_handler]` implements): without its definition it cannot \
+                 be held to the tools lock, nor its redactions checked; implement `get_tool` for it"
+            )));
         };
         super::handler::publish_scopes(&mut tool, definition);
         listed.push(tool);
     }
     listed.sort_by(|a, b| a.name.cmp(&b.name));
-    listed
+    Ok(listed)
 }
 
 /// A plain tool's redactions must name arguments of its input schema, as a secure tool's must: a redaction that
