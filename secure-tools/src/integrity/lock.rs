@@ -151,10 +151,23 @@ impl ToolsLock {
             path: path.to_owned(),
             source,
         })?;
-        let lock: ToolsLock = serde_json::from_str(&text).map_err(|error| LockError::Invalid {
+        let invalid = |message: String| LockError::Invalid {
             path: path.to_owned(),
-            message: error.to_string(),
-        })?;
+            message,
+        };
+        // What `write` makes: ASCII only, every other character escaped so that a reviewer sees it. A lock holding
+        // one as it is (an invisible or bidirectional character in a description, edited in with its digest) would
+        // pass review unseen; and no key twice (serde keeps the last, a reviewer may read the first).
+        if let Some(c) = text.chars().find(|c| !c.is_ascii()) {
+            return Err(invalid(format!(
+                "it holds the character {} as it is, where the lock writes it escaped so that reviewers see \
+                 it; pin the lock again",
+                c.escape_unicode()
+            )));
+        }
+        crate::strict_json::check(&text).map_err(|error| invalid(error.to_string()))?;
+        let lock: ToolsLock =
+            serde_json::from_str(&text).map_err(|error| invalid(error.to_string()))?;
         if lock.version != VERSION {
             return Err(LockError::Invalid {
                 path: path.to_owned(),
@@ -170,6 +183,18 @@ impl ToolsLock {
                     tool: name.clone(),
                 });
             }
+        }
+        // The toolset digest is compared with the server's (its `server_start` record): it must be its tools'.
+        let toolset = toolset_digest(
+            lock.tools
+                .iter()
+                .map(|(name, tool)| (name.as_str(), tool.digest.as_str())),
+        );
+        if toolset != lock.toolset {
+            return Err(LockError::Inconsistent {
+                path: path.to_owned(),
+                tool: "the toolset".to_owned(),
+            });
         }
         Ok(lock)
     }
@@ -331,6 +356,53 @@ mod tests {
         lock.write(&path).unwrap();
         let read = ToolsLock::read(&path).unwrap();
         assert!(read.compare_listed(&listed).is_empty());
+    }
+
+    /// Review finding: `read` took what `write` never makes, so an edit that kept the digests consistent passed
+    /// review unseen: a hidden character as it is (here a tag character spelling an instruction), a key given
+    /// twice (serde keeps the last, a reviewer may read the first), a toolset digest that is not its tools'.
+    #[test]
+    fn a_lock_write_would_never_make_is_refused() {
+        let listed = vec![
+            json!({"name": "t", "description": "Reads a file.", "inputSchema": {"type": "object"}}),
+        ];
+        let lock = ToolsLock::from_listed(listed);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tools.lock.json");
+        let refused = |text: String| {
+            std::fs::write(&path, text).unwrap();
+            ToolsLock::read(&path).unwrap_err()
+        };
+
+        // The same definition, its description with a raw tag character, and the digest made to match.
+        let mut hidden = lock.clone();
+        let tool = hidden.tools.get_mut("t").unwrap();
+        tool.definition["description"] = json!("Reads a file.\u{e0049}");
+        tool.digest = digest_of(&tool.definition);
+        hidden.toolset = toolset_digest([("t", tool.digest.as_str())]);
+        let raw = serde_json::to_string_pretty(&hidden).unwrap();
+        assert!(!raw.is_ascii());
+        assert!(matches!(refused(raw), LockError::Invalid { .. }));
+
+        let text = lock.to_text();
+        let twice = text.replacen(
+            "\"version\"",
+            "\"toolset\": \"sha256:x\",\n  \"version\"",
+            1,
+        );
+        assert!(
+            matches!(refused(twice), LockError::Invalid { .. }),
+            "duplicate key"
+        );
+
+        let other = ToolsLock::from_listed(vec![
+            json!({"name": "u", "inputSchema": {"type": "object"}}),
+        ]);
+        let wrong_set = text.replace(&lock.toolset, &other.toolset);
+        assert!(matches!(refused(wrong_set), LockError::Inconsistent { .. }));
+
+        std::fs::write(&path, &text).unwrap();
+        assert_eq!(ToolsLock::read(&path).unwrap(), lock);
     }
 
     #[test]
