@@ -57,9 +57,16 @@ impl RootArgs {
     }
 }
 
+/// How many symbolic links [`resolve`] follows before it gives up, as the kernel's `MAXSYMLINKS` (40).
+const MAX_SYMLINK_HOPS: usize = 40;
+
 /// A file the settings name (the audit log, a key, a certificate) inside the data root could be read, or
 /// overwritten, through the tools.
-fn refuse_inside(setting: &str, log: &Path, data_root: &Path) -> Result<(), String> {
+///
+/// The file is resolved as it will be opened: symlinks followed, a dangling one too (the audit log is created
+/// through it). It is refused if its path is under the root's, or if its directory is the root itself by device
+/// and inode (the same directory reached by another path: a bind mount, the volume mounted twice).
+pub(super) fn refuse_inside(setting: &str, log: &Path, data_root: &Path) -> Result<(), String> {
     let root = data_root
         .canonicalize()
         .map_err(|e| format!("data root {}: {e}", data_root.display()))?;
@@ -70,18 +77,8 @@ fn refuse_inside(setting: &str, log: &Path, data_root: &Path) -> Result<(), Stri
             .map_err(|e| e.to_string())?
             .join(log)
     };
-    // Resolve what exists: the file itself, or else its directory.
-    let resolved = match log_abs.canonicalize() {
-        Ok(path) => path,
-        Err(_) => {
-            let parent = log_abs.parent().unwrap_or(Path::new("/"));
-            let parent = parent
-                .canonicalize()
-                .map_err(|e| format!("{setting}: directory {}: {e}", parent.display()))?;
-            parent.join(log_abs.file_name().unwrap_or_default())
-        }
-    };
-    if resolved.starts_with(&root) {
+    let resolved = resolve(setting, log_abs)?;
+    if resolved.starts_with(&root) || same_directory(resolved.parent(), &root) {
         return Err(format!(
             "{} ({setting}) is inside the data root {}; put it elsewhere, where the tools cannot reach it",
             log.display(),
@@ -89,4 +86,48 @@ fn refuse_inside(setting: &str, log: &Path, data_root: &Path) -> Result<(), Stri
         ));
     }
     Ok(())
+}
+
+/// Where `path` leads: the file itself if it exists; else, when its last component is a (dangling) symlink, where
+/// that points, followed again; else the file's name in its resolved directory.
+fn resolve(setting: &str, mut path: PathBuf) -> Result<PathBuf, String> {
+    for _ in 0..=MAX_SYMLINK_HOPS {
+        if let Ok(resolved) = path.canonicalize() {
+            return Ok(resolved);
+        }
+        let parent = path.parent().unwrap_or(Path::new("/")).to_path_buf();
+        match std::fs::symlink_metadata(&path) {
+            Ok(metadata) if metadata.is_symlink() => {
+                let target = std::fs::read_link(&path)
+                    .map_err(|e| format!("{setting}: link {}: {e}", path.display()))?;
+                // A relative target is relative to the link's directory; `join` keeps an absolute one as it is.
+                path = parent.join(target);
+            }
+            _ => {
+                let parent = parent
+                    .canonicalize()
+                    .map_err(|e| format!("{setting}: directory {}: {e}", parent.display()))?;
+                return Ok(parent.join(path.file_name().unwrap_or_default()));
+            }
+        }
+    }
+    Err(format!(
+        "{setting}: more than {MAX_SYMLINK_HOPS} symbolic links to follow from {}",
+        path.display()
+    ))
+}
+
+/// Whether `dir` exists and is the directory `root` is, by device and inode.
+#[cfg(unix)]
+pub(super) fn same_directory(dir: Option<&Path>, root: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let (Some(Ok(dir)), Ok(root)) = (dir.map(std::fs::metadata), std::fs::metadata(root)) else {
+        return false;
+    };
+    (dir.dev(), dir.ino()) == (root.dev(), root.ino())
+}
+
+#[cfg(not(unix))]
+pub(super) fn same_directory(_dir: Option<&Path>, _root: &Path) -> bool {
+    false
 }

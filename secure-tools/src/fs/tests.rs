@@ -1028,3 +1028,58 @@ fn a_read_refuses_a_special_file_without_opening_it() {
 fn the_no_controlling_terminal_flag_is_this_platforms() {
     assert_eq!(O_NOCTTY, libc::O_NOCTTY);
 }
+
+/// Review finding: a protected file (the audit log) that did not exist yet was resolved through its directory
+/// only, so a dangling symlink at its path into the data root passed the check, and the audit sink's `create`
+/// then followed it into the root, where the tools could read and overwrite the log. The link is followed now.
+#[test]
+fn a_protected_file_that_is_a_dangling_symlink_into_the_root_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let logs = dir.path().join("logs");
+    fs::create_dir(&data).unwrap();
+    fs::create_dir(&logs).unwrap();
+    let audit = logs.join("audit.jsonl");
+    std::os::unix::fs::symlink(data.join("audit.jsonl"), &audit).unwrap();
+    let err = args::refuse_inside("--audit-log", &audit, &data).unwrap_err();
+    assert!(err.contains("inside the data root"), "{err}");
+
+    // Through a chain of links, the last one relative.
+    let chained = logs.join("chained.jsonl");
+    std::os::unix::fs::symlink("hop.jsonl", &chained).unwrap();
+    std::os::unix::fs::symlink("../data/hop-target.jsonl", logs.join("hop.jsonl")).unwrap();
+    let err = args::refuse_inside("--audit-log", &chained, &data).unwrap_err();
+    assert!(err.contains("inside the data root"), "{err}");
+
+    // A link loop is refused rather than followed for ever.
+    let looped = logs.join("loop.jsonl");
+    std::os::unix::fs::symlink("loop.jsonl", &looped).unwrap();
+    assert!(args::refuse_inside("--audit-log", &looped, &data).is_err());
+
+    // Outside the root, dangling or not, it is accepted.
+    let elsewhere = logs.join("elsewhere.jsonl");
+    std::os::unix::fs::symlink(logs.join("real.jsonl"), &elsewhere).unwrap();
+    args::refuse_inside("--audit-log", &elsewhere, &data).unwrap();
+    args::refuse_inside("--audit-log", &logs.join("new.jsonl"), &data).unwrap();
+    assert!(args::refuse_inside("--audit-log", &data.join("new.jsonl"), &data).is_err());
+}
+
+/// The data root reached by another path (here a symlink, which stands for a bind mount or a second mount of the
+/// volume, which `canonicalize` cannot see through) is the same directory by device and inode.
+#[test]
+fn the_root_reached_by_another_path_is_the_same_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let other = dir.path().join("other");
+    fs::create_dir(&data).unwrap();
+    fs::create_dir(&other).unwrap();
+    let alias = dir.path().join("alias");
+    std::os::unix::fs::symlink(&data, &alias).unwrap();
+    assert!(args::same_directory(Some(&alias), &data));
+    assert!(!args::same_directory(Some(&other), &data));
+    assert!(!args::same_directory(
+        Some(&dir.path().join("missing")),
+        &data
+    ));
+    assert!(!args::same_directory(None, &data));
+}
