@@ -91,6 +91,47 @@ fn audit_verify_json_claims_a_clean_end_only_with_the_checkpoint_key() {
 }
 
 #[test]
+fn audit_verify_reports_a_last_line_still_being_written_as_incomplete_not_tampered() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let sink = ChainedFileSink::append_to(&path, None).unwrap();
+    for reason in ["a", "b"] {
+        sink.write(&record(reason)).unwrap();
+    }
+    drop(sink);
+    // Half a record, as a live file shows while the server writes it.
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap();
+    std::io::Write::write_all(
+        &mut file,
+        b"{\"ts\":\"2026-12-05T02:35:04.981561Z\",\"server_id\":\"cli",
+    )
+    .unwrap();
+    let out = Command::new(CLI)
+        .args(["audit", "verify"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with("intact: 2 records, numbered 1 to 2") && text.contains("incomplete"),
+        "{text}"
+    );
+    let out = Command::new(CLI)
+        .args(["audit", "verify", "--json"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["problem"], Value::Null, "{report}");
+    assert_eq!(report["incomplete"]["line"], json!(3), "{report}");
+}
+
+#[test]
 fn check_without_a_server_is_a_usage_error() {
     let dir = tempfile::tempdir().unwrap();
     let lock = dir.path().join("tools.lock.json");

@@ -683,6 +683,18 @@ pub struct Verification {
     /// verified: always false without a checkpoint key, which verifies none. A cut back to an earlier clean stop looks the same: only a copy of the later
     /// checkpoints kept elsewhere (a collector's) can tell.
     pub ends_clean: bool,
+    /// The last file's last line has no newline and is not a record: a record still being written (a live file),
+    /// or a write cut short. It was not checked, and is not a problem: nothing vouches for it, as for a cut there.
+    pub incomplete: Option<Incomplete>,
+}
+
+/// Where the line still being written is.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Incomplete {
+    /// The file.
+    pub file: String,
+    /// The line's number in it, from 1.
+    pub line: u64,
 }
 
 /// The first inconsistency in a chain, by `seq`.
@@ -855,13 +867,22 @@ fn read_line_bounded(
     line: &mut Vec<u8>,
     max: usize,
 ) -> io::Result<Option<bool>> {
+    Ok(read_line_ended(reader, line, max)?.map(|(fits, _)| fits))
+}
+
+/// [`read_line_bounded`], and whether the line ended with a newline (`false`: the file's last, with none).
+fn read_line_ended(
+    reader: &mut impl BufRead,
+    line: &mut Vec<u8>,
+    max: usize,
+) -> io::Result<Option<(bool, bool)>> {
     line.clear();
     let mut fits = true;
     let mut any = false;
     loop {
         let available = reader.fill_buf()?;
         if available.is_empty() {
-            return Ok(any.then_some(fits));
+            return Ok(any.then_some((fits, false)));
         }
         any = true;
         let (chunk, end) = match available.iter().position(|b| *b == b'\n') {
@@ -877,7 +898,7 @@ fn read_line_bounded(
         let used = end.unwrap_or(chunk.len());
         reader.consume(used);
         if end.is_some() {
-            return Ok(Some(fits));
+            return Ok(Some((fits, true)));
         }
     }
 }
@@ -896,14 +917,17 @@ fn verify_from<P: AsRef<Path>>(
     let mut unsigned_tail = 0u64;
     let mut ends_clean = false;
     let mut after_stop = false;
-    for (file_index, path) in files.iter().enumerate() {
+    let mut incomplete = None;
+    'files: for (file_index, path) in files.iter().enumerate() {
         let path = path.as_ref();
         let shown = path.display().to_string();
         let mut reader = io::BufReader::new(File::open(path)?);
         let mut line = Vec::new();
         let mut number = 0u64;
-        while let Some(fits) = read_line_bounded(&mut reader, &mut line, MAX_LINE)? {
+        while let Some((fits, ended)) = read_line_ended(&mut reader, &mut line, MAX_LINE)? {
             number += 1;
+            // The last file's last line, with no newline yet: a record still being written, when it is none.
+            let being_written = !ended && file_index + 1 == files.len();
             // 0-based, for `appears_later`.
             let index = (number - 1) as usize;
             let at = |problem: Problem| Verification {
@@ -914,6 +938,7 @@ fn verify_from<P: AsRef<Path>>(
                 checkpoints,
                 unsigned_tail,
                 ends_clean: false,
+                incomplete: None,
             };
             let after = last.as_ref().map_or(0, |(seq, _)| *seq);
             if !fits {
@@ -932,6 +957,15 @@ fn verify_from<P: AsRef<Path>>(
                 .and_then(|text| crate::strict_json::from_str_strict(text).map_err(|_| ()));
             let split = split_seal(&line, seal_name);
             let (Ok(Value::Object(object)), Some((body, sealed))) = (parsed, split) else {
+                if being_written {
+                    // Something follows the last record: the files do not end with it.
+                    ends_clean = false;
+                    incomplete = Some(Incomplete {
+                        file: shown,
+                        line: number,
+                    });
+                    break 'files;
+                }
                 return Ok(at(Problem::NotARecord {
                     after,
                     file: shown,
@@ -1068,6 +1102,7 @@ fn verify_from<P: AsRef<Path>>(
         checkpoints,
         unsigned_tail,
         ends_clean,
+        incomplete,
     })
 }
 
@@ -1673,5 +1708,51 @@ mod tests {
         assert_eq!((verified.problem, verified.ends_clean), (None, true));
         let unverified = verify(&[&path], None, None).unwrap();
         assert_eq!((unverified.problem, unverified.ends_clean), (None, false));
+    }
+
+    /// A live file's last line may be still being written (no newline yet): not a record altered or inserted, but
+    /// one incomplete, reported as such; in an older file of a set, or followed by a newline, it stays a problem.
+    #[test]
+    fn a_last_line_still_being_written_is_incomplete_not_tampering() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        write(&path, None, 1, 3);
+        let genuine = lines(&path);
+        let mut partial = genuine[..2].join("\n") + "\n";
+        partial.push_str(&genuine[2][..40]);
+        std::fs::write(&path, &partial).unwrap();
+        let live = verify(&[&path], None, None).unwrap();
+        assert_eq!(
+            (live.problem, live.records, live.last_seq),
+            (None, 2, Some(2))
+        );
+        assert_eq!(
+            live.incomplete,
+            Some(Incomplete {
+                file: path.display().to_string(),
+                line: 3
+            })
+        );
+        // The same line ended (a newline after it), or in a file older than the last, is not being written.
+        std::fs::write(&path, partial.clone() + "\n").unwrap();
+        assert!(matches!(
+            verify(&[&path], None, None).unwrap().problem,
+            Some(Problem::NotARecord {
+                after: 2,
+                line: 3,
+                ..
+            })
+        ));
+        std::fs::write(&path, &partial).unwrap();
+        let newer = dir.path().join("audit.jsonl.new");
+        std::fs::write(&newer, "").unwrap();
+        assert!(matches!(
+            verify(&[&path, &newer], None, None).unwrap().problem,
+            Some(Problem::NotARecord {
+                after: 2,
+                line: 3,
+                ..
+            })
+        ));
     }
 }

@@ -85,7 +85,9 @@ enum Command {
 #[derive(Debug, Subcommand)]
 enum AuditCommand {
     /// Check the chain of an audit file, or of a rotated set given oldest first: exit 0 when intact, 1 naming the
-    /// first record altered, removed or out of place (by `seq`), 2 when it cannot be read.
+    /// first record altered, removed or out of place (by `seq`), 2 when it cannot be read. A last line with no
+    /// newline that is not a record (one still being written to a live file, or a write cut short) is reported
+    /// as incomplete and not checked, exit 0: nothing vouches for it, as for records cut from the end.
     Verify {
         /// The files, oldest first.
         #[arg(required = true, value_name = "FILE")]
@@ -398,7 +400,7 @@ fn verify(
     } else {
         match &checked.problem {
             None => write_stdout(&format!(
-                "intact: {} records, numbered {} to {}; {} checkpoints; {}",
+                "intact: {} records, numbered {} to {}; {} checkpoints; {}{}",
                 checked.records,
                 checked
                     .first_seq
@@ -417,7 +419,12 @@ fn verify(
                         "{} records after the last checkpoint, vouched for by none (a cut there would not show)",
                         checked.unsigned_tail
                     )
-                }
+                },
+                checked.incomplete.as_ref().map_or_else(String::new, |at| format!(
+                    "; the last line ({}:{}) is incomplete: a record still being written, or a write cut short; \
+                     not checked",
+                    at.file, at.line
+                )),
             ))?,
             Some(problem) => write_stdout(&format!("{problem}\n"))?,
         }
