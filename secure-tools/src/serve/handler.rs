@@ -399,7 +399,12 @@ impl<S: Send + Sync + 'static> ServerHandler for SecureServer<S> {
             .map(|definition| definition.to_rmcp_tool())
             .collect();
         let mut list = ListToolsResult::with_all_items(tools);
-        crate::integrity::publish_for(&mut list, receives_any_output_schema(&context));
+        let current = receives_any_output_schema(&context);
+        if current && self.options.listing == Listing::CallableOnly {
+            // Each caller's own list: not to be shared by a cache across callers.
+            list.cache_scope = Some(rmcp::model::CacheScope::Private);
+        }
+        crate::integrity::publish_for(&mut list, current);
         Ok(list)
     }
 
@@ -770,6 +775,11 @@ where
                 .map(crate::tool::ToolDefinition::to_rmcp_tool)
                 .collect::<Vec<_>>();
             list.tools.extend(missing);
+        }
+        if callable_only && list.cache_scope.is_some() {
+            // Each caller's own list (`#[tool_handler]` marks its listing `public`): not to be shared by a cache
+            // across callers.
+            list.cache_scope = Some(rmcp::model::CacheScope::Private);
         }
         crate::integrity::publish_for(&mut list, current);
         Ok(list)
