@@ -47,6 +47,11 @@ fn audit_verify_exits_0_when_intact_and_1_naming_the_record_when_not() {
         text.starts_with("intact: 3 records, numbered 1 to 3"),
         "{text}"
     );
+    // One line, ended: a shell prompt or the next command's output does not run on after it.
+    assert!(
+        text.ends_with('\n') && text.matches('\n').count() == 1,
+        "{text:?}"
+    );
     let edited =
         std::fs::read_to_string(&path)
             .unwrap()

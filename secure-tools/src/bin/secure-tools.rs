@@ -400,7 +400,7 @@ fn verify(
     } else {
         match &checked.problem {
             None => write_stdout(&format!(
-                "intact: {} records, numbered {} to {}; {} checkpoints; {}{}",
+                "intact: {} records, numbered {} to {}; {} checkpoints; {}{}\n",
                 checked.records,
                 checked
                     .first_seq
