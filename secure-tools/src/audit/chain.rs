@@ -227,6 +227,8 @@ struct ChainState {
     unsigned: u64,
     last_checkpoint: std::time::Instant,
     last_sync: std::time::Instant,
+    /// Records written since the last sync (with [`Durability::SyncEvery`]).
+    unsynced: bool,
     key: Option<ChainKey>,
     durability: Durability,
     server_id: std::sync::Arc<str>,
@@ -272,8 +274,8 @@ pub enum Durability {
     Write,
     /// Each record is also synced to the disk (`fdatasync`) before the call's result is returned.
     SyncEachRecord,
-    /// The file is synced after a record once this long has passed since the last sync: a power loss loses at
-    /// most that window.
+    /// The file is synced after a record once this long has passed since the last sync, and a record followed by
+    /// silence is synced by a thread of the sink's own once it has: a power loss loses at most about that window.
     SyncEvery(std::time::Duration),
 }
 
@@ -364,6 +366,7 @@ impl ChainedFileSink {
                 unsigned: 0,
                 last_checkpoint: std::time::Instant::now(),
                 last_sync: std::time::Instant::now(),
+                unsynced: false,
                 key,
                 durability: Durability::Write,
                 server_id: "secure-tools".into(),
@@ -374,9 +377,36 @@ impl ChainedFileSink {
         })
     }
 
-    /// When records are forced to the disk (default [`Durability::Write`]).
+    /// When records are forced to the disk (default [`Durability::Write`]). With [`Durability::SyncEvery`], a thread
+    /// of its own syncs records that a quiet spell left unsynced; it ends with the sink.
     pub fn with_durability(self, durability: Durability) -> Self {
         self.lock().durability = durability;
+        if let Durability::SyncEvery(interval) = durability {
+            let state = std::sync::Arc::downgrade(&self.state);
+            let spawned = std::thread::Builder::new()
+                .name("audit-sync".into())
+                .spawn(move || {
+                    let mut wait = interval;
+                    loop {
+                        std::thread::sleep(wait);
+                        let Some(state) = state.upgrade() else { break };
+                        let mut state = state.lock().unwrap_or_else(PoisonError::into_inner);
+                        wait = interval;
+                        if !state.unsynced {
+                            continue;
+                        }
+                        let since = state.last_sync.elapsed();
+                        if since < interval {
+                            wait = interval - since;
+                        } else if let Err(error) = state.sync() {
+                            tracing::error!(%error, "audit log not synced to the disk");
+                        }
+                    }
+                });
+            if let Err(error) = spawned {
+                tracing::error!(%error, "no thread for timed audit syncs; records are synced as later ones come");
+            }
+        }
         self
     }
 
@@ -524,8 +554,9 @@ impl ChainState {
             Durability::SyncEachRecord => self.file.sync_data()?,
             Durability::SyncEvery(interval) => {
                 if self.last_sync.elapsed() >= interval {
-                    self.file.sync_data()?;
-                    self.last_sync = std::time::Instant::now();
+                    self.sync()?;
+                } else {
+                    self.unsynced = true;
                 }
             }
         }
@@ -534,6 +565,14 @@ impl ChainState {
         {
             mirror.mirror(record, text);
         }
+        Ok(())
+    }
+
+    /// Syncs the file's data to the disk (`fdatasync`).
+    fn sync(&mut self) -> io::Result<()> {
+        self.file.sync_data()?;
+        self.last_sync = std::time::Instant::now();
+        self.unsynced = false;
         Ok(())
     }
 
@@ -657,7 +696,7 @@ impl AuditSink for ChainedFileSink {
         let mut state = self.lock();
         state.file.flush()?;
         if state.durability != Durability::Write {
-            state.file.sync_data()?;
+            state.sync()?;
         }
         Ok(())
     }
@@ -1754,5 +1793,27 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    /// `SyncEvery(d)`: a record followed by silence is synced within about `d` too, not only when a later record
+    /// comes.
+    #[test]
+    fn a_record_followed_by_silence_is_synced_within_the_interval() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let interval = std::time::Duration::from_millis(100);
+        let sink = ChainedFileSink::append_to(&path, None)
+            .unwrap()
+            .with_durability(Durability::SyncEvery(interval));
+        sink.write(&record(1)).unwrap(); // within the interval of the start: not synced with its write
+        let written = std::time::Instant::now();
+        let started = std::time::Instant::now();
+        while sink.lock().last_sync < written {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(10),
+                "the record was never synced"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     }
 }
