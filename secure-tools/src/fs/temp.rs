@@ -1,11 +1,19 @@
 //! The temporary files an atomic write goes through, and clearing the ones a crash left behind.
+//!
+//! On Unix a writer holds an exclusive advisory lock (`flock`) on its temporary file from just after creating it
+//! until it is renamed or removed; the lock goes with the process, so a temporary file nobody holds is a
+//! leftover, whatever its age, and [`remove_stale`] removes it. A sweep that locks a file in the instant between
+//! its creation and its writer's lock wins it: the writer then finds it unlinked (or locked) and takes another
+//! name. Elsewhere, where no lock is taken, a temporary file is a leftover once [`STALE_AFTER`] old.
 
 use std::hash::{BuildHasher, Hasher};
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime};
+#[cfg(not(unix))]
+use std::time::Duration;
+use std::time::SystemTime;
 
-use cap_fs_ext::{FollowSymlinks, OpenOptionsFollowExt};
+use cap_fs_ext::{FollowSymlinks, OpenOptionsFollowExt, OpenOptionsSyncExt};
 use cap_std::fs::{Dir, File, OpenOptions};
 
 /// Temporary names start with a `.`, which no [`FileName`](super::FileName) may, so a caller can neither name,
@@ -14,10 +22,13 @@ const PREFIX: &str = ".secure-tools-";
 const SUFFIX: &str = ".tmp";
 const RANDOM_HEX_LEN: usize = 16;
 
-/// A temporary file untouched for this long is left over from a crash, not one another process is writing.
+/// Without locks (not Unix): a temporary file untouched for this long is left over from a crash, not one another
+/// process is writing.
+#[cfg(not(unix))]
 pub(super) const STALE_AFTER: Duration = Duration::from_secs(10 * 60);
 
-/// A new temporary file in the root, removed on drop unless [`TempFile::renamed`] says it is gone.
+/// A new temporary file in the root, held (locked, on Unix) while it lives, removed on drop unless
+/// [`TempFile::renamed`] says it is gone.
 pub(super) struct TempFile<'a> {
     dir: &'a Dir,
     name: String,
@@ -29,7 +40,8 @@ impl<'a> TempFile<'a> {
     /// Creates a file of a fresh temporary name, exclusively (never one that exists, never through a symlink).
     /// On Unix, `mode` is asked for and the process's umask applies, as for any new file: `0o666` for a file that
     /// keeps the mode it is created with, `0o600` for one given its final mode later (so its content is never
-    /// more exposed than the file it replaces).
+    /// more exposed than the file it replaces). On Unix the file is locked before it is returned (see the
+    /// [module documentation](self)).
     pub(super) fn create(dir: &'a Dir, mode: u32) -> io::Result<TempFile<'a>> {
         #[cfg(not(unix))]
         let _ = mode;
@@ -45,12 +57,21 @@ impl<'a> TempFile<'a> {
             let name = random_name();
             match dir.open_with(&name, &options) {
                 Ok(file) => {
-                    return Ok(TempFile {
-                        dir,
-                        name,
-                        file,
-                        exists: true,
-                    });
+                    if held(&file)? {
+                        return Ok(TempFile {
+                            dir,
+                            name,
+                            file,
+                            exists: true,
+                        });
+                    }
+                    // A sweep took it first and removes it (or has): another name.
+                    if attempts >= 8 {
+                        return Err(io::Error::other(
+                            "temporary files kept being swept before they could be locked",
+                        ));
+                    }
+                    attempts += 1;
                 }
                 Err(err) if err.kind() == io::ErrorKind::AlreadyExists && attempts < 8 => {
                     attempts += 1;
@@ -107,10 +128,23 @@ pub(super) fn is_temp_name(name: &str) -> bool {
         })
 }
 
-/// Removes regular files of the temporary-name shape not modified for [`STALE_AFTER`]. Best effort: a file that
+/// Locks a temporary file just made, and checks that a sweep did not take it first: `false` if the sweep holds it
+/// or has already unlinked it.
+#[cfg(unix)]
+fn held(file: &File) -> io::Result<bool> {
+    use cap_std::fs::MetadataExt;
+    Ok(lock::try_exclusive(file)? && file.metadata()?.nlink() > 0)
+}
+
+#[cfg(not(unix))]
+fn held(_file: &File) -> io::Result<bool> {
+    Ok(true)
+}
+
+/// Removes the regular files of the temporary-name shape that no writer holds (see the
+/// [module documentation](self)); symlinks and anything but a regular file are left alone. Best effort: a file that
 /// cannot be removed is logged and left.
 pub(super) fn remove_stale(dir: &Dir) -> io::Result<()> {
-    let now = SystemTime::now();
     for entry in dir.entries()? {
         let entry = entry?;
         let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
@@ -123,13 +157,14 @@ pub(super) fn remove_stale(dir: &Dir) -> io::Result<()> {
         let Ok(metadata) = dir.symlink_metadata(&name) else {
             continue;
         };
-        let stale = metadata
-            .modified()
-            .map(|modified| {
-                now.duration_since(modified.into_std()).unwrap_or_default() >= STALE_AFTER
-            })
-            .unwrap_or(false);
-        if metadata.is_file() && stale {
+        if !metadata.is_file() {
+            continue;
+        }
+        // Held until the file is removed, so that its writer, should it lock it only now, finds it unlinked.
+        let Some(_claim) = claim(dir, &name, &metadata) else {
+            continue;
+        };
+        {
             match dir.remove_file(&name) {
                 Ok(()) => {
                     tracing::info!(temp_file = %name, "removed a temporary file left by an interrupted write")
@@ -141,6 +176,78 @@ pub(super) fn remove_stale(dir: &Dir) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The leftover `name`, held so that no writer can take it while it is removed; `None` if a writer holds it or it
+/// cannot be opened as a regular file.
+#[cfg(unix)]
+fn claim(dir: &Dir, name: &str, _metadata: &cap_std::fs::Metadata) -> Option<File> {
+    let mut options = OpenOptions::new();
+    options.read(true).follow(FollowSymlinks::No).nonblock(true);
+    cap_std::fs::OpenOptionsExt::custom_flags(&mut options, super::O_NOCTTY);
+    let file = match dir.open_with(name, &options) {
+        Ok(file) => file,
+        Err(err) => {
+            tracing::warn!(temp_file = %name, error = %err, "could not open a temporary file to see if it is left over");
+            return None;
+        }
+    };
+    if !file.metadata().is_ok_and(|metadata| metadata.is_file()) {
+        return None;
+    }
+    match lock::try_exclusive(&file) {
+        Ok(true) => Some(file),
+        // A live writer's.
+        Ok(false) => None,
+        Err(err) => {
+            tracing::warn!(temp_file = %name, error = %err, "could not lock a temporary file to see if it is left over");
+            None
+        }
+    }
+}
+
+/// Without locks, a leftover is a file not modified for [`STALE_AFTER`].
+#[cfg(not(unix))]
+fn claim(_dir: &Dir, _name: &str, metadata: &cap_std::fs::Metadata) -> Option<()> {
+    let modified = metadata.modified().ok()?.into_std();
+    let age = SystemTime::now()
+        .duration_since(modified)
+        .unwrap_or_default();
+    (age >= STALE_AFTER).then_some(())
+}
+
+/// `flock(2)`, declared here: std's `File::try_lock` is newer (Rust 1.89) than this crate's minimum Rust, and
+/// the `fs` feature does not depend on `libc`. `LOCK_EX` and `LOCK_NB` have these values on every Unix.
+#[cfg(unix)]
+mod lock {
+    use std::io;
+    use std::os::fd::AsRawFd;
+
+    use cap_std::fs::File;
+
+    const LOCK_EX: std::ffi::c_int = 2;
+    const LOCK_NB: std::ffi::c_int = 4;
+
+    unsafe extern "C" {
+        fn flock(fd: std::ffi::c_int, operation: std::ffi::c_int) -> std::ffi::c_int;
+    }
+
+    /// Takes an exclusive lock on `file` without waiting: `false` if another open file holds one. Released when
+    /// the file is closed.
+    pub(super) fn try_exclusive(file: &File) -> io::Result<bool> {
+        loop {
+            // SAFETY: `flock` takes a descriptor, which `file` keeps open for the call, and an operation.
+            if unsafe { flock(file.as_raw_fd(), LOCK_EX | LOCK_NB) } == 0 {
+                return Ok(true);
+            }
+            let err = io::Error::last_os_error();
+            match err.kind() {
+                io::ErrorKind::WouldBlock => return Ok(false),
+                io::ErrorKind::Interrupted => {}
+                _ => return Err(err),
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -164,5 +271,30 @@ mod tests {
         ] {
             assert!(!is_temp_name(other), "{other}");
         }
+    }
+
+    /// The race between a writer and a sweep: a sweep that locked a temporary file before its writer did wins it,
+    /// and the writer, finding it locked or already unlinked, takes another name.
+    #[cfg(unix)]
+    #[test]
+    fn a_temporary_file_a_sweep_took_first_is_not_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Dir::open_ambient_dir(dir.path(), cap_std::ambient_authority()).unwrap();
+        let name = random_name();
+        let mine = root.create(&name).unwrap();
+        let sweep = root.open(&name).unwrap();
+        assert!(lock::try_exclusive(&sweep).unwrap());
+        assert!(!held(&mine).unwrap(), "locked by the sweep");
+        root.remove_file(&name).unwrap();
+        drop(sweep);
+        assert!(!held(&mine).unwrap(), "unlinked by the sweep");
+        let other = root.create(random_name()).unwrap();
+        assert!(held(&other).unwrap());
+        let temp = TempFile::create(&root, 0o600).unwrap();
+        let sweep = root.open(temp.name()).unwrap();
+        assert!(
+            !lock::try_exclusive(&sweep).unwrap(),
+            "a writer holds its file"
+        );
     }
 }
