@@ -591,3 +591,29 @@ fn a_tools_call_with_params_of_the_wrong_shape_is_invalid_params() {
         "only the valid calls"
     );
 }
+
+/// Review finding: a request rmcp refuses itself once a session is running (its `_meta` names the stateless
+/// revision but lacks the metadata that revision requires) never reaches the handler, and left no record: a
+/// `tools/call` with no trace. Its refusal is audited, as one before any session is.
+#[test]
+fn a_request_rmcp_refuses_within_a_session_is_audited() {
+    let mut server = started(&[]);
+    let answer = server.request(json!({
+        "jsonrpc": "2.0", "id": 2, "method": "tools/call",
+        "params": {"name": "echo", "arguments": {"text": "x"},
+                   "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28"}}
+    }));
+    assert!(answer.get("error").is_some(), "{answer}");
+    still_serving(&mut server, 3);
+    let (_, records, _) = server.finish();
+    assert_eq!(
+        events(&records, "tool_call").len(),
+        1,
+        "only the call that ran"
+    );
+    let refused: Vec<(Value, Value)> = events(&records, "message_rejected")
+        .iter()
+        .map(|r| (r["request_id"].clone(), r["reason"].clone()))
+        .collect();
+    assert_eq!(refused, [(json!(2), json!("incomplete_meta"))]);
+}

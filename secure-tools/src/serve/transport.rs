@@ -158,7 +158,16 @@ struct Lifecycle {
     /// The last request before a session that rmcp refuses (not an `initialize` or a `ping`, and without a
     /// stateless request's metadata), with its size: its refusal is audited.
     before_session: std::sync::Mutex<Option<(RequestId, usize)>>,
+    /// The session started without `initialize` (the stateless revision): rmcp then requires every request's
+    /// metadata.
+    inline: AtomicBool,
+    /// Requests within a session that rmcp refuses for incomplete metadata, with their sizes, until their refusal
+    /// goes out (at most [`MAX_REFUSED_PENDING`]; rmcp answers them at once).
+    refused: std::sync::Mutex<std::collections::VecDeque<(RequestId, usize)>>,
 }
+
+/// How many requests refused within a session are remembered until their refusal goes out.
+const MAX_REFUSED_PENDING: usize = 64;
 
 struct PendingSession {
     request_id: RequestId,
@@ -442,6 +451,30 @@ where
                     .missing_required_keys(&rmcp::model::ProtocolVersion::V_2026_07_28)
                     .is_empty()
         };
+        // Within a session, what rmcp refuses as it decides it: a request other than `initialize` that must carry
+        // the stateless revision's metadata (a `server/discover`, any request of a session that started without
+        // `initialize`, or one whose `_meta` names 2026-07-28 or later) and lacks some of it.
+        if self.session_started() && !matches!(request.request, ClientRequest::InitializeRequest(_))
+        {
+            let meta = rmcp::model::GetMeta::get_meta(&request.request);
+            let v2026 = &rmcp::model::ProtocolVersion::V_2026_07_28;
+            let required = matches!(request.request, ClientRequest::DiscoverRequest(_))
+                || self.lifecycle.inline.load(Ordering::Relaxed)
+                || meta
+                    .protocol_version()
+                    .is_some_and(|version| version.as_str() >= v2026.as_str());
+            if required && !meta.missing_required_keys(v2026).is_empty() {
+                let mut refused = self
+                    .lifecycle
+                    .refused
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                if refused.len() >= MAX_REFUSED_PENDING {
+                    refused.pop_front();
+                }
+                refused.push_back((request.id.clone(), bytes));
+            }
+        }
         if !self.session_started()
             && !matches!(
                 request.request,
@@ -517,6 +550,9 @@ where
                     (None, Some(inline)) => ("stateless", inline),
                     (None, None) => return,
                 };
+                self.lifecycle
+                    .inline
+                    .store(lifecycle == "stateless", Ordering::Relaxed);
                 self.lifecycle.started.store(true, Ordering::SeqCst);
                 self.audit(AuditEvent::Session {
                     lifecycle,
@@ -528,6 +564,14 @@ where
             ServerJsonRpcMessage::Error(error)
                 if error.error.code == ErrorCode::UNSUPPORTED_PROTOCOL_VERSION =>
             {
+                // rmcp checks the version first: a request also short of metadata is not refused for that.
+                if let Some(id) = &error.id {
+                    self.lifecycle
+                        .refused
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .retain(|(pending, _)| pending != id);
+                }
                 let data = error.error.data.clone().unwrap_or(Value::Null);
                 self.audit(AuditEvent::VersionRejected {
                     request_id: error.id.clone(),
@@ -537,6 +581,26 @@ where
             }
             // rmcp's refusal of a request that came before any session (not an `initialize`, and without a
             // stateless request's metadata): it never reaches the handler, so it is audited here.
+            // rmcp's refusal of a request within a session for incomplete metadata: audited here, as above.
+            ServerJsonRpcMessage::Error(error) if self.session_started() => {
+                let refused = error.id.as_ref().and_then(|id| {
+                    let mut refused = self
+                        .lifecycle
+                        .refused
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner());
+                    let at = refused.iter().position(|(pending, _)| pending == id)?;
+                    refused.remove(at)
+                });
+                if let Some((id, bytes)) = refused {
+                    self.audit(AuditEvent::MessageRejected {
+                        request_id: Some(id),
+                        reason: "incomplete_meta",
+                        code: Some(error.error.code.0),
+                        bytes,
+                    });
+                }
+            }
             ServerJsonRpcMessage::Error(error) if !self.session_started() => {
                 let refused = {
                     let mut before = self
