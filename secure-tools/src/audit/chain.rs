@@ -308,7 +308,13 @@ impl ChainedFileSink {
         // Records hold identities, token ids, addresses and arguments: a new file is its owner's alone.
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        // Whether this opening creates the file (through a link, where it points), told before it: a new file's
+        // name is synced into its directory below.
+        let existed = path.exists();
         let mut file = options.open(&path)?;
+        if !existed {
+            sync_directory_of(&path);
+        }
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt as _;
@@ -670,6 +676,28 @@ fn continued(path: &Path, line: &[u8], key: Option<&ChainKey>) -> io::Result<(u6
              verify the file, then start a new one",
         )),
     }
+}
+
+/// Syncs the directory holding the file at `path` (where a link leads), so that a file just created is still named
+/// there after a power loss, not only its records synced. Done once, at creation; a failure is logged, not fatal: the
+/// records are written all the same.
+fn sync_directory_of(path: &Path) {
+    #[cfg(unix)]
+    {
+        let synced = std::fs::canonicalize(path).and_then(|real| {
+            let directory = real.parent().unwrap_or(Path::new("/"));
+            File::open(directory)?.sync_all()
+        });
+        if let Err(error) = synced {
+            tracing::warn!(
+                path = %path.display(),
+                %error,
+                "the audit log's directory was not synced: a power loss soon after its creation could lose the file"
+            );
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
 }
 
 /// The last non-empty line of a file (records are bounded, so the last 1 MiB holds it).
