@@ -1,13 +1,19 @@
 //! The demo: the tutorial's story, end to end, against this very binary.
 
+use std::ffi::OsStr;
+use std::future::Future;
 use std::path::Path;
 use std::process::Stdio;
+use std::time::Duration;
 
 use rmcp::ServiceExt;
 use rmcp::model::{CallToolRequestParams, CallToolResult};
 use rmcp::service::{RoleClient, RunningService};
 use rmcp::transport::TokioChildProcess;
 use serde_json::{Value, json};
+
+/// How long the server may take to start and answer the handshake, and to answer each request.
+const TIMEOUT: Duration = Duration::from_secs(30);
 
 pub async fn run() -> Result<(), String> {
     let dir = tempfile::tempdir().map_err(|e| format!("temporary directory: {e}"))?;
@@ -30,7 +36,9 @@ pub async fn run() -> Result<(), String> {
         "Negotiated protocol {} with {server}.",
         info.protocol_version
     );
-    let tools = client.list_all_tools().await.map_err(|e| e.to_string())?;
+    let tools = bounded("listing the tools", client.list_all_tools())
+        .await?
+        .map_err(|e| e.to_string())?;
     println!("Tools:");
     for tool in &tools {
         let scopes = tool
@@ -64,7 +72,7 @@ pub async fn run() -> Result<(), String> {
     )
     .await?;
     show("read_file ../../etc/passwd", &escape);
-    client.cancel().await.map_err(|e| e.to_string())?;
+    stop(client).await?;
 
     section("2. The same server granted files.read only");
     let client = start(&data_root, &audit_log, "files.read").await?;
@@ -75,7 +83,7 @@ pub async fn run() -> Result<(), String> {
     )
     .await?;
     show("write_file notes.txt", &refused);
-    client.cancel().await.map_err(|e| e.to_string())?;
+    stop(client).await?;
     let kept = std::fs::read_to_string(data_root.join("notes.txt")).map_err(|e| e.to_string())?;
     println!("notes.txt still holds {kept:?}.");
 
@@ -92,6 +100,13 @@ async fn start(
 ) -> Result<RunningService<RoleClient, ()>, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut command = tokio::process::Command::new(exe);
+    // The demo's servers are the demo's: none of the caller's settings reach them (`MCP_HTTP` would make one serve
+    // HTTP while the demo speaks to it over stdio, and the handshake would never come).
+    for (name, _) in std::env::vars_os() {
+        if is_server_setting(&name) {
+            command.env_remove(name);
+        }
+    }
     command
         .env("DATA_ROOT", data_root)
         .env("MCP_SCOPES", scopes)
@@ -101,9 +116,32 @@ async fn start(
         .stderr(Stdio::null())
         .spawn()
         .map_err(|e| format!("starting the server: {e}"))?;
-    ().serve(transport)
-        .await
+    bounded("the handshake", ().serve(transport))
+        .await?
         .map_err(|e| format!("handshake: {e}"))
+}
+
+/// Whether the variable `name` is one the server reads its settings from: every `MCP_*` (the settings and the
+/// config file's path), the root's, and OpenTelemetry's `OTEL_*`.
+fn is_server_setting(name: &OsStr) -> bool {
+    let name = name.as_encoded_bytes();
+    name.starts_with(b"MCP_")
+        || name.starts_with(b"OTEL_")
+        || [&b"DATA_ROOT"[..], b"MAX_READ_BYTES", b"MAX_WRITE_BYTES"].contains(&name)
+}
+
+/// `future`, or an error naming `what` if it takes longer than [`TIMEOUT`].
+async fn bounded<T>(what: &str, future: impl Future<Output = T>) -> Result<T, String> {
+    tokio::time::timeout(TIMEOUT, future)
+        .await
+        .map_err(|_| format!("{what}: no answer from the server within {TIMEOUT:?}"))
+}
+
+async fn stop(client: RunningService<RoleClient, ()>) -> Result<(), String> {
+    bounded("stopping the server", client.cancel())
+        .await?
+        .map(drop)
+        .map_err(|e| e.to_string())
 }
 
 async fn call(
@@ -112,10 +150,12 @@ async fn call(
     arguments: Value,
 ) -> Result<CallToolResult, String> {
     let arguments = arguments.as_object().cloned().unwrap_or_default();
-    client
-        .call_tool(CallToolRequestParams::new(tool.to_owned()).with_arguments(arguments))
-        .await
-        .map_err(|e| format!("{tool}: {e}"))
+    bounded(
+        tool,
+        client.call_tool(CallToolRequestParams::new(tool.to_owned()).with_arguments(arguments)),
+    )
+    .await?
+    .map_err(|e| format!("{tool}: {e}"))
 }
 
 fn show(what: &str, result: &CallToolResult) {

@@ -953,3 +953,46 @@ fn limit_settings_that_cannot_be_used_stop_the_start_with_a_clear_message() {
         assert!(stderr.contains(expected), "{name}={value}: {stderr}");
     }
 }
+
+/// Review finding: the demo's servers inherited the caller's whole environment, so `MCP_HTTP=... secure-file-server
+/// demo` started a server serving HTTP while the demo spoke to it over stdio, and the handshake never came. The
+/// caller's settings are kept from them now, and the handshake and every call are bounded.
+#[test]
+fn the_demo_runs_whatever_server_settings_its_caller_has() {
+    let area = Area::new();
+    let config = area.path("server.toml");
+    std::fs::write(&config, "http = \"127.0.0.1:0\"\nscopes = \"\"\n").unwrap();
+    let mut child = Command::new(SERVER)
+        .arg("demo")
+        .env("MCP_HTTP", "127.0.0.1:0")
+        .env("MCP_CONFIG", &config)
+        .env("MCP_SCOPES", "files.read")
+        .env("DATA_ROOT", area.data())
+        .env("MAX_READ_BYTES", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(90) {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("the demo did not finish within 90 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let output = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("read_file greeting.txt: ok"), "{stdout}");
+    assert!(stdout.contains("write_file notes.txt: ok"), "{stdout}");
+    assert!(stdout.contains("write_file notes.txt: refused"), "{stdout}");
+}
