@@ -106,6 +106,10 @@ impl JwksServer {
         *self.redirect.lock().unwrap() = Some(location.to_owned());
     }
 
+    fn answer_again(&self) {
+        *self.redirect.lock().unwrap() = None;
+    }
+
     fn rotate(&self, jwks: &JwkSet) {
         *self.body.lock().unwrap() = serde_json::to_string(jwks).unwrap();
     }
@@ -484,4 +488,44 @@ fn plain_http_jwks_urls_are_refused_for_non_loopback_hosts() {
     // Nothing is fetched: the URL is refused before any connection (192.0.2.0/24 is TEST-NET-1).
     let stderr = failed_start(&["--jwks-url".as_ref(), "http://192.0.2.1/jwks.json".as_ref()]);
     assert!(stderr.contains("loopback hosts only"), "{stderr}");
+}
+
+/// Review finding: when the JWKS URL kept failing (an outage, a blocked path), the keys last fetched were used for
+/// ever, so a key the provider had removed stayed accepted, though the README says it stops being accepted. Past
+/// the stale limit no token is accepted (cached ones included) until a fetch succeeds again.
+#[tokio::test]
+async fn keys_that_cannot_be_fetched_again_are_not_used_past_their_stale_limit() {
+    use secure_tools::serve::http::{BearerAuth, TokenError, VerificationKeys};
+    let jwks = JwksServer::start(&JwkSet {
+        keys: vec![jwk(KEY_A, "key-a")],
+    });
+    let resource = "https://mcp.test/mcp";
+    let keys = VerificationKeys::jwks_url(&jwks.url)
+        .await
+        .unwrap()
+        .refetch_interval(Duration::ZERO)
+        .max_age(Duration::from_millis(100))
+        .max_stale(Duration::from_millis(500));
+    let auth = BearerAuth::new(ISSUER, resource, keys);
+    let alice = token(KEY_A, "key-a", resource, "alice");
+    assert!(auth.verify_fetching(&alice).await.is_ok());
+
+    // Every fetch fails from now on (a redirect to a URL that is not one).
+    jwks.redirect_to("ftp://nowhere.test/jwks.json");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        auth.verify_fetching(&alice).await.unwrap_err(),
+        TokenError::UnknownKey
+    );
+
+    // The URL answers again: the next fetch brings the keys back.
+    jwks.answer_again();
+    let started = std::time::Instant::now();
+    while auth.verify_fetching(&alice).await.is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "never fetched again"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -12,6 +12,11 @@ pub const DEFAULT_JWKS_REFETCH_INTERVAL: Duration = Duration::from_secs(30);
 /// The longest a fetched JWKS is used before it is fetched again, unless configured: a key the identity provider
 /// removed (a leaked one, say) stops being accepted within this time, even when no token names a new key.
 pub const DEFAULT_JWKS_MAX_AGE: Duration = Duration::from_secs(600);
+/// The longest the keys of a JWKS URL are used when they cannot be fetched again, unless configured: past it no
+/// token is accepted until a fetch succeeds. A key the identity provider removed stops being accepted within the
+/// maximum age while its URL answers; this bounds how long it stays accepted when the URL fails (an outage, a
+/// blocked path, a set of keys this server cannot use), at the cost of refusing every token after a day of them.
+pub const DEFAULT_JWKS_MAX_STALE: Duration = Duration::from_secs(24 * 60 * 60);
 /// How long a JWKS fetch may take.
 pub const JWKS_FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 /// The largest JWKS document accepted, in bytes.
@@ -32,6 +37,10 @@ pub(super) struct RemoteJwks {
     /// When the keys held were fetched, and how long they are used before a fetch in the background.
     fetched: std::sync::Mutex<Instant>,
     max_age: Duration,
+    /// How long past their fetch the keys are used at all (when fetches fail).
+    max_stale: Duration,
+    /// The keys went stale, and it was said (once).
+    stale_said: std::sync::atomic::AtomicBool,
     /// A fetch in the background is under way.
     refreshing: std::sync::atomic::AtomicBool,
     fetches: AtomicU64,
@@ -262,6 +271,8 @@ impl VerificationKeys {
             min_interval: DEFAULT_JWKS_REFETCH_INTERVAL,
             fetched: std::sync::Mutex::new(Instant::now()),
             max_age: DEFAULT_JWKS_MAX_AGE,
+            max_stale: DEFAULT_JWKS_MAX_STALE,
+            stale_said: std::sync::atomic::AtomicBool::new(false),
             refreshing: std::sync::atomic::AtomicBool::new(false),
             fetches: AtomicU64::new(0),
         };
@@ -284,6 +295,13 @@ impl VerificationKeys {
     /// Call it before cloning the keys; it has no effect on other key sources.
     pub fn max_age(self, max_age: Duration) -> Self {
         self.configure_remote(|remote| remote.max_age = max_age)
+    }
+
+    /// The longest the keys of a JWKS URL are used when they cannot be fetched again (default
+    /// [`DEFAULT_JWKS_MAX_STALE`], at least the maximum age): past it every token is refused (`unknown_key`) until
+    /// a fetch succeeds. Call it before cloning the keys; it has no effect on other key sources.
+    pub fn max_stale(self, max_stale: Duration) -> Self {
+        self.configure_remote(|remote| remote.max_stale = max_stale)
     }
 
     /// Changes the settings of the keys' URL, while these keys are not yet shared (cloned); else nothing.
@@ -312,16 +330,32 @@ impl VerificationKeys {
         self.remote.is_some()
     }
 
-    /// The keys held now.
+    /// The keys held now: none, for a JWKS URL whose keys are older than their stale limit.
     pub(super) fn current(&self) -> Arc<[VerificationKey]> {
-        match &self.remote {
-            Some(remote) => remote
-                .keys
-                .read()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone(),
-            None => self.keys.clone(),
+        let Some(remote) = &self.remote else {
+            return self.keys.clone();
+        };
+        let age = remote
+            .fetched
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .elapsed();
+        if age > remote.max_stale.max(remote.max_age) {
+            if !remote.stale_said.swap(true, Ordering::Relaxed) {
+                tracing::error!(
+                    url = %remote.url,
+                    age_secs = age.as_secs(),
+                    "the JWKS could not be fetched again for longer than its stale limit: every token is refused \
+                     until a fetch succeeds"
+                );
+            }
+            return Arc::from([]);
         }
+        remote
+            .keys
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Fetches the JWKS URL again, unless it was fetched less than the refetch interval ago.
@@ -364,6 +398,7 @@ impl RemoteJwks {
             Ok(keys) => {
                 *self.keys.write().unwrap_or_else(PoisonError::into_inner) = keys;
                 *self.fetched.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
+                self.stale_said.store(false, Ordering::Relaxed);
             }
             Err(e) => tracing::warn!(error = %e, "JWKS refetch failed; keeping the keys held"),
         }

@@ -28,7 +28,8 @@ use jsonwebtoken::errors::ErrorKind;
 pub use cache::{TOKEN_CACHE_ENTRIES, TOKEN_CACHE_TTL};
 #[cfg(feature = "jwks")]
 pub use jwks::{
-    DEFAULT_JWKS_MAX_AGE, DEFAULT_JWKS_REFETCH_INTERVAL, JWKS_FETCH_TIMEOUT, MAX_JWKS_BYTES,
+    DEFAULT_JWKS_MAX_AGE, DEFAULT_JWKS_MAX_STALE, DEFAULT_JWKS_REFETCH_INTERVAL,
+    JWKS_FETCH_TIMEOUT, MAX_JWKS_BYTES,
 };
 pub use keys::{KeyError, VerificationKeys};
 
