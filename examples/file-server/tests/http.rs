@@ -769,3 +769,83 @@ async fn paths_under_the_endpoint_are_not_found() {
     assert_eq!(ok.status(), 200);
     assert_eq!(server.calls().len(), 1);
 }
+
+/// Review finding: the resource URL was also the only audience a token could name, so the README's advice for
+/// providers that put another identifier in `aud` (`--resource-url api://APP_ID` for Entra) made every challenge
+/// point clients to `api://APP_ID/.well-known/oauth-protected-resource`, which no client can fetch. The audience
+/// is a setting of its own (`--token-audience`), and a resource URL clients cannot reach is refused at start.
+#[tokio::test]
+async fn a_token_audience_of_its_own_keeps_the_resource_url_reachable() {
+    let common::BearerHttp {
+        mut command,
+        url: resource,
+        data,
+        dir: _dir,
+        ..
+    } = common::BearerHttp::new(SERVER, common::free_port(), ISSUER, SECRET);
+    std::fs::write(data.join("greeting.txt"), "hello\n").unwrap();
+    let mut child = command
+        .args(["--token-audience", "api://files-app"])
+        .spawn()
+        .unwrap();
+    common::wait_until_listening(&mut child, "serving MCP over HTTP at", |_| {});
+    let now = now();
+    let claims = |aud: &str| {
+        json!({"iss": ISSUER, "aud": aud, "sub": "alice", "scope": "files.read",
+               "iat": now, "nbf": now, "exp": now + 600})
+    };
+    let request = |token: String| {
+        reqwest::Client::new()
+            .post(&resource)
+            .header("authorization", format!("Bearer {token}"))
+            .header("accept", "application/json, text/event-stream")
+            .header("content-type", "application/json")
+            .body(call(1, "read_file", json!({"filename": "greeting.txt"})).to_string())
+            .send()
+    };
+    let answer = request(sign(claims("api://files-app"), SECRET))
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let refused = request(sign(claims(&resource), SECRET)).await.unwrap();
+    assert_eq!(
+        refused.status(),
+        401,
+        "the audience replaces the resource URL"
+    );
+    let header = challenge(&refused);
+    assert!(
+        header.contains(&format!(
+            "resource_metadata=\"{}/.well-known/oauth-protected-resource\"",
+            resource.trim_end_matches("/mcp")
+        )),
+        "{header}"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+
+    for url in [
+        "api://files-app",
+        "http://files.example.com/mcp",
+        "files.example.com",
+    ] {
+        let output = std::process::Command::new(SERVER)
+            .args([
+                "--http",
+                "127.0.0.1:0",
+                "--issuer",
+                ISSUER,
+                "--resource-url",
+                url,
+            ])
+            .arg("--data-root")
+            .arg(&data)
+            .env("MCP_AUTH_HS256_SECRET", SECRET)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{url}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("--resource-url"), "{url}: {stderr}");
+    }
+}

@@ -384,6 +384,7 @@ pub(crate) fn flag_of(field: &str) -> String {
         "allowed_origins" => "allowed_origin",
         "allowed_hosts" => "allowed_host",
         "authorization_servers" => "authorization_server",
+        "token_audiences" => "token_audience",
         "scope_claims" => "scope_claim",
         "mtls_clients" => "mtls_client",
         other => other,
@@ -505,9 +506,15 @@ settings_args! {
         /// The issuer (`iss`) access tokens must come from.
         #[cfg_attr(feature = "cli", arg(long, value_name = "URL"))]
         issuer: String = env "MCP_AUTH_ISSUER",
-        /// This server's resource URL, e.g. `https://mcp.example.com/mcp`: the audience (`aud`) tokens must name.
+        /// This server's resource URL, e.g. `https://mcp.example.com/mcp` (`https://`, or `http://` to a loopback
+        /// host): where clients reach it, and the audience (`aud`) tokens must name unless `--token-audience` says
+        /// otherwise.
         #[cfg_attr(feature = "cli", arg(long, value_name = "URL"))]
         resource_url: String = env "MCP_RESOURCE_URL",
+        /// The audiences a token may name in `aud` instead of the resource URL (Entra's application ID URI, say);
+        /// comma-separated in the variable.
+        #[cfg_attr(feature = "cli", arg(long = "token-audience", value_name = "AUDIENCE", value_delimiter = ','))]
+        token_audiences: Vec<String> = env "MCP_AUTH_AUDIENCES" split ',',
         /// Authorization servers listed in the protected resource metadata (default: the issuer).
         #[cfg_attr(feature = "cli", arg(long = "authorization-server", value_name = "URL", value_delimiter = ','))]
         authorization_servers: Vec<String> = env "MCP_AUTHORIZATION_SERVERS" split ',',
@@ -1097,6 +1104,10 @@ impl Settings {
                     (
                         args.authorization_servers.is_some(),
                         "--authorization-server / MCP_AUTHORIZATION_SERVERS",
+                    ),
+                    (
+                        args.token_audiences.is_some(),
+                        "--token-audience / MCP_AUTH_AUDIENCES",
                     ),
                     (
                         args.jwks_max_age.is_some(),

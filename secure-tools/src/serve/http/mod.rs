@@ -226,6 +226,43 @@ pub(super) async fn resolve(
     Ok(settings)
 }
 
+/// The resource URL is where clients reach the server: the challenges point them to its protected resource
+/// metadata under it, and the clients check the metadata's `resource` against the URL they used (RFC 9728 section
+/// 3.3). An identifier that is not such a URL (`api://APP_ID`, an audience) would break discovery for every client:
+/// it goes in `--token-audience`. `https://`, or `http://` to a loopback host (a local test, or behind a proxy on
+/// the same host).
+fn check_resource_url(url: &str) -> Result<(), String> {
+    let uri: axum::http::Uri = url
+        .parse()
+        .map_err(|e| format!("`{}` is not a URL: {e}", url.escape_debug()))?;
+    let host = uri.host().unwrap_or_default();
+    let loopback = {
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        bare.eq_ignore_ascii_case("localhost")
+            || bare
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    };
+    match uri.scheme_str() {
+        _ if host.is_empty() => Err(format!(
+            "`{}` names no host: give the URL clients reach this server at (an audience that is not one goes in \
+             --token-audience)",
+            url.escape_debug()
+        )),
+        Some("https") => Ok(()),
+        Some("http") if loopback => Ok(()),
+        Some("http") => Err(
+            "plain http is taken for a loopback host only (tokens would cross the network in clear); use https"
+                .into(),
+        ),
+        _ => Err(format!(
+            "`{}` is not an https URL: give the URL clients reach this server at (an audience that is not one goes \
+             in --token-audience)",
+            url.escape_debug()
+        )),
+    }
+}
+
 /// Bearer authentication from the issuer, resource URL and exactly one key source.
 async fn bearer_auth(args: &ServerArgs, secret: Option<String>) -> Result<Auth, SettingsError> {
     let invalid = |name: &str, message: String| -> SettingsError {
@@ -247,6 +284,8 @@ async fn bearer_auth(args: &ServerArgs, secret: Option<String>) -> Result<Auth, 
             "required with --http".into(),
         )
     })?;
+    check_resource_url(&resource)
+        .map_err(|reason| invalid("--resource-url / MCP_RESOURCE_URL", reason))?;
     let sources = [
         args.jwks_url.is_some(),
         args.jwks_file.is_some(),
@@ -319,6 +358,9 @@ async fn bearer_auth(args: &ServerArgs, secret: Option<String>) -> Result<Auth, 
             .map_err(|e| invalid(HS256_SECRET_VARIABLE, e.to_string()))?
     };
     let mut auth = BearerAuth::new(issuer, resource, keys);
+    if let Some(audiences) = &args.token_audiences {
+        auth = auth.audiences(audiences.clone());
+    }
     if let Some(servers) = &args.authorization_servers {
         auth = auth.authorization_servers(servers.clone());
     }

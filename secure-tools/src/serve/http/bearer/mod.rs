@@ -53,9 +53,14 @@ pub const DEFAULT_LEEWAY_SECS: u64 = 30;
 pub struct BearerAuth {
     /// The expected `iss`.
     pub issuer: String,
-    /// This server's resource URL (RFC 8707 / RFC 9728), e.g. `https://mcp.example.com/mcp`: the `aud` tokens must
-    /// carry, and the `resource` of the protected resource metadata.
+    /// This server's resource URL (RFC 8707 / RFC 9728), e.g. `https://mcp.example.com/mcp`: the `resource` of
+    /// the protected resource metadata, which challenges point clients to, and the `aud` tokens must carry unless
+    /// [`audiences`](Self::audiences) says otherwise.
     pub resource: String,
+    /// The audiences a token may name in `aud`, one of them at least (default: the resource URL). An identity
+    /// provider that puts another identifier there (Entra's application ID URI or client id, Auth0's API
+    /// identifier) is named here, while the resource stays the URL clients reach the server at.
+    pub audiences: Vec<String>,
     /// The authorization servers listed in the protected resource metadata (default: the issuer).
     pub authorization_servers: Vec<String>,
     /// The keys.
@@ -81,6 +86,7 @@ impl Clone for BearerAuth {
         BearerAuth {
             issuer: self.issuer.clone(),
             resource: self.resource.clone(),
+            audiences: self.audiences.clone(),
             authorization_servers: self.authorization_servers.clone(),
             keys: self.keys.clone(),
             leeway_secs: self.leeway_secs,
@@ -101,6 +107,7 @@ impl std::fmt::Debug for BearerAuth {
         f.debug_struct("BearerAuth")
             .field("issuer", &self.issuer)
             .field("resource", &self.resource)
+            .field("audiences", &self.audiences)
             .field("authorization_servers", &self.authorization_servers)
             .field("keys", &self.keys)
             .field("leeway_secs", &self.leeway_secs)
@@ -157,10 +164,12 @@ impl BearerAuth {
         keys: VerificationKeys,
     ) -> Self {
         let issuer = issuer.into();
+        let resource = resource.into();
         BearerAuth {
             authorization_servers: vec![issuer.clone()],
             issuer,
-            resource: resource.into(),
+            audiences: vec![resource.clone()],
+            resource,
             keys,
             leeway_secs: DEFAULT_LEEWAY_SECS,
             scope_claims: vec!["scope".into(), "scp".into()],
@@ -206,6 +215,13 @@ impl BearerAuth {
         E: std::fmt::Display,
     {
         self.map_claims = Some(Arc::new(move |token| map(token).map_err(|e| e.to_string())));
+        self.cache = Arc::new(cache::TokenCache::new());
+        self
+    }
+
+    /// The audiences a token may name in `aud` instead of the resource URL (see [`audiences`](Self::audiences)).
+    pub fn audiences(mut self, audiences: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.audiences = audiences.into_iter().map(Into::into).collect();
         self.cache = Arc::new(cache::TokenCache::new());
         self
     }
@@ -291,7 +307,7 @@ impl BearerAuth {
         validation.validate_aud = true;
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         validation.set_issuer(&[&self.issuer]);
-        validation.set_audience(&[&self.resource]);
+        validation.set_audience(&self.audiences);
         let data = jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(
             token,
             &key.key,
