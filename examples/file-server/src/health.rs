@@ -1,15 +1,39 @@
 //! `secure-file-server healthcheck`: asks the server's `/healthz` whether it answers, for a container's
 //! `HEALTHCHECK` (an image from `scratch` has no `curl`). Exit 0 when the answer is `200`.
+//!
+//! The settings are the server's, resolved the same way (the config file included), so a server that takes its
+//! address from the config file is asked, not skipped. It speaks plain HTTP: a server with mutual TLS, which
+//! only answers a client with a certificate from its CA, cannot be asked, and the check fails, saying so, rather
+//! than reporting a health it did not see.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
+use secure_tools::serve::{Auth, Settings, Transport};
+
 /// How long the whole check may take.
 const TIMEOUT: Duration = Duration::from_secs(3);
 
-/// Checks the server listening at `bind` (an unspecified address is reached on loopback).
-pub fn check(mut address: SocketAddr) -> Result<(), String> {
+/// Checks the server `settings` describe.
+pub fn check(settings: &Settings) -> Result<(), String> {
+    let bind = match &settings.transport {
+        // Over stdio the server has no address to ask; it is healthy while it runs.
+        Transport::Stdio => return Ok(()),
+        Transport::Http(http) => http.bind,
+        _ => return Err("the health check knows only stdio and HTTP servers".into()),
+    };
+    if matches!(settings.auth, Auth::MutualTls(_)) {
+        return Err(format!(
+            "the server at {bind} serves HTTPS to clients with certificates (mutual TLS), which this check \
+             cannot ask: ask /healthz with a client certificate of its CA, or watch the process instead"
+        ));
+    }
+    ask(bind)
+}
+
+/// Asks the server listening at `bind` (an unspecified address is reached on loopback).
+fn ask(mut address: SocketAddr) -> Result<(), String> {
     if address.ip().is_unspecified() {
         address.set_ip(if address.is_ipv4() {
             std::net::Ipv4Addr::LOCALHOST.into()

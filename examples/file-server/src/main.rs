@@ -34,9 +34,11 @@ enum Command {
     /// Run the demo: start this server twice with different scopes, call its tools with an MCP client, and print
     /// what happened and what was audited.
     Demo,
-    /// Exit 0 if the server serving over HTTP at `--http` / `MCP_HTTP` (reached on loopback when it binds every
-    /// address) answers its health check (`/healthz`); for a container's HEALTHCHECK. Without `--http` (a server
-    /// on stdio, healthy while it runs) there is nothing to ask: exit 0.
+    /// Exit 0 if the server serving over HTTP answers its health check (`/healthz`, reached on loopback when it
+    /// binds every address); for a container's HEALTHCHECK. The settings are resolved as the server resolves them
+    /// (flags, `MCP_*` variables, the config file), so give the check the server's own. A server on stdio (no
+    /// `http` setting) is healthy while it runs: exit 0. A server with mutual TLS cannot be asked without a client
+    /// certificate: exit 1, saying so.
     Healthcheck,
 }
 
@@ -51,11 +53,10 @@ fn main() -> ExitCode {
         match cli.command {
             Some(Command::Demo) => return demo::run().await,
             Some(Command::Healthcheck) => {
-                return match cli.server.http {
-                    Some(bind) => health::check(bind),
-                    // Over stdio the server has no address to ask; it is healthy while it runs.
-                    None => Ok(()),
-                };
+                let settings = Settings::from_args(cli.server)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                return health::check(&settings);
             }
             None => {}
         }

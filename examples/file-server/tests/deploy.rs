@@ -174,41 +174,88 @@ fn the_image_from_scratch_holds_the_binary_and_what_it_links_and_runs_as_nonroot
         .args(["/usr/local/bin/secure-file-server", "healthcheck"]));
 }
 
+/// The health check resolves the server's settings as the server does: give it the server's environment.
+fn healthcheck(env: &[(&str, &str)]) -> std::process::Output {
+    Command::new(SERVER)
+        .arg("healthcheck")
+        .envs(env.iter().copied())
+        .env("MCP_AUTH_HS256_SECRET", HEALTH_SECRET)
+        .output()
+        .unwrap()
+}
+
+const HEALTH_SECRET: &str = "health-check-test-secret-of-32-bytes!";
+
 #[test]
 fn the_health_check_asks_an_http_server_and_fails_when_none_answers() {
     let port = common::free_port();
-    let healthcheck = |bind: &str| {
-        Command::new(SERVER)
-            .arg("healthcheck")
-            .env("MCP_HTTP", bind)
-            .output()
-            .unwrap()
+    let url = format!("http://127.0.0.1:{port}/mcp");
+    let env = |bind: &str| {
+        [
+            ("MCP_HTTP", bind.to_owned()),
+            ("MCP_AUTH_ISSUER", "https://issuer.test".to_owned()),
+            ("MCP_RESOURCE_URL", url.clone()),
+        ]
+    };
+    let check = |bind: &str| {
+        let env = env(bind);
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        healthcheck(&env)
     };
     // Nothing listens yet.
-    let refused = healthcheck(&format!("0.0.0.0:{port}"));
+    let refused = check(&format!("0.0.0.0:{port}"));
     assert!(!refused.status.success());
     assert!(
         String::from_utf8_lossy(&refused.stderr).contains("cannot connect"),
         "{refused:?}"
     );
 
+    // Kept to the end: it holds the server's directory.
+    let mut bearer = common::BearerHttp::new(SERVER, port, "https://issuer.test", HEALTH_SECRET);
+    let mut server = bearer.command.spawn().unwrap();
+    common::wait_until_listening(&mut server, "serving MCP over HTTP at", |_| {});
+    let healthy = check(&format!("0.0.0.0:{port}"));
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(healthy.status.success(), "{healthy:?}");
+}
+
+/// Review finding: the health check read the address from `--http` / `MCP_HTTP` only, so a server that took it
+/// from its config file was never asked, and the check passed whether it answered or not.
+#[test]
+fn the_health_check_takes_the_address_from_the_config_file_too() {
+    let port = common::free_port();
     let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("server.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "http = \"127.0.0.1:{port}\"\nissuer = \"https://issuer.test\"\n\
+             resource-url = \"http://127.0.0.1:{port}/mcp\"\n"
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let refused = healthcheck(&[("MCP_CONFIG", config)]);
+    assert!(!refused.status.success(), "nothing listens: {refused:?}");
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("cannot connect"),
+        "{refused:?}"
+    );
+
     let data = dir.path().join("data");
     std::fs::create_dir(&data).unwrap();
     let mut server = Command::new(SERVER)
         .arg("--data-root")
         .arg(&data)
-        .args([
-            "--http",
-            &format!("127.0.0.1:{port}"),
-            "--http-insecure-no-auth",
-        ])
+        .env("MCP_CONFIG", config)
+        .env("MCP_AUTH_HS256_SECRET", HEALTH_SECRET)
         .stdin(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     common::wait_until_listening(&mut server, "serving MCP over HTTP at", |_| {});
-    let healthy = healthcheck(&format!("0.0.0.0:{port}"));
+    let healthy = healthcheck(&[("MCP_CONFIG", config)]);
     let _ = server.kill();
     let _ = server.wait();
     assert!(healthy.status.success(), "{healthy:?}");

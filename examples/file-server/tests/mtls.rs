@@ -787,6 +787,30 @@ async fn a_client_certificate_from_another_ca_fails_the_handshake() {
     assert!(!server._dir.path().join("data/x.txt").exists());
 }
 
+/// Review finding: the health check spoke plain HTTP to a server with mutual TLS and reported whatever came of it.
+/// It now says that it cannot ask such a server, and fails.
+#[test]
+fn the_health_check_says_it_cannot_ask_a_server_with_mutual_tls() {
+    let server = Server::start();
+    let dir = server._dir.path();
+    let output = Command::new(SERVER)
+        .arg("--http")
+        .arg(format!("127.0.0.1:{}", server.port))
+        .arg("--tls-cert")
+        .arg(dir.join("server.pem"))
+        .arg("--client-ca")
+        .arg(dir.join("ca.pem"))
+        .args(["--mtls-client", "alice=files.read files.write"])
+        .arg("healthcheck")
+        .env("MCP_TLS_KEY", dir.join("server.key"))
+        .env_remove("MCP_AUTH_HS256_SECRET")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("mutual TLS"), "{stderr}");
+}
+
 #[test]
 fn mtls_options_must_be_complete_and_exclusive_with_bearer() {
     let dir = tempfile::tempdir().unwrap();
@@ -902,4 +926,92 @@ async fn idle_connections_do_not_hold_back_a_real_client_or_flood_the_audit() {
     assert_eq!(written.len() as u64 + suppressed, IDLE as u64);
     assert!(written.len() <= 50 + 10 * 10, "{} records", written.len());
     assert_eq!(server.events("tool_call").len(), 1);
+}
+
+/// An event stream open when its certificate is revoked is ended (and the end audited) at its next message, the
+/// keep-alive at the latest: it ran to its end, so a revoked client went on receiving its session's messages.
+#[tokio::test]
+async fn an_event_stream_open_when_its_certificate_is_revoked_is_ended() {
+    let server = Server::start_with(|ca, dir| {
+        let mut args = crl_args(ca, dir, &[666], 2099);
+        args.push("--http-sessions".into());
+        args
+    })
+    .unwrap();
+    let alice = numbered_client(&server.ca, "alice", 667);
+    let port = server.port;
+    let open = || async {
+        let tls = server
+            .connect(client_config(server.ca.der(), Some(&alice)))
+            .await
+            .unwrap();
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        sender
+    };
+    // A session, then its event stream on a connection of its own.
+    let mut sender = open().await;
+    let initialize = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {},
+        "clientInfo": {"name": "test", "version": "1"}}});
+    let answer = sender
+        .send_request(
+            hyper::Request::post("/mcp")
+                .header("host", format!("127.0.0.1:{port}"))
+                .header("content-type", "application/json")
+                .header("accept", "application/json, text/event-stream")
+                .body(Full::new(Bytes::from(initialize.to_string())))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let session = answer.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    answer.into_body().collect().await.unwrap();
+    let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    let done = sender
+        .send_request(
+            hyper::Request::post("/mcp")
+                .header("host", format!("127.0.0.1:{port}"))
+                .header("content-type", "application/json")
+                .header("accept", "application/json, text/event-stream")
+                .header("mcp-session-id", &session)
+                .header("mcp-protocol-version", "2025-11-25")
+                .body(Full::new(Bytes::from(initialized.to_string())))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert!(done.status().is_success(), "{}", done.status());
+    let mut streamer = open().await;
+    let stream = streamer
+        .send_request(
+            hyper::Request::get("/mcp")
+                .header("host", format!("127.0.0.1:{port}"))
+                .header("accept", "text/event-stream")
+                .header("mcp-session-id", &session)
+                .header("mcp-protocol-version", "2025-11-25")
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+
+    let crl = server._dir.path().join("clients.crl.pem");
+    write_crl(&server.ca, &crl, &[666, 667], 2099, 2);
+    // The lists are read again within 5 s; rmcp's keep-alive comes every 15 s.
+    let ended = tokio::time::timeout(Duration::from_secs(40), stream.into_body().collect()).await;
+    assert!(ended.is_ok(), "the stream of a revoked client still runs");
+    let refused = server.wait_for("http_rejected", 1).await;
+    assert_eq!(
+        refused[0]["reason"], "revoked_client_certificate",
+        "{refused:?}"
+    );
+    assert_eq!(refused[0]["detail"], "stream_ended", "{refused:?}");
 }
