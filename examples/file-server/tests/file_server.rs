@@ -598,8 +598,8 @@ fn a_crash_during_a_write_leaves_the_old_or_the_new_content_and_nothing_else() {
             content.len()
         );
     }
-    // Whatever a crash left behind is a hidden temporary file, out of every tool's reach (a later start sweeps
-    // it once it is ten minutes old); the file itself is whole.
+    // Whatever a crash left behind is a hidden temporary file, out of every tool's reach (the next start sweeps
+    // it: no writer holds it); the file itself is whole.
     let names: Vec<_> = std::fs::read_dir(area.data())
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -620,6 +620,20 @@ fn a_crash_during_a_write_leaves_the_old_or_the_new_content_and_nothing_else() {
         );
         assert_eq!(code(result), "invalid_input");
     }
+    // The server answered, so it had opened its root and swept the leftovers, however recent.
+    call(
+        &mut server,
+        1000,
+        "read_file",
+        json!({"filename": "target.txt"}),
+    )
+    .unwrap();
+    let left: Vec<_> = std::fs::read_dir(area.data())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
 }
 
 #[test]
