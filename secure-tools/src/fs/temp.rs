@@ -216,36 +216,22 @@ fn claim(_dir: &Dir, _name: &str, metadata: &cap_std::fs::Metadata) -> Option<()
     (age >= STALE_AFTER).then_some(())
 }
 
-/// `flock(2)`, declared here: std's `File::try_lock` is newer (Rust 1.89) than this crate's minimum Rust, and
-/// the `fs` feature does not depend on `libc`. `LOCK_EX` and `LOCK_NB` have these values on every Unix.
+/// The advisory lock of a temporary file: std's `File::try_lock` (`flock(2)` on Unix), through a view of the
+/// cap-std file.
 #[cfg(unix)]
 mod lock {
     use std::io;
-    use std::os::fd::AsRawFd;
 
     use cap_std::fs::File;
-
-    const LOCK_EX: std::ffi::c_int = 2;
-    const LOCK_NB: std::ffi::c_int = 4;
-
-    unsafe extern "C" {
-        fn flock(fd: std::ffi::c_int, operation: std::ffi::c_int) -> std::ffi::c_int;
-    }
+    use cap_std::io_lifetimes::AsFilelike;
 
     /// Takes an exclusive lock on `file` without waiting: `false` if another open file holds one. Released when
     /// the file is closed.
     pub(super) fn try_exclusive(file: &File) -> io::Result<bool> {
-        loop {
-            // SAFETY: `flock` takes a descriptor, which `file` keeps open for the call, and an operation.
-            if unsafe { flock(file.as_raw_fd(), LOCK_EX | LOCK_NB) } == 0 {
-                return Ok(true);
-            }
-            let err = io::Error::last_os_error();
-            match err.kind() {
-                io::ErrorKind::WouldBlock => return Ok(false),
-                io::ErrorKind::Interrupted => {}
-                _ => return Err(err),
-            }
+        match file.as_filelike_view::<std::fs::File>().try_lock() {
+            Ok(()) => Ok(true),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(false),
+            Err(std::fs::TryLockError::Error(err)) => Err(err),
         }
     }
 }
