@@ -340,17 +340,47 @@ async fn authenticated(shared: Arc<Shared>, mut request: Request, next: Route) -
     } else {
         request
     };
+    #[cfg(feature = "mtls")]
+    let tls_peer = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<mtls::TlsPeer>>()
+        .map(|info| info.0.clone());
+    // An event stream's path, for the record of its end (only a stream's, to spare every request the copy).
+    let path = (kind == Some(super::sessions::Kind::Stream))
+        .then(|| request.uri().path().to_owned())
+        .unwrap_or_default();
     let Ok(response) = next.oneshot(request).await;
     // A stream's place is held by its body, given back when the stream ends (or at once, if none was opened).
     let (response, place) = match place {
         Some(stream)
             if kind == Some(super::sessions::Kind::Stream) && response.status().is_success() =>
         {
+            // Over mutual TLS, the certificate is checked again before each message the stream sends (rmcp's
+            // keep-alive at least every 15 s): a certificate revoked or expired while the stream is open ends it,
+            // as it refuses the connection's next request.
+            #[cfg(feature = "mtls")]
+            let recheck = tls_peer.filter(|_| shared.mtls.is_some());
+            let (shared, owner) = (shared.clone(), owner.clone());
             let response = response.map(|body| {
                 use futures_util::StreamExt as _;
-                axum::body::Body::from_stream(body.into_data_stream().map(move |chunk| {
+                axum::body::Body::from_stream(body.into_data_stream().take_while(move |_| {
                     let _held = &stream;
-                    chunk
+                    #[cfg(feature = "mtls")]
+                    if let (Some(peer), Some(mtls)) = (&recheck, &shared.mtls)
+                        && let Err(reason) = mtls.recheck(peer)
+                    {
+                        shared.audit_rejection(
+                            StatusCode::FORBIDDEN,
+                            reason,
+                            Some("stream_ended"),
+                            Some(owner.to_string()),
+                            &axum::http::Method::GET,
+                            &path,
+                        );
+                        return std::future::ready(false);
+                    }
+                    let _ = (&shared, &owner, &path);
+                    std::future::ready(true)
                 }))
             });
             (response, None)
