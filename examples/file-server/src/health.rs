@@ -1,29 +1,28 @@
 //! `secure-file-server healthcheck`: asks the server's `/healthz` whether it answers, for a container's
 //! `HEALTHCHECK` (an image from `scratch` has no `curl`). Exit 0 when the answer is `200`.
 //!
-//! The settings are the server's, resolved the same way (the config file included), so a server that takes its
-//! address from the config file is asked, not skipped. It speaks plain HTTP: a server with mutual TLS, which
-//! only answers a client with a certificate from its CA, cannot be asked, and the check fails, saying so, rather
-//! than reporting a health it did not see.
+//! The settings are the server's, layered the same way (the config file included), so a server that takes its
+//! address from the config file is asked, not skipped; nothing else is loaded (no key read, no JWKS fetched on
+//! every probe). It speaks plain HTTP: a server with TLS (mutual TLS), which only answers a client with a
+//! certificate from its CA, cannot be asked, and the check fails, saying so, rather than reporting a health it did
+//! not see.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use secure_tools::serve::{Auth, Settings, Transport};
+use secure_tools::serve::ServerArgs;
 
 /// How long the whole check may take.
 const TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Checks the server `settings` describe.
-pub fn check(settings: &Settings) -> Result<(), String> {
-    let bind = match &settings.transport {
-        // Over stdio the server has no address to ask; it is healthy while it runs.
-        Transport::Stdio => return Ok(()),
-        Transport::Http(http) => http.bind,
-        _ => return Err("the health check knows only stdio and HTTP servers".into()),
+pub fn check(settings: &ServerArgs) -> Result<(), String> {
+    // Over stdio the server has no address to ask; it is healthy while it runs.
+    let Some(bind) = settings.http else {
+        return Ok(());
     };
-    if matches!(settings.auth, Auth::MutualTls(_)) {
+    if settings.tls_cert.is_some() || settings.client_ca.is_some() {
         return Err(format!(
             "the server at {bind} serves HTTPS to clients with certificates (mutual TLS), which this check \
              cannot ask: ask /healthz with a client certificate of its CA, or watch the process instead"

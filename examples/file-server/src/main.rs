@@ -53,9 +53,9 @@ fn main() -> ExitCode {
         match cli.command {
             Some(Command::Demo) => return demo::run().await,
             Some(Command::Healthcheck) => {
-                let settings = Settings::from_args(cli.server)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                // The server's address as it reads it (its config file included), without loading its keys or
+                // fetching its JWKS on every probe.
+                let settings = cli.server.layered().map_err(|e| e.to_string())?;
                 return health::check(&settings);
             }
             None => {}

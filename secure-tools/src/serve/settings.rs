@@ -392,6 +392,29 @@ pub(crate) fn flag_of(field: &str) -> String {
     format!("--{}", singular.replace('_', "-"))
 }
 
+impl ServerArgs {
+    /// These settings layered over the config file they name, as [`Settings::from_args`] reads them, and nothing
+    /// else checked or loaded (no key read, no JWKS fetched): for a command that needs a setting or two of a
+    /// server's, a health check say.
+    pub fn layered(self) -> Result<ServerArgs, SettingsError> {
+        self.layered_with_file().map(|(args, _)| args)
+    }
+
+    fn layered_with_file(self) -> Result<(ServerArgs, ConfigFile), SettingsError> {
+        #[cfg(feature = "cli")]
+        let args = self.blank_variables_unset();
+        #[cfg(not(feature = "cli"))]
+        let args = self;
+        Ok(match args.config.clone() {
+            Some(path) => {
+                let (from_file, file) = ConfigFile::read(&path)?;
+                (args.or(from_file), file)
+            }
+            None => (args, ConfigFile::default()),
+        })
+    }
+}
+
 settings_args! {
     /// A server's settings as text, the way flags, environment variables and a config file give them. Every field
     /// is optional; [`Settings::from_args`] fills in the defaults and checks the whole.
@@ -754,15 +777,7 @@ impl Settings {
     /// Checks settings given as flags (with feature `cli`, clap has read each flag's variable as well), layered
     /// over the config file they name. Keys are loaded (a JWKS URL is fetched) now.
     pub async fn from_args(args: ServerArgs) -> Result<Self, SettingsError> {
-        #[cfg(feature = "cli")]
-        let args = args.blank_variables_unset();
-        let (args, file) = match args.config.clone() {
-            Some(path) => {
-                let (from_file, file) = ConfigFile::read(&path)?;
-                (args.or(from_file), file)
-            }
-            None => (args, ConfigFile::default()),
-        };
+        let (args, file) = args.layered_with_file()?;
         let protected = [
             ("--config / MCP_CONFIG", &file.path),
             ("--tools-lock / MCP_TOOLS_LOCK", &args.tools_lock),
