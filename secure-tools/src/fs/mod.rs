@@ -54,61 +54,10 @@ const NEW_FILE_MODE: u32 = 0o666;
 /// The mode of a temporary file whose final mode is set before it is renamed: the owner's only.
 const PRIVATE_MODE: u32 = 0o600;
 
-/// `O_NOCTTY`, so that opening a terminal never makes it the server's controlling terminal. Neither std nor cap-std
-/// names it and its value varies by platform: these are the C libraries' (checked against `libc` by a test); 0,
-/// no flag, where it is not known.
-#[cfg(any(
-    all(
-        any(target_os = "linux", target_os = "android"),
-        not(any(
-            target_arch = "mips",
-            target_arch = "mips64",
-            target_arch = "mips32r6",
-            target_arch = "mips64r6",
-            target_arch = "sparc",
-            target_arch = "sparc64"
-        ))
-    ),
-    target_os = "fuchsia"
-))]
-const O_NOCTTY: i32 = 0o400;
-#[cfg(all(
-    any(target_os = "linux", target_os = "android"),
-    any(
-        target_arch = "mips",
-        target_arch = "mips64",
-        target_arch = "mips32r6",
-        target_arch = "mips64r6"
-    )
-))]
-const O_NOCTTY: i32 = 0o4000;
-#[cfg(any(
-    all(
-        any(target_os = "linux", target_os = "android"),
-        any(target_arch = "sparc", target_arch = "sparc64")
-    ),
-    target_os = "freebsd",
-    target_os = "dragonfly",
-    target_os = "netbsd",
-    target_os = "openbsd"
-))]
-const O_NOCTTY: i32 = 0x8000;
-#[cfg(target_vendor = "apple")]
-const O_NOCTTY: i32 = 0x20000;
-#[cfg(all(
-    unix,
-    not(any(
-        target_os = "linux",
-        target_os = "android",
-        target_os = "fuchsia",
-        target_os = "freebsd",
-        target_os = "dragonfly",
-        target_os = "netbsd",
-        target_os = "openbsd",
-        target_vendor = "apple"
-    ))
-))]
-const O_NOCTTY: i32 = 0;
+/// `O_NOCTTY`, so that opening a terminal never makes it the server's controlling terminal (std and cap-std do not
+/// name it).
+#[cfg(unix)]
+const O_NOCTTY: i32 = libc::O_NOCTTY;
 
 /// Limits of a [`Root`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1022,11 +1022,6 @@ fn a_read_refuses_a_special_file_without_opening_it() {
     assert!(!let_through, "the read opened the FIFO");
 }
 
-#[test]
-fn the_no_controlling_terminal_flag_is_this_platforms() {
-    assert_eq!(O_NOCTTY, libc::O_NOCTTY);
-}
-
 /// Review finding: a protected file (the audit log) that did not exist yet was resolved through its directory
 /// only, so a dangling symlink at its path into the data root passed the check, and the audit sink's `create`
 /// then followed it into the root, where the tools could read and overwrite the log. The link is followed now.
