@@ -136,6 +136,70 @@ fn audit_verify_reports_a_last_line_still_being_written_as_incomplete_not_tamper
     assert_eq!(report["incomplete"]["line"], json!(3), "{report}");
 }
 
+/// Review finding: records chained onto a cleanly stopped file while the server was down were vouched for by the
+/// restarted server's next checkpoint, and the file verified clean (exit 0). Now the server names them before its
+/// first record and the verifier lists them, exit 3.
+#[test]
+fn audit_verify_exits_3_naming_records_appended_while_the_server_was_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let key = secure_tools::audit::CheckpointKey::from_seed([3; 32]);
+    let public = dir.path().join("checkpoint.pub");
+    std::fs::write(&public, key.public_hex()).unwrap();
+    let server = || {
+        ChainedFileSink::append_to(&path, None)
+            .unwrap()
+            .with_checkpoints(
+                secure_tools::audit::chain::Checkpoints {
+                    key: key.clone(),
+                    interval: Duration::from_secs(3600),
+                },
+                "cli-test",
+            )
+    };
+    let sink = server();
+    sink.write(&record("stop")).unwrap(); // 1, and its checkpoint (2)
+    drop(sink);
+    let forger = ChainedFileSink::append_to(&path, None).unwrap();
+    for reason in ["forged", "forged too"] {
+        forger.write(&record(reason)).unwrap(); // 3 and 4
+    }
+    drop(forger);
+    let sink = server();
+    sink.write(&record("stop")).unwrap(); // `chain_resumed` (5), 6, and a checkpoint (7)
+    drop(sink);
+    let verify = |args: &[&str]| {
+        Command::new(CLI)
+            .args(["audit", "verify"])
+            .args(args)
+            .arg(&path)
+            .output()
+            .unwrap()
+    };
+    let out = verify(&["--checkpoint-key", public.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    assert!(text.starts_with("intact: 7 records"), "{text}");
+    assert!(
+        text.contains("records 3 to 4 are not vouched for by a checkpoint of this key"),
+        "{text}"
+    );
+    assert!(text.ends_with('\n'), "{text:?}");
+    let out = verify(&["--json", "--checkpoint-key", public.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (
+            &report["unvouched"][0]["from"],
+            &report["unvouched"][0]["to"]
+        ),
+        (&json!(3), &json!(4)),
+        "{report}"
+    );
+    // Without the checkpoint key nothing is vouched for anyway: exit 0, as before.
+    assert_eq!(verify(&[]).status.code(), Some(0));
+}
+
 #[test]
 fn check_without_a_server_is_a_usage_error() {
     let dir = tempfile::tempdir().unwrap();

@@ -271,6 +271,71 @@ fn signed_checkpoints_show_a_clean_stop_a_cut_tail_and_a_file_replaced_without_t
     assert_eq!(result["problem"]["kind"], "no_checkpoint");
 }
 
+/// Review finding: the server, restarted, continued from whatever last record it found and its next checkpoint
+/// vouched for it, so records chained onto a cleanly stopped file with the chain key (but without the checkpoint
+/// key) while the server was down verified as signed. Now the server's first record on start names them
+/// (`chain_resumed`), and the verifier reports them unvouched, exit 3.
+#[test]
+fn records_chained_on_while_the_server_was_down_are_reported_unvouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let chain_key = dir.path().join("chain.key");
+    std::fs::write(&chain_key, KEY).unwrap();
+    let signing = dir.path().join("checkpoint.key");
+    std::fs::write(
+        &signing,
+        secure_tools::audit::CheckpointKey::from_seed([5; 32]).seed_hex(),
+    )
+    .unwrap();
+    let public = dir.path().join("checkpoint.key.pub");
+    std::fs::write(
+        &public,
+        secure_tools::audit::CheckpointKey::from_seed([5; 32]).public_hex(),
+    )
+    .unwrap();
+    let keys = [
+        ("MCP_AUDIT_CHAIN_KEY", chain_key.as_path()),
+        ("MCP_AUDIT_CHECKPOINT_KEY", signing.as_path()),
+    ];
+    let audit = dir.path().join("audit.jsonl");
+    run_server(&data, &audit, &keys); // records 1 to 3, the last a checkpoint
+    // While the server is down: a record chained on with the chain key.
+    let forger =
+        ChainedFileSink::append_to(&audit, Some(ChainKey::read(&chain_key).unwrap())).unwrap();
+    let mut forged = serde_json::Map::new();
+    forged.insert("ts".into(), "2026-12-05T02:35:04.981561Z".into());
+    forged.insert("server_id".into(), "secure-file-server".into());
+    forged.insert("event".into(), "server_stop".into());
+    forged.insert("reason".into(), "eof".into());
+    forger.append_object(forged).unwrap(); // 4
+    drop(forger);
+    run_server(&data, &audit, &keys);
+    let whole = lines(&audit);
+    let resumed: Value = serde_json::from_str(&whole[4]).unwrap();
+    assert_eq!(resumed["event"], "chain_resumed", "{whole:#?}");
+    let (code, result) = verify(&[&audit], Some(&chain_key), Some(&public));
+    assert_eq!(code, 3, "{result}");
+    assert_eq!(result["problem"], Value::Null, "{result}");
+    assert_eq!(
+        (
+            &result["unvouched"][0]["from"],
+            &result["unvouched"][0]["to"],
+            &result["unvouched"][0]["checkpoint"]
+        ),
+        (&4.into(), &4.into(), &3.into()),
+        "{result}"
+    );
+    // A clean restart after that adds no range.
+    run_server(&data, &audit, &keys);
+    let (code, result) = verify(&[&audit], Some(&chain_key), Some(&public));
+    assert_eq!(
+        (code, &result["unvouched_ranges"]),
+        (3, &1.into()),
+        "{result}"
+    );
+}
+
 /// Review finding: a record whose write failed part-way (a full disk) left its beginning in the file, and the next
 /// record was appended to it on the same line: both lost to the verifier, and the server would not start again on
 /// that file. Now what a failed write wrote is cut off again. The server runs with a file size limit of 1 KiB

@@ -20,6 +20,15 @@
 //! and a file replaced wholesale by someone without the private key has no valid checkpoint. Records after the
 //! last checkpoint (the tail) are vouched for by nothing: the verifier says how many there are, and whether the
 //! file ends with the checkpoint of a clean stop.
+//!
+//! A sink with a checkpoint key continues a file only after finding the last checkpoint in it that its key verifies
+//! (reading back from the end, through `FILE.1` if the file holds none). If records follow that checkpoint (those a
+//! crash left unsigned, or records appended while the server was down), or there is none while records exist, its
+//! first line is a `chain_resumed` record naming them before anything else, so that its next checkpoint, which
+//! signs everything before it, signs that statement too rather than vouching for them:
+//! `"checkpoint"`, the `seq` of that last checkpoint (`null`: none found), and `"unvouched"`, how many records
+//! before this one it does not vouch for (the records numbered `seq - unvouched` to `seq - 1`). The verifier lists
+//! such ranges ([`Verification::unvouched`]).
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, Read, Seek, SeekFrom, Write};
@@ -230,6 +239,9 @@ struct ChainState {
     /// Records written since the last sync (with [`Durability::SyncEvery`]).
     unsynced: bool,
     key: Option<ChainKey>,
+    /// With checkpoints: the file's last signed checkpoint is still to be found, and the records after it named
+    /// (a `chain_resumed` record), before this sink's first line.
+    resume_pending: bool,
     durability: Durability,
     server_id: std::sync::Arc<str>,
     mirror: Option<std::sync::Arc<dyn LineMirror>>,
@@ -353,9 +365,7 @@ impl ChainedFileSink {
         if last.is_none() {
             // A new or emptied file after rotation continues the chain of the file rotated out (logrotate's first
             // name for it).
-            let mut rotated = path.clone().into_os_string();
-            rotated.push(".1");
-            if let Ok(mut previous) = File::open(PathBuf::from(rotated)) {
+            if let Ok(mut previous) = File::open(rotated_name(&path)) {
                 last = last_line(&mut previous)?;
             }
         }
@@ -374,6 +384,7 @@ impl ChainedFileSink {
                 last_sync: std::time::Instant::now(),
                 unsynced: false,
                 key,
+                resume_pending: false,
                 durability: Durability::Write,
                 server_id: "secure-tools".into(),
                 mirror: None,
@@ -430,8 +441,16 @@ impl ChainedFileSink {
     ///
     /// A thread of its own also writes a checkpoint when records have gone unsigned for the interval with none
     /// written since, so the last records before a quiet spell are signed too; it ends with the sink.
+    ///
+    /// Before its first line, the sink looks for the last checkpoint in the file its key verifies, and if records
+    /// follow it (or none is found while records exist), writes a `chain_resumed` record naming how many, so that
+    /// its checkpoints do not vouch for records it did not write (see the module documentation).
     pub fn with_checkpoints(mut self, checkpoints: Checkpoints, server_id: &str) -> Self {
-        self.lock().server_id = server_id.into();
+        {
+            let mut state = self.lock();
+            state.server_id = server_id.into();
+            state.resume_pending = true;
+        }
         let state = std::sync::Arc::downgrade(&self.state);
         let (key, interval) = (checkpoints.key.clone(), checkpoints.interval);
         let spawned = std::thread::Builder::new()
@@ -480,6 +499,11 @@ impl ChainedFileSink {
         stop: bool,
     ) -> Result<(), AuditError> {
         let mut state = self.lock();
+        if let Some(checkpoints) = &self.checkpoints
+            && state.resume_pending
+        {
+            state.resume(&self.path, &checkpoints.key)?;
+        }
         state.append(line, record)?;
         state.unsigned += 1;
         if let Some(checkpoints) = &self.checkpoints
@@ -501,6 +525,45 @@ impl ChainedFileSink {
 }
 
 impl ChainState {
+    /// Finds the last checkpoint `key` signed in the file (or, if the file holds none, in `FILE.1`, the file rotated
+    /// out before it) and, if records follow it or there is none while records exist, appends a `chain_resumed`
+    /// record naming them: the next checkpoint then signs that statement instead of vouching for them.
+    fn resume(&mut self, path: &Path, key: &CheckpointKey) -> Result<(), AuditError> {
+        if self.seq > 0 {
+            let public = CheckpointPublicKey(key.0.verifying_key());
+            let mut found = last_signed_checkpoint(&mut self.file, self.key.as_ref(), &public)?;
+            if found.is_none()
+                && let Ok(mut previous) = File::open(rotated_name(path))
+            {
+                found = last_signed_checkpoint(&mut previous, self.key.as_ref(), &public)?;
+            }
+            // A checkpoint numbered past the record continued from belongs to another chain.
+            let found = found.filter(|seq| *seq <= self.seq);
+            let unvouched = self.seq - found.unwrap_or(0);
+            if unvouched > 0 {
+                tracing::warn!(
+                    path = %path.display(),
+                    last_checkpoint = found,
+                    unvouched,
+                    "the audit log's last records are vouched for by no checkpoint of this key (a crash left them \
+                     unsigned, or they were appended while the server was down): a `chain_resumed` record names \
+                     them, and the next checkpoint does not vouch for them"
+                );
+                let record = serde_json::json!({
+                    "ts": super::Timestamp(std::time::SystemTime::now()).to_string(),
+                    "server_id": &*self.server_id,
+                    "event": "chain_resumed",
+                    "checkpoint": found,
+                    "unvouched": unvouched,
+                });
+                self.append(serde_json::to_vec(&record)?, None)?;
+                self.unsigned += 1;
+            }
+        }
+        self.resume_pending = false;
+        Ok(())
+    }
+
     fn checkpoint(&mut self, key: &CheckpointKey) -> Result<(), AuditError> {
         let seq = self.seq + 1;
         let sig = key.sign(&self.prev, seq);
@@ -700,6 +763,92 @@ fn sync_directory_of(path: &Path) {
     let _ = path;
 }
 
+/// `FILE.1`: logrotate's first name for the file rotated out.
+fn rotated_name(path: &Path) -> PathBuf {
+    let mut rotated = path.as_os_str().to_owned();
+    rotated.push(".1");
+    PathBuf::from(rotated)
+}
+
+/// The `seq` of the last checkpoint in `file` that `public` verifies (its line sealed as the chain's, under
+/// `chain_key` when keyed): read from the end backwards, a block at a time, holding one line (at most [`MAX_LINE`];
+/// longer ones are skipped) and one block; so once through the file at most, in bounded memory.
+fn last_signed_checkpoint(
+    file: &mut File,
+    chain_key: Option<&ChainKey>,
+    public: &CheckpointPublicKey,
+) -> io::Result<Option<u64>> {
+    const BLOCK: u64 = 64 << 10;
+    let mut end = file.metadata()?.len();
+    // The part of a line already read whose start is in an earlier block, unless it grew past the bound.
+    let mut rest: Vec<u8> = Vec::new();
+    let mut too_long = false;
+    let mut block = Vec::new();
+    while end > 0 {
+        let start = end.saturating_sub(BLOCK);
+        block.resize((end - start) as usize, 0);
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(&mut block)?;
+        end = start;
+        let mut upto = block.len();
+        while let Some(at) = block[..upto].iter().rposition(|b| *b == b'\n') {
+            let found = if too_long || upto - (at + 1) + rest.len() > MAX_LINE {
+                None
+            } else if rest.is_empty() {
+                signed_checkpoint(&block[at + 1..upto], chain_key, public)
+            } else {
+                rest.splice(0..0, block[at + 1..upto].iter().copied());
+                signed_checkpoint(&rest, chain_key, public)
+            };
+            if found.is_some() {
+                return Ok(found);
+            }
+            rest.clear();
+            too_long = false;
+            upto = at;
+        }
+        if !too_long {
+            if upto + rest.len() > MAX_LINE {
+                too_long = true;
+                rest.clear();
+            } else {
+                rest.splice(0..0, block[..upto].iter().copied());
+            }
+        }
+    }
+    Ok(if too_long {
+        None
+    } else {
+        signed_checkpoint(&rest, chain_key, public)
+    })
+}
+
+/// The `seq` of the checkpoint `line` holds, if it is one, sealed as the chain's and signed with `public`'s key.
+fn signed_checkpoint(
+    line: &[u8],
+    chain_key: Option<&ChainKey>,
+    public: &CheckpointPublicKey,
+) -> Option<u64> {
+    // Most lines are not checkpoints: told apart without parsing them (the sink writes this member so).
+    const EVENT: &[u8] = b"\"event\":\"checkpoint\"";
+    if !line.windows(EVENT.len()).any(|w| w == EVENT) {
+        return None;
+    }
+    let (body, sealed) = split_seal(line, if chain_key.is_some() { "mac" } else { "hash" })?;
+    if seal(body, chain_key).1 != sealed {
+        return None;
+    }
+    let text = std::str::from_utf8(line).ok()?;
+    let Ok(Value::Object(object)) = crate::strict_json::from_str_strict(text) else {
+        return None;
+    };
+    let seq = object.get("seq")?.as_u64()?;
+    let prev = object.get("prev")?.as_str()?;
+    let sig = object.get("sig")?.as_str()?;
+    (object.get("event")?.as_str()? == "checkpoint" && public.verifies(prev, seq, sig))
+        .then_some(seq)
+}
+
 /// The last non-empty line of a file (records are bounded, so the last 1 MiB holds it).
 fn last_line(file: &mut File) -> io::Result<Option<Vec<u8>>> {
     let length = file.metadata()?.len();
@@ -753,6 +902,36 @@ pub struct Verification {
     /// The last file's last line has no newline and is not a record: a record still being written (a live file),
     /// or a write cut short. It was not checked, and is not a problem: nothing vouches for it, as for a cut there.
     pub incomplete: Option<Incomplete>,
+    /// With a checkpoint key: records a verified checkpoint follows but does not vouch for, as a server resuming
+    /// the chain said in a `chain_resumed` record (it found them after its last checkpoint: its own records a
+    /// crash left unsigned, or records appended while it was down); the first [`MAX_UNVOUCHED`] ranges, in order.
+    /// Only statements a verified checkpoint signed are listed: one in the tail could be anyone's, and the tail is
+    /// vouched for by nothing anyway.
+    pub unvouched: Vec<Unvouched>,
+    /// How many such ranges there are (more than listed when over [`MAX_UNVOUCHED`]).
+    pub unvouched_ranges: u64,
+}
+
+/// The most ranges of unvouched records [`Verification::unvouched`] lists.
+pub const MAX_UNVOUCHED: usize = 100;
+
+/// Records numbered `from` to `to` that no checkpoint of the key vouches for, as the `chain_resumed` record
+/// numbered `seq` says.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Unvouched {
+    /// The first record of the range.
+    pub from: u64,
+    /// The last record of the range.
+    pub to: u64,
+    /// The last checkpoint of the key before them, by `seq`, as the resuming server found it (`None`: it found
+    /// none in the file, nor in the file rotated out before it).
+    pub checkpoint: Option<u64>,
+    /// The `chain_resumed` record.
+    pub seq: u64,
+    /// Its file.
+    pub file: String,
+    /// Its line in the file, from 1.
+    pub line: u64,
 }
 
 /// Where the line still being written is.
@@ -985,6 +1164,12 @@ fn verify_from<P: AsRef<Path>>(
     let mut ends_clean = false;
     let mut after_stop = false;
     let mut incomplete = None;
+    // Ranges said unvouched: those before `confirmed` are signed by a verified checkpoint after them, the rest (and
+    // `pending` in all, listed or not) only since the last one.
+    let mut unvouched: Vec<Unvouched> = Vec::new();
+    let mut confirmed = 0usize;
+    let mut unvouched_ranges = 0u64;
+    let mut pending = 0u64;
     'files: for (file_index, path) in files.iter().enumerate() {
         let path = path.as_ref();
         let shown = path.display().to_string();
@@ -1006,6 +1191,8 @@ fn verify_from<P: AsRef<Path>>(
                 unsigned_tail,
                 ends_clean: false,
                 incomplete: None,
+                unvouched: unvouched[..confirmed].to_vec(),
+                unvouched_ranges,
             };
             let after = last.as_ref().map_or(0, |(seq, _)| *seq);
             if !fits {
@@ -1145,6 +1332,9 @@ fn verify_from<P: AsRef<Path>>(
                 if checkpoint_key.is_some() {
                     unsigned_tail = 0;
                     ends_clean = after_stop;
+                    confirmed = unvouched.len();
+                    unvouched_ranges += pending;
+                    pending = 0;
                 } else {
                     unsigned_tail += 1;
                     ends_clean = false;
@@ -1152,6 +1342,24 @@ fn verify_from<P: AsRef<Path>>(
             } else {
                 unsigned_tail += 1;
                 ends_clean = false;
+            }
+            if event == Some("chain_resumed")
+                && checkpoint_key.is_some()
+                && let Some(count) = object.get("unvouched").and_then(Value::as_u64)
+                && count > 0
+                && seq > 1
+            {
+                pending += 1;
+                if unvouched.len() < MAX_UNVOUCHED {
+                    unvouched.push(Unvouched {
+                        from: seq.saturating_sub(count).max(1),
+                        to: seq - 1,
+                        checkpoint: object.get("checkpoint").and_then(Value::as_u64),
+                        seq,
+                        file: shown.clone(),
+                        line: number,
+                    });
+                }
             }
             after_stop = event == Some("server_stop");
             records += 1;
@@ -1161,6 +1369,7 @@ fn verify_from<P: AsRef<Path>>(
     }
     // With a checkpoint key, an empty set has none either: a file emptied is not a clean log.
     let problem = (checkpoint_key.is_some() && checkpoints == 0).then_some(Problem::NoCheckpoint);
+    unvouched.truncate(confirmed);
     Ok(Verification {
         records,
         first_seq,
@@ -1170,6 +1379,8 @@ fn verify_from<P: AsRef<Path>>(
         unsigned_tail,
         ends_clean,
         incomplete,
+        unvouched,
+        unvouched_ranges,
     })
 }
 
@@ -1821,6 +2032,178 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    /// Review finding: a restarted server continued from whatever last record it found, and its next checkpoint
+    /// vouched for it: records chained onto a cleanly stopped file while the server was down (an unkeyed chain
+    /// here; with the chain key, the same) were signed by a genuine checkpoint, and the file verified clean.
+    #[test]
+    fn records_appended_while_the_server_was_down_are_not_vouched_for_by_its_next_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let checkpoint = CheckpointKey::from_seed([3; 32]);
+        let public = public_key(dir.path(), &checkpoint);
+        let sink = with_checkpoints(
+            ChainedFileSink::append_to(&path, None).unwrap(),
+            &checkpoint,
+        );
+        sink.write(&record(1)).unwrap(); // `server_stop` (1) and its checkpoint (2): a clean stop
+        drop(sink);
+        // Appended while the server was down, correctly chained, without the checkpoint key.
+        write(&path, None, 3, 4);
+        let sink = with_checkpoints(
+            ChainedFileSink::append_to(&path, None).unwrap(),
+            &checkpoint,
+        );
+        sink.write(&record(5)).unwrap(); // and its checkpoint
+        drop(sink);
+        let checked = verify(&[&path], None, Some(&public)).unwrap();
+        assert_eq!(checked.problem, None, "{checked:?}");
+        assert!(
+            !(checked.ends_clean && checked.unsigned_tail == 0 && checked.unvouched.is_empty()),
+            "the appended records were vouched for: {checked:?}\n{}",
+            lines(&path).join("\n")
+        );
+        // The restarted sink's first line says so, and its checkpoint signs that: records 3 and 4, after checkpoint 2.
+        let file = lines(&path);
+        let resumed: Value = serde_json::from_str(&file[4]).unwrap();
+        assert_eq!(
+            (
+                &resumed["event"],
+                &resumed["seq"],
+                &resumed["checkpoint"],
+                &resumed["unvouched"]
+            ),
+            (&"chain_resumed".into(), &5.into(), &2.into(), &2.into()),
+            "{}",
+            file.join("\n")
+        );
+        assert_eq!(
+            (checked.unvouched_ranges, checked.unvouched),
+            (
+                1,
+                vec![Unvouched {
+                    from: 3,
+                    to: 4,
+                    checkpoint: Some(2),
+                    seq: 5,
+                    file: path.display().to_string(),
+                    line: 5
+                }]
+            )
+        );
+        // A clean restart (the file ends with the checkpoint of the last stop) writes no such record.
+        let sink = with_checkpoints(
+            ChainedFileSink::append_to(&path, None).unwrap(),
+            &checkpoint,
+        );
+        sink.write(&record(8)).unwrap();
+        drop(sink);
+        let file = lines(&path);
+        assert!(file[7].contains("\"reason\":\"r8\""), "{}", file.join("\n"));
+        assert_eq!(
+            verify(&[&path], None, Some(&public))
+                .unwrap()
+                .unvouched_ranges,
+            1
+        );
+        // Without the checkpoint key nothing is vouched for, and no range is listed.
+        assert!(verify(&[&path], None, None).unwrap().unvouched.is_empty());
+    }
+
+    /// A restart after a crash: the records the crash left unsigned are named, in a file with a chain key too;
+    /// with no checkpoint of the key anywhere (one written before checkpoints were configured), all of them. The
+    /// checkpoint is found behind more than a block of records.
+    #[test]
+    fn a_restart_names_the_records_after_the_last_checkpoint_of_its_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let key = ChainKey::from_bytes(&[7; 32]).unwrap();
+        let checkpoint = CheckpointKey::from_seed([3; 32]);
+        let public = public_key(dir.path(), &checkpoint);
+        write(&path, Some(&key), 1, 2); // no checkpoint key yet
+        let sink = with_checkpoints(
+            ChainedFileSink::append_to(&path, Some(key.clone())).unwrap(),
+            &checkpoint,
+        );
+        sink.write(&record(4)).unwrap(); // `chain_resumed` (3), the record (4), a checkpoint (5)
+        let resumed: Value = serde_json::from_str(&lines(&path)[2]).unwrap();
+        assert_eq!(
+            (&resumed["checkpoint"], &resumed["unvouched"]),
+            (&Value::Null, &2.into())
+        );
+        // A crash: records after the checkpoint, never signed (quiet ones, which no checkpoint follows at once).
+        for n in 0..400 {
+            let mut quiet = record(n);
+            quiet.event = AuditEvent::AuditSuppressed {
+                suppressed_event: "http_rejected",
+                count: n,
+            };
+            sink.write(&quiet).unwrap();
+        }
+        drop(sink); // no checkpoint: as after a crash
+        let sink = with_checkpoints(
+            ChainedFileSink::append_to(&path, Some(key.clone())).unwrap(),
+            &checkpoint,
+        );
+        sink.write(&record(1)).unwrap();
+        drop(sink);
+        let checked = verify(&[&path], Some(&key), Some(&public)).unwrap();
+        assert_eq!(checked.problem, None, "{checked:?}");
+        let ranges: Vec<_> = checked
+            .unvouched
+            .iter()
+            .map(|u| (u.from, u.to, u.checkpoint, u.seq))
+            .collect();
+        assert_eq!(ranges, [(1, 2, None, 3), (6, 405, Some(5), 406)]);
+    }
+
+    /// The backward search for the last signed checkpoint: whatever block boundary the line straddles, behind a
+    /// line longer than any record; not a checkpoint signed with another key, nor one whose seal does not match.
+    #[test]
+    fn the_last_signed_checkpoint_is_found_reading_backwards() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let checkpoint = CheckpointKey::from_seed([3; 32]);
+        let public = public_key(dir.path(), &checkpoint);
+        let sink = with_checkpoints(
+            ChainedFileSink::append_to(&path, None).unwrap(),
+            &checkpoint,
+        );
+        sink.write(&record(1)).unwrap();
+        drop(sink);
+        let genuine = lines(&path);
+        let other = CheckpointPublicKey(CheckpointKey::from_seed([4; 32]).0.verifying_key());
+        let found = |text: &str, public: &CheckpointPublicKey| {
+            std::fs::write(&path, text).unwrap();
+            last_signed_checkpoint(&mut File::open(&path).unwrap(), None, public).unwrap()
+        };
+        let line = genuine[1].len() + 1;
+        for pad in [
+            0,
+            1,
+            65536 - line - 1,
+            65536 - line,
+            65536 - 10,
+            65536,
+            3 * 65536 + 7,
+        ] {
+            let mut text = "x".repeat(pad) + "\n" + &genuine.join("\n") + "\n";
+            assert_eq!(found(&text, &public), Some(2), "pad {pad}");
+            assert_eq!(found(&text, &other), None, "pad {pad}");
+            text.push_str(&"y".repeat(MAX_LINE + 70000));
+            text.push_str("\n{}\n");
+            assert_eq!(
+                found(&text, &public),
+                Some(2),
+                "pad {pad}, a long line after"
+            );
+        }
+        // At the very start of the file, with no newline after it.
+        assert_eq!(found(&genuine[1], &public), Some(2));
+        // Its seal no longer matching (its `records` edited), it is not found.
+        let edited = genuine[1].replacen("\"records\":1", "\"records\":9", 1);
+        assert_eq!(found(&(edited + "\n"), &public), None);
     }
 
     /// `SyncEvery(d)`: a record followed by silence is synced within about `d` too, not only when a later record

@@ -10,7 +10,8 @@
 //!
 //! Exit status: 0 unchanged (or pinned, or a watch that ended), 1 changed, 2 anything else (no lockfile, the
 //! server unreachable or too slow, a listing refused, a bad flag, a stdout that cannot be written: silently when
-//! its reader went away, as with `check --json | head -c1`).
+//! its reader went away, as with `check --json | head -c1`). `audit verify` also exits 3: an intact chain with
+//! records no checkpoint of the key vouches for (see its help).
 //!
 //! The server may be hostile: connecting and listing are bounded in time together (`--timeout`), and a listing
 //! in pages (at most [`MAX_PAGES`] and [`MAX_TOOLS`], and no cursor twice).
@@ -88,6 +89,11 @@ enum AuditCommand {
     /// first record altered, removed or out of place (by `seq`), 2 when it cannot be read. A last line with no
     /// newline that is not a record (one still being written to a live file, or a write cut short) is reported
     /// as incomplete and not checked, exit 0: nothing vouches for it, as for records cut from the end.
+    ///
+    /// Exit 3 (with --checkpoint-key): the chain is intact, but a server resuming it said (a `chain_resumed`
+    /// record, signed by a later checkpoint) that records before it are vouched for by no checkpoint of the key,
+    /// listed by `seq`: records a crash left unsigned, or records appended to the file while the server was down.
+    /// Compare them with a copy kept elsewhere (a collector's) before trusting them.
     Verify {
         /// The files, oldest first.
         #[arg(required = true, value_name = "FILE")]
@@ -428,8 +434,40 @@ fn verify(
             ))?,
             Some(problem) => write_stdout(&format!("{problem}\n"))?,
         }
+        if checked.problem.is_none() {
+            let mut warnings = String::new();
+            for range in &checked.unvouched {
+                warnings.push_str(&format!(
+                    "warning: records {} to {} are not vouched for by a checkpoint of this key: the server that \
+                     resumed the chain at record {} ({}:{}) found them after {}; a crash leaves its last records so, \
+                     and so do records appended while the server was down\n",
+                    range.from,
+                    range.to,
+                    range.seq,
+                    range.file,
+                    range.line,
+                    range.checkpoint.map_or_else(
+                        || "no checkpoint of this key".to_owned(),
+                        |seq| format!("its last checkpoint (record {seq})")
+                    ),
+                ));
+            }
+            let unlisted = checked.unvouched_ranges - checked.unvouched.len() as u64;
+            if unlisted > 0 {
+                warnings.push_str(&format!(
+                    "warning: and {unlisted} more such ranges, not listed\n"
+                ));
+            }
+            write_stdout(&warnings)?;
+        }
     }
-    Ok(if checked.problem.is_none() { 0 } else { 1 })
+    Ok(if checked.problem.is_some() {
+        1
+    } else if checked.unvouched_ranges > 0 {
+        3
+    } else {
+        0
+    })
 }
 
 fn keygen(out: &std::path::Path) -> Result<u8, String> {
