@@ -967,8 +967,7 @@ fn levels_logged(f: impl FnOnce()) -> Vec<tracing::Level> {
     }
     let levels = Arc::new(Mutex::new(Vec::new()));
     tracing::subscriber::with_default(Recorder(levels.clone()), f);
-    let levels = levels.lock().unwrap().clone();
-    levels
+    levels.lock().unwrap().clone()
 }
 
 /// Review finding: a directory that could not be synced after the rename was logged at DEBUG only, so an operator

@@ -346,9 +346,11 @@ async fn authenticated(shared: Arc<Shared>, mut request: Request, next: Route) -
         .get::<axum::extract::ConnectInfo<mtls::TlsPeer>>()
         .map(|info| info.0.clone());
     // An event stream's path, for the record of its end (only a stream's, to spare every request the copy).
-    let path = (kind == Some(super::sessions::Kind::Stream))
-        .then(|| request.uri().path().to_owned())
-        .unwrap_or_default();
+    let path = if kind == Some(super::sessions::Kind::Stream) {
+        request.uri().path().to_owned()
+    } else {
+        String::new()
+    };
     let Ok(response) = next.oneshot(request).await;
     // A stream's place is held by its body, given back when the stream ends (or at once, if none was opened).
     let (response, place) = match place {
