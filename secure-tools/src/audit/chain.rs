@@ -235,6 +235,9 @@ struct ChainState {
     /// Records written since the last checkpoint, and when that was.
     unsigned: u64,
     last_checkpoint: std::time::Instant,
+    /// A checkpoint was due and could not be written: it is tried again with the next record (or by the timer, or
+    /// at the flush).
+    checkpoint_owed: bool,
     last_sync: std::time::Instant,
     /// Records written since the last sync (with [`Durability::SyncEvery`]).
     unsynced: bool,
@@ -245,6 +248,17 @@ struct ChainState {
     durability: Durability,
     server_id: std::sync::Arc<str>,
     mirror: Option<std::sync::Arc<dyn LineMirror>>,
+    /// Failures a test asks for.
+    #[cfg(test)]
+    fail: TestFailures,
+}
+
+/// What a test makes fail: syncs, checkpoints.
+#[cfg(test)]
+#[derive(Default)]
+struct TestFailures {
+    sync: bool,
+    checkpoint: bool,
 }
 
 /// Sees each line a [`ChainedFileSink`] has written, as written (sealed: with `seq`, `prev` and the seal), right
@@ -381,6 +395,7 @@ impl ChainedFileSink {
                 prev,
                 unsigned: 0,
                 last_checkpoint: std::time::Instant::now(),
+                checkpoint_owed: false,
                 last_sync: std::time::Instant::now(),
                 unsynced: false,
                 key,
@@ -388,6 +403,8 @@ impl ChainedFileSink {
                 durability: Durability::Write,
                 server_id: "secure-tools".into(),
                 mirror: None,
+                #[cfg(test)]
+                fail: TestFailures::default(),
             })),
             checkpoints: None,
             path,
@@ -492,6 +509,10 @@ impl ChainedFileSink {
 
     /// Seals `line` (a record serialized as a JSON object: `record`, when it came as one) after the last record and
     /// appends it, with a checkpoint after it when one is due (`stop`: it is the `server_stop` record).
+    ///
+    /// A record written is mirrored and counted for the next checkpoint, whatever follows: a failed sync is
+    /// reported as [`AuditError::NotSynced`] (the record is in the file, perhaps not on the disk), and a checkpoint
+    /// that cannot be written is logged and tried again later, not reported as the record's failure.
     fn append_line(
         &self,
         line: Vec<u8>,
@@ -504,14 +525,21 @@ impl ChainedFileSink {
         {
             state.resume(&self.path, &checkpoints.key)?;
         }
-        state.append(line, record)?;
+        let synced = state.append(line, record)?;
         state.unsigned += 1;
         if let Some(checkpoints) = &self.checkpoints
-            && (stop || state.last_checkpoint.elapsed() >= checkpoints.interval)
+            && (stop
+                || state.checkpoint_owed
+                || state.last_checkpoint.elapsed() >= checkpoints.interval)
+            && let Err(error) = state.checkpoint(&checkpoints.key)
         {
-            state.checkpoint(&checkpoints.key)?;
+            tracing::error!(
+                %error,
+                "audit checkpoint not written after a record (the record is); tried again with the next record, \
+                 after the checkpoint interval, or at the flush"
+            );
         }
-        Ok(())
+        synced.map_err(AuditError::NotSynced)
     }
 
     /// Appends a signed checkpoint now, if records were written since the last one.
@@ -556,7 +584,8 @@ impl ChainState {
                     "checkpoint": found,
                     "unvouched": unvouched,
                 });
-                self.append(serde_json::to_vec(&record)?, None)?;
+                // Written; a failed sync is the record's after it to report (it syncs this one too).
+                let _synced = self.append(serde_json::to_vec(&record)?, None)?;
                 self.unsigned += 1;
             }
         }
@@ -564,7 +593,13 @@ impl ChainState {
         Ok(())
     }
 
+    /// Appends a checkpoint; one that could not be written is owed (and [`AuditError::NotSynced`] is one written).
     fn checkpoint(&mut self, key: &CheckpointKey) -> Result<(), AuditError> {
+        self.checkpoint_owed = true;
+        #[cfg(test)]
+        if self.fail.checkpoint {
+            return Err(AuditError::Other("a checkpoint failing for a test".into()));
+        }
         let seq = self.seq + 1;
         let sig = key.sign(&self.prev, seq);
         let record = serde_json::json!({
@@ -574,17 +609,21 @@ impl ChainState {
             "records": self.seq,
             "sig": sig,
         });
-        self.append(serde_json::to_vec(&record)?, None)?;
+        let synced = self.append(serde_json::to_vec(&record)?, None)?;
         self.unsigned = 0;
         self.last_checkpoint = std::time::Instant::now();
-        Ok(())
+        self.checkpoint_owed = false;
+        synced.map_err(AuditError::NotSynced)
     }
 
+    /// Seals and appends `line`: `Err` when nothing was written (the chain did not move on). Once it is written, the
+    /// chain moves on and the mirror sees it, whatever follows; what is returned then is whether it was synced as
+    /// the durability asks (an error: written, perhaps not on the disk).
     fn append(
         &mut self,
         mut line: Vec<u8>,
         record: Option<&AuditRecord>,
-    ) -> Result<(), AuditError> {
+    ) -> Result<io::Result<()>, AuditError> {
         let seq = self.seq + 1;
         // The line keeps the record's own member order (`ts` first), the chain's members last.
         if line.pop() != Some(b'}') {
@@ -618,27 +657,41 @@ impl ChainState {
         self.write_whole(&line)?;
         self.seq = seq;
         self.prev = value;
-        match self.durability {
-            Durability::Write => {}
-            Durability::SyncEachRecord => self.file.sync_data()?,
-            Durability::SyncEvery(interval) => {
-                if self.last_sync.elapsed() >= interval {
-                    self.sync()?;
-                } else {
-                    self.unsynced = true;
-                }
-            }
-        }
+        // The line is in the file: the mirror sees it before the sync, which may fail, and a mirror that panics
+        // does not unwrite it.
         if let Some(mirror) = &self.mirror
             && let Ok(text) = std::str::from_utf8(&line[..line.len() - 1])
         {
-            mirror.mirror(record, text);
+            let mirrored = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                mirror.mirror(record, text)
+            }));
+            if mirrored.is_err() {
+                tracing::error!(
+                    "the audit line mirror panicked; the record is in the audit file, its copy may be missing"
+                );
+            }
         }
-        Ok(())
+        Ok(match self.durability {
+            Durability::Write => Ok(()),
+            Durability::SyncEachRecord => self.sync(),
+            Durability::SyncEvery(interval) => {
+                // Unsynced until a sync succeeds: the timed thread tries again if this one fails.
+                self.unsynced = true;
+                if self.last_sync.elapsed() >= interval {
+                    self.sync()
+                } else {
+                    Ok(())
+                }
+            }
+        })
     }
 
     /// Syncs the file's data to the disk (`fdatasync`).
     fn sync(&mut self) -> io::Result<()> {
+        #[cfg(test)]
+        if self.fail.sync {
+            return Err(io::Error::other("a sync failing for a test"));
+        }
         self.file.sync_data()?;
         self.last_sync = std::time::Instant::now();
         self.unsynced = false;
@@ -869,13 +922,21 @@ impl AuditSink for ChainedFileSink {
         self.append_line(super::record_line(record)?, Some(record), stop)
     }
 
+    /// Writes a checkpoint owed (one due that could not be written, as after `server_stop`), and syncs the file
+    /// unless the durability is [`Durability::Write`].
     fn flush(&self) -> Result<(), AuditError> {
         let mut state = self.lock();
+        let checkpointed = match &self.checkpoints {
+            Some(checkpoints) if state.checkpoint_owed && state.unsigned > 0 => {
+                state.checkpoint(&checkpoints.key)
+            }
+            _ => Ok(()),
+        };
         state.file.flush()?;
         if state.durability != Durability::Write {
-            state.sync()?;
+            state.sync().map_err(AuditError::NotSynced)?;
         }
-        Ok(())
+        checkpointed
     }
 }
 
@@ -2204,6 +2265,130 @@ mod tests {
         // Its seal no longer matching (its `records` edited), it is not found.
         let edited = genuine[1].replacen("\"records\":1", "\"records\":9", 1);
         assert_eq!(found(&(edited + "\n"), &public), None);
+    }
+
+    /// Keeps the lines it is handed; panics on them when asked to.
+    #[derive(Default)]
+    struct Mirror {
+        lines: Mutex<Vec<String>>,
+        panics: std::sync::atomic::AtomicBool,
+    }
+
+    impl LineMirror for Mirror {
+        fn mirror(&self, _: Option<&AuditRecord>, line: &str) {
+            self.lines.lock().unwrap().push(line.to_owned());
+            if self.panics.load(std::sync::atomic::Ordering::Relaxed) {
+                panic!("a mirror panicking for a test");
+            }
+        }
+    }
+
+    fn quiet(n: u64) -> AuditRecord {
+        let mut quiet = record(n);
+        quiet.event = AuditEvent::AuditSuppressed {
+            suppressed_event: "http_rejected",
+            count: n,
+        };
+        quiet
+    }
+
+    /// Review finding: a record whose sync failed after its bytes were in the file was reported failed like one
+    /// never written, and neither mirrored nor counted for the next checkpoint (which then did not follow it).
+    #[test]
+    fn a_record_written_but_not_synced_is_mirrored_counted_and_told_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let checkpoint = CheckpointKey::from_seed([3; 32]);
+        let public = public_key(dir.path(), &checkpoint);
+        let mirror = std::sync::Arc::new(Mirror::default());
+        let sink = with_checkpoints(
+            ChainedFileSink::append_to(&path, None)
+                .unwrap()
+                .with_durability(Durability::SyncEachRecord),
+            &checkpoint,
+        )
+        .with_mirror(mirror.clone());
+        sink.lock().fail.sync = true;
+        // Still a failure (the record may not survive a power loss), but one told apart from a record not written.
+        let failed = sink.write(&quiet(1));
+        assert!(
+            matches!(failed, Err(AuditError::NotSynced(_))),
+            "{failed:?}"
+        );
+        assert_eq!(lines(&path).len(), 1);
+        assert_eq!(*mirror.lines.lock().unwrap(), lines(&path));
+        assert_eq!(sink.lock().unsigned, 1);
+        sink.lock().fail.sync = false;
+        sink.checkpoint().unwrap();
+        drop(sink);
+        let checked = verify(&[&path], None, Some(&public)).unwrap();
+        assert_eq!(
+            (checked.problem, checked.records, checked.unsigned_tail),
+            (None, 2, 0)
+        );
+    }
+
+    /// Review finding: a mirror panicking after the record was written made the write a failure (the panic went
+    /// up through the sink), and the record was not counted for the next checkpoint.
+    #[test]
+    fn a_mirror_panicking_does_not_fail_a_record_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let checkpoint = CheckpointKey::from_seed([3; 32]);
+        let mirror = std::sync::Arc::new(Mirror::default());
+        mirror
+            .panics
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let sink = with_checkpoints(
+            ChainedFileSink::append_to(&path, None).unwrap(),
+            &checkpoint,
+        )
+        .with_mirror(mirror.clone());
+        let written =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sink.write(&quiet(1))));
+        assert!(matches!(written, Ok(Ok(()))), "{written:?}");
+        assert_eq!(sink.lock().unsigned, 1);
+        assert_eq!(mirror.lines.lock().unwrap().len(), 1);
+    }
+
+    /// Review finding: a checkpoint failing after a record was written made the record's write a failure. Now the
+    /// record is reported written, and the checkpoint is tried again: with the next record, or at the flush.
+    #[test]
+    fn a_checkpoint_failing_after_a_record_does_not_fail_the_record_and_is_tried_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let checkpoint = CheckpointKey::from_seed([3; 32]);
+        let public = public_key(dir.path(), &checkpoint);
+        let sink = with_checkpoints(
+            ChainedFileSink::append_to(&path, None).unwrap(),
+            &checkpoint,
+        );
+        sink.lock().fail.checkpoint = true;
+        sink.write(&record(1)).unwrap(); // `server_stop`: a checkpoint is due, and fails
+        assert_eq!(lines(&path).len(), 1);
+        sink.lock().fail.checkpoint = false;
+        sink.flush().unwrap();
+        assert_eq!(lines(&path).len(), 2);
+        drop(sink);
+        let checked = verify(&[&path], None, Some(&public)).unwrap();
+        assert_eq!(
+            (checked.problem, checked.unsigned_tail, checked.ends_clean),
+            (None, 0, true)
+        );
+        // Due with the next record: tried again with the one after.
+        let sink = with_checkpoints(
+            ChainedFileSink::append_to(&path, None).unwrap(),
+            &checkpoint,
+        );
+        sink.lock().fail.checkpoint = true;
+        sink.write(&record(3)).unwrap();
+        sink.lock().fail.checkpoint = false;
+        sink.write(&quiet(4)).unwrap();
+        assert!(
+            lines(&path)[4].contains("\"event\":\"checkpoint\""),
+            "{:?}",
+            lines(&path)
+        );
     }
 
     /// `SyncEvery(d)`: a record followed by silence is synced within about `d` too, not only when a later record

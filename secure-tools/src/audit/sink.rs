@@ -15,6 +15,11 @@ pub enum AuditError {
     /// The record could not be encoded.
     #[error("audit record could not be encoded: {0}")]
     Encode(#[from] serde_json::Error),
+    /// The record was written (the file holds it, and a chained file's chain moved on past it) but could not be
+    /// made durable as the sink was asked to (`fdatasync` failed): it is reported as a failure all the same, so a
+    /// call whose record may not survive a power loss is not answered as if it would.
+    #[error("audit record written but not synced to the disk: {0}")]
+    NotSynced(io::Error),
     /// The sink panicked; the panic was caught and the write counted as failed.
     #[error("audit sink panicked")]
     Panicked,
