@@ -378,3 +378,61 @@ async fn a_plain_tool_its_handler_does_not_describe_is_refused_at_start_and_kept
     assert_eq!(call["inputs"]["q"]["redacted"], true, "{call}");
     assert!(!call.to_string().contains("hunter2"));
 }
+
+#[derive(serde::Serialize, schemars::JsonSchema)]
+struct Stats {
+    notes: u32,
+}
+
+/// A server whose plain tool declares an output schema.
+#[derive(Clone)]
+struct WithOutput {
+    tool_router: ToolRouter<Self>,
+}
+
+#[tool_router]
+impl WithOutput {
+    fn new() -> Self {
+        WithOutput {
+            tool_router: Self::tool_router(),
+        }
+    }
+
+    #[tool(description = "Counts the notes")]
+    fn stats(&self) -> rmcp::Json<Stats> {
+        rmcp::Json(Stats { notes: 3 })
+    }
+}
+
+#[tool_handler(router = self.tool_router)]
+impl ServerHandler for WithOutput {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+    }
+}
+
+/// Review finding: a refusal of a plain tool whose server lists an output schema carried `structuredContent`
+/// `{"error": ...}`, which that schema does not admit, so the TypeScript SDK v1 and the Inspector replaced the
+/// refusal with a validation error of their own (the fix for secure tools looked at the tool set's definition,
+/// which holds no schema for a plain tool).
+#[tokio::test]
+async fn a_refused_plain_tool_with_an_output_schema_gets_no_structured_error() {
+    let tools = ToolSet::builder(())
+        .plain_tool(secure_tools::PlainTool::new("stats").scope("notes.admin"))
+        .build()
+        .unwrap();
+    let secure = secure_tools::SecureServer::new(tools).default_caller(Caller::new(
+        "local-user",
+        Grant::parse("notes.read").unwrap(),
+    ));
+    let client = client_of(secure_tools::serve::Secured::new(WithOutput::new(), secure)).await;
+    let listed = client.list_all_tools().await.unwrap();
+    assert!(listed[0].output_schema.is_some());
+    let refused = client
+        .call_tool(CallToolRequestParams::new("stats"))
+        .await
+        .unwrap();
+    assert_eq!(refused.is_error, Some(true));
+    assert!(text_of(&refused).starts_with("missing_scope:notes.admin"));
+    assert!(refused.structured_content.is_none(), "{refused:?}");
+}

@@ -42,6 +42,8 @@ pub(crate) struct ToolEntry {
     /// For a plain tool, the argument names of the input schema its server lists, once known (the server is asked
     /// at its first call): arguments it does not name are recorded as secrets, as for a secure tool.
     pub(crate) plain_arguments: std::sync::OnceLock<BTreeSet<String>>,
+    /// For a plain tool, whether its server lists it with an output schema, once known (with its arguments).
+    pub(crate) plain_output_schema: std::sync::OnceLock<bool>,
 }
 
 impl ToolEntry {
@@ -49,6 +51,16 @@ impl ToolEntry {
     /// others or, for a plain tool, once its server has described it.
     pub(crate) fn known_arguments(&self) -> Option<&BTreeSet<String>> {
         self.allowed.as_ref().or_else(|| self.plain_arguments.get())
+    }
+
+    /// Whether the tool is listed with an output schema: a secure tool's own; a plain tool's as its server lists it,
+    /// taken to have one while that is not known (so that a refusal carries no `structuredContent` that the schema
+    /// would not admit).
+    pub(crate) fn has_output_schema(&self) -> bool {
+        if self.plain {
+            return self.plain_output_schema.get().copied().unwrap_or(true);
+        }
+        self.definition.output_schema().is_some()
     }
 }
 
@@ -280,6 +292,7 @@ impl<S: Send + Sync + 'static> ToolSetBuilder<S> {
                 entry: ToolEntry {
                     allowed: allowed_arguments(definition.input_schema()),
                     plain_arguments: std::sync::OnceLock::new(),
+                    plain_output_schema: std::sync::OnceLock::new(),
                     name: Arc::from(definition.name()),
                     scopes: definition.scopes().into(),
                     records_start: definition.annotations().read_only_hint != Some(true),
@@ -334,6 +347,7 @@ impl<S: Send + Sync + 'static> ToolSetBuilder<S> {
                 entry: ToolEntry {
                     allowed: None,
                     plain_arguments: std::sync::OnceLock::new(),
+                    plain_output_schema: std::sync::OnceLock::new(),
                     name: Arc::from(definition.name()),
                     scopes: definition.scopes().into(),
                     records_start: !tool.read_only,
@@ -589,6 +603,10 @@ impl<S: Send + Sync + 'static> ToolSet<S> {
             && registered.entry.plain_arguments.get().is_none()
             && let Some(tool) = describe()
         {
+            let _ = registered
+                .entry
+                .plain_output_schema
+                .set(tool.output_schema.is_some());
             let _ = registered
                 .entry
                 .plain_arguments

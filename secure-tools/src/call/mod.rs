@@ -1034,7 +1034,7 @@ impl<'s> Call<'s> {
             let name = self.sent_name.take().unwrap_or_default();
             return Err(CallError::UnknownTool(name));
         };
-        let has_output_schema = tool.definition.output_schema().is_some();
+        let has_output_schema = tool.has_output_schema();
         let call_id = self.context.call_id();
         // The transport that asked (HTTP, to answer with an `insufficient_scope` challenge) gets the pipeline's own
         // refusal for a missing scope, typed: never a tool's answer that reads like one.
