@@ -771,3 +771,71 @@ async fn undeclared_arguments_are_recorded_as_length_markers_only() {
         json!({"redacted": true, "bytes": 7})
     );
 }
+
+/// Answers with rmcp's own result.
+#[secure_tool(scope = "svc.read", read_only)]
+async fn raw_result(fail: bool) -> Result<rmcp::model::CallToolResult, ToolError> {
+    use rmcp::model::{CallToolResult, ContentBlock};
+    Ok(if fail {
+        CallToolResult::error(vec![ContentBlock::text("boom")])
+    } else {
+        CallToolResult::success(vec![ContentBlock::text("fine")])
+    })
+}
+
+/// Answers with content blocks.
+#[secure_tool(scope = "svc.read", read_only)]
+async fn blocks() -> Vec<rmcp::model::ContentBlock> {
+    vec![rmcp::model::ContentBlock::text("one")]
+}
+
+/// Review finding: rmcp's result types serialize, so the attribute wrapped them in `Json`: an error result went out
+/// as the structured content of a success (`isError: false`), audited `ok`, and content blocks as JSON text. They
+/// go out as they are now.
+#[tokio::test]
+async fn rmcps_own_result_and_content_go_out_as_they_are() {
+    let sink = MemorySink::new();
+    let set = ToolSet::builder(())
+        .tool::<raw_result>()
+        .tool::<blocks>()
+        .audit_sink(sink.clone())
+        .build()
+        .unwrap();
+    assert!(
+        set.definition("raw_result")
+            .unwrap()
+            .output_schema()
+            .is_none()
+    );
+    let reader = caller("ops", "svc.read");
+    let failed = set
+        .call(request(&reader, 1, "raw_result", json!({"fail": true})))
+        .await
+        .unwrap();
+    assert_eq!(failed.outcome(), Outcome::Error);
+    let result = failed.into_call_tool_result();
+    assert_eq!(result.is_error, Some(true));
+    assert!(result.structured_content.is_none());
+    let fine = set
+        .call(request(&reader, 2, "raw_result", json!({"fail": false})))
+        .await
+        .unwrap()
+        .into_call_tool_result();
+    assert_eq!(fine.is_error, Some(false));
+    let listed = set
+        .call(request(&reader, 3, "blocks", json!({})))
+        .await
+        .unwrap()
+        .into_call_tool_result();
+    assert_eq!(
+        serde_json::to_value(&listed.content).unwrap()[0]["text"],
+        "one"
+    );
+    assert!(listed.structured_content.is_none());
+    let outcomes: Vec<_> = sink
+        .records()
+        .iter()
+        .map(|r| r["outcome"].clone())
+        .collect();
+    assert_eq!(outcomes, [json!("error"), json!("ok"), json!("ok")]);
+}

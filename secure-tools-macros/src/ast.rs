@@ -155,16 +155,30 @@ impl<'a> Output<'a> {
         }
     }
 
-    /// Whether the success type is sent as text (`String`, `&str`, `()`) or is already `Json<_>`, `Rendered<_>` or
-    /// `ContentBlocks`, rather than wrapped in `Json` for structured content.
+    /// Whether the success type is sent as text (`String`, `&str`, `()`), is already `Json<_>`, `Rendered<_>` or
+    /// `ContentBlocks`, or is rmcp's own result or content (`CallToolResult`, `ContentBlock`, `Vec<ContentBlock>`),
+    /// rather than wrapped in `Json` for structured content. rmcp's types serialize: wrapped, an error result
+    /// would have become the structured content of a success.
     pub fn is_plain(&self) -> bool {
+        const AS_THEY_ARE: [&str; 6] = [
+            "String",
+            "Json",
+            "Rendered",
+            "ContentBlocks",
+            "CallToolResult",
+            "ContentBlock",
+        ];
         match self.ok {
             None => true,
             Some(Type::Tuple(t)) => t.elems.is_empty(),
             Some(Type::Reference(r)) => matches!(&*r.elem, Type::Path(p) if p.path.is_ident("str")),
-            Some(ty) => {
-                matches!(last_segment(ty), Some((name, _)) if ["String", "Json", "Rendered", "ContentBlocks"].contains(&name.as_str()))
-            }
+            Some(ty) => match last_segment(ty) {
+                Some((name, _)) if AS_THEY_ARE.contains(&name.as_str()) => true,
+                Some((name, Some(item))) if name == "Vec" => {
+                    matches!(last_segment(item), Some((item, _)) if item == "ContentBlock")
+                }
+                _ => false,
+            },
         }
     }
 }

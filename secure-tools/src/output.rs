@@ -64,10 +64,43 @@ impl IntoToolOutput for ContentBlocks {
     }
 }
 
+/// rmcp's whole result, as a handler made it: passed on as it is, `isError` included (an error result is recorded
+/// with outcome `error`). The tool publishes no output schema.
+impl IntoToolOutput for CallToolResult {
+    fn output_schema() -> Option<Arc<JsonObject>> {
+        None
+    }
+    fn into_tool_output(self) -> Result<ToolOutput, ToolError> {
+        Ok(ToolOutput::Result(self))
+    }
+}
+
+/// Content blocks as given, as [`ContentBlocks`] takes them.
+impl IntoToolOutput for Vec<ContentBlock> {
+    fn output_schema() -> Option<Arc<JsonObject>> {
+        None
+    }
+    fn into_tool_output(self) -> Result<ToolOutput, ToolError> {
+        Ok(ToolOutput::Content(self))
+    }
+}
+
+/// One content block.
+impl IntoToolOutput for ContentBlock {
+    fn output_schema() -> Option<Arc<JsonObject>> {
+        None
+    }
+    fn into_tool_output(self) -> Result<ToolOutput, ToolError> {
+        Ok(ToolOutput::Content(vec![self]))
+    }
+}
+
 /// A structured result: serialized as `structuredContent`, with the tool's output schema generated from `T`.
 ///
 /// `#[secure_tool]` wraps a handler's `Ok` type in `Json` by itself unless it is `String`, `&'static str`, `()`,
-/// [`ContentBlocks`], or already `Json<_>` or [`Rendered<_>`], so returning `Result<MyOutcome, ToolError>` is enough.
+/// [`ContentBlocks`], rmcp's `CallToolResult`, `ContentBlock` or `Vec<ContentBlock>`, or already `Json<_>` or
+/// [`Rendered<_>`], so returning `Result<MyOutcome, ToolError>` is enough. (rmcp's own result types serialize, so
+/// wrapped they would have become structured content: an error result passed off as a success.)
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Json<T>(pub T);
 
