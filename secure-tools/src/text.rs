@@ -3,21 +3,38 @@
 /// Replaces every character that could drive a terminal, reorder what a reader sees, or carry text a reader does
 /// not see with a visible escape: C0 controls other than `\n` and `\t`, DEL, C1 controls (U+0080 to U+009F, which
 /// include the single-byte CSI), the bidirectional formatting characters used to hide code (U+202A to U+202E,
-/// U+2066 to U+2069), and the invisible characters that hide instructions from a human but not from a model: the
-/// tag characters (U+E0000 to U+E007F, which spell ASCII invisibly), the zero-width space (U+200B), the word joiner
-/// and invisible operators (U+2060 to U+2064) and the byte-order mark (U+FEFF). (The zero-width joiner and
-/// non-joiner stay: emoji and several scripts need them.) Each becomes `\u{XX}`, so nothing is dropped; a `\u{..}`
-/// already in the text is left as it is, so the escapes are for reading, not for decoding back.
+/// U+2066 to U+2069), and the invisible characters that hide instructions from a human but not from a model (see
+/// [`invisible`]): the tag characters (U+E0000 to U+E007F, which spell ASCII invisibly), the zero-width space,
+/// the word joiner and invisible operators, the byte-order mark, fillers and other format characters that show as
+/// nothing, and a variation selector that does not follow a character it could vary (a run of them encodes any
+/// bytes: "emoji smuggling"). (The zero-width joiner and non-joiner, the directional marks, and one variation
+/// selector after a character stay: emoji and several scripts need them.) Each becomes `\u{XX}`, so nothing is
+/// dropped; a `\u{..}` already in the text is left as it is, so the escapes are for reading, not for decoding back.
 pub fn neutralize(text: &str) -> String {
+    use std::fmt::Write as _;
     let mut out = String::with_capacity(text.len());
+    // Whether the character before may take a variation selector (it is not itself one, nor the start).
+    let mut may_vary = false;
     for c in text.chars() {
-        if (hazard(c).is_some() && !matches!(c, '\n' | '\t')) || invisible(c) {
-            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        let selector = variation_selector(c);
+        if (hazard(c).is_some() && !matches!(c, '\n' | '\t'))
+            || invisible(c)
+            || (selector && !may_vary)
+        {
+            let _ = write!(out, "\\u{{{:x}}}", c as u32);
         } else {
             out.push(c);
         }
+        may_vary = !selector;
     }
     out
+}
+
+/// A variation selector: U+FE00 to U+FE0F, the supplementary ones (U+E0100 to U+E01EF) and the Mongolian free
+/// variation selectors (U+180B to U+180D, U+180F). One after a character picks its form (an emoji's presentation, an
+/// ideograph's variant); more show as nothing.
+pub(crate) fn variation_selector(c: char) -> bool {
+    matches!(c, '\u{fe00}'..='\u{fe0f}' | '\u{e0100}'..='\u{e01ef}' | '\u{180b}'..='\u{180d}' | '\u{180f}')
 }
 
 /// A character that can drive a terminal or make text show in another order than the one it is stored in: what
@@ -37,9 +54,31 @@ pub(crate) enum Hazard {
     Bidi,
 }
 
-/// A character that shows as nothing: escaped by [`neutralize`], though a file may hold it (a flag emoji's tags).
-fn invisible(c: char) -> bool {
-    matches!(c, '\u{e0000}'..='\u{e007f}' | '\u{200b}' | '\u{2060}'..='\u{2064}' | '\u{feff}')
+/// A character that shows as nothing and that ordinary text does not need: escaped by [`neutralize`] (and by the
+/// integrity reports), though a file may hold it (a flag emoji's tags). The tag characters and the rest of their
+/// plane's unassigned block (U+E0000 to U+E00FF), the zero-width space (U+200B), the word joiner, invisible
+/// operators and deprecated format characters (U+2060 to U+206F), the byte-order mark (U+FEFF), the soft hyphen
+/// (U+00AD), the combining grapheme joiner (U+034F), the Hangul and Khmer fillers and inherent vowels (U+115F,
+/// U+1160, U+17B4, U+17B5, U+3164, U+FFA0), the Mongolian vowel separator (U+180E), and the interlinear annotation
+/// and other specials (U+FFF0 to U+FFFB).
+pub(crate) fn invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{ad}'
+            | '\u{34f}'
+            | '\u{115f}'
+            | '\u{1160}'
+            | '\u{17b4}'
+            | '\u{17b5}'
+            | '\u{180e}'
+            | '\u{200b}'
+            | '\u{2060}'..='\u{206f}'
+            | '\u{3164}'
+            | '\u{feff}'
+            | '\u{ffa0}'
+            | '\u{fff0}'..='\u{fffb}'
+            | '\u{e0000}'..='\u{e00ff}'
+    )
 }
 
 pub(crate) fn hazard(c: char) -> Option<Hazard> {
@@ -76,5 +115,25 @@ mod tests {
         );
         // Joiners stay: emoji and scripts need them.
         assert_eq!(neutralize("👩\u{200d}💻"), "👩\u{200d}💻");
+    }
+
+    /// Review finding: variation selectors after an emoji (a run of them encodes any bytes, which models decode:
+    /// "emoji smuggling"), fillers and other characters that show as nothing passed through, though the
+    /// integrity reports escaped them. One selector after a character stays (an emoji's presentation, an
+    /// ideograph's variant); a run, or one at the start, is escaped.
+    #[test]
+    fn variation_selectors_past_the_first_and_other_invisible_characters_are_escaped() {
+        assert_eq!(
+            neutralize("ok😀\u{fe05}\u{e0158}\u{e0165}"),
+            "ok😀\u{fe05}\\u{e0158}\\u{e0165}"
+        );
+        assert_eq!(neutralize("\u{fe0f}x"), "\\u{fe0f}x");
+        assert_eq!(neutralize("❤\u{fe0f} 葛\u{e0100}"), "❤\u{fe0f} 葛\u{e0100}");
+        assert_eq!(
+            neutralize("a\u{ad}b\u{3164}c\u{206a}d\u{fffb}"),
+            "a\\u{ad}b\\u{3164}c\\u{206a}d\\u{fffb}"
+        );
+        // Right-to-left prose keeps its marks.
+        assert_eq!(neutralize("a\u{200f}b"), "a\u{200f}b");
     }
 }

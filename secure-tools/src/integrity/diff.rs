@@ -511,26 +511,18 @@ pub fn visible_line(text: &str) -> std::borrow::Cow<'_, str> {
 }
 
 fn escaped(text: &str, line_feed: bool) -> std::borrow::Cow<'_, str> {
+    // What `neutralize` escapes (the invisible characters and every variation selector), and for a review also
+    // what text may legitimately hold but a reader cannot see: the joiners and directional marks, the
+    // bidirectional formatting characters, and the whole special-purpose plane's start (U+E0000 to U+E0FFF).
     let hidden = |c: char| {
         (c.is_control() && (line_feed || c != '\n'))
+            || crate::text::invisible(c)
+            || crate::text::variation_selector(c)
             || matches!(
                 c,
-                '\u{ad}'
-                    | '\u{34f}'
-                    | '\u{61c}'
-                    | '\u{115f}'
-                    | '\u{1160}'
-                    | '\u{17b4}'
-                    | '\u{17b5}'
-                    | '\u{180b}'..='\u{180f}'
+                '\u{61c}'
                     | '\u{200b}'..='\u{200f}'
                     | '\u{202a}'..='\u{202e}'
-                    | '\u{2060}'..='\u{206f}'
-                    | '\u{3164}'
-                    | '\u{fe00}'..='\u{fe0f}'
-                    | '\u{feff}'
-                    | '\u{ffa0}'
-                    | '\u{fff0}'..='\u{fffb}'
                     | '\u{e0000}'..='\u{e0fff}'
             )
     };
