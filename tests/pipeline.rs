@@ -604,6 +604,39 @@ fn server_key() -> String {
     "sk-live-from-the-environment".to_owned()
 }
 
+/// Counts.
+#[secure_tool(scope = "svc.read", read_only)]
+async fn count(
+    /// A size.
+    size: usize,
+    /// A big one.
+    big: u128,
+    /// A signed one.
+    signed: i128,
+) -> String {
+    format!("{size} {big} {signed}")
+}
+
+/// Review finding: `usize`, `isize`, `u128` and `i128` (schemars' `uint`, `int`, `uint128`, `int128`) got no range,
+/// so a client following the schema could send 18446744073709551616 for a `u128`, which decoding refuses (serde_json
+/// reads it as a float).
+#[tokio::test]
+async fn the_other_integer_types_give_the_range_that_decodes() {
+    let set = ToolSet::builder(()).tool::<count>().build().unwrap();
+    let schema = set.definition("count").unwrap().input_schema();
+    let properties = &schema["properties"];
+    assert_eq!(properties["size"]["maximum"], u64::MAX, "{properties}");
+    assert_eq!(properties["big"]["maximum"], u64::MAX, "{properties}");
+    assert_eq!(properties["signed"]["minimum"], i64::MIN, "{properties}");
+    let reader = caller("ops", "svc.read");
+    let at_the_top = json!({"size": 1, "big": u64::MAX, "signed": i64::MIN});
+    let response = set
+        .call(request(&reader, 1, "count", at_the_top))
+        .await
+        .unwrap();
+    assert_eq!(response.outcome(), Outcome::Ok);
+}
+
 /// Connects with a key (its default the server's own).
 #[secure_tool(scope = "svc.connect", read_only, audit_redact = ["api_key"])]
 async fn connect(

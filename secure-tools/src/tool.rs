@@ -185,6 +185,13 @@ fn integer_ranges(value: &mut Value) {
                 Some("uint32") => Some((0, u32::MAX.into())),
                 Some("int64") => Some((i64::MIN, i64::MAX as u64)),
                 Some("uint64") => Some((0, u64::MAX)),
+                // `isize` and `usize`.
+                Some("int") => Some((isize::MIN as i64, isize::MAX as u64)),
+                Some("uint") => Some((0, usize::MAX as u64)),
+                // serde_json reads a number past the 64-bit integers as a float, which a 128-bit integer refuses:
+                // what decodes is what fits in `i64` or `u64`.
+                Some("int128") => Some((i64::MIN, u64::MAX)),
+                Some("uint128") => Some((0, u64::MAX)),
                 _ => None,
             };
             if let Some((min, max)) = range {
