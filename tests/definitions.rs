@@ -200,3 +200,47 @@ fn two_tools_with_one_name_do_not_build() {
         "{err}"
     );
 }
+
+/// A copy mode.
+#[derive(serde::Deserialize, schemars::JsonSchema)]
+#[serde(tag = "mode", rename_all = "snake_case")]
+enum Mode {
+    /// Copy from a source.
+    Copy {
+        /// The source.
+        src: String,
+    },
+    /// Start empty.
+    Empty,
+}
+
+/// Arguments with a flattened enum.
+#[derive(serde::Deserialize, schemars::JsonSchema, validator::Validate)]
+struct FlatArgs {
+    /// The name.
+    name: String,
+    #[serde(flatten)]
+    mode: Mode,
+}
+
+/// Makes a note.
+#[secure_tool(scope = "notes.write")]
+async fn flat(Args(args): Args<FlatArgs>) -> Result<String, ToolError> {
+    Ok(match args.mode {
+        Mode::Copy { src } => src,
+        Mode::Empty => args.name,
+    })
+}
+
+/// Review finding: a flattened enum puts `oneOf` at the schema's root; with `additionalProperties: false` beside it
+/// no call was valid, and every call naming the enum's fields was refused `unknown argument`. Such a tool is
+/// refused when the set is built, saying what to do.
+#[test]
+fn a_schema_composing_subschemas_at_its_root_is_refused_when_built() {
+    let error = ToolSet::builder(()).tool::<flat>().build().unwrap_err();
+    assert!(
+        matches!(error, DefinitionError::InputSchema { .. }),
+        "{error}"
+    );
+    assert!(error.to_string().contains("flatten"), "{error}");
+}

@@ -116,7 +116,7 @@ pub enum DefinitionError {
         /// The tool.
         tool: String,
     },
-    /// The input schema does not have root `type: object`.
+    /// The input schema does not have root `type: object`, or composes subschemas at its root.
     #[error("tool `{tool}`: {message}")]
     InputSchema {
         /// The tool.
@@ -229,8 +229,32 @@ impl ToolDefinition {
                 tool: meta.name.to_owned(),
                 message,
             })?;
-        // The pipeline refuses arguments the schema does not name; say so in the schema too. A tool without
-        // arguments lists an empty `properties`, as rmcp does, for clients that insist on the key.
+        // The arguments are the root object's `properties`: the pipeline refuses any other name, records only
+        // those in clear, and says `additionalProperties: false`. A root that composes subschemas (what schemars
+        // makes of a `#[serde(flatten)]` enum, say) declares arguments elsewhere: with `additionalProperties: false`
+        // beside it no call would be valid, and the arguments it declares would be refused as unknown. Refused
+        // here, with the fix.
+        const COMPOSING: [&str; 8] = [
+            "allOf",
+            "anyOf",
+            "oneOf",
+            "$ref",
+            "if",
+            "unevaluatedProperties",
+            "dependentSchemas",
+            "patternProperties",
+        ];
+        if let Some(keyword) = COMPOSING.iter().find(|k| input_schema.contains_key(**k)) {
+            return Err(DefinitionError::InputSchema {
+                tool: meta.name.to_owned(),
+                message: format!(
+                    "the input schema composes subschemas at its root (`{keyword}`, as a `#[serde(flatten)]` enum \
+                     makes): the arguments must be the properties of one object; give them as fields of the \
+                     arguments struct (an enum as one argument's type)"
+                ),
+            });
+        }
+        // A tool without arguments lists an empty `properties`, as rmcp does, for clients that insist on the key.
         let schema = Arc::make_mut(&mut input_schema);
         schema
             .entry("properties")
