@@ -12,6 +12,15 @@ cd "$(dirname "$0")/.."
 
 cargo deny --locked check licenses bans sources
 
+# The server links no OpenSSL (the image from scratch ships none, and README says so): its release build, normal
+# dependencies with their features, must not reach openssl-sys. (Its tests' build does, through the `secure-tools`
+# command their dev-dependencies enable, so the image test cannot see this.)
+if cargo tree --locked -p secure-file-server -e normal -i openssl-sys --prefix none 2>/dev/null | grep -q openssl-sys; then
+    echo "supply-chain: the file server's release build links OpenSSL:" >&2
+    cargo tree --locked -p secure-file-server -e normal -i openssl-sys >&2
+    exit 1
+fi
+
 # cargo-cyclonedx writes one file beside each workspace member's manifest; keep the file server's, out of the source
 # tree, and remove the others.
 cargo cyclonedx --manifest-path examples/file-server/Cargo.toml --format json --spec-version 1.5 \
