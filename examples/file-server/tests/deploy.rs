@@ -69,7 +69,19 @@ fn the_image_from_scratch_holds_the_binary_and_what_it_links_and_runs_as_nonroot
     let dir = tempfile::tempdir().unwrap();
     let rootfs = rootfs(dir.path());
     let tag = format!("localhost/secure-file-server-test:{}", std::process::id());
-    run(Command::new("podman")
+    // podman with a store of its own in the temporary directory: everything the build makes (the `host` stage's
+    // image, 80 MB, was left behind by every run in the machine's store) goes with it.
+    let store = dir.path().join("store");
+    let podman = || {
+        let mut command = Command::new("podman");
+        command
+            .arg("--root")
+            .arg(store.join("root"))
+            .arg("--runroot")
+            .arg(store.join("run"));
+        command
+    };
+    run(podman()
         .args([
             "build",
             "--quiet",
@@ -84,14 +96,13 @@ fn the_image_from_scratch_holds_the_binary_and_what_it_links_and_runs_as_nonroot
         .arg(repo_root().join("deploy/Containerfile"))
         .arg(dir.path()));
     let inspected: Value =
-        serde_json::from_str(&run(Command::new("podman").args(["image", "inspect", &tag])))
-            .unwrap();
+        serde_json::from_str(&run(podman().args(["image", "inspect", &tag]))).unwrap();
     let archive = dir.path().join("image.tar");
-    run(Command::new("podman")
+    run(podman()
         .args(["save", "--format", "docker-archive", "-o"])
         .arg(&archive)
         .arg(&tag));
-    let _ = Command::new("podman").args(["rmi", "-f", &tag]).output();
+    let _ = podman().args(["rmi", "-f", &tag]).output();
 
     let config = &inspected[0]["Config"];
     assert_eq!(config["User"], "65532:65532", "{config}");
