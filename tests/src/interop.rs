@@ -57,6 +57,10 @@ impl Finished {
 /// Runs a command to completion or until `timeout`, capturing both streams.
 pub fn run(command: &mut Command, timeout: Duration) -> Finished {
     let shown = format!("{command:?}");
+    // A process group of its own: on a timeout the whole group is killed, the server a client script started with
+    // it (which shares the script's output pipes: while it lived, reading them to their end waited for it).
+    #[cfg(unix)]
+    std::os::unix::process::CommandExt::process_group(command, 0);
     let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -78,6 +82,10 @@ pub fn run(command: &mut Command, timeout: Duration) -> Finished {
             break Some(status);
         }
         if started.elapsed() > timeout {
+            #[cfg(unix)]
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{}", child.id())])
+                .status();
             let _ = child.kill();
             let _ = child.wait();
             break None;
@@ -119,5 +127,30 @@ pub fn install() {
     });
     if let Err(message) = result {
         panic!("{message}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A command that leaves a process holding its output (as a client script leaves the server it started) is
+    /// stopped whole at its timeout: reading the output to its end waited for that process, so a hung server held
+    /// the test until CI's own limit.
+    #[cfg(unix)]
+    #[test]
+    fn a_timeout_stops_the_whole_process_group() {
+        let started = Instant::now();
+        let done = run(
+            Command::new("sh").args(["-c", "sleep 60 & sleep 60"]),
+            Duration::from_millis(300),
+        );
+        assert!(!done.success);
+        assert!(done.status.contains("timed out"), "{}", done.status);
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{:?}",
+            started.elapsed()
+        );
     }
 }
