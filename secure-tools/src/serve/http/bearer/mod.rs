@@ -57,9 +57,9 @@ pub struct BearerAuth {
     /// the protected resource metadata, which challenges point clients to, and the `aud` tokens must carry unless
     /// [`audiences`](Self::audiences) says otherwise.
     pub resource: String,
-    /// The audiences a token may name in `aud`, one of them at least (default: the resource URL). An identity
-    /// provider that puts another identifier there (Entra's application ID URI or client id, Auth0's API
-    /// identifier) is named here, while the resource stays the URL clients reach the server at.
+    /// The audiences a token may name in `aud`, one of them at least; when empty (the default), the resource URL.
+    /// An identity provider that puts another identifier there (Entra's application ID URI or client id, Auth0's
+    /// API identifier) is named here, while the resource stays the URL clients reach the server at.
     pub audiences: Vec<String>,
     /// The authorization servers listed in the protected resource metadata (default: the issuer).
     pub authorization_servers: Vec<String>,
@@ -164,12 +164,11 @@ impl BearerAuth {
         keys: VerificationKeys,
     ) -> Self {
         let issuer = issuer.into();
-        let resource = resource.into();
         BearerAuth {
             authorization_servers: vec![issuer.clone()],
             issuer,
-            audiences: vec![resource.clone()],
-            resource,
+            audiences: Vec::new(),
+            resource: resource.into(),
             keys,
             leeway_secs: DEFAULT_LEEWAY_SECS,
             scope_claims: vec!["scope".into(), "scp".into()],
@@ -307,7 +306,11 @@ impl BearerAuth {
         validation.validate_aud = true;
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         validation.set_issuer(&[&self.issuer]);
-        validation.set_audience(&self.audiences);
+        if self.audiences.is_empty() {
+            validation.set_audience(&[&self.resource]);
+        } else {
+            validation.set_audience(&self.audiences);
+        }
         let data = jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(
             token,
             &key.key,
