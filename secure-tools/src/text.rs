@@ -3,11 +3,11 @@
 /// Replaces every character that could drive a terminal, reorder what a reader sees, or carry text a reader does
 /// not see with a visible escape: C0 controls other than `\n` and `\t`, DEL, C1 controls (U+0080 to U+009F, which
 /// include the single-byte CSI), the bidirectional formatting characters used to hide code (U+202A to U+202E,
-/// U+2066 to U+2069), and the invisible characters that hide instructions from a human but not from a model (see
-/// [`invisible`]): the tag characters (U+E0000 to U+E007F, which spell ASCII invisibly), the zero-width space,
-/// the word joiner and invisible operators, the byte-order mark, fillers and other format characters that show as
-/// nothing, and a variation selector that does not follow a character it could vary (a run of them encodes any
-/// bytes: "emoji smuggling"). (The zero-width joiner and non-joiner, the directional marks, and one variation
+/// U+2066 to U+2069), and the invisible characters that hide instructions from a human but not from a model: the
+/// tag characters (U+E0000 to U+E007F, which spell ASCII invisibly), the zero-width space, the word joiner and
+/// invisible operators, the byte-order mark, fillers and other format characters that show as nothing, and a
+/// variation selector that does not follow a character it could vary (a run of them encodes any bytes: "emoji
+/// smuggling"). (The zero-width joiner and non-joiner, the directional marks, and one variation
 /// selector after a character stay: emoji and several scripts need them.) Each becomes `\u{XX}`, so nothing is
 /// dropped; a `\u{..}` already in the text is left as it is, so the escapes are for reading, not for decoding back.
 pub fn neutralize(text: &str) -> String {
