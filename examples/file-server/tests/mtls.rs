@@ -952,21 +952,25 @@ async fn an_event_stream_open_when_its_certificate_is_revoked_is_ended() {
         sender
     };
     // A session, then its event stream on a connection of its own.
+    let post = |message: Value, session: Option<&str>| {
+        let mut request = hyper::Request::post("/mcp")
+            .header("host", format!("127.0.0.1:{port}"))
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream");
+        if let Some(session) = session {
+            request = request
+                .header("mcp-session-id", session)
+                .header("mcp-protocol-version", "2025-11-25");
+        }
+        request
+            .body(Full::new(Bytes::from(message.to_string())))
+            .unwrap()
+    };
     let mut sender = open().await;
     let initialize = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
         "protocolVersion": "2025-11-25", "capabilities": {},
         "clientInfo": {"name": "test", "version": "1"}}});
-    let answer = sender
-        .send_request(
-            hyper::Request::post("/mcp")
-                .header("host", format!("127.0.0.1:{port}"))
-                .header("content-type", "application/json")
-                .header("accept", "application/json, text/event-stream")
-                .body(Full::new(Bytes::from(initialize.to_string())))
-                .unwrap(),
-        )
-        .await
-        .unwrap();
+    let answer = sender.send_request(post(initialize, None)).await.unwrap();
     assert_eq!(answer.status(), 200);
     let session = answer.headers()["mcp-session-id"]
         .to_str()
@@ -975,16 +979,7 @@ async fn an_event_stream_open_when_its_certificate_is_revoked_is_ended() {
     answer.into_body().collect().await.unwrap();
     let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
     let done = sender
-        .send_request(
-            hyper::Request::post("/mcp")
-                .header("host", format!("127.0.0.1:{port}"))
-                .header("content-type", "application/json")
-                .header("accept", "application/json, text/event-stream")
-                .header("mcp-session-id", &session)
-                .header("mcp-protocol-version", "2025-11-25")
-                .body(Full::new(Bytes::from(initialized.to_string())))
-                .unwrap(),
-        )
+        .send_request(post(initialized, Some(&session)))
         .await
         .unwrap();
     assert!(done.status().is_success(), "{}", done.status());
