@@ -1081,7 +1081,6 @@ fn the_root_reached_by_another_path_is_the_same_directory() {
 /// on its temporary file while it writes, and opening removes every temporary file nobody holds, whatever its age.
 #[test]
 fn opening_removes_a_fresh_leftover_but_not_a_temporary_file_a_live_writer_holds() {
-    use std::os::fd::AsRawFd;
     let dir = tempfile::tempdir().unwrap();
     let leftover = ".secure-tools-fedcba9876543210.tmp";
     let held = ".secure-tools-00112233445566ff.tmp";
@@ -1089,9 +1088,7 @@ fn opening_removes_a_fresh_leftover_but_not_a_temporary_file_a_live_writer_holds
         fs::write(dir.path().join(file), "x").unwrap();
     }
     let writer = fs::File::open(dir.path().join(held)).unwrap();
-    // SAFETY: `flock` on a descriptor this test owns.
-    let locked = unsafe { libc::flock(writer.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    assert_eq!(locked, 0, "{}", io::Error::last_os_error());
+    writer.try_lock().unwrap();
 
     root_in(dir.path());
     assert_eq!(
