@@ -305,6 +305,11 @@ async fn a_digest_covers_the_definition_a_client_before_2026_07_28_receives() {
     // And a lock pinned from what the client received holds for the server's own form.
     let pinned = secure_tools::integrity::ToolsLock::from_listed(received);
     assert!(pinned.compare_tools(&full).is_empty());
+    // But two different such schemas are a change: the newer clients receive them.
+    let mut other = serde_json::to_value(&full[0]).unwrap();
+    other["outputSchema"] = json!({"type": "array", "items": {"type": "integer"}});
+    let changes = from_server.compare_listed(&[other]);
+    assert_eq!(changes.changed.len(), 1, "{changes:?}");
 }
 
 /// A hand-written rmcp handler: it lists and serves `search`, but does not describe it through `get_tool` (rmcp's

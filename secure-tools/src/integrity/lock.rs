@@ -300,16 +300,16 @@ impl ToolsLock {
 /// side listed to such a client, the other to a newer one or taken from the server): compared as that client sees
 /// both. Such a schema is then outside what the lock holds the tool to.
 fn same_for_legacy(locked: &Value, live: &Value) -> bool {
-    let (a, b) = (
+    // Only one side may be the stripped form: two different schemas of that kind, both stripped, would compare
+    // equal and hide the change from a newer client's view.
+    match (
         super::legacy_definition(locked),
         super::legacy_definition(live),
-    );
-    if a.is_none() && b.is_none() {
-        return false;
+    ) {
+        (Some(locked), None) => &locked == live,
+        (None, Some(live)) => locked == &live,
+        _ => false,
     }
-    let a = a.as_ref().unwrap_or(locked);
-    let b = b.as_ref().unwrap_or(live);
-    a == b
 }
 
 #[cfg(test)]

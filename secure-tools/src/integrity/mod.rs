@@ -108,8 +108,11 @@ fn object_rooted(schema: &JsonObject) -> bool {
 /// The definition (JSON, as [`definition_of_value`] gives) as a client before `2026-07-28` receives it: without an
 /// output schema whose root is not an object. `None` when that is the definition itself.
 pub fn legacy_definition(definition: &Value) -> Option<Value> {
-    let schema = definition.get("outputSchema")?;
-    if schema.get("type").and_then(Value::as_str) == Some("object") {
+    if definition
+        .get("outputSchema")?
+        .as_object()
+        .is_some_and(object_rooted)
+    {
         return None;
     }
     let mut legacy = definition.clone();
