@@ -2401,10 +2401,21 @@ mod tests {
         let sink = ChainedFileSink::append_to(&path, None)
             .unwrap()
             .with_durability(Durability::SyncEvery(interval));
-        sink.write(&record(1)).unwrap(); // within the interval of the start: not synced with its write
-        let written = std::time::Instant::now();
+        // Syncs fail while the record is written, so that it is left unsynced however slowly this runs (its write
+        // syncs it when the interval has passed since the start, and the timer may try at any moment): only a sync
+        // after it, which nothing but the timer does, clears the flag.
+        sink.lock().fail.sync = true;
+        let written = sink.write(&record(1));
+        assert!(
+            matches!(written, Ok(()) | Err(AuditError::NotSynced(_))),
+            "{written:?}"
+        );
+        let mut state = sink.lock();
+        assert!(state.unsynced);
+        state.fail.sync = false;
+        drop(state);
         let started = std::time::Instant::now();
-        while sink.lock().last_sync < written {
+        while sink.lock().unsynced {
             assert!(
                 started.elapsed() < std::time::Duration::from_secs(10),
                 "the record was never synced"
