@@ -13,19 +13,23 @@
 pub fn neutralize(text: &str) -> String {
     use std::fmt::Write as _;
     let mut out = String::with_capacity(text.len());
-    // Whether the character before may take a variation selector (it is not itself one, nor the start).
+    // Whether the character before may take a variation selector: one written as it is that shows (not a
+    // selector, not a joiner or mark that shows as nothing, not the start), so that selectors cannot be hidden in
+    // pairs behind invisible characters either.
     let mut may_vary = false;
     for c in text.chars() {
         let selector = variation_selector(c);
-        if (hazard(c).is_some() && !matches!(c, '\n' | '\t'))
+        let escaped = (hazard(c).is_some() && !matches!(c, '\n' | '\t'))
             || invisible(c)
-            || (selector && !may_vary)
-        {
+            || (selector && !may_vary);
+        if escaped {
             let _ = write!(out, "\\u{{{:x}}}", c as u32);
         } else {
             out.push(c);
         }
-        may_vary = !selector;
+        may_vary = !escaped
+            && !selector
+            && !matches!(c, '\u{200c}'..='\u{200f}' | '\u{61c}' | '\n' | '\t');
     }
     out
 }
@@ -135,5 +139,12 @@ mod tests {
         );
         // Right-to-left prose keeps its marks.
         assert_eq!(neutralize("a\u{200f}b"), "a\u{200f}b");
+        // A selector after a joiner or a mark (which show as nothing) is escaped: pairs of them hid bytes too.
+        assert_eq!(
+            neutralize("ok\u{200d}\u{e0158}\u{200d}\u{e0165}"),
+            "ok\u{200d}\\u{e0158}\u{200d}\\u{e0165}"
+        );
+        // The emoji sequences that join with a selector keep it: woman, ZWJ, heart with its emoji selector.
+        assert_eq!(neutralize("👩\u{200d}❤\u{fe0f}"), "👩\u{200d}❤\u{fe0f}");
     }
 }
