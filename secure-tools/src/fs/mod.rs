@@ -7,10 +7,10 @@
 //!   `/`, `\`, `..`, NUL, percent-encoding and Unicode lookalikes are refused before the file system is touched.
 //! - **Symlinks** are never followed: reading or writing a name that is a symlink is refused, wherever it points
 //!   (outside, to a directory, to a hidden file inside, nowhere).
-//! - **Special files** (directories, FIFOs, sockets, devices) are refused; a read looks at the name (without
-//!   following it) before opening it, so a special file is never opened, and then opens without blocking and
-//!   without taking a terminal as the controlling one, and checks the opened file again, so one swapped in
-//!   meanwhile is refused too and a FIFO cannot hang a call.
+//! - **Special files** (directories, FIFOs, sockets, devices) are refused; a read, and a write replacing a file,
+//!   look at the name (without following it) before opening it, so a special file is never opened, and then open
+//!   without blocking and without taking a terminal as the controlling one, and check the opened file again, so
+//!   one swapped in meanwhile is refused too and a FIFO cannot hang a call.
 //! - **Writes are atomic**: content goes to a hidden temporary file that is synced and renamed over the target,
 //!   so readers see the old file or the new one, never a mix, and a failed write leaves no trace (a crash can
 //!   leave a hidden temporary file, which the next [`Root::open`] removes: a writer holds its temporary file
@@ -53,11 +53,6 @@ const NEW_FILE_MODE: u32 = 0o666;
 
 /// The mode of a temporary file whose final mode is set before it is renamed: the owner's only.
 const PRIVATE_MODE: u32 = 0o600;
-
-/// `O_NOCTTY`, so that opening a terminal never makes it the server's controlling terminal (std and cap-std do not
-/// name it).
-#[cfg(unix)]
-const O_NOCTTY: i32 = libc::O_NOCTTY;
 
 /// Limits of a [`Root`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -309,23 +304,12 @@ impl Root {
     pub fn read_text(&self, name: &FileName) -> Result<ReadText, FsError> {
         // What the name is, without following it, before anything is opened: opening a FIFO or a device has
         // effects of its own (a writer waiting on the FIFO is let through, a device driver acts on the open).
-        match self.inner.dir.symlink_metadata(name.as_str()) {
-            Err(err) if err.kind() == io::ErrorKind::NotFound => return Err(FsError::NotFound),
-            Err(err) => return Err(FsError::from(err)),
-            Ok(metadata) if metadata.is_symlink() => return Err(FsError::Symlink),
-            Ok(metadata) if !metadata.is_file() => return Err(FsError::NotAFile),
-            Ok(_) => {}
-        }
-        let mut options = OpenOptions::new();
-        // Something else may have been put at the name since: not followed if a symlink, non-blocking so that a
-        // FIFO cannot hang the call, never a controlling terminal; the opened file is checked again below.
-        options.read(true).follow(FollowSymlinks::No).nonblock(true);
-        #[cfg(unix)]
-        cap_std::fs::OpenOptionsExt::custom_flags(&mut options, O_NOCTTY);
+        regular_file(&self.inner.dir, name.as_str())?.ok_or(FsError::NotFound)?;
+        // Something else may have been put at the name since: the opened file is checked again below.
         let file = self
             .inner
             .dir
-            .open_with(name.as_str(), &options)
+            .open_with(name.as_str(), unfollowed().read(true))
             .map_err(|err| self.refusal(name, err))?;
         let metadata = file.metadata()?;
         if !metadata.is_file() {
@@ -430,21 +414,13 @@ impl Root {
     /// replaced.
     fn existing_target(&self, name: &FileName) -> Result<Option<Metadata>, FsError> {
         let dir = &self.inner.dir;
-        match dir.symlink_metadata(name.as_str()) {
-            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(err) => return Err(FsError::from(err)),
-            Ok(metadata) if metadata.is_symlink() => return Err(FsError::Symlink),
-            Ok(metadata) if !metadata.is_file() => return Err(FsError::NotAFile),
-            Ok(_) => {}
+        // As for a read: what the name is before it is opened, and the opened file checked again.
+        if regular_file(dir, name.as_str())?.is_none() {
+            return Ok(None);
         }
         // Opening for writing (without truncating) asks the OS whether this process may write the file, so a
         // read-only file is not replaced behind its owner's back; the mode is then taken from that very file.
-        let mut options = OpenOptions::new();
-        options
-            .write(true)
-            .follow(FollowSymlinks::No)
-            .nonblock(true);
-        match dir.open_with(name.as_str(), &options) {
+        match dir.open_with(name.as_str(), unfollowed().write(true)) {
             Ok(file) => {
                 let metadata = file.metadata()?;
                 if metadata.is_file() {
@@ -465,12 +441,35 @@ impl Root {
         }
         // `O_NOFOLLOW` on a symlink fails with `ELOOP`, and opening a socket with `ENXIO`: look at the entry
         // itself rather than decode errno.
-        match self.inner.dir.symlink_metadata(name.as_str()) {
-            Ok(metadata) if metadata.is_symlink() => FsError::Symlink,
-            Ok(metadata) if !metadata.is_file() => FsError::NotAFile,
+        match regular_file(&self.inner.dir, name.as_str()) {
+            Err(refused @ (FsError::Symlink | FsError::NotAFile)) => refused,
             _ => FsError::from(err),
         }
     }
+}
+
+/// What `name` is in `dir`, looked at without following it: the metadata of a regular file, `None` if nothing has
+/// that name, or why it may not be read or replaced ([`FsError::Symlink`], [`FsError::NotAFile`], the OS error).
+fn regular_file(dir: &Dir, name: &str) -> Result<Option<Metadata>, FsError> {
+    match dir.symlink_metadata(name) {
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(err) => Err(FsError::from(err)),
+        Ok(metadata) if metadata.is_symlink() => Err(FsError::Symlink),
+        Ok(metadata) if !metadata.is_file() => Err(FsError::NotAFile),
+        Ok(metadata) => Ok(Some(metadata)),
+    }
+}
+
+/// The options to open a name that may have changed since it was looked at, to which the caller adds read or
+/// write: a symlink is not followed (`O_NOFOLLOW`), a FIFO cannot block the open (`O_NONBLOCK`), and a terminal
+/// never becomes the server's controlling terminal (`O_NOCTTY`, which std and cap-std do not name). The caller
+/// checks that the opened file is a regular file.
+fn unfollowed() -> OpenOptions {
+    let mut options = OpenOptions::new();
+    options.follow(FollowSymlinks::No).nonblock(true);
+    #[cfg(unix)]
+    cap_std::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NOCTTY);
+    options
 }
 
 /// Reads at most `limit` bytes, refusing a source that has more: one byte past the limit tells a file that grew

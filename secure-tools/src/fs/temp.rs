@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use std::time::SystemTime;
 
-use cap_fs_ext::{FollowSymlinks, OpenOptionsFollowExt, OpenOptionsSyncExt};
+use cap_fs_ext::{FollowSymlinks, OpenOptionsFollowExt};
 use cap_std::fs::{Dir, File, OpenOptions};
 
 /// Temporary names start with a `.`, which no [`FileName`](super::FileName) may, so a caller can neither name,
@@ -153,13 +153,10 @@ pub(super) fn remove_stale(dir: &Dir) -> io::Result<()> {
         if !is_temp_name(&name) {
             continue;
         }
-        // `symlink_metadata` does not follow a link, so only a real file of that name is considered.
-        let Ok(metadata) = dir.symlink_metadata(&name) else {
+        // Looked at without following a link, so only a real file of that name is considered.
+        let Ok(Some(metadata)) = super::regular_file(dir, &name) else {
             continue;
         };
-        if !metadata.is_file() {
-            continue;
-        }
         // Held until the file is removed, so that its writer, should it lock it only now, finds it unlinked.
         let Some(_claim) = claim(dir, &name, &metadata) else {
             continue;
@@ -182,10 +179,7 @@ pub(super) fn remove_stale(dir: &Dir) -> io::Result<()> {
 /// cannot be opened as a regular file.
 #[cfg(unix)]
 fn claim(dir: &Dir, name: &str, _metadata: &cap_std::fs::Metadata) -> Option<File> {
-    let mut options = OpenOptions::new();
-    options.read(true).follow(FollowSymlinks::No).nonblock(true);
-    cap_std::fs::OpenOptionsExt::custom_flags(&mut options, super::O_NOCTTY);
-    let file = match dir.open_with(name, &options) {
+    let file = match dir.open_with(name, super::unfollowed().read(true)) {
         Ok(file) => file,
         Err(err) => {
             tracing::warn!(temp_file = %name, error = %err, "could not open a temporary file to see if it is left over");

@@ -1021,6 +1021,43 @@ fn a_read_refuses_a_special_file_without_opening_it() {
     assert!(!let_through, "the read opened the FIFO");
 }
 
+/// The write side of the same check: a write to a FIFO's name is refused without opening it, so a reader waiting
+/// on the FIFO is not let through.
+#[test]
+fn a_write_refuses_a_special_file_without_opening_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("pipe");
+    let status = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo runs");
+    assert!(status.success());
+    let root = root_in(dir.path());
+    // A reader waits in `open` until the FIFO is opened for writing.
+    let (opened, reader_opened) = mpsc::channel();
+    let reader = {
+        let fifo = fifo.clone();
+        thread::spawn(move || {
+            let file = fs::File::open(&fifo);
+            opened.send(()).unwrap();
+            drop(file);
+        })
+    };
+    thread::sleep(Duration::from_millis(200));
+    let write = within_a_minute(move || root.write_text(&name("pipe"), "x"));
+    assert!(matches!(write, Err(FsError::NotAFile)), "{write:?}");
+    let let_through = reader_opened
+        .recv_timeout(Duration::from_millis(500))
+        .is_ok();
+    // Let the reader go, whatever happened: a writer's open of a FIFO with a reader waiting does not block.
+    if !let_through {
+        let _writer = fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+        reader.join().unwrap();
+    }
+    assert!(!let_through, "the write opened the FIFO");
+    assert_eq!(listing(dir.path()), BTreeSet::from(["pipe".into()]));
+}
+
 /// Review finding: a protected file (the audit log) that did not exist yet was resolved through its directory
 /// only, so a dangling symlink at its path into the data root passed the check, and the audit sink's `create`
 /// then followed it into the root, where the tools could read and overwrite the log. The link is followed now.
