@@ -441,3 +441,65 @@ async fn a_refused_plain_tool_with_an_output_schema_gets_no_structured_error() {
     assert!(text_of(&refused).starts_with("missing_scope:notes.admin"));
     assert!(refused.structured_content.is_none(), "{refused:?}");
 }
+
+/// A server that lists its tools one per page, its router merged with the tool set's.
+#[derive(Clone)]
+struct Paged {
+    tool_router: ToolRouter<Self>,
+}
+
+impl ServerHandler for Paged {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+    }
+
+    async fn list_tools(
+        &self,
+        request: Option<rmcp::model::PaginatedRequestParams>,
+        _context: rmcp::service::RequestContext<rmcp::RoleServer>,
+    ) -> Result<rmcp::model::ListToolsResult, rmcp::ErrorData> {
+        let mut all = self.tool_router.list_all();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        let page: usize = request
+            .and_then(|r| r.cursor)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let mut result = rmcp::model::ListToolsResult::with_all_items(
+            all.get(page).cloned().into_iter().collect(),
+        );
+        result.next_cursor = (page + 1 < all.len()).then(|| (page + 1).to_string());
+        Ok(result)
+    }
+
+    fn get_tool(&self, name: &str) -> Option<rmcp::model::Tool> {
+        self.tool_router.get(name).cloned()
+    }
+}
+
+/// Review finding: the secure tools an inner handler did not list were added to its last page, counted on that
+/// page only, so a handler that pages listed the secure tools of its earlier pages twice.
+#[tokio::test]
+async fn a_paging_handler_lists_each_secure_tool_once() {
+    let tools = ToolSet::builder(())
+        .tool::<read_note>()
+        .tool::<write_note>()
+        .build()
+        .unwrap();
+    let secure = secure_tools::SecureServer::new(tools).default_caller(Caller::new(
+        "local-user",
+        Grant::parse("notes.read notes.write").unwrap(),
+    ));
+    let inner = Paged {
+        tool_router: secure.tool_router(),
+    };
+    let client = client_of(secure_tools::serve::Secured::new(inner, secure)).await;
+    let mut names: Vec<String> = client
+        .list_all_tools()
+        .await
+        .unwrap()
+        .iter()
+        .map(|t| t.name.to_string())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["read_note", "write_note"]);
+}

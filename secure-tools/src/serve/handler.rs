@@ -764,14 +764,15 @@ where
             };
             !callable_only || caller.grant().check(definition.scopes()).is_ok()
         });
-        // Secure tools the inner handler did not list (its router was not merged with the tool set's) are callable
-        // all the same: the last page lists them.
+        // Secure tools the inner handler does not have (its router was not merged with the tool set's) are
+        // callable all the same: the last page lists them. One it has is on one of its pages (an earlier one, when
+        // it pages), listed there.
         if list.next_cursor.is_none() {
             let missing = tools
                 .definitions()
                 .filter(|d| !secure_listed.contains(d.name()))
+                .filter(|d| self.inner.get_tool(d.name()).is_none())
                 .filter(|d| !callable_only || caller.grant().check(d.scopes()).is_ok())
-                .filter(|d| !list.tools.iter().any(|t| t.name == d.name()))
                 .map(crate::tool::ToolDefinition::to_rmcp_tool)
                 .collect::<Vec<_>>();
             list.tools.extend(missing);
