@@ -226,6 +226,36 @@ fn split_seal<'a>(line: &'a [u8], name: &str) -> Option<(&'a [u8], &'a str)> {
     (!value.contains('"')).then_some((&line[..at], value))
 }
 
+/// A line's seal, checked against its bytes.
+enum Seal<'a> {
+    /// The line does not end with this mode's seal (`mac` keyed, `hash` unkeyed) as its last member.
+    Missing,
+    /// It does, and the seal does not match the bytes before it (under the key, keyed).
+    Mismatch,
+    /// It does, and matches: the seal's value.
+    Verified(&'a str),
+}
+
+/// Checks the seal `line` ends with: its last member for this mode, matching the line's bytes before it.
+fn checked_seal<'a>(line: &'a [u8], key: Option<&ChainKey>) -> Seal<'a> {
+    let name = if key.is_some() { "mac" } else { "hash" };
+    match split_seal(line, name) {
+        None => Seal::Missing,
+        Some((body, sealed)) if seal(body, key).1 == sealed => Seal::Verified(sealed),
+        Some(_) => Seal::Mismatch,
+    }
+}
+
+/// `line` as one JSON object, parsed strictly: a member given twice is refused, since parsers disagree on which one
+/// counts.
+fn strict_object(line: &[u8]) -> Option<Map<String, Value>> {
+    let text = std::str::from_utf8(line).ok()?;
+    match crate::strict_json::from_str_strict(text) {
+        Ok(Value::Object(object)) => Some(object),
+        _ => None,
+    }
+}
+
 struct ChainState {
     file: File,
     /// A failed write left part of a line that could not be cut off: the next line starts on a line of its own.
@@ -751,40 +781,37 @@ fn is_seal(value: &str, keyed: bool) -> bool {
 /// JSON object with no member twice. A line that fails any of these is not continued from: its seal would become
 /// the next record's `prev` as written.
 fn continued(path: &Path, line: &[u8], key: Option<&ChainKey>) -> io::Result<(u64, String)> {
-    let seal_name = if key.is_some() { "mac" } else { "hash" };
-    let Some((body, sealed)) = split_seal(line, seal_name) else {
-        return Err(invalid(
-            path,
-            if key.is_some() {
-                "its last line is not a record sealed with a key (no `mac` as its last member): a chain keeps one \
-                 mode; verify the file, then start a new one"
-            } else {
-                "its last line is not a chained record (no `hash` as its last member, or keyed): verify the file, \
-                 then start a new one"
-            },
-        ));
+    let sealed = match checked_seal(line, key) {
+        Seal::Verified(sealed) => sealed,
+        Seal::Missing => {
+            return Err(invalid(
+                path,
+                if key.is_some() {
+                    "its last line is not a record sealed with a key (no `mac` as its last member): a chain keeps \
+                     one mode; verify the file, then start a new one"
+                } else {
+                    "its last line is not a chained record (no `hash` as its last member, or keyed): verify the \
+                     file, then start a new one"
+                },
+            ));
+        }
+        Seal::Mismatch => {
+            return Err(invalid(
+                path,
+                if key.is_some() {
+                    "its last record does not match its `mac`: it is sealed with another key (a chain keeps one \
+                     key; give the key it was written with, or start a new file), or it was altered (verify the \
+                     file)"
+                } else {
+                    "its last record does not match its `hash`: it was altered; verify the file, then start a new \
+                     one"
+                },
+            ));
+        }
     };
-    if seal(body, key).1 != sealed {
-        return Err(invalid(
-            path,
-            if key.is_some() {
-                "its last record does not match its `mac`: it is sealed with another key (a chain keeps one key; \
-                 give the key it was written with, or start a new file), or it was altered (verify the file)"
-            } else {
-                "its last record does not match its `hash`: it was altered; verify the file, then start a new one"
-            },
-        ));
-    }
-    let record = std::str::from_utf8(line)
-        .ok()
-        .and_then(|text| crate::strict_json::from_str_strict(text).ok());
-    let seq = match &record {
-        Some(Value::Object(object)) => object.get("seq").and_then(Value::as_u64),
-        _ => None,
-    };
-    match seq {
+    match strict_object(line).and_then(|object| object.get("seq")?.as_u64()) {
         Some(seq) => Ok((seq, sealed.to_owned())),
-        _ => Err(invalid(
+        None => Err(invalid(
             path,
             "its last line is not a chained record (not one JSON object with a `seq`, or a member given twice): \
              verify the file, then start a new one",
@@ -885,14 +912,10 @@ fn signed_checkpoint(
     if !line.windows(EVENT.len()).any(|w| w == EVENT) {
         return None;
     }
-    let (body, sealed) = split_seal(line, if chain_key.is_some() { "mac" } else { "hash" })?;
-    if seal(body, chain_key).1 != sealed {
-        return None;
-    }
-    let text = std::str::from_utf8(line).ok()?;
-    let Ok(Value::Object(object)) = crate::strict_json::from_str_strict(text) else {
+    let Seal::Verified(_) = checked_seal(line, chain_key) else {
         return None;
     };
+    let object = strict_object(line)?;
     let seq = object.get("seq")?.as_u64()?;
     let prev = object.get("prev")?.as_str()?;
     let sig = object.get("sig")?.as_str()?;
@@ -1123,7 +1146,6 @@ fn appears_later<P: AsRef<Path>>(
     struct Seq {
         seq: Option<u64>,
     }
-    let seal_name = if key.is_some() { "mac" } else { "hash" };
     let mut line = Vec::new();
     for (n, path) in files.iter().enumerate().skip(file_index) {
         let skip = if n == file_index { index + 1 } else { 0 };
@@ -1134,9 +1156,7 @@ fn appears_later<P: AsRef<Path>>(
             if read <= skip || !fits {
                 continue;
             }
-            let sealed = split_seal(&line, seal_name)
-                .is_some_and(|(body, sealed)| seal(body, key).1 == sealed);
-            if sealed
+            if let Seal::Verified(_) = checked_seal(&line, key)
                 && let Ok(Seq { seq: Some(found) }) = serde_json::from_slice::<Seq>(&line)
                 && found == seq
             {
@@ -1225,7 +1245,6 @@ fn verify_from<P: AsRef<Path>>(
     let mut records = 0u64;
     let mut first_seq = None;
     let mut last: Option<(u64, String)> = None;
-    let seal_name = if key.is_some() { "mac" } else { "hash" };
     let mut checkpoints = 0u64;
     let mut unsigned_tail = 0u64;
     let mut ends_clean = false;
@@ -1272,12 +1291,12 @@ fn verify_from<P: AsRef<Path>>(
             if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-            // Strictly: a member given twice is refused, since parsers disagree on which one counts.
-            let parsed = std::str::from_utf8(&line)
-                .map_err(|_| ())
-                .and_then(|text| crate::strict_json::from_str_strict(text).map_err(|_| ()));
-            let split = split_seal(&line, seal_name);
-            let (Ok(Value::Object(object)), Some((body, sealed))) = (parsed, split) else {
+            let checked = checked_seal(&line, key);
+            let object = match checked {
+                Seal::Missing => None,
+                Seal::Mismatch | Seal::Verified(_) => strict_object(&line),
+            };
+            let Some(object) = object else {
                 if being_written {
                     // Something follows the last record: the files do not end with it.
                     ends_clean = false;
@@ -1293,7 +1312,6 @@ fn verify_from<P: AsRef<Path>>(
                     line: number,
                 }));
             };
-            let sealed = sealed.to_owned();
             let seq = object.get("seq").and_then(Value::as_u64);
             let prev = object
                 .get("prev")
@@ -1306,7 +1324,7 @@ fn verify_from<P: AsRef<Path>>(
                     line: number,
                 }));
             };
-            if seal(body, key).1 != sealed {
+            let Seal::Verified(sealed) = checked else {
                 // The number due here, not the line's own, which may be part of the tampering. Mid-chain, the first
                 // record's number is known only from itself.
                 let due = match &last {
@@ -1320,7 +1338,8 @@ fn verify_from<P: AsRef<Path>>(
                     file: shown,
                     line: number,
                 }));
-            }
+            };
+            let sealed = sealed.to_owned();
             match &last {
                 // The first record seen: the chain's start, or (mid-chain) the first of a rotated set whose
                 // predecessors were removed.
