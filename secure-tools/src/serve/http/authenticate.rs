@@ -340,13 +340,16 @@ async fn authenticated(shared: Arc<Shared>, mut request: Request, next: Route) -
     } else {
         request
     };
+    // An event stream's certificate and path, for the checks while it lasts and the record of its end (only a
+    // stream's, to spare every request the copies).
+    let is_stream = kind == Some(super::sessions::Kind::Stream);
     #[cfg(feature = "mtls")]
     let tls_peer = request
         .extensions()
         .get::<axum::extract::ConnectInfo<mtls::TlsPeer>>()
+        .filter(|_| is_stream)
         .map(|info| info.0.clone());
-    // An event stream's path, for the record of its end (only a stream's, to spare every request the copy).
-    let path = if kind == Some(super::sessions::Kind::Stream) {
+    let path = if is_stream {
         request.uri().path().to_owned()
     } else {
         String::new()
