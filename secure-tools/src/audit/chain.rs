@@ -446,27 +446,19 @@ impl ChainedFileSink {
     pub fn with_durability(self, durability: Durability) -> Self {
         self.lock().durability = durability;
         if let Durability::SyncEvery(interval) = durability {
-            let state = std::sync::Arc::downgrade(&self.state);
-            let spawned = std::thread::Builder::new()
-                .name("audit-sync".into())
-                .spawn(move || {
-                    let mut wait = interval;
-                    loop {
-                        std::thread::sleep(wait);
-                        let Some(state) = state.upgrade() else { break };
-                        let mut state = state.lock().unwrap_or_else(PoisonError::into_inner);
-                        wait = interval;
-                        if !state.unsynced {
-                            continue;
-                        }
-                        let since = state.last_sync.elapsed();
-                        if since < interval {
-                            wait = interval - since;
-                        } else if let Err(error) = state.sync() {
-                            tracing::error!(%error, "audit log not synced to the disk");
-                        }
-                    }
-                });
+            let spawned = self.spawn_maintenance("audit-sync", interval, move |state| {
+                if !state.unsynced {
+                    return interval;
+                }
+                let since = state.last_sync.elapsed();
+                if since < interval {
+                    return interval - since;
+                }
+                if let Err(error) = state.sync() {
+                    tracing::error!(%error, "audit log not synced to the disk");
+                }
+                interval
+            });
             if let Err(error) = spawned {
                 tracing::error!(%error, "no thread for timed audit syncs; records are synced as later ones come");
             }
@@ -484,6 +476,29 @@ impl ChainedFileSink {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Starts a thread named `name` that sleeps `first`, then runs `tick` on the state under its lock and sleeps as
+    /// long as `tick` returns, again and again; it ends once the sink is dropped (it holds the state only while
+    /// running `tick`).
+    fn spawn_maintenance(
+        &self,
+        name: &str,
+        first: std::time::Duration,
+        mut tick: impl FnMut(&mut ChainState) -> std::time::Duration + Send + 'static,
+    ) -> io::Result<()> {
+        let state = std::sync::Arc::downgrade(&self.state);
+        std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || {
+                let mut wait = first;
+                loop {
+                    std::thread::sleep(wait);
+                    let Some(state) = state.upgrade() else { break };
+                    wait = tick(&mut state.lock().unwrap_or_else(PoisonError::into_inner));
+                }
+            })
+            .map(drop)
+    }
+
     /// Also writes signed checkpoints (see the module documentation); `server_id` stamps them.
     ///
     /// A thread of its own also writes a checkpoint when records have gone unsigned for the interval with none
@@ -498,23 +513,16 @@ impl ChainedFileSink {
             state.server_id = server_id.into();
             state.resume_pending = true;
         }
-        let state = std::sync::Arc::downgrade(&self.state);
         let (key, interval) = (checkpoints.key.clone(), checkpoints.interval);
-        let spawned = std::thread::Builder::new()
-            .name("audit-checkpoints".into())
-            .spawn(move || {
-                loop {
-                    std::thread::sleep(interval);
-                    let Some(state) = state.upgrade() else { break };
-                    let mut state = state.lock().unwrap_or_else(PoisonError::into_inner);
-                    if state.unsigned > 0
-                        && state.last_checkpoint.elapsed() >= interval
-                        && let Err(error) = state.checkpoint(&key)
-                    {
-                        tracing::error!(%error, "audit checkpoint not written");
-                    }
-                }
-            });
+        let spawned = self.spawn_maintenance("audit-checkpoints", interval, move |state| {
+            if state.unsigned > 0
+                && state.last_checkpoint.elapsed() >= interval
+                && let Err(error) = state.checkpoint(&key)
+            {
+                tracing::error!(%error, "audit checkpoint not written");
+            }
+            interval
+        });
         if let Err(error) = spawned {
             tracing::error!(%error, "no thread for timed audit checkpoints; they follow records only");
         }
