@@ -14,7 +14,8 @@
 //! - **Writes are atomic**: content goes to a hidden temporary file that is synced and renamed over the target,
 //!   so readers see the old file or the new one, never a mix, and a failed write leaves no trace (a crash can
 //!   leave a hidden temporary file, which the next [`Root::open`] removes: a writer holds its temporary file
-//!   locked, and one nobody holds is a leftover; without locks, not Unix, once ten minutes old).
+//!   locked, and one nobody holds is a leftover; without locks, not Unix or on a file system that refuses them,
+//!   once ten minutes old).
 //! - **Sizes are capped** on both sides by [`Limits`].
 //!
 //! Not guaranteed: a hard link placed in the root by someone with shell access to a file elsewhere is a regular
@@ -279,8 +280,9 @@ impl Root {
     /// Also removes temporary files an interrupted write left behind (hidden regular files named
     /// `.secure-tools-<16 hex digits>.tmp`): on Unix every one that no writer holds locked, however recent, so the
     /// leftovers of a crash are gone after the restart while a write in progress in another process is not
-    /// disturbed; elsewhere, those not modified for ten minutes. The directory must be listable for that, so a root
-    /// this process may not read is refused here rather than on first use.
+    /// disturbed; elsewhere, and on a file system that refuses locks (NFS without a lock manager), those not
+    /// modified for ten minutes. The directory must be listable for that, so a root this process may not read is
+    /// refused here rather than on first use.
     pub fn open(path: impl AsRef<Path>, limits: Limits) -> Result<Root, RootError> {
         let path = path.as_ref();
         let dir = Dir::open_ambient_dir(path, cap_std::ambient_authority())

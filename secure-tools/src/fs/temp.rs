@@ -4,17 +4,17 @@
 //! until it is renamed or removed; the lock goes with the process, so a temporary file nobody holds is a
 //! leftover, whatever its age, and [`remove_stale`] removes it. A sweep that locks a file in the instant between
 //! its creation and its writer's lock wins it: the writer then finds it unlinked (or locked) and takes another
-//! name. Elsewhere, where no lock is taken, a temporary file is a leftover once [`STALE_AFTER`] old.
+//! name. Where no lock can be had (not Unix; a file system that refuses locks, as NFS without a lock manager does
+//! with `ENOLCK`), a writer writes unlocked, and a temporary file the sweep cannot lock is a leftover once
+//! [`STALE_AFTER`] old.
 
 use std::hash::{BuildHasher, Hasher};
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
-#[cfg(not(unix))]
-use std::time::Duration;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use cap_fs_ext::{FollowSymlinks, OpenOptionsFollowExt};
-use cap_std::fs::{Dir, File, OpenOptions};
+use cap_std::fs::{Dir, File, Metadata, OpenOptions};
 
 /// Temporary names start with a `.`, which no [`FileName`](super::FileName) may, so a caller can neither name,
 /// read nor overwrite one.
@@ -22,9 +22,8 @@ const PREFIX: &str = ".secure-tools-";
 const SUFFIX: &str = ".tmp";
 const RANDOM_HEX_LEN: usize = 16;
 
-/// Without locks (not Unix): a temporary file untouched for this long is left over from a crash, not one another
-/// process is writing.
-#[cfg(not(unix))]
+/// Without locks (not Unix, or a file system that refuses them): a temporary file untouched for this long is left
+/// over from a crash, not one another process is writing.
 pub(super) const STALE_AFTER: Duration = Duration::from_secs(10 * 60);
 
 /// A new temporary file in the root, held (locked, on Unix) while it lives, removed on drop unless
@@ -40,8 +39,8 @@ impl<'a> TempFile<'a> {
     /// Creates a file of a fresh temporary name, exclusively (never one that exists, never through a symlink).
     /// On Unix, `mode` is asked for and the process's umask applies, as for any new file: `0o666` for a file that
     /// keeps the mode it is created with, `0o600` for one given its final mode later (so its content is never
-    /// more exposed than the file it replaces). On Unix the file is locked before it is returned (see the
-    /// [module documentation](self)).
+    /// more exposed than the file it replaces). On Unix the file is locked before it is returned, if its file
+    /// system allows (see the [module documentation](self)); it is removed if this fails after creating it.
     pub(super) fn create(dir: &'a Dir, mode: u32) -> io::Result<TempFile<'a>> {
         #[cfg(not(unix))]
         let _ = mode;
@@ -57,15 +56,18 @@ impl<'a> TempFile<'a> {
             let name = random_name();
             match dir.open_with(&name, &options) {
                 Ok(file) => {
-                    if held(&file)? {
-                        return Ok(TempFile {
-                            dir,
-                            name,
-                            file,
-                            exists: true,
-                        });
+                    // The guard first, so that the file is removed whatever happens next.
+                    let mut temp = TempFile {
+                        dir,
+                        name,
+                        file,
+                        exists: true,
+                    };
+                    if held(&temp.file)? {
+                        return Ok(temp);
                     }
-                    // A sweep took it first and removes it (or has): another name.
+                    // A sweep took it first and removes it (or has): not this guard's to remove; another name.
+                    temp.exists = false;
                     if attempts >= 8 {
                         return Err(io::Error::other(
                             "temporary files kept being swept before they could be locked",
@@ -129,11 +131,19 @@ pub(super) fn is_temp_name(name: &str) -> bool {
 }
 
 /// Locks a temporary file just made, and checks that a sweep did not take it first: `false` if the sweep holds it
-/// or has already unlinked it.
+/// or has already unlinked it. Where the file system gives no lock, the file is written unlocked: a sweep cannot
+/// lock it either, and leaves it until it is [`STALE_AFTER`] old.
 #[cfg(unix)]
 fn held(file: &File) -> io::Result<bool> {
     use cap_std::fs::MetadataExt;
-    Ok(lock::try_exclusive(file)? && file.metadata()?.nlink() > 0)
+    let locked = match lock::try_exclusive(file) {
+        Ok(locked) => locked,
+        Err(err) => {
+            tracing::debug!(error = %err, "could not lock a temporary file; writing it unlocked");
+            true
+        }
+    };
+    Ok(locked && file.metadata()?.nlink() > 0)
 }
 
 #[cfg(not(unix))]
@@ -141,9 +151,9 @@ fn held(_file: &File) -> io::Result<bool> {
     Ok(true)
 }
 
-/// Removes the regular files of the temporary-name shape that no writer holds (see the
-/// [module documentation](self)); symlinks and anything but a regular file are left alone. Best effort: a file that
-/// cannot be removed is logged and left.
+/// Removes the regular files of the temporary-name shape that no writer holds, or, for those that cannot be locked,
+/// that are [`STALE_AFTER`] old (see the [module documentation](self)); symlinks and anything but a regular file
+/// are left alone. Best effort: a file that cannot be removed is logged and left.
 pub(super) fn remove_stale(dir: &Dir) -> io::Result<()> {
     for entry in dir.entries()? {
         let entry = entry?;
@@ -175,39 +185,44 @@ pub(super) fn remove_stale(dir: &Dir) -> io::Result<()> {
     Ok(())
 }
 
-/// The leftover `name`, held so that no writer can take it while it is removed; `None` if a writer holds it or it
-/// cannot be opened as a regular file.
-#[cfg(unix)]
-fn claim(dir: &Dir, name: &str, _metadata: &cap_std::fs::Metadata) -> Option<File> {
-    let file = match dir.open_with(name, super::unfollowed().read(true)) {
-        Ok(file) => file,
-        Err(err) => {
-            tracing::warn!(temp_file = %name, error = %err, "could not open a temporary file to see if it is left over");
-            return None;
-        }
-    };
-    if !file.metadata().is_ok_and(|metadata| metadata.is_file()) {
-        return None;
-    }
-    match lock::try_exclusive(&file) {
-        Ok(true) => Some(file),
-        // A live writer's.
-        Ok(false) => None,
-        Err(err) => {
-            tracing::warn!(temp_file = %name, error = %err, "could not lock a temporary file to see if it is left over");
-            None
-        }
-    }
+/// A leftover claimed for removal: on Unix, its lock when it could be taken, held until the file is removed.
+struct Claim {
+    _lock: Option<File>,
 }
 
-/// Without locks, a leftover is a file not modified for [`STALE_AFTER`].
-#[cfg(not(unix))]
-fn claim(_dir: &Dir, _name: &str, metadata: &cap_std::fs::Metadata) -> Option<()> {
+/// The claim on `name` (of `metadata`) if it is a leftover: on Unix, a file no writer holds, locked so that no
+/// writer can take it while it is removed; `None` if a writer holds it or it is no longer a regular file. A file
+/// that cannot be opened or locked (a file system without locks), and any file elsewhere than on Unix, is a
+/// leftover once [`STALE_AFTER`] old.
+fn claim(dir: &Dir, name: &str, metadata: &Metadata) -> Option<Claim> {
+    #[cfg(unix)]
+    match lock_if_free(dir, name) {
+        Ok(Some(file)) => return Some(Claim { _lock: Some(file) }),
+        // A live writer's, or no longer a regular file.
+        Ok(None) => return None,
+        // Already gone.
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return None,
+        Err(err) => {
+            tracing::debug!(temp_file = %name, error = %err, "could not lock a temporary file; judging it by its age");
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (dir, name);
     let modified = metadata.modified().ok()?.into_std();
     let age = SystemTime::now()
         .duration_since(modified)
         .unwrap_or_default();
-    (age >= STALE_AFTER).then_some(())
+    (age >= STALE_AFTER).then_some(Claim { _lock: None })
+}
+
+/// `name` opened and locked, `None` if a writer holds it or it is not a regular file.
+#[cfg(unix)]
+fn lock_if_free(dir: &Dir, name: &str) -> io::Result<Option<File>> {
+    let file = dir.open_with(name, super::unfollowed().read(true))?;
+    if !file.metadata()?.is_file() {
+        return Ok(None);
+    }
+    Ok(lock::try_exclusive(&file)?.then_some(file))
 }
 
 /// The advisory lock of a temporary file: std's `File::try_lock` (`flock(2)` on Unix), through a view of the
@@ -219,9 +234,19 @@ mod lock {
     use cap_std::fs::File;
     use cap_std::io_lifetimes::AsFilelike;
 
+    #[cfg(test)]
+    thread_local! {
+        /// Tests: every lock attempt on this thread fails, as on a file system that refuses locks.
+        pub(super) static UNAVAILABLE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+
     /// Takes an exclusive lock on `file` without waiting: `false` if another open file holds one. Released when
     /// the file is closed.
     pub(super) fn try_exclusive(file: &File) -> io::Result<bool> {
+        #[cfg(test)]
+        if UNAVAILABLE.get() {
+            return Err(io::Error::from_raw_os_error(libc::ENOLCK));
+        }
         match file.as_filelike_view::<std::fs::File>().try_lock() {
             Ok(()) => Ok(true),
             Err(std::fs::TryLockError::WouldBlock) => Ok(false),
@@ -276,5 +301,50 @@ mod tests {
             !lock::try_exclusive(&sweep).unwrap(),
             "a writer holds its file"
         );
+    }
+
+    /// Review finding: where a lock attempt failed (`ENOLCK`, on NFS without a lock manager), the temporary file
+    /// just created was left behind and the write failed, every time; and the sweep, unable to lock such files,
+    /// never removed them. A write now goes ahead unlocked, and the sweep judges such files by their age.
+    #[cfg(unix)]
+    #[test]
+    fn where_locks_fail_writes_go_ahead_and_the_sweep_goes_by_age() {
+        use std::collections::BTreeSet;
+        lock::UNAVAILABLE.set(true);
+        let dir = tempfile::tempdir().unwrap();
+        let root = Dir::open_ambient_dir(dir.path(), cap_std::ambient_authority()).unwrap();
+        let listing = || {
+            std::fs::read_dir(dir.path())
+                .unwrap()
+                .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+                .collect::<BTreeSet<_>>()
+        };
+        let files = super::super::Root::open(dir.path(), super::super::Limits::default()).unwrap();
+        let name = super::super::FileName::new("a.txt").unwrap();
+        files.write_text(&name, "new").unwrap();
+        assert_eq!(files.read_text(&name).unwrap().content, "new");
+        assert_eq!(listing(), BTreeSet::from(["a.txt".to_owned()]));
+        let temp = TempFile::create(&root, 0o600).unwrap();
+        assert_eq!(listing().len(), 2);
+        drop(temp);
+        assert_eq!(listing(), BTreeSet::from(["a.txt".to_owned()]));
+
+        let fresh = random_name();
+        let old = random_name();
+        for temp in [&fresh, &old] {
+            std::fs::write(dir.path().join(temp), "x").unwrap();
+        }
+        std::fs::File::options()
+            .write(true)
+            .open(dir.path().join(&old))
+            .unwrap()
+            .set_modified(SystemTime::now() - STALE_AFTER - Duration::from_secs(60))
+            .unwrap();
+        remove_stale(&root).unwrap();
+        assert_eq!(listing(), BTreeSet::from(["a.txt".to_owned(), fresh]));
+        // Where locks work, a fresh file no writer holds is a leftover.
+        lock::UNAVAILABLE.set(false);
+        remove_stale(&root).unwrap();
+        assert_eq!(listing(), BTreeSet::from(["a.txt".to_owned()]));
     }
 }
