@@ -1159,7 +1159,7 @@ fn appears_later<P: AsRef<Path>>(
         let skip = if n == file_index { index + 1 } else { 0 };
         let mut reader = io::BufReader::new(File::open(path.as_ref())?);
         let mut read = 0usize;
-        while let Some(fits) = read_line_bounded(&mut reader, &mut line, MAX_LINE)? {
+        while let Some((fits, _)) = read_line_ended(&mut reader, &mut line, MAX_LINE)? {
             read += 1;
             if read <= skip || !fits {
                 continue;
@@ -1201,17 +1201,9 @@ pub fn verify_mid_chain<P: AsRef<Path>>(
     verify_from(files, key, checkpoint_key, false)
 }
 
-/// Reads the next line into `line` (without its `\n`), at most `max` bytes of it: `Ok(None)` at the end, and
-/// `Ok(Some(false))` for a longer line, whose rest is skipped unread into memory.
-fn read_line_bounded(
-    reader: &mut impl BufRead,
-    line: &mut Vec<u8>,
-    max: usize,
-) -> io::Result<Option<bool>> {
-    Ok(read_line_ended(reader, line, max)?.map(|(fits, _)| fits))
-}
-
-/// [`read_line_bounded`], and whether the line ended with a newline (`false`: the file's last, with none).
+/// Reads the next line into `line` (without its `\n`), at most `max` bytes of it: `Ok(None)` at the end, else
+/// whether it fit (`false` for a longer line, whose rest is skipped unread into memory, leaving `line` empty) and
+/// whether it ended with a newline (`false`: the file's last, with none).
 fn read_line_ended(
     reader: &mut impl BufRead,
     line: &mut Vec<u8>,
@@ -1773,16 +1765,16 @@ mod tests {
         let mut reader = io::BufReader::with_capacity(4, &b"ab\n\nlonger line\nlast"[..]);
         let mut line = Vec::new();
         let mut read = Vec::new();
-        while let Some(fits) = read_line_bounded(&mut reader, &mut line, 6).unwrap() {
-            read.push((String::from_utf8(line.clone()).unwrap(), fits));
+        while let Some((fits, ended)) = read_line_ended(&mut reader, &mut line, 6).unwrap() {
+            read.push((String::from_utf8(line.clone()).unwrap(), fits, ended));
         }
         assert_eq!(
             read,
             [
-                ("ab".to_owned(), true),
-                (String::new(), true),
-                (String::new(), false),
-                ("last".to_owned(), true)
+                ("ab".to_owned(), true, true),
+                (String::new(), true, true),
+                (String::new(), false, true),
+                ("last".to_owned(), true, false)
             ]
         );
     }
