@@ -171,14 +171,12 @@ pub(super) fn remove_stale(dir: &Dir) -> io::Result<()> {
         let Some(_claim) = claim(dir, &name, &metadata) else {
             continue;
         };
-        {
-            match dir.remove_file(&name) {
-                Ok(()) => {
-                    tracing::info!(temp_file = %name, "removed a temporary file left by an interrupted write")
-                }
-                Err(err) => {
-                    tracing::warn!(temp_file = %name, error = %err, "could not remove a stale temporary file")
-                }
+        match dir.remove_file(&name) {
+            Ok(()) => {
+                tracing::info!(temp_file = %name, "removed a temporary file left by an interrupted write")
+            }
+            Err(err) => {
+                tracing::warn!(temp_file = %name, error = %err, "could not remove a stale temporary file")
             }
         }
     }
