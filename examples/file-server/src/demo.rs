@@ -1,6 +1,5 @@
 //! The demo: the tutorial's story, end to end, against this very binary.
 
-use std::ffi::OsStr;
 use std::future::Future;
 use std::path::Path;
 use std::process::Stdio;
@@ -100,14 +99,12 @@ async fn start(
 ) -> Result<RunningService<RoleClient, ()>, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut command = tokio::process::Command::new(exe);
-    // The demo's servers are the demo's: none of the caller's settings reach them (`MCP_HTTP` would make one serve
-    // HTTP while the demo speaks to it over stdio, and the handshake would never come).
-    for (name, _) in std::env::vars_os() {
-        if is_server_setting(&name) {
-            command.env_remove(name);
-        }
-    }
+    // The demo's servers are the demo's: none of the caller's environment reaches them (`MCP_HTTP` would make one
+    // serve HTTP while the demo speaks to it over stdio, and the handshake would never come), so no list of the
+    // server's settings has to be kept here. The server needs nothing else: it is started by path, and its log
+    // (`RUST_LOG`) goes to a stderr that is discarded.
     command
+        .env_clear()
         .env("DATA_ROOT", data_root)
         .env("MCP_SCOPES", scopes)
         .env("MCP_SERVER_ID", "demo-file-server")
@@ -119,15 +116,6 @@ async fn start(
     bounded("the handshake", ().serve(transport))
         .await?
         .map_err(|e| format!("handshake: {e}"))
-}
-
-/// Whether the variable `name` is one the server reads its settings from: every `MCP_*` (the settings and the
-/// config file's path), the root's, and OpenTelemetry's `OTEL_*`.
-fn is_server_setting(name: &OsStr) -> bool {
-    let name = name.as_encoded_bytes();
-    name.starts_with(b"MCP_")
-        || name.starts_with(b"OTEL_")
-        || [&b"DATA_ROOT"[..], b"MAX_READ_BYTES", b"MAX_WRITE_BYTES"].contains(&name)
 }
 
 /// `future`, or an error naming `what` if it takes longer than [`TIMEOUT`].
