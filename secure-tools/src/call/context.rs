@@ -444,7 +444,6 @@ impl CallContext {
         self.0.ended.load(Ordering::Acquire)
     }
 
-    /// The client, while the call lasts: after its answer no notification or request of the call's may follow.
     /// Whether the server may send the client requests during this call: protocol `2026-07-28` and later forbid it
     /// (rmcp refuses to send them), so a tool is told the client cannot be asked, not given an internal error.
     fn may_ask_client(&self) -> bool {
@@ -454,6 +453,7 @@ impl CallContext {
         })
     }
 
+    /// The client, while the call lasts: after its answer no notification or request of the call's may follow.
     fn live_peer(&self) -> Option<&Peer<RoleServer>> {
         self.peer().filter(|_| !self.has_ended())
     }
@@ -961,9 +961,12 @@ impl Sampling {
         };
         // What rmcp's `create_message` checks before it sends, kept: tools only to a client that takes them, and
         // the messages' structure.
-        if (params.tools.is_some() || params.tool_choice.is_some())
-            && !peer.supports_sampling_tools()
-        {
+        let takes_tools = self
+            .cx
+            .client_capabilities()
+            .and_then(|c| c.sampling)
+            .is_some_and(|s| s.tools.is_some());
+        if (params.tools.is_some() || params.tool_choice.is_some()) && !takes_tools {
             return Err(Refusal::new(
                 codes::SAMPLING_UNSUPPORTED,
                 "this tool offers tools to the client's model, and the client does not support that (sampling tools)",

@@ -164,6 +164,8 @@ struct Lifecycle {
     /// Requests within a session that rmcp refuses for incomplete metadata, with their sizes, until their refusal
     /// goes out (at most [`MAX_REFUSED_PENDING`]; rmcp answers them at once).
     refused: std::sync::Mutex<std::collections::VecDeque<(RequestId, usize)>>,
+    /// Whether `refused` may hold anything, so that answers are not made to take its lock while it is empty.
+    any_refused: AtomicBool,
 }
 
 /// How many requests refused within a session are remembered until their refusal goes out.
@@ -473,6 +475,7 @@ where
                     refused.pop_front();
                 }
                 refused.push_back((request.id.clone(), bytes));
+                self.lifecycle.any_refused.store(true, Ordering::Release);
             }
         }
         if !self.session_started()
@@ -528,6 +531,19 @@ where
     fn observe_outgoing(&self, message: &ServerJsonRpcMessage) {
         match message {
             ServerJsonRpcMessage::Response(response) => {
+                // A request foreseen refused that rmcp answered after all leaves its place: a later error with its
+                // id is not taken for that refusal.
+                if self.lifecycle.any_refused.load(Ordering::Acquire) {
+                    let mut refused = self
+                        .lifecycle
+                        .refused
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner());
+                    refused.retain(|(pending, _)| *pending != response.id);
+                    if refused.is_empty() {
+                        self.lifecycle.any_refused.store(false, Ordering::Release);
+                    }
+                }
                 let initialized = match &response.result {
                     ServerResult::InitializeResult(result) => {
                         Some(result.protocol_version.to_string())
@@ -579,9 +595,8 @@ where
                     supported: data.get("supported").cloned().unwrap_or(Value::Null),
                 });
             }
-            // rmcp's refusal of a request that came before any session (not an `initialize`, and without a
-            // stateless request's metadata): it never reaches the handler, so it is audited here.
-            // rmcp's refusal of a request within a session for incomplete metadata: audited here, as above.
+            // rmcp's refusal of a request within a session for incomplete metadata: it never reaches the handler,
+            // so it is audited here.
             ServerJsonRpcMessage::Error(error) if self.session_started() => {
                 let refused = error.id.as_ref().and_then(|id| {
                     let mut refused = self
@@ -601,6 +616,8 @@ where
                     });
                 }
             }
+            // rmcp's refusal of a request that came before any session (not an `initialize`, and without a
+            // stateless request's metadata): it never reaches the handler, so it is audited here.
             ServerJsonRpcMessage::Error(error) if !self.session_started() => {
                 let refused = {
                     let mut before = self

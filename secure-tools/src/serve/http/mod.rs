@@ -236,13 +236,7 @@ fn check_resource_url(url: &str) -> Result<(), String> {
         .parse()
         .map_err(|e| format!("`{}` is not a URL: {e}", url.escape_debug()))?;
     let host = uri.host().unwrap_or_default();
-    let loopback = {
-        let bare = host.trim_start_matches('[').trim_end_matches(']');
-        bare.eq_ignore_ascii_case("localhost")
-            || bare
-                .parse::<std::net::IpAddr>()
-                .is_ok_and(|ip| ip.is_loopback())
-    };
+    let loopback = is_loopback(host);
     match uri.scheme_str() {
         _ if host.is_empty() => Err(format!(
             "`{}` names no host: give the URL clients reach this server at (an audience that is not one goes in \
@@ -261,6 +255,15 @@ fn check_resource_url(url: &str) -> Result<(), String> {
             url.escape_debug()
         )),
     }
+}
+
+/// Whether a URL's host is this machine: `localhost`, or a loopback address (IPv6 in brackets or not).
+pub(crate) fn is_loopback(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Bearer authentication from the issuer, resource URL and exactly one key source.

@@ -6,6 +6,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use super::keys::{KeyError, VerificationKey, VerificationKeys, parse_jwks};
+use crate::serve::http::is_loopback;
 
 /// The shortest time between two fetches of a JWKS URL, unless configured.
 pub const DEFAULT_JWKS_REFETCH_INTERVAL: Duration = Duration::from_secs(30);
@@ -113,14 +114,6 @@ fn jwks_uri(url: &str) -> Result<hyper::Uri, String> {
         ),
         _ => Err("not an http(s) URL".into()),
     }
-}
-
-fn is_loopback(host: &str) -> bool {
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    host.eq_ignore_ascii_case("localhost")
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Aborts a spawned task when dropped (the HTTP connection of a fetch that timed out or finished).

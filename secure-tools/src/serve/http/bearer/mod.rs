@@ -74,7 +74,7 @@ pub struct BearerAuth {
     /// `JWT` or not at all, as most identity providers issue them.
     pub require_access_token_type: bool,
     map_claims: Option<ClaimsMapper>,
-    /// Tokens verified recently (see the `cache` module); shared by clones.
+    /// Tokens verified recently (see the `cache` module): this value's own (a clone starts with an empty one).
     cache: Arc<cache::TokenCache>,
 }
 
