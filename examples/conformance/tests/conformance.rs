@@ -6,7 +6,7 @@
 //! when `.interop/ready` matches the pin files; tests running in parallel wait for one another on its lock).
 
 use std::collections::BTreeMap;
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -78,30 +78,32 @@ impl Server {
     fn start() -> Self {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let audit_log = dir.path().join("audit.jsonl");
-        let address = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port");
-        let child = Command::new(SERVER)
-            .arg("--http")
-            .arg(address.to_string())
+        // Port 0: the server binds a port no other process holds and says which (a port found free here and
+        // bound by the server later could be taken in between, and the suite would test another server).
+        let mut child = Command::new(SERVER)
+            .args(["--http", "127.0.0.1:0"])
             .arg("--audit-log")
             .arg(&audit_log)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("starting the server");
-        let ready = Instant::now();
-        while TcpStream::connect(address).is_err() {
-            assert!(
-                ready.elapsed() < Duration::from_secs(20),
-                "the server did not listen on {address}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let mut stderr = BufReader::new(child.stderr.take().expect("stderr is piped"));
+        let mut line = String::new();
+        let url = loop {
+            line.clear();
+            let read = stderr.read_line(&mut line).expect("the server's stderr");
+            assert!(read > 0, "the server exited before listening");
+            if let Some((_, url)) = line.trim_end().split_once("serving MCP over HTTP at ") {
+                break url.to_owned();
+            }
+        };
+        // The rest of its stderr is read and dropped, so that the server never blocks on a full pipe.
+        std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
         Server {
             child,
-            url: format!("http://{address}/mcp"),
+            url,
             audit_log,
             _dir: dir,
         }
