@@ -18,10 +18,13 @@
 //!   once ten minutes old).
 //! - **Sizes are capped** on both sides by [`Limits`].
 //!
-//! Not guaranteed: a hard link placed in the root by someone with shell access to a file elsewhere is a regular
-//! file, and is read (and, by replacing the link, shadowed) like any other; another process with direct access to
-//! the directory can change it at any time, and the guarantees hold per operation, against such races, not across
-//! calls; writing a file makes the server's user its owner. Only Unix (Linux) is tested; the code compiles its
+//! A file with more than one name (a hard link placed in the root by someone with shell access, to a file
+//! elsewhere) is not read ([`FsError::HardLinked`]): its name confines nothing; writing to such a name replaces
+//! the name only.
+//!
+//! Not guaranteed: another process with direct access to the directory can change it at any time, and the
+//! guarantees hold per operation, against such races, not across calls; writing a file makes the server's user its
+//! owner. Only Unix (Linux) is tested; the code compiles its
 //! Unix-only parts only there, but Windows semantics (sharing modes, case-insensitive names, rename over an open
 //! file) are untested.
 //!
@@ -129,6 +132,11 @@ pub enum FsError {
     /// The name is a symbolic link, which is never followed.
     #[error("the name is a symbolic link; links are not followed")]
     Symlink,
+    /// The file has other names (hard links), which may lie outside the root: it is not read.
+    #[error(
+        "the file has other names (hard links), which may lie outside the root; it is not read"
+    )]
+    HardLinked,
     /// The file to read, or the content to write, is over the limit.
     #[error("the size limit of {limit} bytes is exceeded")]
     TooLarge {
@@ -175,6 +183,7 @@ impl FsError {
             FsError::NotFound => "not_found",
             FsError::NotAFile => "not_a_file",
             FsError::Symlink => "symlink_refused",
+            FsError::HardLinked => "hard_linked",
             FsError::TooLarge { .. } => "too_large",
             FsError::NotUtf8 => "not_utf8",
             FsError::UnsupportedContent { .. } => "unsupported_content",
@@ -300,9 +309,9 @@ impl Root {
 
     /// Reads a regular file as UTF-8. Blocking.
     ///
-    /// Refuses a symlink ([`FsError::Symlink`]), anything but a regular file ([`FsError::NotAFile`]), a file over
-    /// [`Limits::max_read_bytes`] ([`FsError::TooLarge`], also when it grows while being read), and bytes that are
-    /// not UTF-8 ([`FsError::NotUtf8`]).
+    /// Refuses a symlink ([`FsError::Symlink`]), anything but a regular file ([`FsError::NotAFile`]), a file with
+    /// other names ([`FsError::HardLinked`]), a file over [`Limits::max_read_bytes`] ([`FsError::TooLarge`], also
+    /// when it grows while being read), and bytes that are not UTF-8 ([`FsError::NotUtf8`]).
     pub fn read_text(&self, name: &FileName) -> Result<ReadText, FsError> {
         // What the name is, without following it, before anything is opened: opening a FIFO or a device has
         // effects of its own (a writer waiting on the FIFO is let through, a device driver acts on the open).
@@ -316,6 +325,12 @@ impl Root {
         let metadata = file.metadata()?;
         if !metadata.is_file() {
             return Err(FsError::NotAFile);
+        }
+        // A name confines nothing when the file has others: one hard-linked in from outside the root (by whoever
+        // could write its directory) is that outside file. Read from the opened file's own metadata: no extra call.
+        #[cfg(unix)]
+        if cap_std::fs::MetadataExt::nlink(&metadata) > 1 {
+            return Err(FsError::HardLinked);
         }
         let limit = self.inner.limits.max_read_bytes;
         if metadata.len() > limit {
