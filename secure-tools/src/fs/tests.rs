@@ -17,6 +17,16 @@ fn root_in(dir: &Path) -> Root {
     Root::open(dir, Limits::default()).unwrap()
 }
 
+/// A FIFO made at `path`, which it returns.
+fn mkfifo(path: &Path) -> std::path::PathBuf {
+    let status = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .expect("mkfifo runs");
+    assert!(status.success());
+    path.to_owned()
+}
+
 /// Every entry of `dir`, hidden ones included.
 fn listing(dir: &Path) -> BTreeSet<String> {
     fs::read_dir(dir)
@@ -313,12 +323,7 @@ fn a_root_opened_through_a_symlink_stays_on_the_directory_it_found() {
 #[test]
 fn reading_a_fifo_without_a_writer_returns_not_a_file_without_blocking() {
     let dir = tempfile::tempdir().unwrap();
-    let fifo = dir.path().join("pipe");
-    let status = std::process::Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .expect("mkfifo runs");
-    assert!(status.success());
+    let fifo = mkfifo(&dir.path().join("pipe"));
     let root = root_in(dir.path());
 
     let reader = root.clone();
@@ -992,12 +997,7 @@ fn a_directory_not_synced_after_a_write_is_a_warning() {
 #[test]
 fn a_read_refuses_a_special_file_without_opening_it() {
     let dir = tempfile::tempdir().unwrap();
-    let fifo = dir.path().join("pipe");
-    let status = std::process::Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .expect("mkfifo runs");
-    assert!(status.success());
+    let fifo = mkfifo(&dir.path().join("pipe"));
     let root = root_in(dir.path());
     // A writer waits in `open` until the FIFO is opened for reading.
     let (opened, writer_opened) = mpsc::channel();
@@ -1030,12 +1030,7 @@ fn a_read_refuses_a_special_file_without_opening_it() {
 #[test]
 fn a_write_refuses_a_special_file_without_opening_it() {
     let dir = tempfile::tempdir().unwrap();
-    let fifo = dir.path().join("pipe");
-    let status = std::process::Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .expect("mkfifo runs");
-    assert!(status.success());
+    let fifo = mkfifo(&dir.path().join("pipe"));
     let root = root_in(dir.path());
     // A reader waits in `open` until the FIFO is opened for writing.
     let (opened, reader_opened) = mpsc::channel();
