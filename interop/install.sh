@@ -4,7 +4,7 @@
 # use, into git-ignored folders of this checkout:
 #
 #   .interop/venv              Python venv with the MCP Python SDK (clients and the low-level server) and rfc8785,
-#                              pinned by interop/requirements.txt
+#                              pinned by version and sha256 in interop/requirements.txt
 #   interop/node/node_modules  the TypeScript SDKs v1 and v2, the MCP Inspector, the MCP conformance suite, the
 #                              official filesystem server and a Node 22 binary, pinned by
 #                              interop/node/package-lock.json (installed with `npm ci`)
@@ -60,7 +60,17 @@ rm -f "$marker"
 say "installing the MCP Python SDK into .interop/venv"
 rm -rf "$venv"
 python3 -m venv "$venv"
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-input -r "$root/interop/requirements.txt"
+# Hash-checking mode: every package must be pinned with ==, and every file pip downloads must match one of the
+# pin's sha256 hashes, so a file PyPI (or anything in between) serves other than the one locked is refused.
+# --no-deps: the file lists every dependency itself, so pip resolves nothing on its own. --only-binary: wheels only;
+# building an sdist would install its build backend unchecked, and run its code.
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-input \
+    --require-hashes --no-deps --only-binary :all: -r "$root/interop/requirements.txt"
+# With --no-deps nothing fills in a dependency the file lacks: fail here, not in a test, if one is missing.
+if ! broken="$("$venv/bin/python" -m pip check)"; then
+    say "interop/requirements.txt lacks a dependency (regenerate it with interop/lock-python.sh): $broken"
+    exit 1
+fi
 "$venv/bin/python" -c 'import mcp, importlib.metadata as m; print("  mcp", m.version("mcp"))' >&2
 
 say "installing the TypeScript SDKs, the MCP Inspector, the conformance suite and Node 22 into interop/node/node_modules"
