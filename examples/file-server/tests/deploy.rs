@@ -199,33 +199,34 @@ const HEALTH_SECRET: &str = "health-check-test-secret-of-32-bytes!";
 
 #[test]
 fn the_health_check_asks_an_http_server_and_fails_when_none_answers() {
-    let port = common::free_port();
-    let url = format!("http://127.0.0.1:{port}/mcp");
-    let env = |bind: &str| {
+    let env = |bind: &str, port: u16| {
         [
             ("MCP_HTTP", bind.to_owned()),
             ("MCP_AUTH_ISSUER", "https://issuer.test".to_owned()),
-            ("MCP_RESOURCE_URL", url.clone()),
+            ("MCP_RESOURCE_URL", format!("http://127.0.0.1:{port}/mcp")),
         ]
     };
-    let check = |bind: &str| {
-        let env = env(bind);
+    let check = |port: u16| {
+        let env = env(&format!("0.0.0.0:{port}"), port);
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
         healthcheck(&env)
     };
-    // Nothing listens yet.
-    let refused = check(&format!("0.0.0.0:{port}"));
-    assert!(!refused.status.success());
-    assert!(
-        String::from_utf8_lossy(&refused.stderr).contains("cannot connect"),
-        "{refused:?}"
-    );
-
     // Kept to the end: it holds the server's directory.
-    let mut bearer = common::BearerHttp::new(SERVER, port, "https://issuer.test", HEALTH_SECRET);
-    let mut server = bearer.command.spawn().unwrap();
-    common::wait_until_listening(&mut server, "serving MCP over HTTP at", |_| {});
-    let healthy = check(&format!("0.0.0.0:{port}"));
+    let bearer = common::BearerHttp::new(SERVER, "https://issuer.test", HEALTH_SECRET);
+    // The server must be told its port (its resource URL names it): one held by the test, then released to it.
+    let (mut server, _, port) = common::start_on_a_held_port(|held| {
+        // Nothing listens yet (the port is held, never listening).
+        let refused = check(held.port());
+        assert!(!refused.status.success());
+        assert!(
+            String::from_utf8_lossy(&refused.stderr).contains("cannot connect"),
+            "{refused:?}"
+        );
+        let (mut command, _) = bearer.command(held.port());
+        let port = held.release();
+        (command.spawn().unwrap(), port)
+    });
+    let healthy = check(port);
     let _ = server.kill();
     let _ = server.wait();
     assert!(healthy.status.success(), "{healthy:?}");
@@ -235,37 +236,41 @@ fn the_health_check_asks_an_http_server_and_fails_when_none_answers() {
 /// from its config file was never asked, and the check passed whether it answered or not.
 #[test]
 fn the_health_check_takes_the_address_from_the_config_file_too() {
-    let port = common::free_port();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("server.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "http = \"127.0.0.1:{port}\"\nissuer = \"https://issuer.test\"\n\
-             resource-url = \"http://127.0.0.1:{port}/mcp\"\n"
-        ),
-    )
-    .unwrap();
     let config = config.to_str().unwrap();
-    let refused = healthcheck(&[("MCP_CONFIG", config)]);
-    assert!(!refused.status.success(), "nothing listens: {refused:?}");
-    assert!(
-        String::from_utf8_lossy(&refused.stderr).contains("cannot connect"),
-        "{refused:?}"
-    );
-
     let data = dir.path().join("data");
     std::fs::create_dir(&data).unwrap();
-    let mut server = Command::new(SERVER)
-        .arg("--data-root")
-        .arg(&data)
-        .env("MCP_CONFIG", config)
-        .env("MCP_AUTH_HS256_SECRET", HEALTH_SECRET)
-        .stdin(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
+    // The server must be told its port (its resource URL names it): one held by the test, then released to it.
+    let (mut server, _, ()) = common::start_on_a_held_port(|held| {
+        let port = held.port();
+        std::fs::write(
+            config,
+            format!(
+                "http = \"127.0.0.1:{port}\"\nissuer = \"https://issuer.test\"\n\
+                 resource-url = \"http://127.0.0.1:{port}/mcp\"\n"
+            ),
+        )
         .unwrap();
-    common::wait_until_listening(&mut server, "serving MCP over HTTP at", |_| {});
+        // Nothing listens yet (the port is held, never listening).
+        let refused = healthcheck(&[("MCP_CONFIG", config)]);
+        assert!(!refused.status.success(), "nothing listens: {refused:?}");
+        assert!(
+            String::from_utf8_lossy(&refused.stderr).contains("cannot connect"),
+            "{refused:?}"
+        );
+        held.release();
+        let server = Command::new(SERVER)
+            .arg("--data-root")
+            .arg(&data)
+            .env("MCP_CONFIG", config)
+            .env("MCP_AUTH_HS256_SECRET", HEALTH_SECRET)
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        (server, ())
+    });
     let healthy = healthcheck(&[("MCP_CONFIG", config)]);
     let _ = server.kill();
     let _ = server.wait();

@@ -24,26 +24,22 @@ struct Server {
 
 impl Server {
     fn start() -> Server {
-        let common::BearerHttp {
-            mut command,
+        let bearer = common::BearerHttp::new(SERVER, ISSUER, SECRET);
+        std::fs::write(bearer.data.join("greeting.txt"), "hello\n").unwrap();
+        let common::Started {
+            child,
             url: resource,
-            data,
-            audit_log,
-            dir,
-        } = common::BearerHttp::new(SERVER, common::free_port(), ISSUER, SECRET);
-        std::fs::write(data.join("greeting.txt"), "hello\n").unwrap();
+            ..
+        } = bearer.start(|command| {
+            command.args(["--max-message-bytes", "65536"]);
+        });
         let base = resource.trim_end_matches("/mcp").to_owned();
-        let mut child = command
-            .args(["--max-message-bytes", "65536"])
-            .spawn()
-            .unwrap();
-        common::wait_until_listening(&mut child, "serving MCP over HTTP at", |_| {});
         Server {
             child,
             base,
             resource,
-            audit_log,
-            _dir: dir,
+            audit_log: bearer.audit_log,
+            _dir: bearer.dir,
         }
     }
 
@@ -776,19 +772,16 @@ async fn paths_under_the_endpoint_are_not_found() {
 /// is a setting of its own (`--token-audience`), and a resource URL clients cannot reach is refused at start.
 #[tokio::test]
 async fn a_token_audience_of_its_own_keeps_the_resource_url_reachable() {
-    let common::BearerHttp {
-        mut command,
-        url: resource,
-        data,
-        dir: _dir,
-        ..
-    } = common::BearerHttp::new(SERVER, common::free_port(), ISSUER, SECRET);
+    let bearer = common::BearerHttp::new(SERVER, ISSUER, SECRET);
+    let data = &bearer.data;
     std::fs::write(data.join("greeting.txt"), "hello\n").unwrap();
-    let mut child = command
-        .args(["--token-audience", "api://files-app"])
-        .spawn()
-        .unwrap();
-    common::wait_until_listening(&mut child, "serving MCP over HTTP at", |_| {});
+    let common::Started {
+        mut child,
+        url: resource,
+        ..
+    } = bearer.start(|command| {
+        command.args(["--token-audience", "api://files-app"]);
+    });
     let now = now();
     let claims = |aud: &str| {
         json!({"iss": ISSUER, "aud": aud, "sub": "alice", "scope": "files.read",
@@ -839,7 +832,7 @@ async fn a_token_audience_of_its_own_keeps_the_resource_url_reachable() {
                 url,
             ])
             .arg("--data-root")
-            .arg(&data)
+            .arg(data)
             .env("MCP_AUTH_HS256_SECRET", SECRET)
             .stdin(std::process::Stdio::null())
             .output()

@@ -22,6 +22,8 @@ struct Server {
     child: Child,
     resource: String,
     port: u16,
+    /// What it said as it started: the address of its metrics, given `--http-metrics 127.0.0.1:0`.
+    listening: common::Listening,
     audit_log: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -29,39 +31,38 @@ struct Server {
 impl Server {
     /// The file server over HTTP with bearer authentication; `descriptors` caps its open files (`RLIMIT_NOFILE`).
     fn start(descriptors: Option<u64>, extra: &[&str]) -> Server {
-        let port = common::free_port();
-        let common::BearerHttp {
-            mut command,
+        let bearer = common::BearerHttp::new(SERVER, ISSUER, SECRET);
+        std::fs::write(bearer.data.join("greeting.txt"), "hello\n").unwrap();
+        let common::Started {
+            child,
             url: resource,
-            data,
-            audit_log,
-            dir,
-        } = common::BearerHttp::new(SERVER, port, ISSUER, SECRET);
-        std::fs::write(data.join("greeting.txt"), "hello\n").unwrap();
-        command.args(extra);
-        if let Some(limit) = descriptors {
-            // SAFETY: `setrlimit` is async-signal-safe; nothing else runs between fork and exec.
-            unsafe {
-                command.pre_exec(move || {
-                    let limit = libc::rlimit {
-                        rlim_cur: limit,
-                        rlim_max: limit,
-                    };
-                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
+            port,
+            listening,
+        } = bearer.start(|command| {
+            command.args(extra);
+            if let Some(limit) = descriptors {
+                // SAFETY: `setrlimit` is async-signal-safe; nothing else runs between fork and exec.
+                unsafe {
+                    command.pre_exec(move || {
+                        let limit = libc::rlimit {
+                            rlim_cur: limit,
+                            rlim_max: limit,
+                        };
+                        if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                        Ok(())
+                    });
+                }
             }
-        }
-        let mut child = command.spawn().unwrap();
-        common::wait_until_listening(&mut child, "serving MCP over HTTP at", |_| {});
+        });
         Server {
             child,
             resource,
             port,
-            audit_log,
-            _dir: dir,
+            listening,
+            audit_log: bearer.audit_log,
+            _dir: bearer.dir,
         }
     }
 
@@ -227,11 +228,11 @@ async fn stalled_half_requests_under_a_256_descriptor_limit_do_not_stop_a_valid_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_clients_on_the_metrics_address_do_not_stop_calls_or_scrapes() {
     raise_own_descriptor_limit(1024);
-    let metrics_port = common::free_port();
-    let metrics = format!("127.0.0.1:{metrics_port}");
-    let server = Server::start(Some(256), &["--http-metrics", &metrics]);
+    // Port 0: the server binds a port nobody holds and says which.
+    let server = Server::start(Some(256), &["--http-metrics", "127.0.0.1:0"]);
+    let metrics = server.listening.url("metrics");
     let token = server.token("alice", "files.read");
-    let stalled = stall_600(metrics_port).await;
+    let stalled = stall_600(server.listening.address("metrics").port()).await;
     assert_valid_call_answered(
         &server,
         &token,
@@ -240,7 +241,7 @@ async fn stalled_clients_on_the_metrics_address_do_not_stop_calls_or_scrapes() {
     .await;
     let scraped = tokio::time::timeout(Duration::from_secs(40), async {
         client()
-            .get(format!("http://{metrics}/metrics"))
+            .get(&metrics)
             .send()
             .await
             .unwrap()

@@ -68,21 +68,14 @@ struct HttpServer {
 
 impl HttpServer {
     fn start() -> HttpServer {
-        let common::BearerHttp {
-            mut command,
-            url,
-            data,
-            audit_log,
-            dir,
-        } = common::BearerHttp::new(SERVER, common::free_port(), ISSUER, SECRET);
-        let mut child = command.spawn().expect("starting the server");
-        common::wait_until_listening(&mut child, "serving MCP over HTTP at", |_| {});
+        let bearer = common::BearerHttp::new(SERVER, ISSUER, SECRET);
+        let common::Started { child, url, .. } = bearer.start(|_| {});
         HttpServer {
             child,
             url,
-            data,
-            audit_log,
-            _dir: dir,
+            data: bearer.data,
+            audit_log: bearer.audit_log,
+            _dir: bearer.dir,
         }
     }
 
@@ -234,34 +227,25 @@ fn mcp_conformance_suite_over_http() {
     let root = repo_root();
     let data = tempfile::tempdir().expect("a data root");
     let output = tempfile::tempdir().expect("an output dir");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
-    let address = format!("127.0.0.1:{port}");
+    // Port 0: the server binds a port no other process holds and says which (a port found free here and bound by
+    // the server later could be taken in between, and the suite would test another process's server).
     let mut server = Command::new(SERVER)
         .args(["--data-root"])
         .arg(data.path())
-        .args(["--http", &address, "--http-insecure-no-auth"])
+        .args(["--http", "127.0.0.1:0", "--http-insecure-no-auth"])
         .args(["--scopes", "files.read files.write"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("starting the server");
-    let ready = Instant::now();
-    while std::net::TcpStream::connect(&address).is_err() {
-        assert!(
-            ready.elapsed() < Duration::from_secs(20),
-            "the server did not listen on {address}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let url = common::wait_until_listening(&mut server, "serving MCP over HTTP at", |_| {})
+        .url("MCP over HTTP");
     let started = Instant::now();
     let done = run(
         Command::new(root.join(NODE22))
             .arg(CONFORMANCE_SUITE)
-            .args(["server", "--url", &format!("http://{address}/mcp")])
+            .args(["server", "--url", &url])
             .args(["--expected-failures", "interop/conformance-baseline.yml"])
             .arg("--output-dir")
             .arg(output.path())

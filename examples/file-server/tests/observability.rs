@@ -250,6 +250,8 @@ fn otel_env(command: &mut Command, receiver: &Receiver) {
 struct HttpServer {
     child: std::process::Child,
     url: String,
+    /// What it said as it started: the address of its metrics, given `--http-metrics 127.0.0.1:0`.
+    listening: common::Listening,
     audit_log: std::path::PathBuf,
     token: String,
     _dir: tempfile::TempDir,
@@ -257,21 +259,20 @@ struct HttpServer {
 
 impl HttpServer {
     /// Started with `configure`'s further flags and variables, once it listens.
-    fn start(receiver: &Receiver, configure: impl FnOnce(&mut Command)) -> HttpServer {
+    fn start(receiver: &Receiver, mut configure: impl FnMut(&mut Command)) -> HttpServer {
         const SECRET: &str = "observability-test-secret-0123456789";
         const ISSUER: &str = "https://issuer.test";
-        let common::BearerHttp {
-            mut command,
+        let bearer = common::BearerHttp::new(SERVER, ISSUER, SECRET);
+        std::fs::write(bearer.data.join("greeting.txt"), "hello\n").unwrap();
+        let common::Started {
+            child,
             url,
-            data,
-            audit_log,
-            dir,
-        } = common::BearerHttp::new(SERVER, common::free_port(), ISSUER, SECRET);
-        std::fs::write(data.join("greeting.txt"), "hello\n").unwrap();
-        configure(&mut command);
-        otel_env(&mut command, receiver);
-        let mut child = command.spawn().unwrap();
-        common::wait_until_listening(&mut child, "serving MCP over HTTP at", |_| {});
+            listening,
+            ..
+        } = bearer.start(|command| {
+            configure(command);
+            otel_env(command, receiver);
+        });
         let token = secure_tools::testing::hs256_token(
             SECRET,
             ISSUER,
@@ -283,9 +284,10 @@ impl HttpServer {
         HttpServer {
             child,
             url,
-            audit_log,
+            listening,
+            audit_log: bearer.audit_log,
             token,
-            _dir: dir,
+            _dir: bearer.dir,
         }
     }
 }
@@ -509,16 +511,18 @@ fn a_python_sdk_callers_trace_continues_through_the_span_the_records_and_the_log
 #[tokio::test(flavor = "multi_thread")]
 async fn over_http_the_traceparent_header_or_meta_continues_the_trace_and_metrics_are_served() {
     let receiver = Receiver::start();
-    let metrics_port = common::free_port();
     let HttpServer {
         mut child,
         url,
+        listening,
         audit_log,
         token,
         _dir,
     } = HttpServer::start(&receiver, |command| {
-        command.args(["--http-metrics", &format!("127.0.0.1:{metrics_port}")]);
+        // Port 0: the server binds a port nobody holds and says which.
+        command.args(["--http-metrics", "127.0.0.1:0"]);
     });
+    let metrics_port = listening.address("metrics").port();
     let client = reqwest::Client::new();
     let traceparent = format!("00-{TRACE_ID}-{CALLER_SPAN}-01");
     let answer = read_over_http(
@@ -662,8 +666,10 @@ fn failed_exports_are_reported_on_stderr_without_secrets() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     std::fs::create_dir(&data).unwrap();
-    // Nothing listens there once the probe is closed.
-    let closed = common::free_port();
+    // Nothing listens there: the port is held, never listening, to the end of the test (one found free and
+    // closed again could be taken by another process's listener in between).
+    let held = common::HeldPort::new();
+    let closed = held.port();
     let mut child = Command::new(SERVER)
         .env("DATA_ROOT", &data)
         .env("MCP_SCOPES", "files.read,files.write")
@@ -703,6 +709,7 @@ fn failed_exports_are_reported_on_stderr_without_secrets() {
     }
     drop(stdin);
     let output = child.wait_with_output().unwrap();
+    drop(held);
     assert!(output.status.success());
     assert_eq!(
         std::fs::read_to_string(data.join("note.txt")).unwrap(),
@@ -730,6 +737,7 @@ async fn without_traces_the_records_keep_the_callers_trace_and_metrics_keep_thei
         audit_log,
         token,
         _dir,
+        ..
     } = HttpServer::start(&receiver, |command| {
         command.env("OTEL_TRACES_EXPORTER", "none");
     });

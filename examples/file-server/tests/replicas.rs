@@ -55,6 +55,8 @@ impl Drop for Process {
 }
 
 fn redis(dir: &Path) -> (Process, u16) {
+    // redis-server must be given its port and says none it chose: a port free now, which another process could
+    // take before redis-server binds it (it then exits, failing the test, or `wait_for_port` reaches the other).
     let port = common::free_port();
     let mut child = Command::new(program("redis-server"))
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
@@ -77,15 +79,15 @@ struct Replica {
 }
 
 fn replica(dir: &Path, n: usize, data: &Path, resource: &str, extra: &[&str]) -> Replica {
-    let port = common::free_port();
     let audit_log = dir.join(format!("replica-{n}.jsonl"));
+    // Port 0: the replica binds a port nobody holds and says which (its resource URL is the balancer's).
     let mut child = Command::new(SERVER)
         .arg("--data-root")
         .arg(data)
         .arg("--audit-log")
         .arg(&audit_log)
         .args(["--server-id", "files"])
-        .args(["--http", &format!("127.0.0.1:{port}")])
+        .args(["--http", "127.0.0.1:0"])
         .args(["--issuer", ISSUER, "--resource-url", resource])
         .args(extra)
         .env("MCP_AUTH_HS256_SECRET", SECRET)
@@ -94,7 +96,9 @@ fn replica(dir: &Path, n: usize, data: &Path, resource: &str, extra: &[&str]) ->
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    common::wait_until_listening(&mut child, "serving MCP over HTTP at", |_| {});
+    let port = common::wait_until_listening(&mut child, "serving MCP over HTTP at", |_| {})
+        .address("MCP over HTTP")
+        .port();
     Replica {
         process: Process(child),
         port,
@@ -226,14 +230,22 @@ impl Cluster {
         let dir = tempfile::tempdir().unwrap();
         let data = data_root(dir.path());
         let (redis, redis_port) = redis(dir.path());
-        let lb_port = common::free_port();
-        let resource = format!("http://127.0.0.1:{lb_port}/mcp");
+        // HAProxy must be given its port and says none it chose, and the replicas are given the balancer's URL
+        // before it starts: a port held by the test while the replicas start, released as HAProxy starts. Another
+        // process could still take it before HAProxy binds it (HAProxy then exits, failing the test, or
+        // `wait_for_port` reaches the other).
+        let lb_port = common::HeldPort::new();
+        let resource = format!("http://127.0.0.1:{}/mcp", lb_port.port());
         let redis_url = format!("redis://127.0.0.1:{redis_port}/0");
         let flags = ["--rate-limit", rate, "--rate-limit-redis", &redis_url];
         let replicas: Vec<Replica> = (0..3)
             .map(|n| replica(dir.path(), n, &data, &resource, &flags))
             .collect();
-        let lb = haproxy(dir.path(), lb_port, &replicas.iter().collect::<Vec<_>>());
+        let lb = haproxy(
+            dir.path(),
+            lb_port.release(),
+            &replicas.iter().collect::<Vec<_>>(),
+        );
         Cluster {
             replicas,
             resource,
@@ -391,14 +403,16 @@ async fn a_replica_killed_mid_run_loses_no_record_of_an_answered_call() {
 async fn without_redis_calls_are_refused_unless_configured_to_go_through() {
     let dir = tempfile::tempdir().unwrap();
     let data = data_root(dir.path());
-    // Nothing listens there.
-    let nowhere = format!("redis://127.0.0.1:{}/0", common::free_port());
+    // Nothing listens there: the port is held, never listening, to the end of the test.
+    let no_redis = common::HeldPort::new();
+    let nowhere = format!("redis://127.0.0.1:{}/0", no_redis.port());
     let client = reqwest::Client::new();
     for (mode, expect_ok) in [("refuse", false), ("allow", true)] {
         let sub = dir.path().join(mode);
         std::fs::create_dir(&sub).unwrap();
-        let port_holder = common::free_port();
-        let resource = format!("http://127.0.0.1:{port_holder}/mcp");
+        // The resource URL (a balancer's) only names the tokens' audience here: a port held, where nothing listens.
+        let port_holder = common::HeldPort::new();
+        let resource = format!("http://127.0.0.1:{}/mcp", port_holder.port());
         let options = [
             "--rate-limit",
             "10/min",

@@ -1,29 +1,89 @@
 //! Helpers shared by the HTTP test files.
+//!
+//! Ports: a port found free and closed again (`free_port`) can be taken by another process (another test running in
+//! parallel) before the program it is meant for binds it. So a server is started on port 0, binding a port nobody
+//! holds, and the test reads the address from the line it prints ([`Listening`]); a port the server must be told
+//! in advance (its resource URL names it) is held by the test until the server is started ([`HeldPort`],
+//! [`start_on_a_held_port`]); a listener the test runs itself stays bound from the start.
 
 use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
 use std::process::Child;
+
+/// The start of the line the runner prints once it listens for MCP over plain HTTP (the URL follows).
+const SERVING_MCP: &str = "serving MCP over HTTP at";
+
+/// How many times [`start_on_a_held_port`] starts a server that found its port taken.
+const ATTEMPTS: usize = 5;
 
 /// Reads the server's standard error until a line contains `marker` (the runner's "serving ..." line), passing
 /// every line read to `check`; then keeps draining it on a thread so the server never blocks on a full pipe.
+/// Returns the lines read, with the addresses the server says it bound.
 #[allow(dead_code)]
-pub fn wait_until_listening(child: &mut Child, marker: &str, check: impl Fn(&str)) {
+pub fn wait_until_listening(child: &mut Child, marker: &str, check: impl Fn(&str)) -> Listening {
+    read_until(child, marker, check)
+        .unwrap_or_else(|said| panic!("server exited before listening:\n{}", said.join("")))
+}
+
+/// [`wait_until_listening`], or the lines the server wrote before it exited without printing `marker`.
+fn read_until(
+    child: &mut Child,
+    marker: &str,
+    check: impl Fn(&str),
+) -> Result<Listening, Vec<String>> {
     let mut stderr = BufReader::new(child.stderr.take().expect("stderr is piped"));
-    let mut line = String::new();
+    let mut lines = Vec::new();
     loop {
-        line.clear();
-        assert!(
-            stderr.read_line(&mut line).unwrap() > 0,
-            "server exited before listening"
-        );
+        let mut line = String::new();
+        if stderr.read_line(&mut line).unwrap() == 0 {
+            return Err(lines);
+        }
         check(&line);
-        if line.contains(marker) {
+        let found = line.contains(marker);
+        lines.push(line);
+        if found {
             break;
         }
     }
     std::thread::spawn(move || for _ in stderr.lines() {});
+    Ok(Listening { lines })
 }
 
-/// A loopback port free now (the listener that found it is closed again), for a server started next.
+/// What a server wrote on its standard error up to the line saying it listens, among it the addresses of its
+/// listeners: one given port 0 is found here.
+#[allow(dead_code)]
+pub struct Listening {
+    lines: Vec<String>,
+}
+
+#[allow(dead_code)]
+impl Listening {
+    /// The URL in the server's line `serving {what} at URL`: `MCP over HTTP` gives `http://127.0.0.1:PORT/mcp`,
+    /// `metrics` (with `--http-metrics`) `http://127.0.0.1:PORT/metrics`.
+    pub fn url(&self, what: &str) -> String {
+        let prefix = format!("serving {what} at ");
+        self.lines
+            .iter()
+            .find_map(|line| line.trim_end().split_once(&prefix))
+            .map(|(_, url)| url.split_whitespace().next().unwrap_or_default().to_owned())
+            .unwrap_or_else(|| panic!("no `{prefix}` line in:\n{}", self.lines.join("")))
+    }
+
+    /// The address in [`url`](Self::url)'s URL.
+    pub fn address(&self, what: &str) -> SocketAddr {
+        let url = self.url(what);
+        let rest = url.split_once("://").map_or(url.as_str(), |(_, rest)| rest);
+        let authority = rest.split('/').next().unwrap_or_default();
+        authority
+            .parse()
+            .unwrap_or_else(|e| panic!("`{url}` names no address: {e}"))
+    }
+}
+
+/// A loopback port free now: the listener that found it is closed again, so another process can take it before
+/// the program it is for binds it. Only for a program that must be given its port and cannot report one it chose
+/// (`redis-server`, HAProxy); the file server binds port 0 and says its address, or is given a [`HeldPort`].
 #[allow(dead_code)]
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -32,46 +92,169 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// The file server over HTTP on the loopback `port`, with bearer tokens (an HS256 `secret`, tokens from
-/// `issuer`), serving an empty data root in a temporary directory and auditing to `audit.jsonl` beside it (outside
-/// the root, as the server requires), its standard error piped for [`wait_until_listening`]: the command to add to
-/// and spawn, with the MCP endpoint's URL and the paths.
+/// A loopback TCP port bound by this process and never listening: no other process can bind it (the kernel gives
+/// it to no one asking for port 0 either), and connections to it are refused, for as long as it is held. Kept for
+/// an address where nothing must answer, or released to the server started next ([`start_on_a_held_port`]).
+#[allow(dead_code)]
+pub struct HeldPort {
+    _socket: OwnedFd,
+    port: u16,
+}
+
+#[allow(dead_code)]
+impl HeldPort {
+    pub fn new() -> HeldPort {
+        use std::os::fd::FromRawFd;
+        let address = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: 0,
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(std::net::Ipv4Addr::LOCALHOST).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        let mut bound = address;
+        let mut length = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        // SAFETY: a new socket, owned by the `OwnedFd` at once, bound and asked its address through the C API with
+        // a `sockaddr_in` of the length given.
+        let socket = unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+            assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+            let socket = OwnedFd::from_raw_fd(fd);
+            let done = libc::bind(fd, (&address as *const libc::sockaddr_in).cast(), length);
+            assert_eq!(done, 0, "bind: {}", std::io::Error::last_os_error());
+            let done = libc::getsockname(
+                fd,
+                (&mut bound as *mut libc::sockaddr_in).cast(),
+                &mut length,
+            );
+            assert_eq!(done, 0, "getsockname: {}", std::io::Error::last_os_error());
+            socket
+        };
+        HeldPort {
+            _socket: socket,
+            port: u16::from_be(bound.sin_port),
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Closes the socket, for the server started next to bind the port.
+    pub fn release(self) -> u16 {
+        self.port
+    }
+}
+
+/// Starts a server that must be told its loopback port before it binds it, as one whose resource URL (and so
+/// the tokens' audience) names the port: given port 0 it would say which port it took only once it is too late to
+/// name it. `start` gets a [`HeldPort`], releases it as it spawns the server on it (standard error piped) and
+/// returns the server with what the test keeps. Another process can still take the port between its release and
+/// the server's bind; the server then exits saying the address is in use, and is started again on another port.
+/// (The test never reaches another process's server on the port: the server is ready once it says it listens.)
+#[allow(dead_code)]
+pub fn start_on_a_held_port<T>(
+    mut start: impl FnMut(HeldPort) -> (Child, T),
+) -> (Child, Listening, T) {
+    let in_use = std::io::Error::from_raw_os_error(libc::EADDRINUSE).to_string();
+    let mut said = Vec::new();
+    for _ in 0..ATTEMPTS {
+        let (mut child, kept) = start(HeldPort::new());
+        match read_until(&mut child, SERVING_MCP, |_| {}) {
+            Ok(listening) => return (child, listening, kept),
+            Err(lines) => {
+                let _ = child.wait();
+                assert!(
+                    lines.iter().any(|line| line.contains(&in_use)),
+                    "server exited before listening:\n{}",
+                    lines.join("")
+                );
+                said = lines;
+            }
+        }
+    }
+    panic!(
+        "the server found its port taken {ATTEMPTS} times:\n{}",
+        said.join("")
+    );
+}
+
+/// The file server over HTTP with bearer tokens (an HS256 `secret`, tokens from `issuer`), serving an empty data
+/// root in a temporary directory and auditing to `audit.jsonl` beside it (outside the root, as the server
+/// requires).
 #[allow(dead_code)]
 pub struct BearerHttp {
-    pub command: std::process::Command,
-    pub url: String,
     pub data: std::path::PathBuf,
     pub audit_log: std::path::PathBuf,
     pub dir: tempfile::TempDir,
+    server: String,
+    issuer: String,
+    secret: String,
 }
 
+/// A [`BearerHttp`] server started and listening.
+#[allow(dead_code)]
+pub struct Started {
+    pub child: Child,
+    /// The MCP endpoint's URL, also the resource URL (the tokens' audience).
+    pub url: String,
+    pub port: u16,
+    /// What it said as it started (the address of its metrics, with `--http-metrics 127.0.0.1:0`).
+    pub listening: Listening,
+}
+
+#[allow(dead_code)]
 impl BearerHttp {
-    #[allow(dead_code)]
-    pub fn new(server: &str, port: u16, issuer: &str, secret: &str) -> BearerHttp {
-        use std::process::Stdio;
+    pub fn new(server: &str, issuer: &str, secret: &str) -> BearerHttp {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let data = dir.path().join("data");
         std::fs::create_dir(&data).expect("the data root");
         let audit_log = dir.path().join("audit.jsonl");
-        let url = format!("http://127.0.0.1:{port}/mcp");
-        let mut command = std::process::Command::new(server);
-        command
-            .arg("--data-root")
-            .arg(&data)
-            .arg("--audit-log")
-            .arg(&audit_log)
-            .args(["--http", &format!("127.0.0.1:{port}")])
-            .args(["--issuer", issuer, "--resource-url", &url])
-            .env("MCP_AUTH_HS256_SECRET", secret)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
         BearerHttp {
-            command,
-            url,
             data,
             audit_log,
             dir,
+            server: server.to_owned(),
+            issuer: issuer.to_owned(),
+            secret: secret.to_owned(),
+        }
+    }
+
+    /// The command serving on the loopback `port`, its standard error piped for [`wait_until_listening`], to add
+    /// to and spawn; and the MCP endpoint's URL.
+    pub fn command(&self, port: u16) -> (std::process::Command, String) {
+        use std::process::Stdio;
+        let url = format!("http://127.0.0.1:{port}/mcp");
+        let mut command = std::process::Command::new(&self.server);
+        command
+            .arg("--data-root")
+            .arg(&self.data)
+            .arg("--audit-log")
+            .arg(&self.audit_log)
+            .args(["--http", &format!("127.0.0.1:{port}")])
+            .args(["--issuer", &self.issuer, "--resource-url", &url])
+            .env("MCP_AUTH_HS256_SECRET", &self.secret)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        (command, url)
+    }
+
+    /// The server with `configure`'s further flags and variables, started on a port of its own
+    /// ([`start_on_a_held_port`]), once it listens.
+    pub fn start(&self, mut configure: impl FnMut(&mut std::process::Command)) -> Started {
+        let (child, listening, (url, port)) = start_on_a_held_port(|held| {
+            let (mut command, url) = self.command(held.port());
+            configure(&mut command);
+            let port = held.release();
+            (command.spawn().expect("starting the server"), (url, port))
+        });
+        Started {
+            child,
+            url,
+            port,
+            listening,
         }
     }
 }
