@@ -979,3 +979,42 @@ fn a_call_requests_debug_shows_argument_names_not_values() {
         "{shown}"
     );
 }
+
+/// Review finding: decoding takes a whole float (`13.0`, `1.3e1`) for an integer argument by decoding a copy with
+/// the floats written as integers, but the guards after decoding were given the arguments as sent: a policy that
+/// refuses ticket 13 let `{"id": 13.0}` through to the handler. They now see the copy the handler's input came from.
+#[tokio::test]
+async fn a_whole_float_for_an_integer_is_the_integer_to_the_guards_after_decoding() {
+    let sink = MemorySink::new();
+    let effects = Effects::default();
+    let tools = ToolSet::builder(effects.clone())
+        .tool_with::<close_ticket>(|tool| {
+            tool.guard(Policy {
+                asked: Arc::default(),
+            })
+        })
+        .audit_sink(sink.clone())
+        .build()
+        .unwrap();
+    let bob = caller("bob", "tickets.close");
+    for id in ["13", "13.0", "1.3e1"] {
+        let id: Value = serde_json::from_str(id).unwrap();
+        let response = tools
+            .call(request(&bob, 1, "close_ticket", json!({ "id": id })))
+            .await
+            .unwrap();
+        assert_eq!(response.outcome(), Outcome::Denied, "{id}");
+        assert_eq!(response.error_code(), Some("policy_denied"), "{id}");
+    }
+    assert_eq!(effects.writes.load(Ordering::SeqCst), 0);
+    let records = sink.records();
+    assert!(
+        records.iter().all(|r| r["event"] != "call_started"),
+        "{records:?}"
+    );
+    // The record shows the arguments as the handler would have had them.
+    for call in tool_calls(&records) {
+        assert_eq!(call["inputs"]["id"], json!(13), "{call}");
+        assert!(call["inputs"]["id"].is_u64(), "{call}");
+    }
+}

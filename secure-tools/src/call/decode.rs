@@ -19,8 +19,12 @@ const MAX_MESSAGE: usize = 1024;
 ///
 /// When the input type itself refuses unknown names (`denies_unknown`, as the struct the attribute generates
 /// does), the names are looked at only if decoding fails, to say which one was wrong.
+///
+/// When the input was decoded from the arguments with their whole floats written as integers (see below), that
+/// copy replaces `arguments`: what the guards after decoding, the argument rule and the record see is what the
+/// handler's input came from.
 pub(crate) fn decode<A: DeserializeOwned>(
-    arguments: &Value,
+    arguments: &mut Value,
     allowed: Option<&BTreeSet<String>>,
     denies_unknown: bool,
     redact: &[&str],
@@ -29,7 +33,7 @@ pub(crate) fn decode<A: DeserializeOwned>(
         check_names(arguments, allowed)?;
     }
     // The fast path deserializes directly; only a failure pays for tracking the path to name the field.
-    match A::deserialize(arguments) {
+    match A::deserialize(&*arguments) {
         Ok(args) => Ok(args),
         Err(_) => {
             // JSON Schema's `integer` is any number without a fractional part, `5.0` and `1e2` included, while
@@ -39,8 +43,10 @@ pub(crate) fn decode<A: DeserializeOwned>(
             if let Some(whole) = whole_floats_as_integers(arguments)
                 && let Ok(args) = A::deserialize(&whole)
             {
+                *arguments = whole;
                 return Ok(args);
             }
+            let arguments = &*arguments;
             check_names(arguments, allowed)?;
             Err(match serde_path_to_error::deserialize::<_, A>(arguments) {
                 Err(err) => malformed(err, redact),

@@ -48,10 +48,14 @@ pub enum GuardStage {
     /// does not declare included (decoding refuses those later). Treat them as untrusted, and every value as
     /// possibly secret.
     BeforeDecoding,
-    /// After the arguments are decoded and validated: [`GuardCall::arguments`] hold valid input. Except for a
-    /// plain rmcp tool under the policy ([`ToolSetBuilder::plain_tool`](crate::ToolSetBuilder::plain_tool)): its
-    /// own server decodes its arguments after the guards, so its guards of both stages see them as sent; a guard
-    /// that relies on valid input checks [`GuardCall::arguments_valid`] first.
+    /// After the arguments are decoded and validated: [`GuardCall::arguments`] hold valid input, as the JSON the
+    /// handler's input was decoded from (a whole float sent for an integer argument, `13.0`, is the integer `13`
+    /// there too). Serde's defaults are not in it: an argument the client left out is absent, even when the tool
+    /// gives it a default; a rule about such an argument belongs in the tool's argument rule
+    /// (`#[secure_tool(authorize = ...)]`), which gets the decoded input. Except for a plain rmcp tool under the
+    /// policy ([`ToolSetBuilder::plain_tool`](crate::ToolSetBuilder::plain_tool)): its own server decodes its
+    /// arguments after the guards, so its guards of both stages see them as sent; a guard that relies on valid
+    /// input checks [`GuardCall::arguments_valid`] first.
     AfterDecoding,
 }
 
@@ -91,7 +95,8 @@ impl<'a> GuardCall<'a> {
         self.context
     }
 
-    /// The arguments: as sent before decoding, valid after.
+    /// The arguments: as sent before decoding; after it, valid, as the JSON the handler's input was decoded from,
+    /// before serde's defaults apply (see [`GuardStage::AfterDecoding`]).
     pub fn arguments(&self) -> &'a JsonObject {
         self.arguments
     }

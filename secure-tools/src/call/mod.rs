@@ -434,7 +434,7 @@ where
     let redact = tool.definition.audit_redact();
     let args: T::Args = panic::catch(name, || {
         decode::decode(
-            &call.arguments,
+            &mut call.arguments,
             tool.allowed.as_ref(),
             T::META.denies_unknown_arguments,
             redact,
