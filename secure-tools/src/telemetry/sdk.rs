@@ -44,14 +44,19 @@ pub enum OtelError {
 /// | variable | effect |
 /// | --- | --- |
 /// | `OTEL_SDK_DISABLED=true` | nothing is set up |
-/// | `OTEL_EXPORTER_OTLP_ENDPOINT` | the collector's base URL (`http://localhost:4318`); each signal goes to `{base}/v1/{signal}` |
+/// | `OTEL_EXPORTER_OTLP_ENDPOINT` | the collector's base URL (`http://localhost:4318`); each signal goes to `{base}/v1/{signal}`. Plain `http://` only (this build has no TLS) |
 /// | `OTEL_EXPORTER_OTLP_{TRACES,METRICS,LOGS}_ENDPOINT` | one signal's full URL (the signal is exported even without the base) |
 /// | `OTEL_{TRACES,METRICS,LOGS}_EXPORTER=none` | that signal is not exported over OTLP (`otlp`, the default, is the only other value) |
-/// | `OTEL_EXPORTER_OTLP_PROTOCOL` | `http/protobuf` only (this build has no gRPC) |
-/// | `OTEL_EXPORTER_OTLP_HEADERS`, `_TIMEOUT`, `_COMPRESSION` | as the specification says, read by the exporter |
+/// | `OTEL_EXPORTER_OTLP_PROTOCOL`, `_{TRACES,METRICS,LOGS}_PROTOCOL` | `http/protobuf` only (this build has no gRPC) |
+/// | `OTEL_EXPORTER_OTLP_COMPRESSION`, `_{TRACES,METRICS,LOGS}_COMPRESSION` | `none` only (this build has no gzip) |
+/// | `OTEL_EXPORTER_OTLP_HEADERS`, `_TIMEOUT` | as the specification says, read by the exporter |
 /// | `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES` | the resource (the service name defaults to the server's name) |
 /// | `OTEL_TRACES_SAMPLER`, `OTEL_TRACES_SAMPLER_ARG` | sampling (default: parent-based, always on) |
 /// | `OTEL_BSP_*`, `OTEL_BLRP_*`, `OTEL_METRIC_EXPORT_INTERVAL` | batching and the metric export interval |
+///
+/// An endpoint, protocol or compression this build cannot honour, for a signal it would export, is refused
+/// ([`OtelError::Unsupported`]) rather than overridden or ignored; values such as `none` or `http/protobuf` are
+/// read whatever their case.
 ///
 /// Audit records go out as OTLP logs when logs are exported; metrics are kept for Prometheus when `prometheus`
 /// is asked for, whether or not they are also exported over OTLP.
@@ -73,26 +78,149 @@ impl std::fmt::Debug for Otel {
     }
 }
 
-/// Whether a signal is exported over OTLP: an endpoint is set for it, and its exporter is not `none`.
-fn exports(signal: &str) -> Result<bool, OtelError> {
-    let exporter_variable = match signal {
-        "TRACES" => "OTEL_TRACES_EXPORTER",
-        "METRICS" => "OTEL_METRICS_EXPORTER",
-        _ => "OTEL_LOGS_EXPORTER",
-    };
-    match env::var(exporter_variable).ok().as_deref().map(str::trim) {
-        None | Some("" | "otlp") => {}
-        Some("none") => return Ok(false),
-        Some(other) => {
-            return Err(OtelError::Unsupported {
-                variable: exporter_variable,
-                value: other.to_owned(),
-                message: "expected `otlp` or `none`",
-            });
+/// What the `OTEL_*` variables ask of this build: which signals go out over OTLP, and whether the resource names
+/// the service. Read through `var` (the process's environment, or a test's table).
+#[derive(Debug, PartialEq, Eq)]
+struct Plan {
+    traces: bool,
+    metrics: bool,
+    logs: bool,
+    named: bool,
+}
+
+/// A signal's own variables, which take precedence over the general `OTEL_EXPORTER_OTLP_*` ones.
+struct Signal {
+    exporter: &'static str,
+    endpoint: &'static str,
+    protocol: &'static str,
+    compression: &'static str,
+}
+
+const TRACES: Signal = Signal {
+    exporter: "OTEL_TRACES_EXPORTER",
+    endpoint: "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    protocol: "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+    compression: "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION",
+};
+const METRICS: Signal = Signal {
+    exporter: "OTEL_METRICS_EXPORTER",
+    endpoint: "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+    protocol: "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
+    compression: "OTEL_EXPORTER_OTLP_METRICS_COMPRESSION",
+};
+const LOGS: Signal = Signal {
+    exporter: "OTEL_LOGS_EXPORTER",
+    endpoint: "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
+    protocol: "OTEL_EXPORTER_OTLP_LOGS_PROTOCOL",
+    compression: "OTEL_EXPORTER_OTLP_LOGS_COMPRESSION",
+};
+
+type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// A variable's value, trimmed; `None` when unset or blank.
+fn value(var: Lookup<'_>, variable: &str) -> Option<String> {
+    var(variable)
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+}
+
+/// The setting a signal uses, and the variable it comes from: its own variable, or else the general one (as the
+/// exporter resolves them).
+fn resolved(
+    var: Lookup<'_>,
+    own: &'static str,
+    general: &'static str,
+) -> Option<(&'static str, String)> {
+    value(var, own)
+        .map(|v| (own, v))
+        .or_else(|| value(var, general).map(|v| (general, v)))
+}
+
+impl Plan {
+    /// `None` when the SDK is disabled. A setting this build cannot honour for a signal it exports is refused,
+    /// rather than overridden or ignored with only the SDK's warning: the exporter is built for `http/protobuf`
+    /// whatever the protocol variables say, has no TLS (its blocking reqwest client is built without a TLS
+    /// feature: an `https` endpoint would fail every export) and no compression (the exporter's `gzip-http`
+    /// feature would add flate2, which the tree does not have). Values of enumerations are compared ignoring
+    /// ASCII case, as the specification advises.
+    fn read(var: Lookup<'_>) -> Result<Option<Plan>, OtelError> {
+        if value(var, "OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+            return Ok(None);
         }
+        let traces = exports(var, &TRACES)?;
+        let metrics = exports(var, &METRICS)?;
+        let logs = exports(var, &LOGS)?;
+        let named = value(var, "OTEL_SERVICE_NAME").is_some()
+            || var("OTEL_RESOURCE_ATTRIBUTES").is_some_and(|attributes| names_service(&attributes));
+        Ok(Some(Plan {
+            traces,
+            metrics,
+            logs,
+            named,
+        }))
     }
-    let set = |name: &str| env::var(name).is_ok_and(|v| !v.trim().is_empty());
-    Ok(set("OTEL_EXPORTER_OTLP_ENDPOINT") || set(&format!("OTEL_EXPORTER_OTLP_{signal}_ENDPOINT")))
+}
+
+/// Whether a signal is exported over OTLP (an endpoint is set for it, and its exporter is not `none`), once its
+/// settings are ones this build can honour.
+fn exports(var: Lookup<'_>, signal: &Signal) -> Result<bool, OtelError> {
+    let unsupported = |variable, value, message| {
+        Err(OtelError::Unsupported {
+            variable,
+            value,
+            message,
+        })
+    };
+    match value(var, signal.exporter) {
+        None => {}
+        Some(exporter) if exporter.eq_ignore_ascii_case("otlp") => {}
+        Some(exporter) if exporter.eq_ignore_ascii_case("none") => return Ok(false),
+        Some(other) => return unsupported(signal.exporter, other, "expected `otlp` or `none`"),
+    }
+    let Some((variable, endpoint)) = resolved(var, signal.endpoint, "OTEL_EXPORTER_OTLP_ENDPOINT")
+    else {
+        return Ok(false);
+    };
+    if let Some(scheme) = endpoint.get(..8)
+        && scheme.eq_ignore_ascii_case("https://")
+    {
+        // The scheme only: a URL may carry credentials (`user:password@`, a token in its query).
+        return unsupported(
+            variable,
+            format!("{scheme}..."),
+            "this build exports over plain HTTP only (no TLS): use an `http://` endpoint (a local collector or sidecar)",
+        );
+    }
+    if let Some((variable, protocol)) =
+        resolved(var, signal.protocol, "OTEL_EXPORTER_OTLP_PROTOCOL")
+        && !protocol.eq_ignore_ascii_case("http/protobuf")
+    {
+        return unsupported(
+            variable,
+            protocol,
+            "this build exports over `http/protobuf` only",
+        );
+    }
+    if let Some((variable, compression)) =
+        resolved(var, signal.compression, "OTEL_EXPORTER_OTLP_COMPRESSION")
+        && !compression.eq_ignore_ascii_case("none")
+    {
+        return unsupported(
+            variable,
+            compression,
+            "this build exports uncompressed only: expected `none`",
+        );
+    }
+    Ok(true)
+}
+
+/// Whether `OTEL_RESOURCE_ATTRIBUTES` names the service, read as the SDK's resource detector reads it: `key=value`
+/// pairs separated by commas, each key trimmed.
+fn names_service(attributes: &str) -> bool {
+    attributes.split_terminator(',').any(|pair| {
+        pair.split_once('=')
+            .is_some_and(|(key, _)| key.trim() == "service.name")
+    })
 }
 
 fn exporter_error(
@@ -112,24 +240,18 @@ impl Otel {
     ///
     /// Call it inside a Tokio runtime or not: the exporters run on threads of their own.
     pub fn from_env(service_name: &str, prometheus: bool) -> Result<Option<Self>, OtelError> {
-        if env::var("OTEL_SDK_DISABLED").is_ok_and(|v| v.trim().eq_ignore_ascii_case("true")) {
+        let Some(Plan {
+            traces,
+            metrics,
+            logs,
+            named,
+        }) = Plan::read(&|name| env::var(name).ok())?
+        else {
             return Ok(None);
-        }
-        if let Ok(protocol) = env::var("OTEL_EXPORTER_OTLP_PROTOCOL")
-            && !matches!(protocol.trim(), "" | "http/protobuf")
-        {
-            return Err(OtelError::Unsupported {
-                variable: "OTEL_EXPORTER_OTLP_PROTOCOL",
-                value: protocol,
-                message: "this build exports over `http/protobuf` only",
-            });
-        }
-        let (traces, metrics, logs) = (exports("TRACES")?, exports("METRICS")?, exports("LOGS")?);
+        };
         if !(traces || metrics || logs || prometheus) {
             return Ok(None);
         }
-        let named = env::var("OTEL_SERVICE_NAME").is_ok_and(|v| !v.trim().is_empty())
-            || env::var("OTEL_RESOURCE_ATTRIBUTES").is_ok_and(|v| v.contains("service.name="));
         let mut resource = Resource::builder();
         if !named {
             resource = resource.with_service_name(service_name.to_owned());
@@ -264,5 +386,179 @@ impl Otel {
         {
             tracing::warn!(%error, "OpenTelemetry logs not all exported at shutdown");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{OtelError, Plan};
+
+    /// The plan for exactly these variables.
+    fn plan(vars: &[(&str, &str)]) -> Result<Option<Plan>, OtelError> {
+        Plan::read(&|name| {
+            vars.iter()
+                .find(|(key, _)| *key == name)
+                .map(|(_, value)| (*value).to_owned())
+        })
+    }
+
+    fn refused(vars: &[(&str, &str)]) -> &'static str {
+        match plan(vars) {
+            Err(OtelError::Unsupported { variable, .. }) => variable,
+            other => panic!("{vars:?} not refused: {other:?}"),
+        }
+    }
+
+    const ENDPOINT: (&str, &str) = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://localhost:4318");
+
+    #[test]
+    fn https_endpoints_are_refused_the_build_has_no_tls() {
+        for (variable, value) in [
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector:4318"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "HTTPS://collector:4318"),
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                "https://collector/v1/traces",
+            ),
+            (
+                "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+                "https://collector/v1/metrics",
+            ),
+            (
+                "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
+                "https://collector/v1/logs",
+            ),
+        ] {
+            assert_eq!(refused(&[(variable, value)]), variable);
+        }
+        let error = plan(&[(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "https://user:secret@collector:4318/?token=secret",
+        )])
+        .unwrap_err()
+        .to_string();
+        assert!(!error.contains("secret"), "{error}");
+        // A signal's own endpoint is the one it uses; a signal not exported uses none.
+        let own = plan(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector:4318"),
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                "http://localhost:4318/v1/traces",
+            ),
+            ("OTEL_METRICS_EXPORTER", "none"),
+            ("OTEL_LOGS_EXPORTER", "none"),
+        ])
+        .unwrap()
+        .unwrap();
+        assert!(own.traces && !own.metrics && !own.logs);
+        assert!(plan(&[ENDPOINT]).unwrap().unwrap().traces);
+    }
+
+    #[test]
+    fn a_signals_own_protocol_other_than_http_protobuf_is_refused() {
+        for signal in ["TRACES", "METRICS", "LOGS"] {
+            let variable = format!("OTEL_EXPORTER_OTLP_{signal}_PROTOCOL");
+            for protocol in ["grpc", "http/json"] {
+                assert_eq!(refused(&[ENDPOINT, (&variable, protocol)]), variable);
+            }
+            assert!(plan(&[ENDPOINT, (&variable, "http/protobuf")]).is_ok());
+        }
+        assert_eq!(
+            refused(&[ENDPOINT, ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")]),
+            "OTEL_EXPORTER_OTLP_PROTOCOL"
+        );
+        // A signal's own protocol is the one it uses.
+        assert!(
+            plan(&[
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+                ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/protobuf"),
+                (
+                    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                    "http://localhost:4318/v1/traces"
+                ),
+            ])
+            .unwrap()
+            .unwrap()
+            .traces
+        );
+    }
+
+    #[test]
+    fn compression_is_refused_the_build_has_none() {
+        for variable in [
+            "OTEL_EXPORTER_OTLP_COMPRESSION",
+            "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION",
+            "OTEL_EXPORTER_OTLP_METRICS_COMPRESSION",
+            "OTEL_EXPORTER_OTLP_LOGS_COMPRESSION",
+        ] {
+            for compression in ["gzip", "zstd"] {
+                assert_eq!(refused(&[ENDPOINT, (variable, compression)]), variable);
+            }
+            assert!(plan(&[ENDPOINT, (variable, "none")]).is_ok());
+            assert!(plan(&[ENDPOINT, (variable, "NONE")]).is_ok());
+        }
+    }
+
+    #[test]
+    fn values_are_read_whatever_their_case() {
+        let read = plan(&[
+            ENDPOINT,
+            ("OTEL_TRACES_EXPORTER", "NONE"),
+            ("OTEL_METRICS_EXPORTER", "OTLP"),
+            ("OTEL_LOGS_EXPORTER", "None"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "HTTP/Protobuf"),
+            ("OTEL_EXPORTER_OTLP_LOGS_PROTOCOL", "Http/Protobuf"),
+        ])
+        .unwrap()
+        .unwrap();
+        assert!(!read.traces && read.metrics && !read.logs);
+        assert_eq!(
+            refused(&[ENDPOINT, ("OTEL_TRACES_EXPORTER", "zipkin")]),
+            "OTEL_TRACES_EXPORTER"
+        );
+    }
+
+    #[test]
+    fn the_service_is_named_by_the_resource_attributes_key_as_the_sdk_reads_it() {
+        let named = |attributes: &str| {
+            plan(&[ENDPOINT, ("OTEL_RESOURCE_ATTRIBUTES", attributes)])
+                .unwrap()
+                .unwrap()
+                .named
+        };
+        for attributes in [
+            "service.name=files",
+            "service.name = files",
+            "deployment.environment=prod, service.name =files",
+            "service.name=",
+        ] {
+            assert!(named(attributes), "{attributes}");
+        }
+        for attributes in [
+            "my.service.name=files",
+            "x=service.name=files",
+            "service.namespace=shop",
+            "",
+        ] {
+            assert!(!named(attributes), "{attributes}");
+        }
+        assert!(
+            plan(&[ENDPOINT, ("OTEL_SERVICE_NAME", "files")])
+                .unwrap()
+                .unwrap()
+                .named
+        );
+    }
+
+    #[test]
+    fn a_disabled_sdk_reads_nothing_else() {
+        assert_eq!(
+            plan(&[
+                ("OTEL_SDK_DISABLED", "TRUE"),
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ])
+            .unwrap(),
+            None
+        );
     }
 }
