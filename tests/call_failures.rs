@@ -1018,3 +1018,142 @@ async fn a_whole_float_for_an_integer_is_the_integer_to_the_guards_after_decodin
         assert!(call["inputs"]["id"].is_u64(), "{call}");
     }
 }
+
+/// A guard that decides synchronously and slowly (a blocking lookup), before the arguments are decoded.
+struct SlowLookup(Duration);
+
+impl Guard for SlowLookup {
+    fn stage(&self) -> GuardStage {
+        GuardStage::BeforeDecoding
+    }
+    fn check<'a>(&'a self, _: &'a GuardCall<'a>) -> Check<'a> {
+        std::thread::sleep(self.0);
+        Check::pass()
+    }
+}
+
+/// A guard during which the server shuts down: it waits for the set's shutdown (no grace) to stop the calls in
+/// flight, as a blocking guard would see a shutdown that happened meanwhile.
+struct ShutdownMeanwhile(Arc<std::sync::OnceLock<ToolSet<Effects>>>);
+
+impl Guard for ShutdownMeanwhile {
+    fn stage(&self) -> GuardStage {
+        GuardStage::BeforeDecoding
+    }
+    fn check<'a>(&'a self, _: &'a GuardCall<'a>) -> Check<'a> {
+        let tools = self.0.get().unwrap().clone();
+        tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(async {
+                // The grace of zero runs out at the timer's next tick, and the calls in flight are told to stop;
+                // then the shutdown waits for them, which this call cannot do from here.
+                let _ =
+                    tokio::time::timeout(Duration::from_millis(50), tools.shutdown(Duration::ZERO))
+                        .await;
+            });
+        });
+        Check::pass()
+    }
+}
+
+/// Review finding: a call out of time, or stopped by the shutdown, while a synchronous guard ran, still had its
+/// `call_started` record written and its handler polled once (most handlers do their effect then) before anything
+/// looked at the time or the stop. It is now refused before its record, as it would have been while it waited.
+#[tokio::test]
+async fn a_call_out_of_time_before_its_handler_starts_does_nothing() {
+    let sink = MemorySink::new();
+    let effects = Effects::default();
+    let tools = ToolSet::builder(effects.clone())
+        .tool_with::<effect>(|tool| {
+            tool.timeout(Duration::from_millis(10))
+                .guard(SlowLookup(Duration::from_millis(30)))
+        })
+        .audit_sink(sink.clone())
+        .build()
+        .unwrap();
+    let response = tools
+        .call(request(
+            &caller("alice", ALL),
+            1,
+            "effect",
+            json!({"secret": "s"}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(response.outcome(), Outcome::Timeout);
+    assert_eq!(response.error_code(), Some("timeout"));
+    assert_eq!(effects.writes.load(Ordering::SeqCst), 0);
+    let records = sink.records();
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0]["outcome"], "timeout");
+}
+
+/// The same for a call that the shutdown stopped while a synchronous guard ran (the guard blocks a worker thread:
+/// the runtime needs another).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_stopped_before_its_handler_starts_does_nothing() {
+    let sink = MemorySink::new();
+    let effects = Effects::default();
+    let stopping = Arc::new(std::sync::OnceLock::new());
+    let tools = ToolSet::builder(effects.clone())
+        .tool_with::<effect>(|tool| tool.guard(ShutdownMeanwhile(stopping.clone())))
+        .audit_sink(sink.clone())
+        .build()
+        .unwrap();
+    let _ = stopping.set(tools.clone());
+    let response = tools
+        .call(request(
+            &caller("alice", ALL),
+            2,
+            "effect",
+            json!({"secret": "s"}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(response.outcome(), Outcome::Cancelled);
+    assert_eq!(response.error_code(), Some("shutting_down"));
+    assert_eq!(effects.writes.load(Ordering::SeqCst), 0);
+    let records = sink.records();
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0]["error"], "shutting_down");
+}
+
+/// Cancels the call as its client would while the guard runs (rmcp cancels the request's token when the client
+/// sends `notifications/cancelled`, or its connection goes).
+struct ClientCancelsMeanwhile;
+
+impl Guard for ClientCancelsMeanwhile {
+    fn stage(&self) -> GuardStage {
+        GuardStage::BeforeDecoding
+    }
+    fn check<'a>(&'a self, call: &'a GuardCall<'a>) -> Check<'a> {
+        if let Some(request) = call.context().rmcp() {
+            request.ct.cancel();
+        }
+        Check::pass()
+    }
+}
+
+/// The same for a call its client cancelled while a synchronous guard ran.
+#[tokio::test]
+async fn a_call_cancelled_before_its_handler_starts_does_nothing() {
+    let effects = Effects::default();
+    let tester = secure_tools::testing::ToolTester::new(
+        ToolSet::builder(effects.clone())
+            .tool_with::<effect>(|tool| tool.guard(ClientCancelsMeanwhile)),
+    )
+    .unwrap();
+    let client = tester.client(caller("alice", ALL)).await.unwrap();
+    let mut params = rmcp::model::CallToolRequestParams::new("effect");
+    params.arguments = secure_tools::testing::arguments(json!({"secret": "s"}));
+    let _ = tokio::time::timeout(Duration::from_secs(5), client.call_tool(params)).await;
+    let record = tester.last_call_record().expect("the call's record");
+    assert_eq!(record.outcome, Outcome::Cancelled);
+    assert_eq!(record.error.as_deref(), Some("cancelled"));
+    assert_eq!(effects.writes.load(Ordering::SeqCst), 0);
+    let records = tester.records();
+    assert!(
+        records.iter().all(|r| r["event"] != "call_started"),
+        "{records:?}"
+    );
+    client.cancel().await.unwrap();
+}

@@ -16,9 +16,13 @@
 //! | validate | `invalid`, `invalid_input` |
 //! | argument rule | the rule's (`denied` by convention) |
 //! | guards after decoding | the guard's |
-//! | record the start | `denied`, `audit_unavailable` (tools not marked `read_only` only) |
+//! | record the start | `denied`, `audit_unavailable` (tools not marked `read_only` only); `timeout`, `cancelled` as below |
 //! | invoke | the handler's (`error`); `panic`, `tool_panicked`; `timeout`; `cancelled`, `cancelled` or `shutting_down` |
 //! | record the call | `error`, `audit_unavailable` (the result is withheld) |
+//!
+//! The user's code of a stage (a guard, the argument rule, the handler) is stopped when the call's time is up, its
+//! client cancels it or the server stops it at shutdown, and is not started at all (nor the `call_started` record
+//! written) for a call that is out of time, cancelled or stopped already.
 
 mod context;
 mod decode;
@@ -459,7 +463,7 @@ where
         ))
         .await?;
     }
-    call.record_start(tool)?;
+    call.record_start(tool, Deadline::of(set, tool, call))?;
     invoke::<S, T>(set, tool, call, args).await
 }
 
@@ -487,7 +491,7 @@ async fn plain_stages<S: Send + Sync + 'static>(
         run_guards(set, tool, call, GuardStage::AfterDecoding, passes.items()).await?;
     }
     let arguments = call.arguments.as_object().cloned();
-    call.record_start(tool)?;
+    call.record_start(tool, Deadline::of(set, tool, call))?;
     let Some(run) = call.forward.take().and_then(|forward| forward.take()) else {
         return Err(Refusal::internal(
             "a plain rmcp tool runs only through the server that defines it",
@@ -495,10 +499,7 @@ async fn plain_stages<S: Send + Sync + 'static>(
     };
     let name = tool.definition.name();
     let future = panic::catch(name, || run(arguments)).map_err(|()| Refusal::panicked())?;
-    let limit = Deadline {
-        timeout: tool.timeout.unwrap_or(set.timeout),
-        started: call.started,
-    };
+    let limit = Deadline::of(set, tool, call);
     match contained(name, future, set, &call.context, limit).await {
         Ok(Ok(result)) => Ok(ToolOutput::Result(result)),
         Ok(Err(error)) => {
@@ -602,7 +603,7 @@ async fn run_guards<S: Send + Sync + 'static>(
     passes: &mut Vec<Pass>,
 ) -> Result<(), Refusal> {
     let name = tool.definition.name();
-    let timeout = tool.timeout.unwrap_or(set.timeout);
+    let limit = Deadline::of(set, tool, call);
     let mut view = None;
     for guard in set.guards.iter().chain(&tool.guards) {
         if guard.stage() != stage {
@@ -610,10 +611,6 @@ async fn run_guards<S: Send + Sync + 'static>(
         }
         let view = view.get_or_insert_with(|| guard_call(set, tool, call, stage));
         let check = panic::catch(name, || guard.check(view)).map_err(|()| Refusal::panicked())?;
-        let limit = Deadline {
-            timeout,
-            started: call.started,
-        };
         let pass = contained(name, check.resolve(), set, &call.context, limit).await??;
         if pass.holds() {
             passes.push(pass);
@@ -633,10 +630,7 @@ async fn authorize_arguments<S: Send + Sync + 'static, T: SecureTool<S>>(
     let view = guard_call(set, tool, call, GuardStage::AfterDecoding);
     let rule =
         panic::catch(name, || T::authorize(args, &view)).map_err(|()| Refusal::panicked())?;
-    let limit = Deadline {
-        timeout: tool.timeout.unwrap_or(set.timeout),
-        started: call.started,
-    };
+    let limit = Deadline::of(set, tool, call);
     contained(name, rule, set, &call.context, limit).await?
 }
 
@@ -655,10 +649,7 @@ where
     let cx = &call.context;
     let handler =
         panic::catch(name, || T::invoke(args, cx, &set.state)).map_err(|()| Refusal::panicked())?;
-    let limit = Deadline {
-        timeout: tool.timeout.unwrap_or(set.timeout),
-        started: call.started,
-    };
+    let limit = Deadline::of(set, tool, call);
     match contained(name, handler, set, cx, limit).await {
         Ok(result) => result,
         Err(stopped) => {
@@ -678,16 +669,60 @@ struct Deadline {
 }
 
 impl Deadline {
+    /// The time limit of a call of `tool`.
+    fn of<S>(set: &Inner<S>, tool: &ToolEntry, call: &Call<'_>) -> Self {
+        Deadline {
+            timeout: tool.timeout.unwrap_or(set.timeout),
+            started: call.started,
+        }
+    }
+
     /// What is left of the time limit.
     fn remaining(self) -> std::time::Duration {
         self.timeout.saturating_sub(self.started.elapsed())
     }
 }
 
+/// Whether the call must stop now: its client cancelled it or went away, the server stopped it at shutdown, or its
+/// time is up, with the refusal [`wait_contained`] would give. Looked at before the user's code is first polled
+/// and before a `call_started` record: `wait_contained` only sees a stop while that code waits, and a handler
+/// usually does its effect on its first poll, so a call that ran out of time in a synchronous guard (or was
+/// cancelled meanwhile) would otherwise still start.
+fn must_stop(lifecycle: &Lifecycle, cx: &CallContext, limit: Deadline) -> Result<(), Refusal> {
+    if cx
+        .request_cancellation()
+        .is_some_and(CancellationToken::is_cancelled)
+    {
+        return Err(cancelled_by_client());
+    }
+    if lifecycle.is_stopped() {
+        return Err(stopped_by_shutdown());
+    }
+    if limit.remaining().is_zero() {
+        return Err(Refusal::timed_out(limit.timeout));
+    }
+    Ok(())
+}
+
+fn cancelled_by_client() -> Refusal {
+    Refusal::cancelled(
+        codes::CANCELLED,
+        "the client cancelled the call, or its connection closed",
+    )
+}
+
+fn stopped_by_shutdown() -> Refusal {
+    Refusal::cancelled(
+        codes::SHUTTING_DOWN,
+        "the server shut down before the tool finished",
+    )
+}
+
 /// Awaits the user's code (a handler, a guard, a rule) as part of a call: a panic is caught, its message withheld
 /// (it may quote a redacted argument); and the wait ends when the client cancels the call or goes away, when the
-/// server stops it at shutdown, or when the call's time is up. Most futures finish on their first poll; only one
-/// that waits pays for the timer and the cancellation waits.
+/// server stops it at shutdown, or when the call's time is up (the code is not polled at all if that happened
+/// already). Most futures finish on their first poll; only one that waits pays for the timer and the cancellation
+/// waits.
 async fn contained<S, F: Future>(
     tool: &'static str,
     future: F,
@@ -700,6 +735,7 @@ async fn contained<S, F: Future>(
         tool,
         AssertUnwindSafe(future).catch_unwind()
     ));
+    must_stop(&set.lifecycle, cx, limit)?;
     if let Poll::Ready(settled) = futures_util::poll!(future.as_mut()) {
         // The payload of a panic may quote a redacted argument: it is dropped unread.
         return settled.map_err(|_payload| Refusal::panicked());
@@ -725,14 +761,8 @@ async fn wait_contained<S, T, F: Future<Output = std::thread::Result<T>> + Unpin
     tokio::select! {
         biased;
         settled = &mut future => settled.map_err(|_payload| Refusal::panicked()),
-        () = client_cancelled => Err(Refusal::cancelled(
-            codes::CANCELLED,
-            "the client cancelled the call, or its connection closed",
-        )),
-        () = set.lifecycle.stopping() => Err(Refusal::cancelled(
-            codes::SHUTTING_DOWN,
-            "the server shut down before the tool finished",
-        )),
+        () = client_cancelled => Err(cancelled_by_client()),
+        () = set.lifecycle.stopping() => Err(stopped_by_shutdown()),
         () = deadline(limit.remaining()) => Err(Refusal::timed_out(limit.timeout)),
     }
 }
@@ -917,12 +947,13 @@ impl<'s> Call<'s> {
     }
 
     /// Before the handler of a tool not marked `read_only` runs, its `call_started` record must be written: no
-    /// effect without a record.
-    fn record_start(&mut self, tool: &ToolEntry) -> Result<(), Refusal> {
+    /// effect without a record. None for a call that must stop (see [`must_stop`]): its handler will not run.
+    fn record_start(&mut self, tool: &ToolEntry, limit: Deadline) -> Result<(), Refusal> {
         let inputs = self.inputs();
         if !tool.records_start {
             return Ok(());
         }
+        must_stop(self.lifecycle, &self.context, limit)?;
         let event = CallStartedEvent {
             call_id: self.context.call_id(),
             request_id: audit::bounded_request_id(self.context.request_id()),
@@ -1094,6 +1125,8 @@ pub(crate) struct Lifecycle {
     in_flight: AtomicUsize,
     idle: tokio::sync::Notify,
     stop: CancellationToken,
+    /// `stop` is cancelled: read without the token's lock, before each stage's user code.
+    stopped: AtomicBool,
 }
 
 impl Lifecycle {
@@ -1120,7 +1153,12 @@ impl Lifecycle {
     }
 
     pub(crate) fn stop_running(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
         self.stop.cancel();
+    }
+
+    fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::Relaxed)
     }
 
     fn stopping(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
