@@ -3,7 +3,8 @@
 //! **Spans.** Every call of a tool set given a [`Telemetry`] ([`ToolSetBuilder::telemetry`]) runs in a span of
 //! kind `SERVER` named `tools/call {tool}`, following the OpenTelemetry semantic conventions for MCP:
 //! `mcp.method.name` (`tools/call`), `gen_ai.tool.name`, `gen_ai.operation.name` (`execute_tool`),
-//! `jsonrpc.request.id`, `mcp.session.id`, `network.transport` (`pipe` over stdio, `tcp` over HTTP),
+//! `jsonrpc.request.id`, `mcp.session.id`, `network.transport` (`pipe` over stdio, `tcp` over HTTP, none over a
+//! transport the conventions have no value for),
 //! `client.address`, and on a call that did not succeed `error.type` (the refusal's code: `missing_scope:files.write`,
 //! `rate_limited`, `tool_error`, ...) with an error status; ours add `secure_tools.outcome` and
 //! `secure_tools.call_id`. The span continues the caller's trace: its parent is the W3C trace context
@@ -12,7 +13,8 @@
 //!
 //! Every audit record of the call (`call_started`, `tool_call`) carries the span's `trace_id` and `span_id`, and
 //! the caller's span as `parent_span_id`: a record, its span and the caller's trace join on those ids. (With
-//! traces not exported a call has no span of its own: its records carry no `span_id`.)
+//! traces not exported, or a tracer that makes no spans, a call has no span of its own: its records carry no
+//! `span_id`.)
 //!
 //! **Metrics** ([`metric`] has the names): calls by tool and outcome, a duration histogram
 //! (`mcp.server.operation.duration`, seconds), refusals by code, rate-limited calls, and authentication failures of
@@ -198,9 +200,7 @@ impl Telemetry {
         attributes.push(KeyValue::new("gen_ai.tool.name", tool_name(call.tool)));
         attributes.push(KeyValue::new("jsonrpc.request.id", call.request_id.clone()));
         attributes.push(KeyValue::new("secure_tools.call_id", call.call_id.clone()));
-        if let Some(transport) = call.transport {
-            attributes.push(network_transport(transport));
-        }
+        attributes.extend(call.transport.and_then(network_transport));
         if let Some(session) = call.session_id {
             attributes.push(KeyValue::new("mcp.session.id", session.to_owned()));
         }
@@ -267,9 +267,7 @@ impl Telemetry {
             ],
         );
         let mut attributes = vec![KeyValue::new("mcp.method.name", "tools/call"), tool.clone()];
-        if let Some(transport) = transport {
-            attributes.push(network_transport(transport));
-        }
+        attributes.extend(transport.and_then(network_transport));
         if let Some(code) = code {
             attributes.push(KeyValue::new("error.type", code.to_owned()));
             self.refusals.add(
@@ -296,9 +294,7 @@ impl Telemetry {
     ) -> BoundCall {
         let tool = KeyValue::new("gen_ai.tool.name", tool_name(Some(tool)));
         let mut attributes = vec![KeyValue::new("mcp.method.name", "tools/call"), tool.clone()];
-        if let Some(transport) = transport {
-            attributes.push(network_transport(transport));
-        }
+        attributes.extend(transport.and_then(network_transport));
         BoundCall {
             calls: self.calls.bind(&[
                 tool,
@@ -323,12 +319,17 @@ fn tool_name(tool: Option<&Arc<str>>) -> opentelemetry::Value {
     }
 }
 
-/// `network.transport` as the semantic conventions name it: `pipe` for stdio, `tcp` for HTTP.
-fn network_transport(transport: &str) -> KeyValue {
-    KeyValue::new(
-        "network.transport",
-        if transport == "stdio" { "pipe" } else { "tcp" },
-    )
+/// `network.transport` as the semantic conventions define it (`pipe`, `tcp`, `udp`, `unix`, `quic`): `pipe` for
+/// stdio, `tcp` for HTTP, `unix` for a transport named so; none for any other (the testing client's `in-process`,
+/// a name of a server's own), rather than a value that would misdescribe it.
+fn network_transport(transport: &str) -> Option<KeyValue> {
+    let value = match transport {
+        "stdio" => "pipe",
+        "http" => "tcp",
+        "unix" => "unix",
+        _ => return None,
+    };
+    Some(KeyValue::new("network.transport", value))
 }
 
 /// What the span of a call is made from.
@@ -365,9 +366,10 @@ impl CallSpan {
         let ids = span.span_context();
         ids.is_valid().then(|| TraceContext {
             trace_id: base16ct::lower::encode_string(&ids.trace_id().to_bytes()),
-            // Without a span of its own (traces not exported), the call's context is its caller's span: that is
-            // the parent, not the call's span.
-            span_id: (self.own || self.remote_parent_span != Some(ids.span_id()))
+            // Without a span of its own (traces not exported, or a tracer that makes no spans, such as the API's
+            // no-op one behind `Telemetry::global()` with no provider set, which hands back the parent's context),
+            // the call's context is its caller's span: that is the parent, not the call's span.
+            span_id: (self.remote_parent_span != Some(ids.span_id()))
                 .then(|| base16ct::lower::encode_string(&ids.span_id().to_bytes())),
             parent_span_id: self
                 .remote_parent_span
@@ -444,7 +446,19 @@ impl AuditLogs {
         );
         let (severity, trace) = match &record.event {
             AuditEvent::ToolCall(call) => {
-                log.add_attribute("gen_ai.tool.name", StringValue::from(call.tool.clone()));
+                // A tool the set does not have is named by the caller (up to a kilobyte, any text): under
+                // `_unknown`, as in the span and the metrics, so that callers cannot grow an index of names. The
+                // body keeps the name as recorded.
+                let unknown = matches!(
+                    call.error.as_deref(),
+                    Some(crate::call::codes::UNKNOWN_TOOL | crate::call::codes::UNDECLARED_TOOL)
+                );
+                let tool = if unknown {
+                    StringValue::from(UNKNOWN_TOOL)
+                } else {
+                    StringValue::from(call.tool.clone())
+                };
+                log.add_attribute("gen_ai.tool.name", tool);
                 log.add_attribute("secure_tools.outcome", call.outcome.as_str());
                 log.add_attribute("secure_tools.call_id", call.call_id.to_string());
                 let severity = if call.ok {
@@ -521,11 +535,163 @@ fn event_name(event: &AuditEvent) -> &'static str {
 
 #[cfg(test)]
 mod tests {
-    use opentelemetry::trace::TraceContextExt as _;
+    use std::sync::{Arc, Mutex, PoisonError};
+    use std::time::Duration;
 
-    use super::remote_parent;
+    use opentelemetry::logs::AnyValue;
+    use opentelemetry::metrics::noop::NoopMeterProvider;
+    use opentelemetry::trace::TraceContextExt as _;
+    use opentelemetry::trace::noop::NoopTracerProvider;
+    use opentelemetry::{Context, InstrumentationScope};
+    use opentelemetry_sdk::error::OTelSdkResult;
+    use opentelemetry_sdk::logs::{LogProcessor, SdkLogRecord, SdkLoggerProvider};
+    use opentelemetry_sdk::trace::{SdkTracerProvider, Span, SpanData, SpanProcessor};
+
+    use super::{AuditLogs, CallFacts, Telemetry, UNKNOWN_TOOL, remote_parent};
+    use crate::audit::Outcome;
 
     const VALID: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+
+    /// The spans ended and the log records emitted, as a collector would receive them.
+    #[derive(Debug, Default, Clone)]
+    struct Received {
+        spans: Arc<Mutex<Vec<SpanData>>>,
+        logs: Arc<Mutex<Vec<SdkLogRecord>>>,
+    }
+
+    impl Received {
+        fn spans(&self) -> Vec<SpanData> {
+            std::mem::take(&mut *self.spans.lock().unwrap_or_else(PoisonError::into_inner))
+        }
+
+        /// The values of `key` on the log records of `event`.
+        fn log_attributes(&self, event: &str, key: &str) -> Vec<String> {
+            let logs = self.logs.lock().unwrap_or_else(PoisonError::into_inner);
+            logs.iter()
+                .filter(|log| log.event_name() == Some(event))
+                .flat_map(|log| log.attributes_iter())
+                .filter(|(k, _)| k.as_str() == key)
+                .map(|(_, value)| match value {
+                    AnyValue::String(value) => value.to_string(),
+                    other => format!("{other:?}"),
+                })
+                .collect()
+        }
+    }
+
+    impl SpanProcessor for Received {
+        fn on_start(&self, _: &mut Span, _: &Context) {}
+        fn on_end(&self, span: SpanData) {
+            self.spans
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(span);
+        }
+        fn force_flush(&self) -> OTelSdkResult {
+            Ok(())
+        }
+        fn shutdown_with_timeout(&self, _: Duration) -> OTelSdkResult {
+            Ok(())
+        }
+    }
+
+    impl LogProcessor for Received {
+        fn emit(&self, data: &mut SdkLogRecord, _: &InstrumentationScope) {
+            self.logs
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(data.clone());
+        }
+        fn force_flush(&self) -> OTelSdkResult {
+            Ok(())
+        }
+        fn shutdown_with_timeout(&self, _: Duration) -> OTelSdkResult {
+            Ok(())
+        }
+    }
+
+    fn call_over<'a>(
+        tool: &'a Arc<str>,
+        transport: &'static str,
+        traceparent: &'a str,
+    ) -> CallFacts<'a> {
+        CallFacts {
+            tool: Some(tool),
+            request_id: "1".into(),
+            call_id: "call".into(),
+            transport: Some(transport),
+            session_id: None,
+            client_address: None,
+            traceparent: Some(traceparent),
+            tracestate: None,
+        }
+    }
+
+    #[test]
+    fn a_call_under_a_no_op_tracer_records_its_callers_span_as_the_parent_only() {
+        // A tracer that makes no spans (`Telemetry::global()` with no provider set) hands back its parent's
+        // context: the call has no span of its own.
+        let telemetry = Telemetry::new(&NoopTracerProvider::new(), &NoopMeterProvider::new());
+        let tool = Arc::from("read");
+        let span = telemetry.start_call(&call_over(&tool, "stdio", VALID));
+        let ids = span.record_ids().unwrap();
+        assert_eq!(ids.trace_id, "0af7651916cd43dd8448eb211c80319c");
+        assert_eq!(ids.parent_span_id.as_deref(), Some("b7ad6b7169203331"));
+        assert_eq!(ids.span_id, None, "{ids:?}");
+        telemetry.end_call(Some(span), Some(&tool), Outcome::Ok, None, Duration::ZERO);
+    }
+
+    #[test]
+    fn network_transport_is_set_only_to_a_value_the_conventions_define() {
+        let received = Received::default();
+        let tracers = SdkTracerProvider::builder()
+            .with_span_processor(received.clone())
+            .build();
+        let telemetry = Telemetry::new(&tracers, &NoopMeterProvider::new());
+        let tool = Arc::from("read");
+        for (transport, expected) in [
+            ("stdio", Some("pipe")),
+            ("http", Some("tcp")),
+            ("unix", Some("unix")),
+            ("in-process", None),
+            ("websocket", None),
+        ] {
+            let span = telemetry.start_call(&call_over(&tool, transport, VALID));
+            let ids = span.record_ids().unwrap();
+            assert!(ids.span_id.is_some() && ids.span_id != ids.parent_span_id);
+            telemetry.end_call(Some(span), Some(&tool), Outcome::Ok, None, Duration::ZERO);
+            let spans = received.spans();
+            assert_eq!(spans.len(), 1);
+            let value = spans[0]
+                .attributes
+                .iter()
+                .find(|kv| kv.key.as_str() == "network.transport")
+                .map(|kv| kv.value.as_str().into_owned());
+            assert_eq!(value.as_deref(), expected, "{transport}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_logs_name_an_unknown_tool_as_spans_and_metrics_do() {
+        let received = Received::default();
+        let loggers = SdkLoggerProvider::builder()
+            .with_log_processor(received.clone())
+            .build();
+        let tools = crate::ToolSet::builder(())
+            .audit_sink(AuditLogs::new(&loggers))
+            .build()
+            .unwrap();
+        let caller = crate::Caller::new("alice", crate::Grant::parse("").unwrap());
+        let sent = "a-name-the-caller-chose-".repeat(40);
+        let answer = tools
+            .call(crate::call::CallRequest::new(caller, sent, None))
+            .await;
+        assert!(answer.is_err());
+        assert_eq!(
+            received.log_attributes("secure_tools.audit.tool_call", "gen_ai.tool.name"),
+            [UNKNOWN_TOOL]
+        );
+    }
 
     #[test]
     fn a_remote_parent_is_taken_only_from_a_traceparent_the_audit_reads_too() {
