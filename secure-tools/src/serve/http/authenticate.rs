@@ -98,12 +98,7 @@ fn connection(shared: &Shared, request: &Request, token_id: Option<String>) -> C
             .and_then(|v| v.to_str().ok())
             .filter(|v| v.len() <= crate::audit::MAX_TRACEPARENT_BYTES)
             .map(Arc::from),
-        tracestate: request
-            .headers()
-            .get("tracestate")
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| v.len() <= crate::audit::MAX_TRACESTATE_BYTES)
-            .map(Arc::from),
+        tracestate: tracestate(request.headers()),
         // Without sessions, rmcp fills the client's description with placeholders: only `_meta` may name the
         // client.
         trust_peer_info: shared.sessions,
@@ -111,6 +106,27 @@ fn connection(shared: &Shared, request: &Request, token_id: Option<String>) -> C
         scope_refusal: None,
         caller: None,
     }
+}
+
+/// The request's W3C `tracestate`: its fields joined with commas, one list as W3C Trace Context reads several
+/// (RFC 9110's combination of a list-valued field), within [`MAX_TRACESTATE_BYTES`] in all (a longer list is dropped
+/// whole, as is one with a field that is not text). Joined as it is read, never past the bound.
+///
+/// [`MAX_TRACESTATE_BYTES`]: crate::audit::MAX_TRACESTATE_BYTES
+fn tracestate(headers: &axum::http::HeaderMap) -> Option<Arc<str>> {
+    let fields = headers.get_all("tracestate");
+    fields.iter().next()?;
+    let mut list = String::new();
+    for (i, field) in fields.iter().enumerate() {
+        let field = field.to_str().ok()?;
+        let separator = if i == 0 { "" } else { "," };
+        if list.len() + separator.len() + field.len() > crate::audit::MAX_TRACESTATE_BYTES {
+            return None;
+        }
+        list.push_str(separator);
+        list.push_str(field);
+    }
+    Some(Arc::from(list))
 }
 
 /// Who a request comes from, or the answer refusing it.
@@ -522,5 +538,47 @@ pub(super) async fn metadata(State(shared): State<Arc<Shared>>) -> Response {
             axum::Json(challenge::resource_metadata(auth, &shared.scopes_supported)).into_response()
         }
         None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::{HeaderMap, HeaderValue};
+
+    use super::tracestate;
+    use crate::audit::MAX_TRACESTATE_BYTES;
+
+    fn headers(values: &[&str]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for value in values {
+            headers.append("tracestate", HeaderValue::from_str(value).unwrap());
+        }
+        headers
+    }
+
+    #[test]
+    fn tracestate_fields_are_combined_then_bounded() {
+        assert_eq!(tracestate(&headers(&[])), None);
+        assert_eq!(
+            tracestate(&headers(&["congo=t61rcWkgMzE"])).as_deref(),
+            Some("congo=t61rcWkgMzE")
+        );
+        // W3C Trace Context: several `tracestate` fields are one list, joined with commas (RFC 9110, 5.3).
+        assert_eq!(
+            tracestate(&headers(&["rojo=00f067aa0ba902b7", "congo=t61rcWkgMzE"])).as_deref(),
+            Some("rojo=00f067aa0ba902b7,congo=t61rcWkgMzE")
+        );
+        // The bound is on the combined list: fields each within it, together past it, are dropped whole.
+        let half = format!("a={}", "x".repeat(MAX_TRACESTATE_BYTES / 2));
+        assert_eq!(tracestate(&headers(&[&half, &half])), None);
+        let exact = format!("a={}", "x".repeat(MAX_TRACESTATE_BYTES - 2));
+        assert_eq!(tracestate(&headers(&[&exact])).as_deref(), Some(&*exact));
+        // A field that is not text makes the list unreadable: none is kept.
+        let mut opaque = headers(&["rojo=00f067aa0ba902b7"]);
+        opaque.append(
+            "tracestate",
+            HeaderValue::from_bytes(b"congo=\xff").unwrap(),
+        );
+        assert_eq!(tracestate(&opaque), None);
     }
 }
