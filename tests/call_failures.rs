@@ -1157,3 +1157,71 @@ async fn a_call_cancelled_before_its_handler_starts_does_nothing() {
     );
     client.cancel().await.unwrap();
 }
+
+/// What `sign_in_to_vault` takes: names it does not declare are taken as labels (its schema admits them).
+#[derive(serde::Deserialize, schemars::JsonSchema, validator::Validate)]
+struct VaultLogin {
+    /// The vault.
+    vault: String,
+    /// Its password.
+    password: String,
+    /// Labels.
+    #[serde(flatten)]
+    labels: std::collections::HashMap<String, String>,
+}
+
+/// Opens a vault.
+#[secure_tool(scope = "t.write", audit_redact = ["password"])]
+async fn sign_in_to_vault(
+    secure_tools::Args(login): secure_tools::Args<VaultLogin>,
+) -> Result<String, ToolError> {
+    Ok(format!("{}: {} labels", login.vault, login.labels.len()))
+}
+
+/// Review finding: a tool whose schema admits names it does not declare (an `Args<T>` with a flattened map)
+/// recorded those names' values in clear, on a refusal before decoding and on success alike: `Password` beside the
+/// redacted `password` put the password in the record. Only the names the schema declares, and does not redact,
+/// are recorded in clear.
+#[tokio::test]
+async fn names_a_tool_does_not_declare_are_recorded_as_secrets_even_when_its_schema_admits_them() {
+    let sink = MemorySink::new();
+    let tools = ToolSet::builder(())
+        .tool::<sign_in_to_vault>()
+        .audit_sink(sink.clone())
+        .build()
+        .unwrap();
+    let arguments = json!({"vault": "home", "password": "a", "Password": "hunter2"});
+    let refused = tools
+        .call(request(
+            &caller("eve", ""),
+            1,
+            "sign_in_to_vault",
+            arguments.clone(),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(refused.outcome(), Outcome::Denied);
+    let called = tools
+        .call(request(
+            &caller("alice", "t.write"),
+            2,
+            "sign_in_to_vault",
+            arguments,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        called.result().unwrap(),
+        &secure_tools::ToolOutput::Text("home: 1 labels".into())
+    );
+    let records = sink.records();
+    assert_eq!(records.len(), 3, "{records:?}");
+    for record in &records {
+        let inputs = &record["inputs"];
+        assert_eq!(inputs["vault"], "home", "{record}");
+        assert_eq!(inputs["Password"]["redacted"], true, "{record}");
+        assert_eq!(inputs["password"]["redacted"], true, "{record}");
+    }
+    let text = serde_json::to_string(&records).unwrap();
+    assert!(!text.contains("hunter2"), "{text}");
+}

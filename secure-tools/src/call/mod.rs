@@ -445,7 +445,6 @@ where
         )
     })
     .map_err(|()| Refusal::panicked())??;
-    call.decoded = true;
     panic::catch(name, || {
         decode::validate(&args, tool.allowed.as_ref(), redact)
     })
@@ -799,8 +798,6 @@ pub(crate) struct Call<'s> {
     arguments: Value,
     inputs: Option<Arc<Value>>,
     origin: Option<Arc<Origin>>,
-    /// The arguments decoded: every name in them is declared.
-    decoded: bool,
     finished: bool,
     /// For a plain rmcp tool, the handler to run.
     forward: Option<Forward>,
@@ -871,7 +868,6 @@ impl<'s> Call<'s> {
             arguments: Value::Object(arguments.unwrap_or_default()),
             inputs: None,
             origin: None,
-            decoded: false,
             finished: false,
             forward,
             trace,
@@ -904,22 +900,29 @@ impl<'s> Call<'s> {
             return inputs.clone();
         }
         let arguments = std::mem::take(&mut self.arguments);
-        // An unknown tool declares nothing, so every argument of its call is treated as a secret. Arguments the
-        // schema does not name (an alias, a typo) are treated as secrets too: only declared, unredacted arguments
-        // are recorded in clear.
-        // Decoded arguments name nothing undeclared.
-        let decoded = self.decoded;
+        // Only declared, unredacted arguments are recorded in clear. An unknown tool declares nothing, so every
+        // argument of its call is treated as a secret; so is an argument the schema does not name (an alias, a
+        // typo, or a name a schema admitting others lets through to a flattened map), decoded or not.
         let inputs = Arc::new(match self.tool {
+            Some(tool) if tool.plain => {
+                let redact = tool.definition.audit_redact();
+                // A plain tool whose server has not described it (no `get_tool`) declares nothing known, so each of
+                // its arguments is a secret.
+                let known = tool.known_arguments();
+                audit::redact_owned(arguments, |key| {
+                    redact.contains(&key) || known.is_none_or(|known| !known.contains(key))
+                })
+            }
             Some(tool) => {
                 let redact = tool.definition.audit_redact();
+                let declared = tool
+                    .definition
+                    .input_schema()
+                    .get("properties")
+                    .and_then(Value::as_object);
                 audit::redact_owned(arguments, |key| {
-                    // A plain tool whose server has not described it (no `get_tool`) declares nothing known, so
-                    // each of its arguments is a secret.
                     redact.contains(&key)
-                        || (!decoded
-                            && tool
-                                .known_arguments()
-                                .map_or(tool.plain, |allowed| !allowed.contains(key)))
+                        || declared.is_none_or(|declared| !declared.contains_key(key))
                 })
             }
             None => audit::redact_owned(arguments, |_| true),
