@@ -4,9 +4,9 @@
 //! every event of its serve loop at `trace` (`new event`), arguments included, for anyone whose subscriber listens
 //! at those levels. A subscriber here records everything at every level and the test looks for the secret.
 //!
-//! Alone in its own test binary: it installs a global subscriber.
+//! In a test binary of its own: its tests share the global subscriber they install.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use rmcp::transport::async_rw::AsyncRwTransport;
 use secure_tools::serve::LineTransport;
@@ -74,6 +74,33 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Captured {
         event.record(&mut fields);
         self.0.lock().unwrap().push(fields.0);
     }
+}
+
+/// Runs until the client cancels it.
+#[secure_tool(scope = "vault.write", read_only)]
+async fn wait() -> Result<String, ToolError> {
+    std::future::pending().await
+}
+
+/// The global subscriber, installed once for the binary's tests: a layer that records everything, and one behind
+/// `logging::filter()`.
+fn captured() -> &'static (Captured, Captured) {
+    static CAPTURED: OnceLock<(Captured, Captured)> = OnceLock::new();
+    CAPTURED.get_or_init(|| {
+        let everything = Captured::default();
+        let filtered = Captured::default();
+        tracing::subscriber::set_global_default(
+            tracing_subscriber::registry()
+                .with(everything.clone())
+                .with(
+                    filtered
+                        .clone()
+                        .with_filter(secure_tools::logging::filter()),
+                ),
+        )
+        .unwrap();
+        (everything, filtered)
+    })
 }
 
 fn tools() -> ToolSet<()> {
@@ -154,18 +181,7 @@ async fn call_over(client: tokio::io::DuplexStream, secret: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redacted_arguments_never_reach_rmcps_logs() {
-    let everything = Captured::default();
-    let filtered = Captured::default();
-    tracing::subscriber::set_global_default(
-        tracing_subscriber::registry()
-            .with(everything.clone())
-            .with(
-                filtered
-                    .clone()
-                    .with_filter(secure_tools::logging::filter()),
-            ),
-    )
-    .unwrap();
+    let (everything, filtered) = captured();
 
     // rmcp's own stream transport, as a server merging secure tools into its own rmcp service would use: rmcp
     // logs the request whole, and only the filter keeps it out.
@@ -269,5 +285,74 @@ async fn redacted_arguments_never_reach_rmcps_logs() {
     assert!(
         !everything.containing("received request").is_empty(),
         "rmcp's debug events were heard"
+    );
+}
+
+/// rmcp logs a client's `notifications/cancelled` at `info` with the client's `reason` whole: any text, as long as
+/// the transport lets a message be, in one log line per cancellation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clients_cancellation_reason_never_reaches_the_logs() {
+    let (everything, filtered) = captured();
+    let tools = ToolSet::builder(())
+        .tool::<wait>()
+        .audit_sink(MemorySink::new())
+        .build()
+        .unwrap();
+    let server = SecureServer::new(tools)
+        .default_caller(caller())
+        .transport("stdio");
+    let (client, server_end) = tokio::io::duplex(1 << 16);
+    let (read, write) = tokio::io::split(server_end);
+    let running = tokio::spawn(async move {
+        let service = rmcp::serve_server(server, AsyncRwTransport::new_server(read, write))
+            .await
+            .unwrap();
+        service.waiting().await.unwrap();
+    });
+
+    let (read, mut write) = tokio::io::split(client);
+    let mut lines = BufReader::new(read).lines();
+    let marker = "cancelled-for-a-reason-of-the-clients";
+    let reason = format!("{}{marker}", "r".repeat(256 << 10));
+    let messages = [
+        json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {},
+            "clientInfo": {"name": "log-test", "version": "1"}
+        }}),
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "wait", "arguments": {}}}),
+        json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {
+            "requestId": 2, "reason": reason
+        }}),
+    ];
+    for message in messages {
+        write
+            .write_all(format!("{message}\n").as_bytes())
+            .await
+            .unwrap();
+    }
+    // The answer to `initialize`; the cancelled call gets none.
+    let line = lines.next_line().await.unwrap().expect("an answer");
+    assert_eq!(serde_json::from_str::<Value>(&line).unwrap()["id"], 1);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while everything.containing(marker).is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "rmcp no longer logs a cancellation's reason: {:#?}",
+            everything.lines()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    drop((lines, write));
+    running.await.unwrap();
+
+    let logged = everything.containing(marker);
+    assert!(logged[0].len() > 256 << 10, "{}", logged[0].len());
+    let leaked = filtered.containing(marker);
+    assert!(
+        leaked.is_empty(),
+        "{} lines, the first of {} bytes",
+        leaked.len(),
+        leaked[0].len()
     );
 }

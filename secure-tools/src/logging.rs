@@ -8,7 +8,9 @@
 //! - at `trace`, every event of its serve loop (`new event`), the same messages again, and over streamable HTTP every
 //!   message it sends;
 //! - at `info` and above, nothing of a request's params or a result: the client's `initialize` information, its
-//!   notifications, the end of a session, and errors.
+//!   notifications whole (`received notification`), the `reason` of its `notifications/cancelled` whole
+//!   (`cancelled`: any text, as long as a message may be, a line per cancellation), the end of a session, and
+//!   errors. [`filter`] drops the two events that print what a client sent whole.
 //!
 //! The runners hand rmcp a call's arguments where those events do not look: the stdio runner (see
 //! [`LineTransport::hold_tool_arguments`](crate::serve::LineTransport::hold_tool_arguments)) and the HTTP runner,
@@ -25,7 +27,8 @@ use tracing_subscriber::filter::{FilterFn, LevelFilter};
 pub const RMCP_MAX_LEVEL: LevelFilter = LevelFilter::INFO;
 
 /// A filter that lets everything through but the rmcp crate's events and spans below [`RMCP_MAX_LEVEL`], and its
-/// events that print a notification whole, whatever level the rest of your subscriber listens at.
+/// events that print what a client sent whole (a notification, a cancellation's reason), whatever level the rest of
+/// your subscriber listens at.
 ///
 /// It only ever removes events, so it goes with your own filter (an `EnvFilter` from `RUST_LOG`, say): put both
 /// on the subscriber, or on each layer, and an event must pass both. `RUST_LOG=rmcp=trace` then still shows rmcp
@@ -57,10 +60,13 @@ fn passes(metadata: &Metadata<'_>) -> bool {
     let target = metadata.target();
     let rmcp = target == "rmcp" || target.starts_with("rmcp::");
     // rmcp's `received notification` (at `info`) prints each notification whole, what a client put in it
-    // included (a `tools/call` sent without an id, arguments and all): not let through at any level.
+    // included (a `tools/call` sent without an id, arguments and all), and its `cancelled` (at `info`) the `reason`
+    // a client gave in `notifications/cancelled`, whole (megabytes of it, a line per cancellation): not let through
+    // at any level. The cancelled call's audit record says it was cancelled.
     !rmcp
         || (*metadata.level() <= RMCP_MAX_LEVEL
-            && metadata.fields().field("notification").is_none())
+            && metadata.fields().field("notification").is_none()
+            && metadata.fields().field("reason").is_none())
 }
 
 #[cfg(test)]
