@@ -1225,3 +1225,27 @@ async fn names_a_tool_does_not_declare_are_recorded_as_secrets_even_when_its_sch
     let text = serde_json::to_string(&records).unwrap();
     assert!(!text.contains("hunter2"), "{text}");
 }
+
+/// Review finding: a code is bounded to 128 bytes in the record (and the metrics' labels), but the bound cut only
+/// codes over 1,024 bytes: a guard's 500-byte code was recorded whole.
+#[tokio::test]
+async fn a_long_code_is_cut_to_128_bytes_in_the_record() {
+    let sink = MemorySink::new();
+    let tools = ToolSet::builder(Effects::default())
+        .tool::<look>()
+        .guard(guard::from_fn(GuardStage::BeforeDecoding, |_| {
+            Err(Refusal::denied("é".repeat(250), "no"))
+        }))
+        .audit_sink(sink.clone())
+        .build()
+        .unwrap();
+    let response = tools
+        .call(request(&caller("alice", ALL), 1, "look", json!({})))
+        .await
+        .unwrap();
+    assert_eq!(response.outcome(), Outcome::Denied);
+    let records = sink.records();
+    let code = records[0]["error"].as_str().unwrap();
+    assert!(code.len() <= 128, "{} bytes: {code}", code.len());
+    assert!(code.starts_with("éé"), "{code}");
+}

@@ -985,15 +985,7 @@ impl<'s> Call<'s> {
         self.context.end();
         let finished = SystemTime::now();
         let elapsed = self.started.elapsed();
-        // A code is the pipeline's own or a guard's or handler's; bounded alike in the record and in the metrics'
-        // labels.
-        let code: Option<Arc<str>> = error.map(|code| {
-            if code.len() > 128 {
-                Arc::from(audit::shorten_str(code))
-            } else {
-                Arc::from(code)
-            }
-        });
+        let code: Option<Arc<str>> = error.map(bounded_code);
         let fields = self.context.take_audit_fields();
         let fields = (!fields.is_empty()).then(|| {
             let mut value = Value::Object(fields.into_iter().collect());
@@ -1100,6 +1092,23 @@ impl<'s> Call<'s> {
             }
         })
     }
+}
+
+/// The longest code recorded, in bytes.
+const MAX_CODE: usize = 128;
+
+/// A code as recorded: the pipeline's own, or a guard's or handler's, bounded alike in the record and in the
+/// metrics' labels. One over [`MAX_CODE`] bytes is cut at a character's edge and ends with `…`, within the bound.
+fn bounded_code(code: &str) -> Arc<str> {
+    if code.len() <= MAX_CODE {
+        return Arc::from(code);
+    }
+    const MARK: &str = "…";
+    let mut cut = MAX_CODE - MARK.len();
+    while !code.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    Arc::from([&code[..cut], MARK].concat())
 }
 
 impl Drop for Call<'_> {
