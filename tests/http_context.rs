@@ -34,48 +34,47 @@ fn start_with(env: &[(&str, &str)]) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let audit = dir.path().join("audit.jsonl");
     let stderr = dir.path().join("stderr.log");
-    // A port found free may be taken by another test's server before this one binds it: the server then exits,
-    // and it is started again on another port. Listening is read from its own stderr line, never by connecting
-    // (which could reach that other server).
-    for _ in 0..5 {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .unwrap()
-            .port();
-        let address = format!("127.0.0.1:{port}");
-        let mut child = Command::new(SERVER)
-            .args(["--http", &address])
-            .env("MCP_SCOPES", "test.read test.write")
-            .env("MCP_AUDIT_LOG", &audit)
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&stderr).unwrap())
-            .spawn()
-            .unwrap();
-        let ready = Instant::now();
-        let listening = format!("serving MCP over HTTP at http://{address}/mcp");
-        loop {
-            if std::fs::read_to_string(&stderr).is_ok_and(|text| text.contains(&listening)) {
-                return Server {
-                    child,
-                    url: format!("http://{address}/mcp"),
-                    audit,
-                    stderr,
-                    _dir: dir,
-                };
-            }
-            if child.try_wait().unwrap().is_some() {
-                break;
-            }
-            assert!(ready.elapsed() < Duration::from_secs(20), "not listening");
-            std::thread::sleep(Duration::from_millis(20));
+    // Port 0: the server takes a port nobody holds (no resource URL names it), and its URL is read from the line
+    // it prints once it listens, never found by connecting (which could reach another process).
+    let mut child = Command::new(SERVER)
+        .args(["--http", "127.0.0.1:0"])
+        .env("MCP_SCOPES", "test.read test.write")
+        .env("MCP_AUDIT_LOG", &audit)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .unwrap();
+    let ready = Instant::now();
+    let listening = "serving MCP over HTTP at ";
+    loop {
+        let said = std::fs::read_to_string(&stderr).unwrap_or_default();
+        // Whole lines only: a URL is not read cut short.
+        if let Some(url) = said
+            .split_inclusive('\n')
+            .filter(|line| line.ends_with('\n'))
+            .find_map(|line| line.split_once(listening))
+            .and_then(|(_, url)| url.split_whitespace().next())
+        {
+            assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+            return Server {
+                child,
+                url: url.to_owned(),
+                audit,
+                stderr,
+                _dir: dir,
+            };
         }
+        if child.try_wait().unwrap().is_some() {
+            panic!(
+                "the server did not start: {}",
+                std::fs::read_to_string(&stderr).unwrap_or_default()
+            );
+        }
+        assert!(ready.elapsed() < Duration::from_secs(20), "not listening");
+        std::thread::sleep(Duration::from_millis(20));
     }
-    panic!(
-        "the server did not start: {}",
-        std::fs::read_to_string(&stderr).unwrap_or_default()
-    );
 }
 
 /// A stateless `tools/call` with JSON-RPC id 1, as a client that opens a connection per call sends it.

@@ -28,43 +28,69 @@ impl Drop for HttpServer {
     }
 }
 
-impl HttpServer {
-    fn start() -> HttpServer {
-        let dir = tempfile::tempdir().unwrap();
-        let audit_log = dir.path().join("audit.jsonl");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let resource = format!("http://127.0.0.1:{port}/mcp");
-        let mut child = Command::new(SERVER)
-            .env("MCP_HTTP", format!("127.0.0.1:{port}"))
-            .env("MCP_AUTH_ISSUER", ISSUER)
-            .env("MCP_RESOURCE_URL", &resource)
-            .env("MCP_AUTH_HS256_SECRET", SECRET)
-            .env("MCP_AUDIT_LOG", &audit_log)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+/// Reads the server's standard error until it says it listens, then drains it on a thread; `Err` with what it said
+/// if it exits first.
+fn until_listening(child: &mut Child) -> Result<(), String> {
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut said = String::new();
+    loop {
         let mut line = String::new();
-        loop {
-            line.clear();
-            assert!(stderr.read_line(&mut line).unwrap() > 0, "server exited");
-            if line.contains("serving MCP over HTTP at") {
-                break;
+        if stderr.read_line(&mut line).unwrap() == 0 {
+            return Err(said);
+        }
+        said.push_str(&line);
+        if line.contains("serving MCP over HTTP at") {
+            std::thread::spawn(move || for _ in stderr.lines() {});
+            return Ok(());
+        }
+    }
+}
+
+impl HttpServer {
+    /// The server on a loopback port of its own. Its resource URL names the port, so the port is held (bound by
+    /// this process) until the server is spawned; another process can still take it before the server binds it:
+    /// the server then exits saying the address is in use, and is started again on another port. It is ready
+    /// once it says it listens (a connection to the port could reach another process).
+    fn start() -> HttpServer {
+        let mut said = String::new();
+        for _ in 0..5 {
+            let dir = tempfile::tempdir().unwrap();
+            let audit_log = dir.path().join("audit.jsonl");
+            let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = held.local_addr().unwrap().port();
+            let resource = format!("http://127.0.0.1:{port}/mcp");
+            let mut command = Command::new(SERVER);
+            command
+                .env("MCP_HTTP", format!("127.0.0.1:{port}"))
+                .env("MCP_AUTH_ISSUER", ISSUER)
+                .env("MCP_RESOURCE_URL", &resource)
+                .env("MCP_AUTH_HS256_SECRET", SECRET)
+                .env("MCP_AUDIT_LOG", &audit_log)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped());
+            drop(held);
+            let mut child = command.spawn().unwrap();
+            match until_listening(&mut child) {
+                Ok(()) => {
+                    return HttpServer {
+                        child,
+                        resource,
+                        audit_log,
+                        _dir: dir,
+                    };
+                }
+                Err(stopped) => {
+                    let _ = child.wait();
+                    assert!(
+                        stopped.contains("Address already in use"),
+                        "server exited:\n{stopped}"
+                    );
+                    said = stopped;
+                }
             }
         }
-        std::thread::spawn(move || for _ in stderr.lines() {});
-        HttpServer {
-            child,
-            resource,
-            audit_log,
-            _dir: dir,
-        }
+        panic!("the server found its port taken 5 times:\n{said}");
     }
 
     fn token(&self, subject: &str, scopes: &str) -> String {

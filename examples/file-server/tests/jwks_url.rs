@@ -181,48 +181,54 @@ impl Drop for Server {
     }
 }
 
-fn start_server(jwks_url: &str) -> Server {
-    start_server_with(jwks_url, None)
+fn start_server(jwks: &JwksServer) -> Server {
+    start_server_with(jwks, None)
 }
 
-fn start_server_with(jwks_url: &str, jwks_ca: Option<&Path>) -> Server {
-    start_server_with_args(jwks_url, jwks_ca, &[])
+fn start_server_with(jwks: &JwksServer, jwks_ca: Option<&Path>) -> Server {
+    start_server_with_args(jwks, jwks_ca, &[])
 }
 
-fn start_server_with_args(jwks_url: &str, jwks_ca: Option<&Path>, extra: &[&str]) -> Server {
+/// The server of the keys `jwks` serves. Its resource URL names its port, so the port is held until it starts
+/// ([`common::start_on_a_held_port`]); a server started again because another process took the port had fetched
+/// the keys before it found the port taken, and its fetch is not counted: only the server started's are.
+fn start_server_with_args(jwks: &JwksServer, jwks_ca: Option<&Path>, extra: &[&str]) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     std::fs::create_dir(&data).unwrap();
     std::fs::write(data.join("greeting.txt"), "hello\n").unwrap();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let resource = format!("http://127.0.0.1:{port}/mcp");
-    let mut child = Command::new(SERVER)
-        .arg("--data-root")
-        .arg(&data)
-        .arg("--audit-log")
-        .arg(dir.path().join("audit.jsonl"))
-        .args(["--http", &format!("127.0.0.1:{port}")])
-        .args(["--issuer", ISSUER, "--resource-url", &resource])
-        .args(["--jwks-url", jwks_url])
-        .args(
-            jwks_ca
-                .map(|ca| [Path::new("--jwks-ca"), ca])
-                .into_iter()
-                .flatten(),
-        )
-        .args(extra)
-        .env_remove("MCP_AUTH_HS256_SECRET")
-        .env_remove("MCP_AUTH_JWKS_CA")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    common::wait_until_listening(&mut child, "serving MCP over HTTP at", |_| {});
+    let fetched_before = jwks.fetches();
+    let mut fetched_before_this_start = fetched_before;
+    let (child, _, resource) = common::start_on_a_held_port(|held| {
+        fetched_before_this_start = jwks.fetches();
+        let port = held.port();
+        let resource = format!("http://127.0.0.1:{port}/mcp");
+        let mut command = Command::new(SERVER);
+        command
+            .arg("--data-root")
+            .arg(&data)
+            .arg("--audit-log")
+            .arg(dir.path().join("audit.jsonl"))
+            .args(["--http", &format!("127.0.0.1:{port}")])
+            .args(["--issuer", ISSUER, "--resource-url", &resource])
+            .args(["--jwks-url", &jwks.url])
+            .args(
+                jwks_ca
+                    .map(|ca| [Path::new("--jwks-ca"), ca])
+                    .into_iter()
+                    .flatten(),
+            )
+            .args(extra)
+            .env_remove("MCP_AUTH_HS256_SECRET")
+            .env_remove("MCP_AUTH_JWKS_CA")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        held.release();
+        (command.spawn().unwrap(), resource)
+    });
+    jwks.fetches
+        .fetch_sub(fetched_before_this_start - fetched_before, Ordering::SeqCst);
     Server {
         child,
         resource,
@@ -257,7 +263,7 @@ async fn keys_come_from_the_jwks_url_and_a_rotation_is_fetched_once() {
     let jwks = JwksServer::start(&JwkSet {
         keys: vec![jwk(KEY_A, "key-a")],
     });
-    let server = start_server(&jwks.url);
+    let server = start_server(&jwks);
     assert_eq!(jwks.fetches(), 1, "fetched once at start");
 
     let (status, body) =
@@ -304,7 +310,7 @@ async fn a_key_the_provider_removes_stops_being_accepted_within_the_max_age() {
     let jwks = JwksServer::start(&JwkSet {
         keys: vec![jwk(KEY_A, "key-a"), jwk(KEY_B, "key-b")],
     });
-    let server = start_server_with_args(&jwks.url, None, &["--jwks-max-age", "1s"]);
+    let server = start_server_with_args(&jwks, None, &["--jwks-max-age", "1s"]);
     let leaked = token(KEY_A, "key-a", &server.resource, "alice");
     let (status, body) = read_greeting(&server, &leaked).await;
     assert_eq!(status, 200, "{body}");
@@ -337,11 +343,9 @@ async fn a_key_the_provider_removes_stops_being_accepted_within_the_max_age() {
 
 #[test]
 fn an_unreachable_jwks_url_stops_the_server_at_start() {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // A port held, never listening, for the whole test: nothing answers there.
+    let unreachable = common::HeldPort::new();
+    let port = unreachable.port();
     let dir = tempfile::tempdir().unwrap();
     let output = Command::new(SERVER)
         .arg("--data-root")
@@ -377,7 +381,7 @@ async fn keys_come_from_an_https_jwks_url_trusted_with_jwks_ca() {
     let ca_pem = dir.path().join("jwks-ca.pem");
     std::fs::write(&ca_pem, ca.pem()).unwrap();
 
-    let server = start_server_with(&jwks.url, Some(&ca_pem));
+    let server = start_server_with(&jwks, Some(&ca_pem));
     assert_eq!(jwks.fetches(), 1, "fetched once at start");
     let (status, body) =
         read_greeting(&server, &token(KEY_A, "key-a", &server.resource, "alice")).await;

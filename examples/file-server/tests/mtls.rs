@@ -148,17 +148,13 @@ impl Server {
         let ca_pem = write("ca.pem", ca.pem());
         let extra = extra(&ca, dir.path());
 
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        // Port 0: the server takes a port nobody holds, and says which (no resource URL names it).
         let mut child = Command::new(SERVER)
             .arg("--data-root")
             .arg(&data)
             .arg("--audit-log")
             .arg(&audit_log)
-            .args(["--http", &format!("127.0.0.1:{port}")])
+            .args(["--http", "127.0.0.1:0"])
             .arg("--tls-cert")
             .arg(&cert_pem)
             .arg("--client-ca")
@@ -180,25 +176,22 @@ impl Server {
             .spawn()
             .unwrap();
         // Its standard error until it listens; all of it if it exits first.
-        let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-        let mut said = String::new();
-        loop {
-            let mut line = String::new();
-            if std::io::BufRead::read_line(&mut stderr, &mut line).unwrap() == 0 {
-                let _ = child.wait();
-                return Err(said);
-            }
+        let listening = match common::read_until(&mut child, "serving MCP over HTTPS at", |line| {
             assert!(!line.contains("warning"), "{line}");
-            said.push_str(&line);
-            if line.contains("serving MCP over HTTPS at") {
-                assert!(
-                    line.contains(&format!("https://127.0.0.1:{port}/mcp")),
-                    "{line}"
-                );
-                break;
+        }) {
+            Ok(listening) => listening,
+            Err(said) => {
+                let _ = child.wait();
+                return Err(said.concat());
             }
-        }
-        std::thread::spawn(move || for _ in std::io::BufRead::lines(stderr) {});
+        };
+        let address = listening.address("MCP over HTTPS");
+        assert_eq!(address.ip(), std::net::Ipv4Addr::LOCALHOST, "{address}");
+        let port = address.port();
+        assert_eq!(
+            listening.url("MCP over HTTPS"),
+            format!("https://127.0.0.1:{port}/mcp")
+        );
         Ok(Server {
             child,
             port,

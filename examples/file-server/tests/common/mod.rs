@@ -4,7 +4,8 @@
 //! parallel) before the program it is meant for binds it. So a server is started on port 0, binding a port nobody
 //! holds, and the test reads the address from the line it prints ([`Listening`]); a port the server must be told
 //! in advance (its resource URL names it) is held by the test until the server is started ([`HeldPort`],
-//! [`start_on_a_held_port`]); a listener the test runs itself stays bound from the start.
+//! [`start_on_a_held_port`], or [`retry_on_a_held_port`] for a server in the test's own process); a listener the
+//! test runs itself stays bound from the start.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -26,8 +27,10 @@ pub fn wait_until_listening(child: &mut Child, marker: &str, check: impl Fn(&str
         .unwrap_or_else(|said| panic!("server exited before listening:\n{}", said.join("")))
 }
 
-/// [`wait_until_listening`], or the lines the server wrote before it exited without printing `marker`.
-fn read_until(
+/// [`wait_until_listening`], or the lines the server wrote before it exited without printing `marker` (for a
+/// test of a server that may refuse to start).
+#[allow(dead_code)]
+pub fn read_until(
     child: &mut Child,
     marker: &str,
     check: impl Fn(&str),
@@ -157,27 +160,40 @@ impl HeldPort {
 pub fn start_on_a_held_port<T>(
     mut start: impl FnMut(HeldPort) -> (Child, T),
 ) -> (Child, Listening, T) {
-    let in_use = std::io::Error::from_raw_os_error(libc::EADDRINUSE).to_string();
-    let mut said = Vec::new();
-    for _ in 0..ATTEMPTS {
-        let (mut child, kept) = start(HeldPort::new());
+    retry_on_a_held_port(|held| {
+        let (mut child, kept) = start(held);
         match read_until(&mut child, SERVING_MCP, |_| {}) {
-            Ok(listening) => return (child, listening, kept),
+            Ok(listening) => Ok((child, listening, kept)),
             Err(lines) => {
                 let _ = child.wait();
+                Err(lines.concat())
+            }
+        }
+    })
+}
+
+/// [`start_on_a_held_port`] for any server, one in the test's own process among them: `start` gets a
+/// [`HeldPort`], releases it as it starts the server on it, and returns the server once it is ready by a sign of
+/// its own (never by something answering on the port, which could be another process), or what it said if it
+/// stopped before (its error). A server that stopped saying the address is in use is started again on another
+/// port; any other failure fails the test.
+#[allow(dead_code)]
+pub fn retry_on_a_held_port<T>(mut start: impl FnMut(HeldPort) -> Result<T, String>) -> T {
+    let in_use = std::io::Error::from_raw_os_error(libc::EADDRINUSE).to_string();
+    let mut said = String::new();
+    for _ in 0..ATTEMPTS {
+        match start(HeldPort::new()) {
+            Ok(started) => return started,
+            Err(stopped) => {
                 assert!(
-                    lines.iter().any(|line| line.contains(&in_use)),
-                    "server exited before listening:\n{}",
-                    lines.join("")
+                    stopped.contains(&in_use),
+                    "server exited before listening:\n{stopped}"
                 );
-                said = lines;
+                said = stopped;
             }
         }
     }
-    panic!(
-        "the server found its port taken {ATTEMPTS} times:\n{}",
-        said.join("")
-    );
+    panic!("the server found its port taken {ATTEMPTS} times:\n{said}");
 }
 
 /// The file server over HTTP with bearer tokens (an HS256 `secret`, tokens from `issuer`), serving an empty data
