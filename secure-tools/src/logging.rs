@@ -30,25 +30,40 @@ pub const RMCP_MAX_LEVEL: LevelFilter = LevelFilter::INFO;
 /// events that print what a client sent whole (a notification, a cancellation's reason), whatever level the rest of
 /// your subscriber listens at.
 ///
-/// It only ever removes events, so it goes with your own filter (an `EnvFilter` from `RUST_LOG`, say): put both
-/// on the subscriber, or on each layer, and an event must pass both. `RUST_LOG=rmcp=trace` then still shows rmcp
-/// only up to `info`. It matches rmcp's targets exactly (`rmcp` and `rmcp::...`); a directive such as
-/// `rmcp=info` in an `EnvFilter` or a `Targets` would also catch every target that merely starts with `rmcp`
-/// (`rmcp_client`, say).
+/// It only ever removes events, so it goes with your own filter (an `EnvFilter` from `RUST_LOG`, say), combined
+/// with it into one (`EnvFilter::from_default_env().and(secure_tools::logging::filter())`, `and` from
+/// `tracing_subscriber::filter::FilterExt`) on your layer (`.with_filter(...)`): an event must pass both, and the
+/// pair keeps your filter's level. `RUST_LOG=rmcp=trace` then still shows rmcp only up to `info`. It matches rmcp's
+/// targets exactly (`rmcp` and `rmcp::...`); a directive such as `rmcp=info` in an `EnvFilter` or a `Targets` would
+/// also catch every target that merely starts with `rmcp` (`rmcp_client`, say).
+///
+/// Not as a layer of its own beside your filter (`.with(EnvFilter::...).with(filter())`): it lets every level
+/// through for other targets, and a subscriber's most detailed level is the most detailed of its layers', so
+/// `tracing`'s maximum level would be `trace` whatever yours: events below your level would no longer be skipped
+/// by that one comparison, and the runners, which hold a call's arguments out of rmcp's sight whenever the maximum
+/// level lets rmcp's `debug` events be heard, would hold every call's (a second parse and a copy of each).
 ///
 /// ```
+/// use tracing::Subscriber as _;
+/// use tracing_subscriber::filter::{FilterExt as _, LevelFilter, Targets};
 /// use tracing_subscriber::prelude::*;
 ///
+/// // Your filter: `EnvFilter::from_default_env()` (feature `env-filter`) goes the same way.
+/// let levels = Targets::new().with_default(LevelFilter::INFO);
+/// // Your layer: `fmt::layer()`, say.
+/// let layer = tracing_subscriber::layer::Identity::new();
 /// let subscriber = tracing_subscriber::registry()
-///     // .with(EnvFilter::from_default_env()).with(fmt::layer()) ... as before, and:
-///     .with(secure_tools::logging::filter());
+///     .with(layer.with_filter(levels.and(secure_tools::logging::filter())));
+/// assert_eq!(subscriber.max_level_hint(), Some(LevelFilter::INFO));
 /// tracing::subscriber::with_default(subscriber, || {
+///     tracing::info!(target: "rmcp::service", "client initialized"); // kept
 ///     tracing::debug!(target: "rmcp::service", "received request"); // dropped
-///     tracing::debug!("your own debug event"); // kept
+///     tracing::info!("your own info event"); // kept
 /// });
 /// ```
 ///
-/// On a single layer instead: `layer.with_filter(secure_tools::logging::filter())`.
+/// A layer meant to hear every level but rmcp's detail takes it alone:
+/// `layer.with_filter(secure_tools::logging::filter())`.
 pub fn filter() -> FilterFn<fn(&Metadata<'_>) -> bool> {
     // It lets every level through for other targets, and says so: combined with a filter that has a level (with
     // `and`), the pair keeps that level as its hint, so events and spans more detailed than it are not even
@@ -117,6 +132,23 @@ mod tests {
             Filter::<Registry>::max_level_hint(&filter()),
             Some(LevelFilter::TRACE)
         );
+    }
+
+    /// The subscriber's own hint is what `tracing` takes as the most detailed level anything listens at (what the
+    /// runners read to know whether rmcp's `debug` events may be heard).
+    #[test]
+    fn combined_with_the_users_filter_the_subscriber_keeps_the_users_level() {
+        use tracing::Subscriber as _;
+        use tracing_subscriber::filter::{FilterExt as _, Targets};
+        use tracing_subscriber::layer::{Identity, Layer as _, SubscriberExt as _};
+        let warn = || Targets::new().with_default(LevelFilter::WARN);
+        // The form the docs show: the user's layer with one filter, the user's level and this one.
+        let combined =
+            tracing_subscriber::registry().with(Identity::new().with_filter(warn().and(filter())));
+        assert_eq!(combined.max_level_hint(), Some(LevelFilter::WARN));
+        // Each a layer of its own, the subscriber takes the most detailed of their hints: every level.
+        let stacked = tracing_subscriber::registry().with(warn()).with(filter());
+        assert_eq!(stacked.max_level_hint(), Some(LevelFilter::TRACE));
     }
 
     #[test]
