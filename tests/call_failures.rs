@@ -1249,3 +1249,57 @@ async fn a_long_code_is_cut_to_128_bytes_in_the_record() {
     assert!(code.len() <= 128, "{} bytes: {code}", code.len());
     assert!(code.starts_with("éé"), "{code}");
 }
+
+/// The threads `counter` started, for the test to join.
+#[derive(Clone, Default)]
+struct Counting(Arc<Mutex<Vec<std::thread::JoinHandle<Option<u64>>>>>);
+
+/// Hands its context to a thread that sets the field `n` to 0, 1, 2 ... until it is refused (the call has
+/// ended), and returns at once.
+#[secure_tool(scope = "t.read", read_only)]
+async fn counter(cx: CallContext, State(counting): State<Counting>) -> Result<String, ToolError> {
+    let (counting_tx, counting_rx) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        let mut last = None;
+        for n in 0.. {
+            if !cx.audit_field("n", n) {
+                break;
+            }
+            last = Some(n);
+            if n == 0 {
+                let _ = counting_tx.send(());
+            }
+        }
+        last
+    });
+    counting_rx.recv().unwrap();
+    counting.0.lock().unwrap().push(thread);
+    Ok("counting".into())
+}
+
+/// Review finding: `audit_field` looked at whether the call had ended before it took the fields' lock, and the
+/// record took the fields without it when it saw none: a field set by another thread as the call ended could be
+/// accepted (`true`) after the record had taken the fields, and lost. Every field accepted is in the record.
+#[tokio::test]
+async fn a_field_accepted_as_the_call_ends_is_in_its_record() {
+    let sink = MemorySink::new();
+    let counting = Counting::default();
+    let tools = ToolSet::builder(counting.clone())
+        .tool::<counter>()
+        .audit_sink(sink.clone())
+        .build()
+        .unwrap();
+    let alice = caller("alice", "t.read");
+    for round in 0..300 {
+        let response = tools
+            .call(request(&alice, round, "counter", json!({})))
+            .await
+            .unwrap();
+        assert_eq!(response.outcome(), Outcome::Ok);
+        let thread = counting.0.lock().unwrap().pop().unwrap();
+        let last = thread.join().unwrap();
+        let records = sink.records();
+        let recorded = &records.last().unwrap()["fields"]["n"];
+        assert_eq!(recorded, &json!(last), "round {round}");
+    }
+}

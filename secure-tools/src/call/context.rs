@@ -292,7 +292,8 @@ struct ContextInner {
     /// the call times out or the server shuts down.
     token: OnceLock<CancellationToken>,
     fields: Mutex<Vec<(String, Value)>>,
-    /// Whether `fields` holds anything, so that a call whose handler added none takes no lock for them.
+    /// Whether `fields` may hold anything, so that a call whose handler added none takes no lock for them. Set
+    /// (under the lock) before a field is added, and read after the call is ended: see `audit_field`.
     has_fields: std::sync::atomic::AtomicBool,
     /// Set when the call's record is written: a clone kept by a task the handler started can no longer reach the
     /// client or the record.
@@ -436,7 +437,7 @@ impl CallContext {
     /// The call's record is being written: what a clone of the context does from now on reaches neither the
     /// client nor the record.
     pub(crate) fn end(&self) {
-        self.0.ended.store(true, Ordering::Release);
+        self.0.ended.store(true, Ordering::SeqCst);
     }
 
     /// Whether the call has ended (its record written or being written).
@@ -468,6 +469,14 @@ impl CallContext {
             return false;
         }
         let mut fields = self.0.fields.lock().unwrap_or_else(PoisonError::into_inner);
+        // Decided under the lock, `has_fields` set before `ended` is read (both sequentially consistent): the
+        // record ends the call, then takes the fields under the lock if it sees `has_fields`. Either it sees
+        // `has_fields` and waits for this field, or this sees the end and refuses the field. The check above is
+        // only the fast way out: alone, it let a field be accepted after the record had taken the fields, and lost.
+        self.0.has_fields.store(true, Ordering::SeqCst);
+        if self.0.ended.load(Ordering::SeqCst) {
+            return false;
+        }
         if let Some(slot) = fields.iter_mut().find(|(k, _)| *k == key) {
             slot.1 = value.into();
             return true;
@@ -476,7 +485,6 @@ impl CallContext {
             return false;
         }
         fields.push((key, value.into()));
-        self.0.has_fields.store(true, Ordering::Release);
         true
     }
 
@@ -540,8 +548,9 @@ impl CallContext {
         }
     }
 
+    /// The fields added, taken once the call has ended ([`CallContext::end`]): none can be added after.
     pub(crate) fn take_audit_fields(&self) -> Vec<(String, Value)> {
-        if !self.0.has_fields.load(Ordering::Acquire) {
+        if !self.0.has_fields.load(Ordering::SeqCst) {
             return Vec::new();
         }
         std::mem::take(&mut *self.0.fields.lock().unwrap_or_else(PoisonError::into_inner))
