@@ -133,7 +133,7 @@ impl<'a> Output<'a> {
         });
         let err = declared
             .filter(|_| result_ok.is_some())
-            .and_then(|ty| match ty {
+            .and_then(|ty| match ungroup(ty) {
                 Type::Path(path) => match &path.path.segments.last()?.arguments {
                     PathArguments::AngleBracketed(args) => args
                         .args
@@ -168,10 +168,12 @@ impl<'a> Output<'a> {
             "CallToolResult",
             "ContentBlock",
         ];
-        match self.ok {
+        match self.ok.map(ungroup) {
             None => true,
             Some(Type::Tuple(t)) => t.elems.is_empty(),
-            Some(Type::Reference(r)) => matches!(&*r.elem, Type::Path(p) if p.path.is_ident("str")),
+            Some(Type::Reference(r)) => {
+                matches!(ungroup(&r.elem), Type::Path(p) if p.path.is_ident("str"))
+            }
             Some(ty) => match last_segment(ty) {
                 Some((name, _)) if AS_THEY_ARE.contains(&name.as_str()) => true,
                 Some((name, Some(item))) if name == "Vec" => {
@@ -188,9 +190,20 @@ pub fn type_name(ty: &Type) -> Option<String> {
     last_segment(ty).map(|(name, _)| name)
 }
 
+/// The type inside the invisible group a `macro_rules!` metavariable (`$t:ty`) arrives in, or inside parentheses.
+pub fn ungroup(ty: &Type) -> &Type {
+    match ty {
+        Type::Group(group) => ungroup(&group.elem),
+        Type::Paren(paren) => ungroup(&paren.elem),
+        other => other,
+    }
+}
+
 /// The last path segment's name and its first generic type argument.
 fn last_segment(ty: &Type) -> Option<(String, Option<&Type>)> {
-    let Type::Path(path) = ty else { return None };
+    let Type::Path(path) = ungroup(ty) else {
+        return None;
+    };
     if path.qself.is_some() {
         return None;
     }

@@ -179,13 +179,19 @@ fn generate(model: &Model) -> TokenStream {
             ParamKind::Args { .. } => quote!(#private::Args(__args)),
             ParamKind::Context { ty, .. } => {
                 let local = format_ident!("__context_{}", i);
-                context_lets.push(quote_spanned! {ty.span()=>
-                    let #local = <#ty as #private::FromCallContext<__S>>::from_call_context(__cx, __state);
+                // Only the path carries the user's span (for rustc to report a missing `FromCallContext` there):
+                // the locals and the state's type are named at the call site, which a type passed through a
+                // `macro_rules!` (`$ctx:ident`) would otherwise hide them from.
+                let (cx, state, state_ty) = (quote!(__cx), quote!(__state), quote!(__S));
+                let from = quote_spanned!(ty.span()=> <#ty as #private::FromCallContext<#state_ty>>::from_call_context);
+                context_lets.push(quote! {
+                    let #local = #from(#cx, #state);
                 });
                 let (first, last) = first_last(ty);
                 let private = private_at(first);
                 let close = quote_spanned!(last=> >);
-                context_bounds.push(quote_spanned!(first=> #ty: #private::FromCallContext<__S #close,));
+                let state_ty = quote!(__S);
+                context_bounds.push(quote_spanned!(first=> #ty: #private::FromCallContext<#state_ty #close,));
                 quote!(#local)
             }
             ParamKind::Receiver => unreachable!("rejected by valid::check"),
@@ -203,7 +209,7 @@ fn generate(model: &Model) -> TokenStream {
         None => quote!(()),
     };
     let output_ty = if plain {
-        ok_ty
+        ok_ty.clone()
     } else {
         let (first, last) = first_last(&ok_ty);
         let private = private_at(first);
@@ -215,6 +221,34 @@ fn generate(model: &Model) -> TokenStream {
     } else {
         quote!(#private::Json)
     };
+    // A type wrapped in `Json` because its name is not one of those sent as they are may still be one of them under
+    // another name (`type Res<T> = Result<T, String>`): a compile error on the user's type, naming the fix.
+    let named_probe = if plain {
+        TokenStream::new()
+    } else {
+        // The verdict's expression starts on the type's first token and ends on its last: rustc reports the
+        // unmet bound over the whole type.
+        let (first, last) = first_last(&ok_ty);
+        let probe = private_at(first);
+        let close = quote_spanned!(last=> >);
+        let parens = quote_spanned!(last=> ());
+        let verdict = quote_spanned! {first=>
+            #probe::output_probe::Probe::<#ok_ty #close::REFERENCE.verdict #parens
+        };
+        let assertion = quote! {
+            #private::output_probe::assert_named(
+                #private::output_probe::Probe::<#ok_ty>::REFERENCE,
+                #verdict,
+            )
+        };
+        quote! {
+            fn __output_named() {
+                #[allow(unused_imports)]
+                use #private::output_probe::{General as _, Specific as _};
+                #assertion;
+            }
+        }
+    };
     let result = if output.is_result {
         // Spanned on the error type, where rustc then reports a missing `Into<ToolError>`. A call of a generic
         // helper rather than `Into::into` passed to `map_err` (which reports the bound twice) or called in a closure
@@ -223,7 +257,10 @@ fn generate(model: &Model) -> TokenStream {
             .err
             .or(output.declared)
             .map_or_else(Span::call_site, |ty| first_last(ty).0);
-        let convert = quote_spanned!(span=> __into_tool_error(__error));
+        // The local is named at the call site (a `macro_rules!` metavariable's hygiene would hide it), but placed
+        // on the error type: rustc reports an unmet bound on a call's argument there.
+        let error = proc_macro2::Ident::new("__error", Span::call_site().located_at(span));
+        let convert = quote_spanned!(span=> #private::into_tool_error(#error));
         quote! {
             match __result {
                 #private::Ok(__ok) => #private::Ok((#wrap)(__ok)),
@@ -247,7 +284,8 @@ fn generate(model: &Model) -> TokenStream {
     // The struct generated for inline arguments has `deny_unknown_fields`; a user's `Args<T>` may not.
     let denies_unknown = model.args_struct.is_none();
     let authorize = model.authorize.map(|rule| {
-        let call = quote_spanned!(rule.span()=> #rule(__args, __call));
+        let (args, call) = (quote!(__args), quote!(__call));
+        let call = quote_spanned!(rule.span()=> #rule(#args, #call));
         quote! {
             const HAS_ARGUMENT_RULE: bool = true;
 
@@ -274,6 +312,7 @@ fn generate(model: &Model) -> TokenStream {
 
         const _: () = {
             #args_struct
+            #named_probe
 
             fn __finish<__T, __S>(
                 __result: #private::Result<<__T as #private::SecureTool<__S>>::Output, #private::ToolError>,
@@ -282,10 +321,6 @@ fn generate(model: &Model) -> TokenStream {
                 __T: #private::SecureTool<__S>,
             {
                 #private::finish(__result)
-            }
-
-            fn __into_tool_error<__E: #private::Into<#private::ToolError>>(__error: __E) -> #private::ToolError {
-                #private::Into::into(__error)
             }
 
             impl #private::ToolInput for #ident {

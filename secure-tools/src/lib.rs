@@ -125,6 +125,86 @@ pub mod __private {
             .and_then(IntoToolOutput::into_tool_output)
     }
 
+    /// The attribute tells the result types it sends as they are (`Result`, `String`, rmcp's `CallToolResult`, ...)
+    /// by their name, and wraps any other success type in `Json`. A type it wraps that is one of those under
+    /// another name (an alias) would go out as the structured content of a success, an error included: the
+    /// expansion asks `Probe::<T>::REFERENCE.verdict()` for each type it wraps, and the build fails where the
+    /// verdict is `UnderAnotherName`. `Specific` is implemented for `Probe<T>` of those types, `General` for
+    /// `&Probe<T>` of any: called on a `&Probe<T>`, method resolution takes `Specific` where it applies, before
+    /// trying an autoref (the type is concrete: a tool is not generic).
+    pub mod output_probe {
+        use ::core::marker::PhantomData;
+        use ::rmcp::model::{CallToolResult, ContentBlock};
+
+        pub struct Probe<T: ?Sized>(PhantomData<T>);
+
+        impl<T: ?Sized + 'static> Probe<T> {
+            pub const REFERENCE: &'static Self = &Probe(PhantomData);
+        }
+
+        /// The verdict for a type the attribute may wrap in `Json`.
+        pub struct Structured;
+        /// The verdict for a type the attribute recognises by name, met under another one.
+        pub struct UnderAnotherName;
+
+        pub trait Specific {
+            fn verdict(&self) -> UnderAnotherName {
+                UnderAnotherName
+            }
+        }
+        impl<T, E> Specific for Probe<::core::result::Result<T, E>> {}
+        impl Specific for Probe<CallToolResult> {}
+        impl Specific for Probe<ContentBlock> {}
+        impl Specific for Probe<::std::vec::Vec<ContentBlock>> {}
+        impl Specific for Probe<::std::string::String> {}
+        impl Specific for Probe<&str> {}
+        impl Specific for Probe<()> {}
+
+        pub trait General {
+            fn verdict(&self) -> Structured {
+                Structured
+            }
+        }
+        impl<T: ?Sized> General for &Probe<T> {}
+
+        #[diagnostic::on_unimplemented(
+            message = "`#[secure_tool]` would send `{T}` as the structured content of a success",
+            label = "`{T}` under another name",
+            note = "the attribute recognises `Result`, `String`, `&'static str`, `()`, `CallToolResult`, `ContentBlock` \
+                    and `Vec<ContentBlock>` by name: write the type under its own name in the signature \
+                    (`Result<T, E>`, not an alias of it)"
+        )]
+        pub trait NamedInSignature<T: ?Sized> {}
+        impl<T: ?Sized> NamedInSignature<T> for Structured {}
+
+        /// Fails to compile for the verdict `UnderAnotherName`.
+        pub fn assert_named<T: ?Sized, V: NamedInSignature<T>>(_: &Probe<T>, _: V) {}
+    }
+
+    /// An error type a handler may return: any `E: Into<ToolError>`. A trait of its own so that an error type that
+    /// does not convert is reported with the fix rather than as a missing `From` impl of `Refusal`.
+    #[diagnostic::on_unimplemented(
+        message = "a secure tool cannot fail with `{Self}`: it does not convert into a `ToolError`",
+        label = "`{Self}` does not implement `Into<ToolError>`",
+        note = "convert it in the handler, `.map_err(ToolError::internal)` (the caller sees only `internal_error`) \
+                or `.map_err(|e| ToolError::new(\"code\", e.to_string()))`, or implement `From<{Self}>` for `ToolError`"
+    )]
+    pub trait IntoToolError {
+        fn into_tool_error(self) -> ToolError;
+    }
+
+    #[diagnostic::do_not_recommend]
+    impl<E: Into<ToolError>> IntoToolError for E {
+        fn into_tool_error(self) -> ToolError {
+            self.into()
+        }
+    }
+
+    /// Converts a handler's error.
+    pub fn into_tool_error<E: IntoToolError>(error: E) -> ToolError {
+        error.into_tool_error()
+    }
+
     /// The input type of a tool whose attribute had errors: registering it still compiles, so the build reports
     /// only the attribute's errors.
     #[derive(serde::Deserialize, schemars::JsonSchema, validator::Validate)]
