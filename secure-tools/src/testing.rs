@@ -88,7 +88,7 @@ impl<S: Send + Sync + 'static> ToolTester<S> {
 
     /// Calls with a request of your own (a JSON-RPC id, a connection, ...).
     pub async fn call_request(&self, request: CallRequest) -> Called {
-        let before = self.audit.audit_records().len();
+        let before = self.audit.with_records(<[_]>::len);
         // An unknown tool's call is known by its record only: by its tool, caller and request id, as recorded.
         let sent = (
             crate::audit::shorten_str(&request.tool),
@@ -96,9 +96,10 @@ impl<S: Send + Sync + 'static> ToolTester<S> {
             crate::audit::bounded_request_id(&request.request_id),
         );
         let response = self.tools.call(request).await;
-        let mut records = self.audit.audit_records();
-        records.drain(..before.min(records.len()));
-        // Records of other calls made meanwhile (by other tasks) are left out.
+        // The records written since, only: those of other calls made meanwhile (by other tasks) are left out below.
+        let mut records = self
+            .audit
+            .with_records(|records| records.get(before..).unwrap_or_default().to_vec());
         let call_id = match &response {
             Ok(response) => Some(response.call_id()),
             Err(_) => records.iter().rev().find_map(|r| match &r.event {
@@ -127,14 +128,12 @@ impl<S: Send + Sync + 'static> ToolTester<S> {
 
     /// The last `tool_call` record, typed.
     pub fn last_call_record(&self) -> Option<ToolCallEvent> {
-        self.audit
-            .audit_records()
-            .iter()
-            .rev()
-            .find_map(|r| match &r.event {
+        self.audit.with_records(|records| {
+            records.iter().rev().find_map(|r| match &r.event {
                 AuditEvent::ToolCall(call) => Some(call.clone()),
                 _ => None,
             })
+        })
     }
 
     /// An MCP client connected in process to the tool set, whose requests come from `caller`: for end-to-end

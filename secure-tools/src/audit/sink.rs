@@ -200,6 +200,12 @@ impl MemorySink {
             .clone()
     }
 
+    /// Lends the records so far to `read`, under the sink's lock: for a count, or a few of them, without copying
+    /// them all.
+    pub(crate) fn with_records<R>(&self, read: impl FnOnce(&[AuditRecord]) -> R) -> R {
+        read(&self.records.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
     /// Forgets the records so far.
     pub fn clear(&self) {
         self.records
