@@ -84,8 +84,9 @@ fn entra_id_scp_string_with_foreign_and_url_shaped_scopes() {
     // A mapping of one's own: identity from `oid`, the tenant recorded with each call.
     let mapped = auth(issuer)
         .map_claims(|token| {
-            let oid = token.claims()["oid"].as_str().ok_or("no oid")?;
-            let tid = token.claims()["tid"].as_str().ok_or("no tid")?;
+            let claim = |name| token.claims().get(name).and_then(|v| v.as_str());
+            let oid = claim("oid").ok_or("no oid")?;
+            let tid = claim("tid").ok_or("no tid")?;
             Ok::<_, &str>(
                 secure_tools::Caller::new(oid, token.grant().clone()).with_attribute("tenant", tid),
             )
@@ -104,6 +105,60 @@ fn entra_id_scp_string_with_foreign_and_url_shaped_scopes() {
         })
         .verify(&token);
     assert_eq!(refused.unwrap_err(), TokenError::ClaimsRefused);
+}
+
+/// A claims mapping that panics (here indexing a claim the token lacks, as `claims()["oid"]` does) refuses the
+/// token, as a mapping that returns an error does; uncaught, the panic would unwind through the connection's task
+/// (the client would see the connection reset, and nothing would be audited). Its message, which may quote the
+/// token's claims, is printed nowhere: the test runs again in a child process whose output the test harness does
+/// not capture, and reads that process's standard error.
+#[test]
+fn a_claims_mapping_that_panics_refuses_the_token_and_prints_nothing() {
+    const CHILD: &str = "SECURE_TOOLS_TEST_PANICKING_CLAIMS_MAPPING";
+    let issuer = "https://login.example.com";
+    let subject = "subject-quoted-by-a-panic-7f3e";
+    let claims = json!({"iss": issuer, "sub": subject, "aud": RESOURCE, "exp": now() + 600});
+    let token = sign(typed(Some("at+jwt")), &claims);
+    let indexing = auth(issuer).map_claims(|token| {
+        let oid = token.claims()["oid"]
+            .as_str()
+            .ok_or("`oid` is not a string")?;
+        Ok::<_, &str>(secure_tools::Caller::new(oid, token.grant().clone()))
+    });
+    for _ in 0..2 {
+        assert_eq!(
+            indexing.verify(&token).unwrap_err(),
+            TokenError::ClaimsRefused
+        );
+    }
+    let quoting = auth(issuer).map_claims(|token| -> Result<secure_tools::Caller, &str> {
+        panic!("the token of {} has no `oid`", token.subject())
+    });
+    if std::env::var_os(CHILD).is_some() {
+        assert_eq!(
+            quoting.verify(&token).unwrap_err(),
+            TokenError::ClaimsRefused
+        );
+        return;
+    }
+    let child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "a_claims_mapping_that_panics_refuses_the_token_and_prints_nothing",
+            "--exact",
+            "--nocapture",
+        ])
+        .env(CHILD, "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&child.stdout);
+    let stderr = String::from_utf8_lossy(&child.stderr);
+    assert!(child.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("1 passed"),
+        "the child ran the test: {stdout}"
+    );
+    assert!(!stderr.contains(subject), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
 #[test]

@@ -197,7 +197,9 @@ impl BearerAuth {
     /// among the verified ones, see [`TOKEN_CACHE_TTL`]): another identity (an `oid`, an email), a
     /// grant from roles or groups, attributes for the audit record (a tenant). An `Err` refuses the token
     /// (`401`, audited with the detail `claims_refused`); the error's message is not sent to the client but logged
-    /// through `tracing` at `info`, so keep the token's claims out of it.
+    /// through `tracing` at `info`, so keep the token's claims out of it. A panic in the function refuses the token
+    /// too, its message printed nowhere (this installs the panic hook of
+    /// [`install_panic_hook`](crate::task::install_panic_hook)).
     ///
     /// ```
     /// # use secure_tools::serve::http::{BearerAuth, VerificationKeys};
@@ -213,6 +215,7 @@ impl BearerAuth {
         F: Fn(&VerifiedToken<'_>) -> Result<Caller, E> + Send + Sync + 'static,
         E: std::fmt::Display,
     {
+        crate::call::panic::install();
         self.map_claims = Some(Arc::new(move |token| map(token).map_err(|e| e.to_string())));
         self.cache = Arc::new(cache::TokenCache::new());
         self
@@ -347,10 +350,20 @@ impl BearerAuth {
             claims: &claims,
         };
         let caller = match &self.map_claims {
-            Some(map) => map(&verified).map_err(|reason| {
-                tracing::info!(%reason, "token refused by the claims mapping");
-                TokenError::ClaimsRefused
-            })?,
+            // A panic in the mapping (a claim indexed that the token lacks) would unwind through the connection's
+            // task: no answer, no audit record. It refuses the token instead, its message unprinted (it may quote
+            // the token's claims).
+            Some(map) => match crate::call::panic::quietly(|| map(&verified)) {
+                Ok(Ok(caller)) => caller,
+                Ok(Err(reason)) => {
+                    tracing::info!(%reason, "token refused by the claims mapping");
+                    return Err(TokenError::ClaimsRefused);
+                }
+                Err(()) => {
+                    tracing::info!("token refused: the claims mapping panicked");
+                    return Err(TokenError::ClaimsRefused);
+                }
+            },
             None => verified.default_caller(),
         };
         Ok((
