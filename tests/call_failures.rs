@@ -25,6 +25,8 @@ struct Effects {
     gate: Arc<tokio::sync::Notify>,
     /// A call's context, kept past the call by a tool (as a task it started would keep it).
     kept: Arc<Mutex<Option<CallContext>>>,
+    /// A call's cancellation token, kept past the call by a tool.
+    kept_token: Arc<Mutex<Option<CancellationToken>>>,
 }
 
 /// Keeps its call's context for later, as a handler's background task might.
@@ -1302,4 +1304,52 @@ async fn a_field_accepted_as_the_call_ends_is_in_its_record() {
         let recorded = &records.last().unwrap()["fields"]["n"];
         assert_eq!(recorded, &json!(last), "round {round}");
     }
+}
+
+/// Keeps its call's context for later, and returns at once.
+#[secure_tool(scope = "t.read", read_only)]
+async fn keep_context(
+    cx: CallContext,
+    State(effects): State<Effects>,
+) -> Result<String, ToolError> {
+    *effects.kept.lock().unwrap() = Some(cx);
+    Ok("kept".into())
+}
+
+/// Keeps its call's cancellation token for later (a task it started would watch it), and returns at once.
+#[secure_tool(scope = "t.read", read_only)]
+async fn keep_token(
+    cancel: CancellationToken,
+    State(effects): State<Effects>,
+) -> Result<String, ToolError> {
+    *effects.kept_token.lock().unwrap() = Some(cancel);
+    Ok("kept".into())
+}
+
+/// Review finding: a call made in process (no MCP session, whose request token rmcp cancels once it answers)
+/// left its handler's token uncancelled when it ended normally: work handed the token ran on after the call,
+/// though the docs say a kept context's token is cancelled once the record is written. Now it is, whether the
+/// token was asked for during the call or after it.
+#[tokio::test]
+async fn the_handlers_token_is_cancelled_when_its_call_ends() {
+    let effects = Effects::default();
+    let tools = ToolSet::builder(effects.clone())
+        .tool::<keep_context>()
+        .tool::<keep_token>()
+        .audit_sink(MemorySink::new())
+        .build()
+        .unwrap();
+    let alice = caller("alice", "t.read");
+    for (id, tool) in [(1, "keep_context"), (2, "keep_token")] {
+        let response = tools
+            .call(request(&alice, id, tool, json!({})))
+            .await
+            .unwrap();
+        assert_eq!(response.outcome(), Outcome::Ok, "{tool}");
+    }
+    let token = effects.kept_token.lock().unwrap().clone().expect("kept");
+    assert!(token.is_cancelled());
+    let kept = effects.kept.lock().unwrap().clone().expect("kept");
+    assert!(kept.has_ended());
+    assert!(kept.cancellation().is_cancelled());
 }

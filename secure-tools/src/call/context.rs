@@ -10,7 +10,7 @@
 //! | [`CallId`] | the call's unique id, as on its audit records and its tracing span |
 //! | [`CallContext`] | all of the above and below, and fields to add to the call's audit record |
 //! | [`State<T>`] | shared state, taken from the tool set's state |
-//! | [`CancellationToken`] | cancelled when the client cancels the call, its connection goes, the call times out or the server shuts down |
+//! | [`CancellationToken`] | cancelled when the client cancels the call, its connection goes, the call times out or the server shuts down, and once the call has ended |
 //! | [`Progress`] | progress notifications, when the client asked for them |
 //! | [`ClientLog`] | log messages to the client, at the level it set |
 //! | [`Elicitation`] | asking the user for input through the client |
@@ -26,7 +26,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering, fence};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use rmcp::model::{
@@ -289,7 +289,7 @@ struct ContextInner {
     rmcp: Option<RequestContext<RoleServer>>,
     connection: Connection,
     /// The handler's token: a child of the request's, made when first asked for; the pipeline cancels it when
-    /// the call times out or the server shuts down.
+    /// the call is stopped (timed out, cancelled, shut down) and when it ends.
     token: OnceLock<CancellationToken>,
     fields: Mutex<Vec<(String, Value)>>,
     /// Whether `fields` may hold anything, so that a call whose handler added none takes no lock for them. Set
@@ -409,18 +409,29 @@ impl CallContext {
         })
     }
 
-    /// Cancelled when the client cancels the call or goes away, when the call times out, or when the server shuts
-    /// down past its grace period. The handler's own future is dropped then anyway; this is for work it handed to
-    /// other tasks.
+    /// Cancelled when the client cancels the call or goes away, when the call times out, when the server shuts
+    /// down past its grace period, and once the call has ended (its record written), however it ended. The
+    /// handler's own future is dropped or done by then anyway; this is for work it handed to other tasks.
     pub fn cancellation(&self) -> CancellationToken {
         self.token().clone()
     }
 
     fn token(&self) -> &CancellationToken {
-        self.0.token.get_or_init(|| match &self.0.rmcp {
+        if let Some(token) = self.0.token.get() {
+            return token;
+        }
+        let token = self.0.token.get_or_init(|| match &self.0.rmcp {
             Some(cx) => cx.ct.child_token(),
             None => CancellationToken::new(),
-        })
+        });
+        // Made now, perhaps as the call ends: `end` writes the end, then cancels the token if it finds one; this
+        // made the token, then reads the end (a fence on each side), so a token `end` did not find is cancelled
+        // here.
+        fence(Ordering::SeqCst);
+        if self.0.ended.load(Ordering::SeqCst) {
+            token.cancel();
+        }
+        token
     }
 
     /// The token the transport cancels when the client cancels or goes away, if any.
@@ -435,9 +446,16 @@ impl CallContext {
     }
 
     /// The call's record is being written: what a clone of the context does from now on reaches neither the
-    /// client nor the record.
+    /// client nor the record, and the handler's token is cancelled (made cancelled, if it is asked for only now).
+    /// For a call through an MCP session rmcp cancels the request's token once it has answered; a call made in
+    /// process has no one else to do it. A token nobody asked for is not made.
     pub(crate) fn end(&self) {
         self.0.ended.store(true, Ordering::SeqCst);
+        // The end written before the token is looked for: see `token`.
+        fence(Ordering::SeqCst);
+        if let Some(token) = self.0.token.get() {
+            token.cancel();
+        }
     }
 
     /// Whether the call has ended (its record written or being written).
