@@ -129,6 +129,17 @@ fn generate(model: &Model) -> TokenStream {
                 let attrs = attrs.iter().filter(|a| crate::ast::is_field_attr(a));
                 quote!(#(#attrs)* #bounds pub #ident: #ty,)
             });
+            // A context type the attribute did not recognise by its name is an argument here: said on its type.
+            let assertions = function.inputs().map(|param| {
+                let ParamKind::Input { ty, .. } = &param.kind else {
+                    unreachable!()
+                };
+                let (first, last) = first_last(ty);
+                let private = private_at(first);
+                let close = quote_spanned!(last=> >);
+                let parens = quote_spanned!(last=> ());
+                quote_spanned!(first=> #private::assert_argument::<#ty #close #parens;)
+            });
             let serde_crate = format!("{private}::serde").replace(' ', "");
             let schemars_crate = format!("{private}::schemars").replace(' ', "");
             let validator_crate = format!("{private}::validator").replace(' ', "");
@@ -154,6 +165,10 @@ fn generate(model: &Model) -> TokenStream {
                 #[allow(unused_extern_crates)]
                 extern crate std;
 
+                const _: () = {
+                    #(#assertions)*
+                };
+
                 #[derive(#private::serde::Deserialize, #private::schemars::JsonSchema, #private::validator::Validate)]
                 #[allow(missing_docs)]
                 #[serde(crate = #serde_crate, deny_unknown_fields)]
@@ -162,6 +177,7 @@ fn generate(model: &Model) -> TokenStream {
                 pub struct __SecureToolArgs {
                     #(#fields)*
                 }
+
             };
             (struct_def, quote!(__SecureToolArgs))
         }

@@ -181,6 +181,24 @@ pub mod __private {
         pub fn assert_named<T: ?Sized, V: NamedInSignature<T>>(_: &Probe<T>, _: V) {}
     }
 
+    /// A type an inline argument may have: what the struct of arguments derives needs. A trait of its own so that
+    /// a context type the attribute did not recognise (imported under another name, or passed through a
+    /// `macro_rules!`) is reported with the fix.
+    #[diagnostic::on_unimplemented(
+        message = "`{Self}` cannot be an argument of a secure tool",
+        label = "taken as an argument, decoded from the call's JSON",
+        note = "an argument's type implements `serde::Deserialize` and `schemars::JsonSchema`; context types \
+                (`Caller`, `State<T>`, `CallContext`, ...) are recognised only under their own name: write \
+                `Caller`, not an alias or a renamed import"
+    )]
+    pub trait Argument {}
+
+    #[diagnostic::do_not_recommend]
+    impl<T: serde::de::DeserializeOwned + schemars::JsonSchema> Argument for T {}
+
+    /// Fails to compile where an argument's type cannot be one.
+    pub const fn assert_argument<T: Argument>() {}
+
     /// An error type a handler may return: any `E: Into<ToolError>`. A trait of its own so that an error type that
     /// does not convert is reported with the fix rather than as a missing `From` impl of `Refusal`.
     #[diagnostic::on_unimplemented(

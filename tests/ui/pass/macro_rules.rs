@@ -16,6 +16,19 @@ macro_rules! tool_with {
 
 tool_with!(read_note, Caller, ToolError, rules::not_secret);
 
+// A context type passed as a `$ctx:ty` arrives in an invisible group: still recognised as context.
+macro_rules! tool_with_context_type {
+    ($name:ident, $ctx:ty) => {
+        /// Says who calls.
+        #[secure_tool(scope = "notes.read")]
+        async fn $name(caller: $ctx) -> String {
+            caller.id().to_owned()
+        }
+    };
+}
+
+tool_with_context_type!(whoami, Caller);
+
 mod rules {
     use super::*;
 
@@ -32,6 +45,12 @@ mod rules {
 }
 
 fn main() {
-    let tools = ToolSet::builder(()).tool::<read_note>().build().unwrap();
-    assert_eq!(tools.definitions().count(), 1);
+    let tools = ToolSet::builder(())
+        .tool::<read_note>()
+        .tool::<whoami>()
+        .build()
+        .unwrap();
+    assert_eq!(tools.definitions().count(), 2);
+    let schema = tools.definition("whoami").unwrap().input_schema();
+    assert_eq!(schema["properties"], serde_json::json!({}));
 }
