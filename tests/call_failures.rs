@@ -1353,3 +1353,24 @@ async fn the_handlers_token_is_cancelled_when_its_call_ends() {
     assert!(kept.has_ended());
     assert!(kept.cancellation().is_cancelled());
 }
+
+/// Review finding: a plain rmcp tool called in process, with no server to run it, had its `call_started` record
+/// written before the pipeline found it had nothing to run: the record of a start that never was. The handler is
+/// looked for first.
+#[tokio::test]
+async fn a_plain_tool_called_without_its_server_records_no_start() {
+    let sink = MemorySink::new();
+    let tools = ToolSet::builder(())
+        .plain_tool(secure_tools::PlainTool::new("ping").unscoped())
+        .audit_sink(sink.clone())
+        .build()
+        .unwrap();
+    let response = tools
+        .call(request(&caller("alice", ""), 1, "ping", json!({})))
+        .await
+        .unwrap();
+    assert_eq!(response.error_code(), Some("internal_error"));
+    let records = sink.records();
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0]["event"], "tool_call");
+}

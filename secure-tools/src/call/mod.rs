@@ -489,13 +489,15 @@ async fn plain_stages<S: Send + Sync + 'static>(
         run_guards(set, tool, call, GuardStage::BeforeDecoding, passes.items()).await?;
         run_guards(set, tool, call, GuardStage::AfterDecoding, passes.items()).await?;
     }
-    let arguments = call.arguments.as_object().cloned();
-    call.record_start(tool, Deadline::of(set, tool, call))?;
+    // Before the start is recorded: a call with nothing to run (made in process, not through its server) does not
+    // start.
     let Some(run) = call.forward.take().and_then(|forward| forward.take()) else {
         return Err(Refusal::internal(
             "a plain rmcp tool runs only through the server that defines it",
         ));
     };
+    let arguments = call.arguments.as_object().cloned();
+    call.record_start(tool, Deadline::of(set, tool, call))?;
     let name = tool.definition.name();
     let future = panic::catch(name, || run(arguments)).map_err(|()| Refusal::panicked())?;
     let limit = Deadline::of(set, tool, call);
