@@ -23,7 +23,8 @@
 //!
 //! **Logs.** [`AuditLogs`] emits each record as an OpenTelemetry log record (its body the record's JSON line, as
 //! the chained audit file holds it when there is one, chain fields included; its trace context the call's span), so
-//! a collector can ship the trail to a SIEM. It never fails a write: the local audit file stays the source of truth.
+//! a collector can ship the trail to a SIEM. It never fails a write, so it is a copy beside a durable sink (a chained
+//! file's mirror, or a second sink), never the trail itself: the local audit file stays the source of truth.
 //!
 //! **Setting it up.** The runners do it from the standard `OTEL_*` variables ([`Otel::from_env`]): nothing is
 //! exported unless `OTEL_EXPORTER_OTLP_ENDPOINT` (or a signal's own `OTEL_EXPORTER_OTLP_{TRACES,METRICS,LOGS}_ENDPOINT`)
@@ -409,8 +410,10 @@ fn remote_parent(traceparent: Option<&str>, tracestate: Option<&str>) -> Option<
 /// the tool, outcome and call id. Beside a chained audit file it is the file's [`LineMirror`]
 /// ([`ChainedFileSink::with_mirror`](crate::audit::ChainedFileSink::with_mirror)): the body is then the line as
 /// written, with `seq`, `prev` and the seal (and checkpoints are copied too), so a collector's copy shows a gap as
-/// the file does. Otherwise it is an [`AuditSink`] of its own. A failure to export never fails the write (the
-/// batch exporter drops and reports); the local audit file stays the source of truth.
+/// the file does. Otherwise add it as an [`AuditSink`] beside a durable one, never alone:
+/// [`ToolSetBuilder::audit_sink`](crate::ToolSetBuilder::audit_sink) replaces the default destination, and this sink
+/// never fails a write (the batch exporter drops and reports), so alone it would leave no durable trail and the
+/// audit could not fail closed. The local audit file stays the source of truth.
 pub struct AuditLogs {
     logger: opentelemetry_sdk::logs::SdkLogger,
 }
