@@ -737,8 +737,58 @@ async fn a_whole_float_is_taken_for_an_integer_argument() {
     }
 }
 
+/// Credentials, the key the server's own when left out.
+#[derive(serde::Deserialize, schemars::JsonSchema)]
+struct Credentials {
+    user: String,
+    #[serde(default = "server_key")]
+    key: String,
+    /// A field named like the keyword: still an argument's property.
+    default: Option<bool>,
+}
+
+/// The same, written into the schema where it is used.
+#[derive(serde::Deserialize, schemars::JsonSchema)]
+#[schemars(inline)]
+struct InlineCredentials {
+    #[serde(default = "server_key")]
+    key: String,
+}
+
+/// A key, below the credentials.
+#[derive(serde::Deserialize, schemars::JsonSchema)]
+struct Vault {
+    credentials: Credentials,
+}
+
+/// What is not secret about a connection.
+#[derive(serde::Deserialize, schemars::JsonSchema)]
+struct ConnectionOptions {
+    #[serde(default = "default_port")]
+    port: u16,
+}
+
+fn default_port() -> u16 {
+    5432
+}
+
+/// Connects with credentials (their key the server's own).
+#[secure_tool(scope = "svc.connect", read_only, audit_redact = ["credentials", "backup", "inline", "vault"])]
+async fn connect_as(
+    credentials: Credentials,
+    backup: Option<Credentials>,
+    inline: InlineCredentials,
+    vault: Vault,
+    options: ConnectionOptions,
+) -> Result<String, ToolError> {
+    let _ = (credentials, backup, inline, vault, options.port);
+    Ok(String::new())
+}
+
 /// A redacted argument's default (computed by a function, here the server's own key) was published in the schema
-/// `tools/list` shows; it is left out, and an argument not redacted keeps its own.
+/// `tools/list` shows; it is left out, and an argument not redacted keeps its own. So is a default below a redacted
+/// argument: in the definition its `$ref` points to (a struct), through an `Option`'s `anyOf`, written inline, or
+/// one definition further down.
 #[test]
 fn a_redacted_arguments_default_is_not_published() {
     let set = ToolSet::builder(()).tool::<connect>().build().unwrap();
@@ -746,6 +796,17 @@ fn a_redacted_arguments_default_is_not_published() {
     assert!(!schema.contains("sk-live"), "{schema}");
     let schema: Value = serde_json::from_str(&schema).unwrap();
     assert_eq!(schema["properties"]["retries"]["default"], 0, "{schema}");
+
+    let set = ToolSet::builder(()).tool::<connect_as>().build().unwrap();
+    let schema = set.definition("connect_as").unwrap().input_schema();
+    let text = serde_json::to_string(schema).unwrap();
+    assert!(!text.contains("sk-live"), "{text}");
+    assert_eq!(
+        schema["$defs"]["ConnectionOptions"]["properties"]["port"]["default"], 5432,
+        "{text}"
+    );
+    let credentials = &schema["$defs"]["Credentials"]["properties"];
+    assert!(credentials["default"].is_object(), "{text}");
 }
 
 /// Sets limits from a map.

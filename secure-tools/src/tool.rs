@@ -207,6 +207,100 @@ fn integer_ranges(value: &mut Value) {
     }
 }
 
+/// The keywords whose value is a subschema, or an array of them (JSON Schema 2020-12 and the drafts before it).
+const SUBSCHEMA_KEYWORDS: [&str; 16] = [
+    "items",
+    "prefixItems",
+    "additionalItems",
+    "contains",
+    "additionalProperties",
+    "unevaluatedProperties",
+    "unevaluatedItems",
+    "propertyNames",
+    "not",
+    "if",
+    "then",
+    "else",
+    "allOf",
+    "anyOf",
+    "oneOf",
+    "contentSchema",
+];
+
+/// The keywords whose value maps names (of properties, of definitions) to subschemas.
+const SUBSCHEMA_MAP_KEYWORDS: [&str; 6] = [
+    "properties",
+    "patternProperties",
+    "dependentSchemas",
+    "$defs",
+    "definitions",
+    "dependencies",
+];
+
+/// Calls `visit` on `schema` and on each of its subschemas, however deep; not on values that are data (`const`,
+/// `enum`, `default`) nor on the name of a property.
+fn each_subschema(schema: &mut Value, visit: &mut dyn FnMut(&mut JsonObject)) {
+    let Value::Object(object) = schema else {
+        return;
+    };
+    visit(object);
+    for (keyword, value) in object.iter_mut() {
+        if SUBSCHEMA_KEYWORDS.contains(&keyword.as_str()) {
+            match value {
+                Value::Array(items) => items
+                    .iter_mut()
+                    .for_each(|item| each_subschema(item, visit)),
+                other => each_subschema(other, visit),
+            }
+        } else if SUBSCHEMA_MAP_KEYWORDS.contains(&keyword.as_str())
+            && let Value::Object(named) = value
+        {
+            named
+                .values_mut()
+                .for_each(|item| each_subschema(item, visit));
+        }
+    }
+}
+
+/// Takes the `default` and `examples` out of each redacted argument's schema and of every definition it refers to,
+/// directly or through other definitions.
+fn withhold_redacted_values(schema: &mut JsonObject, redacted: &[&str]) {
+    let mut referred = Vec::new();
+    let mut withhold = |object: &mut JsonObject, referred: &mut Vec<String>| {
+        object.remove("default");
+        object.remove("examples");
+        if let Some(Value::String(reference)) = object.get("$ref") {
+            let name = ["#/$defs/", "#/definitions/"]
+                .iter()
+                .find_map(|prefix| reference.strip_prefix(prefix));
+            if let Some(name) = name {
+                referred.push(name.replace("~1", "/").replace("~0", "~"));
+            }
+        }
+    };
+    if let Some(Value::Object(properties)) = schema.get_mut("properties") {
+        for name in redacted {
+            if let Some(property) = properties.get_mut(*name) {
+                each_subschema(property, &mut |object| withhold(object, &mut referred));
+            }
+        }
+    }
+    let mut done = std::collections::BTreeSet::new();
+    while let Some(name) = referred.pop() {
+        if !done.insert(name.clone()) {
+            continue;
+        }
+        for definitions in ["$defs", "definitions"] {
+            if let Some(definition) = schema
+                .get_mut(definitions)
+                .and_then(|defs| defs.get_mut(&name))
+            {
+                each_subschema(definition, &mut |object| withhold(object, &mut referred));
+            }
+        }
+    }
+}
+
 impl ToolDefinition {
     pub(crate) fn of<S, T: SecureTool<S>>() -> Result<Self, DefinitionError> {
         let meta = T::META;
@@ -277,18 +371,10 @@ impl ToolDefinition {
             integer_ranges(value);
         }
         // A redacted argument's default or examples would publish a value in `tools/list` (a default computed by a
-        // function, say `server_key()`), whatever the records withhold: they are left out of its schema.
-        if !meta.audit_redact.is_empty()
-            && let Some(properties) = Arc::make_mut(&mut input_schema)
-                .get_mut("properties")
-                .and_then(|p| p.as_object_mut())
-        {
-            for name in meta.audit_redact {
-                if let Some(property) = properties.get_mut(*name).and_then(|p| p.as_object_mut()) {
-                    property.remove("default");
-                    property.remove("examples");
-                }
-            }
+        // function, say `server_key()`), whatever the records withhold: they are left out of its schema, however
+        // deep, and out of every definition it refers to (a struct's fields are in `$defs`).
+        if !meta.audit_redact.is_empty() {
+            withhold_redacted_values(Arc::make_mut(&mut input_schema), meta.audit_redact);
         }
         let mut annotations = ToolAnnotations::new();
         annotations.title = meta.title.map(str::to_owned);
