@@ -21,14 +21,25 @@ async fn whoami() -> Result<String, ToolError> {
     Ok("me".into())
 }
 
-/// Fails on an I/O error, and panics on blocking threads holding a redacted argument.
+/// Fails on an I/O error; it redacts nothing.
+#[secure_tool(scope = "whoami")]
+async fn broken() -> Result<String, ToolError> {
+    Err(std::io::Error::other("disk on fire").into())
+}
+
+/// Fails on errors quoting a redacted argument (an I/O error, serde's), and panics on blocking threads holding
+/// it.
 #[secure_tool(scope = "whoami", audit_redact = ["secret"])]
 async fn leaky(
     /// A secret.
     secret: String,
 ) -> Result<String, ToolError> {
     if secret.starts_with("io") {
-        return Err(std::io::Error::other("disk on fire").into());
+        return Err(std::io::Error::other(format!("disk on fire under {secret}")).into());
+    }
+    if secret.starts_with("serde") {
+        let number: u32 = serde_json::from_value(json!(secret)).map_err(ToolError::internal)?;
+        return Ok(number.to_string());
     }
     if secret.starts_with("tokio") {
         tokio::task::spawn_blocking(move || -> String { panic!("tokio thread saw {secret}") })
@@ -93,6 +104,7 @@ fn calls_run_in_a_span_and_the_tracing_bridge_carries_the_record() {
     runtime.block_on(async {
         let set = ToolSet::builder(())
             .tool::<whoami>()
+            .tool::<broken>()
             .tool::<leaky>()
             .server_id("test-server")
             .audit_sink(TracingSink)
@@ -102,20 +114,40 @@ fn calls_run_in_a_span_and_the_tracing_bridge_carries_the_record() {
         set.call(request(&who, 5, "whoami", json!({})))
             .await
             .unwrap();
-        for secret in ["io-hunter2", "tokio-hunter2", "helper-hunter2"] {
+        set.call(request(&who, 6, "broken", json!({})))
+            .await
+            .unwrap();
+        for secret in [
+            "io-hunter2",
+            "serde-hunter2",
+            "tokio-hunter2",
+            "helper-hunter2",
+        ] {
             set.call(request(&who, 6, "leaky", json!({ "secret": secret })))
                 .await
                 .unwrap();
         }
     });
     let lines = captured.0.lock().unwrap().clone();
-    // An internal error's detail goes to the log for the operator; a panic's message, which may quote a redacted
-    // argument, goes nowhere, on whichever thread it happened.
+    // An internal error's detail goes to the log for the operator, but only from a tool that redacts nothing:
+    // an error's text may quote an argument (serde's does), so of a tool that redacts only the kind of error is
+    // logged. A panic's message, which may quote a redacted argument too, goes nowhere, on whichever thread it
+    // happened.
     assert!(
-        lines.iter().any(|l| l.contains("disk on fire")),
+        lines
+            .iter()
+            .any(|l| l.contains("disk on fire") && l.contains("tool=broken")),
         "{lines:#?}"
     );
     assert!(lines.iter().all(|l| !l.contains("hunter2")), "{lines:#?}");
+    for kind in ["std::io::Error (Other)", "serde_json::Error (Data)"] {
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains(kind) && l.contains("tool=leaky")),
+            "{kind}: {lines:#?}"
+        );
+    }
     assert!(
         lines.iter().any(|l| l.contains("no time driver")),
         "{lines:#?}"

@@ -266,7 +266,7 @@ fn each_subschema(schema: &mut Value, visit: &mut dyn FnMut(&mut JsonObject)) {
 /// directly or through other definitions.
 fn withhold_redacted_values(schema: &mut JsonObject, redacted: &[&str]) {
     let mut referred = Vec::new();
-    let mut withhold = |object: &mut JsonObject, referred: &mut Vec<String>| {
+    let withhold = |object: &mut JsonObject, referred: &mut Vec<String>| {
         object.remove("default");
         object.remove("examples");
         if let Some(Value::String(reference)) = object.get("$ref") {

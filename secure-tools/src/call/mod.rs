@@ -1047,9 +1047,23 @@ impl<'s> Call<'s> {
         if let Err(refusal) = &result
             && let Some(source) = refusal.internal_source()
         {
-            // The error's `Display` is the tool's code: a panic in it must not take the call's answer with it.
+            // The error's `Display` (and its `source`) is the tool's code: a panic in it must not take the call's
+            // answer with it.
             let _ = panic::quietly(|| {
-                tracing::error!(code = refusal.code(), error = %source, "tool failed");
+                if self
+                    .tool
+                    .is_some_and(|tool| !tool.definition.audit_redact().is_empty())
+                {
+                    // Its text may quote an argument (serde's does: `invalid type: string "..."`), and the tool
+                    // redacts some: only what kind of error it is, as a plain tool's server's message is withheld.
+                    tracing::error!(
+                        code = refusal.code(),
+                        error_kind = %error_kind(source),
+                        "tool failed (the error's text is not logged: the tool redacts arguments it may quote)"
+                    );
+                } else {
+                    tracing::error!(code = refusal.code(), error = %source, "tool failed");
+                }
             });
         }
         let code = match &result {
@@ -1094,6 +1108,46 @@ impl<'s> Call<'s> {
             }
         })
     }
+}
+
+/// What an internal error is, without its text: the first error in its chain of a type the pipeline knows, with
+/// the kind that type tells (`std::io::Error (NotFound)`, `serde_json::Error (Data)`).
+fn error_kind(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut next = Some(error);
+    for _ in 0..8 {
+        let Some(error) = next else { break };
+        if let Some(io) = error.downcast_ref::<std::io::Error>() {
+            return format!("std::io::Error ({:?})", io.kind());
+        }
+        if let Some(json) = error.downcast_ref::<serde_json::Error>() {
+            return format!("serde_json::Error ({:?})", json.classify());
+        }
+        if let Some(join) = error.downcast_ref::<tokio::task::JoinError>() {
+            let kind = if join.is_cancelled() {
+                "cancelled"
+            } else {
+                "panic"
+            };
+            return format!("tokio::task::JoinError ({kind})");
+        }
+        if let Some(service) = error.downcast_ref::<rmcp::ServiceError>() {
+            let kind = match service {
+                rmcp::ServiceError::McpError(_) => "McpError",
+                rmcp::ServiceError::TransportSend(_) => "TransportSend",
+                rmcp::ServiceError::TransportClosed => "TransportClosed",
+                rmcp::ServiceError::UnexpectedResponse => "UnexpectedResponse",
+                rmcp::ServiceError::Cancelled { .. } => "Cancelled",
+                rmcp::ServiceError::Timeout { .. } => "Timeout",
+                _ => "other",
+            };
+            return format!("rmcp::ServiceError ({kind})");
+        }
+        if error.is::<panic::Aborted>() {
+            return "secure_tools::task::Aborted".to_owned();
+        }
+        next = error.source();
+    }
+    "an error of a type of the tool's own".to_owned()
 }
 
 /// The longest code recorded, in bytes.
