@@ -36,7 +36,8 @@ pub enum RefusalKind {
 /// Handlers know it as [`ToolError`](crate::ToolError), the same type. Use [`Refusal::new`] for failures the caller
 /// can act on (`not_found`, `too_large`, ...) and [`Refusal::internal`] (or `?` on an [`std::io::Error`]) for
 /// everything else: the caller then sees only `internal_error`, while the detail goes to the operator's `tracing`
-/// log, never to the caller. Guards and argument rules use [`Refusal::denied`] and [`Refusal::limited`].
+/// log, never to the caller (for a tool that redacts arguments, only the kind of error: its text may quote one).
+/// Guards and argument rules use [`Refusal::denied`] and [`Refusal::limited`].
 pub struct Refusal {
     kind: RefusalKind,
     code: Cow<'static, str>,
@@ -92,7 +93,8 @@ impl Refusal {
         Refusal::with_kind(RefusalKind::Limited, code, message)
     }
 
-    /// An internal failure (outcome `error`): the caller sees `internal_error`; `source` is logged for the operator.
+    /// An internal failure (outcome `error`): the caller sees `internal_error`; `source` is logged for the operator
+    /// (of a tool that redacts arguments, only what kind of error it is, not its text).
     ///
     /// A [`tokio::task::JoinError`] of a task that panicked becomes the refusal of a panic instead (outcome
     /// `panic`), and its payload is dropped unread: its message may quote a redacted argument.
