@@ -1,5 +1,6 @@
-//! The built-in limits: a rate per caller and tool, and how many calls may run at once. Both run in the guard
-//! stage before decoding, inside the audited region, and refuse with outcome `limited`.
+//! The built-in limits: a rate per caller and tool, and how many calls may run at once. Both run in a stage of
+//! their own, after the scope check and before any guard, inside the audited region, and refuse with outcome
+//! `limited`.
 
 use std::fmt;
 use std::num::NonZeroU32;

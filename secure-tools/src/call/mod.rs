@@ -388,20 +388,9 @@ impl<S: Send + Sync + 'static> ToolSet<S> {
             codes::UNDECLARED_TOOL,
             "this tool is not under the server's policy, so it is not called",
         );
-        let call_id = call.context.call_id();
-        match call.finish(Err(refusal)) {
-            Ok(response) => response,
-            // The tool is unknown to the set: `finish` wrote the record and says so.
-            Err(CallError::UnknownTool(_)) => CallResponse {
-                call_id,
-                outcome: Outcome::Denied,
-                result: Err(Refusal::denied(
-                    codes::UNDECLARED_TOOL,
-                    "this tool is not under the server's policy, so it is not called",
-                )),
-                has_output_schema: false,
-            },
-        }
+        // The tool is unknown to the set: the answer is the refusal all the same, not `unknown_tool`.
+        let (response, _unknown) = call.answer(Err(refusal));
+        response
     }
 }
 
@@ -1037,7 +1026,15 @@ impl<'s> Call<'s> {
         written
     }
 
-    fn finish(mut self, result: Result<ToolOutput, Refusal>) -> Result<CallResponse, CallError> {
+    fn finish(self, result: Result<ToolOutput, Refusal>) -> Result<CallResponse, CallError> {
+        match self.answer(result) {
+            (response, None) => Ok(response),
+            (_, Some(unknown)) => Err(CallError::UnknownTool(unknown)),
+        }
+    }
+
+    /// Writes the call's record and makes its answer; with the name as sent, for a tool the set does not have.
+    fn answer(mut self, result: Result<ToolOutput, Refusal>) -> (CallResponse, Option<String>) {
         let outcome = match &result {
             // A plain tool's own error result: its content goes to the client as it is.
             Ok(ToolOutput::Result(result)) if result.is_error == Some(true) => Outcome::Error,
@@ -1072,11 +1069,11 @@ impl<'s> Call<'s> {
             Ok(_) => None,
         };
         let written = self.write_record(outcome, code);
-        let Some(tool) = self.tool else {
-            let name = self.sent_name.take().unwrap_or_default();
-            return Err(CallError::UnknownTool(name));
+        let unknown = match self.tool {
+            Some(_) => None,
+            None => Some(self.sent_name.take().unwrap_or_default()),
         };
-        let has_output_schema = tool.has_output_schema();
+        let has_output_schema = self.tool.is_some_and(ToolEntry::has_output_schema);
         let call_id = self.context.call_id();
         // The transport that asked (HTTP, to answer with an `insufficient_scope` challenge) gets the pipeline's own
         // refusal for a missing scope, typed: never a tool's answer that reads like one.
@@ -1090,7 +1087,7 @@ impl<'s> Call<'s> {
                 RefusalNotice::new(refusal, outcome, call_id),
             );
         }
-        Ok(match written {
+        let response = match written {
             Ok(()) => CallResponse {
                 call_id,
                 outcome,
@@ -1106,7 +1103,8 @@ impl<'s> Call<'s> {
                     has_output_schema,
                 }
             }
-        })
+        };
+        (response, unknown)
     }
 }
 
