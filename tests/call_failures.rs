@@ -1177,7 +1177,12 @@ struct VaultLogin {
 async fn sign_in_to_vault(
     secure_tools::Args(login): secure_tools::Args<VaultLogin>,
 ) -> Result<String, ToolError> {
-    Ok(format!("{}: {} labels", login.vault, login.labels.len()))
+    Ok(format!(
+        "{}: {} labels, {} bytes of password",
+        login.vault,
+        login.labels.len(),
+        login.password.len()
+    ))
 }
 
 /// Review finding: a tool whose schema admits names it does not declare (an `Args<T>` with a flattened map)
@@ -1214,7 +1219,7 @@ async fn names_a_tool_does_not_declare_are_recorded_as_secrets_even_when_its_sch
         .unwrap();
     assert_eq!(
         called.result().unwrap(),
-        &secure_tools::ToolOutput::Text("home: 1 labels".into())
+        &secure_tools::ToolOutput::Text("home: 1 labels, 1 bytes of password".into())
     );
     let records = sink.records();
     assert_eq!(records.len(), 3, "{records:?}");
