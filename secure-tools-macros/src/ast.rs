@@ -251,6 +251,13 @@ pub fn is_arg_marker(attr: &Attribute) -> bool {
     attr.path().is_ident("arg")
 }
 
+/// A lint attribute (`#[allow(..)]`, ...), which rustc takes on a parameter: it stays on the function's.
+pub fn is_lint_attr(attr: &Attribute) -> bool {
+    ["allow", "warn", "deny", "forbid", "expect"]
+        .iter()
+        .any(|name| attr.path().is_ident(name))
+}
+
 /// Whether an attribute on a parameter belongs to the generated argument struct.
 pub fn is_field_attr(attr: &Attribute) -> bool {
     ["validate", "serde", "schemars", "doc"]

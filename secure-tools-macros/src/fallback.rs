@@ -8,14 +8,15 @@ use syn::{FnArg, Item, ItemFn};
 
 use crate::ast::{is_arg_marker, is_field_attr};
 
-/// The function without the argument attributes that only the generated struct understands.
+/// The function without the argument attributes that only the generated struct understands, nor a `#[cfg_attr]`
+/// (refused: it may add them).
 pub fn strip_argument_attrs(item: &ItemFn) -> ItemFn {
     let mut item = item.clone();
     for arg in &mut item.sig.inputs {
         if let FnArg::Typed(typed) = arg {
-            typed
-                .attrs
-                .retain(|attr| !is_field_attr(attr) && !is_arg_marker(attr));
+            typed.attrs.retain(|attr| {
+                !is_field_attr(attr) && !is_arg_marker(attr) && !attr.path().is_ident("cfg_attr")
+            });
         }
     }
     item

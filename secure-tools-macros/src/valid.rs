@@ -118,6 +118,7 @@ pub fn check<'a>(
     let mut args_struct = None;
     let mut input_names = BTreeSet::new();
     for param in &function.params {
+        check_conditional_attrs(param, errors);
         match &param.kind {
             ParamKind::Receiver => errors.push(syn::Error::new_spanned(
                 param.original,
@@ -161,7 +162,9 @@ pub fn check<'a>(
                 }
             },
             ParamKind::Args { inner, ty, attrs } => {
-                if let Some(attr) = attrs.iter().find(|a| !a.path().is_ident("doc")) {
+                if let Some(attr) = attrs.iter().find(|a| {
+                    !a.path().is_ident("doc") && !crate::ast::is_lint_attr(a) && !is_conditional(a)
+                }) {
                     errors.push(syn::Error::new_spanned(
                         attr,
                         "attributes of `Args<T>` belong on the fields of `T`",
@@ -325,6 +328,34 @@ pub fn check<'a>(
         timeout_ms,
         concurrency,
         authorize: args.authorize.as_ref(),
+    }
+}
+
+fn is_conditional(attr: &syn::Attribute) -> bool {
+    attr.path().is_ident("cfg") || attr.path().is_ident("cfg_attr")
+}
+
+/// `#[cfg]` on a parameter would make the input schema differ from one build to another (and the attribute would
+/// pass an argument the function no longer takes); `#[cfg_attr]` would add attributes the attribute never sees, so
+/// a `#[validate]` or `#[serde]` rule in it would be neither checked nor applied.
+fn check_conditional_attrs(param: &crate::ast::Param, errors: &mut Vec<syn::Error>) {
+    let syn::FnArg::Typed(typed) = param.original else {
+        return;
+    };
+    for attr in &typed.attrs {
+        if attr.path().is_ident("cfg") {
+            errors.push(syn::Error::new_spanned(
+                attr,
+                "a parameter of a secure tool cannot be conditional: its input schema and its call would differ \
+                 from one build to another; make the argument an `Option<T>`, or put `#[cfg]` on the whole tool",
+            ));
+        } else if attr.path().is_ident("cfg_attr") {
+            errors.push(syn::Error::new_spanned(
+                attr,
+                "`#[cfg_attr]` on a parameter of a secure tool is not supported: the attribute would not see the \
+                 attributes it adds; write them unconditionally, or put `#[cfg_attr]` on the whole tool",
+            ));
+        }
     }
 }
 
