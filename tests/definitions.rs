@@ -244,3 +244,26 @@ fn a_schema_composing_subschemas_at_its_root_is_refused_when_built() {
     );
     assert!(error.to_string().contains("flatten"), "{error}");
 }
+
+/// Reads a note.
+#[secure_tool(scope = "notes.read", read_only)]
+async fn read_note(
+    /// The note.
+    path: String,
+    /// How to read it; no longer used.
+    #[deprecated = "every note is read as text"]
+    mode: Option<String>,
+) -> String {
+    let _ = mode;
+    path
+}
+
+/// `#[deprecated]` on an argument marks its property `deprecated` in the input schema (rustc refuses it on a
+/// function's parameter: it belongs to the argument, not to the function).
+#[test]
+fn a_deprecated_argument_is_deprecated_in_the_schema() {
+    let set = ToolSet::builder(()).tool::<read_note>().build().unwrap();
+    let schema = set.definition("read_note").unwrap().input_schema();
+    assert_eq!(schema["properties"]["mode"]["deprecated"], true, "{schema:?}");
+    assert!(schema["properties"]["path"].get("deprecated").is_none());
+}

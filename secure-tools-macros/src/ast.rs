@@ -258,9 +258,10 @@ pub fn is_lint_attr(attr: &Attribute) -> bool {
         .any(|name| attr.path().is_ident(name))
 }
 
-/// Whether an attribute on a parameter belongs to the generated argument struct.
+/// Whether an attribute on a parameter belongs to the generated argument struct. `#[deprecated]`, which rustc
+/// refuses on a parameter, is the field's: schemars marks its property `deprecated`.
 pub fn is_field_attr(attr: &Attribute) -> bool {
-    ["validate", "serde", "schemars", "doc"]
+    ["validate", "serde", "schemars", "doc", "deprecated"]
         .iter()
         .any(|name| attr.path().is_ident(name))
 }

@@ -366,6 +366,8 @@ fn generate(model: &Model) -> TokenStream {
                 };
                 type Output = #output_ty;
 
+                // An argument marked `#[deprecated]` is a deprecated field of the struct: passing it on is no use of it.
+                #[allow(deprecated)]
                 fn invoke(
                     __args: Self::Args,
                     __cx: &#private::CallContext,

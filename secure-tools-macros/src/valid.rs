@@ -379,7 +379,8 @@ fn check_schema_attrs(attrs: &[syn::Attribute], errors: &mut Vec<syn::Error>) {
     ];
     // What only describes the argument; anything else would make the schema say what decoding does not do (a
     // `rename` the decoder does not know, a `default` it does not apply, a `transform` adding any keyword).
-    const DESCRIBING: [&str; 5] = ["title", "description", "example", "inline", "deprecated"];
+    // (schemars takes no `inline` or `deprecated` on a field: `#[deprecated]` on the parameter marks it.)
+    const DESCRIBING: [&str; 3] = ["title", "description", "example"];
     for attr in attrs {
         if attr.path().is_ident("schemars") {
             let read = attr.parse_nested_meta(|meta| {
@@ -403,14 +404,26 @@ fn check_schema_attrs(attrs: &[syn::Attribute], errors: &mut Vec<syn::Error>) {
                         "`#[schemars(extend(...))]` can add schema keywords that nothing checks; describe the \
                          argument with its doc comment and check it with `#[validate(...)]`",
                     ));
+                } else if name == "deprecated" {
+                    errors.push(syn::Error::new_spanned(
+                        &meta.path,
+                        "schemars takes no `#[schemars(deprecated)]` on an argument; mark the parameter \
+                         `#[deprecated]`, which puts `deprecated: true` in its schema",
+                    ));
+                } else if name == "inline" {
+                    errors.push(syn::Error::new_spanned(
+                        &meta.path,
+                        "schemars takes no `#[schemars(inline)]` on an argument; to write a type's schema where it \
+                         is used rather than in `$defs`, put `#[schemars(inline)]` on the type's own definition",
+                    ));
                 } else if !DESCRIBING.contains(&name.as_str()) {
                     errors.push(syn::Error::new_spanned(
                         &meta.path,
                         format_args!(
                             "`#[schemars({name})]` changes the schema but not what decoding accepts, so clients \
                              would be told one thing and refused another; on an argument only `title`, \
-                             `description`, `example`, `inline` and `deprecated` are taken (rename with \
-                             `#[serde(rename)]`, default with `#[serde(default)]`, check with `#[validate(...)]`)"
+                             `description` and `example` are taken (rename with `#[serde(rename)]`, default with \
+                             `#[serde(default)]`, check with `#[validate(...)]`)"
                         ),
                     ));
                 }
@@ -420,7 +433,7 @@ fn check_schema_attrs(attrs: &[syn::Attribute], errors: &mut Vec<syn::Error>) {
                 errors.push(syn::Error::new(
                     error.span(),
                     "this `#[schemars(...)]` cannot be read, so what it does to the schema cannot be checked; on \
-                     an argument only `title`, `description`, `example`, `inline` and `deprecated` are taken",
+                     an argument only `title`, `description` and `example` are taken",
                 ));
             }
         } else if attr.path().is_ident("serde") {
