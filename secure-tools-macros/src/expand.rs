@@ -18,6 +18,24 @@ pub fn secure_tool(args: TokenStream, item: TokenStream) -> TokenStream {
         }
     };
     let mut errors = Vec::new();
+    // A second `#[secure_tool]` on the same function would declare the tool type again: reported here, on the
+    // second, which is then dropped so that it does not expand.
+    let mut item_fn = item_fn;
+    item_fn.attrs.retain(|attr| {
+        let again = attr
+            .path()
+            .segments
+            .last()
+            .is_some_and(|segment| segment.ident == "secure_tool");
+        if again {
+            errors.push(syn::Error::new_spanned(
+                attr,
+                "`#[secure_tool]` is applied twice; a function is one tool: keep one attribute, or write a second \
+                 function for a second tool",
+            ));
+        }
+        !again
+    });
     let args = match attr::parse(args, &mut errors) {
         Ok(args) => args,
         Err(error) => {

@@ -119,6 +119,15 @@ pub fn check<'a>(
     let mut input_names = BTreeSet::new();
     for param in &function.params {
         check_conditional_attrs(param, errors);
+        if let syn::FnArg::Typed(typed) = param.original
+            && let Some(impl_trait) = find_impl_trait(&typed.ty)
+        {
+            errors.push(syn::Error::new_spanned(
+                impl_trait,
+                "a parameter of a secure tool has one concrete type, decoded from the call or taken from its \
+                 context: `impl Trait` cannot be one; name the type (`String` for `impl Into<String>`, say)",
+            ));
+        }
         match &param.kind {
             ParamKind::Receiver => errors.push(syn::Error::new_spanned(
                 param.original,
@@ -501,6 +510,34 @@ fn find_reference(ty: &Type) -> Option<&TypeReference> {
                     PathArguments::AngleBracketed(generics) => {
                         generics.args.iter().find_map(|arg| match arg {
                             GenericArgument::Type(ty) => find_reference(ty),
+                            _ => None,
+                        })
+                    }
+                    _ => None,
+                })
+        }
+        _ => None,
+    }
+}
+
+/// The first `impl Trait` in a type, however deep.
+fn find_impl_trait(ty: &Type) -> Option<&syn::TypeImplTrait> {
+    match ty {
+        Type::ImplTrait(impl_trait) => Some(impl_trait),
+        Type::Reference(reference) => find_impl_trait(&reference.elem),
+        Type::Array(array) => find_impl_trait(&array.elem),
+        Type::Slice(slice) => find_impl_trait(&slice.elem),
+        Type::Group(group) => find_impl_trait(&group.elem),
+        Type::Paren(paren) => find_impl_trait(&paren.elem),
+        Type::Tuple(tuple) => tuple.elems.iter().find_map(find_impl_trait),
+        Type::Path(path) => {
+            path.path
+                .segments
+                .iter()
+                .find_map(|segment| match &segment.arguments {
+                    PathArguments::AngleBracketed(generics) => {
+                        generics.args.iter().find_map(|arg| match arg {
+                            GenericArgument::Type(ty) => find_impl_trait(ty),
                             _ => None,
                         })
                     }
