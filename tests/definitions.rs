@@ -264,6 +264,56 @@ async fn read_note(
 fn a_deprecated_argument_is_deprecated_in_the_schema() {
     let set = ToolSet::builder(()).tool::<read_note>().build().unwrap();
     let schema = set.definition("read_note").unwrap().input_schema();
-    assert_eq!(schema["properties"]["mode"]["deprecated"], true, "{schema:?}");
+    assert_eq!(
+        schema["properties"]["mode"]["deprecated"], true,
+        "{schema:?}"
+    );
     assert!(schema["properties"]["path"].get("deprecated").is_none());
+}
+
+/**
+ * Reads a note, described in a block comment.
+ *
+ * Only notes under the root.
+ */
+#[secure_tool(scope = "notes.read", read_only)]
+async fn read_block(path: String) -> String {
+    path
+}
+
+#[doc = concat!("Writes ", "a note, described by a macro.")]
+///
+/// Its content is replaced.
+#[secure_tool(scope = "notes.write")]
+async fn write_concat(path: String) -> String {
+    path
+}
+
+/** Lists the notes. */
+#[secure_tool(scope = "notes.read", read_only)]
+async fn list_block() -> String {
+    String::new()
+}
+
+/// A description is the doc comment as rustdoc reads it: a block comment's leading `*` is not part of the text
+/// (it was "* Reads a note..."), and a `#[doc = concat!(..)]` or `include_str!` is part of it (it was left out,
+/// and with it the whole description).
+#[test]
+fn block_comments_and_doc_macros_make_the_description() {
+    let set = ToolSet::builder(())
+        .tool::<read_block>()
+        .tool::<write_concat>()
+        .tool::<list_block>()
+        .build()
+        .unwrap();
+    let description = |name| set.definition(name).unwrap().description();
+    assert_eq!(
+        description("read_block"),
+        Some("Reads a note, described in a block comment.\n\nOnly notes under the root.")
+    );
+    assert_eq!(
+        description("write_concat"),
+        Some("Writes a note, described by a macro.\n\nIts content is replaced.")
+    );
+    assert_eq!(description("list_block"), Some("Lists the notes."));
 }

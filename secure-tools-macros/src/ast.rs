@@ -1,6 +1,7 @@
 //! A borrowed view of the annotated function: its parameters sorted into arguments and context, its docs and its
 //! result type, each keeping the original tokens for spans.
 
+use proc_macro2::TokenStream;
 use syn::{Attribute, FnArg, GenericArgument, Ident, ItemFn, Pat, PathArguments, ReturnType, Type};
 
 /// The context parameter types the runtime fills from the call, by the last segment of their path. A parameter
@@ -21,7 +22,8 @@ pub const CONTEXT_TYPES: &[&str] = &[
 
 pub struct Function<'a> {
     pub original: &'a ItemFn,
-    pub docs: Option<String>,
+    /// The description, an expression of type `&'static str`.
+    pub docs: Option<TokenStream>,
     pub params: Vec<Param<'a>>,
     pub output: Output<'a>,
 }
@@ -218,32 +220,83 @@ fn last_segment(ty: &Type) -> Option<(String, Option<&Type>)> {
     Some((segment.ident.to_string(), first))
 }
 
-/// The text of `///` comments: one leading space dropped from each line, outer blank lines trimmed.
-pub fn docs(attrs: &[Attribute]) -> Option<String> {
-    let lines: Vec<String> = attrs
-        .iter()
-        .filter(|attr| attr.path().is_ident("doc"))
-        .filter_map(|attr| match &attr.meta {
-            syn::Meta::NameValue(nv) => match &nv.value {
-                syn::Expr::Lit(syn::ExprLit {
-                    lit: syn::Lit::Str(s),
-                    ..
-                }) => Some(s.value()),
-                _ => None,
-            },
-            _ => None,
-        })
-        .flat_map(|text| text.split('\n').map(str::to_owned).collect::<Vec<_>>())
-        .map(|line| {
-            line.strip_prefix(' ')
-                .map(str::to_owned)
-                .unwrap_or(line)
-                .trim_end()
-                .to_owned()
-        })
-        .collect();
-    let text = lines.join("\n").trim().to_owned();
-    (!text.is_empty()).then_some(text)
+/// The description: the doc comments as rustdoc reads them (`///` lines with one leading space dropped, a
+/// `/** */` block without its margin of `*`), outer blank lines trimmed, and a `#[doc = concat!(..)]` or
+/// `#[doc = include_str!(..)]` in its place: then the expression is a `concat!` of the pieces.
+pub fn docs(attrs: &[Attribute]) -> Option<TokenStream> {
+    enum Piece<'a> {
+        Line(String),
+        Macro(&'a syn::Expr),
+    }
+    let mut pieces = Vec::new();
+    for attr in attrs.iter().filter(|attr| attr.path().is_ident("doc")) {
+        let syn::Meta::NameValue(nv) = &attr.meta else {
+            continue;
+        };
+        match &nv.value {
+            syn::Expr::Lit(syn::ExprLit {
+                lit: syn::Lit::Str(s),
+                ..
+            }) => pieces.extend(doc_lines(&s.value()).into_iter().map(Piece::Line)),
+            other => pieces.push(Piece::Macro(other)),
+        }
+    }
+    let blank =
+        |piece: Option<&Piece>| matches!(piece, Some(Piece::Line(line)) if line.trim().is_empty());
+    while blank(pieces.first()) {
+        pieces.remove(0);
+    }
+    while blank(pieces.last()) {
+        pieces.pop();
+    }
+    if pieces.is_empty() {
+        return None;
+    }
+    if pieces.iter().all(|piece| matches!(piece, Piece::Line(_))) {
+        let lines: Vec<&str> = pieces
+            .iter()
+            .map(|piece| match piece {
+                Piece::Line(line) => line.as_str(),
+                Piece::Macro(_) => "",
+            })
+            .collect();
+        let text = lines.join("\n").trim().to_owned();
+        return Some(quote::quote!(#text));
+    }
+    // Each piece is a line of its own, as rustdoc joins doc attributes.
+    let mut parts = Vec::new();
+    for (i, piece) in pieces.iter().enumerate() {
+        if i > 0 {
+            parts.push(quote::quote!("\n"));
+        }
+        parts.push(match piece {
+            Piece::Line(line) => quote::quote!(#line),
+            Piece::Macro(expr) => quote::quote!(#expr),
+        });
+    }
+    Some(quote::quote!(::core::concat!(#(#parts),*)))
+}
+
+/// The lines of one doc attribute's text. A block comment's (`/** .. */`) first and last lines hold only what
+/// follows `/**` and precedes `*/`, and its lines may start with a margin of `*`: both are dropped, as rustdoc does.
+fn doc_lines(text: &str) -> Vec<String> {
+    let mut lines: Vec<&str> = text.split('\n').collect();
+    if lines.len() > 1 {
+        let decoration = |line: &str| line.trim().chars().all(|c| c == '*');
+        if lines.first().is_some_and(|line| decoration(line)) {
+            lines.remove(0);
+        }
+        if lines.last().is_some_and(|line| decoration(line)) {
+            lines.pop();
+        }
+        if !lines.is_empty() && lines.iter().all(|line| line.trim_start().starts_with('*')) {
+            lines = lines.iter().map(|line| &line.trim_start()[1..]).collect();
+        }
+    }
+    lines
+        .into_iter()
+        .map(|line| line.strip_prefix(' ').unwrap_or(line).trim_end().to_owned())
+        .collect()
 }
 
 /// `#[arg]`: the parameter is an argument, even if its type is named like a context type (`State`, `Caller`, ...).

@@ -126,7 +126,7 @@ fn generate(model: &Model) -> TokenStream {
     // Metadata.
     let name = &model.tool_name;
     let title = option(model.title.as_deref());
-    let description = option(function.docs.as_deref());
+    let description = option(function.docs.as_ref());
     let scopes = &model.scopes;
     let unscoped = model.unscoped;
     let redact = &model.audit_redact;
