@@ -453,6 +453,21 @@ fn check_schema_attrs(attrs: &[syn::Attribute], errors: &mut Vec<syn::Error>) {
                         "`#[serde(alias)]` accepts a name the input schema does not list; clients see only the \
                          schema's names (use `rename` to change the one name)",
                     ));
+                } else if meta.path.is_ident("deserialize_with") || meta.path.is_ident("with") {
+                    let key = if meta.path.is_ident("with") {
+                        "with"
+                    } else {
+                        "deserialize_with"
+                    };
+                    errors.push(syn::Error::new_spanned(
+                        &meta.path,
+                        format_args!(
+                            "`#[serde({key})]` decodes the argument otherwise than its type does, while its schema \
+                             still describes the type, so clients would be told one thing and refused another; \
+                             take a newtype with its own `Deserialize` and `JsonSchema` (the schema of what it \
+                             accepts) instead"
+                        ),
+                    ));
                 }
                 crate::attr::skip_value(&meta)
             });
