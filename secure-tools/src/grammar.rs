@@ -80,8 +80,9 @@ pub struct RateSpec {
     pub period: Duration,
 }
 
-/// The units a rate's period may be given in, with their length in seconds.
-const RATE_UNITS: [(&str, u64); 10] = [
+/// The units of time, with their length in seconds: a rate's period and a duration take the same ones (a duration
+/// `ms` too).
+const UNITS: [(&str, u64); 10] = [
     ("s", 1),
     ("sec", 1),
     ("second", 1),
@@ -94,6 +95,23 @@ const RATE_UNITS: [(&str, u64); 10] = [
     ("day", 86_400),
 ];
 
+/// The length of a unit of [`UNITS`], in seconds.
+fn unit_secs(unit: &str) -> Option<u64> {
+    UNITS
+        .iter()
+        .find(|(name, _)| *name == unit)
+        .map(|(_, secs)| *secs)
+}
+
+/// A whole number written in ASCII digits only (`u64::from_str` also takes a leading `+`); `Err(true)` for one
+/// that is too large, `Err(false)` for something else.
+fn whole_number(text: &str) -> Result<u64, bool> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(false);
+    }
+    text.parse().map_err(|_| true)
+}
+
 /// What a rate looks like, for error messages.
 pub const RATE_EXAMPLE: &str = "`10/min`, `5/s`, `100/hour` or `30/5min`";
 
@@ -103,12 +121,14 @@ pub fn rate(text: &str) -> Result<RateSpec, &'static str> {
     let (count, per) = text
         .split_once('/')
         .ok_or("expected `COUNT/UNIT`, such as `10/min`")?;
-    let count: u32 = count
-        .trim()
-        .parse()
-        .map_err(|_| "the count before `/` must be a whole number")?;
+    const COUNT_RANGE: &str = "the count must be between 1 and 1000000";
+    let count = match whole_number(count.trim()) {
+        Ok(count) => u32::try_from(count).map_err(|_| COUNT_RANGE)?,
+        Err(true) => return Err(COUNT_RANGE),
+        Err(false) => return Err("the count before `/` must be a whole number"),
+    };
     if count == 0 || count > MAX_RATE_COUNT {
-        return Err("the count must be between 1 and 1000000");
+        return Err(COUNT_RANGE);
     }
     let per = per.trim();
     let digits = per.bytes().take_while(u8::is_ascii_digit).count();
@@ -120,10 +140,7 @@ pub fn rate(text: &str) -> Result<RateSpec, &'static str> {
             .parse()
             .map_err(|_| "the period's multiplier is too large")?
     };
-    let unit_secs = RATE_UNITS
-        .iter()
-        .find(|(name, _)| *name == unit.trim())
-        .map(|(_, secs)| *secs)
+    let unit_secs = unit_secs(unit.trim())
         .ok_or("the unit after `/` must be one of `s`, `min`, `hour`, `day`")?;
     let secs = multiplier
         .checked_mul(unit_secs)
@@ -141,26 +158,28 @@ pub const MAX_DURATION: Duration = Duration::from_secs(86_400);
 /// What a duration looks like, for error messages.
 pub const DURATION_EXAMPLE: &str = "`500ms`, `30s`, `5min` or `1h`";
 
-/// Parses a duration: a whole number and a unit, `ms`, `s`, `m`/`min`, `h`, such as `500ms`, `30s`, `5min`, `1h`;
-/// between 1 ms and one day.
+/// Parses a duration: a whole number and a unit, `ms` or one of a rate's (`s`, `sec`, `second`, `m`, `min`,
+/// `minute`, `h`, `hour`, `d`, `day`), such as `500ms`, `30s`, `5min`, `1h`; between 1 ms and one day.
 pub fn duration(text: &str) -> Result<Duration, &'static str> {
+    const RANGE: &str = "the duration must be between 1 ms and one day";
     let text = text.trim();
     let digits = text.bytes().take_while(u8::is_ascii_digit).count();
     let (number, unit) = text.split_at(digits);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| "expected a whole number followed by a unit, such as `30s`")?;
-    let millis_per_unit: u64 = match unit.trim() {
+    let number = match whole_number(number) {
+        Ok(number) => number,
+        Err(true) => return Err(RANGE),
+        Err(false) => return Err("expected a whole number followed by a unit, such as `30s`"),
+    };
+    let millis_per_unit = match unit.trim() {
         "ms" => 1,
-        "s" | "sec" => 1_000,
-        "m" | "min" => 60_000,
-        "h" => 3_600_000,
-        _ => return Err("the unit must be one of `ms`, `s`, `min`, `h`"),
+        unit => unit_secs(unit)
+            .map(|secs| secs * 1_000)
+            .ok_or("the unit must be one of `ms`, `s`, `min`, `h`, `day`")?,
     };
     let millis = number
         .checked_mul(millis_per_unit)
         .filter(|ms| (1..=MAX_DURATION.as_millis() as u64).contains(ms))
-        .ok_or("the duration must be between 1 ms and one day")?;
+        .ok_or(RANGE)?;
     Ok(Duration::from_millis(millis))
 }
 
@@ -221,8 +240,19 @@ mod tests {
             "10/min/s",
             "99999999999999999999/s",
             "1/99999999999999999999s",
+            "+5/min",
+            "5/+1min",
+            "5_0/min",
         ] {
             assert!(rate(bad).is_err(), "{bad:?} parsed");
+        }
+        // A count that is a number, only too large, is told so (a `u32` parse said it was not a whole number).
+        for too_large in ["5000000000/s", "99999999999999999999/s", "1000001/min"] {
+            assert_eq!(
+                rate(too_large),
+                Err("the count must be between 1 and 1000000"),
+                "{too_large}"
+            );
         }
     }
 
@@ -232,7 +262,16 @@ mod tests {
         assert_eq!(duration("30s"), Ok(Duration::from_secs(30)));
         assert_eq!(duration("5min"), Ok(Duration::from_secs(300)));
         assert_eq!(duration("1h"), Ok(Duration::from_secs(3600)));
+        // The units of a rate's period, all of them.
+        assert_eq!(duration("2sec"), Ok(Duration::from_secs(2)));
+        assert_eq!(duration("2second"), Ok(Duration::from_secs(2)));
+        assert_eq!(duration("2minute"), Ok(Duration::from_secs(120)));
+        assert_eq!(duration("2hour"), Ok(Duration::from_secs(7200)));
+        assert_eq!(duration("1d"), Ok(Duration::from_secs(86_400)));
+        assert_eq!(duration("1day"), Ok(Duration::from_secs(86_400)));
         for bad in [
+            "+5s",
+            "2days",
             "",
             "s",
             "30",
