@@ -70,10 +70,28 @@ fn drop_bare_literals(tokens: &mut TokenStream, errors: &mut Vec<syn::Error>) ->
             kept.extend(argument.drain(..).chain(comma));
         }
     };
+    // A comma between generic arguments (`authorize = rules::at_most::<5, 10>`) separates no arguments: `<` and
+    // `>` are not groups, so their depth is counted (a `>` of `->` or `=>` closes nothing).
+    let mut angle_depth = 0usize;
+    let mut previous_joint: Option<char> = None;
     for token in std::mem::take(tokens) {
+        let joined_to = previous_joint.take();
         match token {
-            TokenTree::Punct(ref punct) if punct.as_char() == ',' => {
+            TokenTree::Punct(ref punct) if punct.as_char() == ',' && angle_depth == 0 => {
                 flush(&mut argument, Some(token))
+            }
+            TokenTree::Punct(ref punct) => {
+                match punct.as_char() {
+                    '<' => angle_depth += 1,
+                    '>' if !matches!(joined_to, Some('-' | '=')) => {
+                        angle_depth = angle_depth.saturating_sub(1)
+                    }
+                    _ => {}
+                }
+                if punct.spacing() == proc_macro2::Spacing::Joint {
+                    previous_joint = Some(punct.as_char());
+                }
+                argument.push(token);
             }
             other => argument.push(other),
         }
