@@ -33,6 +33,8 @@ pub struct Args {
     pub concurrency: Option<LitInt>,
     /// `authorize = path::to::rule`.
     pub authorize: Option<syn::Path>,
+    /// The second of `read_only` and `destructive`, when both are true: where the contradiction is reported.
+    pub contradiction: Option<Ident>,
 }
 
 /// Parses the arguments. Problems with single arguments are collected in `errors` and parsing goes on; a token
@@ -123,7 +125,16 @@ fn parse_one(
         ));
     };
     match key.to_string().as_str() {
-        "scope" | "scopes" => {
+        "scopes" => {
+            args.botched_scope = true;
+            errors.push(syn::Error::new_spanned(
+                &key,
+                "unknown `secure_tool` argument `scopes`; write `scope`, which takes one scope or a list of them: \
+                 `scope = [\"a.read\", \"b.read\"]`",
+            ));
+            skip_value(&meta)?;
+        }
+        "scope" => {
             let scopes = string_or_list(&meta, &key, "files.read", errors)?;
             if args.scope_key.is_some() {
                 duplicate(errors);
@@ -254,6 +265,12 @@ fn parse_one(
                 duplicate(errors);
             } else {
                 *slot = Some(value);
+                if args.read_only == Some(true)
+                    && args.destructive == Some(true)
+                    && args.contradiction.is_none()
+                {
+                    args.contradiction = Some(key);
+                }
             }
         }
         unknown => {

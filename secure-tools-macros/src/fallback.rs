@@ -54,22 +54,7 @@ fn stub(item: &ItemFn) -> TokenStream {
             }
 
             impl<__S> #private::SecureTool<__S> for #ident {
-                const META: #private::ToolMeta = #private::ToolMeta {
-                    name: #name,
-                    title: #private::None,
-                    description: #private::None,
-                    scopes: &[],
-                    unscoped: true,
-                    audit_redact: &[],
-                    read_only: #private::None,
-                    destructive: #private::None,
-                    idempotent: #private::None,
-                    open_world: #private::None,
-                    rate: #private::None,
-                    timeout: #private::None,
-                    concurrency: #private::None,
-                    denies_unknown_arguments: true,
-                };
+                const META: #private::ToolMeta = #private::ToolMeta::stub(#name);
                 type Output = ::std::string::String;
 
                 fn invoke(

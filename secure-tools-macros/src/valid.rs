@@ -2,7 +2,8 @@
 
 use std::collections::BTreeSet;
 
-use syn::{GenericArgument, Ident, LitStr, PathArguments, Type, TypeReference};
+use syn::ext::IdentExt;
+use syn::{GenericArgument, LitStr, PathArguments, Type, TypeReference};
 
 use crate::ast::{Function, ParamKind};
 use crate::attr::{self, Args};
@@ -47,8 +48,15 @@ pub fn check<'a>(
         ));
     }
     if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
+        // `Generics` prints its parameters only: a `where` clause alone is spanned on itself.
+        let tokens = match &sig.generics.where_clause {
+            Some(where_clause) if sig.generics.params.is_empty() => {
+                quote::ToTokens::to_token_stream(where_clause)
+            }
+            _ => quote::ToTokens::to_token_stream(&sig.generics),
+        };
         errors.push(syn::Error::new_spanned(
-            &sig.generics,
+            tokens,
             "`#[secure_tool]` functions cannot be generic; a tool has one input schema",
         ));
     }
@@ -66,7 +74,7 @@ pub fn check<'a>(
         }
         None => {
             // The function's own name is the tool's: it must be one too (Rust allows `résumé` and 200 letters).
-            let name = sig.ident.unraw_string();
+            let name = sig.ident.unraw().to_string();
             if !valid_tool_name(&name) {
                 errors.push(syn::Error::new_spanned(
                     &sig.ident,
@@ -141,7 +149,7 @@ pub fn check<'a>(
             } => match ident {
                 Some(ident) => {
                     check_schema_attrs(attrs, errors);
-                    input_names.insert(ident.unraw_string());
+                    input_names.insert(ident.unraw().to_string());
                     if let Some(reference) = find_reference(ty) {
                         let instead = match &*reference.elem {
                             Type::Path(p) if p.path.is_ident("str") => {
@@ -226,7 +234,7 @@ pub fn check<'a>(
                     input.original,
                     format_args!(
                         "`Args<{args_ty}>` is the whole input of this tool; move `{}` into `{args_ty}`",
-                        ident.unraw_string()
+                        ident.unraw()
                     ),
                 ));
             }
@@ -311,9 +319,9 @@ pub fn check<'a>(
         }
     });
 
-    if args.read_only == Some(true) && args.destructive == Some(true) {
-        errors.push(syn::Error::new(
-            attr::missing(),
+    if let Some(key) = &args.contradiction {
+        errors.push(syn::Error::new_spanned(
+            key,
             "`read_only` and `destructive` contradict each other: a read-only tool changes nothing (and gets no \
              `call_started` record before it runs); keep the one that is true",
         ));
@@ -475,17 +483,6 @@ fn check_schema_attrs(attrs: &[syn::Attribute], errors: &mut Vec<syn::Error>) {
     }
 }
 
-trait UnrawString {
-    fn unraw_string(&self) -> String;
-}
-
-impl UnrawString for Ident {
-    fn unraw_string(&self) -> String {
-        let text = self.to_string();
-        text.strip_prefix("r#").map(str::to_owned).unwrap_or(text)
-    }
-}
-
 /// MCP tool names: 1 to 128 of ASCII letters, digits, `_`, `-` and `.`.
 fn check_tool_name(name: &LitStr, errors: &mut Vec<syn::Error>) {
     if !valid_tool_name(&name.value()) {
@@ -575,7 +572,7 @@ fn check_redacted_names(function: &Function, redacted: &[String], errors: &mut V
         else {
             continue;
         };
-        let name = ident.unraw_string();
+        let name = ident.unraw().to_string();
         if !redacted.contains(&name) {
             continue;
         }

@@ -105,16 +105,15 @@ pub mod __private {
     pub use crate::call::guard::GuardCall;
     pub use crate::call::{Args, CallContext, FromCallContext, Refusal as ToolError};
     pub use crate::grammar::RateSpec;
-    pub use crate::output::{IntoToolOutput, Json, ToolOutput};
-    pub use crate::tool::{SecureTool, ToolFuture, ToolInput, ToolMeta};
+    pub use crate::output::{Json, ToolOutput};
+    pub use crate::tool::{SecureTool, ToolInput, ToolMeta};
 
-    pub use ::core::convert::Into;
     pub use ::core::future::Future;
     pub use ::core::marker::{Send, Sync};
-    pub use ::core::option::Option::{self, None, Some};
     pub use ::core::result::Result::{self, Err, Ok};
     pub use ::core::time::Duration;
-    pub use ::std::boxed::Box;
+
+    use crate::output::IntoToolOutput;
 
     /// Converts a handler's result into the pipeline's.
     pub fn finish<T: IntoToolOutput, E: Into<ToolError>>(

@@ -48,6 +48,28 @@ pub struct ToolMeta {
     pub denies_unknown_arguments: bool,
 }
 
+impl ToolMeta {
+    /// The facts of a tool whose attribute had errors, which is never called: the build fails on them anyway.
+    pub const fn stub(name: &'static str) -> Self {
+        ToolMeta {
+            name,
+            title: None,
+            description: None,
+            scopes: &[],
+            unscoped: true,
+            audit_redact: &[],
+            read_only: None,
+            destructive: None,
+            idempotent: None,
+            open_world: None,
+            rate: None,
+            timeout: None,
+            concurrency: None,
+            denies_unknown_arguments: true,
+        }
+    }
+}
+
 /// The input of a tool made by `#[secure_tool]`: the struct its arguments are decoded into, whatever the tool
 /// set's state. Name it as [`ArgsOf<tool>`](ArgsOf), in an argument rule, say.
 #[diagnostic::on_unimplemented(
