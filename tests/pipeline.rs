@@ -781,8 +781,15 @@ async fn connect_as(
     vault: Vault,
     options: ConnectionOptions,
 ) -> Result<String, ToolError> {
-    let _ = (credentials, backup, inline, vault, options.port);
-    Ok(String::new())
+    let Credentials { user, key, default } = credentials;
+    Ok(format!(
+        "{user} {} {default:?} {} {} {} {}",
+        key.len(),
+        backup.is_some(),
+        inline.key.len(),
+        vault.credentials.user,
+        options.port
+    ))
 }
 
 /// A redacted argument's default (computed by a function, here the server's own key) was published in the schema
