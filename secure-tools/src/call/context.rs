@@ -450,8 +450,10 @@ impl CallContext {
     /// For a call through an MCP session rmcp cancels the request's token once it has answered; a call made in
     /// process has no one else to do it. A token nobody asked for is not made.
     pub(crate) fn end(&self) {
-        self.0.ended.store(true, Ordering::SeqCst);
-        // The end written before the token is looked for: see `token`.
+        // The end written before the fields (see `audit_field`) and the token (see `token`) are looked for: the
+        // fence orders the two for the readers of each, one barrier where a sequentially consistent store would
+        // add a second.
+        self.0.ended.store(true, Ordering::Release);
         fence(Ordering::SeqCst);
         if let Some(token) = self.0.token.get() {
             token.cancel();
@@ -487,10 +489,11 @@ impl CallContext {
             return false;
         }
         let mut fields = self.0.fields.lock().unwrap_or_else(PoisonError::into_inner);
-        // Decided under the lock, `has_fields` set before `ended` is read (both sequentially consistent): the
-        // record ends the call, then takes the fields under the lock if it sees `has_fields`. Either it sees
-        // `has_fields` and waits for this field, or this sees the end and refuses the field. The check above is
-        // only the fast way out: alone, it let a field be accepted after the record had taken the fields, and lost.
+        // Decided under the lock, `has_fields` set before `ended` is read (sequentially consistent): the record
+        // ends the call (the end written, then a fence), then takes the fields under the lock if it sees
+        // `has_fields`. Either it sees `has_fields` and waits for this field, or this sees the end and refuses the
+        // field. The check above is only the fast way out: alone, it let a field be accepted after the record had
+        // taken the fields, and lost.
         self.0.has_fields.store(true, Ordering::SeqCst);
         if self.0.ended.load(Ordering::SeqCst) {
             return false;

@@ -434,6 +434,7 @@ where
         )
     })
     .map_err(|()| Refusal::panicked())??;
+    call.decoded = true;
     panic::catch(name, || {
         decode::validate(&args, tool.allowed.as_ref(), redact)
     })
@@ -688,7 +689,7 @@ fn must_stop(lifecycle: &Lifecycle, cx: &CallContext, limit: Deadline) -> Result
     if lifecycle.is_stopped() {
         return Err(stopped_by_shutdown());
     }
-    if limit.remaining().is_zero() {
+    if limit.started.elapsed() >= limit.timeout {
         return Err(Refusal::timed_out(limit.timeout));
     }
     Ok(())
@@ -789,6 +790,8 @@ pub(crate) struct Call<'s> {
     arguments: Value,
     inputs: Option<Arc<Value>>,
     origin: Option<Arc<Origin>>,
+    /// The arguments were decoded.
+    decoded: bool,
     finished: bool,
     /// For a plain rmcp tool, the handler to run.
     forward: Option<Forward>,
@@ -859,6 +862,7 @@ impl<'s> Call<'s> {
             arguments: Value::Object(arguments.unwrap_or_default()),
             inputs: None,
             origin: None,
+            decoded: false,
             finished: false,
             forward,
             trace,
@@ -894,6 +898,7 @@ impl<'s> Call<'s> {
         // Only declared, unredacted arguments are recorded in clear. An unknown tool declares nothing, so every
         // argument of its call is treated as a secret; so is an argument the schema does not name (an alias, a
         // typo, or a name a schema admitting others lets through to a flattened map), decoded or not.
+        let decoded = self.decoded;
         let inputs = Arc::new(match self.tool {
             Some(tool) if tool.plain => {
                 let redact = tool.definition.audit_redact();
@@ -906,14 +911,23 @@ impl<'s> Call<'s> {
             }
             Some(tool) => {
                 let redact = tool.definition.audit_redact();
-                let declared = tool
-                    .definition
-                    .input_schema()
-                    .get("properties")
-                    .and_then(Value::as_object);
+                // Decoded arguments of a tool whose schema admits no other names name nothing undeclared: decoding
+                // checked the names, or the input type refuses unknown ones itself (the attribute's struct, whose
+                // arguments may not have aliases). A schema that admits others (an `Args<T>` with a flattened map)
+                // declares its `properties` only.
+                let all_declared = decoded && tool.allowed.is_some();
+                let properties = || {
+                    tool.definition
+                        .input_schema()
+                        .get("properties")
+                        .and_then(Value::as_object)
+                };
+                let declared = |key: &str| match &tool.allowed {
+                    Some(allowed) => allowed.contains(key),
+                    None => properties().is_some_and(|properties| properties.contains_key(key)),
+                };
                 audit::redact_owned(arguments, |key| {
-                    redact.contains(&key)
-                        || declared.is_none_or(|declared| !declared.contains_key(key))
+                    redact.contains(&key) || (!all_declared && !declared(key))
                 })
             }
             None => audit::redact_owned(arguments, |_| true),
