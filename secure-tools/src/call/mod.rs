@@ -1159,7 +1159,7 @@ fn error_kind(error: &(dyn std::error::Error + 'static)) -> String {
         }
         next = error.source();
     }
-    "an error of a type of the tool's own".to_owned()
+    "an error of a type the pipeline does not know".to_owned()
 }
 
 /// The longest code recorded, in bytes.
