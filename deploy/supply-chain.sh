@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The supply-chain checks .ci/run runs: cargo deny (licenses, bans, sources; see deny.toml) and a CycloneDX SBOM of
-# the file server (cargo-cyclonedx), written to target/sbom/secure-file-server.cdx.json and checked to list every
-# crate of its build with a package URL and a checksum.
+# The supply-chain checks .ci/run runs: cargo deny (licenses, bans, sources; see deny.toml), the library crates'
+# packaging, and a CycloneDX SBOM of the file server (cargo-cyclonedx), written to
+# target/sbom/secure-file-server.cdx.json and checked to list every crate of its build with a package URL and a
+# checksum.
 #
 # Advisories are not checked here: `cargo deny check advisories` needs the RustSec database from GitHub, which these
 # machines cannot reach. Run it where it can be fetched.
@@ -20,6 +21,11 @@ if cargo tree --locked -p secure-file-server -e normal -i openssl-sys --prefix n
     cargo tree --locked -p secure-file-server -e normal -i openssl-sys >&2
     exit 1
 fi
+
+# The crates a user depends on package and build from their tarballs alone (cargo's own check: a file read from
+# outside a package, as the macro crate once read the runtime's grammar by path, fails it). Their dependencies on
+# one another resolve through cargo's temporary registry of the packages being made.
+cargo package --locked --quiet -p secure-tools-grammar -p secure-tools-macros -p secure-tools
 
 # cargo-cyclonedx writes one file beside each workspace member's manifest; keep the file server's, out of the source
 # tree, and remove the others.

@@ -5,10 +5,8 @@ mod ast;
 mod attr;
 mod expand;
 mod fallback;
-// The grammars of scopes, rates and durations: the runtime's own file, so both crates accept exactly the same text.
-#[allow(dead_code)]
-#[path = "../../secure-tools/src/grammar.rs"]
-mod grammar;
+// The grammars of scopes, rates and durations: the runtime's own crate, so both accept exactly the same text.
+use secure_tools_grammar as grammar;
 mod valid;
 
 use proc_macro::TokenStream;

@@ -40,7 +40,8 @@ pub mod audit;
 pub mod call;
 #[cfg(feature = "fs")]
 pub mod fs;
-mod grammar;
+// The grammars of scopes, rates and durations, shared with the macro crate.
+use secure_tools_grammar as grammar;
 pub mod integrity;
 #[cfg(feature = "tracing-subscriber")]
 pub mod logging;

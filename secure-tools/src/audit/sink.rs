@@ -202,6 +202,7 @@ impl MemorySink {
 
     /// Lends the records so far to `read`, under the sink's lock: for a count, or a few of them, without copying
     /// them all.
+    #[cfg(feature = "testing")]
     pub(crate) fn with_records<R>(&self, read: impl FnOnce(&[AuditRecord]) -> R) -> R {
         read(&self.records.lock().unwrap_or_else(PoisonError::into_inner))
     }

@@ -2,9 +2,7 @@
 //! their own, after the scope check and before any guard, inside the audited region, and refuse with outcome
 //! `limited`.
 
-use std::fmt;
 use std::num::NonZeroU32;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -13,52 +11,8 @@ use governor::clock::Clock;
 use governor::{DefaultKeyedRateLimiter, Quota};
 
 use super::refusal::{Refusal, codes};
+/// A rate: at most `count` calls per `period` (see [`Rate::new`], and `FromStr` for `10/min`).
 pub use crate::grammar::RateSpec as Rate;
-
-impl Rate {
-    /// At most `count` calls per `period`, all of which may come at once. `None` if `count` is 0 or over a million,
-    /// or the period is under a second or over a day.
-    pub fn new(count: u32, period: Duration) -> Option<Self> {
-        let valid = (1..=crate::grammar::MAX_RATE_COUNT).contains(&count)
-            && period >= Duration::from_secs(1)
-            && period <= crate::grammar::MAX_RATE_PERIOD;
-        valid.then_some(Rate { count, period })
-    }
-
-    /// At most `count` calls a minute.
-    pub fn per_minute(count: u32) -> Option<Self> {
-        Rate::new(count, Duration::from_secs(60))
-    }
-}
-
-impl FromStr for Rate {
-    type Err = String;
-    /// Parses `10/min`, `5/s`, `100/hour`, `30/5min`.
-    fn from_str(text: &str) -> Result<Self, String> {
-        crate::grammar::rate(text).map_err(|reason| {
-            format!(
-                "invalid rate `{}`: {reason}; expected {}",
-                text.escape_debug(),
-                crate::grammar::RATE_EXAMPLE
-            )
-        })
-    }
-}
-
-impl fmt::Display for Rate {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let secs = self.period.as_secs();
-        let (amount, unit) = [(86_400, "day"), (3600, "hour"), (60, "min"), (1, "s")]
-            .into_iter()
-            .find(|(unit, _)| secs.is_multiple_of(*unit))
-            .map_or((secs, "s"), |(unit, name)| (secs / unit, name));
-        if amount == 1 {
-            write!(f, "{}/{unit}", self.count)
-        } else {
-            write!(f, "{}/{amount}{unit}", self.count)
-        }
-    }
-}
 
 /// Parses a duration such as `500ms`, `30s`, `5min`, `1h` (1 ms to one day), as `MCP_TOOL_TIMEOUT` and the
 /// attribute's `timeout` take it.

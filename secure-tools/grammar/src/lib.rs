@@ -1,8 +1,10 @@
 //! The grammars of the values a tool declares: scope names, rates and durations.
 //!
-//! This one file is compiled into both crates: the runtime (`secure_tools::grammar`, private) and the
-//! `#[secure_tool]` macro (included by path), so the macro accepts at compile time exactly what the runtime accepts
-//! from configuration at run time. It depends on `core` and `std` only, and nothing here may panic.
+//! Both `secure-tools` (the runtime) and `secure-tools-macros` (the `#[secure_tool]` attribute) depend on this crate,
+//! so the macro accepts at compile time exactly what the runtime accepts from configuration at run time. It is a
+//! crate of its own so that both can be published: a proc-macro crate exports only macros. It depends on `std` only,
+//! and nothing here may panic. Not an API of its own: depend on `secure-tools`.
+#![warn(missing_docs)]
 
 use std::time::Duration;
 
@@ -78,6 +80,53 @@ pub struct RateSpec {
     pub count: u32,
     /// The period, 1 s to one day.
     pub period: Duration,
+}
+
+impl RateSpec {
+    /// At most `count` calls per `period`, all of which may come at once. `None` if `count` is 0 or over a million,
+    /// or the period is under a second, over a day, or not a whole number of seconds (a rate is written in whole
+    /// units, so `10/1500ms` would read back as another rate).
+    pub fn new(count: u32, period: Duration) -> Option<Self> {
+        let valid = (1..=MAX_RATE_COUNT).contains(&count)
+            && period >= Duration::from_secs(1)
+            && period <= MAX_RATE_PERIOD
+            && period.subsec_nanos() == 0;
+        valid.then_some(RateSpec { count, period })
+    }
+
+    /// At most `count` calls a minute.
+    pub fn per_minute(count: u32) -> Option<Self> {
+        RateSpec::new(count, Duration::from_secs(60))
+    }
+}
+
+impl std::str::FromStr for RateSpec {
+    type Err = String;
+    /// Parses `10/min`, `5/s`, `100/hour`, `30/5min` (see [`rate`]).
+    fn from_str(text: &str) -> Result<Self, String> {
+        rate(text).map_err(|reason| {
+            format!(
+                "invalid rate `{}`: {reason}; expected {RATE_EXAMPLE}",
+                text.escape_debug(),
+            )
+        })
+    }
+}
+
+/// Written as [`rate`] reads it: `10/min`, `30/5min`.
+impl std::fmt::Display for RateSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secs = self.period.as_secs();
+        let (amount, unit) = [(86_400, "day"), (3600, "hour"), (60, "min"), (1, "s")]
+            .into_iter()
+            .find(|(unit, _)| secs.is_multiple_of(*unit))
+            .map_or((secs, "s"), |(unit, name)| (secs / unit, name));
+        if amount == 1 {
+            write!(f, "{}/{unit}", self.count)
+        } else {
+            write!(f, "{}/{amount}{unit}", self.count)
+        }
+    }
 }
 
 /// The units of time, with their length in seconds: a rate's period and a duration take the same ones (a duration
@@ -284,5 +333,29 @@ mod tests {
         ] {
             assert!(duration(bad).is_err(), "{bad:?} parsed");
         }
+    }
+
+    #[test]
+    fn a_rate_made_in_code_reads_back_as_itself() {
+        assert_eq!(
+            RateSpec::new(10, Duration::from_millis(1500)),
+            None,
+            "not a whole number of seconds: it would be written 10/s"
+        );
+        assert_eq!(RateSpec::new(0, Duration::from_secs(60)), None);
+        assert_eq!(RateSpec::new(10, Duration::from_secs(86_401)), None);
+        for (count, secs, text) in [
+            (10, 60, "10/min"),
+            (30, 300, "30/5min"),
+            (5, 1, "5/s"),
+            (7, 90, "7/90s"),
+            (1, 86_400, "1/day"),
+        ] {
+            let made = RateSpec::new(count, Duration::from_secs(secs)).expect("a valid rate");
+            assert_eq!(made.to_string(), text);
+            assert_eq!(text.parse::<RateSpec>(), Ok(made));
+        }
+        let refused = "0/min".parse::<RateSpec>().unwrap_err();
+        assert!(refused.starts_with("invalid rate `0/min`: "), "{refused}");
     }
 }
