@@ -624,6 +624,37 @@ fn a_rate_out_of_bounds_is_refused_when_the_set_is_built() {
     }
 }
 
+/// A timeout under a millisecond is refused when the set is built, as the grammar refuses `0s`: a zero timeout
+/// was taken, and every call of the tool timed out (or, for a handler that finishes on its first poll, ran
+/// unbounded by it).
+#[test]
+fn a_timeout_under_a_millisecond_is_refused_when_the_set_is_built() {
+    for timeout in [Duration::ZERO, Duration::from_micros(999)] {
+        let set = ToolSet::builder(Effects::default())
+            .tool::<look>()
+            .timeout(timeout)
+            .build();
+        let Err(error) = set else {
+            panic!("built with a timeout of {timeout:?}")
+        };
+        let error = error.to_string();
+        assert!(error.contains("the timeout of the tool set"), "{error}");
+        let tool = ToolSet::builder(Effects::default())
+            .tool_with::<look>(|tool| tool.timeout(timeout))
+            .build();
+        let Err(error) = tool else {
+            panic!("built with a timeout of {timeout:?}")
+        };
+        let error = error.to_string();
+        assert!(error.contains("the timeout of look"), "{error}");
+    }
+    let long = ToolSet::builder(Effects::default())
+        .tool_with::<look>(|tool| tool.timeout(Duration::MAX))
+        .timeout(Duration::from_millis(1))
+        .build();
+    assert!(long.is_ok(), "a long timeout is the caller's choice");
+}
+
 /// A context kept past its call reaches neither the record nor the client: a field added then is refused (it was
 /// accepted and silently lost), and the handler's token, asked for only after the call timed out, is already
 /// cancelled (it was a new token that nothing would cancel, so work handed it would carry on).

@@ -323,6 +323,34 @@ fn withhold_redacted_values(schema: &mut JsonObject, redacted: &[&str]) {
     }
 }
 
+/// The one `'static` copy of `text`: a plain tool's name and redactions are `'static` like a secure tool's (which
+/// the macro writes in the binary), so a set rebuilt with the same plain tools (per tenant, on reload, in tests)
+/// reuses them instead of leaking new copies each time. What stays is bounded by the distinct names ever used.
+fn interned(text: &str) -> &'static str {
+    static TEXTS: std::sync::Mutex<std::collections::BTreeSet<&'static str>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let mut texts = TEXTS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(text) = texts.get(text) {
+        return text;
+    }
+    let text: &'static str = Box::leak(text.to_owned().into_boxed_str());
+    texts.insert(text);
+    text
+}
+
+/// The one `'static` copy of a list of interned texts, as [`interned`].
+fn interned_list(list: Vec<&'static str>) -> &'static [&'static str] {
+    static LISTS: std::sync::Mutex<std::collections::BTreeSet<&'static [&'static str]>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let mut lists = LISTS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(list) = lists.get(list.as_slice()) {
+        return list;
+    }
+    let list: &'static [&'static str] = Box::leak(list.into_boxed_slice());
+    lists.insert(list);
+    list
+}
+
 impl ToolDefinition {
     pub(crate) fn of<S, T: SecureTool<S>>() -> Result<Self, DefinitionError> {
         let meta = T::META;
@@ -439,14 +467,12 @@ impl ToolDefinition {
                 tool: name.to_owned(),
             });
         }
-        let leak = |text: &str| -> &'static str { Box::leak(text.to_owned().into_boxed_str()) };
-        let audit_redact: &'static [&'static str] = Box::leak(
-            audit_redact
-                .iter()
-                .map(|r| leak(r))
-                .collect::<Vec<_>>()
-                .into_boxed_slice(),
-        );
+        let leak = interned;
+        let audit_redact: &'static [&'static str] = if audit_redact.is_empty() {
+            &[]
+        } else {
+            interned_list(audit_redact.iter().map(|r| leak(r)).collect())
+        };
         let mut annotations = ToolAnnotations::new();
         annotations.read_only_hint = read_only.then_some(true);
         let mut schema = JsonObject::new();
@@ -529,5 +555,29 @@ impl ToolDefinition {
                 .into(),
         );
         tool.with_meta(rmcp::model::MetaObject(meta))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A set rebuilt with the same plain tool reuses its name and redactions (each build leaked new copies).
+    #[test]
+    fn a_plain_tool_defined_again_leaks_nothing_new() {
+        let define = || {
+            ToolDefinition::plain(
+                "search_tickets",
+                &["tickets.read".to_owned()],
+                false,
+                &["query".to_owned(), "token".to_owned()],
+                true,
+            )
+            .unwrap()
+        };
+        let (first, second) = (define(), define());
+        assert!(std::ptr::eq(first.name(), second.name()));
+        assert!(std::ptr::eq(first.audit_redact(), second.audit_redact()));
+        assert_eq!(second.audit_redact(), ["query", "token"]);
     }
 }

@@ -47,8 +47,8 @@ pub(crate) struct ToolEntry {
 }
 
 impl ToolEntry {
-    /// The argument names that may be recorded in clear (when not redacted): the schema's, when it allows no
-    /// others or, for a plain tool, once its server has described it.
+    /// A plain tool's argument names that may be recorded in clear (when not redacted), once its server has
+    /// described it. (A secure tool's are its schema's `properties`: see the pipeline's `Call::inputs`.)
     pub(crate) fn known_arguments(&self) -> Option<&BTreeSet<String>> {
         self.allowed.as_ref().or_else(|| self.plain_arguments.get())
     }
@@ -123,13 +123,15 @@ pub struct ToolOptions {
 }
 
 impl ToolOptions {
-    /// How long the handler may run before it is stopped (outcome and code `timeout`); overrides the set's.
+    /// How long the handler may run before it is stopped (outcome and code `timeout`); overrides the set's. At
+    /// least 1 ms: a shorter one is refused when the set is built.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self
     }
 
-    /// How often each caller may call this tool (`rate_limited` past it); applies as well as the set's rate.
+    /// How often each caller may call this tool (`rate_limited` past it); applies as well as the set's rate. The
+    /// set's rate is checked first: a call it admits uses up one of its calls even when this rate then refuses it.
     pub fn rate_limit(mut self, rate: Rate) -> Self {
         self.rate = Some(rate);
         self
@@ -288,6 +290,10 @@ impl<S: Send + Sync + 'static> ToolSetBuilder<S> {
                 .rate
                 .map(|rate| rate_limiter(definition.name(), rate))
                 .transpose()?;
+            let timeout = options
+                .timeout
+                .map(|timeout| checked_timeout(definition.name(), timeout))
+                .transpose()?;
             Ok(Registered {
                 entry: ToolEntry {
                     allowed: allowed_arguments(definition.input_schema()),
@@ -296,7 +302,7 @@ impl<S: Send + Sync + 'static> ToolSetBuilder<S> {
                     name: Arc::from(definition.name()),
                     scopes: definition.scopes().into(),
                     records_start: definition.annotations().read_only_hint != Some(true),
-                    timeout: options.timeout,
+                    timeout,
                     rate,
                     concurrency,
                     guards: options.guards,
@@ -343,6 +349,10 @@ impl<S: Send + Sync + 'static> ToolSetBuilder<S> {
                 .rate
                 .map(|rate| rate_limiter(definition.name(), rate))
                 .transpose()?;
+            let timeout = options
+                .timeout
+                .map(|timeout| checked_timeout(definition.name(), timeout))
+                .transpose()?;
             Ok(Registered {
                 entry: ToolEntry {
                     allowed: None,
@@ -351,7 +361,7 @@ impl<S: Send + Sync + 'static> ToolSetBuilder<S> {
                     name: Arc::from(definition.name()),
                     scopes: definition.scopes().into(),
                     records_start: !tool.read_only,
-                    timeout: options.timeout,
+                    timeout,
                     rate,
                     concurrency,
                     guards: options.guards,
@@ -372,7 +382,8 @@ impl<S: Send + Sync + 'static> ToolSetBuilder<S> {
     }
 
     /// How long a handler may run before it is stopped, unless its tool says otherwise (default
-    /// [`DEFAULT_TIMEOUT`], 60 s). The call's outcome and code are then `timeout`.
+    /// [`DEFAULT_TIMEOUT`], 60 s). The call's outcome and code are then `timeout`. At least 1 ms: a shorter one is
+    /// refused when the set is built.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
@@ -493,13 +504,14 @@ impl<S: Send + Sync + 'static> ToolSetBuilder<S> {
             .rate
             .map(|rate| rate_limiter("the tool set", rate))
             .transpose()?;
+        let timeout = checked_timeout("the tool set", self.timeout)?;
         panic::install();
         Ok(ToolSet {
             inner: Arc::new(Inner {
                 tools,
                 state: self.state,
                 audit: Audit::new(self.server_id.into_owned(), sinks),
-                timeout: self.timeout,
+                timeout,
                 rate: rate.map(|limiter| shared(limiter, "set")),
                 concurrency,
                 guards: self.guards,
@@ -525,6 +537,18 @@ fn rate_limiter(of: &str, rate: Rate) -> Result<RateLimiter, DefinitionError> {
             ),
         }),
     }
+}
+
+/// A timeout of at least a millisecond, as the grammar reads one (`0s` is refused there): a zero timeout would stop
+/// every call that waits at all. Above, it is the caller's choice (`Duration::MAX` for none to speak of).
+fn checked_timeout(of: &str, timeout: Duration) -> Result<Duration, DefinitionError> {
+    if timeout < Duration::from_millis(1) {
+        return Err(DefinitionError::InvalidSetting {
+            what: format!("the timeout of {of}"),
+            message: "must be at least 1 ms".into(),
+        });
+    }
+    Ok(timeout)
 }
 
 fn concurrency_limit(of: &str, max: u32) -> Result<ConcurrencyLimit, DefinitionError> {
