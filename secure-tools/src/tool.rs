@@ -329,7 +329,9 @@ fn withhold_redacted_values(schema: &mut JsonObject, redacted: &[&str]) {
 fn interned(text: &str) -> &'static str {
     static TEXTS: std::sync::Mutex<std::collections::BTreeSet<&'static str>> =
         std::sync::Mutex::new(std::collections::BTreeSet::new());
-    let mut texts = TEXTS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut texts = TEXTS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Some(text) = texts.get(text) {
         return text;
     }
@@ -342,7 +344,9 @@ fn interned(text: &str) -> &'static str {
 fn interned_list(list: Vec<&'static str>) -> &'static [&'static str] {
     static LISTS: std::sync::Mutex<std::collections::BTreeSet<&'static [&'static str]>> =
         std::sync::Mutex::new(std::collections::BTreeSet::new());
-    let mut lists = LISTS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut lists = LISTS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Some(list) = lists.get(list.as_slice()) {
         return list;
     }
