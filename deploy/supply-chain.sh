@@ -24,8 +24,13 @@ fi
 
 # The crates a user depends on package and build from their tarballs alone (cargo's own check: a file read from
 # outside a package, as the macro crate once read the runtime's grammar by path, fails it). Their dependencies on
-# one another resolve through cargo's temporary registry of the packages being made.
-cargo package --locked --quiet -p secure-tools-grammar -p secure-tools-macros -p secure-tools
+# one another resolve through cargo's temporary registry of the packages being made, whose crates cargo takes for
+# immutable: it reuses what it unpacked and built of them before, whatever changed since. So the check builds in a
+# target directory of its own (its registry's path, and so where cargo unpacks, is new too), removed after, and
+# removes its unpacked copies from the cargo home.
+package_dir="$(mktemp -d)"
+trap 'rm -rf "$package_dir"; rm -rf "${CARGO_HOME:-$HOME/.cargo}"/registry/{src,cache}/*/secure-tools{,-grammar,-macros}-[0-9]*' EXIT
+CARGO_TARGET_DIR="$package_dir" cargo package --locked --quiet -p secure-tools-grammar -p secure-tools-macros -p secure-tools
 
 # cargo-cyclonedx writes one file beside each workspace member's manifest; keep the file server's, out of the source
 # tree, and remove the others.
