@@ -75,6 +75,15 @@ impl RateLimiter {
         self
     }
 
+    /// Whether a check may wait: one in a shared store is a round trip.
+    pub(crate) fn waits(&self) -> bool {
+        #[cfg(feature = "redis")]
+        if self.shared.is_some() {
+            return true;
+        }
+        false
+    }
+
     pub(crate) fn rate(&self) -> Rate {
         self.rate
     }

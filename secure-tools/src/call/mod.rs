@@ -452,8 +452,21 @@ where
         ))
         .await?;
     }
-    call.record_start(tool, Deadline::of(set, tool, call))?;
-    invoke::<S, T>(set, tool, call, args).await
+    // Whether something before the handler may have taken time: a guard, the argument rule, a rate kept in Redis.
+    // Only then is a stop that came meanwhile looked for before the start is recorded (see `must_stop`); and before
+    // the handler's first poll, also after a `call_started` write. The pipeline's own stages are quick and bounded,
+    // and a stop that comes during them races any check anyway.
+    let may_have_waited = guarded || T::HAS_ARGUMENT_RULE || limits_may_wait(set, tool);
+    let limit = Deadline::of(set, tool, call);
+    call.record_start(tool, limit.looking(may_have_waited))?;
+    let limit = limit.looking(may_have_waited || tool.records_start);
+    invoke::<S, T>(set, tool, call, args, limit).await
+}
+
+/// Whether the limit stage may have waited: a rate kept in a shared store is a round trip.
+fn limits_may_wait<S>(set: &Inner<S>, tool: &ToolEntry) -> bool {
+    set.rate.as_ref().is_some_and(limits::RateLimiter::waits)
+        || tool.rate.as_ref().is_some_and(limits::RateLimiter::waits)
 }
 
 /// The stages of a plain rmcp tool's call: the same checks, with the arguments as sent (its server decodes them),
@@ -631,6 +644,7 @@ async fn invoke<S, T>(
     tool: &ToolEntry,
     call: &Call<'_>,
     args: T::Args,
+    limit: Deadline,
 ) -> Result<ToolOutput, Refusal>
 where
     S: Send + Sync + 'static,
@@ -640,7 +654,6 @@ where
     let cx = &call.context;
     let handler =
         panic::catch(name, || T::invoke(args, cx, &set.state)).map_err(|()| Refusal::panicked())?;
-    let limit = Deadline::of(set, tool, call);
     match contained(name, handler, set, cx, limit).await {
         Ok(result) => result,
         Err(stopped) => {
@@ -657,15 +670,23 @@ where
 struct Deadline {
     timeout: std::time::Duration,
     started: Instant,
+    /// Whether to look for a stop (see [`must_stop`]) before the user's code is first polled.
+    look: bool,
 }
 
 impl Deadline {
-    /// The time limit of a call of `tool`.
+    /// The time limit of a call of `tool`, looking for a stop before each piece of the user's code.
     fn of<S>(set: &Inner<S>, tool: &ToolEntry, call: &Call<'_>) -> Self {
         Deadline {
             timeout: tool.timeout.unwrap_or(set.timeout),
             started: call.started,
+            look: true,
         }
+    }
+
+    /// The same limit, looking for a stop first only if `look`.
+    fn looking(self, look: bool) -> Self {
+        Deadline { look, ..self }
     }
 
     /// What is left of the time limit.
@@ -678,7 +699,9 @@ impl Deadline {
 /// time is up, with the refusal [`wait_contained`] would give. Looked at before the user's code is first polled
 /// and before a `call_started` record: `wait_contained` only sees a stop while that code waits, and a handler
 /// usually does its effect on its first poll, so a call that ran out of time in a synchronous guard (or was
-/// cancelled meanwhile) would otherwise still start.
+/// cancelled meanwhile) would otherwise still start. Before a secure tool's handler and its start record, looked at
+/// only when something before may have taken time (a guard, the argument rule, a rate in Redis, for the handler the
+/// start record's write): the clock read and the token's lock are a few percent of a call that has none.
 fn must_stop(lifecycle: &Lifecycle, cx: &CallContext, limit: Deadline) -> Result<(), Refusal> {
     if cx
         .request_cancellation()
@@ -726,7 +749,9 @@ async fn contained<S, F: Future>(
         tool,
         AssertUnwindSafe(future).catch_unwind()
     ));
-    must_stop(&set.lifecycle, cx, limit)?;
+    if limit.look {
+        must_stop(&set.lifecycle, cx, limit)?;
+    }
     if let Poll::Ready(settled) = futures_util::poll!(future.as_mut()) {
         // The payload of a panic may quote a redacted argument: it is dropped unread.
         return settled.map_err(|_payload| Refusal::panicked());
@@ -961,7 +986,9 @@ impl<'s> Call<'s> {
         if !tool.records_start {
             return Ok(());
         }
-        must_stop(self.lifecycle, &self.context, limit)?;
+        if limit.look {
+            must_stop(self.lifecycle, &self.context, limit)?;
+        }
         let event = CallStartedEvent {
             call_id: self.context.call_id(),
             request_id: audit::bounded_request_id(self.context.request_id()),
