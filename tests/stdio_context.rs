@@ -281,6 +281,120 @@ fn a_call_the_client_cancels_is_stopped_and_audited_cancelled() {
     assert_eq!(tool_calls(&audit).len(), 2);
 }
 
+/// A `tools/call` of the stateless revision (2026-07-28): no `initialize`, everything in the request's `_meta`.
+fn stateless_call(id: i64, tool: &str, arguments: Value) -> Value {
+    let mut call = RawServer::call_message(id, tool, arguments);
+    call["params"]["_meta"] = json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {},
+        "io.modelcontextprotocol/clientInfo": {"name": "stateless-client", "version": "9"}
+    });
+    call
+}
+
+/// Waits for the `tool_call` record of request `id`.
+fn record_of(server: &RawServer, id: i64) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let audit = server.audit();
+        if let Some(record) = tool_calls(&audit)
+            .into_iter()
+            .find(|r| r["request_id"] == id)
+        {
+            return record;
+        }
+        assert!(Instant::now() < deadline, "no record of call {id}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Review finding: a session started without `initialize` (the stateless revision) was taken for started only once
+/// its first request was answered, and every notification before that was dropped: the client's cancellation of
+/// that first call was lost, and the call ran to its end.
+#[test]
+fn a_stateless_first_call_the_client_cancels_is_stopped_and_audited_cancelled() {
+    let mut server = RawServer::spawn(SERVER, Some(ALL), &[]);
+    server.send(&stateless_call(1, "slow", json!({"millis": 30000})));
+    std::thread::sleep(Duration::from_millis(200));
+    server.send(&json!({
+        "jsonrpc": "2.0", "method": "notifications/cancelled",
+        "params": {"requestId": 1, "reason": "the user gave up"}
+    }));
+    let answer = server.request(stateless_call(2, "echo", json!({"text": "still here"})));
+    assert_eq!(
+        answer["id"], 2,
+        "the cancelled call gets no answer: {answer}"
+    );
+    let cancelled = record_of(&server, 1);
+    assert_eq!(cancelled["outcome"], "cancelled", "{cancelled}");
+    assert!(cancelled["duration_us"].as_u64().unwrap() < 5_000_000);
+    let (_, audit, _) = server.finish();
+    assert_eq!(tool_calls(&audit).len(), 2);
+    assert_eq!(events(&audit, "session").len(), 1, "{audit:?}");
+}
+
+/// Review finding: a stateless first request answered with an error (a tool that does not exist) started rmcp's
+/// session but not the transport's: no `session` record, and every notification was dropped until a request
+/// succeeded, so the next call's cancellation was lost too.
+#[test]
+fn a_stateless_first_request_answered_with_an_error_still_starts_the_session() {
+    let mut server = RawServer::spawn(SERVER, Some(ALL), &[]);
+    let answer = server.request(stateless_call(1, "no_such_tool", json!({})));
+    assert!(answer.get("error").is_some(), "{answer}");
+    server.send(&stateless_call(2, "slow", json!({"millis": 30000})));
+    std::thread::sleep(Duration::from_millis(200));
+    server.send(&json!({
+        "jsonrpc": "2.0", "method": "notifications/cancelled",
+        "params": {"requestId": 2, "reason": "the user gave up"}
+    }));
+    let answer = server.request(stateless_call(3, "echo", json!({"text": "still here"})));
+    assert_eq!(
+        answer["id"], 3,
+        "the cancelled call gets no answer: {answer}"
+    );
+    let cancelled = record_of(&server, 2);
+    assert_eq!(cancelled["outcome"], "cancelled", "{cancelled}");
+    let (_, audit, _) = server.finish();
+    let session = events(&audit, "session");
+    assert_eq!(session.len(), 1, "{audit:?}");
+    assert_eq!(session[0]["lifecycle"], "stateless");
+    assert_eq!(session[0]["client_name"], "stateless-client");
+}
+
+/// What rmcp refuses before a session (a stateless request of a version outside the policy, one short of
+/// metadata) starts none: a notification after it is still dropped (rmcp would end the server on it), and the
+/// client can still `initialize`.
+#[test]
+fn a_refused_stateless_first_request_starts_no_session() {
+    let mut server = RawServer::spawn(
+        SERVER,
+        Some(ALL),
+        &[("MCP_MIN_PROTOCOL_VERSION", "2025-06-18")],
+    );
+    let mut old = stateless_call(1, "echo", json!({"text": "x"}));
+    old["params"]["_meta"]["io.modelcontextprotocol/protocolVersion"] = json!("2025-03-26");
+    let answer = server.request(old);
+    assert_eq!(answer["error"]["code"], -32022, "{answer}");
+    let mut short = RawServer::call_message(2, "echo", json!({"text": "x"}));
+    short["params"]["_meta"] = json!({"io.modelcontextprotocol/protocolVersion": "2026-07-28"});
+    let answer = server.request(short);
+    assert_eq!(answer["error"]["code"], -32602, "{answer}");
+    server.send(&json!({
+        "jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 2}
+    }));
+    let answer = server.initialize("2025-11-25");
+    assert_eq!(
+        answer["result"]["protocolVersion"], "2025-11-25",
+        "{answer}"
+    );
+    let answer = server.request(RawServer::call_message(3, "echo", json!({"text": "ok"})));
+    assert_eq!(answer["result"]["content"][0]["text"], "ok", "{answer}");
+    let (_, audit, _) = server.finish();
+    let session = events(&audit, "session");
+    assert_eq!(session.len(), 1, "{audit:?}");
+    assert_eq!(session[0]["lifecycle"], "initialize");
+}
+
 #[test]
 fn a_tool_past_the_configured_timeout_is_stopped_and_audited_timeout() {
     let mut server = server(&[("MCP_TOOL_TIMEOUT", "200ms")]);

@@ -14,8 +14,9 @@
 //! | an id other than a string or an integer as written (`1.0`, `1e2`, `-0`, past 64 bits) | `-32600`, id `null` |
 //! | notification or response before the session starts | dropped (nobody waits for an answer) |
 //!
-//! Every refusal is audited as a `message_rejected` event; sessions and version refusals are audited as the
-//! messages that carry them go out.
+//! Every refusal is audited as a `message_rejected` event; version refusals are audited as the messages that carry
+//! them go out, and sessions as they start (at the answer to `initialize`; for a stateless first request, when rmcp
+//! takes it).
 //!
 //! Everything written goes through one queue of [`OUTBOX_CAPACITY`] messages, which one task writes out in order.
 //! A line is read only when the queue has room for its answer: a client that stops reading its answers stops
@@ -150,10 +151,11 @@ fn output_closed() -> std::io::Error {
 
 #[derive(Default)]
 struct Lifecycle {
-    /// A session is running: `initialize` was answered, or a stateless request was.
+    /// A session is running: `initialize` was answered, or rmcp took a stateless request. Set while `pending`'s
+    /// lock is held, so that whoever finds the pending request gone also finds the session started.
     started: AtomicBool,
-    /// The request that may start a session (an `initialize`, or a first stateless request), until it is
-    /// answered.
+    /// The request that may start a session (an `initialize`, or a first stateless request with the metadata
+    /// rmcp requires), until it is answered or, for a stateless one, rmcp takes it.
     pending: std::sync::Mutex<Option<PendingSession>>,
     /// The last request before a session that rmcp refuses (not an `initialize` or a `ping`, and without a
     /// stateless request's metadata), with its size: its refusal is audited.
@@ -499,7 +501,8 @@ where
                 client_version: Some(shorten(&init.params.client_info.version)),
             },
             ClientRequest::PingRequest(_) | ClientRequest::DiscoverRequest(_) => return,
-            _ if self.session_started() => return,
+            // Refused by rmcp for its metadata (audited as such), so it starts nothing.
+            _ if self.session_started() || refused_before_session() => return,
             other => {
                 let meta = rmcp::model::GetMeta::get_meta(other);
                 let Some(version) = meta.protocol_version() else {
@@ -525,6 +528,50 @@ where
             .pending
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = Some(pending);
+    }
+
+    /// Starts the session of `session`, taken from `pending` (whose lock is held until `started` is set), and
+    /// audits it: after `initialize` with the version negotiated, else stateless with its request's version.
+    fn start_session(
+        &self,
+        pending: std::sync::MutexGuard<'_, Option<PendingSession>>,
+        session: PendingSession,
+        negotiated: Option<String>,
+    ) {
+        let (lifecycle, protocol_version) = match (negotiated, session.inline_version) {
+            (Some(negotiated), _) => ("initialize", negotiated),
+            (None, Some(inline)) => ("stateless", inline),
+            (None, None) => return,
+        };
+        self.lifecycle
+            .inline
+            .store(lifecycle == "stateless", Ordering::Relaxed);
+        self.lifecycle.started.store(true, Ordering::SeqCst);
+        drop(pending);
+        self.audit(AuditEvent::Session {
+            lifecycle,
+            protocol_version,
+            client_name: session.client_name,
+            client_version: session.client_version,
+        });
+    }
+
+    /// Before a session, rmcp answers a stateless request it refuses (for its version) before it reads again: one
+    /// still pending when rmcp reads the next message was taken, and its session runs from then on, not from its
+    /// answer (which may come after the client's cancellation of it, or be an error).
+    fn start_if_taken(&self) {
+        if self.session_started() {
+            return;
+        }
+        let mut pending = self
+            .lifecycle
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if pending.as_ref().is_some_and(|p| p.inline_version.is_some()) {
+            let session = pending.take().expect("checked above");
+            self.start_session(pending, session, None);
+        }
     }
 
     /// Audits the lifecycle facts an outgoing message carries.
@@ -560,22 +607,7 @@ where
                     return;
                 }
                 let session = pending.take().expect("checked above");
-                drop(pending);
-                let (lifecycle, protocol_version) = match (initialized, session.inline_version) {
-                    (Some(negotiated), _) => ("initialize", negotiated),
-                    (None, Some(inline)) => ("stateless", inline),
-                    (None, None) => return,
-                };
-                self.lifecycle
-                    .inline
-                    .store(lifecycle == "stateless", Ordering::Relaxed);
-                self.lifecycle.started.store(true, Ordering::SeqCst);
-                self.audit(AuditEvent::Session {
-                    lifecycle,
-                    protocol_version,
-                    client_name: session.client_name,
-                    client_version: session.client_version,
-                });
+                self.start_session(pending, session, initialized);
             }
             ServerJsonRpcMessage::Error(error)
                 if error.error.code == ErrorCode::UNSUPPORTED_PROTOCOL_VERSION =>
@@ -587,6 +619,18 @@ where
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
                         .retain(|(pending, _)| pending != id);
+                    // A stateless request refused for its version starts nothing.
+                    let mut pending = self
+                        .lifecycle
+                        .pending
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner());
+                    if pending
+                        .as_ref()
+                        .is_some_and(|p| p.inline_version.is_some() && p.request_id == *id)
+                    {
+                        pending.take();
+                    }
                 }
                 let data = error.error.data.clone().unwrap_or(Value::Null);
                 self.audit(AuditEvent::VersionRejected {
@@ -617,8 +661,25 @@ where
                 }
             }
             // rmcp's refusal of a request that came before any session (not an `initialize`, and without a
-            // stateless request's metadata): it never reaches the handler, so it is audited here.
+            // stateless request's metadata): it never reaches the handler, so it is audited here. Any other error
+            // answering a stateless first request is its handler's (rmcp refuses such a request only for its
+            // version, above): rmcp took it, and the session runs.
             ServerJsonRpcMessage::Error(error) if !self.session_started() => {
+                let mut pending = self
+                    .lifecycle
+                    .pending
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                if let Some(id) = &error.id
+                    && pending
+                        .as_ref()
+                        .is_some_and(|p| p.inline_version.is_some() && p.request_id == *id)
+                {
+                    let session = pending.take().expect("checked above");
+                    self.start_session(pending, session, None);
+                    return;
+                }
+                drop(pending);
                 let refused = {
                     let mut before = self
                         .lifecycle
@@ -758,6 +819,7 @@ where
     }
 
     async fn receive(&mut self) -> Option<RxJsonRpcMessage<RoleServer>> {
+        self.start_if_taken();
         // rmcp polls `receive` inside a `select!` and may drop it at any await: every await below is cancel-safe
         // (a partial line and a place taken in the queue stay in the reader), and from a complete line to its
         // answer being queued nothing awaits.
