@@ -503,3 +503,98 @@ async fn a_paging_handler_lists_each_secure_tool_once() {
     names.sort();
     assert_eq!(names, ["read_note", "write_note"]);
 }
+
+/// A server of prompts only: it enables no tools capability, and rmcp's default `tools/list` answers it with
+/// method not found.
+#[derive(Clone)]
+struct PromptsOnly;
+
+impl ServerHandler for PromptsOnly {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_prompts()
+                .enable_prompts_list_changed()
+                .build(),
+        )
+    }
+
+    async fn list_prompts(
+        &self,
+        _request: Option<rmcp::model::PaginatedRequestParams>,
+        _context: rmcp::service::RequestContext<rmcp::RoleServer>,
+    ) -> Result<rmcp::model::ListPromptsResult, rmcp::ErrorData> {
+        Ok(rmcp::model::ListPromptsResult::with_all_items(vec![
+            rmcp::model::Prompt::new("greet", Some("Greets"), None),
+        ]))
+    }
+}
+
+/// Review finding: merged with a handler that has no tools capability (prompts only), the secure tools were hidden:
+/// `initialize` and `server/discover` advertised no tools, and `tools/list` answered the inner handler's method not
+/// found. They are advertised and listed; the handler's own capabilities stay as it set them.
+#[tokio::test]
+async fn a_handler_without_tools_merged_with_secure_tools_advertises_and_lists_them() {
+    use rmcp::service::{ClientLifecycleMode, ClientServiceExt as _};
+    let secured = || {
+        let tools = ToolSet::builder(())
+            .tool::<read_note>()
+            .tool::<write_note>()
+            .build()
+            .unwrap();
+        let secure = secure_tools::SecureServer::new(tools).default_caller(Caller::new(
+            "local-user",
+            Grant::parse("notes.read").unwrap(),
+        ));
+        secure_tools::serve::Secured::new(PromptsOnly, secure)
+    };
+    let info = ServerHandler::get_info(&secured());
+    assert!(info.capabilities.tools.is_some(), "{info:?}");
+    let client = client_of(secured()).await;
+    let capabilities = &client.peer_info().unwrap().capabilities;
+    assert!(capabilities.tools.is_some(), "{capabilities:?}");
+    assert_eq!(
+        capabilities.prompts.as_ref().and_then(|p| p.list_changed),
+        Some(true),
+        "{capabilities:?}"
+    );
+    let mut names: Vec<String> = client
+        .list_all_tools()
+        .await
+        .unwrap()
+        .iter()
+        .map(|t| t.name.to_string())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["read_note", "write_note"]);
+    let read = client
+        .call_tool(
+            CallToolRequestParams::new("read_note").with_arguments(args(json!({"name": "todo"}))),
+        )
+        .await
+        .unwrap();
+    assert_eq!(text_of(&read), "the note `todo`");
+    assert_eq!(client.list_all_prompts().await.unwrap().len(), 1);
+    client.cancel().await.unwrap();
+
+    // The same for a client of the stateless revision, which learns the capabilities from `server/discover`.
+    let (server_io, client_io) = tokio::io::duplex(64 * 1024);
+    let server = secured();
+    tokio::spawn(async move {
+        let running = server.serve(server_io).await.expect("server starts");
+        running.waiting().await.ok();
+    });
+    let client = ()
+        .serve_with_lifecycle(
+            client_io,
+            ClientLifecycleMode::Discover {
+                preferred_versions: vec![rmcp::model::ProtocolVersion::V_2026_07_28],
+            },
+        )
+        .await
+        .expect("client connects");
+    let capabilities = &client.peer_info().unwrap().capabilities;
+    assert!(capabilities.tools.is_some(), "{capabilities:?}");
+    assert_eq!(client.list_all_tools().await.unwrap().len(), 2);
+    client.cancel().await.unwrap();
+}

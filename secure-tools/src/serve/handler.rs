@@ -631,9 +631,10 @@ where
         let client_name = crate::audit::shorten_str(&request.client_info.name);
         let client_version = crate::audit::shorten_str(&request.client_info.version);
         let request_context = context.clone();
-        let answer = self.inner.initialize(request, context).await;
-        match &answer {
+        let mut answer = self.inner.initialize(request, context).await;
+        match &mut answer {
             Ok(result) => {
+                self.advertise_tools(&mut result.capabilities);
                 self.session_started.store(true, Ordering::Relaxed);
                 self.record(AuditEvent::Session {
                     lifecycle: "initialize",
@@ -648,6 +649,15 @@ where
             Err(_) => {}
         }
         answer
+    }
+
+    /// Advertises the tools capability when the tool set has secure tools and the inner handler enables none (a
+    /// server of prompts only): they are served all the same, and a client does not look for tools a server does
+    /// not advertise. The inner handler's own capabilities stay as it set them.
+    fn advertise_tools(&self, capabilities: &mut ServerCapabilities) {
+        if capabilities.tools.is_none() && self.secure.tools().definitions().next().is_some() {
+            capabilities.tools = Some(rmcp::model::ToolsCapability::default());
+        }
     }
 
     /// What every request but `initialize` and `ping` passes first: the version policy, and the session's start.
@@ -738,7 +748,11 @@ where
         self.admit_request(&context)?;
         let caller = self.secure.caller(&context);
         let current = receives_any_output_schema(&context);
-        let mut list = self.inner.list_tools(request, context).await?;
+        let mut list = match self.inner.list_tools(request, context).await {
+            // A handler without tools of its own (rmcp's default `tools/list` for a server that enables none).
+            Err(error) if error.code == ErrorCode::METHOD_NOT_FOUND => ListToolsResult::default(),
+            other => other?,
+        };
         let tools = self.secure.tools();
         let callable_only = self.secure.options.listing == Listing::CallableOnly;
         let mut secure_listed = std::collections::BTreeSet::new();
@@ -862,7 +876,9 @@ where
         &self,
         context: RequestContext<RoleServer>,
     ) -> Result<rmcp::model::DiscoverResult, ErrorData> {
-        self.inner.discover(context).await
+        let mut discovered = self.inner.discover(context).await?;
+        self.advertise_tools(&mut discovered.capabilities);
+        Ok(discovered)
     }
 
     fn call_tool(
@@ -939,7 +955,9 @@ where
     }
 
     fn get_info(&self) -> ServerConfig {
-        self.inner.get_info()
+        let mut info = self.inner.get_info();
+        self.advertise_tools(&mut info.capabilities);
+        info
     }
 }
 
