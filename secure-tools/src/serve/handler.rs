@@ -429,6 +429,67 @@ impl<S: Send + Sync + 'static> ServerHandler for SecureServer<S> {
     fn get_tool(&self, name: &str) -> Option<Tool> {
         self.tools.definition(name).map(|d| d.to_rmcp_tool())
     }
+
+    async fn on_custom_request(
+        &self,
+        request: rmcp::model::CustomRequest,
+        context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::CustomResult, ErrorData> {
+        if let Some(error) = refuse_misshapen_call(&self.tools, &request, &context) {
+            return Err(error);
+        }
+        Err(ErrorData::new(
+            ErrorCode::METHOD_NOT_FOUND,
+            request.method,
+            None,
+        ))
+    }
+}
+
+/// rmcp takes a `tools/call` whose params do not have its shape (a name that is missing or not a string, arguments
+/// that are not an object) for a request of a method it does not know, and hands it to `on_custom_request`, whose
+/// default answers `-32601`, with no record. It is invalid params (`-32602`), refused and audited as the stdio
+/// transport refuses it before rmcp sees it (`message_rejected`, `invalid_params`). `None` for any other method.
+fn refuse_misshapen_call<S: Send + Sync + 'static>(
+    tools: &ToolSet<S>,
+    request: &rmcp::model::CustomRequest,
+    context: &RequestContext<RoleServer>,
+) -> Option<ErrorData> {
+    if request.method != "tools/call" {
+        return None;
+    }
+    let error = super::transport::misshapen_call_error();
+    let event = AuditEvent::MessageRejected {
+        request_id: Some(context.id.clone()),
+        reason: super::transport::MISSHAPEN_CALL_REASON,
+        code: Some(error.code.0),
+        bytes: message_bytes(request, context),
+    };
+    if let Err(err) = tools.audit().record(event) {
+        tracing::error!(error = %err, "audit record not written");
+    }
+    Some(error)
+}
+
+/// The size of a request rmcp parsed: over HTTP its body's, as the client gave it; else (or when the body's
+/// length was not given) the request encoded again, which is near it.
+fn message_bytes(
+    request: &rmcp::model::CustomRequest,
+    context: &RequestContext<RoleServer>,
+) -> usize {
+    #[cfg(feature = "http")]
+    if let Some(length) = context
+        .extensions
+        .get::<axum::http::request::Parts>()
+        .and_then(|parts| parts.headers.get(axum::http::header::CONTENT_LENGTH))
+        .and_then(|value| value.to_str().ok()?.parse().ok())
+    {
+        return length;
+    }
+    let message = serde_json::json!({
+        "jsonrpc": "2.0", "id": context.id, "method": request.method, "params": request.params
+    });
+    serde_json::to_vec(&message).map_or(0, |encoded| encoded.len())
 }
 
 impl<S: Send + Sync + 'static> ToolSet<S> {
@@ -920,13 +981,26 @@ where
         subscribe(rmcp::model::SubscribeRequestParams) -> ();
         #[allow(deprecated)]
         unsubscribe(rmcp::model::UnsubscribeRequestParams) -> ();
-        on_custom_request(rmcp::model::CustomRequest) -> rmcp::model::CustomResult;
         get_task(rmcp::model::GetTaskParams) -> rmcp::model::GetTaskResult;
         update_task(rmcp::model::UpdateTaskParams) -> ();
         cancel_task(rmcp::model::CancelTaskParams) -> ();
         list_skills(Option<PaginatedRequestParams>) -> rmcp::model::ListSkillsResult;
         get_skill(rmcp::model::GetSkillRequestParams) -> rmcp::model::GetSkillResult;
         read_resource_directory(rmcp::model::ReadResourceDirectoryRequestParams) -> rmcp::model::ReadResourceDirectoryResult;
+    }
+
+    /// A `tools/call` rmcp did not parse as one is refused here (see [`refuse_misshapen_call`]), never passed to
+    /// the inner handler; any other method is, once admitted.
+    async fn on_custom_request(
+        &self,
+        request: rmcp::model::CustomRequest,
+        context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::CustomResult, ErrorData> {
+        if let Some(error) = refuse_misshapen_call(self.secure.tools(), &request, &context) {
+            return Err(error);
+        }
+        self.admit_request(&context)?;
+        self.inner.on_custom_request(request, context).await
     }
 
     fn accepted_subscription_filter(

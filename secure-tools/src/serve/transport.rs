@@ -780,14 +780,23 @@ fn refuse_misshapen_call(message: ClientJsonRpcMessage) -> Result<ClientJsonRpcM
     {
         return Err(Refusal {
             id: Some(request.id.clone()),
-            reason: "invalid_params",
-            error: Some(ErrorData::invalid_params(
-                "Invalid params: `tools/call` takes a `name` string and an `arguments` object",
-                None,
-            )),
+            reason: MISSHAPEN_CALL_REASON,
+            error: Some(misshapen_call_error()),
         });
     }
     Ok(message)
+}
+
+/// The `message_rejected` reason of a `tools/call` whose params do not have its shape.
+pub(super) const MISSHAPEN_CALL_REASON: &str = "invalid_params";
+
+/// The answer to a `tools/call` whose params do not have its shape: here, and from the secure handler where rmcp
+/// parsed the call (over HTTP, or rmcp's own transports).
+pub(super) fn misshapen_call_error() -> ErrorData {
+    ErrorData::invalid_params(
+        "Invalid params: `tools/call` takes a `name` string and an `arguments` object",
+        None,
+    )
 }
 
 /// A JSON-RPC id MCP accepts: a string, or an integer written as one (serde_json keeps `1.0`, `1e2` and `-0` as
