@@ -842,3 +842,26 @@ async fn a_token_audience_of_its_own_keeps_the_resource_url_reachable() {
         assert!(stderr.contains("--resource-url"), "{url}: {stderr}");
     }
 }
+
+/// Review finding: without sessions (the default), the `Mcp-Session-Id` a client sent was recorded as its call's
+/// `session_id`, though nothing checks it: a client could stamp its calls with another client's session, or any
+/// text. A session id is recorded only where the server issued it (session mode).
+#[tokio::test]
+async fn a_session_id_sent_without_sessions_is_not_recorded() {
+    let server = Server::start();
+    let token = server.token(server.claims("alice", "files.read"));
+    let response = post_request(
+        &server,
+        "/mcp",
+        &call(1, "read_file", json!({"filename": "greeting.txt"})),
+    )
+    .header("authorization", format!("Bearer {token}"))
+    .header("mcp-session-id", "forged-session-of-bob")
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 200);
+    let calls = server.calls();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert!(calls[0].get("session_id").is_none(), "{}", calls[0]);
+}

@@ -86,9 +86,12 @@ fn connection(shared: &Shared, request: &Request, token_id: Option<String>) -> C
     Connection {
         transport: Some("http"),
         remote_addr,
-        session_id: request
-            .headers()
-            .get("mcp-session-id")
+        // Only a session the server issued and checks (session mode; see `authenticated`): without sessions, the
+        // header is whatever the client wrote, and nothing vouches for it.
+        session_id: shared
+            .sessions
+            .then(|| request.headers().get("mcp-session-id"))
+            .flatten()
             .and_then(|v| v.to_str().ok())
             .map(|id| Arc::from(shorten_str(id))),
         token_id: token_id.map(|id| Arc::from(shorten_str(&id))),
