@@ -250,6 +250,113 @@ pub(crate) fn variable<T: FromSetting>(
     }
 }
 
+/// `text` with the credentials a URL in it may carry masked: its userinfo (`redis://:PASSWORD@host`,
+/// `https://USER:PASSWORD@host`: user and password both, as `***`), and the values of the query parameters `user`,
+/// `username`, `pass` and `password` (Redis takes them there for a Unix socket). Text that is no such URL is returned
+/// as it is. For what is shown of settings (their `Debug`, messages naming a URL); never for what is used.
+pub(crate) fn masked_url(text: &str) -> std::borrow::Cow<'_, str> {
+    use std::borrow::Cow;
+    let Some(scheme_end) = text.find("://") else {
+        return Cow::Borrowed(text);
+    };
+    let authority_start = scheme_end + "://".len();
+    let rest = &text[authority_start..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, after) = rest.split_at(authority_end);
+    let mut changed = false;
+    let mut shown = String::with_capacity(text.len());
+    shown.push_str(&text[..authority_start]);
+    match authority.rfind('@') {
+        Some(at) => {
+            shown.push_str("***");
+            shown.push_str(&authority[at..]);
+            changed = true;
+        }
+        None => shown.push_str(authority),
+    }
+    match after.split_once('?') {
+        Some((path, query_and_fragment)) => {
+            let (query, fragment) = query_and_fragment
+                .find('#')
+                .map_or((query_and_fragment, ""), |hash| {
+                    query_and_fragment.split_at(hash)
+                });
+            shown.push_str(path);
+            shown.push('?');
+            for (i, pair) in query.split('&').enumerate() {
+                if i > 0 {
+                    shown.push('&');
+                }
+                match pair.split_once('=') {
+                    Some((name, _))
+                        if ["user", "username", "pass", "password"]
+                            .iter()
+                            .any(|secret| name.eq_ignore_ascii_case(secret)) =>
+                    {
+                        shown.push_str(name);
+                        shown.push_str("=***");
+                        changed = true;
+                    }
+                    _ => shown.push_str(pair),
+                }
+            }
+            shown.push_str(fragment);
+        }
+        None => shown.push_str(after),
+    }
+    if changed {
+        Cow::Owned(shown)
+    } else {
+        Cow::Borrowed(text)
+    }
+}
+
+/// A setting as its `Debug` shows it: any URL's credentials masked ([`masked_url`]).
+pub(crate) struct Shown<'a, T>(pub(crate) &'a Option<T>);
+
+/// How a setting's value is shown.
+pub(crate) trait ShownSetting {
+    fn fmt_shown(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result;
+}
+
+impl<T: ShownSetting> std::fmt::Debug for Shown<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            None => f.write_str("None"),
+            Some(value) => {
+                f.write_str("Some(")?;
+                value.fmt_shown(f)?;
+                f.write_str(")")
+            }
+        }
+    }
+}
+
+impl ShownSetting for String {
+    fn fmt_shown(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&masked_url(self), f)
+    }
+}
+
+impl ShownSetting for Vec<String> {
+    fn fmt_shown(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.iter().map(|item| masked_url(item)))
+            .finish()
+    }
+}
+
+macro_rules! shown_as_is {
+    ($($ty:ty),*) => {
+        $(impl ShownSetting for $ty {
+            fn fmt_shown(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                std::fmt::Debug::fmt(self, f)
+            }
+        })*
+    };
+}
+shown_as_is!(PathBuf, bool, u32, u64, usize, SocketAddr);
+
 /// Whether a setting's value is blank text (only text can be: clap refuses a blank number or address).
 #[cfg(feature = "cli")]
 pub(crate) trait Blank {
@@ -303,7 +410,7 @@ macro_rules! settings_args {
         }
     ) => {
         $(#[$struct_attr])*
-        #[derive(Debug, Clone, Default, serde::Deserialize)]
+        #[derive(Clone, Default, serde::Deserialize)]
         #[cfg_attr(feature = "cli", derive(clap::Args))]
         #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
         #[non_exhaustive]
@@ -315,6 +422,16 @@ macro_rules! settings_args {
                 $(#[cfg_attr(feature = "cli", arg(env = $env, hide_env_values = true))])?
                 pub $field: Option<$ty>,
             )*
+        }
+
+        /// Each setting as given, except the credentials a URL may carry (a Redis or JWKS URL's password):
+        /// masked (see [`masked_url`](crate::serve::settings::masked_url)).
+        impl ::std::fmt::Debug for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                f.debug_struct(stringify!($name))
+                    $(.field(stringify!($field), &$crate::serve::settings::Shown(&self.$field)))*
+                    .finish()
+            }
         }
 
         impl $name {
@@ -594,12 +711,23 @@ settings_args! {
 pub const HS256_SECRET_VARIABLE: &str = "MCP_AUTH_HS256_SECRET";
 
 /// The settings of a config file: the server's own, and the tables left for the application.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 struct ConfigFile {
     path: Option<PathBuf>,
     sections: toml::Table,
     /// The tables the application has read ([`Settings::section`]); one never read is refused at start.
     read: Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
+}
+
+/// The file and the names of its tables, not what they hold: an application's table may hold a secret of its own
+/// (a database URL with its password).
+impl std::fmt::Debug for ConfigFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConfigFile")
+            .field("path", &self.path)
+            .field("sections", &self.sections.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
 }
 
 impl ConfigFile {
@@ -1239,6 +1367,69 @@ mod tests {
         assert_eq!(misspelled_variable(HS256_SECRET_VARIABLE), None);
         assert_eq!(misspelled_variable("RATE_LIMITS"), None);
         assert_eq!(misspelled_variable("MCP_TICKETS_DATABASE_URL"), None);
+    }
+
+    /// Review finding: `ServerArgs`' derived `Debug` showed a Redis or JWKS URL whole, password and all; and
+    /// `Settings`' showed every table of the config file, an application's secrets among them.
+    #[tokio::test]
+    async fn credentials_in_settings_are_never_shown() {
+        let args = ServerArgs {
+            rate_limit_redis: Some("redis://:hunter2@r/0".into()),
+            jwks_url: Some("https://reader:swordfish@idp.example/jwks.json".into()),
+            authorization_servers: Some(vec!["https://admin:opensesame@as.example/".into()]),
+            server_id: Some("files".into()),
+            ..ServerArgs::default()
+        };
+        let shown = format!("{args:?}");
+        for secret in ["hunter2", "reader", "swordfish", "admin", "opensesame"] {
+            assert!(!shown.contains(secret), "{secret}: {shown}");
+        }
+        for kept in [
+            "redis://***@r/0",
+            "https://***@idp.example/jwks.json",
+            "https://***@as.example/",
+            "\"files\"",
+        ] {
+            assert!(shown.contains(kept), "{kept}: {shown}");
+        }
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("server.toml");
+        std::fs::write(
+            &path,
+            "server-id = \"files\"\n[db]\nurl = \"postgres://app:hunter2@db/app\"\n",
+        )
+        .unwrap();
+        let settings = Settings::from_args(ServerArgs {
+            config: Some(path),
+            ..ServerArgs::default()
+        })
+        .await
+        .unwrap();
+        let shown = format!("{settings:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("\"db\""), "{shown}");
+    }
+
+    #[test]
+    fn a_urls_credentials_are_masked_and_other_text_kept() {
+        for (text, shown) in [
+            ("redis://:hunter2@r/0", "redis://***@r/0"),
+            ("rediss://user:hunter2@r:6380", "rediss://***@r:6380"),
+            (
+                "redis+unix:///run/redis.sock?db=1&pass=hunter2",
+                "redis+unix:///run/redis.sock?db=1&pass=***",
+            ),
+            ("https://u:p%40ss@h/jwks?x=1#f", "https://***@h/jwks?x=1#f"),
+            ("https://idp.example/a@b", "https://idp.example/a@b"),
+            (
+                "https://idp.example/jwks.json",
+                "https://idp.example/jwks.json",
+            ),
+            ("files.read files.write", "files.read files.write"),
+        ] {
+            assert_eq!(masked_url(text), shown, "{text}");
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::keys::{KeyError, VerificationKey, VerificationKeys, parse_jwks};
 use crate::serve::http::is_loopback;
+use crate::serve::settings::masked_url;
 
 /// The shortest time between two fetches of a JWKS URL, unless configured.
 pub const DEFAULT_JWKS_REFETCH_INTERVAL: Duration = Duration::from_secs(30);
@@ -51,10 +52,27 @@ pub(super) struct RemoteJwks {
 const MAX_JWKS_REDIRECTS: usize = 3;
 
 impl RemoteJwks {
+    /// The JWKS at `url`, with the default intervals, not fetched yet.
+    fn unfetched(url: &str, tls: rustls::ClientConfig) -> Self {
+        RemoteJwks {
+            url: url.to_owned(),
+            tls: Arc::new(tls),
+            keys: RwLock::new(Arc::from([])),
+            last_fetch: tokio::sync::Mutex::new(None),
+            min_interval: DEFAULT_JWKS_REFETCH_INTERVAL,
+            fetched: std::sync::Mutex::new(Instant::now()),
+            max_age: DEFAULT_JWKS_MAX_AGE,
+            max_stale: DEFAULT_JWKS_MAX_STALE,
+            stale_said: std::sync::atomic::AtomicBool::new(false),
+            refreshing: std::sync::atomic::AtomicBool::new(false),
+            fetches: AtomicU64::new(0),
+        }
+    }
+
     async fn fetch(&self) -> Result<Arc<[VerificationKey]>, KeyError> {
         self.fetches.fetch_add(1, Ordering::Relaxed);
         let error = |reason: String| KeyError::Fetch {
-            url: self.url.clone(),
+            url: masked_url(&self.url).into_owned(),
             reason,
         };
         let body = tokio::time::timeout(JWKS_FETCH_TIMEOUT, self.fetch_following_redirects())
@@ -226,7 +244,7 @@ impl VerificationKeys {
         use rustls_pki_types::pem::PemObject;
 
         let fetch_error = |reason: String| KeyError::Fetch {
-            url: url.to_owned(),
+            url: masked_url(url).into_owned(),
             reason,
         };
         jwks_uri(url).map_err(fetch_error)?;
@@ -256,19 +274,7 @@ impl VerificationKeys {
         .map_err(|e| fetch_error(e.to_string()))?
         .with_root_certificates(roots)
         .with_no_client_auth();
-        let remote = RemoteJwks {
-            url: url.to_owned(),
-            tls: Arc::new(tls),
-            keys: RwLock::new(Arc::from([])),
-            last_fetch: tokio::sync::Mutex::new(None),
-            min_interval: DEFAULT_JWKS_REFETCH_INTERVAL,
-            fetched: std::sync::Mutex::new(Instant::now()),
-            max_age: DEFAULT_JWKS_MAX_AGE,
-            max_stale: DEFAULT_JWKS_MAX_STALE,
-            stale_said: std::sync::atomic::AtomicBool::new(false),
-            refreshing: std::sync::atomic::AtomicBool::new(false),
-            fetches: AtomicU64::new(0),
-        };
+        let remote = RemoteJwks::unfetched(url, tls);
         let keys = remote.fetch().await?;
         *remote.keys.write().unwrap_or_else(PoisonError::into_inner) = keys.clone();
         Ok(VerificationKeys {
@@ -336,7 +342,7 @@ impl VerificationKeys {
         if age > remote.max_stale.max(remote.max_age) {
             if !remote.stale_said.swap(true, Ordering::Relaxed) {
                 tracing::error!(
-                    url = %remote.url,
+                    url = %masked_url(&remote.url),
                     age_secs = age.as_secs(),
                     "the JWKS could not be fetched again for longer than its stale limit: every token is refused \
                      until a fetch succeeds"
@@ -400,7 +406,49 @@ impl RemoteJwks {
 
 #[cfg(test)]
 mod tests {
-    use super::jwks_uri;
+    use std::sync::Arc;
+
+    use super::{RemoteJwks, VerificationKeys, jwks_uri};
+
+    /// Review finding: a JWKS URL's credentials (`https://USER:PASSWORD@host/...`) were shown whole by the keys'
+    /// `Debug` (and so by `BearerAuth`'s and `Settings`'), and by the error of a failed fetch, printed at start.
+    #[tokio::test]
+    async fn a_jwks_urls_credentials_are_never_shown() {
+        let url = "https://reader:hunter2@idp.example/jwks.json";
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+        let keys = VerificationKeys {
+            keys: Arc::from([]),
+            remote: Some(Arc::new(RemoteJwks::unfetched(url, tls))),
+        };
+        let shown = format!("{keys:?}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("reader"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("https://***@idp.example/jwks.json"),
+            "{shown}"
+        );
+
+        let refused = VerificationKeys::jwks_url("http://reader:hunter2@10.0.0.1/jwks.json")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            !refused.contains("hunter2") && !refused.contains("reader"),
+            "{refused}"
+        );
+        assert!(
+            refused.contains("http://***@10.0.0.1/jwks.json"),
+            "{refused}"
+        );
+    }
 
     #[test]
     fn jwks_urls_are_https_or_plain_http_to_loopback() {

@@ -30,8 +30,15 @@ impl std::fmt::Debug for VerificationKeys {
             .collect();
         let mut debug = f.debug_struct("VerificationKeys");
         debug.field("keys", &keys);
+        // Its credentials, if the URL carries any, masked.
         #[cfg(feature = "jwks")]
-        debug.field("url", &self.remote.as_ref().map(|r| &r.url));
+        debug.field(
+            "url",
+            &self
+                .remote
+                .as_ref()
+                .map(|r| crate::serve::settings::masked_url(&r.url)),
+        );
         debug.finish()
     }
 }
@@ -60,7 +67,7 @@ pub enum KeyError {
     /// A JWKS URL could not be fetched.
     #[error("cannot fetch the JWKS at {url}: {reason}")]
     Fetch {
-        /// The URL.
+        /// The URL, any credentials in it masked.
         url: String,
         /// The reason.
         reason: String,
