@@ -865,3 +865,73 @@ async fn a_session_id_sent_without_sessions_is_not_recorded() {
     assert_eq!(calls.len(), 1, "{calls:?}");
     assert!(calls[0].get("session_id").is_none(), "{}", calls[0]);
 }
+
+/// Review finding: the HS256 secret could only come from `MCP_AUTH_HS256_SECRET`, which stays in the server's
+/// environment and is inherited by every process a tool starts: whoever reads it can mint tokens. It can come from a
+/// file (`--hs256-secret-file`), warned about when others can read it, like the other key files; and given both
+/// ways, the server refuses to start rather than pick one.
+#[tokio::test]
+async fn the_hs256_secret_comes_from_a_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let bearer = common::BearerHttp::new(SERVER, ISSUER, SECRET);
+    std::fs::write(bearer.data.join("greeting.txt"), "hello\n").unwrap();
+    let file_secret = "file-secret-0123456789abcdef0123456789";
+    let secret_file = bearer.dir.path().join("hs256.secret");
+    // Written as `echo` writes it: the line break is not part of the secret.
+    std::fs::write(&secret_file, format!("{file_secret}\n")).unwrap();
+    std::fs::set_permissions(&secret_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (mut child, listening, url) = common::start_on_a_held_port(|held| {
+        let (mut command, url) = bearer.command(held.port());
+        command
+            .env_remove("MCP_AUTH_HS256_SECRET")
+            .arg("--hs256-secret-file")
+            .arg(&secret_file);
+        held.release();
+        (command.spawn().expect("starting the server"), url)
+    });
+    let said = listening.text();
+    let now = now();
+    let claims = json!({"iss": ISSUER, "aud": url, "sub": "alice", "scope": "files.read",
+                        "iat": now, "nbf": now, "exp": now + 600});
+    let request = |token: String| {
+        client()
+            .post(&url)
+            .header("authorization", format!("Bearer {token}"))
+            .header("accept", "application/json, text/event-stream")
+            .header("content-type", "application/json")
+            .body(call(1, "read_file", json!({"filename": "greeting.txt"})).to_string())
+            .send()
+    };
+    let answer = request(sign(claims.clone(), file_secret)).await.unwrap();
+    assert_eq!(answer.status(), 200, "{said}");
+    let refused = request(sign(claims, SECRET)).await.unwrap();
+    assert_eq!(refused.status(), 401, "only the file's secret is used");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        said.contains("can be read by users other than its owner")
+            && said.contains("--hs256-secret-file"),
+        "{said}"
+    );
+    assert!(!said.contains(file_secret), "{said}");
+
+    // Both ways at once: refused at start, naming both.
+    let output = bearer
+        .command(0)
+        .0
+        .arg("--hs256-secret-file")
+        .arg(&secret_file)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--hs256-secret-file") && stderr.contains("MCP_AUTH_HS256_SECRET"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains(file_secret) && !stderr.contains(SECRET),
+        "{stderr}"
+    );
+}

@@ -676,6 +676,11 @@ settings_args! {
         /// Verify tokens with this RSA or EC public key (PEM).
         #[cfg_attr(feature = "cli", arg(long, value_name = "FILE"))]
         public_key_pem: PathBuf = env "MCP_AUTH_PUBLIC_KEY_PEM",
+        /// Verify tokens with the HS256 secret in this file (its bytes, a final line break left out; 32 bytes or
+        /// more; readable by the server's user only). Better than `MCP_AUTH_HS256_SECRET`, which stays in the
+        /// server's environment, and in that of every process it starts.
+        #[cfg_attr(feature = "cli", arg(long, value_name = "FILE"))]
+        hs256_secret_file: PathBuf = env "MCP_AUTH_HS256_SECRET_FILE",
         /// The claims a token's scopes are read from, in order (default: `scope`, then `scp`).
         #[cfg_attr(feature = "cli", arg(long = "scope-claim", value_name = "CLAIM", value_delimiter = ','))]
         scope_claims: Vec<String> = env "MCP_AUTH_SCOPE_CLAIMS" split ',',
@@ -706,8 +711,12 @@ settings_args! {
     }
 }
 
-/// The HS256 secret comes from this variable only: never a flag, which other users could see, nor the config
-/// file, which tends to be shared.
+/// The variable an HS256 secret may be given in (never a flag, which other users could see, nor the config file,
+/// which tends to be shared). A file is better (`--hs256-secret-file`, `MCP_AUTH_HS256_SECRET_FILE`): the variable
+/// stays in the server's environment, which every process it starts inherits unless told otherwise, and whoever
+/// reads it can mint tokens. A tool that starts a process should give it only the variables it needs
+/// (`std::process::Command::env_clear`, then `env` for each), or at least `env_remove` this one; the server does
+/// not unset it (`std::env::remove_var` is unsound while other threads may read the environment).
 pub const HS256_SECRET_VARIABLE: &str = "MCP_AUTH_HS256_SECRET";
 
 /// The settings of a config file: the server's own, and the tables left for the application.
@@ -922,6 +931,10 @@ impl Settings {
             (
                 "--public-key-pem / MCP_AUTH_PUBLIC_KEY_PEM",
                 &args.public_key_pem,
+            ),
+            (
+                "--hs256-secret-file / MCP_AUTH_HS256_SECRET_FILE",
+                &args.hs256_secret_file,
             ),
             ("--tls-cert / MCP_TLS_CERT", &args.tls_cert),
             ("--tls-key / MCP_TLS_KEY", &args.tls_key),
@@ -1200,6 +1213,10 @@ impl Settings {
                     (
                         args.public_key_pem.is_some(),
                         "--public-key-pem / MCP_AUTH_PUBLIC_KEY_PEM",
+                    ),
+                    (
+                        args.hs256_secret_file.is_some(),
+                        "--hs256-secret-file / MCP_AUTH_HS256_SECRET_FILE",
                     ),
                     (args.tls_cert.is_some(), "--tls-cert / MCP_TLS_CERT"),
                     (args.tls_key.is_some(), "--tls-key / MCP_TLS_KEY"),

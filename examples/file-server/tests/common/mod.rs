@@ -73,6 +73,11 @@ impl Listening {
             .unwrap_or_else(|| panic!("no `{prefix}` line in:\n{}", self.lines.join("")))
     }
 
+    /// Everything the server wrote up to that line.
+    pub fn text(&self) -> String {
+        self.lines.concat()
+    }
+
     /// The address in [`url`](Self::url)'s URL.
     pub fn address(&self, what: &str) -> SocketAddr {
         let url = self.url(what);

@@ -186,6 +186,7 @@ pub(super) async fn resolve(
         || args.jwks_file.is_some()
         || args.jwks_url.is_some()
         || args.public_key_pem.is_some()
+        || args.hs256_secret_file.is_some()
         || secret.is_some();
     let mtls_given = args.tls_cert.is_some()
         || args.tls_key.is_some()
@@ -293,9 +294,12 @@ async fn bearer_auth(args: &ServerArgs, secret: Option<String>) -> Result<Auth, 
         args.jwks_url.is_some(),
         args.jwks_file.is_some(),
         args.public_key_pem.is_some(),
+        args.hs256_secret_file.is_some(),
         secret.is_some(),
     ];
-    let one_of = format!("--jwks-url, --jwks-file, --public-key-pem or {HS256_SECRET_VARIABLE}");
+    let one_of = format!(
+        "--jwks-url, --jwks-file, --public-key-pem, --hs256-secret-file or {HS256_SECRET_VARIABLE}"
+    );
     match sources.iter().filter(|given| **given).count() {
         0 => {
             return Err(invalid(
@@ -356,6 +360,13 @@ async fn bearer_auth(args: &ServerArgs, secret: Option<String>) -> Result<Auth, 
     } else if let Some(path) = &args.public_key_pem {
         VerificationKeys::public_key_pem(&read(path)?)
             .map_err(|e| invalid("--public-key-pem / MCP_AUTH_PUBLIC_KEY_PEM", e.to_string()))?
+    } else if let Some(path) = &args.hs256_secret_file {
+        let name = "--hs256-secret-file / MCP_AUTH_HS256_SECRET_FILE";
+        super::settings::warn_if_readable_by_others(path, name);
+        let text =
+            std::fs::read(path).map_err(|e| invalid(name, format!("{}: {e}", path.display())))?;
+        VerificationKeys::hmac_secret(without_final_line_break(&text))
+            .map_err(|e| invalid(name, e.to_string()))?
     } else {
         VerificationKeys::hmac_secret(secret.unwrap_or_default().as_bytes())
             .map_err(|e| invalid(HS256_SECRET_VARIABLE, e.to_string()))?
@@ -374,6 +385,14 @@ async fn bearer_auth(args: &ServerArgs, secret: Option<String>) -> Result<Auth, 
         auth = auth.require_access_token_type(true);
     }
     Ok(Auth::Bearer(auth))
+}
+
+/// A secret file's bytes without the line break an editor or `echo` ends it with (`\n` or `\r\n`), which is not
+/// part of the secret.
+fn without_final_line_break(text: &[u8]) -> &[u8] {
+    text.strip_suffix(b"\r\n")
+        .or_else(|| text.strip_suffix(b"\n"))
+        .unwrap_or(text)
 }
 
 /// Mutual TLS from the certificate, key, client CA and client mappings.
