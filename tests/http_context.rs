@@ -228,6 +228,33 @@ async fn a_request_past_the_request_timeout_is_answered_408_and_its_call_audited
     assert_still_serving(&server).await;
 }
 
+/// Review finding: the request timeout (30 s by default) was shorter than the tool timeout (60 s by default), so a
+/// stateless client never got the documented `timeout` refusal of a call that ran too long: it got a `408`, and the
+/// call was audited `cancelled`. Unset, the request timeout is now the tool timeout and a margin: the call's own
+/// timeout answers first. (A tool timeout of 31 s makes it seen in 31 s: with the old default, a `408` at 30 s.)
+#[tokio::test]
+async fn without_a_request_timeout_a_call_past_the_tool_timeout_gets_its_timeout_refusal() {
+    let server = start_with(&[("MCP_TOOL_TIMEOUT", "31s")]);
+    let answer = post(
+        &client(Duration::from_secs(60)),
+        &server.url,
+        &call("slow", json!({"millis": 45000})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(answer.status(), reqwest::StatusCode::OK);
+    let body: Value = answer.json().await.unwrap();
+    assert_eq!(body["result"]["isError"], true, "{body}");
+    assert_eq!(
+        body["result"]["_meta"]["secure-tools/refusal"]["code"], "timeout",
+        "{body}"
+    );
+    let audit = audit_until(&server, |audit| !events(audit, "tool_call").is_empty());
+    let calls = events(&audit, "tool_call");
+    assert_eq!(calls[0]["outcome"], "timeout", "{}", calls[0]);
+    assert!(events(&audit, "http_rejected").is_empty(), "{audit:?}");
+}
+
 #[test]
 fn a_chunked_body_over_the_size_limit_is_refused_413_and_recorded() {
     use std::io::{Read, Write};

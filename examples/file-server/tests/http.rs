@@ -935,3 +935,29 @@ async fn the_hs256_secret_comes_from_a_file() {
         "{stderr}"
     );
 }
+
+/// A request timeout no longer than the tool timeout (60 s by default) answers `408` to a call that runs too long,
+/// before the call's own `timeout` refusal could: the operator is told at start (review finding: the default
+/// request timeout, 30 s, did this silently).
+#[test]
+fn a_request_timeout_not_above_the_tool_timeout_is_warned_of() {
+    let bearer = common::BearerHttp::new(SERVER, ISSUER, SECRET);
+    let warned = |args: &[&str]| {
+        let mut started = bearer.start(|command| {
+            command.args(args);
+        });
+        let _ = started.child.kill();
+        let _ = started.child.wait();
+        let said = started.listening.text();
+        said.contains("WARN") && said.contains("--http-request-timeout")
+    };
+    assert!(warned(&["--http-request-timeout", "30s"]));
+    assert!(warned(&[
+        "--http-request-timeout",
+        "5s",
+        "--tool-timeout",
+        "5s"
+    ]));
+    assert!(!warned(&["--http-request-timeout", "61s"]));
+    assert!(!warned(&[]));
+}

@@ -623,7 +623,8 @@ settings_args! {
         /// 10s.
         #[cfg_attr(feature = "cli", arg(long, value_name = "DURATION"))]
         http_header_timeout: String = env "MCP_HTTP_HEADER_TIMEOUT",
-        /// With `--http`: how long a request may take until its answer starts. Default: 30s.
+        /// With `--http`: how long a request may take until its answer starts. Default: the tool timeout and 5s,
+        /// so that a call that runs too long gets its `timeout` refusal rather than a `408`.
         #[cfg_attr(feature = "cli", arg(long, value_name = "DURATION"))]
         http_request_timeout: String = env "MCP_HTTP_REQUEST_TIMEOUT",
         /// With `--http`: how many connections may be open at once. Default: 1024, and never more than the

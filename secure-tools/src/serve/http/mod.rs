@@ -12,7 +12,8 @@
 //!    `413` once authenticated, when the runner reads it to hold a `tools/call`'s arguments out of rmcp's logs);
 //! 3. the request timeout, which bounds the time until the response *head*: a JSON answer (the default, stateless
 //!    JSON mode) must be ready within it, while an SSE stream, whose head is sent at once, is never cut off
-//!    mid-stream;
+//!    mid-stream (unless configured, it outlasts the longest tool timeout by [`REQUEST_TIMEOUT_MARGIN`], so that
+//!    a call that runs too long gets its own `timeout` refusal);
 //! 4. on `/mcp`, bearer authentication (see [`BearerAuth`]): `401` with a challenge naming the protected resource
 //!    metadata, which is served unauthenticated at `/.well-known/oauth-protected-resource` (and at its
 //!    path-suffixed variant `/.well-known/oauth-protected-resource/mcp`). With mutual TLS instead (feature
@@ -73,8 +74,9 @@ use crate::call::Rate;
 use crate::scope::Grant;
 use crate::toolset::ToolSet;
 
-/// The default request timeout.
-pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How much longer than the longest tool timeout the request timeout is, unless configured: a call past its tool's
+/// timeout is answered with its `timeout` refusal (and audited so), before the request timeout answers `408`.
+pub const REQUEST_TIMEOUT_MARGIN: Duration = Duration::from_secs(5);
 
 /// What the HTTP transport is configured with, beyond what every transport shares (see [`Settings`]).
 #[derive(Debug, Clone)]
@@ -86,8 +88,11 @@ pub struct HttpSettings {
     pub allowed_hosts: Vec<String>,
     /// Accepted browser origins besides loopback ones, as `scheme://host[:port]` (`:*` for any port).
     pub allowed_origins: Vec<String>,
-    /// Time allowed until the response head (default 30 s); past it, `408`.
-    pub request_timeout: Duration,
+    /// Time allowed until the response head; past it, `408`, and the call is stopped (audited `cancelled`).
+    /// `None` (the default): the longest a tool of the set may run, and [`REQUEST_TIMEOUT_MARGIN`], so that a call
+    /// that runs too long gets its own `timeout` refusal. A timeout configured no longer than that is warned of at
+    /// start.
+    pub request_timeout: Option<Duration>,
     /// Time a client has to send a request head, on a new connection or an idle one (default 10 s); past it, the
     /// connection is closed.
     pub header_read_timeout: Duration,
@@ -113,7 +118,7 @@ impl HttpSettings {
             bind,
             allowed_hosts: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
             allowed_origins: Vec::new(),
-            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            request_timeout: None,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             rejection_records: Some(DEFAULT_REJECTION_RECORDS),
@@ -158,7 +163,7 @@ pub(super) async fn resolve(
         &args.http_request_timeout,
         "--http-request-timeout / MCP_HTTP_REQUEST_TIMEOUT",
     )? {
-        http.request_timeout = timeout;
+        http.request_timeout = Some(timeout);
     }
     if let Some(metrics) = args.http_metrics {
         if !cfg!(feature = "otel") {
@@ -628,7 +633,7 @@ where
             .map(|o| o.trim_end_matches('/').to_ascii_lowercase())
             .collect(),
         max_request_body_bytes: settings.max_message_bytes,
-        request_timeout: http.request_timeout,
+        request_timeout: request_timeout(http.request_timeout, longest_tool_timeout(tools)),
         scopes_supported: challenge::scopes_supported(tools.all_scopes()),
         sessions: http.sessions,
         versions: settings.versions.clone(),
@@ -682,6 +687,36 @@ where
         );
     }
     app.layer(layer::Middleware::new(shared, guard::guard))
+}
+
+/// The longest a call of `tools` may run: the set's timeout, or a tool's own if longer.
+fn longest_tool_timeout<S>(tools: &ToolSet<S>) -> Duration {
+    tools
+        .inner
+        .tools
+        .values()
+        .filter_map(|tool| tool.entry.timeout)
+        .fold(tools.inner.timeout, Duration::max)
+}
+
+/// The request timeout in effect: the one `configured`, or the `longest` tool timeout and a margin (see
+/// [`HttpSettings::request_timeout`]). A configured one no longer than the longest tool timeout is warned of: a
+/// stateless client would get `408` where the call would have had its own `timeout` refusal.
+fn request_timeout(configured: Option<Duration>, longest: Duration) -> Duration {
+    match configured {
+        Some(timeout) => {
+            if timeout <= longest {
+                tracing::warn!(
+                    request_timeout = ?timeout,
+                    tool_timeout = ?longest,
+                    "--http-request-timeout / MCP_HTTP_REQUEST_TIMEOUT is not above the tool timeout: a call that \
+                     runs past it is answered 408 and audited `cancelled`, not refused `timeout`"
+                );
+            }
+            timeout
+        }
+        None => longest.saturating_add(REQUEST_TIMEOUT_MARGIN),
+    }
 }
 
 /// rmcp's streamable HTTP service, shared: the router and each middleware layer clone their inner service for
@@ -789,5 +824,51 @@ impl Shared {
             path: shorten_str(path),
         };
         self.rejections.record(event);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Review finding: the request timeout (30 s by default) was shorter than the tool timeout (60 s by default), so
+    /// a stateless client never got the `timeout` refusal of a call that ran too long: `408`, and the call audited
+    /// `cancelled`. Unset, it now outlasts the longest tool timeout; set, it is kept as given.
+    #[tokio::test]
+    async fn unset_the_request_timeout_outlasts_the_tool_timeout() {
+        let resolved = |args: ServerArgs| async move {
+            let settings = Settings::from_args(ServerArgs {
+                http: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+                http_insecure_no_auth: Some(true),
+                ..args
+            })
+            .await
+            .unwrap();
+            let Transport::Http(http) = settings.transport else {
+                panic!("not HTTP");
+            };
+            let tools = settings.limits.apply(ToolSet::builder(())).build().unwrap();
+            request_timeout(http.request_timeout, longest_tool_timeout(&tools))
+        };
+        assert_eq!(
+            resolved(ServerArgs::default()).await,
+            crate::DEFAULT_TIMEOUT + REQUEST_TIMEOUT_MARGIN
+        );
+        assert_eq!(
+            resolved(ServerArgs {
+                tool_timeout: Some("90s".into()),
+                ..ServerArgs::default()
+            })
+            .await,
+            Duration::from_secs(95)
+        );
+        assert_eq!(
+            resolved(ServerArgs {
+                http_request_timeout: Some("10s".into()),
+                ..ServerArgs::default()
+            })
+            .await,
+            Duration::from_secs(10)
+        );
     }
 }
