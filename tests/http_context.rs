@@ -212,6 +212,24 @@ async fn a_request_past_the_request_timeout_is_answered_408_and_its_call_audited
     .unwrap();
     assert_eq!(answer.status(), reqwest::StatusCode::REQUEST_TIMEOUT);
     assert!(started.elapsed() < Duration::from_secs(10), "no timeout");
+    // A JSON-RPC error, which the SDK clients hand the application (a `text/plain` body they do not read).
+    assert!(
+        answer.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json"),
+        "{:?}",
+        answer.headers()
+    );
+    let body: Value = answer.json().await.unwrap();
+    assert_eq!(body["error"]["code"], -32001, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("timeout"),
+        "{body}"
+    );
     let audit = audit_until(&server, |audit| {
         !events(audit, "tool_call").is_empty() && !events(audit, "http_rejected").is_empty()
     });

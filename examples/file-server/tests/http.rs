@@ -569,6 +569,14 @@ async fn an_oversized_body_is_refused_and_audited() {
     let answer = reader.join().unwrap();
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    // The same answer as to a declared length: a JSON-RPC error naming the refusal.
+    assert!(
+        answer
+            .to_ascii_lowercase()
+            .contains("content-type: application/json")
+            && answer.contains("\"message\":\"body_too_large"),
+        "{answer}"
+    );
     let rejections = server.rejections();
     assert_eq!(rejections.len(), 2, "{rejections:?}");
     assert_eq!(
@@ -960,4 +968,87 @@ fn a_request_timeout_not_above_the_tool_timeout_is_warned_of() {
     ]));
     assert!(!warned(&["--http-request-timeout", "61s"]));
     assert!(!warned(&[]));
+}
+
+/// Review finding: the runner's own refusals were `text/plain`, which the official Python SDK reports only as
+/// `-32603 "Server returned an error response"`: the client never learnt why. Each is now a JSON-RPC error
+/// (`application/json`), its message the refusal's code, with the status and headers it had.
+#[tokio::test]
+async fn the_runners_own_refusals_are_json_rpc_errors() {
+    let server = Server::start();
+    let token = server.token(server.claims("alice", "files.read files.write"));
+    let body = call(1, "read_file", json!({"filename": "greeting.txt"}));
+
+    // No token: the challenge stays.
+    let response = post(&server, "/mcp", None, &body).await;
+    let (headers, _) = common::jsonrpc_refusal(response, 401, -32000, "missing_token").await;
+    assert!(
+        headers["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Bearer resource_metadata="),
+        "{headers:?}"
+    );
+    // An invalid token: the challenge and its detail.
+    let response = post(&server, "/mcp", Some("not-a-jwt"), &body).await;
+    let (headers, body_seen) =
+        common::jsonrpc_refusal(response, 401, -32000, "invalid_token").await;
+    assert_eq!(
+        body_seen["error"]["message"], "invalid_token: malformed",
+        "{body_seen}"
+    );
+    assert!(
+        headers["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("error=\"invalid_token\""),
+        "{headers:?}"
+    );
+    // A token sent two ways (RFC 6750: `400 invalid_request`).
+    let response = post(&server, "/mcp?access_token=x", Some(&token), &body).await;
+    let (headers, _) = common::jsonrpc_refusal(response, 400, -32600, "invalid_request").await;
+    assert!(headers.contains_key("www-authenticate"), "{headers:?}");
+    // A browser page of another origin.
+    let response = post_request(&server, "/mcp", &body)
+        .header("origin", "https://evil.example")
+        .header("authorization", format!("Bearer {token}"))
+        .send()
+        .await
+        .unwrap();
+    common::jsonrpc_refusal(response, 403, -32000, "origin_not_allowed").await;
+    // Another host (DNS rebinding).
+    let response = post_request(&server, "/mcp", &body)
+        .header("host", "attacker.example")
+        .header("authorization", format!("Bearer {token}"))
+        .send()
+        .await
+        .unwrap();
+    common::jsonrpc_refusal(response, 403, -32000, "host_not_allowed").await;
+    // A body over the limit (65536 bytes here), declared.
+    let big = call(
+        2,
+        "write_file",
+        json!({"filename": "big.txt", "content": "x".repeat(70_000)}),
+    );
+    let response = post(&server, "/mcp", Some(&token), &big).await;
+    common::jsonrpc_refusal(response, 413, -32600, "body_too_large").await;
+
+    // The records are as they were: one a refusal, each with its reason.
+    let reasons: Vec<Value> = server
+        .rejections()
+        .iter()
+        .map(|r| r["reason"].clone())
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            "missing_token",
+            "invalid_token",
+            "invalid_request",
+            "origin_not_allowed",
+            "host_not_allowed",
+            "body_too_large"
+        ],
+    );
+    assert!(server.calls().is_empty());
 }

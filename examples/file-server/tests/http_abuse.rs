@@ -409,6 +409,18 @@ async fn a_session_belongs_to_the_identity_that_opened_it() {
     // Mallory, with a valid token of her own, posts into Alice's session, then tries to delete it.
     let (status, _, body) = session_post(&server, &mallory, Some(&session), &read_call(5)).await;
     assert_eq!(status, 404, "{body}");
+    // Answered exactly as a session that does not exist (review finding: the body said `session_not_owned`, so
+    // Mallory learnt that the session exists), and as a JSON-RPC error the SDK clients surface.
+    let (status, _, unknown) =
+        session_post(&server, &mallory, Some("no-such-session"), &read_call(5)).await;
+    assert_eq!(status, 404, "{unknown}");
+    assert_eq!(body, unknown);
+    let body: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    assert_eq!(
+        (&body["error"]["code"], &body["error"]["message"]),
+        (&json!(-32600), &json!("session_not_found: no such session")),
+        "{body}"
+    );
     let deleted = client()
         .delete(&server.resource)
         .header("authorization", format!("Bearer {mallory}"))
@@ -433,6 +445,13 @@ async fn a_session_belongs_to_the_identity_that_opened_it() {
             .iter()
             .all(|r| r["subject"] == "mallory" && r["status"] == 404)
     );
+    // The session that does not exist is recorded by its status, as before.
+    let unknown: Vec<Value> = server
+        .events("http_rejected")
+        .into_iter()
+        .filter(|r| r["reason"] == "not_found")
+        .collect();
+    assert_eq!(unknown.len(), 1, "{unknown:?}");
     let calls = server.events("tool_call");
     assert_eq!(calls.len(), 1, "only Alice's call ran: {calls:?}");
     assert_eq!(calls[0]["caller"], "alice");
@@ -456,9 +475,18 @@ async fn the_minimum_protocol_version_holds_over_http_and_is_audited() {
         }
         request.send()
     };
-    // An old version named in the header: 400, as the transport specifies.
+    // An old version named in the header: 400, as the transport specifies, with the protocol's error for it (what
+    // was asked, what is supported) as a JSON-RPC body.
     let response = post_with(Some("2025-03-26"), read_call(1)).await.unwrap();
-    assert_eq!(response.status(), 400);
+    let (_, body) =
+        common::jsonrpc_refusal(response, 400, -32022, "unsupported_protocol_version").await;
+    assert_eq!(body["error"]["data"]["requested"], "2025-03-26", "{body}");
+    assert!(
+        body["error"]["data"]["supported"]
+            .as_array()
+            .is_some_and(|s| s.contains(&json!("2025-11-25"))),
+        "{body}"
+    );
     // No header, which means 2025-03-26: refused by the handler with the protocol's error.
     let response = post_with(None, read_call(2)).await.unwrap();
     let body: Value = response.json().await.unwrap();
@@ -508,9 +536,19 @@ async fn one_identity_holds_a_bounded_number_of_sessions() {
         assert_eq!(status, 200, "{body}");
         sessions.push(session.expect("a session id"));
     }
-    let (status, session, _) = session_post(&server, &alice, None, &initialize()).await;
-    assert_eq!(status, 429);
-    assert!(session.is_none());
+    let response = client()
+        .post(&server.resource)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2025-11-25")
+        .header("authorization", format!("Bearer {alice}"))
+        .body(initialize().to_string())
+        .send()
+        .await
+        .unwrap();
+    assert!(response.headers().get("mcp-session-id").is_none());
+    let (headers, _) = common::jsonrpc_refusal(response, 429, -32000, "too_many_sessions").await;
+    assert!(headers.contains_key("retry-after"), "{headers:?}");
     let bob = server.token("bob", "files.read");
     let (status, _, body) = session_post(&server, &bob, None, &initialize()).await;
     assert_eq!(status, 200, "{body}");
@@ -580,7 +618,8 @@ async fn one_identity_holds_a_bounded_number_of_event_streams() {
         held.push(response);
     }
     let refused = stream(&alice, &sessions[0]).await.unwrap();
-    assert_eq!(refused.status(), 429);
+    let (headers, _) = common::jsonrpc_refusal(refused, 429, -32000, "too_many_streams").await;
+    assert!(headers.contains_key("retry-after"), "{headers:?}");
     let bob = server.token("bob", "files.read");
     let bobs = open_session(bob.clone()).await;
     let response = stream(&bob, &bobs).await.unwrap();

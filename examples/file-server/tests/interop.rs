@@ -68,8 +68,15 @@ struct HttpServer {
 
 impl HttpServer {
     fn start() -> HttpServer {
+        Self::start_with(&[])
+    }
+
+    /// With further flags.
+    fn start_with(args: &[&str]) -> HttpServer {
         let bearer = common::BearerHttp::new(SERVER, ISSUER, SECRET);
-        let common::Started { child, url, .. } = bearer.start(|_| {});
+        let common::Started { child, url, .. } = bearer.start(|command| {
+            command.args(args);
+        });
         HttpServer {
             child,
             url,
@@ -205,6 +212,31 @@ fn typescript_sdk_v2_client_in_auto_mode_discovers_the_stateless_revision_over_h
 #[test]
 fn mcp_inspector_cli_over_http() {
     client_over_http(NODE22, &["interop/node/inspector.mjs", "http"]);
+}
+
+/// Review finding: the HTTP runner's own refusals (no token, a body over the limit, ...) were `text/plain`, which
+/// the Python SDK reports as `-32603 "Server returned an error response"`, whatever the reason. As JSON-RPC errors,
+/// the application gets the refusal's code in the `MCPError` (see `interop/python_refusals.py`).
+#[test]
+fn python_sdk_client_sees_the_runners_own_refusals() {
+    install();
+    let root = repo_root();
+    let server = HttpServer::start_with(&["--max-message-bytes", "1024"]);
+    script(
+        "interop/python_refusals.py",
+        Command::new(root.join(PYTHON))
+            .arg("interop/python_refusals.py")
+            .env("SECURE_FILE_SERVER_URL", &server.url)
+            .env("TOKEN_FULL", server.token("files.read files.write"))
+            .current_dir(&root),
+    );
+    let reasons: Vec<Value> = server
+        .records()
+        .into_iter()
+        .filter(|r| r["event"] == "http_rejected")
+        .map(|r| r["reason"].clone())
+        .collect();
+    assert_eq!(reasons, ["missing_token", "body_too_large"]);
 }
 
 /// The server scenarios of the MCP conformance suite (`@modelcontextprotocol/conformance`) that apply to the

@@ -279,3 +279,34 @@ impl BearerHttp {
         }
     }
 }
+
+/// A refusal of the HTTP runner's own, checked as the official SDK clients need it to surface its reason: `status`,
+/// `Content-Type: application/json`, and a JSON-RPC error body (`id` null: the request is refused before its body
+/// is read) whose code is `code` and whose message starts with `reason`. Returns the headers and the body.
+#[allow(dead_code)]
+pub async fn jsonrpc_refusal(
+    response: reqwest::Response,
+    status: u16,
+    code: i64,
+    reason: &str,
+) -> (reqwest::header::HeaderMap, serde_json::Value) {
+    let headers = response.headers().clone();
+    assert_eq!(response.status().as_u16(), status, "{reason}: {headers:?}");
+    let content_type = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let text = response.text().await.unwrap_or_default();
+    assert!(
+        content_type.starts_with("application/json"),
+        "{reason}: content-type `{content_type}`, body {text:?}"
+    );
+    let body: serde_json::Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("{reason}: the body is not JSON ({e}): {text:?}"));
+    assert_eq!(body["jsonrpc"], "2.0", "{reason}: {body}");
+    assert!(body["id"].is_null(), "{reason}: {body}");
+    assert_eq!(body["error"]["code"], code, "{reason}: {body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.starts_with(reason), "{reason}: {body}");
+    (headers, body)
+}

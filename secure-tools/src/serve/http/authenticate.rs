@@ -13,6 +13,7 @@ use tower::ServiceExt as _;
 use super::challenge::{self, Credential, insufficient_scope_challenge, unauthorized_challenge};
 #[cfg(feature = "mtls")]
 use super::mtls;
+use super::refusal;
 use super::{BearerAuth, Shared, Subject};
 use crate::audit::{AuditEvent, shorten_str};
 use crate::call::{Caller, Connection, RefusalNotice};
@@ -243,15 +244,7 @@ fn check_version_header(shared: &Shared, request: &Request) -> Result<(), Respon
     if let Err(error) = shared.audit.record(event) {
         tracing::error!(%error, "could not audit a refused protocol version");
     }
-    let mut response = (
-        StatusCode::BAD_REQUEST,
-        format!(
-            "Bad Request: unsupported MCP-Protocol-Version `{}`; supported: {}",
-            shorten_str(requested).escape_debug(),
-            supported.join(", ")
-        ),
-    )
-        .into_response();
+    let mut response = refusal::unsupported_version(&shorten_str(requested), &supported);
     response.extensions_mut().insert(super::Audited);
     Err(response)
 }
@@ -299,7 +292,7 @@ async fn authenticated(shared: Arc<Shared>, mut request: Request, next: Route) -
         && shared.owners.owner(id).is_some_and(|known| known != owner)
     {
         // Another identity's session: answered as a session that does not exist, so its existence is not told.
-        return shared.reject(
+        shared.audit_rejection(
             StatusCode::NOT_FOUND,
             "session_not_owned",
             None,
@@ -307,6 +300,9 @@ async fn authenticated(shared: Arc<Shared>, mut request: Request, next: Route) -
             request.method(),
             request.uri().path(),
         );
+        let mut response = refusal::session_not_found();
+        response.extensions_mut().insert(super::Audited);
+        return response;
     }
     // An identity holds a bounded number of sessions (a request without one opens one, in rmcp's session mode),
     // so that one caller cannot fill the server's memory with them; and of event streams (a `GET` on a session,
@@ -433,7 +429,7 @@ async fn authenticated(shared: Arc<Shared>, mut request: Request, next: Route) -
         .filter(|_| is_json_answer(&response));
     let mut response = match (&shared.auth, refused) {
         (Some(auth), Some((id, notice))) => insufficient_scope_answer(auth, id, notice),
-        _ => response,
+        _ => same_as_the_runners(response, shared.sessions && session_id.is_some()),
     };
     // The guard records a refusal from further in (rmcp's own: its body limit, an unknown session, a method,
     // media type or `Accept` it does not serve) with the caller it was for.
@@ -443,6 +439,28 @@ async fn authenticated(shared: Arc<Shared>, mut request: Request, next: Route) -
         response.extensions_mut().insert(subject);
     }
     response
+}
+
+/// rmcp's own answers to a refusal the runner also makes, in the runner's form (see the `refusal` module): a body over
+/// the size limit that only rmcp's limit caught as it streamed in (`413`), and, on a request `naming_a_session`, a
+/// session that does not exist (`404`), which must be answered exactly as another identity's session is. Other
+/// answers pass as they are.
+fn same_as_the_runners(response: Response, naming_a_session: bool) -> Response {
+    let status = response.status();
+    let runners_form = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => refusal::answer(status, "body_too_large", None),
+        StatusCode::NOT_FOUND if naming_a_session => refusal::session_not_found(),
+        _ => return response,
+    };
+    if response.extensions().get::<super::Audited>().is_some()
+        || response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/json"))
+    {
+        return response;
+    }
+    runners_form
 }
 
 /// Reads a `POST`'s body and holds a `tools/call`'s arguments out of it (see [`HeldArguments`]), so that rmcp's
@@ -457,18 +475,18 @@ async fn hold_arguments(request: Request, max: usize) -> Result<Request, Respons
         match http_body_util::BodyExt::collect(http_body_util::Limited::new(body, max)).await {
             Ok(collected) => collected.to_bytes(),
             Err(error) if error.is::<http_body_util::LengthLimitError>() => {
-                return Err((
+                return Err(refusal::answer(
                     StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("Payload Too Large: request body exceeds {max} bytes"),
-                )
-                    .into_response());
+                    "body_too_large",
+                    None,
+                ));
             }
             Err(_) => {
-                return Err((
+                return Err(refusal::answer(
                     StatusCode::BAD_REQUEST,
-                    "Bad Request: the body could not be read",
-                )
-                    .into_response());
+                    "bad_request",
+                    Some("the body could not be read"),
+                ));
             }
         };
     let body = match HeldArguments::hold_in_body(&bytes) {
@@ -513,16 +531,13 @@ fn insufficient_scope_answer(
     notice: RefusalNotice,
 ) -> Response {
     let scopes = notice.required_scopes.clone().unwrap_or_default();
-    let body = serde_json::json!({
-        "jsonrpc": "2.0",
-        "id": id,
-        "error": {
-            "code": INSUFFICIENT_SCOPE_CODE,
-            "message": notice.code,
-            "data": notice,
-        }
+    let error = serde_json::json!({
+        "code": INSUFFICIENT_SCOPE_CODE,
+        "message": notice.code,
+        "data": notice,
     });
-    let mut response = (StatusCode::FORBIDDEN, axum::Json(body)).into_response();
+    let id = serde_json::to_value(id).unwrap_or_default();
+    let mut response = refusal::json_rpc_error(StatusCode::FORBIDDEN, id, error);
     // The call's own record is the refusal's.
     response.extensions_mut().insert(super::Audited);
     let challenge = insufficient_scope_challenge(auth, &scopes, &notice.code);

@@ -410,13 +410,7 @@ where
         async move {
             // The connection is being closed to make room: nothing is begun on it.
             let Some(busy) = busy else {
-                let mut refused = axum::response::Response::new(Body::empty());
-                *refused.status_mut() = axum::http::StatusCode::SERVICE_UNAVAILABLE;
-                refused.headers_mut().insert(
-                    axum::http::header::CONNECTION,
-                    axum::http::HeaderValue::from_static("close"),
-                );
-                return Ok::<_, Infallible>(refused);
+                return Ok::<_, Infallible>(super::refusal::connection_closing());
             };
             let Ok(response) = app.oneshot(request).await;
             // The connection stays busy until the whole body is sent: a stream of events counts as a request

@@ -20,11 +20,13 @@
 //!    `mtls`, [`Auth::MutualTls`]), the server speaks HTTPS only, the client certificate was verified during the
 //!    handshake, and its mapped caller is used; an unmapped certificate is `403` (see the `serve::http::mtls` module).
 //!
-//! Each refusal is audited as an `http_rejected` record. A valid token short of a tool's scope reaches the
-//! pipeline, which refuses the call (`missing_scope:...`) and writes its one `tool_call` record; the HTTP answer
-//! then becomes `403` with an `insufficient_scope` challenge (MCP authorization, Scope Challenge Handling) whose
-//! body is a JSON-RPC error carrying the refusal's code (see [`INSUFFICIENT_SCOPE_CODE`]). In session mode (SSE
-//! answers) the head is gone before the tool runs, so there the refusal is the tool result alone.
+//! Each refusal is audited as an `http_rejected` record, and answered with a JSON-RPC error body that the official
+//! SDK clients hand the application (see the `refusal` module: [`REFUSED_CODE`], [`REQUEST_TIMEOUT_CODE`]). A valid
+//! token short of a tool's scope reaches the pipeline, which refuses the call (`missing_scope:...`) and writes its
+//! one `tool_call` record; the HTTP answer then becomes `403` with an `insufficient_scope` challenge (MCP
+//! authorization, Scope Challenge Handling) whose body is a JSON-RPC error carrying the refusal's code (see
+//! [`INSUFFICIENT_SCOPE_CODE`]). In session mode (SSE answers) the head is gone before the tool runs, so there the
+//! refusal is the tool result alone.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -32,7 +34,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::http::{Method, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use rmcp::ServerHandler;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
@@ -48,6 +50,7 @@ mod layer;
 mod metrics;
 #[cfg(feature = "mtls")]
 pub mod mtls;
+mod refusal;
 mod rejections;
 mod sessions;
 
@@ -56,6 +59,7 @@ pub use sessions::{MAX_SESSIONS_PER_CALLER, MAX_STREAMS_PER_CALLER};
 pub use authenticate::INSUFFICIENT_SCOPE_CODE;
 pub use bearer::{BearerAuth, KeyError, TokenError, VerificationKeys, VerifiedToken};
 pub use challenge::METADATA_PATH;
+pub use refusal::{REFUSED_CODE, REQUEST_TIMEOUT_CODE};
 
 /// Answers `200 ok` to `GET`, without authentication (behind the Host and Origin checks): whether the server
 /// accepts and answers HTTP requests, for a load balancer or a container's health check. It says nothing else.
@@ -785,8 +789,8 @@ struct Subject(Arc<str>);
 struct Audited;
 
 impl Shared {
-    /// Audits a refusal and builds its answer. The path goes into the record without its query, which may hold a
-    /// token.
+    /// Audits a refusal and builds its answer (a JSON-RPC error: see the `refusal` module). The path goes into the
+    /// record without its query, which may hold a token.
     fn reject(
         &self,
         status: StatusCode,
@@ -797,11 +801,7 @@ impl Shared {
         path: &str,
     ) -> Response {
         self.audit_rejection(status, reason, detail, subject, method, path);
-        let body = match detail {
-            Some(detail) => format!("{reason}: {detail}"),
-            None => reason.to_owned(),
-        };
-        let mut response = (status, body).into_response();
+        let mut response = refusal::answer(status, reason, detail);
         response.extensions_mut().insert(Audited);
         response
     }
