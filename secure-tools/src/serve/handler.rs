@@ -989,7 +989,7 @@ where
         read_resource_directory(rmcp::model::ReadResourceDirectoryRequestParams) -> rmcp::model::ReadResourceDirectoryResult;
     }
 
-    /// A `tools/call` rmcp did not parse as one is refused here (see [`refuse_misshapen_call`]), never passed to
+    /// A `tools/call` rmcp did not parse as one is refused here (see `refuse_misshapen_call`), never passed to
     /// the inner handler; any other method is, once admitted.
     async fn on_custom_request(
         &self,

@@ -425,7 +425,7 @@ macro_rules! settings_args {
         }
 
         /// Each setting as given, except the credentials a URL may carry (a Redis or JWKS URL's password):
-        /// masked (see [`masked_url`](crate::serve::settings::masked_url)).
+        /// masked (see `masked_url`).
         impl ::std::fmt::Debug for $name {
             fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
                 f.debug_struct(stringify!($name))
