@@ -249,14 +249,16 @@ async fn a_request_past_the_request_timeout_is_answered_408_and_its_call_audited
 /// Review finding: the request timeout (30 s by default) was shorter than the tool timeout (60 s by default), so a
 /// stateless client never got the documented `timeout` refusal of a call that ran too long: it got a `408`, and the
 /// call was audited `cancelled`. Unset, the request timeout is now the tool timeout and a margin: the call's own
-/// timeout answers first. (A tool timeout of 31 s makes it seen in 31 s: with the old default, a `408` at 30 s.)
+/// timeout answers first. The default itself (the longest tool timeout and 5 s) is checked by the unit test
+/// `unset_the_request_timeout_outlasts_the_tool_timeout`; here, end to end, that the call's own refusal arrives and
+/// no `408` does.
 #[tokio::test]
 async fn without_a_request_timeout_a_call_past_the_tool_timeout_gets_its_timeout_refusal() {
-    let server = start_with(&[("MCP_TOOL_TIMEOUT", "31s")]);
+    let server = start_with(&[("MCP_TOOL_TIMEOUT", "1s")]);
     let answer = post(
-        &client(Duration::from_secs(60)),
+        &client(Duration::from_secs(15)),
         &server.url,
-        &call("slow", json!({"millis": 45000})),
+        &call("slow", json!({"millis": 10000})),
     )
     .await
     .unwrap();
