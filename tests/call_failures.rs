@@ -1410,3 +1410,76 @@ async fn a_plain_tool_called_without_its_server_records_no_start() {
     assert_eq!(records.len(), 1, "{records:?}");
     assert_eq!(records[0]["event"], "tool_call");
 }
+
+/// Arguments whose own decoding takes a while (a type's `Deserialize` is the user's code too).
+#[derive(schemars::JsonSchema, validator::Validate)]
+struct SlowToDecode {
+    /// Anything.
+    #[allow(dead_code)]
+    note: String,
+}
+
+impl<'de> serde::Deserialize<'de> for SlowToDecode {
+    fn deserialize<D: serde::Deserializer<'de>>(decoder: D) -> Result<Self, D::Error> {
+        #[derive(serde::Deserialize)]
+        struct Plain {
+            note: String,
+        }
+        std::thread::sleep(Duration::from_millis(30));
+        Plain::deserialize(decoder).map(|plain| SlowToDecode { note: plain.note })
+    }
+}
+
+/// Takes its time to decode.
+#[secure_tool(scope = "t.write")]
+async fn slow_to_decode(
+    secure_tools::Args(_args): secure_tools::Args<SlowToDecode>,
+    State(effects): State<Effects>,
+) -> Result<String, ToolError> {
+    effects.writes.fetch_add(1, Ordering::SeqCst);
+    Ok("done".into())
+}
+
+/// A guard after decoding that counts its checks.
+struct CountedAfterDecoding(Arc<AtomicUsize>);
+
+impl Guard for CountedAfterDecoding {
+    fn stage(&self) -> GuardStage {
+        GuardStage::AfterDecoding
+    }
+    fn check<'a>(&'a self, _: &'a GuardCall<'a>) -> Check<'a> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Check::pass()
+    }
+}
+
+/// Review finding: the look for a stop ran once a guard's check had been called, before its future was polled; a
+/// synchronous guard does all its work in the check, so a call already out of time still ran it (a quota used up,
+/// say). Decoding here outlasts the timeout: the guard after it is not called.
+#[tokio::test]
+async fn a_guard_is_not_called_for_a_call_already_out_of_time() {
+    let sink = MemorySink::new();
+    let effects = Effects::default();
+    let checks = Arc::new(AtomicUsize::new(0));
+    let tools = ToolSet::builder(effects.clone())
+        .tool_with::<slow_to_decode>(|tool| {
+            tool.timeout(Duration::from_millis(10))
+                .guard(CountedAfterDecoding(checks.clone()))
+        })
+        .audit_sink(sink.clone())
+        .build()
+        .unwrap();
+    let response = tools
+        .call(request(
+            &caller("alice", ALL),
+            1,
+            "slow_to_decode",
+            json!({"note": "n"}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(response.outcome(), Outcome::Timeout);
+    assert_eq!(checks.load(Ordering::SeqCst), 0, "the guard was called");
+    assert_eq!(effects.writes.load(Ordering::SeqCst), 0);
+    assert_eq!(sink.records().len(), 1);
+}

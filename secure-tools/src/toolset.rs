@@ -50,7 +50,7 @@ impl ToolEntry {
     /// A plain tool's argument names that may be recorded in clear (when not redacted), once its server has
     /// described it. (A secure tool's are its schema's `properties`: see the pipeline's `Call::inputs`.)
     pub(crate) fn known_arguments(&self) -> Option<&BTreeSet<String>> {
-        self.allowed.as_ref().or_else(|| self.plain_arguments.get())
+        self.plain_arguments.get()
     }
 
     /// Whether the tool is listed with an output schema: a secure tool's own; a plain tool's as its server lists it,
@@ -532,7 +532,7 @@ fn rate_limiter(of: &str, rate: Rate) -> Result<RateLimiter, DefinitionError> {
         None => Err(DefinitionError::InvalidSetting {
             what: format!("the rate limit of {of}"),
             message: format!(
-                "must allow 1 to {} calls per period, of 1 s to a day",
+                "must allow 1 to {} calls per period, of whole seconds from 1 s to a day",
                 crate::grammar::MAX_RATE_COUNT
             ),
         }),

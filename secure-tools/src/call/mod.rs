@@ -21,8 +21,10 @@
 //! | record the call | `error`, `audit_unavailable` (the result is withheld) |
 //!
 //! The user's code of a stage (a guard, the argument rule, the handler) is stopped when the call's time is up, its
-//! client cancels it or the server stops it at shutdown, and is not started at all (nor the `call_started` record
-//! written) for a call that is out of time, cancelled or stopped already.
+//! client cancels it or the server stops it at shutdown. A call found out of time, cancelled or stopped already
+//! before a guard, the argument rule, its `call_started` record, or a handler that comes after any of those (or
+//! after a rate kept in Redis) does not go on; the pipeline's own stages are quick and bounded, and a stop that
+//! comes during them races any look.
 
 mod context;
 mod decode;
@@ -452,13 +454,13 @@ where
         ))
         .await?;
     }
-    // Whether something before the handler may have taken time: a guard, the argument rule, a rate kept in Redis.
-    // Only then is a stop that came meanwhile looked for before the start is recorded (see `must_stop`); and before
-    // the handler's first poll, also after a `call_started` write. The pipeline's own stages are quick and bounded,
-    // and a stop that comes during them races any check anyway.
+    // Whether something before the handler may have taken time: a guard, the argument rule, a rate kept in Redis,
+    // a `call_started` write. Only then is a stop that came meanwhile looked for before the handler is called (see
+    // `must_stop`; the start record always looks). The pipeline's own stages are quick and bounded, and a stop that
+    // comes during them races any check anyway.
     let may_have_waited = guarded || T::HAS_ARGUMENT_RULE || limits_may_wait(set, tool);
     let limit = Deadline::of(set, tool, call);
-    call.record_start(tool, limit.looking(may_have_waited))?;
+    call.record_start(tool, limit)?;
     let limit = limit.looking(may_have_waited || tool.records_start);
     invoke::<S, T>(set, tool, call, args, limit).await
 }
@@ -502,8 +504,9 @@ async fn plain_stages<S: Send + Sync + 'static>(
     let arguments = call.arguments.as_object().cloned();
     call.record_start(tool, Deadline::of(set, tool, call))?;
     let name = tool.definition.name();
-    let future = panic::catch(name, || run(arguments)).map_err(|()| Refusal::panicked())?;
     let limit = Deadline::of(set, tool, call);
+    limit.stop_if_due(set, &call.context)?;
+    let future = panic::catch(name, || run(arguments)).map_err(|()| Refusal::panicked())?;
     match contained(name, future, set, &call.context, limit).await {
         Ok(Ok(result)) => Ok(ToolOutput::Result(result)),
         Ok(Err(error)) => {
@@ -614,6 +617,7 @@ async fn run_guards<S: Send + Sync + 'static>(
             continue;
         }
         let view = view.get_or_insert_with(|| guard_call(set, tool, call, stage));
+        limit.stop_if_due(set, &call.context)?;
         let check = panic::catch(name, || guard.check(view)).map_err(|()| Refusal::panicked())?;
         let pass = contained(name, check.resolve(), set, &call.context, limit).await??;
         if pass.holds() {
@@ -632,9 +636,10 @@ async fn authorize_arguments<S: Send + Sync + 'static, T: SecureTool<S>>(
 ) -> Result<(), Refusal> {
     let name = tool.definition.name();
     let view = guard_call(set, tool, call, GuardStage::AfterDecoding);
+    let limit = Deadline::of(set, tool, call);
+    limit.stop_if_due(set, &call.context)?;
     let rule =
         panic::catch(name, || T::authorize(args, &view)).map_err(|()| Refusal::panicked())?;
-    let limit = Deadline::of(set, tool, call);
     contained(name, rule, set, &call.context, limit).await?
 }
 
@@ -652,6 +657,7 @@ where
 {
     let name = tool.definition.name();
     let cx = &call.context;
+    limit.stop_if_due(set, cx)?;
     let handler =
         panic::catch(name, || T::invoke(args, cx, &set.state)).map_err(|()| Refusal::panicked())?;
     match contained(name, handler, set, cx, limit).await {
@@ -670,7 +676,7 @@ where
 struct Deadline {
     timeout: std::time::Duration,
     started: Instant,
-    /// Whether to look for a stop (see [`must_stop`]) before the user's code is first polled.
+    /// Whether to look for a stop (see [`must_stop`]) before the user's code is called.
     look: bool,
 }
 
@@ -689,6 +695,17 @@ impl Deadline {
         Deadline { look, ..self }
     }
 
+    /// Refuses a call that must stop (see [`must_stop`]), if this limit looks: before the user's code is called
+    /// (a guard's check, a rule, a handler, whose synchronous part may be the whole of it), not only before its
+    /// future is first polled.
+    fn stop_if_due<S>(self, set: &Inner<S>, cx: &CallContext) -> Result<(), Refusal> {
+        if self.look {
+            must_stop(&set.lifecycle, cx, self)
+        } else {
+            Ok(())
+        }
+    }
+
     /// What is left of the time limit.
     fn remaining(self) -> std::time::Duration {
         self.timeout.saturating_sub(self.started.elapsed())
@@ -696,12 +713,12 @@ impl Deadline {
 }
 
 /// Whether the call must stop now: its client cancelled it or went away, the server stopped it at shutdown, or its
-/// time is up, with the refusal [`wait_contained`] would give. Looked at before the user's code is first polled
-/// and before a `call_started` record: `wait_contained` only sees a stop while that code waits, and a handler
-/// usually does its effect on its first poll, so a call that ran out of time in a synchronous guard (or was
-/// cancelled meanwhile) would otherwise still start. Before a secure tool's handler and its start record, looked at
-/// only when something before may have taken time (a guard, the argument rule, a rate in Redis, for the handler the
-/// start record's write): the clock read and the token's lock are a few percent of a call that has none.
+/// time is up, with the refusal [`wait_contained`] would give. Looked at before the user's code is called and
+/// before a `call_started` record: `wait_contained` only sees a stop while that code waits, and a guard or handler
+/// usually does its work synchronously, so a call that ran out of time in a synchronous guard (or was cancelled
+/// meanwhile) would otherwise still go on. Before a secure tool's handler, looked at only when something before may
+/// have taken time (a guard, the argument rule, a rate in Redis, the start record's write): the clock read and the
+/// token's lock are a few percent of a call that has none.
 fn must_stop(lifecycle: &Lifecycle, cx: &CallContext, limit: Deadline) -> Result<(), Refusal> {
     if cx
         .request_cancellation()
@@ -734,9 +751,9 @@ fn stopped_by_shutdown() -> Refusal {
 
 /// Awaits the user's code (a handler, a guard, a rule) as part of a call: a panic is caught, its message withheld
 /// (it may quote a redacted argument); and the wait ends when the client cancels the call or goes away, when the
-/// server stops it at shutdown, or when the call's time is up (the code is not polled at all if that happened
-/// already). Most futures finish on their first poll; only one that waits pays for the timer and the cancellation
-/// waits.
+/// server stops it at shutdown, or when the call's time is up (a stop that came before is its callers' to look
+/// for, before they call the user's code: [`Deadline::stop_if_due`]). Most futures finish on their first poll; only
+/// one that waits pays for the timer and the cancellation waits.
 async fn contained<S, F: Future>(
     tool: &'static str,
     future: F,
@@ -749,9 +766,6 @@ async fn contained<S, F: Future>(
         tool,
         AssertUnwindSafe(future).catch_unwind()
     ));
-    if limit.look {
-        must_stop(&set.lifecycle, cx, limit)?;
-    }
     if let Poll::Ready(settled) = futures_util::poll!(future.as_mut()) {
         // The payload of a panic may quote a redacted argument: it is dropped unread.
         return settled.map_err(|_payload| Refusal::panicked());
@@ -986,9 +1000,8 @@ impl<'s> Call<'s> {
         if !tool.records_start {
             return Ok(());
         }
-        if limit.look {
-            must_stop(self.lifecycle, &self.context, limit)?;
-        }
+        // Always looked at here: the record's write costs far more than the look.
+        must_stop(self.lifecycle, &self.context, limit)?;
         let event = CallStartedEvent {
             call_id: self.context.call_id(),
             request_id: audit::bounded_request_id(self.context.request_id()),
@@ -1088,12 +1101,14 @@ impl<'s> Call<'s> {
             // The error's `Display` (and its `source`) is the tool's code: a panic in it must not take the call's
             // answer with it.
             let _ = panic::quietly(|| {
-                if self
-                    .tool
-                    .is_some_and(|tool| !tool.definition.audit_redact().is_empty())
-                {
-                    // Its text may quote an argument (serde's does: `invalid type: string "..."`), and the tool
-                    // redacts some: only what kind of error it is, as a plain tool's server's message is withheld.
+                // A secure tool keeps secrets: the arguments it redacts, and any its schema admits without
+                // declaring them (an `Args<T>` with a flattened map), which the record redacts too.
+                let keeps_secrets = |tool: &ToolEntry| {
+                    !tool.definition.audit_redact().is_empty() || (!tool.plain && tool.allowed.is_none())
+                };
+                if self.tool.is_some_and(keeps_secrets) {
+                    // Its text may quote an argument (serde's does: `invalid type: string "..."`): only what kind
+                    // of error it is, as a plain tool's server's message is withheld.
                     tracing::error!(
                         code = refusal.code(),
                         error_kind = %error_kind(source),
@@ -1216,7 +1231,8 @@ impl Drop for Call<'_> {
             } else {
                 (Outcome::Cancelled, codes::CANCELLED)
             };
-            self.context.cancel_handler();
+            // Writing the record ends the context, which cancels the handler's token (and makes one asked for
+            // later cancelled).
             if let Err(error) = self.write_record(outcome, Some(code)) {
                 tracing::error!(%error, "audit record of a dropped call not written");
             }

@@ -186,11 +186,18 @@ impl Telemetry {
         let parent = remote_parent(call.traceparent, call.tracestate);
         let remote_parent_span = parent.as_ref().map(|cx| cx.span().span_context().span_id());
         let base = parent.unwrap_or_else(Context::current);
+        // The span the call starts under (the caller's, or one current in this process): never the call's own.
+        let base_span = {
+            let span = base.span();
+            let ids = span.span_context();
+            ids.is_valid().then(|| ids.span_id())
+        };
         if !self.spans {
             // What the no-op tracer would give: the caller's span as the call's.
             return CallSpan {
                 context: base,
                 remote_parent_span,
+                base_span,
                 transport: call.transport,
                 own: false,
             };
@@ -222,6 +229,7 @@ impl Telemetry {
         CallSpan {
             context,
             remote_parent_span,
+            base_span,
             transport: call.transport,
             own: true,
         }
@@ -350,6 +358,8 @@ pub(crate) struct CallFacts<'a> {
 pub(crate) struct CallSpan {
     context: Context,
     remote_parent_span: Option<SpanId>,
+    /// The span the call started under, if any: its id is not the call's span id.
+    base_span: Option<SpanId>,
     transport: Option<&'static str>,
     /// Whether the span is the call's own (else the caller's, or none: not ours to end).
     own: bool,
@@ -369,8 +379,9 @@ impl CallSpan {
             trace_id: base16ct::lower::encode_string(&ids.trace_id().to_bytes()),
             // Without a span of its own (traces not exported, or a tracer that makes no spans, such as the API's
             // no-op one behind `Telemetry::global()` with no provider set, which hands back the parent's context),
-            // the call's context is its caller's span: that is the parent, not the call's span.
-            span_id: (self.remote_parent_span != Some(ids.span_id()))
+            // the call's context is the span it started under (its caller's, or one current in this process when a
+            // handler calls another tool): that is not the call's span.
+            span_id: (self.base_span != Some(ids.span_id()))
                 .then(|| base16ct::lower::encode_string(&ids.span_id().to_bytes())),
             parent_span_id: self
                 .remote_parent_span
@@ -642,6 +653,39 @@ mod tests {
         assert_eq!(ids.parent_span_id.as_deref(), Some("b7ad6b7169203331"));
         assert_eq!(ids.span_id, None, "{ids:?}");
         telemetry.end_call(Some(span), Some(&tool), Outcome::Ok, None, Duration::ZERO);
+    }
+
+    #[test]
+    fn a_call_made_under_a_current_span_without_its_own_does_not_take_that_span_for_its_own() {
+        // A handler's in-process call of another tool, traces not exported: no traceparent, and the current
+        // context holds the outer call's span. That span is not the inner call's.
+        let outer = SdkTracerProvider::builder().build();
+        let outer_span = opentelemetry::trace::Tracer::start(
+            &opentelemetry::trace::TracerProvider::tracer(&outer, "outer"),
+            "outer call",
+        );
+        let outer_id = opentelemetry::trace::Span::span_context(&outer_span).span_id();
+        let _current = Context::current_with_span(outer_span).attach();
+        let telemetry = Telemetry::new(&NoopTracerProvider::new(), &NoopMeterProvider::new());
+        let tool = Arc::from("read");
+        let facts = CallFacts {
+            traceparent: None,
+            ..call_over(&tool, "in-process", VALID)
+        };
+        for span in [
+            telemetry.start_call(&facts),
+            Telemetry::new(&NoopTracerProvider::new(), &NoopMeterProvider::new())
+                .without_spans()
+                .start_call(&facts),
+        ] {
+            let ids = span.record_ids().unwrap();
+            assert_ne!(
+                ids.span_id.as_deref(),
+                Some(base16ct::lower::encode_string(&outer_id.to_bytes()).as_str()),
+                "{ids:?}"
+            );
+            assert_eq!(ids.span_id, None, "{ids:?}");
+        }
     }
 
     #[test]
