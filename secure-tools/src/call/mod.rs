@@ -1104,7 +1104,8 @@ impl<'s> Call<'s> {
                 // A secure tool keeps secrets: the arguments it redacts, and any its schema admits without
                 // declaring them (an `Args<T>` with a flattened map), which the record redacts too.
                 let keeps_secrets = |tool: &ToolEntry| {
-                    !tool.definition.audit_redact().is_empty() || (!tool.plain && tool.allowed.is_none())
+                    !tool.definition.audit_redact().is_empty()
+                        || (!tool.plain && tool.allowed.is_none())
                 };
                 if self.tool.is_some_and(keeps_secrets) {
                     // Its text may quote an argument (serde's does: `invalid type: string "..."`): only what kind
