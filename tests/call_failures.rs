@@ -1178,7 +1178,17 @@ async fn a_call_cancelled_before_its_handler_starts_does_nothing() {
     let client = tester.client(caller("alice", ALL)).await.unwrap();
     let mut params = rmcp::model::CallToolRequestParams::new("effect");
     params.arguments = secure_tools::testing::arguments(json!({"secret": "s"}));
-    let _ = tokio::time::timeout(Duration::from_secs(5), client.call_tool(params)).await;
+    // The cancelled call is answered at once with its refusal: a call left unanswered would only fail after 5 s.
+    let answer = tokio::time::timeout(Duration::from_secs(5), client.call_tool(params))
+        .await
+        .expect("the cancelled call is answered, not left waiting")
+        .expect("the refusal is a tool result");
+    assert_eq!(answer.is_error, Some(true), "{answer:?}");
+    let refusal = answer
+        .structured_content
+        .as_ref()
+        .expect("the refusal's content");
+    assert_eq!(refusal["error"]["code"], "cancelled", "{answer:?}");
     let record = tester.last_call_record().expect("the call's record");
     assert_eq!(record.outcome, Outcome::Cancelled);
     assert_eq!(record.error.as_deref(), Some("cancelled"));

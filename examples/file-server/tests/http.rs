@@ -4,7 +4,6 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::Child;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -15,7 +14,7 @@ const SECRET: &str = "test-secret-0123456789abcdef0123456789";
 const ISSUER: &str = "https://issuer.test";
 
 struct Server {
-    child: Child,
+    _child: common::KillOnDrop,
     base: String,
     resource: String,
     audit_log: PathBuf,
@@ -35,7 +34,7 @@ impl Server {
         });
         let base = resource.trim_end_matches("/mcp").to_owned();
         Server {
-            child,
+            _child: child,
             base,
             resource,
             audit_log: bearer.audit_log,
@@ -73,13 +72,6 @@ impl Server {
             .into_iter()
             .filter(|r| r["event"] == "tool_call")
             .collect()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -830,23 +822,22 @@ async fn a_token_audience_of_its_own_keeps_the_resource_url_reachable() {
         "http://files.example.com/mcp",
         "files.example.com",
     ] {
-        let output = std::process::Command::new(SERVER)
-            .args([
-                "--http",
-                "127.0.0.1:0",
-                "--issuer",
-                ISSUER,
-                "--resource-url",
-                url,
-            ])
-            .arg("--data-root")
-            .arg(data)
-            .env("MCP_AUTH_HS256_SECRET", SECRET)
-            .stdin(std::process::Stdio::null())
-            .output()
-            .unwrap();
-        assert!(!output.status.success(), "{url}");
-        let stderr = String::from_utf8_lossy(&output.stderr);
+        let (status, stderr) = common::refused_start(
+            std::process::Command::new(SERVER)
+                .args([
+                    "--http",
+                    "127.0.0.1:0",
+                    "--issuer",
+                    ISSUER,
+                    "--resource-url",
+                    url,
+                ])
+                .arg("--data-root")
+                .arg(data)
+                .env("MCP_AUTH_HS256_SECRET", SECRET)
+                .stdin(std::process::Stdio::null()),
+        );
+        assert!(!status.success(), "{url}");
         assert!(stderr.contains("--resource-url"), "{url}: {stderr}");
     }
 }
@@ -924,16 +915,15 @@ async fn the_hs256_secret_comes_from_a_file() {
     assert!(!said.contains(file_secret), "{said}");
 
     // Both ways at once: refused at start, naming both.
-    let output = bearer
-        .command(0)
-        .0
-        .arg("--hs256-secret-file")
-        .arg(&secret_file)
-        .stderr(std::process::Stdio::piped())
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let (status, stderr) = common::refused_start(
+        bearer
+            .command(0)
+            .0
+            .arg("--hs256-secret-file")
+            .arg(&secret_file),
+    );
+    assert!(!status.success(), "{stderr}");
+    assert!(stderr.contains("give exactly one key source"), "{stderr}");
     assert!(
         stderr.contains("--hs256-secret-file") && stderr.contains("MCP_AUTH_HS256_SECRET"),
         "{stderr}"

@@ -8,7 +8,6 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::Child;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -19,7 +18,7 @@ const SECRET: &str = "abuse-secret-0123456789abcdef0123456789";
 const ISSUER: &str = "https://issuer.test";
 
 struct Server {
-    child: Child,
+    child: common::KillOnDrop,
     resource: String,
     port: u16,
     /// What it said as it started: the address of its metrics, given `--http-metrics 127.0.0.1:0`.
@@ -110,13 +109,6 @@ impl Server {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

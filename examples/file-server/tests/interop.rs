@@ -17,7 +17,7 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use secure_tools_tests::interop::{CONFORMANCE_SUITE, NODE22, PYTHON, install, repo_root, run};
@@ -59,7 +59,7 @@ const SUBJECT: &str = "alice";
 
 /// The file server over streamable HTTP with bearer authentication, on a free loopback port; stopped on drop.
 struct HttpServer {
-    child: Child,
+    _child: common::KillOnDrop,
     url: String,
     data: PathBuf,
     audit_log: PathBuf,
@@ -78,7 +78,7 @@ impl HttpServer {
             command.args(args);
         });
         HttpServer {
-            child,
+            _child: child,
             url,
             data: bearer.data,
             audit_log: bearer.audit_log,
@@ -104,13 +104,6 @@ impl HttpServer {
             .lines()
             .map(|line| serde_json::from_str(line).expect("an audit record is JSON"))
             .collect()
-    }
-}
-
-impl Drop for HttpServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

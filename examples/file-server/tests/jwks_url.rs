@@ -10,7 +10,7 @@ mod common;
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -169,16 +169,9 @@ fn token(pem: &[u8], kid: &str, resource: &str, subject: &str) -> String {
 }
 
 struct Server {
-    child: Child,
+    _child: common::KillOnDrop,
     resource: String,
     _dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn start_server(jwks: &JwksServer) -> Server {
@@ -230,7 +223,7 @@ fn start_server_with_args(jwks: &JwksServer, jwks_ca: Option<&Path>, extra: &[&s
     jwks.fetches
         .fetch_sub(fetched_before_this_start - fetched_before, Ordering::SeqCst);
     Server {
-        child,
+        _child: child,
         resource,
         _dir: dir,
     }
@@ -347,23 +340,22 @@ fn an_unreachable_jwks_url_stops_the_server_at_start() {
     let unreachable = common::HeldPort::new();
     let port = unreachable.port();
     let dir = tempfile::tempdir().unwrap();
-    let output = Command::new(SERVER)
-        .arg("--data-root")
-        .arg(dir.path())
-        .args(["--http", "127.0.0.1:0"])
-        .args([
-            "--issuer",
-            ISSUER,
-            "--resource-url",
-            "http://127.0.0.1:1/mcp",
-        ])
-        .args(["--jwks-url", &format!("http://127.0.0.1:{port}/jwks.json")])
-        .env_remove("MCP_AUTH_HS256_SECRET")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let (status, stderr) = common::refused_start(
+        Command::new(SERVER)
+            .arg("--data-root")
+            .arg(dir.path())
+            .args(["--http", "127.0.0.1:0"])
+            .args([
+                "--issuer",
+                ISSUER,
+                "--resource-url",
+                "http://127.0.0.1:1/mcp",
+            ])
+            .args(["--jwks-url", &format!("http://127.0.0.1:{port}/jwks.json")])
+            .env_remove("MCP_AUTH_HS256_SECRET")
+            .stdin(Stdio::null()),
+    );
+    assert!(!status.success(), "{stderr}");
     assert!(stderr.contains("cannot fetch the JWKS"), "{stderr}");
 }
 

@@ -4,7 +4,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -103,7 +103,7 @@ fn client_identity(issuer: &CertifiedIssuer<'static, KeyPair>, common_name: &str
 }
 
 struct Server {
-    child: Child,
+    child: common::KillOnDrop,
     port: u16,
     ca: CertifiedIssuer<'static, KeyPair>,
     audit_log: PathBuf,
@@ -149,32 +149,34 @@ impl Server {
         let extra = extra(&ca, dir.path());
 
         // Port 0: the server takes a port nobody holds, and says which (no resource URL names it).
-        let mut child = Command::new(SERVER)
-            .arg("--data-root")
-            .arg(&data)
-            .arg("--audit-log")
-            .arg(&audit_log)
-            .args(["--http", "127.0.0.1:0"])
-            .arg("--tls-cert")
-            .arg(&cert_pem)
-            .arg("--client-ca")
-            .arg(&ca_pem)
-            .args(["--mtls-client", "alice=files.read files.write"])
-            .args(["--mtls-client", "reader-bot=files.read"])
-            // A workload's SPIFFE ID, in its certificate's subject alternative names.
-            .args([
-                "--mtls-client",
-                &format!("uri:{READER_SPIFFE_ID}=files.read"),
-            ])
-            .args(&extra)
-            // The environment equivalent of --tls-key.
-            .env("MCP_TLS_KEY", &key_pem)
-            .env_remove("MCP_AUTH_HS256_SECRET")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = common::KillOnDrop(
+            Command::new(SERVER)
+                .arg("--data-root")
+                .arg(&data)
+                .arg("--audit-log")
+                .arg(&audit_log)
+                .args(["--http", "127.0.0.1:0"])
+                .arg("--tls-cert")
+                .arg(&cert_pem)
+                .arg("--client-ca")
+                .arg(&ca_pem)
+                .args(["--mtls-client", "alice=files.read files.write"])
+                .args(["--mtls-client", "reader-bot=files.read"])
+                // A workload's SPIFFE ID, in its certificate's subject alternative names.
+                .args([
+                    "--mtls-client",
+                    &format!("uri:{READER_SPIFFE_ID}=files.read"),
+                ])
+                .args(&extra)
+                // The environment equivalent of --tls-key.
+                .env("MCP_TLS_KEY", &key_pem)
+                .env_remove("MCP_AUTH_HS256_SECRET")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
         // Its standard error until it listens; all of it if it exits first.
         let listening = match common::read_until(&mut child, "serving MCP over HTTPS at", |line| {
             assert!(!line.contains("warning"), "{line}");
@@ -286,13 +288,6 @@ impl Server {
         let body = serde_json::from_slice(&bytes)
             .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
         Ok((status, body))
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -819,9 +814,9 @@ fn mtls_options_must_be_complete_and_exclusive_with_bearer() {
         for (k, v) in envs {
             command.env(k, v);
         }
-        let output = command.output().unwrap();
-        assert!(!output.status.success());
-        String::from_utf8_lossy(&output.stderr).into_owned()
+        let (status, stderr) = common::refused_start(&mut command);
+        assert!(!status.success(), "{stderr}");
+        stderr
     };
     let stderr = run(&["--client-ca", "ca.pem"], &[]);
     assert!(stderr.contains("needs all of --tls-cert"), "{stderr}");

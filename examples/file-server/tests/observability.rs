@@ -248,7 +248,7 @@ fn otel_env(command: &mut Command, receiver: &Receiver) {
 /// The file server over HTTP with bearer tokens (an HS256 secret) and the OpenTelemetry variables of
 /// [`otel_env`], `greeting.txt` in its data root, and a token for `alice` with `files.read`.
 struct HttpServer {
-    child: std::process::Child,
+    child: common::KillOnDrop,
     url: String,
     /// What it said as it started: the address of its metrics, given `--http-metrics 127.0.0.1:0`.
     listening: common::Listening,

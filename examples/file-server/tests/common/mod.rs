@@ -10,7 +10,7 @@
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
-use std::process::Child;
+use std::process::{Child, ExitStatus, Stdio};
 
 /// The start of the line the runner prints once it listens for MCP over plain HTTP (the URL follows).
 const SERVING_MCP: &str = "serving MCP over HTTP at";
@@ -51,6 +51,53 @@ pub fn read_until(
     }
     std::thread::spawn(move || for _ in stderr.lines() {});
     Ok(Listening { lines })
+}
+
+/// A child process killed, and waited for, when dropped: a server whose test fails (an assertion panics) stops
+/// with it instead of running on. Derefs to the [`Child`].
+#[allow(dead_code)]
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+/// Runs `command`, a server expected to refuse to start: spawned with its standard error piped (its standard
+/// output discarded) and read until it exits. A server that says it listens instead fails the test (and is
+/// killed) rather than running until the test times out. Returns its exit status and what it wrote.
+#[allow(dead_code)]
+pub fn refused_start(command: &mut std::process::Command) -> (ExitStatus, String) {
+    let mut child = KillOnDrop(
+        command
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting the server"),
+    );
+    // `SERVING_MCP` without its ` at`: over HTTPS too.
+    match read_until(&mut child, "serving MCP over HTTP", |_| {}) {
+        Ok(listening) => panic!(
+            "the server started instead of refusing to:\n{}",
+            listening.text()
+        ),
+        Err(lines) => (child.wait().expect("the server's exit"), lines.concat()),
+    }
 }
 
 /// What a server wrote on its standard error up to the line saying it listens, among it the addresses of its
@@ -161,12 +208,14 @@ impl HeldPort {
 /// returns the server with what the test keeps. Another process can still take the port between its release and
 /// the server's bind; the server then exits saying the address is in use, and is started again on another port.
 /// (The test never reaches another process's server on the port: the server is ready once it says it listens.)
+/// The server is returned as a [`KillOnDrop`].
 #[allow(dead_code)]
 pub fn start_on_a_held_port<T>(
     mut start: impl FnMut(HeldPort) -> (Child, T),
-) -> (Child, Listening, T) {
+) -> (KillOnDrop, Listening, T) {
     retry_on_a_held_port(|held| {
-        let (mut child, kept) = start(held);
+        let (child, kept) = start(held);
+        let mut child = KillOnDrop(child);
         match read_until(&mut child, SERVING_MCP, |_| {}) {
             Ok(listening) => Ok((child, listening, kept)),
             Err(lines) => {
@@ -217,7 +266,7 @@ pub struct BearerHttp {
 /// A [`BearerHttp`] server started and listening.
 #[allow(dead_code)]
 pub struct Started {
-    pub child: Child,
+    pub child: KillOnDrop,
     /// The MCP endpoint's URL, also the resource URL (the tokens' audience).
     pub url: String,
     pub port: u16,
