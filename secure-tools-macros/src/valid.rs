@@ -507,41 +507,33 @@ fn valid_tool_name(value: &str) -> bool {
 /// The first reference in a type, however deep: the input is deserialized into an owned struct, so `&str`,
 /// `Option<&str>` and `Vec<&[u8]>` cannot be arguments.
 fn find_reference(ty: &Type) -> Option<&TypeReference> {
-    match ty {
+    find_in(ty, &|ty| match ty {
         Type::Reference(reference) => Some(reference),
-        Type::Array(array) => find_reference(&array.elem),
-        Type::Slice(slice) => find_reference(&slice.elem),
-        Type::Group(group) => find_reference(&group.elem),
-        Type::Paren(paren) => find_reference(&paren.elem),
-        Type::Tuple(tuple) => tuple.elems.iter().find_map(find_reference),
-        Type::Path(path) => {
-            path.path
-                .segments
-                .iter()
-                .find_map(|segment| match &segment.arguments {
-                    PathArguments::AngleBracketed(generics) => {
-                        generics.args.iter().find_map(|arg| match arg {
-                            GenericArgument::Type(ty) => find_reference(ty),
-                            _ => None,
-                        })
-                    }
-                    _ => None,
-                })
-        }
         _ => None,
-    }
+    })
 }
 
 /// The first `impl Trait` in a type, however deep.
 fn find_impl_trait(ty: &Type) -> Option<&syn::TypeImplTrait> {
-    match ty {
+    find_in(ty, &|ty| match ty {
         Type::ImplTrait(impl_trait) => Some(impl_trait),
-        Type::Reference(reference) => find_impl_trait(&reference.elem),
-        Type::Array(array) => find_impl_trait(&array.elem),
-        Type::Slice(slice) => find_impl_trait(&slice.elem),
-        Type::Group(group) => find_impl_trait(&group.elem),
-        Type::Paren(paren) => find_impl_trait(&paren.elem),
-        Type::Tuple(tuple) => tuple.elems.iter().find_map(find_impl_trait),
+        _ => None,
+    })
+}
+
+/// The first part of `ty`, itself included, that `pick` takes, looking through references, arrays, slices,
+/// groups, parentheses, tuples and generic arguments.
+fn find_in<'a, T>(ty: &'a Type, pick: &dyn Fn(&'a Type) -> Option<T>) -> Option<T> {
+    if let Some(found) = pick(ty) {
+        return Some(found);
+    }
+    match ty {
+        Type::Reference(reference) => find_in(&reference.elem, pick),
+        Type::Array(array) => find_in(&array.elem, pick),
+        Type::Slice(slice) => find_in(&slice.elem, pick),
+        Type::Group(group) => find_in(&group.elem, pick),
+        Type::Paren(paren) => find_in(&paren.elem, pick),
+        Type::Tuple(tuple) => tuple.elems.iter().find_map(|ty| find_in(ty, pick)),
         Type::Path(path) => {
             path.path
                 .segments
@@ -549,7 +541,7 @@ fn find_impl_trait(ty: &Type) -> Option<&syn::TypeImplTrait> {
                 .find_map(|segment| match &segment.arguments {
                     PathArguments::AngleBracketed(generics) => {
                         generics.args.iter().find_map(|arg| match arg {
-                            GenericArgument::Type(ty) => find_impl_trait(ty),
+                            GenericArgument::Type(ty) => find_in(ty, pick),
                             _ => None,
                         })
                     }
