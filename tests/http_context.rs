@@ -3,78 +3,21 @@
 //! stopped and audited `cancelled`, a request past the HTTP request timeout is answered `408` and its call
 //! audited once, and a chunked body over the size limit is refused `413` and recorded.
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use secure_tools_tests::{events, read_audit};
+use secure_tools_tests::{HttpTestServer, events, read_audit};
 use serde_json::{Value, json};
 
 const SERVER: &str = env!("CARGO_BIN_EXE_test-server");
 
-struct Server {
-    child: Child,
-    url: String,
-    audit: std::path::PathBuf,
-    stderr: std::path::PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+type Server = HttpTestServer;
 
 fn start() -> Server {
     start_with(&[])
 }
 
 fn start_with(env: &[(&str, &str)]) -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let audit = dir.path().join("audit.jsonl");
-    let stderr = dir.path().join("stderr.log");
-    // Port 0: the server takes a port nobody holds (no resource URL names it), and its URL is read from the line
-    // it prints once it listens, never found by connecting (which could reach another process).
-    let mut child = Command::new(SERVER)
-        .args(["--http", "127.0.0.1:0"])
-        .env("MCP_SCOPES", "test.read test.write")
-        .env("MCP_AUDIT_LOG", &audit)
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&stderr).unwrap())
-        .spawn()
-        .unwrap();
-    let ready = Instant::now();
-    let listening = "serving MCP over HTTP at ";
-    loop {
-        let said = std::fs::read_to_string(&stderr).unwrap_or_default();
-        // Whole lines only: a URL is not read cut short.
-        if let Some(url) = said
-            .split_inclusive('\n')
-            .filter(|line| line.ends_with('\n'))
-            .find_map(|line| line.split_once(listening))
-            .and_then(|(_, url)| url.split_whitespace().next())
-        {
-            assert!(url.starts_with("http://127.0.0.1:"), "{url}");
-            return Server {
-                child,
-                url: url.to_owned(),
-                audit,
-                stderr,
-                _dir: dir,
-            };
-        }
-        if child.try_wait().unwrap().is_some() {
-            panic!(
-                "the server did not start: {}",
-                std::fs::read_to_string(&stderr).unwrap_or_default()
-            );
-        }
-        assert!(ready.elapsed() < Duration::from_secs(20), "not listening");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    HttpTestServer::start(SERVER, env)
 }
 
 /// A stateless `tools/call` with JSON-RPC id 1, as a client that opens a connection per call sends it.
@@ -188,15 +131,7 @@ async fn assert_still_serving(server: &Server) {
 
 /// Polls the audit until `done` holds for it, for at most 10 s.
 fn audit_until(server: &Server, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let audit = read_audit(&server.audit);
-        if done(&audit) {
-            return audit;
-        }
-        assert!(Instant::now() < deadline, "audit never complete: {audit:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    server.audit_until(done)
 }
 
 #[tokio::test]

@@ -2,10 +2,9 @@
 //! and on rmcp's own stream transport. rmcp takes such a call for a request of a method it does not know; it is
 //! invalid params (`-32602`), audited `message_rejected` as the stdio transport refuses it.
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use secure_tools_tests::{events, read_audit};
+use secure_tools_tests::{HttpTestServer, events};
 use serde_json::{Value, json};
 
 const SERVER: &str = env!("CARGO_BIN_EXE_test-server");
@@ -21,64 +20,11 @@ fn cases() -> Vec<Value> {
     ]
 }
 
-struct Server {
-    child: Child,
-    url: String,
-    audit: std::path::PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The test server over HTTP on a port of its own choosing, read from the line it prints once it listens.
-fn start_http() -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let audit = dir.path().join("audit.jsonl");
-    let stderr = dir.path().join("stderr.log");
-    let mut child = Command::new(SERVER)
-        .args(["--http", "127.0.0.1:0"])
-        .env("MCP_SCOPES", "test.read test.write")
-        .env("MCP_AUDIT_LOG", &audit)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&stderr).unwrap())
-        .spawn()
-        .unwrap();
-    let ready = Instant::now();
-    loop {
-        let said = std::fs::read_to_string(&stderr).unwrap_or_default();
-        if let Some(url) = said
-            .split_inclusive('\n')
-            .filter(|line| line.ends_with('\n'))
-            .find_map(|line| line.split_once("serving MCP over HTTP at "))
-            .and_then(|(_, url)| url.split_whitespace().next())
-        {
-            return Server {
-                child,
-                url: url.to_owned(),
-                audit,
-                _dir: dir,
-            };
-        }
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the server did not start: {said}"
-        );
-        assert!(ready.elapsed() < Duration::from_secs(20), "not listening");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// Review finding: over HTTP such a call reached the secure handler as a custom request, which passed it to the
 /// inner handler: `-32601` "method not found", and no record, where stdio answers `-32602` and audits it.
 #[tokio::test]
 async fn over_http_a_tools_call_with_params_of_the_wrong_shape_is_invalid_params_and_audited() {
-    let server = start_http();
+    let server = HttpTestServer::start(SERVER, &[]);
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
@@ -111,18 +57,7 @@ async fn over_http_a_tools_call_with_params_of_the_wrong_shape_is_invalid_params
     .unwrap();
     assert_eq!(answer["result"]["content"][0]["text"], "ok", "{answer}");
 
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let audit = loop {
-        let audit = read_audit(&server.audit);
-        if !events(&audit, "tool_call").is_empty() {
-            break audit;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no record of the call: {audit:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let audit = server.audit_until(|audit| !events(audit, "tool_call").is_empty());
     let refused = events(&audit, "message_rejected");
     assert_eq!(refused.len(), cases().len(), "{audit:?}");
     for (id, record) in refused.iter().enumerate() {

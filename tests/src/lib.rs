@@ -289,3 +289,92 @@ pub fn read_audit(path: &Path) -> Vec<Value> {
 pub fn events<'a>(records: &'a [Value], event: &str) -> Vec<&'a Value> {
     records.iter().filter(|r| r["event"] == event).collect()
 }
+
+/// A server binary of this package serving HTTP on a port of its own choosing (port 0: no port found free and
+/// handed over, which another process could take meanwhile), its audit and standard error in files of a temporary
+/// directory. Killed when dropped.
+pub struct HttpTestServer {
+    /// The server.
+    pub child: std::process::Child,
+    /// The MCP endpoint's URL, as the server said it.
+    pub url: String,
+    /// Its audit log.
+    pub audit: std::path::PathBuf,
+    /// Its standard error.
+    pub stderr: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl HttpTestServer {
+    /// Starts `binary` (a `CARGO_BIN_EXE_...` path) with `--http 127.0.0.1:0`, the scopes `test.read test.write`,
+    /// an audit log, and `env`; returns once it says where it listens (read from whole lines of its standard
+    /// error, never found by connecting, which could reach another process).
+    pub fn start(binary: &str, env: &[(&str, &str)]) -> Self {
+        use std::process::{Command, Stdio};
+        use std::time::{Duration, Instant};
+        let dir = tempfile::tempdir().unwrap();
+        let audit = dir.path().join("audit.jsonl");
+        let stderr = dir.path().join("stderr.log");
+        let mut child = Command::new(binary)
+            .args(["--http", "127.0.0.1:0"])
+            .env("MCP_SCOPES", "test.read test.write")
+            .env("MCP_AUDIT_LOG", &audit)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .unwrap();
+        let ready = Instant::now();
+        loop {
+            let said = std::fs::read_to_string(&stderr).unwrap_or_default();
+            if let Some(url) = said
+                .split_inclusive('\n')
+                .filter(|line| line.ends_with('\n'))
+                .find_map(|line| line.split_once("serving MCP over HTTP at "))
+                .and_then(|(_, url)| url.split_whitespace().next())
+            {
+                assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+                return HttpTestServer {
+                    child,
+                    url: url.to_owned(),
+                    audit,
+                    stderr,
+                    _dir: dir,
+                };
+            }
+            if child.try_wait().unwrap().is_some() {
+                let _ = child.wait();
+                panic!(
+                    "the server did not start: {}",
+                    std::fs::read_to_string(&stderr).unwrap_or_default()
+                );
+            }
+            assert!(ready.elapsed() < Duration::from_secs(20), "not listening");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The audit log once `done` says it is complete (within 10 s).
+    pub fn audit_until(&self, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let audit = read_audit(&self.audit);
+            if done(&audit) {
+                return audit;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "audit never complete: {audit:?}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for HttpTestServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
