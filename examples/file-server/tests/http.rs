@@ -23,6 +23,11 @@ struct Server {
 
 impl Server {
     fn start() -> Server {
+        Server::start_with(&[])
+    }
+
+    /// The server with `args` added to its command line.
+    fn start_with(args: &[&str]) -> Server {
         let bearer = common::BearerHttp::new(SERVER, ISSUER, SECRET);
         std::fs::write(bearer.data.join("greeting.txt"), "hello\n").unwrap();
         let common::Started {
@@ -30,7 +35,7 @@ impl Server {
             url: resource,
             ..
         } = bearer.start(|command| {
-            command.args(["--max-message-bytes", "65536"]);
+            command.args(["--max-message-bytes", "65536"]).args(args);
         });
         let base = resource.trim_end_matches("/mcp").to_owned();
         Server {
@@ -504,6 +509,170 @@ async fn a_foreign_origin_is_refused_and_audited() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
+}
+
+/// A CORS preflight, as a browser sends it before a cross-origin `POST` with an SDK client's headers.
+fn preflight(server: &Server, origin: &str) -> reqwest::RequestBuilder {
+    client()
+        .request(reqwest::Method::OPTIONS, format!("{}/mcp", server.base))
+        .header("origin", origin)
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "authorization,content-type,mcp-protocol-version,mcp-session-id,last-event-id",
+        )
+}
+
+fn header<'r>(response: &'r reqwest::Response, name: &str) -> &'r str {
+    response
+        .headers()
+        .get(name)
+        .map_or("", |v| v.to_str().unwrap())
+}
+
+/// The names in a comma-separated header, lowercased.
+fn names(response: &reqwest::Response, name: &str) -> Vec<String> {
+    header(response, name)
+        .split(',')
+        .map(|n| n.trim().to_ascii_lowercase())
+        .filter(|n| !n.is_empty())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_browser_page_on_an_allowed_origin_can_use_the_server() {
+    let server = Server::start_with(&["--allowed-origin", "https://app.example.com"]);
+    let token = server.token(server.claims("alice", "files.read"));
+    for origin in ["https://app.example.com", "http://localhost:6274"] {
+        // The preflight needs no token (a browser sends none with it), and grants the SDK clients' headers.
+        let response = preflight(&server, origin).send().await.unwrap();
+        assert!(response.status().is_success(), "{origin}: {response:?}");
+        assert_eq!(header(&response, "access-control-allow-origin"), origin);
+        assert!(
+            names(&response, "vary").contains(&"origin".to_owned()),
+            "{response:?}"
+        );
+        let methods = names(&response, "access-control-allow-methods");
+        for method in ["get", "post", "delete"] {
+            assert!(methods.contains(&method.to_owned()), "{methods:?}");
+        }
+        let allowed = names(&response, "access-control-allow-headers");
+        for name in [
+            "authorization",
+            "content-type",
+            "mcp-protocol-version",
+            "mcp-session-id",
+            "last-event-id",
+        ] {
+            assert!(allowed.contains(&name.to_owned()), "{name}: {allowed:?}");
+        }
+        // A call from the page: its answer is readable there, and so are the headers a client needs.
+        let body = call(1, "read_file", json!({"filename": "greeting.txt"}));
+        let response = post_request(&server, "/mcp", &body)
+            .header("origin", origin)
+            .header("authorization", format!("Bearer {token}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(header(&response, "access-control-allow-origin"), origin);
+        let exposed = names(&response, "access-control-expose-headers");
+        for name in [
+            "mcp-session-id",
+            "mcp-protocol-version",
+            "www-authenticate",
+            "retry-after",
+        ] {
+            assert!(exposed.contains(&name.to_owned()), "{name}: {exposed:?}");
+        }
+        // A refusal is readable too: a client in a browser finds the authorization server through the challenge.
+        let response = post_request(&server, "/mcp", &body)
+            .header("origin", origin)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 401);
+        assert_eq!(header(&response, "access-control-allow-origin"), origin);
+        assert!(!challenge(&response).is_empty());
+        // The guard's own refusals as well (a body over the limit).
+        let big = call(
+            2,
+            "write_file",
+            json!({"filename": "big.txt", "content": "x".repeat(70_000)}),
+        );
+        let response = post_request(&server, "/mcp", &big)
+            .header("origin", origin)
+            .header("authorization", format!("Bearer {token}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 413);
+        assert_eq!(header(&response, "access-control-allow-origin"), origin);
+        // And the resource's metadata, which a browser client reads to start authorization.
+        let response = client()
+            .get(format!(
+                "{}/.well-known/oauth-protected-resource/mcp",
+                server.base
+            ))
+            .header("origin", origin)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(header(&response, "access-control-allow-origin"), origin);
+    }
+    // Preflights are not refusals: no record. The two 401s and the two 413s are.
+    let reasons: Vec<Value> = server
+        .rejections()
+        .iter()
+        .map(|r| r["reason"].clone())
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            "missing_token",
+            "body_too_large",
+            "missing_token",
+            "body_too_large"
+        ]
+    );
+    assert_eq!(server.calls().len(), 2);
+}
+
+#[tokio::test]
+async fn a_preflight_from_a_foreign_origin_is_refused_and_audited() {
+    let server = Server::start_with(&["--allowed-origin", "https://app.example.com"]);
+    for origin in [
+        "https://evil.example",
+        "https://app.example.com.evil.example",
+        "null",
+    ] {
+        let response = preflight(&server, origin).send().await.unwrap();
+        assert_eq!(response.status(), 403, "{origin}");
+        assert_eq!(
+            header(&response, "access-control-allow-origin"),
+            "",
+            "{origin}"
+        );
+        assert_eq!(
+            header(&response, "access-control-allow-headers"),
+            "",
+            "{origin}"
+        );
+    }
+    let rejections = server.rejections();
+    assert_eq!(rejections.len(), 3, "{rejections:?}");
+    for rejection in &rejections {
+        assert_eq!(rejection["status"], 403);
+        assert_eq!(rejection["reason"], "origin_not_allowed");
+        assert_eq!(rejection["method"], "OPTIONS");
+    }
+    // A request without an Origin (not a browser's) gets no CORS headers.
+    let token = server.token(server.claims("alice", "files.read"));
+    let body = call(1, "read_file", json!({"filename": "greeting.txt"}));
+    let response = post(&server, "/mcp", Some(&token), &body).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(header(&response, "access-control-allow-origin"), "");
 }
 
 #[tokio::test]

@@ -10,6 +10,7 @@ use axum::response::Response;
 use axum::routing::Route;
 use futures_util::future::BoxFuture;
 use tower::ServiceExt as _;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use super::{Audited, Shared, Subject};
 
@@ -23,10 +24,8 @@ pub(super) fn guard(
 }
 
 async fn guarded(shared: Arc<Shared>, request: Request, next: Route) -> Response {
-    let method = request.method().clone();
-    // Kept for a refusal's record; a `Uri` shares its bytes, so this copies no path.
-    let uri = request.uri().clone();
-    let path = uri.path();
+    let method = request.method();
+    let path = request.uri().path();
     let headers = request.headers();
     if !shared.allowed_hosts.is_empty() {
         let host = headers
@@ -39,12 +38,13 @@ async fn guarded(shared: Arc<Shared>, request: Request, next: Route) -> Response
                 "host_not_allowed",
                 None,
                 None,
-                &method,
+                method,
                 path,
             );
         }
     }
-    if let Some(origin) = headers.get(header::ORIGIN) {
+    let from_browser = headers.get(header::ORIGIN);
+    if let Some(origin) = from_browser {
         let allowed = origin
             .to_str()
             .is_ok_and(|o| origin_allowed(&shared.allowed_origins, o));
@@ -54,11 +54,36 @@ async fn guarded(shared: Arc<Shared>, request: Request, next: Route) -> Response
                 "origin_not_allowed",
                 None,
                 None,
-                &method,
+                method,
                 path,
             );
         }
     }
+    // A browser's request from an allowed origin: its answer (a refusal included) carries the CORS headers that let
+    // the page read it, and a preflight is answered here, after the Host and Origin checks and before
+    // authentication (a browser sends no credentials with it).
+    if from_browser.is_some() {
+        let cors = shared.cors.clone();
+        let rest = tower::service_fn(move |request: Request| {
+            let shared = shared.clone();
+            let next = next.clone();
+            async move { Ok::<_, std::convert::Infallible>(limited(shared, request, next).await) }
+        });
+        return match tower::Layer::layer(&cors, rest).oneshot(request).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        };
+    }
+    limited(shared, request, next).await
+}
+
+/// The body's declared size and the time until the answer starts; then the audit of a refusal from further in.
+async fn limited(shared: Arc<Shared>, request: Request, next: Route) -> Response {
+    let method = request.method().clone();
+    // Kept for a refusal's record; a `Uri` shares its bytes, so this copies no path.
+    let uri = request.uri().clone();
+    let path = uri.path();
+    let headers = request.headers();
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -117,6 +142,39 @@ fn refusal_reason(status: StatusCode) -> &'static str {
         StatusCode::UNPROCESSABLE_ENTITY => "unprocessable",
         _ => "client_error",
     }
+}
+
+/// The CORS rules for a browser page on an allowed origin (loopback, or `--allowed-origin`; see
+/// [`origin_allowed`]): the methods and headers of the streamable HTTP transport, and the response headers an SDK
+/// client reads (the session id, the negotiated version, a challenge, when to retry). No credentials mode: a token
+/// is sent as a header, not a cookie. A preflight's answer is cached by the browser for ten minutes.
+pub(super) fn cors(allowed_origins: Vec<String>) -> CorsLayer {
+    use axum::http::{HeaderName, Method};
+    const MCP_SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");
+    const MCP_PROTOCOL_VERSION: HeaderName = HeaderName::from_static("mcp-protocol-version");
+    const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::predicate(move |origin, _| {
+            origin
+                .to_str()
+                .is_ok_and(|o| origin_allowed(&allowed_origins, o))
+        }))
+        .allow_methods([Method::GET, Method::POST, Method::DELETE])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::ACCEPT,
+            MCP_SESSION_ID,
+            MCP_PROTOCOL_VERSION,
+            LAST_EVENT_ID,
+        ])
+        .expose_headers([
+            MCP_SESSION_ID,
+            MCP_PROTOCOL_VERSION,
+            header::WWW_AUTHENTICATE,
+            header::RETRY_AFTER,
+        ])
+        .max_age(std::time::Duration::from_secs(600))
 }
 
 /// Splits `host[:port]` (IPv6 in brackets) into its host and port; hosts compare without regard to ASCII case.

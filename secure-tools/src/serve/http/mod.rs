@@ -617,7 +617,13 @@ where
 {
     let http = http_settings(settings);
     let sessions = Arc::new(LocalSessionManager::default());
+    let allowed_origins: Vec<String> = http
+        .allowed_origins
+        .iter()
+        .map(|o| o.trim_end_matches('/').to_ascii_lowercase())
+        .collect();
     let shared = Arc::new(Shared {
+        cors: guard::cors(allowed_origins.clone()),
         rejections,
         audit: tools.audit().clone(),
         auth: match &settings.auth {
@@ -631,11 +637,7 @@ where
         },
         // Compared without regard to ASCII case (`guard::host_allowed`).
         allowed_hosts: http.allowed_hosts.clone(),
-        allowed_origins: http
-            .allowed_origins
-            .iter()
-            .map(|o| o.trim_end_matches('/').to_ascii_lowercase())
-            .collect(),
+        allowed_origins,
         max_request_body_bytes: settings.max_message_bytes,
         request_timeout: request_timeout(http.request_timeout, longest_tool_timeout(tools)),
         scopes_supported: challenge::scopes_supported(tools.all_scopes()),
@@ -770,6 +772,8 @@ struct Shared {
     mtls: Option<mtls::MtlsAuth>,
     allowed_hosts: Vec<String>,
     allowed_origins: Vec<String>,
+    /// The CORS answer to a browser on an allowed origin (see `guard`).
+    cors: tower_http::cors::CorsLayer,
     max_request_body_bytes: usize,
     request_timeout: Duration,
     scopes_supported: Vec<String>,
