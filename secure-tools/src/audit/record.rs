@@ -376,6 +376,11 @@ pub struct TraceContext {
     /// The caller's span, when the caller sent one: 16 lowercase hex digits.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub parent_span_id: Option<String>,
+    /// Whether the trace is sampled (the W3C `sampled` flag): the call's span's, or without one the caller's.
+    /// Not written into the record, which keeps its shape; the record's OpenTelemetry log carries it, so that a
+    /// collector does not keep the log of a trace it dropped as if its spans had been exported.
+    #[serde(skip)]
+    pub sampled: bool,
 }
 
 impl TraceContext {
@@ -406,6 +411,8 @@ impl TraceContext {
             trace_id: trace.to_owned(),
             span_id: None,
             parent_span_id: Some(parent.to_owned()),
+            // The low bit of the flags; a later version keeps its meaning.
+            sampled: u8::from_str_radix(flags, 16).is_ok_and(|flags| flags & 1 == 1),
         })
     }
 }
@@ -912,6 +919,21 @@ mod tests {
         let trace = super::TraceContext::parse(valid).unwrap();
         assert_eq!(trace.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(trace.parent_span_id.as_deref(), Some("00f067aa0ba902b7"));
+        assert!(trace.sampled);
+        // Only the low bit says sampled; the rest of the byte is for later flags.
+        for (flags, sampled) in [("00", false), ("02", false), ("03", true), ("ff", true)] {
+            let other = format!("{}{flags}", &valid[..valid.len() - 2]);
+            assert_eq!(
+                super::TraceContext::parse(&other).map(|t| t.sampled),
+                Some(sampled),
+                "{other}"
+            );
+        }
+        // The flag is not part of the record.
+        assert_eq!(
+            serde_json::to_value(&trace).unwrap(),
+            json!({ "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736", "parent_span_id": "00f067aa0ba902b7" })
+        );
         // A later version may carry more after the flags.
         assert!(super::TraceContext::parse(&format!("01{}-extra", &valid[2..])).is_some());
         for invalid in [

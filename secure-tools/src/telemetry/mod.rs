@@ -22,9 +22,10 @@
 //! `_unknown`), so a caller cannot grow the number of series.
 //!
 //! **Logs.** [`AuditLogs`] emits each record as an OpenTelemetry log record (its body the record's JSON line, as
-//! the chained audit file holds it when there is one, chain fields included; its trace context the call's span), so
-//! a collector can ship the trail to a SIEM. It never fails a write, so it is a copy beside a durable sink (a chained
-//! file's mirror, or a second sink), never the trail itself: the local audit file stays the source of truth.
+//! the chained audit file holds it when there is one, chain fields included; its trace context the call's span,
+//! flagged sampled only when that span was, or without a span of its own when the caller's was), so a collector can
+//! ship the trail to a SIEM. It never fails a write, so it is a copy beside a durable sink (a chained file's mirror,
+//! or a second sink), never the trail itself: the local audit file stays the source of truth.
 //!
 //! **Setting it up.** The runners do it from the standard `OTEL_*` variables ([`Otel::from_env`]): nothing is
 //! exported unless `OTEL_EXPORTER_OTLP_ENDPOINT` (or a signal's own `OTEL_EXPORTER_OTLP_{TRACES,METRICS,LOGS}_ENDPOINT`)
@@ -386,6 +387,8 @@ impl CallSpan {
             parent_span_id: self
                 .remote_parent_span
                 .map(|id| base16ct::lower::encode_string(&id.to_bytes())),
+            // The span's flags: the sampler's decision for a span of its own, or else its caller's (as sent).
+            sampled: ids.trace_flags().is_sampled(),
         })
     }
 }
@@ -505,7 +508,12 @@ impl AuditLogs {
                     .map(SpanId::from_hex),
             )
         {
-            log.set_trace_context(trace_id, span_id, Some(TraceFlags::SAMPLED));
+            let flags = if trace.sampled {
+                TraceFlags::SAMPLED
+            } else {
+                TraceFlags::NOT_SAMPLED
+            };
+            log.set_trace_context(trace_id, span_id, Some(flags));
         }
         self.logger.emit(log);
     }
@@ -554,12 +562,12 @@ mod tests {
 
     use opentelemetry::logs::AnyValue;
     use opentelemetry::metrics::noop::NoopMeterProvider;
-    use opentelemetry::trace::TraceContextExt as _;
     use opentelemetry::trace::noop::NoopTracerProvider;
+    use opentelemetry::trace::{TraceContextExt as _, TraceFlags};
     use opentelemetry::{Context, InstrumentationScope};
     use opentelemetry_sdk::error::OTelSdkResult;
     use opentelemetry_sdk::logs::{LogProcessor, SdkLogRecord, SdkLoggerProvider};
-    use opentelemetry_sdk::trace::{SdkTracerProvider, Span, SpanData, SpanProcessor};
+    use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider, Span, SpanData, SpanProcessor};
 
     use super::{AuditLogs, CallFacts, Telemetry, UNKNOWN_TOOL, remote_parent};
     use crate::audit::Outcome;
@@ -589,6 +597,15 @@ mod tests {
                     AnyValue::String(value) => value.to_string(),
                     other => format!("{other:?}"),
                 })
+                .collect()
+        }
+
+        /// The trace flags of the log records of `event` (`None` for a record without a trace context).
+        fn log_trace_flags(&self, event: &str) -> Vec<Option<TraceFlags>> {
+            let logs = self.logs.lock().unwrap_or_else(PoisonError::into_inner);
+            logs.iter()
+                .filter(|log| log.event_name() == Some(event))
+                .map(|log| log.trace_context().and_then(|cx| cx.trace_flags))
                 .collect()
         }
     }
@@ -738,6 +755,62 @@ mod tests {
             received.log_attributes("secure_tools.audit.tool_call", "gen_ai.tool.name"),
             [UNKNOWN_TOOL]
         );
+    }
+
+    #[tokio::test]
+    async fn a_calls_log_records_are_flagged_sampled_only_when_its_trace_is() {
+        // A collector sampling by trace, or a backend joining logs to spans, reads the log record's flags: a call
+        // whose span the sampler dropped, or whose caller sent flags `00`, must not claim its trace was sampled.
+        let (sent_01, sent_00) = (
+            Some(VALID),
+            Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"),
+        );
+        let (yes, no) = (Some(TraceFlags::SAMPLED), Some(TraceFlags::NOT_SAMPLED));
+        // The SDK's default sampler; `None`: traces not exported, so the call has no span of its own.
+        let parent_based = || Some(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)));
+        let always_off = || Some(Sampler::AlwaysOff);
+        let (mut wanted, mut got) = (Vec::new(), Vec::new());
+        for (case, sampler, traceparent, flags) in [
+            ("always off, no caller", always_off(), None, no),
+            ("always off, caller's 01", always_off(), sent_01, no),
+            ("parent-based, no caller", parent_based(), None, yes),
+            ("parent-based, caller's 01", parent_based(), sent_01, yes),
+            ("parent-based, caller's 00", parent_based(), sent_00, no),
+            ("no span of its own, caller's 01", None, sent_01, yes),
+            ("no span of its own, caller's 00", None, sent_00, no),
+            ("no span of its own, no caller", None, None, None),
+        ] {
+            wanted.push((case, vec![flags]));
+            let received = Received::default();
+            let loggers = SdkLoggerProvider::builder()
+                .with_log_processor(received.clone())
+                .build();
+            let spans = sampler.is_some();
+            let tracers = SdkTracerProvider::builder()
+                .with_sampler(sampler.unwrap_or(Sampler::AlwaysOn))
+                .build();
+            let mut telemetry = Telemetry::new(&tracers, &NoopMeterProvider::new());
+            if !spans {
+                telemetry = telemetry.without_spans();
+            }
+            let tools = crate::ToolSet::builder(())
+                .telemetry(telemetry)
+                .audit_sink(AuditLogs::new(&loggers))
+                .build()
+                .unwrap();
+            let caller = crate::Caller::new("alice", crate::Grant::parse("").unwrap());
+            let connection = crate::call::Connection {
+                traceparent: traceparent.map(Arc::from),
+                ..Default::default()
+            };
+            let call = crate::call::CallRequest::new(caller, "absent", None);
+            let _ = tools.call(call.with_connection(connection)).await;
+            got.push((
+                case,
+                received.log_trace_flags("secure_tools.audit.tool_call"),
+            ));
+        }
+        assert_eq!(got, wanted);
     }
 
     #[test]
