@@ -155,7 +155,8 @@ fn elicitation_and_sampling_work_with_the_capability_and_are_refused_at_once_wit
 /// A client is asked only what it declared and what its protocol lets the server ask: one that declared URL-mode
 /// elicitation only was sent a form (rmcp's `create_elicitation` checks no mode), and under the stateless revision
 /// (2026-07-28), where the server may not send the client requests, a tool got an internal error instead of
-/// `elicitation_unsupported`. Both are refused at once, with nothing sent to the client.
+/// `elicitation_unsupported`. Both are refused at once, with nothing sent to the client (a stateless client that
+/// declared the capabilities is asked by rounds: see the next test).
 #[test]
 fn a_client_is_asked_only_in_a_mode_and_protocol_that_allow_it() {
     let mut server = RawServer::spawn(SERVER, Some(ALL), &[]);
@@ -171,7 +172,7 @@ fn a_client_is_asked_only_in_a_mode_and_protocol_that_allow_it() {
     let mut server = RawServer::spawn(SERVER, Some(ALL), &[]);
     let meta = json!({
         "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-        "io.modelcontextprotocol/clientCapabilities": {"elicitation": {}, "sampling": {}},
+        "io.modelcontextprotocol/clientCapabilities": {"elicitation": {"url": {}}},
         "io.modelcontextprotocol/clientInfo": {"name": "stateless-client", "version": "9"}
     });
     for (id, tool, args, code) in [
@@ -189,6 +190,182 @@ fn a_client_is_asked_only_in_a_mode_and_protocol_that_allow_it() {
             "{answer}"
         );
     }
+}
+
+/// Under the stateless revision (2026-07-28) the server may not send the client requests, and a secure tool's
+/// elicitation and sampling were refused `elicitation_unsupported` to every client of it (the official SDK clients
+/// use it by default). A question now goes out in an `input_required` result; the client's retry with the answer
+/// (and the `requestState` echoed) runs the handler again, and each question takes its answer. Each round is a call
+/// of its own, audited; the user's answers are in no record.
+#[test]
+fn a_stateless_client_is_asked_by_input_required_rounds() {
+    // A round that waits for its timeout fails the test, quickly.
+    let mut server = RawServer::spawn(SERVER, Some(ALL), &[("MCP_TOOL_TIMEOUT", "10s")]);
+    let meta = json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {"elicitation": {}, "sampling": {}},
+        "io.modelcontextprotocol/clientInfo": {"name": "stateless-client", "version": "9"}
+    });
+    let mut id = 0;
+    let mut round = |tool: &str, args: Value, answers: Option<(Value, Value)>| {
+        id += 1;
+        let mut params = json!({"name": tool, "arguments": args, "_meta": meta});
+        if let Some((responses, state)) = answers {
+            params["inputResponses"] = responses;
+            if !state.is_null() {
+                params["requestState"] = state;
+            }
+        }
+        server.send(&json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": params}));
+        let (before, answer) = server.until_answer(&json!(id));
+        assert!(
+            before.is_empty(),
+            "no request sent to the client: {before:?}"
+        );
+        answer["result"].clone()
+    };
+    // The only question of each: an elicitation, then a sampling request.
+    let first = round("confirm", json!({}), None);
+    assert_eq!(first["resultType"], "input_required", "{first}");
+    let asked = first["inputRequests"].as_object().unwrap();
+    assert_eq!(asked.len(), 1, "{first}");
+    let (key, question) = asked.iter().next().unwrap();
+    assert_eq!(question["method"], "elicitation/create", "{first}");
+    assert_eq!(question["params"]["message"], "Go ahead?", "{first}");
+    let done = round(
+        "confirm",
+        json!({}),
+        Some((
+            json!({key: {"action": "accept", "content": {"confirm": true}}}),
+            first["requestState"].clone(),
+        )),
+    );
+    assert_eq!(
+        done["content"][0]["text"], "Accept {\"confirm\":true}",
+        "{done}"
+    );
+
+    let first = round("summarize", json!({"text": "t"}), None);
+    let (key, question) = first["inputRequests"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .next()
+        .unwrap();
+    assert_eq!(question["method"], "sampling/createMessage", "{first}");
+    let answer =
+        json!({"role": "assistant", "content": {"type": "text", "text": "short"}, "model": "m-1"});
+    let done = round(
+        "summarize",
+        json!({"text": "t"}),
+        Some((json!({key: answer}), first["requestState"].clone())),
+    );
+    let text = done["content"][0]["text"].as_str().unwrap_or_default();
+    assert!(text.starts_with("m-1 said"), "{done}");
+
+    // Two questions, one after the other: the second round answers the first and is asked the second; the third
+    // sends only the second answer, the first riding in `requestState`.
+    let first = round("confirm_twice", json!({}), None);
+    let (name_key, question) = first["inputRequests"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .next()
+        .unwrap();
+    assert_eq!(question["params"]["message"], "Your name?", "{first}");
+    let name = json!({"action": "accept", "content": {"name": "Zanzibar-7781"}});
+    let second = round(
+        "confirm_twice",
+        json!({}),
+        Some((json!({name_key: name}), first["requestState"].clone())),
+    );
+    assert_eq!(second["resultType"], "input_required", "{second}");
+    let asked = second["inputRequests"].as_object().unwrap();
+    assert_eq!(asked.len(), 1, "{second}");
+    let (go_key, question) = asked.iter().next().unwrap();
+    assert_ne!(go_key, name_key);
+    assert_eq!(question["params"]["message"], "Go ahead?", "{second}");
+    let state = second["requestState"].clone();
+    assert!(
+        state.is_string(),
+        "the first answer rides in the state: {second}"
+    );
+    let done = round(
+        "confirm_twice",
+        json!({}),
+        Some((
+            json!({go_key: {"action": "accept", "content": {"confirm": true}}}),
+            state,
+        )),
+    );
+    assert_eq!(
+        done["content"][0]["text"], "{\"name\":\"Zanzibar-7781\"} {\"confirm\":true}",
+        "{done}"
+    );
+    // A question asked on a task the handler spawned and awaits ends the round as well (not at the timeout).
+    let first = round("confirm_in_task", json!({}), None);
+    assert_eq!(key_of(&first), "elicitation-0", "{first}");
+    let done = round(
+        "confirm_in_task",
+        json!({}),
+        Some((json!({"elicitation-0": {"action": "decline"}}), Value::Null)),
+    );
+    assert_eq!(done["content"][0]["text"], "Decline", "{done}");
+    // An answer the client makes up in the wrong shape is refused, not taken.
+    let refused = round(
+        "confirm",
+        json!({}),
+        Some((json!({key_of(&first): {"no": "shape"}}), Value::Null)),
+    );
+    assert_eq!(
+        refused["structuredContent"]["error"]["code"], "elicitation_invalid",
+        "{refused}"
+    );
+
+    let (_, audit, stderr) = server.finish();
+    let outcomes: Vec<_> = tool_calls(&audit)
+        .iter()
+        .map(|r| (r["tool"].clone(), r["outcome"].clone()))
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            (json!("confirm"), json!("input_required")),
+            (json!("confirm"), json!("ok")),
+            (json!("summarize"), json!("input_required")),
+            (json!("summarize"), json!("ok")),
+            (json!("confirm_twice"), json!("input_required")),
+            (json!("confirm_twice"), json!("input_required")),
+            (json!("confirm_twice"), json!("ok")),
+            (json!("confirm_in_task"), json!("input_required")),
+            (json!("confirm_in_task"), json!("ok")),
+            (json!("confirm"), json!("invalid")),
+        ]
+    );
+    // A tool not marked read-only has its start written each round, before it asks.
+    let starts = events(&audit, "call_started")
+        .into_iter()
+        .filter(|r| r["tool"] == "confirm_twice")
+        .count();
+    assert_eq!(starts, 3);
+    let all = serde_json::to_string(&audit).unwrap();
+    assert!(
+        !all.contains("Zanzibar-7781"),
+        "an answer in the audit: {all}"
+    );
+    assert!(
+        !stderr.contains("Zanzibar-7781"),
+        "an answer on stderr: {stderr}"
+    );
+}
+
+/// The key of the only question an `input_required` result asks.
+fn key_of(result: &Value) -> String {
+    result["inputRequests"]
+        .as_object()
+        .and_then(|asked| asked.keys().next())
+        .cloned()
+        .unwrap_or_default()
 }
 
 /// A request the tool sent the client (an elicitation form, a sampling request) and the client has not answered is

@@ -10,7 +10,7 @@ use serde_json::Value;
 use crate::call::Refusal as ToolError;
 
 /// A successful handler result, before it is shaped into an MCP `CallToolResult`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum ToolOutput {
     /// Plain text content.
@@ -28,6 +28,10 @@ pub enum ToolOutput {
     /// The whole result a plain rmcp tool's server gave (see
     /// [`ToolSetBuilder::plain_tool`](crate::ToolSetBuilder::plain_tool)), passed on as it is, `isError` included.
     Result(CallToolResult),
+    /// Not a result yet: the handler asked the client questions under the stateless revision (an elicitation, a
+    /// sampling request), which the client answers by calling again (see [`Elicitation`](crate::Elicitation)).
+    /// Made by the pipeline, the call's outcome `input_required`.
+    InputRequired(rmcp::model::InputRequiredResult),
 }
 
 impl ToolOutput {
@@ -46,6 +50,32 @@ impl ToolOutput {
             }
             ToolOutput::Content(blocks) => CallToolResult::success(blocks),
             ToolOutput::Result(result) => result,
+            // Only an `input_required` answer carries the questions (`CallResponse::into_call_tool_response`).
+            ToolOutput::InputRequired(_) => CallToolResult::error(vec![ContentBlock::text(
+                "input_required: the tool asked the client for input, which a complete result cannot carry",
+            )]),
+        }
+    }
+}
+
+impl PartialEq for ToolOutput {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (ToolOutput::Text(a), ToolOutput::Text(b)) => a == b,
+            (
+                ToolOutput::Structured { value, text },
+                ToolOutput::Structured {
+                    value: other_value,
+                    text: other_text,
+                },
+            ) => value == other_value && text == other_text,
+            (ToolOutput::Content(a), ToolOutput::Content(b)) => a == b,
+            (ToolOutput::Result(a), ToolOutput::Result(b)) => a == b,
+            // rmcp's type has no `PartialEq`: equal when they say the same on the wire.
+            (ToolOutput::InputRequired(a), ToolOutput::InputRequired(b)) => {
+                serde_json::to_value(a).ok() == serde_json::to_value(b).ok()
+            }
+            _ => false,
         }
     }
 }

@@ -215,6 +215,9 @@ impl Called {
             Ok(ToolOutput::Text(text)) => Value::String(text.clone()),
             Ok(ToolOutput::Content(blocks)) => serde_json::to_value(blocks).unwrap_or(Value::Null),
             Ok(ToolOutput::Result(result)) => serde_json::to_value(result).unwrap_or(Value::Null),
+            Ok(ToolOutput::InputRequired(input)) => {
+                serde_json::to_value(input).unwrap_or(Value::Null)
+            }
             Err(refusal) => panic!("expected an output, the call was refused: {refusal}"),
         }
     }

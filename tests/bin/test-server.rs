@@ -129,6 +129,53 @@ async fn confirm(elicitation: Elicitation) -> Result<String, ToolError> {
     ))
 }
 
+/// Asks the user two questions, one after the other: a name, then whether to go ahead. Not read-only: its
+/// `call_started` record is written each round, before the handler asks.
+#[secure_tool(scope = "test.write")]
+async fn confirm_twice(elicitation: Elicitation) -> Result<String, ToolError> {
+    let ask =
+        |message: &str, schema: ElicitationSchema| ElicitRequestParams::FormElicitationParams {
+            meta: None,
+            message: message.into(),
+            requested_schema: schema,
+        };
+    let name = ElicitationSchema::builder()
+        .required_string("name")
+        .build()
+        .map_err(ToolError::internal)?;
+    let name = elicitation.request(ask("Your name?", name)).await?;
+    let go = ElicitationSchema::builder()
+        .required_bool("confirm")
+        .build()
+        .map_err(ToolError::internal)?;
+    let go = elicitation.request(ask("Go ahead?", go)).await?;
+    Ok(format!(
+        "{} {}",
+        name.content.unwrap_or_default(),
+        go.content.unwrap_or_default()
+    ))
+}
+
+/// Asks the user to confirm from a task of its own, which it awaits.
+#[secure_tool(scope = "test.read")]
+async fn confirm_in_task(elicitation: Elicitation) -> Result<String, ToolError> {
+    let asked = task::spawn(async move {
+        let schema = ElicitationSchema::builder()
+            .required_bool("confirm")
+            .build()
+            .map_err(ToolError::internal)?;
+        let answer = elicitation
+            .request(ElicitRequestParams::FormElicitationParams {
+                meta: None,
+                message: "Go ahead (from a task)?".into(),
+                requested_schema: schema,
+            })
+            .await?;
+        Ok::<_, ToolError>(format!("{:?}", answer.action))
+    });
+    asked.await.map_err(ToolError::internal)?
+}
+
 /// Asks the client's model for a one-word summary.
 #[secure_tool(scope = "test.read")]
 async fn summarize(
@@ -173,6 +220,8 @@ async fn main() {
         .tool::<linger>()
         .tool::<report>()
         .tool::<confirm>()
+        .tool::<confirm_twice>()
+        .tool::<confirm_in_task>()
         .tool::<summarize>();
     if let Err(err) = secure_tools::serve_stdio(tools).await {
         eprintln!("test-server: {err}");

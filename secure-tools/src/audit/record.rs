@@ -309,10 +309,14 @@ pub enum Outcome {
     Cancelled,
     /// The handler ran past its time limit and was stopped.
     Timeout,
+    /// The handler asked the client a question under the stateless revision (an elicitation, a sampling request):
+    /// the answer is the question, and the client calls again with its answer, a call of its own.
+    InputRequired,
 }
 
 impl Outcome {
-    /// The name used in records: `ok`, `denied`, `invalid`, `limited`, `error`, `panic`, `cancelled`, `timeout`.
+    /// The name used in records: `ok`, `denied`, `invalid`, `limited`, `error`, `panic`, `cancelled`, `timeout`,
+    /// `input_required`.
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Ok => "ok",
@@ -323,6 +327,7 @@ impl Outcome {
             Outcome::Panic => "panic",
             Outcome::Cancelled => "cancelled",
             Outcome::Timeout => "timeout",
+            Outcome::InputRequired => "input_required",
         }
     }
 }

@@ -298,6 +298,31 @@ struct ContextInner {
     /// Set when the call's record is written: a clone kept by a task the handler started can no longer reach the
     /// client or the record.
     ended: std::sync::atomic::AtomicBool,
+    /// The answers the client sent back to the questions of earlier rounds (the stateless revision: see
+    /// [`Rounds`]).
+    answers: Option<Box<rmcp::model::JsonObject>>,
+    /// This round's questions.
+    rounds: Mutex<Rounds>,
+    /// Whether the handler asked a question this round has no answer to: its call ends `input_required`.
+    awaiting_input: std::sync::atomic::AtomicBool,
+    /// The handler's task, once it waits: woken by a question asked on another task.
+    question_waker: futures_util::task::AtomicWaker,
+}
+
+/// The questions of one round of a call under the stateless revision (2026-07-28), where the server may not send
+/// the client requests: a question (an elicitation, a sampling request) is answered by an `input_required` result
+/// listing it, and the client calls the tool again with the answers. The handler runs again from its start, and
+/// each question it asks, in order, takes its answer from the retry (`elicitation-0`, `sampling-1`, ...): a handler
+/// asks the same questions in the same order each round, and does nothing it must not repeat before its last
+/// question. The answers it took ride back in `requestState`, so a later round still has them.
+#[derive(Default)]
+struct Rounds {
+    /// How many questions the handler has asked this round.
+    asked: u32,
+    /// The keys of the answers it took.
+    answered: Vec<String>,
+    /// The questions it asked that have no answer yet.
+    open: rmcp::model::InputRequests,
 }
 
 impl fmt::Debug for CallContext {
@@ -320,6 +345,7 @@ impl CallContext {
         tool: Arc<str>,
         rmcp: Option<RequestContext<RoleServer>>,
         connection: Connection,
+        answers: Option<Box<rmcp::model::JsonObject>>,
     ) -> Self {
         CallContext(Arc::new(ContextInner {
             call_id,
@@ -332,6 +358,10 @@ impl CallContext {
             fields: Mutex::new(Vec::new()),
             has_fields: std::sync::atomic::AtomicBool::new(false),
             ended: std::sync::atomic::AtomicBool::new(false),
+            answers,
+            rounds: Mutex::new(Rounds::default()),
+            awaiting_input: std::sync::atomic::AtomicBool::new(false),
+            question_waker: futures_util::task::AtomicWaker::new(),
         }))
     }
 
@@ -472,6 +502,64 @@ impl CallContext {
             cx.protocol_version()
                 .is_none_or(|version| version < rmcp::model::ProtocolVersion::V_2026_07_28)
         })
+    }
+
+    /// Whether the client is asked by rounds (see [`Rounds`]): a call through an MCP session of protocol
+    /// `2026-07-28` or later, still live.
+    fn asks_by_round(&self) -> bool {
+        !self.has_ended()
+            && self.rmcp().is_some_and(|cx| {
+                cx.protocol_version()
+                    .is_some_and(|version| version >= rmcp::model::ProtocolVersion::V_2026_07_28)
+            })
+    }
+
+    /// The answer to this round's next question (`{kind}-{n}`), if the client sent one; or else the question is
+    /// kept for the call's `input_required` result, and `None`.
+    fn answer_or_ask(
+        &self,
+        kind: &str,
+        question: impl FnOnce() -> rmcp::model::InputRequest,
+    ) -> Option<Value> {
+        let mut rounds = self.0.rounds.lock().unwrap_or_else(PoisonError::into_inner);
+        let key = format!("{kind}-{}", rounds.asked);
+        rounds.asked += 1;
+        if let Some(answer) = self.0.answers.as_ref().and_then(|a| a.get(&key)) {
+            rounds.answered.push(key);
+            return Some(answer.clone());
+        }
+        rounds.open.insert(key, question());
+        drop(rounds);
+        self.0.awaiting_input.store(true, Ordering::SeqCst);
+        self.0.question_waker.wake();
+        None
+    }
+
+    /// Whether the handler asked a question this round has no answer to.
+    pub(crate) fn awaits_input(&self) -> bool {
+        self.0.awaiting_input.load(Ordering::SeqCst)
+    }
+
+    /// Wakes `waker` when a question this round has no answer to is asked.
+    pub(crate) fn wake_on_question(&self, waker: &std::task::Waker) {
+        self.0.question_waker.register(waker);
+    }
+
+    /// The call's `input_required` result: its open questions, and the answers taken so far as `requestState`
+    /// (a JSON object of them), so that the next round has them too.
+    pub(crate) fn input_required(&self) -> rmcp::model::InputRequiredResult {
+        let mut rounds = self.0.rounds.lock().unwrap_or_else(PoisonError::into_inner);
+        let open = std::mem::take(&mut rounds.open);
+        let taken: rmcp::model::JsonObject = match &self.0.answers {
+            Some(answers) => rounds
+                .answered
+                .iter()
+                .filter_map(|key| Some((key.clone(), answers.get(key)?.clone())))
+                .collect(),
+            None => rmcp::model::JsonObject::new(),
+        };
+        let state = (!taken.is_empty()).then(|| Value::Object(taken).to_string());
+        rmcp::model::InputRequiredResult::new(Some(open), state)
     }
 
     /// The client, while the call lasts: after its answer no notification or request of the call's may follow.
@@ -797,9 +885,10 @@ impl<S> FromCallContext<S> for Elicitation {
 }
 
 impl Elicitation {
-    /// Whether the client declared the elicitation capability (and the call's protocol version lets the server ask).
+    /// Whether the client declared the elicitation capability (and the call's protocol version lets the server ask
+    /// it, during the call or by rounds).
     pub fn is_supported(&self) -> bool {
-        self.cx.may_ask_client()
+        (self.cx.may_ask_client() || self.cx.asks_by_round())
             && self
                 .cx
                 .client_capabilities()
@@ -813,7 +902,7 @@ impl Elicitation {
     where
         T: ElicitationSafe + for<'de> serde::Deserialize<'de>,
     {
-        let peer = self.peer_for(ElicitationMode::Form)?;
+        let route = self.route(ElicitationMode::Form)?;
         let requested_schema = ElicitationSchema::from_type::<T>().map_err(|error| {
             ElicitationError::Service(ServiceError::McpError(rmcp::ErrorData::internal_error(
                 format!("the form's schema cannot be made from its type: {error}"),
@@ -825,7 +914,7 @@ impl Elicitation {
             message: message.into(),
             requested_schema,
         };
-        let answer = elicit(peer, params).await?;
+        let answer = self.exchange(route, params).await?;
         match answer.action {
             ElicitationAction::Accept => match answer.content {
                 Some(value) => match serde_json::from_value::<T>(value.clone()) {
@@ -852,14 +941,14 @@ impl Elicitation {
             // URL mode, or one a later revision adds: not a form, so the form capability does not cover it.
             _ => ElicitationMode::Url,
         };
-        let peer = self.peer_for(mode)?;
-        elicit(peer, params).await
+        let route = self.route(mode)?;
+        self.exchange(route, params).await
     }
 
-    /// The client's peer, if the call is live and the client declared elicitation in this mode. The modes are read
-    /// from the capabilities this call's client declared (a stateless request's own), as rmcp reads a session's: a
-    /// capability naming neither mode means forms.
-    fn peer_for(&self, mode: ElicitationMode) -> Result<&Peer<RoleServer>, ElicitationError> {
+    /// How the client is asked, if the call is live and the client declared elicitation in this mode. The modes
+    /// are read from the capabilities this call's client declared (a stateless request's own), as rmcp reads a
+    /// session's: a capability naming neither mode means forms.
+    fn route(&self, mode: ElicitationMode) -> Result<Route<'_>, ElicitationError> {
         let declared = self
             .cx
             .client_capabilities()
@@ -868,11 +957,54 @@ impl Elicitation {
                 ElicitationMode::Form => e.form.is_some() || e.url.is_none(),
                 _ => e.url.is_some(),
             });
+        if !declared {
+            return Err(ElicitationError::CapabilityNotSupported);
+        }
+        if self.cx.asks_by_round() {
+            return Ok(Route::ByRound);
+        }
         match self.cx.live_peer() {
-            Some(peer) if declared && self.cx.may_ask_client() => Ok(peer),
+            Some(peer) if self.cx.may_ask_client() => Ok(Route::Peer(peer)),
             _ => Err(ElicitationError::CapabilityNotSupported),
         }
     }
+
+    /// Asks, and waits for the answer: from the client during the call, or from this round's retry (see
+    /// [`Rounds`]). A question the retry has no answer to never returns: the call ends `input_required`, asking
+    /// it.
+    async fn exchange(
+        &self,
+        route: Route<'_>,
+        params: ElicitRequestParams,
+    ) -> Result<ElicitResult, ElicitationError> {
+        match route {
+            Route::Peer(peer) => elicit(peer, params).await,
+            Route::ByRound => {
+                let answer = self.cx.answer_or_ask("elicitation", || {
+                    rmcp::model::InputRequest::Elicitation(ElicitRequest::new(params))
+                });
+                match answer {
+                    // Neither the answer nor serde's message about it (which may quote it) is kept: see the
+                    // refusal `elicitation_invalid`.
+                    Some(answer) => {
+                        serde_json::from_value::<ElicitResult>(answer.clone()).map_err(|error| {
+                            ElicitationError::ParseError {
+                                error,
+                                data: answer,
+                            }
+                        })
+                    }
+                    None => std::future::pending().await,
+                }
+            }
+        }
+    }
+}
+
+/// How the client is asked a question: during the call, or by rounds (the stateless revision: see [`Rounds`]).
+enum Route<'a> {
+    Peer(&'a Peer<RoleServer>),
+    ByRound,
 }
 
 async fn elicit(
@@ -969,21 +1101,31 @@ impl<S> FromCallContext<S> for Sampling {
 }
 
 impl Sampling {
-    /// Whether the client declared the sampling capability (and the call's protocol version lets the server ask).
+    /// Whether the client declared the sampling capability (and the call's protocol version lets the server ask
+    /// it, during the call or by rounds).
     pub fn is_supported(&self) -> bool {
-        self.cx.may_ask_client()
+        (self.cx.may_ask_client() || self.cx.asks_by_round())
             && self
                 .cx
                 .client_capabilities()
                 .is_some_and(|c| c.sampling.is_some())
     }
 
-    /// Sends `sampling/createMessage` and returns the client's answer.
+    /// Sends `sampling/createMessage` and returns the client's answer. Under the stateless revision the request
+    /// goes out in the call's `input_required` result and the answer comes with the client's retry (see
+    /// [`Elicitation`]'s rounds).
     pub async fn create_message(
         &self,
         params: CreateMessageRequestParams,
     ) -> Result<CreateMessageResult, Refusal> {
-        let Some(peer) = self.cx.live_peer().filter(|_| self.is_supported()) else {
+        let route = if !self.is_supported() {
+            None
+        } else if self.cx.asks_by_round() {
+            Some(Route::ByRound)
+        } else {
+            self.cx.live_peer().map(Route::Peer)
+        };
+        let Some(route) = route else {
             return Err(Refusal::new(
                 codes::SAMPLING_UNSUPPORTED,
                 "this tool needs a completion from the client's model, and the client does not support that (sampling)",
@@ -1003,7 +1145,25 @@ impl Sampling {
             ));
         }
         params.validate().map_err(Refusal::internal)?;
-        let request = ServerRequest::CreateMessageRequest(CreateMessageRequest::new(params));
+        let request = CreateMessageRequest::new(params);
+        let peer = match route {
+            Route::Peer(peer) => peer,
+            Route::ByRound => {
+                let answer = self.cx.answer_or_ask("sampling", || {
+                    rmcp::model::InputRequest::CreateMessage(request)
+                });
+                return match answer {
+                    Some(answer) => serde_json::from_value::<CreateMessageResult>(answer).map_err(|_| {
+                        Refusal::invalid(
+                            "sampling_invalid",
+                            "the client's answer to the sampling request is not a sampling result",
+                        )
+                    }),
+                    None => std::future::pending().await,
+                };
+            }
+        };
+        let request = ServerRequest::CreateMessageRequest(request);
         match ask_client(peer, request).await {
             Ok(ClientResult::CreateMessageResult(answer)) => Ok(*answer),
             Ok(_) => Err(Refusal::internal(ServiceError::UnexpectedResponse)),

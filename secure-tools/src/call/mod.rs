@@ -91,6 +91,9 @@ pub struct CallRequest {
     pub rmcp: Option<RequestContext<RoleServer>>,
     /// For a plain rmcp tool: the handler that runs it, once the pipeline lets the call through.
     pub(crate) forward: Option<Forward>,
+    /// Under the stateless revision, the answers to the questions of earlier rounds (see
+    /// [`CallRequest::with_input_responses`]).
+    pub(crate) answers: Option<Box<JsonObject>>,
 }
 
 impl std::fmt::Debug for CallRequest {
@@ -154,7 +157,21 @@ impl CallRequest {
             connection: Connection::default(),
             rmcp: None,
             forward: None,
+            answers: None,
         }
+    }
+
+    /// Sets what a client of the stateless revision (2026-07-28) sent back with a retry: its `inputResponses` to
+    /// the questions of the call's `input_required` result, and the `requestState` that result carried (the
+    /// answers of the rounds before, as the pipeline wrote them; a state it did not write is ignored). Each
+    /// question the handler asks takes its answer from these, in order (see [`Elicitation`](crate::Elicitation)).
+    pub fn with_input_responses(
+        mut self,
+        responses: Option<rmcp::model::InputResponses>,
+        request_state: Option<&str>,
+    ) -> Self {
+        self.answers = answers_of(responses, request_state);
+        self
     }
 
     /// Sets the JSON-RPC id.
@@ -175,6 +192,22 @@ impl CallRequest {
         self.rmcp = Some(context);
         self
     }
+}
+
+/// The answers a retry carries: those of earlier rounds (the `requestState` the pipeline wrote, a JSON object), then
+/// the client's `inputResponses` to the last round's questions. `None` when there are none.
+pub(crate) fn answers_of(
+    responses: Option<rmcp::model::InputResponses>,
+    request_state: Option<&str>,
+) -> Option<Box<JsonObject>> {
+    if responses.is_none() && request_state.is_none() {
+        return None;
+    }
+    let mut answers: JsonObject = request_state
+        .and_then(|state| serde_json::from_str(state).ok())
+        .unwrap_or_default();
+    answers.extend(responses.unwrap_or_default());
+    (!answers.is_empty()).then(|| Box::new(answers))
 }
 
 /// The answer to a call of a known tool: its outcome and either the output or the refusal.
@@ -255,6 +288,17 @@ impl CallResponse {
     /// The error code, if the call failed.
     pub fn error_code(&self) -> Option<&str> {
         self.refusal().map(Refusal::code)
+    }
+
+    /// The MCP answer: [`CallResponse::into_call_tool_result`], or the `input_required` result of a handler that
+    /// asked the client a question under the stateless revision (see [`Elicitation`](crate::Elicitation)).
+    pub fn into_call_tool_response(self) -> rmcp::model::CallToolResponse {
+        match self.result {
+            Ok(ToolOutput::InputRequired(input)) => {
+                rmcp::model::CallToolResponse::InputRequired(input)
+            }
+            _ => rmcp::model::CallToolResponse::Complete(self.into_call_tool_result()),
+        }
     }
 
     /// The MCP result: output as content (text, structured, or blocks of its own); a refusal as an `isError`
@@ -660,12 +704,46 @@ where
     limit.stop_if_due(set, cx)?;
     let handler =
         panic::catch(name, || T::invoke(args, cx, &set.state)).map_err(|()| Refusal::panicked())?;
+    let handler = UntilInputRequired { handler, cx };
     match contained(name, handler, set, cx, limit).await {
-        Ok(result) => result,
+        Ok(Some(result)) => result,
+        // It asked a question this round has no answer to: the answer is the question (see `context::Rounds`).
+        Ok(None) => Ok(ToolOutput::InputRequired(cx.input_required())),
         Err(stopped) => {
             // The handler's future is gone; whatever it handed its token to is told now.
             cx.cancel_handler();
             Err(stopped)
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A handler's future, done (`None`) once it waits on a question this round has no answer to (see
+    /// `context::Rounds`): the question never gets one in this call, which ends `input_required`. It owns the
+    /// handler's future, so that [`contained`] drops the handler as the tool's own.
+    struct UntilInputRequired<'a, F> {
+        #[pin]
+        handler: F,
+        cx: &'a CallContext,
+    }
+}
+
+impl<F: Future> Future for UntilInputRequired<'_, F> {
+    type Output = Option<F::Output>;
+
+    fn poll(self: Pin<&mut Self>, task: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        match this.handler.poll(task) {
+            Poll::Ready(output) => Poll::Ready(Some(output)),
+            Poll::Pending => {
+                // A question may be asked on another task (one the handler spawned and awaits): it wakes this one.
+                this.cx.wake_on_question(task.waker());
+                if this.cx.awaits_input() {
+                    Poll::Ready(None)
+                } else {
+                    Poll::Pending
+                }
+            }
         }
     }
 }
@@ -855,6 +933,7 @@ impl<'s> Call<'s> {
             connection,
             rmcp,
             forward,
+            answers,
         } = request;
         let tool = set.tools.get(name.as_str());
         let (tool_name, sent_name) = match tool {
@@ -868,6 +947,7 @@ impl<'s> Call<'s> {
             tool_name,
             rmcp,
             connection,
+            answers,
         );
         #[cfg(feature = "otel")]
         let span = set.telemetry.as_ref().map(|telemetry| {
@@ -1092,6 +1172,7 @@ impl<'s> Call<'s> {
         let outcome = match &result {
             // A plain tool's own error result: its content goes to the client as it is.
             Ok(ToolOutput::Result(result)) if result.is_error == Some(true) => Outcome::Error,
+            Ok(ToolOutput::InputRequired(_)) => Outcome::InputRequired,
             Ok(_) => Outcome::Ok,
             Err(refusal) => Outcome::from(refusal.kind()),
         };

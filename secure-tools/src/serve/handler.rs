@@ -312,6 +312,7 @@ fn call_through_pipeline<'a, S: Send + Sync + 'static>(
     connection: Connection,
     name: Cow<'static, str>,
     arguments: Option<rmcp::model::JsonObject>,
+    answers: Option<Box<rmcp::model::JsonObject>>,
     context: RequestContext<RoleServer>,
 ) -> impl Future<Output = Result<CallToolResponse, ErrorData>> + Send + 'a {
     // Built in one piece: the builder's steps would move the request (rmcp's context makes it large) three times.
@@ -323,10 +324,11 @@ fn call_through_pipeline<'a, S: Send + Sync + 'static>(
         connection,
         rmcp: Some(context),
         forward: None,
+        answers,
     };
     // A combinator, not an async block: awaiting a future an async block holds would keep two copies of it.
     futures_util::FutureExt::map(tools.call_begun(request), |answer| match answer {
-        Ok(response) => Ok(CallToolResponse::Complete(response.into_call_tool_result())),
+        Ok(response) => Ok(response.into_call_tool_response()),
         Err(CallError::UnknownTool(_)) => Err(ErrorData::invalid_params("tool not found", None)),
     })
 }
@@ -416,12 +418,15 @@ impl<S: Send + Sync + 'static> ServerHandler for SecureServer<S> {
         let caller = self.caller(&context);
         let connection = self.connection(&context);
         let arguments = HeldArguments::take(request.arguments, &mut context.extensions);
+        let answers =
+            crate::call::answers_of(request.input_responses, request.request_state.as_deref());
         call_through_pipeline(
             &self.tools,
             caller,
             connection,
             request.name,
             arguments,
+            answers,
             context,
         )
     }
@@ -514,6 +519,10 @@ impl<S: Send + Sync + 'static> ToolSet<S> {
                         context.arguments,
                         &mut context.request_context.extensions,
                     );
+                    let answers = crate::call::answers_of(
+                        context.input_responses,
+                        context.request_state.as_deref(),
+                    );
                     Box::pin(async move {
                         call_through_pipeline(
                             &tools,
@@ -521,6 +530,7 @@ impl<S: Send + Sync + 'static> ToolSet<S> {
                             connection,
                             context.name,
                             arguments,
+                            answers,
                             context.request_context,
                         )
                         .await
@@ -768,7 +778,7 @@ where
         if undeclared {
             tracing::warn!(tool = %params.name, "a tool of the server not declared to the tool set was refused");
             let response = tools.refuse_undeclared(call).await;
-            return Ok(CallToolResponse::Complete(response.into_call_tool_result()));
+            return Ok(response.into_call_tool_response());
         }
         if declared {
             // What the server says the tool takes, once: an argument it does not name is recorded as a secret.
@@ -794,7 +804,7 @@ where
             }));
         }
         match tools.call(call).await {
-            Ok(response) => Ok(CallToolResponse::Complete(response.into_call_tool_result())),
+            Ok(response) => Ok(response.into_call_tool_response()),
             Err(CallError::UnknownTool(_)) => {
                 Err(ErrorData::invalid_params("tool not found", None))
             }
