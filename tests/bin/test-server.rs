@@ -203,8 +203,9 @@ async fn main() {
             .with_writer(std::io::stderr)
             .init();
     }
-    // `test-server --http ADDR`: the same tools over streamable HTTP, unauthenticated and loopback only (callers
-    // are anonymous, holding `MCP_SCOPES`), for the tests of what the HTTP transport hands the pipeline.
+    // `test-server --http ADDR`: some of the same tools over streamable HTTP, unauthenticated and loopback only
+    // (callers are anonymous, holding `MCP_SCOPES`), for the tests of what the HTTP transport hands the pipeline
+    // and of SDK clients answering a tool's questions over it.
     let args: Vec<String> = std::env::args().collect();
     if let [_, flag, address] = args.as_slice()
         && flag == "--http"
@@ -243,7 +244,10 @@ async fn serve_http(address: &str) {
         .tool::<echo>()
         .tool::<store>()
         .tool::<slow>()
-        .tool::<crunch>();
+        .tool::<crunch>()
+        .tool::<confirm>()
+        .tool::<confirm_twice>()
+        .tool::<summarize>();
     if let Err(err) = settings.serve(tools).await {
         eprintln!("test-server: {err}");
         std::process::exit(1);
