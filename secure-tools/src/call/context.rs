@@ -298,15 +298,22 @@ struct ContextInner {
     /// Set when the call's record is written: a clone kept by a task the handler started can no longer reach the
     /// client or the record.
     ended: std::sync::atomic::AtomicBool,
-    /// The answers the client sent back to the questions of earlier rounds (the stateless revision: see
-    /// [`Rounds`]).
-    answers: Option<Box<rmcp::model::JsonObject>>,
+    /// The questions and answers of a call under the stateless revision (see [`Rounds`]): made when the request
+    /// brings answers, or when the handler asks or waits under that revision, so that other calls carry none of it.
+    input: OnceLock<Box<Input>>,
+}
+
+/// What [`Rounds`] need of a call.
+#[derive(Default)]
+struct Input {
+    /// The answers the client sent back to the questions of earlier rounds.
+    answers: rmcp::model::JsonObject,
     /// This round's questions.
     rounds: Mutex<Rounds>,
     /// Whether the handler asked a question this round has no answer to: its call ends `input_required`.
-    awaiting_input: std::sync::atomic::AtomicBool,
+    awaiting: std::sync::atomic::AtomicBool,
     /// The handler's task, once it waits: woken by a question asked on another task.
-    question_waker: futures_util::task::AtomicWaker,
+    waker: futures_util::task::AtomicWaker,
 }
 
 /// The questions of one round of a call under the stateless revision (2026-07-28), where the server may not send
@@ -347,7 +354,7 @@ impl CallContext {
         connection: Connection,
         answers: Option<Box<rmcp::model::JsonObject>>,
     ) -> Self {
-        CallContext(Arc::new(ContextInner {
+        let inner = Arc::new(ContextInner {
             call_id,
             caller,
             request_id,
@@ -358,11 +365,15 @@ impl CallContext {
             fields: Mutex::new(Vec::new()),
             has_fields: std::sync::atomic::AtomicBool::new(false),
             ended: std::sync::atomic::AtomicBool::new(false),
-            answers,
-            rounds: Mutex::new(Rounds::default()),
-            awaiting_input: std::sync::atomic::AtomicBool::new(false),
-            question_waker: futures_util::task::AtomicWaker::new(),
-        }))
+            input: OnceLock::new(),
+        });
+        if let Some(answers) = answers {
+            let _ = inner.input.set(Box::new(Input {
+                answers: *answers,
+                ..Input::default()
+            }));
+        }
+        CallContext(inner)
     }
 
     /// Who is calling.
@@ -521,43 +532,52 @@ impl CallContext {
         kind: &str,
         question: impl FnOnce() -> rmcp::model::InputRequest,
     ) -> Option<Value> {
-        let mut rounds = self.0.rounds.lock().unwrap_or_else(PoisonError::into_inner);
+        let input = self.input();
+        let mut rounds = input.rounds.lock().unwrap_or_else(PoisonError::into_inner);
         let key = format!("{kind}-{}", rounds.asked);
         rounds.asked += 1;
-        if let Some(answer) = self.0.answers.as_ref().and_then(|a| a.get(&key)) {
+        if let Some(answer) = input.answers.get(&key) {
             rounds.answered.push(key);
             return Some(answer.clone());
         }
         rounds.open.insert(key, question());
         drop(rounds);
-        self.0.awaiting_input.store(true, Ordering::SeqCst);
-        self.0.question_waker.wake();
+        input.awaiting.store(true, Ordering::SeqCst);
+        input.waker.wake();
         None
+    }
+
+    fn input(&self) -> &Input {
+        self.0.input.get_or_init(Box::default)
     }
 
     /// Whether the handler asked a question this round has no answer to.
     pub(crate) fn awaits_input(&self) -> bool {
-        self.0.awaiting_input.load(Ordering::SeqCst)
+        self.0
+            .input
+            .get()
+            .is_some_and(|input| input.awaiting.load(Ordering::SeqCst))
     }
 
-    /// Wakes `waker` when a question this round has no answer to is asked.
+    /// Wakes `waker` when a question this round has no answer to is asked (on another task), under the stateless
+    /// revision: the only one that asks by rounds.
     pub(crate) fn wake_on_question(&self, waker: &std::task::Waker) {
-        self.0.question_waker.register(waker);
+        if self.asks_by_round() {
+            self.input().waker.register(waker);
+        }
     }
 
     /// The call's `input_required` result: its open questions, and the answers taken so far as `requestState`
     /// (a JSON object of them), so that the next round has them too.
     pub(crate) fn input_required(&self) -> rmcp::model::InputRequiredResult {
-        let mut rounds = self.0.rounds.lock().unwrap_or_else(PoisonError::into_inner);
+        let input = self.input();
+        let mut rounds = input.rounds.lock().unwrap_or_else(PoisonError::into_inner);
         let open = std::mem::take(&mut rounds.open);
-        let taken: rmcp::model::JsonObject = match &self.0.answers {
-            Some(answers) => rounds
-                .answered
-                .iter()
-                .filter_map(|key| Some((key.clone(), answers.get(key)?.clone())))
-                .collect(),
-            None => rmcp::model::JsonObject::new(),
-        };
+        let taken: rmcp::model::JsonObject = rounds
+            .answered
+            .iter()
+            .filter_map(|key| Some((key.clone(), input.answers.get(key)?.clone())))
+            .collect();
         let state = (!taken.is_empty()).then(|| Value::Object(taken).to_string());
         rmcp::model::InputRequiredResult::new(Some(open), state)
     }
@@ -873,6 +893,12 @@ impl ClientLog {
 /// A client that did not declare the `elicitation` capability is never sent a request: the call fails at once
 /// with [`ElicitationError::CapabilityNotSupported`], which `?` turns into the refusal `elicitation_unsupported`.
 /// A client that never answers is bounded by the tool's timeout.
+///
+/// Under the stateless revision (2026-07-28), where the server may not send the client requests, the question goes
+/// out in the call's `input_required` result instead, and the client's next call of the tool brings the answer: the
+/// handler runs again from its start, and each question it asks, in order, takes its answer. So a handler asks the
+/// same questions in the same order each time, and does nothing it must not repeat before its last question. The
+/// same holds for [`Sampling`].
 #[derive(Debug, Clone)]
 pub struct Elicitation {
     cx: CallContext,

@@ -196,6 +196,7 @@ impl CallRequest {
 
 /// The answers a retry carries: those of earlier rounds (the `requestState` the pipeline wrote, a JSON object), then
 /// the client's `inputResponses` to the last round's questions. `None` when there are none.
+#[inline]
 pub(crate) fn answers_of(
     responses: Option<rmcp::model::InputResponses>,
     request_state: Option<&str>,
@@ -203,6 +204,14 @@ pub(crate) fn answers_of(
     if responses.is_none() && request_state.is_none() {
         return None;
     }
+    retry_answers(responses, request_state)
+}
+
+#[inline(never)]
+fn retry_answers(
+    responses: Option<rmcp::model::InputResponses>,
+    request_state: Option<&str>,
+) -> Option<Box<JsonObject>> {
     let mut answers: JsonObject = request_state
         .and_then(|state| serde_json::from_str(state).ok())
         .unwrap_or_default();
@@ -297,7 +306,12 @@ impl CallResponse {
             Ok(ToolOutput::InputRequired(input)) => {
                 rmcp::model::CallToolResponse::InputRequired(input)
             }
-            _ => rmcp::model::CallToolResponse::Complete(self.into_call_tool_result()),
+            result => rmcp::model::CallToolResponse::Complete(complete_result(
+                result,
+                self.outcome,
+                self.call_id,
+                self.has_output_schema,
+            )),
         }
     }
 
@@ -310,29 +324,43 @@ impl CallResponse {
     /// schema, and clients that check every `structuredContent` against it, `isError` or not (the TypeScript
     /// SDK v1 and the MCP Inspector among them), would replace the refusal with a validation error of their own.
     pub fn into_call_tool_result(self) -> CallToolResult {
-        match self.result {
-            Ok(output) => output.into_call_tool_result(),
-            Err(refusal) => {
-                let retry = retry_after_seconds(&refusal);
-                let mut result =
-                    CallToolResult::error(vec![ContentBlock::text(refusal.to_string())]);
-                if !self.has_output_schema {
-                    let mut error = serde_json::json!({
-                        "code": refusal.code(), "message": refusal.message()
-                    });
-                    if let Some(secs) = retry {
-                        error["retryAfterSeconds"] = secs.into();
-                    }
-                    result.structured_content = Some(serde_json::json!({ "error": error }));
+        complete_result(
+            self.result,
+            self.outcome,
+            self.call_id,
+            self.has_output_schema,
+        )
+    }
+}
+
+/// [`CallResponse::into_call_tool_result`], from the response's parts.
+fn complete_result(
+    result: Result<ToolOutput, Refusal>,
+    outcome: Outcome,
+    call_id: CallId,
+    has_output_schema: bool,
+) -> CallToolResult {
+    match result {
+        Ok(output) => output.into_call_tool_result(),
+        Err(refusal) => {
+            let retry = retry_after_seconds(&refusal);
+            let mut result = CallToolResult::error(vec![ContentBlock::text(refusal.to_string())]);
+            if !has_output_schema {
+                let mut error = serde_json::json!({
+                    "code": refusal.code(), "message": refusal.message()
+                });
+                if let Some(secs) = retry {
+                    error["retryAfterSeconds"] = secs.into();
                 }
-                let notice = RefusalNotice::new(&refusal, self.outcome, self.call_id);
-                let mut meta = MetaObject::new();
-                if let Ok(value) = serde_json::to_value(notice) {
-                    meta.insert(REFUSAL_META_KEY.into(), value);
-                }
-                result.meta = Some(meta);
-                result
+                result.structured_content = Some(serde_json::json!({ "error": error }));
             }
+            let notice = RefusalNotice::new(&refusal, outcome, call_id);
+            let mut meta = MetaObject::new();
+            if let Ok(value) = serde_json::to_value(notice) {
+                meta.insert(REFUSAL_META_KEY.into(), value);
+            }
+            result.meta = Some(meta);
+            result
         }
     }
 }
@@ -706,9 +734,7 @@ where
         panic::catch(name, || T::invoke(args, cx, &set.state)).map_err(|()| Refusal::panicked())?;
     let handler = UntilInputRequired { handler, cx };
     match contained(name, handler, set, cx, limit).await {
-        Ok(Some(result)) => result,
-        // It asked a question this round has no answer to: the answer is the question (see `context::Rounds`).
-        Ok(None) => Ok(ToolOutput::InputRequired(cx.input_required())),
+        Ok(result) => result,
         Err(stopped) => {
             // The handler's future is gone; whatever it handed its token to is told now.
             cx.cancel_handler();
@@ -718,8 +744,8 @@ where
 }
 
 pin_project_lite::pin_project! {
-    /// A handler's future, done (`None`) once it waits on a question this round has no answer to (see
-    /// `context::Rounds`): the question never gets one in this call, which ends `input_required`. It owns the
+    /// A handler's future, done once it waits on a question this round has no answer to (see `context::Rounds`):
+    /// the question never gets one in this call, whose answer is the question (`input_required`). It owns the
     /// handler's future, so that [`contained`] drops the handler as the tool's own.
     struct UntilInputRequired<'a, F> {
         #[pin]
@@ -728,23 +754,20 @@ pin_project_lite::pin_project! {
     }
 }
 
-impl<F: Future> Future for UntilInputRequired<'_, F> {
-    type Output = Option<F::Output>;
+impl<F: Future<Output = Result<ToolOutput, Refusal>>> Future for UntilInputRequired<'_, F> {
+    type Output = F::Output;
 
     fn poll(self: Pin<&mut Self>, task: &mut std::task::Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        match this.handler.poll(task) {
-            Poll::Ready(output) => Poll::Ready(Some(output)),
-            Poll::Pending => {
-                // A question may be asked on another task (one the handler spawned and awaits): it wakes this one.
-                this.cx.wake_on_question(task.waker());
-                if this.cx.awaits_input() {
-                    Poll::Ready(None)
-                } else {
-                    Poll::Pending
-                }
+        let poll = this.handler.poll(task);
+        if poll.is_pending() {
+            // A question may be asked on another task (one the handler spawned and awaits): it wakes this one.
+            this.cx.wake_on_question(task.waker());
+            if this.cx.awaits_input() {
+                return Poll::Ready(Ok(ToolOutput::InputRequired(this.cx.input_required())));
             }
         }
+        poll
     }
 }
 
