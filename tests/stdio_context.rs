@@ -311,6 +311,32 @@ fn a_stateless_client_is_asked_by_input_required_rounds() {
         Some((json!({"elicitation-0": {"action": "decline"}}), Value::Null)),
     );
     assert_eq!(done["content"][0]["text"], "Decline", "{done}");
+    // Two questions asked at once go out in one round, and are answered in one.
+    let first = round("confirm_both", json!({}), None);
+    let asked: Vec<_> = first["inputRequests"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(key, question)| (key.clone(), question["params"]["message"].clone()))
+        .collect();
+    assert_eq!(
+        asked,
+        [
+            ("elicitation-0".to_owned(), json!("First?")),
+            ("elicitation-1".to_owned(), json!("Second?"))
+        ],
+        "{first}"
+    );
+    let done = round(
+        "confirm_both",
+        json!({}),
+        Some((
+            json!({"elicitation-0": {"action": "accept", "content": {"confirm": true}},
+                   "elicitation-1": {"action": "decline"}}),
+            first["requestState"].clone(),
+        )),
+    );
+    assert_eq!(done["content"][0]["text"], "Accept Decline", "{done}");
     // An answer the client makes up in the wrong shape is refused, not taken.
     let refused = round(
         "confirm",
@@ -339,6 +365,8 @@ fn a_stateless_client_is_asked_by_input_required_rounds() {
             (json!("confirm_twice"), json!("ok")),
             (json!("confirm_in_task"), json!("input_required")),
             (json!("confirm_in_task"), json!("ok")),
+            (json!("confirm_both"), json!("input_required")),
+            (json!("confirm_both"), json!("ok")),
             (json!("confirm"), json!("invalid")),
         ]
     );

@@ -156,6 +156,27 @@ async fn confirm_twice(elicitation: Elicitation) -> Result<String, ToolError> {
     ))
 }
 
+/// Asks the user two questions at once (`join!`): under the stateless revision both go out in one round.
+#[secure_tool(scope = "test.read")]
+async fn confirm_both(elicitation: Elicitation) -> Result<String, ToolError> {
+    let ask = |message: &str| {
+        let schema = ElicitationSchema::builder()
+            .required_bool("confirm")
+            .build()
+            .map_err(ToolError::internal);
+        schema.map(|schema| ElicitRequestParams::FormElicitationParams {
+            meta: None,
+            message: message.into(),
+            requested_schema: schema,
+        })
+    };
+    let (first, second) = tokio::join!(
+        elicitation.request(ask("First?")?),
+        elicitation.request(ask("Second?")?)
+    );
+    Ok(format!("{:?} {:?}", first?.action, second?.action))
+}
+
 /// Asks the user to confirm from a task of its own, which it awaits.
 #[secure_tool(scope = "test.read")]
 async fn confirm_in_task(elicitation: Elicitation) -> Result<String, ToolError> {
@@ -223,6 +244,7 @@ async fn main() {
         .tool::<confirm>()
         .tool::<confirm_twice>()
         .tool::<confirm_in_task>()
+        .tool::<confirm_both>()
         .tool::<summarize>();
     if let Err(err) = secure_tools::serve_stdio(tools).await {
         eprintln!("test-server: {err}");
