@@ -860,6 +860,107 @@ async fn the_protocol_layers_own_refusals_are_audited_once_with_their_caller() {
     assert!(server.calls().is_empty());
 }
 
+/// rmcp's own refusals (a body that is not a JSON-RPC message, a missing `Accept`, another content type or method, a
+/// path that is not the endpoint) were answered in plain text, which the Python SDK turns into `-32603 "Server returned an error
+/// response"`, whatever the refusal: each is now a JSON-RPC error naming its reason, as the runner's own are. The
+/// message is ours: rmcp's text (serde's, for a body it could not read) may quote the request.
+#[tokio::test]
+async fn the_protocol_layers_own_refusals_are_json_rpc_errors() {
+    let server = Server::start();
+    let token = server.token(server.claims("alice", "files.read"));
+    let bearer = format!("Bearer {token}");
+    let secret = "Q-secret-7213";
+    let body = call(1, "read_file", json!({"filename": secret}));
+    let both = "application/json, text/event-stream";
+    let request =
+        |method: reqwest::Method, path: &str, content_type: &str, accept: &str, body: String| {
+            client()
+                .request(method, format!("{}{path}", server.base))
+                .header("content-type", content_type)
+                .header("accept", accept)
+                .header("authorization", &bearer)
+                .body(body)
+        };
+    let cases = [
+        (
+            request(
+                reqwest::Method::POST,
+                "/mcp",
+                "text/plain",
+                both,
+                body.to_string(),
+            ),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            request(
+                reqwest::Method::POST,
+                "/mcp",
+                "application/json",
+                "text/html",
+                body.to_string(),
+            ),
+            406,
+            "not_acceptable",
+        ),
+        (
+            request(
+                reqwest::Method::PUT,
+                "/mcp",
+                "application/json",
+                both,
+                body.to_string(),
+            ),
+            405,
+            "method_not_allowed",
+        ),
+        (
+            request(
+                reqwest::Method::POST,
+                "/mcp",
+                "application/json",
+                both,
+                // Not a JSON-RPC message rmcp reads (its text quotes serde's message about it).
+                json!({"jsonrpc": "2.0", "id": secret, "method": 7}).to_string(),
+            ),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            request(
+                reqwest::Method::POST,
+                "/mcp/extra",
+                "application/json",
+                both,
+                body.to_string(),
+            ),
+            404,
+            "not_found",
+        ),
+    ];
+    for (request, status, reason) in cases {
+        let response = request.send().await.unwrap();
+        let (_, body) = common::jsonrpc_refusal(response, status, -32600, reason).await;
+        assert!(!body.to_string().contains(secret), "{reason}: {body}");
+    }
+    let reasons: Vec<Value> = server
+        .rejections()
+        .iter()
+        .map(|r| r["reason"].clone())
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            "unsupported_media_type",
+            "not_acceptable",
+            "method_not_allowed",
+            "unsupported_media_type",
+            "not_found"
+        ]
+    );
+}
+
 /// A JSON answer goes out with its `Content-Length`, not chunked: a client then knows where it ends, and keeps its
 /// connection for the next request (with chunked answers, clients dropped about one connection in a hundred calls,
 /// each a new TCP handshake). One client makes many calls over one connection, seen from the server's side as one

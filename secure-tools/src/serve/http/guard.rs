@@ -124,9 +124,34 @@ async fn limited(shared: Arc<Shared>, request: Request, next: Route) -> Response
             .extensions()
             .get::<Subject>()
             .map(|s| s.0.to_string());
-        shared.audit_rejection(status, refusal_reason(status), None, subject, &method, path);
+        let reason = refusal_reason(status);
+        shared.audit_rejection(status, reason, None, subject, &method, path);
+        // rmcp answers these in plain text, which the Python SDK reads as `-32603 "Server returned an error
+        // response"`: a JSON-RPC error naming the reason instead, as the runner's own refusals are. Its text is not
+        // kept: serde's message about a body it could not read may quote the request. One of its own in JSON (an
+        // error it answers as JSON-RPC) is left as it is.
+        if !is_json(&response) {
+            let (mut parts, _) = response.into_parts();
+            let mut answer = super::refusal::answer(status, reason, None);
+            for (name, value) in &parts.headers {
+                if name == header::ALLOW || name == header::WWW_AUTHENTICATE {
+                    answer.headers_mut().insert(name.clone(), value.clone());
+                }
+            }
+            std::mem::swap(answer.extensions_mut(), &mut parts.extensions);
+            return answer;
+        }
     }
     response
+}
+
+/// Whether an answer's body is JSON.
+fn is_json(response: &Response) -> bool {
+    response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"))
 }
 
 /// The reason recorded for a refusal by status, for the answers of further in.

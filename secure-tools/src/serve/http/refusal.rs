@@ -3,8 +3,9 @@
 //! becomes `-32603 "Server returned an error response"`, whatever the refusal. The status and headers say what
 //! HTTP says (a `401`'s challenge, a `429`'s `Retry-After`); the body says it again to the client library.
 //!
-//! Codes, by status: a request malformed or over the size limit (`400`, `413`), and a session that does not exist
-//! (`404`), `-32600` (invalid request), as over stdio; a protocol version outside the policy, the protocol's own
+//! Codes, by status: a request malformed or over the size limit (`400`, `413`), one of a method, media type or
+//! `Accept` the endpoint does not take (`405`, `415`, `406`), and a session or path that does not exist (`404`),
+//! `-32600` (invalid request), as over stdio; a protocol version outside the policy, the protocol's own
 //! `-32022` with what was asked and what is supported; a request past the request timeout (`408`),
 //! [`REQUEST_TIMEOUT_CODE`]; every other refusal (`401`, `403`, `429`, `503`), [`REFUSED_CODE`]. The message is the
 //! refusal's code as audited (`missing_token`, `body_too_large`, ...), then what it means. The `id` is `null`: the
@@ -34,9 +35,12 @@ const RETRY_AFTER_UNAVAILABLE: &str = "1";
 /// The JSON-RPC error code of a refusal answered `status`.
 fn code(status: StatusCode) -> i32 {
     match status {
-        StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE | StatusCode::NOT_FOUND => {
-            INVALID_REQUEST_CODE
-        }
+        StatusCode::BAD_REQUEST
+        | StatusCode::PAYLOAD_TOO_LARGE
+        | StatusCode::NOT_FOUND
+        | StatusCode::METHOD_NOT_ALLOWED
+        | StatusCode::NOT_ACCEPTABLE
+        | StatusCode::UNSUPPORTED_MEDIA_TYPE => INVALID_REQUEST_CODE,
         StatusCode::REQUEST_TIMEOUT => REQUEST_TIMEOUT_CODE,
         _ => REFUSED_CODE,
     }
@@ -56,6 +60,15 @@ fn meaning(reason: &str) -> Option<&'static str> {
         "too_many_streams" => "this caller holds as many event streams as it may; close one",
         "session_not_found" => "no such session",
         "unavailable" => "this connection is being closed; retry on a new one",
+        "bad_request" => "the body is not a JSON-RPC message the server reads",
+        "not_found" => "no such endpoint",
+        "method_not_allowed" => "this path does not take the request's method",
+        "not_acceptable" => "the request must accept both application/json and text/event-stream",
+        "unsupported_media_type" => {
+            "the request body must be a JSON-RPC message, as application/json"
+        }
+        "conflict" => "the request conflicts with the session's state",
+        "unprocessable" => "the request cannot be processed",
         _ => return None,
     })
 }
