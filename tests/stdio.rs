@@ -13,8 +13,11 @@ use serde_json::{Value, json};
 
 const SERVER: &str = env!("CARGO_BIN_EXE_test-server");
 /// The test server's tools, sorted by name.
-const TOOLS: [&str; 8] = [
+const TOOLS: [&str; 11] = [
     "confirm",
+    "confirm_both",
+    "confirm_in_task",
+    "confirm_twice",
     "crunch",
     "echo",
     "linger",

@@ -478,7 +478,8 @@ impl AuditLogs {
                 log.add_attribute("gen_ai.tool.name", tool);
                 log.add_attribute("secure_tools.outcome", call.outcome.as_str());
                 log.add_attribute("secure_tools.call_id", call.call_id.to_string());
-                let severity = if call.ok {
+                // A round that asked the client a question is not a failure.
+                let severity = if call.ok || call.outcome == Outcome::InputRequired {
                     Severity::Info
                 } else {
                     Severity::Warn
