@@ -519,7 +519,9 @@ fn preflight(server: &Server, origin: &str) -> reqwest::RequestBuilder {
         .header("access-control-request-method", "POST")
         .header(
             "access-control-request-headers",
-            "authorization,content-type,mcp-protocol-version,mcp-session-id,last-event-id",
+            // The 2026-07-28 revision's `Mcp-Method`, `Mcp-Name` and `Mcp-Param-*` among them.
+            "authorization,content-type,mcp-protocol-version,mcp-session-id,last-event-id,mcp-method,mcp-name,\
+             mcp-param-filename",
         )
 }
 
@@ -541,7 +543,12 @@ fn names(response: &reqwest::Response, name: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn a_browser_page_on_an_allowed_origin_can_use_the_server() {
-    let server = Server::start_with(&["--allowed-origin", "https://app.example.com"]);
+    let server = Server::start_with(&[
+        "--allowed-origin",
+        "https://app.example.com",
+        "--allowed-origin",
+        "http://localhost:*",
+    ]);
     let token = server.token(server.claims("alice", "files.read"));
     for origin in ["https://app.example.com", "http://localhost:6274"] {
         // The preflight needs no token (a browser sends none with it), and grants the SDK clients' headers.
@@ -563,6 +570,9 @@ async fn a_browser_page_on_an_allowed_origin_can_use_the_server() {
             "mcp-protocol-version",
             "mcp-session-id",
             "last-event-id",
+            "mcp-method",
+            "mcp-name",
+            "mcp-param-filename",
         ] {
             assert!(allowed.contains(&name.to_owned()), "{name}: {allowed:?}");
         }
@@ -637,6 +647,31 @@ async fn a_browser_page_on_an_allowed_origin_can_use_the_server() {
         ]
     );
     assert_eq!(server.calls().len(), 2);
+}
+
+/// A loopback origin passes the `Origin` check without a listing (a local tool, the same machine), but a page on
+/// it is granted CORS only when listed: any local web page (a dev server, another application's UI) could
+/// otherwise read a server's answers, one serving without authentication for tests above all.
+#[tokio::test]
+async fn a_page_on_an_unlisted_loopback_origin_gets_no_cors_grant() {
+    let server = Server::start();
+    let origin = "http://localhost:5173";
+    let response = preflight(&server, origin).send().await.unwrap();
+    assert_eq!(
+        header(&response, "access-control-allow-origin"),
+        "",
+        "{response:?}"
+    );
+    let token = server.token(server.claims("alice", "files.read"));
+    let body = call(1, "read_file", json!({"filename": "greeting.txt"}));
+    let response = post_request(&server, "/mcp", &body)
+        .header("origin", origin)
+        .header("authorization", format!("Bearer {token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(header(&response, "access-control-allow-origin"), "");
 }
 
 #[tokio::test]

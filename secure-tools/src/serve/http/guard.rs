@@ -10,7 +10,7 @@ use axum::response::Response;
 use axum::routing::Route;
 use futures_util::future::BoxFuture;
 use tower::ServiceExt as _;
-use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 
 use super::{Audited, Shared, Subject};
 
@@ -169,30 +169,26 @@ fn refusal_reason(status: StatusCode) -> &'static str {
     }
 }
 
-/// The CORS rules for a browser page on an allowed origin (loopback, or `--allowed-origin`; see
-/// [`origin_allowed`]): the methods and headers of the streamable HTTP transport, and the response headers an SDK
-/// client reads (the session id, the negotiated version, a challenge, when to retry). No credentials mode: a token
-/// is sent as a header, not a cookie. A preflight's answer is cached by the browser for ten minutes.
+/// The CORS rules for a browser page on an origin the allowlist names (`--allowed-origin`; a loopback origin is
+/// accepted by the `Origin` check without a listing, as before, but gets no CORS grant unless listed): the methods
+/// of the streamable HTTP transport; the request headers the preflight asks for, whatever they are (the
+/// `2026-07-28` revision's `Mcp-Method`, `Mcp-Name` and the open family `Mcp-Param-*` among them, which no fixed
+/// list covers; the origin is checked and no credentials are shared, so this grants nothing a listed page could
+/// not send anyway); and the response headers an SDK client reads (the session id, the negotiated version, a
+/// challenge, when to retry). No credentials mode: a token is sent as a header, not a cookie. A preflight's
+/// answer is cached by the browser for ten minutes.
 pub(super) fn cors(allowed_origins: Vec<String>) -> CorsLayer {
     use axum::http::{HeaderName, Method};
     const MCP_SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");
     const MCP_PROTOCOL_VERSION: HeaderName = HeaderName::from_static("mcp-protocol-version");
-    const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
     CorsLayer::new()
         .allow_origin(AllowOrigin::predicate(move |origin, _| {
             origin
                 .to_str()
-                .is_ok_and(|o| origin_allowed(&allowed_origins, o))
+                .is_ok_and(|o| origin_listed(&allowed_origins, &normalized_origin(o)))
         }))
         .allow_methods([Method::GET, Method::POST, Method::DELETE])
-        .allow_headers([
-            header::AUTHORIZATION,
-            header::CONTENT_TYPE,
-            header::ACCEPT,
-            MCP_SESSION_ID,
-            MCP_PROTOCOL_VERSION,
-            LAST_EVENT_ID,
-        ])
+        .allow_headers(AllowHeaders::mirror_request())
         .expose_headers([
             MCP_SESSION_ID,
             MCP_PROTOCOL_VERSION,
@@ -234,7 +230,7 @@ fn is_loopback(host: &str) -> bool {
 
 /// An Origin is accepted when its host is loopback (over http or https) or it is on the allowlist.
 fn origin_allowed(allowed: &[String], origin: &str) -> bool {
-    let origin = origin.trim().trim_end_matches('/').to_ascii_lowercase();
+    let origin = normalized_origin(origin);
     let parsed = origin
         .split_once("://")
         .filter(|(scheme, _)| *scheme == "http" || *scheme == "https");
@@ -244,6 +240,17 @@ fn origin_allowed(allowed: &[String], origin: &str) -> bool {
     {
         return true;
     }
+    origin_listed(allowed, &origin)
+}
+
+/// An `Origin` as the allowlist's entries are written: lowercased, without a trailing `/`.
+fn normalized_origin(origin: &str) -> String {
+    origin.trim().trim_end_matches('/').to_ascii_lowercase()
+}
+
+/// Whether the allowlist names an origin (normalized: [`normalized_origin`]): exactly, or by a `scheme://host:*`
+/// entry for any port.
+fn origin_listed(allowed: &[String], origin: &str) -> bool {
     allowed.iter().any(|entry| {
         if let Some(prefix) = entry.strip_suffix(":*") {
             origin == prefix
