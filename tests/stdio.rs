@@ -13,9 +13,10 @@ use serde_json::{Value, json};
 
 const SERVER: &str = env!("CARGO_BIN_EXE_test-server");
 /// The test server's tools, sorted by name.
-const TOOLS: [&str; 11] = [
+const TOOLS: [&str; 12] = [
     "confirm",
     "confirm_both",
+    "confirm_by_rule",
     "confirm_in_task",
     "confirm_twice",
     "crunch",

@@ -308,7 +308,10 @@ fn a_stateless_client_is_asked_by_input_required_rounds() {
     let done = round(
         "confirm_in_task",
         json!({}),
-        Some((json!({"elicitation-0": {"action": "decline"}}), Value::Null)),
+        Some((
+            json!({"elicitation-0": {"action": "decline"}}),
+            first["requestState"].clone(),
+        )),
     );
     assert_eq!(done["content"][0]["text"], "Decline", "{done}");
     // Two questions asked at once go out in one round, and are answered in one.
@@ -338,14 +341,44 @@ fn a_stateless_client_is_asked_by_input_required_rounds() {
     );
     assert_eq!(done["content"][0]["text"], "Accept Decline", "{done}");
     // An answer the client makes up in the wrong shape is refused, not taken.
+    let first = round("confirm", json!({}), None);
     let refused = round(
         "confirm",
         json!({}),
-        Some((json!({key_of(&first): {"no": "shape"}}), Value::Null)),
+        Some((
+            json!({"elicitation-0": {"no": "shape"}}),
+            first["requestState"].clone(),
+        )),
     );
     assert_eq!(
         refused["structuredContent"]["error"]["code"], "elicitation_invalid",
         "{refused}"
+    );
+    // An answer to a question this call's rounds did not ask under its key is not taken: the question is asked
+    // (again). Here, without the state (an answer given before the question was asked), and with the state of
+    // another tool's round, whose `elicitation-0` asked something else ("Go ahead?", not "Your name?").
+    let accept = json!({"elicitation-0": {"action": "accept", "content": {"confirm": true}}});
+    let unasked = round("confirm", json!({}), Some((accept.clone(), Value::Null)));
+    assert_eq!(unasked["resultType"], "input_required", "{unasked}");
+    let other = round(
+        "confirm_twice",
+        json!({}),
+        Some((accept, first["requestState"].clone())),
+    );
+    assert_eq!(other["resultType"], "input_required", "{other}");
+    let (_, question) = other["inputRequests"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .next()
+        .unwrap();
+    assert_eq!(question["params"]["message"], "Your name?", "{other}");
+    // Only a handler asks by rounds: an argument rule that asks is told the client cannot be asked, at once (it
+    // waited for the timeout, for an answer no round brings).
+    let by_rule = round("confirm_by_rule", json!({}), None);
+    assert_eq!(
+        by_rule["structuredContent"]["error"]["code"], "elicitation_unsupported",
+        "{by_rule}"
     );
 
     let (_, audit, stderr) = server.finish();
@@ -367,7 +400,11 @@ fn a_stateless_client_is_asked_by_input_required_rounds() {
             (json!("confirm_in_task"), json!("ok")),
             (json!("confirm_both"), json!("input_required")),
             (json!("confirm_both"), json!("ok")),
+            (json!("confirm"), json!("input_required")),
             (json!("confirm"), json!("invalid")),
+            (json!("confirm"), json!("input_required")),
+            (json!("confirm_twice"), json!("input_required")),
+            (json!("confirm_by_rule"), json!("error")),
         ]
     );
     // A tool not marked read-only has its start written each round, before it asks.
@@ -375,7 +412,7 @@ fn a_stateless_client_is_asked_by_input_required_rounds() {
         .into_iter()
         .filter(|r| r["tool"] == "confirm_twice")
         .count();
-    assert_eq!(starts, 3);
+    assert_eq!(starts, 4);
     let all = serde_json::to_string(&audit).unwrap();
     assert!(
         !all.contains("Zanzibar-7781"),
@@ -384,6 +421,13 @@ fn a_stateless_client_is_asked_by_input_required_rounds() {
     assert!(
         !stderr.contains("Zanzibar-7781"),
         "an answer on stderr: {stderr}"
+    );
+    // The task that asked in `confirm_in_task`'s first round ended with its call, not waiting for ever (the second
+    // round's ends having its answer).
+    assert_eq!(
+        stderr.matches("confirm_in_task: its task ended").count(),
+        2,
+        "{stderr}"
     );
 }
 

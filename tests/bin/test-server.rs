@@ -177,10 +177,21 @@ async fn confirm_both(elicitation: Elicitation) -> Result<String, ToolError> {
     Ok(format!("{:?} {:?}", first?.action, second?.action))
 }
 
-/// Asks the user to confirm from a task of its own, which it awaits.
+/// Says on stderr when the task holding it ends.
+struct SaysWhenDone(&'static str);
+
+impl Drop for SaysWhenDone {
+    fn drop(&mut self) {
+        eprintln!("{}", self.0);
+    }
+}
+
+/// Asks the user to confirm from a task of its own, which it awaits. The task says on stderr when it ends: with its
+/// call, even when its question was left open for the next round.
 #[secure_tool(scope = "test.read")]
 async fn confirm_in_task(elicitation: Elicitation) -> Result<String, ToolError> {
     let asked = task::spawn(async move {
+        let _done = SaysWhenDone("confirm_in_task: its task ended");
         let schema = ElicitationSchema::builder()
             .required_bool("confirm")
             .build()
@@ -195,6 +206,33 @@ async fn confirm_in_task(elicitation: Elicitation) -> Result<String, ToolError> 
         Ok::<_, ToolError>(format!("{:?}", answer.action))
     });
     asked.await.map_err(ToolError::internal)?
+}
+
+/// Asks the user from its argument rule: only a handler asks by rounds, so a rule under the stateless revision is
+/// told at once that the client cannot be asked (instead of waiting for an answer no round brings).
+#[secure_tool(scope = "test.read", authorize = confirm_first)]
+async fn confirm_by_rule() -> Result<String, ToolError> {
+    Ok("allowed".into())
+}
+
+async fn confirm_first(
+    _: &secure_tools::ArgsOf<confirm_by_rule>,
+    call: &secure_tools::guard::GuardCall<'_>,
+) -> Result<(), ToolError> {
+    let elicitation =
+        <Elicitation as secure_tools::FromCallContext<()>>::from_call_context(call.context(), &());
+    let schema = ElicitationSchema::builder()
+        .required_bool("confirm")
+        .build()
+        .map_err(ToolError::internal)?;
+    elicitation
+        .request(ElicitRequestParams::FormElicitationParams {
+            meta: None,
+            message: "Allowed?".into(),
+            requested_schema: schema,
+        })
+        .await?;
+    Ok(())
 }
 
 /// Asks the client's model for a one-word summary.
@@ -245,6 +283,7 @@ async fn main() {
         .tool::<confirm_twice>()
         .tool::<confirm_in_task>()
         .tool::<confirm_both>()
+        .tool::<confirm_by_rule>()
         .tool::<summarize>();
     if let Err(err) = secure_tools::serve_stdio(tools).await {
         eprintln!("test-server: {err}");

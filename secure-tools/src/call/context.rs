@@ -301,13 +301,57 @@ struct ContextInner {
     /// The questions and answers of a call under the stateless revision (see [`Rounds`]): made when the request
     /// brings answers, or when the handler asks or waits under that revision, so that other calls carry none of it.
     input: OnceLock<Box<Input>>,
+    /// Whether the handler has been called: only it asks by rounds (a guard or rule that asked would wait for an
+    /// answer no round brings).
+    in_handler: std::sync::atomic::AtomicBool,
+}
+
+/// What a retry under the stateless revision brings back (see [`Rounds`]): the client's answers, and the digests
+/// of the questions the rounds before asked under each key, both from the `requestState` the pipeline wrote (a
+/// state of any other shape is ignored), the answers of the client's `inputResponses` over them.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Answers {
+    given: rmcp::model::JsonObject,
+    asked: rmcp::model::JsonObject,
+}
+
+impl Answers {
+    /// The answers of a retry; `None` when it brings none.
+    pub(crate) fn of_retry(
+        responses: Option<rmcp::model::InputResponses>,
+        state: Option<&str>,
+    ) -> Option<Box<Answers>> {
+        if responses.is_none() && state.is_none() {
+            return None;
+        }
+        let mut answers = Answers::default();
+        if let Some(Value::Object(mut state)) = state.and_then(|s| serde_json::from_str(s).ok()) {
+            if let Some(Value::Object(given)) = state.remove("answers") {
+                answers.given = given;
+            }
+            if let Some(Value::Object(asked)) = state.remove("asked") {
+                answers.asked = asked;
+            }
+        }
+        answers.given.extend(responses.unwrap_or_default());
+        Some(Box::new(answers))
+    }
+}
+
+/// A question's digest: SHA-256 over its JSON, the first 16 bytes as hex. An answer is taken for the question its
+/// round asked, not for whatever the handler asks under the same key the next time.
+fn question_digest(question: &rmcp::model::InputRequest) -> String {
+    use sha2::Digest as _;
+    let json = serde_json::to_vec(question).unwrap_or_default();
+    let digest = sha2::Sha256::digest(&json);
+    base16ct::lower::encode_string(&digest[..16])
 }
 
 /// What [`Rounds`] need of a call.
 #[derive(Default)]
 struct Input {
-    /// The answers the client sent back to the questions of earlier rounds.
-    answers: rmcp::model::JsonObject,
+    /// What the client sent back for the questions of earlier rounds.
+    answers: Answers,
     /// This round's questions.
     rounds: Mutex<Rounds>,
     /// Whether the handler asked a question this round has no answer to: its call ends `input_required`.
@@ -319,15 +363,19 @@ struct Input {
 /// The questions of one round of a call under the stateless revision (2026-07-28), where the server may not send
 /// the client requests: a question (an elicitation, a sampling request) is answered by an `input_required` result
 /// listing it, and the client calls the tool again with the answers. The handler runs again from its start, and
-/// each question it asks, in order, takes its answer from the retry (`elicitation-0`, `sampling-1`, ...): a handler
-/// asks the same questions in the same order each round, and does nothing it must not repeat before its last
-/// question. The answers it took ride back in `requestState`, so a later round still has them.
+/// each question it asks, in order, takes its answer from the retry (`elicitation-0`, `sampling-1`, ...) if the
+/// round before asked that very question under that key (its digest, in `requestState`): a question asked in
+/// another order, or worded otherwise, is asked again rather than given another's answer. So a handler asks the same
+/// questions in the same order each round, and does nothing it must not repeat before its last question. The
+/// answers it took, and the digests of what it asked, ride back in `requestState`, so a later round has them.
 #[derive(Default)]
 struct Rounds {
     /// How many questions the handler has asked this round.
     asked: u32,
     /// The keys of the answers it took.
     answered: Vec<String>,
+    /// The digest of each question it asked, by key.
+    digests: rmcp::model::JsonObject,
     /// The questions it asked that have no answer yet.
     open: rmcp::model::InputRequests,
 }
@@ -352,7 +400,7 @@ impl CallContext {
         tool: Arc<str>,
         rmcp: Option<RequestContext<RoleServer>>,
         connection: Connection,
-        answers: Option<Box<rmcp::model::JsonObject>>,
+        answers: Option<Box<Answers>>,
     ) -> Self {
         let inner = Arc::new(ContextInner {
             call_id,
@@ -366,6 +414,7 @@ impl CallContext {
             has_fields: std::sync::atomic::AtomicBool::new(false),
             ended: std::sync::atomic::AtomicBool::new(false),
             input: OnceLock::new(),
+            in_handler: std::sync::atomic::AtomicBool::new(false),
         });
         if let Some(answers) = answers {
             let _ = inner.input.set(Box::new(Input {
@@ -519,32 +568,44 @@ impl CallContext {
     /// `2026-07-28` or later, still live.
     fn asks_by_round(&self) -> bool {
         !self.has_ended()
+            && self.0.in_handler.load(Ordering::Relaxed)
             && self.rmcp().is_some_and(|cx| {
                 cx.protocol_version()
                     .is_some_and(|version| version >= rmcp::model::ProtocolVersion::V_2026_07_28)
             })
     }
 
-    /// The answer to this round's next question (`{kind}-{n}`), if the client sent one; or else the question is
-    /// kept for the call's `input_required` result, and `None`.
-    fn answer_or_ask(
-        &self,
-        kind: &str,
-        question: impl FnOnce() -> rmcp::model::InputRequest,
-    ) -> Option<Value> {
+    /// The handler is being called: from now on it may ask by rounds.
+    pub(crate) fn enter_handler(&self) {
+        self.0.in_handler.store(true, Ordering::Relaxed);
+    }
+
+    /// The answer to this round's next question (`{kind}-{n}`), if the client sent one to this very question; or
+    /// else the question is kept for the call's `input_required` result, and `None`.
+    fn answer_or_ask(&self, kind: &str, question: rmcp::model::InputRequest) -> Option<Value> {
         let input = self.input();
+        let digest = question_digest(&question);
         let mut rounds = input.rounds.lock().unwrap_or_else(PoisonError::into_inner);
         let key = format!("{kind}-{}", rounds.asked);
         rounds.asked += 1;
-        if let Some(answer) = input.answers.get(&key) {
+        let asked_before = input.answers.asked.get(&key).and_then(Value::as_str) == Some(&digest);
+        rounds.digests.insert(key.clone(), Value::String(digest));
+        if asked_before && let Some(answer) = input.answers.given.get(&key) {
             rounds.answered.push(key);
             return Some(answer.clone());
         }
-        rounds.open.insert(key, question());
+        rounds.open.insert(key, question);
         drop(rounds);
         input.awaiting.store(true, Ordering::SeqCst);
         input.waker.wake();
         None
+    }
+
+    /// Waits for the end of a call whose question has no answer this round. The handler's own wait never gets this
+    /// far (the pipeline ends the round as soon as the handler waits on the question); a task the handler spawned
+    /// does, and ends with the call rather than waiting for ever.
+    async fn until_ended(&self) {
+        self.cancellation().cancelled().await;
     }
 
     fn input(&self) -> &Input {
@@ -567,8 +628,8 @@ impl CallContext {
         }
     }
 
-    /// The call's `input_required` result: its open questions, and the answers taken so far as `requestState`
-    /// (a JSON object of them), so that the next round has them too.
+    /// The call's `input_required` result: its open questions, and as `requestState` (a JSON object) the answers
+    /// taken so far and the digest of every question asked, so that the next round has them.
     pub(crate) fn input_required(&self) -> rmcp::model::InputRequiredResult {
         let input = self.input();
         let mut rounds = input.rounds.lock().unwrap_or_else(PoisonError::into_inner);
@@ -576,10 +637,11 @@ impl CallContext {
         let taken: rmcp::model::JsonObject = rounds
             .answered
             .iter()
-            .filter_map(|key| Some((key.clone(), input.answers.get(key)?.clone())))
+            .filter_map(|key| Some((key.clone(), input.answers.given.get(key)?.clone())))
             .collect();
-        let state = (!taken.is_empty()).then(|| Value::Object(taken).to_string());
-        rmcp::model::InputRequiredResult::new(Some(open), state)
+        let asked = std::mem::take(&mut rounds.digests);
+        let state = serde_json::json!({ "asked": asked, "answers": taken }).to_string();
+        rmcp::model::InputRequiredResult::new(Some(open), Some(state))
     }
 
     /// The client, while the call lasts: after its answer no notification or request of the call's may follow.
@@ -1006,9 +1068,8 @@ impl Elicitation {
         match route {
             Route::Peer(peer) => elicit(peer, params).await,
             Route::ByRound => {
-                let answer = self.cx.answer_or_ask("elicitation", || {
-                    rmcp::model::InputRequest::Elicitation(ElicitRequest::new(params))
-                });
+                let question = rmcp::model::InputRequest::Elicitation(ElicitRequest::new(params));
+                let answer = self.cx.answer_or_ask("elicitation", question);
                 match answer {
                     // Neither the answer nor serde's message about it (which may quote it) is kept: see the
                     // refusal `elicitation_invalid`.
@@ -1020,7 +1081,13 @@ impl Elicitation {
                             }
                         })
                     }
-                    None => std::future::pending().await,
+                    None => {
+                        self.cx.until_ended().await;
+                        Err(ServiceError::Cancelled {
+                            reason: Some("the call ended asking this question".to_owned()),
+                        }
+                        .into())
+                    }
                 }
             }
         }
@@ -1175,9 +1242,8 @@ impl Sampling {
         let peer = match route {
             Route::Peer(peer) => peer,
             Route::ByRound => {
-                let answer = self.cx.answer_or_ask("sampling", || {
-                    rmcp::model::InputRequest::CreateMessage(request)
-                });
+                let question = rmcp::model::InputRequest::CreateMessage(request);
+                let answer = self.cx.answer_or_ask("sampling", question);
                 return match answer {
                     Some(answer) => serde_json::from_value::<CreateMessageResult>(answer).map_err(|_| {
                         Refusal::invalid(
@@ -1185,7 +1251,13 @@ impl Sampling {
                             "the client's answer to the sampling request is not a sampling result",
                         )
                     }),
-                    None => std::future::pending().await,
+                    None => {
+                        self.cx.until_ended().await;
+                        Err(Refusal::cancelled(
+                            codes::CANCELLED,
+                            "the call ended asking this question",
+                        ))
+                    }
                 };
             }
         };

@@ -51,6 +51,7 @@ use serde_json::Value;
 use tracing::Instrument;
 
 #[cfg(feature = "http")]
+pub(crate) use context::Answers;
 pub(crate) use context::ScopeRefusalSlot;
 pub(crate) use context::SessionState;
 pub use context::{
@@ -93,7 +94,7 @@ pub struct CallRequest {
     pub(crate) forward: Option<Forward>,
     /// Under the stateless revision, the answers to the questions of earlier rounds (see
     /// [`CallRequest::with_input_responses`]).
-    pub(crate) answers: Option<Box<JsonObject>>,
+    pub(crate) answers: Option<Box<context::Answers>>,
 }
 
 impl std::fmt::Debug for CallRequest {
@@ -163,8 +164,9 @@ impl CallRequest {
 
     /// Sets what a client of the stateless revision (2026-07-28) sent back with a retry: its `inputResponses` to
     /// the questions of the call's `input_required` result, and the `requestState` that result carried (the
-    /// answers of the rounds before, as the pipeline wrote them; a state it did not write is ignored). Each
-    /// question the handler asks takes its answer from these, in order (see [`Elicitation`](crate::Elicitation)).
+    /// answers of the rounds before and the digests of the questions asked, as the pipeline wrote them; a state of
+    /// another shape is ignored). Each question the handler asks takes its answer from these, in order, if it is
+    /// the question asked under that key before (see [`Elicitation`](crate::Elicitation)).
     pub fn with_input_responses(
         mut self,
         responses: Option<rmcp::model::InputResponses>,
@@ -194,29 +196,16 @@ impl CallRequest {
     }
 }
 
-/// The answers a retry carries: those of earlier rounds (the `requestState` the pipeline wrote, a JSON object), then
-/// the client's `inputResponses` to the last round's questions. `None` when there are none.
+/// The answers a retry carries (see [`context::Answers`]). `None` when there are none.
 #[inline]
 pub(crate) fn answers_of(
     responses: Option<rmcp::model::InputResponses>,
     request_state: Option<&str>,
-) -> Option<Box<JsonObject>> {
+) -> Option<Box<context::Answers>> {
     if responses.is_none() && request_state.is_none() {
         return None;
     }
-    retry_answers(responses, request_state)
-}
-
-#[inline(never)]
-fn retry_answers(
-    responses: Option<rmcp::model::InputResponses>,
-    request_state: Option<&str>,
-) -> Option<Box<JsonObject>> {
-    let mut answers: JsonObject = request_state
-        .and_then(|state| serde_json::from_str(state).ok())
-        .unwrap_or_default();
-    answers.extend(responses.unwrap_or_default());
-    (!answers.is_empty()).then(|| Box::new(answers))
+    context::Answers::of_retry(responses, request_state)
 }
 
 /// The answer to a call of a known tool: its outcome and either the output or the refusal.
@@ -730,10 +719,16 @@ where
     let name = tool.definition.name();
     let cx = &call.context;
     limit.stop_if_due(set, cx)?;
+    cx.enter_handler();
     let handler =
         panic::catch(name, || T::invoke(args, cx, &set.state)).map_err(|()| Refusal::panicked())?;
     let handler = UntilInputRequired { handler, cx };
     match contained(name, handler, set, cx, limit).await {
+        // Only the pipeline answers `input_required`, for the questions the handler asked: one a handler made
+        // itself would be recorded so and reach a client of any revision (rmcp then answers an internal error).
+        Ok(Ok(ToolOutput::InputRequired(_))) if !cx.awaits_input() => Err(Refusal::internal(
+            "a handler returned input_required itself; only the pipeline answers it, for the questions the handler asks",
+        )),
         Ok(result) => result,
         Err(stopped) => {
             // The handler's future is gone; whatever it handed its token to is told now.

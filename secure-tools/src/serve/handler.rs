@@ -312,7 +312,7 @@ fn call_through_pipeline<'a, S: Send + Sync + 'static>(
     connection: Connection,
     name: Cow<'static, str>,
     arguments: Option<rmcp::model::JsonObject>,
-    answers: Option<Box<rmcp::model::JsonObject>>,
+    answers: Option<Box<crate::call::Answers>>,
     context: RequestContext<RoleServer>,
 ) -> impl Future<Output = Result<CallToolResponse, ErrorData>> + Send + 'a {
     // Built in one piece: the builder's steps would move the request (rmcp's context makes it large) three times.

@@ -60,7 +60,7 @@ fn meaning(reason: &str) -> Option<&'static str> {
         "too_many_streams" => "this caller holds as many event streams as it may; close one",
         "session_not_found" => "no such session",
         "unavailable" => "this connection is being closed; retry on a new one",
-        "bad_request" => "the body is not a JSON-RPC message the server reads",
+        "bad_request" => "the request is malformed (a header, or the body)",
         "not_found" => "no such endpoint",
         "method_not_allowed" => "this path does not take the request's method",
         "not_acceptable" => "the request must accept both application/json and text/event-stream",
