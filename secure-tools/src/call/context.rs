@@ -566,7 +566,7 @@ impl CallContext {
 
     /// Whether the client is asked by rounds (see [`Rounds`]): a call through an MCP session of protocol
     /// `2026-07-28` or later, still live.
-    fn asks_by_round(&self) -> bool {
+    pub(crate) fn asks_by_round(&self) -> bool {
         !self.has_ended()
             && self.0.in_handler.load(Ordering::Relaxed)
             && self.rmcp().is_some_and(|cx| {
@@ -620,12 +620,10 @@ impl CallContext {
             .is_some_and(|input| input.awaiting.load(Ordering::SeqCst))
     }
 
-    /// Wakes `waker` when a question this round has no answer to is asked (on another task), under the stateless
-    /// revision: the only one that asks by rounds.
+    /// Wakes `waker` when a question this round has no answer to is asked (on another task): for a call that asks
+    /// by rounds.
     pub(crate) fn wake_on_question(&self, waker: &std::task::Waker) {
-        if self.asks_by_round() {
-            self.input().waker.register(waker);
-        }
+        self.input().waker.register(waker);
     }
 
     /// The call's `input_required` result: its open questions, and as `requestState` (a JSON object) the answers

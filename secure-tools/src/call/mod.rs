@@ -722,7 +722,11 @@ where
     cx.enter_handler();
     let handler =
         panic::catch(name, || T::invoke(args, cx, &set.state)).map_err(|()| Refusal::panicked())?;
-    let handler = UntilInputRequired { handler, cx };
+    let handler = UntilInputRequired {
+        handler,
+        cx,
+        by_round: None,
+    };
     match contained(name, handler, set, cx, limit).await {
         // Only the pipeline answers `input_required`, for the questions the handler asked: one a handler made
         // itself would be recorded so and reach a client of any revision (rmcp then answers an internal error).
@@ -746,6 +750,8 @@ pin_project_lite::pin_project! {
         #[pin]
         handler: F,
         cx: &'a CallContext,
+        // Whether the call asks by rounds: looked up once, when the handler first waits.
+        by_round: Option<bool>,
     }
 }
 
@@ -755,7 +761,7 @@ impl<F: Future<Output = Result<ToolOutput, Refusal>>> Future for UntilInputRequi
     fn poll(self: Pin<&mut Self>, task: &mut std::task::Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let poll = this.handler.poll(task);
-        if poll.is_pending() {
+        if poll.is_pending() && *this.by_round.get_or_insert_with(|| this.cx.asks_by_round()) {
             // A question may be asked on another task (one the handler spawned and awaits): it wakes this one.
             this.cx.wake_on_question(task.waker());
             if this.cx.awaits_input() {
