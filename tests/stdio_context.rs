@@ -422,10 +422,12 @@ fn a_stateless_client_is_asked_by_input_required_rounds() {
         !stderr.contains("Zanzibar-7781"),
         "an answer on stderr: {stderr}"
     );
-    // The task that asked in `confirm_in_task`'s first round ended with its call, not waiting for ever (the second
-    // round's ends having its answer).
+    // The question the task asked in `confirm_in_task`'s first round returned once its call ended, rather than waiting
+    // for ever (the second round's returned its answer).
     assert_eq!(
-        stderr.matches("confirm_in_task: its task ended").count(),
+        stderr
+            .matches("confirm_in_task: its question returned")
+            .count(),
         2,
         "{stderr}"
     );

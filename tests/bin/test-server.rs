@@ -177,21 +177,12 @@ async fn confirm_both(elicitation: Elicitation) -> Result<String, ToolError> {
     Ok(format!("{:?} {:?}", first?.action, second?.action))
 }
 
-/// Says on stderr when the task holding it ends.
-struct SaysWhenDone(&'static str);
-
-impl Drop for SaysWhenDone {
-    fn drop(&mut self) {
-        eprintln!("{}", self.0);
-    }
-}
-
-/// Asks the user to confirm from a task of its own, which it awaits. The task says on stderr when it ends: with its
-/// call, even when its question was left open for the next round.
+/// Asks the user to confirm from a task of its own, which it awaits. The task says on stderr when its question
+/// returns: with its call, even when the question was left open for the next round (a task only dropped, as the
+/// runtime drops every task when the server exits, would not say it).
 #[secure_tool(scope = "test.read")]
 async fn confirm_in_task(elicitation: Elicitation) -> Result<String, ToolError> {
     let asked = task::spawn(async move {
-        let _done = SaysWhenDone("confirm_in_task: its task ended");
         let schema = ElicitationSchema::builder()
             .required_bool("confirm")
             .build()
@@ -202,7 +193,9 @@ async fn confirm_in_task(elicitation: Elicitation) -> Result<String, ToolError> 
                 message: "Go ahead (from a task)?".into(),
                 requested_schema: schema,
             })
-            .await?;
+            .await;
+        eprintln!("confirm_in_task: its question returned");
+        let answer = answer?;
         Ok::<_, ToolError>(format!("{:?}", answer.action))
     });
     asked.await.map_err(ToolError::internal)?

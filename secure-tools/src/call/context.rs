@@ -338,13 +338,18 @@ impl Answers {
     }
 }
 
-/// A question's digest: SHA-256 over its JSON, the first 16 bytes as hex. An answer is taken for the question its
-/// round asked, not for whatever the handler asks under the same key the next time.
-fn question_digest(question: &rmcp::model::InputRequest) -> String {
+/// A question's digest: SHA-256 over the tool's name and the question's JSON, the first 16 bytes as hex. An answer
+/// is taken for the question its round asked, in this tool, not for whatever is asked under the same key the next
+/// time. Not over the arguments: a question names what it is about (the file, the amount) if its answer must not
+/// carry over to a call about something else.
+fn question_digest(tool: &str, question: &rmcp::model::InputRequest) -> String {
     use sha2::Digest as _;
     let json = serde_json::to_vec(question).unwrap_or_default();
-    let digest = sha2::Sha256::digest(&json);
-    base16ct::lower::encode_string(&digest[..16])
+    let mut hasher = sha2::Sha256::new();
+    hasher.update((tool.len() as u64).to_be_bytes());
+    hasher.update(tool.as_bytes());
+    hasher.update(&json);
+    base16ct::lower::encode_string(&hasher.finalize()[..16])
 }
 
 /// What [`Rounds`] need of a call.
@@ -584,7 +589,7 @@ impl CallContext {
     /// else the question is kept for the call's `input_required` result, and `None`.
     fn answer_or_ask(&self, kind: &str, question: rmcp::model::InputRequest) -> Option<Value> {
         let input = self.input();
-        let digest = question_digest(&question);
+        let digest = question_digest(self.tool(), &question);
         let mut rounds = input.rounds.lock().unwrap_or_else(PoisonError::into_inner);
         let key = format!("{kind}-{}", rounds.asked);
         rounds.asked += 1;
@@ -1164,6 +1169,10 @@ impl From<ElicitationError> for Refusal {
             ),
             ElicitationError::NoContent => {
                 Refusal::new("elicitation_empty", "the user gave no input")
+            }
+            // The call ended while its question was open (a round that asked, a cancellation).
+            ElicitationError::Service(ServiceError::Cancelled { .. }) => {
+                Refusal::cancelled(codes::CANCELLED, "the call ended asking this question")
             }
             // Neither the answer nor serde's message about it (which may quote it) is kept: the user may have typed
             // a secret.

@@ -183,9 +183,10 @@ pub(super) fn cors(allowed_origins: Vec<String>) -> CorsLayer {
     const MCP_PROTOCOL_VERSION: HeaderName = HeaderName::from_static("mcp-protocol-version");
     CorsLayer::new()
         .allow_origin(AllowOrigin::predicate(move |origin, _| {
-            origin
-                .to_str()
-                .is_ok_and(|o| origin_listed(&allowed_origins, &normalized_origin(o)))
+            !allowed_origins.is_empty()
+                && origin
+                    .to_str()
+                    .is_ok_and(|o| origin_listed(&allowed_origins, &normalized_origin(o)))
         }))
         .allow_methods([Method::GET, Method::POST, Method::DELETE])
         .allow_headers(AllowHeaders::mirror_request())
@@ -244,7 +245,7 @@ fn origin_allowed(allowed: &[String], origin: &str) -> bool {
 }
 
 /// An `Origin` as the allowlist's entries are written: lowercased, without a trailing `/`.
-fn normalized_origin(origin: &str) -> String {
+pub(super) fn normalized_origin(origin: &str) -> String {
     origin.trim().trim_end_matches('/').to_ascii_lowercase()
 }
 

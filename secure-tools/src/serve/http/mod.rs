@@ -620,7 +620,7 @@ where
     let allowed_origins: Vec<String> = http
         .allowed_origins
         .iter()
-        .map(|o| o.trim_end_matches('/').to_ascii_lowercase())
+        .map(|o| guard::normalized_origin(o))
         .collect();
     let shared = Arc::new(Shared {
         cors: guard::cors(allowed_origins.clone()),
