@@ -50,8 +50,8 @@ use rmcp::service::RequestContext;
 use serde_json::Value;
 use tracing::Instrument;
 
-#[cfg(feature = "http")]
 pub(crate) use context::Answers;
+#[cfg(feature = "http")]
 pub(crate) use context::ScopeRefusalSlot;
 pub(crate) use context::SessionState;
 pub use context::{
