@@ -166,7 +166,7 @@ impl CallRequest {
     /// the questions of the call's `input_required` result, and the `requestState` that result carried (the
     /// answers of the rounds before and the digests of the questions asked, as the pipeline wrote them; a state of
     /// another shape is ignored). Each question the handler asks takes its answer from these, in order, if it is
-    /// the question asked under that key before (see [`Elicitation`](crate::Elicitation)).
+    /// the question asked under that key before (see [`Elicitation`]).
     pub fn with_input_responses(
         mut self,
         responses: Option<rmcp::model::InputResponses>,
@@ -289,7 +289,7 @@ impl CallResponse {
     }
 
     /// The MCP answer: [`CallResponse::into_call_tool_result`], or the `input_required` result of a handler that
-    /// asked the client a question under the stateless revision (see [`Elicitation`](crate::Elicitation)).
+    /// asked the client a question under the stateless revision (see [`Elicitation`]).
     pub fn into_call_tool_response(self) -> rmcp::model::CallToolResponse {
         match self.result {
             Ok(ToolOutput::InputRequired(input)) => {
