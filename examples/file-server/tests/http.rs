@@ -72,6 +72,14 @@ impl Server {
             .collect()
     }
 
+    /// The `reason` of each `http_rejected` record, in order.
+    fn rejection_reasons(&self) -> Vec<Value> {
+        self.rejections()
+            .into_iter()
+            .map(|r| r["reason"].clone())
+            .collect()
+    }
+
     fn calls(&self) -> Vec<Value> {
         self.records()
             .into_iter()
@@ -632,11 +640,7 @@ async fn a_browser_page_on_an_allowed_origin_can_use_the_server() {
         assert_eq!(header(&response, "access-control-allow-origin"), origin);
     }
     // Preflights are not refusals: no record. The two 401s and the two 413s are.
-    let reasons: Vec<Value> = server
-        .rejections()
-        .iter()
-        .map(|r| r["reason"].clone())
-        .collect();
+    let reasons = server.rejection_reasons();
     assert_eq!(
         reasons,
         [
@@ -979,11 +983,7 @@ async fn the_protocol_layers_own_refusals_are_json_rpc_errors() {
         let (_, body) = common::jsonrpc_refusal(response, status, -32600, reason).await;
         assert!(!body.to_string().contains(secret), "{reason}: {body}");
     }
-    let reasons: Vec<Value> = server
-        .rejections()
-        .iter()
-        .map(|r| r["reason"].clone())
-        .collect();
+    let reasons = server.rejection_reasons();
     assert_eq!(
         reasons,
         [
@@ -1329,11 +1329,7 @@ async fn the_runners_own_refusals_are_json_rpc_errors() {
     common::jsonrpc_refusal(response, 413, -32600, "body_too_large").await;
 
     // The records are as they were: one a refusal, each with its reason.
-    let reasons: Vec<Value> = server
-        .rejections()
-        .iter()
-        .map(|r| r["reason"].clone())
-        .collect();
+    let reasons = server.rejection_reasons();
     assert_eq!(
         reasons,
         [
