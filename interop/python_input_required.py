@@ -31,7 +31,6 @@ import os
 import shutil
 import sys
 import tempfile
-import traceback
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import version as package_version
@@ -42,7 +41,6 @@ import anyio
 from mcp import Client, StdioServerParameters, stdio_client
 from mcp.client.context import ClientRequestContext
 from mcp.types import (
-    CallToolResult,
     CreateMessageRequestParams,
     CreateMessageResult,
     ElicitRequestFormParams,
@@ -53,8 +51,9 @@ from mcp.types import (
     TextContent,
 )
 
+from interop_common import TIMEOUT_SECONDS, Mismatch, audit_records, check, run_script, step, text_of
+
 PROTOCOL = "2026-07-28"
-TIMEOUT_SECONDS = 60
 # The name answered to `confirm_twice`: distinctive, so finding it in the audit or on stderr is never a coincidence.
 NAME = "Quokka-Python-4411"
 MODEL = "interop-python-model"
@@ -69,23 +68,6 @@ EXPECTED_ROUNDS = {
 }
 
 
-class Mismatch(Exception):
-    pass
-
-
-def check(condition: bool, message: str) -> None:
-    if not condition:
-        raise Mismatch(message)
-
-
-def step(message: str) -> None:
-    print(f"ok: {message}", flush=True)
-
-
-def text_of(result: CallToolResult) -> str:
-    return "".join(block.text for block in result.content if isinstance(block, TextContent))
-
-
 class Target:
     """Where the server is, its audit log and standard error, and what its records' `transport` says."""
 
@@ -98,9 +80,12 @@ class Target:
         raise NotImplementedError
 
     def records(self) -> list[dict[str, Any]]:
-        if not self.audit.exists():
-            return []
-        return [json.loads(line) for line in self.audit.read_text().splitlines() if line.strip()]
+        return audit_records(self.audit)
+
+    def cleanup(self) -> None:
+        """Removes the temporary directory this script made, if any."""
+        if self.owned is not None:
+            shutil.rmtree(self.owned, ignore_errors=True)
 
 
 class Stdio(Target):
@@ -243,13 +228,6 @@ async def main_async(target: Target) -> None:
     check_audit(target)
 
 
-def leaves(error: BaseException) -> list[BaseException]:
-    """The exceptions inside (nested) exception groups, which anyio's task groups raise."""
-    if isinstance(error, BaseExceptionGroup):
-        return [leaf for inner in error.exceptions for leaf in leaves(inner)]
-    return [error]
-
-
 def main() -> int:
     args = sys.argv[1:]
     if args[:1] == ["http"]:
@@ -269,24 +247,7 @@ def main() -> int:
         return 2
     label = f"input_required over {target.name}"
     print(f"python-sdk {label}: mcp {package_version('mcp')}, audit log {target.audit}", flush=True)
-    try:
-        anyio.run(main_async, target)
-    except BaseException as error:  # a mismatch, an SDK exception, a timeout
-        if not isinstance(error, Mismatch):
-            traceback.print_exc()
-        print(f"audit log ({target.audit}):", flush=True)
-        for record in target.records():
-            print(f"  {json.dumps(record)}", flush=True)
-        causes = "; ".join(
-            f"timed out after {TIMEOUT_SECONDS} s" if isinstance(e, TimeoutError) else f"{type(e).__name__}: {e}"
-            for e in leaves(error)
-        )
-        print(f"FAIL (python-sdk {label}): {causes}", flush=True)
-        return 1
-    if target.owned is not None:
-        shutil.rmtree(target.owned, ignore_errors=True)
-    print(f"PASS python-sdk {label}", flush=True)
-    return 0
+    return run_script(label, lambda: main_async(target), target.audit, target.cleanup)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import sys
-import traceback
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -30,16 +29,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from mcp.types import Implementation
 
-TIMEOUT_SECONDS = 60
-
-
-class Mismatch(Exception):
-    pass
-
-
-def check(condition: bool, message: str) -> None:
-    if not condition:
-        raise Mismatch(message)
+from interop_common import TIMEOUT_SECONDS, Mismatch, check, run_script, step
 
 
 @asynccontextmanager
@@ -55,7 +45,7 @@ async def refused(what: str, action: Any) -> MCPError:
     try:
         result = await action()
     except MCPError as error:
-        print(f"ok: {what}: MCPError(code={error.code}, message={error.message!r})", flush=True)
+        step(f"{what}: MCPError(code={error.code}, message={error.message!r})")
         return error
     raise Mismatch(f"{what}: returned instead of raising MCPError: {result!r}")
 
@@ -79,13 +69,7 @@ async def main_async(url: str, token: str) -> None:
             )
             listed = await s.list_tools()
             check(any(t.name == "read_file" for t in listed.tools), f"tools/list after the refusal: {listed!r}")
-            print("ok: tools/list works after the refusal", flush=True)
-
-
-def leaves(error: BaseException) -> list[BaseException]:
-    if isinstance(error, BaseExceptionGroup):
-        return [leaf for inner in error.exceptions for leaf in leaves(inner)]
-    return [error]
+            step("tools/list works after the refusal")
 
 
 def main() -> int:
@@ -94,16 +78,7 @@ def main() -> int:
     if not url or not token:
         print("FAIL: needs SECURE_FILE_SERVER_URL and TOKEN_FULL in the environment")
         return 2
-    try:
-        anyio.run(main_async, url, token)
-    except BaseException as error:  # a mismatch, an SDK exception, a timeout
-        if not all(isinstance(e, Mismatch) for e in leaves(error)):
-            traceback.print_exc()
-        causes = "; ".join(f"{type(e).__name__}: {e}" for e in leaves(error))
-        print(f"FAIL (python-sdk refusals): {causes}", flush=True)
-        return 1
-    print("PASS python-sdk refusals", flush=True)
-    return 0
+    return run_script("refusals", lambda: main_async(url, token))
 
 
 if __name__ == "__main__":

@@ -26,12 +26,10 @@ non-zero with a message on the first mismatch.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sys
 import tempfile
-import traceback
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from importlib.metadata import version as package_version
@@ -43,34 +41,18 @@ import httpx2
 from mcp import Client, ClientSession, StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
-from mcp.types import CallToolResult, Implementation, TextContent
+from mcp.types import Implementation
+
+from interop_common import TIMEOUT_SECONDS, Mismatch, audit_records, check, run_script, step, text_of
 
 GREETING = "Hello from the interop test.\n"
 WRITTEN = "Written by the Python SDK.\nSecond line.\n"
-TIMEOUT_SECONDS = 60
 
 MODES = {
     # mode: (expected session lifecycle in the audit, expected protocol version)
     "session": ("initialize", "2025-11-25"),
     "client-auto": ("stateless", "2026-07-28"),
 }
-
-
-class Mismatch(Exception):
-    pass
-
-
-def check(condition: bool, message: str) -> None:
-    if not condition:
-        raise Mismatch(message)
-
-
-def step(message: str) -> None:
-    print(f"ok: {message}", flush=True)
-
-
-def text_of(result: CallToolResult) -> str:
-    return "".join(block.text for block in result.content if isinstance(block, TextContent))
 
 
 Streams = Any  # (read stream, write stream), as a transport yields them
@@ -87,9 +69,12 @@ class Fixture:
         self.calls: list[tuple[str, str]] = []  # (tool, expected outcome), in call order
 
     def records(self) -> list[dict[str, Any]]:
-        if not self.audit.exists():
-            return []
-        return [json.loads(line) for line in self.audit.read_text().splitlines() if line.strip()]
+        return audit_records(self.audit)
+
+    def cleanup(self) -> None:
+        """Removes the temporary directory this script made, if any."""
+        if self.owned is not None:
+            shutil.rmtree(self.owned, ignore_errors=True)
 
 
 class Stdio:
@@ -303,13 +288,6 @@ async def main_async(mode: str, target: Target) -> None:
     check_audit(target, lifecycle, expected_version)
 
 
-def leaves(error: BaseException) -> list[BaseException]:
-    """The exceptions inside (nested) exception groups, which anyio's task groups raise."""
-    if isinstance(error, BaseExceptionGroup):
-        return [leaf for inner in error.exceptions for leaf in leaves(inner)]
-    return [error]
-
-
 def main() -> int:
     args = sys.argv[1:]
     over_http = bool(args) and args[0] == "http"
@@ -335,24 +313,7 @@ def main() -> int:
     fixture = target.fixture
     label = f"{mode} over {target.name}"
     print(f"python-sdk {label}: mcp {package_version('mcp')}, data root {fixture.data}", flush=True)
-    try:
-        anyio.run(main_async, mode, target)
-    except BaseException as error:  # a mismatch, an SDK exception, a timeout
-        if not isinstance(error, Mismatch):
-            traceback.print_exc()
-        print(f"audit log ({fixture.audit}):", flush=True)
-        for record in fixture.records():
-            print(f"  {json.dumps(record)}", flush=True)
-        causes = "; ".join(
-            f"timed out after {TIMEOUT_SECONDS} s" if isinstance(e, TimeoutError) else f"{type(e).__name__}: {e}"
-            for e in leaves(error)
-        )
-        print(f"FAIL (python-sdk {label}): {causes}", flush=True)
-        return 1
-    if fixture.owned is not None:
-        shutil.rmtree(fixture.owned, ignore_errors=True)
-    print(f"PASS python-sdk {label}", flush=True)
-    return 0
+    return run_script(label, lambda: main_async(mode, target), fixture.audit, fixture.cleanup)
 
 
 if __name__ == "__main__":
