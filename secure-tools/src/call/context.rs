@@ -309,7 +309,8 @@ struct ContextInner {
 /// What a retry under the stateless revision brings back (see [`Rounds`]): the client's answers, and the digests
 /// of the questions the rounds before asked under each key, both from the `requestState` the pipeline wrote (a
 /// state of any other shape is ignored), the answers of the client's `inputResponses` over them.
-#[derive(Debug, Default, Clone)]
+/// No `Debug`: the answers are what a user typed.
+#[derive(Default, Clone)]
 pub(crate) struct Answers {
     given: rmcp::model::JsonObject,
     asked: rmcp::model::JsonObject,

@@ -92,8 +92,8 @@ pub struct CallRequest {
     pub rmcp: Option<RequestContext<RoleServer>>,
     /// For a plain rmcp tool: the handler that runs it, once the pipeline lets the call through.
     pub(crate) forward: Option<Forward>,
-    /// Under the stateless revision, the answers to the questions of earlier rounds (see
-    /// [`CallRequest::with_input_responses`]).
+    /// Under the stateless revision, what a retry brings back for the questions of earlier rounds (its
+    /// `inputResponses` and `requestState`), set by the transport.
     pub(crate) answers: Option<Box<context::Answers>>,
 }
 
@@ -160,20 +160,6 @@ impl CallRequest {
             forward: None,
             answers: None,
         }
-    }
-
-    /// Sets what a client of the stateless revision (2026-07-28) sent back with a retry: its `inputResponses` to
-    /// the questions of the call's `input_required` result, and the `requestState` that result carried (the
-    /// answers of the rounds before and the digests of the questions asked, as the pipeline wrote them; a state of
-    /// another shape is ignored). Each question the handler asks takes its answer from these, in order, if it is
-    /// the question asked under that key before (see [`Elicitation`]).
-    pub fn with_input_responses(
-        mut self,
-        responses: Option<rmcp::model::InputResponses>,
-        request_state: Option<&str>,
-    ) -> Self {
-        self.answers = answers_of(responses, request_state);
-        self
     }
 
     /// Sets the JSON-RPC id.
