@@ -108,20 +108,25 @@ async fn report(progress: Progress, log: ClientLog) -> Result<String, ToolError>
     Ok("reported".into())
 }
 
+/// A form asking `message`, with one required field: `confirm` (a boolean) or `name` (a string).
+fn form(message: &str, field: &str) -> Result<ElicitRequestParams, ToolError> {
+    let schema = ElicitationSchema::builder();
+    let schema = if field == "name" {
+        schema.required_string(field)
+    } else {
+        schema.required_bool(field)
+    };
+    Ok(ElicitRequestParams::FormElicitationParams {
+        meta: None,
+        message: message.into(),
+        requested_schema: schema.build().map_err(ToolError::internal)?,
+    })
+}
+
 /// Asks the user to confirm, through the client.
 #[secure_tool(scope = "test.read")]
 async fn confirm(elicitation: Elicitation) -> Result<String, ToolError> {
-    let schema = ElicitationSchema::builder()
-        .required_bool("confirm")
-        .build()
-        .map_err(ToolError::internal)?;
-    let answer = elicitation
-        .request(ElicitRequestParams::FormElicitationParams {
-            meta: None,
-            message: "Go ahead?".into(),
-            requested_schema: schema,
-        })
-        .await?;
+    let answer = elicitation.request(form("Go ahead?", "confirm")?).await?;
     Ok(format!(
         "{:?} {}",
         answer.action,
@@ -133,22 +138,8 @@ async fn confirm(elicitation: Elicitation) -> Result<String, ToolError> {
 /// `call_started` record is written each round, before the handler asks.
 #[secure_tool(scope = "test.write")]
 async fn confirm_twice(elicitation: Elicitation) -> Result<String, ToolError> {
-    let ask =
-        |message: &str, schema: ElicitationSchema| ElicitRequestParams::FormElicitationParams {
-            meta: None,
-            message: message.into(),
-            requested_schema: schema,
-        };
-    let name = ElicitationSchema::builder()
-        .required_string("name")
-        .build()
-        .map_err(ToolError::internal)?;
-    let name = elicitation.request(ask("Your name?", name)).await?;
-    let go = ElicitationSchema::builder()
-        .required_bool("confirm")
-        .build()
-        .map_err(ToolError::internal)?;
-    let go = elicitation.request(ask("Go ahead?", go)).await?;
+    let name = elicitation.request(form("Your name?", "name")?).await?;
+    let go = elicitation.request(form("Go ahead?", "confirm")?).await?;
     Ok(format!(
         "{} {}",
         name.content.unwrap_or_default(),
@@ -159,20 +150,9 @@ async fn confirm_twice(elicitation: Elicitation) -> Result<String, ToolError> {
 /// Asks the user two questions at once (`join!`): under the stateless revision both go out in one round.
 #[secure_tool(scope = "test.read")]
 async fn confirm_both(elicitation: Elicitation) -> Result<String, ToolError> {
-    let ask = |message: &str| {
-        let schema = ElicitationSchema::builder()
-            .required_bool("confirm")
-            .build()
-            .map_err(ToolError::internal);
-        schema.map(|schema| ElicitRequestParams::FormElicitationParams {
-            meta: None,
-            message: message.into(),
-            requested_schema: schema,
-        })
-    };
     let (first, second) = tokio::join!(
-        elicitation.request(ask("First?")?),
-        elicitation.request(ask("Second?")?)
+        elicitation.request(form("First?", "confirm")?),
+        elicitation.request(form("Second?", "confirm")?)
     );
     Ok(format!("{:?} {:?}", first?.action, second?.action))
 }
@@ -183,16 +163,8 @@ async fn confirm_both(elicitation: Elicitation) -> Result<String, ToolError> {
 #[secure_tool(scope = "test.read")]
 async fn confirm_in_task(elicitation: Elicitation) -> Result<String, ToolError> {
     let asked = task::spawn(async move {
-        let schema = ElicitationSchema::builder()
-            .required_bool("confirm")
-            .build()
-            .map_err(ToolError::internal)?;
         let answer = elicitation
-            .request(ElicitRequestParams::FormElicitationParams {
-                meta: None,
-                message: "Go ahead (from a task)?".into(),
-                requested_schema: schema,
-            })
+            .request(form("Go ahead (from a task)?", "confirm")?)
             .await;
         eprintln!("confirm_in_task: its question returned");
         let answer = answer?;
@@ -214,17 +186,7 @@ async fn confirm_first(
 ) -> Result<(), ToolError> {
     let elicitation =
         <Elicitation as secure_tools::FromCallContext<()>>::from_call_context(call.context(), &());
-    let schema = ElicitationSchema::builder()
-        .required_bool("confirm")
-        .build()
-        .map_err(ToolError::internal)?;
-    elicitation
-        .request(ElicitRequestParams::FormElicitationParams {
-            meta: None,
-            message: "Allowed?".into(),
-            requested_schema: schema,
-        })
-        .await?;
+    elicitation.request(form("Allowed?", "confirm")?).await?;
     Ok(())
 }
 

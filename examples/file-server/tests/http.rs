@@ -142,6 +142,20 @@ fn post_request(server: &Server, url_suffix: &str, body: &Value) -> reqwest::Req
         .body(body.to_string())
 }
 
+/// A `POST` of `body` to the endpoint from a browser page on `origin`, with a bearer token if given.
+async fn post_from_page(
+    server: &Server,
+    origin: &str,
+    token: Option<&str>,
+    body: &Value,
+) -> reqwest::Response {
+    let mut request = post_request(server, "/mcp", body).header("origin", origin);
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    request.send().await.unwrap()
+}
+
 async fn post(
     server: &Server,
     url_suffix: &str,
@@ -586,12 +600,7 @@ async fn a_browser_page_on_an_allowed_origin_can_use_the_server() {
         }
         // A call from the page: its answer is readable there, and so are the headers a client needs.
         let body = call(1, "read_file", json!({"filename": "greeting.txt"}));
-        let response = post_request(&server, "/mcp", &body)
-            .header("origin", origin)
-            .header("authorization", format!("Bearer {token}"))
-            .send()
-            .await
-            .unwrap();
+        let response = post_from_page(&server, origin, Some(&token), &body).await;
         assert_eq!(response.status(), 200);
         assert_eq!(header(&response, "access-control-allow-origin"), origin);
         let exposed = names(&response, "access-control-expose-headers");
@@ -604,11 +613,7 @@ async fn a_browser_page_on_an_allowed_origin_can_use_the_server() {
             assert!(exposed.contains(&name.to_owned()), "{name}: {exposed:?}");
         }
         // A refusal is readable too: a client in a browser finds the authorization server through the challenge.
-        let response = post_request(&server, "/mcp", &body)
-            .header("origin", origin)
-            .send()
-            .await
-            .unwrap();
+        let response = post_from_page(&server, origin, None, &body).await;
         assert_eq!(response.status(), 401);
         assert_eq!(header(&response, "access-control-allow-origin"), origin);
         assert!(!challenge(&response).is_empty());
@@ -618,12 +623,7 @@ async fn a_browser_page_on_an_allowed_origin_can_use_the_server() {
             "write_file",
             json!({"filename": "big.txt", "content": "x".repeat(70_000)}),
         );
-        let response = post_request(&server, "/mcp", &big)
-            .header("origin", origin)
-            .header("authorization", format!("Bearer {token}"))
-            .send()
-            .await
-            .unwrap();
+        let response = post_from_page(&server, origin, Some(&token), &big).await;
         assert_eq!(response.status(), 413);
         assert_eq!(header(&response, "access-control-allow-origin"), origin);
         // And the resource's metadata, which a browser client reads to start authorization.
@@ -668,12 +668,7 @@ async fn a_page_on_an_unlisted_loopback_origin_gets_no_cors_grant() {
     );
     let token = server.token(server.claims("alice", "files.read"));
     let body = call(1, "read_file", json!({"filename": "greeting.txt"}));
-    let response = post_request(&server, "/mcp", &body)
-        .header("origin", origin)
-        .header("authorization", format!("Bearer {token}"))
-        .send()
-        .await
-        .unwrap();
+    let response = post_from_page(&server, origin, Some(&token), &body).await;
     assert_eq!(response.status(), 200);
     assert_eq!(header(&response, "access-control-allow-origin"), "");
 }
