@@ -3,9 +3,8 @@
 //!
 //! The settings are the server's, layered the same way (the config file included), so a server that takes its
 //! address from the config file is asked, not skipped; nothing else is loaded (no key read, no JWKS fetched on
-//! every probe). It speaks plain HTTP: a server with TLS (mutual TLS), which only answers a client with a
-//! certificate from its CA, cannot be asked, and the check fails, saying so, rather than reporting a health it did
-//! not see.
+//! every probe). It speaks plain HTTP: a server with TLS (HTTPS, with mutual TLS or bearer tokens) cannot be
+//! asked, and the check fails, saying so, rather than reporting a health it did not see.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -23,9 +22,15 @@ pub fn check(settings: &ServerArgs) -> Result<(), String> {
         return Ok(());
     };
     if settings.tls_cert.is_some() || settings.client_ca.is_some() {
+        let how = if settings.mtls_clients.is_some() {
+            "HTTPS to clients with certificates (mutual TLS)"
+        } else {
+            "HTTPS (TLS)"
+        };
         return Err(format!(
-            "the server at {bind} serves HTTPS to clients with certificates (mutual TLS), which this check \
-             cannot ask: ask /healthz with a client certificate of its CA, or watch the process instead"
+            "the server at {bind} serves {how}, which this check cannot ask (it speaks plain HTTP): ask \
+             https://{bind}/healthz yourself (with a client certificate of its CA if it requires one), or watch \
+             the process instead"
         ));
     }
     ask(bind)

@@ -37,8 +37,8 @@ enum Command {
     /// Exit 0 if the server serving over HTTP answers its health check (`/healthz`, reached on loopback when it
     /// binds every address); for a container's HEALTHCHECK. The settings are resolved as the server resolves them
     /// (flags, `MCP_*` variables, the config file), so give the check the server's own. A server on stdio (no
-    /// `http` setting) is healthy while it runs: exit 0. A server with mutual TLS cannot be asked without a client
-    /// certificate: exit 1, saying so.
+    /// `http` setting) is healthy while it runs: exit 0. A server serving HTTPS (mutual TLS, or bearer tokens with
+    /// `--tls-cert`) cannot be asked, since the check speaks plain HTTP: exit 1, saying so.
     Healthcheck,
 }
 

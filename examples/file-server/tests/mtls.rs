@@ -102,6 +102,31 @@ fn client_identity(issuer: &CertifiedIssuer<'static, KeyPair>, common_name: &str
     )
 }
 
+/// Who a test server's callers are.
+#[derive(Clone, Copy, PartialEq)]
+enum Callers {
+    /// Mutual TLS: mapped client certificates.
+    Certificates,
+    /// Bearer tokens over HTTPS, from clients with a certificate of the CA when `client_ca`.
+    Tokens { client_ca: bool },
+}
+
+/// The bearer servers' token issuer, resource URL (the tokens' audience) and HS256 secret.
+const ISSUER: &str = "https://issuer.test";
+const RESOURCE: &str = "https://localhost/mcp";
+const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+fn token(subject: &str, scopes: &str) -> String {
+    secure_tools::testing::hs256_token(
+        SECRET,
+        ISSUER,
+        RESOURCE,
+        subject,
+        scopes,
+        Duration::from_secs(300),
+    )
+}
+
 struct Server {
     child: common::KillOnDrop,
     port: u16,
@@ -117,6 +142,15 @@ impl Server {
 
     /// The server with extra arguments made from its CA and its directory; `Err(stderr)` if it does not start.
     fn start_with(
+        extra: impl FnOnce(&CertifiedIssuer<'static, KeyPair>, &Path) -> Vec<String>,
+    ) -> Result<Server, String> {
+        Server::start_as(Callers::Certificates, extra)
+    }
+
+    /// The server with `callers`, and extra arguments made from its CA and its directory; `Err(stderr)` if it
+    /// does not start.
+    fn start_as(
+        callers: Callers,
         extra: impl FnOnce(&CertifiedIssuer<'static, KeyPair>, &Path) -> Vec<String>,
     ) -> Result<Server, String> {
         let dir = tempfile::tempdir().unwrap();
@@ -148,29 +182,44 @@ impl Server {
         let ca_pem = write("ca.pem", ca.pem());
         let extra = extra(&ca, dir.path());
 
-        // Port 0: the server takes a port nobody holds, and says which (no resource URL names it).
+        // Port 0: the server takes a port nobody holds, and says which (no resource URL it checks names it).
+        let mut command = Command::new(SERVER);
+        command
+            .arg("--data-root")
+            .arg(&data)
+            .arg("--audit-log")
+            .arg(&audit_log)
+            .args(["--http", "127.0.0.1:0"])
+            .arg("--tls-cert")
+            .arg(&cert_pem)
+            // The environment equivalent of --tls-key.
+            .env("MCP_TLS_KEY", &key_pem)
+            .env_remove("MCP_AUTH_HS256_SECRET");
+        match callers {
+            Callers::Certificates => {
+                command
+                    .arg("--client-ca")
+                    .arg(&ca_pem)
+                    .args(["--mtls-client", "alice=files.read files.write"])
+                    .args(["--mtls-client", "reader-bot=files.read"])
+                    // A workload's SPIFFE ID, in its certificate's subject alternative names.
+                    .args([
+                        "--mtls-client",
+                        &format!("uri:{READER_SPIFFE_ID}=files.read"),
+                    ]);
+            }
+            Callers::Tokens { client_ca } => {
+                command
+                    .args(["--issuer", ISSUER, "--resource-url", RESOURCE])
+                    .env("MCP_AUTH_HS256_SECRET", SECRET);
+                if client_ca {
+                    command.arg("--client-ca").arg(&ca_pem);
+                }
+            }
+        }
         let mut child = common::KillOnDrop(
-            Command::new(SERVER)
-                .arg("--data-root")
-                .arg(&data)
-                .arg("--audit-log")
-                .arg(&audit_log)
-                .args(["--http", "127.0.0.1:0"])
-                .arg("--tls-cert")
-                .arg(&cert_pem)
-                .arg("--client-ca")
-                .arg(&ca_pem)
-                .args(["--mtls-client", "alice=files.read files.write"])
-                .args(["--mtls-client", "reader-bot=files.read"])
-                // A workload's SPIFFE ID, in its certificate's subject alternative names.
-                .args([
-                    "--mtls-client",
-                    &format!("uri:{READER_SPIFFE_ID}=files.read"),
-                ])
+            command
                 .args(&extra)
-                // The environment equivalent of --tls-key.
-                .env("MCP_TLS_KEY", &key_pem)
-                .env_remove("MCP_AUTH_HS256_SECRET")
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
@@ -242,6 +291,17 @@ impl Server {
             .await
     }
 
+    /// [`post`](Self::post) with a bearer token, if given.
+    async fn post_with_token(
+        &self,
+        identity: Option<&Identity>,
+        token: Option<&str>,
+        body: &Value,
+    ) -> Result<(u16, Value), String> {
+        self.exchange(client_config(self.ca.der(), identity), token, body)
+            .await
+    }
+
     /// A TLS connection made with `config`.
     async fn connect(
         &self,
@@ -263,15 +323,29 @@ impl Server {
         config: Arc<rustls::ClientConfig>,
         body: &Value,
     ) -> Result<(u16, Value), String> {
+        self.exchange(config, None, body).await
+    }
+
+    /// One request over a new connection made with `config`, with a bearer token if given.
+    async fn exchange(
+        &self,
+        config: Arc<rustls::ClientConfig>,
+        token: Option<&str>,
+        body: &Value,
+    ) -> Result<(u16, Value), String> {
         let tls = self.connect(config).await?;
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await
             .map_err(|e| format!("http handshake: {e}"))?;
         tokio::spawn(connection);
-        let request = hyper::Request::post("/mcp")
+        let mut request = hyper::Request::post("/mcp")
             .header("host", format!("127.0.0.1:{}", self.port))
             .header("content-type", "application/json")
-            .header("accept", "application/json, text/event-stream")
+            .header("accept", "application/json, text/event-stream");
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        let request = request
             .body(Full::new(Bytes::from(body.to_string())))
             .unwrap();
         let response = sender
@@ -819,7 +893,7 @@ fn mtls_options_must_be_complete_and_exclusive_with_bearer() {
         stderr
     };
     let stderr = run(&["--client-ca", "ca.pem"], &[]);
-    assert!(stderr.contains("needs all of --tls-cert"), "{stderr}");
+    assert!(stderr.contains("TLS needs callers"), "{stderr}");
     let stderr = run(&["--mtls-client", "alice=files.read"], &[]);
     assert!(stderr.contains("needs all of --tls-cert"), "{stderr}");
     let stderr = run(
@@ -856,6 +930,29 @@ fn mtls_options_must_be_complete_and_exclusive_with_bearer() {
         &[],
     );
     assert!(stderr.contains("/nonexistent/server.pem"), "{stderr}");
+
+    // Bearer tokens over HTTPS: a certificate needs its key, and revocation lists a client CA.
+    let secret = [("MCP_AUTH_HS256_SECRET", "0123456789abcdef0123456789abcdef")];
+    let bearer = ["--issuer", ISSUER, "--resource-url", RESOURCE];
+    let stderr = run(&[&bearer[..], &["--tls-cert", "a"]].concat(), &secret);
+    assert!(
+        stderr.contains("needs both --tls-cert and --tls-key"),
+        "{stderr}"
+    );
+    let stderr = run(
+        &[
+            &bearer[..],
+            &["--tls-cert", "a", "--tls-key", "b", "--client-crl", "c"],
+        ]
+        .concat(),
+        &secret,
+    );
+    assert!(
+        stderr.contains("--client-crl") && stderr.contains("only applies with --client-ca"),
+        "{stderr}"
+    );
+    let stderr = run(&["--http-insecure-no-auth", "--tls-cert", "a"], &[]);
+    assert!(stderr.contains("takes no bearer, TLS"), "{stderr}");
 }
 
 /// Review finding 2: idle TCP connections (no ClientHello) filled every handshake slot for 10 s each, so real
@@ -997,4 +1094,163 @@ async fn an_event_stream_open_when_its_certificate_is_revoked_is_ended() {
         "{refused:?}"
     );
     assert_eq!(refused[0]["detail"], "stream_ended", "{refused:?}");
+}
+
+/// Bearer tokens over HTTPS (`--tls-cert` and `--tls-key` with the bearer options, no client CA): no client
+/// certificate is asked for, the caller is the token's, and the refusals are the bearer ones (`401` without a
+/// token, `403 insufficient_scope` short of a scope). Plain HTTP gets no answer.
+#[tokio::test]
+async fn bearer_tokens_are_served_over_https() {
+    let server = Server::start_as(Callers::Tokens { client_ca: false }, |_, _| Vec::new()).unwrap();
+    let write = call(
+        1,
+        "write_file",
+        json!({"filename": "note.txt", "content": "over HTTPS"}),
+    );
+
+    let (status, body) = server.post_with_token(None, None, &write).await.unwrap();
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(server.events("http_rejected")[0]["reason"], "missing_token");
+
+    let reader = token("bob", "files.read");
+    let (status, body) = server
+        .post_with_token(None, Some(&reader), &write)
+        .await
+        .unwrap();
+    assert_eq!(status, 403, "{body}");
+    assert!(!server._dir.path().join("data/note.txt").exists());
+
+    let writer = token("carol", "files.read files.write");
+    let (status, body) = server
+        .post_with_token(None, Some(&writer), &write)
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["result"]["isError"], false, "{body}");
+    assert_eq!(
+        std::fs::read_to_string(server._dir.path().join("data/note.txt")).unwrap(),
+        "over HTTPS"
+    );
+    let calls = server.events("tool_call");
+    let seen: Vec<(&str, &str)> = calls
+        .iter()
+        .map(|c| {
+            (
+                c["caller"].as_str().unwrap(),
+                c["outcome"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(seen, [("bob", "denied"), ("carol", "ok")], "{calls:?}");
+    assert!(server.events("tls_rejected").is_empty());
+
+    // Plain HTTP on the HTTPS port: the handshake fails, audited; no HTTP answer.
+    let mut plain = tokio::net::TcpStream::connect(("127.0.0.1", server.port))
+        .await
+        .unwrap();
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    plain
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), plain.read_to_end(&mut answer)).await;
+    assert!(
+        !String::from_utf8_lossy(&answer).contains("200"),
+        "{answer:?}"
+    );
+    let rejections = server.wait_for("tls_rejected", 1).await;
+    assert_eq!(rejections.len(), 1);
+}
+
+/// Bearer tokens from clients with certificates (`--client-ca` with the bearer options): a client without a
+/// certificate of the CA, or with a revoked one, cannot connect, whatever its token; one with a certificate still
+/// needs a token, and the caller is the token's, not the certificate's; a connection whose certificate is revoked
+/// while it is open is refused its next request.
+#[tokio::test]
+async fn with_a_client_ca_bearer_clients_need_a_certificate_and_a_token() {
+    let server = Server::start_as(Callers::Tokens { client_ca: true }, |ca, dir| {
+        crl_args(ca, dir, &[666], 2099)
+    })
+    .unwrap();
+    let read = |id: u64| call(id, "read_file", json!({"filename": "greeting.txt"}));
+    let reader = token("carol", "files.read");
+
+    // No certificate, another CA's, a revoked one: the handshake fails, a valid token notwithstanding.
+    server
+        .post_with_token(None, Some(&reader), &read(1))
+        .await
+        .unwrap_err();
+    let impostor = client_identity(&ca("some other CA"), "alice");
+    server
+        .post_with_token(Some(&impostor), Some(&reader), &read(2))
+        .await
+        .unwrap_err();
+    let revoked = numbered_client(&server.ca, "alice", 666);
+    server
+        .post_with_token(Some(&revoked), Some(&reader), &read(3))
+        .await
+        .unwrap_err();
+    let rejections = server.wait_for("tls_rejected", 3).await;
+    let reasons: Vec<&str> = rejections
+        .iter()
+        .map(|r| r["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            "no_client_certificate",
+            "untrusted_client_certificate",
+            "revoked_client_certificate"
+        ]
+    );
+
+    // A certificate alone names no caller: the token is still required.
+    let workload = numbered_client(&server.ca, "alice", 667);
+    let (status, body) = server
+        .post_with_token(Some(&workload), None, &read(4))
+        .await
+        .unwrap();
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(server.events("http_rejected")[0]["reason"], "missing_token");
+
+    // Both: the caller is the token's subject.
+    let config = client_config(server.ca.der(), Some(&workload));
+    let tls = server.connect(config).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let port = server.port;
+    let request = |id: u64| {
+        hyper::Request::post("/mcp")
+            .header("host", format!("127.0.0.1:{port}"))
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("authorization", format!("Bearer {reader}"))
+            .body(Full::new(Bytes::from(read(id).to_string())))
+            .unwrap()
+    };
+    let first = sender.send_request(request(5)).await.unwrap();
+    assert_eq!(first.status(), 200);
+    let body: Value =
+        serde_json::from_slice(&first.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(body["result"]["structuredContent"]["content"], "hello\n");
+    let calls = server.events("tool_call");
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0]["caller"], "carol");
+    assert_eq!(calls[0]["outcome"], "ok");
+
+    // The CA revokes the workload's certificate: its open connection is refused its next request.
+    let crl = server._dir.path().join("clients.crl.pem");
+    write_crl(&server.ca, &crl, &[666, 667], 2099, 2);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let second = sender.send_request(request(6)).await.unwrap();
+    assert_eq!(second.status(), 403);
+    let refused = server.wait_for("http_rejected", 2).await;
+    assert_eq!(
+        refused[1]["reason"], "revoked_client_certificate",
+        "{refused:?}"
+    );
+    assert_eq!(server.events("tool_call").len(), 1);
 }

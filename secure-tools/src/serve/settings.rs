@@ -606,8 +606,8 @@ settings_args! {
         #[cfg_attr(feature = "cli", arg(long, value_name = "WHICH"))]
         list_tools: String = env "MCP_LIST_TOOLS",
         /// Serve MCP over streamable HTTP at this address (`127.0.0.1:8080`) instead of stdio; the endpoint is
-        /// `/mcp`. Needs authentication: bearer tokens (`--issuer`, `--resource-url` and a key) or mutual TLS
-        /// (`--tls-cert`, `--tls-key`, `--client-ca`, `--mtls-client`).
+        /// `/mcp`. Needs authentication: bearer tokens (`--issuer`, `--resource-url` and a key; over HTTPS with
+        /// `--tls-cert` and `--tls-key`) or mutual TLS (`--tls-cert`, `--tls-key`, `--client-ca`, `--mtls-client`).
         #[cfg_attr(feature = "cli", arg(long, value_name = "ADDR"))]
         http: SocketAddr = env "MCP_HTTP",
         /// FOR TESTING ONLY (e.g. the MCP conformance suite, which cannot send a token): with `--http`, serve
@@ -688,17 +688,18 @@ settings_args! {
         /// Accept only tokens typed as access tokens (`typ: at+jwt`, RFC 9068).
         #[cfg_attr(feature = "cli", arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL"))]
         require_at_jwt: bool = env "MCP_AUTH_REQUIRE_AT_JWT",
-        /// Mutual TLS: this server's certificate chain (PEM, leaf first). With `--http`, serve HTTPS and
-        /// authenticate callers by client certificate instead of bearer token.
+        /// This server's certificate chain (PEM, leaf first): with `--http`, serve HTTPS. With `--mtls-client`,
+        /// callers are authenticated by client certificate (mutual TLS); with bearer options, by their tokens.
         #[cfg_attr(feature = "cli", arg(long, value_name = "FILE"))]
         tls_cert: PathBuf = env "MCP_TLS_CERT",
-        /// Mutual TLS: this server's private key (PEM: PKCS#8, PKCS#1 or SEC1).
+        /// With `--tls-cert`: this server's private key (PEM: PKCS#8, PKCS#1 or SEC1).
         #[cfg_attr(feature = "cli", arg(long, value_name = "FILE"))]
         tls_key: PathBuf = env "MCP_TLS_KEY",
-        /// Mutual TLS: the CA certificate(s) (PEM) client certificates must be signed by.
+        /// With `--tls-cert`: the CA certificate(s) (PEM) client certificates must be signed by; a client without
+        /// one cannot connect. With bearer options, the caller is still the token's.
         #[cfg_attr(feature = "cli", arg(long, value_name = "FILE"))]
         client_ca: PathBuf = env "MCP_TLS_CLIENT_CA",
-        /// Mutual TLS: certificate revocation lists (PEM, one per CA) checked on every client certificate: a
+        /// With `--client-ca`: certificate revocation lists (PEM, one per CA) checked on every client certificate: a
         /// revoked one, one no list covers, or a list past its `nextUpdate` fails the handshake. Read again when
         /// the file changes.
         #[cfg_attr(feature = "cli", arg(long, value_name = "FILE"))]
@@ -774,6 +775,8 @@ use serde::Deserialize as _;
 /// How a server is reached.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
+// Made once per server; its size costs nothing, and a box would be one more step for every user matching on it.
+#[allow(clippy::large_enum_variant)]
 pub enum Transport {
     /// Standard input and output: one client, the process that launched the server.
     Stdio,

@@ -29,17 +29,6 @@ fn mtls_caller(
 ) -> Result<Caller, Response> {
     use axum::extract::ConnectInfo;
     let peer = head.extensions.get::<ConnectInfo<mtls::TlsPeer>>();
-    // The handshake's checks, again: the connection may have outlived the certificate or the lists.
-    if let Some(Err(reason)) = peer.map(|info| mtls.recheck(&info.0)) {
-        return Err(shared.reject(
-            StatusCode::FORBIDDEN,
-            reason,
-            None,
-            None,
-            head.method,
-            head.uri.path(),
-        ));
-    }
     let certificate = peer.and_then(|info| info.0.certificate.as_ref());
     let refused = match certificate.map(|c| mtls.caller(c)) {
         Some(Ok(caller)) => return Ok(caller),
@@ -143,6 +132,24 @@ struct Identified {
 /// The caller of a request: from its client certificate, its bearer token, or no one (no authentication).
 #[allow(clippy::result_large_err)]
 async fn identify(shared: &Shared, head: Head<'_>) -> Result<Identified, Response> {
+    // The handshake's checks of a client certificate, again: the connection may have outlived the certificate or
+    // the lists.
+    #[cfg(feature = "mtls")]
+    if let Some(tls) = &shared.client_certificates
+        && let Some(Err(reason)) = head
+            .extensions
+            .get::<axum::extract::ConnectInfo<mtls::TlsPeer>>()
+            .map(|info| tls.recheck(&info.0))
+    {
+        return Err(shared.reject(
+            StatusCode::FORBIDDEN,
+            reason,
+            None,
+            None,
+            head.method,
+            head.uri.path(),
+        ));
+    }
     #[cfg(feature = "mtls")]
     if let Some(mtls) = &shared.mtls {
         return mtls_caller(shared, mtls, &head).map(|caller| Identified {
@@ -379,15 +386,15 @@ async fn authenticated(shared: Arc<Shared>, mut request: Request, next: Route) -
             // keep-alive at least every 15 s): a certificate revoked or expired while the stream is open ends it,
             // as it refuses the connection's next request.
             #[cfg(feature = "mtls")]
-            let recheck = tls_peer.filter(|_| shared.mtls.is_some());
+            let recheck = tls_peer.filter(|_| shared.client_certificates.is_some());
             let (shared, owner) = (shared.clone(), owner.clone());
             let response = response.map(|body| {
                 use futures_util::StreamExt as _;
                 axum::body::Body::from_stream(body.into_data_stream().take_while(move |_| {
                     let _held = &stream;
                     #[cfg(feature = "mtls")]
-                    if let (Some(peer), Some(mtls)) = (&recheck, &shared.mtls)
-                        && let Err(reason) = mtls.recheck(peer)
+                    if let (Some(peer), Some(tls)) = (&recheck, &shared.client_certificates)
+                        && let Err(reason) = tls.recheck(peer)
                     {
                         shared.audit_rejection(
                             StatusCode::FORBIDDEN,

@@ -97,8 +97,9 @@ fn descriptor_limit() -> Option<u64> {
 #[derive(Clone)]
 pub(crate) enum Security {
     Plain,
+    /// HTTPS (feature `mtls`), requiring client certificates or not.
     #[cfg(feature = "mtls")]
-    MutualTls(super::mtls::MtlsAuth),
+    Tls(super::mtls::ServerTls),
 }
 
 /// The connections open, oldest first.
@@ -248,8 +249,8 @@ pub(crate) async fn serve(
     let tracker = TaskTracker::new();
     #[cfg(feature = "mtls")]
     let revocation_lists = match &security {
-        Security::MutualTls(mtls) => Some(tokio::spawn(
-            mtls.clone().watch_revocation_lists(stop.clone()),
+        Security::Tls(tls) => Some(tokio::spawn(
+            tls.clone().watch_revocation_lists(stop.clone()),
         )),
         Security::Plain => None,
     };
@@ -348,8 +349,8 @@ async fn connection(
             }
         }
         #[cfg(feature = "mtls")]
-        Security::MutualTls(mtls) => {
-            let (acceptor, timeout, under) = mtls.acceptor();
+        Security::Tls(tls) => {
+            let (acceptor, timeout, under) = tls.acceptor();
             let handshake = tokio::select! {
                 handshake = super::mtls::handshake(&acceptor, timeout, under, tcp, peer) => handshake,
                 () = evict.cancelled() => return evicted(),

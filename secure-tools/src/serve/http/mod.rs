@@ -19,6 +19,8 @@
 //!    path-suffixed variant `/.well-known/oauth-protected-resource/mcp`). With mutual TLS instead (feature
 //!    `mtls`, [`Auth::MutualTls`]), the server speaks HTTPS only, the client certificate was verified during the
 //!    handshake, and its mapped caller is used; an unmapped certificate is `403` (see the `serve::http::mtls` module).
+//!    Bearer tokens can be served over HTTPS too ([`HttpSettings::tls`]), with or without client certificates
+//!    required besides the token.
 //!
 //! Each refusal is audited as an `http_rejected` record, and answered with a JSON-RPC error body that the official
 //! SDK clients hand the application (see the `refusal` module: [`REFUSED_CODE`], [`REQUEST_TIMEOUT_CODE`]). A valid
@@ -113,6 +115,11 @@ pub struct HttpSettings {
     /// Serve the call metrics as Prometheus text at `http://{address}/metrics` (feature `otel`), without
     /// authentication, on an address of its own.
     pub metrics: Option<SocketAddr>,
+    /// Serve HTTPS with this certificate and key (feature `mtls`), with bearer tokens ([`Auth::Bearer`]); given a
+    /// client CA ([`mtls::ServerTls::client_ca`]), only clients with a certificate of it connect, and the caller
+    /// is still the token's. Mutual TLS ([`Auth::MutualTls`]) brings its own and leaves this `None`.
+    #[cfg(feature = "mtls")]
+    pub tls: Option<mtls::ServerTls>,
 }
 
 impl HttpSettings {
@@ -128,6 +135,8 @@ impl HttpSettings {
             rejection_records: Some(DEFAULT_REJECTION_RECORDS),
             sessions: false,
             metrics: None,
+            #[cfg(feature = "mtls")]
+            tls: None,
         }
     }
 }
@@ -197,11 +206,11 @@ pub(super) async fn resolve(
         || args.public_key_pem.is_some()
         || args.hs256_secret_file.is_some()
         || secret.is_some();
-    let mtls_given = args.tls_cert.is_some()
+    let tls_given = args.tls_cert.is_some()
         || args.tls_key.is_some()
         || args.client_ca.is_some()
-        || args.client_crl.is_some()
-        || args.mtls_clients.is_some();
+        || args.client_crl.is_some();
+    let mapping_given = args.mtls_clients.is_some();
     settings.auth = if args.http_insecure_no_auth == Some(true) {
         if !bind.ip().is_loopback() {
             return Err(invalid(
@@ -209,10 +218,10 @@ pub(super) async fn resolve(
                 "only binds a loopback address (127.0.0.1, ::1)",
             ));
         }
-        if bearer_given || mtls_given {
+        if bearer_given || tls_given || mapping_given {
             return Err(invalid(
                 "--http-insecure-no-auth",
-                "takes no bearer or mutual TLS options",
+                "takes no bearer, TLS or mutual TLS options",
             ));
         }
         eprintln!(
@@ -220,17 +229,28 @@ pub(super) async fn resolve(
              is anonymous with the scopes `{grant}`"
         );
         Auth::None { grant }
-    } else if mtls_given {
+    } else if mapping_given {
         if bearer_given {
             return Err(invalid(
                 "--http",
-                "give bearer authentication (--issuer and a key) or mutual TLS (--tls-cert, --tls-key, \
-                 --client-ca), not both",
+                "give bearer authentication (--issuer and a key) or mutual TLS's callers (--mtls-client), not both: \
+                 with bearer tokens the caller is the token's (--tls-cert, --tls-key and --client-ca then only \
+                 secure the connection)",
             ));
         }
         mtls_auth(&args)?
+    } else if bearer_given || !tls_given {
+        let auth = bearer_auth(&args, secret).await?;
+        if tls_given {
+            http_tls(&args, &mut http)?;
+        }
+        auth
     } else {
-        bearer_auth(&args, secret).await?
+        return Err(invalid(
+            "--tls-cert",
+            "TLS needs callers: bearer authentication (--issuer, --resource-url and a key), or mutual TLS with at \
+             least one --mtls-client NAME=SCOPES (MCP_MTLS_CLIENTS)",
+        ));
     };
     settings.transport = Transport::Http(http);
     Ok(settings)
@@ -437,6 +457,44 @@ fn mtls_auth(args: &ServerArgs) -> Result<Auth, SettingsError> {
     Ok(Auth::MutualTls(auth))
 }
 
+/// HTTPS for bearer tokens: the certificate and key, and a client CA (and its lists) if given.
+#[cfg(feature = "mtls")]
+fn http_tls(args: &ServerArgs, http: &mut HttpSettings) -> Result<(), SettingsError> {
+    let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else {
+        return Err(InvalidSetting {
+            name: "--tls-cert".into(),
+            message: "TLS needs both --tls-cert and --tls-key".into(),
+        }
+        .into());
+    };
+    if args.client_crl.is_some() && args.client_ca.is_none() {
+        return Err(InvalidSetting {
+            name: "--client-crl / MCP_TLS_CLIENT_CRL".into(),
+            message: "only applies with --client-ca".into(),
+        }
+        .into());
+    }
+    super::settings::warn_if_readable_by_others(key, "--tls-key / MCP_TLS_KEY");
+    let mut tls = mtls::ServerTls::from_pem_files(cert, key)?;
+    if let Some(ca) = &args.client_ca {
+        tls = tls.client_ca_file(ca)?;
+    }
+    if let Some(crl) = &args.client_crl {
+        tls = tls.revocation_lists_file(crl)?;
+    }
+    http.tls = Some(tls);
+    Ok(())
+}
+
+#[cfg(not(feature = "mtls"))]
+fn http_tls(_: &ServerArgs, _: &mut HttpSettings) -> Result<(), SettingsError> {
+    Err(InvalidSetting {
+        name: "--tls-cert".into(),
+        message: "this server is built without the `mtls` feature".into(),
+    }
+    .into())
+}
+
 #[cfg(not(feature = "mtls"))]
 fn mtls_auth(_: &ServerArgs) -> Result<Auth, SettingsError> {
     Err(InvalidSetting {
@@ -492,11 +550,17 @@ where
         }
         (None, _) => None,
     };
-    let security = match &settings.auth {
-        #[cfg(feature = "mtls")]
-        Auth::MutualTls(mtls) => Security::MutualTls(mtls.clone()),
-        _ => Security::Plain,
-    };
+    #[cfg(feature = "mtls")]
+    if matches!(settings.auth, Auth::MutualTls(_)) && http.tls.is_some() {
+        return Err(ServeError::Config(
+            "mutual TLS brings its listener's TLS (MtlsAuth::tls); HttpSettings::tls is for bearer tokens".into(),
+        ));
+    }
+    #[cfg(feature = "mtls")]
+    let security =
+        listener_tls(settings, http).map_or(Security::Plain, |tls| Security::Tls(tls.clone()));
+    #[cfg(not(feature = "mtls"))]
+    let security = Security::Plain;
     #[cfg(feature = "otel")]
     let shared = if metrics.is_some() {
         metrics::MAX_CONNECTIONS
@@ -520,14 +584,19 @@ where
             rejections.clone(),
             stop.clone(),
         );
-        match security {
+        match &security {
             Security::Plain => {
                 eprintln!("secure-tools: serving MCP over HTTP at http://{address}/mcp");
             }
             #[cfg(feature = "mtls")]
-            Security::MutualTls(_) => eprintln!(
-                "secure-tools: serving MCP over HTTPS at https://{address}/mcp (mutual TLS)"
-            ),
+            Security::Tls(tls) => {
+                let how = match (&settings.auth, tls.requires_client_certificates()) {
+                    (Auth::MutualTls(_), _) => "mutual TLS",
+                    (_, true) => "bearer tokens, from clients with certificates",
+                    (_, false) => "bearer tokens",
+                };
+                eprintln!("secure-tools: serving MCP over HTTPS at https://{address}/mcp ({how})");
+            }
         }
         #[cfg(feature = "otel")]
         let metrics = metrics.map(|endpoint| {
@@ -635,6 +704,10 @@ where
             Auth::MutualTls(mtls) => Some(mtls.clone()),
             _ => None,
         },
+        #[cfg(feature = "mtls")]
+        client_certificates: listener_tls(settings, &http)
+            .filter(|tls| tls.requires_client_certificates())
+            .cloned(),
         // Compared without regard to ASCII case (`guard::host_allowed`).
         allowed_hosts: http.allowed_hosts.clone(),
         allowed_origins,
@@ -693,6 +766,15 @@ where
         );
     }
     app.layer(layer::Middleware::new(shared, guard::guard))
+}
+
+/// The TLS the listener serves: mutual TLS's, or the one set for bearer tokens.
+#[cfg(feature = "mtls")]
+fn listener_tls<'a>(settings: &'a Settings, http: &'a HttpSettings) -> Option<&'a mtls::ServerTls> {
+    match &settings.auth {
+        Auth::MutualTls(mtls) => Some(mtls.tls()),
+        _ => http.tls.as_ref(),
+    }
 }
 
 /// The longest a call of `tools` may run: the set's timeout, or a tool's own if longer.
@@ -770,6 +852,10 @@ struct Shared {
     auth: Option<BearerAuth>,
     #[cfg(feature = "mtls")]
     mtls: Option<mtls::MtlsAuth>,
+    /// The listener's TLS when it requires client certificates (mutual TLS, or bearer tokens from clients with
+    /// certificates): a connection's certificate is checked again before each request and stream message.
+    #[cfg(feature = "mtls")]
+    client_certificates: Option<mtls::ServerTls>,
     allowed_hosts: Vec<String>,
     allowed_origins: Vec<String>,
     /// The CORS answer to a browser on an allowed origin (see `guard`).

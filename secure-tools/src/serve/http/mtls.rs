@@ -1,7 +1,16 @@
-//! Mutual TLS, the alternative to bearer tokens (feature `mtls`): the HTTP runner serves HTTPS with rustls and
-//! requires every client to present a certificate signed by a configured CA. A verified certificate's names map,
-//! through configuration, to an identity and a [`Grant`]; that caller is put into the request exactly as bearer
-//! authentication puts the token's subject and scopes.
+//! HTTPS for the HTTP runner (feature `mtls`), with rustls: [`ServerTls`] is the listener's certificate and key
+//! and, optionally, the CA every client must present a certificate of. It serves two ways:
+//!
+//! - **Mutual TLS** ([`MtlsAuth`], the alternative to bearer tokens): every client presents a certificate signed
+//!   by the client CA, and the certificate's names map, through configuration, to an identity and a [`Grant`];
+//!   that caller is put into the request exactly as bearer authentication puts the token's subject and scopes.
+//! - **Bearer tokens over HTTPS** ([`HttpSettings::tls`](super::HttpSettings::tls)): the caller is the token's.
+//!   Given a client CA too, only clients with a certificate of it connect at all (a workload's certificate, say,
+//!   while the token names the user it acts for): the certificate is checked (the handshake, revocation, expiry,
+//!   as below) and the token is then required as without TLS; the certificate names no caller.
+//!
+//! The rest of this page is about mutual TLS; the handshake's refusals and the checks of a connection's
+//! certificate apply to both ways whenever a client CA is set.
 //!
 //! A certificate's names ([`ClientName`]) are its subject common name (CN, when it has exactly one) and the
 //! entries of its subject alternative name extension that name a client: URIs (a SPIFFE ID such as
@@ -170,60 +179,84 @@ pub(crate) enum Unmapped {
     Ambiguous(String),
 }
 
-/// Mutual TLS authentication: the server's certificate and key, the CA client certificates must chain to, and
-/// the mapping from a client certificate's names to an identity and a grant. See the [module docs](self).
+/// The TLS of the HTTPS listener: the server's certificate and key and, when client certificates are required,
+/// the CA they must chain to and its revocation lists. With bearer tokens ([`HttpSettings::tls`]) it serves HTTPS
+/// (and, given a client CA, admits only clients with a certificate of it, while the caller comes from the token);
+/// [`MtlsAuth`] holds one that requires client certificates, whose names are the caller.
+///
+/// [`HttpSettings::tls`]: super::HttpSettings::tls
 #[derive(Clone)]
-pub struct MtlsAuth {
+pub struct ServerTls {
     server_config: Arc<Tls>,
     /// Revocation lists read from a file, and read again when it changes.
     crl_file: Option<Arc<CrlFile>>,
     /// What the server configuration is made of, to make it again with revocation lists.
     parts: Arc<ConfigParts>,
-    clients: Arc<BTreeMap<ClientName, (String, Grant)>>,
     handshake_timeout: Duration,
+}
+
+/// Mutual TLS authentication: the server's certificate and key, the CA client certificates must chain to, and
+/// the mapping from a client certificate's names to an identity and a grant. See the [module docs](self).
+#[derive(Clone)]
+pub struct MtlsAuth {
+    tls: ServerTls,
+    clients: Arc<BTreeMap<ClientName, (String, Grant)>>,
 }
 
 /// A server configuration and the verifier of client certificates inside it (rustls keeps its own private), with
 /// which a connection's certificate is checked again after the lists change.
 pub(crate) struct Tls {
     config: Arc<rustls::ServerConfig>,
-    verifier: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+    /// `None` when no client certificate is asked for.
+    verifier: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
 }
 
-/// The server's chain and key and the client CAs.
+/// The server's chain and key and the client CAs, if client certificates are required.
 struct ConfigParts {
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
-    roots: Arc<RootCertStore>,
+    roots: Option<Arc<RootCertStore>>,
 }
 
 impl ConfigParts {
-    /// The server's TLS configuration: client certificates verified against the roots (and, given revocation
-    /// lists, checked against them: every certificate of the chain, an unknown status and an expired list refused).
+    /// The server's TLS configuration: client certificates, when required, verified against the roots (and, given
+    /// revocation lists, checked against them: every certificate of the chain, an unknown status and an expired
+    /// list refused).
     fn server_config(
         &self,
         crls: Vec<CertificateRevocationListDer<'static>>,
     ) -> Result<Tls, MtlsError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut verifier =
-            WebPkiClientVerifier::builder_with_provider(self.roots.clone(), provider.clone());
-        if !crls.is_empty() {
-            verifier = verifier.with_crls(crls).enforce_revocation_expiration();
-        }
-        let verifier = verifier
-            .build()
-            .map_err(|e| MtlsError::Tls(format!("client CA: {e}")))?;
-        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
-            .map_err(|e| MtlsError::Tls(e.to_string()))?
-            .with_client_cert_verifier(verifier.clone())
+            .map_err(|e| MtlsError::Tls(e.to_string()))?;
+        let (builder, verifier) = match &self.roots {
+            Some(roots) => {
+                let mut verifier =
+                    WebPkiClientVerifier::builder_with_provider(roots.clone(), provider);
+                if !crls.is_empty() {
+                    verifier = verifier.with_crls(crls).enforce_revocation_expiration();
+                }
+                let verifier = verifier
+                    .build()
+                    .map_err(|e| MtlsError::Tls(format!("client CA: {e}")))?;
+                (
+                    builder.with_client_cert_verifier(verifier.clone()),
+                    Some(verifier),
+                )
+            }
+            None => (builder.with_no_client_auth(), None),
+        };
+        let mut config = builder
             .with_single_cert(self.chain.clone(), self.key.clone_key())
             .map_err(|e| MtlsError::Tls(format!("server certificate and key: {e}")))?;
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        // No resumption: a resumed session skips the client certificate's verification (its expiry, the lists'
-        // revocations and update times), so every connection presents and proves its certificate.
-        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
-        config.send_tls13_tickets = 0;
+        if verifier.is_some() {
+            // No resumption: a resumed session skips the client certificate's verification (its expiry, the lists'
+            // revocations and update times), so every connection presents and proves its certificate.
+            config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+            config.send_tls13_tickets = 0;
+        }
         Ok(Tls {
             config: Arc::new(config),
             verifier,
@@ -231,53 +264,90 @@ impl ConfigParts {
     }
 }
 
-impl fmt::Debug for MtlsAuth {
+impl fmt::Debug for ServerTls {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MtlsAuth")
-            .field("clients", &self.clients)
+        f.debug_struct("ServerTls")
+            .field(
+                "requires_client_certificates",
+                &self.requires_client_certificates(),
+            )
             .field("handshake_timeout", &self.handshake_timeout)
             .finish_non_exhaustive()
     }
 }
 
-impl MtlsAuth {
-    /// From PEM: the server's certificate chain (leaf first), its private key (PKCS#8, PKCS#1 or SEC1), and one or
-    /// more CA certificates client certificates must chain to. No client is mapped yet.
-    pub fn from_pem(
-        server_cert_chain: &[u8],
-        server_key: &[u8],
-        client_ca: &[u8],
-    ) -> Result<Self, MtlsError> {
+impl fmt::Debug for MtlsAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MtlsAuth")
+            .field("clients", &self.clients)
+            .field("handshake_timeout", &self.tls.handshake_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerTls {
+    /// From PEM: the server's certificate chain (leaf first) and its private key (PKCS#8, PKCS#1 or SEC1). No
+    /// client certificate is asked for (see [`client_ca`](Self::client_ca)).
+    pub fn from_pem(server_cert_chain: &[u8], server_key: &[u8]) -> Result<Self, MtlsError> {
         let chain = certificates(server_cert_chain, "server certificate")?;
         let key = PrivateKeyDer::from_pem_slice(server_key).map_err(|e| MtlsError::Pem {
             what: "server key",
             reason: e.to_string(),
         })?;
+        let parts = ConfigParts {
+            chain,
+            key,
+            roots: None,
+        };
+        Ok(ServerTls {
+            server_config: Arc::new(parts.server_config(Vec::new())?),
+            crl_file: None,
+            parts: Arc::new(parts),
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+        })
+    }
+
+    /// [`from_pem`](Self::from_pem) with the contents of two files.
+    pub fn from_pem_files(server_cert_chain: &Path, server_key: &Path) -> Result<Self, MtlsError> {
+        Self::from_pem(&read(server_cert_chain)?, &read(server_key)?)
+    }
+
+    /// Requires every client to present a certificate signed by one of these CA certificates (PEM, one or more):
+    /// a handshake without one, or with another, fails and is audited as a `tls_rejected` record (see the [module
+    /// docs](self)). Revocation lists given before are dropped: give them after.
+    pub fn client_ca(mut self, pem: &[u8]) -> Result<Self, MtlsError> {
         let mut roots = RootCertStore::empty();
-        for ca in certificates(client_ca, "client CA")? {
+        for ca in certificates(pem, "client CA")? {
             roots
                 .add(ca)
                 .map_err(|e| MtlsError::Tls(format!("client CA: {e}")))?;
         }
         let parts = ConfigParts {
-            chain,
-            key,
-            roots: Arc::new(roots),
+            chain: self.parts.chain.clone(),
+            key: self.parts.key.clone_key(),
+            roots: Some(Arc::new(roots)),
         };
-        Ok(MtlsAuth {
-            server_config: Arc::new(parts.server_config(Vec::new())?),
-            crl_file: None,
-            parts: Arc::new(parts),
-            clients: Arc::new(BTreeMap::new()),
-            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
-        })
+        self.server_config = Arc::new(parts.server_config(Vec::new())?);
+        self.parts = Arc::new(parts);
+        self.crl_file = None;
+        Ok(self)
+    }
+
+    /// [`client_ca`](Self::client_ca) from a file.
+    pub fn client_ca_file(self, path: &Path) -> Result<Self, MtlsError> {
+        self.client_ca(&read(path)?)
+    }
+
+    /// Whether clients must present a certificate of the client CA.
+    pub fn requires_client_certificates(&self) -> bool {
+        self.parts.roots.is_some()
     }
 
     /// Refuses client certificates revoked by these certificate revocation lists (PEM, one or more `X509 CRL`
-    /// blocks, one per CA of the chain). With lists, every certificate of a client's chain (but the CA it is
-    /// trusted through) must have a known status (a certificate no list covers is refused), and a list past its
-    /// `nextUpdate` refuses every handshake until a fresh one is loaded: revocation fails closed. A refused
-    /// handshake is a `tls_rejected` record like any other.
+    /// blocks, one per CA of the chain); needs a [`client_ca`](Self::client_ca). With lists, every certificate of
+    /// a client's chain (but the CA it is trusted through) must have a known status (a certificate no list covers
+    /// is refused), and a list past its `nextUpdate` refuses every handshake until a fresh one is loaded:
+    /// revocation fails closed. A refused handshake is a `tls_rejected` record like any other.
     ///
     /// These lists are kept as given; [`revocation_lists_file`](Self::revocation_lists_file) reads a file again
     /// when it changes.
@@ -289,6 +359,12 @@ impl MtlsAuth {
 
     /// The server configuration with the revocation lists of `pem`, each checked to be current.
     fn config_with_crls(&self, pem: &[u8]) -> Result<Tls, MtlsError> {
+        if !self.requires_client_certificates() {
+            return Err(MtlsError::Tls(
+                "client revocation lists need a client CA: no client certificate is asked for"
+                    .into(),
+            ));
+        }
         let crls = CertificateRevocationListDer::pem_slice_iter(pem)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| MtlsError::Pem {
@@ -325,18 +401,68 @@ impl MtlsAuth {
         Ok(self)
     }
 
+    /// Time allowed for a client's TLS handshake (default 5 s).
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = timeout;
+        self
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, MtlsError> {
+    std::fs::read(path).map_err(|source| MtlsError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+impl MtlsAuth {
+    /// From PEM: the server's certificate chain (leaf first), its private key (PKCS#8, PKCS#1 or SEC1), and one or
+    /// more CA certificates client certificates must chain to. No client is mapped yet.
+    pub fn from_pem(
+        server_cert_chain: &[u8],
+        server_key: &[u8],
+        client_ca: &[u8],
+    ) -> Result<Self, MtlsError> {
+        Self::new(ServerTls::from_pem(server_cert_chain, server_key)?.client_ca(client_ca)?)
+    }
+
+    /// From a listener's TLS, which must require client certificates ([`ServerTls::client_ca`]). No client is
+    /// mapped yet.
+    pub fn new(tls: ServerTls) -> Result<Self, MtlsError> {
+        if !tls.requires_client_certificates() {
+            return Err(MtlsError::Tls(
+                "mutual TLS needs a client CA: the listener asks for no client certificate".into(),
+            ));
+        }
+        Ok(MtlsAuth {
+            tls,
+            clients: Arc::new(BTreeMap::new()),
+        })
+    }
+
+    /// The listener's TLS.
+    pub fn tls(&self) -> &ServerTls {
+        &self.tls
+    }
+
+    /// See [`ServerTls::revocation_lists`].
+    pub fn revocation_lists(mut self, pem: &[u8]) -> Result<Self, MtlsError> {
+        self.tls = self.tls.revocation_lists(pem)?;
+        Ok(self)
+    }
+
+    /// See [`ServerTls::revocation_lists_file`].
+    pub fn revocation_lists_file(mut self, path: &Path) -> Result<Self, MtlsError> {
+        self.tls = self.tls.revocation_lists_file(path)?;
+        Ok(self)
+    }
+
     /// [`from_pem`](Self::from_pem) with the contents of three files.
     pub fn from_pem_files(
         server_cert_chain: &Path,
         server_key: &Path,
         client_ca: &Path,
     ) -> Result<Self, MtlsError> {
-        let read = |path: &Path| {
-            std::fs::read(path).map_err(|source| MtlsError::Read {
-                path: path.to_path_buf(),
-                source,
-            })
-        };
         Self::from_pem(
             &read(server_cert_chain)?,
             &read(server_key)?,
@@ -365,7 +491,7 @@ impl MtlsAuth {
 
     /// Time allowed for a client's TLS handshake (default 5 s).
     pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
-        self.handshake_timeout = timeout;
+        self.tls = self.tls.handshake_timeout(timeout);
         self
     }
 
@@ -599,14 +725,14 @@ impl CrlFile {
 
     /// Looks at the file, and when it has a new version that can be used, makes the configuration from it. Blocking
     /// (a read, the lists parsed): run on the blocking pool. The lock is held only to swap the configuration.
-    fn refresh(&self, auth: &MtlsAuth) {
+    fn refresh(&self, tls: &ServerTls) {
         let in_use = self.lock().version;
         let seen = Self::version(&self.path);
         if seen.as_ref().is_ok_and(|version| *version == in_use) {
             return;
         }
         match Self::read(&self.path)
-            .and_then(|(pem, version)| Ok((auth.config_with_crls(&pem)?, version)))
+            .and_then(|(pem, version)| Ok((tls.config_with_crls(&pem)?, version)))
         {
             Ok((config, version)) => {
                 tracing::info!(path = %self.path.display(), "client revocation lists read again");
@@ -631,7 +757,7 @@ impl CrlFile {
     }
 }
 
-impl MtlsAuth {
+impl ServerTls {
     /// The configuration in use: the one made from the revocation lists read last.
     fn current(&self) -> Arc<Tls> {
         match &self.crl_file {
@@ -672,10 +798,10 @@ impl MtlsAuth {
         {
             return Ok(());
         }
-        let Some(leaf) = &peer.certificate else {
+        let (Some(leaf), Some(verifier)) = (&peer.certificate, &current.verifier) else {
             return Err("no_client_certificate");
         };
-        match current.verifier.verify_client_cert(
+        match verifier.verify_client_cert(
             leaf,
             &peer.intermediates,
             rustls_pki_types::UnixTime::now(),
@@ -694,7 +820,7 @@ impl MtlsAuth {
         let Some(file) = self.crl_file.clone() else {
             return;
         };
-        let auth = Arc::new(self);
+        let tls = Arc::new(self);
         let mut ticks = tokio::time::interval(CRL_RECHECK);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // The first tick is now: the file was just read.
@@ -704,9 +830,9 @@ impl MtlsAuth {
                 _ = ticks.tick() => {}
                 () = stop.cancelled() => return,
             }
-            let (file, auth) = (file.clone(), auth.clone());
+            let (file, tls) = (file.clone(), tls.clone());
             // A panic in the blocking task (none is expected) leaves the lists in use.
-            let _ = tokio::task::spawn_blocking(move || file.refresh(&auth)).await;
+            let _ = tokio::task::spawn_blocking(move || file.refresh(&tls)).await;
         }
     }
 }
