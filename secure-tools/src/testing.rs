@@ -73,6 +73,9 @@ impl<S: Send + Sync + 'static> ToolTester<S> {
     }
 
     /// Calls `tool` as `caller` with `arguments` (a JSON object, or `null` for none) through the whole pipeline.
+    /// The output is the pipeline's, before a transport shapes it for the client's protocol revision: a
+    /// structured output that is not an object reaches a client of a revision before 2026-07-28 as text only (see
+    /// [`client`](Self::client) for what a client receives).
     ///
     /// # Panics
     /// If `arguments` is neither an object nor `null`.

@@ -112,7 +112,9 @@ impl<'a> GuardCall<'a> {
         self.valid
     }
 
-    /// The tool set's state, if it is of type `T` (the `S` of `ToolSet<S>`).
+    /// The tool set's state, if it is of type `T` (the `S` of `ToolSet<S>` itself); `None` for any other type,
+    /// including a part a handler's `State<T>` takes through `FromRef`: take such a part from the whole
+    /// (`call.state::<App>().map(|app| &app.tickets)`).
     pub fn state<T: 'static>(&self) -> Option<&'a T> {
         self.state.downcast_ref()
     }
