@@ -639,6 +639,22 @@ async fn a_browser_page_on_an_allowed_origin_can_use_the_server() {
         assert_eq!(response.status(), 200);
         assert_eq!(header(&response, "access-control-allow-origin"), origin);
     }
+    // The same document asked without an `Origin` (a native client) carries no grant, but says that it varies by
+    // `Origin`: a shared cache must not hand this copy to a page, which would then be unable to read it.
+    let response = client()
+        .get(format!(
+            "{}/.well-known/oauth-protected-resource/mcp",
+            server.base
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(header(&response, "access-control-allow-origin"), "");
+    assert!(
+        names(&response, "vary").contains(&"origin".to_owned()),
+        "{response:?}"
+    );
     // Preflights are not refusals: no record. The two 401s and the two 413s are.
     let reasons = server.rejection_reasons();
     assert_eq!(

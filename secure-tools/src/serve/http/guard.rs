@@ -74,7 +74,16 @@ async fn guarded(shared: Arc<Shared>, request: Request, next: Route) -> Response
             Err(never) => match never {},
         };
     }
-    limited(shared, request, next).await
+    // With pages granted CORS, an answer depends on the request's `Origin`: this one, to a request without one,
+    // carries no grant, and a shared cache must not serve it to a page (which could not read it then).
+    let varies = !shared.allowed_origins.is_empty();
+    let mut response = limited(shared, request, next).await;
+    if varies {
+        response
+            .headers_mut()
+            .append(header::VARY, axum::http::HeaderValue::from_static("origin"));
+    }
+    response
 }
 
 /// The body's declared size and the time until the answer starts; then the audit of a refusal from further in.
