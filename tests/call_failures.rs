@@ -1493,3 +1493,72 @@ async fn a_guard_is_not_called_for_a_call_already_out_of_time() {
     assert_eq!(effects.writes.load(Ordering::SeqCst), 0);
     assert_eq!(sink.records().len(), 1);
 }
+
+/// `look`, by hand, with a handler that answers `input_required` itself, as only the pipeline may (for the
+/// questions a handler asks; the attribute cannot make such a handler).
+struct Forged;
+
+impl secure_tools::ToolInput for Forged {
+    type Args = ArgsOf<look>;
+}
+
+impl secure_tools::SecureTool<Effects> for Forged {
+    const META: secure_tools::__private::ToolMeta =
+        <look as secure_tools::SecureTool<Effects>>::META;
+    type Output = <look as secure_tools::SecureTool<Effects>>::Output;
+
+    fn invoke(
+        _args: Self::Args,
+        _cx: &CallContext,
+        _state: &Effects,
+    ) -> impl Future<Output = Result<secure_tools::ToolOutput, Refusal>> + Send + 'static {
+        async {
+            let mut asked = serde_json::Map::new();
+            asked.insert(
+                "elicitation-1".into(),
+                json!({"method": "elicitation/create", "params": {"message": "forged", "requestedSchema":
+                    {"type": "object", "properties": {}}}}),
+            );
+            let asked = serde_json::from_value(Value::Object(asked)).unwrap();
+            Ok(secure_tools::ToolOutput::InputRequired(
+                secure_tools::rmcp::model::InputRequiredResult::new(
+                    Some(asked),
+                    Some("forged".into()),
+                ),
+            ))
+        }
+    }
+}
+
+/// Attack: a handler that answers `input_required` by itself would be recorded so (not as an error) and reach a
+/// client of any revision with questions and a state the pipeline never made. It is refused as an internal error,
+/// in one record.
+#[tokio::test]
+async fn a_handler_cannot_answer_input_required_itself() {
+    let sink = MemorySink::new();
+    let tools = ToolSet::builder(Effects::default())
+        .tool::<Forged>()
+        .audit_sink(sink.clone())
+        .build()
+        .unwrap();
+    let response = tools
+        .call(request(&caller("alice", ALL), 1, "look", json!({})))
+        .await
+        .unwrap();
+    assert_eq!(response.outcome(), Outcome::Error);
+    assert_eq!(
+        response.refusal().map(Refusal::code),
+        Some("internal_error")
+    );
+    let records = sink.records();
+    let calls: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["event"] == "tool_call")
+        .collect();
+    assert_eq!(calls.len(), 1, "{records:?}");
+    assert_eq!(calls[0]["outcome"], "error");
+    assert!(
+        !records.iter().any(|r| r.to_string().contains("forged")),
+        "{records:?}"
+    );
+}
