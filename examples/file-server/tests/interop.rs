@@ -73,7 +73,17 @@ impl HttpServer {
 
     /// With further flags.
     fn start_with(args: &[&str]) -> HttpServer {
-        let bearer = common::BearerHttp::new(SERVER, ISSUER, SECRET);
+        Self::start_as(common::BearerHttp::new(SERVER, ISSUER, SECRET), args)
+    }
+
+    /// Over HTTPS; and the CA's PEM file, for the clients to trust.
+    fn start_over_tls() -> (HttpServer, PathBuf) {
+        let mut bearer = common::BearerHttp::new(SERVER, ISSUER, SECRET);
+        let ca = bearer.over_tls();
+        (Self::start_as(bearer, &[]), ca)
+    }
+
+    fn start_as(bearer: common::BearerHttp, args: &[&str]) -> HttpServer {
         let common::Started { child, url, .. } = bearer.start(|command| {
             command.args(args);
         });
@@ -111,12 +121,33 @@ impl HttpServer {
 /// granting `files.read files.write` and one granting `files.read`; fails the test unless the script passes and the
 /// audit log shows every call as made over HTTP by the tokens' subject, with no request refused for its token.
 fn client_over_http(program: &str, args: &[&str]) {
+    client_over(HttpServer::start(), None, program, args);
+}
+
+/// [`client_over_http`] over HTTPS (bearer tokens, `--tls-cert` and `--tls-key`), the clients trusting the test CA
+/// through their standard variables (`SSL_CERT_FILE` for Python's httpx, `NODE_EXTRA_CA_CERTS` for Node).
+fn client_over_https(program: &str, args: &[&str]) {
+    let (server, ca) = HttpServer::start_over_tls();
+    assert!(
+        server.url.starts_with("https://localhost:"),
+        "{}",
+        server.url
+    );
+    client_over(server, Some(ca), program, args);
+}
+
+fn client_over(server: HttpServer, ca: Option<PathBuf>, program: &str, args: &[&str]) {
     install();
     let root = repo_root();
-    let server = HttpServer::start();
+    let mut command = Command::new(root.join(program));
+    if let Some(ca) = &ca {
+        command
+            .env("SSL_CERT_FILE", ca)
+            .env("NODE_EXTRA_CA_CERTS", ca);
+    }
     script(
         &args.join(" "),
-        Command::new(root.join(program))
+        command
             .args(args)
             .env("SECURE_FILE_SERVER_URL", &server.url)
             .env("TOKEN_FULL", server.token("files.read files.write"))
@@ -205,6 +236,16 @@ fn typescript_sdk_v2_client_in_auto_mode_discovers_the_stateless_revision_over_h
 #[test]
 fn mcp_inspector_cli_over_http() {
     client_over_http(NODE22, &["interop/node/inspector.mjs", "http"]);
+}
+
+#[test]
+fn python_sdk_client_over_https() {
+    client_over_https(PYTHON, &["interop/python_sdk.py", "http", "client-auto"]);
+}
+
+#[test]
+fn typescript_sdk_v2_client_over_https() {
+    client_over_https(NODE22, &["interop/node/ts-sdk-v2.mjs", "http", "legacy"]);
 }
 
 /// Review finding: the HTTP runner's own refusals (no token, a body over the limit, ...) were `text/plain`, which

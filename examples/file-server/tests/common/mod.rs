@@ -12,8 +12,8 @@ use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 use std::process::{Child, ExitStatus, Stdio};
 
-/// The start of the line the runner prints once it listens for MCP over plain HTTP (the URL follows).
-const SERVING_MCP: &str = "serving MCP over HTTP at";
+/// The start of the line the runner prints once it listens for MCP, over HTTP or HTTPS (the URL follows).
+const SERVING_MCP: &str = "serving MCP over HTTP";
 
 /// How many times [`start_on_a_held_port`] starts a server that found its port taken.
 const ATTEMPTS: usize = 5;
@@ -90,8 +90,7 @@ pub fn refused_start(command: &mut std::process::Command) -> (ExitStatus, String
             .spawn()
             .expect("starting the server"),
     );
-    // `SERVING_MCP` without its ` at`: over HTTPS too.
-    match read_until(&mut child, "serving MCP over HTTP", |_| {}) {
+    match read_until(&mut child, SERVING_MCP, |_| {}) {
         Ok(listening) => panic!(
             "the server started instead of refusing to:\n{}",
             listening.text()
@@ -261,6 +260,8 @@ pub struct BearerHttp {
     server: String,
     issuer: String,
     secret: String,
+    /// Served over HTTPS with this certificate and key, at `https://localhost:PORT/mcp`.
+    tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 /// A [`BearerHttp`] server started and listening.
@@ -288,15 +289,64 @@ impl BearerHttp {
             server: server.to_owned(),
             issuer: issuer.to_owned(),
             secret: secret.to_owned(),
+            tls: None,
         }
+    }
+
+    /// Served over HTTPS, with a certificate for `localhost` signed by a CA made here: returns the CA's PEM file,
+    /// for the clients to trust.
+    pub fn over_tls(&mut self) -> std::path::PathBuf {
+        use rcgen::{
+            BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair,
+            KeyUsagePurpose,
+        };
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "secure-tools test CA");
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+        let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+        let mut params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "localhost");
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &ca).unwrap();
+        let write = |name: &str, text: String| {
+            let path = self.dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            path
+        };
+        let (cert, key) = (
+            write("server.pem", cert.pem()),
+            write("server.key", key.serialize_pem()),
+        );
+        std::fs::set_permissions(
+            &key,
+            <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600),
+        )
+        .unwrap();
+        self.tls = Some((cert, key));
+        write("ca.pem", ca.pem())
     }
 
     /// The command serving on the loopback `port`, its standard error piped for [`wait_until_listening`], to add
     /// to and spawn; and the MCP endpoint's URL.
     pub fn command(&self, port: u16) -> (std::process::Command, String) {
         use std::process::Stdio;
-        let url = format!("http://127.0.0.1:{port}/mcp");
+        let url = match self.tls {
+            Some(_) => format!("https://localhost:{port}/mcp"),
+            None => format!("http://127.0.0.1:{port}/mcp"),
+        };
         let mut command = std::process::Command::new(&self.server);
+        if let Some((cert, key)) = &self.tls {
+            command
+                .arg("--tls-cert")
+                .arg(cert)
+                .arg("--tls-key")
+                .arg(key);
+        }
         command
             .arg("--data-root")
             .arg(&self.data)
