@@ -29,8 +29,9 @@ pub fn check(settings: &ServerArgs) -> Result<(), String> {
         };
         return Err(format!(
             "the server at {bind} serves {how}, which this check cannot ask (it speaks plain HTTP): ask \
-             https://{bind}/healthz yourself (with a client certificate of its CA if it requires one), or watch \
-             the process instead"
+             https://HOST:{port}/healthz yourself (with a client certificate of its CA if it requires one), or \
+             watch the process instead",
+            port = bind.port()
         ));
     }
     ask(bind)

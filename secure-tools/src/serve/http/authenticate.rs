@@ -134,12 +134,16 @@ struct Identified {
 async fn identify(shared: &Shared, head: Head<'_>) -> Result<Identified, Response> {
     // The handshake's checks of a client certificate, again: the connection may have outlived the certificate or
     // the lists.
+    // A request that came through no TLS listener of ours (the router embedded and served by an application's own
+    // listener) shows no certificate: refused, as required certificates cannot be checked.
     #[cfg(feature = "mtls")]
     if let Some(tls) = &shared.client_certificates
-        && let Some(Err(reason)) = head
+        && let Err(reason) = head
             .extensions
             .get::<axum::extract::ConnectInfo<mtls::TlsPeer>>()
-            .map(|info| tls.recheck(&info.0))
+            .map_or(Err("missing_client_certificate"), |info| {
+                tls.recheck(&info.0)
+            })
     {
         return Err(shared.reject(
             StatusCode::FORBIDDEN,

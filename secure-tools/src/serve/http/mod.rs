@@ -117,7 +117,9 @@ pub struct HttpSettings {
     pub metrics: Option<SocketAddr>,
     /// Serve HTTPS with this certificate and key (feature `mtls`), with bearer tokens ([`Auth::Bearer`]); given a
     /// client CA ([`mtls::ServerTls::client_ca`]), only clients with a certificate of it connect, and the caller
-    /// is still the token's. Mutual TLS ([`Auth::MutualTls`]) brings its own and leaves this `None`.
+    /// is still the token's. Mutual TLS ([`Auth::MutualTls`]) brings its own and leaves this `None`. The runner
+    /// serves it; a [`router`] served by a listener of yours cannot, and with a client CA it refuses every request
+    /// (`403 missing_client_certificate`), since no certificate can be checked.
     #[cfg(feature = "mtls")]
     pub tls: Option<mtls::ServerTls>,
 }
@@ -592,6 +594,7 @@ where
             Security::Tls(tls) => {
                 let how = match (&settings.auth, tls.requires_client_certificates()) {
                     (Auth::MutualTls(_), _) => "mutual TLS",
+                    (Auth::None { .. }, _) => "no authentication",
                     (_, true) => "bearer tokens, from clients with certificates",
                     (_, false) => "bearer tokens",
                 };
@@ -634,7 +637,9 @@ where
 
 /// The axum application serving `tools` as `settings` say: `/mcp` and the protected resource metadata, behind the
 /// checks described in the [module docs](self). For embedding in an application of your own (which then serves
-/// connections itself, without this runner's connection bounds); the runners serve it for you.
+/// connections itself, without this runner's connection bounds or TLS); the runners serve it for you. Client
+/// certificates cannot be checked on connections this crate did not accept: with mutual TLS, or a client CA in
+/// [`HttpSettings::tls`], every request to `/mcp` is refused `403 missing_client_certificate`.
 pub fn router<S: Send + Sync + 'static>(tools: &ToolSet<S>, settings: &Settings) -> Router {
     router_for(tools, settings, |secure| secure)
 }
@@ -960,5 +965,70 @@ mod tests {
             .await,
             Duration::from_secs(10)
         );
+    }
+
+    /// Review finding: the router served by a listener of an application's own (no TLS of ours) took a bearer
+    /// token alone where the settings required a client certificate too. Now it refuses, as it does for mutual TLS;
+    /// without a client CA the same request is served.
+    #[cfg(feature = "mtls")]
+    #[tokio::test]
+    async fn an_embedded_router_refuses_when_client_certificates_cannot_be_checked() {
+        use tower::ServiceExt as _;
+        let pki = mtls::tests::pki();
+        let secret = "0123456789abcdef0123456789abcdef";
+        let resource = "https://localhost/mcp";
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let token = jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &serde_json::json!({"iss": "https://issuer.test", "aud": resource, "sub": "alice",
+                                "scope": "", "iat": now, "exp": now + 300}),
+            &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .unwrap();
+        let status = |client_ca: bool| {
+            let token = token.clone();
+            let mut tls =
+                mtls::ServerTls::from_pem(pki.cert.as_bytes(), pki.key.as_bytes()).unwrap();
+            if client_ca {
+                tls = tls.client_ca(pki.ca.as_bytes()).unwrap();
+            }
+            async move {
+                let auth = BearerAuth::new(
+                    "https://issuer.test",
+                    resource,
+                    VerificationKeys::hmac_secret(secret.as_bytes()).unwrap(),
+                );
+                let mut settings =
+                    Settings::http(SocketAddr::from(([127, 0, 0, 1], 0)), Auth::Bearer(auth));
+                if let Transport::Http(http) = &mut settings.transport {
+                    http.tls = Some(tls);
+                }
+                let tools = ToolSet::builder(()).build().unwrap();
+                let request = axum::http::Request::post("/mcp")
+                    .header("host", "localhost")
+                    .header("content-type", "application/json")
+                    .header("accept", "application/json, text/event-stream")
+                    .header("mcp-protocol-version", "2025-11-25")
+                    .header("authorization", format!("Bearer {token}"))
+                    .body(axum::body::Body::from(
+                        r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#,
+                    ))
+                    .unwrap();
+                let response = router(&tools, &settings).oneshot(request).await.unwrap();
+                let status = response.status();
+                let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+                    .await
+                    .unwrap();
+                (status, String::from_utf8_lossy(&body).into_owned())
+            }
+        };
+        let (refused, body) = status(true).await;
+        assert_eq!(refused, StatusCode::FORBIDDEN, "{body}");
+        assert!(body.contains("missing_client_certificate"), "{body}");
+        let (served, body) = status(false).await;
+        assert_eq!(served, StatusCode::OK, "{body}");
     }
 }

@@ -192,6 +192,8 @@ pub struct ServerTls {
     crl_file: Option<Arc<CrlFile>>,
     /// What the server configuration is made of, to make it again with revocation lists.
     parts: Arc<ConfigParts>,
+    /// Whether revocation lists were given (then a client CA given after them is refused: it would drop them).
+    revoking: bool,
     handshake_timeout: Duration,
 }
 
@@ -303,6 +305,7 @@ impl ServerTls {
             server_config: Arc::new(parts.server_config(Vec::new())?),
             crl_file: None,
             parts: Arc::new(parts),
+            revoking: false,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
         })
     }
@@ -314,8 +317,13 @@ impl ServerTls {
 
     /// Requires every client to present a certificate signed by one of these CA certificates (PEM, one or more):
     /// a handshake without one, or with another, fails and is audited as a `tls_rejected` record (see the [module
-    /// docs](self)). Revocation lists given before are dropped: give them after.
+    /// docs](self)). Give it before the revocation lists: after them it is refused (it would drop them).
     pub fn client_ca(mut self, pem: &[u8]) -> Result<Self, MtlsError> {
+        if self.revoking {
+            return Err(MtlsError::Tls(
+                "give the client CA before its revocation lists".into(),
+            ));
+        }
         let mut roots = RootCertStore::empty();
         for ca in certificates(pem, "client CA")? {
             roots
@@ -354,6 +362,7 @@ impl ServerTls {
     pub fn revocation_lists(mut self, pem: &[u8]) -> Result<Self, MtlsError> {
         self.server_config = Arc::new(self.config_with_crls(pem)?);
         self.crl_file = None;
+        self.revoking = true;
         Ok(self)
     }
 
@@ -398,6 +407,7 @@ impl ServerTls {
                 config: self.server_config.clone(),
             }),
         }));
+        self.revoking = true;
         Ok(self)
     }
 
@@ -918,8 +928,82 @@ fn not_after(certificate: &CertificateDer<'_>) -> Option<std::time::SystemTime> 
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// A CA, a server certificate for `localhost` signed by it, and a revocation list of it revoking nothing: PEM.
+    pub(crate) struct Pki {
+        pub(crate) ca: String,
+        pub(crate) cert: String,
+        pub(crate) key: String,
+        pub(crate) crl: String,
+    }
+
+    pub(crate) fn pki() -> Pki {
+        use rcgen::{
+            BasicConstraints, CertificateParams, CertificateRevocationListParams, CertifiedIssuer,
+            IsCa, KeyIdMethod, KeyPair, KeyUsagePurpose, SerialNumber, date_time_ymd,
+        };
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec!["localhost".to_owned()])
+            .unwrap()
+            .signed_by(&key, &ca)
+            .unwrap();
+        let crl = CertificateRevocationListParams {
+            this_update: date_time_ymd(2098, 1, 1),
+            next_update: date_time_ymd(2099, 1, 1),
+            crl_number: SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: Vec::new(),
+            key_identifier_method: KeyIdMethod::Sha256,
+        }
+        .signed_by(&ca)
+        .unwrap();
+        Pki {
+            ca: ca.pem(),
+            cert: cert.pem(),
+            key: key.serialize_pem(),
+            crl: crl.pem().unwrap(),
+        }
+    }
+
+    /// Review finding: no builder order or combination may leave client certificates unchecked while the code
+    /// reads as if they were: revocation lists without a client CA, mutual TLS without one, and a client CA given
+    /// after the lists (which made the configuration again without them) are refused.
+    #[test]
+    fn the_listeners_tls_refuses_what_it_could_not_enforce() {
+        let pki = pki();
+        let plain = ServerTls::from_pem(pki.cert.as_bytes(), pki.key.as_bytes()).unwrap();
+        assert!(!plain.requires_client_certificates());
+        assert!(plain.acceptor().2.verifier.is_none());
+        let error = plain
+            .clone()
+            .revocation_lists(pki.crl.as_bytes())
+            .err()
+            .unwrap();
+        assert!(error.to_string().contains("need a client CA"), "{error}");
+        let error = MtlsAuth::new(plain.clone()).err().unwrap();
+        assert!(error.to_string().contains("needs a client CA"), "{error}");
+
+        let checked = plain.client_ca(pki.ca.as_bytes()).unwrap();
+        assert!(checked.requires_client_certificates());
+        assert!(checked.acceptor().2.verifier.is_some());
+        let revoking = checked.revocation_lists(pki.crl.as_bytes()).unwrap();
+        let error = revoking.client_ca(pki.ca.as_bytes()).err().unwrap();
+        assert!(
+            error.to_string().contains("before its revocation lists"),
+            "{error}"
+        );
+        let mtls = MtlsAuth::from_pem(pki.cert.as_bytes(), pki.key.as_bytes(), pki.ca.as_bytes())
+            .unwrap()
+            .revocation_lists(pki.crl.as_bytes())
+            .unwrap();
+        assert!(mtls.tls().requires_client_certificates());
+    }
 
     #[test]
     fn mappings_parse_as_name_equals_scopes() {
