@@ -425,6 +425,7 @@ impl<S: Send + Sync + 'static> ToolSetBuilder<S> {
         if let Some(path) = &settings.audit_log {
             let mut sink =
                 audit::ChainedFileSink::append_to(path, settings.audit_chain_key.clone())?
+                    .server_id(server_id.unwrap_or(&self.server_id))
                     .with_durability(settings.audit_durability);
             if let Some(checkpoints) = &settings.audit_checkpoints {
                 sink = sink

@@ -413,3 +413,68 @@ fn a_record_whose_write_fails_part_way_leaves_no_fragment() {
     let (code, result) = verify(&[&audit], None, None);
     assert_eq!(code, 0, "{result}");
 }
+
+/// Operator's trial: after a crash or a power loss cut the audit file's last line short, the server refused to
+/// start on it, naming a keyed/unkeyed mix-up. It now cuts the fragment off, names it in an `incomplete_line_cut`
+/// record stamped with its own server id, and carries on; the verifier finds the chain intact and notes the cut,
+/// and a keyed chain verified without its key is told so (not "not a chained record").
+#[test]
+fn a_restart_after_a_write_cut_short_carries_the_chain_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let key = dir.path().join("chain.key");
+    std::fs::write(&key, KEY).unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    run_server(&data, &audit, &[("MCP_AUDIT_CHAIN_KEY", &key)]);
+    let whole = std::fs::read(&audit).unwrap();
+    std::fs::write(&audit, &whole[..whole.len() - 50]).unwrap();
+    run_server(&data, &audit, &[("MCP_AUDIT_CHAIN_KEY", &key)]);
+    let records: Vec<Value> = lines(&audit)
+        .iter()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let events: Vec<&str> = records
+        .iter()
+        .map(|r| r["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        events,
+        [
+            "server_start",
+            "incomplete_line_cut",
+            "server_start",
+            "server_stop"
+        ]
+    );
+    assert_eq!(records[1]["server_id"], "secure-file-server");
+    assert_eq!(records[1]["bytes"].as_u64().unwrap() + 50, {
+        let first_newline = whole.iter().position(|b| *b == b'\n').unwrap();
+        (whole.len() - first_newline - 1) as u64
+    });
+    let (code, result) = verify(&[&audit], Some(&key), None);
+    assert_eq!(code, 0, "{result}");
+    assert_eq!(result["records"], 4);
+    assert_eq!(result["lines_cut"][0]["seq"], 2, "{result}");
+    let (code, stdout, _) = secure_tools(
+        &[
+            "audit",
+            "verify",
+            "--key-file",
+            key.to_str().unwrap(),
+            audit.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, 0);
+    assert!(
+        stdout.contains("intact: 4 records") && stdout.contains("cut off an incomplete last line"),
+        "{stdout}"
+    );
+    let (code, stdout, _) = secure_tools(&["audit", "verify", audit.to_str().unwrap()], &[]);
+    assert_eq!(code, 1);
+    assert!(stdout.contains("verify it with --key-file"), "{stdout}");
+    let (code, _, stderr) = secure_tools(&["audit", "verify", "/nonexistent/audit.jsonl"], &[]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("/nonexistent/audit.jsonl"), "{stderr}");
+}

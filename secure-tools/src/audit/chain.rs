@@ -29,6 +29,11 @@
 //! `"checkpoint"`, the `seq` of that last checkpoint (`null`: none found), and `"unvouched"`, how many records
 //! before this one it does not vouch for (the records numbered `seq - unvouched` to `seq - 1`). The verifier lists
 //! such ranges ([`Verification::unvouched`]).
+//!
+//! A file whose last line was cut short (a crash or a power loss during a write: no newline, and no record) has
+//! that fragment cut off when a sink opens it to continue it, and the sink's first line is an `incomplete_line_cut`
+//! record naming it (`bytes`, `sha256`), before a `chain_resumed` one; the verifier lists those
+//! ([`Verification::lines_cut`]).
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, Read, Seek, SeekFrom, Write};
@@ -59,7 +64,7 @@ impl std::fmt::Debug for ChainKey {
 impl ChainKey {
     /// The key in the file at `path` (its bytes, at least 32; surrounding whitespace is not part of it).
     pub fn read(path: impl AsRef<Path>) -> io::Result<Self> {
-        let bytes = std::fs::read(path.as_ref())?;
+        let bytes = std::fs::read(path.as_ref()).map_err(|error| naming(path.as_ref(), error))?;
         let key = bytes.trim_ascii().to_vec();
         if key.len() < 32 {
             return Err(io::Error::new(
@@ -97,7 +102,7 @@ impl std::fmt::Debug for CheckpointKey {
 }
 
 fn read_hex32(path: &Path, what: &str) -> io::Result<[u8; 32]> {
-    let text = std::fs::read_to_string(path)?;
+    let text = std::fs::read_to_string(path).map_err(|error| naming(path, error))?;
     let text = text.trim();
     let bad = || {
         io::Error::new(
@@ -275,6 +280,9 @@ struct ChainState {
     /// With checkpoints: the file's last signed checkpoint is still to be found, and the records after it named
     /// (a `chain_resumed` record), before this sink's first line.
     resume_pending: bool,
+    /// The incomplete last line cut off the file as it was opened (its length and SHA-256), to be named by an
+    /// `incomplete_line_cut` record before this sink's first line.
+    cut_pending: Option<(u64, String)>,
     durability: Durability,
     server_id: std::sync::Arc<str>,
     mirror: Option<std::sync::Arc<dyn LineMirror>>,
@@ -405,6 +413,15 @@ impl ChainedFileSink {
                 ));
             }
         }
+        let (torn, cut) = mend_torn_end(&mut file, key.as_ref())?;
+        if let Some((bytes, _)) = &cut {
+            tracing::warn!(
+                path = %path.display(),
+                bytes,
+                "the audit log ended with an incomplete line (a crash or power loss during a write): it was cut off, \
+                 and an `incomplete_line_cut` record names it (its length and SHA-256)"
+            );
+        }
         let mut last = last_line(&mut file)?;
         if last.is_none() {
             // A new or emptied file after rotation continues the chain of the file rotated out (logrotate's first
@@ -420,7 +437,7 @@ impl ChainedFileSink {
         Ok(ChainedFileSink {
             state: std::sync::Arc::new(Mutex::new(ChainState {
                 file,
-                torn: false,
+                torn,
                 seq,
                 prev,
                 unsigned: 0,
@@ -430,6 +447,7 @@ impl ChainedFileSink {
                 unsynced: false,
                 key,
                 resume_pending: false,
+                cut_pending: cut,
                 durability: Durability::Write,
                 server_id: "secure-tools".into(),
                 mirror: None,
@@ -463,6 +481,13 @@ impl ChainedFileSink {
                 tracing::error!(%error, "no thread for timed audit syncs; records are synced as later ones come");
             }
         }
+        self
+    }
+
+    /// Stamps the lines the sink writes of itself (checkpoints, `chain_resumed`, `incomplete_line_cut`) with
+    /// `server_id` (default `secure-tools`; [`with_checkpoints`](Self::with_checkpoints) sets it too).
+    pub fn server_id(self, server_id: &str) -> Self {
+        self.lock().server_id = server_id.into();
         self
     }
 
@@ -558,6 +583,19 @@ impl ChainedFileSink {
         stop: bool,
     ) -> Result<(), AuditError> {
         let mut state = self.lock();
+        if let Some((bytes, digest)) = state.cut_pending.clone() {
+            let note = serde_json::json!({
+                "ts": super::Timestamp(std::time::SystemTime::now()).to_string(),
+                "server_id": &*state.server_id,
+                "event": "incomplete_line_cut",
+                "bytes": bytes,
+                "sha256": digest,
+            });
+            // Written; a failed sync is the record's after it to report (it syncs this one too).
+            let _synced = state.append(serde_json::to_vec(&note)?, None)?;
+            state.unsigned += 1;
+            state.cut_pending = None;
+        }
         if let Some(checkpoints) = &self.checkpoints
             && state.resume_pending
         {
@@ -764,6 +802,12 @@ impl ChainState {
     }
 }
 
+/// `error` with the file it is about, its kind kept: with several files (a rotated set, the keys) the bare OS
+/// message ("No such file or directory") does not say which.
+fn naming(path: &Path, error: io::Error) -> io::Error {
+    io::Error::new(error.kind(), format!("{}: {error}", path.display()))
+}
+
 fn invalid(path: &Path, message: &str) -> io::Error {
     io::Error::new(
         io::ErrorKind::InvalidData,
@@ -931,6 +975,44 @@ fn signed_checkpoint(
         .then_some(seq)
 }
 
+/// Mends the end of a file opened to be continued, when a write into it was cut short (the process died in it, or a
+/// power loss kept part of it), so that it does not stop the server's start, nor glue the next record to a
+/// fragment. A last line without its newline that is a whole record sealed as this chain seals is kept, and the
+/// next record starts on a line of its own (`.0`). Anything else after the last newline is cut off, if a line
+/// precedes it (a file that is one line and no record is not a chain, and is refused as before), and its length and
+/// SHA-256 are returned (`.1`), for the record that names it: a fragment never was a record, and no record before
+/// it is touched. The verifier reports such a fragment as an incomplete last line; the sink writing past it would
+/// make it a line that is not a record, which the verifier cannot tell from tampering.
+fn mend_torn_end(
+    file: &mut File,
+    key: Option<&ChainKey>,
+) -> io::Result<(bool, Option<(u64, String)>)> {
+    let length = file.metadata()?.len();
+    if length == 0 {
+        return Ok((false, None));
+    }
+    let start = length.saturating_sub(MAX_LINE as u64 + 1);
+    file.seek(SeekFrom::Start(start))?;
+    let mut tail = Vec::new();
+    file.take(length - start).read_to_end(&mut tail)?;
+    if tail.last() == Some(&b'\n') {
+        return Ok((false, None));
+    }
+    let Some(newline) = tail.iter().rposition(|b| *b == b'\n') else {
+        return Ok((false, None));
+    };
+    let fragment = &tail[newline + 1..];
+    if matches!(checked_seal(fragment, key), Seal::Verified(_)) && strict_object(fragment).is_some()
+    {
+        return Ok((true, None));
+    }
+    let digest = hex(&Sha256::digest(fragment));
+    let bytes = fragment.len() as u64;
+    file.set_len(length - bytes)?;
+    file.sync_data()?;
+    Ok((false, Some((bytes, format!("sha256:{digest}")))))
+}
+
 /// The last non-empty line of a file (records are bounded, so the last 1 MiB holds it).
 fn last_line(file: &mut File) -> io::Result<Option<Vec<u8>>> {
     let length = file.metadata()?.len();
@@ -1008,6 +1090,23 @@ pub struct Verification {
     pub unvouched: Vec<Unvouched>,
     /// How many such ranges there are (more than listed when over [`MAX_UNVOUCHED`]).
     pub unvouched_ranges: u64,
+    /// The `incomplete_line_cut` records, the first [`MAX_UNVOUCHED`] in order: a server restarting on a file whose
+    /// last line was cut short (a crash or power loss during a write) cut that fragment off, which never was a
+    /// record, and named its length and SHA-256 there.
+    pub lines_cut: Vec<LineCut>,
+}
+
+/// An incomplete last line a restarting server cut off, as its `incomplete_line_cut` record names it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct LineCut {
+    /// The fragment's length in bytes.
+    pub bytes: u64,
+    /// The `incomplete_line_cut` record.
+    pub seq: u64,
+    /// Its file.
+    pub file: String,
+    /// Its line in the file, from 1.
+    pub line: u64,
 }
 
 /// The most ranges of unvouched records [`Verification::unvouched`] lists.
@@ -1078,6 +1177,14 @@ pub enum Problem {
     LineTooLong { after: u64, file: String, line: u64 },
     /// A public key was given, and no checkpoint signed with it is in the files.
     NoCheckpoint,
+    /// The first record is sealed in the other mode: with a key (`mac`) when no key was given (verify with the
+    /// chain key), or without one (`hash`) when one was (not the keyed chain the key is for: an unkeyed log, or a
+    /// keyed one re-chained without the key).
+    WrongMode {
+        keyed: bool,
+        file: String,
+        line: u64,
+    },
 }
 
 impl std::fmt::Display for Problem {
@@ -1127,14 +1234,33 @@ impl std::fmt::Display for Problem {
                 line,
             } => write!(
                 f,
-                "the chain's head is missing: the first record is {first_seq}, not 1 ({file}:{line}); if older \
-                 files were removed on purpose, verify with --mid-chain"
+                "the chain's head is missing: the first record is {first_seq}, not 1 ({file}:{line}); give a \
+                 rotated set oldest first (FILE.1 before FILE), and if older files were removed on purpose, verify \
+                 with --mid-chain"
             ),
             Problem::LineTooLong { after, file, line } => write!(
                 f,
                 "the line after record {after} is longer than any record ({file}:{line})"
             ),
             Problem::NoCheckpoint => write!(f, "no checkpoint signed by the checkpoint key"),
+            Problem::WrongMode {
+                keyed: true,
+                file,
+                line,
+            } => write!(
+                f,
+                "the chain is sealed with a key (`mac`, {file}:{line}): verify it with --key-file and that key"
+            ),
+            Problem::WrongMode {
+                keyed: false,
+                file,
+                line,
+            } => write!(
+                f,
+                "the chain is sealed without a key (`hash`, {file}:{line}), not with the key given: an unkeyed log, \
+                 or a keyed one re-chained by someone without the key (whoever can write a file can make an \
+                 unkeyed chain of anything)"
+            ),
         }
     }
 }
@@ -1157,7 +1283,8 @@ fn appears_later<P: AsRef<Path>>(
     let mut line = Vec::new();
     for (n, path) in files.iter().enumerate().skip(file_index) {
         let skip = if n == file_index { index + 1 } else { 0 };
-        let mut reader = io::BufReader::new(File::open(path.as_ref())?);
+        let mut reader =
+            io::BufReader::new(File::open(path.as_ref()).map_err(|e| naming(path.as_ref(), e))?);
         let mut read = 0usize;
         while let Some((fits, _)) = read_line_ended(&mut reader, &mut line, MAX_LINE)? {
             read += 1;
@@ -1256,10 +1383,11 @@ fn verify_from<P: AsRef<Path>>(
     let mut confirmed = 0usize;
     let mut unvouched_ranges = 0u64;
     let mut pending = 0u64;
+    let mut lines_cut: Vec<LineCut> = Vec::new();
     'files: for (file_index, path) in files.iter().enumerate() {
         let path = path.as_ref();
         let shown = path.display().to_string();
-        let mut reader = io::BufReader::new(File::open(path)?);
+        let mut reader = io::BufReader::new(File::open(path).map_err(|error| naming(path, error))?);
         let mut line = Vec::new();
         let mut number = 0u64;
         while let Some((fits, ended)) = read_line_ended(&mut reader, &mut line, MAX_LINE)? {
@@ -1279,6 +1407,7 @@ fn verify_from<P: AsRef<Path>>(
                 incomplete: None,
                 unvouched: unvouched[..confirmed].to_vec(),
                 unvouched_ranges,
+                lines_cut: lines_cut.clone(),
             };
             let after = last.as_ref().map_or(0, |(seq, _)| *seq);
             if !fits {
@@ -1305,6 +1434,14 @@ fn verify_from<P: AsRef<Path>>(
                         line: number,
                     });
                     break 'files;
+                }
+                let other = if key.is_some() { "hash" } else { "mac" };
+                if last.is_none() && split_seal(&line, other).is_some() {
+                    return Ok(at(Problem::WrongMode {
+                        keyed: key.is_none(),
+                        file: shown,
+                        line: number,
+                    }));
                 }
                 return Ok(at(Problem::NotARecord {
                     after,
@@ -1447,6 +1584,14 @@ fn verify_from<P: AsRef<Path>>(
                     });
                 }
             }
+            if event == Some("incomplete_line_cut") && lines_cut.len() < MAX_UNVOUCHED {
+                lines_cut.push(LineCut {
+                    bytes: object.get("bytes").and_then(Value::as_u64).unwrap_or(0),
+                    seq,
+                    file: shown.clone(),
+                    line: number,
+                });
+            }
             after_stop = event == Some("server_stop");
             records += 1;
             first_seq.get_or_insert(seq);
@@ -1467,6 +1612,7 @@ fn verify_from<P: AsRef<Path>>(
         incomplete,
         unvouched,
         unvouched_ranges,
+        lines_cut,
     })
 }
 
@@ -1502,6 +1648,107 @@ mod tests {
 
     fn put(path: &Path, lines: &[String]) {
         std::fs::write(path, lines.join("\n") + "\n").unwrap();
+    }
+
+    /// Operator's trial: a crash or power loss during a write leaves the last line cut short. The verifier reports it
+    /// as incomplete (exit 0), but the server refused to start on the file ("not a chained record"), so the audit
+    /// (and so the server) stayed down until someone repaired the file by hand. Now the fragment, which never was a
+    /// record, is cut off as the file is opened, a record names its length and SHA-256, and the chain goes on,
+    /// keyed or not; the verifier lists the cut.
+    #[test]
+    fn a_restart_cuts_an_incomplete_last_line_names_it_and_continues() {
+        let key = ChainKey::from_bytes(&[7; 32]).unwrap();
+        for key in [None, Some(&key)] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("audit.jsonl");
+            write(&path, key, 1, 3);
+            let whole = std::fs::read(&path).unwrap();
+            let torn = &whole[..whole.len() - 50];
+            std::fs::write(&path, torn).unwrap();
+            let fragment = &torn[torn.iter().rposition(|b| *b == b'\n').unwrap() + 1..];
+            assert_eq!(
+                verify(&[&path], key, None)
+                    .unwrap()
+                    .incomplete
+                    .map(|i| i.line),
+                Some(3)
+            );
+
+            write(&path, key, 4, 4);
+            let file = lines(&path);
+            assert_eq!(file.len(), 4, "{file:#?}");
+            let note: Value = serde_json::from_str(&file[2]).unwrap();
+            assert_eq!(note["event"], "incomplete_line_cut");
+            assert_eq!(note["bytes"], fragment.len());
+            assert_eq!(
+                note["sha256"],
+                format!("sha256:{}", hex(&Sha256::digest(fragment)))
+            );
+            assert_eq!(note["seq"], 3);
+            let checked = verify(&[&path], key, None).unwrap();
+            assert_eq!(checked.problem, None, "{file:#?}");
+            assert_eq!((checked.records, checked.last_seq), (4, Some(4)));
+            assert_eq!(checked.incomplete, None);
+            assert_eq!(
+                checked
+                    .lines_cut
+                    .iter()
+                    .map(|cut| (cut.seq, cut.bytes, cut.line))
+                    .collect::<Vec<_>>(),
+                [(3, fragment.len() as u64, 3)]
+            );
+        }
+    }
+
+    /// A last record whole but for its newline is kept, and the next record starts on a line of its own (it was
+    /// glued to it); a file that is one line, no record and no newline is still refused (it is no chain).
+    #[test]
+    fn a_last_record_missing_only_its_newline_is_kept_and_a_lone_fragment_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        write(&path, None, 1, 2);
+        let whole = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &whole[..whole.len() - 1]).unwrap();
+        write(&path, None, 3, 3);
+        let checked = verify(&[&path], None, None).unwrap();
+        assert_eq!(checked.problem, None);
+        assert_eq!((checked.records, checked.lines_cut.len()), (3, 0));
+
+        let lone = dir.path().join("lone.jsonl");
+        std::fs::write(&lone, b"{\"not\": \"a rec").unwrap();
+        assert!(ChainedFileSink::append_to(&lone, None).is_err());
+        assert_eq!(std::fs::read(&lone).unwrap(), b"{\"not\": \"a rec");
+    }
+
+    /// Operator's trial: a keyed chain verified without its key was "not a chained record" (exit 1, as for
+    /// tampering), and an unkeyed one with a key the same; the verifier now says which mode the chain is in. A file
+    /// that cannot be read is named.
+    #[test]
+    fn a_chain_verified_in_the_other_mode_is_told_so_and_a_missing_file_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = ChainKey::from_bytes(&[7; 32]).unwrap();
+        let keyed = dir.path().join("keyed.jsonl");
+        write(&keyed, Some(&key), 1, 2);
+        let unkeyed = dir.path().join("unkeyed.jsonl");
+        write(&unkeyed, None, 1, 2);
+        let problem = verify(&[&keyed], None, None).unwrap().problem;
+        assert!(
+            matches!(problem, Some(Problem::WrongMode { keyed: true, .. })),
+            "{problem:?}"
+        );
+        assert!(problem.unwrap().to_string().contains("--key-file"));
+        let problem = verify(&[&unkeyed], Some(&key), None).unwrap().problem;
+        assert!(
+            matches!(problem, Some(Problem::WrongMode { keyed: false, .. })),
+            "{problem:?}"
+        );
+        // Not a hint to drop the key: an unkeyed chain is what a forger without the key makes.
+        assert!(!problem.unwrap().to_string().contains("without --key-file"));
+        let missing = dir.path().join("missing.jsonl");
+        let error = verify(&[&keyed, &missing], Some(&key), None).unwrap_err();
+        assert!(error.to_string().contains("missing.jsonl"), "{error}");
+        let error = ChainKey::read(dir.path().join("no.key")).err().unwrap();
+        assert!(error.to_string().contains("no.key"), "{error}");
     }
 
     #[test]
@@ -1576,7 +1823,7 @@ mod tests {
         write(&plain, None, 1, 2);
         assert!(matches!(
             verify(&[&plain], Some(&key), None).unwrap().problem,
-            Some(Problem::NotARecord { after: 0, .. })
+            Some(Problem::WrongMode { keyed: false, .. })
         ));
         // And a keyed file is not continued without its key, nor with another.
         assert!(ChainedFileSink::append_to(&path, None).is_err());

@@ -404,17 +404,19 @@ fn verify(
     if json {
         write_stdout(&format!("{}\n", json!(checked)))?;
     } else {
+        let plural =
+            |n: u64, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
         match &checked.problem {
             None => write_stdout(&format!(
-                "intact: {} records, numbered {} to {}; {} checkpoints; {}{}\n",
-                checked.records,
-                checked
-                    .first_seq
-                    .map_or_else(|| "-".to_owned(), |seq| seq.to_string()),
-                checked
-                    .last_seq
-                    .map_or_else(|| "-".to_owned(), |seq| seq.to_string()),
-                checked.checkpoints,
+                "intact: {}; {}; {}{}\n",
+                match (checked.first_seq, checked.last_seq) {
+                    (Some(first), Some(last)) => format!(
+                        "{}, numbered {first} to {last}",
+                        plural(checked.records, "record", "records")
+                    ),
+                    _ => "no records".to_owned(),
+                },
+                plural(checked.checkpoints, "checkpoint", "checkpoints"),
                 if public.is_none() {
                     "checkpoints not verified (no --checkpoint-key): a cut tail would not show"
                         .to_owned()
@@ -436,6 +438,13 @@ fn verify(
         }
         if checked.problem.is_none() {
             let mut warnings = String::new();
+            for cut in &checked.lines_cut {
+                warnings.push_str(&format!(
+                    "note: at record {} ({}:{}), a restarting server cut off an incomplete last line of {} bytes \
+                     (a write cut short by a crash or a power loss; it was no record), naming its SHA-256 there\n",
+                    cut.seq, cut.file, cut.line, cut.bytes
+                ));
+            }
             for range in &checked.unvouched {
                 warnings.push_str(&format!(
                     "warning: records {} to {} are not vouched for by a checkpoint of this key: the server that \
