@@ -1010,3 +1010,31 @@ fn the_demo_runs_whatever_server_settings_its_caller_has() {
     assert!(stdout.contains("write_file notes.txt: ok"), "{stdout}");
     assert!(stdout.contains("write_file notes.txt: refused"), "{stdout}");
 }
+
+/// Operator's trial: the data root written under a misspelled table (`[file]`) was reported as "no data root",
+/// naming neither the table nor the config file; the stray table's own message never came, as the root is looked
+/// for first. The message now names the config file's table and the one that is read by nothing.
+#[test]
+fn a_data_root_under_a_misspelled_table_is_named_as_such() {
+    let area = Area::new();
+    let config = area.path("server.toml");
+    std::fs::write(
+        &config,
+        format!("[file]\ndata-root = {:?}\n", area.data().to_str().unwrap()),
+    )
+    .unwrap();
+    let output = Command::new(SERVER)
+        .env("MCP_CONFIG", &config)
+        .env_remove("DATA_ROOT")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("no data root")
+            && stderr.contains("[file]")
+            && stderr.contains("[files] misspelled"),
+        "{stderr}"
+    );
+}

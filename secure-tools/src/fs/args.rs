@@ -42,9 +42,22 @@ impl RootArgs {
                 message,
             ))
         };
-        let data_root = args
-            .data_root
-            .ok_or_else(|| invalid("no data root: set DATA_ROOT or pass --data-root DIR".into()))?;
+        let data_root = args.data_root.ok_or_else(|| {
+            // A misspelled table (`[file]`) would hold it: say so, rather than only that it is missing.
+            let unread = settings.unread_sections();
+            let hint = if unread.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " (the config file's {} is no table this server reads: is it [{ROOT_SECTION}] misspelled?)",
+                    unread.join(", ")
+                )
+            };
+            invalid(format!(
+                "no data root: set DATA_ROOT, pass --data-root DIR, or give `data-root` in the config file's \
+                 [{ROOT_SECTION}] table{hint}"
+            ))
+        })?;
         let defaults = Limits::default();
         let limits = Limits {
             max_read_bytes: args.max_read_bytes.unwrap_or(defaults.max_read_bytes),

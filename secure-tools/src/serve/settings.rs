@@ -992,6 +992,22 @@ impl Settings {
         }
     }
 
+    /// The tables of the config file no part of the server has read so far ([`Settings::section`]), as written
+    /// (`[file]`): for a message about a setting missing, which a misspelled table may hold.
+    pub(crate) fn unread_sections(&self) -> Vec<String> {
+        let read = self
+            .file
+            .read
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.file
+            .sections
+            .keys()
+            .filter(|name| !read.contains(*name))
+            .map(|name| format!("[{}]", name_shown(name)))
+            .collect()
+    }
+
     /// Refuses a table of the config file that no part of the server has read ([`Settings::section`]).
     pub(crate) fn check_sections_read(&self) -> Result<(), SettingsError> {
         let read = self
