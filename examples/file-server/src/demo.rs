@@ -49,10 +49,7 @@ pub async fn run() -> Result<(), String> {
         println!(
             "  {:<11} scopes {scopes:<16} {}",
             tool.name,
-            tool.description
-                .as_deref()
-                .and_then(|d| d.lines().next())
-                .unwrap_or("")
+            first_sentence(tool.description.as_deref().unwrap_or(""))
         );
     }
     let read = call(&client, "read_file", json!({"filename": "greeting.txt"})).await?;
@@ -163,4 +160,19 @@ fn show(what: &str, result: &CallToolResult) {
 
 fn section(title: &str) {
     println!("\n== {title}");
+}
+
+/// A description's first sentence, its lines joined (a doc comment wraps them).
+fn first_sentence(description: &str) -> String {
+    let paragraph = description
+        .split("\n\n")
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    match paragraph.find(". ") {
+        Some(end) => paragraph[..=end].to_owned(),
+        None => paragraph,
+    }
 }
