@@ -570,8 +570,10 @@ settings_args! {
         #[cfg_attr(feature = "cli", arg(long, value_name = "MODE"))]
         audit_sync: String = env "MCP_AUDIT_SYNC",
         /// The scopes of the one caller on stdio (or, with `--http-insecure-no-auth`, of every caller), comma- or
-        /// space-separated. Unset or empty grants nothing, so every scoped call is denied.
+        /// space-separated (in the config file, also a list of them). Unset or empty grants nothing, so every
+        /// scoped call is denied.
         #[cfg_attr(feature = "cli", arg(long, value_name = "SCOPES"))]
+        #[serde(deserialize_with = "scopes_text_or_list")]
         scopes: String = env "MCP_SCOPES",
         /// The largest incoming message (stdio) or request body (HTTP), in bytes. Default: 4 MiB.
         #[cfg_attr(feature = "cli", arg(long, value_name = "BYTES"))]
@@ -711,6 +713,23 @@ settings_args! {
         #[cfg_attr(feature = "cli", arg(long = "mtls-client", value_name = "NAME=SCOPES", value_delimiter = ';'))]
         mtls_clients: Vec<String> = env "MCP_MTLS_CLIENTS" split ';',
     }
+}
+
+/// The config file's `scopes`: a string (`"files.read files.write"`) or a list of them (`["files.read",
+/// "files.write"]`), as other lists in the file are written; a list is read as its items separated by spaces.
+fn scopes_text_or_list<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<String>, D::Error> {
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum Scopes {
+        Text(String),
+        List(Vec<String>),
+    }
+    Ok(Some(match Scopes::deserialize(deserializer)? {
+        Scopes::Text(text) => text,
+        Scopes::List(list) => list.join(" "),
+    }))
 }
 
 /// The variable an HS256 secret may be given in (never a flag, which other users could see, nor the config file,
@@ -1568,6 +1587,40 @@ mod tests {
         };
         let error = Settings::from_args(args).await.unwrap_err().to_string();
         assert!(error.contains("server-idd"), "{error}");
+    }
+
+    /// Operator's trial: `scopes` in the config file was refused as a list (`expected a string`), while the
+    /// file's other lists (`allowed-hosts`) are lists. Either is taken now.
+    #[tokio::test]
+    async fn the_config_files_scopes_may_be_a_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("server.toml");
+        for text in [
+            "scopes = [\"files.read\", \"files.write\"]\n",
+            "scopes = \"files.read, files.write\"\n",
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let settings = Settings::from_args(ServerArgs {
+                config: Some(path.clone()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+            assert_eq!(
+                settings.auth.unauthenticated_grant(),
+                Some(&Grant::parse("files.read files.write").unwrap()),
+                "{text}"
+            );
+        }
+        std::fs::write(&path, "scopes = 3\n").unwrap();
+        assert!(
+            Settings::from_args(ServerArgs {
+                config: Some(path.clone()),
+                ..Default::default()
+            })
+            .await
+            .is_err()
+        );
     }
 
     /// A table nothing reads is refused at start: a misspelled one, server settings written after a table's
