@@ -1354,3 +1354,58 @@ async fn the_runners_own_refusals_are_json_rpc_errors() {
     );
     assert!(server.calls().is_empty());
 }
+
+/// An integrator's trial: with sessions on, each request of the stateless revision (2026-07-28, which has no
+/// sessions: rmcp serves each on its own) wrote a `session` record, for every `tools/list` and every call, while
+/// the stateless server wrote none. Each such request stands alone over HTTP in both modes now: no `session`
+/// record; a client that opens a session with `initialize` still gets one.
+#[tokio::test]
+async fn requests_of_the_stateless_revision_write_no_session_record_with_sessions_on() {
+    let server = Server::start_with(&["--http-sessions"]);
+    let token = server.token(server.claims("alice", "files.read"));
+    let meta = json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {},
+        "io.modelcontextprotocol/clientInfo": {"name": "stateless-client", "version": "1"}
+    });
+    for (id, method, name, params) in [
+        (1, "tools/list", None, json!({"_meta": meta})),
+        (
+            2,
+            "tools/call",
+            Some("read_file"),
+            json!({"name": "read_file", "arguments": {"filename": "greeting.txt"}, "_meta": meta}),
+        ),
+    ] {
+        let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+        let mut request = post_request(&server, "/mcp", &body)
+            .bearer_auth(&token)
+            .header("mcp-protocol-version", "2026-07-28")
+            .header("mcp-method", method);
+        if let Some(name) = name {
+            // The revision's header naming the tool called.
+            request = request.header("mcp-name", name);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 200, "{method}");
+        let text = response.text().await.unwrap();
+        assert!(text.contains("\"result\""), "{method}: {text}");
+    }
+    let initialize = json!({"jsonrpc": "2.0", "id": 3, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {},
+        "clientInfo": {"name": "session-client", "version": "2"}}});
+    let response = post_request(&server, "/mcp", &initialize)
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let sessions: Vec<Value> = server
+        .records()
+        .into_iter()
+        .filter(|r| r["event"] == "session")
+        .collect();
+    assert_eq!(sessions.len(), 1, "{sessions:#?}");
+    assert_eq!(sessions[0]["client_name"], "session-client");
+    assert_eq!(server.calls().len(), 1);
+}

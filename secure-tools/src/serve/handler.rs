@@ -660,8 +660,18 @@ where
     }
 
     /// The first request of a session that negotiates inline (no `initialize`, its version in `_meta`) starts it.
+    /// Over HTTP there is no such session: a request of the stateless revision stands alone, served by an instance
+    /// of its own even when the runner keeps sessions for `initialize` clients, so it starts none.
     fn note_inline_session(&self, context: &RequestContext<RoleServer>) {
         if !self.sessions || self.session_started.load(Ordering::Relaxed) {
+            return;
+        }
+        #[cfg(feature = "http")]
+        if context
+            .extensions
+            .get::<axum::http::request::Parts>()
+            .is_some()
+        {
             return;
         }
         let Some(version) = context.meta.protocol_version() else {

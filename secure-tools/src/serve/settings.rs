@@ -1013,6 +1013,7 @@ impl Settings {
 
     /// The tables of the config file no part of the server has read so far ([`Settings::section`]), as written
     /// (`[file]`): for a message about a setting missing, which a misspelled table may hold.
+    #[cfg(feature = "fs")]
     pub(crate) fn unread_sections(&self) -> Vec<String> {
         let read = self
             .file
