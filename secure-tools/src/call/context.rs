@@ -1158,7 +1158,9 @@ impl From<ElicitationError> for Refusal {
         match error {
             ElicitationError::CapabilityNotSupported => Refusal::new(
                 codes::ELICITATION_UNSUPPORTED,
-                "this tool needs to ask the user for input, and the client does not support that (elicitation)",
+                "this tool needs to ask the user for input, and the client has not declared that it can be asked \
+                 (elicitation) where this server sees it: in this request's `_meta`, or in `initialize` over stdio or \
+                 an HTTP session (a stateless HTTP request keeps nothing of `initialize`)",
             ),
             ElicitationError::UserDeclined => Refusal::new(
                 "elicitation_declined",
@@ -1229,7 +1231,9 @@ impl Sampling {
         let Some(route) = route else {
             return Err(Refusal::new(
                 codes::SAMPLING_UNSUPPORTED,
-                "this tool needs a completion from the client's model, and the client does not support that (sampling)",
+                "this tool needs a completion from the client's model, and the client has not declared sampling where \
+                 this server sees it: in this request's `_meta`, or in `initialize` over stdio or an HTTP session (a \
+                 stateless HTTP request keeps nothing of `initialize`)",
             ));
         };
         // What rmcp's `create_message` checks before it sends, kept: tools only to a client that takes them, and
