@@ -922,6 +922,16 @@ impl Settings {
         }
     }
 
+    /// The HTTP transport's settings (sessions, allowed hosts and origins, TLS, limits), when the settings serve
+    /// HTTP: `settings.http_mut().expect("HTTP").sessions = true`.
+    #[cfg(feature = "http")]
+    pub fn http_mut(&mut self) -> Option<&mut super::http::HttpSettings> {
+        match &mut self.transport {
+            Transport::Http(http) => Some(http),
+            Transport::Stdio => None,
+        }
+    }
+
     /// The name and version announced to clients.
     pub fn server_info(mut self, name: impl Into<String>, version: impl Into<String>) -> Self {
         self.server_info = Implementation::new(name.into(), version.into());

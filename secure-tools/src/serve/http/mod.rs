@@ -1003,9 +1003,7 @@ mod tests {
                 );
                 let mut settings =
                     Settings::http(SocketAddr::from(([127, 0, 0, 1], 0)), Auth::Bearer(auth));
-                if let Transport::Http(http) = &mut settings.transport {
-                    http.tls = Some(tls);
-                }
+                settings.http_mut().unwrap().tls = Some(tls);
                 let tools = ToolSet::builder(()).build().unwrap();
                 let request = axum::http::Request::post("/mcp")
                     .header("host", "localhost")
