@@ -998,13 +998,28 @@ fn mend_torn_end(
     if tail.last() == Some(&b'\n') {
         return Ok((false, None));
     }
-    let Some(newline) = tail.iter().rposition(|b| *b == b'\n') else {
-        return Ok((false, None));
+    let is_record = |line: &[u8]| {
+        matches!(checked_seal(line, key), Seal::Verified(_)) && strict_object(line).is_some()
     };
-    let fragment = &tail[newline + 1..];
-    if matches!(checked_seal(fragment, key), Seal::Verified(_)) && strict_object(fragment).is_some()
-    {
+    let line_start = match tail.iter().rposition(|b| *b == b'\n') {
+        Some(newline) => newline + 1,
+        // The whole file is its last line.
+        None if start == 0 => 0,
+        // A last line longer than any record: left as it is (and refused).
+        None => return Ok((false, None)),
+    };
+    let fragment = &tail[line_start..];
+    if is_record(fragment) {
         return Ok((true, None));
+    }
+    // Cut only from a chain of this mode: the line before must be one of its records. A file that is anything
+    // else (an older log, another mode, a file given by mistake) is left untouched, and refused as before.
+    let before = tail[..line_start]
+        .split(|b| *b == b'\n')
+        .rev()
+        .find(|line| !line.iter().all(u8::is_ascii_whitespace));
+    if !before.is_some_and(is_record) {
+        return Ok((false, None));
     }
     let digest = hex(&Sha256::digest(fragment));
     let bytes = fragment.len() as u64;
@@ -1701,23 +1716,37 @@ mod tests {
     }
 
     /// A last record whole but for its newline is kept, and the next record starts on a line of its own (it was
-    /// glued to it); a file that is one line, no record and no newline is still refused (it is no chain).
+    /// glued to it), the only record of a file too; a file that is no chain of this mode (one line, lines of
+    /// something else, the other mode) is left untouched, its last line not cut, and refused as before.
     #[test]
-    fn a_last_record_missing_only_its_newline_is_kept_and_a_lone_fragment_is_refused() {
+    fn a_last_record_missing_only_its_newline_is_kept_and_no_other_file_is_cut() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("audit.jsonl");
-        write(&path, None, 1, 2);
-        let whole = std::fs::read(&path).unwrap();
-        std::fs::write(&path, &whole[..whole.len() - 1]).unwrap();
-        write(&path, None, 3, 3);
-        let checked = verify(&[&path], None, None).unwrap();
-        assert_eq!(checked.problem, None);
-        assert_eq!((checked.records, checked.lines_cut.len()), (3, 0));
+        for records in [1, 2] {
+            let path = dir.path().join(format!("audit-{records}.jsonl"));
+            write(&path, None, 1, records);
+            let whole = std::fs::read(&path).unwrap();
+            std::fs::write(&path, &whole[..whole.len() - 1]).unwrap();
+            write(&path, None, records + 1, records + 1);
+            let checked = verify(&[&path], None, None).unwrap();
+            assert_eq!(checked.problem, None, "{:?}", lines(&path));
+            assert_eq!((checked.records, checked.lines_cut.len()), (records + 1, 0));
+        }
 
-        let lone = dir.path().join("lone.jsonl");
-        std::fs::write(&lone, b"{\"not\": \"a rec").unwrap();
-        assert!(ChainedFileSink::append_to(&lone, None).is_err());
-        assert_eq!(std::fs::read(&lone).unwrap(), b"{\"not\": \"a rec");
+        let key = ChainKey::from_bytes(&[7; 32]).unwrap();
+        let keyed = dir.path().join("keyed.jsonl");
+        write(&keyed, Some(&key), 1, 2);
+        let mut torn_keyed = std::fs::read(&keyed).unwrap();
+        torn_keyed.truncate(torn_keyed.len() - 20);
+        for (name, text) in [
+            ("lone.jsonl", b"{\"not\": \"a rec".to_vec()),
+            ("text.txt", b"my notes\nthe last line".to_vec()),
+            ("keyed.jsonl", torn_keyed),
+        ] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, &text).unwrap();
+            assert!(ChainedFileSink::append_to(&path, None).is_err(), "{name}");
+            assert_eq!(std::fs::read(&path).unwrap(), text, "{name}");
+        }
     }
 
     /// Operator's trial: a keyed chain verified without its key was "not a chained record" (exit 1, as for
