@@ -214,6 +214,17 @@ fn check_without_a_server_is_a_usage_error() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("name the server"));
+    // A URL of another scheme is a usage error at once, not a failure to send.
+    let out = Command::new(CLI)
+        .args(["check", "--url", "ftp://example.test/mcp", "--lock"])
+        .arg(&lock)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("expected an http:// or https:// URL"),
+        "{out:?}"
+    );
 }
 
 /// How long a command may take before a test calls it hung: far beyond any bound the command keeps itself.
@@ -722,4 +733,45 @@ fn keygen_leaves_no_private_key_without_its_public_half() {
     assert!(run.stderr.contains("removed"), "{}", run.stderr);
     assert!(!out.exists());
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+/// A newcomer's trial: a server publishing a toolset digest that is not its tools' was checked `unchanged`, while
+/// a wrong per-tool digest is reported. Both are now; and a page that publishes none is not held against it.
+#[test]
+fn a_published_toolset_digest_that_is_not_its_tools_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let lock = dir.path().join("tools.lock.json");
+    let tools = vec![tool("t", "Does a thing.")];
+    let locked = ToolsLock::from_listed(tools.clone());
+    locked.write(&lock).unwrap();
+    for (toolset, expected) in [
+        (Some(locked.toolset.clone()), 0),
+        (None, 0),
+        (Some(format!("sha256:{}", "2".repeat(64))), 1),
+    ] {
+        let mut result = json!({ "tools": tools });
+        if let Some(toolset) = &toolset {
+            result["_meta"] = json!({ "secure-tools/toolset-digest": toolset });
+        }
+        let page = respond_with(
+            &dir.path().join("page.json"),
+            format!("\"result\":{result}"),
+        );
+        let run = finish(
+            cli()
+                .args(["check", "--lock"])
+                .arg(&lock)
+                .arg("--")
+                .args(fake_server("", &page)),
+            LIMIT,
+        )
+        .expect("check finished");
+        assert_eq!(run.code, Some(expected), "{toolset:?}: {}", run.stdout);
+        assert_eq!(
+            run.stdout.contains("toolset digest mismatch"),
+            expected == 1,
+            "{}",
+            run.stdout
+        );
+    }
 }

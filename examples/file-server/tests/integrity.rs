@@ -924,3 +924,46 @@ fn check_reaches_a_server_over_https_with_a_token() {
     );
     assert_eq!(code, 2, "{stdout}{stderr}");
 }
+
+/// A newcomer's trial: a server listing only the caller's tools (`--list-tools callable`) was checked against the
+/// whole lock and reported the others `removed`, and a lock pinned from it was refused by the same server at start
+/// (`added`): the lock holds every tool, the server checks every tool. `pin` and `check` now refuse such a listing,
+/// saying why, and the server says in its listing that it is the caller's.
+#[test]
+fn pin_and_check_refuse_a_listing_of_the_callers_tools_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let lock = dir.path().join("tools.lock.json");
+    let committed = repo_root().join("examples/file-server/tools.lock.json");
+    std::fs::copy(&committed, &lock).unwrap();
+    let server = [
+        "--",
+        SERVER,
+        "--data-root",
+        data.to_str().unwrap(),
+        "--list-tools",
+        "callable",
+    ];
+    let env = [("MCP_SCOPES", "files.read")];
+    for verb in ["check", "pin"] {
+        let mut args = vec![verb, "--lock", lock.to_str().unwrap()];
+        args.extend_from_slice(&server);
+        let (code, _, stderr) = secure_tools(&args, &env);
+        assert_eq!(code, 2, "{verb}: {stderr}");
+        assert!(
+            stderr.contains("lists only the tools this caller may call"),
+            "{verb}: {stderr}"
+        );
+    }
+    // The lock is as it was: `pin` wrote nothing.
+    assert_eq!(
+        std::fs::read(&lock).unwrap(),
+        std::fs::read(&committed).unwrap()
+    );
+    // Listing all, the same server checks unchanged.
+    let mut args = vec!["check", "--lock", lock.to_str().unwrap()];
+    args.extend_from_slice(&server[..4]);
+    let (code, stdout, stderr) = secure_tools(&args, &env);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+}

@@ -204,17 +204,32 @@ async fn connect(target: &Target, client: Client) -> Result<Connection, String> 
     if let Some(url) = &target.url {
         use rmcp::transport::StreamableHttpClientTransport;
         use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(format!(
+                "--url {}: expected an http:// or https:// URL",
+                visible_line(url)
+            ));
+        }
         let mut config = StreamableHttpClientTransportConfig::with_uri(url.as_str());
-        if let Ok(token) = std::env::var(&target.token_env)
-            && !token.trim().is_empty()
-        {
+        let token = std::env::var(&target.token_env)
+            .ok()
+            .filter(|token| !token.trim().is_empty());
+        if let Some(token) = &token {
             config = config.auth_header(token.trim().to_owned());
         }
         let transport = StreamableHttpClientTransport::from_config(config);
-        return client
-            .serve(transport)
-            .await
-            .map_err(|e| format!("{url}: {e}"));
+        return client.serve(transport).await.map_err(|e| {
+            // Whether a token was sent at all: without one, a refusal reads the same as for a bad one.
+            let sent = if token.is_some() {
+                String::new()
+            } else {
+                format!(
+                    " (no bearer token was sent: {} is unset or empty)",
+                    visible_line(&target.token_env)
+                )
+            };
+            format!("{url}: {}{sent}", without_type_names(&e.to_string()))
+        });
     }
     let Some((program, args)) = target.command.split_first() else {
         return Err("name the server: --url URL, or -- COMMAND ARGS...".into());
@@ -234,31 +249,75 @@ async fn connect(target: &Target, client: Client) -> Result<Connection, String> 
         .map_err(|e| format!("{program}: {e}"))
 }
 
-/// Every page of the server's tools, one page at a time (rmcp's `list_all_tools` follows cursors without end).
-async fn list(connection: &Connection) -> Result<Vec<Value>, String> {
+/// rmcp's transport errors name the transport's Rust type (`Transport [rmcp::transport::worker::WorkerTransport<...>]
+/// error: Auth required`), which says nothing to a reader: the bracketed type is left out.
+fn without_type_names(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(open) = rest.find(" [") {
+        let Some(close) = rest[open..].find(']') else {
+            break;
+        };
+        let inside = &rest[open + 2..open + close];
+        out.push_str(&rest[..open]);
+        if !inside.contains("::") {
+            out.push_str(&rest[open..=open + close]);
+        }
+        rest = &rest[open + close + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// What a server listed: its tools, and whether a page published a toolset digest that is not its tools'.
+struct Listed {
+    tools: Vec<Value>,
+    toolset_digest_mismatch: bool,
+}
+
+/// Every page of the server's tools, one page at a time (rmcp's `list_all_tools` follows cursors without end). A
+/// listing of the caller's tools only (a secure server with `--list-tools callable` says so) is refused: a lock
+/// holds every tool, and such a list would show the others removed, or pin a lock the server refuses at start.
+async fn list(connection: &Connection) -> Result<Listed, String> {
     use std::hash::BuildHasher;
     // Cursors seen, by hash: a cursor may be as long as a message, and a false match only refuses a listing.
     let hasher = std::collections::hash_map::RandomState::new();
     let mut cursors = std::collections::HashSet::new();
     let mut tools = Vec::new();
+    let mut toolset_digest_mismatch = false;
     let mut params = None;
     for _ in 0..MAX_PAGES {
         let page = connection
             .list_tools(params)
             .await
             .map_err(|e| format!("tools/list: {e}"))?;
-        tools.extend(
-            page.tools
-                .iter()
-                .map(|t| serde_json::to_value(t).unwrap_or(Value::Null)),
-        );
+        let meta = page.meta.as_ref().map(|meta| Value::Object(meta.0.clone()));
+        if secure_tools::integrity::lists_callable_only(meta.as_ref()) {
+            return Err(
+                "tools/list: the server lists only the tools this caller may call (`--list-tools callable`), \
+                 while a lock holds every tool: pin and check a server listing all (`--list-tools all`, the \
+                 default)"
+                    .into(),
+            );
+        }
+        let page_tools: Vec<Value> = page
+            .tools
+            .iter()
+            .map(|t| serde_json::to_value(t).unwrap_or(Value::Null))
+            .collect();
+        toolset_digest_mismatch |=
+            secure_tools::integrity::toolset_digest_mismatch(&page_tools, meta.as_ref());
+        tools.extend(page_tools);
         if tools.len() > MAX_TOOLS {
             return Err(format!(
                 "tools/list: the server lists more than {MAX_TOOLS} tools"
             ));
         }
         let Some(cursor) = page.next_cursor else {
-            return Ok(tools);
+            return Ok(Listed {
+                tools,
+                toolset_digest_mismatch,
+            });
         };
         if !cursors.insert(hasher.hash_one(&cursor)) {
             return Err(
@@ -274,7 +333,7 @@ async fn list(connection: &Connection) -> Result<Vec<Value>, String> {
 }
 
 /// Connects, lists and closes, the first two by `deadline`.
-async fn listed(target: &Target) -> Result<Vec<Value>, String> {
+async fn listed(target: &Target) -> Result<Listed, String> {
     let deadline = Instant::now() + target.timeout;
     let connection = timeout_at(deadline, connect(target, Client::default()))
         .await
@@ -525,7 +584,10 @@ fn keygen(out: &std::path::Path) -> Result<u8, String> {
 }
 
 async fn pin(target: &Target) -> Result<u8, String> {
-    let tools = listed(target).await?;
+    let Listed {
+        tools,
+        toolset_digest_mismatch,
+    } = listed(target).await?;
     let lock = ToolsLock::from_listed(tools.clone());
     let listed_now = lock.compare_listed(&tools);
     if !listed_now.duplicated.is_empty() {
@@ -542,11 +604,21 @@ async fn pin(target: &Target) -> Result<u8, String> {
     let mismatched = listed_now.digest_mismatch;
     lock.write(&target.lock).map_err(|e| e.to_string())?;
     eprintln!(
-        "secure-tools: pinned {} tools to {} (toolset {})",
+        "secure-tools: pinned {} {} to {} (toolset {})",
         lock.tools.len(),
+        if lock.tools.len() == 1 {
+            "tool"
+        } else {
+            "tools"
+        },
         target.lock.display(),
         lock.toolset
     );
+    if toolset_digest_mismatch {
+        eprintln!(
+            "secure-tools: warning: the server publishes a toolset digest that is not its tools'"
+        );
+    }
     for name in mismatched {
         eprintln!(
             "secure-tools: warning: {} publishes a digest that is not its definition's",
@@ -558,8 +630,9 @@ async fn pin(target: &Target) -> Result<u8, String> {
 
 async fn check(target: &Target, json: bool) -> Result<u8, String> {
     let lock = ToolsLock::read(&target.lock).map_err(|e| e.to_string())?;
-    let tools = listed(target).await?;
-    let changes = lock.compare_listed(&tools);
+    let listed = listed(target).await?;
+    let mut changes = lock.compare_listed(&listed.tools);
+    changes.toolset_digest_mismatch = listed.toolset_digest_mismatch;
     if json {
         // The path as text, lossily: JSON strings are Unicode, a path need not be.
         let report = json!({"unchanged": changes.is_empty(), "lock": target.lock.to_string_lossy(), "changes": changes});
@@ -750,12 +823,13 @@ impl Watched {
             .await
             .unwrap_or_else(|_| Err(target.late()));
         match listed {
-            Ok(tools) => {
+            Ok(listed) => {
                 if self.unreachable {
                     self.unreachable = false;
                     alert("reachable", json!({}), hook).await?;
                 }
-                let changes = lock.compare_listed(&tools);
+                let mut changes = lock.compare_listed(&listed.tools);
+                changes.toolset_digest_mismatch = listed.toolset_digest_mismatch;
                 if changes != self.reported {
                     let event = if changes.is_empty() {
                         "restored"
@@ -797,4 +871,24 @@ fn stop_signal() -> Result<impl Future<Output = ()>, String> {
             _ = interrupt.recv() => {}
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_type_names;
+
+    #[test]
+    fn transport_errors_lose_their_rust_type_names_only() {
+        assert_eq!(
+            without_type_names(
+                "Send message error Transport [rmcp::transport::worker::WorkerTransport<rmcp::X<reqwest::Client>>] \
+                 error: Auth required"
+            ),
+            "Send message error Transport error: Auth required"
+        );
+        assert_eq!(
+            without_type_names("a [bracketed note] stays [and an unclosed one"),
+            "a [bracketed note] stays [and an unclosed one"
+        );
+    }
 }

@@ -23,6 +23,9 @@ pub struct Changes {
     pub digest_mismatch: Vec<String>,
     /// Names listed more than once: which of the definitions a client would use is not for the lock to guess.
     pub duplicated: Vec<String>,
+    /// The server publishes a toolset digest (under [`TOOLSET_DIGEST_META_KEY`](super::TOOLSET_DIGEST_META_KEY))
+    /// that is not the digest of the tools it lists (on some page of its listing).
+    pub toolset_digest_mismatch: bool,
 }
 
 impl Changes {
@@ -33,6 +36,7 @@ impl Changes {
             && self.changed.is_empty()
             && self.digest_mismatch.is_empty()
             && self.duplicated.is_empty()
+            && !self.toolset_digest_mismatch
     }
 }
 
@@ -578,6 +582,12 @@ impl Changes {
         }
         for name in &self.duplicated {
             writeln!(f, "listed more than once: {}", visible_line(name))?;
+        }
+        if self.toolset_digest_mismatch {
+            writeln!(
+                f,
+                "toolset digest mismatch: the server publishes a toolset digest that is not its tools'"
+            )?;
         }
         Ok(())
     }

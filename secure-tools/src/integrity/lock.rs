@@ -175,9 +175,21 @@ impl ToolsLock {
             });
         }
         for (name, tool) in &lock.tools {
-            if digest_of(&tool.definition) != tool.digest
-                || tool.definition.get("name").and_then(Value::as_str) != Some(name)
-            {
+            let named = tool.definition.get("name").and_then(Value::as_str);
+            if named != Some(name) {
+                return Err(LockError::Invalid {
+                    path: path.to_owned(),
+                    message: format!(
+                        "the tool under the key {:?} is named {} in its definition",
+                        super::visible_line(name),
+                        named.map_or_else(
+                            || "nothing".to_owned(),
+                            |n| format!("{:?}", super::visible_line(n))
+                        )
+                    ),
+                });
+            }
+            if digest_of(&tool.definition) != tool.digest {
                 return Err(LockError::Inconsistent {
                     path: path.to_owned(),
                     tool: name.clone(),

@@ -51,6 +51,51 @@ pub const DIGEST_META_KEY: &str = "secure-tools/digest";
 /// The `_meta` key of a `tools/list` result under which a secure server publishes the digest of the tools listed.
 pub const TOOLSET_DIGEST_META_KEY: &str = "secure-tools/toolset-digest";
 
+/// The `_meta` key of a `tools/list` result under which a secure server listing only the tools each caller may
+/// call (`Listing::CallableOnly`) says so (`"callable"`): the list is the caller's, not the server's, and a lockfile
+/// (which holds every tool) is neither pinned nor checked from it.
+pub const LISTING_META_KEY: &str = "secure-tools/listing";
+
+/// Marks a `tools/list` result as the caller's own selection ([`LISTING_META_KEY`]).
+pub fn mark_callable_only(list: &mut ListToolsResult) {
+    let mut meta = list
+        .meta
+        .take()
+        .unwrap_or_else(|| MetaObject(JsonObject::new()));
+    meta.0
+        .insert(LISTING_META_KEY.into(), Value::String("callable".into()));
+    list.meta = Some(meta);
+}
+
+/// Whether a `tools/list` result's `_meta` (as received) says it lists only the caller's tools.
+pub fn lists_callable_only(meta: Option<&Value>) -> bool {
+    meta.and_then(|meta| meta.get(LISTING_META_KEY))
+        .and_then(Value::as_str)
+        == Some("callable")
+}
+
+/// Whether a page of a `tools/list` result (its tools and `_meta`, as received) publishes a toolset digest
+/// ([`TOOLSET_DIGEST_META_KEY`]) that is not the digest of the tools it lists. `false` when it publishes none.
+pub fn toolset_digest_mismatch(tools: &[Value], meta: Option<&Value>) -> bool {
+    let Some(published) = meta
+        .and_then(|meta| meta.get(TOOLSET_DIGEST_META_KEY))
+        .map(|value| value.as_str().unwrap_or_default())
+    else {
+        return false;
+    };
+    let digests: Vec<(String, String)> = tools
+        .iter()
+        .map(|tool| {
+            let name = tool.get("name").and_then(Value::as_str).unwrap_or_default();
+            (
+                name.to_owned(),
+                digest_of(&definition_of_value(tool.clone())),
+            )
+        })
+        .collect();
+    toolset_digest(digests.iter().map(|(n, d)| (n.as_str(), d.as_str()))) != published
+}
+
 /// The definition a digest covers: the tool's JSON as listed, without its own digest.
 pub fn definition(tool: &Tool) -> Value {
     let value = serde_json::to_value(tool).unwrap_or(Value::Null);

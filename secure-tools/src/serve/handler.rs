@@ -402,9 +402,12 @@ impl<S: Send + Sync + 'static> ServerHandler for SecureServer<S> {
             .collect();
         let mut list = ListToolsResult::with_all_items(tools);
         let current = receives_any_output_schema(&context);
-        if current && self.options.listing == Listing::CallableOnly {
-            // Each caller's own list: not to be shared by a cache across callers.
-            list.cache_scope = Some(rmcp::model::CacheScope::Private);
+        if self.options.listing == Listing::CallableOnly {
+            crate::integrity::mark_callable_only(&mut list);
+            if current {
+                // Each caller's own list: not to be shared by a cache across callers.
+                list.cache_scope = Some(rmcp::model::CacheScope::Private);
+            }
         }
         crate::integrity::publish_for(&mut list, current);
         Ok(list)
@@ -872,10 +875,13 @@ where
                 .collect::<Vec<_>>();
             list.tools.extend(missing);
         }
-        if callable_only && list.cache_scope.is_some() {
-            // Each caller's own list (`#[tool_handler]` marks its listing `public`): not to be shared by a cache
-            // across callers.
-            list.cache_scope = Some(rmcp::model::CacheScope::Private);
+        if callable_only {
+            crate::integrity::mark_callable_only(&mut list);
+            if list.cache_scope.is_some() {
+                // Each caller's own list (`#[tool_handler]` marks its listing `public`): not to be shared by a cache
+                // across callers.
+                list.cache_scope = Some(rmcp::model::CacheScope::Private);
+            }
         }
         crate::integrity::publish_for(&mut list, current);
         Ok(list)
