@@ -1038,3 +1038,24 @@ fn a_data_root_under_a_misspelled_table_is_named_as_such() {
         "{stderr}"
     );
 }
+
+/// A newcomer's trial: the runners' own lines said `secure-tools:` from inside this server, so with `secure-tools
+/// pin -- secure-file-server ...` the server's warnings read as the command's. They start with the running
+/// program's name, as a program's messages do.
+#[test]
+fn the_runners_lines_name_the_program_that_prints_them() {
+    let area = Area::new();
+    let output = Command::new(SERVER)
+        .arg("--data-root")
+        .arg(area.data())
+        .env_remove("MCP_SCOPES")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("secure-file-server: warning: MCP_SCOPES is unset"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("secure-tools: warning"), "{stderr}");
+}

@@ -298,7 +298,8 @@ fn check_tools_lock<S: Send + Sync + 'static>(
         LockMode::Warn => "warned",
     };
     eprintln!(
-        "secure-tools: the tool definitions differ from {}:\n{changes}",
+        "{}: the tool definitions differ from {}:\n{changes}",
+        super::program_name(),
         path.display()
     );
     tools.audit().record(AuditEvent::ToolsLockMismatch {

@@ -22,6 +22,24 @@ pub use transport::{DEFAULT_MAX_MESSAGE_BYTES, LineTransport};
 
 use rmcp::model::ProtocolVersion;
 
+/// The name the runners' own lines on standard error start with, as a program's messages do (`NAME: warning:
+/// ...`): the running program's file name (`secure-file-server`), so that a server started by another program
+/// (`secure-tools pin -- SERVER`, a host) is told apart from it; `secure-tools` if it has none.
+pub(crate) fn program_name() -> &'static str {
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| {
+        std::env::args_os()
+            .next()
+            .and_then(|path| {
+                std::path::Path::new(&path)
+                    .file_name()
+                    .map(|name| name.to_string_lossy().into_owned())
+            })
+            .filter(|name| !name.is_empty())
+            .unwrap_or_else(|| "secure-tools".to_owned())
+    })
+}
+
 /// Which tools `tools/list` shows a caller.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Listing {

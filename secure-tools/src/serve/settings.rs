@@ -178,8 +178,9 @@ pub(crate) fn warn_if_readable_by_others(path: &Path, setting: &str) {
             && metadata.permissions().mode() & 0o044 != 0
         {
             eprintln!(
-                "secure-tools: warning: {} ({setting}) can be read by users other than its owner (mode {:o}); \
-                 keep it readable by the server's user only (chmod 600)",
+                "{}: warning: {} ({setting}) can be read by users other than its owner (mode {:o}); keep it \
+                 readable by the server's user only (chmod 600)",
+                super::program_name(),
                 path.display(),
                 metadata.permissions().mode() & 0o777
             );
@@ -197,7 +198,8 @@ pub(crate) fn warn_misspelled_variables(names: impl Iterator<Item = std::ffi::Os
     for name in names {
         if let Some(near) = misspelled_variable(&name.to_string_lossy()) {
             eprintln!(
-                "secure-tools: warning: {} is not a setting of this server; did you mean {near}?",
+                "{}: warning: {} is not a setting of this server; did you mean {near}?",
+                super::program_name(),
                 name.to_string_lossy().escape_debug()
             );
         }

@@ -26,8 +26,9 @@ where
         && grant.is_empty()
     {
         eprintln!(
-            "secure-tools: warning: MCP_SCOPES is unset or empty, so the stdio caller holds no scope and every \
-             scoped tool call will be denied"
+            "{}: warning: MCP_SCOPES is unset or empty, so the stdio caller holds no scope and every scoped tool \
+             call will be denied",
+            super::program_name()
         );
     }
     let (input, output) = super::stdin::stdio()?;

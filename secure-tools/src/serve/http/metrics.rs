@@ -47,7 +47,8 @@ impl Endpoint {
     ) -> std::io::Result<Self> {
         let listener = tokio::net::TcpListener::bind(address).await?;
         eprintln!(
-            "secure-tools: serving metrics at http://{}/metrics",
+            "{}: serving metrics at http://{}/metrics",
+            crate::serve::program_name(),
             listener.local_addr()?
         );
         Ok(Endpoint {

@@ -227,8 +227,9 @@ pub(super) async fn resolve(
             ));
         }
         eprintln!(
-            "secure-tools: warning: --http-insecure-no-auth is for testing only: no authentication, every caller \
-             is anonymous with the scopes `{grant}`"
+            "{}: warning: --http-insecure-no-auth is for testing only: no authentication, every caller is \
+             anonymous with the scopes `{grant}`",
+            super::program_name()
         );
         Auth::None { grant }
     } else if mapping_given {
@@ -588,7 +589,10 @@ where
         );
         match &security {
             Security::Plain => {
-                eprintln!("secure-tools: serving MCP over HTTP at http://{address}/mcp");
+                eprintln!(
+                    "{}: serving MCP over HTTP at http://{address}/mcp",
+                    super::program_name()
+                );
             }
             #[cfg(feature = "mtls")]
             Security::Tls(tls) => {
@@ -598,7 +602,10 @@ where
                     (_, true) => "bearer tokens, from clients with certificates",
                     (_, false) => "bearer tokens",
                 };
-                eprintln!("secure-tools: serving MCP over HTTPS at https://{address}/mcp ({how})");
+                eprintln!(
+                    "{}: serving MCP over HTTPS at https://{address}/mcp ({how})",
+                    super::program_name()
+                );
             }
         }
         #[cfg(feature = "otel")]
