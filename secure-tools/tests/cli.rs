@@ -775,3 +775,36 @@ fn a_published_toolset_digest_that_is_not_its_tools_is_reported() {
         );
     }
 }
+
+/// A newcomer's trial: `check --json` that could not check wrote nothing on stdout, so a machine reading the report
+/// got none; `watch --max-polls 0` polled once all the same. The first writes `{"error": ...}` now, the second is
+/// refused as a usage error.
+#[test]
+fn a_json_check_that_could_not_check_says_so_and_zero_polls_are_refused() {
+    let out = Command::new(CLI)
+        .args([
+            "check",
+            "--json",
+            "--lock",
+            "/nonexistent/tools.lock.json",
+            "--",
+            "true",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        report["error"]
+            .as_str()
+            .unwrap()
+            .contains("/nonexistent/tools.lock.json"),
+        "{report}"
+    );
+    let out = Command::new(CLI)
+        .args(["watch", "--lock", "x", "--max-polls", "0", "--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--max-polls"));
+}

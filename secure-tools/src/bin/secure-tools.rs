@@ -77,8 +77,8 @@ enum Command {
         /// How long the hook may take, from its start to its end (`30s`, `2m`).
         #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = duration)]
         hook_timeout: Duration,
-        /// Stop after this many polls.
-        #[arg(long)]
+        /// Stop after this many polls (1 or more).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
         max_polls: Option<u64>,
     },
 }
@@ -370,7 +370,15 @@ fn main() -> ExitCode {
 async fn run(command: Command) -> u8 {
     let result = match command {
         Command::Pin { target } => pin(&target).await,
-        Command::Check { target, json } => check(&target, json).await,
+        // With `--json`, a check that could not be made says so on stdout too, as JSON: a machine reading the report
+        // gets one either way.
+        Command::Check { target, json } => match check(&target, json).await {
+            Err(message) if json && !message.is_empty() => {
+                let _ = write_stdout(&format!("{}\n", json!({"error": message})));
+                Err(message)
+            }
+            other => other,
+        },
         Command::Audit {
             command:
                 AuditCommand::Verify {
