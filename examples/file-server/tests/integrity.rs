@@ -716,6 +716,12 @@ fn the_server_checks_its_definitions_against_the_lock_at_start() {
         .find(|r| r["event"] == "server_start")
         .unwrap();
     assert_eq!(start["toolset_digest"], locked.toolset, "{start}");
+    // The start says the lock was checked (a newcomer's trial found no record saying so).
+    assert_eq!(
+        start["tools_lock"],
+        committed.display().to_string(),
+        "{start}"
+    );
     assert!(records.iter().all(|r| r["event"] != "tools_lock_mismatch"));
 
     // A lock reviewed when `write_file` said something else.

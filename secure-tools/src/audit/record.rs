@@ -103,6 +103,10 @@ pub enum AuditEvent {
         /// caller who may call every tool lists them.
         #[serde(skip_serializing_if = "Option::is_none")]
         toolset_digest: Option<String>,
+        /// The lockfile the definitions were checked against before serving (`MCP_TOOLS_LOCK`): they matched it,
+        /// or a `tools_lock_mismatch` record just before says how they differ.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        tools_lock: Option<String>,
     },
     /// A server's tool definitions differ from its lockfile at start (`MCP_TOOLS_LOCK`).
     ToolsLockMismatch {

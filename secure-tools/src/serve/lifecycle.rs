@@ -358,6 +358,10 @@ where
         grant,
         protocol_versions: version_names(&settings.versions),
         toolset_digest: settings.toolset_digest.clone(),
+        tools_lock: settings
+            .tools_lock
+            .as_ref()
+            .map(|(path, _)| crate::audit::shorten_str(&path.display().to_string())),
     })?;
     let stop = CancellationToken::new();
     let requested: Arc<Mutex<Option<&'static str>>> = Arc::default();
