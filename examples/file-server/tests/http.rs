@@ -1407,5 +1407,14 @@ async fn requests_of_the_stateless_revision_write_no_session_record_with_session
         .collect();
     assert_eq!(sessions.len(), 1, "{sessions:#?}");
     assert_eq!(sessions[0]["client_name"], "session-client");
+    // Who opened it, so that its calls can be traced to it (the calls carry the session's id, which is made after
+    // this record).
+    assert_eq!(sessions[0]["caller"], "alice");
+    assert!(
+        sessions[0]["remote_addr"]
+            .as_str()
+            .is_some_and(|addr| addr.starts_with("127.0.0.1:")),
+        "{sessions:#?}"
+    );
     assert_eq!(server.calls().len(), 1);
 }

@@ -138,6 +138,15 @@ pub enum AuditEvent {
         /// The client's version, as it gave it.
         #[serde(skip_serializing_if = "Option::is_none")]
         client_version: Option<String>,
+        /// Over HTTP: the caller the request that started the session was authenticated as.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        caller: Option<String>,
+        /// Over HTTP: the client's address.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        remote_addr: Option<String>,
+        /// Over HTTP: the bearer token's id (`jti`), when it has one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        token_id: Option<String>,
     },
     /// A request was refused because of its protocol version.
     VersionRejected {
@@ -235,12 +244,18 @@ impl AuditEvent {
                 protocol_version,
                 client_name,
                 client_version,
+                caller,
+                remote_addr,
+                token_id,
                 ..
             } => {
                 shorten(protocol_version);
                 client_name
                     .iter_mut()
                     .chain(client_version)
+                    .chain(caller)
+                    .chain(remote_addr)
+                    .chain(token_id)
                     .for_each(shorten);
             }
             AuditEvent::VersionRejected {
@@ -759,6 +774,9 @@ mod tests {
                 protocol_version: long.clone(),
                 client_name: Some(long.clone()),
                 client_version: Some(long.clone()),
+                caller: Some(long.clone()),
+                remote_addr: None,
+                token_id: Some(long.clone()),
             },
             AuditEvent::VersionRejected {
                 request_id: id(),

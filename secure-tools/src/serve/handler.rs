@@ -690,12 +690,34 @@ where
                 .and_then(|v| v.as_str())
                 .map(crate::audit::shorten_str)
         };
+        let (caller, remote_addr, token_id) = self.session_origin(context);
         self.record(AuditEvent::Session {
             lifecycle: "stateless",
             protocol_version: version.to_string(),
             client_name: field("name"),
             client_version: field("version"),
+            caller,
+            remote_addr,
+            token_id,
         });
+    }
+
+    /// Who started a session, as the transport says (over HTTP, the authenticated caller, its address and its
+    /// token's id): for the `session` record, which the session's calls can then be traced to.
+    fn session_origin(
+        &self,
+        context: &RequestContext<RoleServer>,
+    ) -> (Option<String>, Option<String>, Option<String>) {
+        let connection = connection_of(context);
+        let caller = self.secure.caller(context);
+        (
+            Some(crate::audit::shorten_str(caller.id())),
+            connection.remote_addr.map(|addr| addr.to_string()),
+            connection
+                .token_id
+                .as_deref()
+                .map(crate::audit::shorten_str),
+        )
     }
 
     async fn initialize_checked(
@@ -714,6 +736,7 @@ where
         }
         let client_name = crate::audit::shorten_str(&request.client_info.name);
         let client_version = crate::audit::shorten_str(&request.client_info.version);
+        let (caller, remote_addr, token_id) = self.session_origin(&context);
         let request_context = context.clone();
         let mut answer = self.inner.initialize(request, context).await;
         match &mut answer {
@@ -725,6 +748,9 @@ where
                     protocol_version: result.protocol_version.to_string(),
                     client_name: Some(client_name),
                     client_version: Some(client_version),
+                    caller,
+                    remote_addr,
+                    token_id,
                 });
             }
             Err(error) if error.code == ErrorCode::UNSUPPORTED_PROTOCOL_VERSION => {

@@ -553,6 +553,10 @@ where
             protocol_version,
             client_name: session.client_name,
             client_version: session.client_version,
+            // Over stdio the caller is the one on the other end of the pipe, named in every call's record.
+            caller: None,
+            remote_addr: None,
+            token_id: None,
         });
     }
 
