@@ -30,10 +30,11 @@
 //! before this one it does not vouch for (the records numbered `seq - unvouched` to `seq - 1`). The verifier lists
 //! such ranges ([`Verification::unvouched`]).
 //!
-//! A file whose last line was cut short (a crash or a power loss during a write: no newline, and no record) has
-//! that fragment cut off when a sink opens it to continue it, and the sink's first line is an `incomplete_line_cut`
-//! record naming it (`bytes`, `sha256`), before a `chain_resumed` one; the verifier lists those
-//! ([`Verification::lines_cut`]).
+//! A file whose last line was cut short (a crash or a power loss during a write: no newline, and no record, after a
+//! record of the chain) has that fragment cut off as a sink continuing it writes its first line, which is then
+//! preceded by an `incomplete_line_cut` record naming it (`bytes`, `sha256`), after the `chain_resumed` record if
+//! there is one; the verifier lists those ([`Verification::lines_cut`]). A sink that writes nothing leaves the file
+//! as it was.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, Read, Seek, SeekFrom, Write};
@@ -280,9 +281,9 @@ struct ChainState {
     /// With checkpoints: the file's last signed checkpoint is still to be found, and the records after it named
     /// (a `chain_resumed` record), before this sink's first line.
     resume_pending: bool,
-    /// The incomplete last line cut off the file as it was opened (its length and SHA-256), to be named by an
-    /// `incomplete_line_cut` record before this sink's first line.
-    cut_pending: Option<(u64, String)>,
+    /// The incomplete last line found as the file was opened, cut off only as the first line is appended (a server
+    /// that fails to start leaves the file as it was), and then named by an `incomplete_line_cut` record.
+    cut_pending: Option<Fragment>,
     durability: Durability,
     server_id: std::sync::Arc<str>,
     mirror: Option<std::sync::Arc<dyn LineMirror>>,
@@ -413,16 +414,25 @@ impl ChainedFileSink {
                 ));
             }
         }
-        let (torn, cut) = mend_torn_end(&mut file, key.as_ref())?;
-        if let Some((bytes, _)) = &cut {
-            tracing::warn!(
-                path = %path.display(),
-                bytes,
-                "the audit log ended with an incomplete line (a crash or power loss during a write): it was cut off, \
-                 and an `incomplete_line_cut` record names it (its length and SHA-256)"
-            );
-        }
-        let mut last = last_line(&mut file)?;
+        let (torn, cut) = match torn_end(&mut file, key.as_ref())? {
+            End::Clean => (false, None),
+            End::MissingNewline => (true, None),
+            End::Fragment(fragment) => {
+                tracing::warn!(
+                    path = %path.display(),
+                    bytes = fragment.bytes,
+                    "the audit log ends with an incomplete line (a crash or power loss during a write): it is cut \
+                     off as the next record is written, and an `incomplete_line_cut` record names it (its length \
+                     and SHA-256)"
+                );
+                (false, Some(fragment))
+            }
+        };
+        let mut last = match &cut {
+            // The record before the fragment, which the chain continues once the fragment is cut.
+            Some(fragment) => Some(fragment.before.clone()),
+            None => last_line(&mut file)?,
+        };
         if last.is_none() {
             // A new or emptied file after rotation continues the chain of the file rotated out (logrotate's first
             // name for it).
@@ -583,23 +593,32 @@ impl ChainedFileSink {
         stop: bool,
     ) -> Result<(), AuditError> {
         let mut state = self.lock();
-        if let Some((bytes, digest)) = state.cut_pending.clone() {
-            let note = serde_json::json!({
-                "ts": super::Timestamp(std::time::SystemTime::now()).to_string(),
-                "server_id": &*state.server_id,
-                "event": "incomplete_line_cut",
-                "bytes": bytes,
-                "sha256": digest,
-            });
-            // Written; a failed sync is the record's after it to report (it syncs this one too).
-            let _synced = state.append(serde_json::to_vec(&note)?, None)?;
-            state.unsigned += 1;
-            state.cut_pending = None;
+        let cut = state.cut_pending.take();
+        if let Some(fragment) = &cut
+            && let Err(error) = state.cut(fragment)
+        {
+            state.cut_pending = cut;
+            return Err(error.into());
         }
         if let Some(checkpoints) = &self.checkpoints
             && state.resume_pending
         {
             state.resume(&self.path, &checkpoints.key)?;
+        }
+        if let Some(fragment) = cut {
+            let note = serde_json::json!({
+                "ts": super::Timestamp(std::time::SystemTime::now()).to_string(),
+                "server_id": &*state.server_id,
+                "event": "incomplete_line_cut",
+                "bytes": fragment.bytes,
+                "sha256": fragment.digest,
+            });
+            // Named at once and synced whatever the durability (just below: the cut is on the disk already).
+            let _synced = state.append(serde_json::to_vec(&note)?, None)?;
+            state.unsigned += 1;
+            if let Err(error) = state.sync() {
+                tracing::error!(%error, "the record of an incomplete line cut was not synced to the disk");
+            }
         }
         let synced = state.append(line, record)?;
         state.unsigned += 1;
@@ -975,42 +994,78 @@ fn signed_checkpoint(
         .then_some(seq)
 }
 
-/// Mends the end of a file opened to be continued, when a write into it was cut short (the process died in it, or a
-/// power loss kept part of it), so that it does not stop the server's start, nor glue the next record to a
-/// fragment. A last line without its newline that is a whole record sealed as this chain seals is kept, and the
-/// next record starts on a line of its own (`.0`). Anything else after the last newline is cut off, if a line
-/// precedes it (a file that is one line and no record is not a chain, and is refused as before), and its length and
-/// SHA-256 are returned (`.1`), for the record that names it: a fragment never was a record, and no record before
-/// it is touched. The verifier reports such a fragment as an incomplete last line; the sink writing past it would
-/// make it a line that is not a record, which the verifier cannot tell from tampering.
-fn mend_torn_end(
-    file: &mut File,
-    key: Option<&ChainKey>,
-) -> io::Result<(bool, Option<(u64, String)>)> {
+/// How a file opened to be continued ends.
+enum End {
+    /// With a newline (or empty), or in a way the chain's continuation refuses.
+    Clean,
+    /// With a whole record of this chain but for its newline: kept, and the next record starts on a line of its own.
+    MissingNewline,
+    /// With a fragment of a line after a record of this chain: a write cut short.
+    Fragment(Fragment),
+}
+
+/// An incomplete last line, and the record before it.
+struct Fragment {
+    /// Where it starts: the file's length once it is cut.
+    at: u64,
+    bytes: u64,
+    /// Its SHA-256, `sha256:` and hex.
+    digest: String,
+    /// The last record before it.
+    before: Vec<u8>,
+}
+
+impl ChainState {
+    /// Cuts the fragment found as the file was opened, if the file still ends as it did then (one writer: the
+    /// lock; anything else is refused, the file left as it is).
+    fn cut(&mut self, fragment: &Fragment) -> io::Result<()> {
+        let length = self.file.metadata()?.len();
+        if length != fragment.at + fragment.bytes {
+            return Err(io::Error::other(
+                "the audit log changed since it was opened (its incomplete last line is not where it was)",
+            ));
+        }
+        self.file.set_len(fragment.at)?;
+        self.file.sync_data()
+    }
+}
+
+/// How the end of a file opened to be continued looks, when a write into it was cut short (the process died in it,
+/// or a power loss kept part of it): so that it does not stop the server's start, nor glue the next record to a
+/// fragment. A last line without its newline that is a whole record sealed as this chain seals is kept. Anything
+/// else after the last newline, after a record of this chain (a file that is anything else is refused as before,
+/// untouched), is a fragment to cut off before the next record, and to name in an `incomplete_line_cut` record: it
+/// never was a record, and no record before it is touched. The verifier reports such a fragment as an incomplete
+/// last line; the sink writing past it would make it a line that is not a record, which the verifier cannot tell
+/// from tampering.
+fn torn_end(file: &mut File, key: Option<&ChainKey>) -> io::Result<End> {
     let length = file.metadata()?.len();
     if length == 0 {
-        return Ok((false, None));
+        return Ok(End::Clean);
     }
     let start = length.saturating_sub(MAX_LINE as u64 + 1);
     file.seek(SeekFrom::Start(start))?;
     let mut tail = Vec::new();
     file.take(length - start).read_to_end(&mut tail)?;
     if tail.last() == Some(&b'\n') {
-        return Ok((false, None));
+        return Ok(End::Clean);
     }
+    // As `continued` takes a record to continue from: sealed in this mode, one strict JSON object, with a `seq`.
     let is_record = |line: &[u8]| {
-        matches!(checked_seal(line, key), Seal::Verified(_)) && strict_object(line).is_some()
+        matches!(checked_seal(line, key), Seal::Verified(_))
+            && strict_object(line)
+                .is_some_and(|object| object.get("seq").is_some_and(Value::is_u64))
     };
     let line_start = match tail.iter().rposition(|b| *b == b'\n') {
         Some(newline) => newline + 1,
         // The whole file is its last line.
         None if start == 0 => 0,
         // A last line longer than any record: left as it is (and refused).
-        None => return Ok((false, None)),
+        None => return Ok(End::Clean),
     };
     let fragment = &tail[line_start..];
     if is_record(fragment) {
-        return Ok((true, None));
+        return Ok(End::MissingNewline);
     }
     // Cut only from a chain of this mode: the line before must be one of its records. A file that is anything
     // else (an older log, another mode, a file given by mistake) is left untouched, and refused as before.
@@ -1018,14 +1073,16 @@ fn mend_torn_end(
         .split(|b| *b == b'\n')
         .rev()
         .find(|line| !line.iter().all(u8::is_ascii_whitespace));
-    if !before.is_some_and(is_record) {
-        return Ok((false, None));
-    }
-    let digest = hex(&Sha256::digest(fragment));
+    let Some(before) = before.filter(|line| is_record(line)) else {
+        return Ok(End::Clean);
+    };
     let bytes = fragment.len() as u64;
-    file.set_len(length - bytes)?;
-    file.sync_data()?;
-    Ok((false, Some((bytes, format!("sha256:{digest}")))))
+    Ok(End::Fragment(Fragment {
+        at: length - bytes,
+        bytes,
+        digest: format!("sha256:{}", hex(&Sha256::digest(fragment))),
+        before: before.to_vec(),
+    }))
 }
 
 /// The last non-empty line of a file (records are bounded, so the last 1 MiB holds it).
@@ -1713,6 +1770,74 @@ mod tests {
                 [(3, fragment.len() as u64, 3)]
             );
         }
+    }
+
+    /// Review finding: the fragment was cut as the file was opened, and named only with the first record after:
+    /// a server failing to start in between (a port taken, a setting refused) left the file cut with nothing naming
+    /// the cut. It is cut only as the first line is written now; a sink that writes nothing leaves the file as it was.
+    #[test]
+    fn a_sink_that_writes_nothing_leaves_an_incomplete_last_line_where_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        write(&path, None, 1, 2);
+        let whole = std::fs::read(&path).unwrap();
+        let torn = whole[..whole.len() - 30].to_vec();
+        std::fs::write(&path, &torn).unwrap();
+        drop(ChainedFileSink::append_to(&path, None).unwrap());
+        assert_eq!(std::fs::read(&path).unwrap(), torn);
+        write(&path, None, 3, 3);
+        let checked = verify(&[&path], None, None).unwrap();
+        assert_eq!(checked.problem, None);
+        assert_eq!(checked.lines_cut.len(), 1);
+    }
+
+    /// Review finding: with checkpoints, the cut was named before the `chain_resumed` record, which then counted
+    /// the sink's own record among those no checkpoint vouches for. The resumption comes first now, and names only
+    /// the records the crash left unsigned.
+    #[test]
+    fn a_cut_after_a_crash_with_checkpoints_names_only_the_unsigned_records_unvouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let key = CheckpointKey::from_seed([5; 32]);
+        let public = CheckpointPublicKey(key.0.verifying_key());
+        {
+            let sink = with_checkpoints(ChainedFileSink::append_to(&path, None).unwrap(), &key);
+            for n in 1..=2 {
+                sink.write(&record(n)).unwrap(); // `server_stop` records: each followed by a checkpoint
+            }
+        }
+        // The crash tears the last checkpoint: record 3 (the second stop) is left unsigned.
+        let whole = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &whole[..whole.len() - 40]).unwrap();
+        {
+            let sink = with_checkpoints(ChainedFileSink::append_to(&path, None).unwrap(), &key);
+            sink.write(&record(3)).unwrap();
+        }
+        let events: Vec<String> = lines(&path)
+            .iter()
+            .map(|line| serde_json::from_str::<Value>(line).unwrap()["event"].to_string())
+            .collect();
+        assert_eq!(
+            events[3..],
+            [
+                "\"chain_resumed\"",
+                "\"incomplete_line_cut\"",
+                "\"server_stop\"",
+                "\"checkpoint\""
+            ],
+            "{events:?}"
+        );
+        let checked = verify(&[&path], None, Some(&public)).unwrap();
+        assert_eq!(checked.problem, None, "{:#?}", lines(&path));
+        assert_eq!(
+            checked
+                .unvouched
+                .iter()
+                .map(|range| (range.from, range.to))
+                .collect::<Vec<_>>(),
+            [(3, 3)]
+        );
+        assert_eq!(checked.lines_cut.len(), 1);
     }
 
     /// A last record whole but for its newline is kept, and the next record starts on a line of its own (it was

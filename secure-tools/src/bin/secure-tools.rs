@@ -204,7 +204,10 @@ async fn connect(target: &Target, client: Client) -> Result<Connection, String> 
     if let Some(url) = &target.url {
         use rmcp::transport::StreamableHttpClientTransport;
         use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
-        if !(url.starts_with("http://") || url.starts_with("https://")) {
+        let scheme = url
+            .split_once("://")
+            .map(|(scheme, _)| scheme.to_ascii_lowercase());
+        if !matches!(scheme.as_deref(), Some("http" | "https")) {
             return Err(format!(
                 "--url {}: expected an http:// or https:// URL",
                 visible_line(url)
@@ -250,20 +253,43 @@ async fn connect(target: &Target, client: Client) -> Result<Connection, String> 
 }
 
 /// rmcp's transport errors name the transport's Rust type (`Transport [rmcp::transport::worker::WorkerTransport<...>]
-/// error: Auth required`), which says nothing to a reader: the bracketed type is left out.
+/// error: Auth required`), which says nothing to a reader: a bracketed part that starts like a Rust path (an
+/// identifier and `::`) is left out, brackets inside it matched; anything else (`[::1]:8080`) stays.
 fn without_type_names(message: &str) -> String {
+    let starts_like_a_path = |inside: &str| {
+        let ident = inside
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(inside.len());
+        ident > 0
+            && !inside.starts_with(|c: char| c.is_ascii_digit())
+            && inside[ident..].starts_with("::")
+    };
     let mut out = String::with_capacity(message.len());
     let mut rest = message;
     while let Some(open) = rest.find(" [") {
-        let Some(close) = rest[open..].find(']') else {
+        // The matching `]`: brackets balanced from the one at `open + 1`.
+        let mut depth = 0usize;
+        let close = rest[open + 1..].char_indices().find_map(|(i, c)| {
+            match c {
+                '[' => depth += 1,
+                ']' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        return Some(open + 1 + i);
+                    }
+                }
+                _ => {}
+            }
+            None
+        });
+        let Some(close) = close else {
             break;
         };
-        let inside = &rest[open + 2..open + close];
         out.push_str(&rest[..open]);
-        if !inside.contains("::") {
-            out.push_str(&rest[open..=open + close]);
+        if !starts_like_a_path(&rest[open + 2..close]) {
+            out.push_str(&rest[open..=close]);
         }
-        rest = &rest[open + close + 1..];
+        rest = &rest[close + 1..];
     }
     out.push_str(rest);
     out
@@ -897,6 +923,15 @@ mod tests {
         assert_eq!(
             without_type_names("a [bracketed note] stays [and an unclosed one"),
             "a [bracketed note] stays [and an unclosed one"
+        );
+        // An address is no type; a type with brackets inside goes whole.
+        assert_eq!(
+            without_type_names("connect to [::1]:8080 failed"),
+            "connect to [::1]:8080 failed"
+        );
+        assert_eq!(
+            without_type_names("error [std::io::Error<[u8; 4]>] here"),
+            "error here"
         );
     }
 }

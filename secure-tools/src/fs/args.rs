@@ -49,7 +49,7 @@ impl RootArgs {
                 String::new()
             } else {
                 format!(
-                    " (the config file's {} is no table this server reads: is it [{ROOT_SECTION}] misspelled?)",
+                    " (the config file's {} is a table nothing has read so far: is it [{ROOT_SECTION}] misspelled?)",
                     unread.join(", ")
                 )
             };
