@@ -593,19 +593,19 @@ impl ChainedFileSink {
         stop: bool,
     ) -> Result<(), AuditError> {
         let mut state = self.lock();
-        let cut = state.cut_pending.take();
-        if let Some(fragment) = &cut
-            && let Err(error) = state.cut(fragment)
-        {
-            state.cut_pending = cut;
-            return Err(error.into());
+        // The fragment stays pending until its record is written: a failure on the way (the cut, the resumption,
+        // the record) is tried again with the next line, the cut done at most once.
+        if let Some(mut fragment) = state.cut_pending.take() {
+            let cut = state.cut(&mut fragment);
+            state.cut_pending = Some(fragment);
+            cut?;
         }
         if let Some(checkpoints) = &self.checkpoints
             && state.resume_pending
         {
             state.resume(&self.path, &checkpoints.key)?;
         }
-        if let Some(fragment) = cut {
+        if let Some(fragment) = &state.cut_pending {
             let note = serde_json::json!({
                 "ts": super::Timestamp(std::time::SystemTime::now()).to_string(),
                 "server_id": &*state.server_id,
@@ -615,6 +615,7 @@ impl ChainedFileSink {
             });
             // Named at once and synced whatever the durability (just below: the cut is on the disk already).
             let _synced = state.append(serde_json::to_vec(&note)?, None)?;
+            state.cut_pending = None;
             state.unsigned += 1;
             if let Err(error) = state.sync() {
                 tracing::error!(%error, "the record of an incomplete line cut was not synced to the disk");
@@ -1013,12 +1014,18 @@ struct Fragment {
     digest: String,
     /// The last record before it.
     before: Vec<u8>,
+    /// Whether it was cut off already.
+    cut: bool,
 }
 
 impl ChainState {
     /// Cuts the fragment found as the file was opened, if the file still ends as it did then (one writer: the
     /// lock; anything else is refused, the file left as it is).
-    fn cut(&mut self, fragment: &Fragment) -> io::Result<()> {
+    fn cut(&mut self, fragment: &mut Fragment) -> io::Result<()> {
+        if fragment.cut {
+            // By an earlier line, whose record (or the fragment's) could not be written.
+            return Ok(());
+        }
         let length = self.file.metadata()?.len();
         if length != fragment.at + fragment.bytes {
             return Err(io::Error::other(
@@ -1026,6 +1033,7 @@ impl ChainState {
             ));
         }
         self.file.set_len(fragment.at)?;
+        fragment.cut = true;
         self.file.sync_data()
     }
 }
@@ -1082,6 +1090,7 @@ fn torn_end(file: &mut File, key: Option<&ChainKey>) -> io::Result<End> {
         bytes,
         digest: format!("sha256:{}", hex(&Sha256::digest(fragment))),
         before: before.to_vec(),
+        cut: false,
     }))
 }
 
