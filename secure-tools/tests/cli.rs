@@ -256,6 +256,19 @@ fn respond_with(path: &Path, member: String) -> String {
     format!("respond '{}'", path.display())
 }
 
+/// `check` of `lock` against a [`fake_server`] answering `tools/list` with `page` ([`respond_with`]'s fragment).
+fn check_page(lock: &Path, page: &str) -> Run {
+    finish(
+        cli()
+            .args(["check", "--lock"])
+            .arg(lock)
+            .arg("--")
+            .args(fake_server("", page)),
+        LIMIT,
+    )
+    .expect("check finished")
+}
+
 /// A lock of no tools at `dir/tools.lock.json`.
 fn empty_lock(dir: &Path) -> PathBuf {
     let lock = dir.join("tools.lock.json");
@@ -442,15 +455,7 @@ fn a_huge_description_change_is_reported_without_diffing_it_line_by_line() {
             json!({ "tools": [tool("t", &lines("b"))] })
         ),
     );
-    let run = finish(
-        cli()
-            .args(["check", "--lock"])
-            .arg(&lock)
-            .arg("--")
-            .args(fake_server("", &page)),
-        LIMIT,
-    )
-    .expect("check finished");
+    let run = check_page(&lock, &page);
     assert_eq!(run.code, Some(1), "{}", run.stderr);
     assert!(run.stdout.contains("description changed"), "{}", run.stdout);
     assert!(run.stdout.contains("replaced"), "{}", run.stdout);
@@ -757,15 +762,7 @@ fn a_published_toolset_digest_that_is_not_its_tools_is_reported() {
             &dir.path().join("page.json"),
             format!("\"result\":{result}"),
         );
-        let run = finish(
-            cli()
-                .args(["check", "--lock"])
-                .arg(&lock)
-                .arg("--")
-                .args(fake_server("", &page)),
-            LIMIT,
-        )
-        .expect("check finished");
+        let run = check_page(&lock, &page);
         assert_eq!(run.code, Some(expected), "{toolset:?}: {}", run.stdout);
         assert_eq!(
             run.stdout.contains("toolset digest mismatch"),

@@ -55,14 +55,26 @@ fn lines(path: &Path) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn the_chain_spans_restarts_and_a_rotation_and_each_tampering_is_named() {
+/// A temporary directory holding a data root, a chain key file and the audit log's path: the directory (kept while
+/// the test runs), the root, the key, the log.
+fn keyed_area() -> (
+    tempfile::TempDir,
+    std::path::PathBuf,
+    std::path::PathBuf,
+    std::path::PathBuf,
+) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     std::fs::create_dir(&data).unwrap();
     let key = dir.path().join("chain.key");
     std::fs::write(&key, KEY).unwrap();
     let audit = dir.path().join("audit.jsonl");
+    (dir, data, key, audit)
+}
+
+#[test]
+fn the_chain_spans_restarts_and_a_rotation_and_each_tampering_is_named() {
+    let (dir, data, key, audit) = keyed_area();
     run_server(&data, &audit, &[("MCP_AUDIT_CHAIN_KEY", &key)]);
     run_server(&data, &audit, &[("MCP_AUDIT_CHAIN_KEY", &key)]); // a restart
     let rotated = dir.path().join("audit.jsonl.1");
@@ -420,12 +432,7 @@ fn a_record_whose_write_fails_part_way_leaves_no_fragment() {
 /// and a keyed chain verified without its key is told so (not "not a chained record").
 #[test]
 fn a_restart_after_a_write_cut_short_carries_the_chain_on() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    std::fs::create_dir(&data).unwrap();
-    let key = dir.path().join("chain.key");
-    std::fs::write(&key, KEY).unwrap();
-    let audit = dir.path().join("audit.jsonl");
+    let (_dir, data, key, audit) = keyed_area();
     run_server(&data, &audit, &[("MCP_AUDIT_CHAIN_KEY", &key)]);
     let whole = std::fs::read(&audit).unwrap();
     std::fs::write(&audit, &whole[..whole.len() - 50]).unwrap();

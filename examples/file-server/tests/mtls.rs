@@ -291,6 +291,47 @@ impl Server {
             .await
     }
 
+    /// A kept-alive HTTP connection presenting `identity`, for several requests on it.
+    async fn keep_alive(
+        &self,
+        identity: &Identity,
+    ) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
+        let tls = self
+            .connect(client_config(self.ca.der(), Some(identity)))
+            .await
+            .unwrap();
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        sender
+    }
+
+    /// A `read_file` of `greeting.txt` numbered `id`, for [`keep_alive`](Self::keep_alive)'s connection, with a
+    /// bearer token if given.
+    fn read_request(&self, id: u64, token: Option<&str>) -> hyper::Request<Full<Bytes>> {
+        let mut request = hyper::Request::post("/mcp")
+            .header("host", format!("127.0.0.1:{}", self.port))
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream");
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        request
+            .body(Full::new(Bytes::from(
+                call(id, "read_file", json!({"filename": "greeting.txt"})).to_string(),
+            )))
+            .unwrap()
+    }
+
+    /// The CA revokes the certificates numbered `serials` in a new list (its second), and the server has had the
+    /// time to read it again.
+    async fn revoke(&self, serials: &[u64]) {
+        let crl = self._dir.path().join("clients.crl.pem");
+        write_crl(&self.ca, &crl, serials, 2099, 2);
+        tokio::time::sleep(Duration::from_secs(6)).await;
+    }
+
     /// [`post`](Self::post) with a bearer token, if given.
     async fn post_with_token(
         &self,
@@ -699,9 +740,7 @@ async fn a_revoked_client_certificate_fails_the_handshake() {
     assert_eq!(read["result"]["structuredContent"]["content"], "hello\n");
 
     // The CA revokes the second certificate too: the server takes the new list without a restart.
-    let crl = server._dir.path().join("clients.crl.pem");
-    write_crl(&server.ca, &crl, &[666, 667], 2099, 2);
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    server.revoke(&[666, 667]).await;
     let error = server
         .post_using(
             valid_config,
@@ -757,31 +796,19 @@ async fn a_client_cannot_resume_a_session_to_skip_its_certificates_checks() {
 async fn a_connection_open_when_its_certificate_is_revoked_is_refused_its_next_request() {
     let server = Server::start_with(|ca, dir| crl_args(ca, dir, &[666], 2099)).unwrap();
     let alice = numbered_client(&server.ca, "alice", 667);
-    let config = client_config(server.ca.der(), Some(&alice));
-    let tls = server.connect(config).await.unwrap();
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+    let mut sender = server.keep_alive(&alice).await;
+    let first = sender
+        .send_request(server.read_request(1, None))
         .await
         .unwrap();
-    tokio::spawn(connection);
-    let port = server.port;
-    let request = move |id: u64| {
-        hyper::Request::post("/mcp")
-            .header("host", format!("127.0.0.1:{port}"))
-            .header("content-type", "application/json")
-            .header("accept", "application/json, text/event-stream")
-            .body(Full::new(Bytes::from(
-                call(id, "read_file", json!({"filename": "greeting.txt"})).to_string(),
-            )))
-            .unwrap()
-    };
-    let first = sender.send_request(request(1)).await.unwrap();
     assert_eq!(first.status(), 200);
     first.into_body().collect().await.unwrap();
 
-    let crl = server._dir.path().join("clients.crl.pem");
-    write_crl(&server.ca, &crl, &[666, 667], 2099, 2);
-    tokio::time::sleep(Duration::from_secs(6)).await;
-    let second = sender.send_request(request(2)).await.unwrap();
+    server.revoke(&[666, 667]).await;
+    let second = sender
+        .send_request(server.read_request(2, None))
+        .await
+        .unwrap();
     assert_eq!(second.status(), 403);
     let refused = server.wait_for("http_rejected", 1).await;
     assert_eq!(
@@ -1036,17 +1063,6 @@ async fn an_event_stream_open_when_its_certificate_is_revoked_is_ended() {
     .unwrap();
     let alice = numbered_client(&server.ca, "alice", 667);
     let port = server.port;
-    let open = || async {
-        let tls = server
-            .connect(client_config(server.ca.der(), Some(&alice)))
-            .await
-            .unwrap();
-        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-            .await
-            .unwrap();
-        tokio::spawn(connection);
-        sender
-    };
     // A session, then its event stream on a connection of its own.
     let post = |message: Value, session: Option<&str>| {
         let mut request = hyper::Request::post("/mcp")
@@ -1062,7 +1078,7 @@ async fn an_event_stream_open_when_its_certificate_is_revoked_is_ended() {
             .body(Full::new(Bytes::from(message.to_string())))
             .unwrap()
     };
-    let mut sender = open().await;
+    let mut sender = server.keep_alive(&alice).await;
     let initialize = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
         "protocolVersion": "2025-11-25", "capabilities": {},
         "clientInfo": {"name": "test", "version": "1"}}});
@@ -1079,7 +1095,7 @@ async fn an_event_stream_open_when_its_certificate_is_revoked_is_ended() {
         .await
         .unwrap();
     assert!(done.status().is_success(), "{}", done.status());
-    let mut streamer = open().await;
+    let mut streamer = server.keep_alive(&alice).await;
     let stream = streamer
         .send_request(
             hyper::Request::get("/mcp")
@@ -1223,23 +1239,11 @@ async fn with_a_client_ca_bearer_clients_need_a_certificate_and_a_token() {
     assert_eq!(server.events("http_rejected")[0]["reason"], "missing_token");
 
     // Both: the caller is the token's subject.
-    let config = client_config(server.ca.der(), Some(&workload));
-    let tls = server.connect(config).await.unwrap();
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+    let mut sender = server.keep_alive(&workload).await;
+    let first = sender
+        .send_request(server.read_request(5, Some(&reader)))
         .await
         .unwrap();
-    tokio::spawn(connection);
-    let port = server.port;
-    let request = |id: u64| {
-        hyper::Request::post("/mcp")
-            .header("host", format!("127.0.0.1:{port}"))
-            .header("content-type", "application/json")
-            .header("accept", "application/json, text/event-stream")
-            .header("authorization", format!("Bearer {reader}"))
-            .body(Full::new(Bytes::from(read(id).to_string())))
-            .unwrap()
-    };
-    let first = sender.send_request(request(5)).await.unwrap();
     assert_eq!(first.status(), 200);
     let body: Value =
         serde_json::from_slice(&first.into_body().collect().await.unwrap().to_bytes()).unwrap();
@@ -1250,10 +1254,11 @@ async fn with_a_client_ca_bearer_clients_need_a_certificate_and_a_token() {
     assert_eq!(calls[0]["outcome"], "ok");
 
     // The CA revokes the workload's certificate: its open connection is refused its next request.
-    let crl = server._dir.path().join("clients.crl.pem");
-    write_crl(&server.ca, &crl, &[666, 667], 2099, 2);
-    tokio::time::sleep(Duration::from_secs(6)).await;
-    let second = sender.send_request(request(6)).await.unwrap();
+    server.revoke(&[666, 667]).await;
+    let second = sender
+        .send_request(server.read_request(6, Some(&reader)))
+        .await
+        .unwrap();
     assert_eq!(second.status(), 403);
     let refused = server.wait_for("http_rejected", 2).await;
     assert_eq!(
