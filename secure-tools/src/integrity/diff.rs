@@ -138,6 +138,10 @@ pub enum Change {
 /// replaced, with its sizes.
 const DIFF_MAX_LINES: usize = 10_000;
 
+/// The most bytes a description's diff shows, both texts together: past this (a description of a few lines each
+/// megabytes long), it is reported replaced with its sizes, as for too many lines, rather than printed whole.
+const DIFF_MAX_BYTES: usize = 1 << 20;
+
 /// How long the description diffs of one comparison may take together (from [`diff_deadline`]): a server can list
 /// thousands of tools, each just under [`DIFF_MAX_LINES`]. Past it, a diff is approximated (more lines shown
 /// removed and added than changed), never wrong.
@@ -222,9 +226,9 @@ fn description(before: Option<&Value>, after: Option<&Value>, deadline: Instant)
     let lines = |text: &Option<String>| format!("{}\n", text.as_deref().unwrap_or(""));
     let (old, new) = (lines(&before), lines(&after));
     let (old_lines, new_lines) = (old.lines().count(), new.lines().count());
-    let diff = if old_lines + new_lines > DIFF_MAX_LINES {
+    let diff = if old_lines + new_lines > DIFF_MAX_LINES || old.len() + new.len() > DIFF_MAX_BYTES {
         format!(
-            "replaced: {old_lines} lines ({} bytes) -> {new_lines} lines ({} bytes), too many to diff line by line\n",
+            "replaced: {old_lines} lines ({} bytes) -> {new_lines} lines ({} bytes), too large to diff line by line\n",
             old.len() - 1,
             new.len() - 1
         )
@@ -597,6 +601,21 @@ impl Changes {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// A newcomer's trial: a description of one 16 MB line was printed whole in the report (the fallback looked at
+    /// the number of lines only). Past a megabyte it is reported replaced, with its sizes.
+    #[test]
+    fn a_description_of_a_few_huge_lines_is_reported_replaced_not_printed() {
+        let long = |c: &str| c.repeat(700_000);
+        let locked = json!({"name": "t", "description": long("a")});
+        let listed = json!({"name": "t", "description": long("b")});
+        let shown = compare(&locked, &listed, diff_deadline())[0].to_string();
+        assert!(shown.len() < 1_000, "{} bytes", shown.len());
+        assert!(
+            shown.contains("replaced: 1 lines (700000 bytes) -> 1 lines (700000 bytes)"),
+            "{shown}"
+        );
+    }
 
     #[test]
     fn what_a_reader_would_not_see_is_written_out() {
