@@ -298,6 +298,8 @@ struct ChainState {
 struct TestFailures {
     sync: bool,
     checkpoint: bool,
+    /// Every line's write.
+    append: bool,
 }
 
 /// Sees each line a [`ChainedFileSink`] has written, as written (sealed: with `seq`, `prev` and the seal), right
@@ -720,6 +722,10 @@ impl ChainState {
         mut line: Vec<u8>,
         record: Option<&AuditRecord>,
     ) -> Result<io::Result<()>, AuditError> {
+        #[cfg(test)]
+        if self.fail.append {
+            return Err(AuditError::Other("a write failing for a test".into()));
+        }
         let seq = self.seq + 1;
         // The line keeps the record's own member order (`ts` first), the chain's members last.
         if line.pop() != Some(b'}') {
@@ -1798,6 +1804,32 @@ mod tests {
         let checked = verify(&[&path], None, None).unwrap();
         assert_eq!(checked.problem, None);
         assert_eq!(checked.lines_cut.len(), 1);
+    }
+
+    /// A re-read's finding: the fragment's record written after the cut could fail, and the fragment was then named
+    /// by nothing (or every later write refused, its length having changed). It stays pending until its record is
+    /// written, and is cut once.
+    #[test]
+    fn a_cut_whose_record_could_not_be_written_is_named_with_the_next_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        write(&path, None, 1, 2);
+        let whole = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &whole[..whole.len() - 30]).unwrap();
+        let kept = whole[..whole.len() - 30]
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .unwrap()
+            + 1;
+        let sink = ChainedFileSink::append_to(&path, None).unwrap();
+        sink.lock().fail.append = true;
+        assert!(sink.write(&record(3)).is_err());
+        assert_eq!(std::fs::read(&path).unwrap().len(), kept);
+        sink.lock().fail.append = false;
+        sink.write(&record(3)).unwrap();
+        let checked = verify(&[&path], None, None).unwrap();
+        assert_eq!(checked.problem, None, "{:#?}", lines(&path));
+        assert_eq!((checked.records, checked.lines_cut.len()), (3, 1));
     }
 
     /// Review finding: with checkpoints, the cut was named before the `chain_resumed` record, which then counted
