@@ -416,10 +416,10 @@ impl ChainedFileSink {
                 ));
             }
         }
-        let (torn, cut) = match torn_end(&mut file, key.as_ref())? {
-            End::Clean => (false, None),
-            End::MissingNewline => (true, None),
-            End::Fragment(fragment) => {
+        let (torn, cut, before) = match torn_end(&mut file, key.as_ref())? {
+            End::Clean => (false, None, None),
+            End::MissingNewline => (true, None, None),
+            End::Fragment { fragment, before } => {
                 tracing::warn!(
                     path = %path.display(),
                     bytes = fragment.bytes,
@@ -427,12 +427,12 @@ impl ChainedFileSink {
                      off as the next record is written, and an `incomplete_line_cut` record names it (its length \
                      and SHA-256)"
                 );
-                (false, Some(fragment))
+                (false, Some(fragment), Some(before))
             }
         };
-        let mut last = match &cut {
+        let mut last = match before {
             // The record before the fragment, which the chain continues once the fragment is cut.
-            Some(fragment) => Some(fragment.before.clone()),
+            Some(before) => Some(before),
             None => last_line(&mut file)?,
         };
         if last.is_none() {
@@ -1007,19 +1007,17 @@ enum End {
     Clean,
     /// With a whole record of this chain but for its newline: kept, and the next record starts on a line of its own.
     MissingNewline,
-    /// With a fragment of a line after a record of this chain: a write cut short.
-    Fragment(Fragment),
+    /// With a fragment of a line after a record of this chain (`before`): a write cut short.
+    Fragment { fragment: Fragment, before: Vec<u8> },
 }
 
-/// An incomplete last line, and the record before it.
+/// An incomplete last line.
 struct Fragment {
     /// Where it starts: the file's length once it is cut.
     at: u64,
     bytes: u64,
     /// Its SHA-256, `sha256:` and hex.
     digest: String,
-    /// The last record before it.
-    before: Vec<u8>,
     /// Whether it was cut off already.
     cut: bool,
 }
@@ -1091,13 +1089,15 @@ fn torn_end(file: &mut File, key: Option<&ChainKey>) -> io::Result<End> {
         return Ok(End::Clean);
     };
     let bytes = fragment.len() as u64;
-    Ok(End::Fragment(Fragment {
-        at: length - bytes,
-        bytes,
-        digest: format!("sha256:{}", hex(&Sha256::digest(fragment))),
+    Ok(End::Fragment {
+        fragment: Fragment {
+            at: length - bytes,
+            bytes,
+            digest: format!("sha256:{}", hex(&Sha256::digest(fragment))),
+            cut: false,
+        },
         before: before.to_vec(),
-        cut: false,
-    }))
+    })
 }
 
 /// The last non-empty line of a file (records are bounded, so the last 1 MiB holds it).
@@ -1733,6 +1733,16 @@ mod tests {
             .collect()
     }
 
+    /// A chain of `records` records at `path` (in `key`'s mode) whose last `cut` bytes are gone, as a crash during
+    /// a write leaves it; what is left.
+    fn torn(path: &Path, key: Option<&ChainKey>, records: u64, cut: usize) -> Vec<u8> {
+        write(path, key, 1, records);
+        let mut left = std::fs::read(path).unwrap();
+        left.truncate(left.len() - cut);
+        std::fs::write(path, &left).unwrap();
+        left
+    }
+
     fn put(path: &Path, lines: &[String]) {
         std::fs::write(path, lines.join("\n") + "\n").unwrap();
     }
@@ -1748,10 +1758,7 @@ mod tests {
         for key in [None, Some(&key)] {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("audit.jsonl");
-            write(&path, key, 1, 3);
-            let whole = std::fs::read(&path).unwrap();
-            let torn = &whole[..whole.len() - 50];
-            std::fs::write(&path, torn).unwrap();
+            let torn = torn(&path, key, 3, 50);
             let fragment = &torn[torn.iter().rposition(|b| *b == b'\n').unwrap() + 1..];
             assert_eq!(
                 verify(&[&path], key, None)
@@ -1794,10 +1801,7 @@ mod tests {
     fn a_sink_that_writes_nothing_leaves_an_incomplete_last_line_where_it_was() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.jsonl");
-        write(&path, None, 1, 2);
-        let whole = std::fs::read(&path).unwrap();
-        let torn = whole[..whole.len() - 30].to_vec();
-        std::fs::write(&path, &torn).unwrap();
+        let torn = torn(&path, None, 2, 30);
         drop(ChainedFileSink::append_to(&path, None).unwrap());
         assert_eq!(std::fs::read(&path).unwrap(), torn);
         write(&path, None, 3, 3);
@@ -1813,10 +1817,7 @@ mod tests {
     fn a_cut_whose_record_could_not_be_written_is_named_with_the_next_line() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.jsonl");
-        write(&path, None, 1, 2);
-        let whole = std::fs::read(&path).unwrap();
-        std::fs::write(&path, &whole[..whole.len() - 30]).unwrap();
-        let kept = whole[..whole.len() - 30]
+        let kept = torn(&path, None, 2, 30)
             .iter()
             .rposition(|b| *b == b'\n')
             .unwrap()
@@ -1889,9 +1890,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         for records in [1, 2] {
             let path = dir.path().join(format!("audit-{records}.jsonl"));
-            write(&path, None, 1, records);
-            let whole = std::fs::read(&path).unwrap();
-            std::fs::write(&path, &whole[..whole.len() - 1]).unwrap();
+            torn(&path, None, records, 1);
             write(&path, None, records + 1, records + 1);
             let checked = verify(&[&path], None, None).unwrap();
             assert_eq!(checked.problem, None, "{:?}", lines(&path));

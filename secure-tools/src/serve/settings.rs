@@ -1025,7 +1025,6 @@ impl Settings {
 
     /// The tables of the config file no part of the server has read so far ([`Settings::section`]), as written
     /// (`[file]`): for a message about a setting missing, which a misspelled table may hold.
-    #[cfg(feature = "fs")]
     pub(crate) fn unread_sections(&self) -> Vec<String> {
         let read = self
             .file
@@ -1042,14 +1041,14 @@ impl Settings {
 
     /// Refuses a table of the config file that no part of the server has read ([`Settings::section`]).
     pub(crate) fn check_sections_read(&self) -> Result<(), SettingsError> {
+        let Some(unread) = self.unread_sections().into_iter().next() else {
+            return Ok(());
+        };
         let read = self
             .file
             .read
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let Some(unread) = self.file.sections.keys().find(|name| !read.contains(*name)) else {
-            return Ok(());
-        };
         let known = if read.is_empty() {
             "this server reads no table".to_owned()
         } else {
@@ -1059,9 +1058,8 @@ impl Settings {
         Err(SettingsError::File {
             path: self.file.path.clone().unwrap_or_default(),
             reason: format!(
-                "[{}]: no part of this server reads this table ({known}; the server's own settings go at the top \
-                 of the file, before any table header, and take no tables)",
-                name_shown(unread)
+                "{unread}: no part of this server reads this table ({known}; the server's own settings go at the top \
+                 of the file, before any table header, and take no tables)"
             ),
         })
     }
