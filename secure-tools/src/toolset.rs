@@ -440,11 +440,20 @@ impl<S: Send + Sync + 'static> ToolSetBuilder<S> {
     }
 
     /// Reports every call to OpenTelemetry (feature `otel`): a span per call and the call metrics (see
-    /// [`telemetry`](crate::telemetry)). The runners set it from the `OTEL_*` variables themselves.
+    /// [`telemetry`](crate::telemetry)). Without it, the runners set the SDK up from the `OTEL_*` variables
+    /// themselves; with it, the SDK is yours: a runner then reads none of those variables, sets up no provider and
+    /// leaves the global ones as you set them (and refuses `--http-metrics`, which serves its own provider's
+    /// metrics: add a Prometheus reader to yours instead).
     #[cfg(feature = "otel")]
     pub fn telemetry(mut self, telemetry: crate::telemetry::Telemetry) -> Self {
         self.telemetry = Some(telemetry);
         self
+    }
+
+    /// Whether [`telemetry`](Self::telemetry) was given.
+    #[cfg(feature = "otel")]
+    pub(crate) fn has_telemetry(&self) -> bool {
+        self.telemetry.is_some()
     }
 
     /// Keeps the state of every rate limit of the set (the set's and the tools' own) in Redis (feature `redis`),

@@ -102,14 +102,8 @@ impl Settings {
         self.check_sections_read()?;
         #[cfg(feature = "otel")]
         {
-            let prometheus = match &self.transport {
-                #[cfg(feature = "http")]
-                Transport::Http(http) => http.metrics.is_some(),
-                _ => false,
-            };
-            self.otel = crate::telemetry::Otel::from_env(&self.server_info.name, prometheus)
-                .map_err(|error| ServeError::Config(error.to_string()))?
-                .map(std::sync::Arc::new);
+            self.otel =
+                self.runner_otel(builder.has_telemetry(), &|name| std::env::var(name).ok())?;
         }
         let tools = self.build(builder)?;
         let secure = secure_server(&tools, &self);
@@ -126,6 +120,39 @@ impl Settings {
             let _ = tokio::task::spawn_blocking(move || otel.shutdown()).await;
         }
         served
+    }
+
+    /// The OpenTelemetry SDK the runner sets up from the `OTEL_*` variables (read through `var`), unless the tool
+    /// set brings a [`Telemetry`](crate::telemetry::Telemetry) of its own: then the SDK is the user's, and the
+    /// runner reads no variable (a value it could not honour itself, `grpc` say, may be the user's SDK's to read),
+    /// replaces no global provider and serves no Prometheus page (which reads the runner's own meter provider).
+    #[cfg(feature = "otel")]
+    fn runner_otel(
+        &self,
+        own_telemetry: bool,
+        var: crate::telemetry::Lookup<'_>,
+    ) -> Result<Option<std::sync::Arc<crate::telemetry::Otel>>, ServeError> {
+        let prometheus = match &self.transport {
+            #[cfg(feature = "http")]
+            Transport::Http(http) => http.metrics.is_some(),
+            _ => false,
+        };
+        if own_telemetry {
+            return match prometheus {
+                true => Err(ServeError::Config(
+                    "--http-metrics serves the runner's own metrics, and this tool set reports to a `Telemetry` of \
+                     its own (`ToolSetBuilder::telemetry`): serve them from your meter provider (a Prometheus \
+                     reader) instead"
+                        .into(),
+                )),
+                false => Ok(None),
+            };
+        }
+        Ok(
+            crate::telemetry::Otel::from_vars(var, &self.server_info.name, prometheus)
+                .map_err(|error| ServeError::Config(error.to_string()))?
+                .map(std::sync::Arc::new),
+        )
     }
 
     async fn run<S, H, F>(
@@ -466,6 +493,55 @@ impl Signals {
 #[cfg(test)]
 mod tests {
     use crate::{PlainTool, ToolSet};
+
+    /// Trial finding: a server of its own with `ToolSetBuilder::telemetry` (its SDK set up from the same `OTEL_*`
+    /// variables, over gRPC say) was refused at start by the runner, which read them for an SDK of its own and
+    /// replaced the server's telemetry with it. The variables are now the runner's only when it sets up the SDK.
+    #[cfg(feature = "otel")]
+    #[test]
+    fn a_tool_set_with_telemetry_of_its_own_leaves_the_otel_variables_to_it() {
+        let vars = |name: &str| match name {
+            "OTEL_EXPORTER_OTLP_ENDPOINT" => Some("http://127.0.0.1:9".to_owned()),
+            "OTEL_EXPORTER_OTLP_PROTOCOL" => Some("grpc".to_owned()),
+            _ => None,
+        };
+        let settings = super::Settings::stdio(crate::Grant::none());
+        let refused = settings.runner_otel(false, &vars).unwrap_err().to_string();
+        assert!(
+            refused.contains("OTEL_EXPORTER_OTLP_PROTOCOL=grpc"),
+            "{refused}"
+        );
+        assert!(settings.runner_otel(true, &vars).unwrap().is_none());
+    }
+
+    /// With a telemetry of its own, the runner's Prometheus page (its own meter provider's) is refused at start
+    /// rather than served empty; checked through `serve_with` itself.
+    #[cfg(all(feature = "otel", feature = "http"))]
+    #[tokio::test]
+    async fn the_runners_metrics_page_is_refused_beside_telemetry_of_its_own() {
+        let mut settings = super::Settings::http(
+            std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            crate::serve::Auth::None {
+                grant: crate::Grant::none(),
+            },
+        );
+        settings.http_mut().unwrap().metrics =
+            Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+        let telemetry = crate::telemetry::Telemetry::new(
+            &opentelemetry::trace::noop::NoopTracerProvider::new(),
+            &opentelemetry::metrics::noop::NoopMeterProvider::new(),
+        );
+        let served = settings.serve(ToolSet::builder(()).telemetry(telemetry));
+        let refused = tokio::time::timeout(std::time::Duration::from_secs(10), served)
+            .await
+            .expect("served instead of refusing")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            refused.contains("--http-metrics serves the runner's own metrics"),
+            "{refused}"
+        );
+    }
 
     fn listed(properties: serde_json::Value) -> Vec<rmcp::model::Tool> {
         let schema = serde_json::json!({"type": "object", "properties": properties});

@@ -30,7 +30,8 @@
 //! **Setting it up.** The runners do it from the standard `OTEL_*` variables ([`Otel::from_env`]): nothing is
 //! exported unless `OTEL_EXPORTER_OTLP_ENDPOINT` (or a signal's own `OTEL_EXPORTER_OTLP_{TRACES,METRICS,LOGS}_ENDPOINT`)
 //! is set, or the HTTP runner serves `/metrics`. A server of your own that sets up the SDK itself passes its
-//! providers to [`Telemetry::new`], or uses the global ones with [`Telemetry::global`].
+//! providers to [`Telemetry::new`], or uses the global ones with [`Telemetry::global`]; a runner serving a tool set
+//! with a `Telemetry` of its own leaves the SDK to it (it reads no `OTEL_*` variable and sets no global provider).
 //!
 //! [`ToolSetBuilder::telemetry`]: crate::ToolSetBuilder::telemetry
 
@@ -51,6 +52,7 @@ use opentelemetry::trace::{
 use opentelemetry::{Context, InstrumentationScope, KeyValue, StringValue, global};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 
+pub(crate) use sdk::Lookup;
 pub use sdk::{Otel, OtelError};
 
 use crate::audit::chain::LineMirror;

@@ -115,7 +115,7 @@ const LOGS: Signal = Signal {
     compression: "OTEL_EXPORTER_OTLP_LOGS_COMPRESSION",
 };
 
-type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+pub(crate) type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 
 /// A variable's value, trimmed; `None` when unset or blank.
 fn value(var: Lookup<'_>, variable: &str) -> Option<String> {
@@ -240,12 +240,22 @@ impl Otel {
     ///
     /// Call it inside a Tokio runtime or not: the exporters run on threads of their own.
     pub fn from_env(service_name: &str, prometheus: bool) -> Result<Option<Self>, OtelError> {
+        Self::from_vars(&|name| env::var(name).ok(), service_name, prometheus)
+    }
+
+    /// As [`from_env`](Self::from_env), with the settings read through `var` (the exporters themselves still read
+    /// the process's endpoint and header variables).
+    pub(crate) fn from_vars(
+        var: Lookup<'_>,
+        service_name: &str,
+        prometheus: bool,
+    ) -> Result<Option<Self>, OtelError> {
         let Some(Plan {
             traces,
             metrics,
             logs,
             named,
-        }) = Plan::read(&|name| env::var(name).ok())?
+        }) = Plan::read(var)?
         else {
             return Ok(None);
         };
