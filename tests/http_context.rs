@@ -319,10 +319,18 @@ async fn the_callers_trace_comes_from_the_header_or_else_meta_first() {
     with_meta["params"]["_meta"] = json!({ "traceparent": in_meta });
     let answer: Value = send(with_meta).await.unwrap().json().await.unwrap();
     assert_eq!(answer["result"]["content"][0]["text"], "b", "{answer}");
-    let audit = audit_until(&server, |audit| events(audit, "tool_call").len() == 2);
+    // Trial finding: a `traceparent` in `_meta` that is not one was taken over the header's valid one, and the
+    // call had no caller's trace at all. An invalid one is ignored, as if absent.
+    let mut garbage_in_meta = call("echo", json!({"text": "c"}));
+    garbage_in_meta["params"]["_meta"] = json!({ "traceparent": "garbage", "tracestate": "k=v" });
+    let answer: Value = send(garbage_in_meta).await.unwrap().json().await.unwrap();
+    assert_eq!(answer["result"]["content"][0]["text"], "c", "{answer}");
+    let audit = audit_until(&server, |audit| events(audit, "tool_call").len() == 3);
     let calls = events(&audit, "tool_call");
     assert_eq!(calls[0]["trace_id"], "0af7651916cd43dd8448eb211c80319c");
     assert_eq!(calls[0]["parent_span_id"], "b7ad6b7169203331");
     assert_eq!(calls[1]["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
     assert_eq!(calls[1]["parent_span_id"], "00f067aa0ba902b7");
+    assert_eq!(calls[2]["trace_id"], "0af7651916cd43dd8448eb211c80319c", "{}", calls[2]);
+    assert_eq!(calls[2]["parent_span_id"], "b7ad6b7169203331");
 }

@@ -684,11 +684,13 @@ impl CallContext {
     }
 
     /// The caller's W3C trace context (`traceparent`, `tracestate`): from the request's `_meta` (SEP-414) when it
-    /// has a `traceparent`, or else as the transport received it. Not checked here.
+    /// has a valid `traceparent`, or else as the transport received it (not checked here). An invalid one in
+    /// `_meta` is ignored as if absent, so it does not hide a valid one the transport received.
     pub(crate) fn trace_headers(&self) -> (Option<&str>, Option<&str>) {
         let meta = self.rmcp().map(|cx| &cx.meta.0);
         if let Some(meta) = meta
             && let Some(parent) = meta.get("traceparent").and_then(|v| v.as_str())
+            && crate::audit::TraceContext::parse(parent).is_some()
         {
             return (
                 Some(parent),
