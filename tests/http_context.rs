@@ -331,6 +331,10 @@ async fn the_callers_trace_comes_from_the_header_or_else_meta_first() {
     assert_eq!(calls[0]["parent_span_id"], "b7ad6b7169203331");
     assert_eq!(calls[1]["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
     assert_eq!(calls[1]["parent_span_id"], "00f067aa0ba902b7");
-    assert_eq!(calls[2]["trace_id"], "0af7651916cd43dd8448eb211c80319c", "{}", calls[2]);
+    assert_eq!(
+        calls[2]["trace_id"], "0af7651916cd43dd8448eb211c80319c",
+        "{}",
+        calls[2]
+    );
     assert_eq!(calls[2]["parent_span_id"], "b7ad6b7169203331");
 }

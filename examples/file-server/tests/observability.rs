@@ -725,6 +725,69 @@ fn failed_exports_are_reported_on_stderr_without_secrets() {
     assert!(!stderr.contains(SECRET_CONTENT), "{stderr}");
 }
 
+/// Trial finding: with a collector that takes connections but never answers, the stop waited for each signal's
+/// export in turn (traces, metrics, logs: 5 s each, about 15 s after the last record), past the 10 s a container
+/// runtime or a host gives a stopping server before it kills it. The signals are now flushed together: the stop
+/// takes one export's timeout. (The audit file is whole before this wait starts.)
+#[test]
+fn a_silent_collector_holds_the_stop_for_one_export_timeout_not_one_per_signal() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    // Connections complete in the kernel's backlog; nothing ever reads or answers them.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut child = Command::new(SERVER)
+        .env("DATA_ROOT", &data)
+        .env("MCP_SCOPES", "files.read,files.write")
+        .env("MCP_AUDIT_LOG", dir.path().join("audit.jsonl"))
+        .env(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            format!("http://{}", silent.local_addr().unwrap()),
+        )
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let requests = [
+        json!({"jsonrpc": "2.0", "id": 0, "method": "initialize",
+               "params": {"protocolVersion": "2025-11-25", "capabilities": {},
+                          "clientInfo": {"name": "test", "version": "1"}}}),
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+        json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+               "params": {"name": "write_file",
+                          "arguments": {"filename": "note.txt", "content": "hello"}}}),
+    ];
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    for request in &requests {
+        use std::io::Write;
+        writeln!(stdin, "{request}").unwrap();
+    }
+    for _ in 0..2 {
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+        assert!(line.contains("\"result\""), "{line}");
+    }
+    // Every signal has something batched: the call's span, its metrics, its records as logs.
+    let stopping = Instant::now();
+    drop(stdin);
+    let output = child.wait_with_output().unwrap();
+    let took = stopping.elapsed();
+    assert!(output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    // The exports did time out (so the wait below is theirs), and the stop took one timeout, not three.
+    assert!(stderr.contains("not all exported at shutdown"), "{stderr}");
+    assert!(
+        took < Duration::from_secs(10),
+        "stopped after {took:?}:\n{stderr}"
+    );
+    let records = audit(&dir.path().join("audit.jsonl"));
+    assert_eq!(records.last().unwrap()["event"], "server_stop");
+    drop(silent);
+}
+
 /// With traces not exported (`OTEL_TRACES_EXPORTER=none`) a call makes no span, yet its records and their log
 /// records still carry the caller's trace; and the metrics of calls that succeeded (recorded through instruments
 /// bound per tool) have the same attributes as those of a refused call, less `error.type`.

@@ -380,22 +380,30 @@ impl Otel {
     }
 
     /// Exports what is still batched and stops the exporters (blocking: call it from a blocking context).
+    /// The three signals are flushed at once, each on a thread of its own: a collector that takes connections but
+    /// never answers holds the stop for one export's timeout (the SDK's 5 s), not one per signal.
     pub fn shutdown(&self) {
-        if let Some(tracers) = &self.tracers
-            && let Err(error) = tracers.shutdown()
-        {
-            tracing::warn!(%error, "OpenTelemetry traces not all exported at shutdown");
-        }
-        if let Some(meters) = &self.meters
-            && let Err(error) = meters.shutdown()
-        {
-            tracing::warn!(%error, "OpenTelemetry metrics not all exported at shutdown");
-        }
-        if let Some(loggers) = &self.loggers
-            && let Err(error) = loggers.shutdown()
-        {
-            tracing::warn!(%error, "OpenTelemetry logs not all exported at shutdown");
-        }
+        std::thread::scope(|scope| {
+            if let Some(tracers) = &self.tracers {
+                scope.spawn(|| {
+                    if let Err(error) = tracers.shutdown() {
+                        tracing::warn!(%error, "OpenTelemetry traces not all exported at shutdown");
+                    }
+                });
+            }
+            if let Some(meters) = &self.meters {
+                scope.spawn(|| {
+                    if let Err(error) = meters.shutdown() {
+                        tracing::warn!(%error, "OpenTelemetry metrics not all exported at shutdown");
+                    }
+                });
+            }
+            if let Some(loggers) = &self.loggers
+                && let Err(error) = loggers.shutdown()
+            {
+                tracing::warn!(%error, "OpenTelemetry logs not all exported at shutdown");
+            }
+        });
     }
 }
 
