@@ -988,8 +988,8 @@ impl Settings {
 
     /// The files these settings name that no tool should reach, each with the setting that names it: the config
     /// file, the audit log, the tools lockfile, the audit keys, the token keys, the TLS certificates, keys and
-    /// revocation lists. A file tool's root should hold none of them: [`RootArgs::open`](crate::fs::RootArgs::open)
-    /// refuses one that does.
+    /// revocation lists. A file tool's root should hold none of them: `RootArgs::open` (feature `fs`) refuses one
+    /// that does.
     pub fn protected_files(&self) -> impl Iterator<Item = (&'static str, &Path)> {
         let audit_log = self
             .audit_log
