@@ -338,3 +338,145 @@ async fn the_callers_trace_comes_from_the_header_or_else_meta_first() {
     );
     assert_eq!(calls[2]["parent_span_id"], "b7ad6b7169203331");
 }
+
+/// Trial finding (attack first): at SIGTERM, calls in flight over HTTP finished and were audited `ok`, but some of
+/// their clients got `500 no response message received from handler` or a closed connection: the stop cancelled
+/// rmcp's HTTP service as the last call ended, racing its answer. Every call in flight at the signal must be
+/// answered as audited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_sigterm_every_call_in_flight_over_http_is_answered_as_audited() {
+    const CALLS: usize = 48;
+    let mut server = start();
+    let client = client(Duration::from_secs(30));
+    let calls: Vec<_> = (0..CALLS)
+        .map(|_| {
+            let client = client.clone();
+            let url = server.url.clone();
+            tokio::spawn(async move {
+                let response = post(&client, &url, &call("slow", json!({"millis": 700}))).await?;
+                let status = response.status();
+                Ok::<_, reqwest::Error>((status, response.text().await?))
+            })
+        })
+        .collect();
+    // Every call has begun (`slow` is not read-only: each writes `call_started`), then the operator stops it.
+    audit_until(&server, |audit| {
+        events(audit, "call_started").len() == CALLS
+    });
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut answered = 0;
+    for call in calls {
+        let (status, body) = call.await.unwrap().expect("a call in flight got no answer");
+        assert_eq!(status, 200, "{body}");
+        let answer: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(answer["result"]["content"][0]["text"], "done", "{answer}");
+        answered += 1;
+    }
+    assert!(server.child.wait().unwrap().success());
+    let audit = read_audit(&server.audit);
+    let calls = events(&audit, "tool_call");
+    assert_eq!((answered, calls.len()), (CALLS, CALLS));
+    assert!(
+        calls.iter().all(|call| call["outcome"] == "ok"),
+        "{calls:?}"
+    );
+    assert_eq!(audit.last().unwrap()["event"], "server_stop");
+}
+
+/// The same in sessions mode, where calls are answered as streams of events, with a client's standalone event
+/// stream (`GET`) open: the calls are answered as audited, the stream ends, and the server exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_sigterm_in_sessions_mode_calls_are_answered_and_an_open_event_stream_ends() {
+    const CALLS: usize = 16;
+    let mut server = start_with(&[("MCP_HTTP_SESSIONS", "true")]);
+    let client = client(Duration::from_secs(30));
+    let send = |session: Option<&str>, body: Value| {
+        let mut request = client
+            .post(&server.url)
+            .header("accept", "application/json, text/event-stream")
+            .json(&body);
+        if let Some(session) = session {
+            request = request
+                .header("mcp-session-id", session)
+                .header("mcp-protocol-version", "2025-11-25");
+        }
+        request.send()
+    };
+    let initialized = send(
+        None,
+        json!({"jsonrpc": "2.0", "id": 0, "method": "initialize",
+               "params": {"protocolVersion": "2025-11-25", "capabilities": {},
+                          "clientInfo": {"name": "test", "version": "1"}}}),
+    )
+    .await
+    .unwrap();
+    let session = initialized.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let _ = initialized.text().await.unwrap();
+    let notified = send(
+        Some(&session),
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(notified.status(), 202);
+    let stream = client
+        .get(&server.url)
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", &session)
+        .header("mcp-protocol-version", "2025-11-25")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let calls: Vec<_> = (0..CALLS)
+        .map(|id| {
+            let request = send(
+                Some(&session),
+                json!({"jsonrpc": "2.0", "id": id + 1, "method": "tools/call",
+                       "params": {"name": "slow", "arguments": {"millis": 700}}}),
+            );
+            tokio::spawn(async move {
+                let response = request.await?;
+                let status = response.status();
+                Ok::<_, reqwest::Error>((status, response.text().await?))
+            })
+        })
+        .collect();
+    audit_until(&server, |audit| {
+        events(audit, "call_started").len() == CALLS
+    });
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    for call in calls {
+        let (status, body) = call.await.unwrap().expect("a call in flight got no answer");
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains(r#""text":"done""#), "{body}");
+    }
+    tokio::time::timeout(Duration::from_secs(15), stream.text())
+        .await
+        .expect("the event stream did not end at the stop")
+        .ok();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while server.child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the server did not exit");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let audit = read_audit(&server.audit);
+    let calls = events(&audit, "tool_call");
+    assert_eq!(calls.len(), CALLS);
+    assert!(
+        calls.iter().all(|call| call["outcome"] == "ok"),
+        "{calls:?}"
+    );
+    assert_eq!(audit.last().unwrap()["event"], "server_stop");
+}

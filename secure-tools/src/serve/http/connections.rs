@@ -207,9 +207,14 @@ impl Drop for Busy {
 /// A response body that keeps its connection busy until it is sent or dropped. Everything else is the body's own,
 /// its size included: a body of unknown size goes out chunked, and an answer of known length then loses its
 /// `Content-Length` (clients dropped about one connection in a hundred calls after chunked answers).
+///
+/// A standalone stream of events (a `GET` in sessions mode) ends at the stop: it never finishes by itself, and the
+/// stop waits for the connections' answers before it ends the protocol service (whose end would otherwise cut the
+/// answers of calls that just finished).
 struct Tracked {
     body: Body,
     _busy: Busy,
+    ends: Option<Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>>,
 }
 
 impl hyper::body::Body for Tracked {
@@ -220,7 +225,13 @@ impl hyper::body::Body for Tracked {
         self: Pin<&mut Self>,
         cx: &mut TaskContext<'_>,
     ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+        let tracked = self.get_mut();
+        if let Some(ends) = &mut tracked.ends
+            && ends.as_mut().poll(cx).is_ready()
+        {
+            return Poll::Ready(None);
+        }
+        Pin::new(&mut tracked.body).poll_frame(cx)
     }
 
     fn is_end_stream(&self) -> bool {
@@ -403,8 +414,11 @@ where
     P: Clone + Send + Sync + 'static,
 {
     let connection = slot.connection.clone();
+    let stopped = stop.clone();
     let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
         let busy = Busy::new(&connection);
+        let ends = (request.method() == hyper::Method::GET)
+            .then(|| Box::pin(stopped.clone().cancelled_owned()));
         let mut request = request.map(Body::new);
         request.extensions_mut().insert(info.clone());
         let app = app.clone();
@@ -416,7 +430,13 @@ where
             let Ok(response) = app.oneshot(request).await;
             // The connection stays busy until the whole body is sent: a stream of events counts as a request
             // in progress.
-            Ok::<_, Infallible>(response.map(|body| Body::new(Tracked { body, _busy: busy })))
+            Ok::<_, Infallible>(response.map(|body| {
+                Body::new(Tracked {
+                    body,
+                    _busy: busy,
+                    ends,
+                })
+            }))
         }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
