@@ -598,3 +598,59 @@ async fn a_handler_without_tools_merged_with_secure_tools_advertises_and_lists_t
     assert_eq!(client.list_all_tools().await.unwrap().len(), 2);
     client.cancel().await.unwrap();
 }
+
+/// Trial finding (attack first): rmcp's router answers a plain tool's arguments that do not decode with an
+/// `isError` result quoting the value (`invalid type: integer `12345678`, expected ...`), not an error, so the
+/// pipeline passed it on: a redacted argument came back in the message, and the call was recorded `error`
+/// (`tool_error`) where bad input is `invalid`. It is now refused `invalid_input`, its message withheld when the tool
+/// has a redaction.
+#[tokio::test]
+async fn a_plain_tools_arguments_that_do_not_decode_are_invalid_and_a_secret_is_not_quoted() {
+    for (redact, expect_quoted) in [(true, false), (false, true)] {
+        let mut plain = secure_tools::PlainTool::new("add").scope("notes.read");
+        if redact {
+            plain = plain.audit_redact(["b"]);
+        }
+        let audit = MemorySink::new();
+        let secure_set = ToolSet::builder(())
+            .tool::<read_note>()
+            .plain_tool(plain)
+            .audit_sink(audit.clone())
+            .build()
+            .unwrap();
+        let secure = secure_tools::SecureServer::new(secure_set.clone()).default_caller(
+            Caller::new("local-user", Grant::parse("notes.read").unwrap()),
+        );
+        let client = client_of(secure_tools::serve::Secured::new(
+            Calculator::new(&secure_set),
+            secure,
+        ))
+        .await;
+        let refused = client
+            .call_tool(
+                CallToolRequestParams::new("add")
+                    .with_arguments(args(json!({"a": 1, "b": "84721193"}))),
+            )
+            .await
+            .unwrap();
+        assert_eq!(refused.is_error, Some(true));
+        let text = text_of(&refused);
+        assert!(text.starts_with("invalid_input"), "{text}");
+        assert_eq!(text.contains("84721193"), expect_quoted, "{text}");
+        let meta = serde_json::to_value(&refused.meta).unwrap();
+        assert_eq!(
+            meta["secure-tools/refusal"]["code"], "invalid_input",
+            "{refused:?}"
+        );
+        let records = audit.records();
+        let call = records.iter().find(|r| r["event"] == "tool_call").unwrap();
+        assert_eq!(
+            (&call["outcome"], &call["error"]),
+            (&json!("invalid"), &json!("invalid_input")),
+            "{call}"
+        );
+        if redact {
+            assert!(!records.iter().any(|r| r.to_string().contains("84721193")));
+        }
+    }
+}

@@ -554,25 +554,51 @@ async fn plain_stages<S: Send + Sync + 'static>(
     let limit = Deadline::of(set, tool, call);
     limit.stop_if_due(set, &call.context)?;
     let future = panic::catch(name, || run(arguments)).map_err(|()| Refusal::panicked())?;
-    match contained(name, future, set, &call.context, limit).await {
-        Ok(Ok(result)) => Ok(ToolOutput::Result(result)),
-        Ok(Err(error)) => {
-            // Its server's message may quote an argument (a decoding error does): withheld when any is secret.
-            let message = if tool.definition.audit_redact().is_empty() {
-                std::borrow::Cow::Owned(error.message.into_owned())
-            } else {
-                std::borrow::Cow::Borrowed("the tool's server refused the call")
-            };
-            Err(if error.code == rmcp::model::ErrorCode::INVALID_PARAMS {
-                Refusal::invalid(codes::INVALID_INPUT, message)
-            } else {
-                Refusal::new(codes::TOOL_ERROR, message)
-            })
+    // Its server's message may quote an argument (a decoding error does): withheld when any is secret.
+    let message = |message: String| {
+        if tool.definition.audit_redact().is_empty() {
+            std::borrow::Cow::Owned(message)
+        } else {
+            std::borrow::Cow::Borrowed("the tool's server refused the call")
         }
+    };
+    match contained(name, future, set, &call.context, limit).await {
+        Ok(Ok(result)) => match rmcp_decoding_error(result) {
+            Ok(result) => Ok(ToolOutput::Result(result)),
+            Err(_) if !tool.definition.audit_redact().is_empty() => Err(Refusal::invalid(
+                codes::INVALID_INPUT,
+                "the arguments do not fit the tool's input schema (its server's message is withheld: it may \
+                 quote a secret argument)",
+            )),
+            Err(error) => Err(Refusal::invalid(codes::INVALID_INPUT, error)),
+        },
+        Ok(Err(error)) => Err(if error.code == rmcp::model::ErrorCode::INVALID_PARAMS {
+            Refusal::invalid(codes::INVALID_INPUT, message(error.message.into_owned()))
+        } else {
+            Refusal::new(codes::TOOL_ERROR, message(error.message.into_owned()))
+        }),
         Err(stopped) => {
             call.context.cancel_handler();
             Err(stopped)
         }
+    }
+}
+
+/// The message of rmcp's answer to arguments its router could not decode for a tool (`Parameters<T>`): since rmcp
+/// 3.11 (`into_tool_argument_error`), a result with `isError` and that one text, not an `INVALID_PARAMS` error, so
+/// that a model sees it. The text quotes the value that did not decode; the pipeline refuses such a call as
+/// invalid input instead, withholding the text when the tool has a secret. Any other result is given back.
+fn rmcp_decoding_error(result: CallToolResult) -> Result<CallToolResult, String> {
+    const PREFIX: &str = "failed to deserialize parameters:";
+    let text = match &result.content[..] {
+        [only] if result.is_error == Some(true) && result.structured_content.is_none() => {
+            only.as_text().filter(|t| t.text.starts_with(PREFIX))
+        }
+        _ => None,
+    };
+    match text {
+        Some(text) => Err(text.text.clone()),
+        None => Ok(result),
     }
 }
 
