@@ -58,6 +58,11 @@ fn redis(dir: &Path) -> (Process, u16) {
     // redis-server must be given its port and says none it chose: a port free now, which another process could
     // take before redis-server binds it (it then exits, failing the test, or `wait_for_port` reaches the other).
     let port = common::free_port();
+    (redis_on(dir, port), port)
+}
+
+/// redis-server on `port`.
+fn redis_on(dir: &Path, port: u16) -> Process {
     let mut child = Command::new(program("redis-server"))
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
         .args(["--save", "", "--appendonly", "no"])
@@ -68,7 +73,7 @@ fn redis(dir: &Path) -> (Process, u16) {
         .spawn()
         .unwrap();
     wait_for_port(port, &mut child, "redis-server");
-    (Process(child), port)
+    Process(child)
 }
 
 /// One replica: the file server over HTTP with bearer tokens, its audit log its own, its rate limits in Redis.
@@ -590,4 +595,32 @@ async fn namespaces_and_callers_cannot_spell_each_others_keys_in_redis() {
         (3, 0),
         "another server's caller was limited"
     );
+}
+
+/// Trial finding: after Redis restarted, each server's next call was refused `rate_limit_unavailable` (`broken
+/// pipe`) although Redis answered again: the connection manager reconnects after a dropped connection fails a
+/// command, and the command was not tried again. The first call after the restart now goes through.
+#[tokio::test]
+async fn the_first_call_after_redis_restarts_is_checked_not_refused() {
+    use secure_tools::call::shared_rate::RedisRates;
+    use secure_tools::testing::{ToolTester, caller};
+    use secure_tools::{Rate, ToolSet};
+    let dir = tempfile::tempdir().unwrap();
+    let (redis_server, port) = redis(dir.path());
+    let tester = ToolTester::new(
+        ToolSet::builder(())
+            .tool::<counted>()
+            .rate_limit(Rate::per_minute(100).unwrap())
+            .rate_limit_store(
+                RedisRates::open(&format!("redis://127.0.0.1:{port}/0"), "restart").unwrap(),
+            ),
+    )
+    .unwrap();
+    let someone = caller("someone", "t.call");
+    let before = tester.call(&someone, "counted", json!({})).await;
+    assert_eq!(before.code(), None, "{before:?}");
+    drop(redis_server);
+    let _redis_again = redis_on(dir.path(), port);
+    let after = tester.call(&someone, "counted", json!({})).await;
+    assert_eq!(after.code(), None, "{after:?}");
 }

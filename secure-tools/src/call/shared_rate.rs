@@ -145,13 +145,21 @@ impl RedisRates {
         let tolerance = interval * u128::from(rate.count.saturating_sub(1));
         // The caller's length first, so that no caller and tool pair can spell another's key.
         let key = format!("{}{scope}:{}:{caller}:{tool}", self.prefix, caller.len());
+        let mut script = self.script.key(key);
+        script.arg(interval.to_string()).arg(tolerance.to_string());
         let answer = async {
             let mut connection = self.connection()?;
-            let mut invocation = self.script.key(key);
-            invocation
-                .arg(interval.to_string())
-                .arg(tolerance.to_string());
-            let invocation = invocation.invoke_async::<(i64, i64)>(&mut connection);
+            // A connection Redis dropped (a restart) fails the command sent on it, and only then does the manager
+            // reconnect: the command is tried once more, on the new connection, within the same bound. (A step
+            // that ran before its answer was lost is counted twice: the error is on the limit's side.)
+            let invocation = async {
+                match script.invoke_async::<(i64, i64)>(&mut connection).await {
+                    Err(error) if error.is_connection_dropped() || error.is_io_error() => {
+                        script.invoke_async::<(i64, i64)>(&mut connection).await
+                    }
+                    answer => answer,
+                }
+            };
             // The connection manager's own timeouts bound each attempt; this bounds the whole, reconnecting and
             // retrying included, to the time documented. On a runtime without a time driver (where a timer
             // panics) the manager's own timeouts are the bound.

@@ -219,7 +219,24 @@ impl Settings {
             Some(otel) => builder.telemetry(otel.telemetry()),
             None => builder,
         };
-        Ok(builder.build()?)
+        let tools = builder.build()?;
+        // A store with no rate to keep would leave replicas unlimited while the operator believes them limited.
+        #[cfg(feature = "redis")]
+        if self.rate_limit_store.is_some()
+            && tools.inner.rate.is_none()
+            && tools
+                .inner
+                .tools
+                .values()
+                .all(|tool| tool.entry.rate.is_none())
+        {
+            return Err(ServeError::Config(
+                "--rate-limit-redis / MCP_RATE_LIMIT_REDIS: no rate limit to keep in Redis: give --rate-limit / \
+                 MCP_RATE_LIMIT (or a tool a `rate` of its own)"
+                    .into(),
+            ));
+        }
+        Ok(tools)
     }
 }
 
@@ -493,6 +510,22 @@ impl Signals {
 #[cfg(test)]
 mod tests {
     use crate::{PlainTool, ToolSet};
+
+    /// Trial finding: `--rate-limit-redis` without any rate was taken silently, and replicas meant to share a
+    /// limit ran unlimited.
+    #[cfg(feature = "redis")]
+    #[test]
+    fn a_redis_store_with_no_rate_to_keep_is_refused() {
+        let mut settings = super::Settings::stdio(crate::Grant::none());
+        settings.rate_limit_store = Some(
+            crate::call::shared_rate::RedisRates::open("redis://127.0.0.1:1/0", "files").unwrap(),
+        );
+        let tools = || ToolSet::builder(()).plain_tool(PlainTool::new("search").scope("s.read"));
+        let refused = settings.build(tools()).unwrap_err().to_string();
+        assert!(refused.contains("no rate limit to keep"), "{refused}");
+        let rate = crate::Rate::per_minute(10).unwrap();
+        assert!(settings.build(tools().rate_limit(rate)).is_ok());
+    }
 
     /// Trial finding: a server of its own with `ToolSetBuilder::telemetry` (its SDK set up from the same `OTEL_*`
     /// variables, over gRPC say) was refused at start by the runner, which read them for an SDK of its own and
