@@ -17,8 +17,20 @@ DIGEST_KEY = "secure-tools/digest"
 TOOLSET_KEY = "secure-tools/toolset-digest"
 
 
+def as_jcs(value):
+    """JSON numbers are doubles (RFC 8785): an integer beyond 2**53, a u64's maximum say, is the nearest one (the
+    `rfc8785` package refuses such an integer itself)."""
+    if isinstance(value, dict):
+        return {k: as_jcs(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [as_jcs(v) for v in value]
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 2**53:
+        return float(value)
+    return value
+
+
 def digest(value) -> str:
-    return "sha256:" + hashlib.sha256(rfc8785.dumps(value)).hexdigest()
+    return "sha256:" + hashlib.sha256(rfc8785.dumps(as_jcs(value))).hexdigest()
 
 
 def definition(tool: dict) -> dict:

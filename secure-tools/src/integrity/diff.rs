@@ -155,6 +155,15 @@ pub(crate) fn diff_deadline() -> Instant {
 /// What changed between two definitions of one tool (each as [`definition`](super::definition) gives it), its
 /// description diffed by `deadline` (see [`diff_deadline`]).
 pub(crate) fn compare(before: &Value, after: &Value, deadline: Instant) -> Vec<Change> {
+    // Compared as the digest sees them (RFC 8785): a number is its canonical form, so `18446744073709551615` as a
+    // server lists it and `1.8446744073709552e19` as the lockfile keeps it are one value, as they are one digest.
+    let canonical = |value: &Value| {
+        serde_json_canonicalizer::to_string(value)
+            .ok()
+            .and_then(|text| serde_json::from_str::<Value>(&text).ok())
+            .unwrap_or_else(|| value.clone())
+    };
+    let (before, after) = (canonical(before), canonical(after));
     let empty = Map::new();
     let b = before.as_object().unwrap_or(&empty);
     let a = after.as_object().unwrap_or(&empty);
@@ -698,5 +707,25 @@ mod tests {
         }));
         assert_eq!(changes.len(), 8, "{changes:#?}");
         assert!(compare(&base(), &base(), diff_deadline()).is_empty());
+    }
+
+    /// Trial finding: a `u64` argument's `maximum` (18446744073709551615, as a server lists it) is kept in the
+    /// lockfile in its canonical form (1.8446744073709552e19, one digest for both), and every report on a tool with
+    /// one showed it as a changed property though nothing about it had changed.
+    #[test]
+    fn numbers_are_compared_as_the_digest_sees_them() {
+        let mut locked = base();
+        locked["description"] = json!("Old words.");
+        locked["inputSchema"]["properties"]["id"] =
+            json!({"type": "integer", "minimum": 0, "maximum": 1.8446744073709552e19});
+        let mut listed = base();
+        listed["inputSchema"]["properties"]["id"] =
+            json!({"type": "integer", "minimum": 0.0, "maximum": u64::MAX});
+        let changes = compare(&locked, &listed, diff_deadline());
+        assert_eq!(changes.len(), 1, "{changes:#?}");
+        assert!(
+            matches!(changes[0], Change::Description { .. }),
+            "{changes:#?}"
+        );
     }
 }

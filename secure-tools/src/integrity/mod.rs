@@ -27,12 +27,17 @@
 //!
 //! ```python
 //! import hashlib, rfc8785
+//! def as_jcs(value):  # JSON numbers are doubles: an integer beyond 2**53 (a u64's maximum) is the nearest one
+//!     if isinstance(value, dict): return {k: as_jcs(v) for k, v in value.items()}
+//!     if isinstance(value, list): return [as_jcs(v) for v in value]
+//!     if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 2**53: return float(value)
+//!     return value
 //! def digest(tool: dict) -> str:
 //!     tool = dict(tool); meta = dict(tool.get("_meta") or {})
 //!     meta.pop("secure-tools/digest", None)
 //!     if meta: tool["_meta"] = meta
 //!     else: tool.pop("_meta", None)
-//!     return "sha256:" + hashlib.sha256(rfc8785.dumps(tool)).hexdigest()
+//!     return "sha256:" + hashlib.sha256(rfc8785.dumps(as_jcs(tool))).hexdigest()
 //! ```
 
 mod diff;
@@ -225,5 +230,17 @@ mod tests {
         // An empty `_meta` left by removing the digest is removed too.
         let bare = definition_of_value(json!({"name": "t", "_meta": {DIGEST_META_KEY: "x"}}));
         assert_eq!(bare, json!({"name": "t"}));
+    }
+
+    /// Integers beyond 2^53 (a `u64` argument's `maximum`) are canonical as the double nearest them, as the module
+    /// documentation's Python gives them (its `as_jcs`; the `rfc8785` package refuses such an integer itself).
+    #[test]
+    fn large_integers_are_canonical_as_doubles() {
+        let value = json!({"m": u64::MAX, "n": i64::MIN, "s": 9007199254740991u64});
+        assert_eq!(
+            serde_json_canonicalizer::to_string(&value).unwrap(),
+            // Python: rfc8785.dumps(as_jcs(...)) of the same values
+            r#"{"m":18446744073709552000,"n":-9223372036854776000,"s":9007199254740991}"#
+        );
     }
 }
