@@ -20,7 +20,10 @@ use crate::toolset::{ToolSet, ToolSetBuilder};
 pub const STDIO_CALLER: &str = "stdio";
 
 /// Why a server could not start or stopped with an error.
-#[derive(Debug, thiserror::Error)]
+///
+/// Its `Debug` is its message, so that a `main` returning `Result<(), Box<dyn Error>>` prints the message, not
+/// the variant's fields.
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum ServeError {
     /// Settings could not be read or used.
@@ -52,6 +55,12 @@ pub enum ServeError {
         /// The lockfile.
         path: std::path::PathBuf,
     },
+}
+
+impl std::fmt::Debug for ServeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
 }
 
 impl Settings {
@@ -510,6 +519,26 @@ impl Signals {
 #[cfg(test)]
 mod tests {
     use crate::{PlainTool, ToolSet};
+
+    /// Trial finding: the README's `main`s return `Box<dyn Error>`, which Rust prints with `Debug` at exit: a start
+    /// refused for a setting printed `Error: Invalid(InvalidSetting { name: ... })`. It prints the message now.
+    #[test]
+    fn a_refused_start_prints_its_message_from_main() {
+        let error: Box<dyn std::error::Error> = Box::new(super::ServeError::Config(
+            "--http-metrics needs --http".into(),
+        ));
+        assert_eq!(format!("{error:?}"), "--http-metrics needs --http");
+        let error: Box<dyn std::error::Error> =
+            Box::new(super::super::settings::SettingsError::from(
+                super::super::settings::InvalidSetting::new(
+                    "--rate-limit / MCP_RATE_LIMIT",
+                    "not a rate",
+                ),
+            ));
+        let shown = format!("{error:?}");
+        assert!(!shown.contains("InvalidSetting {"), "{shown}");
+        assert!(shown.contains("not a rate"), "{shown}");
+    }
 
     /// Trial finding: `--rate-limit-redis` without any rate was taken silently, and replicas meant to share a
     /// limit ran unlimited.

@@ -83,7 +83,10 @@ impl InvalidSetting {
 }
 
 /// Why settings could not be read or used.
-#[derive(Debug, thiserror::Error)]
+///
+/// Its `Debug` is its message, so that a `main` returning `Result<(), Box<dyn Error>>` prints the message, not
+/// the variant's fields.
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum SettingsError {
     /// A setting holds a value that cannot be used, or settings contradict each other.
@@ -105,6 +108,12 @@ pub enum SettingsError {
     #[cfg(feature = "mtls")]
     #[error(transparent)]
     Mtls(#[from] super::http::mtls::MtlsError),
+}
+
+impl std::fmt::Debug for SettingsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
 }
 
 /// A value a setting is given as text (a flag, a variable): parsed, or why not.
