@@ -20,6 +20,7 @@ ldd "$binary" | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1
     done
 printf 'root:x:0:0:root:/:/nonexistent\nnonroot:x:65532:65532:nonroot:/nonexistent:/nonexistent\n' >"$out/etc/passwd"
 printf 'root:x:0:\nnonroot:x:65532:\n' >"$out/etc/group"
-# Stable times and modes, so that the image's layer depends on the binary only.
+# Stable times and modes, so that the image's layers depend on the binary only (with `podman build --timestamp 0`,
+# which also dates the directories `COPY` makes).
 find "$out" -exec touch -h -d "@${SOURCE_DATE_EPOCH:-0}" {} +
 chmod -R go-w "$out"
