@@ -37,10 +37,7 @@ impl RootArgs {
         let args = self;
         let args = args.or(settings.section(ROOT_SECTION)?);
         let invalid = |message: String| {
-            SettingsError::Invalid(crate::serve::InvalidSetting::new(
-                "--data-root / DATA_ROOT",
-                message,
-            ))
+            SettingsError::Invalid(crate::serve::InvalidSetting::new(DATA_ROOT, message))
         };
         let data_root = args.data_root.ok_or_else(|| {
             // A misspelled table (`[file]`) would hold it: say so, rather than only that it is missing.
@@ -64,11 +61,14 @@ impl RootArgs {
             max_write_bytes: args.max_write_bytes.unwrap_or(defaults.max_write_bytes),
         };
         for (setting, path) in settings.protected_files() {
-            refuse_inside(setting, path, &data_root).map_err(invalid)?;
+            refuse_inside(setting, path, &data_root).map_err(SettingsError::Invalid)?;
         }
         Root::open(&data_root, limits).map_err(|e| invalid(e.to_string()))
     }
 }
+
+/// The data root's setting, as refusals name it.
+const DATA_ROOT: &str = "--data-root / DATA_ROOT";
 
 /// How many symbolic links [`resolve`] follows before it gives up, as the kernel's `MAXSYMLINKS` (40).
 const MAX_SYMLINK_HOPS: usize = 40;
@@ -79,31 +79,46 @@ const MAX_SYMLINK_HOPS: usize = 40;
 /// The file is resolved as it will be opened: symlinks followed, a dangling one too (the audit log is created
 /// through it). It is refused if its path is under the root's, or if its directory is the root itself by device
 /// and inode (the same directory reached by another path: a bind mount, the volume mounted twice).
-pub(super) fn refuse_inside(setting: &str, log: &Path, data_root: &Path) -> Result<(), String> {
-    let root = data_root
-        .canonicalize()
-        .map_err(|e| format!("data root {}: {e}", data_root.display()))?;
+///
+/// A refusal names the setting at fault: the data root for a root that cannot be opened or that holds the file,
+/// the file's own setting for a file whose directory cannot be resolved (a missing audit log directory is the
+/// audit log's mistake, not the root's).
+pub(super) fn refuse_inside(
+    setting: &str,
+    log: &Path,
+    data_root: &Path,
+) -> Result<(), crate::serve::InvalidSetting> {
+    let root_setting = |message: String| crate::serve::InvalidSetting::new(DATA_ROOT, message);
+    let root = data_root.canonicalize().map_err(|e| {
+        root_setting(match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                format!("root directory `{}` does not exist", data_root.display())
+            }
+            _ => format!("root directory `{}`: {e}", data_root.display()),
+        })
+    })?;
     let log_abs = if log.is_absolute() {
         log.to_path_buf()
     } else {
         std::env::current_dir()
-            .map_err(|e| e.to_string())?
+            .map_err(|e| root_setting(e.to_string()))?
             .join(log)
     };
-    let resolved = resolve(setting, log_abs)?;
+    let resolved =
+        resolve(log_abs).map_err(|message| crate::serve::InvalidSetting::new(setting, message))?;
     if resolved.starts_with(&root) || same_directory(resolved.parent(), &root) {
-        return Err(format!(
+        return Err(root_setting(format!(
             "{} ({setting}) is inside the data root {}; put it elsewhere, where the tools cannot reach it",
             log.display(),
             data_root.display()
-        ));
+        )));
     }
     Ok(())
 }
 
 /// Where `path` leads: the file itself if it exists; else, when its last component is a (dangling) symlink, where
 /// that points, followed again; else the file's name in its resolved directory.
-fn resolve(setting: &str, mut path: PathBuf) -> Result<PathBuf, String> {
+fn resolve(mut path: PathBuf) -> Result<PathBuf, String> {
     for _ in 0..=MAX_SYMLINK_HOPS {
         if let Ok(resolved) = path.canonicalize() {
             return Ok(resolved);
@@ -112,20 +127,20 @@ fn resolve(setting: &str, mut path: PathBuf) -> Result<PathBuf, String> {
         match std::fs::symlink_metadata(&path) {
             Ok(metadata) if metadata.is_symlink() => {
                 let target = std::fs::read_link(&path)
-                    .map_err(|e| format!("{setting}: link {}: {e}", path.display()))?;
+                    .map_err(|e| format!("link {}: {e}", path.display()))?;
                 // A relative target is relative to the link's directory; `join` keeps an absolute one as it is.
                 path = parent.join(target);
             }
             _ => {
                 let parent = parent
                     .canonicalize()
-                    .map_err(|e| format!("{setting}: directory {}: {e}", parent.display()))?;
+                    .map_err(|e| format!("directory {}: {e}", parent.display()))?;
                 return Ok(parent.join(path.file_name().unwrap_or_default()));
             }
         }
     }
     Err(format!(
-        "{setting}: more than {MAX_SYMLINK_HOPS} symbolic links to follow from {}",
+        "more than {MAX_SYMLINK_HOPS} symbolic links to follow from {}",
         path.display()
     ))
 }

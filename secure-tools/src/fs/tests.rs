@@ -1069,14 +1069,18 @@ fn a_protected_file_that_is_a_dangling_symlink_into_the_root_is_refused() {
     fs::create_dir(&logs).unwrap();
     let audit = logs.join("audit.jsonl");
     std::os::unix::fs::symlink(data.join("audit.jsonl"), &audit).unwrap();
-    let err = args::refuse_inside("--audit-log", &audit, &data).unwrap_err();
+    let err = args::refuse_inside("--audit-log", &audit, &data)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("inside the data root"), "{err}");
 
     // Through a chain of links, the last one relative.
     let chained = logs.join("chained.jsonl");
     std::os::unix::fs::symlink("hop.jsonl", &chained).unwrap();
     std::os::unix::fs::symlink("../data/hop-target.jsonl", logs.join("hop.jsonl")).unwrap();
-    let err = args::refuse_inside("--audit-log", &chained, &data).unwrap_err();
+    let err = args::refuse_inside("--audit-log", &chained, &data)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("inside the data root"), "{err}");
 
     // A link loop is refused rather than followed for ever.
@@ -1090,6 +1094,28 @@ fn a_protected_file_that_is_a_dangling_symlink_into_the_root_is_refused() {
     args::refuse_inside("--audit-log", &elsewhere, &data).unwrap();
     args::refuse_inside("--audit-log", &logs.join("new.jsonl"), &data).unwrap();
     assert!(args::refuse_inside("--audit-log", &data.join("new.jsonl"), &data).is_err());
+
+    // Trial finding: an audit log in a directory that does not exist was blamed on the data root
+    // (`--data-root / DATA_ROOT: --audit-log: directory ...`); a missing root had another message than without
+    // protected files. Each is named by its own setting now.
+    let missing_dir =
+        args::refuse_inside("--audit-log", &dir.path().join("nodir/a.jsonl"), &data).unwrap_err();
+    assert_eq!(missing_dir.name, "--audit-log", "{missing_dir}");
+    assert!(missing_dir.message.contains("nodir"), "{missing_dir}");
+    let missing_root =
+        args::refuse_inside("--audit-log", &elsewhere, &dir.path().join("none")).unwrap_err();
+    assert_eq!(
+        missing_root.name, "--data-root / DATA_ROOT",
+        "{missing_root}"
+    );
+    assert!(
+        missing_root.message.starts_with("root directory `"),
+        "{missing_root}"
+    );
+    assert!(
+        missing_root.message.ends_with("` does not exist"),
+        "{missing_root}"
+    );
 }
 
 /// The data root reached by another path (here a symlink, which stands for a bind mount or a second mount of the
