@@ -62,9 +62,13 @@ fn ask(mut address: SocketAddr) -> Result<(), String> {
     )
     .map_err(|e| format!("cannot ask {address}: {e}"))?;
     let mut head = [0u8; 64];
-    let read = stream
-        .read(&mut head)
-        .map_err(|e| format!("no answer from {address}: {e}"))?;
+    let read = stream.read(&mut head).map_err(|e| match e.kind() {
+        // A read timeout is `WouldBlock` (EAGAIN) on Unix, `TimedOut` elsewhere.
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+            format!("no answer from {address} within {TIMEOUT:?}")
+        }
+        _ => format!("no answer from {address}: {e}"),
+    })?;
     let status = String::from_utf8_lossy(&head[..read]);
     let status = status.lines().next().unwrap_or_default();
     if status.starts_with("HTTP/1.1 200") {

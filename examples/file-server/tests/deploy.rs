@@ -232,6 +232,26 @@ fn the_health_check_asks_an_http_server_and_fails_when_none_answers() {
     assert!(healthy.status.success(), "{healthy:?}");
 }
 
+/// Trial finding: a server that takes the connection but never answers (frozen, overloaded) failed the check with
+/// `Resource temporarily unavailable (os error 11)`: it now says it had no answer in time.
+#[test]
+fn the_health_check_of_a_server_that_never_answers_says_so() {
+    // The kernel completes connections in the backlog; nothing reads or answers them.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let failed = healthcheck(&[
+        ("MCP_HTTP", &format!("127.0.0.1:{port}")),
+        ("MCP_AUTH_ISSUER", "https://issuer.test"),
+        ("MCP_RESOURCE_URL", &format!("http://127.0.0.1:{port}/mcp")),
+    ]);
+    drop(silent);
+    assert!(!failed.status.success());
+    let said = String::from_utf8_lossy(&failed.stderr);
+    assert!(said.contains("no answer from 127.0.0.1:"), "{said}");
+    assert!(said.contains("within 3s"), "{said}");
+    assert!(!said.contains("os error"), "{said}");
+}
+
 /// Review finding: the health check read the address from `--http` / `MCP_HTTP` only, so a server that took it
 /// from its config file was never asked, and the check passed whether it answered or not.
 #[test]
