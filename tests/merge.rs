@@ -654,3 +654,40 @@ async fn a_plain_tools_arguments_that_do_not_decode_are_invalid_and_a_secret_is_
         }
     }
 }
+
+/// Trial finding: a merged server could not be held to its lockfile in a test (`ToolSet::listed_tools` lists the
+/// secure tools only, so `assert_tools_locked` reported its plain tools removed, or wrote a lock without them).
+/// `serve::listed_tools` gives what the server lists: its digest is the one the served `tools/list` publishes.
+#[tokio::test]
+async fn a_merged_servers_listing_for_its_lockfile_is_what_it_serves() {
+    let tools = ToolSet::builder(())
+        .tool::<read_note>()
+        .plain_tool(secure_tools::PlainTool::new("add").scope("notes.read"))
+        .build()
+        .unwrap();
+    let secure = secure_tools::SecureServer::new(tools.clone());
+    let listed = secure_tools::serve::listed_tools(&tools, &Calculator::new(&tools)).unwrap();
+    let names: Vec<&str> = listed.iter().map(|tool| &*tool.name).collect();
+    assert_eq!(names, ["add", "read_note"]);
+    let dir = tempfile::tempdir().unwrap();
+    let lock = dir.path().join("tools.lock.json");
+    let pinned = secure_tools::integrity::ToolsLock::from_tools(&listed);
+    pinned.write(&lock).unwrap();
+    secure_tools::testing::assert_tools_locked(&listed, &lock);
+
+    let client = client_of(secure_tools::serve::Secured::new(
+        Calculator::new(&tools),
+        secure.default_caller(Caller::new(
+            "local-user",
+            Grant::parse("notes.read").unwrap(),
+        )),
+    ))
+    .await;
+    let served = client.list_tools(None).await.unwrap();
+    let served = serde_json::to_value(&served).unwrap();
+    assert_eq!(
+        served["_meta"][secure_tools::integrity::TOOLSET_DIGEST_META_KEY],
+        json!(pinned.toolset),
+        "{served}"
+    );
+}

@@ -279,13 +279,17 @@ pub(crate) fn secure_server<S: Send + Sync + 'static>(
         .transport(transport)
 }
 
-/// Every tool the server would list to a caller who may call them all: the secure tools, and the plain tools the
-/// tool set declares as the user's handler defines them, with their scopes (as `tools/list` shows them).
+/// Every tool a server of `tools` and your `handler` lists to a caller who may call them all: the secure tools, and
+/// the plain tools the tool set declares as your handler defines them, with their scopes (as `tools/list` shows
+/// them). It is what the runners hold to `--tools-lock` and digest in `server_start`; in a test, make `handler` as
+/// your `make` would (from `SecureServer::new(tools.clone())`) and give the list to `testing::assert_tools_locked`
+/// (feature `testing`), which [`ToolSet::listed_tools`] alone cannot do for a merged server: it lists the secure
+/// tools only.
 ///
 /// A declared plain tool the handler does not describe (`ServerHandler::get_tool`, which `#[tool_handler]`
 /// implements) is a configuration error: it would be served outside the tools lock, with its redactions unchecked
 /// and no schema to tell its declared arguments from others.
-fn listed_tools<S: Send + Sync + 'static, H: ServerHandler>(
+pub fn listed_tools<S: Send + Sync + 'static, H: ServerHandler>(
     tools: &ToolSet<S>,
     handler: &H,
 ) -> Result<Vec<rmcp::model::Tool>, ServeError> {
@@ -296,7 +300,8 @@ fn listed_tools<S: Send + Sync + 'static, H: ServerHandler>(
             return Err(ServeError::Config(format!(
                 "the plain tool `{name}` is declared to the tool set, but the server's handler does not describe it \
                  (`ServerHandler::get_tool`, which `#[tool_handler]` implements): without its definition it cannot \
-                 be held to the tools lock, nor its redactions checked; implement `get_tool` for it"
+                 be held to the tools lock, nor its redactions checked; implement `get_tool` for it (or is `{name}` \
+                 not the name its `#[tool]` has? names are matched exactly)"
             )));
         };
         super::handler::publish_scopes(&mut tool, definition);

@@ -12,7 +12,7 @@ mod stdio;
 mod transport;
 
 pub use handler::{SecureServer, Secured};
-pub use lifecycle::{STDIO_CALLER, ServeError};
+pub use lifecycle::{STDIO_CALLER, ServeError, listed_tools};
 pub use settings::{
     Auth, CallLimits, DEFAULT_SHUTDOWN_GRACE, HS256_SECRET_VARIABLE, InvalidSetting, ServerArgs,
     Settings, SettingsError, Transport,
