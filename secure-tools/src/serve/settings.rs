@@ -423,6 +423,8 @@ macro_rules! settings_args {
         $(#[$struct_attr])*
         #[derive(Clone, Default, serde::Deserialize)]
         #[cfg_attr(feature = "cli", derive(clap::Args))]
+        // Its documentation is for the API: a program flattening it keeps its own `--help` text (or none).
+        #[cfg_attr(feature = "cli", command(about = None, long_about = None))]
         #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
         #[non_exhaustive]
         pub struct $name {
@@ -1367,6 +1369,33 @@ fn name_shown(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Trial finding: a program flattening `ServerArgs` into a command with no text of its own showed the type's
+    /// API documentation ("A server's settings as text, ... [`Settings::from_args`] ...") as its `--help`.
+    #[cfg(feature = "cli")]
+    #[test]
+    fn flattened_settings_lend_no_text_to_a_programs_help() {
+        use clap::CommandFactory;
+        #[derive(clap::Parser)]
+        struct Bare {
+            #[command(flatten)]
+            server: ServerArgs,
+        }
+        /// Serves tickets.
+        #[derive(clap::Parser)]
+        struct Described {
+            #[command(flatten)]
+            server: ServerArgs,
+        }
+        let bare = Bare::command();
+        assert!(bare.get_about().is_none(), "{:?}", bare.get_about());
+        assert!(bare.get_long_about().is_none());
+        let described = Described::command();
+        assert_eq!(
+            described.get_about().map(ToString::to_string).as_deref(),
+            Some("Serves tickets")
+        );
+    }
 
     /// A setting that qualifies another one is refused without it (review finding: several were silently
     /// ignored).
