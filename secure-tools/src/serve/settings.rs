@@ -1131,8 +1131,16 @@ impl Settings {
                 };
                 // Keys are kept apart by server id: replicas of one server share them, other servers do not.
                 let namespace = args.server_id.as_deref().unwrap_or("secure-tools");
-                let store = crate::call::shared_rate::RedisRates::open(url, namespace)
-                    .map_err(|e| invalid(name, e.to_string()))?;
+                let store =
+                    crate::call::shared_rate::RedisRates::open(url, namespace).map_err(|e| {
+                        invalid(
+                            name,
+                            format!(
+                                "{e} (expected redis://[:PASSWORD@]HOST[:PORT][/DB] or \
+                                 redis+unix:///PATH; this build has no TLS to Redis)"
+                            ),
+                        )
+                    })?;
                 settings.rate_limit_store = Some(store.when_unavailable(mode));
             }
             #[cfg(not(feature = "redis"))]
@@ -1670,6 +1678,25 @@ mod tests {
             .await
             .is_err()
         );
+    }
+
+    /// Trial finding: a Redis URL without its scheme was refused with only the client's `InvalidClientConfig`.
+    #[cfg(feature = "redis")]
+    #[tokio::test]
+    async fn a_redis_url_that_does_not_parse_says_what_one_looks_like() {
+        let refused = Settings::from_args(ServerArgs {
+            rate_limit: Some("10/min".into()),
+            rate_limit_redis: Some("127.0.0.1:6379".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err()
+        .to_string();
+        assert!(
+            refused.starts_with("--rate-limit-redis / MCP_RATE_LIMIT_REDIS: "),
+            "{refused}"
+        );
+        assert!(refused.contains("expected redis://"), "{refused}");
     }
 
     /// A table nothing reads is refused at start: a misspelled one, server settings written after a table's
