@@ -591,7 +591,11 @@ async fn plain_stages<S: Send + Sync + 'static>(
 fn rmcp_decoding_error(result: CallToolResult) -> Result<CallToolResult, String> {
     const PREFIX: &str = "failed to deserialize parameters:";
     let text = match &result.content[..] {
-        [only] if result.is_error == Some(true) && result.structured_content.is_none() => {
+        [only]
+            if result.is_error == Some(true)
+                && result.structured_content.is_none()
+                && result.meta.is_none() =>
+        {
             only.as_text().filter(|t| t.text.starts_with(PREFIX))
         }
         _ => None,

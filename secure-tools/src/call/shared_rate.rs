@@ -154,7 +154,8 @@ impl RedisRates {
             // that ran before its answer was lost is counted twice: the error is on the limit's side.)
             let invocation = async {
                 match script.invoke_async::<(i64, i64)>(&mut connection).await {
-                    Err(error) if error.is_connection_dropped() || error.is_io_error() => {
+                    // Not after a timeout: the manager does not reconnect then, and the bound is already spent.
+                    Err(error) if error.is_connection_dropped() && !error.is_timeout() => {
                         script.invoke_async::<(i64, i64)>(&mut connection).await
                     }
                     answer => answer,

@@ -21,8 +21,8 @@ pub const STDIO_CALLER: &str = "stdio";
 
 /// Why a server could not start or stopped with an error.
 ///
-/// Its `Debug` is its message, so that a `main` returning `Result<(), Box<dyn Error>>` prints the message, not
-/// the variant's fields.
+/// Its `Debug` is its message and those of its causes it does not already say, so that a `main` returning
+/// `Result<(), Box<dyn Error>>` prints them, not the variant's fields.
 #[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum ServeError {
@@ -59,7 +59,7 @@ pub enum ServeError {
 
 impl std::fmt::Debug for ServeError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        std::fmt::Display::fmt(self, f)
+        crate::serve::message_with_causes(self, f)
     }
 }
 

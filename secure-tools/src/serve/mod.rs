@@ -130,3 +130,22 @@ impl VersionPolicy {
         self.strict
     }
 }
+
+/// An error's message, then each cause's that it does not already hold: `Debug` for the errors a `main` returns.
+pub(crate) fn message_with_causes(
+    error: &dyn std::error::Error,
+    f: &mut std::fmt::Formatter<'_>,
+) -> std::fmt::Result {
+    let mut said = error.to_string();
+    f.write_str(&said)?;
+    let mut cause = error.source();
+    while let Some(source) = cause {
+        let text = source.to_string();
+        if !said.contains(&text) {
+            write!(f, ": {text}")?;
+            said.push_str(&text);
+        }
+        cause = source.source();
+    }
+    Ok(())
+}

@@ -84,8 +84,8 @@ impl InvalidSetting {
 
 /// Why settings could not be read or used.
 ///
-/// Its `Debug` is its message, so that a `main` returning `Result<(), Box<dyn Error>>` prints the message, not
-/// the variant's fields.
+/// Its `Debug` is its message and those of its causes it does not already say, so that a `main` returning
+/// `Result<(), Box<dyn Error>>` prints them, not the variant's fields.
 #[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum SettingsError {
@@ -112,7 +112,7 @@ pub enum SettingsError {
 
 impl std::fmt::Debug for SettingsError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        std::fmt::Display::fmt(self, f)
+        crate::serve::message_with_causes(self, f)
     }
 }
 

@@ -208,9 +208,10 @@ impl Drop for Busy {
 /// its size included: a body of unknown size goes out chunked, and an answer of known length then loses its
 /// `Content-Length` (clients dropped about one connection in a hundred calls after chunked answers).
 ///
-/// A standalone stream of events (a `GET` in sessions mode) ends at the stop: it never finishes by itself, and the
-/// stop waits for the connections' answers before it ends the protocol service (whose end would otherwise cut the
-/// answers of calls that just finished).
+/// A standalone stream of events (an answer to a `GET` as `text/event-stream`, in sessions mode) ends at the stop,
+/// once it has sent what it holds: it never finishes by itself, and the stop waits for the connections' answers
+/// (at most 5 s) before it ends the protocol service (whose end would otherwise cut the answers of calls that just
+/// finished).
 struct Tracked {
     body: Body,
     _busy: Busy,
@@ -226,12 +227,14 @@ impl hyper::body::Body for Tracked {
         cx: &mut TaskContext<'_>,
     ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
         let tracked = self.get_mut();
-        if let Some(ends) = &mut tracked.ends
-            && ends.as_mut().poll(cx).is_ready()
-        {
-            return Poll::Ready(None);
+        match Pin::new(&mut tracked.body).poll_frame(cx) {
+            // What the stream has ready still goes out; it ends at the stop only while it waits for more.
+            Poll::Pending => match &mut tracked.ends {
+                Some(ends) => ends.as_mut().poll(cx).map(|()| None),
+                None => Poll::Pending,
+            },
+            ready => ready,
         }
-        Pin::new(&mut tracked.body).poll_frame(cx)
     }
 
     fn is_end_stream(&self) -> bool {
@@ -417,8 +420,8 @@ where
     let stopped = stop.clone();
     let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
         let busy = Busy::new(&connection);
-        let ends = (request.method() == hyper::Method::GET)
-            .then(|| Box::pin(stopped.clone().cancelled_owned()));
+        let get = request.method() == hyper::Method::GET;
+        let stopped = stopped.clone();
         let mut request = request.map(Body::new);
         request.extensions_mut().insert(info.clone());
         let app = app.clone();
@@ -428,6 +431,13 @@ where
                 return Ok::<_, Infallible>(super::refusal::connection_closing());
             };
             let Ok(response) = app.oneshot(request).await;
+            // A standalone stream of events: any other answer finishes by itself.
+            let ends = (get
+                && response
+                    .headers()
+                    .get(hyper::header::CONTENT_TYPE)
+                    .is_some_and(|kind| kind.as_bytes().starts_with(b"text/event-stream")))
+            .then(|| Box::pin(stopped.cancelled_owned()));
             // The connection stays busy until the whole body is sent: a stream of events counts as a request
             // in progress.
             Ok::<_, Infallible>(response.map(|body| {
@@ -490,6 +500,30 @@ mod tests {
         assert!(registry.admit().is_none());
         drop(busy);
         assert!(registry.admit().is_some(), "the first is idle again");
+    }
+
+    /// Review finding: a stream of events ended at the stop before what it held was sent. It sends what its body
+    /// has ready, and ends at the stop only while it waits for more.
+    #[tokio::test]
+    async fn a_stream_of_events_sends_what_it_holds_then_ends_at_the_stop() {
+        use http_body_util::BodyExt;
+        let registry = registry(4);
+        let slot = registry.admit().unwrap();
+        let (frames, mut body) =
+            tokio::sync::mpsc::unbounded_channel::<Result<hyper::body::Bytes, Infallible>>();
+        let stop = CancellationToken::new();
+        let mut tracked = Tracked {
+            body: Body::from_stream(futures_util::stream::poll_fn(move |cx| body.poll_recv(cx))),
+            _busy: Busy::new(&slot.connection).unwrap(),
+            ends: Some(Box::pin(stop.clone().cancelled_owned())),
+        };
+        frames.send(Ok("data: an answer\n\n".into())).unwrap();
+        stop.cancel();
+        let first = tracked.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(first, "data: an answer\n\n");
+        // Nothing more is ready: the stop ends it, though its sender is still open.
+        assert!(tracked.frame().await.is_none());
+        drop(frames);
     }
 
     #[test]

@@ -579,9 +579,10 @@ where
     };
     let served = tools.clone();
     super::lifecycle::run(&tools, "http", settings, move |stop| async move {
-        // rmcp's service ends once the connections have sent their answers, not at the stop: ending it cuts the
-        // answer of a call that has just finished (`500 no response message received from handler`) though the
-        // call ran and was audited.
+        // rmcp's service ends once the connections have sent their answers (or after `connections::STOP_WAIT`,
+        // 5 s, for a request that is not a call and does not finish), not at the stop: ending it cuts the answer
+        // of a call that has just finished (`500 no response message received from handler`) though the call ran
+        // and was audited.
         let protocol = CancellationToken::new();
         let _end_protocol = protocol.clone().drop_guard();
         let app = router_with(
