@@ -17,9 +17,9 @@
 //! 4. on `/mcp`, bearer authentication (see [`BearerAuth`]): `401` with a challenge naming the protected resource
 //!    metadata, which is served unauthenticated at `/.well-known/oauth-protected-resource` (and at its
 //!    path-suffixed variant `/.well-known/oauth-protected-resource/mcp`). With mutual TLS instead (feature
-//!    `mtls`, [`Auth::MutualTls`]), the server speaks HTTPS only, the client certificate was verified during the
+//!    `mtls`, `Auth::MutualTls`), the server speaks HTTPS only, the client certificate was verified during the
 //!    handshake, and its mapped caller is used; an unmapped certificate is `403` (see the `serve::http::mtls` module).
-//!    Bearer tokens can be served over HTTPS too ([`HttpSettings::tls`]), with or without client certificates
+//!    Bearer tokens can be served over HTTPS too (`HttpSettings::tls`, feature `mtls`), with or without client certificates
 //!    required besides the token.
 //!
 //! Each refusal is audited as an `http_rejected` record, and answered with a JSON-RPC error body that the official
@@ -652,7 +652,7 @@ where
 /// checks described in the [module docs](self). For embedding in an application of your own (which then serves
 /// connections itself, without this runner's connection bounds or TLS); the runners serve it for you. Client
 /// certificates cannot be checked on connections this crate did not accept: with mutual TLS, or a client CA in
-/// [`HttpSettings::tls`], every request to `/mcp` is refused `403 missing_client_certificate`.
+/// `HttpSettings::tls` (feature `mtls`), every request to `/mcp` is refused `403 missing_client_certificate`.
 pub fn router<S: Send + Sync + 'static>(tools: &ToolSet<S>, settings: &Settings) -> Router {
     router_for(tools, settings, |secure| secure)
 }
