@@ -154,10 +154,23 @@ async fn rationed() -> Result<String, ToolError> {
     Ok("ok".into())
 }
 
+/// Passes its point of no return at once, then makes its effect slowly (a file's directory synced after the
+/// rename, say): past its 100 ms timeout.
+#[secure_tool(scope = "t.write", timeout = "100ms")]
+async fn committing(cx: CallContext, State(effects): State<Effects>) -> Result<String, ToolError> {
+    if !cx.commit() {
+        return Err(ToolError::new("stopped", "stopped before the effect"));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    effects.writes.fetch_add(1, Ordering::SeqCst);
+    Ok("made".into())
+}
+
 fn set(sink: impl AuditSink) -> (ToolSet<Effects>, Effects) {
     let effects = Effects::default();
     let tools = ToolSet::builder(effects.clone())
         .tool::<effect>()
+        .tool::<committing>()
         .tool::<look>()
         .tool::<sleepy>()
         .tool::<gated>()
@@ -283,6 +296,48 @@ async fn a_tool_past_its_time_is_stopped_its_token_cancelled_and_audited_timeout
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(!effects.woke.load(Ordering::SeqCst));
     assert!(effects.token_cancelled.load(Ordering::SeqCst));
+}
+
+/// Red-team finding: a write that replaced its file as its call was stopped was recorded `cancelled` ("changed
+/// nothing"). A handler past its point of no return (`CallContext::commit`) is waited for: its timeout does not cut
+/// it, and its record is what it returned.
+#[tokio::test]
+async fn a_call_past_its_point_of_no_return_is_recorded_by_its_result_not_its_timeout() {
+    let sink = MemorySink::new();
+    let (tools, effects) = set(sink.clone());
+    let response = tools
+        .call(request(&caller("alice", ALL), 1, "committing", json!({})))
+        .await
+        .unwrap();
+    assert_eq!(response.outcome(), Outcome::Ok, "{response:?}");
+    assert_eq!(effects.writes.load(Ordering::SeqCst), 1);
+    let records = sink.records();
+    let calls = tool_calls(&records);
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0]["outcome"], "ok", "{}", calls[0]);
+}
+
+/// A call past its point of no return whose future is dropped all the same cannot be waited for: its record says
+/// its effect may have been made (`cancelled_after_commit`), not that it changed nothing.
+#[tokio::test]
+async fn a_dropped_call_past_its_point_of_no_return_is_not_recorded_as_changing_nothing() {
+    let sink = MemorySink::new();
+    let (tools, _effects) = set(sink.clone());
+    let call = tools.call(request(&caller("alice", ALL), 1, "committing", json!({})));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), call)
+            .await
+            .is_err()
+    );
+    let records = sink.records();
+    let calls = tool_calls(&records);
+    assert_eq!(calls.len(), 1);
+    assert_eq!(
+        (&calls[0]["outcome"], &calls[0]["error"]),
+        (&json!("cancelled"), &json!("cancelled_after_commit")),
+        "{}",
+        calls[0]
+    );
 }
 
 #[tokio::test]

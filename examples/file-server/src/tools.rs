@@ -2,7 +2,7 @@
 
 use secure_tools::fs::{FileName, Root};
 use secure_tools::text::neutralize;
-use secure_tools::{CancellationToken, Rendered, State, ToolError, secure_tool, task};
+use secure_tools::{CallContext, Rendered, State, ToolError, secure_tool, task};
 
 /// A file's content, as read.
 #[derive(Debug, serde::Serialize, schemars::JsonSchema)]
@@ -74,14 +74,15 @@ pub async fn write_file(
     /// refused.
     content: String,
     State(root): State<Root>,
-    stop: CancellationToken,
+    call: CallContext,
 ) -> Result<WriteOutcome, ToolError> {
     let name = filename.clone();
     // The write syncs to disk: off the event loop, on a thread whose panic stays an audited `panic` with its message
     // (which could quote the content) withheld. A blocking task runs on when the call is cancelled or times out:
-    // the call's token makes it give up before it replaces the file, so the record's outcome stays true.
+    // it gives up before it replaces the file, or, past the call's point of no return, the call waits for it, so
+    // the record's outcome stays true either way.
     let written =
-        task::spawn_blocking(move || root.write_text_until(&name, &content, &stop)).await??;
+        task::spawn_blocking(move || root.write_text_for_call(&name, &content, &call)).await??;
     Ok(WriteOutcome {
         name: filename.as_str().to_owned(),
         bytes_written: written.bytes_written,

@@ -304,7 +304,14 @@ struct ContextInner {
     /// Whether the handler has been called: only it asks by rounds (a guard or rule that asked would wait for an
     /// answer no round brings).
     in_handler: std::sync::atomic::AtomicBool,
+    /// The point of no return (see [`CallContext::commit`]): [`RUNNING`], then [`STOPPED`] by the pipeline or
+    /// [`COMMITTED`] by the handler, whichever comes first.
+    commit: std::sync::atomic::AtomicU8,
 }
+
+const RUNNING: u8 = 0;
+const STOPPED: u8 = 1;
+const COMMITTED: u8 = 2;
 
 /// What a retry under the stateless revision brings back (see [`Rounds`]): the client's answers, and the digests
 /// of the questions the rounds before asked under each key, both from the `requestState` the pipeline wrote (a
@@ -421,6 +428,7 @@ impl CallContext {
             ended: std::sync::atomic::AtomicBool::new(false),
             input: OnceLock::new(),
             in_handler: std::sync::atomic::AtomicBool::new(false),
+            commit: std::sync::atomic::AtomicU8::new(RUNNING),
         });
         if let Some(answers) = answers {
             let _ = inner.input.set(Box::new(Input {
@@ -528,6 +536,42 @@ impl CallContext {
             token.cancel();
         }
         token
+    }
+
+    /// Passes the call's point of no return, for a handler about to make an effect it cannot take back (a file
+    /// renamed into place, a payment sent): `true` if the call was not stopped first, and then it will not be: a
+    /// client's cancellation, its timeout or the server's stop no longer cut it, and it is recorded by what the
+    /// handler returns. `false` if the pipeline stopped it first (it is being recorded `cancelled`, `timeout` or
+    /// `shutting_down`): give up without the effect. Without it, a call stopped as its effect was being made
+    /// would be recorded as stopped, as if nothing had happened.
+    ///
+    /// Keep what follows short: the call is waited for. (If its future is dropped all the same, by a transport
+    /// giving up on it, it is recorded `cancelled` with the code `cancelled_after_commit`: its effect may have
+    /// been made.) [`Root::write_text_for_call`](crate::fs::Root::write_text_for_call) commits just before the
+    /// file is replaced.
+    pub fn commit(&self) -> bool {
+        match self.0.commit.compare_exchange(
+            RUNNING,
+            COMMITTED,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => true,
+            Err(state) => state == COMMITTED,
+        }
+    }
+
+    /// The pipeline stops the call: `true` if it was not committed first (and may no longer be), `false` if the
+    /// handler passed its point of no return, so its result is the call's.
+    pub(crate) fn stop_unless_committed(&self) -> bool {
+        match self
+            .0
+            .commit
+            .compare_exchange(RUNNING, STOPPED, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => true,
+            Err(state) => state == STOPPED,
+        }
     }
 
     /// The token the transport cancels when the client cancels or goes away, if any.
@@ -1287,6 +1331,32 @@ impl Sampling {
 #[cfg(test)]
 mod tests {
     use super::CallId;
+
+    fn context() -> super::CallContext {
+        super::CallContext::new(
+            CallId(1),
+            crate::Caller::anonymous(),
+            rmcp::model::RequestId::Number(1),
+            "t".into(),
+            None,
+            super::Connection::default(),
+            None,
+        )
+    }
+
+    /// Red-team finding: a write that had replaced its file was recorded `cancelled` when the cancellation came
+    /// as the write finished. The handler's commit and the pipeline's stop exclude each other: the first wins.
+    #[test]
+    fn the_point_of_no_return_and_the_stop_exclude_each_other() {
+        let committed = context();
+        assert!(committed.commit());
+        assert!(committed.commit(), "committing twice is still committed");
+        assert!(!committed.stop_unless_committed());
+        let stopped = context();
+        assert!(stopped.stop_unless_committed());
+        assert!(stopped.stop_unless_committed());
+        assert!(!stopped.commit());
+    }
 
     #[test]
     fn a_call_id_is_32_lowercase_hex_digits_as_format_writes_them() {

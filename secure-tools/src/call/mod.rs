@@ -906,13 +906,19 @@ async fn wait_contained<S, T, F: Future<Output = std::thread::Result<T>> + Unpin
             None => std::future::pending().await,
         }
     };
-    tokio::select! {
+    let stopped = tokio::select! {
         biased;
-        settled = &mut future => settled.map_err(|_payload| Refusal::panicked()),
-        () = client_cancelled => Err(cancelled_by_client()),
-        () = set.lifecycle.stopping() => Err(stopped_by_shutdown()),
-        () = deadline(limit.remaining()) => Err(Refusal::timed_out(limit.timeout)),
+        settled = &mut future => return settled.map_err(|_payload| Refusal::panicked()),
+        () = client_cancelled => cancelled_by_client(),
+        () = set.lifecycle.stopping() => stopped_by_shutdown(),
+        () = deadline(limit.remaining()) => Refusal::timed_out(limit.timeout),
+    };
+    if cx.stop_unless_committed() {
+        return Err(stopped);
     }
+    // The handler passed its point of no return before the stop: its effect is being made, and its result is
+    // the call's (see `CallContext::commit`).
+    future.await.map_err(|_payload| Refusal::panicked())
 }
 
 /// Resolves when `timeout` has passed. On a Tokio runtime built without its time driver, where timers panic,
@@ -1350,8 +1356,10 @@ impl Drop for Call<'_> {
             // itself panicked: the call still gets its record.
             let (outcome, code) = if std::thread::panicking() {
                 (Outcome::Panic, codes::TOOL_PANICKED)
-            } else {
+            } else if self.context.stop_unless_committed() {
                 (Outcome::Cancelled, codes::CANCELLED)
+            } else {
+                (Outcome::Cancelled, codes::CANCELLED_AFTER_COMMIT)
             };
             // Writing the record ends the context, which cancels the handler's token (and makes one asked for
             // later cancelled).

@@ -367,21 +367,45 @@ impl Root {
     /// stops), the write is abandoned ([`FsError::Cancelled`]) at its next step, at the latest just before the file
     /// would be replaced, so a call audited `cancelled` or `timeout` leaves the file as it was. A write already
     /// past that last check (the rename, a few microseconds) completes.
+    ///
+    /// The last check and the stop can cross (a stop in the few microseconds before the rename, or while the
+    /// directory is synced after it, is recorded as a stop though the file was replaced):
+    /// [`write_text_for_call`](Self::write_text_for_call) closes that gap.
     pub fn write_text_until(
         &self,
         name: &FileName,
         content: &str,
         stop: &CancellationToken,
     ) -> Result<Written, FsError> {
-        self.write_unless(name, content, &|| stop.is_cancelled())
+        self.write_unless(name, content, &|| stop.is_cancelled(), &|| {
+            !stop.is_cancelled()
+        })
     }
 
-    /// The write, given up with [`FsError::Cancelled`] when `stopped` says so at one of its steps.
+    /// [`write_text_until`](Self::write_text_until) for the call `call`, exactly: given up at its steps once the
+    /// call is stopped, and just before the file is replaced it passes the call's point of no return
+    /// ([`CallContext::commit`](crate::CallContext::commit)): either the call was stopped first and the file is
+    /// left as it was, or the replacement goes ahead and the call is recorded by what the write returns, however
+    /// late a cancellation, the timeout or the server's stop comes. A call recorded `cancelled`, `timeout` or
+    /// `shutting_down` has changed nothing.
+    pub fn write_text_for_call(
+        &self,
+        name: &FileName,
+        content: &str,
+        call: &crate::CallContext,
+    ) -> Result<Written, FsError> {
+        let stop = call.cancellation();
+        self.write_unless(name, content, &|| stop.is_cancelled(), &|| call.commit())
+    }
+
+    /// The write, given up with [`FsError::Cancelled`] when `stopped` says so at one of its steps, or when
+    /// `commit` refuses just before the rename.
     fn write_unless(
         &self,
         name: &FileName,
         content: &str,
         stopped: &dyn Fn() -> bool,
+        commit: &dyn Fn() -> bool,
     ) -> Result<Written, FsError> {
         let stopped = || {
             if stopped() {
@@ -416,6 +440,9 @@ impl Root {
         temp.file().sync_all()?;
         // The last moment to give up: the temporary file is removed as it is dropped.
         stopped()?;
+        if !commit() {
+            return Err(FsError::Cancelled);
+        }
         // `rename` replaces a symlink put at the name since the check rather than following it: a race can only
         // replace the link, never write through it.
         dir.rename(temp.name(), dir, name.as_str())?;

@@ -479,6 +479,47 @@ fn a_failed_write_leaves_no_temporary_file_and_no_target() {
     );
 }
 
+/// A write for a call the pipeline stopped first (`stop_unless_committed`, as a cancellation, timeout or shutdown
+/// does, with the token not yet cancelled) does not replace the file; one for a call not stopped commits it, and
+/// the call can no longer be stopped.
+#[test]
+fn a_write_for_a_call_replaces_its_file_only_past_the_calls_point_of_no_return() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = Root::open(dir.path(), Limits::default()).unwrap();
+    root.write_text(&name("kept.txt"), "old").unwrap();
+    let call = || {
+        crate::CallContext::new(
+            crate::CallId::next(),
+            crate::Caller::anonymous(),
+            rmcp::model::RequestId::Number(1),
+            "write_file".into(),
+            None,
+            crate::call::Connection::default(),
+            None,
+        )
+    };
+    let stopped = call();
+    assert!(stopped.stop_unless_committed());
+    let given_up = root.write_text_for_call(&name("kept.txt"), "new", &stopped);
+    assert!(matches!(given_up, Err(FsError::Cancelled)), "{given_up:?}");
+    assert_eq!(
+        fs::read_to_string(dir.path().join("kept.txt")).unwrap(),
+        "old"
+    );
+    assert_eq!(listing(dir.path()), BTreeSet::from(["kept.txt".into()]));
+    let running = call();
+    root.write_text_for_call(&name("kept.txt"), "new", &running)
+        .unwrap();
+    assert_eq!(
+        fs::read_to_string(dir.path().join("kept.txt")).unwrap(),
+        "new"
+    );
+    assert!(
+        !running.stop_unless_committed(),
+        "the write committed the call"
+    );
+}
+
 #[test]
 fn a_write_given_up_after_its_temporary_file_was_made_leaves_neither_it_nor_a_changed_target() {
     let dir = tempfile::tempdir().unwrap();
@@ -490,7 +531,7 @@ fn a_write_given_up_after_its_temporary_file_was_made_leaves_neither_it_nor_a_ch
         checks.set(checks.get() + 1);
         checks.get() == 2
     };
-    let given_up = root.write_unless(&name("kept.txt"), "new", &last_check);
+    let given_up = root.write_unless(&name("kept.txt"), "new", &last_check, &|| true);
     assert!(matches!(given_up, Err(FsError::Cancelled)), "{given_up:?}");
     assert_eq!(checks.get(), 2);
     assert_eq!(listing(dir.path()), BTreeSet::from(["kept.txt".into()]));
@@ -549,7 +590,7 @@ fn the_final_rename_replaces_a_symlink_raced_in_rather_than_writing_through_it()
         false
     };
     let written = root
-        .write_unless(&name("raced.txt"), "new", &race_in_a_link)
+        .write_unless(&name("raced.txt"), "new", &race_in_a_link, &|| true)
         .unwrap();
     assert_eq!(checks.get(), 2, "the link went in at the last step");
     assert!(written.created);
@@ -1179,8 +1220,13 @@ fn a_root_opened_during_a_write_leaves_its_temporary_file_alone() {
         }
         false
     };
-    root.write_unless(&name("a.txt"), "new", &open_another_root_at_the_last_step)
-        .unwrap();
+    root.write_unless(
+        &name("a.txt"),
+        "new",
+        &open_another_root_at_the_last_step,
+        &|| true,
+    )
+    .unwrap();
     assert_eq!(checks.get(), 2);
     assert_eq!(fs::read_to_string(dir.path().join("a.txt")).unwrap(), "new");
     assert_eq!(listing(dir.path()), BTreeSet::from(["a.txt".into()]));
