@@ -56,7 +56,10 @@ fn meaning(reason: &str) -> Option<&'static str> {
         "origin_not_allowed" => "requests from this browser origin are refused",
         "body_too_large" => "the request body is over the size limit",
         "timeout" => "the answer was not ready within the request timeout",
-        "too_many_sessions" => "this caller holds as many sessions as it may; close one",
+        "too_many_sessions" => {
+            "this caller holds as many sessions as it may; end one (DELETE with its Mcp-Session-Id), or wait for \
+             one left open to expire (5 minutes without a request)"
+        }
         "too_many_streams" => "this caller holds as many event streams as it may; close one",
         "session_not_found" => "no such session",
         "unavailable" => "this connection is being closed; retry on a new one",
