@@ -547,8 +547,7 @@ impl CallContext {
     ///
     /// Keep what follows short: the call is waited for. (If its future is dropped all the same, by a transport
     /// giving up on it, it is recorded `cancelled` with the code `cancelled_after_commit`: its effect may have
-    /// been made.) [`Root::write_text_for_call`](crate::fs::Root::write_text_for_call) commits just before the
-    /// file is replaced.
+    /// been made.) `fs::Root::write_text_for_call` (feature `fs`) commits just before the file is replaced.
     pub fn commit(&self) -> bool {
         match self.0.commit.compare_exchange(
             RUNNING,
