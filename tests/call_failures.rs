@@ -166,11 +166,21 @@ async fn committing(cx: CallContext, State(effects): State<Effects>) -> Result<S
     Ok("made".into())
 }
 
+/// Commits, makes one effect, then gives up on a second step as a cancelled call would (its token follows a
+/// client's cancellation even after the commit).
+#[secure_tool(scope = "t.write")]
+async fn half_done(cx: CallContext, State(effects): State<Effects>) -> Result<String, ToolError> {
+    assert!(cx.commit());
+    effects.writes.fetch_add(1, Ordering::SeqCst);
+    Err(ToolError::from(secure_tools::fs::FsError::Cancelled))
+}
+
 fn set(sink: impl AuditSink) -> (ToolSet<Effects>, Effects) {
     let effects = Effects::default();
     let tools = ToolSet::builder(effects.clone())
         .tool::<effect>()
         .tool::<committing>()
+        .tool::<half_done>()
         .tool::<look>()
         .tool::<sleepy>()
         .tool::<gated>()
@@ -315,6 +325,28 @@ async fn a_call_past_its_point_of_no_return_is_recorded_by_its_result_not_its_ti
     let calls = tool_calls(&records);
     assert_eq!(calls.len(), 1);
     assert_eq!(calls[0]["outcome"], "ok", "{}", calls[0]);
+}
+
+/// Review finding: a handler that made its effect after its commit and then gave up (a second write seeing the
+/// client's cancellation) was recorded `cancelled`, code `cancelled`: "changed nothing".
+#[tokio::test]
+async fn a_handler_giving_up_after_its_commit_is_not_recorded_as_changing_nothing() {
+    let sink = MemorySink::new();
+    let (tools, effects) = set(sink.clone());
+    let response = tools
+        .call(request(&caller("alice", ALL), 1, "half_done", json!({})))
+        .await
+        .unwrap();
+    assert_eq!(effects.writes.load(Ordering::SeqCst), 1);
+    assert_eq!(response.outcome(), Outcome::Cancelled);
+    let records = sink.records();
+    let calls = tool_calls(&records);
+    assert_eq!(
+        (&calls[0]["outcome"], &calls[0]["error"]),
+        (&json!("cancelled"), &json!("cancelled_after_commit")),
+        "{}",
+        calls[0]
+    );
 }
 
 /// A call past its point of no return whose future is dropped all the same cannot be waited for: its record says

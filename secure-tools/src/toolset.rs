@@ -689,8 +689,9 @@ impl<S: Send + Sync + 'static> ToolSet<S> {
 
     /// Stops taking calls and lets the running ones finish: new calls are refused (`shutting_down`); calls still
     /// running after `grace` are stopped (outcome `cancelled`, code `shutting_down`). Returns once every call has
-    /// its audit record, or at most a second after `grace` (a handler stuck in blocking code cannot be stopped;
-    /// its record is written when it returns). Runners call this before their `server_stop` record.
+    /// its audit record, or at most a second after `grace` (a handler stuck in blocking code cannot be stopped, nor
+    /// one past its point of no return, `CallContext::commit`: its record is written when it returns). Runners
+    /// call this before their `server_stop` record.
     pub async fn shutdown(&self, grace: Duration) {
         let lifecycle = &self.inner.lifecycle;
         lifecycle.close();

@@ -515,7 +515,9 @@ impl CallContext {
 
     /// Cancelled when the client cancels the call or goes away, when the call times out, when the server shuts
     /// down past its grace period, and once the call has ended (its record written), however it ended. The
-    /// handler's own future is dropped or done by then anyway; this is for work it handed to other tasks.
+    /// handler's own future is dropped or done by then anyway (unless it passed its point of no return,
+    /// [`commit`](Self::commit): then the call is waited for, though this still follows a client's
+    /// cancellation); this is for work it handed to other tasks.
     pub fn cancellation(&self) -> CancellationToken {
         self.token().clone()
     }
@@ -545,9 +547,13 @@ impl CallContext {
     /// `shutting_down`): give up without the effect. Without it, a call stopped as its effect was being made
     /// would be recorded as stopped, as if nothing had happened.
     ///
-    /// Keep what follows short: the call is waited for. (If its future is dropped all the same, by a transport
-    /// giving up on it, it is recorded `cancelled` with the code `cancelled_after_commit`: its effect may have
-    /// been made.) `fs::Root::write_text_for_call` (feature `fs`) commits just before the file is replaced.
+    /// Keep what follows short: the call is waited for (at the server's stop, like a handler stuck in blocking
+    /// code: its record is written when it returns). Ask the client anything (`Elicitation`, `Sampling`) before,
+    /// not after: a question asked by rounds ends the call, and the client's retry would make the effect again.
+    /// The handler's token still follows a client's cancellation: a handler that gives up after its commit, or
+    /// whose future a transport drops all the same, is recorded `cancelled` with the code
+    /// `cancelled_after_commit`: its effect may have been made. `false` once the call's record is written (a task
+    /// the handler started, still holding the context). `fs::Root::write_text_for_call` (feature `fs`) commits just before the file is replaced.
     pub fn commit(&self) -> bool {
         match self.0.commit.compare_exchange(
             RUNNING,
@@ -558,6 +564,11 @@ impl CallContext {
             Ok(_) => true,
             Err(state) => state == COMMITTED,
         }
+    }
+
+    /// Whether the handler passed the call's point of no return ([`commit`](Self::commit)).
+    pub fn is_committed(&self) -> bool {
+        self.0.commit.load(Ordering::Acquire) == COMMITTED
     }
 
     /// The pipeline stops the call: `true` if it was not committed first (and may no longer be), `false` if the
@@ -589,6 +600,12 @@ impl CallContext {
     /// For a call through an MCP session rmcp cancels the request's token once it has answered; a call made in
     /// process has no one else to do it. A token nobody asked for is not made.
     pub(crate) fn end(&self) {
+        // A call whose record is being written can no longer be committed: a clone kept by a task the handler
+        // started gets `false` from `commit`, so its effect is not made after a record that does not show it.
+        let _ =
+            self.0
+                .commit
+                .compare_exchange(RUNNING, STOPPED, Ordering::AcqRel, Ordering::Acquire);
         // The end written before the fields (see `audit_field`) and the token (see `token`) are looked for: the
         // fence orders the two for the readers of each, one barrier where a sequentially consistent store would
         // add a second.
@@ -1345,6 +1362,23 @@ mod tests {
 
     /// Red-team finding: a write that had replaced its file was recorded `cancelled` when the cancellation came
     /// as the write finished. The handler's commit and the pipeline's stop exclude each other: the first wins.
+    /// Review finding: a clone of the context kept past the call (a task the handler started) could commit
+    /// after the call's record was written, and make its effect unrecorded.
+    #[test]
+    fn no_commit_after_the_calls_record() {
+        let ended = context();
+        ended.end();
+        assert!(!ended.commit());
+        assert!(!ended.is_committed());
+        let committed = context();
+        assert!(committed.commit());
+        committed.end();
+        assert!(
+            committed.is_committed(),
+            "a commit made before the end stands"
+        );
+    }
+
     #[test]
     fn the_point_of_no_return_and_the_stop_exclude_each_other() {
         let committed = context();

@@ -1252,7 +1252,16 @@ impl<'s> Call<'s> {
             Ok(_) if outcome == Outcome::Error => Some(codes::TOOL_ERROR),
             Ok(_) => None,
         };
-        let written = self.write_record(outcome, code);
+        // A stop the handler reports after its point of no return (its token follows a client's cancellation):
+        // not one that changed nothing. (The pipeline's own stops cannot follow a commit.)
+        let (recorded, code) = if matches!(outcome, Outcome::Cancelled | Outcome::Timeout)
+            && self.context.is_committed()
+        {
+            (Outcome::Cancelled, Some(codes::CANCELLED_AFTER_COMMIT))
+        } else {
+            (outcome, code)
+        };
+        let written = self.write_record(recorded, code);
         let unknown = match self.tool {
             Some(_) => None,
             None => Some(self.sent_name.take().unwrap_or_default()),

@@ -267,9 +267,10 @@ pub mod codes {
     pub const TIMEOUT: &str = "timeout";
     /// The client cancelled the call, or its connection went away.
     pub const CANCELLED: &str = "cancelled";
-    /// The call's future was dropped (a transport gave up on it) after its handler passed its point of no return
-    /// ([`CallContext::commit`](crate::CallContext::commit)): unlike another `cancelled` call, its effect may have
-    /// been made.
+    /// The call was stopped after its handler passed its point of no return
+    /// ([`CallContext::commit`](crate::CallContext::commit)): its future dropped by a transport that gave up on it,
+    /// or the handler itself giving up after a client's cancellation. Unlike a call recorded with the code
+    /// `cancelled`, `timeout` or `shutting_down`, its effect may have been made.
     pub const CANCELLED_AFTER_COMMIT: &str = "cancelled_after_commit";
     /// The server is shutting down: a new call is refused, a call still running past the grace period is stopped.
     pub const SHUTTING_DOWN: &str = "shutting_down";

@@ -153,7 +153,7 @@ pub enum FsError {
         reason: &'static str,
     },
     /// The write was abandoned before the file was replaced: its call was cancelled or timed out
-    /// ([`Root::write_text_until`]).
+    /// ([`Root::write_text_until`], [`Root::write_text_for_call`]).
     #[error("{CANCELLED_MESSAGE}")]
     Cancelled,
     /// The server's user may not read or write the file (`EACCES`, `EPERM`: its mode, an immutable or
@@ -365,12 +365,10 @@ impl Root {
     /// [`write_text`](Self::write_text) for a handler that may be stopped: once `stop` is cancelled (give it the
     /// call's [`CancellationToken`], which the pipeline cancels when the call is cancelled, times out or the server
     /// stops), the write is abandoned ([`FsError::Cancelled`]) at its next step, at the latest just before the file
-    /// would be replaced, so a call audited `cancelled` or `timeout` leaves the file as it was. A write already
-    /// past that last check (the rename, a few microseconds) completes.
-    ///
-    /// The last check and the stop can cross (a stop in the few microseconds before the rename, or while the
-    /// directory is synced after it, is recorded as a stop though the file was replaced):
-    /// [`write_text_for_call`](Self::write_text_for_call) closes that gap.
+    /// would be replaced. A write already past that last check completes, and the check and the stop can cross:
+    /// a stop in the microseconds before the rename, or in the milliseconds the directory is synced after it, is
+    /// recorded as a stop though the file was replaced. For a call's handler, use
+    /// [`write_text_for_call`](Self::write_text_for_call), which closes that gap.
     pub fn write_text_until(
         &self,
         name: &FileName,
@@ -395,7 +393,13 @@ impl Root {
         call: &crate::CallContext,
     ) -> Result<Written, FsError> {
         let stop = call.cancellation();
-        self.write_unless(name, content, &|| stop.is_cancelled(), &|| call.commit())
+        // Once the call is committed (by this write, or an earlier one of the same call) it runs to its end.
+        self.write_unless(
+            name,
+            content,
+            &|| !call.is_committed() && stop.is_cancelled(),
+            &|| call.commit(),
+        )
     }
 
     /// The write, given up with [`FsError::Cancelled`] when `stopped` says so at one of its steps, or when

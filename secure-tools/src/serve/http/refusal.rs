@@ -58,7 +58,7 @@ fn meaning(reason: &str) -> Option<&'static str> {
         "timeout" => "the answer was not ready within the request timeout",
         "too_many_sessions" => {
             "this caller holds as many sessions as it may; end one (DELETE with its Mcp-Session-Id), or wait for \
-             one left open to expire (5 minutes without a request)"
+             one left open to expire (5 minutes idle)"
         }
         "too_many_streams" => "this caller holds as many event streams as it may; close one",
         "session_not_found" => "no such session",
