@@ -339,14 +339,7 @@ async fn a_handler_giving_up_after_its_commit_is_not_recorded_as_changing_nothin
         .unwrap();
     assert_eq!(effects.writes.load(Ordering::SeqCst), 1);
     assert_eq!(response.outcome(), Outcome::Cancelled);
-    let records = sink.records();
-    let calls = tool_calls(&records);
-    assert_eq!(
-        (&calls[0]["outcome"], &calls[0]["error"]),
-        (&json!("cancelled"), &json!("cancelled_after_commit")),
-        "{}",
-        calls[0]
-    );
+    assert_recorded_cancelled_after_commit(&sink);
 }
 
 /// A call past its point of no return whose future is dropped all the same cannot be waited for: its record says
@@ -361,9 +354,14 @@ async fn a_dropped_call_past_its_point_of_no_return_is_not_recorded_as_changing_
             .await
             .is_err()
     );
+    assert_recorded_cancelled_after_commit(&sink);
+}
+
+/// The sink holds one call's record, `cancelled` with the code that says its effect may have been made.
+fn assert_recorded_cancelled_after_commit(sink: &MemorySink) {
     let records = sink.records();
     let calls = tool_calls(&records);
-    assert_eq!(calls.len(), 1);
+    assert_eq!(calls.len(), 1, "{records:?}");
     assert_eq!(
         (&calls[0]["outcome"], &calls[0]["error"]),
         (&json!("cancelled"), &json!("cancelled_after_commit")),

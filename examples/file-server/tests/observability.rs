@@ -660,26 +660,23 @@ async fn over_http_the_traceparent_header_or_meta_continues_the_trace_and_metric
 
 /// A collector that cannot be reached is not silent: the SDK's failed exports are on the server's stderr (its
 /// log), and nothing a tool was sent in secret is.
-#[test]
-fn failed_exports_are_reported_on_stderr_without_secrets() {
-    const SECRET_CONTENT: &str = "secret-content-7f3a9c";
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
+/// The file server over stdio, exporting to `endpoint` with `env` besides, writes `content` to `note.txt` in
+/// `dir`'s data root, then its input ends: what it printed as it stopped, and how long the stop took from the end
+/// of its input.
+fn write_over_stdio_then_stop(
+    dir: &Path,
+    endpoint: &str,
+    content: &str,
+    env: &[(&str, &str)],
+) -> (std::process::Output, Duration) {
+    let data = dir.join("data");
     std::fs::create_dir(&data).unwrap();
-    // Nothing listens there: the port is held, never listening, to the end of the test (one found free and
-    // closed again could be taken by another process's listener in between).
-    let held = common::HeldPort::new();
-    let closed = held.port();
     let mut child = Command::new(SERVER)
         .env("DATA_ROOT", &data)
         .env("MCP_SCOPES", "files.read,files.write")
-        .env("MCP_AUDIT_LOG", dir.path().join("audit.jsonl"))
-        .env(
-            "OTEL_EXPORTER_OTLP_ENDPOINT",
-            format!("http://127.0.0.1:{closed}"),
-        )
-        .env("OTEL_BSP_SCHEDULE_DELAY", "100")
-        .env("OTEL_BLRP_SCHEDULE_DELAY", "100")
+        .env("MCP_AUDIT_LOG", dir.join("audit.jsonl"))
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
+        .envs(env.iter().copied())
         .env_remove("RUST_LOG")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -693,7 +690,7 @@ fn failed_exports_are_reported_on_stderr_without_secrets() {
         json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
         json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
                "params": {"name": "write_file",
-                          "arguments": {"filename": "note.txt", "content": SECRET_CONTENT}}}),
+                          "arguments": {"filename": "note.txt", "content": content}}}),
     ];
     let mut stdin = child.stdin.take().unwrap();
     let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
@@ -701,20 +698,42 @@ fn failed_exports_are_reported_on_stderr_without_secrets() {
         use std::io::Write;
         writeln!(stdin, "{request}").unwrap();
     }
-    // Both answers, then end of input: the server stops and flushes its exporters.
+    // Both answers, then end of input: the server stops and flushes its exporters, each signal with something
+    // batched (the call's span, its metrics, its records as logs).
     for _ in 0..2 {
         let mut line = String::new();
         std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
         assert!(line.contains("\"result\""), "{line}");
     }
+    let stopping = Instant::now();
     drop(stdin);
     let output = child.wait_with_output().unwrap();
-    drop(held);
+    let took = stopping.elapsed();
     assert!(output.status.success());
     assert_eq!(
         std::fs::read_to_string(data.join("note.txt")).unwrap(),
-        SECRET_CONTENT
+        content
     );
+    (output, took)
+}
+
+#[test]
+fn failed_exports_are_reported_on_stderr_without_secrets() {
+    const SECRET_CONTENT: &str = "secret-content-7f3a9c";
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing listens there: the port is held, never listening, to the end of the test (one found free and
+    // closed again could be taken by another process's listener in between).
+    let held = common::HeldPort::new();
+    let (output, _) = write_over_stdio_then_stop(
+        dir.path(),
+        &format!("http://127.0.0.1:{}", held.port()),
+        SECRET_CONTENT,
+        &[
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+            ("OTEL_BLRP_SCHEDULE_DELAY", "100"),
+        ],
+    );
+    drop(held);
     let stderr = String::from_utf8_lossy(&output.stderr);
     for failure in [
         "BatchSpanProcessor.ExportError",
@@ -732,50 +751,11 @@ fn failed_exports_are_reported_on_stderr_without_secrets() {
 #[test]
 fn a_silent_collector_holds_the_stop_for_one_export_timeout_not_one_per_signal() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    std::fs::create_dir(&data).unwrap();
     // Connections complete in the kernel's backlog; nothing ever reads or answers them.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let mut child = Command::new(SERVER)
-        .env("DATA_ROOT", &data)
-        .env("MCP_SCOPES", "files.read,files.write")
-        .env("MCP_AUDIT_LOG", dir.path().join("audit.jsonl"))
-        .env(
-            "OTEL_EXPORTER_OTLP_ENDPOINT",
-            format!("http://{}", silent.local_addr().unwrap()),
-        )
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let requests = [
-        json!({"jsonrpc": "2.0", "id": 0, "method": "initialize",
-               "params": {"protocolVersion": "2025-11-25", "capabilities": {},
-                          "clientInfo": {"name": "test", "version": "1"}}}),
-        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
-        json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
-               "params": {"name": "write_file",
-                          "arguments": {"filename": "note.txt", "content": "hello"}}}),
-    ];
-    let mut stdin = child.stdin.take().unwrap();
-    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-    for request in &requests {
-        use std::io::Write;
-        writeln!(stdin, "{request}").unwrap();
-    }
-    for _ in 0..2 {
-        let mut line = String::new();
-        std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
-        assert!(line.contains("\"result\""), "{line}");
-    }
-    // Every signal has something batched: the call's span, its metrics, its records as logs.
-    let stopping = Instant::now();
-    drop(stdin);
-    let output = child.wait_with_output().unwrap();
-    let took = stopping.elapsed();
-    assert!(output.status.success());
+    let endpoint = format!("http://{}", silent.local_addr().unwrap());
+    let (output, took) = write_over_stdio_then_stop(dir.path(), &endpoint, "hello", &[]);
+    drop(silent);
     let stderr = String::from_utf8_lossy(&output.stderr);
     // The exports did time out (so the wait below is theirs), and the stop took one timeout, not three.
     assert!(stderr.contains("not all exported at shutdown"), "{stderr}");
@@ -785,7 +765,6 @@ fn a_silent_collector_holds_the_stop_for_one_export_timeout_not_one_per_signal()
     );
     let records = audit(&dir.path().join("audit.jsonl"));
     assert_eq!(records.last().unwrap()["event"], "server_stop");
-    drop(silent);
 }
 
 /// With traces not exported (`OTEL_TRACES_EXPORTER=none`) a call makes no span, yet its records and their log
