@@ -349,12 +349,18 @@ async fn a_dropped_call_past_its_point_of_no_return_is_not_recorded_as_changing_
     let sink = MemorySink::new();
     let (tools, _effects) = set(sink.clone());
     let call = tools.call(request(&caller("alice", ALL), 1, "committing", json!({})));
+    dropped_after_50ms(call).await;
+    assert_recorded_cancelled_after_commit(&sink);
+}
+
+/// The transport gives up on `call` after 50 ms, before it finished: its future is dropped.
+async fn dropped_after_50ms(call: impl std::future::Future) {
     assert!(
         tokio::time::timeout(Duration::from_millis(50), call)
             .await
-            .is_err()
+            .is_err(),
+        "the call finished"
     );
-    assert_recorded_cancelled_after_commit(&sink);
 }
 
 /// The sink holds one call's record, `cancelled` with the code that says its effect may have been made.
@@ -376,11 +382,7 @@ async fn a_call_whose_future_is_dropped_is_audited_cancelled_once() {
     let (tools, effects) = set(sink.clone());
     let call = tools.call(request(&caller("alice", ALL), 7, "gated", json!({})));
     // The transport gives up on the call (its client went away): the future is dropped mid-handler.
-    assert!(
-        tokio::time::timeout(Duration::from_millis(50), call)
-            .await
-            .is_err()
-    );
+    dropped_after_50ms(call).await;
     effects.gate.notify_waiters();
     tokio::time::sleep(Duration::from_millis(20)).await;
     assert!(

@@ -258,15 +258,20 @@ fn respond_with(path: &Path, member: String) -> String {
 
 /// `check` of `lock` against a [`fake_server`] answering `tools/list` with `page` ([`respond_with`]'s fragment).
 fn check_page(lock: &Path, page: &str) -> Run {
+    on_fake_server("check", lock, page)
+}
+
+/// `command` (`check`, `pin`) of `lock` against a [`fake_server`] answering `tools/list` with `page`.
+fn on_fake_server(command: &str, lock: &Path, page: &str) -> Run {
     finish(
         cli()
-            .args(["check", "--lock"])
+            .args([command, "--lock"])
             .arg(lock)
             .arg("--")
             .args(fake_server("", page)),
         LIMIT,
     )
-    .expect("check finished")
+    .unwrap_or_else(|| panic!("{command} did not finish"))
 }
 
 /// A lock of no tools at `dir/tools.lock.json`.
@@ -696,17 +701,7 @@ fn pin_writes_the_lock_through_a_temporary_file_of_its_own() {
     let dir = tempfile::tempdir().unwrap();
     let lock = dir.path().join("tools.lock.json");
     let one = r#"reply '{"tools":[{"name":"t","inputSchema":{"type":"object"}}]}'"#;
-    let pin = |lock: &Path| {
-        finish(
-            cli()
-                .args(["pin", "--lock"])
-                .arg(lock)
-                .arg("--")
-                .args(fake_server("", one)),
-            LIMIT,
-        )
-        .unwrap()
-    };
+    let pin = |lock: &Path| on_fake_server("pin", lock, one);
     // A link planted where a fixed temporary name would be is not followed.
     let victim = dir.path().join("victim");
     std::fs::write(&victim, "precious").unwrap();

@@ -310,6 +310,14 @@ impl Server {
     /// A `read_file` of `greeting.txt` numbered `id`, for [`keep_alive`](Self::keep_alive)'s connection, with a
     /// bearer token if given.
     fn read_request(&self, id: u64, token: Option<&str>) -> hyper::Request<Full<Bytes>> {
+        self.request(
+            token,
+            &call(id, "read_file", json!({"filename": "greeting.txt"})),
+        )
+    }
+
+    /// A `POST` of `body` to the MCP endpoint, with a bearer token if given.
+    fn request(&self, token: Option<&str>, body: &Value) -> hyper::Request<Full<Bytes>> {
         let mut request = hyper::Request::post("/mcp")
             .header("host", format!("127.0.0.1:{}", self.port))
             .header("content-type", "application/json")
@@ -318,9 +326,7 @@ impl Server {
             request = request.header("authorization", format!("Bearer {token}"));
         }
         request
-            .body(Full::new(Bytes::from(
-                call(id, "read_file", json!({"filename": "greeting.txt"})).to_string(),
-            )))
+            .body(Full::new(Bytes::from(body.to_string())))
             .unwrap()
     }
 
@@ -379,18 +385,8 @@ impl Server {
             .await
             .map_err(|e| format!("http handshake: {e}"))?;
         tokio::spawn(connection);
-        let mut request = hyper::Request::post("/mcp")
-            .header("host", format!("127.0.0.1:{}", self.port))
-            .header("content-type", "application/json")
-            .header("accept", "application/json, text/event-stream");
-        if let Some(token) = token {
-            request = request.header("authorization", format!("Bearer {token}"));
-        }
-        let request = request
-            .body(Full::new(Bytes::from(body.to_string())))
-            .unwrap();
         let response = sender
-            .send_request(request)
+            .send_request(self.request(token, body))
             .await
             .map_err(|e| format!("request: {e:?}"))?;
         let status = response.status().as_u16();

@@ -375,9 +375,8 @@ impl Root {
         content: &str,
         stop: &CancellationToken,
     ) -> Result<Written, FsError> {
-        self.write_unless(name, content, &|| stop.is_cancelled(), &|| {
-            !stop.is_cancelled()
-        })
+        // No point of no return: the last check before the rename is the stop's only chance.
+        self.write_unless(name, content, &|| stop.is_cancelled(), &|| true)
     }
 
     /// [`write_text_until`](Self::write_text_until) for the call `call`, exactly: given up at its steps once the
