@@ -515,18 +515,59 @@ async fn the_minimum_protocol_version_holds_over_http_and_is_audited() {
 }
 
 /// Review finding: an authenticated caller could open sessions without limit (rmcp keeps each for minutes). One
-/// identity now holds at most `MAX_SESSIONS_PER_CALLER` at once; the next is refused `429` and audited, another
-/// identity is not affected, and a session closed makes room again.
+/// identity now holds at most `MAX_SESSIONS_PER_CALLER` at once. Trial finding: a host whose client left its
+/// sessions open (the TypeScript SDK's `close()`) was then refused at its next connection for 5 minutes. Now the
+/// identity's least recently used idle session is closed to make room; only when every one is in use (a request or
+/// an event stream open on it) is the next refused `429` and audited. Another identity is not affected.
 #[tokio::test]
 async fn one_identity_holds_a_bounded_number_of_sessions() {
     const MAX: usize = secure_tools::serve::http::MAX_SESSIONS_PER_CALLER;
     let server = Server::start(None, &["--http-sessions"]);
     let alice = server.token("alice", "files.read");
+    let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
     let mut sessions = Vec::new();
     for _ in 0..MAX {
         let (status, session, body) = session_post(&server, &alice, None, &initialize()).await;
         assert_eq!(status, 200, "{body}");
         sessions.push(session.expect("a session id"));
+    }
+    // Each of them used once, in order: the first is the least recently used...
+    for session in &sessions {
+        let (status, _, body) = session_post(&server, &alice, Some(session), &initialized).await;
+        assert_eq!(status, 202, "{body}");
+    }
+    // ...until it is used again: now the second is.
+    let (status, _, body) = session_post(&server, &alice, Some(&sessions[0]), &read_call(1)).await;
+    assert_eq!(status, 200, "{body}");
+    // Alice left them all open. One more opens, and the second is closed to make room.
+    let (status, session, body) = session_post(&server, &alice, None, &initialize()).await;
+    assert_eq!(status, 200, "{body}");
+    let newest = session.expect("a session id");
+    let (status, _, body) = session_post(&server, &alice, Some(&newest), &initialized).await;
+    assert_eq!(status, 202, "{body}");
+    let (status, _, body) = session_post(&server, &alice, Some(&sessions[1]), &read_call(2)).await;
+    assert_eq!(
+        status, 404,
+        "the least recently used session was closed: {body}"
+    );
+    let (status, _, body) = session_post(&server, &alice, Some(&sessions[0]), &read_call(3)).await;
+    assert_eq!(status, 200, "the one used since is open: {body}");
+    sessions.remove(1);
+    sessions.push(newest);
+    // Sessions in use are not closed: with an event stream open on each of the 32, the next is refused.
+    let mut streams = Vec::new();
+    for session in &sessions {
+        let response = client()
+            .get(&server.resource)
+            .header("accept", "text/event-stream")
+            .header("mcp-protocol-version", "2025-11-25")
+            .header("authorization", format!("Bearer {alice}"))
+            .header("mcp-session-id", session)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        streams.push(response);
     }
     let response = client()
         .post(&server.resource)
@@ -541,9 +582,14 @@ async fn one_identity_holds_a_bounded_number_of_sessions() {
     assert!(response.headers().get("mcp-session-id").is_none());
     let (headers, _) = common::jsonrpc_refusal(response, 429, -32000, "too_many_sessions").await;
     assert!(headers.contains_key("retry-after"), "{headers:?}");
+    for session in &sessions {
+        let (status, _, body) = session_post(&server, &alice, Some(session), &read_call(4)).await;
+        assert_eq!(status, 200, "no session in use was closed: {body}");
+    }
     let bob = server.token("bob", "files.read");
     let (status, _, body) = session_post(&server, &bob, None, &initialize()).await;
     assert_eq!(status, 200, "{body}");
+    // A session ended makes room, as does a stream closed.
     let closed = client()
         .delete(&server.resource)
         .header("authorization", format!("Bearer {alice}"))
@@ -554,6 +600,7 @@ async fn one_identity_holds_a_bounded_number_of_sessions() {
     assert!(closed.status().is_success(), "{}", closed.status());
     let (status, _, body) = session_post(&server, &alice, None, &initialize()).await;
     assert_eq!(status, 200, "{body}");
+    drop(streams);
     let refused: Vec<Value> = server
         .events("http_rejected")
         .into_iter()

@@ -14,6 +14,7 @@ use super::challenge::{self, Credential, insufficient_scope_challenge, unauthori
 #[cfg(feature = "mtls")]
 use super::mtls;
 use super::refusal;
+use super::sessions::{Entry, Kind};
 use super::{BearerAuth, Shared, Subject};
 use crate::audit::{AuditEvent, shorten_str};
 use crate::call::{Caller, Connection, RefusalNotice};
@@ -298,34 +299,60 @@ async fn authenticated(shared: Arc<Shared>, mut request: Request, next: Route) -
         .caller
         .as_ref()
         .map_or_else(|| Arc::from("anonymous"), |c| c.id_shared().clone());
-    if shared.sessions
-        && let Some(id) = &session_id
-        && shared.owners.owner(id).is_some_and(|known| known != owner)
-    {
-        // Another identity's session: answered as a session that does not exist, so its existence is not told.
-        shared.audit_rejection(
-            StatusCode::NOT_FOUND,
-            "session_not_owned",
-            None,
-            Some(owner.to_string()),
-            request.method(),
-            request.uri().path(),
-        );
-        let mut response = refusal::session_not_found();
-        response.extensions_mut().insert(super::Audited);
-        return response;
-    }
+    // A request naming one of its caller's sessions keeps it in use while it lasts (with an event stream's body, as
+    // long as the stream): a session in use is never closed to make room for another.
+    let in_use = match &session_id {
+        Some(id) if shared.sessions => match shared.owners.enter(id, &owner) {
+            Entry::Own(in_use) => Some(in_use),
+            Entry::Unknown => None,
+            Entry::NotOwned => {
+                // Another identity's session: answered as a session that does not exist, so its existence is not
+                // told.
+                shared.audit_rejection(
+                    StatusCode::NOT_FOUND,
+                    "session_not_owned",
+                    None,
+                    Some(owner.to_string()),
+                    request.method(),
+                    request.uri().path(),
+                );
+                let mut response = refusal::session_not_found();
+                response.extensions_mut().insert(super::Audited);
+                return response;
+            }
+        },
+        _ => None,
+    };
     // An identity holds a bounded number of sessions (a request without one opens one, in rmcp's session mode),
     // so that one caller cannot fill the server's memory with them; and of event streams (a `GET` on a session,
     // holding its connection while it lasts), so that its sessions cannot take every connection the server has.
     // The place is taken before rmcp answers, so that requests in parallel cannot go past the limit.
     let kind = match (shared.sessions, &session_id, request.method()) {
-        (true, None, &axum::http::Method::POST) => Some(super::sessions::Kind::Session),
-        (true, Some(_), &axum::http::Method::GET) => Some(super::sessions::Kind::Stream),
+        (true, None, &axum::http::Method::POST) => Some(Kind::Session),
+        (true, Some(_), &axum::http::Method::GET) => Some(Kind::Stream),
         _ => None,
     };
-    let place = match kind.map(|kind| (kind, shared.owners.reserve(kind, owner.clone()))) {
-        Some((kind, None)) => {
+    let taken = match kind {
+        Some(Kind::Session) => match shared.owners.reserve_session(owner.clone()) {
+            Some(mut reserved) => {
+                // The owner's least recently used idle session, if one was chosen to make room (boxed: rare).
+                if reserved.closes_one() {
+                    Box::pin(reserved.close_evicted()).await;
+                }
+                Ok(Some(reserved.place))
+            }
+            None => Err(Kind::Session),
+        },
+        Some(Kind::Stream) => shared
+            .owners
+            .reserve_stream(owner.clone())
+            .map(Some)
+            .ok_or(Kind::Stream),
+        None => Ok(None),
+    };
+    let place = match taken {
+        Ok(place) => place,
+        Err(kind) => {
             return shared.reject(
                 StatusCode::TOO_MANY_REQUESTS,
                 kind.refusal(),
@@ -335,8 +362,6 @@ async fn authenticated(shared: Arc<Shared>, mut request: Request, next: Route) -
                 request.uri().path(),
             );
         }
-        Some((_, place)) => place,
-        None => None,
     };
     let deleting = request.method() == axum::http::Method::DELETE;
     let mut connection = connection(&shared, &request, identified.token_id);
@@ -368,7 +393,7 @@ async fn authenticated(shared: Arc<Shared>, mut request: Request, next: Route) -
     };
     // An event stream's certificate and path, for the checks while it lasts and the record of its end (only a
     // stream's, to spare every request the copies).
-    let is_stream = kind == Some(super::sessions::Kind::Stream);
+    let is_stream = kind == Some(Kind::Stream);
     #[cfg(feature = "mtls")]
     let tls_peer = request
         .extensions()
@@ -383,9 +408,7 @@ async fn authenticated(shared: Arc<Shared>, mut request: Request, next: Route) -
     let Ok(response) = next.oneshot(request).await;
     // A stream's place is held by its body, given back when the stream ends (or at once, if none was opened).
     let (response, place) = match place {
-        Some(stream)
-            if kind == Some(super::sessions::Kind::Stream) && response.status().is_success() =>
-        {
+        Some(stream) if kind == Some(Kind::Stream) && response.status().is_success() => {
             // Over mutual TLS, the certificate is checked again before each message the stream sends (rmcp's
             // keep-alive at least every 15 s): a certificate revoked or expired while the stream is open ends it,
             // as it refuses the connection's next request.
@@ -417,6 +440,11 @@ async fn authenticated(shared: Arc<Shared>, mut request: Request, next: Route) -
             (response, None)
         }
         place => (response, place),
+    };
+    // A session stays in use until the answer's body is done (an event stream's, or a call's answered as SSE).
+    let response = match in_use {
+        Some(in_use) => response.map(|body| super::sessions::holding(body, in_use)),
+        None => response,
     };
     if shared.sessions {
         match &session_id {

@@ -57,8 +57,8 @@ fn meaning(reason: &str) -> Option<&'static str> {
         "body_too_large" => "the request body is over the size limit",
         "timeout" => "the answer was not ready within the request timeout",
         "too_many_sessions" => {
-            "this caller holds as many sessions as it may; end one (DELETE with its Mcp-Session-Id), or wait for \
-             one left open to expire (5 minutes idle)"
+            "this caller holds as many sessions as it may, each in use (a request or an event stream open on \
+             it); end one (DELETE with its Mcp-Session-Id), or close one's stream"
         }
         "too_many_streams" => "this caller holds as many event streams as it may; close one",
         "session_not_found" => "no such session",

@@ -2,12 +2,19 @@
 //! session, to post into it, read its stream or delete it, is answered `404` as if the session did not exist, and
 //! audited `http_rejected` with reason `session_not_owned`.
 //!
-//! The owners are kept beside rmcp's session manager, and pruned of sessions it no longer holds whenever their
-//! number has doubled since the last pruning, so the map stays as large as the live sessions, give or take.
+//! An identity holds at most [`MAX_SESSIONS_PER_CALLER`] sessions. One more closes the identity's least recently
+//! used session that nothing is using (no request, no event stream open on it), so that a client which leaves its
+//! sessions open (the TypeScript SDK's `close()` does) is not locked out until they expire; when all of them are in
+//! use, it is refused `429`, reason `too_many_sessions`.
+//!
+//! The owners are kept beside rmcp's session manager, by session and by identity, and pruned of sessions it no
+//! longer holds: an identity's whenever they are counted, all of them whenever their number has doubled since the
+//! last pruning, so the maps stay as large as the live sessions, give or take.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use rmcp::transport::streamable_http_server::session::SessionManager as _;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 
 /// Sessions by id, each with the identity that opened it.
@@ -17,13 +24,27 @@ pub(super) struct Owners {
 }
 
 struct Map {
-    owners: HashMap<String, Arc<str>>,
+    sessions: HashMap<Arc<str>, Session>,
+    /// Each identity's sessions (among them, until pruned, some rmcp no longer holds).
+    by_owner: HashMap<Arc<str>, Vec<Arc<str>>>,
     /// Places held by identity and kind: sessions being opened (their `initialize` not yet answered, counted with
     /// the open ones, so that requests racing in parallel cannot open more than the limit between them), and event
     /// streams open.
     held: HashMap<(Kind, Arc<str>), usize>,
     /// The size at which the map is next pruned.
     prune_at: usize,
+    /// A clock that ticks at each use of a session: the order of last uses.
+    tick: u64,
+}
+
+struct Session {
+    /// Its id (the map's key, shared).
+    id: Arc<str>,
+    owner: Arc<str>,
+    /// The tick of its last use (begun or ended).
+    used: u64,
+    /// Requests and event streams using it now.
+    in_use: usize,
 }
 
 /// How many event streams (`GET` on a session) one identity may hold open at once; one more is refused `429`,
@@ -77,19 +98,105 @@ impl Drop for Place {
     }
 }
 
+/// A session in use by a request or an event stream (see [`Owners::enter`]): not closed to make room while held.
+pub(super) struct InUse {
+    owners: Arc<Owners>,
+    id: Arc<str>,
+}
+
+impl Drop for InUse {
+    fn drop(&mut self) {
+        let mut map = self.owners.lock();
+        map.tick += 1;
+        let tick = map.tick;
+        if let Some(session) = map.sessions.get_mut(&self.id) {
+            session.in_use -= 1;
+            session.used = tick;
+        }
+    }
+}
+
+/// `body`, keeping `in_use` until it is dropped.
+pub(super) fn holding(body: axum::body::Body, in_use: InUse) -> axum::body::Body {
+    axum::body::Body::new(Holding {
+        body,
+        _in_use: in_use,
+    })
+}
+
+struct Holding {
+    body: axum::body::Body,
+    _in_use: InUse,
+}
+
+impl hyper::body::Body for Holding {
+    type Data = hyper::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// What a request naming a session finds.
+pub(super) enum Entry {
+    /// The session is another identity's.
+    NotOwned,
+    /// The caller's own session, in use until the value is dropped.
+    Own(InUse),
+    /// No session known by that id (rmcp answers `404`).
+    Unknown,
+}
+
+/// A place for a session, and the session closed to make room for it, if one was.
+pub(super) struct Reserved {
+    pub(super) place: Place,
+    closed: Option<Arc<str>>,
+}
+
+impl Reserved {
+    /// Whether a session was chosen to make room.
+    pub(super) fn closes_one(&self) -> bool {
+        self.closed.is_some()
+    }
+
+    /// Closes the session chosen to make room, if one was (see [`Owners::reserve`]).
+    pub(super) async fn close_evicted(&mut self) {
+        if let Some(id) = self.closed.take() {
+            // Already gone (expired meanwhile) is as good as closed.
+            let _ = self.place.owners.manager.close_session(&id).await;
+        }
+    }
+}
+
 /// Never prune below this many sessions.
 const MIN_PRUNE_AT: usize = 64;
 
-/// How many sessions one identity may hold open at once; one more is refused `429`, reason `too_many_sessions`.
+/// How many sessions one identity may hold open at once. One more closes the identity's least recently used session
+/// that is not in use (no request, no event stream open on it); if every one is in use, it is refused `429`, reason
+/// `too_many_sessions`.
 pub const MAX_SESSIONS_PER_CALLER: usize = 32;
 
 impl Owners {
     pub(super) fn new(manager: Arc<LocalSessionManager>) -> Self {
         Owners {
             owners: Mutex::new(Map {
-                owners: HashMap::new(),
+                sessions: HashMap::new(),
+                by_owner: HashMap::new(),
                 held: HashMap::new(),
                 prune_at: MIN_PRUNE_AT,
+                tick: 0,
             }),
             manager,
         }
@@ -100,64 +207,156 @@ impl Owners {
     }
 
     /// Who opened the session `id`, if it is known.
-    pub(super) fn owner(&self, id: &str) -> Option<Arc<str>> {
-        self.lock().owners.get(id).cloned()
+    #[cfg(test)]
+    fn owner(&self, id: &str) -> Option<Arc<str>> {
+        self.lock().sessions.get(id).map(|s| s.owner.clone())
+    }
+
+    /// A request from `caller` names the session `id`: whose it is, and if it is the caller's, in use while the
+    /// returned value is held.
+    pub(super) fn enter(self: &Arc<Self>, id: &str, caller: &Arc<str>) -> Entry {
+        let mut map = self.lock();
+        map.tick += 1;
+        let tick = map.tick;
+        let Some(session) = map.sessions.get_mut(id) else {
+            return Entry::Unknown;
+        };
+        if session.owner != *caller {
+            return Entry::NotOwned;
+        }
+        session.in_use += 1;
+        session.used = tick;
+        let id = session.id.clone();
+        Entry::Own(InUse {
+            owners: self.clone(),
+            id,
+        })
     }
 
     /// The session `id` was just opened by `owner`.
-    pub(super) fn bind(&self, id: &str, owner: Arc<str>) {
+    fn bind(&self, id: &str, owner: Arc<str>) {
         let mut map = self.lock();
-        map.owners.insert(id.to_owned(), owner);
-        if map.owners.len() >= map.prune_at {
-            // Sessions rmcp dropped (expired, closed) leave the map. If the manager is busy, at the next session
-            // opened (the threshold is raised only once the map has been pruned).
+        map.tick += 1;
+        let id: Arc<str> = Arc::from(id);
+        let session = Session {
+            id: id.clone(),
+            owner: owner.clone(),
+            used: map.tick,
+            in_use: 0,
+        };
+        if map.sessions.insert(id.clone(), session).is_none() {
+            map.by_owner.entry(owner).or_default().push(id);
+        }
+        if map.sessions.len() >= map.prune_at {
+            // Sessions rmcp dropped (expired, closed) leave the maps. If the manager is busy, at the next session
+            // opened (the threshold is raised only once the maps have been pruned).
             if let Ok(live) = self.manager.sessions.try_read() {
-                map.owners.retain(|id, _| live.contains_key(id.as_str()));
-                map.prune_at = (map.owners.len() * 2).max(MIN_PRUNE_AT);
+                let map = &mut *map;
+                map.sessions.retain(|id, _| live.contains_key(id));
+                let sessions = &map.sessions;
+                map.by_owner.retain(|_, ids| {
+                    ids.retain(|id| sessions.contains_key(id));
+                    !ids.is_empty()
+                });
+                map.prune_at = (map.sessions.len() * 2).max(MIN_PRUNE_AT);
             }
         }
     }
 
-    /// How many of `kind` `owner` holds: for sessions, those rmcp's manager still keeps (if the manager is busy,
-    /// every session known to be `owner`'s) and those being opened.
-    fn count(map: &Map, manager: &LocalSessionManager, kind: Kind, owner: &Arc<str>) -> usize {
-        let held = map.held.get(&(kind, owner.clone())).copied().unwrap_or(0);
-        if kind == Kind::Stream {
+    /// How many sessions `owner` holds: those rmcp's manager still keeps (if the manager is busy, every session known
+    /// to be `owner`'s) and those being opened. Those rmcp no longer keeps are forgotten on the way.
+    fn count_sessions(map: &mut Map, manager: &LocalSessionManager, owner: &Arc<str>) -> usize {
+        let held = map
+            .held
+            .get(&(Kind::Session, owner.clone()))
+            .copied()
+            .unwrap_or(0);
+        let Some(ids) = map.by_owner.get_mut(owner) else {
             return held;
-        }
-        let owned = map.owners.iter().filter(|(_, o)| *o == owner);
-        let open = match manager.sessions.try_read() {
-            Ok(live) => owned
-                .filter(|(id, _)| live.contains_key(id.as_str()))
-                .count(),
-            Err(_) => owned.count(),
         };
+        if let Ok(live) = manager.sessions.try_read() {
+            let sessions = &mut map.sessions;
+            ids.retain(|id| {
+                let open = live.contains_key(id);
+                if !open {
+                    sessions.remove(id);
+                }
+                open
+            });
+        }
+        let open = ids.len();
+        if open == 0 {
+            map.by_owner.remove(owner);
+        }
         open + held
     }
 
-    /// A place for one more of `kind` for `owner`, if it holds fewer than the limit: checked and taken at once.
-    /// Given back when dropped (with a stream's body; with a request that opened no session), or for a session
-    /// turned into it by [`Place::bind`].
-    pub(super) fn reserve(self: &Arc<Self>, kind: Kind, owner: Arc<str>) -> Option<Place> {
-        let limit = match kind {
-            Kind::Session => MAX_SESSIONS_PER_CALLER,
-            Kind::Stream => MAX_STREAMS_PER_CALLER,
-        };
+    /// Takes `owner`'s least recently used session that nothing is using out of the maps, if it has one.
+    fn evict(map: &mut Map, owner: &Arc<str>) -> Option<Arc<str>> {
+        let ids = map.by_owner.get_mut(owner)?;
+        let sessions = &map.sessions;
+        let (at, _) = ids
+            .iter()
+            .enumerate()
+            .filter_map(|(at, id)| sessions.get(id).map(|s| (at, s)))
+            .filter(|(_, s)| s.in_use == 0)
+            .min_by_key(|(_, s)| s.used)?;
+        let id = ids.swap_remove(at);
+        map.sessions.remove(&id);
+        Some(id)
+    }
+
+    /// A place for one more event stream for `owner`, if it holds fewer than the limit: checked and taken at once.
+    /// Given back when dropped (with the stream's body, or at once if none was opened).
+    pub(super) fn reserve_stream(self: &Arc<Self>, owner: Arc<str>) -> Option<Place> {
         let mut map = self.lock();
-        if Self::count(&map, &self.manager, kind, &owner) >= limit {
+        let key = (Kind::Stream, owner.clone());
+        let held = map.held.get(&key).copied().unwrap_or(0);
+        if held >= MAX_STREAMS_PER_CALLER {
             return None;
         }
-        *map.held.entry((kind, owner.clone())).or_default() += 1;
-        Some(Place {
+        map.held.insert(key, held + 1);
+        Some(self.place(Kind::Stream, owner))
+    }
+
+    /// A place for one more session for `owner`: checked and taken at once. At the limit, the owner's least recently
+    /// used session that is not in use is taken out to make room (closed by [`Reserved::close_evicted`]); if every
+    /// one is in use, none. Given back when dropped (with a request that opened no session), or turned into the
+    /// session by [`Place::bind`].
+    pub(super) fn reserve_session(self: &Arc<Self>, owner: Arc<str>) -> Option<Reserved> {
+        let mut map = self.lock();
+        let closed =
+            if Self::count_sessions(&mut map, &self.manager, &owner) >= MAX_SESSIONS_PER_CALLER {
+                Some(Self::evict(&mut map, &owner)?)
+            } else {
+                None
+            };
+        *map.held.entry((Kind::Session, owner.clone())).or_default() += 1;
+        Some(Reserved {
+            place: self.place(Kind::Session, owner),
+            closed,
+        })
+    }
+
+    fn place(self: &Arc<Self>, kind: Kind, owner: Arc<str>) -> Place {
+        Place {
             owners: self.clone(),
             kind,
             owner,
-        })
+        }
     }
 
     /// The session `id` was deleted.
     pub(super) fn release(&self, id: &str) {
-        self.lock().owners.remove(id);
+        let mut map = self.lock();
+        if let Some(session) = map.sessions.remove(id)
+            && let Some(ids) = map.by_owner.get_mut(&session.owner)
+        {
+            ids.retain(|known| &**known != id);
+            if ids.is_empty() {
+                map.by_owner.remove(&session.owner);
+            }
+        }
     }
 }
 
@@ -171,20 +370,17 @@ mod tests {
     fn sessions_being_opened_count_towards_the_limit() {
         let owners = Arc::new(Owners::new(Arc::new(LocalSessionManager::default())));
         let alice: Arc<str> = Arc::from("alice");
-        let opening: Vec<Place> = (0..MAX_SESSIONS_PER_CALLER)
-            .map(|_| {
-                owners
-                    .reserve(Kind::Session, alice.clone())
-                    .expect("a place")
-            })
+        let opening: Vec<Reserved> = (0..MAX_SESSIONS_PER_CALLER)
+            .map(|_| owners.reserve_session(alice.clone()).expect("a place"))
             .collect();
-        assert!(owners.reserve(Kind::Session, alice.clone()).is_none());
+        // None of them open yet: none to close to make room.
+        assert!(owners.reserve_session(alice.clone()).is_none());
         // Another identity is not held back by alice's, nor are alice's streams.
-        assert!(owners.reserve(Kind::Session, Arc::from("bob")).is_some());
-        assert!(owners.reserve(Kind::Stream, alice.clone()).is_some());
+        assert!(owners.reserve_session(Arc::from("bob")).is_some());
+        assert!(owners.reserve_stream(alice.clone()).is_some());
         // A request that opened no session gives its place back.
         drop(opening);
-        assert!(owners.reserve(Kind::Session, alice).is_some());
+        assert!(owners.reserve_session(alice).is_some());
         assert!(owners.lock().held.is_empty());
     }
 
@@ -193,16 +389,12 @@ mod tests {
         let owners = Arc::new(Owners::new(Arc::new(LocalSessionManager::default())));
         let alice: Arc<str> = Arc::from("alice");
         let held: Vec<Place> = (0..MAX_STREAMS_PER_CALLER)
-            .map(|_| {
-                owners
-                    .reserve(Kind::Stream, alice.clone())
-                    .expect("a place")
-            })
+            .map(|_| owners.reserve_stream(alice.clone()).expect("a place"))
             .collect();
-        assert!(owners.reserve(Kind::Stream, alice.clone()).is_none());
-        assert!(owners.reserve(Kind::Stream, Arc::from("bob")).is_some());
+        assert!(owners.reserve_stream(alice.clone()).is_none());
+        assert!(owners.reserve_stream(Arc::from("bob")).is_some());
         drop(held);
-        assert!(owners.reserve(Kind::Stream, alice).is_some());
+        assert!(owners.reserve_stream(alice).is_some());
         assert!(owners.lock().held.is_empty());
     }
 
@@ -216,8 +408,70 @@ mod tests {
         // The manager holds none of them: the bind that reaches the threshold prunes them all.
         owners.bind("last", Arc::from("bob"));
         assert!(owners.owner("s0").is_none());
-        assert_eq!(owners.lock().owners.len(), 0);
+        assert_eq!(owners.lock().sessions.len(), 0);
+        assert!(owners.lock().by_owner.is_empty());
         owners.release("last");
         assert!(owners.owner("last").is_none());
+    }
+
+    /// Sessions made in rmcp's manager (so that they count as open) and bound to `owner`.
+    async fn open(
+        manager: &LocalSessionManager,
+        owners: &Arc<Owners>,
+        owner: &Arc<str>,
+        n: usize,
+    ) -> Vec<Arc<str>> {
+        let mut ids = Vec::new();
+        for _ in 0..n {
+            let (id, transport) = manager.create_session().await.expect("a session");
+            // Its worker kept running for the test's length.
+            std::mem::forget(transport);
+            owners
+                .reserve_session(owner.clone())
+                .expect("a place")
+                .place
+                .bind(&id);
+            ids.push(id);
+        }
+        ids
+    }
+
+    /// At the limit, the least recently used session nothing is using is closed to make room; one in use never is.
+    #[tokio::test]
+    async fn the_least_recently_used_idle_session_makes_room() {
+        let manager = Arc::new(LocalSessionManager::default());
+        let owners = Arc::new(Owners::new(manager.clone()));
+        let (alice, bob): (Arc<str>, Arc<str>) = (Arc::from("alice"), Arc::from("bob"));
+        let ids = open(&manager, &owners, &alice, MAX_SESSIONS_PER_CALLER).await;
+        // The first used since it opened; the second in use (a request, or a stream, open on it).
+        assert!(matches!(owners.enter(&ids[0], &alice), Entry::Own(_)));
+        let Entry::Own(using) = owners.enter(&ids[1], &alice) else {
+            panic!("alice's own session");
+        };
+        assert!(matches!(owners.enter(&ids[1], &bob), Entry::NotOwned));
+        assert!(matches!(owners.enter("nope", &alice), Entry::Unknown));
+        let mut reserved = owners.reserve_session(alice.clone()).expect("room made");
+        assert_eq!(reserved.closed.as_deref(), Some(&*ids[2]));
+        reserved.close_evicted().await;
+        assert!(!manager.has_session(&ids[2]).await.unwrap());
+        assert!(owners.owner(&ids[2]).is_none());
+        drop(reserved);
+        // Every session in use: none is closed, and the next is refused.
+        let mut entered: Vec<Entry> = ids
+            .iter()
+            .filter(|id| **id != ids[1] && **id != ids[2])
+            .map(|id| owners.enter(id, &alice))
+            .collect();
+        let newest = open(&manager, &owners, &alice, 1).await;
+        entered.push(owners.enter(&newest[0], &alice));
+        assert!(owners.reserve_session(alice.clone()).is_none());
+        // One given back, the session it held is the one closed.
+        entered.remove(4);
+        let reserved = owners.reserve_session(alice.clone()).expect("room made");
+        assert_eq!(reserved.closed.as_deref(), Some(&*ids[6]));
+        drop((using, entered, reserved));
+        // Bob's sessions are not alice's to close.
+        let bobs = open(&manager, &owners, &bob, 1).await;
+        assert_eq!(owners.owner(&bobs[0]).as_deref(), Some("bob"));
     }
 }
