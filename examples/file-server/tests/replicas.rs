@@ -624,3 +624,108 @@ async fn the_first_call_after_redis_restarts_is_checked_not_refused() {
     let after = tester.call(&someone, "counted", json!({})).await;
     assert_eq!(after.code(), None, "{after:?}");
 }
+
+/// A TCP proxy to `127.0.0.1:target` whose connections open so far can be frozen: they stay open, take whatever is
+/// sent and answer nothing, as a Redis behind a middlebox whose backend died does, or a host gone without a word.
+/// Connections made after a freeze are served.
+struct Freezer {
+    port: u16,
+    /// Connections numbered below this are frozen.
+    frozen_below: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    made: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Freezer {
+    async fn start(target: u16) -> Freezer {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (frozen_below, made) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (frozen, count) = (frozen_below.clone(), made.clone());
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let n = count.fetch_add(1, Ordering::SeqCst);
+                let server = tokio::net::TcpStream::connect(("127.0.0.1", target))
+                    .await
+                    .unwrap();
+                let (client_read, client_write) = client.into_split();
+                let (server_read, server_write) = server.into_split();
+                for (mut from, mut to) in [
+                    (
+                        Box::new(client_read) as Box<dyn tokio::io::AsyncRead + Send + Unpin>,
+                        Box::new(server_write) as Box<dyn tokio::io::AsyncWrite + Send + Unpin>,
+                    ),
+                    (Box::new(server_read), Box::new(client_write)),
+                ] {
+                    let frozen = frozen.clone();
+                    tokio::spawn(async move {
+                        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+                        let mut buffer = vec![0u8; 16 * 1024];
+                        loop {
+                            let read = match from.read(&mut buffer).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(read) => read,
+                            };
+                            // A frozen connection swallows what it is sent.
+                            if n >= frozen.load(Ordering::SeqCst)
+                                && to.write_all(&buffer[..read]).await.is_err()
+                            {
+                                return;
+                            }
+                        }
+                    });
+                }
+            }
+        });
+        Freezer {
+            port,
+            frozen_below,
+            made,
+        }
+    }
+
+    fn freeze_open_connections(&self) -> usize {
+        use std::sync::atomic::Ordering;
+        let made = self.made.load(Ordering::SeqCst);
+        self.frozen_below.store(made, Ordering::SeqCst);
+        made
+    }
+}
+
+/// Trial-left gap: a connection to Redis that stops answering without closing (a Redis behind a proxy whose backend
+/// died, a host lost without a reset) held every later call to `rate_limit_unavailable` until the kernel gave the
+/// connection up, many minutes later: the connection manager reconnects only after an I/O error, never after a
+/// timeout. A connection that let a check time out is now replaced: the next call connects anew and is checked.
+#[tokio::test]
+async fn a_connection_to_redis_that_stops_answering_is_replaced() {
+    use secure_tools::call::shared_rate::RedisRates;
+    use secure_tools::testing::{ToolTester, caller};
+    use secure_tools::{Rate, ToolSet};
+    let dir = tempfile::tempdir().unwrap();
+    let (_redis, port) = redis(dir.path());
+    let proxy = Freezer::start(port).await;
+    let tester = ToolTester::new(
+        ToolSet::builder(())
+            .tool::<counted>()
+            .rate_limit(Rate::per_minute(100).unwrap())
+            .rate_limit_store(
+                RedisRates::open(&format!("redis://127.0.0.1:{}/0", proxy.port), "frozen").unwrap(),
+            ),
+    )
+    .unwrap();
+    let someone = caller("someone", "t.call");
+    let before = tester.call(&someone, "counted", json!({})).await;
+    assert_eq!(before.code(), None, "{before:?}");
+    assert_eq!(proxy.freeze_open_connections(), 1);
+    let stalled = tester.call(&someone, "counted", json!({})).await;
+    assert_eq!(
+        stalled.code(),
+        Some("rate_limit_unavailable"),
+        "{stalled:?}"
+    );
+    let after = tester.call(&someone, "counted", json!({})).await;
+    assert_eq!(after.code(), None, "a new connection: {after:?}");
+    let records = tester.records();
+    assert_eq!(records.len(), 3, "{records:?}");
+}

@@ -10,9 +10,14 @@
 //! `rate_limit_unavailable` (outcome `limited`, retry after a second) by default, or let through
 //! ([`WhenUnavailable::Allow`]) if configured so: fail closed unless asked otherwise. Either way the call is
 //! audited, and a failure is logged at most once per outage.
+//!
+//! The connection reconnects by itself after an I/O error. A connection that lets a check time out is replaced as
+//! well (the next check connects anew): one that stops answering without closing (a Redis behind a proxy whose
+//! backend died, a host lost without a reset) would otherwise hold every check to a timeout until the kernel gives it
+//! up, many minutes later.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -66,6 +71,13 @@ impl std::str::FromStr for WhenUnavailable {
     }
 }
 
+/// The connection in use, if one was made since the last was given up, and how many were given up.
+#[derive(Default)]
+struct Slot {
+    generation: u64,
+    connection: Option<ConnectionManager>,
+}
+
 /// Where a tool set's rate limits keep their state when several replicas share it: a Redis server.
 #[derive(Clone)]
 pub struct RedisRates {
@@ -77,8 +89,9 @@ pub struct RedisRates {
 }
 
 struct Shared {
-    /// Made on the first check, inside the runtime; it reconnects by itself.
-    connection: OnceLock<ConnectionManager>,
+    /// Made on the first check, inside the runtime; it reconnects by itself after an I/O error, and is replaced
+    /// after a timeout.
+    connection: Mutex<Slot>,
     /// Whether the current outage has been logged.
     down: AtomicBool,
 }
@@ -107,7 +120,7 @@ impl RedisRates {
             )),
             when_unavailable: WhenUnavailable::Refuse,
             shared: Arc::new(Shared {
-                connection: OnceLock::new(),
+                connection: Mutex::new(Slot::default()),
                 down: AtomicBool::new(false),
             }),
         })
@@ -119,9 +132,15 @@ impl RedisRates {
         self
     }
 
-    fn connection(&self) -> Result<ConnectionManager, redis::RedisError> {
-        if let Some(connection) = self.shared.connection.get() {
-            return Ok(connection.clone());
+    /// The connection to use, and its generation (for [`Self::give_up`]).
+    fn connection(&self) -> Result<(u64, ConnectionManager), redis::RedisError> {
+        let mut slot = self
+            .shared
+            .connection
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(connection) = &slot.connection {
+            return Ok((slot.generation, connection.clone()));
         }
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(REDIS_TIMEOUT))
@@ -129,7 +148,22 @@ impl RedisRates {
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(200));
         let made = ConnectionManager::new_lazy_with_config(self.client.clone(), config)?;
-        Ok(self.shared.connection.get_or_init(|| made).clone())
+        slot.connection = Some(made.clone());
+        Ok((slot.generation, made))
+    }
+
+    /// The connection of `generation` let a check time out: the next check makes a new one (unless another check
+    /// has already replaced it). Checks still waiting on it keep it until they end.
+    fn give_up(&self, generation: u64) {
+        let mut slot = self
+            .shared
+            .connection
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if slot.generation == generation {
+            slot.generation += 1;
+            slot.connection = None;
+        }
     }
 
     /// One call of `tool` by `caller` under `rate`, the limit of `scope` (`set` or `tool`: the set's rate and a
@@ -147,8 +181,10 @@ impl RedisRates {
         let key = format!("{}{scope}:{}:{caller}:{tool}", self.prefix, caller.len());
         let mut script = self.script.key(key);
         script.arg(interval.to_string()).arg(tolerance.to_string());
+        let mut generation = None;
         let answer = async {
-            let mut connection = self.connection()?;
+            let (made, mut connection) = self.connection()?;
+            generation = Some(made);
             // A connection Redis dropped (a restart) fails the command sent on it, and only then does the manager
             // reconnect: the command is tried once more, on the new connection, within the same bound. (A step
             // that ran before its answer was lost is counted twice: the error is on the limit's side.)
@@ -176,6 +212,11 @@ impl RedisRates {
             }
         }
         .await;
+        if let (Err(error), Some(generation)) = (&answer, generation)
+            && error.is_timeout()
+        {
+            self.give_up(generation);
+        }
         match answer {
             Ok((1, _)) => {
                 if self.shared.down.swap(false, Ordering::Relaxed) {
