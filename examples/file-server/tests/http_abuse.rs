@@ -507,6 +507,16 @@ async fn the_minimum_protocol_version_holds_over_http_and_is_audited() {
         ],
         "{rejected:?}"
     );
+    // Who asked, from where: the header's refusal, the handler's, and the one at `initialize`.
+    for record in &rejected {
+        assert_eq!(record["caller"], "alice", "{record}");
+        assert!(
+            record["remote_addr"]
+                .as_str()
+                .is_some_and(|addr| addr.starts_with("127.0.0.1:")),
+            "{record}"
+        );
+    }
     assert_eq!(
         server.events("tool_call").len(),
         1,

@@ -157,6 +157,15 @@ pub enum AuditEvent {
         requested: Value,
         /// The versions accepted.
         supported: Value,
+        /// Over HTTP: the caller the request was authenticated as.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        caller: Option<String>,
+        /// Over HTTP: the client's address.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        remote_addr: Option<String>,
+        /// Over HTTP: the bearer token's id (`jti`), when it has one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        token_id: Option<String>,
     },
     /// An incoming message was refused before reaching the protocol layer: not JSON, not UTF-8, too large, a
     /// duplicate key, not a valid JSON-RPC message.
@@ -262,10 +271,17 @@ impl AuditEvent {
                 request_id,
                 requested,
                 supported,
+                caller,
+                remote_addr,
+                token_id,
             } => {
                 shorten_id(request_id);
                 bound(requested);
                 bound(supported);
+                [caller, remote_addr, token_id]
+                    .into_iter()
+                    .flatten()
+                    .for_each(shorten);
             }
             AuditEvent::MessageRejected { request_id, .. } => shorten_id(request_id),
             AuditEvent::HttpRejected {
@@ -782,6 +798,9 @@ mod tests {
                 request_id: id(),
                 requested: Value::String(long.clone()),
                 supported: Value::Array(vec![Value::String(long.clone()); 100]),
+                caller: Some(long.clone()),
+                remote_addr: None,
+                token_id: Some(long.clone()),
             },
             AuditEvent::MessageRejected {
                 request_id: id(),

@@ -614,7 +614,11 @@ where
 
     fn refuse_version(&self, context: &RequestContext<RoleServer>, error: &ErrorData) {
         let data = error.data.clone().unwrap_or(serde_json::Value::Null);
+        let (caller, remote_addr, token_id) = self.session_origin(context);
         self.record(AuditEvent::VersionRejected {
+            caller,
+            remote_addr,
+            token_id,
             request_id: Some(context.id.clone()),
             requested: data
                 .get("requested")

@@ -641,6 +641,10 @@ where
                     request_id: error.id.clone(),
                     requested: data.get("requested").cloned().unwrap_or(Value::Null),
                     supported: data.get("supported").cloned().unwrap_or(Value::Null),
+                    // Over stdio the caller is the one on the other end of the pipe.
+                    caller: None,
+                    remote_addr: None,
+                    token_id: None,
                 });
             }
             // rmcp's refusal of a request within a session for incomplete metadata: it never reaches the handler,

@@ -60,8 +60,8 @@ struct Head<'a> {
     extensions: &'a axum::http::Extensions,
 }
 
-/// What the HTTP layer knows of a request's origin, for the handler and the audit records.
-fn connection(shared: &Shared, request: &Request, token_id: Option<String>) -> Connection {
+/// The client's address.
+fn remote_addr(request: &Request) -> Option<std::net::SocketAddr> {
     use axum::extract::ConnectInfo;
     let remote_addr = request
         .extensions()
@@ -74,9 +74,14 @@ fn connection(shared: &Shared, request: &Request, token_id: Option<String>) -> C
             .get::<ConnectInfo<mtls::TlsPeer>>()
             .map(|info| info.0.addr)
     });
+    remote_addr
+}
+
+/// What the HTTP layer knows of a request's origin, for the handler and the audit records.
+fn connection(shared: &Shared, request: &Request, token_id: Option<String>) -> Connection {
     Connection {
         transport: Some("http"),
-        remote_addr,
+        remote_addr: remote_addr(request),
         // Only a session the server issued and checks (session mode; see `authenticated`): without sessions, the
         // header is whatever the client wrote, and nothing vouches for it.
         session_id: shared
@@ -226,7 +231,11 @@ async fn identify(shared: &Shared, head: Head<'_>) -> Result<Identified, Respons
 /// version), audited `version_rejected`. A request without the header is left to the handler, which takes it as
 /// `2025-03-26` unless it says otherwise in `_meta`.
 #[allow(clippy::result_large_err)]
-fn check_version_header(shared: &Shared, request: &Request) -> Result<(), Response> {
+fn check_version_header(
+    shared: &Shared,
+    request: &Request,
+    identified: &Identified,
+) -> Result<(), Response> {
     if !shared.versions.is_strict() {
         return Ok(());
     }
@@ -252,6 +261,9 @@ fn check_version_header(shared: &Shared, request: &Request) -> Result<(), Respon
         request_id: None,
         requested: serde_json::Value::String(shorten_str(requested)),
         supported: supported.clone().into(),
+        caller: identified.caller.as_ref().map(|c| shorten_str(c.id())),
+        remote_addr: remote_addr(request).map(|addr| addr.to_string()),
+        token_id: identified.token_id.as_deref().map(shorten_str),
     };
     if let Err(error) = shared.audit.record(event) {
         tracing::error!(%error, "could not audit a refused protocol version");
@@ -283,7 +295,7 @@ async fn authenticated(shared: Arc<Shared>, mut request: Request, next: Route) -
         Ok(identified) => identified,
         Err(response) => return response,
     };
-    if let Err(response) = check_version_header(&shared, &request) {
+    if let Err(response) = check_version_header(&shared, &request, &identified) {
         return response;
     }
     let subject = identified
