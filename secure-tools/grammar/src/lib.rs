@@ -169,7 +169,7 @@ pub const RATE_EXAMPLE: &str = "`10/min`, `5/s`, `100/hour` or `30/5min`";
 pub fn rate(text: &str) -> Result<RateSpec, &'static str> {
     let (count, per) = text
         .split_once('/')
-        .ok_or("expected `COUNT/UNIT`, such as `10/min`")?;
+        .ok_or("a rate is a count, `/` and a unit")?;
     const COUNT_RANGE: &str = "the count must be between 1 and 1000000";
     let count = match whole_number(count.trim()) {
         Ok(count) => u32::try_from(count).map_err(|_| COUNT_RANGE)?,

@@ -483,6 +483,17 @@ macro_rules! settings_args {
                 self
             }
 
+            /// The fields `lower` gives that these leave unset: those [`Self::or`] takes from it.
+            pub(crate) fn taken_from(&self, lower: &Self) -> Vec<&'static str> {
+                let mut taken = Vec::new();
+                $(
+                    if self.$field.is_none() && lower.$field.is_some() {
+                        taken.push(stringify!($field));
+                    }
+                )*
+                taken
+            }
+
             /// These settings, each unset one taken from `lower`.
             pub fn or(self, lower: Self) -> Self {
                 $name {
@@ -537,7 +548,8 @@ impl ServerArgs {
         let args = self;
         Ok(match args.config.clone() {
             Some(path) => {
-                let (from_file, file) = ConfigFile::read(&path)?;
+                let (from_file, mut file) = ConfigFile::read(&path)?;
+                file.taken = args.taken_from(&from_file);
                 (args.or(from_file), file)
             }
             None => (args, ConfigFile::default()),
@@ -760,6 +772,35 @@ struct ConfigFile {
     sections: toml::Table,
     /// The tables the application has read ([`Settings::section`]); one never read is refused at start.
     read: Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
+    /// The settings taken from the file (their fields), flags and variables having left them unset.
+    taken: Vec<&'static str>,
+}
+
+impl ConfigFile {
+    /// `error`, naming a setting taken from this file by its key in the file rather than by the flag and variable
+    /// the operator did not use.
+    fn name_keys(&self, error: SettingsError) -> SettingsError {
+        let mut invalid = match (error, &self.path) {
+            (SettingsError::Invalid(invalid), Some(_)) => invalid,
+            (other, _) => return other,
+        };
+        let path = self.path.as_deref().unwrap_or(Path::new(""));
+        let taken = self.taken.iter().find(|field| {
+            let flag = flag_of(field);
+            invalid
+                .name
+                .strip_prefix(&flag)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with(" /"))
+        });
+        if let Some(field) = taken {
+            invalid.name = format!(
+                "{} in the config file {}",
+                field.replace('_', "-"),
+                path.display()
+            );
+        }
+        SettingsError::Invalid(invalid)
+    }
 }
 
 /// The file and the names of its tables, not what they hold: an application's table may hold a secret of its own
@@ -797,6 +838,7 @@ impl ConfigFile {
                 path: Some(path.to_owned()),
                 sections,
                 read: Arc::default(),
+                taken: Vec::new(),
             },
         ))
     }
@@ -991,7 +1033,9 @@ impl Settings {
         .filter_map(|(name, path)| path.clone().map(|path| (name, path)))
         .collect();
         warn_misspelled_variables(std::env::vars_os().map(|(name, _)| name));
-        let mut settings = Self::resolve(args).await?;
+        let mut settings = Self::resolve(args)
+            .await
+            .map_err(|error| file.name_keys(error))?;
         settings.file = file;
         settings.protected = protected;
         Ok(settings)
@@ -1644,6 +1688,55 @@ mod tests {
         };
         let error = Settings::from_args(args).await.unwrap_err().to_string();
         assert!(error.contains("server-idd"), "{error}");
+    }
+
+    /// Trial-left gap: a value from the config file that could not be used was named by its flag and variable
+    /// (`--rate-limit / MCP_RATE_LIMIT`), which the operator had not used. It is named by its key in the file now;
+    /// one from a flag still by the flag.
+    #[tokio::test]
+    async fn a_bad_value_from_the_config_file_is_named_by_its_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("server.toml");
+        std::fs::write(&path, "rate-limit = \"bogus\"\ntool-timeout = \"soon\"\n").unwrap();
+        let from_file = |args: ServerArgs| {
+            Settings::from_args(ServerArgs {
+                config: Some(path.clone()),
+                ..args
+            })
+        };
+        let error = from_file(ServerArgs::default())
+            .await
+            .unwrap_err()
+            .to_string();
+        let file = path.display();
+        assert!(
+            error.starts_with(&format!(
+                "rate-limit in the config file {file}: invalid rate `bogus`"
+            )),
+            "{error}"
+        );
+        let error = from_file(ServerArgs {
+            rate_limit: Some("bogus".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.starts_with("--rate-limit / MCP_RATE_LIMIT: invalid rate"),
+            "{error}"
+        );
+        let error = from_file(ServerArgs {
+            rate_limit: Some("5/s".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.starts_with(&format!("tool-timeout in the config file {file}: ")),
+            "{error}"
+        );
     }
 
     /// Operator's trial: `scopes` in the config file was refused as a list (`expected a string`), while the
