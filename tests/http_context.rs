@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use secure_tools_tests::{HttpTestServer, events, read_audit};
+use secure_tools_tests::{HttpTestServer, events, read_audit, read_audit_so_far};
 use serde_json::{Value, json};
 
 const SERVER: &str = env!("CARGO_BIN_EXE_test-server");
@@ -101,7 +101,7 @@ async fn a_call_whose_client_hangs_up_is_stopped_and_audited_cancelled() {
     drop(socket);
     let deadline = Instant::now() + Duration::from_secs(10);
     let record = loop {
-        let audit = read_audit(&server.audit);
+        let audit = read_audit_so_far(&server.audit);
         if let Some(record) = events(&audit, "tool_call").into_iter().next() {
             break record.clone();
         }
