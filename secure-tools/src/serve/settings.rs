@@ -484,6 +484,7 @@ macro_rules! settings_args {
             }
 
             /// The fields `lower` gives that these leave unset: those [`Self::or`] takes from it.
+            #[allow(dead_code)] // read for the server's own settings, not for an application's table
             pub(crate) fn taken_from(&self, lower: &Self) -> Vec<&'static str> {
                 let mut taken = Vec::new();
                 $(
