@@ -175,12 +175,24 @@ async fn half_done(cx: CallContext, State(effects): State<Effects>) -> Result<St
     Err(ToolError::from(secure_tools::fs::FsError::Cancelled))
 }
 
+/// Sees its client cancel (the notice arrives as it starts: the request's token is cancelled here, as rmcp does) and
+/// gives up with an error of its own, through its token, before the pipeline looks.
+#[secure_tool(scope = "t.write")]
+async fn gives_up(cx: CallContext, cancel: CancellationToken) -> Result<String, ToolError> {
+    if let Some(request) = cx.rmcp() {
+        request.ct.cancel();
+    }
+    cancel.cancelled().await;
+    Err(ToolError::new("gave_up", "stopped: the client cancelled"))
+}
+
 fn set(sink: impl AuditSink) -> (ToolSet<Effects>, Effects) {
     let effects = Effects::default();
     let tools = ToolSet::builder(effects.clone())
         .tool::<effect>()
         .tool::<committing>()
         .tool::<half_done>()
+        .tool::<gives_up>()
         .tool::<look>()
         .tool::<sleepy>()
         .tool::<gated>()
@@ -1284,6 +1296,32 @@ async fn a_call_cancelled_before_its_handler_starts_does_nothing() {
     assert!(
         records.iter().all(|r| r["event"] != "call_started"),
         "{records:?}"
+    );
+    client.cancel().await.unwrap();
+}
+
+/// Trial finding: a client's cancellation was recorded `error` (the handler's own code) when the handler saw it
+/// through its token and gave up before the pipeline saw it, and `cancelled` otherwise: the record depended on how
+/// the handler was written. A handler that fails once its client has cancelled is recorded `cancelled`.
+#[tokio::test]
+async fn a_handler_giving_up_on_its_clients_cancellation_is_recorded_cancelled() {
+    let effects = Effects::default();
+    let tester =
+        secure_tools::testing::ToolTester::new(ToolSet::builder(effects).tool::<gives_up>())
+            .unwrap();
+    let client = tester.client(caller("alice", ALL)).await.unwrap();
+    let answer = tokio::time::timeout(
+        Duration::from_secs(5),
+        client.call_tool(rmcp::model::CallToolRequestParams::new("gives_up")),
+    )
+    .await
+    .expect("answered")
+    .expect("a tool result");
+    assert_eq!(answer.is_error, Some(true), "{answer:?}");
+    let record = tester.last_call_record().expect("the call's record");
+    assert_eq!(
+        (record.outcome, record.error.as_deref()),
+        (Outcome::Cancelled, Some("cancelled"))
     );
     client.cancel().await.unwrap();
 }

@@ -749,6 +749,17 @@ where
         Ok(Ok(ToolOutput::InputRequired(_))) if !cx.awaits_input() => Err(Refusal::internal(
             "a handler returned input_required itself; only the pipeline answers it, for the questions the handler asks",
         )),
+        // A handler that failed once its client had cancelled (seeing it through its token, which follows the
+        // client's cancellation, before the pipeline did) was stopped by the client: recorded so, whatever it
+        // returned, as a handler that kept waiting is (`cancelled_after_commit` past its point of no return).
+        Ok(Err(_))
+            if cx
+                .request_cancellation()
+                .is_some_and(CancellationToken::is_cancelled) =>
+        {
+            cx.stop_unless_committed();
+            Err(cancelled_by_client())
+        }
         Ok(result) => result,
         Err(stopped) => {
             // The handler's future is gone; whatever it handed its token to is told now.
