@@ -20,7 +20,8 @@ pub(super) fn guard(
     request: Request,
     next: Route,
 ) -> BoxFuture<'static, Response> {
-    Box::pin(guarded(shared, request, next))
+    // Every answer, a refusal made before the body arrived included, leaves the connection usable.
+    Box::pin(guarded(shared, request.map(super::drain::draining), next))
 }
 
 async fn guarded(shared: Arc<Shared>, request: Request, next: Route) -> Response {

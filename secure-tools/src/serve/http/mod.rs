@@ -46,6 +46,7 @@ mod authenticate;
 pub mod bearer;
 mod challenge;
 mod connections;
+mod drain;
 mod guard;
 mod layer;
 #[cfg(feature = "otel")]

@@ -1,0 +1,94 @@
+//! A request body left unread is read to its end after the answer, up to a bound. A refusal needs only the head (a
+//! token refused, a host not allowed), and is answered before the body arrives when the client writes it apart;
+//! hyper then closes the connection with the body unread and says nothing of it (no `Connection: close`), and a
+//! client that sends its next request on the same connection, as the Python SDK does, finds it reset and reports a
+//! disconnection instead of the refusal. Read to its end, the body frees the connection for the next request. One
+//! larger than [`MAX_DRAINED`], or slower than [`DRAIN_TIME`], is left: the connection is closed as before.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Body;
+use http_body_util::BodyExt as _;
+use hyper::body::{Bytes, Frame, SizeHint};
+
+/// The most of a body left unread that is read after the answer.
+pub(super) const MAX_DRAINED: usize = 64 * 1024;
+
+/// The longest a body left unread is waited for after the answer.
+pub(super) const DRAIN_TIME: Duration = Duration::from_secs(2);
+
+/// `body`, read to its end when dropped unread (see the module's documentation).
+pub(super) fn draining(body: Body) -> Body {
+    if hyper::body::Body::is_end_stream(&body) {
+        return body;
+    }
+    Body::new(Draining { body: Some(body) })
+}
+
+struct Draining {
+    /// The body, until it has ended.
+    body: Option<Body>,
+}
+
+impl hyper::body::Body for Draining {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let this = self.get_mut();
+        let Some(body) = &mut this.body else {
+            return Poll::Ready(None);
+        };
+        let poll = Pin::new(body).poll_frame(cx);
+        if matches!(poll, Poll::Ready(None | Some(Err(_)))) {
+            this.body = None;
+        }
+        poll
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body
+            .as_ref()
+            .is_none_or(hyper::body::Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), hyper::body::Body::size_hint)
+    }
+}
+
+impl Drop for Draining {
+    fn drop(&mut self) {
+        let Some(mut body) = self.body.take() else {
+            return;
+        };
+        // Ended, or larger than is worth reading (as its length says): the connection is closed instead.
+        if hyper::body::Body::is_end_stream(&body)
+            || hyper::body::Body::size_hint(&body).lower() > MAX_DRAINED as u64
+        {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
+            let drained = async {
+                let mut read = 0;
+                while let Some(Ok(frame)) = body.frame().await {
+                    read += frame.data_ref().map_or(0, Bytes::len);
+                    if read > MAX_DRAINED {
+                        return;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(DRAIN_TIME, drained).await;
+        });
+    }
+}
