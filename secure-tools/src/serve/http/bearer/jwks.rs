@@ -21,6 +21,11 @@ pub const DEFAULT_JWKS_MAX_AGE: Duration = Duration::from_secs(600);
 pub const DEFAULT_JWKS_MAX_STALE: Duration = Duration::from_secs(24 * 60 * 60);
 /// How long a JWKS fetch may take.
 pub const JWKS_FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a request that finds the keys older than their maximum age waits for them to be fetched again, before it
+/// is checked against the keys held: a provider that answers at once has a removed key refused from that very
+/// request on; one slow to answer delays requests by this much at most, once per maximum age.
+pub const JWKS_STALE_WAIT: Duration = Duration::from_secs(1);
 /// The largest JWKS document accepted, in bytes.
 pub const MAX_JWKS_BYTES: usize = 1024 * 1024;
 
@@ -45,6 +50,8 @@ pub(super) struct RemoteJwks {
     stale_said: std::sync::atomic::AtomicBool,
     /// A fetch in the background is under way.
     refreshing: std::sync::atomic::AtomicBool,
+    /// Told when a fetch in the background has ended.
+    refreshed: tokio::sync::Notify,
     fetches: AtomicU64,
 }
 
@@ -65,6 +72,7 @@ impl RemoteJwks {
             max_stale: DEFAULT_JWKS_MAX_STALE,
             stale_said: std::sync::atomic::AtomicBool::new(false),
             refreshing: std::sync::atomic::AtomicBool::new(false),
+            refreshed: tokio::sync::Notify::new(),
             fetches: AtomicU64::new(0),
         }
     }
@@ -364,29 +372,45 @@ impl VerificationKeys {
         }
     }
 
-    /// When the keys held are older than their maximum age, starts fetching them again in the background (one
-    /// fetch at a time); the keys held are used meanwhile. Needs a Tokio runtime.
-    pub(super) fn refresh_if_stale(&self) {
+    /// When the keys held are older than their maximum age, fetches them again in the background (one fetch at a
+    /// time) and waits for it, [`JWKS_STALE_WAIT`] at most: past that, the keys held are used until it ends. Needs a
+    /// Tokio runtime.
+    pub(super) async fn refresh_if_stale(&self) {
         let Some(remote) = &self.remote else {
             return;
         };
-        let stale = remote
-            .fetched
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .elapsed()
-            >= remote.max_age;
-        if stale && !remote.refreshing.swap(true, Ordering::AcqRel) {
+        if !remote.is_stale() {
+            return;
+        }
+        let refreshed = remote.refreshed.notified();
+        let mut refreshed = std::pin::pin!(refreshed);
+        // Told of a fetch that ends from now on; one that ended since the look above has made the keys fresh.
+        refreshed.as_mut().enable();
+        if !remote.is_stale() {
+            return;
+        }
+        if !remote.refreshing.swap(true, Ordering::AcqRel) {
             let remote = remote.clone();
             tokio::spawn(async move {
                 remote.refetch().await;
                 remote.refreshing.store(false, Ordering::Release);
+                remote.refreshed.notify_waiters();
             });
         }
+        let _ = tokio::time::timeout(JWKS_STALE_WAIT, refreshed).await;
     }
 }
 
 impl RemoteJwks {
+    /// Whether the keys held are older than their maximum age.
+    fn is_stale(&self) -> bool {
+        self.fetched
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .elapsed()
+            >= self.max_age
+    }
+
     async fn refetch(&self) {
         let mut last = self.last_fetch.lock().await;
         if last.is_some_and(|at| at.elapsed() < self.min_interval) {

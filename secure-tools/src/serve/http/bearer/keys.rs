@@ -214,7 +214,7 @@ impl VerificationKeys {
     pub(super) async fn refetch(&self) {}
 
     /// Keys that are not fetched do not age.
-    pub(super) fn refresh_if_stale(&self) {}
+    pub(super) async fn refresh_if_stale(&self) {}
 
     /// Whether the keys come from a URL, and may be fetched again.
     pub(super) fn is_fetched(&self) -> bool {

@@ -29,7 +29,7 @@ pub use cache::{TOKEN_CACHE_ENTRIES, TOKEN_CACHE_TTL};
 #[cfg(feature = "jwks")]
 pub use jwks::{
     DEFAULT_JWKS_MAX_AGE, DEFAULT_JWKS_MAX_STALE, DEFAULT_JWKS_REFETCH_INTERVAL,
-    JWKS_FETCH_TIMEOUT, MAX_JWKS_BYTES,
+    JWKS_FETCH_TIMEOUT, JWKS_STALE_WAIT, MAX_JWKS_BYTES,
 };
 pub use keys::{KeyError, VerificationKeys};
 
@@ -280,7 +280,7 @@ impl BearerAuth {
 
     /// Checks an access token as [`verify_fetching`](Self::verify_fetching) does, and also gives the token's id.
     pub async fn authenticate(&self, token: &str) -> Result<Authenticated, TokenError> {
-        self.keys.refresh_if_stale();
+        self.keys.refresh_if_stale().await;
         match self.authenticate_now(token) {
             Err(TokenError::UnknownKey) if self.keys.is_fetched() => {
                 // Whether this request fetched or waited for another's fetch, the keys held now decide.
