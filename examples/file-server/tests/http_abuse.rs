@@ -559,6 +559,17 @@ async fn one_identity_holds_a_bounded_number_of_sessions() {
     );
     let (status, _, body) = session_post(&server, &alice, Some(&sessions[0]), &read_call(3)).await;
     assert_eq!(status, 200, "the one used since is open: {body}");
+    // The server's closing it is on record, with the session it closed and whose it was.
+    let closed = server.events("session_closed");
+    assert_eq!(closed.len(), 1, "{closed:?}");
+    assert_eq!(
+        (
+            &closed[0]["reason"],
+            &closed[0]["session_id"],
+            &closed[0]["caller"]
+        ),
+        (&json!("evicted"), &json!(sessions[1]), &json!("alice"))
+    );
     sessions.remove(1);
     sessions.push(newest);
     // Sessions in use are not closed: with an event stream open on each of the 32, the next is refused.

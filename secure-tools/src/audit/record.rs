@@ -148,6 +148,16 @@ pub enum AuditEvent {
         #[serde(skip_serializing_if = "Option::is_none")]
         token_id: Option<String>,
     },
+    /// Over HTTP with sessions, the server closed a session: to make room for another of its caller's, the least
+    /// recently used of them that nothing was using (`evicted`).
+    SessionClosed {
+        /// Why: `evicted`.
+        reason: &'static str,
+        /// The session's id (as in the `session_id` of its calls' records).
+        session_id: String,
+        /// The caller whose session it was.
+        caller: String,
+    },
     /// A request was refused because of its protocol version.
     VersionRejected {
         /// The JSON-RPC id of the request.
@@ -267,6 +277,12 @@ impl AuditEvent {
                     .chain(token_id)
                     .for_each(shorten);
             }
+            AuditEvent::SessionClosed {
+                session_id, caller, ..
+            } => {
+                shorten(session_id);
+                shorten(caller);
+            }
             AuditEvent::VersionRejected {
                 request_id,
                 requested,
@@ -310,6 +326,7 @@ impl AuditEvent {
             AuditEvent::ServerStart { .. } => "server_start",
             AuditEvent::ServerStop { .. } => "server_stop",
             AuditEvent::Session { .. } => "session",
+            AuditEvent::SessionClosed { .. } => "session_closed",
             AuditEvent::VersionRejected { .. } => "version_rejected",
             AuditEvent::MessageRejected { .. } => "message_rejected",
             AuditEvent::HttpRejected { .. } => "http_rejected",
@@ -793,6 +810,11 @@ mod tests {
                 caller: Some(long.clone()),
                 remote_addr: None,
                 token_id: Some(long.clone()),
+            },
+            AuditEvent::SessionClosed {
+                reason: "evicted",
+                session_id: long.clone(),
+                caller: long.clone(),
             },
             AuditEvent::VersionRejected {
                 request_id: id(),

@@ -495,7 +495,8 @@ impl AuditLogs {
             }
             AuditEvent::ServerStart { .. }
             | AuditEvent::ServerStop { .. }
-            | AuditEvent::Session { .. } => (Severity::Info, None),
+            | AuditEvent::Session { .. }
+            | AuditEvent::SessionClosed { .. } => (Severity::Info, None),
             _ => (Severity::Warn, None),
         };
         log.set_severity_number(severity);
@@ -548,6 +549,7 @@ fn event_name(event: &AuditEvent) -> &'static str {
         AuditEvent::ServerStart { .. } => "secure_tools.audit.server_start",
         AuditEvent::ServerStop { .. } => "secure_tools.audit.server_stop",
         AuditEvent::Session { .. } => "secure_tools.audit.session",
+        AuditEvent::SessionClosed { .. } => "secure_tools.audit.session_closed",
         AuditEvent::VersionRejected { .. } => "secure_tools.audit.version_rejected",
         AuditEvent::MessageRejected { .. } => "secure_tools.audit.message_rejected",
         AuditEvent::HttpRejected { .. } => "secure_tools.audit.http_rejected",

@@ -348,7 +348,15 @@ async fn authenticated(shared: Arc<Shared>, mut request: Request, next: Route) -
         Some(Kind::Session) => match shared.owners.reserve_session(owner.clone()) {
             Some(mut reserved) => {
                 // The owner's least recently used idle session, if one was chosen to make room (boxed: rare).
-                if reserved.closes_one() {
+                if let Some(id) = reserved.closing() {
+                    let event = AuditEvent::SessionClosed {
+                        reason: "evicted",
+                        session_id: shorten_str(id),
+                        caller: shorten_str(&owner),
+                    };
+                    if let Err(error) = shared.audit.record(event) {
+                        tracing::error!(%error, "could not audit a session closed to make room");
+                    }
                     Box::pin(reserved.close_evicted()).await;
                 }
                 Ok(Some(reserved.place))

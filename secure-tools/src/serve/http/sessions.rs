@@ -166,9 +166,9 @@ pub(super) struct Reserved {
 }
 
 impl Reserved {
-    /// Whether a session was chosen to make room.
-    pub(super) fn closes_one(&self) -> bool {
-        self.closed.is_some()
+    /// The session chosen to make room, if one was.
+    pub(super) fn closing(&self) -> Option<&str> {
+        self.closed.as_deref()
     }
 
     /// Closes the session chosen to make room, if one was (see [`Owners::reserve`]).
