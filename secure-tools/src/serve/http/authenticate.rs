@@ -462,7 +462,7 @@ async fn authenticated(shared: Arc<Shared>, mut request: Request, next: Route) -
         place => (response, place),
     };
     // A session stays in use until the answer's body is done (an event stream's, or a call's answered as SSE).
-    let response = match in_use {
+    let mut response = match in_use {
         Some(in_use) => response.map(|body| super::sessions::holding(body, in_use)),
         None => response,
     };
@@ -479,7 +479,14 @@ async fn authenticated(shared: Arc<Shared>, mut request: Request, next: Route) -
                     opening.bind(created);
                 }
             }
-            Some(id) if deleting && response.status().is_success() => shared.owners.release(id),
+            Some(id) if deleting && response.status().is_success() => {
+                shared.owners.release(id);
+                // rmcp answers `202 Accepted`; the Python SDK takes only `200` or `204` as a session ended, and
+                // warns of a failure at every close otherwise. The session is ended: `204 No Content`.
+                if response.status() == StatusCode::ACCEPTED {
+                    *response.status_mut() = StatusCode::NO_CONTENT;
+                }
+            }
             Some(_) => {}
         }
     }
