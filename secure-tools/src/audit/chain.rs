@@ -123,8 +123,21 @@ fn read_hex32(path: &Path, what: &str) -> io::Result<[u8; 32]> {
 
 impl CheckpointKey {
     /// The key in the file at `path` (64 hex digits).
+    /// A file named `*.pub` is refused: `keygen` writes the public key there, and a server signing with a key
+    /// anyone holding the public key has would sign for forgers too.
     pub fn read(path: impl AsRef<Path>) -> io::Result<Self> {
-        let seed = read_hex32(path.as_ref(), "an Ed25519 private key (seed)")?;
+        let path = path.as_ref();
+        if path.extension().is_some_and(|e| e == "pub") {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{}: this is a public key (`secure-tools audit keygen --out FILE` writes the private key to FILE \
+                     and its public key to FILE.pub): sign with the private key",
+                    path.display()
+                ),
+            ));
+        }
+        let seed = read_hex32(path, "an Ed25519 private key (seed)")?;
         Ok(CheckpointKey(ed25519_dalek::SigningKey::from_bytes(&seed)))
     }
 
@@ -158,11 +171,32 @@ pub struct CheckpointPublicKey(ed25519_dalek::VerifyingKey);
 
 impl CheckpointPublicKey {
     /// The key in the file at `path` (64 hex digits, as `secure-tools audit keygen` writes to `FILE.pub`).
+    /// A file beside which `FILE.pub` exists is refused: it is the private key `keygen` wrote.
     pub fn read(path: impl AsRef<Path>) -> io::Result<Self> {
-        let bytes = read_hex32(path.as_ref(), "an Ed25519 public key")?;
+        let path = path.as_ref();
+        let mut public = path.as_os_str().to_owned();
+        public.push(".pub");
+        if Path::new(&public).exists() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{} has {} beside it: it is the private key `secure-tools audit keygen` wrote; verify with the \
+                     public key, {}",
+                    path.display(),
+                    Path::new(&public).display(),
+                    Path::new(&public).display()
+                ),
+            ));
+        }
+        let bytes = read_hex32(path, "an Ed25519 public key")?;
         ed25519_dalek::VerifyingKey::from_bytes(&bytes)
             .map(CheckpointPublicKey)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
+            .map_err(|e| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{}: not an Ed25519 public key ({e})", path.display()),
+                )
+            })
     }
 
     fn verifies(&self, prev: &str, seq: u64, sig: &str) -> bool {
@@ -1242,6 +1276,15 @@ pub enum Problem {
     },
     /// Records are missing: `seq` is the first one absent.
     Removed { seq: u64, file: String, line: u64 },
+    /// The record numbered `seq`, sealed as written, does not follow the one before it (`after`): its `prev` is not
+    /// that record's seal. Record `after` was replaced whole (re-sealed), or the records from `seq` on come from
+    /// another chain (spliced in).
+    Unlinked {
+        seq: u64,
+        after: u64,
+        file: String,
+        line: u64,
+    },
     /// A record that does not belong where it is: `seq` is the number found, `expected` the one due.
     OutOfOrder {
         seq: u64,
@@ -1298,6 +1341,16 @@ impl std::fmt::Display for Problem {
                     "record {seq} was removed (the gap ends at {file}:{line})"
                 )
             }
+            Problem::Unlinked {
+                seq,
+                after,
+                file,
+                line,
+            } => write!(
+                f,
+                "record {seq} does not follow record {after} ({file}:{line}): its `prev` is not record {after}'s \
+                 seal, so record {after} was replaced, or the records from {seq} on come from another chain"
+            ),
             Problem::OutOfOrder {
                 seq,
                 expected,
@@ -1373,9 +1426,15 @@ fn appears_later<P: AsRef<Path>>(
         let mut reader =
             io::BufReader::new(File::open(path.as_ref()).map_err(|e| naming(path.as_ref(), e))?);
         let mut read = 0usize;
-        while let Some((fits, _)) = read_line_ended(&mut reader, &mut line, MAX_LINE)? {
+        while let Some((fits, _)) = read_line_ended(&mut reader, &mut line, MAX_LINE)
+            .map_err(|e| naming(path.as_ref(), e))?
+        {
             read += 1;
-            if read <= skip || !fits {
+            if !fits {
+                // Nothing is read past a line longer than any record (it may not end); the verifier stops there.
+                return Ok(false);
+            }
+            if read <= skip {
                 continue;
             }
             if let Seal::Verified(_) = checked_seal(&line, key)
@@ -1416,36 +1475,35 @@ pub fn verify_mid_chain<P: AsRef<Path>>(
 }
 
 /// Reads the next line into `line` (without its `\n`), at most `max` bytes of it: `Ok(None)` at the end, else
-/// whether it fit (`false` for a longer line, whose rest is skipped unread into memory, leaving `line` empty) and
-/// whether it ended with a newline (`false`: the file's last, with none).
+/// whether it fit and whether it ended with a newline (`false`: the file's last, with none). A longer line is
+/// `(false, false)` as soon as it is known to be longer, `line` left empty and the reader within it (a line need
+/// not end: `/dev/zero`).
 fn read_line_ended(
     reader: &mut impl BufRead,
     line: &mut Vec<u8>,
     max: usize,
 ) -> io::Result<Option<(bool, bool)>> {
     line.clear();
-    let mut fits = true;
     let mut any = false;
     loop {
         let available = reader.fill_buf()?;
         if available.is_empty() {
-            return Ok(any.then_some((fits, false)));
+            return Ok(any.then_some((true, false)));
         }
         any = true;
         let (chunk, end) = match available.iter().position(|b| *b == b'\n') {
             Some(at) => (&available[..at], Some(at + 1)),
             None => (available, None),
         };
-        if fits && line.len() + chunk.len() <= max {
-            line.extend_from_slice(chunk);
-        } else {
-            fits = false;
+        if line.len() + chunk.len() > max {
             line.clear();
+            return Ok(Some((false, false)));
         }
+        line.extend_from_slice(chunk);
         let used = end.unwrap_or(chunk.len());
         reader.consume(used);
         if end.is_some() {
-            return Ok(Some((fits, true)));
+            return Ok(Some((true, true)));
         }
     }
 }
@@ -1477,7 +1535,9 @@ fn verify_from<P: AsRef<Path>>(
         let mut reader = io::BufReader::new(File::open(path).map_err(|error| naming(path, error))?);
         let mut line = Vec::new();
         let mut number = 0u64;
-        while let Some((fits, ended)) = read_line_ended(&mut reader, &mut line, MAX_LINE)? {
+        while let Some((fits, ended)) =
+            read_line_ended(&mut reader, &mut line, MAX_LINE).map_err(|e| naming(path, e))?
+        {
             number += 1;
             // The last file's last line, with no newline yet: a record still being written, when it is none.
             let being_written = !ended && file_index + 1 == files.len();
@@ -1611,10 +1671,11 @@ fn verify_from<P: AsRef<Path>>(
                         }));
                     }
                     if prev != *last_seal {
-                        // Sealed correctly but not after the record before it: that one was replaced whole.
-                        return Ok(at(Problem::Altered {
-                            seq: *last_seq,
-                            found: *last_seq,
+                        // Sealed correctly but not after the record before it: that one was replaced whole, or
+                        // this one and those after it are another chain's.
+                        return Ok(at(Problem::Unlinked {
+                            seq,
+                            after: *last_seq,
                             file: shown,
                             line: number,
                         }));
@@ -2208,16 +2269,30 @@ mod tests {
         let mut read = Vec::new();
         while let Some((fits, ended)) = read_line_ended(&mut reader, &mut line, 6).unwrap() {
             read.push((String::from_utf8(line.clone()).unwrap(), fits, ended));
+            if !fits {
+                // Told as soon as it is too long: the reader stops there.
+                break;
+            }
         }
         assert_eq!(
             read,
             [
                 ("ab".to_owned(), true, true),
                 (String::new(), true, true),
-                (String::new(), false, true),
-                ("last".to_owned(), true, false)
+                (String::new(), false, false),
             ]
         );
+        let mut reader = io::BufReader::with_capacity(4, &b"ab\nlast"[..]);
+        assert_eq!(
+            read_line_ended(&mut reader, &mut line, 6).unwrap(),
+            Some((true, true))
+        );
+        assert_eq!(
+            read_line_ended(&mut reader, &mut line, 6).unwrap(),
+            Some((true, false))
+        );
+        assert_eq!(line, b"last");
+        assert_eq!(read_line_ended(&mut reader, &mut line, 6).unwrap(), None);
     }
 
     #[test]
@@ -2425,6 +2500,93 @@ mod tests {
         write(&path, None, 1, 1);
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    }
+
+    /// Auditor's trial: a record whose `prev` is not the seal of the record before it was reported as that record
+    /// altered, with the line of the next one; and when the records from there on came from another log (a splice),
+    /// a genuine record was blamed. The break is now named as such, by both records, at the line it shows.
+    #[test]
+    fn a_record_that_does_not_follow_the_one_before_is_named_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ours, theirs) = (
+            dir.path().join("ours.jsonl"),
+            dir.path().join("theirs.jsonl"),
+        );
+        write(&ours, None, 1, 6);
+        write(&theirs, None, 1, 6);
+        let mut spliced = lines(&ours)[..3].to_vec();
+        spliced.extend_from_slice(&lines(&theirs)[3..]);
+        let path = dir.path().join("spliced.jsonl");
+        put(&path, &spliced);
+        let problem = verify(&[&path], None, None).unwrap().problem;
+        assert!(
+            matches!(
+                problem,
+                Some(Problem::Unlinked {
+                    seq: 4,
+                    after: 3,
+                    line: 4,
+                    ..
+                })
+            ),
+            "{problem:?}"
+        );
+        let shown = problem.unwrap().to_string();
+        assert!(
+            shown.starts_with("record 4 does not follow record 3"),
+            "{shown}"
+        );
+    }
+
+    /// Auditor's trial: `verify /dev/zero` never returned: a line longer than any record was read to its end (none)
+    /// before it was reported. It is reported once it is known to be too long.
+    #[test]
+    fn a_line_without_end_is_reported_once_too_long() {
+        let mut endless = io::BufReader::new(io::repeat(b'0'));
+        let mut line = Vec::new();
+        assert_eq!(
+            read_line_ended(&mut endless, &mut line, MAX_LINE).unwrap(),
+            Some((false, false))
+        );
+        assert!(line.is_empty());
+    }
+
+    /// Auditor's trial: a directory given to verify was reported as `Is a directory (os error 21)`, unnamed.
+    #[test]
+    fn a_file_that_cannot_be_read_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let error = verify(&[dir.path()], None, None).unwrap_err().to_string();
+        assert!(error.contains(&dir.path().display().to_string()), "{error}");
+    }
+
+    /// Auditor's trial: the server signed checkpoints with the public key given as its key (anyone holding it
+    /// could then sign), and the verifier given the private key said a checkpoint was not signed (read as tampering)
+    /// or printed an unnamed `Cannot decompress Edwards point`. Each mix-up is refused, naming the file.
+    #[test]
+    fn checkpoint_keys_mixed_up_are_refused_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let private = dir.path().join("cp.key");
+        let public = dir.path().join("cp.key.pub");
+        let key = CheckpointKey::from_seed([5; 32]);
+        std::fs::write(&private, key.seed_hex()).unwrap();
+        std::fs::write(&public, key.public_hex()).unwrap();
+        let error = CheckpointKey::read(&public).err().unwrap().to_string();
+        assert!(error.contains("this is a public key"), "{error}");
+        let error = CheckpointPublicKey::read(&private)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(error.contains("it is the private key"), "{error}");
+        assert!(CheckpointKey::read(&private).is_ok());
+        assert!(CheckpointPublicKey::read(&public).is_ok());
+        // 64 hex digits that are no point of the curve.
+        let bad = dir.path().join("bad.pub");
+        std::fs::write(&bad, "02".repeat(32)).unwrap();
+        let error = CheckpointPublicKey::read(&bad).err().unwrap().to_string();
+        assert!(
+            error.contains("bad.pub") && error.contains("not an Ed25519 public key"),
+            "{error}"
+        );
     }
 
     /// A tampered line's own `seq` is whatever the tamperer wrote: the verifier names the record due there.

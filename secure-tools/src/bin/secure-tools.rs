@@ -517,8 +517,9 @@ fn verify(
                     "ends with the signed checkpoint of a clean stop".to_owned()
                 } else {
                     format!(
-                        "{} records after the last checkpoint, vouched for by none (a cut there would not show)",
-                        checked.unsigned_tail
+                        "{} after the last checkpoint, vouched for by none, and no clean stop at the end (records \
+                         cut there would not show; a server still running, or one that crashed, ends so too)",
+                        plural(checked.unsigned_tail, "record", "records")
                     )
                 },
                 checked.incomplete.as_ref().map_or_else(String::new, |at| format!(
@@ -539,15 +540,20 @@ fn verify(
                 ));
             }
             for range in &checked.unvouched {
+                let records = if range.from == range.to {
+                    format!("record {}", range.from)
+                } else {
+                    format!("records {} to {}", range.from, range.to)
+                };
                 warnings.push_str(&format!(
-                    "warning: records {} to {} are not vouched for by a checkpoint of this key: the server that \
-                     resumed the chain at record {} ({}:{}) found them after {}; a crash leaves its last records so, \
+                    "warning: {records} {} not vouched for by a checkpoint of this key: the server that \
+                     resumed the chain at record {} ({}:{}) found {} after {}; a crash leaves its last records so, \
                      and so do records appended while the server was down\n",
-                    range.from,
-                    range.to,
+                    if range.from == range.to { "is" } else { "are" },
                     range.seq,
                     range.file,
                     range.line,
+                    if range.from == range.to { "it" } else { "them" },
                     range.checkpoint.map_or_else(
                         || "no checkpoint of this key".to_owned(),
                         |seq| format!("its last checkpoint (record {seq})")
