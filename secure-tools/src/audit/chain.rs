@@ -469,16 +469,29 @@ impl ChainedFileSink {
             Some(before) => Some(before),
             None => last_line(&mut file)?,
         };
+        // The file whose last record the chain continues.
+        let mut from = path.clone();
         if last.is_none() {
             // A new or emptied file after rotation continues the chain of the file rotated out (logrotate's first
             // name for it).
-            if let Ok(mut previous) = File::open(rotated_name(&path)) {
+            let rotated = rotated_name(&path);
+            if let Ok(mut previous) = File::open(&rotated) {
                 last = last_line(&mut previous)?;
+                from = rotated;
             }
         }
         let (seq, prev) = match last {
             None => (0, GENESIS.to_owned()),
-            Some(line) => continued(&path, &line, key.as_ref())?,
+            Some(line) => match continued(&from, &line, key.as_ref()) {
+                Ok(continued) => continued,
+                Err(error) => {
+                    // A start refused leaves no file it made (an empty one would be taken for an emptied log).
+                    if !existed && file.metadata().is_ok_and(|m| m.len() == 0) {
+                        let _ = std::fs::remove_file(&path);
+                    }
+                    return Err(error);
+                }
+            },
         };
         Ok(ChainedFileSink {
             state: std::sync::Arc::new(Mutex::new(ChainState {
@@ -2587,6 +2600,28 @@ mod tests {
             error.contains("bad.pub") && error.contains("not an Ed25519 public key"),
             "{error}"
         );
+    }
+
+    /// Auditor's trial: a start refused because `FILE.1` is chained with another key named `FILE` (which did not
+    /// exist) and left it behind, empty. The file at fault is named, and none is left.
+    #[test]
+    fn a_start_refused_for_the_rotated_file_names_it_and_leaves_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let rotated = rotated_name(&path);
+        write(
+            &rotated,
+            Some(&ChainKey::from_bytes(&[7; 32]).unwrap()),
+            1,
+            2,
+        );
+        let other = ChainKey::from_bytes(&[9; 32]).unwrap();
+        let error = ChainedFileSink::append_to(&path, Some(other))
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(error.contains(&rotated.display().to_string()), "{error}");
+        assert!(!path.exists(), "an empty file was left");
     }
 
     /// A tampered line's own `seq` is whatever the tamperer wrote: the verifier names the record due there.
