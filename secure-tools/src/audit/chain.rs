@@ -1330,6 +1330,15 @@ pub enum Problem {
     },
 }
 
+/// The line after the record numbered `after` (0: none yet), in words.
+fn line_after(after: u64) -> String {
+    if after == 0 {
+        "the first line".to_owned()
+    } else {
+        format!("the line after record {after}")
+    }
+}
+
 impl std::fmt::Display for Problem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -1375,7 +1384,8 @@ impl std::fmt::Display for Problem {
             ),
             Problem::NotARecord { after, file, line } => write!(
                 f,
-                "the line after record {after} is not a chained record ({file}:{line})"
+                "{} is not a chained record ({file}:{line})",
+                line_after(*after)
             ),
             Problem::BadCheckpoint { seq, file, line } => write!(
                 f,
@@ -1393,7 +1403,8 @@ impl std::fmt::Display for Problem {
             ),
             Problem::LineTooLong { after, file, line } => write!(
                 f,
-                "the line after record {after} is longer than any record ({file}:{line})"
+                "{} is longer than any record ({file}:{line})",
+                line_after(*after)
             ),
             Problem::NoCheckpoint => write!(f, "no checkpoint signed by the checkpoint key"),
             Problem::WrongMode {
