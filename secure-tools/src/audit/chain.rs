@@ -1287,8 +1287,14 @@ pub enum Problem {
         file: String,
         line: u64,
     },
-    /// Records are missing: `seq` is the first one absent.
-    Removed { seq: u64, file: String, line: u64 },
+    /// Records are missing: `seq` is the first one absent, `last` the last (the record before the one found
+    /// where `seq` was due).
+    Removed {
+        seq: u64,
+        last: u64,
+        file: String,
+        line: u64,
+    },
     /// The record numbered `seq`, sealed as written, does not follow the one before it (`after`): its `prev` is not
     /// that record's seal. Record `after` was replaced whole (re-sealed), or the records from `seq` on come from
     /// another chain (spliced in).
@@ -1357,11 +1363,23 @@ impl std::fmt::Display for Problem {
                     )
                 }
             }
-            Problem::Removed { seq, file, line } => {
-                write!(
-                    f,
-                    "record {seq} was removed (the gap ends at {file}:{line})"
-                )
+            Problem::Removed {
+                seq,
+                last,
+                file,
+                line,
+            } => {
+                if last > seq {
+                    write!(
+                        f,
+                        "records {seq} to {last} were removed (the gap ends at {file}:{line})"
+                    )
+                } else {
+                    write!(
+                        f,
+                        "record {seq} was removed (the gap ends at {file}:{line})"
+                    )
+                }
             }
             Problem::Unlinked {
                 seq,
@@ -1389,7 +1407,9 @@ impl std::fmt::Display for Problem {
             ),
             Problem::BadCheckpoint { seq, file, line } => write!(
                 f,
-                "checkpoint {seq} is not signed by the checkpoint key ({file}:{line})"
+                "checkpoint {seq} is not signed by the checkpoint key ({file}:{line}): it was forged or changed, or \
+                 a record before it, since the last checkpoint that verifies, was changed and the chain re-sealed \
+                 after it (with the chain key, for a keyed chain)"
             ),
             Problem::HeadMissing {
                 first_seq,
@@ -1682,6 +1702,7 @@ fn verify_from<P: AsRef<Path>>(
                     {
                         return Ok(at(Problem::Removed {
                             seq: expected,
+                            last: seq - 1,
                             file: shown,
                             line: number,
                         }));
@@ -2054,8 +2075,34 @@ mod tests {
         put(&path, &deleted);
         assert!(matches!(
             verify(&[&path], None, None).unwrap().problem,
-            Some(Problem::Removed { seq: 4, .. })
+            Some(Problem::Removed {
+                seq: 4,
+                last: 4,
+                ..
+            })
         ));
+        // Several in a row: the whole gap is named (the first was, alone, in the auditor's trial).
+        let mut cut = original.clone();
+        cut.drain(1..4);
+        put(&path, &cut);
+        let problem = verify(&[&path], None, None).unwrap().problem.unwrap();
+        assert!(
+            matches!(
+                problem,
+                Problem::Removed {
+                    seq: 2,
+                    last: 4,
+                    ..
+                }
+            ),
+            "{problem:?}"
+        );
+        assert!(
+            problem
+                .to_string()
+                .starts_with("records 2 to 4 were removed"),
+            "{problem}"
+        );
 
         let mut swapped = original.clone();
         swapped.swap(1, 2);
