@@ -517,6 +517,39 @@ fn plain_http_jwks_urls_are_refused_for_non_loopback_hosts() {
 /// Review finding: when the JWKS URL kept failing (an outage, a blocked path), the keys last fetched were used for
 /// ever, so a key the provider had removed stayed accepted, though the README says it stops being accepted. Past
 /// the stale limit no token is accepted (cached ones included) until a fetch succeeds again.
+/// Review finding: with the provider down, fetches that hang until their timeout start every refetch interval, and
+/// every request that arrived meanwhile waited its second for them. Once a fetch has failed, no request waits.
+#[tokio::test]
+async fn once_a_fetch_has_failed_requests_do_not_wait_for_the_next() {
+    use secure_tools::serve::http::{BearerAuth, VerificationKeys};
+    let jwks = JwksServer::start(&JwkSet {
+        keys: vec![jwk(KEY_A, "key-a")],
+    });
+    let resource = "https://mcp.test/mcp";
+    let keys = VerificationKeys::jwks_url(&jwks.url)
+        .await
+        .unwrap()
+        .refetch_interval(Duration::ZERO)
+        .max_age(Duration::from_millis(100));
+    let auth = BearerAuth::new(ISSUER, resource, keys);
+    let alice = token(KEY_A, "key-a", resource, "alice");
+    assert!(auth.verify_fetching(&alice).await.is_ok());
+    // The provider fails once (a redirect to no URL), then hangs: each fetch now waits out its timeout.
+    jwks.redirect_to("ftp://nowhere.test/jwks.json");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(auth.verify_fetching(&alice).await.is_ok());
+    jwks.answer_again();
+    jwks.answer_after(Duration::from_secs(30));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for _ in 0..3 {
+        let started = std::time::Instant::now();
+        assert!(auth.verify_fetching(&alice).await.is_ok());
+        let waited = started.elapsed();
+        assert!(waited < Duration::from_millis(500), "waited {waited:?}");
+    }
+    jwks.answer_after(Duration::ZERO);
+}
+
 #[tokio::test]
 async fn keys_that_cannot_be_fetched_again_are_not_used_past_their_stale_limit() {
     use secure_tools::serve::http::{BearerAuth, TokenError, VerificationKeys};

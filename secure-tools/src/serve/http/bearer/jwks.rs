@@ -24,7 +24,8 @@ pub const JWKS_FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a request that finds the keys older than their maximum age waits for them to be fetched again, before it
 /// is checked against the keys held: a provider that answers at once has a removed key refused from that very
-/// request on; one slow to answer delays requests by this much at most, once per maximum age.
+/// request on; one slow to answer delays the requests that wait by this much at most. Once a fetch has failed, no
+/// request waits until one succeeds (a provider down does not slow every request down).
 pub const JWKS_STALE_WAIT: Duration = Duration::from_secs(1);
 /// The largest JWKS document accepted, in bytes.
 pub const MAX_JWKS_BYTES: usize = 1024 * 1024;
@@ -52,6 +53,8 @@ pub(super) struct RemoteJwks {
     refreshing: std::sync::atomic::AtomicBool,
     /// Told when a fetch in the background has ended.
     refreshed: tokio::sync::Notify,
+    /// The last fetch failed: requests finding the keys stale do not wait for the next.
+    failing: std::sync::atomic::AtomicBool,
     fetches: AtomicU64,
 }
 
@@ -73,6 +76,7 @@ impl RemoteJwks {
             stale_said: std::sync::atomic::AtomicBool::new(false),
             refreshing: std::sync::atomic::AtomicBool::new(false),
             refreshed: tokio::sync::Notify::new(),
+            failing: std::sync::atomic::AtomicBool::new(false),
             fetches: AtomicU64::new(0),
         }
     }
@@ -397,7 +401,15 @@ impl VerificationKeys {
                 remote.refreshed.notify_waiters();
             });
         }
-        let _ = tokio::time::timeout(JWKS_STALE_WAIT, refreshed).await;
+        if remote.failing.load(Ordering::Acquire) {
+            return;
+        }
+        // On a runtime without a time driver (where a timer panics), no wait.
+        if let Ok(wait) =
+            crate::call::panic::quietly(|| tokio::time::timeout(JWKS_STALE_WAIT, refreshed))
+        {
+            let _ = wait.await;
+        }
     }
 }
 
@@ -422,8 +434,12 @@ impl RemoteJwks {
                 *self.keys.write().unwrap_or_else(PoisonError::into_inner) = keys;
                 *self.fetched.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
                 self.stale_said.store(false, Ordering::Relaxed);
+                self.failing.store(false, Ordering::Release);
             }
-            Err(e) => tracing::warn!(error = %e, "JWKS refetch failed; keeping the keys held"),
+            Err(e) => {
+                self.failing.store(true, Ordering::Release);
+                tracing::warn!(error = %e, "JWKS refetch failed; keeping the keys held");
+            }
         }
     }
 }
