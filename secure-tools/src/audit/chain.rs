@@ -412,10 +412,20 @@ impl ChainedFileSink {
         // Whether this opening creates the file (through a link, where it points), told before it: a new file's
         // name is synced into its directory below.
         let existed = path.exists();
-        let mut file = options.open(&path)?;
+        let file = options.open(&path)?;
         if !existed {
             sync_directory_of(&path);
         }
+        let opened = Self::continue_chain(path.clone(), file, key);
+        // A start refused leaves no file it made (an empty one would be taken for an emptied log).
+        if opened.is_err() && !existed && std::fs::metadata(&path).is_ok_and(|m| m.len() == 0) {
+            let _ = std::fs::remove_file(&path);
+        }
+        opened
+    }
+
+    /// The rest of [`Self::append_to`], once the file is open.
+    fn continue_chain(path: PathBuf, mut file: File, key: Option<ChainKey>) -> io::Result<Self> {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt as _;
@@ -482,16 +492,7 @@ impl ChainedFileSink {
         }
         let (seq, prev) = match last {
             None => (0, GENESIS.to_owned()),
-            Some(line) => match continued(&from, &line, key.as_ref()) {
-                Ok(continued) => continued,
-                Err(error) => {
-                    // A start refused leaves no file it made (an empty one would be taken for an emptied log).
-                    if !existed && file.metadata().is_ok_and(|m| m.len() == 0) {
-                        let _ = std::fs::remove_file(&path);
-                    }
-                    return Err(error);
-                }
-            },
+            Some(line) => continued(&from, &line, key.as_ref())?,
         };
         Ok(ChainedFileSink {
             state: std::sync::Arc::new(Mutex::new(ChainState {
