@@ -573,19 +573,23 @@ async fn one_identity_holds_a_bounded_number_of_sessions() {
     sessions.remove(1);
     sessions.push(newest);
     // Sessions in use are not closed: with an event stream open on each of the 32, the next is refused.
-    let mut streams = Vec::new();
-    for session in &sessions {
-        let response = client()
+    let open_stream = |session: &str| {
+        let request = client()
             .get(&server.resource)
             .header("accept", "text/event-stream")
             .header("mcp-protocol-version", "2025-11-25")
             .header("authorization", format!("Bearer {alice}"))
             .header("mcp-session-id", session)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200);
-        streams.push(response);
+            .send();
+        async move {
+            let response = request.await.unwrap();
+            assert_eq!(response.status(), 200);
+            response
+        }
+    };
+    let mut streams = Vec::new();
+    for session in &sessions {
+        streams.push(open_stream(session).await);
     }
     let response = client()
         .post(&server.resource)
@@ -617,18 +621,44 @@ async fn one_identity_holds_a_bounded_number_of_sessions() {
         .unwrap();
     // `204`: the Python SDK takes `200` or `204` as a session ended and logs a warning for rmcp's own `202`.
     assert_eq!(closed.status(), 204);
-    let (status, _, body) = session_post(&server, &alice, None, &initialize()).await;
+    let (status, replacement, body) = session_post(&server, &alice, None, &initialize()).await;
     assert_eq!(status, 200, "{body}");
+    let replacement = replacement.expect("a session id");
+    let (status, _, body) = session_post(&server, &alice, Some(&replacement), &initialized).await;
+    assert_eq!(status, 202, "{body}");
+    streams.push(open_stream(&replacement).await);
+    let (status, _, body) = session_post(&server, &alice, None, &initialize()).await;
+    assert_eq!(status, 429, "all in use again: {body}");
+    // A stream closed by its client makes its session idle: the next session closes it.
+    let closed_stream = streams.remove(5);
+    drop(closed_stream);
+    let started = std::time::Instant::now();
+    loop {
+        let (status, _, body) = session_post(&server, &alice, None, &initialize()).await;
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 429, "{body}");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the closed stream's session stayed in use"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, _, body) = session_post(&server, &alice, Some(&sessions[5]), &read_call(5)).await;
+    assert_eq!(status, 404, "{body}");
     drop(streams);
     let refused: Vec<Value> = server
         .events("http_rejected")
         .into_iter()
         .filter(|r| r["reason"] == "too_many_sessions")
         .collect();
-    assert_eq!(refused.len(), 1, "{refused:?}");
-    assert_eq!(
-        (&refused[0]["subject"], &refused[0]["status"]),
-        (&json!("alice"), &json!(429))
+    assert!(!refused.is_empty());
+    assert!(
+        refused
+            .iter()
+            .all(|r| (&r["subject"], &r["status"]) == (&json!("alice"), &json!(429))),
+        "{refused:?}"
     );
 }
 

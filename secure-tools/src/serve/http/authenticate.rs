@@ -345,24 +345,11 @@ async fn authenticated(shared: Arc<Shared>, mut request: Request, next: Route) -
         _ => None,
     };
     let taken = match kind {
-        Some(Kind::Session) => match shared.owners.reserve_session(owner.clone()) {
-            Some(mut reserved) => {
-                // The owner's least recently used idle session, if one was chosen to make room (boxed: rare).
-                if let Some(id) = reserved.closing() {
-                    let event = AuditEvent::SessionClosed {
-                        reason: "evicted",
-                        session_id: shorten_str(id),
-                        caller: shorten_str(&owner),
-                    };
-                    if let Err(error) = shared.audit.record(event) {
-                        tracing::error!(%error, "could not audit a session closed to make room");
-                    }
-                    Box::pin(reserved.close_evicted()).await;
-                }
-                Ok(Some(reserved.place))
-            }
-            None => Err(Kind::Session),
-        },
+        Some(Kind::Session) => shared
+            .owners
+            .reserve_session(owner.clone())
+            .map(Some)
+            .ok_or(Kind::Session),
         Some(Kind::Stream) => shared
             .owners
             .reserve_stream(owner.clone())
@@ -476,7 +463,11 @@ async fn authenticated(shared: Arc<Shared>, mut request: Request, next: Route) -
                         .and_then(|v| v.to_str().ok()),
                     place,
                 ) {
-                    opening.bind(created);
+                    // The owner's least recently used idle session, if one was chosen to make room, is closed
+                    // now that this one is open (boxed: rare).
+                    if let Some(eviction) = opening.bind(created) {
+                        Box::pin(eviction.close(&shared.audit)).await;
+                    }
                 }
             }
             Some(id) if deleting && response.status().is_success() => {

@@ -5,7 +5,10 @@
 //! An identity holds at most [`MAX_SESSIONS_PER_CALLER`] sessions. One more closes the identity's least recently
 //! used session that nothing is using (no request, no event stream open on it), so that a client which leaves its
 //! sessions open (the TypeScript SDK's `close()` does) is not locked out until they expire; when all of them are in
-//! use, it is refused `429`, reason `too_many_sessions`.
+//! use, it is refused `429`, reason `too_many_sessions`. The session to close is chosen (and no longer counted) as
+//! the request comes in, and closed only once the new session is open: a request that opens none (not an
+//! `initialize`, or refused) closes nothing. Until it is closed it stays its owner's: another identity naming it is
+//! refused as before.
 //!
 //! The owners are kept beside rmcp's session manager, by session and by identity, and pruned of sessions it no
 //! longer holds: an identity's whenever they are counted, all of them whenever their number has doubled since the
@@ -45,6 +48,8 @@ struct Session {
     used: u64,
     /// Requests and event streams using it now.
     in_use: usize,
+    /// Chosen to make room for a session being opened: not counted, not chosen again.
+    doomed: bool,
 }
 
 /// How many event streams (`GET` on a session) one identity may hold open at once; one more is refused `429`,
@@ -71,17 +76,33 @@ impl Kind {
     }
 }
 
-/// A place held by an identity (see [`Owners::reserve`]), given back when dropped.
+/// A place held by an identity (see [`Owners::reserve_session`], [`Owners::reserve_stream`]), given back when
+/// dropped.
 pub(super) struct Place {
     owners: Arc<Owners>,
     kind: Kind,
     owner: Arc<str>,
+    /// For a session: the owner's session chosen to make room, closed once this one opens.
+    victim: Option<Arc<str>>,
 }
 
 impl Place {
-    /// The session this place was taken for opened as `id`.
-    pub(super) fn bind(self, id: &str) {
+    /// The session this place was taken for opened as `id`: the session chosen to make room, if one was, is to be
+    /// closed now (unless it has been used meanwhile: then it stays, the limit exceeded by one until the next).
+    pub(super) fn bind(mut self, id: &str) -> Option<Eviction> {
         self.owners.bind(id, self.owner.clone());
+        let victim = self.victim.take()?;
+        let mut map = self.owners.lock();
+        let session = map.sessions.get_mut(&victim)?;
+        if session.in_use > 0 {
+            session.doomed = false;
+            return None;
+        }
+        Some(Eviction {
+            owners: self.owners.clone(),
+            id: victim,
+            owner: self.owner.clone(),
+        })
     }
 }
 
@@ -95,6 +116,46 @@ impl Drop for Place {
                 map.held.remove(&key);
             }
         }
+        // No session opened: the one chosen to make room stays.
+        if let Some(victim) = &self.victim
+            && let Some(session) = map.sessions.get_mut(victim)
+        {
+            session.doomed = false;
+        }
+    }
+}
+
+/// A session to close to make room for another of its owner's (see [`Place::bind`]).
+pub(super) struct Eviction {
+    owners: Arc<Owners>,
+    id: Arc<str>,
+    owner: Arc<str>,
+}
+
+impl Eviction {
+    /// Records the session's closing (`session_closed`, reason `evicted`) and closes it, on a task of its own so
+    /// that a request dropped meanwhile cannot leave it half done; waits for it. A session rmcp no longer holds (it
+    /// expired meanwhile) is only forgotten.
+    pub(super) async fn close(self, audit: &crate::audit::Audit) {
+        let audit = audit.clone();
+        let Eviction { owners, id, owner } = self;
+        let closing = tokio::spawn(async move {
+            use crate::audit::{AuditEvent, shorten_str};
+            if owners.manager.has_session(&id).await.unwrap_or(false) {
+                let event = AuditEvent::SessionClosed {
+                    reason: "evicted",
+                    session_id: shorten_str(&id),
+                    caller: shorten_str(&owner),
+                };
+                if let Err(error) = audit.record(event) {
+                    tracing::error!(%error, "could not audit a session closed to make room");
+                }
+                // Already gone (expired meanwhile) is as good as closed.
+                let _ = owners.manager.close_session(&id).await;
+            }
+            owners.release(&id);
+        });
+        let _ = closing.await;
     }
 }
 
@@ -157,27 +218,6 @@ pub(super) enum Entry {
     Own(InUse),
     /// No session known by that id (rmcp answers `404`).
     Unknown,
-}
-
-/// A place for a session, and the session closed to make room for it, if one was.
-pub(super) struct Reserved {
-    pub(super) place: Place,
-    closed: Option<Arc<str>>,
-}
-
-impl Reserved {
-    /// The session chosen to make room, if one was.
-    pub(super) fn closing(&self) -> Option<&str> {
-        self.closed.as_deref()
-    }
-
-    /// Closes the session chosen to make room, if one was (see [`Owners::reserve`]).
-    pub(super) async fn close_evicted(&mut self) {
-        if let Some(id) = self.closed.take() {
-            // Already gone (expired meanwhile) is as good as closed.
-            let _ = self.place.owners.manager.close_session(&id).await;
-        }
-    }
 }
 
 /// Never prune below this many sessions.
@@ -243,6 +283,7 @@ impl Owners {
             owner: owner.clone(),
             used: map.tick,
             in_use: 0,
+            doomed: false,
         };
         if map.sessions.insert(id.clone(), session).is_none() {
             map.by_owner.entry(owner).or_default().push(id);
@@ -264,7 +305,8 @@ impl Owners {
     }
 
     /// How many sessions `owner` holds: those rmcp's manager still keeps (if the manager is busy, every session known
-    /// to be `owner`'s) and those being opened. Those rmcp no longer keeps are forgotten on the way.
+    /// to be `owner`'s) but for those chosen to make room, and those being opened. Those rmcp no longer keeps are
+    /// forgotten on the way.
     fn count_sessions(map: &mut Map, manager: &LocalSessionManager, owner: &Arc<str>) -> usize {
         let held = map
             .held
@@ -284,26 +326,33 @@ impl Owners {
                 open
             });
         }
-        let open = ids.len();
-        if open == 0 {
+        if ids.is_empty() {
             map.by_owner.remove(owner);
+            return held;
         }
+        let sessions = &map.sessions;
+        let open = ids
+            .iter()
+            .filter(|id| sessions.get(*id).is_some_and(|s| !s.doomed))
+            .count();
         open + held
     }
 
-    /// Takes `owner`'s least recently used session that nothing is using out of the maps, if it has one.
-    fn evict(map: &mut Map, owner: &Arc<str>) -> Option<Arc<str>> {
-        let ids = map.by_owner.get_mut(owner)?;
-        let sessions = &map.sessions;
-        let (at, _) = ids
+    /// Chooses `owner`'s least recently used session that nothing is using (and not already chosen), if it has
+    /// one: no longer counted, still `owner`'s until it is closed.
+    fn choose_victim(map: &mut Map, owner: &Arc<str>) -> Option<Arc<str>> {
+        let ids = map.by_owner.get(owner)?;
+        let victim = ids
             .iter()
-            .enumerate()
-            .filter_map(|(at, id)| sessions.get(id).map(|s| (at, s)))
-            .filter(|(_, s)| s.in_use == 0)
-            .min_by_key(|(_, s)| s.used)?;
-        let id = ids.swap_remove(at);
-        map.sessions.remove(&id);
-        Some(id)
+            .filter_map(|id| map.sessions.get(id))
+            .filter(|s| s.in_use == 0 && !s.doomed)
+            .min_by_key(|s| s.used)?
+            .id
+            .clone();
+        if let Some(session) = map.sessions.get_mut(&victim) {
+            session.doomed = true;
+        }
+        Some(victim)
     }
 
     /// A place for one more event stream for `owner`, if it holds fewer than the limit: checked and taken at once.
@@ -316,33 +365,31 @@ impl Owners {
             return None;
         }
         map.held.insert(key, held + 1);
-        Some(self.place(Kind::Stream, owner))
+        Some(self.place(Kind::Stream, owner, None))
     }
 
     /// A place for one more session for `owner`: checked and taken at once. At the limit, the owner's least recently
-    /// used session that is not in use is taken out to make room (closed by [`Reserved::close_evicted`]); if every
-    /// one is in use, none. Given back when dropped (with a request that opened no session), or turned into the
-    /// session by [`Place::bind`].
-    pub(super) fn reserve_session(self: &Arc<Self>, owner: Arc<str>) -> Option<Reserved> {
+    /// used session that is not in use is chosen to make room (closed once the new one opens: [`Place::bind`]); if
+    /// every one is in use, none. Given back when dropped (with a request that opened no session, the session chosen
+    /// staying), or turned into the session by [`Place::bind`].
+    pub(super) fn reserve_session(self: &Arc<Self>, owner: Arc<str>) -> Option<Place> {
         let mut map = self.lock();
-        let closed =
+        let victim =
             if Self::count_sessions(&mut map, &self.manager, &owner) >= MAX_SESSIONS_PER_CALLER {
-                Some(Self::evict(&mut map, &owner)?)
+                Some(Self::choose_victim(&mut map, &owner)?)
             } else {
                 None
             };
         *map.held.entry((Kind::Session, owner.clone())).or_default() += 1;
-        Some(Reserved {
-            place: self.place(Kind::Session, owner),
-            closed,
-        })
+        Some(self.place(Kind::Session, owner, victim))
     }
 
-    fn place(self: &Arc<Self>, kind: Kind, owner: Arc<str>) -> Place {
+    fn place(self: &Arc<Self>, kind: Kind, owner: Arc<str>, victim: Option<Arc<str>>) -> Place {
         Place {
             owners: self.clone(),
             kind,
             owner,
+            victim,
         }
     }
 
@@ -370,7 +417,7 @@ mod tests {
     fn sessions_being_opened_count_towards_the_limit() {
         let owners = Arc::new(Owners::new(Arc::new(LocalSessionManager::default())));
         let alice: Arc<str> = Arc::from("alice");
-        let opening: Vec<Reserved> = (0..MAX_SESSIONS_PER_CALLER)
+        let opening: Vec<Place> = (0..MAX_SESSIONS_PER_CALLER)
             .map(|_| owners.reserve_session(alice.clone()).expect("a place"))
             .collect();
         // None of them open yet: none to close to make room.
@@ -426,21 +473,26 @@ mod tests {
             let (id, transport) = manager.create_session().await.expect("a session");
             // Its worker kept running for the test's length.
             std::mem::forget(transport);
-            owners
-                .reserve_session(owner.clone())
-                .expect("a place")
-                .place
-                .bind(&id);
+            assert!(
+                owners
+                    .reserve_session(owner.clone())
+                    .expect("a place")
+                    .bind(&id)
+                    .is_none()
+            );
             ids.push(id);
         }
         ids
     }
 
-    /// At the limit, the least recently used session nothing is using is closed to make room; one in use never is.
+    /// At the limit, the least recently used session nothing is using is closed to make room, once the new one
+    /// opens; one in use never is, nor is one when no session opens.
     #[tokio::test]
     async fn the_least_recently_used_idle_session_makes_room() {
         let manager = Arc::new(LocalSessionManager::default());
         let owners = Arc::new(Owners::new(manager.clone()));
+        let sink = crate::audit::MemorySink::new();
+        let audit = crate::audit::Audit::new("test", vec![Arc::new(sink.clone())]);
         let (alice, bob): (Arc<str>, Arc<str>) = (Arc::from("alice"), Arc::from("bob"));
         let ids = open(&manager, &owners, &alice, MAX_SESSIONS_PER_CALLER).await;
         // The first used since it opened; the second in use (a request, or a stream, open on it).
@@ -450,26 +502,44 @@ mod tests {
         };
         assert!(matches!(owners.enter(&ids[1], &bob), Entry::NotOwned));
         assert!(matches!(owners.enter("nope", &alice), Entry::Unknown));
-        let mut reserved = owners.reserve_session(alice.clone()).expect("room made");
-        assert_eq!(reserved.closed.as_deref(), Some(&*ids[2]));
-        reserved.close_evicted().await;
+        // A request that opens no session (not an `initialize`) closes none.
+        let place = owners.reserve_session(alice.clone()).expect("room made");
+        assert_eq!(place.victim.as_deref(), Some(&*ids[2]));
+        // Chosen, and still alice's: another identity is refused it.
+        assert!(matches!(owners.enter(&ids[2], &bob), Entry::NotOwned));
+        drop(place);
+        assert!(manager.has_session(&ids[2]).await.unwrap());
+        // One that opens a session closes the chosen one, on record.
+        let (new, _transport) = manager.create_session().await.unwrap();
+        let place = owners.reserve_session(alice.clone()).expect("room made");
+        assert_eq!(place.victim.as_deref(), Some(&*ids[2]));
+        place.bind(&new).expect("one to close").close(&audit).await;
         assert!(!manager.has_session(&ids[2]).await.unwrap());
         assert!(owners.owner(&ids[2]).is_none());
-        drop(reserved);
+        let records = sink.records();
+        assert_eq!(records.len(), 1, "{records:?}");
+        assert_eq!(
+            (&records[0]["event"], &records[0]["session_id"]),
+            (
+                &serde_json::json!("session_closed"),
+                &serde_json::json!(&*ids[2])
+            )
+        );
         // Every session in use: none is closed, and the next is refused.
         let mut entered: Vec<Entry> = ids
             .iter()
             .filter(|id| **id != ids[1] && **id != ids[2])
             .map(|id| owners.enter(id, &alice))
             .collect();
-        let newest = open(&manager, &owners, &alice, 1).await;
-        entered.push(owners.enter(&newest[0], &alice));
+        entered.push(owners.enter(&new, &alice));
         assert!(owners.reserve_session(alice.clone()).is_none());
-        // One given back, the session it held is the one closed.
+        // One given back, the session it held is the one chosen.
         entered.remove(4);
-        let reserved = owners.reserve_session(alice.clone()).expect("room made");
-        assert_eq!(reserved.closed.as_deref(), Some(&*ids[6]));
-        drop((using, entered, reserved));
+        let place = owners.reserve_session(alice.clone()).expect("room made");
+        assert_eq!(place.victim.as_deref(), Some(&*ids[6]));
+        // Chosen sessions are not chosen twice: with none idle left, the next is refused.
+        assert!(owners.reserve_session(alice.clone()).is_none());
+        drop((using, entered, place));
         // Bob's sessions are not alice's to close.
         let bobs = open(&manager, &owners, &bob, 1).await;
         assert_eq!(owners.owner(&bobs[0]).as_deref(), Some("bob"));
