@@ -65,11 +65,23 @@ impl Server {
             .collect()
     }
 
+    /// The `http_rejected` records; each names the client's address (trial finding: none did, while the records
+    /// of calls and sessions do, so a flood of refused tokens could not be traced to its source).
     fn rejections(&self) -> Vec<Value> {
-        self.records()
+        let rejections: Vec<Value> = self
+            .records()
             .into_iter()
             .filter(|r| r["event"] == "http_rejected")
-            .collect()
+            .collect();
+        for rejection in &rejections {
+            assert!(
+                rejection["remote_addr"]
+                    .as_str()
+                    .is_some_and(|addr| addr.starts_with("127.0.0.1:")),
+                "{rejection}"
+            );
+        }
+        rejections
     }
 
     /// The `reason` of each `http_rejected` record, in order.

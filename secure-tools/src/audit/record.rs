@@ -212,6 +212,9 @@ pub enum AuditEvent {
         method: String,
         /// The request path, without its query (which may hold a token).
         path: String,
+        /// The client's address.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        remote_addr: Option<String>,
     },
     /// A TLS handshake failed (mutual TLS): no client certificate, one not signed by the client CA, a timeout, or
     /// anything else that ended the handshake. No HTTP request was read.
@@ -304,9 +307,11 @@ impl AuditEvent {
                 subject,
                 method,
                 path,
+                remote_addr,
                 ..
             } => {
                 subject.iter_mut().for_each(shorten);
+                remote_addr.iter_mut().for_each(shorten);
                 shorten(method);
                 shorten(path);
             }
@@ -837,6 +842,7 @@ mod tests {
                 subject: Some(long.clone()),
                 method: long.clone(),
                 path: long.clone(),
+                remote_addr: Some(long.clone()),
             },
             AuditEvent::TlsRejected {
                 reason: "handshake_failed",

@@ -138,6 +138,7 @@ impl AuditSink for TracingSink {
                 subject,
                 method,
                 path,
+                remote_addr,
             } => {
                 tracing::info!(
                     target: "secure_tools::audit",
@@ -150,6 +151,7 @@ impl AuditSink for TracingSink {
                     subject = subject.as_deref(),
                     method = %method,
                     path = %path,
+                    remote_addr = remote_addr.as_deref(),
                     "http rejected"
                 );
             }

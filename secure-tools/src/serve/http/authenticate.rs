@@ -46,9 +46,15 @@ fn mtls_caller(
         refused.0,
         refused.1,
         refused.2,
-        head.method,
-        head.uri.path(),
+        &head.asked(),
     ))
+}
+
+impl Head<'_> {
+    /// The request, for a refusal's record.
+    fn asked(&self) -> super::Asked<'_> {
+        super::Asked::new(self.method, self.uri, self.extensions)
+    }
 }
 
 /// What authentication reads of a request: its head, never its body (which is not `Sync`).
@@ -60,28 +66,11 @@ struct Head<'a> {
     extensions: &'a axum::http::Extensions,
 }
 
-/// The client's address.
-fn remote_addr(request: &Request) -> Option<std::net::SocketAddr> {
-    use axum::extract::ConnectInfo;
-    let remote_addr = request
-        .extensions()
-        .get::<ConnectInfo<std::net::SocketAddr>>()
-        .map(|info| info.0);
-    #[cfg(feature = "mtls")]
-    let remote_addr = remote_addr.or_else(|| {
-        request
-            .extensions()
-            .get::<ConnectInfo<mtls::TlsPeer>>()
-            .map(|info| info.0.addr)
-    });
-    remote_addr
-}
-
 /// What the HTTP layer knows of a request's origin, for the handler and the audit records.
 fn connection(shared: &Shared, request: &Request, token_id: Option<String>) -> Connection {
     Connection {
         transport: Some("http"),
-        remote_addr: remote_addr(request),
+        remote_addr: super::remote_addr(request.extensions()),
         // Only a session the server issued and checks (session mode; see `authenticated`): without sessions, the
         // header is whatever the client wrote, and nothing vouches for it.
         session_id: shared
@@ -151,14 +140,7 @@ async fn identify(shared: &Shared, head: Head<'_>) -> Result<Identified, Respons
                 tls.recheck(&info.0)
             })
     {
-        return Err(shared.reject(
-            StatusCode::FORBIDDEN,
-            reason,
-            None,
-            None,
-            head.method,
-            head.uri.path(),
-        ));
+        return Err(shared.reject(StatusCode::FORBIDDEN, reason, None, None, &head.asked()));
     }
     #[cfg(feature = "mtls")]
     if let Some(mtls) = &shared.mtls {
@@ -173,16 +155,14 @@ async fn identify(shared: &Shared, head: Head<'_>) -> Result<Identified, Respons
             token_id: None,
         });
     };
-    let method = head.method;
-    let path = head.uri.path();
+    let asked = head.asked();
     let refuse = |detail: Option<&'static str>, presented: bool| {
         let reason = if presented {
             "invalid_token"
         } else {
             "missing_token"
         };
-        let mut response =
-            shared.reject(StatusCode::UNAUTHORIZED, reason, detail, None, method, path);
+        let mut response = shared.reject(StatusCode::UNAUTHORIZED, reason, detail, None, &asked);
         if let Ok(value) = HeaderValue::from_str(&unauthorized_challenge(auth, presented)) {
             response
                 .headers_mut()
@@ -208,8 +188,7 @@ async fn identify(shared: &Shared, head: Head<'_>) -> Result<Identified, Respons
                 "invalid_request",
                 Some("more_than_one_credential"),
                 None,
-                method,
-                path,
+                &asked,
             );
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -262,7 +241,7 @@ fn check_version_header(
         requested: serde_json::Value::String(shorten_str(requested)),
         supported: supported.clone().into(),
         caller: identified.caller.as_ref().map(|c| shorten_str(c.id())),
-        remote_addr: remote_addr(request).map(|addr| addr.to_string()),
+        remote_addr: super::remote_addr(request.extensions()).map(|addr| addr.to_string()),
         token_id: identified.token_id.as_deref().map(shorten_str),
     };
     if let Err(error) = shared.audit.record(event) {
@@ -325,8 +304,7 @@ async fn authenticated(shared: Arc<Shared>, mut request: Request, next: Route) -
                     "session_not_owned",
                     None,
                     Some(owner.to_string()),
-                    request.method(),
-                    request.uri().path(),
+                    &super::Asked::of(&request),
                 );
                 let mut response = refusal::session_not_found();
                 response.extensions_mut().insert(super::Audited);
@@ -365,8 +343,7 @@ async fn authenticated(shared: Arc<Shared>, mut request: Request, next: Route) -
                 kind.refusal(),
                 None,
                 Some(owner.to_string()),
-                request.method(),
-                request.uri().path(),
+                &super::Asked::of(&request),
             );
         }
     };
@@ -412,6 +389,7 @@ async fn authenticated(shared: Arc<Shared>, mut request: Request, next: Route) -
     } else {
         String::new()
     };
+    let remote = super::remote_addr(request.extensions());
     let Ok(response) = next.oneshot(request).await;
     // A stream's place is held by its body, given back when the stream ends (or at once, if none was opened).
     let (response, place) = match place {
@@ -435,12 +413,15 @@ async fn authenticated(shared: Arc<Shared>, mut request: Request, next: Route) -
                             reason,
                             Some("stream_ended"),
                             Some(owner.to_string()),
-                            &axum::http::Method::GET,
-                            &path,
+                            &super::Asked {
+                                method: &axum::http::Method::GET,
+                                path: &path,
+                                remote,
+                            },
                         );
                         return std::future::ready(false);
                     }
-                    let _ = (&shared, &owner, &path);
+                    let _ = (&shared, &owner, &path, &remote);
                     std::future::ready(true)
                 }))
             });

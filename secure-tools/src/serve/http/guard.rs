@@ -12,7 +12,7 @@ use futures_util::future::BoxFuture;
 use tower::ServiceExt as _;
 use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 
-use super::{Audited, Shared, Subject};
+use super::{Asked, Audited, Shared, Subject};
 
 /// Host, Origin, body size and timeout, for every route (a [`super::layer::Handler`]).
 pub(super) fn guard(
@@ -25,8 +25,6 @@ pub(super) fn guard(
 }
 
 async fn guarded(shared: Arc<Shared>, request: Request, next: Route) -> Response {
-    let method = request.method();
-    let path = request.uri().path();
     let headers = request.headers();
     if !shared.allowed_hosts.is_empty() {
         let host = headers
@@ -39,8 +37,7 @@ async fn guarded(shared: Arc<Shared>, request: Request, next: Route) -> Response
                 "host_not_allowed",
                 None,
                 None,
-                method,
-                path,
+                &Asked::of(&request),
             );
         }
     }
@@ -55,8 +52,7 @@ async fn guarded(shared: Arc<Shared>, request: Request, next: Route) -> Response
                 "origin_not_allowed",
                 None,
                 None,
-                method,
-                path,
+                &Asked::of(&request),
             );
         }
     }
@@ -92,7 +88,12 @@ async fn limited(shared: Arc<Shared>, request: Request, next: Route) -> Response
     let method = request.method().clone();
     // Kept for a refusal's record; a `Uri` shares its bytes, so this copies no path.
     let uri = request.uri().clone();
-    let path = uri.path();
+    let remote = super::remote_addr(request.extensions());
+    let asked = Asked {
+        method: &method,
+        path: uri.path(),
+        remote,
+    };
     let headers = request.headers();
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -104,21 +105,13 @@ async fn limited(shared: Arc<Shared>, request: Request, next: Route) -> Response
             "body_too_large",
             None,
             None,
-            &method,
-            path,
+            &asked,
         );
     }
     let response = match tokio::time::timeout(shared.request_timeout, next.oneshot(request)).await {
         Ok(Ok(response)) => response,
         Err(_) => {
-            return shared.reject(
-                StatusCode::REQUEST_TIMEOUT,
-                "timeout",
-                None,
-                None,
-                &method,
-                path,
-            );
+            return shared.reject(StatusCode::REQUEST_TIMEOUT, "timeout", None, None, &asked);
         }
     };
     // A refusal from further in that no layer audited (rmcp's own answers): audited here, once. Not the `405` to
@@ -135,7 +128,7 @@ async fn limited(shared: Arc<Shared>, request: Request, next: Route) -> Response
             .get::<Subject>()
             .map(|s| s.0.to_string());
         let reason = refusal_reason(status);
-        shared.audit_rejection(status, reason, None, subject, &method, path);
+        shared.audit_rejection(status, reason, None, subject, &asked);
         // rmcp answers these in plain text, which the Python SDK reads as `-32603 "Server returned an error
         // response"`: a JSON-RPC error naming the reason instead, as the runner's own refusals are. Its text is not
         // kept: serde's message about a body it could not read may quote the request. One of its own in JSON (an

@@ -72,7 +72,9 @@ impl Endpoint {
         // Every other path and method is refused, and recorded as the MCP endpoint records its refusals.
         let refuse = |status: StatusCode, reason: &'static str| {
             let refused = rejections.clone();
-            move |method: axum::http::Method, uri: axum::http::Uri| {
+            move |method: axum::http::Method,
+                  uri: axum::http::Uri,
+                  extensions: axum::http::Extensions| {
                 let refused = refused.clone();
                 async move {
                     refused.record(crate::audit::AuditEvent::HttpRejected {
@@ -82,6 +84,7 @@ impl Endpoint {
                         subject: None,
                         method: crate::audit::shorten_str(method.as_str()),
                         path: crate::audit::shorten_str(uri.path()),
+                        remote_addr: super::remote_addr(&extensions).map(|a| a.to_string()),
                     });
                     status.into_response()
                 }
@@ -91,35 +94,38 @@ impl Endpoint {
         let not_allowed = refuse(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
         let app = Router::new().fallback(not_found).route(
             "/metrics",
-            axum::routing::get(move |headers: axum::http::HeaderMap| {
-                let otel = otel.clone();
-                let allowed = host_allowed(&allowed_hosts, &headers);
-                let refused = refused.clone();
-                async move {
-                    if !allowed {
-                        refused.record(crate::audit::AuditEvent::HttpRejected {
-                            status: StatusCode::FORBIDDEN.as_u16(),
-                            reason: "host_not_allowed",
-                            detail: None,
-                            subject: None,
-                            method: "GET".into(),
-                            path: "/metrics".into(),
-                        });
-                        return StatusCode::FORBIDDEN.into_response();
+            axum::routing::get(
+                move |headers: axum::http::HeaderMap, extensions: axum::http::Extensions| {
+                    let otel = otel.clone();
+                    let allowed = host_allowed(&allowed_hosts, &headers);
+                    let refused = refused.clone();
+                    async move {
+                        if !allowed {
+                            refused.record(crate::audit::AuditEvent::HttpRejected {
+                                status: StatusCode::FORBIDDEN.as_u16(),
+                                reason: "host_not_allowed",
+                                detail: None,
+                                subject: None,
+                                method: "GET".into(),
+                                path: "/metrics".into(),
+                                remote_addr: super::remote_addr(&extensions).map(|a| a.to_string()),
+                            });
+                            return StatusCode::FORBIDDEN.into_response();
+                        }
+                        match otel.prometheus_text() {
+                            Some(text) => (
+                                [(
+                                    header::CONTENT_TYPE,
+                                    "text/plain; version=0.0.4; charset=utf-8",
+                                )],
+                                text,
+                            )
+                                .into_response(),
+                            None => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+                        }
                     }
-                    match otel.prometheus_text() {
-                        Some(text) => (
-                            [(
-                                header::CONTENT_TYPE,
-                                "text/plain; version=0.0.4; charset=utf-8",
-                            )],
-                            text,
-                        )
-                            .into_response(),
-                        None => StatusCode::SERVICE_UNAVAILABLE.into_response(),
-                    }
-                }
-            })
+                },
+            )
             .fallback(not_allowed),
         );
         let limits = ConnectionLimits {

@@ -906,10 +906,9 @@ impl Shared {
         reason: &'static str,
         detail: Option<&'static str>,
         subject: Option<String>,
-        method: &Method,
-        path: &str,
+        asked: &Asked<'_>,
     ) -> Response {
-        self.audit_rejection(status, reason, detail, subject, method, path);
+        self.audit_rejection(status, reason, detail, subject, asked);
         let mut response = refusal::answer(status, reason, detail);
         response.extensions_mut().insert(Audited);
         response
@@ -921,19 +920,62 @@ impl Shared {
         reason: &'static str,
         detail: Option<&'static str>,
         subject: Option<String>,
-        method: &Method,
-        path: &str,
+        asked: &Asked<'_>,
     ) {
         let event = AuditEvent::HttpRejected {
             status: status.as_u16(),
             reason,
             detail,
             subject: subject.map(|s| shorten_str(&s)),
-            method: shorten_str(method.as_str()),
-            path: shorten_str(path),
+            method: shorten_str(asked.method.as_str()),
+            path: shorten_str(asked.path),
+            remote_addr: asked.remote.map(|addr| addr.to_string()),
         };
         self.rejections.record(event);
     }
+}
+
+/// What a refusal's record says of the request it refused: its method, its path (never the query) and the client's
+/// address.
+pub(super) struct Asked<'a> {
+    method: &'a Method,
+    path: &'a str,
+    remote: Option<std::net::SocketAddr>,
+}
+
+impl<'a> Asked<'a> {
+    /// The request with this head.
+    fn new(
+        method: &'a Method,
+        uri: &'a axum::http::Uri,
+        extensions: &axum::http::Extensions,
+    ) -> Self {
+        Asked {
+            method,
+            path: uri.path(),
+            remote: remote_addr(extensions),
+        }
+    }
+
+    /// `request`.
+    fn of(request: &'a axum::extract::Request) -> Self {
+        Asked::new(request.method(), request.uri(), request.extensions())
+    }
+}
+
+/// The client's address, as the listener gave it.
+fn remote_addr(extensions: &axum::http::Extensions) -> Option<std::net::SocketAddr> {
+    use axum::extract::ConnectInfo;
+    let remote = extensions
+        .get::<ConnectInfo<std::net::SocketAddr>>()
+        .map(|info| info.0);
+    #[cfg(feature = "mtls")]
+    let remote = remote.or_else(|| {
+        extensions
+            .get::<ConnectInfo<mtls::TlsPeer>>()
+            .map(|info| info.0.addr)
+    });
+    remote
 }
 
 #[cfg(test)]
