@@ -218,6 +218,42 @@ async fn assert_refused(server: &Server, token: &str, detail: &str) {
     assert!(server.calls().is_empty(), "no tool ran for {detail}");
 }
 
+/// Trial finding: the challenge of a `401` named no scope, so the Python SDK's OAuth client asked the provider for
+/// every scope of the metadata's `scopes_supported` (the MCP authorization spec's fallback), `files.write` for a
+/// client that only reads. The MCP spec says a server SHOULD name the scopes needed in it: `--challenge-scope`.
+#[tokio::test]
+async fn the_challenge_names_the_scopes_configured_for_it() {
+    let server = Server::start_with(&["--challenge-scope", "files.read"]);
+    for token in [None, Some("not-a-token")] {
+        let response = post(
+            &server,
+            "/mcp",
+            token,
+            &call(1, "read_file", json!({"filename": "greeting.txt"})),
+        )
+        .await;
+        assert_eq!(response.status(), 401);
+        let header = challenge(&response);
+        assert!(header.contains("scope=\"files.read\""), "{header}");
+    }
+    // Not a scope (a space in it): refused at start, named.
+    let refused = std::process::Command::new(SERVER)
+        .args(["--http", "127.0.0.1:0", "--issuer", ISSUER])
+        .args([
+            "--resource-url",
+            "http://127.0.0.1:1/mcp",
+            "--data-root",
+            "/tmp",
+        ])
+        .args(["--challenge-scope", "files read"])
+        .env("MCP_AUTH_HS256_SECRET", SECRET)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{stderr}");
+    assert!(stderr.contains("--challenge-scope"), "{stderr}");
+}
+
 #[tokio::test]
 async fn no_token_is_challenged_and_audited() {
     let server = Server::start();

@@ -528,6 +528,7 @@ pub(crate) fn flag_of(field: &str) -> String {
         "authorization_servers" => "authorization_server",
         "token_audiences" => "token_audience",
         "scope_claims" => "scope_claim",
+        "challenge_scopes" => "challenge_scope",
         "mtls_clients" => "mtls_client",
         other => other,
     };
@@ -713,6 +714,10 @@ settings_args! {
         /// The claims a token's scopes are read from, in order (default: `scope`, then `scp`).
         #[cfg_attr(feature = "cli", arg(long = "scope-claim", value_name = "CLAIM", value_delimiter = ','))]
         scope_claims: Vec<String> = env "MCP_AUTH_SCOPE_CLAIMS" split ',',
+        /// The scopes a `401`'s challenge names, for clients to ask their provider for (default: none named: they
+        /// ask for every scope the metadata lists).
+        #[cfg_attr(feature = "cli", arg(long = "challenge-scope", value_name = "SCOPE", value_delimiter = ','))]
+        challenge_scopes: Vec<String> = env "MCP_AUTH_CHALLENGE_SCOPES" split ',',
         /// Accept only tokens typed as access tokens (`typ: at+jwt`, RFC 9068).
         #[cfg_attr(feature = "cli", arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL"))]
         require_at_jwt: bool = env "MCP_AUTH_REQUIRE_AT_JWT",
@@ -1391,6 +1396,10 @@ impl Settings {
                     (
                         args.scope_claims.is_some(),
                         "--scope-claim / MCP_AUTH_SCOPE_CLAIMS",
+                    ),
+                    (
+                        args.challenge_scopes.is_some(),
+                        "--challenge-scope / MCP_AUTH_CHALLENGE_SCOPES",
                     ),
                     (
                         args.require_at_jwt == Some(true),

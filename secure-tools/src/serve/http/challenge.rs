@@ -62,6 +62,11 @@ pub(crate) fn query_has_token(uri: &axum::http::Uri) -> bool {
 /// The `WWW-Authenticate` value of a 401: `error="invalid_token"` when a token was presented (RFC 6750 section 3).
 pub(crate) fn unauthorized_challenge(auth: &BearerAuth, token_presented: bool) -> String {
     let mut challenge = format!("Bearer resource_metadata=\"{}\"", auth.metadata_url());
+    // Scope names hold no space, `"` or `\\` (RFC 6749's scope-token): a quoted string as they are.
+    if !auth.challenge_scopes.is_empty() {
+        let scopes: Vec<&str> = auth.challenge_scopes.iter().map(|s| s.as_str()).collect();
+        challenge.push_str(&format!(", scope=\"{}\"", scopes.join(" ")));
+    }
     if token_presented {
         challenge.push_str(", error=\"invalid_token\"");
     }

@@ -414,6 +414,19 @@ async fn bearer_auth(args: &ServerArgs, secret: Option<String>) -> Result<Auth, 
     if let Some(claims) = &args.scope_claims {
         auth = auth.scope_claims(claims.clone());
     }
+    if let Some(scopes) = &args.challenge_scopes {
+        let scopes = scopes
+            .iter()
+            .map(|scope| crate::scope::Scope::new(scope.trim()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| {
+                invalid(
+                    "--challenge-scope / MCP_AUTH_CHALLENGE_SCOPES",
+                    e.to_string(),
+                )
+            })?;
+        auth = auth.challenge_scopes(scopes);
+    }
     if args.require_at_jwt == Some(true) {
         auth = auth.require_access_token_type(true);
     }

@@ -73,6 +73,10 @@ pub struct BearerAuth {
     /// Accept only tokens typed as access tokens (`typ` `at+jwt`, RFC 9068); by default a token may also be typed
     /// `JWT` or not at all, as most identity providers issue them.
     pub require_access_token_type: bool,
+    /// The scopes a `401`'s challenge names (`scope="..."`, RFC 6750 section 3), which the MCP authorization spec
+    /// has clients ask their provider for, before the metadata's `scopes_supported` (every scope a tool requires).
+    /// Default: none named.
+    pub challenge_scopes: Vec<crate::scope::Scope>,
     map_claims: Option<ClaimsMapper>,
     /// Tokens verified recently (see the `cache` module): this value's own (a clone starts with an empty one).
     cache: Arc<cache::TokenCache>,
@@ -92,6 +96,7 @@ impl Clone for BearerAuth {
             leeway_secs: self.leeway_secs,
             scope_claims: self.scope_claims.clone(),
             require_access_token_type: self.require_access_token_type,
+            challenge_scopes: self.challenge_scopes.clone(),
             map_claims: self.map_claims.clone(),
             cache: Arc::new(cache::TokenCache::new()),
         }
@@ -113,6 +118,7 @@ impl std::fmt::Debug for BearerAuth {
             .field("leeway_secs", &self.leeway_secs)
             .field("scope_claims", &self.scope_claims)
             .field("require_access_token_type", &self.require_access_token_type)
+            .field("challenge_scopes", &self.challenge_scopes)
             .field("map_claims", &self.map_claims.is_some())
             .finish()
     }
@@ -173,6 +179,7 @@ impl BearerAuth {
             leeway_secs: DEFAULT_LEEWAY_SECS,
             scope_claims: vec!["scope".into(), "scp".into()],
             require_access_token_type: false,
+            challenge_scopes: Vec::new(),
             map_claims: None,
             cache: Arc::new(cache::TokenCache::new()),
         }
@@ -183,6 +190,16 @@ impl BearerAuth {
     pub fn scope_claims(mut self, claims: impl IntoIterator<Item = impl Into<String>>) -> Self {
         self.scope_claims = claims.into_iter().map(Into::into).collect();
         self.cache = Arc::new(cache::TokenCache::new());
+        self
+    }
+
+    /// The scopes a `401`'s challenge names: what a client should ask its provider for to use this server (say,
+    /// the read-only ones), instead of every scope the metadata lists.
+    pub fn challenge_scopes(
+        mut self,
+        scopes: impl IntoIterator<Item = crate::scope::Scope>,
+    ) -> Self {
+        self.challenge_scopes = scopes.into_iter().collect();
         self
     }
 
