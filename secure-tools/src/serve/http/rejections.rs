@@ -132,6 +132,7 @@ mod tests {
             subject: None,
             method: "POST".into(),
             path: "/mcp".into(),
+            remote_addr: Some("127.0.0.1:40000".into()),
         }
     }
 
