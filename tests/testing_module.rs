@@ -149,3 +149,107 @@ async fn the_in_process_client_meets_the_stdio_runners_limits_and_records() {
     );
     client.cancel().await.unwrap();
 }
+
+/// The answer to a deletion's question.
+#[derive(serde::Deserialize, schemars::JsonSchema)]
+struct Confirm {
+    /// Whether to go ahead.
+    confirm: bool,
+}
+secure_tools::rmcp::elicit_safe!(Confirm);
+
+/// Deletes a ticket once the user confirms, reporting progress.
+#[secure_tool(scope = "tickets.write", destructive)]
+async fn delete_ticket(
+    id: u64,
+    ask: secure_tools::Elicitation,
+    progress: secure_tools::Progress,
+) -> Result<String, ToolError> {
+    progress.report(1.0, Some(2.0), None).await;
+    match ask.ask::<Confirm>(&format!("Delete ticket {id}?")).await? {
+        Some(Confirm { confirm: true }) => Ok(format!("ticket {id} deleted")),
+        _ => Err(ToolError::new("not_confirmed", "the user did not confirm")),
+    }
+}
+
+/// A client that answers every question with `answer` and counts the progress it is told of.
+#[derive(Clone)]
+struct Answering {
+    answer: secure_tools::rmcp::model::ElicitResult,
+    progress: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl secure_tools::rmcp::ClientHandler for Answering {
+    fn get_info(&self) -> secure_tools::rmcp::model::ClientConfig {
+        let mut info = secure_tools::rmcp::model::ClientConfig::default();
+        info.capabilities.elicitation = Some(Default::default());
+        info
+    }
+
+    async fn create_elicitation(
+        &self,
+        _request: secure_tools::rmcp::model::ElicitRequestParams,
+        _context: secure_tools::rmcp::service::RequestContext<secure_tools::rmcp::RoleClient>,
+    ) -> Result<secure_tools::rmcp::model::ElicitResult, secure_tools::rmcp::ErrorData> {
+        Ok(self.answer.clone())
+    }
+
+    async fn on_progress(
+        &self,
+        _params: secure_tools::rmcp::model::ProgressNotificationParam,
+        _context: secure_tools::rmcp::service::NotificationContext<secure_tools::rmcp::RoleClient>,
+    ) {
+        self.progress
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Trial finding: a tool that asks the user (elicitation) or reports progress could not be tested in process:
+/// `client()` is a client that declares nothing, so every question was refused `elicitation_unsupported`.
+/// `client_with` takes a client handler of the test's.
+#[tokio::test]
+async fn a_tool_that_asks_the_user_is_tested_with_a_client_of_the_tests() {
+    use secure_tools::rmcp::model::{ElicitResult, ElicitationAction};
+    let tester = ToolTester::new(ToolSet::builder(()).tool::<delete_ticket>()).unwrap();
+    for (answer, code) in [
+        (
+            ElicitResult::new(ElicitationAction::Accept).with_content(json!({"confirm": true})),
+            None,
+        ),
+        (
+            ElicitResult::new(ElicitationAction::Accept).with_content(json!({"confirm": false})),
+            Some("not_confirmed"),
+        ),
+        (
+            ElicitResult::new(ElicitationAction::Decline),
+            Some("elicitation_declined"),
+        ),
+    ] {
+        let handler = Answering {
+            answer,
+            progress: Default::default(),
+        };
+        let client = tester
+            .client_with(testing::caller("alice", "tickets.write"), handler.clone())
+            .await
+            .unwrap();
+        let mut params = CallToolRequestParams::new("delete_ticket");
+        params.arguments = testing::arguments(json!({"id": 7}));
+        params.meta = Some(
+            secure_tools::rmcp::model::RequestMetaObject::with_progress_token(
+                secure_tools::rmcp::model::ProgressToken(
+                    secure_tools::rmcp::model::NumberOrString::Number(1),
+                ),
+            ),
+        );
+        let result = client.call_tool(params).await.unwrap();
+        let record = tester.last_call_record().unwrap();
+        assert_eq!(record.error.as_deref(), code, "{result:?}");
+        assert_eq!(result.is_error, Some(code.is_some()), "{result:?}");
+        assert_eq!(
+            handler.progress.load(std::sync::atomic::Ordering::SeqCst),
+            1
+        );
+        client.cancel().await.unwrap();
+    }
+}

@@ -92,9 +92,23 @@ pub fn check<'a>(
     let mut seen = BTreeSet::new();
     for scope in &args.scopes {
         if let Err(error) = crate::grammar::scope(&scope.value()) {
+            let value = scope.value();
+            // Several scopes written as one: say how a list is written.
+            let pieces: Vec<&str> = value
+                .split(|c: char| c == ',' || c.is_whitespace())
+                .filter(|piece| !piece.is_empty())
+                .collect();
+            let hint = if pieces.len() > 1 {
+                format!(
+                    "; several scopes are a list: `scope = [\"{}\"]`",
+                    pieces.join("\", \"")
+                )
+            } else {
+                String::new()
+            };
             errors.push(syn::Error::new_spanned(
                 scope,
-                format_args!("invalid scope `{}`: {}", scope.value(), error.reason()),
+                format_args!("invalid scope `{value}`: {}{hint}", error.reason()),
             ));
         } else if !seen.insert(scope.value()) {
             errors.push(syn::Error::new_spanned(

@@ -205,7 +205,9 @@ pub mod __private {
         message = "a secure tool cannot fail with `{Self}`: it does not convert into a `ToolError`",
         label = "`{Self}` does not implement `Into<ToolError>`",
         note = "convert it in the handler, `.map_err(ToolError::internal)` (the caller sees only `internal_error`) \
-                or `.map_err(|e| ToolError::new(\"code\", e.to_string()))`, or implement `From<{Self}>` for `ToolError`"
+                or `.map_err(|e| ToolError::new(\"code\", e.to_string()))`; or, if your crate defines `{Self}`, \
+                implement `From<{Self}>` for `ToolError` (the orphan rule forbids it for `String` or another crate's \
+                type)"
     )]
     pub trait IntoToolError {
         fn into_tool_error(self) -> ToolError;

@@ -148,6 +148,17 @@ impl<S: Send + Sync + 'static> ToolTester<S> {
         &self,
         caller: Caller,
     ) -> Result<RunningService<RoleClient, ()>, rmcp::service::ClientInitializeError> {
+        self.client_with(caller, ()).await
+    }
+
+    /// [`Self::client`] with a client handler of the test's (`rmcp::ClientHandler`): it declares the client's
+    /// capabilities (`get_info`) and answers what the tool asks, so a tool that asks the user (elicitation) or a
+    /// model (sampling), reports progress or logs is tested in process, its handler given the answers.
+    pub async fn client_with<H: rmcp::ClientHandler>(
+        &self,
+        caller: Caller,
+        handler: H,
+    ) -> Result<RunningService<RoleClient, H>, rmcp::service::ClientInitializeError> {
         let server = SecureServer::new(self.tools.clone())
             .default_caller(caller)
             .transport("in-process");
@@ -167,7 +178,7 @@ impl<S: Send + Sync + 'static> ToolTester<S> {
                 let _ = running.waiting().await;
             }
         });
-        ().serve(client_end).await
+        handler.serve(client_end).await
     }
 }
 

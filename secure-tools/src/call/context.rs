@@ -1049,9 +1049,12 @@ impl Elicitation {
                 .is_some_and(|c| c.elicitation.is_some())
     }
 
-    /// Asks for a `T` (its JSON Schema is the form; mark it with `rmcp::elicit_safe!`). `Ok(None)` when the user
-    /// accepted without content; a decline or a dismissal is an error ([`ElicitationError::UserDeclined`],
-    /// [`ElicitationError::UserCancelled`]). A client that declared only URL-mode elicitation is not sent a form.
+    /// Asks for a `T` (its JSON Schema is the form; mark it with `rmcp::elicit_safe!`): `Ok(Some(answer))` when the
+    /// user accepted and answered. An acceptance without content, a decline or a dismissal is an error, as with
+    /// rmcp's `Peer::elicit` ([`ElicitationError::NoContent`], [`ElicitationError::UserDeclined`],
+    /// [`ElicitationError::UserCancelled`]; `?` in a handler refuses the call with `elicitation_empty`,
+    /// `elicitation_declined` or `elicitation_cancelled`). A client that declared only URL-mode elicitation is not
+    /// sent a form.
     pub async fn ask<T>(&self, message: impl Into<String>) -> Result<Option<T>, ElicitationError>
     where
         T: ElicitationSafe + for<'de> serde::Deserialize<'de>,
