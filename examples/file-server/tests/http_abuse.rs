@@ -621,6 +621,27 @@ async fn one_identity_holds_a_bounded_number_of_sessions() {
         .unwrap();
     // `204`: the Python SDK takes `200` or `204` as a session ended and logs a warning for rmcp's own `202`.
     assert_eq!(closed.status(), 204);
+    // Ended, it is no more: a second `DELETE` is `404`, as one of a session never issued is, and one of another
+    // identity's live session (red-team finding: rmcp's `202` for a session it does not hold told them apart).
+    let bob_session = {
+        let (status, session, body) = session_post(&server, &bob, None, &initialize()).await;
+        assert_eq!(status, 200, "{body}");
+        session.expect("a session id")
+    };
+    for (token, session) in [
+        (&alice, sessions[0].as_str()),
+        (&alice, "never-issued"),
+        (&alice, bob_session.as_str()),
+    ] {
+        let response = client()
+            .delete(&server.resource)
+            .header("authorization", format!("Bearer {token}"))
+            .header("mcp-session-id", session)
+            .send()
+            .await
+            .unwrap();
+        common::jsonrpc_refusal(response, 404, -32600, "session_not_found").await;
+    }
     let (status, replacement, body) = session_post(&server, &alice, None, &initialize()).await;
     assert_eq!(status, 200, "{body}");
     let replacement = replacement.expect("a session id");
@@ -871,4 +892,47 @@ async fn a_request_refused_before_its_body_arrived_leaves_its_connection_usable(
     for _ in 0..3 {
         assert_eq!(post_in_two_writes(&mut stream, &head, &body), 401);
     }
+}
+
+/// Red-team finding: a request waiting for `100 Continue` before its body, refused from its head, sends no body; its
+/// body was read after the answer all the same, taking the next request on the connection for it (that one was then
+/// answered `400`, unaudited). Such a request's body is not read: the connection is closed.
+#[tokio::test]
+async fn a_refused_request_awaiting_100_continue_leaves_no_desync() {
+    use std::io::{Read as _, Write as _};
+    let server = Server::start(None, &[]);
+    let body = read_call(1).to_string();
+    let head = format!(
+        "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Type: application/json\r\nAccept: application/json, \
+         text/event-stream\r\nAuthorization: Bearer not-a-token\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
+        server.port,
+        body.len()
+    );
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream.write_all(head.as_bytes()).unwrap();
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 4096];
+    // The refusal, and then the connection's end: no second answer, whatever the client sends next.
+    while !String::from_utf8_lossy(&answer).contains("invalid_token") {
+        let read = stream.read(&mut buffer).unwrap();
+        assert!(read > 0, "closed before the refusal");
+        answer.extend_from_slice(&buffer[..read]);
+    }
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 401"));
+    // Longer than the refused request's declared body: read as that body, it would leave a request's worth after.
+    let next = format!(
+        "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nX-Padding: {}\r\n\r\nGET /healthz HTTP/1.1\r\nHost: \
+         127.0.0.1:{}\r\n\r\n",
+        server.port,
+        "p".repeat(body.len()),
+        server.port
+    );
+    let _ = stream.write_all(next.as_bytes());
+    let mut rest = Vec::new();
+    let _ = stream.read_to_end(&mut rest);
+    let rest = String::from_utf8_lossy(&rest);
+    assert!(!rest.contains("HTTP/1.1 400"), "{rest}");
 }

@@ -295,6 +295,21 @@ async fn authenticated(shared: Arc<Shared>, mut request: Request, next: Route) -
     let in_use = match &session_id {
         Some(id) if shared.sessions => match shared.owners.enter(id, &owner) {
             Entry::Own(in_use) => Some(in_use),
+            // rmcp answers a `DELETE` of a session it does not hold `202`, as if ended (red-team finding: another
+            // identity's live session got `404`, one never issued `202`, telling them apart): `404`, as for a
+            // `POST` or `GET` naming it.
+            Entry::Unknown if request.method() == axum::http::Method::DELETE => {
+                shared.audit_rejection(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    None,
+                    Some(owner.to_string()),
+                    &super::Asked::of(&request),
+                );
+                let mut response = refusal::session_not_found();
+                response.extensions_mut().insert(super::Audited);
+                return response;
+            }
             Entry::Unknown => None,
             Entry::NotOwned => {
                 // Another identity's session: answered as a session that does not exist, so its existence is not

@@ -20,8 +20,15 @@ pub(super) fn guard(
     request: Request,
     next: Route,
 ) -> BoxFuture<'static, Response> {
-    // Every answer, a refusal made before the body arrived included, leaves the connection usable.
-    Box::pin(guarded(shared, request.map(super::drain::draining), next))
+    // Every answer, a refusal made before the body arrived included, leaves the connection usable. Not for a
+    // request that waits for `100 Continue` before its body: refused, it may never send one, and what came next on
+    // the connection would be read as its body (red-team finding); hyper closes that connection instead.
+    let request = if request.headers().contains_key(header::EXPECT) {
+        request
+    } else {
+        request.map(super::drain::draining)
+    };
+    Box::pin(guarded(shared, request, next))
 }
 
 async fn guarded(shared: Arc<Shared>, request: Request, next: Route) -> Response {

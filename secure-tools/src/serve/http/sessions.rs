@@ -88,19 +88,26 @@ pub(super) struct Place {
 
 impl Place {
     /// The session this place was taken for opened as `id`: the session chosen to make room, if one was, is to be
-    /// closed now (unless it has been used meanwhile: then it stays, the limit exceeded by one until the next).
+    /// closed now. One used meanwhile stays, and the owner's least recently used idle session is closed instead,
+    /// the one just opened if it is the only one (red-team finding: sparing it let the owner's sessions grow past
+    /// the limit without bound, one a round).
     pub(super) fn bind(mut self, id: &str) -> Option<Eviction> {
         self.owners.bind(id, self.owner.clone());
         let victim = self.victim.take()?;
         let mut map = self.owners.lock();
-        let session = map.sessions.get_mut(&victim)?;
-        if session.in_use > 0 {
-            session.doomed = false;
-            return None;
-        }
+        let chosen = match map.sessions.get_mut(&victim) {
+            // Gone already (ended, expired): room was made.
+            None => return None,
+            Some(session) if session.in_use > 0 => {
+                session.doomed = false;
+                // The session just opened is idle: one is found.
+                Owners::choose_victim(&mut map, &self.owner)?
+            }
+            Some(_) => victim,
+        };
         Some(Eviction {
             owners: self.owners.clone(),
-            id: victim,
+            id: chosen,
             owner: self.owner.clone(),
         })
     }
@@ -539,7 +546,25 @@ mod tests {
         assert_eq!(place.victim.as_deref(), Some(&*ids[6]));
         // Chosen sessions are not chosen twice: with none idle left, the next is refused.
         assert!(owners.reserve_session(alice.clone()).is_none());
-        drop((using, entered, place));
+        // The chosen session used before the new one opens stays; with no other idle, the new one is closed: the
+        // limit holds (red-team finding: it was exceeded by one a round).
+        entered.push(owners.enter(&ids[6], &alice));
+        let (newer, _transport) = manager.create_session().await.unwrap();
+        let eviction = place.bind(&newer).expect("one to close");
+        assert_eq!(&*eviction.id, &*newer);
+        eviction.close(&audit).await;
+        assert!(!manager.has_session(&newer).await.unwrap());
+        assert!(manager.has_session(&ids[6]).await.unwrap());
+        // With an idle one besides, that one is closed instead.
+        drop(entered.remove(0));
+        let place = owners.reserve_session(alice.clone()).expect("room made");
+        assert_eq!(place.victim.as_deref(), Some(&*ids[0]));
+        let kept = owners.enter(&ids[0], &alice);
+        drop(entered.remove(0));
+        let (newest, _transport) = manager.create_session().await.unwrap();
+        let eviction = place.bind(&newest).expect("one to close");
+        assert_eq!(&*eviction.id, &*ids[3]);
+        drop((using, entered, kept));
         // Bob's sessions are not alice's to close.
         let bobs = open(&manager, &owners, &bob, 1).await;
         assert_eq!(owners.owner(&bobs[0]).as_deref(), Some("bob"));
