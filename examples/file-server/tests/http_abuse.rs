@@ -936,3 +936,63 @@ async fn a_refused_request_awaiting_100_continue_leaves_no_desync() {
     let rest = String::from_utf8_lossy(&rest);
     assert!(!rest.contains("HTTP/1.1 400"), "{rest}");
 }
+
+/// Red-team finding: a client that sends `initialize` and resets its connection at once left a session rmcp had
+/// made but nobody had bound to its owner: counted against no one, thousands of them outgrew every limit. Each is
+/// now bound whatever the client does, so one identity's sessions stay at the limit, the idle ones closed to make
+/// room (here all of them: nobody learnt their ids).
+#[tokio::test]
+async fn sessions_whose_clients_went_at_once_still_count() {
+    use std::io::Write as _;
+    const MAX: usize = secure_tools::serve::http::MAX_SESSIONS_PER_CALLER;
+    const OPENED: usize = MAX + 16;
+    let server = Server::start(None, &["--http-sessions"]);
+    let alice = server.token("alice", "files.read");
+    let body = initialize().to_string();
+    let request = format!(
+        "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Type: application/json\r\nAccept: application/json, \
+         text/event-stream\r\nMCP-Protocol-Version: 2025-11-25\r\nAuthorization: Bearer {alice}\r\nContent-Length: \
+         {}\r\n\r\n{body}",
+        server.port,
+        body.len()
+    );
+    // Until enough got through to tell (a connection reset before the server read its request opens nothing).
+    for attempt in 0.. {
+        if attempt % 32 == 0 && server.events("session").len() >= OPENED {
+            break;
+        }
+        assert!(attempt < 4000, "too few sessions opened");
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+        stream.write_all(request.as_bytes()).unwrap();
+        // Reset at once (no linger), before the answer.
+        let linger = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        // SAFETY: the option's value is a `linger`, of its size, on the stream's open socket.
+        let set = unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&stream),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&raw const linger).cast(),
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(set, 0);
+        drop(stream);
+    }
+    // Some were reset before the server read them; the rest opened a session each. Once the records stop coming:
+    let mut seen = 0;
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = server.events("session").len() + server.events("session_closed").len();
+        if now == seen {
+            break;
+        }
+        seen = now;
+    }
+    let opened = server.events("session").len();
+    let closed = server.events("session_closed").len();
+    assert_eq!(opened - closed, MAX, "{opened} opened, {closed} closed");
+}

@@ -405,7 +405,38 @@ async fn authenticated(shared: Arc<Shared>, mut request: Request, next: Route) -
         String::new()
     };
     let remote = super::remote_addr(request.extensions());
-    let Ok(response) = next.oneshot(request).await;
+    // A request that may open a session is answered, and its session bound to its owner, on a task of its own: rmcp
+    // makes the session as it answers, and one whose request was dropped before it was bound (its client gone)
+    // counted against no one (red-team finding: thousands made past every limit). Bound, such a session is its
+    // owner's like any other: idle, it is the first closed to make room.
+    let (response, place) = match place {
+        Some(opening) if kind == Some(Kind::Session) => {
+            let audit = shared.audit.clone();
+            let answered = tokio::spawn(async move {
+                let Ok(response) = next.oneshot(request).await;
+                if let Some(created) = response
+                    .headers()
+                    .get("mcp-session-id")
+                    .and_then(|v| v.to_str().ok())
+                    && let Some(eviction) = opening.bind(created)
+                {
+                    // The owner's least recently used idle session, if one was chosen to make room, is closed
+                    // now that this one is open.
+                    eviction.close(&audit).await;
+                }
+                response
+            });
+            match answered.await {
+                Ok(response) => (response, None),
+                // The protocol layer panicked: nothing to answer but a failure.
+                Err(_) => (StatusCode::INTERNAL_SERVER_ERROR.into_response(), None),
+            }
+        }
+        place => {
+            let Ok(response) = next.oneshot(request).await;
+            (response, place)
+        }
+    };
     // A stream's place is held by its body, given back when the stream ends (or at once, if none was opened).
     let (response, place) = match place {
         Some(stream) if kind == Some(Kind::Stream) && response.status().is_success() => {
@@ -451,21 +482,8 @@ async fn authenticated(shared: Arc<Shared>, mut request: Request, next: Route) -
     };
     if shared.sessions {
         match &session_id {
-            None => {
-                if let (Some(created), Some(opening)) = (
-                    response
-                        .headers()
-                        .get("mcp-session-id")
-                        .and_then(|v| v.to_str().ok()),
-                    place,
-                ) {
-                    // The owner's least recently used idle session, if one was chosen to make room, is closed
-                    // now that this one is open (boxed: rare).
-                    if let Some(eviction) = opening.bind(created) {
-                        Box::pin(eviction.close(&shared.audit)).await;
-                    }
-                }
-            }
+            // A session opened was bound as it was answered (above).
+            None => drop(place),
             Some(id) if deleting && response.status().is_success() => {
                 shared.owners.release(id);
                 // rmcp answers `202 Accepted`; the Python SDK takes only `200` or `204` as a session ended, and
