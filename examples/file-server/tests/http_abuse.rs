@@ -996,3 +996,60 @@ async fn sessions_whose_clients_went_at_once_still_count() {
     let closed = server.events("session_closed").len();
     assert_eq!(opened - closed, MAX, "{opened} opened, {closed} closed");
 }
+
+/// Red-team finding: one valid token held every connection of the server (and gigabytes of memory) with requests
+/// whose bodies it never finished: a connection with a request in progress is never closed to make room, and nothing
+/// bounded one identity's requests. An identity now has at most `MAX_REQUESTS_PER_CALLER` requests in progress;
+/// the next is refused `429`, audited, and another identity is not affected.
+#[tokio::test]
+async fn one_identity_holds_a_bounded_number_of_requests_in_progress() {
+    use std::io::Write as _;
+    const MAX: usize = secure_tools::serve::http::MAX_REQUESTS_PER_CALLER;
+    let server = Server::start(None, &[]);
+    let alice = server.token("alice", "files.read");
+    let stalled_head = format!(
+        "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Type: application/json\r\nAccept: application/json, \
+         text/event-stream\r\nMCP-Protocol-Version: 2025-11-25\r\nAuthorization: Bearer {alice}\r\nContent-Length: \
+         1000\r\n\r\n{{\"jsonrpc\"",
+        server.port
+    );
+    let mut stalled = Vec::new();
+    for _ in 0..MAX {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+        stream.write_all(stalled_head.as_bytes()).unwrap();
+        stalled.push(stream);
+    }
+    // Each is in progress once the server has read its head: wait until the next is refused.
+    let started = std::time::Instant::now();
+    let refused = loop {
+        let response = post(&server, Some(&alice), &read_call(1)).await;
+        if response.status() == 429 {
+            break response;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "never refused: {}",
+            response.status()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    common::jsonrpc_refusal(refused, 429, -32000, "too_many_requests").await;
+    let bob = server.token("bob", "files.read");
+    assert_eq!(post(&server, Some(&bob), &read_call(2)).await.status(), 200);
+    // Those requests gone, alice is served again.
+    drop(stalled);
+    let started = std::time::Instant::now();
+    while post(&server, Some(&alice), &read_call(3)).await.status() != 200 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "alice never served again"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        server
+            .events("http_rejected")
+            .iter()
+            .any(|r| r["reason"] == "too_many_requests" && r["subject"] == "alice")
+    );
+}

@@ -328,6 +328,17 @@ async fn authenticated(shared: Arc<Shared>, mut request: Request, next: Route) -
         },
         _ => None,
     };
+    // An identity has a bounded number of requests in progress (until its answer's head): a connection with one is
+    // never closed to make room, so requests whose bodies never end could otherwise hold every connection.
+    let Some(in_progress) = shared.owners.reserve(Kind::Request, owner.clone()) else {
+        return shared.reject(
+            StatusCode::TOO_MANY_REQUESTS,
+            Kind::Request.refusal(),
+            None,
+            Some(owner.to_string()),
+            &super::Asked::of(&request),
+        );
+    };
     // An identity holds a bounded number of sessions (a request without one opens one, in rmcp's session mode),
     // so that one caller cannot fill the server's memory with them; and of event streams (a `GET` on a session,
     // holding its connection while it lasts), so that its sessions cannot take every connection the server has.
@@ -343,11 +354,11 @@ async fn authenticated(shared: Arc<Shared>, mut request: Request, next: Route) -
             .reserve_session(owner.clone())
             .map(Some)
             .ok_or(Kind::Session),
-        Some(Kind::Stream) => shared
+        Some(kind) => shared
             .owners
-            .reserve_stream(owner.clone())
+            .reserve(kind, owner.clone())
             .map(Some)
-            .ok_or(Kind::Stream),
+            .ok_or(kind),
         None => Ok(None),
     };
     let place = match taken {
@@ -413,6 +424,7 @@ async fn authenticated(shared: Arc<Shared>, mut request: Request, next: Route) -
         Some(opening) if kind == Some(Kind::Session) => {
             let audit = shared.audit.clone();
             let answered = tokio::spawn(async move {
+                let _in_progress = in_progress;
                 let Ok(response) = next.oneshot(request).await;
                 if let Some(created) = response
                     .headers()
@@ -434,6 +446,7 @@ async fn authenticated(shared: Arc<Shared>, mut request: Request, next: Route) -
         }
         place => {
             let Ok(response) = next.oneshot(request).await;
+            drop(in_progress);
             (response, place)
         }
     };

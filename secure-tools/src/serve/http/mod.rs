@@ -57,7 +57,7 @@ mod refusal;
 mod rejections;
 mod sessions;
 
-pub use sessions::{MAX_SESSIONS_PER_CALLER, MAX_STREAMS_PER_CALLER};
+pub use sessions::{MAX_REQUESTS_PER_CALLER, MAX_SESSIONS_PER_CALLER, MAX_STREAMS_PER_CALLER};
 
 pub use authenticate::INSUFFICIENT_SCOPE_CODE;
 pub use bearer::{BearerAuth, KeyError, TokenError, VerificationKeys, VerifiedToken};

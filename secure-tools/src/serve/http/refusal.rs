@@ -61,6 +61,9 @@ fn meaning(reason: &str) -> Option<&'static str> {
              it); end one (DELETE with its Mcp-Session-Id), or close one's stream"
         }
         "too_many_streams" => "this caller holds as many event streams as it may; close one",
+        "too_many_requests" => {
+            "this caller has as many requests in progress as it may; retry once one is answered"
+        }
         "session_not_found" => "no such session",
         "unavailable" => "this connection is being closed; retry on a new one",
         "bad_request" => "the request is malformed (a header, or the body)",

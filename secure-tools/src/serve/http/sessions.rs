@@ -57,6 +57,12 @@ struct Session {
 /// sessions, each allowed several streams by rmcp, could hold every connection the server takes.
 pub const MAX_STREAMS_PER_CALLER: usize = 64;
 
+/// How many requests one identity may have in progress at once (from its head read to its answer's head); one more
+/// is refused `429`, reason `too_many_requests`. A connection with a request in progress is never closed to make
+/// room: without a bound, one identity's requests whose bodies never end could hold every connection the server
+/// takes (and the memory of their bodies).
+pub const MAX_REQUESTS_PER_CALLER: usize = 64;
+
 /// What an identity holds a bounded number of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(super) enum Kind {
@@ -64,6 +70,8 @@ pub(super) enum Kind {
     Session,
     /// An event stream: [`MAX_STREAMS_PER_CALLER`].
     Stream,
+    /// A request in progress: [`MAX_REQUESTS_PER_CALLER`].
+    Request,
 }
 
 impl Kind {
@@ -72,12 +80,12 @@ impl Kind {
         match self {
             Kind::Session => "too_many_sessions",
             Kind::Stream => "too_many_streams",
+            Kind::Request => "too_many_requests",
         }
     }
 }
 
-/// A place held by an identity (see [`Owners::reserve_session`], [`Owners::reserve_stream`]), given back when
-/// dropped.
+/// A place held by an identity (see [`Owners::reserve_session`], [`Owners::reserve`]), given back when dropped.
 pub(super) struct Place {
     owners: Arc<Owners>,
     kind: Kind,
@@ -362,17 +370,22 @@ impl Owners {
         Some(victim)
     }
 
-    /// A place for one more event stream for `owner`, if it holds fewer than the limit: checked and taken at once.
-    /// Given back when dropped (with the stream's body, or at once if none was opened).
-    pub(super) fn reserve_stream(self: &Arc<Self>, owner: Arc<str>) -> Option<Place> {
+    /// A place for one more event stream or request in progress for `owner`, if it holds fewer than the limit:
+    /// checked and taken at once. Given back when dropped (with the stream's body, or the request's answer).
+    pub(super) fn reserve(self: &Arc<Self>, kind: Kind, owner: Arc<str>) -> Option<Place> {
+        let limit = match kind {
+            Kind::Stream => MAX_STREAMS_PER_CALLER,
+            Kind::Request => MAX_REQUESTS_PER_CALLER,
+            Kind::Session => MAX_SESSIONS_PER_CALLER,
+        };
         let mut map = self.lock();
-        let key = (Kind::Stream, owner.clone());
+        let key = (kind, owner.clone());
         let held = map.held.get(&key).copied().unwrap_or(0);
-        if held >= MAX_STREAMS_PER_CALLER {
+        if held >= limit {
             return None;
         }
         map.held.insert(key, held + 1);
-        Some(self.place(Kind::Stream, owner, None))
+        Some(self.place(kind, owner, None))
     }
 
     /// A place for one more session for `owner`: checked and taken at once. At the limit, the owner's least recently
@@ -431,7 +444,7 @@ mod tests {
         assert!(owners.reserve_session(alice.clone()).is_none());
         // Another identity is not held back by alice's, nor are alice's streams.
         assert!(owners.reserve_session(Arc::from("bob")).is_some());
-        assert!(owners.reserve_stream(alice.clone()).is_some());
+        assert!(owners.reserve(Kind::Stream, alice.clone()).is_some());
         // A request that opened no session gives its place back.
         drop(opening);
         assert!(owners.reserve_session(alice).is_some());
@@ -443,12 +456,16 @@ mod tests {
         let owners = Arc::new(Owners::new(Arc::new(LocalSessionManager::default())));
         let alice: Arc<str> = Arc::from("alice");
         let held: Vec<Place> = (0..MAX_STREAMS_PER_CALLER)
-            .map(|_| owners.reserve_stream(alice.clone()).expect("a place"))
+            .map(|_| {
+                owners
+                    .reserve(Kind::Stream, alice.clone())
+                    .expect("a place")
+            })
             .collect();
-        assert!(owners.reserve_stream(alice.clone()).is_none());
-        assert!(owners.reserve_stream(Arc::from("bob")).is_some());
+        assert!(owners.reserve(Kind::Stream, alice.clone()).is_none());
+        assert!(owners.reserve(Kind::Stream, Arc::from("bob")).is_some());
         drop(held);
-        assert!(owners.reserve_stream(alice).is_some());
+        assert!(owners.reserve(Kind::Stream, alice).is_some());
         assert!(owners.lock().held.is_empty());
     }
 
