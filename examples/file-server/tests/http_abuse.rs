@@ -1053,3 +1053,70 @@ async fn one_identity_holds_a_bounded_number_of_requests_in_progress() {
             .any(|r| r["reason"] == "too_many_requests" && r["subject"] == "alice")
     );
 }
+
+/// Sends `request` whole on a new connection and reads the answer's status line.
+fn raw_status(port: u16, request: &str) -> String {
+    use std::io::{BufRead as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut status = String::new();
+    std::io::BufReader::new(stream)
+        .read_line(&mut status)
+        .unwrap();
+    status
+}
+
+/// Red-team findings: a second `Host` or `Origin` header was not looked at (only the first was checked), a request
+/// whose target names its authority (absolute form) was checked by its `Host` header (RFC 9112 says the target's
+/// authority is the one), and a body that could not be read (bad chunking) was answered rmcp's `500` in plain text,
+/// unaudited. Each is refused and audited now.
+#[tokio::test]
+async fn duplicate_hosts_and_origins_foreign_targets_and_unreadable_bodies_are_refused() {
+    let server = Server::start(None, &[]);
+    let alice = server.token("alice", "files.read");
+    let port = server.port;
+    let body = read_call(1).to_string();
+    let with = |extra: &str, target: &str| {
+        format!(
+            "POST {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{extra}Content-Type: application/json\r\nAccept: \
+             application/json, text/event-stream\r\nAuthorization: Bearer {alice}\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    // The request as it should be: served.
+    assert!(raw_status(port, &with("", "/mcp")).starts_with("HTTP/1.1 200"));
+    let two_hosts = with("Host: evil.example\r\n", "/mcp");
+    assert!(
+        raw_status(port, &two_hosts).starts_with("HTTP/1.1 400"),
+        "two hosts"
+    );
+    let two_origins = with(
+        &format!("Origin: http://127.0.0.1:{port}\r\nOrigin: http://evil.example\r\n"),
+        "/mcp",
+    );
+    assert!(
+        raw_status(port, &two_origins).starts_with("HTTP/1.1 403"),
+        "two origins"
+    );
+    let absolute = with("", "http://evil.example/mcp");
+    assert!(
+        raw_status(port, &absolute).starts_with("HTTP/1.1 403"),
+        "absolute target"
+    );
+    let chunked = format!(
+        "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\nAccept: application/json, \
+         text/event-stream\r\nAuthorization: Bearer {alice}\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{body}\r\n0\r\n\r\n"
+    );
+    let status = raw_status(port, &chunked);
+    assert!(status.starts_with("HTTP/1.1 400"), "bad chunking: {status}");
+    let rejected = server.events("http_rejected");
+    for reason in ["bad_request", "host_not_allowed", "origin_not_allowed"] {
+        assert!(
+            rejected.iter().any(|r| r["reason"] == reason),
+            "{reason}: {rejected:?}"
+        );
+    }
+}

@@ -19,17 +19,32 @@ pub(super) const MAX_DRAINED: usize = 64 * 1024;
 /// The longest a body left unread is waited for after the answer.
 pub(super) const DRAIN_TIME: Duration = Duration::from_secs(2);
 
-/// `body`, read to its end when dropped unread (see the module's documentation).
-pub(super) fn draining(body: Body) -> Body {
+/// Set when a request's body could not be read (bad chunking, a connection broken mid-body): the client's doing,
+/// whatever the protocol layer answers.
+#[derive(Clone, Default)]
+pub(super) struct BodyFailed(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl BodyFailed {
+    pub(super) fn is_set(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// `body`, read to its end when dropped unread (see the module's documentation); `failed` set if it cannot be read.
+pub(super) fn draining(body: Body, failed: BodyFailed) -> Body {
     if hyper::body::Body::is_end_stream(&body) {
         return body;
     }
-    Body::new(Draining { body: Some(body) })
+    Body::new(Draining {
+        body: Some(body),
+        failed,
+    })
 }
 
 struct Draining {
     /// The body, until it has ended.
     body: Option<Body>,
+    failed: BodyFailed,
 }
 
 impl hyper::body::Body for Draining {
@@ -45,8 +60,15 @@ impl hyper::body::Body for Draining {
             return Poll::Ready(None);
         };
         let poll = Pin::new(body).poll_frame(cx);
-        if matches!(poll, Poll::Ready(None | Some(Err(_)))) {
-            this.body = None;
+        match poll {
+            Poll::Ready(None) => this.body = None,
+            Poll::Ready(Some(Err(_))) => {
+                this.failed
+                    .0
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                this.body = None;
+            }
+            _ => {}
         }
         poll
     }

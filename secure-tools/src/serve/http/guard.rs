@@ -23,21 +23,46 @@ pub(super) fn guard(
     // Every answer, a refusal made before the body arrived included, leaves the connection usable. Not for a
     // request that waits for `100 Continue` before its body: refused, it may never send one, and what came next on
     // the connection would be read as its body (red-team finding); hyper closes that connection instead.
-    let request = if request.headers().contains_key(header::EXPECT) {
-        request
+    let (request, failed) = if request.headers().contains_key(header::EXPECT) {
+        (request, None)
     } else {
-        request.map(super::drain::draining)
+        let failed = super::drain::BodyFailed::default();
+        let watched = failed.clone();
+        (
+            request.map(|body| super::drain::draining(body, watched)),
+            Some(failed),
+        )
     };
-    Box::pin(guarded(shared, request, next))
+    Box::pin(guarded(shared, request, next, failed))
 }
 
-async fn guarded(shared: Arc<Shared>, request: Request, next: Route) -> Response {
+async fn guarded(
+    shared: Arc<Shared>,
+    request: Request,
+    next: Route,
+    failed: Option<super::drain::BodyFailed>,
+) -> Response {
     let headers = request.headers();
     if !shared.allowed_hosts.is_empty() {
-        let host = headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| request.uri().authority().map(|a| a.as_str()));
+        // One `Host` (RFC 9112: more than one is a bad request), and a target naming its authority (absolute form)
+        // is served for that authority, not its `Host` (red-team finding: only the first `Host` was checked, and
+        // not the target's).
+        let mut hosts = headers.get_all(header::HOST).iter();
+        let first = hosts.next();
+        if hosts.next().is_some() {
+            return shared.reject(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                Some("duplicate_host"),
+                None,
+                &Asked::of(&request),
+            );
+        }
+        let host = request
+            .uri()
+            .authority()
+            .map(|a| a.as_str())
+            .or_else(|| first.and_then(|h| h.to_str().ok()));
         if !host.is_some_and(|h| host_allowed(&shared.allowed_hosts, h)) {
             return shared.reject(
                 StatusCode::FORBIDDEN,
@@ -49,6 +74,16 @@ async fn guarded(shared: Arc<Shared>, request: Request, next: Route) -> Response
         }
     }
     let from_browser = headers.get(header::ORIGIN);
+    // One `Origin`: a second was never looked at.
+    if headers.get_all(header::ORIGIN).iter().nth(1).is_some() {
+        return shared.reject(
+            StatusCode::FORBIDDEN,
+            "origin_not_allowed",
+            Some("duplicate_origin"),
+            None,
+            &Asked::of(&request),
+        );
+    }
     if let Some(origin) = from_browser {
         let allowed = origin
             .to_str()
@@ -71,7 +106,10 @@ async fn guarded(shared: Arc<Shared>, request: Request, next: Route) -> Response
         let rest = tower::service_fn(move |request: Request| {
             let shared = shared.clone();
             let next = next.clone();
-            async move { Ok::<_, std::convert::Infallible>(limited(shared, request, next).await) }
+            let failed = failed.clone();
+            async move {
+                Ok::<_, std::convert::Infallible>(limited(shared, request, next, failed).await)
+            }
         });
         return match tower::Layer::layer(&cors, rest).oneshot(request).await {
             Ok(response) => response,
@@ -81,7 +119,7 @@ async fn guarded(shared: Arc<Shared>, request: Request, next: Route) -> Response
     // With pages granted CORS, an answer depends on the request's `Origin`: this one, to a request without one,
     // carries no grant, and a shared cache must not serve it to a page (which could not read it then).
     let varies = !shared.allowed_origins.is_empty();
-    let mut response = limited(shared, request, next).await;
+    let mut response = limited(shared, request, next, failed).await;
     if varies {
         response
             .headers_mut()
@@ -91,7 +129,12 @@ async fn guarded(shared: Arc<Shared>, request: Request, next: Route) -> Response
 }
 
 /// The body's declared size and the time until the answer starts; then the audit of a refusal from further in.
-async fn limited(shared: Arc<Shared>, request: Request, next: Route) -> Response {
+async fn limited(
+    shared: Arc<Shared>,
+    request: Request,
+    next: Route,
+    failed: Option<super::drain::BodyFailed>,
+) -> Response {
     let method = request.method().clone();
     // Kept for a refusal's record; a `Uri` shares its bytes, so this copies no path.
     let uri = request.uri().clone();
@@ -125,6 +168,19 @@ async fn limited(shared: Arc<Shared>, request: Request, next: Route) -> Response
     // a `GET` or `DELETE` without sessions: the specification's way to say there is no stream or session to
     // open or end, which clients ask for in the normal course (the TypeScript SDK opens a stream after
     // `initialize`).
+    // A body the protocol layer could not read (bad chunking, a connection broken mid-body) is the client's doing,
+    // which rmcp answers `500` in plain text: `400`, audited (red-team finding).
+    if response.status() == StatusCode::INTERNAL_SERVER_ERROR
+        && failed.is_some_and(|failed| failed.is_set())
+    {
+        return shared.reject(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            Some("unreadable_body"),
+            None,
+            &asked,
+        );
+    }
     let status = response.status();
     let negotiation = status == StatusCode::METHOD_NOT_ALLOWED
         && (method == axum::http::Method::GET || method == axum::http::Method::DELETE);
