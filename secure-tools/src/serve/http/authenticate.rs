@@ -416,33 +416,27 @@ async fn authenticated(shared: Arc<Shared>, mut request: Request, next: Route) -
         String::new()
     };
     let remote = super::remote_addr(request.extensions());
-    // A request that may open a session is answered, and its session bound to its owner, on a task of its own: rmcp
-    // makes the session as it answers, and one whose request was dropped before it was bound (its client gone)
-    // counted against no one (red-team finding: thousands made past every limit). Bound, such a session is its
-    // owner's like any other: idle, it is the first closed to make room.
+    // A request that may open a session has its place at hand while rmcp answers it: the session is bound to its
+    // owner as it is made (`sessions::Bound`), so a request dropped after that still leaves it counted.
     let (response, place) = match place {
         Some(opening) if kind == Some(Kind::Session) => {
-            let audit = shared.audit.clone();
-            let answered = tokio::spawn(async move {
-                let _in_progress = in_progress;
-                let Ok(response) = next.oneshot(request).await;
-                if let Some(created) = response
-                    .headers()
-                    .get("mcp-session-id")
-                    .and_then(|v| v.to_str().ok())
-                    && let Some(eviction) = opening.bind(created)
-                {
-                    // The owner's least recently used idle session, if one was chosen to make room, is closed
-                    // now that this one is open.
-                    eviction.close(&audit).await;
-                }
-                response
-            });
-            match answered.await {
-                Ok(response) => (response, None),
-                // The protocol layer panicked: nothing to answer but a failure.
-                Err(_) => (StatusCode::INTERNAL_SERVER_ERROR.into_response(), None),
+            let opening = super::sessions::Opening::new(opening);
+            let Ok(response) = opening.clone().scope(next.oneshot(request)).await;
+            drop(in_progress);
+            if opening.refused() {
+                return shared.reject(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    Kind::Session.refusal(),
+                    None,
+                    Some(owner.to_string()),
+                    &super::Asked {
+                        method: &axum::http::Method::POST,
+                        path: "/mcp",
+                        remote,
+                    },
+                );
             }
+            (response, None)
         }
         place => {
             let Ok(response) = next.oneshot(request).await;

@@ -773,7 +773,8 @@ where
                 handler
             })
         },
-        sessions,
+        // Each session bound to its owner as it is made.
+        Arc::new(sessions::Bound::new(sessions, tools.audit().clone())),
         rmcp_config,
     );
     let mut app = Router::new()

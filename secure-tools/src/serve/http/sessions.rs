@@ -17,8 +17,13 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use rmcp::transport::streamable_http_server::session::SessionManager as _;
-use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::model::{ClientJsonRpcMessage, ServerJsonRpcMessage};
+use rmcp::transport::streamable_http_server::session::local::{
+    LocalSessionManager, LocalSessionManagerError,
+};
+use rmcp::transport::streamable_http_server::session::{
+    EventStore, RestoreOutcome, ServerSseMessage, SessionId, SessionManager,
+};
 
 /// Sessions by id, each with the identity that opened it.
 pub(super) struct Owners {
@@ -424,6 +429,164 @@ impl Owners {
                 map.by_owner.remove(&session.owner);
             }
         }
+    }
+}
+
+tokio::task_local! {
+    /// The place taken for the session the request being answered may open: [`Bound`] binds the session to it as
+    /// rmcp makes it.
+    static OPENING: Arc<Opening>;
+}
+
+/// A request's place for the session it may open, and whether opening one was refused.
+pub(super) struct Opening {
+    place: Mutex<Option<Place>>,
+    refused: std::sync::atomic::AtomicBool,
+}
+
+impl Opening {
+    pub(super) fn new(place: Place) -> Arc<Self> {
+        Arc::new(Opening {
+            place: Mutex::new(Some(place)),
+            refused: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    /// Whether the session made was closed at once: none of its owner's others was idle to make room.
+    pub(super) fn refused(&self) -> bool {
+        self.refused.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Answers `request` (`future`) with this place at hand for a session it opens.
+    pub(super) async fn scope<F: Future>(self: Arc<Self>, future: F) -> F::Output {
+        OPENING.scope(self, future).await
+    }
+}
+
+/// rmcp's session manager, each session bound to its owner as it is made (red-team finding: bound from the
+/// answer, a session whose request was dropped before its answer was counted against no one, and thousands were
+/// made past every limit). The session chosen to make room is closed then.
+pub(super) struct Bound {
+    inner: Arc<LocalSessionManager>,
+    audit: crate::audit::Audit,
+}
+
+impl Bound {
+    pub(super) fn new(inner: Arc<LocalSessionManager>, audit: crate::audit::Audit) -> Self {
+        Bound { inner, audit }
+    }
+}
+
+/// Why [`Bound`] failed.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum BoundError {
+    /// rmcp's own.
+    #[error(transparent)]
+    Inner(#[from] LocalSessionManagerError),
+    /// Every other session of the owner's is in use: the one made was closed at once.
+    #[error("every session of this caller is in use")]
+    Full,
+}
+
+impl SessionManager for Bound {
+    type Error = BoundError;
+    type Transport = <LocalSessionManager as SessionManager>::Transport;
+
+    async fn create_session(&self) -> Result<(SessionId, Self::Transport), BoundError> {
+        let (id, transport) = self.inner.create_session().await?;
+        // Bound in the same poll as it was made: no await between, so no drop of the request between.
+        let opening = OPENING.try_with(Arc::clone).ok();
+        let place = opening.as_ref().and_then(|opening| {
+            opening
+                .place
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take()
+        });
+        let Some(eviction) = place.and_then(|place| place.bind(&id)) else {
+            return Ok((id, transport));
+        };
+        if eviction.id == id {
+            // No other session of the owner's is idle: the limit holds, this one is refused.
+            if let Some(opening) = &opening {
+                opening
+                    .refused
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            eviction.owners.release(&id);
+            drop(transport);
+            let _ = self.inner.close_session(&id).await;
+            return Err(BoundError::Full);
+        }
+        eviction.close(&self.audit).await;
+        Ok((id, transport))
+    }
+
+    async fn initialize_session(
+        &self,
+        id: &SessionId,
+        message: ClientJsonRpcMessage,
+    ) -> Result<ServerJsonRpcMessage, BoundError> {
+        Ok(self.inner.initialize_session(id, message).await?)
+    }
+
+    async fn has_session(&self, id: &SessionId) -> Result<bool, BoundError> {
+        Ok(self.inner.has_session(id).await?)
+    }
+
+    async fn close_session(&self, id: &SessionId) -> Result<(), BoundError> {
+        Ok(self.inner.close_session(id).await?)
+    }
+
+    async fn create_stream(
+        &self,
+        id: &SessionId,
+        message: ClientJsonRpcMessage,
+    ) -> Result<
+        impl futures_util::Stream<Item = ServerSseMessage> + Send + Sync + 'static,
+        BoundError,
+    > {
+        Ok(self.inner.create_stream(id, message).await?)
+    }
+
+    async fn accept_message(
+        &self,
+        id: &SessionId,
+        message: ClientJsonRpcMessage,
+    ) -> Result<(), BoundError> {
+        Ok(self.inner.accept_message(id, message).await?)
+    }
+
+    async fn create_standalone_stream(
+        &self,
+        id: &SessionId,
+    ) -> Result<
+        impl futures_util::Stream<Item = ServerSseMessage> + Send + Sync + 'static,
+        BoundError,
+    > {
+        Ok(self.inner.create_standalone_stream(id).await?)
+    }
+
+    async fn resume(
+        &self,
+        id: &SessionId,
+        last_event_id: String,
+    ) -> Result<
+        impl futures_util::Stream<Item = ServerSseMessage> + Send + Sync + 'static,
+        BoundError,
+    > {
+        Ok(self.inner.resume(id, last_event_id).await?)
+    }
+
+    async fn restore_session(
+        &self,
+        id: SessionId,
+    ) -> Result<RestoreOutcome<Self::Transport>, BoundError> {
+        Ok(self.inner.restore_session(id).await?)
+    }
+
+    fn event_store(&self) -> Option<Arc<dyn EventStore>> {
+        self.inner.event_store()
     }
 }
 
