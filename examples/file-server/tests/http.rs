@@ -237,7 +237,7 @@ async fn the_challenge_names_the_scopes_configured_for_it() {
         assert!(header.contains("scope=\"files.read\""), "{header}");
     }
     // Not a scope (a space in it): refused at start, named.
-    let refused = std::process::Command::new(SERVER)
+    let mut refused = std::process::Command::new(SERVER)
         .args(["--http", "127.0.0.1:0", "--issuer", ISSUER])
         .args([
             "--resource-url",
@@ -247,10 +247,25 @@ async fn the_challenge_names_the_scopes_configured_for_it() {
         ])
         .args(["--challenge-scope", "files read"])
         .env("MCP_AUTH_HS256_SECRET", SECRET)
-        .output()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&refused.stderr);
-    assert!(!refused.status.success(), "{stderr}");
+    // Refused at once; one that started would serve until killed.
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = refused.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            let _ = refused.kill();
+            panic!("the server started");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut refused.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success(), "{stderr}");
     assert!(stderr.contains("--challenge-scope"), "{stderr}");
 }
 

@@ -30,14 +30,16 @@ impl BodyFailed {
     }
 }
 
-/// `body`, read to its end when dropped unread (see the module's documentation); `failed` set if it cannot be read.
-pub(super) fn draining(body: Body, failed: BodyFailed) -> Body {
+/// `body`, read to its end when dropped unread if `drain` (see the module's documentation); `failed` set if it
+/// cannot be read.
+pub(super) fn draining(body: Body, failed: BodyFailed, drain: bool) -> Body {
     if hyper::body::Body::is_end_stream(&body) {
         return body;
     }
     Body::new(Draining {
         body: Some(body),
         failed,
+        drain,
     })
 }
 
@@ -45,6 +47,8 @@ struct Draining {
     /// The body, until it has ended.
     body: Option<Body>,
     failed: BodyFailed,
+    /// Whether to read it to its end when dropped unread.
+    drain: bool,
 }
 
 impl hyper::body::Body for Draining {
@@ -88,7 +92,7 @@ impl hyper::body::Body for Draining {
 
 impl Drop for Draining {
     fn drop(&mut self) {
-        let Some(mut body) = self.body.take() else {
+        let Some(mut body) = self.body.take().filter(|_| self.drain) else {
             return;
         };
         // Ended, or larger than is worth reading (as its length says): the connection is closed instead.

@@ -23,16 +23,11 @@ pub(super) fn guard(
     // Every answer, a refusal made before the body arrived included, leaves the connection usable. Not for a
     // request that waits for `100 Continue` before its body: refused, it may never send one, and what came next on
     // the connection would be read as its body (red-team finding); hyper closes that connection instead.
-    let (request, failed) = if request.headers().contains_key(header::EXPECT) {
-        (request, None)
-    } else {
-        let failed = super::drain::BodyFailed::default();
-        let watched = failed.clone();
-        (
-            request.map(|body| super::drain::draining(body, watched)),
-            Some(failed),
-        )
-    };
+    let drain = !request.headers().contains_key(header::EXPECT);
+    let failed = super::drain::BodyFailed::default();
+    let watched = failed.clone();
+    let request = request.map(|body| super::drain::draining(body, watched, drain));
+    let failed = Some(failed);
     Box::pin(guarded(shared, request, next, failed))
 }
 

@@ -36,8 +36,8 @@ struct Map {
     /// Each identity's sessions (among them, until pruned, some rmcp no longer holds).
     by_owner: HashMap<Arc<str>, Vec<Arc<str>>>,
     /// Places held by identity and kind: sessions being opened (their `initialize` not yet answered, counted with
-    /// the open ones, so that requests racing in parallel cannot open more than the limit between them), and event
-    /// streams open.
+    /// the open ones, so that requests racing in parallel cannot open more than the limit between them), event
+    /// streams open, and requests in progress.
     held: HashMap<(Kind, Arc<str>), usize>,
     /// The size at which the map is next pruned.
     prune_at: usize,
