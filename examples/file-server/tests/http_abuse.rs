@@ -335,6 +335,30 @@ async fn unauthenticated_refusals_are_throttled_in_the_audit_and_counted() {
 
 /// POSTs a JSON-RPC message with `token` and, if given, a session id; returns the status, the session id the
 /// server gave, and the body (a JSON answer, or the first event of an SSE stream).
+/// A session opened by `token` and told it is initialized.
+async fn open_session(server: &Server, token: &str) -> String {
+    let (status, session, body) = session_post(server, token, None, &initialize()).await;
+    assert_eq!(status, 200, "{body}");
+    let session = session.expect("a session id");
+    let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    let (status, _, body) = session_post(server, token, Some(&session), &initialized).await;
+    assert_eq!(status, 202, "{body}");
+    session
+}
+
+/// An event stream (`GET`) opened by `token` on `session`.
+async fn open_stream(server: &Server, token: &str, session: &str) -> reqwest::Response {
+    client()
+        .get(&server.resource)
+        .header("accept", "text/event-stream")
+        .header("mcp-protocol-version", "2025-11-25")
+        .header("authorization", format!("Bearer {token}"))
+        .header("mcp-session-id", session)
+        .send()
+        .await
+        .unwrap()
+}
+
 async fn session_post(
     server: &Server,
     token: &str,
@@ -573,16 +597,11 @@ async fn one_identity_holds_a_bounded_number_of_sessions() {
     sessions.remove(1);
     sessions.push(newest);
     // Sessions in use are not closed: with an event stream open on each of the 32, the next is refused.
+    // In use while open.
     let open_stream = |session: &str| {
-        let request = client()
-            .get(&server.resource)
-            .header("accept", "text/event-stream")
-            .header("mcp-protocol-version", "2025-11-25")
-            .header("authorization", format!("Bearer {alice}"))
-            .header("mcp-session-id", session)
-            .send();
+        let (server, alice, session) = (&server, alice.clone(), session.to_owned());
         async move {
-            let response = request.await.unwrap();
+            let response = open_stream(server, &alice, &session).await;
             assert_eq!(response.status(), 200);
             response
         }
@@ -692,46 +711,25 @@ async fn one_identity_holds_a_bounded_number_of_event_streams() {
     const MAX: usize = secure_tools::serve::http::MAX_STREAMS_PER_CALLER;
     let server = Server::start(None, &["--http-sessions"]);
     let alice = server.token("alice", "files.read");
-    let open_session = |token: String| {
-        let server = &server;
-        async move {
-            let (status, session, body) = session_post(server, &token, None, &initialize()).await;
-            assert_eq!(status, 200, "{body}");
-            let session = session.expect("a session id");
-            let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
-            let (status, _, body) =
-                session_post(server, &token, Some(&session), &initialized).await;
-            assert_eq!(status, 202, "{body}");
-            session
-        }
-    };
-    let stream = |token: &str, session: &str| {
-        client()
-            .get(&server.resource)
-            .header("accept", "text/event-stream")
-            .header("mcp-protocol-version", "2025-11-25")
-            .header("authorization", format!("Bearer {token}"))
-            .header("mcp-session-id", session)
-            .send()
-    };
+
     // rmcp takes up to 33 streams a session: three sessions give room for more than the limit.
     let sessions = [
-        open_session(alice.clone()).await,
-        open_session(alice.clone()).await,
-        open_session(alice.clone()).await,
+        open_session(&server, &alice).await,
+        open_session(&server, &alice).await,
+        open_session(&server, &alice).await,
     ];
     let mut held = Vec::new();
     for i in 0..MAX {
-        let response = stream(&alice, &sessions[i % 3]).await.unwrap();
+        let response = open_stream(&server, &alice, &sessions[i % 3]).await;
         assert_eq!(response.status(), 200, "stream {i}");
         held.push(response);
     }
-    let refused = stream(&alice, &sessions[0]).await.unwrap();
+    let refused = open_stream(&server, &alice, &sessions[0]).await;
     let (headers, _) = common::jsonrpc_refusal(refused, 429, -32000, "too_many_streams").await;
     assert!(headers.contains_key("retry-after"), "{headers:?}");
     let bob = server.token("bob", "files.read");
-    let bobs = open_session(bob.clone()).await;
-    let response = stream(&bob, &bobs).await.unwrap();
+    let bobs = open_session(&server, &bob).await;
+    let response = open_stream(&server, &bob, &bobs).await;
     assert_eq!(response.status(), 200);
     let refused: Vec<Value> = server
         .events("http_rejected")
@@ -1140,29 +1138,14 @@ async fn a_session_put_to_use_while_another_opens_does_not_lift_the_limit() {
     const MAX: usize = secure_tools::serve::http::MAX_SESSIONS_PER_CALLER;
     let server = Server::start(None, &["--http-sessions"]);
     let alice = server.token("alice", "files.read");
-    let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
     let mut sessions = Vec::new();
     for _ in 0..MAX {
-        let (status, session, body) = session_post(&server, &alice, None, &initialize()).await;
-        assert_eq!(status, 200, "{body}");
-        let session = session.expect("a session id");
-        let (status, _, body) = session_post(&server, &alice, Some(&session), &initialized).await;
-        assert_eq!(status, 202, "{body}");
-        sessions.push(session);
+        sessions.push(open_session(&server, &alice).await);
     }
-    let open_stream = |session: &str| {
-        client()
-            .get(&server.resource)
-            .header("accept", "text/event-stream")
-            .header("mcp-protocol-version", "2025-11-25")
-            .header("authorization", format!("Bearer {alice}"))
-            .header("mcp-session-id", session)
-            .send()
-    };
     // Every session in use but the first.
     let mut streams = Vec::new();
     for session in &sessions[1..] {
-        let response = open_stream(session).await.unwrap();
+        let response = open_stream(&server, &alice, session).await;
         assert_eq!(response.status(), 200);
         streams.push(response);
     }
@@ -1183,7 +1166,7 @@ async fn a_session_put_to_use_while_another_opens_does_not_lift_the_limit() {
     .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     // ...and is put to use before the body arrives.
-    let response = open_stream(&sessions[0]).await.unwrap();
+    let response = open_stream(&server, &alice, &sessions[0]).await;
     assert_eq!(response.status(), 200);
     streams.push(response);
     opening.write_all(body.as_bytes()).unwrap();

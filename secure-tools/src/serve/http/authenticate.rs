@@ -293,39 +293,36 @@ async fn authenticated(shared: Arc<Shared>, mut request: Request, next: Route) -
     // A request naming one of its caller's sessions keeps it in use while it lasts (with an event stream's body, as
     // long as the stream): a session in use is never closed to make room for another.
     let in_use = match &session_id {
-        Some(id) if shared.sessions => match shared.owners.enter(id, &owner) {
-            Entry::Own(in_use) => Some(in_use),
-            // rmcp answers a `DELETE` of a session it does not hold `202`, as if ended (red-team finding: another
-            // identity's live session got `404`, one never issued `202`, telling them apart): `404`, as for a
-            // `POST` or `GET` naming it.
-            Entry::Unknown if request.method() == axum::http::Method::DELETE => {
-                shared.audit_rejection(
-                    StatusCode::NOT_FOUND,
-                    "not_found",
-                    None,
-                    Some(owner.to_string()),
-                    &super::Asked::of(&request),
-                );
-                let mut response = refusal::session_not_found();
-                response.extensions_mut().insert(super::Audited);
-                return response;
-            }
-            Entry::Unknown => None,
-            Entry::NotOwned => {
+        Some(id) if shared.sessions => {
+            let entered = match shared.owners.enter(id, &owner) {
+                Entry::Own(in_use) => Ok(Some(in_use)),
+                // rmcp answers a `DELETE` of a session it does not hold `202`, as if ended (red-team finding:
+                // another identity's live session got `404`, one never issued `202`, telling them apart): `404`, as
+                // for a `POST` or `GET` naming it.
+                Entry::Unknown if request.method() == axum::http::Method::DELETE => {
+                    Err("not_found")
+                }
+                Entry::Unknown => Ok(None),
                 // Another identity's session: answered as a session that does not exist, so its existence is not
                 // told.
-                shared.audit_rejection(
-                    StatusCode::NOT_FOUND,
-                    "session_not_owned",
-                    None,
-                    Some(owner.to_string()),
-                    &super::Asked::of(&request),
-                );
-                let mut response = refusal::session_not_found();
-                response.extensions_mut().insert(super::Audited);
-                return response;
+                Entry::NotOwned => Err("session_not_owned"),
+            };
+            match entered {
+                Ok(in_use) => in_use,
+                Err(reason) => {
+                    shared.audit_rejection(
+                        StatusCode::NOT_FOUND,
+                        reason,
+                        None,
+                        Some(owner.to_string()),
+                        &super::Asked::of(&request),
+                    );
+                    let mut response = refusal::session_not_found();
+                    response.extensions_mut().insert(super::Audited);
+                    return response;
+                }
             }
-        },
+        }
         _ => None,
     };
     // An identity has a bounded number of requests in progress (until its answer's head): a connection with one is
