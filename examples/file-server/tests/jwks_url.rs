@@ -514,13 +514,13 @@ fn plain_http_jwks_urls_are_refused_for_non_loopback_hosts() {
     assert!(stderr.contains("loopback hosts only"), "{stderr}");
 }
 
-/// Review finding: when the JWKS URL kept failing (an outage, a blocked path), the keys last fetched were used for
-/// ever, so a key the provider had removed stayed accepted, though the README says it stops being accepted. Past
-/// the stale limit no token is accepted (cached ones included) until a fetch succeeds again.
-/// Review finding: with the provider down, fetches that hang until their timeout start every refetch interval, and
-/// every request that arrived meanwhile waited its second for them. Once a fetch has failed, no request waits.
-#[tokio::test]
-async fn once_a_fetch_has_failed_requests_do_not_wait_for_the_next() {
+/// A JWKS URL serving key A, bearer authentication on it in process (refetched whenever asked, stale after 100 ms,
+/// the keys further set by `configure`), and a token of key A for alice.
+async fn fetching_auth(
+    configure: impl FnOnce(
+        secure_tools::serve::http::VerificationKeys,
+    ) -> secure_tools::serve::http::VerificationKeys,
+) -> (JwksServer, secure_tools::serve::http::BearerAuth, String) {
     use secure_tools::serve::http::{BearerAuth, VerificationKeys};
     let jwks = JwksServer::start(&JwkSet {
         keys: vec![jwk(KEY_A, "key-a")],
@@ -531,8 +531,16 @@ async fn once_a_fetch_has_failed_requests_do_not_wait_for_the_next() {
         .unwrap()
         .refetch_interval(Duration::ZERO)
         .max_age(Duration::from_millis(100));
-    let auth = BearerAuth::new(ISSUER, resource, keys);
+    let auth = BearerAuth::new(ISSUER, resource, configure(keys));
     let alice = token(KEY_A, "key-a", resource, "alice");
+    (jwks, auth, alice)
+}
+
+/// Review finding: with the provider down, fetches that hang until their timeout start every refetch interval, and
+/// every request that arrived meanwhile waited its second for them. Once a fetch has failed, no request waits.
+#[tokio::test]
+async fn once_a_fetch_has_failed_requests_do_not_wait_for_the_next() {
+    let (jwks, auth, alice) = fetching_auth(|keys| keys).await;
     assert!(auth.verify_fetching(&alice).await.is_ok());
     // The provider fails once (a redirect to no URL), then hangs: each fetch now waits out its timeout.
     jwks.redirect_to("ftp://nowhere.test/jwks.json");
@@ -550,21 +558,14 @@ async fn once_a_fetch_has_failed_requests_do_not_wait_for_the_next() {
     jwks.answer_after(Duration::ZERO);
 }
 
+/// Review finding: when the JWKS URL kept failing (an outage, a blocked path), the keys last fetched were used for
+/// ever, so a key the provider had removed stayed accepted, though the README says it stops being accepted. Past
+/// the stale limit no token is accepted (cached ones included) until a fetch succeeds again.
 #[tokio::test]
 async fn keys_that_cannot_be_fetched_again_are_not_used_past_their_stale_limit() {
-    use secure_tools::serve::http::{BearerAuth, TokenError, VerificationKeys};
-    let jwks = JwksServer::start(&JwkSet {
-        keys: vec![jwk(KEY_A, "key-a")],
-    });
-    let resource = "https://mcp.test/mcp";
-    let keys = VerificationKeys::jwks_url(&jwks.url)
-        .await
-        .unwrap()
-        .refetch_interval(Duration::ZERO)
-        .max_age(Duration::from_millis(100))
-        .max_stale(Duration::from_millis(500));
-    let auth = BearerAuth::new(ISSUER, resource, keys);
-    let alice = token(KEY_A, "key-a", resource, "alice");
+    use secure_tools::serve::http::TokenError;
+    let (jwks, auth, alice) =
+        fetching_auth(|keys| keys.max_stale(Duration::from_millis(500))).await;
     assert!(auth.verify_fetching(&alice).await.is_ok());
 
     // Every fetch fails from now on (a redirect to a URL that is not one).
