@@ -327,11 +327,9 @@ impl Root {
             return Err(FsError::NotAFile);
         }
         // A name confines nothing when the file has others: one hard-linked in from outside the root (by whoever
-        // could write its directory) is that outside file. Read from the opened file's own metadata: no extra call.
+        // could write its directory) is that outside file.
         #[cfg(unix)]
-        if cap_std::fs::MetadataExt::nlink(&metadata) > 1 {
-            return Err(FsError::HardLinked);
-        }
+        self.only_name(name, &file, &metadata)?;
         let limit = self.inner.limits.max_read_bytes;
         if metadata.len() > limit {
             return Err(FsError::TooLarge { limit });
@@ -342,6 +340,37 @@ impl Root {
             bytes: content.len() as u64,
             content,
         })
+    }
+
+    /// Checks that `name` is the only name of `file`, opened from it (`metadata` its own, read after the open).
+    ///
+    /// The opened file's link count alone is not enough: a link put in from outside, opened, then taken out again
+    /// before the count is read shows a count of one, the outside name's (a red team's race read the outside
+    /// file). So the name is looked at again after that: still this file, and its only name then, the file lies
+    /// in the root alone; a file with no name left was removed or replaced since it was opened (by a write of
+    /// ours, say), so it had none outside either. Anything else is refused: the file has, or had, a name
+    /// elsewhere.
+    #[cfg(unix)]
+    fn only_name(&self, name: &FileName, file: &File, metadata: &Metadata) -> Result<(), FsError> {
+        use cap_std::fs::MetadataExt as _;
+        if metadata.nlink() > 1 {
+            return Err(FsError::HardLinked);
+        }
+        let named = match self.inner.dir.symlink_metadata(name.as_str()) {
+            Ok(named) => Some(named),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => None,
+            Err(err) => return Err(FsError::from(err)),
+        };
+        if named.is_some_and(|named| {
+            named.dev() == metadata.dev() && named.ino() == metadata.ino() && named.nlink() == 1
+        }) {
+            return Ok(());
+        }
+        // Read after the look at the name: a count of none now means no name outside the root then either.
+        if file.metadata()?.nlink() == 0 {
+            return Ok(());
+        }
+        Err(FsError::HardLinked)
     }
 
     /// Writes `content` to the file atomically, creating it or replacing it. Blocking.
