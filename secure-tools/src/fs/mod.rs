@@ -313,6 +313,11 @@ impl Root {
     /// other names ([`FsError::HardLinked`]), a file over [`Limits::max_read_bytes`] ([`FsError::TooLarge`], also
     /// when it grows while being read), and bytes that are not UTF-8 ([`FsError::NotUtf8`]).
     pub fn read_text(&self, name: &FileName) -> Result<ReadText, FsError> {
+        self.read_opened(name, &|| {})
+    }
+
+    /// [`read_text`](Self::read_text), with `opened` run once the file is opened (tests race it from there).
+    fn read_opened(&self, name: &FileName, opened: &dyn Fn()) -> Result<ReadText, FsError> {
         // What the name is, without following it, before anything is opened: opening a FIFO or a device has
         // effects of its own (a writer waiting on the FIFO is let through, a device driver acts on the open).
         regular_file(&self.inner.dir, name.as_str())?.ok_or(FsError::NotFound)?;
@@ -322,6 +327,7 @@ impl Root {
             .dir
             .open_with(name.as_str(), unfollowed().read(true))
             .map_err(|err| self.refusal(name, err))?;
+        opened();
         let metadata = file.metadata()?;
         if !metadata.is_file() {
             return Err(FsError::NotAFile);
@@ -329,12 +335,17 @@ impl Root {
         // A name confines nothing when the file has others: one hard-linked in from outside the root (by whoever
         // could write its directory) is that outside file.
         #[cfg(unix)]
-        self.only_name(name, &file, &metadata)?;
+        if cap_std::fs::MetadataExt::nlink(&metadata) > 1 {
+            return Err(FsError::HardLinked);
+        }
         let limit = self.inner.limits.max_read_bytes;
         if metadata.len() > limit {
             return Err(FsError::TooLarge { limit });
         }
-        let bytes = read_capped(file, metadata.len(), limit)?;
+        let bytes = read_capped(&file, metadata.len(), limit)?;
+        // The count alone does not show a link taken out again since the open: the name is looked at once read.
+        #[cfg(unix)]
+        self.only_name(name, &file, &metadata)?;
         let content = String::from_utf8(bytes).map_err(|_| FsError::NotUtf8)?;
         Ok(ReadText {
             bytes: content.len() as u64,
@@ -342,20 +353,23 @@ impl Root {
         })
     }
 
-    /// Checks that `name` is the only name of `file`, opened from it (`metadata` its own, read after the open).
+    /// Checks that `name` is still the only name of `file`, opened from it and read (`metadata` its own, read
+    /// after the open, with one link).
     ///
     /// The opened file's link count alone is not enough: a link put in from outside, opened, then taken out again
-    /// before the count is read shows a count of one, the outside name's (a red team's race read the outside
-    /// file). So the name is looked at again after that: still this file, and its only name then, the file lies
-    /// in the root alone; a file with no name left was removed or replaced since it was opened (by a write of
-    /// ours, say), so it had none outside either. Anything else is refused: the file has, or had, a name
-    /// elsewhere.
+    /// before the count is read shows a count of one, the outside name's (a red team's race read the outside file,
+    /// one read in 20). So the name is looked at again: still this file, and its only name then, the file lies in
+    /// the root alone; a file with no name left was removed or replaced since it was opened (by a write of ours,
+    /// say), so it had none outside either. Anything else is refused: the file has, or had, a name elsewhere.
+    ///
+    /// Not closed: Linux drops a file's count as it unlinks a name before the name stops resolving, so a look that
+    /// falls in those microseconds sees the name going away as the file's only one. A process racing links in and
+    /// out as fast as it can still had about one read in 1,000 to 10,000 return the outside file (against one in
+    /// 20 before). Such a process must be able to write the root's directory and, under Linux's default
+    /// `fs.protected_hardlinks = 1`, to read and write the file it links, or own it.
     #[cfg(unix)]
     fn only_name(&self, name: &FileName, file: &File, metadata: &Metadata) -> Result<(), FsError> {
         use cap_std::fs::MetadataExt as _;
-        if metadata.nlink() > 1 {
-            return Err(FsError::HardLinked);
-        }
         let named = match self.inner.dir.symlink_metadata(name.as_str()) {
             Ok(named) => Some(named),
             Err(err) if err.kind() == io::ErrorKind::NotFound => None,
