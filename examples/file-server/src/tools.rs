@@ -39,7 +39,7 @@ pub struct WriteOutcome {
 /// Read a UTF-8 text file directly under the data root.
 #[secure_tool(scope = "files.read", title = "Read file", read_only, idempotent)]
 pub async fn read_file(
-    /// Name of the file: ASCII letters, digits, `.`, `_` and `-`, not starting with a dot.
+    /// Name of the file: ASCII letters, digits, `.`, `_` and `-`, not starting with a dot or a dash.
     filename: FileName,
     State(root): State<Root>,
 ) -> Result<Rendered<ReadOutcome>, ToolError> {
@@ -67,7 +67,7 @@ pub async fn read_file(
     idempotent
 )]
 pub async fn write_file(
-    /// Name of the file: ASCII letters, digits, `.`, `_` and `-`, not starting with a dot.
+    /// Name of the file: ASCII letters, digits, `.`, `_` and `-`, not starting with a dot or a dash.
     filename: FileName,
     /// The new content: UTF-8 text; line endings become `\n`; control characters other than tab and newline, and
     /// the bidirectional embedding, override and isolate characters (U+202A to U+202E, U+2066 to U+2069), are

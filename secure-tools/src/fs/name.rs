@@ -13,13 +13,13 @@ const RESERVED_STEMS: [&str; 4] = ["CON", "PRN", "AUX", "NUL"];
 const RESERVED_NUMBERED: [&str; 2] = ["COM", "LPT"];
 
 /// What [`FileName`] accepts, for the schema's description.
-const RULES: &str = "1 to 128 ASCII letters, digits, `.`, `_` or `-`; not starting or ending with `.`; \
+const RULES: &str = "1 to 128 ASCII letters, digits, `.`, `_` or `-`; not starting with `.` or `-`, not ending with `.`; \
                      not a Windows device name (CON, PRN, AUX, NUL, COM0-9, LPT0-9, with or without an extension)";
 
 /// A validated file name: one path component naming a file directly inside a [`Root`](super::Root).
 ///
 /// Accepted: 1 to [`MAX_FILE_NAME_LEN`] ASCII letters, digits, `.`, `_` and `-`, not starting with `.` (so no
-/// hidden file, `.` or `..`), not ending with `.`, and not a Windows device name (`CON`, `PRN`, `AUX`, `NUL`,
+/// hidden file, `.` or `..`) or `-` (an option to the operator's shell tools), not ending with `.`, and not a Windows device name (`CON`, `PRN`, `AUX`, `NUL`,
 /// `COM0`-`COM9`, `LPT0`-`LPT9`, in any case and with any extension, such as `con.txt` or `NUL.tar.gz`).
 /// There is no separator, no escape and no encoding in the alphabet, so a name cannot point anywhere but at one
 /// entry of the root. (On a case-insensitive file system, names that differ only in case are one file.)
@@ -55,6 +55,10 @@ pub enum FileNameError {
     /// The text started with `.`.
     #[error("a file name cannot start with `.`; hidden files are not reachable")]
     LeadingDot,
+    /// The text started with `-`, which the operator's shell tools read as an option (`rm *` in a root holding a
+    /// file named `-rf`).
+    #[error("a file name cannot start with `-`; command-line tools would read it as an option")]
+    LeadingDash,
     /// The text ended with `.`, which Windows drops.
     #[error("a file name cannot end with `.`")]
     TrailingDot,
@@ -116,6 +120,9 @@ fn validate(text: &str) -> Result<(), FileNameError> {
     }
     if text.starts_with('.') {
         return Err(FileNameError::LeadingDot);
+    }
+    if text.starts_with('-') {
+        return Err(FileNameError::LeadingDash);
     }
     if text.ends_with('.') {
         return Err(FileNameError::TrailingDot);
@@ -232,9 +239,9 @@ impl schemars::JsonSchema for FileName {
     }
 }
 
-/// The character rule, no leading and no trailing `.`, in the subset of syntax that both ECMA-262 (with or
+/// The character rule, no leading `.` or `-` and no trailing `.`, in the subset of syntax that both ECMA-262 (with or
 /// without the `u` and `v` flags) and Rust's `regex` accept: no lookahead, `-` escaped inside classes.
-const PATTERN: &str = r"^[A-Za-z0-9_\-]([A-Za-z0-9._\-]*[A-Za-z0-9_\-])?$";
+const PATTERN: &str = r"^[A-Za-z0-9_]([A-Za-z0-9._\-]*[A-Za-z0-9_\-])?$";
 
 #[cfg(test)]
 mod tests {
@@ -247,7 +254,7 @@ mod tests {
             "notes.txt",
             "report-2024_v2.tar.gz",
             "README",
-            "-dash-first",
+            "dash-inside-",
             "_underscore",
             "a..b",
             "console.txt",
@@ -311,6 +318,15 @@ mod tests {
         assert_eq!(FileName::new("...x"), Err(FileNameError::LeadingDot));
         assert_eq!(FileName::new("notes."), Err(FileNameError::TrailingDot));
         assert_eq!(FileName::new("a.."), Err(FileNameError::TrailingDot));
+        // Read as an option by the operator's tools: `rm *` in a root holding `-rf` (a red team's name) removes
+        // every directory beside it; `tar cf backup.tar *` with `--remove-files` there deletes what it archives.
+        assert_eq!(FileName::new("-rf"), Err(FileNameError::LeadingDash));
+        assert_eq!(
+            FileName::new("--remove-files"),
+            Err(FileNameError::LeadingDash)
+        );
+        assert_eq!(FileName::new("-"), Err(FileNameError::LeadingDash));
+        assert!(FileName::new("a-b").is_ok() && FileName::new("a-").is_ok());
     }
 
     #[test]
@@ -421,8 +437,8 @@ mod tests {
     fn pattern_agrees_with_the_validator_except_for_what_it_cannot_express() {
         let pattern = regex::Regex::new(PATTERN).unwrap();
         for text in [
-            "a", "a.b", "-", "_", "a-", "a..b", ".a", "a.", ".", "..", "a/b", "a b", "é", "x.y.z",
-            "9", "con", "con.txt", "",
+            "a", "a.b", "-", "-a", "a-b", "_", "a-", "a..b", ".a", "a.", ".", "..", "a/b", "a b",
+            "é", "x.y.z", "9", "con", "con.txt", "",
         ] {
             let valid = FileName::new(text).is_ok();
             let reserved = matches!(FileName::new(text), Err(FileNameError::Reserved { .. }));
