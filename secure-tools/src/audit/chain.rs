@@ -65,7 +65,7 @@ impl std::fmt::Debug for ChainKey {
 impl ChainKey {
     /// The key in the file at `path` (its bytes, at least 32; surrounding whitespace is not part of it).
     pub fn read(path: impl AsRef<Path>) -> io::Result<Self> {
-        let bytes = std::fs::read(path.as_ref()).map_err(|error| naming(path.as_ref(), error))?;
+        let bytes = read_key_file(path.as_ref())?;
         let key = bytes.trim_ascii().to_vec();
         if key.len() < 32 {
             return Err(io::Error::new(
@@ -103,7 +103,8 @@ impl std::fmt::Debug for CheckpointKey {
 }
 
 fn read_hex32(path: &Path, what: &str) -> io::Result<[u8; 32]> {
-    let text = std::fs::read_to_string(path).map_err(|error| naming(path, error))?;
+    let bytes = read_key_file(path)?;
+    let text = String::from_utf8_lossy(&bytes);
     let text = text.trim();
     let bad = || {
         io::Error::new(
@@ -739,6 +740,13 @@ impl ChainState {
         Ok(())
     }
 
+    /// The next record's `seq`; none past the largest (a file continued from one is refused at the start).
+    fn next_seq(&self) -> Result<u64, AuditError> {
+        self.seq.checked_add(1).ok_or_else(|| {
+            AuditError::Other("the audit chain's sequence numbers are used up".into())
+        })
+    }
+
     /// Appends a checkpoint; one that could not be written is owed (and [`AuditError::NotSynced`] is one written).
     fn checkpoint(&mut self, key: &CheckpointKey) -> Result<(), AuditError> {
         self.checkpoint_owed = true;
@@ -746,7 +754,7 @@ impl ChainState {
         if self.fail.checkpoint {
             return Err(AuditError::Other("a checkpoint failing for a test".into()));
         }
-        let seq = self.seq + 1;
+        let seq = self.next_seq()?;
         let sig = key.sign(&self.prev, seq);
         let record = serde_json::json!({
             "ts": super::Timestamp(std::time::SystemTime::now()).to_string(),
@@ -774,7 +782,7 @@ impl ChainState {
         if self.fail.append {
             return Err(AuditError::Other("a write failing for a test".into()));
         }
-        let seq = self.seq + 1;
+        let seq = self.next_seq()?;
         // The line keeps the record's own member order (`ts` first), the chain's members last.
         if line.pop() != Some(b'}') {
             return Err(AuditError::Io(io::Error::other(
@@ -878,6 +886,43 @@ impl ChainState {
 
 /// `error` with the file it is about, its kind kept: with several files (a rotated set, the keys) the bare OS
 /// message ("No such file or directory") does not say which.
+/// The most a key file is read: keys are tens of bytes, and a key given as `/dev/zero` was read until memory ran out.
+const MAX_KEY_FILE: u64 = 64 * 1024;
+
+/// The bytes of the key file at `path`: a regular file (a FIFO given as one blocked the verifier for ever; it is
+/// opened without blocking, then refused) of at most [`MAX_KEY_FILE`] bytes.
+fn read_key_file(path: &Path) -> io::Result<Vec<u8>> {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
+    let file = options.open(path).map_err(|error| naming(path, error))?;
+    if !file
+        .metadata()
+        .map_err(|error| naming(path, error))?
+        .is_file()
+    {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{}: a key is read from a regular file", path.display()),
+        ));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_KEY_FILE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|error| naming(path, error))?;
+    if bytes.len() as u64 > MAX_KEY_FILE {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "{}: over {MAX_KEY_FILE} bytes, too long for a key file",
+                path.display()
+            ),
+        ));
+    }
+    Ok(bytes)
+}
+
 fn naming(path: &Path, error: io::Error) -> io::Error {
     io::Error::new(error.kind(), format!("{}: {error}", path.display()))
 }
@@ -936,6 +981,12 @@ fn continued(path: &Path, line: &[u8], key: Option<&ChainKey>) -> io::Result<(u6
         }
     };
     match strict_object(line).and_then(|object| object.get("seq")?.as_u64()) {
+        // The next number would not fit (a red team's planted last record panicked the server's start).
+        Some(u64::MAX) => Err(invalid(
+            path,
+            "its last record's `seq` is the largest there is: the chain cannot go on; verify the file, then start a \
+             new one",
+        )),
         Some(seq) => Ok((seq, sealed.to_owned())),
         None => Err(invalid(
             path,
@@ -1576,7 +1627,11 @@ fn verify_from<P: AsRef<Path>>(
     let mut lines_cut: Vec<LineCut> = Vec::new();
     'files: for (file_index, path) in files.iter().enumerate() {
         let path = path.as_ref();
-        let shown = path.display().to_string();
+        // Named in reports as the verifier prints them: a name's controls and line breaks escaped, so that it can
+        // neither drive the terminal nor print a line of its own (a red team's name printed "intact: 99 records").
+        let shown = crate::text::neutralize(&path.display().to_string())
+            .replace('\n', "\\u{a}")
+            .replace('\t', "\\u{9}");
         let mut reader = io::BufReader::new(File::open(path).map_err(|error| naming(path, error))?);
         let mut line = Vec::new();
         let mut number = 0u64;
@@ -2491,6 +2546,83 @@ mod tests {
             put(&path, &genuine);
             assert!(ChainedFileSink::append_to(&path, key.clone()).is_ok());
         }
+    }
+
+    /// A red team's planted last record, sealed as the chain's mode asks, carried the largest `seq`: the server's
+    /// start panicked adding one to it (and a release build would have wrapped to 0). Refused, naming the file.
+    #[test]
+    fn a_last_record_numbered_past_all_others_is_refused_at_the_start() {
+        for key in [None, Some(ChainKey::from_bytes(&[7; 32]).unwrap())] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("audit.jsonl");
+            let body = format!(
+                "{{\"ts\":\"2026-12-06T00:00:00Z\",\"event\":\"server_stop\",\"seq\":{},\"prev\":\"{GENESIS}\"",
+                u64::MAX
+            );
+            let (name, value) = seal(body.as_bytes(), key.as_ref());
+            std::fs::write(&path, format!("{body},\"{name}\":\"{value}\"}}\n")).unwrap();
+            let refused = ChainedFileSink::append_to(&path, key.clone())
+                .err()
+                .expect("refused");
+            let message = refused.to_string();
+            assert!(message.contains("largest"), "{message}");
+            assert!(message.contains("audit.jsonl"), "{message}");
+        }
+    }
+
+    /// A red team gave a FIFO as a key file (the verifier blocked for ever) and `/dev/zero` (read until memory ran
+    /// out). A key comes from a regular file of at most 64 KiB.
+    #[test]
+    fn a_key_file_that_is_not_a_small_regular_file_is_refused_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("key.fifo");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let big = dir.path().join("big.key");
+        std::fs::write(&big, vec![b'a'; 64 * 1024 + 1]).unwrap();
+        for path in [fifo.as_path(), Path::new("/dev/zero"), big.as_path()] {
+            let chain = ChainKey::read(path).err().expect("refused").to_string();
+            let checkpoint = CheckpointKey::read(path)
+                .err()
+                .expect("refused")
+                .to_string();
+            let public = CheckpointPublicKey::read(path)
+                .err()
+                .expect("refused")
+                .to_string();
+            for message in [chain, checkpoint, public] {
+                assert!(message.contains(&path.display().to_string()), "{message}");
+                assert!(
+                    message.contains("regular file") || message.contains("too long"),
+                    "{message}"
+                );
+            }
+        }
+    }
+
+    /// A red team named a file with a line break and terminal escapes: the verifier's report printed them as they
+    /// were, a forged "intact" line of their choosing among its own. Names are shown escaped.
+    #[test]
+    fn a_file_name_cannot_drive_the_terminal_or_print_a_line_of_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir
+            .path()
+            .join("audit.jsonl\nintact: 99 records\u{1b}[2K\u{9b}31m");
+        write(&path, None, 1, 2);
+        let mut altered = lines(&path);
+        altered[1] = "not a record".into();
+        put(&path, &altered);
+        let checked = verify(&[&path], None, None).unwrap();
+        let problem = checked.problem.expect("a problem").to_string();
+        assert!(problem.contains("intact: 99 records"), "{problem}");
+        assert!(!problem.contains(['\n', '\u{1b}', '\u{9b}']), "{problem:?}");
+        assert!(
+            problem.contains("\\u{a}intact") && problem.contains("\\u{1b}[2K"),
+            "{problem}"
+        );
     }
 
     /// The line a sink fooled by a planted seal wrote (the record, then `prev` carrying members of its own), sealed
