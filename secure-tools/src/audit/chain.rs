@@ -1199,18 +1199,51 @@ fn torn_end(file: &mut File, key: Option<&ChainKey>) -> io::Result<End> {
     })
 }
 
-/// The last non-empty line of a file (records are bounded, so the last 1 MiB holds it).
+/// The last line of a file that is not blank, however many blank lines follow it (records are bounded: one is read
+/// whole within 1 MiB before its end, and a line longer than that is returned cut, and refused as no record).
 fn last_line(file: &mut File) -> io::Result<Option<Vec<u8>>> {
+    const CHUNK: u64 = 1 << 20;
     let length = file.metadata()?.len();
-    let start = length.saturating_sub(1 << 20);
-    file.seek(SeekFrom::Start(start))?;
     let mut tail = Vec::new();
-    file.take(length - start).read_to_end(&mut tail)?;
-    Ok(tail
-        .split(|b| *b == b'\n')
-        .rev()
-        .find(|line| !line.iter().all(u8::is_ascii_whitespace))
-        .map(<[u8]>::to_vec))
+    // Back over blank lines, however many: a red team's two lines of 600,000 spaces after the last record (which
+    // the verifier skips) had the server take its file for an empty one and start its chain again at 1.
+    let mut end = length;
+    let (start, text_end) = loop {
+        if end == 0 {
+            return Ok(None);
+        }
+        let start = end.saturating_sub(CHUNK);
+        file.seek(SeekFrom::Start(start))?;
+        tail.clear();
+        (&mut *file).take(end - start).read_to_end(&mut tail)?;
+        if let Some(at) = tail.iter().rposition(|b| !b.is_ascii_whitespace()) {
+            break (start, at + 1);
+        }
+        end = start;
+    };
+    // The line the text ends in, whole unless it is longer than a read (then refused as not a record).
+    let line_end = tail[text_end..]
+        .iter()
+        .position(|b| *b == b'\n')
+        .map_or(tail.len(), |at| text_end + at);
+    if let Some(line_start) = tail[..text_end].iter().rposition(|b| *b == b'\n') {
+        return Ok(Some(tail[line_start + 1..line_end].to_vec()));
+    }
+    if start == 0 {
+        return Ok(Some(tail[..line_end].to_vec()));
+    }
+    // The line began before this read: read back to its start, within the bound.
+    let from = start.saturating_sub(CHUNK);
+    file.seek(SeekFrom::Start(from))?;
+    let mut head = Vec::new();
+    (&mut *file).take(start - from).read_to_end(&mut head)?;
+    let line_start = head
+        .iter()
+        .rposition(|b| *b == b'\n')
+        .map_or(0, |at| at + 1);
+    head.drain(..line_start);
+    head.extend_from_slice(&tail[..line_end]);
+    Ok(Some(head))
 }
 
 impl AuditSink for ChainedFileSink {
@@ -2623,6 +2656,31 @@ mod tests {
             problem.contains("\\u{a}intact") && problem.contains("\\u{1b}[2K"),
             "{problem}"
         );
+    }
+
+    /// A red team appended two lines of 600,000 spaces after the last record of a keyed, checkpointed chain: the
+    /// verifier skips blank lines, but the server, reading the last MiB for the last record, took the file for an
+    /// empty one and started its chain again at 1 (the file then failed to verify). It continues from the record.
+    #[test]
+    fn blank_lines_longer_than_a_read_after_the_last_record_are_passed_over() {
+        for key in [None, Some(ChainKey::from_bytes(&[7; 32]).unwrap())] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("audit.jsonl");
+            write(&path, key.as_ref(), 1, 3);
+            let mut padded = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .unwrap();
+            for _ in 0..2 {
+                padded.write_all(&[b' '; 600_000]).unwrap();
+                padded.write_all(b"\n").unwrap();
+            }
+            drop(padded);
+            write(&path, key.as_ref(), 4, 4);
+            let checked = verify(&[&path], key.as_ref(), None).unwrap();
+            assert_eq!(checked.problem, None, "{checked:?}");
+            assert_eq!((checked.records, checked.last_seq), (4, Some(4)));
+        }
     }
 
     /// The line a sink fooled by a planted seal wrote (the record, then `prev` carrying members of its own), sealed
