@@ -1706,7 +1706,12 @@ fn verify_from<P: AsRef<Path>>(
                 Seal::Mismatch | Seal::Verified(_) => strict_object(&line),
             };
             let Some(object) = object else {
-                if being_written {
+                // A line still being written is no whole JSON object yet: one that is, unsealed, was written whole
+                // and is no record (a red team's forged record, its seal spelled with a space, passed as
+                // incomplete while every JSON reader saw it).
+                if being_written
+                    && (!matches!(checked, Seal::Missing) || strict_object(&line).is_none())
+                {
                     // Something follows the last record: the files do not end with it.
                     ends_clean = false;
                     incomplete = Some(Incomplete {
@@ -2681,6 +2686,46 @@ mod tests {
             assert_eq!(checked.problem, None, "{checked:?}");
             assert_eq!((checked.records, checked.last_seq), (4, Some(4)));
         }
+    }
+
+    /// A red team appended a whole record, its `mac` written after a space (so not this chain's seal), without a
+    /// newline: the verifier called it a line still being written (exit 0) while any JSON reader read one record
+    /// more. A whole JSON object is no line being written: it is not a record.
+    #[test]
+    fn a_whole_object_without_its_newline_is_not_taken_for_a_line_being_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let key = ChainKey::from_bytes(&[7; 32]).unwrap();
+        write(&path, Some(&key), 1, 2);
+        let last: Value = serde_json::from_str(&lines(&path)[1]).unwrap();
+        let forged = format!(
+            "{{\"event\":\"tool_call\",\"tool\":\"write_file\",\"seq\":3,\"prev\":{}, \"mac\":\"hmac-sha256:00\"}}",
+            last["mac"]
+        );
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        file.write_all(forged.as_bytes()).unwrap();
+        drop(file);
+        let checked = verify(&[&path], Some(&key), None).unwrap();
+        assert!(
+            matches!(
+                checked.problem,
+                Some(Problem::NotARecord {
+                    after: 2,
+                    line: 3,
+                    ..
+                })
+            ),
+            "{checked:?}"
+        );
+        // A line cut short is still one being written.
+        let whole = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &whole[..whole.len() - 1]).unwrap();
+        let checked = verify(&[&path], Some(&key), None).unwrap();
+        assert_eq!(checked.problem, None, "{checked:?}");
+        assert!(checked.incomplete.is_some(), "{checked:?}");
     }
 
     /// The line a sink fooled by a planted seal wrote (the record, then `prev` carrying members of its own), sealed
