@@ -593,7 +593,8 @@ fn the_final_rename_replaces_a_symlink_raced_in_rather_than_writing_through_it()
         .write_unless(&name("raced.txt"), "new", &race_in_a_link, &|| true)
         .unwrap();
     assert_eq!(checks.get(), 2, "the link went in at the last step");
-    assert!(written.created);
+    // Something was at the name as the file landed (the link, replaced): not created.
+    assert!(!written.created);
     assert_eq!(fs::read_to_string(&target).unwrap(), "outside");
     assert!(fs::symlink_metadata(&raced).unwrap().is_file());
     assert_eq!(fs::read_to_string(&raced).unwrap(), "new");
@@ -1035,6 +1036,36 @@ fn a_hard_link_raced_in_and_out_by_another_thread_is_read_rarely() {
         leaked * 50 <= refused,
         "outside file read {leaked} times ({refused} refused, {missing} missing)"
     );
+}
+
+/// A red team's 20 concurrent writes to a new name were, in 3 rounds of 5, each told `created`, though 19 had
+/// replaced another's file: the name was looked at before the write. Exactly one write of a race creates the file.
+#[test]
+fn of_concurrent_writes_to_a_new_name_exactly_one_is_told_it_created_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = root_in(dir.path());
+    for round in 0..5 {
+        let file = format!("new-{round}.txt");
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(16));
+        let writers: Vec<_> = (0..16)
+            .map(|n| {
+                let (root, barrier, file) = (root.clone(), barrier.clone(), file.clone());
+                thread::spawn(move || {
+                    barrier.wait();
+                    root.write_text(&name(&file), &format!("writer {n}"))
+                        .unwrap()
+                        .created
+                })
+            })
+            .collect();
+        let created = writers
+            .into_iter()
+            .map(|writer| writer.join().unwrap())
+            .filter(|created| *created)
+            .count();
+        assert_eq!(created, 1, "round {round}");
+        assert!(!root.write_text(&name(&file), "again").unwrap().created);
+    }
 }
 
 #[test]
