@@ -2622,14 +2622,10 @@ mod tests {
         let big = dir.path().join("big.key");
         std::fs::write(&big, vec![b'a'; 64 * 1024 + 1]).unwrap();
         for path in [fifo.as_path(), Path::new("/dev/zero"), big.as_path()] {
-            let chain = ChainKey::read(path).err().expect("refused").to_string();
-            let checkpoint = CheckpointKey::read(path)
-                .err()
-                .expect("refused")
-                .to_string();
+            let chain = ChainKey::read(path).expect_err("refused").to_string();
+            let checkpoint = CheckpointKey::read(path).expect_err("refused").to_string();
             let public = CheckpointPublicKey::read(path)
-                .err()
-                .expect("refused")
+                .expect_err("refused")
                 .to_string();
             for message in [chain, checkpoint, public] {
                 assert!(message.contains(&path.display().to_string()), "{message}");
