@@ -916,18 +916,24 @@ fn opening_a_directory_this_process_may_not_list_is_permission_denied() {
     assert!(err.to_string().contains("closed"), "{err}");
 }
 
+/// A temporary directory holding `outside/secret.txt` ("secret") and an empty `inside/`, the root of the hard-link
+/// tests: the directory (kept while it is used), `outside` and `inside`.
+fn outside_and_inside() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let (outside, inside) = (dir.path().join("outside"), dir.path().join("inside"));
+    fs::create_dir(&outside).unwrap();
+    fs::create_dir(&inside).unwrap();
+    fs::write(outside.join("secret.txt"), "secret").unwrap();
+    (dir, outside, inside)
+}
+
 /// A file hard-linked into the root from outside it is that outside file under another name: confinement by name
 /// does not see it (a link to a secret of the server's, made by whoever could write the root's directory). It was
 /// read (a documented limit); a file with more than one name is not read now, while one of one name is. A write
 /// replaces only the link's name, as it did.
 #[test]
 fn a_hard_link_to_an_outside_file_is_not_read_and_a_write_replaces_only_the_link() {
-    let dir = tempfile::tempdir().unwrap();
-    let outside = dir.path().join("outside");
-    let inside = dir.path().join("inside");
-    fs::create_dir(&outside).unwrap();
-    fs::create_dir(&inside).unwrap();
-    fs::write(outside.join("secret.txt"), "secret").unwrap();
+    let (_dir, outside, inside) = outside_and_inside();
     fs::hard_link(outside.join("secret.txt"), inside.join("linked.txt")).unwrap();
     fs::write(inside.join("own.txt"), "mine").unwrap();
     let root = root_in(&inside);
@@ -951,12 +957,7 @@ fn a_hard_link_to_an_outside_file_is_not_read_and_a_write_replaces_only_the_link
 /// read is refused; a file of ours replaced meanwhile by a write (no name left at all) is still read as it was.
 #[test]
 fn a_hard_link_taken_out_after_the_open_is_not_read() {
-    let dir = tempfile::tempdir().unwrap();
-    let outside = dir.path().join("outside");
-    let inside = dir.path().join("inside");
-    fs::create_dir(&outside).unwrap();
-    fs::create_dir(&inside).unwrap();
-    fs::write(outside.join("secret.txt"), "secret").unwrap();
+    let (_dir, outside, inside) = outside_and_inside();
     let (secret, link) = (outside.join("secret.txt"), inside.join("notes.txt"));
     let root = root_in(&inside);
     let read_raced = |race: &dyn Fn()| {
@@ -991,12 +992,7 @@ fn a_hard_link_taken_out_after_the_open_is_not_read() {
 /// first by a factor of about 100 and holds the second with a margin of about 6.
 #[test]
 fn a_hard_link_raced_in_and_out_by_another_thread_is_read_rarely() {
-    let dir = tempfile::tempdir().unwrap();
-    let outside = dir.path().join("outside");
-    let inside = dir.path().join("inside");
-    fs::create_dir(&outside).unwrap();
-    fs::create_dir(&inside).unwrap();
-    fs::write(outside.join("secret.txt"), "secret").unwrap();
+    let (_dir, outside, inside) = outside_and_inside();
     let root = root_in(&inside);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let racer = {
