@@ -63,6 +63,51 @@ fn audit_verify_exits_0_when_intact_and_1_naming_the_record_when_not() {
     assert!(text.starts_with("record 2 was altered"), "{text}");
 }
 
+/// A red team verified a keyed chain with another key: "record 1 was altered", as if the file had been tampered
+/// with. A failure from the first record on says what else it may mean; one further on does not.
+#[test]
+fn audit_verify_with_another_key_says_it_may_be_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let (own, other) = (dir.path().join("own.key"), dir.path().join("other.key"));
+    std::fs::write(&own, [b'k'; 32]).unwrap();
+    std::fs::write(&other, [b'x'; 32]).unwrap();
+    let sink = ChainedFileSink::append_to(
+        &path,
+        Some(secure_tools::audit::ChainKey::read(&own).unwrap()),
+    )
+    .unwrap();
+    for reason in ["a", "b", "c"] {
+        sink.write(&record(reason)).unwrap();
+    }
+    drop(sink);
+    let verify = |key: &Path| {
+        let out = Command::new(CLI)
+            .args(["audit", "verify", "--key-file"])
+            .arg(key)
+            .arg(&path)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, text) = verify(&other);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.starts_with("record 1 was altered"), "{text}");
+    assert!(text.contains("check --key-file"), "{text}");
+    let edited =
+        std::fs::read_to_string(&path)
+            .unwrap()
+            .replacen("\"reason\":\"b\"", "\"reason\":\"B\"", 1);
+    std::fs::write(&path, edited).unwrap();
+    let (code, text) = verify(&own);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.starts_with("record 2 was altered"), "{text}");
+    assert!(!text.contains("--key-file"), "{text}");
+}
+
 #[test]
 fn audit_verify_json_claims_a_clean_end_only_with_the_checkpoint_key() {
     let dir = tempfile::tempdir().unwrap();

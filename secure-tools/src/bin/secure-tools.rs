@@ -528,6 +528,14 @@ fn verify(
                     at.file, at.line
                 )),
             ))?,
+            // From the first record on, a keyed chain that does not verify is what another key looks like too (a
+            // red team's wrong key read as tampering).
+            Some(problem @ chain::Problem::Altered { .. }) if key.is_some() && checked.records == 0 => {
+                write_stdout(&format!(
+                    "{problem}; the first record checked fails, which is also what a chain key other than its own \
+                     gives: check --key-file\n"
+                ))?
+            }
             Some(problem) => write_stdout(&format!("{problem}\n"))?,
         }
         if checked.problem.is_none() {
