@@ -34,7 +34,8 @@
 //! record of the chain) has that fragment cut off as a sink continuing it writes its first line, which is then
 //! preceded by an `incomplete_line_cut` record naming it (`bytes`, `sha256`), after the `chain_resumed` record if
 //! there is one; the verifier lists those ([`Verification::lines_cut`]). A sink that writes nothing leaves the file
-//! as it was.
+//! as it was. A new or emptied file continuing `FILE.1` cuts such a fragment from `FILE.1` (the record names it,
+//! `file`): a crash, then a rotation, then a restart.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, Read, Seek, SeekFrom, Write};
@@ -480,14 +481,34 @@ impl ChainedFileSink {
             Some(before) => Some(before),
             None => last_line(&mut file)?,
         };
+        let mut cut = cut;
         // The file whose last record the chain continues.
         let mut from = path.clone();
         if last.is_none() {
             // A new or emptied file after rotation continues the chain of the file rotated out (logrotate's first
-            // name for it).
+            // name for it). A write cut short there (a crash, then the rotation, then the restart) is cut from it
+            // as it would have been from this file, and named here (a red team's torn, then rotated, log stopped
+            // the start).
             let rotated = rotated_name(&path);
             if let Ok(mut previous) = File::open(&rotated) {
-                last = last_line(&mut previous)?;
+                last = match torn_end(&mut previous, key.as_ref())? {
+                    End::Fragment {
+                        mut fragment,
+                        before,
+                    } => {
+                        tracing::warn!(
+                            path = %rotated.display(),
+                            bytes = fragment.bytes,
+                            "the rotated audit log ends with an incomplete line (a crash or power loss during a \
+                             write): it is cut off as the next record is written, and an `incomplete_line_cut` \
+                             record names it"
+                        );
+                        fragment.file = Some(rotated.clone());
+                        cut = Some(fragment);
+                        Some(before)
+                    }
+                    End::Clean | End::MissingNewline => last_line(&mut previous)?,
+                };
                 from = rotated;
             }
         }
@@ -657,13 +678,17 @@ impl ChainedFileSink {
             state.resume(&self.path, &checkpoints.key)?;
         }
         if let Some(fragment) = &state.cut_pending {
-            let note = serde_json::json!({
+            let mut note = serde_json::json!({
                 "ts": super::Timestamp(std::time::SystemTime::now()).to_string(),
                 "server_id": &*state.server_id,
                 "event": "incomplete_line_cut",
                 "bytes": fragment.bytes,
                 "sha256": fragment.digest,
             });
+            // Cut from the rotated file: named by its file name (the directory is this file's).
+            if let Some(name) = fragment.file.as_ref().and_then(|path| path.file_name()) {
+                note["file"] = name.to_string_lossy().into();
+            }
             // Named at once and synced whatever the durability (just below: the cut is on the disk already).
             let _synced = state.append(serde_json::to_vec(&note)?, None)?;
             state.cut_pending = None;
@@ -1119,6 +1144,8 @@ struct Fragment {
     digest: String,
     /// Whether it was cut off already.
     cut: bool,
+    /// The file it ends, when not the sink's own: the rotated file a new one continues.
+    file: Option<PathBuf>,
 }
 
 impl ChainState {
@@ -1129,15 +1156,22 @@ impl ChainState {
             // By an earlier line, whose record (or the fragment's) could not be written.
             return Ok(());
         }
-        let length = self.file.metadata()?.len();
-        if length != fragment.at + fragment.bytes {
+        let other;
+        let file = match &fragment.file {
+            None => &self.file,
+            Some(path) => {
+                other = std::fs::OpenOptions::new().write(true).open(path)?;
+                &other
+            }
+        };
+        if file.metadata()?.len() != fragment.at + fragment.bytes {
             return Err(io::Error::other(
                 "the audit log changed since it was opened (its incomplete last line is not where it was)",
             ));
         }
-        self.file.set_len(fragment.at)?;
+        file.set_len(fragment.at)?;
         fragment.cut = true;
-        self.file.sync_data()
+        file.sync_data()
     }
 }
 
@@ -1194,6 +1228,7 @@ fn torn_end(file: &mut File, key: Option<&ChainKey>) -> io::Result<End> {
             bytes,
             digest: format!("sha256:{}", hex(&Sha256::digest(fragment))),
             cut: false,
+            file: None,
         },
         before: before.to_vec(),
     })
@@ -2722,6 +2757,34 @@ mod tests {
         let checked = verify(&[&path], Some(&key), None).unwrap();
         assert_eq!(checked.problem, None, "{checked:?}");
         assert!(checked.incomplete.is_some(), "{checked:?}");
+    }
+
+    /// A red team tore the last line of a log (a crash), then rotated it (`FILE` to `FILE.1`, a new empty `FILE`)
+    /// before the restart: the server refused to start ("its last line is not a record sealed with a key"), since
+    /// a torn line was cut only from the file being appended to. The fragment is cut from `FILE.1` as it would have
+    /// been from `FILE`, named in `FILE` by its `incomplete_line_cut` record (with the file it was cut from), and
+    /// the set verifies.
+    #[test]
+    fn a_torn_last_line_rotated_out_before_the_restart_is_cut_from_the_rotated_file() {
+        for key in [None, Some(ChainKey::from_bytes(&[7; 32]).unwrap())] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("audit.jsonl");
+            let rotated = dir.path().join("audit.jsonl.1");
+            let torn = torn(&path, key.as_ref(), 3, 40);
+            let kept = torn.iter().rposition(|b| *b == b'\n').unwrap() + 1;
+            std::fs::rename(&path, &rotated).unwrap();
+            std::fs::write(&path, "").unwrap();
+            write(&path, key.as_ref(), 4, 4);
+            assert_eq!(std::fs::read(&rotated).unwrap(), &torn[..kept]);
+            let note: Value = serde_json::from_str(&lines(&path)[0]).unwrap();
+            assert_eq!(note["event"], "incomplete_line_cut");
+            assert_eq!(note["file"], "audit.jsonl.1");
+            assert_eq!(note["bytes"], torn.len() - kept);
+            let checked = verify(&[&rotated, &path], key.as_ref(), None).unwrap();
+            assert_eq!(checked.problem, None, "{checked:?}");
+            assert_eq!((checked.records, checked.last_seq), (4, Some(4)));
+            assert_eq!(checked.lines_cut.len(), 1, "{checked:?}");
+        }
     }
 
     /// The line a sink fooled by a planted seal wrote (the record, then `prev` carrying members of its own), sealed
