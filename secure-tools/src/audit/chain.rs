@@ -15,8 +15,10 @@
 //! Unkeyed, the chain shows accidental damage and a careless edit, but whoever can write the file can re-chain
 //! a forgery; keyed, they cannot without the key. With a checkpoint key ([`CheckpointKey`], Ed25519), the sink also
 //! writes signed `checkpoint` records: at an interval while records are written, and right after `server_stop`.
-//! A checkpoint's `sig` is `ed25519:` and the hex signature of `secure-tools audit checkpoint v1\n{prev}\n{seq}`
-//! (its own `prev` and `seq`), so it vouches for every record before it; a verifier needs only the public key,
+//! A checkpoint's `sig` is `ed25519:` and the hex signature of `secure-tools audit checkpoint v2\n{prev}\n{seq}\n`
+//! and its other members (but `sig` and the seal) in RFC 8785 canonical JSON: its own `prev` and `seq`, so it
+//! vouches for every record before it, and its own `ts`, `server_id` and `records` (the verifier also accepts
+//! checkpoints signed as before, `v1`, over `prev` and `seq` alone); a verifier needs only the public key,
 //! and a file replaced wholesale by someone without the private key has no valid checkpoint. Records after the
 //! last checkpoint (the tail) are vouched for by nothing: the verifier says how many there are, and whether the
 //! file ends with the checkpoint of a clean stop.
@@ -158,12 +160,11 @@ impl CheckpointKey {
         hex(self.0.verifying_key().as_bytes())
     }
 
-    fn sign(&self, prev: &str, seq: u64) -> String {
+    /// The signature of the checkpoint `record` (its members but `sig` and the chain's) numbered `seq` after `prev`.
+    fn sign(&self, prev: &str, seq: u64, record: &Map<String, Value>) -> String {
         use ed25519_dalek::Signer as _;
-        format!(
-            "ed25519:{}",
-            hex(&self.0.sign(&checkpoint_message(prev, seq)).to_bytes())
-        )
+        let message = checkpoint_message(prev, seq, Some(record));
+        format!("ed25519:{}", hex(&self.0.sign(&message).to_bytes()))
     }
 }
 
@@ -201,7 +202,9 @@ impl CheckpointPublicKey {
             })
     }
 
-    fn verifies(&self, prev: &str, seq: u64, sig: &str) -> bool {
+    /// Whether `sig` signs the checkpoint `record` numbered `seq` after `prev`: as written now (every member), or as
+    /// before (`prev` and `seq` only, "v1"; a signature made over every member cannot pass for that one).
+    fn verifies(&self, prev: &str, seq: u64, record: &Map<String, Value>, sig: &str) -> bool {
         let Some(hex_sig) = sig.strip_prefix("ed25519:") else {
             return false;
         };
@@ -216,14 +219,30 @@ impl CheckpointPublicKey {
             }
         }
         let signature = ed25519_dalek::Signature::from_bytes(&bytes);
-        self.0
-            .verify_strict(&checkpoint_message(prev, seq), &signature)
-            .is_ok()
+        [Some(record), None].into_iter().any(|record| {
+            self.0
+                .verify_strict(&checkpoint_message(prev, seq, record), &signature)
+                .is_ok()
+        })
     }
 }
 
-fn checkpoint_message(prev: &str, seq: u64) -> Vec<u8> {
-    format!("secure-tools audit checkpoint v1\n{prev}\n{seq}").into_bytes()
+/// What a checkpoint's signature signs. With its `record`: `secure-tools audit checkpoint v2`, `prev`, `seq` and the
+/// record's members but `sig`, `seq`, `prev` and the seal, in RFC 8785 canonical JSON, on lines of their own (a red
+/// team changed an unkeyed chain's last checkpoint's `ts`, `records` and `server_id`, re-hashed it, and it still
+/// verified). Without: `v1`, `prev` and `seq`, as checkpoints were signed before.
+fn checkpoint_message(prev: &str, seq: u64, record: Option<&Map<String, Value>>) -> Vec<u8> {
+    let Some(record) = record else {
+        return format!("secure-tools audit checkpoint v1\n{prev}\n{seq}").into_bytes();
+    };
+    let signed: Map<String, Value> = record
+        .iter()
+        .filter(|(name, _)| !matches!(name.as_str(), "sig" | "seq" | "prev" | "hash" | "mac"))
+        .map(|(name, value)| (name.clone(), value.clone()))
+        .collect();
+    let mut message = format!("secure-tools audit checkpoint v2\n{prev}\n{seq}\n").into_bytes();
+    message.extend(serde_json_canonicalizer::to_vec(&Value::Object(signed)).unwrap_or_default());
+    message
 }
 
 /// `prefix` and the digest (of SHA-256 or HMAC-SHA256: 32 bytes) in hex.
@@ -780,14 +799,19 @@ impl ChainState {
             return Err(AuditError::Other("a checkpoint failing for a test".into()));
         }
         let seq = self.next_seq()?;
-        let sig = key.sign(&self.prev, seq);
-        let record = serde_json::json!({
-            "ts": super::Timestamp(std::time::SystemTime::now()).to_string(),
-            "server_id": &*self.server_id,
-            "event": "checkpoint",
-            "records": self.seq,
-            "sig": sig,
-        });
+        let mut record = Map::new();
+        record.insert(
+            "ts".into(),
+            super::Timestamp(std::time::SystemTime::now())
+                .to_string()
+                .into(),
+        );
+        record.insert("server_id".into(), (*self.server_id).into());
+        record.insert("event".into(), "checkpoint".into());
+        record.insert("records".into(), self.seq.into());
+        let sig = key.sign(&self.prev, seq, &record);
+        record.insert("sig".into(), sig.into());
+        let record = Value::Object(record);
         let synced = self.append(serde_json::to_vec(&record)?, None)?;
         self.unsigned = 0;
         self.last_checkpoint = std::time::Instant::now();
@@ -1121,7 +1145,7 @@ fn signed_checkpoint(
     let seq = object.get("seq")?.as_u64()?;
     let prev = object.get("prev")?.as_str()?;
     let sig = object.get("sig")?.as_str()?;
-    (object.get("event")?.as_str()? == "checkpoint" && public.verifies(prev, seq, sig))
+    (object.get("event")?.as_str()? == "checkpoint" && public.verifies(prev, seq, &object, sig))
         .then_some(seq)
 }
 
@@ -1863,7 +1887,7 @@ fn verify_from<P: AsRef<Path>>(
                     .and_then(Value::as_str)
                     .unwrap_or_default();
                 if let Some(public) = checkpoint_key
-                    && !public.verifies(&prev, seq, sig)
+                    && !public.verifies(&prev, seq, &object, sig)
                 {
                     return Ok(at(Problem::BadCheckpoint {
                         seq,
@@ -2785,6 +2809,74 @@ mod tests {
             assert_eq!((checked.records, checked.last_seq), (4, Some(4)));
             assert_eq!(checked.lines_cut.len(), 1, "{checked:?}");
         }
+    }
+
+    /// A red team changed the last checkpoint's `ts`, `records` and `server_id` in an unkeyed chain and re-hashed its
+    /// line: it verified as the signed checkpoint of a clean stop, since the signature covered its `prev` and `seq`
+    /// only. It covers every member of the checkpoint now; a checkpoint signed as before (v1) still verifies.
+    #[test]
+    fn every_member_of_a_checkpoint_is_signed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let checkpoint = CheckpointKey::from_seed([3; 32]);
+        let public = public_key(dir.path(), &checkpoint);
+        let sink = with_checkpoints(
+            ChainedFileSink::append_to(&path, None).unwrap(),
+            &checkpoint,
+        );
+        sink.write(&record(1)).unwrap();
+        drop(sink);
+        let genuine = lines(&path);
+        assert_eq!(verify(&[&path], None, Some(&public)).unwrap().problem, None);
+        let rehashed = |object: &Value| {
+            let mut object = object.as_object().unwrap().clone();
+            object.remove("hash");
+            let body = serde_json::to_vec(&Value::Object(object)).unwrap();
+            let body = &body[..body.len() - 1];
+            let (name, value) = seal(body, None);
+            format!("{},\"{name}\":\"{value}\"}}", String::from_utf8_lossy(body))
+        };
+        let last: Value = serde_json::from_str(genuine.last().unwrap()).unwrap();
+        assert_eq!(last["event"], "checkpoint");
+        for (member, forged) in [
+            ("ts", serde_json::json!("1999-01-01T00:00:00Z")),
+            ("records", serde_json::json!(999_999)),
+            ("server_id", serde_json::json!("EVIL")),
+        ] {
+            let mut edited = last.clone();
+            edited[member] = forged;
+            let mut file = genuine.clone();
+            *file.last_mut().unwrap() = rehashed(&edited);
+            put(&path, &file);
+            let checked = verify(&[&path], None, Some(&public)).unwrap();
+            assert!(
+                matches!(checked.problem, Some(Problem::BadCheckpoint { .. })),
+                "{member}: {checked:?}"
+            );
+        }
+        // The same line re-hashed unedited still verifies (the test's re-hash is right), and so does a checkpoint
+        // signed over its `prev` and `seq` only, as before.
+        let mut file = genuine.clone();
+        *file.last_mut().unwrap() = rehashed(&last);
+        put(&path, &file);
+        assert_eq!(verify(&[&path], None, Some(&public)).unwrap().problem, None);
+        let mut v1 = last.clone();
+        v1["sig"] = serde_json::json!(format!(
+            "ed25519:{}",
+            hex(&ed25519_dalek::Signer::sign(
+                &ed25519_dalek::SigningKey::from_bytes(&[3; 32]),
+                format!(
+                    "secure-tools audit checkpoint v1\n{}\n{}",
+                    last["prev"].as_str().unwrap(),
+                    last["seq"]
+                )
+                .as_bytes()
+            )
+            .to_bytes())
+        ));
+        *file.last_mut().unwrap() = rehashed(&v1);
+        put(&path, &file);
+        assert_eq!(verify(&[&path], None, Some(&public)).unwrap().problem, None);
     }
 
     /// The line a sink fooled by a planted seal wrote (the record, then `prev` carrying members of its own), sealed
