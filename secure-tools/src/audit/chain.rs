@@ -1706,6 +1706,8 @@ fn verify_from<P: AsRef<Path>>(
     let mut first_seq = None;
     let mut last: Option<(u64, String)> = None;
     let mut checkpoints = 0u64;
+    // The `seq` of the last checkpoint verified, which vouches for every record up to it (0: none yet).
+    let mut vouched_through = 0u64;
     let mut unsigned_tail = 0u64;
     let mut ends_clean = false;
     let mut after_stop = false;
@@ -1899,6 +1901,7 @@ fn verify_from<P: AsRef<Path>>(
                 // Only a checkpoint whose signature was verified vouches for the records before it, or for a clean
                 // stop.
                 if checkpoint_key.is_some() {
+                    vouched_through = seq;
                     unsigned_tail = 0;
                     ends_clean = after_stop;
                     confirmed = unvouched.len();
@@ -1912,16 +1915,20 @@ fn verify_from<P: AsRef<Path>>(
                 unsigned_tail += 1;
                 ends_clean = false;
             }
+            // A record's claim reaches back no further than the last checkpoint verified before it: one chained
+            // on by someone else could otherwise unvouch what a checkpoint signs (a red team's claimed a million).
+            let resumed_from =
+                |count: u64| seq.saturating_sub(count).max(vouched_through + 1).max(1);
             if event == Some("chain_resumed")
                 && checkpoint_key.is_some()
                 && let Some(count) = object.get("unvouched").and_then(Value::as_u64)
                 && count > 0
-                && seq > 1
+                && resumed_from(count) < seq
             {
                 pending += 1;
                 if unvouched.len() < MAX_UNVOUCHED {
                     unvouched.push(Unvouched {
-                        from: seq.saturating_sub(count).max(1),
+                        from: resumed_from(count),
                         to: seq - 1,
                         checkpoint: object.get("checkpoint").and_then(Value::as_u64),
                         seq,
@@ -2877,6 +2884,49 @@ mod tests {
         *file.last_mut().unwrap() = rehashed(&v1);
         put(&path, &file);
         assert_eq!(verify(&[&path], None, Some(&public)).unwrap().problem, None);
+    }
+
+    /// A red team chained a `chain_resumed` record of its own, claiming a million records unvouched, onto a clean
+    /// stop while the server was down; once the restarted server's checkpoint covered it, the verifier listed records
+    /// 1 to 2 as vouched for by no checkpoint though checkpoint 2 signs them. A record's claim reaches back no further
+    /// than the last checkpoint verified before it.
+    #[test]
+    fn a_chain_resumed_record_cannot_unvouch_what_a_verified_checkpoint_signs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let checkpoint = CheckpointKey::from_seed([3; 32]);
+        let public = public_key(dir.path(), &checkpoint);
+        let sink = with_checkpoints(
+            ChainedFileSink::append_to(&path, None).unwrap(),
+            &checkpoint,
+        );
+        sink.write(&record(1)).unwrap(); // `server_stop` (1) and its checkpoint (2)
+        drop(sink);
+        let forged = serde_json::json!({
+            "event": "chain_resumed", "checkpoint": null, "unvouched": 1_000_000
+        });
+        let plain = ChainedFileSink::append_to(&path, None).unwrap();
+        plain
+            .append_object(forged.as_object().unwrap().clone())
+            .unwrap(); // 3
+        drop(plain);
+        let sink = with_checkpoints(
+            ChainedFileSink::append_to(&path, None).unwrap(),
+            &checkpoint,
+        );
+        sink.write(&record(5)).unwrap(); // `chain_resumed` (4) naming 3, the record (5), a checkpoint (6)
+        drop(sink);
+        let checked = verify(&[&path], None, Some(&public)).unwrap();
+        assert_eq!(checked.problem, None, "{checked:?}");
+        assert_eq!(
+            checked
+                .unvouched
+                .iter()
+                .map(|u| (u.from, u.to, u.seq))
+                .collect::<Vec<_>>(),
+            [(3, 3, 4)],
+            "{checked:?}"
+        );
     }
 
     /// The line a sink fooled by a planted seal wrote (the record, then `prev` carrying members of its own), sealed
