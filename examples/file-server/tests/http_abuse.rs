@@ -843,30 +843,11 @@ fn clients_that_never_read_their_answers_do_not_keep_others_out() {
 /// Sends `head` and then, after a pause (a client writing its body apart from its head, as many do), `body` on
 /// `stream`, and reads the answer: its status.
 fn post_in_two_writes(stream: &mut std::net::TcpStream, head: &str, body: &str) -> u16 {
-    use std::io::{BufRead as _, Read as _, Write as _};
+    use std::io::Write as _;
     stream.write_all(head.as_bytes()).unwrap();
     std::thread::sleep(Duration::from_millis(200));
     stream.write_all(body.as_bytes()).unwrap();
-    let mut reader = std::io::BufReader::new(stream);
-    let mut status = String::new();
-    reader.read_line(&mut status).unwrap();
-    assert!(status.starts_with("HTTP/1.1 "), "no answer: {status:?}");
-    let mut length = 0;
-    loop {
-        let mut line = String::new();
-        reader.read_line(&mut line).unwrap();
-        if line == "\r\n" {
-            break;
-        }
-        if let Some((name, value)) = line.split_once(':')
-            && name.eq_ignore_ascii_case("content-length")
-        {
-            length = value.trim().parse().unwrap();
-        }
-    }
-    let mut answer = vec![0; length];
-    reader.read_exact(&mut answer).unwrap();
-    status[9..12].parse().unwrap()
+    read_answer(&mut std::io::BufReader::new(stream))
 }
 
 /// Trial finding: a request refused before its body arrived (a token refused: the answer needs only the head)
@@ -890,6 +871,66 @@ async fn a_request_refused_before_its_body_arrived_leaves_its_connection_usable(
     for _ in 0..3 {
         assert_eq!(post_in_two_writes(&mut stream, &head, &body), 401);
     }
+}
+
+/// Trial finding (the TypeScript SDK): a body over the 4 MiB limit was answered `413` from its declared length and
+/// its connection closed with the body unread (larger than the bound drained after an answer), so the client,
+/// still sending it, got a reset (`EPIPE`, "fetch failed") instead of the refusal, 7 times in 8. A body refused for
+/// its size is read and dropped after the answer too, up to 16 MiB and 2 s, and the connection goes on.
+#[tokio::test]
+async fn a_body_refused_for_its_size_is_answered_readably_and_its_connection_kept() {
+    use std::io::Write as _;
+    let server = Server::start(None, &[]);
+    let alice = server.token("alice", "files.read files.write");
+    let body = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"write_file","arguments":{{"filename":"big.txt","content":"{}"}}}}}}"#,
+        "a".repeat(5 << 20)
+    );
+    let head = format!(
+        "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Type: application/json\r\nAccept: application/json, \
+         text/event-stream\r\nAuthorization: Bearer {alice}\r\nContent-Length: {}\r\n\r\n",
+        server.port,
+        body.len()
+    );
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    for _ in 0..3 {
+        // As a client does: the whole body sent, then the answer read.
+        stream.write_all(head.as_bytes()).unwrap();
+        for chunk in body.as_bytes().chunks(64 * 1024) {
+            stream
+                .write_all(chunk)
+                .expect("the body is read, not reset");
+        }
+        let mut reader = std::io::BufReader::new(&mut stream);
+        let status = read_answer(&mut reader);
+        assert_eq!(status, 413);
+    }
+}
+
+/// Reads one answer from `reader` (its head, and a body of a declared length): its status.
+fn read_answer(reader: &mut impl std::io::BufRead) -> u16 {
+    let mut status = String::new();
+    reader.read_line(&mut status).unwrap();
+    assert!(status.starts_with("HTTP/1.1 "), "no answer: {status:?}");
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        if line == "\r\n" {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':')
+            && name.eq_ignore_ascii_case("content-length")
+        {
+            length = value.trim().parse().unwrap();
+        }
+    }
+    let mut answer = vec![0; length];
+    reader.read_exact(&mut answer).unwrap();
+    status[9..12].parse().unwrap()
 }
 
 /// Red-team finding: a request waiting for `100 Continue` before its body, refused from its head, sends no body; its
