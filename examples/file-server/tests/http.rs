@@ -1463,6 +1463,8 @@ async fn requests_of_the_stateless_revision_write_no_session_record_with_session
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
+    let session_id = header(&response, "mcp-session-id");
+    assert!(!session_id.is_empty());
     let sessions: Vec<Value> = server
         .records()
         .into_iter()
@@ -1470,9 +1472,9 @@ async fn requests_of_the_stateless_revision_write_no_session_record_with_session
         .collect();
     assert_eq!(sessions.len(), 1, "{sessions:#?}");
     assert_eq!(sessions[0]["client_name"], "session-client");
-    // Who opened it, so that its calls can be traced to it (the calls carry the session's id, which is made after
-    // this record).
+    // Who opened it, and its id, which its calls carry (a trial found the id on the calls only).
     assert_eq!(sessions[0]["caller"], "alice");
+    assert_eq!(sessions[0]["session_id"], session_id, "{sessions:#?}");
     assert!(
         sessions[0]["remote_addr"]
             .as_str()

@@ -147,6 +147,9 @@ pub enum AuditEvent {
         /// Over HTTP: the bearer token's id (`jti`), when it has one.
         #[serde(skip_serializing_if = "Option::is_none")]
         token_id: Option<String>,
+        /// Over HTTP with sessions: the session's id (`Mcp-Session-Id`), which its calls' records carry.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        session_id: Option<String>,
     },
     /// Over HTTP with sessions, the server closed a session: to make room for another of its caller's, the least
     /// recently used of them that nothing was using (`evicted`).
@@ -269,6 +272,7 @@ impl AuditEvent {
                 caller,
                 remote_addr,
                 token_id,
+                session_id,
                 ..
             } => {
                 shorten(protocol_version);
@@ -278,6 +282,7 @@ impl AuditEvent {
                     .chain(caller)
                     .chain(remote_addr)
                     .chain(token_id)
+                    .chain(session_id)
                     .for_each(shorten);
             }
             AuditEvent::SessionClosed {
@@ -815,6 +820,7 @@ mod tests {
                 caller: Some(long.clone()),
                 remote_addr: None,
                 token_id: Some(long.clone()),
+                session_id: Some(long.clone()),
             },
             AuditEvent::SessionClosed {
                 reason: "evicted",

@@ -171,6 +171,14 @@ impl<S: Send + Sync + 'static> SecureServer<S> {
     }
 }
 
+/// Who started a session, for its `session` record: see `session_origin`.
+struct SessionOrigin {
+    caller: Option<String>,
+    remote_addr: Option<String>,
+    token_id: Option<String>,
+    session_id: Option<String>,
+}
+
 /// A value an HTTP layer put into the request: directly in rmcp's extensions, or, over streamable HTTP, inside the
 /// `http::request::Parts` rmcp puts there.
 fn from_request<T: Send + Sync + 'static>(context: &RequestContext<RoleServer>) -> Option<&T> {
@@ -614,11 +622,11 @@ where
 
     fn refuse_version(&self, context: &RequestContext<RoleServer>, error: &ErrorData) {
         let data = error.data.clone().unwrap_or(serde_json::Value::Null);
-        let (caller, remote_addr, token_id) = self.session_origin(context);
+        let origin = self.session_origin(context);
         self.record(AuditEvent::VersionRejected {
-            caller,
-            remote_addr,
-            token_id,
+            caller: origin.caller,
+            remote_addr: origin.remote_addr,
+            token_id: origin.token_id,
             request_id: Some(context.id.clone()),
             requested: data
                 .get("requested")
@@ -694,34 +702,36 @@ where
                 .and_then(|v| v.as_str())
                 .map(crate::audit::shorten_str)
         };
-        let (caller, remote_addr, token_id) = self.session_origin(context);
+        let origin = self.session_origin(context);
         self.record(AuditEvent::Session {
             lifecycle: "stateless",
             protocol_version: version.to_string(),
             client_name: field("name"),
             client_version: field("version"),
-            caller,
-            remote_addr,
-            token_id,
+            caller: origin.caller,
+            remote_addr: origin.remote_addr,
+            token_id: origin.token_id,
+            session_id: origin.session_id,
         });
     }
 
     /// Who started a session, as the transport says (over HTTP, the authenticated caller, its address and its
     /// token's id): for the `session` record, which the session's calls can then be traced to.
-    fn session_origin(
-        &self,
-        context: &RequestContext<RoleServer>,
-    ) -> (Option<String>, Option<String>, Option<String>) {
+    fn session_origin(&self, context: &RequestContext<RoleServer>) -> SessionOrigin {
         let connection = connection_of(context);
         let caller = self.secure.caller(context);
-        (
-            Some(crate::audit::shorten_str(caller.id())),
-            connection.remote_addr.map(|addr| addr.to_string()),
-            connection
+        SessionOrigin {
+            caller: Some(crate::audit::shorten_str(caller.id())),
+            remote_addr: connection.remote_addr.map(|addr| addr.to_string()),
+            token_id: connection
                 .token_id
                 .as_deref()
                 .map(crate::audit::shorten_str),
-        )
+            session_id: connection
+                .session_id
+                .as_deref()
+                .map(crate::audit::shorten_str),
+        }
     }
 
     async fn initialize_checked(
@@ -740,7 +750,7 @@ where
         }
         let client_name = crate::audit::shorten_str(&request.client_info.name);
         let client_version = crate::audit::shorten_str(&request.client_info.version);
-        let (caller, remote_addr, token_id) = self.session_origin(&context);
+        let origin = self.session_origin(&context);
         let request_context = context.clone();
         let mut answer = self.inner.initialize(request, context).await;
         match &mut answer {
@@ -752,9 +762,10 @@ where
                     protocol_version: result.protocol_version.to_string(),
                     client_name: Some(client_name),
                     client_version: Some(client_version),
-                    caller,
-                    remote_addr,
-                    token_id,
+                    caller: origin.caller,
+                    remote_addr: origin.remote_addr,
+                    token_id: origin.token_id,
+                    session_id: origin.session_id,
                 });
             }
             Err(error) if error.code == ErrorCode::UNSUPPORTED_PROTOCOL_VERSION => {

@@ -557,6 +557,7 @@ where
             caller: None,
             remote_addr: None,
             token_id: None,
+            session_id: None,
         });
     }
 

@@ -525,8 +525,21 @@ impl SessionManager for Bound {
     async fn initialize_session(
         &self,
         id: &SessionId,
-        message: ClientJsonRpcMessage,
+        mut message: ClientJsonRpcMessage,
     ) -> Result<ServerJsonRpcMessage, BoundError> {
+        // The `initialize` that opens the session carries no `Mcp-Session-Id` yet: its connection learns the id
+        // here, so that its `session` record names the session its calls' records name (a trial found the id on
+        // the calls only).
+        use rmcp::model::GetExtensions as _;
+        if let rmcp::model::JsonRpcMessage::Request(request) = &mut message
+            && let Some(parts) = request
+                .request
+                .extensions_mut()
+                .get_mut::<axum::http::request::Parts>()
+            && let Some(connection) = parts.extensions.get_mut::<crate::call::Connection>()
+        {
+            connection.session_id = Some(id.clone());
+        }
         Ok(self.inner.initialize_session(id, message).await?)
     }
 
