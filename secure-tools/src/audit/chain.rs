@@ -1767,11 +1767,13 @@ fn verify_from<P: AsRef<Path>>(
                 Seal::Mismatch | Seal::Verified(_) => strict_object(&line),
             };
             let Some(object) = object else {
-                // A line still being written is no whole JSON object yet: one that is, unsealed, was written whole
-                // and is no record (a red team's forged record, its seal spelled with a space, passed as
-                // incomplete while every JSON reader saw it).
+                // A line still being written ends before its JSON does: one that does not, unsealed, was written
+                // whole and is no record (a red team's forged record, its seal spelled with a space, passed as
+                // incomplete while every JSON reader saw it; a review's, with a member twice or a byte that is not
+                // UTF-8, which the strict parse refuses and lenient readers take).
                 if being_written
-                    && (!matches!(checked, Seal::Missing) || strict_object(&line).is_none())
+                    && serde_json::from_slice::<serde::de::IgnoredAny>(&line)
+                        .is_err_and(|e| e.is_eof())
                 {
                     // Something follows the last record: the files do not end with it.
                     ends_clean = false;
@@ -2782,6 +2784,21 @@ mod tests {
             ),
             "{checked:?}"
         );
+        // Lines a strict parse refuses and lenient readers take: a member twice, a byte that is not UTF-8.
+        let genuine = std::fs::read(&path).unwrap();
+        let end = genuine.len() - forged.len();
+        for other in [
+            &br#"{"event":"tool_call","tool":"write_file","tool":"write_file","caller":"alice"}"#[..],
+            &b"{\"event\":\"tool_call\",\"x\":\"\xff\"}"[..],
+        ] {
+            std::fs::write(&path, [&genuine[..end], other].concat()).unwrap();
+            let checked = verify(&[&path], Some(&key), None).unwrap();
+            assert!(
+                matches!(checked.problem, Some(Problem::NotARecord { line: 3, .. })),
+                "{checked:?}"
+            );
+        }
+        std::fs::write(&path, &genuine).unwrap();
         // A line cut short is still one being written.
         let whole = std::fs::read(&path).unwrap();
         std::fs::write(&path, &whole[..whole.len() - 1]).unwrap();
