@@ -112,9 +112,9 @@ pub struct ReadText {
 pub struct Written {
     /// Bytes written: the content's UTF-8 length after line endings were normalised.
     pub bytes_written: u64,
-    /// Whether no file was at the name as the new one landed, so that of concurrent writes to a new name exactly one
-    /// is told so (on Linux; elsewhere, and on a file system without `RENAME_NOREPLACE`, whether none was there as
-    /// the write began).
+    /// Whether no file was at the name as the new one landed, so that of concurrent writes to a new name at most one
+    /// is told so (on Linux, where the file system has `RENAME_NOREPLACE`; elsewhere, whether none was there as the
+    /// write began).
     pub created: bool,
 }
 
@@ -596,8 +596,10 @@ fn permissions_for(existing: Option<&Metadata>) -> Option<Permissions> {
 ///
 /// Looked at before the write, the name said so for every writer of a race: a red team's 20 concurrent writes to a
 /// new name were each told `created`, 19 of them having replaced another's file. On Linux the rename is first tried
-/// without replacing (`RENAME_NOREPLACE`), so exactly one writer creates the file; the others then replace it.
-/// Where that is not available (another system, a file system without it), `none_before`, the look before, says.
+/// without replacing (`RENAME_NOREPLACE`), so at most one writer of a race is told it created the file (none, if the
+/// file is removed between its refusal and the plain rename that follows). Where that rename fails for any other
+/// reason (a file system without it says `EINVAL`; a seccomp sandbox may say `EPERM` or `ENOSYS`), the plain rename
+/// is made, which reports a real failure itself, and `none_before`, the look before, says.
 fn rename_telling_created(dir: &Dir, from: &str, to: &str, none_before: bool) -> io::Result<bool> {
     #[cfg(target_os = "linux")]
     {
@@ -608,8 +610,7 @@ fn rename_telling_created(dir: &Dir, from: &str, to: &str, none_before: bool) ->
                 dir.rename(from, dir, to)?;
                 return Ok(false);
             }
-            Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS) => {}
-            Err(other) => return Err(other.into()),
+            Err(_) => {}
         }
     }
     dir.rename(from, dir, to)?;

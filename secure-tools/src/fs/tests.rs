@@ -1035,7 +1035,8 @@ fn a_hard_link_raced_in_and_out_by_another_thread_is_read_rarely() {
 }
 
 /// A red team's 20 concurrent writes to a new name were, in 3 rounds of 5, each told `created`, though 19 had
-/// replaced another's file: the name was looked at before the write. Exactly one write of a race creates the file.
+/// replaced another's file: the name was looked at before the write. Exactly one write of a race creates the file
+/// (on a file system with `RENAME_NOREPLACE`, as the tests' temporary directory is: ext4, tmpfs, overlayfs).
 #[test]
 fn of_concurrent_writes_to_a_new_name_exactly_one_is_told_it_created_the_file() {
     let dir = tempfile::tempdir().unwrap();
