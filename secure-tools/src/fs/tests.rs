@@ -960,16 +960,16 @@ fn a_hard_link_taken_out_after_the_open_is_not_read() {
     let (_dir, outside, inside) = outside_and_inside();
     let (secret, link) = (outside.join("secret.txt"), inside.join("notes.txt"));
     let root = root_in(&inside);
-    let read_raced = |race: &dyn Fn()| {
+    let read_raced = |opened: &dyn Fn(), read: &dyn Fn()| {
         fs::hard_link(&secret, &link).unwrap();
-        let read = root.read_opened(&name("notes.txt"), race);
+        let answer = root.read_opened(&name("notes.txt"), opened, read);
         let _ = fs::remove_file(&link);
-        read
+        answer
     };
-    let taken_out = read_raced(&|| fs::remove_file(&link).unwrap()).unwrap_err();
+    let taken_out = read_raced(&|| fs::remove_file(&link).unwrap(), &|| {}).unwrap_err();
     assert!(matches!(taken_out, FsError::HardLinked), "{taken_out:?}");
-    let put_back = read_raced(&|| {
-        fs::remove_file(&link).unwrap();
+    // Taken out before the count is read (one), put back before the name is looked at again (two names).
+    let put_back = read_raced(&|| fs::remove_file(&link).unwrap(), &|| {
         fs::hard_link(&secret, &link).unwrap();
     })
     .unwrap_err();
@@ -977,9 +977,13 @@ fn a_hard_link_taken_out_after_the_open_is_not_read() {
     // A file of the root's own, replaced by a write between the open and the look, is read as it was opened.
     fs::write(&link, "mine").unwrap();
     let read = root
-        .read_opened(&name("notes.txt"), &|| {
-            root.write_text(&name("notes.txt"), "new").unwrap();
-        })
+        .read_opened(
+            &name("notes.txt"),
+            &|| {
+                root.write_text(&name("notes.txt"), "new").unwrap();
+            },
+            &|| {},
+        )
         .unwrap();
     assert_eq!(read.content, "mine");
     assert_eq!(root.read_text(&name("notes.txt")).unwrap().content, "new");
