@@ -933,8 +933,6 @@ impl ChainState {
     }
 }
 
-/// `error` with the file it is about, its kind kept: with several files (a rotated set, the keys) the bare OS
-/// message ("No such file or directory") does not say which.
 /// The most a key file is read: keys are tens of bytes, and a key given as `/dev/zero` was read until memory ran out.
 const MAX_KEY_FILE: u64 = 64 * 1024;
 
@@ -972,6 +970,8 @@ fn read_key_file(path: &Path) -> io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// `error` with the file it is about, its kind kept: with several files (a rotated set, the keys) the bare OS
+/// message ("No such file or directory") does not say which.
 fn naming(path: &Path, error: io::Error) -> io::Error {
     io::Error::new(error.kind(), format!("{}: {error}", path.display()))
 }
@@ -1229,19 +1229,21 @@ fn torn_end(file: &mut File, key: Option<&ChainKey>) -> io::Result<End> {
         Some(newline) => newline + 1,
         // The whole file is its last line.
         None if start == 0 => 0,
+        // Blanks longer than any record: ended with a newline, so that the next record starts a line of its own
+        // (a review's start wrote it glued onto spaces).
+        None if tail.iter().all(u8::is_ascii_whitespace) => return Ok(End::MissingNewline),
         // A last line longer than any record: left as it is (and refused).
         None => return Ok(End::Clean),
     };
     let fragment = &tail[line_start..];
-    if is_record(fragment) {
+    // Blanks, which the verifier passes over, are ended with a newline like a record without its own.
+    if is_record(fragment) || fragment.iter().all(u8::is_ascii_whitespace) {
         return Ok(End::MissingNewline);
     }
-    // Cut only from a chain of this mode: the line before must be one of its records. A file that is anything
-    // else (an older log, another mode, a file given by mistake) is left untouched, and refused as before.
-    let before = tail[..line_start]
-        .split(|b| *b == b'\n')
-        .rev()
-        .find(|line| !line.iter().all(u8::is_ascii_whitespace));
+    // Cut only from a chain of this mode: the line before must be one of its records (however many blank lines
+    // lie between). A file that is anything else (an older log, another mode, a file given by mistake) is left
+    // untouched, and refused as before.
+    let before = last_line_before(file, length - fragment.len() as u64)?;
     let Some(before) = before.filter(|line| is_record(line)) else {
         return Ok(End::Clean);
     };
@@ -1261,8 +1263,13 @@ fn torn_end(file: &mut File, key: Option<&ChainKey>) -> io::Result<End> {
 /// The last line of a file that is not blank, however many blank lines follow it (records are bounded: one is read
 /// whole within 1 MiB before its end, and a line longer than that is returned cut, and refused as no record).
 fn last_line(file: &mut File) -> io::Result<Option<Vec<u8>>> {
-    const CHUNK: u64 = 1 << 20;
     let length = file.metadata()?.len();
+    last_line_before(file, length)
+}
+
+/// [`last_line`] of the file's first `length` bytes.
+fn last_line_before(file: &mut File, length: u64) -> io::Result<Option<Vec<u8>>> {
+    const CHUNK: u64 = 1 << 20;
     let mut tail = Vec::new();
     // Back over blank lines, however many: a red team's two lines of 600,000 spaces after the last record (which
     // the verifier skips) had the server take its file for an empty one and start its chain again at 1.
@@ -2944,6 +2951,41 @@ mod tests {
             [(3, 3, 4)],
             "{checked:?}"
         );
+    }
+
+    /// A review's start on a chain followed by 1.1 MiB of blank lines and then spaces without a newline wrote its
+    /// first record glued onto the spaces (the verifier then found it altered); a torn line after as many blank
+    /// lines was not cut (the record before it was looked for in the last MiB only). Blanks without a newline are
+    /// ended with one, a fragment is cut however many blank lines lie before it, and a file of blanks alone starts
+    /// the chain on a line of its own.
+    #[test]
+    fn blanks_and_fragments_after_many_blank_lines_leave_the_chain_whole() {
+        for ending in [&b"   "[..], &b"{\"ts\":\"2026-12-0"[..]] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("audit.jsonl");
+            write(&path, None, 1, 3);
+            let mut padded = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .unwrap();
+            padded.write_all(&vec![b'\n'; 1_100_000]).unwrap();
+            padded.write_all(ending).unwrap();
+            drop(padded);
+            write(&path, None, 4, 4);
+            let checked = verify(&[&path], None, None).unwrap();
+            assert_eq!(checked.problem, None, "{checked:?}");
+            assert_eq!(
+                checked.last_seq,
+                Some(if ending[0] == b'{' { 5 } else { 4 })
+            );
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        std::fs::write(&path, "   ").unwrap();
+        write(&path, None, 1, 2);
+        let checked = verify(&[&path], None, None).unwrap();
+        assert_eq!(checked.problem, None, "{checked:?}");
+        assert_eq!((checked.records, checked.last_seq), (2, Some(2)));
     }
 
     /// The line a sink fooled by a planted seal wrote (the record, then `prev` carrying members of its own), sealed
