@@ -1034,11 +1034,12 @@ async fn the_protocol_layers_own_refusals_are_json_rpc_errors() {
                 "/mcp",
                 "application/json",
                 both,
-                // Not a JSON-RPC message rmcp reads (its text quotes serde's message about it).
+                // Not a JSON-RPC message rmcp reads (its text quotes serde's message about it): rmcp says `415`,
+                // as to a wrong content type; sent as JSON, it is a malformed request.
                 json!({"jsonrpc": "2.0", "id": secret, "method": 7}).to_string(),
             ),
-            415,
-            "unsupported_media_type",
+            400,
+            "bad_request",
         ),
         (
             request(
@@ -1064,7 +1065,7 @@ async fn the_protocol_layers_own_refusals_are_json_rpc_errors() {
             "unsupported_media_type",
             "not_acceptable",
             "method_not_allowed",
-            "unsupported_media_type",
+            "bad_request",
             "not_found"
         ]
     );

@@ -1153,12 +1153,29 @@ async fn duplicate_hosts_and_origins_foreign_targets_and_unreadable_bodies_are_r
     );
     let status = raw_status(port, &chunked);
     assert!(status.starts_with("HTTP/1.1 400"), "bad chunking: {status}");
+    // Trial finding (the TypeScript SDK): JSON nested deeper than the parser takes, sent as `application/json`, was
+    // answered `415` and audited `unsupported_media_type` (rmcp's answer to any body it cannot parse), as if the
+    // content type were wrong. It is `400`, `not_json_rpc`; a wrong content type stays `415`.
+    let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+    let nested = format!(
+        "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\nAccept: application/json, \
+         text/event-stream\r\nAuthorization: Bearer {alice}\r\nContent-Length: {}\r\n\r\n{deep}",
+        deep.len()
+    );
+    let status = raw_status(port, &nested);
+    assert!(status.starts_with("HTTP/1.1 400"), "nested: {status}");
+    let text =
+        with("", "/mcp").replace("Content-Type: application/json", "Content-Type: text/plain");
+    let status = raw_status(port, &text);
+    assert!(status.starts_with("HTTP/1.1 415"), "text/plain: {status}");
     let rejected = server.events("http_rejected");
     for (reason, detail) in [
         ("bad_request", json!("duplicate_host")),
         ("origin_not_allowed", json!("duplicate_origin")),
         ("host_not_allowed", Value::Null),
         ("bad_request", json!("unreadable_body")),
+        ("bad_request", json!("not_json_rpc")),
+        ("unsupported_media_type", Value::Null),
     ] {
         assert!(
             rejected

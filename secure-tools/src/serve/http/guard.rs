@@ -144,6 +144,14 @@ async fn limited(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    let json_body = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"))
+        });
     if declared.is_some_and(|n| n > shared.max_request_body_bytes as u64) {
         return shared.reject(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -173,6 +181,22 @@ async fn limited(
             "bad_request",
             Some("unreadable_body"),
             None,
+            &asked,
+        );
+    }
+    // rmcp answers `415` to a body it cannot parse as a JSON-RPC message as to a wrong content type: sent as
+    // `application/json`, it is a malformed request, `400` (a trial's JSON nested past the parser's limit was
+    // audited `unsupported_media_type`).
+    if response.status() == StatusCode::UNSUPPORTED_MEDIA_TYPE && json_body {
+        let subject = response
+            .extensions()
+            .get::<Subject>()
+            .map(|s| s.0.to_string());
+        return shared.reject(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            Some("not_json_rpc"),
+            subject,
             &asked,
         );
     }
