@@ -127,6 +127,13 @@ async fn an_rmcp_client_lists_calls_and_is_refused_as_the_policy_says() {
     let session = events(&records, "session");
     assert_eq!(session.len(), 1);
     assert_eq!(session[0]["client_name"], "rmcp");
+    // Its id, which every call of the session carries (a review found it on the calls only).
+    assert!(session[0]["session_id"].is_string(), "{session:?}");
+    assert!(
+        calls
+            .iter()
+            .all(|r| r["session_id"] == session[0]["session_id"])
+    );
     assert_eq!(
         session[0]["protocol_version"],
         info.protocol_version.to_string()

@@ -96,6 +96,11 @@ impl<S: Send + Sync + 'static> SecureServer<S> {
         }
     }
 
+    /// The id its calls' records carry when the transport gives none (stdio's, made by [`for_session`](Self::for_session)).
+    pub(crate) fn session_id(&self) -> Option<Arc<str>> {
+        self.session_id.clone()
+    }
+
     /// The options of this server alone: shared with its clones until one of them changes its own.
     fn options_mut(&mut self) -> &mut Options {
         let options = Arc::make_mut(&mut self.options);

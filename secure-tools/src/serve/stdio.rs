@@ -68,6 +68,7 @@ where
 {
     loop {
         let session = secure.for_session();
+        transport.set_session_id(session.session_id());
         // The line transport writes the session and version records itself.
         let service = Secured::new(make(session.clone()), session).without_lifecycle_records();
         let started = tokio::select! {

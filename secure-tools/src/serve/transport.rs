@@ -168,6 +168,8 @@ struct Lifecycle {
     refused: std::sync::Mutex<std::collections::VecDeque<(RequestId, usize)>>,
     /// Whether `refused` may hold anything, so that answers are not made to take its lock while it is empty.
     any_refused: AtomicBool,
+    /// The id the session's calls carry in their records, for its `session` record (the runner sets it).
+    session_id: std::sync::Mutex<Option<Arc<str>>>,
 }
 
 /// How many requests refused within a session are remembered until their refusal goes out.
@@ -280,6 +282,15 @@ where
     W: AsyncWrite + Unpin + Send + 'static,
 {
     /// A transport reading from `read` and writing to `write`, refusing messages over `max_message_bytes`.
+    /// The id of the session about to be served, which its calls' records carry, for its `session` record.
+    pub(crate) fn set_session_id(&self, id: Option<Arc<str>>) {
+        *self
+            .lifecycle
+            .session_id
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = id;
+    }
+
     pub fn new(read: R, write: W, max_message_bytes: usize, audit: Audit) -> Self {
         LineTransport {
             reader: Arc::new(Mutex::new(Reader {
@@ -557,7 +568,13 @@ where
             caller: None,
             remote_addr: None,
             token_id: None,
-            session_id: None,
+            session_id: self
+                .lifecycle
+                .session_id
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_deref()
+                .map(str::to_owned),
         });
     }
 
