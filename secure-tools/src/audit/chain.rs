@@ -161,10 +161,14 @@ impl CheckpointKey {
     }
 
     /// The signature of the checkpoint `record` (its members but `sig` and the chain's) numbered `seq` after `prev`.
-    fn sign(&self, prev: &str, seq: u64, record: &Map<String, Value>) -> String {
+    fn sign(&self, prev: &str, seq: u64, record: &Map<String, Value>) -> Option<String> {
         use ed25519_dalek::Signer as _;
-        let message = checkpoint_message(prev, seq, Some(record));
-        format!("ed25519:{}", hex(&self.0.sign(&message).to_bytes()))
+        // The record has no seal yet: either name will do.
+        let message = checkpoint_message(prev, seq, Some((record, "hash")))?;
+        Some(format!(
+            "ed25519:{}",
+            hex(&self.0.sign(&message).to_bytes())
+        ))
     }
 }
 
@@ -202,9 +206,17 @@ impl CheckpointPublicKey {
             })
     }
 
-    /// Whether `sig` signs the checkpoint `record` numbered `seq` after `prev`: as written now (every member), or as
-    /// before (`prev` and `seq` only, "v1"; a signature made over every member cannot pass for that one).
-    fn verifies(&self, prev: &str, seq: u64, record: &Map<String, Value>, sig: &str) -> bool {
+    /// Whether `sig` signs the checkpoint `record` numbered `seq` after `prev` and sealed with the member `seal`
+    /// (`hash` or `mac`): as written now (every member), or as before (`prev` and `seq` only, "v1"; a signature made
+    /// over every member cannot pass for that one).
+    fn verifies(
+        &self,
+        prev: &str,
+        seq: u64,
+        record: &Map<String, Value>,
+        seal: &str,
+        sig: &str,
+    ) -> bool {
         let Some(hex_sig) = sig.strip_prefix("ed25519:") else {
             return false;
         };
@@ -219,30 +231,42 @@ impl CheckpointPublicKey {
             }
         }
         let signature = ed25519_dalek::Signature::from_bytes(&bytes);
-        [Some(record), None].into_iter().any(|record| {
-            self.0
-                .verify_strict(&checkpoint_message(prev, seq, record), &signature)
-                .is_ok()
+        [Some((record, seal)), None].into_iter().any(|record| {
+            checkpoint_message(prev, seq, record)
+                .is_some_and(|message| self.0.verify_strict(&message, &signature).is_ok())
         })
     }
 }
 
-/// What a checkpoint's signature signs. With its `record`: `secure-tools audit checkpoint v2`, `prev`, `seq` and the
-/// record's members but `sig`, `seq`, `prev` and the seal, in RFC 8785 canonical JSON, on lines of their own (a red
-/// team changed an unkeyed chain's last checkpoint's `ts`, `records` and `server_id`, re-hashed it, and it still
-/// verified). Without: `v1`, `prev` and `seq`, as checkpoints were signed before.
-fn checkpoint_message(prev: &str, seq: u64, record: Option<&Map<String, Value>>) -> Vec<u8> {
-    let Some(record) = record else {
-        return format!("secure-tools audit checkpoint v1\n{prev}\n{seq}").into_bytes();
+/// What a checkpoint's signature signs. With its `record` and the name of the chain's seal: `secure-tools audit
+/// checkpoint v2`, `prev`, `seq` and the record's members but `sig`, `seq`, `prev` and that seal, in RFC 8785
+/// canonical JSON, on lines of their own (a red team changed an unkeyed chain's last checkpoint's `ts`, `records` and
+/// `server_id`, re-hashed it, and it still verified; a member named as the other mode's seal is signed like any
+/// other). Without: `v1`, `prev` and `seq`, as checkpoints were signed before. `None` if the record cannot be put in
+/// canonical form (nothing then signs or verifies).
+fn checkpoint_message(
+    prev: &str,
+    seq: u64,
+    record: Option<(&Map<String, Value>, &str)>,
+) -> Option<Vec<u8>> {
+    let Some((record, seal)) = record else {
+        return Some(format!("secure-tools audit checkpoint v1\n{prev}\n{seq}").into_bytes());
     };
     let signed: Map<String, Value> = record
         .iter()
-        .filter(|(name, _)| !matches!(name.as_str(), "sig" | "seq" | "prev" | "hash" | "mac"))
+        .filter(|(name, _)| !matches!(name.as_str(), "sig" | "seq" | "prev") && *name != seal)
         .map(|(name, value)| (name.clone(), value.clone()))
         .collect();
     let mut message = format!("secure-tools audit checkpoint v2\n{prev}\n{seq}\n").into_bytes();
-    message.extend(serde_json_canonicalizer::to_vec(&Value::Object(signed)).unwrap_or_default());
-    message
+    message.extend(serde_json_canonicalizer::to_vec(&Value::Object(signed)).ok()?);
+    Some(message)
+}
+
+/// Whether a checkpoint numbered `seq` counts the records before it as the sink writes it: `records`, an integer,
+/// `seq - 1` (canonical JSON signs `3.0` as `3`, so the signature alone does not pin its form).
+fn checkpoint_counts(record: &Map<String, Value>, seq: u64) -> bool {
+    seq.checked_sub(1)
+        .is_some_and(|before| record.get("records").and_then(Value::as_u64) == Some(before))
 }
 
 /// `prefix` and the digest (of SHA-256 or HMAC-SHA256: 32 bytes) in hex.
@@ -809,7 +833,9 @@ impl ChainState {
         record.insert("server_id".into(), (*self.server_id).into());
         record.insert("event".into(), "checkpoint".into());
         record.insert("records".into(), self.seq.into());
-        let sig = key.sign(&self.prev, seq, &record);
+        let sig = key.sign(&self.prev, seq, &record).ok_or_else(|| {
+            AuditError::Other("a checkpoint that cannot be put in canonical form".into())
+        })?;
         record.insert("sig".into(), sig.into());
         let record = Value::Object(record);
         let synced = self.append(serde_json::to_vec(&record)?, None)?;
@@ -1145,8 +1171,11 @@ fn signed_checkpoint(
     let seq = object.get("seq")?.as_u64()?;
     let prev = object.get("prev")?.as_str()?;
     let sig = object.get("sig")?.as_str()?;
-    (object.get("event")?.as_str()? == "checkpoint" && public.verifies(prev, seq, &object, sig))
-        .then_some(seq)
+    let seal = if chain_key.is_some() { "mac" } else { "hash" };
+    (object.get("event")?.as_str()? == "checkpoint"
+        && checkpoint_counts(&object, seq)
+        && public.verifies(prev, seq, &object, seal, sig))
+    .then_some(seq)
 }
 
 /// How a file opened to be continued ends.
@@ -1898,7 +1927,14 @@ fn verify_from<P: AsRef<Path>>(
                     .and_then(Value::as_str)
                     .unwrap_or_default();
                 if let Some(public) = checkpoint_key
-                    && !public.verifies(&prev, seq, &object, sig)
+                    && !(checkpoint_counts(&object, seq)
+                        && public.verifies(
+                            &prev,
+                            seq,
+                            &object,
+                            if key.is_some() { "mac" } else { "hash" },
+                            sig,
+                        ))
                 {
                     return Ok(at(Problem::BadCheckpoint {
                         seq,
@@ -2869,10 +2905,14 @@ mod tests {
         };
         let last: Value = serde_json::from_str(genuine.last().unwrap()).unwrap();
         assert_eq!(last["event"], "checkpoint");
+        let records = last["records"].as_u64().unwrap();
         for (member, forged) in [
             ("ts", serde_json::json!("1999-01-01T00:00:00Z")),
             ("records", serde_json::json!(999_999)),
             ("server_id", serde_json::json!("EVIL")),
+            // A review's: a member named as the other mode's seal, and the count written as a float.
+            ("mac", serde_json::json!("anything")),
+            ("records", serde_json::json!(records as f64)),
         ] {
             let mut edited = last.clone();
             edited[member] = forged;
