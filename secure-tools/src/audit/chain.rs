@@ -546,7 +546,8 @@ impl ChainedFileSink {
                              write): it is cut off as the next record is written, and an `incomplete_line_cut` \
                              record names it"
                         );
-                        fragment.file = Some(rotated.clone());
+                        let writable = open_rotated_for_cut(&rotated, &previous)?;
+                        fragment.file = Some((rotated.clone(), writable));
                         cut = Some(fragment);
                         Some(before)
                     }
@@ -729,7 +730,11 @@ impl ChainedFileSink {
                 "sha256": fragment.digest,
             });
             // Cut from the rotated file: named by its file name (the directory is this file's).
-            if let Some(name) = fragment.file.as_ref().and_then(|path| path.file_name()) {
+            if let Some(name) = fragment
+                .file
+                .as_ref()
+                .and_then(|(path, _)| path.file_name())
+            {
                 note["file"] = name.to_string_lossy().into();
             }
             // Named at once and synced whatever the durability (just below: the cut is on the disk already).
@@ -1197,25 +1202,22 @@ struct Fragment {
     digest: String,
     /// Whether it was cut off already.
     cut: bool,
-    /// The file it ends, when not the sink's own: the rotated file a new one continues.
-    file: Option<PathBuf>,
+    /// The file it ends, when not the sink's own: the rotated file a new one continues, its name and the handle
+    /// it is cut through, opened and locked as the sink was made.
+    file: Option<(PathBuf, File)>,
 }
 
 impl ChainState {
     /// Cuts the fragment found as the file was opened, if the file still ends as it did then (one writer: the
-    /// lock; anything else is refused, the file left as it is).
+    /// lock, on the sink's file or on the rotated one it ends; anything else is refused, the file left as it is).
     fn cut(&mut self, fragment: &mut Fragment) -> io::Result<()> {
         if fragment.cut {
             // By an earlier line, whose record (or the fragment's) could not be written.
             return Ok(());
         }
-        let other;
         let file = match &fragment.file {
             None => &self.file,
-            Some(path) => {
-                other = std::fs::OpenOptions::new().write(true).open(path)?;
-                &other
-            }
+            Some((_, rotated)) => rotated,
         };
         if file.metadata()?.len() != fragment.at + fragment.bytes {
             return Err(io::Error::other(
@@ -1225,6 +1227,44 @@ impl ChainState {
         file.set_len(fragment.at)?;
         fragment.cut = true;
         file.sync_data()
+    }
+}
+
+/// The rotated file `path` (read as `read`) opened to cut a torn last line from it: the same file (not a link, a
+/// FIFO, or a file put there since), for writing, and locked as the sink's own file is, so that a server still
+/// appending to it (one not restarted since the rotation) is found, and nothing else can be cut through the name
+/// later (a review: reopened by name at the cut, a file swapped in of the same length would have been cut).
+fn open_rotated_for_cut(path: &Path, read: &File) -> io::Result<File> {
+    let mut options = OpenOptions::new();
+    options.read(true).write(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(
+        &mut options,
+        libc::O_NOFOLLOW | libc::O_NONBLOCK,
+    );
+    let file = options.open(path).map_err(|error| naming(path, error))?;
+    let (opened, seen) = (file.metadata()?, read.metadata()?);
+    #[cfg(unix)]
+    let same = {
+        use std::os::unix::fs::MetadataExt as _;
+        opened.dev() == seen.dev() && opened.ino() == seen.ino()
+    };
+    #[cfg(not(unix))]
+    let same = opened.len() == seen.len();
+    if !opened.is_file() || !same {
+        return Err(invalid(
+            path,
+            "it changed while the server was starting (its incomplete last line is not cut): start again",
+        ));
+    }
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(invalid(
+            path,
+            "another process is appending to it (a server not restarted since the rotation?): its incomplete last \
+             line is not cut while it writes",
+        )),
+        Err(std::fs::TryLockError::Error(error)) => Err(naming(path, error)),
     }
 }
 
@@ -1421,6 +1461,10 @@ pub struct LineCut {
     pub file: String,
     /// Its line in the file, from 1.
     pub line: u64,
+    /// The file the fragment was cut from when not the record's own (the rotated file a new one continued), by
+    /// its name as the record gives it, shown escaped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
 }
 
 /// The most ranges of unvouched records [`Verification::unvouched`] lists.
@@ -1988,6 +2032,10 @@ fn verify_from<P: AsRef<Path>>(
                     seq,
                     file: shown.clone(),
                     line: number,
+                    from: object.get("file").and_then(Value::as_str).map(|name| {
+                        crate::text::neutralize(&crate::audit::shorten_str(name))
+                            .replace('\n', "\\u{a}")
+                    }),
                 });
             }
             after_stop = event == Some("server_stop");
@@ -2865,12 +2913,24 @@ mod tests {
             let kept = torn.iter().rposition(|b| *b == b'\n').unwrap() + 1;
             std::fs::rename(&path, &rotated).unwrap();
             std::fs::write(&path, "").unwrap();
+            // Still held by a writer (a server not restarted since the rotation): refused, nothing cut.
+            let holder = File::open(&rotated).unwrap();
+            holder.lock().unwrap();
+            let refused = ChainedFileSink::append_to(&path, key.clone())
+                .err()
+                .expect("refused while another process appends to FILE.1")
+                .to_string();
+            assert!(refused.contains("another process"), "{refused}");
+            assert_eq!(std::fs::read(&rotated).unwrap(), torn);
+            drop(holder);
             write(&path, key.as_ref(), 4, 4);
             assert_eq!(std::fs::read(&rotated).unwrap(), &torn[..kept]);
             let note: Value = serde_json::from_str(&lines(&path)[0]).unwrap();
             assert_eq!(note["event"], "incomplete_line_cut");
             assert_eq!(note["file"], "audit.jsonl.1");
             assert_eq!(note["bytes"], torn.len() - kept);
+            let named = verify(&[&rotated, &path], key.as_ref(), None).unwrap();
+            assert_eq!(named.lines_cut[0].from.as_deref(), Some("audit.jsonl.1"));
             let checked = verify(&[&rotated, &path], key.as_ref(), None).unwrap();
             assert_eq!(checked.problem, None, "{checked:?}");
             assert_eq!((checked.records, checked.last_seq), (4, Some(4)));

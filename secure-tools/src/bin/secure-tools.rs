@@ -542,9 +542,15 @@ fn verify(
             let mut warnings = String::new();
             for cut in &checked.lines_cut {
                 warnings.push_str(&format!(
-                    "note: at record {} ({}:{}), a restarting server cut off an incomplete last line of {} bytes \
+                    "note: at record {} ({}:{}), a restarting server cut off an incomplete last line of {} bytes{} \
                      (a write cut short by a crash or a power loss; it was no record), naming its SHA-256 there\n",
-                    cut.seq, cut.file, cut.line, cut.bytes
+                    cut.seq,
+                    cut.file,
+                    cut.line,
+                    cut.bytes,
+                    cut.from
+                        .as_ref()
+                        .map_or_else(String::new, |from| format!(" from {from}"))
                 ));
             }
             for range in &checked.unvouched {
