@@ -281,7 +281,6 @@ where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
-    /// A transport reading from `read` and writing to `write`, refusing messages over `max_message_bytes`.
     /// The id of the session about to be served, which its calls' records carry, for its `session` record.
     pub(crate) fn set_session_id(&self, id: Option<Arc<str>>) {
         *self
@@ -291,6 +290,7 @@ where
             .unwrap_or_else(|e| e.into_inner()) = id;
     }
 
+    /// A transport reading from `read` and writing to `write`, refusing messages over `max_message_bytes`.
     pub fn new(read: R, write: W, max_message_bytes: usize, audit: Audit) -> Self {
         LineTransport {
             reader: Arc::new(Mutex::new(Reader {
