@@ -208,6 +208,9 @@ impl From<io::Error> for FsError {
             io::ErrorKind::ExecutableFileBusy => FsError::FileBusy,
             io::ErrorKind::ReadOnlyFilesystem => FsError::ReadOnlyFilesystem,
             io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => FsError::NoSpace,
+            // A directory put at the name after it was looked at: the final rename cannot replace it (a red team's
+            // race was answered `internal_error`, and logged as a failure of the server).
+            io::ErrorKind::IsADirectory => FsError::NotAFile,
             _ => FsError::Io(err),
         }
     }

@@ -600,6 +600,33 @@ fn the_final_rename_replaces_a_symlink_raced_in_rather_than_writing_through_it()
     assert_eq!(fs::read_to_string(&raced).unwrap(), "new");
 }
 
+/// A red team swapped a directory in at the name between the write's look and its rename: the rename fails
+/// (`EISDIR`), which was answered `internal_error` and logged as the server's failure. It is `not_a_file`, as the
+/// look would have said.
+#[test]
+fn a_directory_raced_in_before_the_rename_is_not_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = root_in(dir.path());
+    let raced = dir.path().join("raced.txt");
+    let checks = std::cell::Cell::new(0);
+    let race_in_a_directory = || {
+        checks.set(checks.get() + 1);
+        if checks.get() == 2 {
+            fs::create_dir(&raced).unwrap();
+        }
+        false
+    };
+    let refused = root
+        .write_unless(&name("raced.txt"), "new", &race_in_a_directory, &|| true)
+        .unwrap_err();
+    assert!(matches!(refused, FsError::NotAFile), "{refused:?}");
+    assert!(fs::metadata(&raced).unwrap().is_dir());
+    assert_eq!(
+        listing(dir.path()),
+        BTreeSet::from(["raced.txt".to_owned()])
+    );
+}
+
 /// A write abandoned because its call was cancelled became a refusal of kind `Error`, so a call whose handler
 /// returned it before the pipeline saw the cancellation was audited `error`. It is a `cancelled` refusal now.
 #[test]
