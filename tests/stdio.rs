@@ -140,6 +140,61 @@ async fn an_rmcp_client_lists_calls_and_is_refused_as_the_policy_says() {
     );
 }
 
+/// Red-team finding: a second request with the id of one still in progress ran too (both calls audited, both
+/// effects) and got no answer of its own: the client's two requests had one reply. JSON-RPC ids are unique among
+/// the requests in progress: the second is refused (`-32600`, audited `message_rejected`, `duplicate_id`) and never
+/// runs; the first is answered as usual, and its id is free again once answered, or once the client cancels it.
+#[test]
+fn a_request_reusing_the_id_of_one_in_progress_is_refused() {
+    let mut server = RawServer::spawn(SERVER, Some("test.read,test.write"), &[]);
+    assert!(server.initialize("2025-11-25").get("result").is_some());
+    server.send(&RawServer::call_message(7, "slow", json!({"millis": 1500})));
+    server.send(&RawServer::call_message(
+        7,
+        "echo",
+        json!({"text": "second"}),
+    ));
+    let refused = server.recv();
+    assert_eq!(refused["id"], 7, "{refused}");
+    assert_eq!(refused["error"]["code"], -32600, "{refused}");
+    let answered = server.recv();
+    assert_eq!(answered["id"], 7, "{answered}");
+    assert_eq!(
+        answered["result"]["content"][0]["text"], "done",
+        "{answered}"
+    );
+    // Free again once answered.
+    let again = server.request(RawServer::call_message(7, "echo", json!({"text": "third"})));
+    assert!(again["result"].is_object(), "{again}");
+    // And once cancelled.
+    server.send(&RawServer::call_message(
+        8,
+        "slow",
+        json!({"millis": 30000}),
+    ));
+    server.send(
+        &json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 8}}),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let after = server.request(RawServer::call_message(
+        8,
+        "echo",
+        json!({"text": "fourth"}),
+    ));
+    assert!(after["result"].is_object(), "{after}");
+    let (status, records, stderr) = server.finish();
+    assert!(status.success(), "{stderr}");
+    let tools: Vec<_> = events(&records, "tool_call")
+        .iter()
+        .map(|r| r["tool"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(tools, ["slow", "echo", "slow", "echo"], "{records:#?}");
+    let rejected = events(&records, "message_rejected");
+    assert_eq!(rejected.len(), 1, "{rejected:?}");
+    assert_eq!(rejected[0]["reason"], "duplicate_id");
+    assert_eq!(rejected[0]["request_id"], 7);
+}
+
 #[test]
 fn every_call_yields_exactly_one_audit_record_in_a_mixed_run() {
     let mut server = RawServer::spawn(SERVER, Some("test.read,test.write"), &[]);

@@ -170,6 +170,9 @@ struct Lifecycle {
     any_refused: AtomicBool,
     /// The id the session's calls carry in their records, for its `session` record (the runner sets it).
     session_id: std::sync::Mutex<Option<Arc<str>>>,
+    /// The ids of the client's requests handed to rmcp and not yet answered (nor cancelled by the client): a
+    /// request reusing one is refused.
+    in_flight: std::sync::Mutex<std::collections::HashSet<RequestId>>,
 }
 
 /// How many requests refused within a session are remembered until their refusal goes out.
@@ -453,6 +456,44 @@ where
     }
 
     /// Notes the lifecycle facts an incoming request carries, for the session record.
+    fn in_flight(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<RequestId>> {
+        self.lifecycle
+            .in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Keeps the ids of the requests in progress: a request whose id is one of them is refused (a red team's second
+    /// request with a call's id ran too, and the client got one answer for the two); a cancellation frees its id
+    /// (rmcp answers no request its client cancelled).
+    fn track_incoming(&self, message: &ClientJsonRpcMessage) -> Option<Refusal> {
+        match message {
+            ClientJsonRpcMessage::Request(request) => {
+                if self.in_flight().insert(request.id.clone()) {
+                    return None;
+                }
+                Some(Refusal {
+                    id: Some(request.id.clone()),
+                    reason: "duplicate_id",
+                    error: Some(invalid_request(format!(
+                        "Invalid request: the id {} is that of a request still in progress",
+                        request.id
+                    ))),
+                })
+            }
+            ClientJsonRpcMessage::Notification(notification) => {
+                if let ClientNotification::CancelledNotification(cancelled) =
+                    &notification.notification
+                    && let Some(id) = &cancelled.params.request_id
+                {
+                    self.in_flight().remove(id);
+                }
+                None
+            }
+            _ => None,
+        }
+    }
+
     fn observe_incoming(&self, message: &ClientJsonRpcMessage, bytes: usize) {
         let ClientJsonRpcMessage::Request(request) = message else {
             return;
@@ -598,6 +639,15 @@ where
 
     /// Audits the lifecycle facts an outgoing message carries.
     fn observe_outgoing(&self, message: &ServerJsonRpcMessage) {
+        // An answered request's id is free again.
+        let answered = match message {
+            ServerJsonRpcMessage::Response(response) => Some(&response.id),
+            ServerJsonRpcMessage::Error(error) => error.id.as_ref(),
+            _ => None,
+        };
+        if let Some(id) = answered {
+            self.in_flight().remove(id);
+        }
         match message {
             ServerJsonRpcMessage::Response(response) => {
                 // A request foreseen refused that rmcp answered after all leaves its place: a later error with its
@@ -900,14 +950,20 @@ where
                                 );
                                 continue;
                             }
-                            self.observe_incoming(&message, bytes);
-                            if self.hold_tool_arguments && super::handler::HeldArguments::needed() {
-                                super::handler::HeldArguments::hold(&mut message);
+                            if let Some(refusal) = self.track_incoming(&message) {
+                                (refusal, bytes)
+                            } else {
+                                self.observe_incoming(&message, bytes);
+                                if self.hold_tool_arguments
+                                    && super::handler::HeldArguments::needed()
+                                {
+                                    super::handler::HeldArguments::hold(&mut message);
+                                }
+                                // Its answer, if any, is rmcp's to send: the place goes back to the queue, and the
+                                // next line waits for one of its own.
+                                reader.room = None;
+                                return Some(message);
                             }
-                            // Its answer, if any, is rmcp's to send: the place goes back to the queue, and the
-                            // next line waits for one of its own.
-                            reader.room = None;
-                            return Some(message);
                         }
                         Err(refusal) => (refusal, bytes),
                     }
