@@ -206,6 +206,23 @@ impl CheckpointPublicKey {
             })
     }
 
+    /// Whether `record`, a checkpoint of a chain sealed in `chain_key`'s mode, is one this key signed: its `sig` over
+    /// its `prev`, `seq` and other members, and its `records` the count of those before it, an integer (canonical
+    /// JSON signs `3.0` as `3`, so the signature alone does not pin that member's form).
+    fn signed(&self, record: &Map<String, Value>, chain_key: Option<&ChainKey>) -> bool {
+        let (Some(seq), Some(prev), Some(sig)) = (
+            record.get("seq").and_then(Value::as_u64),
+            record.get("prev").and_then(Value::as_str),
+            record.get("sig").and_then(Value::as_str),
+        ) else {
+            return false;
+        };
+        let counted = seq
+            .checked_sub(1)
+            .is_some_and(|before| record.get("records").and_then(Value::as_u64) == Some(before));
+        counted && self.verifies(prev, seq, record, seal_name(chain_key), sig)
+    }
+
     /// Whether `sig` signs the checkpoint `record` numbered `seq` after `prev` and sealed with the member `seal`
     /// (`hash` or `mac`): as written now (every member), or as before (`prev` and `seq` only, "v1"; a signature made
     /// over every member cannot pass for that one).
@@ -262,13 +279,6 @@ fn checkpoint_message(
     Some(message)
 }
 
-/// Whether a checkpoint numbered `seq` counts the records before it as the sink writes it: `records`, an integer,
-/// `seq - 1` (canonical JSON signs `3.0` as `3`, so the signature alone does not pin its form).
-fn checkpoint_counts(record: &Map<String, Value>, seq: u64) -> bool {
-    seq.checked_sub(1)
-        .is_some_and(|before| record.get("records").and_then(Value::as_u64) == Some(before))
-}
-
 /// `prefix` and the digest (of SHA-256 or HMAC-SHA256: 32 bytes) in hex.
 fn tagged_digest(prefix: &str, digest: &[u8]) -> String {
     let mut digits = [0u8; 64];
@@ -321,10 +331,14 @@ enum Seal<'a> {
     Verified(&'a str),
 }
 
+/// The member that seals a record in `key`'s mode: `mac` keyed, `hash` unkeyed.
+fn seal_name(key: Option<&ChainKey>) -> &'static str {
+    if key.is_some() { "mac" } else { "hash" }
+}
+
 /// Checks the seal `line` ends with: its last member for this mode, matching the line's bytes before it.
 fn checked_seal<'a>(line: &'a [u8], key: Option<&ChainKey>) -> Seal<'a> {
-    let name = if key.is_some() { "mac" } else { "hash" };
-    match split_seal(line, name) {
+    match split_seal(line, seal_name(key)) {
         None => Seal::Missing,
         Some((body, sealed)) if seal(body, key).1 == sealed => Seal::Verified(sealed),
         Some(_) => Seal::Mismatch,
@@ -1174,13 +1188,8 @@ fn signed_checkpoint(
     };
     let object = strict_object(line)?;
     let seq = object.get("seq")?.as_u64()?;
-    let prev = object.get("prev")?.as_str()?;
-    let sig = object.get("sig")?.as_str()?;
-    let seal = if chain_key.is_some() { "mac" } else { "hash" };
-    (object.get("event")?.as_str()? == "checkpoint"
-        && checkpoint_counts(&object, seq)
-        && public.verifies(prev, seq, &object, seal, sig))
-    .then_some(seq)
+    (object.get("event")?.as_str()? == "checkpoint" && public.signed(&object, chain_key))
+        .then_some(seq)
 }
 
 /// How a file opened to be continued ends.
@@ -1966,19 +1975,8 @@ fn verify_from<P: AsRef<Path>>(
             }
             let event = object.get("event").and_then(Value::as_str);
             if event == Some("checkpoint") {
-                let sig = object
-                    .get("sig")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default();
                 if let Some(public) = checkpoint_key
-                    && !(checkpoint_counts(&object, seq)
-                        && public.verifies(
-                            &prev,
-                            seq,
-                            &object,
-                            if key.is_some() { "mac" } else { "hash" },
-                            sig,
-                        ))
+                    && !public.signed(&object, key)
                 {
                     return Ok(at(Problem::BadCheckpoint {
                         seq,
