@@ -331,6 +331,14 @@ enum Seal<'a> {
     Verified(&'a str),
 }
 
+/// A file's name as the verifier's reports show it: its controls and line breaks escaped, so that it can neither
+/// drive the terminal nor print a line of its own (a red team's name printed "intact: 99 records").
+fn shown_name(name: &str) -> String {
+    crate::text::neutralize(name)
+        .replace('\n', "\\u{a}")
+        .replace('\t', "\\u{9}")
+}
+
 /// The member that seals a record in `key`'s mode: `mac` keyed, `hash` unkeyed.
 fn seal_name(key: Option<&ChainKey>) -> &'static str {
     if key.is_some() { "mac" } else { "hash" }
@@ -1810,11 +1818,7 @@ fn verify_from<P: AsRef<Path>>(
     let mut lines_cut: Vec<LineCut> = Vec::new();
     'files: for (file_index, path) in files.iter().enumerate() {
         let path = path.as_ref();
-        // Named in reports as the verifier prints them: a name's controls and line breaks escaped, so that it can
-        // neither drive the terminal nor print a line of its own (a red team's name printed "intact: 99 records").
-        let shown = crate::text::neutralize(&path.display().to_string())
-            .replace('\n', "\\u{a}")
-            .replace('\t', "\\u{9}");
+        let shown = shown_name(&path.display().to_string());
         let mut reader = io::BufReader::new(File::open(path).map_err(|error| naming(path, error))?);
         let mut line = Vec::new();
         let mut number = 0u64;
@@ -2004,8 +2008,7 @@ fn verify_from<P: AsRef<Path>>(
             }
             // A record's claim reaches back no further than the last checkpoint verified before it: one chained
             // on by someone else could otherwise unvouch what a checkpoint signs (a red team's claimed a million).
-            let resumed_from =
-                |count: u64| seq.saturating_sub(count).max(vouched_through + 1).max(1);
+            let resumed_from = |count: u64| seq.saturating_sub(count).max(vouched_through + 1);
             if event == Some("chain_resumed")
                 && checkpoint_key.is_some()
                 && let Some(count) = object.get("unvouched").and_then(Value::as_u64)
@@ -2030,10 +2033,10 @@ fn verify_from<P: AsRef<Path>>(
                     seq,
                     file: shown.clone(),
                     line: number,
-                    from: object.get("file").and_then(Value::as_str).map(|name| {
-                        crate::text::neutralize(&crate::audit::shorten_str(name))
-                            .replace('\n', "\\u{a}")
-                    }),
+                    from: object
+                        .get("file")
+                        .and_then(Value::as_str)
+                        .map(|name| shown_name(&crate::audit::shorten_str(name))),
                 });
             }
             after_stop = event == Some("server_stop");
