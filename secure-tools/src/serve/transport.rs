@@ -475,10 +475,10 @@ where
                 Some(Refusal {
                     id: Some(request.id.clone()),
                     reason: "duplicate_id",
-                    error: Some(invalid_request(format!(
-                        "Invalid request: the id {} is that of a request still in progress",
-                        request.id
-                    ))),
+                    // The id is the answer's own: not repeated in its message (it may be megabytes long).
+                    error: Some(invalid_request(
+                        "Invalid request: the id is that of a request still in progress",
+                    )),
                 })
             }
             ClientJsonRpcMessage::Notification(notification) => {
