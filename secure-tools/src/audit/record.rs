@@ -147,7 +147,8 @@ pub enum AuditEvent {
         /// Over HTTP: the bearer token's id (`jti`), when it has one.
         #[serde(skip_serializing_if = "Option::is_none")]
         token_id: Option<String>,
-        /// Over HTTP with sessions: the session's id (`Mcp-Session-Id`), which its calls' records carry.
+        /// The session's id, which its calls' records carry: over stdio, and over HTTP with sessions
+        /// (`Mcp-Session-Id`).
         #[serde(skip_serializing_if = "Option::is_none")]
         session_id: Option<String>,
     },

@@ -13,14 +13,15 @@ const RESERVED_STEMS: [&str; 4] = ["CON", "PRN", "AUX", "NUL"];
 const RESERVED_NUMBERED: [&str; 2] = ["COM", "LPT"];
 
 /// What [`FileName`] accepts, for the schema's description.
-const RULES: &str = "1 to 128 ASCII letters, digits, `.`, `_` or `-`; not starting with `.` or `-`, not ending with `.`; \
-                     not a Windows device name (CON, PRN, AUX, NUL, COM0-9, LPT0-9, with or without an extension)";
+const RULES: &str = "1 to 128 ASCII letters, digits, `.`, `_` or `-`; not starting with `.` or `-`, \
+                     not ending with `.`; not a Windows device name (CON, PRN, AUX, NUL, COM0-9, LPT0-9, with or without an extension)";
 
 /// A validated file name: one path component naming a file directly inside a [`Root`](super::Root).
 ///
 /// Accepted: 1 to [`MAX_FILE_NAME_LEN`] ASCII letters, digits, `.`, `_` and `-`, not starting with `.` (so no
-/// hidden file, `.` or `..`) or `-` (an option to the operator's shell tools), not ending with `.`, and not a Windows device name (`CON`, `PRN`, `AUX`, `NUL`,
-/// `COM0`-`COM9`, `LPT0`-`LPT9`, in any case and with any extension, such as `con.txt` or `NUL.tar.gz`).
+/// hidden file, `.` or `..`) or `-` (an option to the operator's shell tools), not ending with `.`, and not a
+/// Windows device name (`CON`, `PRN`, `AUX`, `NUL`, `COM0`-`COM9`, `LPT0`-`LPT9`, in any case and with any
+/// extension, such as `con.txt` or `NUL.tar.gz`).
 /// There is no separator, no escape and no encoding in the alphabet, so a name cannot point anywhere but at one
 /// entry of the root. (On a case-insensitive file system, names that differ only in case are one file.)
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -239,8 +240,8 @@ impl schemars::JsonSchema for FileName {
     }
 }
 
-/// The character rule, no leading `.` or `-` and no trailing `.`, in the subset of syntax that both ECMA-262 (with or
-/// without the `u` and `v` flags) and Rust's `regex` accept: no lookahead, `-` escaped inside classes.
+/// The character rule, no leading `.` or `-` and no trailing `.`, in the subset of syntax that both ECMA-262 (with
+/// or without the `u` and `v` flags) and Rust's `regex` accept: no lookahead, `-` escaped inside classes.
 const PATTERN: &str = r"^[A-Za-z0-9_]([A-Za-z0-9._\-]*[A-Za-z0-9_\-])?$";
 
 #[cfg(test)]
