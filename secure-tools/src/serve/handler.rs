@@ -96,7 +96,8 @@ impl<S: Send + Sync + 'static> SecureServer<S> {
         }
     }
 
-    /// The id its calls' records carry when the transport gives none (stdio's, made by [`for_session`](Self::for_session)).
+    /// The id its calls' records carry when the transport gives none (stdio's, made by
+    /// [`for_session`](Self::for_session)).
     pub(crate) fn session_id(&self) -> Option<Arc<str>> {
         self.session_id.clone()
     }
