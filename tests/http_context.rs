@@ -488,3 +488,175 @@ async fn at_sigterm_in_sessions_mode_calls_are_answered_and_an_open_event_stream
     );
     assert_eq!(audit.last().unwrap()["event"], "server_stop");
 }
+
+/// Opens a session (`initialize`, then `notifications/initialized`) and returns its id.
+async fn open_session(client: &reqwest::Client, url: &str) -> String {
+    let initialized = post(
+        client,
+        url,
+        &json!({"jsonrpc": "2.0", "id": 0, "method": "initialize",
+               "params": {"protocolVersion": "2025-11-25", "capabilities": {},
+                          "clientInfo": {"name": "test", "version": "1"}}}),
+    )
+    .await
+    .unwrap();
+    let session = initialized.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let _ = initialized.text().await.unwrap();
+    let notified = post_in(
+        client,
+        url,
+        &session,
+        &json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+    )
+    .await;
+    assert_eq!(notified.0, 202, "{}", notified.1);
+    session
+}
+
+/// Posts `body` into `session`; the answer's status and body.
+async fn post_in(
+    client: &reqwest::Client,
+    url: &str,
+    session: &str,
+    body: &Value,
+) -> (u16, String) {
+    let response = client
+        .post(url)
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2025-11-25")
+        .header("mcp-session-id", session)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+/// The JSON-RPC messages of an answer, whether a JSON body or a stream of events.
+fn messages(body: &str) -> Vec<Value> {
+    if let Ok(message) = serde_json::from_str::<Value>(body) {
+        return vec![message];
+    }
+    body.lines()
+        .filter_map(|line| line.strip_prefix("data:"))
+        .filter_map(|data| serde_json::from_str(data.trim()).ok())
+        .collect()
+}
+
+/// Red-team finding, carried over from stdio: within a session, a request reusing the id of one in progress ran
+/// too (both audited, both effects) and rmcp routed the answers by id, so one client request got the other's answer
+/// and the other none. The second is refused `-32600` (audited `message_rejected`, `duplicate_id`) and never runs;
+/// the id is free again once answered or cancelled; another session's ids are its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_reusing_the_id_of_one_in_progress_in_its_session_is_refused() {
+    let server = start_with(&[("MCP_HTTP_SESSIONS", "true")]);
+    let client = client(Duration::from_secs(30));
+    let session = open_session(&client, &server.url).await;
+    let other = open_session(&client, &server.url).await;
+    let slow = {
+        let (client, url, session) = (client.clone(), server.url.clone(), session.clone());
+        tokio::spawn(async move {
+            post_in(
+                &client,
+                &url,
+                &session,
+                &json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+                       "params": {"name": "slow", "arguments": {"millis": 1500}}}),
+            )
+            .await
+        })
+    };
+    audit_until(&server, |audit| {
+        events(audit, "call_started")
+            .iter()
+            .any(|r| r["tool"] == "slow")
+    });
+    let echo = |text: &str| {
+        json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+               "params": {"name": "echo", "arguments": {"text": text}}})
+    };
+    let (status, body) = post_in(&client, &server.url, &session, &echo("second")).await;
+    let refused = messages(&body);
+    assert_eq!(refused.len(), 1, "{status} {body}");
+    assert_eq!(refused[0]["id"], 7, "{body}");
+    assert_eq!(refused[0]["error"]["code"], -32600, "{body}");
+    // Another session's id 7 is its own.
+    let (_, body) = post_in(&client, &server.url, &other, &echo("other")).await;
+    assert_eq!(
+        messages(&body)[0]["result"]["content"][0]["text"],
+        "other",
+        "{body}"
+    );
+    let (status, body) = slow.await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    let answered = messages(&body);
+    assert_eq!(answered.last().unwrap()["id"], 7, "{body}");
+    assert_eq!(
+        answered.last().unwrap()["result"]["content"][0]["text"],
+        "done",
+        "{body}"
+    );
+    // Free again once answered.
+    let (_, body) = post_in(&client, &server.url, &session, &echo("third")).await;
+    assert_eq!(
+        messages(&body)[0]["result"]["content"][0]["text"],
+        "third",
+        "{body}"
+    );
+    // And once cancelled.
+    let cancelled = {
+        let (client, url, session) = (client.clone(), server.url.clone(), session.clone());
+        tokio::spawn(async move {
+            post_in(
+                &client,
+                &url,
+                &session,
+                &json!({"jsonrpc": "2.0", "id": 8, "method": "tools/call",
+                       "params": {"name": "slow", "arguments": {"millis": 30000}}}),
+            )
+            .await
+        })
+    };
+    audit_until(&server, |audit| {
+        events(audit, "call_started")
+            .iter()
+            .filter(|r| r["tool"] == "slow")
+            .count()
+            == 2
+    });
+    let (status, _) = post_in(
+        &client,
+        &server.url,
+        &session,
+        &json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 8}}),
+    )
+    .await;
+    assert_eq!(status, 202);
+    let mut fourth = echo("fourth");
+    fourth["id"] = json!(8);
+    let (_, body) = post_in(&client, &server.url, &session, &fourth).await;
+    assert_eq!(
+        messages(&body)[0]["result"]["content"][0]["text"],
+        "fourth",
+        "{body}"
+    );
+    cancelled.abort();
+    let audit = audit_until(&server, |audit| events(audit, "tool_call").len() == 5);
+    let tools: Vec<_> = events(&audit, "tool_call")
+        .iter()
+        .map(|r| r["tool"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        tools,
+        ["echo", "slow", "echo", "slow", "echo"],
+        "{audit:#?}"
+    );
+    assert_eq!(events(&audit, "tool_call")[3]["outcome"], "cancelled");
+    let rejected = events(&audit, "message_rejected");
+    assert_eq!(rejected.len(), 1, "{rejected:?}");
+    assert_eq!(rejected[0]["reason"], "duplicate_id");
+    assert_eq!(rejected[0]["request_id"], 7);
+}

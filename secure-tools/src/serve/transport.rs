@@ -474,11 +474,8 @@ where
                 }
                 Some(Refusal {
                     id: Some(request.id.clone()),
-                    reason: "duplicate_id",
-                    // The id is the answer's own: not repeated in its message (it may be megabytes long).
-                    error: Some(invalid_request(
-                        "Invalid request: the id is that of a request still in progress",
-                    )),
+                    reason: DUPLICATE_ID_REASON,
+                    error: Some(duplicate_id_error()),
                 })
             }
             ClientJsonRpcMessage::Notification(notification) => {
@@ -865,6 +862,16 @@ fn refuse_misshapen_call(message: ClientJsonRpcMessage) -> Result<ClientJsonRpcM
 
 /// The `message_rejected` reason of a `tools/call` whose params do not have its shape.
 pub(super) const MISSHAPEN_CALL_REASON: &str = "invalid_params";
+
+/// The `message_rejected` reason of a request whose id is that of one in progress (on stdio, or within an HTTP
+/// session).
+pub(super) const DUPLICATE_ID_REASON: &str = "duplicate_id";
+
+/// The answer to a request whose id is that of one in progress. The id is the answer's own: not repeated in its
+/// message (it may be megabytes long).
+pub(super) fn duplicate_id_error() -> ErrorData {
+    invalid_request("Invalid request: the id is that of a request still in progress")
+}
 
 /// The answer to a `tools/call` whose params do not have its shape: here, and from the secure handler where rmcp
 /// parsed the call (over HTTP, or rmcp's own transports).

@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use rmcp::model::{ClientJsonRpcMessage, ServerJsonRpcMessage};
+use rmcp::model::{ClientJsonRpcMessage, RequestId, ServerJsonRpcMessage};
 use rmcp::transport::streamable_http_server::session::local::{
     LocalSessionManager, LocalSessionManagerError,
 };
@@ -466,15 +466,119 @@ impl Opening {
 /// rmcp's session manager, each session bound to its owner as it is made (red-team finding: bound from the
 /// answer, a session whose request was dropped before its answer was counted against no one, and thousands were
 /// made past every limit). The session chosen to make room is closed then.
+///
+/// It also keeps the ids of each session's requests in progress: a request reusing one is refused `-32600`, audited
+/// `message_rejected` with reason `duplicate_id` (red-team finding, as on stdio: the second ran too, and rmcp, which
+/// routes a session's answers by request id, gave one request the other's answer and the other none). An id is free
+/// again once its request's stream ends (answered, or its client gone) or its client cancels it (rmcp answers no
+/// cancelled request). Another session's ids are its own.
 pub(super) struct Bound {
     inner: Arc<LocalSessionManager>,
     audit: crate::audit::Audit,
+    in_flight: Arc<InFlight>,
 }
 
 impl Bound {
     pub(super) fn new(inner: Arc<LocalSessionManager>, audit: crate::audit::Audit) -> Self {
-        Bound { inner, audit }
+        Bound {
+            inner,
+            audit,
+            in_flight: Arc::default(),
+        }
     }
+}
+
+/// The ids of the requests in progress, by session; each with the turn it was taken at, so that a request's stream
+/// ending after its id was freed (cancelled) and taken again frees nothing of the new one's. A session is in the map
+/// only while it has requests in progress, and an identity has at most [`MAX_REQUESTS_PER_CALLER`] of those.
+#[derive(Default)]
+struct InFlight {
+    ids: Mutex<HashMap<Arc<str>, HashMap<RequestId, u64>>>,
+    turn: std::sync::atomic::AtomicU64,
+}
+
+impl InFlight {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, HashMap<RequestId, u64>>> {
+        self.ids.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Takes `id` in `session`: its turn, or `None` when a request in progress has it.
+    fn take(&self, session: &Arc<str>, id: &RequestId) -> Option<u64> {
+        let mut ids = self.lock();
+        let session = ids.entry(Arc::clone(session)).or_default();
+        if session.contains_key(id) {
+            return None;
+        }
+        let turn = self.turn.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        session.insert(id.clone(), turn);
+        Some(turn)
+    }
+
+    /// Frees `id` in `session`, if it is still taken at `turn` (any turn when `None`).
+    fn free(&self, session: &Arc<str>, id: &RequestId, turn: Option<u64>) {
+        let mut ids = self.lock();
+        let Some(taken) = ids.get_mut(session) else {
+            return;
+        };
+        if turn.is_none_or(|turn| taken.get(id) == Some(&turn)) {
+            taken.remove(id);
+        }
+        if taken.is_empty() {
+            ids.remove(session);
+        }
+    }
+}
+
+/// A request's id, taken in its session until its stream ends.
+struct Taken {
+    in_flight: Arc<InFlight>,
+    session: Arc<str>,
+    id: RequestId,
+    turn: u64,
+}
+
+impl Drop for Taken {
+    fn drop(&mut self) {
+        self.in_flight
+            .free(&self.session, &self.id, Some(self.turn));
+    }
+}
+
+/// A request's stream of answers, holding its id until it ends or is dropped.
+struct Answering<S> {
+    stream: S,
+    taken: Option<Taken>,
+}
+
+impl<S: futures_util::Stream + Unpin> futures_util::Stream for Answering<S> {
+    type Item = S::Item;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<S::Item>> {
+        let next = std::pin::Pin::new(&mut self.stream).poll_next(cx);
+        if let std::task::Poll::Ready(None) = next {
+            self.taken = None;
+        }
+        next
+    }
+}
+
+/// The size of a request, for its record: its body's as the client gave it, else the message encoded again.
+fn request_bytes(message: &ClientJsonRpcMessage) -> usize {
+    use rmcp::model::GetExtensions as _;
+    if let rmcp::model::JsonRpcMessage::Request(request) = message
+        && let Some(length) = request
+            .request
+            .extensions()
+            .get::<axum::http::request::Parts>()
+            .and_then(|parts| parts.headers.get(axum::http::header::CONTENT_LENGTH))
+            .and_then(|value| value.to_str().ok()?.parse().ok())
+    {
+        return length;
+    }
+    serde_json::to_vec(message).map_or(0, |encoded| encoded.len())
 }
 
 /// Why [`Bound`] failed.
@@ -559,7 +663,39 @@ impl SessionManager for Bound {
         impl futures_util::Stream<Item = ServerSseMessage> + Send + Sync + 'static,
         BoundError,
     > {
-        Ok(self.inner.create_stream(id, message).await?)
+        let taken = match &message {
+            rmcp::model::JsonRpcMessage::Request(request) => {
+                let Some(turn) = self.in_flight.take(id, &request.id) else {
+                    let error = crate::serve::transport::duplicate_id_error();
+                    let event = crate::audit::AuditEvent::MessageRejected {
+                        request_id: Some(request.id.clone()),
+                        reason: crate::serve::transport::DUPLICATE_ID_REASON,
+                        code: Some(error.code.0),
+                        bytes: request_bytes(&message),
+                    };
+                    if let Err(err) = self.audit.record(event) {
+                        tracing::error!(error = %err, "audit record not written");
+                    }
+                    let answer = ServerJsonRpcMessage::error(error, Some(request.id.clone()));
+                    return Ok(futures_util::future::Either::Right(
+                        futures_util::stream::iter([ServerSseMessage::from_message(answer)]),
+                    ));
+                };
+                Some(Taken {
+                    in_flight: Arc::clone(&self.in_flight),
+                    session: Arc::clone(id),
+                    id: request.id.clone(),
+                    turn,
+                })
+            }
+            _ => None,
+        };
+        // Freed (by `taken`'s drop) if rmcp refuses it here.
+        let stream = Box::pin(self.inner.create_stream(id, message).await?);
+        Ok(futures_util::future::Either::Left(Answering {
+            stream,
+            taken,
+        }))
     }
 
     async fn accept_message(
@@ -567,6 +703,13 @@ impl SessionManager for Bound {
         id: &SessionId,
         message: ClientJsonRpcMessage,
     ) -> Result<(), BoundError> {
+        if let rmcp::model::JsonRpcMessage::Notification(notification) = &message
+            && let rmcp::model::ClientNotification::CancelledNotification(cancelled) =
+                &notification.notification
+            && let Some(request) = &cancelled.params.request_id
+        {
+            self.in_flight.free(id, request, None);
+        }
         Ok(self.inner.accept_message(id, message).await?)
     }
 
@@ -606,6 +749,29 @@ impl SessionManager for Bound {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An id freed by a cancellation and taken again by a new request is not freed when the cancelled request's
+    /// stream ends; ids are per session, and a session without requests in progress leaves the map.
+    #[test]
+    fn a_request_id_is_taken_once_per_session_and_freed_only_by_its_own_turn() {
+        let in_flight = InFlight::default();
+        let (a, b): (Arc<str>, Arc<str>) = ("a".into(), "b".into());
+        let id = RequestId::Number(7);
+        let first = in_flight.take(&a, &id).expect("free at first");
+        assert_eq!(in_flight.take(&a, &id), None, "taken twice in one session");
+        let other = in_flight.take(&b, &id).expect("another session's own");
+        in_flight.free(&a, &id, None); // cancelled
+        let second = in_flight.take(&a, &id).expect("free once cancelled");
+        in_flight.free(&a, &id, Some(first)); // the cancelled request's stream ends
+        assert_eq!(
+            in_flight.take(&a, &id),
+            None,
+            "the new request's id was freed"
+        );
+        in_flight.free(&a, &id, Some(second));
+        in_flight.free(&b, &id, Some(other));
+        assert!(in_flight.lock().is_empty());
+    }
 
     /// The limit counts sessions being opened: requests racing in parallel, each checked before rmcp answers
     /// the one before, once went past it (a count of open sessions only, then the session bound after).
