@@ -660,3 +660,49 @@ async fn a_request_reusing_the_id_of_one_in_progress_in_its_session_is_refused()
     assert_eq!(rejected[0]["reason"], "duplicate_id");
     assert_eq!(rejected[0]["request_id"], 7);
 }
+
+/// In sessions mode a client hanging up does not stop its call (the specification: a disconnection is not a
+/// cancellation; the client may resume the stream or cancel), so the call's id stays in progress: a request reusing
+/// it is refused while the call runs (else the call's answer would be routed to it), and gets its own answer after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_sessions_mode_a_call_whose_client_hangs_up_runs_on_and_keeps_its_id() {
+    let server = start_with(&[("MCP_HTTP_SESSIONS", "true")]);
+    let client = client(Duration::from_secs(30));
+    let session = open_session(&client, &server.url).await;
+    let slow = {
+        let (client, url, session) = (client.clone(), server.url.clone(), session.clone());
+        tokio::spawn(async move {
+            post_in(
+                &client,
+                &url,
+                &session,
+                &json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+                       "params": {"name": "slow", "arguments": {"millis": 1500}}}),
+            )
+            .await
+        })
+    };
+    audit_until(&server, |audit| {
+        events(audit, "call_started")
+            .iter()
+            .any(|r| r["tool"] == "slow")
+    });
+    slow.abort();
+    let _ = slow.await;
+    let echo = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+                      "params": {"name": "echo", "arguments": {"text": "mine"}}});
+    let (_, body) = post_in(&client, &server.url, &session, &echo).await;
+    assert_eq!(messages(&body)[0]["error"]["code"], -32600, "{body}");
+    let audit = audit_until(&server, |audit| !events(audit, "tool_call").is_empty());
+    assert_eq!(
+        events(&audit, "tool_call")[0]["outcome"],
+        "ok",
+        "{audit:#?}"
+    );
+    let (_, body) = post_in(&client, &server.url, &session, &echo).await;
+    assert_eq!(
+        messages(&body)[0]["result"]["content"][0]["text"],
+        "mine",
+        "{body}"
+    );
+}

@@ -470,8 +470,10 @@ impl Opening {
 /// It also keeps the ids of each session's requests in progress: a request reusing one is refused `-32600`, audited
 /// `message_rejected` with reason `duplicate_id` (red-team finding, as on stdio: the second ran too, and rmcp, which
 /// routes a session's answers by request id, gave one request the other's answer and the other none). An id is free
-/// again once its request's stream ends (answered, or its client gone) or its client cancels it (rmcp answers no
-/// cancelled request). Another session's ids are its own.
+/// again once its answer has gone out (seen on the session's transport) or its client cancels it (rmcp answers no
+/// cancelled request); not when its client hangs up, since in sessions mode that does not stop the call (the
+/// specification says a disconnection is not a cancellation), and its answer would go to the next request with its
+/// id. Another session's ids are its own.
 pub(super) struct Bound {
     inner: Arc<LocalSessionManager>,
     audit: crate::audit::Audit,
@@ -486,82 +488,116 @@ impl Bound {
             in_flight: Arc::default(),
         }
     }
+
+    /// `transport`, for the session `id`, made to free its requests' ids as their answers go out.
+    fn track(&self, id: &SessionId, transport: RmcpTransport) -> Tracked {
+        let ids = Arc::<SessionIds>::default();
+        self.in_flight
+            .lock()
+            .insert(Arc::clone(id), Arc::clone(&ids));
+        Tracked {
+            inner: transport,
+            ids,
+            _session: SessionEntry {
+                in_flight: Arc::clone(&self.in_flight),
+                id: Arc::clone(id),
+            },
+        }
+    }
 }
 
-/// The ids of the requests in progress, by session; each with the turn it was taken at, so that a request's stream
-/// ending after its id was freed (cancelled) and taken again frees nothing of the new one's. A session is in the map
-/// only while it has requests in progress, and an identity has at most [`MAX_REQUESTS_PER_CALLER`] of those.
+/// The ids of each live session's requests in progress. A session is in the map for as long as its transport
+/// lives (its service runs); its ids are those of requests not yet answered, nor cancelled.
 #[derive(Default)]
 struct InFlight {
-    ids: Mutex<HashMap<Arc<str>, HashMap<RequestId, u64>>>,
-    turn: std::sync::atomic::AtomicU64,
+    sessions: Mutex<HashMap<Arc<str>, Arc<SessionIds>>>,
 }
 
 impl InFlight {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, HashMap<RequestId, u64>>> {
-        self.ids.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Arc<SessionIds>>> {
+        self.sessions.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Takes `id` in `session`: its turn, or `None` when a request in progress has it.
-    fn take(&self, session: &Arc<str>, id: &RequestId) -> Option<u64> {
-        let mut ids = self.lock();
-        let session = ids.entry(Arc::clone(session)).or_default();
-        if session.contains_key(id) {
-            return None;
-        }
-        let turn = self.turn.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        session.insert(id.clone(), turn);
-        Some(turn)
-    }
-
-    /// Frees `id` in `session`, if it is still taken at `turn` (any turn when `None`).
-    fn free(&self, session: &Arc<str>, id: &RequestId, turn: Option<u64>) {
-        let mut ids = self.lock();
-        let Some(taken) = ids.get_mut(session) else {
-            return;
-        };
-        if turn.is_none_or(|turn| taken.get(id) == Some(&turn)) {
-            taken.remove(id);
-        }
-        if taken.is_empty() {
-            ids.remove(session);
-        }
+    fn session(&self, id: &str) -> Option<Arc<SessionIds>> {
+        self.lock().get(id).cloned()
     }
 }
 
-/// A request's id, taken in its session until its stream ends.
-struct Taken {
+/// One session's request ids in progress.
+#[derive(Default)]
+struct SessionIds(Mutex<std::collections::HashSet<RequestId>>);
+
+impl SessionIds {
+    /// Takes `id`: `false` when a request in progress has it.
+    fn take(&self, id: &RequestId) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id.clone())
+    }
+
+    fn free(&self, id: &RequestId) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(id);
+    }
+}
+
+/// A session's place in [`InFlight`], given up with its transport.
+struct SessionEntry {
     in_flight: Arc<InFlight>,
-    session: Arc<str>,
-    id: RequestId,
-    turn: u64,
+    id: Arc<str>,
 }
 
-impl Drop for Taken {
+impl Drop for SessionEntry {
     fn drop(&mut self) {
-        self.in_flight
-            .free(&self.session, &self.id, Some(self.turn));
+        self.in_flight.lock().remove(&self.id);
     }
 }
 
-/// A request's stream of answers, holding its id until it ends or is dropped.
-struct Answering<S> {
-    stream: S,
-    taken: Option<Taken>,
+type RmcpTransport = <LocalSessionManager as SessionManager>::Transport;
+
+/// A session's transport (what its service reads requests from and writes answers to), freeing each request's id
+/// once its answer has been routed (so that a request reusing it then gets its own answer).
+pub(super) struct Tracked {
+    inner: RmcpTransport,
+    ids: Arc<SessionIds>,
+    _session: SessionEntry,
 }
 
-impl<S: futures_util::Stream + Unpin> futures_util::Stream for Answering<S> {
-    type Item = S::Item;
+impl rmcp::transport::Transport<rmcp::RoleServer> for Tracked {
+    type Error = <RmcpTransport as rmcp::transport::Transport<rmcp::RoleServer>>::Error;
 
-    fn poll_next(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<S::Item>> {
-        let next = std::pin::Pin::new(&mut self.stream).poll_next(cx);
-        if let std::task::Poll::Ready(None) = next {
-            self.taken = None;
+    fn send(
+        &mut self,
+        item: ServerJsonRpcMessage,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send + 'static {
+        let answered = match &item {
+            rmcp::model::JsonRpcMessage::Response(response) => Some(response.id.clone()),
+            rmcp::model::JsonRpcMessage::Error(error) => error.id.clone(),
+            _ => None,
+        };
+        let sent = self.inner.send(item);
+        let ids = Arc::clone(&self.ids);
+        async move {
+            let result = sent.await;
+            if let Some(id) = answered {
+                ids.free(&id);
+            }
+            result
         }
-        next
+    }
+
+    fn receive(
+        &mut self,
+    ) -> impl Future<Output = Option<rmcp::service::RxJsonRpcMessage<rmcp::RoleServer>>> + Send
+    {
+        self.inner.receive()
+    }
+
+    fn close(&mut self) -> impl Future<Output = Result<(), Self::Error>> + Send {
+        self.inner.close()
     }
 }
 
@@ -594,10 +630,11 @@ pub(super) enum BoundError {
 
 impl SessionManager for Bound {
     type Error = BoundError;
-    type Transport = <LocalSessionManager as SessionManager>::Transport;
+    type Transport = Tracked;
 
     async fn create_session(&self) -> Result<(SessionId, Self::Transport), BoundError> {
         let (id, transport) = self.inner.create_session().await?;
+        let transport = self.track(&id, transport);
         // Bound in the same poll as it was made: no await between, so no drop of the request between.
         let opening = OPENING.try_with(Arc::clone).ok();
         let place = opening.as_ref().and_then(|opening| {
@@ -665,7 +702,10 @@ impl SessionManager for Bound {
     > {
         let taken = match &message {
             rmcp::model::JsonRpcMessage::Request(request) => {
-                let Some(turn) = self.in_flight.take(id, &request.id) else {
+                let ids = self.in_flight.session(id);
+                if let Some(ids) = &ids
+                    && !ids.take(&request.id)
+                {
                     let error = crate::serve::transport::duplicate_id_error();
                     let event = crate::audit::AuditEvent::MessageRejected {
                         request_id: Some(request.id.clone()),
@@ -680,22 +720,21 @@ impl SessionManager for Bound {
                     return Ok(futures_util::future::Either::Right(
                         futures_util::stream::iter([ServerSseMessage::from_message(answer)]),
                     ));
-                };
-                Some(Taken {
-                    in_flight: Arc::clone(&self.in_flight),
-                    session: Arc::clone(id),
-                    id: request.id.clone(),
-                    turn,
-                })
+                }
+                ids.map(|ids| (ids, request.id.clone()))
             }
             _ => None,
         };
-        // Freed (by `taken`'s drop) if rmcp refuses it here.
-        let stream = Box::pin(self.inner.create_stream(id, message).await?);
-        Ok(futures_util::future::Either::Left(Answering {
-            stream,
-            taken,
-        }))
+        match self.inner.create_stream(id, message).await {
+            Ok(stream) => Ok(futures_util::future::Either::Left(stream)),
+            Err(err) => {
+                // Never handed to the session: its id is free.
+                if let Some((ids, request)) = taken {
+                    ids.free(&request);
+                }
+                Err(err.into())
+            }
+        }
     }
 
     async fn accept_message(
@@ -707,8 +746,9 @@ impl SessionManager for Bound {
             && let rmcp::model::ClientNotification::CancelledNotification(cancelled) =
                 &notification.notification
             && let Some(request) = &cancelled.params.request_id
+            && let Some(ids) = self.in_flight.session(id)
         {
-            self.in_flight.free(id, request, None);
+            ids.free(request);
         }
         Ok(self.inner.accept_message(id, message).await?)
     }
@@ -738,7 +778,14 @@ impl SessionManager for Bound {
         &self,
         id: SessionId,
     ) -> Result<RestoreOutcome<Self::Transport>, BoundError> {
-        Ok(self.inner.restore_session(id).await?)
+        Ok(match self.inner.restore_session(id.clone()).await? {
+            RestoreOutcome::Restored(transport) => {
+                RestoreOutcome::Restored(self.track(&id, transport))
+            }
+            RestoreOutcome::AlreadyPresent => RestoreOutcome::AlreadyPresent,
+            // Without an external store (this manager has none): nothing to restore.
+            _ => RestoreOutcome::NotSupported,
+        })
     }
 
     fn event_store(&self) -> Option<Arc<dyn EventStore>> {
@@ -749,29 +796,6 @@ impl SessionManager for Bound {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// An id freed by a cancellation and taken again by a new request is not freed when the cancelled request's
-    /// stream ends; ids are per session, and a session without requests in progress leaves the map.
-    #[test]
-    fn a_request_id_is_taken_once_per_session_and_freed_only_by_its_own_turn() {
-        let in_flight = InFlight::default();
-        let (a, b): (Arc<str>, Arc<str>) = ("a".into(), "b".into());
-        let id = RequestId::Number(7);
-        let first = in_flight.take(&a, &id).expect("free at first");
-        assert_eq!(in_flight.take(&a, &id), None, "taken twice in one session");
-        let other = in_flight.take(&b, &id).expect("another session's own");
-        in_flight.free(&a, &id, None); // cancelled
-        let second = in_flight.take(&a, &id).expect("free once cancelled");
-        in_flight.free(&a, &id, Some(first)); // the cancelled request's stream ends
-        assert_eq!(
-            in_flight.take(&a, &id),
-            None,
-            "the new request's id was freed"
-        );
-        in_flight.free(&a, &id, Some(second));
-        in_flight.free(&b, &id, Some(other));
-        assert!(in_flight.lock().is_empty());
-    }
 
     /// The limit counts sessions being opened: requests racing in parallel, each checked before rmcp answers
     /// the one before, once went past it (a count of open sessions only, then the session bound after).
