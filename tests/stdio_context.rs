@@ -84,6 +84,45 @@ fn progress_and_client_logs_reach_the_client_before_the_answer() {
     assert_eq!(levels, [json!("info"), json!("info"), json!("info")]);
 }
 
+/// Trial finding (Python SDK): under the stateless revision (2026-07-28) a tool's log messages reached a client whose
+/// request named no level, at `info`; that revision says a server MUST NOT send `notifications/message` for a request
+/// whose `_meta` lacks `io.modelcontextprotocol/logLevel`, and at or above that level when it has one.
+#[test]
+fn under_the_stateless_revision_logs_go_only_to_a_request_that_names_a_level() {
+    let mut server = server(&[]);
+    let meta = |level: Option<&str>| {
+        let mut meta = json!({
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientCapabilities": {},
+            "io.modelcontextprotocol/clientInfo": {"name": "stateless-client", "version": "9"}
+        });
+        if let Some(level) = level {
+            meta["io.modelcontextprotocol/logLevel"] = json!(level);
+        }
+        meta
+    };
+    let mut levels = |id: i64, level: Option<&str>| {
+        server.send(&json!({
+            "jsonrpc": "2.0", "id": id, "method": "tools/call",
+            "params": {"name": "report", "arguments": {}, "_meta": meta(level)}
+        }));
+        let (before, answer) = server.until_answer(&json!(id));
+        assert_eq!(
+            answer["result"]["content"][0]["text"], "reported",
+            "{answer}"
+        );
+        before
+            .iter()
+            .filter(|m| m["method"] == "notifications/message")
+            .map(|m| m["params"]["level"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(levels(1, None), Vec::<String>::new(), "no level, no logs");
+    assert_eq!(levels(2, Some("info")), ["info", "info", "info"]);
+    assert_eq!(levels(3, Some("debug")).len(), 4);
+    assert_eq!(levels(4, Some("error")), Vec::<String>::new());
+}
+
 #[test]
 fn elicitation_and_sampling_work_with_the_capability_and_are_refused_at_once_without() {
     // Without the capabilities: a clear refusal, at once, and no request to the client.

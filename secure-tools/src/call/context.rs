@@ -630,15 +630,18 @@ impl CallContext {
         })
     }
 
+    /// Whether the call came under protocol `2026-07-28` or later.
+    fn stateless_revision(&self) -> bool {
+        self.rmcp().is_some_and(|cx| {
+            cx.protocol_version()
+                .is_some_and(|version| version >= rmcp::model::ProtocolVersion::V_2026_07_28)
+        })
+    }
+
     /// Whether the client is asked by rounds (see [`Rounds`]): a call through an MCP session of protocol
     /// `2026-07-28` or later, still live.
     pub(crate) fn asks_by_round(&self) -> bool {
-        !self.has_ended()
-            && self.0.in_handler.load(Ordering::Relaxed)
-            && self.rmcp().is_some_and(|cx| {
-                cx.protocol_version()
-                    .is_some_and(|version| version >= rmcp::model::ProtocolVersion::V_2026_07_28)
-            })
+        !self.has_ended() && self.0.in_handler.load(Ordering::Relaxed) && self.stateless_revision()
     }
 
     /// The handler is being called: from now on it may ask by rounds.
@@ -947,7 +950,9 @@ impl Progress {
 }
 
 /// Log messages to the client (`notifications/message`), at or above the level it set with `logging/setLevel`
-/// (or in the request's `_meta`); `info` and above when it set none. The logger is the tool's name.
+/// (or in the request's `_meta`); `info` and above when it set none, but none at all for a request under protocol
+/// `2026-07-28` or later that names no level in its `_meta` (that revision makes logs a request's opt-in). The
+/// logger is the tool's name.
 ///
 /// These go to the client (and on to its user or model), not to the server's log: never put a redacted value in
 /// them.
@@ -968,11 +973,13 @@ impl ClientLog {
         if self.cx.peer().is_none() {
             return false;
         }
-        let minimum = self
-            .cx
-            .meta()
-            .log_level()
-            .map(level_rank)
+        let asked = self.cx.meta().log_level().map(level_rank);
+        // The stateless revision makes logs a request's opt-in: none for a request that names no level (a trial
+        // found `info` sent to the Python SDK's client, which had not asked).
+        if asked.is_none() && self.cx.stateless_revision() {
+            return false;
+        }
+        let minimum = asked
             .or_else(|| {
                 self.cx
                     .connection()
