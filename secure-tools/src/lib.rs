@@ -45,6 +45,7 @@ use secure_tools_grammar as grammar;
 pub mod integrity;
 #[cfg(feature = "tracing-subscriber")]
 pub mod logging;
+mod operator_file;
 mod output;
 mod scope;
 pub mod serve;

@@ -845,3 +845,28 @@ fn a_json_check_that_could_not_check_says_so_and_zero_polls_are_refused() {
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("--max-polls"));
 }
+
+/// Red-team finding: a server sending `notifications/tools/list_changed` after every listing made `watch` list it
+/// again at once, every time (200 polls in 1.4 s, each a possible alert and hook run). A re-list a notice asks for
+/// comes at least a second after the last poll.
+#[test]
+fn a_server_cannot_make_watch_poll_faster_than_once_a_second() {
+    let dir = tempfile::tempdir().unwrap();
+    let lock = empty_lock(dir.path());
+    let noisy = r#"reply '{"tools":[]}'; printf '{"jsonrpc":"2.0","method":"notifications/tools/list_changed"}\n'"#;
+    let started = Instant::now();
+    let run = finish(
+        cli()
+            .args(["watch", "--interval", "30s", "--max-polls", "3", "--lock"])
+            .arg(&lock)
+            .arg("--")
+            .args(fake_server("", noisy)),
+        LIMIT,
+    )
+    .unwrap();
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    // Three polls: two waits of at least a second between them, and far less than the interval.
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(1900), "{took:?}");
+    assert!(took < Duration::from_secs(25), "{took:?}");
+}

@@ -992,35 +992,7 @@ const MAX_KEY_FILE: u64 = 64 * 1024;
 /// The bytes of the key file at `path`: a regular file (a FIFO given as one blocked the verifier for ever; it is
 /// opened without blocking, then refused) of at most [`MAX_KEY_FILE`] bytes.
 fn read_key_file(path: &Path) -> io::Result<Vec<u8>> {
-    let mut options = std::fs::OpenOptions::new();
-    options.read(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
-    let file = options.open(path).map_err(|error| naming(path, error))?;
-    if !file
-        .metadata()
-        .map_err(|error| naming(path, error))?
-        .is_file()
-    {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("{}: a key is read from a regular file", path.display()),
-        ));
-    }
-    let mut bytes = Vec::new();
-    file.take(MAX_KEY_FILE + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|error| naming(path, error))?;
-    if bytes.len() as u64 > MAX_KEY_FILE {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!(
-                "{}: over {MAX_KEY_FILE} bytes, too long for a key file",
-                path.display()
-            ),
-        ));
-    }
-    Ok(bytes)
+    crate::operator_file::read_regular(path, MAX_KEY_FILE, "a key")
 }
 
 /// `error` with the file it is about, its kind kept: with several files (a rotated set, the keys) the bare OS

@@ -174,6 +174,7 @@ pub(crate) fn compare(before: &Value, after: &Value, deadline: Instant) -> Vec<C
         if x == y {
             continue;
         }
+        let told = changes.len();
         match name.as_str() {
             "description" => changes.push(description(x, y, deadline)),
             "inputSchema" => schema("input", x, y, &mut changes),
@@ -223,6 +224,16 @@ pub(crate) fn compare(before: &Value, after: &Value, deadline: Instant) -> Vec<C
                 before: x.cloned(),
                 after: y.cloned(),
             }),
+        }
+        // A part that differs with no member to tell (an empty object where there was none, or a value that is not
+        // an object) is reported whole: a red team's annotations, read by rmcp as `{}`, made a `changed:` line with
+        // nothing under it.
+        if changes.len() == told {
+            changes.push(Change::Field {
+                name: name.clone(),
+                before: x.cloned(),
+                after: y.cloned(),
+            });
         }
     }
     changes
@@ -368,11 +379,31 @@ fn schema(
     }
 }
 
+/// The most bytes of one value a report prints (a schema, a title, an annotation): a server chooses them, and a
+/// red team's one tool made a 14 MB report. Past it the value is cut, saying how much was left out.
+const SHOWN_VALUE_BYTES: usize = 4096;
+
 fn show(value: &Option<Value>) -> String {
     match value {
         None => "(none)".into(),
-        Some(v) => v.to_string(),
+        Some(v) => shown(v),
     }
+}
+
+/// `value` as JSON, cut past [`SHOWN_VALUE_BYTES`].
+fn shown(value: &Value) -> String {
+    let mut text = value.to_string();
+    if text.len() > SHOWN_VALUE_BYTES {
+        let mut end = SHOWN_VALUE_BYTES;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        let more = text.len() - end;
+        text.truncate(end);
+        use fmt::Write as _;
+        let _ = write!(text, "... ({more} bytes more)");
+    }
+    text
 }
 
 impl fmt::Display for Change {
@@ -402,7 +433,8 @@ impl Change {
                 kind,
             } => writeln!(
                 f,
-                "{schema} property added: `{property}` ({kind})",
+                "{schema} property added: `{property}` ({})",
+                shown(kind),
                 property = visible_line(property)
             ),
             Change::PropertyRemoved {
@@ -411,7 +443,8 @@ impl Change {
                 kind,
             } => writeln!(
                 f,
-                "{schema} property removed: `{property}` ({kind})",
+                "{schema} property removed: `{property}` ({})",
+                shown(kind),
                 property = visible_line(property)
             ),
             Change::PropertyRetyped {
@@ -421,7 +454,9 @@ impl Change {
                 after,
             } => writeln!(
                 f,
-                "{schema} property retyped: `{property}` {before} -> {after}",
+                "{schema} property retyped: `{property}` {} -> {}",
+                shown(before),
+                shown(after),
                 property = visible_line(property)
             ),
             Change::PropertyChanged {
@@ -431,7 +466,9 @@ impl Change {
                 after,
             } => writeln!(
                 f,
-                "{schema} property changed: `{property}` {before} -> {after}",
+                "{schema} property changed: `{property}` {} -> {}",
+                shown(before),
+                shown(after),
                 property = visible_line(property)
             ),
             Change::Required {
@@ -512,9 +549,10 @@ impl fmt::Display for Changes {
     }
 }
 
-/// `text` with the characters a reader would not see written as `\u{...}`: controls but the line feed, the soft
-/// hyphen, zero-width and bidirectional formatting characters, variation selectors, fillers, and the tag
-/// characters (U+E0000 to U+E0FFF), with which a description can hide instructions from a review.
+/// `text` with the characters a reader would not see written as `\u{...}`: controls but the line feed, every
+/// format character (Unicode category `Cf`: the soft hyphen, zero-width and bidirectional formatting characters,
+/// tags, ...), the line and paragraph separators, variation selectors, fillers, and the rest of the special-purpose
+/// plane's start (U+E0000 to U+E0FFF), with which a description can hide instructions from a review.
 fn visible(text: &str) -> std::borrow::Cow<'_, str> {
     escaped(text, false)
 }
@@ -533,6 +571,15 @@ fn escaped(text: &str, line_feed: bool) -> std::borrow::Cow<'_, str> {
     // bidirectional formatting characters, and the whole special-purpose plane's start (U+E0000 to U+E0FFF).
     let hidden = |c: char| {
         (c.is_control() && (line_feed || c != '\n'))
+            // Every format character and both separators (a red team's U+1D173, U+13430, U+2028 went through a
+            // list of them).
+            || (!c.is_ascii()
+                && matches!(
+                    unicode_general_category::get_general_category(c),
+                    unicode_general_category::GeneralCategory::Format
+                        | unicode_general_category::GeneralCategory::LineSeparator
+                        | unicode_general_category::GeneralCategory::ParagraphSeparator
+                ))
             || crate::text::invisible(c)
             || crate::text::variation_selector(c)
             || matches!(
@@ -641,6 +688,50 @@ mod tests {
             ..Changes::default()
         };
         assert_eq!(changes.to_string(), "added: t\\u{200f}\n");
+    }
+
+    /// Red-team finding: format characters other than those listed (the musical symbols' U+1D173, the shorthand
+    /// format controls, the hieroglyph format controls, the Arabic number signs) and the line and paragraph
+    /// separators reached the report as they are. Every format character (`Cf`) and both separators are written
+    /// out.
+    #[test]
+    fn every_format_character_and_separator_is_written_out() {
+        let hidden = "\u{1d173}\u{1bca0}\u{13430}\u{600}\u{110bd}\u{2028}\u{2029}";
+        let locked = json!({"name": "t", "description": "Write a note."});
+        let listed = json!({"name": "t", "description": format!("Write a note.{hidden}")});
+        let shown = compare(&locked, &listed, diff_deadline())[0].to_string();
+        assert!(
+            shown.contains(
+                "Write a note.\\u{1d173}\\u{1bca0}\\u{13430}\\u{0600}\\u{110bd}\\u{2028}\\u{2029}"
+            ),
+            "{shown}"
+        );
+        assert_eq!(visible_line("a\u{2028}b"), "a\\u{2028}b");
+    }
+
+    /// Red-team finding: a schema's or a title's value was printed whole (one tool made a 14 MB report, only
+    /// descriptions were bounded). Each value a report prints is cut past a bound, saying how much was left out.
+    #[test]
+    fn a_huge_value_is_cut_in_the_report() {
+        let locked = json!({"name": "t", "title": "T"});
+        let listed = json!({"name": "t", "title": "x".repeat(1_000_000)});
+        let shown = compare(&locked, &listed, diff_deadline())[0].to_string();
+        assert!(shown.len() < 10_000, "{} bytes", shown.len());
+        assert!(shown.contains("bytes more)"), "{shown}");
+    }
+
+    /// Red-team finding: annotations rmcp reads as an empty object (their keys unknown to it) against a lock
+    /// without any made a `changed:` line with nothing under it. A part that differs with no member to tell is
+    /// reported whole.
+    #[test]
+    fn a_part_that_differs_only_by_being_there_is_reported() {
+        let locked = json!({"name": "t"});
+        let listed = json!({"name": "t", "annotations": {}, "_meta": {}});
+        let changes = compare(&locked, &listed, diff_deadline());
+        assert_eq!(changes.len(), 2, "{changes:?}");
+        let shown: String = changes.iter().map(ToString::to_string).collect();
+        assert!(shown.contains("`annotations`: (none) -> {}"), "{shown}");
+        assert!(shown.contains("`_meta`: (none) -> {}"), "{shown}");
     }
 
     fn base() -> Value {

@@ -1,0 +1,73 @@
+//! Reading the files an operator names (keys, secrets, lockfiles): a regular file, opened without blocking, of
+//! bounded size. A FIFO given as one blocked its reader for ever, and `/dev/zero` was read until memory ran out.
+
+use std::io::{self, Read as _};
+use std::path::Path;
+
+/// The bytes of the file at `path`, `what` it is named in errors: a regular file (a FIFO or a device is refused at
+/// once: it is opened without blocking) of at most `max` bytes.
+pub(crate) fn read_regular(path: &Path, max: u64, what: &str) -> io::Result<Vec<u8>> {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
+    let file = options.open(path).map_err(|error| naming(path, error))?;
+    if !file
+        .metadata()
+        .map_err(|error| naming(path, error))?
+        .is_file()
+    {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{}: not a regular file; {what} is read from one",
+                path.display()
+            ),
+        ));
+    }
+    let mut bytes = Vec::new();
+    file.take(max + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|error| naming(path, error))?;
+    if bytes.len() as u64 > max {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}: over {max} bytes, too long for {what}", path.display()),
+        ));
+    }
+    Ok(bytes)
+}
+
+/// `error` with the file it is about, its kind kept: the bare OS message ("No such file or directory") does not say
+/// which file.
+pub(crate) fn naming(path: &Path, error: io::Error) -> io::Error {
+    io::Error::new(error.kind(), format!("{}: {error}", path.display()))
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fifo_a_device_and_a_long_file_are_refused_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        assert!(
+            std::process::Command::new("mkfifo")
+                .arg(&fifo)
+                .status()
+                .unwrap()
+                .success()
+        );
+        for path in [fifo.as_path(), Path::new("/dev/zero")] {
+            let error = read_regular(path, 16, "a key").unwrap_err();
+            assert!(error.to_string().contains("not a regular file"), "{error}");
+        }
+        let long = dir.path().join("long");
+        std::fs::write(&long, [b'k'; 17]).unwrap();
+        let error = read_regular(&long, 16, "a key").unwrap_err();
+        assert!(error.to_string().contains("over 16 bytes"), "{error}");
+        std::fs::write(&long, [b'k'; 16]).unwrap();
+        assert_eq!(read_regular(&long, 16, "a key").unwrap().len(), 16);
+    }
+}
