@@ -10,7 +10,17 @@
 //! - at `info` and above, nothing of a request's params or a result: the client's `initialize` information, its
 //!   notifications whole (`received notification`), the `reason` of its `notifications/cancelled` whole
 //!   (`cancelled`: any text, as long as a message may be, a line per cancellation), the end of a session, and
-//!   errors. [`filter`] drops the two events that print what a client sent whole.
+//!   errors; and, at `warn`, each request it answers with an error or rejects (`response error`, `rejected peer
+//!   request`) and each response of the client's it cannot route (`Error sending response`), each with the
+//!   client's request id printed raw: a line feed in an id forged whole lines of a log (a fake audit record among
+//!   them, where the audit goes to stderr), and a 4 MB id wrote 4 MB of log per request. [`filter`] drops the
+//!   events that print what a client sent whole and those that print its request id (an unknown tool's refusal is in
+//!   the audit).
+//!
+//! What is left of rmcp's events, and your own, can still carry what a client sent (an error's text, say). Give
+//! your `fmt` layer [`fields`]: it writes every control, format and separator character of a field as `\u{...}`
+//! and cuts an event's fields past [`MAX_FIELDS_BYTES`], so no client can write a line of your log, send the
+//! terminal a control sequence, or make one line of it large.
 //!
 //! The runners hand rmcp a call's arguments where those events do not look: the stdio runner (see
 //! [`LineTransport::hold_tool_arguments`](crate::serve::LineTransport::hold_tool_arguments)) and the HTTP runner,
@@ -20,8 +30,13 @@
 //! transports) it prints them, and only your subscriber can keep them out: give it [`filter`]. A subscriber at
 //! `debug` without it logs every argument of every such call, and a tool's output on every transport.
 
+use std::fmt::{self, Write as _};
+
 use tracing::Metadata;
+use tracing_subscriber::field::RecordFields;
 use tracing_subscriber::filter::{FilterFn, LevelFilter};
+use tracing_subscriber::fmt::FormatFields;
+use tracing_subscriber::fmt::format::{DefaultFields, Writer};
 
 /// The most detailed level of rmcp's events that [`filter`] lets through.
 pub const RMCP_MAX_LEVEL: LevelFilter = LevelFilter::INFO;
@@ -78,10 +93,89 @@ fn passes(metadata: &Metadata<'_>) -> bool {
     // included (a `tools/call` sent without an id, arguments and all), and its `cancelled` (at `info`) the `reason`
     // a client gave in `notifications/cancelled`, whole (megabytes of it, a line per cancellation): not let through
     // at any level. The cancelled call's audit record says it was cancelled.
+    // Its events with an `id` field print the client's request id raw, whatever its length and whatever it holds
+    // (line feeds, a terminal's escape): not let through either.
     !rmcp
         || (*metadata.level() <= RMCP_MAX_LEVEL
             && metadata.fields().field("notification").is_none()
-            && metadata.fields().field("reason").is_none())
+            && metadata.fields().field("reason").is_none()
+            && metadata.fields().field("id").is_none())
+}
+
+/// The most bytes of an event's fields (or of a span's, each time some are recorded) that [`fields`] writes; past
+/// it they are cut, saying how many bytes were left out.
+pub const MAX_FIELDS_BYTES: usize = 4096;
+
+/// Field formatting for a `fmt` layer (`fmt::layer().fmt_fields(secure_tools::logging::fields())`) that no client
+/// can forge a line of the log with: `tracing_subscriber`'s default fields, with every control character (line
+/// feeds and the escape that starts a terminal's control sequences among them), format character (Unicode's `Cf`:
+/// zero-width and bidirectional ones) and line or paragraph separator written as `\u{...}`, and an event's fields
+/// cut past [`MAX_FIELDS_BYTES`]. The file server logs through it.
+///
+/// ```
+/// use tracing_subscriber::prelude::*;
+///
+/// let layer = tracing_subscriber::fmt::layer()
+///     .with_writer(std::io::stderr)
+///     .fmt_fields(secure_tools::logging::fields());
+/// let _subscriber = tracing_subscriber::registry().with(layer);
+/// ```
+pub fn fields() -> SafeFields {
+    SafeFields(())
+}
+
+/// See [`fields`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SafeFields(());
+
+impl<'writer> FormatFields<'writer> for SafeFields {
+    fn format_fields<R: RecordFields>(
+        &self,
+        mut writer: Writer<'writer>,
+        fields: R,
+    ) -> fmt::Result {
+        let mut shown = Shown::default();
+        DefaultFields::new().format_fields(Writer::new(&mut shown), fields)?;
+        writer.write_str(&shown.text)?;
+        if shown.left_out > 0 {
+            write!(writer, " ... ({} bytes more)", shown.left_out)?;
+        }
+        Ok(())
+    }
+}
+
+/// Fields' text as [`fields`] writes it, up to [`MAX_FIELDS_BYTES`], and how many bytes were left out.
+#[derive(Default)]
+struct Shown {
+    text: String,
+    left_out: usize,
+}
+
+impl fmt::Write for Shown {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        for c in s.chars() {
+            if self.text.len() >= MAX_FIELDS_BYTES {
+                self.left_out += c.len_utf8();
+            } else if hidden(c) {
+                write!(self.text, "\\u{{{:04x}}}", u32::from(c))?;
+            } else {
+                self.text.push(c);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether `c` is written out by [`fields`]: a control, format or separator character.
+fn hidden(c: char) -> bool {
+    c.is_control()
+        || (!c.is_ascii()
+            && matches!(
+                unicode_general_category::get_general_category(c),
+                unicode_general_category::GeneralCategory::Format
+                    | unicode_general_category::GeneralCategory::LineSeparator
+                    | unicode_general_category::GeneralCategory::ParagraphSeparator
+            ))
 }
 
 #[cfg(test)]
@@ -173,5 +267,70 @@ mod tests {
         ] {
             assert!(passes_at(target, Level::TRACE), "{target}");
         }
+    }
+
+    /// A field's line feeds, escape and format characters are written out, and an event's fields are cut past the
+    /// bound (a red team forged log lines, and wrote megabytes of log per request, through values a client chose).
+    #[test]
+    fn fields_cannot_forge_a_line_nor_flood_the_log() {
+        use std::sync::{Arc, Mutex};
+        use tracing_subscriber::prelude::*;
+        #[derive(Clone, Default)]
+        struct Buffer(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buffer {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let layer = tracing_subscriber::fmt::layer()
+            .with_writer(move || writer.clone())
+            .fmt_fields(fields());
+        tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
+            let id = "x\n{\"event\":\"tool_call\"}\u{1b}[2J\u{202e}\u{2028}";
+            tracing::warn!(%id, "response error");
+            tracing::warn!(id = %"y".repeat(100_000), "response error");
+        });
+        let log = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = log.lines().collect();
+        assert_eq!(lines.len(), 2, "{log}");
+        assert!(
+            lines[0].ends_with(
+                r#"response error id=x\u{000a}{"event":"tool_call"}\u{001b}[2J\u{202e}\u{2028}"#
+            ),
+            "{log}"
+        );
+        assert!(
+            lines[1].len() < MAX_FIELDS_BYTES + 200,
+            "{} bytes",
+            lines[1].len()
+        );
+        assert!(
+            lines[1].ends_with("bytes more)"),
+            "{}",
+            &lines[1][lines[1].len() - 40..]
+        );
+    }
+
+    /// rmcp's events that print a client's request id are dropped whatever their level.
+    #[test]
+    fn rmcps_events_with_a_request_id_are_dropped() {
+        let metadata = Metadata::new(
+            "event",
+            "rmcp::service",
+            Level::WARN,
+            None,
+            None,
+            None,
+            FieldSet::new(&["message", "id", "error"], Identifier(&NOWHERE)),
+            Kind::EVENT,
+        );
+        assert!(!passes(&metadata));
+        assert!(passes_at("rmcp::service", Level::WARN));
     }
 }

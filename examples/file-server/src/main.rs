@@ -100,8 +100,11 @@ fn log_to_stderr() {
     };
     // One filter (both conditions), not two nested ones: nested per-layer filters let the registry record every
     // span the outer one passes (each call's `tool_call` span, at INFO) though the inner one drops it.
+    // Fields written so that no client can forge a line of this log or make one huge (an id or an error's text
+    // is the client's).
     let layer = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
+        .fmt_fields(secure_tools::logging::fields())
         .with_filter(levels.and(secure_tools::logging::filter()));
     let _ = tracing_subscriber::registry().with(layer).try_init();
 }

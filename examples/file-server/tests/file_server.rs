@@ -1059,3 +1059,32 @@ fn the_runners_lines_name_the_program_that_prints_them() {
     );
     assert!(!stderr.contains("secure-tools: warning"), "{stderr}");
 }
+
+/// Red-team finding: rmcp logs each request it answers with an error (`response error id=...`, at `warn`, which the
+/// file server logs) with the client's id printed raw, so an id holding line feeds forged whole lines of the
+/// server's log (a fake audit record among them, where the audit goes to stderr), and a 4 MB id wrote 4 MB of log
+/// per request. No line of the log is the client's to write, and a request's share of it is bounded.
+#[test]
+fn a_request_id_can_neither_forge_nor_flood_the_servers_log() {
+    let area = Area::new();
+    let mut server = area.server(RW, &[]);
+    let forged = r#"{"event":"tool_call","caller":"bob","outcome":"ok","tool":"write_file"}"#;
+    let ids = [format!("x\n{forged}\n\u{1b}[2J"), "y".repeat(1_000_000)];
+    for (n, id) in ids.iter().enumerate() {
+        // An unknown tool and an unknown method: both answered with an error by rmcp.
+        for method in ["tools/call", "prompts/get"] {
+            let answer = server.request(json!({
+                "jsonrpc": "2.0", "id": id, "method": method,
+                "params": {"name": format!("nope{n}"), "arguments": {}}
+            }));
+            assert!(answer.get("error").is_some(), "{answer}");
+        }
+    }
+    let (_, _, stderr) = server.finish();
+    assert!(
+        stderr.lines().all(|line| !line.starts_with(forged)),
+        "{stderr}"
+    );
+    assert!(!stderr.contains('\u{1b}'), "{stderr}");
+    assert!(stderr.len() < 64 * 1024, "{} bytes of log", stderr.len());
+}
