@@ -583,6 +583,27 @@ async fn over_http_the_traceparent_header_or_meta_continues_the_trace_and_metric
         .await
         .unwrap();
     assert_eq!(by_name.status(), 200);
+    // A second `Host`, or a target naming another authority (absolute form), is refused as the MCP endpoint
+    // refuses them (red-team finding: only the first `Host` was looked at, and never the target's).
+    let raw = |request: String| {
+        use std::io::{Read as _, Write as _};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", metrics_port)).unwrap();
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer);
+        answer.lines().next().unwrap_or_default().to_owned()
+    };
+    let doubled = raw(format!(
+        "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:{metrics_port}\r\nHost: attacker.example\r\nConnection: close\r\n\r\n"
+    ));
+    assert!(doubled.starts_with("HTTP/1.1 400"), "{doubled}");
+    let absolute = raw(format!(
+        "GET http://attacker.example/metrics HTTP/1.1\r\nHost: 127.0.0.1:{metrics_port}\r\nConnection: close\r\n\r\n"
+    ));
+    assert!(absolute.starts_with("HTTP/1.1 403"), "{absolute}");
     // Another path or method is refused, and recorded as the MCP endpoint's refusals are (they were answered by
     // axum's defaults, unrecorded).
     let elsewhere = client
@@ -630,7 +651,8 @@ async fn over_http_the_traceparent_header_or_meta_continues_the_trace_and_metric
             })
             .count()
     };
-    assert_eq!(refused("host_not_allowed", "GET", "/metrics"), 1);
+    assert_eq!(refused("host_not_allowed", "GET", "/metrics"), 2);
+    assert_eq!(refused("bad_request", "GET", "/metrics"), 1);
     assert_eq!(refused("not_found", "GET", "/admin"), 1);
     assert_eq!(refused("method_not_allowed", "POST", "/metrics"), 1);
     let call = records.iter().find(|r| r["event"] == "tool_call").unwrap();

@@ -17,15 +17,42 @@ use super::connections::{self, ConnectionLimits, Security};
 use super::rejections::Rejections;
 use crate::telemetry::Otel;
 
-/// Whether a scrape may be answered: its `Host` is an IP address (a scraper reaching the address directly; a page
-/// rebinding a name of its own to this address sends that name), or one of the allowed hosts. Browsers cannot send
+/// Why a scrape is refused for its host.
+enum HostRefused {
+    /// More than one `Host` (RFC 9112: a bad request).
+    Duplicate,
+    /// A host that is neither an IP address nor an allowed one.
+    NotAllowed,
+}
+
+/// Whether a scrape may be answered: it names one host, its target's authority when the target has one (absolute
+/// form), else its `Host` (red-team finding: only the first `Host` was looked at, and never the target's, where the
+/// MCP endpoint refuses both), and that host is an IP address (a scraper reaching the address directly; a page
+/// rebinding a name of its own to this address sends that name) or one of the allowed hosts. Browsers cannot send
 /// a `Host` of their choosing, so a page of another site (DNS rebinding) cannot read the metrics.
-fn host_allowed(allowed: &[String], headers: &axum::http::HeaderMap) -> bool {
-    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
-        return false;
+fn host_allowed(
+    allowed: &[String],
+    uri: &axum::http::Uri,
+    headers: &axum::http::HeaderMap,
+) -> Result<(), HostRefused> {
+    let mut hosts = headers.get_all(header::HOST).iter();
+    let first = hosts.next();
+    if hosts.next().is_some() {
+        return Err(HostRefused::Duplicate);
+    }
+    let Some(host) = uri
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| first.and_then(|h| h.to_str().ok()))
+    else {
+        return Err(HostRefused::NotAllowed);
     };
     let (name, _) = super::guard::split_authority(host);
-    name.parse::<std::net::IpAddr>().is_ok() || super::guard::host_allowed(allowed, host)
+    if name.parse::<std::net::IpAddr>().is_ok() || super::guard::host_allowed(allowed, host) {
+        Ok(())
+    } else {
+        Err(HostRefused::NotAllowed)
+    }
 }
 
 /// How many connections the metrics address keeps open at once; past it, the oldest idle one is closed.
@@ -95,22 +122,34 @@ impl Endpoint {
         let app = Router::new().fallback(not_found).route(
             "/metrics",
             axum::routing::get(
-                move |headers: axum::http::HeaderMap, extensions: axum::http::Extensions| {
+                move |uri: axum::http::Uri,
+                      headers: axum::http::HeaderMap,
+                      extensions: axum::http::Extensions| {
                     let otel = otel.clone();
-                    let allowed = host_allowed(&allowed_hosts, &headers);
+                    let allowed = host_allowed(&allowed_hosts, &uri, &headers);
                     let refused = refused.clone();
                     async move {
-                        if !allowed {
+                        if let Err(why) = allowed {
+                            let (status, reason, detail) = match why {
+                                HostRefused::Duplicate => (
+                                    StatusCode::BAD_REQUEST,
+                                    "bad_request",
+                                    Some("duplicate_host"),
+                                ),
+                                HostRefused::NotAllowed => {
+                                    (StatusCode::FORBIDDEN, "host_not_allowed", None)
+                                }
+                            };
                             refused.record(crate::audit::AuditEvent::HttpRejected {
-                                status: StatusCode::FORBIDDEN.as_u16(),
-                                reason: "host_not_allowed",
-                                detail: None,
+                                status: status.as_u16(),
+                                reason,
+                                detail,
                                 subject: None,
                                 method: "GET".into(),
                                 path: "/metrics".into(),
                                 remote_addr: super::remote_addr(&extensions).map(|a| a.to_string()),
                             });
-                            return StatusCode::FORBIDDEN.into_response();
+                            return status.into_response();
                         }
                         match otel.prometheus_text() {
                             Some(text) => (
