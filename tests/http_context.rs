@@ -706,3 +706,26 @@ async fn in_sessions_mode_a_call_whose_client_hangs_up_runs_on_and_keeps_its_id(
         "{body}"
     );
 }
+
+/// Trial finding (Python SDK): a session its client ended (`DELETE`) left no record, where one closed to make room
+/// has `session_closed`. It is recorded, reason `deleted`, with the session's id and its caller.
+#[tokio::test]
+async fn a_session_its_client_deletes_is_recorded_closed() {
+    let server = start_with(&[("MCP_HTTP_SESSIONS", "true")]);
+    let client = client(Duration::from_secs(30));
+    let session = open_session(&client, &server.url).await;
+    let deleted = client
+        .delete(&server.url)
+        .header("mcp-session-id", &session)
+        .header("mcp-protocol-version", "2025-11-25")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    let audit = audit_until(&server, |audit| !events(audit, "session_closed").is_empty());
+    let closed = events(&audit, "session_closed");
+    assert_eq!(closed.len(), 1, "{closed:?}");
+    assert_eq!(closed[0]["reason"], "deleted");
+    assert_eq!(closed[0]["session_id"], session.as_str());
+    assert_eq!(closed[0]["caller"], "anonymous");
+}

@@ -152,10 +152,10 @@ pub enum AuditEvent {
         #[serde(skip_serializing_if = "Option::is_none")]
         session_id: Option<String>,
     },
-    /// Over HTTP with sessions, the server closed a session: to make room for another of its caller's, the least
-    /// recently used of them that nothing was using (`evicted`).
+    /// Over HTTP with sessions, a session was closed: by the server, to make room for another of its caller's, the
+    /// least recently used of them that nothing was using (`evicted`); or by its client (`DELETE`, `deleted`).
     SessionClosed {
-        /// Why: `evicted`.
+        /// Why: `evicted` (closed to make room for another of its caller's), `deleted` (its client ended it).
         reason: &'static str,
         /// The session's id (as in the `session_id` of its calls' records).
         session_id: String,

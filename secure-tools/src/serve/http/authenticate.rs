@@ -490,6 +490,15 @@ async fn authenticated(shared: Arc<Shared>, mut request: Request, next: Route) -
             None => drop(place),
             Some(id) if deleting && response.status().is_success() => {
                 shared.owners.release(id);
+                // Recorded as a session closed to make room is (a trial found a client's `DELETE` left no record).
+                let event = crate::audit::AuditEvent::SessionClosed {
+                    reason: "deleted",
+                    session_id: crate::audit::shorten_str(id),
+                    caller: crate::audit::shorten_str(&owner),
+                };
+                if let Err(error) = shared.audit.record(event) {
+                    tracing::error!(%error, "could not audit a session its client ended");
+                }
                 // rmcp answers `202 Accepted`; the Python SDK takes only `200` or `204` as a session ended, and
                 // warns of a failure at every close otherwise. The session is ended: `204 No Content`.
                 if response.status() == StatusCode::ACCEPTED {
