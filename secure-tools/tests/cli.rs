@@ -870,3 +870,21 @@ fn a_server_cannot_make_watch_poll_faster_than_once_a_second() {
     assert!(took >= Duration::from_millis(1900), "{took:?}");
     assert!(took < Duration::from_secs(25), "{took:?}");
 }
+
+/// Red-team finding: given both `--url` and a command after `--`, the command was silently ignored. Both is a usage
+/// error (exit 2, saying so).
+#[test]
+fn a_url_and_a_command_together_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let lock = empty_lock(dir.path());
+    let run = finish(
+        cli()
+            .args(["check", "--url", "http://127.0.0.1:9/mcp", "--lock"])
+            .arg(&lock)
+            .args(["--", "true"]),
+        LIMIT,
+    )
+    .unwrap();
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    assert!(run.stderr.contains("cannot be used with"), "{}", run.stderr);
+}

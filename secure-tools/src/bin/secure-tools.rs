@@ -128,8 +128,9 @@ struct Target {
     #[arg(long, value_name = "FILE")]
     lock: PathBuf,
     /// The server's streamable HTTP endpoint (`http://` or `https://`, trusting the system's roots and
-    /// `SSL_CERT_FILE`); without it, the server is the command after `--`.
-    #[arg(long, value_name = "URL")]
+    /// `SSL_CERT_FILE`); without it, the server is the command after `--` (not both: a red team found the command
+    /// silently ignored).
+    #[arg(long, value_name = "URL", conflicts_with = "command")]
     url: Option<String>,
     /// The variable holding the bearer token sent to `--url` (never a flag, so it stays out of process lists).
     #[arg(long, value_name = "VARIABLE", default_value = "MCP_BEARER_TOKEN")]
