@@ -38,6 +38,27 @@ pub(crate) fn read_regular(path: &Path, max: u64, what: &str) -> io::Result<Vec<
     Ok(bytes)
 }
 
+/// The most bytes read of a file an operator names for the server (a PEM certificate, key or CA bundle, a
+/// revocation list, a JWKS document, an HMAC secret, a configuration file): far more than any of them holds, and a
+/// bound on what a path such as `/dev/zero` would make the server read at start.
+pub(crate) const MAX_SETTINGS_FILE: u64 = 64 * 1024 * 1024;
+
+/// The bytes of the file at `path`, `what` it is named in errors, of at most `max` bytes, whatever kind of file it
+/// is: a pipe (`<(...)`, `/dev/fd/N`, a way secrets are handed to a process) is read as it is written, and a device
+/// such as `/dev/zero` is read no further than `max`. Its errors do not name the file: its callers' do.
+pub(crate) fn read_bounded(path: &Path, max: u64, what: &str) -> io::Result<Vec<u8>> {
+    let file = std::fs::File::open(path)?;
+    let mut bytes = Vec::new();
+    file.take(max + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("over {max} bytes, too long for {what}"),
+        ));
+    }
+    Ok(bytes)
+}
+
 /// `error` with the file it is about, its kind kept: the bare OS message ("No such file or directory") does not say
 /// which file.
 pub(crate) fn naming(path: &Path, error: io::Error) -> io::Error {
@@ -69,5 +90,28 @@ mod tests {
         assert!(error.to_string().contains("over 16 bytes"), "{error}");
         std::fs::write(&long, [b'k'; 16]).unwrap();
         assert_eq!(read_regular(&long, 16, "a key").unwrap().len(), 16);
+    }
+
+    /// A settings file may be a pipe, but `/dev/zero` is read no further than the bound (it was read until memory
+    /// ran out).
+    #[test]
+    fn a_settings_file_is_read_no_further_than_its_bound() {
+        let error = read_bounded(Path::new("/dev/zero"), 1024, "a secret").unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("over 1024 bytes, too long for a secret"),
+            "{error}"
+        );
+        let mut piped = std::process::Command::new("sh")
+            .args(["-c", "printf secret"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = piped.stdout.take().unwrap();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&stdout);
+        let bytes = read_bounded(Path::new(&format!("/dev/fd/{fd}")), 1024, "a secret").unwrap();
+        assert_eq!(bytes, b"secret");
+        piped.wait().unwrap();
     }
 }

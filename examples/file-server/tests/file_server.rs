@@ -1088,3 +1088,26 @@ fn a_request_id_can_neither_forge_nor_flood_the_servers_log() {
     assert!(!stderr.contains('\u{1b}'), "{stderr}");
     assert!(stderr.len() < 64 * 1024, "{} bytes of log", stderr.len());
 }
+
+/// A settings file named as `/dev/zero` was read until memory ran out: every file an operator names for the server
+/// (secrets, keys, certificates, revocation lists, JWKS documents, the configuration) is read no further than a
+/// bound, and the start refused saying so.
+#[test]
+fn a_settings_file_that_never_ends_is_refused_at_start() {
+    let area = Area::new();
+    let data = area.data();
+    let http = [
+        "--http",
+        "127.0.0.1:0",
+        "--issuer",
+        "https://idp.example",
+        "--resource-url",
+        "http://127.0.0.1:8080/mcp",
+    ];
+    for flag in ["--hs256-secret-file", "--config"] {
+        let mut args = http.to_vec();
+        args.extend([flag, "/dev/zero"]);
+        let message = start_error(&args, &[("DATA_ROOT", data.to_str().unwrap())]);
+        assert!(message.contains("too long for"), "{flag}: {message}");
+    }
+}

@@ -826,7 +826,14 @@ impl ConfigFile {
             path: path.to_owned(),
             reason,
         };
-        let text = std::fs::read_to_string(path).map_err(|e| error(e.to_string()))?;
+        let bytes = crate::operator_file::read_bounded(
+            path,
+            crate::operator_file::MAX_SETTINGS_FILE,
+            "a configuration file",
+        )
+        .map_err(|e| error(e.to_string()))?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| error("stream did not contain valid UTF-8".to_owned()))?;
         let mut table: toml::Table = text
             .parse()
             .map_err(|e: toml::de::Error| error(e.to_string()))?;

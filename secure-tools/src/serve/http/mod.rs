@@ -365,7 +365,12 @@ async fn bearer_auth(args: &ServerArgs, secret: Option<String>) -> Result<Auth, 
         return Err(invalid(max_age_name, "only applies with --jwks-url".into()));
     }
     let read = |path: &std::path::Path| {
-        std::fs::read(path).map_err(|e| invalid("--http", format!("{}: {e}", path.display())))
+        crate::operator_file::read_bounded(
+            path,
+            crate::operator_file::MAX_SETTINGS_FILE,
+            "a key file",
+        )
+        .map_err(|e| invalid("--http", format!("{}: {e}", path.display())))
     };
     let keys = if let Some(url) = &args.jwks_url {
         #[cfg(feature = "jwks")]
@@ -396,8 +401,12 @@ async fn bearer_auth(args: &ServerArgs, secret: Option<String>) -> Result<Auth, 
     } else if let Some(path) = &args.hs256_secret_file {
         let name = "--hs256-secret-file / MCP_AUTH_HS256_SECRET_FILE";
         super::settings::warn_if_readable_by_others(path, name);
-        let text =
-            std::fs::read(path).map_err(|e| invalid(name, format!("{}: {e}", path.display())))?;
+        let text = crate::operator_file::read_bounded(
+            path,
+            crate::operator_file::MAX_SETTINGS_FILE,
+            "a secret file",
+        )
+        .map_err(|e| invalid(name, format!("{}: {e}", path.display())))?;
         VerificationKeys::hmac_secret(without_final_line_break(&text))
             .map_err(|e| invalid(name, e.to_string()))?
     } else {

@@ -419,10 +419,11 @@ impl ServerTls {
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, MtlsError> {
-    std::fs::read(path).map_err(|source| MtlsError::Read {
-        path: path.to_path_buf(),
-        source,
-    })
+    crate::operator_file::read_bounded(path, crate::operator_file::MAX_SETTINGS_FILE, "a PEM file")
+        .map_err(|source| MtlsError::Read {
+            path: path.to_path_buf(),
+            source,
+        })
 }
 
 impl MtlsAuth {
@@ -713,7 +714,12 @@ impl CrlFile {
             source,
         };
         let version = Self::version(path).map_err(failed)?;
-        let pem = std::fs::read(path).map_err(failed)?;
+        let pem = crate::operator_file::read_bounded(
+            path,
+            crate::operator_file::MAX_SETTINGS_FILE,
+            "a revocation list",
+        )
+        .map_err(failed)?;
         Ok((pem, version))
     }
 

@@ -116,9 +116,21 @@ impl VerificationKeys {
     /// The JWKS document in a file.
     pub fn jwks_file(path: impl AsRef<Path>) -> Result<Self, KeyError> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| KeyError::Read {
+        let read = |source| KeyError::Read {
             path: path.to_owned(),
             source,
+        };
+        let bytes = crate::operator_file::read_bounded(
+            path,
+            crate::operator_file::MAX_SETTINGS_FILE,
+            "a JWKS document",
+        )
+        .map_err(read)?;
+        let text = String::from_utf8(bytes).map_err(|_| {
+            read(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "stream did not contain valid UTF-8",
+            ))
         })?;
         Self::jwks_json(&text)
     }
