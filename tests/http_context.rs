@@ -535,6 +535,27 @@ async fn post_in(
     (response.status().as_u16(), response.text().await.unwrap())
 }
 
+/// Posts `body` into `session` until it is not refused for its id (for at most 2 s): an id is free again a moment
+/// after the call holding it is recorded (its handler's future done with).
+async fn until_answered(
+    client: &reqwest::Client,
+    url: &str,
+    session: &str,
+    body: &Value,
+) -> String {
+    for _ in 0..100 {
+        let (_, answer) = post_in(client, url, session, body).await;
+        if messages(&answer)
+            .first()
+            .is_none_or(|m| m["error"]["code"] != -32600)
+        {
+            return answer;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the id was never free again");
+}
+
 /// The JSON-RPC messages of an answer, whether a JSON body or a stream of events.
 fn messages(body: &str) -> Vec<Value> {
     if let Ok(message) = serde_json::from_str::<Value>(body) {
@@ -637,7 +658,8 @@ async fn a_request_reusing_the_id_of_one_in_progress_in_its_session_is_refused()
     assert_eq!(status, 202);
     let mut fourth = echo("fourth");
     fourth["id"] = json!(8);
-    let (_, body) = post_in(&client, &server.url, &session, &fourth).await;
+    // Free once the cancelled handler has ended, a moment after the cancellation.
+    let body = until_answered(&client, &server.url, &session, &fourth).await;
     assert_eq!(
         messages(&body)[0]["result"]["content"][0]["text"],
         "fourth",
@@ -689,6 +711,8 @@ async fn in_sessions_mode_a_call_whose_client_hangs_up_runs_on_and_keeps_its_id(
     });
     slow.abort();
     let _ = slow.await;
+    // Time for the server to see the connection closed.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let echo = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
                       "params": {"name": "echo", "arguments": {"text": "mine"}}});
     let (_, body) = post_in(&client, &server.url, &session, &echo).await;
@@ -699,7 +723,7 @@ async fn in_sessions_mode_a_call_whose_client_hangs_up_runs_on_and_keeps_its_id(
         "ok",
         "{audit:#?}"
     );
-    let (_, body) = post_in(&client, &server.url, &session, &echo).await;
+    let body = until_answered(&client, &server.url, &session, &echo).await;
     assert_eq!(
         messages(&body)[0]["result"]["content"][0]["text"],
         "mine",

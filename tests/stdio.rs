@@ -13,7 +13,8 @@ use serde_json::{Value, json};
 
 const SERVER: &str = env!("CARGO_BIN_EXE_test-server");
 /// The test server's tools, sorted by name.
-const TOOLS: [&str; 12] = [
+const TOOLS: [&str; 13] = [
+    "commit_then_wait",
     "confirm",
     "confirm_both",
     "confirm_by_rule",
@@ -706,4 +707,62 @@ fn a_tool_printing_to_stdout_cannot_write_into_the_protocol_stream() {
     assert_eq!(answer["result"]["content"][0]["text"], "real", "{answer}");
     let (_, _, stderr) = server.finish();
     assert!(stderr.contains(forged), "the line went to stderr: {stderr}");
+}
+
+/// Review finding: a cancellation freed its request's id at once, while a handler past its point of no return ran
+/// on; a request reusing the id meanwhile ran too, and rmcp gave it the old call's answer and took its
+/// cancellation token. The id stays in progress until that handler has ended.
+#[test]
+fn a_cancelled_call_past_its_commit_keeps_its_id_until_its_handler_ends() {
+    let mut server = RawServer::spawn(SERVER, Some("test.read,test.write"), &[]);
+    assert!(server.initialize("2025-11-25").get("result").is_some());
+    server.send(&RawServer::call_message(
+        9,
+        "commit_then_wait",
+        json!({"millis": 1500}),
+    ));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while events(&server.audit(), "call_started").is_empty() {
+        assert!(std::time::Instant::now() < deadline, "never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Past its commit (a moment after its start record), then cancelled.
+    std::thread::sleep(Duration::from_millis(200));
+    server.send(
+        &json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 9}}),
+    );
+    let refused = server.request(RawServer::call_message(9, "echo", json!({"text": "mine"})));
+    assert_eq!(refused["error"]["code"], -32600, "{refused}");
+    // Once its handler has ended, the id is free, and the new request gets its own answer.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while events(&server.audit(), "tool_call").is_empty() {
+        assert!(std::time::Instant::now() < deadline, "never ended");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // (Its record is written a moment before the handler's future is done with: tried again for that moment.)
+    let mut mine = Value::Null;
+    for _ in 0..50 {
+        mine = server.request(RawServer::call_message(9, "echo", json!({"text": "mine"})));
+        if mine.get("result").is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(mine["result"]["content"][0]["text"], "mine", "{mine}");
+    let (status, records, stderr) = server.finish();
+    assert!(status.success(), "{stderr}");
+    let tools: Vec<_> = events(&records, "tool_call")
+        .iter()
+        .map(|r| r["tool"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        tools.first().map(String::as_str),
+        Some("commit_then_wait"),
+        "{records:#?}"
+    );
+    assert_eq!(
+        tools.last().map(String::as_str),
+        Some("echo"),
+        "{records:#?}"
+    );
 }

@@ -59,6 +59,22 @@ async fn slow(
     Ok("done".into())
 }
 
+/// Commits (its point of no return), then works on for `millis`, whatever the client says: a cancellation no
+/// longer stops it.
+#[secure_tool(scope = "test.write")]
+async fn commit_then_wait(
+    /// Milliseconds to work on after the commit.
+    #[validate(range(max = 60000))]
+    millis: u64,
+    cx: secure_tools::CallContext,
+) -> Result<String, ToolError> {
+    if !cx.commit() {
+        return Err(ToolError::internal("stopped before the commit"));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(millis)).await;
+    Ok("committed".into())
+}
+
 /// Hashes a secret on a blocking thread; `boom` makes that thread panic while holding it.
 #[secure_tool(scope = "test.write", audit_redact = ["secret"])]
 async fn crunch(
@@ -231,6 +247,7 @@ async fn main() {
         .tool::<echo>()
         .tool::<store>()
         .tool::<slow>()
+        .tool::<commit_then_wait>()
         .tool::<crunch>()
         .tool::<linger>()
         .tool::<report>()
@@ -260,6 +277,7 @@ async fn serve_http(address: &str) {
         .tool::<echo>()
         .tool::<store>()
         .tool::<slow>()
+        .tool::<commit_then_wait>()
         .tool::<crunch>()
         .tool::<confirm>()
         .tool::<confirm_twice>()

@@ -5,6 +5,7 @@ mod handler;
 #[cfg(feature = "http")]
 pub mod http;
 mod id_scan;
+mod in_flight;
 mod lifecycle;
 pub(crate) mod settings;
 mod stdin;

@@ -170,9 +170,8 @@ struct Lifecycle {
     any_refused: AtomicBool,
     /// The id the session's calls carry in their records, for its `session` record (the runner sets it).
     session_id: std::sync::Mutex<Option<Arc<str>>>,
-    /// The ids of the client's requests handed to rmcp and not yet answered (nor cancelled by the client): a
-    /// request reusing one is refused.
-    in_flight: std::sync::Mutex<std::collections::HashSet<RequestId>>,
+    /// The ids of the client's requests in progress (see `in_flight`): a request reusing one is refused.
+    in_flight: Arc<super::in_flight::InFlight>,
 }
 
 /// How many requests refused within a session are remembered until their refusal goes out.
@@ -455,21 +454,17 @@ where
             .map_err(|_| output_closed())
     }
 
-    /// Notes the lifecycle facts an incoming request carries, for the session record.
-    fn in_flight(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<RequestId>> {
-        self.lifecycle
-            .in_flight
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-    }
-
     /// Keeps the ids of the requests in progress: a request whose id is one of them is refused (a red team's second
-    /// request with a call's id ran too, and the client got one answer for the two); a cancellation frees its id
-    /// (rmcp answers no request its client cancelled).
-    fn track_incoming(&self, message: &ClientJsonRpcMessage) -> Option<Refusal> {
+    /// request with a call's id ran too, and the client got one answer for the two). The request is marked (in its
+    /// extensions) so that its handler's end is known; it is handed to rmcp as this returns. A cancellation frees its
+    /// id once the handler has ended (see `in_flight`).
+    fn track_incoming(&self, message: &mut ClientJsonRpcMessage) -> Option<Refusal> {
         match message {
             ClientJsonRpcMessage::Request(request) => {
-                if self.in_flight().insert(request.id.clone()) {
+                if let Some(pending) = self.lifecycle.in_flight.take(&request.id) {
+                    use rmcp::model::GetExtensions as _;
+                    request.request.extensions_mut().insert(pending.mark());
+                    pending.handed();
                     return None;
                 }
                 Some(Refusal {
@@ -483,7 +478,7 @@ where
                     &notification.notification
                     && let Some(id) = &cancelled.params.request_id
                 {
-                    self.in_flight().remove(id);
+                    self.lifecycle.in_flight.cancelled(id);
                 }
                 None
             }
@@ -643,7 +638,7 @@ where
             _ => None,
         };
         if let Some(id) = answered {
-            self.in_flight().remove(id);
+            self.lifecycle.in_flight.answered(id);
         }
         match message {
             ServerJsonRpcMessage::Response(response) => {
@@ -957,7 +952,7 @@ where
                                 );
                                 continue;
                             }
-                            if let Some(refusal) = self.track_incoming(&message) {
+                            if let Some(refusal) = self.track_incoming(&mut message) {
                                 (refusal, bytes)
                             } else {
                                 self.observe_incoming(&message, bytes);

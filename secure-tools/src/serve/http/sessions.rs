@@ -17,7 +17,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use rmcp::model::{ClientJsonRpcMessage, RequestId, ServerJsonRpcMessage};
+use rmcp::model::{ClientJsonRpcMessage, ServerJsonRpcMessage};
+
+use crate::serve::in_flight::InFlight as InFlightIds;
 use rmcp::transport::streamable_http_server::session::local::{
     LocalSessionManager, LocalSessionManagerError,
 };
@@ -470,10 +472,10 @@ impl Opening {
 /// It also keeps the ids of each session's requests in progress: a request reusing one is refused `-32600`, audited
 /// `message_rejected` with reason `duplicate_id` (red-team finding, as on stdio: the second ran too, and rmcp, which
 /// routes a session's answers by request id, gave one request the other's answer and the other none). An id is free
-/// again once its answer has gone out (seen on the session's transport) or its client cancels it (rmcp answers no
-/// cancelled request); not when its client hangs up, since in sessions mode that does not stop the call (the
-/// specification says a disconnection is not a cancellation), and its answer would go to the next request with its
-/// id. Another session's ids are its own.
+/// again once its answer has gone out (seen on the session's transport), or once its client cancelled it and its
+/// handler ended (see `in_flight`); not when its client hangs up, since in sessions mode that does not stop the call
+/// (the specification says a disconnection is not a cancellation), and its answer would go to the next request with
+/// its id. Another session's ids are its own.
 pub(super) struct Bound {
     inner: Arc<LocalSessionManager>,
     audit: crate::audit::Audit,
@@ -491,56 +493,36 @@ impl Bound {
 
     /// `transport`, for the session `id`, made to free its requests' ids as their answers go out.
     fn track(&self, id: &SessionId, transport: RmcpTransport) -> Tracked {
-        let ids = Arc::<SessionIds>::default();
+        let ids = Arc::<InFlightIds>::default();
         self.in_flight
             .lock()
             .insert(Arc::clone(id), Arc::clone(&ids));
         Tracked {
             inner: transport,
-            ids,
+            ids: Arc::clone(&ids),
             _session: SessionEntry {
                 in_flight: Arc::clone(&self.in_flight),
                 id: Arc::clone(id),
+                ids,
             },
         }
     }
 }
 
 /// The ids of each live session's requests in progress. A session is in the map for as long as its transport
-/// lives (its service runs); its ids are those of requests not yet answered, nor cancelled.
+/// lives (its service runs).
 #[derive(Default)]
 struct InFlight {
-    sessions: Mutex<HashMap<Arc<str>, Arc<SessionIds>>>,
+    sessions: Mutex<HashMap<Arc<str>, Arc<InFlightIds>>>,
 }
 
 impl InFlight {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Arc<SessionIds>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Arc<InFlightIds>>> {
         self.sessions.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn session(&self, id: &str) -> Option<Arc<SessionIds>> {
+    fn session(&self, id: &str) -> Option<Arc<InFlightIds>> {
         self.lock().get(id).cloned()
-    }
-}
-
-/// One session's request ids in progress.
-#[derive(Default)]
-struct SessionIds(Mutex<std::collections::HashSet<RequestId>>);
-
-impl SessionIds {
-    /// Takes `id`: `false` when a request in progress has it.
-    fn take(&self, id: &RequestId) -> bool {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(id.clone())
-    }
-
-    fn free(&self, id: &RequestId) {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(id);
     }
 }
 
@@ -548,11 +530,19 @@ impl SessionIds {
 struct SessionEntry {
     in_flight: Arc<InFlight>,
     id: Arc<str>,
+    ids: Arc<InFlightIds>,
 }
 
 impl Drop for SessionEntry {
     fn drop(&mut self) {
-        self.in_flight.lock().remove(&self.id);
+        let mut sessions = self.in_flight.lock();
+        // Only its own: a session made again under the same id meanwhile keeps its place.
+        if sessions
+            .get(&self.id)
+            .is_some_and(|ids| Arc::ptr_eq(ids, &self.ids))
+        {
+            sessions.remove(&self.id);
+        }
     }
 }
 
@@ -562,7 +552,7 @@ type RmcpTransport = <LocalSessionManager as SessionManager>::Transport;
 /// once its answer has been routed (so that a request reusing it then gets its own answer).
 pub(super) struct Tracked {
     inner: RmcpTransport,
-    ids: Arc<SessionIds>,
+    ids: Arc<InFlightIds>,
     _session: SessionEntry,
 }
 
@@ -583,7 +573,7 @@ impl rmcp::transport::Transport<rmcp::RoleServer> for Tracked {
         async move {
             let result = sent.await;
             if let Some(id) = answered {
-                ids.free(&id);
+                ids.answered(&id);
             }
             result
         }
@@ -700,41 +690,50 @@ impl SessionManager for Bound {
         impl futures_util::Stream<Item = ServerSseMessage> + Send + Sync + 'static,
         BoundError,
     > {
-        let taken = match &message {
-            rmcp::model::JsonRpcMessage::Request(request) => {
-                let ids = self.in_flight.session(id);
-                if let Some(ids) = &ids
-                    && !ids.take(&request.id)
-                {
-                    let error = crate::serve::transport::duplicate_id_error();
-                    let event = crate::audit::AuditEvent::MessageRejected {
-                        request_id: Some(request.id.clone()),
-                        reason: crate::serve::transport::DUPLICATE_ID_REASON,
-                        code: Some(error.code.0),
-                        bytes: request_bytes(&message),
+        let mut message = message;
+        let pending = match &mut message {
+            rmcp::model::JsonRpcMessage::Request(request) => match self.in_flight.session(id) {
+                Some(ids) => {
+                    // A reuse of an id whose answer is on its way waits for it (the client may have read it).
+                    let Some(pending) = ids
+                        .take_when_answered(&request.id, crate::serve::in_flight::ANSWER_DUE_WAIT)
+                        .await
+                    else {
+                        let error = crate::serve::transport::duplicate_id_error();
+                        let event = crate::audit::AuditEvent::MessageRejected {
+                            request_id: Some(request.id.clone()),
+                            reason: crate::serve::transport::DUPLICATE_ID_REASON,
+                            code: Some(error.code.0),
+                            bytes: request_bytes(&message),
+                        };
+                        if let Err(err) = self.audit.record(event) {
+                            tracing::error!(error = %err, "audit record not written");
+                        }
+                        let id = match &message {
+                            rmcp::model::JsonRpcMessage::Request(request) => request.id.clone(),
+                            _ => unreachable!("matched as a request above"),
+                        };
+                        let answer = ServerJsonRpcMessage::error(error, Some(id));
+                        return Ok(futures_util::future::Either::Right(
+                            futures_util::stream::iter([ServerSseMessage::from_message(answer)]),
+                        ));
                     };
-                    if let Err(err) = self.audit.record(event) {
-                        tracing::error!(error = %err, "audit record not written");
-                    }
-                    let answer = ServerJsonRpcMessage::error(error, Some(request.id.clone()));
-                    return Ok(futures_util::future::Either::Right(
-                        futures_util::stream::iter([ServerSseMessage::from_message(answer)]),
-                    ));
+                    use rmcp::model::GetExtensions as _;
+                    request.request.extensions_mut().insert(pending.mark());
+                    Some(pending)
                 }
-                ids.map(|ids| (ids, request.id.clone()))
-            }
+                None => None,
+            },
             _ => None,
         };
-        match self.inner.create_stream(id, message).await {
-            Ok(stream) => Ok(futures_util::future::Either::Left(stream)),
-            Err(err) => {
-                // Never handed to the session: its id is free.
-                if let Some((ids, request)) = taken {
-                    ids.free(&request);
-                }
-                Err(err.into())
-            }
+        // Handed to the session once this returns `Ok` (its last await puts the message in the session's queue);
+        // refused, or this future dropped on the way (the HTTP request timed out, its client gone), the id is free
+        // again as `pending` drops.
+        let stream = self.inner.create_stream(id, message).await?;
+        if let Some(pending) = pending {
+            pending.handed();
         }
+        Ok(futures_util::future::Either::Left(stream))
     }
 
     async fn accept_message(
@@ -748,7 +747,7 @@ impl SessionManager for Bound {
             && let Some(request) = &cancelled.params.request_id
             && let Some(ids) = self.in_flight.session(id)
         {
-            ids.free(request);
+            ids.cancelled(request);
         }
         Ok(self.inner.accept_message(id, message).await?)
     }

@@ -1,0 +1,309 @@
+//! The ids of a client's requests in progress, on stdio or within an HTTP session: JSON-RPC ids are unique among
+//! them, so a request reusing one is refused (rmcp would run both, and route one's answer to the other).
+//!
+//! An id is in progress from the moment its request is taken until its answer has gone out; or, when its client
+//! cancelled it (rmcp then sends no answer), until its handler has ended: a handler past its point of no return runs
+//! on after a cancellation, and a request reusing its id meanwhile would be given its answer and have its own
+//! cancellation token taken (review finding). A client hanging up is no cancellation. A request dropped before rmcp
+//! had it leaves its id free.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use rmcp::model::RequestId;
+
+/// The ids in progress of one client (stdio) or session (HTTP).
+#[derive(Default)]
+pub(crate) struct InFlight {
+    ids: Mutex<HashMap<RequestId, State>>,
+    /// Woken whenever an id is freed.
+    freed: tokio::sync::Notify,
+    /// The turn of the next id taken.
+    turn: std::sync::atomic::AtomicU64,
+}
+
+/// Where a request stands.
+struct State {
+    turn: u64,
+    /// rmcp has the request.
+    handed: bool,
+    /// Its handler (or whatever holds the request) has not ended: the mark in its extensions lives.
+    handler_live: bool,
+    /// Its answer has gone out.
+    answered: bool,
+    /// Its client cancelled it once rmcp had it.
+    cancelled: bool,
+}
+
+impl State {
+    fn done(&self) -> bool {
+        self.handed && (self.answered || (self.cancelled && !self.handler_live))
+    }
+
+    /// Its answer is on its way: the handler ended, the answer not yet seen going out.
+    fn answer_due(&self) -> bool {
+        self.handed && !self.handler_live && !self.answered && !self.cancelled
+    }
+}
+
+/// How long a request reusing the id of one whose answer is on its way waits for it to go out: a client may reuse an
+/// id as soon as it reads the answer, which it may do a moment before the answer is seen going out here.
+pub(crate) const ANSWER_DUE_WAIT: Duration = Duration::from_secs(1);
+
+impl InFlight {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<RequestId, State>> {
+        self.ids.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Takes `id` for a request: `None` when a request in progress has it.
+    pub(crate) fn take(self: &Arc<Self>, id: &RequestId) -> Option<Pending> {
+        let mut ids = self.lock();
+        if ids.contains_key(id) {
+            return None;
+        }
+        let turn = self.turn.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        ids.insert(
+            id.clone(),
+            State {
+                turn,
+                handed: false,
+                handler_live: true,
+                answered: false,
+                cancelled: false,
+            },
+        );
+        Some(Pending {
+            ids: Arc::clone(self),
+            id: id.clone(),
+            turn,
+            handed: false,
+        })
+    }
+
+    /// [`take`](Self::take), waiting up to `wait` while the request holding `id` has its answer on its way.
+    pub(crate) async fn take_when_answered(
+        self: &Arc<Self>,
+        id: &RequestId,
+        wait: Duration,
+    ) -> Option<Pending> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            // Registered before looking, so that a freeing between the look and the wait is not missed.
+            freed.as_mut().enable();
+            if let Some(pending) = self.take(id) {
+                return Some(pending);
+            }
+            if !self.lock().get(id).is_some_and(State::answer_due) {
+                return None;
+            }
+            if tokio::time::timeout_at(deadline, freed).await.is_err() {
+                return self.take(id);
+            }
+        }
+    }
+
+    /// The answer to `id` has gone out.
+    pub(crate) fn answered(&self, id: &RequestId) {
+        self.update(id, None, |state| state.answered = true);
+    }
+
+    /// The client cancelled `id` (ignored unless rmcp has the request: rmcp ignores a cancellation of a request it
+    /// does not have, and answers the request).
+    pub(crate) fn cancelled(&self, id: &RequestId) {
+        self.update(id, None, |state| {
+            if state.handed {
+                state.cancelled = true;
+            }
+        });
+    }
+
+    /// Applies `change` to `id`'s state (at `turn`, when given), and frees the id if its request is done.
+    fn update(&self, id: &RequestId, turn: Option<u64>, change: impl FnOnce(&mut State)) {
+        let mut ids = self.lock();
+        let Some(state) = ids.get_mut(id).filter(|s| turn.is_none_or(|t| s.turn == t)) else {
+            return;
+        };
+        change(state);
+        if state.done() {
+            ids.remove(id);
+            drop(ids);
+            self.freed.notify_waiters();
+        }
+    }
+
+    fn free(&self, id: &RequestId, turn: u64) {
+        let mut ids = self.lock();
+        if ids.get(id).is_some_and(|s| s.turn == turn) {
+            ids.remove(id);
+            drop(ids);
+            self.freed.notify_waiters();
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.lock().len()
+    }
+}
+
+/// An id taken for a request not yet handed to rmcp: dropped before [`handed`](Self::handed), it frees the id (the
+/// request never reached rmcp: refused, or its HTTP request dropped on the way).
+pub(crate) struct Pending {
+    ids: Arc<InFlight>,
+    id: RequestId,
+    turn: u64,
+    handed: bool,
+}
+
+impl Pending {
+    /// The mark to put into the request's extensions: its last copy dropped (the handler ended, the request with
+    /// it) tells the handler ended.
+    pub(crate) fn mark(&self) -> HandlerMark {
+        HandlerMark(Arc::new(Mark {
+            ids: Arc::clone(&self.ids),
+            id: self.id.clone(),
+            turn: self.turn,
+        }))
+    }
+
+    /// rmcp has the request.
+    pub(crate) fn handed(mut self) {
+        self.handed = true;
+        self.ids
+            .update(&self.id, Some(self.turn), |state| state.handed = true);
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if !self.handed {
+            self.ids.free(&self.id, self.turn);
+        }
+    }
+}
+
+/// See [`Pending::mark`].
+#[derive(Clone)]
+pub(crate) struct HandlerMark(#[allow(dead_code)] Arc<Mark>);
+
+struct Mark {
+    ids: Arc<InFlight>,
+    id: RequestId,
+    turn: u64,
+}
+
+impl Drop for Mark {
+    fn drop(&mut self) {
+        self.ids.update(&self.id, Some(self.turn), |state| {
+            state.handler_live = false
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: i64) -> RequestId {
+        RequestId::Number(n)
+    }
+
+    #[test]
+    fn an_id_is_free_once_answered() {
+        let ids = Arc::new(InFlight::default());
+        let pending = ids.take(&id(5)).unwrap();
+        let mark = pending.mark();
+        pending.handed();
+        assert!(ids.take(&id(5)).is_none(), "in progress");
+        drop(mark);
+        assert!(ids.take(&id(5)).is_none(), "its answer on its way");
+        ids.answered(&id(5));
+        assert_eq!(ids.len(), 0);
+        assert!(ids.take(&id(5)).is_some());
+    }
+
+    /// Review finding: a cancellation freed the id while a handler past its point of no return still ran; a new
+    /// request with the id then had its answer and its cancellation token taken by the old one.
+    #[test]
+    fn a_cancelled_id_is_free_only_once_its_handler_ended() {
+        let ids = Arc::new(InFlight::default());
+        let pending = ids.take(&id(5)).unwrap();
+        let mark = pending.mark();
+        let copy = mark.clone();
+        pending.handed();
+        ids.cancelled(&id(5));
+        assert!(ids.take(&id(5)).is_none(), "its handler still runs");
+        drop(mark);
+        assert!(ids.take(&id(5)).is_none(), "a copy of the request lives");
+        drop(copy);
+        assert_eq!(ids.len(), 0);
+    }
+
+    /// Review finding: a cancellation that overtook its request (sent on another HTTP request) freed the id though
+    /// rmcp, which ignores it, answers the request.
+    #[test]
+    fn a_cancellation_before_rmcp_has_the_request_is_ignored() {
+        let ids = Arc::new(InFlight::default());
+        let pending = ids.take(&id(5)).unwrap();
+        let mark = pending.mark();
+        ids.cancelled(&id(5));
+        pending.handed();
+        drop(mark);
+        assert!(ids.take(&id(5)).is_none(), "rmcp answers it");
+        ids.answered(&id(5));
+        assert_eq!(ids.len(), 0);
+    }
+
+    /// Review finding: a request dropped before rmcp had it (its HTTP request timed out, say) left its id taken for
+    /// the rest of the session.
+    #[test]
+    fn a_request_dropped_before_rmcp_had_it_leaves_its_id_free() {
+        let ids = Arc::new(InFlight::default());
+        let pending = ids.take(&id(5)).unwrap();
+        let mark = pending.mark();
+        drop(pending);
+        assert_eq!(ids.len(), 0);
+        // Its mark, dropped later, touches nothing of a new request's.
+        let again = ids.take(&id(5)).unwrap();
+        drop(mark);
+        again.handed();
+        assert!(ids.take(&id(5)).is_none());
+    }
+
+    /// Review finding: a client reusing an id as soon as it read the answer could be refused, the answer not yet
+    /// seen going out here.
+    #[tokio::test]
+    async fn a_reuse_waits_for_an_answer_on_its_way() {
+        let ids = Arc::new(InFlight::default());
+        let pending = ids.take(&id(5)).unwrap();
+        drop(pending.mark());
+        pending.handed();
+        let answering = {
+            let ids = Arc::clone(&ids);
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                ids.answered(&id(5));
+            })
+        };
+        assert!(
+            ids.take_when_answered(&id(5), ANSWER_DUE_WAIT)
+                .await
+                .is_some()
+        );
+        answering.await.unwrap();
+        // A request still running is refused at once.
+        let running = ids.take(&id(6)).unwrap();
+        let _mark = running.mark();
+        running.handed();
+        let started = std::time::Instant::now();
+        assert!(
+            ids.take_when_answered(&id(6), ANSWER_DUE_WAIT)
+                .await
+                .is_none()
+        );
+        assert!(started.elapsed() < ANSWER_DUE_WAIT);
+    }
+}
