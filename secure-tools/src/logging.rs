@@ -30,7 +30,7 @@
 //! transports) it prints them, and only your subscriber can keep them out: give it [`filter`]. A subscriber at
 //! `debug` without it logs every argument of every such call, and a tool's output on every transport.
 
-use std::fmt::{self, Write as _};
+use std::fmt;
 
 use tracing::Metadata;
 use tracing_subscriber::field::RecordFields;
@@ -93,17 +93,19 @@ fn passes(metadata: &Metadata<'_>) -> bool {
     // included (a `tools/call` sent without an id, arguments and all), and its `cancelled` (at `info`) the `reason`
     // a client gave in `notifications/cancelled`, whole (megabytes of it, a line per cancellation): not let through
     // at any level. The cancelled call's audit record says it was cancelled.
-    // Its events with an `id` field print the client's request id raw, whatever its length and whatever it holds
-    // (line feeds, a terminal's escape): not let through either.
+    // Its events with an `id` or `originating_request_id` field print the client's request id raw, whatever its
+    // length and whatever it holds (line feeds, a terminal's escape): not let through either.
     !rmcp
         || (*metadata.level() <= RMCP_MAX_LEVEL
             && metadata.fields().field("notification").is_none()
             && metadata.fields().field("reason").is_none()
-            && metadata.fields().field("id").is_none())
+            && metadata.fields().field("id").is_none()
+            && metadata.fields().field("originating_request_id").is_none())
 }
 
 /// The most bytes of an event's fields (or of a span's, each time some are recorded) that [`fields`] writes; past
-/// it they are cut, saying how many bytes were left out.
+/// it they are cut, saying how many bytes were left out. A line also shows the fields of the spans it is in, each
+/// bounded the same way.
 pub const MAX_FIELDS_BYTES: usize = 4096;
 
 /// Field formatting for a `fmt` layer (`fmt::layer().fmt_fields(secure_tools::logging::fields())`) that no client
@@ -157,7 +159,7 @@ impl fmt::Write for Shown {
             if self.text.len() >= MAX_FIELDS_BYTES {
                 self.left_out += c.len_utf8();
             } else if hidden(c) {
-                write!(self.text, "\\u{{{:04x}}}", u32::from(c))?;
+                fmt::Write::write_fmt(&mut self.text, format_args!("\\u{{{:04x}}}", u32::from(c)))?;
             } else {
                 self.text.push(c);
             }
@@ -166,16 +168,9 @@ impl fmt::Write for Shown {
     }
 }
 
-/// Whether `c` is written out by [`fields`]: a control, format or separator character.
+/// Whether `c` is written out by [`fields`]: a control, format or line or paragraph separator character.
 fn hidden(c: char) -> bool {
-    c.is_control()
-        || (!c.is_ascii()
-            && matches!(
-                unicode_general_category::get_general_category(c),
-                unicode_general_category::GeneralCategory::Format
-                    | unicode_general_category::GeneralCategory::LineSeparator
-                    | unicode_general_category::GeneralCategory::ParagraphSeparator
-            ))
+    c.is_control() || crate::text::format_or_separator(c)
 }
 
 #[cfg(test)]

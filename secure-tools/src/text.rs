@@ -37,6 +37,18 @@ pub fn neutralize(text: &str) -> String {
 /// A variation selector: U+FE00 to U+FE0F, the supplementary ones (U+E0100 to U+E01EF) and the Mongolian free
 /// variation selectors (U+180B to U+180D, U+180F). One after a character picks its form (an emoji's presentation, an
 /// ideograph's variant); more show as nothing.
+/// A format character (Unicode's `Cf`: zero-width, bidirectional, tag, ... characters) or a line or paragraph
+/// separator: invisible, or breaking a line where a reader does not expect one. Reports and logs write them out.
+pub(crate) fn format_or_separator(c: char) -> bool {
+    !c.is_ascii()
+        && matches!(
+            unicode_general_category::get_general_category(c),
+            unicode_general_category::GeneralCategory::Format
+                | unicode_general_category::GeneralCategory::LineSeparator
+                | unicode_general_category::GeneralCategory::ParagraphSeparator
+        )
+}
+
 pub(crate) fn variation_selector(c: char) -> bool {
     matches!(c, '\u{fe00}'..='\u{fe0f}' | '\u{e0100}'..='\u{e01ef}' | '\u{180b}'..='\u{180d}' | '\u{180f}')
 }

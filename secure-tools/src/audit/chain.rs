@@ -995,11 +995,9 @@ fn read_key_file(path: &Path) -> io::Result<Vec<u8>> {
     crate::operator_file::read_regular(path, MAX_KEY_FILE, "a key")
 }
 
-/// `error` with the file it is about, its kind kept: with several files (a rotated set, the keys) the bare OS
-/// message ("No such file or directory") does not say which.
-fn naming(path: &Path, error: io::Error) -> io::Error {
-    io::Error::new(error.kind(), format!("{}: {error}", path.display()))
-}
+// `error` with the file it is about, its kind kept: with several files (a rotated set, the keys) the bare OS message
+// ("No such file or directory") does not say which.
+use crate::operator_file::naming;
 
 fn invalid(path: &Path, message: &str) -> io::Error {
     io::Error::new(

@@ -392,7 +392,11 @@ fn show(value: &Option<Value>) -> String {
 
 /// `value` as JSON, cut past [`SHOWN_VALUE_BYTES`].
 fn shown(value: &Value) -> String {
-    let mut text = value.to_string();
+    cut(value.to_string())
+}
+
+/// `text` cut past [`SHOWN_VALUE_BYTES`], saying how many bytes were left out.
+fn cut(mut text: String) -> String {
     if text.len() > SHOWN_VALUE_BYTES {
         let mut end = SHOWN_VALUE_BYTES;
         while !text.is_char_boundary(end) {
@@ -404,6 +408,32 @@ fn shown(value: &Value) -> String {
         let _ = write!(text, "... ({more} bytes more)");
     }
     text
+}
+
+/// A name the server chose (a tool's, a property's, a keyword's, a key's) as a report prints it: on one line,
+/// showing all it holds (see [`visible_line`]), cut past [`SHOWN_VALUE_BYTES`] (a review found a 14 MB property
+/// name would still make a 14 MB report).
+fn shown_name(name: &str) -> String {
+    let cut_at = if name.len() > SHOWN_VALUE_BYTES {
+        let mut end = SHOWN_VALUE_BYTES;
+        while !name.is_char_boundary(end) {
+            end -= 1;
+        }
+        end
+    } else {
+        name.len()
+    };
+    let mut shown = visible_line(&name[..cut_at]).into_owned();
+    if cut_at < name.len() {
+        use fmt::Write as _;
+        let _ = write!(shown, "... ({} bytes more)", name.len() - cut_at);
+    }
+    shown
+}
+
+/// A list of names (required properties, scopes) as a report prints it, cut past [`SHOWN_VALUE_BYTES`].
+fn shown_list(names: &[String]) -> String {
+    cut(format!("{names:?}"))
 }
 
 impl fmt::Display for Change {
@@ -435,7 +465,7 @@ impl Change {
                 f,
                 "{schema} property added: `{property}` ({})",
                 shown(kind),
-                property = visible_line(property)
+                property = shown_name(property)
             ),
             Change::PropertyRemoved {
                 schema,
@@ -445,7 +475,7 @@ impl Change {
                 f,
                 "{schema} property removed: `{property}` ({})",
                 shown(kind),
-                property = visible_line(property)
+                property = shown_name(property)
             ),
             Change::PropertyRetyped {
                 schema,
@@ -457,7 +487,7 @@ impl Change {
                 "{schema} property retyped: `{property}` {} -> {}",
                 shown(before),
                 shown(after),
-                property = visible_line(property)
+                property = shown_name(property)
             ),
             Change::PropertyChanged {
                 schema,
@@ -469,7 +499,7 @@ impl Change {
                 "{schema} property changed: `{property}` {} -> {}",
                 shown(before),
                 shown(after),
-                property = visible_line(property)
+                property = shown_name(property)
             ),
             Change::Required {
                 schema,
@@ -477,7 +507,9 @@ impl Change {
                 removed,
             } => writeln!(
                 f,
-                "{schema} schema: now required {added:?}, no longer required {removed:?}"
+                "{schema} schema: now required {}, no longer required {}",
+                shown_list(added),
+                shown_list(removed)
             ),
             Change::Schema {
                 schema,
@@ -500,10 +532,15 @@ impl Change {
                 "{schema} schema keyword `{keyword}`: {} -> {}",
                 show(before),
                 show(after),
-                keyword = visible_line(keyword)
+                keyword = shown_name(keyword)
             ),
             Change::Scopes { added, removed } => {
-                writeln!(f, "scopes: added {added:?}, removed {removed:?}")
+                writeln!(
+                    f,
+                    "scopes: added {}, removed {}",
+                    shown_list(added),
+                    shown_list(removed)
+                )
             }
             Change::Annotation {
                 name,
@@ -514,7 +551,7 @@ impl Change {
                 "annotation `{name}`: {} -> {}",
                 show(before),
                 show(after),
-                name = visible_line(name)
+                name = shown_name(name)
             ),
             Change::Meta { key, before, after } => {
                 writeln!(
@@ -522,7 +559,7 @@ impl Change {
                     "_meta `{key}`: {} -> {}",
                     show(before),
                     show(after),
-                    key = visible_line(key)
+                    key = shown_name(key)
                 )
             }
             Change::Field {
@@ -534,7 +571,7 @@ impl Change {
                 "`{name}`: {} -> {}",
                 show(before),
                 show(after),
-                name = visible_line(name)
+                name = shown_name(name)
             ),
         }
     }
@@ -573,13 +610,7 @@ fn escaped(text: &str, line_feed: bool) -> std::borrow::Cow<'_, str> {
         (c.is_control() && (line_feed || c != '\n'))
             // Every format character and both separators (a red team's U+1D173, U+13430, U+2028 went through a
             // list of them).
-            || (!c.is_ascii()
-                && matches!(
-                    unicode_general_category::get_general_category(c),
-                    unicode_general_category::GeneralCategory::Format
-                        | unicode_general_category::GeneralCategory::LineSeparator
-                        | unicode_general_category::GeneralCategory::ParagraphSeparator
-                ))
+            || crate::text::format_or_separator(c)
             || crate::text::invisible(c)
             || crate::text::variation_selector(c)
             || matches!(
@@ -614,16 +645,16 @@ impl Changes {
         // Names are the server's: each is written on its line whole, a line feed in one escaped, so that a name
         // cannot forge a line of the report.
         for name in &self.added {
-            writeln!(f, "added: {}", visible_line(name))?;
+            writeln!(f, "added: {}", shown_name(name))?;
         }
         for name in &self.removed {
-            writeln!(f, "removed: {}", visible_line(name))?;
+            writeln!(f, "removed: {}", shown_name(name))?;
         }
         for tool in &self.changed {
             writeln!(
                 f,
                 "changed: {} ({} -> {})",
-                visible_line(&tool.tool),
+                shown_name(&tool.tool),
                 tool.before,
                 tool.after
             )?;
@@ -637,11 +668,11 @@ impl Changes {
             writeln!(
                 f,
                 "digest mismatch: {} publishes a digest that is not its definition's",
-                visible_line(name)
+                shown_name(name)
             )?;
         }
         for name in &self.duplicated {
-            writeln!(f, "listed more than once: {}", visible_line(name))?;
+            writeln!(f, "listed more than once: {}", shown_name(name))?;
         }
         if self.toolset_digest_mismatch {
             writeln!(
@@ -718,6 +749,22 @@ mod tests {
         let shown = compare(&locked, &listed, diff_deadline())[0].to_string();
         assert!(shown.len() < 10_000, "{} bytes", shown.len());
         assert!(shown.contains("bytes more)"), "{shown}");
+    }
+
+    /// Review finding: values were cut, but names and lists were not (a 14 MB property name or `required` list
+    /// still made a 14 MB report).
+    #[test]
+    fn huge_names_and_lists_are_cut_in_the_report() {
+        let big = "p".repeat(1_000_000);
+        let locked = json!({"name": "t", "inputSchema": {"type": "object"}});
+        let listed = json!({"name": "t", "inputSchema": {"type": "object",
+            "properties": {big.clone(): {"type": "string"}}, "required": [big]}});
+        let shown: String = compare(&locked, &listed, diff_deadline())
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert!(shown.len() < 20_000, "{} bytes", shown.len());
+        assert_eq!(shown.matches("bytes more)").count(), 2, "{shown}");
     }
 
     /// Red-team finding: annotations rmcp reads as an empty object (their keys unknown to it) against a lock

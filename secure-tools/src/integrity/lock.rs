@@ -85,7 +85,7 @@ pub enum LockError {
 
 /// The most a lockfile is read: far more than the definitions of the most tools the command lists (its pages hold
 /// at most 10,000 tools), whatever a link or a device named as the lock would give.
-pub const MAX_LOCK_FILE: u64 = 64 * 1024 * 1024;
+pub const MAX_LOCK_FILE_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Which side of a comparison may hold an output schema that a client before `2026-07-28` never receives (see
 /// [`same_for_legacy`]).
@@ -167,8 +167,8 @@ impl ToolsLock {
         };
         // A regular file of bounded size, opened without blocking (red-team finding: a FIFO as the lock blocked
         // `check` past its `--timeout`, and a link to `/dev/zero` was read until memory ran out).
-        let bytes =
-            crate::operator_file::read_regular(path, MAX_LOCK_FILE, "a tools lock").map_err(io)?;
+        let bytes = crate::operator_file::read_regular(path, MAX_LOCK_FILE_BYTES, "a tools lock")
+            .map_err(io)?;
         let invalid = |message: String| LockError::Invalid {
             path: path.to_owned(),
             message,

@@ -44,7 +44,7 @@ mod diff;
 mod lock;
 
 pub use diff::{Change, Changes, ToolChange, visible_line};
-pub use lock::{LockError, LockMode, LockedTool, MAX_LOCK_FILE, ToolsLock};
+pub use lock::{LockError, LockMode, LockedTool, MAX_LOCK_FILE_BYTES, ToolsLock};
 
 use rmcp::model::{JsonObject, ListToolsResult, MetaObject, Tool};
 use serde_json::Value;
