@@ -1,11 +1,13 @@
 //! The ids of a client's requests in progress, on stdio or within an HTTP session: JSON-RPC ids are unique among
 //! them, so a request reusing one is refused (rmcp would run both, and route one's answer to the other).
 //!
-//! An id is in progress from the moment its request is taken until its answer has gone out; or, when its client
-//! cancelled it (rmcp then sends no answer), until its handler has ended: a handler past its point of no return runs
-//! on after a cancellation, and a request reusing its id meanwhile would be given its answer and have its own
-//! cancellation token taken (review finding). A client hanging up is no cancellation. A request dropped before rmcp
-//! had it leaves its id free.
+//! An id is in progress from the moment its request is taken until its answer has gone out. A request its client
+//! cancelled keeps its id for the rest of the session (MCP forbids reusing an id within a session): rmcp sends no
+//! answer to it and keeps its state under the id for a moment after its handler ends (a handler past its point of
+//! no return runs on after a cancellation, too), and a red team's reuse of a cancelled id in that moment was given
+//! the old call's answer, had its cancellation token taken, or ran beside another call with the id. Such ids are
+//! remembered by a keyed hash, the last [`MAX_RETIRED`] of them. A client hanging up is no cancellation. A request
+//! dropped before rmcp had it leaves its id free.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -13,14 +15,47 @@ use std::time::Duration;
 
 use rmcp::model::RequestId;
 
+/// How many cancelled ids a client (stdio) or session (HTTP) is refused for, the most recent ones.
+pub(crate) const MAX_RETIRED: usize = 1024;
+
 /// The ids in progress of one client (stdio) or session (HTTP).
 #[derive(Default)]
 pub(crate) struct InFlight {
-    ids: Mutex<HashMap<RequestId, State>>,
+    ids: Mutex<Ids>,
     /// Woken whenever an id is freed.
     freed: tokio::sync::Notify,
     /// The turn of the next id taken.
     turn: std::sync::atomic::AtomicU64,
+}
+
+#[derive(Default)]
+struct Ids {
+    in_progress: HashMap<RequestId, State>,
+    /// Cancelled ids, by a keyed hash (an id may be megabytes long), oldest first.
+    retired: std::collections::VecDeque<u64>,
+    retired_set: std::collections::HashSet<u64>,
+    hasher: std::hash::RandomState,
+}
+
+impl Ids {
+    fn retired(&self, id: &RequestId) -> bool {
+        !self.retired.is_empty()
+            && self
+                .retired_set
+                .contains(&std::hash::BuildHasher::hash_one(&self.hasher, id))
+    }
+
+    fn retire(&mut self, id: &RequestId) {
+        let hash = std::hash::BuildHasher::hash_one(&self.hasher, id);
+        if self.retired_set.insert(hash) {
+            self.retired.push_back(hash);
+            if self.retired.len() > MAX_RETIRED
+                && let Some(oldest) = self.retired.pop_front()
+            {
+                self.retired_set.remove(&oldest);
+            }
+        }
+    }
 }
 
 /// Where a request stands.
@@ -32,7 +67,7 @@ struct State {
     handler_live: bool,
     /// Its answer has gone out.
     answered: bool,
-    /// Its client cancelled it once rmcp had it.
+    /// Its client cancelled it (before rmcp had it, too: the cancellation may reach rmcp after the request).
     cancelled: bool,
 }
 
@@ -52,18 +87,18 @@ impl State {
 pub(crate) const ANSWER_DUE_WAIT: Duration = Duration::from_secs(1);
 
 impl InFlight {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<RequestId, State>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Ids> {
         self.ids.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Takes `id` for a request: `None` when a request in progress has it.
+    /// Takes `id` for a request: `None` when a request in progress has it, or a cancelled one had it.
     pub(crate) fn take(self: &Arc<Self>, id: &RequestId) -> Option<Pending> {
         let mut ids = self.lock();
-        if ids.contains_key(id) {
+        if ids.in_progress.contains_key(id) || ids.retired(id) {
             return None;
         }
         let turn = self.turn.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        ids.insert(
+        ids.in_progress.insert(
             id.clone(),
             State {
                 turn,
@@ -96,7 +131,12 @@ impl InFlight {
             if let Some(pending) = self.take(id) {
                 return Some(pending);
             }
-            if !self.lock().get(id).is_some_and(State::answer_due) {
+            if !self
+                .lock()
+                .in_progress
+                .get(id)
+                .is_some_and(State::answer_due)
+            {
                 return None;
             }
             if tokio::time::timeout_at(deadline, freed).await.is_err() {
@@ -110,25 +150,29 @@ impl InFlight {
         self.update(id, None, |state| state.answered = true);
     }
 
-    /// The client cancelled `id` (ignored unless rmcp has the request: rmcp ignores a cancellation of a request it
-    /// does not have, and answers the request).
+    /// The client cancelled `id` (a red team's cancellation sent beside its request reached rmcp after it, and the
+    /// id, taken for a cancellation ignored, waited for an answer for ever).
     pub(crate) fn cancelled(&self, id: &RequestId) {
-        self.update(id, None, |state| {
-            if state.handed {
-                state.cancelled = true;
-            }
-        });
+        self.update(id, None, |state| state.cancelled = true);
     }
 
     /// Applies `change` to `id`'s state (at `turn`, when given), and frees the id if its request is done.
     fn update(&self, id: &RequestId, turn: Option<u64>, change: impl FnOnce(&mut State)) {
         let mut ids = self.lock();
-        let Some(state) = ids.get_mut(id).filter(|s| turn.is_none_or(|t| s.turn == t)) else {
+        let Some(state) = ids
+            .in_progress
+            .get_mut(id)
+            .filter(|s| turn.is_none_or(|t| s.turn == t))
+        else {
             return;
         };
         change(state);
         if state.done() {
-            ids.remove(id);
+            let cancelled = state.cancelled;
+            ids.in_progress.remove(id);
+            if cancelled {
+                ids.retire(id);
+            }
             drop(ids);
             self.freed.notify_waiters();
         }
@@ -136,8 +180,8 @@ impl InFlight {
 
     fn free(&self, id: &RequestId, turn: u64) {
         let mut ids = self.lock();
-        if ids.get(id).is_some_and(|s| s.turn == turn) {
-            ids.remove(id);
+        if ids.in_progress.get(id).is_some_and(|s| s.turn == turn) {
+            ids.in_progress.remove(id);
             drop(ids);
             self.freed.notify_waiters();
         }
@@ -145,7 +189,7 @@ impl InFlight {
 
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().in_progress.len()
     }
 }
 
@@ -228,7 +272,7 @@ mod tests {
     /// Review finding: a cancellation freed the id while a handler past its point of no return still ran; a new
     /// request with the id then had its answer and its cancellation token taken by the old one.
     #[test]
-    fn a_cancelled_id_is_free_only_once_its_handler_ended() {
+    fn a_cancelled_id_is_done_once_its_handler_ended_and_never_reused() {
         let ids = Arc::new(InFlight::default());
         let pending = ids.take(&id(5)).unwrap();
         let mark = pending.mark();
@@ -240,21 +284,47 @@ mod tests {
         assert!(ids.take(&id(5)).is_none(), "a copy of the request lives");
         drop(copy);
         assert_eq!(ids.len(), 0);
+        // And refused for the rest of the session: rmcp may still hold the call's state under it.
+        assert!(ids.take(&id(5)).is_none(), "a cancelled id is not reused");
+        assert!(ids.take(&id(6)).is_some());
+    }
+
+    /// A red team's reuses of cancelled ids, at the moment the handler ended, got the old call's answer or ran beside
+    /// another call with the id: a cancelled id is never taken again, the last `MAX_RETIRED` of them.
+    #[test]
+    fn cancelled_ids_stay_refused_the_last_of_them() {
+        let ids = Arc::new(InFlight::default());
+        for n in 0..=MAX_RETIRED as i64 {
+            let pending = ids.take(&id(n)).unwrap();
+            drop(pending.mark());
+            pending.handed();
+            ids.cancelled(&id(n));
+        }
+        assert_eq!(ids.len(), 0);
+        assert!(ids.take(&id(0)).is_some(), "the oldest is forgotten");
+        assert!(ids.take(&id(1)).is_none());
+        assert!(ids.take(&id(MAX_RETIRED as i64)).is_none());
     }
 
     /// Review finding: a cancellation that overtook its request (sent on another HTTP request) freed the id though
-    /// rmcp, which ignores it, answers the request.
+    /// rmcp, which then ignores it, answers the request. Red-team finding: one that came before the request was
+    /// handed but reached rmcp after it left the id waiting for an answer for ever. Either way the id is done once
+    /// the handler has ended (or the answer gone out), and not reused.
     #[test]
-    fn a_cancellation_before_rmcp_has_the_request_is_ignored() {
-        let ids = Arc::new(InFlight::default());
-        let pending = ids.take(&id(5)).unwrap();
-        let mark = pending.mark();
-        ids.cancelled(&id(5));
-        pending.handed();
-        drop(mark);
-        assert!(ids.take(&id(5)).is_none(), "rmcp answers it");
-        ids.answered(&id(5));
-        assert_eq!(ids.len(), 0);
+    fn a_cancellation_before_rmcp_has_the_request_still_counts() {
+        for answered in [false, true] {
+            let ids = Arc::new(InFlight::default());
+            let pending = ids.take(&id(5)).unwrap();
+            let mark = pending.mark();
+            ids.cancelled(&id(5));
+            pending.handed();
+            if answered {
+                ids.answered(&id(5));
+            }
+            drop(mark);
+            assert_eq!(ids.len(), 0, "answered: {answered}");
+            assert!(ids.take(&id(5)).is_none());
+        }
     }
 
     /// Review finding: a request dropped before rmcp had it (its HTTP request timed out, say) left its id taken for
