@@ -585,7 +585,7 @@ async fn a_request_reusing_the_id_of_one_in_progress_in_its_session_is_refused()
                 &url,
                 &session,
                 &json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
-                       "params": {"name": "slow", "arguments": {"millis": 1500}}}),
+                       "params": {"name": "slow", "arguments": {"millis": 3000}}}),
             )
             .await
         })
@@ -695,7 +695,7 @@ async fn in_sessions_mode_a_call_whose_client_hangs_up_runs_on_and_keeps_its_id(
                 &url,
                 &session,
                 &json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
-                       "params": {"name": "slow", "arguments": {"millis": 1500}}}),
+                       "params": {"name": "slow", "arguments": {"millis": 3000}}}),
             )
             .await
         })

@@ -76,9 +76,10 @@ impl State {
         self.handed && (self.answered || (self.cancelled && !self.handler_live))
     }
 
-    /// Its answer is on its way: the handler ended, the answer not yet seen going out.
+    /// Its answer may be on its way: rmcp has it, it is not cancelled, and its answer was not yet seen going out
+    /// (its handler's end is no sure sign: a task the handler left may hold a copy of the request).
     fn answer_due(&self) -> bool {
-        self.handed && !self.handler_live && !self.answered && !self.cancelled
+        self.handed && !self.answered && !self.cancelled
     }
 }
 
@@ -116,7 +117,14 @@ impl InFlight {
         })
     }
 
-    /// [`take`](Self::take), waiting up to `wait` while the request holding `id` has its answer on its way.
+    /// Whether `id` is refused for a cancelled request's (not one in progress).
+    pub(crate) fn retired(&self, id: &RequestId) -> bool {
+        let ids = self.lock();
+        !ids.in_progress.contains_key(id) && ids.retired(id)
+    }
+
+    /// [`take`](Self::take), waiting up to `wait` while the request holding `id` may have its answer on its way (a
+    /// request still running makes its reuse wait that long before it is refused).
     pub(crate) async fn take_when_answered(
         self: &Arc<Self>,
         id: &RequestId,
@@ -364,7 +372,8 @@ mod tests {
                 .is_some()
         );
         answering.await.unwrap();
-        // A request still running is refused at once.
+        // A reuse waits too while the first request's handler, or a copy of the request, lives (the answer may be
+        // on its way): refused after the wait.
         let running = ids.take(&id(6)).unwrap();
         let _mark = running.mark();
         running.handed();
@@ -374,6 +383,17 @@ mod tests {
                 .await
                 .is_none()
         );
+        assert!(started.elapsed() >= ANSWER_DUE_WAIT);
+        // A cancelled one is refused at once, and said to be.
+        ids.cancelled(&id(6));
+        drop(_mark);
+        let started = std::time::Instant::now();
+        assert!(
+            ids.take_when_answered(&id(6), ANSWER_DUE_WAIT)
+                .await
+                .is_none()
+        );
         assert!(started.elapsed() < ANSWER_DUE_WAIT);
+        assert!(ids.retired(&id(6)));
     }
 }

@@ -470,7 +470,9 @@ where
                 Some(Refusal {
                     id: Some(request.id.clone()),
                     reason: DUPLICATE_ID_REASON,
-                    error: Some(duplicate_id_error()),
+                    error: Some(duplicate_id_error(
+                        self.lifecycle.in_flight.retired(&request.id),
+                    )),
                 })
             }
             ClientJsonRpcMessage::Notification(notification) => {
@@ -862,10 +864,17 @@ pub(super) const MISSHAPEN_CALL_REASON: &str = "invalid_params";
 /// session).
 pub(super) const DUPLICATE_ID_REASON: &str = "duplicate_id";
 
-/// The answer to a request whose id is that of one in progress. The id is the answer's own: not repeated in its
-/// message (it may be megabytes long).
-pub(super) fn duplicate_id_error() -> ErrorData {
-    invalid_request("Invalid request: the id is that of a request still in progress")
+/// The answer to a request whose id is that of one in progress, or of one its client cancelled (`cancelled`). The
+/// id is the answer's own: not repeated in its message (it may be megabytes long).
+pub(super) fn duplicate_id_error(cancelled: bool) -> ErrorData {
+    if cancelled {
+        invalid_request(
+            "Invalid request: the id is that of a request the client cancelled (an id is not used twice in a \
+             session)",
+        )
+    } else {
+        invalid_request("Invalid request: the id is that of a request still in progress")
+    }
 }
 
 /// The answer to a `tools/call` whose params do not have its shape: here, and from the secure handler where rmcp

@@ -699,7 +699,8 @@ impl SessionManager for Bound {
                         .take_when_answered(&request.id, crate::serve::in_flight::ANSWER_DUE_WAIT)
                         .await
                     else {
-                        let error = crate::serve::transport::duplicate_id_error();
+                        let error =
+                            crate::serve::transport::duplicate_id_error(ids.retired(&request.id));
                         let event = crate::audit::AuditEvent::MessageRejected {
                             request_id: Some(request.id.clone()),
                             reason: crate::serve::transport::DUPLICATE_ID_REASON,
@@ -741,15 +742,26 @@ impl SessionManager for Bound {
         id: &SessionId,
         message: ClientJsonRpcMessage,
     ) -> Result<(), BoundError> {
-        if let rmcp::model::JsonRpcMessage::Notification(notification) = &message
-            && let rmcp::model::ClientNotification::CancelledNotification(cancelled) =
-                &notification.notification
-            && let Some(request) = &cancelled.params.request_id
+        let cancelled = match &message {
+            rmcp::model::JsonRpcMessage::Notification(notification) => {
+                match &notification.notification {
+                    rmcp::model::ClientNotification::CancelledNotification(cancelled) => {
+                        cancelled.params.request_id.clone()
+                    }
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
+        self.inner.accept_message(id, message).await?;
+        // Marked once rmcp has the cancellation (a red team's review: marked before, a request with the id taken
+        // and handed in between would be cancelled by rmcp unmarked here, and wait for an answer for ever).
+        if let Some(request) = cancelled
             && let Some(ids) = self.in_flight.session(id)
         {
-            ids.cancelled(request);
+            ids.cancelled(&request);
         }
-        Ok(self.inner.accept_message(id, message).await?)
+        Ok(())
     }
 
     async fn create_standalone_stream(
