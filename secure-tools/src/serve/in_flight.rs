@@ -11,7 +11,6 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
 
 use rmcp::model::RequestId;
 
@@ -78,6 +77,7 @@ impl State {
 
     /// Its answer may be on its way: rmcp has it, it is not cancelled, and its answer was not yet seen going out
     /// (its handler's end is no sure sign: a task the handler left may hold a copy of the request).
+    #[cfg(feature = "http")]
     fn answer_due(&self) -> bool {
         self.handed && !self.answered && !self.cancelled
     }
@@ -85,7 +85,8 @@ impl State {
 
 /// How long a request reusing the id of one whose answer is on its way waits for it to go out: a client may reuse an
 /// id as soon as it reads the answer, which it may do a moment before the answer is seen going out here.
-pub(crate) const ANSWER_DUE_WAIT: Duration = Duration::from_secs(1);
+#[cfg(feature = "http")]
+pub(crate) const ANSWER_DUE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl InFlight {
     fn lock(&self) -> std::sync::MutexGuard<'_, Ids> {
@@ -125,10 +126,11 @@ impl InFlight {
 
     /// [`take`](Self::take), waiting up to `wait` while the request holding `id` may have its answer on its way (a
     /// request still running makes its reuse wait that long before it is refused).
+    #[cfg(feature = "http")]
     pub(crate) async fn take_when_answered(
         self: &Arc<Self>,
         id: &RequestId,
-        wait: Duration,
+        wait: std::time::Duration,
     ) -> Option<Pending> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
@@ -353,6 +355,7 @@ mod tests {
 
     /// Review finding: a client reusing an id as soon as it read the answer could be refused, the answer not yet
     /// seen going out here.
+    #[cfg(feature = "http")]
     #[tokio::test]
     async fn a_reuse_waits_for_an_answer_on_its_way() {
         let ids = Arc::new(InFlight::default());
@@ -362,7 +365,7 @@ mod tests {
         let answering = {
             let ids = Arc::clone(&ids);
             tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 ids.answered(&id(5));
             })
         };
