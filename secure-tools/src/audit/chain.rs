@@ -331,12 +331,23 @@ enum Seal<'a> {
     Verified(&'a str),
 }
 
-/// A file's name as the verifier's reports show it: its controls and line breaks escaped, so that it can neither
-/// drive the terminal nor print a line of its own (a red team's name printed "intact: 99 records").
+/// A file's name as the verifier's reports show it: its controls, line breaks, separators and format characters
+/// escaped, so that it can neither drive the terminal nor print a line of its own (a red team's name printed
+/// "intact: 99 records"; U+2028 breaks a line in some terminals).
 fn shown_name(name: &str) -> String {
-    crate::text::neutralize(name)
-        .replace('\n', "\\u{a}")
-        .replace('\t', "\\u{9}")
+    use std::fmt::Write as _;
+    let neutral = crate::text::neutralize(name);
+    let mut shown = String::with_capacity(neutral.len());
+    for c in neutral.chars() {
+        // What `neutralize` lets through, for text: line feeds, tabs, the separators and the format characters
+        // it keeps (a line separator breaks the line in some terminals).
+        if matches!(c, '\n' | '\t') || crate::text::format_or_separator(c) {
+            let _ = write!(shown, "\\u{{{:x}}}", u32::from(c));
+        } else {
+            shown.push(c);
+        }
+    }
+    shown
 }
 
 /// The member that seals a record in `key`'s mode: `mac` keyed, `hash` unkeyed.
@@ -2774,7 +2785,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir
             .path()
-            .join("audit.jsonl\nintact: 99 records\u{1b}[2K\u{9b}31m");
+            .join("audit.jsonl\nintact: 99 records\u{1b}[2K\u{9b}31m\u{2028}intact\u{85}");
         write(&path, None, 1, 2);
         let mut altered = lines(&path);
         altered[1] = "not a record".into();
@@ -2782,7 +2793,10 @@ mod tests {
         let checked = verify(&[&path], None, None).unwrap();
         let problem = checked.problem.expect("a problem").to_string();
         assert!(problem.contains("intact: 99 records"), "{problem}");
-        assert!(!problem.contains(['\n', '\u{1b}', '\u{9b}']), "{problem:?}");
+        assert!(
+            !problem.contains(['\n', '\u{1b}', '\u{9b}', '\u{2028}', '\u{85}']),
+            "{problem:?}"
+        );
         assert!(
             problem.contains("\\u{a}intact") && problem.contains("\\u{1b}[2K"),
             "{problem}"
