@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use secure_tools_tests::{HttpTestServer, events, read_audit, read_audit_so_far};
+use secure_tools_tests::{HttpTestServer, events, read_audit, read_audit_so_far, tools_called};
 use serde_json::{Value, json};
 
 const SERVER: &str = env!("CARGO_BIN_EXE_test-server");
@@ -535,6 +535,23 @@ async fn post_in(
     (response.status().as_u16(), response.text().await.unwrap())
 }
 
+/// Posts a call of `slow` for `millis`, with request id `id`, into `session`, on a task of its own: its answer's
+/// status and body.
+fn spawn_slow(
+    client: &reqwest::Client,
+    url: &str,
+    session: &str,
+    id: u64,
+    millis: u64,
+) -> tokio::task::JoinHandle<(u16, String)> {
+    let (client, url, session) = (client.clone(), url.to_owned(), session.to_owned());
+    tokio::spawn(async move {
+        let call = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+                          "params": {"name": "slow", "arguments": {"millis": millis}}});
+        post_in(&client, &url, &session, &call).await
+    })
+}
+
 /// Posts `body` into `session` until it is not refused for its id (for at most 2 s): an id is free again a moment
 /// after the call holding it is recorded (its handler's future done with).
 async fn until_answered(
@@ -577,19 +594,7 @@ async fn a_request_reusing_the_id_of_one_in_progress_in_its_session_is_refused()
     let client = client(Duration::from_secs(30));
     let session = open_session(&client, &server.url).await;
     let other = open_session(&client, &server.url).await;
-    let slow = {
-        let (client, url, session) = (client.clone(), server.url.clone(), session.clone());
-        tokio::spawn(async move {
-            post_in(
-                &client,
-                &url,
-                &session,
-                &json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
-                       "params": {"name": "slow", "arguments": {"millis": 3000}}}),
-            )
-            .await
-        })
-    };
+    let slow = spawn_slow(&client, &server.url, &session, 7, 3000);
     audit_until(&server, |audit| {
         events(audit, "call_started")
             .iter()
@@ -628,19 +633,7 @@ async fn a_request_reusing_the_id_of_one_in_progress_in_its_session_is_refused()
         "{body}"
     );
     // And once cancelled.
-    let cancelled = {
-        let (client, url, session) = (client.clone(), server.url.clone(), session.clone());
-        tokio::spawn(async move {
-            post_in(
-                &client,
-                &url,
-                &session,
-                &json!({"jsonrpc": "2.0", "id": 8, "method": "tools/call",
-                       "params": {"name": "slow", "arguments": {"millis": 30000}}}),
-            )
-            .await
-        })
-    };
+    let cancelled = spawn_slow(&client, &server.url, &session, 8, 30000);
     audit_until(&server, |audit| {
         events(audit, "call_started")
             .iter()
@@ -666,11 +659,11 @@ async fn a_request_reusing_the_id_of_one_in_progress_in_its_session_is_refused()
     assert_eq!(messages(&body)[0]["error"]["code"], -32600, "{body}");
     cancelled.abort();
     let audit = audit_until(&server, |audit| events(audit, "tool_call").len() == 4);
-    let tools: Vec<_> = events(&audit, "tool_call")
-        .iter()
-        .map(|r| r["tool"].as_str().unwrap().to_owned())
-        .collect();
-    assert_eq!(tools, ["echo", "slow", "echo", "slow"], "{audit:#?}");
+    assert_eq!(
+        tools_called(&audit),
+        ["echo", "slow", "echo", "slow"],
+        "{audit:#?}"
+    );
     assert_eq!(events(&audit, "tool_call")[3]["outcome"], "cancelled");
     let rejected = events(&audit, "message_rejected");
     assert_eq!(rejected.len(), 2, "{rejected:?}");
@@ -687,19 +680,7 @@ async fn in_sessions_mode_a_call_whose_client_hangs_up_runs_on_and_keeps_its_id(
     let server = start_with(&[("MCP_HTTP_SESSIONS", "true")]);
     let client = client(Duration::from_secs(30));
     let session = open_session(&client, &server.url).await;
-    let slow = {
-        let (client, url, session) = (client.clone(), server.url.clone(), session.clone());
-        tokio::spawn(async move {
-            post_in(
-                &client,
-                &url,
-                &session,
-                &json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
-                       "params": {"name": "slow", "arguments": {"millis": 3000}}}),
-            )
-            .await
-        })
-    };
+    let slow = spawn_slow(&client, &server.url, &session, 7, 3000);
     audit_until(&server, |audit| {
         events(audit, "call_started")
             .iter()

@@ -8,7 +8,7 @@ use rmcp::ServiceExt;
 use rmcp::model::{CallToolRequestParams, ProtocolVersion};
 use rmcp::transport::TokioChildProcess;
 use secure_tools::SCOPES_META_KEY;
-use secure_tools_tests::{RawServer, events, read_audit};
+use secure_tools_tests::{RawServer, events, read_audit, tools_called};
 use serde_json::{Value, json};
 
 const SERVER: &str = env!("CARGO_BIN_EXE_test-server");
@@ -186,11 +186,11 @@ fn a_request_reusing_the_id_of_one_in_progress_is_refused() {
     assert_eq!(after["error"]["code"], -32600, "{after}");
     let (status, records, stderr) = server.finish();
     assert!(status.success(), "{stderr}");
-    let tools: Vec<_> = events(&records, "tool_call")
-        .iter()
-        .map(|r| r["tool"].as_str().unwrap().to_owned())
-        .collect();
-    assert_eq!(tools, ["slow", "echo", "slow"], "{records:#?}");
+    assert_eq!(
+        tools_called(&records),
+        ["slow", "echo", "slow"],
+        "{records:#?}"
+    );
     let rejected = events(&records, "message_rejected");
     assert_eq!(rejected.len(), 2, "{rejected:?}");
     assert_eq!(rejected[0]["reason"], "duplicate_id");
@@ -748,9 +748,9 @@ fn a_cancelled_call_past_its_commit_keeps_its_id_until_its_handler_ends() {
     assert_eq!(mine["result"]["content"][0]["text"], "mine", "{mine}");
     let (status, records, stderr) = server.finish();
     assert!(status.success(), "{stderr}");
-    let tools: Vec<_> = events(&records, "tool_call")
-        .iter()
-        .map(|r| r["tool"].as_str().unwrap().to_owned())
-        .collect();
-    assert_eq!(tools, ["commit_then_wait", "echo"], "{records:#?}");
+    assert_eq!(
+        tools_called(&records),
+        ["commit_then_wait", "echo"],
+        "{records:#?}"
+    );
 }

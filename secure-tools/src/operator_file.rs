@@ -25,17 +25,7 @@ pub(crate) fn read_regular(path: &Path, max: u64, what: &str) -> io::Result<Vec<
             ),
         ));
     }
-    let mut bytes = Vec::new();
-    file.take(max + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|error| naming(path, error))?;
-    if bytes.len() as u64 > max {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("{}: over {max} bytes, too long for {what}", path.display()),
-        ));
-    }
-    Ok(bytes)
+    read_at_most(file, max, what).map_err(|error| naming(path, error))
 }
 
 /// The most bytes read of a file an operator names for the server (a PEM certificate, key or CA bundle, a
@@ -47,9 +37,13 @@ pub(crate) const MAX_SETTINGS_FILE: u64 = 64 * 1024 * 1024;
 /// is: a pipe (`<(...)`, `/dev/fd/N`, a way secrets are handed to a process) is read as it is written, and a device
 /// such as `/dev/zero` is read no further than `max`. Its errors do not name the file: its callers' do.
 pub(crate) fn read_bounded(path: &Path, max: u64, what: &str) -> io::Result<Vec<u8>> {
-    let file = std::fs::File::open(path)?;
+    read_at_most(std::fs::File::open(path)?, max, what)
+}
+
+/// All of `reader`, refused once it gives more than `max` bytes (one more is read, to tell).
+fn read_at_most(reader: impl io::Read, max: u64, what: &str) -> io::Result<Vec<u8>> {
     let mut bytes = Vec::new();
-    file.take(max + 1).read_to_end(&mut bytes)?;
+    reader.take(max.saturating_add(1)).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > max {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,

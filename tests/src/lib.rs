@@ -301,6 +301,14 @@ pub fn events<'a>(records: &'a [Value], event: &str) -> Vec<&'a Value> {
     records.iter().filter(|r| r["event"] == event).collect()
 }
 
+/// The tools of the `tool_call` records among `records`, in order.
+pub fn tools_called(records: &[Value]) -> Vec<&str> {
+    events(records, "tool_call")
+        .into_iter()
+        .map(|record| record["tool"].as_str().unwrap_or_default())
+        .collect()
+}
+
 /// A server binary of this package serving HTTP on a port of its own choosing (port 0: no port found free and
 /// handed over, which another process could take meanwhile), its audit and standard error in files of a temporary
 /// directory. Killed when dropped.

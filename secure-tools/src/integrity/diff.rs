@@ -397,37 +397,40 @@ fn shown(value: &Value) -> String {
 
 /// `text` cut past [`SHOWN_VALUE_BYTES`], saying how many bytes were left out.
 fn cut(mut text: String) -> String {
-    if text.len() > SHOWN_VALUE_BYTES {
-        let mut end = SHOWN_VALUE_BYTES;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        let more = text.len() - end;
-        text.truncate(end);
-        use fmt::Write as _;
-        let _ = write!(text, "... ({more} bytes more)");
-    }
+    let end = cut_point(&text);
+    let more = text.len() - end;
+    text.truncate(end);
+    say_cut(&mut text, more);
     text
+}
+
+/// `more` bytes having been left out of `shown`, says so at its end.
+fn say_cut(shown: &mut String, more: usize) {
+    if more > 0 {
+        use fmt::Write as _;
+        let _ = write!(shown, "... ({more} bytes more)");
+    }
+}
+
+/// Where `text` is cut: the last character boundary at or before [`SHOWN_VALUE_BYTES`].
+fn cut_point(text: &str) -> usize {
+    if text.len() <= SHOWN_VALUE_BYTES {
+        return text.len();
+    }
+    let mut end = SHOWN_VALUE_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    end
 }
 
 /// A name the server chose (a tool's, a property's, a keyword's, a key's) as a report prints it: on one line,
 /// showing all it holds (see [`visible_line`]), cut past [`SHOWN_VALUE_BYTES`] (a review found a 14 MB property
 /// name would still make a 14 MB report).
 fn shown_name(name: &str) -> String {
-    let cut_at = if name.len() > SHOWN_VALUE_BYTES {
-        let mut end = SHOWN_VALUE_BYTES;
-        while !name.is_char_boundary(end) {
-            end -= 1;
-        }
-        end
-    } else {
-        name.len()
-    };
-    let mut shown = visible_line(&name[..cut_at]).into_owned();
-    if cut_at < name.len() {
-        use fmt::Write as _;
-        let _ = write!(shown, "... ({} bytes more)", name.len() - cut_at);
-    }
+    let end = cut_point(name);
+    let mut shown = visible_line(&name[..end]).into_owned();
+    say_cut(&mut shown, name.len() - end);
     shown
 }
 

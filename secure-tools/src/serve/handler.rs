@@ -500,12 +500,7 @@ fn message_bytes(
     context: &RequestContext<RoleServer>,
 ) -> usize {
     #[cfg(feature = "http")]
-    if let Some(length) = context
-        .extensions
-        .get::<axum::http::request::Parts>()
-        .and_then(|parts| parts.headers.get(axum::http::header::CONTENT_LENGTH))
-        .and_then(|value| value.to_str().ok()?.parse().ok())
-    {
+    if let Some(length) = super::http::declared_body_length(&context.extensions) {
         return length;
     }
     let message = serde_json::json!({

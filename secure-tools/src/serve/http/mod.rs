@@ -291,6 +291,15 @@ fn check_resource_url(url: &str) -> Result<(), String> {
     }
 }
 
+/// The length of the HTTP body a request came in, as its client declared it (`Content-Length`), from the request
+/// parts rmcp keeps in a message's extensions; `None` off HTTP or without the header.
+pub(crate) fn declared_body_length(extensions: &rmcp::model::Extensions) -> Option<usize> {
+    extensions
+        .get::<axum::http::request::Parts>()
+        .and_then(|parts| parts.headers.get(axum::http::header::CONTENT_LENGTH))
+        .and_then(|value| value.to_str().ok()?.parse().ok())
+}
+
 /// Whether a URL's host is this machine: `localhost`, or a loopback address (IPv6 in brackets or not).
 pub(crate) fn is_loopback(host: &str) -> bool {
     let host = host.trim_start_matches('[').trim_end_matches(']');

@@ -595,12 +595,7 @@ impl rmcp::transport::Transport<rmcp::RoleServer> for Tracked {
 fn request_bytes(message: &ClientJsonRpcMessage) -> usize {
     use rmcp::model::GetExtensions as _;
     if let rmcp::model::JsonRpcMessage::Request(request) = message
-        && let Some(length) = request
-            .request
-            .extensions()
-            .get::<axum::http::request::Parts>()
-            .and_then(|parts| parts.headers.get(axum::http::header::CONTENT_LENGTH))
-            .and_then(|value| value.to_str().ok()?.parse().ok())
+        && let Some(length) = super::declared_body_length(request.request.extensions())
     {
         return length;
     }
