@@ -131,6 +131,28 @@ impl IntoToolOutput for ContentBlock {
 /// [`ContentBlocks`], rmcp's `CallToolResult`, `ContentBlock` or `Vec<ContentBlock>`, or already `Json<_>` or
 /// [`Rendered<_>`], so returning `Result<MyOutcome, ToolError>` is enough. (rmcp's own result types serialize, so
 /// wrapped they would have become structured content: an error result passed off as a success.)
+///
+/// ```
+/// use secure_tools::{Json, ToolError, secure_tool};
+///
+/// /// Lines counted.
+/// #[derive(serde::Serialize, schemars::JsonSchema)]
+/// struct Count {
+///     /// How many lines the text has.
+///     lines: usize,
+/// }
+///
+/// /// Counts the lines of a text.
+/// #[secure_tool(scope = "text.read", read_only)]
+/// async fn count_lines(
+///     /// The text.
+///     text: String,
+/// ) -> Result<Json<Count>, ToolError> {
+///     // `Result<Count, ToolError>` means the same: the attribute adds the `Json`.
+///     Ok(Json(Count { lines: text.lines().count() }))
+/// }
+/// # fn main() {}
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Json<T>(pub T);
 
@@ -187,6 +209,31 @@ impl<T: Serialize + JsonSchema + 'static> IntoToolOutput for Json<T> {
 /// A structured result with a text rendering of the handler's choosing, for clients that show the text content
 /// rather than the structured one (a file's content as it reads, say, instead of JSON). Pass the text through
 /// [`crate::text::neutralize`] when it holds anything a caller supplied.
+///
+/// ```
+/// use secure_tools::{Rendered, ToolError, secure_tool, text::neutralize};
+///
+/// /// A city's weather.
+/// #[derive(serde::Serialize, schemars::JsonSchema)]
+/// struct Weather {
+///     /// The city, as asked.
+///     city: String,
+///     /// Degrees Celsius.
+///     celsius: f64,
+/// }
+///
+/// /// Today's weather in a city.
+/// #[secure_tool(scope = "weather.read", read_only)]
+/// async fn weather(
+///     /// The city's name.
+///     city: String,
+/// ) -> Result<Rendered<Weather>, ToolError> {
+///     // The output schema is `Weather`'s; clients that show text see one line, the caller's input escaped.
+///     let text = format!("{}: 21 °C", neutralize(&city));
+///     Ok(Rendered { value: Weather { city, celsius: 21.0 }, text })
+/// }
+/// # fn main() {}
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rendered<T> {
     /// The structured content.

@@ -391,6 +391,17 @@ impl<S: Send + Sync + 'static> ToolSetBuilder<S> {
 
     /// How often each caller may call each tool (`rate_limited` past it, saying when to retry). Off by default: a
     /// library cannot guess a sensible rate for your tools; the runners read it from `MCP_RATE_LIMIT`.
+    ///
+    /// ```
+    /// use secure_tools::{Rate, ToolSet};
+    ///
+    /// // `10/min`, `5/s`, `100/hour`, `30/5min`: the attribute's `rate = "..."` reads the same, at compile time.
+    /// let rate: Rate = "60/min".parse()?;
+    /// assert_eq!(Some(rate), Rate::per_minute(60));
+    /// let tools = ToolSet::builder(()).rate_limit(rate).build()?;
+    /// # let _ = tools;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn rate_limit(mut self, rate: Rate) -> Self {
         self.rate = Some(rate);
         self
