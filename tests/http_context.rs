@@ -730,3 +730,56 @@ async fn a_session_its_client_deletes_is_recorded_closed() {
     assert_eq!(closed[0]["session_id"], session.as_str());
     assert_eq!(closed[0]["caller"], "anonymous");
 }
+
+/// Trial finding (TypeScript SDK v2): with sessions on, each request of the stateless revision (2026-07-28, which
+/// opens no session) held one of its caller's places for a session while it ran, so a client with more than
+/// [`MAX_SESSIONS_PER_CALLER`] calls in flight had the rest refused `429 too_many_sessions`, a session it could not
+/// end; without sessions all were served. Only a request that opens a session (`initialize`) takes a place now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_of_the_stateless_revision_take_no_session_place_with_sessions_on() {
+    use secure_tools::serve::http::MAX_SESSIONS_PER_CALLER;
+    let server = start_with(&[("MCP_HTTP_SESSIONS", "true")]);
+    let client = client(Duration::from_secs(60));
+    let calls = MAX_SESSIONS_PER_CALLER + 8;
+    let meta = json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {},
+        "io.modelcontextprotocol/clientInfo": {"name": "stateless-client", "version": "1"}
+    });
+    let posted: Vec<_> = (0..calls)
+        .map(|id| {
+            let (client, url) = (client.clone(), server.url.clone());
+            let body = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+                              "params": {"name": "slow", "arguments": {"millis": 1500}, "_meta": meta}});
+            tokio::spawn(async move {
+                let response = client
+                    .post(&url)
+                    .header("accept", "application/json, text/event-stream")
+                    .header("mcp-protocol-version", "2026-07-28")
+                    .header("mcp-method", "tools/call")
+                    .header("mcp-name", "slow")
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
+                (response.status().as_u16(), response.text().await.unwrap())
+            })
+        })
+        .collect();
+    // While they run, a session can still be opened: none of them holds a place for one.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let session = open_session(&client, &server.url).await;
+    assert!(!session.is_empty());
+    for call in posted {
+        let (status, body) = call.await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains("\"done\""), "{body}");
+    }
+    let audit = read_audit(&server.audit);
+    assert_eq!(events(&audit, "tool_call").len(), calls, "{audit:#?}");
+    assert!(
+        events(&audit, "http_rejected").is_empty(),
+        "{:#?}",
+        events(&audit, "http_rejected")
+    );
+}

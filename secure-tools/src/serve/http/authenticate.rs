@@ -336,21 +336,20 @@ async fn authenticated(shared: Arc<Shared>, mut request: Request, next: Route) -
             &super::Asked::of(&request),
         );
     };
-    // An identity holds a bounded number of sessions (a request without one opens one, in rmcp's session mode),
-    // so that one caller cannot fill the server's memory with them; and of event streams (a `GET` on a session,
-    // holding its connection while it lasts), so that its sessions cannot take every connection the server has.
-    // The place is taken before rmcp answers, so that requests in parallel cannot go past the limit.
+    // An identity holds a bounded number of sessions (an `initialize` opens one, in rmcp's session mode), so that
+    // one caller cannot fill the server's memory with them; and of event streams (a `GET` on a session, holding
+    // its connection while it lasts), so that its sessions cannot take every connection the server has. A place
+    // is taken before the session or stream is made, so that requests in parallel cannot go past the limit.
     let kind = match (shared.sessions, &session_id, request.method()) {
         (true, None, &axum::http::Method::POST) => Some(Kind::Session),
         (true, Some(_), &axum::http::Method::GET) => Some(Kind::Stream),
         _ => None,
     };
+    // A session's place is taken only as rmcp opens one (`sessions::Bound`): a request without a session opens
+    // none unless it is an `initialize` (a trial's 2026-07-28 requests, which stand alone, each held one while it
+    // ran, and a client with more than the limit in flight was refused).
     let taken = match kind {
-        Some(Kind::Session) => shared
-            .owners
-            .reserve_session(owner.clone())
-            .map(Some)
-            .ok_or(Kind::Session),
+        Some(Kind::Session) => Ok(None),
         Some(kind) => shared
             .owners
             .reserve(kind, owner.clone())
@@ -416,8 +415,8 @@ async fn authenticated(shared: Arc<Shared>, mut request: Request, next: Route) -
     // A request that may open a session has its place at hand while rmcp answers it: the session is bound to its
     // owner as it is made (`sessions::Bound`), so a request dropped after that still leaves it counted.
     let (response, place) = match place {
-        Some(opening) if kind == Some(Kind::Session) => {
-            let opening = super::sessions::Opening::new(opening);
+        None if kind == Some(Kind::Session) => {
+            let opening = super::sessions::Opening::new(shared.owners.clone(), owner.clone());
             let Ok(response) = opening.clone().scope(next.oneshot(request)).await;
             drop(in_progress);
             if opening.refused() {

@@ -6,8 +6,8 @@
 //! used session that nothing is using (no request, no event stream open on it), so that a client which leaves its
 //! sessions open (the TypeScript SDK's `close()` does) is not locked out until they expire; when all of them are in
 //! use, it is refused `429`, reason `too_many_sessions`. The session to close is chosen (and no longer counted) as
-//! the request comes in, and closed only once the new session is open: a request that opens none (not an
-//! `initialize`, or refused) closes nothing. Until it is closed it stays its owner's: another identity naming it is
+//! rmcp begins to open the new one (for an `initialize`: a request of the 2026-07-28 revision, which stands alone,
+//! takes no place), and closed only once the new session is open: a request that opens none closes nothing. Until it is closed it stays its owner's: another identity naming it is
 //! refused as before.
 //!
 //! The owners are kept beside rmcp's session manager, by session and by identity, and pruned of sessions it no
@@ -435,23 +435,30 @@ impl Owners {
 }
 
 tokio::task_local! {
-    /// The place taken for the session the request being answered may open: [`Bound`] binds the session to it as
-    /// rmcp makes it.
+    /// Who would own the session the request being answered may open: [`Bound`] takes the owner's place and binds
+    /// the session to it as rmcp makes it.
     static OPENING: Arc<Opening>;
 }
 
-/// A request's place for the session it may open, and whether opening one was refused.
+/// Who would own the session a request may open, and whether opening one was refused.
 pub(super) struct Opening {
-    place: Mutex<Option<Place>>,
+    owners: Arc<Owners>,
+    owner: Arc<str>,
     refused: std::sync::atomic::AtomicBool,
 }
 
 impl Opening {
-    pub(super) fn new(place: Place) -> Arc<Self> {
+    pub(super) fn new(owners: Arc<Owners>, owner: Arc<str>) -> Arc<Self> {
         Arc::new(Opening {
-            place: Mutex::new(Some(place)),
+            owners,
+            owner,
             refused: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    fn refuse(&self) {
+        self.refused
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Whether the session made was closed at once: none of its owner's others was idle to make room.
@@ -618,26 +625,30 @@ impl SessionManager for Bound {
     type Transport = Tracked;
 
     async fn create_session(&self) -> Result<(SessionId, Self::Transport), BoundError> {
+        // The owner's place, taken (and checked against the limit) before the session is made, so that requests
+        // opening sessions in parallel cannot go past it between them.
+        let opening = OPENING.try_with(Arc::clone).ok();
+        let place = match &opening {
+            Some(opening) => match opening.owners.reserve_session(opening.owner.clone()) {
+                Some(place) => Some(place),
+                None => {
+                    // Every session of the owner's is in use.
+                    opening.refuse();
+                    return Err(BoundError::Full);
+                }
+            },
+            None => None,
+        };
         let (id, transport) = self.inner.create_session().await?;
         let transport = self.track(&id, transport);
         // Bound in the same poll as it was made: no await between, so no drop of the request between.
-        let opening = OPENING.try_with(Arc::clone).ok();
-        let place = opening.as_ref().and_then(|opening| {
-            opening
-                .place
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .take()
-        });
         let Some(eviction) = place.and_then(|place| place.bind(&id)) else {
             return Ok((id, transport));
         };
         if eviction.id == id {
             // No other session of the owner's is idle: the limit holds, this one is refused.
             if let Some(opening) = &opening {
-                opening
-                    .refused
-                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                opening.refuse();
             }
             eviction.owners.release(&id);
             drop(transport);
