@@ -783,3 +783,114 @@ async fn requests_of_the_stateless_revision_take_no_session_place_with_sessions_
         events(&audit, "http_rejected")
     );
 }
+
+/// Red-team finding: only a session its client deleted or one closed to make room had a `session_closed` record.
+/// One idle past its keep-alive ended with none, and a `DELETE` of it minutes later was answered `204` and
+/// recorded `deleted`; the sessions open at the server's stop had none either. Each end is recorded once, with its
+/// reason: `expired` (`MCP_HTTP_SESSION_IDLE`), `deleted`, `shutdown` (before `server_stop`, nothing after it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_session_opened_has_its_end_recorded_once_with_its_reason() {
+    let mut server = start_with(&[
+        ("MCP_HTTP_SESSIONS", "true"),
+        ("MCP_HTTP_SESSION_IDLE", "1s"),
+    ]);
+    let client = client(Duration::from_secs(30));
+    let idle = open_session(&client, &server.url).await;
+    let closed = |audit: &[Value], reason: &str| -> Vec<String> {
+        events(audit, "session_closed")
+            .iter()
+            .filter(|r| r["reason"] == reason)
+            .map(|r| r["session_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let audit = audit_until(&server, |audit| !closed(audit, "expired").is_empty());
+    assert_eq!(closed(&audit, "expired"), [idle.clone()], "{audit:#?}");
+    // Deleting it now: no such session, and no second record.
+    let deleted = client
+        .delete(&server.url)
+        .header("mcp-session-id", &idle)
+        .header("mcp-protocol-version", "2025-11-25")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 404);
+    // One deleted by its client, while used (a request keeps it alive); two left open at the stop.
+    let gone = open_session(&client, &server.url).await;
+    let deleted = client
+        .delete(&server.url)
+        .header("mcp-session-id", &gone)
+        .header("mcp-protocol-version", "2025-11-25")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    let open = [
+        open_session(&client, &server.url).await,
+        open_session(&client, &server.url).await,
+    ];
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while server.child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the server did not exit");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let audit = read_audit(&server.audit);
+    assert_eq!(closed(&audit, "expired"), [idle.clone()], "{audit:#?}");
+    assert_eq!(closed(&audit, "deleted"), [gone.clone()], "{audit:#?}");
+    let mut at_stop = closed(&audit, "shutdown");
+    at_stop.sort();
+    let mut expected = open.to_vec();
+    expected.sort();
+    assert_eq!(at_stop, expected, "{audit:#?}");
+    let opened = events(&audit, "session").len();
+    assert_eq!(opened, 4, "{audit:#?}");
+    assert_eq!(events(&audit, "session_closed").len(), opened, "{audit:#?}");
+    assert_eq!(audit.last().unwrap()["event"], "server_stop", "{audit:#?}");
+}
+
+/// A trial could not check that progress and log messages reach a client over stateless HTTP (the test server
+/// served no tool that sends them over HTTP): a stateless call that sends them is answered as an event stream
+/// holding each, then its result.
+#[tokio::test]
+async fn over_stateless_http_a_call_streams_its_progress_and_log_messages_before_its_result() {
+    let server = start();
+    let client = client(Duration::from_secs(30));
+    let mut body = call("report", json!({}));
+    body["params"]["_meta"] = json!({"progressToken": "p1"});
+    let response = post(&client, &server.url, &body).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["content-type"],
+        "text/event-stream",
+        "{:?}",
+        response.headers()
+    );
+    let messages = messages(&response.text().await.unwrap());
+    let methods: Vec<&str> = messages
+        .iter()
+        .filter_map(|m| m["method"].as_str())
+        .collect();
+    assert_eq!(
+        methods,
+        [
+            "notifications/progress",
+            "notifications/message",
+            "notifications/progress",
+            "notifications/message",
+            "notifications/progress",
+            "notifications/message"
+        ],
+        "{messages:#?}"
+    );
+    assert_eq!(messages[4]["params"]["progress"], 3.0, "{messages:#?}");
+    assert_eq!(messages[4]["params"]["progressToken"], "p1");
+    let answer = messages.last().unwrap();
+    assert_eq!(
+        answer["result"]["content"][0]["text"], "reported",
+        "{answer}"
+    );
+}

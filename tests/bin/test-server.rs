@@ -279,6 +279,7 @@ async fn serve_http(address: &str) {
         .tool::<slow>()
         .tool::<commit_then_wait>()
         .tool::<crunch>()
+        .tool::<report>()
         .tool::<confirm>()
         .tool::<confirm_twice>()
         .tool::<summarize>();

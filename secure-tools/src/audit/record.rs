@@ -152,10 +152,12 @@ pub enum AuditEvent {
         #[serde(skip_serializing_if = "Option::is_none")]
         session_id: Option<String>,
     },
-    /// Over HTTP with sessions, a session was closed: by the server, to make room for another of its caller's, the
-    /// least recently used of them that nothing was using (`evicted`); or by its client (`DELETE`, `deleted`).
+    /// Over HTTP with sessions, a session that had its `session` record ended (once): closed by the server to make
+    /// room for another of its caller's, the least recently used of them that nothing was using (`evicted`); by its
+    /// client (`DELETE`, `deleted`); idle past its keep-alive (`expired`); or open at the server's stop
+    /// (`shutdown`, recorded before `server_stop`).
     SessionClosed {
-        /// Why: `evicted` (closed to make room for another of its caller's), `deleted` (its client ended it).
+        /// Why: `evicted`, `deleted`, `expired` or `shutdown`.
         reason: &'static str,
         /// The session's id (as in the `session_id` of its calls' records).
         session_id: String,

@@ -648,6 +648,9 @@ settings_args! {
         /// With `--http`: stateful sessions with streamed (SSE) answers instead of stateless JSON answers.
         #[cfg_attr(feature = "cli", arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL"))]
         http_sessions: bool = env "MCP_HTTP_SESSIONS",
+        /// With `--http-sessions`: how long a session lives without a request from its client. Default: 5min.
+        #[cfg_attr(feature = "cli", arg(long, value_name = "DURATION"))]
+        http_session_idle: String = env "MCP_HTTP_SESSION_IDLE",
         /// With `--http`: how long a client has to send a request head, on a new or an idle connection. Default:
         /// 10s.
         #[cfg_attr(feature = "cli", arg(long, value_name = "DURATION"))]
@@ -1366,6 +1369,10 @@ impl Settings {
                     (
                         args.http_header_timeout.is_some(),
                         "--http-header-timeout / MCP_HTTP_HEADER_TIMEOUT",
+                    ),
+                    (
+                        args.http_session_idle.is_some(),
+                        "--http-session-idle / MCP_HTTP_SESSION_IDLE",
                     ),
                     (
                         args.http_request_timeout.is_some(),

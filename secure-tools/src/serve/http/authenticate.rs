@@ -292,16 +292,22 @@ async fn authenticated(shared: Arc<Shared>, mut request: Request, next: Route) -
         .map_or_else(|| Arc::from("anonymous"), |c| c.id_shared().clone());
     // A request naming one of its caller's sessions keeps it in use while it lasts (with an event stream's body, as
     // long as the stream): a session in use is never closed to make room for another.
+    let deleting = request.method() == axum::http::Method::DELETE;
     let in_use = match &session_id {
         Some(id) if shared.sessions => {
             let entered = match shared.owners.enter(id, &owner) {
+                // rmcp answers a `DELETE` of a session it no longer holds `202`, as if it ended it (red-team
+                // finding: a session idle past its keep-alive, deleted, was recorded `deleted`, minutes late):
+                // `404`, its end recorded as it was.
+                Entry::Own(_) if deleting && !shared.owners.live(id).await => {
+                    shared.owners.closed(id, "expired");
+                    Err("not_found")
+                }
                 Entry::Own(in_use) => Ok(Some(in_use)),
                 // rmcp answers a `DELETE` of a session it does not hold `202`, as if ended (red-team finding:
                 // another identity's live session got `404`, one never issued `202`, telling them apart): `404`, as
                 // for a `POST` or `GET` naming it.
-                Entry::Unknown if request.method() == axum::http::Method::DELETE => {
-                    Err("not_found")
-                }
+                Entry::Unknown if deleting => Err("not_found"),
                 Entry::Unknown => Ok(None),
                 // Another identity's session: answered as a session that does not exist, so its existence is not
                 // told.
@@ -369,7 +375,10 @@ async fn authenticated(shared: Arc<Shared>, mut request: Request, next: Route) -
             );
         }
     };
-    let deleting = request.method() == axum::http::Method::DELETE;
+    // Its end, if rmcp ends it now, is its client's doing.
+    if deleting && let (Some(id), Some(_)) = (&session_id, &in_use) {
+        shared.owners.closing(id, Some("deleted"));
+    }
     let mut connection = connection(&shared, &request, identified.token_id);
     // A caller with a token gets a missing scope answered as a challenge: the pipeline leaves its refusal here.
     let scope_refusal = (shared.auth.is_some() && subject.is_some())
@@ -488,22 +497,16 @@ async fn authenticated(shared: Arc<Shared>, mut request: Request, next: Route) -
             // A session opened was bound as it was answered (above).
             None => drop(place),
             Some(id) if deleting && response.status().is_success() => {
-                shared.owners.release(id);
-                // Recorded as a session closed to make room is (a trial found a client's `DELETE` left no record).
-                let event = crate::audit::AuditEvent::SessionClosed {
-                    reason: "deleted",
-                    session_id: crate::audit::shorten_str(id),
-                    caller: crate::audit::shorten_str(&owner),
-                };
-                if let Err(error) = shared.audit.record(event) {
-                    tracing::error!(%error, "could not audit a session its client ended");
-                }
+                // Recorded as a session closed to make room is (a trial found a client's `DELETE` left no record),
+                // once: here, or as its transport ended, if that came first.
+                shared.owners.closed(id, "deleted");
                 // rmcp answers `202 Accepted`; the Python SDK takes only `200` or `204` as a session ended, and
                 // warns of a failure at every close otherwise. The session is ended: `204 No Content`.
                 if response.status() == StatusCode::ACCEPTED {
                     *response.status_mut() = StatusCode::NO_CONTENT;
                 }
             }
+            Some(id) if deleting => shared.owners.closing(id, None),
             Some(_) => {}
         }
     }

@@ -85,6 +85,9 @@ use crate::toolset::ToolSet;
 /// timeout is answered with its `timeout` refusal (and audited so), before the request timeout answers `408`.
 pub const REQUEST_TIMEOUT_MARGIN: Duration = Duration::from_secs(5);
 
+/// How long an HTTP session lives without a request from its client, unless configured otherwise: rmcp's default.
+pub const DEFAULT_SESSION_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+
 /// What the HTTP transport is configured with, beyond what every transport shares (see [`Settings`]).
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -113,6 +116,10 @@ pub struct HttpSettings {
     /// Stateful sessions with SSE answers (rmcp's session mode) instead of the default stateless JSON answers.
     /// Each session belongs to the identity that opened it.
     pub sessions: bool,
+    /// How long a session lives without a request from its client (default [`DEFAULT_SESSION_IDLE_TIMEOUT`],
+    /// 5 minutes); then it ends (audited `session_closed`, reason `expired`). Messages the server sends on an open
+    /// event stream do not keep it alive.
+    pub session_idle_timeout: Duration,
     /// Serve the call metrics as Prometheus text at `http://{address}/metrics` (feature `otel`), without
     /// authentication, on an address of its own.
     pub metrics: Option<SocketAddr>,
@@ -137,6 +144,7 @@ impl HttpSettings {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             rejection_records: Some(DEFAULT_REJECTION_RECORDS),
             sessions: false,
+            session_idle_timeout: DEFAULT_SESSION_IDLE_TIMEOUT,
             metrics: None,
             #[cfg(feature = "mtls")]
             tls: None,
@@ -169,6 +177,18 @@ pub(super) async fn resolve(
     http.allowed_hosts
         .extend(args.allowed_hosts.clone().unwrap_or_default());
     http.sessions = args.http_sessions.unwrap_or(false);
+    if let Some(idle) = duration(
+        &args.http_session_idle,
+        "--http-session-idle / MCP_HTTP_SESSION_IDLE",
+    )? {
+        if !http.sessions {
+            return Err(invalid(
+                "--http-session-idle / MCP_HTTP_SESSION_IDLE",
+                "only applies with --http-sessions",
+            ));
+        }
+        http.session_idle_timeout = idle;
+    }
     if let Some(timeout) = duration(
         &args.http_header_timeout,
         "--http-header-timeout / MCP_HTTP_HEADER_TIMEOUT",
@@ -617,7 +637,7 @@ where
         // and was audited.
         let protocol = CancellationToken::new();
         let _end_protocol = protocol.clone().drop_guard();
-        let app = router_with(
+        let (app, sessions) = router_with(
             &served,
             secure,
             make,
@@ -674,6 +694,9 @@ where
         if let Some(metrics) = metrics {
             metrics.abort();
         }
+        // Sessions still open end with the server, on record before its stop record (rmcp ends their services
+        // after this; a session's end told of then is not recorded again).
+        sessions.close_all("shutdown");
         rejections.flush_counts();
         served.map(|()| "stopped").map_err(ServeError::from)
     })
@@ -712,6 +735,7 @@ where
         rejections,
         settings.cancellation.clone(),
     )
+    .0
 }
 
 fn http_settings(settings: &Settings) -> HttpSettings {
@@ -728,14 +752,16 @@ fn router_with<S, H, F>(
     settings: &Settings,
     rejections: Arc<Rejections>,
     stop: CancellationToken,
-) -> Router
+) -> (Router, Arc<sessions::Owners>)
 where
     S: Send + Sync + 'static,
     H: ServerHandler + Clone,
     F: Fn(SecureServer<S>) -> H + Send + Sync + 'static,
 {
     let http = http_settings(settings);
-    let sessions = Arc::new(LocalSessionManager::default());
+    let mut sessions = LocalSessionManager::default();
+    sessions.session_config.keep_alive = Some(http.session_idle_timeout);
+    let sessions = Arc::new(sessions);
     let allowed_origins: Vec<String> = http
         .allowed_origins
         .iter()
@@ -766,7 +792,10 @@ where
         scopes_supported: challenge::scopes_supported(tools.all_scopes()),
         sessions: http.sessions,
         versions: settings.versions.clone(),
-        owners: Arc::new(sessions::Owners::new(sessions.clone())),
+        owners: Arc::new(sessions::Owners::new(
+            sessions.clone(),
+            tools.audit().clone(),
+        )),
     });
     // Host and Origin are checked, and refusals audited, by `guard`, which every request to the endpoint passes
     // first; rmcp's own checks are off. Its Host check would refuse nothing the guard lets through (the same
@@ -792,7 +821,7 @@ where
             })
         },
         // Each session bound to its owner as it is made.
-        Arc::new(sessions::Bound::new(sessions, tools.audit().clone())),
+        Arc::new(sessions::Bound::new(sessions, shared.owners.clone())),
         rmcp_config,
     );
     let mut app = Router::new()
@@ -816,7 +845,11 @@ where
                 .with_state(shared.clone()),
         );
     }
-    app.layer(layer::Middleware::new(shared, guard::guard))
+    let owners = shared.owners.clone();
+    (
+        app.layer(layer::Middleware::new(shared, guard::guard)),
+        owners,
+    )
 }
 
 /// The TLS the listener serves: mutual TLS's, or the one set for bearer tokens.

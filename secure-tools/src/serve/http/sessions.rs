@@ -31,6 +31,8 @@ use rmcp::transport::streamable_http_server::session::{
 pub(super) struct Owners {
     owners: Mutex<Map>,
     manager: Arc<LocalSessionManager>,
+    /// Where each session's end is recorded (`session_closed`).
+    audit: crate::audit::Audit,
 }
 
 struct Map {
@@ -43,6 +45,8 @@ struct Map {
     held: HashMap<(Kind, Arc<str>), usize>,
     /// The size at which the map is next pruned.
     prune_at: usize,
+    /// Sessions found ended as the map was pruned, their ends to record once it is unlocked.
+    ended: Vec<Session>,
     /// A clock that ticks at each use of a session: the order of last uses.
     tick: u64,
 }
@@ -57,6 +61,10 @@ struct Session {
     in_use: usize,
     /// Chosen to make room for a session being opened: not counted, not chosen again.
     doomed: bool,
+    /// Its `initialize` was answered: it has a `session` record, and its end gets a `session_closed` one.
+    announced: bool,
+    /// Why it is being closed, once that has begun (`deleted`, `evicted`): the reason its end is recorded with.
+    closing: Option<&'static str>,
 }
 
 /// How many event streams (`GET` on a session) one identity may hold open at once; one more is refused `429`,
@@ -123,7 +131,6 @@ impl Place {
         Some(Eviction {
             owners: self.owners.clone(),
             id: chosen,
-            owner: self.owner.clone(),
         })
     }
 }
@@ -151,31 +158,23 @@ impl Drop for Place {
 pub(super) struct Eviction {
     owners: Arc<Owners>,
     id: Arc<str>,
-    owner: Arc<str>,
 }
 
 impl Eviction {
     /// Records the session's closing (`session_closed`, reason `evicted`) and closes it, on a task of its own so
-    /// that a request dropped meanwhile cannot leave it half done; waits for it. A session rmcp no longer holds (it
-    /// expired meanwhile) is only forgotten.
-    pub(super) async fn close(self, audit: &crate::audit::Audit) {
-        let audit = audit.clone();
-        let Eviction { owners, id, owner } = self;
+    /// that a request dropped meanwhile cannot leave it half done; waits for it. A session rmcp no longer holds is
+    /// recorded as it ended (`expired`).
+    pub(super) async fn close(self) {
+        let Eviction { owners, id } = self;
         let closing = tokio::spawn(async move {
-            use crate::audit::{AuditEvent, shorten_str};
-            if owners.manager.has_session(&id).await.unwrap_or(false) {
-                let event = AuditEvent::SessionClosed {
-                    reason: "evicted",
-                    session_id: shorten_str(&id),
-                    caller: shorten_str(&owner),
-                };
-                if let Err(error) = audit.record(event) {
-                    tracing::error!(%error, "could not audit a session closed to make room");
-                }
+            if owners.live(&id).await {
+                owners.closing(&id, Some("evicted"));
+                owners.closed(&id, "evicted");
                 // Already gone (expired meanwhile) is as good as closed.
                 let _ = owners.manager.close_session(&id).await;
+            } else {
+                owners.closed(&id, "expired");
             }
-            owners.release(&id);
         });
         let _ = closing.await;
     }
@@ -251,7 +250,7 @@ const MIN_PRUNE_AT: usize = 64;
 pub const MAX_SESSIONS_PER_CALLER: usize = 32;
 
 impl Owners {
-    pub(super) fn new(manager: Arc<LocalSessionManager>) -> Self {
+    pub(super) fn new(manager: Arc<LocalSessionManager>, audit: crate::audit::Audit) -> Self {
         Owners {
             owners: Mutex::new(Map {
                 sessions: HashMap::new(),
@@ -259,8 +258,85 @@ impl Owners {
                 held: HashMap::new(),
                 prune_at: MIN_PRUNE_AT,
                 tick: 0,
+                ended: Vec::new(),
             }),
             manager,
+            audit,
+        }
+    }
+
+    /// Whether rmcp holds the session `id` (it has not expired or been closed).
+    pub(super) async fn live(&self, id: &str) -> bool {
+        self.manager
+            .has_session(&Arc::from(id))
+            .await
+            .unwrap_or(false)
+    }
+
+    /// Whether the session `id` has its `session` record (its `initialize` is being answered, not refused): its end
+    /// is recorded if so.
+    fn announce(&self, id: &str, announced: bool) {
+        if let Some(session) = self.lock().sessions.get_mut(id) {
+            session.announced = announced;
+        }
+    }
+
+    /// The session `id` is being closed, for `reason` (or, `None`, no longer: its closing failed).
+    pub(super) fn closing(&self, id: &str, reason: Option<&'static str>) {
+        if let Some(session) = self.lock().sessions.get_mut(id) {
+            session.closing = reason;
+        }
+    }
+
+    /// The session `id` has ended: forgotten, and its end recorded (`session_closed`) if it was announced, with
+    /// the reason its closing began with, else `reason`. Only the first to tell of an end records it.
+    pub(super) fn closed(&self, id: &str, reason: &'static str) {
+        let ended = {
+            let mut map = self.lock();
+            let ended = map.sessions.remove(id);
+            if let Some(session) = &ended
+                && let Some(ids) = map.by_owner.get_mut(&session.owner)
+            {
+                ids.retain(|known| &**known != id);
+                if ids.is_empty() {
+                    map.by_owner.remove(&session.owner);
+                }
+            }
+            ended
+        };
+        self.record_ended(ended, reason);
+    }
+
+    /// Every session still open ends now (`reason`: `shutdown`), recorded before the server's stop record; any
+    /// told of later is not recorded again.
+    pub(super) fn close_all(&self, reason: &'static str) {
+        let ended: Vec<Session> = {
+            let mut map = self.lock();
+            map.by_owner.clear();
+            let mut ended = std::mem::take(&mut map.ended);
+            ended.extend(map.sessions.drain().map(|(_, session)| session));
+            ended
+        };
+        self.record_ended(ended, reason);
+    }
+
+    /// Records the ends of sessions found ended as the map was pruned (idle past their keep-alive, mostly).
+    fn record_pruned(&self) {
+        let ended = std::mem::take(&mut self.lock().ended);
+        self.record_ended(ended, "expired");
+    }
+
+    fn record_ended(&self, ended: impl IntoIterator<Item = Session>, reason: &'static str) {
+        use crate::audit::{AuditEvent, shorten_str};
+        for session in ended.into_iter().filter(|session| session.announced) {
+            let event = AuditEvent::SessionClosed {
+                reason: session.closing.unwrap_or(reason),
+                session_id: shorten_str(&session.id),
+                caller: shorten_str(&session.owner),
+            };
+            if let Err(error) = self.audit.record(event) {
+                tracing::error!(%error, "could not audit a session's end");
+            }
         }
     }
 
@@ -306,6 +382,8 @@ impl Owners {
             used: map.tick,
             in_use: 0,
             doomed: false,
+            announced: false,
+            closing: None,
         };
         if map.sessions.insert(id.clone(), session).is_none() {
             map.by_owner.entry(owner).or_default().push(id);
@@ -315,7 +393,17 @@ impl Owners {
             // opened (the threshold is raised only once the maps have been pruned).
             if let Ok(live) = self.manager.sessions.try_read() {
                 let map = &mut *map;
-                map.sessions.retain(|id, _| live.contains_key(id));
+                let ended: Vec<Arc<str>> = map
+                    .sessions
+                    .keys()
+                    .filter(|id| !live.contains_key(*id))
+                    .cloned()
+                    .collect();
+                for id in ended {
+                    if let Some(session) = map.sessions.remove(&id) {
+                        map.ended.push(session);
+                    }
+                }
                 let sessions = &map.sessions;
                 map.by_owner.retain(|_, ids| {
                     ids.retain(|id| sessions.contains_key(id));
@@ -324,6 +412,8 @@ impl Owners {
                 map.prune_at = (map.sessions.len() * 2).max(MIN_PRUNE_AT);
             }
         }
+        drop(map);
+        self.record_pruned();
     }
 
     /// How many sessions `owner` holds: those rmcp's manager still keeps (if the manager is busy, every session known
@@ -339,11 +429,11 @@ impl Owners {
             return held;
         };
         if let Ok(live) = manager.sessions.try_read() {
-            let sessions = &mut map.sessions;
+            let (sessions, ended) = (&mut map.sessions, &mut map.ended);
             ids.retain(|id| {
                 let open = live.contains_key(id);
-                if !open {
-                    sessions.remove(id);
+                if !open && let Some(session) = sessions.remove(id) {
+                    ended.push(session);
                 }
                 open
             });
@@ -400,15 +490,22 @@ impl Owners {
     /// every one is in use, none. Given back when dropped (with a request that opened no session, the session chosen
     /// staying), or turned into the session by [`Place::bind`].
     pub(super) fn reserve_session(self: &Arc<Self>, owner: Arc<str>) -> Option<Place> {
-        let mut map = self.lock();
-        let victim =
-            if Self::count_sessions(&mut map, &self.manager, &owner) >= MAX_SESSIONS_PER_CALLER {
-                Some(Self::choose_victim(&mut map, &owner)?)
+        let reserved = {
+            let mut map = self.lock();
+            let full =
+                Self::count_sessions(&mut map, &self.manager, &owner) >= MAX_SESSIONS_PER_CALLER;
+            let victim = if full {
+                Self::choose_victim(&mut map, &owner).map(Some)
             } else {
-                None
+                Some(None)
             };
-        *map.held.entry((Kind::Session, owner.clone())).or_default() += 1;
-        Some(self.place(Kind::Session, owner, victim))
+            if victim.is_some() {
+                *map.held.entry((Kind::Session, owner.clone())).or_default() += 1;
+            }
+            victim
+        };
+        self.record_pruned();
+        Some(self.place(Kind::Session, owner, reserved?))
     }
 
     fn place(self: &Arc<Self>, kind: Kind, owner: Arc<str>, victim: Option<Arc<str>>) -> Place {
@@ -417,19 +514,6 @@ impl Owners {
             kind,
             owner,
             victim,
-        }
-    }
-
-    /// The session `id` was deleted.
-    pub(super) fn release(&self, id: &str) {
-        let mut map = self.lock();
-        if let Some(session) = map.sessions.remove(id)
-            && let Some(ids) = map.by_owner.get_mut(&session.owner)
-        {
-            ids.retain(|known| &**known != id);
-            if ids.is_empty() {
-                map.by_owner.remove(&session.owner);
-            }
         }
     }
 }
@@ -485,15 +569,15 @@ impl Opening {
 /// its id. Another session's ids are its own.
 pub(super) struct Bound {
     inner: Arc<LocalSessionManager>,
-    audit: crate::audit::Audit,
+    owners: Arc<Owners>,
     in_flight: Arc<InFlight>,
 }
 
 impl Bound {
-    pub(super) fn new(inner: Arc<LocalSessionManager>, audit: crate::audit::Audit) -> Self {
+    pub(super) fn new(inner: Arc<LocalSessionManager>, owners: Arc<Owners>) -> Self {
         Bound {
             inner,
-            audit,
+            owners,
             in_flight: Arc::default(),
         }
     }
@@ -509,6 +593,7 @@ impl Bound {
             ids: Arc::clone(&ids),
             _session: SessionEntry {
                 in_flight: Arc::clone(&self.in_flight),
+                owners: Arc::clone(&self.owners),
                 id: Arc::clone(id),
                 ids,
             },
@@ -533,22 +618,33 @@ impl InFlight {
     }
 }
 
-/// A session's place in [`InFlight`], given up with its transport.
+/// A session's place in [`InFlight`], given up with its transport; and its end, recorded then (rmcp drops a
+/// session's transport when the session ends: its client deleted it, it was closed to make room, it was idle past
+/// its keep-alive, or the server stopped), unless told of already.
 struct SessionEntry {
     in_flight: Arc<InFlight>,
+    owners: Arc<Owners>,
     id: Arc<str>,
     ids: Arc<InFlightIds>,
 }
 
 impl Drop for SessionEntry {
     fn drop(&mut self) {
-        let mut sessions = self.in_flight.lock();
-        // Only its own: a session made again under the same id meanwhile keeps its place.
-        if sessions
-            .get(&self.id)
-            .is_some_and(|ids| Arc::ptr_eq(ids, &self.ids))
-        {
-            sessions.remove(&self.id);
+        let own = {
+            let mut sessions = self.in_flight.lock();
+            // Only its own: a session made again under the same id meanwhile keeps its place.
+            let own = sessions
+                .get(&self.id)
+                .is_some_and(|ids| Arc::ptr_eq(ids, &self.ids));
+            if own {
+                sessions.remove(&self.id);
+            }
+            own
+        };
+        // A session ended with no closing begun (`deleted`, `evicted`) and before the server's stop (which records
+        // every one left as `shutdown`): idle past its keep-alive.
+        if own {
+            self.owners.closed(&self.id, "expired");
         }
     }
 }
@@ -650,12 +746,13 @@ impl SessionManager for Bound {
             if let Some(opening) = &opening {
                 opening.refuse();
             }
-            eviction.owners.release(&id);
+            // Never announced: forgotten, with no record.
+            eviction.owners.closed(&id, "refused");
             drop(transport);
             let _ = self.inner.close_session(&id).await;
             return Err(BoundError::Full);
         }
-        eviction.close(&self.audit).await;
+        eviction.close().await;
         Ok((id, transport))
     }
 
@@ -677,7 +774,14 @@ impl SessionManager for Bound {
         {
             connection.session_id = Some(id.clone());
         }
-        Ok(self.inner.initialize_session(id, message).await?)
+        // Announced (its `session` record is written as the handler answers) before the answer: a client gone
+        // meanwhile drops this future, not the handler's; not if its `initialize` was refused.
+        self.owners.announce(id, true);
+        let answered = self.inner.initialize_session(id, message).await?;
+        if !matches!(answered, rmcp::model::JsonRpcMessage::Response(_)) {
+            self.owners.announce(id, false);
+        }
+        Ok(answered)
     }
 
     async fn has_session(&self, id: &SessionId) -> Result<bool, BoundError> {
@@ -713,7 +817,7 @@ impl SessionManager for Bound {
                             code: Some(error.code.0),
                             bytes: request_bytes(&message),
                         };
-                        if let Err(err) = self.audit.record(event) {
+                        if let Err(err) = self.owners.audit.record(event) {
                             tracing::error!(error = %err, "audit record not written");
                         }
                         let id = match &message {
@@ -814,11 +918,18 @@ impl SessionManager for Bound {
 mod tests {
     use super::*;
 
+    fn discarded() -> crate::audit::Audit {
+        crate::audit::Audit::new("test", Vec::new())
+    }
+
     /// The limit counts sessions being opened: requests racing in parallel, each checked before rmcp answers
     /// the one before, once went past it (a count of open sessions only, then the session bound after).
     #[test]
     fn sessions_being_opened_count_towards_the_limit() {
-        let owners = Arc::new(Owners::new(Arc::new(LocalSessionManager::default())));
+        let owners = Arc::new(Owners::new(
+            Arc::new(LocalSessionManager::default()),
+            discarded(),
+        ));
         let alice: Arc<str> = Arc::from("alice");
         let opening: Vec<Place> = (0..MAX_SESSIONS_PER_CALLER)
             .map(|_| owners.reserve_session(alice.clone()).expect("a place"))
@@ -836,7 +947,10 @@ mod tests {
 
     #[test]
     fn an_identity_holds_a_bounded_number_of_event_streams() {
-        let owners = Arc::new(Owners::new(Arc::new(LocalSessionManager::default())));
+        let owners = Arc::new(Owners::new(
+            Arc::new(LocalSessionManager::default()),
+            discarded(),
+        ));
         let alice: Arc<str> = Arc::from("alice");
         let held: Vec<Place> = (0..MAX_STREAMS_PER_CALLER)
             .map(|_| {
@@ -852,20 +966,33 @@ mod tests {
         assert!(owners.lock().held.is_empty());
     }
 
+    /// Sessions rmcp no longer holds leave the maps, their ends recorded (`expired`) for those that were announced.
     #[test]
     fn owners_of_sessions_the_manager_dropped_are_pruned() {
-        let owners = Owners::new(Arc::new(LocalSessionManager::default()));
+        let sink = crate::audit::MemorySink::new();
+        let audit = crate::audit::Audit::new("test", vec![Arc::new(sink.clone())]);
+        let owners = Owners::new(Arc::new(LocalSessionManager::default()), audit);
         for i in 0..MIN_PRUNE_AT - 1 {
             owners.bind(&format!("s{i}"), Arc::from("alice"));
+            if i % 2 == 0 {
+                owners.announce(&format!("s{i}"), true);
+            }
         }
         assert_eq!(owners.owner("s0").as_deref(), Some("alice"));
+        assert!(sink.records().is_empty());
         // The manager holds none of them: the bind that reaches the threshold prunes them all.
         owners.bind("last", Arc::from("bob"));
         assert!(owners.owner("s0").is_none());
         assert_eq!(owners.lock().sessions.len(), 0);
         assert!(owners.lock().by_owner.is_empty());
-        owners.release("last");
-        assert!(owners.owner("last").is_none());
+        let records = sink.records();
+        assert_eq!(records.len(), MIN_PRUNE_AT / 2, "{records:?}");
+        assert!(records.iter().all(|r| r["event"] == "session_closed"
+            && r["reason"] == "expired"
+            && r["caller"] == "alice"));
+        // Told of again (its transport ending after the pruning), nothing more is recorded.
+        owners.closed("s0", "expired");
+        assert_eq!(sink.records().len(), MIN_PRUNE_AT / 2);
     }
 
     /// Sessions made in rmcp's manager (so that they count as open) and bound to `owner`.
@@ -887,6 +1014,7 @@ mod tests {
                     .bind(&id)
                     .is_none()
             );
+            owners.announce(&id, true);
             ids.push(id);
         }
         ids
@@ -897,9 +1025,9 @@ mod tests {
     #[tokio::test]
     async fn the_least_recently_used_idle_session_makes_room() {
         let manager = Arc::new(LocalSessionManager::default());
-        let owners = Arc::new(Owners::new(manager.clone()));
         let sink = crate::audit::MemorySink::new();
         let audit = crate::audit::Audit::new("test", vec![Arc::new(sink.clone())]);
+        let owners = Arc::new(Owners::new(manager.clone(), audit));
         let (alice, bob): (Arc<str>, Arc<str>) = (Arc::from("alice"), Arc::from("bob"));
         let ids = open(&manager, &owners, &alice, MAX_SESSIONS_PER_CALLER).await;
         // The first used since it opened; the second in use (a request, or a stream, open on it).
@@ -920,7 +1048,7 @@ mod tests {
         let (new, _transport) = manager.create_session().await.unwrap();
         let place = owners.reserve_session(alice.clone()).expect("room made");
         assert_eq!(place.victim.as_deref(), Some(&*ids[2]));
-        place.bind(&new).expect("one to close").close(&audit).await;
+        place.bind(&new).expect("one to close").close().await;
         assert!(!manager.has_session(&ids[2]).await.unwrap());
         assert!(owners.owner(&ids[2]).is_none());
         let records = sink.records();
@@ -952,7 +1080,7 @@ mod tests {
         let (newer, _transport) = manager.create_session().await.unwrap();
         let eviction = place.bind(&newer).expect("one to close");
         assert_eq!(&*eviction.id, &*newer);
-        eviction.close(&audit).await;
+        eviction.close().await;
         assert!(!manager.has_session(&newer).await.unwrap());
         assert!(manager.has_session(&ids[6]).await.unwrap());
         // With an idle one besides, that one is closed instead.
