@@ -894,3 +894,45 @@ async fn over_stateless_http_a_call_streams_its_progress_and_log_messages_before
         "{answer}"
     );
 }
+
+/// Trial finding (TypeScript SDK v1, and v2 in legacy mode): over stateless HTTP a client cancels a call with a
+/// `notifications/cancelled` of its own (a second `POST`) and leaves the first request open; rmcp drops the
+/// notification (it has no session to route it in), and the call ran to its end, audited `ok`. The runner keeps
+/// such calls by caller and id: the cancellation stops the call, audited `cancelled`, and its request is answered so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_stateless_http_a_notification_cancels_the_callers_call() {
+    let server = start();
+    let client = client(Duration::from_secs(60));
+    let slow = {
+        let (client, url) = (client.clone(), server.url.clone());
+        tokio::spawn(async move {
+            let mut body = call("slow", json!({"millis": 30000}));
+            body["id"] = json!(7);
+            let started = Instant::now();
+            let response = post(&client, &url, &body).await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.text().await.unwrap(), started.elapsed())
+        })
+    };
+    audit_until(&server, |audit| !events(audit, "call_started").is_empty());
+    let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                        "params": {"requestId": 7, "reason": "user pressed stop"}});
+    let response = post(&client, &server.url, &cancel).await.unwrap();
+    assert_eq!(response.status(), 202);
+    let (status, body, took) = slow.await.unwrap();
+    assert!(took < Duration::from_secs(20), "answered after {took:?}");
+    assert_eq!(status, 200, "{body}");
+    let answer: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer["id"], 7, "{body}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("cancelled")),
+        "{body}"
+    );
+    let audit = audit_until(&server, |audit| !events(audit, "tool_call").is_empty());
+    let calls = events(&audit, "tool_call");
+    assert_eq!(calls.len(), 1, "{audit:#?}");
+    assert_eq!(calls[0]["outcome"], "cancelled", "{audit:#?}");
+    assert_still_serving(&server).await;
+}

@@ -15,6 +15,7 @@ use super::challenge::{self, Credential, insufficient_scope_challenge, unauthori
 use super::mtls;
 use super::refusal;
 use super::sessions::{Entry, Kind};
+use super::stateless_cancel::{self, Peeked};
 use super::{BearerAuth, Shared, Subject};
 use crate::audit::{AuditEvent, shorten_str};
 use crate::call::{Caller, Connection, RefusalNotice};
@@ -392,10 +393,30 @@ async fn authenticated(shared: Arc<Shared>, mut request: Request, next: Route) -
     if shared.auth.is_some() {
         request.headers_mut().remove(header::AUTHORIZATION);
     }
+    // A body is read here when it is a message without a session (a call to keep for its client's cancellation,
+    // or that cancellation: see `stateless_cancel`) or when a call's arguments must be held out of rmcp's logs.
     // Boxed, and only when needed: its future (with the body's) would otherwise make every request's larger.
-    let request = if request.method() == axum::http::Method::POST && HeldArguments::needed() {
-        match Box::pin(hold_arguments(request, shared.max_request_body_bytes)).await {
-            Ok(request) => request,
+    let posting = request.method() == axum::http::Method::POST;
+    let peek = posting && session_id.is_none();
+    let hold = posting && HeldArguments::needed();
+    let mut stateless_call = None;
+    let request = if peek || hold {
+        match Box::pin(read_body(&shared, request, subject.as_ref())).await {
+            Ok((parts, bytes)) => {
+                if peek {
+                    match stateless_cancel::peek(&bytes) {
+                        Peeked::Call(id) => {
+                            stateless_call =
+                                Some(shared.stateless_calls.register(owner.clone(), id));
+                        }
+                        Peeked::Cancel(id) => {
+                            shared.stateless_calls.cancel(owner.clone(), id);
+                        }
+                        Peeked::Other => {}
+                    }
+                }
+                rebuilt(parts, bytes, hold)
+            }
             Err(mut response) => {
                 if let Some(subject) = subject {
                     response.extensions_mut().insert(subject);
@@ -426,7 +447,11 @@ async fn authenticated(shared: Arc<Shared>, mut request: Request, next: Route) -
     let (response, place) = match place {
         None if kind == Some(Kind::Session) => {
             let opening = super::sessions::Opening::new(shared.owners.clone(), owner.clone());
-            let Ok(response) = opening.clone().scope(next.oneshot(request)).await;
+            let response = unless_cancelled(
+                opening.clone().scope(next.oneshot(request)),
+                stateless_call.as_ref(),
+            )
+            .await;
             drop(in_progress);
             if opening.refused() {
                 return shared.reject(
@@ -444,10 +469,18 @@ async fn authenticated(shared: Arc<Shared>, mut request: Request, next: Route) -
             (response, None)
         }
         place => {
-            let Ok(response) = next.oneshot(request).await;
+            let response = unless_cancelled(next.oneshot(request), stateless_call.as_ref()).await;
             drop(in_progress);
             (response, place)
         }
+    };
+    // A call answered as an event stream (it sent progress or log messages first) stays cancellable until its
+    // stream ends; one answered in JSON is done.
+    let response = match stateless_call {
+        Some(call) if is_event_stream(&response) => {
+            response.map(|body| until_cancelled(body, call))
+        }
+        _ => response,
     };
     // A stream's place is held by its body, given back when the stream ends (or at once, if none was opened).
     let (response, place) = match place {
@@ -549,33 +582,90 @@ fn same_as_the_runners(response: Response, naming_a_session: bool) -> Response {
     runners_form
 }
 
-/// Reads a `POST`'s body and holds a `tools/call`'s arguments out of it (see [`HeldArguments`]), so that rmcp's
-/// `debug` and `trace` events, which print each request whole, never show them, whatever a subscriber listens at;
-/// the secure handler takes them back. A body over `max` is `413`, as rmcp would answer it (the guard audits it).
-/// Only while some subscriber listens at `debug` or more ([`HeldArguments::needed`]).
+/// `answer`, unless the call `stateless_call` is cancelled by its client first: then its request is dropped (rmcp
+/// cancels the handler, as when a client hangs up; the call is audited `cancelled`) and answered so.
+async fn unless_cancelled(
+    answer: impl Future<Output = Result<Response, std::convert::Infallible>>,
+    stateless_call: Option<&stateless_cancel::Registered>,
+) -> Response {
+    let Some(call) = stateless_call else {
+        let Ok(response) = answer.await;
+        return response;
+    };
+    tokio::select! {
+        Ok(response) = answer => response,
+        () = call.token().cancelled() => refusal::cancelled(call.id()),
+    }
+}
+
+/// Whether an answer is an event stream.
+fn is_event_stream(response: &Response) -> bool {
+    response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"))
+}
+
+/// An event stream's `body`, keeping `call` in progress until it ends, and ending when its client cancels it (rmcp
+/// cancels the handler as the stream is dropped).
+fn until_cancelled(body: axum::body::Body, call: stateless_cancel::Registered) -> axum::body::Body {
+    use futures_util::StreamExt as _;
+    let cancelled = call.token().clone().cancelled_owned();
+    axum::body::Body::from_stream(
+        body.into_data_stream()
+            .take_until(cancelled)
+            .map(move |frame| {
+                let _in_progress = &call;
+                frame
+            }),
+    )
+}
+
+/// Reads a `POST`'s body whole (at most `max` bytes: past it `413`, as rmcp would answer it; the guard audits it).
 #[allow(clippy::result_large_err)]
-async fn hold_arguments(request: Request, max: usize) -> Result<Request, Response> {
+/// One that cannot be read (bad chunking, a connection broken mid-body) is `400`, audited `unreadable_body` for
+/// `subject`, as when rmcp reads it.
+async fn read_body(
+    shared: &Shared,
+    request: Request,
+    subject: Option<&Subject>,
+) -> Result<(axum::http::request::Parts, axum::body::Bytes), Response> {
+    let (parts, body) = request.into_parts();
+    let limited = http_body_util::Limited::new(body, shared.max_request_body_bytes);
+    let bytes = match http_body_util::BodyExt::collect(limited).await {
+        Ok(collected) => collected.to_bytes(),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => {
+            return Err(refusal::answer(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                None,
+            ));
+        }
+        Err(_) => {
+            return Err(shared.reject(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                Some("unreadable_body"),
+                subject.map(|s| s.0.to_string()),
+                &super::Asked::new(&parts.method, &parts.uri, &parts.extensions),
+            ));
+        }
+    };
+    Ok((parts, bytes))
+}
+
+/// The request again from its `parts` and body `bytes`, with a `tools/call`'s arguments held out of the body when
+/// `hold` (see [`HeldArguments`]), so that rmcp's `debug` and `trace` events, which print each request whole, never
+/// show them, whatever a subscriber listens at; the secure handler takes them back. Held only while some subscriber
+/// listens at `debug` or more ([`HeldArguments::needed`]).
+fn rebuilt(mut parts: axum::http::request::Parts, bytes: axum::body::Bytes, hold: bool) -> Request {
     use axum::body::Body;
-    let (mut parts, body) = request.into_parts();
-    let bytes =
-        match http_body_util::BodyExt::collect(http_body_util::Limited::new(body, max)).await {
-            Ok(collected) => collected.to_bytes(),
-            Err(error) if error.is::<http_body_util::LengthLimitError>() => {
-                return Err(refusal::answer(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "body_too_large",
-                    None,
-                ));
-            }
-            Err(_) => {
-                return Err(refusal::answer(
-                    StatusCode::BAD_REQUEST,
-                    "bad_request",
-                    Some("the body could not be read"),
-                ));
-            }
-        };
-    let body = match HeldArguments::hold_in_body(&bytes) {
+    let held = if hold {
+        HeldArguments::hold_in_body(&bytes)
+    } else {
+        None
+    };
+    let body = match held {
         Some((held_body, held)) => {
             parts.extensions.insert(held);
             // The body is another now, whole: the headers that described the one received go (rmcp reads the body
@@ -586,7 +676,7 @@ async fn hold_arguments(request: Request, max: usize) -> Result<Request, Respons
         }
         None => Body::from(bytes),
     };
-    Ok(Request::from_parts(parts, body))
+    Request::from_parts(parts, body)
 }
 
 /// The JSON-RPC error code of a call refused for a missing scope over HTTP (an implementation-defined server error

@@ -56,6 +56,7 @@ pub mod mtls;
 mod refusal;
 mod rejections;
 mod sessions;
+mod stateless_cancel;
 
 pub use sessions::{MAX_REQUESTS_PER_CALLER, MAX_SESSIONS_PER_CALLER, MAX_STREAMS_PER_CALLER};
 
@@ -796,6 +797,7 @@ where
             sessions.clone(),
             tools.audit().clone(),
         )),
+        stateless_calls: Arc::default(),
     });
     // Host and Origin are checked, and refusals audited, by `guard`, which every request to the endpoint passes
     // first; rmcp's own checks are off. Its Host check would refuse nothing the guard lets through (the same
@@ -950,6 +952,8 @@ struct Shared {
     sessions: bool,
     versions: VersionPolicy,
     owners: Arc<sessions::Owners>,
+    /// The calls in progress without a session, for their clients' cancellations.
+    stateless_calls: Arc<stateless_cancel::Calls>,
 }
 
 /// The subject of an authenticated request, left on a refusal from further in (rmcp's own `4xx` answers), so that

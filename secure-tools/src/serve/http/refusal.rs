@@ -123,6 +123,20 @@ pub(super) fn connection_closing() -> Response {
     response
 }
 
+/// The answer to a call its client cancelled (without a session: see `stateless_cancel`), which that client no longer
+/// waits for: a JSON-RPC error for its id, [`REFUSED_CODE`], saying so.
+pub(super) fn cancelled(id: &rmcp::model::RequestId) -> Response {
+    let error = serde_json::json!({
+        "code": REFUSED_CODE,
+        "message": "cancelled: the client cancelled this request",
+    });
+    json_rpc_error(
+        StatusCode::OK,
+        serde_json::to_value(id).unwrap_or(Value::Null),
+        error,
+    )
+}
+
 /// A JSON-RPC error answered with `status` (`id` null), and, for `429` and `503`, a `Retry-After`.
 pub(super) fn with_body(
     status: StatusCode,
