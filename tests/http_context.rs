@@ -917,6 +917,19 @@ async fn over_stateless_http_a_notification_cancels_the_callers_call() {
     audit_until(&server, |audit| !events(audit, "call_started").is_empty());
     let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
                         "params": {"requestId": 7, "reason": "user pressed stop"}});
+    // One refused (`415`, a wrong content type) cancels nothing (red-team finding: it did).
+    let refused = client
+        .post(&server.url)
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2025-11-25")
+        .header("content-type", "text/plain")
+        .body(cancel.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 415);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(events(&read_audit_so_far(&server.audit), "tool_call").is_empty());
     let response = post(&client, &server.url, &cancel).await.unwrap();
     assert_eq!(response.status(), 202);
     let (status, body, took) = slow.await.unwrap();
@@ -935,4 +948,62 @@ async fn over_stateless_http_a_notification_cancels_the_callers_call() {
     assert_eq!(calls.len(), 1, "{audit:#?}");
     assert_eq!(calls[0]["outcome"], "cancelled", "{audit:#?}");
     assert_still_serving(&server).await;
+}
+
+/// Red-team findings: rmcp's keep-alive runs while a call is in progress, and a session idle past it under a long
+/// call was recorded closed only when the call ended, meanwhile answering requests a plain-text `500` (and a
+/// `DELETE` `204`, recorded `deleted`); and a request of the 2026-07-28 revision naming a session that was not live
+/// was served, with that id on its records. A session's end is recorded as it ends, and a request naming a session
+/// that is not live is answered `404`, whatever its revision.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_that_ended_is_not_found_from_the_moment_it_ends() {
+    let server = start_with(&[
+        ("MCP_HTTP_SESSIONS", "true"),
+        ("MCP_HTTP_SESSION_IDLE", "1s"),
+    ]);
+    let client = client(Duration::from_secs(30));
+    let session = open_session(&client, &server.url).await;
+    let slow = spawn_slow(&client, &server.url, &session, 7, 4000);
+    let audit = audit_until(&server, |audit| !events(audit, "session_closed").is_empty());
+    assert_eq!(events(&audit, "session_closed")[0]["reason"], "expired");
+    assert!(events(&audit, "tool_call").is_empty(), "{audit:#?}");
+    let list = json!({"jsonrpc": "2.0", "id": 8, "method": "tools/list"});
+    let (status, body) = post_in(&client, &server.url, &session, &list).await;
+    assert_eq!(status, 404, "{body}");
+    let deleted = client
+        .delete(&server.url)
+        .header("mcp-session-id", &session)
+        .header("mcp-protocol-version", "2025-11-25")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 404);
+    // A request of the stateless revision naming a session that is not live.
+    let meta = json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {},
+        "io.modelcontextprotocol/clientInfo": {"name": "stateless-client", "version": "1"}
+    });
+    let forged = client
+        .post(&server.url)
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "echo")
+        .header("mcp-session-id", "forged-0000")
+        .json(&json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call",
+                      "params": {"name": "echo", "arguments": {"text": "x"}, "_meta": meta}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 404);
+    let _ = slow.await;
+    let audit = audit_until(&server, |audit| !events(audit, "tool_call").is_empty());
+    assert_eq!(events(&audit, "session_closed").len(), 1, "{audit:#?}");
+    assert!(
+        events(&audit, "tool_call")
+            .iter()
+            .all(|r| r["tool"] == "slow"),
+        "{audit:#?}"
+    );
 }

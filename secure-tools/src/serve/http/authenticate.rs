@@ -305,11 +305,12 @@ async fn authenticated(shared: Arc<Shared>, mut request: Request, next: Route) -
                     Err("not_found")
                 }
                 Entry::Own(in_use) => Ok(Some(in_use)),
-                // rmcp answers a `DELETE` of a session it does not hold `202`, as if ended (red-team finding:
-                // another identity's live session got `404`, one never issued `202`, telling them apart): `404`, as
-                // for a `POST` or `GET` naming it.
-                Entry::Unknown if deleting => Err("not_found"),
-                Entry::Unknown => Ok(None),
+                // A session this server did not issue, or that has ended: `404`, as the transport specifies. rmcp
+                // answers a `DELETE` of one `202`, as if ended (red-team finding: another identity's live session
+                // got `404`, one never issued `202`, telling them apart), a request of the 2026-07-28 revision naming
+                // one was served with the id on its records (red-team finding), and a request to a session whose
+                // service had ended got a plain-text `500`.
+                Entry::Unknown => Err("not_found"),
                 // Another identity's session: answered as a session that does not exist, so its existence is not
                 // told.
                 Entry::NotOwned => Err("session_not_owned"),
@@ -400,6 +401,7 @@ async fn authenticated(shared: Arc<Shared>, mut request: Request, next: Route) -
     let peek = posting && session_id.is_none();
     let hold = posting && HeldArguments::needed();
     let mut stateless_call = None;
+    let mut cancelling = None;
     let request = if peek || hold {
         match Box::pin(read_body(&shared, request, subject.as_ref())).await {
             Ok((parts, bytes)) => {
@@ -409,9 +411,9 @@ async fn authenticated(shared: Arc<Shared>, mut request: Request, next: Route) -
                             stateless_call =
                                 Some(shared.stateless_calls.register(owner.clone(), id));
                         }
-                        Peeked::Cancel(id) => {
-                            shared.stateless_calls.cancel(owner.clone(), id);
-                        }
+                        // Once rmcp has accepted the notification (red-team finding: one it refused, `406` or `415`,
+                        // cancelled all the same).
+                        Peeked::Cancel(id) => cancelling = Some(id),
                         Peeked::Other => {}
                     }
                 }
@@ -474,6 +476,11 @@ async fn authenticated(shared: Arc<Shared>, mut request: Request, next: Route) -
             (response, place)
         }
     };
+    if let Some(id) = cancelling
+        && response.status() == StatusCode::ACCEPTED
+    {
+        shared.stateless_calls.cancel(owner.clone(), id);
+    }
     // A call answered as an event stream (it sent progress or log messages first) stays cancellable until its
     // stream ends; one answered in JSON is done.
     let response = match stateless_call {
@@ -593,6 +600,7 @@ async fn unless_cancelled(
         return response;
     };
     tokio::select! {
+        biased;
         Ok(response) = answer => response,
         () = call.token().cancelled() => refusal::cancelled(call.id()),
     }

@@ -762,6 +762,15 @@ where
     let http = http_settings(settings);
     let mut sessions = LocalSessionManager::default();
     sessions.session_config.keep_alive = Some(http.session_idle_timeout);
+    if http.sessions && http.session_idle_timeout <= longest_tool_timeout(tools) {
+        // rmcp's keep-alive runs while a call is in progress: the session would end under a call that runs long.
+        tracing::warn!(
+            session_idle = ?http.session_idle_timeout,
+            tool_timeout = ?longest_tool_timeout(tools),
+            "--http-session-idle / MCP_HTTP_SESSION_IDLE is not above the tool timeout: a session ends under a \
+             call that runs past it, and the call's answer is lost"
+        );
+    }
     let sessions = Arc::new(sessions);
     let allowed_origins: Vec<String> = http
         .allowed_origins

@@ -686,7 +686,19 @@ impl rmcp::transport::Transport<rmcp::RoleServer> for Tracked {
         &mut self,
     ) -> impl Future<Output = Option<rmcp::service::RxJsonRpcMessage<rmcp::RoleServer>>> + Send
     {
-        self.inner.receive()
+        // Nothing more to receive: the session has ended (idle past its keep-alive, or closed), though its service
+        // may still be finishing calls in progress (rmcp gives them up to 5 s) before the transport is dropped.
+        // Its end is recorded now, and it is refused `404` from now (red-team finding: recorded only at the drop,
+        // a request meanwhile got a plain-text `500`, and a `DELETE` was recorded `deleted`).
+        let received = self.inner.receive();
+        let (owners, id) = (self._session.owners.clone(), self._session.id.clone());
+        async move {
+            let message = received.await;
+            if message.is_none() {
+                owners.closed(&id, "expired");
+            }
+            message
+        }
     }
 
     fn close(&mut self) -> impl Future<Output = Result<(), Self::Error>> + Send {
