@@ -804,7 +804,7 @@ async fn every_session_opened_has_its_end_recorded_once_with_its_reason() {
             .collect()
     };
     let audit = audit_until(&server, |audit| !closed(audit, "expired").is_empty());
-    assert_eq!(closed(&audit, "expired"), [idle.clone()], "{audit:#?}");
+    assert_eq!(closed(&audit, "expired"), [idle.as_str()], "{audit:#?}");
     // Deleting it now: no such session, and no second record.
     let deleted = client
         .delete(&server.url)
@@ -839,8 +839,8 @@ async fn every_session_opened_has_its_end_recorded_once_with_its_reason() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let audit = read_audit(&server.audit);
-    assert_eq!(closed(&audit, "expired"), [idle.clone()], "{audit:#?}");
-    assert_eq!(closed(&audit, "deleted"), [gone.clone()], "{audit:#?}");
+    assert_eq!(closed(&audit, "expired"), [idle.as_str()], "{audit:#?}");
+    assert_eq!(closed(&audit, "deleted"), [gone.as_str()], "{audit:#?}");
     let mut at_stop = closed(&audit, "shutdown");
     at_stop.sort();
     let mut expected = open.to_vec();
