@@ -516,6 +516,19 @@ async fn open_session(client: &reqwest::Client, url: &str) -> String {
     session
 }
 
+/// Ends `session` (`DELETE`); the answer's status.
+async fn delete_session(client: &reqwest::Client, url: &str, session: &str) -> u16 {
+    client
+        .delete(url)
+        .header("mcp-session-id", session)
+        .header("mcp-protocol-version", "2025-11-25")
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
 /// Posts `body` into `session`; the answer's status and body.
 async fn post_in(
     client: &reqwest::Client,
@@ -715,14 +728,8 @@ async fn a_session_its_client_deletes_is_recorded_closed() {
     let server = start_with(&[("MCP_HTTP_SESSIONS", "true")]);
     let client = client(Duration::from_secs(30));
     let session = open_session(&client, &server.url).await;
-    let deleted = client
-        .delete(&server.url)
-        .header("mcp-session-id", &session)
-        .header("mcp-protocol-version", "2025-11-25")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(deleted.status(), 204);
+    let deleted = delete_session(&client, &server.url, &session).await;
+    assert_eq!(deleted, 204);
     let audit = audit_until(&server, |audit| !events(audit, "session_closed").is_empty());
     let closed = events(&audit, "session_closed");
     assert_eq!(closed.len(), 1, "{closed:?}");
@@ -806,24 +813,12 @@ async fn every_session_opened_has_its_end_recorded_once_with_its_reason() {
     let audit = audit_until(&server, |audit| !closed(audit, "expired").is_empty());
     assert_eq!(closed(&audit, "expired"), [idle.as_str()], "{audit:#?}");
     // Deleting it now: no such session, and no second record.
-    let deleted = client
-        .delete(&server.url)
-        .header("mcp-session-id", &idle)
-        .header("mcp-protocol-version", "2025-11-25")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(deleted.status(), 404);
+    let deleted = delete_session(&client, &server.url, &idle).await;
+    assert_eq!(deleted, 404);
     // One deleted by its client, while used (a request keeps it alive); two left open at the stop.
     let gone = open_session(&client, &server.url).await;
-    let deleted = client
-        .delete(&server.url)
-        .header("mcp-session-id", &gone)
-        .header("mcp-protocol-version", "2025-11-25")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(deleted.status(), 204);
+    let deleted = delete_session(&client, &server.url, &gone).await;
+    assert_eq!(deleted, 204);
     let open = [
         open_session(&client, &server.url).await,
         open_session(&client, &server.url).await,
@@ -970,14 +965,8 @@ async fn a_session_that_ended_is_not_found_from_the_moment_it_ends() {
     let list = json!({"jsonrpc": "2.0", "id": 8, "method": "tools/list"});
     let (status, body) = post_in(&client, &server.url, &session, &list).await;
     assert_eq!(status, 404, "{body}");
-    let deleted = client
-        .delete(&server.url)
-        .header("mcp-session-id", &session)
-        .header("mcp-protocol-version", "2025-11-25")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(deleted.status(), 404);
+    let deleted = delete_session(&client, &server.url, &session).await;
+    assert_eq!(deleted, 404);
     // A request of the stateless revision naming a session that is not live.
     let meta = json!({
         "io.modelcontextprotocol/protocolVersion": "2026-07-28",
