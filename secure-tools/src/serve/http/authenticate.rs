@@ -629,10 +629,10 @@ fn until_cancelled(body: axum::body::Body, call: stateless_cancel::Registered) -
     )
 }
 
-/// Reads a `POST`'s body whole (at most `max` bytes: past it `413`, as rmcp would answer it; the guard audits it).
-#[allow(clippy::result_large_err)]
-/// One that cannot be read (bad chunking, a connection broken mid-body) is `400`, audited `unreadable_body` for
+/// Reads a `POST`'s body whole, within the body size limit (past it `413`, as rmcp would answer it; the guard audits
+/// it). One that cannot be read (bad chunking, a connection broken mid-body) is `400`, audited `unreadable_body` for
 /// `subject`, as when rmcp reads it.
+#[allow(clippy::result_large_err)]
 async fn read_body(
     shared: &Shared,
     request: Request,

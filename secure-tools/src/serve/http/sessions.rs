@@ -393,17 +393,8 @@ impl Owners {
             // opened (the threshold is raised only once the maps have been pruned).
             if let Ok(live) = self.manager.sessions.try_read() {
                 let map = &mut *map;
-                let ended: Vec<Arc<str>> = map
-                    .sessions
-                    .keys()
-                    .filter(|id| !live.contains_key(*id))
-                    .cloned()
-                    .collect();
-                for id in ended {
-                    if let Some(session) = map.sessions.remove(&id) {
-                        map.ended.push(session);
-                    }
-                }
+                let gone = map.sessions.extract_if(|id, _| !live.contains_key(id));
+                map.ended.extend(gone.map(|(_, session)| session));
                 let sessions = &map.sessions;
                 map.by_owner.retain(|_, ids| {
                     ids.retain(|id| sessions.contains_key(id));
