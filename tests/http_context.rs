@@ -721,6 +721,42 @@ async fn in_sessions_mode_a_call_whose_client_hangs_up_runs_on_and_keeps_its_id(
     );
 }
 
+/// Red-team finding: a second `initialize` inside a session was answered as the first was: two `session` records
+/// for one session id, and the client's name on its later calls' records the second's. It is refused (`-32600`,
+/// audited `message_rejected`, reason `already_initialized`); the session goes on as it began.
+#[tokio::test]
+async fn a_second_initialize_inside_a_session_is_refused_and_changes_nothing() {
+    let server = start_with(&[("MCP_HTTP_SESSIONS", "true")]);
+    let client = client(Duration::from_secs(30));
+    let session = open_session(&client, &server.url).await;
+    let again = json!({"jsonrpc": "2.0", "id": "again", "method": "initialize",
+                       "params": {"protocolVersion": "2025-11-25", "capabilities": {},
+                                  "clientInfo": {"name": "impostor", "version": "9.9"}}});
+    let (_, body) = post_in(&client, &server.url, &session, &again).await;
+    let answer = &messages(&body)[0];
+    assert_eq!(answer["id"], "again", "{body}");
+    assert_eq!(answer["error"]["code"], -32600, "{body}");
+    let echo = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+                      "params": {"name": "echo", "arguments": {"text": "mine"}}});
+    let (_, body) = post_in(&client, &server.url, &session, &echo).await;
+    assert_eq!(
+        messages(&body)[0]["result"]["content"][0]["text"],
+        "mine",
+        "{body}"
+    );
+    assert_eq!(delete_session(&client, &server.url, &session).await, 204);
+    let audit = audit_until(&server, |audit| !events(audit, "session_closed").is_empty());
+    let sessions = events(&audit, "session");
+    assert_eq!(sessions.len(), 1, "{sessions:?}");
+    assert_eq!(sessions[0]["client_name"], "test");
+    let rejected = events(&audit, "message_rejected");
+    assert_eq!(rejected.len(), 1, "{rejected:?}");
+    assert_eq!(rejected[0]["reason"], "already_initialized");
+    assert_eq!(rejected[0]["request_id"], "again");
+    assert_eq!(events(&audit, "tool_call").len(), 1, "{audit:#?}");
+    assert!(!format!("{audit:?}").contains("impostor"), "{audit:#?}");
+}
+
 /// Trial finding (Python SDK): a session its client ended (`DELETE`) left no record, where one closed to make room
 /// has `session_closed`. It is recorded, reason `deleted`, with the session's id and its caller.
 #[tokio::test]

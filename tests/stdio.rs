@@ -197,6 +197,36 @@ fn a_request_reusing_the_id_of_one_in_progress_is_refused() {
     assert_eq!(rejected[0]["request_id"], 7);
 }
 
+/// Red-team finding: a second `initialize` in a session was answered as the first was: the session had two `session`
+/// records, and the client's name and version on its later calls' records were the second's, whatever it claimed.
+/// A session is initialized once: another `initialize` is refused (`-32600`, audited `message_rejected`, reason
+/// `already_initialized`), and the session goes on as it began.
+#[test]
+fn a_second_initialize_in_a_session_is_refused_and_changes_nothing() {
+    let mut server = RawServer::spawn(SERVER, Some("test.read"), &[]);
+    assert!(server.initialize("2025-11-25").get("result").is_some());
+    let again = server.request(json!({
+        "jsonrpc": "2.0", "id": "again", "method": "initialize",
+        "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                   "clientInfo": {"name": "impostor", "version": "9.9"}}
+    }));
+    assert_eq!(again["id"], "again", "{again}");
+    assert_eq!(again["error"]["code"], -32600, "{again}");
+    let answer = server.request(RawServer::call_message(9, "echo", json!({"text": "ok"})));
+    assert_eq!(answer["result"]["content"][0]["text"], "ok", "{answer}");
+    let (status, records, stderr) = server.finish();
+    assert!(status.success(), "{stderr}");
+    let sessions = events(&records, "session");
+    assert_eq!(sessions.len(), 1, "{sessions:?}");
+    assert_eq!(sessions[0]["client_name"], "raw-test-client");
+    assert_eq!(sessions[0]["protocol_version"], "2025-11-25");
+    let rejected = events(&records, "message_rejected");
+    assert_eq!(rejected.len(), 1, "{rejected:?}");
+    assert_eq!(rejected[0]["reason"], "already_initialized");
+    assert_eq!(rejected[0]["request_id"], "again");
+    assert!(!format!("{records:?}").contains("impostor"), "{records:#?}");
+}
+
 #[test]
 fn every_call_yields_exactly_one_audit_record_in_a_mixed_run() {
     let mut server = RawServer::spawn(SERVER, Some("test.read,test.write"), &[]);

@@ -485,7 +485,7 @@ fn refuse_misshapen_call<S: Send + Sync + 'static>(
         request_id: Some(context.id.clone()),
         reason: super::transport::MISSHAPEN_CALL_REASON,
         code: Some(error.code.0),
-        bytes: message_bytes(request, context),
+        bytes: message_bytes(&request.method, &request.params, context),
     };
     if let Err(err) = tools.audit().record(event) {
         tracing::error!(error = %err, "audit record not written");
@@ -496,7 +496,8 @@ fn refuse_misshapen_call<S: Send + Sync + 'static>(
 /// The size of a request rmcp parsed: over HTTP its body's, as the client gave it; else (or when the body's
 /// length was not given) the request encoded again, which is near it.
 fn message_bytes(
-    request: &rmcp::model::CustomRequest,
+    method: &str,
+    params: &impl serde::Serialize,
     context: &RequestContext<RoleServer>,
 ) -> usize {
     #[cfg(feature = "http")]
@@ -504,7 +505,7 @@ fn message_bytes(
         return length;
     }
     let message = serde_json::json!({
-        "jsonrpc": "2.0", "id": context.id, "method": request.method, "params": request.params
+        "jsonrpc": "2.0", "id": context.id, "method": method, "params": params
     });
     serde_json::to_vec(&message).map_or(0, |encoded| encoded.len())
 }
@@ -576,6 +577,9 @@ pub struct Secured<H, S> {
     /// Whether it writes `session` and `version_rejected` records (a transport that writes them itself does not).
     records_lifecycle: bool,
     session_started: AtomicBool,
+    /// An `initialize` was taken (being answered, or answered): another is refused. Given back when one is refused
+    /// (its version outside the policy, the inner handler's error), so that the client may try another version.
+    initialize_taken: AtomicBool,
 }
 
 impl<H, S> Secured<H, S>
@@ -591,6 +595,7 @@ where
             sessions: true,
             records_lifecycle: true,
             session_started: AtomicBool::new(false),
+            initialize_taken: AtomicBool::new(false),
         }
     }
 
@@ -736,6 +741,49 @@ where
     }
 
     async fn initialize_checked(
+        &self,
+        request: InitializeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<InitializeResult, ErrorData> {
+        // A session is initialized once (red-team finding: a second `initialize` was answered as the first, wrote a
+        // second `session` record and replaced the client's name and version on the session's later records).
+        if self.sessions
+            && (self.session_started.load(Ordering::Acquire)
+                || self.initialize_taken.swap(true, Ordering::AcqRel))
+        {
+            return Err(self.refuse_initialize_again(&request, &context));
+        }
+        let answer = self.initialize_once(request, context).await;
+        if answer.is_err() {
+            self.initialize_taken.store(false, Ordering::Release);
+        }
+        answer
+    }
+
+    /// Refuses an `initialize` in a session already initialized (or being initialized): `-32600`, audited
+    /// `message_rejected`, reason `already_initialized`, whichever transport carried it.
+    fn refuse_initialize_again(
+        &self,
+        request: &InitializeRequestParams,
+        context: &RequestContext<RoleServer>,
+    ) -> ErrorData {
+        let error = ErrorData::invalid_request(
+            "Invalid request: the session is already initialized (`initialize` is sent once, first)",
+            None,
+        );
+        let event = AuditEvent::MessageRejected {
+            request_id: Some(context.id.clone()),
+            reason: super::transport::ALREADY_INITIALIZED_REASON,
+            code: Some(error.code.0),
+            bytes: message_bytes("initialize", request, context),
+        };
+        if let Err(err) = self.secure.tools().audit().record(event) {
+            tracing::error!(error = %err, "audit record not written");
+        }
+        error
+    }
+
+    async fn initialize_once(
         &self,
         request: InitializeRequestParams,
         context: RequestContext<RoleServer>,

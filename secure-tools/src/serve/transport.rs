@@ -540,6 +540,8 @@ where
                 .unwrap_or_else(|e| e.into_inner()) = Some((request.id.clone(), bytes));
         }
         let pending = match &request.request {
+            // Refused by the handler (`already_initialized`, audited there): a session is initialized once.
+            ClientRequest::InitializeRequest(_) if self.session_started() => return,
             ClientRequest::InitializeRequest(init) => PendingSession {
                 request_id: request.id.clone(),
                 inline_version: None,
@@ -859,6 +861,9 @@ fn refuse_misshapen_call(message: ClientJsonRpcMessage) -> Result<ClientJsonRpcM
 
 /// The `message_rejected` reason of a `tools/call` whose params do not have its shape.
 pub(super) const MISSHAPEN_CALL_REASON: &str = "invalid_params";
+
+/// The `message_rejected` reason of an `initialize` in a session already initialized.
+pub(super) const ALREADY_INITIALIZED_REASON: &str = "already_initialized";
 
 /// The `message_rejected` reason of a request whose id is that of one in progress (on stdio, or within an HTTP
 /// session).
