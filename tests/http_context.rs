@@ -883,6 +883,66 @@ async fn every_session_opened_has_its_end_recorded_once_with_its_reason() {
     assert_eq!(audit.last().unwrap()["event"], "server_stop", "{audit:#?}");
 }
 
+/// Red-team finding: a session was marked as announced (its end to be recorded) as its `initialize` went to the
+/// handler, so a refused `initialize` (its version outside a strict policy) whose client reset the connection
+/// before the answer left a `session_closed` record for a session with no `session` record (21 times in 40). A
+/// session's end is recorded only if its `session` record was written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_initialize_whose_client_resets_leaves_no_session_closed_record() {
+    use tokio::io::AsyncWriteExt as _;
+    let mut server = start_with(&[
+        ("MCP_HTTP_SESSIONS", "true"),
+        ("MCP_MIN_PROTOCOL_VERSION", "2025-11-25"),
+    ]);
+    let address = server.url["http://".len()..]
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let body = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize",
+                      "params": {"protocolVersion": "2024-11-05", "capabilities": {},
+                                 "clientInfo": {"name": "resetting", "version": "1"}}})
+    .to_string();
+    let request = format!(
+        "POST /mcp HTTP/1.1\r\nhost: {address}\r\naccept: application/json, text/event-stream\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    for round in 0..40 {
+        let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+        stream.write_all(request.as_bytes()).await.unwrap();
+        // Reset, at a different moment each round.
+        tokio::time::sleep(Duration::from_micros(50 * (round % 8))).await;
+        // A zero linger resets at once: the drop does not block (what the deprecation warns of).
+        #[allow(deprecated)]
+        stream.set_linger(Some(Duration::ZERO)).unwrap();
+        drop(stream);
+    }
+    // One session that is announced, and ended at the stop.
+    let client = client(Duration::from_secs(30));
+    let session = open_session(&client, &server.url).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while server.child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the server did not exit");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let audit = read_audit(&server.audit);
+    let ids = |event: &str| -> Vec<String> {
+        events(&audit, event)
+            .iter()
+            .map(|r| r["session_id"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+    assert_eq!(ids("session"), [session.as_str()], "{audit:#?}");
+    assert_eq!(ids("session_closed"), [session.as_str()], "{audit:#?}");
+}
+
 /// A trial could not check that progress and log messages reach a client over stateless HTTP (the test server
 /// served no tool that sends them over HTTP): a stateless call that sends them is answered as an event stream
 /// holding each, then its result.

@@ -806,6 +806,15 @@ where
             Ok(result) => {
                 self.advertise_tools(&mut result.capabilities);
                 self.session_started.store(true, Ordering::Relaxed);
+                // Over HTTP in sessions mode, the session's end is recorded from now on.
+                #[cfg(feature = "http")]
+                if let Some(announce) = request_context
+                    .extensions
+                    .get::<axum::http::request::Parts>()
+                    .and_then(|parts| parts.extensions.get::<super::http::Announce>())
+                {
+                    announce.announced();
+                }
                 self.record(AuditEvent::Session {
                     lifecycle: "initialize",
                     protocol_version: result.protocol_version.to_string(),

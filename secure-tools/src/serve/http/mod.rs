@@ -58,6 +58,7 @@ mod rejections;
 mod sessions;
 mod stateless_cancel;
 
+pub(crate) use sessions::Announce;
 pub use sessions::{MAX_REQUESTS_PER_CALLER, MAX_SESSIONS_PER_CALLER, MAX_STREAMS_PER_CALLER};
 
 pub use authenticate::INSUFFICIENT_SCOPE_CODE;

@@ -273,11 +273,10 @@ impl Owners {
             .unwrap_or(false)
     }
 
-    /// Whether the session `id` has its `session` record (its `initialize` is being answered, not refused): its end
-    /// is recorded if so.
-    fn announce(&self, id: &str, announced: bool) {
+    /// The session `id` has its `session` record: its end is recorded.
+    fn announce(&self, id: &str) {
         if let Some(session) = self.lock().sessions.get_mut(id) {
-            session.announced = announced;
+            session.announced = true;
         }
     }
 
@@ -506,6 +505,22 @@ impl Owners {
             owner,
             victim,
         }
+    }
+}
+
+/// In the extensions of the `initialize` that opens a session: the secure handler marks the session announced with
+/// it as it writes the session's `session` record, so that the session's end is recorded (`session_closed`) if and
+/// only if its start was.
+#[derive(Clone)]
+pub(crate) struct Announce {
+    owners: Arc<Owners>,
+    id: Arc<str>,
+}
+
+impl Announce {
+    /// The session's `session` record is being written.
+    pub(crate) fn announced(&self) {
+        self.owners.announce(&self.id);
     }
 }
 
@@ -777,14 +792,21 @@ impl SessionManager for Bound {
         {
             connection.session_id = Some(id.clone());
         }
-        // Announced (its `session` record is written as the handler answers) before the answer: a client gone
-        // meanwhile drops this future, not the handler's; not if its `initialize` was refused.
-        self.owners.announce(id, true);
-        let answered = self.inner.initialize_session(id, message).await?;
-        if !matches!(answered, rmcp::model::JsonRpcMessage::Response(_)) {
-            self.owners.announce(id, false);
+        // Announced by the handler as it writes the session's `session` record (red-team finding: announced here
+        // before the answer, a refused `initialize` whose client reset the connection meanwhile dropped this
+        // future, and the session's end was recorded though it had no `session` record).
+        if let rmcp::model::JsonRpcMessage::Request(request) = &mut message
+            && let Some(parts) = request
+                .request
+                .extensions_mut()
+                .get_mut::<axum::http::request::Parts>()
+        {
+            parts.extensions.insert(Announce {
+                owners: Arc::clone(&self.owners),
+                id: Arc::clone(id),
+            });
         }
-        Ok(answered)
+        Ok(self.inner.initialize_session(id, message).await?)
     }
 
     async fn has_session(&self, id: &SessionId) -> Result<bool, BoundError> {
@@ -978,7 +1000,7 @@ mod tests {
         for i in 0..MIN_PRUNE_AT - 1 {
             owners.bind(&format!("s{i}"), Arc::from("alice"));
             if i % 2 == 0 {
-                owners.announce(&format!("s{i}"), true);
+                owners.announce(&format!("s{i}"));
             }
         }
         assert_eq!(owners.owner("s0").as_deref(), Some("alice"));
@@ -1017,7 +1039,7 @@ mod tests {
                     .bind(&id)
                     .is_none()
             );
-            owners.announce(&id, true);
+            owners.announce(&id);
             ids.push(id);
         }
         ids
