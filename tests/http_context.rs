@@ -757,6 +757,47 @@ async fn a_second_initialize_inside_a_session_is_refused_and_changes_nothing() {
     assert!(!format!("{audit:?}").contains("impostor"), "{audit:#?}");
 }
 
+/// Trial finding (TypeScript SDK): after its session was deleted, a client's call without `Mcp-Session-Id` was
+/// refused `400 bad_request`, "the request is malformed (a header, or the body)", which did not say what to do. With
+/// sessions on, a request that needs a session and names none is refused `400`, reason `session_required`, saying
+/// to send `initialize` first.
+#[tokio::test]
+async fn with_sessions_on_a_request_without_a_session_is_told_to_initialize() {
+    let server = start_with(&[("MCP_HTTP_SESSIONS", "true")]);
+    let client = client(Duration::from_secs(30));
+    let response = post(&client, &server.url, &call("echo", json!({"text": "x"})))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], -32600, "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.starts_with("session_required"), "{message}");
+    assert!(message.contains("initialize"), "{message}");
+    let stream = client
+        .get(&server.url)
+        .header("accept", "text/event-stream")
+        .header("mcp-protocol-version", "2025-11-25")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 400);
+    let body: Value = stream.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("session_required"),
+        "{body}"
+    );
+    let audit = audit_until(&server, |audit| events(audit, "http_rejected").len() == 2);
+    for record in events(&audit, "http_rejected") {
+        assert_eq!(record["status"], 400, "{record}");
+        assert_eq!(record["reason"], "session_required", "{record}");
+    }
+    assert!(events(&audit, "tool_call").is_empty(), "{audit:#?}");
+}
+
 /// Trial finding (Python SDK): a session its client ended (`DELETE`) left no record, where one closed to make room
 /// has `session_closed`. It is recorded, reason `deleted`, with the session's id and its caller.
 #[tokio::test]

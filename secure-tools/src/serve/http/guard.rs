@@ -152,6 +152,7 @@ async fn limited(
                 .next()
                 .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"))
         });
+    let names_session = headers.contains_key("mcp-session-id");
     if declared.is_some_and(|n| n > shared.max_request_body_bytes as u64) {
         return shared.reject(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -209,7 +210,17 @@ async fn limited(
             .extensions()
             .get::<Subject>()
             .map(|s| s.0.to_string());
-        let reason = refusal_reason(status);
+        // With sessions on, rmcp's plain `400` to a request that needs a session and names none (any but an
+        // `initialize`): a trial's client, its session deleted, read "malformed" and did not know to initialize.
+        let reason = if status == StatusCode::BAD_REQUEST
+            && shared.sessions
+            && !names_session
+            && !is_json(&response)
+        {
+            "session_required"
+        } else {
+            refusal_reason(status)
+        };
         shared.audit_rejection(status, reason, None, subject, &asked);
         // rmcp answers these in plain text, which the Python SDK reads as `-32603 "Server returned an error
         // response"`: a JSON-RPC error naming the reason instead, as the runner's own refusals are. Its text is not

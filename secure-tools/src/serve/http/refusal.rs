@@ -65,6 +65,9 @@ fn meaning(reason: &str) -> Option<&'static str> {
             "this caller has as many requests in progress as it may; retry once one is answered"
         }
         "session_not_found" => "no such session",
+        "session_required" => {
+            "this server keeps sessions: send `initialize` first, then its Mcp-Session-Id with every request"
+        }
         "unavailable" => "this connection is being closed; retry on a new one",
         "bad_request" => "the request is malformed (a header, or the body)",
         "not_found" => "no such endpoint",
