@@ -798,6 +798,42 @@ async fn with_sessions_on_a_request_without_a_session_is_told_to_initialize() {
     assert!(events(&audit, "tool_call").is_empty(), "{audit:#?}");
 }
 
+/// Red-team finding: a request head HTTP cannot parse (a control byte in a header value, here) was answered `400`
+/// by the HTTP layer before any of the runner's own, and left no record, where every other refusal has one. It is
+/// a `connection_rejected` record, reason `malformed_request`, with the peer; the server keeps serving.
+#[tokio::test]
+async fn a_request_head_that_cannot_be_parsed_is_refused_on_record() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let server = start();
+    let address = server.url["http://".len()..]
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+    stream
+        .write_all(format!("POST /mcp HTTP/1.1\r\nhost: {address}\r\nx-bad: a\x01b\r\ncontent-length: 0\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    let audit = audit_until(&server, |audit| {
+        !events(audit, "connection_rejected").is_empty()
+    });
+    let rejected = events(&audit, "connection_rejected");
+    assert_eq!(rejected.len(), 1, "{rejected:?}");
+    assert_eq!(rejected[0]["reason"], "malformed_request", "{rejected:?}");
+    assert!(
+        rejected[0]["peer"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:")
+    );
+    assert_still_serving(&server).await;
+}
+
 /// Trial finding (Python SDK): a session its client ended (`DELETE`) left no record, where one closed to make room
 /// has `session_closed`. It is recorded, reason `deleted`, with the session's id and its caller.
 #[tokio::test]

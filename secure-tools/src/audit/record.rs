@@ -235,9 +235,10 @@ pub enum AuditEvent {
         peer: String,
     },
     /// A connection was closed before any request on it was answered: too many connections open at once (the
-    /// newest was refused, or the oldest idle one made room), or its request head or TLS handshake took too long.
+    /// newest was refused, or the oldest idle one made room), its request head or TLS handshake took too long, or
+    /// its request head could not be parsed (answered `400` or `431` by the HTTP layer).
     ConnectionRejected {
-        /// Why, in a word: `too_many_connections`, `evicted_idle`, `header_timeout`.
+        /// Why, in a word: `too_many_connections`, `evicted_idle`, `header_timeout`, `malformed_request`.
         reason: &'static str,
         /// The peer's address.
         peer: String,

@@ -388,13 +388,21 @@ async fn connection(
     }
 }
 
-/// What ended a connection that hyper served: a header-read timeout is audited, anything else (a client that
-/// went away, a malformed request hyper answered `400`) is not.
+/// What ended a connection that hyper served: a header-read timeout, and a request head hyper could not parse and
+/// answered itself (`400`, or `431` for one too large), before any layer of the runner's, are audited (red-team
+/// finding: the second left no record); anything else (a client that went away) is not.
 fn report(outcome: Result<(), hyper::Error>, peer: SocketAddr, rejections: &Rejections) {
     if let Err(error) = outcome {
-        if error.is_timeout() {
+        let reason = if error.is_timeout() {
+            Some("header_timeout")
+        } else if error.is_parse() || error.is_parse_too_large() {
+            Some("malformed_request")
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
             rejections.record(AuditEvent::ConnectionRejected {
-                reason: "header_timeout",
+                reason,
                 peer: peer.to_string(),
             });
         } else {
