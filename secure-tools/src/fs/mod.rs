@@ -171,6 +171,10 @@ pub enum FsError {
     /// The file system, or the server user's quota on it, is full (`ENOSPC`, `EDQUOT`).
     #[error("there is no space left for the file")]
     NoSpace,
+    /// The data root was removed while the server ran (its directory is unlinked): nothing can be read or written
+    /// until the operator restores it and restarts the server. A directory made again at its path is another one.
+    #[error("the server's data root was removed; the operator must restore it")]
+    RootRemoved,
     /// Any other failure of the file system; the caller learns nothing more.
     #[error("the file could not be read or written")]
     Io(#[source] io::Error),
@@ -179,7 +183,7 @@ pub enum FsError {
 impl FsError {
     /// The stable code a caller can match: `not_found`, `not_a_file`, `symlink_refused`, `too_large`,
     /// `not_utf8`, `unsupported_content`, `cancelled`, `permission_denied`, `file_busy`, `read_only_filesystem`,
-    /// `no_space`, or `internal_error` for [`FsError::Io`].
+    /// `no_space`, `root_removed`, or `internal_error` for [`FsError::Io`].
     pub fn code(&self) -> &'static str {
         match self {
             FsError::NotFound => "not_found",
@@ -194,6 +198,7 @@ impl FsError {
             FsError::FileBusy => "file_busy",
             FsError::ReadOnlyFilesystem => "read_only_filesystem",
             FsError::NoSpace => "no_space",
+            FsError::RootRemoved => "root_removed",
             FsError::Io(_) => crate::call::codes::INTERNAL_ERROR,
         }
     }
@@ -225,7 +230,7 @@ impl From<FsError> for ToolError {
                 ToolError::cancelled(crate::call::codes::CANCELLED, CANCELLED_MESSAGE)
             }
             // The operator has to fix these, not the caller: said at WARN (no code of the server failed).
-            FsError::ReadOnlyFilesystem | FsError::NoSpace => {
+            FsError::ReadOnlyFilesystem | FsError::NoSpace | FsError::RootRemoved => {
                 tracing::warn!(code = err.code(), "a write failed: {err}");
                 ToolError::new(err.code(), err.to_string())
             }
@@ -331,7 +336,7 @@ impl Root {
     ) -> Result<ReadText, FsError> {
         // What the name is, without following it, before anything is opened: opening a FIFO or a device has
         // effects of its own (a writer waiting on the FIFO is let through, a device driver acts on the open).
-        regular_file(&self.inner.dir, name.as_str())?.ok_or(FsError::NotFound)?;
+        regular_file(&self.inner.dir, name.as_str())?.ok_or_else(|| self.not_found())?;
         // Something else may have been put at the name since: the opened file is checked again below.
         let file = self
             .inner
@@ -490,7 +495,13 @@ impl Root {
         } else {
             NEW_FILE_MODE
         };
-        let temp = temp::TempFile::create(dir, mode)?;
+        let temp = temp::TempFile::create(dir, mode).map_err(|err| {
+            if err.kind() == io::ErrorKind::NotFound {
+                self.not_found()
+            } else {
+                FsError::from(err)
+            }
+        })?;
         temp.file().write_all(content.as_bytes())?;
         if let Some(permissions) = permissions {
             temp.file().set_permissions(permissions)?;
@@ -536,10 +547,26 @@ impl Root {
         }
     }
 
+    /// Nothing found where something was looked for: the file is not there ([`FsError::NotFound`]), or the root
+    /// itself was removed ([`FsError::RootRemoved`]; a trial's removed root was refused `internal_error` on a
+    /// write, logged as a failure of the server's code, and `not_found` on a read). Looked at only on this path.
+    fn not_found(&self) -> FsError {
+        let removed = self
+            .inner
+            .dir
+            .dir_metadata()
+            .is_ok_and(|metadata| cap_std::fs::MetadataExt::nlink(&metadata) == 0);
+        if removed {
+            FsError::RootRemoved
+        } else {
+            FsError::NotFound
+        }
+    }
+
     /// Explains a failed open: what the name is, if that is why, or else the OS error.
     fn refusal(&self, name: &FileName, err: io::Error) -> FsError {
         if err.kind() == io::ErrorKind::NotFound {
-            return FsError::NotFound;
+            return self.not_found();
         }
         // `O_NOFOLLOW` on a symlink fails with `ELOOP`, and opening a socket with `ENXIO`: look at the entry
         // itself rather than decode errno.

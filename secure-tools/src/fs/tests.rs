@@ -1383,3 +1383,35 @@ fn a_root_opened_during_a_write_leaves_its_temporary_file_alone() {
     assert_eq!(fs::read_to_string(dir.path().join("a.txt")).unwrap(), "new");
     assert_eq!(listing(dir.path()), BTreeSet::from(["a.txt".into()]));
 }
+
+/// Trial finding: with the data root deleted while the server ran, a write was refused `internal_error` (logged as
+/// a failure of the server's code, `NotFound`) and a read `not_found`, neither saying what the operator has to fix.
+/// Both are `root_removed` now, said at WARN; the caller learns no path.
+#[test]
+fn a_root_removed_while_open_is_said_to_be_removed() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("data");
+    fs::create_dir(&dir).unwrap();
+    let root = root_in(&dir);
+    root.write_text(&name("kept.txt"), "kept").unwrap();
+    fs::remove_dir_all(&dir).unwrap();
+    let write = root.write_text(&name("new.txt"), "new").unwrap_err();
+    assert!(matches!(write, FsError::RootRemoved), "{write:?}");
+    assert_eq!(write.code(), "root_removed");
+    let read = root.read_text(&name("kept.txt")).unwrap_err();
+    assert!(matches!(read, FsError::RootRemoved), "{read:?}");
+    let tool_error = ToolError::from(read);
+    assert_eq!(tool_error.code(), "root_removed");
+    assert!(tool_error.internal_source().is_none());
+    assert!(
+        !tool_error
+            .message()
+            .contains(parent.path().to_str().unwrap())
+    );
+    // Put back at its path, it is another directory: this root stays the removed one.
+    fs::create_dir(&dir).unwrap();
+    assert!(matches!(
+        root.read_text(&name("kept.txt")),
+        Err(FsError::RootRemoved)
+    ));
+}
