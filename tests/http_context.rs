@@ -834,6 +834,51 @@ async fn a_request_head_that_cannot_be_parsed_is_refused_on_record() {
     assert_still_serving(&server).await;
 }
 
+/// Trial finding (Python SDK 2.3.0, sessions mode): a call its client cancelled had its event stream ended with no
+/// answer, after a priming event that makes it resumable; the SDK resumed it (`GET` with `Last-Event-ID`), got the
+/// same empty stream, and resumed again, about 13 requests a second per cancelled call for as long as the session
+/// lasted, and a call cancelled by a notification of the application's own never returned. The stream of a call
+/// cancelled in a session now ends with an answer: a JSON-RPC error `cancelled`, as without a session.
+#[tokio::test]
+async fn in_sessions_mode_a_cancelled_call_is_answered_cancelled_on_its_stream() {
+    let server = start_with(&[("MCP_HTTP_SESSIONS", "true")]);
+    let client = client(Duration::from_secs(30));
+    let session = open_session(&client, &server.url).await;
+    let slow = spawn_slow(&client, &server.url, &session, 7, 20_000);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                        "params": {"requestId": 7, "reason": "the user stopped it"}});
+    let (status, body) = post_in(&client, &server.url, &session, &cancel).await;
+    assert_eq!(status, 202, "{body}");
+    let (status, body) = tokio::time::timeout(Duration::from_secs(10), slow)
+        .await
+        .expect("the cancelled call's stream ended")
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let answers = messages(&body);
+    let answer = answers.last().expect("an answer on the stream");
+    assert_eq!(answer["id"], 7, "{body}");
+    assert_eq!(answer["error"]["code"], -32000, "{body}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("cancelled:"),
+        "{body}"
+    );
+    let audit = audit_until(&server, |audit| !events(audit, "tool_call").is_empty());
+    assert_eq!(events(&audit, "tool_call")[0]["outcome"], "cancelled");
+    // The session goes on.
+    let echo = json!({"jsonrpc": "2.0", "id": 8, "method": "tools/call",
+                      "params": {"name": "echo", "arguments": {"text": "after"}}});
+    let (_, body) = post_in(&client, &server.url, &session, &echo).await;
+    assert_eq!(
+        messages(&body)[0]["result"]["content"][0]["text"],
+        "after",
+        "{body}"
+    );
+}
+
 /// Trial finding (Python SDK): a session its client ended (`DELETE`) left no record, where one closed to make room
 /// has `session_closed`. It is recorded, reason `deleted`, with the session's id and its caller.
 #[tokio::test]

@@ -126,14 +126,17 @@ pub(super) fn connection_closing() -> Response {
     response
 }
 
+/// The message of the answer to a request its client cancelled.
+pub(super) const CANCELLED_MESSAGE: &str = "cancelled: the client cancelled this request (whether it had taken \
+                                           effect is in the server's audit record)";
+
 /// The answer to a call its client cancelled (without a session: see `stateless_cancel`), which that client no longer
 /// waits for: a JSON-RPC error for its id, [`REFUSED_CODE`], saying so. The call may have ended just before (a
 /// handler past its point of no return runs on, too): its record says how it ended.
 pub(super) fn cancelled(id: &rmcp::model::RequestId) -> Response {
     let error = serde_json::json!({
         "code": REFUSED_CODE,
-        "message": "cancelled: the client cancelled this request (whether it had taken effect is in the \
-                    server's audit record)",
+        "message": CANCELLED_MESSAGE,
     });
     json_rpc_error(
         StatusCode::OK,

@@ -577,6 +577,7 @@ pub(super) struct Bound {
     inner: Arc<LocalSessionManager>,
     owners: Arc<Owners>,
     in_flight: Arc<InFlight>,
+    cancels: Arc<CancelRequests>,
 }
 
 impl Bound {
@@ -585,6 +586,7 @@ impl Bound {
             inner,
             owners,
             in_flight: Arc::default(),
+            cancels: Arc::default(),
         }
     }
 
@@ -656,6 +658,132 @@ impl Drop for SessionEntry {
 }
 
 type RmcpTransport = <LocalSessionManager as SessionManager>::Transport;
+
+/// The requests in progress in sessions, each with whether its client has asked to cancel it (see
+/// [`AnsweredWhenCancelled`]).
+#[derive(Default)]
+struct CancelRequests {
+    requests:
+        Mutex<HashMap<(Arc<str>, rmcp::model::RequestId), Arc<std::sync::atomic::AtomicBool>>>,
+}
+
+type CancelMap = HashMap<(Arc<str>, rmcp::model::RequestId), Arc<std::sync::atomic::AtomicBool>>;
+
+impl CancelRequests {
+    fn lock(&self) -> std::sync::MutexGuard<'_, CancelMap> {
+        self.requests.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The request `request` of the session `session` is in progress until the value returned is dropped.
+    fn register(
+        self: &Arc<Self>,
+        session: &SessionId,
+        request: rmcp::model::RequestId,
+    ) -> Answering {
+        let key = (Arc::clone(session), request);
+        let flag = Arc::<std::sync::atomic::AtomicBool>::default();
+        self.lock().insert(key.clone(), Arc::clone(&flag));
+        Answering {
+            requests: Arc::clone(self),
+            key,
+            cancel_requested: flag,
+        }
+    }
+
+    /// The client of the session `session` asked to cancel its request `request`.
+    fn requested(&self, session: &str, request: &rmcp::model::RequestId) {
+        let key = (Arc::<str>::from(session), request.clone());
+        if let Some(flag) = self.lock().get(&key) {
+            flag.store(true, std::sync::atomic::Ordering::Release);
+        }
+    }
+}
+
+/// A request in progress in a session (see [`CancelRequests::register`]).
+struct Answering {
+    requests: Arc<CancelRequests>,
+    key: (Arc<str>, rmcp::model::RequestId),
+    cancel_requested: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drop for Answering {
+    fn drop(&mut self) {
+        let mut requests = self.requests.lock();
+        // Only its own: a request reusing the id once this one was answered has its own.
+        if requests
+            .get(&self.key)
+            .is_some_and(|flag| Arc::ptr_eq(flag, &self.cancel_requested))
+        {
+            requests.remove(&self.key);
+        }
+    }
+}
+
+/// The event stream answering a request in a session, which rmcp ends with no answer when its client cancels the
+/// request (MCP: a cancelled request gets no answer). After a priming event that makes it resumable, a client
+/// resumes it (`GET` with `Last-Event-ID`) to get the answer it lacks (trial finding: the Python SDK resumed the
+/// stream of each cancelled call about 13 times a second for as long as its session lasted, rmcp answering each
+/// time with the same empty stream; a call cancelled by a notification of the application's own never returned).
+/// Ended without its answer after its client asked to cancel it, the stream ends with one: a JSON-RPC error
+/// `cancelled`, as a call cancelled without a session is answered.
+struct AnsweredWhenCancelled<S> {
+    inner: S,
+    /// The request the stream answers (none for a notification or a response).
+    answering: Option<Answering>,
+    ended: bool,
+}
+
+impl<S> futures_util::Stream for AnsweredWhenCancelled<S>
+where
+    S: futures_util::Stream<Item = ServerSseMessage> + Unpin,
+{
+    type Item = ServerSseMessage;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<ServerSseMessage>> {
+        use std::task::Poll;
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        match std::pin::Pin::new(&mut self.inner).poll_next(context) {
+            Poll::Ready(Some(event)) => {
+                let answered = event.message.as_deref().and_then(|message| match message {
+                    rmcp::model::JsonRpcMessage::Response(response) => Some(&response.id),
+                    rmcp::model::JsonRpcMessage::Error(error) => error.id.as_ref(),
+                    _ => None,
+                });
+                if answered.is_some()
+                    && answered == self.answering.as_ref().map(|request| &request.key.1)
+                {
+                    self.answering = None;
+                }
+                Poll::Ready(Some(event))
+            }
+            Poll::Ready(None) => {
+                self.ended = true;
+                let Some(request) = self.answering.take() else {
+                    return Poll::Ready(None);
+                };
+                if !request
+                    .cancel_requested
+                    .load(std::sync::atomic::Ordering::Acquire)
+                {
+                    return Poll::Ready(None);
+                }
+                let error = rmcp::model::ErrorData::new(
+                    rmcp::model::ErrorCode(super::refusal::REFUSED_CODE),
+                    super::refusal::CANCELLED_MESSAGE,
+                    None,
+                );
+                let answer = ServerJsonRpcMessage::error(error, Some(request.key.1.clone()));
+                Poll::Ready(Some(ServerSseMessage::from_message(answer)))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
 
 /// A session's transport (what its service reads requests from and writes answers to), freeing each request's id
 /// once its answer has been routed (so that a request reusing it then gets its own answer).
@@ -862,6 +990,12 @@ impl SessionManager for Bound {
             },
             _ => None,
         };
+        let answering = match &message {
+            rmcp::model::JsonRpcMessage::Request(request) => {
+                Some(self.cancels.register(id, request.id.clone()))
+            }
+            _ => None,
+        };
         // Handed to the session once this returns `Ok` (its last await puts the message in the session's queue);
         // refused, or this future dropped on the way (the HTTP request timed out, its client gone), the id is free
         // again as `pending` drops.
@@ -869,7 +1003,11 @@ impl SessionManager for Bound {
         if let Some(pending) = pending {
             pending.handed();
         }
-        Ok(futures_util::future::Either::Left(stream))
+        Ok(futures_util::future::Either::Left(AnsweredWhenCancelled {
+            inner: stream,
+            answering,
+            ended: false,
+        }))
     }
 
     async fn accept_message(
@@ -888,6 +1026,10 @@ impl SessionManager for Bound {
             }
             _ => None,
         };
+        // Told to the request's stream before rmcp has it: rmcp ends the stream as it takes the cancellation.
+        if let Some(request) = &cancelled {
+            self.cancels.requested(id, request);
+        }
         self.inner.accept_message(id, message).await?;
         // Marked once rmcp has the cancellation (a red team's review: marked before, a request with the id taken
         // and handed in between would be cancelled by rmcp unmarked here, and wait for an answer for ever).
