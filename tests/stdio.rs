@@ -227,6 +227,27 @@ fn a_second_initialize_in_a_session_is_refused_and_changes_nothing() {
     assert!(!format!("{records:?}").contains("impostor"), "{records:#?}");
 }
 
+/// Red-team finding: within a session begun with `initialize`, a call whose `_meta` named another client
+/// (`io.modelcontextprotocol/clientInfo`) was recorded under that name. The session's client is the one its
+/// `initialize` named, on every record of it.
+#[test]
+fn a_calls_meta_cannot_rename_the_client_of_an_initialized_session() {
+    let mut server = RawServer::spawn(SERVER, Some("test.read"), &[]);
+    assert!(server.initialize("2025-11-25").get("result").is_some());
+    let mut call = RawServer::call_message(3, "echo", json!({"text": "x"}));
+    call["params"]["_meta"] = json!({
+        "io.modelcontextprotocol/clientInfo": {"name": "impostor", "version": "9.9"}
+    });
+    let answer = server.request(call);
+    assert_eq!(answer["result"]["content"][0]["text"], "x", "{answer}");
+    let (status, records, stderr) = server.finish();
+    assert!(status.success(), "{stderr}");
+    let calls = events(&records, "tool_call");
+    assert_eq!(calls.len(), 1, "{records:#?}");
+    assert_eq!(calls[0]["client_name"], "raw-test-client", "{records:#?}");
+    assert_eq!(calls[0]["client_version"], "0.0.1", "{records:#?}");
+}
+
 #[test]
 fn every_call_yields_exactly_one_audit_record_in_a_mixed_run() {
     let mut server = RawServer::spawn(SERVER, Some("test.read,test.write"), &[]);

@@ -488,16 +488,16 @@ impl CallContext {
         )
     }
 
-    /// The client's name and version as it gave them, if it did.
+    /// The client's name and version as it gave them, if it did: in `initialize`, for a session begun with it
+    /// (whatever a request's `_meta` says), else in the request's `_meta` (the stateless revision).
     pub fn client_info(&self) -> Option<Implementation> {
         let cx = self.rmcp()?;
-        cx.meta.client_info().or_else(|| {
-            self.0
-                .connection
-                .trust_peer_info
-                .then(|| cx.peer.peer_info().map(|info| info.client_info.clone()))
-                .flatten()
-        })
+        self.0
+            .connection
+            .trust_peer_info
+            .then(|| cx.peer.peer_info().map(|info| info.client_info.clone()))
+            .flatten()
+            .or_else(|| cx.meta.client_info())
     }
 
     /// The capabilities the client declared (in `initialize`, or in the request's `_meta` in the stateless
@@ -788,23 +788,32 @@ impl CallContext {
                 token_id: connection.token_id.clone(),
             })
         };
-        if let Some(client) = self
-            .rmcp()
-            .filter(|cx| !cx.meta.0.is_empty())
-            .and_then(|cx| cx.meta.client_info())
-        {
-            return build(Some(client));
+        // A session begun with `initialize` keeps the client it named on every record (red-team finding: a call
+        // whose `_meta` named another was recorded under that name); a request's `_meta` names the client only
+        // where there is no such session (the stateless revision). Within a session whose calls carry nothing of
+        // their own, built once, from `initialize`.
+        let session = connection
+            .session
+            .as_ref()
+            .filter(|_| connection.remote_addr.is_none() && connection.token_id.is_none());
+        if let Some(origin) = session.and_then(|session| session.origin.get()) {
+            return origin.clone();
         }
-        let from_peer = || {
-            self.rmcp()
-                .filter(|_| connection.trust_peer_info)
-                .and_then(|cx| cx.peer.peer_info().map(|info| info.client_info.clone()))
+        let initialized = self
+            .rmcp()
+            .filter(|_| connection.trust_peer_info)
+            .and_then(|cx| cx.peer.peer_info());
+        let Some(initialized) = initialized else {
+            let client = self
+                .rmcp()
+                .filter(|cx| !cx.meta.0.is_empty())
+                .and_then(|cx| cx.meta.client_info());
+            return build(client);
         };
-        match &connection.session {
-            Some(session) if connection.remote_addr.is_none() && connection.token_id.is_none() => {
-                session.origin.get_or_init(|| build(from_peer())).clone()
-            }
-            _ => build(from_peer()),
+        let from_peer = || build(Some(initialized.client_info.clone()));
+        match session {
+            Some(session) => session.origin.get_or_init(from_peer).clone(),
+            None => from_peer(),
         }
     }
 
