@@ -879,6 +879,68 @@ async fn in_sessions_mode_a_cancelled_call_is_answered_cancelled_on_its_stream()
     );
 }
 
+/// Red-team finding: a request racing a `DELETE` of its session got rmcp's plain-text `500` ("Session service
+/// terminated"), with no record, or a `200` event stream holding nothing but its priming event (the call dropped,
+/// or run with its answer lost). Every such request is now answered: `404` `session_not_found` (audited), or on its
+/// stream, its result or a JSON-RPC error saying its session ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_racing_the_deletion_of_its_session_is_always_answered() {
+    let server = start_with(&[("MCP_HTTP_SESSIONS", "true")]);
+    let (client, deleter) = (
+        client(Duration::from_secs(30)),
+        client(Duration::from_secs(30)),
+    );
+    let mut answered = std::collections::BTreeMap::<String, usize>::new();
+    for round in 0..120 {
+        let session = open_session(&client, &server.url).await;
+        let echo = json!({"jsonrpc": "2.0", "id": round, "method": "tools/call",
+                          "params": {"name": "echo", "arguments": {"text": "raced"}}});
+        let (call, deleted) = tokio::join!(
+            post_in(&client, &server.url, &session, &echo),
+            delete_session(&deleter, &server.url, &session)
+        );
+        assert!(deleted == 204 || deleted == 404, "{deleted}");
+        let (status, body) = call;
+        let kind = match status {
+            404 => {
+                let refusal: Value = serde_json::from_str(&body).expect("a JSON-RPC body");
+                assert_eq!(refusal["error"]["code"], -32600, "{body}");
+                "refused 404"
+            }
+            200 => {
+                let answer = messages(&body)
+                    .into_iter()
+                    .find(|message| message["id"] == round)
+                    .unwrap_or_else(|| panic!("no answer on the stream: {body:?}"));
+                if answer["result"]["content"][0]["text"] == "raced" {
+                    "result"
+                } else {
+                    let message = answer["error"]["message"].as_str().unwrap_or_default();
+                    assert!(message.starts_with("session_ended:"), "{answer}");
+                    "session ended"
+                }
+            }
+            _ => panic!("{status}: {body:?}"),
+        };
+        *answered.entry(kind.to_owned()).or_default() += 1;
+    }
+    eprintln!("{answered:?}");
+    let audit = read_audit(&server.audit);
+    let refused = events(&audit, "http_rejected")
+        .iter()
+        .filter(|r| r["status"] == 404)
+        .count()
+        + events(&audit, "audit_suppressed")
+            .iter()
+            .filter(|r| r["suppressed_event"] == "http_rejected")
+            .map(|r| r["count"].as_u64().unwrap() as usize)
+            .sum::<usize>();
+    assert!(
+        refused >= answered.get("refused 404").copied().unwrap_or(0),
+        "{answered:?} {audit:#?}"
+    );
+}
+
 /// Trial finding (Python SDK): a session its client ended (`DELETE`) left no record, where one closed to make room
 /// has `session_closed`. It is recorded, reason `deleted`, with the session's id and its caller.
 #[tokio::test]

@@ -444,6 +444,7 @@ async fn authenticated(shared: Arc<Shared>, mut request: Request, next: Route) -
         String::new()
     };
     let remote = super::remote_addr(request.extensions());
+    let method = request.method().clone();
     // A request that may open a session has its place at hand while rmcp answers it: the session is bound to its
     // owner as it is made (`sessions::Bound`), so a request dropped after that still leaves it counted.
     let (response, place) = match place {
@@ -476,6 +477,29 @@ async fn authenticated(shared: Arc<Shared>, mut request: Request, next: Route) -
             (response, place)
         }
     };
+    // A session that ended while its request was on the way (a `DELETE` racing it): rmcp answers a plain-text
+    // `500` ("Session service terminated"), which no layer audits (red-team finding). It is `404`, as for any
+    // session that is not live, audited.
+    if response.status() == StatusCode::INTERNAL_SERVER_ERROR
+        && shared.sessions
+        && let Some(id) = &session_id
+        && !shared.owners.live(id).await
+    {
+        shared.audit_rejection(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            Some("session_ended"),
+            Some(owner.to_string()),
+            &super::Asked {
+                method: &method,
+                path: "/mcp",
+                remote,
+            },
+        );
+        let mut response = refusal::session_not_found();
+        response.extensions_mut().insert(super::Audited);
+        return response;
+    }
     if let Some(id) = cancelling
         && response.status() == StatusCode::ACCEPTED
     {

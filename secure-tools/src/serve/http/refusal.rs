@@ -130,6 +130,12 @@ pub(super) fn connection_closing() -> Response {
 pub(super) const CANCELLED_MESSAGE: &str = "cancelled: the client cancelled this request (whether it had taken \
                                            effect is in the server's audit record)";
 
+/// The message of the answer to a request whose session ended before it was answered (its client deleted it
+/// meanwhile, say).
+pub(super) const SESSION_ENDED_MESSAGE: &str = "session_ended: the session ended before this request was \
+                                               answered (whether it had taken effect is in the server's audit \
+                                               record)";
+
 /// The answer to a call its client cancelled (without a session: see `stateless_cancel`), which that client no longer
 /// waits for: a JSON-RPC error for its id, [`REFUSED_CODE`], saying so. The call may have ended just before (a
 /// handler past its point of no return runs on, too): its record says how it ended.

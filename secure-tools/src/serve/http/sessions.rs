@@ -660,7 +660,7 @@ impl Drop for SessionEntry {
 type RmcpTransport = <LocalSessionManager as SessionManager>::Transport;
 
 /// The requests in progress in sessions, each with whether its client has asked to cancel it (see
-/// [`AnsweredWhenCancelled`]).
+/// [`Answered`]).
 #[derive(Default)]
 struct CancelRequests {
     requests:
@@ -720,20 +720,22 @@ impl Drop for Answering {
 }
 
 /// The event stream answering a request in a session, which rmcp ends with no answer when its client cancels the
-/// request (MCP: a cancelled request gets no answer). After a priming event that makes it resumable, a client
-/// resumes it (`GET` with `Last-Event-ID`) to get the answer it lacks (trial finding: the Python SDK resumed the
-/// stream of each cancelled call about 13 times a second for as long as its session lasted, rmcp answering each
-/// time with the same empty stream; a call cancelled by a notification of the application's own never returned).
-/// Ended without its answer after its client asked to cancel it, the stream ends with one: a JSON-RPC error
-/// `cancelled`, as a call cancelled without a session is answered.
-struct AnsweredWhenCancelled<S> {
+/// request (MCP: a cancelled request gets no answer), or when the session ends first (its client deleted it
+/// meanwhile). After a priming event that makes it resumable, a client resumes it (`GET` with `Last-Event-ID`) to
+/// get the answer it lacks (trial finding: the Python SDK resumed the stream of each cancelled call about 13 times a
+/// second for as long as its session lasted, rmcp answering each time with the same empty stream; a call cancelled
+/// by a notification of the application's own never returned; red-team finding: a call racing its session's
+/// `DELETE` got a stream with nothing in it). Ended without its answer, the stream ends with one: a JSON-RPC error,
+/// `cancelled` if its client asked to cancel it (as a call cancelled without a session is answered), else
+/// `session_ended`.
+struct Answered<S> {
     inner: S,
     /// The request the stream answers (none for a notification or a response).
     answering: Option<Answering>,
     ended: bool,
 }
 
-impl<S> futures_util::Stream for AnsweredWhenCancelled<S>
+impl<S> futures_util::Stream for Answered<S>
 where
     S: futures_util::Stream<Item = ServerSseMessage> + Unpin,
 {
@@ -766,15 +768,17 @@ where
                 let Some(request) = self.answering.take() else {
                     return Poll::Ready(None);
                 };
-                if !request
+                let message = if request
                     .cancel_requested
                     .load(std::sync::atomic::Ordering::Acquire)
                 {
-                    return Poll::Ready(None);
-                }
+                    super::refusal::CANCELLED_MESSAGE
+                } else {
+                    super::refusal::SESSION_ENDED_MESSAGE
+                };
                 let error = rmcp::model::ErrorData::new(
                     rmcp::model::ErrorCode(super::refusal::REFUSED_CODE),
-                    super::refusal::CANCELLED_MESSAGE,
+                    message,
                     None,
                 );
                 let answer = ServerJsonRpcMessage::error(error, Some(request.key.1.clone()));
@@ -1003,7 +1007,7 @@ impl SessionManager for Bound {
         if let Some(pending) = pending {
             pending.handed();
         }
-        Ok(futures_util::future::Either::Left(AnsweredWhenCancelled {
+        Ok(futures_util::future::Either::Left(Answered {
             inner: stream,
             answering,
             ended: false,
