@@ -941,6 +941,59 @@ async fn a_request_racing_the_deletion_of_its_session_is_always_answered() {
     );
 }
 
+/// Trial finding (Python SDK): a client that paused between calls longer than the header-read timeout had its idle
+/// keep-alive connection closed (as documented), and each close was recorded `connection_rejected`
+/// `header_timeout`: a well-behaved client filled the trail with refusals, and took the throttle's room from real
+/// ones. A connection idle after its answers closes with no record; one that stalls in a request head, or never
+/// sends one, is still recorded.
+#[tokio::test]
+async fn an_idle_keep_alive_connection_closes_without_a_refusal_record() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let server = start_with(&[("MCP_HTTP_HEADER_TIMEOUT", "1s")]);
+    let address = server.url["http://".len()..]
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let body = call("echo", json!({"text": "kept alive"})).to_string();
+    let request = format!(
+        "POST /mcp HTTP/1.1\r\nhost: {address}\r\naccept: application/json, text/event-stream\r\n\
+         content-type: application/json\r\nmcp-protocol-version: 2025-11-25\r\n\
+         content-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    // Answered, then idle until the server closes it.
+    let mut idle = tokio::net::TcpStream::connect(&address).await.unwrap();
+    idle.write_all(request.as_bytes()).await.unwrap();
+    let mut read = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), idle.read_to_end(&mut read)).await;
+    assert!(String::from_utf8_lossy(&read).contains("kept alive"));
+    // Answered, then a head begun and never finished.
+    let mut stalled = tokio::net::TcpStream::connect(&address).await.unwrap();
+    stalled.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = vec![0; 4096];
+    let _ = stalled.read(&mut answer).await.unwrap();
+    stalled
+        .write_all(b"POST /mcp HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stalled.read_to_end(&mut rest)).await;
+    // Never a request at all.
+    let mut silent = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let _ = tokio::time::timeout(Duration::from_secs(10), silent.read_to_end(&mut rest)).await;
+    audit_until(&server, |audit| {
+        events(audit, "connection_rejected").len() >= 2
+    });
+    // Time for a third record, were there one.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let audit = read_audit_so_far(&server.audit);
+    let rejected = events(&audit, "connection_rejected");
+    assert_eq!(rejected.len(), 2, "{rejected:#?}");
+    assert!(rejected.iter().all(|r| r["reason"] == "header_timeout"));
+    assert_eq!(tools_called(&audit), ["echo", "echo"]);
+}
+
 /// Trial finding (Python SDK): a session its client ended (`DELETE`) left no record, where one closed to make room
 /// has `session_closed`. It is recorded, reason `deleted`, with the session's id and its caller.
 #[tokio::test]

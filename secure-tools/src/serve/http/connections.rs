@@ -11,7 +11,8 @@
 //! - **A graceful stop**: at shutdown, connections finish the request they are answering and close.
 //!
 //! Connections closed by these bounds are audited as `connection_rejected` (and failed TLS handshakes as
-//! `tls_rejected`), through the throttle of [`Rejections`].
+//! `tls_rejected`), through the throttle of [`Rejections`]; not a keep-alive connection closed idle after its
+//! answers, which is how clients pausing between calls end theirs.
 //!
 //! `axum::serve` has none of these settings; hyper has the first, and the other two are a few lines over it.
 
@@ -19,7 +20,7 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
@@ -114,6 +115,9 @@ struct Connection {
     busy: AtomicUsize,
     /// Cancelled to close the connection to make room.
     evict: CancellationToken,
+    /// Whether the client has sent anything since the last answer ended, or has had no answer yet: a connection
+    /// closed by the header-read timeout without it was an idle keep-alive one, not a stalled request.
+    awaited: AtomicBool,
 }
 
 /// A connection's place in the registry, given back when the connection ends.
@@ -145,6 +149,7 @@ impl Registry {
         let connection = Arc::new(Connection {
             busy: AtomicUsize::new(0),
             evict: CancellationToken::new(),
+            awaited: AtomicBool::new(true),
         });
         open.insert(id, connection.clone());
         Some(Slot {
@@ -200,7 +205,63 @@ impl Busy {
 
 impl Drop for Busy {
     fn drop(&mut self) {
+        // An answer ended: the connection awaits nothing until the client sends more.
+        self.0.awaited.store(false, Ordering::Relaxed);
         self.0.busy.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A connection's stream, noting when the client sends anything (see [`Connection::awaited`]).
+struct Watched<I> {
+    io: I,
+    connection: Arc<Connection>,
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.io).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.connection.awaited.store(true, Ordering::Relaxed);
+        }
+        polled
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 
@@ -357,7 +418,7 @@ async fn connection(
                 outcome = served => if slot.connection.claimed() {
                     evicted()
                 } else {
-                    report(outcome, peer, &rejections)
+                    report(outcome, peer, &slot.connection, &rejections)
                 },
                 () = evict.cancelled() => evicted(),
             }
@@ -380,7 +441,7 @@ async fn connection(
                 outcome = served => if slot.connection.claimed() {
                     evicted()
                 } else {
-                    report(outcome, peer, &rejections)
+                    report(outcome, peer, &slot.connection, &rejections)
                 },
                 () = evict.cancelled() => evicted(),
             }
@@ -388,13 +449,23 @@ async fn connection(
     }
 }
 
-/// What ended a connection that hyper served: a header-read timeout, and a request head hyper could not parse and
-/// answered itself (`400`, or `431` for one too large), before any layer of the runner's, are audited (red-team
-/// finding: the second left no record); anything else (a client that went away) is not.
-fn report(outcome: Result<(), hyper::Error>, peer: SocketAddr, rejections: &Rejections) {
+/// What ended a connection that hyper served: a header-read timeout on a request head begun, or on a connection
+/// that never sent one, and a request head hyper could not parse and answered itself (`400`, or `431` for one too
+/// large), before any layer of the runner's, are audited (red-team finding: the second left no record); anything
+/// else is not: a client that went away, and a keep-alive connection idle after its answers (a trial's client
+/// pausing between calls had each close recorded as a refusal, eating the throttle's room for real ones).
+fn report(
+    outcome: Result<(), hyper::Error>,
+    peer: SocketAddr,
+    connection: &Connection,
+    rejections: &Rejections,
+) {
     if let Err(error) = outcome {
         let reason = if error.is_timeout() {
-            Some("header_timeout")
+            connection
+                .awaited
+                .load(Ordering::Relaxed)
+                .then_some("header_timeout")
         } else if error.is_parse() || error.is_parse_too_large() {
             Some("malformed_request")
         } else {
@@ -462,6 +533,10 @@ where
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .keep_alive(true);
+    let io = Watched {
+        io,
+        connection: slot.connection.clone(),
+    };
     let served = builder.serve_connection(TokioIo::new(io), service);
     let mut served = std::pin::pin!(served);
     tokio::select! {
