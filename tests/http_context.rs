@@ -994,6 +994,63 @@ async fn an_idle_keep_alive_connection_closes_without_a_refusal_record() {
     assert_eq!(tools_called(&audit), ["echo", "echo"]);
 }
 
+/// Trial finding (Python SDK): with its 32 sessions in use (a live `ClientSession` keeps an event stream open on
+/// its session), a caller's 33rd `initialize` was refused `429 too_many_sessions`, as documented, and each refusal
+/// also printed rmcp's `ERROR ... Internal server error when create session` on the server's standard error. A
+/// caller that has no room is refused before rmcp is asked to open a session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_with_every_session_in_use_is_refused_without_an_internal_error() {
+    use secure_tools::serve::http::MAX_SESSIONS_PER_CALLER;
+    // Every `tracing` event on standard error, as a server that logs (the file server does) would print them.
+    let server = start_with(&[("MCP_HTTP_SESSIONS", "true"), ("TEST_SERVER_TRACE", "1")]);
+    let client = client(Duration::from_secs(60));
+    let mut streams = Vec::new();
+    for _ in 0..MAX_SESSIONS_PER_CALLER {
+        let session = open_session(&client, &server.url).await;
+        let stream = client
+            .get(&server.url)
+            .header("accept", "text/event-stream")
+            .header("mcp-protocol-version", "2025-11-25")
+            .header("mcp-session-id", &session)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(stream.status(), 200);
+        streams.push(stream);
+    }
+    for _ in 0..2 {
+        let response = post(
+            &client,
+            &server.url,
+            &json!({"jsonrpc": "2.0", "id": 0, "method": "initialize",
+                    "params": {"protocolVersion": "2025-11-25", "capabilities": {},
+                               "clientInfo": {"name": "test", "version": "1"}}}),
+        )
+        .await
+        .unwrap();
+        assert_eq!(response.status(), 429);
+        let body: Value = response.json().await.unwrap();
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("too_many_sessions"),
+            "{body}"
+        );
+    }
+    let stderr = std::fs::read_to_string(&server.stderr).unwrap();
+    assert!(
+        !stderr.contains("Internal server error"),
+        "{}",
+        stderr
+            .lines()
+            .filter(|line| line.contains("ERROR"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    drop(streams);
+}
+
 /// Trial finding (Python SDK): a session its client ended (`DELETE`) left no record, where one closed to make room
 /// has `session_closed`. It is recorded, reason `deleted`, with the session's id and its caller.
 #[tokio::test]

@@ -402,6 +402,7 @@ async fn authenticated(shared: Arc<Shared>, mut request: Request, next: Route) -
     let hold = posting && HeldArguments::needed();
     let mut stateless_call = None;
     let mut cancelling = None;
+    let mut initializing = false;
     let request = if peek || hold {
         match Box::pin(read_body(&shared, request, subject.as_ref())).await {
             Ok((parts, bytes)) => {
@@ -414,6 +415,7 @@ async fn authenticated(shared: Arc<Shared>, mut request: Request, next: Route) -
                         // Once rmcp has accepted the notification (red-team finding: one it refused, `406` or `415`,
                         // cancelled all the same).
                         Peeked::Cancel(id) => cancelling = Some(id),
+                        Peeked::Initialize => initializing = true,
                         Peeked::Other => {}
                     }
                 }
@@ -450,11 +452,18 @@ async fn authenticated(shared: Arc<Shared>, mut request: Request, next: Route) -
     let (response, place) = match place {
         None if kind == Some(Kind::Session) => {
             let opening = super::sessions::Opening::new(shared.owners.clone(), owner.clone());
-            let response = unless_cancelled(
-                opening.clone().scope(next.oneshot(request)),
-                stateless_call.as_ref(),
-            )
-            .await;
+            // Only an `initialize` opens a session (a request of the 2026-07-28 revision stands alone).
+            let response = if !initializing || shared.owners.may_open(&owner) {
+                unless_cancelled(
+                    opening.clone().scope(next.oneshot(request)),
+                    stateless_call.as_ref(),
+                )
+                .await
+            } else {
+                opening.refuse();
+                drop(request);
+                Response::default()
+            };
             drop(in_progress);
             if opening.refused() {
                 return shared.reject(

@@ -498,6 +498,24 @@ impl Owners {
         Some(self.place(Kind::Session, owner, reserved?))
     }
 
+    /// Whether `owner` could open one more session now: it holds fewer than the limit, or one of its sessions is
+    /// idle (to be closed to make room). Checked again, and the place taken, as rmcp makes the session
+    /// ([`Owners::reserve_session`]); asked first so that a caller with no room is refused before rmcp is asked to
+    /// open a session (trial finding: rmcp logs the refusal of one it was asked for as an internal error).
+    pub(super) fn may_open(&self, owner: &Arc<str>) -> bool {
+        let room = {
+            let mut map = self.lock();
+            Self::count_sessions(&mut map, &self.manager, owner) < MAX_SESSIONS_PER_CALLER
+                || map.by_owner.get(owner).is_some_and(|ids| {
+                    ids.iter()
+                        .filter_map(|id| map.sessions.get(id))
+                        .any(|s| s.in_use == 0 && !s.doomed)
+                })
+        };
+        self.record_pruned();
+        room
+    }
+
     fn place(self: &Arc<Self>, kind: Kind, owner: Arc<str>, victim: Option<Arc<str>>) -> Place {
         Place {
             owners: self.clone(),
@@ -546,7 +564,7 @@ impl Opening {
         })
     }
 
-    fn refuse(&self) {
+    pub(super) fn refuse(&self) {
         self.refused
             .store(true, std::sync::atomic::Ordering::Relaxed);
     }

@@ -95,13 +95,15 @@ impl Drop for Registered {
     }
 }
 
-/// What a request body without a session is, as far as cancelling goes.
+/// What a request body without a session is, as far as cancelling (and opening a session) goes.
 #[derive(Debug, PartialEq)]
 pub(super) enum Peeked {
     /// A `tools/call` with this id.
     Call(RequestId),
     /// A `notifications/cancelled` naming this request id.
     Cancel(RequestId),
+    /// An `initialize` (which opens a session, in sessions mode).
+    Initialize,
     /// Anything else (rmcp answers it as it is, a malformed body included).
     Other,
 }
@@ -131,6 +133,7 @@ pub(super) fn peek(body: &[u8]) -> Peeked {
     let _ = envelope.params;
     match (envelope.method.as_deref(), envelope.id) {
         (Some("tools/call"), Some(id)) => Peeked::Call(id),
+        (Some("initialize"), Some(_)) => Peeked::Initialize,
         (Some("notifications/cancelled"), None) => serde_json::from_slice::<Cancelled>(body)
             .map_or(Peeked::Other, |cancelled| {
                 Peeked::Cancel(cancelled.params.request_id)
@@ -174,6 +177,8 @@ mod tests {
         assert_eq!(peek(call), Peeked::Call(RequestId::String("a".into())));
         let cancel = br#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":7,"reason":"stop"}}"#;
         assert_eq!(peek(cancel), Peeked::Cancel(number(7)));
+        let initialize = br#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{}}"#;
+        assert_eq!(peek(initialize), Peeked::Initialize);
         for other in [
             &br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#[..],
             br#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{}}"#,
