@@ -248,6 +248,36 @@ fn a_calls_meta_cannot_rename_the_client_of_an_initialized_session() {
     assert_eq!(calls[0]["client_version"], "0.0.1", "{records:#?}");
 }
 
+/// Red-team finding: a request of a method MCP defines whose params rmcp cannot read as that method's (an
+/// `initialize` without `clientInfo`, a `resources/read` whose uri is a number) was answered `-32601` "method not
+/// found", naming the method, and left no record. It is invalid params (`-32602`), audited `message_rejected`,
+/// `invalid_params`, as a misshapen `tools/call` is.
+#[test]
+fn a_known_method_with_misshapen_params_is_invalid_params_on_record() {
+    let mut server = RawServer::spawn(SERVER, Some("test.read"), &[]);
+    assert!(server.initialize("2025-11-25").get("result").is_some());
+    let misshapen = [
+        json!({"jsonrpc": "2.0", "id": "a", "method": "initialize"}),
+        json!({"jsonrpc": "2.0", "id": "b", "method": "initialize",
+               "params": {"protocolVersion": 7, "capabilities": {}}}),
+        json!({"jsonrpc": "2.0", "id": "c", "method": "resources/read", "params": {"uri": 5}}),
+    ];
+    for request in misshapen {
+        let answer = server.request(request.clone());
+        assert_eq!(answer["id"], request["id"], "{answer}");
+        assert_eq!(answer["error"]["code"], -32602, "{request}: {answer}");
+    }
+    let answer = server.request(RawServer::call_message(9, "echo", json!({"text": "ok"})));
+    assert_eq!(answer["result"]["content"][0]["text"], "ok", "{answer}");
+    let (status, records, stderr) = server.finish();
+    assert!(status.success(), "{stderr}");
+    let rejected = events(&records, "message_rejected");
+    let ids: Vec<_> = rejected.iter().map(|r| r["request_id"].clone()).collect();
+    assert_eq!(ids, [json!("a"), json!("b"), json!("c")], "{rejected:?}");
+    assert!(rejected.iter().all(|r| r["reason"] == "invalid_params"));
+    assert_eq!(events(&records, "session").len(), 1);
+}
+
 #[test]
 fn every_call_yields_exactly_one_audit_record_in_a_mixed_run() {
     let mut server = RawServer::spawn(SERVER, Some("test.read,test.write"), &[]);

@@ -477,10 +477,7 @@ fn refuse_misshapen_call<S: Send + Sync + 'static>(
     request: &rmcp::model::CustomRequest,
     context: &RequestContext<RoleServer>,
 ) -> Option<ErrorData> {
-    if request.method != "tools/call" {
-        return None;
-    }
-    let error = super::transport::misshapen_call_error();
+    let error = super::transport::misshapen_params_error(&request.method)?;
     let event = AuditEvent::MessageRejected {
         request_id: Some(context.id.clone()),
         reason: super::transport::MISSHAPEN_CALL_REASON,

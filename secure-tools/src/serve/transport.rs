@@ -848,18 +848,53 @@ fn refuse_misshapen_call(message: ClientJsonRpcMessage) -> Result<ClientJsonRpcM
     }
     if let ClientJsonRpcMessage::Request(request) = &message
         && let ClientRequest::CustomRequest(custom) = &request.request
-        && custom.method == "tools/call"
+        && let Some(error) = misshapen_params_error(&custom.method)
     {
         return Err(Refusal {
             id: Some(request.id.clone()),
             reason: MISSHAPEN_CALL_REASON,
-            error: Some(misshapen_call_error()),
+            error: Some(error),
         });
     }
     Ok(message)
 }
 
-/// The `message_rejected` reason of a `tools/call` whose params do not have its shape.
+/// The requests MCP defines for a client to send, which rmcp reads as requests of a method it does not know when
+/// their params do not have the method's shape.
+const DEFINED_METHODS: [&str; 14] = [
+    "initialize",
+    "ping",
+    "server/discover",
+    "completion/complete",
+    "logging/setLevel",
+    "prompts/get",
+    "prompts/list",
+    "resources/list",
+    "resources/templates/list",
+    "resources/read",
+    "resources/subscribe",
+    "resources/unsubscribe",
+    "tools/call",
+    "tools/list",
+];
+
+/// The answer to a request of a method MCP defines that rmcp did not read as one (its params do not have the
+/// method's shape): invalid params (`-32602`), not the `-32601` "method not found" rmcp would answer (red-team
+/// finding: a second `initialize` without `clientInfo` was answered so, with no record). `None` for any other
+/// method.
+pub(super) fn misshapen_params_error(method: &str) -> Option<ErrorData> {
+    if method == "tools/call" {
+        return Some(misshapen_call_error());
+    }
+    let method = DEFINED_METHODS.iter().find(|defined| **defined == method)?;
+    Some(ErrorData::invalid_params(
+        format!("Invalid params: the params of `{method}` do not have the shape MCP gives them"),
+        None,
+    ))
+}
+
+/// The `message_rejected` reason of a request of a method MCP defines (a `tools/call`, an `initialize`, ...) whose
+/// params do not have its shape.
 pub(super) const MISSHAPEN_CALL_REASON: &str = "invalid_params";
 
 /// The `message_rejected` reason of an `initialize` in a session already initialized.
