@@ -681,10 +681,10 @@ type RmcpTransport = <LocalSessionManager as SessionManager>::Transport;
 /// [`Answered`]).
 #[derive(Default)]
 struct CancelRequests {
-    requests:
-        Mutex<HashMap<(Arc<str>, rmcp::model::RequestId), Arc<std::sync::atomic::AtomicBool>>>,
+    requests: Mutex<CancelMap>,
 }
 
+/// By session and request id, whether the request's client asked to cancel it.
 type CancelMap = HashMap<(Arc<str>, rmcp::model::RequestId), Arc<std::sync::atomic::AtomicBool>>;
 
 impl CancelRequests {
