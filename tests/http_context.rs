@@ -20,6 +20,25 @@ fn start_with(env: &[(&str, &str)]) -> Server {
     HttpTestServer::start(SERVER, env)
 }
 
+/// Asks `server` to stop, as an operator does (SIGTERM).
+fn signal_stop(server: &Server) {
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Stops `server` as an operator does (SIGTERM), once it has exited (within 15 s).
+async fn stop(server: &mut Server) {
+    signal_stop(server);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while server.child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the server did not exit");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// A stateless `tools/call` with JSON-RPC id 1, as a client that opens a connection per call sends it.
 fn call(tool: &str, arguments: Value) -> Value {
     json!({
@@ -363,11 +382,7 @@ async fn at_sigterm_every_call_in_flight_over_http_is_answered_as_audited() {
     audit_until(&server, |audit| {
         events(audit, "call_started").len() == CALLS
     });
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &server.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    signal_stop(&server);
     let mut answered = 0;
     for call in calls {
         let (status, body) = call.await.unwrap().expect("a call in flight got no answer");
@@ -453,11 +468,7 @@ async fn at_sigterm_in_sessions_mode_calls_are_answered_and_an_open_event_stream
         events(audit, "call_started").len() == CALLS
     });
     let signalled = Instant::now();
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &server.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    signal_stop(&server);
     for call in calls {
         let (status, body) = call.await.unwrap().expect("a call in flight got no answer");
         assert_eq!(status, 200, "{body}");
@@ -928,16 +939,7 @@ async fn a_request_racing_the_deletion_of_its_session_is_always_answered() {
     }
     eprintln!("{answered:?}");
     // Stopped, so that the counts of refusals left unwritten are written.
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &server.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while server.child.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "the server did not exit");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    stop(&mut server).await;
     let audit = read_audit(&server.audit);
     // Every `404` on record, written or counted: the calls' and the `DELETE`s'.
     let refused = events(&audit, "http_rejected")
@@ -1168,16 +1170,7 @@ async fn every_session_opened_has_its_end_recorded_once_with_its_reason() {
         open_session(&client, &server.url).await,
         open_session(&client, &server.url).await,
     ];
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &server.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while server.child.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "the server did not exit");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    stop(&mut server).await;
     let audit = read_audit(&server.audit);
     assert_eq!(closed(&audit, "expired"), [idle.as_str()], "{audit:#?}");
     assert_eq!(closed(&audit, "deleted"), [gone.as_str()], "{audit:#?}");
@@ -1192,24 +1185,17 @@ async fn every_session_opened_has_its_end_recorded_once_with_its_reason() {
     assert_eq!(audit.last().unwrap()["event"], "server_stop", "{audit:#?}");
 }
 
-/// Red-team finding: a session was marked as announced (its end to be recorded) as its `initialize` went to the
-/// handler, so a refused `initialize` (its version outside a strict policy) whose client reset the connection
-/// before the answer left a `session_closed` record for a session with no `session` record (21 times in 40). A
-/// session's end is recorded only if its `session` record was written.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_refused_initialize_whose_client_resets_leaves_no_session_closed_record() {
+/// Sends `rounds` `initialize` requests for `version` to `server`, each on a connection of its own that is reset
+/// (not closed) a moment after, at a different moment each round.
+async fn initialize_and_reset(server: &Server, version: &str, rounds: u64) {
     use tokio::io::AsyncWriteExt as _;
-    let mut server = start_with(&[
-        ("MCP_HTTP_SESSIONS", "true"),
-        ("MCP_MIN_PROTOCOL_VERSION", "2025-11-25"),
-    ]);
     let address = server.url["http://".len()..]
         .split('/')
         .next()
         .unwrap()
         .to_owned();
     let body = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize",
-                      "params": {"protocolVersion": "2024-11-05", "capabilities": {},
+                      "params": {"protocolVersion": version, "capabilities": {},
                                  "clientInfo": {"name": "resetting", "version": "1"}}})
     .to_string();
     let request = format!(
@@ -1217,30 +1203,58 @@ async fn a_refused_initialize_whose_client_resets_leaves_no_session_closed_recor
          content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
         body.len()
     );
-    for round in 0..40 {
+    for round in 0..rounds {
         let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
         stream.write_all(request.as_bytes()).await.unwrap();
-        // Reset, at a different moment each round.
         tokio::time::sleep(Duration::from_micros(50 * (round % 8))).await;
         // A zero linger resets at once: the drop does not block (what the deprecation warns of).
         #[allow(deprecated)]
         stream.set_linger(Some(Duration::ZERO)).unwrap();
         drop(stream);
     }
+}
+
+/// Red-team finding: a session whose client reset the connection before the answer to its `initialize` (which
+/// rmcp then could not deliver, and so ended the session at once) was recorded `session_closed` reason `expired`,
+/// within milliseconds, the idle limit being 5 minutes. A session its client never learned of (its `initialize`
+/// answer never delivered) ends `abandoned`; `expired` is for sessions idle past the limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_whose_client_went_before_its_answer_ends_abandoned_not_expired() {
+    let mut server = start_with(&[
+        ("MCP_HTTP_SESSIONS", "true"),
+        ("MCP_HTTP_SESSION_IDLE", "5min"),
+    ]);
+    initialize_and_reset(&server, "2025-11-25", 80).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop(&mut server).await;
+    let audit = read_audit(&server.audit);
+    let opened = events(&audit, "session").len();
+    let closed = events(&audit, "session_closed");
+    assert_eq!(closed.len(), opened, "{audit:#?}");
+    let reasons: std::collections::BTreeSet<_> = closed
+        .iter()
+        .map(|r| r["reason"].as_str().unwrap())
+        .collect();
+    assert!(!reasons.contains("expired"), "{reasons:?} {audit:#?}");
+    eprintln!("{opened} sessions opened, ended {reasons:?}");
+}
+
+/// Red-team finding: a session was marked as announced (its end to be recorded) as its `initialize` went to the
+/// handler, so a refused `initialize` (its version outside a strict policy) whose client reset the connection
+/// before the answer left a `session_closed` record for a session with no `session` record (21 times in 40). A
+/// session's end is recorded only if its `session` record was written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_initialize_whose_client_resets_leaves_no_session_closed_record() {
+    let mut server = start_with(&[
+        ("MCP_HTTP_SESSIONS", "true"),
+        ("MCP_MIN_PROTOCOL_VERSION", "2025-11-25"),
+    ]);
+    initialize_and_reset(&server, "2024-11-05", 40).await;
     // One session that is announced, and ended at the stop.
     let client = client(Duration::from_secs(30));
     let session = open_session(&client, &server.url).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &server.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while server.child.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "the server did not exit");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    stop(&mut server).await;
     let audit = read_audit(&server.audit);
     let ids = |event: &str| -> Vec<String> {
         events(&audit, event)

@@ -154,10 +154,11 @@ pub enum AuditEvent {
     },
     /// Over HTTP with sessions, a session that had its `session` record ended (once): closed by the server to make
     /// room for another of its caller's, the least recently used of them that nothing was using (`evicted`); by its
-    /// client (`DELETE`, `deleted`); idle past its keep-alive (`expired`); or open at the server's stop
-    /// (`shutdown`, recorded before `server_stop`).
+    /// client (`DELETE`, `deleted`); idle past its keep-alive (`expired`); its client gone before the answer to its
+    /// `initialize`, which rmcp then ends (`abandoned`); or open at the server's stop (`shutdown`, recorded before
+    /// `server_stop`).
     SessionClosed {
-        /// Why: `evicted`, `deleted`, `expired` or `shutdown`.
+        /// Why: `evicted`, `deleted`, `expired`, `abandoned` or `shutdown`.
         reason: &'static str,
         /// The session's id (as in the `session_id` of its calls' records).
         session_id: String,

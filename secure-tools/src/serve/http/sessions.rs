@@ -63,6 +63,9 @@ struct Session {
     doomed: bool,
     /// Its `initialize` was answered: it has a `session` record, and its end gets a `session_closed` one.
     announced: bool,
+    /// The answer to its `initialize` was handed to the HTTP layer, to go to its client: else the client never
+    /// learned of it (it went before the answer), and the session's end is `abandoned`, not `expired`.
+    delivered: bool,
     /// Why it is being closed, once that has begun (`deleted`, `evicted`): the reason its end is recorded with.
     closing: Option<&'static str>,
 }
@@ -280,6 +283,13 @@ impl Owners {
         }
     }
 
+    /// The answer to the `initialize` of the session `id` is on its way to its client.
+    fn delivered(&self, id: &str) {
+        if let Some(session) = self.lock().sessions.get_mut(id) {
+            session.delivered = true;
+        }
+    }
+
     /// The session `id` is being closed, for `reason` (or, `None`, no longer: its closing failed).
     pub(super) fn closing(&self, id: &str, reason: Option<&'static str>) {
         if let Some(session) = self.lock().sessions.get_mut(id) {
@@ -328,6 +338,12 @@ impl Owners {
     fn record_ended(&self, ended: impl IntoIterator<Item = Session>, reason: &'static str) {
         use crate::audit::{AuditEvent, shorten_str};
         for session in ended.into_iter().filter(|session| session.announced) {
+            // Red-team finding: a session whose client went before the answer to its `initialize` (rmcp, unable to
+            // deliver it, ends the session at once) was recorded `expired`, within milliseconds.
+            let reason = match reason {
+                "expired" if !session.delivered => "abandoned",
+                reason => reason,
+            };
             let event = AuditEvent::SessionClosed {
                 reason: session.closing.unwrap_or(reason),
                 session_id: shorten_str(&session.id),
@@ -382,6 +398,7 @@ impl Owners {
             in_use: 0,
             doomed: false,
             announced: false,
+            delivered: false,
             closing: None,
         };
         if map.sessions.insert(id.clone(), session).is_none() {
@@ -956,7 +973,9 @@ impl SessionManager for Bound {
                 id: Arc::clone(id),
             });
         }
-        Ok(self.inner.initialize_session(id, message).await?)
+        let answered = self.inner.initialize_session(id, message).await?;
+        self.owners.delivered(id);
+        Ok(answered)
     }
 
     async fn has_session(&self, id: &SessionId) -> Result<bool, BoundError> {
@@ -1165,6 +1184,7 @@ mod tests {
             owners.bind(&format!("s{i}"), Arc::from("alice"));
             if i % 2 == 0 {
                 owners.announce(&format!("s{i}"));
+                owners.delivered(&format!("s{i}"));
             }
         }
         assert_eq!(owners.owner("s0").as_deref(), Some("alice"));
