@@ -1131,6 +1131,14 @@ async fn requests_of_the_stateless_revision_take_no_session_place_with_sessions_
     }
     let audit = read_audit(&server.audit);
     assert_eq!(events(&audit, "tool_call").len(), calls, "{audit:#?}");
+    // Trial finding (TypeScript SDK v2 auto): with sessions on, these calls were recorded under the placeholder
+    // client rmcp makes for a request that stands alone (`rmcp` 3.11.0), not the client their `_meta` named.
+    assert!(
+        events(&audit, "tool_call")
+            .iter()
+            .all(|r| r["client_name"] == "stateless-client" && r["client_version"] == "1"),
+        "{audit:#?}"
+    );
     assert!(
         events(&audit, "http_rejected").is_empty(),
         "{:#?}",

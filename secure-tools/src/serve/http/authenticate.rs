@@ -69,17 +69,18 @@ struct Head<'a> {
 
 /// What the HTTP layer knows of a request's origin, for the handler and the audit records.
 fn connection(shared: &Shared, request: &Request, token_id: Option<String>) -> Connection {
+    let session_id: Option<Arc<str>> = shared
+        .sessions
+        .then(|| request.headers().get("mcp-session-id"))
+        .flatten()
+        .and_then(|v| v.to_str().ok())
+        .map(|id| Arc::from(shorten_str(id)));
     Connection {
         transport: Some("http"),
         remote_addr: super::remote_addr(request.extensions()),
         // Only a session the server issued and checks (session mode; see `authenticated`): without sessions, the
         // header is whatever the client wrote, and nothing vouches for it.
-        session_id: shared
-            .sessions
-            .then(|| request.headers().get("mcp-session-id"))
-            .flatten()
-            .and_then(|v| v.to_str().ok())
-            .map(|id| Arc::from(shorten_str(id))),
+        session_id: session_id.clone(),
         token_id: token_id.map(|id| Arc::from(shorten_str(&id))),
         traceparent: request
             .headers()
@@ -88,9 +89,10 @@ fn connection(shared: &Shared, request: &Request, token_id: Option<String>) -> C
             .filter(|v| v.len() <= crate::audit::MAX_TRACEPARENT_BYTES)
             .map(Arc::from),
         tracestate: tracestate(request.headers()),
-        // Without sessions, rmcp fills the client's description with placeholders: only `_meta` may name the
-        // client.
-        trust_peer_info: shared.sessions,
+        // Only within a session (its `initialize` named the client): for a request that stands alone (without
+        // sessions, or with sessions on, one of the 2026-07-28 revision), rmcp fills the client's description
+        // with placeholders (a trial's records named `rmcp` 3.11.0), and only `_meta` may name the client.
+        trust_peer_info: session_id.is_some(),
         session: None,
         scope_refusal: None,
         caller: None,
