@@ -1068,6 +1068,65 @@ async fn a_caller_with_every_session_in_use_is_refused_without_an_internal_error
     drop(streams);
 }
 
+/// Trial finding (TypeScript SDK v1): v1 takes only a result as the end of a resumable event stream, so after a
+/// call it cancelled (its stream ending with the error `cancelled`) it resumed the stream (`GET` with
+/// `Last-Event-ID`) every 3 s for as long as its session lasted, rmcp answering each time with the same empty stream,
+/// and the session never expired. A stream that has ended may be resumed once (its client may have lost its end);
+/// again, it is refused `404` `stream_ended`, and v1 gives up after two retries.
+#[tokio::test]
+async fn an_ended_event_stream_is_resumed_once_not_again() {
+    let server = start_with(&[("MCP_HTTP_SESSIONS", "true")]);
+    let client = client(Duration::from_secs(30));
+    let session = open_session(&client, &server.url).await;
+    let slow = spawn_slow(&client, &server.url, &session, 7, 20_000);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                        "params": {"requestId": 7}});
+    let (status, _) = post_in(&client, &server.url, &session, &cancel).await;
+    assert_eq!(status, 202);
+    let (_, body) = slow.await.unwrap();
+    let last_event_id = body
+        .lines()
+        .filter_map(|line| line.strip_prefix("id:"))
+        .map(str::trim)
+        .last()
+        .expect("an event id on the stream")
+        .to_owned();
+    let resume = || {
+        client
+            .get(&server.url)
+            .header("accept", "text/event-stream")
+            .header("mcp-protocol-version", "2025-11-25")
+            .header("mcp-session-id", &session)
+            .header("last-event-id", &last_event_id)
+            .send()
+    };
+    let first = resume().await.unwrap();
+    assert_eq!(first.status(), 200);
+    let _ = first.text().await;
+    let again = resume().await.unwrap();
+    assert_eq!(again.status(), 404);
+    let refusal: Value = again.json().await.unwrap();
+    assert!(
+        refusal["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("stream_ended"),
+        "{refusal}"
+    );
+    let audit = audit_until(&server, |audit| !events(audit, "http_rejected").is_empty());
+    assert_eq!(events(&audit, "http_rejected")[0]["reason"], "stream_ended");
+    // The session goes on.
+    let echo = json!({"jsonrpc": "2.0", "id": 8, "method": "tools/call",
+                      "params": {"name": "echo", "arguments": {"text": "after"}}});
+    let (_, body) = post_in(&client, &server.url, &session, &echo).await;
+    assert_eq!(
+        messages(&body)[0]["result"]["content"][0]["text"],
+        "after",
+        "{body}"
+    );
+}
+
 /// Trial finding (Python SDK): a session its client ended (`DELETE`) left no record, where one closed to make room
 /// has `session_closed`. It is recorded, reason `deleted`, with the session's id and its caller.
 #[tokio::test]

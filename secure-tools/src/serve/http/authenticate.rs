@@ -335,6 +335,24 @@ async fn authenticated(shared: Arc<Shared>, mut request: Request, next: Route) -
         }
         _ => None,
     };
+    // A request's event stream that has ended, with its answer, and been resumed once already has nothing more:
+    // resumed again, it is refused (see `Owners::may_resume`).
+    if request.method() == axum::http::Method::GET
+        && let Some(id) = &session_id
+        && let Some(last_event_id) = request
+            .headers()
+            .get("last-event-id")
+            .and_then(|v| v.to_str().ok())
+        && !shared.owners.may_resume(id, last_event_id)
+    {
+        return shared.reject(
+            StatusCode::NOT_FOUND,
+            "stream_ended",
+            None,
+            Some(owner.to_string()),
+            &super::Asked::of(&request),
+        );
+    }
     // An identity has a bounded number of requests in progress (until its answer's head): a connection with one is
     // never closed to make room, so requests whose bodies never end could otherwise hold every connection.
     let Some(in_progress) = shared.owners.reserve(Kind::Request, owner.clone()) else {

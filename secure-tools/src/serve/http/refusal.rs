@@ -65,6 +65,9 @@ fn meaning(reason: &str) -> Option<&'static str> {
             "this caller has as many requests in progress as it may; retry once one is answered"
         }
         "session_not_found" => "no such session",
+        "stream_ended" => {
+            "this event stream has ended, with its answer, and was resumed once already: it has nothing more"
+        }
         "session_required" => {
             "this server keeps sessions: send `initialize` first, then its Mcp-Session-Id with every request"
         }

@@ -68,7 +68,13 @@ struct Session {
     delivered: bool,
     /// Why it is being closed, once that has begun (`deleted`, `evicted`): the reason its end is recorded with.
     closing: Option<&'static str>,
+    /// Its requests' event streams that have ended (rmcp's number for each), the most recent
+    /// [`ENDED_STREAMS_KEPT`], with whether each was resumed since (see [`Owners::may_resume`]).
+    ended_streams: std::collections::VecDeque<(u64, bool)>,
 }
+
+/// How many of a session's ended event streams are remembered, to refuse a second resumption of one.
+const ENDED_STREAMS_KEPT: usize = 64;
 
 /// How many event streams (`GET` on a session) one identity may hold open at once; one more is refused `429`,
 /// reason `too_many_streams`. A stream holds a connection for as long as it lasts: without a bound, one identity's
@@ -290,6 +296,46 @@ impl Owners {
         }
     }
 
+    /// The event stream `stream` (rmcp's number for it) of the session `id` has ended, with its answer.
+    fn stream_ended(&self, id: &str, stream: u64) {
+        if let Some(session) = self.lock().sessions.get_mut(id) {
+            if session.ended_streams.len() == ENDED_STREAMS_KEPT {
+                session.ended_streams.pop_front();
+            }
+            session.ended_streams.push_back((stream, false));
+        }
+    }
+
+    /// Whether the session `id`'s event stream that `last_event_id` names may be resumed: any stream in progress,
+    /// and one that has ended once (its client may have lost the end of it), not twice. The TypeScript SDK v1 takes
+    /// only a result, not an error, as the end of a resumable stream, and resumed the stream of a cancelled call
+    /// (whose end is an error) every 3 s for as long as its session lasted, rmcp answering with the same empty
+    /// stream each time (trial finding); refused, it gives up after two retries.
+    pub(super) fn may_resume(&self, id: &str, last_event_id: &str) -> bool {
+        let Some(stream) = last_event_id
+            .split_once('/')
+            .and_then(|(_, stream)| stream.parse::<u64>().ok())
+        else {
+            return true;
+        };
+        let mut map = self.lock();
+        let Some(session) = map.sessions.get_mut(id) else {
+            return true;
+        };
+        match session
+            .ended_streams
+            .iter_mut()
+            .find(|(ended, _)| *ended == stream)
+        {
+            Some((_, resumed)) if *resumed => false,
+            Some((_, resumed)) => {
+                *resumed = true;
+                true
+            }
+            None => true,
+        }
+    }
+
     /// The session `id` is being closed, for `reason` (or, `None`, no longer: its closing failed).
     pub(super) fn closing(&self, id: &str, reason: Option<&'static str>) {
         if let Some(session) = self.lock().sessions.get_mut(id) {
@@ -400,6 +446,7 @@ impl Owners {
             announced: false,
             delivered: false,
             closing: None,
+            ended_streams: std::collections::VecDeque::new(),
         };
         if map.sessions.insert(id.clone(), session).is_none() {
             map.by_owner.entry(owner).or_default().push(id);
@@ -768,6 +815,10 @@ struct Answered<S> {
     /// The request the stream answers (none for a notification or a response).
     answering: Option<Answering>,
     ended: bool,
+    /// rmcp's number for the stream (its events' ids are `index/number`), once seen; told to `owners` at its end.
+    stream: Option<u64>,
+    owners: Arc<Owners>,
+    session: Arc<str>,
 }
 
 impl<S> futures_util::Stream for Answered<S>
@@ -786,6 +837,13 @@ where
         }
         match std::pin::Pin::new(&mut self.inner).poll_next(context) {
             Poll::Ready(Some(event)) => {
+                if self.stream.is_none() {
+                    self.stream = event
+                        .event_id
+                        .as_deref()
+                        .and_then(|id| id.split_once('/'))
+                        .and_then(|(_, stream)| stream.parse().ok());
+                }
                 let answered = event.message.as_deref().and_then(|message| match message {
                     rmcp::model::JsonRpcMessage::Response(response) => Some(&response.id),
                     rmcp::model::JsonRpcMessage::Error(error) => error.id.as_ref(),
@@ -800,6 +858,9 @@ where
             }
             Poll::Ready(None) => {
                 self.ended = true;
+                if let Some(stream) = self.stream {
+                    self.owners.stream_ended(&self.session, stream);
+                }
                 let Some(request) = self.answering.take() else {
                     return Poll::Ready(None);
                 };
@@ -1048,6 +1109,9 @@ impl SessionManager for Bound {
             inner: stream,
             answering,
             ended: false,
+            stream: None,
+            owners: Arc::clone(&self.owners),
+            session: Arc::clone(id),
         }))
     }
 
