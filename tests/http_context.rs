@@ -1089,7 +1089,7 @@ async fn an_ended_event_stream_is_resumed_once_not_again() {
         .lines()
         .filter_map(|line| line.strip_prefix("id:"))
         .map(str::trim)
-        .last()
+        .next_back()
         .expect("an event id on the stream")
         .to_owned();
     let resume = || {
