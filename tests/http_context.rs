@@ -608,6 +608,33 @@ fn messages(body: &str) -> Vec<Value> {
         .collect()
 }
 
+/// Calls `echo` with `text` in `session`, as request `id`, and checks that it is answered with it: the session
+/// serves.
+async fn assert_echoes(client: &reqwest::Client, url: &str, session: &str, id: u64, text: &str) {
+    let echo = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+                      "params": {"name": "echo", "arguments": {"text": text}}});
+    let (_, body) = post_in(client, url, session, &echo).await;
+    assert_eq!(
+        messages(&body)[0]["result"]["content"][0]["text"],
+        text,
+        "{body}"
+    );
+}
+
+/// Checks that the JSON-RPC error `answer` carries has a message beginning with `code`.
+fn assert_error_code(answer: &Value, code: &str) {
+    let message = answer["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.starts_with(code), "{answer}");
+}
+
+/// Cancels request `id` of `session`, as a client does (`notifications/cancelled`), accepted.
+async fn cancel_in(client: &reqwest::Client, url: &str, session: &str, id: u64) {
+    let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                        "params": {"requestId": id, "reason": "the user stopped it"}});
+    let (status, body) = post_in(client, url, session, &cancel).await;
+    assert_eq!(status, 202, "{body}");
+}
+
 /// Red-team finding, carried over from stdio: within a session, a request reusing the id of one in progress ran
 /// too (both audited, both effects) and rmcp routed the answers by id, so one client request got the other's answer
 /// and the other none. The second is refused `-32600` (audited `message_rejected`, `duplicate_id`) and never runs;
@@ -747,14 +774,7 @@ async fn a_second_initialize_inside_a_session_is_refused_and_changes_nothing() {
     let answer = &messages(&body)[0];
     assert_eq!(answer["id"], "again", "{body}");
     assert_eq!(answer["error"]["code"], -32600, "{body}");
-    let echo = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
-                      "params": {"name": "echo", "arguments": {"text": "mine"}}});
-    let (_, body) = post_in(&client, &server.url, &session, &echo).await;
-    assert_eq!(
-        messages(&body)[0]["result"]["content"][0]["text"],
-        "mine",
-        "{body}"
-    );
+    assert_echoes(&client, &server.url, &session, 7, "mine").await;
     assert_eq!(delete_session(&client, &server.url, &session).await, 204);
     let audit = audit_until(&server, |audit| !events(audit, "session_closed").is_empty());
     let sessions = events(&audit, "session");
@@ -782,9 +802,14 @@ async fn with_sessions_on_a_request_without_a_session_is_told_to_initialize() {
     assert_eq!(response.status(), 400);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], -32600, "{body}");
-    let message = body["error"]["message"].as_str().unwrap();
-    assert!(message.starts_with("session_required"), "{message}");
-    assert!(message.contains("initialize"), "{message}");
+    assert_error_code(&body, "session_required");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("initialize"),
+        "{body}"
+    );
     let stream = client
         .get(&server.url)
         .header("accept", "text/event-stream")
@@ -793,14 +818,7 @@ async fn with_sessions_on_a_request_without_a_session_is_told_to_initialize() {
         .await
         .unwrap();
     assert_eq!(stream.status(), 400);
-    let body: Value = stream.json().await.unwrap();
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .starts_with("session_required"),
-        "{body}"
-    );
+    assert_error_code(&stream.json().await.unwrap(), "session_required");
     let audit = audit_until(&server, |audit| events(audit, "http_rejected").len() == 2);
     for record in events(&audit, "http_rejected") {
         assert_eq!(record["status"], 400, "{record}");
@@ -857,10 +875,7 @@ async fn in_sessions_mode_a_cancelled_call_is_answered_cancelled_on_its_stream()
     let session = open_session(&client, &server.url).await;
     let slow = spawn_slow(&client, &server.url, &session, 7, 20_000);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
-                        "params": {"requestId": 7, "reason": "the user stopped it"}});
-    let (status, body) = post_in(&client, &server.url, &session, &cancel).await;
-    assert_eq!(status, 202, "{body}");
+    cancel_in(&client, &server.url, &session, 7).await;
     let (status, body) = tokio::time::timeout(Duration::from_secs(10), slow)
         .await
         .expect("the cancelled call's stream ended")
@@ -870,24 +885,11 @@ async fn in_sessions_mode_a_cancelled_call_is_answered_cancelled_on_its_stream()
     let answer = answers.last().expect("an answer on the stream");
     assert_eq!(answer["id"], 7, "{body}");
     assert_eq!(answer["error"]["code"], -32000, "{body}");
-    assert!(
-        answer["error"]["message"]
-            .as_str()
-            .unwrap()
-            .starts_with("cancelled:"),
-        "{body}"
-    );
+    assert_error_code(answer, "cancelled:");
     let audit = audit_until(&server, |audit| !events(audit, "tool_call").is_empty());
     assert_eq!(events(&audit, "tool_call")[0]["outcome"], "cancelled");
     // The session goes on.
-    let echo = json!({"jsonrpc": "2.0", "id": 8, "method": "tools/call",
-                      "params": {"name": "echo", "arguments": {"text": "after"}}});
-    let (_, body) = post_in(&client, &server.url, &session, &echo).await;
-    assert_eq!(
-        messages(&body)[0]["result"]["content"][0]["text"],
-        "after",
-        "{body}"
-    );
+    assert_echoes(&client, &server.url, &session, 8, "after").await;
 }
 
 /// Red-team finding: a request racing a `DELETE` of its session got rmcp's plain-text `500` ("Session service
@@ -928,8 +930,7 @@ async fn a_request_racing_the_deletion_of_its_session_is_always_answered() {
                 if answer["result"]["content"][0]["text"] == "raced" {
                     "result"
                 } else {
-                    let message = answer["error"]["message"].as_str().unwrap_or_default();
-                    assert!(message.starts_with("session_ended:"), "{answer}");
+                    assert_error_code(&answer, "session_ended:");
                     "session ended"
                 }
             }
@@ -1046,14 +1047,7 @@ async fn a_caller_with_every_session_in_use_is_refused_without_an_internal_error
         .await
         .unwrap();
         assert_eq!(response.status(), 429);
-        let body: Value = response.json().await.unwrap();
-        assert!(
-            body["error"]["message"]
-                .as_str()
-                .unwrap()
-                .starts_with("too_many_sessions"),
-            "{body}"
-        );
+        assert_error_code(&response.json().await.unwrap(), "too_many_sessions");
     }
     let stderr = std::fs::read_to_string(&server.stderr).unwrap();
     assert!(
@@ -1080,10 +1074,7 @@ async fn an_ended_event_stream_is_resumed_once_not_again() {
     let session = open_session(&client, &server.url).await;
     let slow = spawn_slow(&client, &server.url, &session, 7, 20_000);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
-                        "params": {"requestId": 7}});
-    let (status, _) = post_in(&client, &server.url, &session, &cancel).await;
-    assert_eq!(status, 202);
+    cancel_in(&client, &server.url, &session, 7).await;
     let (_, body) = slow.await.unwrap();
     let last_event_id = body
         .lines()
@@ -1106,25 +1097,11 @@ async fn an_ended_event_stream_is_resumed_once_not_again() {
     let _ = first.text().await;
     let again = resume().await.unwrap();
     assert_eq!(again.status(), 404);
-    let refusal: Value = again.json().await.unwrap();
-    assert!(
-        refusal["error"]["message"]
-            .as_str()
-            .unwrap()
-            .starts_with("stream_ended"),
-        "{refusal}"
-    );
+    assert_error_code(&again.json().await.unwrap(), "stream_ended");
     let audit = audit_until(&server, |audit| !events(audit, "http_rejected").is_empty());
     assert_eq!(events(&audit, "http_rejected")[0]["reason"], "stream_ended");
     // The session goes on.
-    let echo = json!({"jsonrpc": "2.0", "id": 8, "method": "tools/call",
-                      "params": {"name": "echo", "arguments": {"text": "after"}}});
-    let (_, body) = post_in(&client, &server.url, &session, &echo).await;
-    assert_eq!(
-        messages(&body)[0]["result"]["content"][0]["text"],
-        "after",
-        "{body}"
-    );
+    assert_echoes(&client, &server.url, &session, 8, "after").await;
 }
 
 /// Trial finding (Python SDK): a session its client ended (`DELETE`) left no record, where one closed to make room
