@@ -472,20 +472,20 @@ async fn authenticated(shared: Arc<Shared>, mut request: Request, next: Route) -
     let (response, place) = match place {
         None if kind == Some(Kind::Session) => {
             let opening = super::sessions::Opening::new(shared.owners.clone(), owner.clone());
-            // Only an `initialize` opens a session (a request of the 2026-07-28 revision stands alone).
-            let response = if !initializing || shared.owners.may_open(&owner) {
-                unless_cancelled(
+            // Only an `initialize` opens a session (a request of the 2026-07-28 revision stands alone); one from a
+            // caller with no room is refused before rmcp is asked (which logs any session it was refused as an
+            // internal error), as is one that finds no room as rmcp makes its session.
+            let response = if initializing && !shared.owners.may_open(&owner) {
+                None
+            } else {
+                let answer = unless_cancelled(
                     opening.clone().scope(next.oneshot(request)),
                     stateless_call.as_ref(),
-                )
-                .await
-            } else {
-                opening.refuse();
-                drop(request);
-                Response::default()
+                );
+                Some(answer.await).filter(|_| !opening.refused())
             };
             drop(in_progress);
-            if opening.refused() {
+            let Some(response) = response else {
                 return shared.reject(
                     StatusCode::TOO_MANY_REQUESTS,
                     Kind::Session.refusal(),
@@ -497,7 +497,7 @@ async fn authenticated(shared: Arc<Shared>, mut request: Request, next: Route) -
                         remote,
                     },
                 );
-            }
+            };
             (response, None)
         }
         place => {

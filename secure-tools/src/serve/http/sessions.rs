@@ -628,7 +628,7 @@ impl Opening {
         })
     }
 
-    pub(super) fn refuse(&self) {
+    fn refuse(&self) {
         self.refused
             .store(true, std::sync::atomic::Ordering::Relaxed);
     }
