@@ -627,6 +627,20 @@ fn assert_error_code(answer: &Value, code: &str) {
     assert!(message.starts_with(code), "{answer}");
 }
 
+/// Opens a session, calls `slow` in it as request 7 and cancels the call half a second later: the session, and the
+/// status and body of the call's answer (its stream read to its end, within 10 s).
+async fn cancelled_in_a_session(client: &reqwest::Client, url: &str) -> (String, u16, String) {
+    let session = open_session(client, url).await;
+    let slow = spawn_slow(client, url, &session, 7, 20_000);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cancel_in(client, url, &session, 7).await;
+    let (status, body) = tokio::time::timeout(Duration::from_secs(10), slow)
+        .await
+        .expect("the cancelled call's stream ended")
+        .unwrap();
+    (session, status, body)
+}
+
 /// Cancels request `id` of `session`, as a client does (`notifications/cancelled`), accepted.
 async fn cancel_in(client: &reqwest::Client, url: &str, session: &str, id: u64) {
     let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
@@ -872,14 +886,7 @@ async fn a_request_head_that_cannot_be_parsed_is_refused_on_record() {
 async fn in_sessions_mode_a_cancelled_call_is_answered_cancelled_on_its_stream() {
     let server = start_with(&[("MCP_HTTP_SESSIONS", "true")]);
     let client = client(Duration::from_secs(30));
-    let session = open_session(&client, &server.url).await;
-    let slow = spawn_slow(&client, &server.url, &session, 7, 20_000);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    cancel_in(&client, &server.url, &session, 7).await;
-    let (status, body) = tokio::time::timeout(Duration::from_secs(10), slow)
-        .await
-        .expect("the cancelled call's stream ended")
-        .unwrap();
+    let (session, status, body) = cancelled_in_a_session(&client, &server.url).await;
     assert_eq!(status, 200, "{body}");
     let answers = messages(&body);
     let answer = answers.last().expect("an answer on the stream");
@@ -1071,11 +1078,7 @@ async fn a_caller_with_every_session_in_use_is_refused_without_an_internal_error
 async fn an_ended_event_stream_is_resumed_once_not_again() {
     let server = start_with(&[("MCP_HTTP_SESSIONS", "true")]);
     let client = client(Duration::from_secs(30));
-    let session = open_session(&client, &server.url).await;
-    let slow = spawn_slow(&client, &server.url, &session, 7, 20_000);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    cancel_in(&client, &server.url, &session, 7).await;
-    let (_, body) = slow.await.unwrap();
+    let (session, _, body) = cancelled_in_a_session(&client, &server.url).await;
     let last_event_id = body
         .lines()
         .filter_map(|line| line.strip_prefix("id:"))
