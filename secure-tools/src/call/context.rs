@@ -491,26 +491,27 @@ impl CallContext {
     /// The client's name and version as it gave them, if it did: in `initialize`, for a session begun with it
     /// (whatever a request's `_meta` says), else in the request's `_meta` (the stateless revision).
     pub fn client_info(&self) -> Option<Implementation> {
-        let cx = self.rmcp()?;
-        self.0
-            .connection
-            .trust_peer_info
-            .then(|| cx.peer.peer_info().map(|info| info.client_info.clone()))
-            .flatten()
-            .or_else(|| cx.meta.client_info())
+        match self.initialized() {
+            Some(initialized) => Some(initialized.client_info.clone()),
+            None => self.rmcp()?.meta.client_info(),
+        }
+    }
+
+    /// What the client said of itself in its session's `initialize`, where the transport vouches for it (not over
+    /// stateless HTTP, where rmcp fills it with placeholders).
+    fn initialized(&self) -> Option<Arc<rmcp::model::InitializeRequestParams>> {
+        self.rmcp()
+            .filter(|_| self.0.connection.trust_peer_info)
+            .and_then(|cx| cx.peer.peer_info())
     }
 
     /// The capabilities the client declared (in `initialize`, or in the request's `_meta` in the stateless
     /// revision); none for a call made in process.
     pub fn client_capabilities(&self) -> Option<ClientCapabilities> {
-        let cx = self.rmcp()?;
-        cx.meta.client_capabilities().or_else(|| {
-            self.0
-                .connection
-                .trust_peer_info
-                .then(|| cx.peer.peer_info().map(|info| info.capabilities.clone()))
-                .flatten()
-        })
+        self.rmcp()?
+            .meta
+            .client_capabilities()
+            .or_else(|| Some(self.initialized()?.capabilities.clone()))
     }
 
     /// Cancelled when the client cancels the call or goes away, when the call times out, when the server shuts
@@ -799,11 +800,7 @@ impl CallContext {
         if let Some(origin) = session.and_then(|session| session.origin.get()) {
             return origin.clone();
         }
-        let initialized = self
-            .rmcp()
-            .filter(|_| connection.trust_peer_info)
-            .and_then(|cx| cx.peer.peer_info());
-        let Some(initialized) = initialized else {
+        let Some(initialized) = self.initialized() else {
             let client = self
                 .rmcp()
                 .filter(|cx| !cx.meta.0.is_empty())
