@@ -802,6 +802,66 @@ async fn a_second_initialize_inside_a_session_is_refused_and_changes_nothing() {
     assert!(!format!("{audit:?}").contains("impostor"), "{audit:#?}");
 }
 
+/// Trial finding (TypeScript SDK): a message refused over HTTP (a second `initialize`, a reused id, a request of
+/// the wrong shape) was recorded with no session, caller or address, so it could not be joined to the session's
+/// other records or to its client. Its record carries what the session's records carry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_message_is_recorded_with_its_session_caller_and_address() {
+    let server = start_with(&[("MCP_HTTP_SESSIONS", "true")]);
+    let client = client(Duration::from_secs(30));
+    let session = open_session(&client, &server.url).await;
+    let again = json!({"jsonrpc": "2.0", "id": "again", "method": "initialize",
+                       "params": {"protocolVersion": "2025-11-25", "capabilities": {},
+                                  "clientInfo": {"name": "again", "version": "1"}}});
+    let (_, body) = post_in(&client, &server.url, &session, &again).await;
+    assert_eq!(messages(&body)[0]["error"]["code"], -32600, "{body}");
+    let misshapen = json!({"jsonrpc": "2.0", "id": "misshapen", "method": "tools/call",
+                           "params": {"name": 5, "arguments": "x"}});
+    let (_, body) = post_in(&client, &server.url, &session, &misshapen).await;
+    assert_eq!(messages(&body)[0]["error"]["code"], -32602, "{body}");
+    let slow = spawn_slow(&client, &server.url, &session, 7, 3000);
+    audit_until(&server, |audit| {
+        events(audit, "call_started")
+            .iter()
+            .any(|r| r["tool"] == "slow")
+    });
+    let reused = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+                        "params": {"name": "echo", "arguments": {"text": "x"}}});
+    let (_, body) = post_in(&client, &server.url, &session, &reused).await;
+    assert_eq!(messages(&body)[0]["error"]["code"], -32600, "{body}");
+    slow.abort();
+    let audit = audit_until(&server, |audit| {
+        events(audit, "message_rejected").len() == 3
+    });
+    let opened = &events(&audit, "session")[0];
+    let rejected = events(&audit, "message_rejected");
+    let reasons: Vec<_> = rejected.iter().map(|r| r["reason"].clone()).collect();
+    assert_eq!(
+        reasons,
+        ["already_initialized", "invalid_params", "duplicate_id"],
+        "{rejected:#?}"
+    );
+    for record in &rejected {
+        assert_eq!(record["session_id"], session.as_str(), "{record}");
+        assert_eq!(record["caller"], opened["caller"], "{record}");
+        let remote = record["remote_addr"].as_str().unwrap_or_default();
+        assert!(remote.starts_with("127.0.0.1:"), "{record}");
+    }
+    // Stateless, the same shape: no session to name, the caller and address as ever.
+    let stateless = start();
+    let response = post(&client, &stateless.url, &misshapen).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let audit = audit_until(&stateless, |audit| {
+        !events(audit, "message_rejected").is_empty()
+    });
+    let rejected = events(&audit, "message_rejected")[0];
+    assert_eq!(rejected["reason"], "invalid_params", "{rejected}");
+    assert!(rejected["caller"].is_string(), "{rejected}");
+    assert!(rejected.get("session_id").is_none(), "{rejected}");
+    let remote = rejected["remote_addr"].as_str().unwrap_or_default();
+    assert!(remote.starts_with("127.0.0.1:"), "{rejected}");
+}
+
 /// Trial finding (TypeScript SDK): after its session was deleted, a client's call without `Mcp-Session-Id` was
 /// refused `400 bad_request`, "the request is malformed (a header, or the body)", which did not say what to do. With
 /// sessions on, a request that needs a session and names none is refused `400`, reason `session_required`, saying

@@ -278,6 +278,50 @@ fn a_known_method_with_misshapen_params_is_invalid_params_on_record() {
     assert_eq!(events(&records, "session").len(), 1);
 }
 
+/// A message refused within a session (not JSON, a reused id, a second `initialize`, misshapen params) is recorded
+/// with the session's id, as its calls are, so that it can be joined to them; one refused before the session began
+/// names none.
+#[test]
+fn a_message_refused_in_a_session_is_recorded_with_its_session_id() {
+    let mut server = RawServer::spawn(SERVER, Some("test.read"), &[]);
+    server.send_raw(b"{not json\n");
+    assert_eq!(server.recv()["error"]["code"], -32700);
+    assert!(server.initialize("2025-11-25").get("result").is_some());
+    server.send_raw(b"{not json\n");
+    assert_eq!(server.recv()["error"]["code"], -32700);
+    let again = server.request(json!({
+        "jsonrpc": "2.0", "id": "again", "method": "initialize",
+        "params": {"protocolVersion": "2025-11-25", "capabilities": {},
+                   "clientInfo": {"name": "again", "version": "1"}}
+    }));
+    assert_eq!(again["error"]["code"], -32600, "{again}");
+    let misshapen = server.request(json!({"jsonrpc": "2.0", "id": "m", "method": "tools/call",
+                                          "params": {"name": 5}}));
+    assert_eq!(misshapen["error"]["code"], -32602, "{misshapen}");
+    let (status, records, stderr) = server.finish();
+    assert!(status.success(), "{stderr}");
+    let session = events(&records, "session")[0]["session_id"].clone();
+    assert!(session.is_string(), "{records:#?}");
+    let rejected = events(&records, "message_rejected");
+    let reasons: Vec<_> = rejected.iter().map(|r| r["reason"].clone()).collect();
+    assert_eq!(
+        reasons,
+        [
+            "parse_error",
+            "parse_error",
+            "already_initialized",
+            "invalid_params"
+        ],
+        "{rejected:#?}"
+    );
+    assert!(rejected[0].get("session_id").is_none(), "{:?}", rejected[0]);
+    for record in &rejected[1..] {
+        assert_eq!(record["session_id"], session, "{record}");
+        // Over stdio the caller is the one on the other end of the pipe, as on the session's record.
+        assert!(record.get("caller").is_none(), "{record}");
+    }
+}
+
 #[test]
 fn every_call_yields_exactly_one_audit_record_in_a_mixed_run() {
     let mut server = RawServer::spawn(SERVER, Some("test.read,test.write"), &[]);

@@ -197,6 +197,19 @@ pub enum AuditEvent {
         code: Option<i32>,
         /// The message's size in bytes.
         bytes: usize,
+        /// Over HTTP: the caller the request was authenticated as.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        caller: Option<String>,
+        /// Over HTTP: the client's address.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        remote_addr: Option<String>,
+        /// Over HTTP: the bearer token's id (`jti`), when it has one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        token_id: Option<String>,
+        /// The session the message came in, as in its `session` record and its calls' records: over stdio once
+        /// the session has begun, over HTTP the one the request named.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        session_id: Option<String>,
     },
     /// An HTTP request was refused before reaching the protocol layer: no or an invalid token (401), a Host or
     /// Origin not allowed (403), a body too large (413), a timeout (408).
@@ -312,7 +325,20 @@ impl AuditEvent {
                     .flatten()
                     .for_each(shorten);
             }
-            AuditEvent::MessageRejected { request_id, .. } => shorten_id(request_id),
+            AuditEvent::MessageRejected {
+                request_id,
+                caller,
+                remote_addr,
+                token_id,
+                session_id,
+                ..
+            } => {
+                shorten_id(request_id);
+                [caller, remote_addr, token_id, session_id]
+                    .into_iter()
+                    .flatten()
+                    .for_each(shorten);
+            }
             AuditEvent::HttpRejected {
                 subject,
                 method,
@@ -845,6 +871,10 @@ mod tests {
                 reason: "invalid_request",
                 code: None,
                 bytes: 400_000,
+                caller: Some(long.clone()),
+                remote_addr: Some(long.clone()),
+                token_id: Some(long.clone()),
+                session_id: Some(long.clone()),
             },
             AuditEvent::HttpRejected {
                 status: 404,

@@ -185,6 +185,31 @@ struct SessionOrigin {
     session_id: Option<String>,
 }
 
+/// Who sent a request refused before it became a call (`caller`, as the pipeline would have taken it, and
+/// `connection`), for its `message_rejected` record: what the transport told of it, its address, token and session.
+/// The caller only when the request came with one or through the HTTP runner: over stdio it is the one on the other
+/// end of the pipe, as on the session's record, and is not named.
+fn rejection_origin(
+    context: &RequestContext<RoleServer>,
+    caller: &Caller,
+    connection: &Connection,
+) -> SessionOrigin {
+    let told =
+        from_request::<Connection>(context).is_some() || from_request::<Caller>(context).is_some();
+    SessionOrigin {
+        caller: told.then(|| crate::audit::shorten_str(caller.id())),
+        remote_addr: connection.remote_addr.map(|addr| addr.to_string()),
+        token_id: connection
+            .token_id
+            .as_deref()
+            .map(crate::audit::shorten_str),
+        session_id: connection
+            .session_id
+            .as_deref()
+            .map(crate::audit::shorten_str),
+    }
+}
+
 /// A value an HTTP layer put into the request: directly in rmcp's extensions, or, over streamable HTTP, inside the
 /// `http::request::Parts` rmcp puts there.
 fn from_request<T: Send + Sync + 'static>(context: &RequestContext<RoleServer>) -> Option<&T> {
@@ -457,7 +482,9 @@ impl<S: Send + Sync + 'static> ServerHandler for SecureServer<S> {
         request: rmcp::model::CustomRequest,
         context: RequestContext<RoleServer>,
     ) -> Result<rmcp::model::CustomResult, ErrorData> {
-        if let Some(error) = refuse_misshapen_call(&self.tools, &request, &context) {
+        let origin =
+            || rejection_origin(&context, &self.caller(&context), &self.connection(&context));
+        if let Some(error) = refuse_misshapen_call(&self.tools, &request, &context, origin) {
             return Err(error);
         }
         Err(ErrorData::new(
@@ -476,13 +503,19 @@ fn refuse_misshapen_call<S: Send + Sync + 'static>(
     tools: &ToolSet<S>,
     request: &rmcp::model::CustomRequest,
     context: &RequestContext<RoleServer>,
+    origin: impl FnOnce() -> SessionOrigin,
 ) -> Option<ErrorData> {
     let error = super::transport::misshapen_params_error(&request.method)?;
+    let origin = origin();
     let event = AuditEvent::MessageRejected {
         request_id: Some(context.id.clone()),
         reason: super::transport::MISSHAPEN_CALL_REASON,
         code: Some(error.code.0),
         bytes: message_bytes(&request.method, &request.params, context),
+        caller: origin.caller,
+        remote_addr: origin.remote_addr,
+        token_id: origin.token_id,
+        session_id: origin.session_id,
     };
     if let Err(err) = tools.audit().record(event) {
         tracing::error!(error = %err, "audit record not written");
@@ -737,6 +770,15 @@ where
         }
     }
 
+    /// Who sent a request refused before it became a call, for its `message_rejected` record.
+    fn rejection_origin(&self, context: &RequestContext<RoleServer>) -> SessionOrigin {
+        rejection_origin(
+            context,
+            &self.secure.caller(context),
+            &self.secure.connection(context),
+        )
+    }
+
     async fn initialize_checked(
         &self,
         request: InitializeRequestParams,
@@ -768,11 +810,16 @@ where
             "Invalid request: the session is already initialized (`initialize` is sent once, first)",
             None,
         );
+        let origin = self.rejection_origin(context);
         let event = AuditEvent::MessageRejected {
             request_id: Some(context.id.clone()),
             reason: super::transport::ALREADY_INITIALIZED_REASON,
             code: Some(error.code.0),
             bytes: message_bytes("initialize", request, context),
+            caller: origin.caller,
+            remote_addr: origin.remote_addr,
+            token_id: origin.token_id,
+            session_id: origin.session_id,
         };
         if let Err(err) = self.secure.tools().audit().record(event) {
             tracing::error!(error = %err, "audit record not written");
@@ -1118,7 +1165,9 @@ where
         request: rmcp::model::CustomRequest,
         context: RequestContext<RoleServer>,
     ) -> Result<rmcp::model::CustomResult, ErrorData> {
-        if let Some(error) = refuse_misshapen_call(self.secure.tools(), &request, &context) {
+        let origin = || self.rejection_origin(&context);
+        if let Some(error) = refuse_misshapen_call(self.secure.tools(), &request, &context, origin)
+        {
             return Err(error);
         }
         self.admit_request(&context)?;

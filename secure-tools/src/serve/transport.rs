@@ -283,6 +283,20 @@ where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
+    /// The id of the session, once it has begun (its `session` record written), for the records of the messages
+    /// refused in it.
+    fn session_in_force(&self) -> Option<String> {
+        if !self.session_started() {
+            return None;
+        }
+        self.lifecycle
+            .session_id
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_deref()
+            .map(str::to_owned)
+    }
+
     /// The id of the session about to be served, which its calls' records carry, for its `session` record.
     pub(crate) fn set_session_id(&self, id: Option<Arc<str>>) {
         *self
@@ -729,6 +743,10 @@ where
                         reason: "incomplete_meta",
                         code: Some(error.error.code.0),
                         bytes,
+                        caller: None,
+                        remote_addr: None,
+                        token_id: None,
+                        session_id: self.session_in_force(),
                     });
                 }
             }
@@ -772,6 +790,10 @@ where
                         reason: "no_session",
                         code: Some(error.error.code.0),
                         bytes,
+                        caller: None,
+                        remote_addr: None,
+                        token_id: None,
+                        session_id: None,
                     });
                 }
             }
@@ -1025,6 +1047,11 @@ where
                 reason: refusal.reason,
                 code: refusal.error.as_ref().map(|e| e.code.0),
                 bytes,
+                // Over stdio the caller is the one on the other end of the pipe, as on the session's record.
+                caller: None,
+                remote_addr: None,
+                token_id: None,
+                session_id: self.session_in_force(),
             });
             if let Some(error) = refusal.error {
                 let answer = ServerJsonRpcMessage::error(error, refusal.id);

@@ -406,7 +406,6 @@ impl Owners {
     }
 
     /// Who opened the session `id`, if it is known.
-    #[cfg(test)]
     fn owner(&self, id: &str) -> Option<Arc<str>> {
         self.lock().sessions.get(id).map(|s| s.owner.clone())
     }
@@ -1066,11 +1065,27 @@ impl SessionManager for Bound {
                     else {
                         let error =
                             crate::serve::transport::duplicate_id_error(ids.retired(&request.id));
+                        use rmcp::model::GetExtensions as _;
+                        let shorten = |text: &str| crate::audit::shorten_str(text);
+                        // What the runner's layers told of the request, as its session's records carry it.
+                        let connection = request
+                            .request
+                            .extensions()
+                            .get::<axum::http::request::Parts>()
+                            .and_then(|parts| parts.extensions.get::<crate::call::Connection>());
+                        let remote_addr = connection
+                            .and_then(|c| c.remote_addr)
+                            .map(|addr| addr.to_string());
+                        let token_id = connection.and_then(|c| c.token_id.as_deref()).map(shorten);
                         let event = crate::audit::AuditEvent::MessageRejected {
                             request_id: Some(request.id.clone()),
                             reason: crate::serve::transport::DUPLICATE_ID_REASON,
                             code: Some(error.code.0),
                             bytes: request_bytes(&message),
+                            caller: self.owners.owner(id).as_deref().map(shorten),
+                            remote_addr,
+                            token_id,
+                            session_id: Some(shorten(id)),
                         };
                         if let Err(err) = self.owners.audit.record(event) {
                             tracing::error!(error = %err, "audit record not written");
