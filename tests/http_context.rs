@@ -1079,6 +1079,43 @@ async fn an_idle_keep_alive_connection_closes_without_a_refusal_record() {
     assert_eq!(tools_called(&audit), ["echo", "echo"]);
 }
 
+/// Trial finding (TypeScript SDK): a call sent on a keep-alive connection as the server closed it for idling past
+/// the header-read timeout failed in the client (`fetch failed`), since nothing told the client how long the
+/// server keeps an idle connection. Every answer on a connection kept open says so (`Keep-Alive: timeout=`, whole
+/// seconds, rounded down, as Node's own server does), and clients that read it (Node's `fetch`) do not send on a
+/// connection about to close.
+#[tokio::test]
+async fn answers_say_how_long_an_idle_connection_is_kept() {
+    let client = client(Duration::from_secs(10));
+    for (setting, told) in [(None, "timeout=10"), (Some("3500ms"), "timeout=3")] {
+        let server = match setting {
+            Some(timeout) => start_with(&[("MCP_HTTP_HEADER_TIMEOUT", timeout)]),
+            None => start(),
+        };
+        let response = post(&client, &server.url, &call("echo", json!({"text": "x"})))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let keep_alive = response
+            .headers()
+            .get("keep-alive")
+            .map(|v| v.to_str().unwrap().to_owned());
+        assert_eq!(keep_alive.as_deref(), Some(told), "{setting:?}");
+        // A refusal is told the same.
+        let response = client
+            .get(server.url.replace("/mcp", "/elsewhere"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 404);
+        let keep_alive = response
+            .headers()
+            .get("keep-alive")
+            .map(|v| v.to_str().unwrap().to_owned());
+        assert_eq!(keep_alive.as_deref(), Some(told), "{setting:?}");
+    }
+}
+
 /// Trial finding (Python SDK): with its 32 sessions in use (a live `ClientSession` keeps an event stream open on
 /// its session), a caller's 33rd `initialize` was refused `429 too_many_sessions`, as documented, and each refusal
 /// also printed rmcp's `ERROR ... Internal server error when create session` on the server's standard error. A

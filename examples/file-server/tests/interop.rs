@@ -117,6 +117,55 @@ impl HttpServer {
     }
 }
 
+/// Trial finding (TypeScript SDK): a call sent on a keep-alive connection just as the server closed it for idling
+/// past its header-read timeout failed in the client (`fetch failed`): Node's `fetch` keeps an idle connection 4 s
+/// unless told otherwise, past a shorter timeout of the server's. The server tells its timeout on every answer
+/// (`Keep-Alive: timeout=4` here), and the SDK's `fetch` stops using a connection idle 3 s (it had reused it), while
+/// it still reuses one idle a moment. Which connection each call came on is its record's `remote_addr`.
+#[test]
+fn node_fetch_leaves_a_connection_before_the_server_closes_it() {
+    install();
+    let connections = |pause_ms: &str| {
+        let server = HttpServer::start_with(&["--http-header-timeout", "4s"]);
+        std::fs::write(
+            server.data.join("greeting.txt"),
+            "Hello from the interop test.\n",
+        )
+        .unwrap();
+        script(
+            &format!("keep-alive {pause_ms}"),
+            Command::new(repo_root().join(NODE22))
+                .args(["interop/node/keep-alive.mjs", pause_ms, "3"])
+                .env("SECURE_FILE_SERVER_URL", &server.url)
+                .env("TOKEN_FULL", server.token("files.read files.write"))
+                .env("TOKEN_READ", server.token("files.read"))
+                .env("SECURE_FILE_SERVER_DATA_ROOT", &server.data)
+                .env("SECURE_FILE_SERVER_AUDIT_LOG", &server.audit_log)
+                .current_dir(repo_root()),
+        );
+        // The calls after the first, each made after the pause: on a connection new to the server, or on one
+        // that earlier requests came on (the SDK's first requests may use two at once).
+        let records = server.records();
+        let mut seen = std::collections::BTreeSet::new();
+        let mut calls = 0;
+        let mut new_after_pause = 0;
+        for record in &records {
+            let Some(remote) = record["remote_addr"].as_str() else {
+                continue;
+            };
+            let new = seen.insert(remote.to_owned());
+            if record["event"] == "tool_call" {
+                calls += 1;
+                new_after_pause += usize::from(calls > 1 && new);
+            }
+        }
+        assert_eq!(calls, 3, "{records:#?}");
+        new_after_pause
+    };
+    assert_eq!(connections("100"), 0, "idle a moment: reused");
+    assert_eq!(connections("3000"), 2, "idle 3 s: left");
+}
+
 /// Runs a client script (`args` select its `http` mode) against the file server over streamable HTTP, with a token
 /// granting `files.read files.write` and one granting `files.read`; fails the test unless the script passes and the
 /// audit log shows every call as made over HTTP by the tokens' subject, with no request refused for its token.

@@ -497,7 +497,16 @@ where
 {
     let connection = slot.connection.clone();
     let stopped = stop.clone();
+    // How long the connection is kept idle between requests (the header-read timeout runs from an answer's end),
+    // told on every answer as Node's own server tells it: a client that reads it (Node's `fetch`) does not send a
+    // request on a connection as it closes (trial finding: a call racing the close failed in the client).
+    let keep_alive = hyper::header::HeaderValue::try_from(format!(
+        "timeout={}",
+        limits.header_read_timeout.as_secs()
+    ))
+    .expect("digits are a header value");
     let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+        let keep_alive = keep_alive.clone();
         let busy = Busy::new(&connection);
         let get = request.method() == hyper::Method::GET;
         let stopped = stopped.clone();
@@ -509,7 +518,17 @@ where
             let Some(busy) = busy else {
                 return Ok::<_, Infallible>(super::refusal::connection_closing());
             };
-            let Ok(response) = app.oneshot(request).await;
+            let Ok(mut response) = app.oneshot(request).await;
+            let closing = response
+                .headers()
+                .get(hyper::header::CONNECTION)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+            if !closing {
+                response.headers_mut().insert(
+                    hyper::header::HeaderName::from_static("keep-alive"),
+                    keep_alive,
+                );
+            }
             // A standalone stream of events: any other answer finishes by itself.
             let ends = (get
                 && response
