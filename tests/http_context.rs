@@ -862,6 +862,32 @@ async fn a_refused_message_is_recorded_with_its_session_caller_and_address() {
     assert!(remote.starts_with("127.0.0.1:"), "{rejected}");
 }
 
+/// Trial finding (TypeScript SDK): a client that kept using its session after deleting it got `404`, recorded
+/// `not_found` with nothing to tell it from a guessed id, nor to join it to the session's records. A refusal of a
+/// request naming a session records the id it named, and one the server issued and has ended is `session_ended`.
+#[tokio::test]
+async fn a_request_naming_an_ended_session_is_recorded_with_it() {
+    let server = start_with(&[("MCP_HTTP_SESSIONS", "true")]);
+    let client = client(Duration::from_secs(30));
+    let session = open_session(&client, &server.url).await;
+    assert_eq!(delete_session(&client, &server.url, &session).await, 204);
+    let echo = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+                      "params": {"name": "echo", "arguments": {"text": "x"}}});
+    for named in [session.as_str(), "never-issued"] {
+        let (status, body) = post_in(&client, &server.url, named, &echo).await;
+        assert_eq!(status, 404, "{body}");
+        assert!(body.contains("session_not_found"), "{body}");
+    }
+    let audit = audit_until(&server, |audit| events(audit, "http_rejected").len() == 2);
+    let rejected = events(&audit, "http_rejected");
+    assert_eq!(rejected[0]["reason"], "not_found", "{rejected:#?}");
+    assert_eq!(rejected[0]["detail"], "session_ended", "{rejected:#?}");
+    assert_eq!(rejected[0]["session_id"], session.as_str(), "{rejected:#?}");
+    assert_eq!(rejected[1]["reason"], "not_found", "{rejected:#?}");
+    assert!(rejected[1].get("detail").is_none(), "{rejected:#?}");
+    assert_eq!(rejected[1]["session_id"], "never-issued", "{rejected:#?}");
+}
+
 /// Trial finding (TypeScript SDK): after its session was deleted, a client's call without `Mcp-Session-Id` was
 /// refused `400 bad_request`, "the request is malformed (a header, or the body)", which did not say what to do. With
 /// sessions on, a request that needs a session and names none is refused `400`, reason `session_required`, saying

@@ -235,6 +235,9 @@ pub enum AuditEvent {
         /// The client's address.
         #[serde(skip_serializing_if = "Option::is_none")]
         remote_addr: Option<String>,
+        /// The session the request named (`Mcp-Session-Id`), as it named it: the server may never have issued it.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        session_id: Option<String>,
     },
     /// A TLS handshake failed (mutual TLS): no client certificate, one not signed by the client CA, a timeout, or
     /// anything else that ended the handshake. No HTTP request was read.
@@ -344,10 +347,12 @@ impl AuditEvent {
                 method,
                 path,
                 remote_addr,
+                session_id,
                 ..
             } => {
                 subject.iter_mut().for_each(shorten);
                 remote_addr.iter_mut().for_each(shorten);
+                session_id.iter_mut().for_each(shorten);
                 shorten(method);
                 shorten(path);
             }
@@ -884,6 +889,7 @@ mod tests {
                 method: long.clone(),
                 path: long.clone(),
                 remote_addr: Some(long.clone()),
+                session_id: Some(long.clone()),
             },
             AuditEvent::TlsRejected {
                 reason: "handshake_failed",

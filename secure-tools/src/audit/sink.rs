@@ -139,6 +139,7 @@ impl AuditSink for TracingSink {
                 method,
                 path,
                 remote_addr,
+                session_id,
             } => {
                 tracing::info!(
                     target: "secure_tools::audit",
@@ -152,6 +153,7 @@ impl AuditSink for TracingSink {
                     method = %method,
                     path = %path,
                     remote_addr = remote_addr.as_deref(),
+                    session_id = session_id.as_deref(),
                     "http rejected"
                 );
             }

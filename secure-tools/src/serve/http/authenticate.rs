@@ -54,7 +54,7 @@ fn mtls_caller(
 impl Head<'_> {
     /// The request, for a refusal's record.
     fn asked(&self) -> super::Asked<'_> {
-        super::Asked::new(self.method, self.uri, self.extensions)
+        super::Asked::new(self.method, self.uri, self.headers, self.extensions)
     }
 }
 
@@ -304,7 +304,7 @@ async fn authenticated(shared: Arc<Shared>, mut request: Request, next: Route) -
                 // `404`, its end recorded as it was.
                 Entry::Own(_) if deleting && !shared.owners.live(id).await => {
                     shared.owners.closed(id, "expired");
-                    Err("not_found")
+                    Err(("not_found", Some("session_ended")))
                 }
                 Entry::Own(in_use) => Ok(Some(in_use)),
                 // A session this server did not issue, or that has ended: `404`, as the transport specifies. rmcp
@@ -312,18 +312,23 @@ async fn authenticated(shared: Arc<Shared>, mut request: Request, next: Route) -
                 // got `404`, one never issued `202`, telling them apart), a request of the 2026-07-28 revision naming
                 // one was served with the id on its records (red-team finding), and a request to a session whose
                 // service had ended got a plain-text `500`.
-                Entry::Unknown => Err("not_found"),
+                // Recorded `session_ended` when it is one the server issued and has ended (a client using its
+                // session after deleting it, say), to tell it from a guessed id.
+                Entry::Unknown => Err((
+                    "not_found",
+                    shared.owners.ended_recently(id).then_some("session_ended"),
+                )),
                 // Another identity's session: answered as a session that does not exist, so its existence is not
                 // told.
-                Entry::NotOwned => Err("session_not_owned"),
+                Entry::NotOwned => Err(("session_not_owned", None)),
             };
             match entered {
                 Ok(in_use) => in_use,
-                Err(reason) => {
+                Err((reason, detail)) => {
                     shared.audit_rejection(
                         StatusCode::NOT_FOUND,
                         reason,
-                        None,
+                        detail,
                         Some(owner.to_string()),
                         &super::Asked::of(&request),
                     );
@@ -495,6 +500,7 @@ async fn authenticated(shared: Arc<Shared>, mut request: Request, next: Route) -
                         method: &axum::http::Method::POST,
                         path: "/mcp",
                         remote,
+                        session: None,
                     },
                 );
             };
@@ -523,6 +529,7 @@ async fn authenticated(shared: Arc<Shared>, mut request: Request, next: Route) -
                 method: &method,
                 path: "/mcp",
                 remote,
+                session: Some(id),
             },
         );
         let mut response = refusal::session_not_found();
@@ -551,6 +558,8 @@ async fn authenticated(shared: Arc<Shared>, mut request: Request, next: Route) -
             #[cfg(feature = "mtls")]
             let recheck = tls_peer.filter(|_| shared.client_certificates.is_some());
             let (shared, owner) = (shared.clone(), owner.clone());
+            #[cfg(feature = "mtls")]
+            let stream_session = session_id.clone();
             let response = response.map(|body| {
                 use futures_util::StreamExt as _;
                 axum::body::Body::from_stream(body.into_data_stream().take_while(move |_| {
@@ -568,6 +577,7 @@ async fn authenticated(shared: Arc<Shared>, mut request: Request, next: Route) -
                                 method: &axum::http::Method::GET,
                                 path: &path,
                                 remote,
+                                session: stream_session.as_deref(),
                             },
                         );
                         return std::future::ready(false);
@@ -708,7 +718,7 @@ async fn read_body(
                 "bad_request",
                 Some("unreadable_body"),
                 subject.map(|s| s.0.to_string()),
-                &super::Asked::new(&parts.method, &parts.uri, &parts.extensions),
+                &super::Asked::new(&parts.method, &parts.uri, &parts.headers, &parts.extensions),
             ));
         }
     };

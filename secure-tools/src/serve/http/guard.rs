@@ -134,10 +134,16 @@ async fn limited(
     // Kept for a refusal's record; a `Uri` shares its bytes, so this copies no path.
     let uri = request.uri().clone();
     let remote = super::remote_addr(request.extensions());
+    let session = request
+        .headers()
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let asked = Asked {
         method: &method,
         path: uri.path(),
         remote,
+        session: session.as_deref(),
     };
     let headers = request.headers();
     let declared = headers

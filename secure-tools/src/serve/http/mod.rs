@@ -1009,17 +1009,19 @@ impl Shared {
             method: shorten_str(asked.method.as_str()),
             path: shorten_str(asked.path),
             remote_addr: asked.remote.map(|addr| addr.to_string()),
+            session_id: asked.session.map(shorten_str),
         };
         self.rejections.record(event);
     }
 }
 
-/// What a refusal's record says of the request it refused: its method, its path (never the query) and the client's
-/// address.
+/// What a refusal's record says of the request it refused: its method, its path (never the query), the client's
+/// address and the session it named.
 pub(super) struct Asked<'a> {
     method: &'a Method,
     path: &'a str,
     remote: Option<std::net::SocketAddr>,
+    session: Option<&'a str>,
 }
 
 impl<'a> Asked<'a> {
@@ -1027,18 +1029,25 @@ impl<'a> Asked<'a> {
     fn new(
         method: &'a Method,
         uri: &'a axum::http::Uri,
+        headers: &'a axum::http::HeaderMap,
         extensions: &axum::http::Extensions,
     ) -> Self {
         Asked {
             method,
             path: uri.path(),
             remote: remote_addr(extensions),
+            session: headers.get("mcp-session-id").and_then(|v| v.to_str().ok()),
         }
     }
 
     /// `request`.
     fn of(request: &'a axum::extract::Request) -> Self {
-        Asked::new(request.method(), request.uri(), request.extensions())
+        Asked::new(
+            request.method(),
+            request.uri(),
+            request.headers(),
+            request.extensions(),
+        )
     }
 }
 

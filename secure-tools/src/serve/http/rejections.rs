@@ -133,6 +133,7 @@ mod tests {
             method: "POST".into(),
             path: "/mcp".into(),
             remote_addr: Some("127.0.0.1:40000".into()),
+            session_id: None,
         }
     }
 

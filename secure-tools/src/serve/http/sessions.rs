@@ -33,7 +33,19 @@ pub(super) struct Owners {
     manager: Arc<LocalSessionManager>,
     /// Where each session's end is recorded (`session_closed`).
     audit: crate::audit::Audit,
+    /// The sessions that ended most recently, for the records of requests that still name them.
+    ended_ids: Mutex<EndedIds>,
 }
+
+/// The ids of the last [`ENDED_SESSIONS_KEPT`] sessions that ended, oldest first, and the same as a set.
+#[derive(Default)]
+struct EndedIds {
+    order: std::collections::VecDeque<Arc<str>>,
+    set: std::collections::HashSet<Arc<str>>,
+}
+
+/// How many ended sessions' ids are remembered, for the records of requests that name them (`session_ended`).
+const ENDED_SESSIONS_KEPT: usize = 1024;
 
 struct Map {
     sessions: HashMap<Arc<str>, Session>,
@@ -271,7 +283,18 @@ impl Owners {
             }),
             manager,
             audit,
+            ended_ids: Mutex::default(),
         }
+    }
+
+    /// Whether `id` is one of the sessions that ended most recently (the last [`ENDED_SESSIONS_KEPT`]): a session
+    /// this server issued, not a guess.
+    pub(super) fn ended_recently(&self, id: &str) -> bool {
+        self.ended_ids
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .set
+            .contains(id)
     }
 
     /// Whether rmcp holds the session `id` (it has not expired or been closed).
@@ -384,6 +407,20 @@ impl Owners {
     fn record_ended(&self, ended: impl IntoIterator<Item = Session>, reason: &'static str) {
         use crate::audit::{AuditEvent, shorten_str};
         for session in ended.into_iter().filter(|session| session.announced) {
+            {
+                let mut ids = self
+                    .ended_ids
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                if ids.set.insert(session.id.clone()) {
+                    ids.order.push_back(session.id.clone());
+                }
+                if ids.order.len() > ENDED_SESSIONS_KEPT
+                    && let Some(oldest) = ids.order.pop_front()
+                {
+                    ids.set.remove(&oldest);
+                }
+            }
             // Red-team finding: a session whose client went before the answer to its `initialize` (rmcp, unable to
             // deliver it, ends the session at once) was recorded `expired`, within milliseconds.
             let reason = match reason {
