@@ -847,6 +847,27 @@ async fn a_refused_message_is_recorded_with_its_session_caller_and_address() {
         let remote = record["remote_addr"].as_str().unwrap_or_default();
         assert!(remote.starts_with("127.0.0.1:"), "{record}");
     }
+    // A request in the session under a version outside a strict policy: its refusal names the session too.
+    let strict = start_with(&[
+        ("MCP_HTTP_SESSIONS", "true"),
+        ("MCP_MIN_PROTOCOL_VERSION", "2025-06-18"),
+    ]);
+    let strict_session = open_session(&client, &strict.url).await;
+    let response = client
+        .post(&strict.url)
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2025-03-26")
+        .header("mcp-session-id", &strict_session)
+        .json(&reused)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let audit = audit_until(&strict, |audit| {
+        !events(audit, "version_rejected").is_empty()
+    });
+    let refused = events(&audit, "version_rejected")[0];
+    assert_eq!(refused["session_id"], strict_session.as_str(), "{refused}");
     // Stateless, the same shape: no session to name, the caller and address as ever.
     let stateless = start();
     let response = post(&client, &stateless.url, &misshapen).await.unwrap();

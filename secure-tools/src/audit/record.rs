@@ -183,6 +183,9 @@ pub enum AuditEvent {
         /// Over HTTP: the bearer token's id (`jti`), when it has one.
         #[serde(skip_serializing_if = "Option::is_none")]
         token_id: Option<String>,
+        /// The session the request named or came in, if any (over stdio, a version refusal comes before it).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        session_id: Option<String>,
     },
     /// An incoming message was refused before reaching the protocol layer: not JSON, not UTF-8, too large, a
     /// duplicate key, not a valid JSON-RPC message.
@@ -319,11 +322,12 @@ impl AuditEvent {
                 caller,
                 remote_addr,
                 token_id,
+                session_id,
             } => {
                 shorten_id(request_id);
                 bound(requested);
                 bound(supported);
-                [caller, remote_addr, token_id]
+                [caller, remote_addr, token_id, session_id]
                     .into_iter()
                     .flatten()
                     .for_each(shorten);
@@ -870,6 +874,7 @@ mod tests {
                 caller: Some(long.clone()),
                 remote_addr: None,
                 token_id: Some(long.clone()),
+                session_id: Some(long.clone()),
             },
             AuditEvent::MessageRejected {
                 request_id: id(),

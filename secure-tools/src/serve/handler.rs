@@ -663,6 +663,7 @@ where
             caller: origin.caller,
             remote_addr: origin.remote_addr,
             token_id: origin.token_id,
+            session_id: origin.session_id,
             request_id: Some(context.id.clone()),
             requested: data
                 .get("requested")

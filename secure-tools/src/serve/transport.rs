@@ -723,6 +723,7 @@ where
                     caller: None,
                     remote_addr: None,
                     token_id: None,
+                    session_id: self.session_in_force(),
                 });
             }
             // rmcp's refusal of a request within a session for incomplete metadata: it never reaches the handler,

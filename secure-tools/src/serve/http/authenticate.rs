@@ -246,6 +246,11 @@ fn check_version_header(
         caller: identified.caller.as_ref().map(|c| shorten_str(c.id())),
         remote_addr: super::remote_addr(request.extensions()).map(|addr| addr.to_string()),
         token_id: identified.token_id.as_deref().map(shorten_str),
+        session_id: request
+            .headers()
+            .get("mcp-session-id")
+            .and_then(|v| v.to_str().ok())
+            .map(shorten_str),
     };
     if let Err(error) = shared.audit.record(event) {
         tracing::error!(%error, "could not audit a refused protocol version");

@@ -134,16 +134,13 @@ async fn limited(
     // Kept for a refusal's record; a `Uri` shares its bytes, so this copies no path.
     let uri = request.uri().clone();
     let remote = super::remote_addr(request.extensions());
-    let session = request
-        .headers()
-        .get("mcp-session-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    // A header value shares its bytes too.
+    let session = request.headers().get("mcp-session-id").cloned();
     let asked = Asked {
         method: &method,
         path: uri.path(),
         remote,
-        session: session.as_deref(),
+        session: session.as_ref().and_then(|v| v.to_str().ok()),
     };
     let headers = request.headers();
     let declared = headers
