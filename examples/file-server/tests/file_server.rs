@@ -834,6 +834,63 @@ fn a_blank_variable_leaves_the_config_files_setting_in_place() {
     assert_eq!(start["grant"], json!(["files.read"]), "{start}");
 }
 
+/// Operator trial findings: a private key given as `--public-key-pem` was taken (every token was then refused
+/// `bad_signature`, and the signing key sat on the server); a key file that could not be read was blamed on
+/// `--http`; and `--scopes` with bearer tokens was accepted and granted nothing (a token's scopes are its caller's
+/// grant). Each is refused at start, naming the setting.
+#[test]
+fn mistakes_in_http_keys_and_grants_are_refused_at_start_naming_the_setting() {
+    let area = Area::new();
+    let data = area.data();
+    let secret = area.path("secret");
+    std::fs::write(&secret, "s".repeat(40)).unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let bearer = |extra: &[&str]| {
+        let mut args = vec![
+            "--data-root",
+            data.to_str().unwrap(),
+            "--http",
+            "127.0.0.1:0",
+            "--issuer",
+            "https://issuer.test",
+            "--resource-url",
+            "http://127.0.0.1:8000/mcp",
+        ];
+        args.extend(extra);
+        start_error(&args, &[])
+    };
+    // RSA in PKCS#8 and PKCS#1 (both were taken), EC in PKCS#8 (refused as `InvalidKeyFormat`).
+    for private in ["rsa-private.pem", "rsa-private-pkcs1.pem", "jwks-key-a.pem"] {
+        let path = fixtures.join(private);
+        let message = bearer(&["--public-key-pem", path.to_str().unwrap()]);
+        assert!(
+            message.contains("--public-key-pem") && message.contains("private key"),
+            "{private}: {message}"
+        );
+    }
+    let message = bearer(&["--public-key-pem", "/nonexistent/key.pem"]);
+    assert!(
+        message.contains("--public-key-pem") && message.contains("/nonexistent/key.pem"),
+        "{message}"
+    );
+    let message = bearer(&["--jwks-file", "/nonexistent/jwks.json"]);
+    assert!(
+        message.contains("--jwks-file") && message.contains("/nonexistent/jwks.json"),
+        "{message}"
+    );
+    let message = bearer(&[
+        "--hs256-secret-file",
+        secret.to_str().unwrap(),
+        "--scopes",
+        "files.read",
+    ]);
+    assert!(
+        message.contains("--scopes") && message.contains("only applies"),
+        "{message}"
+    );
+}
+
 /// An address in use is refused naming the setting and the address (it said only "Address already in use"), and
 /// a metrics address OpenTelemetry is not there to serve is refused rather than left unserved.
 #[test]

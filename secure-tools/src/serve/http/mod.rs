@@ -236,6 +236,18 @@ pub(super) async fn resolve(
         || args.client_ca.is_some()
         || args.client_crl.is_some();
     let mapping_given = args.mtls_clients.is_some();
+    // A grant from the settings is the one of callers that present nothing: with authentication, a caller's grant
+    // is its token's scopes or its certificate's mapping, so one given here would be ignored (operator trial
+    // finding: it was, silently).
+    if args.http_insecure_no_auth != Some(true)
+        && args.scopes.as_deref().is_some_and(|s| !s.trim().is_empty())
+    {
+        return Err(invalid(
+            "--scopes / MCP_SCOPES",
+            "only applies over stdio or with --http-insecure-no-auth: over authenticated HTTP a caller's grant is \
+             its token's scopes (or its --mtls-client mapping)",
+        ));
+    }
     settings.auth = if args.http_insecure_no_auth == Some(true) {
         if !bind.ip().is_loopback() {
             return Err(invalid(
@@ -395,22 +407,24 @@ async fn bearer_auth(args: &ServerArgs, secret: Option<String>) -> Result<Auth, 
     if max_age.is_some() && args.jwks_url.is_none() {
         return Err(invalid(max_age_name, "only applies with --jwks-url".into()));
     }
-    let read = |path: &std::path::Path| {
+    let read = |path: &std::path::Path, name: &str| {
         crate::operator_file::read_bounded(
             path,
             crate::operator_file::MAX_SETTINGS_FILE,
             "a key file",
         )
-        .map_err(|e| invalid("--http", format!("{}: {e}", path.display())))
+        .map_err(|e| invalid(name, format!("{}: {e}", path.display())))
     };
     let keys = if let Some(url) = &args.jwks_url {
         #[cfg(feature = "jwks")]
         {
             let ca = match &args.jwks_ca {
-                Some(path) => read(path)?,
+                Some(path) => read(path, "--jwks-ca / MCP_AUTH_JWKS_CA")?,
                 None => Vec::new(),
             };
-            let keys = VerificationKeys::jwks_url_with_ca(url, &ca).await?;
+            let keys = VerificationKeys::jwks_url_with_ca(url, &ca)
+                .await
+                .map_err(|e| invalid("--jwks-url / MCP_AUTH_JWKS_URL", e.to_string()))?;
             match max_age {
                 Some(max_age) => keys.max_age(max_age),
                 None => keys,
@@ -425,10 +439,18 @@ async fn bearer_auth(args: &ServerArgs, secret: Option<String>) -> Result<Auth, 
             ));
         }
     } else if let Some(path) = &args.jwks_file {
-        VerificationKeys::jwks_file(path)?
+        VerificationKeys::jwks_file(path).map_err(|e| {
+            let name = "--jwks-file / MCP_AUTH_JWKS_FILE";
+            match e {
+                // Its message names the file already.
+                bearer::KeyError::Read { .. } => invalid(name, e.to_string()),
+                e => invalid(name, format!("{}: {e}", path.display())),
+            }
+        })?
     } else if let Some(path) = &args.public_key_pem {
-        VerificationKeys::public_key_pem(&read(path)?)
-            .map_err(|e| invalid("--public-key-pem / MCP_AUTH_PUBLIC_KEY_PEM", e.to_string()))?
+        let name = "--public-key-pem / MCP_AUTH_PUBLIC_KEY_PEM";
+        VerificationKeys::public_key_pem(&read(path, name)?)
+            .map_err(|e| invalid(name, format!("{}: {e}", path.display())))?
     } else if let Some(path) = &args.hs256_secret_file {
         let name = "--hs256-secret-file / MCP_AUTH_HS256_SECRET_FILE";
         super::settings::warn_if_readable_by_others(path, name);

@@ -43,6 +43,22 @@ impl std::fmt::Debug for VerificationKeys {
     }
 }
 
+/// Refuses PEM text holding a private key (PKCS#8, PKCS#1, SEC 1, encrypted or not), naming its label.
+fn refuse_private_key(pem: &[u8]) -> Result<(), KeyError> {
+    let text = String::from_utf8_lossy(pem);
+    let private = text.lines().find_map(|line| {
+        let label = line
+            .trim()
+            .strip_prefix("-----BEGIN ")?
+            .strip_suffix("-----")?;
+        label.ends_with("PRIVATE KEY").then(|| label.to_owned())
+    });
+    match private {
+        Some(label) => Err(KeyError::PrivateKey(crate::audit::shorten_str(&label))),
+        None => Ok(()),
+    }
+}
+
 /// Why keys could not be loaded.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -58,6 +74,13 @@ pub enum KeyError {
     /// The text is not a key of the kind expected.
     #[error("invalid key: {0}")]
     Invalid(String),
+    /// A private key where a public key belongs: the server verifies tokens, and a signing key has no place on it
+    /// (it was taken for a public key, and every token was then refused `bad_signature`).
+    #[error(
+        "the file holds a private key (`-----BEGIN {0}-----`): give the issuer's public key (`-----BEGIN PUBLIC \
+         KEY-----`), and keep the private key with the issuer, off this server"
+    )]
+    PrivateKey(String),
     /// A JWKS holds no key this server can verify signatures with.
     #[error("the JWKS holds no usable signing key")]
     EmptyJwks,
@@ -86,21 +109,30 @@ impl VerificationKeys {
         ))
     }
 
-    /// An RSA public key in PEM (RS256..RS512, PS256..PS512).
+    /// An RSA public key in PEM (RS256..RS512, PS256..PS512). A private key is refused.
     pub fn rsa_pem(pem: &[u8]) -> Result<Self, KeyError> {
+        refuse_private_key(pem)?;
         let key = DecodingKey::from_rsa_pem(pem).map_err(|e| KeyError::Invalid(e.to_string()))?;
         Ok(Self::single(key, AlgorithmFamily::Rsa))
     }
 
-    /// An EC public key in PEM (ES256, ES384).
+    /// An EC public key in PEM (ES256, ES384). A private key is refused.
     pub fn ec_pem(pem: &[u8]) -> Result<Self, KeyError> {
+        refuse_private_key(pem)?;
         let key = DecodingKey::from_ec_pem(pem).map_err(|e| KeyError::Invalid(e.to_string()))?;
         Ok(Self::single(key, AlgorithmFamily::Ec))
     }
 
-    /// A public key in PEM, RSA or EC, whichever it is.
+    /// A public key in PEM, RSA or EC, whichever it is. A private key is refused.
     pub fn public_key_pem(pem: &[u8]) -> Result<Self, KeyError> {
-        Self::rsa_pem(pem).or_else(|_| Self::ec_pem(pem))
+        refuse_private_key(pem)?;
+        Self::rsa_pem(pem).or_else(|_| Self::ec_pem(pem)).map_err(|_| {
+            KeyError::Invalid(
+                "not an RSA or EC public key in PEM (`-----BEGIN PUBLIC KEY-----` or `-----BEGIN RSA PUBLIC \
+                 KEY-----`)"
+                    .into(),
+            )
+        })
     }
 
     /// The signing keys of a JWKS document (RFC 7517). Keys for encryption only, and keys of kinds this server
@@ -231,5 +263,41 @@ impl VerificationKeys {
     /// Whether the keys come from a URL, and may be fetched again.
     pub(super) fn is_fetched(&self) -> bool {
         false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_private_key_is_refused_where_a_public_key_belongs() {
+        let pair = rcgen::KeyPair::generate().unwrap();
+        assert!(VerificationKeys::public_key_pem(pair.public_key_pem().as_bytes()).is_ok());
+        let refused =
+            VerificationKeys::public_key_pem(pair.serialize_pem().as_bytes()).unwrap_err();
+        assert!(
+            matches!(&refused, KeyError::PrivateKey(label) if label == "PRIVATE KEY"),
+            "{refused}"
+        );
+        for label in ["RSA PRIVATE KEY", "EC PRIVATE KEY", "ENCRYPTED PRIVATE KEY"] {
+            let pem = format!("-----BEGIN {label}-----\nAAAA\n-----END {label}-----\n");
+            for load in [
+                VerificationKeys::public_key_pem,
+                VerificationKeys::rsa_pem,
+                VerificationKeys::ec_pem,
+            ] {
+                let refused = load(pem.as_bytes()).unwrap_err();
+                assert!(
+                    matches!(&refused, KeyError::PrivateKey(found) if found == label),
+                    "{refused}"
+                );
+            }
+        }
+        let refused = VerificationKeys::public_key_pem(b"not a key").unwrap_err();
+        assert!(
+            refused.to_string().contains("BEGIN PUBLIC KEY"),
+            "{refused}"
+        );
     }
 }
