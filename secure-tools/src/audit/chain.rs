@@ -819,6 +819,21 @@ impl ChainState {
                 found = last_signed_checkpoint(&mut previous, self.key.as_ref(), &public)?;
             }
             // A checkpoint numbered past the record continued from belongs to another chain.
+            let found = match found {
+                // Operator trial finding: a file continued with another checkpoint key was then verified by
+                // neither key, as a forgery.
+                Some(Checkpoint::Foreign) => {
+                    return Err(invalid(
+                        path,
+                        "its last checkpoint is not signed by this checkpoint key: a chain keeps one checkpoint key \
+                         for its life (give the key it was written with, or move the old set away and start a new \
+                         file), or the checkpoint was altered (verify the file)",
+                    )
+                    .into());
+                }
+                Some(Checkpoint::Signed(seq)) => Some(seq),
+                None => None,
+            };
             let found = found.filter(|seq| *seq <= self.seq);
             let unvouched = self.seq - found.unwrap_or(0);
             if unvouched > 0 {
@@ -1115,7 +1130,7 @@ fn last_signed_checkpoint(
     file: &mut File,
     chain_key: Option<&ChainKey>,
     public: &CheckpointPublicKey,
-) -> io::Result<Option<u64>> {
+) -> io::Result<Option<Checkpoint>> {
     const BLOCK: u64 = 64 << 10;
     let mut end = file.metadata()?.len();
     // The part of a line already read whose start is in an earlier block, unless it grew past the bound.
@@ -1161,12 +1176,21 @@ fn last_signed_checkpoint(
     })
 }
 
-/// The `seq` of the checkpoint `line` holds, if it is one, sealed as the chain's and signed with `public`'s key.
+/// A checkpoint found in a file, sealed as the chain's.
+#[derive(Debug, PartialEq)]
+enum Checkpoint {
+    /// Signed with the key looked for; its `seq`.
+    Signed(u64),
+    /// Not: signed with another key, or altered.
+    Foreign,
+}
+
+/// The checkpoint `line` holds, if it is one sealed as the chain's: whether `public`'s key signed it.
 fn signed_checkpoint(
     line: &[u8],
     chain_key: Option<&ChainKey>,
     public: &CheckpointPublicKey,
-) -> Option<u64> {
+) -> Option<Checkpoint> {
     // Most lines are not checkpoints: told apart without parsing them (the sink writes this member so).
     const EVENT: &[u8] = b"\"event\":\"checkpoint\"";
     if !line.windows(EVENT.len()).any(|w| w == EVENT) {
@@ -1177,8 +1201,14 @@ fn signed_checkpoint(
     };
     let object = strict_object(line)?;
     let seq = object.get("seq")?.as_u64()?;
-    (object.get("event")?.as_str()? == "checkpoint" && public.signed(&object, chain_key))
-        .then_some(seq)
+    if object.get("event")?.as_str()? != "checkpoint" {
+        return None;
+    }
+    Some(if public.signed(&object, chain_key) {
+        Checkpoint::Signed(seq)
+    } else {
+        Checkpoint::Foreign
+    })
 }
 
 /// How a file opened to be continued ends.
@@ -3521,8 +3551,36 @@ mod tests {
         assert_eq!(ranges, [(1, 2, None, 3), (6, 405, Some(5), 406)]);
     }
 
-    /// The backward search for the last signed checkpoint: whatever block boundary the line straddles, behind a
-    /// line longer than any record; not a checkpoint signed with another key, nor one whose seal does not match.
+    /// Operator trial finding: a file whose checkpoints one key signed was continued with another checkpoint key
+    /// (a `chain_resumed` record calling every record unvouched), and the file then failed verification with either
+    /// key, as a forgery. A chain keeps one checkpoint key: the other is refused, the file left as it was.
+    #[test]
+    fn a_file_is_not_continued_with_another_checkpoint_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let first = CheckpointKey::from_seed([3; 32]);
+        let other = CheckpointKey::from_seed([4; 32]);
+        let sink = with_checkpoints(ChainedFileSink::append_to(&path, None).unwrap(), &first);
+        sink.write(&record(1)).unwrap();
+        drop(sink);
+        let before = std::fs::read(&path).unwrap();
+        let sink = with_checkpoints(ChainedFileSink::append_to(&path, None).unwrap(), &other);
+        let refused = sink
+            .write(&record(2))
+            .expect_err("continued with another checkpoint key");
+        assert!(refused.to_string().contains("checkpoint key"), "{refused}");
+        drop(sink);
+        assert_eq!(std::fs::read(&path).unwrap(), before);
+        // With its own key it goes on, and verifies.
+        let sink = with_checkpoints(ChainedFileSink::append_to(&path, None).unwrap(), &first);
+        sink.write(&record(2)).unwrap();
+        drop(sink);
+        let public = public_key(dir.path(), &first);
+        assert_eq!(verify(&[&path], None, Some(&public)).unwrap().problem, None);
+    }
+
+    /// The backward search for the last checkpoint: whatever block boundary the line straddles, behind a line longer
+    /// than any record; one signed with another key is found as such, one whose seal does not match is not found.
     #[test]
     fn the_last_signed_checkpoint_is_found_reading_backwards() {
         let dir = tempfile::tempdir().unwrap();
@@ -3552,18 +3610,22 @@ mod tests {
             3 * 65536 + 7,
         ] {
             let mut text = "x".repeat(pad) + "\n" + &genuine.join("\n") + "\n";
-            assert_eq!(found(&text, &public), Some(2), "pad {pad}");
-            assert_eq!(found(&text, &other), None, "pad {pad}");
+            assert_eq!(
+                found(&text, &public),
+                Some(Checkpoint::Signed(2)),
+                "pad {pad}"
+            );
+            assert_eq!(found(&text, &other), Some(Checkpoint::Foreign), "pad {pad}");
             text.push_str(&"y".repeat(MAX_LINE + 70000));
             text.push_str("\n{}\n");
             assert_eq!(
                 found(&text, &public),
-                Some(2),
+                Some(Checkpoint::Signed(2)),
                 "pad {pad}, a long line after"
             );
         }
         // At the very start of the file, with no newline after it.
-        assert_eq!(found(&genuine[1], &public), Some(2));
+        assert_eq!(found(&genuine[1], &public), Some(Checkpoint::Signed(2)));
         // Its seal no longer matching (its `records` edited), it is not found.
         let edited = genuine[1].replacen("\"records\":1", "\"records\":9", 1);
         assert_eq!(found(&(edited + "\n"), &public), None);
