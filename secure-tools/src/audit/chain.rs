@@ -311,7 +311,8 @@ fn seal(body: &[u8], key: Option<&ChainKey>) -> (&'static str, String) {
 /// A sealed line split at its seal (the last member): the body (up to the comma before it) and the seal's
 /// value; `None` unless the line ends with `,"NAME":"VALUE"}` for this name.
 fn split_seal<'a>(line: &'a [u8], name: &str) -> Option<(&'a [u8], &'a str)> {
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    // Nothing after the seal, a carriage return neither: the sink writes none (operator trial finding: a file turned
+    // to CRLF verified intact).
     let inner = line.strip_suffix(b"\"}")?;
     let marker = format!(",\"{name}\":\"");
     let at = inner
@@ -1862,8 +1863,15 @@ fn verify_from<P: AsRef<Path>>(
                     line: number,
                 }));
             }
+            // The sink writes no line of white space, whole or being written (operator trial finding: blank lines
+            // and lines of spaces, tabs or carriage returns between records verified intact, an edit that did not
+            // show, and room for data).
             if line.iter().all(u8::is_ascii_whitespace) {
-                continue;
+                return Ok(at(Problem::NotARecord {
+                    after,
+                    file: shown,
+                    line: number,
+                }));
             }
             let checked = checked_seal(&line, key);
             let object = match checked {
@@ -2833,9 +2841,110 @@ mod tests {
         );
     }
 
+    /// Operator trial finding: lines of white space inserted between records (a blank line, a thousand, spaces,
+    /// tabs, carriage returns), a carriage return after a record, or the whole file turned to CRLF verified intact:
+    /// an edit that did not show, and room to carry data. The sink writes none of these: each is not a record.
+    #[test]
+    fn white_space_a_sink_never_writes_is_not_a_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        write(&path, None, 1, 3);
+        let genuine = lines(&path);
+        let edits: [(&str, Vec<String>, u64); 6] = [
+            (
+                "a blank line",
+                vec![
+                    genuine[0].clone(),
+                    String::new(),
+                    genuine[1].clone(),
+                    genuine[2].clone(),
+                ],
+                2,
+            ),
+            (
+                "spaces",
+                vec![
+                    genuine[0].clone(),
+                    "    ".into(),
+                    genuine[1].clone(),
+                    genuine[2].clone(),
+                ],
+                2,
+            ),
+            (
+                "tabs",
+                vec![
+                    genuine[0].clone(),
+                    genuine[1].clone(),
+                    "\t \t".into(),
+                    genuine[2].clone(),
+                ],
+                3,
+            ),
+            (
+                "carriage returns",
+                vec![
+                    genuine[0].clone(),
+                    "\r\r\r\r".into(),
+                    genuine[1].clone(),
+                    genuine[2].clone(),
+                ],
+                2,
+            ),
+            (
+                "a carriage return after a record",
+                vec![
+                    genuine[0].clone(),
+                    format!("{}\r", genuine[1]),
+                    genuine[2].clone(),
+                ],
+                2,
+            ),
+            (
+                "CRLF",
+                genuine.iter().map(|line| format!("{line}\r")).collect(),
+                1,
+            ),
+        ];
+        for (edit, text, at) in edits {
+            put(&path, &text);
+            let checked = verify(&[&path], None, None).unwrap();
+            assert!(
+                matches!(checked.problem, Some(Problem::NotARecord { line, .. }) if line == at),
+                "{edit}: {checked:?}"
+            );
+        }
+        // Blank lines after the last record too, however long.
+        put(&path, &genuine);
+        let mut padded = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        padded.write_all(b"\n\n").unwrap();
+        drop(padded);
+        let checked = verify(&[&path], None, None).unwrap();
+        assert!(
+            matches!(checked.problem, Some(Problem::NotARecord { line: 4, .. })),
+            "{checked:?}"
+        );
+    }
+
+    /// The file at `path` without its lines of white space, as `blanks.jsonl` beside it.
+    fn without_blanks(path: &Path) -> PathBuf {
+        let kept: Vec<String> = std::fs::read_to_string(path)
+            .unwrap()
+            .split('\n')
+            .filter(|line| !line.bytes().all(|b| b.is_ascii_whitespace()))
+            .map(str::to_owned)
+            .collect();
+        let copy = path.with_file_name("blanks.jsonl");
+        put(&copy, &kept);
+        copy
+    }
+
     /// A red team appended two lines of 600,000 spaces after the last record of a keyed, checkpointed chain: the
-    /// verifier skips blank lines, but the server, reading the last MiB for the last record, took the file for an
-    /// empty one and started its chain again at 1 (the file then failed to verify). It continues from the record.
+    /// server, reading the last MiB for the last record, took the file for an empty one and started its chain again
+    /// at 1. It continues from the record (and the verifier reports the lines, which are no records).
     #[test]
     fn blank_lines_longer_than_a_read_after_the_last_record_are_passed_over() {
         for key in [None, Some(ChainKey::from_bytes(&[7; 32]).unwrap())] {
@@ -2853,6 +2962,11 @@ mod tests {
             drop(padded);
             write(&path, key.as_ref(), 4, 4);
             let checked = verify(&[&path], key.as_ref(), None).unwrap();
+            assert!(
+                matches!(checked.problem, Some(Problem::NotARecord { line: 4, .. })),
+                "{checked:?}"
+            );
+            let checked = verify(&[&without_blanks(&path)], key.as_ref(), None).unwrap();
             assert_eq!(checked.problem, None, "{checked:?}");
             assert_eq!((checked.records, checked.last_seq), (4, Some(4)));
         }
@@ -3072,7 +3186,8 @@ mod tests {
     /// first record glued onto the spaces (the verifier then found it altered); a torn line after as many blank
     /// lines was not cut (the record before it was looked for in the last MiB only). Blanks without a newline are
     /// ended with one, a fragment is cut however many blank lines lie before it, and a file of blanks alone starts
-    /// the chain on a line of its own.
+    /// the chain on a line of its own. (The verifier reports the blank lines, which are no records; without them the
+    /// chain is whole.)
     #[test]
     fn blanks_and_fragments_after_many_blank_lines_leave_the_chain_whole() {
         for ending in [&b"   "[..], &b"{\"ts\":\"2026-12-0"[..]] {
@@ -3088,6 +3203,11 @@ mod tests {
             drop(padded);
             write(&path, None, 4, 4);
             let checked = verify(&[&path], None, None).unwrap();
+            assert!(
+                matches!(checked.problem, Some(Problem::NotARecord { line: 4, .. })),
+                "{checked:?}"
+            );
+            let checked = verify(&[&without_blanks(&path)], None, None).unwrap();
             assert_eq!(checked.problem, None, "{checked:?}");
             assert_eq!(
                 checked.last_seq,
@@ -3099,6 +3219,11 @@ mod tests {
         std::fs::write(&path, "   ").unwrap();
         write(&path, None, 1, 2);
         let checked = verify(&[&path], None, None).unwrap();
+        assert!(
+            matches!(checked.problem, Some(Problem::NotARecord { line: 1, .. })),
+            "{checked:?}"
+        );
+        let checked = verify(&[&without_blanks(&path)], None, None).unwrap();
         assert_eq!(checked.problem, None, "{checked:?}");
         assert_eq!((checked.records, checked.last_seq), (2, Some(2)));
     }
