@@ -837,9 +837,20 @@ impl ConfigFile {
         .map_err(|e| error(e.to_string()))?;
         let text = String::from_utf8(bytes)
             .map_err(|_| error("stream did not contain valid UTF-8".to_owned()))?;
-        let mut table: toml::Table = text
-            .parse()
-            .map_err(|e: toml::de::Error| error(e.to_string()))?;
+        // The parser's own message quotes the line it stopped on, which may hold a secret (a Redis URL's password,
+        // say): the line and column, and what was wrong, only.
+        let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            let place = e.span().map_or_else(String::new, |span| {
+                let before = &text[..span.start.min(text.len())];
+                let line = before.matches('\n').count() + 1;
+                let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+                format!(" at line {line}, column {column}")
+            });
+            error(format!(
+                "not TOML{place}: {}",
+                e.message().trim_end().escape_debug()
+            ))
+        })?;
         let sections: toml::Table = table
             .iter()
             .filter(|(_, value)| value.is_table())
@@ -1717,6 +1728,23 @@ mod tests {
     /// Trial-left gap: a value from the config file that could not be used was named by its flag and variable
     /// (`--rate-limit / MCP_RATE_LIMIT`), which the operator had not used. It is named by its key in the file now;
     /// one from a flag still by the flag.
+    /// Operator trial finding: a config file that is not TOML was refused with the TOML parser's message, which
+    /// quotes the line it stopped on: a Redis URL's password, say, on stderr and so in the journal. The message
+    /// names the line and column, not what is on it.
+    #[test]
+    fn a_config_file_that_is_not_toml_is_refused_without_quoting_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("server.toml");
+        std::fs::write(
+            &path,
+            "server-id = \"s\"\nrate-limit-redis = \"redis://:hunter2@127.0.0.1:6379/0\n",
+        )
+        .unwrap();
+        let said = ConfigFile::read(&path).err().unwrap().to_string();
+        assert!(!said.contains("hunter2"), "{said}");
+        assert!(said.contains("line 2"), "{said}");
+    }
+
     #[tokio::test]
     async fn a_bad_value_from_the_config_file_is_named_by_its_key() {
         let dir = tempfile::tempdir().unwrap();
