@@ -308,7 +308,16 @@ fn a_merged_server_over_stdio_keeps_every_tool_under_the_policy() {
         "protocolVersion": "2025-11-25", "capabilities": {},
         "clientInfo": {"name": "merged-test", "version": "1"}}}),
     );
-    assert!(answer()["result"]["protocolVersion"].is_string());
+    let initialized = answer();
+    assert!(initialized["result"]["protocolVersion"].is_string());
+    // Trial finding (a Rust team's server): the handler's `get_info`, written as the README shows
+    // (`ServerConfig::new`), announced rmcp's placeholder (`rmcp` and rmcp's version), whatever name the settings
+    // gave. A handler that leaves the placeholder is announced as the settings name it.
+    assert_eq!(
+        initialized["result"]["serverInfo"],
+        json!({"name": "tickets", "version": "1.0.0"}),
+        "{initialized}"
+    );
     send(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
     // The undeclared tool is hidden here too.
     send(json!({"jsonrpc": "2.0", "id": 9, "method": "tools/list"}));

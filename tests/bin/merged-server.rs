@@ -99,7 +99,7 @@ async fn close_ticket(#[validate(range(min = 1))] id: u64) -> Result<String, Too
 #[tokio::main]
 async fn main() {
     let settings = match Settings::from_env().await {
-        Ok(settings) => settings,
+        Ok(settings) => settings.server_info("tickets", "1.0.0"),
         Err(error) => {
             eprintln!("merged-server: {error}");
             std::process::exit(2);

@@ -850,6 +850,7 @@ where
         match &mut answer {
             Ok(result) => {
                 self.advertise_tools(&mut result.capabilities);
+                self.announce_as_set(&mut result.server_info);
                 self.session_started.store(true, Ordering::Relaxed);
                 // Over HTTP in sessions mode, the session's end is recorded from now on.
                 #[cfg(feature = "http")]
@@ -877,6 +878,16 @@ where
             Err(_) => {}
         }
         answer
+    }
+
+    /// Announces the server as its settings name it (`Settings::server_info`, `SecureServer::server_info`) when the
+    /// inner handler left rmcp's placeholder (`rmcp` and rmcp's version, which `ServerConfig::new` fills in): trial
+    /// finding, a handler written as the README shows announced itself as `rmcp` whatever the settings said. A name
+    /// the handler gives is its own.
+    fn announce_as_set(&self, info: &mut Implementation) {
+        if *info == Implementation::from_build_env() {
+            info.clone_from(&self.secure.options.info);
+        }
     }
 
     /// Advertises the tools capability when the tool set has secure tools and the inner handler enables none (a
@@ -1203,6 +1214,7 @@ where
     fn get_info(&self) -> ServerConfig {
         let mut info = self.inner.get_info();
         self.advertise_tools(&mut info.capabilities);
+        self.announce_as_set(&mut info.server_info);
         info
     }
 }
