@@ -888,3 +888,25 @@ fn a_url_and_a_command_together_are_refused() {
     assert_eq!(run.code, Some(2), "{}", run.stderr);
     assert!(run.stderr.contains("cannot be used with"), "{}", run.stderr);
 }
+
+/// Operator trial finding: a key file that cannot be read was refused (exit 2) without naming the option that gave
+/// it.
+#[test]
+fn audit_verify_names_the_option_of_a_key_file_it_cannot_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit.jsonl");
+    std::fs::write(&log, "").unwrap();
+    for option in ["--key-file", "--checkpoint-key"] {
+        let out = Command::new(CLI)
+            .args(["audit", "verify", option, "/nonexistent/key"])
+            .arg(&log)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            said.contains(option) && said.contains("/nonexistent/key"),
+            "{said}"
+        );
+    }
+}

@@ -889,6 +889,50 @@ fn mistakes_in_http_keys_and_grants_are_refused_at_start_naming_the_setting() {
         message.contains("--scopes") && message.contains("only applies"),
         "{message}"
     );
+    // TLS files that cannot be read, or are not what they should be, are named by their setting; a TLS option
+    // given without the certificate and key names the option given, not one that was not.
+    let with_secret = |extra: &[&str]| {
+        let mut args = vec!["--hs256-secret-file", secret.to_str().unwrap()];
+        args.extend(extra);
+        bearer(&args)
+    };
+    let message = with_secret(&[
+        "--tls-cert",
+        "/nonexistent/c.pem",
+        "--tls-key",
+        "/nonexistent/k.pem",
+    ]);
+    assert!(
+        message.contains("--tls-cert") && message.contains("/nonexistent/c.pem"),
+        "{message}"
+    );
+    let not_a_certificate = area.path("not-a-cert.pem");
+    std::fs::write(&not_a_certificate, "hello\n").unwrap();
+    let key = fixtures.join("rsa-private.pem");
+    let message = with_secret(&[
+        "--tls-cert",
+        not_a_certificate.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ]);
+    assert!(message.contains("--tls-cert"), "{message}");
+    // An audit log that takes no record is named too (it said "audit sink could not write").
+    let message = start_error(
+        &[
+            "--data-root",
+            data.to_str().unwrap(),
+            "--audit-log",
+            "/dev/full",
+        ],
+        &[],
+    );
+    assert!(
+        message.contains("MCP_AUDIT_LOG") && message.contains("/dev/full"),
+        "{message}"
+    );
+    let message = with_secret(&["--client-crl", "/nonexistent/crl.pem"]);
+    assert!(message.contains("--client-crl"), "{message}");
+    assert!(!message.contains("--tls-cert:"), "{message}");
 }
 
 /// An address in use is refused naming the setting and the address (it said only "Address already in use"), and

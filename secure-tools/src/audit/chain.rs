@@ -465,16 +465,19 @@ impl std::str::FromStr for Durability {
         match text.trim() {
             "write" => Ok(Durability::Write),
             "record" => Ok(Durability::SyncEachRecord),
-            other => crate::call::parse_duration(other)
-                .ok()
-                .filter(|d| !d.is_zero())
-                .map(Durability::SyncEvery)
-                .ok_or_else(|| {
-                    format!(
-                        "expected `write`, `record` or a duration such as 1s; got `{}`",
-                        other.escape_debug()
-                    )
-                }),
+            // A duration the grammar refuses is told why (operator trial finding: `0s` was told only what was
+            // expected, as if it were no duration at all).
+            other if other.starts_with(|c: char| c.is_ascii_digit()) => {
+                crate::call::parse_duration(other)
+                    .map(Durability::SyncEvery)
+                    .map_err(|message| {
+                        format!("expected `write`, `record` or an interval: {message}")
+                    })
+            }
+            other => Err(format!(
+                "expected `write`, `record` or a duration such as 1s; got `{}`",
+                other.escape_debug()
+            )),
         }
     }
 }
@@ -3912,6 +3915,22 @@ mod tests {
             ),
             (None, 3, 0, true)
         );
+    }
+
+    /// The durability settings' text, and what a mistake in it says (operator trial finding: `0s` was told only
+    /// what was expected, as if it were no duration).
+    #[test]
+    fn durability_is_read_from_its_setting_and_a_zero_interval_is_named() {
+        assert!(matches!("write".parse(), Ok(Durability::Write)));
+        assert!(matches!("record".parse(), Ok(Durability::SyncEachRecord)));
+        assert!(matches!(
+            "250ms".parse(),
+            Ok(Durability::SyncEvery(d)) if d == std::time::Duration::from_millis(250)
+        ));
+        let zero = "0s".parse::<Durability>().err().unwrap();
+        assert!(zero.contains("between 1 ms and one day"), "{zero}");
+        let other = "often".parse::<Durability>().err().unwrap();
+        assert!(other.contains("expected `write`, `record`"), "{other}");
     }
 
     /// `SyncEvery(d)`: a record followed by silence is synced within about `d` too, not only when a later record

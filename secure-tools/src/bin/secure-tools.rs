@@ -481,14 +481,24 @@ fn verify(
     json: bool,
 ) -> Result<u8, String> {
     use secure_tools::audit::{ChainKey, chain};
+    // Named by the option, and the file (operator trial finding: a missing key file was told without the option).
+    let named = |option: &str, path: &std::path::Path, error: std::io::Error| {
+        let error = error.to_string();
+        let shown = path.display().to_string();
+        if error.contains(&shown) {
+            format!("{option}: {error}")
+        } else {
+            format!("{option} {shown}: {error}")
+        }
+    };
     let key = key_file
-        .map(ChainKey::read)
-        .transpose()
-        .map_err(|e| e.to_string())?;
+        .map(|path| ChainKey::read(path).map_err(|e| named("--key-file", path, e)))
+        .transpose()?;
     let public = checkpoint_key
-        .map(chain::CheckpointPublicKey::read)
-        .transpose()
-        .map_err(|e| e.to_string())?;
+        .map(|path| {
+            chain::CheckpointPublicKey::read(path).map_err(|e| named("--checkpoint-key", path, e))
+        })
+        .transpose()?;
     let check = if mid_chain {
         chain::verify_mid_chain
     } else {

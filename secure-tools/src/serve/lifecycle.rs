@@ -46,6 +46,16 @@ pub enum ServeError {
     /// The audit trail could not be written or flushed.
     #[error(transparent)]
     Audit(#[from] crate::audit::AuditError),
+    /// The audit log did not take the server's first record (`server_start`): the server does not serve.
+    #[error(
+        "the audit log {path} (--audit-log / MCP_AUDIT_LOG) did not take the server's start record: {source}"
+    )]
+    AuditStart {
+        /// The path.
+        path: std::path::PathBuf,
+        /// The reason.
+        source: crate::audit::AuditError,
+    },
     /// The settings do not fit together.
     #[error("{0}")]
     Config(String),
@@ -406,21 +416,30 @@ where
     // Listened for before the start record: a signal from then on stops the server through its records, not by
     // the default action, which would leave a start without a stop.
     let mut signals = Signals::new();
-    audit.record(AuditEvent::ServerStart {
-        transport,
-        tools: tools
-            .definitions()
-            .map(|d| d.name().to_owned())
-            .chain(tools.plain_tool_names().map(str::to_owned))
-            .collect(),
-        grant,
-        protocol_versions: version_names(&settings.versions),
-        toolset_digest: settings.toolset_digest.clone(),
-        tools_lock: settings
-            .tools_lock
-            .as_ref()
-            .map(|(path, _)| crate::audit::shorten_str(&path.display().to_string())),
-    })?;
+    audit
+        .record(AuditEvent::ServerStart {
+            transport,
+            tools: tools
+                .definitions()
+                .map(|d| d.name().to_owned())
+                .chain(tools.plain_tool_names().map(str::to_owned))
+                .collect(),
+            grant,
+            protocol_versions: version_names(&settings.versions),
+            toolset_digest: settings.toolset_digest.clone(),
+            tools_lock: settings
+                .tools_lock
+                .as_ref()
+                .map(|(path, _)| crate::audit::shorten_str(&path.display().to_string())),
+        })
+        // Named by its setting and path (operator trial finding: it said only "audit sink could not write").
+        .map_err(|source| match &settings.audit_log {
+            Some(path) => ServeError::AuditStart {
+                path: path.clone(),
+                source,
+            },
+            None => ServeError::Audit(source),
+        })?;
     let stop = CancellationToken::new();
     let requested: Arc<Mutex<Option<&'static str>>> = Arc::default();
     let watcher = {

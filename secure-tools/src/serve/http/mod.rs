@@ -285,7 +285,7 @@ pub(super) async fn resolve(
         auth
     } else {
         return Err(invalid(
-            "--tls-cert",
+            tls_option_given(&args),
             "TLS needs callers: bearer authentication (--issuer, --resource-url and a key), or mutual TLS with at \
              least one --mtls-client NAME=SCOPES (MCP_MTLS_CLIENTS)",
         ));
@@ -503,12 +503,44 @@ fn without_final_line_break(text: &[u8]) -> &[u8] {
         .unwrap_or(text)
 }
 
+/// The settings naming the server's certificate and key, for an error in either.
+#[cfg(feature = "mtls")]
+const CERT_AND_KEY: &str = "--tls-cert / MCP_TLS_CERT, --tls-key / MCP_TLS_KEY";
+
+/// An error of the TLS files `name` names, as that setting's.
+#[cfg(feature = "mtls")]
+fn named(name: &'static str) -> impl Fn(mtls::MtlsError) -> SettingsError {
+    move |error| {
+        InvalidSetting {
+            name: name.into(),
+            message: error.to_string(),
+        }
+        .into()
+    }
+}
+
+/// The first TLS option given, to name in a refusal of TLS settings that are incomplete.
+fn tls_option_given(args: &ServerArgs) -> &'static str {
+    [
+        (args.tls_cert.is_some(), "--tls-cert / MCP_TLS_CERT"),
+        (args.tls_key.is_some(), "--tls-key / MCP_TLS_KEY"),
+        (args.client_ca.is_some(), "--client-ca / MCP_TLS_CLIENT_CA"),
+        (
+            args.client_crl.is_some(),
+            "--client-crl / MCP_TLS_CLIENT_CRL",
+        ),
+    ]
+    .into_iter()
+    .find_map(|(given, name)| given.then_some(name))
+    .unwrap_or("--tls-cert / MCP_TLS_CERT")
+}
+
 /// Mutual TLS from the certificate, key, client CA and client mappings.
 #[cfg(feature = "mtls")]
 fn mtls_auth(args: &ServerArgs) -> Result<Auth, SettingsError> {
     let invalid = |message: &str| -> SettingsError {
         InvalidSetting {
-            name: "--tls-cert".into(),
+            name: tls_option_given(args).into(),
             message: message.to_owned(),
         }
         .into()
@@ -525,9 +557,13 @@ fn mtls_auth(args: &ServerArgs) -> Result<Auth, SettingsError> {
             "mutual TLS needs at least one --mtls-client NAME=SCOPES (MCP_MTLS_CLIENTS)",
         ));
     }
-    let mut auth = mtls::MtlsAuth::from_pem_files(cert, key, ca)?;
+    let mut auth = mtls::MtlsAuth::from_pem_files(cert, key, ca).map_err(named(
+        "--tls-cert / MCP_TLS_CERT, --tls-key / MCP_TLS_KEY, --client-ca / MCP_TLS_CLIENT_CA",
+    ))?;
     if let Some(crl) = &args.client_crl {
-        auth = auth.revocation_lists_file(crl)?;
+        auth = auth
+            .revocation_lists_file(crl)
+            .map_err(named("--client-crl / MCP_TLS_CLIENT_CRL"))?;
     }
     for spec in &clients {
         let (name, grant) = mtls::MtlsAuth::parse_client(spec)?;
@@ -541,7 +577,7 @@ fn mtls_auth(args: &ServerArgs) -> Result<Auth, SettingsError> {
 fn http_tls(args: &ServerArgs, http: &mut HttpSettings) -> Result<(), SettingsError> {
     let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else {
         return Err(InvalidSetting {
-            name: "--tls-cert".into(),
+            name: tls_option_given(args).into(),
             message: "TLS needs both --tls-cert and --tls-key".into(),
         }
         .into());
@@ -554,12 +590,16 @@ fn http_tls(args: &ServerArgs, http: &mut HttpSettings) -> Result<(), SettingsEr
         .into());
     }
     super::settings::warn_if_readable_by_others(key, "--tls-key / MCP_TLS_KEY");
-    let mut tls = mtls::ServerTls::from_pem_files(cert, key)?;
+    let mut tls = mtls::ServerTls::from_pem_files(cert, key).map_err(named(CERT_AND_KEY))?;
     if let Some(ca) = &args.client_ca {
-        tls = tls.client_ca_file(ca)?;
+        tls = tls
+            .client_ca_file(ca)
+            .map_err(named("--client-ca / MCP_TLS_CLIENT_CA"))?;
     }
     if let Some(crl) = &args.client_crl {
-        tls = tls.revocation_lists_file(crl)?;
+        tls = tls
+            .revocation_lists_file(crl)
+            .map_err(named("--client-crl / MCP_TLS_CLIENT_CRL"))?;
     }
     http.tls = Some(tls);
     Ok(())
