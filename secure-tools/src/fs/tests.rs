@@ -1020,7 +1020,9 @@ fn a_hard_link_taken_out_after_the_open_is_not_read() {
 /// name being unlinked stops resolving, and a read whose look falls in between still gets the outside file (see
 /// `Root::only_name`): the check narrows the race, it does not close it. Without it, about one read in 20 here
 /// returned the outside file; with it, one in 1,400 to 3,300 (runs of 200,000 reads). The bound below fails the
-/// first by a factor of about 100 and holds the second with a margin of about 6.
+/// first by a factor of about 20 (unchecked, reads returning the outside file outnumber those refused two to one)
+/// and holds the second with room for a loaded machine: in a full test run on two busy cores, one read in 46 of the
+/// refused returned it, past the bound of one in 50 this test first had.
 #[test]
 fn a_hard_link_raced_in_and_out_by_another_thread_is_read_rarely() {
     let (_dir, outside, inside) = outside_and_inside();
@@ -1054,13 +1056,13 @@ fn a_hard_link_raced_in_and_out_by_another_thread_is_read_rarely() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     racer.join().unwrap();
     // The race ran enough for the bound to mean something. Unchecked, reads returning the outside file outnumbered
-    // those refused two to one; checked, about one in 300 of the refused.
+    // those refused two to one; checked, about one in 300 of the refused on a quiet machine.
     assert!(
         refused >= 500,
         "the race ran: {refused} refused, {missing} missing"
     );
     assert!(
-        leaked * 50 <= refused,
+        leaked * 10 <= refused,
         "outside file read {leaked} times ({refused} refused, {missing} missing)"
     );
 }
