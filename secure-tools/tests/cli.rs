@@ -910,3 +910,38 @@ fn audit_verify_names_the_option_of_a_key_file_it_cannot_read() {
         );
     }
 }
+
+/// Operator trial finding: a checkpoint private key given as `--checkpoint-key` without the `FILE.pub` beside it
+/// (copied elsewhere alone) made the verifier call a genuine checkpoint forged (exit 1). It is told for what it is,
+/// a private key whose public half verifies the checkpoints (exit 2, as the other wrong-half case).
+#[test]
+fn audit_verify_tells_a_lone_private_checkpoint_key_from_a_forgery() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let key = secure_tools::audit::CheckpointKey::from_seed([3; 32]);
+    let private = dir.path().join("copied-key");
+    std::fs::write(&private, key.seed_hex()).unwrap();
+    let sink = ChainedFileSink::append_to(&path, None)
+        .unwrap()
+        .with_checkpoints(
+            secure_tools::audit::chain::Checkpoints {
+                key,
+                interval: Duration::from_secs(3600),
+            },
+            "cli-test",
+        );
+    sink.write(&record("stop")).unwrap();
+    drop(sink);
+    let out = Command::new(CLI)
+        .args(["audit", "verify", "--checkpoint-key"])
+        .arg(&private)
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("private key") && said.contains("--checkpoint-key"),
+        "{said}"
+    );
+}

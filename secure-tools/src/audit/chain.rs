@@ -155,6 +155,11 @@ impl CheckpointKey {
         hex(&self.0.to_bytes())
     }
 
+    /// The public key, which verifies its checkpoints.
+    pub fn public_key(&self) -> CheckpointPublicKey {
+        CheckpointPublicKey(self.0.verifying_key())
+    }
+
     /// The public key, in hex (what verifiers are given).
     pub fn public_hex(&self) -> String {
         hex(self.0.verifying_key().as_bytes())

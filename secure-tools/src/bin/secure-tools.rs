@@ -505,6 +505,22 @@ fn verify(
         chain::verify
     };
     let checked = check(files, key.as_ref(), public.as_ref()).map_err(|e| e.to_string())?;
+    // A checkpoint that does not verify, when the key given is a private one whose public half verifies the files
+    // (operator trial finding: a private key copied without the `FILE.pub` beside it made genuine checkpoints read
+    // as forged): the wrong half of the key, exit 2, as when `FILE.pub` gives it away.
+    if let (Some(path), Some(chain::Problem::BadCheckpoint { .. })) =
+        (checkpoint_key, &checked.problem)
+        && let Ok(private) = chain::CheckpointKey::read(path)
+        && check(files, key.as_ref(), Some(&private.public_key()))
+            .is_ok_and(|derived| derived.problem.is_none())
+    {
+        return Err(format!(
+            "--checkpoint-key {}: this is a private key (its public half verifies the files): verify with the \
+             public key, the FILE.pub `secure-tools audit keygen --out FILE` wrote, and keep the private key on the \
+             server",
+            path.display()
+        ));
+    }
     if json {
         write_stdout(&format!("{}\n", json!(checked)))?;
     } else {
