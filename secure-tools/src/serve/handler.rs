@@ -885,7 +885,9 @@ where
     /// finding, a handler written as the README shows announced itself as `rmcp` whatever the settings said. A name
     /// the handler gives is its own.
     fn announce_as_set(&self, info: &mut Implementation) {
-        if *info == Implementation::from_build_env() {
+        static PLACEHOLDER: std::sync::LazyLock<Implementation> =
+            std::sync::LazyLock::new(Implementation::from_build_env);
+        if *info == *PLACEHOLDER {
             info.clone_from(&self.secure.options.info);
         }
     }
