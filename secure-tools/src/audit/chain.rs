@@ -1342,9 +1342,15 @@ fn torn_end(file: &mut File, key: Option<&ChainKey>) -> io::Result<End> {
         None => return Ok(End::Clean),
     };
     let fragment = &tail[line_start..];
-    // Blanks, which the verifier passes over, are ended with a newline like a record without its own.
+    // Blanks (which the verifier reports) are ended with a newline like a record without its own.
     if is_record(fragment) || fragment.iter().all(u8::is_ascii_whitespace) {
         return Ok(End::MissingNewline);
+    }
+    // What a write cut short leaves is the start of a JSON text, as the verifier takes a line still being written.
+    // Anything else (a whole object, an altered record without its newline, garbage) was put there: left as it is,
+    // and refused (red-team finding: a restart cut them as a crash's fragment, and tampering looked like a crash).
+    if !serde_json::from_slice::<serde::de::IgnoredAny>(fragment).is_err_and(|e| e.is_eof()) {
+        return Ok(End::Clean);
     }
     // Cut only from a chain of this mode: the line before must be one of its records (however many blank lines
     // lie between). A file that is anything else (an older log, another mode, a file given by mistake) is left
@@ -3682,6 +3688,59 @@ mod tests {
             .map(|u| (u.from, u.to, u.checkpoint, u.seq))
             .collect();
         assert_eq!(ranges, [(1, 2, None, 3), (6, 405, Some(5), 406)]);
+    }
+
+    /// Red-team finding: the start cut any last line without its newline that was no record as a crash's fragment,
+    /// so a restart made tampering look like a crash: an altered last record (a checkpoint, one byte changed, its
+    /// newline removed) was cut and the verifier's `altered` became `lines_cut`; garbage or a whole forged object
+    /// appended without a newline went from `not_a_record` to clean. Only what a write cut short leaves, the start
+    /// of a JSON text, is cut; anything else is refused at start, the file left as it is.
+    #[test]
+    fn only_a_line_cut_short_is_cut_at_start_never_a_whole_or_foreign_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        write(&path, None, 1, 3);
+        let genuine = lines(&path);
+        let altered = genuine[2].replacen("\"reason\":\"r3\"", "\"reason\":\"r4\"", 1);
+        assert_ne!(altered, genuine[2]);
+        for (what, text) in [
+            (
+                "an altered last record",
+                format!("{}\n{}\n{}", genuine[0], genuine[1], altered),
+            ),
+            (
+                "garbage",
+                format!("{}\nINJECTED GARBAGE {{\"x\":1}}", genuine.join("\n")),
+            ),
+            (
+                "a whole forged object",
+                format!(
+                    "{}\n{{\"event\":\"tool_call\",\"tool\":\"delete_all\"}}",
+                    genuine.join("\n")
+                ),
+            ),
+        ] {
+            std::fs::write(&path, &text).unwrap();
+            assert!(
+                ChainedFileSink::append_to(&path, None).is_err(),
+                "{what}: continued"
+            );
+            assert_eq!(
+                std::fs::read_to_string(&path).unwrap(),
+                text,
+                "{what}: changed"
+            );
+        }
+        // What a crash leaves is still cut, and named.
+        std::fs::write(
+            &path,
+            format!("{}\n{{\"ts\":\"2026-12-0", genuine.join("\n")),
+        )
+        .unwrap();
+        write(&path, None, 4, 4);
+        let checked = verify(&[&path], None, None).unwrap();
+        assert_eq!(checked.problem, None, "{checked:?}");
+        assert_eq!(checked.lines_cut.len(), 1, "{checked:?}");
     }
 
     /// Operator trial finding: a file whose checkpoints one key signed was continued with another checkpoint key
