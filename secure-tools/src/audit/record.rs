@@ -278,7 +278,9 @@ impl AuditEvent {
     /// records are, as they are built): a protocol version, a request id, a path, a TLS error.
     pub(crate) fn bound_values(&mut self) {
         fn shorten(text: &mut String) {
-            if text.len() > MAX_AUDIT_STRING {
+            // One shortened where the event was made is left as it is: shortened again, it would say the first
+            // cut's length instead of the value's (red-team finding).
+            if text.len() > MAX_AUDIT_STRING && !is_shortened(text) {
                 *text = shorten_str(text);
             }
         }
@@ -821,6 +823,16 @@ pub(crate) fn bounded_request_id(id: &RequestId) -> RequestId {
     }
 }
 
+/// Whether `text` is what [`shorten_str`] makes of a longer value: its first [`MAX_AUDIT_STRING`] bytes (or a few
+/// less, at a character's boundary), then `…[N bytes in all]`. Bounded either way.
+fn is_shortened(text: &str) -> bool {
+    text.len() <= MAX_AUDIT_STRING + 32
+        && text.ends_with(" bytes in all]")
+        && text
+            .rfind("…[")
+            .is_some_and(|at| at + 3 <= MAX_AUDIT_STRING + 3 && at + 4 > MAX_AUDIT_STRING)
+}
+
 pub(crate) fn shorten_str(s: &str) -> String {
     if s.len() <= MAX_AUDIT_STRING {
         return s.to_owned();
@@ -839,6 +851,32 @@ mod tests {
 
     fn obj(v: Value) -> JsonObject {
         v.as_object().unwrap().clone()
+    }
+
+    /// Red-team finding: a value shortened where the event was made (a 60,000-byte session id) was shortened again
+    /// as the record was written, and said `[1047 bytes in all]`: the first cut's length, not the value's.
+    #[test]
+    fn a_value_shortened_once_keeps_its_length() {
+        use crate::audit::{Audit, MemorySink};
+        let sink = Arc::new(MemorySink::new());
+        let audit = Audit::new(
+            "test",
+            vec![sink.clone() as Arc<dyn crate::audit::AuditSink>],
+        );
+        let long = "A".repeat(60_000);
+        audit
+            .record(AuditEvent::SessionClosed {
+                reason: "deleted",
+                session_id: shorten_str(&long),
+                caller: shorten_str(&long),
+            })
+            .unwrap();
+        let written = sink.records().pop().unwrap().to_string();
+        assert_eq!(
+            written.matches("[60000 bytes in all]").count(),
+            2,
+            "{written}"
+        );
     }
 
     #[test]
