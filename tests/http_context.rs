@@ -1161,6 +1161,30 @@ async fn answers_say_how_long_an_idle_connection_is_kept() {
             .map(|v| v.to_str().unwrap().to_owned());
         assert_eq!(keep_alive.as_deref(), Some(told), "{setting:?}");
     }
+    // Red-team finding: an answer on a connection that closes after it (its client asked, with `Connection: close`
+    // or as HTTP/1.0 does by default) said how long it would be kept.
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let server = start();
+    let address = server.url["http://".len()..]
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    for head in [
+        format!("GET /healthz HTTP/1.1\r\nhost: {address}\r\nconnection: close\r\n\r\n"),
+        format!("GET /healthz HTTP/1.0\r\nhost: {address}\r\n\r\n"),
+    ] {
+        let mut socket = tokio::net::TcpStream::connect(&address).await.unwrap();
+        socket.write_all(head.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), socket.read_to_end(&mut answer))
+            .await
+            .expect("closed after the answer")
+            .unwrap();
+        let answer = String::from_utf8_lossy(&answer).to_lowercase();
+        assert!(answer.starts_with("http/1."), "{answer}");
+        assert!(!answer.contains("keep-alive: timeout"), "{head}: {answer}");
+    }
 }
 
 /// Trial finding (Python SDK): with its 32 sessions in use (a live `ClientSession` keeps an event stream open on

@@ -506,7 +506,22 @@ where
     ))
     .expect("digits are a header value");
     let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
-        let keep_alive = keep_alive.clone();
+        // Not on an answer after which the connection closes as its client asked: `Connection: close`, or HTTP/1.0
+        // without `Connection: keep-alive` (red-team finding: those answers said how long it would be kept).
+        let asks = |token: &[u8]| {
+            request
+                .headers()
+                .get_all(hyper::header::CONNECTION)
+                .iter()
+                .any(|v| {
+                    v.as_bytes()
+                        .split(|b| *b == b',')
+                        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+                })
+        };
+        let kept = !asks(b"close")
+            && (request.version() != hyper::Version::HTTP_10 || asks(b"keep-alive"));
+        let keep_alive = kept.then(|| keep_alive.clone());
         let busy = Busy::new(&connection);
         let get = request.method() == hyper::Method::GET;
         let stopped = stopped.clone();
@@ -523,7 +538,7 @@ where
                 .headers()
                 .get(hyper::header::CONNECTION)
                 .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
-            if !closing {
+            if let Some(keep_alive) = keep_alive.filter(|_| !closing) {
                 response.headers_mut().insert(
                     hyper::header::HeaderName::from_static("keep-alive"),
                     keep_alive,
