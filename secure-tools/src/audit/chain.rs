@@ -399,6 +399,8 @@ struct ChainState {
     /// With checkpoints: the file's last signed checkpoint is still to be found, and the records after it named
     /// (a `chain_resumed` record), before this sink's first line.
     resume_pending: bool,
+    /// The file did not exist before this sink: a start refused before its first line removes it, still empty.
+    created: bool,
     /// The incomplete last line found as the file was opened, cut off only as the first line is appended (a server
     /// that fails to start leaves the file as it was), and then named by an `incomplete_line_cut` record.
     cut_pending: Option<Fragment>,
@@ -504,6 +506,9 @@ impl ChainedFileSink {
             sync_directory_of(&path);
         }
         let opened = Self::continue_chain(path.clone(), file, key);
+        if let Ok(sink) = &opened {
+            sink.lock().created = !existed;
+        }
         // A start refused leaves no file it made (an empty one would be taken for an emptied log).
         if opened.is_err() && !existed && std::fs::metadata(&path).is_ok_and(|m| m.len() == 0) {
             let _ = std::fs::remove_file(&path);
@@ -615,6 +620,7 @@ impl ChainedFileSink {
                 unsynced: false,
                 key,
                 resume_pending: false,
+                created: false,
                 cut_pending: cut,
                 durability: Durability::Write,
                 server_id: "secure-tools".into(),
@@ -822,18 +828,24 @@ impl ChainState {
         if self.seq > 0 {
             let public = CheckpointPublicKey(key.0.verifying_key());
             let mut found = last_signed_checkpoint(&mut self.file, self.key.as_ref(), &public)?;
+            let mut found_in = path.to_owned();
             if found.is_none()
                 && let Ok(mut previous) = File::open(rotated_name(path))
             {
                 found = last_signed_checkpoint(&mut previous, self.key.as_ref(), &public)?;
+                found_in = rotated_name(path);
             }
             // A checkpoint numbered past the record continued from belongs to another chain.
             let found = match found {
                 // Operator trial finding: a file continued with another checkpoint key was then verified by
                 // neither key, as a forgery.
                 Some(Checkpoint::Foreign) => {
+                    // A start refused leaves no file it made (red-team finding: an empty one was left).
+                    if self.created && self.file.metadata().is_ok_and(|m| m.len() == 0) {
+                        let _ = std::fs::remove_file(path);
+                    }
                     return Err(invalid(
-                        path,
+                        &found_in,
                         "its last checkpoint is not signed by this checkpoint key: a chain keeps one checkpoint key \
                          for its life (give the key it was written with, or move the old set away and start a new \
                          file), or the checkpoint was altered (verify the file)",
@@ -3769,6 +3781,17 @@ mod tests {
         drop(sink);
         let public = public_key(dir.path(), &first);
         assert_eq!(verify(&[&path], None, Some(&public)).unwrap().problem, None);
+        // Red-team finding: the checkpoint in the rotated file (a new file continuing it) was refused naming the
+        // new file, which the refused start left behind, empty.
+        let rotated = dir.path().join("audit.jsonl.1");
+        std::fs::rename(&path, &rotated).unwrap();
+        let sink = with_checkpoints(ChainedFileSink::append_to(&path, None).unwrap(), &other);
+        let refused = sink
+            .write(&record(3))
+            .expect_err("continued with another checkpoint key");
+        assert!(refused.to_string().contains("audit.jsonl.1"), "{refused}");
+        drop(sink);
+        assert!(!path.exists(), "a refused start left the file it made");
     }
 
     /// The backward search for the last checkpoint: whatever block boundary the line straddles, behind a line longer
