@@ -46,12 +46,20 @@ impl std::fmt::Debug for VerificationKeys {
 /// Refuses PEM text holding a private key (PKCS#8, PKCS#1, SEC 1, encrypted or not), naming its label.
 fn refuse_private_key(pem: &[u8]) -> Result<(), KeyError> {
     let text = String::from_utf8_lossy(pem);
+    // Labels read without their spaces and case: a mangled label (`PRIVATE  KEY`, red-team finding) is one too.
     let private = text.lines().find_map(|line| {
         let label = line
             .trim()
-            .strip_prefix("-----BEGIN ")?
+            .strip_prefix("-----BEGIN")?
             .strip_suffix("-----")?;
-        label.ends_with("PRIVATE KEY").then(|| label.to_owned())
+        let squeezed = label
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .collect::<String>()
+            .to_ascii_uppercase();
+        squeezed
+            .contains("PRIVATEKEY")
+            .then(|| label.trim().to_owned())
     });
     match private {
         Some(label) => Err(KeyError::PrivateKey(crate::audit::shorten_str(&label))),
@@ -280,7 +288,12 @@ mod tests {
             matches!(&refused, KeyError::PrivateKey(label) if label == "PRIVATE KEY"),
             "{refused}"
         );
-        for label in ["RSA PRIVATE KEY", "EC PRIVATE KEY", "ENCRYPTED PRIVATE KEY"] {
+        for label in [
+            "RSA PRIVATE KEY",
+            "EC PRIVATE KEY",
+            "ENCRYPTED PRIVATE KEY",
+            "PRIVATE  KEY",
+        ] {
             let pem = format!("-----BEGIN {label}-----\nAAAA\n-----END {label}-----\n");
             for load in [
                 VerificationKeys::public_key_pem,
