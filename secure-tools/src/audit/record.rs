@@ -830,7 +830,7 @@ fn is_shortened(text: &str) -> bool {
         && text.ends_with(" bytes in all]")
         && text
             .rfind("…[")
-            .is_some_and(|at| at + 3 <= MAX_AUDIT_STRING + 3 && at + 4 > MAX_AUDIT_STRING)
+            .is_some_and(|at| (MAX_AUDIT_STRING - 3..=MAX_AUDIT_STRING).contains(&at))
 }
 
 pub(crate) fn shorten_str(s: &str) -> String {
