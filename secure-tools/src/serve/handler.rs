@@ -196,17 +196,24 @@ fn rejection_origin(
 ) -> SessionOrigin {
     let told =
         from_request::<Connection>(context).is_some() || from_request::<Caller>(context).is_some();
-    SessionOrigin {
-        caller: told.then(|| crate::audit::shorten_str(caller.id())),
-        remote_addr: connection.remote_addr.map(|addr| addr.to_string()),
-        token_id: connection
-            .token_id
-            .as_deref()
-            .map(crate::audit::shorten_str),
-        session_id: connection
-            .session_id
-            .as_deref()
-            .map(crate::audit::shorten_str),
+    SessionOrigin::of(told.then_some(caller), connection)
+}
+
+impl SessionOrigin {
+    /// `caller`, if named, and what `connection` tells: its address, token and session, bounded.
+    fn of(caller: Option<&Caller>, connection: &Connection) -> Self {
+        SessionOrigin {
+            caller: caller.map(|caller| crate::audit::shorten_str(caller.id())),
+            remote_addr: connection.remote_addr.map(|addr| addr.to_string()),
+            token_id: connection
+                .token_id
+                .as_deref()
+                .map(crate::audit::shorten_str),
+            session_id: connection
+                .session_id
+                .as_deref()
+                .map(crate::audit::shorten_str),
+        }
     }
 }
 
@@ -755,20 +762,7 @@ where
     /// Who started a session, as the transport says (over HTTP, the authenticated caller, its address and its
     /// token's id): for the `session` record, which the session's calls can then be traced to.
     fn session_origin(&self, context: &RequestContext<RoleServer>) -> SessionOrigin {
-        let connection = connection_of(context);
-        let caller = self.secure.caller(context);
-        SessionOrigin {
-            caller: Some(crate::audit::shorten_str(caller.id())),
-            remote_addr: connection.remote_addr.map(|addr| addr.to_string()),
-            token_id: connection
-                .token_id
-                .as_deref()
-                .map(crate::audit::shorten_str),
-            session_id: connection
-                .session_id
-                .as_deref()
-                .map(crate::audit::shorten_str),
-        }
+        SessionOrigin::of(Some(&self.secure.caller(context)), &connection_of(context))
     }
 
     /// Who sent a request refused before it became a call, for its `message_rejected` record.
