@@ -909,6 +909,38 @@ async fn a_request_naming_an_ended_session_is_recorded_with_it() {
     assert_eq!(rejected[1]["session_id"], "never-issued", "{rejected:#?}");
 }
 
+/// Red-team finding: a request with two `Mcp-Session-Id` headers was served with the first, where a proxy in front
+/// may take the last, as two `Host`s or `Origin`s are refused: it is a bad request, `duplicate_session_id`.
+#[tokio::test]
+async fn a_request_naming_two_sessions_is_refused() {
+    let server = start_with(&[("MCP_HTTP_SESSIONS", "true")]);
+    let client = client(Duration::from_secs(30));
+    let session = open_session(&client, &server.url).await;
+    let response = client
+        .post(&server.url)
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2025-11-25")
+        .header("mcp-session-id", &session)
+        .header("mcp-session-id", "another")
+        .json(&call("echo", json!({"text": "x"})))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("duplicate_session_id"),
+        "{body}"
+    );
+    let audit = audit_until(&server, |audit| !events(audit, "http_rejected").is_empty());
+    let rejected = events(&audit, "http_rejected")[0];
+    assert_eq!(rejected["detail"], "duplicate_session_id", "{rejected}");
+    assert!(events(&audit, "tool_call").is_empty(), "{audit:#?}");
+}
+
 /// Trial finding (TypeScript SDK): after its session was deleted, a client's call without `Mcp-Session-Id` was
 /// refused `400 bad_request`, "the request is malformed (a header, or the body)", which did not say what to do. With
 /// sessions on, a request that needs a session and names none is refused `400`, reason `session_required`, saying

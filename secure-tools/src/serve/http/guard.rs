@@ -79,6 +79,16 @@ async fn guarded(
             &Asked::of(&request),
         );
     }
+    // One `Mcp-Session-Id` (red-team finding: the first of two was used, where a proxy in front may take the last).
+    if headers.get_all("mcp-session-id").iter().nth(1).is_some() {
+        return shared.reject(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            Some("duplicate_session_id"),
+            None,
+            &Asked::of(&request),
+        );
+    }
     if let Some(origin) = from_browser {
         let allowed = origin
             .to_str()
