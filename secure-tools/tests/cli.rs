@@ -25,6 +25,19 @@ fn record(reason: &str) -> AuditRecord {
     }
 }
 
+/// An unkeyed chained sink on `path` signing checkpoints with `key`, as a server with a checkpoint key writes.
+fn checkpointed(path: &Path, key: secure_tools::audit::CheckpointKey) -> ChainedFileSink {
+    ChainedFileSink::append_to(path, None)
+        .unwrap()
+        .with_checkpoints(
+            secure_tools::audit::chain::Checkpoints {
+                key,
+                interval: Duration::from_secs(3600),
+            },
+            "cli-test",
+        )
+}
+
 #[test]
 fn audit_verify_exits_0_when_intact_and_1_naming_the_record_when_not() {
     let dir = tempfile::tempdir().unwrap();
@@ -115,15 +128,7 @@ fn audit_verify_json_claims_a_clean_end_only_with_the_checkpoint_key() {
     let key = secure_tools::audit::CheckpointKey::from_seed([3; 32]);
     let public = dir.path().join("checkpoint.pub");
     std::fs::write(&public, key.public_hex()).unwrap();
-    let sink = ChainedFileSink::append_to(&path, None)
-        .unwrap()
-        .with_checkpoints(
-            secure_tools::audit::chain::Checkpoints {
-                key,
-                interval: Duration::from_secs(3600),
-            },
-            "cli-test",
-        );
+    let sink = checkpointed(&path, key);
     sink.write(&record("stop")).unwrap(); // and the checkpoint after a `server_stop`
     drop(sink);
     let report = |with_key: bool| {
@@ -191,17 +196,7 @@ fn audit_verify_exits_3_naming_records_appended_while_the_server_was_down() {
     let key = secure_tools::audit::CheckpointKey::from_seed([3; 32]);
     let public = dir.path().join("checkpoint.pub");
     std::fs::write(&public, key.public_hex()).unwrap();
-    let server = || {
-        ChainedFileSink::append_to(&path, None)
-            .unwrap()
-            .with_checkpoints(
-                secure_tools::audit::chain::Checkpoints {
-                    key: key.clone(),
-                    interval: Duration::from_secs(3600),
-                },
-                "cli-test",
-            )
-    };
+    let server = || checkpointed(&path, key.clone());
     let sink = server();
     sink.write(&record("stop")).unwrap(); // 1, and its checkpoint (2)
     drop(sink);
@@ -921,15 +916,7 @@ fn audit_verify_tells_a_lone_private_checkpoint_key_from_a_forgery() {
     let key = secure_tools::audit::CheckpointKey::from_seed([3; 32]);
     let private = dir.path().join("copied-key");
     std::fs::write(&private, key.seed_hex()).unwrap();
-    let sink = ChainedFileSink::append_to(&path, None)
-        .unwrap()
-        .with_checkpoints(
-            secure_tools::audit::chain::Checkpoints {
-                key,
-                interval: Duration::from_secs(3600),
-            },
-            "cli-test",
-        );
+    let sink = checkpointed(&path, key);
     sink.write(&record("stop")).unwrap();
     drop(sink);
     let out = Command::new(CLI)
