@@ -34,6 +34,16 @@ pub enum OtelError {
         /// What is supported.
         message: &'static str,
     },
+    /// A variable's value the exporter would drop or ignore without a word (a header entry it cannot read, a
+    /// timeout that is not a number of milliseconds). The message never quotes a header's value, which may be a
+    /// credential.
+    #[error("{variable}: {message}")]
+    Invalid {
+        /// The variable.
+        variable: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
 }
 
 /// The OpenTelemetry SDK of a server: the providers the runners export through, and the Prometheus registry
@@ -49,13 +59,15 @@ pub enum OtelError {
 /// | `OTEL_{TRACES,METRICS,LOGS}_EXPORTER=none` | that signal is not exported over OTLP (`otlp`, the default, is the only other value) |
 /// | `OTEL_EXPORTER_OTLP_PROTOCOL`, `_{TRACES,METRICS,LOGS}_PROTOCOL` | `http/protobuf` only (this build has no gRPC) |
 /// | `OTEL_EXPORTER_OTLP_COMPRESSION`, `_{TRACES,METRICS,LOGS}_COMPRESSION` | `none` only (this build has no gzip) |
-/// | `OTEL_EXPORTER_OTLP_HEADERS`, `_TIMEOUT` | as the specification says, read by the exporter |
+/// | `OTEL_EXPORTER_OTLP_HEADERS`, `_{TRACES,METRICS,LOGS}_HEADERS` | `key=value` pairs separated by commas, values percent-decoded; an entry the exporter would drop (no `=`, no key or value, not a header's name or value) is refused |
+/// | `OTEL_EXPORTER_OTLP_TIMEOUT`, `_{TRACES,METRICS,LOGS}_TIMEOUT` | each export's timeout in milliseconds (default 10000); anything but a whole number above 0 is refused |
 /// | `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES` | the resource (the service name defaults to the server's name) |
 /// | `OTEL_TRACES_SAMPLER`, `OTEL_TRACES_SAMPLER_ARG` | sampling (default: parent-based, always on) |
 /// | `OTEL_BSP_*`, `OTEL_BLRP_*`, `OTEL_METRIC_EXPORT_INTERVAL` | batching and the metric export interval |
 ///
 /// An endpoint, protocol or compression this build cannot honour, for a signal it would export, is refused
-/// ([`OtelError::Unsupported`]) rather than overridden or ignored; values such as `none` or `http/protobuf` are
+/// ([`OtelError::Unsupported`]) rather than overridden or ignored, and so are headers or a timeout the exporter
+/// would ignore ([`OtelError::Invalid`]); values such as `none` or `http/protobuf` are
 /// read whatever their case.
 ///
 /// Audit records go out as OTLP logs when logs are exported; metrics are kept for Prometheus when `prometheus`
@@ -94,6 +106,8 @@ struct Signal {
     endpoint: &'static str,
     protocol: &'static str,
     compression: &'static str,
+    headers: &'static str,
+    timeout: &'static str,
 }
 
 const TRACES: Signal = Signal {
@@ -101,18 +115,24 @@ const TRACES: Signal = Signal {
     endpoint: "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
     protocol: "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
     compression: "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION",
+    headers: "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+    timeout: "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
 };
 const METRICS: Signal = Signal {
     exporter: "OTEL_METRICS_EXPORTER",
     endpoint: "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
     protocol: "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
     compression: "OTEL_EXPORTER_OTLP_METRICS_COMPRESSION",
+    headers: "OTEL_EXPORTER_OTLP_METRICS_HEADERS",
+    timeout: "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT",
 };
 const LOGS: Signal = Signal {
     exporter: "OTEL_LOGS_EXPORTER",
     endpoint: "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
     protocol: "OTEL_EXPORTER_OTLP_LOGS_PROTOCOL",
     compression: "OTEL_EXPORTER_OTLP_LOGS_COMPRESSION",
+    headers: "OTEL_EXPORTER_OTLP_LOGS_HEADERS",
+    timeout: "OTEL_EXPORTER_OTLP_LOGS_TIMEOUT",
 };
 
 pub(crate) type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
@@ -211,7 +231,58 @@ fn exports(var: Lookup<'_>, signal: &Signal) -> Result<bool, OtelError> {
             "this build exports uncompressed only: expected `none`",
         );
     }
+    for variable in [signal.headers, "OTEL_EXPORTER_OTLP_HEADERS"] {
+        if let Some(headers) = value(var, variable) {
+            check_headers(&headers).map_err(|message| OtelError::Invalid { variable, message })?;
+        }
+    }
+    for variable in [signal.timeout, "OTEL_EXPORTER_OTLP_TIMEOUT"] {
+        // Read as the exporter reads it, untrimmed: ` 500` would be ignored.
+        if let Some(timeout) = var(variable).filter(|v| !v.trim().is_empty())
+            && !timeout.parse::<u64>().is_ok_and(|millis| millis > 0)
+        {
+            return Err(OtelError::Invalid {
+                variable,
+                message: format!(
+                    "`{}` is not a timeout: expected a whole number of milliseconds above 0, such as `10000`",
+                    timeout.escape_debug()
+                ),
+            });
+        }
+    }
     Ok(true)
+}
+
+/// Whether every entry of a headers variable is one the exporter sends, read as it reads them (`key=value` pairs
+/// separated by commas, both trimmed, the value percent-decoded when it decodes): the exporter drops any other
+/// entry without a word. The message names an entry by its place and a key that is a header's name, never a value.
+fn check_headers(headers: &str) -> Result<(), String> {
+    for (place, entry) in headers.split_terminator(',').map(str::trim).enumerate() {
+        let place = place + 1;
+        let Some((key, value)) = entry.split_once('=') else {
+            return Err(format!("entry {place} is not `key=value`"));
+        };
+        let key = key.trim();
+        if key.is_empty() {
+            return Err(format!("entry {place} has no key before its `=`"));
+        }
+        if http::HeaderName::from_bytes(key.as_bytes()).is_err() {
+            return Err(format!("entry {place}'s key is not a header's name"));
+        }
+        let value = value.trim();
+        let decoded = percent_encoding::percent_decode_str(value)
+            .decode_utf8()
+            .map_or_else(|_| value.into(), |decoded| decoded);
+        if decoded.is_empty() {
+            return Err(format!("`{key}` has no value"));
+        }
+        if http::HeaderValue::from_str(&decoded).is_err() {
+            return Err(format!(
+                "`{key}`'s value is not a header's value (a control character, once percent-decoded?)"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Whether `OTEL_RESOURCE_ATTRIBUTES` names the service, read as the SDK's resource detector reads it: `key=value`
@@ -566,6 +637,79 @@ mod tests {
                 .unwrap()
                 .named
         );
+    }
+
+    /// The variable a start was refused for, with the message (which must not quote a header's value).
+    fn invalid(vars: &[(&str, &str)]) -> (&'static str, String) {
+        match plan(vars) {
+            Err(error @ OtelError::Invalid { variable, .. }) => (variable, error.to_string()),
+            other => panic!("{vars:?} not refused: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn headers_the_exporter_would_drop_are_refused_without_quoting_their_values() {
+        // Operator trial: the exporter drops an entry it cannot read without a word, so a collector's credential
+        // went missing and every export was refused by the collector, with nothing at the server's start.
+        for headers in [
+            "Bearer s3cret",
+            "api-key=s3cret,Bearer s3cret",
+            "=s3cret",
+            "api-key=",
+            "api key=s3cret",
+            "api-key=s3cret\u{1}",
+            "api-key=s3cret%0A",
+        ] {
+            for variable in [
+                "OTEL_EXPORTER_OTLP_HEADERS",
+                "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+                "OTEL_EXPORTER_OTLP_METRICS_HEADERS",
+                "OTEL_EXPORTER_OTLP_LOGS_HEADERS",
+            ] {
+                let (refused, message) = invalid(&[ENDPOINT, (variable, headers)]);
+                assert_eq!(refused, variable, "{headers}");
+                assert!(!message.contains("s3cret"), "{message}");
+            }
+        }
+        for headers in [
+            "api-key=s3cret",
+            " api-key = s3cret , x-tenant=a%20b ",
+            "authorization=Basic%20dXNlcjpwYXNz,",
+            "",
+        ] {
+            assert!(
+                plan(&[ENDPOINT, ("OTEL_EXPORTER_OTLP_HEADERS", headers)]).is_ok(),
+                "{headers}"
+            );
+        }
+        // Only a signal exported is read.
+        assert!(
+            plan(&[
+                ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "Bearer s3cret"),
+                ("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", "http://localhost:4318/v1/logs"),
+            ])
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn a_timeout_the_exporter_would_ignore_is_refused() {
+        for timeout in ["10s", "1.5", "-1", "0", " 500", "ten"] {
+            for variable in [
+                "OTEL_EXPORTER_OTLP_TIMEOUT",
+                "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+                "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT",
+                "OTEL_EXPORTER_OTLP_LOGS_TIMEOUT",
+            ] {
+                assert_eq!(invalid(&[ENDPOINT, (variable, timeout)]).0, variable, "{timeout}");
+            }
+        }
+        for timeout in ["500", "10000", ""] {
+            assert!(
+                plan(&[ENDPOINT, ("OTEL_EXPORTER_OTLP_TIMEOUT", timeout)]).is_ok(),
+                "{timeout}"
+            );
+        }
     }
 
     #[test]
