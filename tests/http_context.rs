@@ -1217,6 +1217,31 @@ async fn answers_say_how_long_an_idle_connection_is_kept() {
         assert!(answer.starts_with("http/1."), "{answer}");
         assert!(!answer.contains("keep-alive: timeout"), "{head}: {answer}");
     }
+    // Red-team finding: a `413` for a body declared larger than the server reads and drops after a refusal said
+    // how long the connection would be kept, though the server closes it with the body unread. It says it closes
+    // now; a body small enough to be read and dropped keeps the connection, and is told so.
+    for (declared, closes) in [(17 << 20, true), (5 << 20, false)] {
+        let mut socket = tokio::net::TcpStream::connect(&address).await.unwrap();
+        let head = format!(
+            "POST /mcp HTTP/1.1\r\nhost: {address}\r\ncontent-type: application/json\r\n\
+             accept: application/json, text/event-stream\r\ncontent-length: {declared}\r\n\r\n"
+        );
+        socket.write_all(head.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        let mut buffer = [0; 4096];
+        while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+            let read = tokio::time::timeout(Duration::from_secs(10), socket.read(&mut buffer))
+                .await
+                .expect("an answer")
+                .unwrap();
+            assert!(read > 0, "closed before its answer");
+            answer.extend_from_slice(&buffer[..read]);
+        }
+        let answer = String::from_utf8_lossy(&answer).to_lowercase();
+        assert!(answer.starts_with("http/1.1 413"), "{answer}");
+        assert_eq!(answer.contains("connection: close"), closes, "{declared}: {answer}");
+        assert_eq!(answer.contains("keep-alive: timeout"), !closes, "{declared}: {answer}");
+    }
 }
 
 /// Trial finding (Python SDK): with its 32 sessions in use (a live `ClientSession` keeps an event stream open on

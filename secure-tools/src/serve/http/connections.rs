@@ -522,6 +522,13 @@ where
         let kept = !asks(b"close")
             && (request.version() != hyper::Version::HTTP_10 || asks(b"keep-alive"));
         let keep_alive = kept.then(|| keep_alive.clone());
+        // A body declared larger than is read and dropped after a refusal (`drain`): the connection closes with it
+        // unread, and the refusal says so (red-team finding: a `413` for one said how long it would be kept).
+        let undrained = request
+            .headers()
+            .get(hyper::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+            .is_some_and(|length| length > super::drain::MAX_DRAINED as u64);
         let busy = Busy::new(&connection);
         let get = request.method() == hyper::Method::GET;
         let stopped = stopped.clone();
@@ -534,6 +541,12 @@ where
                 return Ok::<_, Infallible>(super::refusal::connection_closing());
             };
             let Ok(mut response) = app.oneshot(request).await;
+            if undrained && !response.status().is_success() {
+                response.headers_mut().insert(
+                    hyper::header::CONNECTION,
+                    hyper::header::HeaderValue::from_static("close"),
+                );
+            }
             let closing = response
                 .headers()
                 .get(hyper::header::CONNECTION)
