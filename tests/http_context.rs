@@ -1239,8 +1239,16 @@ async fn answers_say_how_long_an_idle_connection_is_kept() {
         }
         let answer = String::from_utf8_lossy(&answer).to_lowercase();
         assert!(answer.starts_with("http/1.1 413"), "{answer}");
-        assert_eq!(answer.contains("connection: close"), closes, "{declared}: {answer}");
-        assert_eq!(answer.contains("keep-alive: timeout"), !closes, "{declared}: {answer}");
+        assert_eq!(
+            answer.contains("connection: close"),
+            closes,
+            "{declared}: {answer}"
+        );
+        assert_eq!(
+            answer.contains("keep-alive: timeout"),
+            !closes,
+            "{declared}: {answer}"
+        );
     }
 }
 

@@ -284,6 +284,28 @@ fn a_key_set_never_supplies_a_symmetric_or_weak_key() {
     assert!(VerificationKeys::jwks_json(&weak.to_string()).is_err());
 }
 
+/// A key set is published: one that carries a key's private half (`d`, RFC 7517's example key of appendix A.2)
+/// lets anyone who reads it sign tokens. Such a key is never used, as a symmetric key is not (red-team finding: it
+/// was taken, its public half verifying tokens anyone could have signed); the set's other keys still are.
+#[test]
+fn a_key_set_never_supplies_a_key_whose_private_half_it_publishes() {
+    let public = json!({"kty": "EC", "crv": "P-256", "kid": "published",
+                        "x": "MKBCTNIcKUSDii11ySs3526iDZ8AiTo7Tu6KPAqv7D4",
+                        "y": "4Etl6SRW2YiLUrN5vfvVHuhp7x8PxltmWWlbbM4IFyM"});
+    let mut private = public.clone();
+    private["kid"] = json!("leaked");
+    private["d"] = json!("870MB6gfuTJ4HtUnUvYMyJpr5eUZNP4Bk43bVdj3eAE");
+    assert!(VerificationKeys::jwks_json(&json!({"keys": [public]}).to_string()).is_ok());
+    assert!(VerificationKeys::jwks_json(&json!({"keys": [private]}).to_string()).is_err());
+    let both =
+        VerificationKeys::jwks_json(&json!({"keys": [private, public]}).to_string()).unwrap();
+    let described = format!("{both:?}");
+    assert!(
+        described.contains("published") && !described.contains("leaked"),
+        "{described}"
+    );
+}
+
 /// Verified tokens are kept for their next use; nothing about that lets a token in that would not pass the checks
 /// itself: a token with its signature or payload changed is checked anew and refused, one with another claim set
 /// gets its own verdict, and a token refused once stays refused.

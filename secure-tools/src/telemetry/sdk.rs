@@ -686,7 +686,10 @@ mod tests {
         assert!(
             plan(&[
                 ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "Bearer s3cret"),
-                ("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", "http://localhost:4318/v1/logs"),
+                (
+                    "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
+                    "http://localhost:4318/v1/logs"
+                ),
             ])
             .is_ok()
         );
@@ -701,7 +704,11 @@ mod tests {
                 "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT",
                 "OTEL_EXPORTER_OTLP_LOGS_TIMEOUT",
             ] {
-                assert_eq!(invalid(&[ENDPOINT, (variable, timeout)]).0, variable, "{timeout}");
+                assert_eq!(
+                    invalid(&[ENDPOINT, (variable, timeout)]).0,
+                    variable,
+                    "{timeout}"
+                );
             }
         }
         for timeout in ["500", "10000", ""] {

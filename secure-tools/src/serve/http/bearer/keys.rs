@@ -61,9 +61,53 @@ fn refuse_private_key(pem: &[u8]) -> Result<(), KeyError> {
             .contains("PRIVATEKEY")
             .then(|| label.trim().to_owned())
     });
-    match private {
-        Some(label) => Err(KeyError::PrivateKey(crate::audit::shorten_str(&label))),
-        None => Ok(()),
+    if let Some(label) = private {
+        return Err(KeyError::PrivateKey(crate::audit::shorten_str(&label)));
+    }
+    // What each block holds, whatever its label says (red-team finding: a private key relabelled `PUBLIC KEY` was
+    // taken). Text that is not PEM is left to the key's own parser to refuse.
+    for block in pem::parse_many(pem).unwrap_or_default() {
+        if is_private_key_der(block.contents()) {
+            return Err(KeyError::PrivateKeyContent(crate::audit::shorten_str(
+                block.tag(),
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Whether DER holds a private key rather than a public one, from its first elements: every private key form
+/// begins with a small version number (PKCS#8's `PrivateKeyInfo` 0 or 1, PKCS#1's `RSAPrivateKey` 0 or 1, SEC 1's
+/// `ECPrivateKey` 1), or is PKCS#8's `EncryptedPrivateKeyInfo` (an algorithm, then an `OCTET STRING`), while a
+/// `SubjectPublicKeyInfo` is an algorithm then a `BIT STRING` and PKCS#1's `RSAPublicKey` begins with the modulus.
+fn is_private_key_der(der: &[u8]) -> bool {
+    /// A DER element's tag, and its content and what follows it; `None` if it is cut short or not DER.
+    fn element(der: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+        let (&tag, rest) = der.split_first()?;
+        let (&first, rest) = rest.split_first()?;
+        let (length, rest) = if first < 0x80 {
+            (usize::from(first), rest)
+        } else {
+            let count = usize::from(first & 0x7f);
+            if count == 0 || count > 4 || rest.len() < count {
+                return None;
+            }
+            let (bytes, rest) = rest.split_at(count);
+            let length = bytes.iter().fold(0usize, |n, b| (n << 8) | usize::from(*b));
+            (length, rest)
+        };
+        (rest.len() >= length).then(|| (tag, &rest[..length], &rest[length..]))
+    }
+    const SEQUENCE: u8 = 0x30;
+    const INTEGER: u8 = 0x02;
+    const OCTET_STRING: u8 = 0x04;
+    let Some((SEQUENCE, inner, _)) = element(der) else {
+        return false;
+    };
+    match element(inner) {
+        Some((INTEGER, [0 | 1], _)) => true,
+        Some((SEQUENCE, _, rest)) => matches!(element(rest), Some((OCTET_STRING, _, _))),
+        _ => false,
     }
 }
 
@@ -89,6 +133,13 @@ pub enum KeyError {
          KEY-----`), and keep the private key with the issuer, off this server"
     )]
     PrivateKey(String),
+    /// A private key under a public key's label (`-----BEGIN PUBLIC KEY-----`): what the block holds is read,
+    /// whatever its label says.
+    #[error(
+        "the file's `-----BEGIN {0}-----` block holds a private key: give the issuer's public key, and keep the \
+         private key with the issuer, off this server"
+    )]
+    PrivateKeyContent(String),
     /// A JWKS holds no key this server can verify signatures with.
     #[error("the JWKS holds no usable signing key")]
     EmptyJwks,
@@ -209,8 +260,29 @@ impl VerificationKeys {
 pub(super) fn parse_jwks(text: &str) -> Result<Arc<[VerificationKey]>, KeyError> {
     let set: JwkSet =
         serde_json::from_str(text).map_err(|e| KeyError::Invalid(format!("JWKS: {e}")))?;
+    // The members of each key as written, which the typed keys drop: a private half among them.
+    #[derive(serde::Deserialize)]
+    struct Members {
+        keys: Vec<serde_json::Map<String, serde_json::Value>>,
+    }
+    let members = serde_json::from_str::<Members>(text)
+        .map_err(|e| KeyError::Invalid(format!("JWKS: {e}")))?
+        .keys;
     let mut keys = Vec::new();
-    for jwk in &set.keys {
+    for (jwk, members) in set.keys.iter().zip(&members) {
+        // A key set is published: a key whose private half it carries (RSA's `d`, `p`, `q`, ...; EC's and OKP's
+        // `d`) could have signed a token anyone wrote (red-team finding: it was taken).
+        if ["d", "p", "q", "dp", "dq", "qi", "oth"]
+            .iter()
+            .any(|member| members.contains_key(*member))
+        {
+            tracing::warn!(
+                kid = ?jwk.common.key_id,
+                "a key in the JWKS carries its private half, so anyone who reads the set can sign tokens with it: \
+                 ignored (publish the public half only, and replace the key)"
+            );
+            continue;
+        }
         if matches!(
             jwk.common.public_key_use,
             Some(jsonwebtoken::jwk::PublicKeyUse::Encryption)
@@ -312,5 +384,55 @@ mod tests {
             refused.to_string().contains("BEGIN PUBLIC KEY"),
             "{refused}"
         );
+    }
+
+    /// Red-team finding: a private key relabelled `PUBLIC KEY` was taken (an RSA one verified tokens with its public
+    /// half), the signing key then sitting on the server. What a block holds is read, whatever its label says.
+    #[test]
+    fn a_private_key_under_a_public_label_is_refused() {
+        let fixtures = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../examples/file-server/tests/fixtures"
+        );
+        let rsa_pkcs8 = std::fs::read_to_string(format!("{fixtures}/rsa-private.pem")).unwrap();
+        let rsa_pkcs1 =
+            std::fs::read_to_string(format!("{fixtures}/rsa-private-pkcs1.pem")).unwrap();
+        let ec_pkcs8 = rcgen::KeyPair::generate().unwrap().serialize_pem();
+        for (private, public) in [
+            (&rsa_pkcs8, "PUBLIC KEY"),
+            (&rsa_pkcs1, "RSA PUBLIC KEY"),
+            (&rsa_pkcs1, "PUBLIC KEY"),
+            (&ec_pkcs8, "PUBLIC KEY"),
+        ] {
+            let relabelled = private
+                .replace("RSA PRIVATE KEY", public)
+                .replace("PRIVATE KEY", public);
+            assert!(!relabelled.contains("PRIVATE"), "{relabelled}");
+            for load in [
+                VerificationKeys::public_key_pem,
+                VerificationKeys::rsa_pem,
+                VerificationKeys::ec_pem,
+            ] {
+                let refused = load(relabelled.as_bytes()).map(|_| ()).unwrap_err();
+                assert!(
+                    matches!(&refused, KeyError::PrivateKeyContent(label) if label == public),
+                    "{public}: {refused}"
+                );
+            }
+        }
+        // Public keys in either form still load.
+        let pair = rcgen::KeyPair::generate().unwrap();
+        assert!(VerificationKeys::ec_pem(pair.public_key_pem().as_bytes()).is_ok());
+        for public in ["rsa-public.pem", "rsa-public-pkcs1.pem"] {
+            let pem = std::fs::read_to_string(format!("{fixtures}/{public}")).unwrap();
+            assert!(
+                VerificationKeys::rsa_pem(pem.as_bytes()).is_ok(),
+                "{public}"
+            );
+            assert!(
+                VerificationKeys::public_key_pem(pem.as_bytes()).is_ok(),
+                "{public}"
+            );
+        }
     }
 }
