@@ -1689,3 +1689,217 @@ async fn a_handler_cannot_answer_input_required_itself() {
         "{records:?}"
     );
 }
+
+/// Credentials, flattened into a sign-in's arguments.
+#[derive(serde::Deserialize, schemars::JsonSchema, validator::Validate)]
+struct Credentials {
+    pin: u32,
+}
+
+/// A sign-in whose PIN comes through a flattened struct.
+#[derive(serde::Deserialize, schemars::JsonSchema, validator::Validate)]
+struct FlatSignIn {
+    user: String,
+    #[serde(flatten)]
+    credentials: Credentials,
+}
+
+/// Signs in with a PIN.
+#[secure_tool(scope = "t.write", audit_redact = ["pin"])]
+async fn flat_sign_in(
+    secure_tools::Args(args): secure_tools::Args<FlatSignIn>,
+) -> Result<String, ToolError> {
+    Ok(format!("{} {}", args.user, args.credentials.pin))
+}
+
+/// A token as sent, before it is checked.
+#[derive(serde::Deserialize, schemars::JsonSchema)]
+struct RawToken {
+    token: String,
+}
+
+/// A token checked as a whole (`try_from`), whose error quotes it as careless conversions do.
+#[derive(serde::Deserialize, schemars::JsonSchema, validator::Validate)]
+#[serde(try_from = "RawToken")]
+#[schemars(with = "RawToken")]
+struct CheckedToken {
+    token: String,
+}
+
+impl TryFrom<RawToken> for CheckedToken {
+    type Error = String;
+    fn try_from(raw: RawToken) -> Result<Self, String> {
+        match raw.token.strip_prefix("tk_") {
+            Some(_) => Ok(CheckedToken { token: raw.token }),
+            None => Err(format!("`{}` is not a token", raw.token)),
+        }
+    }
+}
+
+/// Uses a token.
+#[secure_tool(scope = "t.write", audit_redact = ["token"])]
+async fn use_token(
+    secure_tools::Args(args): secure_tools::Args<CheckedToken>,
+) -> Result<String, ToolError> {
+    Ok(args.token.len().to_string())
+}
+
+/// Settings: one declared number, and any others by name.
+#[derive(serde::Deserialize, schemars::JsonSchema, validator::Validate)]
+struct Tuning {
+    token: u32,
+    #[serde(flatten)]
+    rest: std::collections::HashMap<String, u32>,
+}
+
+/// Tunes.
+#[secure_tool(scope = "t.write", audit_redact = ["token"])]
+async fn tune(secure_tools::Args(args): secure_tools::Args<Tuning>) -> Result<String, ToolError> {
+    Ok(format!("{} {}", args.token, args.rest.len()))
+}
+
+/// Checks a password; its message quotes the value, as careless validators do.
+fn check_strength(password: &str) -> Result<(), validator::ValidationError> {
+    Err(validator::ValidationError::new("weak")
+        .with_message(format!("`{password}` is too weak").into()))
+}
+
+/// A struct whose Rust names and wire names cross: the redacted `pw` is the field `password`, and `password` on
+/// the wire is the field `hint`.
+#[derive(serde::Deserialize, schemars::JsonSchema, validator::Validate)]
+struct Crossed {
+    #[serde(rename = "pw")]
+    #[validate(custom(function = "check_strength"))]
+    password: String,
+    #[serde(rename = "password")]
+    hint: String,
+}
+
+/// Sets a password.
+#[secure_tool(scope = "t.write", audit_redact = ["pw"])]
+async fn set_password(
+    secure_tools::Args(args): secure_tools::Args<Crossed>,
+) -> Result<String, ToolError> {
+    Ok(args.hint)
+}
+
+/// Red-team findings: serde reports an error inside a flattened struct, or a container's own conversion
+/// (`try_from`), at the arguments' root, and an error in a flattened map under the undeclared name; the message
+/// was serde's or the type's, quoting a redacted value (`invalid type: string "hunter2", expected u32`, `` `hunter2`
+/// is not a token ``). And a validator's message was shown for a field whose Rust name is another field's wire
+/// name while its own wire name was redacted. For a tool with redacted arguments, a message is shown only where it
+/// is known to be about a declared argument that is not redacted.
+#[tokio::test]
+async fn a_redacted_value_is_not_quoted_through_flatten_try_from_or_crossed_names() {
+    let sink = MemorySink::new();
+    let tools = ToolSet::builder(())
+        .tool::<flat_sign_in>()
+        .tool::<use_token>()
+        .tool::<tune>()
+        .tool::<set_password>()
+        .audit_sink(sink.clone())
+        .build()
+        .unwrap();
+    let who = caller("alice", "t.write");
+    for (id, tool, arguments) in [
+        (1, "flat_sign_in", json!({"user": "bob", "pin": "hunter2"})),
+        (2, "use_token", json!({"token": "hunter2"})),
+        (3, "tune", json!({"token": 1, "Token": "hunter2"})),
+        (4, "set_password", json!({"pw": "hunter2", "password": "x"})),
+    ] {
+        let response = tools
+            .call(request(&who, id, tool, arguments))
+            .await
+            .unwrap();
+        assert_eq!(response.outcome(), Outcome::Invalid, "{tool}");
+        let message = response.refusal().unwrap().message().to_owned();
+        assert!(!message.contains("hunter2"), "{tool}: {message}");
+        assert!(!message.is_empty(), "{tool}");
+    }
+    let text = serde_json::to_string(&sink.records()).unwrap();
+    assert!(!text.contains("hunter2"), "{text}");
+    // What names no value is still said: a missing argument, and an error under a declared, unredacted one.
+    let response = tools
+        .call(request(&who, 5, "flat_sign_in", json!({"user": "bob"})))
+        .await
+        .unwrap();
+    assert_eq!(response.refusal().unwrap().message(), "missing field `pin`");
+    let response = tools
+        .call(request(
+            &who,
+            6,
+            "flat_sign_in",
+            json!({"user": 7, "pin": 1}),
+        ))
+        .await
+        .unwrap();
+    assert!(
+        response
+            .refusal()
+            .unwrap()
+            .message()
+            .starts_with("`user`: invalid type: integer `7`"),
+        "{:?}",
+        response.refusal()
+    );
+}
+
+/// An argument that panics as it is dropped, quoting its value.
+#[derive(schemars::JsonSchema, Debug)]
+#[schemars(transparent)]
+struct Touchy(String);
+
+impl<'de> serde::Deserialize<'de> for Touchy {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        <String as serde::Deserialize>::deserialize(d).map(Touchy)
+    }
+}
+
+impl Drop for Touchy {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            panic!("dropped touchy {}", self.0);
+        }
+    }
+}
+
+/// Holds a touchy secret, behind a rule that refuses.
+#[secure_tool(scope = "t.write", audit_redact = ["secret"], authorize = refuse_all)]
+async fn touchy(secret: Touchy) -> Result<String, ToolError> {
+    Ok(secret.0.len().to_string())
+}
+
+async fn refuse_all(_: &ArgsOf<touchy>, _: &GuardCall<'_>) -> Result<(), Refusal> {
+    Err(Refusal::denied("refused", "refused"))
+}
+
+/// Red-team finding: decoded arguments dropped when a later stage refused (the argument rule, here) were dropped
+/// outside the tool's name, so a panic as they dropped printed its message, which quoted the value, on stderr.
+#[tokio::test]
+async fn decoded_arguments_dropped_after_a_refusal_keep_their_panics_to_themselves() {
+    let heard = hook_messages_holding("dropped touchy");
+    let sink = MemorySink::new();
+    let tools = ToolSet::builder(())
+        .tool::<touchy>()
+        .audit_sink(sink.clone())
+        .build()
+        .unwrap();
+    let response = tools
+        .call(request(
+            &caller("alice", "t.write"),
+            1,
+            "touchy",
+            json!({"secret": "hunter2"}),
+        ))
+        .await
+        .unwrap();
+    assert_ne!(response.outcome(), Outcome::Ok);
+    let heard = heard.lock().unwrap().clone();
+    assert!(heard.is_empty(), "{heard:?}");
+    assert_eq!(tool_calls(&sink.records()).len(), 1);
+    assert!(
+        !serde_json::to_string(&sink.records())
+            .unwrap()
+            .contains("hunter2")
+    );
+}

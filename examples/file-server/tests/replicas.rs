@@ -729,3 +729,97 @@ async fn a_connection_to_redis_that_stops_answering_is_replaced() {
     let records = tester.records();
     assert_eq!(records.len(), 3, "{records:?}");
 }
+
+/// A TCP proxy to `127.0.0.1:target` whose connections made while it garbles are answered with what Redis never
+/// sends (an HTTP error, as a proxy or another service on the port would answer), then kept open or closed;
+/// connections made otherwise are served.
+struct Garbler {
+    port: u16,
+    garbling: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Garbler {
+    async fn start(target: u16, close_after: bool) -> Garbler {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let garbling = Arc::new(AtomicBool::new(false));
+        let garbles = garbling.clone();
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if garbles.load(Ordering::SeqCst) {
+                    tokio::spawn(async move {
+                        let mut buffer = vec![0u8; 16 * 1024];
+                        while let Ok(read) = client.read(&mut buffer).await {
+                            if read == 0 {
+                                return;
+                            }
+                            let junk =
+                                b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n";
+                            if client.write_all(junk).await.is_err() || close_after {
+                                return;
+                            }
+                        }
+                    });
+                    continue;
+                }
+                let server = tokio::net::TcpStream::connect(("127.0.0.1", target))
+                    .await
+                    .unwrap();
+                tokio::spawn(async move {
+                    let mut client = client;
+                    let mut server = server;
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                });
+            }
+        });
+        Garbler { port, garbling }
+    }
+}
+
+/// Red-team finding: one answer that is not Redis's (an HTTP error from whatever held the port while Redis was
+/// down) left the connection unreadable, and every later check was refused `rate_limit_unavailable` (or, with
+/// `allow`, went through unlimited) until a restart, Redis back or not: the connection was replaced only after a
+/// timeout, and the manager reconnects only after a dropped connection. A connection that fails a check in any
+/// way is replaced now.
+#[tokio::test]
+async fn a_connection_to_redis_that_answers_garbage_is_replaced() {
+    use secure_tools::call::shared_rate::RedisRates;
+    use secure_tools::testing::{ToolTester, caller};
+    use secure_tools::{Rate, ToolSet};
+    use std::sync::atomic::Ordering;
+    let dir = tempfile::tempdir().unwrap();
+    let (_redis, port) = redis(dir.path());
+    for close_after in [false, true] {
+        let proxy = Garbler::start(port, close_after).await;
+        let tester = ToolTester::new(
+            ToolSet::builder(())
+                .tool::<counted>()
+                .rate_limit(Rate::per_minute(100).unwrap())
+                .rate_limit_store(
+                    RedisRates::open(&format!("redis://127.0.0.1:{}/0", proxy.port), "garbled")
+                        .unwrap(),
+                ),
+        )
+        .unwrap();
+        let someone = caller("someone", "t.call");
+        proxy.garbling.store(true, Ordering::SeqCst);
+        let garbled = tester.call(&someone, "counted", json!({})).await;
+        assert_eq!(
+            garbled.code(),
+            Some("rate_limit_unavailable"),
+            "{close_after}: {garbled:?}"
+        );
+        proxy.garbling.store(false, Ordering::SeqCst);
+        for _ in 0..3 {
+            let after = tester.call(&someone, "counted", json!({})).await;
+            assert_eq!(
+                after.code(),
+                None,
+                "{close_after}: Redis answers again: {after:?}"
+            );
+        }
+    }
+}

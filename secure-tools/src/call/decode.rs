@@ -49,7 +49,7 @@ pub(crate) fn decode<A: DeserializeOwned>(
             let arguments = &*arguments;
             check_names(arguments, allowed)?;
             Err(match serde_path_to_error::deserialize::<_, A>(arguments) {
-                Err(err) => malformed(err, redact),
+                Err(err) => malformed(err, allowed, redact),
                 Ok(_) => Refusal::invalid(
                     codes::MALFORMED_ARGUMENTS,
                     "the arguments do not have the declared shape",
@@ -115,32 +115,54 @@ fn check_names(arguments: &Value, allowed: Option<&BTreeSet<String>>) -> Result<
 /// redacted argument (a custom validator may quote the value), only what the rule is. Rules are named by the
 /// Rust field (`pass_word`, `r#type`), redactions by the argument's name in the schema (`passWord`, `type`): a
 /// rule's message is shown only for a field whose name is itself an argument the schema declares and that is not
-/// redacted, so a renamed field is treated as redacted.
+/// redacted, so a renamed field is treated as redacted. In a struct of the user's (`Args<T>`, not
+/// `exact_names`) a field's Rust name may be another field's name in the schema (red-team finding: `password`
+/// sent as the redacted `pw`, beside a field sent as `password`), so when any argument is redacted no rule's own
+/// message is shown there.
 pub(crate) fn validate<A: Validate>(
     args: &A,
     allowed: Option<&BTreeSet<String>>,
     redact: &[&str],
+    exact_names: bool,
 ) -> Result<(), Refusal> {
     args.validate()
-        .map_err(|errors| invalid(&errors, allowed, redact))
+        .map_err(|errors| invalid(&errors, allowed, redact, exact_names))
 }
 
-fn malformed(err: serde_path_to_error::Error<serde_json::Error>, redact: &[&str]) -> Refusal {
+/// What serde (or a type's own `Deserialize`) said, and where. For a tool with redacted arguments, its message,
+/// which may quote a value, is shown only where it is known to be about a declared argument that is not redacted:
+/// serde reports an error inside a flattened struct, or a container's own conversion (`try_from`), at the
+/// arguments' root, and an error in a flattened map under whatever name was sent (red-team findings: each quoted a
+/// redacted value). At the root it is shown only when it names no value (a missing, unknown or duplicate field).
+fn malformed(
+    err: serde_path_to_error::Error<serde_json::Error>,
+    allowed: Option<&BTreeSet<String>>,
+    redact: &[&str],
+) -> Refusal {
     let first = err.path().iter().next().map(|segment| segment.to_string());
-    let redacted = first
-        .as_ref()
-        .is_some_and(|name| redact.contains(&name.as_str()));
-    // Below a redacted argument the path names its keys (a map's, `env.DB_PASSWORD=...`), which are part of the
-    // value: only the argument is named.
+    let text = err.inner().to_string();
+    let shown = redact.is_empty()
+        || match &first {
+            Some(name) => {
+                !redact.contains(&name.as_str()) && allowed.is_some_and(|a| a.contains(name))
+            }
+            None => ["missing field", "unknown field", "duplicate field"]
+                .iter()
+                .any(|prefix| text.starts_with(prefix)),
+        };
+    // Below an argument whose message is withheld the path names its keys (a map's, `env.DB_PASSWORD=...`), which
+    // are part of the value: only the argument is named.
     let path = match &first {
-        Some(name) if redacted => name.clone(),
+        Some(name) if !shown => name.clone(),
         _ => err.path().to_string(),
     };
-    let detail = if redacted {
+    let detail = if shown {
+        text.clone()
+    } else if first.is_none() {
+        "the arguments do not have the declared shape".to_owned()
+    } else {
         // serde's message may quote the value ("invalid type: string \"...\""): withhold it.
         "has the wrong type or shape".to_owned()
-    } else {
-        err.inner().to_string()
     };
     let message = if path == "." {
         detail
@@ -157,9 +179,7 @@ fn malformed(err: serde_path_to_error::Error<serde_json::Error>, redact: &[&str]
         "missing field",
         "duplicate field",
     ];
-    let shape = SHAPE_ERRORS
-        .iter()
-        .any(|prefix| err.inner().to_string().starts_with(prefix));
+    let shape = SHAPE_ERRORS.iter().any(|prefix| text.starts_with(prefix));
     let code = if shape {
         codes::MALFORMED_ARGUMENTS
     } else {
@@ -172,10 +192,14 @@ fn invalid(
     errors: &ValidationErrors,
     allowed: Option<&BTreeSet<String>>,
     redact: &[&str],
+    exact_names: bool,
 ) -> Refusal {
     let mut lines = Vec::new();
-    let shown =
-        |top: &str| !redact.contains(&top) && allowed.is_some_and(|allowed| allowed.contains(top));
+    let shown = |top: &str| {
+        (exact_names || redact.is_empty())
+            && !redact.contains(&top)
+            && allowed.is_some_and(|allowed| allowed.contains(top))
+    };
     collect(errors, "", &shown, &mut lines);
     lines.sort();
     Refusal::invalid(codes::INVALID_INPUT, shorten(lines.join("; ")))

@@ -484,12 +484,19 @@ where
     })
     .map_err(|()| Refusal::panicked())??;
     call.decoded = true;
+    // Dropped under the tool's name if a stage refuses before the handler takes them.
+    let args = panic::Held::new(name, args);
     panic::catch(name, || {
-        decode::validate(&args, tool.allowed.as_ref(), redact)
+        decode::validate(
+            args.get(),
+            tool.allowed.as_ref(),
+            redact,
+            T::META.denies_unknown_arguments,
+        )
     })
     .map_err(|()| Refusal::panicked())??;
     if T::HAS_ARGUMENT_RULE {
-        authorize_arguments::<S, T>(set, tool, call, &args).await?;
+        authorize_arguments::<S, T>(set, tool, call, args.get()).await?;
     }
     if guarded {
         Box::pin(run_guards(
@@ -509,7 +516,7 @@ where
     let limit = Deadline::of(set, tool, call);
     call.record_start(tool, limit)?;
     let limit = limit.looking(may_have_waited || tool.records_start);
-    invoke::<S, T>(set, tool, call, args, limit).await
+    invoke::<S, T>(set, tool, call, args.take(), limit).await
 }
 
 /// Whether the limit stage may have waited: a rate kept in a shared store is a round trip.

@@ -130,6 +130,39 @@ impl<F> Drop for Guarded<F> {
     }
 }
 
+/// One value of the user's held for a call (its decoded arguments, until the handler takes them), dropped under the
+/// tool's name if a stage refuses first: a type's own `Drop` may panic quoting what it holds (red-team finding: it
+/// printed the value on standard error).
+pub(crate) struct Held<T> {
+    tool: &'static str,
+    value: Option<T>,
+}
+
+impl<T> Held<T> {
+    pub(crate) fn new(tool: &'static str, value: T) -> Self {
+        Held {
+            tool,
+            value: Some(value),
+        }
+    }
+
+    pub(crate) fn get(&self) -> &T {
+        self.value.as_ref().expect("held until taken")
+    }
+
+    pub(crate) fn take(mut self) -> T {
+        self.value.take().expect("held until taken")
+    }
+}
+
+impl<T> Drop for Held<T> {
+    fn drop(&mut self) {
+        if let Some(value) = self.value.take() {
+            let _ = catch(self.tool, move || drop(value));
+        }
+    }
+}
+
 /// Values of the user's held for a call (a guard's passes), dropped under the tool's name like its future.
 pub(crate) struct HeldBy<T> {
     tool: &'static str,
