@@ -11,10 +11,11 @@
 //! ([`WhenUnavailable::Allow`]) if configured so: fail closed unless asked otherwise. Either way the call is
 //! audited, and a failure is logged at most once per outage.
 //!
-//! The connection reconnects by itself after an I/O error. A connection that lets a check time out is replaced as
-//! well (the next check connects anew): one that stops answering without closing (a Redis behind a proxy whose
-//! backend died, a host lost without a reset) would otherwise hold every check to a timeout until the kernel gives it
-//! up, many minutes later.
+//! The connection reconnects by itself after an I/O error. A connection that fails a check in any other way is
+//! replaced as well (the next check connects anew): one that stops answering without closing (a Redis behind a
+//! proxy whose backend died, a host lost without a reset) would otherwise hold every check to a timeout until the
+//! kernel gives it up, many minutes later, and one that received an answer it could not read (not Redis's) would
+//! fail every check after it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -90,7 +91,7 @@ pub struct RedisRates {
 
 struct Shared {
     /// Made on the first check, inside the runtime; it reconnects by itself after an I/O error, and is replaced
-    /// after a timeout.
+    /// after any other failure.
     connection: Mutex<Slot>,
     /// Whether the current outage has been logged.
     down: AtomicBool,
@@ -152,7 +153,7 @@ impl RedisRates {
         Ok((slot.generation, made))
     }
 
-    /// The connection of `generation` let a check time out: the next check makes a new one (unless another check
+    /// The connection of `generation` failed a check: the next check makes a new one (unless another check
     /// has already replaced it). Checks still waiting on it keep it until they end.
     fn give_up(&self, generation: u64) {
         let mut slot = self
@@ -212,9 +213,10 @@ impl RedisRates {
             }
         }
         .await;
-        if let (Err(error), Some(generation)) = (&answer, generation)
-            && error.is_timeout()
-        {
+        // Any failure replaces the connection: after a timeout it may never answer again, and after an answer it
+        // could not read (red-team finding: an HTTP error from whatever held the port while Redis was down) what
+        // comes next on it is unreadable too, while the manager reconnects only after a dropped connection.
+        if let (Err(_), Some(generation)) = (&answer, generation) {
             self.give_up(generation);
         }
         match answer {
