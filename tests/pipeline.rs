@@ -661,6 +661,58 @@ fn an_integers_schema_gives_its_types_range() {
     assert_eq!(retries["maximum"], 255, "{retries}");
 }
 
+/// An audio format, whose own field is named `format` as a schema's keyword is.
+#[derive(serde::Deserialize, serde::Serialize, schemars::JsonSchema, Debug)]
+#[serde(deny_unknown_fields)]
+struct Sample {
+    format: String,
+    rate: u32,
+}
+
+fn cd_quality() -> Sample {
+    Sample {
+        format: "int16".into(),
+        rate: 44_100,
+    }
+}
+
+/// Plays at a sample format.
+#[secure_tool(scope = "svc.read", read_only)]
+async fn play(
+    /// The format; CD quality unless given.
+    #[serde(default = "cd_quality")]
+    sample: Sample,
+) -> String {
+    format!("{sample:?}")
+}
+
+/// Red-team finding: the integer ranges were written into values that are data (a `default` object with a field
+/// `format: "int16"` got `minimum` and `maximum`), so the default published was not the default, and sending it
+/// back was refused. Only subschemas get a range.
+#[tokio::test]
+async fn integer_ranges_are_not_written_into_a_default() {
+    let set = ToolSet::builder(()).tool::<play>().build().unwrap();
+    let schema = set.definition("play").unwrap().input_schema();
+    let default = schema["properties"]["sample"]["default"].clone();
+    assert_eq!(
+        default,
+        json!({"format": "int16", "rate": 44_100}),
+        "{schema:?}"
+    );
+    let rate = &schema["$defs"]["Sample"]["properties"]["rate"];
+    assert_eq!(rate["maximum"], u32::MAX, "{schema:?}");
+    let response = set
+        .call(request(
+            &caller("ops", "svc.read"),
+            1,
+            "play",
+            json!({"sample": default}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(response.outcome(), Outcome::Ok, "{:?}", response.refusal());
+}
+
 /// Scales by a ratio.
 #[secure_tool(scope = "svc.scale", read_only)]
 async fn scale(

@@ -194,39 +194,34 @@ fn annotations_empty(a: &ToolAnnotations) -> bool {
 }
 
 /// Puts the range of each fixed-size integer type (schemars' `format`, `uint32` say) in its schema, where schemars
-/// gives only a `minimum` for the unsigned ones: decoding refuses what does not fit, so the schema says so.
-fn integer_ranges(value: &mut Value) {
-    match value {
-        Value::Object(schema) => {
-            let range: Option<(i64, u64)> = match schema.get("format").and_then(Value::as_str) {
-                Some("int8") => Some((i8::MIN.into(), i8::MAX as u64)),
-                Some("uint8") => Some((0, u8::MAX.into())),
-                Some("int16") => Some((i16::MIN.into(), i16::MAX as u64)),
-                Some("uint16") => Some((0, u16::MAX.into())),
-                Some("int32") => Some((i32::MIN.into(), i32::MAX as u64)),
-                Some("uint32") => Some((0, u32::MAX.into())),
-                Some("int64") => Some((i64::MIN, i64::MAX as u64)),
-                Some("uint64") => Some((0, u64::MAX)),
-                // `isize` and `usize`.
-                Some("int") => Some((isize::MIN as i64, isize::MAX as u64)),
-                Some("uint") => Some((0, usize::MAX as u64)),
-                // serde_json reads a number past the 64-bit integers as a float, which a 128-bit integer refuses:
-                // what decodes is what fits in `i64` or `u64`.
-                Some("int128") => Some((i64::MIN, u64::MAX)),
-                Some("uint128") => Some((0, u64::MAX)),
-                _ => None,
-            };
-            if let Some((min, max)) = range {
-                schema.entry("minimum").or_insert(min.into());
-                schema.entry("maximum").or_insert(max.into());
-            }
-            for nested in schema.values_mut() {
-                integer_ranges(nested);
-            }
+/// gives only a `minimum` for the unsigned ones: decoding refuses what does not fit, so the schema says so. Only in
+/// subschemas, never in values that are data (red-team finding: a `default` object with a field `format: "int16"`
+/// got a range written into it, and the default published was refused when sent back).
+fn integer_ranges(schema: &mut JsonObject) {
+    each_subschema_of(schema, &mut |schema| {
+        let range: Option<(i64, u64)> = match schema.get("format").and_then(Value::as_str) {
+            Some("int8") => Some((i8::MIN.into(), i8::MAX as u64)),
+            Some("uint8") => Some((0, u8::MAX.into())),
+            Some("int16") => Some((i16::MIN.into(), i16::MAX as u64)),
+            Some("uint16") => Some((0, u16::MAX.into())),
+            Some("int32") => Some((i32::MIN.into(), i32::MAX as u64)),
+            Some("uint32") => Some((0, u32::MAX.into())),
+            Some("int64") => Some((i64::MIN, i64::MAX as u64)),
+            Some("uint64") => Some((0, u64::MAX)),
+            // `isize` and `usize`.
+            Some("int") => Some((isize::MIN as i64, isize::MAX as u64)),
+            Some("uint") => Some((0, usize::MAX as u64)),
+            // serde_json reads a number past the 64-bit integers as a float, which a 128-bit integer refuses:
+            // what decodes is what fits in `i64` or `u64`.
+            Some("int128") => Some((i64::MIN, u64::MAX)),
+            Some("uint128") => Some((0, u64::MAX)),
+            _ => None,
+        };
+        if let Some((min, max)) = range {
+            schema.entry("minimum").or_insert(min.into());
+            schema.entry("maximum").or_insert(max.into());
         }
-        Value::Array(items) => items.iter_mut().for_each(integer_ranges),
-        _ => {}
-    }
+    });
 }
 
 /// The keywords whose value is a subschema, or an array of them (JSON Schema 2020-12 and the drafts before it).
@@ -262,9 +257,13 @@ const SUBSCHEMA_MAP_KEYWORDS: [&str; 6] = [
 /// Calls `visit` on `schema` and on each of its subschemas, however deep; not on values that are data (`const`,
 /// `enum`, `default`) nor on the name of a property.
 fn each_subschema(schema: &mut Value, visit: &mut dyn FnMut(&mut JsonObject)) {
-    let Value::Object(object) = schema else {
-        return;
-    };
+    if let Value::Object(object) = schema {
+        each_subschema_of(object, visit);
+    }
+}
+
+/// [`each_subschema`] of a schema that is an object.
+fn each_subschema_of(object: &mut JsonObject, visit: &mut dyn FnMut(&mut JsonObject)) {
     visit(object);
     for (keyword, value) in object.iter_mut() {
         if SUBSCHEMA_KEYWORDS.contains(&keyword.as_str()) {
@@ -421,9 +420,7 @@ impl ToolDefinition {
         }
         // An integer's schema says its type's range, which decoding enforces (schemars writes `uint32` with a
         // `minimum` of 0 but no `maximum`, so 5000000000 passed the schema and was refused).
-        for value in Arc::make_mut(&mut input_schema).values_mut() {
-            integer_ranges(value);
-        }
+        integer_ranges(Arc::make_mut(&mut input_schema));
         // A redacted argument's default or examples would publish a value in `tools/list` (a default computed by a
         // function, say `server_key()`), whatever the records withhold: they are left out of its schema, however
         // deep, and out of every definition it refers to (a struct's fields are in `$defs`).
