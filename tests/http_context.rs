@@ -500,6 +500,81 @@ async fn at_sigterm_in_sessions_mode_calls_are_answered_and_an_open_event_stream
     assert_eq!(audit.last().unwrap()["event"], "server_stop");
 }
 
+/// Red-team finding (replicas behind HAProxy): during the shutdown grace `/healthz` still answered `200`, so the
+/// balancer kept sending calls that were refused `shutting_down`, and in sessions mode a new `initialize` opened a
+/// session whose calls were then refused. From the signal on, `/healthz` answers `503` (a balancer takes the
+/// replica out) and a new session is refused `503 shutting_down`, audited; calls in flight finish as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_sigterm_health_says_unavailable_and_no_new_session_opens() {
+    let mut server = start_with(&[("MCP_HTTP_SESSIONS", "true")]);
+    let client = client(Duration::from_secs(30));
+    let health = server.url.replace("/mcp", "/healthz");
+    assert_eq!(client.get(&health).send().await.unwrap().status(), 200);
+    let session = open_session(&client, &server.url).await;
+    let call = {
+        let (client, url, session) = (client.clone(), server.url.clone(), session.clone());
+        tokio::spawn(async move {
+            post_in(
+                &client,
+                &url,
+                &session,
+                &json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                        "params": {"name": "slow", "arguments": {"millis": 3000}}}),
+            )
+            .await
+            .1
+        })
+    };
+    audit_until(&server, |audit| events(audit, "call_started").len() == 1);
+    signal_stop(&server);
+    // The stop has begun once the health check says so.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let status = client.get(&health).send().await.unwrap().status();
+        if status == 503 {
+            break;
+        }
+        assert_eq!(status, 200);
+        assert!(
+            Instant::now() < deadline,
+            "/healthz still 200 after the signal"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let refused = post(
+        &client,
+        &server.url,
+        &json!({"jsonrpc": "2.0", "id": 0, "method": "initialize",
+               "params": {"protocolVersion": "2025-11-25", "capabilities": {},
+                          "clientInfo": {"name": "late", "version": "1"}}}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(refused.status(), 503);
+    assert!(refused.headers().get("mcp-session-id").is_none());
+    let body: Value = refused.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("shutting_down"),
+        "{body}"
+    );
+    let answer = call.await.unwrap();
+    assert!(answer.contains(r#""text":"done""#), "{answer}");
+    assert!(server.child.wait().unwrap().success());
+    let audit = read_audit(&server.audit);
+    assert_eq!(events(&audit, "session").len(), 1, "{audit:#?}");
+    let rejected = events(&audit, "http_rejected");
+    assert!(
+        rejected
+            .iter()
+            .any(|r| r["reason"] == "shutting_down" && r["status"] == 503),
+        "{rejected:#?}"
+    );
+    assert_eq!(audit.last().unwrap()["event"], "server_stop");
+}
+
 /// Opens a session (`initialize`, then `notifications/initialized`) and returns its id.
 async fn open_session(client: &reqwest::Client, url: &str) -> String {
     let initialized = post(

@@ -698,6 +698,12 @@ impl<S: Send + Sync + 'static> ToolSet<S> {
         self.inner.lifecycle.in_flight()
     }
 
+    /// Whether [`Self::shutdown`] has begun: new calls are refused (`shutting_down`) from then on. The HTTP runner
+    /// answers its health check `503` then, so that a load balancer takes the server out while its calls finish.
+    pub fn is_shutting_down(&self) -> bool {
+        self.inner.lifecycle.is_closing()
+    }
+
     /// Stops taking calls and lets the running ones finish: new calls are refused (`shutting_down`); calls still
     /// running after `grace` are stopped (outcome `cancelled`, code `shutting_down`). Returns once every call has
     /// its audit record, or at most a second after `grace` (a handler stuck in blocking code cannot be stopped, nor

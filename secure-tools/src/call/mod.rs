@@ -1424,7 +1424,7 @@ impl Lifecycle {
         self.in_flight.load(Ordering::SeqCst)
     }
 
-    fn is_closing(&self) -> bool {
+    pub(crate) fn is_closing(&self) -> bool {
         self.closing.load(Ordering::SeqCst)
     }
 

@@ -481,6 +481,22 @@ async fn authenticated(shared: Arc<Shared>, mut request: Request, next: Route) -
     // owner as it is made (`sessions::Bound`), so a request dropped after that still leaves it counted.
     let (response, place) = match place {
         None if kind == Some(Kind::Session) => {
+            // No session opens once the stop has begun: its calls would be refused (red-team finding).
+            if initializing && (shared.shutting_down)() {
+                drop(in_progress);
+                return shared.reject(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "shutting_down",
+                    None,
+                    Some(owner.to_string()),
+                    &super::Asked {
+                        method: &axum::http::Method::POST,
+                        path: "/mcp",
+                        remote,
+                        session: None,
+                    },
+                );
+            }
             let opening = super::sessions::Opening::new(shared.owners.clone(), owner.clone());
             // Only an `initialize` opens a session (a request of the 2026-07-28 revision stands alone); one from a
             // caller with no room is refused before rmcp is asked (which logs any session it was refused as an

@@ -36,7 +36,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::http::{Method, StatusCode};
-use axum::response::Response;
+use axum::response::{IntoResponse as _, Response};
 use rmcp::ServerHandler;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
@@ -870,6 +870,10 @@ where
             tools.audit().clone(),
         )),
         stateless_calls: Arc::default(),
+        shutting_down: {
+            let tools = tools.clone();
+            Arc::new(move || tools.is_shutting_down())
+        },
     });
     // Host and Origin are checked, and refusals audited, by `guard`, which every request to the endpoint passes
     // first; rmcp's own checks are off. Its Host check would refuse nothing the guard lets through (the same
@@ -906,8 +910,23 @@ where
             shared.clone(),
             authenticate::authenticate,
         ));
-    // For a load balancer's or a container's health check: no authentication, nothing about the server.
-    app = app.route(HEALTH_PATH, axum::routing::get(|| async { "ok\n" }));
+    // For a load balancer's or a container's health check: no authentication, nothing about the server. `503`
+    // once the stop has begun, so that a balancer takes the server out while its calls finish (red-team finding:
+    // it kept sending calls, which were refused `shutting_down`).
+    let shutting_down = shared.shutting_down.clone();
+    app = app.route(
+        HEALTH_PATH,
+        axum::routing::get(move || {
+            let stopping = shutting_down();
+            async move {
+                if stopping {
+                    (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response()
+                } else {
+                    "ok\n".into_response()
+                }
+            }
+        }),
+    );
     if shared.auth.is_some() {
         app = app.merge(
             Router::new()
@@ -1026,6 +1045,8 @@ struct Shared {
     owners: Arc<sessions::Owners>,
     /// The calls in progress without a session, for their clients' cancellations.
     stateless_calls: Arc<stateless_cancel::Calls>,
+    /// Whether the tool set's shutdown has begun.
+    shutting_down: Arc<dyn Fn() -> bool + Send + Sync>,
 }
 
 /// The subject of an authenticated request, left on a refusal from further in (rmcp's own `4xx` answers), so that

@@ -72,6 +72,7 @@ fn meaning(reason: &str) -> Option<&'static str> {
             "this server keeps sessions: send `initialize` first, then its Mcp-Session-Id with every request"
         }
         "unavailable" => "this connection is being closed; retry on a new one",
+        "shutting_down" => "the server is shutting down and opens no new session; retry on another",
         "bad_request" => "the request is malformed (a header, or the body)",
         "not_found" => "no such endpoint",
         "method_not_allowed" => "this path does not take the request's method",
