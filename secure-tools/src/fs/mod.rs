@@ -231,7 +231,7 @@ impl From<FsError> for ToolError {
             }
             // The operator has to fix these, not the caller: said at WARN (no code of the server failed).
             FsError::ReadOnlyFilesystem | FsError::NoSpace | FsError::RootRemoved => {
-                tracing::warn!(code = err.code(), "a write failed: {err}");
+                tracing::warn!(code = err.code(), "a file operation failed: {err}");
                 ToolError::new(err.code(), err.to_string())
             }
             other => ToolError::new(other.code(), other.to_string()),
@@ -568,8 +568,16 @@ impl Root {
         if err.kind() == io::ErrorKind::NotFound {
             return self.not_found();
         }
-        // `O_NOFOLLOW` on a symlink fails with `ELOOP`, and opening a socket with `ENXIO`: look at the entry
-        // itself rather than decode errno.
+        // `O_NOFOLLOW` on a symlink fails with `ELOOP`, and opening a socket with `ENXIO`: a name of one component
+        // has no other loop, and the open says what the entry was when it was opened, which a look now may not (a
+        // red team swapped a symlink for a file between the two, and was answered `internal_error`).
+        #[cfg(unix)]
+        match err.raw_os_error() {
+            Some(libc::ELOOP) => return FsError::Symlink,
+            Some(libc::ENXIO) => return FsError::NotAFile,
+            _ => {}
+        }
+        // Elsewhere, look at the entry itself rather than decode the error.
         match regular_file(&self.inner.dir, name.as_str()) {
             Err(refused @ (FsError::Symlink | FsError::NotAFile)) => refused,
             _ => FsError::from(err),

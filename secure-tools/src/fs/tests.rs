@@ -1417,3 +1417,23 @@ fn a_root_removed_while_open_is_said_to_be_removed() {
         Err(FsError::RootRemoved)
     ));
 }
+
+/// Red-team finding: a symlink swapped for a regular file between the open (`O_NOFOLLOW`, which fails with
+/// `ELOOP` on a symlink) and the look that explains the failure was answered `internal_error`, and logged as a
+/// failure of the server. The open's own error says what the name was: a symlink, or (`ENXIO`) a socket.
+#[test]
+fn an_open_refused_for_a_symlink_is_symlink_refused_whatever_the_name_is_now() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = root_in(dir.path());
+    fs::write(dir.path().join("now-a-file.txt"), "x").unwrap();
+    let refused = root.refusal(
+        &name("now-a-file.txt"),
+        io::Error::from_raw_os_error(libc::ELOOP),
+    );
+    assert!(matches!(refused, FsError::Symlink), "{refused:?}");
+    let refused = root.refusal(
+        &name("now-a-file.txt"),
+        io::Error::from_raw_os_error(libc::ENXIO),
+    );
+    assert!(matches!(refused, FsError::NotAFile), "{refused:?}");
+}
