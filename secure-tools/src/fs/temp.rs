@@ -102,7 +102,10 @@ impl Drop for TempFile<'_> {
         if self.exists
             && let Err(err) = self.dir.remove_file(&self.name)
         {
-            tracing::warn!(temp_file = %self.name, error = %err, "could not remove a temporary file");
+            // Emptied at least (a directory whose entries cannot be removed, `chattr +a`: red-team finding), so
+            // that what it held (a redacted argument, say) does not stay, nor fill the disk write after write.
+            let emptied = self.file.set_len(0).is_ok();
+            tracing::warn!(temp_file = %self.name, error = %err, emptied, "could not remove a temporary file");
         }
     }
 }

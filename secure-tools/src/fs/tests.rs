@@ -1437,3 +1437,35 @@ fn an_open_refused_for_a_symlink_is_symlink_refused_whatever_the_name_is_now() {
     );
     assert!(matches!(refused, FsError::NotAFile), "{refused:?}");
 }
+
+/// Red-team finding: in a data root whose entries cannot be removed (`chattr +a`: files can be made, not unlinked
+/// or renamed away), every write failed `permission_denied` and left its temporary file holding the whole content
+/// (a redacted argument), which no sweep could remove. A temporary file that cannot be removed is emptied.
+#[test]
+fn a_temporary_file_that_cannot_be_removed_is_emptied() {
+    let dir = tempfile::tempdir().unwrap();
+    let append_only = |on: bool| {
+        std::process::Command::new("chattr")
+            .arg(if on { "+a" } else { "-a" })
+            .arg(dir.path())
+            .status()
+            .is_ok_and(|status| status.success())
+    };
+    // `chattr +a` needs root (or CAP_LINUX_IMMUTABLE) and a file system with the attribute (ext4, xfs, btrfs).
+    if !append_only(true) {
+        eprintln!("skipped: `chattr +a` is not available here");
+        return;
+    }
+    let root = root_in(dir.path());
+    let written = root.write_text(&name("new.txt"), "TOPSECRET-CONTENT");
+    let leftovers: Vec<_> = listing(dir.path())
+        .into_iter()
+        .map(|entry| (fs::read_to_string(dir.path().join(&entry)).unwrap(), entry))
+        .collect();
+    assert!(append_only(false));
+    assert!(written.is_err(), "{written:?}");
+    assert!(
+        leftovers.iter().all(|(content, _)| content.is_empty()),
+        "{leftovers:?}"
+    );
+}
