@@ -336,7 +336,13 @@ impl Root {
     ) -> Result<ReadText, FsError> {
         // What the name is, without following it, before anything is opened: opening a FIFO or a device has
         // effects of its own (a writer waiting on the FIFO is let through, a device driver acts on the open).
-        regular_file(&self.inner.dir, name.as_str())?.ok_or_else(|| self.not_found())?;
+        let looked =
+            regular_file(&self.inner.dir, name.as_str())?.ok_or_else(|| self.not_found())?;
+        // A name confines nothing when the file has others (see below): refused from the first look.
+        #[cfg(unix)]
+        if cap_std::fs::MetadataExt::nlink(&looked) > 1 {
+            return Err(FsError::HardLinked);
+        }
         // Something else may have been put at the name since: the opened file is checked again below.
         let file = self
             .inner
@@ -362,7 +368,7 @@ impl Root {
         read();
         // The count alone does not show a link taken out again since the open: the name is looked at once read.
         #[cfg(unix)]
-        self.only_name(name, &file, &metadata)?;
+        self.only_name(name, &file, &[&looked, &metadata])?;
         let content = String::from_utf8(bytes).map_err(|_| FsError::NotUtf8)?;
         Ok(ReadText {
             bytes: content.len() as u64,
@@ -379,21 +385,37 @@ impl Root {
     /// the root alone; a file with no name left was removed or replaced since it was opened (by a write of ours,
     /// say), so it had none outside either. Anything else is refused: the file has, or had, a name elsewhere.
     ///
-    /// Not closed: Linux drops a file's count as it unlinks a name before the name stops resolving, so a look that
-    /// falls in those microseconds sees the name going away as the file's only one. A process racing links in and
-    /// out as fast as it can still had one read in 1,400 to 3,300 return the outside file (runs of 200,000 reads;
-    /// one in 20 before). Such a process must be able to write the root's directory and, under Linux's default
-    /// `fs.protected_hardlinks = 1`, to read and write the file it links, or own it.
+    /// Linux drops a file's count as it unlinks a name before the name stops resolving, so a look that falls in
+    /// those microseconds sees the name going away as the file's only one: a process racing links in and out as
+    /// fast as it can had one read in 500 to 3,300 return the outside file. Each link and unlink also changes the
+    /// file's status time (`ctime`), so the looks (`seen`: the name's before the open, the opened file's) and this
+    /// one must agree on it too, unless its content changed meanwhile (`mtime`: a write, not a link): a link put
+    /// in or taken out between the first look and the last shows. What is left is a race whose every step, from
+    /// the first look to the last, falls within one unlink's microseconds: one read in 7,000 to 28,000 of such a
+    /// process's (runs of 200,000 reads on a two-core VM, as root). Such a process must be able to write the root's
+    /// directory and, under Linux's default `fs.protected_hardlinks = 1`, to read and write the file it links, or
+    /// own it.
     #[cfg(unix)]
-    fn only_name(&self, name: &FileName, file: &File, metadata: &Metadata) -> Result<(), FsError> {
+    fn only_name(&self, name: &FileName, file: &File, seen: &[&Metadata]) -> Result<(), FsError> {
         use cap_std::fs::MetadataExt as _;
+        let metadata = seen[seen.len() - 1];
         let named = match self.inner.dir.symlink_metadata(name.as_str()) {
             Ok(named) => Some(named),
             Err(err) if err.kind() == io::ErrorKind::NotFound => None,
             Err(err) => return Err(FsError::from(err)),
         };
+        let unchanged = |named: &Metadata| {
+            seen.iter().all(|earlier| {
+                (earlier.ctime(), earlier.ctime_nsec()) == (named.ctime(), named.ctime_nsec())
+                    || (earlier.mtime(), earlier.mtime_nsec())
+                        != (named.mtime(), named.mtime_nsec())
+            })
+        };
         if named.is_some_and(|named| {
-            named.dev() == metadata.dev() && named.ino() == metadata.ino() && named.nlink() == 1
+            named.dev() == metadata.dev()
+                && named.ino() == metadata.ino()
+                && named.nlink() == 1
+                && unchanged(&named)
         }) {
             return Ok(());
         }
