@@ -575,6 +575,55 @@ async fn at_sigterm_health_says_unavailable_and_no_new_session_opens() {
     assert_eq!(audit.last().unwrap()["event"], "server_stop");
 }
 
+/// Red-team finding: one connection holding half a request head held every stop 5 s more than its calls took
+/// (the runner's wait for connections to close, whatever the grace): a supervisor whose stop timeout is set near the
+/// grace would kill the server before its `server_stop`. A connection with no request begun closes at the stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_sent_request_head_does_not_hold_the_stop() {
+    use tokio::io::AsyncWriteExt as _;
+    let mut server = start();
+    let address = server.url["http://".len()..]
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let mut stalled = Vec::new();
+    for _ in 0..3 {
+        let mut socket = tokio::net::TcpStream::connect(&address).await.unwrap();
+        socket
+            .write_all(format!("POST /mcp HTTP/1.1\r\nhost: {address}\r\ncontent-ty").as_bytes())
+            .await
+            .unwrap();
+        stalled.push(socket);
+    }
+    // The server is serving (and has read the heads begun so far).
+    let client = client(Duration::from_secs(10));
+    assert_eq!(
+        client
+            .get(server.url.replace("/mcp", "/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let signalled = Instant::now();
+    signal_stop(&server);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while server.child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the server did not exit");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let took = signalled.elapsed();
+    assert!(
+        took < Duration::from_secs(2),
+        "exited {took:?} after the signal"
+    );
+    let audit = read_audit(&server.audit);
+    assert_eq!(audit.last().unwrap()["event"], "server_stop");
+    drop(stalled);
+}
+
 /// Opens a session (`initialize`, then `notifications/initialized`) and returns its id.
 async fn open_session(client: &reqwest::Client, url: &str) -> String {
     let initialized = post(
