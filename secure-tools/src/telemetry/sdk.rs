@@ -272,7 +272,7 @@ fn check_headers(headers: &str) -> Result<(), String> {
         let value = value.trim();
         let decoded = percent_encoding::percent_decode_str(value)
             .decode_utf8()
-            .map_or_else(|_| value.into(), |decoded| decoded);
+            .unwrap_or_else(|_| value.into());
         if decoded.is_empty() {
             return Err(format!("`{key}` has no value"));
         }
