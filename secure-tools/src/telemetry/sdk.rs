@@ -236,6 +236,19 @@ fn exports(var: Lookup<'_>, signal: &Signal) -> Result<bool, OtelError> {
             check_headers(&headers).map_err(|message| OtelError::Invalid { variable, message })?;
         }
     }
+    // The exporter takes a signal's own variable whenever it is set, empty or not (red-team finding: an empty one
+    // sent the signal without the headers the general variable names).
+    if var(signal.headers).is_some_and(|v| v.trim().is_empty())
+        && value(var, "OTEL_EXPORTER_OTLP_HEADERS").is_some()
+    {
+        return Err(OtelError::Invalid {
+            variable: signal.headers,
+            message:
+                "is set but empty, so this signal would be exported with no headers, not those of \
+                      OTEL_EXPORTER_OTLP_HEADERS: unset it, or give this signal's headers"
+                    .to_owned(),
+        });
+    }
     for variable in [signal.timeout, "OTEL_EXPORTER_OTLP_TIMEOUT"] {
         // Read as the exporter reads it, untrimmed: ` 500` would be ignored.
         if let Some(timeout) = var(variable).filter(|v| !v.trim().is_empty())
@@ -254,11 +267,15 @@ fn exports(var: Lookup<'_>, signal: &Signal) -> Result<bool, OtelError> {
 }
 
 /// Whether every entry of a headers variable is one the exporter sends, read as it reads them (`key=value` pairs
-/// separated by commas, both trimmed, the value percent-decoded when it decodes): the exporter drops any other
-/// entry without a word. The message names an entry by its place and a key that is a header's name, never a value.
+/// separated by commas, both trimmed, empty entries skipped, the value percent-decoded when the whole of it
+/// decodes): the exporter drops any other entry without a word. The message names an entry by its place only,
+/// never its key or value (a pasted credential may end in `=`, its text then read as the key: red-team finding).
 fn check_headers(headers: &str) -> Result<(), String> {
     for (place, entry) in headers.split_terminator(',').map(str::trim).enumerate() {
         let place = place + 1;
+        if entry.is_empty() {
+            continue;
+        }
         let Some((key, value)) = entry.split_once('=') else {
             return Err(format!("entry {place} is not `key=value`"));
         };
@@ -270,19 +287,36 @@ fn check_headers(headers: &str) -> Result<(), String> {
             return Err(format!("entry {place}'s key is not a header's name"));
         }
         let value = value.trim();
-        let decoded = percent_encoding::percent_decode_str(value)
-            .decode_utf8()
-            .unwrap_or_else(|_| value.into());
+        let decoded = percent_decoded(value).unwrap_or_else(|| value.to_owned());
         if decoded.is_empty() {
-            return Err(format!("`{key}` has no value"));
+            return Err(format!("entry {place} has no value after its `=`"));
         }
         if http::HeaderValue::from_str(&decoded).is_err() {
             return Err(format!(
-                "`{key}`'s value is not a header's value (a control character, once percent-decoded?)"
+                "entry {place}'s value is not a header's value (a control character, once percent-decoded?)"
             ));
         }
     }
     Ok(())
+}
+
+/// `value` percent-decoded as the exporter decodes it: `None` when a `%` is not followed by two hex digits or the
+/// bytes are not UTF-8 (the exporter then sends the value as written).
+fn percent_decoded(value: &str) -> Option<String> {
+    let bytes = value.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut at = 0;
+    while at < bytes.len() {
+        if bytes[at] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(at + 1..at + 3)?).ok()?;
+            decoded.push(u8::from_str_radix(hex, 16).ok()?);
+            at += 3;
+        } else {
+            decoded.push(bytes[at]);
+            at += 1;
+        }
+    }
+    String::from_utf8(decoded).ok()
 }
 
 /// Whether `OTEL_RESOURCE_ATTRIBUTES` names the service, read as the SDK's resource detector reads it: `key=value`
@@ -671,10 +705,25 @@ mod tests {
                 assert!(!message.contains("s3cret"), "{message}");
             }
         }
+        // Red-team findings: a pasted token ending in `=` was quoted as a key; a signal's own variable set empty
+        // (which the exporter then uses: no headers) was taken though the general one named headers.
+        let (_, message) = invalid(&[ENDPOINT, ("OTEL_EXPORTER_OTLP_HEADERS", "dXNlcjpzM2NyZXQ=")]);
+        assert!(!message.contains("dXNlcjpzM2NyZXQ"), "{message}");
+        let (refused, _) = invalid(&[
+            ENDPOINT,
+            ("OTEL_EXPORTER_OTLP_HEADERS", "authorization=Bearer%20tok"),
+            ("OTEL_EXPORTER_OTLP_LOGS_HEADERS", " "),
+        ]);
+        assert_eq!(refused, "OTEL_EXPORTER_OTLP_LOGS_HEADERS");
+        // What the exporter sends is taken: empty entries are skipped, and a value it cannot decode whole (`%zz`)
+        // is sent as written.
         for headers in [
             "api-key=s3cret",
             " api-key = s3cret , x-tenant=a%20b ",
             "authorization=Basic%20dXNlcjpwYXNz,",
+            "api-key=abc,,x=y",
+            "api-key=abc, ,x=y",
+            "a=x%0Ay%zz",
             "",
         ] {
             assert!(
