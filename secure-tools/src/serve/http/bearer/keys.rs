@@ -66,7 +66,10 @@ fn refuse_private_key(pem: &[u8]) -> Result<(), KeyError> {
     }
     // What each block holds, whatever its label says (red-team finding: a private key relabelled `PUBLIC KEY` was
     // taken). Text that is not PEM is left to the key's own parser to refuse.
-    for block in pem::parse_many(pem).unwrap_or_default() {
+    // Each block on its own, so that a malformed one cannot hide the others (red-team finding: `parse_many` failed
+    // on a garbled block after the key, and none was read).
+    let starts = text.match_indices("-----BEGIN").map(|(at, _)| at);
+    for block in starts.filter_map(|at| pem::parse(&text[at..]).ok()) {
         if is_private_key_der(block.contents()) {
             return Err(KeyError::PrivateKeyContent(crate::audit::shorten_str(
                 block.tag(),
@@ -88,12 +91,16 @@ fn is_private_key_der(der: &[u8]) -> bool {
         let (length, rest) = if first < 0x80 {
             (usize::from(first), rest)
         } else {
+            // Read however many bytes it is written in (red-team finding: five, with leading zeros, hid a key
+            // from a check that took at most four), as lenient parsers read it.
             let count = usize::from(first & 0x7f);
-            if count == 0 || count > 4 || rest.len() < count {
+            if count == 0 || rest.len() < count {
                 return None;
             }
             let (bytes, rest) = rest.split_at(count);
-            let length = bytes.iter().fold(0usize, |n, b| (n << 8) | usize::from(*b));
+            let length = bytes.iter().try_fold(0usize, |n, b| {
+                n.checked_mul(256).map(|n| n | usize::from(*b))
+            })?;
             (length, rest)
         };
         (rest.len() >= length).then(|| (tag, &rest[..length], &rest[length..]))
@@ -104,8 +111,14 @@ fn is_private_key_der(der: &[u8]) -> bool {
     let Some((SEQUENCE, inner, _)) = element(der) else {
         return false;
     };
+    // A small version however many bytes it is written in (red-team finding: `02 02 00 00`).
+    let small = |value: &[u8]| {
+        value
+            .split_last()
+            .is_some_and(|(last, rest)| *last <= 1 && rest.iter().all(|b| *b == 0))
+    };
     match element(inner) {
-        Some((INTEGER, [0 | 1], _)) => true,
+        Some((INTEGER, value, _)) if small(value) => true,
         Some((SEQUENCE, _, rest)) => matches!(element(rest), Some((OCTET_STRING, _, _))),
         _ => false,
     }
@@ -419,6 +432,43 @@ mod tests {
                     "{public}: {refused}"
                 );
             }
+        }
+        // Red-team findings: a malformed block after the key (the blocks were not read at all), the version
+        // encoded in more bytes than it needs, the outer length in five bytes.
+        let der = pem::parse(&rsa_pkcs8).unwrap().into_contents();
+        let (header, body) = match der[1] {
+            0x82 => der.split_at(4),
+            other => panic!("expected a two-byte length, not {other:#x}"),
+        };
+        assert_eq!(header[0], 0x30);
+        let relabel = |der: Vec<u8>| pem::encode(&pem::Pem::new("PUBLIC KEY", der));
+        let sequence = |length: &[u8], body: &[u8]| [&[0x30][..], length, body].concat();
+        let long_length = {
+            let n = body.len() as u32;
+            sequence(&[&[0x85, 0][..], &n.to_be_bytes()].concat(), body)
+        };
+        assert_eq!(&body[..3], [0x02, 0x01, 0x00], "the version");
+        let wide_version = {
+            let body = [&[0x02, 0x02, 0x00, 0x00][..], &body[3..]].concat();
+            let n = body.len() as u16;
+            sequence(&[&[0x82][..], &n.to_be_bytes()].concat(), &body)
+        };
+        for (what, pem) in [
+            (
+                "a malformed block after it",
+                format!(
+                    "{}-----BEGIN PUBLIC KEY-----\n!!!\n-----END PUBLIC KEY-----\n",
+                    relabel(der.clone())
+                ),
+            ),
+            ("a five-byte length", relabel(long_length)),
+            ("a two-byte version", relabel(wide_version)),
+        ] {
+            let refused = VerificationKeys::public_key_pem(pem.as_bytes()).map(|_| ());
+            assert!(
+                matches!(&refused, Err(KeyError::PrivateKeyContent(_))),
+                "{what}: {refused:?}"
+            );
         }
         // Public keys in either form still load.
         let pair = rcgen::KeyPair::generate().unwrap();
