@@ -415,10 +415,12 @@ impl Root {
     /// `chmod`): a link put in or taken out between the first look and the last shows. A change with no cause shown
     /// (setting extended attributes or the access time changes the status time alone too: a red team's loops of
     /// each) is [`Changed::Unexplained`], and the read is made again. (The access time is no cause: a read itself
-    /// may set it, under `relatime` after any change of the status time, a link's included.) What is left is a race whose every step, from
-    /// the first look to the last, falls within one unlink's microseconds: 0 to 77 reads in 200,000 of such a
-    /// process's (five runs on a two-core VM, as root; about 380 with the second look at the name alone). Such a process must be able to write the root's directory and, under
-    /// Linux's default `fs.protected_hardlinks = 1`, to read and write the file it links, or own it.
+    /// may set it, under `relatime` after any change of the status time, a link's included.)
+    ///
+    /// What is left is a race whose every step, from the first look to the last, falls within one unlink's
+    /// microseconds: 0 to 77 reads in 200,000 of such a process's (five runs on a two-core VM, as root; about 380
+    /// with the second look at the name alone). Such a process must be able to write the root's directory and,
+    /// under Linux's default `fs.protected_hardlinks = 1`, to read and write the file it links, or own it.
     #[cfg(unix)]
     fn only_name(&self, name: &FileName, file: &File, seen: &[&Metadata]) -> Result<(), Changed> {
         use cap_std::fs::MetadataExt as _;
@@ -463,8 +465,8 @@ impl Root {
     ///
     /// The content goes to a hidden temporary file in the root, which is synced, given its mode and renamed over
     /// the target; the directory is then synced (if that fails, the write still succeeds, the file being replaced,
-    /// and a warning is logged: the rename may not survive a power loss). On any failure the temporary file is removed and the target is
-    /// untouched. Of concurrent writes to one name, exactly one content wins, whole.
+    /// and a warning is logged: the rename may not survive a power loss). On any failure the temporary file is removed (emptied, where
+    /// the directory lets nothing be removed) and the target is untouched. Of concurrent writes to one name, exactly one content wins, whole.
     pub fn write_text(&self, name: &FileName, content: &str) -> Result<Written, FsError> {
         self.write_text_until(name, content, &CancellationToken::new())
     }

@@ -481,21 +481,19 @@ async fn authenticated(shared: Arc<Shared>, mut request: Request, next: Route) -
     // owner as it is made (`sessions::Bound`), so a request dropped after that still leaves it counted.
     let (response, place) = match place {
         None if kind == Some(Kind::Session) => {
+            let refuse = |status, reason| {
+                let asked = super::Asked {
+                    method: &axum::http::Method::POST,
+                    path: "/mcp",
+                    remote,
+                    session: None,
+                };
+                shared.reject(status, reason, None, Some(owner.to_string()), &asked)
+            };
             // No session opens once the stop has begun: its calls would be refused (red-team finding).
             if initializing && (shared.shutting_down)() {
                 drop(in_progress);
-                return shared.reject(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "shutting_down",
-                    None,
-                    Some(owner.to_string()),
-                    &super::Asked {
-                        method: &axum::http::Method::POST,
-                        path: "/mcp",
-                        remote,
-                        session: None,
-                    },
-                );
+                return refuse(StatusCode::SERVICE_UNAVAILABLE, "shutting_down");
             }
             let opening = super::sessions::Opening::new(shared.owners.clone(), owner.clone());
             // Only an `initialize` opens a session (a request of the 2026-07-28 revision stands alone); one from a
@@ -512,18 +510,7 @@ async fn authenticated(shared: Arc<Shared>, mut request: Request, next: Route) -
             };
             drop(in_progress);
             let Some(response) = response else {
-                return shared.reject(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    Kind::Session.refusal(),
-                    None,
-                    Some(owner.to_string()),
-                    &super::Asked {
-                        method: &axum::http::Method::POST,
-                        path: "/mcp",
-                        remote,
-                        session: None,
-                    },
-                );
+                return refuse(StatusCode::TOO_MANY_REQUESTS, Kind::Session.refusal());
             };
             (response, None)
         }
