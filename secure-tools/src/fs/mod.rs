@@ -636,7 +636,9 @@ impl Root {
 
 /// Why one attempt of a read failed.
 enum Changed {
-    /// The file's status changed while it was read, for no reason the looks show: read again.
+    /// The file's status changed while it was read, for no reason the looks show: read again. (Unix only: the
+    /// looks are.)
+    #[cfg_attr(not(unix), allow(dead_code))]
     Unexplained,
     /// Refused.
     Refused(FsError),
