@@ -619,6 +619,85 @@ async fn a_half_sent_request_head_does_not_hold_the_stop() {
     drop(stalled);
 }
 
+/// Polls `/healthz` until it answers `503`, for at most 5 s; every answer before must be `200`.
+async fn until_unhealthy(client: &reqwest::Client, server: &Server) {
+    let health = server.url.replace("/mcp", "/healthz");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let status = client.get(&health).send().await.unwrap().status();
+        if status == 503 {
+            return;
+        }
+        assert_eq!(status, 200);
+        assert!(
+            Instant::now() < deadline,
+            "/healthz still 200 after the signal"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Red-team finding (three replicas behind HAProxy, rolling restarts): a replica with no long call exits as soon as
+/// it is signalled, before the balancer's next health check sees its `503`, so the requests the balancer sends it
+/// meanwhile get no answer (1 to 6 per restart). With a shutdown delay, `/healthz` answers `503` from the signal
+/// while the server goes on serving every request, new sessions included, for the delay; then the stop begins as
+/// without one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_shutdown_delay_the_server_serves_on_while_its_health_says_unavailable() {
+    let mut server = start_with(&[("MCP_SHUTDOWN_DELAY", "3s"), ("MCP_HTTP_SESSIONS", "true")]);
+    let client = client(Duration::from_secs(10));
+    let health = server.url.replace("/mcp", "/healthz");
+    assert_eq!(client.get(&health).send().await.unwrap().status(), 200);
+    let signalled = Instant::now();
+    signal_stop(&server);
+    until_unhealthy(&client, &server).await;
+    // Still serving as usual: a new session opens and its call is answered.
+    let session = open_session(&client, &server.url).await;
+    assert_echoes(&client, &server.url, &session, 7, "during the delay").await;
+    assert!(
+        signalled.elapsed() < Duration::from_secs(3),
+        "the test was too slow to call within the delay"
+    );
+    assert!(server.child.try_wait().unwrap().is_none());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while server.child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the server did not exit");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let took = signalled.elapsed();
+    assert!(
+        took >= Duration::from_secs(3),
+        "exited {took:?} after the signal"
+    );
+    let audit = read_audit(&server.audit);
+    let calls = events(&audit, "tool_call");
+    assert_eq!(calls.len(), 1, "{audit:#?}");
+    assert_eq!(calls[0]["outcome"], "ok");
+    let stop = audit.last().unwrap();
+    assert_eq!(stop["event"], "server_stop");
+    assert_eq!(stop["reason"], "sigterm");
+}
+
+/// An operator who does not want to wait: a second signal during the shutdown delay begins the stop at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_cuts_the_shutdown_delay_short() {
+    let mut server = start_with(&[("MCP_SHUTDOWN_DELAY", "60s")]);
+    let client = client(Duration::from_secs(10));
+    let signalled = Instant::now();
+    signal_stop(&server);
+    until_unhealthy(&client, &server).await;
+    assert_still_serving(&server).await;
+    stop(&mut server).await;
+    let took = signalled.elapsed();
+    assert!(
+        took < Duration::from_secs(10),
+        "exited {took:?} after the signal"
+    );
+    let audit = read_audit(&server.audit);
+    assert_eq!(tools_called(&audit).len(), 1, "{audit:#?}");
+    assert_eq!(audit.last().unwrap()["event"], "server_stop");
+}
+
 /// Opens a session (`initialize`, then `notifications/initialized`) and returns its id.
 async fn open_session(client: &reqwest::Client, url: &str) -> String {
     let initialized = post(

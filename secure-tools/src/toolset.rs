@@ -704,6 +704,18 @@ impl<S: Send + Sync + 'static> ToolSet<S> {
         self.inner.lifecycle.is_closing()
     }
 
+    /// A stop has been asked for and is delayed ([`crate::serve::http::HttpSettings::shutdown_delay`]): calls are
+    /// still taken, and the HTTP runner's health check answers `503`.
+    #[cfg(feature = "http")]
+    pub(crate) fn is_stop_announced(&self) -> bool {
+        self.inner.lifecycle.is_stop_announced()
+    }
+
+    /// Marks the stop as asked for, before [`Self::shutdown`] begins it.
+    pub(crate) fn announce_stop(&self) {
+        self.inner.lifecycle.announce_stop();
+    }
+
     /// Stops taking calls and lets the running ones finish: new calls are refused (`shutting_down`); calls still
     /// running after `grace` are stopped (outcome `cancelled`, code `shutting_down`). Returns once every call has
     /// its audit record, or at most a second after `grace` (a handler stuck in blocking code cannot be stopped, nor

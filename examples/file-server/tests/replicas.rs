@@ -4,6 +4,7 @@
 //! - a caller's rate limit holds across the replicas: exactly the allowed number of calls succeed in all;
 //! - every call is audited exactly once across the replicas' logs, and each log verifies as a chain;
 //! - a replica killed mid-run loses no record of a call whose answer its client received;
+//! - a replica stopped (SIGTERM) with a shutdown delay mid-run loses no request: the balancer takes it out first;
 //! - when Redis cannot be reached, calls are refused `rate_limit_unavailable` (or let through, if so configured).
 //!
 //! `.ci/run` installs `redis-server` and `haproxy` when they are missing; locally, `apt-get install redis-server
@@ -111,8 +112,8 @@ fn replica(dir: &Path, n: usize, data: &Path, resource: &str, extra: &[&str]) ->
     }
 }
 
-/// HAProxy in front of `replicas`, round robin, taking a replica out when it stops accepting connections and
-/// retrying a request whose connection failed on another.
+/// HAProxy in front of `replicas`, round robin, taking a replica out when its `/healthz` stops answering `200`
+/// (checked every 100 ms, the README's configuration) and retrying a request whose connection failed on another.
 fn haproxy(dir: &Path, port: u16, replicas: &[&Replica]) -> Process {
     let servers: String = replicas
         .iter()
@@ -127,7 +128,8 @@ fn haproxy(dir: &Path, port: u16, replicas: &[&Replica]) -> Process {
     let config = format!(
         "global\n    maxconn 1000\n\ndefaults\n    mode http\n    timeout connect 1s\n    timeout client 30s\n    \
          timeout server 30s\n    retries 3\n    option redispatch\n\nfrontend mcp\n    bind 127.0.0.1:{port}\n    \
-         default_backend replicas\n\nbackend replicas\n    balance roundrobin\n{servers}"
+         default_backend replicas\n\nbackend replicas\n    balance roundrobin\n    option httpchk\n    \
+         http-check send meth GET uri /healthz hdr Host localhost\n{servers}"
     );
     let path = dir.join("haproxy.cfg");
     std::fs::write(&path, config).unwrap();
@@ -232,6 +234,11 @@ struct Cluster {
 
 impl Cluster {
     fn start(rate: &str) -> Cluster {
+        Cluster::start_with(rate, &[])
+    }
+
+    /// With `extra` flags for every replica.
+    fn start_with(rate: &str, extra: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let data = data_root(dir.path());
         let (redis, redis_port) = redis(dir.path());
@@ -242,7 +249,8 @@ impl Cluster {
         let lb_port = common::HeldPort::new();
         let resource = format!("http://127.0.0.1:{}/mcp", lb_port.port());
         let redis_url = format!("redis://127.0.0.1:{redis_port}/0");
-        let flags = ["--rate-limit", rate, "--rate-limit-redis", &redis_url];
+        let mut flags = vec!["--rate-limit", rate, "--rate-limit-redis", &redis_url];
+        flags.extend_from_slice(extra);
         let replicas: Vec<Replica> = (0..3)
             .map(|n| replica(dir.path(), n, &data, &resource, &flags))
             .collect();
@@ -401,6 +409,95 @@ async fn a_replica_killed_mid_run_loses_no_record_of_an_answered_call() {
         killed > 0,
         "the killed replica had served calls before it died"
     );
+    cluster.stop_and_verify();
+}
+
+/// Red-team finding (rolling restarts behind HAProxy): a replica with no long call to wait for exited as soon as it
+/// was signalled, before the balancer's next health check saw its `503`, and the requests sent to it meanwhile (on
+/// connections HAProxy keeps open to it) got no answer: 1 to 6 per stop. With `--shutdown-delay` longer than the
+/// balancer takes to notice, a replica stopped in the middle of a run loses no request.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replica_stopped_with_a_shutdown_delay_loses_no_request() {
+    let mut cluster = Cluster::start_with("100000/min", &["--shutdown-delay", "1s"]);
+    let resource = cluster.resource.clone();
+    let client = reqwest::Client::new();
+    let alice = token(&resource, "alice");
+
+    // Four clients calling one call after another; the second replica is stopped (SIGTERM) once 100 calls have
+    // been answered, and the clients go on until 100 more have been answered after it exited.
+    let answered = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for worker in 0..4u64 {
+        let (client, url, token, answered, done) = (
+            client.clone(),
+            resource.clone(),
+            alice.clone(),
+            answered.clone(),
+            done.clone(),
+        );
+        workers.push(tokio::spawn(async move {
+            let mut lost = Vec::new();
+            for n in 0.. {
+                if done.load(std::sync::atomic::Ordering::SeqCst) {
+                    break;
+                }
+                let id = worker * 100_000 + n + 1;
+                match read(&client, &url, &token, id).await {
+                    Some(result) if result["isError"] == false => {
+                        answered.lock().unwrap().push(id);
+                    }
+                    Some(result) => {
+                        let code = &result["_meta"]["secure-tools/refusal"]["code"];
+                        lost.push(format!("{id}: {code}"));
+                    }
+                    None => lost.push(format!("{id}: no answer")),
+                }
+            }
+            lost
+        }));
+    }
+    let until_answered = |count: usize| {
+        let answered = answered.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while answered.lock().unwrap().len() < count {
+                assert!(Instant::now() < deadline, "calls are not being answered");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    };
+    until_answered(100).await;
+    let signalled = Instant::now();
+    let status = Command::new("kill")
+        .args(["-TERM", &cluster.replicas[1].process.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exited = tokio::task::block_in_place(|| cluster.replicas[1].process.0.wait().unwrap());
+    let took = signalled.elapsed();
+    let after = answered.lock().unwrap().len();
+    until_answered(after + 100).await;
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut lost = Vec::new();
+    for worker in workers {
+        lost.extend(worker.await.unwrap());
+    }
+    assert!(exited.success(), "{exited}");
+    assert_eq!(lost, Vec::<String>::new(), "requests not served");
+    assert!(
+        took >= Duration::from_secs(1),
+        "exited {took:?} after its signal"
+    );
+
+    let logs = cluster.logs();
+    let calls = calls_by_id(&logs);
+    let mut answered = answered.lock().unwrap().clone();
+    answered.sort_unstable();
+    assert_eq!(calls.keys().copied().collect::<Vec<_>>(), answered);
+    assert!(calls.values().all(|call| call["outcome"] == "ok"));
+    let log = records(&logs[1]);
+    assert_eq!(log.last().unwrap()["event"], "server_stop");
     cluster.stop_and_verify();
 }
 

@@ -1401,6 +1401,8 @@ impl Drop for Call<'_> {
 /// Calls in flight, and the shutdown of a tool set.
 #[derive(Default)]
 pub(crate) struct Lifecycle {
+    /// A stop was asked for and is delayed (the HTTP runner's shutdown delay): calls are still taken.
+    announced: AtomicBool,
     closing: AtomicBool,
     in_flight: AtomicUsize,
     idle: tokio::sync::Notify,
@@ -1426,6 +1428,15 @@ impl Lifecycle {
 
     pub(crate) fn is_closing(&self) -> bool {
         self.closing.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn announce_stop(&self) {
+        self.announced.store(true, Ordering::SeqCst);
+    }
+
+    #[cfg(feature = "http")]
+    pub(crate) fn is_stop_announced(&self) -> bool {
+        self.announced.load(Ordering::SeqCst)
     }
 
     pub(crate) fn close(&self) {

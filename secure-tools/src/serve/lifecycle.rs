@@ -1,6 +1,7 @@
 //! The lifecycle every runner shares: build the tool set, write the start record, serve until the input ends, a
-//! signal (SIGTERM, SIGINT) arrives or the settings' cancellation token is cancelled; then give the calls in
-//! flight their grace, stop, and write the stop record after every call's own, flushed.
+//! signal (SIGTERM, SIGINT) arrives or the settings' cancellation token is cancelled; then (over HTTP, after the
+//! shutdown delay, if one is set) give the calls in flight their grace, stop, and write the stop record after every
+//! call's own, flushed.
 
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -392,7 +393,8 @@ fn version_names(versions: &VersionPolicy) -> Vec<String> {
 
 /// Runs a server's lifecycle around `serve`, which serves until `stop` is cancelled or it ends by itself, and
 /// says why it ended (`eof`, ...). A signal or the settings' token first lets the calls in flight finish (new
-/// ones are refused), at most for the grace, then cancels `stop`.
+/// ones are refused), at most for the grace, then cancels `stop`; with an HTTP shutdown delay, it serves on as
+/// before for the delay first, its health check failing.
 pub(crate) async fn run<S, F, Fut>(
     tools: &ToolSet<S>,
     transport: &'static str,
@@ -448,6 +450,11 @@ where
         let stop = stop.clone();
         let tools = tools.clone();
         let grace = settings.shutdown_grace;
+        let delay = match &settings.transport {
+            Transport::Stdio => Duration::ZERO,
+            #[cfg(feature = "http")]
+            Transport::Http(http) => http.shutdown_delay,
+        };
         tokio::spawn(async move {
             let reason = tokio::select! {
                 signal = signals.next() => signal,
@@ -456,6 +463,16 @@ where
                 () = stop.cancelled() => return,
             };
             *requested.lock().unwrap_or_else(PoisonError::into_inner) = Some(reason);
+            // Serving on as before, the health check saying `503`, until a balancer has taken the server out; a
+            // second signal (an operator who will not wait) ends the delay.
+            if !delay.is_zero() {
+                tools.announce_stop();
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    _ = signals.next() => {}
+                    () = stop.cancelled() => {}
+                }
+            }
             // Answers still go out while the calls in flight finish; a second signal (an operator's second
             // Ctrl-C) stops them at once, each still recorded.
             tokio::select! {

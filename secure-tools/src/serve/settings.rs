@@ -627,6 +627,11 @@ settings_args! {
         /// How long calls in flight may take to finish at SIGTERM or SIGINT, e.g. `5s`. Default: 10s.
         #[cfg_attr(feature = "cli", arg(long, value_name = "DURATION"))]
         shutdown_grace: String = env "MCP_SHUTDOWN_GRACE",
+        /// With `--http`: how long the server goes on serving after SIGTERM or SIGINT, its health check answering
+        /// `503` meanwhile, before its stop begins, e.g. `5s`: time for a load balancer to take it out. Default:
+        /// none (a second signal ends it).
+        #[cfg_attr(feature = "cli", arg(long, value_name = "DURATION"))]
+        shutdown_delay: String = env "MCP_SHUTDOWN_DELAY",
         /// Refuse clients asking for a protocol version older than this (e.g. `2025-06-18`).
         #[cfg_attr(feature = "cli", arg(long, value_name = "VERSION"))]
         min_protocol_version: String = env "MCP_MIN_PROTOCOL_VERSION",
@@ -1374,6 +1379,10 @@ impl Settings {
                         "--http-insecure-no-auth",
                     ),
                     (
+                        args.shutdown_delay.is_some(),
+                        "--shutdown-delay / MCP_SHUTDOWN_DELAY",
+                    ),
+                    (
                         args.http_sessions == Some(true),
                         "--http-sessions / MCP_HTTP_SESSIONS",
                     ),
@@ -1510,6 +1519,17 @@ mod tests {
         })
         .await;
         assert!(said.contains("--http-header-timeout"), "{said}");
+        // A delay for a load balancer's health checks: there is none over stdio.
+        let said = refused(ServerArgs {
+            shutdown_delay: Some("5s".into()),
+            ..ServerArgs::default()
+        })
+        .await;
+        assert!(
+            said.contains("--shutdown-delay / MCP_SHUTDOWN_DELAY")
+                && said.contains("only applies with --http"),
+            "{said}"
+        );
         let said = refused(ServerArgs {
             audit_sync: Some("record".into()),
             ..ServerArgs::default()

@@ -122,6 +122,11 @@ pub struct HttpSettings {
     /// 5 minutes); then it ends (audited `session_closed`, reason `expired`). Messages the server sends on an open
     /// event stream do not keep it alive.
     pub session_idle_timeout: Duration,
+    /// How long the runner goes on serving after a stop is asked for (SIGTERM, SIGINT, or the settings'
+    /// cancellation), with `/healthz` answering `503` meanwhile, before the stop begins (default none): time for a
+    /// load balancer whose health checks come every few seconds to take the server out before it stops taking
+    /// calls. A second signal ends it.
+    pub shutdown_delay: Duration,
     /// Serve the call metrics as Prometheus text at `http://{address}/metrics` (feature `otel`), without
     /// authentication, on an address of its own.
     pub metrics: Option<SocketAddr>,
@@ -147,6 +152,7 @@ impl HttpSettings {
             rejection_records: Some(DEFAULT_REJECTION_RECORDS),
             sessions: false,
             session_idle_timeout: DEFAULT_SESSION_IDLE_TIMEOUT,
+            shutdown_delay: Duration::ZERO,
             metrics: None,
             #[cfg(feature = "mtls")]
             tls: None,
@@ -196,6 +202,12 @@ pub(super) async fn resolve(
         "--http-header-timeout / MCP_HTTP_HEADER_TIMEOUT",
     )? {
         http.header_read_timeout = timeout;
+    }
+    if let Some(delay) = duration(
+        &args.shutdown_delay,
+        "--shutdown-delay / MCP_SHUTDOWN_DELAY",
+    )? {
+        http.shutdown_delay = delay;
     }
     if let Some(timeout) = duration(
         &args.http_request_timeout,
@@ -911,13 +923,14 @@ where
             authenticate::authenticate,
         ));
     // For a load balancer's or a container's health check: no authentication, nothing about the server. `503`
-    // once the stop has begun, so that a balancer takes the server out while its calls finish (red-team finding:
-    // it kept sending calls, which were refused `shutting_down`).
-    let shutting_down = shared.shutting_down.clone();
+    // once a stop is asked for (during the shutdown delay, while calls are still taken) and while it goes on, so
+    // that a balancer takes the server out while its calls finish (red-team finding: it kept sending calls, which
+    // were refused `shutting_down`).
+    let health_tools = tools.clone();
     app = app.route(
         HEALTH_PATH,
         axum::routing::get(move || {
-            let stopping = shutting_down();
+            let stopping = health_tools.is_stop_announced() || health_tools.is_shutting_down();
             async move {
                 if stopping {
                     (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response()
