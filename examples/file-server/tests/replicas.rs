@@ -920,3 +920,72 @@ async fn a_connection_to_redis_that_answers_garbage_is_replaced() {
         }
     }
 }
+
+/// Sends one command to the Redis at `port` on a connection of its own and returns its answer as text.
+async fn redis_command(port: u16, args: &[&str]) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut socket = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let mut command = format!("*{}\r\n", args.len());
+    for arg in args {
+        command.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+    }
+    socket.write_all(command.as_bytes()).await.unwrap();
+    let mut answer = vec![0u8; 64 * 1024];
+    let read = socket.read(&mut answer).await.unwrap();
+    String::from_utf8_lossy(&answer[..read]).into_owned()
+}
+
+/// How many connections the Redis at `port` has accepted since it started (this command's own included).
+async fn redis_connections(port: u16) -> u64 {
+    let info = redis_command(port, &["INFO", "stats"]).await;
+    info.lines()
+        .find_map(|line| line.strip_prefix("total_connections_received:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Trial-left gap: an error Redis answered (out of memory under `maxmemory`, say) replaced the connection as a
+/// broken one would be, so under load every check connected anew (about 60 connections a second), and the log
+/// said Redis "cannot be reached" while it answered. An error Redis answers leaves the connection in use (the
+/// call is refused `rate_limit_unavailable`, as before), and the log names Redis's error code.
+#[tokio::test]
+async fn an_error_redis_answers_keeps_the_connection() {
+    use secure_tools::call::shared_rate::RedisRates;
+    use secure_tools::testing::{ToolTester, caller};
+    use secure_tools::{Rate, ToolSet};
+    let dir = tempfile::tempdir().unwrap();
+    let (_redis, port) = redis(dir.path());
+    let tester = ToolTester::new(
+        ToolSet::builder(())
+            .tool::<counted>()
+            .rate_limit(Rate::per_minute(100).unwrap())
+            .rate_limit_store(
+                RedisRates::open(&format!("redis://127.0.0.1:{port}/0"), "oom").unwrap(),
+            ),
+    )
+    .unwrap();
+    let someone = caller("someone", "t.call");
+    let first = tester.call(&someone, "counted", json!({})).await;
+    assert_eq!(first.code(), None, "{first:?}");
+    let before = redis_connections(port).await;
+    let set = redis_command(port, &["CONFIG", "SET", "maxmemory", "1"]).await;
+    assert!(set.starts_with("+OK"), "{set}");
+    for _ in 0..10 {
+        let refused = tester.call(&someone, "counted", json!({})).await;
+        assert_eq!(
+            refused.code(),
+            Some("rate_limit_unavailable"),
+            "{refused:?}"
+        );
+    }
+    let set = redis_command(port, &["CONFIG", "SET", "maxmemory", "0"]).await;
+    assert!(set.starts_with("+OK"), "{set}");
+    let after = tester.call(&someone, "counted", json!({})).await;
+    assert_eq!(after.code(), None, "{after:?}");
+    // The only connections made since are the test's own: its two commands and this count.
+    assert_eq!(redis_connections(port).await - before, 3);
+}

@@ -11,11 +11,12 @@
 //! ([`WhenUnavailable::Allow`]) if configured so: fail closed unless asked otherwise. Either way the call is
 //! audited, and a failure is logged at most once per outage.
 //!
-//! The connection reconnects by itself after an I/O error. A connection that fails a check in any other way is
-//! replaced as well (the next check connects anew): one that stops answering without closing (a Redis behind a
-//! proxy whose backend died, a host lost without a reset) would otherwise hold every check to a timeout until the
-//! kernel gives it up, many minutes later, and one that received an answer it could not read (not Redis's) would
-//! fail every check after it.
+//! The connection reconnects by itself after an I/O error. A connection that fails a check in any other way, but for
+//! an error Redis answered, is replaced as well (the next check connects anew): one that stops answering without
+//! closing (a Redis behind a proxy whose backend died, a host lost without a reset) would otherwise hold every check
+//! to a timeout until the kernel gives it up, many minutes later, and one that received an answer it could not read
+//! (not Redis's) would fail every check after it. An error Redis answers (`OOM` under `maxmemory`, `READONLY` from a
+//! replica, `LOADING`) refuses the check the same way, but keeps the connection, which works.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -213,10 +214,20 @@ impl RedisRates {
             }
         }
         .await;
-        // Any failure replaces the connection: after a timeout it may never answer again, and after an answer it
-        // could not read (red-team finding: an HTTP error from whatever held the port while Redis was down) what
-        // comes next on it is unreadable too, while the manager reconnects only after a dropped connection.
-        if let (Err(_), Some(generation)) = (&answer, generation) {
+        // Any failure but an error Redis answered replaces the connection: after a timeout it may never answer
+        // again, and after an answer it could not read (red-team finding: an HTTP error from whatever held the port
+        // while Redis was down) what comes next on it is unreadable too, while the manager reconnects only after a
+        // dropped connection. An error Redis answered (out of memory, a read-only replica, loading its data) says
+        // the connection works: a new one would meet the same answer, at the cost of a connection a check.
+        let answered = |error: &redis::RedisError| {
+            matches!(
+                error.kind(),
+                redis::ErrorKind::Server(_) | redis::ErrorKind::Extension
+            )
+        };
+        if let (Err(error), Some(generation)) = (&answer, generation)
+            && !answered(error)
+        {
             self.give_up(generation);
         }
         match answer {
@@ -237,7 +248,16 @@ impl RedisRates {
             }
             Err(error) => {
                 if !self.shared.down.swap(true, Ordering::Relaxed) {
-                    tracing::error!(%error, mode = ?self.when_unavailable, "the rate limit's Redis cannot be reached");
+                    if answered(&error) {
+                        tracing::error!(
+                            code = error.code().unwrap_or_default(),
+                            %error,
+                            mode = ?self.when_unavailable,
+                            "the rate limit's Redis answers its checks with an error"
+                        );
+                    } else {
+                        tracing::error!(%error, mode = ?self.when_unavailable, "the rate limit's Redis cannot be reached");
+                    }
                 }
                 match self.when_unavailable {
                     WhenUnavailable::Allow => Ok(()),
