@@ -276,6 +276,63 @@ fn a_chunked_body_over_the_size_limit_is_refused_413_and_recorded() {
     assert!(events(&audit, "tool_call").is_empty(), "{audit:?}");
 }
 
+/// Trial-left gap: a chunked body over the size limit is refused `413` and read to its end after the answer, up to
+/// 16 MiB; one larger closes the connection, but its `413` (sent before the body's size could be known) said how
+/// long the connection would be kept, so a client could send its next request on a connection about to close. The
+/// answer to a request whose body is still being read now waits for that (2 s at most): kept, the answer says so;
+/// not, it says `Connection: close`.
+#[test]
+fn a_chunked_body_too_large_to_read_to_its_end_is_refused_with_connection_close() {
+    use std::io::{Read, Write};
+    let server = start_with(&[("MCP_MAX_MESSAGE_BYTES", "65536")]);
+    let address = server
+        .url
+        .trim_start_matches("http://")
+        .trim_end_matches("/mcp")
+        .to_string();
+    let answer_of = |megabytes: usize| {
+        let mut socket = std::net::TcpStream::connect(&address).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut writer = socket.try_clone().unwrap();
+        let head = format!(
+            "POST /mcp HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n\
+             Accept: application/json, text/event-stream\r\nMCP-Protocol-Version: 2025-11-25\r\n\
+             Transfer-Encoding: chunked\r\n\r\n"
+        );
+        // The body on a thread of its own: the server may stop reading it.
+        let sending = std::thread::spawn(move || {
+            writer.write_all(head.as_bytes())?;
+            let chunk = "a".repeat(64 * 1024);
+            for _ in 0..megabytes * 16 {
+                write!(writer, "{:x}\r\n{chunk}\r\n", chunk.len())?;
+            }
+            writer.write_all(b"0\r\n\r\n")
+        });
+        let mut answer = Vec::new();
+        let mut buffer = [0u8; 4096];
+        while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+            let read = socket.read(&mut buffer).unwrap();
+            assert!(read > 0, "no answer");
+            answer.extend_from_slice(&buffer[..read]);
+        }
+        drop(socket);
+        let _ = sending.join();
+        String::from_utf8_lossy(&answer).to_lowercase()
+    };
+    // 20 MiB: more than is read after a refusal.
+    let answer = answer_of(20);
+    assert!(answer.starts_with("http/1.1 413"), "{answer}");
+    assert!(answer.contains("connection: close"), "{answer}");
+    assert!(!answer.contains("keep-alive:"), "{answer}");
+    // 1 MiB: read to its end, and the connection is kept.
+    let answer = answer_of(1);
+    assert!(answer.starts_with("http/1.1 413"), "{answer}");
+    assert!(!answer.contains("connection: close"), "{answer}");
+    assert!(answer.contains("keep-alive: timeout="), "{answer}");
+}
+
 #[tokio::test]
 async fn redacted_arguments_never_reach_rmcps_logs_over_http() {
     // rmcp logs every request it receives whole at `debug` and its serve loop's events at `trace`; the server
@@ -1417,14 +1474,25 @@ async fn answers_say_how_long_an_idle_connection_is_kept() {
     }
     // Red-team finding: a `413` for a body declared larger than the server reads and drops after a refusal said
     // how long the connection would be kept, though the server closes it with the body unread. It says it closes
-    // now; a body small enough to be read and dropped keeps the connection, and is told so.
+    // now; a body small enough to be read and dropped, and sent, keeps the connection, and is told so.
     for (declared, closes) in [(17 << 20, true), (5 << 20, false)] {
-        let mut socket = tokio::net::TcpStream::connect(&address).await.unwrap();
+        let socket = tokio::net::TcpStream::connect(&address).await.unwrap();
+        let (mut socket, mut writer) = socket.into_split();
         let head = format!(
             "POST /mcp HTTP/1.1\r\nhost: {address}\r\ncontent-type: application/json\r\n\
              accept: application/json, text/event-stream\r\ncontent-length: {declared}\r\n\r\n"
         );
-        socket.write_all(head.as_bytes()).await.unwrap();
+        writer.write_all(head.as_bytes()).await.unwrap();
+        // The body, on a task of its own: the server may stop reading it.
+        let sending = tokio::spawn(async move {
+            let zeros = vec![b'0'; 64 << 10];
+            for _ in 0..declared / zeros.len() {
+                if writer.write_all(&zeros).await.is_err() {
+                    break;
+                }
+            }
+            writer
+        });
         let mut answer = Vec::new();
         let mut buffer = [0; 4096];
         while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -1447,6 +1515,7 @@ async fn answers_say_how_long_an_idle_connection_is_kept() {
             !closes,
             "{declared}: {answer}"
         );
+        drop(sending.await);
     }
 }
 

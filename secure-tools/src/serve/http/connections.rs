@@ -551,6 +551,8 @@ where
         let stopped = stopped.clone();
         let mut request = request.map(Body::new);
         request.extensions_mut().insert(info.clone());
+        let (report, drained) = super::drain::DrainReport::new();
+        request.extensions_mut().insert(report);
         let app = app.clone();
         async move {
             // The connection is being closed to make room: nothing is begun on it.
@@ -558,7 +560,21 @@ where
                 return Ok::<_, Infallible>(super::refusal::connection_closing());
             };
             let Ok(mut response) = app.oneshot(request).await;
-            if undrained && !response.status().is_success() {
+            // A refusal may leave the body unread, read after it up to a bound: whether the connection is kept is
+            // known once that ends, which the answer waits for (2 s at most), so that it says so either way
+            // (red-team finding: a `413` for a chunked body over the bound said it would be kept).
+            let refused = !response.status().is_success();
+            let body_kept = !refused
+                || matches!(
+                    tokio::time::timeout(
+                        super::drain::DRAIN_TIME + Duration::from_millis(100),
+                        drained
+                    )
+                    .await,
+                    // Read to its end, or no body was watched.
+                    Ok(Ok(true) | Err(_))
+                );
+            if (undrained || !body_kept) && refused {
                 response.headers_mut().insert(
                     hyper::header::CONNECTION,
                     hyper::header::HeaderValue::from_static("close"),

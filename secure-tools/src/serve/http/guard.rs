@@ -26,7 +26,11 @@ pub(super) fn guard(
     let drain = !request.headers().contains_key(header::EXPECT);
     let failed = super::drain::BodyFailed::default();
     let watched = failed.clone();
-    let request = request.map(|body| super::drain::draining(body, watched, drain));
+    let mut request = request;
+    let report = request
+        .extensions_mut()
+        .remove::<super::drain::DrainReport>();
+    let request = request.map(|body| super::drain::draining(body, watched, drain, report));
     let failed = Some(failed);
     Box::pin(guarded(shared, request, next, failed))
 }
