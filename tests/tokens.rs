@@ -464,3 +464,91 @@ fn an_oversized_token_is_refused_as_malformed() {
         TokenError::Malformed
     );
 }
+
+/// An HS256 token of this test's secret whose header and payload are the given JSON texts, as written (duplicate
+/// keys and all).
+fn signed_text(header: &str, payload: &str) -> String {
+    let input = format!(
+        "{}.{}",
+        base64url(header.as_bytes()),
+        base64url(payload.as_bytes())
+    );
+    let signature = jsonwebtoken::crypto::sign(
+        input.as_bytes(),
+        &EncodingKey::from_secret(SECRET),
+        Algorithm::HS256,
+    )
+    .unwrap();
+    format!("{input}.{signature}")
+}
+
+/// Red-team finding: `iss` as an array holding the issuer was accepted (jsonwebtoken takes any of an array's
+/// values), though RFC 7519 makes it one string and the README says it must equal `--issuer` exactly.
+#[test]
+fn an_issuer_in_an_array_is_refused() {
+    let issuer = "https://issuer.test";
+    for iss in [json!([issuer]), json!(["https://attacker.example", issuer])] {
+        let claims =
+            json!({"iss": iss, "aud": RESOURCE, "sub": "ada", "exp": now() + 60, "scope": "a"});
+        let refused = auth(issuer).verify(&sign(typed(None), &claims));
+        assert!(
+            matches!(
+                refused,
+                Err(TokenError::Malformed | TokenError::WrongIssuer)
+            ),
+            "{iss}: {:?}",
+            refused.map(|c| c.id().to_owned())
+        );
+    }
+}
+
+/// Red-team finding: a claim written twice took its last value for the scopes (`"scope":"files.read",
+/// "scope":"files.write"` granted `files.write`), while a repeated `sub`, `exp` or `iss` was refused: what a token
+/// grants depended on which parser read it. A payload with a key written twice is malformed.
+#[test]
+fn a_claim_written_twice_is_refused() {
+    let issuer = "https://issuer.test";
+    let claims = format!(
+        r#"{{"iss":"{issuer}","aud":"{RESOURCE}","sub":"ada","exp":{},"scope":"a","scope":"b"}}"#,
+        now() + 60
+    );
+    let once = format!(
+        r#"{{"iss":"{issuer}","aud":"{RESOURCE}","sub":"ada","exp":{},"scope":"b"}}"#,
+        now() + 60
+    );
+    let header = r#"{"alg":"HS256","typ":"JWT"}"#;
+    assert!(auth(issuer).verify(&signed_text(header, &once)).is_ok());
+    assert_eq!(
+        auth(issuer)
+            .verify(&signed_text(header, &claims))
+            .unwrap_err(),
+        TokenError::Malformed
+    );
+}
+
+/// Red-team findings: `typ: application/jwt` was refused, though RFC 7515 section 4.1.9 makes it the same type as
+/// `JWT`; and `cty: JWT` (a nested token, RFC 7519 section 5.2, whose payload is another JWT to verify) was accepted
+/// with its payload read as claims. Nested tokens are not supported: refused.
+#[test]
+fn typ_application_jwt_is_jwt_and_a_nested_token_is_refused() {
+    let issuer = "https://issuer.test";
+    let claims =
+        json!({"iss": issuer, "aud": RESOURCE, "sub": "ada", "exp": now() + 60, "scope": "a"});
+    for typ in ["application/jwt", "Application/JWT"] {
+        assert!(
+            auth(issuer)
+                .verify(&sign(typed(Some(typ)), &claims))
+                .is_ok(),
+            "{typ}"
+        );
+    }
+    for cty in ["JWT", "jwt", "application/jwt"] {
+        let mut header = typed(None);
+        header.cty = Some(cty.into());
+        assert_eq!(
+            auth(issuer).verify(&sign(header, &claims)).unwrap_err(),
+            TokenError::UnsupportedHeader,
+            "{cty}"
+        );
+    }
+}

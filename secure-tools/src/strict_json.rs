@@ -45,6 +45,21 @@ pub fn check(text: &str) -> Result<(), serde_json::Error> {
     deserializer.end()
 }
 
+/// A JSON object with no duplicate key at any depth, for where a `Deserialize` type is asked for (the claims of an
+/// access token: `"scope": "a", "scope": "b"` would grant whatever the last parser keeps).
+#[cfg(feature = "http")]
+pub(crate) struct StrictObject(pub(crate) Map<String, Value>);
+
+#[cfg(feature = "http")]
+impl<'de> serde::Deserialize<'de> for StrictObject {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        match StrictValue.deserialize(deserializer)? {
+            Value::Object(map) => Ok(StrictObject(map)),
+            _ => Err(de::Error::custom("expected a JSON object")),
+        }
+    }
+}
+
 #[derive(Clone, Copy)]
 struct Check;
 

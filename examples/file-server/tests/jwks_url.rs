@@ -587,3 +587,54 @@ async fn keys_that_cannot_be_fetched_again_are_not_used_past_their_stale_limit()
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Red-team finding: a JWKS the provider answered with no key this server can use (`{"keys": []}`, or only keys
+/// of kinds it does not take) was taken for a failed fetch, so the keys held before stayed in use up to their stale
+/// limit (24 h by default): a key the provider removed by publishing an empty set, or a set of keys of another kind,
+/// was still accepted. A set that is read and holds no usable key replaces the keys held: every token is refused
+/// until the provider publishes one again.
+#[tokio::test]
+async fn a_jwks_the_provider_empties_stops_the_keys_held_within_the_max_age() {
+    use secure_tools::serve::http::TokenError;
+    let (jwks, auth, alice) = fetching_auth(|keys| keys).await;
+    assert!(auth.verify_fetching(&alice).await.is_ok());
+    for unusable in [
+        serde_json::json!({"keys": []}),
+        serde_json::json!({"keys": [{"kty": "oct", "kid": "key-a", "k": "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0"}]}),
+    ] {
+        *jwks.body.lock().unwrap() = unusable.to_string();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(
+            auth.verify_fetching(&alice).await.unwrap_err(),
+            TokenError::UnknownKey,
+            "{unusable}"
+        );
+        // The key is published again: accepted again.
+        jwks.rotate(&JwkSet {
+            keys: vec![jwk(KEY_A, "key-a")],
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(auth.verify_fetching(&alice).await.is_ok(), "{unusable}");
+    }
+}
+
+/// Red-team finding: a key whose `key_ops` do not include `verify` (`["encrypt"]`, say) verified tokens; only
+/// `use: enc` was looked at. RFC 7517 section 4.3: such a key is not for verifying signatures, and is ignored.
+#[tokio::test]
+async fn a_key_whose_operations_exclude_verify_is_not_used() {
+    use secure_tools::serve::http::TokenError;
+    let (jwks, auth, alice) = fetching_auth(|keys| keys).await;
+    assert!(auth.verify_fetching(&alice).await.is_ok());
+    let mut key = serde_json::to_value(jwk(KEY_A, "key-a")).unwrap();
+    key["key_ops"] = serde_json::json!(["encrypt"]);
+    let mut verifying = serde_json::to_value(jwk(KEY_B, "key-b")).unwrap();
+    verifying["key_ops"] = serde_json::json!(["verify"]);
+    *jwks.body.lock().unwrap() = serde_json::json!({"keys": [key, verifying]}).to_string();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        auth.verify_fetching(&alice).await.unwrap_err(),
+        TokenError::UnknownKey
+    );
+    let bob = token(KEY_B, "key-b", "https://mcp.test/mcp", "bob");
+    assert!(auth.verify_fetching(&bob).await.is_ok());
+}

@@ -436,6 +436,18 @@ impl RemoteJwks {
                 self.stale_said.store(false, Ordering::Relaxed);
                 self.failing.store(false, Ordering::Release);
             }
+            // The provider answered a set with no key this server can use: its word, not an outage. Keeping the
+            // keys held would keep a key it withdrew (red-team finding: up to the stale limit, 24 h).
+            Err(KeyError::EmptyJwks) => {
+                *self.keys.write().unwrap_or_else(PoisonError::into_inner) = Arc::from([]);
+                *self.fetched.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
+                self.stale_said.store(false, Ordering::Relaxed);
+                self.failing.store(false, Ordering::Release);
+                tracing::error!(
+                    url = %masked_url(&self.url),
+                    "the JWKS holds no usable signing key now: every token is refused until it does"
+                );
+            }
             Err(e) => {
                 self.failing.store(true, Ordering::Release);
                 tracing::warn!(error = %e, "JWKS refetch failed; keeping the keys held");

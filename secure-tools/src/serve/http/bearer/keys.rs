@@ -296,10 +296,17 @@ pub(super) fn parse_jwks(text: &str) -> Result<Arc<[VerificationKey]>, KeyError>
             );
             continue;
         }
+        // A key for encryption, or whose operations do not include verifying (RFC 7517 sections 4.2 and 4.3;
+        // red-team finding: `key_ops: ["encrypt"]` verified tokens).
         if matches!(
             jwk.common.public_key_use,
             Some(jsonwebtoken::jwk::PublicKeyUse::Encryption)
-        ) {
+        ) || jwk
+            .common
+            .key_operations
+            .as_ref()
+            .is_some_and(|ops| !ops.contains(&jsonwebtoken::jwk::KeyOperations::Verify))
+        {
             continue;
         }
         // A key set is published: a symmetric key in it would let anyone who reads it sign tokens. An RSA key under

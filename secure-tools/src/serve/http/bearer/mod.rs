@@ -331,13 +331,17 @@ impl BearerAuth {
         } else {
             validation.set_audience(&self.audiences);
         }
-        let data = jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(
-            token,
-            &key.key,
-            &validation,
-        )
-        .map_err(|e| classify(e.kind()))?;
-        let claims = data.claims;
+        // Claims with a key written twice are malformed (red-team finding: a repeated `scope` took its last value,
+        // a repeated `sub` was refused by jsonwebtoken's own reading).
+        let data =
+            jsonwebtoken::decode::<crate::strict_json::StrictObject>(token, &key.key, &validation)
+                .map_err(|e| classify(e.kind()))?;
+        let claims = data.claims.0;
+        // One string (RFC 7519 section 4.1.1), equal to the issuer; jsonwebtoken takes an array holding it too
+        // (red-team finding).
+        if !matches!(claims.get("iss"), Some(serde_json::Value::String(_))) {
+            return Err(TokenError::Malformed);
+        }
         // A token bound to a client's key (RFC 7800's `cnf`: DPoP, RFC 9449, or a certificate, RFC 8705) is worth
         // nothing without proof of that key, which this server does not ask for: taken as a plain bearer token, a
         // stolen one would work (RFC 9449 section 7.2).
@@ -434,7 +438,14 @@ pub struct Authenticated {
 /// as an access token (`at+jwt`, RFC 9068), or `JWT`, or untyped unless `at+jwt` is required, so that an ID token or
 /// a logout token signed by the same issuer is not taken for an access token.
 fn check_header(header: &jsonwebtoken::Header, require_at_jwt: bool) -> Result<(), TokenError> {
-    if header.crit.is_some()
+    // A nested token (`cty: JWT`, RFC 7519 section 5.2) signs another JWT, to be verified in turn, as its payload:
+    // not supported, and its payload is no set of claims (red-team finding: it was read as one).
+    let nested = header.cty.as_deref().is_some_and(|cty| {
+        let cty = cty.to_ascii_lowercase();
+        cty == "jwt" || cty == "application/jwt"
+    });
+    if nested
+        || header.crit.is_some()
         || header.enc.is_some()
         || header.zip.is_some()
         || header
@@ -447,7 +458,8 @@ fn check_header(header: &jsonwebtoken::Header, require_at_jwt: bool) -> Result<(
     let typ = header.typ.as_deref().map(str::to_ascii_lowercase);
     let accepted = match typ.as_deref() {
         Some("at+jwt") | Some("application/at+jwt") => true,
-        Some("jwt") | None => !require_at_jwt,
+        // RFC 7515 section 4.1.9: `application/` may be left out, so `application/jwt` is `JWT`.
+        Some("jwt") | Some("application/jwt") | None => !require_at_jwt,
         Some(_) => false,
     };
     if !accepted {
