@@ -946,6 +946,44 @@ fn mtls_options_must_be_complete_and_exclusive_with_bearer() {
         stderr.contains("mutual TLS needs at least one --mtls-client"),
         "{stderr}"
     );
+    // Red-team findings: a name mapped twice took its last mapping, silently (a stray line widened a client's
+    // grant); and two names of one value (`alice`, `dns:alice`) made two certificates one caller, sharing its
+    // sessions and its audit identity. Both stop the start, before any file is read.
+    let stderr = run(
+        &[
+            "--tls-cert",
+            "a",
+            "--tls-key",
+            "b",
+            "--client-ca",
+            "c",
+            "--mtls-client",
+            "alice=files.read",
+            "--mtls-client",
+            "alice=files.read files.write",
+        ],
+        &[],
+    );
+    assert!(stderr.contains("`alice` is mapped twice"), "{stderr}");
+    let stderr = run(
+        &[
+            "--tls-cert",
+            "a",
+            "--tls-key",
+            "b",
+            "--client-ca",
+            "c",
+            "--mtls-client",
+            "alice=files.read",
+            "--mtls-client",
+            "dns:alice=files.read",
+        ],
+        &[],
+    );
+    assert!(
+        stderr.contains("`alice` and `dns:alice` would both be the caller `alice`"),
+        "{stderr}"
+    );
     let missing = Path::new("/nonexistent/server.pem");
     let stderr = run(
         &[

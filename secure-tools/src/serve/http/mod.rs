@@ -569,6 +569,11 @@ fn mtls_auth(args: &ServerArgs) -> Result<Auth, SettingsError> {
             "mutual TLS needs at least one --mtls-client NAME=SCOPES (MCP_MTLS_CLIENTS)",
         ));
     }
+    let mut mappings = Vec::with_capacity(clients.len());
+    for spec in &clients {
+        mappings.push(mtls::MtlsAuth::parse_client(spec)?);
+    }
+    mtls::check_mappings(&mappings)?;
     let mut auth = mtls::MtlsAuth::from_pem_files(cert, key, ca).map_err(named(
         "--tls-cert / MCP_TLS_CERT, --tls-key / MCP_TLS_KEY, --client-ca / MCP_TLS_CLIENT_CA",
     ))?;
@@ -577,8 +582,7 @@ fn mtls_auth(args: &ServerArgs) -> Result<Auth, SettingsError> {
             .revocation_lists_file(crl)
             .map_err(named("--client-crl / MCP_TLS_CLIENT_CRL"))?;
     }
-    for spec in &clients {
-        let (name, grant) = mtls::MtlsAuth::parse_client(spec)?;
+    for (name, grant) in mappings {
         auth = auth.client(name, grant);
     }
     Ok(Auth::MutualTls(auth))

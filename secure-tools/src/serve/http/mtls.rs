@@ -102,6 +102,32 @@ pub enum MtlsError {
     Scope(#[from] ScopeError),
 }
 
+/// Checks mappings as `NAME=SCOPES` settings give them ([`MtlsAuth::parse_client`]), each to the caller named by its
+/// value: a name given twice (the last would win, silently: a stray line could widen a client's grant), and two
+/// names of one value (`alice` and `dns:alice`: two certificates would be one caller, sharing its sessions and its
+/// audit identity) are refused. Mapped in code, [`MtlsAuth::client_as`] names callers as meant.
+pub fn check_mappings(mappings: &[(ClientName, Grant)]) -> Result<(), MtlsError> {
+    let mut seen: std::collections::HashMap<&str, &ClientName> = std::collections::HashMap::new();
+    for (name, _) in mappings {
+        if let Some(earlier) = seen.insert(name.value(), name) {
+            let reason = if earlier == name {
+                format!("`{name}` is mapped twice: give each name once")
+            } else {
+                format!(
+                    "`{earlier}` and `{name}` would both be the caller `{}`, so their certificates could not be \
+                     told apart (in the audit, or in sessions): map one of them",
+                    name.value()
+                )
+            };
+            return Err(MtlsError::Mapping {
+                spec: name.to_string(),
+                reason,
+            });
+        }
+    }
+    Ok(())
+}
+
 /// A name a client certificate carries, by which it is mapped to a caller.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[non_exhaustive]
