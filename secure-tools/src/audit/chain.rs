@@ -581,6 +581,20 @@ impl ChainedFileSink {
             // the start).
             let rotated = rotated_name(&path);
             if let Ok(mut previous) = File::open(&rotated) {
+                // Its writer gone: one still appending there (a server not stopped when its file was rotated out)
+                // would go on with the chain this file continues, forking it (red-team finding). Its lock says so;
+                // let go at once, the file being only read (or, torn, locked again to be cut).
+                match previous.try_lock() {
+                    Ok(()) => previous.unlock().map_err(|error| naming(&rotated, error))?,
+                    Err(std::fs::TryLockError::WouldBlock) => {
+                        return Err(invalid(
+                            &rotated,
+                            "another process is appending to it (a server not stopped since the rotation?): a new \
+                             file continuing its chain would fork it; stop that server, then start this one",
+                        ));
+                    }
+                    Err(std::fs::TryLockError::Error(error)) => return Err(naming(&rotated, error)),
+                }
                 last = match torn_end(&mut previous, key.as_ref())? {
                     End::Fragment {
                         mut fragment,
@@ -3091,6 +3105,40 @@ mod tests {
             assert_eq!((checked.records, checked.last_seq), (4, Some(4)));
             assert_eq!(checked.lines_cut.len(), 1, "{checked:?}");
         }
+    }
+
+    /// Red-team finding: a server started on a file rotated out while its writer still ran (logrotate's rename,
+    /// the old server not stopped: an overlapping restart, a second instance by mistake) continued the chain from
+    /// `FILE.1`, while the old writer went on appending there: two chains from one record, and an untampered set
+    /// that verified as out of place. A rotated file another process still appends to stops the start, as the
+    /// file itself does.
+    #[test]
+    fn a_new_file_does_not_continue_a_rotated_one_another_writer_still_appends_to() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let rotated = dir.path().join("audit.jsonl.1");
+        let old = ChainedFileSink::append_to(&path, None).unwrap();
+        old.write(&record(1)).unwrap();
+        std::fs::rename(&path, &rotated).unwrap();
+        let refused = ChainedFileSink::append_to(&path, None)
+            .err()
+            .expect("refused while the old writer appends to FILE.1")
+            .to_string();
+        assert!(
+            refused.contains("another process") && refused.contains("audit.jsonl.1"),
+            "{refused}"
+        );
+        // Nothing was written to the new file, and the old writer goes on.
+        assert_eq!(std::fs::read(&path).unwrap_or_default(), b"");
+        old.write(&record(2)).unwrap();
+        drop(old);
+        // Its writer gone, the new file continues it.
+        let new = ChainedFileSink::append_to(&path, None).unwrap();
+        new.write(&record(3)).unwrap();
+        drop(new);
+        let checked = verify(&[&rotated, &path], None, None).unwrap();
+        assert_eq!(checked.problem, None, "{checked:?}");
+        assert_eq!(checked.last_seq, Some(3), "{checked:?}");
     }
 
     /// A red team changed the last checkpoint's `ts`, `records` and `server_id` in an unkeyed chain and re-hashed its
