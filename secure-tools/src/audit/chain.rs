@@ -593,7 +593,9 @@ impl ChainedFileSink {
                              file continuing its chain would fork it; stop that server, then start this one",
                         ));
                     }
-                    Err(std::fs::TryLockError::Error(error)) => return Err(naming(&rotated, error)),
+                    Err(std::fs::TryLockError::Error(error)) => {
+                        return Err(naming(&rotated, error));
+                    }
                 }
                 last = match torn_end(&mut previous, key.as_ref())? {
                     End::Fragment {
@@ -1149,6 +1151,29 @@ fn sync_directory_of(path: &Path) {
     }
     #[cfg(not(unix))]
     let _ = path;
+}
+
+/// A log to verify, opened without waiting for a writer (a FIFO nothing writes to would hold the open for ever: a
+/// red team's planted one stalled the check), then read as usual: a pipe with a writer (`<(zcat FILE.2.gz)`) is read
+/// as it is written, one without reads as empty.
+fn open_log(path: &Path) -> io::Result<File> {
+    let mut options = OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
+    let file = options.open(path).map_err(|error| naming(path, error))?;
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsRawFd as _;
+        let fd = file.as_raw_fd();
+        // SAFETY: `fd` is this open file's, for the call's length; only the status flags are read and set.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+        if flags == -1 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) } == -1
+        {
+            return Err(naming(path, io::Error::last_os_error()));
+        }
+    }
+    Ok(file)
 }
 
 /// `FILE.1`: logrotate's first name for the file rotated out.
@@ -1760,8 +1785,7 @@ fn appears_later<P: AsRef<Path>>(
     let mut line = Vec::new();
     for (n, path) in files.iter().enumerate().skip(file_index) {
         let skip = if n == file_index { index + 1 } else { 0 };
-        let mut reader =
-            io::BufReader::new(File::open(path.as_ref()).map_err(|e| naming(path.as_ref(), e))?);
+        let mut reader = io::BufReader::new(open_log(path.as_ref())?);
         let mut read = 0usize;
         while let Some((fits, _)) = read_line_ended(&mut reader, &mut line, MAX_LINE)
             .map_err(|e| naming(path.as_ref(), e))?
@@ -1871,7 +1895,7 @@ fn verify_from<P: AsRef<Path>>(
     'files: for (file_index, path) in files.iter().enumerate() {
         let path = path.as_ref();
         let shown = shown_name(&path.display().to_string());
-        let mut reader = io::BufReader::new(File::open(path).map_err(|error| naming(path, error))?);
+        let mut reader = io::BufReader::new(open_log(path)?);
         let mut line = Vec::new();
         let mut number = 0u64;
         while let Some((fits, ended)) =
@@ -3105,6 +3129,47 @@ mod tests {
             assert_eq!((checked.records, checked.last_seq), (4, Some(4)));
             assert_eq!(checked.lines_cut.len(), 1, "{checked:?}");
         }
+    }
+
+    /// Red-team finding: `audit verify` given a FIFO nothing writes to (planted among rotated files, say) waited
+    /// for a writer for ever, stalling a scheduled check. A log is opened without waiting for one; a pipe with a
+    /// writer (`<(zcat audit.jsonl.2.gz)`) is still read as it is written.
+    #[cfg(unix)]
+    #[test]
+    fn verify_does_not_wait_for_a_fifo_nothing_writes_to() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("audit.jsonl");
+        let name = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0);
+        let (done, checked) = std::sync::mpsc::channel();
+        let lonely = fifo.clone();
+        std::thread::spawn(move || {
+            let _ = done.send(verify(&[&lonely], None, None).map(|v| v.records));
+        });
+        let records = checked
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("verify waited for a writer");
+        assert_eq!(records.unwrap(), 0);
+        // A pipe with a writer (as `<(zcat ...)` gives one): the records written are read.
+        let written = dir.path().join("written.jsonl");
+        write(&written, None, 1, 3);
+        let text = std::fs::read(&written).unwrap();
+        let mut ends = [0; 2];
+        assert_eq!(unsafe { libc::pipe(ends.as_mut_ptr()) }, 0);
+        let (read_end, write_end) = unsafe {
+            use std::os::fd::FromRawFd as _;
+            (File::from_raw_fd(ends[0]), File::from_raw_fd(ends[1]))
+        };
+        let writer = std::thread::spawn(move || {
+            let mut write_end = write_end;
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            write_end.write_all(&text).unwrap();
+        });
+        let pipe = format!("/dev/fd/{}", ends[0]);
+        let checked = verify(&[&pipe], None, None).unwrap();
+        writer.join().unwrap();
+        drop(read_end);
+        assert_eq!((checked.problem, checked.records), (None, 3));
     }
 
     /// Red-team finding: a server started on a file rotated out while its writer still ran (logrotate's rename,
