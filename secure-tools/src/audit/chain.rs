@@ -1393,14 +1393,17 @@ fn torn_end(file: &mut File, key: Option<&ChainKey>) -> io::Result<End> {
         None => return Ok(End::Clean),
     };
     let fragment = &tail[line_start..];
+    let zeros = trailing_zeros(fragment);
     // Blanks (which the verifier reports) are ended with a newline like a record without its own.
-    if is_record(fragment) || fragment.iter().all(u8::is_ascii_whitespace) {
+    if zeros == 0 && (is_record(fragment) || fragment.iter().all(u8::is_ascii_whitespace)) {
         return Ok(End::MissingNewline);
     }
-    // What a write cut short leaves is the start of a JSON text, as the verifier takes a line still being written.
-    // Anything else (a whole object, an altered record without its newline, garbage) was put there: left as it is,
-    // and refused (red-team finding: a restart cut them as a crash's fragment, and tampering looked like a crash).
-    if !serde_json::from_slice::<serde::de::IgnoredAny>(fragment).is_err_and(|e| e.is_eof()) {
+    // What a write cut short leaves is the start of a JSON text, as the verifier takes a line still being written,
+    // and after it, when a power loss kept the file's length but not its last data, zeros to the end (nothing but
+    // zeros after a record's newline). Anything else (a whole object, an altered record without its newline,
+    // garbage) was put there: left as it is, and refused (red-team finding: a restart cut them as a crash's
+    // fragment, and tampering looked like a crash).
+    if !cut_short(fragment) {
         return Ok(End::Clean);
     }
     // Cut only from a chain of this mode: the line before must be one of its records (however many blank lines
@@ -1421,6 +1424,21 @@ fn torn_end(file: &mut File, key: Option<&ChainKey>) -> io::Result<End> {
         },
         before: before.to_vec(),
     })
+}
+
+/// How many NUL bytes end `line`.
+fn trailing_zeros(line: &[u8]) -> usize {
+    line.iter().rev().take_while(|b| **b == 0).count()
+}
+
+/// Whether `line`, the last of a file and without its newline, is what a write cut short leaves: the start of a
+/// JSON text (the whole of one is no fragment), and, where a power loss kept the file's length but not its last
+/// data (ext4's or XFS's delayed allocation), zeros to its end; or zeros alone, after a record's newline.
+fn cut_short(line: &[u8]) -> bool {
+    let zeros = trailing_zeros(line);
+    let text = &line[..line.len() - zeros];
+    (zeros > 0 && text.is_empty())
+        || serde_json::from_slice::<serde::de::IgnoredAny>(text).is_err_and(|e| e.is_eof())
 }
 
 /// The last line of a file that is not blank, however many blank lines follow it (records are bounded: one is read
@@ -1947,10 +1965,7 @@ fn verify_from<P: AsRef<Path>>(
                 // whole and is no record (a red team's forged record, its seal spelled with a space, passed as
                 // incomplete while every JSON reader saw it; a review's, with a member twice or a byte that is not
                 // UTF-8, which the strict parse refuses and lenient readers take).
-                if being_written
-                    && serde_json::from_slice::<serde::de::IgnoredAny>(&line)
-                        .is_err_and(|e| e.is_eof())
-                {
+                if being_written && cut_short(&line) {
                     // Something follows the last record: the files do not end with it.
                     ends_clean = false;
                     incomplete = Some(Incomplete {
@@ -2235,6 +2250,62 @@ mod tests {
                 [(3, fragment.len() as u64, 3)]
             );
         }
+    }
+
+    /// Red-team finding: a power loss can leave zeros where the last writes' data never reached the disk though the
+    /// file's length did (ext4's or XFS's delayed allocation): NUL bytes to the end, after the last record's
+    /// newline or in the middle of a line. The verifier called such a file tampered with (`not_a_record`) and the
+    /// server refused to start on it until someone edited it by hand. A run of NUL bytes to the end of the file is
+    /// taken as a write cut short, with what precedes it on its line: reported incomplete, and cut at the restart,
+    /// named like any fragment.
+    #[test]
+    fn a_tail_of_zeros_a_power_loss_leaves_is_a_write_cut_short() {
+        let key = ChainKey::from_bytes(&[7; 32]).unwrap();
+        for key in [None, Some(&key)] {
+            for (half_line, zeros) in [(false, 8), (true, 4096)] {
+                let dir = tempfile::tempdir().unwrap();
+                let path = dir.path().join("audit.jsonl");
+                write(&path, key, 1, 3);
+                let mut bytes = std::fs::read(&path).unwrap();
+                let whole = bytes.len();
+                if half_line {
+                    // The last record's second half, its newline included, never reached the disk.
+                    let last = bytes[..whole - 1].iter().rposition(|b| *b == b'\n').unwrap() + 1;
+                    bytes.truncate(last + (whole - last) / 2);
+                }
+                let kept = bytes.iter().rposition(|b| *b == b'\n').unwrap() + 1;
+                bytes.resize(bytes.len() + zeros, 0);
+                std::fs::write(&path, &bytes).unwrap();
+                let checked = verify(&[&path], key, None).unwrap();
+                assert_eq!(checked.problem, None, "{half_line} {zeros}: {checked:?}");
+                assert!(checked.incomplete.is_some(), "{checked:?}");
+                assert_eq!(checked.records, if half_line { 2 } else { 3 });
+
+                write(&path, key, 4, 4);
+                let after = std::fs::read(&path).unwrap();
+                assert_eq!(&after[..kept], &bytes[..kept]);
+                assert!(!after.contains(&0), "the zeros were cut");
+                let lines_kept = bytes[..kept].iter().filter(|b| **b == b'\n').count();
+                let note: Value = serde_json::from_str(&lines(&path)[lines_kept]).unwrap();
+                assert_eq!(note["event"], "incomplete_line_cut");
+                assert_eq!(note["bytes"], bytes.len() - kept);
+                let checked = verify(&[&path], key, None).unwrap();
+                assert_eq!(checked.problem, None, "{checked:?}");
+                assert_eq!(checked.incomplete, None);
+                assert_eq!(checked.lines_cut.len(), 1);
+            }
+        }
+        // Zeros after something that is no write cut short (a whole object, not a record of the chain) are not cut:
+        // refused as before.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        write(&path, None, 1, 2);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes.extend_from_slice(b"{\"forged\":true}\0\0\0\0");
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(verify(&[&path], None, None).unwrap().problem.is_some());
+        assert!(ChainedFileSink::append_to(&path, None).is_err());
+        assert_eq!(std::fs::read(&path).unwrap(), bytes);
     }
 
     /// Review finding: the fragment was cut as the file was opened, and named only with the first record after:
