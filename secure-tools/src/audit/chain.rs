@@ -2270,7 +2270,11 @@ mod tests {
                 let whole = bytes.len();
                 if half_line {
                     // The last record's second half, its newline included, never reached the disk.
-                    let last = bytes[..whole - 1].iter().rposition(|b| *b == b'\n').unwrap() + 1;
+                    let last = bytes[..whole - 1]
+                        .iter()
+                        .rposition(|b| *b == b'\n')
+                        .unwrap()
+                        + 1;
                     bytes.truncate(last + (whole - last) / 2);
                 }
                 let kept = bytes.iter().rposition(|b| *b == b'\n').unwrap() + 1;
