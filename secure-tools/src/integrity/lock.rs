@@ -87,6 +87,51 @@ pub enum LockError {
 /// at most 10,000 tools), whatever a link or a device named as the lock would give.
 pub const MAX_LOCK_FILE_BYTES: u64 = 64 * 1024 * 1024;
 
+/// The most tools a lockfile holds: as many as the command reads from a server's listing. Counted before the lock is
+/// built, so that a hostile one (a pull request's, in CI) is refused in little memory.
+pub const MAX_LOCK_TOOLS: usize = 10_000;
+
+/// How many tools a lockfile's text holds, counted without building them.
+struct Counted {
+    tools: usize,
+}
+
+impl<'de> serde::Deserialize<'de> for Counted {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Tools(usize);
+        impl<'de> serde::Deserialize<'de> for Tools {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                struct Entries;
+                impl<'de> serde::de::Visitor<'de> for Entries {
+                    type Value = Tools;
+                    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        f.write_str("an object of tools")
+                    }
+                    fn visit_map<A: serde::de::MapAccess<'de>>(
+                        self,
+                        mut map: A,
+                    ) -> Result<Tools, A::Error> {
+                        let mut count = 0;
+                        while map
+                            .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                            .is_some()
+                        {
+                            count += 1;
+                        }
+                        Ok(Tools(count))
+                    }
+                }
+                deserializer.deserialize_map(Entries)
+            }
+        }
+        #[derive(serde::Deserialize)]
+        struct Members {
+            tools: Tools,
+        }
+        Members::deserialize(deserializer).map(|m| Counted { tools: m.tools.0 })
+    }
+}
+
 /// Which side of a comparison may hold an output schema that a client before `2026-07-28` never receives (see
 /// [`same_for_legacy`]).
 #[derive(Clone, Copy)]
@@ -186,6 +231,14 @@ impl ToolsLock {
             )));
         }
         crate::strict_json::check(&text).map_err(|error| invalid(error.to_string()))?;
+        // Counted first, in constant memory: the lock built from the text takes many times its size.
+        if let Ok(Counted { tools }) = serde_json::from_str::<Counted>(&text)
+            && tools > MAX_LOCK_TOOLS
+        {
+            return Err(invalid(format!(
+                "it holds more than {MAX_LOCK_TOOLS} tools, more than a listing holds"
+            )));
+        }
         let lock: ToolsLock =
             serde_json::from_str(&text).map_err(|error| invalid(error.to_string()))?;
         if lock.version != VERSION {
@@ -590,6 +643,25 @@ mod tests {
         }
         std::fs::write(&path, &text).unwrap();
         assert_eq!(ToolsLock::read(&path).unwrap(), lock);
+    }
+
+    /// Red-team finding: a 35 MiB lock of 340,000 small tools took 1.4 GB and 13 s to be refused (the whole read
+    /// into values, then written again to compare): a lock at the 64 MiB bound could take a CI runner's memory. A
+    /// lock holds at most [`MAX_LOCK_TOOLS`], counted before anything is built.
+    #[test]
+    fn a_lock_of_more_tools_than_a_listing_holds_is_refused_before_it_is_built() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tools.lock.json");
+        let tools: Vec<String> = (0..=MAX_LOCK_TOOLS)
+            .map(|n| format!(r#""t{n}":{{"digest":"x","definition":{{}}}}"#))
+            .collect();
+        let text = format!(
+            r#"{{"version":{VERSION},"toolset":"x","tools":{{{}}}}}"#,
+            tools.join(",")
+        );
+        std::fs::write(&path, text).unwrap();
+        let error = ToolsLock::read(&path).unwrap_err().to_string();
+        assert!(error.contains("more than 10000 tools"), "{error}");
     }
 
     /// Red-team finding: a FIFO as the lock blocked `check` past its `--timeout`, and a link to `/dev/zero` was read
