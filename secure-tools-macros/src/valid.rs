@@ -257,7 +257,16 @@ pub fn check<'a>(
 
     // Redactions.
     let mut audit_redact = Vec::new();
-    if let Some((_, names)) = &args.audit_redact {
+    if let Some((key, names)) = &args.audit_redact {
+        // An empty list redacts nothing, though it reads as if the tool's secrets were seen to (a list emptied by an
+        // edit, say).
+        if names.is_empty() {
+            errors.push(syn::Error::new_spanned(
+                key,
+                "`audit_redact` names no argument; name the arguments to redact (`audit_redact = [\"password\"]`), \
+                 or remove it",
+            ));
+        }
         let mut seen = BTreeSet::new();
         for name in names {
             let value = name.value();
@@ -590,6 +599,20 @@ fn check_redacted_names(function: &Function, redacted: &[String], errors: &mut V
                         format_args!(
                             "`{name}` is redacted from the audit by its name, so it cannot be renamed, aliased or \
                              flattened; rename the parameter instead"
+                        ),
+                    ));
+                }
+                // Skipped, it is no argument the client sends, so nothing under its name could be redacted (the
+                // tool set refused it only as it was built, at run time).
+                if ["skip", "skip_deserializing"]
+                    .iter()
+                    .any(|key| meta.path.is_ident(key))
+                {
+                    errors.push(syn::Error::new_spanned(
+                        &meta.path,
+                        format_args!(
+                            "`{name}` is redacted from the audit, but skipped it is no argument of the tool; \
+                             remove it from `audit_redact`, or the skip"
                         ),
                     ));
                 }
