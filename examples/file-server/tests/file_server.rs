@@ -454,6 +454,56 @@ fn size_and_encoding_limits_are_enforced() {
     assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
 }
 
+/// Red-team gap (left open): a caller with `files.write` could fill the disk, file by file. With `MAX_ROOT_BYTES`
+/// and `MAX_ROOT_FILES` a write past the root's quota is refused `quota_exceeded` (audited so) and changes nothing.
+#[test]
+fn a_write_past_the_roots_quota_is_refused_and_audited() {
+    let area = Area::new();
+    // greeting.txt holds 16 bytes of the 40.
+    let env = [("MAX_ROOT_BYTES", "40"), ("MAX_ROOT_FILES", "3")];
+    let mut server = area.server(RW, &env);
+    let write = |server: &mut RawServer, id, filename: &str, content: &str| {
+        call(
+            server,
+            id,
+            "write_file",
+            json!({"filename": filename, "content": content}),
+        )
+    };
+    assert!(write(&mut server, 1, "a.txt", &"a".repeat(20)).is_ok());
+    assert_eq!(
+        code(write(&mut server, 2, "b.txt", &"b".repeat(5))),
+        "quota_exceeded"
+    );
+    assert!(!area.path("data/b.txt").exists());
+    assert!(write(&mut server, 3, "b.txt", &"b".repeat(4)).is_ok());
+    assert_eq!(
+        code(write(&mut server, 4, "c.txt", "")),
+        "quota_exceeded"
+    );
+    let (status, audit, stderr) = server.finish();
+    assert!(status.success(), "{stderr}");
+    let calls: Vec<(&str, &str)> = audit
+        .iter()
+        .filter(|r| r["event"] == "tool_call")
+        .map(|r| {
+            (
+                r["outcome"].as_str().unwrap(),
+                r["error"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        calls,
+        [
+            ("ok", ""),
+            ("error", "quota_exceeded"),
+            ("ok", ""),
+            ("error", "quota_exceeded")
+        ]
+    );
+}
+
 #[test]
 fn terminal_escapes_in_a_file_are_neutralised_in_the_text_rendering() {
     let area = Area::new();
@@ -982,6 +1032,8 @@ fn help_documents_every_setting() {
         "MCP_AUDIT_LOG",
         "MAX_READ_BYTES",
         "MAX_WRITE_BYTES",
+        "MAX_ROOT_BYTES",
+        "MAX_ROOT_FILES",
         "MCP_RATE_LIMIT",
         "MCP_TOOL_TIMEOUT",
         "MCP_MAX_CONCURRENT_CALLS",

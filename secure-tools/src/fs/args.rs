@@ -20,6 +20,13 @@ settings_args! {
         /// The largest content written, in bytes of UTF-8 after line endings are normalised. Default: 1 MiB.
         #[cfg_attr(feature = "cli", arg(long, value_name = "BYTES"))]
         max_write_bytes: u64 = env "MAX_WRITE_BYTES",
+        /// The most bytes the root's files may hold together; a write past it is refused `quota_exceeded`.
+        /// Default: no bound but the disk's.
+        #[cfg_attr(feature = "cli", arg(long, value_name = "BYTES"))]
+        max_root_bytes: u64 = env "MAX_ROOT_BYTES",
+        /// The most files the root may hold; a write of one more is refused `quota_exceeded`. Default: no bound.
+        #[cfg_attr(feature = "cli", arg(long, value_name = "N"))]
+        max_root_files: u64 = env "MAX_ROOT_FILES",
     }
 }
 
@@ -59,6 +66,8 @@ impl RootArgs {
         let limits = Limits {
             max_read_bytes: args.max_read_bytes.unwrap_or(defaults.max_read_bytes),
             max_write_bytes: args.max_write_bytes.unwrap_or(defaults.max_write_bytes),
+            max_root_bytes: args.max_root_bytes.or(defaults.max_root_bytes),
+            max_root_files: args.max_root_files.or(defaults.max_root_files),
         };
         for (setting, path) in settings.protected_files() {
             refuse_inside(setting, path, &data_root).map_err(SettingsError::Invalid)?;

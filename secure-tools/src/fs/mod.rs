@@ -65,14 +65,22 @@ pub struct Limits {
     pub max_read_bytes: u64,
     /// The largest content [`Root::write_text`] writes, in bytes of UTF-8 after line endings are normalised.
     pub max_write_bytes: u64,
+    /// The most bytes the root's files may hold together once a write lands (the lengths of the regular files
+    /// directly in it whose names do not start with `.`: those the tools can reach); a write past it is refused
+    /// ([`FsError::QuotaExceeded`]). `None` (the default): no bound but the disk's.
+    pub max_root_bytes: Option<u64>,
+    /// The most such files the root may hold once a write lands. `None` (the default): no bound.
+    pub max_root_files: Option<u64>,
 }
 
 impl Default for Limits {
-    /// 1 MiB each way.
+    /// 1 MiB each way; no quota.
     fn default() -> Self {
         Limits {
             max_read_bytes: 1024 * 1024,
             max_write_bytes: 1024 * 1024,
+            max_root_bytes: None,
+            max_root_files: None,
         }
     }
 }
@@ -88,6 +96,9 @@ pub struct Root {
 struct Inner {
     dir: Dir,
     limits: Limits,
+    /// Held from a write's look at the root's use to its rename, when a quota is set, so that writes racing for
+    /// its last bytes cannot each see room for themselves.
+    quota: std::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Root {
@@ -145,6 +156,15 @@ pub enum FsError {
         /// The limit, in bytes.
         limit: u64,
     },
+    /// The write would take the root's files past its quota ([`Limits::max_root_bytes`],
+    /// [`Limits::max_root_files`]).
+    #[error("the data root's quota of {limit} {unit} would be exceeded")]
+    QuotaExceeded {
+        /// The quota.
+        limit: u64,
+        /// What it counts: `bytes` or `files`.
+        unit: &'static str,
+    },
     /// The file is not valid UTF-8.
     #[error("the file is not UTF-8 text")]
     NotUtf8,
@@ -181,7 +201,7 @@ pub enum FsError {
 }
 
 impl FsError {
-    /// The stable code a caller can match: `not_found`, `not_a_file`, `symlink_refused`, `too_large`,
+    /// The stable code a caller can match: `not_found`, `not_a_file`, `symlink_refused`, `too_large`, `quota_exceeded`,
     /// `not_utf8`, `unsupported_content`, `cancelled`, `permission_denied`, `file_busy`, `read_only_filesystem`,
     /// `no_space`, `root_removed`, or `internal_error` for [`FsError::Io`].
     pub fn code(&self) -> &'static str {
@@ -191,6 +211,7 @@ impl FsError {
             FsError::Symlink => "symlink_refused",
             FsError::HardLinked => "hard_linked",
             FsError::TooLarge { .. } => "too_large",
+            FsError::QuotaExceeded { .. } => "quota_exceeded",
             FsError::NotUtf8 => "not_utf8",
             FsError::UnsupportedContent { .. } => "unsupported_content",
             FsError::Cancelled => crate::call::codes::CANCELLED,
@@ -308,7 +329,11 @@ impl Root {
             .map_err(|err| RootError::new(path, err))?;
         temp::remove_stale(&dir).map_err(|err| RootError::new(path, err))?;
         Ok(Root {
-            inner: Arc::new(Inner { dir, limits }),
+            inner: Arc::new(Inner {
+                dir,
+                limits,
+                quota: std::sync::Mutex::new(()),
+            }),
         })
     }
 
@@ -556,6 +581,19 @@ impl Root {
             temp.file().set_permissions(permissions)?;
         }
         temp.file().sync_all()?;
+        // With a quota, what the root holds is looked at and the file replaced under one lock.
+        let limits = &self.inner.limits;
+        let _quota = if limits.max_root_bytes.is_some() || limits.max_root_files.is_some() {
+            let held = self
+                .inner
+                .quota
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            self.check_quota(name, content.len() as u64)?;
+            Some(held)
+        } else {
+            None
+        };
         // The last moment to give up: the temporary file is removed as it is dropped.
         stopped()?;
         if !commit() {
@@ -570,6 +608,52 @@ impl Root {
             bytes_written: content.len() as u64,
             created,
         })
+    }
+
+    /// Whether `name` written with `bytes` keeps the root within its quota: its visible regular files counted now
+    /// (one pass over the directory), the file `name` replaces by its new length.
+    fn check_quota(&self, name: &FileName, bytes: u64) -> Result<(), FsError> {
+        let limits = &self.inner.limits;
+        let (mut total, mut files) = (0u64, 0u64);
+        for entry in self.inner.dir.entries()? {
+            let entry = entry?;
+            let entry_name = entry.file_name();
+            let Some(entry_name) = entry_name.to_str() else {
+                continue;
+            };
+            if entry_name.starts_with('.') {
+                continue;
+            }
+            // Not followed: a link is no file of the root's.
+            let Ok(metadata) = entry.metadata() else {
+                continue;
+            };
+            if !metadata.is_file() {
+                continue;
+            }
+            if entry_name == name.as_str() {
+                continue;
+            }
+            total = total.saturating_add(metadata.len());
+            files += 1;
+        }
+        if let Some(limit) = limits.max_root_bytes
+            && total.saturating_add(bytes) > limit
+        {
+            return Err(FsError::QuotaExceeded {
+                limit,
+                unit: "bytes",
+            });
+        }
+        if let Some(limit) = limits.max_root_files
+            && files + 1 > limit
+        {
+            return Err(FsError::QuotaExceeded {
+                limit,
+                unit: "files",
+            });
+        }
+        Ok(())
     }
 
     /// The metadata of the regular file a write would replace, `None` if there is none, or why it may not be

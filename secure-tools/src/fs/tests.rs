@@ -1544,3 +1544,99 @@ fn a_read_of_a_file_whose_metadata_changes_meanwhile_is_not_refused() {
     assert!(matches!(read, Err(FsError::HardLinked)), "{read:?}");
     assert_eq!(attempts.get(), Root::READ_ATTEMPTS);
 }
+
+/// Red-team gap (left open): a caller allowed to write could fill the disk, one file at a time, each within
+/// `max_write_bytes`. With a quota, a write that would take the root's visible files past `max_root_bytes` in all,
+/// or past `max_root_files`, is refused (`quota_exceeded`) and changes nothing; replacing a file counts only what
+/// it adds.
+#[test]
+fn a_write_past_the_roots_quota_is_refused_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    // Hidden files (the operator's, a write's temporary file) are not the tools' and do not count.
+    fs::write(dir.path().join(".operator"), "x".repeat(100)).unwrap();
+    let limits = Limits {
+        max_root_bytes: Some(10),
+        max_root_files: Some(3),
+        ..Limits::default()
+    };
+    let root = Root::open(dir.path(), limits).unwrap();
+    root.write_text(&name("a.txt"), "12345").unwrap();
+    root.write_text(&name("b.txt"), "1234").unwrap();
+    // 5 + 4 + 2 = 11 bytes: one too many.
+    let err = root.write_text(&name("c.txt"), "12").unwrap_err();
+    assert!(
+        matches!(
+            err,
+            FsError::QuotaExceeded {
+                limit: 10,
+                unit: "bytes"
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(err.code(), "quota_exceeded");
+    assert!(!dir.path().join("c.txt").exists());
+    // Replacing counts the difference: a.txt 5 -> 6 makes 10, at the quota.
+    root.write_text(&name("a.txt"), "123456").unwrap();
+    let err = root.write_text(&name("b.txt"), "12345").unwrap_err();
+    assert!(matches!(err, FsError::QuotaExceeded { .. }), "{err:?}");
+    assert_eq!(
+        fs::read_to_string(dir.path().join("b.txt")).unwrap(),
+        "1234"
+    );
+    // Shrinking a file makes room.
+    root.write_text(&name("a.txt"), "1").unwrap();
+    root.write_text(&name("c.txt"), "1").unwrap();
+    // A fourth file is one too many, an empty one included.
+    let err = root.write_text(&name("d.txt"), "").unwrap_err();
+    assert!(
+        matches!(
+            err,
+            FsError::QuotaExceeded {
+                limit: 3,
+                unit: "files"
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        listing(dir.path()),
+        BTreeSet::from([
+            ".operator".into(),
+            "a.txt".into(),
+            "b.txt".into(),
+            "c.txt".into()
+        ])
+    );
+}
+
+/// Writes racing for the last of the quota: exactly as many land as fit, never more.
+#[test]
+fn concurrent_writes_never_take_the_root_past_its_quota() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = Limits {
+        max_root_bytes: Some(50),
+        ..Limits::default()
+    };
+    let root = Root::open(dir.path(), limits).unwrap();
+    let writers: Vec<_> = (0..20)
+        .map(|n| {
+            let root = root.clone();
+            thread::spawn(move || root.write_text(&name(&format!("f{n}.txt")), "12345"))
+        })
+        .collect();
+    let results: Vec<_> = writers.into_iter().map(|w| w.join().unwrap()).collect();
+    let landed = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(landed, 10, "{results:?}");
+    assert!(
+        results
+            .iter()
+            .filter_map(|r| r.as_ref().err())
+            .all(|e| matches!(e, FsError::QuotaExceeded { .. }))
+    );
+    let total: u64 = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    assert_eq!(total, 50);
+}
