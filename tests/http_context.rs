@@ -333,6 +333,47 @@ fn a_chunked_body_too_large_to_read_to_its_end_is_refused_with_connection_close(
     assert!(answer.contains("keep-alive: timeout="), "{answer}");
 }
 
+/// Red-team finding (against the fix above): while a refusal waited for its request's body to be read, the
+/// connection counted as one with a request in progress, which is never closed to make room; so clients sending
+/// slow bodies to refused requests (no token needed) held every connection, and other clients were turned away. A
+/// connection whose only business is a refused request's body has no request in progress: it makes room as an idle
+/// one does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_bodies_of_refused_requests_do_not_hold_every_connection() {
+    use tokio::io::AsyncWriteExt as _;
+    let server = start_with(&[("MCP_HTTP_MAX_CONNECTIONS", "4")]);
+    let address = server.url["http://".len()..]
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let mut slow = Vec::new();
+    for _ in 0..4 {
+        let mut socket = tokio::net::TcpStream::connect(&address).await.unwrap();
+        // A host not allowed: refused on its head, its body read after.
+        socket
+            .write_all(
+                b"POST /mcp HTTP/1.1\r\nhost: evil.example\r\ncontent-type: application/json\r\n\
+                  content-length: 1000\r\n\r\n{\"jsonrpc\"",
+            )
+            .await
+            .unwrap();
+        slow.push(socket);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Well within the 2 s a refused body is waited for.
+    let health = client(Duration::from_secs(1))
+        .get(server.url.replace("/mcp", "/healthz"))
+        .send()
+        .await;
+    assert_eq!(
+        health.map(|answer| answer.status().as_u16()).ok(),
+        Some(200),
+        "turned away while slow refused bodies held the connections"
+    );
+    drop(slow);
+}
+
 #[tokio::test]
 async fn redacted_arguments_never_reach_rmcps_logs_over_http() {
     // rmcp logs every request it receives whole at `debug` and its serve loop's events at `trace`; the server

@@ -477,10 +477,7 @@ fn a_write_past_the_roots_quota_is_refused_and_audited() {
     );
     assert!(!area.path("data/b.txt").exists());
     assert!(write(&mut server, 3, "b.txt", &"b".repeat(4)).is_ok());
-    assert_eq!(
-        code(write(&mut server, 4, "c.txt", "")),
-        "quota_exceeded"
-    );
+    assert_eq!(code(write(&mut server, 4, "c.txt", "")), "quota_exceeded");
     let (status, audit, stderr) = server.finish();
     assert!(status.success(), "{stderr}");
     let calls: Vec<(&str, &str)> = audit

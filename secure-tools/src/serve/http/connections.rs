@@ -551,9 +551,10 @@ where
         let stopped = stopped.clone();
         let mut request = request.map(Body::new);
         request.extensions_mut().insert(info.clone());
-        let (report, drained) = super::drain::DrainReport::new();
+        let (report, mut drained) = super::drain::DrainReport::new();
         request.extensions_mut().insert(report);
         let app = app.clone();
+        let connection = connection.clone();
         async move {
             // The connection is being closed to make room: nothing is begun on it.
             let Some(busy) = busy else {
@@ -564,16 +565,32 @@ where
             // known once that ends, which the answer waits for (2 s at most), so that it says so either way
             // (red-team finding: a `413` for a chunked body over the bound said it would be kept).
             let refused = !response.status().is_success();
-            let body_kept = !refused
-                || matches!(
-                    tokio::time::timeout(
-                        super::drain::DRAIN_TIME + Duration::from_millis(100),
-                        drained
-                    )
-                    .await,
-                    // Read to its end, or no body was watched.
-                    Ok(Ok(true) | Err(_))
-                );
+            let (busy, body_kept) = match drained.try_recv() {
+                _ if !refused => (busy, true),
+                Ok(ended) => (busy, ended),
+                // No body was watched.
+                Err(tokio::sync::oneshot::error::TryRecvError::Closed) => (busy, true),
+                Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {
+                    // Its body still being read and dropped, the connection has no request in progress: it may be
+                    // closed to make room as an idle one (red-team finding: counted busy meanwhile, slow bodies of
+                    // refused requests, no token needed, held every connection).
+                    drop(busy);
+                    let ended = matches!(
+                        tokio::time::timeout(
+                            super::drain::DRAIN_TIME + Duration::from_millis(100),
+                            drained
+                        )
+                        .await,
+                        // Read to its end, or no body was watched.
+                        Ok(Ok(true) | Err(_))
+                    );
+                    match Busy::new(&connection) {
+                        Some(busy) => (busy, ended),
+                        // Closed to make room meanwhile: the refusal goes nowhere.
+                        None => return Ok(super::refusal::connection_closing()),
+                    }
+                }
+            };
             if (undrained || !body_kept) && refused {
                 response.headers_mut().insert(
                     hyper::header::CONNECTION,
