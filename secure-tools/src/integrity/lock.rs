@@ -91,44 +91,103 @@ pub const MAX_LOCK_FILE_BYTES: u64 = 64 * 1024 * 1024;
 /// built, so that a hostile one (a pull request's, in CI) is refused in little memory.
 pub const MAX_LOCK_TOOLS: usize = 10_000;
 
-/// How many tools a lockfile's text holds, counted without building them.
+/// The most JSON values (objects, arrays, strings, numbers, ... each one) a lockfile holds: 100 a tool, at the most
+/// tools. Building a lock takes a few hundred bytes a value, so this bounds the memory a hostile lock takes before
+/// it is refused (red-team finding: 10,000 tools of 700 members each, 62 MiB, took 3 GB).
+pub const MAX_LOCK_VALUES: usize = 1_000_000;
+
+/// What building a lockfile would cost: its tools and every JSON value in it, counted in one pass without building
+/// anything.
+#[derive(Default)]
 struct Counted {
-    tools: usize,
+    tools: std::cell::Cell<usize>,
+    values: std::cell::Cell<usize>,
 }
 
-impl<'de> serde::Deserialize<'de> for Counted {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Tools(usize);
-        impl<'de> serde::Deserialize<'de> for Tools {
-            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-                struct Entries;
-                impl<'de> serde::de::Visitor<'de> for Entries {
-                    type Value = Tools;
-                    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                        f.write_str("an object of tools")
-                    }
-                    fn visit_map<A: serde::de::MapAccess<'de>>(
-                        self,
-                        mut map: A,
-                    ) -> Result<Tools, A::Error> {
-                        let mut count = 0;
-                        while map
-                            .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
-                            .is_some()
-                        {
-                            count += 1;
-                        }
-                        Ok(Tools(count))
-                    }
-                }
-                deserializer.deserialize_map(Entries)
+impl Counted {
+    fn of(text: &str) -> Result<Counted, serde_json::Error> {
+        use serde::de::DeserializeSeed as _;
+        let counted = Counted::default();
+        let mut deserializer = serde_json::Deserializer::from_str(text);
+        Count {
+            counted: &counted,
+            role: Role::Root,
+        }
+        .deserialize(&mut deserializer)?;
+        deserializer.end()?;
+        Ok(counted)
+    }
+}
+
+/// Where a value counted is: the lock's root, its `tools` (whose members are counted as tools), or elsewhere.
+#[derive(Clone, Copy, PartialEq)]
+enum Role {
+    Root,
+    Tools,
+    Other,
+}
+
+/// Counts a value and all it holds.
+#[derive(Clone, Copy)]
+struct Count<'a> {
+    counted: &'a Counted,
+    role: Role,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Count<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        let values = &self.counted.values;
+        values.set(values.get() + 1);
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Count<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let inner = Count {
+            role: Role::Other,
+            ..self
+        };
+        while seq.next_element_seed(inner)?.is_some() {}
+        Ok(())
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if self.role == Role::Tools {
+                let tools = &self.counted.tools;
+                tools.set(tools.get() + 1);
             }
+            let role = if self.role == Role::Root && key == "tools" {
+                Role::Tools
+            } else {
+                Role::Other
+            };
+            map.next_value_seed(Count { role, ..self })?;
         }
-        #[derive(serde::Deserialize)]
-        struct Members {
-            tools: Tools,
-        }
-        Members::deserialize(deserializer).map(|m| Counted { tools: m.tools.0 })
+        Ok(())
     }
 }
 
@@ -183,8 +242,11 @@ impl ToolsLock {
         let value = serde_json::to_value(self).unwrap_or(Value::Null);
         // RFC 8785 orders every object's members; re-read in that order (serde_json's map keeps it with
         // `preserve_order`, and without it sorts by key, which differs only for keys beyond U+FFFF) and indent.
+        // One copy of the lock as values at a time: they take many times the text's size.
         let canonical = serde_json_canonicalizer::to_string(&value).unwrap_or_default();
-        let ordered: Value = serde_json::from_str(&canonical).unwrap_or(value);
+        drop(value);
+        let ordered: Value = serde_json::from_str(&canonical).unwrap_or(Value::Null);
+        drop(canonical);
         let pretty = serde_json::to_string_pretty(&ordered).unwrap_or_default();
         // ASCII only: every other character escaped (`\u200b`), so that what a reviewer reads in the file is all
         // it holds (an invisible or bidirectional character in a description would otherwise pass unseen). Outside
@@ -232,11 +294,15 @@ impl ToolsLock {
         }
         crate::strict_json::check(&text).map_err(|error| invalid(error.to_string()))?;
         // Counted first, in constant memory: the lock built from the text takes many times its size.
-        if let Ok(Counted { tools }) = serde_json::from_str::<Counted>(&text)
-            && tools > MAX_LOCK_TOOLS
-        {
+        let counted = Counted::of(&text).map_err(|error| invalid(error.to_string()))?;
+        if counted.tools.get() > MAX_LOCK_TOOLS {
             return Err(invalid(format!(
                 "it holds more than {MAX_LOCK_TOOLS} tools, more than a listing holds"
+            )));
+        }
+        if counted.values.get() > MAX_LOCK_VALUES {
+            return Err(invalid(format!(
+                "it holds more than {MAX_LOCK_VALUES} JSON values, more than this build reads"
             )));
         }
         let lock: ToolsLock =
@@ -662,6 +728,26 @@ mod tests {
         std::fs::write(&path, text).unwrap();
         let error = ToolsLock::read(&path).unwrap_err().to_string();
         assert!(error.contains("more than 10000 tools"), "{error}");
+    }
+
+    /// Red-team finding (against the tools' bound): 10,000 tools whose definitions held 700 members each (62 MiB)
+    /// took 3 GB and 56 s to be refused. Every JSON value is counted too, before anything is built.
+    #[test]
+    fn a_lock_of_more_values_than_this_build_reads_is_refused_before_it_is_built() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tools.lock.json");
+        let members: Vec<String> = (0..700).map(|n| format!(r#""k{n}":0"#)).collect();
+        let definition = format!("{{{}}}", members.join(","));
+        let tools: Vec<String> = (0..1500)
+            .map(|n| format!(r#""t{n}":{{"digest":"x","definition":{definition}}}"#))
+            .collect();
+        let text = format!(
+            r#"{{"version":{VERSION},"toolset":"x","tools":{{{}}}}}"#,
+            tools.join(",")
+        );
+        std::fs::write(&path, text).unwrap();
+        let error = ToolsLock::read(&path).unwrap_err().to_string();
+        assert!(error.contains("more than 1000000 JSON values"), "{error}");
     }
 
     /// Red-team finding: a FIFO as the lock blocked `check` past its `--timeout`, and a link to `/dev/zero` was read
