@@ -552,9 +552,9 @@ impl ChainedFileSink {
                 ));
             }
         }
-        let (torn, cut, before) = match torn_end(&mut file, key.as_ref())? {
-            End::Clean => (false, None, None),
-            End::MissingNewline => (true, None, None),
+        let (torn, mut cut, mut last) = match torn_end(&mut file, key.as_ref())? {
+            End::Clean => (false, None, last_line(&mut file)?),
+            End::MissingNewline => (true, None, last_line(&mut file)?),
             End::Fragment { fragment, before } => {
                 tracing::warn!(
                     path = %path.display(),
@@ -563,15 +563,11 @@ impl ChainedFileSink {
                      off as the next record is written, and an `incomplete_line_cut` record names it (its length \
                      and SHA-256)"
                 );
-                (false, Some(fragment), Some(before))
+                // The record before the fragment, which the chain continues once the fragment is cut (none: the
+                // file's first record was cut short, and the file is as good as empty).
+                (false, Some(fragment), before)
             }
         };
-        let mut last = match before {
-            // The record before the fragment, which the chain continues once the fragment is cut.
-            Some(before) => Some(before),
-            None => last_line(&mut file)?,
-        };
-        let mut cut = cut;
         // The file whose last record the chain continues.
         let mut from = path.clone();
         if last.is_none() {
@@ -580,7 +576,7 @@ impl ChainedFileSink {
             // as it would have been from this file, and named here (a red team's torn, then rotated, log stopped
             // the start).
             let rotated = rotated_name(&path);
-            if let Ok(mut previous) = File::open(&rotated) {
+            if let Some(mut previous) = open_rotated(&rotated)? {
                 // Its writer gone: one still appending there (a server not stopped when its file was rotated out)
                 // would go on with the chain this file continues, forking it (red-team finding). Its lock says so;
                 // let go at once, the file being only read (or, torn, locked again to be cut).
@@ -598,6 +594,14 @@ impl ChainedFileSink {
                     }
                 }
                 last = match torn_end(&mut previous, key.as_ref())? {
+                    // Two writes cut short, one in each file: which the chain went on past cannot be told.
+                    End::Fragment { .. } if cut.is_some() => {
+                        return Err(invalid(
+                            &path,
+                            "it holds only a record cut short, and the rotated file it continues ends with one too: \
+                             verify both, then start a new file",
+                        ));
+                    }
                     End::Fragment {
                         mut fragment,
                         before,
@@ -612,7 +616,7 @@ impl ChainedFileSink {
                         let writable = open_rotated_for_cut(&rotated, &previous)?;
                         fragment.file = Some((rotated.clone(), writable));
                         cut = Some(fragment);
-                        Some(before)
+                        before
                     }
                     End::Clean | End::MissingNewline => last_line(&mut previous)?,
                 };
@@ -846,7 +850,7 @@ impl ChainState {
             let mut found = last_signed_checkpoint(&mut self.file, self.key.as_ref(), &public)?;
             let mut found_in = path.to_owned();
             if found.is_none()
-                && let Ok(mut previous) = File::open(rotated_name(path))
+                && let Some(mut previous) = open_rotated(&rotated_name(path))?
             {
                 found = last_signed_checkpoint(&mut previous, self.key.as_ref(), &public)?;
                 found_in = rotated_name(path);
@@ -1176,6 +1180,29 @@ fn open_log(path: &Path) -> io::Result<File> {
     Ok(file)
 }
 
+/// `FILE.1` when there is one, to be read: opened without waiting (a FIFO there held the start for ever: red-team
+/// finding), and a regular file only. Anything else there, or a file that cannot be opened, stops the start, named:
+/// the chain is not begun afresh beside a file it may continue.
+fn open_rotated(path: &Path) -> io::Result<Option<File>> {
+    let mut options = OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
+    let file = match options.open(path) {
+        Ok(file) => file,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(naming(path, error)),
+    };
+    if !file.metadata().map_err(|e| naming(path, e))?.is_file() {
+        return Err(invalid(
+            path,
+            "not a regular file, where the file rotated out (which a new file continues) is looked for; move it \
+             away",
+        ));
+    }
+    Ok(Some(file))
+}
+
 /// `FILE.1`: logrotate's first name for the file rotated out.
 fn rotated_name(path: &Path) -> PathBuf {
     let mut rotated = path.as_os_str().to_owned();
@@ -1277,8 +1304,12 @@ enum End {
     Clean,
     /// With a whole record of this chain but for its newline: kept, and the next record starts on a line of its own.
     MissingNewline,
-    /// With a fragment of a line after a record of this chain (`before`): a write cut short.
-    Fragment { fragment: Fragment, before: Vec<u8> },
+    /// With a fragment of a line after a record of this chain (`before`), or alone in the file and the start of
+    /// a record as the sink writes one, or zeros (no `before`): a write cut short.
+    Fragment {
+        fragment: Fragment,
+        before: Option<Vec<u8>>,
+    },
 }
 
 /// An incomplete last line.
@@ -1409,9 +1440,14 @@ fn torn_end(file: &mut File, key: Option<&ChainKey>) -> io::Result<End> {
     // Cut only from a chain of this mode: the line before must be one of its records (however many blank lines
     // lie between). A file that is anything else (an older log, another mode, a file given by mistake) is left
     // untouched, and refused as before.
-    let before = last_line_before(file, length - fragment.len() as u64)?;
-    let Some(before) = before.filter(|line| is_record(line)) else {
-        return Ok(End::Clean);
+    let before = match last_line_before(file, length - fragment.len() as u64)? {
+        Some(line) if is_record(&line) => Some(line),
+        Some(_) => return Ok(End::Clean),
+        // The file's first record cut short (a crash or a power loss in a new file's first write): only the start
+        // of a record as the sink writes one, or zeros, and nothing before it (red-team finding: the start was
+        // refused until the file was edited by hand). A file of anything else is left alone.
+        None if fragment.len() as u64 == length && record_start(fragment) => None,
+        None => return Ok(End::Clean),
     };
     let bytes = fragment.len() as u64;
     Ok(End::Fragment {
@@ -1422,8 +1458,16 @@ fn torn_end(file: &mut File, key: Option<&ChainKey>) -> io::Result<End> {
             cut: false,
             file: None,
         },
-        before: before.to_vec(),
+        before,
     })
+}
+
+/// Whether `line`, the whole of a file, is what a record's write cut short leaves there: the start of a record as
+/// the sink writes one (`{"ts":"`, or less of it), zeros after it or alone.
+fn record_start(line: &[u8]) -> bool {
+    const START: &[u8] = br#"{"ts":""#;
+    let text = &line[..line.len() - trailing_zeros(line)];
+    text.starts_with(START) || START.starts_with(text)
 }
 
 /// How many NUL bytes end `line`.
@@ -2310,6 +2354,99 @@ mod tests {
         assert!(verify(&[&path], None, None).unwrap().problem.is_some());
         assert!(ChainedFileSink::append_to(&path, None).is_err());
         assert_eq!(std::fs::read(&path).unwrap(), bytes);
+    }
+
+    /// Red-team finding (against the zeros' fix): a power loss during a file's first record (a new deployment, or
+    /// the first record after a rotation and restart) left a file holding only that record's start, or only zeros,
+    /// and the server refused to start on it ("its last line is not a chained record") while the verifier called it
+    /// incomplete. A file holding nothing but the start of a record as the sink writes one (`{"ts":"...`), or zeros,
+    /// is a write cut short too: cut at the restart and named, the chain starting (or going on from `FILE.1`) as if
+    /// the file were empty. A file of anything else is left alone and refused as before.
+    #[test]
+    fn a_first_record_cut_short_does_not_stop_the_start() {
+        let key = ChainKey::from_bytes(&[7; 32]).unwrap();
+        for key in [None, Some(&key)] {
+            // The start of a record as the sink writes one.
+            let dir = tempfile::tempdir().unwrap();
+            let sample = dir.path().join("sample.jsonl");
+            write(&sample, key, 1, 1);
+            let record = std::fs::read(&sample).unwrap();
+            for (rotated, tail) in [
+                (false, vec![0u8; 500]),
+                (false, [&record[..record.len() / 2], &[0u8; 300][..]].concat()),
+                (false, record[..record.len() / 2].to_vec()),
+                (true, [&record[..record.len() / 2], &[0u8; 300][..]].concat()),
+            ] {
+                let dir = tempfile::tempdir().unwrap();
+                let path = dir.path().join("audit.jsonl");
+                let previous = dir.path().join("audit.jsonl.1");
+                if rotated {
+                    write(&previous, key, 1, 3);
+                }
+                std::fs::write(&path, &tail).unwrap();
+                let files: Vec<&Path> = if rotated {
+                    vec![&previous, &path]
+                } else {
+                    vec![&path]
+                };
+                let checked = verify(&files, key, None).unwrap();
+                assert_eq!(checked.problem, None, "{checked:?}");
+                assert!(checked.incomplete.is_some(), "{checked:?}");
+                let first = if rotated { 4 } else { 1 };
+                write(&path, key, first, first);
+                let after = lines(&path);
+                let note: Value = serde_json::from_str(&after[0]).unwrap();
+                assert_eq!(note["event"], "incomplete_line_cut", "{after:#?}");
+                assert_eq!(note["bytes"], tail.len());
+                let checked = verify(&files, key, None).unwrap();
+                assert_eq!(checked.problem, None, "{checked:?}");
+                assert_eq!(checked.last_seq, Some(if rotated { 5 } else { 2 }));
+            }
+        }
+        // Anything else alone in the file (a JSON text cut short that is no record's start) is not cut.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        std::fs::write(&path, b"{\"config\": tru").unwrap();
+        assert!(ChainedFileSink::append_to(&path, None).is_err());
+        assert_eq!(std::fs::read(&path).unwrap(), b"{\"config\": tru");
+    }
+
+    /// Red-team finding: a FIFO at `FILE.1` held the server's start for ever (it was opened to be continued,
+    /// waiting for a writer). `FILE.1` is opened without waiting, and anything but a regular file there (a FIFO, a
+    /// device, a directory) stops the start with a message naming it, as one that cannot be read does, rather than
+    /// the chain starting afresh beside it.
+    #[cfg(unix)]
+    #[test]
+    fn a_rotated_file_that_is_no_regular_file_stops_the_start_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let rotated = dir.path().join("audit.jsonl.1");
+        let name = std::ffi::CString::new(rotated.as_os_str().as_encoded_bytes()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0);
+        let (done, opened) = std::sync::mpsc::channel();
+        let opening = path.clone();
+        std::thread::spawn(move || {
+            let _ = done.send(
+                ChainedFileSink::append_to(&opening, None)
+                    .err()
+                    .map(|e| e.to_string()),
+            );
+        });
+        let refused = opened
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the start waited for a writer")
+            .expect("refused");
+        assert!(
+            refused.contains("audit.jsonl.1") && refused.contains("not a regular file"),
+            "{refused}"
+        );
+        std::fs::remove_file(&rotated).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", &rotated).unwrap();
+        let refused = ChainedFileSink::append_to(&path, None)
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(refused.contains("not a regular file"), "{refused}");
     }
 
     /// Review finding: the fragment was cut as the file was opened, and named only with the first record after:
