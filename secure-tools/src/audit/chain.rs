@@ -578,9 +578,11 @@ impl ChainedFileSink {
             let rotated = rotated_name(&path);
             if let Some(mut previous) = open_rotated(&rotated)? {
                 // Its writer gone: one still appending there (a server not stopped when its file was rotated out)
-                // would go on with the chain this file continues, forking it (red-team finding). Its lock says so;
-                // let go at once, the file being only read (or, torn, locked again to be cut).
-                match previous.try_lock() {
+                // would go on with the chain this file continues, forking it (red-team finding). A writer's lock is
+                // exclusive, so a shared one is refused only while a writer holds it (a reader's shared lock, a
+                // backup's, is no writer's); let go at once, the file being only read (or, torn, locked again to be
+                // cut).
+                match previous.try_lock_shared() {
                     Ok(()) => previous.unlock().map_err(|error| naming(&rotated, error))?,
                     Err(std::fs::TryLockError::WouldBlock) => {
                         return Err(invalid(
@@ -3409,8 +3411,12 @@ mod tests {
         assert_eq!(std::fs::read(&path).unwrap_or_default(), b"");
         old.write(&record(2)).unwrap();
         drop(old);
-        // Its writer gone, the new file continues it.
+        // Its writer gone, the new file continues it, whoever reads it under a shared lock (red-team finding: a
+        // reader's shared lock, a backup's or a shipper's, was taken for a writer's).
+        let reader = File::open(&rotated).unwrap();
+        reader.lock_shared().unwrap();
         let new = ChainedFileSink::append_to(&path, None).unwrap();
+        drop(reader);
         new.write(&record(3)).unwrap();
         drop(new);
         let checked = verify(&[&rotated, &path], None, None).unwrap();
