@@ -2375,9 +2375,15 @@ mod tests {
             let record = std::fs::read(&sample).unwrap();
             for (rotated, tail) in [
                 (false, vec![0u8; 500]),
-                (false, [&record[..record.len() / 2], &[0u8; 300][..]].concat()),
+                (
+                    false,
+                    [&record[..record.len() / 2], &[0u8; 300][..]].concat(),
+                ),
                 (false, record[..record.len() / 2].to_vec()),
-                (true, [&record[..record.len() / 2], &[0u8; 300][..]].concat()),
+                (
+                    true,
+                    [&record[..record.len() / 2], &[0u8; 300][..]].concat(),
+                ),
             ] {
                 let dir = tempfile::tempdir().unwrap();
                 let path = dir.path().join("audit.jsonl");
