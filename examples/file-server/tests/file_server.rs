@@ -456,11 +456,12 @@ fn size_and_encoding_limits_are_enforced() {
 
 /// Red-team gap (left open): a caller with `files.write` could fill the disk, file by file. With `MAX_ROOT_BYTES`
 /// and `MAX_ROOT_FILES` a write past the root's quota is refused `quota_exceeded` (audited so) and changes nothing.
+/// Files count in 4 KiB blocks.
 #[test]
 fn a_write_past_the_roots_quota_is_refused_and_audited() {
     let area = Area::new();
-    // greeting.txt holds 16 bytes of the 40.
-    let env = [("MAX_ROOT_BYTES", "40"), ("MAX_ROOT_FILES", "3")];
+    // greeting.txt takes one block of the three.
+    let env = [("MAX_ROOT_BYTES", "12288"), ("MAX_ROOT_FILES", "3")];
     let mut server = area.server(RW, &env);
     let write = |server: &mut RawServer, id, filename: &str, content: &str| {
         call(
@@ -470,14 +471,12 @@ fn a_write_past_the_roots_quota_is_refused_and_audited() {
             json!({"filename": filename, "content": content}),
         )
     };
-    assert!(write(&mut server, 1, "a.txt", &"a".repeat(20)).is_ok());
-    assert_eq!(
-        code(write(&mut server, 2, "b.txt", &"b".repeat(5))),
-        "quota_exceeded"
-    );
+    assert!(write(&mut server, 1, "a.txt", &"a".repeat(5000)).is_ok());
+    assert_eq!(code(write(&mut server, 2, "b.txt", "b")), "quota_exceeded");
     assert!(!area.path("data/b.txt").exists());
-    assert!(write(&mut server, 3, "b.txt", &"b".repeat(4)).is_ok());
-    assert_eq!(code(write(&mut server, 4, "c.txt", "")), "quota_exceeded");
+    assert!(write(&mut server, 3, "a.txt", "a").is_ok());
+    assert!(write(&mut server, 4, "b.txt", "b").is_ok());
+    assert_eq!(code(write(&mut server, 5, "c.txt", "")), "quota_exceeded");
     let (status, audit, stderr) = server.finish();
     assert!(status.success(), "{stderr}");
     let calls: Vec<(&str, &str)> = audit
@@ -495,6 +494,7 @@ fn a_write_past_the_roots_quota_is_refused_and_audited() {
         [
             ("ok", ""),
             ("error", "quota_exceeded"),
+            ("ok", ""),
             ("ok", ""),
             ("error", "quota_exceeded")
         ]

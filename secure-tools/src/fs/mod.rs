@@ -65,9 +65,9 @@ pub struct Limits {
     pub max_read_bytes: u64,
     /// The largest content [`Root::write_text`] writes, in bytes of UTF-8 after line endings are normalised.
     pub max_write_bytes: u64,
-    /// The most bytes the root's files may hold together once a write lands (the lengths of the regular files
-    /// directly in it whose names do not start with `.`: those the tools can reach); a write past it is refused
-    /// ([`FsError::QuotaExceeded`]). `None` (the default): no bound but the disk's.
+    /// The most bytes the root's files may take together once a write lands (the regular files directly in it
+    /// whose names do not start with `.`: those the tools can reach), each counted in blocks of [`QUOTA_BLOCK`];
+    /// a write past it is refused ([`FsError::QuotaExceeded`]). `None` (the default): no bound but the disk's.
     pub max_root_bytes: Option<u64>,
     /// The most such files the root may hold once a write lands. `None` (the default): no bound.
     pub max_root_files: Option<u64>,
@@ -85,6 +85,31 @@ impl Default for Limits {
     }
 }
 
+/// What a file takes of a root's quota: its length rounded up to a whole block, an empty file one block, as most
+/// file systems allocate (red-team finding: counted by length, 5,000 one-byte files passed a 10,000-byte quota and
+/// took 20 MB of disk). A sparse file counts at its length.
+pub const QUOTA_BLOCK: u64 = 4096;
+
+/// How long a count of the root stands before a write counts it again (files others changed are found by then).
+const QUOTA_RECOUNT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// A write the count refuses counts again first, if the count is older than this: room made by others is found,
+/// and refused writes cannot make the root be listed more often.
+const QUOTA_RECOUNT_BEFORE_REFUSAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A file of `len` bytes, in what it takes of the quota.
+fn quota_bytes(len: u64) -> u64 {
+    len.div_ceil(QUOTA_BLOCK).max(1).saturating_mul(QUOTA_BLOCK)
+}
+
+/// What the root's files take of its quota, as last counted and kept up to date by the writes since.
+#[derive(Clone, Copy)]
+struct Usage {
+    bytes: u64,
+    files: u64,
+    counted: std::time::Instant,
+}
+
 /// A directory opened once; every operation is relative to it. See the [module documentation](self).
 ///
 /// Cheap to clone; clones share the handle.
@@ -96,9 +121,9 @@ pub struct Root {
 struct Inner {
     dir: Dir,
     limits: Limits,
-    /// Held from a write's look at the root's use to its rename, when a quota is set, so that writes racing for
-    /// its last bytes cannot each see room for themselves.
-    quota: std::sync::Mutex<()>,
+    /// What the root's files take, counted when a quota is set; held from a write's look at it to its rename, so
+    /// that writes racing for its last bytes cannot each see room for themselves.
+    quota: std::sync::Mutex<Option<Usage>>,
 }
 
 impl std::fmt::Debug for Root {
@@ -332,7 +357,7 @@ impl Root {
             inner: Arc::new(Inner {
                 dir,
                 limits,
-                quota: std::sync::Mutex::new(()),
+                quota: std::sync::Mutex::new(None),
             }),
         })
     }
@@ -560,6 +585,12 @@ impl Root {
         }
         let existing = self.existing_target(name)?;
         let permissions = permissions_for(existing.as_ref());
+        // Refused before anything is written when the count already says so (red-team finding: a refused write
+        // wrote and synced its whole content first); looked at again, under the lock, before the rename.
+        let quota = self.has_quota().then(|| self.quota_lock());
+        if let Some(mut usage) = quota {
+            self.room_for(&mut usage, name, content.len() as u64)?;
+        }
 
         let dir = &self.inner.dir;
         // Private until it has the mode of the file it replaces; a new file keeps the mode it is created with,
@@ -582,17 +613,10 @@ impl Root {
         }
         temp.file().sync_all()?;
         // With a quota, what the root holds is looked at and the file replaced under one lock.
-        let limits = &self.inner.limits;
-        let _quota = if limits.max_root_bytes.is_some() || limits.max_root_files.is_some() {
-            let held = self
-                .inner
-                .quota
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            self.check_quota(name, content.len() as u64)?;
-            Some(held)
-        } else {
-            None
+        let mut quota = self.has_quota().then(|| self.quota_lock());
+        let after = match &mut quota {
+            Some(usage) => Some(self.room_for(usage, name, content.len() as u64)?),
+            None => None,
         };
         // The last moment to give up: the temporary file is removed as it is dropped.
         stopped()?;
@@ -603,6 +627,10 @@ impl Root {
         // replace the link, never write through it.
         let created = rename_telling_created(dir, temp.name(), name.as_str(), existing.is_none())?;
         temp.renamed();
+        if let (Some(usage), Some(after)) = (&mut quota, after) {
+            **usage = Some(after);
+        }
+        drop(quota);
         report_unsynced_dir(sync_dir(dir));
         Ok(Written {
             bytes_written: content.len() as u64,
@@ -610,50 +638,107 @@ impl Root {
         })
     }
 
-    /// Whether `name` written with `bytes` keeps the root within its quota: its visible regular files counted now
-    /// (one pass over the directory), the file `name` replaces by its new length.
-    fn check_quota(&self, name: &FileName, bytes: u64) -> Result<(), FsError> {
+    fn has_quota(&self) -> bool {
         let limits = &self.inner.limits;
-        let (mut total, mut files) = (0u64, 0u64);
+        limits.max_root_bytes.is_some() || limits.max_root_files.is_some()
+    }
+
+    fn quota_lock(&self) -> std::sync::MutexGuard<'_, Option<Usage>> {
+        self.inner
+            .quota
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// What the root's files take once `name` is written with `bytes`, if that is within the quota: from the count
+    /// held (made now if there is none, or it is older than [`QUOTA_RECOUNT`]), counted again before a refusal if
+    /// it is older than [`QUOTA_RECOUNT_BEFORE_REFUSAL`]. The file at `name` is looked at now.
+    fn room_for(
+        &self,
+        usage: &mut Option<Usage>,
+        name: &FileName,
+        bytes: u64,
+    ) -> Result<Usage, FsError> {
+        let fresh = |usage: &Option<Usage>, age| usage.is_some_and(|u| u.counted.elapsed() < age);
+        if !fresh(usage, QUOTA_RECOUNT) {
+            *usage = Some(self.count_root()?);
+        }
+        // The file it replaces, as it is now: a regular file counts, anything else is refused later.
+        let replaced = match self.inner.dir.symlink_metadata(name.as_str()) {
+            Ok(metadata) if metadata.is_file() => Some(quota_bytes(metadata.len())),
+            _ => None,
+        };
+        let after = |usage: Usage| Usage {
+            bytes: usage
+                .bytes
+                .saturating_sub(replaced.unwrap_or(0))
+                .saturating_add(quota_bytes(bytes)),
+            files: usage.files + u64::from(replaced.is_none()),
+            counted: usage.counted,
+        };
+        let mut counted = usage.unwrap_or(Usage {
+            bytes: 0,
+            files: 0,
+            counted: std::time::Instant::now(),
+        });
+        if self.over_quota(after(counted)).is_some() && !fresh(usage, QUOTA_RECOUNT_BEFORE_REFUSAL)
+        {
+            counted = self.count_root()?;
+            *usage = Some(counted);
+        }
+        let after = after(counted);
+        match self.over_quota(after) {
+            Some(refusal) => Err(refusal),
+            None => Ok(after),
+        }
+    }
+
+    /// The quota `usage` is past, if any.
+    fn over_quota(&self, usage: Usage) -> Option<FsError> {
+        let limits = &self.inner.limits;
+        if let Some(limit) = limits.max_root_bytes
+            && usage.bytes > limit
+        {
+            return Some(FsError::QuotaExceeded {
+                limit,
+                unit: "bytes",
+            });
+        }
+        if let Some(limit) = limits.max_root_files
+            && usage.files > limit
+        {
+            return Some(FsError::QuotaExceeded {
+                limit,
+                unit: "files",
+            });
+        }
+        None
+    }
+
+    /// What the root's files take now: one pass over the directory.
+    fn count_root(&self) -> Result<Usage, FsError> {
+        let (mut bytes, mut files) = (0u64, 0u64);
         for entry in self.inner.dir.entries()? {
             let entry = entry?;
-            let entry_name = entry.file_name();
-            let Some(entry_name) = entry_name.to_str() else {
-                continue;
-            };
-            if entry_name.starts_with('.') {
+            // Hidden names are no file of the tools' (a write's temporary file among them); any other counts,
+            // one that is no UTF-8 included.
+            if entry.file_name().as_encoded_bytes().first() == Some(&b'.') {
                 continue;
             }
             // Not followed: a link is no file of the root's.
             let Ok(metadata) = entry.metadata() else {
                 continue;
             };
-            if !metadata.is_file() {
-                continue;
+            if metadata.is_file() {
+                bytes = bytes.saturating_add(quota_bytes(metadata.len()));
+                files += 1;
             }
-            if entry_name == name.as_str() {
-                continue;
-            }
-            total = total.saturating_add(metadata.len());
-            files += 1;
         }
-        if let Some(limit) = limits.max_root_bytes
-            && total.saturating_add(bytes) > limit
-        {
-            return Err(FsError::QuotaExceeded {
-                limit,
-                unit: "bytes",
-            });
-        }
-        if let Some(limit) = limits.max_root_files
-            && files + 1 > limit
-        {
-            return Err(FsError::QuotaExceeded {
-                limit,
-                unit: "files",
-            });
-        }
-        Ok(())
+        Ok(Usage {
+            bytes,
+            files,
+            counted: std::time::Instant::now(),
+        })
     }
 
     /// The metadata of the regular file a write would replace, `None` if there is none, or why it may not be

@@ -1548,47 +1548,51 @@ fn a_read_of_a_file_whose_metadata_changes_meanwhile_is_not_refused() {
 /// Red-team gap (left open): a caller allowed to write could fill the disk, one file at a time, each within
 /// `max_write_bytes`. With a quota, a write that would take the root's visible files past `max_root_bytes` in all,
 /// or past `max_root_files`, is refused (`quota_exceeded`) and changes nothing; replacing a file counts only what
-/// it adds.
+/// it adds. Files count in blocks of [`QUOTA_BLOCK`] (red-team finding: counted by length, 5,000 one-byte files
+/// passed a 10,000-byte quota and took 20 MB of disk).
 #[test]
 fn a_write_past_the_roots_quota_is_refused_and_changes_nothing() {
+    const B: u64 = QUOTA_BLOCK;
     let dir = tempfile::tempdir().unwrap();
     // Hidden files (the operator's, a write's temporary file) are not the tools' and do not count.
-    fs::write(dir.path().join(".operator"), "x".repeat(100)).unwrap();
+    fs::write(dir.path().join(".operator"), "x".repeat(100_000)).unwrap();
     let limits = Limits {
-        max_root_bytes: Some(10),
+        max_root_bytes: Some(3 * B),
         max_root_files: Some(3),
         ..Limits::default()
     };
     let root = Root::open(dir.path(), limits).unwrap();
-    root.write_text(&name("a.txt"), "12345").unwrap();
-    root.write_text(&name("b.txt"), "1234").unwrap();
-    // 5 + 4 + 2 = 11 bytes: one too many.
-    let err = root.write_text(&name("c.txt"), "12").unwrap_err();
+    // Two blocks, and one.
+    root.write_text(&name("a.txt"), &"a".repeat(5000)).unwrap();
+    root.write_text(&name("b.txt"), "b").unwrap();
+    // An empty file takes a block too: one too many.
+    let err = root.write_text(&name("c.txt"), "").unwrap_err();
     assert!(
-        matches!(
-            err,
-            FsError::QuotaExceeded {
-                limit: 10,
-                unit: "bytes"
-            }
-        ),
+        matches!(err, FsError::QuotaExceeded { limit, unit: "bytes" } if limit == 3 * B),
         "{err:?}"
     );
     assert_eq!(err.code(), "quota_exceeded");
     assert!(!dir.path().join("c.txt").exists());
-    // Replacing counts the difference: a.txt 5 -> 6 makes 10, at the quota.
-    root.write_text(&name("a.txt"), "123456").unwrap();
-    let err = root.write_text(&name("b.txt"), "12345").unwrap_err();
+    // Replacing counts the difference: b.txt growing to two blocks makes four.
+    let err = root
+        .write_text(&name("b.txt"), &"b".repeat(4097))
+        .unwrap_err();
     assert!(matches!(err, FsError::QuotaExceeded { .. }), "{err:?}");
-    assert_eq!(
-        fs::read_to_string(dir.path().join("b.txt")).unwrap(),
-        "1234"
-    );
+    assert_eq!(fs::read_to_string(dir.path().join("b.txt")).unwrap(), "b");
     // Shrinking a file makes room.
-    root.write_text(&name("a.txt"), "1").unwrap();
-    root.write_text(&name("c.txt"), "1").unwrap();
-    // A fourth file is one too many, an empty one included.
-    let err = root.write_text(&name("d.txt"), "").unwrap_err();
+    root.write_text(&name("a.txt"), "a").unwrap();
+    root.write_text(&name("c.txt"), "c").unwrap();
+    // A fourth file is one too many.
+    let roomy = Root::open(
+        dir.path(),
+        Limits {
+            max_root_bytes: Some(100 * B),
+            max_root_files: Some(3),
+            ..Limits::default()
+        },
+    )
+    .unwrap();
+    let err = roomy.write_text(&name("d.txt"), "").unwrap_err();
     assert!(
         matches!(
             err,
@@ -1599,6 +1603,7 @@ fn a_write_past_the_roots_quota_is_refused_and_changes_nothing() {
         ),
         "{err:?}"
     );
+    roomy.write_text(&name("c.txt"), "cc").unwrap();
     assert_eq!(
         listing(dir.path()),
         BTreeSet::from([
@@ -1610,12 +1615,37 @@ fn a_write_past_the_roots_quota_is_refused_and_changes_nothing() {
     );
 }
 
+/// Red-team finding: every write listed the whole root under the quota's lock (100,000 files: 0.3 s a write, 20
+/// queued: 6.7 s). The root is counted once and kept up to date by the writes; files changed by others are counted
+/// again within a minute, and before a write is refused (at most once a second), so room made outside is found.
+#[test]
+fn room_made_outside_the_tools_is_found_before_a_write_is_refused() {
+    const B: u64 = QUOTA_BLOCK;
+    let dir = tempfile::tempdir().unwrap();
+    let limits = Limits {
+        max_root_bytes: Some(2 * B),
+        ..Limits::default()
+    };
+    let root = Root::open(dir.path(), limits).unwrap();
+    root.write_text(&name("a.txt"), "a").unwrap();
+    root.write_text(&name("b.txt"), "b").unwrap();
+    assert!(root.write_text(&name("c.txt"), "c").is_err());
+    // The operator removes a file.
+    fs::remove_file(dir.path().join("a.txt")).unwrap();
+    thread::sleep(Duration::from_millis(1100));
+    root.write_text(&name("c.txt"), "c").unwrap();
+    assert_eq!(
+        listing(dir.path()),
+        BTreeSet::from(["b.txt".into(), "c.txt".into()])
+    );
+}
+
 /// Writes racing for the last of the quota: exactly as many land as fit, never more.
 #[test]
 fn concurrent_writes_never_take_the_root_past_its_quota() {
     let dir = tempfile::tempdir().unwrap();
     let limits = Limits {
-        max_root_bytes: Some(50),
+        max_root_bytes: Some(10 * QUOTA_BLOCK),
         ..Limits::default()
     };
     let root = Root::open(dir.path(), limits).unwrap();
