@@ -191,6 +191,75 @@ impl<'de> serde::de::Visitor<'de> for Count<'_> {
     }
 }
 
+/// Whether `text` is laid out as [`ToolsLock::to_text`] lays a lock out (serde_json's pretty printing, a final
+/// newline): each line break where a container opens, after a comma, or before a non-empty container closes, each
+/// followed by two spaces for each level of nesting, one space after a colon, and no other white space outside
+/// strings. One pass, no memory: checked before a lock is built, since building and laying out one is what takes
+/// memory, and a text laid out otherwise could be laid out far larger (indentation grows with depth).
+fn laid_out_as_written(text: &str) -> bool {
+    let Some(body) = text.strip_suffix('\n') else {
+        return false;
+    };
+    let b = body.as_bytes();
+    // A line break at `at`, then exactly `depth` levels of indentation: where the line's text starts.
+    let line = |at: usize, depth: usize| -> Option<usize> {
+        let start = at + 1 + 2 * depth;
+        (b.get(at) == Some(&b'\n')
+            && start <= b.len()
+            && b[at + 1..start].iter().all(|c| *c == b' ')
+            && b.get(start) != Some(&b' '))
+        .then_some(start)
+    };
+    let (mut depth, mut i) = (0usize, 0usize);
+    while i < b.len() {
+        match b[i] {
+            b'"' => {
+                i += 1;
+                loop {
+                    match b.get(i) {
+                        None => return false,
+                        Some(b'\\') => i += 2,
+                        Some(b'"') => break,
+                        Some(_) => i += 1,
+                    }
+                }
+                i += 1;
+            }
+            open @ (b'{' | b'[') => {
+                let close = if open == b'{' { b'}' } else { b']' };
+                if b.get(i + 1) == Some(&close) {
+                    i += 2;
+                    continue;
+                }
+                depth += 1;
+                match line(i + 1, depth) {
+                    Some(next) => i = next,
+                    None => return false,
+                }
+            }
+            b',' => match line(i + 1, depth) {
+                Some(next) => i = next,
+                None => return false,
+            },
+            // The end of a non-empty container: on a line of its own, one level out.
+            b'\n' => match depth
+                .checked_sub(1)
+                .and_then(|outer| line(i, outer).map(|next| (outer, next)))
+            {
+                Some((outer, next)) if matches!(b.get(next), Some(b'}' | b']')) => {
+                    depth = outer;
+                    i = next + 1;
+                }
+                _ => return false,
+            },
+            b':' if b.get(i + 1) == Some(&b' ') && b.get(i + 2) != Some(&b' ') => i += 2,
+            b':' | b'}' | b']' | b' ' | b'\t' | b'\r' => return false,
+            _ => i += 1,
+        }
+    }
+    depth == 0
+}
+
 /// Which side of a comparison may hold an output schema that a client before `2026-07-28` never receives (see
 /// [`same_for_legacy`]).
 #[derive(Clone, Copy)]
@@ -305,6 +374,18 @@ impl ToolsLock {
                 "it holds more than {MAX_LOCK_VALUES} JSON values, more than this build reads"
             )));
         }
+        let not_as_written = || {
+            invalid(
+                "it is not as `pin` writes it (other whitespace, escapes or member order than the lock's own); \
+                 pin the lock again"
+                    .to_owned(),
+            )
+        };
+        // Its layout, before it is built and laid out again to compare (red-team finding: compact text that
+        // indentation would make far larger took 0.8 GB to be refused).
+        if !laid_out_as_written(&text) {
+            return Err(not_as_written());
+        }
         let lock: ToolsLock =
             serde_json::from_str(&text).map_err(|error| invalid(error.to_string()))?;
         if lock.version != VERSION {
@@ -317,11 +398,7 @@ impl ToolsLock {
         // from a reviewer reading the lock in a terminal; `\u0041` for `A`, members reordered or lines run together
         // could obscure what it holds as well). What a reviewer reads is then all the lock holds, spelt one way.
         if lock.to_text() != text {
-            return Err(invalid(
-                "it is not as `pin` writes it (other whitespace, escapes or member order than the lock's own); \
-                 pin the lock again"
-                    .to_owned(),
-            ));
+            return Err(not_as_written());
         }
         for (name, tool) in &lock.tools {
             let named = tool.definition.get("name").and_then(Value::as_str);
@@ -748,6 +825,39 @@ mod tests {
         std::fs::write(&path, text).unwrap();
         let error = ToolsLock::read(&path).unwrap_err().to_string();
         assert!(error.contains("more than 1000000 JSON values"), "{error}");
+    }
+
+    /// Red-team finding (against the values' bound): 8,000 tools of arrays nested 120 deep, 2.3 MB written compactly,
+    /// took 0.8 GB before they were refused as not written as `pin` writes them: the lock was built and indented
+    /// first, and indentation grows with depth. The text's layout (its line breaks and indentation) is checked
+    /// first, in one pass and no memory, so a text `pin` would write far larger is refused before anything is
+    /// built.
+    #[test]
+    fn a_lock_not_laid_out_as_pin_writes_it_is_refused_before_it_is_built() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tools.lock.json");
+        let nested = format!("{}0{}", "[".repeat(120), "]".repeat(120));
+        let tools: Vec<String> = (0..100)
+            .map(|n| format!(r#""t{n}":{{"digest":"x","definition":{nested}}}"#))
+            .collect();
+        let text = format!(
+            r#"{{"version":{VERSION},"toolset":"x","tools":{{{}}}}}"#,
+            tools.join(",")
+        );
+        std::fs::write(&path, text).unwrap();
+        let error = ToolsLock::read(&path).unwrap_err().to_string();
+        assert!(error.contains("not as `pin` writes it"), "{error}");
+        // What `pin` writes is laid out as it checks.
+        let lock = ToolsLock::from_listed([
+            json!({"name": "a", "description": "d", "inputSchema": {"type": "object", "properties": {}},
+                   "annotations": {"readOnlyHint": true}, "icons": [], "x": [[1, [2]], {"k": []}]}),
+        ]);
+        assert!(laid_out_as_written(&lock.to_text()));
+        assert!(!laid_out_as_written("{\"a\": 1}\n"));
+        assert!(!laid_out_as_written("{\n  \"a\": 1\n}"));
+        assert!(!laid_out_as_written("{\n   \"a\": 1\n}\n"));
+        assert!(!laid_out_as_written("{\n  \"a\":1\n}\n"));
+        assert!(laid_out_as_written("{\n  \"a\": \"x\\\" ,\"\n}\n"));
     }
 
     /// Red-team finding: a FIFO as the lock blocked `check` past its `--timeout`, and a link to `/dev/zero` was read
