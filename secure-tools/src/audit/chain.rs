@@ -1192,7 +1192,13 @@ fn open_rotated(path: &Path) -> io::Result<Option<File>> {
     std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
     let file = match options.open(path) {
         Ok(file) => file,
-        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
+        // Nothing there; but a link to nothing is something (red-team finding: the chain began afresh beside one).
+        Err(error)
+            if error.kind() == io::ErrorKind::NotFound
+                && std::fs::symlink_metadata(path).is_err() =>
+        {
+            return Ok(None);
+        }
         Err(error) => return Err(naming(path, error)),
     };
     if !file.metadata().map_err(|e| naming(path, e))?.is_file() {
@@ -1465,11 +1471,30 @@ fn torn_end(file: &mut File, key: Option<&ChainKey>) -> io::Result<End> {
 }
 
 /// Whether `line`, the whole of a file, is what a record's write cut short leaves there: the start of a record as
-/// the sink writes one (`{"ts":"`, or less of it), zeros after it or alone.
+/// the sink writes one (`{"ts":"`, a time stamp, `","server_id":"`, or less of it), zeros after it or alone. Another
+/// program's text that begins with a `ts` member is not (red-team finding: one was cut).
 fn record_start(line: &[u8]) -> bool {
-    const START: &[u8] = br#"{"ts":""#;
+    const OPEN: &[u8] = br#"{"ts":""#;
+    const NEXT: &[u8] = br#"","server_id":""#;
+    // The longest time stamp the records hold: `2026-12-05T02:35:04.981561Z`, nanoseconds at most.
+    const STAMP: usize = 40;
+    // `text` begins with `start`, or ends before `start` does and is its beginning.
+    let begins = |text: &[u8], start: &[u8]| {
+        let n = text.len().min(start.len());
+        text[..n] == start[..n]
+    };
     let text = &line[..line.len() - trailing_zeros(line)];
-    text.starts_with(START) || START.starts_with(text)
+    if !begins(text, OPEN) {
+        return false;
+    }
+    let Some(rest) = text.get(OPEN.len()..) else {
+        return true;
+    };
+    let stamp = rest
+        .iter()
+        .take_while(|c| c.is_ascii_digit() || matches!(c, b'-' | b':' | b'.' | b'T' | b'Z' | b'+'))
+        .count();
+    stamp <= STAMP && begins(&rest[stamp..], NEXT)
 }
 
 /// How many NUL bytes end `line`.
@@ -2411,12 +2436,21 @@ mod tests {
                 assert_eq!(checked.last_seq, Some(if rotated { 5 } else { 2 }));
             }
         }
-        // Anything else alone in the file (a JSON text cut short that is no record's start) is not cut.
+        // Anything else alone in the file (a JSON text cut short that is no record's start) is not cut; nor is
+        // another program's text that begins as a record does (red-team finding: cut, as any single line beginning
+        // `{"ts":"` was): a record's start is its time stamp, then `"server_id"`.
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.jsonl");
-        std::fs::write(&path, b"{\"config\": tru").unwrap();
-        assert!(ChainedFileSink::append_to(&path, None).is_err());
-        assert_eq!(std::fs::read(&path).unwrap(), b"{\"config\": tru");
+        for other in [
+            b"{\"config\": tru".to_vec(),
+            b"{\"ts\":\"2026-01-01T00:00:00Z\",\"app\":\"billing\",\"rows\":[1,2,3".to_vec(),
+            b"{\"ts\":\"\xff\xfe garbage".to_vec(),
+            [&b"{\"ts\":\""[..], &b"9".repeat(900_000)].concat(),
+        ] {
+            std::fs::write(&path, &other).unwrap();
+            assert!(ChainedFileSink::append_to(&path, None).is_err());
+            assert_eq!(std::fs::read(&path).unwrap(), other);
+        }
     }
 
     /// Red-team finding: a FIFO at `FILE.1` held the server's start for ever (it was opened to be continued,
@@ -2455,6 +2489,14 @@ mod tests {
             .expect("refused")
             .to_string();
         assert!(refused.contains("not a regular file"), "{refused}");
+        // A link to nothing is no absent file (red-team finding: the chain began afresh beside it).
+        std::fs::remove_file(&rotated).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("gone"), &rotated).unwrap();
+        let refused = ChainedFileSink::append_to(&path, None)
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(refused.contains("audit.jsonl.1"), "{refused}");
     }
 
     /// Review finding: the fragment was cut as the file was opened, and named only with the first record after:
