@@ -1470,31 +1470,64 @@ fn torn_end(file: &mut File, key: Option<&ChainKey>) -> io::Result<End> {
     })
 }
 
-/// Whether `line`, the whole of a file, is what a record's write cut short leaves there: the start of a record as
-/// the sink writes one (`{"ts":"`, a time stamp, `","server_id":"`, or less of it), zeros after it or alone. Another
-/// program's text that begins with a `ts` member is not (red-team finding: one was cut).
+/// Whether `line`, the whole of a file, is what a write of its first line cut short leaves there: the start of a
+/// line as the sink writes one first, or less of it, zeros after it or alone. A record begins `{"ts":"`, its time
+/// stamp, `","server_id":"`; the sink's own notes, which a recovery writes first, `{"bytes":N,"event":
+/// "incomplete_line_cut"` and `{"checkpoint":N,"event":"chain_resumed"` (red-team finding: a note cut short was
+/// refused). Another program's text that begins with a `ts` member is not (red-team finding: one was cut).
 fn record_start(line: &[u8]) -> bool {
-    const OPEN: &[u8] = br#"{"ts":""#;
-    const NEXT: &[u8] = br#"","server_id":""#;
-    // The longest time stamp the records hold: `2026-12-05T02:35:04.981561Z`, nanoseconds at most.
-    const STAMP: usize = 40;
-    // `text` begins with `start`, or ends before `start` does and is its beginning.
-    let begins = |text: &[u8], start: &[u8]| {
-        let n = text.len().min(start.len());
-        text[..n] == start[..n]
-    };
-    let text = &line[..line.len() - trailing_zeros(line)];
-    if !begins(text, OPEN) {
-        return false;
+    enum Part {
+        Text(&'static [u8]),
+        /// Up to this many bytes the predicate takes.
+        Run(fn(&u8) -> bool, usize),
     }
-    let Some(rest) = text.get(OPEN.len()..) else {
-        return true;
-    };
-    let stamp = rest
-        .iter()
-        .take_while(|c| c.is_ascii_digit() || matches!(c, b'-' | b':' | b'.' | b'T' | b'Z' | b'+'))
-        .count();
-    stamp <= STAMP && begins(&rest[stamp..], NEXT)
+    use Part::{Run, Text};
+    // The longest time stamp the records hold is `2026-12-05T02:35:04.981561Z`, nanoseconds at most.
+    let stamp = |c: &u8| c.is_ascii_digit() || matches!(c, b'-' | b':' | b'.' | b'T' | b'Z' | b'+');
+    let number = |c: &u8| c.is_ascii_digit() || matches!(c, b'n' | b'u' | b'l');
+    let starts: [&[Part]; 3] = [
+        &[
+            Text(br#"{"ts":""#),
+            Run(stamp, 40),
+            Text(br#"","server_id":""#),
+        ],
+        &[
+            Text(br#"{"bytes":"#),
+            Run(number, 20),
+            Text(br#","event":"incomplete_line_cut""#),
+        ],
+        &[
+            Text(br#"{"checkpoint":"#),
+            Run(number, 20),
+            Text(br#","event":"chain_resumed""#),
+        ],
+    ];
+    let text = &line[..line.len() - trailing_zeros(line)];
+    starts.iter().any(|parts| {
+        let mut rest = text;
+        for part in parts.iter() {
+            match part {
+                Text(start) => {
+                    let n = rest.len().min(start.len());
+                    if rest[..n] != start[..n] {
+                        return false;
+                    }
+                    rest = &rest[n..];
+                }
+                Run(takes, most) => {
+                    let n = rest.iter().take_while(|c| takes(c)).count();
+                    if n > *most {
+                        return false;
+                    }
+                    rest = &rest[n..];
+                }
+            }
+            if rest.is_empty() {
+                return true;
+            }
+        }
+        true
+    })
 }
 
 /// How many NUL bytes end `line`.
@@ -2434,6 +2467,18 @@ mod tests {
                 let checked = verify(&files, key, None).unwrap();
                 assert_eq!(checked.problem, None, "{checked:?}");
                 assert_eq!(checked.last_seq, Some(if rotated { 5 } else { 2 }));
+                // The note the sink wrote first, cut short in turn (a crash during the recovery's own write: red-team
+                // finding, the start was refused): its start is the sink's too.
+                let note = after[0].as_bytes();
+                for cut in (2..note.len()).step_by(11) {
+                    let again = tempfile::tempdir().unwrap();
+                    let torn = again.path().join("audit.jsonl");
+                    std::fs::write(&torn, &note[..cut]).unwrap();
+                    write(&torn, key, 1, 1);
+                    let note: Value = serde_json::from_str(&lines(&torn)[0]).unwrap();
+                    assert_eq!(note["event"], "incomplete_line_cut", "{cut}");
+                    assert_eq!(note["bytes"], cut);
+                }
             }
         }
         // Anything else alone in the file (a JSON text cut short that is no record's start) is not cut; nor is
