@@ -102,12 +102,20 @@ fn quota_bytes(len: u64) -> u64 {
     len.div_ceil(QUOTA_BLOCK).max(1).saturating_mul(QUOTA_BLOCK)
 }
 
-/// What the root's files take of its quota, as last counted and kept up to date by the writes since.
-#[derive(Clone, Copy)]
+/// What the root's files take of its quota, as last counted and kept up to date by the writes since: in all, and
+/// each file (so that a file replaced gives back what was counted for it, not what it holds now: red-team finding,
+/// a file others grew, then the tools overwrote, took more off the count than it had ever added).
 struct Usage {
     bytes: u64,
-    files: u64,
+    files: std::collections::HashMap<std::ffi::OsString, u64>,
     counted: std::time::Instant,
+}
+
+/// What the root's files will take once a write lands, if it is within the quota.
+#[derive(Clone, Copy)]
+struct Room {
+    bytes: u64,
+    files: u64,
 }
 
 /// A directory opened once; every operation is relative to it. See the [module documentation](self).
@@ -627,8 +635,13 @@ impl Root {
         // replace the link, never write through it.
         let created = rename_telling_created(dir, temp.name(), name.as_str(), existing.is_none())?;
         temp.renamed();
-        if let (Some(usage), Some(after)) = (&mut quota, after) {
-            **usage = Some(after);
+        if let (Some(usage), Some(room)) = (&mut quota, after)
+            && let Some(usage) = usage.as_mut()
+        {
+            usage.bytes = room.bytes;
+            usage
+                .files
+                .insert(name.as_str().into(), quota_bytes(content.len() as u64));
         }
         drop(quota);
         report_unsynced_dir(sync_dir(dir));
@@ -652,52 +665,51 @@ impl Root {
 
     /// What the root's files take once `name` is written with `bytes`, if that is within the quota: from the count
     /// held (made now if there is none, or it is older than [`QUOTA_RECOUNT`]), counted again before a refusal if
-    /// it is older than [`QUOTA_RECOUNT_BEFORE_REFUSAL`]. The file at `name` is looked at now.
+    /// it is older than [`QUOTA_RECOUNT_BEFORE_REFUSAL`]. The file at `name` gives back what the count holds for it.
     fn room_for(
         &self,
         usage: &mut Option<Usage>,
         name: &FileName,
         bytes: u64,
-    ) -> Result<Usage, FsError> {
-        let fresh = |usage: &Option<Usage>, age| usage.is_some_and(|u| u.counted.elapsed() < age);
+    ) -> Result<Room, FsError> {
+        let fresh =
+            |usage: &Option<Usage>, age| usage.as_ref().is_some_and(|u| u.counted.elapsed() < age);
         if !fresh(usage, QUOTA_RECOUNT) {
             *usage = Some(self.count_root()?);
         }
-        // The file it replaces, as it is now: a regular file counts, anything else is refused later.
-        let replaced = match self.inner.dir.symlink_metadata(name.as_str()) {
-            Ok(metadata) if metadata.is_file() => Some(quota_bytes(metadata.len())),
-            _ => None,
+        let after = |usage: &Usage| {
+            let replaced = usage
+                .files
+                .get(std::ffi::OsStr::new(name.as_str()))
+                .copied();
+            Room {
+                bytes: usage
+                    .bytes
+                    .saturating_sub(replaced.unwrap_or(0))
+                    .saturating_add(quota_bytes(bytes)),
+                files: usage.files.len() as u64 + u64::from(replaced.is_none()),
+            }
         };
-        let after = |usage: Usage| Usage {
-            bytes: usage
-                .bytes
-                .saturating_sub(replaced.unwrap_or(0))
-                .saturating_add(quota_bytes(bytes)),
-            files: usage.files + u64::from(replaced.is_none()),
-            counted: usage.counted,
-        };
-        let mut counted = usage.unwrap_or(Usage {
-            bytes: 0,
-            files: 0,
-            counted: std::time::Instant::now(),
-        });
-        if self.over_quota(after(counted)).is_some() && !fresh(usage, QUOTA_RECOUNT_BEFORE_REFUSAL)
+        let mut room = usage.as_ref().map(after);
+        if room.is_some_and(|room| self.over_quota(room).is_some())
+            && !fresh(usage, QUOTA_RECOUNT_BEFORE_REFUSAL)
         {
-            counted = self.count_root()?;
+            let counted = self.count_root()?;
+            room = Some(after(&counted));
             *usage = Some(counted);
         }
-        let after = after(counted);
-        match self.over_quota(after) {
+        let room = room.unwrap_or(Room { bytes: 0, files: 0 });
+        match self.over_quota(room) {
             Some(refusal) => Err(refusal),
-            None => Ok(after),
+            None => Ok(room),
         }
     }
 
-    /// The quota `usage` is past, if any.
-    fn over_quota(&self, usage: Usage) -> Option<FsError> {
+    /// The quota `room` is past, if any.
+    fn over_quota(&self, room: Room) -> Option<FsError> {
         let limits = &self.inner.limits;
         if let Some(limit) = limits.max_root_bytes
-            && usage.bytes > limit
+            && room.bytes > limit
         {
             return Some(FsError::QuotaExceeded {
                 limit,
@@ -705,7 +717,7 @@ impl Root {
             });
         }
         if let Some(limit) = limits.max_root_files
-            && usage.files > limit
+            && room.files > limit
         {
             return Some(FsError::QuotaExceeded {
                 limit,
@@ -717,12 +729,17 @@ impl Root {
 
     /// What the root's files take now: one pass over the directory.
     fn count_root(&self) -> Result<Usage, FsError> {
-        let (mut bytes, mut files) = (0u64, 0u64);
+        let mut usage = Usage {
+            bytes: 0,
+            files: std::collections::HashMap::new(),
+            counted: std::time::Instant::now(),
+        };
         for entry in self.inner.dir.entries()? {
             let entry = entry?;
+            let name = entry.file_name();
             // Hidden names are no file of the tools' (a write's temporary file among them); any other counts,
             // one that is no UTF-8 included.
-            if entry.file_name().as_encoded_bytes().first() == Some(&b'.') {
+            if name.as_encoded_bytes().first() == Some(&b'.') {
                 continue;
             }
             // Not followed: a link is no file of the root's.
@@ -730,15 +747,12 @@ impl Root {
                 continue;
             };
             if metadata.is_file() {
-                bytes = bytes.saturating_add(quota_bytes(metadata.len()));
-                files += 1;
+                let takes = quota_bytes(metadata.len());
+                usage.bytes = usage.bytes.saturating_add(takes);
+                usage.files.insert(name, takes);
             }
         }
-        Ok(Usage {
-            bytes,
-            files,
-            counted: std::time::Instant::now(),
-        })
+        Ok(usage)
     }
 
     /// The metadata of the regular file a write would replace, `None` if there is none, or why it may not be

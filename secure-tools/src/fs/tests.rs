@@ -1640,6 +1640,42 @@ fn room_made_outside_the_tools_is_found_before_a_write_is_refused() {
     );
 }
 
+/// Red-team finding: a write took what the file it replaced held *now* off the count, so a file another process
+/// grew (to a sparse terabyte, taking nothing) and the tools then overwrote took more off the count than it had ever
+/// added: the root went to 7.8 times its quota in eight rounds. A file replaced gives back what the count holds for
+/// it, so the root goes past its quota by what others add, no more, until the next count.
+#[test]
+fn a_file_grown_outside_then_overwritten_gives_back_only_what_was_counted() {
+    const B: u64 = QUOTA_BLOCK;
+    let dir = tempfile::tempdir().unwrap();
+    let limits = Limits {
+        max_root_bytes: Some(4 * B),
+        ..Limits::default()
+    };
+    let root = Root::open(dir.path(), limits).unwrap();
+    root.write_text(&name("x.txt"), "x").unwrap();
+    root.write_text(&name("a.txt"), "a").unwrap();
+    root.write_text(&name("b.txt"), "b").unwrap();
+    root.write_text(&name("c.txt"), "c").unwrap();
+    assert!(root.write_text(&name("d.txt"), "d").is_err());
+    for round in 0..3 {
+        // Grown outside the tools, taking no disk; then overwritten small.
+        let grown = fs::OpenOptions::new()
+            .write(true)
+            .open(dir.path().join("x.txt"))
+            .unwrap();
+        grown.set_len(1 << 40).unwrap();
+        drop(grown);
+        root.write_text(&name("x.txt"), "x").unwrap();
+        let refused = root.write_text(&name(&format!("more{round}.txt")), "m");
+        assert!(
+            matches!(refused, Err(FsError::QuotaExceeded { .. })),
+            "round {round}: {refused:?}"
+        );
+    }
+    assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 4);
+}
+
 /// Writes racing for the last of the quota: exactly as many land as fit, never more.
 #[test]
 fn concurrent_writes_never_take_the_root_past_its_quota() {
