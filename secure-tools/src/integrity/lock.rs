@@ -96,12 +96,18 @@ pub const MAX_LOCK_TOOLS: usize = 10_000;
 /// it is refused (red-team finding: 10,000 tools of 700 members each, 62 MiB, took 3 GB).
 pub const MAX_LOCK_VALUES: usize = 1_000_000;
 
+/// The most objects and arrays a lockfile holds: 20 a tool, at the most tools. Each costs far more to build than a
+/// number or a string (red-team finding: 250,000 chains of four nested one-member objects, 29 MB laid out as `pin`
+/// writes them, took 1 GB).
+pub const MAX_LOCK_CONTAINERS: usize = 200_000;
+
 /// What building a lockfile would cost: its tools and every JSON value in it, counted in one pass without building
 /// anything.
 #[derive(Default)]
 struct Counted {
     tools: std::cell::Cell<usize>,
     values: std::cell::Cell<usize>,
+    containers: std::cell::Cell<usize>,
 }
 
 impl Counted {
@@ -167,6 +173,8 @@ impl<'de> serde::de::Visitor<'de> for Count<'_> {
         Ok(())
     }
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let containers = &self.counted.containers;
+        containers.set(containers.get() + 1);
         let inner = Count {
             role: Role::Other,
             ..self
@@ -175,6 +183,8 @@ impl<'de> serde::de::Visitor<'de> for Count<'_> {
         Ok(())
     }
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let containers = &self.counted.containers;
+        containers.set(containers.get() + 1);
         while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
             if self.role == Role::Tools {
                 let tools = &self.counted.tools;
@@ -372,6 +382,11 @@ impl ToolsLock {
         if counted.values.get() > MAX_LOCK_VALUES {
             return Err(invalid(format!(
                 "it holds more than {MAX_LOCK_VALUES} JSON values, more than this build reads"
+            )));
+        }
+        if counted.containers.get() > MAX_LOCK_CONTAINERS {
+            return Err(invalid(format!(
+                "it holds more than {MAX_LOCK_CONTAINERS} objects and arrays, more than this build reads"
             )));
         }
         let not_as_written = || {
@@ -825,6 +840,28 @@ mod tests {
         std::fs::write(&path, text).unwrap();
         let error = ToolsLock::read(&path).unwrap_err().to_string();
         assert!(error.contains("more than 1000000 JSON values"), "{error}");
+    }
+
+    /// Red-team finding (against the layout's check): 250,000 chains of four nested one-member objects, 29 MB laid out
+    /// as `pin` writes them and within the values' bound, took 1 GB. Objects and arrays are counted too.
+    #[test]
+    fn a_lock_of_more_objects_than_this_build_reads_is_refused_before_it_is_built() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tools.lock.json");
+        let definition = format!("[{}]", vec!["{}"; 201].join(","));
+        let tools: Vec<String> = (0..1000)
+            .map(|n| format!(r#""t{n}":{{"digest":"x","definition":{definition}}}"#))
+            .collect();
+        let text = format!(
+            r#"{{"version":{VERSION},"toolset":"x","tools":{{{}}}}}"#,
+            tools.join(",")
+        );
+        std::fs::write(&path, text).unwrap();
+        let error = ToolsLock::read(&path).unwrap_err().to_string();
+        assert!(
+            error.contains("more than 200000 objects and arrays"),
+            "{error}"
+        );
     }
 
     /// Red-team finding (against the values' bound): 8,000 tools of arrays nested 120 deep, 2.3 MB written compactly,
