@@ -107,7 +107,9 @@ fn quota_bytes(len: u64) -> u64 {
 /// a file others grew, then the tools overwrote, took more off the count than it had ever added).
 struct Usage {
     bytes: u64,
-    files: std::collections::HashMap<std::ffi::OsString, u64>,
+    files: u64,
+    /// Each file's share, by name.
+    shares: std::collections::HashMap<std::ffi::OsString, u64>,
     counted: std::time::Instant,
 }
 
@@ -639,8 +641,9 @@ impl Root {
             && let Some(usage) = usage.as_mut()
         {
             usage.bytes = room.bytes;
+            usage.files = room.files;
             usage
-                .files
+                .shares
                 .insert(name.as_str().into(), quota_bytes(content.len() as u64));
         }
         drop(quota);
@@ -677,17 +680,29 @@ impl Root {
         if !fresh(usage, QUOTA_RECOUNT) {
             *usage = Some(self.count_root()?);
         }
+        // What the name holds now, with one name only: a file the count may know (red-team finding: one renamed
+        // outside, then written again, gave back a share whose bytes were still on disk under another name).
+        let now = match self.inner.dir.symlink_metadata(name.as_str()) {
+            Ok(metadata) if metadata.is_file() => {
+                let sole = cap_std::fs::MetadataExt::nlink(&metadata) <= 1;
+                Some(if sole { quota_bytes(metadata.len()) } else { 0 })
+            }
+            _ => None,
+        };
         let after = |usage: &Usage| {
-            let replaced = usage
-                .files
+            let share = usage
+                .shares
                 .get(std::ffi::OsStr::new(name.as_str()))
                 .copied();
+            // The smaller of its share and what it holds now (a file grown outside gives back no more than was
+            // counted for it); nothing, for a name that holds nothing, or a file the count does not know.
+            let given_back = share.zip(now).map_or(0, |(share, now)| share.min(now));
             Room {
                 bytes: usage
                     .bytes
-                    .saturating_sub(replaced.unwrap_or(0))
+                    .saturating_sub(given_back)
                     .saturating_add(quota_bytes(bytes)),
-                files: usage.files.len() as u64 + u64::from(replaced.is_none()),
+                files: usage.files + u64::from(share.is_none() || now.is_none()),
             }
         };
         let mut room = usage.as_ref().map(after);
@@ -731,7 +746,8 @@ impl Root {
     fn count_root(&self) -> Result<Usage, FsError> {
         let mut usage = Usage {
             bytes: 0,
-            files: std::collections::HashMap::new(),
+            files: 0,
+            shares: std::collections::HashMap::new(),
             counted: std::time::Instant::now(),
         };
         for entry in self.inner.dir.entries()? {
@@ -749,7 +765,8 @@ impl Root {
             if metadata.is_file() {
                 let takes = quota_bytes(metadata.len());
                 usage.bytes = usage.bytes.saturating_add(takes);
-                usage.files.insert(name, takes);
+                usage.files += 1;
+                usage.shares.insert(name, takes);
             }
         }
         Ok(usage)

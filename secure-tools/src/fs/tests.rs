@@ -1676,6 +1676,51 @@ fn a_file_grown_outside_then_overwritten_gives_back_only_what_was_counted() {
     assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 4);
 }
 
+/// Red-team finding (against the shares): a file renamed outside the tools, then written again under its old name,
+/// gave back the share still counted under that name, though its bytes were on disk under the new one: 20 rounds
+/// took the root to 20 times its quota, bytes and files, within the minute before a count. A file replaced gives
+/// back the smaller of its share and what its name holds now (nothing for a name that holds nothing, or a file
+/// with other names); a name that holds nothing is a new file.
+#[test]
+fn a_file_renamed_outside_then_written_again_gives_back_nothing() {
+    const B: u64 = QUOTA_BLOCK;
+    let dir = tempfile::tempdir().unwrap();
+    let limits = Limits {
+        max_root_bytes: Some(4 * B),
+        max_root_files: Some(4),
+        ..Limits::default()
+    };
+    let root = Root::open(dir.path(), limits).unwrap();
+    root.write_text(&name("f.txt"), &"f".repeat(4096)).unwrap();
+    let mut landed = 0;
+    for round in 0..6 {
+        fs::rename(
+            dir.path().join("f.txt"),
+            dir.path().join(format!("g{round}.txt")),
+        )
+        .unwrap();
+        if root.write_text(&name("f.txt"), &"f".repeat(4096)).is_err() {
+            break;
+        }
+        landed += 1;
+    }
+    // Room for three more files of a block: no more landed.
+    assert_eq!(landed, 3);
+    // Linked outside: the bytes stay under the other name.
+    let dir = tempfile::tempdir().unwrap();
+    let root = Root::open(dir.path(), limits).unwrap();
+    root.write_text(&name("h.txt"), &"h".repeat(4096)).unwrap();
+    for round in 0..4 {
+        fs::hard_link(
+            dir.path().join("h.txt"),
+            dir.path().join(format!("k{round}.txt")),
+        )
+        .unwrap();
+        let written = root.write_text(&name("h.txt"), &"h".repeat(4096));
+        assert!(written.is_ok() == (round < 3), "round {round}: {written:?}");
+    }
+}
+
 /// Writes racing for the last of the quota: exactly as many land as fit, never more.
 #[test]
 fn concurrent_writes_never_take_the_root_past_its_quota() {
