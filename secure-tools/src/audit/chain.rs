@@ -568,6 +568,14 @@ impl ChainedFileSink {
                 (false, Some(fragment), before)
             }
         };
+        // Blank lines and nothing else: no record to continue, and a chain written after them would not verify
+        // (the verifier reports blank lines, since the sink writes none; red-team finding: `echo > FILE`).
+        if last.is_none() && cut.is_none() && file.metadata()?.len() > 0 {
+            return Err(invalid(
+                &path,
+                "it holds blank lines and no record: empty it (`: > FILE`) or remove it, then start again",
+            ));
+        }
         // The file whose last record the chain continues.
         let mut from = path.clone();
         if last.is_none() {
@@ -2544,6 +2552,24 @@ mod tests {
         assert!(refused.contains("audit.jsonl.1"), "{refused}");
     }
 
+    /// Red-team finding: a file holding only blank lines (what `echo > FILE` leaves) was taken for an empty one, and
+    /// the chain written after the blanks never verified (`not_a_record` at line 1: the server writes no blank
+    /// line). Such a file stops the start, untouched, with a message saying how to empty it.
+    #[test]
+    fn a_file_of_blank_lines_only_stops_the_start() {
+        for blanks in ["\n", "\n\n", "   \n", "   ", " \t\n"] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("audit.jsonl");
+            std::fs::write(&path, blanks).unwrap();
+            let refused = ChainedFileSink::append_to(&path, None)
+                .err()
+                .unwrap_or_else(|| panic!("{blanks:?} was taken"))
+                .to_string();
+            assert!(refused.contains("blank"), "{refused}");
+            assert_eq!(std::fs::read_to_string(&path).unwrap(), blanks);
+        }
+    }
+
     /// Review finding: the fragment was cut as the file was opened, and named only with the first record after:
     /// a server failing to start in between (a port taken, a setting refused) left the file cut with nothing naming
     /// the cut. It is cut only as the first line is written now; a sink that writes nothing leaves the file as it was.
@@ -3635,9 +3661,8 @@ mod tests {
     /// A review's start on a chain followed by 1.1 MiB of blank lines and then spaces without a newline wrote its
     /// first record glued onto the spaces (the verifier then found it altered); a torn line after as many blank
     /// lines was not cut (the record before it was looked for in the last MiB only). Blanks without a newline are
-    /// ended with one, a fragment is cut however many blank lines lie before it, and a file of blanks alone starts
-    /// the chain on a line of its own. (The verifier reports the blank lines, which are no records; without them the
-    /// chain is whole.)
+    /// ended with one, and a fragment is cut however many blank lines lie before it. (The verifier reports the blank
+    /// lines, which are no records; without them the chain is whole.)
     #[test]
     fn blanks_and_fragments_after_many_blank_lines_leave_the_chain_whole() {
         for ending in [&b"   "[..], &b"{\"ts\":\"2026-12-0"[..]] {
@@ -3664,18 +3689,11 @@ mod tests {
                 Some(if ending[0] == b'{' { 5 } else { 4 })
             );
         }
+        // A file of blanks alone is no chain to continue: refused (`a_file_of_blank_lines_only_stops_the_start`).
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.jsonl");
         std::fs::write(&path, "   ").unwrap();
-        write(&path, None, 1, 2);
-        let checked = verify(&[&path], None, None).unwrap();
-        assert!(
-            matches!(checked.problem, Some(Problem::NotARecord { line: 1, .. })),
-            "{checked:?}"
-        );
-        let checked = verify(&[&without_blanks(&path)], None, None).unwrap();
-        assert_eq!(checked.problem, None, "{checked:?}");
-        assert_eq!((checked.records, checked.last_seq), (2, Some(2)));
+        assert!(ChainedFileSink::append_to(&path, None).is_err());
     }
 
     /// The line a sink fooled by a planted seal wrote (the record, then `prev` carrying members of its own), sealed
