@@ -626,19 +626,7 @@ async fn at_sigterm_health_says_unavailable_and_no_new_session_opens() {
     audit_until(&server, |audit| events(audit, "call_started").len() == 1);
     signal_stop(&server);
     // The stop has begun once the health check says so.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let status = client.get(&health).send().await.unwrap().status();
-        if status == 503 {
-            break;
-        }
-        assert_eq!(status, 200);
-        assert!(
-            Instant::now() < deadline,
-            "/healthz still 200 after the signal"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_unhealthy(&client, &server).await;
     let refused = post(
         &client,
         &server.url,

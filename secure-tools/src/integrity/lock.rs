@@ -803,22 +803,28 @@ mod tests {
         assert_eq!(ToolsLock::read(&path).unwrap(), lock);
     }
 
-    /// Red-team finding: a 35 MiB lock of 340,000 small tools took 1.4 GB and 13 s to be refused (the whole read
-    /// into values, then written again to compare): a lock at the 64 MiB bound could take a CI runner's memory. A
-    /// lock holds at most [`MAX_LOCK_TOOLS`], counted before anything is built.
-    #[test]
-    fn a_lock_of_more_tools_than_a_listing_holds_is_refused_before_it_is_built() {
+    /// Why [`ToolsLock::read`] refuses a compact lock of `tools` tools named `t0`, `t1`, ..., each defined as
+    /// `definition`.
+    fn refusal_of(tools: usize, definition: &str) -> String {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tools.lock.json");
-        let tools: Vec<String> = (0..=MAX_LOCK_TOOLS)
-            .map(|n| format!(r#""t{n}":{{"digest":"x","definition":{{}}}}"#))
+        let tools: Vec<String> = (0..tools)
+            .map(|n| format!(r#""t{n}":{{"digest":"x","definition":{definition}}}"#))
             .collect();
         let text = format!(
             r#"{{"version":{VERSION},"toolset":"x","tools":{{{}}}}}"#,
             tools.join(",")
         );
         std::fs::write(&path, text).unwrap();
-        let error = ToolsLock::read(&path).unwrap_err().to_string();
+        ToolsLock::read(&path).unwrap_err().to_string()
+    }
+
+    /// Red-team finding: a 35 MiB lock of 340,000 small tools took 1.4 GB and 13 s to be refused (the whole read
+    /// into values, then written again to compare): a lock at the 64 MiB bound could take a CI runner's memory. A
+    /// lock holds at most [`MAX_LOCK_TOOLS`], counted before anything is built.
+    #[test]
+    fn a_lock_of_more_tools_than_a_listing_holds_is_refused_before_it_is_built() {
+        let error = refusal_of(MAX_LOCK_TOOLS + 1, "{}");
         assert!(error.contains("more than 10000 tools"), "{error}");
     }
 
@@ -826,19 +832,9 @@ mod tests {
     /// took 3 GB and 56 s to be refused. Every JSON value is counted too, before anything is built.
     #[test]
     fn a_lock_of_more_values_than_this_build_reads_is_refused_before_it_is_built() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("tools.lock.json");
         let members: Vec<String> = (0..700).map(|n| format!(r#""k{n}":0"#)).collect();
         let definition = format!("{{{}}}", members.join(","));
-        let tools: Vec<String> = (0..1500)
-            .map(|n| format!(r#""t{n}":{{"digest":"x","definition":{definition}}}"#))
-            .collect();
-        let text = format!(
-            r#"{{"version":{VERSION},"toolset":"x","tools":{{{}}}}}"#,
-            tools.join(",")
-        );
-        std::fs::write(&path, text).unwrap();
-        let error = ToolsLock::read(&path).unwrap_err().to_string();
+        let error = refusal_of(1500, &definition);
         assert!(error.contains("more than 1000000 JSON values"), "{error}");
     }
 
@@ -846,18 +842,8 @@ mod tests {
     /// as `pin` writes them and within the values' bound, took 1 GB. Objects and arrays are counted too.
     #[test]
     fn a_lock_of_more_objects_than_this_build_reads_is_refused_before_it_is_built() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("tools.lock.json");
         let definition = format!("[{}]", vec!["{}"; 201].join(","));
-        let tools: Vec<String> = (0..1000)
-            .map(|n| format!(r#""t{n}":{{"digest":"x","definition":{definition}}}"#))
-            .collect();
-        let text = format!(
-            r#"{{"version":{VERSION},"toolset":"x","tools":{{{}}}}}"#,
-            tools.join(",")
-        );
-        std::fs::write(&path, text).unwrap();
-        let error = ToolsLock::read(&path).unwrap_err().to_string();
+        let error = refusal_of(1000, &definition);
         assert!(
             error.contains("more than 200000 objects and arrays"),
             "{error}"
@@ -871,18 +857,8 @@ mod tests {
     /// built.
     #[test]
     fn a_lock_not_laid_out_as_pin_writes_it_is_refused_before_it_is_built() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("tools.lock.json");
         let nested = format!("{}0{}", "[".repeat(120), "]".repeat(120));
-        let tools: Vec<String> = (0..100)
-            .map(|n| format!(r#""t{n}":{{"digest":"x","definition":{nested}}}"#))
-            .collect();
-        let text = format!(
-            r#"{{"version":{VERSION},"toolset":"x","tools":{{{}}}}}"#,
-            tools.join(",")
-        );
-        std::fs::write(&path, text).unwrap();
-        let error = ToolsLock::read(&path).unwrap_err().to_string();
+        let error = refusal_of(100, &nested);
         assert!(error.contains("not as `pin` writes it"), "{error}");
         // What `pin` writes is laid out as it checks.
         let lock = ToolsLock::from_listed([
