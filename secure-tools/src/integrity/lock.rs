@@ -328,11 +328,12 @@ impl ToolsLock {
         drop(canonical);
         let pretty = serde_json::to_string_pretty(&ordered).unwrap_or_default();
         // ASCII only: every other character escaped (`\u200b`), so that what a reviewer reads in the file is all
-        // it holds (an invisible or bidirectional character in a description would otherwise pass unseen). Outside
-        // ASCII, JSON text can only be inside strings, where an escape means the same character.
+        // it holds (an invisible or bidirectional character in a description would otherwise pass unseen), and DEL
+        // too, which a terminal shows as nothing (red-team finding) and JSON does not escape. Outside ASCII, and
+        // DEL, JSON text can only be inside strings, where an escape means the same character.
         let mut text = String::with_capacity(pretty.len() + 1);
         for c in pretty.chars() {
-            if c.is_ascii() {
+            if c.is_ascii() && c != '\u{7f}' {
                 text.push(c);
             } else {
                 for unit in c.encode_utf16(&mut [0; 2]) {
@@ -871,6 +872,20 @@ mod tests {
         assert!(!laid_out_as_written("{\n   \"a\": 1\n}\n"));
         assert!(!laid_out_as_written("{\n  \"a\":1\n}\n"));
         assert!(laid_out_as_written("{\n  \"a\": \"x\\\" ,\"\n}\n"));
+    }
+
+    /// Red-team finding: DEL (U+007F), which a terminal shows as nothing, was written into a lock as it is, where a
+    /// reviewer would not see it. It is written escaped, as every other character a reader cannot see.
+    #[test]
+    fn del_is_written_escaped() {
+        let lock = ToolsLock::from_listed([json!({"name": "a", "description": "rm\u{7f} -rf"})]);
+        let text = lock.to_text();
+        assert!(!text.contains('\u{7f}'), "{text}");
+        assert!(text.contains(r"rm\u007f -rf"), "{text}");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tools.lock.json");
+        lock.write(&path).unwrap();
+        assert_eq!(ToolsLock::read(&path).unwrap(), lock);
     }
 
     /// Red-team finding: a FIFO as the lock blocked `check` past its `--timeout`, and a link to `/dev/zero` was read
