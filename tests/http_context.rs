@@ -20,6 +20,15 @@ fn start_with(env: &[(&str, &str)]) -> Server {
     HttpTestServer::start(SERVER, env)
 }
 
+/// The `host:port` the server listens at, for raw sockets.
+fn address_of(server: &Server) -> String {
+    server.url["http://".len()..]
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
 /// Asks `server` to stop, as an operator does (SIGTERM).
 fn signal_stop(server: &Server) {
     let status = std::process::Command::new("kill")
@@ -103,11 +112,8 @@ async fn a_call_whose_client_hangs_up_is_stopped_and_audited_cancelled() {
     let started = Instant::now();
     // A client that sends its request and hangs up before the answer: the socket is closed.
     let body = call("slow", json!({"millis": 30000})).to_string();
-    let address = server
-        .url
-        .trim_start_matches("http://")
-        .trim_end_matches("/mcp");
-    let mut socket = std::net::TcpStream::connect(address).unwrap();
+    let address = address_of(&server);
+    let mut socket = std::net::TcpStream::connect(&address).unwrap();
     write!(
         socket,
         "POST /mcp HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n\
@@ -233,11 +239,7 @@ async fn without_a_request_timeout_a_call_past_the_tool_timeout_gets_its_timeout
 fn a_chunked_body_over_the_size_limit_is_refused_413_and_recorded() {
     use std::io::{Read, Write};
     let server = start_with(&[("MCP_MAX_MESSAGE_BYTES", "65536")]);
-    let address = server
-        .url
-        .trim_start_matches("http://")
-        .trim_end_matches("/mcp")
-        .to_string();
+    let address = address_of(&server);
     let mut socket = std::net::TcpStream::connect(&address).unwrap();
     socket
         .set_read_timeout(Some(Duration::from_secs(10)))
@@ -285,11 +287,7 @@ fn a_chunked_body_over_the_size_limit_is_refused_413_and_recorded() {
 fn a_chunked_body_too_large_to_read_to_its_end_is_refused_with_connection_close() {
     use std::io::{Read, Write};
     let server = start_with(&[("MCP_MAX_MESSAGE_BYTES", "65536")]);
-    let address = server
-        .url
-        .trim_start_matches("http://")
-        .trim_end_matches("/mcp")
-        .to_string();
+    let address = address_of(&server);
     let answer_of = |megabytes: usize| {
         let mut socket = std::net::TcpStream::connect(&address).unwrap();
         socket
@@ -342,11 +340,7 @@ fn a_chunked_body_too_large_to_read_to_its_end_is_refused_with_connection_close(
 async fn slow_bodies_of_refused_requests_do_not_hold_every_connection() {
     use tokio::io::AsyncWriteExt as _;
     let server = start_with(&[("MCP_HTTP_MAX_CONNECTIONS", "4")]);
-    let address = server.url["http://".len()..]
-        .split('/')
-        .next()
-        .unwrap()
-        .to_owned();
+    let address = address_of(&server);
     let mut slow = Vec::new();
     for _ in 0..4 {
         let mut socket = tokio::net::TcpStream::connect(&address).await.unwrap();
@@ -668,11 +662,7 @@ async fn at_sigterm_health_says_unavailable_and_no_new_session_opens() {
 async fn a_half_sent_request_head_does_not_hold_the_stop() {
     use tokio::io::AsyncWriteExt as _;
     let mut server = start();
-    let address = server.url["http://".len()..]
-        .split('/')
-        .next()
-        .unwrap()
-        .to_owned();
+    let address = address_of(&server);
     let mut stalled = Vec::new();
     for _ in 0..3 {
         let mut socket = tokio::net::TcpStream::connect(&address).await.unwrap();
@@ -1271,11 +1261,7 @@ async fn with_sessions_on_a_request_without_a_session_is_told_to_initialize() {
 async fn a_request_head_that_cannot_be_parsed_is_refused_on_record() {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let server = start();
-    let address = server.url["http://".len()..]
-        .split('/')
-        .next()
-        .unwrap()
-        .to_owned();
+    let address = address_of(&server);
     let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
     stream
         .write_all(format!("POST /mcp HTTP/1.1\r\nhost: {address}\r\nx-bad: a\x01b\r\ncontent-length: 0\r\n\r\n").as_bytes())
@@ -1398,11 +1384,7 @@ async fn a_request_racing_the_deletion_of_its_session_is_always_answered() {
 async fn an_idle_keep_alive_connection_closes_without_a_refusal_record() {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let server = start_with(&[("MCP_HTTP_HEADER_TIMEOUT", "1s")]);
-    let address = server.url["http://".len()..]
-        .split('/')
-        .next()
-        .unwrap()
-        .to_owned();
+    let address = address_of(&server);
     let body = call("echo", json!({"text": "kept alive"})).to_string();
     let request = format!(
         "POST /mcp HTTP/1.1\r\nhost: {address}\r\naccept: application/json, text/event-stream\r\n\
@@ -1481,11 +1463,7 @@ async fn answers_say_how_long_an_idle_connection_is_kept() {
     // or as HTTP/1.0 does by default) said how long it would be kept.
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let server = start();
-    let address = server.url["http://".len()..]
-        .split('/')
-        .next()
-        .unwrap()
-        .to_owned();
+    let address = address_of(&server);
     for head in [
         format!("GET /healthz HTTP/1.1\r\nhost: {address}\r\nconnection: close\r\n\r\n"),
         format!("GET /healthz HTTP/1.0\r\nhost: {address}\r\n\r\n"),
@@ -1765,11 +1743,7 @@ async fn every_session_opened_has_its_end_recorded_once_with_its_reason() {
 /// (not closed) a moment after, at a different moment each round.
 async fn initialize_and_reset(server: &Server, version: &str, rounds: u64) {
     use tokio::io::AsyncWriteExt as _;
-    let address = server.url["http://".len()..]
-        .split('/')
-        .next()
-        .unwrap()
-        .to_owned();
+    let address = address_of(server);
     let body = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize",
                       "params": {"protocolVersion": version, "capabilities": {},
                                  "clientInfo": {"name": "resetting", "version": "1"}}})

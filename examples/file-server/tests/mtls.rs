@@ -949,35 +949,32 @@ fn mtls_options_must_be_complete_and_exclusive_with_bearer() {
     // Red-team findings: a name mapped twice took its last mapping, silently (a stray line widened a client's
     // grant); and two names of one value (`alice`, `dns:alice`) made two certificates one caller, sharing its
     // sessions and its audit identity. Both stop the start, before any file is read.
+    let tls = ["--tls-cert", "a", "--tls-key", "b", "--client-ca", "c"];
     let stderr = run(
         &[
-            "--tls-cert",
-            "a",
-            "--tls-key",
-            "b",
-            "--client-ca",
-            "c",
-            "--mtls-client",
-            "alice=files.read",
-            "--mtls-client",
-            "alice=files.read files.write",
-        ],
+            &tls[..],
+            &[
+                "--mtls-client",
+                "alice=files.read",
+                "--mtls-client",
+                "alice=files.read files.write",
+            ],
+        ]
+        .concat(),
         &[],
     );
     assert!(stderr.contains("`alice` is mapped twice"), "{stderr}");
     let stderr = run(
         &[
-            "--tls-cert",
-            "a",
-            "--tls-key",
-            "b",
-            "--client-ca",
-            "c",
-            "--mtls-client",
-            "alice=files.read",
-            "--mtls-client",
-            "dns:alice=files.read",
-        ],
+            &tls[..],
+            &[
+                "--mtls-client",
+                "alice=files.read",
+                "--mtls-client",
+                "dns:alice=files.read",
+            ],
+        ]
+        .concat(),
         &[],
     );
     assert!(
