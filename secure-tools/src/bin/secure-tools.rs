@@ -202,6 +202,18 @@ impl ClientHandler for Client {
 type Connection = RunningService<RoleClient, Client>;
 
 async fn connect(target: &Target, client: Client) -> Result<Connection, String> {
+    let connection = connect_uncached(target, client).await?;
+    // rmcp's client keeps a listing for the time to live its server gives (up to a day) and serves it again, stale,
+    // when a later listing fails: a watcher's polls would then answer themselves, and a server would choose how long
+    // its changes, or its failures, go unseen (red-team finding). Every listing asks the server.
+    connection
+        .peer()
+        .set_response_cache_config(rmcp::service::ClientCacheConfig::disabled())
+        .await;
+    Ok(connection)
+}
+
+async fn connect_uncached(target: &Target, client: Client) -> Result<Connection, String> {
     if let Some(url) = &target.url {
         use rmcp::transport::StreamableHttpClientTransport;
         use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
