@@ -34,6 +34,25 @@ pub fn neutralize(text: &str) -> String {
     out
 }
 
+/// JSON text written in ASCII only: every character outside it, and DEL, as its `\u` escape (UTF-16 units), which a
+/// JSON reader decodes to the same text. Outside ASCII, and DEL, JSON text can only be inside strings, where an escape
+/// means the same character; JSON itself escapes only the C0 controls, so a C1 control (U+009B is a one-byte CSI), a
+/// bidirectional override or an invisible character would otherwise reach a terminal or a log as it is.
+pub fn ascii_json(json: &str) -> String {
+    use std::fmt::Write as _;
+    let mut text = String::with_capacity(json.len());
+    for c in json.chars() {
+        if c.is_ascii() && c != '\u{7f}' {
+            text.push(c);
+        } else {
+            for unit in c.encode_utf16(&mut [0; 2]) {
+                let _ = write!(text, "\\u{unit:04x}");
+            }
+        }
+    }
+    text
+}
+
 /// A variation selector: U+FE00 to U+FE0F, the supplementary ones (U+E0100 to U+E01EF) and the Mongolian free
 /// variation selectors (U+180B to U+180D, U+180F). One after a character picks its form (an emoji's presentation, an
 /// ideograph's variant); more show as nothing.

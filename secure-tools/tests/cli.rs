@@ -999,3 +999,56 @@ fn watch_asks_the_server_every_poll_whatever_time_to_live_it_gives() {
         .collect();
     assert_eq!(events, ["unreachable"], "{alerts:?}");
 }
+
+/// Red-team finding: the text report escaped what a terminal acts on or hides, but the JSON ones (`watch`'s alerts,
+/// on stdout and on the hook's stdin, and `check --json`) carried C1 controls (U+009B, a one-byte CSI), DEL and
+/// bidirectional overrides as they were: JSON escapes only C0. They are written ASCII only, every other character
+/// as its `\u` escape, which a JSON reader decodes to the same text.
+#[test]
+fn json_reports_and_alerts_are_ascii_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let lock = empty_lock(dir.path());
+    let name = "read_file\u{202e}\u{9b}2J\u{7f}\u{2066}x";
+    let page = respond_with(
+        &dir.path().join("page.json"),
+        format!(
+            "\"result\":{}",
+            json!({ "tools": [tool(name, "caf\u{e9}")] })
+        ),
+    );
+    let run = finish(
+        cli()
+            .args(["check", "--json", "--lock"])
+            .arg(&lock)
+            .arg("--")
+            .args(fake_server("", &page)),
+        LIMIT,
+    )
+    .unwrap();
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert!(run.stdout.is_ascii(), "{:?}", run.stdout);
+    assert!(run.stdout.contains(r"\u202e"), "{}", run.stdout);
+    let report: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert!(report.to_string().contains(name), "{report}");
+
+    let hooked = dir.path().join("hook.txt");
+    let run = finish(
+        cli()
+            .args(["watch", "--interval", "1s", "--max-polls", "1", "--hook"])
+            .arg(format!("cat > '{}'", hooked.display()))
+            .arg("--lock")
+            .arg(&lock)
+            .arg("--")
+            .args(fake_server("", &page)),
+        LIMIT,
+    )
+    .unwrap();
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let hook = std::fs::read_to_string(&hooked).unwrap();
+    for line in [run.stdout.trim_end(), hook.trim_end()] {
+        assert!(line.is_ascii(), "{line:?}");
+        let alert: Value = serde_json::from_str(line).unwrap();
+        assert_eq!(alert["event"], "changed", "{alert}");
+        assert!(alert.to_string().contains(name), "{alert}");
+    }
+}

@@ -29,6 +29,7 @@ use rmcp::service::{NotificationContext, RoleClient, RunningService};
 use rmcp::{ClientHandler, ServiceExt};
 use secure_tools::audit::Timestamp;
 use secure_tools::integrity::{Changes, ToolsLock, visible_line};
+use secure_tools::text::ascii_json;
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
@@ -413,7 +414,10 @@ async fn run(command: Command) -> u8 {
         // gets one either way.
         Command::Check { target, json } => match check(&target, json).await {
             Err(message) if json && !message.is_empty() => {
-                let _ = write_stdout(&format!("{}\n", json!({"error": message})));
+                let _ = write_stdout(&format!(
+                    "{}\n",
+                    ascii_json(&json!({"error": message}).to_string())
+                ));
                 Err(message)
             }
             other => other,
@@ -534,7 +538,7 @@ fn verify(
         ));
     }
     if json {
-        write_stdout(&format!("{}\n", json!(checked)))?;
+        write_stdout(&format!("{}\n", ascii_json(&json!(checked).to_string())))?;
     } else {
         let plural =
             |n: u64, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
@@ -729,7 +733,7 @@ async fn check(target: &Target, json: bool) -> Result<u8, String> {
     if json {
         // The path as text, lossily: JSON strings are Unicode, a path need not be.
         let report = json!({"unchanged": changes.is_empty(), "lock": target.lock.to_string_lossy(), "changes": changes});
-        write_stdout(&format!("{report}\n"))?;
+        write_stdout(&format!("{}\n", ascii_json(&report.to_string())))?;
     } else {
         write_stdout(&changes.to_string())?;
     }
@@ -745,7 +749,7 @@ struct Hook<'a> {
 
 /// One alert line, and the hook run with it; an error when the line could not be written (the hook runs anyway).
 async fn alert(event: &str, detail: Value, hook: Option<Hook<'_>>) -> Result<(), String> {
-    let line = json!({"ts": Timestamp(std::time::SystemTime::now()).to_string(), "event": event, "detail": detail}).to_string();
+    let line = ascii_json(&json!({"ts": Timestamp(std::time::SystemTime::now()).to_string(), "event": event, "detail": detail}).to_string());
     let written = write_stdout(&format!("{line}\n"));
     if let Some(hook) = hook {
         run_hook(hook, &line).await;

@@ -1,7 +1,6 @@
 //! The lockfile: each tool's digest and its whole definition, in canonical, diff-friendly JSON, reviewed like code.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use rmcp::model::Tool;
@@ -331,16 +330,7 @@ impl ToolsLock {
         // it holds (an invisible or bidirectional character in a description would otherwise pass unseen), and DEL
         // too, which a terminal shows as nothing (red-team finding) and JSON does not escape. Outside ASCII, and
         // DEL, JSON text can only be inside strings, where an escape means the same character.
-        let mut text = String::with_capacity(pretty.len() + 1);
-        for c in pretty.chars() {
-            if c.is_ascii() && c != '\u{7f}' {
-                text.push(c);
-            } else {
-                for unit in c.encode_utf16(&mut [0; 2]) {
-                    let _ = write!(text, "\\u{unit:04x}");
-                }
-            }
-        }
+        let mut text = crate::text::ascii_json(&pretty);
         text.push('\n');
         text
     }
