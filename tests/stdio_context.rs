@@ -862,6 +862,95 @@ fn a_second_signal_stops_calls_in_flight_at_once_still_recorded() {
     assert_eq!(stop["reason"], "sigterm");
 }
 
+/// Red-team finding: stopped as MCP's stdio transport tells a host to stop a server (its input closed, SIGTERM
+/// 2 s later, SIGKILL 2 s after that: the Python SDK's timings), a server with a call in flight was killed with no
+/// record of the call and no `server_stop`: rmcp waits 5 s for calls after the input ends, and the grace at
+/// SIGTERM was 10 s. The end of the input starts the stop (the grace, 1 s by default over stdio), so the server
+/// exits by itself, every record written.
+#[test]
+fn a_host_stopping_the_server_as_the_spec_says_finds_every_record() {
+    let mut server = server(&[]);
+    server.send(&RawServer::call_message(
+        1,
+        "slow",
+        json!({"millis": 30000}),
+    ));
+    server.send(&RawServer::call_message(2, "slow", json!({"millis": 100})));
+    let (_, answer) = server.until_answer(&json!(2));
+    assert_eq!(answer["result"]["content"][0]["text"], "done", "{answer}");
+    let started = Instant::now();
+    assert!(
+        server.stop_as_a_host(),
+        "killed after {:?}",
+        started.elapsed()
+    );
+    let audit = server.audit();
+    let calls = tool_calls(&audit);
+    assert_eq!(calls.len(), 2, "{audit:?}");
+    let slow = calls.iter().find(|r| r["request_id"] == 1).unwrap();
+    assert_eq!(
+        (&slow["outcome"], &slow["error"]),
+        (&json!("cancelled"), &json!("shutting_down")),
+        "{slow}"
+    );
+    let stop = audit.last().unwrap();
+    assert_eq!(stop["event"], "server_stop", "{audit:?}");
+    assert_eq!(stop["reason"], "eof", "{stop}");
+}
+
+/// Red-team finding: a client that stopped reading held a SIGTERM up some 12 s (the answers queued were waited for
+/// twice, 5 s each, after rmcp's own wait), so a host stopping it as the spec says killed it before `server_stop`;
+/// and with its input closed too, the end of the input went unseen (no line is read while the output is full). At
+/// a signal, answers nobody reads are not waited for long.
+#[test]
+fn a_client_that_stopped_reading_does_not_hold_up_the_stop() {
+    // 4,000 pings: the server stops reading with some unread, the writer blocked; 2,000: all written and the input
+    // closed while the server, its output full, reads no more.
+    for (pings, close_input) in [(4000, false), (2000, true)] {
+        let mut server = RawServer::spawn_not_reading(SERVER, Some(ALL), &[]);
+        let mut input = Vec::new();
+        input.extend_from_slice(
+            br#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#,
+        );
+        input.extend_from_slice(
+            b"\n{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}\n",
+        );
+        for id in 1..=pings {
+            input.extend_from_slice(
+                format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"ping"}}"#).as_bytes(),
+            );
+            input.push(b'\n');
+        }
+        let mut stdin = server.take_stdin();
+        let writer = std::thread::spawn(move || {
+            use std::io::Write;
+            let _ = stdin.write_all(&input);
+            if !close_input {
+                // Held open until the server has exited.
+                std::thread::sleep(Duration::from_secs(10));
+            }
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &server.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let exited = server.wait_within(Duration::from_secs(2));
+        assert!(
+            exited.is_some(),
+            "not stopped within 2 s of SIGTERM (input closed: {close_input})"
+        );
+        let audit = server.audit();
+        assert_eq!(
+            audit.last().unwrap()["event"],
+            "server_stop",
+            "input closed: {close_input}: {audit:?}"
+        );
+        drop(writer);
+    }
+}
+
 #[test]
 fn the_callers_trace_from_meta_is_in_the_calls_records() {
     let mut server = server(&[]);

@@ -251,6 +251,38 @@ impl RawServer {
         (status, self.audit(), self.stderr())
     }
 
+    /// The exit status if the process exits within `limit`.
+    pub fn wait_within(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if std::time::Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Stops the server as MCP's stdio transport tells a host to, with the Python SDK's timings: closes its input,
+    /// waits 2 s for it to exit, sends SIGTERM, waits 2 s more, then kills it. Whether it exited by itself.
+    pub fn stop_as_a_host(&mut self) -> bool {
+        drop(self.stdin.take());
+        if self.wait_within(Duration::from_secs(2)).is_some() {
+            return true;
+        }
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status();
+        if self.wait_within(Duration::from_secs(2)).is_some() {
+            return true;
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        false
+    }
+
     /// Waits for the process to exit, killing it and failing the test after [`ANSWER_TIMEOUT`].
     pub fn wait(&mut self) -> ExitStatus {
         let deadline = std::time::Instant::now() + ANSWER_TIMEOUT;

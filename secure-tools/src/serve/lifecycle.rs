@@ -399,6 +399,7 @@ pub(crate) async fn run<S, F, Fut>(
     tools: &ToolSet<S>,
     transport: &'static str,
     settings: &Settings,
+    input_ended: Option<CancellationToken>,
     serve: F,
 ) -> Result<(), ServeError>
 where
@@ -455,12 +456,34 @@ where
             #[cfg(feature = "http")]
             Transport::Http(http) => http.shutdown_delay,
         };
+        let input_ended = input_ended.unwrap_or_default();
         tokio::spawn(async move {
             let reason = tokio::select! {
                 signal = signals.next() => signal,
                 () = cancellation.cancelled() => "cancelled",
                 // The server ended by itself.
                 () = stop.cancelled() => return,
+                // Over stdio the end of the input is how a host asks a server to stop (MCP's stdio transport), and
+                // it sends SIGTERM if the server has not exited soon after (the Python SDK 2 s later, and SIGKILL 2 s
+                // after that). Calls in flight get the grace, then are stopped; requests already read still run
+                // (a client piping its requests in closes the input right after them). A signal meanwhile is the
+                // host insisting: they are stopped at once.
+                () = input_ended.cancelled() => {
+                    tokio::select! {
+                        () = tokio::time::sleep(grace) => {}
+                        signal = signals.next() => {
+                            *requested.lock().unwrap_or_else(PoisonError::into_inner) = Some(signal);
+                        }
+                        () = stop.cancelled() => return,
+                    }
+                    requested
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .get_or_insert("eof");
+                    tools.shutdown(Duration::ZERO).await;
+                    stop.cancel();
+                    return;
+                }
             };
             *requested.lock().unwrap_or_else(PoisonError::into_inner) = Some(reason);
             // Serving on as before, the health check saying `503`, until a balancer has taken the server out; a

@@ -15,8 +15,8 @@ mod transport;
 pub use handler::{SecureServer, Secured};
 pub use lifecycle::{STDIO_CALLER, ServeError, listed_tools};
 pub use settings::{
-    Auth, CallLimits, DEFAULT_SHUTDOWN_GRACE, HS256_SECRET_VARIABLE, InvalidSetting, ServerArgs,
-    Settings, SettingsError, Transport,
+    Auth, CallLimits, DEFAULT_SHUTDOWN_GRACE, DEFAULT_STDIO_SHUTDOWN_GRACE, HS256_SECRET_VARIABLE,
+    InvalidSetting, ServerArgs, Settings, SettingsError, Transport,
 };
 pub use stdio::serve_stdio;
 pub use transport::{DEFAULT_MAX_MESSAGE_BYTES, LineTransport};

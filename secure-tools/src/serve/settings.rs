@@ -27,8 +27,13 @@ use crate::call::{Rate, parse_duration};
 use crate::scope::Grant;
 use crate::toolset::ToolSetBuilder;
 
-/// How long calls still running at shutdown may take to finish, unless configured: 10 seconds.
+/// How long calls still running at shutdown may take to finish over HTTP, unless configured: 10 seconds.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// How long calls still running at shutdown may take to finish over stdio, unless configured: 1 second. A host stops
+/// a stdio server by closing its input, then sends SIGTERM if it has not exited, then SIGKILL (MCP's stdio transport;
+/// the Python SDK waits 2 s before each): the calls get a second, and their records and `server_stop` the rest.
+pub const DEFAULT_STDIO_SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 
 /// The limits every call of a served tool set gets, on top of what each tool declares: a rate per caller and tool,
 /// a timeout, and how many calls may run at once. Unset fields keep the tool set's defaults (no rate limit, a 60 s
@@ -624,7 +629,8 @@ settings_args! {
         /// How many calls may run at once; one more is refused `overloaded`. Default: 64.
         #[cfg_attr(feature = "cli", arg(long, value_name = "N"))]
         max_concurrent_calls: u32 = env "MCP_MAX_CONCURRENT_CALLS",
-        /// How long calls in flight may take to finish at SIGTERM or SIGINT, e.g. `5s`. Default: 10s.
+        /// How long calls in flight may take to finish at SIGTERM or SIGINT (and over stdio once the input ends),
+        /// e.g. `5s`. Default: 10s over HTTP, 1s over stdio (hosts kill a stdio server 2s after asking it to stop).
         #[cfg_attr(feature = "cli", arg(long, value_name = "DURATION"))]
         shutdown_grace: String = env "MCP_SHUTDOWN_GRACE",
         /// With `--http`: how long the server goes on serving after SIGTERM or SIGINT, its health check answering
@@ -979,7 +985,7 @@ impl Settings {
             versions: VersionPolicy::default(),
             listing: Listing::default(),
             limits: CallLimits::default(),
-            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            shutdown_grace: DEFAULT_STDIO_SHUTDOWN_GRACE,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             audit_chain_key: None,
             audit_checkpoints: None,
@@ -1005,6 +1011,7 @@ impl Settings {
         Settings {
             transport: Transport::Http(super::http::HttpSettings::new(bind)),
             auth,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             ..Settings::stdio(Grant::none())
         }
     }

@@ -40,15 +40,24 @@ where
         tools.audit().clone(),
     )
     .hold_tool_arguments();
-    super::lifecycle::run(&tools, "stdio", settings, |stop| async move {
-        let ended = sessions(secure, make, transport.clone(), stop).await;
-        // Answers still queued, such as refusals of lines read before a session started, go out before the exit.
-        let mut transport = transport;
-        if let Err(err) = rmcp::transport::Transport::<RoleServer>::close(&mut transport).await {
-            tracing::debug!(error = %err, "the output could not be flushed at exit");
-        }
-        ended
-    })
+    let input_ended = transport.input_ended();
+    super::lifecycle::run(
+        &tools,
+        "stdio",
+        settings,
+        Some(input_ended),
+        |stop| async move {
+            transport.give_up_unread_at(&stop);
+            let ended = sessions(secure, make, transport.clone(), stop).await;
+            // Answers still queued, such as refusals of lines read before a session started, go out before the exit.
+            let mut transport = transport;
+            if let Err(err) = rmcp::transport::Transport::<RoleServer>::close(&mut transport).await
+            {
+                tracing::debug!(error = %err, "the output could not be flushed at exit");
+            }
+            ended
+        },
+    )
     .await
 }
 

@@ -84,7 +84,18 @@ struct Outbox<W> {
     /// The output and the queue's receiving end, until the writing task starts on first use (so a transport can
     /// be made outside a runtime).
     unstarted: std::sync::Mutex<Option<(W, mpsc::Receiver<Outgoing>)>>,
+    /// Cancelled once the server is stopping: from then on a message waits for room in the queue, and the close
+    /// for the queue to be written, [`GIVE_UP_WAIT`] at most (a client that stopped reading would otherwise hold
+    /// the stop up, rmcp's waits and ours in turn, past a host's patience: red-team finding).
+    give_up: tokio_util::sync::CancellationToken,
+    /// A close gave up on the queue: later ones do not wait again.
+    abandoned: AtomicBool,
 }
+
+/// How long, once the server is stopping, a message may wait for room in the output queue and a close for the
+/// queue to be written: ample for a client that reads, short enough for a host that kills a server two seconds
+/// after asking it to stop.
+const GIVE_UP_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 
 enum Outgoing {
     /// One encoded message, with its newline.
@@ -99,7 +110,15 @@ impl<W: AsyncWrite + Unpin + Send + 'static> Outbox<W> {
         Outbox {
             queue,
             unstarted: std::sync::Mutex::new(Some((output, receiver))),
+            give_up: tokio_util::sync::CancellationToken::new(),
+            abandoned: AtomicBool::new(false),
         }
+    }
+
+    /// Resolves [`GIVE_UP_WAIT`] after the server began to stop.
+    async fn given_up(&self) {
+        self.give_up.cancelled().await;
+        tokio::time::sleep(GIVE_UP_WAIT).await;
     }
 
     /// The queue, its writing task started.
@@ -172,6 +191,8 @@ struct Lifecycle {
     session_id: std::sync::Mutex<Option<Arc<str>>>,
     /// The ids of the client's requests in progress (see `in_flight`): a request reusing one is refused.
     in_flight: Arc<super::in_flight::InFlight>,
+    /// Cancelled when the input ends.
+    input_ended: tokio_util::sync::CancellationToken,
 }
 
 /// How many requests refused within a session are remembered until their refusal goes out.
@@ -461,11 +482,31 @@ where
     /// Queues a message for writing; resolves once it is in the queue.
     async fn write_message(&self, message: &ServerJsonRpcMessage) -> std::io::Result<()> {
         let bytes = encode(message)?;
-        self.outbox
-            .queue()
-            .send(Outgoing::Line(bytes))
-            .await
-            .map_err(|_| output_closed())
+        let queue = self.outbox.queue();
+        tokio::select! {
+            biased;
+            permit = queue.reserve() => {
+                permit.map_err(|_| output_closed())?.send(Outgoing::Line(bytes));
+                Ok(())
+            }
+            () = self.outbox.given_up() => Err(output_closed()),
+        }
+    }
+
+    /// Once `stop` is cancelled (the server is stopping), answers nobody reads are not waited for long: see
+    /// [`GIVE_UP_WAIT`].
+    pub(crate) fn give_up_unread_at(&self, stop: &tokio_util::sync::CancellationToken) {
+        let give_up = self.outbox.give_up.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            stop.cancelled().await;
+            give_up.cancel();
+        });
+    }
+
+    /// Cancelled when the input has ended (or failed): no request will come.
+    pub(crate) fn input_ended(&self) -> tokio_util::sync::CancellationToken {
+        self.lifecycle.input_ended.clone()
     }
 
     /// Keeps the ids of the requests in progress: a request whose id is one of them is refused (a red team's second
@@ -992,11 +1033,15 @@ where
                 Ok(line) => line,
                 Err(err) => {
                     tracing::error!(error = %err, "reading the input stream failed");
+                    self.lifecycle.input_ended.cancel();
                     return None;
                 }
             };
             let (refusal, bytes) = match line {
-                Line::Eof => return None,
+                Line::Eof => {
+                    self.lifecycle.input_ended.cancel();
+                    return None;
+                }
                 Line::TooLarge { id, bytes } => {
                     let refusal = Refusal {
                         id,
@@ -1084,12 +1129,25 @@ where
                 .map_err(|_| output_closed())?;
             written.await.map_err(|_| output_closed())?
         };
-        match tokio::time::timeout(CLOSE_WAIT, drained).await {
-            Ok(result) => result,
-            Err(_) => {
-                tracing::warn!(
-                    "answers still queued were not written within {CLOSE_WAIT:?}: the client is not reading"
-                );
+        if self.outbox.abandoned.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let outbox = self.outbox.clone();
+        let given_up = async move { outbox.given_up().await };
+        tokio::select! {
+            result = tokio::time::timeout(CLOSE_WAIT, drained) => match result {
+                Ok(result) => result,
+                Err(_) => {
+                    self.outbox.abandoned.store(true, Ordering::SeqCst);
+                    tracing::warn!(
+                        "answers still queued were not written within {CLOSE_WAIT:?}: the client is not reading"
+                    );
+                    Ok(())
+                }
+            },
+            () = given_up => {
+                self.outbox.abandoned.store(true, Ordering::SeqCst);
+                tracing::warn!("answers still queued were not written: the client is not reading, and the server is stopping");
                 Ok(())
             }
         }

@@ -303,6 +303,9 @@ pub(super) async fn resolve(
         ));
     };
     settings.transport = Transport::Http(http);
+    if args.shutdown_grace.is_none() {
+        settings.shutdown_grace = super::settings::DEFAULT_SHUTDOWN_GRACE;
+    }
     Ok(settings)
 }
 
@@ -710,7 +713,7 @@ where
         shared,
     };
     let served = tools.clone();
-    super::lifecycle::run(&tools, "http", settings, move |stop| async move {
+    super::lifecycle::run(&tools, "http", settings, None, move |stop| async move {
         // rmcp's service ends once the connections have sent their answers (or after `connections::STOP_WAIT`,
         // 5 s, for a request that is not a call and does not finish), not at the stop: ending it cuts the answer
         // of a call that has just finished (`500 no response message received from handler`) though the call ran
