@@ -766,6 +766,76 @@ fn failed_exports_are_reported_on_stderr_without_secrets() {
     assert!(!stderr.contains(SECRET_CONTENT), "{stderr}");
 }
 
+/// Red-team finding: the exporter's HTTP client followed redirects without a word, so whatever answered on the
+/// collector's address could send every signal, the audit records and a collector's key header among them, to any
+/// other host, while the server's log showed nothing. A redirect is now a failed export, reported.
+#[test]
+fn a_collector_redirecting_elsewhere_gets_nothing_followed() {
+    use std::io::{Read, Write};
+    let elsewhere = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let elsewhere_addr = elsewhere.local_addr().unwrap();
+    elsewhere.set_nonblocking(true).unwrap();
+    let redirector = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", redirector.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in redirector.incoming() {
+            let Ok(mut stream) = stream else { return };
+            std::thread::spawn(move || {
+                // Each request whole (head, then the body its length gives), then a redirect, keeping the connection.
+                let mut buffer = Vec::new();
+                let mut chunk = [0u8; 8192];
+                loop {
+                    let Some(head_end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        match stream.read(&mut chunk) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+                        }
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buffer[..head_end]).to_ascii_lowercase();
+                    let length: usize = head
+                        .lines()
+                        .find_map(|line| line.strip_prefix("content-length:"))
+                        .and_then(|value| value.trim().parse().ok())
+                        .unwrap_or(0);
+                    while buffer.len() < head_end + 4 + length {
+                        match stream.read(&mut chunk) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    buffer.drain(..head_end + 4 + length);
+                    let answer = format!(
+                        "HTTP/1.1 307 Temporary Redirect\r\nLocation: http://{elsewhere_addr}/stolen\r\nContent-Length: 0\r\n\r\n"
+                    );
+                    if stream.write_all(answer.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let (output, _) = write_over_stdio_then_stop(
+        dir.path(),
+        &endpoint,
+        "hello",
+        &[
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+            ("OTEL_BLRP_SCHEDULE_DELAY", "100"),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "x-api-key=collector-key-5d1e"),
+        ],
+    );
+    let followed = std::iter::from_fn(|| elsewhere.accept().ok()).count();
+    assert_eq!(followed, 0, "an export followed the redirect");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("ExportError"),
+        "no failed export in:\n{stderr}"
+    );
+    assert!(!stderr.contains("collector-key-5d1e"), "{stderr}");
+}
+
 /// Trial finding: with a collector that takes connections but never answers, the stop waited for each signal's
 /// export in turn (traces, metrics, logs: 5 s each, about 15 s after the last record), past the 10 s a container
 /// runtime or a host gives a stopping server before it kills it. The signals are now flushed together: the stop

@@ -1,9 +1,10 @@
 //! The OpenTelemetry SDK as the runners set it up, from the standard `OTEL_*` variables.
 
 use std::env;
+use std::time::Duration;
 
 use opentelemetry::global;
-use opentelemetry_otlp::WithExportConfig as _;
+use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::logs::SdkLoggerProvider;
 use opentelemetry_sdk::metrics::SdkMeterProvider;
@@ -211,6 +212,8 @@ fn exports(var: Lookup<'_>, signal: &Signal) -> Result<bool, OtelError> {
             "this build exports over plain HTTP only (no TLS): use an `http://` endpoint (a local collector or sidecar)",
         );
     }
+    check_endpoint(variable, &endpoint)
+        .map_err(|message| OtelError::Invalid { variable, message })?;
     if let Some((variable, protocol)) =
         resolved(var, signal.protocol, "OTEL_EXPORTER_OTLP_PROTOCOL")
         && !protocol.eq_ignore_ascii_case("http/protobuf")
@@ -264,6 +267,81 @@ fn exports(var: Lookup<'_>, signal: &Signal) -> Result<bool, OtelError> {
         }
     }
     Ok(true)
+}
+
+/// The exporter's HTTP client: the blocking reqwest client the exporter would make itself, with its timeout
+/// (`OTEL_EXPORTER_OTLP_{SIGNAL}_TIMEOUT`, else `OTEL_EXPORTER_OTLP_TIMEOUT`, else 10 s, read as the exporter reads
+/// them), but following no redirect: the exporter's own followed them without a word, so whatever answered on the
+/// collector's address could send the audit records, and the headers (a collector's key among them), to any other
+/// host (red-team finding). A redirect is a failed export, reported as any other.
+fn http_client(
+    var: Lookup<'_>,
+    signal: &Signal,
+    name: &'static str,
+) -> Result<reqwest::blocking::Client, OtelError> {
+    let millis = |variable: &str| var(variable).and_then(|value| value.parse::<u64>().ok());
+    let timeout = millis(signal.timeout)
+        .or_else(|| millis("OTEL_EXPORTER_OTLP_TIMEOUT"))
+        .map_or(
+            opentelemetry_otlp::OTEL_EXPORTER_OTLP_TIMEOUT_DEFAULT,
+            Duration::from_millis,
+        );
+    // Made on a thread of its own, as the exporter makes its own: a blocking client may not be made or dropped
+    // within an async runtime.
+    std::thread::spawn(move || {
+        reqwest::blocking::Client::builder()
+            .timeout(timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+    })
+    .join()
+    .map_err(|_| OtelError::Exporter {
+        signal: name,
+        message: "making the HTTP client panicked".to_owned(),
+    })?
+    .map_err(|error| OtelError::Exporter {
+        signal: name,
+        message: format!("the HTTP client could not be made: {error}"),
+    })
+}
+
+/// Whether an endpoint is one the exporter uses as written: an `http://` URL without credentials (which it would
+/// drop without a word: they go in the headers variable) and, for the general variable, to which each signal's path
+/// is appended, without a query or fragment (the path would land inside them). The message never quotes the URL,
+/// which may hold a credential (red-team finding: an unparsable one was printed whole at start).
+fn check_endpoint(variable: &str, endpoint: &str) -> Result<(), String> {
+    let Ok(uri) = http::Uri::try_from(endpoint.trim()) else {
+        return Err("is not a URL: expected one such as `http://localhost:4318`".to_owned());
+    };
+    if !uri
+        .scheme_str()
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("http"))
+        || uri.host().is_none_or(str::is_empty)
+    {
+        return Err(
+            "is not an `http://` URL with a host, such as `http://localhost:4318`".to_owned(),
+        );
+    }
+    if uri
+        .authority()
+        .is_some_and(|authority| authority.as_str().contains('@'))
+    {
+        return Err(
+            "holds credentials (`user:password@`), which the exporter would not send: give them as a header in \
+             OTEL_EXPORTER_OTLP_HEADERS"
+                .to_owned(),
+        );
+    }
+    if variable == "OTEL_EXPORTER_OTLP_ENDPOINT"
+        && (uri.query().is_some() || endpoint.contains('#'))
+    {
+        return Err(
+            "has a query or fragment, while each signal is sent to this URL followed by `/v1/traces`, `/v1/metrics` \
+             or `/v1/logs`: give a signal's own endpoint (`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, ...), used as it is"
+                .to_owned(),
+        );
+    }
+    Ok(())
 }
 
 /// Whether every entry of a headers variable is one the exporter sends, read as it reads them (`key=value` pairs
@@ -378,6 +456,7 @@ impl Otel {
                 let exporter = opentelemetry_otlp::SpanExporter::builder()
                     .with_http()
                     .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+                    .with_http_client(http_client(var, &TRACES, "traces")?)
                     .build()
                     .map_err(exporter_error("traces"))?;
                 Ok::<_, OtelError>(
@@ -395,6 +474,7 @@ impl Otel {
                 let exporter = opentelemetry_otlp::MetricExporter::builder()
                     .with_http()
                     .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+                    .with_http_client(http_client(var, &METRICS, "metrics")?)
                     .build()
                     .map_err(exporter_error("metrics"))?;
                 builder = builder.with_periodic_exporter(exporter);
@@ -418,6 +498,7 @@ impl Otel {
                 let exporter = opentelemetry_otlp::LogExporter::builder()
                     .with_http()
                     .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+                    .with_http_client(http_client(var, &LOGS, "logs")?)
                     .build()
                     .map_err(exporter_error("logs"))?;
                 Ok::<_, OtelError>(
@@ -575,6 +656,59 @@ mod tests {
         .unwrap();
         assert!(own.traces && !own.metrics && !own.logs);
         assert!(plan(&[ENDPOINT]).unwrap().unwrap().traces);
+    }
+
+    /// Red-team finding: credentials in the endpoint's URL (`user:password@`) were dropped by the exporter without
+    /// a word, a query on the general endpoint was mangled (`/?token=x/v1/logs`), and a URL the exporter could not
+    /// parse stopped the start with the whole URL, password and all, in the message. Each is refused, naming the
+    /// variable and never its value.
+    #[test]
+    fn endpoints_with_credentials_a_query_or_no_url_shape_are_refused_unprinted() {
+        for (variable, value) in [
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                "http://user:secret@127.0.0.1:4318",
+            ),
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                "http://secret@127.0.0.1:4318",
+            ),
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                "http://127.0.0.1:4318/?token=secret",
+            ),
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                "http://127.0.0.1:4318/#secret",
+            ),
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                "http://user:secret@exa mple/",
+            ),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "user:secret@127.0.0.1:4318"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://[user:secret@::1"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "127.0.0.1:4318"),
+            (
+                "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
+                "http://user:secret@127.0.0.1:4318/v1/logs",
+            ),
+        ] {
+            let error = plan(&[(variable, value)]).unwrap_err();
+            let shown = error.to_string();
+            assert!(shown.contains(variable), "{value}: {shown}");
+            assert!(!shown.contains("secret"), "{value}: {shown}");
+        }
+        // A signal's own endpoint is used as it is: its query reaches the collector.
+        assert!(
+            plan(&[(
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                "http://127.0.0.1:4318/v1/traces?tenant=a"
+            )])
+            .unwrap()
+            .unwrap()
+            .traces
+        );
+        assert!(plan(&[ENDPOINT]).unwrap().unwrap().logs);
     }
 
     #[test]
