@@ -766,6 +766,48 @@ fn failed_exports_are_reported_on_stderr_without_secrets() {
     assert!(!stderr.contains(SECRET_CONTENT), "{stderr}");
 }
 
+/// Red-team finding: the metrics address (unauthenticated, by design) shared one throttle of refusal records with the
+/// MCP endpoint, so some ten requests a second to its unknown paths kept every record of the MCP endpoint's refused
+/// tokens out of the audit (counted only, with the metrics' 404s, in one `audit_suppressed`). Each listener has its
+/// own.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flood_on_the_metrics_address_does_not_silence_the_mcp_endpoints_refusals() {
+    let receiver = Receiver::start();
+    let HttpServer {
+        mut child,
+        url,
+        listening,
+        audit_log,
+        _dir,
+        ..
+    } = HttpServer::start(&receiver, |command| {
+        command.args(["--http-metrics", "127.0.0.1:0"]);
+    });
+    let metrics_port = listening.address("metrics").port();
+    let client = reqwest::Client::new();
+    for n in 0..300 {
+        let answer = client
+            .get(format!("http://127.0.0.1:{metrics_port}/flood{n}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 404);
+    }
+    for id in 0..5 {
+        let refused = read_over_http(&client, &url, "not-a-token", id, "greeting.txt", None, None)
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), 401);
+    }
+    stop_gracefully(&mut child);
+    let records = audit(&audit_log);
+    let unauthorized = records
+        .iter()
+        .filter(|r| r["event"] == "http_rejected" && r["status"] == 401)
+        .count();
+    assert_eq!(unauthorized, 5, "{records:#?}");
+}
+
 /// Red-team finding: the exporter's HTTP client followed redirects without a word, so whatever answered on the
 /// collector's address could send every signal, the audit records and a collector's key header among them, to any
 /// other host, while the server's log showed nothing. A redirect is now a failed export, reported.

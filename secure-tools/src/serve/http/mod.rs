@@ -749,11 +749,18 @@ where
                 );
             }
         }
+        // The metrics address, open to whoever reaches it, has a throttle of its own: a flood of its refusals
+        // would otherwise keep the MCP endpoint's refusals out of the audit (red-team finding).
+        #[cfg(feature = "otel")]
+        let metrics_rejections = Arc::new(
+            Rejections::new(served.audit().clone(), http.rejection_records)
+                .counting(served.telemetry().cloned()),
+        );
         #[cfg(feature = "otel")]
         let metrics = metrics.map(|endpoint| {
             tokio::spawn(endpoint.serve(
                 limits.header_read_timeout,
-                rejections.clone(),
+                metrics_rejections.clone(),
                 stop.clone(),
             ))
         });
@@ -761,12 +768,16 @@ where
         // after a flood, nothing else may come, and a process killed would lose them.
         let counts = tokio::spawn({
             let rejections = rejections.clone();
+            #[cfg(feature = "otel")]
+            let metrics_rejections = metrics_rejections.clone();
             async move {
                 let mut ticks = tokio::time::interval(rejections::FLUSH_COUNTS_EVERY);
                 ticks.tick().await;
                 loop {
                     ticks.tick().await;
                     rejections.flush_counts();
+                    #[cfg(feature = "otel")]
+                    metrics_rejections.flush_counts();
                 }
             }
         });
@@ -781,6 +792,8 @@ where
         // after this; a session's end told of then is not recorded again).
         sessions.close_all("shutdown");
         rejections.flush_counts();
+        #[cfg(feature = "otel")]
+        metrics_rejections.flush_counts();
         served.map(|()| "stopped").map_err(ServeError::from)
     })
     .await
