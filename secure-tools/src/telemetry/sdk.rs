@@ -171,6 +171,28 @@ impl Plan {
         let traces = exports(var, &TRACES)?;
         let metrics = exports(var, &METRICS)?;
         let logs = exports(var, &LOGS)?;
+        if traces {
+            check_sampler(var)?;
+        }
+        for (exported, variables) in [
+            (traces, &BATCHING_TRACES[..]),
+            (logs, &BATCHING_LOGS[..]),
+            (metrics, &BATCHING_METRICS[..]),
+        ] {
+            for &variable in variables.iter().filter(|_| exported) {
+                if let Some(number) = value(var, variable)
+                    && number.parse::<u64>().is_err()
+                {
+                    return Err(OtelError::Invalid {
+                        variable,
+                        message: format!(
+                            "`{}` is not a whole number, which the SDK would ignore without a word",
+                            number.escape_debug()
+                        ),
+                    });
+                }
+            }
+        }
         let named = value(var, "OTEL_SERVICE_NAME").is_some()
             || var("OTEL_RESOURCE_ATTRIBUTES").is_some_and(|attributes| names_service(&attributes));
         Ok(Some(Plan {
@@ -180,6 +202,62 @@ impl Plan {
             named,
         }))
     }
+}
+
+/// The batching variables the SDK reads for each signal, as whole numbers (sizes, or milliseconds): one that does not
+/// parse is ignored by it without a word.
+const BATCHING_TRACES: [&str; 4] = [
+    "OTEL_BSP_MAX_QUEUE_SIZE",
+    "OTEL_BSP_SCHEDULE_DELAY",
+    "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
+    "OTEL_BSP_EXPORT_TIMEOUT",
+];
+const BATCHING_LOGS: [&str; 4] = [
+    "OTEL_BLRP_MAX_QUEUE_SIZE",
+    "OTEL_BLRP_SCHEDULE_DELAY",
+    "OTEL_BLRP_MAX_EXPORT_BATCH_SIZE",
+    "OTEL_BLRP_EXPORT_TIMEOUT",
+];
+const BATCHING_METRICS: [&str; 2] = ["OTEL_METRIC_EXPORT_INTERVAL", "OTEL_METRIC_EXPORT_TIMEOUT"];
+
+/// A sampler the SDK knows and has, spelled as it reads it (exactly), with a ratio between 0 and 1 for the ratio
+/// samplers (none: the specification's default, 1). The SDK takes anything else with a warning at most and samples
+/// every trace: a typo meant to turn tracing off (`always_of`) would export everything.
+fn check_sampler(var: Lookup<'_>) -> Result<(), OtelError> {
+    // Set blank, as unset: the SDK's default sampler either way.
+    let Some(sampler) = var("OTEL_TRACES_SAMPLER").filter(|v| !v.trim().is_empty()) else {
+        return Ok(());
+    };
+    let ratio = match sampler.as_str() {
+        "always_on" | "always_off" | "parentbased_always_on" | "parentbased_always_off" => false,
+        "traceidratio" | "parentbased_traceidratio" => true,
+        other => {
+            return Err(OtelError::Invalid {
+                variable: "OTEL_TRACES_SAMPLER",
+                message: format!(
+                    "`{}` is not a sampler this build has: expected always_on, always_off, traceidratio, \
+                     parentbased_always_on, parentbased_always_off or parentbased_traceidratio (the SDK would sample \
+                     every trace instead)",
+                    other.escape_debug()
+                ),
+            });
+        }
+    };
+    if ratio
+        && let Some(arg) = var("OTEL_TRACES_SAMPLER_ARG").filter(|v| !v.trim().is_empty())
+        && !arg
+            .parse::<f64>()
+            .is_ok_and(|ratio| (0.0..=1.0).contains(&ratio))
+    {
+        return Err(OtelError::Invalid {
+            variable: "OTEL_TRACES_SAMPLER_ARG",
+            message: format!(
+                "`{}` is not a ratio between 0 and 1 (the SDK would sample every trace instead)",
+                arg.escape_debug()
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Whether a signal is exported over OTLP (an endpoint is set for it, and its exporter is not `none`), once its
@@ -709,6 +787,77 @@ mod tests {
             .traces
         );
         assert!(plan(&[ENDPOINT]).unwrap().unwrap().logs);
+    }
+
+    /// Red-team finding: a sampler the SDK does not know (`always_of`, a typo meant to turn tracing off) or a ratio
+    /// that is not one, and a batching variable that is not a number, were taken with the SDK's warning at most and
+    /// its default used: everything exported. They stop the start, naming the variable.
+    #[test]
+    fn a_sampler_or_batching_setting_the_sdk_would_ignore_is_refused() {
+        let invalid = |vars: &[(&str, &str)]| match plan(vars) {
+            Err(OtelError::Invalid { variable, .. }) => variable,
+            other => panic!("{vars:?} not refused: {other:?}"),
+        };
+        for sampler in [
+            "always_of",
+            "ALWAYS_OFF",
+            "jaeger_remote",
+            "xray",
+            "parentbased_jaeger_remote",
+        ] {
+            assert_eq!(
+                invalid(&[ENDPOINT, ("OTEL_TRACES_SAMPLER", sampler)]),
+                "OTEL_TRACES_SAMPLER"
+            );
+        }
+        for ratio in ["half", "1.5", "-0.1", "NaN", "inf"] {
+            for sampler in ["traceidratio", "parentbased_traceidratio"] {
+                assert_eq!(
+                    invalid(&[
+                        ENDPOINT,
+                        ("OTEL_TRACES_SAMPLER", sampler),
+                        ("OTEL_TRACES_SAMPLER_ARG", ratio)
+                    ]),
+                    "OTEL_TRACES_SAMPLER_ARG"
+                );
+            }
+        }
+        for variable in [
+            "OTEL_BSP_MAX_QUEUE_SIZE",
+            "OTEL_BSP_SCHEDULE_DELAY",
+            "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
+            "OTEL_BSP_EXPORT_TIMEOUT",
+            "OTEL_BLRP_MAX_QUEUE_SIZE",
+            "OTEL_BLRP_SCHEDULE_DELAY",
+            "OTEL_BLRP_MAX_EXPORT_BATCH_SIZE",
+            "OTEL_BLRP_EXPORT_TIMEOUT",
+            "OTEL_METRIC_EXPORT_INTERVAL",
+            "OTEL_METRIC_EXPORT_TIMEOUT",
+        ] {
+            assert_eq!(invalid(&[ENDPOINT, (variable, "SECRETQ")]), variable);
+            assert!(plan(&[ENDPOINT, (variable, "100")]).is_ok(), "{variable}");
+        }
+        for (sampler, ratio) in [
+            ("always_off", None),
+            ("parentbased_always_on", None),
+            ("traceidratio", Some("0.25")),
+            ("parentbased_traceidratio", Some("1")),
+            // The specification's default ratio, 1.
+            ("traceidratio", None),
+        ] {
+            let mut vars = vec![ENDPOINT, ("OTEL_TRACES_SAMPLER", sampler)];
+            vars.extend(ratio.map(|ratio| ("OTEL_TRACES_SAMPLER_ARG", ratio)));
+            assert!(plan(&vars).is_ok(), "{vars:?}");
+        }
+        // Traces not exported: no sampler to choose.
+        assert!(
+            plan(&[
+                ENDPOINT,
+                ("OTEL_TRACES_EXPORTER", "none"),
+                ("OTEL_TRACES_SAMPLER", "x")
+            ])
+            .is_ok()
+        );
     }
 
     #[test]
