@@ -92,7 +92,10 @@ fn replica(dir: &Path, n: usize, data: &Path, resource: &str, extra: &[&str]) ->
         .arg(data)
         .arg("--audit-log")
         .arg(&audit_log)
-        .args(["--server-id", "files"])
+        // An id of its own, as operators tell replicas' logs apart: the limits are shared all the same (they
+        // were kept per server id, so that each replica gave the whole allowance: red-team finding).
+        .arg("--server-id")
+        .arg(format!("files-{n}"))
         .args(["--http", "127.0.0.1:0"])
         .args(["--issuer", ISSUER, "--resource-url", resource])
         .args(extra)

@@ -86,6 +86,8 @@ pub struct RedisRates {
     client: redis::Client,
     script: Arc<redis::Script>,
     prefix: Arc<str>,
+    /// Whether the namespace was given (else the runner names it after the server).
+    named: bool,
     when_unavailable: WhenUnavailable,
     shared: Arc<Shared>,
 }
@@ -107,25 +109,56 @@ impl std::fmt::Debug for RedisRates {
     }
 }
 
+/// What the keys of `namespace` begin with: its length marks where it ends, so no namespace and caller can spell
+/// another's.
+fn prefix_of(namespace: &str) -> Arc<str> {
+    Arc::from(format!(
+        "secure-tools:rate:{}:{namespace}:",
+        namespace.len()
+    ))
+}
+
 impl RedisRates {
     /// The Redis server at `url` (`redis://host:6379/0`, `redis+unix:///run/redis.sock`), keys under
-    /// `secure-tools:rate:{length}:{namespace}:` (use the server id, so that servers sharing a Redis keep apart;
-    /// the length marks where the namespace ends, so no namespace and caller can spell another's). Nothing is
+    /// `secure-tools:rate:{length}:{namespace}:` (the same for every replica that shares the limits, and another for
+    /// each other server sharing the Redis: not a replica's own id; the length marks where the namespace ends, so no
+    /// namespace and caller can spell another's). Nothing is
     /// connected until the first check.
     pub fn open(url: &str, namespace: &str) -> Result<Self, redis::RedisError> {
+        let mut rates = Self::open_unnamed(url)?;
+        rates.prefix = prefix_of(namespace);
+        rates.named = true;
+        Ok(rates)
+    }
+
+    /// [`RedisRates::open`] with a namespace to come: see [`RedisRates::named_if_unnamed`].
+    pub(crate) fn open_unnamed(url: &str) -> Result<Self, redis::RedisError> {
         Ok(RedisRates {
             client: redis::Client::open(url)?,
             script: Arc::new(redis::Script::new(GCRA)),
-            prefix: Arc::from(format!(
-                "secure-tools:rate:{}:{namespace}:",
-                namespace.len()
-            )),
+            prefix: prefix_of("secure-tools"),
+            named: false,
             when_unavailable: WhenUnavailable::Refuse,
             shared: Arc::new(Shared {
                 connection: Mutex::new(Slot::default()),
                 down: AtomicBool::new(false),
             }),
         })
+    }
+
+    /// Keys under `namespace` unless the store was opened with one.
+    pub(crate) fn named_if_unnamed(mut self, namespace: &str) -> Self {
+        if !self.named {
+            self.prefix = prefix_of(namespace);
+            self.named = true;
+        }
+        self
+    }
+
+    /// What every key begins with.
+    #[cfg(test)]
+    pub(crate) fn prefix(&self) -> &str {
+        &self.prefix
     }
 
     /// What a check does when Redis cannot be reached (default: refuse).

@@ -203,6 +203,17 @@ impl Settings {
         }
     }
 
+    /// The rate limits' store in Redis, its keys named by the server's name unless a namespace was given: the same
+    /// for every replica of one server, whatever ids they have each.
+    #[cfg(feature = "redis")]
+    pub(crate) fn rate_limit_store_for_build(
+        &self,
+    ) -> Option<crate::call::shared_rate::RedisRates> {
+        self.rate_limit_store
+            .clone()
+            .map(|store| store.named_if_unnamed(&self.server_info.name))
+    }
+
     /// The tool set with the settings' server id, limits and audit log.
     pub(crate) fn build<S: Send + Sync + 'static>(
         &self,
@@ -230,8 +241,8 @@ impl Settings {
                     source,
                 })?;
         #[cfg(feature = "redis")]
-        let builder = match &self.rate_limit_store {
-            Some(store) => builder.rate_limit_store(store.clone()),
+        let builder = match self.rate_limit_store_for_build() {
+            Some(store) => builder.rate_limit_store(store),
             None => builder,
         };
         #[cfg(feature = "otel")]

@@ -622,6 +622,10 @@ settings_args! {
         /// default) or `allow` them unlimited.
         #[cfg_attr(feature = "cli", arg(long, value_name = "MODE"))]
         rate_limit_redis_unavailable: String = env "MCP_RATE_LIMIT_REDIS_UNAVAILABLE",
+        /// With `--rate-limit-redis`: the name the limits' keys are kept under, shared by the replicas that share
+        /// their limits (not `--server-id`, which each replica may have its own of). Default: the server's name.
+        #[cfg_attr(feature = "cli", arg(long, value_name = "NAME"))]
+        rate_limit_redis_namespace: String = env "MCP_RATE_LIMIT_REDIS_NAMESPACE",
         /// How long a tool may run before it is stopped, e.g. `30s` (`500ms`, `2min`); the call is then refused
         /// `timeout`. Default: 60s.
         #[cfg_attr(feature = "cli", arg(long, value_name = "DURATION"))]
@@ -1212,18 +1216,21 @@ impl Settings {
                     })?,
                     None => crate::call::shared_rate::WhenUnavailable::default(),
                 };
-                // Keys are kept apart by server id: replicas of one server share them, other servers do not.
-                let namespace = args.server_id.as_deref().unwrap_or("secure-tools");
-                let store =
-                    crate::call::shared_rate::RedisRates::open(url, namespace).map_err(|e| {
-                        invalid(
-                            name,
-                            format!(
-                                "{e} (expected redis://[:PASSWORD@]HOST[:PORT][/DB] or \
+                // Keys are named by the namespace given, else by the server's name once it is known (see
+                // `rate_limit_store_for_build`): never by the server id, which replicas may each have their own of.
+                let store = match &args.rate_limit_redis_namespace {
+                    Some(namespace) => crate::call::shared_rate::RedisRates::open(url, namespace),
+                    None => crate::call::shared_rate::RedisRates::open_unnamed(url),
+                }
+                .map_err(|e| {
+                    invalid(
+                        name,
+                        format!(
+                            "{e} (expected redis://[:PASSWORD@]HOST[:PORT][/DB] or \
                                  redis+unix:///PATH; this build has no TLS to Redis)"
-                            ),
-                        )
-                    })?;
+                        ),
+                    )
+                })?;
                 settings.rate_limit_store = Some(store.when_unavailable(mode));
             }
             #[cfg(not(feature = "redis"))]
@@ -1315,6 +1322,12 @@ impl Settings {
                 "--rate-limit-redis-unavailable / MCP_RATE_LIMIT_REDIS_UNAVAILABLE",
                 "only applies with --rate-limit-redis / MCP_RATE_LIMIT_REDIS (each replica limits on its own)"
                     .into(),
+            ));
+        }
+        if args.rate_limit_redis_namespace.is_some() && args.rate_limit_redis.is_none() {
+            return Err(invalid(
+                "--rate-limit-redis-namespace / MCP_RATE_LIMIT_REDIS_NAMESPACE",
+                "only applies with --rate-limit-redis / MCP_RATE_LIMIT_REDIS".into(),
             ));
         }
         if let Some(grace) = duration(
@@ -1502,6 +1515,44 @@ mod tests {
 
     /// A setting that qualifies another one is refused without it (review finding: several were silently
     /// ignored).
+    /// Red-team finding: the rate limits' keys in Redis were named by `--server-id`, so replicas given ids of their
+    /// own (to tell their audit logs apart, as the README's examples do) each got the whole allowance: two replicas
+    /// of a `10/min` limit let 20 calls through. Keys are named by the server's name (its `serverInfo`), the same
+    /// for every replica of a program, or by `--rate-limit-redis-namespace`.
+    #[cfg(feature = "redis")]
+    #[tokio::test]
+    async fn replicas_with_their_own_server_ids_share_their_rate_limits() {
+        async fn store(server_id: &str, namespace: Option<&str>) -> String {
+            let args = ServerArgs {
+                server_id: Some(server_id.into()),
+                scopes: Some("files.read".into()),
+                rate_limit: Some("10/min".into()),
+                rate_limit_redis: Some("redis://127.0.0.1:1/0".into()),
+                rate_limit_redis_namespace: namespace.map(Into::into),
+                ..ServerArgs::default()
+            };
+            let settings = Settings::from_args(args)
+                .await
+                .unwrap()
+                .server_info("files", "1");
+            settings
+                .rate_limit_store_for_build()
+                .unwrap()
+                .prefix()
+                .to_owned()
+        }
+        assert_eq!(store("files-a", None).await, store("files-b", None).await);
+        assert!(store("files-a", None).await.contains(":files:"));
+        assert_eq!(
+            store("files-a", Some("tenant-1")).await,
+            store("files-b", Some("tenant-1")).await
+        );
+        assert_ne!(
+            store("files-a", Some("tenant-1")).await,
+            store("files-a", Some("tenant-2")).await
+        );
+    }
+
     #[tokio::test]
     async fn settings_that_qualify_another_are_refused_without_it() {
         let refused = |args: ServerArgs| async move {
