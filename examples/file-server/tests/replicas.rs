@@ -830,6 +830,84 @@ async fn a_connection_to_redis_that_stops_answering_is_replaced() {
     assert_eq!(records.len(), 3, "{records:?}");
 }
 
+/// A TCP proxy to `127.0.0.1:target` that holds every chunk `delay` before passing it on, each way, and a new
+/// connection's first bytes a round trip more (its handshake): a Redis far away on the network.
+async fn slow_proxy(target: u16, delay: Duration) -> u16 {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            // A connection's handshake takes a round trip too: what the client sends first waits for it.
+            tokio::time::sleep(delay * 2).await;
+            let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await else {
+                continue;
+            };
+            let (client_read, client_write) = client.into_split();
+            let (server_read, server_write) = server.into_split();
+            for (mut from, mut to) in [
+                (
+                    Box::new(client_read) as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+                    Box::new(server_write) as Box<dyn tokio::io::AsyncWrite + Unpin + Send>,
+                ),
+                (Box::new(server_read), Box::new(client_write)),
+            ] {
+                tokio::spawn(async move {
+                    let mut buffer = vec![0u8; 16 * 1024];
+                    while let Ok(read) = from.read(&mut buffer).await {
+                        if read == 0 {
+                            return;
+                        }
+                        tokio::time::sleep(delay).await;
+                        if to.write_all(&buffer[..read]).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        }
+    });
+    port
+}
+
+/// Red-team finding: making a connection to Redis (connecting, then the client's own first command, then the
+/// script) had to fit in one check's 500 ms, and was dropped when it did not: with a round trip of 200 ms, enough for
+/// every check on an open connection, no connection was ever made, and every call was refused (or, in `allow` mode,
+/// let through unlimited) for as long as the latency lasted. A connection being made goes on past the check that
+/// began it, so the checks after it use it.
+#[tokio::test]
+async fn a_redis_far_away_is_connected_to_and_then_checks_pass() {
+    use secure_tools::call::shared_rate::RedisRates;
+    use secure_tools::testing::{ToolTester, caller};
+    use secure_tools::{Rate, ToolSet};
+    let dir = tempfile::tempdir().unwrap();
+    let (_redis, port) = redis(dir.path());
+    let far = slow_proxy(port, Duration::from_millis(100)).await;
+    let tester = ToolTester::new(
+        ToolSet::builder(())
+            .tool::<counted>()
+            .rate_limit(Rate::per_minute(100).unwrap())
+            .rate_limit_store(
+                RedisRates::open(&format!("redis://127.0.0.1:{far}/0"), "far").unwrap(),
+            ),
+    )
+    .unwrap();
+    let someone = caller("someone", "t.call");
+    let mut codes = Vec::new();
+    for _ in 0..8 {
+        codes.push(
+            tester
+                .call(&someone, "counted", json!({}))
+                .await
+                .code()
+                .map(str::to_owned),
+        );
+    }
+    // The first checks may find the connection still being made; from some point on, every check passes.
+    let passed = codes.iter().rev().take_while(|code| code.is_none()).count();
+    assert!(passed >= 4, "{codes:?}");
+}
+
 /// A TCP proxy to `127.0.0.1:target` whose connections made while it garbles are answered with what Redis never
 /// sends (an HTTP error, as a proxy or another service on the port would answer), then kept open or closed;
 /// connections made otherwise are served.

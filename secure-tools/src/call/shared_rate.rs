@@ -6,7 +6,8 @@
 //! new one with an expiry, all at once. The algorithm is the one `governor` runs in process (a burst of `count`, one
 //! call back every `period / count`), so a rate means the same with or without Redis.
 //!
-//! When Redis cannot be reached (connecting or answering takes longer than [`REDIS_TIMEOUT`]), a call is refused
+//! When Redis cannot be reached (a connection and an answer take longer than [`REDIS_TIMEOUT`]; a connection being
+//! made goes on meanwhile, up to [`REDIS_CONNECT_TIMEOUT`], for the checks after), a call is refused
 //! `rate_limit_unavailable` (outcome `limited`, retry after a second) by default, or let through
 //! ([`WhenUnavailable::Allow`]) if configured so: fail closed unless asked otherwise. Either way the call is
 //! audited, and a failure is logged at most once per outage.
@@ -27,8 +28,18 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use super::limits::Rate;
 use super::refusal::{Refusal, codes};
 
-/// How long connecting to Redis, or an answer from it, may take before the store counts as unreachable.
+/// How long a check may wait, for a connection and Redis's answer, before the store counts as unreachable for it.
 pub const REDIS_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// How long making a connection may take: it goes on past the check that began it (a Redis a 200 ms round trip
+/// away needs three of them to connect, more than a check's bound, but answers every check after), and the checks
+/// meanwhile wait for it within their own bound.
+pub const REDIS_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A connection being made, shared by the checks that wait for it.
+type Connecting = futures_util::future::Shared<
+    futures_util::future::BoxFuture<'static, Result<ConnectionManager, Arc<str>>>,
+>;
 
 /// GCRA on the Redis server. `KEYS[1]`: the caller and tool's key. `ARGV[1]`: the emission interval (µs, `period /
 /// count`); `ARGV[2]`: the burst's tolerance (µs, `(count - 1) * interval`). Returns `{1, 0}` when the call may go,
@@ -78,6 +89,8 @@ impl std::str::FromStr for WhenUnavailable {
 struct Slot {
     generation: u64,
     connection: Option<ConnectionManager>,
+    /// The connection being made, for `generation`.
+    connecting: Option<Connecting>,
 }
 
 /// Where a tool set's rate limits keep their state when several replicas share it: a Redis server.
@@ -167,24 +180,72 @@ impl RedisRates {
         self
     }
 
-    /// The connection to use, and its generation (for [`Self::give_up`]).
-    fn connection(&self) -> Result<(u64, ConnectionManager), redis::RedisError> {
+    /// The connection to use, and its generation (for [`Self::give_up`]). One not made yet is made on a task of its
+    /// own, which goes on if the check waiting for it gives up (red-team finding: made within the check, a connection
+    /// to a Redis 200 ms away never fit in a check's bound, and every check was refused for as long as the latency
+    /// lasted).
+    async fn connection(&self) -> Result<(u64, ConnectionManager), redis::RedisError> {
+        use futures_util::FutureExt as _;
+        let (generation, connecting) = {
+            let mut slot = self
+                .shared
+                .connection
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if let Some(connection) = &slot.connection {
+                return Ok((slot.generation, connection.clone()));
+            }
+            let connecting = match &slot.connecting {
+                Some(connecting) => connecting.clone(),
+                None => {
+                    let client = self.client.clone();
+                    let config = ConnectionManagerConfig::new()
+                        .set_connection_timeout(Some(REDIS_CONNECT_TIMEOUT))
+                        .set_response_timeout(Some(REDIS_TIMEOUT))
+                        .set_number_of_retries(1)
+                        .set_max_delay(Duration::from_millis(200));
+                    let made = tokio::spawn(async move {
+                        tokio::time::timeout(
+                            REDIS_CONNECT_TIMEOUT,
+                            ConnectionManager::new_with_config(client, config),
+                        )
+                        .await
+                    });
+                    let connecting = async move {
+                        match made.await {
+                            Ok(Ok(Ok(connection))) => Ok(connection),
+                            Ok(Ok(Err(error))) => Err(Arc::from(error.to_string())),
+                            Ok(Err(_)) => Err(Arc::from("connecting took too long")),
+                            Err(_) => Err(Arc::from("connecting failed")),
+                        }
+                    }
+                    .boxed()
+                    .shared();
+                    slot.connecting = Some(connecting.clone());
+                    connecting
+                }
+            };
+            (slot.generation, connecting)
+        };
+        let made = connecting.await;
         let mut slot = self
             .shared
             .connection
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if let Some(connection) = &slot.connection {
-            return Ok((slot.generation, connection.clone()));
+        if slot.generation == generation {
+            slot.connecting = None;
+            if let Ok(connection) = &made {
+                slot.connection = Some(connection.clone());
+            }
         }
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(REDIS_TIMEOUT))
-            .set_response_timeout(Some(REDIS_TIMEOUT))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(200));
-        let made = ConnectionManager::new_lazy_with_config(self.client.clone(), config)?;
-        slot.connection = Some(made.clone());
-        Ok((slot.generation, made))
+        made.map(|connection| (generation, connection))
+            .map_err(|message| {
+                redis::RedisError::from(std::io::Error::new(
+                    std::io::ErrorKind::NotConnected,
+                    message.to_string(),
+                ))
+            })
     }
 
     /// The connection of `generation` failed a check: the next check makes a new one (unless another check
@@ -198,6 +259,7 @@ impl RedisRates {
         if slot.generation == generation {
             slot.generation += 1;
             slot.connection = None;
+            slot.connecting = None;
         }
     }
 
@@ -218,7 +280,7 @@ impl RedisRates {
         script.arg(interval.to_string()).arg(tolerance.to_string());
         let mut generation = None;
         let answer = async {
-            let (made, mut connection) = self.connection()?;
+            let (made, mut connection) = self.connection().await?;
             generation = Some(made);
             // A connection Redis dropped (a restart) fails the command sent on it, and only then does the manager
             // reconnect: the command is tried once more, on the new connection, within the same bound. (A step
