@@ -548,6 +548,13 @@ async fn without_redis_calls_are_refused_unless_configured_to_go_through() {
         let calls = calls_by_id(&[sub.join("replica-0.jsonl")]);
         let expected = if expect_ok { "ok" } else { "limited" };
         assert_eq!(calls[&1]["outcome"], expected, "{mode}");
+        // Red-team finding: a call let through unlimited was recorded as any other `ok`; its record says so.
+        let unchecked = calls[&1]["fields"]["secure-tools/rate_limit"].clone();
+        if expect_ok {
+            assert_eq!(unchecked, "unchecked", "{}", calls[&1]);
+        } else {
+            assert_eq!(unchecked, Value::Null, "{}", calls[&1]);
+        }
     }
 }
 

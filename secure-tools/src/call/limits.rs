@@ -88,14 +88,21 @@ impl RateLimiter {
         self.rate
     }
 
-    /// One call of `tool` by `caller`: refused `rate_limited` past the rate.
-    pub(crate) async fn check(&self, caller: &Arc<str>, tool: &'static str) -> Result<(), Refusal> {
+    /// One call of `tool` by `caller`: refused `rate_limited` past the rate; `Ok(false)` when let through
+    /// unchecked (a shared store that cannot be reached, configured to allow).
+    pub(crate) async fn check(
+        &self,
+        caller: &Arc<str>,
+        tool: &'static str,
+    ) -> Result<bool, Refusal> {
         // Boxed: a round trip to Redis is a large future, which every call's own future would otherwise carry.
         #[cfg(feature = "redis")]
         if let Some((store, scope)) = &self.shared {
-            return Box::pin(store.check(self.rate, scope, caller, tool)).await;
+            return Box::pin(store.check(self.rate, scope, caller, tool))
+                .await
+                .map(|checked| checked == super::shared_rate::Checked::Counted);
         }
-        self.check_here(caller, tool)
+        self.check_here(caller, tool).map(|()| true)
     }
 
     fn check_here(&self, caller: &Arc<str>, tool: &'static str) -> Result<(), Refusal> {

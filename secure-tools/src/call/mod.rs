@@ -635,6 +635,9 @@ fn authorize(tool: &ToolEntry, caller: &Caller) -> Result<(), Refusal> {
         .map_err(|missing| Refusal::missing_scope(&missing.0, tool.scopes.clone()))
 }
 
+/// The field (under `fields`) on the record of a call whose rate could not be checked and which was let through.
+pub const UNCHECKED_RATE_FIELD: (&str, &str) = ("secure-tools/rate_limit", "unchecked");
+
 /// The built-in limits: concurrency (the tool's, then the set's), then rates (the set's per caller and tool, the
 /// tool's own per caller). The permits are held until the handler ends. Concurrency first: a call refused
 /// `overloaded` does not use up its caller's rate, and a rate checked in Redis is waited for by calls that count
@@ -656,11 +659,17 @@ async fn limit<'a, S>(
         .transpose()?;
     let caller = cx.caller().id_shared();
     let name = tool.definition.name();
+    let mut checked = true;
     if let Some(rate) = &set.rate {
-        rate.check(caller, name).await?;
+        checked &= rate.check(caller, name).await?;
     }
     if let Some(rate) = &tool.rate {
-        rate.check(caller, name).await?;
+        checked &= rate.check(caller, name).await?;
+    }
+    if !checked {
+        // Let through unlimited, its rate's store out of reach (`WhenUnavailable::Allow`): the record says so, or
+        // it would read as any call within its rate (red-team finding).
+        cx.audit_field(UNCHECKED_RATE_FIELD.0, UNCHECKED_RATE_FIELD.1);
     }
     Ok([own, shared])
 }

@@ -122,6 +122,15 @@ impl std::fmt::Debug for RedisRates {
     }
 }
 
+/// How a call the store let through was let through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Checked {
+    /// Within the rate, counted in Redis.
+    Counted,
+    /// Redis could not be reached, and [`WhenUnavailable::Allow`] let it through uncounted.
+    Unchecked,
+}
+
 /// What the keys of `namespace` begin with: its length marks where it ends, so no namespace and caller can spell
 /// another's.
 fn prefix_of(namespace: &str) -> Arc<str> {
@@ -271,7 +280,7 @@ impl RedisRates {
         scope: &str,
         caller: &str,
         tool: &str,
-    ) -> Result<(), Refusal> {
+    ) -> Result<Checked, Refusal> {
         let interval = (rate.period / rate.count.max(1)).as_micros().max(1);
         let tolerance = interval * u128::from(rate.count.saturating_sub(1));
         // The caller's length first, so that no caller and tool pair can spell another's key.
@@ -330,7 +339,7 @@ impl RedisRates {
                 if self.shared.down.swap(false, Ordering::Relaxed) {
                     tracing::warn!("the rate limit's Redis answers again");
                 }
-                Ok(())
+                Ok(Checked::Counted)
             }
             Ok((_, wait_us)) => {
                 let wait = Duration::from_micros(u64::try_from(wait_us).unwrap_or(0));
@@ -355,7 +364,7 @@ impl RedisRates {
                     }
                 }
                 match self.when_unavailable {
-                    WhenUnavailable::Allow => Ok(()),
+                    WhenUnavailable::Allow => Ok(Checked::Unchecked),
                     WhenUnavailable::Refuse => Err(Refusal::limited(
                         codes::RATE_LIMIT_UNAVAILABLE,
                         "the rate limit cannot be checked now; retry shortly",
