@@ -1052,3 +1052,41 @@ fn json_reports_and_alerts_are_ascii_only() {
         assert!(alert.to_string().contains(name), "{alert}");
     }
 }
+
+/// Red-team finding: the text report cut long values, but `watch`'s alerts (stdout, and the hook's stdin) carried
+/// whole definitions: a server switching between two descriptions of 15 MiB made alerts of 15.7 MB each, about
+/// one a second. Each string in an alert is cut, saying how much was left out; `check --json` has everything.
+#[test]
+fn watch_alerts_are_bounded_whatever_the_server_lists() {
+    let dir = tempfile::tempdir().unwrap();
+    let lock = dir.path().join("tools.lock.json");
+    ToolsLock::from_listed(vec![tool("t", "d")])
+        .write(&lock)
+        .unwrap();
+    let huge = "x".repeat(1 << 20);
+    let page = respond_with(
+        &dir.path().join("page.json"),
+        format!(
+            "\"result\":{}",
+            json!({ "tools": [tool("t", &huge), tool(&huge, "d")] })
+        ),
+    );
+    let run = finish(
+        cli()
+            .args(["watch", "--interval", "1s", "--max-polls", "1", "--lock"])
+            .arg(&lock)
+            .arg("--")
+            .args(fake_server("", &page)),
+        LIMIT,
+    )
+    .unwrap();
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(run.stdout.len() < 64 * 1024, "{} bytes", run.stdout.len());
+    let alert: Value = serde_json::from_str(run.stdout.trim_end()).unwrap();
+    assert_eq!(alert["event"], "changed");
+    let text = alert.to_string();
+    assert!(text.contains("bytes more"), "{text}");
+    // The digests, which name the definitions exactly, are whole.
+    let after = alert["detail"]["changed"][0]["after"].as_str().unwrap();
+    assert!(after.starts_with("sha256:") && after.len() == 71, "{after}");
+}

@@ -747,8 +747,67 @@ struct Hook<'a> {
     timeout: Duration,
 }
 
+/// The most bytes of a string in an alert, the most items of an array or members of an object, and the deepest
+/// nesting: past them an alert says how much it left out (`check --json` gives everything). A hostile server's
+/// definitions would otherwise make each alert, and each hook's input, as large as its listing (red-team finding:
+/// 15.7 MB alerts, one a second).
+const ALERT_STRING: usize = 4096;
+const ALERT_ITEMS: usize = 100;
+const ALERT_DEPTH: usize = 16;
+
+/// `text` within the alerts' bound of a string.
+fn cut_for_alert(text: String) -> String {
+    if text.len() <= ALERT_STRING {
+        return text;
+    }
+    let mut end = ALERT_STRING;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... ({} bytes more)", &text[..end], text.len() - end)
+}
+
+/// `value` within the alerts' bounds.
+fn bounded_for_alert(value: Value, depth: usize) -> Value {
+    match value {
+        Value::String(text) => Value::String(cut_for_alert(text)),
+        Value::Array(_) | Value::Object(_) if depth >= ALERT_DEPTH => {
+            Value::String("... (nested deeper)".to_owned())
+        }
+        Value::Array(items) => {
+            let total = items.len();
+            let mut kept: Vec<Value> = items
+                .into_iter()
+                .take(ALERT_ITEMS)
+                .map(|item| bounded_for_alert(item, depth + 1))
+                .collect();
+            if total > ALERT_ITEMS {
+                kept.push(Value::String(format!("... ({} more)", total - ALERT_ITEMS)));
+            }
+            Value::Array(kept)
+        }
+        Value::Object(members) => {
+            let total = members.len();
+            let mut kept: serde_json::Map<String, Value> = members
+                .into_iter()
+                .take(ALERT_ITEMS)
+                .map(|(key, member)| (cut_for_alert(key), bounded_for_alert(member, depth + 1)))
+                .collect();
+            if total > ALERT_ITEMS {
+                kept.insert(
+                    "...".to_owned(),
+                    Value::String(format!("{} members more", total - ALERT_ITEMS)),
+                );
+            }
+            Value::Object(kept)
+        }
+        other => other,
+    }
+}
+
 /// One alert line, and the hook run with it; an error when the line could not be written (the hook runs anyway).
 async fn alert(event: &str, detail: Value, hook: Option<Hook<'_>>) -> Result<(), String> {
+    let detail = bounded_for_alert(detail, 0);
     let line = ascii_json(&json!({"ts": Timestamp(std::time::SystemTime::now()).to_string(), "event": event, "detail": detail}).to_string());
     let written = write_stdout(&format!("{line}\n"));
     if let Some(hook) = hook {
