@@ -30,6 +30,9 @@ use rmcp::{ClientHandler, ServiceExt};
 use secure_tools::audit::Timestamp;
 use secure_tools::integrity::{Changes, ToolsLock, visible_line};
 use secure_tools::text::ascii_json;
+
+#[path = "secure-tools/child.rs"]
+mod child;
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
@@ -200,10 +203,16 @@ impl ClientHandler for Client {
     }
 }
 
-type Connection = RunningService<RoleClient, Client>;
+/// A connection to the server; over its stdio, with what the transport kept of its listings.
+struct Connection {
+    running: RunningService<RoleClient, Client>,
+    stash: Option<Arc<child::Stash>>,
+}
 
 async fn connect(target: &Target, client: Client) -> Result<Connection, String> {
     let connection = connect_uncached(target, client).await?;
+    let stash = connection.1;
+    let connection = connection.0;
     // rmcp's client keeps a listing for the time to live its server gives (up to a day) and serves it again, stale,
     // when a later listing fails: a watcher's polls would then answer themselves, and a server would choose how long
     // its changes, or its failures, go unseen (red-team finding). Every listing asks the server.
@@ -211,10 +220,18 @@ async fn connect(target: &Target, client: Client) -> Result<Connection, String> 
         .peer()
         .set_response_cache_config(rmcp::service::ClientCacheConfig::disabled())
         .await;
-    Ok(connection)
+    Ok(Connection {
+        running: connection,
+        stash,
+    })
 }
 
-async fn connect_uncached(target: &Target, client: Client) -> Result<Connection, String> {
+type Connected = (
+    RunningService<RoleClient, Client>,
+    Option<Arc<child::Stash>>,
+);
+
+async fn connect_uncached(target: &Target, client: Client) -> Result<Connected, String> {
     if let Some(url) = &target.url {
         use rmcp::transport::StreamableHttpClientTransport;
         use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
@@ -235,35 +252,41 @@ async fn connect_uncached(target: &Target, client: Client) -> Result<Connection,
             config = config.auth_header(token.trim().to_owned());
         }
         let transport = StreamableHttpClientTransport::from_config(config);
-        return client.serve(transport).await.map_err(|e| {
-            // Whether a token was sent at all: without one, a refusal reads the same as for a bad one.
-            let sent = if token.is_some() {
-                String::new()
-            } else {
-                format!(
-                    " (no bearer token was sent: {} is unset or empty)",
-                    visible_line(&target.token_env)
-                )
-            };
-            format!("{url}: {}{sent}", without_type_names(&e.to_string()))
-        });
+        return client
+            .serve(transport)
+            .await
+            .map(|c| (c, None))
+            .map_err(|e| {
+                // Whether a token was sent at all: without one, a refusal reads the same as for a bad one.
+                let sent = if token.is_some() {
+                    String::new()
+                } else {
+                    format!(
+                        " (no bearer token was sent: {} is unset or empty)",
+                        visible_line(&target.token_env)
+                    )
+                };
+                format!("{url}: {}{sent}", without_type_names(&e.to_string()))
+            });
     }
     let Some((program, args)) = target.command.split_first() else {
         return Err("name the server: --url URL, or -- COMMAND ARGS...".into());
     };
     let mut command = tokio::process::Command::new(program);
-    // Killed when dropped: rmcp kills a child whose handshake failed in a task it spawns, which the runtime, shut
-    // down right after, would never run; a child that ignores the end of its input would be left running.
-    command.args(args).kill_on_drop(true);
-    // The server's standard error stays the user's: why a server failed to start shows there.
-    let (transport, _) = rmcp::transport::TokioChildProcess::builder(command)
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map_err(|e| format!("{program}: {e}"))?;
+    command.args(args);
+    // The server's standard error stays the user's: why a server failed to start shows there. The transport holds
+    // the server to bounds rmcp's own child transport does not (see `child`).
+    let (transport, stash) =
+        child::ChildTransport::spawn(command).map_err(|e| format!("{program}: {e}"))?;
+    let failed = stash.clone();
     client
         .serve(transport)
         .await
-        .map_err(|e| format!("{program}: {e}"))
+        .map(|c| (c, Some(stash)))
+        .map_err(|e| match failed.failure() {
+            Some(why) => format!("{program}: {why}"),
+            None => format!("{program}: {e}"),
+        })
 }
 
 /// rmcp's transport errors name the transport's Rust type (`Transport [rmcp::transport::worker::WorkerTransport<...>]
@@ -326,11 +349,15 @@ async fn list(connection: &Connection) -> Result<Listed, String> {
     let mut tools = Vec::new();
     let mut toolset_digest_mismatch = false;
     let mut params = None;
+    // The listing's JSON objects and arrays, and values, over its pages (as the stdio transport counts them).
+    let (mut containers, mut values) = (0usize, 0usize);
     for _ in 0..MAX_PAGES {
-        let page = connection
-            .list_tools(params)
-            .await
-            .map_err(|e| format!("tools/list: {e}"))?;
+        let page = connection.running.list_tools(params).await.map_err(|e| {
+            match connection.stash.as_ref().and_then(|stash| stash.failure()) {
+                Some(why) => format!("tools/list: {why}"),
+                None => format!("tools/list: {e}"),
+            }
+        })?;
         let meta = page.meta.as_ref().map(|meta| Value::Object(meta.0.clone()));
         if secure_tools::integrity::lists_callable_only(meta.as_ref()) {
             return Err(
@@ -340,11 +367,36 @@ async fn list(connection: &Connection) -> Result<Listed, String> {
                     .into(),
             );
         }
-        let page_tools: Vec<Value> = page
-            .tools
-            .iter()
-            .map(|t| serde_json::to_value(t).unwrap_or(Value::Null))
-            .collect();
+        // The tools as the server sent them, over stdio: every member of their definitions, not only those rmcp's
+        // `Tool` models (over HTTP, as rmcp read them).
+        let raw = connection
+            .stash
+            .as_ref()
+            .and_then(|stash| stash.take_page())
+            .and_then(|mut raw| {
+                containers += raw.containers;
+                values += raw.values;
+                match raw.result.get_mut("tools").map(Value::take) {
+                    Some(Value::Array(tools)) => Some(tools),
+                    _ => None,
+                }
+            });
+        if containers > secure_tools::integrity::MAX_LOCK_CONTAINERS
+            || values > secure_tools::integrity::MAX_LOCK_VALUES
+        {
+            return Err(format!(
+                "tools/list: the server's listing holds more than {} JSON objects and arrays or {} values, more \
+                 than a lock may hold",
+                secure_tools::integrity::MAX_LOCK_CONTAINERS,
+                secure_tools::integrity::MAX_LOCK_VALUES
+            ));
+        }
+        let page_tools: Vec<Value> = raw.unwrap_or_else(|| {
+            page.tools
+                .iter()
+                .map(|t| serde_json::to_value(t).unwrap_or(Value::Null))
+                .collect()
+        });
         toolset_digest_mismatch |=
             secure_tools::integrity::toolset_digest_mismatch(&page_tools, meta.as_ref());
         tools.extend(page_tools);
@@ -387,7 +439,7 @@ async fn listed(target: &Target) -> Result<Listed, String> {
 
 /// Closes a connection, within [`CLOSE_TIMEOUT`].
 async fn close(connection: Connection) {
-    let _ = tokio::time::timeout(CLOSE_TIMEOUT, connection.cancel()).await;
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, connection.running.cancel()).await;
 }
 
 fn main() -> ExitCode {
@@ -967,7 +1019,11 @@ impl Watched {
         hook: Option<Hook<'_>>,
     ) -> Result<(), String> {
         let deadline = Instant::now() + target.timeout;
-        if self.connection.as_ref().is_none_or(|c| c.is_closed()) {
+        if self
+            .connection
+            .as_ref()
+            .is_none_or(|c| c.running.is_closed())
+        {
             let connected = timeout_at(deadline, connect(target, client.clone()))
                 .await
                 .unwrap_or_else(|_| Err(target.late()));

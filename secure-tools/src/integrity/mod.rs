@@ -44,7 +44,10 @@ mod diff;
 mod lock;
 
 pub use diff::{Change, Changes, ToolChange, visible_line};
-pub use lock::{LockError, LockMode, LockedTool, MAX_LOCK_FILE_BYTES, ToolsLock};
+pub use lock::{
+    LockError, LockMode, LockedTool, MAX_LOCK_CONTAINERS, MAX_LOCK_FILE_BYTES, MAX_LOCK_TOOLS,
+    MAX_LOCK_VALUES, ToolsLock,
+};
 
 use rmcp::model::{JsonObject, ListToolsResult, MetaObject, Tool};
 use serde_json::Value;

@@ -1,0 +1,318 @@
+//! The transport to a server the command starts itself, over the server's standard input and output, held to bounds
+//! the server cannot move: the server is the party being checked, so it is treated as hostile (red-team findings
+//! against rmcp's own child-process transport).
+//!
+//! - A message (one line) is at most [`MAX_MESSAGE_BYTES`], as rmcp's line codec holds it, and holds at most as many
+//!   JSON objects and arrays, and values, as a lock may ([`MAX_LOCK_CONTAINERS`], [`MAX_LOCK_VALUES`]), counted on
+//!   its text before it is parsed: a page of 15 MiB holding two million tiny objects took 5.5 GB to parse and hold.
+//!   Past either the connection ends, saying why.
+//! - Requests the server sends the client (pings, say) are passed on at most [`MAX_SERVER_REQUESTS_PER_SECOND`] a
+//!   second, the rest dropped: a server flooding pings while never reading its input made rmcp queue the answers
+//!   it could not write (3 GB).
+//! - The result of each `tools/list` is kept as the server sent it ([`Stash`]), so the lock holds every member of a
+//!   tool's definition, not only those rmcp's `Tool` type models (`execution`, annotations and icon members it does
+//!   not know, members of no revision: changes to them went unseen).
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use rmcp::model::{ClientRequest, JsonRpcMessage, RequestId, ServerJsonRpcMessage};
+use rmcp::service::{RoleClient, RxJsonRpcMessage, TxJsonRpcMessage};
+use secure_tools::integrity::{MAX_LOCK_CONTAINERS, MAX_LOCK_VALUES};
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio::sync::mpsc;
+
+/// The longest message read from the server, as rmcp's own transport holds it.
+pub(crate) const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+
+/// How many requests a second the server may send the client; the rest are dropped unanswered.
+pub(crate) const MAX_SERVER_REQUESTS_PER_SECOND: u32 = 16;
+
+/// How long a server may take to leave once its input is closed, and then once sent SIGTERM, before it is killed
+/// (as rmcp's own transport gives it).
+const LEAVE_WAIT: Duration = Duration::from_secs(3);
+
+/// A page of `tools/list` as the server sent it, with its size in JSON containers and values.
+pub(crate) struct Page {
+    pub(crate) result: Value,
+    pub(crate) containers: usize,
+    pub(crate) values: usize,
+}
+
+/// What the reader keeps for the listing: the page asked for last, and why the connection ended, if it ended on a
+/// bound.
+#[derive(Default)]
+pub(crate) struct Stash(Mutex<StashInner>);
+
+#[derive(Default)]
+struct StashInner {
+    /// The id of the `tools/list` request awaiting its answer, as JSON.
+    pending: Option<Value>,
+    page: Option<Page>,
+    failure: Option<String>,
+}
+
+impl Stash {
+    fn lock(&self) -> std::sync::MutexGuard<'_, StashInner> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn expect(&self, id: &RequestId) {
+        let mut inner = self.lock();
+        inner.pending = serde_json::to_value(id).ok();
+        inner.page = None;
+    }
+
+    /// The page answering the last `tools/list`, once.
+    pub(crate) fn take_page(&self) -> Option<Page> {
+        self.lock().page.take()
+    }
+
+    /// Why the connection ended, when a bound ended it.
+    pub(crate) fn failure(&self) -> Option<String> {
+        self.lock().failure.clone()
+    }
+
+    fn fail(&self, why: String) {
+        self.lock().failure.get_or_insert(why);
+    }
+}
+
+/// The server's stdio, as an rmcp transport.
+pub(crate) struct ChildTransport {
+    child: Option<Child>,
+    stdin: Arc<tokio::sync::Mutex<Option<ChildStdin>>>,
+    incoming: mpsc::Receiver<ServerJsonRpcMessage>,
+    stash: Arc<Stash>,
+}
+
+impl ChildTransport {
+    /// Starts `command` (its standard error left as it is, the user's) and reads its output.
+    pub(crate) fn spawn(mut command: Command) -> std::io::Result<(Self, Arc<Stash>)> {
+        use std::process::Stdio;
+        // Killed when dropped: a child that ignores the end of its input would otherwise be left running.
+        command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        let mut child = command.spawn()?;
+        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            return Err(std::io::Error::other("the server's stdio was not piped"));
+        };
+        let (sender, incoming) = mpsc::channel(16);
+        let stash = Arc::new(Stash::default());
+        tokio::spawn(read(stdout, sender, stash.clone()));
+        Ok((
+            ChildTransport {
+                child: Some(child),
+                stdin: Arc::new(tokio::sync::Mutex::new(Some(stdin))),
+                incoming,
+                stash: stash.clone(),
+            },
+            stash,
+        ))
+    }
+}
+
+/// Reads the server's messages, one a line, within the bounds; ends (closing the channel) at the end of its output
+/// or past a bound, saying which in `stash`.
+async fn read(stdout: ChildStdout, sender: mpsc::Sender<ServerJsonRpcMessage>, stash: Arc<Stash>) {
+    let mut reader = BufReader::with_capacity(64 * 1024, stdout);
+    let mut line = Vec::new();
+    let mut second = tokio::time::Instant::now();
+    let mut requests = 0u32;
+    loop {
+        line.clear();
+        match read_line(&mut reader, &mut line).await {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(why) => {
+                stash.fail(why);
+                return;
+            }
+        }
+        let text = line.trim_ascii();
+        if text.is_empty() {
+            continue;
+        }
+        let (containers, values) = count(text);
+        if containers > MAX_LOCK_CONTAINERS || values > MAX_LOCK_VALUES {
+            stash.fail(format!(
+                "the server sent a message of more than {MAX_LOCK_CONTAINERS} JSON objects and arrays or \
+                 {MAX_LOCK_VALUES} values, more than a lock may hold"
+            ));
+            return;
+        }
+        // A line that is not JSON-RPC is skipped, as rmcp's transport skips it.
+        let Ok(value) = serde_json::from_slice::<Value>(text) else {
+            continue;
+        };
+        if value.get("method").is_some() && value.get("id").is_some() {
+            let now = tokio::time::Instant::now();
+            if now.duration_since(second) >= Duration::from_secs(1) {
+                second = now;
+                requests = 0;
+            }
+            requests += 1;
+            if requests > MAX_SERVER_REQUESTS_PER_SECOND {
+                continue;
+            }
+        }
+        if let (Some(id), Some(result)) = (value.get("id"), value.get("result")) {
+            let mut inner = stash.lock();
+            if inner.pending.as_ref() == Some(id) {
+                inner.pending = None;
+                inner.page = Some(Page {
+                    result: result.clone(),
+                    containers,
+                    values,
+                });
+            }
+        }
+        let Ok(message) = serde_json::from_value::<ServerJsonRpcMessage>(value) else {
+            continue;
+        };
+        if sender.send(message).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// One line into `line`, without its newline: `Ok(false)` at the end of the output; an error past
+/// [`MAX_MESSAGE_BYTES`] or when reading fails.
+async fn read_line(
+    reader: &mut BufReader<ChildStdout>,
+    line: &mut Vec<u8>,
+) -> Result<bool, String> {
+    loop {
+        let available = reader
+            .fill_buf()
+            .await
+            .map_err(|e| format!("reading the server's output failed: {e}"))?;
+        if available.is_empty() {
+            return Ok(!line.is_empty());
+        }
+        let (taken, done) = match available.iter().position(|&b| b == b'\n') {
+            Some(at) => (at + 1, true),
+            None => (available.len(), false),
+        };
+        let end = if done { taken - 1 } else { taken };
+        if line.len() + end > MAX_MESSAGE_BYTES {
+            return Err(format!(
+                "the server sent a message longer than {} MiB",
+                MAX_MESSAGE_BYTES >> 20
+            ));
+        }
+        line.extend_from_slice(&available[..end]);
+        reader.consume(taken);
+        if done {
+            return Ok(true);
+        }
+    }
+}
+
+/// The JSON objects and arrays in `text`, and about how many values (each container, and each value a comma or
+/// colon follows or a container opens with, counted from its text without parsing it; at least as many as it
+/// holds).
+fn count(text: &[u8]) -> (usize, usize) {
+    let mut containers = 0;
+    let mut values = 1;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &byte in text {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if byte == b'\\' {
+                escaped = true;
+            } else if byte == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                containers += 1;
+                values += 1;
+            }
+            b',' | b':' => values += 1,
+            _ => {}
+        }
+    }
+    (containers, values)
+}
+
+impl rmcp::transport::Transport<RoleClient> for ChildTransport {
+    type Error = std::io::Error;
+
+    fn send(
+        &mut self,
+        item: TxJsonRpcMessage<RoleClient>,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send + 'static {
+        if let JsonRpcMessage::Request(request) = &item
+            && matches!(request.request, ClientRequest::ListToolsRequest(_))
+        {
+            self.stash.expect(&request.id);
+        }
+        let line = serde_json::to_vec(&item).map(|mut line| {
+            line.push(b'\n');
+            line
+        });
+        let stdin = self.stdin.clone();
+        async move {
+            let line = line.map_err(std::io::Error::other)?;
+            let mut stdin = stdin.lock().await;
+            let Some(stdin) = stdin.as_mut() else {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::BrokenPipe,
+                    "the server's input is closed",
+                ));
+            };
+            stdin.write_all(&line).await?;
+            stdin.flush().await
+        }
+    }
+
+    fn receive(&mut self) -> impl Future<Output = Option<RxJsonRpcMessage<RoleClient>>> + Send {
+        self.incoming.recv()
+    }
+
+    /// Closes the server's input and gives it [`LEAVE_WAIT`] to leave, then SIGTERM and as long again, then kills
+    /// it.
+    async fn close(&mut self) -> Result<(), Self::Error> {
+        drop(self.stdin.lock().await.take());
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
+        if tokio::time::timeout(LEAVE_WAIT, child.wait()).await.is_ok() {
+            return Ok(());
+        }
+        if let Some(pid) = child.id().and_then(|pid| i32::try_from(pid).ok()) {
+            // SAFETY: a signal to the child's process id, which it keeps until it is waited for.
+            unsafe {
+                libc::kill(pid, libc::SIGTERM);
+            }
+        }
+        if tokio::time::timeout(LEAVE_WAIT, child.wait()).await.is_ok() {
+            return Ok(());
+        }
+        child.kill().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::count;
+
+    #[test]
+    fn containers_and_values_are_counted_outside_strings() {
+        assert_eq!(count(br#"{"a":[1,2,{"b":"x,{[:"}]}"#), (3, 8));
+        assert_eq!(count(br#""\"{""#), (0, 1));
+        let many = format!("[{}]", vec!["{}"; 1000].join(","));
+        assert_eq!(count(many.as_bytes()).0, 1001);
+    }
+}
