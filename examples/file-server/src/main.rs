@@ -71,8 +71,10 @@ fn main() -> ExitCode {
             .tool::<tools::write_file>();
         settings.serve(tools).await.map_err(|e| e.to_string())
     });
-    // Standard input is read on a thread of its own; do not wait for it.
-    runtime.shutdown_background();
+    // Standard input is read on a thread of its own, which this does not wait for; a write still on its blocking
+    // thread (one stopped at shutdown, giving up) gets a second to finish and remove its temporary file, which the
+    // process ending under it left in the root holding the content (red-team finding; the next start swept it).
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
