@@ -34,6 +34,7 @@ pub(crate) fn stdio() -> std::io::Result<(Input, Output)> {
             Stream::Socket(socket) => Box::new(socket),
             Stream::Other => Box::new(Stdin::spawn()),
         };
+        let shares_stderr = same_file_as_stderr(std::io::stdout().as_fd());
         let output: Output = match stream_of(std::io::stdout().as_fd())? {
             Stream::Pipe(file) => Box::new(pipe::Sender::from_file(file)?),
             Stream::Socket(socket) => Box::new(socket),
@@ -43,7 +44,7 @@ pub(crate) fn stdio() -> std::io::Result<(Input, Output)> {
                 std::io::stdout().as_fd().try_clone_to_owned()?,
             ))),
         };
-        stdout_to_stderr();
+        stdout_away(shares_stderr);
         Ok((input, output))
     }
     #[cfg(not(unix))]
@@ -55,20 +56,38 @@ pub(crate) fn stdio() -> std::io::Result<(Input, Output)> {
 /// Points the process's standard output (file descriptor 1) at standard error, once the transport writes through a
 /// duplicate of it: stdout belongs to the protocol, and a `println!` in a tool, a library or a default `tracing`
 /// subscriber would write into the stream (a line of its own could forge an answer). With standard error closed,
-/// stdout is pointed at `/dev/null`. What was already buffered in Rust's `stdout` is flushed first, to the client,
-/// where it was meant to go before the server started.
+/// or standard error the protocol's stream itself (a host's `2>&1`: red-team finding, a tool's `println!` still
+/// reached the client), stdout is pointed at `/dev/null`. What was already buffered in Rust's `stdout` is flushed
+/// first, to the client, where it was meant to go before the server started.
 #[cfg(unix)]
-fn stdout_to_stderr() {
+fn stdout_away(shares_stderr: bool) {
     use std::io::Write as _;
     use std::os::fd::AsRawFd;
 
     let _ = std::io::stdout().lock().flush();
     // SAFETY: dup2 on the process's own standard descriptors; fd 1 stays open (it is replaced atomically), so no
     // other owner of it is invalidated.
-    let moved = unsafe { libc::dup2(libc::STDERR_FILENO, libc::STDOUT_FILENO) } >= 0;
+    let moved =
+        !shares_stderr && unsafe { libc::dup2(libc::STDERR_FILENO, libc::STDOUT_FILENO) } >= 0;
     if !moved && let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
         // SAFETY: as above; `null` is open for the call.
         unsafe { libc::dup2(null.as_raw_fd(), libc::STDOUT_FILENO) };
+    }
+}
+
+/// Whether `fd` is open on the same file as standard error.
+#[cfg(unix)]
+fn same_file_as_stderr(fd: std::os::fd::BorrowedFd<'_>) -> bool {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::MetadataExt;
+
+    let metadata = |fd: std::os::fd::BorrowedFd<'_>| {
+        fd.try_clone_to_owned()
+            .and_then(|owned| std::fs::File::from(owned).metadata())
+    };
+    match (metadata(fd), metadata(std::io::stderr().as_fd())) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+        _ => false,
     }
 }
 
@@ -89,16 +108,14 @@ enum Stream {
 /// a panic hook's message) could fail with `WouldBlock` while the reader lags, where it should wait.
 #[cfg(unix)]
 fn stream_of(fd: std::os::fd::BorrowedFd<'_>) -> std::io::Result<Stream> {
-    use std::os::fd::AsFd;
-    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    use std::os::unix::fs::FileTypeExt;
 
+    if same_file_as_stderr(fd) {
+        return Ok(Stream::Other);
+    }
     let owned = fd.try_clone_to_owned()?;
     let file = std::fs::File::from(owned);
     let metadata = file.metadata()?;
-    let stderr = std::fs::File::from(std::io::stderr().as_fd().try_clone_to_owned()?).metadata();
-    if stderr.is_ok_and(|stderr| (stderr.dev(), stderr.ino()) == (metadata.dev(), metadata.ino())) {
-        return Ok(Stream::Other);
-    }
     let kind = metadata.file_type();
     if kind.is_fifo() {
         return Ok(Stream::Pipe(file));
