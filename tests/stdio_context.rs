@@ -191,6 +191,60 @@ fn elicitation_and_sampling_work_with_the_capability_and_are_refused_at_once_wit
     assert_eq!(outcomes, [json!("ok"), json!("ok")]);
 }
 
+/// Red-team finding: a client answering the question (or the sampling request) with junk (`{"action": 5}`) or
+/// with a JSON-RPC error had the call recorded `internal_error`, a fault of the server's ("the server log has the details", where there were
+/// none). An answer that is not one is `elicitation_invalid` (`sampling_invalid`), as an answer of the wrong shape
+/// is; an error the client answers is `elicitation_failed` (`sampling_failed`); neither quotes what the client sent.
+#[test]
+fn a_junk_or_error_answer_to_a_question_is_the_clients_not_an_internal_error() {
+    let mut server = RawServer::spawn(SERVER, Some(ALL), &[]);
+    server.initialize_with("2025-11-25", json!({"elicitation": {}, "sampling": {}}));
+    let junk = json!({"result": {"action": 5, "content": "SECRET-JUNK"}});
+    let error = json!({"error": {"code": -32603, "message": "SECRET-ERROR"}});
+    for (id, tool, reply, code) in [
+        (1, "confirm", junk.clone(), "elicitation_invalid"),
+        (2, "confirm", error.clone(), "elicitation_failed"),
+        (3, "summarize", junk, "sampling_invalid"),
+        (4, "summarize", error, "sampling_failed"),
+    ] {
+        let arguments = if tool == "confirm" {
+            json!({})
+        } else {
+            json!({"text": "hello"})
+        };
+        server.send(&RawServer::call_message(id, tool, arguments));
+        let asked = server.recv();
+        assert!(asked["method"].is_string(), "{asked}");
+        let mut answer = json!({"jsonrpc": "2.0", "id": asked["id"]});
+        answer
+            .as_object_mut()
+            .unwrap()
+            .extend(reply.as_object().unwrap().clone());
+        server.send(&answer);
+        let (_, result) = server.until_answer(&json!(id));
+        assert_eq!(
+            result["result"]["structuredContent"]["error"]["code"], code,
+            "{result}"
+        );
+        assert!(!result.to_string().contains("SECRET"), "{result}");
+    }
+    let (_, audit, stderr) = server.finish();
+    let codes: Vec<_> = tool_calls(&audit)
+        .iter()
+        .map(|r| r["error"].clone())
+        .collect();
+    assert_eq!(
+        codes,
+        [
+            json!("elicitation_invalid"),
+            json!("elicitation_failed"),
+            json!("sampling_invalid"),
+            json!("sampling_failed")
+        ]
+    );
+    assert!(!stderr.contains("SECRET"), "{stderr}");
+}
+
 /// A client is asked only what it declared and what its protocol lets the server ask: one that declared URL-mode
 /// elicitation only was sent a form (rmcp's `create_elicitation` checks no mode), and under the stateless revision
 /// (2026-07-28), where the server may not send the client requests, a tool got an internal error instead of

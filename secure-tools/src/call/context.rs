@@ -1076,7 +1076,7 @@ impl Elicitation {
         let requested_schema = ElicitationSchema::from_type::<T>().map_err(|error| {
             ElicitationError::Service(ServiceError::McpError(rmcp::ErrorData::internal_error(
                 format!("the form's schema cannot be made from its type: {error}"),
-                None,
+                Some(serde_json::json!({ OWN_ERROR_KEY: true })),
             )))
         })?;
         let params = ElicitRequestParams::FormElicitationParams {
@@ -1231,6 +1231,18 @@ impl Drop for Withdraw {
     }
 }
 
+/// Marks an error this library made itself in the shape of a peer's (`data`), so that it is told from one the client
+/// answered with.
+const OWN_ERROR_KEY: &str = "secure-tools/own";
+
+fn is_own_error(error: &rmcp::ErrorData) -> bool {
+    error
+        .data
+        .as_ref()
+        .and_then(|data| data.get(OWN_ERROR_KEY))
+        .is_some()
+}
+
 impl From<ElicitationError> for Refusal {
     fn from(error: ElicitationError) -> Self {
         match error {
@@ -1261,6 +1273,18 @@ impl From<ElicitationError> for Refusal {
                 "elicitation_invalid",
                 "the input the user gave does not have the shape asked for",
             ),
+            // The client's, not the server's (red-team finding: both were `internal_error`): an answer that is not
+            // an elicitation result, or an error it answered with, whose text is not kept (it is the client's).
+            ElicitationError::Service(ServiceError::UnexpectedResponse) => Refusal::invalid(
+                "elicitation_invalid",
+                "the client's answer to the question is not an answer to it",
+            ),
+            ElicitationError::Service(ServiceError::McpError(error)) if !is_own_error(&error) => {
+                Refusal::new(
+                    "elicitation_failed",
+                    "the client answered the question with an error",
+                )
+            }
             other => Refusal::internal(other),
         }
     }
@@ -1352,9 +1376,22 @@ impl Sampling {
             }
         };
         let request = ServerRequest::CreateMessageRequest(request);
+        // The client's answer that is not a sampling result, or an error it answered with (whose text is not
+        // kept), is the client's doing, not the server's (red-team finding: both were `internal_error`).
         match ask_client(peer, request).await {
             Ok(ClientResult::CreateMessageResult(answer)) => Ok(*answer),
-            Ok(_) => Err(Refusal::internal(ServiceError::UnexpectedResponse)),
+            Ok(_) => Err(Refusal::invalid(
+                "sampling_invalid",
+                "the client's answer to the sampling request is not a sampling result",
+            )),
+            Err(ServiceError::McpError(_)) => Err(Refusal::new(
+                "sampling_failed",
+                "the client answered the sampling request with an error",
+            )),
+            Err(ServiceError::Cancelled { .. }) => Err(Refusal::cancelled(
+                codes::CANCELLED,
+                "the call ended asking this question",
+            )),
             Err(error) => Err(Refusal::internal(error)),
         }
     }
