@@ -952,6 +952,31 @@ fn a_host_stopping_the_server_as_the_spec_says_finds_every_record() {
     assert_eq!(stop["reason"], "eof", "{stop}");
 }
 
+/// Red-team finding: with a grace longer than rmcp's own wait after the input ends (5 s), rmcp ended the session
+/// first, and a call it dropped was recorded `cancelled` with the client's code, though no client cancelled it. Past
+/// the end of the input, the grace stops short of rmcp's wait, so the stop is the server's, and recorded so.
+#[test]
+fn a_call_stopped_after_the_input_ended_is_the_servers_stop_whatever_the_grace() {
+    let mut server = server(&[("MCP_SHUTDOWN_GRACE", "30s")]);
+    server.send(&RawServer::call_message(
+        1,
+        "slow",
+        json!({"millis": 60000}),
+    ));
+    std::thread::sleep(Duration::from_millis(100));
+    let (status, audit, _) = server.finish();
+    assert!(status.success());
+    let calls = tool_calls(&audit);
+    assert_eq!(calls.len(), 1, "{audit:?}");
+    assert_eq!(
+        (&calls[0]["outcome"], &calls[0]["error"]),
+        (&json!("cancelled"), &json!("shutting_down")),
+        "{}",
+        calls[0]
+    );
+    assert_eq!(audit.last().unwrap()["event"], "server_stop");
+}
+
 /// Red-team finding: a client that stopped reading held a SIGTERM up some 12 s (the answers queued were waited for
 /// twice, 5 s each, after rmcp's own wait), so a host stopping it as the spec says killed it before `server_stop`;
 /// and with its input closed too, the end of the input went unseen (no line is read while the output is full). At

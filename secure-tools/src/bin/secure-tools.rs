@@ -391,12 +391,30 @@ async fn list(connection: &Connection) -> Result<Listed, String> {
                 secure_tools::integrity::MAX_LOCK_VALUES
             ));
         }
-        let page_tools: Vec<Value> = raw.unwrap_or_else(|| {
-            page.tools
-                .iter()
-                .map(|t| serde_json::to_value(t).unwrap_or(Value::Null))
-                .collect()
-        });
+        let typed: Vec<Value> = page
+            .tools
+            .iter()
+            .map(|t| serde_json::to_value(t).unwrap_or(Value::Null))
+            .collect();
+        // What was kept must be what rmcp read, as rmcp reads it: else the lock could hold one listing while clients
+        // are given another (red-team finding, against a first version that kept a line rmcp did not take).
+        if let Some(raw) = &raw {
+            let read_alike = raw.len() == typed.len()
+                && raw.iter().zip(&typed).all(|(raw, typed)| {
+                    serde_json::from_value::<rmcp::model::Tool>(raw.clone())
+                        .ok()
+                        .and_then(|tool| serde_json::to_value(tool).ok())
+                        .as_ref()
+                        == Some(typed)
+                });
+            if !read_alike {
+                return Err(
+                    "tools/list: the server's answer was not read alike twice (is it answering ambiguously?)"
+                        .into(),
+                );
+            }
+        }
+        let page_tools: Vec<Value> = raw.unwrap_or(typed);
         toolset_digest_mismatch |=
             secure_tools::integrity::toolset_digest_mismatch(&page_tools, meta.as_ref());
         tools.extend(page_tools);

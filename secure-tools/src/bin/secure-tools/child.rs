@@ -48,10 +48,19 @@ pub(crate) struct Stash(Mutex<StashInner>);
 
 #[derive(Default)]
 struct StashInner {
-    /// The id of the `tools/list` request awaiting its answer, as JSON.
-    pending: Option<Value>,
+    /// The id of the last `tools/list` request (as text: rmcp takes an answer with the id `"1"` for the request
+    /// `1`), and whether an answer to it came.
+    pending: Option<(String, bool)>,
     page: Option<Page>,
     failure: Option<String>,
+}
+
+/// A request id as text, as rmcp matches answers to requests.
+fn id_text(id: &RequestId) -> String {
+    match id {
+        rmcp::model::NumberOrString::Number(n) => n.to_string(),
+        rmcp::model::NumberOrString::String(s) => s.to_string(),
+    }
 }
 
 impl Stash {
@@ -61,8 +70,35 @@ impl Stash {
 
     fn expect(&self, id: &RequestId) {
         let mut inner = self.lock();
-        inner.pending = serde_json::to_value(id).ok();
+        inner.pending = Some((id_text(id), false));
         inner.page = None;
+    }
+
+    /// An answer (`result` for a result, `None` for an error) with the id `id` came: kept if it answers the listing,
+    /// refused if the listing was answered already (which answer a client takes is not for the lock to guess: a
+    /// red team's server answered twice and the lock held the one rmcp did not give).
+    fn answered(
+        &self,
+        id: &RequestId,
+        result: Option<(&Value, usize, usize)>,
+    ) -> Result<(), String> {
+        let mut inner = self.lock();
+        let Some((pending, done)) = inner.pending.as_mut() else {
+            return Ok(());
+        };
+        if *pending != id_text(id) {
+            return Ok(());
+        }
+        if *done {
+            return Err("the server answered the listing more than once".to_owned());
+        }
+        *done = true;
+        inner.page = result.map(|(result, containers, values)| Page {
+            result: result.clone(),
+            containers,
+            values,
+        });
+        Ok(())
     }
 
     /// The page answering the last `tools/list`, once.
@@ -146,9 +182,12 @@ async fn read(stdout: ChildStdout, sender: mpsc::Sender<ServerJsonRpcMessage>, s
             ));
             return;
         }
-        // A line that is not JSON-RPC is skipped, as rmcp's transport skips it.
+        // A line that is not a JSON-RPC message ends the connection: rmcp's transport would skip it, while another
+        // client may read it (the Python SDK takes `NaN` and `1e999`; a red team's listing it read was not the one
+        // locked), and a server that keeps to the protocol sends none.
         let Ok(value) = serde_json::from_slice::<Value>(text) else {
-            continue;
+            stash.fail("the server sent a line that is not JSON".to_owned());
+            return;
         };
         if value.get("method").is_some() && value.get("id").is_some() {
             let now = tokio::time::Instant::now();
@@ -161,20 +200,22 @@ async fn read(stdout: ChildStdout, sender: mpsc::Sender<ServerJsonRpcMessage>, s
                 continue;
             }
         }
-        if let (Some(id), Some(result)) = (value.get("id"), value.get("result")) {
-            let mut inner = stash.lock();
-            if inner.pending.as_ref() == Some(id) {
-                inner.pending = None;
-                inner.page = Some(Page {
-                    result: result.clone(),
-                    containers,
-                    values,
-                });
-            }
-        }
-        let Ok(message) = serde_json::from_value::<ServerJsonRpcMessage>(value) else {
-            continue;
+        // Read as rmcp reads it first, so that what is kept of a listing is the answer rmcp gives the client.
+        let Ok(message) = serde_json::from_value::<ServerJsonRpcMessage>(value.clone()) else {
+            stash.fail("the server sent a line that is not a JSON-RPC message".to_owned());
+            return;
         };
+        let answer = match &message {
+            JsonRpcMessage::Response(response) => Some((&response.id, value.get("result"))),
+            JsonRpcMessage::Error(error) => error.id.as_ref().map(|id| (id, None)),
+            _ => None,
+        };
+        if let Some((id, result)) = answer
+            && let Err(why) = stash.answered(id, result.map(|result| (result, containers, values)))
+        {
+            stash.fail(why);
+            return;
+        }
         if sender.send(message).await.is_err() {
             return;
         }
