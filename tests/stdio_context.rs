@@ -952,6 +952,33 @@ fn a_host_stopping_the_server_as_the_spec_says_finds_every_record() {
     assert_eq!(stop["reason"], "eof", "{stop}");
 }
 
+/// Red-team finding: a call past its point of no return (which cannot be stopped) held the stop up to rmcp's 5 s
+/// wait after the input ended, and a SIGTERM did not shorten it: a host stopping the server as the spec says killed
+/// it with no `server_stop`. Once the server is stopping, rmcp's end of the session is waited for half a second at
+/// most; the call's record follows `server_stop` as the process ends (see the README).
+#[test]
+fn a_call_past_its_commit_does_not_keep_a_host_from_stopping_the_server() {
+    let mut server = server(&[]);
+    server.send(&RawServer::call_message(
+        1,
+        "commit_then_wait",
+        json!({"millis": 20000}),
+    ));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while events(&server.audit(), "call_started").is_empty() {
+        assert!(Instant::now() < deadline, "never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let started = Instant::now();
+    assert!(server.stop_as_a_host(), "killed after {:?}", started.elapsed());
+    let audit = server.audit();
+    assert!(
+        audit.iter().any(|r| r["event"] == "server_stop"),
+        "{audit:?}"
+    );
+}
+
 /// Red-team finding: with a grace longer than rmcp's own wait after the input ends (5 s), rmcp ended the session
 /// first, and a call it dropped was recorded `cancelled` with the client's code, though no client cancelled it. Past
 /// the end of the input, the grace stops short of rmcp's wait, so the stop is the server's, and recorded so.

@@ -406,6 +406,9 @@ fn version_names(versions: &VersionPolicy) -> Vec<String> {
 /// says why it ended (`eof`, ...). A signal or the settings' token first lets the calls in flight finish (new
 /// ones are refused), at most for the grace, then cancels `stop`; with an HTTP shutdown delay, it serves on as
 /// before for the delay first, its health check failing.
+/// The longest grace calls get once a stdio server's input has ended: rmcp stops serving 5 s after it.
+const AFTER_INPUT_GRACE: Duration = Duration::from_secs(4);
+
 pub(crate) async fn run<S, F, Fut>(
     tools: &ToolSet<S>,
     transport: &'static str,
@@ -480,8 +483,10 @@ where
                 // (a client piping its requests in closes the input right after them). A signal meanwhile is the
                 // host insisting: they are stopped at once.
                 () = input_ended.cancelled() => {
+                    // Within rmcp's own wait after the input ends (5 s), past which it drops the calls still
+                    // running as if their client had cancelled them: the stop is the server's, and recorded so.
                     tokio::select! {
-                        () = tokio::time::sleep(grace) => {}
+                        () = tokio::time::sleep(grace.min(AFTER_INPUT_GRACE)) => {}
                         signal = signals.next() => {
                             *requested.lock().unwrap_or_else(PoisonError::into_inner) = Some(signal);
                         }

@@ -61,6 +61,10 @@ where
     .await
 }
 
+/// How long rmcp's end of a session is waited for once the server stops (its answers of calls that ended go out
+/// well within it).
+const AFTER_STOP_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Serves sessions on one stream until it ends or `stop` is cancelled; says why it ended.
 async fn sessions<S, H, F, R, W>(
     secure: SecureServer<S>,
@@ -91,8 +95,12 @@ where
                 tokio::select! {
                     _ = &mut waiting => return Ok("eof"),
                     () = stop.cancelled() => {
+                        // The calls have ended or been stopped by now, but for one past its point of no return, which
+                        // rmcp waits for (5 s after the input ends): not waited for past half a second, so that a
+                        // host that kills a server two seconds after asking it to stop finds its records written
+                        // (red-team finding). The call's record is written as the process ends.
                         cancel.cancel();
-                        let _ = waiting.await;
+                        let _ = tokio::time::timeout(AFTER_STOP_WAIT, waiting).await;
                         return Ok("stopped");
                     }
                 }
