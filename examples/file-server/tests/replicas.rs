@@ -837,6 +837,47 @@ async fn a_connection_to_redis_that_stops_answering_is_replaced() {
     assert_eq!(records.len(), 3, "{records:?}");
 }
 
+/// Red-team finding, against the first version of the connection made on a task of its own: a check waited for
+/// that connection up to its 5 s, so a Redis that took connections and never answered held every call 5 s (64 calls
+/// at once filled the server's slots), where the bound is 500 ms. A check waits for the connection within its own
+/// bound; the connection goes on being made past it.
+#[tokio::test]
+async fn a_redis_that_never_answers_a_connection_refuses_each_check_within_the_bound() {
+    use secure_tools::call::shared_rate::RedisRates;
+    use secure_tools::testing::{ToolTester, caller};
+    use secure_tools::{Rate, ToolSet};
+    // Takes connections and never reads or answers.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((connection, _)) = silent.accept().await {
+            open.push(connection);
+        }
+    });
+    let tester = ToolTester::new(
+        ToolSet::builder(())
+            .tool::<counted>()
+            .rate_limit(Rate::per_minute(100).unwrap())
+            .rate_limit_store(
+                RedisRates::open(&format!("redis://127.0.0.1:{port}/0"), "silent").unwrap(),
+            ),
+    )
+    .unwrap();
+    let someone = caller("someone", "t.call");
+    for _ in 0..3 {
+        let started = Instant::now();
+        let called = tester.call(&someone, "counted", json!({})).await;
+        assert_eq!(called.code(), Some("rate_limit_unavailable"), "{called:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "a check waited {:?}",
+            started.elapsed()
+        );
+    }
+    held.abort();
+}
+
 /// A TCP proxy to `127.0.0.1:target` that holds every chunk `delay` before passing it on, each way, and a new
 /// connection's first bytes a round trip more (its handshake): a Redis far away on the network.
 async fn slow_proxy(target: u16, delay: Duration) -> u16 {
