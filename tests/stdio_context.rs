@@ -971,7 +971,11 @@ fn a_call_past_its_commit_does_not_keep_a_host_from_stopping_the_server() {
     }
     std::thread::sleep(Duration::from_millis(200));
     let started = Instant::now();
-    assert!(server.stop_as_a_host(), "killed after {:?}", started.elapsed());
+    assert!(
+        server.stop_as_a_host(),
+        "killed after {:?}",
+        started.elapsed()
+    );
     let audit = server.audit();
     assert!(
         audit.iter().any(|r| r["event"] == "server_stop"),

@@ -274,6 +274,10 @@ fn level_rank(level: LoggingLevel) -> u8 {
     }
 }
 
+/// The start of the keys of the fields the library adds to a call's record, which a handler may not set (red-team
+/// finding: a handler could hide, or forge, that its call's rate was not checked).
+pub const LIBRARY_FIELD_PREFIX: &str = "secure-tools/";
+
 /// The most fields a handler may add to its call's audit record.
 pub const MAX_AUDIT_FIELDS: usize = 16;
 
@@ -720,9 +724,23 @@ impl CallContext {
     /// Adds a field to the call's `tool_call` audit record, under `fields` (the id of the ticket a tool created,
     /// say). Values are bounded like arguments; past [`MAX_AUDIT_FIELDS`] fields, or with a key over 64 bytes, the
     /// field is dropped and `false` returned, as it is once the call has ended (its record is written). A later
-    /// field with the same key replaces the earlier one.
+    /// field with the same key replaces the earlier one. Keys starting `secure-tools/` are the library's (such as
+    /// `secure-tools/rate_limit`): refused, `false`.
     pub fn audit_field(&self, key: impl Into<String>, value: impl Into<Value>) -> bool {
         let key = key.into();
+        if key.starts_with(LIBRARY_FIELD_PREFIX) {
+            return false;
+        }
+        self.add_field(key, value.into())
+    }
+
+    /// A field of the library's own (see [`LIBRARY_FIELD_PREFIX`]).
+    pub(crate) fn library_field(&self, key: &str, value: impl Into<Value>) -> bool {
+        debug_assert!(key.starts_with(LIBRARY_FIELD_PREFIX));
+        self.add_field(key.to_owned(), value.into())
+    }
+
+    fn add_field(&self, key: String, value: Value) -> bool {
         if key.is_empty() || key.len() > 64 || self.has_ended() {
             return false;
         }
@@ -737,13 +755,13 @@ impl CallContext {
             return false;
         }
         if let Some(slot) = fields.iter_mut().find(|(k, _)| *k == key) {
-            slot.1 = value.into();
+            slot.1 = value;
             return true;
         }
         if fields.len() >= MAX_AUDIT_FIELDS {
             return false;
         }
-        fields.push((key, value.into()));
+        fields.push((key, value));
         true
     }
 
@@ -1411,6 +1429,31 @@ mod tests {
             super::Connection::default(),
             None,
         )
+    }
+
+    /// Red-team finding: a handler could set `secure-tools/rate_limit` itself, hiding that its call's rate was not
+    /// checked or claiming it was not when it was. Keys under `secure-tools/` are the library's.
+    #[test]
+    fn a_handler_cannot_write_the_librarys_fields() {
+        let cx = context();
+        assert!(!cx.audit_field("secure-tools/rate_limit", "checked"));
+        assert!(!cx.audit_field("secure-tools/anything", 1));
+        assert!(cx.audit_field("ticket", 7));
+        cx.library_field(
+            crate::call::UNCHECKED_RATE_FIELD.0,
+            crate::call::UNCHECKED_RATE_FIELD.1,
+        );
+        let fields = cx.0.fields.lock().unwrap().clone();
+        assert_eq!(
+            fields,
+            vec![
+                ("ticket".to_owned(), serde_json::json!(7)),
+                (
+                    "secure-tools/rate_limit".to_owned(),
+                    serde_json::json!("unchecked")
+                ),
+            ]
+        );
     }
 
     /// Red-team finding: a write that had replaced its file was recorded `cancelled` when the cancellation came

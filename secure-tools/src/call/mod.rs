@@ -669,7 +669,7 @@ async fn limit<'a, S>(
     if !checked {
         // Let through unlimited, its rate's store out of reach (`WhenUnavailable::Allow`): the record says so, or
         // it would read as any call within its rate (red-team finding).
-        cx.audit_field(UNCHECKED_RATE_FIELD.0, UNCHECKED_RATE_FIELD.1);
+        cx.library_field(UNCHECKED_RATE_FIELD.0, UNCHECKED_RATE_FIELD.1);
     }
     Ok([own, shared])
 }
