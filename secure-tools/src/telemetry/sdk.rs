@@ -180,13 +180,22 @@ impl Plan {
             (metrics, &BATCHING_METRICS[..]),
         ] {
             for &variable in variables.iter().filter(|_| exported) {
-                if let Some(number) = value(var, variable)
-                    && number.parse::<u64>().is_err()
-                {
+                let Some(number) = value(var, variable) else {
+                    continue;
+                };
+                // Sizes from 1 (a queue of none drops every record) to 100,000 (the SDK allocates its queues
+                // whole: larger aborted the start), times from 10 ms (less is a busy loop) to a day.
+                let (range, what) = if variable.ends_with("_SIZE") {
+                    (1..=100_000, "a size from 1 to 100000")
+                } else {
+                    (10..=86_400_000, "milliseconds from 10 to 86400000 (a day)")
+                };
+                if !number.parse::<u64>().is_ok_and(|n| range.contains(&n)) {
                     return Err(OtelError::Invalid {
                         variable,
                         message: format!(
-                            "`{}` is not a whole number, which the SDK would ignore without a word",
+                            "`{}` is not {what} (the SDK would ignore what is not a whole number without a word, and \
+                             take zero or a huge number as it is)",
                             number.escape_debug()
                         ),
                     });
@@ -289,6 +298,14 @@ fn exports(var: Lookup<'_>, signal: &Signal) -> Result<bool, OtelError> {
             format!("{scheme}..."),
             "this build exports over plain HTTP only (no TLS): use an `http://` endpoint (a local collector or sidecar)",
         );
+    }
+    // As the exporter reads it, untrimmed: with space around it, it fails to parse it and quotes it whole, a token
+    // in its query included (red-team finding).
+    if var(variable).is_some_and(|raw| raw.trim() != raw) {
+        return Err(OtelError::Invalid {
+            variable,
+            message: "has space around it, which the exporter does not take (remove it)".to_owned(),
+        });
     }
     check_endpoint(variable, &endpoint)
         .map_err(|message| OtelError::Invalid { variable, message })?;
@@ -770,6 +787,16 @@ mod tests {
                 "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
                 "http://user:secret@127.0.0.1:4318/v1/logs",
             ),
+            // Second round: space around it, which the exporter does not trim, and quoted whole in its error.
+            (
+                "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
+                "http://127.0.0.1:4318/v1/logs?token=secret ",
+            ),
+            (
+                "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
+                "\thttp://127.0.0.1:4318/v1/logs?token=secret",
+            ),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318\r"),
         ] {
             let error = plan(&[(variable, value)]).unwrap_err();
             let shown = error.to_string();
@@ -835,6 +862,10 @@ mod tests {
             "OTEL_METRIC_EXPORT_TIMEOUT",
         ] {
             assert_eq!(invalid(&[ENDPOINT, (variable, "SECRETQ")]), variable);
+            // Second round: zero (a queue that drops every record, a busy loop) and sizes whose allocation aborts
+            // the start.
+            assert_eq!(invalid(&[ENDPOINT, (variable, "0")]), variable);
+            assert_eq!(invalid(&[ENDPOINT, (variable, "18446744073709551615")]), variable);
             assert!(plan(&[ENDPOINT, (variable, "100")]).is_ok(), "{variable}");
         }
         for (sampler, ratio) in [
