@@ -1218,6 +1218,16 @@ impl Settings {
                 };
                 // Keys are named by the namespace given, else by the server's name once it is known (see
                 // `rate_limit_store_for_build`): never by the server id, which replicas may each have their own of.
+                if args
+                    .rate_limit_redis_namespace
+                    .as_deref()
+                    .is_some_and(|namespace| namespace.trim().is_empty())
+                {
+                    return Err(invalid(
+                        "--rate-limit-redis-namespace / MCP_RATE_LIMIT_REDIS_NAMESPACE",
+                        "is empty: give a name, or leave it out for the server's name".into(),
+                    ));
+                }
                 let store = match &args.rate_limit_redis_namespace {
                     Some(namespace) => crate::call::shared_rate::RedisRates::open(url, namespace),
                     None => crate::call::shared_rate::RedisRates::open_unnamed(url),
@@ -1551,6 +1561,23 @@ mod tests {
             store("files-a", Some("tenant-1")).await,
             store("files-a", Some("tenant-2")).await
         );
+        // Red-team finding (second round): an empty namespace from a template's flag put every such server in one.
+        for blank in ["", " "] {
+            let args = ServerArgs {
+                scopes: Some("files.read".into()),
+                rate_limit: Some("10/min".into()),
+                rate_limit_redis: Some("redis://127.0.0.1:1/0".into()),
+                rate_limit_redis_namespace: Some(blank.into()),
+                ..ServerArgs::default()
+            };
+            let refused = Settings::from_args(args).await.err().map(|e| e.to_string());
+            assert!(
+                refused
+                    .as_deref()
+                    .is_some_and(|e| e.contains("MCP_RATE_LIMIT_REDIS_NAMESPACE")),
+                "{refused:?}"
+            );
+        }
     }
 
     #[tokio::test]

@@ -865,7 +865,10 @@ mod tests {
             // Second round: zero (a queue that drops every record, a busy loop) and sizes whose allocation aborts
             // the start.
             assert_eq!(invalid(&[ENDPOINT, (variable, "0")]), variable);
-            assert_eq!(invalid(&[ENDPOINT, (variable, "18446744073709551615")]), variable);
+            assert_eq!(
+                invalid(&[ENDPOINT, (variable, "18446744073709551615")]),
+                variable
+            );
             assert!(plan(&[ENDPOINT, (variable, "100")]).is_ok(), "{variable}");
         }
         for (sampler, ratio) in [
