@@ -486,7 +486,7 @@ async fn run(command: Command) -> u8 {
             Err(message) if json && !message.is_empty() => {
                 let _ = write_stdout(&format!(
                     "{}\n",
-                    ascii_json(&json!({"error": message}).to_string())
+                    ascii_json(&json!({"error": cut_for_alert(message.clone())}).to_string())
                 ));
                 Err(message)
             }
@@ -537,8 +537,9 @@ async fn run(command: Command) -> u8 {
             return 2;
         }
         // Messages carry what the server chose (names, its errors' text): escaped, so that they cannot forge a
-        // line or send the terminal a control sequence.
-        eprintln!("secure-tools: {}", visible_line(&message));
+        // line or send the terminal a control sequence, and cut as an alert's strings are (a red team's server
+        // answered with a 15 MB error, printed whole).
+        eprintln!("secure-tools: {}", visible_line(&cut_for_alert(message)));
         2
     })
 }
@@ -825,16 +826,26 @@ const ALERT_STRING: usize = 4096;
 const ALERT_ITEMS: usize = 100;
 const ALERT_DEPTH: usize = 16;
 
-/// `text` within the alerts' bound of a string.
+/// `text` within the alerts' bound of a string: its start and its end, what is between counted (an instruction
+/// appended far into a description was in the part a cut from the start left out: red-team finding).
 fn cut_for_alert(text: String) -> String {
     if text.len() <= ALERT_STRING {
         return text;
     }
-    let mut end = ALERT_STRING;
-    while !text.is_char_boundary(end) {
-        end -= 1;
+    let mut head = ALERT_STRING / 2;
+    while !text.is_char_boundary(head) {
+        head -= 1;
     }
-    format!("{}... ({} bytes more)", &text[..end], text.len() - end)
+    let mut tail = text.len() - ALERT_STRING / 2;
+    while !text.is_char_boundary(tail) {
+        tail += 1;
+    }
+    format!(
+        "{} ... ({} bytes) ... {}",
+        &text[..head],
+        tail - head,
+        &text[tail..]
+    )
 }
 
 /// `value` within the alerts' bounds.
