@@ -12,96 +12,12 @@
 
 use std::hint::black_box;
 
-use rmcp::handler::server::router::tool::ToolRouter;
-use rmcp::handler::server::wrapper::Parameters;
-use rmcp::model::{CallToolRequestParams, ServerCapabilities, ServerConfig};
+use rmcp::ServerHandler;
 use rmcp::service::{RequestContext, RoleServer};
-use rmcp::{ServerHandler, ServiceExt, tool, tool_handler, tool_router};
-use secure_tools::audit::{AuditError, AuditRecord};
-use secure_tools::{AuditSink, Caller, Grant, SecureServer, ToolError, ToolSet, secure_tool};
-use serde_json::json;
 
-#[derive(serde::Deserialize, schemars::JsonSchema)]
-struct EchoArgs {
-    /// Text to echo.
-    text: String,
-}
-
-#[derive(Clone)]
-struct Plain {
-    tool_router: ToolRouter<Self>,
-}
-
-#[tool_router]
-impl Plain {
-    fn new() -> Self {
-        Plain {
-            tool_router: Self::tool_router(),
-        }
-    }
-
-    /// Echoes its text.
-    #[tool(description = "Echoes its text.")]
-    fn echo(&self, Parameters(EchoArgs { text }): Parameters<EchoArgs>) -> String {
-        text
-    }
-}
-
-#[tool_handler(router = self.tool_router)]
-impl ServerHandler for Plain {
-    fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
-    }
-}
-
-/// Echoes its text.
-#[secure_tool(scope = "bench.read", read_only)]
-async fn echo(
-    /// Text to echo.
-    #[validate(length(max = 1000))]
-    text: String,
-) -> Result<String, ToolError> {
-    Ok(text)
-}
-
-/// Keeps the last 1,024 records in memory.
-#[derive(Default)]
-struct Ring(std::sync::Mutex<std::collections::VecDeque<AuditRecord>>);
-
-impl AuditSink for Ring {
-    fn write(&self, record: &AuditRecord) -> Result<(), AuditError> {
-        let mut ring = self.0.lock().unwrap();
-        if ring.len() == 1024 {
-            ring.pop_front();
-        }
-        ring.push_back(record.clone());
-        Ok(())
-    }
-}
-
-/// Takes records and does nothing with them.
-struct Ignore;
-
-impl AuditSink for Ignore {
-    fn write(&self, _: &AuditRecord) -> Result<(), AuditError> {
-        Ok(())
-    }
-}
-
-fn secure(sink: impl AuditSink) -> SecureServer<()> {
-    let tools = ToolSet::builder(())
-        .tool::<echo>()
-        .audit_sink(sink)
-        .build()
-        .unwrap();
-    SecureServer::new(tools)
-        .default_caller(Caller::new("bench", Grant::parse("bench.read").unwrap()))
-}
-
-fn params() -> CallToolRequestParams {
-    CallToolRequestParams::new("echo")
-        .with_arguments(json!({"text": "hello, world"}).as_object().unwrap().clone())
-}
+#[allow(dead_code)]
+mod common;
+use common::{Ignore, Plain, Ring, params, peer, secure};
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -113,16 +29,7 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let peer = runtime.block_on(async {
-        let (server_io, client_io) = tokio::io::duplex(4096);
-        let server = tokio::spawn(async move { Plain::new().serve(server_io).await.unwrap() });
-        let client = ().serve(client_io).await.unwrap();
-        let running = server.await.unwrap();
-        std::mem::forget(client);
-        let peer = running.peer().clone();
-        std::mem::forget(running);
-        peer
-    });
+    let peer = peer(&runtime);
     let context =
         || RequestContext::<RoleServer>::new(rmcp::model::RequestId::Number(1), peer.clone());
     let plain = Plain::new();
