@@ -1238,6 +1238,32 @@ fn a_server_answering_the_listing_ambiguously_never_checks_unchanged() {
                 line("2.0", "'$id'", &reviewed)
             ),
         ),
+        // Round 3: spellings of the id that one client or another takes for it (rmcp `"+1"` and `"01"`, the
+        // Python SDK `" 1"`), the poisoned answer first, then the reviewed one with the id exactly as sent.
+        (
+            "the id with a space",
+            format!(
+                "{}; {}",
+                line("2.0", r#"" '$id'""#, &poisoned),
+                line("2.0", "'$id'", &reviewed)
+            ),
+        ),
+        (
+            "the id with a plus",
+            format!(
+                "{}; {}",
+                line("2.0", r#""+'$id'""#, &poisoned),
+                line("2.0", "'$id'", &reviewed)
+            ),
+        ),
+        (
+            "the id with a zero",
+            format!(
+                "{}; {}",
+                line("2.0", r#""0'$id'""#, &poisoned),
+                line("2.0", "'$id'", &reviewed)
+            ),
+        ),
         (
             "NaN",
             format!(

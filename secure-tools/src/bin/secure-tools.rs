@@ -414,6 +414,11 @@ async fn list(connection: &Connection) -> Result<Listed, String> {
                 );
             }
         }
+        // Over stdio the answer kept is the one to lock: none kept (an answer rmcp took and the transport did not) is
+        // no listing (red-team finding: the fallback to rmcp's reading dropped the members it does not model).
+        if connection.stash.is_some() && raw.is_none() {
+            return Err("tools/list: the server's answer was not kept as it was sent".into());
+        }
         let page_tools: Vec<Value> = raw.unwrap_or(typed);
         toolset_digest_mismatch |=
             secure_tools::integrity::toolset_digest_mismatch(&page_tools, meta.as_ref());

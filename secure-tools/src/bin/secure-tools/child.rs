@@ -48,19 +48,10 @@ pub(crate) struct Stash(Mutex<StashInner>);
 
 #[derive(Default)]
 struct StashInner {
-    /// The id of the last `tools/list` request (as text: rmcp takes an answer with the id `"1"` for the request
-    /// `1`), and whether an answer to it came.
-    pending: Option<(String, bool)>,
+    /// The id of the last `tools/list` request, and whether an answer to it came.
+    pending: Option<(RequestId, bool)>,
     page: Option<Page>,
     failure: Option<String>,
-}
-
-/// A request id as text, as rmcp matches answers to requests.
-fn id_text(id: &RequestId) -> String {
-    match id {
-        rmcp::model::NumberOrString::Number(n) => n.to_string(),
-        rmcp::model::NumberOrString::String(s) => s.to_string(),
-    }
 }
 
 impl Stash {
@@ -70,13 +61,15 @@ impl Stash {
 
     fn expect(&self, id: &RequestId) {
         let mut inner = self.lock();
-        inner.pending = Some((id_text(id), false));
+        inner.pending = Some((id.clone(), false));
         inner.page = None;
     }
 
-    /// An answer (`result` for a result, `None` for an error) with the id `id` came: kept if it answers the listing,
-    /// refused if the listing was answered already (which answer a client takes is not for the lock to guess: a
-    /// red team's server answered twice and the lock held the one rmcp did not give).
+    /// An answer (`result` for a result, `None` for an error) with the id `id` came: kept if it answers the listing
+    /// with its id exactly as sent; refused if the listing was answered already, or if, while it waits, an answer
+    /// comes with any other id. Which answer a client takes is not for the lock to guess: clients match ids each
+    /// their own way (rmcp takes `"+1"` and `"01"` for `1`, the Python SDK `" 1"` and `"0_1"`), and red teams'
+    /// servers answered twice, an odd spelling first, so that the lock held one answer and clients another.
     fn answered(
         &self,
         id: &RequestId,
@@ -86,11 +79,19 @@ impl Stash {
         let Some((pending, done)) = inner.pending.as_mut() else {
             return Ok(());
         };
-        if *pending != id_text(id) {
+        let exact = pending == id;
+        if *done {
+            if exact {
+                return Err("the server answered the listing more than once".to_owned());
+            }
             return Ok(());
         }
-        if *done {
-            return Err("the server answered the listing more than once".to_owned());
+        if !exact {
+            return Err(
+                "the server answered, while the listing waited for its answer, with an id the listing was not \
+                 sent with"
+                    .to_owned(),
+            );
         }
         *done = true;
         inner.page = result.map(|(result, containers, values)| Page {
