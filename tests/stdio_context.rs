@@ -983,6 +983,29 @@ fn a_call_past_its_commit_does_not_keep_a_host_from_stopping_the_server() {
     );
 }
 
+/// Red-team finding (third round): a client piping its requests in and closing the input (`printf ... | server`)
+/// lost the answer of a call past its point of no return that outlasted the grace: the stop no longer waited for
+/// rmcp to answer it. Without a signal, rmcp's wait for it (5 s) is kept; only a signal (a host insisting) cuts it.
+#[test]
+fn a_piped_call_past_its_commit_is_still_answered_after_the_input_ends() {
+    let mut server = server(&[]);
+    server.send(&RawServer::call_message(
+        1,
+        "commit_then_wait",
+        json!({"millis": 4500}),
+    ));
+    drop(server.take_stdin());
+    let (_, answer) = server.until_answer(&json!(1));
+    assert!(answer.get("result").is_some(), "{answer}");
+    let exit = server.wait();
+    assert!(exit.success(), "{exit:?}");
+    let audit = server.audit();
+    let calls = tool_calls(&audit);
+    assert_eq!(calls.len(), 1, "{audit:?}");
+    assert_eq!(calls[0]["outcome"], "ok", "{}", calls[0]);
+    assert_eq!(audit.last().unwrap()["event"], "server_stop");
+}
+
 /// Red-team finding: with a grace longer than rmcp's own wait after the input ends (5 s), rmcp ended the session
 /// first, and a call it dropped was recorded `cancelled` with the client's code, though no client cancelled it. Past
 /// the end of the input, the grace stops short of rmcp's wait, so the stop is the server's, and recorded so.

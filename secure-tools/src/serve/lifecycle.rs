@@ -485,18 +485,26 @@ where
                 () = input_ended.cancelled() => {
                     // Within rmcp's own wait after the input ends (5 s), past which it drops the calls still
                     // running as if their client had cancelled them: the stop is the server's, and recorded so.
-                    tokio::select! {
-                        () = tokio::time::sleep(grace.min(AFTER_INPUT_GRACE)) => {}
-                        signal = signals.next() => {
-                            *requested.lock().unwrap_or_else(PoisonError::into_inner) = Some(signal);
-                        }
+                    let insisted = tokio::select! {
+                        () = tokio::time::sleep(grace.min(AFTER_INPUT_GRACE)) => None,
+                        signal = signals.next() => Some(signal),
                         () = stop.cancelled() => return,
-                    }
-                    requested
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .get_or_insert("eof");
+                    };
+                    *requested.lock().unwrap_or_else(PoisonError::into_inner) =
+                        Some(insisted.unwrap_or("eof"));
                     tools.shutdown(Duration::ZERO).await;
+                    // A call past its point of no return runs on: rmcp answers it (a client piping its requests
+                    // in reads on) as long as its own wait after the input ends lasts, which ends the session; only
+                    // a signal, the host insisting, cuts that wait (red-team finding: cutting it always lost a
+                    // piped call's answer).
+                    if insisted.is_none() {
+                        tokio::select! {
+                            () = stop.cancelled() => return,
+                            signal = signals.next() => {
+                                *requested.lock().unwrap_or_else(PoisonError::into_inner) = Some(signal);
+                            }
+                        }
+                    }
                     stop.cancel();
                     return;
                 }
