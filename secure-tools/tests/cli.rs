@@ -1085,7 +1085,7 @@ fn watch_alerts_are_bounded_whatever_the_server_lists() {
     let alert: Value = serde_json::from_str(run.stdout.trim_end()).unwrap();
     assert_eq!(alert["event"], "changed");
     let text = alert.to_string();
-    assert!(text.contains(" bytes) ... "), "{text}");
+    assert!(text.contains(" bytes not shown) ... "), "{text}");
     // The digests, which name the definitions exactly, are whole.
     let after = alert["detail"]["changed"][0]["after"].as_str().unwrap();
     assert!(after.starts_with("sha256:") && after.len() == 71, "{after}");
@@ -1342,6 +1342,6 @@ fn a_huge_error_from_the_server_is_cut_in_the_message() {
         assert_eq!(run.code, Some(2), "{}", run.stderr.len());
         assert!(run.stderr.len() < 16 * 1024, "{} bytes", run.stderr.len());
         assert!(run.stdout.len() < 16 * 1024, "{} bytes", run.stdout.len());
-        assert!(run.stderr.contains(" bytes) ... "), "{}", run.stderr);
+        assert!(run.stderr.contains(" bytes not shown) ... "), "{}", run.stderr);
     }
 }

@@ -846,7 +846,7 @@ fn cut_for_alert(text: String) -> String {
         tail += 1;
     }
     format!(
-        "{} ... ({} bytes) ... {}",
+        "{} ... ({} bytes not shown) ... {}",
         &text[..head],
         tail - head,
         &text[tail..]
