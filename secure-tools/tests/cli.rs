@@ -1342,6 +1342,10 @@ fn a_huge_error_from_the_server_is_cut_in_the_message() {
         assert_eq!(run.code, Some(2), "{}", run.stderr.len());
         assert!(run.stderr.len() < 16 * 1024, "{} bytes", run.stderr.len());
         assert!(run.stdout.len() < 16 * 1024, "{} bytes", run.stdout.len());
-        assert!(run.stderr.contains(" bytes not shown) ... "), "{}", run.stderr);
+        assert!(
+            run.stderr.contains(" bytes not shown) ... "),
+            "{}",
+            run.stderr
+        );
     }
 }

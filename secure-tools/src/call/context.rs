@@ -728,7 +728,12 @@ impl CallContext {
     /// `secure-tools/rate_limit`): refused, `false`.
     pub fn audit_field(&self, key: impl Into<String>, value: impl Into<Value>) -> bool {
         let key = key.into();
-        if key.starts_with(LIBRARY_FIELD_PREFIX) {
+        // Whatever its case, or space around it, which read the same (red-team finding, third round).
+        if key
+            .trim()
+            .get(..LIBRARY_FIELD_PREFIX.len())
+            .is_some_and(|start| start.eq_ignore_ascii_case(LIBRARY_FIELD_PREFIX))
+        {
             return false;
         }
         self.add_field(key, value.into())
@@ -1438,6 +1443,9 @@ mod tests {
         let cx = context();
         assert!(!cx.audit_field("secure-tools/rate_limit", "checked"));
         assert!(!cx.audit_field("secure-tools/anything", 1));
+        // Third round: other cases and space around it, which read the same.
+        assert!(!cx.audit_field("Secure-Tools/rate_limit", "checked"));
+        assert!(!cx.audit_field(" secure-tools/rate_limit", "checked"));
         assert!(cx.audit_field("ticket", 7));
         cx.library_field(
             crate::call::UNCHECKED_RATE_FIELD.0,
