@@ -211,27 +211,18 @@ struct Connection {
 
 async fn connect(target: &Target, client: Client) -> Result<Connection, String> {
     let connection = connect_uncached(target, client).await?;
-    let stash = connection.1;
-    let connection = connection.0;
     // rmcp's client keeps a listing for the time to live its server gives (up to a day) and serves it again, stale,
     // when a later listing fails: a watcher's polls would then answer themselves, and a server would choose how long
     // its changes, or its failures, go unseen (red-team finding). Every listing asks the server.
     connection
+        .running
         .peer()
         .set_response_cache_config(rmcp::service::ClientCacheConfig::disabled())
         .await;
-    Ok(Connection {
-        running: connection,
-        stash,
-    })
+    Ok(connection)
 }
 
-type Connected = (
-    RunningService<RoleClient, Client>,
-    Option<Arc<child::Stash>>,
-);
-
-async fn connect_uncached(target: &Target, client: Client) -> Result<Connected, String> {
+async fn connect_uncached(target: &Target, client: Client) -> Result<Connection, String> {
     if let Some(url) = &target.url {
         use rmcp::transport::StreamableHttpClientTransport;
         use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
@@ -255,7 +246,10 @@ async fn connect_uncached(target: &Target, client: Client) -> Result<Connected, 
         return client
             .serve(transport)
             .await
-            .map(|c| (c, None))
+            .map(|running| Connection {
+                running,
+                stash: None,
+            })
             .map_err(|e| {
                 // Whether a token was sent at all: without one, a refusal reads the same as for a bad one.
                 let sent = if token.is_some() {
@@ -282,7 +276,10 @@ async fn connect_uncached(target: &Target, client: Client) -> Result<Connected, 
     client
         .serve(transport)
         .await
-        .map(|c| (c, Some(stash)))
+        .map(|running| Connection {
+            running,
+            stash: Some(stash),
+        })
         .map_err(|e| match failed.failure() {
             Some(why) => format!("{program}: {why}"),
             None => format!("{program}: {e}"),
@@ -401,7 +398,7 @@ async fn list(connection: &Connection) -> Result<Listed, String> {
         if let Some(raw) = &raw {
             let read_alike = raw.len() == typed.len()
                 && raw.iter().zip(&typed).all(|(raw, typed)| {
-                    serde_json::from_value::<rmcp::model::Tool>(raw.clone())
+                    <rmcp::model::Tool as serde::Deserialize>::deserialize(raw)
                         .ok()
                         .and_then(|tool| serde_json::to_value(tool).ok())
                         .as_ref()

@@ -402,13 +402,14 @@ fn version_names(versions: &VersionPolicy) -> Vec<String> {
     versions.accepted().iter().map(|v| v.to_string()).collect()
 }
 
-/// Runs a server's lifecycle around `serve`, which serves until `stop` is cancelled or it ends by itself, and
-/// says why it ended (`eof`, ...). A signal or the settings' token first lets the calls in flight finish (new
-/// ones are refused), at most for the grace, then cancels `stop`; with an HTTP shutdown delay, it serves on as
-/// before for the delay first, its health check failing.
 /// The longest grace calls get once a stdio server's input has ended: rmcp stops serving 5 s after it.
 const AFTER_INPUT_GRACE: Duration = Duration::from_secs(4);
 
+/// Runs a server's lifecycle around `serve`, which serves until `stop` is cancelled or it ends by itself, and
+/// says why it ended (`eof`, ...). A signal or the settings' token first lets the calls in flight finish (new
+/// ones are refused), at most for the grace, then cancels `stop`; with an HTTP shutdown delay, it serves on as
+/// before for the delay first, its health check failing. Over stdio, `input_ended` (the end of the input) starts
+/// the stop too, as the host's request.
 pub(crate) async fn run<S, F, Fut>(
     tools: &ToolSet<S>,
     transport: &'static str,

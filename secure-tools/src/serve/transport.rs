@@ -1120,6 +1120,9 @@ where
 
     /// Waits (for a few seconds at most) until everything queued is written and flushed.
     async fn close(&mut self) -> Result<(), Self::Error> {
+        if self.outbox.abandoned.load(Ordering::SeqCst) {
+            return Ok(());
+        }
         let (done, written) = oneshot::channel();
         let queue = self.outbox.queue().clone();
         let drained = async move {
@@ -1129,9 +1132,6 @@ where
                 .map_err(|_| output_closed())?;
             written.await.map_err(|_| output_closed())?
         };
-        if self.outbox.abandoned.load(Ordering::SeqCst) {
-            return Ok(());
-        }
         let outbox = self.outbox.clone();
         let given_up = async move { outbox.given_up().await };
         tokio::select! {

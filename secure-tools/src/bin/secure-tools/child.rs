@@ -202,7 +202,8 @@ async fn read(stdout: ChildStdout, sender: mpsc::Sender<ServerJsonRpcMessage>, s
             }
         }
         // Read as rmcp reads it first, so that what is kept of a listing is the answer rmcp gives the client.
-        let Ok(message) = serde_json::from_value::<ServerJsonRpcMessage>(value.clone()) else {
+        // Read from the value, not a copy of it: a page may be large.
+        let Ok(message) = <ServerJsonRpcMessage as serde::Deserialize>::deserialize(&value) else {
             stash.fail("the server sent a line that is not a JSON-RPC message".to_owned());
             return;
         };
