@@ -318,6 +318,8 @@ async fn unauthenticated_refusals_are_throttled_in_the_audit_and_counted() {
         .iter()
         .map(|r| {
             assert_eq!(r["suppressed_event"], "http_rejected", "{r}");
+            // Every one of them is a missing token, and the count says so.
+            assert_eq!(r["reasons"], json!({"missing_token": r["count"]}), "{r}");
             r["count"].as_u64().unwrap()
         })
         .sum();

@@ -3058,6 +3058,7 @@ mod tests {
             quiet.event = AuditEvent::AuditSuppressed {
                 suppressed_event: "http_rejected",
                 count,
+                reasons: [("missing_token", count)].into(),
             };
             sink.write(&quiet).unwrap();
         }
@@ -4124,6 +4125,7 @@ mod tests {
             quiet.event = AuditEvent::AuditSuppressed {
                 suppressed_event: "http_rejected",
                 count: n,
+                reasons: [("missing_token", n)].into(),
             };
             sink.write(&quiet).unwrap();
         }
@@ -4309,6 +4311,7 @@ mod tests {
         quiet.event = AuditEvent::AuditSuppressed {
             suppressed_event: "http_rejected",
             count: n,
+            reasons: [("missing_token", n)].into(),
         };
         quiet
     }

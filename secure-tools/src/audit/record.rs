@@ -270,10 +270,23 @@ pub enum AuditEvent {
         suppressed_event: &'static str,
         /// How many.
         count: u64,
+        /// How many of each reason (the left-out records' `reason`): a flood of one kind of refusal cannot hide
+        /// another in the count.
+        reasons: std::collections::BTreeMap<&'static str, u64>,
     },
 }
 
 impl AuditEvent {
+    /// The reason of a refusal of traffic (`http_rejected`, `tls_rejected`, `connection_rejected`).
+    pub(crate) fn rejection_reason(&self) -> Option<&'static str> {
+        match self {
+            AuditEvent::HttpRejected { reason, .. }
+            | AuditEvent::TlsRejected { reason, .. }
+            | AuditEvent::ConnectionRejected { reason, .. } => Some(reason),
+            _ => None,
+        }
+    }
+
     /// Bounds the values a client or peer could make long in the events that are not built bounded (a call's
     /// records are, as they are built): a protocol version, a request id, a path, a TLS error.
     pub(crate) fn bound_values(&mut self) {

@@ -7,7 +7,9 @@
 //!
 //! Tool calls are never throttled: each has its one record, whatever happens.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use governor::DefaultDirectRateLimiter;
 
@@ -29,7 +31,8 @@ const KINDS: [&str; 3] = ["http_rejected", "tls_rejected", "connection_rejected"
 pub(crate) struct Rejections {
     audit: Audit,
     limiter: Option<DefaultDirectRateLimiter>,
-    suppressed: [AtomicU64; KINDS.len()],
+    /// The refusals counted since the last count was written, by kind and then by reason.
+    suppressed: Mutex<[BTreeMap<&'static str, u64>; KINDS.len()]>,
     /// Whether the operator was told that records are being counted; reset once they are written again.
     warned: AtomicBool,
     #[cfg(feature = "otel")]
@@ -77,8 +80,8 @@ impl Rejections {
             .is_none_or(|limiter| limiter.check().is_ok());
         if !admitted {
             let kind = KINDS.iter().position(|k| *k == event.name());
-            if let Some(kind) = kind {
-                self.suppressed[kind].fetch_add(1, Ordering::Relaxed);
+            if let (Some(kind), Some(reason)) = (kind, event.rejection_reason()) {
+                *self.counts()[kind].entry(reason).or_default() += 1;
                 if !self.warned.swap(true, Ordering::Relaxed) {
                     tracing::warn!(
                         "refused requests arrive faster than their records are written; counting them instead"
@@ -93,16 +96,25 @@ impl Rejections {
 
     /// Writes the counts of records left out, if any.
     pub(crate) fn flush_counts(&self) {
-        for (kind, count) in KINDS.iter().zip(&self.suppressed) {
-            let count = count.swap(0, Ordering::Relaxed);
+        let counted = std::mem::take(&mut *self.counts());
+        for (kind, reasons) in KINDS.iter().zip(counted) {
+            let count = reasons.values().sum();
             if count > 0 {
                 self.warned.store(false, Ordering::Relaxed);
                 self.write(AuditEvent::AuditSuppressed {
                     suppressed_event: kind,
                     count,
+                    reasons,
                 });
             }
         }
+    }
+
+    /// The counts (a count's update cannot panic: a poisoned lock's data is whole).
+    fn counts(&self) -> std::sync::MutexGuard<'_, [BTreeMap<&'static str, u64>; KINDS.len()]> {
+        self.suppressed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn write(&self, event: AuditEvent) {
@@ -158,6 +170,58 @@ mod tests {
         // Nothing left to count.
         rejections.flush_counts();
         assert_eq!(sink.records().len(), 6);
+    }
+
+    /// A red team's flood of junk requests (`404`) hid its token guesses (`401`) in one count: the count says how
+    /// many of each reason were left out.
+    #[test]
+    fn a_count_says_how_many_of_each_reason_were_left_out() {
+        let sink = MemorySink::default();
+        let audit = Audit::new("test", vec![std::sync::Arc::new(sink.clone())]);
+        let rejections = Rejections::new(
+            audit,
+            Some(Rate::new(5, std::time::Duration::from_secs(3600)).unwrap()),
+        );
+        let not_found = || AuditEvent::HttpRejected {
+            status: 404,
+            reason: "not_found",
+            detail: None,
+            subject: None,
+            method: "GET".into(),
+            path: "/junk".into(),
+            remote_addr: Some("127.0.0.1:40000".into()),
+            session_id: None,
+        };
+        for _ in 0..30 {
+            rejections.record(not_found());
+        }
+        for _ in 0..7 {
+            rejections.record(rejected());
+        }
+        rejections.record(AuditEvent::TlsRejected {
+            reason: "no_client_certificate",
+            detail: None,
+            peer: "127.0.0.1:40001".into(),
+        });
+        rejections.flush_counts();
+        let records = sink.records();
+        let counts: Vec<_> = records
+            .iter()
+            .filter(|r| r["event"] == "audit_suppressed")
+            .collect();
+        assert_eq!(counts.len(), 2, "{records:?}");
+        assert_eq!(counts[0]["suppressed_event"], "http_rejected");
+        assert_eq!(counts[0]["count"], 32);
+        assert_eq!(
+            counts[0]["reasons"],
+            serde_json::json!({"not_found": 25, "missing_token": 7})
+        );
+        assert_eq!(counts[1]["suppressed_event"], "tls_rejected");
+        assert_eq!(counts[1]["count"], 1);
+        assert_eq!(
+            counts[1]["reasons"],
+            serde_json::json!({"no_client_certificate": 1})
+        );
     }
 
     #[test]
