@@ -878,6 +878,45 @@ async fn a_redis_that_never_answers_a_connection_refuses_each_check_within_the_b
     held.abort();
 }
 
+/// Re-read finding: a connection being made that failed after the check that began it had given up stayed as the
+/// slot's answer, so the first check after Redis came back was refused with that old failure, and only the one after
+/// it connected anew. A connection that fails is forgotten as it fails.
+#[tokio::test]
+async fn a_connection_that_failed_after_its_check_gave_up_is_not_the_next_checks_answer() {
+    use secure_tools::call::shared_rate::RedisRates;
+    use secure_tools::testing::{ToolTester, caller};
+    use secure_tools::{Rate, ToolSet};
+    let dir = tempfile::tempdir().unwrap();
+    // Takes connections and never answers, so that the first check gives up before its connection fails.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((connection, _)) = silent.accept().await {
+            open.push(connection);
+        }
+    });
+    let tester = ToolTester::new(
+        ToolSet::builder(())
+            .tool::<counted>()
+            .rate_limit(Rate::per_minute(100).unwrap())
+            .rate_limit_store(
+                RedisRates::open(&format!("redis://127.0.0.1:{port}/0"), "late").unwrap(),
+            ),
+    )
+    .unwrap();
+    let someone = caller("someone", "t.call");
+    let first = tester.call(&someone, "counted", json!({})).await;
+    assert_eq!(first.code(), Some("rate_limit_unavailable"), "{first:?}");
+    // The silent server goes (its connections closed: the connection being made fails), then Redis comes.
+    held.abort();
+    let _ = held.await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let _redis = redis_on(dir.path(), port);
+    let after = tester.call(&someone, "counted", json!({})).await;
+    assert_eq!(after.code(), None, "{after:?}");
+}
+
 /// A TCP proxy to `127.0.0.1:target` that holds every chunk `delay` before passing it on, each way, and a new
 /// connection's first bytes a round trip more (its handshake): a Redis far away on the network.
 async fn slow_proxy(target: u16, delay: Duration) -> u16 {

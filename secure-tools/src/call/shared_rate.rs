@@ -93,6 +93,17 @@ struct Slot {
     connecting: Option<Connecting>,
 }
 
+/// The connection being made for `generation` failed: the next check makes a new one.
+fn forget_connecting(shared: &Shared, generation: u64) {
+    let mut slot = shared
+        .connection
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    if slot.generation == generation {
+        slot.connecting = None;
+    }
+}
+
 /// Where a tool set's rate limits keep their state when several replicas share it: a Redis server.
 #[derive(Clone)]
 pub struct RedisRates {
@@ -213,8 +224,10 @@ impl RedisRates {
                         .set_response_timeout(Some(REDIS_TIMEOUT))
                         .set_number_of_retries(1)
                         .set_max_delay(Duration::from_millis(200));
+                    let shared = self.shared.clone();
+                    let generation = slot.generation;
                     let made = tokio::spawn(async move {
-                        tokio::time::timeout(REDIS_CONNECT_TIMEOUT, async move {
+                        let made = tokio::time::timeout(REDIS_CONNECT_TIMEOUT, async move {
                             let mut connection =
                                 ConnectionManager::new_with_config(client, config).await?;
                             // The script loaded with the connection, so that the first check is one round trip,
@@ -230,7 +243,13 @@ impl RedisRates {
                                 .await;
                             Ok::<_, redis::RedisError>(connection)
                         })
-                        .await
+                        .await;
+                        if !matches!(made, Ok(Ok(_))) {
+                            // Forgotten as it fails: kept, it would be the answer of the next check, which may come
+                            // when Redis answers again (the check that began it may have given up long before).
+                            forget_connecting(&shared, generation);
+                        }
+                        made
                     });
                     let connecting = async move {
                         match made.await {
@@ -248,13 +267,19 @@ impl RedisRates {
             };
             (slot.generation, connecting)
         };
-        let made = connecting.await;
+        let made = connecting.clone().await;
         let mut slot = self
             .shared
             .connection
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if slot.generation == generation {
+        // Only the connection this check waited for: once it failed, another may have been begun in its place.
+        if slot.generation == generation
+            && slot
+                .connecting
+                .as_ref()
+                .is_some_and(|current| current.ptr_eq(&connecting))
+        {
             slot.connecting = None;
             if let Ok(connection) = &made {
                 slot.connection = Some(connection.clone());
