@@ -837,16 +837,39 @@ pub(crate) fn bounded_request_id(id: &RequestId) -> RequestId {
 }
 
 /// Whether `text` is what [`shorten_str`] makes of a longer value: its first [`MAX_AUDIT_STRING`] bytes (or a few
-/// less, at a character's boundary), then `…[N bytes in all]`. Bounded either way.
+/// less, at a character's boundary), then `…[N bytes in all, sha-256 D]`. Bounded either way.
 fn is_shortened(text: &str) -> bool {
-    text.len() <= MAX_AUDIT_STRING + 32
-        && text.ends_with(" bytes in all]")
-        && text
-            .rfind("…[")
-            .is_some_and(|at| (MAX_AUDIT_STRING - 3..=MAX_AUDIT_STRING).contains(&at))
+    let Some(at) = text.rfind("…[") else {
+        return false;
+    };
+    if text.len() > MAX_AUDIT_STRING + SHORTENED_NOTE_MAX
+        || !(MAX_AUDIT_STRING - 3..=MAX_AUDIT_STRING).contains(&at)
+    {
+        return false;
+    }
+    let note = &text[at + "…[".len()..];
+    let Some((length, rest)) = note.split_once(" bytes in all, sha-256 ") else {
+        return false;
+    };
+    let Some(digest) = rest.strip_suffix(']') else {
+        return false;
+    };
+    !length.is_empty()
+        && length.bytes().all(|b| b.is_ascii_digit())
+        && digest.len() == 2 * SHORTENED_DIGEST_BYTES
+        && digest.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
+/// How many bytes of a value's SHA-256 a shortened value shows (128 bits: two values cannot be made to share it).
+const SHORTENED_DIGEST_BYTES: usize = 16;
+
+/// The longest note [`shorten_str`] adds after the bytes it keeps.
+const SHORTENED_NOTE_MAX: usize = 80;
+
+/// A value over [`MAX_AUDIT_STRING`] bytes as recorded: its first bytes, its length and a digest of the whole
+/// (red-team finding: two token subjects that differed only past the cut were one caller in the records).
 pub(crate) fn shorten_str(s: &str) -> String {
+    use sha2::Digest as _;
     if s.len() <= MAX_AUDIT_STRING {
         return s.to_owned();
     }
@@ -854,7 +877,11 @@ pub(crate) fn shorten_str(s: &str) -> String {
     while !s.is_char_boundary(cut) {
         cut -= 1;
     }
-    format!("{}…[{} bytes in all]", &s[..cut], s.len())
+    let digest = sha2::Sha256::digest(s.as_bytes());
+    let mut hex = [0u8; 2 * SHORTENED_DIGEST_BYTES];
+    let hex = base16ct::lower::encode_str(&digest[..SHORTENED_DIGEST_BYTES], &mut hex)
+        .unwrap_or_default();
+    format!("{}…[{} bytes in all, sha-256 {hex}]", &s[..cut], s.len())
 }
 
 #[cfg(test)]
@@ -864,6 +891,26 @@ mod tests {
 
     fn obj(v: Value) -> JsonObject {
         v.as_object().unwrap().clone()
+    }
+
+    /// Red-team finding: two token subjects of 1,108 bytes that differed only past the first 1,024 were recorded as
+    /// one caller, in every record of both (a destructive call of one could not be told from the other's). A
+    /// shortened value carries a digest of the whole, so values that differ anywhere are told apart.
+    #[test]
+    fn long_values_that_differ_only_past_the_cut_are_told_apart() {
+        let mallory = format!("{}-mallory", "u".repeat(1100));
+        let victim = format!("{}-victim1", "u".repeat(1100));
+        let (a, b) = (shorten_str(&mallory), shorten_str(&victim));
+        assert_ne!(a, b);
+        assert_eq!(shorten_str(&mallory), a, "the same value, the same text");
+        for shown in [&a, &b] {
+            assert!(shown.len() <= MAX_AUDIT_STRING + 80, "{}", shown.len());
+            assert!(shown.contains("[1108 bytes in all, sha-256 "), "{shown}");
+            assert!(is_shortened(shown), "{shown}");
+        }
+        // One not shortened by this function is not taken for one that was.
+        let forged = format!("{}…[1108 bytes in all, sha-256 0]", "u".repeat(MAX_AUDIT_STRING));
+        assert!(!is_shortened(&forged));
     }
 
     /// Red-team finding: a value shortened where the event was made (a 60,000-byte session id) was shortened again
@@ -886,7 +933,7 @@ mod tests {
             .unwrap();
         let written = sink.records().pop().unwrap().to_string();
         assert_eq!(
-            written.matches("[60000 bytes in all]").count(),
+            written.matches("[60000 bytes in all, sha-256 ").count(),
             2,
             "{written}"
         );
@@ -1002,8 +1049,8 @@ mod tests {
         let long = "é".repeat(MAX_AUDIT_STRING);
         let out = redact_inputs(Some(&obj(json!({ "s": long }))), &[]);
         let shown = out["s"].as_str().unwrap();
-        assert!(shown.len() < MAX_AUDIT_STRING + 40, "{}", shown.len());
-        assert!(shown.ends_with(&format!("[{} bytes in all]", 2 * MAX_AUDIT_STRING)));
+        assert!(shown.len() < MAX_AUDIT_STRING + SHORTENED_NOTE_MAX, "{}", shown.len());
+        assert!(shown.contains(&format!("[{} bytes in all, sha-256 ", 2 * MAX_AUDIT_STRING)));
     }
 
     #[test]
