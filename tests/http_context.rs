@@ -404,6 +404,77 @@ async fn redacted_arguments_never_reach_rmcps_logs_over_http() {
     assert_eq!(calls[0]["inputs"]["name"], "db");
 }
 
+/// Red-team finding: a client's answers under the stateless revision (`inputResponses`, and the answers riding in
+/// `requestState`) were printed whole in rmcp's `debug` events over HTTP too; they are held out of the body with the
+/// arguments.
+#[tokio::test]
+async fn a_clients_answers_never_reach_rmcps_request_logs_over_http() {
+    let mut server = start_with(&[("TEST_SERVER_TRACE", "1")]);
+    let client = client(Duration::from_secs(10));
+    let meta = json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {"elicitation": {}},
+        "io.modelcontextprotocol/clientInfo": {"name": "stateless-client", "version": "1"}
+    });
+    let round = |id: u64, extra: Value| {
+        let mut params = json!({"name": "confirm_twice", "arguments": {}, "_meta": meta});
+        for (key, value) in extra.as_object().unwrap() {
+            params[key] = value.clone();
+        }
+        let body = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": params});
+        let request = client
+            .post(&server.url)
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2026-07-28")
+            .header("mcp-method", "tools/call")
+            .header("mcp-name", "confirm_twice")
+            .json(&body);
+        async move {
+            let text = request.send().await.unwrap().text().await.unwrap();
+            // A JSON body, or the one message of an event stream.
+            let json = text
+                .lines()
+                .find_map(|line| line.strip_prefix("data:"))
+                .unwrap_or(&text)
+                .trim()
+                .to_owned();
+            serde_json::from_str::<Value>(&json).unwrap()["result"].clone()
+        }
+    };
+    let first = round(1, json!({})).await;
+    assert_eq!(first["resultType"], "input_required", "{first}");
+    let name = json!({"action": "accept", "content": {"name": "typed-over-http-5521"}});
+    let second = round(
+        2,
+        json!({"inputResponses": {"elicitation-0": name}, "requestState": first["requestState"]}),
+    )
+    .await;
+    assert_eq!(second["resultType"], "input_required", "{second}");
+    let go = json!({"action": "accept", "content": {"confirm": true}});
+    let done = round(
+        3,
+        json!({"inputResponses": {"elicitation-1": go}, "requestState": second["requestState"]}),
+    )
+    .await;
+    assert_eq!(
+        done["content"][0]["text"], "{\"name\":\"typed-over-http-5521\"} {\"confirm\":true}",
+        "the tool got its answers: {done}"
+    );
+    let _ = server.child.kill();
+    let _ = server.child.wait();
+    let stderr = std::fs::read_to_string(&server.stderr).unwrap();
+    let received: Vec<&str> = stderr
+        .lines()
+        .filter(|line| line.contains("received request"))
+        .collect();
+    assert!(received.len() >= 3, "{stderr}");
+    let leaked: Vec<&&str> = received
+        .iter()
+        .filter(|line| line.contains("typed-over-http") || line.contains("elicitation-0"))
+        .collect();
+    assert!(leaked.is_empty(), "{leaked:#?}");
+}
+
 #[tokio::test]
 async fn the_callers_trace_comes_from_the_header_or_else_meta_first() {
     let server = start();

@@ -402,6 +402,63 @@ fn a_subscriber_at_trace_sees_no_argument_of_a_call() {
     assert!(!stderr.contains("hunter2"), "{stderr}");
 }
 
+/// Red-team finding: under the stateless revision a client's answers (what its user typed) came in each round's
+/// `inputResponses`, and those taken before rode back in `requestState`: rmcp's `received request` event printed
+/// both whole at `debug`, though the arguments beside them were held out of it. They are held with the arguments.
+/// (The answers reach rmcp's events as output only: the `input_required` result's `requestState` and the tool's
+/// result, as every tool's output does; see the README.)
+#[test]
+fn a_subscriber_at_trace_sees_no_answer_a_client_sends() {
+    let env = [("TEST_SERVER_TRACE", "1")];
+    let mut server = RawServer::spawn(SERVER, Some("test.read,test.write"), &env);
+    let meta = json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {"elicitation": {}},
+        "io.modelcontextprotocol/clientInfo": {"name": "stateless-client", "version": "1"}
+    });
+    let call = |id: u64, extra: Value| {
+        let mut params = json!({"name": "confirm_twice", "arguments": {}, "_meta": meta});
+        for (key, value) in extra.as_object().unwrap() {
+            params[key] = value.clone();
+        }
+        json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": params})
+    };
+    let first = server.request(call(1, json!({})));
+    let state = first["result"]["requestState"].clone();
+    let name = json!({"action": "accept", "content": {"name": "typed-Zanzibar-4471"}});
+    let second = server.request(call(
+        2,
+        json!({"inputResponses": {"elicitation-0": name}, "requestState": state}),
+    ));
+    assert_eq!(second["result"]["resultType"], "input_required", "{second}");
+    let go = json!({"action": "accept", "content": {"confirm": true}});
+    let done = server.request(call(
+        3,
+        json!({"inputResponses": {"elicitation-1": go},
+               "requestState": second["result"]["requestState"]}),
+    ));
+    assert_eq!(
+        done["result"]["content"][0]["text"],
+        "{\"name\":\"typed-Zanzibar-4471\"} {\"confirm\":true}",
+        "the tool got its answers: {done}"
+    );
+    let (status, _, stderr) = server.finish();
+    assert!(status.success());
+    let received: Vec<&str> = stderr
+        .lines()
+        .filter(|line| line.contains("received request") || line.contains("PeerMessage"))
+        .collect();
+    assert!(
+        received.len() >= 3,
+        "rmcp's debug and trace events reach the subscriber: {stderr}"
+    );
+    let leaked: Vec<&&str> = received
+        .iter()
+        .filter(|line| line.contains("typed-Zanzibar") || line.contains("elicitation-0"))
+        .collect();
+    assert!(leaked.is_empty(), "{leaked:#?}");
+}
+
 #[test]
 fn start_session_and_stop_are_audited_and_flushed_on_eof() {
     let mut server = RawServer::spawn(SERVER, Some("test.read"), &[]);

@@ -857,7 +857,9 @@ fn is_shortened(text: &str) -> bool {
     !length.is_empty()
         && length.bytes().all(|b| b.is_ascii_digit())
         && digest.len() == 2 * SHORTENED_DIGEST_BYTES
-        && digest.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        && digest
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// How many bytes of a value's SHA-256 a shortened value shows (128 bits: two values cannot be made to share it).
@@ -909,7 +911,10 @@ mod tests {
             assert!(is_shortened(shown), "{shown}");
         }
         // One not shortened by this function is not taken for one that was.
-        let forged = format!("{}…[1108 bytes in all, sha-256 0]", "u".repeat(MAX_AUDIT_STRING));
+        let forged = format!(
+            "{}…[1108 bytes in all, sha-256 0]",
+            "u".repeat(MAX_AUDIT_STRING)
+        );
         assert!(!is_shortened(&forged));
     }
 
@@ -1049,7 +1054,11 @@ mod tests {
         let long = "é".repeat(MAX_AUDIT_STRING);
         let out = redact_inputs(Some(&obj(json!({ "s": long }))), &[]);
         let shown = out["s"].as_str().unwrap();
-        assert!(shown.len() < MAX_AUDIT_STRING + SHORTENED_NOTE_MAX, "{}", shown.len());
+        assert!(
+            shown.len() < MAX_AUDIT_STRING + SHORTENED_NOTE_MAX,
+            "{}",
+            shown.len()
+        );
         assert!(shown.contains(&format!("[{} bytes in all, sha-256 ", 2 * MAX_AUDIT_STRING)));
     }
 

@@ -253,12 +253,19 @@ fn connection_of(context: &RequestContext<RoleServer>) -> Connection {
         })
 }
 
-/// The arguments of a `tools/call`, moved by a transport from the request's params into its extensions, which
-/// rmcp's `debug` and `trace` events (they print the request whole) show only as `Extensions`. See
+/// What a `tools/call` carries that a client may keep secret, moved by a transport from the request's params into
+/// its extensions, which rmcp's `debug` and `trace` events (they print the request whole) show only as `Extensions`:
+/// its arguments, and under the stateless revision the client's answers (`inputResponses`: what its user typed, what
+/// its model said) and those taken in earlier rounds, which ride in `requestState`. See
 /// [`LineTransport::hold_tool_arguments`](super::LineTransport::hold_tool_arguments) for stdio; over streamable
-/// HTTP the runner holds them out of the request body before rmcp reads it.
-#[derive(Clone)]
-pub(crate) struct HeldArguments(rmcp::model::JsonObject);
+/// HTTP the runner holds them out of the request body before rmcp reads it. Held together: a call whose arguments
+/// are in its params had nothing held.
+#[derive(Clone, Default)]
+pub(crate) struct HeldArguments {
+    arguments: Option<rmcp::model::JsonObject>,
+    input_responses: Option<rmcp::model::InputResponses>,
+    request_state: Option<String>,
+}
 
 impl HeldArguments {
     /// Whether a call's arguments must be held out of rmcp's sight now: whether anything may hear rmcp's `debug`
@@ -283,22 +290,34 @@ impl HeldArguments {
             || log_max >= log::LevelFilter::Debug
     }
 
-    /// Moves a `tools/call`'s arguments into its extensions; any other message is left as it is.
+    fn is_empty(&self) -> bool {
+        self.arguments.is_none() && self.input_responses.is_none() && self.request_state.is_none()
+    }
+
+    /// Moves a `tools/call`'s arguments and answers into its extensions; any other message is left as it is.
     pub(crate) fn hold(message: &mut rmcp::model::ClientJsonRpcMessage) {
         if let rmcp::model::ClientJsonRpcMessage::Request(request) = message
             && let rmcp::model::ClientRequest::CallToolRequest(call) = &mut request.request
-            && let Some(arguments) = call.params.arguments.take()
         {
-            call.extensions.insert(HeldArguments(arguments));
+            let held = HeldArguments {
+                arguments: call.params.arguments.take(),
+                input_responses: call.params.input_responses.take(),
+                request_state: call.params.request_state.take(),
+            };
+            if !held.is_empty() {
+                call.extensions.insert(held);
+            }
         }
     }
 
-    /// Holds a `tools/call`'s arguments out of a JSON request body before rmcp parses it: the body with
-    /// `params.arguments` replaced by `null` (which rmcp reads as no arguments), and the arguments. `None` for any
-    /// other body (another method, no arguments, arguments that are not an object, not JSON at all), which is
-    /// left for rmcp to answer as it is. Only the body's top level is decoded; the arguments are parsed once.
+    /// Holds a `tools/call`'s arguments and answers out of a JSON request body before rmcp parses it: the body with
+    /// `params.arguments`, `params.inputResponses` and `params.requestState` replaced by `null` (which rmcp reads as
+    /// none), and what they held. `None` for any other body (another method, none of them, one not of its type,
+    /// not JSON at all), which is left for rmcp to answer as it is. Only the body's top level and those members are
+    /// decoded, each once.
     #[cfg(feature = "http")]
     pub(crate) fn hold_in_body(body: &[u8]) -> Option<(Vec<u8>, HeldArguments)> {
+        use serde_json::value::RawValue;
         #[derive(serde::Deserialize)]
         struct Peek<'a> {
             #[serde(borrow)]
@@ -307,46 +326,95 @@ impl HeldArguments {
             params: Option<PeekParams<'a>>,
         }
         #[derive(serde::Deserialize)]
+        #[serde(rename_all = "camelCase")]
         struct PeekParams<'a> {
             #[serde(borrow)]
-            arguments: Option<&'a serde_json::value::RawValue>,
+            arguments: Option<&'a RawValue>,
+            #[serde(borrow)]
+            input_responses: Option<&'a RawValue>,
+            #[serde(borrow)]
+            request_state: Option<&'a RawValue>,
         }
         let peek: Peek<'_> = serde_json::from_slice(body).ok()?;
         if peek.method.as_deref() != Some("tools/call") {
             return None;
         }
-        let raw = peek.params?.arguments?.get();
-        let arguments: rmcp::model::JsonObject = serde_json::from_str(raw).ok()?;
-        // `raw` borrows from `body`: its place in it, to put `null` there.
-        let start = (raw.as_ptr() as usize).checked_sub(body.as_ptr() as usize)?;
-        let end = start
-            .checked_add(raw.len())
-            .filter(|&end| end <= body.len())?;
-        let mut held = Vec::with_capacity(body.len() - raw.len() + 4);
-        held.extend_from_slice(&body[..start]);
-        held.extend_from_slice(b"null");
-        held.extend_from_slice(&body[end..]);
-        Some((held, HeldArguments(arguments)))
+        let params = peek.params?;
+        let raws = [
+            params.arguments,
+            params.input_responses,
+            params.request_state,
+        ];
+        let held = HeldArguments {
+            arguments: params
+                .arguments
+                .map(|raw| serde_json::from_str(raw.get()))
+                .transpose()
+                .ok()?,
+            input_responses: params
+                .input_responses
+                .map(|raw| serde_json::from_str(raw.get()))
+                .transpose()
+                .ok()?,
+            request_state: params
+                .request_state
+                .map(|raw| serde_json::from_str(raw.get()))
+                .transpose()
+                .ok()?,
+        };
+        if held.is_empty() {
+            return None;
+        }
+        // Each raw value borrows from `body`: its place in it, to put `null` there.
+        let mut places = Vec::with_capacity(raws.len());
+        for raw in raws.into_iter().flatten() {
+            let raw = raw.get();
+            let start = (raw.as_ptr() as usize).checked_sub(body.as_ptr() as usize)?;
+            let end = start
+                .checked_add(raw.len())
+                .filter(|&end| end <= body.len())?;
+            places.push((start, end));
+        }
+        places.sort_unstable();
+        let mut out = Vec::with_capacity(body.len() + 4 * places.len());
+        let mut from = 0;
+        for (start, end) in places {
+            out.extend_from_slice(body.get(from..start)?);
+            out.extend_from_slice(b"null");
+            from = end;
+        }
+        out.extend_from_slice(&body[from..]);
+        Some((out, held))
     }
 
-    /// The call's arguments: those in its params, or those a transport held (over streamable HTTP, in the
-    /// `http::request::Parts` rmcp puts into the extensions).
-    fn take(
-        arguments: Option<rmcp::model::JsonObject>,
+    /// Puts back what a transport held of a call (in the extensions, or over streamable HTTP in the
+    /// `http::request::Parts` rmcp puts there). Nothing was held of a call whose arguments are in its params.
+    fn restore(
+        arguments: &mut Option<rmcp::model::JsonObject>,
+        input_responses: &mut Option<rmcp::model::InputResponses>,
+        request_state: &mut Option<String>,
         extensions: &mut rmcp::model::Extensions,
-    ) -> Option<rmcp::model::JsonObject> {
-        let arguments =
-            arguments.or_else(|| extensions.remove::<HeldArguments>().map(|held| held.0));
+    ) {
+        if arguments.is_some() {
+            return;
+        }
+        let held = extensions.remove::<HeldArguments>();
         #[cfg(feature = "http")]
-        let arguments = arguments.or_else(|| {
+        let held = held.or_else(|| {
             extensions
                 .get_mut::<axum::http::request::Parts>()
                 .and_then(|parts| parts.extensions.remove::<HeldArguments>())
-                .map(|held| held.0)
         });
-        #[cfg(not(feature = "http"))]
-        let _ = extensions;
-        arguments
+        let Some(held) = held else {
+            return;
+        };
+        *arguments = held.arguments;
+        if input_responses.is_none() {
+            *input_responses = held.input_responses;
+        }
+        if request_state.is_none() {
+            *request_state = held.request_state;
+        }
     }
 }
 
@@ -466,7 +534,14 @@ impl<S: Send + Sync + 'static> ServerHandler for SecureServer<S> {
     ) -> impl Future<Output = Result<CallToolResponse, ErrorData>> + MaybeSendFuture + '_ {
         let caller = self.caller(&context);
         let connection = self.connection(&context);
-        let arguments = HeldArguments::take(request.arguments, &mut context.extensions);
+        let mut request = request;
+        HeldArguments::restore(
+            &mut request.arguments,
+            &mut request.input_responses,
+            &mut request.request_state,
+            &mut context.extensions,
+        );
+        let arguments = request.arguments;
         let answers =
             crate::call::answers_of(request.input_responses, request.request_state.as_deref());
         call_through_pipeline(
@@ -565,10 +640,13 @@ impl<S: Send + Sync + 'static> ToolSet<S> {
                     let tools = tools.clone();
                     let caller = caller_of(&context.request_context, &default_caller);
                     let connection = connection_of(&context.request_context);
-                    let arguments = HeldArguments::take(
-                        context.arguments,
+                    HeldArguments::restore(
+                        &mut context.arguments,
+                        &mut context.input_responses,
+                        &mut context.request_state,
                         &mut context.request_context.extensions,
                     );
+                    let arguments = context.arguments.take();
                     let answers = crate::call::answers_of(
                         context.input_responses,
                         context.request_state.as_deref(),
@@ -915,7 +993,12 @@ where
             return Either::Left(Either::Left(std::future::ready(Err(error))));
         }
         // Past rmcp's own logging: the arguments go back where every handler looks for them.
-        params.arguments = HeldArguments::take(params.arguments.take(), &mut context.extensions);
+        HeldArguments::restore(
+            &mut params.arguments,
+            &mut params.input_responses,
+            &mut params.request_state,
+            &mut context.extensions,
+        );
         // A secure tool goes to the pipeline itself, not through the inner handler's router: a route of the same
         // name there (a plain `#[tool]` merged after the secure routes) must not run in its place, unscoped.
         if self.secure.tools().definition(&params.name).is_some() {
@@ -1283,7 +1366,7 @@ mod tests {
             r#"{"jsonrpc":"2.0","id":7,"method":"tools\/call","params":{"name":"store","arguments":null,"_meta":{"k":1}}}"#
         );
         assert_eq!(
-            serde_json::Value::Object(held.0),
+            serde_json::Value::Object(held.arguments.unwrap()),
             json!({"secret": "s3", "n": [1, {"a": 2}]})
         );
         // rmcp reads `null` as no arguments.
@@ -1298,6 +1381,60 @@ mod tests {
         assert!(call.params.arguments.is_none());
     }
 
+    /// Red-team finding: a client's answers (`inputResponses`, and those riding in `requestState`) were printed
+    /// whole in rmcp's `debug` events. They are held with the arguments, in whatever order they come.
+    #[test]
+    fn a_calls_answers_are_held_out_of_its_body_with_its_arguments() {
+        let body = br#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"requestState":"{\"answers\":{\"a\":1}}","name":"ask","inputResponses":{"elicitation-0":{"action":"accept","content":{"pin":"1234"}}},"_meta":{"k":1}}}"#;
+        let (held_body, held) = HeldArguments::hold_in_body(body).expect("held");
+        assert_eq!(
+            std::str::from_utf8(&held_body).unwrap(),
+            r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"requestState":null,"name":"ask","inputResponses":null,"_meta":{"k":1}}}"#
+        );
+        assert!(held.arguments.is_none());
+        assert_eq!(
+            held.request_state.as_deref(),
+            Some(r#"{"answers":{"a":1}}"#)
+        );
+        assert_eq!(
+            serde_json::to_value(held.input_responses.as_ref().unwrap()).unwrap(),
+            json!({"elicitation-0": {"action": "accept", "content": {"pin": "1234"}}})
+        );
+        let message: rmcp::model::ClientJsonRpcMessage =
+            serde_json::from_slice(&held_body).unwrap();
+        let rmcp::model::ClientJsonRpcMessage::Request(request) = message else {
+            panic!("not a request")
+        };
+        let rmcp::model::ClientRequest::CallToolRequest(mut call) = request.request else {
+            panic!("not a call")
+        };
+        assert!(call.params.input_responses.is_none() && call.params.request_state.is_none());
+        // Put back as the handler finds them.
+        call.extensions.insert(held);
+        let params = &mut call.params;
+        HeldArguments::restore(
+            &mut params.arguments,
+            &mut params.input_responses,
+            &mut params.request_state,
+            &mut call.extensions,
+        );
+        assert!(params.input_responses.is_some());
+        assert_eq!(
+            params.request_state.as_deref(),
+            Some(r#"{"answers":{"a":1}}"#)
+        );
+
+        // All three, arguments last.
+        let body = br#"{"jsonrpc":"2.0","id":8,"method":"tools/call","params":{"name":"ask","inputResponses":{},"requestState":"s","arguments":{"x":1}}}"#;
+        let (held_body, held) = HeldArguments::hold_in_body(body).expect("held");
+        assert_eq!(
+            std::str::from_utf8(&held_body).unwrap(),
+            r#"{"jsonrpc":"2.0","id":8,"method":"tools/call","params":{"name":"ask","inputResponses":null,"requestState":null,"arguments":null}}"#
+        );
+        assert_eq!(held.request_state.as_deref(), Some("s"));
+        assert!(held.arguments.is_some() && held.input_responses.is_some());
+    }
+
     #[test]
     fn any_other_body_is_left_as_it_is() {
         for body in [
@@ -1305,6 +1442,9 @@ mod tests {
             br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x"}}"#,
             br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","arguments":[1]}}"#,
             br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","arguments":null}}"#,
+            // Answers not of their types: rmcp refuses the call, reading nothing of them.
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","arguments":{},"inputResponses":"a"}}"#,
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","requestState":{"a":1}}}"#,
             br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"arguments":{},"arguments":{}}}"#,
             br#"[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"arguments":{"a":1}}}]"#,
             br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"arguments":{"a":1}}"#,
