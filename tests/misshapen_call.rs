@@ -17,6 +17,9 @@ fn cases() -> Vec<Value> {
         json!({"name": "echo", "arguments": ["hi"]}),
         json!({"arguments": {"text": "hi"}}),
         json!({"name": 5, "arguments": {"text": "hi"}}),
+        // The stateless revision's members of a call, of the wrong types.
+        json!({"name": "echo", "arguments": {"text": "hi"}, "inputResponses": "yes"}),
+        json!({"name": "echo", "arguments": {"text": "hi"}, "requestState": {"a": 1}}),
     ]
 }
 
@@ -47,6 +50,13 @@ async fn over_http_a_tools_call_with_params_of_the_wrong_shape_is_invalid_params
                 .unwrap();
         assert_eq!(answer["error"]["code"], -32602, "{params}: {answer}");
         assert_eq!(answer["id"], id, "{answer}");
+        // Red-team finding: the message named `name` and `arguments` only, for a call whose fault was another member.
+        let message = answer["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("`inputResponses` object")
+                && message.contains("`requestState` string"),
+            "{answer}"
+        );
     }
     let answer: Value = post(json!({"jsonrpc": "2.0", "id": 99, "method": "tools/call",
                                     "params": {"name": "echo", "arguments": {"text": "ok"}}}))

@@ -344,10 +344,11 @@ where
         }
     }
 
-    /// Hands rmcp each `tools/call` with its arguments held in the request's extensions rather than in its
-    /// params. rmcp logs every request it receives whole, params included, at `debug` (`received request`) and
-    /// `trace` (`new event`), but shows extensions only as `Extensions`: this keeps redacted arguments out of
-    /// those events whatever level a subscriber listens at. (While no subscriber listens at `debug` or more,
+    /// Hands rmcp each `tools/call` with its arguments (and, under the stateless revision, its answers:
+    /// `inputResponses` and `requestState`) held in the request's extensions rather than in its params. rmcp logs
+    /// every request it receives whole, params included, at `debug` (`received request`) and `trace` (`new
+    /// event`), but shows extensions only as `Extensions`: this keeps redacted arguments and a user's answers out
+    /// of those events whatever level a subscriber listens at. (While no subscriber listens at `debug` or more,
     /// rmcp's events are not built and the arguments stay where they are.)
     ///
     /// Only for a handler that takes the arguments back from there: [`SecureServer`](super::SecureServer) and
@@ -985,7 +986,8 @@ pub(super) fn duplicate_id_error(cancelled: bool) -> ErrorData {
 /// parsed the call (over HTTP, or rmcp's own transports).
 pub(super) fn misshapen_call_error() -> ErrorData {
     ErrorData::invalid_params(
-        "Invalid params: `tools/call` takes a `name` string and an `arguments` object",
+        "Invalid params: `tools/call` takes a `name` string and an `arguments` object, and under the stateless \
+         revision an `inputResponses` object and a `requestState` string",
         None,
     )
 }
