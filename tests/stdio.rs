@@ -688,6 +688,34 @@ fn a_strict_minimum_refuses_older_and_unknown_versions_audits_it_and_keeps_servi
     assert_eq!(rejected[0]["request_id"], "init");
 }
 
+/// Red-team finding: with a minimum of 2026-07-28 (the stateless revision, which has no `initialize`), an
+/// `initialize` asking for 2026-07-28 was refused `-32022` with 2026-07-28 among the supported versions, which read
+/// as a contradiction. The refusal now says why and what to send instead; the stream keeps serving.
+#[test]
+fn an_initialize_no_accepted_version_has_is_told_to_discover_instead() {
+    let env = [("MCP_MIN_PROTOCOL_VERSION", "2026-07-28")];
+    let mut server = RawServer::spawn(SERVER, Some("test.read"), &env);
+    for version in ["2026-07-28", "2025-11-25"] {
+        let answer = server.initialize(version);
+        assert_eq!(answer["error"]["code"], -32022, "{version}: {answer}");
+        assert_eq!(answer["error"]["data"]["requested"], version, "{answer}");
+        let message = answer["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("no `initialize`") && message.contains("server/discover"),
+            "{answer}"
+        );
+    }
+    let answer = server.request(json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+        "params": {"name": "echo", "arguments": {"text": "ok"}, "_meta": stateless_meta()}}));
+    assert_eq!(answer["result"]["content"][0]["text"], "ok", "{answer}");
+    let (_, records, _) = server.finish();
+    assert_eq!(
+        events(&records, "version_rejected").len(),
+        2,
+        "{records:#?}"
+    );
+}
+
 #[test]
 fn a_long_version_or_request_id_outside_a_call_is_bounded_in_its_records() {
     let long = "9".repeat(300_000);

@@ -253,6 +253,30 @@ fn connection_of(context: &RequestContext<RoleServer>) -> Connection {
         })
 }
 
+/// The refusal of an `initialize` when no version `accepted` has one (the stateless revision, 2026-07-28, has
+/// none): `-32022` as for any version refused, saying what to send instead (red-team finding: the bare refusal listed
+/// the version asked for among those supported). `None` when some accepted version has `initialize`.
+fn no_initialize_error(
+    requested: &rmcp::model::ProtocolVersion,
+    accepted: &[rmcp::model::ProtocolVersion],
+) -> Option<ErrorData> {
+    if accepted
+        .iter()
+        .any(rmcp::model::ProtocolVersion::has_initialize)
+    {
+        return None;
+    }
+    let names: Vec<&str> = accepted.iter().map(|v| v.as_str()).collect();
+    let mut error = ErrorData::unsupported_protocol_version(requested.clone(), accepted);
+    error.message = format!(
+        "Unsupported protocol version: the versions this server accepts ({}) have no `initialize`; send \
+         `server/discover`, then requests carrying their version in `_meta`",
+        names.join(", ")
+    )
+    .into();
+    Some(error)
+}
+
 /// What a `tools/call` carries that a client may keep secret, moved by a transport from the request's params into
 /// its extensions, which rmcp's `debug` and `trace` events (they print the request whole) show only as `Extensions`:
 /// its arguments, and under the stateless revision the client's answers (`inputResponses`: what its user typed, what
@@ -479,6 +503,9 @@ impl<S: Send + Sync + 'static> ServerHandler for SecureServer<S> {
         context: RequestContext<RoleServer>,
     ) -> Result<InitializeResult, ErrorData> {
         let versions = &self.options.versions;
+        if let Some(error) = no_initialize_error(&request.protocol_version, &versions.accepted) {
+            return Err(error);
+        }
         if versions.strict && !versions.accepted.contains(&request.protocol_version) {
             return Err(ErrorData::unsupported_protocol_version(
                 request.protocol_version.clone(),
@@ -906,11 +933,18 @@ where
         context: RequestContext<RoleServer>,
     ) -> Result<InitializeResult, ErrorData> {
         let policy = self.secure.version_policy();
-        if policy.is_strict() && !policy.accepted().contains(&request.protocol_version) {
-            let error = ErrorData::unsupported_protocol_version(
-                request.protocol_version.clone(),
-                policy.accepted(),
-            );
+        let refused =
+            no_initialize_error(&request.protocol_version, policy.accepted()).or_else(|| {
+                (policy.is_strict() && !policy.accepted().contains(&request.protocol_version)).then(
+                    || {
+                        ErrorData::unsupported_protocol_version(
+                            request.protocol_version.clone(),
+                            policy.accepted(),
+                        )
+                    },
+                )
+            });
+        if let Some(error) = refused {
             self.refuse_version(&context, &error);
             return Err(error);
         }
