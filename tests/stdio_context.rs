@@ -245,6 +245,76 @@ fn a_junk_or_error_answer_to_a_question_is_the_clients_not_an_internal_error() {
     assert!(!stderr.contains("SECRET"), "{stderr}");
 }
 
+/// Red-team finding: an accepted answer whose content did not fit the form (not an object, a required field
+/// missing, a value of another type) reached a handler that asked with `Elicitation::request` as it came (`Accept
+/// "SECRET..."`), though an answer of the wrong shape is refused. The content is checked against the form, during
+/// the call and by rounds: `elicitation_invalid`, nothing of it quoted.
+#[test]
+fn an_accepted_answer_that_does_not_fit_the_form_is_refused() {
+    let misfits = [
+        json!("SECRET-not-an-object"),
+        json!({}),
+        json!({"confirm": "SECRET-yes"}),
+        json!({"confirm": [true]}),
+    ];
+    // During the call.
+    let mut server = RawServer::spawn(SERVER, Some(ALL), &[]);
+    server.initialize_with("2025-11-25", json!({"elicitation": {}}));
+    let mut id = 0;
+    for content in misfits
+        .iter()
+        .chain([&json!({"confirm": true, "other": 1})])
+    {
+        id += 1;
+        server.send(&RawServer::call_message(id, "confirm", json!({})));
+        let asked = server.recv();
+        assert_eq!(asked["method"], "elicitation/create", "{asked}");
+        server.send(&json!({"jsonrpc": "2.0", "id": asked["id"],
+                            "result": {"action": "accept", "content": content}}));
+        let (_, answer) = server.until_answer(&json!(id));
+        let result = &answer["result"];
+        if content.get("other").is_some() {
+            // A member the form does not have is left for the handler: the form's own are there.
+            assert_eq!(result["isError"], false, "{answer}");
+        } else {
+            assert_eq!(
+                result["structuredContent"]["error"]["code"], "elicitation_invalid",
+                "{content}: {answer}"
+            );
+            assert!(!answer.to_string().contains("SECRET"), "{answer}");
+        }
+    }
+    let (_, audit, stderr) = server.finish();
+    assert!(!stderr.contains("SECRET"), "{stderr}");
+    assert!(!audit.iter().any(|r| r.to_string().contains("SECRET")));
+
+    // By rounds.
+    let mut server = RawServer::spawn(SERVER, Some(ALL), &[]);
+    let meta = json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {"elicitation": {}},
+        "io.modelcontextprotocol/clientInfo": {"name": "stateless-client", "version": "1"}
+    });
+    for (n, content) in misfits.iter().enumerate() {
+        let id = 2 * n as u64;
+        let first = server.request(json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+            "params": {"name": "confirm", "arguments": {}, "_meta": meta}}));
+        let state = first["result"]["requestState"].clone();
+        let answer = server.request(json!({"jsonrpc": "2.0", "id": id + 1, "method": "tools/call",
+            "params": {"name": "confirm", "arguments": {}, "_meta": meta,
+                       "inputResponses": {"elicitation-0": {"action": "accept", "content": content}},
+                       "requestState": state}}));
+        assert_eq!(
+            answer["result"]["structuredContent"]["error"]["code"], "elicitation_invalid",
+            "{content}: {answer}"
+        );
+        assert!(!answer.to_string().contains("SECRET"), "{answer}");
+    }
+    let (_, audit, stderr) = server.finish();
+    assert!(!stderr.contains("SECRET"), "{stderr}");
+    assert!(!audit.iter().any(|r| r.to_string().contains("SECRET")));
+}
+
 /// A client is asked only what it declared and what its protocol lets the server ask: one that declared URL-mode
 /// elicitation only was sent a form (rmcp's `create_elicitation` checks no mode), and under the stateless revision
 /// (2026-07-28), where the server may not send the client requests, a tool got an internal error instead of
