@@ -278,6 +278,7 @@ pub enum AuditEvent {
 
 impl AuditEvent {
     /// The reason of a refusal of traffic (`http_rejected`, `tls_rejected`, `connection_rejected`).
+    #[cfg(feature = "http")]
     pub(crate) fn rejection_reason(&self) -> Option<&'static str> {
         match self {
             AuditEvent::HttpRejected { reason, .. }
