@@ -460,9 +460,47 @@ async fn a_clients_answers_never_reach_rmcps_request_logs_over_http() {
         done["content"][0]["text"], "{\"name\":\"typed-over-http-5521\"} {\"confirm\":true}",
         "the tool got its answers: {done}"
     );
+    // A review's finding: a call whose answers were not of their types went to rmcp as it came, arguments and all.
+    for (n, extra) in [
+        r#""inputResponses":"x""#,
+        r#""inputResponses":[]"#,
+        r#""requestState":{"a":1}"#,
+        r#""requestState":5"#,
+        r#""arguments":{"name":"db"}"#,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let body = format!(
+            r#"{{"jsonrpc":"2.0","id":{},"method":"tools/call","params":{{"name":"store","arguments":{{"name":"db","secret":"hunter2-misshapen-{n}"}},{extra}}}}}"#,
+            10 + n
+        );
+        let answer: Value = client
+            .post(&server.url)
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2025-11-25")
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(answer["error"]["code"], -32602, "{extra}: {answer}");
+    }
     let _ = server.child.kill();
     let _ = server.child.wait();
     let stderr = std::fs::read_to_string(&server.stderr).unwrap();
+    assert!(
+        stderr.contains("CustomRequest"),
+        "rmcp's events of the misshapen calls were heard: {stderr}"
+    );
+    let leaked: Vec<&str> = stderr
+        .lines()
+        .filter(|line| line.contains("hunter2-misshapen"))
+        .collect();
+    assert!(leaked.is_empty(), "{leaked:#?}");
     let received: Vec<&str> = stderr
         .lines()
         .filter(|line| line.contains("received request"))

@@ -336,9 +336,12 @@ impl HeldArguments {
 
     /// Holds a `tools/call`'s arguments and answers out of a JSON request body before rmcp parses it: the body with
     /// `params.arguments`, `params.inputResponses` and `params.requestState` replaced by `null` (which rmcp reads as
-    /// none), and what they held. `None` for any other body (another method, none of them, one not of its type,
-    /// not JSON at all), which is left for rmcp to answer as it is. Only the body's top level and those members are
-    /// decoded, each once.
+    /// none), and what they held. A member not of its type (arguments that are no object, a `requestState` that is
+    /// no string) is replaced by `0` instead, and params that cannot be read member by member (a member twice, an
+    /// array) by `{}`: rmcp still refuses the call as misshapen, but its events no longer print what it held (a
+    /// review's finding: answers of the wrong type made the whole body go to rmcp as it was, arguments and all).
+    /// `None` for any other body (another method, no params, nothing to hold, not JSON at all), which is left for
+    /// rmcp to answer as it is. Only the body's top level and those members are decoded, each once.
     #[cfg(feature = "http")]
     pub(crate) fn hold_in_body(body: &[u8]) -> Option<(Vec<u8>, HeldArguments)> {
         use serde_json::value::RawValue;
@@ -347,7 +350,7 @@ impl HeldArguments {
             #[serde(borrow)]
             method: Option<Cow<'a, str>>,
             #[serde(borrow)]
-            params: Option<PeekParams<'a>>,
+            params: Option<&'a RawValue>,
         }
         #[derive(serde::Deserialize)]
         #[serde(rename_all = "camelCase")]
@@ -359,52 +362,65 @@ impl HeldArguments {
             #[serde(borrow)]
             request_state: Option<&'a RawValue>,
         }
-        let peek: Peek<'_> = serde_json::from_slice(body).ok()?;
-        if peek.method.as_deref() != Some("tools/call") {
-            return None;
-        }
-        let params = peek.params?;
-        let raws = [
-            params.arguments,
-            params.input_responses,
-            params.request_state,
-        ];
-        let held = HeldArguments {
-            arguments: params
-                .arguments
-                .map(|raw| serde_json::from_str(raw.get()))
-                .transpose()
-                .ok()?,
-            input_responses: params
-                .input_responses
-                .map(|raw| serde_json::from_str(raw.get()))
-                .transpose()
-                .ok()?,
-            request_state: params
-                .request_state
-                .map(|raw| serde_json::from_str(raw.get()))
-                .transpose()
-                .ok()?,
-        };
-        if held.is_empty() {
-            return None;
-        }
-        // Each raw value borrows from `body`: its place in it, to put `null` there.
-        let mut places = Vec::with_capacity(raws.len());
-        for raw in raws.into_iter().flatten() {
+        /// Where `raw`, a slice of `body`, lies in it.
+        fn place(body: &[u8], raw: &RawValue) -> Option<(usize, usize)> {
             let raw = raw.get();
             let start = (raw.as_ptr() as usize).checked_sub(body.as_ptr() as usize)?;
             let end = start
                 .checked_add(raw.len())
                 .filter(|&end| end <= body.len())?;
-            places.push((start, end));
+            Some((start, end))
+        }
+        /// `raw` read as a `T`: held, and `null` put in its place; or, not one, `0` in its place.
+        fn take<T: serde::de::DeserializeOwned>(
+            body: &[u8],
+            raw: Option<&RawValue>,
+            places: &mut Vec<(usize, usize, &'static [u8])>,
+        ) -> Option<Option<T>> {
+            let Some(raw) = raw else {
+                return Some(None);
+            };
+            let (start, end) = place(body, raw)?;
+            match serde_json::from_str(raw.get()) {
+                Ok(value) => {
+                    places.push((start, end, b"null"));
+                    Some(Some(value))
+                }
+                Err(_) => {
+                    places.push((start, end, b"0"));
+                    Some(None)
+                }
+            }
+        }
+        let peek: Peek<'_> = serde_json::from_slice(body).ok()?;
+        if peek.method.as_deref() != Some("tools/call") {
+            return None;
+        }
+        let raw_params = peek.params?;
+        let mut places = Vec::with_capacity(3);
+        let held = match serde_json::from_str::<PeekParams<'_>>(raw_params.get()) {
+            Ok(params) => HeldArguments {
+                arguments: take(body, params.arguments, &mut places)?,
+                input_responses: take(body, params.input_responses, &mut places)?,
+                request_state: take(body, params.request_state, &mut places)?,
+            },
+            // Not params of a call at all (an array), or not readable member by member: refused by rmcp either
+            // way, with nothing of them to print.
+            Err(_) => {
+                let (start, end) = place(body, raw_params)?;
+                places.push((start, end, b"{}"));
+                HeldArguments::default()
+            }
+        };
+        if places.is_empty() {
+            return None;
         }
         places.sort_unstable();
         let mut out = Vec::with_capacity(body.len() + 4 * places.len());
         let mut from = 0;
-        for (start, end) in places {
+        for (start, end, with) in places {
             out.extend_from_slice(body.get(from..start)?);
-            out.extend_from_slice(b"null");
+            out.extend_from_slice(with);
             from = end;
         }
         out.extend_from_slice(&body[from..]);
@@ -1474,12 +1490,8 @@ mod tests {
         for body in [
             &br#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"arguments":{"a":1}}}"#[..],
             br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x"}}"#,
-            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","arguments":[1]}}"#,
             br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","arguments":null}}"#,
-            // Answers not of their types: rmcp refuses the call, reading nothing of them.
-            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","arguments":{},"inputResponses":"a"}}"#,
-            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","requestState":{"a":1}}}"#,
-            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"arguments":{},"arguments":{}}}"#,
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call"}"#,
             br#"[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"arguments":{"a":1}}}]"#,
             br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"arguments":{"a":1}}"#,
             b"not json",
@@ -1488,6 +1500,58 @@ mod tests {
                 HeldArguments::hold_in_body(body).is_none(),
                 "{}",
                 String::from_utf8_lossy(body)
+            );
+        }
+    }
+
+    /// A review's finding: a call whose answers were not of their types went to rmcp as it was, and rmcp's events
+    /// printed its arguments, redacted ones included. What is of its type is held; what is not, or params that
+    /// cannot be read member by member, are put out of sight (`0`, `{}`), and rmcp still refuses the call as
+    /// misshapen.
+    #[test]
+    fn a_misshapen_calls_members_are_held_or_put_out_of_sight() {
+        for (body, expected, holds_arguments) in [
+            (
+                &br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","arguments":{"secret":"s"},"inputResponses":"SECRET"}}"#[..],
+                r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","arguments":null,"inputResponses":0}}"#,
+                true,
+            ),
+            (
+                br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","requestState":{"a":"SECRET"},"arguments":{"secret":"s"}}}"#,
+                r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","requestState":0,"arguments":null}}"#,
+                true,
+            ),
+            (
+                br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","arguments":"secret=SECRET"}}"#,
+                r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","arguments":0}}"#,
+                false,
+            ),
+            (
+                br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","arguments":{"a":1},"arguments":{"secret":"SECRET"}}}"#,
+                r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{}}"#,
+                false,
+            ),
+            (
+                br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":["SECRET"]}"#,
+                r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{}}"#,
+                false,
+            ),
+        ] {
+            let (held_body, held) = HeldArguments::hold_in_body(body).expect("held");
+            assert_eq!(std::str::from_utf8(&held_body).unwrap(), expected);
+            assert_eq!(held.arguments.is_some(), holds_arguments, "{expected}");
+            // Still no call rmcp takes.
+            let message: rmcp::model::ClientJsonRpcMessage =
+                serde_json::from_slice(&held_body).unwrap();
+            let rmcp::model::ClientJsonRpcMessage::Request(request) = message else {
+                panic!("not a request")
+            };
+            assert!(
+                !matches!(
+                    request.request,
+                    rmcp::model::ClientRequest::CallToolRequest(_)
+                ),
+                "{expected}"
             );
         }
     }
