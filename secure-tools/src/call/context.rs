@@ -1177,15 +1177,18 @@ impl Elicitation {
             _ => None,
         };
         let answer = self.exchange_unchecked(route, params).await?;
-        if let (Some(form), ElicitationAction::Accept, Some(content)) =
-            (&form, &answer.action, &answer.content)
-            && !fits_form(form, content)
-        {
-            // Neither the answer nor what is wrong with it is kept: see the refusal `elicitation_invalid`.
-            return Err(ElicitationError::ParseError {
-                error: serde::de::Error::custom("the answer does not fit the form asked"),
-                data: content.clone(),
-            });
+        // An acceptance with no content is one with none of the form's members (a review's finding: it passed
+        // unchecked, whatever the form required).
+        let empty = Value::Object(serde_json::Map::new());
+        if let (Some(form), ElicitationAction::Accept) = (&form, &answer.action) {
+            let content = answer.content.as_ref().filter(|c| !c.is_null());
+            if !fits_form(form, content.unwrap_or(&empty)) {
+                // Neither the answer nor what is wrong with it is kept: see the refusal `elicitation_invalid`.
+                return Err(ElicitationError::ParseError {
+                    error: serde::de::Error::custom("the answer does not fit the form asked"),
+                    data: content.cloned().unwrap_or(Value::Null),
+                });
+            }
         }
         Ok(answer)
     }
@@ -1244,16 +1247,22 @@ fn fits_form(form: &Value, content: &Value) -> bool {
     if required
         .iter()
         .filter_map(Value::as_str)
-        .any(|name| !content.contains_key(name))
+        .any(|name| content.get(name).is_none_or(Value::is_null))
     {
         return false;
     }
     content.iter().all(|(name, value)| {
-        properties
-            .and_then(|properties| properties.get(name))
-            .is_none_or(|property| fits_property(property, value))
+        // A member the form does not require, given as `null`, is not given (the Python SDK's types allow it).
+        value.is_null()
+            || properties
+                .and_then(|properties| properties.get(name))
+                .is_none_or(|property| fits_property(property, value))
     })
 }
+
+/// The largest whole number a double holds exactly: an integer member past it (`1e300`) is no integer a handler can
+/// read as one.
+const MAX_EXACT_INTEGER: f64 = 9_007_199_254_740_992.0;
 
 /// Whether `value` fits one property of a form (see [`fits_form`]).
 fn fits_property(property: &Value, value: &Value) -> bool {
@@ -1274,14 +1283,23 @@ fn fits_property(property: &Value, value: &Value) -> bool {
         Some("integer") => {
             let whole = value.is_i64()
                 || value.is_u64()
-                || value.as_f64().is_some_and(|n| n.fract() == 0.0);
+                || value
+                    .as_f64()
+                    .is_some_and(|n| n.fract() == 0.0 && n.abs() <= MAX_EXACT_INTEGER);
             whole && value.as_f64().is_some_and(within) && among_choices(property, value)
         }
         Some("boolean") => value.is_boolean(),
         Some("array") => value.as_array().is_some_and(|items| {
             let length = items.len() as u64;
+            // Items are strings (checked below): a set of them, not a comparison of each pair (an answer of a
+            // million items would take minutes).
+            let unique = property.get("uniqueItems") != Some(&Value::Bool(true)) || {
+                let mut seen = std::collections::HashSet::with_capacity(items.len());
+                items.iter().all(|each| seen.insert(each.as_str()))
+            };
             count("minItems").is_none_or(|min| length >= min)
                 && count("maxItems").is_none_or(|max| length <= max)
+                && unique
                 && items.iter().all(|each| {
                     each.is_string()
                         && property
@@ -1550,7 +1568,8 @@ mod tests {
                 "colour": {"type": "string", "enum": ["red", "green"]},
                 "size": {"type": "string", "oneOf": [{"const": "s", "title": "Small"}, {"const": "l", "title": "Large"}]},
                 "tags": {"type": "array", "minItems": 1, "maxItems": 2, "items": {"type": "string", "enum": ["a", "b", "c"]}},
-                "picks": {"type": "array", "items": {"anyOf": [{"const": "x", "title": "X"}, {"const": "y", "title": "Y"}]}}
+                "picks": {"type": "array", "items": {"anyOf": [{"const": "x", "title": "X"}, {"const": "y", "title": "Y"}]}},
+                "once": {"type": "array", "uniqueItems": true, "items": {"type": "string", "enum": ["a", "b"]}}
             },
             "required": ["name", "ok"]
         });
@@ -1564,6 +1583,11 @@ mod tests {
             fits(json!({"name": "Ann", "ok": true, "age": 30.0})),
             "a whole number"
         );
+        // A member the form does not require, given as `null`: not given (the Python SDK's types allow it).
+        assert!(fits(
+            json!({"name": "Ann", "ok": true, "age": null, "colour": null})
+        ));
+        assert!(fits(json!({"name": "Ann", "ok": true, "once": ["a", "b"]})));
         for misfit in [
             json!("Ann"),
             json!(["Ann"]),
@@ -1586,6 +1610,12 @@ mod tests {
             json!({"name": "Ann", "ok": true, "tags": "a"}),
             json!({"name": "Ann", "ok": true, "picks": ["z"]}),
             json!({"name": "Ann", "ok": true, "picks": [1]}),
+            // A review's: required members given as `null`, integers no integer type holds, a choice twice.
+            json!({"name": null, "ok": true}),
+            json!({"name": "Ann", "ok": null}),
+            json!({"name": "Ann", "ok": true, "age": 1e300}),
+            json!({"name": "Ann", "ok": true, "age": 123456789012345678901234567890.0}),
+            json!({"name": "Ann", "ok": true, "once": ["a", "a"]}),
         ] {
             assert!(!fits(misfit.clone()), "{misfit}");
         }
