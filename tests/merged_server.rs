@@ -392,6 +392,36 @@ fn a_merged_server_over_stdio_keeps_every_tool_under_the_policy() {
     );
 }
 
+/// A review's finding: with a minimum of 2026-07-28, the merged server's `server/discover` listed every version
+/// rmcp knows (its inner handler's), while its `initialize` refusal named only 2026-07-28. Discovery lists the
+/// versions the policy accepts.
+#[test]
+fn discovery_lists_the_versions_the_policy_accepts() {
+    let mut server = secure_tools_tests::RawServer::spawn(
+        SERVER,
+        Some("tickets.close"),
+        &[("MCP_MIN_PROTOCOL_VERSION", "2026-07-28")],
+    );
+    let meta = json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {},
+        "io.modelcontextprotocol/clientInfo": {"name": "stateless-client", "version": "9"}
+    });
+    let answer = server.request(json!({
+        "jsonrpc": "2.0", "id": 1, "method": "server/discover", "params": {"_meta": meta}
+    }));
+    assert_eq!(
+        answer["result"]["supportedVersions"],
+        json!(["2026-07-28"]),
+        "{answer}"
+    );
+    // And the server is announced as its settings name it, as in `initialize` (it said `rmcp` 3.11.0).
+    assert_eq!(
+        answer["result"]["_meta"]["io.modelcontextprotocol/serverInfo"]["name"], "tickets",
+        "{answer}"
+    );
+}
+
 /// A listing filtered per caller (`MCP_LIST_TOOLS=callable`) is that caller's own; `#[tool_handler]` marks a
 /// listing `public` for clients of the stateless revision, which carry cache hints, so a shared cache could serve
 /// one caller's list to another. It says `private`.

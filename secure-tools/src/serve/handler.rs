@@ -277,6 +277,9 @@ fn no_initialize_error(
     Some(error)
 }
 
+/// Where `server/discover` names the server, in its result's `_meta`.
+const SERVER_INFO_META: &str = "io.modelcontextprotocol/serverInfo";
+
 /// What a `tools/call` carries that a client may keep secret, moved by a transport from the request's params into
 /// its extensions, which rmcp's `debug` and `trace` events (they print the request whole) show only as `Extensions`:
 /// its arguments, and under the stateless revision the client's answers (`inputResponses`: what its user typed, what
@@ -1249,6 +1252,19 @@ where
     ) -> Result<rmcp::model::DiscoverResult, ErrorData> {
         let mut discovered = self.inner.discover(context).await?;
         self.advertise_tools(&mut discovered.capabilities);
+        // The inner handler lists the versions it was written for (rmcp's default: all it knows); the policy says
+        // which are served (a review's finding: a minimum of 2026-07-28 still listed the four before it).
+        discovered.supported_versions = self.secure.version_policy().accepted().to_vec();
+        // Announced as in `initialize` (see `announce_as_set`): its placeholder named `rmcp` here too.
+        if let Some(meta) = discovered.meta.as_mut()
+            && let Some(info) = meta.get_mut(SERVER_INFO_META)
+            && let Ok(mut announced) = serde_json::from_value::<Implementation>(info.clone())
+        {
+            self.announce_as_set(&mut announced);
+            if let Ok(value) = serde_json::to_value(&announced) {
+                *info = value;
+            }
+        }
         Ok(discovered)
     }
 
