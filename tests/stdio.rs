@@ -716,6 +716,25 @@ fn an_initialize_no_accepted_version_has_is_told_to_discover_instead() {
     );
 }
 
+/// A review's finding: over stdio a client's name and version were cut at 256 characters, silently (no length, no
+/// digest), where every other value is shortened with a note: two long names differing past the cut were one.
+#[test]
+fn a_long_client_name_is_shortened_with_a_note_like_any_value() {
+    let long = format!("{}-one", "n".repeat(2000));
+    let mut server = RawServer::spawn(SERVER, Some("test.read"), &[]);
+    let answer = server.request(json!({
+        "jsonrpc": "2.0", "id": "init", "method": "initialize",
+        "params": {"protocolVersion": "2025-11-25", "capabilities": {},
+                   "clientInfo": {"name": long, "version": "1"}}
+    }));
+    assert!(answer.get("result").is_some(), "{answer}");
+    let (_, records, _) = server.finish();
+    let sessions = events(&records, "session");
+    assert_eq!(sessions.len(), 1, "{records:#?}");
+    let name = sessions[0]["client_name"].as_str().unwrap();
+    assert!(name.contains("[2004 bytes in all, sha-256 "), "{name}");
+}
+
 #[test]
 fn a_long_version_or_request_id_outside_a_call_is_bounded_in_its_records() {
     let long = "9".repeat(300_000);

@@ -43,8 +43,6 @@ use super::id_scan::IdScanner;
 /// The default limit on one incoming message: 4 MiB, the same as rmcp's streamable HTTP body limit.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
-const MAX_SHOWN_NAME: usize = 256;
-
 /// How many messages may wait to be written. While the queue is full no input is read, so a client that does not
 /// read its answers cannot make the server hold more than this, plus the answers of the requests already being
 /// handled when it filled.
@@ -601,8 +599,8 @@ where
             ClientRequest::InitializeRequest(init) => PendingSession {
                 request_id: request.id.clone(),
                 inline_version: None,
-                client_name: Some(shorten(&init.params.client_info.name)),
-                client_version: Some(shorten(&init.params.client_info.version)),
+                client_name: Some(crate::audit::shorten_str(&init.params.client_info.name)),
+                client_version: Some(crate::audit::shorten_str(&init.params.client_info.version)),
             },
             ClientRequest::PingRequest(_) | ClientRequest::DiscoverRequest(_) => return,
             // Refused by rmcp for its metadata (audited as such), so it starts nothing.
@@ -617,7 +615,7 @@ where
                     client
                         .and_then(|c| c.get(name))
                         .and_then(Value::as_str)
-                        .map(shorten)
+                        .map(crate::audit::shorten_str)
                 };
                 PendingSession {
                     request_id: request.id.clone(),
@@ -866,10 +864,6 @@ fn encode(message: &ServerJsonRpcMessage) -> std::io::Result<Vec<u8>> {
 
 fn invalid_request(message: impl Into<std::borrow::Cow<'static, str>>) -> ErrorData {
     ErrorData::invalid_request(message, None)
-}
-
-fn shorten(text: &str) -> String {
-    text.chars().take(MAX_SHOWN_NAME).collect()
 }
 
 /// Whether the message's id, as rmcp read it, is the id the client wrote. rmcp reads a number in float form that
