@@ -362,6 +362,32 @@ async fn a_provider_slow_to_answer_delays_a_request_by_a_second_at_most() {
     jwks.answer_after(Duration::ZERO);
 }
 
+/// Red-team finding: a request whose token named a key not held waited for the whole refetch (up to its 10 s
+/// timeout) while the provider was slow, holding its connection: 40 such requests filled a server's 40 connections
+/// and a caller with a valid token was turned away, for up to 10 s of every 30. Such a request now waits a second
+/// at most for the fetch (which goes on), then is refused `unknown_key`.
+#[tokio::test]
+async fn a_token_naming_an_unknown_key_waits_a_second_at_most_for_a_slow_provider() {
+    let jwks = JwksServer::start(&JwkSet {
+        keys: vec![jwk(KEY_A, "key-a")],
+    });
+    let server = start_server(&jwks);
+    jwks.answer_after(Duration::from_secs(8));
+    let made_up = token(KEY_B, "made-up", &server.resource, "eve");
+    let started = std::time::Instant::now();
+    let (status, _) = read_greeting(&server, &made_up).await;
+    let waited = started.elapsed();
+    assert_eq!(status, 401);
+    assert!(waited < Duration::from_secs(4), "waited {waited:?}");
+    // Meanwhile (the fetch still under way) a second one waits no longer, and a valid token is served.
+    let started = std::time::Instant::now();
+    assert_eq!(read_greeting(&server, &made_up).await.0, 401);
+    assert!(started.elapsed() < Duration::from_secs(4));
+    let valid = token(KEY_A, "key-a", &server.resource, "alice");
+    assert_eq!(read_greeting(&server, &valid).await.0, 200);
+    jwks.answer_after(Duration::ZERO);
+}
+
 #[test]
 fn an_unreachable_jwks_url_stops_the_server_at_start() {
     // A port held, never listening, for the whole test: nothing answers there.

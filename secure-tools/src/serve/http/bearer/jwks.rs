@@ -369,10 +369,25 @@ impl VerificationKeys {
             .clone()
     }
 
-    /// Fetches the JWKS URL again, unless it was fetched less than the refetch interval ago.
+    /// Fetches the JWKS URL again, unless it was fetched less than the refetch interval ago: in the background
+    /// (one fetch at a time), waited for [`JWKS_STALE_WAIT`] at most. A request whose token names a key not held
+    /// does not hold its connection for a slow provider's whole fetch (red-team finding: 40 such requests filled a
+    /// server's 40 connections for up to 10 s, turning away callers with valid tokens); past the wait it is checked
+    /// against the keys held, and the fetch goes on for the requests after it. Needs a Tokio runtime.
     pub(super) async fn refetch(&self) {
-        if let Some(remote) = &self.remote {
-            remote.refetch().await;
+        let Some(remote) = &self.remote else {
+            return;
+        };
+        let refreshed = remote.refreshed.notified();
+        let mut refreshed = std::pin::pin!(refreshed);
+        // Told of a fetch that ends from now on.
+        refreshed.as_mut().enable();
+        remote.fetch_in_background();
+        // On a runtime without a time driver (where a timer panics), no wait.
+        if let Ok(wait) =
+            crate::call::panic::quietly(|| tokio::time::timeout(JWKS_STALE_WAIT, refreshed))
+        {
+            let _ = wait.await;
         }
     }
 
@@ -393,14 +408,7 @@ impl VerificationKeys {
         if !remote.is_stale() {
             return;
         }
-        if !remote.refreshing.swap(true, Ordering::AcqRel) {
-            let remote = remote.clone();
-            tokio::spawn(async move {
-                remote.refetch().await;
-                remote.refreshing.store(false, Ordering::Release);
-                remote.refreshed.notify_waiters();
-            });
-        }
+        remote.fetch_in_background();
         if remote.failing.load(Ordering::Acquire) {
             return;
         }
@@ -414,6 +422,19 @@ impl VerificationKeys {
 }
 
 impl RemoteJwks {
+    /// Starts a fetch on a task of its own (see [`RemoteJwks::refetch`]), unless one is under way; its end is told
+    /// to the waiters of `refreshed`.
+    fn fetch_in_background(self: &Arc<Self>) {
+        if !self.refreshing.swap(true, Ordering::AcqRel) {
+            let remote = self.clone();
+            tokio::spawn(async move {
+                remote.refetch().await;
+                remote.refreshing.store(false, Ordering::Release);
+                remote.refreshed.notify_waiters();
+            });
+        }
+    }
+
     /// Whether the keys held are older than their maximum age.
     fn is_stale(&self) -> bool {
         self.fetched
