@@ -80,6 +80,22 @@ impl Server {
         .unwrap()
     }
 
+    /// A token of `subject` whose `exp` is `offset` seconds from now (negative: past, within the leeway or not).
+    fn token_expiring(&self, subject: &str, scopes: &str, offset: i64) -> String {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let claims = json!({"iss": ISSUER, "aud": self.resource, "sub": subject, "scope": scopes,
+                            "iat": now - 60, "exp": now + offset});
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap()
+    }
+
     /// The records written so far (the server may be writing another).
     fn records(&self) -> Vec<Value> {
         secure_tools_tests::read_audit_so_far(&self.audit_log)
@@ -702,6 +718,40 @@ async fn one_identity_holds_a_bounded_number_of_sessions() {
             .all(|r| (&r["subject"], &r["status"]) == (&json!("alice"), &json!(429))),
         "{refused:?}"
     );
+}
+
+/// Red-team finding: an event stream opened with a bearer token went on after the token expired (keep-alives at 15,
+/// 30, ... 90 s, while a request with the token was refused `401`), where an mTLS stream ends with its certificate.
+/// A stream ends when its token does (its `exp` and the leeway), recorded `expired_token`, `stream_ended`.
+#[tokio::test]
+async fn an_event_stream_ends_when_its_token_expires() {
+    let server = Server::start(None, &["--http-sessions"]);
+    // Past its `exp`, within the 30 s leeway for three seconds more.
+    let token = server.token_expiring("alice", "files.read", -27);
+    let session = open_session(&server, &token).await;
+    let mut stream = open_stream(&server, &token, &session).await;
+    assert_eq!(stream.status(), 200);
+    let opened = Instant::now();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(20), stream.chunk()).await {
+            Ok(Ok(Some(_))) => continue,
+            Ok(Ok(None)) | Ok(Err(_)) => break,
+            Err(_) => panic!("the stream was still open 20 s after its token expired"),
+        }
+    }
+    assert!(
+        opened.elapsed() < Duration::from_secs(12),
+        "ended after {:?}",
+        opened.elapsed()
+    );
+    let ended: Vec<Value> = server
+        .events("http_rejected")
+        .into_iter()
+        .filter(|r| r["reason"] == "expired_token")
+        .collect();
+    assert_eq!(ended.len(), 1, "{:#?}", server.records());
+    assert_eq!(ended[0]["detail"], "stream_ended");
+    assert_eq!(ended[0]["subject"], "alice");
 }
 
 /// Review finding: one identity's sessions could hold every connection of the server with event streams (a `GET`

@@ -125,6 +125,8 @@ struct Identified {
     /// The caller the transport vouches for; `None` without authentication (the handler's default caller).
     caller: Option<Caller>,
     token_id: Option<String>,
+    /// When the bearer token stops being accepted (an event stream it opened ends then).
+    valid_until: Option<std::time::SystemTime>,
 }
 
 /// The caller of a request: from its client certificate, its bearer token, or no one (no authentication).
@@ -150,12 +152,14 @@ async fn identify(shared: &Shared, head: Head<'_>) -> Result<Identified, Respons
         return mtls_caller(shared, mtls, &head).map(|caller| Identified {
             caller: Some(caller),
             token_id: None,
+            valid_until: None,
         });
     }
     let Some(auth) = &shared.auth else {
         return Ok(Identified {
             caller: None,
             token_id: None,
+            valid_until: None,
         });
     };
     let asked = head.asked();
@@ -203,6 +207,7 @@ async fn identify(shared: &Shared, head: Head<'_>) -> Result<Identified, Respons
             Ok(verified) => Ok(Identified {
                 caller: Some(verified.caller),
                 token_id: verified.token_id,
+                valid_until: Some(verified.valid_until),
             }),
             Err(error) => Err(refuse(Some(error.code()), true)),
         },
@@ -411,6 +416,7 @@ async fn authenticated(shared: Arc<Shared>, mut request: Request, next: Route) -
     if deleting && let (Some(id), Some(_)) = (&session_id, &in_use) {
         shared.owners.closing(id, Some("deleted"));
     }
+    let token_valid_until = identified.valid_until;
     let mut connection = connection(&shared, &request, identified.token_id);
     // A caller with a token gets a missing scope answered as a challenge: the pipeline leaves its refusal here.
     let scope_refusal = (shared.auth.is_some() && subject.is_some())
@@ -568,9 +574,38 @@ async fn authenticated(shared: Arc<Shared>, mut request: Request, next: Route) -
             let (shared, owner) = (shared.clone(), owner.clone());
             #[cfg(feature = "mtls")]
             let stream_session = session_id.clone();
+            // A bearer token's stream ends when the token does (red-team finding: it went on for as long as its
+            // session, while every request with the token was refused): at that time, whether or not a message is
+            // due, recorded as a refusal of the stream.
+            let expiry = token_valid_until.map(|valid_until| {
+                let (shared, owner, path) = (shared.clone(), owner.clone(), path.clone());
+                let stream_session = session_id.clone();
+                let left = valid_until
+                    .duration_since(std::time::SystemTime::now())
+                    .unwrap_or_default();
+                async move {
+                    tokio::time::sleep(left).await;
+                    shared.audit_rejection(
+                        StatusCode::UNAUTHORIZED,
+                        "expired_token",
+                        Some("stream_ended"),
+                        Some(owner.to_string()),
+                        &super::Asked {
+                            method: &axum::http::Method::GET,
+                            path: &path,
+                            remote,
+                            session: stream_session.as_deref(),
+                        },
+                    );
+                }
+            });
             let response = response.map(|body| {
                 use futures_util::StreamExt as _;
-                axum::body::Body::from_stream(body.into_data_stream().take_while(move |_| {
+                let data = match expiry {
+                    Some(expiry) => body.into_data_stream().take_until(expiry).left_stream(),
+                    None => body.into_data_stream().right_stream(),
+                };
+                axum::body::Body::from_stream(data.take_while(move |_| {
                     let _held = &stream;
                     #[cfg(feature = "mtls")]
                     if let (Some(peer), Some(tls)) = (&recheck, &shared.client_certificates)

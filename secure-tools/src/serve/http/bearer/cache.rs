@@ -107,6 +107,7 @@ mod tests {
         Authenticated {
             caller: Caller::anonymous(),
             token_id: None,
+            valid_until: std::time::UNIX_EPOCH,
         }
     }
 

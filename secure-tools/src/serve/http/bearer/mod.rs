@@ -391,6 +391,8 @@ impl BearerAuth {
             Authenticated {
                 caller,
                 token_id: token_id.map(str::to_owned),
+                valid_until: std::time::UNIX_EPOCH
+                    + std::time::Duration::from_secs(expires.saturating_add(self.leeway_secs)),
             },
             expires,
         ))
@@ -431,6 +433,8 @@ pub struct Authenticated {
     pub caller: Caller,
     /// The token's `jti`, when it has one: recorded with each call, so a call can be traced to the token used.
     pub token_id: Option<String>,
+    /// When the token stops being accepted: its `exp` and the leeway. An event stream it opened ends then.
+    pub valid_until: std::time::SystemTime,
 }
 
 /// The header checks RFC 8725 and RFC 7515 ask of a verifier: a critical extension it does not understand (`crit`),
