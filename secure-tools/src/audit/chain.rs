@@ -401,6 +401,9 @@ struct ChainState {
     resume_pending: bool,
     /// The file did not exist before this sink: a start refused before its first line removes it, still empty.
     created: bool,
+    /// The rotated file whose last record the chain continued as this file was opened (it held no record of its
+    /// own): its checkpoint is the one that vouches for the chain so far.
+    continued_from: Option<PathBuf>,
     /// The incomplete last line found as the file was opened, cut off only as the first line is appended (a server
     /// that fails to start leaves the file as it was), and then named by an `incomplete_line_cut` record.
     cut_pending: Option<Fragment>,
@@ -578,13 +581,20 @@ impl ChainedFileSink {
         }
         // The file whose last record the chain continues.
         let mut from = path.clone();
+        let mut continued_from = None;
         if last.is_none() {
-            // A new or emptied file after rotation continues the chain of the file rotated out (logrotate's first
-            // name for it). A write cut short there (a crash, then the rotation, then the restart) is cut from it
-            // as it would have been from this file, and named here (a red team's torn, then rotated, log stopped
-            // the start).
-            let rotated = rotated_name(&path);
-            if let Some(mut previous) = open_rotated(&rotated)? {
+            // A new or emptied file after rotation continues the chain of the files rotated out (logrotate's names
+            // for them: `FILE.1`, `FILE.2`, ...): the newest that holds a record, an empty one skipped (red-team
+            // finding: two rotations while no server ran, logrotate's default `ifempty`, left an empty `FILE.1`,
+            // and the chain began again at 1 beside `FILE.2`). A write cut short there (a crash, then the rotation,
+            // then the restart) is cut from it as it would have been from this file, and named here (a red team's
+            // torn, then rotated, log stopped the start).
+            for k in 1..=MAX_ROTATED {
+                let rotated = rotated_name_k(&path, k);
+                let Some(mut previous) = open_rotated(&rotated)? else {
+                    refuse_compressed(&rotated)?;
+                    break;
+                };
                 // Its writer gone: one still appending there (a server not stopped when its file was rotated out)
                 // would go on with the chain this file continues, forking it (red-team finding). A writer's lock is
                 // exclusive, so a shared one is refused only while a writer holds it (a reader's shared lock, a
@@ -630,7 +640,19 @@ impl ChainedFileSink {
                     }
                     End::Clean | End::MissingNewline => last_line(&mut previous)?,
                 };
-                from = rotated;
+                let holds_one = last.is_some() || cut.as_ref().is_some_and(|c| c.file.is_some());
+                if !holds_one && previous.metadata()?.len() > 0 {
+                    return Err(invalid(
+                        &rotated,
+                        "it holds blank lines and no record, where the file rotated out (which a new file \
+                         continues) is looked for: move it away",
+                    ));
+                }
+                if holds_one {
+                    from = rotated.clone();
+                    continued_from = Some(rotated);
+                    break;
+                }
             }
         }
         let (seq, prev) = match last {
@@ -651,6 +673,7 @@ impl ChainedFileSink {
                 key,
                 resume_pending: false,
                 created: false,
+                continued_from,
                 cut_pending: cut,
                 durability: Durability::Write,
                 server_id: "secure-tools".into(),
@@ -859,11 +882,13 @@ impl ChainState {
             let public = CheckpointPublicKey(key.0.verifying_key());
             let mut found = last_signed_checkpoint(&mut self.file, self.key.as_ref(), &public)?;
             let mut found_in = path.to_owned();
+            // None here: the rotated file this one continues (red-team finding: `FILE.1`'s checkpoint was taken
+            // for any file's, and a forged file put in place of the rotated one had its records vouched for).
             if found.is_none()
-                && let Some(mut previous) = open_rotated(&rotated_name(path))?
+                && let Some((continued, mut previous)) = self.continued_file(path)?
             {
                 found = last_signed_checkpoint(&mut previous, self.key.as_ref(), &public)?;
-                found_in = rotated_name(path);
+                found_in = continued;
             }
             // A checkpoint numbered past the record continued from belongs to another chain.
             let found = match found {
@@ -910,6 +935,42 @@ impl ChainState {
         }
         self.resume_pending = false;
         Ok(())
+    }
+
+    /// The rotated file this file's chain continues: the one it was continued from as it was opened, holding no
+    /// record of its own; or else the newest rotated file holding a record, if this file's first record follows
+    /// that file's last one (its number next, its `prev` that record's seal). `None` when there is none, or this
+    /// file begins a chain of its own.
+    fn continued_file(&mut self, path: &Path) -> io::Result<Option<(PathBuf, File)>> {
+        if let Some(continued) = &self.continued_from {
+            return Ok(open_rotated(continued)?.map(|file| (continued.clone(), file)));
+        }
+        let Some(first) = first_line(&mut self.file)? else {
+            return Ok(None);
+        };
+        let Some(first) = strict_object(&first) else {
+            return Ok(None);
+        };
+        let (Some(first_seq), Some(first_prev)) = (
+            first.get("seq").and_then(Value::as_u64),
+            first.get("prev").and_then(Value::as_str),
+        ) else {
+            return Ok(None);
+        };
+        for k in 1..=MAX_ROTATED {
+            let rotated = rotated_name_k(path, k);
+            let Some(mut previous) = open_rotated(&rotated)? else {
+                return Ok(None);
+            };
+            let Some(line) = last_line(&mut previous)? else {
+                continue;
+            };
+            let follows = continued(&rotated, &line, self.key.as_ref()).is_ok_and(|(seq, seal)| {
+                seq.checked_add(1) == Some(first_seq) && seal == first_prev
+            });
+            return Ok(follows.then_some((rotated, previous)));
+        }
+        Ok(None)
     }
 
     /// The next record's `seq`; none past the largest (a file continued from one is refused at the start).
@@ -1221,9 +1282,48 @@ fn open_rotated(path: &Path) -> io::Result<Option<File>> {
 
 /// `FILE.1`: logrotate's first name for the file rotated out.
 fn rotated_name(path: &Path) -> PathBuf {
+    rotated_name_k(path, 1)
+}
+
+/// `FILE.k`: logrotate's `k`th name for the files rotated out, the newest first.
+fn rotated_name_k(path: &Path, k: usize) -> PathBuf {
     let mut rotated = path.as_os_str().to_owned();
-    rotated.push(".1");
+    rotated.push(format!(".{k}"));
     PathBuf::from(rotated)
+}
+
+/// How many rotated files a new file looks through for the chain's last record, empty ones skipped.
+const MAX_ROTATED: usize = 64;
+
+/// Where the rotated file `rotated` is not, a compressed one there (`FILE.2.gz`) may hold the chain's last record,
+/// which cannot be read: the start is refused, rather than the chain begun afresh beside it.
+fn refuse_compressed(rotated: &Path) -> io::Result<()> {
+    for suffix in [".gz", ".xz", ".bz2", ".zst", ".lz4", ".Z"] {
+        let mut compressed = rotated.as_os_str().to_owned();
+        compressed.push(suffix);
+        let compressed = PathBuf::from(compressed);
+        if std::fs::symlink_metadata(&compressed).is_ok() {
+            return Err(invalid(
+                &compressed,
+                "the chain's last record may be in this compressed file, which is not read: the new file would \
+                 begin the chain afresh; keep the newest rotated file uncompressed (logrotate's `delaycompress`), \
+                 or decompress it, then start again",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The first line of a file (its first [`MAX_LINE`] bytes at most), if it has one.
+fn first_line(file: &mut File) -> io::Result<Option<Vec<u8>>> {
+    file.seek(SeekFrom::Start(0))?;
+    let mut head = Vec::new();
+    (&mut *file)
+        .take(MAX_LINE as u64 + 1)
+        .read_to_end(&mut head)?;
+    let end = head.iter().position(|b| *b == b'\n').unwrap_or(head.len());
+    head.truncate(end);
+    Ok((!head.is_empty()).then_some(head))
 }
 
 /// The `seq` of the last checkpoint in `file` that `public` verifies (its line sealed as the chain's, under
@@ -3098,6 +3198,109 @@ mod tests {
             },
             "test",
         )
+    }
+
+    /// Red-team finding: with the genuine file moved to `FILE.1` and a forged one (a chain of its own from record 1,
+    /// no checkpoint) put in its place, the restarted server took `FILE.1`'s last checkpoint as the one vouching for
+    /// the forged file's records (its number was not past theirs), wrote no `chain_resumed`, and its next checkpoint
+    /// signed the forgery: with `FILE.1` deleted, the file verified intact. A rotated file's checkpoint counts only
+    /// for a file that continues it.
+    #[test]
+    fn a_rotated_files_checkpoint_vouches_only_for_a_file_that_continues_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let key = CheckpointKey::from_seed([9; 32]);
+        let public = CheckpointPublicKey(key.0.verifying_key());
+        {
+            let sink = with_checkpoints(ChainedFileSink::append_to(&path, None).unwrap(), &key);
+            for n in 1..=8 {
+                sink.write(&record(n)).unwrap();
+            }
+        }
+        std::fs::rename(&path, rotated_name(&path)).unwrap();
+        // The forgery: a chain of its own, as many records as the genuine file, no checkpoint.
+        let forged = dir.path().join("forged.jsonl");
+        write(&forged, None, 1, 16);
+        std::fs::rename(&forged, &path).unwrap();
+        {
+            let sink = with_checkpoints(ChainedFileSink::append_to(&path, None).unwrap(), &key);
+            sink.write(&record(100)).unwrap();
+        }
+        std::fs::remove_file(rotated_name(&path)).unwrap();
+        let checked = verify(&[&path], None, Some(&public)).unwrap();
+        assert_eq!(
+            checked
+                .unvouched
+                .iter()
+                .map(|range| (range.from, range.to))
+                .collect::<Vec<_>>(),
+            [(1, 16)],
+            "{:#?}",
+            lines(&path)
+        );
+
+        // A file that does continue `FILE.1` (a crash before its first checkpoint) is vouched for up to that file's
+        // last checkpoint, and no further.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        {
+            let sink = with_checkpoints(ChainedFileSink::append_to(&path, None).unwrap(), &key);
+            sink.write(&record(1)).unwrap();
+        }
+        std::fs::rename(&path, rotated_name(&path)).unwrap();
+        // Continued without checkpoints (as a crash before the first would leave it): records 3 and 4.
+        write(&path, None, 2, 3);
+        {
+            let sink = with_checkpoints(ChainedFileSink::append_to(&path, None).unwrap(), &key);
+            sink.write(&record(4)).unwrap();
+        }
+        let checked = verify(&[rotated_name(&path), path.clone()], None, Some(&public)).unwrap();
+        assert_eq!(checked.problem, None, "{:#?}", lines(&path));
+        assert_eq!(
+            checked
+                .unvouched
+                .iter()
+                .map(|range| (range.from, range.to))
+                .collect::<Vec<_>>(),
+            [(3, 4)]
+        );
+    }
+
+    /// Red-team finding: two rotations while no server ran (logrotate's default `ifempty`) left an empty `FILE.1`
+    /// between the chain's last file, `FILE.2`, and the new file, which then began the chain afresh at record 1,
+    /// silently: the set no longer verified. A new file continues the newest rotated file that holds a record.
+    #[test]
+    fn a_new_file_continues_the_newest_rotated_file_holding_a_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        write(&path, None, 1, 4);
+        let second = dir.path().join("audit.jsonl.2");
+        std::fs::rename(&path, &second).unwrap();
+        std::fs::write(rotated_name(&path), "").unwrap();
+        write(&path, None, 5, 6);
+        let first: Value = serde_json::from_str(&lines(&path)[0]).unwrap();
+        assert_eq!(first["seq"], 5, "{:#?}", lines(&path));
+        let checked = verify(
+            &[second.clone(), rotated_name(&path), path.clone()],
+            None,
+            None,
+        )
+        .unwrap();
+        assert_eq!(checked.problem, None);
+        assert_eq!(checked.records, 6);
+
+        // Compressed where the chain's last record would be read: the start is refused, naming it, not begun afresh.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        std::fs::write(rotated_name(&path), "").unwrap();
+        std::fs::write(dir.path().join("audit.jsonl.2.gz"), b"\x1f\x8b").unwrap();
+        let refused = ChainedFileSink::append_to(&path, None)
+            .err()
+            .expect("refused");
+        assert!(
+            refused.to_string().contains("audit.jsonl.2.gz"),
+            "{refused}"
+        );
     }
 
     /// The attack: a line planted after the last record whose seal value closes the string and carries members of
