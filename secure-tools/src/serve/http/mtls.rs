@@ -898,7 +898,7 @@ pub(crate) async fn handshake(
                 .map(|c| c.clone().into_owned())
                 .collect();
             let certificate = chain.first().cloned();
-            let not_after = certificate.as_ref().and_then(not_after);
+            let not_after = chain_not_after(&chain);
             let intermediates = chain.get(1..).unwrap_or_default().into();
             return Ok((
                 stream,
@@ -944,6 +944,13 @@ fn certificate_failure(error: &rustls::Error) -> (&'static str, Option<String>) 
         }
         _ => ("handshake_failed", Some(error.to_string())),
     }
+}
+
+/// When a chain a client presented stops being valid: when the first of its certificates does (an intermediate
+/// CA's end ends a connection made under it, as its leaf's does; red-team finding: only the leaf's was looked at).
+/// `None` when none can be read.
+fn chain_not_after(chain: &[CertificateDer<'_>]) -> Option<std::time::SystemTime> {
+    chain.iter().filter_map(not_after).min()
 }
 
 /// When a certificate stops being valid, if it can be read.
@@ -1001,6 +1008,35 @@ pub(crate) mod tests {
             key: key.serialize_pem(),
             crl: crl.pem().unwrap(),
         }
+    }
+
+    /// Red-team finding: a connection's certificate was checked again against its own `notAfter` only, so a
+    /// connection made under an intermediate CA that then expired went on being served (every 5 s, for ever), where
+    /// a new connection was refused. The chain stops being valid when the first of its certificates does.
+    #[test]
+    fn a_chain_is_valid_until_the_first_of_its_certificates_expires() {
+        use rcgen::{
+            BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair, date_time_ymd,
+        };
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let root = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.not_after = date_time_ymd(2040, 1, 1);
+        let intermediate =
+            CertifiedIssuer::signed_by(params, KeyPair::generate().unwrap(), &root).unwrap();
+        let mut params = CertificateParams::new(vec!["alice".to_owned()]).unwrap();
+        params.not_after = date_time_ymd(2050, 1, 1);
+        let leaf = params
+            .signed_by(&KeyPair::generate().unwrap(), &intermediate)
+            .unwrap();
+        let chain = [leaf.der().clone(), intermediate.der().clone()];
+        let until = chain_not_after(&chain).unwrap();
+        let year_2040 = std::time::UNIX_EPOCH + std::time::Duration::from_secs(2_208_988_800);
+        assert_eq!(until, year_2040);
+        assert_eq!(chain_not_after(&chain[..1]), not_after(&chain[0]));
+        assert_eq!(chain_not_after(&[]), None);
     }
 
     /// Review finding: no builder order or combination may leave client certificates unchecked while the code
