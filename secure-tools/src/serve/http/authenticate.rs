@@ -39,6 +39,9 @@ fn mtls_caller(
             ("unknown_client", Some("no_client_name"), None)
         }
         Some(Err(mtls::Unmapped::Ambiguous(names))) => ("ambiguous_client", None, Some(names)),
+        Some(Err(mtls::Unmapped::TooManyNames)) => {
+            ("unknown_client", Some("too_many_client_names"), None)
+        }
         // Only when the router is served without the TLS listener.
         None => ("missing_client_certificate", None, None),
     };

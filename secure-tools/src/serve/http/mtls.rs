@@ -203,6 +203,8 @@ pub(crate) enum Unmapped {
     Unknown(Option<String>),
     /// Its names map to different callers; its names.
     Ambiguous(String),
+    /// It carries more names than are read ([`MAX_CLIENT_NAMES`]).
+    TooManyNames,
 }
 
 /// The TLS of the HTTPS listener: the server's certificate and key and, when client certificates are required,
@@ -553,12 +555,11 @@ impl MtlsAuth {
 
     /// The caller a verified client certificate maps to, or why it maps to none (see the [module docs](self)).
     pub(crate) fn caller(&self, certificate: &CertificateDer<'_>) -> Result<Caller, Unmapped> {
-        let names = client_names(certificate);
-        let mut mapped = names.iter().filter_map(|name| self.clients.get(name));
-        let listed = || {
-            let all: Vec<String> = names.iter().map(ToString::to_string).collect();
-            all.join(", ")
+        let Some(names) = client_names(certificate) else {
+            return Err(Unmapped::TooManyNames);
         };
+        let mut mapped = names.iter().filter_map(|name| self.clients.get(name));
+        let listed = || listed_names(&names);
         let Some(first) = mapped.next() else {
             return Err(Unmapped::Unknown((!names.is_empty()).then(listed)));
         };
@@ -611,15 +612,33 @@ fn check_fresh(crl: &CertificateRevocationListDer<'_>) -> Result<(), MtlsError> 
 /// searched).
 const MAX_CLIENT_NAMES: usize = 64;
 
+/// A certificate's names as a refusal's record shows them, `, ` between them: a name that holds a comma, a quote or
+/// space at an end is quoted, so that a CN `pod-0, uri:spiffe://x/admin` does not read as a CN and a URI (red-team
+/// finding).
+fn listed_names(names: &[ClientName]) -> String {
+    let shown: Vec<String> = names
+        .iter()
+        .map(|name| {
+            let text = name.to_string();
+            if text.contains([',', '"']) || text.trim() != text {
+                format!("{text:?}")
+            } else {
+                text
+            }
+        })
+        .collect();
+    shown.join(", ")
+}
+
 /// The names a certificate carries, in order: its subject CN (when it has exactly one), then the URIs, DNS names
-/// and e-mail addresses of its subject alternative name extension. None for a certificate that cannot be read, or
-/// that carries more than [`MAX_CLIENT_NAMES`].
-fn client_names(certificate: &CertificateDer<'_>) -> Vec<ClientName> {
+/// and e-mail addresses of its subject alternative name extension. None at all for a certificate that cannot be
+/// read; `None` for one that carries more than [`MAX_CLIENT_NAMES`].
+fn client_names(certificate: &CertificateDer<'_>) -> Option<Vec<ClientName>> {
     use x509_cert::der::Decode;
     use x509_cert::ext::pkix::SubjectAltName;
     use x509_cert::ext::pkix::name::GeneralName;
     let Ok(certificate) = x509_cert::Certificate::from_der(certificate.as_ref()) else {
-        return Vec::new();
+        return Some(Vec::new());
     };
     let mut names: Vec<ClientName> = common_name(&certificate)
         .map(ClientName::CommonName)
@@ -641,11 +660,11 @@ fn client_names(certificate: &CertificateDer<'_>) -> Vec<ClientName> {
             _ => continue,
         };
         if names.len() == MAX_CLIENT_NAMES {
-            return Vec::new();
+            return None;
         }
         names.push(name);
     }
-    names
+    Some(names)
 }
 
 /// The subject alternative name extension (RFC 5280, 4.2.1.6).
@@ -1008,6 +1027,40 @@ pub(crate) mod tests {
             key: key.serialize_pem(),
             crl: crl.pem().unwrap(),
         }
+    }
+
+    /// Red-team findings: a CN `pod-0, uri:spiffe://example.org/admin` was shown in a refusal's record as a CN
+    /// `pod-0` and a URI would be; and a certificate of more than 64 names was refused as having none.
+    #[test]
+    fn a_refusals_names_read_as_they_are_and_too_many_are_said_so() {
+        let names = [
+            ClientName::CommonName("pod-0, uri:spiffe://example.org/admin".into()),
+            ClientName::Uri("spiffe://example.org/reader".into()),
+            ClientName::CommonName(" padded".into()),
+        ];
+        assert_eq!(
+            listed_names(&names),
+            r#""pod-0, uri:spiffe://example.org/admin", uri:spiffe://example.org/reader, " padded""#
+        );
+        assert_eq!(
+            listed_names(&[ClientName::CommonName("alice".into())]),
+            "alice"
+        );
+        let mut params = rcgen::CertificateParams::new(
+            (0..70).map(|i| format!("n{i}.example")).collect::<Vec<_>>(),
+        )
+        .unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "alice");
+        let many = params
+            .self_signed(&rcgen::KeyPair::generate().unwrap())
+            .unwrap();
+        let pki = pki();
+        let auth = MtlsAuth::from_pem(pki.cert.as_bytes(), pki.key.as_bytes(), pki.ca.as_bytes())
+            .unwrap()
+            .client("alice", Grant::parse("x").unwrap());
+        assert_eq!(auth.caller(many.der()).err(), Some(Unmapped::TooManyNames));
     }
 
     /// Red-team finding: a connection's certificate was checked again against its own `notAfter` only, so a
