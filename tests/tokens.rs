@@ -482,6 +482,30 @@ fn signed_text(header: &str, payload: &str) -> String {
     format!("{input}.{signature}")
 }
 
+/// Red-team note: a header naming `crit` (or `b64`, `zip`, `enc`) as `null` was taken as one without it. RFC 7515
+/// has no `null` for them: a header that names one, whatever its value, is refused.
+#[test]
+fn a_header_naming_an_unsupported_member_as_null_is_refused() {
+    let issuer = "https://issuer.test";
+    let payload =
+        json!({"iss": issuer, "aud": RESOURCE, "sub": "ada", "exp": now() + 60, "scope": "a"})
+            .to_string();
+    for member in ["crit", "b64", "zip", "enc"] {
+        let header = format!(r#"{{"alg":"HS256","typ":"JWT","{member}":null}}"#);
+        assert_eq!(
+            auth(issuer).verify(&signed_text(&header, &payload)).err(),
+            Some(TokenError::UnsupportedHeader),
+            "{member}"
+        );
+    }
+    // The same header without them passes.
+    assert!(
+        auth(issuer)
+            .verify(&signed_text(r#"{"alg":"HS256","typ":"JWT"}"#, &payload))
+            .is_ok()
+    );
+}
+
 /// Red-team finding: `iss` as an array holding the issuer was accepted (jsonwebtoken takes any of an array's
 /// values), though RFC 7519 makes it one string and the README says it must equal `--issuer` exactly.
 #[test]

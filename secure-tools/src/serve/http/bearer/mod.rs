@@ -280,6 +280,9 @@ impl BearerAuth {
             return Ok(verified);
         }
         let header = jsonwebtoken::decode_header(token).map_err(|e| classify(e.kind()))?;
+        if names_unsupported_member(token) {
+            return Err(TokenError::UnsupportedHeader);
+        }
         let key =
             VerificationKeys::select(&keys, header.kid.as_deref()).ok_or(TokenError::UnknownKey)?;
         let (verified, expires) = self.verify_with(token, &header, key)?;
@@ -435,6 +438,26 @@ pub struct Authenticated {
     pub token_id: Option<String>,
     /// When the token stops being accepted: its `exp` and the leeway. An event stream it opened ends then.
     pub valid_until: std::time::SystemTime,
+}
+
+/// Whether the token's header names a member [`check_header`] refuses, whatever its value: one given as `null`
+/// reads as absent once parsed (red-team note: `"crit": null` passed), and RFC 7515 gives none of them a `null`.
+/// Read only once the header has parsed (so it is base64url of one JSON object).
+fn names_unsupported_member(token: &str) -> bool {
+    use base64::Engine as _;
+    let Some(encoded) = token.split('.').next() else {
+        return false;
+    };
+    let Ok(json) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(encoded) else {
+        return false;
+    };
+    serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&json).is_ok_and(
+        |header| {
+            ["crit", "b64", "zip", "enc"]
+                .iter()
+                .any(|member| header.contains_key(*member))
+        },
+    )
 }
 
 /// The header checks RFC 8725 and RFC 7515 ask of a verifier: a critical extension it does not understand (`crit`),
