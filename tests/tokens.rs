@@ -482,6 +482,24 @@ fn signed_text(header: &str, payload: &str) -> String {
     format!("{input}.{signature}")
 }
 
+/// Red-team finding: a token whose `exp` was 2^63 seconds or more panicked its request (the time it stops being
+/// taken overflowed), which then had no answer and no record. Such a token is taken (it has not expired), its end
+/// put at the latest time there is.
+#[test]
+fn a_token_expiring_past_any_clock_is_checked_without_a_panic() {
+    let issuer = "https://issuer.test";
+    for exp in [
+        json!(9_223_372_036_854_775_807u64),
+        json!(u64::MAX),
+        json!(1.8e19),
+    ] {
+        let claims =
+            json!({"iss": issuer, "aud": RESOURCE, "sub": "ada", "exp": exp, "scope": "a"});
+        let checked = std::panic::catch_unwind(|| auth(issuer).verify(&sign(typed(None), &claims)));
+        assert!(checked.is_ok(), "{exp}: panicked");
+    }
+}
+
 /// Red-team note: a header naming `crit` (or `b64`, `zip`, `enc`) as `null` was taken as one without it. RFC 7515
 /// has no `null` for them: a header that names one, whatever its value, is refused.
 #[test]

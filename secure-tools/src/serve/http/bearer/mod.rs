@@ -394,8 +394,13 @@ impl BearerAuth {
             Authenticated {
                 caller,
                 token_id: token_id.map(str::to_owned),
+                // An `exp` past what the clock can hold (2^63 s and more) is the latest time there is (red-team
+                // finding: the addition panicked the request).
                 valid_until: std::time::UNIX_EPOCH
-                    + std::time::Duration::from_secs(expires.saturating_add(self.leeway_secs)),
+                    .checked_add(std::time::Duration::from_secs(
+                        expires.saturating_add(self.leeway_secs),
+                    ))
+                    .unwrap_or_else(latest_time),
             },
             expires,
         ))
@@ -438,6 +443,19 @@ pub struct Authenticated {
     pub token_id: Option<String>,
     /// When the token stops being accepted: its `exp` and the leeway. An event stream it opened ends then.
     pub valid_until: std::time::SystemTime,
+}
+
+/// The latest time a `SystemTime` holds here, found by halving: for a token's end past it.
+fn latest_time() -> std::time::SystemTime {
+    let mut latest = std::time::UNIX_EPOCH;
+    let mut step = std::time::Duration::from_secs(u64::MAX);
+    while step > std::time::Duration::from_secs(1) {
+        match latest.checked_add(step) {
+            Some(later) => latest = later,
+            None => step /= 2,
+        }
+    }
+    latest
 }
 
 /// Whether the token's header names a member [`check_header`] refuses, whatever its value: one given as `null`
