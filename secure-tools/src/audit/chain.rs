@@ -880,16 +880,31 @@ impl ChainState {
     fn resume(&mut self, path: &Path, key: &CheckpointKey) -> Result<(), AuditError> {
         if self.seq > 0 {
             let public = CheckpointPublicKey(key.0.verifying_key());
+            let (end_seq, end_seal) = (self.seq, self.prev.clone());
             let mut found = last_signed_checkpoint(&mut self.file, self.key.as_ref(), &public)?;
             let mut found_in = path.to_owned();
+            let mut on_chain = match found {
+                Some((Checkpoint::Signed(_), at)) => {
+                    links_to(&mut self.file, at, end_seq, &end_seal, self.key.as_ref())?
+                }
+                _ => false,
+            };
             // None here: the rotated file this one continues (red-team finding: `FILE.1`'s checkpoint was taken
             // for any file's, and a forged file put in place of the rotated one had its records vouched for).
             if found.is_none()
-                && let Some((continued, mut previous)) = self.continued_file(path)?
+                && let Some((continued, mut previous, (last_seq, last_seal))) =
+                    self.continued_file(path)?
             {
                 found = last_signed_checkpoint(&mut previous, self.key.as_ref(), &public)?;
+                on_chain = match found {
+                    Some((Checkpoint::Signed(_), at)) => {
+                        links_to(&mut previous, at, last_seq, &last_seal, self.key.as_ref())?
+                    }
+                    _ => false,
+                };
                 found_in = continued;
             }
+            let found = found.map(|(found, _)| found);
             // A checkpoint numbered past the record continued from belongs to another chain.
             let found = match found {
                 // Operator trial finding: a file continued with another checkpoint key was then verified by
@@ -907,8 +922,9 @@ impl ChainState {
                     )
                     .into());
                 }
-                Some(Checkpoint::Signed(seq)) => Some(seq),
-                None => None,
+                // Only one on the chain continued vouches for the records before it.
+                Some(Checkpoint::Signed(seq)) if on_chain => Some(seq),
+                Some(Checkpoint::Signed(_)) | None => None,
             };
             let found = found.filter(|seq| *seq <= self.seq);
             let unvouched = self.seq - found.unwrap_or(0);
@@ -937,13 +953,18 @@ impl ChainState {
         Ok(())
     }
 
-    /// The rotated file this file's chain continues: the one it was continued from as it was opened, holding no
-    /// record of its own; or else the newest rotated file holding a record, if this file's first record follows
-    /// that file's last one (its number next, its `prev` that record's seal). `None` when there is none, or this
-    /// file begins a chain of its own.
-    fn continued_file(&mut self, path: &Path) -> io::Result<Option<(PathBuf, File)>> {
+    /// The rotated file this file's chain continues, and that file's last record's number and seal: the one it
+    /// was continued from as it was opened, holding no record of its own; or else the newest rotated file holding a
+    /// record, if this file's first record follows that file's last one (its number next, its `prev` that record's
+    /// seal). `None` when there is none, or this file begins a chain of its own.
+    fn continued_file(
+        &mut self,
+        path: &Path,
+    ) -> io::Result<Option<(PathBuf, File, (u64, String))>> {
         if let Some(continued) = &self.continued_from {
-            return Ok(open_rotated(continued)?.map(|file| (continued.clone(), file)));
+            // Nothing appended yet: the chain's last record is the rotated file's.
+            let end = (self.seq, self.prev.clone());
+            return Ok(open_rotated(continued)?.map(|file| (continued.clone(), file, end)));
         }
         let Some(first) = first_line(&mut self.file)? else {
             return Ok(None);
@@ -965,10 +986,10 @@ impl ChainState {
             let Some(line) = last_line(&mut previous)? else {
                 continue;
             };
-            let follows = continued(&rotated, &line, self.key.as_ref()).is_ok_and(|(seq, seal)| {
-                seq.checked_add(1) == Some(first_seq) && seal == first_prev
-            });
-            return Ok(follows.then_some((rotated, previous)));
+            return Ok(continued(&rotated, &line, self.key.as_ref())
+                .ok()
+                .filter(|(seq, seal)| seq.checked_add(1) == Some(first_seq) && seal == first_prev)
+                .map(|end| (rotated, previous, end)));
         }
         Ok(None)
     }
@@ -1327,13 +1348,14 @@ fn first_line(file: &mut File) -> io::Result<Option<Vec<u8>>> {
 }
 
 /// The `seq` of the last checkpoint in `file` that `public` verifies (its line sealed as the chain's, under
-/// `chain_key` when keyed): read from the end backwards, a block at a time, holding one line (at most [`MAX_LINE`];
-/// longer ones are skipped) and one block; so once through the file at most, in bounded memory.
+/// `chain_key` when keyed), and where its line starts: read from the end backwards, a block at a time, holding one
+/// line (at most [`MAX_LINE`]; longer ones are skipped) and one block; so once through the file at most, in bounded
+/// memory. Where it is in the chain is [`links_to`]'s to tell.
 fn last_signed_checkpoint(
     file: &mut File,
     chain_key: Option<&ChainKey>,
     public: &CheckpointPublicKey,
-) -> io::Result<Option<Checkpoint>> {
+) -> io::Result<Option<(Checkpoint, u64)>> {
     const BLOCK: u64 = 64 << 10;
     let mut end = file.metadata()?.len();
     // The part of a line already read whose start is in an earlier block, unless it grew past the bound.
@@ -1356,8 +1378,8 @@ fn last_signed_checkpoint(
                 rest.splice(0..0, block[at + 1..upto].iter().copied());
                 signed_checkpoint(&rest, chain_key, public)
             };
-            if found.is_some() {
-                return Ok(found);
+            if let Some(found) = found {
+                return Ok(Some((found, start + at as u64 + 1)));
             }
             rest.clear();
             too_long = false;
@@ -1375,8 +1397,51 @@ fn last_signed_checkpoint(
     Ok(if too_long {
         None
     } else {
-        signed_checkpoint(&rest, chain_key, public)
+        signed_checkpoint(&rest, chain_key, public).map(|found| (found, 0))
     })
+}
+
+/// Whether the records from the line starting at `at` in `file` link one to the next (each sealed as the chain's,
+/// numbered one past the one before, its `prev` that one's seal) up to the record numbered `end_seq` and sealed
+/// `end_seal`, the one the chain continues: whether a checkpoint there is on the chain (red-team finding: a genuine
+/// checkpoint line copied into a forged file, anywhere, was taken for the file's own and vouched for the forgery).
+/// Reads forward once, a line at a time within [`MAX_LINE`].
+fn links_to(
+    file: &mut File,
+    at: u64,
+    end_seq: u64,
+    end_seal: &str,
+    key: Option<&ChainKey>,
+) -> io::Result<bool> {
+    file.seek(SeekFrom::Start(at))?;
+    let mut reader = io::BufReader::new(&mut *file);
+    let mut line = Vec::new();
+    let mut previous: Option<(u64, String)> = None;
+    while let Some((fits, _)) = read_line_ended(&mut reader, &mut line, MAX_LINE)? {
+        if !fits {
+            return Ok(false);
+        }
+        let Seal::Verified(seal) = checked_seal(&line, key) else {
+            return Ok(false);
+        };
+        let Some(object) = strict_object(&line) else {
+            return Ok(false);
+        };
+        let Some(seq) = object.get("seq").and_then(Value::as_u64) else {
+            return Ok(false);
+        };
+        if let Some((previous_seq, previous_seal)) = &previous {
+            let prev = object.get("prev").and_then(Value::as_str);
+            if previous_seq.checked_add(1) != Some(seq) || prev != Some(previous_seal.as_str()) {
+                return Ok(false);
+            }
+        }
+        if seq >= end_seq {
+            return Ok(seq == end_seq && seal == end_seal);
+        }
+        previous = Some((seq, seal.to_owned()));
+    }
+    Ok(false)
 }
 
 /// A checkpoint found in a file, sealed as the chain's.
@@ -3266,6 +3331,122 @@ mod tests {
         );
     }
 
+    /// Red-team finding (second round): a genuine checkpoint line copied into a forged file, anywhere, was taken as
+    /// the file's last checkpoint (its number not past the last record's): no `chain_resumed`, the forgery signed at
+    /// the next checkpoint, and with the copied line removed the file verified intact. The same through `FILE.1`:
+    /// its stop checkpoint cut off (a crash's shape), a later checkpoint copied into it, and a forged file following
+    /// its last record. A checkpoint counts only if the records after it link to it, up to the one continued.
+    #[test]
+    fn a_checkpoint_counts_only_if_the_records_after_it_link_to_it() {
+        let key = CheckpointKey::from_seed([11; 32]);
+        let public = CheckpointPublicKey(key.0.verifying_key());
+        let checkpoint_lines = |path: &Path| -> Vec<String> {
+            lines(path)
+                .into_iter()
+                .filter(|l| l.contains("\"event\":\"checkpoint\""))
+                .collect()
+        };
+        let seq_of = |line: &str| serde_json::from_str::<Value>(line).unwrap()["seq"].as_u64();
+
+        // Without rotation: a forged chain of its own, a genuine checkpoint line planted before its last line.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        {
+            let sink = with_checkpoints(ChainedFileSink::append_to(&path, None).unwrap(), &key);
+            for n in 1..=6 {
+                sink.write(&record(n)).unwrap();
+            }
+        }
+        let genuine = checkpoint_lines(&path).pop().unwrap();
+        let genuine_seq = seq_of(&genuine).unwrap();
+        let forged = dir.path().join("forged.jsonl");
+        write(&forged, None, 1, genuine_seq);
+        let mut planted = lines(&forged);
+        let last = planted.pop().unwrap();
+        planted.push(genuine.clone());
+        planted.push(last);
+        put(&path, &planted);
+        {
+            let sink = with_checkpoints(ChainedFileSink::append_to(&path, None).unwrap(), &key);
+            sink.write(&record(100)).unwrap();
+        }
+        let kept: Vec<String> = lines(&path).into_iter().filter(|l| *l != genuine).collect();
+        put(&path, &kept);
+        let checked = verify(&[&path], None, Some(&public)).unwrap();
+        assert_eq!(
+            checked
+                .unvouched
+                .iter()
+                .map(|range| (range.from, range.to))
+                .collect::<Vec<_>>(),
+            [(1, genuine_seq)],
+            "{:#?}",
+            lines(&path)
+        );
+
+        // Through `FILE.1`.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        {
+            let sink = with_checkpoints(ChainedFileSink::append_to(&path, None).unwrap(), &key);
+            for n in 1..=4 {
+                sink.write(&record(n)).unwrap();
+            }
+        }
+        std::fs::rename(&path, rotated_name(&path)).unwrap();
+        {
+            let sink = with_checkpoints(ChainedFileSink::append_to(&path, None).unwrap(), &key);
+            for n in 5..=8 {
+                sink.write(&record(n)).unwrap();
+            }
+        }
+        let later = checkpoint_lines(&path).pop().unwrap();
+        // `FILE.1` without its stop checkpoint: it ends at record `end`.
+        let mut rotated = lines(&rotated_name(&path));
+        rotated.pop();
+        let end = seq_of(rotated.last().unwrap()).unwrap();
+        put(&rotated_name(&path), &rotated);
+        // A forged file following `FILE.1`'s last record.
+        let (end_seq, end_seal) =
+            continued(&path, rotated.last().unwrap().as_bytes(), None).unwrap();
+        assert_eq!(end_seq, end);
+        std::fs::remove_file(&path).unwrap();
+        {
+            // Made as a file continuing `FILE.1` is, then moved aside while `FILE.1` gets its planted line.
+            let sink = ChainedFileSink::append_to(&path, None).unwrap();
+            for n in 0..6 {
+                sink.write(&record(200 + n)).unwrap();
+            }
+        }
+        let first: Value = serde_json::from_str(&lines(&path)[0]).unwrap();
+        assert_eq!(first["prev"], end_seal.as_str());
+        let mut planted = rotated.clone();
+        let last = planted.pop().unwrap();
+        planted.push(later.clone());
+        planted.push(last);
+        put(&rotated_name(&path), &planted);
+        {
+            let sink = with_checkpoints(ChainedFileSink::append_to(&path, None).unwrap(), &key);
+            sink.write(&record(300)).unwrap();
+        }
+        put(&rotated_name(&path), &rotated);
+        let checked = verify(&[rotated_name(&path), path.clone()], None, Some(&public)).unwrap();
+        let unvouched: Vec<(u64, u64)> = checked
+            .unvouched
+            .iter()
+            .map(|range| (range.from, range.to))
+            .collect();
+        assert!(
+            unvouched
+                .iter()
+                .any(|(from, to)| *from <= end + 1 && *to >= end + 6),
+            "the forged records {}..={} are vouched for: {unvouched:?} {:#?}",
+            end + 1,
+            end + 6,
+            lines(&path)
+        );
+    }
+
     /// Red-team finding: two rotations while no server ran (logrotate's default `ifempty`) left an empty `FILE.1`
     /// between the chain's last file, `FILE.2`, and the new file, which then began the chain afresh at record 1,
     /// silently: the set no longer verified. A new file continues the newest rotated file that holds a record.
@@ -4459,7 +4640,9 @@ mod tests {
         let other = CheckpointPublicKey(CheckpointKey::from_seed([4; 32]).0.verifying_key());
         let found = |text: &str, public: &CheckpointPublicKey| {
             std::fs::write(&path, text).unwrap();
-            last_signed_checkpoint(&mut File::open(&path).unwrap(), None, public).unwrap()
+            last_signed_checkpoint(&mut File::open(&path).unwrap(), None, public)
+                .unwrap()
+                .map(|(found, _)| found)
         };
         let line = genuine[1].len() + 1;
         for pad in [
