@@ -873,6 +873,13 @@ impl ChainedFileSink {
     }
 }
 
+/// A rotated file a file's chain continues, and its last record's number and seal.
+struct ContinuedFile {
+    path: PathBuf,
+    file: File,
+    end: (u64, String),
+}
+
 impl ChainState {
     /// Finds the last checkpoint `key` signed in the file (or, if the file holds none, in `FILE.1`, the file rotated
     /// out before it) and, if records follow it or there is none while records exist, appends a `chain_resumed`
@@ -892,17 +899,23 @@ impl ChainState {
             // None here: the rotated file this one continues (red-team finding: `FILE.1`'s checkpoint was taken
             // for any file's, and a forged file put in place of the rotated one had its records vouched for).
             if found.is_none()
-                && let Some((continued, mut previous, (last_seq, last_seal))) =
-                    self.continued_file(path)?
+                && let Some(mut continued) = self.continued_file(path)?
             {
-                found = last_signed_checkpoint(&mut previous, self.key.as_ref(), &public)?;
+                found = last_signed_checkpoint(&mut continued.file, self.key.as_ref(), &public)?;
                 on_chain = match found {
                     Some((Checkpoint::Signed(_), at)) => {
-                        links_to(&mut previous, at, last_seq, &last_seal, self.key.as_ref())?
+                        let (last_seq, last_seal) = &continued.end;
+                        links_to(
+                            &mut continued.file,
+                            at,
+                            *last_seq,
+                            last_seal,
+                            self.key.as_ref(),
+                        )?
                     }
                     _ => false,
                 };
-                found_in = continued;
+                found_in = continued.path;
             }
             let found = found.map(|(found, _)| found);
             // A checkpoint numbered past the record continued from belongs to another chain.
@@ -957,14 +970,15 @@ impl ChainState {
     /// was continued from as it was opened, holding no record of its own; or else the newest rotated file holding a
     /// record, if this file's first record follows that file's last one (its number next, its `prev` that record's
     /// seal). `None` when there is none, or this file begins a chain of its own.
-    fn continued_file(
-        &mut self,
-        path: &Path,
-    ) -> io::Result<Option<(PathBuf, File, (u64, String))>> {
+    fn continued_file(&mut self, path: &Path) -> io::Result<Option<ContinuedFile>> {
         if let Some(continued) = &self.continued_from {
             // Nothing appended yet: the chain's last record is the rotated file's.
             let end = (self.seq, self.prev.clone());
-            return Ok(open_rotated(continued)?.map(|file| (continued.clone(), file, end)));
+            return Ok(open_rotated(continued)?.map(|file| ContinuedFile {
+                path: continued.clone(),
+                file,
+                end,
+            }));
         }
         let Some(first) = first_line(&mut self.file)? else {
             return Ok(None);
@@ -989,7 +1003,11 @@ impl ChainState {
             return Ok(continued(&rotated, &line, self.key.as_ref())
                 .ok()
                 .filter(|(seq, seal)| seq.checked_add(1) == Some(first_seq) && seal == first_prev)
-                .map(|end| (rotated, previous, end)));
+                .map(|end| ContinuedFile {
+                    path: rotated,
+                    file: previous,
+                    end,
+                }));
         }
         Ok(None)
     }
@@ -1302,6 +1320,7 @@ fn open_rotated(path: &Path) -> io::Result<Option<File>> {
 }
 
 /// `FILE.1`: logrotate's first name for the file rotated out.
+#[cfg(test)]
 fn rotated_name(path: &Path) -> PathBuf {
     rotated_name_k(path, 1)
 }
