@@ -217,6 +217,34 @@ async fn identify(shared: &Shared, head: Head<'_>) -> Result<Identified, Respons
     }
 }
 
+/// Who an event stream was for, to record its end when the server ends it: its certificate or its token stopped
+/// being valid while it was open (`http_rejected`, `detail: "stream_ended"`).
+#[derive(Clone)]
+struct StreamEnd {
+    shared: Arc<Shared>,
+    owner: Arc<str>,
+    path: String,
+    remote: Option<std::net::SocketAddr>,
+    session: Option<String>,
+}
+
+impl StreamEnd {
+    fn record(&self, status: StatusCode, reason: &'static str) {
+        self.shared.audit_rejection(
+            status,
+            reason,
+            Some("stream_ended"),
+            Some(self.owner.to_string()),
+            &super::Asked {
+                method: &axum::http::Method::GET,
+                path: &self.path,
+                remote: self.remote,
+                session: self.session.as_deref(),
+            },
+        );
+    }
+}
+
 /// The `MCP-Protocol-Version` of a request outside a strict policy: `400` (the transport's rule for an unsupported
 /// version), audited `version_rejected`. A request without the header is left to the handler, which takes it as
 /// `2025-03-26` unless it says otherwise in `_meta`.
@@ -574,32 +602,24 @@ async fn authenticated(shared: Arc<Shared>, mut request: Request, next: Route) -
             // as it refuses the connection's next request.
             #[cfg(feature = "mtls")]
             let recheck = tls_peer.filter(|_| shared.client_certificates.is_some());
-            let (shared, owner) = (shared.clone(), owner.clone());
-            #[cfg(feature = "mtls")]
-            let stream_session = session_id.clone();
+            let ended = StreamEnd {
+                shared: shared.clone(),
+                owner: owner.clone(),
+                path,
+                remote,
+                session: session_id.clone(),
+            };
             // A bearer token's stream ends when the token does (red-team finding: it went on for as long as its
             // session, while every request with the token was refused): at that time, whether or not a message is
             // due, recorded as a refusal of the stream.
             let expiry = token_valid_until.map(|valid_until| {
-                let (shared, owner, path) = (shared.clone(), owner.clone(), path.clone());
-                let stream_session = session_id.clone();
+                let ended = ended.clone();
                 let left = valid_until
                     .duration_since(std::time::SystemTime::now())
                     .unwrap_or_default();
                 async move {
                     tokio::time::sleep(left).await;
-                    shared.audit_rejection(
-                        StatusCode::UNAUTHORIZED,
-                        "expired_token",
-                        Some("stream_ended"),
-                        Some(owner.to_string()),
-                        &super::Asked {
-                            method: &axum::http::Method::GET,
-                            path: &path,
-                            remote,
-                            session: stream_session.as_deref(),
-                        },
-                    );
+                    ended.record(StatusCode::UNAUTHORIZED, "expired_token");
                 }
             });
             let response = response.map(|body| {
@@ -611,24 +631,13 @@ async fn authenticated(shared: Arc<Shared>, mut request: Request, next: Route) -
                 axum::body::Body::from_stream(data.take_while(move |_| {
                     let _held = &stream;
                     #[cfg(feature = "mtls")]
-                    if let (Some(peer), Some(tls)) = (&recheck, &shared.client_certificates)
+                    if let (Some(peer), Some(tls)) = (&recheck, &ended.shared.client_certificates)
                         && let Err(reason) = tls.recheck(peer)
                     {
-                        shared.audit_rejection(
-                            StatusCode::FORBIDDEN,
-                            reason,
-                            Some("stream_ended"),
-                            Some(owner.to_string()),
-                            &super::Asked {
-                                method: &axum::http::Method::GET,
-                                path: &path,
-                                remote,
-                                session: stream_session.as_deref(),
-                            },
-                        );
+                        ended.record(StatusCode::FORBIDDEN, reason);
                         return std::future::ready(false);
                     }
-                    let _ = (&shared, &owner, &path, &remote);
+                    let _ = &ended;
                     std::future::ready(true)
                 }))
             });
