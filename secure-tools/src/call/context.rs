@@ -1552,6 +1552,7 @@ impl Sampling {
 
 #[cfg(test)]
 mod tests {
+    use super::CallId;
 
     /// The shapes of the specification's forms: each kind of member, its choices and its bounds.
     #[test]
@@ -1622,7 +1623,6 @@ mod tests {
         // Characters, not bytes.
         assert!(fits(json!({"name": "éééé", "ok": true})));
     }
-    use super::CallId;
 
     fn context() -> super::CallContext {
         super::CallContext::new(
