@@ -504,7 +504,31 @@ impl ChainedFileSink {
         // Whether this opening creates the file (through a link, where it points), told before it: a new file's
         // name is synced into its directory below.
         let existed = path.exists();
+        // Opened without waiting (a FIFO nothing reads would hold the open), then held to a regular file.
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
         let file = options.open(&path)?;
+        // Red-team finding: `/dev/null` (or a link to it) was taken, and kept no record of any call; a FIFO hung the
+        // server once nothing read it. A chain is a file: its records are read back (the last, a checkpoint, a cut).
+        if !file.metadata()?.is_file() {
+            return Err(invalid(
+                &path,
+                "not a regular file (a device, a FIFO, a directory, or a link to one): an audit chain is kept in a \
+                 file, read back as the server starts; name a file",
+            ));
+        }
+        #[cfg(unix)]
+        {
+            use std::os::fd::AsRawFd as _;
+            let fd = file.as_raw_fd();
+            // SAFETY: `fd` is this open file's, for the call's length; only the status flags are read and set.
+            let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+            if flags == -1
+                || unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) } == -1
+            {
+                return Err(naming(&path, io::Error::last_os_error()));
+            }
+        }
         if !existed {
             sync_directory_of(&path);
         }
@@ -3348,6 +3372,34 @@ mod tests {
                 .collect::<Vec<_>>(),
             [(3, 4)]
         );
+    }
+
+    /// Red-team finding: an audit log that was no regular file was taken: `/dev/null` (or a link to it) kept no
+    /// record of 20 calls, the only message a warning that it was writable by everyone; a FIFO nothing read hung the
+    /// server once its buffer filled. A chained log is a regular file: anything else stops the start, named.
+    #[cfg(unix)]
+    #[test]
+    fn an_audit_log_that_is_no_regular_file_stops_the_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let link = dir.path().join("to-null.jsonl");
+        std::os::unix::fs::symlink("/dev/null", &link).unwrap();
+        let fifo = dir.path().join("fifo.jsonl");
+        let status = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        for path in [Path::new("/dev/null"), link.as_path(), fifo.as_path()] {
+            let refused = ChainedFileSink::append_to(path, None)
+                .err()
+                .unwrap_or_else(|| panic!("{} was taken", path.display()));
+            assert!(
+                refused.to_string().contains("not a regular file"),
+                "{}: {refused}",
+                path.display()
+            );
+        }
+        assert!(fifo.exists(), "the FIFO is left where it was");
     }
 
     /// Red-team finding (second round): a genuine checkpoint line copied into a forged file, anywhere, was taken as
