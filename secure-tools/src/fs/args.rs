@@ -69,11 +69,65 @@ impl RootArgs {
             max_root_bytes: args.max_root_bytes.or(defaults.max_root_bytes),
             max_root_files: args.max_root_files.or(defaults.max_root_files),
         };
-        for (setting, path) in settings.protected_files() {
+        let protected: Vec<_> = settings.protected_files().collect();
+        for (setting, path) in &protected {
             refuse_inside(setting, path, &data_root).map_err(SettingsError::Invalid)?;
         }
+        refuse_same_files(&protected, &data_root).map_err(SettingsError::Invalid)?;
         Root::open(&data_root, limits).map_err(|e| invalid(e.to_string()))
     }
+}
+
+/// The files the settings name that are also files of the data root, by device and inode: reached by another path
+/// (a bind mount of the file onto a name in the root, a hard link), the tools could read or replace them though
+/// their paths are elsewhere (red-team finding: a chain key bind-mounted into the root was read). One pass over the
+/// root's entries, for the protected files that exist.
+pub(super) fn refuse_same_files(
+    protected: &[(&str, &Path)],
+    data_root: &Path,
+) -> Result<(), crate::serve::InvalidSetting> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt as _;
+        let identities: Vec<((u64, u64), &str, &Path)> = protected
+            .iter()
+            .filter_map(|(setting, path)| {
+                let meta = std::fs::metadata(path).ok()?;
+                meta.is_file()
+                    .then_some(((meta.dev(), meta.ino()), *setting, *path))
+            })
+            .collect();
+        if identities.is_empty() {
+            return Ok(());
+        }
+        let entries = std::fs::read_dir(data_root).map_err(|e| {
+            crate::serve::InvalidSetting::new(
+                DATA_ROOT,
+                format!("root directory `{}`: {e}", data_root.display()),
+            )
+        })?;
+        for entry in entries.flatten() {
+            let Ok(meta) = entry.metadata() else {
+                continue;
+            };
+            let identity = (meta.dev(), meta.ino());
+            if let Some((_, setting, path)) = identities.iter().find(|(id, ..)| *id == identity) {
+                return Err(crate::serve::InvalidSetting::new(
+                    DATA_ROOT,
+                    format!(
+                        "{} ({setting}) is also in the data root {}, as `{}` (a bind mount or a hard link of it): \
+                         the tools could read or replace it; take it out of the root",
+                        path.display(),
+                        data_root.display(),
+                        entry.file_name().to_string_lossy()
+                    ),
+                ));
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (protected, data_root);
+    Ok(())
 }
 
 /// The data root's setting, as refusals name it.

@@ -1253,6 +1253,33 @@ fn a_write_refuses_a_special_file_without_opening_it() {
     assert_eq!(listing(dir.path()), BTreeSet::from(["pipe".into()]));
 }
 
+/// Red-team finding: a protected file bind-mounted onto a name in the data root (`-v ./chain.key:/data/x` in a
+/// container) passed the start's check, which compares paths and directories, and `read_file` returned the key. A
+/// protected file that is also one of the root's (the same file by device and inode: a bind mount, a hard link)
+/// stops the start. (A hard link stands in for the bind mount here: no mount without root.)
+#[test]
+fn a_protected_file_that_is_also_in_the_root_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let keys = dir.path().join("keys");
+    fs::create_dir(&data).unwrap();
+    fs::create_dir(&keys).unwrap();
+    let key = keys.join("chain.key");
+    fs::write(&key, "00".repeat(32)).unwrap();
+    fs::write(data.join("notes.txt"), "hello").unwrap();
+    args::refuse_same_files(&[("--audit-chain-key", key.as_path())], &data).unwrap();
+    fs::hard_link(&key, data.join("bound.txt")).unwrap();
+    let err = args::refuse_same_files(&[("--audit-chain-key", key.as_path())], &data)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("bound.txt") && err.contains("--audit-chain-key"),
+        "{err}"
+    );
+    // A protected file that does not exist yet (an audit log to be created) is no file of the root.
+    args::refuse_same_files(&[("--audit-log", keys.join("new.jsonl").as_path())], &data).unwrap();
+}
+
 /// Review finding: a protected file (the audit log) that did not exist yet was resolved through its directory
 /// only, so a dangling symlink at its path into the data root passed the check, and the audit sink's `create`
 /// then followed it into the root, where the tools could read and overwrite the log. The link is followed now.
