@@ -1484,3 +1484,66 @@ async fn requests_of_the_stateless_revision_write_no_session_record_with_session
     );
     assert_eq!(server.calls().len(), 1);
 }
+
+/// Red-team findings on the HTTP settings: `--allowed-origin null` let every page through (any page can send
+/// `Origin: null`, from a sandboxed frame); the test-only mode without authentication took a public `--allowed-host`,
+/// which lets a reverse proxy forward the world to it; and an `MCP_AUTH_HS256_SECRET` that was not UTF-8 was taken
+/// for no secret (alone: "needs a key"; beside a public key: that key served). Each now stops the start, saying why.
+#[test]
+fn settings_that_would_open_the_server_wider_than_asked_stop_the_start() {
+    use std::os::unix::ffi::OsStrExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str], envs: &[(&str, &std::ffi::OsStr)]| {
+        let mut command = std::process::Command::new(SERVER);
+        command
+            .arg("--data-root")
+            .arg(dir.path())
+            .args(["--http", "127.0.0.1:0"])
+            .args(args)
+            .env_remove("MCP_AUTH_HS256_SECRET")
+            .stdin(std::process::Stdio::null());
+        for (k, v) in envs {
+            command.env(k, v);
+        }
+        let (status, stderr) = common::refused_start(&mut command);
+        assert!(!status.success(), "{stderr}");
+        stderr
+    };
+    let secret = std::ffi::OsStr::new(SECRET);
+    let bearer = [
+        "--issuer",
+        ISSUER,
+        "--resource-url",
+        "http://127.0.0.1:0/mcp",
+    ];
+    for null in ["null", "NULL", " null "] {
+        let stderr = run(
+            &[&bearer[..], &["--allowed-origin", null]].concat(),
+            &[("MCP_AUTH_HS256_SECRET", secret)],
+        );
+        assert!(
+            stderr.contains("--allowed-origin") && stderr.contains("null"),
+            "{stderr}"
+        );
+    }
+    let stderr = run(
+        &[
+            "--http-insecure-no-auth",
+            "--scopes",
+            "files.read",
+            "--allowed-host",
+            "files.example.com",
+        ],
+        &[],
+    );
+    assert!(
+        stderr.contains("--allowed-host") && stderr.contains("loopback"),
+        "{stderr}"
+    );
+    let not_utf8 = std::ffi::OsStr::from_bytes(b"secret-\xff-0123456789abcdef0123456789");
+    let stderr = run(&bearer, &[("MCP_AUTH_HS256_SECRET", not_utf8)]);
+    assert!(
+        stderr.contains("MCP_AUTH_HS256_SECRET") && stderr.contains("UTF-8"),
+        "{stderr}"
+    );
+}

@@ -182,6 +182,19 @@ pub(super) async fn resolve(
     };
     let mut http = HttpSettings::new(bind);
     http.allowed_origins = args.allowed_origins.clone().unwrap_or_default();
+    // Any page can send `Origin: null` (from a sandboxed frame, a `data:` page): listed, it would let every page
+    // through (red-team finding).
+    if http
+        .allowed_origins
+        .iter()
+        .any(|origin| origin.trim().eq_ignore_ascii_case("null"))
+    {
+        return Err(invalid(
+            "--allowed-origin / MCP_ALLOWED_ORIGINS",
+            "`null` is the origin any page can send (a sandboxed frame, a `data:` page): it would let every page \
+             through; name the origins of the pages that may call the server",
+        ));
+    }
     http.allowed_hosts
         .extend(args.allowed_hosts.clone().unwrap_or_default());
     http.sessions = args.http_sessions.unwrap_or(false);
@@ -233,9 +246,18 @@ pub(super) async fn resolve(
         }
         http.max_connections = max;
     }
-    let secret = std::env::var(HS256_SECRET_VARIABLE)
-        .ok()
-        .filter(|s| !s.is_empty());
+    // A secret that is not UTF-8 is an error, not no secret (red-team finding: it was taken for none, and another
+    // key source given beside it served alone).
+    let secret = match std::env::var(HS256_SECRET_VARIABLE) {
+        Ok(secret) => Some(secret).filter(|s| !s.is_empty()),
+        Err(std::env::VarError::NotPresent) => None,
+        Err(std::env::VarError::NotUnicode(_)) => {
+            return Err(invalid(
+                HS256_SECRET_VARIABLE,
+                "is not UTF-8: give the secret as text (or in a file, --hs256-secret-file)",
+            ));
+        }
+    };
     let bearer_given = args.issuer.is_some()
         || args.resource_url.is_some()
         || args.jwks_file.is_some()
@@ -271,6 +293,23 @@ pub(super) async fn resolve(
             return Err(invalid(
                 "--http-insecure-no-auth",
                 "takes no bearer, TLS or mutual TLS options",
+            ));
+        }
+        // Another `Host` is what a reverse proxy forwarding the world to the loopback address sends (red-team
+        // finding: a public name was taken).
+        if let Some(host) = args
+            .allowed_hosts
+            .iter()
+            .flatten()
+            .find(|host| !is_loopback(guard::split_authority(host).0))
+        {
+            return Err(invalid(
+                "--allowed-host / MCP_ALLOWED_HOSTS",
+                &format!(
+                    "`{}`: with --http-insecure-no-auth only loopback names are served (localhost, 127.0.0.1, \
+                     ::1): a public name is a proxy's way in to a server with no authentication",
+                    host.escape_debug()
+                ),
             ));
         }
         eprintln!(
@@ -871,6 +910,14 @@ where
         .allowed_origins
         .iter()
         .map(|o| guard::normalized_origin(o))
+        .filter(|origin| {
+            // The origin any page can send: never an allowed one (the runner's settings refuse it).
+            let null = origin == "null";
+            if null {
+                tracing::warn!("`null` among the allowed origins is ignored: any page can send it");
+            }
+            !null
+        })
         .collect();
     let shared = Arc::new(Shared {
         cors: guard::cors(allowed_origins.clone()),
