@@ -1540,6 +1540,32 @@ fn settings_that_would_open_the_server_wider_than_asked_stop_the_start() {
         stderr.contains("--allowed-host") && stderr.contains("loopback"),
         "{stderr}"
     );
+    // Red-team finding: refusals quoted a URL's credentials, or a config value of the wrong type, whole on stderr.
+    for url in [
+        "https://u:hunter2@issuer.example/mcp",
+        "ftp://u:hunter2@h/mcp",
+        "https://u:hunter2@exa mple.com/mcp",
+    ] {
+        let stderr = run(
+            &["--issuer", ISSUER, "--resource-url", url],
+            &[("MCP_AUTH_HS256_SECRET", secret)],
+        );
+        assert!(
+            stderr.contains("--resource-url") && !stderr.contains("hunter2"),
+            "{stderr}"
+        );
+    }
+    let config = dir.path().join("server.toml");
+    std::fs::write(&config, "max-concurrent-calls = \"redis://:hunter2@x\"\n").unwrap();
+    let stderr = run(
+        &[&bearer[..], &["--config", config.to_str().unwrap()]].concat(),
+        &[("MCP_AUTH_HS256_SECRET", secret)],
+    );
+    assert!(
+        stderr.contains("max-concurrent-calls") || stderr.contains("invalid type"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("hunter2"), "{stderr}");
     let not_utf8 = std::ffi::OsStr::from_bytes(b"secret-\xff-0123456789abcdef0123456789");
     let stderr = run(&bearer, &[("MCP_AUTH_HS256_SECRET", not_utf8)]);
     assert!(

@@ -266,6 +266,30 @@ pub(crate) fn variable<T: FromSetting>(
     }
 }
 
+/// `text` with every double-quoted part (`"..."`, escapes within kept together) shown as `"..."`: serde's messages
+/// about a value quote it whole.
+fn without_quoted_values(text: &str) -> String {
+    let mut shown = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        shown.push(c);
+        if c == '"' {
+            let mut escaped = false;
+            for inner in chars.by_ref() {
+                if escaped {
+                    escaped = false;
+                } else if inner == '\\' {
+                    escaped = true;
+                } else if inner == '"' {
+                    break;
+                }
+            }
+            shown.push_str("...\"");
+        }
+    }
+    shown
+}
+
 /// `text` with the credentials a URL in it may carry masked: its userinfo (`redis://:PASSWORD@host`,
 /// `https://USER:PASSWORD@host`: user and password both, as `***`), and the values of the query parameters `user`,
 /// `username`, `pass` and `password` (Redis takes them there for a Unix socket). Text that is no such URL is returned
@@ -872,8 +896,10 @@ impl ConfigFile {
             .map(|(key, value)| (key.clone(), value.clone()))
             .collect();
         table.retain(|_, value| !value.is_table());
-        let args =
-            ServerArgs::deserialize(toml::Value::Table(table)).map_err(|e| error(e.to_string()))?;
+        // A value of the wrong type is not quoted: it may be a secret put under the wrong key (red-team finding: a
+        // Redis URL's password was printed whole).
+        let args = ServerArgs::deserialize(toml::Value::Table(table))
+            .map_err(|e| error(without_quoted_values(&e.to_string())))?;
         Ok((
             args,
             ConfigFile {

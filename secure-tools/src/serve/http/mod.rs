@@ -354,16 +354,25 @@ pub(super) async fn resolve(
 /// it goes in `--token-audience`. `https://`, or `http://` to a loopback host (a local test, or behind a proxy on
 /// the same host).
 fn check_resource_url(url: &str) -> Result<(), String> {
+    // As shown in a refusal: without the credentials it may carry (red-team finding: they were printed whole).
+    let shown = crate::serve::settings::masked_url(url);
     let uri: axum::http::Uri = url
         .parse()
-        .map_err(|e| format!("`{}` is not a URL: {e}", url.escape_debug()))?;
+        .map_err(|_| format!("`{}` is not a URL", shown.escape_debug()))?;
+    // The resource URL is published (the tokens' audience, the metadata clients read): it carries no credentials.
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        return Err(format!(
+            "`{}` carries credentials (`user:password@`): the resource URL is published to every client; remove them",
+            shown.escape_debug()
+        ));
+    }
     let host = uri.host().unwrap_or_default();
     let loopback = is_loopback(host);
     match uri.scheme_str() {
         _ if host.is_empty() => Err(format!(
             "`{}` names no host: give the URL clients reach this server at (an audience that is not one goes in \
              --token-audience)",
-            url.escape_debug()
+            shown.escape_debug()
         )),
         Some("https") => Ok(()),
         Some("http") if loopback => Ok(()),
@@ -374,7 +383,7 @@ fn check_resource_url(url: &str) -> Result<(), String> {
         _ => Err(format!(
             "`{}` is not an https URL: give the URL clients reach this server at (an audience that is not one goes \
              in --token-audience)",
-            url.escape_debug()
+            shown.escape_debug()
         )),
     }
 }
