@@ -428,11 +428,13 @@ impl ServerTls {
     pub fn revocation_lists_file(mut self, path: &Path) -> Result<Self, MtlsError> {
         let (pem, version) = CrlFile::read(path)?;
         self.server_config = Arc::new(self.config_with_crls(&pem)?);
+        let issued = issued_lists(&pem)?;
         self.crl_file = Some(Arc::new(CrlFile {
             path: path.to_path_buf(),
             state: std::sync::Mutex::new(CrlState {
                 version,
                 config: self.server_config.clone(),
+                issued,
             }),
         }));
         self.revoking = true;
@@ -750,6 +752,65 @@ struct CrlState {
     /// The version in use.
     version: FileVersion,
     config: Arc<Tls>,
+    /// Each issuer's list in use: when it was issued (`thisUpdate`). A file read again may not go back on one.
+    issued: Issued,
+}
+
+/// When each issuer's revocation list was issued (`thisUpdate`), by issuer.
+type Issued = std::collections::BTreeMap<String, std::time::SystemTime>;
+
+/// When each issuer's list in `pem` was issued: the latest, where an issuer has several.
+fn issued_lists(pem: &[u8]) -> Result<Issued, MtlsError> {
+    use x509_cert::der::Decode;
+    let mut issued = Issued::new();
+    for crl in CertificateRevocationListDer::pem_slice_iter(pem) {
+        let crl = crl.map_err(|e| MtlsError::Pem {
+            what: "client CRL",
+            reason: e.to_string(),
+        })?;
+        let list = x509_cert::crl::CertificateList::from_der(crl.as_ref()).map_err(|e| {
+            MtlsError::Pem {
+                what: "client CRL",
+                reason: e.to_string(),
+            }
+        })?;
+        let at = list.tbs_cert_list.this_update.to_system_time();
+        let entry = issued
+            .entry(list.tbs_cert_list.issuer.to_string())
+            .or_insert(at);
+        *entry = (*entry).max(at);
+    }
+    Ok(issued)
+}
+
+/// Refuses lists that go back on those in use (red-team finding: an older list copied back over the file, from
+/// before a client was revoked, was taken, and the client served again): each issuer of the lists in use must have
+/// a list issued no earlier in the new file.
+fn no_rollback(in_use: &Issued, new: &Issued) -> Result<(), MtlsError> {
+    for (issuer, at) in in_use {
+        match new.get(issuer) {
+            Some(new_at) if new_at >= at => {}
+            Some(_) => {
+                return Err(MtlsError::Pem {
+                    what: "client CRL",
+                    reason: format!(
+                        "the list of {issuer} is older than the one in use (its thisUpdate is earlier): a list is \
+                         not rolled back; load one at least as recent"
+                    ),
+                });
+            }
+            None => {
+                return Err(MtlsError::Pem {
+                    what: "client CRL",
+                    reason: format!(
+                        "the file holds no list of {issuer}, whose list is in use: its revocations would be \
+                         dropped; keep a list for every issuer"
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 impl CrlFile {
@@ -792,14 +853,18 @@ impl CrlFile {
         if seen.as_ref().is_ok_and(|version| *version == in_use) {
             return;
         }
-        match Self::read(&self.path)
-            .and_then(|(pem, version)| Ok((tls.config_with_crls(&pem)?, version)))
-        {
-            Ok((config, version)) => {
+        let issued_in_use = self.lock().issued.clone();
+        match Self::read(&self.path).and_then(|(pem, version)| {
+            let issued = issued_lists(&pem)?;
+            no_rollback(&issued_in_use, &issued)?;
+            Ok((tls.config_with_crls(&pem)?, version, issued))
+        }) {
+            Ok((config, version, issued)) => {
                 tracing::info!(path = %self.path.display(), "client revocation lists read again");
                 let mut state = self.lock();
                 state.config = Arc::new(config);
                 state.version = version;
+                state.issued = issued;
             }
             Err(error) => {
                 // Not again until the file changes: the error is logged once per version. The version is the one
@@ -1027,6 +1092,62 @@ pub(crate) mod tests {
             key: key.serialize_pem(),
             crl: crl.pem().unwrap(),
         }
+    }
+
+    /// Red-team finding: an older revocation list copied back over the file (one from before a client was revoked)
+    /// was taken at the next look, and the revoked client was served again. A list older than the one in use for
+    /// its issuer (its `thisUpdate`), or a file without a list of an issuer the lists in use have, is not taken.
+    #[test]
+    fn an_older_revocation_list_is_not_taken_in_place_of_the_one_in_use() {
+        use rcgen::{
+            BasicConstraints, CertificateParams, CertificateRevocationListParams, CertifiedIssuer,
+            IsCa, KeyIdMethod, KeyPair, KeyUsagePurpose, SerialNumber, date_time_ymd,
+        };
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec!["localhost".to_owned()])
+            .unwrap()
+            .signed_by(&key, &ca)
+            .unwrap();
+        let list = |year: i32, number: u64| {
+            CertificateRevocationListParams {
+                this_update: date_time_ymd(year, 1, 1),
+                next_update: date_time_ymd(2099, 1, 1),
+                crl_number: SerialNumber::from(number),
+                issuing_distribution_point: None,
+                revoked_certs: Vec::new(),
+                key_identifier_method: KeyIdMethod::Sha256,
+            }
+            .signed_by(&ca)
+            .unwrap()
+            .pem()
+            .unwrap()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("crl.pem");
+        std::fs::write(&file, list(2098, 1001)).unwrap();
+        let tls = ServerTls::from_pem(cert.pem().as_bytes(), key.serialize_pem().as_bytes())
+            .unwrap()
+            .client_ca(ca.pem().as_bytes())
+            .unwrap()
+            .revocation_lists_file(&file)
+            .unwrap();
+        let crl_file = tls.crl_file.clone().unwrap();
+        let in_use = crl_file.current();
+        // The older list, rolled back over the file (its length differs, so the file reads as changed).
+        std::fs::write(&file, list(2097, 1000) + "\n").unwrap();
+        crl_file.refresh(&tls);
+        assert!(
+            Arc::ptr_eq(&in_use, &crl_file.current()),
+            "the older list was taken"
+        );
+        // A newer one is.
+        std::fs::write(&file, list(2098, 1002) + "\n\n").unwrap();
+        crl_file.refresh(&tls);
+        assert!(!Arc::ptr_eq(&in_use, &crl_file.current()));
     }
 
     /// Red-team findings: a CN `pod-0, uri:spiffe://example.org/admin` was shown in a refusal's record as a CN
