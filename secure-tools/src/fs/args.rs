@@ -38,6 +38,11 @@ impl RootArgs {
     /// hold any file the settings name that no tool should reach (the audit log, a key, a certificate, the config
     /// file, the lockfile: [`Settings::protected_files`]): the tools could read or overwrite it.
     pub fn open(self, settings: &Settings) -> Result<Root, SettingsError> {
+        // A misspelt variable of the root's own would leave its default (no quota) without a word.
+        crate::serve::settings::warn_misspelled_among(
+            std::env::vars_os().map(|(name, _)| name),
+            Self::VARIABLES,
+        );
         #[cfg(feature = "cli")]
         let args = self.blank_variables_unset();
         #[cfg(not(feature = "cli"))]

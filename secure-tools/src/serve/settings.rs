@@ -232,6 +232,40 @@ fn misspelled_variable(name: &str) -> Option<&'static str> {
     known.find(|k| edit_distance(k.as_bytes(), name.as_bytes()) <= 2)
 }
 
+/// The variable of `own` (a binary's own settings, as the file server's root) that `name` nearly spells, or spells
+/// with the `MCP_` prefix the server's own settings have (`MCP_MAX_ROOT_FILES`), if `name` is none of them and none
+/// of the server's.
+pub(crate) fn misspelled_among(name: &str, own: &[&'static str]) -> Option<&'static str> {
+    if name.len() > 64
+        || own.contains(&name)
+        || ServerArgs::VARIABLES.contains(&name)
+        || name == HS256_SECRET_VARIABLE
+    {
+        return None;
+    }
+    let unprefixed = name.strip_prefix("MCP_");
+    own.iter().copied().find(|known| {
+        unprefixed == Some(*known) || edit_distance(known.as_bytes(), name.as_bytes()) <= 2
+    })
+}
+
+/// Warns of each variable that nearly spells one of `own` (see [`misspelled_among`]): a typo would otherwise leave
+/// the weaker default in place without a word.
+pub(crate) fn warn_misspelled_among(
+    names: impl Iterator<Item = std::ffi::OsString>,
+    own: &[&'static str],
+) {
+    for name in names {
+        if let Some(near) = misspelled_among(&name.to_string_lossy(), own) {
+            eprintln!(
+                "{}: warning: {} is not a setting of this server; did you mean {near}?",
+                super::program_name(),
+                name.to_string_lossy().escape_debug()
+            );
+        }
+    }
+}
+
 /// Levenshtein distance, for names of at most 64 bytes.
 fn edit_distance(a: &[u8], b: &[u8]) -> usize {
     let mut previous: Vec<usize> = (0..=b.len()).collect();
@@ -1672,6 +1706,31 @@ mod tests {
             said.contains("only applies with --rate-limit-redis"),
             "{said}"
         );
+    }
+
+    /// Red-team finding: the file server's own variables (`MAX_ROOT_FILES`, `MAX_WRITE_BYTES`, ...) were outside the
+    /// check: `MAX_ROOT_FILE=0` or `MCP_MAX_ROOT_FILES=0` left the root without its quota, without a word.
+    #[test]
+    fn a_variable_spelled_nearly_like_one_of_a_binarys_own_is_named() {
+        let own = ["DATA_ROOT", "MAX_ROOT_FILES", "MAX_WRITE_BYTES"];
+        assert_eq!(
+            misspelled_among("MAX_ROOT_FILE", &own),
+            Some("MAX_ROOT_FILES")
+        );
+        assert_eq!(
+            misspelled_among("MCP_MAX_ROOT_FILES", &own),
+            Some("MAX_ROOT_FILES")
+        );
+        assert_eq!(
+            misspelled_among("MAX_WRITE_BYTE", &own),
+            Some("MAX_WRITE_BYTES")
+        );
+        assert_eq!(misspelled_among("MCP_DATA_ROOT", &own), Some("DATA_ROOT"));
+        // Known names, and names of other settings or nothing like them, are left alone.
+        assert_eq!(misspelled_among("MAX_ROOT_FILES", &own), None);
+        assert_eq!(misspelled_among("MCP_RATE_LIMIT", &own), None);
+        assert_eq!(misspelled_among("PATH", &own), None);
+        assert_eq!(misspelled_among("MAX_OPEN_FILES_LIMIT", &own), None);
     }
 
     #[test]
