@@ -181,6 +181,34 @@ impl FromSetting for Vec<String> {
     }
 }
 
+/// The mode of `path` when users other than its owner (its group or everyone) can write it.
+fn writable_by_others(path: &Path) -> Option<u32> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path).ok()?.permissions().mode();
+        (mode & 0o022 != 0).then_some(mode & 0o777)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
+    }
+}
+
+/// Says so on stderr when a file the settings name can be written by users other than its owner.
+fn warn_if_writable_by_others(path: &Path, setting: &str) {
+    if let Some(mode) = writable_by_others(path) {
+        eprintln!(
+            "{}: warning: {} ({setting}) can be written by users other than its owner (mode {mode:o}): whoever can \
+             write it can change what the server trusts or how it runs; make it writable by its owner only \
+             (chmod go-w)",
+            super::program_name(),
+            path.display(),
+        );
+    }
+}
+
 /// Says so on stderr when a key file can be read by users other than its owner (its group or everyone): whoever can
 /// read the audit keys can forge the chain or its checkpoints. Not refused: a secret mounted by an orchestrator is
 /// often `0644` inside a container only its process sees.
@@ -1106,7 +1134,7 @@ impl Settings {
     /// over the config file they name. Keys are loaded (a JWKS URL is fetched) now.
     pub async fn from_args(args: ServerArgs) -> Result<Self, SettingsError> {
         let (args, file) = args.layered_with_file()?;
-        let protected = [
+        let protected: Vec<(&'static str, PathBuf)> = [
             ("--config / MCP_CONFIG", &file.path),
             ("--tools-lock / MCP_TOOLS_LOCK", &args.tools_lock),
             (
@@ -1140,6 +1168,11 @@ impl Settings {
             .await
             .map_err(|error| file.name_keys(error))?;
         settings.file = file;
+        // Whoever can write these can change what the server trusts (a token key, a client CA) or how it runs
+        // (the config file): said at start, as for keys others can read (red-team finding: mode 0666 went unsaid).
+        for (name, path) in &protected {
+            warn_if_writable_by_others(path, name);
+        }
         settings.protected = protected;
         Ok(settings)
     }
@@ -1706,6 +1739,25 @@ mod tests {
             said.contains("only applies with --rate-limit-redis"),
             "{said}"
         );
+    }
+
+    /// Red-team finding: a config file and a token's public key of mode 0666 were taken without a word.
+    #[cfg(unix)]
+    #[test]
+    fn a_file_others_can_write_is_told_apart() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key.pem");
+        std::fs::write(&path, "k").unwrap();
+        for (mode, flagged) in [
+            (0o600, None),
+            (0o644, None),
+            (0o664, Some(0o664)),
+            (0o666, Some(0o666)),
+        ] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            assert_eq!(writable_by_others(&path), flagged, "{mode:o}");
+        }
     }
 
     /// Red-team finding: the file server's own variables (`MAX_ROOT_FILES`, `MAX_WRITE_BYTES`, ...) were outside the
