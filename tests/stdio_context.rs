@@ -626,6 +626,9 @@ fn an_unanswered_elicitation_is_withdrawn_when_its_call_stops() {
             json!({"text": "t"}),
             "sampling/createMessage",
         ),
+        // Red-team finding: a question asked on a task the handler spawned was never withdrawn, and the task took
+        // the client's late answer after the call's record said it had stopped.
+        (3, "confirm_in_task", json!({}), "elicitation/create"),
     ] {
         server.send(&RawServer::call_message(id, tool, args));
         let asked = server.recv();
@@ -656,7 +659,10 @@ fn an_unanswered_elicitation_is_withdrawn_when_its_call_stops() {
         .iter()
         .map(|r| r["outcome"].clone())
         .collect();
-    assert_eq!(outcomes, [json!("timeout"), json!("timeout")]);
+    assert_eq!(
+        outcomes,
+        [json!("timeout"), json!("timeout"), json!("timeout")]
+    );
 }
 
 #[test]

@@ -1199,7 +1199,7 @@ impl Elicitation {
         params: ElicitRequestParams,
     ) -> Result<ElicitResult, ElicitationError> {
         match route {
-            Route::Peer(peer) => elicit(peer, params).await,
+            Route::Peer(peer) => elicit(&self.cx, peer, params).await,
             Route::ByRound => {
                 let question = rmcp::model::InputRequest::Elicitation(ElicitRequest::new(params));
                 let answer = self.cx.answer_or_ask("elicitation", question);
@@ -1336,11 +1336,12 @@ enum Route<'a> {
 }
 
 async fn elicit(
+    cx: &CallContext,
     peer: &Peer<RoleServer>,
     params: ElicitRequestParams,
 ) -> Result<ElicitResult, ElicitationError> {
     let request = ServerRequest::ElicitRequest(ElicitRequest::new(params));
-    match ask_client(peer, request).await? {
+    match ask_client(cx, peer, request).await? {
         ClientResult::ElicitResult(answer) => Ok(answer),
         _ => Err(ServiceError::UnexpectedResponse.into()),
     }
@@ -1350,21 +1351,42 @@ async fn elicit(
 /// timed out or was cancelled, or the handler stopped waiting), the request is withdrawn with
 /// `notifications/cancelled`, as the specification asks of a party that no longer wants an answer: rmcp's own
 /// methods leave it open, so a form stayed on the user's screen after its call had ended.
+///
+/// The wait ends with the call too (`cx`'s handler token: its record written, its client's cancellation), not only
+/// with the handler's future: a question asked on a task the handler spawned was never withdrawn, and the task took
+/// the client's late answer after the call's record said it had stopped (red-team finding).
 async fn ask_client(
+    cx: &CallContext,
     peer: &Peer<RoleServer>,
     request: ServerRequest,
 ) -> Result<ClientResult, ServiceError> {
+    let ended = cx.cancellation();
+    if ended.is_cancelled() {
+        return Err(ended_asking());
+    }
     let handle = peer
         .send_cancellable_request(request, PeerRequestOptions::no_options())
         .await?;
     let mut pending = Withdraw(Some(handle));
     let answer = match pending.0.as_mut() {
-        Some(handle) => (&mut handle.rx).await,
+        Some(handle) => tokio::select! {
+            biased;
+            answer = &mut handle.rx => answer,
+            // Withdrawn as `pending` drops.
+            () = ended.cancelled() => return Err(ended_asking()),
+        },
         None => return Err(ServiceError::TransportClosed),
     };
     // Answered (or the connection is gone): nothing to withdraw.
     pending.0 = None;
     answer.map_err(|_| ServiceError::TransportClosed)?
+}
+
+/// The wait for the client's answer ended with its call.
+fn ended_asking() -> ServiceError {
+    ServiceError::Cancelled {
+        reason: Some("the call ended asking this question".to_owned()),
+    }
 }
 
 /// A request to the client still waiting for its answer; withdrawn if dropped so.
@@ -1531,7 +1553,7 @@ impl Sampling {
         let request = ServerRequest::CreateMessageRequest(request);
         // The client's answer that is not a sampling result, or an error it answered with (whose text is not
         // kept), is the client's doing, not the server's (red-team finding: both were `internal_error`).
-        match ask_client(peer, request).await {
+        match ask_client(&self.cx, peer, request).await {
             Ok(ClientResult::CreateMessageResult(answer)) => Ok(*answer),
             Ok(_) => Err(Refusal::invalid(
                 "sampling_invalid",
