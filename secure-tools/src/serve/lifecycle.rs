@@ -31,7 +31,7 @@ pub enum ServeError {
     #[error(transparent)]
     Settings(#[from] super::settings::SettingsError),
     /// The audit log cannot be opened.
-    #[error("cannot open the audit log {path}: {source}")]
+    #[error("cannot open the audit log {path} (--audit-log / MCP_AUDIT_LOG): {source}")]
     AuditLog {
         /// The path.
         path: std::path::PathBuf,
