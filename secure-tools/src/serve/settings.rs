@@ -263,6 +263,7 @@ fn misspelled_variable(name: &str) -> Option<&'static str> {
 /// The variable of `own` (a binary's own settings, as the file server's root) that `name` nearly spells, or spells
 /// with the `MCP_` prefix the server's own settings have (`MCP_MAX_ROOT_FILES`), if `name` is none of them and none
 /// of the server's.
+#[cfg(feature = "fs")]
 pub(crate) fn misspelled_among(name: &str, own: &[&'static str]) -> Option<&'static str> {
     if name.len() > 64
         || own.contains(&name)
@@ -279,6 +280,7 @@ pub(crate) fn misspelled_among(name: &str, own: &[&'static str]) -> Option<&'sta
 
 /// Warns of each variable that nearly spells one of `own` (see [`misspelled_among`]): a typo would otherwise leave
 /// the weaker default in place without a word.
+#[cfg(feature = "fs")]
 pub(crate) fn warn_misspelled_among(
     names: impl Iterator<Item = std::ffi::OsString>,
     own: &[&'static str],
@@ -1762,6 +1764,7 @@ mod tests {
 
     /// Red-team finding: the file server's own variables (`MAX_ROOT_FILES`, `MAX_WRITE_BYTES`, ...) were outside the
     /// check: `MAX_ROOT_FILE=0` or `MCP_MAX_ROOT_FILES=0` left the root without its quota, without a word.
+    #[cfg(feature = "fs")]
     #[test]
     fn a_variable_spelled_nearly_like_one_of_a_binarys_own_is_named() {
         let own = ["DATA_ROOT", "MAX_ROOT_FILES", "MAX_WRITE_BYTES"];
