@@ -3308,6 +3308,24 @@ mod tests {
         )
     }
 
+    /// Records `from..=to` written to `path` by a sink with checkpoints of `key` (each `server_stop` is followed by
+    /// one), as a server's run leaves them.
+    fn write_checkpointed(path: &Path, key: &CheckpointKey, from: u64, to: u64) {
+        let sink = with_checkpoints(ChainedFileSink::append_to(path, None).unwrap(), key);
+        for n in from..=to {
+            sink.write(&record(n)).unwrap();
+        }
+    }
+
+    /// The ranges of records a verification found vouched for by no checkpoint.
+    fn unvouched_ranges(checked: &Verification) -> Vec<(u64, u64)> {
+        checked
+            .unvouched
+            .iter()
+            .map(|range| (range.from, range.to))
+            .collect()
+    }
+
     /// Red-team finding: with the genuine file moved to `FILE.1` and a forged one (a chain of its own from record 1,
     /// no checkpoint) put in its place, the restarted server took `FILE.1`'s last checkpoint as the one vouching for
     /// the forged file's records (its number was not past theirs), wrote no `chain_resumed`, and its next checkpoint
@@ -3319,12 +3337,7 @@ mod tests {
         let path = dir.path().join("audit.jsonl");
         let key = CheckpointKey::from_seed([9; 32]);
         let public = CheckpointPublicKey(key.0.verifying_key());
-        {
-            let sink = with_checkpoints(ChainedFileSink::append_to(&path, None).unwrap(), &key);
-            for n in 1..=8 {
-                sink.write(&record(n)).unwrap();
-            }
-        }
+        write_checkpointed(&path, &key, 1, 8);
         std::fs::rename(&path, rotated_name(&path)).unwrap();
         // The forgery: a chain of its own, as many records as the genuine file, no checkpoint.
         let forged = dir.path().join("forged.jsonl");
@@ -3336,16 +3349,7 @@ mod tests {
         }
         std::fs::remove_file(rotated_name(&path)).unwrap();
         let checked = verify(&[&path], None, Some(&public)).unwrap();
-        assert_eq!(
-            checked
-                .unvouched
-                .iter()
-                .map(|range| (range.from, range.to))
-                .collect::<Vec<_>>(),
-            [(1, 16)],
-            "{:#?}",
-            lines(&path)
-        );
+        assert_eq!(unvouched_ranges(&checked), [(1, 16)], "{:#?}", lines(&path));
 
         // A file that does continue `FILE.1` (a crash before its first checkpoint) is vouched for up to that file's
         // last checkpoint, and no further.
@@ -3364,14 +3368,7 @@ mod tests {
         }
         let checked = verify(&[rotated_name(&path), path.clone()], None, Some(&public)).unwrap();
         assert_eq!(checked.problem, None, "{:#?}", lines(&path));
-        assert_eq!(
-            checked
-                .unvouched
-                .iter()
-                .map(|range| (range.from, range.to))
-                .collect::<Vec<_>>(),
-            [(3, 4)]
-        );
+        assert_eq!(unvouched_ranges(&checked), [(3, 4)]);
     }
 
     /// Red-team finding: an audit log that was no regular file was taken: `/dev/null` (or a link to it) kept no
@@ -3422,12 +3419,7 @@ mod tests {
         // Without rotation: a forged chain of its own, a genuine checkpoint line planted before its last line.
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.jsonl");
-        {
-            let sink = with_checkpoints(ChainedFileSink::append_to(&path, None).unwrap(), &key);
-            for n in 1..=6 {
-                sink.write(&record(n)).unwrap();
-            }
-        }
+        write_checkpointed(&path, &key, 1, 6);
         let genuine = checkpoint_lines(&path).pop().unwrap();
         let genuine_seq = seq_of(&genuine).unwrap();
         let forged = dir.path().join("forged.jsonl");
@@ -3445,11 +3437,7 @@ mod tests {
         put(&path, &kept);
         let checked = verify(&[&path], None, Some(&public)).unwrap();
         assert_eq!(
-            checked
-                .unvouched
-                .iter()
-                .map(|range| (range.from, range.to))
-                .collect::<Vec<_>>(),
+            unvouched_ranges(&checked),
             [(1, genuine_seq)],
             "{:#?}",
             lines(&path)
@@ -3458,19 +3446,9 @@ mod tests {
         // Through `FILE.1`.
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.jsonl");
-        {
-            let sink = with_checkpoints(ChainedFileSink::append_to(&path, None).unwrap(), &key);
-            for n in 1..=4 {
-                sink.write(&record(n)).unwrap();
-            }
-        }
+        write_checkpointed(&path, &key, 1, 4);
         std::fs::rename(&path, rotated_name(&path)).unwrap();
-        {
-            let sink = with_checkpoints(ChainedFileSink::append_to(&path, None).unwrap(), &key);
-            for n in 5..=8 {
-                sink.write(&record(n)).unwrap();
-            }
-        }
+        write_checkpointed(&path, &key, 5, 8);
         let later = checkpoint_lines(&path).pop().unwrap();
         // `FILE.1` without its stop checkpoint: it ends at record `end`.
         let mut rotated = lines(&rotated_name(&path));
@@ -3502,11 +3480,7 @@ mod tests {
         }
         put(&rotated_name(&path), &rotated);
         let checked = verify(&[rotated_name(&path), path.clone()], None, Some(&public)).unwrap();
-        let unvouched: Vec<(u64, u64)> = checked
-            .unvouched
-            .iter()
-            .map(|range| (range.from, range.to))
-            .collect();
+        let unvouched = unvouched_ranges(&checked);
         assert!(
             unvouched
                 .iter()
