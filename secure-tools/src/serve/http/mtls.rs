@@ -1063,9 +1063,24 @@ pub(crate) mod tests {
     }
 
     pub(crate) fn pki() -> Pki {
+        let (ca, key, cert) = server_under_a_ca();
+        Pki {
+            ca: ca.pem(),
+            cert: cert.pem(),
+            key: key.serialize_pem(),
+            crl: revocation_list(&ca, 2098, 1),
+        }
+    }
+
+    /// A CA that signs certificates and revocation lists, and a server's key and certificate for `localhost` it
+    /// signed.
+    fn server_under_a_ca() -> (
+        rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+        rcgen::KeyPair,
+        rcgen::Certificate,
+    ) {
         use rcgen::{
-            BasicConstraints, CertificateParams, CertificateRevocationListParams, CertifiedIssuer,
-            IsCa, KeyIdMethod, KeyPair, KeyUsagePurpose, SerialNumber, date_time_ymd,
+            BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair, KeyUsagePurpose,
         };
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -1076,22 +1091,28 @@ pub(crate) mod tests {
             .unwrap()
             .signed_by(&key, &ca)
             .unwrap();
-        let crl = CertificateRevocationListParams {
-            this_update: date_time_ymd(2098, 1, 1),
+        (ca, key, cert)
+    }
+
+    /// A revocation list of `ca` revoking nothing, issued on 1 January of `year` and good until 2099: PEM.
+    fn revocation_list(
+        ca: &rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+        year: i32,
+        number: u64,
+    ) -> String {
+        use rcgen::{CertificateRevocationListParams, KeyIdMethod, SerialNumber, date_time_ymd};
+        CertificateRevocationListParams {
+            this_update: date_time_ymd(year, 1, 1),
             next_update: date_time_ymd(2099, 1, 1),
-            crl_number: SerialNumber::from(1u64),
+            crl_number: SerialNumber::from(number),
             issuing_distribution_point: None,
             revoked_certs: Vec::new(),
             key_identifier_method: KeyIdMethod::Sha256,
         }
-        .signed_by(&ca)
-        .unwrap();
-        Pki {
-            ca: ca.pem(),
-            cert: cert.pem(),
-            key: key.serialize_pem(),
-            crl: crl.pem().unwrap(),
-        }
+        .signed_by(ca)
+        .unwrap()
+        .pem()
+        .unwrap()
     }
 
     /// Red-team finding: an older revocation list copied back over the file (one from before a client was revoked)
@@ -1099,33 +1120,8 @@ pub(crate) mod tests {
     /// its issuer (its `thisUpdate`), or a file without a list of an issuer the lists in use have, is not taken.
     #[test]
     fn an_older_revocation_list_is_not_taken_in_place_of_the_one_in_use() {
-        use rcgen::{
-            BasicConstraints, CertificateParams, CertificateRevocationListParams, CertifiedIssuer,
-            IsCa, KeyIdMethod, KeyPair, KeyUsagePurpose, SerialNumber, date_time_ymd,
-        };
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
-        let key = KeyPair::generate().unwrap();
-        let cert = CertificateParams::new(vec!["localhost".to_owned()])
-            .unwrap()
-            .signed_by(&key, &ca)
-            .unwrap();
-        let list = |year: i32, number: u64| {
-            CertificateRevocationListParams {
-                this_update: date_time_ymd(year, 1, 1),
-                next_update: date_time_ymd(2099, 1, 1),
-                crl_number: SerialNumber::from(number),
-                issuing_distribution_point: None,
-                revoked_certs: Vec::new(),
-                key_identifier_method: KeyIdMethod::Sha256,
-            }
-            .signed_by(&ca)
-            .unwrap()
-            .pem()
-            .unwrap()
-        };
+        let (ca, key, cert) = server_under_a_ca();
+        let list = |year: i32, number: u64| revocation_list(&ca, year, number);
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("crl.pem");
         std::fs::write(&file, list(2098, 1001)).unwrap();
