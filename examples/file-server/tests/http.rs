@@ -1494,20 +1494,7 @@ fn settings_that_would_open_the_server_wider_than_asked_stop_the_start() {
     use std::os::unix::ffi::OsStrExt as _;
     let dir = tempfile::tempdir().unwrap();
     let run = |args: &[&str], envs: &[(&str, &std::ffi::OsStr)]| {
-        let mut command = std::process::Command::new(SERVER);
-        command
-            .arg("--data-root")
-            .arg(dir.path())
-            .args(["--http", "127.0.0.1:0"])
-            .args(args)
-            .env_remove("MCP_AUTH_HS256_SECRET")
-            .stdin(std::process::Stdio::null());
-        for (k, v) in envs {
-            command.env(k, v);
-        }
-        let (status, stderr) = common::refused_start(&mut command);
-        assert!(!status.success(), "{stderr}");
-        stderr
+        common::refused_http_start(SERVER, dir.path(), args, envs)
     };
     let secret = std::ffi::OsStr::new(SECRET);
     let bearer = [

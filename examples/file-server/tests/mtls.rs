@@ -897,20 +897,7 @@ fn the_health_check_says_it_cannot_ask_a_server_with_mutual_tls() {
 fn mtls_options_must_be_complete_and_exclusive_with_bearer() {
     let dir = tempfile::tempdir().unwrap();
     let run = |args: &[&str], envs: &[(&str, &str)]| {
-        let mut command = Command::new(SERVER);
-        command
-            .arg("--data-root")
-            .arg(dir.path())
-            .args(["--http", "127.0.0.1:0"])
-            .args(args)
-            .env_remove("MCP_AUTH_HS256_SECRET")
-            .stdin(Stdio::null());
-        for (k, v) in envs {
-            command.env(k, v);
-        }
-        let (status, stderr) = common::refused_start(&mut command);
-        assert!(!status.success(), "{stderr}");
-        stderr
+        common::refused_http_start(SERVER, dir.path(), args, envs)
     };
     let stderr = run(&["--client-ca", "ca.pem"], &[]);
     assert!(stderr.contains("TLS needs callers"), "{stderr}");

@@ -99,6 +99,31 @@ pub fn refused_start(command: &mut std::process::Command) -> (ExitStatus, String
     }
 }
 
+/// `server` started over HTTP on loopback (`--http 127.0.0.1:0`) with `data_root`, `args` and the variables `envs`
+/// (no HS256 secret of the environment's own), expected to refuse to start: what it wrote on standard error.
+#[allow(dead_code)]
+pub fn refused_http_start<V: AsRef<std::ffi::OsStr>>(
+    server: &str,
+    data_root: &std::path::Path,
+    args: &[&str],
+    envs: &[(&str, V)],
+) -> String {
+    let mut command = std::process::Command::new(server);
+    command
+        .arg("--data-root")
+        .arg(data_root)
+        .args(["--http", "127.0.0.1:0"])
+        .args(args)
+        .env_remove("MCP_AUTH_HS256_SECRET")
+        .stdin(Stdio::null());
+    for (name, value) in envs {
+        command.env(name, value);
+    }
+    let (status, stderr) = refused_start(&mut command);
+    assert!(!status.success(), "{stderr}");
+    stderr
+}
+
 /// What a server wrote on its standard error up to the line saying it listens, among it the addresses of its
 /// listeners: one given port 0 is found here.
 #[allow(dead_code)]
