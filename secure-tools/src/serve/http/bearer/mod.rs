@@ -394,13 +394,14 @@ impl BearerAuth {
             Authenticated {
                 caller,
                 token_id: token_id.map(str::to_owned),
-                // An `exp` past what the clock can hold (2^63 s and more) is the latest time there is (red-team
-                // finding: the addition panicked the request).
+                // An `exp` past what the clock can hold (2^63 s and more) ends in the year 9999 (red-team finding:
+                // the addition panicked the request).
                 valid_until: std::time::UNIX_EPOCH
-                    .checked_add(std::time::Duration::from_secs(
-                        expires.saturating_add(self.leeway_secs),
-                    ))
-                    .unwrap_or_else(latest_time),
+                    + std::time::Duration::from_secs(
+                        expires
+                            .saturating_add(self.leeway_secs)
+                            .min(LATEST_TOKEN_END_SECS),
+                    ),
             },
             expires,
         ))
@@ -445,18 +446,9 @@ pub struct Authenticated {
     pub valid_until: std::time::SystemTime,
 }
 
-/// The latest time a `SystemTime` holds here, found by halving: for a token's end past it.
-fn latest_time() -> std::time::SystemTime {
-    let mut latest = std::time::UNIX_EPOCH;
-    let mut step = std::time::Duration::from_secs(u64::MAX);
-    while step > std::time::Duration::from_secs(1) {
-        match latest.checked_add(step) {
-            Some(later) => latest = later,
-            None => step /= 2,
-        }
-    }
-    latest
-}
+/// The end of the year 9999, in seconds since the epoch: the latest end a token's is put at (a `SystemTime` past
+/// what the platform holds panics when made).
+const LATEST_TOKEN_END_SECS: u64 = 253_402_300_799;
 
 /// Whether the token's header names a member [`check_header`] refuses, whatever its value: one given as `null`
 /// reads as absent once parsed (red-team note: `"crit": null` passed), and RFC 7515 gives none of them a `null`.
