@@ -669,7 +669,6 @@ impl<S: Send + Sync + 'static> ToolSet<S> {
     }
 
     /// Every scope a tool of the set requires, secure or plain.
-    #[cfg_attr(not(feature = "http"), allow(dead_code))]
     pub(crate) fn all_scopes(&self) -> impl Iterator<Item = &crate::scope::Scope> {
         self.inner
             .tools

@@ -1210,6 +1210,39 @@ fn the_runners_lines_name_the_program_that_prints_them() {
     assert!(!stderr.contains("secure-tools: warning"), "{stderr}");
 }
 
+/// A grant naming a scope no tool requires (`files.wrte` for `files.write`) went unsaid: the caller then lacked
+/// the scope it was meant to hold, and only refusals told. It is warned about at start, naming the tools' scopes.
+#[test]
+fn a_grant_naming_a_scope_no_tool_requires_is_warned_about() {
+    let area = Area::new();
+    for (scopes, warned) in [
+        ("files.read files.wrte", true),
+        ("files.read,files.write", false),
+    ] {
+        let output = Command::new(SERVER)
+            .arg("--data-root")
+            .arg(area.data())
+            .env("MCP_SCOPES", scopes)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(
+            stderr.contains(
+                "secure-file-server: warning: --scopes / MCP_SCOPES grants `files.wrte`, which no tool requires \
+                 (the tools require: files.read, files.write)"
+            ),
+            warned,
+            "{scopes}: {stderr}"
+        );
+        assert_eq!(
+            stderr.contains("which no tool requires"),
+            warned,
+            "{stderr}"
+        );
+    }
+}
+
 /// Red-team finding: rmcp logs each request it answers with an error (`response error id=...`, at `warn`, which the
 /// file server logs) with the client's id printed raw, so an id holding line feeds forged whole lines of the
 /// server's log (a fake audit record among them, where the audit goes to stderr), and a 4 MB id wrote 4 MB of log

@@ -126,6 +126,7 @@ impl Settings {
                 self.runner_otel(builder.has_telemetry(), &|name| std::env::var(name).ok())?;
         }
         let tools = self.build(builder)?;
+        warn_of_scopes_no_tool_requires(&self.auth, &tools);
         let secure = secure_server(&tools, &self);
         let listed = listed_tools(&tools, &make(secure.for_session()))?;
         check_plain_redactions(&tools, &listed)?;
@@ -331,6 +332,67 @@ pub fn listed_tools<S: Send + Sync + 'static, H: ServerHandler>(
     }
     listed.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(listed)
+}
+
+/// The scopes a configured grant holds that no tool of the set requires, each with the setting that grants it and
+/// to whom (`None`: every caller of the transport). Token grants are the identity provider's, and hold its own
+/// scopes (`openid`) by design: they are not looked at.
+fn scopes_no_tool_requires<'a>(
+    auth: &'a super::settings::Auth,
+    required: &std::collections::BTreeSet<&crate::scope::Scope>,
+) -> Vec<(&'static str, Option<String>, &'a crate::scope::Scope)> {
+    use super::settings::Auth;
+    let grants: Vec<(&'static str, Option<String>, &crate::scope::Grant)> = match auth {
+        Auth::None { grant } => vec![("--scopes / MCP_SCOPES", None, grant)],
+        #[cfg(feature = "mtls")]
+        Auth::MutualTls(mtls) => mtls
+            .grants()
+            .map(|(name, grant)| {
+                (
+                    "--mtls-client / MCP_MTLS_CLIENTS",
+                    Some(name.to_string()),
+                    grant,
+                )
+            })
+            .collect(),
+        #[allow(unreachable_patterns)]
+        _ => Vec::new(),
+    };
+    grants
+        .into_iter()
+        .flat_map(|(setting, whom, grant)| {
+            grant
+                .iter()
+                .filter(|scope| !required.contains(scope))
+                .map(move |scope| (setting, whom.clone(), scope))
+        })
+        .collect()
+}
+
+/// Says so on stderr for each scope a configured grant holds that no tool requires: a misspelt scope
+/// (`files.wrte`) would leave its caller without the one meant, and only refusals would tell. Not refused: one
+/// grant may serve several servers, or tools to come.
+fn warn_of_scopes_no_tool_requires<S: Send + Sync + 'static>(
+    auth: &super::settings::Auth,
+    tools: &ToolSet<S>,
+) {
+    let required: std::collections::BTreeSet<_> = tools.all_scopes().collect();
+    let unrequired = scopes_no_tool_requires(auth, &required);
+    if unrequired.is_empty() {
+        return;
+    }
+    let names: Vec<&str> = required.iter().map(|scope| scope.as_str()).collect();
+    let wanted = match names.is_empty() {
+        true => "no tool requires a scope".to_owned(),
+        false => format!("the tools require: {}", names.join(", ")),
+    };
+    for (setting, whom, scope) in unrequired {
+        let whom = whom.map(|name| format!(" to {name}")).unwrap_or_default();
+        eprintln!(
+            "{}: warning: {setting} grants `{scope}`{whom}, which no tool requires ({wanted})",
+            super::program_name(),
+        );
+    }
 }
 
 /// A plain tool's redactions must name arguments of its input schema, as a secure tool's must: a redaction that
@@ -627,6 +689,54 @@ mod tests {
         let shown = format!("{error:?}");
         assert!(!shown.contains("InvalidSetting {"), "{shown}");
         assert!(shown.contains("not a rate"), "{shown}");
+    }
+
+    /// A grant naming a scope no tool requires (`files.wrte`) was taken without a word: each one is found, with
+    /// the setting that grants it and to whom.
+    #[test]
+    fn the_scopes_a_grant_holds_that_no_tool_requires_are_found() {
+        use crate::serve::settings::Auth;
+        let tools = ToolSet::builder(())
+            .plain_tool(PlainTool::new("read").scope("files.read"))
+            .plain_tool(PlainTool::new("write").scope("files.write"))
+            .build()
+            .unwrap();
+        let required = tools.all_scopes().collect();
+        let found = |auth: &Auth| -> Vec<String> {
+            super::scopes_no_tool_requires(auth, &required)
+                .into_iter()
+                .map(|(setting, whom, scope)| format!("{setting} {whom:?} {scope}"))
+                .collect()
+        };
+        let grant = |scopes| crate::Grant::parse(scopes).unwrap();
+        assert!(
+            found(&Auth::None {
+                grant: grant("files.read files.write")
+            })
+            .is_empty()
+        );
+        assert_eq!(
+            found(&Auth::None {
+                grant: grant("files.read files.wrte")
+            }),
+            ["--scopes / MCP_SCOPES None files.wrte"]
+        );
+        #[cfg(feature = "mtls")]
+        {
+            let pki = crate::serve::http::mtls::tests::pki();
+            let mtls = crate::serve::http::mtls::MtlsAuth::from_pem(
+                pki.cert.as_bytes(),
+                pki.key.as_bytes(),
+                pki.ca.as_bytes(),
+            )
+            .unwrap()
+            .client("alice", grant("files.read"))
+            .client("bob", grant("files.read Files.Write"));
+            assert_eq!(
+                found(&Auth::MutualTls(mtls)),
+                ["--mtls-client / MCP_MTLS_CLIENTS Some(\"bob\") Files.Write"]
+            );
+        }
     }
 
     /// Trial finding: `--rate-limit-redis` without any rate was taken silently, and replicas meant to share a

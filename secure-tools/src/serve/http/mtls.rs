@@ -306,6 +306,13 @@ impl fmt::Debug for ServerTls {
     }
 }
 
+impl MtlsAuth {
+    /// Each mapped client name and the grant it is given.
+    pub(crate) fn grants(&self) -> impl Iterator<Item = (&ClientName, &Grant)> {
+        self.clients.iter().map(|(name, (_, grant))| (name, grant))
+    }
+}
+
 impl fmt::Debug for MtlsAuth {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MtlsAuth")
