@@ -251,20 +251,27 @@ impl VerificationKeys {
         }
     }
 
-    /// The key for a token: the one its `kid` names, or, for a token without `kid`, the only key there is.
+    /// The keys that may have signed a token: those its `kid` names (a set may hold several under one id: an EC
+    /// P-256 and a P-384 key, or a rotation's next key), or, for a token without `kid`, the only key there is.
+    /// Empty when none may have.
     pub(super) fn select<'k>(
         keys: &'k [VerificationKey],
         kid: Option<&str>,
-    ) -> Option<&'k VerificationKey> {
+    ) -> Vec<&'k VerificationKey> {
         match kid {
-            Some(kid) => keys
-                .iter()
-                .find(|k| k.kid.as_deref() == Some(kid))
-                .or_else(|| {
+            Some(kid) => {
+                let named: Vec<_> = keys
+                    .iter()
+                    .filter(|k| k.kid.as_deref() == Some(kid))
+                    .collect();
+                match named.is_empty() && keys.len() == 1 && keys[0].kid.is_none() {
                     // A static key has no id: it verifies whatever `kid` the issuer stamps.
-                    (keys.len() == 1 && keys[0].kid.is_none()).then(|| &keys[0])
-                }),
-            None => (keys.len() == 1).then(|| &keys[0]),
+                    true => vec![&keys[0]],
+                    false => named,
+                }
+            }
+            None if keys.len() == 1 => vec![&keys[0]],
+            None => Vec::new(),
         }
     }
 }
@@ -327,7 +334,15 @@ pub(super) fn parse_jwks(text: &str) -> Result<Arc<[VerificationKey]>, KeyError>
         let Ok(key) = DecodingKey::from_jwk(jwk) else {
             continue;
         };
-        let family_algorithms = key.family().algorithms().to_vec();
+        // An EC key signs with the one algorithm of its curve (RFC 7518 section 3.4): a P-256 key is no ES384 key.
+        let family_algorithms = match &jwk.algorithm {
+            jsonwebtoken::jwk::AlgorithmParameters::EllipticCurve(ec) => match ec.curve {
+                jsonwebtoken::jwk::EllipticCurve::P256 => vec![Algorithm::ES256],
+                jsonwebtoken::jwk::EllipticCurve::P384 => vec![Algorithm::ES384],
+                _ => continue,
+            },
+            _ => key.family().algorithms().to_vec(),
+        };
         let algorithms = match jwk.common.key_algorithm {
             Some(named) => match named.to_string().parse::<Algorithm>() {
                 Ok(alg) if family_algorithms.contains(&alg) => vec![alg],
@@ -369,6 +384,76 @@ impl VerificationKeys {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A JWK of an EC key pair's public half, under `kid`.
+    fn ec_jwk(pair: &rcgen::KeyPair, crv: &str, kid: &str) -> serde_json::Value {
+        use base64::Engine as _;
+        let point = &pair.public_key_raw()[1..];
+        let (x, y) = point.split_at(point.len() / 2);
+        let b64 = |bytes| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+        serde_json::json!({"kty": "EC", "crv": crv, "kid": kid, "x": b64(x), "y": b64(y)})
+    }
+
+    /// Left from a review: a key set holding two keys under one `kid` (one provider's rotation publishing the next
+    /// key under the same id, or an EC P-256 and a P-384 key sharing it) verified tokens with the first only, so
+    /// tokens signed with the other were refused. Every key under the `kid` that takes the token's algorithm is
+    /// tried, and a token none of them signed is still refused.
+    #[test]
+    fn every_key_under_a_tokens_kid_is_tried() {
+        let issuer = "https://issuer.test";
+        let resource = "https://mcp.example.com/mcp";
+        let p256_old = rcgen::KeyPair::generate().unwrap();
+        let p256_new = rcgen::KeyPair::generate().unwrap();
+        let p384 = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap();
+        let stranger = rcgen::KeyPair::generate().unwrap();
+        let set = serde_json::json!({"keys": [
+            ec_jwk(&p256_old, "P-256", "shared"),
+            ec_jwk(&p384, "P-384", "shared"),
+            ec_jwk(&p256_new, "P-256", "shared"),
+        ]});
+        let auth = crate::serve::http::BearerAuth::new(
+            issuer,
+            resource,
+            VerificationKeys::jwks_json(&set.to_string()).unwrap(),
+        );
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let claims =
+            serde_json::json!({"iss": issuer, "sub": "alice", "aud": resource, "exp": now + 600});
+        let sign = |pair: &rcgen::KeyPair, alg| {
+            let mut header = jsonwebtoken::Header::new(alg);
+            header.kid = Some("shared".into());
+            let key =
+                jsonwebtoken::EncodingKey::from_ec_pem(pair.serialize_pem().as_bytes()).unwrap();
+            jsonwebtoken::encode(&header, &claims, &key).unwrap()
+        };
+        use jsonwebtoken::Algorithm::{ES256, ES384};
+        for (pair, alg) in [(&p256_old, ES256), (&p384, ES384), (&p256_new, ES256)] {
+            assert_eq!(
+                auth.verify(&sign(pair, alg)).unwrap().id(),
+                "alice",
+                "{alg:?}"
+            );
+        }
+        assert_eq!(
+            auth.verify(&sign(&stranger, ES256)).unwrap_err(),
+            super::super::TokenError::BadSignature
+        );
+        // An expired token signed with the second key says so, not that its signature is bad.
+        let expired =
+            serde_json::json!({"iss": issuer, "sub": "alice", "aud": resource, "exp": now - 3600});
+        let mut header = jsonwebtoken::Header::new(ES256);
+        header.kid = Some("shared".into());
+        let key =
+            jsonwebtoken::EncodingKey::from_ec_pem(p256_new.serialize_pem().as_bytes()).unwrap();
+        let token = jsonwebtoken::encode(&header, &expired, &key).unwrap();
+        assert_eq!(
+            auth.verify(&token).unwrap_err(),
+            super::super::TokenError::Expired
+        );
+    }
 
     #[test]
     fn a_private_key_is_refused_where_a_public_key_belongs() {

@@ -283,9 +283,25 @@ impl BearerAuth {
         if names_unsupported_member(token) {
             return Err(TokenError::UnsupportedHeader);
         }
-        let key =
-            VerificationKeys::select(&keys, header.kid.as_deref()).ok_or(TokenError::UnknownKey)?;
-        let (verified, expires) = self.verify_with(token, &header, key)?;
+        let candidates = VerificationKeys::select(&keys, header.kid.as_deref());
+        // Those that take the token's algorithm, tried in turn until one's signature matches: what that one says
+        // of the token (expired, say) is the verdict. None that takes it: the first says why.
+        let mut taking = candidates
+            .iter()
+            .filter(|key| key.algorithms.contains(&header.alg))
+            .peekable();
+        let first = match taking.peek() {
+            Some(key) => *key,
+            None => candidates.first().ok_or(TokenError::UnknownKey)?,
+        };
+        let mut outcome = self.verify_with(token, &header, first);
+        for key in taking.skip(1) {
+            if !matches!(outcome, Err(TokenError::BadSignature)) {
+                break;
+            }
+            outcome = self.verify_with(token, &header, key);
+        }
+        let (verified, expires) = outcome?;
         self.cache.put(token, &verified, expires, &keys, now);
         Ok(verified)
     }
