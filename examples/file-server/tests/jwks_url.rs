@@ -664,3 +664,78 @@ async fn a_key_whose_operations_exclude_verify_is_not_used() {
     let bob = token(KEY_B, "key-b", "https://mcp.test/mcp", "bob");
     assert!(auth.verify_fetching(&bob).await.is_ok());
 }
+
+/// Left from a review: an event stream opened with a token went on after the provider withdrew the token's key (a
+/// leaked key, removed from the set): every request with the token was refused, while its stream stayed open until
+/// the token expired. A stream's token is checked again once the keys held change (before the stream's next
+/// message: rmcp's keep-alive at least every 15 s), and a token they no longer verify ends it, recorded
+/// `invalid_token`, `stream_ended`.
+#[tokio::test]
+async fn an_event_stream_ends_when_its_tokens_key_is_withdrawn() {
+    let jwks = JwksServer::start(&JwkSet {
+        keys: vec![jwk(KEY_A, "key-a"), jwk(KEY_B, "key-b")],
+    });
+    let server = start_server_with_args(&jwks, None, &["--jwks-max-age", "1s", "--http-sessions"]);
+    let leaked = token(KEY_A, "key-a", &server.resource, "alice");
+    let client = reqwest::Client::new();
+    let initialize = |token: String| {
+        client
+            .post(&server.resource)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("authorization", format!("Bearer {token}"))
+            .body(
+                json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+                    "protocolVersion": "2025-11-25", "capabilities": {},
+                    "clientInfo": {"name": "t", "version": "0"}}})
+                .to_string(),
+            )
+            .send()
+    };
+    let opened = initialize(leaked.clone()).await.unwrap();
+    assert_eq!(opened.status(), 200);
+    let session = opened.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let mut stream = client
+        .get(&server.resource)
+        .header("accept", "text/event-stream")
+        .header("mcp-protocol-version", "2025-11-25")
+        .header("authorization", format!("Bearer {leaked}"))
+        .header("mcp-session-id", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    // Key A leaked: the provider removes it, and the server fetches the keys again (they are stale after 1 s).
+    jwks.rotate(&JwkSet {
+        keys: vec![jwk(KEY_B, "key-b")],
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let bob = initialize(token(KEY_B, "key-b", &server.resource, "bob"))
+        .await
+        .unwrap();
+    assert_eq!(bob.status(), 200);
+    let withdrawn = std::time::Instant::now();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(25), stream.chunk()).await {
+            Ok(Ok(Some(_))) => continue,
+            Ok(Ok(None)) | Ok(Err(_)) => break,
+            Err(_) => panic!("the stream was still open 25 s after its token's key was withdrawn"),
+        }
+    }
+    assert!(
+        withdrawn.elapsed() < Duration::from_secs(20),
+        "ended after {:?}",
+        withdrawn.elapsed()
+    );
+    let records = secure_tools_tests::read_audit_so_far(&server._dir.path().join("audit.jsonl"));
+    let ended: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["event"] == "http_rejected" && r["detail"] == "stream_ended")
+        .collect();
+    assert_eq!(ended.len(), 1, "{records:#?}");
+    assert_eq!(ended[0]["reason"], "invalid_token");
+    assert_eq!(ended[0]["subject"], "alice");
+}

@@ -419,6 +419,16 @@ async fn authenticated(shared: Arc<Shared>, mut request: Request, next: Route) -
         (true, Some(_), &axum::http::Method::GET) => Some(Kind::Stream),
         _ => None,
     };
+    // A bearer stream's token, checked again as the keys change.
+    let stream_token = match (&shared.auth, kind) {
+        (Some(auth), Some(Kind::Stream)) => {
+            match challenge::bearer_token(request.headers(), request.uri()) {
+                Credential::Token(token) => Some(auth.stream_token(token)),
+                _ => None,
+            }
+        }
+        _ => None,
+    };
     // A session's place is taken only as rmcp opens one (`sessions::Bound`): a request without a session opens
     // none unless it is an `initialize` (a trial's 2026-07-28 requests, which stand alone, each held one while it
     // ran, and a client with more than the limit in flight was refused).
@@ -628,8 +638,17 @@ async fn authenticated(shared: Arc<Shared>, mut request: Request, next: Route) -
                     Some(expiry) => body.into_data_stream().take_until(expiry).left_stream(),
                     None => body.into_data_stream().right_stream(),
                 };
+                let mut stream_token = stream_token;
                 axum::body::Body::from_stream(data.take_while(move |_| {
                     let _held = &stream;
+                    // A bearer token is checked again once the keys held change (red-team finding: a stream went
+                    // on after its token's key was withdrawn, while every request with the token was refused).
+                    if let (Some(auth), Some(token)) = (&ended.shared.auth, &mut stream_token)
+                        && auth.recheck_stream(token).is_err()
+                    {
+                        ended.record(StatusCode::UNAUTHORIZED, "invalid_token");
+                        return std::future::ready(false);
+                    }
                     #[cfg(feature = "mtls")]
                     if let (Some(peer), Some(tls)) = (&recheck, &ended.shared.client_certificates)
                         && let Err(reason) = tls.recheck(peer)

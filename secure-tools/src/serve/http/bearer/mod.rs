@@ -306,6 +306,26 @@ impl BearerAuth {
         Ok(verified)
     }
 
+    /// What an event stream opened with `token` is checked again with ([`recheck_stream`](Self::recheck_stream)).
+    pub(crate) fn stream_token(&self, token: &str) -> StreamToken {
+        StreamToken {
+            token: token.into(),
+            keys: self.keys.current(),
+        }
+    }
+
+    /// Checks an open event stream's token again if the keys held have changed since it was last checked: a key
+    /// the provider withdrew (a leaked one) ends the streams its tokens opened, as it refuses their requests.
+    pub(crate) fn recheck_stream(&self, stream: &mut StreamToken) -> Result<(), TokenError> {
+        let keys = self.keys.current();
+        if Arc::ptr_eq(&keys, &stream.keys) {
+            return Ok(());
+        }
+        self.authenticate_now(&stream.token)?;
+        stream.keys = keys;
+        Ok(())
+    }
+
     /// Checks an access token, as [`verify`](Self::verify); when the keys come from a JWKS URL and the token names
     /// a key they do not hold, fetches the JWKS again first (at most once per refetch interval).
     pub async fn verify_fetching(&self, token: &str) -> Result<Caller, TokenError> {
@@ -460,6 +480,12 @@ pub struct Authenticated {
     pub token_id: Option<String>,
     /// When the token stops being accepted: its `exp` and the leeway. An event stream it opened ends then.
     pub valid_until: std::time::SystemTime,
+}
+
+/// An open event stream's token, and the keys it was last checked with.
+pub(crate) struct StreamToken {
+    token: Box<str>,
+    keys: Arc<[keys::VerificationKey]>,
 }
 
 /// The end of the year 9999, in seconds since the epoch: the latest end a token's is put at (a `SystemTime` past
