@@ -1089,6 +1089,111 @@ async fn a_connection_to_redis_that_answers_garbage_is_replaced() {
     }
 }
 
+/// Red-team finding: one answer declaring a bulk string of gigabytes (`$3000000000`, from whatever holds the Redis
+/// port, or anyone on the path to it) was read whole after its check had given up, the server's memory peaking at
+/// twice the declared size. What a connection reads is bounded (a check's answer is two integers): past the bound,
+/// the connection is closed, and the next check connects anew.
+#[tokio::test]
+async fn a_flood_on_the_redis_connection_is_not_read_whole() {
+    use secure_tools::call::shared_rate::RedisRates;
+    use secure_tools::testing::{ToolTester, caller};
+    use secure_tools::{Rate, ToolSet};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    const DECLARED: u64 = 256 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let (_redis, port) = redis(dir.path());
+    // A proxy to Redis that, once flooding, answers the next command with the head of a 256 MiB bulk string, then
+    // its bytes for as long as the client reads them.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy = listener.local_addr().unwrap().port();
+    let flooding = Arc::new(AtomicBool::new(false));
+    let flooded = Arc::new(AtomicU64::new(0));
+    let flood_ended = Arc::new(AtomicBool::new(false));
+    let (floods, sent, ended) = (flooding.clone(), flooded.clone(), flood_ended.clone());
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let server = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .unwrap();
+            let (floods, sent, ended) = (floods.clone(), sent.clone(), ended.clone());
+            tokio::spawn(async move {
+                let (mut from_client, to_client) = client.into_split();
+                let (mut from_server, mut to_server) = server.into_split();
+                let to_client = Arc::new(tokio::sync::Mutex::new(to_client));
+                let answering = to_client.clone();
+                tokio::spawn(async move {
+                    let mut buffer = vec![0u8; 16 * 1024];
+                    while let Ok(read) = from_server.read(&mut buffer).await {
+                        let mut to_client = answering.lock().await;
+                        if read == 0 || to_client.write_all(&buffer[..read]).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+                let mut buffer = vec![0u8; 16 * 1024];
+                while let Ok(read) = from_client.read(&mut buffer).await {
+                    if read == 0 {
+                        return;
+                    }
+                    if !floods.load(Ordering::SeqCst) {
+                        if to_server.write_all(&buffer[..read]).await.is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                    let mut to_client = to_client.lock().await;
+                    let head = format!("${DECLARED}\r\n");
+                    if to_client.write_all(head.as_bytes()).await.is_ok() {
+                        let chunk = vec![b'x'; 64 * 1024];
+                        while sent.load(Ordering::SeqCst) < DECLARED
+                            && to_client.write_all(&chunk).await.is_ok()
+                        {
+                            sent.fetch_add(chunk.len() as u64, Ordering::SeqCst);
+                        }
+                    }
+                    ended.store(true, Ordering::SeqCst);
+                    return;
+                }
+            });
+        }
+    });
+    let tester = ToolTester::new(
+        ToolSet::builder(())
+            .tool::<counted>()
+            .rate_limit(Rate::per_minute(100).unwrap())
+            .rate_limit_store(
+                RedisRates::open(&format!("redis://127.0.0.1:{proxy}/0"), "flood").unwrap(),
+            ),
+    )
+    .unwrap();
+    let someone = caller("someone", "t.call");
+    let first = tester.call(&someone, "counted", json!({})).await;
+    assert_eq!(first.code(), None, "{first:?}");
+    flooding.store(true, Ordering::SeqCst);
+    let flooded_call = tester.call(&someone, "counted", json!({})).await;
+    assert_eq!(
+        flooded_call.code(),
+        Some("rate_limit_unavailable"),
+        "{flooded_call:?}"
+    );
+    let waited = std::time::Instant::now();
+    while !flood_ended.load(Ordering::SeqCst) {
+        assert!(
+            waited.elapsed() < Duration::from_secs(30),
+            "the flood went on for 30 s: {} bytes read",
+            flooded.load(Ordering::SeqCst)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let read = flooded.load(Ordering::SeqCst);
+    assert!(read < 32 << 20, "{read} bytes of the flood were read");
+    flooding.store(false, Ordering::SeqCst);
+    let after = tester.call(&someone, "counted", json!({})).await;
+    assert_eq!(after.code(), None, "Redis answers again: {after:?}");
+}
+
 /// Sends one command to the Redis at `port` on a connection of its own and returns its answer as text.
 async fn redis_command(port: u16, args: &[&str]) -> String {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};

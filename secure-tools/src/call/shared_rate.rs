@@ -12,18 +12,20 @@
 //! ([`WhenUnavailable::Allow`]) if configured so: fail closed unless asked otherwise. Either way the call is
 //! audited, and a failure is logged at most once per outage.
 //!
-//! The connection reconnects by itself after an I/O error. A connection that fails a check in any other way, but for
-//! an error Redis answered, is replaced as well (the next check connects anew): one that stops answering without
+//! A connection that fails a check, but for an error Redis answered, is replaced (a dropped one within the check,
+//! once; otherwise the next check connects anew): one that stops answering without
 //! closing (a Redis behind a proxy whose backend died, a host lost without a reset) would otherwise hold every check
 //! to a timeout until the kernel gives it up, many minutes later, and one that received an answer it could not read
 //! (not Redis's) would fail every check after it. An error Redis answers (`OOM` under `maxmemory`, `READONLY` from a
-//! replica, `LOADING`) refuses the check the same way, but keeps the connection, which works.
+//! replica, `LOADING`) refuses the check the same way, but keeps the connection, which works. A connection reads at
+//! most [`MAX_UNASKED_REDIS_BYTES`] more than it has sent (every answer here is shorter than its command), and is
+//! closed past that: the client's reader would otherwise read an answer of any declared size whole.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::MultiplexedConnection;
 
 use super::limits::Rate;
 use super::refusal::{Refusal, codes};
@@ -38,7 +40,7 @@ pub const REDIS_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A connection being made, shared by the checks that wait for it.
 type Connecting = futures_util::future::Shared<
-    futures_util::future::BoxFuture<'static, Result<ConnectionManager, Arc<str>>>,
+    futures_util::future::BoxFuture<'static, Result<MultiplexedConnection, Arc<str>>>,
 >;
 
 /// GCRA on the Redis server. `KEYS[1]`: the caller and tool's key. `ARGV[1]`: the emission interval (µs, `period /
@@ -88,7 +90,7 @@ impl std::str::FromStr for WhenUnavailable {
 #[derive(Default)]
 struct Slot {
     generation: u64,
-    connection: Option<ConnectionManager>,
+    connection: Option<MultiplexedConnection>,
     /// The connection being made, for `generation`.
     connecting: Option<Connecting>,
 }
@@ -101,6 +103,105 @@ fn forget_connecting(shared: &Shared, generation: u64) {
         .unwrap_or_else(PoisonError::into_inner);
     if slot.generation == generation {
         slot.connecting = None;
+    }
+}
+
+/// How many bytes a connection to Redis may read beyond those it has written. Every command sent is longer than
+/// its answer (a check's answer is two integers; `SCRIPT LOAD`'s the script's hash; an error a line), so a
+/// connection past this reads what was never asked for (red-team finding: one answer declaring a 3 GB bulk string
+/// was read whole, the server's memory peaking at twice that, after its check had given up).
+pub const MAX_UNASKED_REDIS_BYTES: u64 = 64 * 1024;
+
+/// A connection to Redis that fails once it has read [`MAX_UNASKED_REDIS_BYTES`] more than it has written: the
+/// client's reader has no bound of its own on an answer's size.
+struct Bounded<S> {
+    inner: S,
+    written: u64,
+    read: u64,
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Bounded<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if self.read > self.written.saturating_add(MAX_UNASKED_REDIS_BYTES) {
+            return std::task::Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "Redis sent over {MAX_UNASKED_REDIS_BYTES} bytes more than it was sent: not the answers of a \
+                     rate check"
+                ),
+            )));
+        }
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        let read = (buf.filled().len() - before) as u64;
+        self.read = self.read.saturating_add(read);
+        polled
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Bounded<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let std::task::Poll::Ready(Ok(written)) = &polled {
+            self.written = self.written.saturating_add(*written as u64);
+        }
+        polled
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// A connection to the Redis `client` names, over a [`Bounded`] stream, its driver spawned: set up (`AUTH`,
+/// `SELECT`) as the client would, each answer awaited [`REDIS_TIMEOUT`] at most.
+async fn connect_bounded(client: &redis::Client) -> redis::RedisResult<MultiplexedConnection> {
+    let info = client.get_connection_info();
+    let config = redis::AsyncConnectionConfig::new().set_response_timeout(Some(REDIS_TIMEOUT));
+    macro_rules! over {
+        ($stream:expr) => {{
+            let stream = Bounded {
+                inner: $stream,
+                written: 0,
+                read: 0,
+            };
+            let (connection, driver) =
+                MultiplexedConnection::new_with_config(info.redis_settings(), stream, config)
+                    .await?;
+            tokio::spawn(driver);
+            Ok(connection)
+        }};
+    }
+    match info.addr() {
+        redis::ConnectionAddr::Tcp(host, port) => {
+            let stream = tokio::net::TcpStream::connect((host.as_str(), *port)).await?;
+            let _ = stream.set_nodelay(true);
+            over!(stream)
+        }
+        #[cfg(unix)]
+        redis::ConnectionAddr::Unix(path) => over!(tokio::net::UnixStream::connect(path).await?),
+        _ => Err(redis::RedisError::from(std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            "only redis:// and redis+unix:// URLs are supported (no TLS)",
+        ))),
     }
 }
 
@@ -204,7 +305,7 @@ impl RedisRates {
     /// own, which goes on if the check waiting for it gives up (red-team finding: made within the check, a connection
     /// to a Redis 200 ms away never fit in a check's bound, and every check was refused for as long as the latency
     /// lasted).
-    async fn connection(&self) -> Result<(u64, ConnectionManager), redis::RedisError> {
+    async fn connection(&self) -> Result<(u64, MultiplexedConnection), redis::RedisError> {
         use futures_util::FutureExt as _;
         let (generation, connecting) = {
             let mut slot = self
@@ -219,17 +320,11 @@ impl RedisRates {
                 Some(connecting) => connecting.clone(),
                 None => {
                     let client = self.client.clone();
-                    let config = ConnectionManagerConfig::new()
-                        .set_connection_timeout(Some(REDIS_CONNECT_TIMEOUT))
-                        .set_response_timeout(Some(REDIS_TIMEOUT))
-                        .set_number_of_retries(1)
-                        .set_max_delay(Duration::from_millis(200));
                     let shared = self.shared.clone();
                     let generation = slot.generation;
                     let made = tokio::spawn(async move {
                         let made = tokio::time::timeout(REDIS_CONNECT_TIMEOUT, async move {
-                            let mut connection =
-                                ConnectionManager::new_with_config(client, config).await?;
+                            let mut connection = connect_bounded(&client).await?;
                             // The script loaded with the connection, so that the first check is one round trip,
                             // not two (a refused `EVALSHA`, then `EVAL`): with Redis 200 ms away the two did not
                             // fit in a check's bound, and its timeout gave the connection up again (red-team
@@ -328,22 +423,25 @@ impl RedisRates {
         let work = async {
             let (made, mut connection) = self.connection().await?;
             generation = Some(made);
-            // A connection Redis dropped (a restart) fails the command sent on it, and only then does the manager
-            // reconnect: the command is tried once more, on the new connection, within the same bound. (A step
-            // that ran before its answer was lost is counted twice: the error is on the limit's side.)
+            // A connection Redis dropped (a restart) fails the command sent on it: it is given up, and the command
+            // tried once more on a new connection, within the same bound. (A step that ran before its answer was
+            // lost is counted twice: the error is on the limit's side.)
             match script.invoke_async::<(i64, i64)>(&mut connection).await {
-                // Not after a timeout: the manager does not reconnect then, and the bound is already spent.
+                // Not after a timeout: the bound is already spent.
                 Err(error) if error.is_connection_dropped() && !error.is_timeout() => {
+                    self.give_up(made);
+                    let (made, mut connection) = self.connection().await?;
+                    generation = Some(made);
                     script.invoke_async::<(i64, i64)>(&mut connection).await
                 }
                 answer => answer,
             }
         };
-        // The connection manager's own timeouts bound each attempt; this bounds the whole, waiting for a connection
+        // The connection's own timeout bounds each answer; this bounds the whole, waiting for a connection
         // being made, reconnecting and retrying included, to the time documented (red-team finding: the wait for a
         // connection was outside it, and a Redis that took connections and never answered held each check 5 s).
         // A connection being made goes on past it. On a runtime without a time driver (where a timer panics) the
-        // manager's own timeouts are the bound.
+        // connection's own timeout is the bound.
         let answer = match super::panic::quietly(|| tokio::time::sleep(REDIS_TIMEOUT)) {
             Ok(sleep) => tokio::select! {
                 answer = work => answer,
@@ -356,8 +454,7 @@ impl RedisRates {
         };
         // Any failure but an error Redis answered replaces the connection: after a timeout it may never answer
         // again, and after an answer it could not read (red-team finding: an HTTP error from whatever held the port
-        // while Redis was down) what comes next on it is unreadable too, while the manager reconnects only after a
-        // dropped connection. An error Redis answered (out of memory, a read-only replica, loading its data) says
+        // while Redis was down) what comes next on it is unreadable too. An error Redis answered (out of memory, a read-only replica, loading its data) says
         // the connection works: a new one would meet the same answer, at the cost of a connection a check.
         let answered = |error: &redis::RedisError| {
             matches!(
