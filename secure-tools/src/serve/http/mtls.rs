@@ -424,6 +424,7 @@ impl ServerTls {
         for crl in &crls {
             check_fresh(crl)?;
         }
+        issued_lists(pem)?;
         self.parts.server_config(crls)
     }
 
@@ -759,14 +760,41 @@ struct CrlState {
     /// The version in use.
     version: FileVersion,
     config: Arc<Tls>,
-    /// Each issuer's list in use: when it was issued (`thisUpdate`). A file read again may not go back on one.
+    /// Each issuer's list in use: when it was issued (`thisUpdate`), and its number. A file read again may not go
+    /// back on one.
     issued: Issued,
 }
 
-/// When each issuer's revocation list was issued (`thisUpdate`), by issuer.
-type Issued = std::collections::BTreeMap<String, std::time::SystemTime>;
+/// When each issuer's revocation list was issued (`thisUpdate`) and its CRL number (big-endian, without leading
+/// zeros), if it has one, by issuer.
+type Issued = std::collections::BTreeMap<String, (std::time::SystemTime, Option<Vec<u8>>)>;
 
-/// When each issuer's list in `pem` was issued: the latest, where an issuer has several.
+/// A list's CRL number (RFC 5280 section 5.2.3), big-endian without leading zeros, so that a longer one is larger.
+fn crl_number(list: &x509_cert::crl::CertificateList) -> Option<Vec<u8>> {
+    use x509_cert::der::Decode;
+    use x509_cert::der::oid::AssociatedOid;
+    let extension = list
+        .tbs_cert_list
+        .crl_extensions
+        .as_ref()?
+        .iter()
+        .find(|extension| extension.extn_id == x509_cert::ext::pkix::CrlNumber::OID)?;
+    let number = x509_cert::ext::pkix::CrlNumber::from_der(extension.extn_value.as_bytes()).ok()?;
+    let bytes = number.0.as_bytes();
+    let first = bytes
+        .iter()
+        .position(|byte| *byte != 0)
+        .unwrap_or(bytes.len());
+    Some(bytes[first..].to_vec())
+}
+
+/// Whether CRL number `a` is below `b`.
+fn number_below(a: &[u8], b: &[u8]) -> bool {
+    (a.len(), a) < (b.len(), b)
+}
+
+/// When each issuer's list in `pem` was issued, and its number. A file holds one list per CA (red-team finding: an
+/// older list put before the current one was taken, as a handshake reads an issuer's first list): two are refused.
 fn issued_lists(pem: &[u8]) -> Result<Issued, MtlsError> {
     use x509_cert::der::Decode;
     let mut issued = Issued::new();
@@ -782,10 +810,16 @@ fn issued_lists(pem: &[u8]) -> Result<Issued, MtlsError> {
             }
         })?;
         let at = list.tbs_cert_list.this_update.to_system_time();
-        let entry = issued
-            .entry(list.tbs_cert_list.issuer.to_string())
-            .or_insert(at);
-        *entry = (*entry).max(at);
+        let issuer = list.tbs_cert_list.issuer.to_string();
+        if issued.contains_key(&issuer) {
+            return Err(MtlsError::Pem {
+                what: "client CRL",
+                reason: format!(
+                    "two lists of {issuer}: give one list per CA, its latest (a handshake would read only the first)"
+                ),
+            });
+        }
+        issued.insert(issuer, (at, crl_number(&list)));
     }
     Ok(issued)
 }
@@ -794,9 +828,26 @@ fn issued_lists(pem: &[u8]) -> Result<Issued, MtlsError> {
 /// before a client was revoked, was taken, and the client served again): each issuer of the lists in use must have
 /// a list issued no earlier in the new file.
 fn no_rollback(in_use: &Issued, new: &Issued) -> Result<(), MtlsError> {
-    for (issuer, at) in in_use {
+    for (issuer, (at, number)) in in_use {
         match new.get(issuer) {
-            Some(new_at) if new_at >= at => {}
+            Some((new_at, _)) if new_at > at => {}
+            // Issued at the same time: its number may not be lower (RFC 5280: numbers only grow; red-team finding,
+            // a list of the same thisUpdate and a lower number un-revoked a client).
+            Some((new_at, Some(new_number)))
+                if new_at == at
+                    && number
+                        .as_ref()
+                        .is_some_and(|number| number_below(new_number, number)) =>
+            {
+                return Err(MtlsError::Pem {
+                    what: "client CRL",
+                    reason: format!(
+                        "the list of {issuer} has a lower CRL number than the one in use, issued at the same time: \
+                         a list is not rolled back; load one at least as recent"
+                    ),
+                });
+            }
+            Some((new_at, _)) if new_at == at => {}
             Some(_) => {
                 return Err(MtlsError::Pem {
                     what: "client CRL",
@@ -1147,10 +1198,37 @@ pub(crate) mod tests {
             Arc::ptr_eq(&in_use, &crl_file.current()),
             "the older list was taken"
         );
+        // Red-team finding: the older list put before the one in use, in one file, was taken (a handshake reads the
+        // first list of an issuer). A file holds one list per CA: two of one are not taken, in either order.
+        for (first, second) in [((2097, 1000), (2098, 1001)), ((2098, 1001), (2097, 1000))] {
+            std::fs::write(&file, list(first.0, first.1) + &list(second.0, second.1)).unwrap();
+            crl_file.refresh(&tls);
+            assert!(
+                Arc::ptr_eq(&in_use, &crl_file.current()),
+                "two lists of one CA were taken: {first:?}, {second:?}"
+            );
+        }
+        // Red-team finding: a list of the same thisUpdate with a lower CRL number was taken; numbers only grow
+        // (RFC 5280 section 5.2.3).
+        std::fs::write(&file, list(2098, 999) + "\n\n\n").unwrap();
+        crl_file.refresh(&tls);
+        assert!(
+            Arc::ptr_eq(&in_use, &crl_file.current()),
+            "a list of a lower number was taken"
+        );
         // A newer one is.
         std::fs::write(&file, list(2098, 1002) + "\n\n").unwrap();
         crl_file.refresh(&tls);
         assert!(!Arc::ptr_eq(&in_use, &crl_file.current()));
+        // And lists given whole hold one per CA too.
+        let refused = ServerTls::from_pem(cert.pem().as_bytes(), key.serialize_pem().as_bytes())
+            .unwrap()
+            .client_ca(ca.pem().as_bytes())
+            .unwrap()
+            .revocation_lists((list(2097, 1000) + &list(2098, 1001)).as_bytes())
+            .map(|_| ())
+            .unwrap_err();
+        assert!(refused.to_string().contains("two lists of"), "{refused}");
     }
 
     /// Red-team findings: a CN `pod-0, uri:spiffe://example.org/admin` was shown in a refusal's record as a CN
