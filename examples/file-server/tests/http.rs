@@ -1553,6 +1553,56 @@ fn settings_that_would_open_the_server_wider_than_asked_stop_the_start() {
         "{stderr}"
     );
     assert!(!stderr.contains("hunter2"), "{stderr}");
+    // Red-team findings: `null:*` let `Origin: null` through past the check of `null`; `*`, `file://` or `data:`
+    // were taken as origins, matching nothing they seem to. An entry is an origin, `scheme://host[:port]` (or
+    // `:*` for any port).
+    for entry in [
+        "null:*",
+        "NULL:8080",
+        "*",
+        "http://*",
+        "file://",
+        "data:",
+        "about:blank",
+        "https://a.example/app",
+    ] {
+        let stderr = run(
+            &[&bearer[..], &["--allowed-origin", entry]].concat(),
+            &[("MCP_AUTH_HS256_SECRET", secret)],
+        );
+        assert!(stderr.contains("--allowed-origin"), "{entry}: {stderr}");
+    }
+    // Red-team finding: credentials in the issuer or an authorization server were taken, and published to every
+    // client in the protected resource metadata; a resource URL with a fragment (RFC 8707: none) was published.
+    for (flag, url, named) in [
+        ("--issuer", "https://u:hunter2@issuer.test", "--issuer"),
+        (
+            "--authorization-server",
+            "https://u:hunter2@as.example",
+            "--authorization-server",
+        ),
+        (
+            "--resource-url",
+            "http://127.0.0.1:0/mcp#hunter2",
+            "--resource-url",
+        ),
+    ] {
+        let mut args = vec![
+            "--issuer",
+            ISSUER,
+            "--resource-url",
+            "http://127.0.0.1:0/mcp",
+        ];
+        match args.iter().position(|arg| *arg == flag) {
+            Some(at) => args[at + 1] = url,
+            None => args.extend([flag, url]),
+        }
+        let stderr = run(&args, &[("MCP_AUTH_HS256_SECRET", secret)]);
+        assert!(
+            stderr.contains(named) && !stderr.contains("hunter2"),
+            "{flag} {url}: {stderr}"
+        );
+    }
     let not_utf8 = std::ffi::OsStr::from_bytes(b"secret-\xff-0123456789abcdef0123456789");
     let stderr = run(&bearer, &[("MCP_AUTH_HS256_SECRET", not_utf8)]);
     assert!(

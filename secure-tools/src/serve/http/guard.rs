@@ -357,6 +357,35 @@ fn origin_allowed(allowed: &[String], origin: &str) -> bool {
     origin_listed(allowed, &origin)
 }
 
+/// Why an allowlist entry is no origin to allow, if it is not: an origin is `scheme://host[:port]` (`:*` for any
+/// port). `null`, with or without a port (red-team finding: `null:*` let `Origin: null` through), is the origin any
+/// page can send (a sandboxed frame, a `data:` page); `*`, `file://`, `data:` or a path match nothing they seem to.
+pub(super) fn origin_entry_problem(entry: &str) -> Option<&'static str> {
+    let entry = normalized_origin(entry);
+    let origin = entry.strip_suffix(":*").unwrap_or(&entry);
+    if origin == "null" || origin.starts_with("null:") {
+        return Some(
+            "`null` is the origin any page can send (a sandboxed frame, a `data:` page): it would let every page \
+             through; name the origins of the pages that may call the server",
+        );
+    }
+    let well_formed = origin.split_once("://").is_some_and(|(scheme, authority)| {
+        let scheme_ok = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+            && scheme
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b));
+        let (host, port) = split_authority(authority);
+        scheme_ok
+            && !host.is_empty()
+            && !authority.contains(['/', '?', '#', '@', '*', ' ', '\\'])
+            && port.is_none_or(|port| !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()))
+    });
+    (!well_formed).then_some(
+        "an origin is `scheme://host` with an optional `:port`, or `:*` for any port (`https://app.example`, \
+         `http://localhost:*`): no path, no wildcard host, and no `file://` or `data:` page, which send `null`",
+    )
+}
+
 /// An `Origin` as the allowlist's entries are written: lowercased, without a trailing `/`.
 pub(super) fn normalized_origin(origin: &str) -> String {
     origin.trim().trim_end_matches('/').to_ascii_lowercase()
@@ -383,6 +412,40 @@ fn origin_listed(allowed: &[String], origin: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An allowlist entry is an origin; `null` under any port, and what is no origin, are not (red-team findings).
+    #[test]
+    fn an_allowed_origin_entry_is_an_origin() {
+        for origin in [
+            "https://app.example",
+            "https://App.Example/",
+            "http://localhost:*",
+            "http://[::1]:8080",
+            "https://a.example:443",
+            "vscode-webview://abc123",
+        ] {
+            assert_eq!(origin_entry_problem(origin), None, "{origin}");
+        }
+        for entry in [
+            "null",
+            "null:*",
+            "NULL:8080",
+            "*",
+            "http://*",
+            "https://*.example",
+            "file://",
+            "data:",
+            "about:blank",
+            "https://a.example/app",
+            "https://u@a.example",
+            "https://a.example:",
+            "https://a.example:x",
+            "://a.example",
+            "1http://a.example",
+        ] {
+            assert!(origin_entry_problem(entry).is_some(), "{entry}");
+        }
+    }
 
     #[test]
     fn hosts_match_by_name_and_optional_port() {

@@ -183,17 +183,14 @@ pub(super) async fn resolve(
     let mut http = HttpSettings::new(bind);
     http.allowed_origins = args.allowed_origins.clone().unwrap_or_default();
     // Any page can send `Origin: null` (from a sandboxed frame, a `data:` page): listed, it would let every page
-    // through (red-team finding).
-    if http
-        .allowed_origins
-        .iter()
-        .any(|origin| origin.trim().eq_ignore_ascii_case("null"))
-    {
-        return Err(invalid(
-            "--allowed-origin / MCP_ALLOWED_ORIGINS",
-            "`null` is the origin any page can send (a sandboxed frame, a `data:` page): it would let every page \
-             through; name the origins of the pages that may call the server",
-        ));
+    // through (red-team finding); and an entry that is no origin matches nothing it seems to.
+    for origin in &http.allowed_origins {
+        if let Some(problem) = guard::origin_entry_problem(origin) {
+            return Err(invalid(
+                "--allowed-origin / MCP_ALLOWED_ORIGINS",
+                &format!("`{}`: {problem}", origin.escape_debug()),
+            ));
+        }
     }
     http.allowed_hosts
         .extend(args.allowed_hosts.clone().unwrap_or_default());
@@ -360,10 +357,12 @@ fn check_resource_url(url: &str) -> Result<(), String> {
         .parse()
         .map_err(|_| format!("`{}` is not a URL", shown.escape_debug()))?;
     // The resource URL is published (the tokens' audience, the metadata clients read): it carries no credentials.
-    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+    no_credentials(url, "the resource URL")?;
+    // RFC 8707 section 2: a resource indicator has no fragment (red-team finding: one was published).
+    if url.contains('#') {
         return Err(format!(
-            "`{}` carries credentials (`user:password@`): the resource URL is published to every client; remove them",
-            shown.escape_debug()
+            "`{}` has a fragment (`#...`): a resource URL has none (RFC 8707); remove it",
+            shown.split('#').next().unwrap_or_default().escape_debug()
         ));
     }
     let host = uri.host().unwrap_or_default();
@@ -385,6 +384,24 @@ fn check_resource_url(url: &str) -> Result<(), String> {
              in --token-audience)",
             shown.escape_debug()
         )),
+    }
+}
+
+/// Refuses a URL the server publishes (`what`) that carries credentials (`user:password@`), shown masked (red-team
+/// findings: a resource URL's, then an issuer's and an authorization server's, were published to every client).
+fn no_credentials(url: &str, what: &str) -> Result<(), String> {
+    let authority = url
+        .split_once("://")
+        .map_or(url, |(_, rest)| rest)
+        .split(['/', '?', '#'])
+        .next()
+        .unwrap_or_default();
+    match authority.contains('@') {
+        true => Err(format!(
+            "`{}` carries credentials (`user:password@`): {what} is published to every client; remove them",
+            crate::serve::settings::masked_url(url).escape_debug()
+        )),
+        false => Ok(()),
     }
 }
 
@@ -429,6 +446,14 @@ async fn bearer_auth(args: &ServerArgs, secret: Option<String>) -> Result<Auth, 
     })?;
     check_resource_url(&resource)
         .map_err(|reason| invalid("--resource-url / MCP_RESOURCE_URL", reason))?;
+    // The issuer and the authorization servers are published too, in the protected resource metadata.
+    no_credentials(&issuer, "the issuer")
+        .map_err(|reason| invalid("--issuer / MCP_AUTH_ISSUER", reason))?;
+    for server in args.authorization_servers.iter().flatten() {
+        no_credentials(server, "an authorization server").map_err(|reason| {
+            invalid("--authorization-server / MCP_AUTHORIZATION_SERVERS", reason)
+        })?;
+    }
     let sources = [
         args.jwks_url.is_some(),
         args.jwks_file.is_some(),
@@ -920,12 +945,12 @@ where
         .iter()
         .map(|o| guard::normalized_origin(o))
         .filter(|origin| {
-            // The origin any page can send: never an allowed one (the runner's settings refuse it).
-            let null = origin == "null";
-            if null {
-                tracing::warn!("`null` among the allowed origins is ignored: any page can send it");
+            // The origin any page can send, or no origin: never an allowed one (the runner's settings refuse it).
+            let problem = guard::origin_entry_problem(origin);
+            if let Some(problem) = problem {
+                tracing::warn!(entry = %origin.escape_debug(), "an allowed origin is ignored: {problem}");
             }
-            !null
+            problem.is_none()
         })
         .collect();
     let shared = Arc::new(Shared {
