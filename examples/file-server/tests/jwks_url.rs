@@ -388,6 +388,29 @@ async fn a_token_naming_an_unknown_key_waits_a_second_at_most_for_a_slow_provide
     jwks.answer_after(Duration::ZERO);
 }
 
+/// Red-team finding: with the keys stale and the provider slow, a token naming a key not held waited a second
+/// for the stale keys' fetch, then another for the same fetch as a refetch: two seconds, where one was promised. A
+/// request's waits for fetches share one deadline.
+#[tokio::test]
+async fn a_request_waits_a_second_in_all_for_fetches_however_many_it_needs() {
+    let jwks = JwksServer::start(&JwkSet {
+        keys: vec![jwk(KEY_A, "key-a")],
+    });
+    let server = start_server_with_args(&jwks, None, &["--jwks-max-age", "1s"]);
+    jwks.answer_after(Duration::from_secs(8));
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let made_up = token(KEY_B, "made-up", &server.resource, "eve");
+    let started = std::time::Instant::now();
+    let (status, _) = read_greeting(&server, &made_up).await;
+    let waited = started.elapsed();
+    assert_eq!(status, 401);
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_millis(1700),
+        "waited {waited:?}"
+    );
+    jwks.answer_after(Duration::ZERO);
+}
+
 #[test]
 fn an_unreachable_jwks_url_stops_the_server_at_start() {
     // A port held, never listening, for the whole test: nothing answers there.

@@ -370,11 +370,12 @@ impl VerificationKeys {
     }
 
     /// Fetches the JWKS URL again, unless it was fetched less than the refetch interval ago: in the background
-    /// (one fetch at a time), waited for [`JWKS_STALE_WAIT`] at most. A request whose token names a key not held
+    /// (one fetch at a time), waited for until `deadline` at most (the request's: [`JWKS_STALE_WAIT`] for all its
+    /// waits). A request whose token names a key not held
     /// does not hold its connection for a slow provider's whole fetch (red-team finding: 40 such requests filled a
     /// server's 40 connections for up to 10 s, turning away callers with valid tokens); past the wait it is checked
     /// against the keys held, and the fetch goes on for the requests after it. Needs a Tokio runtime.
-    pub(super) async fn refetch(&self) {
+    pub(super) async fn refetch(&self, deadline: std::time::Instant) {
         let Some(remote) = &self.remote else {
             return;
         };
@@ -383,18 +384,18 @@ impl VerificationKeys {
         // Told of a fetch that ends from now on.
         refreshed.as_mut().enable();
         remote.fetch_in_background();
-        // On a runtime without a time driver (where a timer panics), no wait.
-        if let Ok(wait) =
-            crate::call::panic::quietly(|| tokio::time::timeout(JWKS_STALE_WAIT, refreshed))
-        {
-            let _ = wait.await;
-        }
+        wait_until(deadline, refreshed).await;
+    }
+
+    /// When this request's waits for fetches end: [`JWKS_STALE_WAIT`] from now, for all of them together.
+    pub(super) fn fetch_deadline(&self) -> std::time::Instant {
+        std::time::Instant::now() + JWKS_STALE_WAIT
     }
 
     /// When the keys held are older than their maximum age, fetches them again in the background (one fetch at a
-    /// time) and waits for it, [`JWKS_STALE_WAIT`] at most: past that, the keys held are used until it ends. Needs a
+    /// time) and waits for it, until `deadline` at most: past that, the keys held are used until it ends. Needs a
     /// Tokio runtime.
-    pub(super) async fn refresh_if_stale(&self) {
+    pub(super) async fn refresh_if_stale(&self, deadline: std::time::Instant) {
         let Some(remote) = &self.remote else {
             return;
         };
@@ -412,12 +413,16 @@ impl VerificationKeys {
         if remote.failing.load(Ordering::Acquire) {
             return;
         }
-        // On a runtime without a time driver (where a timer panics), no wait.
-        if let Ok(wait) =
-            crate::call::panic::quietly(|| tokio::time::timeout(JWKS_STALE_WAIT, refreshed))
-        {
-            let _ = wait.await;
-        }
+        wait_until(deadline, refreshed).await;
+    }
+}
+
+/// Waits for `event` until `deadline` at most; on a runtime without a time driver (where a timer panics), not at
+/// all.
+async fn wait_until(deadline: std::time::Instant, event: impl std::future::Future) {
+    let deadline = tokio::time::Instant::from_std(deadline);
+    if let Ok(wait) = crate::call::panic::quietly(|| tokio::time::timeout_at(deadline, event)) {
+        let _ = wait.await;
     }
 }
 

@@ -369,11 +369,16 @@ impl VerificationKeys {
         self.keys.clone()
     }
 
+    /// Keys that are not fetched are never waited for.
+    pub(super) fn fetch_deadline(&self) -> std::time::Instant {
+        std::time::Instant::now()
+    }
+
     /// Keys that are not fetched are never fetched again.
-    pub(super) async fn refetch(&self) {}
+    pub(super) async fn refetch(&self, _deadline: std::time::Instant) {}
 
     /// Keys that are not fetched do not age.
-    pub(super) async fn refresh_if_stale(&self) {}
+    pub(super) async fn refresh_if_stale(&self, _deadline: std::time::Instant) {}
 
     /// Whether the keys come from a URL, and may be fetched again.
     pub(super) fn is_fetched(&self) -> bool {

@@ -336,11 +336,14 @@ impl BearerAuth {
 
     /// Checks an access token as [`verify_fetching`](Self::verify_fetching) does, and also gives the token's id.
     pub async fn authenticate(&self, token: &str) -> Result<Authenticated, TokenError> {
-        self.keys.refresh_if_stale().await;
+        // Every wait for a fetch this request makes ends by one deadline (red-team finding: with the keys stale, a
+        // token naming a key not held waited a second for each of two waits on one fetch).
+        let deadline = self.keys.fetch_deadline();
+        self.keys.refresh_if_stale(deadline).await;
         match self.authenticate_now(token) {
             Err(TokenError::UnknownKey) if self.keys.is_fetched() => {
                 // Whether this request fetched or waited for another's fetch, the keys held now decide.
-                self.keys.refetch().await;
+                self.keys.refetch(deadline).await;
                 self.authenticate_now(token)
             }
             other => other,
