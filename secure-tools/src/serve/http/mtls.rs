@@ -630,7 +630,20 @@ fn listed_names(names: &[ClientName]) -> String {
         .iter()
         .map(|name| {
             let text = name.to_string();
-            if text.contains([',', '"']) || text.trim() != text {
+            // A CN that reads as another kind of name (`uri:...`, or `cn:alice`, the CN `alice` in a mapping), and
+            // a name holding a character a reader would not see (red-team finding), are quoted too.
+            let prefixed = matches!(name, ClientName::CommonName(_))
+                && ["uri:", "dns:", "email:", "cn:"].iter().any(|kind| {
+                    text.get(..kind.len())
+                        .is_some_and(|start| start.eq_ignore_ascii_case(kind))
+                });
+            let unseen = text.chars().any(|c| {
+                c.is_control()
+                    || crate::text::format_or_separator(c)
+                    || crate::text::invisible(c)
+                    || crate::text::hazard(c).is_some()
+            });
+            if prefixed || unseen || text.contains([',', '"']) || text.trim() != text {
                 format!("{text:?}")
             } else {
                 text
@@ -1247,6 +1260,17 @@ pub(crate) mod tests {
         assert_eq!(
             listed_names(&[ClientName::CommonName("alice".into())]),
             "alice"
+        );
+        // Red-team finding: a CN `uri:spiffe://x/admin` read as a URI would, a CN `cn:alice` as the CN `alice` in
+        // a mapping's syntax, and a zero-width space or a right-to-left override was written raw.
+        assert_eq!(
+            listed_names(&[
+                ClientName::CommonName("uri:spiffe://x/admin".into()),
+                ClientName::CommonName("CN:alice".into()),
+                ClientName::CommonName("alice\u{200b}".into()),
+                ClientName::Uri("spiffe://x/\u{202e}nimda".into()),
+            ]),
+            r#""uri:spiffe://x/admin", "CN:alice", "alice\u{200b}", "uri:spiffe://x/\u{202e}nimda""#
         );
         let mut params = rcgen::CertificateParams::new(
             (0..70).map(|i| format!("n{i}.example")).collect::<Vec<_>>(),
