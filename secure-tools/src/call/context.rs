@@ -1176,17 +1176,25 @@ impl Elicitation {
             } => serde_json::to_value(requested_schema).ok(),
             _ => None,
         };
-        let answer = self.exchange_unchecked(route, params).await?;
+        let mut answer = self.exchange_unchecked(route, params).await?;
         // An acceptance with no content is one with none of the form's members (a review's finding: it passed
         // unchecked, whatever the form required).
-        let empty = Value::Object(serde_json::Map::new());
         if let (Some(form), ElicitationAction::Accept) = (&form, &answer.action) {
-            let content = answer.content.as_ref().filter(|c| !c.is_null());
-            if !fits_form(form, content.unwrap_or(&empty)) {
+            let content = answer.content.as_mut().filter(|c| !c.is_null());
+            let mut empty = Value::Object(serde_json::Map::new());
+            let given = content.is_some();
+            let checked = match content {
+                Some(content) => content,
+                None => &mut empty,
+            };
+            if !fits_form(form, checked) {
                 // Neither the answer nor what is wrong with it is kept: see the refusal `elicitation_invalid`.
                 return Err(ElicitationError::ParseError {
                     error: serde::de::Error::custom("the answer does not fit the form asked"),
-                    data: content.cloned().unwrap_or(Value::Null),
+                    data: match given {
+                        true => checked.clone(),
+                        false => Value::Null,
+                    },
                 });
             }
         }
@@ -1233,12 +1241,30 @@ impl Elicitation {
 /// (`enum`, `oneOf`/`anyOf` of `const`s), within its bounds (`minLength`/`maxLength` in characters,
 /// `minimum`/`maximum`, `minItems`/`maxItems`). A member the form does not have is left to the handler, and a
 /// string's `format` to the client: the checks are of the shape the handler relies on (red-team finding: a bare
-/// string reached `Elicitation::request`'s caller as an accepted answer).
-fn fits_form(form: &Value, content: &Value) -> bool {
-    let Some(content) = content.as_object() else {
+/// string reached `Elicitation::request`'s caller as an accepted answer). An integer member written as a whole
+/// number with a fraction (`30.0`, which JSON Schema counts an integer) is made an integer in `content`, as a
+/// handler's integer type reads it (red-team finding: it fitted, then failed the handler's type).
+fn fits_form(form: &Value, content: &mut Value) -> bool {
+    let Some(content) = content.as_object_mut() else {
         return false;
     };
     let properties = form.get("properties").and_then(Value::as_object);
+    for (name, value) in content.iter_mut() {
+        let integer_member = properties
+            .and_then(|properties| properties.get(name))
+            .and_then(|property| property.get("type"))
+            .and_then(Value::as_str)
+            == Some("integer");
+        if integer_member
+            && let Some(n) = value.as_f64()
+            && !value.is_i64()
+            && !value.is_u64()
+            && n.fract() == 0.0
+            && n.abs() <= MAX_EXACT_INTEGER
+        {
+            *value = Value::from(n as i64);
+        }
+    }
     let required = form
         .get("required")
         .and_then(Value::as_array)
@@ -1281,12 +1307,25 @@ fn fits_property(property: &Value, value: &Value) -> bool {
         }
         Some("number") => value.as_f64().is_some_and(within) && among_choices(property, value),
         Some("integer") => {
-            let whole = value.is_i64()
-                || value.is_u64()
-                || value
-                    .as_f64()
-                    .is_some_and(|n| n.fract() == 0.0 && n.abs() <= MAX_EXACT_INTEGER);
-            whole && value.as_f64().is_some_and(within) && among_choices(property, value)
+            // Compared exactly: as doubles, 2^53 + 1 was within a maximum of 2^53 (a red team's review).
+            let exact = |n: i128, key: &str, fits: fn(std::cmp::Ordering) -> bool| {
+                property.get(key).is_none_or(|bound| {
+                    match (bound.as_i64(), bound.as_u64(), bound.as_f64()) {
+                        (Some(b), _, _) => fits(n.cmp(&i128::from(b))),
+                        (_, Some(b), _) => fits(n.cmp(&i128::from(b))),
+                        (_, _, Some(b)) => (n as f64).partial_cmp(&b).is_some_and(fits),
+                        _ => true,
+                    }
+                })
+            };
+            let integer = value
+                .as_i64()
+                .map(i128::from)
+                .or_else(|| value.as_u64().map(i128::from));
+            integer.is_some_and(|n| {
+                exact(n, "minimum", std::cmp::Ordering::is_ge)
+                    && exact(n, "maximum", std::cmp::Ordering::is_le)
+            }) && among_choices(property, value)
         }
         Some("boolean") => value.is_boolean(),
         Some("array") => value.as_array().is_some_and(|items| {
@@ -1596,7 +1635,7 @@ mod tests {
             },
             "required": ["name", "ok"]
         });
-        let fits = |content: serde_json::Value| super::fits_form(&form, &content);
+        let fits = |mut content: serde_json::Value| super::fits_form(&form, &mut content);
         assert!(fits(json!({"name": "Ann", "ok": true})));
         assert!(fits(json!({
             "name": "Ann", "ok": false, "email": "not checked here", "age": 30, "score": 1.5, "colour": "red",
@@ -1606,6 +1645,32 @@ mod tests {
             fits(json!({"name": "Ann", "ok": true, "age": 30.0})),
             "a whole number"
         );
+        // Red-team finding: a whole number written `1.0` fitted, then failed a handler's integer type; an integer
+        // member is handed on as an integer. And integer bounds are compared exactly, not as doubles.
+        let mut whole = json!({"name": "Ann", "ok": true, "age": 30.0, "rank": 2.0});
+        let form_of_ranks = {
+            let mut form = form.clone();
+            form["properties"]["rank"] = json!({"type": "integer", "enum": [1, 2]});
+            form["properties"]["big"] =
+                json!({"type": "integer", "maximum": 9_007_199_254_740_992_u64});
+            form
+        };
+        assert!(super::fits_form(&form_of_ranks, &mut whole));
+        assert_eq!(
+            whole,
+            json!({"name": "Ann", "ok": true, "age": 30, "rank": 2})
+        );
+        for (big, fits) in [
+            (9_007_199_254_740_992_u64, true),
+            (9_007_199_254_740_993, false),
+        ] {
+            let mut content = json!({"name": "Ann", "ok": true, "big": big});
+            assert_eq!(
+                super::fits_form(&form_of_ranks, &mut content),
+                fits,
+                "{big}"
+            );
+        }
         // A member the form does not require, given as `null`: not given (the Python SDK's types allow it).
         assert!(fits(
             json!({"name": "Ann", "ok": true, "age": null, "colour": null})
