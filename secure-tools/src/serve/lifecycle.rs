@@ -204,15 +204,28 @@ impl Settings {
         }
     }
 
-    /// The rate limits' store in Redis, its keys named by the server's name unless a namespace was given: the same
-    /// for every replica of one server, whatever ids they have each.
+    /// The rate limits' store in Redis, its keys named by the server's name and where its callers come from unless
+    /// a namespace was given: the same for every replica of one server, whatever ids they have each, and apart for
+    /// servers whose callers' names mean different callers (red-team finding: replicas trusting different issuers
+    /// shared one allowance per `sub`, and a token whose `sub` was `stdio` used up a stdio server's).
     #[cfg(feature = "redis")]
     pub(crate) fn rate_limit_store_for_build(
         &self,
     ) -> Option<crate::call::shared_rate::RedisRates> {
+        use super::settings::Auth;
+        #[allow(unreachable_patterns)]
+        let callers = match &self.auth {
+            Auth::None { .. } if matches!(self.transport, Transport::Stdio) => "stdio".to_owned(),
+            Auth::None { .. } => "anonymous".to_owned(),
+            #[cfg(feature = "http")]
+            Auth::Bearer(bearer) => format!("iss={}", bearer.issuer()),
+            #[cfg(feature = "mtls")]
+            Auth::MutualTls(_) => "mtls".to_owned(),
+            _ => "other".to_owned(),
+        };
         self.rate_limit_store
             .clone()
-            .map(|store| store.named_if_unnamed(&self.server_info.name))
+            .map(|store| store.named_if_unnamed(&format!("{} {callers}", self.server_info.name)))
     }
 
     /// The tool set with the settings' server id, limits and audit log.
@@ -737,6 +750,63 @@ mod tests {
                 ["--mtls-client / MCP_MTLS_CLIENTS Some(\"bob\") Files.Write"]
             );
         }
+    }
+
+    /// Red-team finding: replicas of one server trusting different issuers shared their limits through Redis, so a
+    /// token of one issuer with the `sub` of another's user used up that user's allowance (and a token whose `sub` is
+    /// `stdio`, a stdio server's). Without a namespace given, the keys are kept under the server's name and where its
+    /// callers come from: the issuer, mutual TLS, or the one caller of stdio or of no authentication.
+    #[cfg(all(feature = "redis", feature = "http"))]
+    #[test]
+    fn a_redis_store_is_kept_apart_by_where_the_callers_come_from() {
+        use crate::serve::http::{BearerAuth, VerificationKeys};
+        let store = || {
+            Some(
+                crate::call::shared_rate::RedisRates::open_unnamed("redis://127.0.0.1:1/0")
+                    .unwrap(),
+            )
+        };
+        let prefix = |auth: crate::serve::settings::Auth| {
+            let mut settings = super::Settings::stdio(crate::Grant::none());
+            settings.auth = auth;
+            settings.rate_limit_store = store();
+            settings
+                .rate_limit_store_for_build()
+                .unwrap()
+                .prefix()
+                .to_owned()
+        };
+        let bearer = |issuer: &str| {
+            crate::serve::settings::Auth::Bearer(BearerAuth::new(
+                issuer,
+                "https://mcp.example/mcp",
+                VerificationKeys::hmac_secret(b"0123456789abcdef0123456789abcdef").unwrap(),
+            ))
+        };
+        let stdio = prefix(crate::serve::settings::Auth::None {
+            grant: crate::Grant::none(),
+        });
+        let (one, other) = (
+            prefix(bearer("https://one.example")),
+            prefix(bearer("https://other.example")),
+        );
+        assert_eq!(one, prefix(bearer("https://one.example")), "replicas share");
+        assert!(
+            one != other && one != stdio && other != stdio,
+            "{one} {other} {stdio}"
+        );
+        // A namespace given is kept as given.
+        let mut settings = super::Settings::stdio(crate::Grant::none());
+        settings.auth = bearer("https://one.example");
+        settings.rate_limit_store = Some(
+            crate::call::shared_rate::RedisRates::open("redis://127.0.0.1:1/0", "files").unwrap(),
+        );
+        let given = settings
+            .rate_limit_store_for_build()
+            .unwrap()
+            .prefix()
+            .to_owned();
+        assert!(given.ends_with(":files:"), "{given}");
     }
 
     /// Trial finding: `--rate-limit-redis` without any rate was taken silently, and replicas meant to share a

@@ -1647,7 +1647,7 @@ mod tests {
                 .to_owned()
         }
         assert_eq!(store("files-a", None).await, store("files-b", None).await);
-        assert!(store("files-a", None).await.contains(":files:"));
+        assert!(store("files-a", None).await.contains(":files stdio:"));
         assert_eq!(
             store("files-a", Some("tenant-1")).await,
             store("files-b", Some("tenant-1")).await

@@ -260,6 +260,11 @@ impl BearerAuth {
         }
     }
 
+    /// The issuer whose tokens are taken.
+    pub(crate) fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
     /// The URL of the protected resource metadata document, named in every challenge.
     pub fn metadata_url(&self) -> String {
         format!("{}{}", self.base_url(), METADATA_PATH)
