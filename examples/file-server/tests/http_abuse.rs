@@ -1292,3 +1292,54 @@ async fn a_session_put_to_use_while_another_opens_does_not_lift_the_limit() {
     assert!(server.events("session_closed").is_empty());
     drop(streams);
 }
+
+/// Red-team finding: connections sending their request bodies a byte at a time were busy, never closed to make
+/// room, so 16 identities (64 requests in progress each) held all 1,024 connections, and every other client,
+/// `/healthz` included, was refused for the request timeout, again and again. When every connection is busy, the
+/// one whose body has been arriving longest, for longer than a request head may take (`--http-header-timeout`), is
+/// closed to make room, recorded `evicted_slow_body`: no call has begun on it.
+#[test]
+fn bodies_sent_a_byte_at_a_time_do_not_keep_others_out() {
+    use std::io::Write as _;
+    let mut server = Server::start(
+        None,
+        &["--http-max-connections", "4", "--http-header-timeout", "1s"],
+    );
+    assert!(healthy(server.port));
+    let token = server.token("mallory", "files.read");
+    let body = read_call(1).to_string();
+    let trickling: Vec<std::net::TcpStream> = (0..4)
+        .map(|_| {
+            let mut stream = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+            write!(
+                stream,
+                "POST /mcp HTTP/1.1\r\nhost: 127.0.0.1:{}\r\ncontent-type: application/json\r\n\
+                 accept: application/json, text/event-stream\r\nauthorization: Bearer {token}\r\n\
+                 content-length: {}\r\n\r\n{}",
+                server.port,
+                body.len(),
+                &body[..10]
+            )
+            .unwrap();
+            stream
+        })
+        .collect();
+    // The bodies have been arriving for longer than a head may take.
+    std::thread::sleep(Duration::from_millis(1500));
+    let started = Instant::now();
+    while !healthy(server.port) {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "connections trickling their bodies keep every other client out"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    server.stop();
+    let evicted = server
+        .events("connection_rejected")
+        .iter()
+        .filter(|r| r["reason"] == "evicted_slow_body")
+        .count();
+    assert!(evicted >= 1, "{:#?}", server.records());
+    drop(trickling);
+}

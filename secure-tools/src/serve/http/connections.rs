@@ -5,7 +5,9 @@
 //!   half-sent requests (slowloris) and idle keep-alive connections alike.
 //! - **A connection cap** ([`DEFAULT_MAX_CONNECTIONS`], and never more than the process's descriptor limit allows):
 //!   when every slot is taken, the oldest connection with no request in progress (one still in its TLS
-//!   handshake, one that has not finished its request head, an idle keep-alive one) is closed to make room; when
+//!   handshake, one that has not finished its request head, an idle keep-alive one) is closed to make room; failing
+//!   that, the connection whose request body has been arriving longest, for longer than a head may take (no call has
+//!   begun on it: red-team finding, bodies sent a byte at a time by 16 identities held every connection); when
 //!   every connection is busy answering, the new one is refused. Clients that open connections and stall cannot
 //!   keep a real client out: it takes the place of one of theirs.
 //! - **A graceful stop**: at shutdown, connections finish the request they are answering and close.
@@ -108,6 +110,18 @@ struct Registry {
     max: usize,
     open: Mutex<BTreeMap<u64, Arc<Connection>>>,
     next: AtomicU64,
+    /// How long a request body may have been arriving before its connection may be closed to make room, when no
+    /// connection is idle: as long as a request head may take.
+    slow_body_after: Duration,
+}
+
+/// Milliseconds since the first time this was asked, never 0 (which [`Connection::body_since`] keeps for none).
+fn now_ms() -> u64 {
+    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let epoch = *EPOCH.get_or_init(std::time::Instant::now);
+    u64::try_from(epoch.elapsed().as_millis())
+        .unwrap_or(u64::MAX)
+        .saturating_add(1)
 }
 
 struct Connection {
@@ -120,6 +134,10 @@ struct Connection {
     awaited: AtomicBool,
     /// Claimed at the stop, with no request begun: closed then, not made room with.
     closed_at_stop: AtomicBool,
+    /// Since when (see [`now_ms`]) its request's body has been arriving; 0 when none is.
+    body_since: AtomicU64,
+    /// Closed to make room while its request's body was arriving, too slowly.
+    evicted_slow: AtomicBool,
 }
 
 /// A connection's place in the registry, given back when the connection ends.
@@ -144,7 +162,10 @@ impl Registry {
     /// every connection is busy.
     fn admit(self: &Arc<Self>) -> Option<Slot> {
         let mut open = self.lock();
-        if open.len() >= self.max && !Self::evict_oldest_idle(&mut open) {
+        if open.len() >= self.max
+            && !Self::evict_oldest_idle(&mut open)
+            && !Self::evict_slowest_body(&mut open, self.slow_body_after)
+        {
             return None;
         }
         let id = self.next.fetch_add(1, Ordering::Relaxed);
@@ -153,6 +174,8 @@ impl Registry {
             evict: CancellationToken::new(),
             awaited: AtomicBool::new(true),
             closed_at_stop: AtomicBool::new(false),
+            body_since: AtomicU64::new(0),
+            evicted_slow: AtomicBool::new(false),
         });
         open.insert(id, connection.clone());
         Some(Slot {
@@ -181,6 +204,86 @@ impl Registry {
             }
             None => false,
         }
+    }
+}
+
+impl Registry {
+    /// Closes the connection whose request body has been arriving longest, if for longer than `after`; whether
+    /// there was one. Its request has not reached a handler (rmcp and the runner read a body whole first), so no
+    /// call is cut.
+    fn evict_slowest_body(open: &mut BTreeMap<u64, Arc<Connection>>, after: Duration) -> bool {
+        let now = now_ms();
+        let after = u64::try_from(after.as_millis()).unwrap_or(u64::MAX);
+        let slowest = open
+            .iter()
+            .filter_map(|(id, c)| {
+                let since = c.body_since.load(Ordering::Acquire);
+                (since != 0 && now.saturating_sub(since) >= after).then_some((since, *id))
+            })
+            .min()
+            .map(|(_, id)| id);
+        match slowest.and_then(|id| open.remove(&id)) {
+            Some(connection) => {
+                connection.evicted_slow.store(true, Ordering::Release);
+                connection.evict.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// A request's body, marking its connection as receiving one (see [`Connection::body_since`]) until it has
+/// arrived, failed or been dropped.
+struct Receiving {
+    body: Incoming,
+    connection: Arc<Connection>,
+}
+
+impl Receiving {
+    fn new(body: Incoming, connection: Arc<Connection>) -> Self {
+        connection.body_since.store(now_ms(), Ordering::Release);
+        Receiving { body, connection }
+    }
+
+    fn done(&self) {
+        self.connection.body_since.store(0, Ordering::Release);
+    }
+}
+
+impl Drop for Receiving {
+    fn drop(&mut self) {
+        self.done();
+    }
+}
+
+impl hyper::body::Body for Receiving {
+    type Data = hyper::body::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let receiving = self.get_mut();
+        let polled = Pin::new(&mut receiving.body).poll_frame(cx);
+        let ended = match &polled {
+            Poll::Ready(None | Some(Err(_))) => true,
+            Poll::Ready(Some(Ok(_))) => receiving.body.is_end_stream(),
+            Poll::Pending => false,
+        };
+        if ended {
+            receiving.done();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -337,6 +440,7 @@ pub(crate) async fn serve(
         max: limits.effective_max(),
         open: Mutex::new(BTreeMap::new()),
         next: AtomicU64::new(0),
+        slow_body_after: limits.header_read_timeout,
     });
     let tracker = TaskTracker::new();
     #[cfg(feature = "mtls")]
@@ -422,8 +526,12 @@ async fn connection(
 ) {
     let evict = slot.connection.evict.clone();
     let evicted = || {
+        let reason = match slot.connection.evicted_slow.load(Ordering::Acquire) {
+            true => "evicted_slow_body",
+            false => "evicted_idle",
+        };
         rejections.record(AuditEvent::ConnectionRejected {
-            reason: "evicted_idle",
+            reason,
             peer: peer.to_string(),
         })
     };
@@ -549,7 +657,11 @@ where
         let busy = Busy::new(&connection);
         let get = request.method() == hyper::Method::GET;
         let stopped = stopped.clone();
-        let mut request = request.map(Body::new);
+        let receiving = !hyper::body::Body::is_end_stream(request.body());
+        let mut request = request.map(|body| match receiving {
+            true => Body::new(Receiving::new(body, connection.clone())),
+            false => Body::new(body),
+        });
         request.extensions_mut().insert(info.clone());
         let (report, mut drained) = super::drain::DrainReport::new();
         request.extensions_mut().insert(report);
@@ -659,6 +771,7 @@ mod tests {
             max,
             open: Mutex::new(BTreeMap::new()),
             next: AtomicU64::new(0),
+            slow_body_after: Duration::from_secs(10),
         })
     }
 
