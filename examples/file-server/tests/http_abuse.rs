@@ -1343,3 +1343,64 @@ fn bodies_sent_a_byte_at_a_time_do_not_keep_others_out() {
     assert!(evicted >= 1, "{:#?}", server.records());
     drop(trickling);
 }
+
+/// Red-team finding: request bodies still arriving were buffered whole, about 4 MiB each and 64 per identity, so
+/// six identities' unfinished bodies took 1.6 GB (and 1,024 connections could hold 4 GiB). The bodies arriving at
+/// once hold at most 64 times the largest body (`--max-message-bytes`); past that, the body arriving longest (for
+/// longer than a head may take) is cut to make room, or else the new one is refused `503`, audited `server_busy`.
+#[test]
+fn unfinished_bodies_hold_a_bounded_amount_of_memory() {
+    use std::io::{Read as _, Write as _};
+    let mut server = Server::start(
+        None,
+        &[
+            "--max-message-bytes",
+            "2048",
+            "--http-header-timeout",
+            "30s",
+        ],
+    );
+    // 64 bodies of 2,048 bytes at most: 128 KiB. Each identity holds 64 requests at most; two send 40 each.
+    let tokens = [
+        server.token("mallory", "files.read"),
+        server.token("trudy", "files.read"),
+    ];
+    let unfinished: Vec<std::net::TcpStream> = (0..80)
+        .map(|n| {
+            let mut stream = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+            write!(
+                stream,
+                "POST /mcp HTTP/1.1\r\nhost: 127.0.0.1:{}\r\ncontent-type: application/json\r\n\
+                 accept: application/json, text/event-stream\r\nauthorization: Bearer {}\r\n\
+                 content-length: 2040\r\n\r\n{}",
+                server.port,
+                tokens[n % 2],
+                " ".repeat(2000)
+            )
+            .unwrap();
+            stream
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    // The bodies past the budget were refused: their connections got an answer.
+    let mut refused = 0;
+    for mut stream in unfinished.iter() {
+        stream
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let mut head = [0u8; 12];
+        if let Ok(12) = stream.read(&mut head) {
+            assert_eq!(&head, b"HTTP/1.1 503", "{}", String::from_utf8_lossy(&head));
+            refused += 1;
+        }
+    }
+    assert!((10..=20).contains(&refused), "{refused} refused");
+    server.stop();
+    let busy = server
+        .events("http_rejected")
+        .into_iter()
+        .filter(|r| r["reason"] == "server_busy" && r["status"] == 503)
+        .count();
+    assert_eq!(busy, refused, "{:#?}", server.records());
+    drop(unfinished);
+}

@@ -786,6 +786,16 @@ async fn read_body(
                 None,
             ));
         }
+        // The bodies arriving at once hold all they may: this one is refused, to be sent again later.
+        Err(error) if super::connections::is_body_budget_spent(&*error) => {
+            return Err(shared.reject(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_busy",
+                Some("body_budget"),
+                subject.map(|s| s.0.to_string()),
+                &super::Asked::new(&parts.method, &parts.uri, &parts.headers, &parts.extensions),
+            ));
+        }
         Err(_) => {
             return Err(shared.reject(
                 StatusCode::BAD_REQUEST,

@@ -59,6 +59,38 @@ pub(crate) struct ConnectionLimits {
     /// Connections another listener of the process may hold (the metrics address's), left out of this one's share
     /// of the descriptors.
     pub(crate) shared: usize,
+    /// How many bytes of request bodies still arriving may be held at once, all connections together.
+    pub(crate) max_buffered_body_bytes: usize,
+}
+
+/// How many of the largest request bodies may be arriving at once: the bound on the bytes of unfinished bodies held
+/// ([`ConnectionLimits::max_buffered_body_bytes`]) is this many times the largest body (red-team finding: unfinished
+/// bodies were held whole, about 4 MiB each and 64 per identity, 1.6 GB for six identities).
+pub const BODIES_BUFFERED: usize = 64;
+
+/// A request body refused because the bodies arriving at once hold all the bytes they may
+/// ([`ConnectionLimits::max_buffered_body_bytes`]).
+#[derive(Debug)]
+pub(crate) struct BodyBudgetSpent;
+
+impl std::fmt::Display for BodyBudgetSpent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the request bodies arriving at once hold all the memory they may")
+    }
+}
+
+impl std::error::Error for BodyBudgetSpent {}
+
+/// Whether `error`, or an error it was caused by, is [`BodyBudgetSpent`].
+pub(crate) fn is_body_budget_spent(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(error) = cause {
+        if error.is::<BodyBudgetSpent>() {
+            return true;
+        }
+        cause = error.source();
+    }
+    false
 }
 
 impl ConnectionLimits {
@@ -113,6 +145,9 @@ struct Registry {
     /// How long a request body may have been arriving before its connection may be closed to make room, when no
     /// connection is idle: as long as a request head may take.
     slow_body_after: Duration,
+    /// The bytes of request bodies arriving now, and how many there may be.
+    buffered: AtomicUsize,
+    max_buffered: usize,
 }
 
 /// Milliseconds since the first time this was asked, never 0 (which [`Connection::body_since`] keeps for none).
@@ -233,21 +268,43 @@ impl Registry {
     }
 }
 
-/// A request's body, marking its connection as receiving one (see [`Connection::body_since`]) until it has
-/// arrived, failed or been dropped.
+/// A request's body, marking its connection as receiving one (see [`Connection::body_since`]) and counting its
+/// bytes among those of the bodies arriving ([`Registry::buffered`]) until it has arrived, failed or been dropped.
 struct Receiving {
     body: Incoming,
     connection: Arc<Connection>,
+    registry: Arc<Registry>,
+    counted: usize,
 }
 
 impl Receiving {
-    fn new(body: Incoming, connection: Arc<Connection>) -> Self {
+    fn new(body: Incoming, connection: Arc<Connection>, registry: Arc<Registry>) -> Self {
         connection.body_since.store(now_ms(), Ordering::Release);
-        Receiving { body, connection }
+        Receiving {
+            body,
+            connection,
+            registry,
+            counted: 0,
+        }
     }
 
-    fn done(&self) {
+    fn done(&mut self) {
         self.connection.body_since.store(0, Ordering::Release);
+        self.registry
+            .buffered
+            .fetch_sub(std::mem::take(&mut self.counted), Ordering::AcqRel);
+    }
+
+    /// Counts `bytes` more of this body; whether they fit the bound, made room for by closing the connection whose
+    /// body has been arriving longest (if for longer than a head may take) when they do not.
+    fn count(&mut self, bytes: usize) -> bool {
+        self.counted += bytes;
+        let held = self.registry.buffered.fetch_add(bytes, Ordering::AcqRel) + bytes;
+        held <= self.registry.max_buffered
+            || Registry::evict_slowest_body(
+                &mut self.registry.lock(),
+                self.registry.slow_body_after,
+            )
     }
 }
 
@@ -259,7 +316,7 @@ impl Drop for Receiving {
 
 impl hyper::body::Body for Receiving {
     type Data = hyper::body::Bytes;
-    type Error = hyper::Error;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
 
     fn poll_frame(
         self: Pin<&mut Self>,
@@ -267,6 +324,13 @@ impl hyper::body::Body for Receiving {
     ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
         let receiving = self.get_mut();
         let polled = Pin::new(&mut receiving.body).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+            && !receiving.count(data.len())
+        {
+            receiving.done();
+            return Poll::Ready(Some(Err(Box::new(BodyBudgetSpent))));
+        }
         let ended = match &polled {
             Poll::Ready(None | Some(Err(_))) => true,
             Poll::Ready(Some(Ok(_))) => receiving.body.is_end_stream(),
@@ -275,7 +339,7 @@ impl hyper::body::Body for Receiving {
         if ended {
             receiving.done();
         }
-        polled
+        polled.map(|frame| frame.map(|frame| frame.map_err(Into::into)))
     }
 
     fn is_end_stream(&self) -> bool {
@@ -441,6 +505,8 @@ pub(crate) async fn serve(
         open: Mutex::new(BTreeMap::new()),
         next: AtomicU64::new(0),
         slow_body_after: limits.header_read_timeout,
+        buffered: AtomicUsize::new(0),
+        max_buffered: limits.max_buffered_body_bytes,
     });
     let tracker = TaskTracker::new();
     #[cfg(feature = "mtls")]
@@ -621,6 +687,7 @@ where
     P: Clone + Send + Sync + 'static,
 {
     let connection = slot.connection.clone();
+    let registry = slot.registry.clone();
     let stopped = stop.clone();
     // How long the connection is kept idle between requests (the header-read timeout runs from an answer's end),
     // told on every answer as Node's own server tells it: a client that reads it (Node's `fetch`) does not send a
@@ -659,7 +726,7 @@ where
         let stopped = stopped.clone();
         let receiving = !hyper::body::Body::is_end_stream(request.body());
         let mut request = request.map(|body| match receiving {
-            true => Body::new(Receiving::new(body, connection.clone())),
+            true => Body::new(Receiving::new(body, connection.clone(), registry.clone())),
             false => Body::new(body),
         });
         request.extensions_mut().insert(info.clone());
@@ -772,6 +839,8 @@ mod tests {
             open: Mutex::new(BTreeMap::new()),
             next: AtomicU64::new(0),
             slow_body_after: Duration::from_secs(10),
+            buffered: AtomicUsize::new(0),
+            max_buffered: usize::MAX,
         })
     }
 
@@ -830,6 +899,7 @@ mod tests {
             max_connections: usize::MAX,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             shared: 0,
+            max_buffered_body_bytes: usize::MAX,
         };
         let max = limits.effective_max();
         if let Some(descriptors) = descriptor_limit() {

@@ -173,6 +173,8 @@ impl Endpoint {
             max_connections: MAX_CONNECTIONS,
             header_read_timeout,
             shared: 0,
+            // A scrape is a `GET`: no body to hold.
+            max_buffered_body_bytes: 64 * 1024,
         };
         let served = connections::serve(
             self.listener,

@@ -69,7 +69,7 @@ pub use refusal::{REFUSED_CODE, REQUEST_TIMEOUT_CODE};
 /// Answers `200 ok` to `GET`, without authentication (behind the Host and Origin checks): whether the server
 /// accepts and answers HTTP requests, for a load balancer or a container's health check. It says nothing else.
 pub const HEALTH_PATH: &str = "/healthz";
-pub use connections::{DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_CONNECTIONS};
+pub use connections::{BODIES_BUFFERED, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_CONNECTIONS};
 pub use rejections::DEFAULT_REJECTION_RECORDS;
 
 use self::connections::{ConnectionLimits, Security};
@@ -784,6 +784,9 @@ where
         max_connections: http.max_connections,
         header_read_timeout: http.header_read_timeout,
         shared,
+        max_buffered_body_bytes: settings
+            .max_message_bytes
+            .saturating_mul(connections::BODIES_BUFFERED),
     };
     let served = tools.clone();
     super::lifecycle::run(&tools, "http", settings, None, move |stop| async move {

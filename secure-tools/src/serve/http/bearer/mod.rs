@@ -261,6 +261,7 @@ impl BearerAuth {
     }
 
     /// The issuer whose tokens are taken.
+    #[cfg(feature = "redis")]
     pub(crate) fn issuer(&self) -> &str {
         &self.issuer
     }
