@@ -59,7 +59,9 @@ mod sessions;
 mod stateless_cancel;
 
 pub(crate) use sessions::Announce;
-pub use sessions::{MAX_REQUESTS_PER_CALLER, MAX_SESSIONS_PER_CALLER, MAX_STREAMS_PER_CALLER};
+pub use sessions::{
+    MAX_REQUESTS_PER_CALLER, MAX_SESSIONS, MAX_SESSIONS_PER_CALLER, MAX_STREAMS_PER_CALLER,
+};
 
 pub use authenticate::INSUFFICIENT_SCOPE_CODE;
 pub use bearer::{BearerAuth, KeyError, TokenError, VerificationKeys, VerifiedToken};

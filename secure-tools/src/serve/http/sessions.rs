@@ -31,6 +31,8 @@ use rmcp::transport::streamable_http_server::session::{
 pub(super) struct Owners {
     owners: Mutex<Map>,
     manager: Arc<LocalSessionManager>,
+    /// How many sessions may be open at once, all identities together ([`MAX_SESSIONS`]).
+    max_sessions: usize,
     /// Where each session's end is recorded (`session_closed`).
     audit: crate::audit::Audit,
     /// The sessions that ended most recently, for the records of requests that still name them.
@@ -126,8 +128,11 @@ pub(super) struct Place {
     owners: Arc<Owners>,
     kind: Kind,
     owner: Arc<str>,
-    /// For a session: the owner's session chosen to make room, closed once this one opens.
+    /// For a session: the session chosen to make room, closed once this one opens: the owner's, or, with the
+    /// server's sessions all taken, another identity's ([`Owners::choose_any_victim`]).
     victim: Option<Arc<str>>,
+    /// The victim was chosen among every identity's sessions.
+    victim_of_any: bool,
 }
 
 impl Place {
@@ -145,7 +150,10 @@ impl Place {
             Some(session) if session.in_use > 0 => {
                 session.doomed = false;
                 // The session just opened is idle: one is found.
-                Owners::choose_victim(&mut map, &self.owner)?
+                match self.victim_of_any {
+                    true => Owners::choose_any_victim(&mut map)?,
+                    false => Owners::choose_victim(&mut map, &self.owner)?,
+                }
             }
             Some(_) => victim,
         };
@@ -270,6 +278,12 @@ const MIN_PRUNE_AT: usize = 64;
 /// `too_many_sessions`.
 pub const MAX_SESSIONS_PER_CALLER: usize = 32;
 
+/// How many sessions the server holds open at once, all identities together (red-team finding: sessions from many
+/// identities, each under its own limit, took 2.1 GB before their idle expiry). One more closes the least recently
+/// used session that nothing is using of the identity holding the most sessions; if every session is in use, it is
+/// refused `429`, reason `too_many_sessions`.
+pub const MAX_SESSIONS: usize = 4096;
+
 impl Owners {
     pub(super) fn new(manager: Arc<LocalSessionManager>, audit: crate::audit::Audit) -> Self {
         Owners {
@@ -282,9 +296,17 @@ impl Owners {
                 ended: Vec::new(),
             }),
             manager,
+            max_sessions: MAX_SESSIONS,
             audit,
             ended_ids: Mutex::default(),
         }
+    }
+
+    /// With at most `max` sessions open at once, all identities together.
+    #[cfg(test)]
+    fn with_max_sessions(mut self, max: usize) -> Self {
+        self.max_sessions = max;
+        self
     }
 
     /// Whether `id` is one of the sessions that ended most recently (the last [`ENDED_SESSIONS_KEPT`]): a session
@@ -540,6 +562,51 @@ impl Owners {
         open + held
     }
 
+    /// Whether the server holds as many sessions as it may, all identities together: those open but for those
+    /// chosen to make room, and those being opened. The sessions rmcp no longer holds are forgotten first, when it
+    /// seems full (the maps may hold some until they are pruned).
+    fn all_taken(map: &mut Map, manager: &LocalSessionManager, max: usize) -> bool {
+        let opening = |map: &Map| -> usize {
+            map.held
+                .iter()
+                .filter(|((kind, _), _)| *kind == Kind::Session)
+                .map(|(_, count)| count)
+                .sum()
+        };
+        if map.sessions.len() + opening(map) < max {
+            return false;
+        }
+        if let Ok(live) = manager.sessions.try_read() {
+            let gone = map.sessions.extract_if(|id, _| !live.contains_key(id));
+            map.ended.extend(gone.map(|(_, session)| session));
+            let sessions = &map.sessions;
+            map.by_owner.retain(|_, ids| {
+                ids.retain(|id| sessions.contains_key(id));
+                !ids.is_empty()
+            });
+        }
+        let open = map.sessions.values().filter(|s| !s.doomed).count();
+        open + opening(map) >= max
+    }
+
+    /// Chooses, among every identity's sessions, the least recently used idle one of the identity holding the most
+    /// (so that those who hold many make room first), if any is idle: see [`Owners::choose_victim`].
+    fn choose_any_victim(map: &mut Map) -> Option<Arc<str>> {
+        let sessions = &map.sessions;
+        let owner = map
+            .by_owner
+            .iter()
+            .filter(|(_, ids)| {
+                ids.iter()
+                    .filter_map(|id| sessions.get(id))
+                    .any(|s| s.in_use == 0 && !s.doomed)
+            })
+            .max_by_key(|(_, ids)| ids.len())?
+            .0
+            .clone();
+        Self::choose_victim(map, &owner)
+    }
+
     /// Chooses `owner`'s least recently used session that nothing is using (and not already chosen), if it has
     /// one: no longer counted, still `owner`'s until it is closed.
     fn choose_victim(map: &mut Map, owner: &Arc<str>) -> Option<Arc<str>> {
@@ -572,7 +639,7 @@ impl Owners {
             return None;
         }
         map.held.insert(key, held + 1);
-        Some(self.place(kind, owner, None))
+        Some(self.place(kind, owner, None, false))
     }
 
     /// A place for one more session for `owner`: checked and taken at once. At the limit, the owner's least recently
@@ -585,9 +652,11 @@ impl Owners {
             let full =
                 Self::count_sessions(&mut map, &self.manager, &owner) >= MAX_SESSIONS_PER_CALLER;
             let victim = if full {
-                Self::choose_victim(&mut map, &owner).map(Some)
+                Self::choose_victim(&mut map, &owner).map(|victim| (Some(victim), false))
+            } else if Self::all_taken(&mut map, &self.manager, self.max_sessions) {
+                Self::choose_any_victim(&mut map).map(|victim| (Some(victim), true))
             } else {
-                Some(None)
+                Some((None, false))
             };
             if victim.is_some() {
                 *map.held.entry((Kind::Session, owner.clone())).or_default() += 1;
@@ -595,7 +664,8 @@ impl Owners {
             victim
         };
         self.record_pruned();
-        Some(self.place(Kind::Session, owner, reserved?))
+        let (victim, of_any) = reserved?;
+        Some(self.place(Kind::Session, owner, victim, of_any))
     }
 
     /// Whether `owner` could open one more session now: it holds fewer than the limit, or one of its sessions is
@@ -605,23 +675,35 @@ impl Owners {
     pub(super) fn may_open(&self, owner: &Arc<str>) -> bool {
         let room = {
             let mut map = self.lock();
-            Self::count_sessions(&mut map, &self.manager, owner) < MAX_SESSIONS_PER_CALLER
-                || map.by_owner.get(owner).is_some_and(|ids| {
-                    ids.iter()
-                        .filter_map(|id| map.sessions.get(id))
-                        .any(|s| s.in_use == 0 && !s.doomed)
-                })
+            let idle = |map: &Map, ids: &[Arc<str>]| {
+                ids.iter()
+                    .filter_map(|id| map.sessions.get(id))
+                    .any(|s| s.in_use == 0 && !s.doomed)
+            };
+            if Self::count_sessions(&mut map, &self.manager, owner) >= MAX_SESSIONS_PER_CALLER {
+                map.by_owner.get(owner).is_some_and(|ids| idle(&map, ids))
+            } else {
+                !Self::all_taken(&mut map, &self.manager, self.max_sessions)
+                    || map.by_owner.values().any(|ids| idle(&map, ids))
+            }
         };
         self.record_pruned();
         room
     }
 
-    fn place(self: &Arc<Self>, kind: Kind, owner: Arc<str>, victim: Option<Arc<str>>) -> Place {
+    fn place(
+        self: &Arc<Self>,
+        kind: Kind,
+        owner: Arc<str>,
+        victim: Option<Arc<str>>,
+        victim_of_any: bool,
+    ) -> Place {
         Place {
             owners: self.clone(),
             kind,
             owner,
             victim,
+            victim_of_any,
         }
     }
 }
@@ -1343,6 +1425,44 @@ mod tests {
             ids.push(id);
         }
         ids
+    }
+
+    /// Red-team finding: sessions from many identities (each under its own limit) grew the server's memory without
+    /// bound until their idle expiry (35,000 sessions, 2.1 GB). The server holds at most `max_sessions` in all: one
+    /// more closes the least recently used idle session of the identity holding the most, and when none is idle,
+    /// it is refused.
+    #[tokio::test]
+    async fn the_server_holds_a_bounded_number_of_sessions_in_all() {
+        let manager = Arc::new(LocalSessionManager::default());
+        let sink = crate::audit::MemorySink::new();
+        let audit = crate::audit::Audit::new("test", vec![Arc::new(sink.clone())]);
+        let owners = Arc::new(Owners::new(manager.clone(), audit).with_max_sessions(4));
+        let [alice, bob, carol, dave]: [Arc<str>; 4] =
+            ["alice", "bob", "carol", "dave"].map(Arc::from);
+        let alices = open(&manager, &owners, &alice, 3).await;
+        let bobs = open(&manager, &owners, &bob, 1).await;
+        // Full: carol's session makes room by closing alice's least recently used one (alice holds the most).
+        assert!(owners.may_open(&carol));
+        let (new, _transport) = manager.create_session().await.unwrap();
+        let place = owners.reserve_session(carol.clone()).expect("room made");
+        assert_eq!(place.victim.as_deref(), Some(&*alices[0]));
+        place.bind(&new).expect("one to close").close().await;
+        assert!(!manager.has_session(&alices[0]).await.unwrap());
+        assert_eq!(owners.owner(&new).as_deref(), Some("carol"));
+        // Every session in use: dave is refused.
+        let held: Vec<Entry> = [
+            (&alices[1], &alice),
+            (&alices[2], &alice),
+            (&bobs[0], &bob),
+            (&new, &carol),
+        ]
+        .into_iter()
+        .map(|(id, owner)| owners.enter(id, owner))
+        .collect();
+        assert!(!owners.may_open(&dave));
+        assert!(owners.reserve_session(dave.clone()).is_none());
+        drop(held);
+        assert!(owners.may_open(&dave));
     }
 
     /// At the limit, the least recently used session nothing is using is closed to make room, once the new one
