@@ -63,9 +63,9 @@ pub(crate) struct ConnectionLimits {
     pub(crate) max_buffered_body_bytes: usize,
 }
 
-/// How many of the largest request bodies may be arriving at once: the bound on the bytes of unfinished bodies held
-/// ([`ConnectionLimits::max_buffered_body_bytes`]) is this many times the largest body (red-team finding: unfinished
-/// bodies were held whole, about 4 MiB each and 64 per identity, 1.6 GB for six identities).
+/// How many of the largest request bodies may be arriving at once: the bound on the bytes of unfinished bodies held,
+/// all connections together, is this many times the largest body (`--max-message-bytes`; red-team finding:
+/// unfinished bodies were held whole, about 4 MiB each and 64 per identity, 1.6 GB for six identities).
 pub const BODIES_BUFFERED: usize = 64;
 
 /// A request body refused because the bodies arriving at once hold all the bytes they may

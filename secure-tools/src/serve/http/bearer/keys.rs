@@ -251,9 +251,9 @@ impl VerificationKeys {
         }
     }
 
-    /// The keys that may have signed a token: those its `kid` names (a set may hold several under one id: an EC
-    /// P-256 and a P-384 key, or a rotation's next key), or, for a token without `kid`, the only key there is.
-    /// Empty when none may have.
+    /// The keys that may have signed a token: those its `kid` names, the first [`MAX_KEYS_PER_KID`] of them (a set
+    /// may hold several under one id: an EC P-256 and a P-384 key, or a rotation's next key), or, for a token
+    /// without `kid`, the only key there is. Empty when none may have.
     pub(super) fn select<'k>(
         keys: &'k [VerificationKey],
         kid: Option<&str>,
@@ -263,6 +263,7 @@ impl VerificationKeys {
                 let named: Vec<_> = keys
                     .iter()
                     .filter(|k| k.kid.as_deref() == Some(kid))
+                    .take(MAX_KEYS_PER_KID)
                     .collect();
                 match named.is_empty() && keys.len() == 1 && keys[0].kid.is_none() {
                     // A static key has no id: it verifies whatever `kid` the issuer stamps.
@@ -275,6 +276,10 @@ impl VerificationKeys {
         }
     }
 }
+
+/// How many keys under one `kid` a token is checked against, at most: a set holding thousands under one id made
+/// each bad token cost thousands of signature checks (a review's finding: 10 s a token in a debug build).
+pub const MAX_KEYS_PER_KID: usize = 4;
 
 /// The usable signing keys of a JWKS document.
 pub(super) fn parse_jwks(text: &str) -> Result<Arc<[VerificationKey]>, KeyError> {
@@ -442,6 +447,18 @@ mod tests {
                 "{alg:?}"
             );
         }
+        // A review's finding: thousands of keys under one kid made each bad token cost thousands of checks. The
+        // first MAX_KEYS_PER_KID are tried.
+        let many: Vec<_> = (0..10)
+            .map(|_| ec_jwk(&rcgen::KeyPair::generate().unwrap(), "P-256", "many"))
+            .collect();
+        let keys = VerificationKeys::jwks_json(&serde_json::json!({ "keys": many }).to_string())
+            .unwrap()
+            .current();
+        assert_eq!(
+            VerificationKeys::select(&keys, Some("many")).len(),
+            MAX_KEYS_PER_KID
+        );
         assert_eq!(
             auth.verify(&sign(&stranger, ES256)).unwrap_err(),
             super::super::TokenError::BadSignature

@@ -31,7 +31,7 @@ pub use jwks::{
     DEFAULT_JWKS_MAX_AGE, DEFAULT_JWKS_MAX_STALE, DEFAULT_JWKS_REFETCH_INTERVAL,
     JWKS_FETCH_TIMEOUT, JWKS_STALE_WAIT, MAX_JWKS_BYTES,
 };
-pub use keys::{KeyError, VerificationKeys};
+pub use keys::{KeyError, MAX_KEYS_PER_KID, VerificationKeys};
 
 use super::challenge::METADATA_PATH;
 use keys::VerificationKey;
