@@ -18,7 +18,8 @@
 //! to a timeout until the kernel gives it up, many minutes later, and one that received an answer it could not read
 //! (not Redis's) would fail every check after it. An error Redis answers (`OOM` under `maxmemory`, `READONLY` from a
 //! replica, `LOADING`) refuses the check the same way, but keeps the connection, which works. A connection reads at
-//! most [`MAX_UNASKED_REDIS_BYTES`] more than it has sent (every answer here is shorter than its command), and is
+//! most [`MAX_UNASKED_REDIS_BYTES`] more than it has sent (every answer here is shorter than its command; what it
+//! sent counts at most 1 MiB past what it read, so that room does not add up over its life), and is
 //! closed past that: the client's reader would otherwise read an answer of any declared size whole.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -112,8 +113,13 @@ fn forget_connecting(shared: &Shared, generation: u64) {
 /// was read whole, the server's memory peaking at twice that, after its check had given up).
 pub const MAX_UNASKED_REDIS_BYTES: u64 = 64 * 1024;
 
-/// A connection to Redis that fails once it has read [`MAX_UNASKED_REDIS_BYTES`] more than it has written: the
-/// client's reader has no bound of its own on an answer's size.
+/// How many bytes written and not yet answered count towards what a connection may read: far more than the
+/// commands of every check waiting at once.
+const MAX_UNANSWERED_REDIS_BYTES: u64 = 1024 * 1024;
+
+/// A connection to Redis that fails once it has read [`MAX_UNASKED_REDIS_BYTES`] more than it has written (what it
+/// wrote counted at most [`MAX_UNANSWERED_REDIS_BYTES`] past what it read): the client's reader has no bound of its
+/// own on an answer's size.
 struct Bounded<S> {
     inner: S,
     written: u64,
@@ -151,7 +157,13 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Bounded<S> {
     ) -> std::task::Poll<std::io::Result<usize>> {
         let polled = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
         if let std::task::Poll::Ready(Ok(written)) = &polled {
-            self.written = self.written.saturating_add(*written as u64);
+            // What was written and not answered counts up to a bound: the many bytes by which commands outweigh
+            // their answers would otherwise add up over a connection's life into room for any answer (a review's
+            // finding: 55 MB after 320,000 checks).
+            self.written = self
+                .written
+                .saturating_add(*written as u64)
+                .min(self.read.saturating_add(MAX_UNANSWERED_REDIS_BYTES));
         }
         polled
     }
@@ -506,5 +518,54 @@ impl RedisRates {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    /// A review's finding: the room a connection had to read grew by what each command outweighed its answer, so
+    /// that after 320,000 checks it read a 55 MB answer. What was written counts at most 1 MiB past what was read.
+    #[tokio::test]
+    async fn the_room_to_read_does_not_add_up_over_a_connections_life() {
+        let (ours, mut redis) = tokio::io::duplex(1 << 20);
+        let mut bounded = Bounded {
+            inner: ours,
+            written: 0,
+            read: 0,
+        };
+        let mut answer = [0u8; 20];
+        for _ in 0..20_000 {
+            bounded.write_all(&[b'c'; 200]).await.unwrap();
+            let mut command = [0u8; 200];
+            redis.read_exact(&mut command).await.unwrap();
+            redis.write_all(&[b'a'; 20]).await.unwrap();
+            bounded.read_exact(&mut answer).await.unwrap();
+        }
+        // 3.6 MB more written than read over its life; an answer of 2 MiB is more than it may read.
+        let flood = tokio::spawn(async move {
+            let _ = redis.write_all(&vec![b'x'; 2 << 20]).await;
+            redis
+        });
+        let mut sink = vec![0u8; 64 * 1024];
+        let mut read = 0usize;
+        let refused = loop {
+            match bounded.read(&mut sink).await {
+                Ok(0) => break false,
+                Ok(n) => read += n,
+                Err(error) => break error.to_string().contains("more than it was sent"),
+            }
+            if read >= 2 << 20 {
+                break false;
+            }
+        };
+        assert!(refused, "read {read} bytes of the flood");
+        assert!(
+            read <= (MAX_UNANSWERED_REDIS_BYTES + MAX_UNASKED_REDIS_BYTES) as usize + 64 * 1024
+        );
+        drop(bounded);
+        let _ = flood.await;
     }
 }
