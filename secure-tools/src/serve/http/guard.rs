@@ -375,20 +375,37 @@ pub(super) fn origin_entry_problem(entry: &str) -> Option<&'static str> {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b));
         let (host, port) = split_authority(authority);
+        // A port as a browser writes it: 1 to 65535, no leading zero.
+        let port_ok =
+            |port: &str| !port.starts_with('0') && port.parse::<u16>().is_ok_and(|port| port != 0);
         scheme_ok
             && !host.is_empty()
+            && host.is_ascii()
             && !authority.contains(['/', '?', '#', '@', '*', ' ', '\\'])
-            && port.is_none_or(|port| !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()))
+            && port.is_none_or(port_ok)
     });
     (!well_formed).then_some(
-        "an origin is `scheme://host` with an optional `:port`, or `:*` for any port (`https://app.example`, \
-         `http://localhost:*`): no path, no wildcard host, and no `file://` or `data:` page, which send `null`",
+        "an origin is `scheme://host` with an optional `:port` (1 to 65535), or `:*` for any port \
+         (`https://app.example`, `http://localhost:*`): no path, no wildcard host, a host in ASCII (an \
+         internationalized name as its browser sends it, in punycode: `xn--...`), and no `file://` or `data:` page, \
+         which send `null`",
     )
 }
 
 /// An `Origin` as the allowlist's entries are written: lowercased, without a trailing `/`.
 pub(super) fn normalized_origin(origin: &str) -> String {
-    origin.trim().trim_end_matches('/').to_ascii_lowercase()
+    let origin = origin.trim().trim_end_matches('/').to_ascii_lowercase();
+    // A scheme's default port is no part of an origin a browser sends (a review's finding: an entry
+    // `https://app.example.com:443` matched nothing).
+    for (scheme, port) in [("https://", ":443"), ("http://", ":80")] {
+        if origin.starts_with(scheme)
+            && let Some(bare) = origin.strip_suffix(port)
+            && !bare.ends_with(':')
+        {
+            return bare.to_owned();
+        }
+    }
+    origin
 }
 
 /// Whether the allowlist names an origin (normalized: [`normalized_origin`]): exactly, or by a `scheme://host:*`
@@ -423,8 +440,33 @@ mod tests {
             "http://[::1]:8080",
             "https://a.example:443",
             "vscode-webview://abc123",
+            "https://xn--bcher-kva.example",
         ] {
             assert_eq!(origin_entry_problem(origin), None, "{origin}");
+        }
+        // A review's findings: entries a browser's origin never matched. A default port is dropped on both sides;
+        // ports out of range or with a leading zero, and hosts not in ASCII, are refused.
+        for (entry, origin) in [
+            ("https://app.example.com:443", "https://app.example.com"),
+            ("http://app.example.com:80", "http://app.example.com"),
+            ("https://app.example.com", "https://app.example.com:443"),
+        ] {
+            assert!(
+                origin_listed(&[normalized_origin(entry)], &normalized_origin(origin)),
+                "{entry} {origin}"
+            );
+        }
+        assert!(!origin_listed(
+            &[normalized_origin("http://app.example.com:443")],
+            &normalized_origin("http://app.example.com")
+        ));
+        for entry in [
+            "https://app.example.com:0443",
+            "https://app.example.com:99999",
+            "https://app.example.com:0",
+            "https://bücher.example",
+        ] {
+            assert!(origin_entry_problem(entry).is_some(), "{entry}");
         }
         for entry in [
             "null",
