@@ -334,6 +334,11 @@ async fn authenticated(shared: Arc<Shared>, mut request: Request, next: Route) -
         .caller
         .as_ref()
         .map_or_else(|| Arc::from("anonymous"), |c| c.id_shared().clone());
+    // Whose body the connection is receiving: past the bound of unfinished bodies, the identity holding the most
+    // gives way.
+    if let Some(body) = request.extensions().get::<super::connections::BodyOwner>() {
+        body.set(owner.clone());
+    }
     // A request naming one of its caller's sessions keeps it in use while it lasts (with an event stream's body, as
     // long as the stream): a session in use is never closed to make room for another.
     let deleting = request.method() == axum::http::Method::DELETE;

@@ -173,6 +173,25 @@ struct Connection {
     body_since: AtomicU64,
     /// Closed to make room while its request's body was arriving, too slowly.
     evicted_slow: AtomicBool,
+    /// The bytes of its request's body arrived so far, while it arrives.
+    body_bytes: AtomicUsize,
+    /// Who its request is from, once authenticated ([`BodyOwner`]).
+    body_owner: Mutex<Option<Arc<str>>>,
+}
+
+/// In a request's extensions: tells its connection whose body it is receiving (the identity the request
+/// authenticated as), so that past the bound of unfinished bodies the identity holding the most gives way.
+#[derive(Clone)]
+pub(crate) struct BodyOwner(Arc<Connection>);
+
+impl BodyOwner {
+    pub(crate) fn set(&self, owner: Arc<str>) {
+        *self
+            .0
+            .body_owner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(owner);
+    }
 }
 
 /// A connection's place in the registry, given back when the connection ends.
@@ -211,6 +230,8 @@ impl Registry {
             closed_at_stop: AtomicBool::new(false),
             body_since: AtomicU64::new(0),
             evicted_slow: AtomicBool::new(false),
+            body_bytes: AtomicUsize::new(0),
+            body_owner: Mutex::new(None),
         });
         open.insert(id, connection.clone());
         Some(Slot {
@@ -257,7 +278,12 @@ impl Registry {
             })
             .min()
             .map(|(_, id)| id);
-        match slowest.and_then(|id| open.remove(&id)) {
+        Self::evict_for_body(open, slowest)
+    }
+
+    /// Closes connection `id`, if it is open, whose request body is arriving; whether it was.
+    fn evict_for_body(open: &mut BTreeMap<u64, Arc<Connection>>, id: Option<u64>) -> bool {
+        match id.and_then(|id| open.remove(&id)) {
             Some(connection) => {
                 connection.evicted_slow.store(true, Ordering::Release);
                 connection.evict.cancel();
@@ -265,6 +291,46 @@ impl Registry {
             }
             None => false,
         }
+    }
+
+    /// Past the bound of unfinished bodies, makes room for `asking`'s: the body arriving longest, if for longer than
+    /// `after`; or else the oldest body of the identity holding the most bytes of unfinished bodies, unless that is
+    /// `asking`'s own (a review's finding: one identity's 64 bodies took the whole bound, and every other client's
+    /// `POST` was refused). Whether room was made.
+    fn make_body_room(&self, asking: &Connection) -> bool {
+        let mut open = self.lock();
+        if Self::evict_slowest_body(&mut open, self.slow_body_after) {
+            return true;
+        }
+        let owner_of = |c: &Connection| {
+            c.body_owner
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone()
+        };
+        let mut held: std::collections::HashMap<Option<Arc<str>>, usize> =
+            std::collections::HashMap::new();
+        for connection in open.values() {
+            if connection.body_since.load(Ordering::Acquire) != 0 {
+                *held.entry(owner_of(connection)).or_default() +=
+                    connection.body_bytes.load(Ordering::Acquire);
+            }
+        }
+        let asking_owner = owner_of(asking);
+        let mine = held.get(&asking_owner).copied().unwrap_or(0);
+        let Some((most, _)) = held
+            .into_iter()
+            .filter(|(owner, bytes)| *owner != asking_owner && *bytes > mine)
+            .max_by_key(|(_, bytes)| *bytes)
+        else {
+            return false;
+        };
+        let oldest = open
+            .iter()
+            .filter(|(_, c)| c.body_since.load(Ordering::Acquire) != 0 && owner_of(c) == most)
+            .min_by_key(|(_, c)| c.body_since.load(Ordering::Acquire))
+            .map(|(id, _)| *id);
+        Self::evict_for_body(&mut open, oldest)
     }
 }
 
@@ -280,6 +346,11 @@ struct Receiving {
 impl Receiving {
     fn new(body: Incoming, connection: Arc<Connection>, registry: Arc<Registry>) -> Self {
         connection.body_since.store(now_ms(), Ordering::Release);
+        // Whose it is is told once the request is authenticated: not the connection's previous request's.
+        *connection
+            .body_owner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = None;
         Receiving {
             body,
             connection,
@@ -290,21 +361,21 @@ impl Receiving {
 
     fn done(&mut self) {
         self.connection.body_since.store(0, Ordering::Release);
+        self.connection.body_bytes.store(0, Ordering::Release);
         self.registry
             .buffered
             .fetch_sub(std::mem::take(&mut self.counted), Ordering::AcqRel);
     }
 
-    /// Counts `bytes` more of this body; whether they fit the bound, made room for by closing the connection whose
-    /// body has been arriving longest (if for longer than a head may take) when they do not.
+    /// Counts `bytes` more of this body; whether they fit the bound, or room was made for them
+    /// ([`Registry::make_body_room`]).
     fn count(&mut self, bytes: usize) -> bool {
         self.counted += bytes;
+        self.connection
+            .body_bytes
+            .fetch_add(bytes, Ordering::AcqRel);
         let held = self.registry.buffered.fetch_add(bytes, Ordering::AcqRel) + bytes;
-        held <= self.registry.max_buffered
-            || Registry::evict_slowest_body(
-                &mut self.registry.lock(),
-                self.registry.slow_body_after,
-            )
+        held <= self.registry.max_buffered || self.registry.make_body_room(&self.connection)
     }
 }
 
@@ -725,11 +796,13 @@ where
         let get = request.method() == hyper::Method::GET;
         let stopped = stopped.clone();
         let receiving = !hyper::body::Body::is_end_stream(request.body());
+        let body_owner = BodyOwner(connection.clone());
         let mut request = request.map(|body| match receiving {
             true => Body::new(Receiving::new(body, connection.clone(), registry.clone())),
             false => Body::new(body),
         });
         request.extensions_mut().insert(info.clone());
+        request.extensions_mut().insert(body_owner);
         let (report, mut drained) = super::drain::DrainReport::new();
         request.extensions_mut().insert(report);
         let app = app.clone();
