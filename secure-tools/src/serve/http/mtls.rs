@@ -780,23 +780,7 @@ struct CrlState {
 
 /// When each issuer's revocation list was issued (`thisUpdate`) and its CRL number (big-endian, without leading
 /// zeros), if it has one, by issuer.
-type Issued = std::collections::BTreeMap<IssuerId, (std::time::SystemTime, Option<Vec<u8>>)>;
-
-/// A CA that issues lists: its name, and its key's identifier (hex) when its lists name it.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-struct IssuerId {
-    name: String,
-    key: Option<String>,
-}
-
-impl fmt::Display for IssuerId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.key {
-            Some(key) => write!(f, "{} (key {key})", self.name),
-            None => f.write_str(&self.name),
-        }
-    }
-}
+type Issued = std::collections::BTreeMap<String, (std::time::SystemTime, Option<Vec<u8>>)>;
 
 /// A list's CRL number (RFC 5280 section 5.2.3), big-endian without leading zeros, so that a longer one is larger.
 fn crl_number(list: &x509_cert::crl::CertificateList) -> Option<Vec<u8>> {
@@ -815,33 +799,6 @@ fn crl_number(list: &x509_cert::crl::CertificateList) -> Option<Vec<u8>> {
         .position(|byte| *byte != 0)
         .unwrap_or(bytes.len());
     Some(bytes[first..].to_vec())
-}
-
-/// The CA that issued a list: its name, and its key's identifier when the list names it (authority key
-/// identifier): a CA re-keyed under the same name is another CA, with lists of its own (a review's finding: the file
-/// holding both keys' lists was refused as two lists of one CA).
-fn issuer_of(list: &x509_cert::crl::CertificateList) -> IssuerId {
-    use x509_cert::der::Decode;
-    use x509_cert::der::oid::AssociatedOid;
-    let name = list.tbs_cert_list.issuer.to_string();
-    let key = list
-        .tbs_cert_list
-        .crl_extensions
-        .iter()
-        .flatten()
-        .find(|extension| extension.extn_id == x509_cert::ext::pkix::AuthorityKeyIdentifier::OID)
-        .and_then(|extension| {
-            x509_cert::ext::pkix::AuthorityKeyIdentifier::from_der(extension.extn_value.as_bytes())
-                .ok()
-        })
-        .and_then(|identifier| identifier.key_identifier)
-        .map(|key| {
-            key.as_bytes()
-                .iter()
-                .map(|byte| format!("{byte:02x}"))
-                .collect::<String>()
-        });
-    IssuerId { name, key }
 }
 
 /// Whether CRL number `a` is below `b`.
@@ -866,7 +823,7 @@ fn issued_lists(pem: &[u8]) -> Result<Issued, MtlsError> {
             }
         })?;
         let at = list.tbs_cert_list.this_update.to_system_time();
-        let issuer = issuer_of(&list);
+        let issuer = list.tbs_cert_list.issuer.to_string();
         if issued.contains_key(&issuer) {
             return Err(MtlsError::Pem {
                 what: "client CRL",
@@ -913,9 +870,6 @@ fn no_rollback(in_use: &Issued, new: &Issued) -> Result<(), MtlsError> {
                     ),
                 });
             }
-            // A CA re-keyed under its name: the old key's list may go with the key, once the new key's is there
-            // (the old key's certificates, no list covering them, then fail).
-            None if new.keys().any(|other| other.name == issuer.name) => {}
             None => {
                 return Err(MtlsError::Pem {
                     what: "client CRL",
@@ -1288,36 +1242,6 @@ pub(crate) mod tests {
             .map(|_| ())
             .unwrap_err();
         assert!(refused.to_string().contains("two lists of"), "{refused}");
-    }
-
-    /// A review's finding on the one-list-per-CA rule: a CA re-keyed under the same name (both trusted while
-    /// clients move over) has a list of each key, and the file holding both was refused as two lists of one CA. A
-    /// CA is its name and its key (the lists' authority key identifier).
-    #[test]
-    fn the_lists_of_two_keys_under_one_name_are_two_cas_lists() {
-        let (ca, key, cert) = server_under_a_ca();
-        let (rekeyed, _, _) = server_under_a_ca();
-        let lists = revocation_list(&ca, 2098, 1) + &revocation_list(&rekeyed, 2098, 1);
-        let tls = ServerTls::from_pem(cert.pem().as_bytes(), key.serialize_pem().as_bytes())
-            .unwrap()
-            .client_ca((ca.pem() + &rekeyed.pem()).as_bytes())
-            .unwrap();
-        assert!(tls.clone().revocation_lists(lists.as_bytes()).is_ok());
-        let twice = revocation_list(&ca, 2098, 1) + &revocation_list(&ca, 2097, 1);
-        assert!(tls.clone().revocation_lists(twice.as_bytes()).is_err());
-        // The old key retired, its list may go with it.
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("crl.pem");
-        std::fs::write(&file, &lists).unwrap();
-        let tls = tls.revocation_lists_file(&file).unwrap();
-        let crl_file = tls.crl_file.clone().unwrap();
-        let in_use = crl_file.current();
-        std::fs::write(&file, revocation_list(&rekeyed, 2098, 2) + "\n").unwrap();
-        crl_file.refresh(&tls);
-        assert!(
-            !Arc::ptr_eq(&in_use, &crl_file.current()),
-            "the re-keyed CA's list alone was not taken"
-        );
     }
 
     /// Red-team findings: a CN `pod-0, uri:spiffe://example.org/admin` was shown in a refusal's record as a CN
