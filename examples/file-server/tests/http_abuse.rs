@@ -1405,7 +1405,7 @@ fn unfinished_bodies_hold_a_bounded_amount_of_memory() {
 /// A review's finding on the bound of unfinished bodies: one identity's 64 requests in progress, each with a body
 /// one byte short of the largest, took the whole bound, and every other client's `POST` was refused `503` until
 /// they were older than a head may take, again and again. Past the bound, the identity holding the most gives way:
-/// its oldest body is cut (its connection closed, `evicted_slow_body`), and another identity's request is served.
+/// its oldest body is cut (its connection closed, `evicted_body_budget`), and another identity's request is served.
 #[tokio::test]
 async fn one_identity_cannot_take_the_whole_bound_of_unfinished_bodies() {
     use tokio::io::AsyncWriteExt as _;
@@ -1441,7 +1441,7 @@ async fn one_identity_cannot_take_the_whole_bound_of_unfinished_bodies() {
     let cut = server
         .events("connection_rejected")
         .into_iter()
-        .filter(|r| r["reason"] == "evicted_slow_body")
+        .filter(|r| r["reason"] == "evicted_body_budget")
         .count();
     assert!(cut >= 1, "{:#?}", server.records());
     drop(unfinished);
