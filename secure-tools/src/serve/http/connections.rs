@@ -262,9 +262,7 @@ impl Registry {
             None => false,
         }
     }
-}
 
-impl Registry {
     /// Closes the connection whose request body has been arriving longest, if for longer than `after`; whether
     /// there was one. Its request has not reached a handler (rmcp and the runner read a body whole first), so no
     /// call is cut.
@@ -302,9 +300,9 @@ impl Registry {
         }
     }
 
-    /// Past the bound of unfinished bodies, makes room for `asking`'s: the body arriving longest, if for longer than
-    /// `after`; or else the oldest body of the identity holding the most bytes of unfinished bodies, unless that is
-    /// `asking`'s own (a review's finding: one identity's 64 bodies took the whole bound, and every other client's
+    /// Past the bound of unfinished bodies, makes room for `asking`'s: the body arriving longest, if for longer than a
+    /// head may take; or else the oldest body of the identity holding the most bytes of unfinished bodies, unless
+    /// `asking`'s identity holds as much (a review's finding: one identity's 64 bodies took the whole bound, and every other client's
     /// `POST` was refused). Whether room was made.
     fn make_body_room(&self, asking: &Connection) -> bool {
         let mut open = self.lock();
