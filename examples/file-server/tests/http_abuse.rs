@@ -845,6 +845,15 @@ fn never_reading(port: u16) -> std::thread::JoinHandle<()> {
 }
 
 /// A `GET /healthz` on a new connection: whether it was answered `200`.
+/// Waits until the server on `port` answers its health check, for 20 s at most; past that, fails saying `why`.
+fn healthy_within_20s(port: u16, why: &str) {
+    let started = Instant::now();
+    while !healthy(port) {
+        assert!(started.elapsed() < Duration::from_secs(20), "{why}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 fn healthy(port: u16) -> bool {
     let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let Ok(mut stream) = TcpStream::connect_timeout(&address, Duration::from_secs(2)) else {
@@ -873,14 +882,10 @@ fn clients_that_never_read_their_answers_do_not_keep_others_out() {
     let hogs: Vec<_> = (0..2).map(|_| never_reading(server.port)).collect();
     // The hogs' answers fill their windows and the server's buffers.
     std::thread::sleep(Duration::from_secs(2));
-    let started = Instant::now();
-    while !healthy(server.port) {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "clients that never read keep every connection busy"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    healthy_within_20s(
+        server.port,
+        "clients that never read keep every connection busy",
+    );
     server.stop();
     // The hogs held both places: one was closed to make room.
     let evicted = server
@@ -1326,14 +1331,10 @@ fn bodies_sent_a_byte_at_a_time_do_not_keep_others_out() {
         .collect();
     // The bodies have been arriving for longer than a head may take.
     std::thread::sleep(Duration::from_millis(1500));
-    let started = Instant::now();
-    while !healthy(server.port) {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "connections trickling their bodies keep every other client out"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    healthy_within_20s(
+        server.port,
+        "connections trickling their bodies keep every other client out",
+    );
     server.stop();
     let evicted = server
         .events("connection_rejected")

@@ -512,15 +512,7 @@ impl Owners {
         if map.sessions.len() >= map.prune_at {
             // Sessions rmcp dropped (expired, closed) leave the maps. If the manager is busy, at the next session
             // opened (the threshold is raised only once the maps have been pruned).
-            if let Ok(live) = self.manager.sessions.try_read() {
-                let map = &mut *map;
-                let gone = map.sessions.extract_if(|id, _| !live.contains_key(id));
-                map.ended.extend(gone.map(|(_, session)| session));
-                let sessions = &map.sessions;
-                map.by_owner.retain(|_, ids| {
-                    ids.retain(|id| sessions.contains_key(id));
-                    !ids.is_empty()
-                });
+            if Self::prune(&mut map, &self.manager) {
                 map.prune_at = (map.sessions.len() * 2).max(MIN_PRUNE_AT);
             }
         }
@@ -562,6 +554,22 @@ impl Owners {
         open + held
     }
 
+    /// Forgets the sessions rmcp no longer holds (expired, closed), their ends to record once the map is unlocked;
+    /// whether it could look (not while the manager is busy).
+    fn prune(map: &mut Map, manager: &LocalSessionManager) -> bool {
+        let Ok(live) = manager.sessions.try_read() else {
+            return false;
+        };
+        let gone = map.sessions.extract_if(|id, _| !live.contains_key(id));
+        map.ended.extend(gone.map(|(_, session)| session));
+        let sessions = &map.sessions;
+        map.by_owner.retain(|_, ids| {
+            ids.retain(|id| sessions.contains_key(id));
+            !ids.is_empty()
+        });
+        true
+    }
+
     /// Whether the server holds as many sessions as it may, all identities together: those open but for those
     /// chosen to make room, and those being opened. The sessions rmcp no longer holds are forgotten first, when it
     /// seems full (the maps may hold some until they are pruned).
@@ -576,15 +584,7 @@ impl Owners {
         if map.sessions.len() + opening(map) < max {
             return false;
         }
-        if let Ok(live) = manager.sessions.try_read() {
-            let gone = map.sessions.extract_if(|id, _| !live.contains_key(id));
-            map.ended.extend(gone.map(|(_, session)| session));
-            let sessions = &map.sessions;
-            map.by_owner.retain(|_, ids| {
-                ids.retain(|id| sessions.contains_key(id));
-                !ids.is_empty()
-            });
-        }
+        Self::prune(map, manager);
         let open = map.sessions.values().filter(|s| !s.doomed).count();
         open + opening(map) >= max
     }
