@@ -617,6 +617,22 @@ async fn counted() -> Result<String, secure_tools::ToolError> {
     Ok("done".to_owned())
 }
 
+/// The `counted` tool under a rate of 100 calls a minute, its state kept in the Redis at `127.0.0.1:port` under
+/// `namespace`.
+fn counting_through_redis(port: u16, namespace: &str) -> secure_tools::testing::ToolTester<()> {
+    use secure_tools::call::shared_rate::RedisRates;
+    use secure_tools::{Rate, ToolSet};
+    secure_tools::testing::ToolTester::new(
+        ToolSet::builder(())
+            .tool::<counted>()
+            .rate_limit(Rate::per_minute(100).unwrap())
+            .rate_limit_store(
+                RedisRates::open(&format!("redis://127.0.0.1:{port}/0"), namespace).unwrap(),
+            ),
+    )
+    .unwrap()
+}
+
 fn codes_of_calls(results: &[secure_tools::testing::Called]) -> (usize, usize) {
     let ok = results.iter().filter(|c| c.code().is_none()).count();
     let limited = results
@@ -709,20 +725,11 @@ async fn namespaces_and_callers_cannot_spell_each_others_keys_in_redis() {
 /// command, and the command was not tried again. The first call after the restart now goes through.
 #[tokio::test]
 async fn the_first_call_after_redis_restarts_is_checked_not_refused() {
-    use secure_tools::call::shared_rate::RedisRates;
-    use secure_tools::testing::{ToolTester, caller};
-    use secure_tools::{Rate, ToolSet};
+    use secure_tools::testing::caller;
+
     let dir = tempfile::tempdir().unwrap();
     let (redis_server, port) = redis(dir.path());
-    let tester = ToolTester::new(
-        ToolSet::builder(())
-            .tool::<counted>()
-            .rate_limit(Rate::per_minute(100).unwrap())
-            .rate_limit_store(
-                RedisRates::open(&format!("redis://127.0.0.1:{port}/0"), "restart").unwrap(),
-            ),
-    )
-    .unwrap();
+    let tester = counting_through_redis(port, "restart");
     let someone = caller("someone", "t.call");
     let before = tester.call(&someone, "counted", json!({})).await;
     assert_eq!(before.code(), None, "{before:?}");
@@ -806,21 +813,12 @@ impl Freezer {
 /// timeout. A connection that let a check time out is now replaced: the next call connects anew and is checked.
 #[tokio::test]
 async fn a_connection_to_redis_that_stops_answering_is_replaced() {
-    use secure_tools::call::shared_rate::RedisRates;
-    use secure_tools::testing::{ToolTester, caller};
-    use secure_tools::{Rate, ToolSet};
+    use secure_tools::testing::caller;
+
     let dir = tempfile::tempdir().unwrap();
     let (_redis, port) = redis(dir.path());
     let proxy = Freezer::start(port).await;
-    let tester = ToolTester::new(
-        ToolSet::builder(())
-            .tool::<counted>()
-            .rate_limit(Rate::per_minute(100).unwrap())
-            .rate_limit_store(
-                RedisRates::open(&format!("redis://127.0.0.1:{}/0", proxy.port), "frozen").unwrap(),
-            ),
-    )
-    .unwrap();
+    let tester = counting_through_redis(proxy.port, "frozen");
     let someone = caller("someone", "t.call");
     let before = tester.call(&someone, "counted", json!({})).await;
     assert_eq!(before.code(), None, "{before:?}");
@@ -843,9 +841,8 @@ async fn a_connection_to_redis_that_stops_answering_is_replaced() {
 /// bound; the connection goes on being made past it.
 #[tokio::test]
 async fn a_redis_that_never_answers_a_connection_refuses_each_check_within_the_bound() {
-    use secure_tools::call::shared_rate::RedisRates;
-    use secure_tools::testing::{ToolTester, caller};
-    use secure_tools::{Rate, ToolSet};
+    use secure_tools::testing::caller;
+
     // Takes connections and never reads or answers.
     let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = silent.local_addr().unwrap().port();
@@ -855,15 +852,7 @@ async fn a_redis_that_never_answers_a_connection_refuses_each_check_within_the_b
             open.push(connection);
         }
     });
-    let tester = ToolTester::new(
-        ToolSet::builder(())
-            .tool::<counted>()
-            .rate_limit(Rate::per_minute(100).unwrap())
-            .rate_limit_store(
-                RedisRates::open(&format!("redis://127.0.0.1:{port}/0"), "silent").unwrap(),
-            ),
-    )
-    .unwrap();
+    let tester = counting_through_redis(port, "silent");
     let someone = caller("someone", "t.call");
     for _ in 0..3 {
         let started = Instant::now();
@@ -883,9 +872,8 @@ async fn a_redis_that_never_answers_a_connection_refuses_each_check_within_the_b
 /// it connected anew. A connection that fails is forgotten as it fails.
 #[tokio::test]
 async fn a_connection_that_failed_after_its_check_gave_up_is_not_the_next_checks_answer() {
-    use secure_tools::call::shared_rate::RedisRates;
-    use secure_tools::testing::{ToolTester, caller};
-    use secure_tools::{Rate, ToolSet};
+    use secure_tools::testing::caller;
+
     let dir = tempfile::tempdir().unwrap();
     // Takes connections and never answers, so that the first check gives up before its connection fails.
     let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -896,15 +884,7 @@ async fn a_connection_that_failed_after_its_check_gave_up_is_not_the_next_checks
             open.push(connection);
         }
     });
-    let tester = ToolTester::new(
-        ToolSet::builder(())
-            .tool::<counted>()
-            .rate_limit(Rate::per_minute(100).unwrap())
-            .rate_limit_store(
-                RedisRates::open(&format!("redis://127.0.0.1:{port}/0"), "late").unwrap(),
-            ),
-    )
-    .unwrap();
+    let tester = counting_through_redis(port, "late");
     let someone = caller("someone", "t.call");
     let first = tester.call(&someone, "counted", json!({})).await;
     assert_eq!(first.code(), Some("rate_limit_unavailable"), "{first:?}");
@@ -964,21 +944,12 @@ async fn slow_proxy(target: u16, delay: Duration) -> u16 {
 /// began it, so the checks after it use it.
 #[tokio::test]
 async fn a_redis_far_away_is_connected_to_and_then_checks_pass() {
-    use secure_tools::call::shared_rate::RedisRates;
-    use secure_tools::testing::{ToolTester, caller};
-    use secure_tools::{Rate, ToolSet};
+    use secure_tools::testing::caller;
+
     let dir = tempfile::tempdir().unwrap();
     let (_redis, port) = redis(dir.path());
     let far = slow_proxy(port, Duration::from_millis(100)).await;
-    let tester = ToolTester::new(
-        ToolSet::builder(())
-            .tool::<counted>()
-            .rate_limit(Rate::per_minute(100).unwrap())
-            .rate_limit_store(
-                RedisRates::open(&format!("redis://127.0.0.1:{far}/0"), "far").unwrap(),
-            ),
-    )
-    .unwrap();
+    let tester = counting_through_redis(far, "far");
     let someone = caller("someone", "t.call");
     let mut codes = Vec::new();
     for _ in 0..8 {
@@ -1051,24 +1022,14 @@ impl Garbler {
 /// way is replaced now.
 #[tokio::test]
 async fn a_connection_to_redis_that_answers_garbage_is_replaced() {
-    use secure_tools::call::shared_rate::RedisRates;
-    use secure_tools::testing::{ToolTester, caller};
-    use secure_tools::{Rate, ToolSet};
+    use secure_tools::testing::caller;
+
     use std::sync::atomic::Ordering;
     let dir = tempfile::tempdir().unwrap();
     let (_redis, port) = redis(dir.path());
     for close_after in [false, true] {
         let proxy = Garbler::start(port, close_after).await;
-        let tester = ToolTester::new(
-            ToolSet::builder(())
-                .tool::<counted>()
-                .rate_limit(Rate::per_minute(100).unwrap())
-                .rate_limit_store(
-                    RedisRates::open(&format!("redis://127.0.0.1:{}/0", proxy.port), "garbled")
-                        .unwrap(),
-                ),
-        )
-        .unwrap();
+        let tester = counting_through_redis(proxy.port, "garbled");
         let someone = caller("someone", "t.call");
         proxy.garbling.store(true, Ordering::SeqCst);
         let garbled = tester.call(&someone, "counted", json!({})).await;
@@ -1095,9 +1056,8 @@ async fn a_connection_to_redis_that_answers_garbage_is_replaced() {
 /// the connection is closed, and the next check connects anew.
 #[tokio::test]
 async fn a_flood_on_the_redis_connection_is_not_read_whole() {
-    use secure_tools::call::shared_rate::RedisRates;
-    use secure_tools::testing::{ToolTester, caller};
-    use secure_tools::{Rate, ToolSet};
+    use secure_tools::testing::caller;
+
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -1159,15 +1119,7 @@ async fn a_flood_on_the_redis_connection_is_not_read_whole() {
             });
         }
     });
-    let tester = ToolTester::new(
-        ToolSet::builder(())
-            .tool::<counted>()
-            .rate_limit(Rate::per_minute(100).unwrap())
-            .rate_limit_store(
-                RedisRates::open(&format!("redis://127.0.0.1:{proxy}/0"), "flood").unwrap(),
-            ),
-    )
-    .unwrap();
+    let tester = counting_through_redis(proxy, "flood");
     let someone = caller("someone", "t.call");
     let first = tester.call(&someone, "counted", json!({})).await;
     assert_eq!(first.code(), None, "{first:?}");
@@ -1227,20 +1179,11 @@ async fn redis_connections(port: u16) -> u64 {
 /// call is refused `rate_limit_unavailable`, as before), and the log names Redis's error code.
 #[tokio::test]
 async fn an_error_redis_answers_keeps_the_connection() {
-    use secure_tools::call::shared_rate::RedisRates;
-    use secure_tools::testing::{ToolTester, caller};
-    use secure_tools::{Rate, ToolSet};
+    use secure_tools::testing::caller;
+
     let dir = tempfile::tempdir().unwrap();
     let (_redis, port) = redis(dir.path());
-    let tester = ToolTester::new(
-        ToolSet::builder(())
-            .tool::<counted>()
-            .rate_limit(Rate::per_minute(100).unwrap())
-            .rate_limit_store(
-                RedisRates::open(&format!("redis://127.0.0.1:{port}/0"), "oom").unwrap(),
-            ),
-    )
-    .unwrap();
+    let tester = counting_through_redis(port, "oom");
     let someone = caller("someone", "t.call");
     let first = tester.call(&someone, "counted", json!({})).await;
     assert_eq!(first.code(), None, "{first:?}");
