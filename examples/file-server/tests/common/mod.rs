@@ -434,3 +434,19 @@ pub async fn jsonrpc_refusal(
     assert!(message.starts_with(reason), "{reason}: {body}");
     (headers, body)
 }
+
+/// Reads an event stream until the server ends it; fails saying `why` if no chunk and no end comes for `quiet`.
+#[allow(dead_code)]
+pub async fn read_until_the_stream_ends(
+    stream: &mut reqwest::Response,
+    quiet: std::time::Duration,
+    why: &str,
+) {
+    loop {
+        match tokio::time::timeout(quiet, stream.chunk()).await {
+            Ok(Ok(Some(_))) => continue,
+            Ok(Ok(None)) | Ok(Err(_)) => return,
+            Err(_) => panic!("{why}"),
+        }
+    }
+}
