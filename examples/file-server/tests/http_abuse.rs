@@ -101,6 +101,14 @@ impl Server {
         secure_tools_tests::read_audit_so_far(&self.audit_log)
     }
 
+    /// How many `connection_rejected` records have `reason`.
+    fn connections_closed(&self, reason: &str) -> usize {
+        self.events("connection_rejected")
+            .iter()
+            .filter(|r| r["reason"] == reason)
+            .count()
+    }
+
     fn events(&self, event: &str) -> Vec<Value> {
         self.records()
             .into_iter()
@@ -887,11 +895,7 @@ fn clients_that_never_read_their_answers_do_not_keep_others_out() {
     );
     server.stop();
     // The hogs held both places: one was closed to make room.
-    let evicted = server
-        .events("connection_rejected")
-        .iter()
-        .filter(|r| r["reason"] == "evicted_idle")
-        .count();
+    let evicted = server.connections_closed("evicted_idle");
     assert!(evicted >= 1, "{evicted}");
     drop(hogs);
 }
@@ -1335,11 +1339,7 @@ fn bodies_sent_a_byte_at_a_time_do_not_keep_others_out() {
         "connections trickling their bodies keep every other client out",
     );
     server.stop();
-    let evicted = server
-        .events("connection_rejected")
-        .iter()
-        .filter(|r| r["reason"] == "evicted_slow_body")
-        .count();
+    let evicted = server.connections_closed("evicted_slow_body");
     assert!(evicted >= 1, "{:#?}", server.records());
     drop(trickling);
 }
@@ -1438,11 +1438,7 @@ async fn one_identity_cannot_take_the_whole_bound_of_unfinished_bodies() {
     let alice = server.token("alice", "files.read");
     let answer = post(&server, Some(&alice), &read_call(7)).await;
     assert_eq!(answer.status(), 200, "{:?}", answer.text().await);
-    let cut = server
-        .events("connection_rejected")
-        .into_iter()
-        .filter(|r| r["reason"] == "evicted_body_budget")
-        .count();
+    let cut = server.connections_closed("evicted_body_budget");
     assert!(cut >= 1, "{:#?}", server.records());
     drop(unfinished);
 }
