@@ -364,7 +364,31 @@ pub(super) fn parse_jwks(text: &str) -> Result<Arc<[VerificationKey]>, KeyError>
     if keys.is_empty() {
         return Err(KeyError::EmptyJwks);
     }
+    for (kid, count) in kids_past_the_bound(&keys) {
+        tracing::warn!(
+            kid,
+            keys = count,
+            "the JWKS holds more keys under one kid than a token is checked against ({MAX_KEYS_PER_KID}): tokens \
+             signed with a key after the first {MAX_KEYS_PER_KID} under it are refused (give each key its own kid)"
+        );
+    }
     Ok(keys.into())
+}
+
+/// The ids under which a set holds more keys than a token is checked against ([`MAX_KEYS_PER_KID`]), with how many
+/// each: a key past the bound never verifies a token, which the operator is told when the set is read.
+fn kids_past_the_bound(keys: &[VerificationKey]) -> Vec<(&str, usize)> {
+    let mut counts: Vec<(&str, usize)> = Vec::new();
+    let mut seen = std::collections::HashMap::<&str, usize>::new();
+    for kid in keys.iter().filter_map(|key| key.kid.as_deref()) {
+        let at = *seen.entry(kid).or_insert_with(|| {
+            counts.push((kid, 0));
+            counts.len() - 1
+        });
+        counts[at].1 += 1;
+    }
+    counts.retain(|&(_, count)| count > MAX_KEYS_PER_KID);
+    counts
 }
 
 #[cfg(not(feature = "jwks"))]
@@ -459,6 +483,17 @@ mod tests {
             VerificationKeys::select(&keys, Some("many")).len(),
             MAX_KEYS_PER_KID
         );
+        // Left from the last session: the keys past the bound never verify, and nothing said so. The set's reading
+        // names the id and the count (and only ids past the bound: "shared" holds three).
+        assert_eq!(super::kids_past_the_bound(&keys), [("many", 10)]);
+        let shared = VerificationKeys::jwks_json(&serde_json::json!({ "keys": [
+            ec_jwk(&p256_old, "P-256", "shared"),
+            ec_jwk(&p384, "P-384", "shared"),
+            ec_jwk(&p256_new, "P-256", "shared"),
+        ] }).to_string())
+        .unwrap()
+        .current();
+        assert!(super::kids_past_the_bound(&shared).is_empty());
         assert_eq!(
             auth.verify(&sign(&stranger, ES256)).unwrap_err(),
             super::super::TokenError::BadSignature
