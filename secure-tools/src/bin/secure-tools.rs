@@ -488,7 +488,7 @@ async fn run(command: Command) -> u8 {
             Err(message) if json && !message.is_empty() => {
                 let _ = write_stdout(&format!(
                     "{}\n",
-                    ascii_json(&json!({"error": cut_for_alert(message.clone())}).to_string())
+                    ascii_json(&json!({"error": cut_for_alert(&message, ALERT_BOUNDS[0].string)}).to_string())
                 ));
                 Err(message)
             }
@@ -541,7 +541,7 @@ async fn run(command: Command) -> u8 {
         // Messages carry what the server chose (names, its errors' text): escaped, so that they cannot forge a
         // line or send the terminal a control sequence, and cut as an alert's strings are (a red team's server
         // answered with a 15 MB error, printed whole).
-        eprintln!("secure-tools: {}", visible_line(&cut_for_alert(message)));
+        eprintln!("secure-tools: {}", visible_line(&cut_for_alert(&message, ALERT_BOUNDS[0].string)));
         2
     })
 }
@@ -820,25 +820,52 @@ struct Hook<'a> {
     timeout: Duration,
 }
 
-/// The most bytes of a string in an alert, the most items of an array or members of an object, and the deepest
-/// nesting: past them an alert says how much it left out (`check --json` gives everything). A hostile server's
-/// definitions would otherwise make each alert, and each hook's input, as large as its listing (red-team finding:
-/// 15.7 MB alerts, one a second).
-const ALERT_STRING: usize = 4096;
-const ALERT_ITEMS: usize = 100;
-const ALERT_DEPTH: usize = 16;
+/// How an alert's values are cut: the most bytes of a string, the most items of an array or members of an object,
+/// and the deepest nesting; past them an alert says how much it left out (`check --json` gives everything). A
+/// hostile server's definitions would otherwise make each alert, and each hook's input, as large as its listing
+/// (red-team finding: 15.7 MB alerts, one a second).
+struct AlertBounds {
+    string: usize,
+    items: usize,
+    depth: usize,
+}
 
-/// `text` within the alerts' bound of a string: its start and its end, what is between counted (an instruction
-/// appended far into a description was in the part a cut from the start left out: red-team finding).
-fn cut_for_alert(text: String) -> String {
-    if text.len() <= ALERT_STRING {
-        return text;
+/// The bounds tried in turn, until an alert fits [`ALERT_MAX_BYTES`]: the first keeps a value's start and end (2 KiB
+/// each), the next ones less. Bounds on each value alone multiply across nesting (a red team's 100 tools of 100
+/// changed properties each made alerts of 81 MB).
+const ALERT_BOUNDS: [AlertBounds; 3] = [
+    AlertBounds {
+        string: 4096,
+        items: 100,
+        depth: 16,
+    },
+    AlertBounds {
+        string: 1024,
+        items: 30,
+        depth: 12,
+    },
+    AlertBounds {
+        string: 256,
+        items: 10,
+        depth: 8,
+    },
+];
+
+/// The most bytes of an alert's line: past it even with the tightest bounds, the alert says the report was too
+/// large to show and that `check --json` gives it.
+const ALERT_MAX_BYTES: usize = 1 << 20;
+
+/// `text` within `max` bytes: its start and its end, what is between counted (an instruction appended far into a
+/// description was in the part a cut from the start left out: red-team finding).
+fn cut_for_alert(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
     }
-    let mut head = ALERT_STRING / 2;
+    let mut head = max / 2;
     while !text.is_char_boundary(head) {
         head -= 1;
     }
-    let mut tail = text.len() - ALERT_STRING / 2;
+    let mut tail = text.len() - max / 2;
     while !text.is_char_boundary(tail) {
         tail += 1;
     }
@@ -850,47 +877,87 @@ fn cut_for_alert(text: String) -> String {
     )
 }
 
-/// `value` within the alerts' bounds.
-fn bounded_for_alert(value: Value, depth: usize) -> Value {
+/// `value` within `bounds`.
+fn bounded_by(value: &Value, depth: usize, bounds: &AlertBounds) -> Value {
     match value {
-        Value::String(text) => Value::String(cut_for_alert(text)),
-        Value::Array(_) | Value::Object(_) if depth >= ALERT_DEPTH => {
+        Value::String(text) => Value::String(cut_for_alert(text, bounds.string)),
+        Value::Array(_) | Value::Object(_) if depth >= bounds.depth => {
             Value::String("... (nested deeper)".to_owned())
         }
         Value::Array(items) => {
-            let total = items.len();
             let mut kept: Vec<Value> = items
-                .into_iter()
-                .take(ALERT_ITEMS)
-                .map(|item| bounded_for_alert(item, depth + 1))
+                .iter()
+                .take(bounds.items)
+                .map(|item| bounded_by(item, depth + 1, bounds))
                 .collect();
-            if total > ALERT_ITEMS {
-                kept.push(Value::String(format!("... ({} more)", total - ALERT_ITEMS)));
+            if items.len() > bounds.items {
+                kept.push(Value::String(format!(
+                    "... ({} more)",
+                    items.len() - bounds.items
+                )));
             }
             Value::Array(kept)
         }
         Value::Object(members) => {
-            let total = members.len();
             let mut kept: serde_json::Map<String, Value> = members
-                .into_iter()
-                .take(ALERT_ITEMS)
-                .map(|(key, member)| (cut_for_alert(key), bounded_for_alert(member, depth + 1)))
+                .iter()
+                .take(bounds.items)
+                .map(|(key, member)| {
+                    (
+                        cut_for_alert(key, bounds.string),
+                        bounded_by(member, depth + 1, bounds),
+                    )
+                })
                 .collect();
-            if total > ALERT_ITEMS {
+            if members.len() > bounds.items {
                 kept.insert(
                     "...".to_owned(),
-                    Value::String(format!("{} members more", total - ALERT_ITEMS)),
+                    Value::String(format!("{} members more", members.len() - bounds.items)),
                 );
             }
             Value::Object(kept)
         }
-        other => other,
+        other => other.clone(),
     }
+}
+
+/// The bytes of `value` as JSON, counted without keeping them.
+fn json_len(value: &Value) -> usize {
+    struct Counter(usize);
+    impl std::io::Write for Counter {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Counter(0);
+    let _ = serde_json::to_writer(&mut counter, value);
+    counter.0
+}
+
+/// `value` within the alerts' bounds: the first of [`ALERT_BOUNDS`] under which it fits [`ALERT_MAX_BYTES`], or else
+/// a note that it did not.
+fn bounded_for_alert(value: &Value) -> Value {
+    for bounds in &ALERT_BOUNDS {
+        let bounded = bounded_by(value, 0, bounds);
+        if json_len(&bounded) <= ALERT_MAX_BYTES {
+            return bounded;
+        }
+    }
+    json!({
+        "omitted": format!(
+            "the report is too large for an alert ({} bytes as JSON): `secure-tools check --json` gives it whole",
+            json_len(value)
+        )
+    })
 }
 
 /// One alert line, and the hook run with it; an error when the line could not be written (the hook runs anyway).
 async fn alert(event: &str, detail: Value, hook: Option<Hook<'_>>) -> Result<(), String> {
-    let detail = bounded_for_alert(detail, 0);
+    let detail = bounded_for_alert(&detail);
     let line = ascii_json(&json!({"ts": Timestamp(std::time::SystemTime::now()).to_string(), "event": event, "detail": detail}).to_string());
     let written = write_stdout(&format!("{line}\n"));
     if let Some(hook) = hook {
@@ -1129,7 +1196,38 @@ fn stop_signal() -> Result<impl Future<Output = ()>, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::without_type_names;
+    use super::{ALERT_MAX_BYTES, bounded_for_alert, json_len, without_type_names};
+    use serde_json::{Value, json};
+
+    /// A red team's: bounds on each value alone multiplied across nesting, and 100 tools of 100 changed properties
+    /// with 4,000-byte descriptions made alerts of 81 MB, one a poll. An alert is now at most 1 MiB: tighter cuts
+    /// first, then a note sending the reader to `check --json`.
+    #[test]
+    fn an_alert_is_bounded_as_a_whole() {
+        let property = |i: usize| json!({"part": "property_changed", "property": format!("p{i}"),
+            "before": {"description": "b".repeat(4000)}, "after": {"description": "a".repeat(4000)}});
+        let tool = |t: usize| json!({"tool": format!("t{t}"), "changes": (0..100).map(property).collect::<Vec<_>>()});
+        let changes = json!({"changed": (0..100).map(tool).collect::<Vec<_>>(), "added": ["x"]});
+        assert!(json_len(&changes) > 80_000_000);
+        let bounded = bounded_for_alert(&changes);
+        let len = json_len(&bounded);
+        assert!(len <= ALERT_MAX_BYTES, "{len} bytes");
+        // Cut, not dropped: the tools and their first changes are there, each value's start and end.
+        assert_eq!(bounded["added"], json!(["x"]));
+        assert_eq!(bounded["changed"][0]["tool"], "t0");
+        let shown = bounded["changed"][0]["changes"][0]["after"]["description"].as_str().unwrap();
+        assert!(shown.starts_with("aaa") && shown.ends_with("aaa") && shown.contains("bytes not shown"), "{shown}");
+        // A small report is left whole.
+        let small = json!({"changed": [tool(0)["changes"][0].clone()]});
+        assert_eq!(bounded_for_alert(&small), small);
+        // One that no cut brings under the bound says so: 10,000 strings of 300 bytes, ten to a list, four deep.
+        let wide = (0..4).fold(json!("x".repeat(300)), |inner, _| Value::Array(vec![inner; 10]));
+        let note = bounded_for_alert(&wide);
+        assert!(
+            note["omitted"].as_str().unwrap().contains("secure-tools check --json"),
+            "{note}"
+        );
+    }
 
     #[test]
     fn transport_errors_lose_their_rust_type_names_only() {
