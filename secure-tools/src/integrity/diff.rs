@@ -12,8 +12,9 @@ use crate::tool::SCOPES_META_KEY;
 /// What changed between the definitions a lockfile holds and those a server lists.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Changes {
-    /// Tools listed now and not in the lock.
-    pub added: Vec<String>,
+    /// Tools listed now and not in the lock, each with its definition (one entry for each different definition of
+    /// a name listed more than once).
+    pub added: Vec<AddedTool>,
     /// Tools in the lock and not listed now.
     pub removed: Vec<String>,
     /// Tools in both whose definitions differ.
@@ -40,7 +41,19 @@ impl Changes {
     }
 }
 
-/// One tool whose definition changed.
+/// A tool listed now that the lock does not hold.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AddedTool {
+    /// The tool's name.
+    pub tool: String,
+    /// The digest of its definition.
+    pub digest: String,
+    /// Its definition, as the lock would hold it.
+    pub definition: Value,
+}
+
+/// One tool whose definition changed (one entry for each definition of a name listed more than once that is not the
+/// locked one).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ToolChange {
     /// The tool's name.
@@ -793,8 +806,14 @@ impl Changes {
         }
         // Names are the server's: each is written on its line whole, a line feed in one escaped, so that a name
         // cannot forge a line of the report.
-        for name in &self.added {
-            writeln!(f, "added: {}", shown_name(name))?;
+        for added in &self.added {
+            writeln!(
+                f,
+                "added: {} ({}): {}",
+                shown_name(&added.tool),
+                added.digest,
+                shown(&added.definition)
+            )?;
         }
         for name in &self.removed {
             writeln!(f, "removed: {}", shown_name(name))?;
@@ -939,10 +958,17 @@ mod tests {
             "{shown}"
         );
         let changes = Changes {
-            added: vec!["t\u{200f}".into()],
+            added: vec![AddedTool {
+                tool: "t\u{200f}".into(),
+                digest: "sha256:0".into(),
+                definition: json!({"name": "t\u{200f}"}),
+            }],
             ..Changes::default()
         };
-        assert_eq!(changes.to_string(), "added: t\\u{200f}\n");
+        assert_eq!(
+            changes.to_string(),
+            "added: t\\u{200f} (sha256:0): {\"name\":\"t\\u{200f}\"}\n"
+        );
     }
 
     /// Red-team finding: a carriage return alone in a description ends a line for the diff, but the report cut

@@ -460,7 +460,7 @@ fn check_tools_lock<S: Send + Sync + 'static>(
     tools.audit().record(AuditEvent::ToolsLockMismatch {
         lock: path.display().to_string(),
         action,
-        added: changes.added.clone(),
+        added: changes.added.iter().map(|a| a.tool.clone()).collect(),
         removed: changes.removed.clone(),
         changed: changes.changed.iter().map(|c| c.tool.clone()).collect(),
     })?;
