@@ -42,8 +42,9 @@ use tracing_subscriber::fmt::format::{DefaultFields, Writer};
 pub const RMCP_MAX_LEVEL: LevelFilter = LevelFilter::INFO;
 
 /// A filter that lets everything through but the rmcp crate's events and spans below [`RMCP_MAX_LEVEL`], and its
-/// events that print what a client sent whole (a notification, a cancellation's reason), whatever level the rest of
-/// your subscriber listens at.
+/// events that print what a client sent whole (a notification, a cancellation's reason), and the OpenTelemetry
+/// crates' events that carry a URL, an endpoint or headers (which may hold a collector's key), whatever level the
+/// rest of your subscriber listens at.
 ///
 /// It only ever removes events, so it goes with your own filter (an `EnvFilter` from `RUST_LOG`, say), combined
 /// with it into one (`EnvFilter::from_default_env().and(secure_tools::logging::filter())`, `and` from
@@ -95,6 +96,16 @@ fn passes(metadata: &Metadata<'_>) -> bool {
     // at any level. The cancelled call's audit record says it was cancelled.
     // Its events with an `id` or `originating_request_id` field print the client's request id raw, whatever its
     // length and whatever it holds (line feeds, a terminal's escape): not let through either.
+    // The OpenTelemetry exporter's event on a refused export (at `debug`) quotes the signal's whole URL, which may
+    // carry a collector's key in its query (red-team finding); none that carries a URL, an endpoint or headers is
+    // let through, at any level.
+    if target.starts_with("opentelemetry")
+        && ["url", "endpoint", "headers"]
+            .iter()
+            .any(|name| metadata.fields().field(name).is_some())
+    {
+        return false;
+    }
     !rmcp
         || (*metadata.level() <= RMCP_MAX_LEVEL
             && metadata.fields().field("notification").is_none()
@@ -262,6 +273,36 @@ mod tests {
         ] {
             assert!(passes_at(target, Level::TRACE), "{target}");
         }
+    }
+
+    /// A red team's (round three): at `debug`, the OTLP exporter's event on a refused export quoted the signal's
+    /// whole URL, a collector key in its query included. The OpenTelemetry crates' events that carry a URL, an
+    /// endpoint or headers are not let through, at any level; their others are.
+    #[test]
+    fn the_exporters_urls_and_headers_are_not_let_through() {
+        let passes_with = |target: &'static str, names: &'static [&'static str]| {
+            passes(&Metadata::new(
+                "event",
+                target,
+                Level::ERROR,
+                None,
+                None,
+                None,
+                FieldSet::new(names, Identifier(&NOWHERE)),
+                Kind::EVENT,
+            ))
+        };
+        for target in ["opentelemetry-otlp", "opentelemetry_sdk", "opentelemetry"] {
+            for fields in [
+                &["name", "status_code", "url", "response_body"][..],
+                &["name", "endpoint"],
+                &["name", "headers"],
+            ] {
+                assert!(!passes_with(target, fields), "{target} {fields:?}");
+            }
+            assert!(passes_with(target, &["name", "error"]), "{target}");
+        }
+        assert!(passes_with("my_server", &["url"]));
     }
 
     /// A field's line feeds, escape and format characters are written out, and an event's fields are cut past the

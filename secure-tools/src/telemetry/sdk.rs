@@ -180,7 +180,9 @@ impl Plan {
             (metrics, &BATCHING_METRICS[..]),
         ] {
             for &variable in variables.iter().filter(|_| exported) {
-                let Some(number) = value(var, variable) else {
+                // As the SDK reads it: untrimmed (a space around the number made it ignore the setting: red-team
+                // finding). Blank is unset, to both.
+                let Some(number) = var(variable).filter(|v| !v.trim().is_empty()) else {
                     continue;
                 };
                 // Sizes from 1 (a queue of none drops every record) to 100,000 (the SDK allocates its queues
@@ -870,6 +872,11 @@ mod tests {
                 variable
             );
             assert!(plan(&[ENDPOINT, (variable, "100")]).is_ok(), "{variable}");
+            // A red team's (round three): the SDK reads the value as it is, so a space around the number made it
+            // ignore the setting without a word, while the check, which trimmed, let it through.
+            for spaced in [" 100", "100 ", "\t100"] {
+                assert_eq!(invalid(&[ENDPOINT, (variable, spaced)]), variable, "{spaced:?}");
+            }
         }
         for (sampler, ratio) in [
             ("always_off", None),
