@@ -1153,6 +1153,37 @@ fn a_listing_larger_than_a_lock_may_hold_is_refused_as_it_is_read() {
     );
 }
 
+/// A red team's (round four): 100 pages, each one tool of a 15.9 MiB description, within every other bound, took
+/// 3.3 GB to list. A listing of more bytes than a lock may hold (64 MiB) is refused as its pages come.
+#[test]
+fn a_listing_of_more_bytes_than_a_lock_may_hold_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let lock = empty_lock(dir.path());
+    let tool_file = dir.path().join("tool.json");
+    std::fs::write(&tool_file, tool("t", &"d".repeat(10 << 20)).to_string()).unwrap();
+    // Seven pages of one such tool each, the last without a cursor: 70 MiB in all.
+    let on_list = format!(
+        r#"n=$((n+1)); if [ $n -lt 7 ]; then cursor=",\"nextCursor\":\"c$n\""; else cursor=""; fi
+        printf '{{"jsonrpc":"2.0","id":%s,"result":{{"tools":[' "$id"; cat '{}'; printf ']%s}}}}\n' "$cursor""#,
+        tool_file.display()
+    );
+    let run = finish(
+        cli()
+            .args(["check", "--lock"])
+            .arg(&lock)
+            .arg("--")
+            .args(fake_server("", &on_list)),
+        Duration::from_secs(120),
+    )
+    .expect("check did not stop");
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("more bytes than a lock may hold"),
+        "{}",
+        run.stderr
+    );
+}
+
 /// Red-team finding: a server flooding the client with pings while never reading its input made rmcp queue the
 /// answers it could not write (3 GB). Requests from the server are passed on at most 16 a second.
 #[test]

@@ -348,6 +348,9 @@ async fn list(connection: &Connection) -> Result<Listed, String> {
     let mut params = None;
     // The listing's JSON objects and arrays, and values, over its pages (as the stdio transport counts them).
     let (mut containers, mut values) = (0usize, 0usize);
+    // And its bytes as JSON: within the counts, 100 pages of one tool of a 16 MiB description took 3.3 GB to list
+    // (red-team finding); a listing larger than a lock may be could not be pinned anyway.
+    let mut bytes = 0usize;
     for _ in 0..MAX_PAGES {
         let page = connection.running.list_tools(params).await.map_err(|e| {
             match connection.stash.as_ref().and_then(|stash| stash.failure()) {
@@ -393,6 +396,13 @@ async fn list(connection: &Connection) -> Result<Listed, String> {
             .iter()
             .map(|t| serde_json::to_value(t).unwrap_or(Value::Null))
             .collect();
+        bytes += raw.as_ref().unwrap_or(&typed).iter().map(json_len).sum::<usize>();
+        if bytes as u64 > secure_tools::integrity::MAX_LOCK_FILE_BYTES {
+            return Err(format!(
+                "tools/list: the server's listing holds more bytes than a lock may hold ({} MiB)",
+                secure_tools::integrity::MAX_LOCK_FILE_BYTES >> 20
+            ));
+        }
         // What was kept must be what rmcp read, as rmcp reads it: else the lock could hold one listing while clients
         // are given another (red-team finding, against a first version that kept a line rmcp did not take).
         if let Some(raw) = &raw {
