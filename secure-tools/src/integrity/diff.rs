@@ -585,6 +585,26 @@ fn shown_name(name: &str) -> String {
     shown
 }
 
+/// A tool's name as a report prints it: as [`shown_name`], and every character outside ASCII escaped too (the
+/// specification's tool names keep to ASCII letters, digits, `_`, `-` and `.`; a red team's rename with a Cyrillic
+/// `о` read as the same name added and removed).
+fn shown_tool(name: &str) -> String {
+    use fmt::Write as _;
+    let shown = shown_name(name);
+    if shown.is_ascii() {
+        return shown;
+    }
+    let mut ascii = String::with_capacity(shown.len() + 16);
+    for c in shown.chars() {
+        if c.is_ascii() {
+            ascii.push(c);
+        } else {
+            let _ = write!(ascii, "\\u{{{:04x}}}", u32::from(c));
+        }
+    }
+    ascii
+}
+
 /// A list of names (required properties, scopes) as a report prints it, cut past [`SHOWN_VALUE_BYTES`].
 fn shown_list(names: &[String]) -> String {
     cut(format!("{names:?}"))
@@ -810,19 +830,19 @@ impl Changes {
             writeln!(
                 f,
                 "added: {} ({}): {}",
-                shown_name(&added.tool),
+                shown_tool(&added.tool),
                 added.digest,
                 shown(&added.definition)
             )?;
         }
         for name in &self.removed {
-            writeln!(f, "removed: {}", shown_name(name))?;
+            writeln!(f, "removed: {}", shown_tool(name))?;
         }
         for tool in &self.changed {
             writeln!(
                 f,
                 "changed: {} ({} -> {})",
-                shown_name(&tool.tool),
+                shown_tool(&tool.tool),
                 tool.before,
                 tool.after
             )?;
@@ -836,11 +856,11 @@ impl Changes {
             writeln!(
                 f,
                 "digest mismatch: {} publishes a digest that is not its definition's",
-                shown_name(name)
+                shown_tool(name)
             )?;
         }
         for name in &self.duplicated {
-            writeln!(f, "listed more than once: {}", shown_name(name))?;
+            writeln!(f, "listed more than once: {}", shown_tool(name))?;
         }
         if self.toolset_digest_mismatch {
             writeln!(
@@ -856,6 +876,24 @@ impl Changes {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// A red team's (round four): a tool renamed with a Cyrillic `о` read as the same name added and removed. Tool
+    /// names outside ASCII (which the specification's names keep to) are written with those characters escaped.
+    #[test]
+    fn a_tool_name_outside_ascii_is_written_escaped() {
+        let changes = Changes {
+            added: vec![AddedTool {
+                tool: "write_n\u{43e}te".into(),
+                digest: "sha256:0".into(),
+                definition: json!({}),
+            }],
+            removed: vec!["write_note".into()],
+            ..Changes::default()
+        };
+        let text = changes.to_string();
+        assert!(text.contains("added: write_n\\u{043e}te (sha256:0)"), "{text}");
+        assert!(text.contains("removed: write_note\n"), "{text}");
+    }
 
     /// A red team's (round four): a change was reported, but what it added was not shown, so a reviewer read a
     /// harmless summary: a new property's description, a "retyped" property's other keywords, `properties` or
