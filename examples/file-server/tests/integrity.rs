@@ -392,7 +392,8 @@ fn each_kind_of_change_is_reported_precisely_over_http_with_a_token() {
     let property = check(|| ToolSet::builder(()).tool::<note_widened>());
     assert_eq!(
         property,
-        json!({"part": "property_added", "schema": "input", "property": "cc", "type": ["array", "null"]})
+        json!({"part": "property_added", "schema": "input", "property": "cc", "type": ["array", "null"],
+            "definition": {"description": "Who else gets it.", "items": {"type": "string"}, "type": ["array", "null"]}})
     );
     let annotation = check(|| ToolSet::builder(()).tool::<note_destructive>());
     assert_eq!(
