@@ -396,7 +396,12 @@ async fn list(connection: &Connection) -> Result<Listed, String> {
             .iter()
             .map(|t| serde_json::to_value(t).unwrap_or(Value::Null))
             .collect();
-        bytes += raw.as_ref().unwrap_or(&typed).iter().map(json_len).sum::<usize>();
+        bytes += raw
+            .as_ref()
+            .unwrap_or(&typed)
+            .iter()
+            .map(json_len)
+            .sum::<usize>();
         if bytes as u64 > secure_tools::integrity::MAX_LOCK_FILE_BYTES {
             return Err(format!(
                 "tools/list: the server's listing holds more bytes than a lock may hold ({} MiB)",
@@ -498,7 +503,10 @@ async fn run(command: Command) -> u8 {
             Err(message) if json && !message.is_empty() => {
                 let _ = write_stdout(&format!(
                     "{}\n",
-                    ascii_json(&json!({"error": cut_for_alert(&message, ALERT_BOUNDS[0].string)}).to_string())
+                    ascii_json(
+                        &json!({"error": cut_for_alert(&message, ALERT_BOUNDS[0].string)})
+                            .to_string()
+                    )
                 ));
                 Err(message)
             }
@@ -551,7 +559,10 @@ async fn run(command: Command) -> u8 {
         // Messages carry what the server chose (names, its errors' text): escaped, so that they cannot forge a
         // line or send the terminal a control sequence, and cut as an alert's strings are (a red team's server
         // answered with a 15 MB error, printed whole).
-        eprintln!("secure-tools: {}", visible_line(&cut_for_alert(&message, ALERT_BOUNDS[0].string)));
+        eprintln!(
+            "secure-tools: {}",
+            visible_line(&cut_for_alert(&message, ALERT_BOUNDS[0].string))
+        );
         2
     })
 }
@@ -1214,8 +1225,10 @@ mod tests {
     /// first, then a note sending the reader to `check --json`.
     #[test]
     fn an_alert_is_bounded_as_a_whole() {
-        let property = |i: usize| json!({"part": "property_changed", "property": format!("p{i}"),
-            "before": {"description": "b".repeat(4000)}, "after": {"description": "a".repeat(4000)}});
+        let property = |i: usize| {
+            json!({"part": "property_changed", "property": format!("p{i}"),
+            "before": {"description": "b".repeat(4000)}, "after": {"description": "a".repeat(4000)}})
+        };
         let tool = |t: usize| json!({"tool": format!("t{t}"), "changes": (0..100).map(property).collect::<Vec<_>>()});
         let changes = json!({"changed": (0..100).map(tool).collect::<Vec<_>>(), "added": ["x"]});
         assert!(json_len(&changes) > 80_000_000);
@@ -1225,16 +1238,26 @@ mod tests {
         // Cut, not dropped: the tools and their first changes are there, each value's start and end.
         assert_eq!(bounded["added"], json!(["x"]));
         assert_eq!(bounded["changed"][0]["tool"], "t0");
-        let shown = bounded["changed"][0]["changes"][0]["after"]["description"].as_str().unwrap();
-        assert!(shown.starts_with("aaa") && shown.ends_with("aaa") && shown.contains("bytes not shown"), "{shown}");
+        let shown = bounded["changed"][0]["changes"][0]["after"]["description"]
+            .as_str()
+            .unwrap();
+        assert!(
+            shown.starts_with("aaa") && shown.ends_with("aaa") && shown.contains("bytes not shown"),
+            "{shown}"
+        );
         // A small report is left whole.
         let small = json!({"changed": [tool(0)["changes"][0].clone()]});
         assert_eq!(bounded_for_alert(&small), small);
         // One that no cut brings under the bound says so: 10,000 strings of 300 bytes, ten to a list, four deep.
-        let wide = (0..4).fold(json!("x".repeat(300)), |inner, _| Value::Array(vec![inner; 10]));
+        let wide = (0..4).fold(json!("x".repeat(300)), |inner, _| {
+            Value::Array(vec![inner; 10])
+        });
         let note = bounded_for_alert(&wide);
         assert!(
-            note["omitted"].as_str().unwrap().contains("secure-tools check --json"),
+            note["omitted"]
+                .as_str()
+                .unwrap()
+                .contains("secure-tools check --json"),
             "{note}"
         );
     }

@@ -891,7 +891,10 @@ mod tests {
             ..Changes::default()
         };
         let text = changes.to_string();
-        assert!(text.contains("added: write_n\\u{043e}te (sha256:0)"), "{text}");
+        assert!(
+            text.contains("added: write_n\\u{043e}te (sha256:0)"),
+            "{text}"
+        );
         assert!(text.contains("removed: write_note\n"), "{text}");
     }
 
@@ -921,40 +924,83 @@ mod tests {
         };
         let long = "a line of a long description\n".repeat(40_000);
         let cases: Vec<(&str, Value, Value)> = vec![
-            ("a property added", base.clone(), with(&|t| {
-                t["inputSchema"]["properties"]["cc"] = json!({"type": "string", "description": EVIL});
-            })),
-            ("a property removed", with(&|t| {
-                t["inputSchema"]["properties"]["cc"] = json!({"type": "string", "description": EVIL});
-            }), base.clone()),
-            ("a property retyped and described", base.clone(), with(&|t| {
-                t["inputSchema"]["properties"]["to"] = json!({"type": ["string"], "description": EVIL});
-            })),
-            ("properties made a string", base.clone(), with(&|t| {
-                t["inputSchema"]["properties"] = json!(EVIL);
-            })),
-            ("required given an object, and another change", base.clone(), with(&|t| {
-                t["inputSchema"]["required"] = json!(["to", "body", {"note": EVIL}]);
-                t["inputSchema"]["properties"]["body"]["maxLength"] = json!(10);
-            })),
-            ("the scopes given an object, and another change", base.clone(), with(&|t| {
-                t["_meta"][SCOPES_META_KEY] = json!(["notes.write", {"note": EVIL}]);
-                t["_meta"]["vendor/x"] = json!(2);
-            })),
-            ("a description made an object", base.clone(), with(&|t| {
-                t["description"] = json!({"text": EVIL});
-            })),
-            ("annotations made a string", base.clone(), with(&|t| {
-                t["annotations"] = json!(EVIL);
-            })),
-            ("_meta made a string", base.clone(), with(&|t| {
-                t["_meta"] = json!(EVIL);
-            })),
-            ("an instruction after a description too long to diff", with(&|t| {
-                t["description"] = json!(long.clone());
-            }), with(&|t| {
-                t["description"] = json!(format!("{long}{EVIL}"));
-            })),
+            (
+                "a property added",
+                base.clone(),
+                with(&|t| {
+                    t["inputSchema"]["properties"]["cc"] =
+                        json!({"type": "string", "description": EVIL});
+                }),
+            ),
+            (
+                "a property removed",
+                with(&|t| {
+                    t["inputSchema"]["properties"]["cc"] =
+                        json!({"type": "string", "description": EVIL});
+                }),
+                base.clone(),
+            ),
+            (
+                "a property retyped and described",
+                base.clone(),
+                with(&|t| {
+                    t["inputSchema"]["properties"]["to"] =
+                        json!({"type": ["string"], "description": EVIL});
+                }),
+            ),
+            (
+                "properties made a string",
+                base.clone(),
+                with(&|t| {
+                    t["inputSchema"]["properties"] = json!(EVIL);
+                }),
+            ),
+            (
+                "required given an object, and another change",
+                base.clone(),
+                with(&|t| {
+                    t["inputSchema"]["required"] = json!(["to", "body", {"note": EVIL}]);
+                    t["inputSchema"]["properties"]["body"]["maxLength"] = json!(10);
+                }),
+            ),
+            (
+                "the scopes given an object, and another change",
+                base.clone(),
+                with(&|t| {
+                    t["_meta"][SCOPES_META_KEY] = json!(["notes.write", {"note": EVIL}]);
+                    t["_meta"]["vendor/x"] = json!(2);
+                }),
+            ),
+            (
+                "a description made an object",
+                base.clone(),
+                with(&|t| {
+                    t["description"] = json!({"text": EVIL});
+                }),
+            ),
+            (
+                "annotations made a string",
+                base.clone(),
+                with(&|t| {
+                    t["annotations"] = json!(EVIL);
+                }),
+            ),
+            (
+                "_meta made a string",
+                base.clone(),
+                with(&|t| {
+                    t["_meta"] = json!(EVIL);
+                }),
+            ),
+            (
+                "an instruction after a description too long to diff",
+                with(&|t| {
+                    t["description"] = json!(long.clone());
+                }),
+                with(&|t| {
+                    t["description"] = json!(format!("{long}{EVIL}"));
+                }),
+            ),
         ];
         let mut hidden = Vec::new();
         for (case, locked, listed) in cases {
@@ -978,7 +1024,11 @@ mod tests {
         let locked = json!({"name": "t", "description": long("a")});
         let listed = json!({"name": "t", "description": long("b")});
         let shown = compare(&locked, &listed, diff_deadline())[0].to_string();
-        assert!(shown.len() < 2 * SHOWN_VALUE_BYTES + 500, "{} bytes", shown.len());
+        assert!(
+            shown.len() < 2 * SHOWN_VALUE_BYTES + 500,
+            "{} bytes",
+            shown.len()
+        );
         assert!(
             shown.contains("replaced: 1 lines (700000 bytes) -> 1 lines (700000 bytes)"),
             "{shown}"

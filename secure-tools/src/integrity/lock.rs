@@ -708,10 +708,10 @@ mod tests {
     /// value a report shows), and a change of it is a change of the report.
     #[test]
     fn an_added_tool_is_reported_with_its_definition() {
-        let lock = ToolsLock::from_listed(vec![json!({"name": "a", "inputSchema": {"type": "object"}})]);
-        let helper = |description: &str| {
-            json!({"name": "helper", "description": description, "inputSchema": {"type": "object"}})
-        };
+        let lock = ToolsLock::from_listed(vec![
+            json!({"name": "a", "inputSchema": {"type": "object"}}),
+        ]);
+        let helper = |description: &str| json!({"name": "helper", "description": description, "inputSchema": {"type": "object"}});
         let base = json!({"name": "a", "inputSchema": {"type": "object"}});
         let first = lock.compare_listed(&[base.clone(), helper("Helps.")]);
         let text = first.to_string();

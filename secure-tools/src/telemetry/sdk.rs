@@ -875,7 +875,11 @@ mod tests {
             // A red team's (round three): the SDK reads the value as it is, so a space around the number made it
             // ignore the setting without a word, while the check, which trimmed, let it through.
             for spaced in [" 100", "100 ", "\t100"] {
-                assert_eq!(invalid(&[ENDPOINT, (variable, spaced)]), variable, "{spaced:?}");
+                assert_eq!(
+                    invalid(&[ENDPOINT, (variable, spaced)]),
+                    variable,
+                    "{spaced:?}"
+                );
             }
         }
         for (sampler, ratio) in [

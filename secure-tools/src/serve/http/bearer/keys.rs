@@ -486,11 +486,14 @@ mod tests {
         // Left from the last session: the keys past the bound never verify, and nothing said so. The set's reading
         // names the id and the count (and only ids past the bound: "shared" holds three).
         assert_eq!(super::kids_past_the_bound(&keys), [("many", 10)]);
-        let shared = VerificationKeys::jwks_json(&serde_json::json!({ "keys": [
+        let shared = VerificationKeys::jwks_json(
+            &serde_json::json!({ "keys": [
             ec_jwk(&p256_old, "P-256", "shared"),
             ec_jwk(&p384, "P-384", "shared"),
             ec_jwk(&p256_new, "P-256", "shared"),
-        ] }).to_string())
+        ] })
+            .to_string(),
+        )
         .unwrap()
         .current();
         assert!(super::kids_past_the_bound(&shared).is_empty());
