@@ -916,21 +916,46 @@ fn audit_verify_tells_a_lone_private_checkpoint_key_from_a_forgery() {
     let key = secure_tools::audit::CheckpointKey::from_seed([3; 32]);
     let private = dir.path().join("copied-key");
     std::fs::write(&private, key.seed_hex()).unwrap();
-    let sink = checkpointed(&path, key);
+    let public = dir.path().join("checkpoint-public.key");
+    std::fs::write(&public, key.public_hex()).unwrap();
+    let sink = checkpointed(&path, key.clone());
     sink.write(&record("stop")).unwrap();
     drop(sink);
-    let out = Command::new(CLI)
-        .args(["audit", "verify", "--checkpoint-key"])
-        .arg(&private)
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let verify = |key_file: &Path, file: &Path| {
+        Command::new(CLI)
+            .args(["audit", "verify", "--checkpoint-key"])
+            .arg(key_file)
+            .arg(file)
+            .output()
+            .unwrap()
+    };
+    // The operator's slip: the private key given. A problem (exit 1), with a note that says what it may be.
+    let out = verify(&private, &path);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(
         said.contains("private key") && said.contains("--checkpoint-key"),
         "{said}"
     );
+    assert!(out.stdout.is_empty() || String::from_utf8_lossy(&out.stdout).contains("checkpoint"));
+    // A red team's (round four): a forger who read a public key kept under a name without `.pub` signed with it
+    // as a seed; the verifier took the file for the operator's private key and said so, exit 2 (could not check),
+    // which monitoring reads as a setup problem. A forgery is a problem, exit 1, whatever the note says.
+    let forged = dir.path().join("forged.jsonl");
+    let seed: [u8; 32] = (0..32)
+        .map(|i| u8::from_str_radix(&key.public_hex()[2 * i..2 * i + 2], 16).unwrap())
+        .collect::<Vec<_>>()
+        .try_into()
+        .unwrap();
+    let sink = checkpointed(&forged, secure_tools::audit::CheckpointKey::from_seed(seed));
+    sink.write(&record("stop")).unwrap();
+    drop(sink);
+    let out = verify(&public, &forged);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("forged"), "{said}");
+    // The genuine file verifies with the public key.
+    assert_eq!(verify(&public, &path).status.code(), Some(0));
 }
 
 /// `watch` on a [`fake_server`] answering `tools/list` with `on_list`, for `polls` polls a second apart.

@@ -615,21 +615,24 @@ fn verify(
         chain::verify
     };
     let checked = check(files, key.as_ref(), public.as_ref()).map_err(|e| e.to_string())?;
-    // A checkpoint that does not verify, when the key given is a private one whose public half verifies the files
-    // (operator trial finding: a private key copied without the `FILE.pub` beside it made genuine checkpoints read
-    // as forged): the wrong half of the key, exit 2, as when `FILE.pub` gives it away.
+    // A checkpoint that does not verify, when the file given read as a private key has a public half that verifies
+    // the files (operator trial finding: a private key copied without the `FILE.pub` beside it made genuine
+    // checkpoints read as forged): a note that says so. Still a problem, exit 1: a public key kept under a name
+    // without `.pub` reads as a private key too, and a forger who read it signed with it so (red-team finding: the
+    // verifier took the forgery for the operator's slip, exit 2, which monitoring reads as a setup problem).
     if let (Some(path), Some(chain::Problem::BadCheckpoint { .. })) =
         (checkpoint_key, &checked.problem)
         && let Ok(private) = chain::CheckpointKey::read(path)
         && check(files, key.as_ref(), Some(&private.public_key()))
             .is_ok_and(|derived| derived.problem.is_none())
     {
-        return Err(format!(
-            "--checkpoint-key {}: this is a private key (its public half verifies the files): verify with the \
-             public key, the FILE.pub `secure-tools audit keygen --out FILE` wrote, and keep the private key on the \
-             server",
-            path.display()
-        ));
+        eprintln!(
+            "secure-tools: --checkpoint-key {}: the checkpoints verify with the key whose private half is this \
+             file's content. If it is your private key, verify with its public half (the FILE.pub `secure-tools \
+             audit keygen --out FILE` wrote) and keep the private key on the server; if it is the public key, whoever \
+             signed these checkpoints read it and signed with it as a private key: the files are forged.",
+            visible_line(&path.display().to_string())
+        );
     }
     if json {
         write_stdout(&format!("{}\n", ascii_json(&json!(checked).to_string())))?;
