@@ -482,12 +482,23 @@ fn start_session_and_stop_are_audited_and_flushed_on_eof() {
 
 #[test]
 fn sigterm_finishes_calls_in_flight_and_flushes_the_audit() {
+    stop_finishes_calls_in_flight_and_flushes_the_audit("TERM", "sigterm");
+}
+
+/// A red team's (round four): SIGHUP (a terminal's hang-up, what log rotation scripts often send) ended the server
+/// at once, with no `server_stop` and no final checkpoint. It stops the server as SIGTERM does.
+#[test]
+fn sighup_stops_the_server_as_sigterm_does() {
+    stop_finishes_calls_in_flight_and_flushes_the_audit("HUP", "sighup");
+}
+
+fn stop_finishes_calls_in_flight_and_flushes_the_audit(signal: &str, reason: &str) {
     let mut server = RawServer::spawn(SERVER, Some("test.read"), &[]);
     server.initialize("2025-11-25");
     server.send(&RawServer::call_message(1, "slow", json!({"millis": 300})));
     std::thread::sleep(Duration::from_millis(100));
     let status = std::process::Command::new("kill")
-        .args(["-TERM", &server.pid().to_string()])
+        .args([&format!("-{signal}"), &server.pid().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
@@ -506,7 +517,7 @@ fn sigterm_finishes_calls_in_flight_and_flushes_the_audit() {
     );
     let stop = events(&records, "server_stop");
     assert_eq!(stop.len(), 1);
-    assert_eq!(stop[0]["reason"], "sigterm");
+    assert_eq!(stop[0]["reason"], reason);
     assert_eq!(
         records.last().unwrap()["event"],
         "server_stop",

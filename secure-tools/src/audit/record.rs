@@ -123,7 +123,7 @@ pub enum AuditEvent {
     },
     /// A server stopped; every record before this one has been flushed.
     ServerStop {
-        /// Why: `eof`, `sigterm`, `sigint`, `error`.
+        /// Why: `eof`, `sigterm`, `sigint`, `sighup`, `error`.
         reason: String,
     },
     /// A client began a session: after `initialize`, or with its first stateless request.
