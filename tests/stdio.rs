@@ -480,6 +480,33 @@ fn start_session_and_stop_are_audited_and_flushed_on_eof() {
     assert!(records.iter().all(|r| r["server_id"] == "test-server-1"));
 }
 
+/// A red team's (round four): past a file size limit (`ulimit -f`), the audit file's write killed the server with
+/// SIGXFSZ, mid-record, though the sink handles a failed write (the record cut back, the call refused
+/// `audit_unavailable`). The runners ignore SIGXFSZ, so the write fails as a full disk's does, and the server goes
+/// on answering.
+#[test]
+fn a_file_size_limit_fails_the_audit_closed_without_killing_the_server() {
+    let mut command = std::process::Command::new("sh");
+    // Four blocks of 512 bytes: a few records.
+    command.args(["-c", &format!("ulimit -f 4 && exec '{SERVER}'")]);
+    let mut server = RawServer::spawn_command(command, Some("test.read"), &[]);
+    server.initialize("2025-11-25");
+    let mut refused = 0;
+    for id in 1..=40 {
+        server.send(&RawServer::call_message(id, "echo", json!({"text": "hello"})));
+        let answer = server.recv();
+        assert_eq!(answer["id"], id, "{answer}");
+        if answer.to_string().contains("audit_unavailable") {
+            refused += 1;
+        }
+    }
+    assert!(refused > 0, "the limit was never reached");
+    let (status, records, stderr) = server.finish();
+    assert!(status.code().is_some(), "killed by a signal: {status:?} {stderr}");
+    // What was written is whole records.
+    assert!(!records.is_empty());
+}
+
 #[test]
 fn sigterm_finishes_calls_in_flight_and_flushes_the_audit() {
     stop_finishes_calls_in_flight_and_flushes_the_audit("TERM", "sigterm");

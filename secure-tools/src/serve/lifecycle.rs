@@ -636,7 +636,8 @@ where
 
 /// SIGTERM, SIGINT and SIGHUP, where the platform has them; listened for from the moment this is made. SIGHUP (a
 /// terminal's hang-up, and what log rotation scripts often send) stops the server as SIGTERM does: by default it
-/// ended the process at once, with no `server_stop` and no final checkpoint (red-team finding).
+/// ended the process at once, with no `server_stop` and no final checkpoint (red-team finding). SIGXFSZ is ignored
+/// from then on.
 pub(crate) struct Signals {
     #[cfg(unix)]
     term: Option<tokio::signal::unix::Signal>,
@@ -651,6 +652,13 @@ impl Signals {
         #[cfg(unix)]
         {
             use tokio::signal::unix::{SignalKind, signal};
+            // A write past the process's file size limit (`ulimit -f`) fails with `EFBIG`, as on a full disk, which
+            // the audit sinks handle (the record cut back, the call refused `audit_unavailable`), rather than ending
+            // the process by SIGXFSZ's default action mid-record (red-team finding).
+            // SAFETY: setting a signal's disposition to "ignore" installs no handler and touches no Rust state.
+            unsafe {
+                libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            }
             Signals {
                 term: signal(SignalKind::terminate()).ok(),
                 int: signal(SignalKind::interrupt()).ok(),
