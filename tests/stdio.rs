@@ -493,7 +493,11 @@ fn a_file_size_limit_fails_the_audit_closed_without_killing_the_server() {
     server.initialize("2025-11-25");
     let mut refused = 0;
     for id in 1..=40 {
-        server.send(&RawServer::call_message(id, "echo", json!({"text": "hello"})));
+        server.send(&RawServer::call_message(
+            id,
+            "echo",
+            json!({"text": "hello"}),
+        ));
         let answer = server.recv();
         assert_eq!(answer["id"], id, "{answer}");
         if answer.to_string().contains("audit_unavailable") {
@@ -502,7 +506,10 @@ fn a_file_size_limit_fails_the_audit_closed_without_killing_the_server() {
     }
     assert!(refused > 0, "the limit was never reached");
     let (status, records, stderr) = server.finish();
-    assert!(status.code().is_some(), "killed by a signal: {status:?} {stderr}");
+    assert!(
+        status.code().is_some(),
+        "killed by a signal: {status:?} {stderr}"
+    );
     // What was written is whole records.
     assert!(!records.is_empty());
 }

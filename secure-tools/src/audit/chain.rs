@@ -1856,6 +1856,10 @@ pub struct Verification {
     pub last_seq: Option<u64>,
     /// The first problem, if any.
     pub problem: Option<Problem>,
+    /// When the first problem is a line that is not a record: the first problem after it, the chain checked on from
+    /// the record before that line (one such line, a blank one, say, would otherwise hide every later edit:
+    /// red-team finding). Lines that are not records after the first are passed over.
+    pub later: Option<Problem>,
     /// Checkpoints checked (with a public key: signatures verified).
     pub checkpoints: u64,
     /// Records after the last verified checkpoint (all of them without a checkpoint key, which verifies none):
@@ -2152,8 +2156,9 @@ pub const MAX_LINE: usize = 1 << 20;
 
 /// Checks the chain through `files`, oldest first (a rotated set), from its first record (`seq` 1, after
 /// [`GENESIS`]): a head cut off is a problem. With `key`, the chain must be keyed with it; with `checkpoint_key`,
-/// every checkpoint must verify and there must be one. Stops at the first problem. Reads one line at a time, in
-/// one pass (a second only past a gap, to tell a record removed from one moved).
+/// every checkpoint must verify and there must be one. Stops at the first problem, but for a line that is not a
+/// record, past which it checks on for the first problem after it ([`Verification::later`]). Reads one line at a
+/// time, in one pass (a second only past a gap, to tell a record removed from one moved).
 pub fn verify<P: AsRef<Path>>(
     files: &[P],
     key: Option<&ChainKey>,
@@ -2230,6 +2235,8 @@ fn verify_from<P: AsRef<Path>>(
     let mut unvouched_ranges = 0u64;
     let mut pending = 0u64;
     let mut lines_cut: Vec<LineCut> = Vec::new();
+    // The first line that is not a record: the problem reported, the chain checked on past it (see `later`).
+    let mut stray: Option<Problem> = None;
     'files: for (file_index, path) in files.iter().enumerate() {
         let path = path.as_ref();
         let shown = shown_name(&path.display().to_string());
@@ -2248,7 +2255,8 @@ fn verify_from<P: AsRef<Path>>(
                 records,
                 first_seq,
                 last_seq: last.as_ref().map(|(seq, _)| *seq),
-                problem: Some(problem),
+                problem: Some(stray.clone().unwrap_or_else(|| problem.clone())),
+                later: stray.is_some().then_some(problem),
                 checkpoints,
                 unsigned_tail,
                 ends_clean: false,
@@ -2269,11 +2277,12 @@ fn verify_from<P: AsRef<Path>>(
             // and lines of spaces, tabs or carriage returns between records verified intact, an edit that did not
             // show, and room for data).
             if line.iter().all(u8::is_ascii_whitespace) {
-                return Ok(at(Problem::NotARecord {
+                stray.get_or_insert_with(|| Problem::NotARecord {
                     after,
-                    file: shown,
+                    file: shown.clone(),
                     line: number,
-                }));
+                });
+                continue;
             }
             let checked = checked_seal(&line, key);
             let object = match checked {
@@ -2302,11 +2311,12 @@ fn verify_from<P: AsRef<Path>>(
                         line: number,
                     }));
                 }
-                return Ok(at(Problem::NotARecord {
+                stray.get_or_insert_with(|| Problem::NotARecord {
                     after,
-                    file: shown,
+                    file: shown.clone(),
                     line: number,
-                }));
+                });
+                continue;
             };
             let seq = object.get("seq").and_then(Value::as_u64);
             let prev = object
@@ -2314,11 +2324,12 @@ fn verify_from<P: AsRef<Path>>(
                 .and_then(Value::as_str)
                 .map(str::to_owned);
             let (Some(seq), Some(prev)) = (seq, prev) else {
-                return Ok(at(Problem::NotARecord {
+                stray.get_or_insert_with(|| Problem::NotARecord {
                     after,
-                    file: shown,
+                    file: shown.clone(),
                     line: number,
-                }));
+                });
+                continue;
             };
             let Seal::Verified(sealed) = checked else {
                 // The number due here, not the line's own, which may be part of the tampering. Mid-chain, the first
@@ -2464,13 +2475,19 @@ fn verify_from<P: AsRef<Path>>(
         }
     }
     // With a checkpoint key, an empty set has none either: a file emptied is not a clean log.
-    let problem = (checkpoint_key.is_some() && checkpoints == 0).then_some(Problem::NoCheckpoint);
+    let no_checkpoint =
+        (checkpoint_key.is_some() && checkpoints == 0).then_some(Problem::NoCheckpoint);
+    let (problem, later) = match stray {
+        Some(stray) => (Some(stray), no_checkpoint),
+        None => (no_checkpoint, None),
+    };
     unvouched.truncate(confirmed);
     Ok(Verification {
         records,
         first_seq,
         last_seq: last.map(|(seq, _)| seq),
         problem,
+        later,
         checkpoints,
         unsigned_tail,
         ends_clean,
@@ -2758,6 +2775,65 @@ mod tests {
             .expect("refused")
             .to_string();
         assert!(refused.contains("audit.jsonl.1"), "{refused}");
+    }
+
+    /// A red team's (round four): one blank line after a record (which the server, restarted, chains on after, and
+    /// which reads as an accident) made the verifier stop there, so every later edit went unreported. Past a line
+    /// that is not a record, the chain is checked on from the record before it: the first problem is the line, and
+    /// the first after it is reported too.
+    #[test]
+    fn a_line_that_is_not_a_record_hides_no_later_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let key = ChainKey::from_bytes(&[7; 32]).unwrap();
+        write(&path, Some(&key), 1, 6);
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        text.push('\n');
+        std::fs::write(&path, &text).unwrap();
+        write(&path, Some(&key), 7, 12);
+        let checked = verify(&[&path], Some(&key), None).unwrap();
+        assert!(
+            matches!(
+                checked.problem,
+                Some(Problem::NotARecord {
+                    after: 6,
+                    line: 7,
+                    ..
+                })
+            ),
+            "{checked:?}"
+        );
+        assert_eq!(checked.later, None, "{checked:?}");
+        assert_eq!(
+            checked.last_seq,
+            Some(12),
+            "checked on to the end: {checked:?}"
+        );
+        // Records 9 and 10 removed after the blank line: reported.
+        let all = lines(&path);
+        let kept: Vec<&str> = all
+            .iter()
+            .map(String::as_str)
+            .filter(|line| !line.contains("\"seq\":9,") && !line.contains("\"seq\":10,"))
+            .collect();
+        assert_eq!(kept.len(), all.len() - 2);
+        std::fs::write(&path, kept.join("\n") + "\n").unwrap();
+        let checked = verify(&[&path], Some(&key), None).unwrap();
+        assert!(
+            matches!(checked.problem, Some(Problem::NotARecord { line: 7, .. })),
+            "{checked:?}"
+        );
+        assert!(
+            matches!(
+                checked.later,
+                Some(Problem::Removed {
+                    seq: 9,
+                    last: 10,
+                    ..
+                })
+            ),
+            "{checked:?}"
+        );
     }
 
     /// Red-team finding: a file holding only blank lines (what `echo > FILE` leaves) was taken for an empty one, and

@@ -678,6 +678,16 @@ fn verify(
             }
             Some(problem) => write_stdout(&format!("{problem}\n"))?,
         }
+        // Past a line that is not a record, the chain was checked on: what it found after it.
+        match &checked.later {
+            Some(later) => write_stdout(&format!("and after it: {later}\n"))?,
+            None if matches!(checked.problem, Some(chain::Problem::NotARecord { .. })) => {
+                write_stdout(
+                    "and after it: no other problem (the chain checked on from the record before that line)\n",
+                )?
+            }
+            None => {}
+        }
         if checked.problem.is_none() {
             let mut warnings = String::new();
             for cut in &checked.lines_cut {
