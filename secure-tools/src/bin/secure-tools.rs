@@ -823,10 +823,14 @@ async fn pin(target: &Target) -> Result<u8, String> {
             "secure-tools: warning: the server publishes a toolset digest that is not its tools'"
         );
     }
-    for name in mismatched {
+    for mismatch in mismatched {
         eprintln!(
-            "secure-tools: warning: {} publishes a digest that is not its definition's",
-            visible_line(&name)
+            "secure-tools: warning: {} publishes a digest that is not its definition's: {}",
+            visible_line(&mismatch.tool),
+            visible_line(&cut_for_alert(
+                &mismatch.published.to_string(),
+                ALERT_BOUNDS[0].string
+            ))
         );
     }
     Ok(0)

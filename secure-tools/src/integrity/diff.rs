@@ -20,8 +20,8 @@ pub struct Changes {
     /// Tools in both whose definitions differ.
     pub changed: Vec<ToolChange>,
     /// Tools whose published digest (under [`DIGEST_META_KEY`](super::DIGEST_META_KEY)) is not the digest of the
-    /// definition listed with it.
-    pub digest_mismatch: Vec<String>,
+    /// definition listed with it, with what they published.
+    pub digest_mismatch: Vec<DigestMismatch>,
     /// Names listed more than once: which of the definitions a client would use is not for the lock to guess.
     pub duplicated: Vec<String>,
     /// The server publishes a toolset digest (under [`TOOLSET_DIGEST_META_KEY`](super::TOOLSET_DIGEST_META_KEY))
@@ -39,6 +39,16 @@ impl Changes {
             && self.duplicated.is_empty()
             && !self.toolset_digest_mismatch
     }
+}
+
+/// A tool that publishes a digest other than its definition's.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DigestMismatch {
+    /// The tool's name.
+    pub tool: String,
+    /// What it publishes under [`DIGEST_META_KEY`](super::DIGEST_META_KEY) (a string, or whatever else it put
+    /// there: a red team's held an instruction, shown nowhere).
+    pub published: Value,
 }
 
 /// A tool listed now that the lock does not hold.
@@ -852,11 +862,12 @@ impl Changes {
                 change.render(f)?;
             }
         }
-        for name in &self.digest_mismatch {
+        for mismatch in &self.digest_mismatch {
             writeln!(
                 f,
-                "digest mismatch: {} publishes a digest that is not its definition's",
-                shown_tool(name)
+                "digest mismatch: {} publishes a digest that is not its definition's: {}",
+                shown_tool(&mismatch.tool),
+                shown(&mismatch.published)
             )?;
         }
         for name in &self.duplicated {

@@ -43,7 +43,7 @@
 mod diff;
 mod lock;
 
-pub use diff::{AddedTool, Change, Changes, ToolChange, visible_line};
+pub use diff::{AddedTool, Change, Changes, DigestMismatch, ToolChange, visible_line};
 pub use lock::{
     LockError, LockMode, LockedTool, MAX_LOCK_CONTAINERS, MAX_LOCK_FILE_BYTES, MAX_LOCK_TOOLS,
     MAX_LOCK_VALUES, ToolsLock,
