@@ -976,12 +976,12 @@ fn json_len(value: &Value) -> usize {
     counter.0
 }
 
-/// `value` within the alerts' bounds: the first of [`ALERT_BOUNDS`] under which it fits [`ALERT_MAX_BYTES`], or else
-/// a note that it did not.
-fn bounded_for_alert(value: &Value) -> Value {
+/// `value` within the alerts' bounds: the first of [`ALERT_BOUNDS`] under which it fits `max` bytes, or else a note
+/// that it did not.
+fn bounded_for_alert(value: &Value, max: usize) -> Value {
     for bounds in &ALERT_BOUNDS {
         let bounded = bounded_by(value, 0, bounds);
-        if json_len(&bounded) <= ALERT_MAX_BYTES {
+        if json_len(&bounded) <= max {
             return bounded;
         }
     }
@@ -993,10 +993,72 @@ fn bounded_for_alert(value: &Value) -> Value {
     })
 }
 
+/// The most names of each kind an alert's `tools` lists, and the most bytes of each name (MCP's tool names are at
+/// most 128 characters).
+const ALERT_NAMES: usize = 1_000;
+const ALERT_NAME_BYTES: usize = 128;
+
+/// Names as an alert's `tools` lists them: the first [`ALERT_NAMES`], each within [`ALERT_NAME_BYTES`].
+fn names_for_alert<'a>(names: impl ExactSizeIterator<Item = &'a str>) -> Value {
+    let total = names.len();
+    let mut listed: Vec<Value> = names
+        .take(ALERT_NAMES)
+        .map(|name| Value::String(cut_for_alert(name, ALERT_NAME_BYTES)))
+        .collect();
+    if total > ALERT_NAMES {
+        listed.push(Value::String(format!("... ({} more)", total - ALERT_NAMES)));
+    }
+    Value::Array(listed)
+}
+
+/// An alert of changes (without its time stamp): the report within the bounds (`detail`), every tool it is about
+/// named (`tools`: a red team's poisoned tool past the first 100, or behind a report too large for an alert, was
+/// named nowhere), and, when the report was cut, a `note` saying where it is whole.
+fn alert_line(event: &str, changes: &Changes) -> Value {
+    let tools = json!({
+        "changed": names_for_alert(changes.changed.iter().map(|c| c.tool.as_str())),
+        "added": names_for_alert(changes.added.iter().map(|a| a.tool.as_str())),
+        "removed": names_for_alert(changes.removed.iter().map(String::as_str)),
+        "digest_mismatch": names_for_alert(changes.digest_mismatch.iter().map(|m| m.tool.as_str())),
+        "duplicated": names_for_alert(changes.duplicated.iter().map(String::as_str)),
+    });
+    let full = serde_json::to_value(changes).unwrap_or_default();
+    let detail = bounded_for_alert(&full, ALERT_MAX_BYTES.saturating_sub(json_len(&tools)));
+    let mut line = json!({"event": event, "tools": tools});
+    if detail != full {
+        line["note"] = Value::String(
+            "values cut to fit an alert: `secure-tools check --json` gives the report whole"
+                .to_owned(),
+        );
+    }
+    line["detail"] = detail;
+    line
+}
+
+/// What a watch compares between polls to tell a change of state: the tools and their digests, not the report's
+/// text (a description diff past its time bound is approximated where the bound falls, so the same listing made
+/// a different report, and an alert, every poll: red-team finding).
+fn reported_state(changes: &Changes) -> Value {
+    json!({
+        "changed": changes.changed.iter().map(|c| [&c.tool, &c.before, &c.after]).collect::<Vec<_>>(),
+        "added": changes.added.iter().map(|a| [&a.tool, &a.digest]).collect::<Vec<_>>(),
+        "removed": changes.removed,
+        "digest_mismatch": changes.digest_mismatch,
+        "duplicated": changes.duplicated,
+        "toolset_digest_mismatch": changes.toolset_digest_mismatch,
+    })
+}
+
 /// One alert line, and the hook run with it; an error when the line could not be written (the hook runs anyway).
 async fn alert(event: &str, detail: Value, hook: Option<Hook<'_>>) -> Result<(), String> {
-    let detail = bounded_for_alert(&detail);
-    let line = ascii_json(&json!({"ts": Timestamp(std::time::SystemTime::now()).to_string(), "event": event, "detail": detail}).to_string());
+    let detail = bounded_for_alert(&detail, ALERT_MAX_BYTES);
+    emit(json!({"event": event, "detail": detail}), hook).await
+}
+
+/// The alert `line` (its time stamp added) on stdout, and the hook run with it.
+async fn emit(mut line: Value, hook: Option<Hook<'_>>) -> Result<(), String> {
+    line["ts"] = Value::String(Timestamp(std::time::SystemTime::now()).to_string());
+    let line = ascii_json(&line.to_string());
     let written = write_stdout(&format!("{line}\n"));
     if let Some(hook) = hook {
         run_hook(hook, &line).await;
@@ -1189,18 +1251,13 @@ impl Watched {
                 }
                 let mut changes = lock.compare_listed(&listed.tools);
                 changes.toolset_digest_mismatch = listed.toolset_digest_mismatch;
-                if changes != self.reported {
+                if reported_state(&changes) != reported_state(&self.reported) {
                     let event = if changes.is_empty() {
                         "restored"
                     } else {
                         "changed"
                     };
-                    alert(
-                        event,
-                        serde_json::to_value(&changes).unwrap_or_default(),
-                        hook,
-                    )
-                    .await?;
+                    emit(alert_line(event, &changes), hook).await?;
                     self.reported = changes;
                 }
             }
@@ -1234,8 +1291,111 @@ fn stop_signal() -> Result<impl Future<Output = ()>, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::{ALERT_MAX_BYTES, bounded_for_alert, json_len, without_type_names};
+    use super::{
+        ALERT_MAX_BYTES, alert_line, bounded_for_alert, json_len, reported_state,
+        without_type_names,
+    };
+    use secure_tools::integrity::{AddedTool, Change, Changes, ToolChange};
     use serde_json::{Value, json};
+
+    fn changed(tool: &str, change: Change) -> ToolChange {
+        ToolChange {
+            tool: tool.into(),
+            before: "sha256:a".into(),
+            after: "sha256:b".into(),
+            changes: vec![change],
+        }
+    }
+
+    fn described(diff: &str) -> Change {
+        Change::Description {
+            before: Some("old".into()),
+            after: Some("new".into()),
+            diff: diff.into(),
+        }
+    }
+
+    /// A red team's (round five): past the first 100 tools an alert dropped the rest without a name (a poisoned
+    /// 101st tool behind 100 reworded ones), an alert cut to fit named no tool at all (a hostile server made every
+    /// alert a note, then poisoned behind it), and nothing pointed to `check` when values were cut. An alert now
+    /// names every tool changed, added, removed, duplicated or publishing a wrong digest (the first 1,000 of each),
+    /// and says when it is cut.
+    #[test]
+    fn an_alert_names_every_tool_and_says_when_it_is_cut() {
+        let mut changes = Changes::default();
+        for i in 0..150 {
+            changes
+                .changed
+                .push(changed(&format!("t{i:03}"), described("-old\n+new\n")));
+        }
+        changes.added.push(AddedTool {
+            tool: "helper".into(),
+            digest: "sha256:c".into(),
+            definition: json!({}),
+        });
+        let line = alert_line("changed", &changes);
+        let names = line["tools"]["changed"].as_array().unwrap();
+        assert_eq!(names.len(), 150, "{line}");
+        assert_eq!(names[149], "t149");
+        assert_eq!(line["tools"]["added"], json!(["helper"]));
+        assert!(
+            line["note"]
+                .as_str()
+                .unwrap()
+                .contains("secure-tools check --json"),
+            "{line}"
+        );
+        // A small report is not cut, and says nothing of it.
+        let mut small = Changes::default();
+        small.changed.push(changed("t", described("-old\n+new\n")));
+        let line = alert_line("changed", &small);
+        assert!(line.get("note").is_none(), "{line}");
+        assert_eq!(line["tools"]["changed"], json!(["t"]));
+        assert_eq!(line["detail"]["changed"][0]["tool"], "t");
+        // Too large even cut: the note stands for the report, and the tools are still named.
+        let mut huge = Changes::default();
+        let wide = (0..3).fold(json!("x".repeat(300)), |inner, _| {
+            Value::Array(vec![inner; 10])
+        });
+        let field = |i: usize| Change::Field {
+            name: format!("x{i}"),
+            before: None,
+            after: Some(wide.clone()),
+        };
+        let mut poisoned = changed("poisoned", field(0));
+        poisoned.changes.extend((1..6).map(field));
+        huge.changed.push(poisoned);
+        let line = alert_line("changed", &huge);
+        assert!(line["detail"]["omitted"].is_string(), "{line}");
+        assert_eq!(line["tools"]["changed"], json!(["poisoned"]));
+        assert!(json_len(&line) <= ALERT_MAX_BYTES + 4096);
+    }
+
+    /// A red team's (round five): a description diff past its time bound is approximated where the bound falls, so
+    /// the same listing made a different report each poll, and a watch alerted on every poll. What a watch compares
+    /// is the tools and their digests, not the diffs' text.
+    #[test]
+    fn a_watch_compares_digests_not_diff_text() {
+        let mut first = Changes::default();
+        first.changed.push(changed("t", described("-a\n+b\n")));
+        let mut second = Changes::default();
+        second
+            .changed
+            .push(changed("t", described("-a\n-c\n+b\n+d\n")));
+        assert_eq!(reported_state(&first), reported_state(&second));
+        let mut third = second.clone();
+        third.changed[0].after = "sha256:other".into();
+        assert_ne!(reported_state(&first), reported_state(&third));
+        let mut added = first.clone();
+        added.added.push(AddedTool {
+            tool: "helper".into(),
+            digest: "sha256:1".into(),
+            definition: json!({}),
+        });
+        let mut poisoned = added.clone();
+        poisoned.added[0].digest = "sha256:2".into();
+        assert_ne!(reported_state(&added), reported_state(&poisoned));
+    }
 
     /// A red team's: bounds on each value alone multiplied across nesting, and 100 tools of 100 changed properties
     /// with 4,000-byte descriptions made alerts of 81 MB, one a poll. An alert is now at most 1 MiB: tighter cuts
@@ -1249,7 +1409,7 @@ mod tests {
         let tool = |t: usize| json!({"tool": format!("t{t}"), "changes": (0..100).map(property).collect::<Vec<_>>()});
         let changes = json!({"changed": (0..100).map(tool).collect::<Vec<_>>(), "added": ["x"]});
         assert!(json_len(&changes) > 80_000_000);
-        let bounded = bounded_for_alert(&changes);
+        let bounded = bounded_for_alert(&changes, ALERT_MAX_BYTES);
         let len = json_len(&bounded);
         assert!(len <= ALERT_MAX_BYTES, "{len} bytes");
         // Cut, not dropped: the tools and their first changes are there, each value's start and end.
@@ -1264,12 +1424,12 @@ mod tests {
         );
         // A small report is left whole.
         let small = json!({"changed": [tool(0)["changes"][0].clone()]});
-        assert_eq!(bounded_for_alert(&small), small);
+        assert_eq!(bounded_for_alert(&small, ALERT_MAX_BYTES), small);
         // One that no cut brings under the bound says so: 10,000 strings of 300 bytes, ten to a list, four deep.
         let wide = (0..4).fold(json!("x".repeat(300)), |inner, _| {
             Value::Array(vec![inner; 10])
         });
-        let note = bounded_for_alert(&wide);
+        let note = bounded_for_alert(&wide, ALERT_MAX_BYTES);
         assert!(
             note["omitted"]
                 .as_str()
