@@ -238,6 +238,27 @@ fn audit_verify_exits_3_naming_records_appended_while_the_server_was_down() {
     );
     // Without the checkpoint key nothing is vouched for anyway: exit 0, as before.
     assert_eq!(verify(&[]).status.code(), Some(0));
+    // A red team's (round four): a file whose every record was forged (re-hashed, its checkpoints dropped), then
+    // restarted on, read as a crash's unsigned records. Records no checkpoint of the key precedes are said to be
+    // vouched for by nothing in the file, which a file replaced before the restart reads as too.
+    std::fs::remove_file(&path).unwrap();
+    let forger = ChainedFileSink::append_to(&path, None).unwrap();
+    for reason in ["forged", "forged too"] {
+        forger.write(&record(reason)).unwrap(); // 1 and 2
+    }
+    drop(forger);
+    let sink = server();
+    sink.write(&record("stop")).unwrap();
+    drop(sink);
+    let out = verify(&["--checkpoint-key", public.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    assert!(
+        text.contains("records 1 to 2 are not vouched for")
+            && text.contains("no checkpoint of this key precedes them")
+            && text.contains("replaced"),
+        "{text}"
+    );
 }
 
 #[test]

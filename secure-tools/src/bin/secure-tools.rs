@@ -709,6 +709,22 @@ fn verify(
                 } else {
                     format!("records {} to {}", range.from, range.to)
                 };
+                // With no checkpoint before them, nothing in the files ever vouched for them: a file forged whole (or
+                // copied from elsewhere) before a restart reads so too (red-team finding: it read as a crash's).
+                if range.checkpoint.is_none() {
+                    warnings.push_str(&format!(
+                        "warning: {records} {} not vouched for, and no checkpoint of this key precedes them: the \
+                         server that resumed the chain at record {} ({}:{}) found them in a file none of its \
+                         checkpoints signed; nothing in the files vouches for them (a server that crashed before \
+                         its first checkpoint leaves them so, and a file replaced before that restart, forged or \
+                         copied from elsewhere, reads so too)\n",
+                        if range.from == range.to { "is" } else { "are" },
+                        range.seq,
+                        range.file,
+                        range.line,
+                    ));
+                    continue;
+                }
                 warnings.push_str(&format!(
                     "warning: {records} {} not vouched for by a checkpoint of this key: the server that \
                      resumed the chain at record {} ({}:{}) found {} after {}; a crash leaves its last records so, \
