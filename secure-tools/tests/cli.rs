@@ -259,6 +259,23 @@ fn audit_verify_exits_3_naming_records_appended_while_the_server_was_down() {
             && text.contains("replaced"),
         "{text}"
     );
+    // A second round's: one blank line after them (which a restarted server chains on after) made the report a
+    // line that is not a record and "no other problem", the warnings and the state of the tail gone. They stay,
+    // and every such line is counted.
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes.extend_from_slice(b"\n{\"note\":\"x\"}\n");
+    std::fs::write(&path, bytes).unwrap();
+    let out = verify(&["--checkpoint-key", public.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("is not a chained record")
+            && text.contains("and 1 more line that is not a record of the chain")
+            && text.contains("past those lines, the chain checked on")
+            && text.contains("ends with the signed checkpoint of a clean stop")
+            && text.contains("records 1 to 2 are not vouched for"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -1858,8 +1858,12 @@ pub struct Verification {
     pub problem: Option<Problem>,
     /// When the first problem is a line that is not a record: the first problem after it, the chain checked on from
     /// the record before that line (one such line, a blank one, say, would otherwise hide every later edit:
-    /// red-team finding). Lines that are not records after the first are passed over.
+    /// red-team finding). Lines that are not records after the first are passed over, and counted.
     pub later: Option<Problem>,
+    /// Lines that are not records of the chain (blank, junk, sealed another way, not strict JSON), passed over.
+    pub strays: u64,
+    /// Where the first [`MAX_UNVOUCHED`] of them are.
+    pub stray_lines: Vec<StrayLine>,
     /// Checkpoints checked (with a public key: signatures verified).
     pub checkpoints: u64,
     /// Records after the last verified checkpoint (all of them without a checkpoint key, which verifies none):
@@ -1928,6 +1932,15 @@ pub struct Unvouched {
 /// Where the line still being written is.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Incomplete {
+    /// The file.
+    pub file: String,
+    /// The line's number in it, from 1.
+    pub line: u64,
+}
+
+/// A line that is not a record of the chain.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct StrayLine {
     /// The file.
     pub file: String,
     /// The line's number in it, from 1.
@@ -2235,8 +2248,15 @@ fn verify_from<P: AsRef<Path>>(
     let mut unvouched_ranges = 0u64;
     let mut pending = 0u64;
     let mut lines_cut: Vec<LineCut> = Vec::new();
-    // The first line that is not a record: the problem reported, the chain checked on past it (see `later`).
+    // The first line that is not a record: the problem reported, the chain checked on past it (see `later`); how
+    // many there are, and where the first of them are.
     let mut stray: Option<Problem> = None;
+    let mut strays = 0u64;
+    let mut stray_lines: Vec<StrayLine> = Vec::new();
+    // A line sealed the other way (keyed for unkeyed) before any record: the problem when no record follows (the
+    // whole file is of the other mode), else a line that is not a record like any other (a second round's, put
+    // before record 1, stopped the check there and hid a removal after it).
+    let mut wrong_mode: Option<Problem> = None;
     'files: for (file_index, path) in files.iter().enumerate() {
         let path = path.as_ref();
         let shown = shown_name(&path.display().to_string());
@@ -2251,12 +2271,32 @@ fn verify_from<P: AsRef<Path>>(
             let being_written = !ended && file_index + 1 == files.len();
             // 0-based, for `appears_later`.
             let index = (number - 1) as usize;
+            // A line that is not a record: counted, named among the first, and passed over.
+            macro_rules! stray {
+                () => {{
+                    strays += 1;
+                    if stray_lines.len() < MAX_UNVOUCHED {
+                        stray_lines.push(StrayLine {
+                            file: shown.clone(),
+                            line: number,
+                        });
+                    }
+                    stray.get_or_insert_with(|| Problem::NotARecord {
+                        after: last.as_ref().map_or(0, |(seq, _)| *seq),
+                        file: shown.clone(),
+                        line: number,
+                    });
+                    continue;
+                }};
+            }
             let at = |problem: Problem| Verification {
                 records,
                 first_seq,
                 last_seq: last.as_ref().map(|(seq, _)| *seq),
                 problem: Some(stray.clone().unwrap_or_else(|| problem.clone())),
                 later: stray.is_some().then_some(problem),
+                strays,
+                stray_lines: stray_lines.clone(),
                 checkpoints,
                 unsigned_tail,
                 ends_clean: false,
@@ -2277,12 +2317,7 @@ fn verify_from<P: AsRef<Path>>(
             // and lines of spaces, tabs or carriage returns between records verified intact, an edit that did not
             // show, and room for data).
             if line.iter().all(u8::is_ascii_whitespace) {
-                stray.get_or_insert_with(|| Problem::NotARecord {
-                    after,
-                    file: shown.clone(),
-                    line: number,
-                });
-                continue;
+                stray!();
             }
             let checked = checked_seal(&line, key);
             let object = match checked {
@@ -2305,18 +2340,13 @@ fn verify_from<P: AsRef<Path>>(
                 }
                 let other = if key.is_some() { "hash" } else { "mac" };
                 if last.is_none() && split_seal(&line, other).is_some() {
-                    return Ok(at(Problem::WrongMode {
+                    wrong_mode.get_or_insert_with(|| Problem::WrongMode {
                         keyed: key.is_none(),
-                        file: shown,
+                        file: shown.clone(),
                         line: number,
-                    }));
+                    });
                 }
-                stray.get_or_insert_with(|| Problem::NotARecord {
-                    after,
-                    file: shown.clone(),
-                    line: number,
-                });
-                continue;
+                stray!();
             };
             let seq = object.get("seq").and_then(Value::as_u64);
             let prev = object
@@ -2324,12 +2354,7 @@ fn verify_from<P: AsRef<Path>>(
                 .and_then(Value::as_str)
                 .map(str::to_owned);
             let (Some(seq), Some(prev)) = (seq, prev) else {
-                stray.get_or_insert_with(|| Problem::NotARecord {
-                    after,
-                    file: shown.clone(),
-                    line: number,
-                });
-                continue;
+                stray!();
             };
             let Seal::Verified(sealed) = checked else {
                 // The number due here, not the line's own, which may be part of the tampering. Mid-chain, the first
@@ -2477,9 +2502,11 @@ fn verify_from<P: AsRef<Path>>(
     // With a checkpoint key, an empty set has none either: a file emptied is not a clean log.
     let no_checkpoint =
         (checkpoint_key.is_some() && checkpoints == 0).then_some(Problem::NoCheckpoint);
-    let (problem, later) = match stray {
-        Some(stray) => (Some(stray), no_checkpoint),
-        None => (no_checkpoint, None),
+    let (problem, later) = match (stray, wrong_mode) {
+        // No record at all, and a line sealed the other way: the file is of the other mode.
+        (_, Some(wrong_mode)) if records == 0 => (Some(wrong_mode), None),
+        (Some(stray), _) => (Some(stray), no_checkpoint),
+        (None, _) => (no_checkpoint, None),
     };
     unvouched.truncate(confirmed);
     Ok(Verification {
@@ -2488,6 +2515,8 @@ fn verify_from<P: AsRef<Path>>(
         last_seq: last.map(|(seq, _)| seq),
         problem,
         later,
+        strays,
+        stray_lines,
         checkpoints,
         unsigned_tail,
         ends_clean,
@@ -2831,6 +2860,60 @@ mod tests {
                     last: 10,
                     ..
                 })
+            ),
+            "{checked:?}"
+        );
+        assert_eq!(checked.strays, 1);
+    }
+
+    /// A second round's: past the first line that is not a record, the others went unreported (two forged lines, one
+    /// sealed without the key, one with a member twice, behind a blank line, which JSON readers take as records), and
+    /// a line sealed the other way before the first record stopped the check there as "another mode", hiding a
+    /// removal after it. Every such line is counted and the first 100 named; a file whose every line is of the other
+    /// mode is still that.
+    #[test]
+    fn every_line_that_is_not_a_record_is_counted_and_none_stops_the_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let key = ChainKey::from_bytes(&[7; 32]).unwrap();
+        write(&path, Some(&key), 1, 6);
+        let all = lines(&path);
+        let forged_twice = all[4].replacen("\"event\":", "\"event\":\"x\",\"event\":", 1);
+        let unkeyed = dir.path().join("unkeyed.jsonl");
+        write(&unkeyed, None, 1, 1);
+        let other_mode = lines(&unkeyed)[0].clone();
+        let mut text: Vec<String> = vec![other_mode];
+        text.extend(all[..4].iter().cloned());
+        text.push(String::new());
+        text.push(forged_twice);
+        text.extend(all[5..].iter().cloned());
+        std::fs::write(&path, text.join("\n") + "\n").unwrap();
+        let checked = verify(&[&path], Some(&key), None).unwrap();
+        assert!(
+            matches!(
+                checked.problem,
+                Some(Problem::NotARecord {
+                    after: 0,
+                    line: 1,
+                    ..
+                })
+            ),
+            "{checked:?}"
+        );
+        // Record 5's line is no record (a member twice): after the strays, it is missing.
+        assert!(
+            matches!(checked.later, Some(Problem::Removed { seq: 5, .. })),
+            "{checked:?}"
+        );
+        assert_eq!(checked.strays, 3, "{checked:?}");
+        let at: Vec<u64> = checked.stray_lines.iter().map(|s| s.line).collect();
+        assert_eq!(at, [1, 6, 7]);
+        // A whole file of the other mode is what it was.
+        let checked = verify(&[&unkeyed], Some(&key), None).unwrap();
+        assert!(
+            matches!(
+                checked.problem,
+                Some(Problem::WrongMode { keyed: false, .. })
             ),
             "{checked:?}"
         );

@@ -620,11 +620,20 @@ fn verify(
     // checkpoints read as forged): a note that says so. Still a problem, exit 1: a public key kept under a name
     // without `.pub` reads as a private key too, and a forger who read it signed with it so (red-team finding: the
     // verifier took the forgery for the operator's slip, exit 2, which monitoring reads as a setup problem).
-    if let (Some(path), Some(chain::Problem::BadCheckpoint { .. })) =
-        (checkpoint_key, &checked.problem)
+    // (Its checkpoint found after a line that is not a record too: a second round's blank line first hid the note.)
+    let bad_checkpoint = |checked: &chain::Verification| {
+        [&checked.problem, &checked.later]
+            .iter()
+            .any(|problem| matches!(problem, Some(chain::Problem::BadCheckpoint { .. })))
+    };
+    if let Some(path) = checkpoint_key
+        && bad_checkpoint(&checked)
         && let Ok(private) = chain::CheckpointKey::read(path)
-        && check(files, key.as_ref(), Some(&private.public_key()))
-            .is_ok_and(|derived| derived.problem.is_none())
+        && check(files, key.as_ref(), Some(&private.public_key())).is_ok_and(|derived| {
+            !bad_checkpoint(&derived)
+                && !matches!(derived.later, Some(chain::Problem::NoCheckpoint))
+                && !matches!(derived.problem, Some(chain::Problem::NoCheckpoint))
+        })
     {
         eprintln!(
             "secure-tools: --checkpoint-key {}: the checkpoints verify with the key whose private half is this \
@@ -639,38 +648,47 @@ fn verify(
     } else {
         let plural =
             |n: u64, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+        // What the chain is, where no problem stopped the check: its records, its checkpoints, how it ends.
+        let summary = format!(
+            "{}; {}; {}{}",
+            match (checked.first_seq, checked.last_seq) {
+                (Some(first), Some(last)) => format!(
+                    "{}, numbered {first} to {last}",
+                    plural(checked.records, "record", "records")
+                ),
+                _ => "no records".to_owned(),
+            },
+            plural(checked.checkpoints, "checkpoint", "checkpoints"),
+            if public.is_none() {
+                "checkpoints not verified (no --checkpoint-key): a cut tail would not show".to_owned()
+            } else if checked.ends_clean {
+                "ends with the signed checkpoint of a clean stop".to_owned()
+            } else {
+                format!(
+                    "{} after the last checkpoint, vouched for by none, and no clean stop at the end (records \
+                     cut there would not show; a server still running, or one that crashed, ends so too)",
+                    plural(checked.unsigned_tail, "record", "records")
+                )
+            },
+            checked.incomplete.as_ref().map_or_else(String::new, |at| format!(
+                "; the last line ({}:{}) is incomplete: a record still being written, or a write cut short; not \
+                 checked",
+                at.file, at.line
+            )),
+        );
+        // Past lines that are not records the chain was checked on to its end, unless a problem stopped it there.
+        let checked_through = match &checked.problem {
+            None => true,
+            Some(chain::Problem::NotARecord { .. }) => checked.later.is_none(),
+            Some(_) => false,
+        };
         match &checked.problem {
-            None => write_stdout(&format!(
-                "intact: {}; {}; {}{}\n",
-                match (checked.first_seq, checked.last_seq) {
-                    (Some(first), Some(last)) => format!(
-                        "{}, numbered {first} to {last}",
-                        plural(checked.records, "record", "records")
-                    ),
-                    _ => "no records".to_owned(),
-                },
-                plural(checked.checkpoints, "checkpoint", "checkpoints"),
-                if public.is_none() {
-                    "checkpoints not verified (no --checkpoint-key): a cut tail would not show"
-                        .to_owned()
-                } else if checked.ends_clean {
-                    "ends with the signed checkpoint of a clean stop".to_owned()
-                } else {
-                    format!(
-                        "{} after the last checkpoint, vouched for by none, and no clean stop at the end (records \
-                         cut there would not show; a server still running, or one that crashed, ends so too)",
-                        plural(checked.unsigned_tail, "record", "records")
-                    )
-                },
-                checked.incomplete.as_ref().map_or_else(String::new, |at| format!(
-                    "; the last line ({}:{}) is incomplete: a record still being written, or a write cut short; \
-                     not checked",
-                    at.file, at.line
-                )),
-            ))?,
+            None => write_stdout(&format!("intact: {summary}\n"))?,
             // From the first record on, a keyed chain that does not verify is what another key looks like too (a
             // red team's wrong key read as tampering).
-            Some(problem @ chain::Problem::Altered { .. }) if key.is_some() && checked.records == 0 => {
+            Some(problem @ chain::Problem::Altered { .. })
+                if key.is_some() && checked.records == 0 =>
+            {
                 write_stdout(&format!(
                     "{problem}; the first record checked fails, which is also what a chain key other than its own \
                      gives: check --key-file\n"
@@ -678,17 +696,40 @@ fn verify(
             }
             Some(problem) => write_stdout(&format!("{problem}\n"))?,
         }
-        // Past a line that is not a record, the chain was checked on: what it found after it.
-        match &checked.later {
-            Some(later) => write_stdout(&format!("and after it: {later}\n"))?,
-            None if matches!(checked.problem, Some(chain::Problem::NotARecord { .. })) => {
-                write_stdout(
-                    "and after it: no other problem (the chain checked on from the record before that line)\n",
-                )?
+        // Past a line that is not a record, the chain was checked on: how many such lines, and what it found.
+        if matches!(checked.problem, Some(chain::Problem::NotARecord { .. })) {
+            if checked.strays > 1 {
+                let listed: Vec<String> = checked
+                    .stray_lines
+                    .iter()
+                    .skip(1)
+                    .map(|at| format!("{}:{}", at.file, at.line))
+                    .collect();
+                let unlisted = (checked.strays - 1).saturating_sub(listed.len() as u64);
+                write_stdout(&format!(
+                    "and {} more {}: {}{}\n",
+                    checked.strays - 1,
+                    if checked.strays == 2 {
+                        "line that is not a record of the chain"
+                    } else {
+                        "lines that are not records of the chain"
+                    },
+                    listed.join(", "),
+                    if unlisted > 0 {
+                        format!(" and {unlisted} more")
+                    } else {
+                        String::new()
+                    }
+                ))?;
             }
-            None => {}
+            match &checked.later {
+                Some(later) => write_stdout(&format!("and after it: {later}\n"))?,
+                None => write_stdout(&format!(
+                    "past those lines, the chain checked on from the record before each: {summary}\n"
+                ))?,
+            }
         }
-        if checked.problem.is_none() {
+        if checked_through {
             let mut warnings = String::new();
             for cut in &checked.lines_cut {
                 warnings.push_str(&format!(
