@@ -514,6 +514,29 @@ fn a_file_size_limit_fails_the_audit_closed_without_killing_the_server() {
     assert!(!records.is_empty());
 }
 
+/// A second round's: SIGXFSZ was ignored only once the server began serving, so a record written before (a lockfile
+/// mismatch's, with `--tools-lock-mode warn`) past the limit still killed it mid-record.
+#[test]
+fn a_file_size_limit_before_serving_is_an_error_not_a_kill() {
+    let lock = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/file-server/tools.lock.json"
+    );
+    let mut command = std::process::Command::new("sh");
+    command.args(["-c", &format!("ulimit -f 1 && exec '{SERVER}'")]);
+    let server = RawServer::spawn_command(
+        command,
+        Some("test.read"),
+        &[("MCP_TOOLS_LOCK", lock), ("MCP_TOOLS_LOCK_MODE", "warn")],
+    );
+    let (status, _, stderr) = server.finish();
+    assert!(
+        status.code().is_some(),
+        "killed by a signal: {status:?} {stderr}"
+    );
+    assert!(!status.success(), "{stderr}");
+}
+
 #[test]
 fn sigterm_finishes_calls_in_flight_and_flushes_the_audit() {
     stop_finishes_calls_in_flight_and_flushes_the_audit("TERM", "sigterm");

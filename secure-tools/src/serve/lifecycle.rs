@@ -120,6 +120,7 @@ impl Settings {
         F: Fn(SecureServer<S>) -> H + Send + Sync + 'static,
     {
         self.check_sections_read()?;
+        ignore_file_size_signal();
         #[cfg(feature = "otel")]
         {
             self.otel =
@@ -634,6 +635,18 @@ where
     ended.map(|_| ())
 }
 
+/// A write past the process's file size limit (`ulimit -f`) fails with `EFBIG`, as on a full disk, which the audit
+/// sinks handle (the record cut back, the call refused `audit_unavailable`), rather than ending the process by
+/// SIGXFSZ's default action mid-record (red-team finding). From the runners' start, before the audit file is opened
+/// (a second round's lockfile mismatch record, written before serving, still killed the server).
+fn ignore_file_size_signal() {
+    #[cfg(unix)]
+    // SAFETY: setting a signal's disposition to "ignore" installs no handler and touches no Rust state.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
+}
+
 /// SIGTERM, SIGINT and SIGHUP, where the platform has them; listened for from the moment this is made. SIGHUP (a
 /// terminal's hang-up, and what log rotation scripts often send) stops the server as SIGTERM does: by default it
 /// ended the process at once, with no `server_stop` and no final checkpoint (red-team finding). SIGXFSZ is ignored
@@ -652,13 +665,7 @@ impl Signals {
         #[cfg(unix)]
         {
             use tokio::signal::unix::{SignalKind, signal};
-            // A write past the process's file size limit (`ulimit -f`) fails with `EFBIG`, as on a full disk, which
-            // the audit sinks handle (the record cut back, the call refused `audit_unavailable`), rather than ending
-            // the process by SIGXFSZ's default action mid-record (red-team finding).
-            // SAFETY: setting a signal's disposition to "ignore" installs no handler and touches no Rust state.
-            unsafe {
-                libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
-            }
+            ignore_file_size_signal();
             Signals {
                 term: signal(SignalKind::terminate()).ok(),
                 int: signal(SignalKind::interrupt()).ok(),
