@@ -263,6 +263,9 @@ async fn a_sink_failing_between_start_and_end_hides_no_effect() {
     // The effect happened, and its record says so, though the final record could not be written.
     assert_eq!(effects.writes.load(Ordering::SeqCst), 1);
     assert_eq!(response.error_code(), Some("audit_unavailable"));
+    // A second round's: the answer said no call was accepted, though this one ran. It says its result is withheld.
+    let message = response.refusal().unwrap().message();
+    assert!(message.contains("result is withheld"), "{message}");
     let records = sink.inner.records();
     assert_eq!(records.len(), 1);
     assert_eq!(records[0]["event"], "call_started");

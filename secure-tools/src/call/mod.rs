@@ -1319,7 +1319,7 @@ impl<'s> Call<'s> {
                 CallResponse {
                     call_id,
                     outcome: Outcome::Error,
-                    result: Err(Refusal::audit_unavailable().into_kind(RefusalKind::Error)),
+                    result: Err(Refusal::record_not_written()),
                     has_output_schema,
                 }
             }

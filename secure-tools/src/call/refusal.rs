@@ -183,6 +183,17 @@ impl Refusal {
         )
     }
 
+    /// A call whose `tool_call` record could not be written: refused or not, and run or not, its result is
+    /// withheld (a second round's: the answer said no call was accepted, though its handler had run).
+    pub(crate) fn record_not_written() -> Self {
+        Refusal::with_kind(
+            RefusalKind::Error,
+            codes::AUDIT_UNAVAILABLE,
+            "the audit trail cannot be written: this call's result is withheld, and no call is accepted until it \
+             can be",
+        )
+    }
+
     pub(crate) fn cancelled(code: &'static str, message: &'static str) -> Self {
         Refusal::with_kind(RefusalKind::Cancelled, code, message)
     }
@@ -193,12 +204,6 @@ impl Refusal {
             codes::TIMEOUT,
             format!("the tool did not finish within {after:?} and was stopped"),
         )
-    }
-
-    /// The same refusal counted as an `error` outcome, as when the audit record of a call cannot be written.
-    pub(crate) fn into_kind(mut self, kind: RefusalKind) -> Self {
-        self.kind = kind;
-        self
     }
 }
 

@@ -75,7 +75,7 @@ impl std::fmt::Debug for ServeError {
 }
 
 impl Settings {
-    /// Builds the tool set and serves it as these settings say, until the input ends (stdio), SIGTERM or SIGINT
+    /// Builds the tool set and serves it as these settings say, until the input ends (stdio), SIGTERM, SIGINT or SIGHUP
     /// arrives, or [`cancellation`](Settings::cancellation) is cancelled; then flushes the audit trail and
     /// returns.
     ///

@@ -721,13 +721,14 @@ settings_args! {
         /// How many calls may run at once; one more is refused `overloaded`. Default: 64.
         #[cfg_attr(feature = "cli", arg(long, value_name = "N"))]
         max_concurrent_calls: u32 = env "MCP_MAX_CONCURRENT_CALLS",
-        /// How long calls in flight may take to finish at SIGTERM or SIGINT (and over stdio once the input ends),
-        /// e.g. `5s`. Default: 10s over HTTP, 1s over stdio (hosts kill a stdio server 2s after asking it to stop).
+        /// How long calls in flight may take to finish at SIGTERM, SIGINT or SIGHUP (and over stdio once the input
+        /// ends), e.g. `5s`. Default: 10s over HTTP, 1s over stdio (hosts kill a stdio server 2s after asking it to
+        /// stop).
         #[cfg_attr(feature = "cli", arg(long, value_name = "DURATION"))]
         shutdown_grace: String = env "MCP_SHUTDOWN_GRACE",
-        /// With `--http`: how long the server goes on serving after SIGTERM or SIGINT, its health check answering
-        /// `503` meanwhile, before its stop begins, e.g. `5s`: time for a load balancer to take it out. Default:
-        /// none (a second signal ends it).
+        /// With `--http`: how long the server goes on serving after SIGTERM, SIGINT or SIGHUP, its health check
+        /// answering `503` meanwhile, before its stop begins, e.g. `5s`: time for a load balancer to take it out.
+        /// Default: none (a second signal ends it).
         #[cfg_attr(feature = "cli", arg(long, value_name = "DURATION"))]
         shutdown_delay: String = env "MCP_SHUTDOWN_DELAY",
         /// Refuse clients asking for a protocol version older than this (e.g. `2025-06-18`).
