@@ -53,6 +53,47 @@ pub fn ascii_json(json: &str) -> String {
     text
 }
 
+/// The length of a value's JSON text (as `serde_json` writes it, compactly), counted without building it.
+pub fn json_len(value: &serde_json::Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
+}
+
+/// `text` within about `max` bytes: whole if it fits, else its first and last `max / 2` bytes (at character
+/// boundaries) around a note of how many bytes between are not shown, `where_` appended to it (`": --json has
+/// them"`, say). An instruction appended far into a text is in the part a cut from the start leaves out (a red
+/// team's, more than once), so the end is kept too.
+pub fn cut_middle(text: &str, max: usize, where_: &str) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut head = max / 2;
+    while !text.is_char_boundary(head) {
+        head -= 1;
+    }
+    let mut tail = text.len() - max / 2;
+    while !text.is_char_boundary(tail) {
+        tail += 1;
+    }
+    format!(
+        "{} ... ({} bytes not shown{where_}) ... {}",
+        &text[..head],
+        tail - head,
+        &text[tail..]
+    )
+}
+
 /// A variation selector: U+FE00 to U+FE0F, the supplementary ones (U+E0100 to U+E01EF) and the Mongolian free
 /// variation selectors (U+180B to U+180D, U+180F). One after a character picks its form (an emoji's presentation, an
 /// ideograph's variant); more show as nothing.

@@ -661,7 +661,7 @@ pub(crate) fn redact_owned(args: Value, redacted: impl Fn(&str) -> bool) -> Valu
         if redacted(key) {
             let bytes = match &*value {
                 Value::String(s) => s.len(),
-                other => json_len(other),
+                other => crate::text::json_len(other),
             };
             *value = serde_json::json!({ "redacted": true, "bytes": bytes });
             budget = budget.saturating_sub(40);
@@ -727,23 +727,6 @@ fn has_escapes(bytes: &[u8]) -> bool {
 pub(crate) fn bound(value: &mut Value) {
     let mut budget = MAX_AUDIT_VALUE_BYTES + KEY_RESERVE;
     bound_in_place(value, 0, &mut budget);
-}
-
-/// The length of a value's JSON text, counted without building it.
-fn json_len(value: &Value) -> usize {
-    struct Count(usize);
-    impl std::io::Write for Count {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0 += buf.len();
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut count = Count(0);
-    let _ = serde_json::to_writer(&mut count, value);
-    count.0
 }
 
 fn summary(value: &Value) -> Value {

@@ -29,7 +29,7 @@ use rmcp::service::{NotificationContext, RoleClient, RunningService};
 use rmcp::{ClientHandler, ServiceExt};
 use secure_tools::audit::Timestamp;
 use secure_tools::integrity::{Changes, ToolsLock, visible_line};
-use secure_tools::text::ascii_json;
+use secure_tools::text::{ascii_json, json_len};
 
 #[path = "secure-tools/child.rs"]
 mod child;
@@ -953,23 +953,7 @@ const ALERT_MAX_BYTES: usize = 1 << 20;
 /// `text` within `max` bytes: its start and its end, what is between counted (an instruction appended far into a
 /// description was in the part a cut from the start left out: red-team finding).
 fn cut_for_alert(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_owned();
-    }
-    let mut head = max / 2;
-    while !text.is_char_boundary(head) {
-        head -= 1;
-    }
-    let mut tail = text.len() - max / 2;
-    while !text.is_char_boundary(tail) {
-        tail += 1;
-    }
-    format!(
-        "{} ... ({} bytes not shown) ... {}",
-        &text[..head],
-        tail - head,
-        &text[tail..]
-    )
+    secure_tools::text::cut_middle(text, max, "")
 }
 
 /// `value` within `bounds`.
@@ -1014,23 +998,6 @@ fn bounded_by(value: &Value, depth: usize, bounds: &AlertBounds) -> Value {
         }
         other => other.clone(),
     }
-}
-
-/// The bytes of `value` as JSON, counted without keeping them.
-fn json_len(value: &Value) -> usize {
-    struct Counter(usize);
-    impl std::io::Write for Counter {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0 += bytes.len();
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut counter = Counter(0);
-    let _ = serde_json::to_writer(&mut counter, value);
-    counter.0
 }
 
 /// `value` within the alerts' bounds: the first of [`ALERT_BOUNDS`] under which it fits `max` bytes, or else a note
@@ -1349,10 +1316,10 @@ fn stop_signal() -> Result<impl Future<Output = ()>, String> {
 #[cfg(test)]
 mod tests {
     use super::{
-        ALERT_MAX_BYTES, alert_line, bounded_for_alert, json_len, reported_state,
-        without_type_names,
+        ALERT_MAX_BYTES, alert_line, bounded_for_alert, reported_state, without_type_names,
     };
     use secure_tools::integrity::{AddedTool, Change, Changes, ToolChange};
+    use secure_tools::text::json_len;
     use serde_json::{Value, json};
 
     fn changed(tool: &str, change: Change) -> ToolChange {

@@ -563,19 +563,10 @@ fn cut(text: String) -> String {
     if text.len() <= SHOWN_VALUE_BYTES {
         return text;
     }
-    let mut head = SHOWN_VALUE_BYTES / 2;
-    while !text.is_char_boundary(head) {
-        head -= 1;
-    }
-    let mut tail = text.len() - SHOWN_VALUE_BYTES / 2;
-    while !text.is_char_boundary(tail) {
-        tail += 1;
-    }
-    format!(
-        "{} ... ({} bytes not shown: the JSON report, `--json`, has them) ... {}",
-        &text[..head],
-        tail - head,
-        &text[tail..]
+    crate::text::cut_middle(
+        &text,
+        SHOWN_VALUE_BYTES,
+        ": the JSON report, `--json`, has them",
     )
 }
 
