@@ -505,7 +505,11 @@ impl ToolsLock {
         let mut changes = Changes::default();
         // Every definition listed under each name: a second one is a change whatever it holds, and each is compared
         // (red-team finding: the last of two copies was, so a poisoned first copy showed nowhere).
-        let mut live: BTreeMap<String, Vec<(String, Value)>> = BTreeMap::new();
+        // (How many times each name is listed, and its different definitions.)
+        let mut live: BTreeMap<String, (usize, Vec<(String, Value)>)> = BTreeMap::new();
+        // Each name's definitions by digest, so that the same definition twice is told once (a set: thousands of
+        // copies of a name are within a listing's bounds).
+        let mut seen = std::collections::HashSet::new();
         for tool in listed {
             let name = tool
                 .get("name")
@@ -527,17 +531,17 @@ impl ToolsLock {
                     published: published.clone(),
                 });
             }
-            let copies = live.entry(name.clone()).or_default();
-            if !copies.is_empty() && !changes.duplicated.contains(&name) {
-                changes.duplicated.push(name);
+            let (listings, copies) = live.entry(name.clone()).or_default();
+            *listings += 1;
+            if *listings == 2 {
+                changes.duplicated.push(name.clone());
             }
-            // The same definition twice is told once.
-            if !copies.iter().any(|(seen, _)| *seen == digest) {
+            if seen.insert((name, digest.clone())) {
                 copies.push((digest, definition));
             }
         }
         let deadline = diff_deadline();
-        for (name, copies) in &live {
+        for (name, (_, copies)) in &live {
             for (digest, definition) in copies {
                 match self.tools.get(name) {
                     None => changes.added.push(super::AddedTool {
