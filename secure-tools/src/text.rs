@@ -70,6 +70,34 @@ pub fn json_len(value: &serde_json::Value) -> usize {
     count.0
 }
 
+/// The length of a value's JSON text as [`ascii_json`] writes it (every character outside ASCII, and DEL, as its `\u`
+/// escapes), counted without building it: text outside ASCII takes up to three times its UTF-8 bytes so written.
+pub fn ascii_json_len(value: &serde_json::Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            // serde_json writes whole characters in each piece (its escapes are ASCII, cut between characters).
+            self.0 += match std::str::from_utf8(buf) {
+                Ok(text) => text
+                    .chars()
+                    .map(|c| match c.is_ascii() && c != '\u{7f}' {
+                        true => 1,
+                        false => 6 * c.len_utf16(),
+                    })
+                    .sum(),
+                Err(_) => 6 * buf.len(),
+            };
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
+}
+
 /// `text` within about `max` bytes: whole if it fits, else its first and last `max / 2` bytes (at character
 /// boundaries) around a note of how many bytes between are not shown, `where_` appended to it (`": --json has
 /// them"`, say). An instruction appended far into a text is in the part a cut from the start leaves out (a red

@@ -1860,7 +1860,8 @@ pub struct Verification {
     /// the record before that line (one such line, a blank one, say, would otherwise hide every later edit:
     /// red-team finding). Lines that are not records after the first are passed over, and counted.
     pub later: Option<Problem>,
-    /// Lines that are not records of the chain (blank, junk, sealed another way, not strict JSON), passed over.
+    /// Lines that are not records of the chain (blank, junk, longer than any record, sealed another way, not strict
+    /// JSON), passed over, up to where a problem stopped the check.
     pub strays: u64,
     /// Where the first [`MAX_UNVOUCHED`] of them are.
     pub stray_lines: Vec<StrayLine>,
@@ -2225,6 +2226,26 @@ fn read_line_ended(
     }
 }
 
+/// Reads on to the end of the line the reader is within (past its `\n`), keeping none of it.
+fn skip_line(reader: &mut impl BufRead) -> io::Result<()> {
+    loop {
+        let available = reader.fill_buf()?;
+        if available.is_empty() {
+            return Ok(());
+        }
+        match available.iter().position(|b| *b == b'\n') {
+            Some(at) => {
+                reader.consume(at + 1);
+                return Ok(());
+            }
+            None => {
+                let all = available.len();
+                reader.consume(all);
+            }
+        }
+    }
+}
+
 fn verify_from<P: AsRef<Path>>(
     files: &[P],
     key: Option<&ChainKey>,
@@ -2260,7 +2281,10 @@ fn verify_from<P: AsRef<Path>>(
     'files: for (file_index, path) in files.iter().enumerate() {
         let path = path.as_ref();
         let shown = shown_name(&path.display().to_string());
-        let mut reader = io::BufReader::new(open_log(path)?);
+        let file = open_log(path)?;
+        // Only a regular file's long line is read past: a device's need not end (`/dev/zero`).
+        let regular = file.metadata().is_ok_and(|m| m.is_file());
+        let mut reader = io::BufReader::new(file);
         let mut line = Vec::new();
         let mut number = 0u64;
         while let Some((fits, ended)) =
@@ -2273,19 +2297,24 @@ fn verify_from<P: AsRef<Path>>(
             let index = (number - 1) as usize;
             // A line that is not a record: counted, named among the first, and passed over.
             macro_rules! stray {
-                () => {{
+                () => {
+                    stray!(Problem::NotARecord {
+                        after: last.as_ref().map_or(0, |(seq, _)| *seq),
+                        file: shown.clone(),
+                        line: number,
+                    })
+                };
+                ($problem:expr) => {{
                     strays += 1;
+                    // Whatever follows the last checkpoint, the files do not end with it.
+                    ends_clean = false;
                     if stray_lines.len() < MAX_UNVOUCHED {
                         stray_lines.push(StrayLine {
                             file: shown.clone(),
                             line: number,
                         });
                     }
-                    stray.get_or_insert_with(|| Problem::NotARecord {
-                        after: last.as_ref().map_or(0, |(seq, _)| *seq),
-                        file: shown.clone(),
-                        line: number,
-                    });
+                    stray.get_or_insert_with(|| $problem);
                     continue;
                 }};
             }
@@ -2306,12 +2335,22 @@ fn verify_from<P: AsRef<Path>>(
                 lines_cut: lines_cut.clone(),
             };
             let after = last.as_ref().map_or(0, |(seq, _)| *seq);
-            if !fits {
+            // A line longer than any record is passed over like any line that is not one (a third round's, put
+            // first, stopped the check there and hid a removal after it).
+            if !fits && !regular {
                 return Ok(at(Problem::LineTooLong {
                     after,
                     file: shown,
                     line: number,
                 }));
+            }
+            if !fits {
+                skip_line(&mut reader).map_err(|e| naming(path, e))?;
+                stray!(Problem::LineTooLong {
+                    after,
+                    file: shown.clone(),
+                    line: number,
+                });
             }
             // The sink writes no line of white space, whole or being written (operator trial finding: blank lines
             // and lines of spaces, tabs or carriage returns between records verified intact, an edit that did not
@@ -2864,6 +2903,61 @@ mod tests {
             "{checked:?}"
         );
         assert_eq!(checked.strays, 1);
+    }
+
+    /// A third round's: a line longer than any record put first still stopped the check there, hiding a removal
+    /// after it, and lines after the final checkpoint of a clean stop left the chain said to end with it. A line
+    /// too long is passed over like any line that is not a record, and one after the last checkpoint means the
+    /// files do not end clean.
+    #[test]
+    fn a_long_line_stops_no_check_and_a_stray_after_the_end_is_no_clean_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let key = ChainKey::from_bytes(&[7; 32]).unwrap();
+        write(&path, Some(&key), 1, 6);
+        let all = lines(&path);
+        let mut text = vec![" ".repeat(MAX_LINE + 1)];
+        text.extend(
+            all.iter()
+                .enumerate()
+                .filter(|(i, _)| *i != 3)
+                .map(|(_, l)| l.clone()),
+        );
+        std::fs::write(&path, text.join("\n") + "\n").unwrap();
+        let checked = verify(&[&path], Some(&key), None).unwrap();
+        assert!(
+            matches!(checked.problem, Some(Problem::LineTooLong { line: 1, .. })),
+            "{checked:?}"
+        );
+        assert!(
+            matches!(checked.later, Some(Problem::Removed { seq: 4, .. })),
+            "{checked:?}"
+        );
+        assert_eq!(checked.strays, 1);
+        // A clean stop with its signed checkpoint, then a line that is not a record.
+        let public = CheckpointKey::from_seed([5; 32]);
+        let clean = dir.path().join("clean.jsonl");
+        let sink = ChainedFileSink::append_to(&clean, Some(key.clone()))
+            .unwrap()
+            .with_checkpoints(
+                Checkpoints {
+                    key: public.clone(),
+                    interval: std::time::Duration::from_secs(3600),
+                },
+                "test",
+            );
+        sink.write(&record(1)).unwrap();
+        drop(sink);
+        let intact = verify(&[&clean], Some(&key), Some(&public.public_key())).unwrap();
+        assert!(intact.problem.is_none() && intact.ends_clean, "{intact:?}");
+        let mut bytes = std::fs::read(&clean).unwrap();
+        bytes.extend_from_slice(b"{\"event\":\"tool_call\",\"tool\":\"delete_all\"}\n");
+        std::fs::write(&clean, bytes).unwrap();
+        let checked = verify(&[&clean], Some(&key), Some(&public.public_key())).unwrap();
+        assert!(
+            checked.problem.is_some() && !checked.ends_clean,
+            "{checked:?}"
+        );
     }
 
     /// A second round's: past the first line that is not a record, the others went unreported (two forged lines, one

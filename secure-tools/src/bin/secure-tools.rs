@@ -29,7 +29,7 @@ use rmcp::service::{NotificationContext, RoleClient, RunningService};
 use rmcp::{ClientHandler, ServiceExt};
 use secure_tools::audit::Timestamp;
 use secure_tools::integrity::{Changes, ToolsLock, visible_line};
-use secure_tools::text::{ascii_json, json_len};
+use secure_tools::text::{ascii_json, ascii_json_len, json_len};
 
 #[path = "secure-tools/child.rs"]
 mod child;
@@ -1005,7 +1005,9 @@ fn bounded_by(value: &Value, depth: usize, bounds: &AlertBounds) -> Value {
 fn bounded_for_alert(value: &Value, max: usize) -> Value {
     for bounds in &ALERT_BOUNDS {
         let bounded = bounded_by(value, 0, bounds);
-        if json_len(&bounded) <= max {
+        // As written: ASCII only (a third round's text outside ASCII, measured as UTF-8, was written three times
+        // as long).
+        if ascii_json_len(&bounded) <= max {
             return bounded;
         }
     }
@@ -1022,15 +1024,19 @@ fn bounded_for_alert(value: &Value, max: usize) -> Value {
 const ALERT_NAMES: usize = 1_000;
 const ALERT_NAME_BYTES: usize = 128;
 
-/// Names as an alert's `tools` lists them: the first [`ALERT_NAMES`], each within [`ALERT_NAME_BYTES`].
-fn names_for_alert<'a>(names: impl ExactSizeIterator<Item = &'a str>) -> Value {
+/// Names as an alert's `tools` lists them: the first `most`, each within `bytes`.
+fn names_for_alert(
+    names: &mut dyn ExactSizeIterator<Item = &str>,
+    most: usize,
+    bytes: usize,
+) -> Value {
     let total = names.len();
     let mut listed: Vec<Value> = names
-        .take(ALERT_NAMES)
-        .map(|name| Value::String(cut_for_alert(name, ALERT_NAME_BYTES)))
+        .take(most)
+        .map(|name| Value::String(cut_for_alert(name, bytes)))
         .collect();
-    if total > ALERT_NAMES {
-        listed.push(Value::String(format!("... ({} more)", total - ALERT_NAMES)));
+    if total > most {
+        listed.push(Value::String(format!("... ({} more)", total - most)));
     }
     Value::Array(listed)
 }
@@ -1039,15 +1045,24 @@ fn names_for_alert<'a>(names: impl ExactSizeIterator<Item = &'a str>) -> Value {
 /// named (`tools`: a red team's poisoned tool past the first 100, or behind a report too large for an alert, was
 /// named nowhere), and, when the report was cut, a `note` saying where it is whole.
 fn alert_line(event: &str, changes: &Changes) -> Value {
-    let tools = json!({
-        "changed": names_for_alert(changes.changed.iter().map(|c| c.tool.as_str())),
-        "added": names_for_alert(changes.added.iter().map(|a| a.tool.as_str())),
-        "removed": names_for_alert(changes.removed.iter().map(String::as_str)),
-        "digest_mismatch": names_for_alert(changes.digest_mismatch.iter().map(|m| m.tool.as_str())),
-        "duplicated": names_for_alert(changes.duplicated.iter().map(String::as_str)),
-    });
+    // The names within half the bound, tighter if need be (a third round's names of control characters, six bytes
+    // each as written, made a 3.8 MB alert).
+    let tools = [(ALERT_NAMES, ALERT_NAME_BYTES), (100, 32)]
+        .into_iter()
+        .map(|(most, bytes)| {
+            let names = |list: &mut dyn ExactSizeIterator<Item = &str>| names_for_alert(list, most, bytes);
+            json!({
+                "changed": names(&mut changes.changed.iter().map(|c| c.tool.as_str())),
+                "added": names(&mut changes.added.iter().map(|a| a.tool.as_str())),
+                "removed": names(&mut changes.removed.iter().map(String::as_str)),
+                "digest_mismatch": names(&mut changes.digest_mismatch.iter().map(|m| m.tool.as_str())),
+                "duplicated": names(&mut changes.duplicated.iter().map(String::as_str)),
+            })
+        })
+        .find(|tools| ascii_json_len(tools) <= ALERT_MAX_BYTES / 2)
+        .unwrap_or_else(|| json!({}));
     let full = serde_json::to_value(changes).unwrap_or_default();
-    let detail = bounded_for_alert(&full, ALERT_MAX_BYTES.saturating_sub(json_len(&tools)));
+    let detail = bounded_for_alert(&full, ALERT_MAX_BYTES - ascii_json_len(&tools) - 512);
     let mut line = json!({"event": event, "tools": tools});
     if detail != full {
         line["note"] = Value::String(
@@ -1063,12 +1078,17 @@ fn alert_line(event: &str, changes: &Changes) -> Value {
 /// text (a description diff past its time bound is approximated where the bound falls, so the same listing made
 /// a different report, and an alert, every poll: red-team finding).
 fn reported_state(changes: &Changes) -> Value {
+    // Sorted: a server listing the same tools in another order each time made an alert every poll (a third round's).
+    let sorted = |mut items: Vec<Vec<String>>| {
+        items.sort();
+        items
+    };
     json!({
-        "changed": changes.changed.iter().map(|c| [&c.tool, &c.before, &c.after]).collect::<Vec<_>>(),
-        "added": changes.added.iter().map(|a| [&a.tool, &a.digest]).collect::<Vec<_>>(),
-        "removed": changes.removed,
-        "digest_mismatch": changes.digest_mismatch,
-        "duplicated": changes.duplicated,
+        "changed": sorted(changes.changed.iter().map(|c| vec![c.tool.clone(), c.before.clone(), c.after.clone()]).collect()),
+        "added": sorted(changes.added.iter().map(|a| vec![a.tool.clone(), a.digest.clone()]).collect()),
+        "removed": sorted(changes.removed.iter().map(|r| vec![r.clone()]).collect()),
+        "digest_mismatch": sorted(changes.digest_mismatch.iter().map(|m| vec![m.tool.clone(), m.published.to_string()]).collect()),
+        "duplicated": sorted(changes.duplicated.iter().map(|d| vec![d.clone()]).collect()),
         "toolset_digest_mismatch": changes.toolset_digest_mismatch,
     })
 }
@@ -1393,6 +1413,49 @@ mod tests {
         assert!(line["detail"]["omitted"].is_string(), "{line}");
         assert_eq!(line["tools"]["changed"], json!(["poisoned"]));
         assert!(json_len(&line) <= ALERT_MAX_BYTES + 4096);
+    }
+
+    /// A third round's: names of 128 control characters (six bytes each as JSON), 1,000 of each kind, made a 3.8 MB
+    /// alert, and text outside ASCII, measured as UTF-8, was written three times as long escaped. An alert line as
+    /// written is within the bound.
+    #[test]
+    fn an_alert_line_as_written_is_within_the_bound() {
+        let name = |i: usize| format!("{}{i:04}", "\u{1}".repeat(124));
+        let mut changes = Changes::default();
+        for i in 0..1_000 {
+            changes.removed.push(name(i));
+            changes.duplicated.push(name(i));
+            changes.added.push(AddedTool {
+                tool: name(i),
+                digest: "sha256:0".into(),
+                definition: json!({"description": "\u{e9}".repeat(2048)}),
+            });
+        }
+        let line = secure_tools::text::ascii_json(&alert_line("changed", &changes).to_string());
+        assert!(line.len() <= ALERT_MAX_BYTES, "{} bytes", line.len());
+        let value: Value = serde_json::from_str(&line).unwrap();
+        assert!(value["tools"]["removed"].as_array().unwrap().len() > 10);
+        assert!(value["note"].is_string());
+    }
+
+    /// A third round's: a server listing the same tools in another order each time (as one keeping them in a hash
+    /// map does) made an alert every poll when some published a stale digest or were listed twice. The state a
+    /// watch compares does not depend on the listing's order.
+    #[test]
+    fn a_watch_state_does_not_depend_on_the_listings_order() {
+        let mismatch = |tool: &str| secure_tools::integrity::DigestMismatch {
+            tool: tool.into(),
+            published: json!("sha256:stale"),
+        };
+        let mut first = Changes::default();
+        first.digest_mismatch = vec![mismatch("a"), mismatch("b")];
+        first.duplicated = vec!["c".into(), "d".into()];
+        first.changed = vec![changed("e", described("x")), changed("f", described("y"))];
+        let mut second = Changes::default();
+        second.digest_mismatch = vec![mismatch("b"), mismatch("a")];
+        second.duplicated = vec!["d".into(), "c".into()];
+        second.changed = vec![changed("f", described("y")), changed("e", described("x"))];
+        assert_eq!(reported_state(&first), reported_state(&second));
     }
 
     /// A red team's (round five): a description diff past its time bound is approximated where the bound falls, so
