@@ -1447,14 +1447,18 @@ mod tests {
             tool: tool.into(),
             published: json!("sha256:stale"),
         };
-        let mut first = Changes::default();
-        first.digest_mismatch = vec![mismatch("a"), mismatch("b")];
-        first.duplicated = vec!["c".into(), "d".into()];
-        first.changed = vec![changed("e", described("x")), changed("f", described("y"))];
-        let mut second = Changes::default();
-        second.digest_mismatch = vec![mismatch("b"), mismatch("a")];
-        second.duplicated = vec!["d".into(), "c".into()];
-        second.changed = vec![changed("f", described("y")), changed("e", described("x"))];
+        let first = Changes {
+            digest_mismatch: vec![mismatch("a"), mismatch("b")],
+            duplicated: vec!["c".into(), "d".into()],
+            changed: vec![changed("e", described("x")), changed("f", described("y"))],
+            ..Changes::default()
+        };
+        let second = Changes {
+            digest_mismatch: vec![mismatch("b"), mismatch("a")],
+            duplicated: vec!["d".into(), "c".into()],
+            changed: vec![changed("f", described("y")), changed("e", described("x"))],
+            ..Changes::default()
+        };
         assert_eq!(reported_state(&first), reported_state(&second));
     }
 
