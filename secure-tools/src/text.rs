@@ -55,45 +55,40 @@ pub fn ascii_json(json: &str) -> String {
 
 /// The length of a value's JSON text (as `serde_json` writes it, compactly), counted without building it.
 pub fn json_len(value: &serde_json::Value) -> usize {
-    struct Count(usize);
-    impl std::io::Write for Count {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0 += buf.len();
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut count = Count(0);
-    let _ = serde_json::to_writer(&mut count, value);
-    count.0
+    counted(value, <[u8]>::len)
 }
 
 /// The length of a value's JSON text as [`ascii_json`] writes it (every character outside ASCII, and DEL, as its `\u`
 /// escapes), counted without building it: text outside ASCII takes up to three times its UTF-8 bytes so written.
 pub fn ascii_json_len(value: &serde_json::Value) -> usize {
-    struct Count(usize);
+    counted(value, |piece| {
+        // serde_json writes whole characters in each piece (its escapes are ASCII, cut between characters).
+        match std::str::from_utf8(piece) {
+            Ok(text) => text
+                .chars()
+                .map(|c| match c.is_ascii() && c != '\u{7f}' {
+                    true => 1,
+                    false => 6 * c.len_utf16(),
+                })
+                .sum(),
+            Err(_) => 6 * piece.len(),
+        }
+    })
+}
+
+/// The sum of `length` over the pieces `serde_json` writes `value` in, nothing kept.
+fn counted(value: &serde_json::Value, length: fn(&[u8]) -> usize) -> usize {
+    struct Count(usize, fn(&[u8]) -> usize);
     impl std::io::Write for Count {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            // serde_json writes whole characters in each piece (its escapes are ASCII, cut between characters).
-            self.0 += match std::str::from_utf8(buf) {
-                Ok(text) => text
-                    .chars()
-                    .map(|c| match c.is_ascii() && c != '\u{7f}' {
-                        true => 1,
-                        false => 6 * c.len_utf16(),
-                    })
-                    .sum(),
-                Err(_) => 6 * buf.len(),
-            };
-            Ok(buf.len())
+        fn write(&mut self, piece: &[u8]) -> std::io::Result<usize> {
+            self.0 += (self.1)(piece);
+            Ok(piece.len())
         }
         fn flush(&mut self) -> std::io::Result<()> {
             Ok(())
         }
     }
-    let mut count = Count(0);
+    let mut count = Count(0, length);
     let _ = serde_json::to_writer(&mut count, value);
     count.0
 }
@@ -198,6 +193,16 @@ pub(crate) fn hazard(c: char) -> Option<Hazard> {
 #[cfg(test)]
 mod tests {
     use super::neutralize;
+
+    #[test]
+    fn json_lengths_are_those_of_the_text_written() {
+        let value = serde_json::json!({"a\u{7f}": ["caf\u{e9}", "\u{1f600}", 1.5, null, "\n\"x"]});
+        assert_eq!(super::json_len(&value), value.to_string().len());
+        assert_eq!(
+            super::ascii_json_len(&value),
+            super::ascii_json(&value.to_string()).len()
+        );
+    }
 
     #[test]
     fn escapes_controls_and_keeps_everything_else() {
