@@ -206,7 +206,11 @@ impl CheckpointPublicKey {
             .map_err(|e| {
                 io::Error::new(
                     io::ErrorKind::InvalidData,
-                    format!("{}: not an Ed25519 public key ({e})", path.display()),
+                    format!(
+                        "{}: not an Ed25519 public key ({e}); a private key (`audit keygen --out FILE` writes it to \
+                         FILE) is no public key either: verify with FILE.pub",
+                        path.display()
+                    ),
                 )
             })
     }
@@ -549,12 +553,22 @@ impl ChainedFileSink {
         {
             use std::os::unix::fs::PermissionsExt as _;
             let mode = file.metadata()?.permissions().mode();
-            if mode & 0o022 != 0 {
+            let (writable, readable) = loose_mode(mode);
+            if writable {
                 tracing::warn!(
                     path = %path.display(),
                     mode = format_args!("{:o}", mode & 0o777),
                     "the audit log is writable by its group or by everyone: whoever can write it can cut or \
                      rewrite records; make it writable by its owner only (chmod 600)"
+                );
+            }
+            if readable {
+                tracing::warn!(
+                    path = %path.display(),
+                    mode = format_args!("{:o}", mode & 0o777),
+                    "the audit log is readable by everyone: its records hold callers' identities, token ids, \
+                     addresses and the arguments not redacted; make it readable by its owner (chmod 600) or a \
+                     readers' group (chmod 640) only"
                 );
             }
         }
@@ -1609,6 +1623,13 @@ fn open_rotated_for_cut(path: &Path, read: &File) -> io::Result<File> {
         )),
         Err(std::fs::TryLockError::Error(error)) => Err(naming(path, error)),
     }
+}
+
+/// What an audit file's mode leaves open: (writable by its group or by everyone, readable by everyone). A group
+/// that reads it (`adm`, a log shipper's) is a choice; everyone reading it is not (new files are `0600`).
+#[cfg(unix)]
+fn loose_mode(mode: u32) -> (bool, bool) {
+    (mode & 0o022 != 0, mode & 0o004 != 0)
 }
 
 /// How the end of a file opened to be continued looks, when a write into it was cut short (the process died in it,
@@ -4545,6 +4566,36 @@ mod tests {
             error.contains("bad.pub") && error.contains("not an Ed25519 public key"),
             "{error}"
         );
+        // A private seed moved away from its `.pub` is read as a public key: about half of all seeds are no point of
+        // the curve, and the refusal says what the file may be (one that is a point is the verifier's case).
+        let seed = (0u8..=255)
+            .map(|n| CheckpointKey::from_seed([n; 32]))
+            .find(|k| ed25519_dalek::VerifyingKey::from_bytes(&k.0.to_bytes()).is_err())
+            .expect("some seed is no point");
+        let moved = dir.path().join("moved.key");
+        std::fs::write(&moved, seed.seed_hex()).unwrap();
+        let error = CheckpointPublicKey::read(&moved).err().unwrap().to_string();
+        assert!(
+            error.contains("moved.key") && error.contains("verify with FILE.pub"),
+            "{error}"
+        );
+    }
+
+    /// Review finding: an audit file everyone could read (its records hold identities, token ids, addresses and
+    /// arguments) was taken without a word, where one others could write was warned of.
+    #[cfg(unix)]
+    #[test]
+    fn an_audit_file_everyone_can_read_is_told_apart() {
+        for (mode, expected) in [
+            (0o600, (false, false)),
+            (0o640, (false, false)),
+            (0o644, (false, true)),
+            (0o620, (true, false)),
+            (0o602, (true, false)),
+            (0o666, (true, true)),
+        ] {
+            assert_eq!(loose_mode(0o100000 | mode), expected, "{mode:o}");
+        }
     }
 
     /// Auditor's trial: a start refused because `FILE.1` is chained with another key named `FILE` (which did not
