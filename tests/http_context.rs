@@ -31,8 +31,13 @@ fn address_of(server: &Server) -> String {
 
 /// Asks `server` to stop, as an operator does (SIGTERM).
 fn signal_stop(server: &Server) {
+    signal(server, "TERM");
+}
+
+/// Sends `server` the signal `name` (`TERM`, `HUP`, ...).
+fn signal(server: &Server, name: &str) {
     let status = std::process::Command::new("kill")
-        .args(["-TERM", &server.child.id().to_string()])
+        .args([&format!("-{name}"), &server.child.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
@@ -601,6 +606,48 @@ async fn at_sigterm_every_call_in_flight_over_http_is_answered_as_audited() {
         "{calls:?}"
     );
     assert_eq!(audit.last().unwrap()["event"], "server_stop");
+}
+
+/// A red team's (round four, over stdio, then seen over HTTP by a script only): SIGHUP ended the server at once, with
+/// no `server_stop`. Over HTTP too it stops the server as SIGTERM does: calls in flight answered as audited, then
+/// `server_stop` with reason `sighup`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_sighup_calls_in_flight_over_http_are_answered_as_audited_then_the_server_stops() {
+    const CALLS: usize = 4;
+    let mut server = start();
+    let client = client(Duration::from_secs(30));
+    let calls: Vec<_> = (0..CALLS)
+        .map(|_| {
+            let client = client.clone();
+            let url = server.url.clone();
+            tokio::spawn(async move {
+                let response = post(&client, &url, &call("slow", json!({"millis": 700}))).await?;
+                let status = response.status();
+                Ok::<_, reqwest::Error>((status, response.text().await?))
+            })
+        })
+        .collect();
+    audit_until(&server, |audit| {
+        events(audit, "call_started").len() == CALLS
+    });
+    signal(&server, "HUP");
+    for call in calls {
+        let (status, body) = call.await.unwrap().expect("a call in flight got no answer");
+        assert_eq!(status, 200, "{body}");
+        let answer: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(answer["result"]["content"][0]["text"], "done", "{answer}");
+    }
+    assert!(server.child.wait().unwrap().success());
+    let audit = read_audit(&server.audit);
+    let calls = events(&audit, "tool_call");
+    assert_eq!(calls.len(), CALLS, "{audit:#?}");
+    assert!(
+        calls.iter().all(|call| call["outcome"] == "ok"),
+        "{calls:?}"
+    );
+    let stop = audit.last().unwrap();
+    assert_eq!(stop["event"], "server_stop", "{audit:#?}");
+    assert_eq!(stop["reason"], "sighup");
 }
 
 /// The same in sessions mode, where calls are answered as streams of events, with a client's standalone event
