@@ -1001,7 +1001,7 @@ async fn user_validators_can_neither_leak_a_redacted_value_nor_crash_the_call() 
     let message = response.refusal().unwrap().message().to_owned();
     assert!(!message.contains("12 is not"), "{message}");
     assert!(
-        message.contains("`pin`: failed the `pin` check"),
+        message.contains("`pin`: failed a check of the tool's own"),
         "{message}"
     );
     assert!(message.contains("xyz is not four digits"), "{message}");
@@ -1088,7 +1088,7 @@ async fn a_renamed_redacted_field_keeps_its_validators_message_to_itself() {
     let message = response.refusal().unwrap().message().to_owned();
     assert!(!message.contains("s3cr3t"), "{message}");
     assert!(
-        message.contains("`pass_word`: failed the `pin` check"),
+        message.contains("`pass_word`: failed a check of the tool's own"),
         "{message}"
     );
     // A renamed field is treated as redacted (its wire name is not its Rust name): described by its rule only.

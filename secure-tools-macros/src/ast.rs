@@ -318,3 +318,78 @@ pub fn is_field_attr(attr: &Attribute) -> bool {
         .iter()
         .any(|name| attr.path().is_ident(name))
 }
+
+/// How an inline argument meets the client.
+pub enum Wire {
+    /// Sent under this name: `#[serde(rename = "..")]` (or `rename(deserialize = "..")`), else the parameter's name.
+    Named(String),
+    /// `#[serde(flatten)]`: its fields are the arguments.
+    Flattened,
+    /// `#[serde(skip)]` or `skip_deserializing`: not sent at all.
+    Skipped,
+}
+
+/// The name an argument is sent under, as serde decodes it (see [`Wire`]).
+pub fn wire(ident: &Ident, attrs: &[Attribute]) -> Wire {
+    use syn::ext::IdentExt as _;
+    let mut wire = Wire::Named(ident.unraw().to_string());
+    for attr in attrs.iter().filter(|a| a.path().is_ident("serde")) {
+        let _ = attr.parse_nested_meta(|meta| {
+            if meta.path.is_ident("flatten") {
+                wire = Wire::Flattened;
+            } else if meta.path.is_ident("skip") || meta.path.is_ident("skip_deserializing") {
+                wire = Wire::Skipped;
+            } else if meta.path.is_ident("rename") {
+                if meta.input.peek(syn::Token![=]) {
+                    let name: syn::LitStr = meta.value()?.parse()?;
+                    if let Wire::Named(current) = &mut wire {
+                        *current = name.value();
+                    }
+                    return Ok(());
+                }
+                return meta.parse_nested_meta(|inner| {
+                    if inner.path.is_ident("deserialize") {
+                        let name: syn::LitStr = inner.value()?.parse()?;
+                        if let Wire::Named(current) = &mut wire {
+                            *current = name.value();
+                        }
+                        Ok(())
+                    } else {
+                        crate::attr::skip_value(&inner)
+                    }
+                });
+            }
+            crate::attr::skip_value(&meta)
+        });
+    }
+    wire
+}
+
+/// Whether the parameter's own attributes already ask validator to check its type's rules (`#[validate(nested)]`).
+pub fn marked_nested(attrs: &[Attribute]) -> bool {
+    let mut nested = false;
+    for attr in attrs.iter().filter(|a| a.path().is_ident("validate")) {
+        let _ = attr.parse_nested_meta(|meta| {
+            nested |= meta.path.is_ident("nested");
+            crate::attr::skip_value(&meta)
+        });
+    }
+    nested
+}
+
+/// `T` of `Option<T>` (by the last segment's name, as serde's and validator's derives tell it), else none.
+pub fn option_inner(ty: &Type) -> Option<&Type> {
+    match last_segment(ty) {
+        Some((name, inner)) if name == "Option" => inner,
+        _ => None,
+    }
+}
+
+/// Whether the type is a map by its name (`HashMap`, `BTreeMap`, `IndexMap`, serde_json's `Map` or `Value`), seen
+/// through `Option`.
+pub fn is_map(ty: &Type) -> bool {
+    let ty = option_inner(ty).unwrap_or(ty);
+    type_name(ty).is_some_and(|name| {
+        ["HashMap", "BTreeMap", "IndexMap", "Map", "Value"].contains(&name.as_str())
+    })
+}

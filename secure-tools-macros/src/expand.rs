@@ -80,25 +80,41 @@ fn first_last(tokens: &dyn ToTokens) -> (Span, Span) {
 /// `min` and `max` in the schema: the exclusive bounds are added as `exclusiveMinimum` and `exclusiveMaximum`, so a
 /// client following the schema is not refused for a value the schema allowed. A bound written as a string (a path,
 /// as validator and schemars accept) is read as that path.
-fn exclusive_bounds(attrs: &[syn::Attribute]) -> TokenStream {
+///
+/// Likewise `length` on a map (validator counts its entries; schemars writes length keywords for strings and
+/// arrays only): added as `minProperties` and `maxProperties` (a red team's: the schema said nothing, and a third
+/// tag was refused).
+fn exclusive_bounds(attrs: &[syn::Attribute], ty: &syn::Type) -> TokenStream {
     let mut bounds = Vec::new();
+    let map = crate::ast::is_map(ty);
     for attr in attrs.iter().filter(|a| a.path().is_ident("validate")) {
         // A rule that cannot be read is reported by validator's own derive; nothing is added for it here.
         let _ = attr.parse_nested_meta(|rule| {
-            if !rule.path.is_ident("range") {
+            let length = map && rule.path.is_ident("length");
+            if !rule.path.is_ident("range") && !length {
                 return attr::skip_value(&rule);
             }
             rule.parse_nested_meta(|bound| {
-                let keyword = if bound.path.is_ident("exclusive_min") {
-                    Some("exclusiveMinimum")
+                let keywords: &[&str] = if length {
+                    if bound.path.is_ident("min") {
+                        &["minProperties"]
+                    } else if bound.path.is_ident("max") {
+                        &["maxProperties"]
+                    } else if bound.path.is_ident("equal") {
+                        &["minProperties", "maxProperties"]
+                    } else {
+                        &[]
+                    }
+                } else if bound.path.is_ident("exclusive_min") {
+                    &["exclusiveMinimum"]
                 } else if bound.path.is_ident("exclusive_max") {
-                    Some("exclusiveMaximum")
+                    &["exclusiveMaximum"]
                 } else {
-                    None
+                    &[]
                 };
-                let Some(keyword) = keyword else {
+                if keywords.is_empty() {
                     return attr::skip_value(&bound);
-                };
+                }
                 let value: syn::Expr = bound.value()?.parse()?;
                 let value = match value {
                     syn::Expr::Lit(syn::ExprLit {
@@ -107,7 +123,9 @@ fn exclusive_bounds(attrs: &[syn::Attribute]) -> TokenStream {
                     }) => path.parse::<syn::Expr>()?,
                     other => other,
                 };
-                bounds.push(quote!(#[schemars(extend(#keyword = #value))]));
+                for keyword in keywords {
+                    bounds.push(quote!(#[schemars(extend(#keyword = #value))]));
+                }
                 Ok(())
             })
         });
@@ -143,7 +161,7 @@ fn generate(model: &Model) -> TokenStream {
                 else {
                     unreachable!()
                 };
-                let bounds = exclusive_bounds(attrs);
+                let bounds = exclusive_bounds(attrs, ty);
                 let attrs = attrs.iter().filter(|a| crate::ast::is_field_attr(a));
                 quote!(#(#attrs)* #bounds pub #ident: #ty,)
             });
@@ -332,6 +350,12 @@ fn generate(model: &Model) -> TokenStream {
         }
     });
 
+    let validate_nested = if model.args_struct.is_none() {
+        validate_nested(function)
+    } else {
+        TokenStream::new()
+    };
+
     let struct_doc = format!(
         "The secure tool made from the function `{ident}`: register it with `ToolSetBuilder::tool::<{ident}>()`."
     );
@@ -359,6 +383,7 @@ fn generate(model: &Model) -> TokenStream {
 
             impl #private::ToolInput for #ident {
                 type Args = #args_ty;
+                #validate_nested
             }
 
             impl<__S> #private::SecureTool<__S> for #ident
@@ -403,5 +428,67 @@ fn generate(model: &Model) -> TokenStream {
                 #authorize
             }
         };
+    }
+}
+
+/// `ToolInput::validate_nested` for inline arguments: each argument's errors named as it is sent (validator names
+/// them by the Rust field: `r#type`, `file_name`), then the rules of each argument's own type checked where the
+/// type derives `Validate` (through `Option`s, looked into as validator does), unless the argument is marked
+/// `#[validate(nested)]` already (see `__private::nested`).
+fn validate_nested(function: &Function) -> TokenStream {
+    let private = quote!(::secure_tools::__private);
+    let mut steps = Vec::new();
+    for param in function.inputs() {
+        let ParamKind::Input {
+            ident: Some(ident),
+            ty,
+            attrs,
+            ..
+        } = &param.kind
+        else {
+            continue;
+        };
+        let crate::ast::Wire::Named(sent) = crate::ast::wire(ident, attrs) else {
+            continue;
+        };
+        let rust = ident.to_string();
+        if rust != sent {
+            steps.push(quote!(#private::nested::rename(__errors, #rust, #sent);));
+        }
+        if crate::ast::marked_nested(attrs) {
+            continue;
+        }
+        // `Option<Option<T>>` and so on: each layer looked into.
+        let mut value = quote!(&__args.#ident);
+        let mut ty: &syn::Type = ty;
+        let mut layers = Vec::new();
+        while let Some(inner) = crate::ast::option_inner(ty) {
+            let bound = format_ident!("__layer{}", layers.len());
+            layers.push((bound.clone(), value));
+            value = quote!(#bound);
+            ty = inner;
+        }
+        let mut check = if crate::ast::type_name(ty).is_some_and(|name| name == "f32") {
+            quote!(#private::nested::finite_f32(__errors, #sent, *#value);)
+        } else {
+            quote!((&#private::nested::Probe(#value)).check(__errors, #sent);)
+        };
+        for (bound, outer) in layers.into_iter().rev() {
+            check = quote!(if let ::core::option::Option::Some(#bound) = #outer { #check });
+        }
+        steps.push(check);
+    }
+    if steps.is_empty() {
+        return TokenStream::new();
+    }
+    quote! {
+        #[allow(unused_imports)]
+        fn validate_nested(
+            __args: &<Self as #private::ToolInput>::Args,
+            __errors: &mut #private::validator::ValidationErrors,
+        ) {
+            use #private::nested::{Unvalidated as _, Validated as _};
+            #(#steps)*
+        }
     }
 }

@@ -234,6 +234,7 @@ pub fn check<'a>(
             }
         }
     }
+    check_wire_names(function, errors);
     if let Some(args_ty) = args_struct {
         let args_ty = quote::ToTokens::to_token_stream(args_ty)
             .to_string()
@@ -506,6 +507,57 @@ fn check_schema_attrs(attrs: &[syn::Attribute], errors: &mut Vec<syn::Error>) {
     }
 }
 
+/// Each argument is sent under a name of its own. serde gives a name two fields are decoded under to the first,
+/// while schemars describes it by the last and lists it twice in `required` (a red team's: a call following the
+/// schema was refused, one it forbids ran, and a field renamed onto a redacted argument's name took its value).
+/// A flattened map takes the names no other field has, which the arguments refuse (`deny_unknown_fields`): it would
+/// always be empty.
+fn check_wire_names(function: &Function, errors: &mut Vec<syn::Error>) {
+    let mut seen: Vec<(String, &syn::Ident)> = Vec::new();
+    for param in function.inputs() {
+        let ParamKind::Input {
+            ident: Some(ident),
+            ty,
+            attrs,
+            ..
+        } = &param.kind
+        else {
+            continue;
+        };
+        match crate::ast::wire(ident, attrs) {
+            crate::ast::Wire::Named(name) => {
+                if let Some((_, first)) = seen.iter().find(|(sent, _)| *sent == name) {
+                    errors.push(syn::Error::new_spanned(
+                        ident,
+                        format_args!(
+                            "`{}` and `{}` are both sent as `{name}`: serde would fill only the first while the \
+                             input schema describes the second; give each argument a name of its own",
+                            first.unraw(),
+                            ident.unraw()
+                        ),
+                    ));
+                } else {
+                    seen.push((name, ident));
+                }
+            }
+            crate::ast::Wire::Flattened if crate::ast::is_map(ty) => {
+                errors.push(syn::Error::new_spanned(
+                    ty,
+                    format_args!(
+                        "`{}` is a flattened map, which would take the names no other argument has, but a secure \
+                         tool's arguments refuse names they do not declare: it would always be empty; to take \
+                         names of the caller's choosing, take a map argument (`{}: HashMap<String, T>`), or the \
+                         whole input as `Args<T>` with a struct of your own",
+                        ident.unraw(),
+                        ident.unraw()
+                    ),
+                ));
+            }
+            _ => {}
+        }
+    }
+}
+
 /// MCP tool names: 1 to 128 of ASCII letters, digits, `_`, `-` and `.`.
 fn check_tool_name(name: &LitStr, errors: &mut Vec<syn::Error>) {
     if !valid_tool_name(&name.value()) {
@@ -575,9 +627,64 @@ fn find_in<'a, T>(ty: &'a Type, pick: &dyn Fn(&'a Type) -> Option<T>) -> Option<
     }
 }
 
+/// An argument that must equal a redacted one holds the same secret (a red team's: `confirm` beside a redacted
+/// `password` was recorded in clear): it is redacted too, or the tool does not build.
+fn check_must_match(function: &Function, redacted: &[String], errors: &mut Vec<syn::Error>) {
+    for param in function.inputs() {
+        let ParamKind::Input {
+            ident: Some(ident),
+            attrs,
+            ..
+        } = &param.kind
+        else {
+            continue;
+        };
+        let name = ident.unraw().to_string();
+        if redacted.contains(&name) {
+            continue;
+        }
+        for attr in attrs.iter().filter(|a| a.path().is_ident("validate")) {
+            let _ = attr.parse_nested_meta(|rule| {
+                if !rule.path.is_ident("must_match") {
+                    return crate::attr::skip_value(&rule);
+                }
+                rule.parse_nested_meta(|other| {
+                    if !other.path.is_ident("other") {
+                        return crate::attr::skip_value(&other);
+                    }
+                    let target = match other.value()?.parse::<syn::Expr>()? {
+                        syn::Expr::Lit(syn::ExprLit {
+                            lit: syn::Lit::Str(text),
+                            ..
+                        }) => text.value(),
+                        syn::Expr::Path(path) => path
+                            .path
+                            .get_ident()
+                            .map(|i| i.unraw().to_string())
+                            .unwrap_or_default(),
+                        _ => String::new(),
+                    };
+                    let target = target.strip_prefix("r#").unwrap_or(&target).to_owned();
+                    if redacted.contains(&target) {
+                        errors.push(syn::Error::new_spanned(
+                            &rule.path,
+                            format_args!(
+                                "`{name}` must equal `{target}`, which is redacted from the audit, so it holds the \
+                                 same secret: redact it too (`audit_redact = [..., \"{name}\"]`)"
+                            ),
+                        ));
+                    }
+                    Ok(())
+                })
+            });
+        }
+    }
+}
+
 /// A redacted argument must reach the pipeline under its own name: the audit redacts by that name, so a
 /// `#[serde(rename)]`, `alias` or `flatten` would let its value be recorded in clear.
 fn check_redacted_names(function: &Function, redacted: &[String], errors: &mut Vec<syn::Error>) {
+    check_must_match(function, redacted, errors);
     for param in function.inputs() {
         let ParamKind::Input {
             ident: Some(ident),

@@ -182,6 +182,60 @@ pub mod __private {
         pub fn assert_named<T: ?Sized, V: NamedInSignature<T>>(_: &Probe<T>, _: V) {}
     }
 
+    /// An inline argument of a type of the user's that derives `Validate` (or a list, a map or an `Option` of one)
+    /// has its type's rules checked, as if marked `#[validate(nested)]`: schemars publishes a type's `#[validate]`
+    /// rules in the schema whether or not anything checks them, and validator checks them only when marked (a
+    /// red team's: the schema said `maxLength: 10` and an 11-character value reached the handler). The attribute
+    /// calls `(&Probe(&value)).check(..)` for each argument: `Validated` is implemented for `Probe<T>` whose `&T`
+    /// implements `Validate`, `Unvalidated` for `&Probe<T>` of any `T`, so method resolution takes `Validated`
+    /// where it applies, before trying an autoref (the types are concrete: a tool is not generic).
+    pub mod nested {
+        use ::std::borrow::Cow;
+        use ::validator::{Validate, ValidationErrors};
+
+        pub struct Probe<'a, T: ?Sized>(pub &'a T);
+
+        pub trait Validated {
+            fn check(&self, errors: &mut ValidationErrors, field: &'static str);
+        }
+        impl<'a, T: ?Sized> Validated for Probe<'a, T>
+        where
+            &'a T: Validate,
+        {
+            fn check(&self, errors: &mut ValidationErrors, field: &'static str) {
+                // As validator's own `nested`: a field its own rules already refused is not looked into.
+                if !errors.0.contains_key(field) {
+                    errors.merge_self(field, Validate::validate(&self.0));
+                }
+            }
+        }
+
+        pub trait Unvalidated {
+            fn check(&self, _errors: &mut ValidationErrors, _field: &'static str) {}
+        }
+        impl<T: ?Sized> Unvalidated for &Probe<'_, T> {}
+
+        /// A JSON number beyond `f32`'s range decodes to an infinite `f32` (serde casts): refused as out of the
+        /// range the schema publishes for `"format": "float"` (a red team's: `1e39` reached the handler as
+        /// infinity).
+        pub fn finite_f32(errors: &mut ValidationErrors, field: &'static str, value: f32) {
+            if !value.is_finite() && !errors.0.contains_key(field) {
+                let mut error = ::validator::ValidationError::new("range");
+                error.add_param(Cow::Borrowed("min"), &f32::MIN);
+                error.add_param(Cow::Borrowed("max"), &f32::MAX);
+                errors.add(field, error);
+            }
+        }
+
+        /// Names the errors of the field `rust` (validator's key, the Rust name: `r#type`, `file_name`) by the
+        /// argument's name as sent (`type`, `fileName`).
+        pub fn rename(errors: &mut ValidationErrors, rust: &'static str, sent: &'static str) {
+            if let Some(kind) = errors.0.remove(rust) {
+                errors.0.insert(Cow::Borrowed(sent), kind);
+            }
+        }
+    }
+
     /// A type an inline argument may have: what the struct of arguments derives needs. A trait of its own so that
     /// a context type the attribute did not recognise (imported under another name, or passed through a
     /// `macro_rules!`) is reported with the fix.

@@ -80,6 +80,11 @@ pub trait ToolInput: 'static {
     /// The deserialized, validated arguments: for a tool that declares its arguments one by one, a struct with a
     /// public field per argument; for one that takes `Args<T>`, `T`.
     type Args: DeserializeOwned + schemars::JsonSchema + validator::Validate + Send + Sync + 'static;
+
+    /// After `Args`' own rules: the rules of arguments of the user's own types (the attribute writes it for
+    /// inline arguments; see `__private::nested`), and the rules' errors named by the arguments' names as sent.
+    #[doc(hidden)]
+    fn validate_nested(_args: &Self::Args, _errors: &mut validator::ValidationErrors) {}
 }
 
 /// The decoded arguments of the tool `T`, as an argument rule receives them:
@@ -220,6 +225,16 @@ fn integer_ranges(schema: &mut JsonObject) {
         if let Some((min, max)) = range {
             schema.entry("minimum").or_insert(min.into());
             schema.entry("maximum").or_insert(max.into());
+        }
+        // `f32`: a larger number would decode as infinity (refused for an argument itself, see
+        // `__private::nested::finite_f32`).
+        if schema.get("format").and_then(Value::as_str) == Some("float") {
+            schema
+                .entry("minimum")
+                .or_insert(f64::from(f32::MIN).into());
+            schema
+                .entry("maximum")
+                .or_insert(f64::from(f32::MAX).into());
         }
     });
 }

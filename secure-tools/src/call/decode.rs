@@ -119,14 +119,21 @@ fn check_names(arguments: &Value, allowed: Option<&BTreeSet<String>>) -> Result<
 /// `exact_names`) a field's Rust name may be another field's name in the schema (red-team finding: `password`
 /// sent as the redacted `pw`, beside a field sent as `password`), so when any argument is redacted no rule's own
 /// message is shown there.
+/// `nested`: the rules `A`'s own do not reach (see [`crate::tool::ToolInput::validate_nested`]).
 pub(crate) fn validate<A: Validate>(
     args: &A,
+    nested: fn(&A, &mut ValidationErrors),
     allowed: Option<&BTreeSet<String>>,
     redact: &[&str],
     exact_names: bool,
 ) -> Result<(), Refusal> {
-    args.validate()
-        .map_err(|errors| invalid(&errors, allowed, redact, exact_names))
+    let mut errors = args.validate().err().unwrap_or_default();
+    nested(args, &mut errors);
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(invalid(&errors, allowed, redact, exact_names))
+    }
 }
 
 /// What serde (or a type's own `Deserialize`) said, and where. For a tool with redacted arguments, its message,
@@ -239,7 +246,9 @@ fn collect(
 }
 
 /// Describes a rule from its code and limits, never from the offending `value`; by a rule's own message only for
-/// an argument that is not redacted.
+/// an argument that is not redacted. For a redacted one, a custom validator's code and limits are its own text too
+/// (a red team's: `code = format!("bad_pin_{pin}")`, a `max` set to the value): only numbers are shown as limits,
+/// and a code that is none of validator's own is not named.
 fn describe(error: &ValidationError, redacted: bool) -> String {
     if let Some(message) = error.message.as_ref().filter(|_| !redacted) {
         return message.to_string();
@@ -248,7 +257,7 @@ fn describe(error: &ValidationError, redacted: bool) -> String {
         error
             .params
             .get(name)
-            .filter(|v| !v.is_null())
+            .filter(|v| !v.is_null() && (!redacted || v.is_number()))
             .map(Value::to_string)
     };
     let bounds = |unit: &str| match (param("min"), param("max"), param("equal")) {
@@ -284,6 +293,7 @@ fn describe(error: &ValidationError, redacted: bool) -> String {
         "contains" => "does not contain the required text".to_owned(),
         "does_not_contain" => "contains text that is not allowed".to_owned(),
         "must_match" => "does not match the field it must equal".to_owned(),
+        _ if redacted => "failed a check of the tool's own".to_owned(),
         other => {
             let mut text = String::new();
             let _ = write!(text, "failed the `{other}` check");

@@ -489,6 +489,7 @@ where
     panic::catch(name, || {
         decode::validate(
             args.get(),
+            T::validate_nested,
             tool.allowed.as_ref(),
             redact,
             T::META.denies_unknown_arguments,
@@ -1372,13 +1373,21 @@ fn error_kind(error: &(dyn std::error::Error + 'static)) -> String {
 const MAX_CODE: usize = 128;
 
 /// A code as recorded: the pipeline's own, or a guard's or handler's, bounded alike in the record and in the
-/// metrics' labels. One over [`MAX_CODE`] bytes is cut at a character's edge and ends with `…`, within the bound.
+/// metrics' labels. One over [`MAX_CODE`] bytes is cut at a character's edge and ends with `…`, within the bound;
+/// but `missing_scope:` names its scope whole, up to the longest a scope may be (a red team's: two scopes of 122
+/// bytes differing at the end were recorded alike, and unlike the caller was told).
 fn bounded_code(code: &str) -> Arc<str> {
-    if code.len() <= MAX_CODE {
+    const MISSING_SCOPE: &str = "missing_scope:";
+    let bound = if code.starts_with(MISSING_SCOPE) {
+        MISSING_SCOPE.len() + crate::scope::MAX_SCOPE_LEN
+    } else {
+        MAX_CODE
+    };
+    if code.len() <= bound {
         return Arc::from(code);
     }
     const MARK: &str = "…";
-    let mut cut = MAX_CODE - MARK.len();
+    let mut cut = bound - MARK.len();
     while !code.is_char_boundary(cut) {
         cut -= 1;
     }
