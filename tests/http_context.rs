@@ -650,6 +650,54 @@ async fn at_sighup_calls_in_flight_over_http_are_answered_as_audited_then_the_se
     assert_eq!(stop["reason"], "sighup");
 }
 
+/// A red team's (round 35): a call past its point of no return (`CallContext::commit`) at a stop was waited for a
+/// second past the grace, then left running while the connections' own wait (5 s) ran out: its client got rmcp's
+/// plain-text `500 no response message received from handler` some 7 s after the signal, and its record came after
+/// `server_stop`. Past that second the call is given up: answered as recorded (`cancelled_after_commit`, its effect
+/// unknown), its record before `server_stop`, and the server exits soon after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_a_stop_a_call_past_its_point_of_no_return_is_given_up_answered_as_recorded() {
+    let mut server = start_with(&[("MCP_SHUTDOWN_GRACE", "1s")]);
+    let client = client(Duration::from_secs(30));
+    let call = {
+        let client = client.clone();
+        let url = server.url.clone();
+        tokio::spawn(async move {
+            let response = post(
+                &client,
+                &url,
+                &call("commit_then_wait", json!({"millis": 30000})),
+            )
+            .await?;
+            let status = response.status();
+            Ok::<_, reqwest::Error>((status, response.text().await?))
+        })
+    };
+    audit_until(&server, |audit| events(audit, "call_started").len() == 1);
+    // Past its commit (the handler commits as it starts).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let signalled = Instant::now();
+    signal_stop(&server);
+    let (status, body) = call.await.unwrap().expect("the call got no answer");
+    let answered = signalled.elapsed();
+    assert_eq!(status, 200, "{body}");
+    let answer: Value = serde_json::from_str(&body).expect("a JSON-RPC answer");
+    let text = answer.to_string();
+    assert!(text.contains("cancelled_after_commit"), "{answer}");
+    assert!(server.child.wait().unwrap().success());
+    let exited = signalled.elapsed();
+    assert!(
+        answered < Duration::from_secs(4) && exited < Duration::from_secs(5),
+        "answered {answered:?}, exited {exited:?} after the signal (grace 1 s)"
+    );
+    let audit = read_audit(&server.audit);
+    let calls = events(&audit, "tool_call");
+    assert_eq!(calls.len(), 1, "{audit:#?}");
+    assert_eq!(calls[0]["outcome"], "cancelled");
+    assert_eq!(calls[0]["error"], "cancelled_after_commit");
+    assert_eq!(audit.last().unwrap()["event"], "server_stop", "{audit:#?}");
+}
+
 /// The same in sessions mode, where calls are answered as streams of events, with a client's standalone event
 /// stream (`GET`) open: the calls are answered as audited, the stream ends, and the server exits.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

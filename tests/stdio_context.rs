@@ -1063,6 +1063,12 @@ fn a_call_past_its_commit_does_not_keep_a_host_from_stopping_the_server() {
         audit.iter().any(|r| r["event"] == "server_stop"),
         "{audit:?}"
     );
+    // The host insisting (SIGTERM) gives the call up: recorded before `server_stop` (a red team's, round 35: it
+    // was recorded after it, as the process ended), its effect unknown.
+    let calls = tool_calls(&audit);
+    assert_eq!(calls.len(), 1, "{audit:?}");
+    assert_eq!(calls[0]["error"], "cancelled_after_commit", "{}", calls[0]);
+    assert_eq!(audit.last().unwrap()["event"], "server_stop", "{audit:?}");
 }
 
 /// Red-team finding (third round): a client piping its requests in and closing the input (`printf ... | server`)

@@ -716,16 +716,32 @@ impl<S: Send + Sync + 'static> ToolSet<S> {
     }
 
     /// Stops taking calls and lets the running ones finish: new calls are refused (`shutting_down`); calls still
-    /// running after `grace` are stopped (outcome `cancelled`, code `shutting_down`). Returns once every call has
-    /// its audit record, or at most a second after `grace` (a handler stuck in blocking code cannot be stopped, nor
-    /// one past its point of no return, `CallContext::commit`: its record is written when it returns). Runners
-    /// call this before their `server_stop` record.
+    /// running after `grace` are stopped (outcome `cancelled`, code `shutting_down`). A handler past its point of
+    /// no return (`CallContext::commit`) is not stopped: it is waited for a second more, then given up (its future
+    /// dropped, as the process's end would drop it; the call answered and recorded `cancelled_after_commit`, its
+    /// effect unknown). Returns once every call has its audit record, or at most two seconds after `grace` (a
+    /// handler stuck in blocking code cannot be stopped: its record is written when it returns). Runners call this
+    /// before their `server_stop` record.
     pub async fn shutdown(&self, grace: Duration) {
+        self.stop_calls(grace, true).await;
+    }
+
+    /// [`Self::shutdown`], giving up on calls past their point of no return only if `give_up` (the stdio runner
+    /// at the end of its input lets rmcp answer them while its own wait lasts: a client piping its requests in
+    /// reads on).
+    pub(crate) async fn stop_calls(&self, grace: Duration, give_up: bool) {
         let lifecycle = &self.inner.lifecycle;
         lifecycle.close();
         if tokio::time::timeout(grace, lifecycle.idle()).await.is_err() {
             lifecycle.stop_running();
-            let _ = tokio::time::timeout(Duration::from_secs(1), lifecycle.idle()).await;
+            if tokio::time::timeout(Duration::from_secs(1), lifecycle.idle())
+                .await
+                .is_err()
+                && give_up
+            {
+                lifecycle.give_up();
+                let _ = tokio::time::timeout(Duration::from_secs(1), lifecycle.idle()).await;
+            }
         }
     }
 }

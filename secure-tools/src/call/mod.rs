@@ -888,6 +888,13 @@ fn cancelled_by_client() -> Refusal {
     )
 }
 
+fn given_up_after_commit() -> Refusal {
+    Refusal::cancelled(
+        codes::CANCELLED_AFTER_COMMIT,
+        "the server shut down while the tool was past its point of no return: its effect may have been made",
+    )
+}
+
 fn stopped_by_shutdown() -> Refusal {
     Refusal::cancelled(
         codes::SHUTTING_DOWN,
@@ -945,8 +952,14 @@ async fn wait_contained<S, T, F: Future<Output = std::thread::Result<T>> + Unpin
         return Err(stopped);
     }
     // The handler passed its point of no return before the stop: its effect is being made, and its result is
-    // the call's (see `CallContext::commit`).
-    future.await.map_err(|_payload| Refusal::panicked())
+    // the call's (see `CallContext::commit`), unless the server's stop gives up on it: then it is answered and
+    // recorded before the server's stop record, its effect unknown (a red team's: left running, it was answered
+    // rmcp's plain-text `500` as the connections closed, and recorded after `server_stop`).
+    tokio::select! {
+        biased;
+        settled = &mut future => settled.map_err(|_payload| Refusal::panicked()),
+        () = set.lifecycle.giving_up() => Err(given_up_after_commit()),
+    }
 }
 
 /// Resolves when `timeout` has passed. On a Tokio runtime built without its time driver, where timers panic,
@@ -1427,6 +1440,9 @@ pub(crate) struct Lifecycle {
     stop: CancellationToken,
     /// `stop` is cancelled: read without the token's lock, before each stage's user code.
     stopped: AtomicBool,
+    /// The stop gives up on the calls past their point of no return that it waited for (see
+    /// [`ToolSet::shutdown`](crate::ToolSet::shutdown)).
+    give_up: CancellationToken,
 }
 
 impl Lifecycle {
@@ -1464,6 +1480,16 @@ impl Lifecycle {
     pub(crate) fn stop_running(&self) {
         self.stopped.store(true, Ordering::SeqCst);
         self.stop.cancel();
+    }
+
+    /// Gives up on the calls past their point of no return: each ends at once, answered and recorded
+    /// `cancelled_after_commit` (their handlers' futures dropped, as the process's end would drop them).
+    pub(crate) fn give_up(&self) {
+        self.give_up.cancel();
+    }
+
+    fn giving_up(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
+        self.give_up.cancelled()
     }
 
     fn is_stopped(&self) -> bool {

@@ -569,16 +569,17 @@ where
                     };
                     *requested.lock().unwrap_or_else(PoisonError::into_inner) =
                         Some(insisted.unwrap_or("eof"));
-                    tools.shutdown(Duration::ZERO).await;
                     // A call past its point of no return runs on: rmcp answers it (a client piping its requests
                     // in reads on) as long as its own wait after the input ends lasts, which ends the session; only
                     // a signal, the host insisting, cuts that wait (red-team finding: cutting it always lost a
-                    // piped call's answer).
+                    // piped call's answer), and gives up on the call (answered and recorded as such).
+                    tools.stop_calls(Duration::ZERO, insisted.is_some()).await;
                     if insisted.is_none() {
                         tokio::select! {
                             () = stop.cancelled() => return,
                             signal = signals.next() => {
                                 *requested.lock().unwrap_or_else(PoisonError::into_inner) = Some(signal);
+                                tools.shutdown(Duration::ZERO).await;
                             }
                         }
                     }
