@@ -35,6 +35,8 @@ struct JwksServer {
     fetches: Arc<AtomicUsize>,
     /// How long each request waits for its answer.
     delay: Arc<Mutex<Duration>>,
+    /// The heads of the requests, as received.
+    heads: Arc<Mutex<Vec<String>>>,
 }
 
 impl JwksServer {
@@ -56,6 +58,8 @@ impl JwksServer {
         let delay = Arc::new(Mutex::new(Duration::ZERO));
         let (body2, fetches2, redirect2) = (body.clone(), fetches.clone(), redirect.clone());
         let delay2 = delay.clone();
+        let heads = Arc::new(Mutex::new(Vec::new()));
+        let heads2 = heads.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { continue };
@@ -69,6 +73,10 @@ impl JwksServer {
                             _ => return,
                         }
                     }
+                    heads2
+                        .lock()
+                        .unwrap()
+                        .push(String::from_utf8_lossy(&head).into_owned());
                     fetches2.fetch_add(1, Ordering::SeqCst);
                     let delay = *delay2.lock().unwrap();
                     std::thread::sleep(delay);
@@ -106,6 +114,7 @@ impl JwksServer {
             redirect,
             fetches,
             delay,
+            heads,
         }
     }
 
@@ -337,6 +346,73 @@ async fn a_key_the_provider_removes_stops_being_accepted_within_the_max_age() {
         2,
         "one fetch at start, one when the keys were stale"
     );
+}
+
+/// A red team's (round 35): a fetch for a token naming a key not held (the new key of a rotation) started the
+/// refetch interval (30 s), and the keys, stale past a max age of 5 s, were not fetched again within it: the key the
+/// provider withdrew next was accepted for 30 s. Keys stale past the max age are fetched again however recent the
+/// last fetch.
+#[tokio::test]
+async fn a_key_withdrawn_after_a_rotation_stops_being_accepted_within_the_max_age() {
+    let jwks = JwksServer::start(&JwkSet {
+        keys: vec![jwk(KEY_A, "key-a")],
+    });
+    let server = start_server_with_args(&jwks, None, &["--jwks-max-age", "1s"]);
+    let old = token(KEY_A, "key-a", &server.resource, "alice");
+    let (status, body) = read_greeting(&server, &old).await;
+    assert_eq!(status, 200, "{body}");
+    // The provider publishes its next key, and a token of it makes the server fetch the keys again.
+    jwks.rotate(&JwkSet {
+        keys: vec![jwk(KEY_A, "key-a"), jwk(KEY_B, "key-b")],
+    });
+    let new = token(KEY_B, "key-b", &server.resource, "bob");
+    let (status, body) = read_greeting(&server, &new).await;
+    assert_eq!(status, 200, "{body}");
+    // Then it withdraws the old one.
+    jwks.rotate(&JwkSet {
+        keys: vec![jwk(KEY_B, "key-b")],
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (status, body) = read_greeting(&server, &old).await;
+    assert_eq!(status, 401, "the withdrawn key was accepted: {body}");
+    let (status, body) = read_greeting(&server, &new).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+/// A red team's (round 35): a JWKS URL's credentials (`http://USER:PASSWORD@host/...`, shown masked) were sent in
+/// the `Host` header, where proxies log them, and not as credentials: a provider asking for them never got them.
+/// They go as HTTP Basic credentials, and `Host` names the host alone.
+#[tokio::test]
+async fn a_jwks_urls_credentials_go_as_basic_auth_not_in_the_host_header() {
+    let mut jwks = JwksServer::start(&JwkSet {
+        keys: vec![jwk(KEY_A, "key-a")],
+    });
+    jwks.url = jwks.url.replacen("http://", "http://reader:pa%20ss@", 1);
+    let server = start_server(&jwks);
+    let (status, body) =
+        read_greeting(&server, &token(KEY_A, "key-a", &server.resource, "alice")).await;
+    assert_eq!(status, 200, "{body}");
+    let heads = jwks.heads.lock().unwrap().clone();
+    assert!(!heads.is_empty());
+    // `reader:pa ss` in base64.
+    let basic = "cmVhZGVyOnBhIHNz";
+    for head in heads {
+        let lower = head.to_ascii_lowercase();
+        let host = lower
+            .lines()
+            .find(|line| line.starts_with("host:"))
+            .unwrap_or_default()
+            .to_owned();
+        assert!(
+            !host.contains("reader") && !host.contains("pa%20ss"),
+            "{head}"
+        );
+        assert!(
+            head.lines()
+                .any(|line| line.eq_ignore_ascii_case(&format!("authorization: Basic {basic}"))),
+            "{head}"
+        );
+    }
 }
 
 /// The wait for stale keys is bounded: a provider slow to answer delays the request that found them stale by

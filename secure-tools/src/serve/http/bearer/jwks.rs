@@ -110,11 +110,11 @@ impl RemoteJwks {
                     } else {
                         location
                     };
-                    let next_uri =
-                        jwks_uri(&next).map_err(|e| format!("redirected to {next}: {e}"))?;
+                    let next_uri = jwks_uri(&next)
+                        .map_err(|e| format!("redirected to {}: {e}", masked_url(&next)))?;
                     // A key set asked for over TLS is never fetched in clear (not even from a loopback host).
                     if uri.scheme_str() == Some("https") && next_uri.scheme_str() != Some("https") {
-                        return Err(format!("redirected from https to {next}"));
+                        return Err(format!("redirected from https to {}", masked_url(&next)));
                     }
                     uri = next_uri;
                 }
@@ -166,16 +166,39 @@ async fn get_once(uri: &hyper::Uri, tls: &Arc<rustls::ClientConfig>) -> Result<F
     let tcp = tokio::net::TcpStream::connect((bare_host, port))
         .await
         .map_err(|e| format!("cannot connect: {e}"))?;
-    let request = hyper::Request::get(uri.path_and_query().map_or("/", |p| p.as_str()))
-        .header(
-            hyper::header::HOST,
-            uri.authority().map_or(host, |a| a.as_str()),
-        )
+    // The URL's credentials (`USER:PASSWORD@`) go as HTTP Basic credentials, decoded, never in `Host`, which
+    // proxies log (a red team's: they were sent there, and not as credentials).
+    let authority = uri.authority().map_or(host, |a| a.as_str());
+    let (userinfo, host_and_port) = match authority.rsplit_once('@') {
+        Some((userinfo, rest)) => (Some(userinfo), rest),
+        None => (None, authority),
+    };
+    let mut request = hyper::Request::get(uri.path_and_query().map_or("/", |p| p.as_str()))
+        .header(hyper::header::HOST, host_and_port)
         .header(
             hyper::header::ACCEPT,
             "application/jwk-set+json, application/json",
         )
-        .header(hyper::header::USER_AGENT, "secure-tools-jwks")
+        .header(hyper::header::USER_AGENT, "secure-tools-jwks");
+    if let Some(userinfo) = userinfo {
+        use base64::Engine as _;
+        let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+        let decode = |part: &str| {
+            percent_encoding::percent_decode_str(part)
+                .decode_utf8_lossy()
+                .into_owned()
+        };
+        let credentials = base64::engine::general_purpose::STANDARD.encode(format!(
+            "{}:{}",
+            decode(user),
+            decode(password)
+        ));
+        let mut value = hyper::header::HeaderValue::from_str(&format!("Basic {credentials}"))
+            .map_err(|_| "credentials that cannot be sent")?;
+        value.set_sensitive(true);
+        request = request.header(hyper::header::AUTHORIZATION, value);
+    }
+    let request = request
         .body(http_body_util::Empty::<hyper::body::Bytes>::new())
         .map_err(|e| e.to_string())?;
     let (response, _connection) = if https {
@@ -302,7 +325,8 @@ impl VerificationKeys {
     }
 
     /// The longest the keys of a JWKS URL are used before they are fetched again, in the background, while the
-    /// keys held go on being used (default [`DEFAULT_JWKS_MAX_AGE`]; never more often than the refetch interval).
+    /// keys held go on being used (default [`DEFAULT_JWKS_MAX_AGE`]; within the refetch interval too, unless the
+    /// last fetch failed).
     /// Call it before cloning the keys; it has no effect on other key sources.
     pub fn max_age(self, max_age: Duration) -> Self {
         self.configure_remote(|remote| remote.max_age = max_age)
@@ -451,7 +475,11 @@ impl RemoteJwks {
 
     async fn refetch(&self) {
         let mut last = self.last_fetch.lock().await;
-        if last.is_some_and(|at| at.elapsed() < self.min_interval) {
+        // Keys older than their maximum age are fetched again however recent the last fetch (a red team's: a fetch
+        // for a rotation's new key started the interval, and the key withdrawn next was accepted for 30 s past a
+        // max age of 5 s); not while the provider is failing, which the interval keeps from being hammered.
+        let due = self.is_stale() && !self.failing.load(Ordering::Acquire);
+        if !due && last.is_some_and(|at| at.elapsed() < self.min_interval) {
             return;
         }
         *last = Some(Instant::now());
