@@ -136,7 +136,8 @@ pub enum ClientName {
     CommonName(String),
     /// A URI of the subject alternative name extension, such as a SPIFFE ID. Written `uri:spiffe://...`.
     Uri(String),
-    /// A DNS name of the subject alternative name extension. Written `dns:client.example.org`.
+    /// A DNS name of the subject alternative name extension. Written `dns:client.example.org`; compared without
+    /// case, kept in lower case.
     Dns(String),
     /// An e-mail address (RFC 822 name) of the subject alternative name extension. Written `email:a@example.org`.
     Email(String),
@@ -154,6 +155,10 @@ impl ClientName {
             ("cn:", ClientName::CommonName),
         ] {
             if let Some(value) = text.strip_prefix(prefix) {
+                // DNS names are compared without case (RFC 4343), so kept in lower case, as certificates' are.
+                if prefix == "dns:" {
+                    return make(value.to_ascii_lowercase());
+                }
                 return make(value.to_owned());
             }
         }
@@ -678,7 +683,7 @@ fn client_names(certificate: &CertificateDer<'_>) -> Option<Vec<ClientName>> {
     for alternative in alternatives {
         let name = match alternative {
             GeneralName::UniformResourceIdentifier(uri) => ClientName::Uri(uri.to_string()),
-            GeneralName::DnsName(dns) => ClientName::Dns(dns.to_string()),
+            GeneralName::DnsName(dns) => ClientName::Dns(dns.to_string().to_ascii_lowercase()),
             GeneralName::Rfc822Name(email) => ClientName::Email(email.to_string()),
             _ => continue,
         };
@@ -1383,5 +1388,23 @@ pub(crate) mod tests {
         assert!(MtlsAuth::parse_client("=files.read").is_err());
         assert!(MtlsAuth::parse_client("uri:=files.read").is_err());
         assert!(MtlsAuth::parse_client("bob=files.read *").is_err());
+    }
+
+    /// A red team's (round 35): a certificate naming `READER-BOT.EXAMPLE` was refused `unknown_client` though
+    /// `dns:reader-bot.example` was mapped: DNS names are compared without case, read and mapped in lower case.
+    #[test]
+    fn dns_names_are_mapped_whatever_their_case() {
+        let (name, _) = MtlsAuth::parse_client("dns:Reader-Bot.Example=files.read").unwrap();
+        assert_eq!(name, ClientName::Dns("reader-bot.example".into()));
+        let key = rcgen::KeyPair::generate().unwrap();
+        let certificate = rcgen::CertificateParams::new(vec!["READER-BOT.EXAMPLE".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let names = client_names(certificate.der()).unwrap();
+        assert!(
+            names.contains(&ClientName::Dns("reader-bot.example".into())),
+            "{names:?}"
+        );
     }
 }
