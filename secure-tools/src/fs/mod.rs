@@ -180,9 +180,11 @@ pub enum FsError {
     /// The name is a symbolic link, which is never followed.
     #[error("the name is a symbolic link; links are not followed")]
     Symlink,
-    /// The file has other names (hard links), which may lie outside the root: it is not read.
+    /// The file has, or had while it was read, other names (hard links), which may lie outside the root: it is not
+    /// read. A file another program is replacing (an editor's save) can have two names for a moment.
     #[error(
-        "the file has other names (hard links), which may lie outside the root; it is not read"
+        "the file has, or had while it was read, other names (hard links), which may lie outside the root; it is \
+         not read (a file being replaced has two for a moment: try again)"
     )]
     HardLinked,
     /// The file to read, or the content to write, is over the limit.
@@ -217,13 +219,15 @@ pub enum FsError {
     /// append-only file), or create a file in the root.
     #[error("the server is not permitted to read or write the file")]
     PermissionDenied,
-    /// The file is a program being run (`ETXTBSY`), which may not be written.
-    #[error("the file is in use and cannot be written")]
+    /// The file is a program being run (`ETXTBSY`), which may not be written; a mount point (`EBUSY`); or another
+    /// process holds a lease on it (`EAGAIN`).
+    #[error("the file is in use by another program")]
     FileBusy,
     /// The root is on a read-only file system (`EROFS`).
     #[error("the files are on a read-only file system")]
     ReadOnlyFilesystem,
-    /// The file system, or the server user's quota on it, is full (`ENOSPC`, `EDQUOT`).
+    /// The file system, or the server user's quota on it, is full (`ENOSPC`, `EDQUOT`), or the file would pass the
+    /// process's file size limit (`EFBIG`).
     #[error("there is no space left for the file")]
     NoSpace,
     /// The data root was removed while the server ran (its directory is unlinked): nothing can be read or written
@@ -266,9 +270,16 @@ impl From<io::Error> for FsError {
     fn from(err: io::Error) -> Self {
         match err.kind() {
             io::ErrorKind::PermissionDenied => FsError::PermissionDenied,
-            io::ErrorKind::ExecutableFileBusy => FsError::FileBusy,
+            // A program being run, a file mounted onto the name (a container's single-file volume), a lease
+            // another process holds (Samba's oplocks, NFS delegations).
+            io::ErrorKind::ExecutableFileBusy
+            | io::ErrorKind::ResourceBusy
+            | io::ErrorKind::WouldBlock => FsError::FileBusy,
             io::ErrorKind::ReadOnlyFilesystem => FsError::ReadOnlyFilesystem,
-            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => FsError::NoSpace,
+            // Past the process's file size limit (`ulimit -f`, `EFBIG`), as good as a full disk to the caller.
+            io::ErrorKind::StorageFull
+            | io::ErrorKind::QuotaExceeded
+            | io::ErrorKind::FileTooLarge => FsError::NoSpace,
             // A directory put at the name after it was looked at: the final rename cannot replace it (a red team's
             // race was answered `internal_error`, and logged as a failure of the server).
             io::ErrorKind::IsADirectory => FsError::NotAFile,
@@ -882,16 +893,58 @@ fn unfollowed() -> OpenOptions {
 
 /// Reads at most `limit` bytes, refusing a source that has more: one byte past the limit tells a file that grew
 /// since its size was checked from one exactly at the limit.
+///
+/// Memory is asked for without aborting on its refusal (a red team's: with the limit set far above the memory, a
+/// 40 GB file aborted the server): a read the memory cannot hold is refused, for the operator to lower the limit.
 fn read_capped(source: impl Read, expected_len: u64, limit: u64) -> Result<Vec<u8>, FsError> {
-    let capacity = usize::try_from(expected_len.min(limit)).unwrap_or(0);
-    let mut bytes = Vec::with_capacity(capacity);
-    source
-        .take(limit.saturating_add(1))
-        .read_to_end(&mut bytes)?;
+    let out_of_memory = |_| {
+        FsError::Io(io::Error::new(
+            io::ErrorKind::OutOfMemory,
+            "the file is larger than the memory can hold: lower the read limit",
+        ))
+    };
+    let capacity = usize::try_from(expected_len.min(limit)).unwrap_or(usize::MAX);
+    let mut bytes = Vec::new();
+    bytes.try_reserve_exact(capacity).map_err(out_of_memory)?;
+    bytes.resize(capacity, 0);
+    let mut source = source.take(limit.saturating_add(1));
+    // Into the space reserved for the size the file had; then, for a file that grew since, a chunk at a time.
+    let mut filled = 0;
+    while filled < bytes.len() {
+        match read_retrying(&mut source, &mut bytes[filled..])? {
+            0 => break,
+            read => filled += read,
+        }
+    }
+    bytes.truncate(filled);
+    if filled == capacity {
+        let mut chunk = [0u8; READ_CHUNK];
+        loop {
+            let read = read_retrying(&mut source, &mut chunk)?;
+            if read == 0 {
+                break;
+            }
+            bytes.try_reserve(read).map_err(out_of_memory)?;
+            bytes.extend_from_slice(&chunk[..read]);
+        }
+    }
     if bytes.len() as u64 > limit {
         return Err(FsError::TooLarge { limit });
     }
     Ok(bytes)
+}
+
+/// The piece a file that grew while it was read is read in past the size it had.
+const READ_CHUNK: usize = 8 * 1024;
+
+/// One `read`, again when a signal interrupted it.
+fn read_retrying(source: &mut impl Read, into: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match source.read(into) {
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
 }
 
 /// The permissions to give the new content: those of the file it replaces; `None` for a new file, which keeps

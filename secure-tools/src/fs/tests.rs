@@ -1778,3 +1778,40 @@ fn concurrent_writes_never_take_the_root_past_its_quota() {
         .sum();
     assert_eq!(total, 50);
 }
+
+/// A red team's (round 35): a file a lease is held on (`EAGAIN`: Samba's oplocks, NFS delegations), a file mounted
+/// onto a name in the root (`EBUSY`: a container's single-file volume) and a write past `ulimit -f` (`EFBIG`) were
+/// answered `internal_error` and logged as the server's failure. Each has a code the caller or operator can act on.
+#[test]
+fn busy_leased_and_too_big_for_the_process_have_codes_of_their_own() {
+    for (errno, code) in [
+        (libc::EBUSY, "file_busy"),
+        (libc::EAGAIN, "file_busy"),
+        (libc::ETXTBSY, "file_busy"),
+        (libc::EFBIG, "no_space"),
+        (libc::ENOSPC, "no_space"),
+    ] {
+        let error = FsError::from(io::Error::from_raw_os_error(errno));
+        assert_eq!(error.code(), code, "errno {errno}");
+    }
+}
+
+/// A red team's (round 35): with `MAX_READ_BYTES` set far above the memory (64 GiB), reading a 40 GB sparse file
+/// asked for all of it at once, and the allocation's failure aborted the whole server, with no record of the call.
+/// A read the memory cannot hold is refused (`internal_error`, for the operator to lower the limit).
+#[test]
+fn a_read_larger_than_the_memory_can_hold_is_refused_not_an_abort() {
+    let huge = 1u64 << 50;
+    let source = io::repeat(0).take(huge);
+    match read_capped(source, huge, u64::MAX) {
+        Err(FsError::Io(error)) => assert_eq!(error.kind(), io::ErrorKind::OutOfMemory),
+        other => panic!("{:?}", other.map(|bytes| bytes.len())),
+    }
+    // A file that grew past the size it had is read on, within the limit.
+    let bytes = read_capped(io::repeat(b'x').take(100_000), 10, 200_000).unwrap();
+    assert_eq!(bytes.len(), 100_000);
+    assert!(matches!(
+        read_capped(io::repeat(b'x').take(100_000), 10, 50_000),
+        Err(FsError::TooLarge { limit: 50_000 })
+    ));
+}
