@@ -24,6 +24,8 @@ struct Server {
     /// What it said as it started: the address of its metrics, given `--http-metrics 127.0.0.1:0`.
     listening: common::Listening,
     audit_log: PathBuf,
+    /// The data root.
+    data: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -61,6 +63,7 @@ impl Server {
             port,
             listening,
             audit_log: bearer.audit_log,
+            data: bearer.data,
             _dir: bearer.dir,
         }
     }
@@ -803,6 +806,15 @@ async fn one_identity_holds_a_bounded_number_of_event_streams() {
 /// A connection to `port` whose receive window is tiny (`SO_RCVBUF` set before connecting) and that sends a few
 /// thousand pipelined `GET /healthz` from a thread of its own and never reads an answer.
 fn never_reading(port: u16) -> std::thread::JoinHandle<()> {
+    never_reading_after(
+        port,
+        b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".to_vec(),
+        20_000,
+    )
+}
+
+/// A connection to `port` with a tiny receive window that sends `request` `times` times and never reads.
+fn never_reading_after(port: u16, request: Vec<u8>, times: usize) -> std::thread::JoinHandle<()> {
     use std::os::fd::FromRawFd;
     // SAFETY: a new socket, its option set and connected through the C API, then owned by the `TcpStream`.
     let stream = unsafe {
@@ -837,10 +849,9 @@ fn never_reading(port: u16) -> std::thread::JoinHandle<()> {
         stream
             .set_write_timeout(Some(Duration::from_secs(60)))
             .unwrap();
-        let request = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
         // Ends when the server closes the connection (or after the write timeout).
-        for _ in 0..20_000 {
-            if stream.write_all(request).is_err() {
+        for _ in 0..times {
+            if stream.write_all(&request).is_err() {
                 break;
             }
         }
@@ -898,6 +909,43 @@ fn clients_that_never_read_their_answers_do_not_keep_others_out() {
     let evicted = server.connections_closed("evicted_idle");
     assert!(evicted >= 1, "{evicted}");
     drop(hogs);
+}
+
+/// A red team's (round 35): answers a client never read held the server's memory as long as the client kept its
+/// connections (100 connections of 4 MB answers: 418 MiB for a minute and more, no bound, no timeout). A client
+/// that reads nothing of its answer for as long as it may take to send a request head is cut off, recorded
+/// `connection_rejected` with reason `answer_not_read`, and what its answers held is freed.
+#[test]
+fn a_client_that_reads_nothing_of_its_answers_is_cut_off_and_recorded() {
+    let mut server = Server::start(
+        None,
+        &["--http-header-timeout", "1s", "--max-read-bytes", "8388608"],
+    );
+    // An answer larger than the server's and the client's buffers together: 8 MB of text, twice in the answer.
+    std::fs::write(server.data.join("big.txt"), "x".repeat(8 << 20)).unwrap();
+    assert!(healthy(server.port));
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                      "params": {"name": "read_file", "arguments": {"filename": "big.txt"}}})
+    .to_string();
+    let request = format!(
+        "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\n\
+         Accept: application/json, text/event-stream\r\nContent-Length: {}\r\n\r\n{body}",
+        server.token("mallory", "files.read"),
+        body.len()
+    );
+    let hog = never_reading_after(server.port, request.into_bytes(), 1);
+    let started = Instant::now();
+    while server.connections_closed("answer_not_read") == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "a client that never reads was never cut off: {:?}",
+            server.events("connection_rejected")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(healthy(server.port));
+    server.stop();
+    drop(hog);
 }
 
 /// Sends `head` and then, after a pause (a client writing its body apart from its head, as many do), `body` on

@@ -755,8 +755,8 @@ settings_args! {
         /// With `--http-sessions`: how long a session lives without a request from its client. Default: 5min.
         #[cfg_attr(feature = "cli", arg(long, value_name = "DURATION"))]
         http_session_idle: String = env "MCP_HTTP_SESSION_IDLE",
-        /// With `--http`: how long a client has to send a request head, on a new or an idle connection. Default:
-        /// 10s.
+        /// With `--http`: how long a client has to send a request head, on a new or an idle connection, and to read
+        /// any of an answer the server cannot write further. Default: 10s.
         #[cfg_attr(feature = "cli", arg(long, value_name = "DURATION"))]
         http_header_timeout: String = env "MCP_HTTP_HEADER_TIMEOUT",
         /// With `--http`: how long a request may take until its answer starts. Default: the tool timeout and 5s,

@@ -2,7 +2,8 @@
 //!
 //! - **A header-read timeout** (hyper's own, [`DEFAULT_HEADER_READ_TIMEOUT`]): a client has that long to send a
 //!   request head, from the moment the connection opens or goes idle after an answer; then it is closed. It bounds
-//!   half-sent requests (slowloris) and idle keep-alive connections alike.
+//!   half-sent requests (slowloris) and idle keep-alive connections alike; and, ours, how long writes may wait for
+//!   a client that reads nothing of its answers (whose answers the server holds meanwhile).
 //! - **A connection cap** ([`DEFAULT_MAX_CONNECTIONS`], and never more than the process's descriptor limit allows):
 //!   when every slot is taken, the oldest connection with no request in progress (one still in its TLS
 //!   handshake, one that has not finished its request head, an idle keep-alive one) is closed to make room; failing
@@ -178,6 +179,8 @@ struct Connection {
     body_bytes: AtomicUsize,
     /// Who its request is from, once authenticated ([`BodyOwner`]).
     body_owner: Mutex<Option<Arc<str>>>,
+    /// Closed because its client read nothing of an answer for the header-read timeout (see [`Watched`]).
+    answer_not_read: AtomicBool,
 }
 
 /// In a request's extensions: tells its connection whose body it is receiving (the identity the request
@@ -233,6 +236,7 @@ impl Registry {
             evicted_for: Mutex::new(None),
             body_bytes: AtomicUsize::new(0),
             body_owner: Mutex::new(None),
+            answer_not_read: AtomicBool::new(false),
         });
         open.insert(id, connection.clone());
         Some(Slot {
@@ -474,10 +478,53 @@ impl Drop for Busy {
     }
 }
 
-/// A connection's stream, noting when the client sends anything (see [`Connection::awaited`]).
+/// A connection's stream, noting when the client sends anything (see [`Connection::awaited`]), and cutting off a
+/// client that reads nothing of its answers for `stall_limit` (the header-read timeout): the answers waiting for it
+/// are held in memory until the connection closes (a red team's: 100 connections never read held 418 MiB for as
+/// long as they stayed open).
 struct Watched<I> {
     io: I,
     connection: Arc<Connection>,
+    stall_limit: Duration,
+    /// Running while a write waits for the client to read.
+    stall: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<I> Watched<I> {
+    fn new(io: I, connection: Arc<Connection>, stall_limit: Duration) -> Self {
+        Watched {
+            io,
+            connection,
+            stall_limit,
+            stall: None,
+        }
+    }
+
+    /// A write's outcome, or an error once writes have waited `stall_limit` without the client reading.
+    fn unless_stalled<T>(
+        &mut self,
+        cx: &mut TaskContext<'_>,
+        polled: Poll<std::io::Result<T>>,
+    ) -> Poll<std::io::Result<T>> {
+        if polled.is_ready() {
+            self.stall = None;
+            return polled;
+        }
+        let limit = self.stall_limit;
+        let stall = self
+            .stall
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        if stall.as_mut().poll(cx).is_ready() {
+            self.connection
+                .answer_not_read
+                .store(true, Ordering::Relaxed);
+            return Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client read nothing of its answer",
+            )));
+        }
+        Poll::Pending
+    }
 }
 
 impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {
@@ -501,7 +548,8 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
         cx: &mut TaskContext<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
+        let polled = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.unless_stalled(cx, polled)
     }
 
     fn poll_write_vectored(
@@ -509,7 +557,8 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
         cx: &mut TaskContext<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+        let polled = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.unless_stalled(cx, polled)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -517,7 +566,8 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
+        let polled = Pin::new(&mut self.io).poll_flush(cx);
+        self.unless_stalled(cx, polled)
     }
 
     fn poll_shutdown(
@@ -733,7 +783,9 @@ fn report(
     rejections: &Rejections,
 ) {
     if let Err(error) = outcome {
-        let reason = if error.is_timeout() {
+        let reason = if connection.answer_not_read.load(Ordering::Relaxed) {
+            Some("answer_not_read")
+        } else if error.is_timeout() {
             connection
                 .awaited
                 .load(Ordering::Relaxed)
@@ -892,10 +944,7 @@ where
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .keep_alive(true);
-    let io = Watched {
-        io,
-        connection: slot.connection.clone(),
-    };
+    let io = Watched::new(io, slot.connection.clone(), limits.header_read_timeout);
     let served = builder.serve_connection(TokioIo::new(io), service);
     let mut served = std::pin::pin!(served);
     tokio::select! {

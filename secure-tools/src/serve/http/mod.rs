@@ -107,8 +107,8 @@ pub struct HttpSettings {
     /// that runs too long gets its own `timeout` refusal. A timeout configured no longer than that is warned of at
     /// start.
     pub request_timeout: Option<Duration>,
-    /// Time a client has to send a request head, on a new connection or an idle one (default 10 s); past it, the
-    /// connection is closed.
+    /// Time a client has to send a request head, on a new connection or an idle one (default 10 s), and to read
+    /// any of an answer the server cannot write further; past it, the connection is closed.
     pub header_read_timeout: Duration,
     /// How many connections may be open at once (default 1024, and never more than the descriptor limit
     /// leaves); past it, the oldest idle connection makes room, or the new one is refused.
