@@ -2,6 +2,7 @@
 //! argument as the client sends it, never a redacted value (a red team's review of the attribute, round 35).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use secure_tools::{MemorySink, Outcome, ToolOutput, ToolSet, secure_tool};
 use secure_tools_tests::{caller, request};
@@ -147,12 +148,17 @@ async fn a_maps_length_is_published_as_its_number_of_properties() {
 
 /// Sets a gain.
 #[secure_tool(scope = "rt.read", read_only)]
-async fn gain(gain: f32, fallback: Option<f32>) -> String {
-    format!("{gain} {fallback:?}")
+async fn gain(
+    gain: f32,
+    fallback: Option<f32>,
+    #[validate(range(max = 2.0))] capped: Option<f32>,
+    levels: Option<Vec<f32>>,
+) -> String {
+    format!("{gain} {fallback:?} {capped:?} {levels:?}")
 }
 
-/// A red team's: a JSON number beyond `f32`'s range (`1e39`) decoded as infinity and reached the handler. The
-/// schema bounds `"format": "float"` to `f32`'s range, and an argument beyond it is refused.
+/// A red team's: a JSON number beyond `f32`'s range (`1e39`) decoded as infinity and reached the handler. An `f32`
+/// argument's schema gives `f32`'s range, and a number beyond it is refused.
 #[tokio::test]
 async fn an_f32_argument_beyond_its_range_is_refused_not_infinite() {
     let set = ToolSet::builder(()).tool::<gain>().build().unwrap();
@@ -339,4 +345,147 @@ async fn a_failed_rule_names_the_argument_as_sent() {
         Ok(ToolOutput::Text(text)) => assert_eq!(text, "abc x"),
         other => panic!("{other:?}"),
     }
+}
+
+/// Extra details, flattened into the arguments.
+#[derive(serde::Deserialize, schemars::JsonSchema, validator::Validate)]
+struct Extra {
+    /// At most 10 characters.
+    #[serde(default)]
+    #[validate(length(max = 10))]
+    note: Option<String>,
+}
+
+/// Delivers.
+#[secure_tool(scope = "rt.write")]
+async fn deliver(
+    boxed: Option<Box<Address>>,
+    shared: Option<Arc<Address>>,
+    #[serde(flatten)] extra: Extra,
+    #[validate(skip)] unchecked: Option<Address>,
+    #[validate(nested = false)] also_unchecked: Option<Address>,
+) -> String {
+    format!(
+        "{} {} {:?} {} {}",
+        boxed.is_some(),
+        shared.is_some(),
+        extra.note,
+        unchecked.is_some(),
+        also_unchecked.is_some()
+    )
+}
+
+/// A red team's (round 36): the rules of an argument's own type were checked as itself, in a list, a map or an
+/// `Option`, but not through `Box` or `Arc`, nor in a flattened struct; and `#[validate(skip)]` was overridden, where
+/// `nested = false` was honoured.
+#[tokio::test]
+async fn the_rules_of_an_arguments_own_type_are_checked_through_box_arc_and_flatten_unless_skipped()
+{
+    let set = ToolSet::builder(()).tool::<deliver>().build().unwrap();
+    let who = caller("alice", "rt.write");
+    let bad = json!({"city": "x".repeat(11)});
+    for (id, args) in [
+        (1, json!({"boxed": bad})),
+        (2, json!({"shared": bad})),
+        (3, json!({"note": "x".repeat(11)})),
+    ] {
+        let response = set
+            .call(request(&who, id, "deliver", args.clone()))
+            .await
+            .unwrap();
+        assert_eq!(
+            response.outcome(),
+            Outcome::Invalid,
+            "{args}: {:?}",
+            response.result()
+        );
+    }
+    let response = set
+        .call(request(
+            &who,
+            4,
+            "deliver",
+            json!({"unchecked": bad, "also_unchecked": bad}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(response.outcome(), Outcome::Ok, "{:?}", response.refusal());
+}
+
+/// Swaps two names.
+#[secure_tool(scope = "rt.read", read_only)]
+async fn swapped(
+    #[serde(rename = "b")]
+    #[validate(length(max = 3))]
+    a: String,
+    #[serde(rename = "a")]
+    #[validate(length(max = 3))]
+    b: String,
+) -> String {
+    format!("{a} {b}")
+}
+
+/// A red team's (round 36): errors renamed one argument at a time followed each other when two renames crossed
+/// (`a` sent as `b`, `b` as `a`): the long value sent as `b` was named `a`, and of two failures one was lost.
+#[tokio::test]
+async fn crossed_renames_name_each_failed_rule_by_the_argument_sent() {
+    let set = ToolSet::builder(()).tool::<swapped>().build().unwrap();
+    let who = caller("a", "rt.read");
+    let response = set
+        .call(request(
+            &who,
+            1,
+            "swapped",
+            json!({"b": "toolong", "a": "ok"}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        response.refusal().unwrap().message(),
+        "`b`: length must be at most 3"
+    );
+    let response = set
+        .call(request(
+            &who,
+            2,
+            "swapped",
+            json!({"b": "toolong", "a": "toolong"}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        response.refusal().unwrap().message(),
+        "`a`: length must be at most 3; `b`: length must be at most 3"
+    );
+}
+
+/// Many places.
+#[secure_tool(scope = "rt.write")]
+async fn many(places: Vec<Address>) -> String {
+    places.len().to_string()
+}
+
+/// A red team's (round 36): a list of many failing items had every failure described, then the message cut to
+/// its bound. The first 16 are named (within the bound) and the rest counted.
+#[tokio::test]
+async fn a_refusal_names_the_first_failures_and_counts_the_rest() {
+    let set = ToolSet::builder(()).tool::<many>().build().unwrap();
+    let places: Vec<_> = (0..100).map(|_| json!({"city": "x".repeat(11)})).collect();
+    let response = set
+        .call(request(
+            &caller("a", "rt.write"),
+            1,
+            "many",
+            json!({"places": places}),
+        ))
+        .await
+        .unwrap();
+    let message = response.refusal().unwrap().message().to_owned();
+    assert_eq!(
+        message.matches("length must be at most 10").count(),
+        16,
+        "{message}"
+    );
+    assert!(message.ends_with("; and 84 more"), "{message}");
+    assert!(message.len() <= 1024 + '…'.len_utf8(), "{}", message.len());
 }

@@ -365,16 +365,25 @@ pub fn wire(ident: &Ident, attrs: &[Attribute]) -> Wire {
     wire
 }
 
-/// Whether the parameter's own attributes already ask validator to check its type's rules (`#[validate(nested)]`).
-pub fn marked_nested(attrs: &[Attribute]) -> bool {
-    let mut nested = false;
+/// Whether the parameter's own attributes say how validator treats its type's rules: checked already
+/// (`#[validate(nested)]`), or not at all (`#[validate(skip)]`, `#[validate(nested = false)]`).
+pub fn skips_nested(attrs: &[Attribute]) -> bool {
+    let mut said = false;
     for attr in attrs.iter().filter(|a| a.path().is_ident("validate")) {
         let _ = attr.parse_nested_meta(|meta| {
-            nested |= meta.path.is_ident("nested");
+            said |= meta.path.is_ident("nested") || meta.path.is_ident("skip");
             crate::attr::skip_value(&meta)
         });
     }
-    nested
+    said
+}
+
+/// `T` of `Box<T>`, `Arc<T>` or `Rc<T>`, by name, else none.
+pub fn pointer_inner(ty: &Type) -> Option<&Type> {
+    match last_segment(ty) {
+        Some((name, inner)) if ["Box", "Arc", "Rc"].contains(&name.as_str()) => inner,
+        _ => None,
+    }
 }
 
 /// `T` of `Option<T>` (by the last segment's name, as serde's and validator's derives tell it), else none.

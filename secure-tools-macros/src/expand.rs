@@ -87,6 +87,9 @@ fn first_last(tokens: &dyn ToTokens) -> (Span, Span) {
 fn exclusive_bounds(attrs: &[syn::Attribute], ty: &syn::Type) -> TokenStream {
     let mut bounds = Vec::new();
     let map = crate::ast::is_map(ty);
+    // An `f32` argument's range, where its rules give none: a number beyond it is refused (see
+    // `__private::nested::finite_f32`), where serde would take it as infinity.
+    let (mut low, mut high) = (false, false);
     for attr in attrs.iter().filter(|a| a.path().is_ident("validate")) {
         // A rule that cannot be read is reported by validator's own derive; nothing is added for it here.
         let _ = attr.parse_nested_meta(|rule| {
@@ -95,6 +98,10 @@ fn exclusive_bounds(attrs: &[syn::Attribute], ty: &syn::Type) -> TokenStream {
                 return attr::skip_value(&rule);
             }
             rule.parse_nested_meta(|bound| {
+                if !length {
+                    low |= bound.path.is_ident("min") || bound.path.is_ident("exclusive_min");
+                    high |= bound.path.is_ident("max") || bound.path.is_ident("exclusive_max");
+                }
                 let keywords: &[&str] = if length {
                     if bound.path.is_ident("min") {
                         &["minProperties"]
@@ -129,6 +136,16 @@ fn exclusive_bounds(attrs: &[syn::Attribute], ty: &syn::Type) -> TokenStream {
                 Ok(())
             })
         });
+    }
+    let scalar = crate::ast::option_inner(ty).unwrap_or(ty);
+    if crate::ast::type_name(scalar).is_some_and(|name| name == "f32") {
+        let limit = proc_macro2::Literal::f64_unsuffixed(f64::from(f32::MAX));
+        if !low {
+            bounds.push(quote!(#[schemars(extend("minimum" = -#limit))]));
+        }
+        if !high {
+            bounds.push(quote!(#[schemars(extend("maximum" = #limit))]));
+        }
     }
     quote!(#(#bounds)*)
 }
@@ -437,6 +454,7 @@ fn generate(model: &Model) -> TokenStream {
 /// `#[validate(nested)]` already (see `__private::nested`).
 fn validate_nested(function: &Function) -> TokenStream {
     let private = quote!(::secure_tools::__private);
+    let mut renames = Vec::new();
     let mut steps = Vec::new();
     for param in function.inputs() {
         let ParamKind::Input {
@@ -448,46 +466,61 @@ fn validate_nested(function: &Function) -> TokenStream {
         else {
             continue;
         };
-        let crate::ast::Wire::Named(sent) = crate::ast::wire(ident, attrs) else {
-            continue;
-        };
         let rust = ident.to_string();
-        if rust != sent {
-            steps.push(quote!(#private::nested::rename(__errors, #rust, #sent);));
+        // A flattened struct's rules are looked into too, its errors under its Rust name (no argument's name).
+        let key = match crate::ast::wire(ident, attrs) {
+            crate::ast::Wire::Named(sent) => sent,
+            crate::ast::Wire::Flattened => rust.clone(),
+            crate::ast::Wire::Skipped => continue,
+        };
+        if rust != key {
+            renames.push(quote!((#rust, #key)));
         }
-        if crate::ast::marked_nested(attrs) {
+        if crate::ast::skips_nested(attrs) {
             continue;
         }
-        // `Option<Option<T>>` and so on: each layer looked into.
+        // `Option<Box<T>>` and so on: each `Option` looked into, each `Box`, `Arc` or `Rc` seen through.
         let mut value = quote!(&__args.#ident);
         let mut ty: &syn::Type = ty;
         let mut layers = Vec::new();
-        while let Some(inner) = crate::ast::option_inner(ty) {
-            let bound = format_ident!("__layer{}", layers.len());
-            layers.push((bound.clone(), value));
-            value = quote!(#bound);
-            ty = inner;
+        loop {
+            if let Some(inner) = crate::ast::option_inner(ty) {
+                let bound = format_ident!("__layer{}", layers.len());
+                layers.push((bound.clone(), value));
+                value = quote!(#bound);
+                ty = inner;
+            } else if let Some(inner) = crate::ast::pointer_inner(ty) {
+                value = quote!(&**#value);
+                ty = inner;
+            } else {
+                break;
+            }
         }
         let mut check = if crate::ast::type_name(ty).is_some_and(|name| name == "f32") {
-            quote!(#private::nested::finite_f32(__errors, #sent, *#value);)
+            quote!(#private::nested::finite_f32(__errors, #key, *#value);)
         } else {
-            quote!((&#private::nested::Probe(#value)).check(__errors, #sent);)
+            quote!((&#private::nested::Probe(#value)).__secure_tools_check(__errors, #key);)
         };
         for (bound, outer) in layers.into_iter().rev() {
             check = quote!(if let ::core::option::Option::Some(#bound) = #outer { #check });
         }
         steps.push(check);
     }
-    if steps.is_empty() {
+    if steps.is_empty() && renames.is_empty() {
         return TokenStream::new();
     }
+    // Every key taken out before any is put back: renames may cross (`a` sent as `b`, `b` as `a`).
+    let renames = (!renames.is_empty())
+        .then(|| quote!(#private::nested::rename(__errors, &[#(#renames),*]);));
     quote! {
-        #[allow(unused_imports)]
+        // An argument marked `#[deprecated]` is a deprecated field of the struct: reading it is no use of it.
+        #[allow(unused_imports, deprecated)]
         fn validate_nested(
             __args: &<Self as #private::ToolInput>::Args,
             __errors: &mut #private::validator::ValidationErrors,
         ) {
             use #private::nested::{Unvalidated as _, Validated as _};
+            #renames
             #(#steps)*
         }
     }

@@ -628,7 +628,8 @@ fn find_in<'a, T>(ty: &'a Type, pick: &dyn Fn(&'a Type) -> Option<T>) -> Option<
 }
 
 /// An argument that must equal a redacted one holds the same secret (a red team's: `confirm` beside a redacted
-/// `password` was recorded in clear): it is redacted too, or the tool does not build.
+/// `password` was recorded in clear; then the rule written on the redacted side): it is redacted too, or the tool
+/// does not build.
 fn check_must_match(function: &Function, redacted: &[String], errors: &mut Vec<syn::Error>) {
     for param in function.inputs() {
         let ParamKind::Input {
@@ -640,9 +641,6 @@ fn check_must_match(function: &Function, redacted: &[String], errors: &mut Vec<s
             continue;
         };
         let name = ident.unraw().to_string();
-        if redacted.contains(&name) {
-            continue;
-        }
         for attr in attrs.iter().filter(|a| a.path().is_ident("validate")) {
             let _ = attr.parse_nested_meta(|rule| {
                 if !rule.path.is_ident("must_match") {
@@ -665,15 +663,19 @@ fn check_must_match(function: &Function, redacted: &[String], errors: &mut Vec<s
                         _ => String::new(),
                     };
                     let target = target.strip_prefix("r#").unwrap_or(&target).to_owned();
-                    if redacted.contains(&target) {
-                        errors.push(syn::Error::new_spanned(
-                            &rule.path,
-                            format_args!(
-                                "`{name}` must equal `{target}`, which is redacted from the audit, so it holds the \
-                                 same secret: redact it too (`audit_redact = [..., \"{name}\"]`)"
-                            ),
-                        ));
-                    }
+                    let (open, secret) = match (redacted.contains(&name), redacted.contains(&target)) {
+                        (false, true) => (&name, &target),
+                        (true, false) => (&target, &name),
+                        _ => return Ok(()),
+                    };
+                    errors.push(syn::Error::new_spanned(
+                        &rule.path,
+                        format_args!(
+                            "`{open}` must equal `{secret}`, which is redacted from the audit, so it holds the same \
+                             secret: redact it too (`audit_redact = [..., \"{open}\"]`; a redacted argument is sent \
+                             under its own name)"
+                        ),
+                    ));
                     Ok(())
                 })
             });

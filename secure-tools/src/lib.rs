@@ -186,7 +186,7 @@ pub mod __private {
     /// has its type's rules checked, as if marked `#[validate(nested)]`: schemars publishes a type's `#[validate]`
     /// rules in the schema whether or not anything checks them, and validator checks them only when marked (a
     /// red team's: the schema said `maxLength: 10` and an 11-character value reached the handler). The attribute
-    /// calls `(&Probe(&value)).check(..)` for each argument: `Validated` is implemented for `Probe<T>` whose `&T`
+    /// calls `(&Probe(&value)).__secure_tools_check(..)` for each argument (a name no user's trait in scope has): `Validated` is implemented for `Probe<T>` whose `&T`
     /// implements `Validate`, `Unvalidated` for `&Probe<T>` of any `T`, so method resolution takes `Validated`
     /// where it applies, before trying an autoref (the types are concrete: a tool is not generic).
     pub mod nested {
@@ -196,13 +196,13 @@ pub mod __private {
         pub struct Probe<'a, T: ?Sized>(pub &'a T);
 
         pub trait Validated {
-            fn check(&self, errors: &mut ValidationErrors, field: &'static str);
+            fn __secure_tools_check(&self, errors: &mut ValidationErrors, field: &'static str);
         }
         impl<'a, T: ?Sized> Validated for Probe<'a, T>
         where
             &'a T: Validate,
         {
-            fn check(&self, errors: &mut ValidationErrors, field: &'static str) {
+            fn __secure_tools_check(&self, errors: &mut ValidationErrors, field: &'static str) {
                 // As validator's own `nested`: a field its own rules already refused is not looked into.
                 if !errors.0.contains_key(field) {
                     errors.merge_self(field, Validate::validate(&self.0));
@@ -211,7 +211,7 @@ pub mod __private {
         }
 
         pub trait Unvalidated {
-            fn check(&self, _errors: &mut ValidationErrors, _field: &'static str) {}
+            fn __secure_tools_check(&self, _errors: &mut ValidationErrors, _field: &'static str) {}
         }
         impl<T: ?Sized> Unvalidated for &Probe<'_, T> {}
 
@@ -227,10 +227,15 @@ pub mod __private {
             }
         }
 
-        /// Names the errors of the field `rust` (validator's key, the Rust name: `r#type`, `file_name`) by the
-        /// argument's name as sent (`type`, `fileName`).
-        pub fn rename(errors: &mut ValidationErrors, rust: &'static str, sent: &'static str) {
-            if let Some(kind) = errors.0.remove(rust) {
+        /// Names the errors of each field `rust` (validator's key, the Rust name: `r#type`, `file_name`) by the
+        /// argument's name as sent (`type`, `fileName`): every key taken out before any is put back, so that
+        /// renames that cross (`a` sent as `b`, `b` as `a`) neither follow each other nor overwrite.
+        pub fn rename(errors: &mut ValidationErrors, names: &[(&'static str, &'static str)]) {
+            let taken: ::std::vec::Vec<_> = names
+                .iter()
+                .filter_map(|(rust, sent)| errors.0.remove(*rust).map(|kind| (*sent, kind)))
+                .collect();
+            for (sent, kind) in taken {
                 errors.0.insert(Cow::Borrowed(sent), kind);
             }
         }

@@ -226,16 +226,6 @@ fn integer_ranges(schema: &mut JsonObject) {
             schema.entry("minimum").or_insert(min.into());
             schema.entry("maximum").or_insert(max.into());
         }
-        // `f32`: a larger number would decode as infinity (refused for an argument itself, see
-        // `__private::nested::finite_f32`).
-        if schema.get("format").and_then(Value::as_str) == Some("float") {
-            schema
-                .entry("minimum")
-                .or_insert(f64::from(f32::MIN).into());
-            schema
-                .entry("maximum")
-                .or_insert(f64::from(f32::MAX).into());
-        }
     });
 }
 

@@ -207,10 +207,29 @@ fn invalid(
             && !redact.contains(&top)
             && allowed.is_some_and(|allowed| allowed.contains(top))
     };
-    collect(errors, "", &shown, &mut lines);
+    let mut uncounted = 0;
+    collect(errors, "", &shown, &mut lines, &mut uncounted);
     lines.sort();
-    Refusal::invalid(codes::INVALID_INPUT, shorten(lines.join("; ")))
+    // A list of a million failing items has as many errors: the message names the first few, and counts the rest
+    // (a red team's: every one was described, then cut to the message's bound).
+    let more = lines.len().saturating_sub(MAX_LINES) + uncounted;
+    lines.truncate(MAX_LINES);
+    let message = lines.join("; ");
+    if more == 0 {
+        return Refusal::invalid(codes::INVALID_INPUT, shorten(message));
+    }
+    // The count stays whatever the lines before it are cut to.
+    let mut count = String::new();
+    let _ = write!(count, "; and {more} more");
+    let mut message = shorten_to(message, MAX_MESSAGE - count.len());
+    message.push_str(&count);
+    Refusal::invalid(codes::INVALID_INPUT, message)
 }
+
+/// The most failed rules a refusal describes.
+const MAX_LINES: usize = 16;
+/// The most described before the first [`MAX_LINES`] are chosen; the rest are only counted.
+const MAX_DESCRIBED: usize = 1024;
 
 /// `shown`: whether a rule's own message may be shown for the top-level field of this name.
 fn collect(
@@ -218,6 +237,7 @@ fn collect(
     prefix: &str,
     shown: &dyn Fn(&str) -> bool,
     lines: &mut Vec<String>,
+    uncounted: &mut usize,
 ) {
     for (field, kind) in errors.errors() {
         let path = if prefix.is_empty() {
@@ -230,15 +250,18 @@ fn collect(
                 // The top-level argument the path is under decides whether a rule's own message may be shown.
                 let top = path.split(['.', '[']).next().unwrap_or_default();
                 let redacted = !shown(top);
-                lines.extend(
-                    errs.iter()
-                        .map(|e| format!("`{path}`: {}", describe(e, redacted))),
-                );
+                for error in errs {
+                    if lines.len() < MAX_DESCRIBED {
+                        lines.push(format!("`{path}`: {}", describe(error, redacted)));
+                    } else {
+                        *uncounted += 1;
+                    }
+                }
             }
-            ValidationErrorsKind::Struct(inner) => collect(inner, &path, shown, lines),
+            ValidationErrorsKind::Struct(inner) => collect(inner, &path, shown, lines, uncounted),
             ValidationErrorsKind::List(items) => {
                 for (index, inner) in items {
-                    collect(inner, &format!("{path}[{index}]"), shown, lines);
+                    collect(inner, &format!("{path}[{index}]"), shown, lines, uncounted);
                 }
             }
         }
@@ -302,9 +325,14 @@ fn describe(error: &ValidationError, redacted: bool) -> String {
     }
 }
 
-fn shorten(mut message: String) -> String {
-    if message.len() > MAX_MESSAGE {
-        let mut cut = MAX_MESSAGE;
+fn shorten(message: String) -> String {
+    shorten_to(message, MAX_MESSAGE)
+}
+
+/// `message`, cut to `bound` bytes (at a character's edge, marked `…`) if it is longer.
+fn shorten_to(mut message: String, bound: usize) -> String {
+    if message.len() > bound {
+        let mut cut = bound;
         while !message.is_char_boundary(cut) {
             cut -= 1;
         }
