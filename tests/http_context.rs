@@ -698,6 +698,44 @@ async fn at_a_stop_a_call_past_its_point_of_no_return_is_given_up_answered_as_re
     assert_eq!(audit.last().unwrap()["event"], "server_stop", "{audit:#?}");
 }
 
+/// A red team's (round 36): a second signal (an operator who will not wait) started the stop's waits again, so a
+/// call past its point of no return was given up a second after it rather than at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_gives_up_a_call_past_its_point_of_no_return_at_once() {
+    let mut server = start_with(&[("MCP_SHUTDOWN_GRACE", "30s")]);
+    let client = client(Duration::from_secs(30));
+    let call = {
+        let client = client.clone();
+        let url = server.url.clone();
+        tokio::spawn(async move {
+            let response = post(
+                &client,
+                &url,
+                &call("commit_then_wait", json!({"millis": 30000})),
+            )
+            .await?;
+            Ok::<_, reqwest::Error>(response.text().await?)
+        })
+    };
+    audit_until(&server, |audit| events(audit, "call_started").len() == 1);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    signal_stop(&server);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let second = Instant::now();
+    signal(&server, "INT");
+    let body = call.await.unwrap().expect("the call got no answer");
+    let answered = second.elapsed();
+    assert!(body.contains("cancelled_after_commit"), "{body}");
+    assert!(
+        answered < Duration::from_millis(800),
+        "answered {answered:?} after the second signal"
+    );
+    assert!(server.child.wait().unwrap().success());
+    let audit = read_audit(&server.audit);
+    assert_eq!(events(&audit, "tool_call").len(), 1, "{audit:#?}");
+    assert_eq!(audit.last().unwrap()["event"], "server_stop");
+}
+
 /// The same in sessions mode, where calls are answered as streams of events, with a client's standalone event
 /// stream (`GET`) open: the calls are answered as audited, the stream ends, and the server exits.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

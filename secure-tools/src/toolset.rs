@@ -726,12 +726,27 @@ impl<S: Send + Sync + 'static> ToolSet<S> {
         self.stop_calls(grace, true).await;
     }
 
+    /// The stop at once (an operator's second signal): calls still running are stopped, and those past their
+    /// point of no return given up, without the second [`Self::shutdown`] waits for them.
+    pub(crate) async fn stop_now(&self) {
+        let lifecycle = &self.inner.lifecycle;
+        lifecycle.close();
+        lifecycle.stop_running();
+        lifecycle.give_up();
+        let _ = tokio::time::timeout(Duration::from_secs(1), lifecycle.idle()).await;
+    }
+
     /// [`Self::shutdown`], giving up on calls past their point of no return only if `give_up` (the stdio runner
     /// at the end of its input lets rmcp answer them while its own wait lasts: a client piping its requests in
     /// reads on).
     pub(crate) async fn stop_calls(&self, grace: Duration, give_up: bool) {
         let lifecycle = &self.inner.lifecycle;
         lifecycle.close();
+        // Given up already (a stop before this one): what still runs is stuck in blocking code, and waiting again
+        // would only lengthen the stop.
+        if lifecycle.has_given_up() {
+            return;
+        }
         if tokio::time::timeout(grace, lifecycle.idle()).await.is_err() {
             lifecycle.stop_running();
             if tokio::time::timeout(Duration::from_secs(1), lifecycle.idle())

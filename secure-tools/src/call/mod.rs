@@ -1488,6 +1488,10 @@ impl Lifecycle {
         self.give_up.cancel();
     }
 
+    pub(crate) fn has_given_up(&self) -> bool {
+        self.give_up.is_cancelled()
+    }
+
     fn giving_up(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
         self.give_up.cancelled()
     }

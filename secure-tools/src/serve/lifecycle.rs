@@ -573,13 +573,17 @@ where
                     // in reads on) as long as its own wait after the input ends lasts, which ends the session; only
                     // a signal, the host insisting, cuts that wait (red-team finding: cutting it always lost a
                     // piped call's answer), and gives up on the call (answered and recorded as such).
-                    tools.stop_calls(Duration::ZERO, insisted.is_some()).await;
+                    if insisted.is_some() {
+                        tools.stop_now().await;
+                    } else {
+                        tools.stop_calls(Duration::ZERO, false).await;
+                    }
                     if insisted.is_none() {
                         tokio::select! {
                             () = stop.cancelled() => return,
                             signal = signals.next() => {
                                 *requested.lock().unwrap_or_else(PoisonError::into_inner) = Some(signal);
-                                tools.shutdown(Duration::ZERO).await;
+                                tools.stop_now().await;
                             }
                         }
                     }
@@ -602,7 +606,7 @@ where
             // Ctrl-C) stops them at once, each still recorded.
             tokio::select! {
                 () = tools.shutdown(grace) => {}
-                _ = signals.next() => tools.shutdown(Duration::ZERO).await,
+                _ = signals.next() => tools.stop_now().await,
             }
             stop.cancel();
         })

@@ -539,7 +539,12 @@ impl MtlsAuth {
         identity: impl Into<String>,
         grant: Grant,
     ) -> Self {
-        Arc::make_mut(&mut self.clients).insert(name.into(), (identity.into(), grant));
+        // A DNS name built in code is compared as one read from a mapping or a certificate: in lower case.
+        let name = match name.into() {
+            ClientName::Dns(dns) => ClientName::Dns(dns.to_ascii_lowercase()),
+            other => other,
+        };
+        Arc::make_mut(&mut self.clients).insert(name, (identity.into(), grant));
         self
     }
 

@@ -101,7 +101,10 @@ impl RemoteJwks {
             match get_once(&uri, &self.tls).await? {
                 Fetched::Body(body) => return Ok(body),
                 Fetched::Redirect(location) => {
-                    let next = if location.starts_with('/') {
+                    // `//host/path` names another host, with this URL's scheme (RFC 3986, 4.2).
+                    let next = if location.starts_with("//") {
+                        format!("{}:{location}", uri.scheme_str().unwrap_or("https"))
+                    } else if location.starts_with('/') {
                         format!(
                             "{}://{}{location}",
                             uri.scheme_str().unwrap_or("https"),
@@ -135,6 +138,26 @@ enum Fetched {
 fn jwks_uri(url: &str) -> Result<hyper::Uri, String> {
     let uri: hyper::Uri = url.parse().map_err(|e| format!("not a URL: {e}"))?;
     let host = uri.host().ok_or("the URL has no host")?;
+    // Credentials sent as HTTP Basic ones: a user name holding `:` (RFC 7617), or either part not UTF-8 once
+    // decoded, would be sent as other credentials than written (a red team's: `us%3Aer` went as user `us`).
+    if let Some((userinfo, _)) = uri.authority().and_then(|a| a.as_str().rsplit_once('@')) {
+        let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+        let decoded = |part: &str| {
+            percent_encoding::percent_decode_str(part)
+                .decode_utf8()
+                .map(|text| text.into_owned())
+        };
+        match (decoded(user), decoded(password)) {
+            (Ok(user), Ok(_)) if !user.contains(':') => {}
+            _ => {
+                return Err(
+                    "its credentials (`USER:PASSWORD@`) are not a user name without `:` and a password, in UTF-8 \
+                     once percent-decoded: they cannot be sent as written"
+                        .into(),
+                );
+            }
+        }
+    }
     match uri.scheme_str() {
         Some("https") => Ok(uri),
         Some("http") if is_loopback(host) => Ok(uri),
@@ -575,6 +598,27 @@ mod tests {
             "/jwks.json",
         ] {
             assert!(jwks_uri(refused).is_err(), "{refused}");
+        }
+    }
+
+    /// A red team's (round 36): credentials that cannot be sent as written (`:` in the user name, bytes that are not
+    /// UTF-8 once decoded) were sent as others, without a word.
+    #[test]
+    fn jwks_url_credentials_that_cannot_be_sent_as_written_are_refused() {
+        for ok in [
+            "https://reader:pa%20ss@issuer.example/jwks.json",
+            "https://reader:p%40ss:word@issuer.example/jwks.json",
+            "https://reader@issuer.example/jwks.json",
+            "https://reader:@issuer.example/jwks.json",
+        ] {
+            assert!(jwks_uri(ok).is_ok(), "{ok}");
+        }
+        for refused in [
+            "https://us%3Aer:pw@issuer.example/jwks.json",
+            "https://user:%FF%FE@issuer.example/jwks.json",
+        ] {
+            let error = jwks_uri(refused).unwrap_err();
+            assert!(!error.contains("pw") && !error.contains("%FF"), "{error}");
         }
     }
 }
