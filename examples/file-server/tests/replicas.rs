@@ -867,6 +867,52 @@ async fn a_redis_that_never_answers_a_connection_refuses_each_check_within_the_b
     held.abort();
 }
 
+/// A red team's (round 37): the round trip to Redis was not bounded by the call's time limit: calls limited to 100 ms
+/// waited 325 ms for a slow Redis, then were refused `timeout` as if their tool had run and been stopped. The round
+/// trip ends with the call's time limit, refused `timeout`, saying the tool did not run.
+#[tokio::test]
+async fn a_check_in_redis_ends_with_the_calls_time_limit() {
+    use secure_tools::call::shared_rate::RedisRates;
+    use secure_tools::testing::{ToolTester, caller};
+    use secure_tools::{Rate, ToolSet};
+
+    // Takes connections and never reads or answers.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((connection, _)) = silent.accept().await {
+            open.push(connection);
+        }
+    });
+    let tester = ToolTester::new(
+        ToolSet::builder(())
+            .tool_with::<counted>(|tool| tool.timeout(Duration::from_millis(100)))
+            .rate_limit(Rate::per_minute(100).unwrap())
+            .rate_limit_store(
+                RedisRates::open(&format!("redis://127.0.0.1:{port}/0"), "bounded").unwrap(),
+            ),
+    )
+    .unwrap();
+    let someone = caller("someone", "t.call");
+    for _ in 0..2 {
+        let started = Instant::now();
+        let called = tester.call(&someone, "counted", json!({})).await;
+        let took = started.elapsed();
+        assert_eq!(called.code(), Some("timeout"), "{called:?}");
+        assert!(
+            called
+                .refusal()
+                .unwrap()
+                .message()
+                .contains("the tool did not run"),
+            "{called:?}"
+        );
+        assert!(took < Duration::from_millis(400), "a check waited {took:?}");
+    }
+    held.abort();
+}
+
 /// Re-read finding: a connection being made that failed after the check that began it had given up stayed as the
 /// slot's answer, so the first check after Redis came back was refused with that old failure, and only the one after
 /// it connected anew. A connection that fails is forgotten as it fails.

@@ -89,19 +89,29 @@ impl RateLimiter {
     }
 
     /// One call of `tool` by `caller`: refused `rate_limited` past the rate; `Ok(false)` when let through
-    /// unchecked (a shared store that cannot be reached, configured to allow).
+    /// unchecked (a shared store that cannot be reached, configured to allow). A round trip to a shared store ends
+    /// with the call's time limit (`limit`: when the call started, and its timeout), refused `timeout` (a red team's:
+    /// calls limited to 100 ms waited 325 ms for Redis, then were stopped as if their tool had run).
     pub(crate) async fn check(
         &self,
         caller: &Arc<str>,
         tool: &'static str,
+        limit: (std::time::Instant, std::time::Duration),
     ) -> Result<bool, Refusal> {
         // Boxed: a round trip to Redis is a large future, which every call's own future would otherwise carry.
         #[cfg(feature = "redis")]
         if let Some((store, scope)) = &self.shared {
-            return Box::pin(store.check(self.rate, scope, caller, tool))
-                .await
-                .map(|checked| checked == super::shared_rate::Checked::Counted);
+            let (started, timeout) = limit;
+            let checked = Box::pin(store.check(self.rate, scope, caller, tool));
+            let until = tokio::time::Instant::from_std(started + timeout);
+            return match tokio::time::timeout_at(until, checked).await {
+                Ok(checked) => {
+                    checked.map(|checked| checked == super::shared_rate::Checked::Counted)
+                }
+                Err(_) => Err(Refusal::timed_out_before_start(timeout)),
+            };
         }
+        let _ = limit;
         self.check_here(caller, tool).map(|()| true)
     }
 

@@ -455,7 +455,7 @@ where
 {
     admit(set)?;
     authorize(tool, call.context.caller())?;
-    let _slots = limit(set, tool, &call.context).await?;
+    let _slots = limit(set, tool, &call.context, call.started).await?;
     let guarded = !set.guards.is_empty() || !tool.guards.is_empty();
     // What the guards hold until the handler ends: the user's values, dropped under the tool's name.
     let mut passes = panic::HeldBy::new(tool.definition.name());
@@ -543,7 +543,7 @@ async fn plain_stages<S: Send + Sync + 'static>(
 ) -> Result<ToolOutput, Refusal> {
     admit(set)?;
     authorize(tool, call.context.caller())?;
-    let _slots = limit(set, tool, &call.context).await?;
+    let _slots = limit(set, tool, &call.context, call.started).await?;
     let mut passes = panic::HeldBy::new(tool.definition.name());
     if !set.guards.is_empty() || !tool.guards.is_empty() {
         run_guards(set, tool, call, GuardStage::BeforeDecoding, passes.items()).await?;
@@ -647,7 +647,9 @@ async fn limit<'a, S>(
     set: &'a Inner<S>,
     tool: &'a ToolEntry,
     cx: &CallContext,
+    started: Instant,
 ) -> Result<[Option<limits::Slot<'a>>; 2], Refusal> {
+    let time = (started, tool.timeout.unwrap_or(set.timeout));
     let own = tool
         .concurrency
         .as_ref()
@@ -662,10 +664,10 @@ async fn limit<'a, S>(
     let name = tool.definition.name();
     let mut checked = true;
     if let Some(rate) = &set.rate {
-        checked &= rate.check(caller, name).await?;
+        checked &= rate.check(caller, name, time).await?;
     }
     if let Some(rate) = &tool.rate {
-        checked &= rate.check(caller, name).await?;
+        checked &= rate.check(caller, name, time).await?;
     }
     if !checked {
         // Let through unlimited, its rate's store out of reach (`WhenUnavailable::Allow`): the record says so, or
@@ -876,7 +878,7 @@ fn must_stop(lifecycle: &Lifecycle, cx: &CallContext, limit: Deadline) -> Result
         return Err(stopped_by_shutdown());
     }
     if limit.started.elapsed() >= limit.timeout {
-        return Err(Refusal::timed_out(limit.timeout));
+        return Err(Refusal::timed_out_before_start(limit.timeout));
     }
     Ok(())
 }

@@ -205,6 +205,18 @@ impl Refusal {
             format!("the tool did not finish within {after:?} and was stopped"),
         )
     }
+
+    /// The call's time limit passed before its tool was called (its checks took it all): the tool did not run.
+    pub(crate) fn timed_out_before_start(after: Duration) -> Self {
+        Refusal::with_kind(
+            RefusalKind::Timeout,
+            codes::TIMEOUT,
+            format!(
+                "the call's time limit of {after:?} passed before the tool started (its checks took that long); \
+                 the tool did not run"
+            ),
+        )
+    }
 }
 
 impl fmt::Debug for Refusal {
