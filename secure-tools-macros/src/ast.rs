@@ -82,6 +82,21 @@ impl<'a> Function<'a> {
             .iter()
             .filter(|p| matches!(p.kind, ParamKind::Input { .. }))
     }
+
+    /// The arguments that have a name (one without is reported as such): name, type and attributes.
+    pub fn named_inputs(
+        &self,
+    ) -> impl Iterator<Item = (&'a Ident, &'a Type, &'a [Attribute])> + '_ {
+        self.params.iter().filter_map(|param| match param.kind {
+            ParamKind::Input {
+                ident: Some(ident),
+                ty,
+                attrs,
+                ..
+            } => Some((ident, ty, attrs)),
+            _ => None,
+        })
+    }
 }
 
 impl<'a> Param<'a> {

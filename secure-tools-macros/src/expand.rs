@@ -450,22 +450,13 @@ fn generate(model: &Model) -> TokenStream {
 
 /// `ToolInput::validate_nested` for inline arguments: each argument's errors named as it is sent (validator names
 /// them by the Rust field: `r#type`, `file_name`), then the rules of each argument's own type checked where the
-/// type derives `Validate` (through `Option`s, looked into as validator does), unless the argument is marked
-/// `#[validate(nested)]` already (see `__private::nested`).
+/// type derives `Validate` (through `Option`, `Box` and `Arc`, and flattened), unless the argument is marked
+/// `#[validate(nested)]` or `#[validate(skip)]` (see `__private::nested`); an `f32` argument checked finite.
 fn validate_nested(function: &Function) -> TokenStream {
     let private = quote!(::secure_tools::__private);
     let mut renames = Vec::new();
     let mut steps = Vec::new();
-    for param in function.inputs() {
-        let ParamKind::Input {
-            ident: Some(ident),
-            ty,
-            attrs,
-            ..
-        } = &param.kind
-        else {
-            continue;
-        };
+    for (ident, ty, attrs) in function.named_inputs() {
         let rust = ident.to_string();
         // A flattened struct's rules are looked into too, its errors under its Rust name (no argument's name).
         let key = match crate::ast::wire(ident, attrs) {

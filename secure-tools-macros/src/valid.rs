@@ -514,16 +514,7 @@ fn check_schema_attrs(attrs: &[syn::Attribute], errors: &mut Vec<syn::Error>) {
 /// always be empty.
 fn check_wire_names(function: &Function, errors: &mut Vec<syn::Error>) {
     let mut seen: Vec<(String, &syn::Ident)> = Vec::new();
-    for param in function.inputs() {
-        let ParamKind::Input {
-            ident: Some(ident),
-            ty,
-            attrs,
-            ..
-        } = &param.kind
-        else {
-            continue;
-        };
+    for (ident, ty, attrs) in function.named_inputs() {
         match crate::ast::wire(ident, attrs) {
             crate::ast::Wire::Named(name) => {
                 if let Some((_, first)) = seen.iter().find(|(sent, _)| *sent == name) {
@@ -631,15 +622,7 @@ fn find_in<'a, T>(ty: &'a Type, pick: &dyn Fn(&'a Type) -> Option<T>) -> Option<
 /// `password` was recorded in clear; then the rule written on the redacted side): it is redacted too, or the tool
 /// does not build.
 fn check_must_match(function: &Function, redacted: &[String], errors: &mut Vec<syn::Error>) {
-    for param in function.inputs() {
-        let ParamKind::Input {
-            ident: Some(ident),
-            attrs,
-            ..
-        } = &param.kind
-        else {
-            continue;
-        };
+    for (ident, _, attrs) in function.named_inputs() {
         let name = ident.unraw().to_string();
         for attr in attrs.iter().filter(|a| a.path().is_ident("validate")) {
             let _ = attr.parse_nested_meta(|rule| {
@@ -687,15 +670,7 @@ fn check_must_match(function: &Function, redacted: &[String], errors: &mut Vec<s
 /// `#[serde(rename)]`, `alias` or `flatten` would let its value be recorded in clear.
 fn check_redacted_names(function: &Function, redacted: &[String], errors: &mut Vec<syn::Error>) {
     check_must_match(function, redacted, errors);
-    for param in function.inputs() {
-        let ParamKind::Input {
-            ident: Some(ident),
-            attrs,
-            ..
-        } = &param.kind
-        else {
-            continue;
-        };
+    for (ident, _, attrs) in function.named_inputs() {
         let name = ident.unraw().to_string();
         if !redacted.contains(&name) {
             continue;
