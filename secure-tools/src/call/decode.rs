@@ -111,15 +111,15 @@ fn check_names(arguments: &Value, allowed: Option<&BTreeSet<String>>) -> Result<
     Ok(())
 }
 
-/// Checks the decoded arguments against their `#[validate]` rules. A rule's own message is not shown for a
-/// redacted argument (a custom validator may quote the value), only what the rule is. Rules are named by the
-/// Rust field (`pass_word`, `r#type`), redactions by the argument's name in the schema (`passWord`, `type`): a
-/// rule's message is shown only for a field whose name is itself an argument the schema declares and that is not
-/// redacted, so a renamed field is treated as redacted. In a struct of the user's (`Args<T>`, not
-/// `exact_names`) a field's Rust name may be another field's name in the schema (red-team finding: `password`
-/// sent as the redacted `pw`, beside a field sent as `password`), so when any argument is redacted no rule's own
-/// message is shown there.
-/// `nested`: the rules `A`'s own do not reach (see [`crate::tool::ToolInput::validate_nested`]).
+/// Checks the decoded arguments against their `#[validate]` rules, then `nested` (the rules `A`'s own do not
+/// reach, see [`crate::tool::ToolInput::validate_nested`]). A rule's own message is not shown for a redacted
+/// argument (a custom validator may quote the value), only what the rule is. validator names a rule by the Rust
+/// field (`pass_word`, `r#type`), redactions go by the argument's name in the schema (`passWord`, `type`): for
+/// inline arguments (`exact_names`) the attribute's `validate_nested` names each by its name as sent (a redacted
+/// one cannot be renamed, and two cannot share a name); a rule's message is shown only for a field whose name is
+/// itself an argument the schema declares and that is not redacted. In a struct of the user's (`Args<T>`) a
+/// field's Rust name may be another field's name in the schema (red-team finding: `password` sent as the redacted
+/// `pw`, beside a field sent as `password`), so when any argument is redacted no rule's own message is shown there.
 pub(crate) fn validate<A: Validate>(
     args: &A,
     nested: fn(&A, &mut ValidationErrors),
