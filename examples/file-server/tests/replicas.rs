@@ -913,6 +913,45 @@ async fn a_check_in_redis_ends_with_the_calls_time_limit() {
     held.abort();
 }
 
+/// A red team's (round 38): with a time limit shorter than the check's own bound (500 ms), a check cut short by the
+/// call's time limit kept a connection that had stopped answering, so every later call was refused `timeout` for
+/// good (eight minutes after Redis answered again). A connection that let a call's time run out is replaced too.
+#[tokio::test]
+async fn a_connection_that_let_a_calls_short_time_limit_run_out_is_replaced() {
+    use secure_tools::call::shared_rate::RedisRates;
+    use secure_tools::testing::{ToolTester, caller};
+    use secure_tools::{Rate, ToolSet};
+
+    let dir = tempfile::tempdir().unwrap();
+    let (_redis, port) = redis(dir.path());
+    let proxy = Freezer::start(port).await;
+    let tester = ToolTester::new(
+        ToolSet::builder(())
+            .tool_with::<counted>(|tool| tool.timeout(Duration::from_millis(200)))
+            .rate_limit(Rate::per_minute(100).unwrap())
+            .rate_limit_store(
+                RedisRates::open(&format!("redis://127.0.0.1:{}/0", proxy.port), "short").unwrap(),
+            ),
+    )
+    .unwrap();
+    let someone = caller("someone", "t.call");
+    let before = tester.call(&someone, "counted", json!({})).await;
+    assert_eq!(before.code(), None, "{before:?}");
+    assert_eq!(proxy.freeze_open_connections(), 1);
+    let stalled = tester.call(&someone, "counted", json!({})).await;
+    assert_eq!(stalled.code(), Some("timeout"), "{stalled:?}");
+    // The next calls go over a new connection (one being made may take a call's whole time).
+    let mut answered = false;
+    for _ in 0..5 {
+        let after = tester.call(&someone, "counted", json!({})).await;
+        if after.code().is_none() {
+            answered = true;
+            break;
+        }
+    }
+    assert!(answered, "a frozen connection was kept");
+}
+
 /// Re-read finding: a connection being made that failed after the check that began it had given up stayed as the
 /// slot's answer, so the first check after Redis came back was refused with that old failure, and only the one after
 /// it connected anew. A connection that fails is forgotten as it fails.

@@ -102,14 +102,13 @@ impl RateLimiter {
         #[cfg(feature = "redis")]
         if let Some((store, scope)) = &self.shared {
             let (started, timeout) = limit;
-            let checked = Box::pin(store.check(self.rate, scope, caller, tool));
-            let until = tokio::time::Instant::from_std(started + timeout);
-            return match tokio::time::timeout_at(until, checked).await {
-                Ok(checked) => {
-                    checked.map(|checked| checked == super::shared_rate::Checked::Counted)
-                }
-                Err(_) => Err(Refusal::timed_out_before_start(timeout)),
-            };
+            let until = started.checked_add(timeout);
+            let checked = Box::pin(store.check(self.rate, scope, caller, tool, until)).await;
+            // The call's time ran out meanwhile: its tool would have none left.
+            if until.is_some_and(|until| std::time::Instant::now() >= until) {
+                return Err(Refusal::timed_out_before_start(timeout));
+            }
+            return checked.map(|checked| checked == super::shared_rate::Checked::Counted);
         }
         let _ = limit;
         self.check_here(caller, tool).map(|()| true)

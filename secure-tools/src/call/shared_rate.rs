@@ -424,6 +424,7 @@ impl RedisRates {
         scope: &str,
         caller: &str,
         tool: &str,
+        until: Option<std::time::Instant>,
     ) -> Result<Checked, Refusal> {
         let interval = (rate.period / rate.count.max(1)).as_micros().max(1);
         let tolerance = interval * u128::from(rate.count.saturating_sub(1));
@@ -453,8 +454,13 @@ impl RedisRates {
         // being made, reconnecting and retrying included, to the time documented (red-team finding: the wait for a
         // connection was outside it, and a Redis that took connections and never answered held each check 5 s).
         // A connection being made goes on past it. On a runtime without a time driver (where a timer panics) the
-        // connection's own timeout is the bound.
-        let answer = match super::panic::quietly(|| tokio::time::sleep(REDIS_TIMEOUT)) {
+        // connection's own timeout is the bound. A call's time limit (`until`) that comes first ends it too, as
+        // its own bound would: the connection is replaced all the same (a red team's: cut short by a 200 ms time
+        // limit, before the bound's end replaced it, a connection that no longer answered was kept for good).
+        let bound = until.map_or(REDIS_TIMEOUT, |until| {
+            REDIS_TIMEOUT.min(until.saturating_duration_since(std::time::Instant::now()))
+        });
+        let answer = match super::panic::quietly(|| tokio::time::sleep(bound)) {
             Ok(sleep) => tokio::select! {
                 answer = work => answer,
                 () = sleep => Err(redis::RedisError::from(std::io::Error::new(
