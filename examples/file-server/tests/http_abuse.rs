@@ -948,6 +948,47 @@ fn a_client_that_reads_nothing_of_its_answers_is_cut_off_and_recorded() {
     drop(hog);
 }
 
+/// A red team's (round 38): clients reading slowly (1 B/s to 128 KB/s) were cut off as if they read nothing: the
+/// kernel says a socket is writable again only once a third of its buffer has drained, so a write waited past the
+/// timeout while the client read on. The socket's queue shrinking counts as reading.
+#[test]
+fn a_client_reading_slowly_is_not_cut_off() {
+    let mut server = Server::start(
+        None,
+        &["--http-header-timeout", "1s", "--max-read-bytes", "8388608"],
+    );
+    std::fs::write(server.data.join("big.txt"), "x".repeat(8 << 20)).unwrap();
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                      "params": {"name": "read_file", "arguments": {"filename": "big.txt"}}})
+    .to_string();
+    let request = format!(
+        "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\n\
+         Accept: application/json, text/event-stream\r\nContent-Length: {}\r\n\r\n{body}",
+        server.token("slow", "files.read"),
+        body.len()
+    );
+    let mut stream = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    // 16 KiB every 100 ms: 160 KiB/s, for 6 s, six times the timeout.
+    let started = Instant::now();
+    let mut chunk = vec![0u8; 16 * 1024];
+    let mut read = 0;
+    while started.elapsed() < Duration::from_secs(6) {
+        match stream.read(&mut chunk) {
+            Ok(0) => panic!("the server closed the connection after {read} bytes"),
+            Ok(n) => read += n,
+            Err(error) => panic!("{error} after {read} bytes"),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(server.connections_closed("answer_not_read"), 0);
+    drop(stream);
+    server.stop();
+}
+
 /// Sends `head` and then, after a pause (a client writing its body apart from its head, as many do), `body` on
 /// `stream`, and reads the answer: its status.
 fn post_in_two_writes(stream: &mut std::net::TcpStream, head: &str, body: &str) -> u16 {

@@ -488,15 +488,66 @@ struct Watched<I> {
     stall_limit: Duration,
     /// Running while a write waits for the client to read.
     stall: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The connection's socket, whose queue of bytes not yet taken by the client tells a slow reader from one that
+    /// reads nothing: the kernel says a socket is writable again only once a third of its buffer has drained (a red
+    /// team's clients reading 128 KB/s were cut off), so a write waiting is no sign the client reads nothing.
+    socket: Option<Socket>,
+    /// The bytes queued in the socket when the stall's timer was last set.
+    queued: Option<usize>,
+}
+
+/// A connection's socket, for [`Watched`].
+#[cfg(unix)]
+type Socket = std::os::fd::RawFd;
+#[cfg(not(unix))]
+type Socket = ();
+
+/// The socket of a connection.
+fn socket_of(tcp: &TcpStream) -> Option<Socket> {
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsRawFd as _;
+        Some(tcp.as_raw_fd())
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tcp;
+        None
+    }
+}
+
+/// The bytes a socket holds that its peer has not yet taken (Linux's `SIOCOUTQ`); none elsewhere.
+fn send_queue(socket: Option<Socket>) -> Option<usize> {
+    #[cfg(target_os = "linux")]
+    {
+        let socket = socket?;
+        let mut queued: libc::c_int = 0;
+        // SAFETY: `socket` is the connection's open socket for as long as its `Watched` lives; `queued` is a
+        // `c_int` the ioctl writes.
+        let done = unsafe { libc::ioctl(socket, libc::TIOCOUTQ, &mut queued) };
+        (done == 0).then(|| usize::try_from(queued).ok()).flatten()
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = socket;
+        None
+    }
 }
 
 impl<I> Watched<I> {
-    fn new(io: I, connection: Arc<Connection>, stall_limit: Duration) -> Self {
+    fn new(
+        io: I,
+        connection: Arc<Connection>,
+        stall_limit: Duration,
+        socket: Option<Socket>,
+    ) -> Self {
         Watched {
             io,
             connection,
             stall_limit,
             stall: None,
+            socket,
+            queued: None,
         }
     }
 
@@ -511,10 +562,23 @@ impl<I> Watched<I> {
             return polled;
         }
         let limit = self.stall_limit;
+        if self.stall.is_none() {
+            self.queued = send_queue(self.socket);
+        }
         let stall = self
             .stall
             .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
         if stall.as_mut().poll(cx).is_ready() {
+            // The client took some of what was queued: it reads, slowly. The timer starts again.
+            let now = send_queue(self.socket);
+            if let (Some(now), Some(before)) = (now, self.queued)
+                && now < before
+            {
+                self.queued = Some(now);
+                stall.as_mut().reset(tokio::time::Instant::now() + limit);
+                let _ = stall.as_mut().poll(cx);
+                return Poll::Pending;
+            }
             self.connection
                 .answer_not_read
                 .store(true, Ordering::Relaxed);
@@ -734,7 +798,8 @@ async fn connection(
     };
     match security {
         Security::Plain => {
-            let served = http(tcp, ConnectInfo(peer), &slot, app, limits, &stop);
+            let socket = socket_of(&tcp);
+            let served = http(tcp, ConnectInfo(peer), &slot, app, limits, &stop, socket);
             tokio::select! {
                 // Claimed to make room, it may have ended by itself first (refusing a request it had read).
                 outcome = served => if slot.connection.claimed() {
@@ -757,7 +822,16 @@ async fn connection(
                 Ok(pair) => pair,
                 Err(event) => return rejections.record(event),
             };
-            let served = http(stream, ConnectInfo(tls_peer), &slot, app, limits, &stop);
+            let socket = socket_of(stream.get_ref().0);
+            let served = http(
+                stream,
+                ConnectInfo(tls_peer),
+                &slot,
+                app,
+                limits,
+                &stop,
+                socket,
+            );
             tokio::select! {
                 // Claimed to make room, it may have ended by itself first (refusing a request it had read).
                 outcome = served => if slot.connection.claimed() {
@@ -814,6 +888,7 @@ async fn http<I, P>(
     app: Router,
     limits: ConnectionLimits,
     stop: &CancellationToken,
+    socket: Option<Socket>,
 ) -> Result<(), hyper::Error>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -944,7 +1019,12 @@ where
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .keep_alive(true);
-    let io = Watched::new(io, slot.connection.clone(), limits.header_read_timeout);
+    let io = Watched::new(
+        io,
+        slot.connection.clone(),
+        limits.header_read_timeout,
+        socket,
+    );
     let served = builder.serve_connection(TokioIo::new(io), service);
     let mut served = std::pin::pin!(served);
     tokio::select! {
