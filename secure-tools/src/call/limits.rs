@@ -103,6 +103,10 @@ impl RateLimiter {
         if let Some((store, scope)) = &self.shared {
             let (started, timeout) = limit;
             let until = started.checked_add(timeout);
+            // No time left to ask in: asking would only cut a round trip short, and replace a working connection.
+            if until.is_some_and(|until| std::time::Instant::now() >= until) {
+                return Err(Refusal::timed_out_before_start(timeout));
+            }
             let checked = Box::pin(store.check(self.rate, scope, caller, tool, until)).await;
             // The call's time ran out meanwhile: its tool would have none left.
             if until.is_some_and(|until| std::time::Instant::now() >= until) {
