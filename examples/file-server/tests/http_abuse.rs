@@ -911,6 +911,21 @@ fn clients_that_never_read_their_answers_do_not_keep_others_out() {
     drop(hogs);
 }
 
+/// Puts an 8 MB file in `server`'s root and makes the raw request of `subject` reading it: an answer larger than
+/// the server's and a client's socket buffers together (the text twice in the answer).
+fn big_read(server: &Server, subject: &str) -> String {
+    std::fs::write(server.data.join("big.txt"), "x".repeat(8 << 20)).unwrap();
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                      "params": {"name": "read_file", "arguments": {"filename": "big.txt"}}})
+    .to_string();
+    format!(
+        "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\n\
+         Accept: application/json, text/event-stream\r\nContent-Length: {}\r\n\r\n{body}",
+        server.token(subject, "files.read"),
+        body.len()
+    )
+}
+
 /// A red team's (round 35): answers a client never read held the server's memory as long as the client kept its
 /// connections (100 connections of 4 MB answers: 418 MiB for a minute and more, no bound, no timeout). A client
 /// that reads nothing of its answer for as long as it may take to send a request head is cut off, recorded
@@ -921,18 +936,8 @@ fn a_client_that_reads_nothing_of_its_answers_is_cut_off_and_recorded() {
         None,
         &["--http-header-timeout", "1s", "--max-read-bytes", "8388608"],
     );
-    // An answer larger than the server's and the client's buffers together: 8 MB of text, twice in the answer.
-    std::fs::write(server.data.join("big.txt"), "x".repeat(8 << 20)).unwrap();
     assert!(healthy(server.port));
-    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
-                      "params": {"name": "read_file", "arguments": {"filename": "big.txt"}}})
-    .to_string();
-    let request = format!(
-        "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\n\
-         Accept: application/json, text/event-stream\r\nContent-Length: {}\r\n\r\n{body}",
-        server.token("mallory", "files.read"),
-        body.len()
-    );
+    let request = big_read(&server, "mallory");
     let hog = never_reading_after(server.port, request.into_bytes(), 1);
     let started = Instant::now();
     while server.connections_closed("answer_not_read") == 0 {
@@ -957,16 +962,7 @@ fn a_client_reading_slowly_is_not_cut_off() {
         None,
         &["--http-header-timeout", "1s", "--max-read-bytes", "8388608"],
     );
-    std::fs::write(server.data.join("big.txt"), "x".repeat(8 << 20)).unwrap();
-    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
-                      "params": {"name": "read_file", "arguments": {"filename": "big.txt"}}})
-    .to_string();
-    let request = format!(
-        "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\n\
-         Accept: application/json, text/event-stream\r\nContent-Length: {}\r\n\r\n{body}",
-        server.token("slow", "files.read"),
-        body.len()
-    );
+    let request = big_read(&server, "slow");
     let mut stream = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
     stream.write_all(request.as_bytes()).unwrap();
     stream
