@@ -564,6 +564,21 @@ async fn the_callers_trace_comes_from_the_header_or_else_meta_first() {
     assert_eq!(calls[2]["parent_span_id"], "b7ad6b7169203331");
 }
 
+/// A stateless call of `tool` to `server`, on a task of its own: its answer's status and text.
+fn in_flight(
+    client: &reqwest::Client,
+    server: &Server,
+    tool: &'static str,
+    arguments: Value,
+) -> tokio::task::JoinHandle<Result<(reqwest::StatusCode, String), reqwest::Error>> {
+    let (client, url) = (client.clone(), server.url.clone());
+    tokio::spawn(async move {
+        let response = post(&client, &url, &call(tool, arguments)).await?;
+        let status = response.status();
+        Ok((status, response.text().await?))
+    })
+}
+
 /// Trial finding (attack first): at SIGTERM, calls in flight over HTTP finished and were audited `ok`, but some of
 /// their clients got `500 no response message received from handler` or a closed connection: the stop cancelled
 /// rmcp's HTTP service as the last call ended, racing its answer. Every call in flight at the signal must be
@@ -574,15 +589,7 @@ async fn at_sigterm_every_call_in_flight_over_http_is_answered_as_audited() {
     let mut server = start();
     let client = client(Duration::from_secs(30));
     let calls: Vec<_> = (0..CALLS)
-        .map(|_| {
-            let client = client.clone();
-            let url = server.url.clone();
-            tokio::spawn(async move {
-                let response = post(&client, &url, &call("slow", json!({"millis": 700}))).await?;
-                let status = response.status();
-                Ok::<_, reqwest::Error>((status, response.text().await?))
-            })
-        })
+        .map(|_| in_flight(&client, &server, "slow", json!({"millis": 700})))
         .collect();
     // Every call has begun (`slow` is not read-only: each writes `call_started`), then the operator stops it.
     audit_until(&server, |audit| {
@@ -617,15 +624,7 @@ async fn at_sighup_calls_in_flight_over_http_are_answered_as_audited_then_the_se
     let mut server = start();
     let client = client(Duration::from_secs(30));
     let calls: Vec<_> = (0..CALLS)
-        .map(|_| {
-            let client = client.clone();
-            let url = server.url.clone();
-            tokio::spawn(async move {
-                let response = post(&client, &url, &call("slow", json!({"millis": 700}))).await?;
-                let status = response.status();
-                Ok::<_, reqwest::Error>((status, response.text().await?))
-            })
-        })
+        .map(|_| in_flight(&client, &server, "slow", json!({"millis": 700})))
         .collect();
     audit_until(&server, |audit| {
         events(audit, "call_started").len() == CALLS
@@ -659,20 +658,12 @@ async fn at_sighup_calls_in_flight_over_http_are_answered_as_audited_then_the_se
 async fn at_a_stop_a_call_past_its_point_of_no_return_is_given_up_answered_as_recorded() {
     let mut server = start_with(&[("MCP_SHUTDOWN_GRACE", "1s")]);
     let client = client(Duration::from_secs(30));
-    let call = {
-        let client = client.clone();
-        let url = server.url.clone();
-        tokio::spawn(async move {
-            let response = post(
-                &client,
-                &url,
-                &call("commit_then_wait", json!({"millis": 30000})),
-            )
-            .await?;
-            let status = response.status();
-            Ok::<_, reqwest::Error>((status, response.text().await?))
-        })
-    };
+    let call = in_flight(
+        &client,
+        &server,
+        "commit_then_wait",
+        json!({"millis": 30000}),
+    );
     audit_until(&server, |audit| events(audit, "call_started").len() == 1);
     // Past its commit (the handler commits as it starts).
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -704,26 +695,19 @@ async fn at_a_stop_a_call_past_its_point_of_no_return_is_given_up_answered_as_re
 async fn a_second_signal_gives_up_a_call_past_its_point_of_no_return_at_once() {
     let mut server = start_with(&[("MCP_SHUTDOWN_GRACE", "30s")]);
     let client = client(Duration::from_secs(30));
-    let call = {
-        let client = client.clone();
-        let url = server.url.clone();
-        tokio::spawn(async move {
-            let response = post(
-                &client,
-                &url,
-                &call("commit_then_wait", json!({"millis": 30000})),
-            )
-            .await?;
-            response.text().await
-        })
-    };
+    let call = in_flight(
+        &client,
+        &server,
+        "commit_then_wait",
+        json!({"millis": 30000}),
+    );
     audit_until(&server, |audit| events(audit, "call_started").len() == 1);
     tokio::time::sleep(Duration::from_millis(200)).await;
     signal_stop(&server);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let second = Instant::now();
     signal(&server, "INT");
-    let body = call.await.unwrap().expect("the call got no answer");
+    let (_, body) = call.await.unwrap().expect("the call got no answer");
     let answered = second.elapsed();
     assert!(body.contains("cancelled_after_commit"), "{body}");
     assert!(

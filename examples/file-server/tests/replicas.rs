@@ -835,6 +835,19 @@ async fn a_connection_to_redis_that_stops_answering_is_replaced() {
     assert_eq!(records.len(), 3, "{records:?}");
 }
 
+/// A listener on loopback that takes connections and never reads or answers: its port, and the task holding them.
+async fn silent_listener() -> (u16, tokio::task::JoinHandle<()>) {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((connection, _)) = silent.accept().await {
+            open.push(connection);
+        }
+    });
+    (port, held)
+}
+
 /// Red-team finding, against the first version of the connection made on a task of its own: a check waited for
 /// that connection up to its 5 s, so a Redis that took connections and never answered held every call 5 s (64 calls
 /// at once filled the server's slots), where the bound is 500 ms. A check waits for the connection within its own
@@ -844,14 +857,7 @@ async fn a_redis_that_never_answers_a_connection_refuses_each_check_within_the_b
     use secure_tools::testing::caller;
 
     // Takes connections and never reads or answers.
-    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = silent.local_addr().unwrap().port();
-    let held = tokio::spawn(async move {
-        let mut open = Vec::new();
-        while let Ok((connection, _)) = silent.accept().await {
-            open.push(connection);
-        }
-    });
+    let (port, held) = silent_listener().await;
     let tester = counting_through_redis(port, "silent");
     let someone = caller("someone", "t.call");
     for _ in 0..3 {
@@ -877,14 +883,7 @@ async fn a_check_in_redis_ends_with_the_calls_time_limit() {
     use secure_tools::{Rate, ToolSet};
 
     // Takes connections and never reads or answers.
-    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = silent.local_addr().unwrap().port();
-    let held = tokio::spawn(async move {
-        let mut open = Vec::new();
-        while let Ok((connection, _)) = silent.accept().await {
-            open.push(connection);
-        }
-    });
+    let (port, held) = silent_listener().await;
     let tester = ToolTester::new(
         ToolSet::builder(())
             .tool_with::<counted>(|tool| tool.timeout(Duration::from_millis(100)))
@@ -961,14 +960,7 @@ async fn a_connection_that_failed_after_its_check_gave_up_is_not_the_next_checks
 
     let dir = tempfile::tempdir().unwrap();
     // Takes connections and never answers, so that the first check gives up before its connection fails.
-    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = silent.local_addr().unwrap().port();
-    let held = tokio::spawn(async move {
-        let mut open = Vec::new();
-        while let Ok((connection, _)) = silent.accept().await {
-            open.push(connection);
-        }
-    });
+    let (port, held) = silent_listener().await;
     let tester = counting_through_redis(port, "late");
     let someone = caller("someone", "t.call");
     let first = tester.call(&someone, "counted", json!({})).await;
