@@ -710,6 +710,46 @@ impl<S: Send + Sync + 'static> ToolSet<S> {
         self.inner.lifecycle.is_stop_announced()
     }
 
+    /// Why the set cannot take calls now, as the HTTP runner's health check says it (`None`: it can): a stop asked
+    /// for or under way, or (feature `redis`) the set's rate kept in a Redis that does not answer while calls are
+    /// refused without it, when every call would be refused `rate_limit_unavailable`. A tool's own rate kept there
+    /// does not count (the set's other tools still serve), nor a store configured to let calls through.
+    #[cfg(feature = "http")]
+    pub(crate) async fn unready(&self) -> Option<&'static str> {
+        if self.is_stop_announced() || self.is_shutting_down() {
+            return Some("shutting down");
+        }
+        #[cfg(feature = "redis")]
+        if let Some(store) = self.inner.rate.as_ref().and_then(RateLimiter::store)
+            && store.refuses_when_unavailable()
+            && !store.answers().await
+        {
+            return Some("unavailable");
+        }
+        None
+    }
+
+    /// At the start: whether the Redis the rate limits are kept in answers, an outage logged as a check's would be,
+    /// so that the log says so before any call (spawned: the start does not wait for it).
+    #[cfg(feature = "redis")]
+    pub(crate) fn probe_rate_store(&self) {
+        let store = self
+            .inner
+            .rate
+            .iter()
+            .chain(
+                self.inner
+                    .tools
+                    .values()
+                    .filter_map(|tool| tool.entry.rate.as_ref()),
+            )
+            .find_map(RateLimiter::store)
+            .cloned();
+        if let Some(store) = store {
+            tokio::spawn(async move { store.answers().await });
+        }
+    }
+
     /// Marks the stop as asked for, before [`Self::shutdown`] begins it.
     pub(crate) fn announce_stop(&self) {
         self.inner.lifecycle.announce_stop();

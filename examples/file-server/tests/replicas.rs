@@ -86,8 +86,25 @@ struct Replica {
 
 fn replica(dir: &Path, n: usize, data: &Path, resource: &str, extra: &[&str]) -> Replica {
     let audit_log = dir.join(format!("replica-{n}.jsonl"));
+    let mut child = replica_command(dir, n, data, resource, extra)
+        .spawn()
+        .unwrap();
+    let port = common::wait_until_listening(&mut child, "serving MCP over HTTP at", |_| {})
+        .address("MCP over HTTP")
+        .port();
+    Replica {
+        process: Process(child),
+        port,
+        audit_log,
+    }
+}
+
+/// The command that starts [`replica`] `n`, its standard error piped.
+fn replica_command(dir: &Path, n: usize, data: &Path, resource: &str, extra: &[&str]) -> Command {
+    let audit_log = dir.join(format!("replica-{n}.jsonl"));
     // Port 0: the replica binds a port nobody holds and says which (its resource URL is the balancer's).
-    let mut child = Command::new(SERVER)
+    let mut command = Command::new(SERVER);
+    command
         .arg("--data-root")
         .arg(data)
         .arg("--audit-log")
@@ -102,17 +119,8 @@ fn replica(dir: &Path, n: usize, data: &Path, resource: &str, extra: &[&str]) ->
         .env("MCP_AUTH_HS256_SECRET", SECRET)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let port = common::wait_until_listening(&mut child, "serving MCP over HTTP at", |_| {})
-        .address("MCP over HTTP")
-        .port();
-    Replica {
-        process: Process(child),
-        port,
-        audit_log,
-    }
+        .stderr(Stdio::piped());
+    command
 }
 
 /// HAProxy in front of `replicas`, round robin, taking a replica out when its `/healthz` stops answering `200`
@@ -1281,4 +1289,225 @@ async fn an_error_redis_answers_keeps_the_connection() {
     assert_eq!(after.code(), None, "{after:?}");
     // The only connections made since are the test's own: its two commands and this count.
     assert_eq!(redis_connections(port).await - before, 3);
+}
+
+/// The status `/healthz` of the server on `port` answers.
+async fn health(client: &reqwest::Client, port: u16) -> u16 {
+    client
+        .get(format!("http://127.0.0.1:{port}/healthz"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// Waits, up to `within`, for `/healthz` of the server on `port` to answer `status`.
+async fn health_becomes(client: &reqwest::Client, port: u16, status: u16, within: Duration) {
+    let started = Instant::now();
+    loop {
+        let now = health(client, port).await;
+        if now == status {
+            return;
+        }
+        assert!(
+            started.elapsed() < within,
+            "/healthz still answers {now}, not {status}, after {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Left open by the last rounds: a replica cut off from Redis refused every call (`rate_limit_unavailable`) while
+/// its `/healthz` answered `200`, so a balancer went on sending it its share of the traffic, and nothing at the
+/// start said Redis was missing. A replica whose every call needs Redis (the set's rate kept there, calls refused
+/// without it) is now unhealthy while Redis does not answer, and healthy again when it does; one configured to let
+/// calls through unlimited stays healthy.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replica_that_cannot_reach_redis_to_check_its_calls_is_not_healthy() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = data_root(dir.path());
+    let (redis_server, redis_port) = redis(dir.path());
+    let redis_url = format!("redis://127.0.0.1:{redis_port}/0");
+    let holder = common::HeldPort::new();
+    let resource = format!("http://127.0.0.1:{}/mcp", holder.port());
+    let limited = ["--rate-limit", "10/min", "--rate-limit-redis", &redis_url];
+    let refusing = replica(dir.path(), 0, &data, &resource, &limited);
+    let allowing = replica(
+        dir.path(),
+        1,
+        &data,
+        &resource,
+        &[&limited[..], &["--rate-limit-redis-unavailable", "allow"]].concat(),
+    );
+    let client = reqwest::Client::new();
+    let url = |replica: &Replica| format!("http://127.0.0.1:{}/mcp", replica.port);
+    let alice = token(&resource, "alice");
+    assert_eq!(health(&client, refusing.port).await, 200);
+    assert_eq!(health(&client, allowing.port).await, 200);
+
+    drop(redis_server);
+    health_becomes(&client, refusing.port, 503, Duration::from_secs(5)).await;
+    let refused = read(&client, &url(&refusing), &alice, 1).await.unwrap();
+    assert_eq!(
+        refused["_meta"]["secure-tools/refusal"]["code"], "rate_limit_unavailable",
+        "{refused}"
+    );
+    assert_eq!(health(&client, allowing.port).await, 200);
+    let let_through = read(&client, &url(&allowing), &alice, 2).await.unwrap();
+    assert_eq!(let_through["isError"], false, "{let_through}");
+
+    let _redis_again = redis_on(dir.path(), redis_port);
+    health_becomes(&client, refusing.port, 200, Duration::from_secs(5)).await;
+    let served = read(&client, &url(&refusing), &alice, 3).await.unwrap();
+    assert_eq!(served["isError"], false, "{served}");
+}
+
+/// The same at the start: a replica started while its Redis is down says so in its log before any call, and is
+/// not healthy until Redis answers.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replica_started_without_its_redis_says_so_and_is_not_healthy() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = data_root(dir.path());
+    let redis_port = common::free_port();
+    let redis_url = format!("redis://127.0.0.1:{redis_port}/0");
+    let holder = common::HeldPort::new();
+    let resource = format!("http://127.0.0.1:{}/mcp", holder.port());
+    let mut child = replica_command(
+        dir.path(),
+        0,
+        &data,
+        &resource,
+        &["--rate-limit", "10/min", "--rate-limit-redis", &redis_url],
+    )
+    .spawn()
+    .unwrap();
+    // Every line of its log, as it comes: the start's word about Redis may come before or after the line that
+    // says where it listens.
+    let (lines, said) = std::sync::mpsc::channel::<String>();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(stderr).lines() {
+            if lines.send(line.unwrap_or_default()).is_err() {
+                break;
+            }
+        }
+    });
+    let _server = Process(child);
+    let (mut port, mut warned, mut log) = (None, false, String::new());
+    while port.is_none() || !warned {
+        let line = said
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|_| panic!("no listening line and word about Redis in:\n{log}"));
+        if let Some(at) = line.split("serving MCP over HTTP at ").nth(1) {
+            let address: std::net::SocketAddr = at
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .trim_start_matches("http://")
+                .trim_end_matches("/mcp")
+                .parse()
+                .unwrap();
+            port = Some(address.port());
+        }
+        warned |= line.contains("the rate limit's Redis cannot be reached");
+        log.push_str(&line);
+        log.push('\n');
+    }
+    let port = port.unwrap();
+    let client = reqwest::Client::new();
+    assert_eq!(health(&client, port).await, 503);
+    let _redis = redis_on(dir.path(), redis_port);
+    health_becomes(&client, port, 200, Duration::from_secs(5)).await;
+}
+
+/// `/healthz` asked without authentication, as often as anyone likes, asks Redis at most about once a second
+/// (concurrent asks share one answer), so that it is no way to flood Redis.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flood_of_health_checks_does_not_reach_redis() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = data_root(dir.path());
+    let (_redis_server, redis_port) = redis(dir.path());
+    let redis_url = format!("redis://127.0.0.1:{redis_port}/0");
+    let holder = common::HeldPort::new();
+    let resource = format!("http://127.0.0.1:{}/mcp", holder.port());
+    let server = replica(
+        dir.path(),
+        0,
+        &data,
+        &resource,
+        &["--rate-limit", "10/min", "--rate-limit-redis", &redis_url],
+    );
+    let (client, server_port) = (reqwest::Client::new(), server.port);
+    let started = Instant::now();
+    let asks: Vec<_> = (0..400)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move { health(&client, server_port).await })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for ask in asks {
+        statuses.push(ask.await.unwrap());
+    }
+    assert!(statuses.iter().all(|status| *status == 200), "{statuses:?}");
+    let seconds = started.elapsed().as_secs() + 1;
+    let stats = redis_command(redis_port, &["INFO", "commandstats"]).await;
+    let pings: u64 = stats
+        .lines()
+        .find_map(|line| line.strip_prefix("cmdstat_ping:calls="))
+        .map_or(0, |rest| rest.split(',').next().unwrap().parse().unwrap());
+    assert!(
+        (1..=seconds + 1).contains(&pings),
+        "{pings} pings for 400 health checks in {seconds} s"
+    );
+}
+
+/// `/healthz` of `tools` served in this process by the library's router.
+async fn health_of(tools: &secure_tools::ToolSet<()>) -> u16 {
+    use secure_tools::serve::{Auth, Settings};
+    let settings = Settings::http(
+        "127.0.0.1:0".parse().unwrap(),
+        Auth::None {
+            grant: secure_tools::Grant::none(),
+        },
+    );
+    let app = secure_tools::serve::http::router(tools, &settings);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let status = health(&reqwest::Client::new(), port).await;
+    server.abort();
+    status
+}
+
+/// With only a tool's own rate kept in an unreachable Redis, the set's other tools still serve: `/healthz` stays
+/// `200`. With the set's rate there, every call needs Redis: `503`.
+#[tokio::test(flavor = "multi_thread")]
+async fn only_the_sets_rate_in_an_unreachable_redis_makes_the_server_unhealthy() {
+    use secure_tools::call::shared_rate::RedisRates;
+    use secure_tools::{Rate, ToolSet};
+    let no_redis = common::HeldPort::new();
+    let store = || {
+        RedisRates::open(
+            &format!("redis://127.0.0.1:{}/0", no_redis.port()),
+            "health",
+        )
+        .unwrap()
+    };
+    let rate = Rate::per_minute(100).unwrap();
+    let tools_own = ToolSet::builder(())
+        .tool_with::<counted>(|options| options.rate_limit(rate))
+        .rate_limit_store(store())
+        .build()
+        .unwrap();
+    assert_eq!(health_of(&tools_own).await, 200);
+    let sets = ToolSet::builder(())
+        .tool::<counted>()
+        .rate_limit(rate)
+        .rate_limit_store(store())
+        .build()
+        .unwrap();
+    assert_eq!(health_of(&sets).await, 503);
 }

@@ -75,6 +75,12 @@ impl RateLimiter {
         self
     }
 
+    /// The shared store the state is kept in, if any.
+    #[cfg(feature = "redis")]
+    pub(crate) fn store(&self) -> Option<&super::shared_rate::RedisRates> {
+        self.shared.as_ref().map(|(store, _)| store)
+    }
+
     /// Whether a check may wait: one in a shared store is a round trip.
     pub(crate) fn waits(&self) -> bool {
         #[cfg(feature = "redis")]

@@ -39,6 +39,10 @@ pub const REDIS_TIMEOUT: Duration = Duration::from_millis(500);
 /// meanwhile wait for it within their own bound.
 pub const REDIS_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long what a `PING` learnt of Redis for a health check is kept: `/healthz`, asked without authentication as
+/// often as anyone likes, asks Redis at most this often (concurrent asks wait for one answer).
+pub const HEALTH_ANSWER_KEPT: Duration = Duration::from_secs(1);
+
 /// A connection being made, shared by the checks that wait for it.
 type Connecting = futures_util::future::Shared<
     futures_util::future::BoxFuture<'static, Result<MultiplexedConnection, Arc<str>>>,
@@ -84,6 +88,24 @@ impl std::str::FromStr for WhenUnavailable {
                 other.escape_debug()
             )),
         }
+    }
+}
+
+/// `work` ended at `bound` (a timeout, as Redis's own would be). On a runtime without a time driver (where a timer
+/// panics) the connection's own timeout is the bound.
+async fn bounded<T>(
+    work: impl Future<Output = Result<T, redis::RedisError>>,
+    bound: Duration,
+) -> Result<T, redis::RedisError> {
+    match super::panic::quietly(|| tokio::time::sleep(bound)) {
+        Ok(sleep) => tokio::select! {
+            answer = work => answer,
+            () = sleep => Err(redis::RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "no answer from Redis in time",
+            ))),
+        },
+        Err(()) => work.await,
     }
 }
 
@@ -235,6 +257,8 @@ struct Shared {
     connection: Mutex<Slot>,
     /// Whether the current outage has been logged.
     down: AtomicBool,
+    /// What the last health check's `PING` learnt (whether Redis answered), and when.
+    health: tokio::sync::Mutex<Option<(std::time::Instant, bool)>>,
 }
 
 impl std::fmt::Debug for RedisRates {
@@ -288,6 +312,7 @@ impl RedisRates {
             shared: Arc::new(Shared {
                 connection: Mutex::new(Slot::default()),
                 down: AtomicBool::new(false),
+                health: tokio::sync::Mutex::new(None),
             }),
         })
     }
@@ -311,6 +336,78 @@ impl RedisRates {
     pub fn when_unavailable(mut self, mode: WhenUnavailable) -> Self {
         self.when_unavailable = mode;
         self
+    }
+
+    /// Whether calls are refused while Redis cannot be reached.
+    pub(crate) fn refuses_when_unavailable(&self) -> bool {
+        self.when_unavailable == WhenUnavailable::Refuse
+    }
+
+    /// Whether Redis answers a `PING` now, within a check's bound ([`REDIS_TIMEOUT`]), on the checks' connection
+    /// (made if there is none; replaced, as after a failed check, if it fails): for the HTTP runner's health check
+    /// and the start, which log an outage as a check does. An answer is kept for [`HEALTH_ANSWER_KEPT`], and asks
+    /// meanwhile wait for the one under way, so that health checks reach Redis at most about once a second.
+    pub(crate) async fn answers(&self) -> bool {
+        let mut last = self.shared.health.lock().await;
+        if let Some((at, answered)) = *last
+            && at.elapsed() < HEALTH_ANSWER_KEPT
+        {
+            return answered;
+        }
+        let mut generation = None;
+        let work = async {
+            let (made, mut connection) = self.connection().await?;
+            generation = Some(made);
+            redis::cmd("PING")
+                .query_async::<String>(&mut connection)
+                .await
+        };
+        let answer = bounded(work, REDIS_TIMEOUT).await;
+        self.after(&answer, generation);
+        let answered = answer.is_ok();
+        *last = Some((std::time::Instant::now(), answered));
+        answered
+    }
+
+    /// What follows a round trip to Redis, a check's or a `PING`, on the connection of `generation` (if one was had):
+    /// the connection replaced after any failure but an error Redis answered, and the outage's start and end
+    /// logged once each.
+    fn after<T>(&self, answer: &Result<T, redis::RedisError>, generation: Option<u64>) {
+        // Any failure but an error Redis answered replaces the connection: after a timeout it may never answer
+        // again, and after an answer it could not read (red-team finding: an HTTP error from whatever held the port
+        // while Redis was down) what comes next on it is unreadable too. An error Redis answered (out of memory, a
+        // read-only replica, loading its data) says the connection works: a new one would meet the same answer, at
+        // the cost of a connection a check.
+        match answer {
+            Ok(_) => {
+                if self.shared.down.swap(false, Ordering::Relaxed) {
+                    tracing::warn!("the rate limit's Redis answers again");
+                }
+            }
+            Err(error) => {
+                let answered = matches!(
+                    error.kind(),
+                    redis::ErrorKind::Server(_) | redis::ErrorKind::Extension
+                );
+                if let Some(generation) = generation
+                    && !answered
+                {
+                    self.give_up(generation);
+                }
+                if !self.shared.down.swap(true, Ordering::Relaxed) {
+                    if answered {
+                        tracing::error!(
+                            code = error.code().unwrap_or_default(),
+                            %error,
+                            mode = ?self.when_unavailable,
+                            "the rate limit's Redis answers its checks with an error"
+                        );
+                    } else {
+                        tracing::error!(%error, mode = ?self.when_unavailable, "the rate limit's Redis cannot be reached");
+                    }
+                }
+            }
+        }
     }
 
     /// The connection to use, and its generation (for [`Self::give_up`]). One not made yet is made on a task of its
@@ -460,38 +557,11 @@ impl RedisRates {
         let bound = until.map_or(REDIS_TIMEOUT, |until| {
             REDIS_TIMEOUT.min(until.saturating_duration_since(std::time::Instant::now()))
         });
-        let answer = match super::panic::quietly(|| tokio::time::sleep(bound)) {
-            Ok(sleep) => tokio::select! {
-                answer = work => answer,
-                () = sleep => Err(redis::RedisError::from(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "no answer from Redis in time",
-                ))),
-            },
-            Err(()) => work.await,
-        };
-        // Any failure but an error Redis answered replaces the connection: after a timeout it may never answer
-        // again, and after an answer it could not read (red-team finding: an HTTP error from whatever held the port
-        // while Redis was down) what comes next on it is unreadable too. An error Redis answered (out of memory, a read-only replica, loading its data) says
-        // the connection works: a new one would meet the same answer, at the cost of a connection a check.
-        let answered = |error: &redis::RedisError| {
-            matches!(
-                error.kind(),
-                redis::ErrorKind::Server(_) | redis::ErrorKind::Extension
-            )
-        };
-        if let (Err(error), Some(generation)) = (&answer, generation)
-            && !answered(error)
-        {
-            self.give_up(generation);
-        }
+        let answer = bounded(work, bound).await;
+        // A script's answer (counted or not) is an answer: only an error is an outage.
+        self.after(&answer, generation);
         match answer {
-            Ok((1, _)) => {
-                if self.shared.down.swap(false, Ordering::Relaxed) {
-                    tracing::warn!("the rate limit's Redis answers again");
-                }
-                Ok(Checked::Counted)
-            }
+            Ok((1, _)) => Ok(Checked::Counted),
             Ok((_, wait_us)) => {
                 let wait = Duration::from_micros(u64::try_from(wait_us).unwrap_or(0));
                 let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
@@ -501,28 +571,14 @@ impl RedisRates {
                 )
                 .retry_after(Duration::from_secs(secs)))
             }
-            Err(error) => {
-                if !self.shared.down.swap(true, Ordering::Relaxed) {
-                    if answered(&error) {
-                        tracing::error!(
-                            code = error.code().unwrap_or_default(),
-                            %error,
-                            mode = ?self.when_unavailable,
-                            "the rate limit's Redis answers its checks with an error"
-                        );
-                    } else {
-                        tracing::error!(%error, mode = ?self.when_unavailable, "the rate limit's Redis cannot be reached");
-                    }
-                }
-                match self.when_unavailable {
-                    WhenUnavailable::Allow => Ok(Checked::Unchecked),
-                    WhenUnavailable::Refuse => Err(Refusal::limited(
-                        codes::RATE_LIMIT_UNAVAILABLE,
-                        "the rate limit cannot be checked now; retry shortly",
-                    )
-                    .retry_after(Duration::from_secs(1))),
-                }
-            }
+            Err(_) => match self.when_unavailable {
+                WhenUnavailable::Allow => Ok(Checked::Unchecked),
+                WhenUnavailable::Refuse => Err(Refusal::limited(
+                    codes::RATE_LIMIT_UNAVAILABLE,
+                    "the rate limit cannot be checked now; retry shortly",
+                )
+                .retry_after(Duration::from_secs(1))),
+            },
         }
     }
 }

@@ -188,6 +188,8 @@ impl Settings {
         H: ServerHandler + Clone,
         F: Fn(SecureServer<S>) -> H + Send + Sync + 'static,
     {
+        #[cfg(feature = "redis")]
+        tools.probe_rate_store();
         match &self.transport {
             Transport::Stdio => {
                 if self.auth.unauthenticated_grant().is_none() {

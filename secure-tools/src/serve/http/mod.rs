@@ -1031,17 +1031,19 @@ where
     // For a load balancer's or a container's health check: no authentication, nothing about the server. `503`
     // once a stop is asked for (during the shutdown delay, while calls are still taken) and while it goes on, so
     // that a balancer takes the server out while its calls finish (red-team finding: it kept sending calls, which
-    // were refused `shutting_down`).
+    // were refused `shutting_down`); and while every call would be refused for want of the Redis the set's rate is
+    // kept in (a replica cut off from it took its share of the traffic and refused it all).
     let health_tools = tools.clone();
     app = app.route(
         HEALTH_PATH,
         axum::routing::get(move || {
-            let stopping = health_tools.is_stop_announced() || health_tools.is_shutting_down();
+            let tools = health_tools.clone();
             async move {
-                if stopping {
-                    (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response()
-                } else {
-                    "ok\n".into_response()
+                match tools.unready().await {
+                    Some(why) => {
+                        (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")).into_response()
+                    }
+                    None => "ok\n".into_response(),
                 }
             }
         }),
