@@ -419,6 +419,15 @@ fn check_endpoint(variable: &str, endpoint: &str) -> Result<(), String> {
             "is not an `http://` URL with a host, such as `http://localhost:4318`".to_owned(),
         );
     }
+    // A port out of range parses as a URL (its port is then none): every export would fail with a network error
+    // that does not say why (red-team finding).
+    let authority = uri.authority().map_or("", |authority| authority.as_str());
+    let host_end = authority.rfind(']').map_or(0, |end| end + 1);
+    if let Some((_, port)) = authority[host_end..].rsplit_once(':')
+        && !port.parse::<u16>().is_ok_and(|port| port > 0)
+    {
+        return Err("has a port out of range (1 to 65535)".to_owned());
+    }
     if uri
         .authority()
         .is_some_and(|authority| authority.as_str().contains('@'))
@@ -799,6 +808,14 @@ mod tests {
                 "\thttp://127.0.0.1:4318/v1/logs?token=secret",
             ),
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318\r"),
+            // A red team's: a port out of range was taken, and every export failed with a network error that (never
+            // quoting the URL) gave no hint.
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:99999"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:0"),
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                "http://127.0.0.1:65536/v1/traces",
+            ),
         ] {
             let error = plan(&[(variable, value)]).unwrap_err();
             let shown = error.to_string();
