@@ -485,3 +485,90 @@ fn a_restart_after_a_write_cut_short_carries_the_chain_on() {
     assert_eq!(code, 2);
     assert!(stderr.contains("/nonexistent/audit.jsonl"), "{stderr}");
 }
+
+/// Red-team finding: one keygen private key given as both the chain key and the checkpoint key started without a
+/// word, and the verifier, which needs the chain key, took it as `--key-file`: whoever verified could re-chain and
+/// re-sign a forged log, which then verified intact. The server refuses to start with the checkpoint key (or its
+/// public half, or a copy of either) as the chain key, and the verifier refuses a `--key-file` that is the public
+/// key it is given, or keygen's private key.
+#[test]
+fn a_checkpoint_key_given_as_the_chain_key_is_refused_by_the_server_and_the_verifier() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    let signing = dir.path().join("ck.key");
+    let (code, _, stderr) = secure_tools(
+        &["audit", "keygen", "--out", signing.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let public = dir.path().join("ck.key.pub");
+    let copy = |from: &Path, name: &str| {
+        let to = dir.path().join(name);
+        std::fs::copy(from, &to).unwrap();
+        to
+    };
+    let (seed_copy, public_copy) = (copy(&signing, "seed"), copy(&public, "public"));
+    let own = dir.path().join("chain.key");
+    std::fs::write(&own, KEY).unwrap();
+    let start = |chain: &Path| {
+        let mut command = Command::new(SERVER);
+        command
+            .args(["--data-root", data.to_str().unwrap(), "--audit-log"])
+            .arg(&audit)
+            .args(["--scopes", "files.read"])
+            .env("MCP_AUDIT_CHAIN_KEY", chain)
+            .env("MCP_AUDIT_CHECKPOINT_KEY", &signing);
+        interop::run(&mut command, Duration::from_secs(60))
+    };
+    for (chain, says) in [
+        (&signing, "ck.key.pub is beside it"),
+        (&public, "checkpoint public key"),
+        (&seed_copy, "is the checkpoint signing key"),
+        (&public_copy, "is the checkpoint public key"),
+    ] {
+        let done = start(chain);
+        assert!(!done.success, "{chain:?} taken");
+        assert!(
+            done.stderr.contains("--audit-chain-key") && done.stderr.contains(says),
+            "{chain:?}: {}",
+            done.stderr
+        );
+    }
+    assert!(!audit.exists(), "a refused start wrote the log");
+    let done = start(&own);
+    assert!(done.success, "{}", done.report(Duration::ZERO));
+    for (chain, says) in [
+        (&signing, "ck.key.pub is beside it"),
+        (&public_copy, "is the checkpoint public key"),
+    ] {
+        let (code, stdout, stderr) = secure_tools(
+            &[
+                "audit",
+                "verify",
+                "--key-file",
+                chain.to_str().unwrap(),
+                "--checkpoint-key",
+                public.to_str().unwrap(),
+                audit.to_str().unwrap(),
+            ],
+            &[],
+        );
+        assert_eq!(code, 2, "{chain:?}: {stdout}{stderr}");
+        assert!(stderr.contains(says), "{chain:?}: {stderr}");
+    }
+    let (code, stdout, stderr) = secure_tools(
+        &[
+            "audit",
+            "verify",
+            "--key-file",
+            own.to_str().unwrap(),
+            "--checkpoint-key",
+            public.to_str().unwrap(),
+            audit.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{stdout}{stderr}");
+}

@@ -57,7 +57,27 @@ pub const GENESIS: &str = "sha256:0000000000000000000000000000000000000000000000
 /// The key of a keyed chain (HMAC-SHA-256), read from a file: keep it apart from the log (another user, another
 /// machine), or whoever can rewrite the log can re-chain it.
 #[derive(Clone)]
-pub struct ChainKey(Hmac<Sha256>);
+pub struct ChainKey {
+    mac: Hmac<Sha256>,
+    /// The SHA-256 of the key's bytes: to tell it is not the checkpoint key's (see [`ChainKey::refuse_reuse_of`]).
+    fingerprint: [u8; 32],
+}
+
+/// How many different byte values a chain key read from a file must hold: one of fewer (32 NUL bytes, `aaaa...`) is
+/// no secret (red-team finding: such keys were taken without a word). 32 random bytes hold about 30, and 64 random
+/// hex digits all 16 of theirs.
+pub const MIN_DISTINCT_KEY_BYTES: usize = 8;
+
+fn key_error(kind: io::ErrorKind, path: &Path, why: &str) -> io::Error {
+    io::Error::new(
+        kind,
+        format!(
+            "the audit chain key {}: {why}; make a chain key of its own: (umask 077 && openssl rand -hex 32 > \
+             chain.key)",
+            path.display()
+        ),
+    )
+}
 
 impl std::fmt::Debug for ChainKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -66,16 +86,59 @@ impl std::fmt::Debug for ChainKey {
 }
 
 impl ChainKey {
-    /// The key in the file at `path` (its bytes, at least 32; surrounding whitespace is not part of it).
+    /// The key in the file at `path` (its bytes, at least 32; surrounding whitespace is not part of it). Refused:
+    /// a file named `*.pub`, or one beside which `FILE.pub` exists (`secure-tools audit keygen`'s public and private
+    /// checkpoint keys: a chain keyed with either is re-chained by whoever verifies, or signs, too), and a key of
+    /// fewer than [`MIN_DISTINCT_KEY_BYTES`] different byte values.
     pub fn read(path: impl AsRef<Path>) -> io::Result<Self> {
-        let bytes = read_key_file(path.as_ref())?;
+        let path = path.as_ref();
+        // Red-team finding: a keygen key pair's files were taken as the chain key, and whoever verified with them
+        // (the verifier needs the chain key) could re-chain and re-sign a forged log that then verified intact.
+        if path.extension().is_some_and(|e| e == "pub") {
+            return Err(key_error(
+                io::ErrorKind::InvalidInput,
+                path,
+                "this is a checkpoint public key (`secure-tools audit keygen` writes FILE.pub for verifiers), and \
+                 whoever holds it could re-chain the log",
+            ));
+        }
+        let mut public = path.as_os_str().to_owned();
+        public.push(".pub");
+        if std::fs::symlink_metadata(&public).is_ok() {
+            return Err(key_error(
+                io::ErrorKind::InvalidInput,
+                path,
+                &format!(
+                    "{} is beside it: it is a checkpoint signing key `secure-tools audit keygen` wrote, and the \
+                     chain key is a secret of its own",
+                    Path::new(&public).display()
+                ),
+            ));
+        }
+        let bytes = read_key_file(path)?;
         let key = bytes.trim_ascii().to_vec();
         if key.len() < 32 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!(
                     "the audit chain key {} holds {} bytes; it needs 32 or more",
-                    path.as_ref().display(),
+                    path.display(),
+                    key.len()
+                ),
+            ));
+        }
+        let mut seen = [false; 256];
+        for byte in &key {
+            seen[usize::from(*byte)] = true;
+        }
+        let distinct = seen.iter().filter(|seen| **seen).count();
+        if distinct < MIN_DISTINCT_KEY_BYTES {
+            return Err(key_error(
+                io::ErrorKind::InvalidData,
+                path,
+                &format!(
+                    "its {} bytes hold {distinct} different values: it is no secret (a key holds at least \
+                     {MIN_DISTINCT_KEY_BYTES})",
                     key.len()
                 ),
             ));
@@ -85,7 +148,53 @@ impl ChainKey {
 
     /// The HMAC state after the key (its inner and outer pads), made once and cloned for each record.
     fn prepared(key: &[u8]) -> Self {
-        ChainKey(<Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes keys of any length"))
+        ChainKey {
+            mac: <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes keys of any length"),
+            fingerprint: Sha256::digest(key).into(),
+        }
+    }
+
+    /// Whether this key is `bytes`.
+    fn is(&self, bytes: &[u8]) -> bool {
+        let fingerprint: [u8; 32] = Sha256::digest(bytes).into();
+        fingerprint == self.fingerprint
+    }
+
+    /// Refused when this key is the checkpoint key's private or public half, in any form its files hold (the hex
+    /// `secure-tools audit keygen` writes, either case, or the raw 32 bytes): given both keys, a server would sign
+    /// with the key that also keys the chain, and whoever verifies a keyed chain holds its key (red-team finding:
+    /// one keygen file given as both, or a copy of its `.pub` as the chain key, was taken without a word, and a
+    /// forged log re-chained and re-signed with it verified intact). Pass only the public half's when that is all
+    /// there is (a verifier).
+    pub fn refuse_reuse_of(
+        &self,
+        signing: Option<&CheckpointKey>,
+        public: &CheckpointPublicKey,
+    ) -> Result<(), String> {
+        let forms = |raw: &[u8]| {
+            let lower = hex(raw);
+            let upper = lower.to_ascii_uppercase();
+            [raw.to_vec(), lower.into_bytes(), upper.into_bytes()]
+        };
+        if let Some(signing) = signing
+            && forms(&signing.0.to_bytes())
+                .iter()
+                .any(|form| self.is(form))
+        {
+            return Err(
+                "the audit chain key is the checkpoint signing key: whoever verifies the chain (which needs its \
+                 key) could sign checkpoints too; give the chain a key of its own"
+                    .into(),
+            );
+        }
+        if forms(public.0.as_bytes()).iter().any(|form| self.is(form)) {
+            return Err(
+                "the audit chain key is the checkpoint public key, which verifiers hold: any of them could re-chain \
+                 the log; give the chain a key of its own"
+                    .into(),
+            );
+        }
+        Ok(())
     }
 
     /// A key from bytes (at least 32).
@@ -306,7 +415,7 @@ fn seal(body: &[u8], key: Option<&ChainKey>) -> (&'static str, String) {
             ("hash", tagged_digest("sha256:", &hash.finalize()))
         }
         Some(key) => {
-            let mut mac = key.0.clone();
+            let mut mac = key.mac.clone();
             mac.update(body);
             mac.update(b"}");
             (
@@ -693,6 +802,9 @@ impl ChainedFileSink {
                 }
             }
         }
+        if last.is_none() && cut.is_none() {
+            refuse_unfollowed_rotations(&path)?;
+        }
         let (seq, prev) = match last {
             None => (0, GENESIS.to_owned()),
             Some(line) => continued(&from, &line, key.as_ref())?,
@@ -832,7 +944,7 @@ impl ChainedFileSink {
             object.remove(member);
         }
         let stop = object.get("event").and_then(Value::as_str) == Some("server_stop");
-        self.append_line(serde_json::to_vec(&object)?, None, stop)
+        self.append_line(super::safe_json_line(&object, 1024)?, None, stop)
     }
 
     /// Seals `line` (a record serialized as a JSON object: `record`, when it came as one) after the last record and
@@ -877,7 +989,7 @@ impl ChainedFileSink {
                 note["file"] = name.to_string_lossy().into();
             }
             // Named at once and synced whatever the durability (just below: the cut is on the disk already).
-            let _synced = state.append(serde_json::to_vec(&note)?, None)?;
+            let _synced = state.append(super::safe_json_line(&note, 256)?, None)?;
             state.cut_pending = None;
             state.unsigned += 1;
             if let Err(error) = state.sync() {
@@ -996,7 +1108,7 @@ impl ChainState {
                     "unvouched": unvouched,
                 });
                 // Written; a failed sync is the record's after it to report (it syncs this one too).
-                let _synced = self.append(serde_json::to_vec(&record)?, None)?;
+                let _synced = self.append(super::safe_json_line(&record, 256)?, None)?;
                 self.unsigned += 1;
             }
         }
@@ -1080,7 +1192,7 @@ impl ChainState {
         })?;
         record.insert("sig".into(), sig.into());
         let record = Value::Object(record);
-        let synced = self.append(serde_json::to_vec(&record)?, None)?;
+        let synced = self.append(super::safe_json_line(&record, 256)?, None)?;
         self.unsigned = 0;
         self.last_checkpoint = std::time::Instant::now();
         self.checkpoint_owed = false;
@@ -1098,6 +1210,24 @@ impl ChainState {
         #[cfg(test)]
         if self.fail.append {
             return Err(AuditError::Other("a write failing for a test".into()));
+        }
+        // A file whose last name was removed while the server holds it open takes every record after into an inode
+        // nobody can open again: they are refused instead, and so the calls (fail closed), until a restart begins a
+        // file in its place (red-team finding: records went nowhere without a word, their calls answered `ok`).
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt as _;
+            if self
+                .file
+                .metadata()
+                .is_ok_and(|metadata| metadata.nlink() == 0)
+            {
+                return Err(AuditError::Io(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    "the audit log was removed while the server was writing it: its records would be lost; \
+                     restart the server to begin a file in its place",
+                )));
+            }
         }
         let seq = self.next_seq()?;
         // The line keeps the record's own member order (`ts` first), the chain's members last.
@@ -1388,6 +1518,51 @@ fn refuse_compressed(rotated: &Path) -> io::Result<()> {
                  or decompress it, then start again",
             ));
         }
+    }
+    Ok(())
+}
+
+/// Where the chain would begin afresh: a file beside `path` named as a rotated copy of it under a name the chain is
+/// not continued from (logrotate's `dateext`, `FILE-20261207`; a compression not known here, `FILE.1.lzma`; a
+/// number then more, `FILE.2026-12-07`) may hold the chain's last record. The start is refused, naming it, rather
+/// than the chain begun afresh beside it (red-team finding: after a `dateext` rotation the new file began again at
+/// 1, the set no longer verified as one chain, and with the dated file removed the new one verified intact). Only
+/// the log's name followed by `-`, `.` or `_` and a digit counts (not `FILE.key`); `FILE.k`, looked through
+/// already, does not. A directory that cannot be listed is not looked through.
+fn refuse_unfollowed_rotations(path: &Path) -> io::Result<()> {
+    let (Some(name), Some(parent)) = (path.file_name(), path.parent()) else {
+        return Ok(());
+    };
+    let dir = if parent.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        parent
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
+    let name = name.as_encoded_bytes();
+    for entry in entries.flatten() {
+        let other = entry.file_name();
+        let Some(rest) = other.as_encoded_bytes().strip_prefix(name) else {
+            continue;
+        };
+        let [separator, first, ..] = rest else {
+            continue;
+        };
+        if !matches!(separator, b'-' | b'.' | b'_') || !first.is_ascii_digit() {
+            continue;
+        }
+        if *separator == b'.' && rest[1..].iter().all(u8::is_ascii_digit) {
+            continue;
+        }
+        return Err(invalid(
+            &dir.join(&other),
+            "it looks like the audit log rotated out under a name its chain is not continued from (only FILE.1, \
+             FILE.2, ... uncompressed are: logrotate without `dateext`, with `delaycompress`); the new file would \
+             begin the chain afresh beside it: rename it FILE.1 (decompressed) to continue its chain, or move it \
+             out of this directory to begin a new one, then start again",
+        ));
     }
     Ok(())
 }
@@ -2600,6 +2775,171 @@ mod tests {
                 reason: format!("r{n}"),
             },
         }
+    }
+
+    /// Red-team finding: a keygen key pair's files, and keys of one repeated byte, were taken as the chain key
+    /// without a word; whoever verified with such a key (the verifier needs it) could re-chain and re-sign a forged
+    /// log that then verified intact.
+    #[test]
+    fn a_chain_key_that_is_a_checkpoint_key_or_no_secret_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let signing =
+            CheckpointKey::from_seed(std::array::from_fn(|i| (i as u8).wrapping_mul(37) ^ 0x5a));
+        let file = |name: &str, bytes: &[u8]| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, bytes).unwrap();
+            path
+        };
+        // keygen's pair: the private key beside its `.pub`, and the `.pub`.
+        let private = file("ck.key", signing.seed_hex().as_bytes());
+        let public = file("ck.key.pub", signing.public_hex().as_bytes());
+        for (path, says) in [
+            (&private, "ck.key.pub is beside it"),
+            (&public, "checkpoint public key"),
+        ] {
+            let refused = ChainKey::read(path).expect_err("refused").to_string();
+            assert!(refused.contains(says), "{refused}");
+        }
+        // Copies under names that say nothing: refused given the checkpoint key (the server) or its public half
+        // (the verifier), in either case, with a line break after.
+        let seed_copy = file("seed-copy", format!("{}\n", signing.seed_hex()).as_bytes());
+        let public_copy = file(
+            "public-copy",
+            signing.public_hex().to_uppercase().as_bytes(),
+        );
+        let public_key = signing.public_key();
+        let seed_key = ChainKey::read(&seed_copy).unwrap();
+        let refused = seed_key
+            .refuse_reuse_of(Some(&signing), &public_key)
+            .expect_err("the signing key as the chain key");
+        assert!(
+            refused.contains("is the checkpoint signing key"),
+            "{refused}"
+        );
+        assert_eq!(seed_key.refuse_reuse_of(None, &public_key), Ok(()));
+        let public_as_chain = ChainKey::read(&public_copy).unwrap();
+        for signing in [Some(&signing), None] {
+            let refused = public_as_chain
+                .refuse_reuse_of(signing, &public_key)
+                .expect_err("the public key as the chain key");
+            assert!(
+                refused.contains("is the checkpoint public key"),
+                "{refused}"
+            );
+        }
+        // No secret.
+        for (name, bytes) in [
+            ("zeros", vec![0u8; 32]),
+            ("a", vec![b'a'; 40]),
+            ("abab", b"ab".repeat(20)),
+            ("seven", b"abcdefg".repeat(6)),
+        ] {
+            let refused = ChainKey::read(file(name, &bytes))
+                .expect_err(name)
+                .to_string();
+            assert!(refused.contains("it is no secret"), "{name}: {refused}");
+        }
+        // A key of its own is taken, with either checkpoint key.
+        let own = ChainKey::read(file(
+            "chain.key",
+            b"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08\n",
+        ))
+        .unwrap();
+        assert_eq!(own.refuse_reuse_of(Some(&signing), &public_key), Ok(()));
+    }
+
+    /// Red-team finding: after a rotation to a dated name (logrotate's `dateext`, the default on some distributions)
+    /// or one compressed with a compression not known here, the new file began the chain afresh without a word.
+    #[test]
+    fn a_new_file_beside_a_rotated_copy_it_cannot_continue_is_refused() {
+        for sibling in [
+            "audit.jsonl-20261207",
+            "audit.jsonl.1.lzma",
+            "audit.jsonl_1",
+            "audit.jsonl.2026-12-07",
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("audit.jsonl");
+            std::fs::write(dir.path().join(sibling), b"records\n").unwrap();
+            let refused = ChainedFileSink::append_to(&path, None)
+                .err()
+                .unwrap_or_else(|| panic!("{sibling}: taken"))
+                .to_string();
+            assert!(
+                refused.contains(sibling) && refused.contains("rename it FILE.1"),
+                "{refused}"
+            );
+        }
+        // Names that are not rotated copies, and the rotated files the chain continues from, are no obstacle.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        for other in [
+            "audit.jsonl.key",
+            "audit.jsonl.pub",
+            "audit.jsonl-old",
+            "other.jsonl-1",
+        ] {
+            std::fs::write(dir.path().join(other), b"x").unwrap();
+        }
+        write(&path, None, 1, 2);
+        std::fs::rename(&path, dir.path().join("audit.jsonl.1")).unwrap();
+        write(&path, None, 3, 3);
+        let rotated = dir.path().join("audit.jsonl.1");
+        let checked = verify(&[&rotated, &path], None, None).unwrap();
+        assert_eq!((checked.problem, checked.records), (None, 3));
+    }
+
+    /// Red-team finding: the audit file removed while the server wrote it took every record after into an inode
+    /// nobody could open again, and the calls were answered `ok`. Its records are refused now (so are the calls).
+    #[cfg(unix)]
+    #[test]
+    fn records_for_a_file_removed_under_the_sink_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let sink = ChainedFileSink::append_to(&path, None).unwrap();
+        sink.write(&record(1)).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let refused = sink.write(&record(2)).expect_err("refused").to_string();
+        assert!(refused.contains("was removed"), "{refused}");
+    }
+
+    /// Red-team finding: a caller's client name, request id or tool name holding C1 controls (U+009B, a one-byte
+    /// CSI), bidirectional overrides or DEL reached the audit file as they were. They are written as JSON escapes,
+    /// which read back as the same text; other text is written as it is.
+    #[test]
+    fn characters_a_terminal_acts_on_are_escaped_in_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let sink = ChainedFileSink::append_to(&path, None).unwrap();
+        let reason = "csi\u{9b}31m rlo\u{202e}txt del\u{7f} zwsp\u{200b} tag\u{e0041} ls\u{2028} caf\u{e9} \u{1f600}";
+        let mut stop = record(1);
+        stop.event = AuditEvent::ServerStop {
+            reason: reason.into(),
+        };
+        sink.write(&stop).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let text = String::from_utf8(bytes).unwrap();
+        for hidden in [
+            '\u{9b}',
+            '\u{202e}',
+            '\u{7f}',
+            '\u{200b}',
+            '\u{e0041}',
+            '\u{2028}',
+        ] {
+            assert!(
+                !text.contains(hidden),
+                "{hidden:?} written as it is: {text}"
+            );
+        }
+        assert!(
+            text.contains("\\u009b31m") && text.contains("\\udb40\\udc41"),
+            "{text}"
+        );
+        assert!(text.contains("caf\u{e9} \u{1f600}"), "{text}");
+        let read: Value = serde_json::from_str(text.trim_end()).unwrap();
+        assert_eq!(read["reason"], reason);
+        assert_eq!(verify(&[&path], None, None).unwrap().problem, None);
     }
 
     fn write(path: &Path, key: Option<&ChainKey>, from: u64, to: u64) {

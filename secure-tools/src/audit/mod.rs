@@ -22,7 +22,9 @@ pub use record::{
     AuditEvent, AuditRecord, CallStartedEvent, MAX_AUDIT_ITEMS, MAX_AUDIT_STRING,
     MAX_AUDIT_VALUE_BYTES, Origin, Outcome, Timestamp, ToolCallEvent, TraceContext, redact_inputs,
 };
-pub(crate) use record::{bound, bounded_request_id, record_line, redact_owned, shorten_str};
+pub(crate) use record::{
+    bound, bounded_request_id, record_line, redact_owned, safe_json_line, shorten_str,
+};
 pub use sink::{AuditError, AuditSink, JsonLinesSink, MemorySink, TracingSink};
 
 use std::sync::Arc;

@@ -577,9 +577,58 @@ pub struct CallStartedEvent {
 /// A record as one JSON text (no newline), for the sinks that write lines. The buffer starts at the size of a
 /// typical call's record with the chain's members, so it is allocated once rather than grown four or five times.
 pub(crate) fn record_line(record: &AuditRecord) -> serde_json::Result<Vec<u8>> {
-    let mut line = Vec::with_capacity(1024);
-    serde_json::to_writer(&mut line, record)?;
+    safe_json_line(record, 1024)
+}
+
+/// `value` as one JSON text whose strings hold no character that drives a terminal or hides text from a reader
+/// (see [`SafeText`]).
+pub(crate) fn safe_json_line(
+    value: &impl Serialize,
+    capacity: usize,
+) -> serde_json::Result<Vec<u8>> {
+    let mut line = Vec::with_capacity(capacity);
+    value.serialize(&mut serde_json::Serializer::with_formatter(
+        &mut line, SafeText,
+    ))?;
     Ok(line)
+}
+
+/// JSON written compactly as `serde_json` writes it, except that inside strings DEL, the C1 controls (U+009B is a
+/// one-byte CSI), format characters (bidirectional overrides, zero-width and tag characters), line and paragraph
+/// separators, variation selectors and the other invisible characters are written as `\u` escapes, which a JSON
+/// reader decodes to the same text. JSON escapes only the C0 controls: a caller's client name, request id or tool
+/// name holding the others reached the audit file, and standard error, as they were, for `tail` or `less` to
+/// act on or show in another order (red-team finding). Other text (accents, emoji, scripts) is written as it is.
+struct SafeText;
+
+impl serde_json::ser::Formatter for SafeText {
+    fn write_string_fragment<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        fragment: &str,
+    ) -> std::io::Result<()> {
+        // ASCII but DEL, the common case, as it is.
+        if !fragment.bytes().any(|byte| byte >= 0x7f) {
+            return writer.write_all(fragment.as_bytes());
+        }
+        let mut start = 0;
+        for (at, c) in fragment.char_indices() {
+            let unsafe_here = c == '\u{7f}'
+                || (!c.is_ascii()
+                    && (crate::text::hazard(c).is_some()
+                        || crate::text::format_or_separator(c)
+                        || crate::text::invisible(c)
+                        || crate::text::variation_selector(c)));
+            if unsafe_here {
+                writer.write_all(&fragment.as_bytes()[start..at])?;
+                for unit in c.encode_utf16(&mut [0; 2]) {
+                    write!(writer, "\\u{unit:04x}")?;
+                }
+                start = at + c.len_utf8();
+            }
+        }
+        writer.write_all(&fragment.as_bytes()[start..])
+    }
 }
 
 /// The record of one `tools/call`.

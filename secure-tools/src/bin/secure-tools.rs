@@ -609,6 +609,10 @@ fn verify(
             chain::CheckpointPublicKey::read(path).map_err(|e| named("--checkpoint-key", path, e))
         })
         .transpose()?;
+    if let (Some(key), Some(public)) = (&key, &public) {
+        key.refuse_reuse_of(None, public)
+            .map_err(|e| format!("--key-file: {e}"))?;
+    }
     let check = if mid_chain {
         chain::verify_mid_chain
     } else {

@@ -1380,10 +1380,14 @@ impl Settings {
         }
         if let Some(path) = &args.audit_chain_key {
             warn_if_readable_by_others(path, "--audit-chain-key / MCP_AUDIT_CHAIN_KEY");
-            settings.audit_chain_key =
-                Some(crate::audit::ChainKey::read(path).map_err(|e| {
-                    invalid("--audit-chain-key / MCP_AUDIT_CHAIN_KEY", e.to_string())
-                })?);
+            let chain_key = crate::audit::ChainKey::read(path)
+                .map_err(|e| invalid("--audit-chain-key / MCP_AUDIT_CHAIN_KEY", e.to_string()))?;
+            if let Some(checkpoints) = &settings.audit_checkpoints {
+                chain_key
+                    .refuse_reuse_of(Some(&checkpoints.key), &checkpoints.key.public_key())
+                    .map_err(|e| invalid("--audit-chain-key / MCP_AUDIT_CHAIN_KEY", e))?;
+            }
+            settings.audit_chain_key = Some(chain_key);
         }
         // Settings that qualify another one are refused without it, rather than silently ignored.
         if args.audit_log.is_none() {
