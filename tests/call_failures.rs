@@ -266,6 +266,8 @@ async fn a_sink_failing_between_start_and_end_hides_no_effect() {
     // A second round's: the answer said no call was accepted, though this one ran. It says its result is withheld.
     let message = response.refusal().unwrap().message();
     assert!(message.contains("result is withheld"), "{message}");
+    // A red team's (round 39): it read as though nothing had happened; it says the tool may have run.
+    assert!(message.contains("the tool may have run"), "{message}");
     let records = sink.inner.records();
     assert_eq!(records.len(), 1);
     assert_eq!(records[0]["event"], "call_started");

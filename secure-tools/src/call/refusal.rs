@@ -189,8 +189,8 @@ impl Refusal {
         Refusal::with_kind(
             RefusalKind::Error,
             codes::AUDIT_UNAVAILABLE,
-            "the audit trail cannot be written: this call's result is withheld, and no call is accepted until it \
-             can be",
+            "the audit trail cannot be written: this call's result is withheld (the tool may have run: its effect \
+             is not undone), and no call is accepted until it can be",
         )
     }
 
