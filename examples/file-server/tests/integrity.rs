@@ -977,3 +977,50 @@ fn pin_and_check_refuse_a_listing_of_the_callers_tools_only() {
     let (code, stdout, stderr) = secure_tools(&args, &env);
     assert_eq!(code, 0, "{stdout}{stderr}");
 }
+
+/// A red team's: the server's standard error reached the terminal as it was, so a hostile server wrote `tool
+/// definitions unchanged` and a control sequence concealing what followed (SGR 8), and the report of its changes
+/// was printed invisible. Its lines are shown prefixed `server: `, controls escaped.
+#[test]
+fn the_servers_standard_error_is_shown_as_its_own_with_controls_escaped() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let committed = repo_root().join("examples/file-server/tools.lock.json");
+    let script = format!(
+        "printf 'tool definitions unchanged\\n\\033[8m' >&2; exec {SERVER} --data-root {} --scopes files.read",
+        data.display()
+    );
+    let (code, stdout, stderr) = secure_tools(
+        &[
+            "check",
+            "--lock",
+            committed.to_str().unwrap(),
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ],
+        &[],
+    );
+    // Listed with one scope, the server's tools are those of the lock: unchanged, and it says so on stdout.
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(!stderr.contains('\u{1b}'), "{stderr:?}");
+    assert!(
+        stderr.contains("server: tool definitions unchanged"),
+        "{stderr:?}"
+    );
+    assert!(
+        stderr
+            .lines()
+            .filter(|line| line.contains("\\u{1b}[8m"))
+            .all(|line| line.starts_with("server: ")),
+        "{stderr:?}"
+    );
+    assert!(
+        !stderr
+            .lines()
+            .any(|line| line == "tool definitions unchanged"),
+        "{stderr:?}"
+    );
+}

@@ -162,6 +162,9 @@ pub enum Change {
         before: Option<Value>,
         after: Option<Value>,
     },
+    /// A definition of a name listed more than once, past the first few that differ from the lock: not compared
+    /// part by part (each comparison costs the locked definition's size again), told by its digest.
+    NotCompared,
 }
 
 /// The most lines a description's diff compares, both texts together. A line diff takes time quadratic in the
@@ -755,6 +758,11 @@ impl Change {
                 let (before, after) = shown_pair(before, after);
                 writeln!(f, "`{name}`: {before} -> {after}", name = shown_name(name))
             }
+            Change::NotCompared => writeln!(
+                f,
+                "another definition listed under this name, not compared part by part (only the first 4 that \
+                 differ from the lock are): its digest is above"
+            ),
         }
     }
 }

@@ -502,6 +502,9 @@ impl ToolsLock {
     }
 
     fn compare(&self, listed: &[Value], fuller: Fuller) -> Changes {
+        /// How many different definitions of one name are compared with the lock part by part; the others are
+        /// reported by their digests, as changed ([`Change::NotCompared`](super::Change::NotCompared)).
+        const MAX_COMPARED_COPIES: usize = 4;
         let mut changes = Changes::default();
         // Every definition listed under each name: a second one is a change whatever it holds, and each is compared
         // (red-team finding: the last of two copies was, so a poisoned first copy showed nowhere).
@@ -542,6 +545,10 @@ impl ToolsLock {
         }
         let deadline = diff_deadline();
         for (name, (_, copies)) in &live {
+            // Each comparison costs the locked definition's size again (canonicalized, its parts copied into the
+            // report): past the first few copies of a name that differ, a copy is told by its digest alone (a red
+            // team's 10,000 tiny copies of a name locked with a 277 KB definition took gigabytes and a minute).
+            let mut compared = 0;
             for (digest, definition) in copies {
                 match self.tools.get(name) {
                     None => changes.added.push(super::AddedTool {
@@ -553,11 +560,16 @@ impl ToolsLock {
                         if &locked.digest != digest
                             && !same_for_legacy(&locked.definition, definition, fuller) =>
                     {
+                        compared += 1;
                         changes.changed.push(ToolChange {
                             tool: name.clone(),
                             before: locked.digest.clone(),
                             after: digest.clone(),
-                            changes: compare(&locked.definition, definition, deadline),
+                            changes: if compared <= MAX_COMPARED_COPIES {
+                                compare(&locked.definition, definition, deadline)
+                            } else {
+                                vec![super::Change::NotCompared]
+                            },
                         })
                     }
                     Some(_) => {}
@@ -710,6 +722,45 @@ mod tests {
             );
         }
         assert!(lock.compare_listed(&[locked]).is_empty());
+    }
+
+    /// A red team's: every different copy of a name was compared with the locked definition, each comparison
+    /// costing that definition's size again, so 10,000 tiny copies of a name locked with a large definition took
+    /// gigabytes (a watch was killed before it alerted) and ran past `--timeout`. Four copies are compared part by
+    /// part; the others are reported changed by their digests.
+    #[test]
+    fn copies_of_a_name_past_the_first_few_are_told_by_digest_not_compared() {
+        let big: serde_json::Map<String, Value> = (0..200)
+            .map(|n| {
+                (
+                    format!("p{n}"),
+                    json!({"type": "string", "description": "x".repeat(100)}),
+                )
+            })
+            .collect();
+        let locked = json!({"name": "t", "inputSchema": {"type": "object", "properties": big}});
+        let lock = ToolsLock::from_listed(vec![locked]);
+        let listed: Vec<Value> = (0..1000)
+            .map(|n| json!({"name": "t", "description": format!("copy {n}"), "inputSchema": {"type": "object"}}))
+            .collect();
+        let changes = lock.compare_listed(&listed);
+        assert_eq!(changes.duplicated, vec!["t".to_owned()]);
+        assert_eq!(changes.changed.len(), 1000, "each copy is a change");
+        let compared = changes
+            .changed
+            .iter()
+            .filter(|change| change.changes != vec![super::super::Change::NotCompared])
+            .count();
+        assert_eq!(compared, 4);
+        let text = changes.to_string();
+        assert!(
+            text.contains("not compared part by part"),
+            "{}",
+            &text[..2000]
+        );
+        // The report stays near the listing's size, not 1,000 times the locked definition's (about 25 KB).
+        let json = serde_json::to_string(&changes).unwrap();
+        assert!(json.len() < 4 * 50_000 + 1000 * 300, "{} bytes", json.len());
     }
 
     /// A red team's: a tool the lock does not hold was reported by its name alone, so its definition went unread,

@@ -126,16 +126,19 @@ pub(crate) struct ChildTransport {
 }
 
 impl ChildTransport {
-    /// Starts `command` (its standard error left as it is, the user's) and reads its output.
+    /// Starts `command` and reads its output; its standard error is shown on ours (see [`relay_stderr`]).
     pub(crate) fn spawn(mut command: Command) -> std::io::Result<(Self, Arc<Stash>)> {
         use std::process::Stdio;
         // Killed when dropped: a child that ignores the end of its input would otherwise be left running.
         command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .kill_on_drop(true);
         let mut child = command.spawn()?;
+        if let Some(stderr) = child.stderr.take() {
+            tokio::spawn(relay_stderr(stderr));
+        }
         let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
             return Err(std::io::Error::other("the server's stdio was not piped"));
         };
@@ -151,6 +154,37 @@ impl ChildTransport {
             },
             stash,
         ))
+    }
+}
+
+/// The most of a line of the server's standard error shown as one line (a longer one is shown in pieces).
+const MAX_STDERR_LINE: u64 = 4096;
+
+/// Shows the server's standard error on ours, each line prefixed `server: `, what it holds that a reader would not
+/// see, or a terminal would act on, escaped (`visible_line`): inherited as it was, a hostile server's `tool
+/// definitions unchanged` and a control sequence concealing what followed passed for the command's own report
+/// (red-team finding).
+async fn relay_stderr(stderr: tokio::process::ChildStderr) {
+    use std::io::Write as _;
+    use tokio::io::AsyncReadExt as _;
+    let mut reader = BufReader::new(stderr);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match (&mut reader)
+            .take(MAX_STDERR_LINE)
+            .read_until(b'\n', &mut line)
+            .await
+        {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        if line.last() == Some(&b'\n') {
+            line.pop();
+        }
+        let text = String::from_utf8_lossy(&line);
+        let shown = format!("server: {}\n", secure_tools::integrity::visible_line(&text));
+        let _ = std::io::stderr().lock().write_all(shown.as_bytes());
     }
 }
 
