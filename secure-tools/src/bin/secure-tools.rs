@@ -268,8 +268,8 @@ async fn connect_uncached(target: &Target, client: Client) -> Result<Connection,
     };
     let mut command = tokio::process::Command::new(program);
     command.args(args);
-    // The server's standard error stays the user's: why a server failed to start shows there. The transport holds
-    // the server to bounds rmcp's own child transport does not (see `child`).
+    // The server's standard error is shown on ours, prefixed and escaped: why a server failed to start shows there.
+    // The transport holds the server to bounds rmcp's own child transport does not (see `child`).
     let (transport, stash) =
         child::ChildTransport::spawn(command).map_err(|e| format!("{program}: {e}"))?;
     let failed = stash.clone();
