@@ -1453,15 +1453,62 @@ async fn a_flood_of_health_checks_does_not_reach_redis() {
     }
     assert!(statuses.iter().all(|status| *status == 200), "{statuses:?}");
     let seconds = started.elapsed().as_secs() + 1;
+    // Each health check's question is the checks' script (no call was made here).
     let stats = redis_command(redis_port, &["INFO", "commandstats"]).await;
-    let pings: u64 = stats
-        .lines()
-        .find_map(|line| line.strip_prefix("cmdstat_ping:calls="))
-        .map_or(0, |rest| rest.split(',').next().unwrap().parse().unwrap());
+    let calls = |command: &str| -> u64 {
+        stats
+            .lines()
+            .find_map(|line| line.strip_prefix(&format!("cmdstat_{command}:calls=")))
+            .map_or(0, |rest| rest.split(',').next().unwrap().parse().unwrap())
+    };
+    let asked = calls("evalsha") + calls("eval");
     assert!(
-        (1..=seconds + 1).contains(&pings),
-        "{pings} pings for 400 health checks in {seconds} s"
+        (1..=seconds + 1).contains(&asked),
+        "{asked} questions to Redis for 400 health checks in {seconds} s"
     );
+}
+
+/// A second round's: the health check asked Redis `PING`, which passed while every check was refused (Redis out
+/// of memory under `noeviction`, a read-only replica, writes paused): `/healthz` answered `200` to 59 checks while
+/// 20 calls out of 20 were refused. It asks with the checks' own script now.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_redis_that_refuses_the_checks_makes_the_replica_unhealthy() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = data_root(dir.path());
+    let (_redis_server, redis_port) = redis(dir.path());
+    let redis_url = format!("redis://127.0.0.1:{redis_port}/0");
+    let holder = common::HeldPort::new();
+    let resource = format!("http://127.0.0.1:{}/mcp", holder.port());
+    let server = replica(
+        dir.path(),
+        0,
+        &data,
+        &resource,
+        &["--rate-limit", "10/min", "--rate-limit-redis", &redis_url],
+    );
+    let client = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{}/mcp", server.port);
+    assert_eq!(health(&client, server.port).await, 200);
+    redis_command(
+        redis_port,
+        &["CONFIG", "SET", "maxmemory-policy", "noeviction"],
+    )
+    .await;
+    redis_command(redis_port, &["CONFIG", "SET", "maxmemory", "1"]).await;
+    health_becomes(&client, server.port, 503, Duration::from_secs(5)).await;
+    let refused = read(&client, &url, &token(&resource, "alice"), 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        refused["_meta"]["secure-tools/refusal"]["code"], "rate_limit_unavailable",
+        "{refused}"
+    );
+    redis_command(redis_port, &["CONFIG", "SET", "maxmemory", "0"]).await;
+    health_becomes(&client, server.port, 200, Duration::from_secs(5)).await;
+    let served = read(&client, &url, &token(&resource, "alice"), 2)
+        .await
+        .unwrap();
+    assert_eq!(served["isError"], false, "{served}");
 }
 
 /// `/healthz` of `tools` served in this process by the library's router.

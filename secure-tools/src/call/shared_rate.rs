@@ -39,7 +39,7 @@ pub const REDIS_TIMEOUT: Duration = Duration::from_millis(500);
 /// meanwhile wait for it within their own bound.
 pub const REDIS_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How long what a `PING` learnt of Redis for a health check is kept: `/healthz`, asked without authentication as
+/// How long what a health check learnt of Redis (see [`RedisRates::answers`]) is kept: `/healthz`, asked without authentication as
 /// often as anyone likes, asks Redis at most this often (concurrent asks wait for one answer).
 pub const HEALTH_ANSWER_KEPT: Duration = Duration::from_secs(1);
 
@@ -343,10 +343,13 @@ impl RedisRates {
         self.when_unavailable == WhenUnavailable::Refuse
     }
 
-    /// Whether Redis answers a `PING` now, within a check's bound ([`REDIS_TIMEOUT`]), on the checks' connection
-    /// (made if there is none; replaced, as after a failed check, if it fails): for the HTTP runner's health check
-    /// and the start, which log an outage as a check does. An answer is kept for [`HEALTH_ANSWER_KEPT`], and asks
-    /// meanwhile wait for the one under way, so that health checks reach Redis at most about once a second.
+    /// Whether Redis takes a check now: the checks' own script run on a key of its own (`{prefix}health`), within a
+    /// check's bound ([`REDIS_TIMEOUT`]), on the checks' connection (made if there is none; replaced, as after a
+    /// failed check, if it fails), so that what refuses checks (no answer, out of memory, a read-only replica,
+    /// writes paused) fails it too (a second round's: a `PING` passed while every check was refused `OOM`). For the
+    /// HTTP runner's health check and the start, which log an outage as a check does. An answer is kept for
+    /// [`HEALTH_ANSWER_KEPT`], and asks meanwhile wait for the one under way, so that health checks reach Redis at
+    /// most about once a second.
     pub(crate) async fn answers(&self) -> bool {
         let mut last = self.shared.health.lock().await;
         if let Some((at, answered)) = *last
@@ -358,9 +361,9 @@ impl RedisRates {
         let work = async {
             let (made, mut connection) = self.connection().await?;
             generation = Some(made);
-            redis::cmd("PING")
-                .query_async::<String>(&mut connection)
-                .await
+            let mut script = self.script.key(format!("{}health", self.prefix));
+            script.arg(1).arg(0);
+            script.invoke_async::<(i64, i64)>(&mut connection).await
         };
         let answer = bounded(work, REDIS_TIMEOUT).await;
         self.after(&answer, generation);
