@@ -179,9 +179,14 @@ impl fmt::Write for Shown {
     }
 }
 
-/// Whether `c` is written out by [`fields`]: a control, format or line or paragraph separator character.
+/// Whether `c` is written out by [`fields`]: a control, format or line or paragraph separator character, or another
+/// that shows as nothing (a Hangul filler, a variation selector: a second round's client name held them, written
+/// as they were by rmcp's log of the peer it met, while the audit file escaped them).
 fn hidden(c: char) -> bool {
-    c.is_control() || crate::text::format_or_separator(c)
+    c.is_control()
+        || crate::text::format_or_separator(c)
+        || crate::text::invisible(c)
+        || crate::text::variation_selector(c)
 }
 
 #[cfg(test)]
@@ -328,7 +333,7 @@ mod tests {
             .with_writer(move || writer.clone())
             .fmt_fields(fields());
         tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
-            let id = "x\n{\"event\":\"tool_call\"}\u{1b}[2J\u{202e}\u{2028}";
+            let id = "x\n{\"event\":\"tool_call\"}\u{1b}[2J\u{202e}\u{2028}\u{3164}\u{fe0f}";
             tracing::warn!(%id, "response error");
             tracing::warn!(id = %"y".repeat(100_000), "response error");
         });
@@ -337,7 +342,7 @@ mod tests {
         assert_eq!(lines.len(), 2, "{log}");
         assert!(
             lines[0].ends_with(
-                r#"response error id=x\u{000a}{"event":"tool_call"}\u{001b}[2J\u{202e}\u{2028}"#
+                r#"response error id=x\u{000a}{"event":"tool_call"}\u{001b}[2J\u{202e}\u{2028}\u{3164}\u{fe0f}"#
             ),
             "{log}"
         );
