@@ -83,8 +83,8 @@ fn audit_verify_with_another_key_says_it_may_be_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.jsonl");
     let (own, other) = (dir.path().join("own.key"), dir.path().join("other.key"));
-    std::fs::write(&own, [b'k'; 32]).unwrap();
-    std::fs::write(&other, [b'x'; 32]).unwrap();
+    std::fs::write(&own, "own-chain-key-0123456789abcdefghij").unwrap();
+    std::fs::write(&other, "other-chain-key-0123456789abcdefgh").unwrap();
     let sink = ChainedFileSink::append_to(
         &path,
         Some(secure_tools::audit::ChainKey::read(&own).unwrap()),

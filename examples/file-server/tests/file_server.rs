@@ -768,7 +768,7 @@ fn start_up_refuses_a_bad_configuration_with_a_clear_message() {
     // Review finding: only the audit log was kept out of the root. A key, a certificate or the config file in it
     // could be read (a private key) or replaced (a JWKS, a client CA) through the tools.
     let key = area.path("data/chain.key");
-    std::fs::write(&key, "k".repeat(40)).unwrap();
+    std::fs::write(&key, "chain-key-0123456789abcdefghijklmnopqrstu").unwrap();
     let log = area.path("audit.jsonl");
     let message = start_error(
         &[
@@ -795,7 +795,7 @@ fn start_up_refuses_a_bad_configuration_with_a_clear_message() {
     );
     // A setting that qualifies another is refused without it, not ignored: a chain key without an audit file.
     let outside_key = area.path("other.key");
-    std::fs::write(&outside_key, "k".repeat(40)).unwrap();
+    std::fs::write(&outside_key, "chain-key-0123456789abcdefghijklmnopqrstu").unwrap();
     let ignored = start_error(
         &["--audit-chain-key", outside_key.to_str().unwrap()],
         &[("DATA_ROOT", data)],
@@ -806,7 +806,7 @@ fn start_up_refuses_a_bad_configuration_with_a_clear_message() {
     );
     // The same key outside the root is fine: the server starts (and stops at the end of its input).
     let outside = area.path("chain.key");
-    std::fs::write(&outside, "k".repeat(40)).unwrap();
+    std::fs::write(&outside, "chain-key-0123456789abcdefghijklmnopqrstu").unwrap();
     // A run with that key, to its end (no input): whether it succeeded, and what it said on stderr.
     let run_with_key = || {
         let run = Command::new(SERVER)

@@ -59,8 +59,8 @@ pub const GENESIS: &str = "sha256:0000000000000000000000000000000000000000000000
 #[derive(Clone)]
 pub struct ChainKey {
     mac: Hmac<Sha256>,
-    /// The SHA-256 of the key's bytes: to tell it is not the checkpoint key's (see [`ChainKey::refuse_reuse_of`]).
-    fingerprint: [u8; 32],
+    /// The key's bytes: to tell it is not the checkpoint key's in any form (see [`ChainKey::refuse_reuse_of`]).
+    key: std::sync::Arc<[u8]>,
 }
 
 /// How many different byte values a chain key read from a file must hold: one of fewer (32 NUL bytes, `aaaa...`) is
@@ -116,7 +116,17 @@ impl ChainKey {
             ));
         }
         let bytes = read_key_file(path)?;
-        let key = bytes.trim_ascii().to_vec();
+        // Whitespace around a key written as text is not part of it; a key of raw bytes is taken whole when trimming
+        // would leave it short (a red team's: one in twenty keys of `head -c 32 /dev/urandom` begins or ends with a
+        // byte that reads as whitespace, and was refused as 31 bytes). Either way the bytes the key was taken as
+        // before are the key still, so chains sealed with it verify as they did.
+        let trimmed = bytes.trim_ascii();
+        let key = if trimmed.len() < 32 && bytes.len() >= 32 && std::str::from_utf8(&bytes).is_err()
+        {
+            bytes.clone()
+        } else {
+            trimmed.to_vec()
+        };
         if key.len() < 32 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -150,18 +160,74 @@ impl ChainKey {
     fn prepared(key: &[u8]) -> Self {
         ChainKey {
             mac: <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes keys of any length"),
-            fingerprint: Sha256::digest(key).into(),
+            key: std::sync::Arc::from(key),
         }
     }
 
-    /// Whether this key is `bytes`.
-    fn is(&self, bytes: &[u8]) -> bool {
-        let fingerprint: [u8; 32] = Sha256::digest(bytes).into();
-        fingerprint == self.fingerprint
+    /// Whether this key holds `raw` (32 bytes of a checkpoint key) in a form a key file may hold it: as the raw
+    /// bytes, in hex (any case, `0x` before it, whitespace inside, anything around it), or in base64 (standard or
+    /// URL-safe, padded or not).
+    fn holds(&self, raw: &[u8]) -> bool {
+        use base64::Engine as _;
+        use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+        let contains = |haystack: &[u8], needle: &[u8]| {
+            haystack
+                .windows(needle.len())
+                .any(|window| window == needle)
+        };
+        let compact = self.compact();
+        let lower = compact.to_ascii_lowercase();
+        contains(&self.key, raw)
+            || contains(&lower, hex(raw).as_bytes())
+            || contains(&compact, STANDARD_NO_PAD.encode(raw).as_bytes())
+            || contains(&compact, URL_SAFE_NO_PAD.encode(raw).as_bytes())
     }
 
-    /// Refused when this key is the checkpoint key's private or public half, in any form its files hold (the hex
-    /// `secure-tools audit keygen` writes, either case, or the raw 32 bytes): given both keys, a server would sign
+    /// The key without its ASCII whitespace.
+    fn compact(&self) -> Vec<u8> {
+        self.key
+            .iter()
+            .copied()
+            .filter(|byte| !byte.is_ascii_whitespace())
+            .collect()
+    }
+
+    /// The Ed25519 seeds this key may be written as: its bytes when there are 32, each 64 hex digits in it (in a run
+    /// of at most 128, whitespace left out), and its base64 when that decodes to 32 bytes.
+    fn seeds(&self) -> Vec<[u8; 32]> {
+        use base64::Engine as _;
+        use base64::engine::general_purpose::{
+            STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD,
+        };
+        let mut seeds = Vec::new();
+        if let Ok(raw) = <[u8; 32]>::try_from(&*self.key) {
+            seeds.push(raw);
+        }
+        let compact = self.compact();
+        let lower = compact.to_ascii_lowercase();
+        for run in lower.split(|byte| !byte.is_ascii_hexdigit()) {
+            if (64..=128).contains(&run.len()) {
+                for window in run.windows(64) {
+                    let mut seed = [0u8; 32];
+                    if base16ct::lower::decode(window, &mut seed).is_ok() {
+                        seeds.push(seed);
+                    }
+                }
+            }
+        }
+        for engine in [STANDARD, URL_SAFE, STANDARD_NO_PAD, URL_SAFE_NO_PAD] {
+            if let Ok(decoded) = engine.decode(&compact)
+                && let Ok(seed) = <[u8; 32]>::try_from(decoded.as_slice())
+            {
+                seeds.push(seed);
+            }
+        }
+        seeds
+    }
+
+    /// Refused when this key holds the checkpoint key's private or public half in any form a key file may hold it
+    /// (raw bytes, hex in any case or with anything around it, base64), or, given only the public half (a
+    /// verifier), a seed whose public key it is: given both keys, a server would sign
     /// with the key that also keys the chain, and whoever verifies a keyed chain holds its key (red-team finding:
     /// one keygen file given as both, or a copy of its `.pub` as the chain key, was taken without a word, and a
     /// forged log re-chained and re-signed with it verified intact). Pass only the public half's when that is all
@@ -171,28 +237,26 @@ impl ChainKey {
         signing: Option<&CheckpointKey>,
         public: &CheckpointPublicKey,
     ) -> Result<(), String> {
-        let forms = |raw: &[u8]| {
-            let lower = hex(raw);
-            let upper = lower.to_ascii_uppercase();
-            [raw.to_vec(), lower.into_bytes(), upper.into_bytes()]
-        };
-        if let Some(signing) = signing
-            && forms(&signing.0.to_bytes())
-                .iter()
-                .any(|form| self.is(form))
-        {
+        const SIGNING: &str = "the audit chain key holds the checkpoint signing key: whoever verifies the chain \
+                               (which needs its key) could sign checkpoints too; give the chain a key of its own";
+        if signing.is_some_and(|signing| self.holds(&signing.0.to_bytes())) {
+            return Err(SIGNING.into());
+        }
+        if self.holds(public.0.as_bytes()) {
             return Err(
-                "the audit chain key is the checkpoint signing key: whoever verifies the chain (which needs its \
-                 key) could sign checkpoints too; give the chain a key of its own"
+                "the audit chain key holds the checkpoint public key, which verifiers hold: any of them could \
+                 re-chain the log; give the chain a key of its own"
                     .into(),
             );
         }
-        if forms(public.0.as_bytes()).iter().any(|form| self.is(form)) {
-            return Err(
-                "the audit chain key is the checkpoint public key, which verifiers hold: any of them could re-chain \
-                 the log; give the chain a key of its own"
-                    .into(),
-            );
+        // Without the signing key (a verifier): a seed written in the key whose public key is the one given (a
+        // second round's: mixed-case hex, hex and a comment, base64 of the seed were taken).
+        if self
+            .seeds()
+            .iter()
+            .any(|seed| ed25519_dalek::SigningKey::from_bytes(seed).verifying_key() == public.0)
+        {
+            return Err(SIGNING.into());
         }
         Ok(())
     }
@@ -523,6 +587,11 @@ struct ChainState {
     durability: Durability,
     server_id: std::sync::Arc<str>,
     mirror: Option<std::sync::Arc<dyn LineMirror>>,
+    /// The log's path, and when it was last seen to name the file written (see [`ChainState::watch_path`]), and
+    /// whether it was found naming another.
+    path: PathBuf,
+    path_checked: std::time::Instant,
+    path_moved: bool,
     /// Failures a test asks for.
     #[cfg(test)]
     fail: TestFailures,
@@ -729,6 +798,8 @@ impl ChainedFileSink {
         // The file whose last record the chain continues.
         let mut from = path.clone();
         let mut continued_from = None;
+        // How many rotated files (`FILE.1` on) were looked through.
+        let mut examined = 0;
         if last.is_none() {
             // A new or emptied file after rotation continues the chain of the files rotated out (logrotate's names
             // for them: `FILE.1`, `FILE.2`, ...): the newest that holds a record, an empty one skipped (red-team
@@ -742,6 +813,7 @@ impl ChainedFileSink {
                     refuse_compressed(&rotated)?;
                     break;
                 };
+                examined = k;
                 // Its writer gone: one still appending there (a server not stopped when its file was rotated out)
                 // would go on with the chain this file continues, forking it (red-team finding). A writer's lock is
                 // exclusive, so a shared one is refused only while a writer holds it (a reader's shared lock, a
@@ -803,7 +875,7 @@ impl ChainedFileSink {
             }
         }
         if last.is_none() && cut.is_none() {
-            refuse_unfollowed_rotations(&path)?;
+            refuse_unfollowed_rotations(&path, examined)?;
         }
         let (seq, prev) = match last {
             None => (0, GENESIS.to_owned()),
@@ -828,6 +900,9 @@ impl ChainedFileSink {
                 durability: Durability::Write,
                 server_id: "secure-tools".into(),
                 mirror: None,
+                path: path.clone(),
+                path_checked: std::time::Instant::now(),
+                path_moved: false,
                 #[cfg(test)]
                 fail: TestFailures::default(),
             })),
@@ -1215,6 +1290,8 @@ impl ChainState {
         // nobody can open again: they are refused instead, and so the calls (fail closed), until a restart begins a
         // file in its place (red-team finding: records went nowhere without a word, their calls answered `ok`).
         #[cfg(unix)]
+        let _told = self.watch_path();
+        #[cfg(unix)]
         {
             use std::os::unix::fs::MetadataExt as _;
             if self
@@ -1288,7 +1365,38 @@ impl ChainState {
         })
     }
 
+    /// At most once a second: whether the log's path still names the file written. A file renamed away, or given
+    /// another name and then removed from this one, is still written (a rotation renames it, and the restart after
+    /// begins a file in its place), but nothing at the path holds the records: that is logged, once until the path
+    /// names it again, so that an operator learns it (a second round's: records went to `.hidden` without a word).
+    /// Whether it logged that now.
+    #[cfg(unix)]
+    fn watch_path(&mut self) -> bool {
+        use std::os::unix::fs::MetadataExt as _;
+        if self.path_checked.elapsed() < std::time::Duration::from_secs(1) {
+            return false;
+        }
+        self.path_checked = std::time::Instant::now();
+        let Ok(written) = self.file.metadata() else {
+            return false;
+        };
+        let same = std::fs::metadata(&self.path)
+            .is_ok_and(|named| named.dev() == written.dev() && named.ino() == written.ino());
+        let told = !same && !self.path_moved;
+        if told {
+            tracing::warn!(
+                path = %self.path.display(),
+                "the audit log's path no longer names the file the server writes (renamed, replaced or removed): \
+                 records go to the file wherever it is now, and nothing at the path holds them; restart the \
+                 server to begin a file at the path (as after a rotation)"
+            );
+        }
+        self.path_moved = !same;
+        told
+    }
+
     /// Syncs the file's data to the disk (`fdatasync`).
+
     fn sync(&mut self) -> io::Result<()> {
         #[cfg(test)]
         if self.fail.sync {
@@ -1523,13 +1631,16 @@ fn refuse_compressed(rotated: &Path) -> io::Result<()> {
 }
 
 /// Where the chain would begin afresh: a file beside `path` named as a rotated copy of it under a name the chain is
-/// not continued from (logrotate's `dateext`, `FILE-20261207`; a compression not known here, `FILE.1.lzma`; a
-/// number then more, `FILE.2026-12-07`) may hold the chain's last record. The start is refused, naming it, rather
-/// than the chain begun afresh beside it (red-team finding: after a `dateext` rotation the new file began again at
-/// 1, the set no longer verified as one chain, and with the dated file removed the new one verified intact). Only
-/// the log's name followed by `-`, `.` or `_` and a digit counts (not `FILE.key`); `FILE.k`, looked through
-/// already, does not. A directory that cannot be listed is not looked through.
-fn refuse_unfollowed_rotations(path: &Path) -> io::Result<()> {
+/// not continued from may hold the chain's last record. The start is refused, naming it, rather than the chain begun
+/// afresh beside it (red-team finding: after a `dateext` rotation the new file began again at 1, the set no longer
+/// verified as one chain, and with the dated file removed the new one verified intact). Such a name is the log's
+/// name, then `-`, `.` or `_` and a digit (logrotate's `dateext`, `FILE-20261207`; a compression not known here,
+/// `FILE.1.lzma`; `dateformat .%s`, `FILE.1765065600`; `start 0`, `FILE.0`; `FILE.2` with no `FILE.1`), but the
+/// `examined` rotated files looked through already (`FILE.1` to `FILE.examined`, all empty); or, for a log whose
+/// name has an extension, its stem, then `-`, `.` or `_`, a digit, and the extension further on (logrotate's
+/// `extension`: `audit.1.jsonl`, `audit-20261207.jsonl.gz`). Not `FILE.key` or `FILE-old`; not a copy moved to
+/// another directory (`olddir`), which nothing here sees. A directory that cannot be listed is not looked through.
+fn refuse_unfollowed_rotations(path: &Path, examined: usize) -> io::Result<()> {
     let (Some(name), Some(parent)) = (path.file_name(), path.parent()) else {
         return Ok(());
     };
@@ -1542,27 +1653,49 @@ fn refuse_unfollowed_rotations(path: &Path) -> io::Result<()> {
         return Ok(());
     };
     let name = name.as_encoded_bytes();
+    // The stem and `.extension` of a name with one (`audit`, `.jsonl`).
+    let split = name
+        .iter()
+        .rposition(|byte| *byte == b'.')
+        .filter(|dot| *dot > 0)
+        .map(|dot| name.split_at(dot));
+    // A separator and a digit: what a rotation puts after the name (or the stem).
+    let numbered =
+        |rest: &[u8]| matches!(rest, [b'-' | b'.' | b'_', digit, ..] if digit.is_ascii_digit());
     for entry in entries.flatten() {
         let other = entry.file_name();
-        let Some(rest) = other.as_encoded_bytes().strip_prefix(name) else {
-            continue;
-        };
-        let [separator, first, ..] = rest else {
-            continue;
-        };
-        if !matches!(separator, b'-' | b'.' | b'_') || !first.is_ascii_digit() {
+        let other_bytes = other.as_encoded_bytes();
+        if other_bytes == name {
             continue;
         }
-        if *separator == b'.' && rest[1..].iter().all(u8::is_ascii_digit) {
-            continue;
+        let rotated = match other_bytes.strip_prefix(name) {
+            Some(rest) if numbered(rest) => {
+                // `FILE.k`, looked through already.
+                let examined_already = rest[0] == b'.'
+                    && rest[1] != b'0'
+                    && std::str::from_utf8(&rest[1..])
+                        .ok()
+                        .filter(|k| k.bytes().all(|byte| byte.is_ascii_digit()))
+                        .and_then(|k| k.parse::<usize>().ok())
+                        .is_some_and(|k| (1..=examined).contains(&k));
+                !examined_already
+            }
+            _ => split.is_some_and(|(stem, extension)| {
+                other_bytes.strip_prefix(stem).is_some_and(|rest| {
+                    numbered(rest) && rest.windows(extension.len()).any(|w| w == extension)
+                })
+            }),
+        };
+        if rotated {
+            return Err(invalid(
+                &dir.join(&other),
+                "it looks like the audit log rotated out under a name its chain is not continued from (only \
+                 FILE.1, FILE.2, ... from 1, uncompressed, are: logrotate without `dateext`, `dateformat`, \
+                 `extension` or `start`, with `delaycompress`); the new file would begin the chain afresh beside \
+                 it: rename it FILE.1 (decompressed) to continue its chain, or move it out of this directory to \
+                 begin a new one, then start again",
+            ));
         }
-        return Err(invalid(
-            &dir.join(&other),
-            "it looks like the audit log rotated out under a name its chain is not continued from (only FILE.1, \
-             FILE.2, ... uncompressed are: logrotate without `dateext`, with `delaycompress`); the new file would \
-             begin the chain afresh beside it: rename it FILE.1 (decompressed) to continue its chain, or move it \
-             out of this directory to begin a new one, then start again",
-        ));
     }
     Ok(())
 }
@@ -2809,23 +2942,89 @@ mod tests {
         );
         let public_key = signing.public_key();
         let seed_key = ChainKey::read(&seed_copy).unwrap();
-        let refused = seed_key
-            .refuse_reuse_of(Some(&signing), &public_key)
-            .expect_err("the signing key as the chain key");
-        assert!(
-            refused.contains("is the checkpoint signing key"),
-            "{refused}"
-        );
-        assert_eq!(seed_key.refuse_reuse_of(None, &public_key), Ok(()));
         let public_as_chain = ChainKey::read(&public_copy).unwrap();
         for signing in [Some(&signing), None] {
+            let refused = seed_key
+                .refuse_reuse_of(signing, &public_key)
+                .expect_err("the signing key as the chain key");
+            assert!(
+                refused.contains("holds the checkpoint signing key"),
+                "{refused}"
+            );
             let refused = public_as_chain
                 .refuse_reuse_of(signing, &public_key)
                 .expect_err("the public key as the chain key");
             assert!(
-                refused.contains("is the checkpoint public key"),
+                refused.contains("holds the checkpoint public key"),
                 "{refused}"
             );
+        }
+        // A second round's: the same keys written otherwise were taken (and a log forged with the seed in
+        // mixed-case hex verified intact).
+        use base64::Engine as _;
+        let seed_hex = signing.seed_hex();
+        let mixed = |hex: &str| -> String {
+            hex.chars()
+                .enumerate()
+                .map(|(i, c)| {
+                    if i % 2 == 0 {
+                        c.to_ascii_uppercase()
+                    } else {
+                        c
+                    }
+                })
+                .collect()
+        };
+        let spaced: String = seed_hex
+            .as_bytes()
+            .chunks(8)
+            .map(|chunk| std::str::from_utf8(chunk).unwrap())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let seed = signing.0.to_bytes();
+        let public_raw = *public_key.0.as_bytes();
+        let written: Vec<(&str, Vec<u8>, &str)> = vec![
+            ("mixed", mixed(&seed_hex).into_bytes(), "signing"),
+            (
+                "comment",
+                format!("{seed_hex}  # chain").into_bytes(),
+                "signing",
+            ),
+            ("0x", format!("0x{seed_hex}").into_bytes(), "signing"),
+            ("spaced", spaced.into_bytes(), "signing"),
+            (
+                "base64",
+                base64::engine::general_purpose::STANDARD
+                    .encode(seed)
+                    .into_bytes(),
+                "signing",
+            ),
+            (
+                "base64url",
+                base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .encode(seed)
+                    .into_bytes(),
+                "signing",
+            ),
+            ("raw", seed.to_vec(), "signing"),
+            (
+                "mixedpub",
+                mixed(&signing.public_hex()).into_bytes(),
+                "public",
+            ),
+            ("rawpub", public_raw.to_vec(), "public"),
+        ];
+        for (name, bytes, half) in written {
+            let Ok(key) = ChainKey::read(file(name, &bytes)) else {
+                continue; // refused on its own (too few bytes, say)
+            };
+            for given in [Some(&signing), None] {
+                let refused = key.refuse_reuse_of(given, &public_key).expect_err(name);
+                assert!(
+                    refused.contains(&format!("holds the checkpoint {half} key")),
+                    "{name}: {refused}"
+                );
+            }
         }
         // No secret.
         for (name, bytes) in [
@@ -2839,6 +3038,11 @@ mod tests {
                 .to_string();
             assert!(refused.contains("it is no secret"), "{name}: {refused}");
         }
+        // A second round's: one in twenty keys of `head -c 32 /dev/urandom` begins or ends with a byte that reads
+        // as whitespace, and was refused as 31 bytes. Raw bytes are taken whole when trimming leaves them short.
+        let mut binary: Vec<u8> = (0u8..31).map(|i| i.wrapping_mul(53) | 0x80).collect();
+        binary.push(b' ');
+        ChainKey::read(file("binary", &binary)).expect("a raw key ending in a space byte");
         // A key of its own is taken, with either checkpoint key.
         let own = ChainKey::read(file(
             "chain.key",
@@ -2857,6 +3061,14 @@ mod tests {
             "audit.jsonl.1.lzma",
             "audit.jsonl_1",
             "audit.jsonl.2026-12-07",
+            // A second round's: these began the chain afresh too.
+            "audit.jsonl.0",
+            "audit.jsonl.2",
+            "audit.jsonl.1765065600",
+            "audit.jsonl.20261207",
+            "audit.1.jsonl",
+            "audit-20261207.jsonl",
+            "audit-20261207.jsonl.gz",
         ] {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("audit.jsonl");
@@ -2878,6 +3090,8 @@ mod tests {
             "audit.jsonl.pub",
             "audit.jsonl-old",
             "other.jsonl-1",
+            "audit-old.jsonl",
+            "audit.2.txt",
         ] {
             std::fs::write(dir.path().join(other), b"x").unwrap();
         }
@@ -2901,6 +3115,53 @@ mod tests {
         std::fs::remove_file(&path).unwrap();
         let refused = sink.write(&record(2)).expect_err("refused").to_string();
         assert!(refused.contains("was removed"), "{refused}");
+    }
+
+    /// A second round's: the audit file renamed away, or linked under another name and removed from its own, went on
+    /// being written without a word, nothing at its path. It is logged once (the records are still written there,
+    /// as after a rotation's rename).
+    #[cfg(unix)]
+    #[test]
+    fn a_log_whose_path_names_another_file_is_told_once() {
+        for how in ["renamed", "linked then removed", "replaced"] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("audit.jsonl");
+            let elsewhere = dir.path().join("elsewhere");
+            let sink = ChainedFileSink::append_to(&path, None).unwrap();
+            sink.write(&record(1)).unwrap();
+            match how {
+                "renamed" => std::fs::rename(&path, &elsewhere).unwrap(),
+                "linked then removed" => {
+                    std::fs::hard_link(&path, &elsewhere).unwrap();
+                    std::fs::remove_file(&path).unwrap();
+                }
+                _ => {
+                    std::fs::rename(&path, &elsewhere).unwrap();
+                    std::fs::write(&path, b"").unwrap();
+                }
+            }
+            let a_while_ago = |state: &mut ChainState| {
+                state.path_checked = std::time::Instant::now()
+                    .checked_sub(std::time::Duration::from_secs(2))
+                    .unwrap();
+            };
+            let mut state = sink.lock();
+            a_while_ago(&mut state);
+            assert!(state.watch_path(), "{how}: not told");
+            a_while_ago(&mut state);
+            assert!(!state.watch_path(), "{how}: told twice");
+            drop(state);
+            sink.write(&record(2)).unwrap();
+            assert_eq!(lines(&elsewhere).len(), 2, "{how}");
+        }
+        // A path that names the file is not told of.
+        let dir = tempfile::tempdir().unwrap();
+        let sink = ChainedFileSink::append_to(dir.path().join("audit.jsonl"), None).unwrap();
+        let mut state = sink.lock();
+        state.path_checked = std::time::Instant::now()
+            .checked_sub(std::time::Duration::from_secs(2))
+            .unwrap();
+        assert!(!state.watch_path());
     }
 
     /// Red-team finding: a caller's client name, request id or tool name holding C1 controls (U+009B, a one-byte
