@@ -424,28 +424,38 @@ fn discovery_lists_the_versions_the_policy_accepts() {
 
 /// A listing filtered per caller (`MCP_LIST_TOOLS=callable`) is that caller's own; `#[tool_handler]` marks a
 /// listing `public` for clients of the stateless revision, which carry cache hints, so a shared cache could serve
-/// one caller's list to another. It says `private`.
+/// one caller's list to another. It says `private`; and so does the full listing, as a tool set served alone says
+/// (a red team's: the merged server's said `public`).
 #[test]
 fn a_listing_of_the_callers_own_tools_is_not_cached_for_others() {
-    let mut server = secure_tools_tests::RawServer::spawn(
-        SERVER,
-        Some("tickets.close"),
-        &[("MCP_LIST_TOOLS", "callable")],
-    );
-    let meta = json!({
-        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-        "io.modelcontextprotocol/clientCapabilities": {},
-        "io.modelcontextprotocol/clientInfo": {"name": "stateless-client", "version": "9"}
-    });
-    let answer = server.request(json!({
-        "jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"_meta": meta}
-    }));
-    let names: Vec<_> = answer["result"]["tools"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["name"].clone())
-        .collect();
-    assert_eq!(names, [json!("close_ticket")], "{answer}");
-    assert_eq!(answer["result"]["cacheScope"], "private", "{answer}");
+    for (listing, expected) in [("callable", vec![json!("close_ticket")]), ("all", vec![])] {
+        let mut server = secure_tools_tests::RawServer::spawn(
+            SERVER,
+            Some("tickets.close"),
+            &[("MCP_LIST_TOOLS", listing)],
+        );
+        let meta = json!({
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientCapabilities": {},
+            "io.modelcontextprotocol/clientInfo": {"name": "stateless-client", "version": "9"}
+        });
+        let answer = server.request(json!({
+            "jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"_meta": meta}
+        }));
+        let names: Vec<_> = answer["result"]["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].clone())
+            .collect();
+        if listing == "callable" {
+            assert_eq!(names, expected, "{answer}");
+        } else {
+            assert!(names.len() > 1, "{answer}");
+        }
+        assert_eq!(
+            answer["result"]["cacheScope"], "private",
+            "{listing}: {answer}"
+        );
+    }
 }

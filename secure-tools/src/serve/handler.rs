@@ -1164,11 +1164,12 @@ where
         }
         if callable_only {
             crate::integrity::mark_callable_only(&mut list);
-            if list.cache_scope.is_some() {
-                // Each caller's own list (`#[tool_handler]` marks its listing `public`): not to be shared by a cache
-                // across callers.
-                list.cache_scope = Some(rmcp::model::CacheScope::Private);
-            }
+        }
+        // A listing behind the policy's authentication, and with callable-only listing each caller's own: not to be
+        // shared by a cache across callers. `#[tool_handler]` marks its listing `public`; a tool set served alone
+        // says `private` (a red team's: the merged server's full listing said `public`).
+        if list.cache_scope.is_some() {
+            list.cache_scope = Some(rmcp::model::CacheScope::Private);
         }
         crate::integrity::publish_for(&mut list, current);
         Ok(list)
