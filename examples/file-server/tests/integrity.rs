@@ -1024,3 +1024,47 @@ fn the_servers_standard_error_is_shown_as_its_own_with_controls_escaped() {
         "{stderr:?}"
     );
 }
+
+/// A third round's: the server's standard error was written to the command's on the runtime's one thread, so a
+/// server flooding it, with the command's standard error a pipe nobody read, held `check --timeout 3s` 20 s (and
+/// for ever, never read). Lines past those waiting are dropped: the check ends as it would.
+#[test]
+fn a_server_flooding_its_standard_error_does_not_hold_the_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let committed = repo_root().join("examples/file-server/tools.lock.json");
+    let script = format!(
+        "(yes 'a line of noise' >&2 &) ; exec {SERVER} --data-root {} --scopes files.read",
+        data.display()
+    );
+    let mut child = Command::new(cli())
+        .args(["check", "--timeout", "30s", "--lock"])
+        .arg(&committed)
+        .args(["--", "sh", "-c", &script])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Its standard error is not read while it runs.
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let status = status.expect("the command ended");
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut stdout).unwrap();
+    assert!(status.success(), "{status:?}: {stdout}");
+    assert_eq!(stdout, "tool definitions unchanged\n");
+}

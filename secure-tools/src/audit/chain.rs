@@ -63,6 +63,14 @@ pub struct ChainKey {
     key: std::sync::Arc<[u8]>,
 }
 
+/// The forms a key file may hold a key in, read out of a chain key (see [`ChainKey::forms`]).
+struct KeyForms {
+    /// Bytes to look for the key's raw bytes in.
+    raw: Vec<Vec<u8>>,
+    /// Hex digits, in lower case, to look for the key's hex in.
+    hex: Vec<Vec<u8>>,
+}
+
 /// How many different byte values a chain key read from a file must hold: one of fewer (32 NUL bytes, `aaaa...`) is
 /// no secret (red-team finding: such keys were taken without a word). 32 random bytes hold about 30, and 64 random
 /// hex digits all 16 of theirs.
@@ -164,50 +172,133 @@ impl ChainKey {
         }
     }
 
-    /// Whether this key holds `raw` (32 bytes of a checkpoint key) in a form a key file may hold it: as the raw
-    /// bytes, in hex (any case, `0x` before it, whitespace inside, anything around it), or in base64 (standard or
-    /// URL-safe, padded or not).
-    fn holds(&self, raw: &[u8]) -> bool {
+    /// The forms a key file may hold a 32-byte key in, read out of this key: its bytes, and the same with NUL bytes
+    /// left out (UTF-16 text); the hex digits in it, `0x` and every other character left out, in lower case (plain
+    /// hex, `aa:bb:...` as `openssl pkey -text` prints it, `\xaa`, `0xaa, 0xbb`, dashes, whitespace); the bytes of
+    /// each run of base64 in it (standard or URL-safe, padded or not, across lines: a PEM file's DER, a seed's
+    /// base64 with a comment or a label around it), and the hex digits of those read as text; and the bytes of a
+    /// list of decimal numbers (`[170, 187, ...]`).
+    fn forms(&self) -> KeyForms {
         use base64::Engine as _;
-        use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+        let without_nul: Vec<u8> = self.key.iter().copied().filter(|b| *b != 0).collect();
+        let hex_digits = |text: &[u8]| -> Vec<u8> {
+            let lower = text.to_ascii_lowercase();
+            let mut digits = Vec::with_capacity(lower.len());
+            let mut i = 0;
+            while i < lower.len() {
+                if lower[i] == b'0' && lower.get(i + 1) == Some(&b'x') {
+                    i += 2;
+                    continue;
+                }
+                if lower[i].is_ascii_hexdigit() {
+                    digits.push(lower[i]);
+                }
+                i += 1;
+            }
+            digits
+        };
+        let engine = base64::engine::GeneralPurpose::new(
+            &base64::alphabet::STANDARD,
+            base64::engine::GeneralPurposeConfig::new()
+                .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent)
+                .with_decode_allow_trailing_bits(true),
+        );
+        // Runs of base64 characters (whitespace inside left out), the URL-safe alphabet read as the standard one.
+        let compact: Vec<u8> = without_nul
+            .iter()
+            .copied()
+            .filter(|b| !b.is_ascii_whitespace())
+            .map(|b| match b {
+                b'-' => b'+',
+                b'_' => b'/',
+                other => other,
+            })
+            .collect();
+        let mut decoded = Vec::new();
+        for run in compact.split(|b| !(b.is_ascii_alphanumeric() || *b == b'+' || *b == b'/')) {
+            if run.len() < 40 {
+                continue;
+            }
+            // At each of the four alignments a run may start at (a label glued before it shifts it), its end cut
+            // back to a length base64 can have.
+            for skip in 0..4 {
+                let part = &run[skip..];
+                if let Some(bytes) = (0..4)
+                    .filter_map(|cut| part.get(..part.len().checked_sub(cut)?))
+                    .find_map(|part| engine.decode(part).ok())
+                {
+                    decoded.push(bytes);
+                }
+            }
+        }
+        let decimal: Vec<u8> = self
+            .key
+            .split(|b| !b.is_ascii_digit())
+            .filter(|number| !number.is_empty())
+            .map(|number| {
+                std::str::from_utf8(number)
+                    .ok()
+                    .and_then(|n| n.parse::<u8>().ok())
+            })
+            .collect::<Option<Vec<u8>>>()
+            .unwrap_or_default();
+        let mut raw = vec![self.key.to_vec(), without_nul.clone(), decimal];
+        let mut hex = vec![hex_digits(&without_nul)];
+        for bytes in decoded {
+            hex.push(hex_digits(&bytes));
+            raw.push(bytes);
+        }
+        KeyForms { raw, hex }
+    }
+
+    /// Whether this key holds `raw` (32 bytes of a checkpoint key) in one of its [`forms`](Self::forms).
+    fn holds(&self, forms: &KeyForms, raw: &[u8]) -> bool {
         let contains = |haystack: &[u8], needle: &[u8]| {
             haystack
                 .windows(needle.len())
                 .any(|window| window == needle)
         };
-        let compact = self.compact();
-        let lower = compact.to_ascii_lowercase();
-        contains(&self.key, raw)
-            || contains(&lower, hex(raw).as_bytes())
-            || contains(&compact, STANDARD_NO_PAD.encode(raw).as_bytes())
-            || contains(&compact, URL_SAFE_NO_PAD.encode(raw).as_bytes())
+        let hex = hex(raw);
+        forms.raw.iter().any(|bytes| contains(bytes, raw))
+            || forms
+                .hex
+                .iter()
+                .any(|digits| contains(digits, hex.as_bytes()))
     }
 
-    /// The key without its ASCII whitespace.
-    fn compact(&self) -> Vec<u8> {
-        self.key
-            .iter()
-            .copied()
-            .filter(|byte| !byte.is_ascii_whitespace())
-            .collect()
-    }
-
-    /// The Ed25519 seeds this key may be written as: its bytes when there are 32, each 64 hex digits in it (in a run
-    /// of at most 128, whitespace left out), and its base64 when that decodes to 32 bytes.
-    fn seeds(&self) -> Vec<[u8; 32]> {
-        use base64::Engine as _;
-        use base64::engine::general_purpose::{
-            STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD,
-        };
+    /// The Ed25519 seeds this key may be written as, in its [`forms`](Self::forms): each 32 bytes of up to 64, a PKCS#8 Ed25519
+    /// key's (its DER, as a PEM file holds it), and each 64 hex digits of hex digits no more than 256 long (a seed
+    /// written with anything around it; bounded, each costing a key derivation).
+    fn seeds(&self, forms: &KeyForms) -> Vec<[u8; 32]> {
+        /// The DER of a PKCS#8 Ed25519 private key up to its seed (RFC 8410).
+        const PKCS8_ED25519: [u8; 16] = [
+            0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22,
+            0x04, 0x20,
+        ];
         let mut seeds = Vec::new();
-        if let Ok(raw) = <[u8; 32]>::try_from(&*self.key) {
-            seeds.push(raw);
+        for bytes in &forms.raw {
+            // 32 bytes, or each 32 of up to 64 (a seed with a byte or a label around it).
+            if (32..=64).contains(&bytes.len()) {
+                seeds.extend(
+                    bytes
+                        .windows(32)
+                        .map(|window| <[u8; 32]>::try_from(window).expect("32 bytes")),
+                );
+            }
+            for at in bytes
+                .windows(PKCS8_ED25519.len())
+                .enumerate()
+                .filter(|(_, window)| *window == PKCS8_ED25519)
+                .map(|(at, _)| at + PKCS8_ED25519.len())
+            {
+                if let Some(seed) = bytes.get(at..at + 32) {
+                    seeds.push(seed.try_into().expect("32 bytes"));
+                }
+            }
         }
-        let compact = self.compact();
-        let lower = compact.to_ascii_lowercase();
-        for run in lower.split(|byte| !byte.is_ascii_hexdigit()) {
-            if (64..=128).contains(&run.len()) {
-                for window in run.windows(64) {
+        for digits in &forms.hex {
+            if (64..=256).contains(&digits.len()) {
+                for window in digits.windows(64) {
                     let mut seed = [0u8; 32];
                     if base16ct::lower::decode(window, &mut seed).is_ok() {
                         seeds.push(seed);
@@ -215,13 +306,8 @@ impl ChainKey {
                 }
             }
         }
-        for engine in [STANDARD, URL_SAFE, STANDARD_NO_PAD, URL_SAFE_NO_PAD] {
-            if let Ok(decoded) = engine.decode(&compact)
-                && let Ok(seed) = <[u8; 32]>::try_from(decoded.as_slice())
-            {
-                seeds.push(seed);
-            }
-        }
+        seeds.sort_unstable();
+        seeds.dedup();
         seeds
     }
 
@@ -239,10 +325,11 @@ impl ChainKey {
     ) -> Result<(), String> {
         const SIGNING: &str = "the audit chain key holds the checkpoint signing key: whoever verifies the chain \
                                (which needs its key) could sign checkpoints too; give the chain a key of its own";
-        if signing.is_some_and(|signing| self.holds(&signing.0.to_bytes())) {
+        let forms = self.forms();
+        if signing.is_some_and(|signing| self.holds(&forms, &signing.0.to_bytes())) {
             return Err(SIGNING.into());
         }
-        if self.holds(public.0.as_bytes()) {
+        if self.holds(&forms, public.0.as_bytes()) {
             return Err(
                 "the audit chain key holds the checkpoint public key, which verifiers hold: any of them could \
                  re-chain the log; give the chain a key of its own"
@@ -252,7 +339,7 @@ impl ChainKey {
         // Without the signing key (a verifier): a seed written in the key whose public key is the one given (a
         // second round's: mixed-case hex, hex and a comment, base64 of the seed were taken).
         if self
-            .seeds()
+            .seeds(&forms)
             .iter()
             .any(|seed| ed25519_dalek::SigningKey::from_bytes(seed).verifying_key() == public.0)
         {
@@ -1634,11 +1721,12 @@ fn refuse_compressed(rotated: &Path) -> io::Result<()> {
 /// not continued from may hold the chain's last record. The start is refused, naming it, rather than the chain begun
 /// afresh beside it (red-team finding: after a `dateext` rotation the new file began again at 1, the set no longer
 /// verified as one chain, and with the dated file removed the new one verified intact). Such a name is the log's
-/// name, then `-`, `.` or `_` and a digit (logrotate's `dateext`, `FILE-20261207`; a compression not known here,
-/// `FILE.1.lzma`; `dateformat .%s`, `FILE.1765065600`; `start 0`, `FILE.0`; `FILE.2` with no `FILE.1`), but the
-/// `examined` rotated files looked through already (`FILE.1` to `FILE.examined`, all empty); or, for a log whose
-/// name has an extension, its stem, then `-`, `.` or `_`, a digit, and the extension further on (logrotate's
-/// `extension`: `audit.1.jsonl`, `audit-20261207.jsonl.gz`). Not `FILE.key` or `FILE-old`; not a copy moved to
+/// name, then a digit, or `-`, `.` or `_` and a digit (logrotate's `dateext`, `FILE-20261207`, or `FILE20261207`
+/// with a `dateformat` without a separator; a compression not known here, `FILE.1.lzma`; `dateformat .%s`,
+/// `FILE.1765065600`; `start 0`, `FILE.0`; `FILE.2` with no `FILE.1`), a regular file (a directory is none), but
+/// the `examined` rotated files looked through already (`FILE.1` to `FILE.examined`, all empty). Not `FILE.key`,
+/// `FILE-old` or another log beside it (`audit-2.jsonl`, a second replica's: logrotate's `extension`, which
+/// rotates `audit.jsonl` to `audit.1.jsonl`, is not told apart from it, and not looked for); not a copy moved to
 /// another directory (`olddir`), which nothing here sees. A directory that cannot be listed is not looked through.
 fn refuse_unfollowed_rotations(path: &Path, examined: usize) -> io::Result<()> {
     let (Some(name), Some(parent)) = (path.file_name(), path.parent()) else {
@@ -1653,47 +1741,35 @@ fn refuse_unfollowed_rotations(path: &Path, examined: usize) -> io::Result<()> {
         return Ok(());
     };
     let name = name.as_encoded_bytes();
-    // The stem and `.extension` of a name with one (`audit`, `.jsonl`).
-    let split = name
-        .iter()
-        .rposition(|byte| *byte == b'.')
-        .filter(|dot| *dot > 0)
-        .map(|dot| name.split_at(dot));
-    // A separator and a digit: what a rotation puts after the name (or the stem).
-    let numbered =
-        |rest: &[u8]| matches!(rest, [b'-' | b'.' | b'_', digit, ..] if digit.is_ascii_digit());
     for entry in entries.flatten() {
         let other = entry.file_name();
-        let other_bytes = other.as_encoded_bytes();
-        if other_bytes == name {
+        let Some(rest) = other.as_encoded_bytes().strip_prefix(name) else {
+            continue;
+        };
+        let numbered = match rest {
+            [digit, ..] if digit.is_ascii_digit() => true,
+            [b'-' | b'.' | b'_', digit, ..] => digit.is_ascii_digit(),
+            _ => false,
+        };
+        if !numbered || !entry.file_type().is_ok_and(|kind| kind.is_file()) {
             continue;
         }
-        let rotated = match other_bytes.strip_prefix(name) {
-            Some(rest) if numbered(rest) => {
-                // `FILE.k`, looked through already.
-                let examined_already = rest[0] == b'.'
-                    && rest[1] != b'0'
-                    && std::str::from_utf8(&rest[1..])
-                        .ok()
-                        .filter(|k| k.bytes().all(|byte| byte.is_ascii_digit()))
-                        .and_then(|k| k.parse::<usize>().ok())
-                        .is_some_and(|k| (1..=examined).contains(&k));
-                !examined_already
-            }
-            _ => split.is_some_and(|(stem, extension)| {
-                other_bytes.strip_prefix(stem).is_some_and(|rest| {
-                    numbered(rest) && rest.windows(extension.len()).any(|w| w == extension)
-                })
-            }),
-        };
-        if rotated {
+        // `FILE.k`, looked through already.
+        let examined_already = rest[0] == b'.'
+            && rest[1] != b'0'
+            && std::str::from_utf8(&rest[1..])
+                .ok()
+                .filter(|k| k.bytes().all(|byte| byte.is_ascii_digit()))
+                .and_then(|k| k.parse::<usize>().ok())
+                .is_some_and(|k| (1..=examined).contains(&k));
+        if !examined_already {
             return Err(invalid(
                 &dir.join(&other),
                 "it looks like the audit log rotated out under a name its chain is not continued from (only \
-                 FILE.1, FILE.2, ... from 1, uncompressed, are: logrotate without `dateext`, `dateformat`, \
-                 `extension` or `start`, with `delaycompress`); the new file would begin the chain afresh beside \
-                 it: rename it FILE.1 (decompressed) to continue its chain, or move it out of this directory to \
-                 begin a new one, then start again",
+                 FILE.1, FILE.2, ... from 1, uncompressed, are: logrotate without `dateext`, `dateformat` or \
+                 `start`, with `delaycompress`); the new file would begin the chain afresh beside it: rename it \
+                 FILE.1 (decompressed) to continue its chain, or move it out of this directory to begin a new \
+                 one, then start again",
             ));
         }
     }
@@ -3014,15 +3090,131 @@ mod tests {
             ),
             ("rawpub", public_raw.to_vec(), "public"),
         ];
-        for (name, bytes, half) in written {
+        // A third round's: a PKCS#8 PEM file as openssl writes one, hex with punctuation, escapes or a C array,
+        // decimal bytes, UTF-16, base64 of the hex, base64 with a comment, a label or a byte before it, and hex
+        // inside a longer run of hex were taken too.
+        let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+        let pkcs8: Vec<u8> = [
+            &[
+                0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22,
+                0x04, 0x20,
+            ][..],
+            &seed[..],
+        ]
+        .concat();
+        let joined = |bytes: &[u8], each: &dyn Fn(u8) -> String, between: &str| {
+            bytes
+                .iter()
+                .map(|b| each(*b))
+                .collect::<Vec<_>>()
+                .join(between)
+        };
+        let colons = |bytes: &[u8]| joined(bytes, &|b| format!("{b:02x}"), ":");
+        let more: Vec<(&str, Vec<u8>, &str)> = vec![
+            (
+                "pem",
+                format!(
+                    "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+                    b64(&pkcs8)
+                )
+                .into_bytes(),
+                "signing",
+            ),
+            ("der", pkcs8.clone(), "signing"),
+            ("colons", colons(&seed).into_bytes(), "signing"),
+            (
+                "escapes",
+                joined(&seed, &|b| format!("\\x{b:02x}"), "").into_bytes(),
+                "signing",
+            ),
+            (
+                "c_array",
+                joined(&seed, &|b| format!("0x{b:02X}"), ", ").into_bytes(),
+                "signing",
+            ),
+            (
+                "decimal",
+                format!("[{}]", joined(&seed, &|b| b.to_string(), ", ")).into_bytes(),
+                "signing",
+            ),
+            (
+                "utf16",
+                seed_hex.bytes().flat_map(|b| [b, 0]).collect(),
+                "signing",
+            ),
+            (
+                "b64_of_hex",
+                b64(seed_hex.as_bytes()).into_bytes(),
+                "signing",
+            ),
+            (
+                "b64_comment",
+                format!("{} # chain", b64(&seed)).into_bytes(),
+                "signing",
+            ),
+            (
+                "b64_label",
+                format!("key={}", b64(&seed)).into_bytes(),
+                "signing",
+            ),
+            (
+                "b64_shifted",
+                b64(&[&[7u8][..], &seed[..]].concat()).into_bytes(),
+                "signing",
+            ),
+            (
+                "hex_long",
+                format!("ab{seed_hex}cdef00112233445566778899aabbccddeeff00112233445566778899")
+                    .into_bytes(),
+                "signing",
+            ),
+            ("pub_colons", colons(&public_raw).into_bytes(), "public"),
+            (
+                "openssl_text",
+                format!(
+                    "ED25519 Private-Key:\npriv:\n    {}\npub:\n    {}\n",
+                    colons(&seed),
+                    colons(&public_raw)
+                )
+                .into_bytes(),
+                "signing",
+            ),
+        ];
+        for (name, bytes, half) in written.into_iter().chain(more) {
             let Ok(key) = ChainKey::read(file(name, &bytes)) else {
                 continue; // refused on its own (too few bytes, say)
             };
             for given in [Some(&signing), None] {
                 let refused = key.refuse_reuse_of(given, &public_key).expect_err(name);
+                // Given the public half only, a file holding both halves is found holding the public key first.
+                let half = if name == "openssl_text" && given.is_none() {
+                    "public"
+                } else {
+                    half
+                };
                 assert!(
                     refused.contains(&format!("holds the checkpoint {half} key")),
                     "{name}: {refused}"
+                );
+            }
+        }
+        // Keys of their own, made in the usual ways, are taken.
+        for n in 0u8..50 {
+            let random: Vec<u8> = (0u8..48)
+                .map(|i| i.wrapping_mul(97).wrapping_add(n.wrapping_mul(31)) ^ 0x5c)
+                .collect();
+            for (name, bytes) in [
+                ("own_hex", hex(&random).into_bytes()),
+                ("own_base64", b64(&random).into_bytes()),
+                ("own_raw", random.clone()),
+            ] {
+                let Ok(key) = ChainKey::read(file(name, &bytes)) else {
+                    continue;
+                };
+                assert_eq!(
+                    key.refuse_reuse_of(Some(&signing), &public_key),
+                    Ok(()),
+                    "{name} {n}"
                 );
             }
         }
@@ -3066,9 +3258,8 @@ mod tests {
             "audit.jsonl.2",
             "audit.jsonl.1765065600",
             "audit.jsonl.20261207",
-            "audit.1.jsonl",
-            "audit-20261207.jsonl",
-            "audit-20261207.jsonl.gz",
+            // A third round's: a `dateformat` without a separator.
+            "audit.jsonl20261207",
         ] {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("audit.jsonl");
@@ -3092,9 +3283,15 @@ mod tests {
             "other.jsonl-1",
             "audit-old.jsonl",
             "audit.2.txt",
+            // A third round's false positives: another replica's log, and a logrotate `extension` name, which
+            // cannot be told apart from it.
+            "audit-2.jsonl",
+            "audit.1.jsonl",
         ] {
             std::fs::write(dir.path().join(other), b"x").unwrap();
         }
+        // Nor a directory so named (a third round's was refused, told to rename it FILE.1).
+        std::fs::create_dir(dir.path().join("audit.jsonl-2025")).unwrap();
         write(&path, None, 1, 2);
         std::fs::rename(&path, dir.path().join("audit.jsonl.1")).unwrap();
         write(&path, None, 3, 3);

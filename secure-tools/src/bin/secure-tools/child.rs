@@ -160,15 +160,28 @@ impl ChildTransport {
 /// The most of a line of the server's standard error shown as one line (a longer one is shown in pieces).
 const MAX_STDERR_LINE: u64 = 4096;
 
+/// The most lines of the server's standard error waiting to be shown: past them, lines are dropped (and counted),
+/// so that a standard error nobody reads does not stop the command (see [`relay_stderr`]).
+const MAX_STDERR_WAITING: usize = 256;
+
 /// Shows the server's standard error on ours, each line prefixed `server: `, what it holds that a reader would not
 /// see, or a terminal would act on, escaped (`visible_line`): inherited as it was, a hostile server's `tool
 /// definitions unchanged` and a control sequence concealing what followed passed for the command's own report
-/// (red-team finding).
+/// (red-team finding). The lines are written by a thread of their own, and dropped past [`MAX_STDERR_WAITING`]
+/// waiting: written on the runtime's one thread, a flood of them into a standard error nobody read held the command
+/// past its `--timeout` (a third round's: 20 s for a 3 s timeout).
 async fn relay_stderr(stderr: tokio::process::ChildStderr) {
-    use std::io::Write as _;
     use tokio::io::AsyncReadExt as _;
+    let (lines, waiting) = std::sync::mpsc::sync_channel::<String>(MAX_STDERR_WAITING);
+    std::thread::spawn(move || {
+        use std::io::Write as _;
+        for line in waiting {
+            let _ = std::io::stderr().lock().write_all(line.as_bytes());
+        }
+    });
     let mut reader = BufReader::new(stderr);
     let mut line = Vec::new();
+    let mut dropped = 0u64;
     loop {
         line.clear();
         match (&mut reader)
@@ -183,8 +196,18 @@ async fn relay_stderr(stderr: tokio::process::ChildStderr) {
             line.pop();
         }
         let text = String::from_utf8_lossy(&line);
-        let shown = format!("server: {}\n", secure_tools::integrity::visible_line(&text));
-        let _ = std::io::stderr().lock().write_all(shown.as_bytes());
+        let mut shown = String::new();
+        if dropped > 0 {
+            shown = format!("server: ({dropped} lines of its standard error not shown)\n");
+        }
+        shown.push_str(&format!(
+            "server: {}\n",
+            secure_tools::integrity::visible_line(&text)
+        ));
+        match lines.try_send(shown) {
+            Ok(()) => dropped = 0,
+            Err(_) => dropped += 1,
+        }
     }
 }
 
