@@ -257,7 +257,7 @@ struct Shared {
     connection: Mutex<Slot>,
     /// Whether the current outage has been logged.
     down: AtomicBool,
-    /// What the last health check's `PING` learnt (whether Redis answered), and when.
+    /// What the last health check learnt (whether Redis took its script), and when.
     health: tokio::sync::Mutex<Option<(std::time::Instant, bool)>>,
 }
 
@@ -372,7 +372,7 @@ impl RedisRates {
         answered
     }
 
-    /// What follows a round trip to Redis, a check's or a `PING`, on the connection of `generation` (if one was had):
+    /// What follows a round trip to Redis, a check's or a health check's, on the connection of `generation` (if one was had):
     /// the connection replaced after any failure but an error Redis answered, and the outage's start and end
     /// logged once each.
     fn after<T>(&self, answer: &Result<T, redis::RedisError>, generation: Option<u64>) {
