@@ -537,9 +537,11 @@ impl ServerHandler for PromptsOnly {
 async fn a_handler_without_tools_merged_with_secure_tools_advertises_and_lists_them() {
     use rmcp::service::{ClientLifecycleMode, ClientServiceExt as _};
     let secured = || {
+        // Its own method declared, or it would be refused (deny by default).
         let tools = ToolSet::builder(())
             .tool::<read_note>()
             .tool::<write_note>()
+            .plain_method(secure_tools::PlainMethod::new("prompts/list").unscoped())
             .build()
             .unwrap();
         let secure = secure_tools::SecureServer::new(tools).default_caller(Caller::new(
@@ -690,4 +692,135 @@ async fn a_merged_servers_listing_for_its_lockfile_is_what_it_serves() {
         json!(pinned.toolset),
         "{served}"
     );
+}
+
+/// A server with a resource and a prompt of its own, and a custom method.
+#[derive(Clone)]
+struct Documents;
+
+impl ServerHandler for Documents {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_resources()
+                .enable_prompts()
+                .build(),
+        )
+    }
+
+    async fn read_resource(
+        &self,
+        request: rmcp::model::ReadResourceRequestParams,
+        _context: rmcp::service::RequestContext<rmcp::RoleServer>,
+    ) -> Result<rmcp::model::ReadResourceResponse, rmcp::ErrorData> {
+        Ok(
+            rmcp::model::ReadResourceResult::new(vec![rmcp::model::ResourceContents::text(
+                "the payroll",
+                request.uri,
+            )])
+            .into(),
+        )
+    }
+
+    async fn list_prompts(
+        &self,
+        _request: Option<rmcp::model::PaginatedRequestParams>,
+        _context: rmcp::service::RequestContext<rmcp::RoleServer>,
+    ) -> Result<rmcp::model::ListPromptsResult, rmcp::ErrorData> {
+        Ok(rmcp::model::ListPromptsResult::with_all_items(vec![
+            rmcp::model::Prompt::new("greet", Some("Greets"), None),
+        ]))
+    }
+}
+
+/// A red team's (round 40): the inner handler's methods other than tools (`resources/read`, `prompts/get`,
+/// `completion/complete`, custom ones) were answered by it as they were, to any authenticated caller, with no scope
+/// check and no record: a token with no scope read a resource. Deny by default, as for tools: a method the tool set
+/// does not declare (`ToolSetBuilder::plain_method`) is refused, and one it declares is served only to callers
+/// holding its scopes; each refusal is audited `message_rejected`.
+#[tokio::test]
+async fn a_handlers_own_methods_are_served_only_as_declared_and_scoped() {
+    use secure_tools::PlainMethod;
+    let served = |declared: Vec<PlainMethod>, grant: &str| {
+        let audit = MemorySink::new();
+        let mut builder = ToolSet::builder(())
+            .tool::<read_note>()
+            .audit_sink(audit.clone());
+        for method in declared {
+            builder = builder.plain_method(method);
+        }
+        let secure = secure_tools::SecureServer::new(builder.build().unwrap())
+            .default_caller(Caller::new("someone", Grant::parse(grant).unwrap()));
+        (secure_tools::serve::Secured::new(Documents, secure), audit)
+    };
+    let read = |client: &rmcp::service::RunningService<rmcp::RoleClient, ()>| {
+        let peer = client.peer().clone();
+        async move {
+            peer.read_resource(rmcp::model::ReadResourceRequestParams::new(
+                "docs://payroll",
+            ))
+            .await
+        }
+    };
+    let rejected = |audit: &MemorySink| -> Vec<Value> {
+        audit
+            .records()
+            .into_iter()
+            .filter(|record| record["event"] == "message_rejected")
+            .collect()
+    };
+
+    // Not declared: refused, whoever asks.
+    let (server, audit) = served(vec![], "docs.read notes.read");
+    let client = client_of(server).await;
+    let error = read(&client)
+        .await
+        .expect_err("an undeclared method is refused");
+    let shown = error.to_string();
+    assert!(shown.contains("method_not_declared"), "{shown}");
+    assert!(!shown.contains("the payroll"), "{shown}");
+    let listed = client.list_all_prompts().await;
+    assert!(listed.is_err(), "{listed:?}");
+    let records = rejected(&audit);
+    assert_eq!(records.len(), 2, "{records:?}");
+    assert_eq!(records[0]["reason"], "method_not_declared", "{records:?}");
+    client.cancel().await.unwrap();
+
+    // Declared with a scope: refused to a caller without it, served to one with it.
+    let declared = || {
+        vec![
+            PlainMethod::new("resources/read").scope("docs.read"),
+            PlainMethod::new("prompts/list").unscoped(),
+        ]
+    };
+    let (server, audit) = served(declared(), "notes.read");
+    let client = client_of(server).await;
+    let error = read(&client).await.expect_err("refused without its scope");
+    assert!(
+        error.to_string().contains("missing_scope:docs.read"),
+        "{error}"
+    );
+    assert_eq!(client.list_all_prompts().await.unwrap().len(), 1);
+    let records = rejected(&audit);
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0]["reason"], "missing_scope", "{records:?}");
+    client.cancel().await.unwrap();
+
+    let (server, audit) = served(declared(), "docs.read");
+    let client = client_of(server).await;
+    let contents = read(&client).await.expect("served with its scope");
+    assert!(format!("{contents:?}").contains("the payroll"));
+    assert!(rejected(&audit).is_empty());
+    client.cancel().await.unwrap();
+
+    // A method declared with neither a scope nor `unscoped`, or twice, is refused at build.
+    let built = ToolSet::builder(())
+        .plain_method(PlainMethod::new("resources/read"))
+        .build();
+    assert!(built.is_err());
+    let built = ToolSet::builder(())
+        .plain_method(PlainMethod::new("resources/read").unscoped())
+        .plain_method(PlainMethod::new("resources/read").scope("docs.read"))
+        .build();
+    assert!(built.is_err());
 }

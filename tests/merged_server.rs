@@ -278,6 +278,29 @@ async fn a_merged_server_over_http_with_bearer_tokens_keeps_every_tool_under_the
             .unwrap()
             .contains("printer on fire")
     );
+
+    // A red team's (round 40): the inner handler's own methods were answered to any token, unrecorded. One the
+    // tool set does not declare is refused, and the refusal audited with who asked.
+    let (status, read, _) = server
+        .post(
+            &full,
+            json!({"jsonrpc": "2.0", "id": 8, "method": "resources/read", "params": {"uri": "tickets://all"}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{read}");
+    assert_eq!(read["error"]["code"], -32601, "{read}");
+    assert!(
+        read["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("method_not_declared"),
+        "{read}"
+    );
+    let records = secure_tools_tests::read_audit(&server.audit_log);
+    let rejected = secure_tools_tests::events(&records, "message_rejected");
+    assert_eq!(rejected.len(), 1, "{rejected:?}");
+    assert_eq!(rejected[0]["reason"], "method_not_declared");
+    assert_eq!(rejected[0]["caller"], "alice");
 }
 
 #[test]

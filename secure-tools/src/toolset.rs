@@ -87,6 +87,8 @@ pub(crate) struct Inner<S> {
     pub(crate) lifecycle: Lifecycle,
     #[cfg(feature = "otel")]
     pub(crate) telemetry: Option<crate::telemetry::Telemetry>,
+    /// The methods of a merged handler served under the policy, with the scopes each requires.
+    pub(crate) methods: BTreeMap<String, Arc<[Scope]>>,
 }
 
 impl<S> Clone for ToolSet<S> {
@@ -211,6 +213,43 @@ impl PlainTool {
     }
 }
 
+/// A request method of your own server other than a tool's (`resources/read`, `prompts/get`, `prompts/list`,
+/// `completion/complete`, a custom method), declared to the tool set ([`ToolSetBuilder::plain_method`]) so that a
+/// server serving your handler under the policy ([`Secured`](crate::serve::Secured), [`Settings::serve_with`
+/// ](crate::serve::Settings::serve_with)) serves it, to callers holding its scopes. A method of your handler not
+/// declared is refused (`method_not_declared`): deny by default, as for tools.
+#[must_use]
+#[derive(Debug, Clone)]
+pub struct PlainMethod {
+    method: String,
+    scopes: Vec<String>,
+    unscoped: bool,
+}
+
+impl PlainMethod {
+    /// The method `method` (as a request names it: `resources/read`), requiring nothing yet: give it a scope, or
+    /// say it needs none.
+    pub fn new(method: impl Into<String>) -> Self {
+        PlainMethod {
+            method: method.into(),
+            scopes: Vec::new(),
+            unscoped: false,
+        }
+    }
+
+    /// Requires `scope` (as well as any given before).
+    pub fn scope(mut self, scope: impl Into<String>) -> Self {
+        self.scopes.push(scope.into());
+        self
+    }
+
+    /// Requires no scope: every caller the transport let in may ask it.
+    pub fn unscoped(mut self) -> Self {
+        self.unscoped = true;
+        self
+    }
+}
+
 /// Builds a [`ToolSet`].
 #[must_use]
 pub struct ToolSetBuilder<S> {
@@ -228,6 +267,7 @@ pub struct ToolSetBuilder<S> {
     mirrors: Vec<Arc<dyn AuditSink>>,
     #[cfg(feature = "redis")]
     rate_store: Option<crate::call::shared_rate::RedisRates>,
+    methods: Vec<PlainMethod>,
 }
 
 impl<S: Send + Sync + 'static> ToolSet<S> {
@@ -247,6 +287,7 @@ impl<S: Send + Sync + 'static> ToolSet<S> {
             mirrors: Vec::new(),
             #[cfg(feature = "redis")]
             rate_store: None,
+            methods: Vec::new(),
         }
     }
 }
@@ -372,6 +413,25 @@ impl<S: Send + Sync + 'static> ToolSetBuilder<S> {
             })
         });
         self.tools.push(registered);
+        self
+    }
+
+    /// Declares a request method of your own server other than a tool's (see [`PlainMethod`]): a server serving your
+    /// handler under the policy serves it only to callers holding its scopes, and refuses every method of your
+    /// handler not declared so (`method_not_declared`), each refusal audited `message_rejected`.
+    ///
+    /// ```
+    /// # use secure_tools::{PlainMethod, ToolSet};
+    /// let tools = ToolSet::builder(())
+    ///     .plain_method(PlainMethod::new("resources/read").scope("docs.read"))
+    ///     .plain_method(PlainMethod::new("resources/list").unscoped())
+    ///     .build()
+    ///     .unwrap();
+    /// assert!(tools.method_scopes("resources/read").is_some());
+    /// assert!(tools.method_scopes("prompts/get").is_none());
+    /// ```
+    pub fn plain_method(mut self, method: PlainMethod) -> Self {
+        self.methods.push(method);
         self
     }
 
@@ -526,6 +586,30 @@ impl<S: Send + Sync + 'static> ToolSetBuilder<S> {
             .map(|rate| rate_limiter("the tool set", rate))
             .transpose()?;
         let timeout = checked_timeout("the tool set", self.timeout)?;
+        let mut methods = BTreeMap::new();
+        for declared in self.methods {
+            let invalid = |message: String| DefinitionError::InvalidSetting {
+                what: format!("the method `{}`", declared.method.escape_debug()),
+                message,
+            };
+            let scopes = declared
+                .scopes
+                .iter()
+                .map(|scope| Scope::new(scope))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|error| invalid(error.to_string()))?;
+            if scopes.is_empty() && !declared.unscoped {
+                return Err(invalid(
+                    "declares no scope; require one, or opt out explicitly with `unscoped`".into(),
+                ));
+            }
+            if methods
+                .insert(declared.method.clone(), Arc::<[Scope]>::from(scopes))
+                .is_some()
+            {
+                return Err(invalid("is declared twice".into()));
+            }
+        }
         panic::install();
         Ok(ToolSet {
             inner: Arc::new(Inner {
@@ -539,6 +623,7 @@ impl<S: Send + Sync + 'static> ToolSetBuilder<S> {
                 lifecycle: Lifecycle::default(),
                 #[cfg(feature = "otel")]
                 telemetry: self.telemetry,
+                methods,
             }),
         })
     }
@@ -748,6 +833,12 @@ impl<S: Send + Sync + 'static> ToolSet<S> {
         if let Some(store) = store {
             tokio::spawn(async move { store.answers().await });
         }
+    }
+
+    /// The scopes a declared method of a merged handler requires ([`ToolSetBuilder::plain_method`]), or `None` for a
+    /// method not declared.
+    pub fn method_scopes(&self, method: &str) -> Option<&[Scope]> {
+        self.inner.methods.get(method).map(|scopes| &**scopes)
     }
 
     /// Marks the stop as asked for, before [`Self::shutdown`] begins it.

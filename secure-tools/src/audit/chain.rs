@@ -1483,7 +1483,6 @@ impl ChainState {
     }
 
     /// Syncs the file's data to the disk (`fdatasync`).
-
     fn sync(&mut self) -> io::Result<()> {
         #[cfg(test)]
         if self.fail.sync {

@@ -185,6 +185,10 @@ struct SessionOrigin {
     session_id: Option<String>,
 }
 
+/// The JSON-RPC error code of a method of the inner handler refused for a missing scope: the one a tool's refusal
+/// has over HTTP (`INSUFFICIENT_SCOPE_CODE`), an implementation-defined server error.
+const METHOD_SCOPE_CODE: i32 = -32003;
+
 /// Who sent a request refused before it became a call (`caller`, as the pipeline would have taken it, and
 /// `connection`), for its `message_rejected` record: what the transport told of it, its address, token and session.
 /// The caller only when the request came with one or through the HTTP runner: over stdio it is the one on the other
@@ -1033,6 +1037,59 @@ where
         Ok(())
     }
 
+    /// A request of the inner handler's own other than a tool's (`resources/read`, `prompts/get`, a custom method):
+    /// served only when the tool set declares its method ([`ToolSetBuilder::plain_method`
+    /// ](crate::ToolSetBuilder::plain_method)), to a caller holding its scopes; refused otherwise (`-32601`
+    /// `method_not_declared`, or `-32003` `missing_scope:SCOPE`), audited `message_rejected` with that reason (a red
+    /// team's: a token with no scope read a merged server's resource, unrecorded). Deny by default, as for tools.
+    fn admit_method(
+        &self,
+        method: &str,
+        params: &impl serde::Serialize,
+        context: &RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        let shown = crate::audit::shorten_str(method);
+        let (reason, error) = match self.secure.tools().method_scopes(method) {
+            None => (
+                "method_not_declared",
+                ErrorData::new(
+                    rmcp::model::ErrorCode::METHOD_NOT_FOUND,
+                    format!(
+                        "method_not_declared: `{}` is not under the server's policy, so it is not served",
+                        shown.escape_debug()
+                    ),
+                    None,
+                ),
+            ),
+            Some(scopes) => match self.secure.caller(context).grant().check(scopes) {
+                Ok(()) => return Ok(()),
+                Err(missing) => (
+                    "missing_scope",
+                    ErrorData::new(
+                        rmcp::model::ErrorCode(METHOD_SCOPE_CODE),
+                        format!("{}{}", crate::call::codes::MISSING_SCOPE_PREFIX, missing.0),
+                        None,
+                    ),
+                ),
+            },
+        };
+        let origin = self.rejection_origin(context);
+        let event = AuditEvent::MessageRejected {
+            request_id: Some(context.id.clone()),
+            reason,
+            code: Some(error.code.0),
+            bytes: message_bytes(method, params, context),
+            caller: origin.caller,
+            remote_addr: origin.remote_addr,
+            token_id: origin.token_id,
+            session_id: origin.session_id,
+        };
+        if let Err(err) = self.secure.tools().audit().record(event) {
+            tracing::error!(error = %err, "audit record not written");
+        }
+        Err(error)
+    }
+
     /// A call: refused before anything else by the version policy; a secure tool's straight to the pipeline,
     /// whose future is the one returned (not kept inside another alongside the request, which an async fn would
     /// do); any other tool's through [`Secured::call_other_tool`], boxed.
@@ -1214,6 +1271,23 @@ macro_rules! admitted {
     )*};
 }
 
+/// Requests passed on once admitted, as [`admitted!`] does, and declared to the tool set with the scopes the caller
+/// holds (see [`Secured::admit_method`]).
+macro_rules! declared {
+    ($($(#[$attr:meta])* $name:ident($param:ty) -> $out:ty = $method:literal;)*) => {$(
+        $(#[$attr])*
+        async fn $name(
+            &self,
+            request: $param,
+            context: RequestContext<RoleServer>,
+        ) -> Result<$out, ErrorData> {
+            self.admit_request(&context)?;
+            self.admit_method($method, &request, &context)?;
+            self.inner.$name(request, context).await
+        }
+    )*};
+}
+
 /// Notifications passed on as they are.
 macro_rules! notified {
     ($($name:ident($param:ty);)*) => {$(
@@ -1296,24 +1370,30 @@ where
     }
 
     admitted! {
-        complete(rmcp::model::CompleteRequestParams) -> rmcp::model::CompleteResult;
         #[allow(deprecated)]
         set_level(rmcp::model::SetLevelRequestParams) -> ();
-        get_prompt(rmcp::model::GetPromptRequestParams) -> rmcp::model::GetPromptResponse;
-        list_prompts(Option<PaginatedRequestParams>) -> rmcp::model::ListPromptsResult;
-        list_resources(Option<PaginatedRequestParams>) -> rmcp::model::ListResourcesResult;
-        list_resource_templates(Option<PaginatedRequestParams>) -> rmcp::model::ListResourceTemplatesResult;
-        read_resource(rmcp::model::ReadResourceRequestParams) -> rmcp::model::ReadResourceResponse;
-        #[allow(deprecated)]
-        subscribe(rmcp::model::SubscribeRequestParams) -> ();
-        #[allow(deprecated)]
-        unsubscribe(rmcp::model::UnsubscribeRequestParams) -> ();
         get_task(rmcp::model::GetTaskParams) -> rmcp::model::GetTaskResult;
         update_task(rmcp::model::UpdateTaskParams) -> ();
         cancel_task(rmcp::model::CancelTaskParams) -> ();
-        list_skills(Option<PaginatedRequestParams>) -> rmcp::model::ListSkillsResult;
-        get_skill(rmcp::model::GetSkillRequestParams) -> rmcp::model::GetSkillResult;
-        read_resource_directory(rmcp::model::ReadResourceDirectoryRequestParams) -> rmcp::model::ReadResourceDirectoryResult;
+    }
+
+    declared! {
+        complete(rmcp::model::CompleteRequestParams) -> rmcp::model::CompleteResult = "completion/complete";
+        get_prompt(rmcp::model::GetPromptRequestParams) -> rmcp::model::GetPromptResponse = "prompts/get";
+        list_prompts(Option<PaginatedRequestParams>) -> rmcp::model::ListPromptsResult = "prompts/list";
+        list_resources(Option<PaginatedRequestParams>) -> rmcp::model::ListResourcesResult = "resources/list";
+        list_resource_templates(Option<PaginatedRequestParams>) -> rmcp::model::ListResourceTemplatesResult =
+            "resources/templates/list";
+        read_resource(rmcp::model::ReadResourceRequestParams) -> rmcp::model::ReadResourceResponse =
+            "resources/read";
+        #[allow(deprecated)]
+        subscribe(rmcp::model::SubscribeRequestParams) -> () = "resources/subscribe";
+        #[allow(deprecated)]
+        unsubscribe(rmcp::model::UnsubscribeRequestParams) -> () = "resources/unsubscribe";
+        list_skills(Option<PaginatedRequestParams>) -> rmcp::model::ListSkillsResult = "skills/list";
+        get_skill(rmcp::model::GetSkillRequestParams) -> rmcp::model::GetSkillResult = "skills/get";
+        read_resource_directory(rmcp::model::ReadResourceDirectoryRequestParams) -> rmcp::model::ReadResourceDirectoryResult =
+            "resources/directory/read";
     }
 
     /// A `tools/call` rmcp did not parse as one is refused here (see `refuse_misshapen_call`), never passed to
@@ -1329,6 +1409,7 @@ where
             return Err(error);
         }
         self.admit_request(&context)?;
+        self.admit_method(&request.method, &request.params, &context)?;
         self.inner.on_custom_request(request, context).await
     }
 
