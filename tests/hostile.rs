@@ -102,8 +102,9 @@ fn each_malformed_line_gets_its_answer_and_the_next_request_is_served() {
     let rejected = events(&records, "message_rejected");
     assert_eq!(
         rejected.len(),
-        16,
-        "every refused line is audited; the unknown method is rmcp's to answer"
+        17,
+        "every refused line is audited, the unknown method too (method_not_declared: no method of the server's \
+         own is served unless declared)"
     );
     let reasons: Vec<_> = rejected
         .iter()
@@ -117,6 +118,7 @@ fn each_malformed_line_gets_its_answer_and_the_next_request_is_served() {
         "bad_id",
         "not_utf8",
         "duplicate_key",
+        "method_not_declared",
     ] {
         assert!(
             reasons.contains(&reason),

@@ -784,6 +784,9 @@ async fn a_handlers_own_methods_are_served_only_as_declared_and_scoped() {
     let records = rejected(&audit);
     assert_eq!(records.len(), 2, "{records:?}");
     assert_eq!(records[0]["reason"], "method_not_declared", "{records:?}");
+    // A review's: the record did not say which method was refused.
+    assert_eq!(records[0]["method"], "resources/read", "{records:?}");
+    assert_eq!(records[1]["method"], "prompts/list", "{records:?}");
     client.cancel().await.unwrap();
 
     // Declared with a scope: refused to a caller without it, served to one with it.
@@ -823,4 +826,16 @@ async fn a_handlers_own_methods_are_served_only_as_declared_and_scoped() {
         .plain_method(PlainMethod::new("resources/read").scope("docs.read"))
         .build();
     assert!(built.is_err());
+    // A review's: a method the gate never consults could be declared, and read as served under its scopes.
+    for ungated in [
+        "subscriptions/listen",
+        "tasks/get",
+        "tools/call",
+        "notifications/progress",
+    ] {
+        let built = ToolSet::builder(())
+            .plain_method(PlainMethod::new(ungated).scope("admin"))
+            .build();
+        assert!(built.is_err(), "{ungated}");
+    }
 }

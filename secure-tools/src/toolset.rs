@@ -250,6 +250,22 @@ impl PlainMethod {
     }
 }
 
+/// Methods a [`PlainMethod`] cannot declare: the policy answers them itself, or passes them on as they are.
+const NOT_DECLARABLE: &[&str] = &[
+    "initialize",
+    "ping",
+    "server/discover",
+    "tools/list",
+    "tools/call",
+    "logging/setLevel",
+    "tasks/get",
+    "tasks/update",
+    "tasks/cancel",
+    "tasks/list",
+    "tasks/result",
+    "subscriptions/listen",
+];
+
 /// Builds a [`ToolSet`].
 #[must_use]
 pub struct ToolSetBuilder<S> {
@@ -598,6 +614,17 @@ impl<S: Send + Sync + 'static> ToolSetBuilder<S> {
                 .map(|scope| Scope::new(scope))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|error| invalid(error.to_string()))?;
+            // One the gate never consults would read as served under its scopes (a review's finding): the methods
+            // the policy answers itself or leaves to the handler, and notifications, cannot be declared.
+            if NOT_DECLARABLE.contains(&declared.method.as_str())
+                || declared.method.starts_with("notifications/")
+            {
+                return Err(invalid(
+                    "is not one a declaration serves: the policy answers it itself (tools, the lifecycle) or leaves \
+                     it to the handler as it is (logging/setLevel, tasks, subscriptions/listen, notifications)"
+                        .into(),
+                ));
+            }
             if scopes.is_empty() && !declared.unscoped {
                 return Err(invalid(
                     "declares no scope; require one, or opt out explicitly with `unscoped`".into(),

@@ -193,6 +193,10 @@ pub enum AuditEvent {
         /// The JSON-RPC id, when it could be read.
         #[serde(skip_serializing_if = "Option::is_none")]
         request_id: Option<RequestId>,
+        /// The method refused, when the refusal is of the method itself (`method_not_declared`, `missing_scope`:
+        /// a merged handler's own method not served), shortened if long.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        method: Option<String>,
         /// What was wrong, in a word (`parse_error`, `too_large`, ...).
         reason: &'static str,
         /// The JSON-RPC error code answered, if any.
@@ -350,6 +354,7 @@ impl AuditEvent {
             }
             AuditEvent::MessageRejected {
                 request_id,
+                method,
                 caller,
                 remote_addr,
                 token_id,
@@ -357,7 +362,7 @@ impl AuditEvent {
                 ..
             } => {
                 shorten_id(request_id);
-                [caller, remote_addr, token_id, session_id]
+                [method, caller, remote_addr, token_id, session_id]
                     .into_iter()
                     .flatten()
                     .for_each(shorten);
@@ -1014,6 +1019,7 @@ mod tests {
             },
             AuditEvent::MessageRejected {
                 request_id: id(),
+                method: None,
                 reason: "invalid_request",
                 code: None,
                 bytes: 400_000,

@@ -641,6 +641,7 @@ fn refuse_misshapen_call<S: Send + Sync + 'static>(
     let origin = origin();
     let event = AuditEvent::MessageRejected {
         request_id: Some(context.id.clone()),
+        method: None,
         reason: super::transport::MISSHAPEN_CALL_REASON,
         code: Some(error.code.0),
         bytes: message_bytes(&request.method, &request.params, context),
@@ -936,6 +937,7 @@ where
         let origin = self.rejection_origin(context);
         let event = AuditEvent::MessageRejected {
             request_id: Some(context.id.clone()),
+            method: None,
             reason: super::transport::ALREADY_INITIALIZED_REASON,
             code: Some(error.code.0),
             bytes: message_bytes("initialize", request, context),
@@ -1076,6 +1078,7 @@ where
         let origin = self.rejection_origin(context);
         let event = AuditEvent::MessageRejected {
             request_id: Some(context.id.clone()),
+            method: Some(shown),
             reason,
             code: Some(error.code.0),
             bytes: message_bytes(method, params, context),

@@ -781,6 +781,7 @@ where
                 if let Some((id, bytes)) = refused {
                     self.audit(AuditEvent::MessageRejected {
                         request_id: Some(id),
+                        method: None,
                         reason: "incomplete_meta",
                         code: Some(error.error.code.0),
                         bytes,
@@ -828,6 +829,7 @@ where
                 if let Some((id, bytes)) = refused {
                     self.audit(AuditEvent::MessageRejected {
                         request_id: Some(id),
+                        method: None,
                         reason: "no_session",
                         code: Some(error.error.code.0),
                         bytes,
@@ -1086,6 +1088,7 @@ where
             };
             self.audit(AuditEvent::MessageRejected {
                 request_id: refusal.id.clone(),
+                method: None,
                 reason: refusal.reason,
                 code: refusal.error.as_ref().map(|e| e.code.0),
                 bytes,

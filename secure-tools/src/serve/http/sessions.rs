@@ -1198,6 +1198,7 @@ impl SessionManager for Bound {
                         let token_id = connection.and_then(|c| c.token_id.as_deref()).map(shorten);
                         let event = crate::audit::AuditEvent::MessageRejected {
                             request_id: Some(request.id.clone()),
+                            method: None,
                             reason: crate::serve::transport::DUPLICATE_ID_REASON,
                             code: Some(error.code.0),
                             bytes: request_bytes(&message),
