@@ -301,6 +301,37 @@ async fn a_merged_server_over_http_with_bearer_tokens_keeps_every_tool_under_the
     assert_eq!(rejected.len(), 1, "{rejected:?}");
     assert_eq!(rejected[0]["reason"], "method_not_declared");
     assert_eq!(rejected[0]["caller"], "alice");
+
+    // A red team's (round 40): a member twice in a plain tool's arguments was served over HTTP (the last one won)
+    // and refused over stdio. Refused over HTTP too, before anything reads it.
+    let twice = r#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"search_tickets","arguments":{"query":"a","query":"b"}}}"#;
+    let response = reqwest::Client::new()
+        .post(&server.resource)
+        .header("authorization", format!("Bearer {full}"))
+        .header("accept", "application/json, text/event-stream")
+        .header("content-type", "application/json")
+        .header("mcp-protocol-version", "2025-11-25")
+        .body(twice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], -32600, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("duplicate_key"),
+        "{body}"
+    );
+    let records = secure_tools_tests::read_audit(&server.audit_log);
+    let refused = secure_tools_tests::events(&records, "http_rejected");
+    assert!(
+        refused.iter().any(|r| r["detail"] == "duplicate_key"),
+        "{refused:?}"
+    );
+    assert_eq!(server.calls().len(), 6, "no call was made");
 }
 
 #[test]

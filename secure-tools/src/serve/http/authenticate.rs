@@ -476,18 +476,40 @@ async fn authenticated(shared: Arc<Shared>, mut request: Request, next: Route) -
     if shared.auth.is_some() {
         request.headers_mut().remove(header::AUTHORIZATION);
     }
-    // A body is read here when it is a message without a session (a call to keep for its client's cancellation,
-    // or that cancellation: see `stateless_cancel`) or when a call's arguments must be held out of rmcp's logs.
-    // Boxed, and only when needed: its future (with the body's) would otherwise make every request's larger.
+    // A message's body is read here whole: checked for a member twice, and, without a session, peeked at (a call
+    // to keep for its client's cancellation, or that cancellation: see `stateless_cancel`), or a call's arguments
+    // held out of rmcp's logs. Boxed: its future (with the body's) would otherwise make every request's larger.
     let posting = request.method() == axum::http::Method::POST;
     let peek = posting && session_id.is_none();
     let hold = posting && HeldArguments::needed();
     let mut stateless_call = None;
     let mut cancelling = None;
     let mut initializing = false;
-    let request = if peek || hold {
+    let request = if posting {
         match Box::pin(read_body(&shared, request, subject.as_ref())).await {
             Ok((parts, bytes)) => {
+                // A member twice anywhere is refused, as on stdio: serde keeps the last of two, so the arguments a
+                // guard, the tool and the record saw were the last's while another reader may take the first (a
+                // red team's `{"query":"a","query":"b"}` was served over HTTP and refused over stdio).
+                if has_duplicate_key(&bytes) {
+                    let asked = super::Asked::new(
+                        &parts.method,
+                        &parts.uri,
+                        &parts.headers,
+                        &parts.extensions,
+                    );
+                    let mut response = shared.reject(
+                        StatusCode::BAD_REQUEST,
+                        "bad_request",
+                        Some("duplicate_key"),
+                        subject.as_ref().map(|s| s.0.to_string()),
+                        &asked,
+                    );
+                    if let Some(subject) = subject {
+                        response.extensions_mut().insert(subject);
+                    }
+                    return response;
+                }
                 if peek {
                     match stateless_cancel::peek(&bytes) {
                         Peeked::Call(id) => {
@@ -812,6 +834,15 @@ async fn read_body(
         }
     };
     Ok((parts, bytes))
+}
+
+/// Whether a body holds a JSON object with a member twice, at any depth (a body that is not JSON is rmcp's to
+/// refuse).
+fn has_duplicate_key(body: &[u8]) -> bool {
+    std::str::from_utf8(body)
+        .ok()
+        .and_then(|text| crate::strict_json::check(text).err())
+        .is_some_and(|error| error.to_string().starts_with("duplicate key"))
 }
 
 /// The request again from its `parts` and body `bytes`, with a `tools/call`'s arguments held out of the body when
