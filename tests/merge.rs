@@ -838,4 +838,11 @@ async fn a_handlers_own_methods_are_served_only_as_declared_and_scoped() {
             .build();
         assert!(built.is_err(), "{ungated}");
     }
+    // `tasks/list`, which rmcp does not type, reaches the gate as a custom request: it can be declared.
+    assert!(
+        ToolSet::builder(())
+            .plain_method(PlainMethod::new("tasks/list").scope("admin"))
+            .build()
+            .is_ok()
+    );
 }

@@ -250,7 +250,8 @@ impl PlainMethod {
     }
 }
 
-/// Methods a [`PlainMethod`] cannot declare: the policy answers them itself, or passes them on as they are.
+/// Methods a [`PlainMethod`] cannot declare: the policy answers them itself, or passes them on as they are (the
+/// tasks methods rmcp types; `tasks/list` and `tasks/result`, which it does not, reach the gate as custom requests).
 const NOT_DECLARABLE: &[&str] = &[
     "initialize",
     "ping",
@@ -261,8 +262,6 @@ const NOT_DECLARABLE: &[&str] = &[
     "tasks/get",
     "tasks/update",
     "tasks/cancel",
-    "tasks/list",
-    "tasks/result",
     "subscriptions/listen",
 ];
 
