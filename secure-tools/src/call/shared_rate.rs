@@ -338,7 +338,8 @@ impl RedisRates {
         self
     }
 
-    /// Whether calls are refused while Redis cannot be reached.
+    /// Whether calls are refused while Redis cannot be reached (for the HTTP runner's health check).
+    #[cfg(feature = "http")]
     pub(crate) fn refuses_when_unavailable(&self) -> bool {
         self.when_unavailable == WhenUnavailable::Refuse
     }
