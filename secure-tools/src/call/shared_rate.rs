@@ -39,8 +39,9 @@ pub const REDIS_TIMEOUT: Duration = Duration::from_millis(500);
 /// meanwhile wait for it within their own bound.
 pub const REDIS_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How long what a health check learnt of Redis (see [`RedisRates::answers`]) is kept: `/healthz`, asked without authentication as
-/// often as anyone likes, asks Redis at most this often (concurrent asks wait for one answer).
+/// How long what a health check learnt of Redis (whether it took the checks' script) is kept: `/healthz`, asked
+/// without authentication as often as anyone likes, asks Redis at most this often (concurrent asks wait for one
+/// answer).
 pub const HEALTH_ANSWER_KEPT: Duration = Duration::from_secs(1);
 
 /// A connection being made, shared by the checks that wait for it.

@@ -1400,7 +1400,8 @@ where
     }
 
     /// A `tools/call` rmcp did not parse as one is refused here (see `refuse_misshapen_call`), never passed to
-    /// the inner handler; any other method is, once admitted and declared (see [`Secured::admit_method`]).
+    /// the inner handler; any other method is, once admitted and declared ([`ToolSetBuilder::plain_method`
+    /// ](crate::ToolSetBuilder::plain_method)).
     async fn on_custom_request(
         &self,
         request: rmcp::model::CustomRequest,
