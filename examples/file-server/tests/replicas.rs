@@ -1422,23 +1422,50 @@ async fn a_replica_started_without_its_redis_says_so_and_is_not_healthy() {
     health_becomes(&client, port, 200, Duration::from_secs(5)).await;
 }
 
+/// A replica whose set's rate (`10/min`) is kept in a Redis of its own, and what it runs in.
+struct RateKeptInRedis {
+    _dir: tempfile::TempDir,
+    _holder: common::HeldPort,
+    _redis: Process,
+    redis_port: u16,
+    /// The resource URL its tokens are for.
+    resource: String,
+    server: Replica,
+}
+
+impl RateKeptInRedis {
+    fn start() -> RateKeptInRedis {
+        let dir = tempfile::tempdir().unwrap();
+        let data = data_root(dir.path());
+        let (redis_server, redis_port) = redis(dir.path());
+        let redis_url = format!("redis://127.0.0.1:{redis_port}/0");
+        let holder = common::HeldPort::new();
+        let resource = format!("http://127.0.0.1:{}/mcp", holder.port());
+        let server = replica(
+            dir.path(),
+            0,
+            &data,
+            &resource,
+            &["--rate-limit", "10/min", "--rate-limit-redis", &redis_url],
+        );
+        RateKeptInRedis {
+            _dir: dir,
+            _holder: holder,
+            _redis: redis_server,
+            redis_port,
+            resource,
+            server,
+        }
+    }
+}
+
 /// `/healthz` asked without authentication, as often as anyone likes, asks Redis at most about once a second
 /// (concurrent asks share one answer), so that it is no way to flood Redis.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_flood_of_health_checks_does_not_reach_redis() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = data_root(dir.path());
-    let (_redis_server, redis_port) = redis(dir.path());
-    let redis_url = format!("redis://127.0.0.1:{redis_port}/0");
-    let holder = common::HeldPort::new();
-    let resource = format!("http://127.0.0.1:{}/mcp", holder.port());
-    let server = replica(
-        dir.path(),
-        0,
-        &data,
-        &resource,
-        &["--rate-limit", "10/min", "--rate-limit-redis", &redis_url],
-    );
+    // Kept whole: its Redis and directories live as long as it.
+    let kept = RateKeptInRedis::start();
+    let (redis_port, server) = (kept.redis_port, &kept.server);
     let (client, server_port) = (reqwest::Client::new(), server.port);
     let started = Instant::now();
     let asks: Vec<_> = (0..400)
@@ -1473,19 +1500,9 @@ async fn a_flood_of_health_checks_does_not_reach_redis() {
 /// 20 calls out of 20 were refused. It asks with the checks' own script now.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_redis_that_refuses_the_checks_makes_the_replica_unhealthy() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = data_root(dir.path());
-    let (_redis_server, redis_port) = redis(dir.path());
-    let redis_url = format!("redis://127.0.0.1:{redis_port}/0");
-    let holder = common::HeldPort::new();
-    let resource = format!("http://127.0.0.1:{}/mcp", holder.port());
-    let server = replica(
-        dir.path(),
-        0,
-        &data,
-        &resource,
-        &["--rate-limit", "10/min", "--rate-limit-redis", &redis_url],
-    );
+    // Kept whole: its Redis and directories live as long as it.
+    let kept = RateKeptInRedis::start();
+    let (redis_port, resource, server) = (kept.redis_port, &kept.resource, &kept.server);
     let client = reqwest::Client::new();
     let url = format!("http://127.0.0.1:{}/mcp", server.port);
     assert_eq!(health(&client, server.port).await, 200);
@@ -1496,7 +1513,7 @@ async fn a_redis_that_refuses_the_checks_makes_the_replica_unhealthy() {
     .await;
     redis_command(redis_port, &["CONFIG", "SET", "maxmemory", "1"]).await;
     health_becomes(&client, server.port, 503, Duration::from_secs(5)).await;
-    let refused = read(&client, &url, &token(&resource, "alice"), 1)
+    let refused = read(&client, &url, &token(resource, "alice"), 1)
         .await
         .unwrap();
     assert_eq!(
@@ -1505,7 +1522,7 @@ async fn a_redis_that_refuses_the_checks_makes_the_replica_unhealthy() {
     );
     redis_command(redis_port, &["CONFIG", "SET", "maxmemory", "0"]).await;
     health_becomes(&client, server.port, 200, Duration::from_secs(5)).await;
-    let served = read(&client, &url, &token(&resource, "alice"), 2)
+    let served = read(&client, &url, &token(resource, "alice"), 2)
         .await
         .unwrap();
     assert_eq!(served["isError"], false, "{served}");

@@ -934,13 +934,34 @@ where
             "Invalid request: the session is already initialized (`initialize` is sent once, first)",
             None,
         );
+        let bytes = message_bytes("initialize", request, context);
+        self.record_rejected(
+            context,
+            None,
+            super::transport::ALREADY_INITIALIZED_REASON,
+            &error,
+            bytes,
+        );
+        error
+    }
+
+    /// The `message_rejected` record of a request refused with `error` before it became a call (`method`: the
+    /// method refused, when the refusal is of the method itself), with who sent it.
+    fn record_rejected(
+        &self,
+        context: &RequestContext<RoleServer>,
+        method: Option<String>,
+        reason: &'static str,
+        error: &ErrorData,
+        bytes: usize,
+    ) {
         let origin = self.rejection_origin(context);
         let event = AuditEvent::MessageRejected {
             request_id: Some(context.id.clone()),
-            method: None,
-            reason: super::transport::ALREADY_INITIALIZED_REASON,
+            method,
+            reason,
             code: Some(error.code.0),
-            bytes: message_bytes("initialize", request, context),
+            bytes,
             caller: origin.caller,
             remote_addr: origin.remote_addr,
             token_id: origin.token_id,
@@ -949,7 +970,6 @@ where
         if let Err(err) = self.secure.tools().audit().record(event) {
             tracing::error!(error = %err, "audit record not written");
         }
-        error
     }
 
     async fn initialize_once(
@@ -1075,21 +1095,8 @@ where
                 ),
             },
         };
-        let origin = self.rejection_origin(context);
-        let event = AuditEvent::MessageRejected {
-            request_id: Some(context.id.clone()),
-            method: Some(shown),
-            reason,
-            code: Some(error.code.0),
-            bytes: message_bytes(method, params, context),
-            caller: origin.caller,
-            remote_addr: origin.remote_addr,
-            token_id: origin.token_id,
-            session_id: origin.session_id,
-        };
-        if let Err(err) = self.secure.tools().audit().record(event) {
-            tracing::error!(error = %err, "audit record not written");
-        }
+        let bytes = message_bytes(method, params, context);
+        self.record_rejected(context, Some(shown), reason, &error, bytes);
         Err(error)
     }
 
