@@ -376,7 +376,8 @@ impl<S: Send + Sync + 'static> ToolSetBuilder<S> {
     /// under the policy: a server run by this crate's runners calls it through the pipeline, with its scopes, the
     /// limits and guards, and its audit records, like a secure tool. Its server still lists it and decodes its
     /// arguments. A tool of your server that is neither a secure tool nor declared here is refused
-    /// (`undeclared_tool`) and hidden from `tools/list`: nothing on a secure server escapes the policy.
+    /// (`undeclared_tool`) and hidden from `tools/list`: no tool escapes the policy (and no other method of
+    /// your server is served unless declared: [`Self::plain_method`]).
     ///
     /// ```
     /// # use secure_tools::{PlainTool, ToolSet};
