@@ -134,12 +134,14 @@ pub fn check_mappings(mappings: &[(ClientName, Grant)]) -> Result<(), MtlsError>
 pub enum ClientName {
     /// The subject's common name (CN), when the subject has exactly one. Written bare (`alice`) or `cn:alice`.
     CommonName(String),
-    /// A URI of the subject alternative name extension, such as a SPIFFE ID. Written `uri:spiffe://...`.
+    /// A URI of the subject alternative name extension, such as a SPIFFE ID. Written `uri:spiffe://...`; its scheme
+    /// and host compared without case, kept in lower case.
     Uri(String),
     /// A DNS name of the subject alternative name extension. Written `dns:client.example.org`; compared without
     /// case, kept in lower case.
     Dns(String),
-    /// An e-mail address (RFC 822 name) of the subject alternative name extension. Written `email:a@example.org`.
+    /// An e-mail address (RFC 822 name) of the subject alternative name extension. Written `email:a@example.org`;
+    /// its domain compared without case, kept in lower case.
     Email(String),
 }
 
@@ -155,14 +157,28 @@ impl ClientName {
             ("cn:", ClientName::CommonName),
         ] {
             if let Some(value) = text.strip_prefix(prefix) {
-                // DNS names are compared without case (RFC 4343), so kept in lower case, as certificates' are.
-                if prefix == "dns:" {
-                    return make(value.to_ascii_lowercase());
-                }
-                return make(value.to_owned());
+                return make(value.to_owned()).normalized();
             }
         }
         ClientName::CommonName(text.to_owned())
+    }
+
+    /// The name with the parts compared without case in lower case, as a certificate's and a mapping's both are
+    /// kept: a DNS name (RFC 4343), an e-mail address's domain (its local part is the mailbox's own), a URI's
+    /// scheme and host (RFC 3986; its path and a SPIFFE ID's workload path keep their case). A certificate naming
+    /// `READER-BOT.EXAMPLE`, `Ops@Example.ORG` or `SPIFFE://Example.org/reader` was refused though its name was
+    /// mapped in lower case (red-team findings).
+    #[must_use]
+    pub fn normalized(self) -> Self {
+        match self {
+            ClientName::Dns(dns) => ClientName::Dns(dns.to_ascii_lowercase()),
+            ClientName::Email(email) => ClientName::Email(match email.rsplit_once('@') {
+                Some((local, domain)) => format!("{local}@{}", domain.to_ascii_lowercase()),
+                None => email,
+            }),
+            ClientName::Uri(uri) => ClientName::Uri(uri_lowercased(&uri)),
+            other => other,
+        }
     }
 
     /// The name without its kind: the identity of a caller mapped by it.
@@ -173,6 +189,28 @@ impl ClientName {
             | ClientName::Dns(v)
             | ClientName::Email(v) => v,
         }
+    }
+}
+
+/// `uri` with its scheme and host in lower case (its user information, port, path, query and fragment as they are).
+fn uri_lowercased(uri: &str) -> String {
+    let Some((scheme, rest)) = uri.split_once(':') else {
+        return uri.to_owned();
+    };
+    let scheme = scheme.to_ascii_lowercase();
+    let Some(after) = rest.strip_prefix("//") else {
+        return format!("{scheme}:{rest}");
+    };
+    let end = after.find(['/', '?', '#']).unwrap_or(after.len());
+    let (authority, tail) = after.split_at(end);
+    let (user, host) = match authority.rsplit_once('@') {
+        Some((user, host)) => (Some(user), host),
+        None => (None, authority),
+    };
+    let host = host.to_ascii_lowercase();
+    match user {
+        Some(user) => format!("{scheme}://{user}@{host}{tail}"),
+        None => format!("{scheme}://{host}{tail}"),
     }
 }
 
@@ -539,11 +577,8 @@ impl MtlsAuth {
         identity: impl Into<String>,
         grant: Grant,
     ) -> Self {
-        // A DNS name built in code is compared as one read from a mapping or a certificate: in lower case.
-        let name = match name.into() {
-            ClientName::Dns(dns) => ClientName::Dns(dns.to_ascii_lowercase()),
-            other => other,
-        };
+        // A name built in code is compared as one read from a mapping or a certificate: its case normalized.
+        let name = name.into().normalized();
         Arc::make_mut(&mut self.clients).insert(name, (identity.into(), grant));
         self
     }
@@ -688,10 +723,11 @@ fn client_names(certificate: &CertificateDer<'_>) -> Option<Vec<ClientName>> {
     for alternative in alternatives {
         let name = match alternative {
             GeneralName::UniformResourceIdentifier(uri) => ClientName::Uri(uri.to_string()),
-            GeneralName::DnsName(dns) => ClientName::Dns(dns.to_string().to_ascii_lowercase()),
+            GeneralName::DnsName(dns) => ClientName::Dns(dns.to_string()),
             GeneralName::Rfc822Name(email) => ClientName::Email(email.to_string()),
             _ => continue,
-        };
+        }
+        .normalized();
         if names.len() == MAX_CLIENT_NAMES {
             return None;
         }
@@ -1410,6 +1446,40 @@ pub(crate) mod tests {
         assert!(
             names.contains(&ClientName::Dns("reader-bot.example".into())),
             "{names:?}"
+        );
+    }
+
+    /// Left by that round: `email:` domains and `uri:` schemes and hosts were compared with their case (failing
+    /// closed). They are normalized as DNS names are; a mailbox's local part and a URI's path keep theirs.
+    #[test]
+    fn email_domains_and_uri_hosts_are_mapped_whatever_their_case() {
+        let (email, _) = MtlsAuth::parse_client("email:Ops@Example.ORG=files.read").unwrap();
+        assert_eq!(email, ClientName::Email("Ops@example.org".into()));
+        let (uri, _) =
+            MtlsAuth::parse_client("uri:SPIFFE://Example.org/Reader=files.read").unwrap();
+        assert_eq!(uri, ClientName::Uri("spiffe://example.org/Reader".into()));
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.subject_alt_names = vec![
+            rcgen::SanType::Rfc822Name("Ops@EXAMPLE.org".try_into().unwrap()),
+            rcgen::SanType::URI("spiffe://EXAMPLE.ORG/Reader".try_into().unwrap()),
+        ];
+        let certificate = params.self_signed(&key).unwrap();
+        let names = client_names(certificate.der()).unwrap();
+        assert!(names.contains(&email), "{names:?}");
+        assert!(names.contains(&uri), "{names:?}");
+        // Other case in the local part or the path is another name.
+        assert_ne!(
+            ClientName::parse("email:ops@example.org"),
+            ClientName::parse("email:Ops@example.org")
+        );
+        assert_ne!(
+            ClientName::parse("uri:spiffe://example.org/reader"),
+            ClientName::parse("uri:spiffe://example.org/Reader")
+        );
+        assert_eq!(
+            uri_lowercased("HTTPS://User@Host.Example:8443/Path?Q#F"),
+            "https://User@host.example:8443/Path?Q#F"
         );
     }
 }
