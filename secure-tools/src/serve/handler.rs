@@ -1266,9 +1266,10 @@ pub(crate) fn publish_scopes(tool: &mut Tool, definition: &crate::tool::ToolDefi
     tool.meta = Some(meta);
 }
 
-/// Requests passed on to the inner handler once admitted (version policy, session start).
+/// Requests passed on to the inner handler once admitted (version policy, session start), and, those written with
+/// `= "method"`, declared to the tool set with scopes the caller holds (see [`Secured::admit_method`]).
 macro_rules! admitted {
-    ($($(#[$attr:meta])* $name:ident($param:ty) -> $out:ty;)*) => {$(
+    ($($(#[$attr:meta])* $name:ident($param:ty) -> $out:ty $(= $method:literal)?;)*) => {$(
         $(#[$attr])*
         async fn $name(
             &self,
@@ -1276,23 +1277,7 @@ macro_rules! admitted {
             context: RequestContext<RoleServer>,
         ) -> Result<$out, ErrorData> {
             self.admit_request(&context)?;
-            self.inner.$name(request, context).await
-        }
-    )*};
-}
-
-/// Requests passed on once admitted, as [`admitted!`] does, and declared to the tool set with the scopes the caller
-/// holds (see [`Secured::admit_method`]).
-macro_rules! declared {
-    ($($(#[$attr:meta])* $name:ident($param:ty) -> $out:ty = $method:literal;)*) => {$(
-        $(#[$attr])*
-        async fn $name(
-            &self,
-            request: $param,
-            context: RequestContext<RoleServer>,
-        ) -> Result<$out, ErrorData> {
-            self.admit_request(&context)?;
-            self.admit_method($method, &request, &context)?;
+            $(self.admit_method($method, &request, &context)?;)?
             self.inner.$name(request, context).await
         }
     )*};
@@ -1385,9 +1370,7 @@ where
         get_task(rmcp::model::GetTaskParams) -> rmcp::model::GetTaskResult;
         update_task(rmcp::model::UpdateTaskParams) -> ();
         cancel_task(rmcp::model::CancelTaskParams) -> ();
-    }
-
-    declared! {
+        // The handler's own methods, denied by default: served only as the tool set declares them.
         complete(rmcp::model::CompleteRequestParams) -> rmcp::model::CompleteResult = "completion/complete";
         get_prompt(rmcp::model::GetPromptRequestParams) -> rmcp::model::GetPromptResponse = "prompts/get";
         list_prompts(Option<PaginatedRequestParams>) -> rmcp::model::ListPromptsResult = "prompts/list";
