@@ -846,3 +846,246 @@ async fn a_handlers_own_methods_are_served_only_as_declared_and_scoped() {
             .is_ok()
     );
 }
+
+/// A library of documents: a resource, prompts (one missing, one that panics), a custom method.
+#[derive(Clone)]
+struct Library;
+
+impl ServerHandler for Library {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_resources()
+                .enable_prompts()
+                .build(),
+        )
+    }
+
+    async fn read_resource(
+        &self,
+        request: rmcp::model::ReadResourceRequestParams,
+        _context: rmcp::service::RequestContext<rmcp::RoleServer>,
+    ) -> Result<rmcp::model::ReadResourceResponse, rmcp::ErrorData> {
+        Ok(
+            rmcp::model::ReadResourceResult::new(vec![rmcp::model::ResourceContents::text(
+                "the payroll",
+                request.uri,
+            )])
+            .into(),
+        )
+    }
+
+    async fn get_prompt(
+        &self,
+        request: rmcp::model::GetPromptRequestParams,
+        _context: rmcp::service::RequestContext<rmcp::RoleServer>,
+    ) -> Result<rmcp::model::GetPromptResponse, rmcp::ErrorData> {
+        let secret = request
+            .arguments
+            .as_ref()
+            .and_then(|arguments| arguments.get("password"))
+            .cloned()
+            .unwrap_or_default();
+        if request.name == "boom" {
+            panic!("the prompt panics quoting {secret}");
+        }
+        Err(rmcp::ErrorData::invalid_params(
+            format!("no prompt `{}`", request.name),
+            None,
+        ))
+    }
+
+    async fn on_custom_request(
+        &self,
+        request: rmcp::model::CustomRequest,
+        _context: rmcp::service::RequestContext<rmcp::RoleServer>,
+    ) -> Result<rmcp::model::CustomResult, rmcp::ErrorData> {
+        Ok(rmcp::model::CustomResult::new(
+            json!({"method": request.method}),
+        ))
+    }
+}
+
+/// A review's (round 43): a merged handler's own methods, once declared, were served unrecorded: who read which
+/// resource left no trace, and a prompt handler's panic left its client waiting for an answer that never came.
+/// Each request served through the gate now has one `method_call` record (its method, what it named, its outcome,
+/// who asked), a panic is answered `-32603` with its message withheld, and data is not handed out unrecorded.
+#[tokio::test]
+async fn a_declared_method_served_is_recorded_once_and_a_panic_answered() {
+    use secure_tools::PlainMethod;
+    let audit = MemorySink::new();
+    let set = ToolSet::builder(())
+        .tool::<read_note>()
+        .plain_method(PlainMethod::new("resources/read").scope("docs.read"))
+        .plain_method(PlainMethod::new("prompts/get").unscoped())
+        .plain_method(PlainMethod::new("acme/status").unscoped())
+        .audit_sink(audit.clone())
+        .build()
+        .unwrap();
+    let secure = secure_tools::SecureServer::new(set)
+        .default_caller(Caller::new("someone", Grant::parse("docs.read").unwrap()));
+    let client = client_of(secure_tools::serve::Secured::new(Library, secure)).await;
+    let peer = client.peer().clone();
+    let served = |audit: &MemorySink| -> Vec<Value> {
+        audit
+            .records()
+            .into_iter()
+            .filter(|record| record["event"] == "method_call")
+            .collect()
+    };
+
+    let contents = peer
+        .read_resource(rmcp::model::ReadResourceRequestParams::new(
+            "docs://payroll",
+        ))
+        .await
+        .expect("served with its scope");
+    assert!(format!("{contents:?}").contains("the payroll"));
+    let records = served(&audit);
+    assert_eq!(records.len(), 1, "{records:?}");
+    let record = &records[0];
+    assert_eq!(record["method"], "resources/read", "{record}");
+    assert_eq!(record["target"], "docs://payroll", "{record}");
+    assert_eq!(record["outcome"], "ok", "{record}");
+    assert_eq!(record["caller"], "someone", "{record}");
+    assert!(record.get("code").is_none(), "{record}");
+    assert!(record["duration_us"].is_u64(), "{record}");
+    assert!(record["request_id"].is_number(), "{record}");
+
+    // An error of the handler's: recorded with its code; the prompt's arguments are not recorded.
+    let prompt = |name: &str| {
+        let mut request = rmcp::model::GetPromptRequestParams::new(name);
+        request.arguments = Some(args(json!({"password": "hunter2"})));
+        request
+    };
+    let error = peer.get_prompt(prompt("missing")).await.unwrap_err();
+    assert!(error.to_string().contains("no prompt"), "{error}");
+    let records = served(&audit);
+    assert_eq!(records.len(), 2, "{records:?}");
+    assert_eq!(records[1]["method"], "prompts/get");
+    assert_eq!(records[1]["target"], "missing");
+    assert_eq!(records[1]["outcome"], "error");
+    assert_eq!(records[1]["code"], -32602);
+
+    // A panic: answered, its message withheld, recorded `panic`; the server goes on serving.
+    let answer = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        peer.get_prompt(prompt("boom")),
+    )
+    .await
+    .expect("a panicking method is answered");
+    let error = answer.unwrap_err().to_string();
+    assert!(
+        error.contains("-32603") || error.contains("internal"),
+        "{error}"
+    );
+    assert!(!error.contains("hunter2"), "{error}");
+    let records = served(&audit);
+    assert_eq!(records.len(), 3, "{records:?}");
+    assert_eq!(records[2]["outcome"], "panic", "{records:?}");
+    assert_eq!(records[2]["code"], -32603, "{records:?}");
+
+    // A custom method: recorded by its name, with nothing it carried.
+    let status = peer
+        .send_request(rmcp::model::ClientRequest::CustomRequest(
+            rmcp::model::CustomRequest::new("acme/status", Some(json!({"password": "hunter2"}))),
+        ))
+        .await
+        .expect("a declared custom method is served");
+    assert!(format!("{status:?}").contains("acme/status"), "{status:?}");
+    let records = served(&audit);
+    assert_eq!(records.len(), 4, "{records:?}");
+    assert_eq!(records[3]["method"], "acme/status");
+    assert!(records[3].get("target").is_none(), "{records:?}");
+    assert_eq!(records[3]["outcome"], "ok");
+
+    // A refusal is its `message_rejected` record alone.
+    let undeclared = peer
+        .send_request(rmcp::model::ClientRequest::CustomRequest(
+            rmcp::model::CustomRequest::new("acme/other", None),
+        ))
+        .await;
+    assert!(undeclared.is_err(), "{undeclared:?}");
+    assert_eq!(served(&audit).len(), 4);
+    assert!(
+        !audit
+            .records()
+            .iter()
+            .any(|r| r.to_string().contains("hunter2")),
+        "{:?}",
+        audit.records()
+    );
+    client.cancel().await.unwrap();
+}
+
+/// The audit trail failing: a declared method's answer is not handed out unrecorded, and once the trail is known
+/// to fail, methods are refused before their handler runs, as calls are.
+#[tokio::test]
+async fn a_declared_method_is_not_served_unrecorded() {
+    use secure_tools::PlainMethod;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    #[derive(Clone, Default)]
+    struct Failing {
+        broken: std::sync::Arc<AtomicBool>,
+    }
+    impl secure_tools::AuditSink for Failing {
+        fn write(
+            &self,
+            _: &secure_tools::audit::AuditRecord,
+        ) -> Result<(), secure_tools::audit::AuditError> {
+            if self.broken.load(Ordering::SeqCst) {
+                return Err(std::io::Error::other("disk full").into());
+            }
+            Ok(())
+        }
+    }
+    #[derive(Clone, Default)]
+    struct Counted(std::sync::Arc<AtomicUsize>);
+    impl ServerHandler for Counted {
+        async fn read_resource(
+            &self,
+            request: rmcp::model::ReadResourceRequestParams,
+            _context: rmcp::service::RequestContext<rmcp::RoleServer>,
+        ) -> Result<rmcp::model::ReadResourceResponse, rmcp::ErrorData> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Ok(
+                rmcp::model::ReadResourceResult::new(vec![rmcp::model::ResourceContents::text(
+                    "the payroll",
+                    request.uri,
+                )])
+                .into(),
+            )
+        }
+    }
+    let sink = Failing::default();
+    let set = ToolSet::builder(())
+        .tool::<read_note>()
+        .plain_method(PlainMethod::new("resources/read").unscoped())
+        .audit_sink(sink.clone())
+        .build()
+        .unwrap();
+    let secure = secure_tools::SecureServer::new(set)
+        .default_caller(Caller::new("someone", Grant::parse("docs.read").unwrap()));
+    let handler = Counted::default();
+    let runs = handler.0.clone();
+    let client = client_of(secure_tools::serve::Secured::new(handler, secure)).await;
+    let read = || {
+        client
+            .peer()
+            .read_resource(rmcp::model::ReadResourceRequestParams::new(
+                "docs://payroll",
+            ))
+    };
+    read().await.expect("served while the trail is written");
+    sink.broken.store(true, Ordering::SeqCst);
+    let error = read().await.expect_err("not handed out unrecorded");
+    let shown = error.to_string();
+    assert!(shown.contains("audit_unavailable"), "{shown}");
+    assert!(!shown.contains("the payroll"), "{shown}");
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+    // The trail is known to fail: refused before the handler runs.
+    let error = read().await.expect_err("refused while the trail fails");
+    assert!(error.to_string().contains("audit_unavailable"), "{error}");
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+    client.cancel().await.unwrap();
+}

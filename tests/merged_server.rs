@@ -302,6 +302,40 @@ async fn a_merged_server_over_http_with_bearer_tokens_keeps_every_tool_under_the
     assert_eq!(rejected[0]["reason"], "method_not_declared");
     assert_eq!(rejected[0]["caller"], "alice");
 
+    // A review's (round 43): a declared method was served unrecorded. Served now with one `method_call` record
+    // saying who asked for what (not the arguments it carried); refused to a token without its scope.
+    let prompt = |id: u64| {
+        json!({"jsonrpc": "2.0", "id": id, "method": "prompts/get",
+               "params": {"name": "triage", "arguments": {"note": "hunter2-prompt"}}})
+    };
+    let (status, got, _) = server.post(&full, prompt(10)).await;
+    assert_eq!(status, 200, "{got}");
+    assert_eq!(
+        got["result"]["messages"][0]["content"]["text"], "Triage the open tickets.",
+        "{got}"
+    );
+    let (status, refused, _) = server.post(&close_only, prompt(11)).await;
+    assert_eq!(status, 200, "{refused}");
+    assert_eq!(refused["error"]["code"], -32003, "{refused}");
+    let records = secure_tools_tests::read_audit(&server.audit_log);
+    let served = secure_tools_tests::events(&records, "method_call");
+    assert_eq!(served.len(), 1, "{served:?}");
+    assert_eq!(served[0]["method"], "prompts/get");
+    assert_eq!(served[0]["target"], "triage");
+    assert_eq!(served[0]["outcome"], "ok");
+    assert_eq!(served[0]["caller"], "alice");
+    assert_eq!(served[0]["request_id"], 10);
+    assert!(served[0]["remote_addr"].is_string(), "{:?}", served[0]);
+    let rejected = secure_tools_tests::events(&records, "message_rejected");
+    assert_eq!(rejected.len(), 2, "{rejected:?}");
+    assert_eq!(rejected[1]["reason"], "missing_scope");
+    assert_eq!(rejected[1]["caller"], "bob");
+    assert!(
+        !std::fs::read_to_string(&server.audit_log)
+            .unwrap()
+            .contains("hunter2-prompt")
+    );
+
     // A red team's (round 40): a member twice in a plain tool's arguments was served over HTTP (the last one won)
     // and refused over stdio. Refused over HTTP too, before anything reads it.
     let twice = r#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"search_tickets","arguments":{"query":"a","query":"b"}}}"#;
@@ -389,6 +423,15 @@ fn a_merged_server_over_stdio_keeps_every_tool_under_the_policy() {
         answer()["result"]["content"][0]["text"],
         "3 tickets match `printer`"
     );
+    // A declared method of the handler's own, with the grant's scope: served, and recorded.
+    send(
+        json!({"jsonrpc": "2.0", "id": 12, "method": "prompts/get", "params": {"name": "triage"}}),
+    );
+    let prompt = answer();
+    assert_eq!(
+        prompt["result"]["messages"][0]["content"]["text"], "Triage the open tickets.",
+        "{prompt}"
+    );
     send(call("close_ticket", json!({"id": 3})));
     let refused = answer();
     assert!(
@@ -438,6 +481,13 @@ fn a_merged_server_over_stdio_keeps_every_tool_under_the_policy() {
         "{}",
         calls[3]
     );
+    let served = secure_tools_tests::events(&records, "method_call");
+    assert_eq!(served.len(), 1, "{served:?}");
+    assert_eq!(served[0]["method"], "prompts/get");
+    assert_eq!(served[0]["target"], "triage");
+    assert_eq!(served[0]["caller"], "stdio");
+    assert_eq!(served[0]["outcome"], "ok");
+    assert!(served[0]["session_id"].is_string(), "{:?}", served[0]);
     // The guard after decoding was told that a plain tool's arguments are as sent.
     assert_eq!(
         calls[0]["fields"]["guard_saw_valid_arguments"], false,

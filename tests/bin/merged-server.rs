@@ -8,7 +8,7 @@ use rmcp::model::{ServerCapabilities, ServerConfig};
 use rmcp::{ServerHandler, tool, tool_handler, tool_router};
 use secure_tools::guard::{self, GuardStage};
 use secure_tools::serve::{SecureServer, Settings};
-use secure_tools::{PlainTool, ToolError, ToolSet, secure_tool};
+use secure_tools::{PlainMethod, PlainTool, ToolError, ToolSet, secure_tool};
 
 #[derive(serde::Deserialize, schemars::JsonSchema)]
 struct SearchArgs {
@@ -86,7 +86,31 @@ impl Tickets {
 #[tool_handler(router = self.tool_router)]
 impl ServerHandler for Tickets {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_prompts()
+                .build(),
+        )
+    }
+
+    /// A prompt of its own, declared to the tool set with the scope `tickets.search`: `triage`, whose `note`
+    /// argument is not recorded.
+    async fn get_prompt(
+        &self,
+        request: rmcp::model::GetPromptRequestParams,
+        _context: rmcp::service::RequestContext<rmcp::RoleServer>,
+    ) -> Result<rmcp::model::GetPromptResponse, rmcp::ErrorData> {
+        if request.name != "triage" {
+            return Err(rmcp::ErrorData::invalid_params("no such prompt", None));
+        }
+        Ok(
+            rmcp::model::GetPromptResult::new(vec![rmcp::model::PromptMessage::new_text(
+                rmcp::model::Role::User,
+                "Triage the open tickets.",
+            )])
+            .into(),
+        )
     }
 }
 
@@ -113,6 +137,7 @@ async fn main() {
                 .audit_redact(["query"])
                 .read_only(),
         )
+        .plain_method(PlainMethod::new("prompts/get").scope("tickets.search"))
         // A set guard after decoding notes whether the arguments it saw were checked: a plain tool's are not
         // (its server decodes them after the guards).
         .guard(guard::from_fn(GuardStage::AfterDecoding, |call| {

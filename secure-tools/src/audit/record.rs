@@ -218,6 +218,40 @@ pub enum AuditEvent {
         #[serde(skip_serializing_if = "Option::is_none")]
         session_id: Option<String>,
     },
+    /// A request of a merged handler's own method, declared to the tool set
+    /// ([`ToolSetBuilder::plain_method`](crate::ToolSetBuilder::plain_method)) and admitted, was served by it: one
+    /// record per request, written as it is answered (its answer is withheld if the record cannot be written), or as
+    /// its request is dropped unanswered (`cancelled`). A refused one has its `message_rejected` record instead.
+    MethodCall {
+        /// The JSON-RPC id of the request.
+        request_id: RequestId,
+        /// The method (`resources/read`, `prompts/get`, a custom one), shortened if long.
+        method: String,
+        /// What the request named: a resource's URI (`resources/read`, `resources/subscribe`, ...), a prompt's name
+        /// (`prompts/get`), the prompt or resource template completed (`completion/complete`), shortened if long.
+        /// Nothing else the request carried is recorded: a prompt's arguments, a custom method's params.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        target: Option<String>,
+        /// `ok`; `error` (the handler answered an error); `panic` (it panicked, and was answered `-32603` with its
+        /// message withheld); `cancelled` (its request was dropped before it answered).
+        outcome: Outcome,
+        /// The JSON-RPC error code answered, for an error or a panic.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        code: Option<i32>,
+        /// How long the handler took, in microseconds.
+        duration_us: u64,
+        /// The caller whose grant the method's scopes were checked against.
+        caller: String,
+        /// Over HTTP: the client's address.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        remote_addr: Option<String>,
+        /// Over HTTP: the bearer token's id (`jti`), when it has one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        token_id: Option<String>,
+        /// The session the request came in, as in its `session` record.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        session_id: Option<String>,
+    },
     /// An HTTP request was refused before reaching the protocol layer: no or an invalid token (401), a Host or
     /// Origin not allowed (403), a body too large (413), a timeout (408).
     HttpRejected {
@@ -367,6 +401,24 @@ impl AuditEvent {
                     .flatten()
                     .for_each(shorten);
             }
+            AuditEvent::MethodCall {
+                request_id,
+                method,
+                target,
+                caller,
+                remote_addr,
+                token_id,
+                session_id,
+                ..
+            } => {
+                *request_id = bounded_request_id(request_id);
+                shorten(method);
+                shorten(caller);
+                [target, remote_addr, token_id, session_id]
+                    .into_iter()
+                    .flatten()
+                    .for_each(shorten);
+            }
             AuditEvent::HttpRejected {
                 subject,
                 method,
@@ -400,6 +452,7 @@ impl AuditEvent {
             AuditEvent::SessionClosed { .. } => "session_closed",
             AuditEvent::VersionRejected { .. } => "version_rejected",
             AuditEvent::MessageRejected { .. } => "message_rejected",
+            AuditEvent::MethodCall { .. } => "method_call",
             AuditEvent::HttpRejected { .. } => "http_rejected",
             AuditEvent::TlsRejected { .. } => "tls_rejected",
             AuditEvent::ConnectionRejected { .. } => "connection_rejected",
@@ -1014,6 +1067,18 @@ mod tests {
                 supported: Value::Array(vec![Value::String(long.clone()); 100]),
                 caller: Some(long.clone()),
                 remote_addr: None,
+                token_id: Some(long.clone()),
+                session_id: Some(long.clone()),
+            },
+            AuditEvent::MethodCall {
+                request_id: id().unwrap(),
+                method: long.clone(),
+                target: Some(long.clone()),
+                outcome: Outcome::Ok,
+                code: None,
+                duration_us: 1,
+                caller: long.clone(),
+                remote_addr: Some(long.clone()),
                 token_id: Some(long.clone()),
                 session_id: Some(long.clone()),
             },

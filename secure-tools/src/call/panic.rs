@@ -18,8 +18,29 @@ use std::task::{Context, Poll};
 
 use futures_util::FutureExt;
 
+/// Whose code is running, for the panic hook's line.
+#[derive(Clone, Copy)]
+pub(crate) enum Running {
+    /// A secure tool's, by name.
+    Tool(&'static str),
+    /// A merged handler's own method's, declared to the tool set (`resources/read`).
+    Method(&'static str),
+    /// A merged handler's own custom method's, declared to the tool set.
+    CustomMethod,
+}
+
+impl std::fmt::Display for Running {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Running::Tool(name) => write!(f, "secure tool `{name}`"),
+            Running::Method(method) => write!(f, "method `{method}` served under the policy"),
+            Running::CustomMethod => write!(f, "a custom method served under the policy"),
+        }
+    }
+}
+
 thread_local! {
-    static RUNNING_TOOL: Cell<Option<&'static str>> = const { Cell::new(None) };
+    static RUNNING_TOOL: Cell<Option<Running>> = const { Cell::new(None) };
     /// Set while the pipeline tries something whose panic it expects and handles itself.
     static QUIET: Cell<bool> = const { Cell::new(false) };
 }
@@ -39,7 +60,7 @@ pub fn install_panic_hook() {
     let previous = panic::take_hook();
     panic::set_hook(Box::new(move |info| match RUNNING_TOOL.with(Cell::get) {
         _ if QUIET.with(Cell::get) => {}
-        Some(tool) => {
+        Some(running) => {
             let location = info
                 .location()
                 .map(|l| format!("{}:{}", l.file(), l.line()))
@@ -47,19 +68,19 @@ pub fn install_panic_hook() {
             // Written, not `eprintln!`ed: a hook that panics (standard error closed, a full disk) aborts the process.
             let _ = writeln!(
                 std::io::stderr(),
-                "secure tool `{tool}` panicked at {location} (message withheld: it may hold redacted input)"
+                "{running} panicked at {location} (message withheld: it may hold redacted input)"
             );
         }
         None => previous(info),
     }));
 }
 
-fn running_tool() -> Option<&'static str> {
+fn running_tool() -> Option<Running> {
     RUNNING_TOOL.with(Cell::get)
 }
 
-fn with_tool<R>(tool: Option<&'static str>, f: impl FnOnce() -> R) -> R {
-    struct Reset(Option<&'static str>);
+fn with_tool<R>(tool: Option<Running>, f: impl FnOnce() -> R) -> R {
+    struct Reset(Option<Running>);
     impl Drop for Reset {
         fn drop(&mut self) {
             RUNNING_TOOL.with(|cell| cell.set(self.0));
@@ -83,7 +104,7 @@ pub(crate) fn quietly<R>(f: impl FnOnce() -> R) -> Result<R, ()> {
 
 /// Runs `f` as part of `tool`, catching a panic.
 pub(crate) fn catch<R>(tool: &'static str, f: impl FnOnce() -> R) -> Result<R, ()> {
-    with_tool(Some(tool), || {
+    with_tool(Some(Running::Tool(tool)), || {
         panic::catch_unwind(AssertUnwindSafe(f)).map_err(drop)
     })
 }
@@ -91,15 +112,20 @@ pub(crate) fn catch<R>(tool: &'static str, f: impl FnOnce() -> R) -> Result<R, (
 /// A future whose polls, and whose drop, count as running `tool`: the user's code runs in both (a value it holds
 /// across an await may panic as it is dropped, when the call times out, say).
 pub(crate) struct Guarded<F> {
-    tool: Option<&'static str>,
+    tool: Option<Running>,
     /// Dropped in place by `Guarded`'s own drop, under the tool's name.
     future: ManuallyDrop<F>,
 }
 
 impl<F> Guarded<F> {
     pub(crate) fn new(tool: &'static str, future: F) -> Self {
+        Self::running(Running::Tool(tool), future)
+    }
+
+    /// `future`, its polls and its drop counting as `running`'s code.
+    pub(crate) fn running(running: Running, future: F) -> Self {
         Guarded {
-            tool: Some(tool),
+            tool: Some(running),
             future: ManuallyDrop::new(future),
         }
     }

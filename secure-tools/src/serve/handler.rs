@@ -1072,6 +1072,18 @@ where
     ) -> Result<(), ErrorData> {
         let shown = crate::audit::shorten_str(method);
         let (reason, error) = match self.secure.tools().method_scopes(method) {
+            // Nothing is served unrecorded: while the trail cannot be written, declared methods are refused before
+            // their handler runs, as calls are.
+            Some(_) if self.secure.tools().audit().is_failing() => (
+                crate::call::codes::AUDIT_UNAVAILABLE,
+                ErrorData::internal_error(
+                    format!(
+                        "{}: the audit trail cannot be written, so nothing is served",
+                        crate::call::codes::AUDIT_UNAVAILABLE
+                    ),
+                    None,
+                ),
+            ),
             None => (
                 "method_not_declared",
                 ErrorData::new(
@@ -1098,6 +1110,26 @@ where
         let bytes = message_bytes(method, params, context);
         self.record_rejected(context, Some(shown), reason, &error, bytes);
         Err(error)
+    }
+
+    /// The `method_call` record of an admitted request of `method`, to be written as it is answered.
+    fn method_call(
+        &self,
+        method: String,
+        target: Option<&str>,
+        context: &RequestContext<RoleServer>,
+    ) -> MethodCall<'_> {
+        MethodCall {
+            audit: self.secure.tools().audit(),
+            started: std::time::Instant::now(),
+            event: Some(MethodCallParts {
+                request_id: context.id.clone(),
+                method,
+                target: target.map(crate::audit::shorten_str),
+                caller: crate::audit::shorten_str(self.secure.caller(context).id()),
+                origin: self.rejection_origin(context),
+            }),
+        }
     }
 
     /// A call: refused before anything else by the version policy; a secure tool's straight to the pipeline,
@@ -1266,10 +1298,164 @@ pub(crate) fn publish_scopes(tool: &mut Tool, definition: &crate::tool::ToolDefi
     tool.meta = Some(meta);
 }
 
-/// Requests passed on to the inner handler once admitted (version policy, session start), and, those written with
-/// `= "method"`, declared to the tool set with scopes the caller holds (see [`Secured::admit_method`]).
+/// What a request of a merged handler's own method names, for its `method_call` record: a resource's URI, a
+/// prompt's name. Nothing else a request carries is recorded (a prompt's arguments may be secrets).
+trait MethodTarget {
+    fn target(&self) -> Option<&str> {
+        None
+    }
+}
+
+impl MethodTarget for Option<PaginatedRequestParams> {}
+
+impl MethodTarget for rmcp::model::ReadResourceRequestParams {
+    fn target(&self) -> Option<&str> {
+        Some(&self.uri)
+    }
+}
+
+#[allow(deprecated)]
+impl MethodTarget for rmcp::model::SubscribeRequestParams {
+    fn target(&self) -> Option<&str> {
+        Some(&self.uri)
+    }
+}
+
+#[allow(deprecated)]
+impl MethodTarget for rmcp::model::UnsubscribeRequestParams {
+    fn target(&self) -> Option<&str> {
+        Some(&self.uri)
+    }
+}
+
+impl MethodTarget for rmcp::model::GetSkillRequestParams {
+    fn target(&self) -> Option<&str> {
+        Some(&self.uri)
+    }
+}
+
+impl MethodTarget for rmcp::model::ReadResourceDirectoryRequestParams {
+    fn target(&self) -> Option<&str> {
+        Some(&self.uri)
+    }
+}
+
+impl MethodTarget for rmcp::model::GetPromptRequestParams {
+    fn target(&self) -> Option<&str> {
+        Some(&self.name)
+    }
+}
+
+impl MethodTarget for rmcp::model::CompleteRequestParams {
+    fn target(&self) -> Option<&str> {
+        match &self.r#ref {
+            rmcp::model::Reference::Resource(template) => Some(&template.uri),
+            rmcp::model::Reference::Prompt(prompt) => Some(&prompt.name),
+            _ => None,
+        }
+    }
+}
+
+/// The `method_call` record of one admitted request of a declared method: written once, as the inner handler
+/// answers, or, if the request's future is dropped first (its client gone, the server stopping), as it is dropped,
+/// `cancelled`.
+struct MethodCall<'a> {
+    audit: &'a crate::audit::Audit,
+    started: std::time::Instant,
+    /// Taken when the record is written.
+    event: Option<MethodCallParts>,
+}
+
+struct MethodCallParts {
+    request_id: rmcp::model::RequestId,
+    method: String,
+    target: Option<String>,
+    caller: String,
+    origin: SessionOrigin,
+}
+
+impl MethodCall<'_> {
+    /// Runs the inner handler's answer: a panic in it is answered `-32603`, its message withheld (it may quote what
+    /// the request carried), rather than leaving the client without an answer; the answer is given only once its
+    /// record is written.
+    async fn serve<T>(
+        mut self,
+        running: crate::call::panic::Running,
+        answer: impl Future<Output = Result<T, ErrorData>>,
+    ) -> Result<T, ErrorData> {
+        use futures_util::FutureExt as _;
+        let settled = crate::call::panic::Guarded::running(
+            running,
+            std::panic::AssertUnwindSafe(answer).catch_unwind(),
+        )
+        .await;
+        let (outcome, answer) = match settled {
+            Ok(Ok(answer)) => (crate::audit::Outcome::Ok, Ok(answer)),
+            Ok(Err(error)) => (crate::audit::Outcome::Error, Err(error)),
+            // The payload may quote what the request carried: dropped unread.
+            Err(_payload) => (
+                crate::audit::Outcome::Panic,
+                Err(ErrorData::internal_error(
+                    "the method's handler panicked (its message is withheld: it may quote what the request \
+                     carried)",
+                    None,
+                )),
+            ),
+        };
+        let code = answer.as_ref().err().map(|error| error.code.0);
+        match self.write(outcome, code) {
+            Ok(()) => answer,
+            Err(error) => {
+                tracing::error!(%error, "method_call record not written; the answer is withheld");
+                Err(ErrorData::internal_error(
+                    format!(
+                        "{}: the answer is withheld: its audit record could not be written",
+                        crate::call::codes::AUDIT_UNAVAILABLE
+                    ),
+                    None,
+                ))
+            }
+        }
+    }
+
+    fn write(
+        &mut self,
+        outcome: crate::audit::Outcome,
+        code: Option<i32>,
+    ) -> Result<(), crate::audit::AuditError> {
+        let Some(parts) = self.event.take() else {
+            return Ok(());
+        };
+        let elapsed = self.started.elapsed();
+        self.audit.record(AuditEvent::MethodCall {
+            request_id: parts.request_id,
+            method: parts.method,
+            target: parts.target,
+            outcome,
+            code,
+            duration_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+            caller: parts.caller,
+            remote_addr: parts.origin.remote_addr,
+            token_id: parts.origin.token_id,
+            session_id: parts.origin.session_id,
+        })
+    }
+}
+
+impl Drop for MethodCall<'_> {
+    fn drop(&mut self) {
+        if self.event.is_some()
+            && let Err(error) = self.write(crate::audit::Outcome::Cancelled, None)
+        {
+            tracing::error!(%error, "method_call record not written");
+        }
+    }
+}
+
+/// Requests passed on to the inner handler once admitted (version policy, session start): methods the gate never
+/// consults (see `NOT_DECLARABLE` in the tool set).
 macro_rules! admitted {
-    ($($(#[$attr:meta])* $name:ident($param:ty) -> $out:ty $(= $method:literal)?;)*) => {$(
+    ($($(#[$attr:meta])* $name:ident($param:ty) -> $out:ty;)*) => {$(
         $(#[$attr])*
         async fn $name(
             &self,
@@ -1277,8 +1463,30 @@ macro_rules! admitted {
             context: RequestContext<RoleServer>,
         ) -> Result<$out, ErrorData> {
             self.admit_request(&context)?;
-            $(self.admit_method($method, &request, &context)?;)?
             self.inner.$name(request, context).await
+        }
+    )*};
+}
+
+/// The handler's own methods, denied by default: served by the inner handler only as the tool set declares them,
+/// to a caller holding their scopes (see [`Secured::admit_method`]), each request with its `method_call` record.
+macro_rules! declared {
+    ($($(#[$attr:meta])* $name:ident($param:ty) -> $out:ty = $method:literal;)*) => {$(
+        $(#[$attr])*
+        async fn $name(
+            &self,
+            request: $param,
+            context: RequestContext<RoleServer>,
+        ) -> Result<$out, ErrorData> {
+            self.admit_request(&context)?;
+            self.admit_method($method, &request, &context)?;
+            let record = self.method_call($method.to_owned(), MethodTarget::target(&request), &context);
+            record
+                .serve(
+                    crate::call::panic::Running::Method($method),
+                    self.inner.$name(request, context),
+                )
+                .await
         }
     )*};
 }
@@ -1370,7 +1578,9 @@ where
         get_task(rmcp::model::GetTaskParams) -> rmcp::model::GetTaskResult;
         update_task(rmcp::model::UpdateTaskParams) -> ();
         cancel_task(rmcp::model::CancelTaskParams) -> ();
-        // The handler's own methods, denied by default: served only as the tool set declares them.
+    }
+
+    declared! {
         complete(rmcp::model::CompleteRequestParams) -> rmcp::model::CompleteResult = "completion/complete";
         get_prompt(rmcp::model::GetPromptRequestParams) -> rmcp::model::GetPromptResponse = "prompts/get";
         list_prompts(Option<PaginatedRequestParams>) -> rmcp::model::ListPromptsResult = "prompts/list";
@@ -1404,7 +1614,13 @@ where
         }
         self.admit_request(&context)?;
         self.admit_method(&request.method, &request.params, &context)?;
-        self.inner.on_custom_request(request, context).await
+        let record = self.method_call(crate::audit::shorten_str(&request.method), None, &context);
+        record
+            .serve(
+                crate::call::panic::Running::CustomMethod,
+                self.inner.on_custom_request(request, context),
+            )
+            .await
     }
 
     fn accepted_subscription_filter(

@@ -552,6 +552,7 @@ fn event_name(event: &AuditEvent) -> &'static str {
         AuditEvent::SessionClosed { .. } => "secure_tools.audit.session_closed",
         AuditEvent::VersionRejected { .. } => "secure_tools.audit.version_rejected",
         AuditEvent::MessageRejected { .. } => "secure_tools.audit.message_rejected",
+        AuditEvent::MethodCall { .. } => "secure_tools.audit.method_call",
         AuditEvent::HttpRejected { .. } => "secure_tools.audit.http_rejected",
         AuditEvent::TlsRejected { .. } => "secure_tools.audit.tls_rejected",
         AuditEvent::ConnectionRejected { .. } => "secure_tools.audit.connection_rejected",
