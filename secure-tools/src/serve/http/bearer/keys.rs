@@ -515,6 +515,50 @@ mod tests {
         );
     }
 
+    /// A red team's (round 43): a key under a token's `kid` that cannot be used (an EC point not on its curve)
+    /// ended the search with `malformed`, so a token signed with the valid key listed after it under the same `kid`
+    /// was refused: a provider's one broken key took the others with it. A key that cannot verify counts as one
+    /// whose signature does not match, and the next is tried.
+    #[test]
+    fn a_broken_key_under_a_kid_does_not_hide_the_keys_after_it() {
+        let issuer = "https://issuer.test";
+        let resource = "https://mcp.example.com/mcp";
+        let good = rcgen::KeyPair::generate().unwrap();
+        let mut broken = ec_jwk(&rcgen::KeyPair::generate().unwrap(), "P-256", "shared");
+        // A point off the curve: the last byte of `y` changed.
+        use base64::Engine as _;
+        let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let mut y = engine.decode(broken["y"].as_str().unwrap()).unwrap();
+        *y.last_mut().unwrap() ^= 1;
+        broken["y"] = engine.encode(&y).into();
+        let set = serde_json::json!({"keys": [broken, ec_jwk(&good, "P-256", "shared")]});
+        let auth = crate::serve::http::BearerAuth::new(
+            issuer,
+            resource,
+            VerificationKeys::jwks_json(&set.to_string()).unwrap(),
+        );
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let claims =
+            serde_json::json!({"iss": issuer, "sub": "alice", "aud": resource, "exp": now + 600});
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        header.kid = Some("shared".into());
+        let key = jsonwebtoken::EncodingKey::from_ec_pem(good.serialize_pem().as_bytes()).unwrap();
+        let token = jsonwebtoken::encode(&header, &claims, &key).unwrap();
+        assert_eq!(auth.verify(&token).unwrap().id(), "alice");
+        // A token signed by neither: its signature is bad, whatever the broken key made of it.
+        let stranger = rcgen::KeyPair::generate().unwrap();
+        let key =
+            jsonwebtoken::EncodingKey::from_ec_pem(stranger.serialize_pem().as_bytes()).unwrap();
+        let token = jsonwebtoken::encode(&header, &claims, &key).unwrap();
+        assert_eq!(
+            auth.verify(&token).unwrap_err(),
+            super::super::TokenError::BadSignature
+        );
+    }
+
     #[test]
     fn a_private_key_is_refused_where_a_public_key_belongs() {
         let pair = rcgen::KeyPair::generate().unwrap();

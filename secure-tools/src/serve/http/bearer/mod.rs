@@ -238,9 +238,15 @@ impl BearerAuth {
         self
     }
 
-    /// The audiences a token may name in `aud` instead of the resource URL (see [`audiences`](Self::audiences)).
+    /// The audiences a token may name in `aud` instead of the resource URL (see [`audiences`](Self::audiences)); an
+    /// empty one is left out. (An empty issuer, given to [`new`](Self::new), takes no token.)
     pub fn audiences(mut self, audiences: impl IntoIterator<Item = impl Into<String>>) -> Self {
-        self.audiences = audiences.into_iter().map(Into::into).collect();
+        // An empty audience would accept tokens naming `aud: ""` (red-team finding, through the settings).
+        self.audiences = audiences
+            .into_iter()
+            .map(Into::into)
+            .filter(|audience: &String| !audience.is_empty())
+            .collect();
         self.cache = Arc::new(cache::TokenCache::new());
         self
     }
@@ -363,6 +369,10 @@ impl BearerAuth {
         key: &VerificationKey,
     ) -> Result<(Authenticated, u64), TokenError> {
         check_header(header, self.require_access_token_type)?;
+        // An empty issuer takes no token (one naming `iss: ""` would match it).
+        if self.issuer.is_empty() {
+            return Err(TokenError::WrongIssuer);
+        }
         if !key.algorithms.contains(&header.alg) {
             return Err(TokenError::AlgorithmNotAllowed);
         }
@@ -383,7 +393,17 @@ impl BearerAuth {
         // a repeated `sub` was refused by jsonwebtoken's own reading).
         let data =
             jsonwebtoken::decode::<crate::strict_json::StrictObject>(token, &key.key, &validation)
-                .map_err(|e| classify(e.kind()))?;
+                .map_err(|e| match e.kind() {
+                    // A key that cannot verify at all (an EC point off its curve, an RSA key the backend refuses)
+                    // verifies nothing: as one whose signature does not match, so that the next key under the
+                    // token's `kid` is tried (a red team's: one broken key hid the valid one after it).
+                    ErrorKind::InvalidEcdsaKey
+                    | ErrorKind::InvalidEddsaKey
+                    | ErrorKind::InvalidRsaKey(_)
+                    | ErrorKind::InvalidKeyFormat
+                    | ErrorKind::Provider(_) => TokenError::BadSignature,
+                    kind => classify(kind),
+                })?;
         let claims = data.claims.0;
         // One string (RFC 7519 section 4.1.1), equal to the issuer; jsonwebtoken takes an array holding it too
         // (red-team finding).
