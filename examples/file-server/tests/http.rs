@@ -1603,6 +1603,56 @@ fn settings_that_would_open_the_server_wider_than_asked_stop_the_start() {
             "{flag} {url}: {stderr}"
         );
     }
+    // A red team's (round 43): an empty issuer or audience was taken (a token naming `iss: ""` or `aud: ""` was
+    // accepted, and `""` published as the authorization server), and an audience with spaces around it was
+    // compared as written. Each stops the start.
+    for (flag, value, named) in [
+        ("--issuer", "", "--issuer"),
+        ("--issuer", " ", "--issuer"),
+        ("--issuer", "https://issuer.test ", "--issuer"),
+        ("--token-audience", "", "--token-audience"),
+        ("--token-audience", "api://x,", "--token-audience"),
+        ("--token-audience", " api://x", "--token-audience"),
+        ("--authorization-server", "", "--authorization-server"),
+    ] {
+        let mut args = bearer.to_vec();
+        match args.iter().position(|arg| *arg == flag) {
+            Some(at) => args[at + 1] = value,
+            None => args.extend([flag, value]),
+        }
+        let stderr = run(&args, &[("MCP_AUTH_HS256_SECRET", secret)]);
+        assert!(stderr.contains(named), "{flag} {value:?}: {stderr}");
+    }
+    let stderr = run(
+        &bearer,
+        &[
+            ("MCP_AUTH_HS256_SECRET", secret),
+            (
+                "MCP_AUTH_AUDIENCES",
+                std::ffi::OsStr::new("api://x, api://y"),
+            ),
+        ],
+    );
+    assert!(stderr.contains("MCP_AUTH_AUDIENCES"), "{stderr}");
+    // A red team's (round 43): a max age of a millisecond let every request, a token of `x` included, start a fetch
+    // of the JWKS. At least a second.
+    let stderr = run(
+        &[
+            &bearer[..],
+            &[
+                "--jwks-url",
+                "https://idp.example/jwks.json",
+                "--jwks-max-age",
+                "1ms",
+            ],
+        ]
+        .concat(),
+        &[],
+    );
+    assert!(
+        stderr.contains("--jwks-max-age") && stderr.contains("second"),
+        "{stderr}"
+    );
     let not_utf8 = std::ffi::OsStr::from_bytes(b"secret-\xff-0123456789abcdef0123456789");
     let stderr = run(&bearer, &[("MCP_AUTH_HS256_SECRET", not_utf8)]);
     assert!(

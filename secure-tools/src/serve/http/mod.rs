@@ -391,6 +391,25 @@ fn check_resource_url(url: &str) -> Result<(), String> {
 
 /// Refuses a URL the server publishes (`what`) that carries credentials (`user:password@`), shown masked (red-team
 /// findings: a resource URL's, then an issuer's and an authorization server's, were published to every client).
+/// The shortest maximum age of a JWKS URL's keys the settings take.
+const MIN_JWKS_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// An identifier a token's claim is compared with exactly (the issuer, an audience) or one published (an
+/// authorization server): not empty, and without spaces or controls around it, which no provider puts in a claim
+/// (red-team finding: an empty audience in the list accepted tokens naming `aud: ""`, an empty issuer `iss: ""`).
+fn exact_identifier(value: &str, what: &str) -> Result<(), String> {
+    if value.trim().is_empty() {
+        return Err(format!("{what} is empty"));
+    }
+    if value.trim() != value || value.chars().any(char::is_control) {
+        return Err(format!(
+            "{what} `{}` has spaces or control characters: it is compared with tokens' claims exactly",
+            crate::serve::settings::masked_url(value).escape_debug()
+        ));
+    }
+    Ok(())
+}
+
 fn no_credentials(url: &str, what: &str) -> Result<(), String> {
     let authority = url
         .split_once("://")
@@ -451,10 +470,18 @@ async fn bearer_auth(args: &ServerArgs, secret: Option<String>) -> Result<Auth, 
     // The issuer and the authorization servers are published too, in the protected resource metadata.
     no_credentials(&issuer, "the issuer")
         .map_err(|reason| invalid("--issuer / MCP_AUTH_ISSUER", reason))?;
+    exact_identifier(&issuer, "the issuer")
+        .map_err(|reason| invalid("--issuer / MCP_AUTH_ISSUER", reason))?;
     for server in args.authorization_servers.iter().flatten() {
-        no_credentials(server, "an authorization server").map_err(|reason| {
-            invalid("--authorization-server / MCP_AUTHORIZATION_SERVERS", reason)
-        })?;
+        let named = "--authorization-server / MCP_AUTHORIZATION_SERVERS";
+        no_credentials(server, "an authorization server")
+            .map_err(|reason| invalid(named, reason))?;
+        exact_identifier(server, "an authorization server")
+            .map_err(|reason| invalid(named, reason))?;
+    }
+    for audience in args.token_audiences.iter().flatten() {
+        exact_identifier(audience, "an audience")
+            .map_err(|reason| invalid("--token-audience / MCP_AUTH_AUDIENCES", reason))?;
     }
     let sources = [
         args.jwks_url.is_some(),
@@ -496,6 +523,15 @@ async fn bearer_auth(args: &ServerArgs, secret: Option<String>) -> Result<Auth, 
         .map_err(|message| invalid(max_age_name, message))?;
     if max_age.is_some() && args.jwks_url.is_none() {
         return Err(invalid(max_age_name, "only applies with --jwks-url".into()));
+    }
+    // Keys older than this are fetched again as a request comes: below a second, every request (a token of
+    // garbage included) could start a fetch of the provider's JWKS (red-team finding).
+    if max_age.is_some_and(|age| age < MIN_JWKS_MAX_AGE) {
+        return Err(invalid(
+            max_age_name,
+            "must be at least a second: keys older than this are fetched again as requests come"
+                .into(),
+        ));
     }
     let read = |path: &std::path::Path, name: &str| {
         crate::operator_file::read_bounded(

@@ -349,7 +349,8 @@ impl VerificationKeys {
 
     /// The longest the keys of a JWKS URL are used before they are fetched again, in the background, while the
     /// keys held go on being used (default [`DEFAULT_JWKS_MAX_AGE`]; within the refetch interval too, unless the
-    /// last fetch failed).
+    /// last fetch failed). Keys this old are fetched again as requests come, whatever their tokens: a very short
+    /// age makes every request a fetch (the runner's settings take a second at least).
     /// Call it before cloning the keys; it has no effect on other key sources.
     pub fn max_age(self, max_age: Duration) -> Self {
         self.configure_remote(|remote| remote.max_age = max_age)
