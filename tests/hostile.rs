@@ -619,3 +619,65 @@ fn a_request_rmcp_refuses_within_a_session_is_audited() {
         .collect();
     assert_eq!(refused, [(json!(2), json!("incomplete_meta"))]);
 }
+
+/// A red team's (round 43): a message within the size limit made of millions of tiny values (`[0,0,0,...]`) took
+/// about a hundred times its size in memory as rmcp's message types read it (430 MB for 4 MiB), whatever its
+/// method: the byte limit did not bound memory. A message holds at most one JSON value per 16 bytes of the limit
+/// (262,144 under the default 4 MiB); past that it is refused before anything builds it, and audited.
+#[test]
+fn a_message_of_millions_of_tiny_values_is_refused_without_its_memory() {
+    let mut server = started(&[]);
+    still_serving(&mut server, 30);
+    let serving = rss_kib(server.pid());
+    let zeros = vec!["0"; 2_000_000].join(",");
+    let cases = [
+        (
+            format!(r#"{{"jsonrpc":"2.0","id":31,"method":"ping","params":{{"pad":[{zeros}]}}}}"#),
+            json!(31),
+        ),
+        (
+            format!(
+                r#"{{"jsonrpc":"2.0","id":"c","method":"tools/call","params":{{"name":"echo","arguments":{{"text":"x","pad":[{zeros}]}}}}}}"#
+            ),
+            json!("c"),
+        ),
+    ];
+    for (line, id) in cases {
+        assert!(line.len() < 4 * 1024 * 1024, "{}", line.len());
+        server.send_raw(line.as_bytes());
+        server.send_raw(b"\n");
+        let answer = server.recv();
+        assert_error(&answer, -32600, id);
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(message.contains("262144"), "{answer}");
+    }
+    // Without an id: not built either, so not known for a notification; answered as an invalid request whose id
+    // could not be read (`null`), as a line over the size limit is.
+    let note = format!(
+        r#"{{"jsonrpc":"2.0","method":"notifications/progress","params":{{"pad":[{zeros}]}}}}"#
+    );
+    server.send_raw(note.as_bytes());
+    server.send_raw(b"\n");
+    assert_error(&server.recv(), -32600, Value::Null);
+    still_serving(&mut server, 32);
+    let peak = rss_kib(server.pid());
+    assert!(
+        peak - serving < 48 * 1024,
+        "peak RSS {peak} KiB, {serving} KiB once serving"
+    );
+    // Many values, within the bound, are served as before.
+    let many: Vec<u32> = (0..100_000).collect();
+    let answer = server.request(RawServer::call_message(
+        33,
+        "echo",
+        json!({"text": "many", "pad": many}),
+    ));
+    assert_eq!(answer["id"], 33, "{answer}");
+    let records = server.audit();
+    let refused: Vec<_> = events(&records, "message_rejected")
+        .into_iter()
+        .filter(|r| r["reason"] == "too_many_values")
+        .map(|r| r["request_id"].clone())
+        .collect();
+    assert_eq!(refused, [json!(31), json!("c"), Value::Null], "{records:?}");
+}

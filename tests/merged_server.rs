@@ -365,6 +365,37 @@ async fn a_merged_server_over_http_with_bearer_tokens_keeps_every_tool_under_the
         refused.iter().any(|r| r["detail"] == "duplicate_key"),
         "{refused:?}"
     );
+    // A red team's (round 43, over stdio): millions of tiny values within the size limit took about a hundred
+    // times their size as rmcp read them. Refused over HTTP too, before anything builds them.
+    let zeros = vec!["0"; 2_000_000].join(",");
+    let body = format!(
+        r#"{{"jsonrpc":"2.0","id":12,"method":"tools/call","params":{{"name":"search_tickets","arguments":{{"query":"a","pad":[{zeros}]}}}}}}"#
+    );
+    let response = reqwest::Client::new()
+        .post(&server.resource)
+        .header("authorization", format!("Bearer {full}"))
+        .header("accept", "application/json, text/event-stream")
+        .header("content-type", "application/json")
+        .header("mcp-protocol-version", "2025-11-25")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("too_many_values"),
+        "{body}"
+    );
+    let records = secure_tools_tests::read_audit(&server.audit_log);
+    let refused = secure_tools_tests::events(&records, "http_rejected");
+    assert!(
+        refused.iter().any(|r| r["detail"] == "too_many_values"),
+        "{refused:?}"
+    );
     assert_eq!(server.calls().len(), 6, "no call was made");
 }
 

@@ -40,9 +40,26 @@ pub fn from_str_strict(text: &str) -> Result<Value, serde_json::Error> {
 /// Checks that `text` is one JSON value with no duplicate key at any depth, without building it. Allocates only
 /// for objects of many keys or keys with escapes.
 pub fn check(text: &str) -> Result<(), serde_json::Error> {
+    check_bounded(text, usize::MAX)
+}
+
+/// [`check`], and that `text` holds at most `max_values` JSON values (each scalar, array and object one): a
+/// message of millions of tiny values (`[0,0,0,...]`) takes about a hundred times its size in memory as rmcp's
+/// message types read it (red-team finding), so a size limit alone does not bound it. Past the bound, the error
+/// starts with [`TOO_MANY_VALUES`].
+pub(crate) fn check_bounded(text: &str, max_values: usize) -> Result<(), serde_json::Error> {
+    let left = std::cell::Cell::new(max_values);
     let mut deserializer = serde_json::Deserializer::from_str(text);
-    Check.deserialize(&mut deserializer)?;
+    Check { left: &left }.deserialize(&mut deserializer)?;
     deserializer.end()
+}
+
+/// How [`check_bounded`]'s error for a text of too many values begins.
+pub(crate) const TOO_MANY_VALUES: &str = "too many values";
+
+/// The values a message of at most `max_bytes` may hold: one per 16 bytes (262,144 for 4 MiB), at least 4,096.
+pub(crate) fn max_values(max_bytes: usize) -> usize {
+    (max_bytes / 16).max(4096)
 }
 
 /// A JSON object with no duplicate key at any depth, for where a `Deserialize` type is asked for (the claims of an
@@ -60,12 +77,19 @@ impl<'de> serde::Deserialize<'de> for StrictObject {
     }
 }
 
+/// The values still allowed.
 #[derive(Clone, Copy)]
-struct Check;
+struct Check<'a> {
+    left: &'a std::cell::Cell<usize>,
+}
 
-impl<'de> DeserializeSeed<'de> for Check {
+impl<'de> DeserializeSeed<'de> for Check<'_> {
     type Value = ();
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        match self.left.get().checked_sub(1) {
+            Some(left) => self.left.set(left),
+            None => return Err(de::Error::custom(TOO_MANY_VALUES)),
+        }
         deserializer.deserialize_any(self)
     }
 }
@@ -103,7 +127,7 @@ impl<'de> serde::Deserialize<'de> for Key<'de> {
     }
 }
 
-impl<'de> Visitor<'de> for Check {
+impl<'de> Visitor<'de> for Check<'_> {
     type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -258,6 +282,18 @@ mod tests {
 
     /// Comparing each key with every one before it made a 160,000-key object cost 12.8 billion comparisons (about
     /// 20 s); the check must stay linear in the number of keys, whether they are distinct or not.
+    /// Each scalar, array and object counts once, at any depth; one value past the bound is refused.
+    #[test]
+    fn values_are_counted_to_the_bound() {
+        // The object, `a`'s array, its three numbers, `b`'s object and its `null`: 7.
+        let text = r#"{"a": [1, 2, 3], "b": {"c": null}}"#;
+        assert!(check_bounded(text, 7).is_ok());
+        let error = check_bounded(text, 6).unwrap_err().to_string();
+        assert!(error.starts_with(TOO_MANY_VALUES), "{error}");
+        assert_eq!(max_values(4 * 1024 * 1024), 262_144);
+        assert_eq!(max_values(1024), 4096);
+    }
+
     #[test]
     fn checking_an_object_of_many_keys_takes_a_linear_number_of_comparisons() {
         let keys = 10_000;

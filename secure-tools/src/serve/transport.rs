@@ -62,6 +62,8 @@ pub struct LineTransport<R, W> {
     lifecycle: Arc<Lifecycle>,
     audit: Audit,
     hold_tool_arguments: bool,
+    /// The JSON values a message may hold (see [`crate::strict_json::max_values`]).
+    max_values: usize,
 }
 
 impl<R, W> Clone for LineTransport<R, W> {
@@ -72,6 +74,7 @@ impl<R, W> Clone for LineTransport<R, W> {
             lifecycle: self.lifecycle.clone(),
             audit: self.audit.clone(),
             hold_tool_arguments: self.hold_tool_arguments,
+            max_values: self.max_values,
         }
     }
 }
@@ -339,6 +342,7 @@ where
             lifecycle: Arc::default(),
             audit,
             hold_tool_arguments: false,
+            max_values: crate::strict_json::max_values(max_message_bytes),
         }
     }
 
@@ -391,13 +395,34 @@ where
                 )),
             });
         };
-        // The common case first: a well-formed message, checked for duplicate keys without building it, then
-        // parsed by rmcp's types once. Everything else takes the slow path below, which explains the refusal.
-        if crate::strict_json::check(text).is_ok()
-            && let Ok(message) = serde_json::from_str::<ClientJsonRpcMessage>(text)
-            && id_as_written(&message, line)
-        {
-            return refuse_misshapen_call(message).map(Some);
+        // The common case first: a well-formed message, checked for duplicate keys and counted without building
+        // it, then parsed by rmcp's types once. Everything else takes the slow path below, which explains the
+        // refusal; a message of too many values is refused before anything builds it (it would take about a
+        // hundred times its size: red-team finding).
+        match crate::strict_json::check_bounded(text, self.max_values) {
+            Ok(()) => {
+                if let Ok(message) = serde_json::from_str::<ClientJsonRpcMessage>(text)
+                    && id_as_written(&message, line)
+                {
+                    return refuse_misshapen_call(message).map(Some);
+                }
+            }
+            Err(error)
+                if error
+                    .to_string()
+                    .starts_with(crate::strict_json::TOO_MANY_VALUES) =>
+            {
+                return Err(Refusal {
+                    id: scanned_id(),
+                    reason: "too_many_values",
+                    error: Some(invalid_request(format!(
+                        "Invalid request: the message holds more than {} JSON values (one per 16 bytes of the \
+                         message size limit)",
+                        self.max_values
+                    ))),
+                });
+            }
+            Err(_) => {}
         }
         let value = match crate::strict_json::from_str_strict(text) {
             Ok(value) => value,

@@ -490,8 +490,9 @@ async fn authenticated(shared: Arc<Shared>, mut request: Request, next: Route) -
             Ok((parts, bytes)) => {
                 // A member twice anywhere is refused, as on stdio: serde keeps the last of two, so the arguments a
                 // guard, the tool and the record saw were the last's while another reader may take the first (a
-                // red team's `{"query":"a","query":"b"}` was served over HTTP and refused over stdio).
-                if has_duplicate_key(&bytes) {
+                // red team's `{"query":"a","query":"b"}` was served over HTTP and refused over stdio). So is a body
+                // of more values than its size allows (see `strict_json::max_values`).
+                if let Some(detail) = refused_body(&bytes, shared.max_request_body_bytes) {
                     let asked = super::Asked::new(
                         &parts.method,
                         &parts.uri,
@@ -501,7 +502,7 @@ async fn authenticated(shared: Arc<Shared>, mut request: Request, next: Route) -
                     let mut response = shared.reject(
                         StatusCode::BAD_REQUEST,
                         "bad_request",
-                        Some("duplicate_key"),
+                        Some(detail),
                         subject.as_ref().map(|s| s.0.to_string()),
                         &asked,
                     );
@@ -836,13 +837,23 @@ async fn read_body(
     Ok((parts, bytes))
 }
 
-/// Whether a body holds a JSON object with a member twice, at any depth (a body that is not JSON is rmcp's to
-/// refuse).
-fn has_duplicate_key(body: &[u8]) -> bool {
-    std::str::from_utf8(body)
-        .ok()
-        .and_then(|text| crate::strict_json::check(text).err())
-        .is_some_and(|error| error.to_string().starts_with("duplicate key"))
+/// Why a body is refused before rmcp reads it: `duplicate_key`, a JSON object with a member twice at any depth;
+/// `too_many_values`, more JSON values than a body of the size limit may hold (millions of tiny values take about
+/// a hundred times their size as rmcp's message types read them: red-team finding). A body that is not JSON is
+/// rmcp's to refuse.
+fn refused_body(body: &[u8], max_body_bytes: usize) -> Option<&'static str> {
+    let text = std::str::from_utf8(body).ok()?;
+    let error =
+        crate::strict_json::check_bounded(text, crate::strict_json::max_values(max_body_bytes))
+            .err()?;
+    let error = error.to_string();
+    if error.starts_with("duplicate key") {
+        Some("duplicate_key")
+    } else if error.starts_with(crate::strict_json::TOO_MANY_VALUES) {
+        Some("too_many_values")
+    } else {
+        None
+    }
 }
 
 /// The request again from its `parts` and body `bytes`, with a `tools/call`'s arguments held out of the body when
