@@ -228,6 +228,34 @@ fn an_over_long_line_is_refused_with_its_id_without_being_held_in_memory() {
         peak - serving < 8 * 1024,
         "peak RSS {peak} KiB, {serving} KiB once serving"
     );
+    // A red team's (round 43): the limit counted the line's end, so a message of exactly the limit was refused
+    // ("65537 bytes"), and with `\r\n` one a byte under it too. The message is what is counted.
+    let exactly = |id: i64| {
+        let shell = RawServer::call_message(id, "echo", json!({"text": ""})).to_string();
+        let text = "z".repeat(65536 - shell.len());
+        let line = RawServer::call_message(id, "echo", json!({"text": text})).to_string();
+        assert_eq!(line.len(), 65536);
+        line
+    };
+    for (id, end) in [(24, "\n"), (25, "\r\n")] {
+        server.send_raw(exactly(id).as_bytes());
+        server.send_raw(end.as_bytes());
+        let answer = server.recv();
+        assert_eq!(answer["id"], id, "{answer}");
+        assert!(answer.get("result").is_some(), "{end:?}: {answer}");
+    }
+    let over = format!("{} ", exactly(26));
+    server.send_raw(over.as_bytes());
+    server.send_raw(b"\r\n");
+    let answer = server.recv();
+    assert_error(&answer, -32600, json!(26));
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("65537 bytes"),
+        "{answer}"
+    );
     // A line just under the limit is still served.
     let text = "y".repeat(60_000);
     let answer = server.request(RawServer::call_message(
@@ -242,7 +270,7 @@ fn an_over_long_line_is_refused_with_its_id_without_being_held_in_memory() {
         .filter(|r| r["reason"] == "too_large")
         .map(|r| r["request_id"].clone())
         .collect();
-    assert_eq!(too_large, [json!(21), json!("late")]);
+    assert_eq!(too_large, [json!(21), json!("late"), json!(26)]);
 }
 
 #[test]
@@ -557,6 +585,17 @@ fn a_last_line_without_its_newline_is_still_answered() {
     server.send_raw(b"not json");
     drop(server.take_stdin());
     assert_error(&server.recv(), -32700, Value::Null);
+    assert!(server.wait().success());
+    // A last line a byte or two over the limit, without its end (which the limit leaves room for): refused.
+    let mut server = started(&[("MCP_MAX_MESSAGE_BYTES", "4096")]);
+    let shell = RawServer::call_message(8, "echo", json!({"text": ""})).to_string();
+    let text = "w".repeat(4096 + 2 - shell.len());
+    let call = RawServer::call_message(8, "echo", json!({"text": text})).to_string();
+    assert_eq!(call.len(), 4098);
+    server.send_raw(call.as_bytes());
+    drop(server.take_stdin());
+    let answer = server.recv();
+    assert_error(&answer, -32600, json!(8));
     assert!(server.wait().success());
 }
 

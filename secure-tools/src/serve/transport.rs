@@ -244,6 +244,17 @@ impl<R: AsyncRead + Unpin> Reader<R> {
                         bytes: discard.bytes,
                     });
                 }
+                // (One without its end may have taken the two bytes of room an end would have.)
+                if self.line.len() > self.max {
+                    let mut scanner = IdScanner::default();
+                    scanner.feed(&self.line);
+                    let bytes = self.line.len();
+                    self.line.clear();
+                    return Ok(Line::TooLarge {
+                        id: scanner.id(),
+                        bytes,
+                    });
+                }
                 if !self.line.is_empty() {
                     return Ok(Line::Complete);
                 }
@@ -252,6 +263,19 @@ impl<R: AsyncRead + Unpin> Reader<R> {
             let newline = available.iter().position(|&b| b == b'\n');
             let take = newline.map_or(available.len(), |i| i + 1);
             let chunk = &available[..take];
+            // The limit is the message's: its line's end (`\n`, or `\r\n`) is not counted (red-team finding: a
+            // message of exactly the limit was refused). Until the end is seen, the line may hold two bytes more.
+            let end = match newline {
+                Some(_) if self.line.last() == Some(&b'\r') && take == 1 => 2,
+                Some(_) if chunk.ends_with(b"\r\n") => 2,
+                Some(_) => 1,
+                None => 0,
+            };
+            let room = if newline.is_some() {
+                self.max + end
+            } else {
+                self.max + 2
+            };
             let mut finished = None;
             if let Some(discard) = &mut self.discarding {
                 discard.scanner.feed(chunk);
@@ -260,14 +284,14 @@ impl<R: AsyncRead + Unpin> Reader<R> {
                     let discard = self.discarding.take().expect("discarding");
                     finished = Some(Line::TooLarge {
                         id: discard.scanner.id(),
-                        bytes: discard.bytes,
+                        bytes: discard.bytes - end,
                     });
                 }
-            } else if self.line.len() + take > self.max {
+            } else if self.line.len() + take > room {
                 let mut scanner = IdScanner::default();
                 scanner.feed(&self.line);
                 scanner.feed(chunk);
-                let bytes = self.line.len() + take;
+                let bytes = self.line.len() + take - end;
                 self.line.clear();
                 self.line.shrink_to(64 * 1024);
                 if newline.is_some() {
