@@ -1294,3 +1294,90 @@ fn a_settings_file_that_never_ends_is_refused_at_start() {
         assert!(message.contains("too long for"), "{flag}: {message}");
     }
 }
+
+/// A red team's (round 43): with stdout and stderr one pipe (`2>&1`), an audit record (written to standard error by
+/// default) or a log line landed inside a large answer, splitting it into two lines neither of which parsed: the
+/// request never got its answer. Each message and each line written to standard error goes out whole.
+#[test]
+fn with_stderr_on_the_protocols_pipe_no_line_lands_inside_an_answer() {
+    use std::io::{BufRead, Write};
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("big.txt"), "a".repeat(600_000)).unwrap();
+    let (reader, writer) = std::io::pipe().unwrap();
+    let mut child = std::process::Command::new(SERVER)
+        .arg("--data-root")
+        .arg(dir.path())
+        .args(["--scopes", "files.read,files.write"])
+        .env_remove("MCP_AUDIT_LOG")
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::piped())
+        .stdout(writer.try_clone().unwrap())
+        .stderr(writer)
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let calls = 150;
+    let writer = std::thread::spawn(move || {
+        let initialize = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {},
+            "clientInfo": {"name": "t", "version": "1"}}});
+        writeln!(stdin, "{initialize}").unwrap();
+        writeln!(
+            stdin,
+            "{}",
+            json!({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        )
+        .unwrap();
+        for id in 1..=calls {
+            writeln!(
+                stdin,
+                "{}",
+                if id % 2 == 1 {
+                    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+                           "params": {"name": "read_file", "arguments": {"filename": "big.txt"}}})
+                } else {
+                    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+                           "params": {"name": "write_file", "arguments": {"filename": format!("w{id}.txt"), "content": "x"}}})
+                }
+            )
+            .unwrap();
+        }
+        stdin
+    });
+    // The host lags: the pipe fills, and each large answer goes out in many writes, between which another line
+    // could land.
+    std::thread::sleep(Duration::from_millis(300));
+    let mut answered = std::collections::BTreeSet::new();
+    let mut records = 0;
+    for line in std::io::BufReader::new(reader).lines() {
+        let line = line.unwrap();
+        // A log line (plain text at `info`) is a line of its own; a message or a record split by another's line
+        // parses as neither.
+        let Ok(value) = serde_json::from_str::<Value>(&line) else {
+            assert!(
+                !line.contains("jsonrpc")
+                    && !line.contains("aaaaaaaa")
+                    && !line.contains("\"event\""),
+                "a message or record split by another line: {:.300}",
+                line
+            );
+            continue;
+        };
+        if value.get("jsonrpc").is_some() {
+            if let Some(id) = value["id"].as_i64().filter(|id| *id > 0) {
+                // Served, or refused (`overloaded`, with 400 calls at once): an answer either way.
+                assert!(value["result"]["content"].is_array(), "{:.200}", line);
+                answered.insert(id);
+                if answered.len() == calls as usize {
+                    break;
+                }
+            }
+        } else if value.get("event").is_some() {
+            records += 1;
+        }
+    }
+    assert_eq!(answered.len(), calls as usize);
+    assert!(records >= calls as usize, "{records} records");
+    drop(writer.join().unwrap());
+    let _ = child.wait();
+}

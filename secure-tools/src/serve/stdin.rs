@@ -36,6 +36,8 @@ pub(crate) fn stdio() -> std::io::Result<(Input, Output)> {
         };
         let shares_stderr = same_file_as_stderr(std::io::stdout().as_fd());
         let output: Output = match stream_of(std::io::stdout().as_fd())? {
+            // Standard error's own stream: written through it, under its lock (see `LockedStderr`).
+            _ if shares_stderr => Box::new(LockedStderr::default()),
             Stream::Pipe(file) => Box::new(pipe::Sender::from_file(file)?),
             Stream::Socket(socket) => Box::new(socket),
             // Through a duplicate too (written on the blocking pool, as `tokio::io::stdout` would), since the
@@ -72,6 +74,61 @@ fn stdout_away(shares_stderr: bool) {
     if !moved && let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
         // SAFETY: as above; `null` is open for the call.
         unsafe { libc::dup2(null.as_raw_fd(), libc::STDOUT_FILENO) };
+    }
+}
+
+/// The protocol's output when standard output is standard error's stream too (a host's `2>&1`): each message is
+/// written whole, on the blocking pool, while holding the lock of Rust's standard error, under which the audit
+/// trail's lines (`JsonLinesSink::stderr`), the log and the panic hook write theirs; so none of those lands inside
+/// a message (red-team finding: an audit record split a 600 KB answer in two, and its request never got a valid
+/// answer). A writer of fd 2 that bypasses that lock (a child process, raw `libc::write`) is not held to it.
+#[cfg(unix)]
+#[derive(Default)]
+struct LockedStderr {
+    /// The message being written; the next waits for it, so they go out in order.
+    writing: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+#[cfg(unix)]
+impl LockedStderr {
+    /// Until the message being written is out; its error, if it failed.
+    fn poll_written(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let Some(writing) = &mut self.writing else {
+            return Poll::Ready(Ok(()));
+        };
+        let written = std::task::ready!(std::future::Future::poll(Pin::new(writing), cx));
+        self.writing = None;
+        Poll::Ready(written.unwrap_or_else(|joined| Err(std::io::Error::other(joined))))
+    }
+}
+
+#[cfg(unix)]
+impl tokio::io::AsyncWrite for LockedStderr {
+    /// Takes `buf` whole, as one message: the transport writes each message, its newline included, with one
+    /// `write_all`, which hands all of it to the first call.
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        std::task::ready!(this.poll_written(cx))?;
+        let message = buf.to_vec();
+        this.writing = Some(tokio::task::spawn_blocking(move || {
+            use std::io::Write as _;
+            let mut stderr = std::io::stderr().lock();
+            stderr.write_all(&message)?;
+            stderr.flush()
+        }));
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.get_mut().poll_written(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.get_mut().poll_written(cx)
     }
 }
 
