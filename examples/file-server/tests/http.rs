@@ -1660,3 +1660,44 @@ fn settings_that_would_open_the_server_wider_than_asked_stop_the_start() {
         "{stderr}"
     );
 }
+
+/// A red team's (round 43): the container recipe's HTTP run (`MCP_RESOURCE_URL=https://files.example/mcp`, bound
+/// to `0.0.0.0`) refused every request for its own resource URL's host, `403 host_not_allowed`, while its health
+/// check passed on loopback. The resource URL names where clients reach the server: its host is served, besides
+/// loopback and `--allowed-host`; another host is still refused (DNS rebinding).
+#[tokio::test]
+async fn the_resource_urls_own_host_is_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_child, _listening, port) = common::start_on_a_held_port(|held| {
+        let port = held.port();
+        let mut command = std::process::Command::new(SERVER);
+        command
+            .arg("--data-root")
+            .arg(dir.path())
+            .args(["--http", &format!("127.0.0.1:{port}")])
+            .args(["--issuer", ISSUER, "--resource-url", "https://files.example/mcp"])
+            .env("MCP_AUTH_HS256_SECRET", SECRET)
+            .env_remove("MCP_AUDIT_LOG")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        held.release();
+        (command.spawn().unwrap(), port)
+    });
+    let post = |host: &'static str| {
+        reqwest::Client::new()
+            .post(format!("http://127.0.0.1:{port}/mcp"))
+            .header("host", host)
+            .header("accept", "application/json, text/event-stream")
+            .header("content-type", "application/json")
+            .body(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#)
+            .send()
+    };
+    // Its own host, with and without a port: past the host check, to the token's (none here).
+    for host in ["files.example", "files.example:443", "FILES.example"] {
+        let response = post(host).await.unwrap();
+        assert_eq!(response.status().as_u16(), 401, "{host}");
+    }
+    let response = post("attacker.example").await.unwrap();
+    common::jsonrpc_refusal(response, 403, -32000, "host_not_allowed").await;
+}

@@ -340,6 +340,18 @@ pub(super) async fn resolve(
              least one --mtls-client NAME=SCOPES (MCP_MTLS_CLIENTS)",
         ));
     };
+    // The resource URL names where clients reach the server: its host is served, besides loopback and
+    // `--allowed-host` (red-team finding: the container recipe's `https://files.example/mcp`, bound to `0.0.0.0`,
+    // refused every request for that host `403 host_not_allowed`, while its health check passed on loopback).
+    if let Some(host) = args
+        .resource_url
+        .as_deref()
+        .and_then(|url| url.parse::<axum::http::Uri>().ok())
+        .and_then(|uri| uri.host().map(str::to_owned))
+        && !guard::host_allowed(&http.allowed_hosts, &host)
+    {
+        http.allowed_hosts.push(host);
+    }
     settings.transport = Transport::Http(http);
     if args.shutdown_grace.is_none() {
         settings.shutdown_grace = super::settings::DEFAULT_SHUTDOWN_GRACE;
