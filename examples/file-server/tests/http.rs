@@ -1675,7 +1675,12 @@ async fn the_resource_urls_own_host_is_served() {
             .arg("--data-root")
             .arg(dir.path())
             .args(["--http", &format!("127.0.0.1:{port}")])
-            .args(["--issuer", ISSUER, "--resource-url", "https://files.example/mcp"])
+            .args([
+                "--issuer",
+                ISSUER,
+                "--resource-url",
+                "https://files.example/mcp",
+            ])
             .env("MCP_AUTH_HS256_SECRET", SECRET)
             .env_remove("MCP_AUDIT_LOG")
             .stdin(std::process::Stdio::null())
@@ -1700,4 +1705,37 @@ async fn the_resource_urls_own_host_is_served() {
     }
     let response = post("attacker.example").await.unwrap();
     common::jsonrpc_refusal(response, 403, -32000, "host_not_allowed").await;
+}
+
+/// A red team's (round 43): `--http-metrics 0.0.0.0:PORT` served the metrics, unauthenticated, to every network the
+/// host is on, and nothing said so, where `--http` itself refuses every address without authentication. A start on
+/// every address is warned of (a private address, the scraper's network, is the operator's choice and is not).
+#[test]
+fn metrics_on_every_address_are_warned_of() {
+    let dir = tempfile::tempdir().unwrap();
+    let start = |metrics: &str| {
+        let mut child = common::KillOnDrop(
+            std::process::Command::new(SERVER)
+                .arg("--data-root")
+                .arg(dir.path())
+                .args(["--scopes", "files.read", "--http-insecure-no-auth"])
+                .args(["--http", "127.0.0.1:0", "--http-metrics", metrics])
+                .env_remove("MCP_AUDIT_LOG")
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        common::wait_until_listening(&mut child, "serving MCP over HTTP", |_| {}).text()
+    };
+    let said = start("0.0.0.0:0");
+    assert!(
+        said.contains("warning")
+            && said.contains("--http-metrics")
+            && said.contains("every address"),
+        "{said}"
+    );
+    let said = start("127.0.0.1:0");
+    assert!(!said.contains("every address"), "{said}");
 }

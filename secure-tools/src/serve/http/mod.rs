@@ -234,6 +234,16 @@ pub(super) async fn resolve(
                 "this server is built without the `otel` feature",
             ));
         }
+        // Unauthenticated, as documented: on every address, to every network the host is on (red-team finding:
+        // nothing said so, where `--http` refuses that without authentication).
+        if metrics.ip().is_unspecified() {
+            eprintln!(
+                "{}: warning: --http-metrics {metrics}: the metrics (the tools' names, their calls and refusals) are \
+                 served without authentication on every address; bind a loopback address, or one only the scraper \
+                 reaches",
+                super::program_name()
+            );
+        }
         http.metrics = Some(metrics);
     }
     if let Some(max) = args.http_max_connections {
