@@ -1381,3 +1381,47 @@ fn with_stderr_on_the_protocols_pipe_no_line_lands_inside_an_answer() {
     drop(writer.join().unwrap());
     let _ = child.wait();
 }
+
+/// A red team's (round 43): a Redis password in the config file (`rate-limit-redis = "redis://:PASSWORD@..."`),
+/// the natural place under the systemd unit, went unsaid with the file readable by everyone, where a readable key
+/// file is warned of. Said at start, without the password.
+#[test]
+fn a_readable_config_file_holding_a_redis_password_is_warned_of() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("server.toml");
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let run = |mode: u32, url: &str| {
+        std::fs::write(
+            &config,
+            format!("rate-limit = \"10/min\"\nrate-limit-redis = \"{url}\"\n"),
+        )
+        .unwrap();
+        std::fs::set_permissions(&config, std::fs::Permissions::from_mode(mode)).unwrap();
+        let output = Command::new(SERVER)
+            .arg("--data-root")
+            .arg(&data)
+            .arg("--config")
+            .arg(&config)
+            .args(["--scopes", "files.read"])
+            .env_remove("MCP_AUDIT_LOG")
+            .env_remove("MCP_CONFIG")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let stderr = run(0o644, "redis://:hunter2-redis@127.0.0.1:1/0");
+    assert!(
+        stderr.contains("server.toml")
+            && stderr.contains("rate-limit-redis")
+            && stderr.contains("read"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("hunter2-redis"), "{stderr}");
+    let stderr = run(0o600, "redis://:hunter2-redis@127.0.0.1:1/0");
+    assert!(!stderr.contains("holds the credentials"), "{stderr}");
+    let stderr = run(0o644, "redis://127.0.0.1:1/0");
+    assert!(!stderr.contains("holds the credentials"), "{stderr}");
+}

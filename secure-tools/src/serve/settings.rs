@@ -1167,6 +1167,7 @@ impl Settings {
         .filter_map(|(name, path)| path.clone().map(|path| (name, path)))
         .collect();
         warn_misspelled_variables(std::env::vars_os().map(|(name, _)| name));
+        let redis_url = args.rate_limit_redis.clone();
         let mut settings = Self::resolve(args)
             .await
             .map_err(|error| file.name_keys(error))?;
@@ -1175,6 +1176,28 @@ impl Settings {
         // (the config file): said at start, as for keys others can read (red-team finding: mode 0666 went unsaid).
         for (name, path) in &protected {
             warn_if_writable_by_others(path, name);
+        }
+        // A credential in the config file (a Redis password), which under the systemd unit is the natural place for
+        // the URL: said, as for a key file others can read (red-team finding: it went unsaid at mode 0644).
+        #[cfg(unix)]
+        if let Some(path) = &settings.file.path
+            && settings.file.taken.contains(&"rate_limit_redis")
+            && let Some(url) = &redis_url
+            && masked_url(url) != url.as_str()
+        {
+            use std::os::unix::fs::PermissionsExt;
+            if let Ok(metadata) = std::fs::metadata(path)
+                && metadata.permissions().mode() & 0o044 != 0
+            {
+                eprintln!(
+                    "{}: warning: {} (--config / MCP_CONFIG) holds the credentials of rate-limit-redis and can be \
+                     read by users other than its owner (mode {:o}); keep it readable by the server's user only \
+                     (chmod 600), or give the URL in MCP_RATE_LIMIT_REDIS from an environment file only root reads",
+                    super::program_name(),
+                    path.display(),
+                    metadata.permissions().mode() & 0o777
+                );
+            }
         }
         settings.protected = protected;
         Ok(settings)
