@@ -101,18 +101,7 @@ impl RemoteJwks {
             match get_once(&uri, &self.tls).await? {
                 Fetched::Body(body) => return Ok(body),
                 Fetched::Redirect(location) => {
-                    // `//host/path` names another host, with this URL's scheme (RFC 3986, 4.2).
-                    let next = if location.starts_with("//") {
-                        format!("{}:{location}", uri.scheme_str().unwrap_or("https"))
-                    } else if location.starts_with('/') {
-                        format!(
-                            "{}://{}{location}",
-                            uri.scheme_str().unwrap_or("https"),
-                            uri.authority().map_or("", |a| a.as_str())
-                        )
-                    } else {
-                        location
-                    };
+                    let next = resolve_location(&uri, &location)?;
                     let next_uri = jwks_uri(&next)
                         .map_err(|e| format!("redirected to {}: {e}", masked_url(&next)))?;
                     // A key set asked for over TLS is never fetched in clear (not even from a loopback host).
@@ -135,6 +124,22 @@ enum Fetched {
 
 /// Parses a JWKS URL and checks its scheme: `https://`, or `http://` to a loopback host only (keys fetched in
 /// clear over a network could be swapped on the way).
+/// A redirect's `Location` resolved against the URL it answered (RFC 9110 section 10.2.2 allows a relative
+/// reference: `jwks.json`, `../keys`, `?v=2`; red-team finding: they were refused as "not a URL"), by the `url`
+/// crate's RFC 3986 resolution: a reference within the same authority keeps its credentials, one naming another
+/// (`//host/...`, an absolute URL) does not carry them over; a fragment is dropped.
+fn resolve_location(base: &hyper::Uri, location: &str) -> Result<String, String> {
+    let base = url::Url::parse(&base.to_string()).map_err(|e| format!("not a URL: {e}"))?;
+    let mut next = base.join(location).map_err(|e| {
+        format!(
+            "redirected to {}: not a URL: {e}",
+            masked_url(location).escape_debug()
+        )
+    })?;
+    next.set_fragment(None);
+    Ok(next.into())
+}
+
 fn jwks_uri(url: &str) -> Result<hyper::Uri, String> {
     let uri: hyper::Uri = url.parse().map_err(|e| format!("not a URL: {e}"))?;
     let host = uri.host().ok_or("the URL has no host")?;
@@ -536,6 +541,36 @@ impl RemoteJwks {
 
 #[cfg(test)]
 mod tests {
+
+    /// A red team's (round 43): a redirect to a relative reference (`Location: jwks.json`, `?x=1`), which RFC 9110
+    /// allows, was refused as "not a URL", so the server would not start or refetch. Resolved against the URL that
+    /// answered; credentials stay with their authority only.
+    #[test]
+    fn a_redirects_relative_location_is_resolved_against_the_url_that_answered() {
+        let base: hyper::Uri = "https://user:pw@idp.example/a/b/keys?old=1"
+            .parse()
+            .unwrap();
+        for (location, expected) in [
+            ("jwks.json", "https://user:pw@idp.example/a/b/jwks.json"),
+            (
+                "../c/jwks.json",
+                "https://user:pw@idp.example/a/c/jwks.json",
+            ),
+            ("?v=2", "https://user:pw@idp.example/a/b/keys?v=2"),
+            ("/root.json", "https://user:pw@idp.example/root.json"),
+            ("//other.example/k", "https://other.example/k"),
+            ("https://third.example/k#frag", "https://third.example/k"),
+            ("http://plain.example/k", "http://plain.example/k"),
+        ] {
+            assert_eq!(
+                super::resolve_location(&base, location).unwrap(),
+                expected,
+                "{location}"
+            );
+        }
+        assert!(super::resolve_location(&base, "http://[bad").is_err());
+    }
+
     use std::sync::Arc;
 
     use super::{RemoteJwks, VerificationKeys, jwks_uri};
