@@ -1425,3 +1425,62 @@ fn a_readable_config_file_holding_a_redis_password_is_warned_of() {
     let stderr = run(0o644, "redis://127.0.0.1:1/0");
     assert!(!stderr.contains("holds the credentials"), "{stderr}");
 }
+
+/// A red team's (round 44): with stdout and stderr one pipe (`2>&1`) that its host stopped reading, a server with an
+/// answer it could not write did not stop on SIGTERM (nor on SIGINT, nor at the end of its input): the write,
+/// blocked on the full pipe, ran on the runtime's blocking pool, which the runtime waits for as it shuts down. The
+/// write is left behind as the server exits, as an unread answer is on a pipe of its own.
+#[test]
+fn with_stderr_on_an_unread_protocol_pipe_sigterm_still_stops_the_server() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("big.txt"), "a".repeat(300_000)).unwrap();
+    let audit = tempfile::tempdir().unwrap();
+    let audit_log = audit.path().join("audit.jsonl");
+    let (reader, writer) = std::io::pipe().unwrap();
+    let mut child = std::process::Command::new(SERVER)
+        .arg("--data-root")
+        .arg(dir.path())
+        .args(["--scopes", "files.read"])
+        .env("MCP_AUDIT_LOG", &audit_log)
+        .stdin(std::process::Stdio::piped())
+        .stdout(writer.try_clone().unwrap())
+        .stderr(writer)
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    for message in [
+        json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": "2025-11-25",
+            "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}),
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+        json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+               "params": {"name": "read_file", "arguments": {"filename": "big.txt"}}}),
+    ] {
+        writeln!(stdin, "{message}").unwrap();
+    }
+    // The answer fills the pipe and waits for a reader that never comes.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&audit_log).is_ok_and(|text| text.contains("\"tool_call\"")) {
+        assert!(Instant::now() < deadline, "the call was never recorded");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("still running 10 s after SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    drop(reader);
+    drop(stdin);
+    assert!(status.success() || status.code().is_some(), "{status:?}");
+    let text = std::fs::read_to_string(&audit_log).unwrap();
+    assert!(text.contains("\"server_stop\""), "{text}");
+}

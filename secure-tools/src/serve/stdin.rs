@@ -37,7 +37,7 @@ pub(crate) fn stdio() -> std::io::Result<(Input, Output)> {
         let shares_stderr = same_file_as_stderr(std::io::stdout().as_fd());
         let output: Output = match stream_of(std::io::stdout().as_fd())? {
             // Standard error's own stream: written through it, under its lock (see `LockedStderr`).
-            _ if shares_stderr => Box::new(LockedStderr::default()),
+            _ if shares_stderr => Box::new(LockedStderr::start()?),
             Stream::Pipe(file) => Box::new(pipe::Sender::from_file(file)?),
             Stream::Socket(socket) => Box::new(socket),
             // Through a duplicate too (written on the blocking pool, as `tokio::io::stdout` would), since the
@@ -78,19 +78,55 @@ fn stdout_away(shares_stderr: bool) {
 }
 
 /// The protocol's output when standard output is standard error's stream too (a host's `2>&1`): each message is
-/// written whole, on the blocking pool, while holding the lock of Rust's standard error, under which the audit
-/// trail's lines (`JsonLinesSink::stderr`), the log and the panic hook write theirs; so none of those lands inside
-/// a message (red-team finding: an audit record split a 600 KB answer in two, and its request never got a valid
-/// answer). A writer of fd 2 that bypasses that lock (a child process, raw `libc::write`) is not held to it.
+/// written whole while holding the lock of Rust's standard error, under which the audit trail's lines
+/// (`JsonLinesSink::stderr`), the log and the panic hook write theirs; so none of those lands inside a message
+/// (red-team finding: an audit record split a 600 KB answer in two, and its request never got a valid answer). A
+/// writer of fd 2 that bypasses that lock (a child process, raw `libc::write`) is not held to it.
+///
+/// The writes run on a thread of their own, not the runtime's blocking pool, a piece of at most `PIPE_BUF` bytes at a
+/// time once the stream has room for it: a write blocked on a pipe its host no longer reads would hold the
+/// runtime's shutdown, which waits for the pool, and, holding standard error's lock, every log line after it
+/// (red-team finding: SIGTERM, SIGINT and the end of the input no longer stopped the server). When the transport
+/// gives up on a client that does not read ([`abandon_shared_output`]), the thread points standard error at
+/// `/dev/null` (nobody reads it: it is that client's stream) and lets go of the lock, so that what is written after
+/// goes nowhere instead of waiting for ever.
 #[cfg(unix)]
-#[derive(Default)]
 struct LockedStderr {
+    messages: std::sync::mpsc::Sender<(Vec<u8>, tokio::sync::oneshot::Sender<std::io::Result<()>>)>,
     /// The message being written; the next waits for it, so they go out in order.
-    writing: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    writing: Option<tokio::sync::oneshot::Receiver<std::io::Result<()>>>,
 }
 
 #[cfg(unix)]
 impl LockedStderr {
+    fn start() -> std::io::Result<Self> {
+        let (messages, queue) = std::sync::mpsc::channel::<(
+            Vec<u8>,
+            tokio::sync::oneshot::Sender<std::io::Result<()>>,
+        )>();
+        SHARED.store(true, std::sync::atomic::Ordering::SeqCst);
+        std::thread::Builder::new()
+            .name("protocol-output".into())
+            .spawn(move || {
+                for (message, written) in queue {
+                    let stderr = std::io::stderr().lock();
+                    let result = write_when_room(&message);
+                    if ABANDONED.load(std::sync::atomic::Ordering::SeqCst) {
+                        drop(stderr);
+                        let _ =
+                            written.send(Err(std::io::Error::other("the client is not reading")));
+                        return;
+                    }
+                    drop(stderr);
+                    let _ = written.send(result);
+                }
+            })?;
+        Ok(LockedStderr {
+            messages,
+            writing: None,
+        })
+    }
+
     /// Until the message being written is out; its error, if it failed.
     fn poll_written(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         let Some(writing) = &mut self.writing else {
@@ -98,7 +134,9 @@ impl LockedStderr {
         };
         let written = std::task::ready!(std::future::Future::poll(Pin::new(writing), cx));
         self.writing = None;
-        Poll::Ready(written.unwrap_or_else(|joined| Err(std::io::Error::other(joined))))
+        Poll::Ready(
+            written.unwrap_or_else(|_| Err(std::io::Error::other("the output's writer ended"))),
+        )
     }
 }
 
@@ -113,13 +151,11 @@ impl tokio::io::AsyncWrite for LockedStderr {
     ) -> Poll<std::io::Result<usize>> {
         let this = self.get_mut();
         std::task::ready!(this.poll_written(cx))?;
-        let message = buf.to_vec();
-        this.writing = Some(tokio::task::spawn_blocking(move || {
-            use std::io::Write as _;
-            let mut stderr = std::io::stderr().lock();
-            stderr.write_all(&message)?;
-            stderr.flush()
-        }));
+        let (written, writing) = tokio::sync::oneshot::channel();
+        this.messages
+            .send((buf.to_vec(), written))
+            .map_err(|_| std::io::Error::other("the output's writer ended"))?;
+        this.writing = Some(writing);
         Poll::Ready(Ok(buf.len()))
     }
 
@@ -129,6 +165,81 @@ impl tokio::io::AsyncWrite for LockedStderr {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         self.get_mut().poll_written(cx)
+    }
+}
+
+/// Set when the protocol's output is standard error's stream too ([`LockedStderr`]).
+#[cfg(unix)]
+static SHARED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Set when the transport gives up on a client that does not read (see [`LockedStderr`]).
+#[cfg(unix)]
+static ABANDONED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The transport has given up on the client's reading. When the protocol's output is standard error's stream too
+/// ([`LockedStderr`]), nobody reads standard error either: it goes to `/dev/null` now (a line written to it would
+/// otherwise wait for ever once the pipe is full, and hold the stop: red-team finding), and the output stops
+/// waiting for room. Nothing otherwise.
+pub(crate) fn abandon_shared_output() {
+    #[cfg(unix)]
+    if SHARED.load(std::sync::atomic::Ordering::SeqCst)
+        && !ABANDONED.swap(true, std::sync::atomic::Ordering::SeqCst)
+    {
+        away_to_null(libc::STDERR_FILENO);
+    }
+}
+
+/// Writes `message` to standard error a piece of at most `PIPE_BUF` bytes at a time, each once the stream has room
+/// for it (a pipe that polls writable takes that much without blocking), until all is written or the transport
+/// gives up on its client. Called with standard error's lock held.
+#[cfg(unix)]
+fn write_when_room(message: &[u8]) -> std::io::Result<()> {
+    const PIECE: usize = libc::PIPE_BUF;
+    let mut rest = message;
+    while !rest.is_empty() {
+        if ABANDONED.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(std::io::Error::other("the client is not reading"));
+        }
+        let mut poll = libc::pollfd {
+            fd: libc::STDERR_FILENO,
+            events: libc::POLLOUT,
+            revents: 0,
+        };
+        // SAFETY: one valid `pollfd`, for the call's duration.
+        let ready = unsafe { libc::poll(&mut poll, 1, 100) };
+        if ready < 0 {
+            let error = std::io::Error::last_os_error();
+            if error.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(error);
+        }
+        if ready == 0 {
+            continue;
+        }
+        let piece = &rest[..rest.len().min(PIECE)];
+        // SAFETY: `piece` is valid for its length; fd 2 is open (standard error).
+        let written =
+            unsafe { libc::write(libc::STDERR_FILENO, piece.as_ptr().cast(), piece.len()) };
+        if written < 0 {
+            let error = std::io::Error::last_os_error();
+            if error.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(error);
+        }
+        rest = &rest[written.cast_unsigned()..];
+    }
+    Ok(())
+}
+
+/// Points `fd` at `/dev/null`.
+#[cfg(unix)]
+fn away_to_null(fd: std::os::fd::RawFd) {
+    use std::os::fd::AsRawFd;
+    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        // SAFETY: dup2 onto one of the process's standard descriptors, which stays open (replaced atomically).
+        unsafe { libc::dup2(null.as_raw_fd(), fd) };
     }
 }
 

@@ -1187,6 +1187,7 @@ where
                 Ok(result) => result,
                 Err(_) => {
                     self.outbox.abandoned.store(true, Ordering::SeqCst);
+                    super::stdin::abandon_shared_output();
                     tracing::warn!(
                         "answers still queued were not written within {CLOSE_WAIT:?}: the client is not reading"
                     );
@@ -1195,6 +1196,7 @@ where
             },
             () = given_up => {
                 self.outbox.abandoned.store(true, Ordering::SeqCst);
+                super::stdin::abandon_shared_output();
                 tracing::warn!("answers still queued were not written: the client is not reading, and the server is stopping");
                 Ok(())
             }
