@@ -396,6 +396,31 @@ async fn a_merged_server_over_http_with_bearer_tokens_keeps_every_tool_under_the
         refused.iter().any(|r| r["detail"] == "too_many_values"),
         "{refused:?}"
     );
+    // A red team's (round 44): the same body ending in a byte that is not UTF-8 was not counted, and rmcp built
+    // all before the byte. JSON is UTF-8 (RFC 8259): such a body is refused before anything reads it.
+    let mut body =
+        format!(r#"{{"jsonrpc":"2.0","id":13,"method":"ping","params":{{"pad":[{zeros}],"x":""#)
+            .into_bytes();
+    body.extend_from_slice(b"\xff\"}}");
+    let response = reqwest::Client::new()
+        .post(&server.resource)
+        .header("authorization", format!("Bearer {full}"))
+        .header("accept", "application/json, text/event-stream")
+        .header("content-type", "application/json")
+        .header("mcp-protocol-version", "2025-11-25")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not_utf8"),
+        "{body}"
+    );
     assert_eq!(server.calls().len(), 6, "no call was made");
 }
 

@@ -837,12 +837,15 @@ async fn read_body(
     Ok((parts, bytes))
 }
 
-/// Why a body is refused before rmcp reads it: `duplicate_key`, a JSON object with a member twice at any depth;
-/// `too_many_values`, more JSON values than a body of the size limit may hold (millions of tiny values take about
-/// a hundred times their size as rmcp's message types read them: red-team finding). A body that is not JSON is
-/// rmcp's to refuse.
+/// Why a body is refused before rmcp reads it: `not_utf8`, not UTF-8, which JSON is (RFC 8259), and which would
+/// escape the count below (red-team finding: rmcp built all it read before the byte); `duplicate_key`, a JSON object
+/// with a member twice at any depth; `too_many_values`, more JSON values than a body of the size limit may hold
+/// (millions of tiny values take about a hundred times their size as rmcp's message types read them: red-team
+/// finding). A body that is otherwise not JSON is rmcp's to refuse.
 fn refused_body(body: &[u8], max_body_bytes: usize) -> Option<&'static str> {
-    let text = std::str::from_utf8(body).ok()?;
+    let Ok(text) = std::str::from_utf8(body) else {
+        return Some("not_utf8");
+    };
     let error =
         crate::strict_json::check_bounded(text, crate::strict_json::max_values(max_body_bytes))
             .err()?;
