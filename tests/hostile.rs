@@ -256,6 +256,22 @@ fn an_over_long_line_is_refused_with_its_id_without_being_held_in_memory() {
             .contains("65537 bytes"),
         "{answer}"
     );
+    // The `\r` of a refused line's end in one read and its `\n` in the next (a review's: counted as a byte of the
+    // message).
+    let over = format!("{}{}", exactly(27), " ".repeat(100));
+    server.send_raw(over.as_bytes());
+    server.send_raw(b"\r");
+    std::thread::sleep(Duration::from_millis(300));
+    server.send_raw(b"\n");
+    let answer = server.recv();
+    assert_error(&answer, -32600, json!(27));
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("65636 bytes"),
+        "{answer}"
+    );
     // A line just under the limit is still served.
     let text = "y".repeat(60_000);
     let answer = server.request(RawServer::call_message(
@@ -270,7 +286,7 @@ fn an_over_long_line_is_refused_with_its_id_without_being_held_in_memory() {
         .filter(|r| r["reason"] == "too_large")
         .map(|r| r["request_id"].clone())
         .collect();
-    assert_eq!(too_large, [json!(21), json!("late"), json!(26)]);
+    assert_eq!(too_large, [json!(21), json!("late"), json!(26), json!(27)]);
 }
 
 #[test]

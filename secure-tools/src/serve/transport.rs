@@ -221,6 +221,8 @@ struct Reader<R> {
 struct Discard {
     scanner: IdScanner,
     bytes: usize,
+    /// The last byte passed over was `\r`: with a `\n` next, the line's end is two bytes.
+    after_cr: bool,
 }
 
 enum Line {
@@ -265,8 +267,12 @@ impl<R: AsyncRead + Unpin> Reader<R> {
             let chunk = &available[..take];
             // The limit is the message's: its line's end (`\n`, or `\r\n`) is not counted (red-team finding: a
             // message of exactly the limit was refused). Until the end is seen, the line may hold two bytes more.
+            let after_cr = match &self.discarding {
+                Some(discard) => discard.after_cr,
+                None => self.line.last() == Some(&b'\r'),
+            };
             let end = match newline {
-                Some(_) if self.line.last() == Some(&b'\r') && take == 1 => 2,
+                Some(_) if after_cr && take == 1 => 2,
                 Some(_) if chunk.ends_with(b"\r\n") => 2,
                 Some(_) => 1,
                 None => 0,
@@ -280,6 +286,7 @@ impl<R: AsyncRead + Unpin> Reader<R> {
             if let Some(discard) = &mut self.discarding {
                 discard.scanner.feed(chunk);
                 discard.bytes += take;
+                discard.after_cr = chunk.last() == Some(&b'\r');
                 if newline.is_some() {
                     let discard = self.discarding.take().expect("discarding");
                     finished = Some(Line::TooLarge {
@@ -300,7 +307,11 @@ impl<R: AsyncRead + Unpin> Reader<R> {
                         bytes,
                     });
                 } else {
-                    self.discarding = Some(Discard { scanner, bytes });
+                    self.discarding = Some(Discard {
+                        scanner,
+                        bytes,
+                        after_cr: chunk.last() == Some(&b'\r'),
+                    });
                 }
             } else {
                 self.line.extend_from_slice(chunk);
