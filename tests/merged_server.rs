@@ -326,6 +326,7 @@ async fn a_merged_server_over_http_with_bearer_tokens_keeps_every_tool_under_the
     assert_eq!(served[0]["caller"], "alice");
     assert_eq!(served[0]["request_id"], 10);
     assert!(served[0]["remote_addr"].is_string(), "{:?}", served[0]);
+    assert_eq!(served[0]["transport"], "http", "{:?}", served[0]);
     let rejected = secure_tools_tests::events(&records, "message_rejected");
     assert_eq!(rejected.len(), 2, "{rejected:?}");
     assert_eq!(rejected[1]["reason"], "missing_scope");
@@ -544,6 +545,9 @@ fn a_merged_server_over_stdio_keeps_every_tool_under_the_policy() {
     assert_eq!(served[0]["caller"], "stdio");
     assert_eq!(served[0]["outcome"], "ok");
     assert!(served[0]["session_id"].is_string(), "{:?}", served[0]);
+    // A trial's: as a call's records, with the transport and the client.
+    assert_eq!(served[0]["transport"], "stdio", "{:?}", served[0]);
+    assert_eq!(served[0]["client_name"], "merged-test", "{:?}", served[0]);
     // The guard after decoding was told that a plain tool's arguments are as sent.
     assert_eq!(
         calls[0]["fields"]["guard_saw_valid_arguments"], false,

@@ -242,6 +242,16 @@ pub enum AuditEvent {
         duration_us: u64,
         /// The caller whose grant the method's scopes were checked against.
         caller: String,
+        /// `stdio` or `http`, when the transport says.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        transport: Option<&'static str>,
+        /// The client's name, as it gave it (in `initialize`, or in the request's `_meta` under the stateless
+        /// revision), shortened if long.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        client_name: Option<String>,
+        /// The client's version, as it gave it, shortened if long.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        client_version: Option<String>,
         /// Over HTTP: the client's address.
         #[serde(skip_serializing_if = "Option::is_none")]
         remote_addr: Option<String>,
@@ -406,6 +416,8 @@ impl AuditEvent {
                 method,
                 target,
                 caller,
+                client_name,
+                client_version,
                 remote_addr,
                 token_id,
                 session_id,
@@ -414,10 +426,17 @@ impl AuditEvent {
                 *request_id = bounded_request_id(request_id);
                 shorten(method);
                 shorten(caller);
-                [target, remote_addr, token_id, session_id]
-                    .into_iter()
-                    .flatten()
-                    .for_each(shorten);
+                [
+                    target,
+                    client_name,
+                    client_version,
+                    remote_addr,
+                    token_id,
+                    session_id,
+                ]
+                .into_iter()
+                .flatten()
+                .for_each(shorten);
             }
             AuditEvent::HttpRejected {
                 subject,
@@ -1078,6 +1097,9 @@ mod tests {
                 code: None,
                 duration_us: 1,
                 caller: long.clone(),
+                transport: Some("stdio"),
+                client_name: Some(long.clone()),
+                client_version: Some(long.clone()),
                 remote_addr: Some(long.clone()),
                 token_id: Some(long.clone()),
                 session_id: Some(long.clone()),

@@ -1119,6 +1119,19 @@ where
         target: Option<&str>,
         context: &RequestContext<RoleServer>,
     ) -> MethodCall<'_> {
+        let connection = self.secure.connection(context);
+        // As a call's records name it: the client a session began with (`initialize`), else the one a stateless
+        // request's `_meta` names.
+        let client = connection
+            .trust_peer_info
+            .then(|| context.peer.peer_info())
+            .flatten()
+            .map(|initialized| initialized.client_info.clone())
+            .or_else(|| {
+                (!context.meta.0.is_empty())
+                    .then(|| context.meta.client_info())
+                    .flatten()
+            });
         MethodCall {
             audit: self.secure.tools().audit(),
             started: std::time::Instant::now(),
@@ -1127,6 +1140,8 @@ where
                 method,
                 target: target.map(crate::audit::shorten_str),
                 caller: crate::audit::shorten_str(self.secure.caller(context).id()),
+                transport: connection.transport,
+                client,
                 origin: self.rejection_origin(context),
             }),
         }
@@ -1371,6 +1386,8 @@ struct MethodCallParts {
     method: String,
     target: Option<String>,
     caller: String,
+    transport: Option<&'static str>,
+    client: Option<Implementation>,
     origin: SessionOrigin,
 }
 
@@ -1435,6 +1452,15 @@ impl MethodCall<'_> {
             code,
             duration_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
             caller: parts.caller,
+            transport: parts.transport,
+            client_name: parts
+                .client
+                .as_ref()
+                .map(|client| crate::audit::shorten_str(&client.name)),
+            client_version: parts
+                .client
+                .as_ref()
+                .map(|client| crate::audit::shorten_str(&client.version)),
             remote_addr: parts.origin.remote_addr,
             token_id: parts.origin.token_id,
             session_id: parts.origin.session_id,
