@@ -838,6 +838,31 @@ async fn a_handlers_own_methods_are_served_only_as_declared_and_scoped() {
             .build();
         assert!(built.is_err(), "{ungated}");
     }
+    // A trial's: a typo of a method MCP defines (`resource/read`) built as a custom method of that name, and the
+    // real one stayed refused with nothing said. One a letter or two from such a method is refused, naming it.
+    for typo in [
+        "resource/read",
+        "resources/raed",
+        "prompt/get",
+        "prompts/lists",
+        "Resources/Read",
+    ] {
+        let built = ToolSet::builder(())
+            .plain_method(PlainMethod::new(typo).scope("admin"))
+            .build();
+        let error = built
+            .err()
+            .unwrap_or_else(|| panic!("{typo} was taken"))
+            .to_string();
+        assert!(error.contains("did you mean"), "{typo}: {error}");
+    }
+    assert!(
+        ToolSet::builder(())
+            .plain_method(PlainMethod::new("acme/resources/read").scope("admin"))
+            .plain_method(PlainMethod::new("tickets/get").scope("admin"))
+            .build()
+            .is_ok()
+    );
     // `tasks/list`, which rmcp does not type, reaches the gate as a custom request: it can be declared.
     assert!(
         ToolSet::builder(())

@@ -265,6 +265,56 @@ const NOT_DECLARABLE: &[&str] = &[
     "subscriptions/listen",
 ];
 
+/// The methods MCP defines that a [`PlainMethod`] may declare: a name a letter or two from one of them is taken for
+/// a typo of it (a trial's: `resource/read` built as a custom method, and `resources/read` stayed refused).
+const DECLARABLE: &[&str] = &[
+    "resources/list",
+    "resources/read",
+    "resources/templates/list",
+    "resources/subscribe",
+    "resources/unsubscribe",
+    "resources/directory/read",
+    "prompts/list",
+    "prompts/get",
+    "completion/complete",
+    "skills/list",
+    "skills/get",
+    "tasks/list",
+    "tasks/result",
+];
+
+/// The method MCP defines that `method` looks like a typo of: within two edits of it (case aside), not it.
+fn typo_of(method: &str) -> Option<&'static str> {
+    if DECLARABLE.contains(&method) || NOT_DECLARABLE.contains(&method) {
+        return None;
+    }
+    let method = method.to_ascii_lowercase();
+    DECLARABLE
+        .iter()
+        .chain(NOT_DECLARABLE)
+        .find(|known| edit_distance(&method, known, 2) <= 2)
+        .copied()
+}
+
+/// Levenshtein distance between `a` and `b`, or `limit + 1` once it is over `limit` (names are short).
+fn edit_distance(a: &str, b: &str, limit: usize) -> usize {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len().abs_diff(b.len()) > limit || a.len() > 64 {
+        return limit + 1;
+    }
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, &x) in a.iter().enumerate() {
+        let mut current = vec![i + 1; b.len() + 1];
+        for (j, &y) in b.iter().enumerate() {
+            current[j + 1] = (previous[j] + usize::from(x != y))
+                .min(previous[j + 1] + 1)
+                .min(current[j] + 1);
+        }
+        previous = current;
+    }
+    previous[b.len()]
+}
+
 /// Builds a [`ToolSet`].
 #[must_use]
 pub struct ToolSetBuilder<S> {
@@ -624,6 +674,12 @@ impl<S: Send + Sync + 'static> ToolSetBuilder<S> {
                      it to the handler as it is (logging/setLevel, tasks, subscriptions/listen, notifications)"
                         .into(),
                 ));
+            }
+            if let Some(known) = typo_of(&declared.method) {
+                return Err(invalid(format!(
+                    "is not a method MCP defines; did you mean `{known}`? (a custom method of this name would be \
+                     served, and `{known}` refused)"
+                )));
             }
             if scopes.is_empty() && !declared.unscoped {
                 return Err(invalid(
