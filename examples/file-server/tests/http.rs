@@ -1729,13 +1729,15 @@ fn metrics_on_every_address_are_warned_of() {
         );
         common::wait_until_listening(&mut child, "serving MCP over HTTP", |_| {}).text()
     };
-    let said = start("0.0.0.0:0");
-    assert!(
-        said.contains("warning")
-            && said.contains("--http-metrics")
-            && said.contains("every address"),
-        "{said}"
-    );
+    for every in ["0.0.0.0:0", "[::ffff:0.0.0.0]:0"] {
+        let said = start(every);
+        assert!(
+            said.contains("warning")
+                && said.contains("--http-metrics")
+                && said.contains("every address"),
+            "{every}: {said}"
+        );
+    }
     let said = start("127.0.0.1:0");
     assert!(!said.contains("every address"), "{said}");
 }

@@ -236,7 +236,14 @@ pub(super) async fn resolve(
         }
         // Unauthenticated, as documented: on every address, to every network the host is on (red-team finding:
         // nothing said so, where `--http` refuses that without authentication).
-        if metrics.ip().is_unspecified() {
+        // (`[::ffff:0.0.0.0]` is every IPv4 address too: a review's.)
+        let every_address = match metrics.ip() {
+            std::net::IpAddr::V6(ip) => {
+                ip.is_unspecified() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_unspecified())
+            }
+            ip => ip.is_unspecified(),
+        };
+        if every_address {
             eprintln!(
                 "{}: warning: --http-metrics {metrics}: the metrics (the tools' names, their calls and refusals) are \
                  served without authentication on every address; bind a loopback address, or one only the scraper \
