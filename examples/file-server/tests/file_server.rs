@@ -1428,8 +1428,10 @@ fn a_readable_config_file_holding_a_redis_password_is_warned_of() {
 
 /// A red team's (round 44): with stdout and stderr one pipe (`2>&1`) that its host stopped reading, a server with an
 /// answer it could not write did not stop on SIGTERM (nor on SIGINT, nor at the end of its input): the write,
-/// blocked on the full pipe, ran on the runtime's blocking pool, which the runtime waits for as it shuts down. The
-/// write is left behind as the server exits, as an unread answer is on a pipe of its own.
+/// blocked on the full pipe, ran on the runtime's blocking pool, which the runtime waits for as it shuts down, and
+/// the transport's warning that the client was not reading waited on that same pipe. With one answer unread the
+/// write is left behind as the server exits, as on a pipe of its own. (With many, rmcp's own log lines wait on the
+/// pipe too: the README says so.)
 #[test]
 fn with_stderr_on_an_unread_protocol_pipe_sigterm_still_stops_the_server() {
     use std::io::Write;
@@ -1483,4 +1485,77 @@ fn with_stderr_on_an_unread_protocol_pipe_sigterm_still_stops_the_server() {
     assert!(status.success() || status.code().is_some(), "{status:?}");
     let text = std::fs::read_to_string(&audit_log).unwrap();
     assert!(text.contains("\"server_stop\""), "{text}");
+}
+
+/// A review's (round 45): pointing standard error at `/dev/null` once the transport gave up on a slow host (the
+/// first cut of the fix above) lost the `server_stop` record written to standard error and cut an answer in two,
+/// for a host that was reading all along, slowly. Nothing written is dropped or cut.
+#[test]
+fn with_stderr_on_the_protocols_pipe_a_slow_reader_gets_whole_lines_and_server_stop() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("big.txt"), "a".repeat(900_000)).unwrap();
+    let (mut reader, writer) = std::io::pipe().unwrap();
+    let mut child = std::process::Command::new(SERVER)
+        .arg("--data-root")
+        .arg(dir.path())
+        .args(["--scopes", "files.read"])
+        .env_remove("MCP_AUDIT_LOG")
+        .stdin(std::process::Stdio::piped())
+        .stdout(writer.try_clone().unwrap())
+        .stderr(writer)
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(
+        stdin,
+        "{}",
+        json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": "2025-11-25",
+            "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}})
+    )
+    .unwrap();
+    writeln!(
+        stdin,
+        "{}",
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"})
+    )
+    .unwrap();
+    for id in 1..=8 {
+        writeln!(
+            stdin,
+            "{}",
+            json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+                   "params": {"name": "read_file", "arguments": {"filename": "big.txt"}}})
+        )
+        .unwrap();
+    }
+    drop(stdin);
+    // Slowly: 64 KiB every 50 ms, to the end.
+    let mut read = Vec::new();
+    let mut buffer = vec![0; 64 * 1024];
+    loop {
+        let n = reader.read(&mut buffer).unwrap();
+        if n == 0 {
+            break;
+        }
+        read.extend_from_slice(&buffer[..n]);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(child.wait().unwrap().success());
+    let text = String::from_utf8(read).unwrap();
+    let mut stopped = false;
+    for line in text.lines() {
+        let Ok(value) = serde_json::from_str::<Value>(line) else {
+            assert!(
+                !line.contains("jsonrpc")
+                    && !line.contains("aaaaaaaa")
+                    && !line.contains("\"event\""),
+                "a line cut or split: {:.300}",
+                line
+            );
+            continue;
+        };
+        stopped |= value["event"] == "server_stop";
+    }
+    assert!(stopped, "no server_stop record reached the host");
 }

@@ -83,13 +83,12 @@ fn stdout_away(shares_stderr: bool) {
 /// (red-team finding: an audit record split a 600 KB answer in two, and its request never got a valid answer). A
 /// writer of fd 2 that bypasses that lock (a child process, raw `libc::write`) is not held to it.
 ///
-/// The writes run on a thread of their own, not the runtime's blocking pool, a piece of at most `PIPE_BUF` bytes at a
-/// time once the stream has room for it: a write blocked on a pipe its host no longer reads would hold the
-/// runtime's shutdown, which waits for the pool, and, holding standard error's lock, every log line after it
-/// (red-team finding: SIGTERM, SIGINT and the end of the input no longer stopped the server). When the transport
-/// gives up on a client that does not read ([`abandon_shared_output`]), the thread points standard error at
-/// `/dev/null` (nobody reads it: it is that client's stream) and lets go of the lock, so that what is written after
-/// goes nowhere instead of waiting for ever.
+/// The writes run on a thread of their own, not the runtime's blocking pool: a write blocked on a pipe its host no
+/// longer reads would hold the runtime's shutdown, which waits for the pool (red-team finding). Whatever else writes
+/// to standard error then waits for that host too (the audit trail when it goes there, the log), as it would on a
+/// pipe of its own: nothing is dropped or cut short to let the server go (a review's: pointing standard error at
+/// `/dev/null` once the transport gave up lost the `server_stop` record, and cut an answer, for a host that was
+/// reading slowly).
 #[cfg(unix)]
 struct LockedStderr {
     messages: std::sync::mpsc::Sender<(Vec<u8>, tokio::sync::oneshot::Sender<std::io::Result<()>>)>,
@@ -108,15 +107,10 @@ impl LockedStderr {
         std::thread::Builder::new()
             .name("protocol-output".into())
             .spawn(move || {
+                use std::io::Write as _;
                 for (message, written) in queue {
-                    let stderr = std::io::stderr().lock();
-                    let result = write_when_room(&message);
-                    if ABANDONED.load(std::sync::atomic::Ordering::SeqCst) {
-                        drop(stderr);
-                        let _ =
-                            written.send(Err(std::io::Error::other("the client is not reading")));
-                        return;
-                    }
+                    let mut stderr = std::io::stderr().lock();
+                    let result = stderr.write_all(&message).and_then(|()| stderr.flush());
                     drop(stderr);
                     let _ = written.send(result);
                 }
@@ -172,75 +166,13 @@ impl tokio::io::AsyncWrite for LockedStderr {
 #[cfg(unix)]
 static SHARED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-/// Set when the transport gives up on a client that does not read (see [`LockedStderr`]).
-#[cfg(unix)]
-static ABANDONED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// The transport has given up on the client's reading. When the protocol's output is standard error's stream too
-/// ([`LockedStderr`]), nobody reads standard error either: it goes to `/dev/null` now (a line written to it would
-/// otherwise wait for ever once the pipe is full, and hold the stop: red-team finding), and the output stops
-/// waiting for room. Nothing otherwise.
-pub(crate) fn abandon_shared_output() {
+/// Whether the protocol's output is standard error's stream too ([`LockedStderr`]): a line written to standard error
+/// about that stream (that its client is not reading) would only wait on it.
+pub(crate) fn output_is_stderr() -> bool {
     #[cfg(unix)]
-    if SHARED.load(std::sync::atomic::Ordering::SeqCst)
-        && !ABANDONED.swap(true, std::sync::atomic::Ordering::SeqCst)
-    {
-        away_to_null(libc::STDERR_FILENO);
-    }
-}
-
-/// Writes `message` to standard error a piece of at most `PIPE_BUF` bytes at a time, each once the stream has room
-/// for it (a pipe that polls writable takes that much without blocking), until all is written or the transport
-/// gives up on its client. Called with standard error's lock held.
-#[cfg(unix)]
-fn write_when_room(message: &[u8]) -> std::io::Result<()> {
-    const PIECE: usize = libc::PIPE_BUF;
-    let mut rest = message;
-    while !rest.is_empty() {
-        if ABANDONED.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(std::io::Error::other("the client is not reading"));
-        }
-        let mut poll = libc::pollfd {
-            fd: libc::STDERR_FILENO,
-            events: libc::POLLOUT,
-            revents: 0,
-        };
-        // SAFETY: one valid `pollfd`, for the call's duration.
-        let ready = unsafe { libc::poll(&mut poll, 1, 100) };
-        if ready < 0 {
-            let error = std::io::Error::last_os_error();
-            if error.kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(error);
-        }
-        if ready == 0 {
-            continue;
-        }
-        let piece = &rest[..rest.len().min(PIECE)];
-        // SAFETY: `piece` is valid for its length; fd 2 is open (standard error).
-        let written =
-            unsafe { libc::write(libc::STDERR_FILENO, piece.as_ptr().cast(), piece.len()) };
-        if written < 0 {
-            let error = std::io::Error::last_os_error();
-            if error.kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(error);
-        }
-        rest = &rest[written.cast_unsigned()..];
-    }
-    Ok(())
-}
-
-/// Points `fd` at `/dev/null`.
-#[cfg(unix)]
-fn away_to_null(fd: std::os::fd::RawFd) {
-    use std::os::fd::AsRawFd;
-    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
-        // SAFETY: dup2 onto one of the process's standard descriptors, which stays open (replaced atomically).
-        unsafe { libc::dup2(null.as_raw_fd(), fd) };
-    }
+    return SHARED.load(std::sync::atomic::Ordering::SeqCst);
+    #[cfg(not(unix))]
+    false
 }
 
 /// Whether `fd` is open on the same file as standard error.

@@ -1198,17 +1198,20 @@ where
                 Ok(result) => result,
                 Err(_) => {
                     self.outbox.abandoned.store(true, Ordering::SeqCst);
-                    super::stdin::abandon_shared_output();
-                    tracing::warn!(
-                        "answers still queued were not written within {CLOSE_WAIT:?}: the client is not reading"
-                    );
+                    // Not said on the very stream the client does not read, where it would wait with the answers.
+                    if !super::stdin::output_is_stderr() {
+                        tracing::warn!(
+                            "answers still queued were not written within {CLOSE_WAIT:?}: the client is not reading"
+                        );
+                    }
                     Ok(())
                 }
             },
             () = given_up => {
                 self.outbox.abandoned.store(true, Ordering::SeqCst);
-                super::stdin::abandon_shared_output();
-                tracing::warn!("answers still queued were not written: the client is not reading, and the server is stopping");
+                if !super::stdin::output_is_stderr() {
+                    tracing::warn!("answers still queued were not written: the client is not reading, and the server is stopping");
+                }
                 Ok(())
             }
         }
