@@ -253,3 +253,113 @@ async fn a_tool_that_asks_the_user_is_tested_with_a_client_of_the_tests() {
         client.cancel().await.unwrap();
     }
 }
+
+/// A user's own rmcp server: a plain tool and a prompt of its own, merged with the secure tool.
+#[derive(Clone)]
+struct Desk {
+    tool_router: secure_tools::rmcp::handler::server::router::tool::ToolRouter<Self>,
+}
+
+#[secure_tools::rmcp::tool_router]
+impl Desk {
+    fn new(secure: secure_tools::serve::SecureServer<()>) -> Self {
+        Desk {
+            tool_router: Self::tool_router() + secure.tool_router(),
+        }
+    }
+
+    #[secure_tools::rmcp::tool(description = "Count open tickets")]
+    fn count_tickets(&self) -> String {
+        "3 open".into()
+    }
+}
+
+#[secure_tools::rmcp::tool_handler(router = self.tool_router)]
+impl secure_tools::rmcp::ServerHandler for Desk {
+    fn get_info(&self) -> secure_tools::rmcp::model::ServerConfig {
+        secure_tools::rmcp::model::ServerConfig::new(
+            secure_tools::rmcp::model::ServerCapabilities::builder()
+                .enable_tools()
+                .enable_prompts()
+                .build(),
+        )
+    }
+
+    async fn get_prompt(
+        &self,
+        request: secure_tools::rmcp::model::GetPromptRequestParams,
+        _context: secure_tools::rmcp::service::RequestContext<secure_tools::rmcp::RoleServer>,
+    ) -> Result<secure_tools::rmcp::model::GetPromptResponse, secure_tools::rmcp::ErrorData> {
+        use secure_tools::rmcp::model::{GetPromptResult, PromptMessage, Role};
+        Ok(GetPromptResult::new(vec![PromptMessage::new_text(
+            Role::User,
+            format!("Triage with {}", request.name),
+        )])
+        .into())
+    }
+}
+
+/// A new user's trial: testing a merged server (a handler of one's own, its plain tools and methods under the
+/// policy) took the library's source to find how. `client_of` connects a client to it in a line.
+#[tokio::test]
+async fn a_merged_server_is_tested_through_a_client_in_a_line() {
+    use secure_tools::{PlainMethod, PlainTool};
+    let tester = ToolTester::new(
+        ToolSet::builder(())
+            .tool::<open_ticket>()
+            .plain_tool(
+                PlainTool::new("count_tickets")
+                    .scope("tickets.read")
+                    .read_only(),
+            )
+            .plain_method(PlainMethod::new("prompts/get").scope("tickets.read")),
+    )
+    .unwrap();
+    let client = tester
+        .client_of(testing::caller("alice", "tickets.read"), Desk::new)
+        .await
+        .unwrap();
+    let counted = client
+        .call_tool(CallToolRequestParams::new("count_tickets"))
+        .await
+        .unwrap();
+    assert_eq!(
+        serde_json::to_value(&counted.content).unwrap()[0]["text"],
+        "3 open"
+    );
+    let prompt = client
+        .get_prompt(secure_tools::rmcp::model::GetPromptRequestParams::new(
+            "triage",
+        ))
+        .await
+        .unwrap();
+    assert!(format!("{prompt:?}").contains("Triage with triage"));
+    // The secure tool, refused for want of its scope.
+    let refused = client
+        .call_tool(
+            CallToolRequestParams::new("open_ticket")
+                .with_arguments(testing::arguments(json!({"title": "t", "details": "d"})).unwrap()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(refused.is_error, Some(true));
+    let records = tester.records();
+    let events: Vec<&str> = records
+        .iter()
+        .filter_map(|record| record["event"].as_str())
+        .filter(|event| *event != "session")
+        .collect();
+    assert_eq!(
+        events,
+        ["tool_call", "method_call", "tool_call"],
+        "{records:?}"
+    );
+    assert_eq!(
+        records
+            .iter()
+            .filter(|r| r["event"] == "method_call")
+            .count(),
+        1
+    );
+    client.cancel().await.unwrap();
+}

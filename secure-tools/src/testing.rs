@@ -151,6 +151,25 @@ impl<S: Send + Sync + 'static> ToolTester<S> {
         self.client_with(caller, ()).await
     }
 
+    /// [`Self::client`] for a server of your own: the handler `make` makes from the tool set's `SecureServer` (as
+    /// [`Settings::serve_with`](crate::serve::Settings::serve_with) makes it), under the policy as the runner serves
+    /// it ([`Secured`]): your plain tools and declared methods through the pipeline and the method gate, with their
+    /// records. `ToolTester::call` reaches a secure tool only; this reaches them all, as a client does.
+    pub async fn client_of<H, F>(
+        &self,
+        caller: Caller,
+        make: F,
+    ) -> Result<RunningService<RoleClient, ()>, rmcp::service::ClientInitializeError>
+    where
+        H: rmcp::ServerHandler + Clone,
+        F: FnOnce(SecureServer<S>) -> H + Send + 'static,
+    {
+        self.connect(caller, (), move |session| {
+            Secured::new(make(session.clone()), session)
+        })
+        .await
+    }
+
     /// [`Self::client`] with a client handler of the test's (`rmcp::ClientHandler`): it declares the client's
     /// capabilities (`get_info`) and answers what the tool asks, so a tool that asks the user (elicitation) or a
     /// model (sampling), reports progress or logs is tested in process, its handler given the answers.
@@ -159,6 +178,25 @@ impl<S: Send + Sync + 'static> ToolTester<S> {
         caller: Caller,
         handler: H,
     ) -> Result<RunningService<RoleClient, H>, rmcp::service::ClientInitializeError> {
+        self.connect(caller, handler, |session| {
+            Secured::new(session.clone(), session)
+        })
+        .await
+    }
+
+    /// A client with `handler`, connected over an in-memory pipe to the server `serve` makes from a session's
+    /// `SecureServer`, served as the stdio runner serves it.
+    async fn connect<C, H, F>(
+        &self,
+        caller: Caller,
+        handler: C,
+        serve: F,
+    ) -> Result<RunningService<RoleClient, C>, rmcp::service::ClientInitializeError>
+    where
+        C: rmcp::ClientHandler,
+        H: rmcp::ServerHandler + Clone,
+        F: FnOnce(SecureServer<S>) -> Secured<H, S> + Send + 'static,
+    {
         let server = SecureServer::new(self.tools.clone())
             .default_caller(caller)
             .transport("in-process");
@@ -173,7 +211,7 @@ impl<S: Send + Sync + 'static> ToolTester<S> {
         .hold_tool_arguments();
         tokio::spawn(async move {
             let session = server.for_session();
-            let service = Secured::new(session.clone(), session).without_lifecycle_records();
+            let service = serve(session).without_lifecycle_records();
             if let Ok(running) = rmcp::serve_server(service, transport).await {
                 let _ = running.waiting().await;
             }
