@@ -882,6 +882,7 @@ impl ServerHandler for Library {
             ServerCapabilities::builder()
                 .enable_resources()
                 .enable_prompts()
+                .enable_completions()
                 .build(),
         )
     }
@@ -929,6 +930,19 @@ impl ServerHandler for Library {
             json!({"method": request.method}),
         ))
     }
+
+    // A handler whose `fn` panics before its future exists (rmcp lets it return any future).
+    #[allow(unreachable_code)]
+    fn complete(
+        &self,
+        request: rmcp::model::CompleteRequestParams,
+        _context: rmcp::service::RequestContext<rmcp::RoleServer>,
+    ) -> impl std::future::Future<Output = Result<rmcp::model::CompleteResult, rmcp::ErrorData>>
+    + rmcp::service::MaybeSendFuture
+    + '_ {
+        panic!("the completion panics quoting {}", request.argument.value);
+        std::future::ready(Ok(rmcp::model::CompleteResult::default()))
+    }
 }
 
 /// A review's (round 43): a merged handler's own methods, once declared, were served unrecorded: who read which
@@ -944,6 +958,7 @@ async fn a_declared_method_served_is_recorded_once_and_a_panic_answered() {
         .plain_method(PlainMethod::new("resources/read").scope("docs.read"))
         .plain_method(PlainMethod::new("prompts/get").unscoped())
         .plain_method(PlainMethod::new("acme/status").unscoped())
+        .plain_method(PlainMethod::new("completion/complete").unscoped())
         .audit_sink(audit.clone())
         .build()
         .unwrap();
@@ -977,6 +992,20 @@ async fn a_declared_method_served_is_recorded_once_and_a_panic_answered() {
     assert!(record["duration_us"].is_u64(), "{record}");
     assert!(record["request_id"].is_number(), "{record}");
 
+    // A review's: a URI's credentials were recorded as they were.
+    peer.read_resource(rmcp::model::ReadResourceRequestParams::new(
+        "docs://reader:hunter2@store/payroll?token=hunter2&page=2",
+    ))
+    .await
+    .expect("served");
+    let records = served(&audit);
+    let target = records[1]["target"].as_str().unwrap();
+    assert!(!target.contains("hunter2"), "{target}");
+    assert!(
+        target.contains("store/payroll") && target.contains("page=2"),
+        "{target}"
+    );
+
     // An error of the handler's: recorded with its code; the prompt's arguments are not recorded.
     let prompt = |name: &str| {
         let mut request = rmcp::model::GetPromptRequestParams::new(name);
@@ -986,11 +1015,11 @@ async fn a_declared_method_served_is_recorded_once_and_a_panic_answered() {
     let error = peer.get_prompt(prompt("missing")).await.unwrap_err();
     assert!(error.to_string().contains("no prompt"), "{error}");
     let records = served(&audit);
-    assert_eq!(records.len(), 2, "{records:?}");
-    assert_eq!(records[1]["method"], "prompts/get");
-    assert_eq!(records[1]["target"], "missing");
-    assert_eq!(records[1]["outcome"], "error");
-    assert_eq!(records[1]["code"], -32602);
+    assert_eq!(records.len(), 3, "{records:?}");
+    assert_eq!(records[2]["method"], "prompts/get");
+    assert_eq!(records[2]["target"], "missing");
+    assert_eq!(records[2]["outcome"], "error");
+    assert_eq!(records[2]["code"], -32602);
 
     // A panic: answered, its message withheld, recorded `panic`; the server goes on serving.
     let answer = tokio::time::timeout(
@@ -1006,9 +1035,27 @@ async fn a_declared_method_served_is_recorded_once_and_a_panic_answered() {
     );
     assert!(!error.contains("hunter2"), "{error}");
     let records = served(&audit);
-    assert_eq!(records.len(), 3, "{records:?}");
-    assert_eq!(records[2]["outcome"], "panic", "{records:?}");
-    assert_eq!(records[2]["code"], -32603, "{records:?}");
+    assert_eq!(records.len(), 4, "{records:?}");
+    assert_eq!(records[3]["outcome"], "panic", "{records:?}");
+    assert_eq!(records[3]["code"], -32603, "{records:?}");
+
+    // A review's: a panic in the handler's `fn` itself, before its future exists, escaped the catch (no answer,
+    // recorded `cancelled`, its message to the previous hook). Caught as the others are.
+    let answer = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        peer.complete(rmcp::model::CompleteRequestParams::new(
+            rmcp::model::Reference::for_prompt("triage"),
+            rmcp::model::ArgumentInfo::new("note", "hunter2"),
+        )),
+    )
+    .await
+    .expect("a method panicking before its future is answered");
+    let error = answer.unwrap_err().to_string();
+    assert!(!error.contains("hunter2"), "{error}");
+    let records = served(&audit);
+    let completed = records.last().unwrap();
+    assert_eq!(completed["method"], "completion/complete", "{records:?}");
+    assert_eq!(completed["outcome"], "panic", "{records:?}");
 
     // A custom method: recorded by its name, with nothing it carried.
     let status = peer
@@ -1019,10 +1066,10 @@ async fn a_declared_method_served_is_recorded_once_and_a_panic_answered() {
         .expect("a declared custom method is served");
     assert!(format!("{status:?}").contains("acme/status"), "{status:?}");
     let records = served(&audit);
-    assert_eq!(records.len(), 4, "{records:?}");
-    assert_eq!(records[3]["method"], "acme/status");
-    assert!(records[3].get("target").is_none(), "{records:?}");
-    assert_eq!(records[3]["outcome"], "ok");
+    assert_eq!(records.len(), 6, "{records:?}");
+    assert_eq!(records[5]["method"], "acme/status");
+    assert!(records[5].get("target").is_none(), "{records:?}");
+    assert_eq!(records[5]["outcome"], "ok");
 
     // A refusal is its `message_rejected` record alone.
     let undeclared = peer
@@ -1031,7 +1078,7 @@ async fn a_declared_method_served_is_recorded_once_and_a_panic_answered() {
         ))
         .await;
     assert!(undeclared.is_err(), "{undeclared:?}");
-    assert_eq!(served(&audit).len(), 4);
+    assert_eq!(served(&audit).len(), 6);
     assert!(
         !audit
             .records()

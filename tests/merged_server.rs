@@ -336,6 +336,34 @@ async fn a_merged_server_over_http_with_bearer_tokens_keeps_every_tool_under_the
             .unwrap()
             .contains("hunter2-prompt")
     );
+    // An interop round's: under the 2026-07-28 revision rmcp answers the gate's `-32601` with `404`, and the HTTP
+    // layer recorded that as an `http_rejected` `not_found` beside the gate's own `message_rejected`: two records
+    // for one request, the second reading like an unknown path. One.
+    let meta = json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {},
+        "io.modelcontextprotocol/clientInfo": {"name": "stateless-client", "version": "1"}
+    });
+    let before = secure_tools_tests::read_audit(&server.audit_log).len();
+    let response = reqwest::Client::new()
+        .post(&server.resource)
+        .header("authorization", format!("Bearer {full}"))
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "prompts/list")
+        .json(&json!({"jsonrpc": "2.0", "id": 14, "method": "prompts/list", "params": {"_meta": meta}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 404);
+    let records = secure_tools_tests::read_audit(&server.audit_log);
+    let new: Vec<&Value> = records[before..].iter().collect();
+    assert_eq!(new.len(), 1, "{new:?}");
+    assert_eq!(new[0]["event"], "message_rejected", "{new:?}");
+    assert_eq!(new[0]["reason"], "method_not_declared", "{new:?}");
+    // ... naming the transport and the client, as a call's records do (the same round's).
+    assert_eq!(new[0]["transport"], "http", "{new:?}");
+    assert_eq!(new[0]["client_name"], "stateless-client", "{new:?}");
 
     // A red team's (round 40): a member twice in a plain tool's arguments was served over HTTP (the last one won)
     // and refused over stdio. Refused over HTTP too, before anything reads it.
@@ -489,6 +517,9 @@ fn a_merged_server_over_stdio_keeps_every_tool_under_the_policy() {
         prompt["result"]["messages"][0]["content"]["text"], "Triage the open tickets.",
         "{prompt}"
     );
+    // One not declared: refused, and recorded naming who asked, over stdio too (an interop round's: no caller).
+    send(json!({"jsonrpc": "2.0", "id": 13, "method": "prompts/list"}));
+    assert_eq!(answer()["error"]["code"], -32601);
     send(call("close_ticket", json!({"id": 3})));
     let refused = answer();
     assert!(
@@ -548,6 +579,16 @@ fn a_merged_server_over_stdio_keeps_every_tool_under_the_policy() {
     // A trial's: as a call's records, with the transport and the client.
     assert_eq!(served[0]["transport"], "stdio", "{:?}", served[0]);
     assert_eq!(served[0]["client_name"], "merged-test", "{:?}", served[0]);
+    let rejected = secure_tools_tests::events(&records, "message_rejected");
+    assert_eq!(rejected.len(), 1, "{rejected:?}");
+    assert_eq!(rejected[0]["method"], "prompts/list");
+    assert_eq!(rejected[0]["caller"], "stdio", "{:?}", rejected[0]);
+    assert_eq!(rejected[0]["transport"], "stdio", "{:?}", rejected[0]);
+    assert_eq!(
+        rejected[0]["client_name"], "merged-test",
+        "{:?}",
+        rejected[0]
+    );
     // The guard after decoding was told that a plain tool's arguments are as sent.
     assert_eq!(
         calls[0]["fields"]["guard_saw_valid_arguments"], false,

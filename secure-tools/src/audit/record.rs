@@ -217,6 +217,16 @@ pub enum AuditEvent {
         /// the session has begun, over HTTP the one the request named.
         #[serde(skip_serializing_if = "Option::is_none")]
         session_id: Option<String>,
+        /// For a request refused past the transport (a merged handler's method): `stdio` or `http`, as a call's
+        /// records say.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        transport: Option<&'static str>,
+        /// For a request refused past the transport: the client's name, as it gave it, shortened if long.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        client_name: Option<String>,
+        /// For a request refused past the transport: the client's version, as it gave it, shortened if long.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        client_version: Option<String>,
     },
     /// A request of a merged handler's own method, declared to the tool set
     /// ([`ToolSetBuilder::plain_method`](crate::ToolSetBuilder::plain_method)) and admitted, was served by it: one
@@ -403,13 +413,23 @@ impl AuditEvent {
                 remote_addr,
                 token_id,
                 session_id,
+                client_name,
+                client_version,
                 ..
             } => {
                 shorten_id(request_id);
-                [method, caller, remote_addr, token_id, session_id]
-                    .into_iter()
-                    .flatten()
-                    .for_each(shorten);
+                [
+                    method,
+                    caller,
+                    remote_addr,
+                    token_id,
+                    session_id,
+                    client_name,
+                    client_version,
+                ]
+                .into_iter()
+                .flatten()
+                .for_each(shorten);
             }
             AuditEvent::MethodCall {
                 request_id,
@@ -1114,6 +1134,9 @@ mod tests {
                 remote_addr: Some(long.clone()),
                 token_id: Some(long.clone()),
                 session_id: Some(long.clone()),
+                transport: None,
+                client_name: None,
+                client_version: None,
             },
             AuditEvent::HttpRejected {
                 status: 404,

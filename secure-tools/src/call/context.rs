@@ -210,6 +210,9 @@ pub struct Connection {
     pub(crate) scope_refusal: Option<Arc<ScopeRefusalSlot>>,
     /// The caller the runner's HTTP layer authenticated (one extension for both, not two).
     pub(crate) caller: Option<crate::call::Caller>,
+    /// Set by the handler when it recorded the request's refusal itself (`message_rejected`), so that the HTTP
+    /// layer does not record the status it is answered with (`404` under the 2026-07-28 revision) a second time.
+    pub(crate) refusal_recorded: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// A call's refusal for a missing scope, left by the pipeline for the transport that made the slot (the HTTP

@@ -649,6 +649,9 @@ fn refuse_misshapen_call<S: Send + Sync + 'static>(
         remote_addr: origin.remote_addr,
         token_id: origin.token_id,
         session_id: origin.session_id,
+        transport: None,
+        client_name: None,
+        client_version: None,
     };
     if let Err(err) = tools.audit().record(event) {
         tracing::error!(error = %err, "audit record not written");
@@ -956,19 +959,37 @@ where
         bytes: usize,
     ) {
         let origin = self.rejection_origin(context);
+        let connection = self.secure.connection(context);
+        let client = client_of(&connection, context);
+        // A method refused past the transport names who asked, over stdio too (a trial's: its records named no
+        // caller).
+        let caller = origin.caller.or_else(|| {
+            method
+                .is_some()
+                .then(|| crate::audit::shorten_str(self.secure.caller(context).id()))
+        });
         let event = AuditEvent::MessageRejected {
             request_id: Some(context.id.clone()),
             method,
             reason,
             code: Some(error.code.0),
             bytes,
-            caller: origin.caller,
+            caller,
             remote_addr: origin.remote_addr,
             token_id: origin.token_id,
             session_id: origin.session_id,
+            transport: connection.transport,
+            client_name: client.as_ref().map(|c| crate::audit::shorten_str(&c.name)),
+            client_version: client
+                .as_ref()
+                .map(|c| crate::audit::shorten_str(&c.version)),
         };
         if let Err(err) = self.secure.tools().audit().record(event) {
             tracing::error!(error = %err, "audit record not written");
+        }
+        // Recorded here: the HTTP layer does not record the status it is answered with again.
+        if let Some(recorded) = &connection.refusal_recorded {
+            recorded.store(true, Ordering::SeqCst);
         }
     }
 
@@ -1120,25 +1141,17 @@ where
         context: &RequestContext<RoleServer>,
     ) -> MethodCall<'_> {
         let connection = self.secure.connection(context);
-        // As a call's records name it: the client a session began with (`initialize`), else the one a stateless
-        // request's `_meta` names.
-        let client = connection
-            .trust_peer_info
-            .then(|| context.peer.peer_info())
-            .flatten()
-            .map(|initialized| initialized.client_info.clone())
-            .or_else(|| {
-                (!context.meta.0.is_empty())
-                    .then(|| context.meta.client_info())
-                    .flatten()
-            });
+        let client = client_of(&connection, context);
         MethodCall {
             audit: self.secure.tools().audit(),
             started: std::time::Instant::now(),
             event: Some(MethodCallParts {
                 request_id: context.id.clone(),
                 method,
-                target: target.map(crate::audit::shorten_str),
+                // A URI's credentials (`user:pw@`, a `?token=`) are not recorded (a review's).
+                target: target.map(|target| {
+                    crate::audit::shorten_str(&crate::serve::settings::masked_url(target))
+                }),
                 caller: crate::audit::shorten_str(self.secure.caller(context).id()),
                 transport: connection.transport,
                 client,
@@ -1311,6 +1324,24 @@ pub(crate) fn publish_scopes(tool: &mut Tool, definition: &crate::tool::ToolDefi
             .into(),
     );
     tool.meta = Some(meta);
+}
+
+/// The client a request came from, as a call's records name it: the one its session began with (`initialize`),
+/// else the one a stateless request's `_meta` names.
+fn client_of(
+    connection: &Connection,
+    context: &RequestContext<RoleServer>,
+) -> Option<Implementation> {
+    connection
+        .trust_peer_info
+        .then(|| context.peer.peer_info())
+        .flatten()
+        .map(|initialized| initialized.client_info.clone())
+        .or_else(|| {
+            (!context.meta.0.is_empty())
+                .then(|| context.meta.client_info())
+                .flatten()
+        })
 }
 
 /// What a request of a merged handler's own method names, for its `method_call` record: a resource's URI, a
@@ -1510,7 +1541,9 @@ macro_rules! declared {
             record
                 .serve(
                     crate::call::panic::Running::Method($method),
-                    self.inner.$name(request, context),
+                    // Made inside the wrapper: a handler whose `fn` panics before its future exists
+                    // (rmcp lets one return any future) is caught too (a review's).
+                    async move { self.inner.$name(request, context).await },
                 )
                 .await
         }
@@ -1642,10 +1675,9 @@ where
         self.admit_method(&request.method, &request.params, &context)?;
         let record = self.method_call(crate::audit::shorten_str(&request.method), None, &context);
         record
-            .serve(
-                crate::call::panic::Running::CustomMethod,
-                self.inner.on_custom_request(request, context),
-            )
+            .serve(crate::call::panic::Running::CustomMethod, async move {
+                self.inner.on_custom_request(request, context).await
+            })
             .await
     }
 

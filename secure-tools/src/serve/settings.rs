@@ -356,8 +356,10 @@ fn without_quoted_values(text: &str) -> String {
 
 /// `text` with the credentials a URL in it may carry masked: its userinfo (`redis://:PASSWORD@host`,
 /// `https://USER:PASSWORD@host`: user and password both, as `***`), and the values of the query parameters `user`,
-/// `username`, `pass` and `password` (Redis takes them there for a Unix socket). Text that is no such URL is returned
-/// as it is. For what is shown of settings (their `Debug`, messages naming a URL); never for what is used.
+/// `username`, `pass` and `password` (Redis takes them there for a Unix socket), and of those that commonly carry a
+/// credential in a URL (`token`, `access_token`, `api_key`, `apikey`, `key`, `secret`, `sig`, `signature`). Text that
+/// is no such URL is returned as it is. For what is shown of settings (their `Debug`, messages naming a URL) and
+/// what a `method_call` record names; never for what is used.
 pub(crate) fn masked_url(text: &str) -> std::borrow::Cow<'_, str> {
     use std::borrow::Cow;
     let Some(scheme_end) = text.find("://") else {
@@ -393,9 +395,22 @@ pub(crate) fn masked_url(text: &str) -> std::borrow::Cow<'_, str> {
                 }
                 match pair.split_once('=') {
                     Some((name, _))
-                        if ["user", "username", "pass", "password"]
-                            .iter()
-                            .any(|secret| name.eq_ignore_ascii_case(secret)) =>
+                        if [
+                            "user",
+                            "username",
+                            "pass",
+                            "password",
+                            "token",
+                            "access_token",
+                            "api_key",
+                            "apikey",
+                            "key",
+                            "secret",
+                            "sig",
+                            "signature",
+                        ]
+                        .iter()
+                        .any(|secret| name.eq_ignore_ascii_case(secret)) =>
                     {
                         shown.push_str(name);
                         shown.push_str("=***");

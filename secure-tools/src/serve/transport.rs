@@ -849,6 +849,9 @@ where
                         remote_addr: None,
                         token_id: None,
                         session_id: self.session_in_force(),
+                        transport: None,
+                        client_name: None,
+                        client_version: None,
                     });
                 }
             }
@@ -897,6 +900,9 @@ where
                         remote_addr: None,
                         token_id: None,
                         session_id: None,
+                        transport: None,
+                        client_name: None,
+                        client_version: None,
                     });
                 }
             }
@@ -1157,6 +1163,9 @@ where
                 remote_addr: None,
                 token_id: None,
                 session_id: self.session_in_force(),
+                transport: None,
+                client_name: None,
+                client_version: None,
             });
             if let Some(error) = refusal.error {
                 let answer = ServerJsonRpcMessage::error(error, refusal.id);

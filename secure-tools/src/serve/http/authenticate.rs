@@ -98,6 +98,7 @@ fn connection(shared: &Shared, request: &Request, token_id: Option<String>) -> C
         trust_peer_info: session_id.is_some(),
         session: None,
         scope_refusal: None,
+        refusal_recorded: Some(Arc::default()),
         caller: None,
     }
 }
@@ -469,6 +470,7 @@ async fn authenticated(shared: Arc<Shared>, mut request: Request, next: Route) -
         .then(|| Arc::new(crate::call::ScopeRefusalSlot::default()));
     connection.scope_refusal = scope_refusal.clone();
     connection.caller = identified.caller;
+    let refusal_recorded = connection.refusal_recorded.clone();
     request.extensions_mut().insert(connection);
     // The token has done its work: tools (a merged server's own, which can read the request's head through rmcp's
     // `Extension<Parts>`) must not be able to read the caller's token and pass it on (the MCP authorization spec
@@ -722,6 +724,15 @@ async fn authenticated(shared: Arc<Shared>, mut request: Request, next: Route) -
         (Some(auth), Some((id, notice))) => insufficient_scope_answer(auth, id, notice),
         _ => same_as_the_runners(response, shared.sessions && session_id.is_some()),
     };
+    // A refusal the handler recorded itself (a merged handler's method the gate refused, which rmcp answers `404`
+    // under the 2026-07-28 revision) is not recorded again by the guard (an interop round's: two records, the second
+    // an `http_rejected` `not_found` that read like an unknown path).
+    if response.status().is_client_error()
+        && refusal_recorded
+            .is_some_and(|recorded| recorded.load(std::sync::atomic::Ordering::SeqCst))
+    {
+        response.extensions_mut().insert(super::Audited);
+    }
     // The guard records a refusal from further in (rmcp's own: its body limit, an unknown session, a method,
     // media type or `Accept` it does not serve) with the caller it was for.
     if response.status().is_client_error()

@@ -1206,6 +1206,9 @@ impl SessionManager for Bound {
                             remote_addr,
                             token_id,
                             session_id: Some(shorten(id)),
+                            transport: None,
+                            client_name: None,
+                            client_version: None,
                         };
                         if let Err(err) = self.owners.audit.record(event) {
                             tracing::error!(error = %err, "audit record not written");
