@@ -863,6 +863,26 @@ async fn a_handlers_own_methods_are_served_only_as_declared_and_scoped() {
             .build()
             .is_ok()
     );
+    // A review's: names of one's own near a method MCP defines were refused too, with no way out (`pong`, near
+    // `ping`; `tools/lint`; `server/discovery`), and the message named methods no declaration serves. Only a name
+    // in one of the namespaces of the methods a declaration serves is taken for a typo; `PlainMethod::custom`
+    // declares one there on purpose.
+    for own in ["pong", "pin", "tools/lint", "server/discovery", "in"] {
+        let built = ToolSet::builder(())
+            .plain_method(PlainMethod::new(own).scope("admin"))
+            .build();
+        assert!(
+            built.is_ok(),
+            "{own}: {:?}",
+            built.err().map(|e| e.to_string())
+        );
+    }
+    assert!(
+        ToolSet::builder(())
+            .plain_method(PlainMethod::custom("prompts/set").scope("admin"))
+            .build()
+            .is_ok()
+    );
     // `tasks/list`, which rmcp does not type, reaches the gate as a custom request: it can be declared.
     assert!(
         ToolSet::builder(())

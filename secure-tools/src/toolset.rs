@@ -224,16 +224,31 @@ pub struct PlainMethod {
     method: String,
     scopes: Vec<String>,
     unscoped: bool,
+    /// Declared with [`PlainMethod::custom`]: not taken for a typo of a method MCP defines.
+    custom: bool,
 }
 
 impl PlainMethod {
     /// The method `method` (as a request names it: `resources/read`), requiring nothing yet: give it a scope, or
     /// say it needs none.
+    ///
+    /// A name a letter or two from a method MCP defines, in its namespace (`resource/read`, `prompts/gte`), stops
+    /// the build as a typo of it; declare a method of your own there with [`custom`](Self::custom).
     pub fn new(method: impl Into<String>) -> Self {
         PlainMethod {
             method: method.into(),
             scopes: Vec::new(),
             unscoped: false,
+            custom: false,
+        }
+    }
+
+    /// A custom method of yours, named as close to one MCP defines as it is on purpose (`prompts/set`): not taken
+    /// for a typo (see [`new`](Self::new)).
+    pub fn custom(method: impl Into<String>) -> Self {
+        PlainMethod {
+            custom: true,
+            ..Self::new(method)
         }
     }
 
@@ -283,15 +298,22 @@ const DECLARABLE: &[&str] = &[
     "tasks/result",
 ];
 
-/// The method MCP defines that `method` looks like a typo of: within two edits of it (case aside), not it.
+/// The method a declaration serves that `method` looks like a typo of: within two edits of it (case aside), not it,
+/// and in its namespace or one a letter from it (`resource/`, `Prompts/`); a name elsewhere (`pong`, `tools/lint`,
+/// `acme/read`) is a method of one's own (a review's: those were refused too).
 fn typo_of(method: &str) -> Option<&'static str> {
     if DECLARABLE.contains(&method) || NOT_DECLARABLE.contains(&method) {
         return None;
     }
     let method = method.to_ascii_lowercase();
+    let namespace = |name: &str| {
+        name.split_once('/')
+            .map(|(namespace, _)| namespace.to_owned())
+    };
+    let own = namespace(&method)?;
     DECLARABLE
         .iter()
-        .chain(NOT_DECLARABLE)
+        .filter(|known| namespace(known).is_some_and(|theirs| edit_distance(&own, &theirs, 1) <= 1))
         .find(|known| edit_distance(&method, known, 2) <= 2)
         .copied()
 }
@@ -675,10 +697,12 @@ impl<S: Send + Sync + 'static> ToolSetBuilder<S> {
                         .into(),
                 ));
             }
-            if let Some(known) = typo_of(&declared.method) {
+            if !declared.custom
+                && let Some(known) = typo_of(&declared.method)
+            {
                 return Err(invalid(format!(
                     "is not a method MCP defines; did you mean `{known}`? (a custom method of this name would be \
-                     served, and `{known}` refused)"
+                     served, and `{known}` refused; declare one on purpose with `PlainMethod::custom`)"
                 )));
             }
             if scopes.is_empty() && !declared.unscoped {

@@ -1365,7 +1365,7 @@ fn with_stderr_on_the_protocols_pipe_no_line_lands_inside_an_answer() {
         };
         if value.get("jsonrpc").is_some() {
             if let Some(id) = value["id"].as_i64().filter(|id| *id > 0) {
-                // Served, or refused (`overloaded`, with 400 calls at once): an answer either way.
+                // Served, or refused (`overloaded`, with this many calls at once): an answer either way.
                 assert!(value["result"]["content"].is_array(), "{:.200}", line);
                 answered.insert(id);
                 if answered.len() == calls as usize {

@@ -252,7 +252,7 @@ pub enum AuditEvent {
         duration_us: u64,
         /// The caller whose grant the method's scopes were checked against.
         caller: String,
-        /// `stdio` or `http`, when the transport says.
+        /// `stdio`, `http`, or `in-process` (`testing::ToolTester`), when the transport says.
         #[serde(skip_serializing_if = "Option::is_none")]
         transport: Option<&'static str>,
         /// The client's name, as it gave it (in `initialize`, or in the request's `_meta` under the stateless

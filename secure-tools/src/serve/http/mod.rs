@@ -418,8 +418,6 @@ fn check_resource_url(url: &str) -> Result<(), String> {
     }
 }
 
-/// Refuses a URL the server publishes (`what`) that carries credentials (`user:password@`), shown masked (red-team
-/// findings: a resource URL's, then an issuer's and an authorization server's, were published to every client).
 /// The shortest maximum age of a JWKS URL's keys the settings take.
 const MIN_JWKS_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -439,6 +437,8 @@ fn exact_identifier(value: &str, what: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Refuses a URL the server publishes (`what`) that carries credentials (`user:password@`), shown masked (red-team
+/// findings: a resource URL's, then an issuer's and an authorization server's, were published to every client).
 fn no_credentials(url: &str, what: &str) -> Result<(), String> {
     let authority = url
         .split_once("://")

@@ -122,8 +122,6 @@ enum Fetched {
     Redirect(String),
 }
 
-/// Parses a JWKS URL and checks its scheme: `https://`, or `http://` to a loopback host only (keys fetched in
-/// clear over a network could be swapped on the way).
 /// A redirect's `Location` resolved against the URL it answered (RFC 9110 section 10.2.2 allows a relative
 /// reference: `jwks.json`, `../keys`, `?v=2`; red-team finding: they were refused as "not a URL"), by the `url`
 /// crate's RFC 3986 resolution: a reference within the same authority keeps its credentials, one naming another
@@ -140,6 +138,8 @@ fn resolve_location(base: &hyper::Uri, location: &str) -> Result<String, String>
     Ok(next.into())
 }
 
+/// Parses a JWKS URL and checks its scheme: `https://`, or `http://` to a loopback host only (keys fetched in
+/// clear over a network could be swapped on the way).
 fn jwks_uri(url: &str) -> Result<hyper::Uri, String> {
     let uri: hyper::Uri = url.parse().map_err(|e| format!("not a URL: {e}"))?;
     let host = uri.host().ok_or("the URL has no host")?;
