@@ -104,6 +104,16 @@ impl HttpServer {
         )
     }
 
+    /// A POST of the MCP endpoint with `token`, as a client of 2025-11-25 sends it, for a body given as bytes.
+    fn raw_post(&self, token: &str) -> reqwest::RequestBuilder {
+        reqwest::Client::new()
+            .post(&self.resource)
+            .header("authorization", format!("Bearer {token}"))
+            .header("accept", "application/json, text/event-stream")
+            .header("content-type", "application/json")
+            .header("mcp-protocol-version", "2025-11-25")
+    }
+
     async fn post(&self, token: &str, body: Value) -> (u16, Value, String) {
         let response = reqwest::Client::new()
             .post(&self.resource)
@@ -368,16 +378,7 @@ async fn a_merged_server_over_http_with_bearer_tokens_keeps_every_tool_under_the
     // A red team's (round 40): a member twice in a plain tool's arguments was served over HTTP (the last one won)
     // and refused over stdio. Refused over HTTP too, before anything reads it.
     let twice = r#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"search_tickets","arguments":{"query":"a","query":"b"}}}"#;
-    let response = reqwest::Client::new()
-        .post(&server.resource)
-        .header("authorization", format!("Bearer {full}"))
-        .header("accept", "application/json, text/event-stream")
-        .header("content-type", "application/json")
-        .header("mcp-protocol-version", "2025-11-25")
-        .body(twice)
-        .send()
-        .await
-        .unwrap();
+    let response = server.raw_post(&full).body(twice).send().await.unwrap();
     assert_eq!(response.status().as_u16(), 400);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], -32600, "{body}");
@@ -400,16 +401,7 @@ async fn a_merged_server_over_http_with_bearer_tokens_keeps_every_tool_under_the
     let body = format!(
         r#"{{"jsonrpc":"2.0","id":12,"method":"tools/call","params":{{"name":"search_tickets","arguments":{{"query":"a","pad":[{zeros}]}}}}}}"#
     );
-    let response = reqwest::Client::new()
-        .post(&server.resource)
-        .header("authorization", format!("Bearer {full}"))
-        .header("accept", "application/json, text/event-stream")
-        .header("content-type", "application/json")
-        .header("mcp-protocol-version", "2025-11-25")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let response = server.raw_post(&full).body(body).send().await.unwrap();
     assert_eq!(response.status().as_u16(), 400);
     let body: Value = response.json().await.unwrap();
     assert!(
@@ -431,16 +423,7 @@ async fn a_merged_server_over_http_with_bearer_tokens_keeps_every_tool_under_the
         format!(r#"{{"jsonrpc":"2.0","id":13,"method":"ping","params":{{"pad":[{zeros}],"x":""#)
             .into_bytes();
     body.extend_from_slice(b"\xff\"}}");
-    let response = reqwest::Client::new()
-        .post(&server.resource)
-        .header("authorization", format!("Bearer {full}"))
-        .header("accept", "application/json, text/event-stream")
-        .header("content-type", "application/json")
-        .header("mcp-protocol-version", "2025-11-25")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let response = server.raw_post(&full).body(body).send().await.unwrap();
     assert_eq!(response.status().as_u16(), 400);
     let body: Value = response.json().await.unwrap();
     assert!(

@@ -1303,18 +1303,11 @@ fn with_stderr_on_the_protocols_pipe_no_line_lands_inside_an_answer() {
     use std::io::{BufRead, Write};
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("big.txt"), "a".repeat(600_000)).unwrap();
-    let (reader, writer) = std::io::pipe().unwrap();
-    let mut child = std::process::Command::new(SERVER)
-        .arg("--data-root")
-        .arg(dir.path())
-        .args(["--scopes", "files.read,files.write"])
-        .env_remove("MCP_AUDIT_LOG")
-        .env("RUST_LOG", "info")
-        .stdin(std::process::Stdio::piped())
-        .stdout(writer.try_clone().unwrap())
-        .stderr(writer)
-        .spawn()
-        .unwrap();
+    let (mut child, reader) = on_one_pipe(
+        dir.path(),
+        "files.read,files.write",
+        &[("RUST_LOG", "info")],
+    );
     let mut stdin = child.stdin.take().unwrap();
     let calls = 150;
     let writer = std::thread::spawn(move || {
@@ -1439,17 +1432,11 @@ fn with_stderr_on_an_unread_protocol_pipe_sigterm_still_stops_the_server() {
     std::fs::write(dir.path().join("big.txt"), "a".repeat(300_000)).unwrap();
     let audit = tempfile::tempdir().unwrap();
     let audit_log = audit.path().join("audit.jsonl");
-    let (reader, writer) = std::io::pipe().unwrap();
-    let mut child = std::process::Command::new(SERVER)
-        .arg("--data-root")
-        .arg(dir.path())
-        .args(["--scopes", "files.read"])
-        .env("MCP_AUDIT_LOG", &audit_log)
-        .stdin(std::process::Stdio::piped())
-        .stdout(writer.try_clone().unwrap())
-        .stderr(writer)
-        .spawn()
-        .unwrap();
+    let (mut child, reader) = on_one_pipe(
+        dir.path(),
+        "files.read",
+        &[("MCP_AUDIT_LOG", audit_log.to_str().unwrap())],
+    );
     let mut stdin = child.stdin.take().unwrap();
     for message in [
         json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": "2025-11-25",
@@ -1495,17 +1482,7 @@ fn with_stderr_on_the_protocols_pipe_a_slow_reader_gets_whole_lines_and_server_s
     use std::io::{Read, Write};
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("big.txt"), "a".repeat(900_000)).unwrap();
-    let (mut reader, writer) = std::io::pipe().unwrap();
-    let mut child = std::process::Command::new(SERVER)
-        .arg("--data-root")
-        .arg(dir.path())
-        .args(["--scopes", "files.read"])
-        .env_remove("MCP_AUDIT_LOG")
-        .stdin(std::process::Stdio::piped())
-        .stdout(writer.try_clone().unwrap())
-        .stderr(writer)
-        .spawn()
-        .unwrap();
+    let (mut child, mut reader) = on_one_pipe(dir.path(), "files.read", &[]);
     let mut stdin = child.stdin.take().unwrap();
     writeln!(
         stdin,
@@ -1558,4 +1535,26 @@ fn with_stderr_on_the_protocols_pipe_a_slow_reader_gets_whole_lines_and_server_s
         stopped |= value["event"] == "server_stop";
     }
     assert!(stopped, "no server_stop record reached the host");
+}
+
+/// The server on `data` with `scopes`, its standard output and standard error one pipe (a host's `2>&1`), read at
+/// the returned end; its audit on standard error unless `envs` name a file.
+fn on_one_pipe(
+    data: &Path,
+    scopes: &str,
+    envs: &[(&str, &str)],
+) -> (std::process::Child, std::io::PipeReader) {
+    let (reader, writer) = std::io::pipe().unwrap();
+    let child = Command::new(SERVER)
+        .arg("--data-root")
+        .arg(data)
+        .args(["--scopes", scopes])
+        .env_remove("MCP_AUDIT_LOG")
+        .envs(envs.iter().copied())
+        .stdin(std::process::Stdio::piped())
+        .stdout(writer.try_clone().unwrap())
+        .stderr(writer)
+        .spawn()
+        .unwrap();
+    (child, reader)
 }

@@ -1354,42 +1354,27 @@ trait MethodTarget {
 
 impl MethodTarget for Option<PaginatedRequestParams> {}
 
-impl MethodTarget for rmcp::model::ReadResourceRequestParams {
-    fn target(&self) -> Option<&str> {
-        Some(&self.uri)
-    }
+/// `MethodTarget` for params whose target is one field of theirs.
+macro_rules! target_field {
+    ($($(#[$attr:meta])* $params:ty => $field:ident;)*) => {$(
+        $(#[$attr])*
+        impl MethodTarget for $params {
+            fn target(&self) -> Option<&str> {
+                Some(&self.$field)
+            }
+        }
+    )*};
 }
 
-#[allow(deprecated)]
-impl MethodTarget for rmcp::model::SubscribeRequestParams {
-    fn target(&self) -> Option<&str> {
-        Some(&self.uri)
-    }
-}
-
-#[allow(deprecated)]
-impl MethodTarget for rmcp::model::UnsubscribeRequestParams {
-    fn target(&self) -> Option<&str> {
-        Some(&self.uri)
-    }
-}
-
-impl MethodTarget for rmcp::model::GetSkillRequestParams {
-    fn target(&self) -> Option<&str> {
-        Some(&self.uri)
-    }
-}
-
-impl MethodTarget for rmcp::model::ReadResourceDirectoryRequestParams {
-    fn target(&self) -> Option<&str> {
-        Some(&self.uri)
-    }
-}
-
-impl MethodTarget for rmcp::model::GetPromptRequestParams {
-    fn target(&self) -> Option<&str> {
-        Some(&self.name)
-    }
+target_field! {
+    rmcp::model::ReadResourceRequestParams => uri;
+    #[allow(deprecated)]
+    rmcp::model::SubscribeRequestParams => uri;
+    #[allow(deprecated)]
+    rmcp::model::UnsubscribeRequestParams => uri;
+    rmcp::model::GetSkillRequestParams => uri;
+    rmcp::model::ReadResourceDirectoryRequestParams => uri;
+    rmcp::model::GetPromptRequestParams => name;
 }
 
 impl MethodTarget for rmcp::model::CompleteRequestParams {
