@@ -840,12 +840,19 @@ async fn a_handlers_own_methods_are_served_only_as_declared_and_scoped() {
     }
     // A trial's: a typo of a method MCP defines (`resource/read`) built as a custom method of that name, and the
     // real one stayed refused with nothing said. One a letter or two from such a method is refused, naming it.
+    // (And, a red team's, round 47: another separator, a leading `/`, none, or two letters swapped in the namespace.)
     for typo in [
         "resource/read",
         "resources/raed",
         "prompt/get",
         "prompts/lists",
         "Resources/Read",
+        "resources.read",
+        "resources_read",
+        "/resources/read",
+        "resourcesread",
+        "rpompts/get",
+        "prmopts/get",
     ] {
         let built = ToolSet::builder(())
             .plain_method(PlainMethod::new(typo).scope("admin"))
@@ -1021,10 +1028,27 @@ async fn a_declared_method_served_is_recorded_once_and_a_panic_answered() {
     let records = served(&audit);
     let target = records[1]["target"].as_str().unwrap();
     assert!(!target.contains("hunter2"), "{target}");
-    assert!(
-        target.contains("store/payroll") && target.contains("page=2"),
-        "{target}"
-    );
+    assert_eq!(target, "docs://***@store/payroll?***", "{target}");
+    // A red team's (round 47): the mask missed a credential in a fragment, in an opaque URI, under a parameter name
+    // not listed or percent-encoded, and in a password holding `/`. The query and the fragment are not recorded at
+    // all, and whatever comes before an `@` after the scheme is masked.
+    for (uri, recorded) in [
+        ("x://h/#access_token=hunter2", "x://h/#***"),
+        ("urn:x:y?token=hunter2", "urn:x:y?***"),
+        ("mailto:u:hunter2@h", "mailto:***@h"),
+        (
+            "docs:///p?%74oken=hunter2&X-Amz-Signature=hunter2",
+            "docs:///p?***",
+        ),
+        ("x://user:pa/ss@host/r", "x://***@host/r"),
+        ("docs://store/payroll", "docs://store/payroll"),
+    ] {
+        peer.read_resource(rmcp::model::ReadResourceRequestParams::new(uri))
+            .await
+            .expect("served");
+        let records = served(&audit);
+        assert_eq!(records.last().unwrap()["target"], recorded, "{uri}");
+    }
 
     // An error of the handler's: recorded with its code; the prompt's arguments are not recorded.
     let prompt = |name: &str| {
@@ -1035,11 +1059,11 @@ async fn a_declared_method_served_is_recorded_once_and_a_panic_answered() {
     let error = peer.get_prompt(prompt("missing")).await.unwrap_err();
     assert!(error.to_string().contains("no prompt"), "{error}");
     let records = served(&audit);
-    assert_eq!(records.len(), 3, "{records:?}");
-    assert_eq!(records[2]["method"], "prompts/get");
-    assert_eq!(records[2]["target"], "missing");
-    assert_eq!(records[2]["outcome"], "error");
-    assert_eq!(records[2]["code"], -32602);
+    assert_eq!(records.len(), 9, "{records:?}");
+    assert_eq!(records[8]["method"], "prompts/get");
+    assert_eq!(records[8]["target"], "missing");
+    assert_eq!(records[8]["outcome"], "error");
+    assert_eq!(records[8]["code"], -32602);
 
     // A panic: answered, its message withheld, recorded `panic`; the server goes on serving.
     let answer = tokio::time::timeout(
@@ -1055,9 +1079,9 @@ async fn a_declared_method_served_is_recorded_once_and_a_panic_answered() {
     );
     assert!(!error.contains("hunter2"), "{error}");
     let records = served(&audit);
-    assert_eq!(records.len(), 4, "{records:?}");
-    assert_eq!(records[3]["outcome"], "panic", "{records:?}");
-    assert_eq!(records[3]["code"], -32603, "{records:?}");
+    assert_eq!(records.len(), 10, "{records:?}");
+    assert_eq!(records[9]["outcome"], "panic", "{records:?}");
+    assert_eq!(records[9]["code"], -32603, "{records:?}");
 
     // A review's: a panic in the handler's `fn` itself, before its future exists, escaped the catch (no answer,
     // recorded `cancelled`, its message to the previous hook). Caught as the others are.
@@ -1086,10 +1110,10 @@ async fn a_declared_method_served_is_recorded_once_and_a_panic_answered() {
         .expect("a declared custom method is served");
     assert!(format!("{status:?}").contains("acme/status"), "{status:?}");
     let records = served(&audit);
-    assert_eq!(records.len(), 6, "{records:?}");
-    assert_eq!(records[5]["method"], "acme/status");
-    assert!(records[5].get("target").is_none(), "{records:?}");
-    assert_eq!(records[5]["outcome"], "ok");
+    assert_eq!(records.len(), 12, "{records:?}");
+    assert_eq!(records[11]["method"], "acme/status");
+    assert!(records[11].get("target").is_none(), "{records:?}");
+    assert_eq!(records[11]["outcome"], "ok");
 
     // A refusal is its `message_rejected` record alone.
     let undeclared = peer
@@ -1098,7 +1122,7 @@ async fn a_declared_method_served_is_recorded_once_and_a_panic_answered() {
         ))
         .await;
     assert!(undeclared.is_err(), "{undeclared:?}");
-    assert_eq!(served(&audit).len(), 6);
+    assert_eq!(served(&audit).len(), 12);
     assert!(
         !audit
             .records()

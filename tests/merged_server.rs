@@ -374,6 +374,22 @@ async fn a_merged_server_over_http_with_bearer_tokens_keeps_every_tool_under_the
     // ... naming the transport and the client, as a call's records do (the same round's).
     assert_eq!(new[0]["transport"], "http", "{new:?}");
     assert_eq!(new[0]["client_name"], "stateless-client", "{new:?}");
+    // A red team's (round 47): a request of a method MCP defines whose params do not have its shape was recorded
+    // naming none of these. As the gate's refusals.
+    let (status, misshapen, _) = server
+        .post(
+            &full,
+            json!({"jsonrpc": "2.0", "id": 15, "method": "prompts/get", "params": {"name": 5}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{misshapen}");
+    assert_eq!(misshapen["error"]["code"], -32602, "{misshapen}");
+    let records = secure_tools_tests::read_audit(&server.audit_log);
+    let last = records.last().unwrap();
+    assert_eq!(last["event"], "message_rejected", "{last}");
+    assert_eq!(last["method"], "prompts/get", "{last}");
+    assert_eq!(last["caller"], "alice", "{last}");
+    assert_eq!(last["transport"], "http", "{last}");
 
     // A red team's (round 40): a member twice in a plain tool's arguments was served over HTTP (the last one won)
     // and refused over stdio. Refused over HTTP too, before anything reads it.

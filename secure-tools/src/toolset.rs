@@ -298,23 +298,35 @@ const DECLARABLE: &[&str] = &[
     "tasks/result",
 ];
 
-/// The method a declaration serves that `method` looks like a typo of: within two edits of it (case aside), not it,
-/// and in its namespace or one a letter from it (`resource/`, `Prompts/`); a name elsewhere (`pong`, `tools/lint`,
-/// `acme/read`) is a method of one's own (a review's: those were refused too).
+/// The method a declaration serves that `method` looks like a typo of, case aside: itself with another separator
+/// (`resources.read`, `resources_read`, `/resources/read`); within two edits of it with no separator
+/// (`resourcesread`); or within two edits of it in its namespace or one two edits from it (`resource/read`,
+/// `rpompts/get`). A name elsewhere (`pong`, `tools/lint`, `acme/read`) is a method of one's own (a review's: those
+/// were refused too; a red team's: the typos above were let through).
 fn typo_of(method: &str) -> Option<&'static str> {
     if DECLARABLE.contains(&method) || NOT_DECLARABLE.contains(&method) {
         return None;
     }
-    let method = method.to_ascii_lowercase();
+    let normal: String = method
+        .trim_start_matches('/')
+        .chars()
+        .map(|c| match c {
+            '.' | '_' | ':' => '/',
+            c => c.to_ascii_lowercase(),
+        })
+        .collect();
     let namespace = |name: &str| {
         name.split_once('/')
             .map(|(namespace, _)| namespace.to_owned())
     };
-    let own = namespace(&method)?;
+    let own = namespace(&normal);
     DECLARABLE
         .iter()
-        .filter(|known| namespace(known).is_some_and(|theirs| edit_distance(&own, &theirs, 1) <= 1))
-        .find(|known| edit_distance(&method, known, 2) <= 2)
+        .filter(|known| match &own {
+            Some(own) => namespace(known).is_some_and(|theirs| edit_distance(own, &theirs, 2) <= 2),
+            None => true,
+        })
+        .find(|known| edit_distance(&normal, known, 2) <= 2)
         .copied()
 }
 

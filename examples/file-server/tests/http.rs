@@ -1483,6 +1483,29 @@ async fn requests_of_the_stateless_revision_write_no_session_record_with_session
         "{sessions:#?}"
     );
     assert_eq!(server.calls().len(), 1);
+    // A red team's (round 47): a request of the stateless revision naming that session (its caller's own) is served
+    // standing alone, but its records carried the session's id and rmcp's placeholder for the client (`rmcp`
+    // 3.11.0) instead of the client its `_meta` names.
+    let body = json!({"jsonrpc": "2.0", "id": 4, "method": "tools/call",
+        "params": {"name": "read_file", "arguments": {"filename": "greeting.txt"}, "_meta": meta}});
+    let response = post_request(&server, "/mcp", &body)
+        .bearer_auth(&token)
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "read_file")
+        .header("mcp-session-id", session_id.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let calls = server.calls();
+    assert_eq!(calls.len(), 2, "{calls:#?}");
+    assert_eq!(
+        calls[1]["client_name"], "stateless-client",
+        "{:#?}",
+        calls[1]
+    );
+    assert!(calls[1].get("session_id").is_none(), "{:#?}", calls[1]);
 }
 
 /// Red-team findings on the HTTP settings: `--allowed-origin null` let every page through (any page can send

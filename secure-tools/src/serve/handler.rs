@@ -1148,10 +1148,7 @@ where
             event: Some(MethodCallParts {
                 request_id: context.id.clone(),
                 method,
-                // A URI's credentials (`user:pw@`, a `?token=`) are not recorded (a review's).
-                target: target.map(|target| {
-                    crate::audit::shorten_str(&crate::serve::settings::masked_url(target))
-                }),
+                target: target.map(|target| crate::audit::shorten_str(&recorded_target(target))),
                 caller: crate::audit::shorten_str(self.secure.caller(context).id()),
                 transport: connection.transport,
                 client,
@@ -1342,6 +1339,50 @@ fn client_of(
                 .then(|| context.meta.client_info())
                 .flatten()
         })
+}
+
+/// A request's target as recorded, without what commonly carries a credential in a URI (reviews' and a red team's:
+/// `user:pw@`, a `?token=` under any name or encoding, an `#access_token=`): the query and the fragment are replaced
+/// by `***`, and, in a target with a scheme, whatever comes between the scheme and an `@` (a userinfo, even one holding
+/// a `/`; an opaque URI's `mailto:u:pw@h`). A prompt's name, which has no scheme, is kept as it is.
+fn recorded_target(target: &str) -> Cow<'_, str> {
+    let scheme = target
+        .split_once(':')
+        .map(|(scheme, _)| scheme)
+        .filter(|scheme| {
+            !scheme.is_empty()
+                && scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+                && scheme
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+        });
+    let Some(scheme) = scheme else {
+        return Cow::Borrowed(target);
+    };
+    let (before, hidden) = match target.find(['?', '#']) {
+        Some(at) => (&target[..at], Some(&target[at..at + 1])),
+        None => (target, None),
+    };
+    let after_scheme = &before[scheme.len() + 1..];
+    let slashes = if after_scheme.starts_with("//") { 2 } else { 0 };
+    let rest = &after_scheme[slashes..];
+    if hidden.is_none() && !rest.contains('@') {
+        return Cow::Borrowed(target);
+    }
+    let mut recorded = String::with_capacity(target.len());
+    recorded.push_str(&before[..scheme.len() + 1 + slashes]);
+    match rest.rfind('@') {
+        Some(at) => {
+            recorded.push_str("***");
+            recorded.push_str(&rest[at..]);
+        }
+        None => recorded.push_str(rest),
+    }
+    if let Some(mark) = hidden {
+        recorded.push_str(mark);
+        recorded.push_str("***");
+    }
+    Cow::Owned(recorded)
 }
 
 /// What a request of a merged handler's own method names, for its `method_call` record: a resource's URI, a
@@ -1651,9 +1692,17 @@ where
         request: rmcp::model::CustomRequest,
         context: RequestContext<RoleServer>,
     ) -> Result<rmcp::model::CustomResult, ErrorData> {
-        let origin = || self.rejection_origin(&context);
-        if let Some(error) = refuse_misshapen_call(self.secure.tools(), &request, &context, origin)
-        {
+        // Recorded as the gate's refusals are, naming who asked, the transport and the client (a red team's: these
+        // records named none of them).
+        if let Some(error) = super::transport::misshapen_params_error(&request.method) {
+            let bytes = message_bytes(&request.method, &request.params, &context);
+            self.record_rejected(
+                &context,
+                Some(crate::audit::shorten_str(&request.method)),
+                super::transport::MISSHAPEN_CALL_REASON,
+                &error,
+                bytes,
+            );
             return Err(error);
         }
         self.admit_request(&context)?;

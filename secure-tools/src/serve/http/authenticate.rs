@@ -72,8 +72,15 @@ struct Head<'a> {
 
 /// What the HTTP layer knows of a request's origin, for the handler and the audit records.
 fn connection(shared: &Shared, request: &Request, token_id: Option<String>) -> Connection {
-    let session_id: Option<Arc<str>> = shared
-        .sessions
+    // A request of the stateless revision stands alone even when it names a session (rmcp serves it so): neither
+    // the session's id nor the client the session began with is its own (a red team's: its records carried both,
+    // the client as rmcp's placeholder). Versions are dates: later ones compare greater.
+    let stands_alone = request
+        .headers()
+        .get("mcp-protocol-version")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|version| version >= "2026-07-28");
+    let session_id: Option<Arc<str>> = (shared.sessions && !stands_alone)
         .then(|| request.headers().get("mcp-session-id"))
         .flatten()
         .and_then(|v| v.to_str().ok())
