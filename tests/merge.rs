@@ -917,15 +917,9 @@ impl ServerHandler for Library {
     async fn read_resource(
         &self,
         request: rmcp::model::ReadResourceRequestParams,
-        _context: rmcp::service::RequestContext<rmcp::RoleServer>,
+        context: rmcp::service::RequestContext<rmcp::RoleServer>,
     ) -> Result<rmcp::model::ReadResourceResponse, rmcp::ErrorData> {
-        Ok(
-            rmcp::model::ReadResourceResult::new(vec![rmcp::model::ResourceContents::text(
-                "the payroll",
-                request.uri,
-            )])
-            .into(),
-        )
+        Documents.read_resource(request, context).await
     }
 
     async fn get_prompt(
@@ -1161,16 +1155,10 @@ async fn a_declared_method_is_not_served_unrecorded() {
         async fn read_resource(
             &self,
             request: rmcp::model::ReadResourceRequestParams,
-            _context: rmcp::service::RequestContext<rmcp::RoleServer>,
+            context: rmcp::service::RequestContext<rmcp::RoleServer>,
         ) -> Result<rmcp::model::ReadResourceResponse, rmcp::ErrorData> {
             self.0.fetch_add(1, Ordering::SeqCst);
-            Ok(
-                rmcp::model::ReadResourceResult::new(vec![rmcp::model::ResourceContents::text(
-                    "the payroll",
-                    request.uri,
-                )])
-                .into(),
-            )
+            Documents.read_resource(request, context).await
         }
     }
     let sink = Failing::default();

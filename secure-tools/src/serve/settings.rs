@@ -358,8 +358,8 @@ fn without_quoted_values(text: &str) -> String {
 /// `https://USER:PASSWORD@host`: user and password both, as `***`), and the values of the query parameters `user`,
 /// `username`, `pass` and `password` (Redis takes them there for a Unix socket), and of those that commonly carry a
 /// credential in a URL (`token`, `access_token`, `api_key`, `apikey`, `key`, `secret`, `sig`, `signature`). Text that
-/// is no such URL is returned as it is. For what is shown of settings (their `Debug`, messages naming a URL) and
-/// what a `method_call` record names; never for what is used.
+/// is no such URL is returned as it is. For what is shown of settings (their `Debug`, messages naming a URL); never
+/// for what is used. (A `method_call` record's target drops more: see `recorded_target` in the handler.)
 pub(crate) fn masked_url(text: &str) -> std::borrow::Cow<'_, str> {
     use std::borrow::Cow;
     let Some(scheme_end) = text.find("://") else {

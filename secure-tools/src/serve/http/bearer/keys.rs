@@ -428,14 +428,40 @@ mod tests {
         serde_json::json!({"kty": "EC", "crv": crv, "kid": kid, "x": b64(x), "y": b64(y)})
     }
 
+    const ISSUER: &str = "https://issuer.test";
+    const RESOURCE: &str = "https://mcp.example.com/mcp";
+
+    /// Bearer authentication for `ISSUER` and `RESOURCE` with the keys of the JWKS `set`.
+    fn auth_of(set: &serde_json::Value) -> crate::serve::http::BearerAuth {
+        crate::serve::http::BearerAuth::new(
+            ISSUER,
+            RESOURCE,
+            VerificationKeys::jwks_json(&set.to_string()).unwrap(),
+        )
+    }
+
+    /// A token for alice, signed by `pair` with `alg` under the `kid` `shared`, expiring `expires_in` seconds from
+    /// now (in the past if negative).
+    fn signed(pair: &rcgen::KeyPair, alg: jsonwebtoken::Algorithm, expires_in: i64) -> String {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let exp = now.checked_add_signed(expires_in).unwrap();
+        let claims =
+            serde_json::json!({"iss": ISSUER, "sub": "alice", "aud": RESOURCE, "exp": exp});
+        let mut header = jsonwebtoken::Header::new(alg);
+        header.kid = Some("shared".into());
+        let key = jsonwebtoken::EncodingKey::from_ec_pem(pair.serialize_pem().as_bytes()).unwrap();
+        jsonwebtoken::encode(&header, &claims, &key).unwrap()
+    }
+
     /// Left from a review: a key set holding two keys under one `kid` (one provider's rotation publishing the next
     /// key under the same id, or an EC P-256 and a P-384 key sharing it) verified tokens with the first only, so
     /// tokens signed with the other were refused. Every key under the `kid` that takes the token's algorithm is
     /// tried, and a token none of them signed is still refused.
     #[test]
     fn every_key_under_a_tokens_kid_is_tried() {
-        let issuer = "https://issuer.test";
-        let resource = "https://mcp.example.com/mcp";
         let p256_old = rcgen::KeyPair::generate().unwrap();
         let p256_new = rcgen::KeyPair::generate().unwrap();
         let p384 = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap();
@@ -445,24 +471,8 @@ mod tests {
             ec_jwk(&p384, "P-384", "shared"),
             ec_jwk(&p256_new, "P-256", "shared"),
         ]});
-        let auth = crate::serve::http::BearerAuth::new(
-            issuer,
-            resource,
-            VerificationKeys::jwks_json(&set.to_string()).unwrap(),
-        );
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
-        let claims =
-            serde_json::json!({"iss": issuer, "sub": "alice", "aud": resource, "exp": now + 600});
-        let sign = |pair: &rcgen::KeyPair, alg| {
-            let mut header = jsonwebtoken::Header::new(alg);
-            header.kid = Some("shared".into());
-            let key =
-                jsonwebtoken::EncodingKey::from_ec_pem(pair.serialize_pem().as_bytes()).unwrap();
-            jsonwebtoken::encode(&header, &claims, &key).unwrap()
-        };
+        let auth = auth_of(&set);
+        let sign = |pair: &rcgen::KeyPair, alg| signed(pair, alg, 600);
         use jsonwebtoken::Algorithm::{ES256, ES384};
         for (pair, alg) in [(&p256_old, ES256), (&p384, ES384), (&p256_new, ES256)] {
             assert_eq!(
@@ -502,13 +512,7 @@ mod tests {
             super::super::TokenError::BadSignature
         );
         // An expired token signed with the second key says so, not that its signature is bad.
-        let expired =
-            serde_json::json!({"iss": issuer, "sub": "alice", "aud": resource, "exp": now - 3600});
-        let mut header = jsonwebtoken::Header::new(ES256);
-        header.kid = Some("shared".into());
-        let key =
-            jsonwebtoken::EncodingKey::from_ec_pem(p256_new.serialize_pem().as_bytes()).unwrap();
-        let token = jsonwebtoken::encode(&header, &expired, &key).unwrap();
+        let token = signed(&p256_new, ES256, -3600);
         assert_eq!(
             auth.verify(&token).unwrap_err(),
             super::super::TokenError::Expired
@@ -521,8 +525,6 @@ mod tests {
     /// whose signature does not match, and the next is tried.
     #[test]
     fn a_broken_key_under_a_kid_does_not_hide_the_keys_after_it() {
-        let issuer = "https://issuer.test";
-        let resource = "https://mcp.example.com/mcp";
         let good = rcgen::KeyPair::generate().unwrap();
         let mut broken = ec_jwk(&rcgen::KeyPair::generate().unwrap(), "P-256", "shared");
         // A point off the curve: the last byte of `y` changed.
@@ -531,28 +533,15 @@ mod tests {
         let mut y = engine.decode(broken["y"].as_str().unwrap()).unwrap();
         *y.last_mut().unwrap() ^= 1;
         broken["y"] = engine.encode(&y).into();
-        let set = serde_json::json!({"keys": [broken, ec_jwk(&good, "P-256", "shared")]});
-        let auth = crate::serve::http::BearerAuth::new(
-            issuer,
-            resource,
-            VerificationKeys::jwks_json(&set.to_string()).unwrap(),
+        let auth =
+            auth_of(&serde_json::json!({"keys": [broken, ec_jwk(&good, "P-256", "shared")]}));
+        let es256 = jsonwebtoken::Algorithm::ES256;
+        assert_eq!(
+            auth.verify(&signed(&good, es256, 600)).unwrap().id(),
+            "alice"
         );
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
-        let claims =
-            serde_json::json!({"iss": issuer, "sub": "alice", "aud": resource, "exp": now + 600});
-        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
-        header.kid = Some("shared".into());
-        let key = jsonwebtoken::EncodingKey::from_ec_pem(good.serialize_pem().as_bytes()).unwrap();
-        let token = jsonwebtoken::encode(&header, &claims, &key).unwrap();
-        assert_eq!(auth.verify(&token).unwrap().id(), "alice");
         // A token signed by neither: its signature is bad, whatever the broken key made of it.
-        let stranger = rcgen::KeyPair::generate().unwrap();
-        let key =
-            jsonwebtoken::EncodingKey::from_ec_pem(stranger.serialize_pem().as_bytes()).unwrap();
-        let token = jsonwebtoken::encode(&header, &claims, &key).unwrap();
+        let token = signed(&rcgen::KeyPair::generate().unwrap(), es256, 600);
         assert_eq!(
             auth.verify(&token).unwrap_err(),
             super::super::TokenError::BadSignature
