@@ -1764,3 +1764,170 @@ fn metrics_on_every_address_are_warned_of() {
     let said = start("127.0.0.1:0");
     assert!(!said.contains("every address"), "{said}");
 }
+
+#[test]
+fn trusting_every_address_as_a_proxy_is_warned_of() {
+    let dir = tempfile::tempdir().unwrap();
+    let start = |trusted: &str| {
+        let mut child = common::KillOnDrop(
+            std::process::Command::new(SERVER)
+                .arg("--data-root")
+                .arg(dir.path())
+                .args(["--scopes", "files.read", "--http-insecure-no-auth"])
+                .args(["--http", "127.0.0.1:0", "--trusted-proxy", trusted])
+                .env_remove("MCP_AUDIT_LOG")
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        common::wait_until_listening(&mut child, "serving MCP over HTTP", |_| {}).text()
+    };
+    for every in ["0.0.0.0/0", "::/0"] {
+        let said = start(every);
+        assert!(
+            said.contains("warning") && said.contains("--trusted-proxy") && said.contains("every"),
+            "{every}: {said}"
+        );
+    }
+    let said = start("10.0.0.0/8");
+    assert!(!said.contains("--trusted-proxy"), "{said}");
+}
+
+/// Behind a reverse proxy the connection is the proxy's: with the proxy's addresses listed (`--trusted-proxy`), the
+/// records also name the client the proxies forwarded for (`X-Forwarded-For`, read from the right: the nearest
+/// address no listed proxy owns), so a flood of refused tokens can be traced past the proxy. Without the setting, or
+/// from a peer not listed, the header is the client's own word and is not recorded.
+#[tokio::test]
+async fn a_trusted_proxys_forwarded_client_is_recorded() {
+    let send = |server: &Server, token: Option<String>, forwarded: &[&str]| {
+        let mut request = post_request(
+            server,
+            "/mcp",
+            &call(1, "read_file", json!({"filename": "greeting.txt"})),
+        );
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        for value in forwarded {
+            request = request.header("x-forwarded-for", *value);
+        }
+        async move { request.send().await.unwrap().status() }
+    };
+    let last = |server: &Server, event: &str| {
+        server
+            .records()
+            .into_iter()
+            .rfind(|r| r["event"] == event)
+            .unwrap()
+    };
+
+    // Not configured: the header is whatever the client wrote.
+    let server = Server::start();
+    let token = server.token(server.claims("alice", "files.read"));
+    assert_eq!(send(&server, Some(token), &["198.51.100.7"]).await, 200);
+    let record = last(&server, "tool_call");
+    assert!(record.get("forwarded_for").is_none(), "{record}");
+    assert!(
+        record["remote_addr"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:")
+    );
+
+    // The test's connections come from 127.0.0.1: the proxy. The client put a forged address first; the proxy
+    // appended the one it saw.
+    let server = Server::start_with(&["--trusted-proxy", "127.0.0.1"]);
+    let token = server.token(server.claims("alice", "files.read"));
+    let chain = ["10.9.9.9, 203.0.113.9"];
+    assert_eq!(send(&server, Some(token.clone()), &chain).await, 200);
+    let record = last(&server, "tool_call");
+    assert_eq!(record["forwarded_for"], "203.0.113.9", "{record}");
+    assert!(
+        record["remote_addr"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:")
+    );
+    // A refusal before any call (no token) names it too.
+    assert_eq!(send(&server, None, &chain).await, 401);
+    let rejected = last(&server, "http_rejected");
+    assert_eq!(rejected["forwarded_for"], "203.0.113.9", "{rejected}");
+    // Two header lines are one list, in order; a port, and IPv6 in brackets, are the client's address.
+    assert_eq!(
+        send(
+            &server,
+            Some(token.clone()),
+            &["10.9.9.9", "[2001:db8::7]:4711"]
+        )
+        .await,
+        200
+    );
+    assert_eq!(last(&server, "tool_call")["forwarded_for"], "2001:db8::7");
+    assert_eq!(
+        send(&server, Some(token.clone()), &["198.51.100.7:4711"]).await,
+        200
+    );
+    assert_eq!(last(&server, "tool_call")["forwarded_for"], "198.51.100.7");
+    // What is not an address (the nearest hop a proxy would not have written) names no client.
+    for unknown in [
+        "unknown",
+        "",
+        "203.0.113.9, 1.2.3.4.5",
+        "203.0.113.9 203.0.113.10",
+    ] {
+        assert_eq!(send(&server, Some(token.clone()), &[unknown]).await, 200);
+        let record = last(&server, "tool_call");
+        assert!(
+            record.get("forwarded_for").is_none(),
+            "{unknown:?}: {record}"
+        );
+    }
+
+    // A chain of listed proxies: the first address from the right that none of them owns.
+    let server = Server::start_with(&[
+        "--trusted-proxy",
+        "127.0.0.0/8",
+        "--trusted-proxy",
+        "203.0.113.0/24,2001:db8::/32",
+    ]);
+    let token = server.token(server.claims("alice", "files.read"));
+    assert_eq!(
+        send(
+            &server,
+            Some(token.clone()),
+            &["198.51.100.7, 2001:db8::1, 203.0.113.9"]
+        )
+        .await,
+        200
+    );
+    assert_eq!(last(&server, "tool_call")["forwarded_for"], "198.51.100.7");
+    // Only listed proxies on the way: the farthest of them is the client.
+    assert_eq!(
+        send(&server, Some(token), &["203.0.113.20, 203.0.113.9"]).await,
+        200
+    );
+    assert_eq!(last(&server, "tool_call")["forwarded_for"], "203.0.113.20");
+}
+
+#[test]
+fn a_trusted_proxy_that_is_no_address_stops_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    for entry in ["proxy.example", "10.0.0.0/33", "10.0.0.1/8", ""] {
+        let stderr = common::refused_http_start(
+            SERVER,
+            dir.path(),
+            &[
+                "--issuer",
+                ISSUER,
+                "--resource-url",
+                "http://127.0.0.1:0/mcp",
+                "--trusted-proxy",
+                entry,
+            ],
+            &[("MCP_AUTH_HS256_SECRET", std::ffi::OsStr::new(SECRET))],
+        );
+        assert!(stderr.contains("--trusted-proxy"), "{entry:?}: {stderr}");
+    }
+}

@@ -138,7 +138,7 @@ fn haproxy(dir: &Path, port: u16, replicas: &[&Replica]) -> Process {
         .collect();
     let config = format!(
         "global\n    maxconn 1000\n\ndefaults\n    mode http\n    timeout connect 1s\n    timeout client 30s\n    \
-         timeout server 30s\n    retries 3\n    option redispatch\n\nfrontend mcp\n    bind 127.0.0.1:{port}\n    \
+         timeout server 30s\n    retries 3\n    option redispatch\n    option forwardfor\n\nfrontend mcp\n    bind 127.0.0.1:{port}\n    \
          default_backend replicas\n\nbackend replicas\n    balance roundrobin\n    option httpchk\n    \
          http-check send meth GET uri /healthz hdr Host localhost\n{servers}"
     );
@@ -1574,4 +1574,44 @@ async fn only_the_sets_rate_in_an_unreachable_redis_makes_the_server_unhealthy()
         .build()
         .unwrap();
     assert_eq!(health_of(&sets).await, 503);
+}
+
+/// Behind HAProxy (`option forwardfor`, as the README's configuration has it), a replica told the balancer's address
+/// (`--trusted-proxy`) records the client the balancer saw as `forwarded_for`, whatever `X-Forwarded-For` the client
+/// sent itself; `remote_addr` stays the balancer's end of its connection. The client connects from 127.0.0.3, the
+/// balancer to the replicas from 127.0.0.1.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replica_behind_the_balancer_records_the_client_it_forwarded_for() {
+    let cluster = Cluster::start_with("100/min", &["--trusted-proxy", "127.0.0.1"]);
+    let client = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 3]))
+        .build()
+        .unwrap();
+    let token = token(&cluster.resource, "alice");
+    let answer = client
+        .post(&cluster.resource)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("authorization", format!("Bearer {token}"))
+        // Forged: the balancer appends the address it saw after it.
+        .header("x-forwarded-for", "198.51.100.7")
+        .body(
+            json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                   "params": {"name": "read_file", "arguments": {"filename": "greeting.txt"}}})
+            .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let calls = calls_by_id(&cluster.logs());
+    let call = &calls[&1];
+    assert_eq!(call["forwarded_for"], "127.0.0.3", "{call}");
+    assert!(
+        call["remote_addr"]
+            .as_str()
+            .is_some_and(|addr| addr.starts_with("127.0.0.1:")),
+        "{call}"
+    );
+    cluster.stop_and_verify();
 }

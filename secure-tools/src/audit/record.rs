@@ -144,6 +144,9 @@ pub enum AuditEvent {
         /// Over HTTP: the client's address.
         #[serde(skip_serializing_if = "Option::is_none")]
         remote_addr: Option<String>,
+        /// Over HTTP behind a trusted reverse proxy: the client it forwarded the request for (`X-Forwarded-For`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        forwarded_for: Option<String>,
         /// Over HTTP: the bearer token's id (`jti`), when it has one.
         #[serde(skip_serializing_if = "Option::is_none")]
         token_id: Option<String>,
@@ -180,6 +183,9 @@ pub enum AuditEvent {
         /// Over HTTP: the client's address.
         #[serde(skip_serializing_if = "Option::is_none")]
         remote_addr: Option<String>,
+        /// Over HTTP behind a trusted reverse proxy: the client it forwarded the request for (`X-Forwarded-For`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        forwarded_for: Option<String>,
         /// Over HTTP: the bearer token's id (`jti`), when it has one.
         #[serde(skip_serializing_if = "Option::is_none")]
         token_id: Option<String>,
@@ -210,6 +216,9 @@ pub enum AuditEvent {
         /// Over HTTP: the client's address.
         #[serde(skip_serializing_if = "Option::is_none")]
         remote_addr: Option<String>,
+        /// Over HTTP behind a trusted reverse proxy: the client it forwarded the request for (`X-Forwarded-For`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        forwarded_for: Option<String>,
         /// Over HTTP: the bearer token's id (`jti`), when it has one.
         #[serde(skip_serializing_if = "Option::is_none")]
         token_id: Option<String>,
@@ -265,6 +274,9 @@ pub enum AuditEvent {
         /// Over HTTP: the client's address.
         #[serde(skip_serializing_if = "Option::is_none")]
         remote_addr: Option<String>,
+        /// Over HTTP behind a trusted reverse proxy: the client it forwarded the request for (`X-Forwarded-For`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        forwarded_for: Option<String>,
         /// Over HTTP: the bearer token's id (`jti`), when it has one.
         #[serde(skip_serializing_if = "Option::is_none")]
         token_id: Option<String>,
@@ -296,6 +308,9 @@ pub enum AuditEvent {
         /// The client's address.
         #[serde(skip_serializing_if = "Option::is_none")]
         remote_addr: Option<String>,
+        /// Over HTTP behind a trusted reverse proxy: the client it forwarded the request for (`X-Forwarded-For`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        forwarded_for: Option<String>,
         /// The session the request named (`Mcp-Session-Id`), as it named it: the server may never have issued it.
         #[serde(skip_serializing_if = "Option::is_none")]
         session_id: Option<String>,
@@ -397,6 +412,7 @@ impl AuditEvent {
                 remote_addr,
                 token_id,
                 session_id,
+                ..
             } => {
                 shorten_id(request_id);
                 bound(requested);
@@ -576,6 +592,10 @@ pub struct Origin {
     /// The peer's network address (written as `ip:port`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub remote_addr: Option<std::net::SocketAddr>,
+    /// Behind a trusted reverse proxy: the client it forwarded the request for (`X-Forwarded-For`), where
+    /// `remote_addr` is the proxy's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forwarded_for: Option<std::net::IpAddr>,
     /// The session id.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub session_id: Option<Arc<str>>,
@@ -1092,6 +1112,7 @@ mod tests {
                 client_version: Some(long.clone()),
                 caller: Some(long.clone()),
                 remote_addr: None,
+                forwarded_for: None,
                 token_id: Some(long.clone()),
                 session_id: Some(long.clone()),
             },
@@ -1106,6 +1127,7 @@ mod tests {
                 supported: Value::Array(vec![Value::String(long.clone()); 100]),
                 caller: Some(long.clone()),
                 remote_addr: None,
+                forwarded_for: None,
                 token_id: Some(long.clone()),
                 session_id: Some(long.clone()),
             },
@@ -1121,6 +1143,7 @@ mod tests {
                 client_name: Some(long.clone()),
                 client_version: Some(long.clone()),
                 remote_addr: Some(long.clone()),
+                forwarded_for: None,
                 token_id: Some(long.clone()),
                 session_id: Some(long.clone()),
             },
@@ -1132,6 +1155,7 @@ mod tests {
                 bytes: 400_000,
                 caller: Some(long.clone()),
                 remote_addr: Some(long.clone()),
+                forwarded_for: None,
                 token_id: Some(long.clone()),
                 session_id: Some(long.clone()),
                 transport: None,
@@ -1146,6 +1170,7 @@ mod tests {
                 method: long.clone(),
                 path: long.clone(),
                 remote_addr: Some(long.clone()),
+                forwarded_for: None,
                 session_id: Some(long.clone()),
             },
             AuditEvent::TlsRejected {

@@ -125,6 +125,7 @@ impl AuditSink for TracingSink {
                     client_name = call.origin.client_name.as_deref(),
                     client_version = call.origin.client_version.as_deref(),
                     remote_addr = call.origin.remote_addr.map(tracing::field::display),
+                    forwarded_for = call.origin.forwarded_for.map(tracing::field::display),
                     session_id = call.origin.session_id.as_deref(),
                     token_id = call.origin.token_id.as_deref(),
                     fields = fields.as_deref(),
@@ -139,6 +140,7 @@ impl AuditSink for TracingSink {
                 method,
                 path,
                 remote_addr,
+                forwarded_for,
                 session_id,
             } => {
                 tracing::info!(
@@ -153,6 +155,7 @@ impl AuditSink for TracingSink {
                     method = %method,
                     path = %path,
                     remote_addr = remote_addr.as_deref(),
+                    forwarded_for = forwarded_for.as_deref(),
                     session_id = session_id.as_deref(),
                     "http rejected"
                 );

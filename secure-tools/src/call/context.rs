@@ -193,6 +193,9 @@ pub struct Connection {
     pub transport: Option<&'static str>,
     /// The peer's address, over a network.
     pub remote_addr: Option<SocketAddr>,
+    /// Behind a trusted reverse proxy (the HTTP runner's `--trusted-proxy`): the client the proxy forwarded the
+    /// request for (`X-Forwarded-For`), where `remote_addr` is the proxy's.
+    pub forwarded_for: Option<std::net::IpAddr>,
     /// The session: an HTTP `Mcp-Session-Id`, or the stdio runner's id for the session on its pipe.
     pub session_id: Option<Arc<str>>,
     /// The id of the credential the caller authenticated with (a JWT's `jti`), when it has one.
@@ -811,6 +814,7 @@ impl CallContext {
                 client_name: client.as_ref().map(|c| shorten_str(&c.name)),
                 client_version: client.as_ref().map(|c| shorten_str(&c.version)),
                 remote_addr: connection.remote_addr,
+                forwarded_for: connection.forwarded_for,
                 session_id: connection.session_id.clone(),
                 token_id: connection.token_id.clone(),
             })

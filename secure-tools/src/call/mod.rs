@@ -1049,6 +1049,7 @@ impl<'s> Call<'s> {
                 transport: connection.transport,
                 session_id: connection.session_id.as_deref(),
                 client_address: connection.remote_addr,
+                forwarded_for: connection.forwarded_for,
                 traceparent,
                 tracestate,
             })

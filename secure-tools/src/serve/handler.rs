@@ -181,6 +181,7 @@ impl<S: Send + Sync + 'static> SecureServer<S> {
 struct SessionOrigin {
     caller: Option<String>,
     remote_addr: Option<String>,
+    forwarded_for: Option<String>,
     token_id: Option<String>,
     session_id: Option<String>,
 }
@@ -209,6 +210,7 @@ impl SessionOrigin {
         SessionOrigin {
             caller: caller.map(|caller| crate::audit::shorten_str(caller.id())),
             remote_addr: connection.remote_addr.map(|addr| addr.to_string()),
+            forwarded_for: connection.forwarded_for.map(|addr| addr.to_string()),
             token_id: connection
                 .token_id
                 .as_deref()
@@ -647,6 +649,7 @@ fn refuse_misshapen_call<S: Send + Sync + 'static>(
         bytes: message_bytes(&request.method, &request.params, context),
         caller: origin.caller,
         remote_addr: origin.remote_addr,
+        forwarded_for: origin.forwarded_for,
         token_id: origin.token_id,
         session_id: origin.session_id,
         transport: None,
@@ -801,6 +804,7 @@ where
         self.record(AuditEvent::VersionRejected {
             caller: origin.caller,
             remote_addr: origin.remote_addr,
+            forwarded_for: origin.forwarded_for,
             token_id: origin.token_id,
             session_id: origin.session_id,
             request_id: Some(context.id.clone()),
@@ -886,6 +890,7 @@ where
             client_version: field("version"),
             caller: origin.caller,
             remote_addr: origin.remote_addr,
+            forwarded_for: origin.forwarded_for,
             token_id: origin.token_id,
             session_id: origin.session_id,
         });
@@ -976,6 +981,7 @@ where
             bytes,
             caller,
             remote_addr: origin.remote_addr,
+            forwarded_for: origin.forwarded_for,
             token_id: origin.token_id,
             session_id: origin.session_id,
             transport: connection.transport,
@@ -1040,6 +1046,7 @@ where
                     client_version: Some(client_version),
                     caller: origin.caller,
                     remote_addr: origin.remote_addr,
+                    forwarded_for: origin.forwarded_for,
                     token_id: origin.token_id,
                     session_id: origin.session_id,
                 });
@@ -1519,6 +1526,7 @@ impl MethodCall<'_> {
                 .as_ref()
                 .map(|client| crate::audit::shorten_str(&client.version)),
             remote_addr: parts.origin.remote_addr,
+            forwarded_for: parts.origin.forwarded_for,
             token_id: parts.origin.token_id,
             session_id: parts.origin.session_id,
         })

@@ -638,6 +638,7 @@ pub(crate) fn flag_of(field: &str) -> String {
         "scope_claims" => "scope_claim",
         "challenge_scopes" => "challenge_scope",
         "mtls_clients" => "mtls_client",
+        "trusted_proxies" => "trusted_proxy",
         other => other,
     };
     format!("--{}", singular.replace('_', "-"))
@@ -795,6 +796,11 @@ settings_args! {
         /// the variable.
         #[cfg_attr(feature = "cli", arg(long = "allowed-host", value_name = "HOST", value_delimiter = ','))]
         allowed_hosts: Vec<String> = env "MCP_ALLOWED_HOSTS" split ',',
+        /// With `--http`, behind a reverse proxy: the proxy's address or network (`10.0.0.0/8`), whose
+        /// `X-Forwarded-For` names the client (recorded as `forwarded_for`; `remote_addr` stays the proxy's).
+        /// Repeat for each; comma-separated in the variable.
+        #[cfg_attr(feature = "cli", arg(long = "trusted-proxy", value_name = "ADDR[/BITS]", value_delimiter = ','))]
+        trusted_proxies: Vec<String> = env "MCP_TRUSTED_PROXIES" split ',',
         /// The issuer (`iss`) access tokens must come from.
         #[cfg_attr(feature = "cli", arg(long, value_name = "URL"))]
         issuer: String = env "MCP_AUTH_ISSUER",

@@ -718,6 +718,7 @@ where
             // Over stdio the caller is the one on the other end of the pipe, named in every call's record.
             caller: None,
             remote_addr: None,
+            forwarded_for: None,
             token_id: None,
             session_id: self
                 .lifecycle
@@ -822,6 +823,7 @@ where
                     // Over stdio the caller is the one on the other end of the pipe.
                     caller: None,
                     remote_addr: None,
+                    forwarded_for: None,
                     token_id: None,
                     session_id: self.session_in_force(),
                 });
@@ -847,6 +849,7 @@ where
                         bytes,
                         caller: None,
                         remote_addr: None,
+                        forwarded_for: None,
                         token_id: None,
                         session_id: self.session_in_force(),
                         transport: None,
@@ -898,6 +901,7 @@ where
                         bytes,
                         caller: None,
                         remote_addr: None,
+                        forwarded_for: None,
                         token_id: None,
                         session_id: None,
                         transport: None,
@@ -1161,6 +1165,7 @@ where
                 // Over stdio the caller is the one on the other end of the pipe, as on the session's record.
                 caller: None,
                 remote_addr: None,
+                forwarded_for: None,
                 token_id: None,
                 session_id: self.session_in_force(),
                 transport: None,

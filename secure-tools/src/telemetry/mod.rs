@@ -215,9 +215,21 @@ impl Telemetry {
         if let Some(session) = call.session_id {
             attributes.push(KeyValue::new("mcp.session.id", session.to_owned()));
         }
-        if let Some(addr) = call.client_address {
-            attributes.push(KeyValue::new("client.address", addr.ip().to_string()));
-            attributes.push(KeyValue::new("client.port", i64::from(addr.port())));
+        // Behind a trusted proxy, the client is the one it forwarded for (the semantic conventions' `client.address`,
+        // "behind any intermediaries"), and the connection's end the proxy's (`network.peer.*`).
+        match (call.forwarded_for, call.client_address) {
+            (Some(client), peer) => {
+                attributes.push(KeyValue::new("client.address", client.to_string()));
+                if let Some(peer) = peer {
+                    attributes.push(KeyValue::new("network.peer.address", peer.ip().to_string()));
+                    attributes.push(KeyValue::new("network.peer.port", i64::from(peer.port())));
+                }
+            }
+            (None, Some(addr)) => {
+                attributes.push(KeyValue::new("client.address", addr.ip().to_string()));
+                attributes.push(KeyValue::new("client.port", i64::from(addr.port())));
+            }
+            (None, None) => {}
         }
         let span = self
             .tracer
@@ -353,6 +365,8 @@ pub(crate) struct CallFacts<'a> {
     pub(crate) transport: Option<&'static str>,
     pub(crate) session_id: Option<&'a str>,
     pub(crate) client_address: Option<std::net::SocketAddr>,
+    /// The client a trusted proxy forwarded the call for, where `client_address` is the proxy's.
+    pub(crate) forwarded_for: Option<std::net::IpAddr>,
     pub(crate) traceparent: Option<&'a str>,
     pub(crate) tracestate: Option<&'a str>,
 }
@@ -659,6 +673,7 @@ mod tests {
             transport: Some(transport),
             session_id: None,
             client_address: None,
+            forwarded_for: None,
             traceparent: Some(traceparent),
             tracestate: None,
         }
@@ -739,6 +754,54 @@ mod tests {
                 .map(|kv| kv.value.as_str().into_owned());
             assert_eq!(value.as_deref(), expected, "{transport}");
         }
+    }
+
+    #[test]
+    fn behind_a_trusted_proxy_the_client_address_is_the_forwarded_one() {
+        let received = Received::default();
+        let tracers = SdkTracerProvider::builder()
+            .with_span_processor(received.clone())
+            .build();
+        let telemetry = Telemetry::new(&tracers, &NoopMeterProvider::new());
+        let tool = Arc::from("read");
+        let peer: std::net::SocketAddr = "10.0.0.2:40000".parse().unwrap();
+        let attributes = |forwarded_for: Option<std::net::IpAddr>| {
+            let facts = CallFacts {
+                client_address: Some(peer),
+                forwarded_for,
+                ..call_over(&tool, "http", VALID)
+            };
+            let span = telemetry.start_call(&facts);
+            telemetry.end_call(Some(span), Some(&tool), Outcome::Ok, None, Duration::ZERO);
+            let spans = received.spans();
+            let mut pairs: Vec<(String, String)> = spans[0]
+                .attributes
+                .iter()
+                .filter(|kv| {
+                    kv.key.as_str().starts_with("client.")
+                        || kv.key.as_str().starts_with("network.peer.")
+                })
+                .map(|kv| (kv.key.to_string(), kv.value.as_str().into_owned()))
+                .collect();
+            pairs.sort();
+            pairs
+        };
+        let pair = |k: &str, v: &str| (k.to_owned(), v.to_owned());
+        assert_eq!(
+            attributes(None),
+            [
+                pair("client.address", "10.0.0.2"),
+                pair("client.port", "40000")
+            ]
+        );
+        assert_eq!(
+            attributes(Some("198.51.100.7".parse().unwrap())),
+            [
+                pair("client.address", "198.51.100.7"),
+                pair("network.peer.address", "10.0.0.2"),
+                pair("network.peer.port", "40000")
+            ]
+        );
     }
 
     #[tokio::test]

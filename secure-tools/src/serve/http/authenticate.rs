@@ -88,6 +88,7 @@ fn connection(shared: &Shared, request: &Request, token_id: Option<String>) -> C
     Connection {
         transport: Some("http"),
         remote_addr: super::remote_addr(request.extensions()),
+        forwarded_for: super::forwarded_for(request.extensions()),
         // Only a session the server issued and checks (session mode; see `authenticated`): without sessions, the
         // header is whatever the client wrote, and nothing vouches for it.
         session_id: session_id.clone(),
@@ -233,6 +234,7 @@ struct StreamEnd {
     owner: Arc<str>,
     path: String,
     remote: Option<std::net::SocketAddr>,
+    forwarded: Option<std::net::IpAddr>,
     session: Option<String>,
 }
 
@@ -247,6 +249,7 @@ impl StreamEnd {
                 method: &axum::http::Method::GET,
                 path: &self.path,
                 remote: self.remote,
+                forwarded: self.forwarded,
                 session: self.session.as_deref(),
             },
         );
@@ -289,6 +292,7 @@ fn check_version_header(
         supported: supported.clone().into(),
         caller: identified.caller.as_ref().map(|c| shorten_str(c.id())),
         remote_addr: super::remote_addr(request.extensions()).map(|addr| addr.to_string()),
+        forwarded_for: super::forwarded_for(request.extensions()).map(|addr| addr.to_string()),
         token_id: identified.token_id.as_deref().map(shorten_str),
         session_id: request
             .headers()
@@ -560,6 +564,7 @@ async fn authenticated(shared: Arc<Shared>, mut request: Request, next: Route) -
         String::new()
     };
     let remote = super::remote_addr(request.extensions());
+    let forwarded = super::forwarded_for(request.extensions());
     let method = request.method().clone();
     // A request that may open a session has its place at hand while rmcp answers it: the session is bound to its
     // owner as it is made (`sessions::Bound`), so a request dropped after that still leaves it counted.
@@ -570,6 +575,7 @@ async fn authenticated(shared: Arc<Shared>, mut request: Request, next: Route) -
                     method: &axum::http::Method::POST,
                     path: "/mcp",
                     remote,
+                    forwarded,
                     session: None,
                 };
                 shared.reject(status, reason, None, Some(owner.to_string()), &asked)
@@ -621,6 +627,7 @@ async fn authenticated(shared: Arc<Shared>, mut request: Request, next: Route) -
                 method: &method,
                 path: "/mcp",
                 remote,
+                forwarded,
                 session: Some(id),
             },
         );
@@ -654,6 +661,7 @@ async fn authenticated(shared: Arc<Shared>, mut request: Request, next: Route) -
                 owner: owner.clone(),
                 path,
                 remote,
+                forwarded,
                 session: session_id.clone(),
             };
             // A bearer token's stream ends when the token does (red-team finding: it went on for as long as its

@@ -27,6 +27,15 @@ pub(super) fn guard(
     let failed = super::drain::BodyFailed::default();
     let watched = failed.clone();
     let mut request = request;
+    // First, so that every record of the request, a refusal here included, names the client behind a trusted proxy.
+    if let Some(peer) = super::remote_addr(request.extensions())
+        && let Some(client) =
+            super::forwarded::client(peer.ip(), request.headers(), &shared.trusted_proxies)
+    {
+        request
+            .extensions_mut()
+            .insert(super::forwarded::ForwardedFor(client));
+    }
     let report = request
         .extensions_mut()
         .remove::<super::drain::DrainReport>();
@@ -148,12 +157,14 @@ async fn limited(
     // Kept for a refusal's record; a `Uri` shares its bytes, so this copies no path.
     let uri = request.uri().clone();
     let remote = super::remote_addr(request.extensions());
+    let forwarded = super::forwarded_for(request.extensions());
     // A header value shares its bytes too.
     let session = request.headers().get("mcp-session-id").cloned();
     let asked = Asked {
         method: &method,
         path: uri.path(),
         remote,
+        forwarded,
         session: session.as_ref().and_then(|v| v.to_str().ok()),
     };
     let headers = request.headers();

@@ -112,6 +112,7 @@ impl Endpoint {
                         method: crate::audit::shorten_str(method.as_str()),
                         path: crate::audit::shorten_str(uri.path()),
                         remote_addr: super::remote_addr(&extensions).map(|a| a.to_string()),
+                        forwarded_for: None,
                         session_id: None,
                     });
                     status.into_response()
@@ -149,6 +150,7 @@ impl Endpoint {
                                 method: "GET".into(),
                                 path: "/metrics".into(),
                                 remote_addr: super::remote_addr(&extensions).map(|a| a.to_string()),
+                                forwarded_for: None,
                                 session_id: None,
                             });
                             return status.into_response();

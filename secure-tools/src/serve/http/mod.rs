@@ -47,6 +47,7 @@ pub mod bearer;
 mod challenge;
 mod connections;
 mod drain;
+mod forwarded;
 mod guard;
 mod layer;
 #[cfg(feature = "otel")]
@@ -100,6 +101,10 @@ pub struct HttpSettings {
     pub bind: SocketAddr,
     /// Accepted `Host` values: names, or `name:port` (default: loopback names). Empty turns the check off.
     pub allowed_hosts: Vec<String>,
+    /// The reverse proxies (addresses and networks) whose `X-Forwarded-For` names the client: a request from one of
+    /// them has its client's address recorded as `forwarded_for` beside the connection's `remote_addr`. Default:
+    /// none, and the header is not read.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Accepted browser origins besides loopback ones, as `scheme://host[:port]` (`:*` for any port).
     pub allowed_origins: Vec<String>,
     /// Time allowed until the response head; past it, `408`, and the call is stopped (audited `cancelled`).
@@ -148,6 +153,7 @@ impl HttpSettings {
             bind,
             allowed_hosts: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
             allowed_origins: Vec::new(),
+            trusted_proxies: Vec::new(),
             request_timeout: None,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
@@ -196,6 +202,25 @@ pub(super) async fn resolve(
     }
     http.allowed_hosts
         .extend(args.allowed_hosts.clone().unwrap_or_default());
+    for entry in args.trusted_proxies.iter().flatten() {
+        let network = forwarded::parse_trusted(entry)
+            .map_err(|message| invalid("--trusted-proxy / MCP_TRUSTED_PROXIES", &message))?;
+        if network.prefix_len() == 0 {
+            // Every peer a proxy: any client names the address its records carry.
+            eprintln!(
+                "{}: warning: --trusted-proxy {network}: every {} peer is taken for a proxy, so any client that \
+                 reaches the server directly chooses the `forwarded_for` its records carry; list the proxies' own \
+                 addresses",
+                super::program_name(),
+                if network.addr().is_ipv4() {
+                    "IPv4"
+                } else {
+                    "IPv6"
+                },
+            );
+        }
+        http.trusted_proxies.push(network);
+    }
     http.sessions = args.http_sessions.unwrap_or(false);
     if let Some(idle) = duration(
         &args.http_session_idle,
@@ -1042,6 +1067,7 @@ where
             .cloned(),
         // Compared without regard to ASCII case (`guard::host_allowed`).
         allowed_hosts: http.allowed_hosts.clone(),
+        trusted_proxies: http.trusted_proxies.clone().into(),
         allowed_origins,
         max_request_body_bytes: settings.max_message_bytes,
         request_timeout: request_timeout(http.request_timeout, longest_tool_timeout(tools)),
@@ -1220,6 +1246,8 @@ struct Shared {
     #[cfg(feature = "mtls")]
     client_certificates: Option<mtls::ServerTls>,
     allowed_hosts: Vec<String>,
+    /// `HttpSettings::trusted_proxies`.
+    trusted_proxies: Arc<[ipnet::IpNet]>,
     allowed_origins: Vec<String>,
     /// The CORS answer to a browser on an allowed origin (see `guard`).
     cors: tower_http::cors::CorsLayer,
@@ -1278,6 +1306,7 @@ impl Shared {
             method: shorten_str(asked.method.as_str()),
             path: shorten_str(asked.path),
             remote_addr: asked.remote.map(|addr| addr.to_string()),
+            forwarded_for: asked.forwarded.map(|addr| addr.to_string()),
             session_id: asked.session.map(shorten_str),
         };
         self.rejections.record(event);
@@ -1290,6 +1319,7 @@ pub(super) struct Asked<'a> {
     method: &'a Method,
     path: &'a str,
     remote: Option<std::net::SocketAddr>,
+    forwarded: Option<std::net::IpAddr>,
     session: Option<&'a str>,
 }
 
@@ -1305,6 +1335,7 @@ impl<'a> Asked<'a> {
             method,
             path: uri.path(),
             remote: remote_addr(extensions),
+            forwarded: forwarded_for(extensions),
             session: headers.get("mcp-session-id").and_then(|v| v.to_str().ok()),
         }
     }
@@ -1318,6 +1349,13 @@ impl<'a> Asked<'a> {
             request.extensions(),
         )
     }
+}
+
+/// The client's address as the trusted proxies told it (`HttpSettings::trusted_proxies`), when they did.
+fn forwarded_for(extensions: &axum::http::Extensions) -> Option<std::net::IpAddr> {
+    extensions
+        .get::<forwarded::ForwardedFor>()
+        .map(|forwarded| forwarded.0)
 }
 
 /// The client's address, as the listener gave it.

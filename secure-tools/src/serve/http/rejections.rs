@@ -145,6 +145,7 @@ mod tests {
             method: "POST".into(),
             path: "/mcp".into(),
             remote_addr: Some("127.0.0.1:40000".into()),
+            forwarded_for: None,
             session_id: None,
         }
     }
@@ -190,6 +191,7 @@ mod tests {
             method: "GET".into(),
             path: "/junk".into(),
             remote_addr: Some("127.0.0.1:40000".into()),
+            forwarded_for: None,
             session_id: None,
         };
         for _ in 0..30 {

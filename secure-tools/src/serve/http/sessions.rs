@@ -1196,6 +1196,9 @@ impl SessionManager for Bound {
                             .and_then(|c| c.remote_addr)
                             .map(|addr| addr.to_string());
                         let token_id = connection.and_then(|c| c.token_id.as_deref()).map(shorten);
+                        let forwarded_for = connection
+                            .and_then(|c| c.forwarded_for)
+                            .map(|addr| addr.to_string());
                         let event = crate::audit::AuditEvent::MessageRejected {
                             request_id: Some(request.id.clone()),
                             method: None,
@@ -1204,6 +1207,7 @@ impl SessionManager for Bound {
                             bytes: request_bytes(&message),
                             caller: self.owners.owner(id).as_deref().map(shorten),
                             remote_addr,
+                            forwarded_for,
                             token_id,
                             session_id: Some(shorten(id)),
                             transport: None,
