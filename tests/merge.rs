@@ -786,7 +786,10 @@ async fn a_handlers_own_methods_are_served_only_as_declared_and_scoped() {
     assert_eq!(records[0]["reason"], "method_not_declared", "{records:?}");
     // A review's: the record did not say which method was refused.
     assert_eq!(records[0]["method"], "resources/read", "{records:?}");
+    // And what it would have read (a red team's round 47: an attempt on a resource left no trace of which).
+    assert_eq!(records[0]["target"], "docs://payroll", "{records:?}");
     assert_eq!(records[1]["method"], "prompts/list", "{records:?}");
+    assert!(records[1].get("target").is_none(), "{records:?}");
     client.cancel().await.unwrap();
 
     // Declared with a scope: refused to a caller without it, served to one with it.
@@ -807,6 +810,7 @@ async fn a_handlers_own_methods_are_served_only_as_declared_and_scoped() {
     let records = rejected(&audit);
     assert_eq!(records.len(), 1, "{records:?}");
     assert_eq!(records[0]["reason"], "missing_scope", "{records:?}");
+    assert_eq!(records[0]["target"], "docs://payroll", "{records:?}");
     client.cancel().await.unwrap();
 
     let (server, audit) = served(declared(), "docs.read");

@@ -203,6 +203,10 @@ pub enum AuditEvent {
         /// a merged handler's own method not served), shortened if long.
         #[serde(skip_serializing_if = "Option::is_none")]
         method: Option<String>,
+        /// With `method`: what the refused request named, as a `method_call` record's `target` says it (a
+        /// resource's URI without its query, fragment or userinfo, a prompt's name), shortened if long.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        target: Option<String>,
         /// What was wrong, in a word (`parse_error`, `too_large`, ...).
         reason: &'static str,
         /// The JSON-RPC error code answered, if any.
@@ -425,6 +429,7 @@ impl AuditEvent {
             AuditEvent::MessageRejected {
                 request_id,
                 method,
+                target,
                 caller,
                 remote_addr,
                 token_id,
@@ -436,6 +441,7 @@ impl AuditEvent {
                 shorten_id(request_id);
                 [
                     method,
+                    target,
                     caller,
                     remote_addr,
                     token_id,
@@ -1150,6 +1156,7 @@ mod tests {
             AuditEvent::MessageRejected {
                 request_id: id(),
                 method: None,
+                target: None,
                 reason: "invalid_request",
                 code: None,
                 bytes: 400_000,

@@ -644,6 +644,7 @@ fn refuse_misshapen_call<S: Send + Sync + 'static>(
     let event = AuditEvent::MessageRejected {
         request_id: Some(context.id.clone()),
         method: None,
+        target: None,
         reason: super::transport::MISSHAPEN_CALL_REASON,
         code: Some(error.code.0),
         bytes: message_bytes(&request.method, &request.params, context),
@@ -946,6 +947,7 @@ where
         self.record_rejected(
             context,
             None,
+            None,
             super::transport::ALREADY_INITIALIZED_REASON,
             &error,
             bytes,
@@ -959,6 +961,7 @@ where
         &self,
         context: &RequestContext<RoleServer>,
         method: Option<String>,
+        target: Option<&str>,
         reason: &'static str,
         error: &ErrorData,
         bytes: usize,
@@ -976,6 +979,7 @@ where
         let event = AuditEvent::MessageRejected {
             request_id: Some(context.id.clone()),
             method,
+            target: target.map(|target| crate::audit::shorten_str(&recorded_target(target))),
             reason,
             code: Some(error.code.0),
             bytes,
@@ -1096,6 +1100,7 @@ where
         &self,
         method: &str,
         params: &impl serde::Serialize,
+        target: Option<&str>,
         context: &RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
         let shown = crate::audit::shorten_str(method);
@@ -1136,7 +1141,7 @@ where
             },
         };
         let bytes = message_bytes(method, params, context);
-        self.record_rejected(context, Some(shown), reason, &error, bytes);
+        self.record_rejected(context, Some(shown), target, reason, &error, bytes);
         Err(error)
     }
 
@@ -1570,7 +1575,7 @@ macro_rules! declared {
             context: RequestContext<RoleServer>,
         ) -> Result<$out, ErrorData> {
             self.admit_request(&context)?;
-            self.admit_method($method, &request, &context)?;
+            self.admit_method($method, &request, MethodTarget::target(&request), &context)?;
             let record = self.method_call($method.to_owned(), MethodTarget::target(&request), &context);
             record
                 .serve(
@@ -1707,6 +1712,7 @@ where
             self.record_rejected(
                 &context,
                 Some(crate::audit::shorten_str(&request.method)),
+                None,
                 super::transport::MISSHAPEN_CALL_REASON,
                 &error,
                 bytes,
@@ -1714,7 +1720,7 @@ where
             return Err(error);
         }
         self.admit_request(&context)?;
-        self.admit_method(&request.method, &request.params, &context)?;
+        self.admit_method(&request.method, &request.params, None, &context)?;
         let record = self.method_call(crate::audit::shorten_str(&request.method), None, &context);
         record
             .serve(crate::call::panic::Running::CustomMethod, async move {

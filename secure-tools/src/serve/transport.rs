@@ -844,6 +844,7 @@ where
                     self.audit(AuditEvent::MessageRejected {
                         request_id: Some(id),
                         method: None,
+                        target: None,
                         reason: "incomplete_meta",
                         code: Some(error.error.code.0),
                         bytes,
@@ -896,6 +897,7 @@ where
                     self.audit(AuditEvent::MessageRejected {
                         request_id: Some(id),
                         method: None,
+                        target: None,
                         reason: "no_session",
                         code: Some(error.error.code.0),
                         bytes,
@@ -1159,6 +1161,7 @@ where
             self.audit(AuditEvent::MessageRejected {
                 request_id: refusal.id.clone(),
                 method: None,
+                target: None,
                 reason: refusal.reason,
                 code: refusal.error.as_ref().map(|e| e.code.0),
                 bytes,

@@ -1202,6 +1202,7 @@ impl SessionManager for Bound {
                         let event = crate::audit::AuditEvent::MessageRejected {
                             request_id: Some(request.id.clone()),
                             method: None,
+                            target: None,
                             reason: crate::serve::transport::DUPLICATE_ID_REASON,
                             code: Some(error.code.0),
                             bytes: request_bytes(&message),
