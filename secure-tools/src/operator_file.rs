@@ -109,3 +109,12 @@ mod tests {
         piped.wait().unwrap();
     }
 }
+
+/// A secret file's bytes without the line break an editor or `echo` ends it with (`\n` or `\r\n`), which is not
+/// part of the secret.
+#[cfg_attr(not(any(feature = "http", feature = "redis")), allow(dead_code))]
+pub(crate) fn without_final_line_break(text: &[u8]) -> &[u8] {
+    text.strip_suffix(b"\r\n")
+        .or_else(|| text.strip_suffix(b"\n"))
+        .unwrap_or(text)
+}

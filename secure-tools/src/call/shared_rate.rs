@@ -318,6 +318,25 @@ impl RedisRates {
         })
     }
 
+    /// Whether the URL the store was opened with holds a password.
+    pub(crate) fn has_password(&self) -> bool {
+        self.client
+            .get_connection_info()
+            .redis_settings()
+            .password()
+            .is_some()
+    }
+
+    /// Authenticates with `password` (and the URL's user, if it names one): for a password kept out of the URL.
+    pub fn password(self, password: &str) -> Result<Self, redis::RedisError> {
+        let info = self.client.get_connection_info().clone();
+        let settings = info.redis_settings().clone().set_password(password);
+        Ok(RedisRates {
+            client: redis::Client::open(info.set_redis_settings(settings))?,
+            ..self
+        })
+    }
+
     /// Keys under `namespace` unless the store was opened with one.
     pub(crate) fn named_if_unnamed(mut self, namespace: &str) -> Self {
         if !self.named {

@@ -722,6 +722,11 @@ settings_args! {
         /// replica pointed at it, instead of in this process.
         #[cfg_attr(feature = "cli", arg(long, value_name = "URL"))]
         rate_limit_redis: String = env "MCP_RATE_LIMIT_REDIS",
+        /// With `--rate-limit-redis`: the Redis password, read from this file (its bytes, a final line break left
+        /// out; readable by the server's user only) rather than written in the URL, which a config file, `ps` or
+        /// the server's environment shows. The URL may still name the user (`redis://USER@HOST/0`).
+        #[cfg_attr(feature = "cli", arg(long, value_name = "FILE"))]
+        rate_limit_redis_password_file: PathBuf = env "MCP_RATE_LIMIT_REDIS_PASSWORD_FILE",
         /// With `--rate-limit-redis`: when Redis cannot be reached, `refuse` calls (`rate_limit_unavailable`, the
         /// default) or `allow` them unlimited.
         #[cfg_attr(feature = "cli", arg(long, value_name = "MODE"))]
@@ -1368,7 +1373,7 @@ impl Settings {
                         "is empty: give a name, or leave it out for the server's name".into(),
                     ));
                 }
-                let store = match &args.rate_limit_redis_namespace {
+                let mut store = match &args.rate_limit_redis_namespace {
                     Some(namespace) => crate::call::shared_rate::RedisRates::open(url, namespace),
                     None => crate::call::shared_rate::RedisRates::open_unnamed(url),
                 }
@@ -1381,6 +1386,40 @@ impl Settings {
                         ),
                     )
                 })?;
+                if let Some(path) = &args.rate_limit_redis_password_file {
+                    let file_name =
+                        "--rate-limit-redis-password-file / MCP_RATE_LIMIT_REDIS_PASSWORD_FILE";
+                    if store.has_password() {
+                        return Err(invalid(
+                            file_name,
+                            format!(
+                                "{name} holds a password too: give it in one place (the file, and the URL \
+                                 without it: {})",
+                                masked_url(url)
+                            ),
+                        ));
+                    }
+                    warn_if_readable_by_others(path, file_name);
+                    let bytes = crate::operator_file::read_bounded(
+                        path,
+                        crate::operator_file::MAX_SETTINGS_FILE,
+                        "a secret file",
+                    )
+                    .map_err(|e| invalid(file_name, format!("{}: {e}", path.display())))?;
+                    let password =
+                        std::str::from_utf8(crate::operator_file::without_final_line_break(&bytes))
+                            .ok()
+                            .filter(|password| !password.is_empty())
+                            .ok_or_else(|| {
+                                invalid(
+                                    file_name,
+                                    format!("{}: is empty or not UTF-8", path.display()),
+                                )
+                            })?;
+                    store = store
+                        .password(password)
+                        .map_err(|e| invalid(file_name, e.to_string()))?;
+                }
                 settings.rate_limit_store = Some(store.when_unavailable(mode));
             }
             #[cfg(not(feature = "redis"))]
@@ -1476,6 +1515,12 @@ impl Settings {
                 "--rate-limit-redis-unavailable / MCP_RATE_LIMIT_REDIS_UNAVAILABLE",
                 "only applies with --rate-limit-redis / MCP_RATE_LIMIT_REDIS (each replica limits on its own)"
                     .into(),
+            ));
+        }
+        if args.rate_limit_redis_password_file.is_some() && args.rate_limit_redis.is_none() {
+            return Err(invalid(
+                "--rate-limit-redis-password-file / MCP_RATE_LIMIT_REDIS_PASSWORD_FILE",
+                "only applies with --rate-limit-redis / MCP_RATE_LIMIT_REDIS".into(),
             ));
         }
         if args.rate_limit_redis_namespace.is_some() && args.rate_limit_redis.is_none() {

@@ -640,7 +640,7 @@ async fn bearer_auth(args: &ServerArgs, secret: Option<String>) -> Result<Auth, 
             "a secret file",
         )
         .map_err(|e| invalid(name, format!("{}: {e}", path.display())))?;
-        VerificationKeys::hmac_secret(without_final_line_break(&text))
+        VerificationKeys::hmac_secret(crate::operator_file::without_final_line_break(&text))
             .map_err(|e| invalid(name, e.to_string()))?
     } else {
         VerificationKeys::hmac_secret(secret.unwrap_or_default().as_bytes())
@@ -673,14 +673,6 @@ async fn bearer_auth(args: &ServerArgs, secret: Option<String>) -> Result<Auth, 
         auth = auth.require_access_token_type(true);
     }
     Ok(Auth::Bearer(auth))
-}
-
-/// A secret file's bytes without the line break an editor or `echo` ends it with (`\n` or `\r\n`), which is not
-/// part of the secret.
-fn without_final_line_break(text: &[u8]) -> &[u8] {
-    text.strip_suffix(b"\r\n")
-        .or_else(|| text.strip_suffix(b"\n"))
-        .unwrap_or(text)
 }
 
 /// The settings naming the server's certificate and key, for an error in either.
