@@ -1749,7 +1749,7 @@ async fn the_redis_password_comes_from_a_file() {
             "--rate-limit-redis-password-file",
             password,
         ],
-        vec![
+        [
             &limited[..],
             &["--rate-limit-redis-password-file", empty.to_str().unwrap()],
         ]
