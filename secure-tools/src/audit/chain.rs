@@ -961,13 +961,43 @@ impl ChainedFileSink {
                 }
             }
         }
-        if last.is_none() && cut.is_none() {
+        // Nothing to continue in this file, a first record cut short included: a rotated copy beside it that the
+        // chain does not continue is refused (a red team's fragment in the new file let it start afresh beside a
+        // `dateext` copy).
+        if last.is_none() {
             refuse_unfollowed_rotations(&path, examined)?;
         }
-        let (seq, prev) = match last {
+        let (seq, prev) = match &last {
             None => (0, GENESIS.to_owned()),
-            Some(line) => continued(&from, &line, key.as_ref())?,
+            Some(line) => continued(&from, line, key.as_ref())?,
         };
+        // The record continued from is the one the chain's last write left (see `refuse_unfollowed_last`): where
+        // its file ends, or where the fragment after it starts.
+        if last.is_some() {
+            let fragment_at = |in_rotated: bool| {
+                cut.as_ref()
+                    .filter(|fragment| fragment.file.is_some() == in_rotated)
+                    .map(|fragment| fragment.at)
+            };
+            match &continued_from {
+                None => {
+                    let end = match fragment_at(false) {
+                        Some(at) => at,
+                        None => file.metadata()?.len(),
+                    };
+                    refuse_unfollowed_last(&path, &mut file, end, key.as_ref())?;
+                }
+                Some(rotated) => {
+                    let mut previous =
+                        File::open(rotated).map_err(|error| naming(rotated, error))?;
+                    let end = match fragment_at(true) {
+                        Some(at) => at,
+                        None => previous.metadata()?.len(),
+                    };
+                    refuse_unfollowed_last(rotated, &mut previous, end, key.as_ref())?;
+                }
+            }
+        }
         Ok(ChainedFileSink {
             state: std::sync::Arc::new(Mutex::new(ChainState {
                 file,
@@ -2174,6 +2204,11 @@ fn last_line(file: &mut File) -> io::Result<Option<Vec<u8>>> {
 
 /// [`last_line`] of the file's first `length` bytes.
 fn last_line_before(file: &mut File, length: u64) -> io::Result<Option<Vec<u8>>> {
+    Ok(last_line_at(file, length)?.map(|(_, line)| line))
+}
+
+/// [`last_line_before`], and where the line starts in the file.
+fn last_line_at(file: &mut File, length: u64) -> io::Result<Option<(u64, Vec<u8>)>> {
     const CHUNK: u64 = 1 << 20;
     let mut tail = Vec::new();
     // Back over blank lines, however many: a red team's two lines of 600,000 spaces after the last record (which
@@ -2198,10 +2233,13 @@ fn last_line_before(file: &mut File, length: u64) -> io::Result<Option<Vec<u8>>>
         .position(|b| *b == b'\n')
         .map_or(tail.len(), |at| text_end + at);
     if let Some(line_start) = tail[..text_end].iter().rposition(|b| *b == b'\n') {
-        return Ok(Some(tail[line_start + 1..line_end].to_vec()));
+        return Ok(Some((
+            start + line_start as u64 + 1,
+            tail[line_start + 1..line_end].to_vec(),
+        )));
     }
     if start == 0 {
-        return Ok(Some(tail[..line_end].to_vec()));
+        return Ok(Some((0, tail[..line_end].to_vec())));
     }
     // The line began before this read: read back to its start, within the bound.
     let from = start.saturating_sub(CHUNK);
@@ -2214,7 +2252,48 @@ fn last_line_before(file: &mut File, length: u64) -> io::Result<Option<Vec<u8>>>
         .map_or(0, |at| at + 1);
     head.drain(..line_start);
     head.extend_from_slice(&tail[..line_end]);
-    Ok(Some(head))
+    Ok(Some((from + line_start as u64, head)))
+}
+
+/// Refuses to continue from the last record of the file `path` (its first `end` bytes, read through `file`) unless
+/// it follows the record before it: the next `seq`, and its `prev` that record's seal (a red team's: a genuine
+/// earlier line appended after the last record was continued from, forking the chain). Its own seal and `seq` are
+/// checked by [`continued`]. A last record that is its file's first is not checked here (the verifier checks the
+/// link across files).
+fn refuse_unfollowed_last(
+    path: &Path,
+    file: &mut File,
+    end: u64,
+    key: Option<&ChainKey>,
+) -> io::Result<()> {
+    let Some((start, last)) = last_line_at(file, end)? else {
+        return Ok(());
+    };
+    let Some((_, before)) = last_line_at(file, start)? else {
+        return Ok(());
+    };
+    let link = |line: &[u8]| {
+        let object = strict_object(line)?;
+        let seq = object.get("seq")?.as_u64()?;
+        let prev = object.get("prev")?.as_str()?.to_owned();
+        Some((seq, prev))
+    };
+    let follows = match (checked_seal(&before, key), link(&before), link(&last)) {
+        (Seal::Verified(sealed), Some((before_seq, _)), Some((seq, prev))) => {
+            before_seq.checked_add(1) == Some(seq) && prev == sealed
+        }
+        _ => false,
+    };
+    if follows {
+        return Ok(());
+    }
+    Err(invalid(
+        path,
+        "its last record does not follow the line before it (it is not the next `seq`, or its `prev` is not that \
+         record's seal): a line was added after the chain's end (a copy of an earlier record?) or the file was \
+         altered; verify it (`secure-tools audit verify`), then move what follows the chain's end away, or start a \
+         new file",
+    ))
 }
 
 impl AuditSink for ChainedFileSink {
@@ -3272,6 +3351,17 @@ mod tests {
                 "{refused}"
             );
         }
+        // A chain round's: the new file holding only a first record cut short (as a crash leaves it) was cut and
+        // the chain begun again at 1 beside the dated copy.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        std::fs::write(dir.path().join("audit.jsonl-20261207"), b"records\n").unwrap();
+        std::fs::write(&path, b"{\"ts\":\"2026-12-0").unwrap();
+        let refused = ChainedFileSink::append_to(&path, None)
+            .err()
+            .expect("a fragment does not make the new file a continuation")
+            .to_string();
+        assert!(refused.contains("audit.jsonl-20261207"), "{refused}");
         // Names that are not rotated copies, and the rotated files the chain continues from, are no obstacle.
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.jsonl");
@@ -4074,6 +4164,77 @@ mod tests {
         ));
     }
 
+    /// A red team's (chain round 48): a genuine earlier line appended after the last record (append access and a
+    /// restart were enough) was continued from as the chain's head, forking the chain: `seq` went `1 .. 10 2 3 ..`,
+    /// the verifier stopped at the copy, and nothing written after it was ever checked. A restart now continues
+    /// only a last record that follows the record before it (the next `seq`, its `prev` that record's seal), in the
+    /// file or in the rotated file it continues; otherwise it refuses, as for any other last line it cannot
+    /// continue from. With a cut-short fragment after the copy too.
+    #[test]
+    fn a_copy_of_an_earlier_record_after_the_last_is_not_continued_from() {
+        let key = ChainKey::from_bytes(&[7; 32]).unwrap();
+        let signer = CheckpointKey::from_seed([9; 32]);
+        let refused = |path: &Path, key: Option<&ChainKey>| {
+            let error = ChainedFileSink::append_to(path, key.cloned())
+                .err()
+                .expect("a replayed record is not continued from");
+            let shown = error.to_string();
+            assert!(shown.contains("does not follow"), "{shown}");
+        };
+        for key in [None, Some(&key)] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("audit.jsonl");
+            write(&path, key, 1, 6);
+            let original = lines(&path);
+            // An ordinary record, and the file's first.
+            for copied in [1, 0] {
+                let mut replayed = original.clone();
+                replayed.push(original[copied].clone());
+                put(&path, &replayed);
+                refused(&path, key);
+            }
+            // With a blank line between: the same.
+            let mut replayed = original.clone();
+            replayed.push(String::new());
+            replayed.push(original[2].clone());
+            put(&path, &replayed);
+            refused(&path, key);
+            // The copy, then a write cut short after it.
+            let mut replayed = original.clone();
+            replayed.push(original[2].clone());
+            std::fs::write(&path, replayed.join("\n") + "\n{\"ts\":\"2026").unwrap();
+            refused(&path, key);
+            // Untouched, the chain goes on.
+            put(&path, &original);
+            write(&path, key, 7, 7);
+            assert_eq!(verify(&[&path], key, None).unwrap().problem, None);
+            // In the rotated file a new (empty) file continues.
+            std::fs::rename(&path, dir.path().join("audit.jsonl.1")).unwrap();
+            let mut rotated = lines(&dir.path().join("audit.jsonl.1"));
+            rotated.push(rotated[3].clone());
+            put(&dir.path().join("audit.jsonl.1"), &rotated);
+            refused(&path, key);
+        }
+        // A checkpoint copied after the last record.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        write_checkpointed(&path, &signer, 1, 4);
+        write_checkpointed(&path, &signer, 5, 8);
+        let original = lines(&path);
+        let checkpoint = original
+            .iter()
+            .find(|line| line.contains("\"event\":\"checkpoint\""))
+            .unwrap()
+            .clone();
+        let mut replayed = original.clone();
+        replayed.push(checkpoint);
+        put(&path, &replayed);
+        let error = ChainedFileSink::append_to(&path, None)
+            .err()
+            .expect("a replayed checkpoint is not continued from");
+        assert!(error.to_string().contains("does not follow"), "{error}");
+    }
+
     #[test]
     fn a_keyed_chain_cannot_be_rechained_without_the_key() {
         let dir = tempfile::tempdir().unwrap();
@@ -4500,19 +4661,12 @@ mod tests {
         planted.push(genuine.clone());
         planted.push(last);
         put(&path, &planted);
-        {
-            let sink = with_checkpoints(ChainedFileSink::append_to(&path, None).unwrap(), &key);
-            sink.write(&record(100)).unwrap();
-        }
-        let kept: Vec<String> = lines(&path).into_iter().filter(|l| *l != genuine).collect();
-        put(&path, &kept);
-        let checked = verify(&[&path], None, Some(&public)).unwrap();
-        assert_eq!(
-            unvouched_ranges(&checked),
-            [(1, genuine_seq)],
-            "{:#?}",
-            lines(&path)
-        );
+        // The last record does not follow the planted line: not continued from at all (a chain round's), so no
+        // record is written after it to seem vouched for.
+        let refused = ChainedFileSink::append_to(&path, None)
+            .err()
+            .expect("a last record after a planted line is not continued from");
+        assert!(refused.to_string().contains("does not follow"), "{refused}");
 
         // Through `FILE.1`.
         let dir = tempfile::tempdir().unwrap();
@@ -4640,7 +4794,11 @@ mod tests {
                 match ChainedFileSink::append_to(&path, key.clone()) {
                     Err(refused) => {
                         let message = refused.to_string();
-                        assert!(message.contains("its last line"), "{message}");
+                        assert!(
+                            message.contains("its last line")
+                                || message.contains("does not follow"),
+                            "{message}"
+                        );
                     }
                     Ok(sink) => {
                         let sink = with_checkpoints(sink, &checkpoint);
