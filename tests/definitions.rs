@@ -201,6 +201,33 @@ fn two_tools_with_one_name_do_not_build() {
     );
 }
 
+/// A chain round's: a 1.1 MB server id (it goes on every record) made records the verifier refuses as longer than
+/// any record, and the sink could not find its own checkpoints after a restart. One that is empty, longer than 256
+/// bytes or holds a control character does not build.
+#[test]
+fn a_server_id_too_long_or_empty_does_not_build() {
+    for id in [
+        String::new(),
+        "x".repeat(257),
+        "files\n".into(),
+        "a\u{7}b".into(),
+    ] {
+        let err = ToolSet::builder(())
+            .tool::<health>()
+            .server_id(id.clone())
+            .build()
+            .unwrap_err();
+        assert!(err.to_string().contains("server id"), "{id:?}: {err}");
+    }
+    for id in ["files-1".to_owned(), "é".repeat(128), "x".repeat(256)] {
+        let built = ToolSet::builder(())
+            .tool::<health>()
+            .server_id(id.clone())
+            .build();
+        assert!(built.is_ok(), "{id:?}");
+    }
+}
+
 /// A copy mode.
 #[derive(serde::Deserialize, schemars::JsonSchema)]
 #[serde(tag = "mode", rename_all = "snake_case")]

@@ -84,8 +84,8 @@ pub use tool::{
     ArgsOf, DefinitionError, SCOPES_META_KEY, SecureTool, ToolDefinition, ToolFuture, ToolInput,
 };
 pub use toolset::{
-    DEFAULT_MAX_CONCURRENT_CALLS, DEFAULT_TIMEOUT, PlainMethod, PlainTool, ToolOptions, ToolSet,
-    ToolSetBuilder,
+    DEFAULT_MAX_CONCURRENT_CALLS, DEFAULT_TIMEOUT, MAX_SERVER_ID_BYTES, PlainMethod, PlainTool,
+    ToolOptions, ToolSet, ToolSetBuilder,
 };
 
 /// Makes a function a secure tool: JSON Schema, input validation, scope check and audit, in one attribute.

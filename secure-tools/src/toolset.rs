@@ -265,6 +265,9 @@ impl PlainMethod {
     }
 }
 
+/// The longest server id ([`ToolSetBuilder::server_id`]), in bytes.
+pub const MAX_SERVER_ID_BYTES: usize = 256;
+
 /// Methods a [`PlainMethod`] cannot declare: the policy answers them itself, or passes them on as they are (the
 /// tasks methods rmcp types; `tasks/list` and `tasks/result`, which it does not, reach the gate as custom requests).
 const NOT_DECLARABLE: &[&str] = &[
@@ -535,7 +538,8 @@ impl<S: Send + Sync + 'static> ToolSetBuilder<S> {
         self
     }
 
-    /// The id stamped on every audit record (default `secure-tools`).
+    /// The id stamped on every audit record (default `secure-tools`): 1 to [`MAX_SERVER_ID_BYTES`] bytes, without
+    /// control characters, or the set does not build.
     pub fn server_id(mut self, id: impl Into<Cow<'static, str>>) -> Self {
         self.server_id = id.into();
         self
@@ -652,6 +656,19 @@ impl<S: Send + Sync + 'static> ToolSetBuilder<S> {
 
     /// Checks every tool and builds the set.
     pub fn build(self) -> Result<ToolSet<S>, DefinitionError> {
+        // On every record: bounded, so that a record stays within a line's bound (a chain round's 1.1 MB id made
+        // records the verifier refused), and printable.
+        if self.server_id.is_empty()
+            || self.server_id.len() > MAX_SERVER_ID_BYTES
+            || self.server_id.chars().any(char::is_control)
+        {
+            return Err(DefinitionError::InvalidSetting {
+                what: "the server id".into(),
+                message: format!(
+                    "must be 1 to {MAX_SERVER_ID_BYTES} bytes, without control characters"
+                ),
+            });
+        }
         // Every rate limit keeps its state where the set says: in this process, or in the shared store.
         #[cfg(feature = "redis")]
         let store = self.rate_store;
