@@ -90,7 +90,8 @@ enum Command {
 #[derive(Debug, Subcommand)]
 enum AuditCommand {
     /// Check the chain of an audit file, or of a rotated set given oldest first: exit 0 when intact, 1 naming the
-    /// first record altered, removed or out of place (by `seq`), 2 when it cannot be read. A last line with no
+    /// first record altered, removed or out of place (by `seq`), 2 when it cannot be read, 3 intact with records
+    /// no checkpoint vouches for (with --checkpoint-key; see --help). A last line with no
     /// newline that is not a record (one still being written to a live file, or a write cut short) is reported
     /// as incomplete and not checked, exit 0: nothing vouches for it, as for records cut from the end.
     ///
