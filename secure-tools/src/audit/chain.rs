@@ -2341,7 +2341,10 @@ pub struct Verification {
     pub problem: Option<Problem>,
     /// When the first problem is a line that is not a record: the first problem after it, the chain checked on from
     /// the record before that line (one such line, a blank one, say, would otherwise hide every later edit:
-    /// red-team finding). Lines that are not records after the first are passed over, and counted.
+    /// red-team finding). Lines that are not records after the first are passed over, and counted. After any other
+    /// first problem: the first record removed after it ([`Problem::Removed`]), the numbering checked on from there
+    /// (records copied or moved are no gap; a chain round's decoy, a copy of an earlier record named first, hid a
+    /// removal), looked for past 16 gaps at most.
     pub later: Option<Problem>,
     /// Lines that are not records of the chain (blank, junk, longer than any record, sealed another way, not strict
     /// JSON), passed over, up to where a problem stopped the check.
@@ -2617,11 +2620,26 @@ fn appears_later<P: AsRef<Path>>(
     seq: u64,
     key: Option<&ChainKey>,
 ) -> io::Result<bool> {
+    Ok(first_later_in(files, file_index, index, seq, seq, key)?.is_some())
+}
+
+/// The smallest number from `from` to `to` of a record after line `index` (0-based) of `files[file_index]`, whose
+/// seal verifies: where a gap's removed records end, when records after them were moved further on (a chain round's
+/// record 5 removed and 6 moved to the end was reported as records 5 to 6 removed).
+fn first_later_in<P: AsRef<Path>>(
+    files: &[P],
+    file_index: usize,
+    index: usize,
+    from: u64,
+    to: u64,
+    key: Option<&ChainKey>,
+) -> io::Result<Option<u64>> {
     #[derive(serde::Deserialize)]
     struct Seq {
         seq: Option<u64>,
     }
     let mut line = Vec::new();
+    let mut smallest: Option<u64> = None;
     for (n, path) in files.iter().enumerate().skip(file_index) {
         let skip = if n == file_index { index + 1 } else { 0 };
         let mut reader = io::BufReader::new(open_log(path.as_ref())?);
@@ -2632,20 +2650,91 @@ fn appears_later<P: AsRef<Path>>(
             read += 1;
             if !fits {
                 // Nothing is read past a line longer than any record (it may not end); the verifier stops there.
-                return Ok(false);
+                return Ok(smallest);
             }
             if read <= skip {
                 continue;
             }
-            if let Seal::Verified(_) = checked_seal(&line, key)
-                && let Ok(Seq { seq: Some(found) }) = serde_json::from_slice::<Seq>(&line)
-                && found == seq
+            if let Ok(Seq { seq: Some(found) }) = serde_json::from_slice::<Seq>(&line)
+                && (from..=to).contains(&found)
+                && smallest.is_none_or(|smallest| found < smallest)
+                && let Seal::Verified(_) = checked_seal(&line, key)
             {
-                return Ok(true);
+                if found == from {
+                    return Ok(Some(found));
+                }
+                smallest = Some(found);
             }
         }
     }
-    Ok(false)
+    Ok(smallest)
+}
+
+/// How many gaps in the numbering [`first_removed_after`] looks past the first problem for (each a read of the rest
+/// of the files), so that a file of many swaps costs a bounded number of passes.
+const MAX_SURVEYED_GAPS: usize = 16;
+
+/// Past the chain's first problem (at line `index` of `files[file_index]`, 0-based; `last` the last number accounted
+/// for): the first record no line of the files holds, as the numbering runs on from there. Only the numbers are
+/// read (a decoy before it, a copy or a record altered, already is the first problem): a number at or below the last
+/// is a copy or a record moved, passed over; one past a gap whose first number appears later is a record moved.
+/// `None` past [`MAX_SURVEYED_GAPS`] gaps, or at a line longer than any record.
+fn first_removed_after<P: AsRef<Path>>(
+    files: &[P],
+    file_index: usize,
+    index: usize,
+    mut last: u64,
+    key: Option<&ChainKey>,
+) -> io::Result<Option<Problem>> {
+    #[derive(serde::Deserialize)]
+    struct Seq {
+        seq: Option<u64>,
+    }
+    let mut line = Vec::new();
+    let mut gaps = 0;
+    for (n, path) in files.iter().enumerate().skip(file_index) {
+        let path = path.as_ref();
+        let skip = if n == file_index { index } else { 0 };
+        let mut reader = io::BufReader::new(open_log(path)?);
+        let mut number = 0usize;
+        while let Some((fits, _)) =
+            read_line_ended(&mut reader, &mut line, MAX_LINE).map_err(|e| naming(path, e))?
+        {
+            number += 1;
+            if !fits {
+                return Ok(None);
+            }
+            if number <= skip {
+                continue;
+            }
+            let Ok(Seq { seq: Some(seq) }) = serde_json::from_slice::<Seq>(&line) else {
+                continue;
+            };
+            if seq <= last {
+                continue;
+            }
+            let Some(expected) = last.checked_add(1) else {
+                return Ok(None);
+            };
+            if seq > expected {
+                if gaps == MAX_SURVEYED_GAPS {
+                    return Ok(None);
+                }
+                gaps += 1;
+                let moved = first_later_in(files, n, number - 1, expected, seq - 1, key)?;
+                if moved != Some(expected) {
+                    return Ok(Some(Problem::Removed {
+                        seq: expected,
+                        last: moved.map_or(seq - 1, |moved| moved - 1),
+                        file: shown_name(&path.display().to_string()),
+                        line: number as u64,
+                    }));
+                }
+            }
+            last = seq;
+        }
+    }
+    Ok(None)
 }
 
 /// The longest line [`verify`] reads whole: records are far smaller (their values are bounded).
@@ -2801,12 +2890,16 @@ fn verify_from<P: AsRef<Path>>(
                     continue;
                 }};
             }
-            let at = |problem: Problem| Verification {
+            let at = |problem: Problem, after_it: Option<Problem>| Verification {
                 records,
                 first_seq,
                 last_seq: last.as_ref().map(|(seq, _)| *seq),
                 problem: Some(stray.clone().unwrap_or_else(|| problem.clone())),
-                later: stray.is_some().then_some(problem),
+                later: if stray.is_some() {
+                    Some(problem)
+                } else {
+                    after_it
+                },
                 strays,
                 stray_lines: stray_lines.clone(),
                 checkpoints,
@@ -2818,14 +2911,32 @@ fn verify_from<P: AsRef<Path>>(
                 lines_cut: lines_cut.clone(),
             };
             let after = last.as_ref().map_or(0, |(seq, _)| *seq);
+            // The chain's first problem (the first but a stray line's), and the first record removed after it, the
+            // numbering checked on from `accounted` (a chain round's: a decoy named first hid a removal after it).
+            macro_rules! problem {
+                ($problem:expr) => {
+                    problem!($problem, index, after)
+                };
+                ($problem:expr, $from:expr, $accounted:expr) => {{
+                    let after_it = if stray.is_none() {
+                        first_removed_after(files, file_index, $from, $accounted, key)?
+                    } else {
+                        None
+                    };
+                    return Ok(at($problem, after_it));
+                }};
+            }
             // A line longer than any record is passed over like any line that is not one (a third round's, put
             // first, stopped the check there and hid a removal after it).
             if !fits && !regular {
-                return Ok(at(Problem::LineTooLong {
-                    after,
-                    file: shown,
-                    line: number,
-                }));
+                return Ok(at(
+                    Problem::LineTooLong {
+                        after,
+                        file: shown,
+                        line: number,
+                    },
+                    None,
+                ));
             }
             if !fits {
                 skip_line(&mut reader).map_err(|e| naming(path, e))?;
@@ -2886,70 +2997,89 @@ fn verify_from<P: AsRef<Path>>(
                     None if anchored => 1,
                     None => seq,
                 };
-                return Ok(at(Problem::Altered {
+                problem!(Problem::Altered {
                     seq: due,
                     found: seq,
                     file: shown,
                     line: number,
-                }));
+                });
             };
             let sealed = sealed.to_owned();
             match &last {
                 // The first record seen: the chain's start, or (mid-chain) the first of a rotated set whose
                 // predecessors were removed.
                 None if seq == 1 && prev != GENESIS => {
-                    return Ok(at(Problem::Altered {
+                    problem!(Problem::Altered {
                         seq,
                         found: seq,
                         file: shown,
                         line: number,
-                    }));
+                    });
+                }
+                // Record 1 further on (a red team's swap of records 1 and 2): out of place, not missing.
+                None if seq != 1
+                    && anchored
+                    && appears_later(files, file_index, index, 1, key)? =>
+                {
+                    problem!(Problem::OutOfOrder {
+                        seq,
+                        expected: 1,
+                        file: shown,
+                        line: number,
+                    });
                 }
                 None if seq != 1 && anchored => {
-                    return Ok(at(Problem::HeadMissing {
+                    problem!(Problem::HeadMissing {
                         first_seq: seq,
                         file: shown,
                         line: number,
-                    }));
+                    });
                 }
                 None => {}
                 Some((last_seq, last_seal)) => {
                     let Some(expected) = last_seq.checked_add(1) else {
-                        return Ok(at(Problem::OutOfOrder {
+                        problem!(Problem::OutOfOrder {
                             seq,
                             expected: *last_seq,
                             file: shown,
                             line: number,
-                        }));
+                        });
                     };
-                    if seq > expected
-                        && prev != *last_seal
-                        && !appears_later(files, file_index, index, expected, key)?
-                    {
-                        return Ok(at(Problem::Removed {
-                            seq: expected,
-                            last: seq - 1,
-                            file: shown,
-                            line: number,
-                        }));
+                    if seq > expected && prev != *last_seal {
+                        // The gap's records found further on were moved, not removed: the first of them, when it is
+                        // the one due, makes this record out of place; the others end the removed range.
+                        let moved =
+                            first_later_in(files, file_index, index, expected, seq - 1, key)?;
+                        if moved != Some(expected) {
+                            problem!(
+                                Problem::Removed {
+                                    seq: expected,
+                                    last: moved.map_or(seq - 1, |moved| moved - 1),
+                                    file: shown,
+                                    line: number,
+                                },
+                                index + 1,
+                                seq
+                            );
+                        }
                     }
                     if seq != expected {
-                        return Ok(at(Problem::OutOfOrder {
+                        problem!(Problem::OutOfOrder {
                             seq,
                             expected,
                             file: shown,
                             line: number,
-                        }));
+                        });
                     }
                     if prev != *last_seal {
                         // Sealed correctly but not after the record before it: that one was replaced whole, or
                         // this one and those after it are another chain's.
-                        return Ok(at(Problem::Unlinked {
+                        problem!(Problem::Unlinked {
                             seq,
                             after: *last_seq,
                             file: shown,
                             line: number,
-                        }));
+                        });
                     }
                 }
             }
@@ -2958,11 +3088,11 @@ fn verify_from<P: AsRef<Path>>(
                 if let Some(public) = checkpoint_key
                     && !public.signed(&object, key)
                 {
-                    return Ok(at(Problem::BadCheckpoint {
+                    problem!(Problem::BadCheckpoint {
                         seq,
                         file: shown,
                         line: number,
-                    }));
+                    });
                 }
                 checkpoints += 1;
                 // Only a checkpoint whose signature was verified vouches for the records before it, or for a clean
@@ -3757,6 +3887,122 @@ mod tests {
     /// which reads as an accident) made the verifier stop there, so every later edit went unreported. Past a line
     /// that is not a record, the chain is checked on from the record before it: the first problem is the line, and
     /// the first after it is reported too.
+    /// A chain round's: any first problem but a stray line stopped the check, so a decoy (a copy of an earlier
+    /// record, a byte flipped in one) named first hid a removal after it. Past the first problem of any kind, the
+    /// numbering is checked on to the first record no line of the files holds, reported as `later`; records moved
+    /// or copied are no gap, and nothing is reported past a clean end.
+    #[test]
+    fn a_decoy_hides_no_removal_after_it() {
+        let key = ChainKey::from_bytes(&[7; 32]).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        write(&path, Some(&key), 1, 12);
+        let original = lines(&path);
+        let without_9: Vec<String> = original
+            .iter()
+            .filter(|line| !line.contains("\"seq\":9,"))
+            .cloned()
+            .collect();
+        let check = |lines: &[String]| {
+            put(&path, lines);
+            verify(&[&path], Some(&key), None).unwrap()
+        };
+        // A copy of record 2 after record 4.
+        let mut copied = without_9.clone();
+        copied.insert(4, original[1].clone());
+        let checked = check(&copied);
+        assert!(
+            matches!(checked.problem, Some(Problem::OutOfOrder { seq: 2, .. })),
+            "{checked:?}"
+        );
+        assert!(
+            matches!(
+                checked.later,
+                Some(Problem::Removed {
+                    seq: 9,
+                    last: 9,
+                    ..
+                })
+            ),
+            "{checked:?}"
+        );
+        // A byte flipped in record 3.
+        let mut flipped = without_9.clone();
+        flipped[2] = flipped[2].replace("\"r3\"", "\"r7\"");
+        let checked = check(&flipped);
+        assert!(
+            matches!(checked.problem, Some(Problem::Altered { seq: 3, .. })),
+            "{checked:?}"
+        );
+        assert!(
+            matches!(checked.later, Some(Problem::Removed { seq: 9, .. })),
+            "{checked:?}"
+        );
+        // Decoys alone (a copy, a swap, a record moved later or earlier): no removal.
+        let mut only_copied = original.clone();
+        only_copied.insert(4, original[1].clone());
+        let mut swapped = original.clone();
+        swapped.swap(4, 5);
+        let mut moved_later = original.clone();
+        let moved = moved_later.remove(4);
+        moved_later.push(moved);
+        let mut moved_earlier = original.clone();
+        let moved = moved_earlier.remove(8);
+        moved_earlier.insert(2, moved);
+        for decoys in [only_copied, swapped, moved_later, moved_earlier] {
+            let checked = check(&decoys);
+            assert!(checked.problem.is_some(), "{checked:?}");
+            assert_eq!(checked.later, None, "{checked:?}");
+        }
+        // Record 5 removed and 6 moved to the end: record 5 alone was removed (a chain round's said 5 to 6).
+        let mut removed_and_moved: Vec<String> = original.clone();
+        let six = removed_and_moved.remove(5);
+        removed_and_moved.remove(4);
+        removed_and_moved.push(six);
+        let checked = check(&removed_and_moved);
+        assert!(
+            matches!(
+                checked.problem,
+                Some(Problem::Removed {
+                    seq: 5,
+                    last: 5,
+                    ..
+                })
+            ),
+            "{checked:?}"
+        );
+        // Records 1 and 2 swapped: record 1 is out of place, not the head missing.
+        let mut head_swapped = original.clone();
+        head_swapped.swap(0, 1);
+        let checked = check(&head_swapped);
+        assert!(
+            matches!(
+                checked.problem,
+                Some(Problem::OutOfOrder {
+                    seq: 2,
+                    expected: 1,
+                    ..
+                })
+            ),
+            "{checked:?}"
+        );
+        // A removal after a removal is the later problem.
+        let twice: Vec<String> = without_9
+            .iter()
+            .filter(|line| !line.contains("\"seq\":4,"))
+            .cloned()
+            .collect();
+        let checked = check(&twice);
+        assert!(
+            matches!(checked.problem, Some(Problem::Removed { seq: 4, .. })),
+            "{checked:?}"
+        );
+        assert!(
+            matches!(checked.later, Some(Problem::Removed { seq: 9, .. })),
+            "{checked:?}"
+        );
+    }
+
     #[test]
     fn a_line_that_is_not_a_record_hides_no_later_problem() {
         let dir = tempfile::tempdir().unwrap();

@@ -701,6 +701,13 @@ fn verify(
             }
             Some(problem) => write_stdout(&format!("{problem}\n"))?,
         }
+        // Past any other first problem, the numbering was checked on: a record removed after it (a chain round's
+        // decoy, a copy of an earlier record, hid a removal).
+        if let (Some(problem), Some(later)) = (&checked.problem, &checked.later)
+            && !matches!(problem, chain::Problem::NotARecord { .. })
+        {
+            write_stdout(&format!("and after it: {later}\n"))?;
+        }
         // Past a line that is not a record, the chain was checked on: how many such lines, and what it found.
         if matches!(checked.problem, Some(chain::Problem::NotARecord { .. })) {
             if checked.strays > 1 {
