@@ -107,6 +107,9 @@ pub struct Telemetry {
     /// Whether spans go anywhere: `false` when traces are not exported, so that a call does not build a span
     /// (its name and attributes) only for the no-op tracer to drop it.
     spans: bool,
+    /// Whether a call's span continues the trace context its caller sent (W3C `traceparent` in `_meta` or a
+    /// header): see [`Telemetry::without_caller_context`].
+    caller_context: bool,
 }
 
 /// A tool's name, the call's outcome and its transport.
@@ -175,7 +178,17 @@ impl Telemetry {
                 .build(),
             bound: Arc::default(),
             spans: true,
+            caller_context: true,
         }
+    }
+
+    /// Calls do not continue the trace context their callers send (`traceparent` and `tracestate`, in `_meta` or
+    /// HTTP headers): each call's span starts a trace of its own, and its records carry that trace, naming no
+    /// parent. For a server at the edge, where any caller could attach its calls to another's trace, or keep them out
+    /// of the backend by sending `sampled` off (the runners do this for `OTEL_PROPAGATORS=none`).
+    pub fn without_caller_context(mut self) -> Self {
+        self.caller_context = false;
+        self
     }
 
     /// No spans: the calls' records still carry the caller's trace context.
@@ -186,7 +199,11 @@ impl Telemetry {
 
     /// Starts the span of a call.
     pub(crate) fn start_call(&self, call: &CallFacts<'_>) -> CallSpan {
-        let parent = remote_parent(call.traceparent, call.tracestate);
+        let parent = if self.caller_context {
+            remote_parent(call.traceparent, call.tracestate)
+        } else {
+            None
+        };
         let remote_parent_span = parent.as_ref().map(|cx| cx.span().span_context().span_id());
         let base = parent.unwrap_or_else(Context::current);
         // The span the call starts under (the caller's, or one current in this process): never the call's own.
@@ -415,7 +432,13 @@ impl CallSpan {
 /// and reads ids more loosely (`+1`, short ids), so records would carry ids the caller never sent.
 fn remote_parent(traceparent: Option<&str>, tracestate: Option<&str>) -> Option<Context> {
     let traceparent = traceparent.filter(|p| crate::audit::TraceContext::parse(p).is_some());
-    let tracestate = tracestate.filter(|s| s.len() <= crate::audit::MAX_TRACESTATE_BYTES);
+    // Printable ASCII (and the list's optional tabs) only, as W3C Trace Context writes its values: the SDK refuses
+    // only `,` and `=` in a value, and an OTel round's CR LF, escape sequences and NUL from `_meta` went into every
+    // span the caller parented, and on to whatever the handler propagated to.
+    let tracestate = tracestate.filter(|s| {
+        s.len() <= crate::audit::MAX_TRACESTATE_BYTES
+            && s.bytes().all(|b| b == b'\t' || (0x20..=0x7e).contains(&b))
+    });
     /// The two trace-context fields, as the propagator reads headers.
     struct Fields<'a>(&'a str, Option<&'a str>);
     impl Extractor for Fields<'_> {
@@ -753,6 +776,52 @@ mod tests {
                 .find(|kv| kv.key.as_str() == "network.transport")
                 .map(|kv| kv.value.as_str().into_owned());
             assert_eq!(value.as_deref(), expected, "{transport}");
+        }
+    }
+
+    #[test]
+    fn without_the_callers_context_a_call_starts_a_trace_of_its_own() {
+        let received = Received::default();
+        let tracers = SdkTracerProvider::builder()
+            .with_span_processor(received.clone())
+            .build();
+        let telemetry =
+            Telemetry::new(&tracers, &NoopMeterProvider::new()).without_caller_context();
+        let tool = Arc::from("read");
+        let span = telemetry.start_call(&call_over(&tool, "http", VALID));
+        let ids = span.record_ids().unwrap();
+        assert_ne!(ids.trace_id, "0af7651916cd43dd8448eb211c80319c", "{ids:?}");
+        assert_eq!(ids.parent_span_id, None, "{ids:?}");
+        assert!(ids.span_id.is_some(), "{ids:?}");
+        telemetry.end_call(Some(span), Some(&tool), Outcome::Ok, None, Duration::ZERO);
+        let spans = received.spans();
+        assert_eq!(
+            spans[0].parent_span_id,
+            opentelemetry::trace::SpanId::INVALID
+        );
+    }
+
+    #[test]
+    fn a_tracestate_of_other_than_printable_ascii_is_dropped() {
+        let state = |tracestate: &str| {
+            remote_parent(Some(VALID), Some(tracestate))
+                .unwrap()
+                .span()
+                .span_context()
+                .trace_state()
+                .header()
+        };
+        assert_eq!(
+            state("rojo=00f067aa0ba902b7,congo=t61rcWkgMzE"),
+            "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE"
+        );
+        for hostile in [
+            "vendor=ok\r\n2026-01-01T00:00:00Z ERROR forged entry",
+            "vendor=\u{1b}[31mRED\u{1b}[0m\u{7}",
+            "vendor=a\u{0}b",
+            "vendor=h\u{e9}llo\u{202e}txt",
+        ] {
+            assert_eq!(state(hostile), "", "{hostile:?}");
         }
     }
 

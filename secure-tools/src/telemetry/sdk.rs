@@ -62,7 +62,9 @@ pub enum OtelError {
 /// | `OTEL_EXPORTER_OTLP_COMPRESSION`, `_{TRACES,METRICS,LOGS}_COMPRESSION` | `none` only (this build has no gzip) |
 /// | `OTEL_EXPORTER_OTLP_HEADERS`, `_{TRACES,METRICS,LOGS}_HEADERS` | `key=value` pairs separated by commas, values percent-decoded; an entry the exporter would drop (no `=`, no key or value, not a header's name or value) is refused |
 /// | `OTEL_EXPORTER_OTLP_TIMEOUT`, `_{TRACES,METRICS,LOGS}_TIMEOUT` | each export's timeout in milliseconds (default 10000); anything but a whole number above 0 is refused |
-/// | `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES` | the resource (the service name defaults to the server's name) |
+/// | `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES` | the resource (the service name defaults to the server's name; the attributes' values percent-decoded, an entry the SDK would drop refused) |
+/// | `OTEL_PROPAGATORS` | `tracecontext` (default, with or without `baggage`, which reads nothing) or `none`: whether calls continue the trace context callers send ([`Telemetry::without_caller_context`]); any other propagator is refused |
+/// | `OTEL_SPAN_{ATTRIBUTE,EVENT,LINK}_COUNT_LIMIT` | span limits, whole numbers (attributes from 16) |
 /// | `OTEL_TRACES_SAMPLER`, `OTEL_TRACES_SAMPLER_ARG` | sampling (default: parent-based, always on) |
 /// | `OTEL_BSP_*`, `OTEL_BLRP_*`, `OTEL_METRIC_EXPORT_INTERVAL` | batching and the metric export interval |
 ///
@@ -78,6 +80,8 @@ pub struct Otel {
     meters: Option<SdkMeterProvider>,
     loggers: Option<SdkLoggerProvider>,
     registry: Option<prometheus::Registry>,
+    /// `OTEL_PROPAGATORS` names `tracecontext` (as by default).
+    caller_context: bool,
 }
 
 impl std::fmt::Debug for Otel {
@@ -99,6 +103,11 @@ struct Plan {
     metrics: bool,
     logs: bool,
     named: bool,
+    /// `OTEL_RESOURCE_ATTRIBUTES` read as the specification says: values percent-decoded (the SDK takes them as
+    /// written). Without `service.name` when `OTEL_SERVICE_NAME` names the service, which takes precedence.
+    resource: Vec<(String, String)>,
+    /// Whether `OTEL_PROPAGATORS` names `tracecontext` (the default): see [`check_propagators`].
+    caller_context: bool,
 }
 
 /// A signal's own variables, which take precedence over the general `OTEL_EXPORTER_OTLP_*` ones.
@@ -204,13 +213,32 @@ impl Plan {
                 }
             }
         }
-        let named = value(var, "OTEL_SERVICE_NAME").is_some()
+        if traces {
+            check_span_limits(var)?;
+        }
+        let service_named = value(var, "OTEL_SERVICE_NAME").is_some();
+        let named = service_named
             || var("OTEL_RESOURCE_ATTRIBUTES").is_some_and(|attributes| names_service(&attributes));
+        let mut resource = match var("OTEL_RESOURCE_ATTRIBUTES") {
+            Some(attributes) => {
+                resource_attributes(&attributes).map_err(|message| OtelError::Invalid {
+                    variable: "OTEL_RESOURCE_ATTRIBUTES",
+                    message,
+                })?
+            }
+            None => Vec::new(),
+        };
+        if service_named {
+            resource.retain(|(key, _)| key != "service.name");
+        }
+        let caller_context = check_propagators(var)?;
         Ok(Some(Plan {
             traces,
             metrics,
             logs,
             named,
+            resource,
+            caller_context,
         }))
     }
 }
@@ -503,6 +531,106 @@ fn percent_decoded(value: &str) -> Option<String> {
     String::from_utf8(decoded).ok()
 }
 
+/// `OTEL_PROPAGATORS`, as the specification lists it (default `tracecontext,baggage`): whether calls continue the
+/// W3C trace context their callers send (`tracecontext` named). `none` alone turns that off, for a server at the
+/// edge whose callers should not choose the trace of its spans and records. `baggage` is taken and does nothing (no
+/// baggage is read); any other propagator (`b3`, `jaeger`, `xray`, ...) is refused, this build having only W3C trace
+/// context (an OTel round's `b3` and `none` were ignored without a word).
+fn check_propagators(var: Lookup<'_>) -> Result<bool, OtelError> {
+    let Some(list) = var("OTEL_PROPAGATORS").filter(|v| !v.trim().is_empty()) else {
+        return Ok(true);
+    };
+    let names: Vec<String> = list
+        .split(',')
+        .map(|name| name.trim().to_ascii_lowercase())
+        .collect();
+    let invalid = |message: String| OtelError::Invalid {
+        variable: "OTEL_PROPAGATORS",
+        message,
+    };
+    if names.iter().any(|name| name == "none") {
+        return if names.len() == 1 {
+            Ok(false)
+        } else {
+            Err(invalid("`none` is given with other propagators".into()))
+        };
+    }
+    for name in &names {
+        if !matches!(name.as_str(), "tracecontext" | "baggage") {
+            return Err(invalid(format!(
+                "`{}` is not a propagator this build has: `tracecontext` (W3C trace context), `baggage` (taken, and \
+                 nothing read) or `none`",
+                name.escape_debug()
+            )));
+        }
+    }
+    Ok(names.iter().any(|name| name == "tracecontext"))
+}
+
+/// The span limits the SDK reads, each a whole number it would otherwise ignore without a word; the attributes' from
+/// 16, the most a call's span carries (fewer would drop the conventions' own, `error.type` among them: an OTel
+/// round's `0` exported spans with no attribute at all).
+fn check_span_limits(var: Lookup<'_>) -> Result<(), OtelError> {
+    for (variable, least) in [
+        ("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", 16),
+        ("OTEL_SPAN_EVENT_COUNT_LIMIT", 0),
+        ("OTEL_SPAN_LINK_COUNT_LIMIT", 0),
+    ] {
+        let Some(number) = var(variable).filter(|v| !v.trim().is_empty()) else {
+            continue;
+        };
+        if !number
+            .parse::<u32>()
+            .is_ok_and(|n| (least..=100_000).contains(&n))
+        {
+            return Err(OtelError::Invalid {
+                variable,
+                message: format!(
+                    "`{}` is not a whole number from {least} to 100000 (the SDK would ignore it without a word{})",
+                    number.escape_debug(),
+                    if least > 0 {
+                        ", and fewer would drop the attributes the conventions ask for"
+                    } else {
+                        ""
+                    }
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// `OTEL_RESOURCE_ATTRIBUTES` as the specification writes it: `key=value` pairs separated by commas, both trimmed,
+/// values percent-encoded (`,` as `%2C`). An entry the SDK would drop without a word (no `=`, no key) or a `%` not
+/// followed by two hex digits is refused, naming the entry by its place (a red team's `service.name=%20` named the
+/// service `%20`; the SDK decodes nothing).
+fn resource_attributes(attributes: &str) -> Result<Vec<(String, String)>, String> {
+    let mut read = Vec::new();
+    for (place, entry) in attributes.split_terminator(',').map(str::trim).enumerate() {
+        let place = place + 1;
+        if entry.is_empty() {
+            continue;
+        }
+        let Some((key, value)) = entry.split_once('=') else {
+            return Err(format!(
+                "entry {place} is not `key=value` (the SDK would drop it without a word)"
+            ));
+        };
+        let key = key.trim();
+        if key.is_empty() {
+            return Err(format!("entry {place} has no key before its `=`"));
+        }
+        let Some(value) = percent_decoded(value.trim()) else {
+            return Err(format!(
+                "entry {place}'s value is not percent-encoded text (a `%` not followed by two hex digits, or not \
+                 UTF-8 once decoded): write `%` as `%25`"
+            ));
+        };
+        read.push((key.to_owned(), value));
+    }
+    Ok(read)
+}
+
 /// Whether `OTEL_RESOURCE_ATTRIBUTES` names the service, read as the SDK's resource detector reads it: `key=value`
 /// pairs separated by commas, each key trimmed.
 fn names_service(attributes: &str) -> bool {
@@ -544,6 +672,8 @@ impl Otel {
             metrics,
             logs,
             named,
+            resource: decoded,
+            caller_context,
         }) = Plan::read(var)?
         else {
             return Ok(None);
@@ -555,7 +685,14 @@ impl Otel {
         if !named {
             resource = resource.with_service_name(service_name.to_owned());
         }
-        let resource = resource.build();
+        // Over what the SDK's detector read from the same variable, undecoded.
+        let resource = resource
+            .with_attributes(
+                decoded
+                    .into_iter()
+                    .map(|(key, value)| opentelemetry::KeyValue::new(key, value)),
+            )
+            .build();
 
         let tracers = traces
             .then(|| {
@@ -628,6 +765,7 @@ impl Otel {
             meters,
             loggers,
             registry,
+            caller_context,
         }))
     }
 
@@ -648,7 +786,10 @@ impl Otel {
                 opentelemetry::metrics::noop::NoopMeterProvider::new().meter_with_scope(scope())
             }
         };
-        let telemetry = Telemetry::with(tracer, &meter);
+        let mut telemetry = Telemetry::with(tracer, &meter);
+        if !self.caller_context {
+            telemetry = telemetry.without_caller_context();
+        }
         if self.tracers.is_some() {
             telemetry
         } else {
@@ -984,6 +1125,102 @@ mod tests {
             refused(&[ENDPOINT, ("OTEL_TRACES_EXPORTER", "zipkin")]),
             "OTEL_TRACES_EXPORTER"
         );
+    }
+
+    #[test]
+    fn propagators_are_w3c_trace_context_or_none() {
+        let caller_context = |list: &str| {
+            plan(&[ENDPOINT, ("OTEL_PROPAGATORS", list)])
+                .unwrap()
+                .unwrap()
+                .caller_context
+        };
+        for continued in [
+            "",
+            "tracecontext",
+            "tracecontext,baggage",
+            " TraceContext , baggage",
+        ] {
+            assert!(caller_context(continued), "{continued:?}");
+        }
+        for not in ["none", "NONE", "baggage"] {
+            assert!(!caller_context(not), "{not:?}");
+        }
+        for refused in [
+            "b3",
+            "tracecontext,b3multi",
+            "jaeger",
+            "xray",
+            "none,tracecontext",
+            "trace context",
+        ] {
+            assert_eq!(
+                invalid(&[ENDPOINT, ("OTEL_PROPAGATORS", refused)]).0,
+                "OTEL_PROPAGATORS",
+                "{refused:?}"
+            );
+        }
+    }
+
+    /// An OTel round's: span limits that are no number were ignored without a word, and `0` exported spans without
+    /// any attribute; resource attributes were not percent-decoded, and an entry without `=` dropped.
+    #[test]
+    fn span_limits_and_resource_attributes_are_read_as_the_specification_says() {
+        for (variable, bad, good) in [
+            (
+                "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT",
+                &["abc", "0", "15", " 64", "100001"][..],
+                "16",
+            ),
+            ("OTEL_SPAN_EVENT_COUNT_LIMIT", &["abc", "-1"][..], "0"),
+            ("OTEL_SPAN_LINK_COUNT_LIMIT", &["1e3"][..], "128"),
+        ] {
+            for bad in bad {
+                assert_eq!(invalid(&[ENDPOINT, (variable, bad)]).0, variable, "{bad:?}");
+            }
+            assert!(plan(&[ENDPOINT, (variable, good)]).is_ok(), "{variable}");
+            // Not read without traces exported.
+            assert!(
+                plan(&[
+                    ENDPOINT,
+                    ("OTEL_TRACES_EXPORTER", "none"),
+                    (variable, "abc")
+                ])
+                .is_ok(),
+                "{variable}"
+            );
+        }
+        let resource = |vars: &[(&str, &str)]| plan(vars).unwrap().unwrap().resource;
+        let pair = |k: &str, v: &str| (k.to_owned(), v.to_owned());
+        assert_eq!(
+            resource(&[
+                ENDPOINT,
+                (
+                    "OTEL_RESOURCE_ATTRIBUTES",
+                    "service.name=%20files, deployment.environment = a%2Cb,"
+                )
+            ]),
+            [
+                pair("service.name", " files"),
+                pair("deployment.environment", "a,b")
+            ]
+        );
+        // `OTEL_SERVICE_NAME` takes precedence.
+        assert_eq!(
+            resource(&[
+                ENDPOINT,
+                ("OTEL_SERVICE_NAME", "files"),
+                ("OTEL_RESOURCE_ATTRIBUTES", "service.name=other,team=a")
+            ]),
+            [pair("team", "a")]
+        );
+        for bad in ["a", "=x", "service.name=%2", "team=%zz", "a=1,b"] {
+            assert_eq!(
+                invalid(&[ENDPOINT, ("OTEL_RESOURCE_ATTRIBUTES", bad)]).0,
+                "OTEL_RESOURCE_ATTRIBUTES",
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

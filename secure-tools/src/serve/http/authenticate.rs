@@ -93,12 +93,7 @@ fn connection(shared: &Shared, request: &Request, token_id: Option<String>) -> C
         // header is whatever the client wrote, and nothing vouches for it.
         session_id: session_id.clone(),
         token_id: token_id.map(|id| Arc::from(shorten_str(&id))),
-        traceparent: request
-            .headers()
-            .get("traceparent")
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| v.len() <= crate::audit::MAX_TRACEPARENT_BYTES)
-            .map(Arc::from),
+        traceparent: traceparent(request.headers()),
         tracestate: tracestate(request.headers()),
         // Only within a session (its `initialize` named the client): for a request that stands alone (without
         // sessions, or with sessions on, one of the 2026-07-28 revision), rmcp fills the client's description
@@ -109,6 +104,21 @@ fn connection(shared: &Shared, request: &Request, token_id: Option<String>) -> C
         refusal_recorded: Some(Arc::default()),
         caller: None,
     }
+}
+
+/// The request's `traceparent` header, when it has exactly one: two are no trace to continue (W3C Trace Context's
+/// test suite, `test_traceparent_duplicated`: a new trace; an OTel round's request continued its first).
+fn traceparent(headers: &axum::http::HeaderMap) -> Option<Arc<str>> {
+    let mut fields = headers.get_all("traceparent").iter();
+    let field = fields.next()?;
+    if fields.next().is_some() {
+        return None;
+    }
+    field
+        .to_str()
+        .ok()
+        .filter(|v| v.len() <= crate::audit::MAX_TRACEPARENT_BYTES)
+        .map(Arc::from)
 }
 
 /// The request's W3C `tracestate`: its fields joined with commas, one list as W3C Trace Context reads several
@@ -970,7 +980,7 @@ pub(super) async fn metadata(State(shared): State<Arc<Shared>>) -> Response {
 mod tests {
     use axum::http::{HeaderMap, HeaderValue};
 
-    use super::tracestate;
+    use super::{traceparent, tracestate};
     use crate::audit::MAX_TRACESTATE_BYTES;
 
     fn headers(values: &[&str]) -> HeaderMap {
@@ -979,6 +989,19 @@ mod tests {
             headers.append("tracestate", HeaderValue::from_str(value).unwrap());
         }
         headers
+    }
+
+    #[test]
+    fn two_traceparent_fields_are_none() {
+        let one = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        let mut fields = HeaderMap::new();
+        fields.append("traceparent", HeaderValue::from_static(one));
+        assert_eq!(traceparent(&fields).as_deref(), Some(one));
+        fields.append(
+            "traceparent",
+            HeaderValue::from_static("00-0af7651916cd43dd8448eb211c80319d-b7ad6b7169203332-01"),
+        );
+        assert_eq!(traceparent(&fields), None);
     }
 
     #[test]
