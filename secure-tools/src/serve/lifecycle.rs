@@ -139,7 +139,14 @@ impl Settings {
         // What is still batched goes out (the stop record's log among it) before the process ends.
         #[cfg(feature = "otel")]
         if let Some(otel) = self.otel.take() {
-            let _ = tokio::task::spawn_blocking(move || otel.shutdown()).await;
+            // Over stdio, within a second: a host stops the server a second or two after closing its input, and a
+            // collector that does not answer held the stop for the SDK's 5 s (an OTel round's).
+            let within = match &self.transport {
+                Transport::Stdio => std::time::Duration::from_secs(1),
+                #[allow(unreachable_patterns)]
+                _ => std::time::Duration::from_secs(5),
+            };
+            let _ = tokio::task::spawn_blocking(move || otel.shutdown_within(within)).await;
         }
         served
     }

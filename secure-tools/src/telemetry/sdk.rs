@@ -6,6 +6,7 @@ use std::time::Duration;
 use opentelemetry::global;
 use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _};
 use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::logs::SdkLoggerProvider;
 use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
@@ -242,6 +243,9 @@ impl Plan {
         }))
     }
 }
+
+/// How long [`Otel::shutdown`] waits for the last exports: the SDK's own bound.
+const SDK_SHUTDOWN: Duration = Duration::from_secs(5);
 
 /// The batching variables the SDK reads for each signal, as whole numbers (sizes, or milliseconds): one that does not
 /// parse is ignored by it without a word.
@@ -816,33 +820,100 @@ impl Otel {
     /// The three signals are flushed at once, each on a thread of its own: a collector that takes connections but
     /// never answers holds the stop for one export's timeout (the SDK's 5 s), not one per signal.
     pub fn shutdown(&self) {
-        std::thread::scope(|scope| {
-            if let Some(tracers) = &self.tracers {
-                scope.spawn(|| {
-                    if let Err(error) = tracers.shutdown() {
-                        tracing::warn!(%error, "OpenTelemetry traces not all exported at shutdown");
+        self.shutdown_within(SDK_SHUTDOWN);
+    }
+
+    /// [`Otel::shutdown`], waiting `within` at most: a flush still going on then is left to end with the process
+    /// (over stdio a host stops a server a second or two after closing its input: an OTel round's stuck collector
+    /// held the stop for 5 s). The audit file has every record by then; the collector's copy may lack the last.
+    pub fn shutdown_within(&self, within: Duration) {
+        let (done, finished) = std::sync::mpsc::channel::<()>();
+        let mut flushing = 0;
+        let mut flush = |name: &'static str, stop: Box<dyn FnOnce() -> OTelSdkResult + Send>| {
+            let done = done.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("otel-{name}-shutdown"))
+                .spawn(move || {
+                    if let Err(error) = stop() {
+                        tracing::warn!(%error, "OpenTelemetry {name} not all exported at shutdown");
                     }
+                    let _ = done.send(());
                 });
+            if spawned.is_ok() {
+                flushing += 1;
             }
-            if let Some(meters) = &self.meters {
-                scope.spawn(|| {
-                    if let Err(error) = meters.shutdown() {
-                        tracing::warn!(%error, "OpenTelemetry metrics not all exported at shutdown");
-                    }
-                });
+        };
+        if let Some(tracers) = self.tracers.clone() {
+            flush(
+                "traces",
+                Box::new(move || tracers.shutdown_with_timeout(within)),
+            );
+        }
+        if let Some(meters) = self.meters.clone() {
+            flush("metrics", Box::new(move || meters.shutdown()));
+        }
+        if let Some(loggers) = self.loggers.clone() {
+            flush(
+                "logs",
+                Box::new(move || loggers.shutdown_with_timeout(within)),
+            );
+        }
+        drop(flush);
+        let deadline = std::time::Instant::now() + within;
+        for _ in 0..flushing {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if finished.recv_timeout(left).is_err() {
+                tracing::warn!(
+                    within = ?within,
+                    "OpenTelemetry's exports at shutdown did not end in time; the process stops without them"
+                );
+                return;
             }
-            if let Some(loggers) = &self.loggers
-                && let Err(error) = loggers.shutdown()
-            {
-                tracing::warn!(%error, "OpenTelemetry logs not all exported at shutdown");
-            }
-        });
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::{OtelError, Plan};
+
+    /// An exporter that takes a batch and never answers, as a collector that accepts connections and says nothing.
+    #[derive(Debug)]
+    struct Stuck;
+
+    impl opentelemetry_sdk::trace::SpanExporter for Stuck {
+        async fn export(&self, _: Vec<opentelemetry_sdk::trace::SpanData>) -> super::OTelSdkResult {
+            // As long as the test lasts, and then some.
+            std::thread::sleep(std::time::Duration::from_secs(30));
+            Ok(())
+        }
+    }
+
+    /// An OTel round's: over stdio a stuck collector held the stop for the SDK's 5 s, where a host stops the server
+    /// within a second or two. `shutdown_within` returns at its bound, the flush left to end with the process.
+    #[test]
+    fn a_stuck_export_holds_the_stop_no_longer_than_its_bound() {
+        use opentelemetry::trace::{Tracer as _, TracerProvider as _};
+        let tracers = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+            .with_batch_exporter(Stuck)
+            .build();
+        drop(tracers.tracer("test").start("a span"));
+        let otel = super::Otel {
+            tracers: Some(tracers),
+            meters: None,
+            loggers: None,
+            registry: None,
+            caller_context: true,
+        };
+        let started = std::time::Instant::now();
+        otel.shutdown_within(std::time::Duration::from_millis(200));
+        // A bound, not a speed: ten times the wait, far under the exporter's 30 s and the SDK's 5 s.
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+    }
 
     /// The plan for exactly these variables.
     fn plan(vars: &[(&str, &str)]) -> Result<Option<Plan>, OtelError> {
