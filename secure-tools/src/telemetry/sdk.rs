@@ -858,7 +858,6 @@ impl Otel {
                 Box::new(move || loggers.shutdown_with_timeout(within)),
             );
         }
-        drop(flush);
         let deadline = std::time::Instant::now() + within;
         for _ in 0..flushing {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
