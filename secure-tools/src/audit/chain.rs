@@ -985,7 +985,8 @@ impl ChainedFileSink {
                         Some(at) => at,
                         None => file.metadata()?.len(),
                     };
-                    refuse_unfollowed_last(&path, &mut file, end, key.as_ref())?;
+                    let first = refuse_unfollowed_last(&path, &mut file, end, key.as_ref())?;
+                    refuse_unfollowed_rotation(&path, &first, key.as_ref())?;
                 }
                 Some(rotated) => {
                     let mut previous =
@@ -2256,21 +2257,28 @@ fn last_line_at(file: &mut File, length: u64) -> io::Result<Option<(u64, Vec<u8>
 }
 
 /// Refuses to continue from the last record of the file `path` (its first `end` bytes, read through `file`) unless
-/// it follows the record before it: the next `seq`, and its `prev` that record's seal (a red team's: a genuine
-/// earlier line appended after the last record was continued from, forking the chain). Its own seal and `seq` are
-/// checked by [`continued`]. A last record that is its file's first is not checked here (the verifier checks the
-/// link across files).
+/// it is the chain's head there: it follows the record before it (the next `seq`, its `prev` that record's seal),
+/// and the file's lines that are not blank are its records from the first one's number on, one after another, so
+/// that the last is numbered the first's and one less than their count. Red teams' rounds: a genuine earlier line
+/// appended after the last record (append access was enough), then two consecutive ones (which follow each other),
+/// were continued from as the chain's head, forking it; the verifier stopped at the copies, and nothing written after
+/// them was checked. The file is read through once (the start's cost: about a second for half a gigabyte). A new
+/// file's first record must follow the last record of `FILE.1` when there is one: see [`refuse_unfollowed_rotation`].
+/// Returns the file's first record's `seq` and `prev`.
 fn refuse_unfollowed_last(
     path: &Path,
     file: &mut File,
     end: u64,
     key: Option<&ChainKey>,
-) -> io::Result<()> {
-    let Some((start, last)) = last_line_at(file, end)? else {
-        return Ok(());
-    };
-    let Some((_, before)) = last_line_at(file, start)? else {
-        return Ok(());
+) -> io::Result<(u64, String)> {
+    let refused = || {
+        invalid(
+            path,
+            "its last record does not follow the records before it (it is not the next `seq` after them, or its \
+             `prev` is not the seal of the record before it): a line was added after the chain's end (a copy of an \
+             earlier record?) or the file was altered; verify it (`secure-tools audit verify`), then move what \
+             follows the chain's end away, or start a new file",
+        )
     };
     let link = |line: &[u8]| {
         let object = strict_object(line)?;
@@ -2278,21 +2286,116 @@ fn refuse_unfollowed_last(
         let prev = object.get("prev")?.as_str()?.to_owned();
         Some((seq, prev))
     };
-    let follows = match (checked_seal(&before, key), link(&before), link(&last)) {
-        (Seal::Verified(sealed), Some((before_seq, _)), Some((seq, prev))) => {
-            before_seq.checked_add(1) == Some(seq) && prev == sealed
-        }
-        _ => false,
+    let Some((start, last)) = last_line_at(file, end)? else {
+        return Err(refused());
     };
+    let (last_seq, _) = link(&last).ok_or_else(refused)?;
+    if let Some((_, before)) = last_line_at(file, start)? {
+        let follows = match (checked_seal(&before, key), link(&before)) {
+            (Seal::Verified(sealed), Some((before_seq, _))) => {
+                let (_, prev) = link(&last).ok_or_else(refused)?;
+                before_seq.checked_add(1) == Some(last_seq) && prev == sealed
+            }
+            _ => false,
+        };
+        if !follows {
+            return Err(refused());
+        }
+    }
+    let (lines, first) = census(file, end)?;
+    let first = first.as_deref().and_then(link).ok_or_else(refused)?;
+    if first.0.checked_add(lines - 1) != Some(last_seq) {
+        return Err(refused());
+    }
+    Ok(first)
+}
+
+/// How many lines of the file's first `end` bytes hold more than white space, and the first of them (`None` when
+/// longer than [`MAX_LINE`]). One pass, a buffer at a time.
+fn census(file: &mut File, end: u64) -> io::Result<(u64, Option<Vec<u8>>)> {
+    file.seek(SeekFrom::Start(0))?;
+    let mut reader = (&mut *file).take(end);
+    let mut buffer = vec![0u8; 1 << 20];
+    let mut lines = 0u64;
+    // Whether the line being read holds more than white space.
+    let mut text = false;
+    let mut first: Option<Option<Vec<u8>>> = None;
+    let mut current = Vec::new();
+    loop {
+        let read = reader.read(&mut buffer)?;
+        if read == 0 {
+            break;
+        }
+        for &byte in &buffer[..read] {
+            if byte == b'\n' {
+                if text {
+                    lines += 1;
+                    if first.is_none() {
+                        first =
+                            Some((current.len() <= MAX_LINE).then(|| std::mem::take(&mut current)));
+                    }
+                }
+                current.clear();
+                text = false;
+            } else {
+                text |= !byte.is_ascii_whitespace();
+                if first.is_none() && current.len() <= MAX_LINE {
+                    current.push(byte);
+                }
+            }
+        }
+    }
+    if text {
+        lines += 1;
+        if first.is_none() {
+            first = Some((current.len() <= MAX_LINE).then_some(current));
+        }
+    }
+    Ok((lines, first.flatten()))
+}
+
+/// Refuses a file whose first record (`first`: its `seq` and `prev`) does not follow the last record of the file
+/// rotated out before it (`FILE.1`, or the newest rotated file holding a record, when there is one and the chain did
+/// not begin afresh in this file): a red team's
+/// copy of an earlier record, written into the new file after a rotation, was that file's first record and so
+/// continued from. A `FILE.1` ending with a write cut short is read up to it.
+fn refuse_unfollowed_rotation(
+    path: &Path,
+    first: &(u64, String),
+    key: Option<&ChainKey>,
+) -> io::Result<()> {
+    if first.0 <= 1 {
+        return Ok(());
+    }
+    // The newest rotated file holding a record, as a new file's chain is continued from (an empty `FILE.1`
+    // passed over).
+    let mut last = None;
+    for k in 1..=MAX_ROTATED {
+        let Some(mut previous) = open_rotated(&rotated_name_k(path, k))? else {
+            return Ok(());
+        };
+        last = match torn_end(&mut previous, key)? {
+            End::Fragment { before, .. } => before,
+            End::Clean | End::MissingNewline => last_line(&mut previous)?,
+        };
+        if last.is_some() || previous.metadata()?.len() > 0 {
+            break;
+        }
+    }
+    let follows = last.is_some_and(|line| {
+        let seq = strict_object(&line).and_then(|object| object.get("seq")?.as_u64());
+        matches!(checked_seal(&line, key), Seal::Verified(sealed) if sealed == first.1)
+            && seq.and_then(|seq| seq.checked_add(1)) == Some(first.0)
+    });
     if follows {
         return Ok(());
     }
     Err(invalid(
         path,
-        "its last record does not follow the line before it (it is not the next `seq`, or its `prev` is not that \
-         record's seal): a line was added after the chain's end (a copy of an earlier record?) or the file was \
-         altered; verify it (`secure-tools audit verify`), then move what follows the chain's end away, or start a \
-         new file",
+        "its first record does not follow the last record of FILE.1 (the file rotated out before it): a line was \
+         put into the new file that the chain did not write there (a copy of an earlier record?), or FILE.1 was \
+         altered; verify them (`secure-tools audit verify FILE.1 FILE`), then move the line away, or start a new \
+         file",
     ))
 }
 
@@ -2620,27 +2723,33 @@ fn appears_later<P: AsRef<Path>>(
     seq: u64,
     key: Option<&ChainKey>,
 ) -> io::Result<bool> {
-    Ok(first_later_in(files, file_index, index, seq, seq, key)?.is_some())
+    Ok(missing_run(files, file_index, index, seq, seq, key)?.is_none())
 }
 
-/// The smallest number from `from` to `to` of a record after line `index` (0-based) of `files[file_index]`, whose
-/// seal verifies: where a gap's removed records end, when records after them were moved further on (a chain round's
-/// record 5 removed and 6 moved to the end was reported as records 5 to 6 removed).
-fn first_later_in<P: AsRef<Path>>(
+/// The most numbers of one gap [`missing_run`] looks for (a bit each).
+const MAX_GAP_LOOKED_AT: u64 = 1 << 16;
+
+/// The first run of numbers from `from` to `to` that no record after line `index` (0-based) of `files[file_index]`
+/// holds (only lines whose seal verifies count), as `(first, last)`: records removed, where the others of the gap
+/// were moved further on (a chain round's record 5 removed and 6 moved to the end was reported as records 5 to 6
+/// removed, and with 7 removed too, 7 went unreported). `None` when every one of them comes later. Of a gap wider
+/// than [`MAX_GAP_LOOKED_AT`], its first numbers are looked for; a run reaching past them is reported to `to`.
+fn missing_run<P: AsRef<Path>>(
     files: &[P],
     file_index: usize,
     index: usize,
     from: u64,
     to: u64,
     key: Option<&ChainKey>,
-) -> io::Result<Option<u64>> {
+) -> io::Result<Option<(u64, u64)>> {
     #[derive(serde::Deserialize)]
     struct Seq {
         seq: Option<u64>,
     }
+    let looked_at = (to - from).min(MAX_GAP_LOOKED_AT - 1);
+    let mut found = vec![false; looked_at as usize + 1];
     let mut line = Vec::new();
-    let mut smallest: Option<u64> = None;
-    for (n, path) in files.iter().enumerate().skip(file_index) {
+    'files: for (n, path) in files.iter().enumerate().skip(file_index) {
         let skip = if n == file_index { index + 1 } else { 0 };
         let mut reader = io::BufReader::new(open_log(path.as_ref())?);
         let mut read = 0usize;
@@ -2650,35 +2759,44 @@ fn first_later_in<P: AsRef<Path>>(
             read += 1;
             if !fits {
                 // Nothing is read past a line longer than any record (it may not end); the verifier stops there.
-                return Ok(smallest);
+                break 'files;
             }
             if read <= skip {
                 continue;
             }
-            if let Ok(Seq { seq: Some(found) }) = serde_json::from_slice::<Seq>(&line)
-                && (from..=to).contains(&found)
-                && smallest.is_none_or(|smallest| found < smallest)
+            if let Ok(Seq { seq: Some(seq) }) = serde_json::from_slice::<Seq>(&line)
+                && (from..=from + looked_at).contains(&seq)
+                && !found[(seq - from) as usize]
                 && let Seal::Verified(_) = checked_seal(&line, key)
             {
-                if found == from {
-                    return Ok(Some(found));
+                found[(seq - from) as usize] = true;
+                if found[0] && from == to {
+                    return Ok(None);
                 }
-                smallest = Some(found);
             }
         }
     }
-    Ok(smallest)
+    let Some(first) = found.iter().position(|seen| !seen) else {
+        return Ok(None);
+    };
+    let last = match found[first..].iter().position(|seen| *seen) {
+        Some(next) => from + (first + next) as u64 - 1,
+        None => to,
+    };
+    Ok(Some((from + first as u64, last)))
 }
 
 /// How many gaps in the numbering [`first_removed_after`] looks past the first problem for (each a read of the rest
 /// of the files), so that a file of many swaps costs a bounded number of passes.
 const MAX_SURVEYED_GAPS: usize = 16;
 
-/// Past the chain's first problem (at line `index` of `files[file_index]`, 0-based; `last` the last number accounted
-/// for): the first record no line of the files holds, as the numbering runs on from there. Only the numbers are
-/// read (a decoy before it, a copy or a record altered, already is the first problem): a number at or below the last
-/// is a copy or a record moved, passed over; one past a gap whose first number appears later is a record moved.
-/// `None` past [`MAX_SURVEYED_GAPS`] gaps, or at a line longer than any record.
+/// Past the chain's first problem, from line `index` of `files[file_index]` (0-based; `last` the last number
+/// accounted for): the first run of records no line of the files holds, as the numbering runs on from there. Only
+/// the numbers of lines whose seal verifies are read (a decoy before it, a copy or a record altered, already is the
+/// first problem; a chain round's unsealed `{"seq":7}` hid the removal of record 7): a number at or below the last
+/// is a copy or a record moved, passed over; at a gap, the gap's numbers are looked for further on, and the first
+/// run of them found nowhere is the removal; if all are found, they were moved, and the numbering goes on from the
+/// line's. `None` past [`MAX_SURVEYED_GAPS`] gaps, or at a line longer than any record.
 fn first_removed_after<P: AsRef<Path>>(
     files: &[P],
     file_index: usize,
@@ -2710,7 +2828,7 @@ fn first_removed_after<P: AsRef<Path>>(
             let Ok(Seq { seq: Some(seq) }) = serde_json::from_slice::<Seq>(&line) else {
                 continue;
             };
-            if seq <= last {
+            if seq <= last || !matches!(checked_seal(&line, key), Seal::Verified(_)) {
                 continue;
             }
             let Some(expected) = last.checked_add(1) else {
@@ -2721,11 +2839,12 @@ fn first_removed_after<P: AsRef<Path>>(
                     return Ok(None);
                 }
                 gaps += 1;
-                let moved = first_later_in(files, n, number - 1, expected, seq - 1, key)?;
-                if moved != Some(expected) {
+                if let Some((first, through)) =
+                    missing_run(files, n, number - 1, expected, seq - 1, key)?
+                {
                     return Ok(Some(Problem::Removed {
-                        seq: expected,
-                        last: moved.map_or(seq - 1, |moved| moved - 1),
+                        seq: first,
+                        last: through,
                         file: shown_name(&path.display().to_string()),
                         line: number as u64,
                     }));
@@ -2997,12 +3116,18 @@ fn verify_from<P: AsRef<Path>>(
                     None if anchored => 1,
                     None => seq,
                 };
-                problem!(Problem::Altered {
-                    seq: due,
-                    found: seq,
-                    file: shown,
-                    line: number,
-                });
+                // Taken as the record due, the numbering checked on after it (a second round's altered `seq` digit
+                // was also reported as a removal of the record it altered).
+                problem!(
+                    Problem::Altered {
+                        seq: due,
+                        found: seq,
+                        file: shown,
+                        line: number,
+                    },
+                    index + 1,
+                    due
+                );
             };
             let sealed = sealed.to_owned();
             match &last {
@@ -3028,12 +3153,17 @@ fn verify_from<P: AsRef<Path>>(
                         line: number,
                     });
                 }
+                // The numbering checked on from this record: the head's gap is this problem, not a later one.
                 None if seq != 1 && anchored => {
-                    problem!(Problem::HeadMissing {
-                        first_seq: seq,
-                        file: shown,
-                        line: number,
-                    });
+                    problem!(
+                        Problem::HeadMissing {
+                            first_seq: seq,
+                            file: shown,
+                            line: number,
+                        },
+                        index + 1,
+                        seq
+                    );
                 }
                 None => {}
                 Some((last_seq, last_seal)) => {
@@ -3046,20 +3176,23 @@ fn verify_from<P: AsRef<Path>>(
                         });
                     };
                     if seq > expected && prev != *last_seal {
-                        // The gap's records found further on were moved, not removed: the first of them, when it is
-                        // the one due, makes this record out of place; the others end the removed range.
-                        let moved =
-                            first_later_in(files, file_index, index, expected, seq - 1, key)?;
-                        if moved != Some(expected) {
+                        // The gap's records found further on were moved, not removed: when the one due is among
+                        // them, this record is out of place; else the first run found nowhere was removed, and the
+                        // numbering is checked on past it, from this line (a second run in the gap is the later
+                        // problem).
+                        if let Some((first, through)) =
+                            missing_run(files, file_index, index, expected, seq - 1, key)?
+                            && first == expected
+                        {
                             problem!(
                                 Problem::Removed {
                                     seq: expected,
-                                    last: moved.map_or(seq - 1, |moved| moved - 1),
+                                    last: through,
                                     file: shown,
                                     line: number,
                                 },
-                                index + 1,
-                                seq
+                                index,
+                                through
                             );
                         }
                     }
@@ -3971,6 +4104,84 @@ mod tests {
             ),
             "{checked:?}"
         );
+        // A second round's: a copy of a later record as the decoy; records 5 and 7 removed with 6 moved to the end;
+        // an unsealed stand-in for the removed record; an altered `seq`; a head cut off.
+        let mut later_copy = without_9.clone();
+        later_copy.insert(2, original[10].clone());
+        let checked = check(&later_copy);
+        assert!(
+            matches!(
+                checked.later,
+                Some(Problem::Removed {
+                    seq: 9,
+                    last: 9,
+                    ..
+                })
+            ),
+            "{checked:?}"
+        );
+        let mut split: Vec<String> = original
+            .iter()
+            .filter(|line| !line.contains("\"seq\":5,") && !line.contains("\"seq\":7,"))
+            .filter(|line| !line.contains("\"seq\":6,"))
+            .cloned()
+            .collect();
+        split.push(original[5].clone());
+        let checked = check(&split);
+        assert!(
+            matches!(
+                checked.problem,
+                Some(Problem::Removed {
+                    seq: 5,
+                    last: 5,
+                    ..
+                })
+            ),
+            "{checked:?}"
+        );
+        assert!(
+            matches!(
+                checked.later,
+                Some(Problem::Removed {
+                    seq: 7,
+                    last: 7,
+                    ..
+                })
+            ),
+            "{checked:?}"
+        );
+        let mut stand_in = copied.clone();
+        let at = stand_in
+            .iter()
+            .position(|line| line.contains("\"seq\":10,"))
+            .unwrap();
+        stand_in.insert(at, "{\"seq\":9}".into());
+        let checked = check(&stand_in);
+        assert!(
+            matches!(checked.later, Some(Problem::Removed { seq: 9, .. })),
+            "{checked:?}"
+        );
+        let mut renumbered = original.clone();
+        renumbered[4] = renumbered[4].replace("\"seq\":5,", "\"seq\":4,");
+        let checked = check(&renumbered);
+        assert!(
+            matches!(checked.problem, Some(Problem::Altered { seq: 5, .. })),
+            "{checked:?}"
+        );
+        assert_eq!(checked.later, None, "{checked:?}");
+        let headless: Vec<String> = without_9[3..].to_vec();
+        let checked = check(&headless);
+        assert!(
+            matches!(
+                checked.problem,
+                Some(Problem::HeadMissing { first_seq: 4, .. })
+            ),
+            "{checked:?}"
+        );
+        assert!(
+            matches!(checked.later, Some(Problem::Removed { seq: 9, .. })),
+            "{checked:?}"
+        );
         // Records 1 and 2 swapped: record 1 is out of place, not the head missing.
         let mut head_swapped = original.clone();
         head_swapped.swap(0, 1);
@@ -4439,6 +4650,12 @@ mod tests {
                 put(&path, &replayed);
                 refused(&path, key);
             }
+            // Two consecutive ones, which follow each other (a second round's).
+            let mut replayed = original.clone();
+            replayed.push(original[2].clone());
+            replayed.push(original[3].clone());
+            put(&path, &replayed);
+            refused(&path, key);
             // With a blank line between: the same.
             let mut replayed = original.clone();
             replayed.push(String::new());
@@ -4454,12 +4671,31 @@ mod tests {
             put(&path, &original);
             write(&path, key, 7, 7);
             assert_eq!(verify(&[&path], key, None).unwrap().problem, None);
-            // In the rotated file a new (empty) file continues.
-            std::fs::rename(&path, dir.path().join("audit.jsonl.1")).unwrap();
-            let mut rotated = lines(&dir.path().join("audit.jsonl.1"));
-            rotated.push(rotated[3].clone());
-            put(&dir.path().join("audit.jsonl.1"), &rotated);
-            refused(&path, key);
+            // In the rotated file a new (empty) file continues: one copy, or two.
+            let rotated_path = dir.path().join("audit.jsonl.1");
+            std::fs::rename(&path, &rotated_path).unwrap();
+            let genuine = lines(&rotated_path);
+            for copies in [3..4, 3..5] {
+                let mut rotated = genuine.clone();
+                rotated.extend_from_slice(&genuine[copies]);
+                put(&rotated_path, &rotated);
+                refused(&path, key);
+            }
+            put(&rotated_path, &genuine);
+            // A copy as the new file's first line, after the rotation (a second round's): it does not follow
+            // `FILE.1`'s last record.
+            put(&path, &genuine[2..3]);
+            let shown = ChainedFileSink::append_to(&path, key.cloned())
+                .err()
+                .expect("a copy opening the new file is not continued from")
+                .to_string();
+            assert!(shown.contains("FILE.1"), "{shown}");
+            // The new file as the chain wrote it: continued, and restarted again.
+            std::fs::remove_file(&path).unwrap();
+            write(&path, key, 8, 9);
+            write(&path, key, 10, 10);
+            let checked = verify(&[&rotated_path, &path], key, None).unwrap();
+            assert_eq!((checked.problem, checked.records), (None, 10));
         }
         // A checkpoint copied after the last record.
         let dir = tempfile::tempdir().unwrap();
