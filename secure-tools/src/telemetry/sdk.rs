@@ -109,6 +109,10 @@ struct Plan {
     resource: Vec<(String, String)>,
     /// Whether `OTEL_PROPAGATORS` names `tracecontext` (the default): see [`check_propagators`].
     caller_context: bool,
+    /// `OTEL_SERVICE_NAME`, which takes precedence over a `service.name` in `OTEL_RESOURCE_ATTRIBUTES`.
+    service_name: Option<String>,
+    /// `OTEL_SDK_DISABLED=true`: nothing is set up, but `OTEL_PROPAGATORS=none` still holds.
+    disabled: bool,
 }
 
 /// A signal's own variables, which take precedence over the general `OTEL_EXPORTER_OTLP_*` ones.
@@ -175,8 +179,20 @@ impl Plan {
     /// feature would add flate2, which the tree does not have). Values of enumerations are compared ignoring
     /// ASCII case, as the specification advises.
     fn read(var: Lookup<'_>) -> Result<Option<Plan>, OtelError> {
+        let caller_context = check_propagators(var)?;
         if value(var, "OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
-            return Ok(None);
+            // Calls still ignore their callers' trace context when told to (a second round's: the setting was
+            // taken and did nothing without the SDK).
+            return Ok((!caller_context).then(|| Plan {
+                traces: false,
+                metrics: false,
+                logs: false,
+                named: false,
+                resource: Vec::new(),
+                caller_context,
+                service_name: None,
+                disabled: true,
+            }));
         }
         let traces = exports(var, &TRACES)?;
         let metrics = exports(var, &METRICS)?;
@@ -217,7 +233,8 @@ impl Plan {
         if traces {
             check_span_limits(var)?;
         }
-        let service_named = value(var, "OTEL_SERVICE_NAME").is_some();
+        let service_name = value(var, "OTEL_SERVICE_NAME");
+        let service_named = service_name.is_some();
         let named = service_named
             || var("OTEL_RESOURCE_ATTRIBUTES").is_some_and(|attributes| names_service(&attributes));
         let mut resource = match var("OTEL_RESOURCE_ATTRIBUTES") {
@@ -232,7 +249,6 @@ impl Plan {
         if service_named {
             resource.retain(|(key, _)| key != "service.name");
         }
-        let caller_context = check_propagators(var)?;
         Ok(Some(Plan {
             traces,
             metrics,
@@ -240,6 +256,8 @@ impl Plan {
             named,
             resource,
             caller_context,
+            service_name,
+            disabled: false,
         }))
     }
 }
@@ -571,6 +589,28 @@ fn check_propagators(var: Lookup<'_>) -> Result<bool, OtelError> {
     Ok(names.iter().any(|name| name == "tracecontext"))
 }
 
+/// The resource a plan describes: the SDK's own attributes (`telemetry.sdk.*`), the service named `service_name`
+/// unless the variables name it, `OTEL_RESOURCE_ATTRIBUTES` decoded, and `OTEL_SERVICE_NAME` over all (a second
+/// round's: the SDK's detectors let the attributes' `service.name` win over it, and undecoded). Read through the
+/// plan's variables only, not the SDK's detectors of the process environment.
+fn resource_of(plan: &Plan, service_name: &str) -> Resource {
+    let mut resource = Resource::builder_empty().with_detector(Box::new(
+        opentelemetry_sdk::resource::TelemetryResourceDetector,
+    ));
+    if !plan.named {
+        resource = resource.with_service_name(service_name.to_owned());
+    }
+    resource = resource.with_attributes(
+        plan.resource
+            .iter()
+            .map(|(key, value)| opentelemetry::KeyValue::new(key.clone(), value.clone())),
+    );
+    if let Some(name) = &plan.service_name {
+        resource = resource.with_service_name(name.clone());
+    }
+    resource.build()
+}
+
 /// The span limits the SDK reads, each a whole number it would otherwise ignore without a word; the attributes' from
 /// 16, the most a call's span carries (fewer would drop the conventions' own, `error.type` among them: an OTel
 /// round's `0` exported spans with no attribute at all).
@@ -671,32 +711,23 @@ impl Otel {
         service_name: &str,
         prometheus: bool,
     ) -> Result<Option<Self>, OtelError> {
-        let Some(Plan {
-            traces,
-            metrics,
-            logs,
-            named,
-            resource: decoded,
-            caller_context,
-        }) = Plan::read(var)?
-        else {
+        let Some(plan) = Plan::read(var)? else {
             return Ok(None);
         };
-        if !(traces || metrics || logs || prometheus) {
-            return Ok(None);
+        let (traces, metrics, logs, caller_context) =
+            (plan.traces, plan.metrics, plan.logs, plan.caller_context);
+        if plan.disabled || !(traces || metrics || logs || prometheus) {
+            // Nothing to export; still, with `OTEL_PROPAGATORS=none`, calls ignore their callers' trace context
+            // (their records name none).
+            return Ok((!caller_context).then(|| Otel {
+                tracers: None,
+                meters: None,
+                loggers: None,
+                registry: None,
+                caller_context,
+            }));
         }
-        let mut resource = Resource::builder();
-        if !named {
-            resource = resource.with_service_name(service_name.to_owned());
-        }
-        // Over what the SDK's detector read from the same variable, undecoded.
-        let resource = resource
-            .with_attributes(
-                decoded
-                    .into_iter()
-                    .map(|(key, value)| opentelemetry::KeyValue::new(key, value)),
-            )
-            .build();
+        let resource = resource_of(&plan, service_name);
 
         let tracers = traces
             .then(|| {
@@ -1194,6 +1225,67 @@ mod tests {
         assert_eq!(
             refused(&[ENDPOINT, ("OTEL_TRACES_EXPORTER", "zipkin")]),
             "OTEL_TRACES_EXPORTER"
+        );
+    }
+
+    /// A second round's: `OTEL_PROPAGATORS=none` did nothing where nothing was exported (no endpoint, or the SDK
+    /// disabled), and `OTEL_SERVICE_NAME` lost to the attributes' `service.name`, which was not decoded either.
+    #[test]
+    fn no_propagation_holds_without_export_and_the_service_name_takes_precedence() {
+        for vars in [
+            &[("OTEL_PROPAGATORS", "none")][..],
+            &[("OTEL_PROPAGATORS", "none"), ("OTEL_SDK_DISABLED", "true")][..],
+        ] {
+            let otel = super::Otel::from_vars(
+                &|name| {
+                    vars.iter()
+                        .find(|(k, _)| *k == name)
+                        .map(|(_, v)| (*v).to_owned())
+                },
+                "files",
+                false,
+            )
+            .unwrap()
+            .expect("an SDK that propagates nothing");
+            assert!(!otel.caller_context, "{vars:?}");
+            assert!(otel.tracers.is_none() && otel.meters.is_none() && otel.loggers.is_none());
+        }
+        for vars in [&[][..], &[("OTEL_SDK_DISABLED", "true")][..]] {
+            let otel = super::Otel::from_vars(
+                &|name| {
+                    vars.iter()
+                        .find(|(k, _)| *k == name)
+                        .map(|(_, v)| (*v).to_owned())
+                },
+                "files",
+                false,
+            )
+            .unwrap();
+            assert!(otel.is_none(), "{vars:?}");
+        }
+        let service = |vars: &[(&str, &str)]| {
+            let plan = plan(vars).unwrap().unwrap();
+            let resource = super::resource_of(&plan, "secure-file-server");
+            let name = resource
+                .get(&opentelemetry::Key::from_static_str("service.name"))
+                .map(|value| value.as_str().into_owned());
+            let sdk = resource.get(&opentelemetry::Key::from_static_str("telemetry.sdk.name"));
+            assert!(sdk.is_some(), "{resource:?}");
+            name
+        };
+        assert_eq!(service(&[ENDPOINT]).as_deref(), Some("secure-file-server"));
+        assert_eq!(
+            service(&[ENDPOINT, ("OTEL_RESOURCE_ATTRIBUTES", "service.name=a%2Cb")]).as_deref(),
+            Some("a,b")
+        );
+        assert_eq!(
+            service(&[
+                ENDPOINT,
+                ("OTEL_SERVICE_NAME", "files"),
+                ("OTEL_RESOURCE_ATTRIBUTES", "service.name=other")
+            ])
+            .as_deref(),
+            Some("files")
         );
     }
 
