@@ -1038,8 +1038,16 @@ async fn a_declared_method_served_is_recorded_once_and_a_panic_answered() {
             "docs:///p?%74oken=hunter2&X-Amz-Signature=hunter2",
             "docs:///p?***",
         ),
-        ("x://user:pa/ss@host/r", "x://***@host/r"),
+        ("x://user:pa/ss@host/r", "x://***"),
         ("docs://store/payroll", "docs://store/payroll"),
+        // A second round's: no scheme, or not one, and a `?` or `#` in a password.
+        ("//user:hunter2@host/path", "//***@host/path"),
+        (" https://user:hunter2@host/", " https://***@host/"),
+        ("1abc://user:hunter2@host/", "1abc://***@host/"),
+        ("ht_tp://user:hunter2@host/", "ht_tp://***@host/"),
+        ("https://user:hun?ter2@host/", "https://***@host/"),
+        ("https://user:hun#ter2@host/p?q=1", "https://***@host/p?***"),
+        ("https://host/p?email=hunter2@example.com", "https://***"),
     ] {
         peer.read_resource(rmcp::model::ReadResourceRequestParams::new(uri))
             .await
@@ -1057,11 +1065,11 @@ async fn a_declared_method_served_is_recorded_once_and_a_panic_answered() {
     let error = peer.get_prompt(prompt("missing")).await.unwrap_err();
     assert!(error.to_string().contains("no prompt"), "{error}");
     let records = served(&audit);
-    assert_eq!(records.len(), 9, "{records:?}");
-    assert_eq!(records[8]["method"], "prompts/get");
-    assert_eq!(records[8]["target"], "missing");
-    assert_eq!(records[8]["outcome"], "error");
-    assert_eq!(records[8]["code"], -32602);
+    assert_eq!(records.len(), 16, "{records:?}");
+    assert_eq!(records[15]["method"], "prompts/get");
+    assert_eq!(records[15]["target"], "missing");
+    assert_eq!(records[15]["outcome"], "error");
+    assert_eq!(records[15]["code"], -32602);
 
     // A panic: answered, its message withheld, recorded `panic`; the server goes on serving.
     let answer = tokio::time::timeout(
@@ -1077,9 +1085,9 @@ async fn a_declared_method_served_is_recorded_once_and_a_panic_answered() {
     );
     assert!(!error.contains("hunter2"), "{error}");
     let records = served(&audit);
-    assert_eq!(records.len(), 10, "{records:?}");
-    assert_eq!(records[9]["outcome"], "panic", "{records:?}");
-    assert_eq!(records[9]["code"], -32603, "{records:?}");
+    assert_eq!(records.len(), 17, "{records:?}");
+    assert_eq!(records[16]["outcome"], "panic", "{records:?}");
+    assert_eq!(records[16]["code"], -32603, "{records:?}");
 
     // A review's: a panic in the handler's `fn` itself, before its future exists, escaped the catch (no answer,
     // recorded `cancelled`, its message to the previous hook). Caught as the others are.
@@ -1108,10 +1116,10 @@ async fn a_declared_method_served_is_recorded_once_and_a_panic_answered() {
         .expect("a declared custom method is served");
     assert!(format!("{status:?}").contains("acme/status"), "{status:?}");
     let records = served(&audit);
-    assert_eq!(records.len(), 12, "{records:?}");
-    assert_eq!(records[11]["method"], "acme/status");
-    assert!(records[11].get("target").is_none(), "{records:?}");
-    assert_eq!(records[11]["outcome"], "ok");
+    assert_eq!(records.len(), 19, "{records:?}");
+    assert_eq!(records[18]["method"], "acme/status");
+    assert!(records[18].get("target").is_none(), "{records:?}");
+    assert_eq!(records[18]["outcome"], "ok");
 
     // A refusal is its `message_rejected` record alone.
     let undeclared = peer
@@ -1120,7 +1128,7 @@ async fn a_declared_method_served_is_recorded_once_and_a_panic_answered() {
         ))
         .await;
     assert!(undeclared.is_err(), "{undeclared:?}");
-    assert_eq!(served(&audit).len(), 12);
+    assert_eq!(served(&audit).len(), 19);
     assert!(
         !audit
             .records()

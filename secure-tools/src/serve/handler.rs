@@ -1353,48 +1353,47 @@ fn client_of(
         })
 }
 
-/// A request's target as recorded, without what commonly carries a credential in a URI (reviews' and a red team's:
-/// `user:pw@`, a `?token=` under any name or encoding, an `#access_token=`): the query and the fragment are replaced
-/// by `***`, and, in a target with a scheme, whatever comes between the scheme and an `@` (a userinfo, even one holding
-/// a `/`; an opaque URI's `mailto:u:pw@h`). A prompt's name, which has no scheme, is kept as it is.
+/// A request's target as recorded, without what commonly carries a credential in a URI (reviews' and red teams':
+/// `user:pw@`, a `?token=` under any name or encoding, an `#access_token=`). A target with a `:` or a `//` is taken
+/// for a URI, whether or not its scheme is one (a second round's ` https://`, `//u:pw@h`, `1abc://` and `ht_tp://`
+/// were recorded whole): past its authority's start (after `//`, or else after the first `:`), whatever comes before
+/// its last `@` is replaced by `***`, or, when a `/` lies between (a password holding one, an `@` in the path or the
+/// query), all of it; then the query and the fragment are replaced by `***` (a `?` in a password no longer ends the
+/// masking: `https://u:pa?ss@h` kept `u:pa`). A prompt's name, with neither, is kept as it is.
 fn recorded_target(target: &str) -> Cow<'_, str> {
-    let scheme = target
-        .split_once(':')
-        .map(|(scheme, _)| scheme)
-        .filter(|scheme| {
-            !scheme.is_empty()
-                && scheme.starts_with(|c: char| c.is_ascii_alphabetic())
-                && scheme
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
-        });
-    let Some(scheme) = scheme else {
-        return Cow::Borrowed(target);
+    let authority = match target.find("//") {
+        Some(at) => at + 2,
+        None => match target.find(':') {
+            Some(at) => at + 1,
+            None => return Cow::Borrowed(target),
+        },
     };
-    let (before, hidden) = match target.find(['?', '#']) {
-        Some(at) => (&target[..at], Some(&target[at..at + 1])),
-        None => (target, None),
-    };
-    let after_scheme = &before[scheme.len() + 1..];
-    let slashes = if after_scheme.starts_with("//") { 2 } else { 0 };
-    let rest = &after_scheme[slashes..];
-    if hidden.is_none() && !rest.contains('@') {
-        return Cow::Borrowed(target);
-    }
     let mut recorded = String::with_capacity(target.len());
-    recorded.push_str(&before[..scheme.len() + 1 + slashes]);
-    match rest.rfind('@') {
-        Some(at) => {
+    recorded.push_str(&target[..authority]);
+    let rest = &target[authority..];
+    let rest = match rest.rfind('@') {
+        Some(at) if !rest[..at].contains('/') => {
             recorded.push_str("***");
-            recorded.push_str(&rest[at..]);
+            &rest[at..]
+        }
+        Some(_) => {
+            recorded.push_str("***");
+            return Cow::Owned(recorded);
+        }
+        None => rest,
+    };
+    match rest.find(['?', '#']) {
+        Some(at) => {
+            recorded.push_str(&rest[..=at]);
+            recorded.push_str("***");
         }
         None => recorded.push_str(rest),
     }
-    if let Some(mark) = hidden {
-        recorded.push_str(mark);
-        recorded.push_str("***");
+    if recorded == target {
+        Cow::Borrowed(target)
+    } else {
+        Cow::Owned(recorded)
     }
-    Cow::Owned(recorded)
 }
 
 /// What a request of a merged handler's own method names, for its `method_call` record: a resource's URI, a
