@@ -203,7 +203,7 @@ fn two_tools_with_one_name_do_not_build() {
 
 /// A chain round's: a 1.1 MB server id (it goes on every record) made records the verifier refuses as longer than
 /// any record, and the sink could not find its own checkpoints after a restart. One that is empty, longer than 256
-/// bytes or holds a control character does not build.
+/// bytes or holds anything but printable ASCII (spaces within) does not build.
 #[test]
 fn a_server_id_too_long_or_empty_does_not_build() {
     for id in [
@@ -211,6 +211,13 @@ fn a_server_id_too_long_or_empty_does_not_build() {
         "x".repeat(257),
         "files\n".into(),
         "a\u{7}b".into(),
+        // A second round's: taken, though no operator reads them as they are.
+        "files\u{202e}1".into(),
+        "files\u{200b}".into(),
+        "\u{feff}files".into(),
+        "   ".into(),
+        " files".into(),
+        "é".into(),
     ] {
         let err = ToolSet::builder(())
             .tool::<health>()
@@ -219,7 +226,11 @@ fn a_server_id_too_long_or_empty_does_not_build() {
             .unwrap_err();
         assert!(err.to_string().contains("server id"), "{id:?}: {err}");
     }
-    for id in ["files-1".to_owned(), "é".repeat(128), "x".repeat(256)] {
+    for id in [
+        "files-1".to_owned(),
+        "files eu-west-1 #2".into(),
+        "x".repeat(256),
+    ] {
         let built = ToolSet::builder(())
             .tool::<health>()
             .server_id(id.clone())

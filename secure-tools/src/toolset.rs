@@ -268,6 +268,24 @@ impl PlainMethod {
 /// The longest server id ([`ToolSetBuilder::server_id`]), in bytes.
 pub const MAX_SERVER_ID_BYTES: usize = 256;
 
+/// Whether `id` may be a server id: 1 to [`MAX_SERVER_ID_BYTES`] bytes of printable ASCII, spaces within only (a
+/// second round's bidirectional overrides, zero-width spaces and an id of spaces alone were taken: an identifier on
+/// every record, shown to operators, is plain text).
+fn check_server_id(id: &str) -> Result<(), String> {
+    let printable = id.chars().all(|c| c.is_ascii_graphic() || c == ' ');
+    if id.is_empty()
+        || id.len() > MAX_SERVER_ID_BYTES
+        || !printable
+        || id.starts_with(' ')
+        || id.ends_with(' ')
+    {
+        return Err(format!(
+            "must be 1 to {MAX_SERVER_ID_BYTES} bytes of printable ASCII, without spaces around it"
+        ));
+    }
+    Ok(())
+}
+
 /// Methods a [`PlainMethod`] cannot declare: the policy answers them itself, or passes them on as they are (the
 /// tasks methods rmcp types; `tasks/list` and `tasks/result`, which it does not, reach the gate as custom requests).
 const NOT_DECLARABLE: &[&str] = &[
@@ -538,8 +556,8 @@ impl<S: Send + Sync + 'static> ToolSetBuilder<S> {
         self
     }
 
-    /// The id stamped on every audit record (default `secure-tools`): 1 to [`MAX_SERVER_ID_BYTES`] bytes, without
-    /// control characters, or the set does not build.
+    /// The id stamped on every audit record (default `secure-tools`): 1 to [`MAX_SERVER_ID_BYTES`] bytes of
+    /// printable ASCII without spaces around it, or the set does not build.
     pub fn server_id(mut self, id: impl Into<Cow<'static, str>>) -> Self {
         self.server_id = id.into();
         self
@@ -594,6 +612,13 @@ impl<S: Send + Sync + 'static> ToolSetBuilder<S> {
         self = settings.limits.apply(self);
         let server_id = settings.server_id.as_deref();
         if let Some(id) = server_id {
+            // Refused before the audit file is opened (a second round's refused start left an empty one behind).
+            if let Err(message) = check_server_id(id) {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!("the server id (--server-id / MCP_SERVER_ID) {message}"),
+                ));
+            }
             self = self.server_id(id.to_owned());
         }
         // An audit file is always chained (see `audit::chain`).
@@ -658,15 +683,10 @@ impl<S: Send + Sync + 'static> ToolSetBuilder<S> {
     pub fn build(self) -> Result<ToolSet<S>, DefinitionError> {
         // On every record: bounded, so that a record stays within a line's bound (a chain round's 1.1 MB id made
         // records the verifier refused), and printable.
-        if self.server_id.is_empty()
-            || self.server_id.len() > MAX_SERVER_ID_BYTES
-            || self.server_id.chars().any(char::is_control)
-        {
+        if let Err(message) = check_server_id(&self.server_id) {
             return Err(DefinitionError::InvalidSetting {
                 what: "the server id".into(),
-                message: format!(
-                    "must be 1 to {MAX_SERVER_ID_BYTES} bytes, without control characters"
-                ),
+                message,
             });
         }
         // Every rate limit keeps its state where the set says: in this process, or in the shared store.

@@ -1738,7 +1738,7 @@ async fn the_redis_password_comes_from_a_file() {
 
     // In two places, empty, or with no Redis to give it to: refused, the password never shown.
     let empty = dir.path().join("empty-password");
-    std::fs::write(&empty, "\n").unwrap();
+    std::fs::write(&empty, " \t\n").unwrap();
     let with_password_in_url = format!("redis://:other@127.0.0.1:{redis_port}/0");
     for flags in [
         vec![

@@ -1409,11 +1409,14 @@ impl Settings {
                     let password =
                         std::str::from_utf8(crate::operator_file::without_final_line_break(&bytes))
                             .ok()
-                            .filter(|password| !password.is_empty())
+                            .filter(|password| !password.trim().is_empty())
                             .ok_or_else(|| {
                                 invalid(
                                     file_name,
-                                    format!("{}: is empty or not UTF-8", path.display()),
+                                    format!(
+                                        "{}: is empty, white space only, or not UTF-8",
+                                        path.display()
+                                    ),
                                 )
                             })?;
                     store = store

@@ -435,9 +435,16 @@ fn remote_parent(traceparent: Option<&str>, tracestate: Option<&str>) -> Option<
     // Printable ASCII (and the list's optional tabs) only, as W3C Trace Context writes its values: the SDK refuses
     // only `,` and `=` in a value, and an OTel round's CR LF, escape sequences and NUL from `_meta` went into every
     // span the caller parented, and on to whatever the handler propagated to.
+    // Tabs only around a list's members, where the list's grammar allows white space (a second round's tab inside a
+    // value was kept).
     let tracestate = tracestate.filter(|s| {
         s.len() <= crate::audit::MAX_TRACESTATE_BYTES
-            && s.bytes().all(|b| b == b'\t' || (0x20..=0x7e).contains(&b))
+            && s.split(',').all(|member| {
+                member
+                    .trim_matches([' ', '\t'])
+                    .bytes()
+                    .all(|b| (0x20..=0x7e).contains(&b))
+            })
     });
     /// The two trace-context fields, as the propagator reads headers.
     struct Fields<'a>(&'a str, Option<&'a str>);
@@ -820,6 +827,7 @@ mod tests {
             "vendor=\u{1b}[31mRED\u{1b}[0m\u{7}",
             "vendor=a\u{0}b",
             "vendor=h\u{e9}llo\u{202e}txt",
+            "vendor=a\tb",
         ] {
             assert_eq!(state(hostile), "", "{hostile:?}");
         }

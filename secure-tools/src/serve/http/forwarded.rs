@@ -26,6 +26,20 @@ pub(crate) fn parse_trusted(entry: &str) -> Result<IpNet, String> {
     let network: IpNet = entry.parse().map_err(|_| {
         format!("`{quoted}` is no IP address or network (`10.0.0.0/8`, `2001:db8::/32`)")
     })?;
+    // An IPv4-mapped network is the IPv4 network it maps, as peers are compared (a second round's
+    // `::ffff:127.0.0.0/104` was taken and matched no one).
+    let network = match network {
+        IpNet::V6(v6) if v6.prefix_len() >= 96 && v6.addr().to_ipv4_mapped().is_some() => {
+            let v4 = v6
+                .addr()
+                .to_ipv4_mapped()
+                .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED);
+            ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96)
+                .map(IpNet::V4)
+                .unwrap_or(network)
+        }
+        other => other,
+    };
     if network.trunc() != network {
         return Err(format!(
             "`{quoted}` has bits set past its prefix: the network is `{}` (or write the one address `{}`)",
@@ -151,6 +165,11 @@ mod tests {
             parse_trusted("::ffff:10.0.0.7").unwrap().to_string(),
             "10.0.0.7/32"
         );
+        assert_eq!(
+            parse_trusted("::ffff:127.0.0.0/104").unwrap().to_string(),
+            "127.0.0.0/8"
+        );
+        assert!(parse_trusted("::ffff:127.0.0.1/104").is_err());
         assert_eq!(
             parse_trusted("10.0.0.0/8").unwrap().to_string(),
             "10.0.0.0/8"
