@@ -2311,7 +2311,8 @@ fn refuse_unfollowed_last(
 }
 
 /// How many lines of the file's first `end` bytes hold more than white space, and the first of them (`None` when
-/// longer than [`MAX_LINE`]). One pass, a buffer at a time.
+/// longer than [`MAX_LINE`]). One pass, a buffer at a time, finding line ends with `memchr` (about ten times the
+/// speed of a byte-by-byte loop: a start on a large file pays it).
 fn census(file: &mut File, end: u64) -> io::Result<(u64, Option<Vec<u8>>)> {
     file.seek(SeekFrom::Start(0))?;
     let mut reader = (&mut *file).take(end);
@@ -2321,28 +2322,39 @@ fn census(file: &mut File, end: u64) -> io::Result<(u64, Option<Vec<u8>>)> {
     let mut text = false;
     let mut first: Option<Option<Vec<u8>>> = None;
     let mut current = Vec::new();
+    let keep = |current: &mut Vec<u8>, part: &[u8]| {
+        if current.len() <= MAX_LINE {
+            current.extend_from_slice(&part[..part.len().min(MAX_LINE + 1 - current.len())]);
+        }
+    };
     loop {
         let read = reader.read(&mut buffer)?;
         if read == 0 {
             break;
         }
-        for &byte in &buffer[..read] {
-            if byte == b'\n' {
-                if text {
-                    lines += 1;
-                    if first.is_none() {
-                        first =
-                            Some((current.len() <= MAX_LINE).then(|| std::mem::take(&mut current)));
-                    }
-                }
-                current.clear();
-                text = false;
-            } else {
-                text |= !byte.is_ascii_whitespace();
-                if first.is_none() && current.len() <= MAX_LINE {
-                    current.push(byte);
+        let chunk = &buffer[..read];
+        let mut start = 0;
+        for newline in memchr::memchr_iter(b'\n', chunk) {
+            let part = &chunk[start..newline];
+            // Most lines begin with `{`: decided at their first byte.
+            text = text || part.iter().any(|byte| !byte.is_ascii_whitespace());
+            if first.is_none() {
+                keep(&mut current, part);
+            }
+            if text {
+                lines += 1;
+                if first.is_none() {
+                    first = Some((current.len() <= MAX_LINE).then(|| std::mem::take(&mut current)));
                 }
             }
+            current.clear();
+            text = false;
+            start = newline + 1;
+        }
+        let part = &chunk[start..];
+        text = text || part.iter().any(|byte| !byte.is_ascii_whitespace());
+        if first.is_none() {
+            keep(&mut current, part);
         }
     }
     if text {
@@ -4020,6 +4032,30 @@ mod tests {
     /// which reads as an accident) made the verifier stop there, so every later edit went unreported. Past a line
     /// that is not a record, the chain is checked on from the record before it: the first problem is the line, and
     /// the first after it is reported too.
+    /// The lines a restart counts: those that are not blank, across buffer ends, the last with or without its
+    /// newline; the first kept unless longer than any record.
+    #[test]
+    fn the_census_counts_lines_that_are_not_blank() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lines");
+        let count = |bytes: &[u8]| {
+            std::fs::write(&path, bytes).unwrap();
+            let mut file = File::open(&path).unwrap();
+            let (lines, first) = census(&mut file, bytes.len() as u64).unwrap();
+            (lines, first.map(|line| String::from_utf8(line).unwrap()))
+        };
+        assert_eq!(count(b""), (0, None));
+        assert_eq!(count(b"\n \t\r\n\n"), (0, None));
+        assert_eq!(count(b"\n a\n\nb\n  \nc"), (3, Some(" a".into())));
+        // A line across the 1 MiB buffer's end, then one past it.
+        let long = "x".repeat((1 << 20) - 3);
+        let text = format!("ab\n{long}yz\n   \nlast\n");
+        assert_eq!(count(text.as_bytes()), (3, Some("ab".into())));
+        // A first line longer than any record: counted, not kept.
+        let too_long = format!("{}\nnext\n", "y".repeat(MAX_LINE + 10));
+        assert_eq!(count(too_long.as_bytes()), (2, None));
+    }
+
     /// A chain round's: any first problem but a stray line stopped the check, so a decoy (a copy of an earlier
     /// record, a byte flipped in one) named first hid a removal after it. Past the first problem of any kind, the
     /// numbering is checked on to the first record no line of the files holds, reported as `later`; records moved
