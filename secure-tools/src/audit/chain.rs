@@ -2258,8 +2258,7 @@ fn last_line_at(file: &mut File, length: u64) -> io::Result<Option<(u64, Vec<u8>
 
 /// Refuses to continue from the last record of the file `path` (its first `end` bytes, read through `file`) unless
 /// it is the chain's head there: it follows the record before it (the next `seq`, its `prev` that record's seal),
-/// and the file's lines that are not blank are its records from the first one's number on, one after another, so
-/// that the last is numbered the first's and one less than their count. Red teams' rounds: a genuine earlier line
+/// and the file's lines that are not blank are a chain as they state it, from the first (see [`chain_links`]). Red teams' rounds: a genuine earlier line
 /// appended after the last record (append access was enough), then two consecutive ones (which follow each other),
 /// were continued from as the chain's head, forking it; the verifier stopped at the copies, and nothing written after
 /// them was checked. The file is read through once (the start's cost: about a second for half a gigabyte). A new
@@ -2302,73 +2301,105 @@ fn refuse_unfollowed_last(
             return Err(refused());
         }
     }
-    let (lines, first) = census(file, end)?;
-    let first = first.as_deref().and_then(link).ok_or_else(refused)?;
-    if first.0.checked_add(lines - 1) != Some(last_seq) {
+    let (first_seq, first_prev, chained_last) =
+        chain_links(file, end, seal_name(key))?.ok_or_else(refused)?;
+    if chained_last != last_seq {
         return Err(refused());
     }
-    Ok(first)
+    Ok((first_seq, first_prev))
 }
 
-/// How many lines of the file's first `end` bytes hold more than white space, and the first of them (`None` when
-/// longer than [`MAX_LINE`]). One pass, a buffer at a time, finding line ends with `memchr` (about ten times the
-/// speed of a byte-by-byte loop: a start on a large file pays it).
-fn census(file: &mut File, end: u64) -> io::Result<(u64, Option<Vec<u8>>)> {
+/// The chain a file's first `end` bytes hold, as its lines state it: `(first seq, first prev, last seq)` when every
+/// line that is not blank ends with the chain's members (`seq`, `prev`, and the seal named `seal_name`), each
+/// numbered one past the one before and its `prev` that one's stated seal; `None` otherwise, or for no record. The
+/// seals are not computed (the verifier's work): this finds where a line that does not continue the chain was put,
+/// a copy of an earlier record or one of another chain sealed with the same key (red teams' rounds). One pass, a
+/// buffer at a time, line ends found with `memchr`: about 7.8 GB/s from the page cache (BENCHMARKS.md section 6).
+fn chain_links(
+    file: &mut File,
+    end: u64,
+    seal_name: &str,
+) -> io::Result<Option<(u64, String, u64)>> {
     file.seek(SeekFrom::Start(0))?;
-    let mut reader = (&mut *file).take(end);
-    let mut buffer = vec![0u8; 1 << 20];
-    let mut lines = 0u64;
-    // Whether the line being read holds more than white space.
-    let mut text = false;
-    let mut first: Option<Option<Vec<u8>>> = None;
-    let mut current = Vec::new();
-    let keep = |current: &mut Vec<u8>, part: &[u8]| {
-        if current.len() <= MAX_LINE {
-            current.extend_from_slice(&part[..part.len().min(MAX_LINE + 1 - current.len())]);
-        }
+    let mut reader = io::BufReader::with_capacity(1 << 20, (&mut *file).take(end));
+    let seal_marker = format!(",\"{seal_name}\":\"");
+    // The chain's members as a line states them: its `seq`, its `prev` and its seal.
+    let stated = |line: &[u8]| -> Option<(u64, String, String)> {
+        let inner = line.strip_suffix(b"\"}")?;
+        let at = memchr::memmem::rfind(inner, seal_marker.as_bytes())?;
+        let seal = std::str::from_utf8(&inner[at + seal_marker.len()..]).ok()?;
+        let body = inner[..at].strip_suffix(b"\"")?;
+        let prev_at = memchr::memmem::rfind(body, b",\"prev\":\"")?;
+        let prev = std::str::from_utf8(&body[prev_at + 9..]).ok()?;
+        let numbered = &body[..prev_at];
+        let seq_at = memchr::memmem::rfind(numbered, b",\"seq\":")?;
+        let seq = std::str::from_utf8(&numbered[seq_at + 7..])
+            .ok()?
+            .parse()
+            .ok()?;
+        (!seal.contains('"') && !prev.contains('"'))
+            .then(|| (seq, prev.to_owned(), seal.to_owned()))
     };
-    loop {
-        let read = reader.read(&mut buffer)?;
-        if read == 0 {
-            break;
+    let mut first: Option<(u64, String)> = None;
+    let mut last: Option<(u64, String)> = None;
+    let mut carried: Vec<u8> = Vec::new();
+    let mut take = |line: &[u8]| -> bool {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            return true;
         }
-        let chunk = &buffer[..read];
-        let mut start = 0;
-        for newline in memchr::memchr_iter(b'\n', chunk) {
-            let part = &chunk[start..newline];
-            // Most lines begin with `{`: decided at their first byte.
-            text = text || part.iter().any(|byte| !byte.is_ascii_whitespace());
-            if first.is_none() {
-                keep(&mut current, part);
-            }
-            if text {
-                lines += 1;
-                if first.is_none() {
-                    first = Some((current.len() <= MAX_LINE).then(|| std::mem::take(&mut current)));
+        let Some((seq, prev, seal)) = stated(line) else {
+            return false;
+        };
+        match &last {
+            None => first = Some((seq, prev)),
+            Some((last_seq, last_seal)) => {
+                if last_seq.checked_add(1) != Some(seq) || prev != *last_seal {
+                    return false;
                 }
             }
-            current.clear();
-            text = false;
+        }
+        last = Some((seq, seal));
+        true
+    };
+    loop {
+        let available = reader.fill_buf()?;
+        if available.is_empty() {
+            break;
+        }
+        let length = available.len();
+        let mut start = 0;
+        for newline in memchr::memchr_iter(b'\n', available) {
+            let whole = if carried.is_empty() {
+                take(&available[start..newline])
+            } else {
+                carried.extend_from_slice(&available[start..newline]);
+                let whole = take(&carried);
+                carried.clear();
+                whole
+            };
+            if !whole {
+                return Ok(None);
+            }
             start = newline + 1;
         }
-        let part = &chunk[start..];
-        text = text || part.iter().any(|byte| !byte.is_ascii_whitespace());
-        if first.is_none() {
-            keep(&mut current, part);
+        if carried.len() + (length - start) > MAX_LINE {
+            return Ok(None);
         }
+        carried.extend_from_slice(&available[start..]);
+        reader.consume(length);
     }
-    if text {
-        lines += 1;
-        if first.is_none() {
-            first = Some((current.len() <= MAX_LINE).then_some(current));
-        }
+    if !carried.is_empty() && !take(&carried) {
+        return Ok(None);
     }
-    Ok((lines, first.flatten()))
+    Ok(first
+        .zip(last)
+        .map(|((first, prev), (last, _))| (first, prev, last)))
 }
 
 /// Refuses a file whose first record (`first`: its `seq` and `prev`) does not follow the last record of the file
-/// rotated out before it (`FILE.1`, or the newest rotated file holding a record, when there is one and the chain did
-/// not begin afresh in this file): a red team's
+/// rotated out before it (`FILE.1`, or the newest rotated file holding a record, when there is one: a record 1
+/// there, the chain begun afresh beside it, is refused too, as a third round's copy of record 1 was continued
+/// from): a red team's
 /// copy of an earlier record, written into the new file after a rotation, was that file's first record and so
 /// continued from. A `FILE.1` ending with a write cut short is read up to it.
 fn refuse_unfollowed_rotation(
@@ -2376,23 +2407,31 @@ fn refuse_unfollowed_rotation(
     first: &(u64, String),
     key: Option<&ChainKey>,
 ) -> io::Result<()> {
-    if first.0 <= 1 {
-        return Ok(());
-    }
     // The newest rotated file holding a record, as a new file's chain is continued from (an empty `FILE.1`
-    // passed over).
+    // passed over, and one holding only a write cut short). None: a file beginning the chain is as it should be; one
+    // continuing a chain nothing beside it holds is refused beside a rotated copy the chain is not continued from
+    // (a third round's copies written into a new file beside a `dateext` copy), as an empty one is.
     let mut last = None;
+    let mut examined = 0;
     for k in 1..=MAX_ROTATED {
         let Some(mut previous) = open_rotated(&rotated_name_k(path, k))? else {
-            return Ok(());
+            break;
         };
+        examined = k;
         last = match torn_end(&mut previous, key)? {
             End::Fragment { before, .. } => before,
             End::Clean | End::MissingNewline => last_line(&mut previous)?,
         };
-        if last.is_some() || previous.metadata()?.len() > 0 {
+        if last.is_some() {
             break;
         }
+    }
+    if last.is_none() {
+        return if first.0 <= 1 {
+            Ok(())
+        } else {
+            refuse_unfollowed_rotations(path, examined)
+        };
     }
     let follows = last.is_some_and(|line| {
         let seq = strict_object(&line).and_then(|object| object.get("seq")?.as_u64());
@@ -4032,28 +4071,57 @@ mod tests {
     /// which reads as an accident) made the verifier stop there, so every later edit went unreported. Past a line
     /// that is not a record, the chain is checked on from the record before it: the first problem is the line, and
     /// the first after it is reported too.
-    /// The lines a restart counts: those that are not blank, across buffer ends, the last with or without its
-    /// newline; the first kept unless longer than any record.
+    /// The chain a restart reads from its file: lines that are not blank, each following the one before as it
+    /// states it, across buffer ends, the last with or without its newline; anything else, none.
     #[test]
-    fn the_census_counts_lines_that_are_not_blank() {
+    fn a_restart_reads_the_chain_its_lines_state() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("lines");
-        let count = |bytes: &[u8]| {
-            std::fs::write(&path, bytes).unwrap();
+        let path = dir.path().join("audit.jsonl");
+        write(&path, None, 1, 4);
+        let genuine = lines(&path);
+        let links = |text: &str| {
+            std::fs::write(&path, text).unwrap();
             let mut file = File::open(&path).unwrap();
-            let (lines, first) = census(&mut file, bytes.len() as u64).unwrap();
-            (lines, first.map(|line| String::from_utf8(line).unwrap()))
+            chain_links(&mut file, text.len() as u64, "hash")
+                .unwrap()
+                .map(|(first, _, last)| (first, last))
         };
-        assert_eq!(count(b""), (0, None));
-        assert_eq!(count(b"\n \t\r\n\n"), (0, None));
-        assert_eq!(count(b"\n a\n\nb\n  \nc"), (3, Some(" a".into())));
-        // A line across the 1 MiB buffer's end, then one past it.
-        let long = "x".repeat((1 << 20) - 3);
-        let text = format!("ab\n{long}yz\n   \nlast\n");
-        assert_eq!(count(text.as_bytes()), (3, Some("ab".into())));
-        // A first line longer than any record: counted, not kept.
-        let too_long = format!("{}\nnext\n", "y".repeat(MAX_LINE + 10));
-        assert_eq!(count(too_long.as_bytes()), (2, None));
+        assert_eq!(links(""), None);
+        assert_eq!(links("\n \t\n"), None);
+        assert_eq!(links(&(genuine.join("\n") + "\n")), Some((1, 4)));
+        assert_eq!(links(&genuine.join("\n\n  \n")), Some((1, 4)));
+        assert_eq!(links(&genuine[1..].join("\n")), Some((2, 4)));
+        // A copy, a record of another chain, a line that is no record.
+        let mut copied = genuine.clone();
+        copied.push(genuine[3].clone());
+        assert_eq!(links(&copied.join("\n")), None);
+        let other = dir.path().join("other.jsonl");
+        write(&other, None, 1, 6);
+        let mut foreign = genuine.clone();
+        foreign.push(lines(&other)[4].clone());
+        assert_eq!(links(&foreign.join("\n")), None);
+        assert_eq!(links(&(genuine.join("\n") + "\nnot a record\n")), None);
+        // A line across the 1 MiB buffer's end: a record with a long member.
+        let long = dir.path().join("long.jsonl");
+        let sink = ChainedFileSink::append_to(&long, None).unwrap();
+        sink.write(&record(1)).unwrap();
+        let mut big = record(2);
+        if let AuditEvent::ServerStop { reason, .. } = &mut big.event {
+            *reason = "x".repeat((1 << 20) - 300);
+        }
+        sink.write(&big).unwrap();
+        sink.write(&record(3)).unwrap();
+        drop(sink);
+        let text = std::fs::read_to_string(&long).unwrap();
+        let expected = text.lines().count() as u64;
+        assert!(text.len() > 1 << 20 && expected == 3, "{}", text.len());
+        std::fs::write(&path, &text).unwrap();
+        let mut file = File::open(&path).unwrap();
+        let found = chain_links(&mut file, text.len() as u64, "hash").unwrap();
+        assert_eq!(
+            found.map(|(first, _, last)| (first, last)),
+            Some((1, expected))
+        );
     }
 
     /// A chain round's: any first problem but a stray line stopped the check, so a decoy (a copy of an earlier
@@ -4726,8 +4794,25 @@ mod tests {
                 .expect("a copy opening the new file is not continued from")
                 .to_string();
             assert!(shown.contains("FILE.1"), "{shown}");
-            // The new file as the chain wrote it: continued, and restarted again.
+            // Record 1 copied there (a third round's), or two consecutive records of another chain sealed the
+            // same way appended to `FILE.1`.
+            put(&path, &genuine[0..1]);
+            let shown = ChainedFileSink::append_to(&path, key.cloned())
+                .err()
+                .expect("a copy of record 1 opening the new file is not continued from")
+                .to_string();
+            assert!(shown.contains("FILE.1"), "{shown}");
             std::fs::remove_file(&path).unwrap();
+            let other = dir.path().join("other.jsonl");
+            write(&other, key, 1, 12);
+            let others = lines(&other);
+            let mut foreign = genuine.clone();
+            foreign.extend_from_slice(&others[7..9]);
+            put(&rotated_path, &foreign);
+            refused(&path, key);
+            put(&rotated_path, &genuine);
+            // The new file as the chain wrote it: continued, and restarted again.
+            let _ = std::fs::remove_file(&path);
             write(&path, key, 8, 9);
             write(&path, key, 10, 10);
             let checked = verify(&[&rotated_path, &path], key, None).unwrap();
@@ -5093,13 +5178,12 @@ mod tests {
         let forged = dir.path().join("forged.jsonl");
         write(&forged, None, 1, 16);
         std::fs::rename(&forged, &path).unwrap();
-        {
-            let sink = with_checkpoints(ChainedFileSink::append_to(&path, None).unwrap(), &key);
-            sink.write(&record(100)).unwrap();
-        }
-        std::fs::remove_file(rotated_name(&path)).unwrap();
-        let checked = verify(&[&path], None, Some(&public)).unwrap();
-        assert_eq!(unvouched_ranges(&checked), [(1, 16)], "{:#?}", lines(&path));
+        // Not continued at all now (a third round's): a record 1 beside a `FILE.1` that holds records does not
+        // follow it, so no checkpoint is written to seem to vouch for the forgery.
+        let refused = ChainedFileSink::append_to(&path, None)
+            .err()
+            .expect("a chain begun afresh beside FILE.1 is not continued");
+        assert!(refused.to_string().contains("FILE.1"), "{refused}");
 
         // A file that does continue `FILE.1` (a crash before its first checkpoint) is vouched for up to that file's
         // last checkpoint, and no further.
