@@ -1045,9 +1045,19 @@ async fn a_declared_method_served_is_recorded_once_and_a_panic_answered() {
         (" https://user:hunter2@host/", " https://***@host/"),
         ("1abc://user:hunter2@host/", "1abc://***@host/"),
         ("ht_tp://user:hunter2@host/", "ht_tp://***@host/"),
-        ("https://user:hun?ter2@host/", "https://***@host/"),
-        ("https://user:hun#ter2@host/p?q=1", "https://***@host/p?***"),
+        ("https://user:hun?ter2@host/", "https://***"),
+        ("https://user:hun#ter2@host/p?q=1", "https://***"),
         ("https://host/p?email=hunter2@example.com", "https://***"),
+        // A third round's: a `:` or `//` in the query, a scheme with one slash, a query with no scheme.
+        (
+            "myapp:report?access_token=hunter2&next=https://example.com/cb",
+            "myapp:report?***",
+        ),
+        ("svc:u:hunter2@host/a?next=http://b", "svc:***@host/a?***"),
+        ("https:/u:hunter2@h//x", "https:***"),
+        ("report?token=hunter2&at=12:00", "report?***"),
+        ("report#access_token=hunter2&expires=12:30", "report#***"),
+        ("example.com/x?access_token=hunter2", "example.com/x?***"),
     ] {
         peer.read_resource(rmcp::model::ReadResourceRequestParams::new(uri))
             .await
@@ -1065,11 +1075,11 @@ async fn a_declared_method_served_is_recorded_once_and_a_panic_answered() {
     let error = peer.get_prompt(prompt("missing")).await.unwrap_err();
     assert!(error.to_string().contains("no prompt"), "{error}");
     let records = served(&audit);
-    assert_eq!(records.len(), 16, "{records:?}");
-    assert_eq!(records[15]["method"], "prompts/get");
-    assert_eq!(records[15]["target"], "missing");
-    assert_eq!(records[15]["outcome"], "error");
-    assert_eq!(records[15]["code"], -32602);
+    assert_eq!(records.len(), 22, "{records:?}");
+    assert_eq!(records[21]["method"], "prompts/get");
+    assert_eq!(records[21]["target"], "missing");
+    assert_eq!(records[21]["outcome"], "error");
+    assert_eq!(records[21]["code"], -32602);
 
     // A panic: answered, its message withheld, recorded `panic`; the server goes on serving.
     let answer = tokio::time::timeout(
@@ -1085,9 +1095,9 @@ async fn a_declared_method_served_is_recorded_once_and_a_panic_answered() {
     );
     assert!(!error.contains("hunter2"), "{error}");
     let records = served(&audit);
-    assert_eq!(records.len(), 17, "{records:?}");
-    assert_eq!(records[16]["outcome"], "panic", "{records:?}");
-    assert_eq!(records[16]["code"], -32603, "{records:?}");
+    assert_eq!(records.len(), 23, "{records:?}");
+    assert_eq!(records[22]["outcome"], "panic", "{records:?}");
+    assert_eq!(records[22]["code"], -32603, "{records:?}");
 
     // A review's: a panic in the handler's `fn` itself, before its future exists, escaped the catch (no answer,
     // recorded `cancelled`, its message to the previous hook). Caught as the others are.
@@ -1116,10 +1126,10 @@ async fn a_declared_method_served_is_recorded_once_and_a_panic_answered() {
         .expect("a declared custom method is served");
     assert!(format!("{status:?}").contains("acme/status"), "{status:?}");
     let records = served(&audit);
-    assert_eq!(records.len(), 19, "{records:?}");
-    assert_eq!(records[18]["method"], "acme/status");
-    assert!(records[18].get("target").is_none(), "{records:?}");
-    assert_eq!(records[18]["outcome"], "ok");
+    assert_eq!(records.len(), 25, "{records:?}");
+    assert_eq!(records[24]["method"], "acme/status");
+    assert!(records[24].get("target").is_none(), "{records:?}");
+    assert_eq!(records[24]["outcome"], "ok");
 
     // A refusal is its `message_rejected` record alone.
     let undeclared = peer
@@ -1128,7 +1138,7 @@ async fn a_declared_method_served_is_recorded_once_and_a_panic_answered() {
         ))
         .await;
     assert!(undeclared.is_err(), "{undeclared:?}");
-    assert_eq!(served(&audit).len(), 19);
+    assert_eq!(served(&audit).len(), 25);
     assert!(
         !audit
             .records()

@@ -1354,34 +1354,45 @@ fn client_of(
 }
 
 /// A request's target as recorded, without what commonly carries a credential in a URI (reviews' and red teams':
-/// `user:pw@`, a `?token=` under any name or encoding, an `#access_token=`). A target with a `:` or a `//` is taken
-/// for a URI, whether or not its scheme is one (a second round's ` https://`, `//u:pw@h`, `1abc://` and `ht_tp://`
-/// were recorded whole): past its authority's start (after `//`, or else after the first `:`), whatever comes before
-/// its last `@` is replaced by `***`, or, when a `/` lies between (a password holding one, an `@` in the path or the
-/// query), all of it; then the query and the fragment are replaced by `***` (a `?` in a password no longer ends the
-/// masking: `https://u:pa?ss@h` kept `u:pa`). A prompt's name, with neither, is kept as it is.
+/// `user:pw@`, a `?token=` under any name or encoding, an `#access_token=`). Its query and fragment (from the first
+/// `?` or `#`) are replaced by `***`, whatever the target. One with a `:` before them, or beginning `//`, is taken
+/// for a URI, a well-formed scheme or not (a round's ` https://`, `//u:pw@h`, `1abc://` were recorded whole; a
+/// third's `:` or `//` inside a query was taken for the authority's start): past its authority's start (after `//`
+/// following the scheme, or else after the `:`), whatever comes before its last `@` is replaced by `***`, or, when a
+/// `/`, `?` or `#` lies before that `@` (a password holding one, an `@` in the path or the query), all of it. A
+/// prompt's name, with none of these, is kept as it is.
 fn recorded_target(target: &str) -> Cow<'_, str> {
-    let authority = match target.find("//") {
-        Some(at) => at + 2,
-        None => match target.find(':') {
-            Some(at) => at + 1,
-            None => return Cow::Borrowed(target),
-        },
+    let query = target.find(['?', '#']);
+    let head = &target[..query.unwrap_or(target.len())];
+    let authority = if head.starts_with("//") {
+        Some(2)
+    } else {
+        head.find(':').map(|colon| {
+            if target[colon + 1..].starts_with("//") {
+                colon + 3
+            } else {
+                colon + 1
+            }
+        })
     };
-    let mut recorded = String::with_capacity(target.len());
-    recorded.push_str(&target[..authority]);
-    let rest = &target[authority..];
-    let rest = match rest.rfind('@') {
-        Some(at) if !rest[..at].contains('/') => {
-            recorded.push_str("***");
-            &rest[at..]
+    let mut recorded = String::with_capacity(target.len() + 6);
+    let mut from = 0;
+    if let Some(start) = authority {
+        recorded.push_str(&target[..start]);
+        let rest = &target[start..];
+        match rest.rfind('@') {
+            Some(at) if !rest[..at].contains(['/', '?', '#']) => {
+                recorded.push_str("***");
+                from = start + at;
+            }
+            Some(_) => {
+                recorded.push_str("***");
+                return Cow::Owned(recorded);
+            }
+            None => from = start,
         }
-        Some(_) => {
-            recorded.push_str("***");
-            return Cow::Owned(recorded);
-        }
-        None => rest,
-    };
+    }
+    let rest = &target[from..];
     match rest.find(['?', '#']) {
         Some(at) => {
             recorded.push_str(&rest[..=at]);
