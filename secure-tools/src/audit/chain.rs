@@ -946,8 +946,15 @@ impl ChainedFileSink {
                     }
                     End::Clean | End::MissingNewline => last_line(&mut previous)?,
                 };
-                let holds_one = last.is_some() || cut.as_ref().is_some_and(|c| c.file.is_some());
-                if !holds_one && previous.metadata()?.len() > 0 {
+                // Only a write cut short (a new file's first, a power loss, then a rotation before the restart):
+                // passed over as an empty file is, its fragment cut as the chain goes on from the file before it (a
+                // third round's start was refused).
+                let fragment_only = last.is_none()
+                    && cut
+                        .as_ref()
+                        .is_some_and(|c| c.file.as_ref().is_some_and(|(at, _)| *at == rotated));
+                let holds_one = last.is_some();
+                if !holds_one && !fragment_only && previous.metadata()?.len() > 0 {
                     return Err(invalid(
                         &rotated,
                         "it holds blank lines and no record, where the file rotated out (which a new file \
@@ -974,14 +981,17 @@ impl ChainedFileSink {
         // The record continued from is the one the chain's last write left (see `refuse_unfollowed_last`): where
         // its file ends, or where the fragment after it starts.
         if last.is_some() {
-            let fragment_at = |in_rotated: bool| {
+            // The fragment in the file named so (`None`: this one), if there is one there.
+            let fragment_at = |in_file: Option<&Path>| {
                 cut.as_ref()
-                    .filter(|fragment| fragment.file.is_some() == in_rotated)
+                    .filter(|fragment| {
+                        fragment.file.as_ref().map(|(at, _)| at.as_path()) == in_file
+                    })
                     .map(|fragment| fragment.at)
             };
             match &continued_from {
                 None => {
-                    let end = match fragment_at(false) {
+                    let end = match fragment_at(None) {
                         Some(at) => at,
                         None => file.metadata()?.len(),
                     };
@@ -991,7 +1001,7 @@ impl ChainedFileSink {
                 Some(rotated) => {
                     let mut previous =
                         File::open(rotated).map_err(|error| naming(rotated, error))?;
-                    let end = match fragment_at(true) {
+                    let end = match fragment_at(Some(rotated)) {
                         Some(at) => at,
                         None => previous.metadata()?.len(),
                     };
@@ -4071,6 +4081,52 @@ mod tests {
     /// which reads as an accident) made the verifier stop there, so every later edit went unreported. Past a line
     /// that is not a record, the chain is checked on from the record before it: the first problem is the line, and
     /// the first after it is reported too.
+    /// A third round's false refusal: a new file's first write cut short (a power loss), then a rotation before the
+    /// restart, left `FILE.1` holding only the fragment and the chain in `FILE.2`: the start was refused, naming
+    /// `FILE.2` as a copy the chain is not continued from. A rotated file holding only a write cut short is passed
+    /// over as an empty one is, its fragment cut, and the chain goes on from `FILE.2`.
+    #[test]
+    fn a_rotated_file_holding_only_a_write_cut_short_is_passed_over() {
+        for key in [None, Some(ChainKey::from_bytes(&[7; 32]).unwrap())] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("audit.jsonl");
+            write(&path, key.as_ref(), 1, 5);
+            std::fs::rename(&path, rotated_name_k(&path, 2)).unwrap();
+            std::fs::write(rotated_name_k(&path, 1), b"{\"ts\":\"2026-12-0").unwrap();
+            write(&path, key.as_ref(), 6, 6);
+            let set = [
+                rotated_name_k(&path, 2),
+                rotated_name_k(&path, 1),
+                path.clone(),
+            ];
+            let checked = verify(&set, key.as_ref(), None).unwrap();
+            assert_eq!(checked.problem, None, "{checked:?}");
+            assert_eq!(checked.last_seq, Some(7), "{checked:?}");
+            assert!(std::fs::read(rotated_name_k(&path, 1)).unwrap().is_empty());
+            let cut: Value = serde_json::from_str(&lines(&path)[0]).unwrap();
+            assert_eq!(cut["event"], "incomplete_line_cut", "{cut}");
+        }
+        // With checkpoints: the chain goes on, every record vouched for.
+        let signer = CheckpointKey::from_seed([9; 32]);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        write_checkpointed(&path, &signer, 1, 5);
+        std::fs::rename(&path, rotated_name_k(&path, 2)).unwrap();
+        std::fs::write(rotated_name_k(&path, 1), b"{\"ts\":\"2026-12-0").unwrap();
+        write_checkpointed(&path, &signer, 6, 6);
+        let set = [
+            rotated_name_k(&path, 2),
+            rotated_name_k(&path, 1),
+            path.clone(),
+        ];
+        let checked = verify(&set, None, Some(&public_key(dir.path(), &signer))).unwrap();
+        assert_eq!(checked.problem, None, "{checked:?}");
+        assert!(
+            checked.unvouched.is_empty() && checked.ends_clean,
+            "{checked:?}"
+        );
+    }
+
     /// The chain a restart reads from its file: lines that are not blank, each following the one before as it
     /// states it, across buffer ends, the last with or without its newline; anything else, none.
     #[test]
