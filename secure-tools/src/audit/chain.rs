@@ -862,6 +862,7 @@ impl ChainedFileSink {
             End::Clean => (false, None, last_line(&mut file)?),
             End::MissingNewline => (true, None, last_line(&mut file)?),
             End::Fragment { fragment, before } => {
+                let newline_owed = fragment.newline_owed;
                 tracing::warn!(
                     path = %path.display(),
                     bytes = fragment.bytes,
@@ -871,7 +872,7 @@ impl ChainedFileSink {
                 );
                 // The record before the fragment, which the chain continues once the fragment is cut (none: the
                 // file's first record was cut short, and the file is as good as empty).
-                (false, Some(fragment), before)
+                (newline_owed, Some(fragment), before)
             }
         };
         // Blank lines and nothing else: no record to continue, and a chain written after them would not verify
@@ -1986,6 +1987,9 @@ struct Fragment {
     /// The file it ends, when not the sink's own: the rotated file a new one continues, its name and the handle
     /// it is cut through, opened and locked as the sink was made.
     file: Option<(PathBuf, File)>,
+    /// Zeros after a whole record (its newline lost with them): once they are cut, the next record starts with a
+    /// newline.
+    newline_owed: bool,
 }
 
 impl ChainState {
@@ -2098,6 +2102,22 @@ fn torn_end(file: &mut File, key: Option<&ChainKey>) -> io::Result<End> {
     if zeros == 0 && (is_record(fragment) || fragment.iter().all(u8::is_ascii_whitespace)) {
         return Ok(End::MissingNewline);
     }
+    // A whole record, then zeros: a power loss kept the record, and lost the page from its newline on (a third
+    // round's start was refused). The zeros are cut as a fragment is, and the record kept.
+    if zeros > 0 && zeros < fragment.len() && is_record(&fragment[..fragment.len() - zeros]) {
+        let kept = &fragment[..fragment.len() - zeros];
+        return Ok(End::Fragment {
+            fragment: Fragment {
+                at: length - zeros as u64,
+                bytes: zeros as u64,
+                digest: format!("sha256:{}", hex(&Sha256::digest(&fragment[kept.len()..]))),
+                cut: false,
+                file: None,
+                newline_owed: true,
+            },
+            before: Some(kept.to_vec()),
+        });
+    }
     // What a write cut short leaves is the start of a JSON text, as the verifier takes a line still being written,
     // and after it, when a power loss kept the file's length but not its last data, zeros to the end (nothing but
     // zeros after a record's newline). Anything else (a whole object, an altered record without its newline,
@@ -2126,6 +2146,7 @@ fn torn_end(file: &mut File, key: Option<&ChainKey>) -> io::Result<End> {
             digest: format!("sha256:{}", hex(&Sha256::digest(fragment))),
             cut: false,
             file: None,
+            newline_owed: false,
         },
         before,
     })
@@ -4125,6 +4146,32 @@ mod tests {
             checked.unvouched.is_empty() && checked.ends_clean,
             "{checked:?}"
         );
+    }
+
+    /// A third round's false refusal: a power loss that kept a record but not its newline, the rest of the page
+    /// zeros (the lost page beginning at the newline), refused the start. The zeros are cut as a write cut short
+    /// is, named by an `incomplete_line_cut` record, and the next record starts on a line of its own.
+    #[test]
+    fn a_record_kept_without_its_newline_then_zeros_is_continued() {
+        for key in [None, Some(ChainKey::from_bytes(&[7; 32]).unwrap())] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("audit.jsonl");
+            write(&path, key.as_ref(), 1, 3);
+            let mut bytes = std::fs::read(&path).unwrap();
+            assert_eq!(bytes.pop(), Some(b'\n'));
+            bytes.extend_from_slice(&[0; 300]);
+            std::fs::write(&path, &bytes).unwrap();
+            write(&path, key.as_ref(), 4, 4);
+            let checked = verify(&[&path], key.as_ref(), None).unwrap();
+            assert_eq!(checked.problem, None, "{checked:?}");
+            assert_eq!((checked.records, checked.last_seq), (5, Some(5)));
+            let all = lines(&path);
+            let cut: Value = serde_json::from_str(&all[3]).unwrap();
+            assert_eq!(
+                (cut["event"].as_str(), cut["bytes"].as_u64()),
+                (Some("incomplete_line_cut"), Some(300))
+            );
+        }
     }
 
     /// The chain a restart reads from its file: lines that are not blank, each following the one before as it
