@@ -2527,7 +2527,7 @@ pub struct Verification {
     /// When the first problem is a line that is not a record: the first problem after it, the chain checked on from
     /// the record before that line (one such line, a blank one, say, would otherwise hide every later edit:
     /// red-team finding). Lines that are not records after the first are passed over, and counted. After any other
-    /// first problem: the first record removed after it ([`Problem::Removed`]), the numbering checked on from there
+    /// first problem: the first record removed after it ([`Problem::Removed`]), or altered where it was due, the numbering checked on from there
     /// (records copied or moved are no gap; a chain round's decoy, a copy of an earlier record named first, hid a
     /// removal), looked for past 16 gaps at most.
     pub later: Option<Problem>,
@@ -2833,15 +2833,22 @@ fn missing_run<P: AsRef<Path>>(
     let mut line = Vec::new();
     'files: for (n, path) in files.iter().enumerate().skip(file_index) {
         let skip = if n == file_index { index + 1 } else { 0 };
-        let mut reader = io::BufReader::new(open_log(path.as_ref())?);
+        let file = open_log(path.as_ref())?;
+        // As the check passes over them: a line longer than any record is read past in a regular file (a third
+        // round's record moved past one was reported removed), and stops the reading in another (it may not end).
+        let regular = file.metadata().is_ok_and(|m| m.is_file());
+        let mut reader = io::BufReader::new(file);
         let mut read = 0usize;
         while let Some((fits, _)) = read_line_ended(&mut reader, &mut line, MAX_LINE)
             .map_err(|e| naming(path.as_ref(), e))?
         {
             read += 1;
-            if !fits {
-                // Nothing is read past a line longer than any record (it may not end); the verifier stops there.
+            if !fits && !regular {
                 break 'files;
+            }
+            if !fits {
+                skip_line(&mut reader).map_err(|e| naming(path.as_ref(), e))?;
+                continue;
             }
             if read <= skip {
                 continue;
@@ -2895,14 +2902,20 @@ fn first_removed_after<P: AsRef<Path>>(
     for (n, path) in files.iter().enumerate().skip(file_index) {
         let path = path.as_ref();
         let skip = if n == file_index { index } else { 0 };
-        let mut reader = io::BufReader::new(open_log(path)?);
+        let file = open_log(path)?;
+        let regular = file.metadata().is_ok_and(|m| m.is_file());
+        let mut reader = io::BufReader::new(file);
         let mut number = 0usize;
         while let Some((fits, _)) =
             read_line_ended(&mut reader, &mut line, MAX_LINE).map_err(|e| naming(path, e))?
         {
             number += 1;
-            if !fits {
+            if !fits && !regular {
                 return Ok(None);
+            }
+            if !fits {
+                skip_line(&mut reader).map_err(|e| naming(path, e))?;
+                continue;
             }
             if number <= skip {
                 continue;
@@ -2910,7 +2923,19 @@ fn first_removed_after<P: AsRef<Path>>(
             let Ok(Seq { seq: Some(seq) }) = serde_json::from_slice::<Seq>(&line) else {
                 continue;
             };
-            if seq <= last || !matches!(checked_seal(&line, key), Seal::Verified(_)) {
+            if seq <= last {
+                continue;
+            }
+            if !matches!(checked_seal(&line, key), Seal::Verified(_)) {
+                // The record due, its seal not matching: altered (a third round's was reported removed).
+                if last.checked_add(1) == Some(seq) {
+                    return Ok(Some(Problem::Altered {
+                        seq,
+                        found: seq,
+                        file: shown_name(&path.display().to_string()),
+                        line: number as u64,
+                    }));
+                }
                 continue;
             }
             let Some(expected) = last.checked_add(1) else {
@@ -4364,8 +4389,21 @@ mod tests {
             .unwrap();
         stand_in.insert(at, "{\"seq\":9}".into());
         let checked = check(&stand_in);
+        // Not a record of the chain, where record 9 was due: named altered, not taken for it.
         assert!(
-            matches!(checked.later, Some(Problem::Removed { seq: 9, .. })),
+            matches!(checked.later, Some(Problem::Altered { seq: 9, .. })),
+            "{checked:?}"
+        );
+        // A second record altered after a first problem: altered, not removed.
+        let mut two_altered = copied.clone();
+        let at = two_altered
+            .iter()
+            .position(|line| line.contains("\"seq\":8,"))
+            .unwrap();
+        two_altered[at] = two_altered[at].replace("\"r8\"", "\"r0\"");
+        let checked = check(&two_altered);
+        assert!(
+            matches!(checked.later, Some(Problem::Altered { seq: 8, .. })),
             "{checked:?}"
         );
         let mut renumbered = original.clone();
@@ -4389,6 +4427,24 @@ mod tests {
             matches!(checked.later, Some(Problem::Removed { seq: 9, .. })),
             "{checked:?}"
         );
+        // A third round's: a record moved past a line longer than any record was reported removed.
+        let mut past_long = original.clone();
+        let moved = past_long.remove(2);
+        past_long.push("x".repeat(MAX_LINE + 10));
+        past_long.push(moved);
+        let checked = check(&past_long);
+        assert!(
+            matches!(
+                checked.problem,
+                Some(Problem::OutOfOrder {
+                    seq: 4,
+                    expected: 3,
+                    ..
+                })
+            ),
+            "{checked:?}"
+        );
+        assert_eq!(checked.later, None, "{checked:?}");
         // Records 1 and 2 swapped: record 1 is out of place, not the head missing.
         let mut head_swapped = original.clone();
         head_swapped.swap(0, 1);
