@@ -1730,28 +1730,32 @@ async fn the_resource_urls_own_host_is_served() {
     common::jsonrpc_refusal(response, 403, -32000, "host_not_allowed").await;
 }
 
+/// What a server without authentication on loopback, started with `args` added, says on stderr up to its listening.
+fn said_at_start(dir: &std::path::Path, args: &[&str]) -> String {
+    let mut child = common::KillOnDrop(
+        std::process::Command::new(SERVER)
+            .arg("--data-root")
+            .arg(dir)
+            .args(["--scopes", "files.read", "--http-insecure-no-auth"])
+            .args(["--http", "127.0.0.1:0"])
+            .args(args)
+            .env_remove("MCP_AUDIT_LOG")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    common::wait_until_listening(&mut child, "serving MCP over HTTP", |_| {}).text()
+}
+
 /// A red team's (round 43): `--http-metrics 0.0.0.0:PORT` served the metrics, unauthenticated, to every network the
 /// host is on, and nothing said so, where `--http` itself refuses every address without authentication. A start on
 /// every address is warned of (a private address, the scraper's network, is the operator's choice and is not).
 #[test]
 fn metrics_on_every_address_are_warned_of() {
     let dir = tempfile::tempdir().unwrap();
-    let start = |metrics: &str| {
-        let mut child = common::KillOnDrop(
-            std::process::Command::new(SERVER)
-                .arg("--data-root")
-                .arg(dir.path())
-                .args(["--scopes", "files.read", "--http-insecure-no-auth"])
-                .args(["--http", "127.0.0.1:0", "--http-metrics", metrics])
-                .env_remove("MCP_AUDIT_LOG")
-                .stdin(std::process::Stdio::null())
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap(),
-        );
-        common::wait_until_listening(&mut child, "serving MCP over HTTP", |_| {}).text()
-    };
+    let start = |metrics: &str| said_at_start(dir.path(), &["--http-metrics", metrics]);
     for every in ["0.0.0.0:0", "[::ffff:0.0.0.0]:0"] {
         let said = start(every);
         assert!(
@@ -1768,22 +1772,7 @@ fn metrics_on_every_address_are_warned_of() {
 #[test]
 fn trusting_every_address_as_a_proxy_is_warned_of() {
     let dir = tempfile::tempdir().unwrap();
-    let start = |trusted: &str| {
-        let mut child = common::KillOnDrop(
-            std::process::Command::new(SERVER)
-                .arg("--data-root")
-                .arg(dir.path())
-                .args(["--scopes", "files.read", "--http-insecure-no-auth"])
-                .args(["--http", "127.0.0.1:0", "--trusted-proxy", trusted])
-                .env_remove("MCP_AUDIT_LOG")
-                .stdin(std::process::Stdio::null())
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap(),
-        );
-        common::wait_until_listening(&mut child, "serving MCP over HTTP", |_| {}).text()
-    };
+    let start = |trusted: &str| said_at_start(dir.path(), &["--trusted-proxy", trusted]);
     for every in ["0.0.0.0/0", "::/0"] {
         let said = start(every);
         assert!(

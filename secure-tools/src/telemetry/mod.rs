@@ -691,6 +691,15 @@ mod tests {
         }
     }
 
+    /// A tool set's telemetry whose spans end in `Received`, with no metrics.
+    fn traced() -> (Received, Telemetry) {
+        let received = Received::default();
+        let tracers = SdkTracerProvider::builder()
+            .with_span_processor(received.clone())
+            .build();
+        (received, Telemetry::new(&tracers, &NoopMeterProvider::new()))
+    }
+
     fn call_over<'a>(
         tool: &'a Arc<str>,
         transport: &'static str,
@@ -758,11 +767,7 @@ mod tests {
 
     #[test]
     fn network_transport_is_set_only_to_a_value_the_conventions_define() {
-        let received = Received::default();
-        let tracers = SdkTracerProvider::builder()
-            .with_span_processor(received.clone())
-            .build();
-        let telemetry = Telemetry::new(&tracers, &NoopMeterProvider::new());
+        let (received, telemetry) = traced();
         let tool = Arc::from("read");
         for (transport, expected) in [
             ("stdio", Some("pipe")),
@@ -788,12 +793,8 @@ mod tests {
 
     #[test]
     fn without_the_callers_context_a_call_starts_a_trace_of_its_own() {
-        let received = Received::default();
-        let tracers = SdkTracerProvider::builder()
-            .with_span_processor(received.clone())
-            .build();
-        let telemetry =
-            Telemetry::new(&tracers, &NoopMeterProvider::new()).without_caller_context();
+        let (received, telemetry) = traced();
+        let telemetry = telemetry.without_caller_context();
         let tool = Arc::from("read");
         let span = telemetry.start_call(&call_over(&tool, "http", VALID));
         let ids = span.record_ids().unwrap();
@@ -835,11 +836,7 @@ mod tests {
 
     #[test]
     fn behind_a_trusted_proxy_the_client_address_is_the_forwarded_one() {
-        let received = Received::default();
-        let tracers = SdkTracerProvider::builder()
-            .with_span_processor(received.clone())
-            .build();
-        let telemetry = Telemetry::new(&tracers, &NoopMeterProvider::new());
+        let (received, telemetry) = traced();
         let tool = Arc::from("read");
         let peer: std::net::SocketAddr = "10.0.0.2:40000".parse().unwrap();
         let attributes = |forwarded_for: Option<std::net::IpAddr>| {
