@@ -697,7 +697,10 @@ mod tests {
         let tracers = SdkTracerProvider::builder()
             .with_span_processor(received.clone())
             .build();
-        (received, Telemetry::new(&tracers, &NoopMeterProvider::new()))
+        (
+            received,
+            Telemetry::new(&tracers, &NoopMeterProvider::new()),
+        )
     }
 
     fn call_over<'a>(
