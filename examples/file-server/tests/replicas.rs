@@ -174,8 +174,14 @@ fn token(resource: &str, subject: &str) -> String {
 }
 
 /// One `tools/call` of `read_file` with JSON-RPC id `id`: the tool result, or `None` if no answer came back.
-async fn read(client: &reqwest::Client, url: &str, token: &str, id: u64) -> Option<Value> {
-    let answer = client
+/// A `read_file` call of `greeting.txt` with id `id`, as `token`'s holder, to send.
+fn read_request(
+    client: &reqwest::Client,
+    url: &str,
+    token: &str,
+    id: u64,
+) -> reqwest::RequestBuilder {
+    client
         .post(url)
         .header("content-type", "application/json")
         .header("accept", "application/json, text/event-stream")
@@ -185,9 +191,10 @@ async fn read(client: &reqwest::Client, url: &str, token: &str, id: u64) -> Opti
                    "params": {"name": "read_file", "arguments": {"filename": "greeting.txt"}}})
             .to_string(),
         )
-        .send()
-        .await
-        .ok()?;
+}
+
+async fn read(client: &reqwest::Client, url: &str, token: &str, id: u64) -> Option<Value> {
+    let answer = read_request(client, url, token, id).send().await.ok()?;
     if answer.status() != 200 {
         return None;
     }
@@ -1594,18 +1601,9 @@ async fn a_replica_behind_the_balancer_records_the_client_it_forwarded_for() {
         .build()
         .unwrap();
     let token = token(&cluster.resource, "alice");
-    let answer = client
-        .post(&cluster.resource)
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .header("authorization", format!("Bearer {token}"))
+    let answer = read_request(&client, &cluster.resource, &token, 1)
         // Forged: the balancer appends the address it saw after it.
         .header("x-forwarded-for", "198.51.100.7")
-        .body(
-            json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
-                   "params": {"name": "read_file", "arguments": {"filename": "greeting.txt"}}})
-            .to_string(),
-        )
         .send()
         .await
         .unwrap();

@@ -2319,12 +2319,11 @@ fn refuse_unfollowed_last(
     let Some((start, last)) = last_line_at(file, end)? else {
         return Err(refused());
     };
-    let (last_seq, _) = link(&last).ok_or_else(refused)?;
+    let (last_seq, last_prev) = link(&last).ok_or_else(refused)?;
     if let Some((_, before)) = last_line_at(file, start)? {
         let follows = match (checked_seal(&before, key), link(&before)) {
             (Seal::Verified(sealed), Some((before_seq, _))) => {
-                let (_, prev) = link(&last).ok_or_else(refused)?;
-                before_seq.checked_add(1) == Some(last_seq) && prev == sealed
+                before_seq.checked_add(1) == Some(last_seq) && last_prev == sealed
             }
             _ => false,
         };

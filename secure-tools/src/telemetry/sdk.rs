@@ -1228,6 +1228,20 @@ mod tests {
         );
     }
 
+    /// The runner's SDK for exactly these variables, nothing exported to Prometheus.
+    fn otel_of(vars: &[(&str, &str)]) -> Option<super::Otel> {
+        super::Otel::from_vars(
+            &|name| {
+                vars.iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| (*v).to_owned())
+            },
+            "files",
+            false,
+        )
+        .unwrap()
+    }
+
     /// A second round's: `OTEL_PROPAGATORS=none` did nothing where nothing was exported (no endpoint, or the SDK
     /// disabled), and `OTEL_SERVICE_NAME` lost to the attributes' `service.name`, which was not decoded either.
     #[test]
@@ -1236,32 +1250,12 @@ mod tests {
             &[("OTEL_PROPAGATORS", "none")][..],
             &[("OTEL_PROPAGATORS", "none"), ("OTEL_SDK_DISABLED", "true")][..],
         ] {
-            let otel = super::Otel::from_vars(
-                &|name| {
-                    vars.iter()
-                        .find(|(k, _)| *k == name)
-                        .map(|(_, v)| (*v).to_owned())
-                },
-                "files",
-                false,
-            )
-            .unwrap()
-            .expect("an SDK that propagates nothing");
+            let otel = otel_of(vars).expect("an SDK that propagates nothing");
             assert!(!otel.caller_context, "{vars:?}");
             assert!(otel.tracers.is_none() && otel.meters.is_none() && otel.loggers.is_none());
         }
         for vars in [&[][..], &[("OTEL_SDK_DISABLED", "true")][..]] {
-            let otel = super::Otel::from_vars(
-                &|name| {
-                    vars.iter()
-                        .find(|(k, _)| *k == name)
-                        .map(|(_, v)| (*v).to_owned())
-                },
-                "files",
-                false,
-            )
-            .unwrap();
-            assert!(otel.is_none(), "{vars:?}");
+            assert!(otel_of(vars).is_none(), "{vars:?}");
         }
         let service = |vars: &[(&str, &str)]| {
             let plan = plan(vars).unwrap().unwrap();
