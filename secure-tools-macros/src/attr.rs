@@ -5,7 +5,52 @@ use syn::meta::ParseNestedMeta;
 use syn::parse::Parser;
 use syn::{Expr, ExprLit, Ident, Lit, LitInt, LitStr, Token};
 
-const ARGUMENTS: &str = "`scope`, `unscoped`, `audit_redact`, `name`, `title`, `read_only`, `destructive`, `idempotent`, `open_world`, `rate`, `timeout`, `concurrency`, `authorize`";
+/// The attribute's arguments, listed in its errors as `` `scope`, `unscoped`, ... ``.
+const ARGUMENTS: Keys = Keys;
+
+struct Keys;
+
+impl std::fmt::Display for Keys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, key) in KEYS.iter().enumerate() {
+            let comma = if i == 0 { "" } else { ", " };
+            write!(f, "{comma}`{key}`")?;
+        }
+        Ok(())
+    }
+}
+
+const KEYS: [&str; 13] = [
+    "scope",
+    "unscoped",
+    "audit_redact",
+    "name",
+    "title",
+    "read_only",
+    "destructive",
+    "idempotent",
+    "open_world",
+    "rate",
+    "timeout",
+    "concurrency",
+    "authorize",
+];
+
+/// The error for an argument the attribute does not know, with the known one it is a misspelling of, if any
+/// (at most two edits away, and fewer than its own length).
+fn unknown_argument(key: &str) -> String {
+    let closest = KEYS
+        .iter()
+        .map(|known| (edit_distance(key, known), *known))
+        .filter(|(distance, _)| *distance <= 2 && *distance < key.chars().count())
+        .min_by_key(|(distance, _)| *distance);
+    match closest {
+        Some((_, known)) => format!(
+            "unknown `secure_tool` argument `{key}`; did you mean `{known}`? The arguments are {ARGUMENTS}"
+        ),
+        None => format!("unknown `secure_tool` argument `{key}`; expected one of {ARGUMENTS}"),
+    }
+}
 
 #[derive(Default)]
 pub struct Args {
@@ -277,10 +322,7 @@ fn parse_one(
             args.botched_scope |= ["scope", "unscoped"]
                 .iter()
                 .any(|known| edit_distance(unknown, known) <= 2);
-            errors.push(syn::Error::new_spanned(
-                &key,
-                format_args!("unknown `secure_tool` argument `{key}`; expected one of {ARGUMENTS}"),
-            ));
+            errors.push(syn::Error::new_spanned(&key, unknown_argument(unknown)));
             skip_value(&meta)?;
         }
     }

@@ -2,11 +2,11 @@
 //! attributes rustc would reject, plus every error. IDEs keep seeing the function; the build fails only on the
 //! reported problems.
 
-use proc_macro2::TokenStream;
+use proc_macro2::{TokenStream, TokenTree};
 use quote::{ToTokens, quote};
 use syn::{FnArg, Item, ItemFn};
 
-use crate::ast::{is_arg_marker, is_field_attr};
+use crate::ast::{Function, ParamKind, is_arg_marker, is_field_attr};
 
 /// The function without the argument attributes that only the generated struct understands, nor a `#[cfg_attr]`
 /// (refused: it may add them).
@@ -42,6 +42,7 @@ fn stub(item: &ItemFn) -> TokenStream {
     let vis = &item.vis;
     let ident = &item.sig.ident;
     let name = ident.to_string();
+    let (arguments, args_ty) = stub_arguments(item);
     quote! {
         #[allow(non_camel_case_types, dead_code)]
         #vis struct #ident {
@@ -49,8 +50,10 @@ fn stub(item: &ItemFn) -> TokenStream {
         }
 
         const _: () = {
+            #arguments
+
             impl #private::ToolInput for #ident {
-                type Args = #private::Stub;
+                type Args = #private::Stub<#args_ty>;
             }
 
             impl<__S> #private::SecureTool<__S> for #ident {
@@ -58,7 +61,7 @@ fn stub(item: &ItemFn) -> TokenStream {
                 type Output = ::std::string::String;
 
                 fn invoke(
-                    _: #private::Stub,
+                    _: <Self as #private::ToolInput>::Args,
                     _: &#private::CallContext,
                     _: &__S,
                 ) -> impl #private::Future<
@@ -69,6 +72,55 @@ fn stub(item: &ItemFn) -> TokenStream {
             }
         };
     }
+}
+
+/// What the stub's arguments dereference to, so that an argument rule reading `args.id` through `ArgsOf<tool>`
+/// reports nothing of its own: the `T` of an `Args<T>`, or a struct with a public field per argument, as the
+/// attribute would make without its errors (but no derive, whose own errors would be follow-ons). Left out are
+/// the arguments whose type cannot be a field here (a reference, `impl Trait`, `_`: each already an error of its
+/// own), and everything for a generic function, whose arguments may name its parameters.
+fn stub_arguments(item: &ItemFn) -> (TokenStream, TokenStream) {
+    if !item.sig.generics.params.is_empty() || item.sig.generics.where_clause.is_some() {
+        return (TokenStream::new(), quote!(()));
+    }
+    let function = Function::from_item(item);
+    let whole = function.params.iter().find_map(|param| match param.kind {
+        ParamKind::Args { inner, .. } => Some(inner),
+        _ => None,
+    });
+    if let Some(inner) = whole {
+        return match inner {
+            Some(inner) if can_be_field(inner) => (TokenStream::new(), quote!(#inner)),
+            _ => (TokenStream::new(), quote!(())),
+        };
+    }
+    let fields = function
+        .named_inputs()
+        .filter(|(_, ty, _)| can_be_field(ty))
+        .map(|(ident, ty, _)| quote!(pub #ident: #ty,));
+    let arguments = quote! {
+        #[allow(non_camel_case_types, dead_code, missing_docs)]
+        pub struct __SecureToolArgs {
+            #(#fields)*
+        }
+    };
+    (arguments, quote!(__SecureToolArgs))
+}
+
+/// Whether a type can be a field of a struct without lifetimes or generics: no reference, lifetime, `impl`,
+/// `dyn`, `Self` or `_` anywhere in it.
+fn can_be_field(ty: &syn::Type) -> bool {
+    fn clean(tokens: TokenStream) -> bool {
+        tokens.into_iter().all(|token| match token {
+            TokenTree::Group(group) => clean(group.stream()),
+            TokenTree::Punct(punct) => !matches!(punct.as_char(), '&' | '\''),
+            TokenTree::Ident(ident) => {
+                !(ident == "impl" || ident == "dyn" || ident == "Self" || ident == "_")
+            }
+            TokenTree::Literal(_) => true,
+        })
+    }
+    clean(ty.to_token_stream())
 }
 
 /// The error for an item that is not a function, on its keyword and name.

@@ -287,8 +287,43 @@ pub mod __private {
     }
 
     /// The input type of a tool whose attribute had errors: registering it still compiles, so the build reports
-    /// only the attribute's errors.
-    #[derive(serde::Deserialize, schemars::JsonSchema, validator::Validate)]
-    #[serde(crate = "::serde")]
-    pub struct Stub {}
+    /// only the attribute's errors. It dereferences to `T`, the struct of the arguments the function declares (or
+    /// its `Args<T>`'s `T`), so that an argument rule reading `args.id` through `ArgsOf<tool>` adds no error of
+    /// its own either. It is never made: nothing calls a tool whose attribute has errors, as it does not compile.
+    pub struct Stub<T = ()> {
+        never: ::core::convert::Infallible,
+        _of: ::core::marker::PhantomData<fn() -> T>,
+    }
+
+    impl<T> ::core::ops::Deref for Stub<T> {
+        type Target = T;
+
+        fn deref(&self) -> &T {
+            match self.never {}
+        }
+    }
+
+    impl<'de, T> serde::Deserialize<'de> for Stub<T> {
+        fn deserialize<D: serde::Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+            Err(serde::de::Error::custom(
+                "a tool whose attribute has errors takes no arguments",
+            ))
+        }
+    }
+
+    impl<T> schemars::JsonSchema for Stub<T> {
+        fn schema_name() -> ::std::borrow::Cow<'static, str> {
+            ::std::borrow::Cow::Borrowed("Stub")
+        }
+
+        fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+            schemars::Schema::default()
+        }
+    }
+
+    impl<T> validator::Validate for Stub<T> {
+        fn validate(&self) -> Result<(), validator::ValidationErrors> {
+            match self.never {}
+        }
+    }
 }
