@@ -65,6 +65,32 @@ async fn a_tool_is_tested_in_a_few_lines() {
     assert_eq!(called.code(), Some("invalid_input"));
     assert_eq!(called.record().outcome, Outcome::Invalid);
     assert!(called.started_record().is_none());
+    // What the client is sent, as rmcp would send it.
+    let result = called.call_tool_result();
+    assert_eq!(result.is_error, Some(true));
+    // The tool declares an output schema, which an error object would not match.
+    assert_eq!(result.structured_content, None);
+    let notice = &result.meta.as_ref().unwrap()["secure-tools/refusal"];
+    assert_eq!(notice["code"], "invalid_input");
+    assert_eq!(notice["outcome"], "invalid");
+    assert!(
+        result.content[0]
+            .as_text()
+            .unwrap()
+            .text
+            .starts_with("invalid_input")
+    );
+    let called = tester
+        .call(&alice, "open_ticket", json!({"title": "t", "details": "d"}))
+        .await;
+    let result = called.call_tool_result();
+    assert_ne!(result.is_error, Some(true));
+    assert_eq!(
+        result.structured_content,
+        Some(json!({"id": 42, "title": "t"}))
+    );
+    // Read, the response is still there.
+    assert_eq!(called.output::<Ticket>().id, 42);
 
     let tenant = testing::caller("carol", "tickets.write").with_attribute("tenant", "acme");
     let called = tester

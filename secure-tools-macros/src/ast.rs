@@ -217,7 +217,7 @@ pub fn ungroup(ty: &Type) -> &Type {
 }
 
 /// The last path segment's name and its first generic type argument.
-fn last_segment(ty: &Type) -> Option<(String, Option<&Type>)> {
+pub fn last_segment(ty: &Type) -> Option<(String, Option<&Type>)> {
     let Type::Path(path) = ungroup(ty) else {
         return None;
     };

@@ -43,7 +43,21 @@ fn unknown_argument(key: &str) -> String {
         .iter()
         .map(|known| (edit_distance(key, known), *known))
         .filter(|(distance, _)| *distance <= 2 && *distance < key.chars().count())
-        .min_by_key(|(distance, _)| *distance);
+        .min_by_key(|(distance, _)| *distance)
+        .or_else(|| {
+            // One holding the other, as a word or more of it: `rate_limit`, `max_concurrency`, `redact`.
+            KEYS.iter()
+                .filter(|known| {
+                    let (long, short) = if key.len() > known.len() {
+                        (key, **known)
+                    } else {
+                        (**known, key)
+                    };
+                    short.len() >= 4 && long.contains(short)
+                })
+                .map(|known| (0, *known))
+                .next()
+        });
     match closest {
         Some((_, known)) => format!(
             "unknown `secure_tool` argument `{key}`; did you mean `{known}`? The arguments are {ARGUMENTS}"

@@ -164,6 +164,8 @@ pub fn check<'a>(
                 Some(ident) => {
                     check_schema_attrs(attrs, errors);
                     input_names.insert(ident.unraw().to_string());
+                    check_wrapped_context(ty, attrs, errors);
+                    check_rule_types(ty, attrs, errors);
                     if let Some(reference) = find_reference(ty) {
                         let instead = match &*reference.elem {
                             Type::Path(p) if p.path.is_ident("str") => {
@@ -404,6 +406,86 @@ fn check_conditional_attrs(param: &crate::ast::Param, errors: &mut Vec<syn::Erro
 /// constraint the generated code does not check (a length, a range, a pattern, a format) are refused in favour of
 /// `#[validate(...)]`, which checks it and puts it in the schema too; and a `#[serde(alias)]`, a name the schema
 /// does not list, is refused.
+/// `caller: Option<Caller>` would make the parameter an argument decoded from the call, and rustc's errors about
+/// it (no `Deserialize` for `Caller`) would not say why: said here, with the fix. Only for the context types whose
+/// names an argument's own type is unlikely to have: `Option<State>`, `Option<Progress>` or `Option<Meta>` may
+/// well be a type of the user's (a ticket's state), and stays an argument.
+fn check_wrapped_context(ty: &syn::Type, attrs: &[syn::Attribute], errors: &mut Vec<syn::Error>) {
+    const NEVER_OPTIONAL: [&str; 8] = [
+        "Caller",
+        "RequestId",
+        "CallId",
+        "CallContext",
+        "CancellationToken",
+        "ClientLog",
+        "Elicitation",
+        "Sampling",
+    ];
+    if attrs.iter().any(crate::ast::is_arg_marker) {
+        return;
+    }
+    let Some((wrapper, Some(inner))) = crate::ast::last_segment(ty) else {
+        return;
+    };
+    let Some((name, _)) = crate::ast::last_segment(inner) else {
+        return;
+    };
+    if wrapper != "Option" || !NEVER_OPTIONAL.contains(&name.as_str()) {
+        return;
+    }
+    errors.push(syn::Error::new_spanned(
+        ty,
+        format_args!(
+            "`{name}` is a context parameter, never optional: take `{name}` itself (a call always has one); \
+             inside `Option<..>` it would be an argument decoded from the call (if this is a type of your own meant \
+             as an argument, mark the parameter `#[arg]`)"
+        ),
+    ));
+}
+
+/// `#[validate(length(..))]` on a number or `#[validate(range(..))]` on a string would be reported by rustc on the
+/// whole attribute, as a method of validator's missing on the type: said here, on the rule, with the one that fits.
+/// Only for types known by their name (a number, `bool`, `char`, `String`, a list or map of std), through an
+/// `Option`; anything else is left to rustc.
+fn check_rule_types(ty: &syn::Type, attrs: &[syn::Attribute], errors: &mut Vec<syn::Error>) {
+    const NUMBERS: [&str; 16] = [
+        "u8", "u16", "u32", "u64", "u128", "usize", "i8", "i16", "i32", "i64", "i128", "isize",
+        "f32", "f64", "bool", "char",
+    ];
+    const SIZED: [&str; 9] = [
+        "String", "str", "Vec", "VecDeque", "HashMap", "BTreeMap", "HashSet", "BTreeSet", "Cow",
+    ];
+    let mut ty = ty;
+    let name = loop {
+        match crate::ast::last_segment(ty) {
+            Some((wrapper, Some(inner))) if wrapper == "Option" => ty = inner,
+            Some((name, _)) => break name,
+            None => return,
+        }
+    };
+    for attr in attrs.iter().filter(|attr| attr.path().is_ident("validate")) {
+        let _ = attr.parse_nested_meta(|meta| {
+            let fix = if meta.path.is_ident("length") && NUMBERS.contains(&name.as_str()) {
+                Some(format!(
+                    "`length` counts the characters of a string or the items of a list or map, and this argument \
+                     is a `{name}`: bound its value with `range(min = .., max = ..)`"
+                ))
+            } else if meta.path.is_ident("range") && SIZED.contains(&name.as_str()) {
+                Some(format!(
+                    "`range` bounds a number, and this argument is a `{name}`: bound its size with \
+                     `length(min = .., max = ..)`"
+                ))
+            } else {
+                None
+            };
+            if let Some(fix) = fix {
+                errors.push(syn::Error::new_spanned(&meta.path, fix));
+            }
+            crate::attr::skip_value(&meta)
+        });
+    }
+}
+
 fn check_schema_attrs(attrs: &[syn::Attribute], errors: &mut Vec<syn::Error>) {
     const UNCHECKED: [&str; 11] = [
         "length",

@@ -250,7 +250,8 @@ pub mod __private {
         label = "taken as an argument, decoded from the call's JSON",
         note = "an argument's type implements `serde::Deserialize` and `schemars::JsonSchema`; context types \
                 (`Caller`, `State<T>`, `CallContext`, ...) are recognised only under their own name: write \
-                `Caller`, not an alias or a renamed import"
+                `Caller`, not an alias or a renamed import, and not inside `Option`; the tool set's state is taken as \
+                `State(state): State<T>`"
     )]
     pub trait Argument {}
 

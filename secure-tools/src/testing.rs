@@ -239,6 +239,15 @@ impl Called {
         }
     }
 
+    /// The result a client is sent: `isError`, the content, the structured content, and a refusal's notice
+    /// under `_meta["secure-tools/refusal"]`.
+    ///
+    /// # Panics
+    /// If the tool is unknown (see [`Called::unknown_tool`]).
+    pub fn call_tool_result(&self) -> rmcp::model::CallToolResult {
+        self.response().to_call_tool_result()
+    }
+
     /// Whether the call named no tool of the set (a protocol error).
     pub fn unknown_tool(&self) -> bool {
         matches!(self.response, Err(CallError::UnknownTool(_)))

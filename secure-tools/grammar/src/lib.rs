@@ -190,7 +190,7 @@ pub fn rate(text: &str) -> Result<RateSpec, &'static str> {
             .map_err(|_| "the period's multiplier is too large")?
     };
     let unit_secs = unit_secs(unit.trim())
-        .ok_or("the unit after `/` must be one of `s`, `min`, `hour`, `day`")?;
+        .ok_or("the unit after `/` must be one of `s` (or `sec`, `second`), `min` (or `m`, `minute`), `hour` (or `h`), `day` (or `d`)")?;
     let secs = multiplier
         .checked_mul(unit_secs)
         .filter(|secs| (1..=MAX_RATE_PERIOD.as_secs()).contains(secs))
@@ -223,7 +223,7 @@ pub fn duration(text: &str) -> Result<Duration, &'static str> {
         "ms" => 1,
         unit => unit_secs(unit)
             .map(|secs| secs * 1_000)
-            .ok_or("the unit must be one of `ms`, `s`, `min`, `h`, `day`")?,
+            .ok_or("the unit must be one of `ms`, `s` (or `sec`, `second`), `min` (or `m`, `minute`), `hour` (or `h`), `day` (or `d`)")?,
     };
     let millis = number
         .checked_mul(millis_per_unit)

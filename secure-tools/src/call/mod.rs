@@ -290,6 +290,17 @@ impl CallResponse {
         }
     }
 
+    /// The MCP result a client is sent for this response, as [`Self::into_call_tool_result`] makes it, leaving the
+    /// response as it is (for tests, say).
+    pub fn to_call_tool_result(&self) -> CallToolResult {
+        match &self.result {
+            Ok(output) => output.clone().into_call_tool_result(),
+            Err(refusal) => {
+                refused_result(refusal, self.outcome, self.call_id, self.has_output_schema)
+            }
+        }
+    }
+
     /// The MCP result: output as content (text, structured, or blocks of its own); a refusal as an `isError`
     /// result whose text starts with the code (`missing_scope:files.write: ...`), with the refusal under
     /// `_meta["secure-tools/refusal"]` ([`RefusalNotice`]) and, for a tool without an output schema, as
@@ -317,27 +328,36 @@ fn complete_result(
 ) -> CallToolResult {
     match result {
         Ok(output) => output.into_call_tool_result(),
-        Err(refusal) => {
-            let retry = retry_after_seconds(&refusal);
-            let mut result = CallToolResult::error(vec![ContentBlock::text(refusal.to_string())]);
-            if !has_output_schema {
-                let mut error = serde_json::json!({
-                    "code": refusal.code(), "message": refusal.message()
-                });
-                if let Some(secs) = retry {
-                    error["retryAfterSeconds"] = secs.into();
-                }
-                result.structured_content = Some(serde_json::json!({ "error": error }));
-            }
-            let notice = RefusalNotice::new(&refusal, outcome, call_id);
-            let mut meta = MetaObject::new();
-            if let Ok(value) = serde_json::to_value(notice) {
-                meta.insert(REFUSAL_META_KEY.into(), value);
-            }
-            result.meta = Some(meta);
-            result
-        }
+        Err(refusal) => refused_result(&refusal, outcome, call_id, has_output_schema),
     }
+}
+
+/// A refused call's result: an error result with the refusal's text, its code and message as structured content
+/// (unless the tool declares an output schema), and the notice under `_meta`.
+fn refused_result(
+    refusal: &Refusal,
+    outcome: Outcome,
+    call_id: CallId,
+    has_output_schema: bool,
+) -> CallToolResult {
+    let retry = retry_after_seconds(refusal);
+    let mut result = CallToolResult::error(vec![ContentBlock::text(refusal.to_string())]);
+    if !has_output_schema {
+        let mut error = serde_json::json!({
+            "code": refusal.code(), "message": refusal.message()
+        });
+        if let Some(secs) = retry {
+            error["retryAfterSeconds"] = secs.into();
+        }
+        result.structured_content = Some(serde_json::json!({ "error": error }));
+    }
+    let notice = RefusalNotice::new(refusal, outcome, call_id);
+    let mut meta = MetaObject::new();
+    if let Ok(value) = serde_json::to_value(notice) {
+        meta.insert(REFUSAL_META_KEY.into(), value);
+    }
+    result.meta = Some(meta);
+    result
 }
 
 /// Whole seconds after which a retry may succeed, rounded up, for a refusal that says.
