@@ -51,6 +51,12 @@ pub fn secure_tool(args: TokenStream, item: TokenStream) -> TokenStream {
     generate(&model)
 }
 
+/// The name of the struct of a tool's inline arguments: `ArgsOf_close_ticket`, as `ArgsOf<close_ticket>` reads.
+pub fn args_struct_name(tool: &syn::Ident) -> syn::Ident {
+    use syn::ext::IdentExt as _;
+    format_ident!("ArgsOf_{}", tool.unraw())
+}
+
 fn option<T: quote::ToTokens>(value: Option<T>) -> TokenStream {
     match value {
         Some(value) => quote!(::core::option::Option::Some(#value)),
@@ -167,7 +173,9 @@ fn generate(model: &Model) -> TokenStream {
     let redact = &model.audit_redact;
     let [read_only, destructive, idempotent, open_world] = model.hints.map(option);
 
-    // The argument type.
+    // The argument type. Named after the tool, as rustc names it in errors (`expected &ArgsOf_close_ticket, found
+    // ArgsOf_close_ticket`; two tools' structs told apart), and unnameable in the `const _` block all the same.
+    let args_name = args_struct_name(ident);
     let (args_struct, args_ty) = match model.args_struct {
         Some(inner) => (TokenStream::new(), quote_spanned!(inner.span()=> #inner)),
         None => {
@@ -223,16 +231,16 @@ fn generate(model: &Model) -> TokenStream {
                 };
 
                 #[derive(#private::serde::Deserialize, #private::schemars::JsonSchema, #private::validator::Validate)]
-                #[allow(missing_docs)]
+                #[allow(missing_docs, non_camel_case_types)]
                 #[serde(crate = #serde_crate, deny_unknown_fields)]
                 #[schemars(crate = #schemars_crate)]
                 #[validate(crate = #validator_crate)]
-                pub struct __SecureToolArgs {
+                pub struct #args_name {
                     #(#fields)*
                 }
 
             };
-            (struct_def, quote!(__SecureToolArgs))
+            (struct_def, quote!(#args_name))
         }
     };
 

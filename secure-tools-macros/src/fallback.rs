@@ -98,13 +98,14 @@ fn stub_arguments(item: &ItemFn) -> (TokenStream, TokenStream) {
         .named_inputs()
         .filter(|(_, ty, _)| can_be_field(ty))
         .map(|(ident, ty, _)| quote!(pub #ident: #ty,));
+    let name = crate::expand::args_struct_name(&item.sig.ident);
     let arguments = quote! {
         #[allow(non_camel_case_types, dead_code, missing_docs)]
-        pub struct __SecureToolArgs {
+        pub struct #name {
             #(#fields)*
         }
     };
-    (arguments, quote!(__SecureToolArgs))
+    (arguments, quote!(#name))
 }
 
 /// Whether a type can be a field of a struct without lifetimes or generics: no reference, lifetime, `impl`,
