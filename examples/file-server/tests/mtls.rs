@@ -51,7 +51,8 @@ fn leaf(
     signed(issuer, common_name, usage, params)
 }
 
-/// `params` with the subject CN `common_name`, for `usage`, signed by `issuer` over a new key.
+/// `params` with the subject CN `common_name`, for `usage` (and the key usage `digitalSignature` unless `params`
+/// say another), signed by `issuer` over a new key.
 fn signed(
     issuer: &CertifiedIssuer<'static, KeyPair>,
     common_name: &str,
@@ -61,7 +62,9 @@ fn signed(
     params
         .distinguished_name
         .push(DnType::CommonName, common_name);
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    if params.key_usages.is_empty() {
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    }
     params.extended_key_usages = vec![usage];
     let key = KeyPair::generate().unwrap();
     let cert = params.signed_by(&key, issuer).unwrap();
@@ -663,6 +666,22 @@ fn crl_args(
     vec!["--client-crl".into(), path.to_str().unwrap().into()]
 }
 
+/// Writes a list signed by `issuer`, issued an hour ago and valid for `for_secs` more seconds, to `path`.
+fn write_short_crl(issuer: &CertifiedIssuer<'static, KeyPair>, path: &Path, for_secs: u64) {
+    let now = std::time::SystemTime::now();
+    let list = CertificateRevocationListParams {
+        this_update: (now - Duration::from_secs(3600)).into(),
+        next_update: (now + Duration::from_secs(for_secs)).into(),
+        crl_number: SerialNumber::from(1u64),
+        issuing_distribution_point: None,
+        revoked_certs: Vec::new(),
+        key_identifier_method: KeyIdMethod::Sha256,
+    }
+    .signed_by(issuer)
+    .unwrap();
+    std::fs::write(path, list.pem().unwrap()).unwrap();
+}
+
 /// Writes a list signed by `issuer`, numbered `number`, revoking `revoked`, valid until `until`, to `path`.
 fn write_crl(
     issuer: &CertifiedIssuer<'static, KeyPair>,
@@ -753,6 +772,131 @@ async fn a_revoked_client_certificate_fails_the_handshake() {
         said.contains("client CRL") && said.contains("expired"),
         "{said}"
     );
+}
+
+/// Revocation fails closed on connections already open too (red-team finding): once the lists pass their
+/// `nextUpdate`, a kept-alive connection is refused its next request, as a new handshake is, and an event stream
+/// open on it ends (the same check runs on each of its events).
+#[tokio::test]
+async fn an_open_connection_is_refused_once_its_revocation_list_expires() {
+    let server = Server::start_with(|ca, dir| {
+        let path = dir.join("clients.crl.pem");
+        write_short_crl(ca, &path, 5);
+        vec!["--client-crl".into(), path.to_str().unwrap().into()]
+    })
+    .unwrap();
+    let alice = numbered_client(&server.ca, "alice", 667);
+    let mut sender = server.keep_alive(&alice).await;
+    let first = sender
+        .send_request(server.read_request(1, None))
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 200);
+    first.into_body().collect().await.unwrap();
+
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let second = sender
+        .send_request(server.read_request(2, None))
+        .await
+        .unwrap();
+    assert_eq!(second.status(), 403);
+    let refused = server.wait_for("http_rejected", 1).await;
+    assert_eq!(
+        refused[0]["reason"], "expired_revocation_list",
+        "{refused:?}"
+    );
+    assert_eq!(server.events("tool_call").len(), 1);
+    // A new connection is refused at its handshake, for the same reason.
+    let error = server
+        .post(Some(&alice), &server_read(3))
+        .await
+        .unwrap_err();
+    let rejections = server.wait_for("tls_rejected", 1).await;
+    assert_eq!(
+        rejections[0]["reason"], "expired_revocation_list",
+        "{rejections:?} {error}"
+    );
+}
+
+fn server_read(id: u64) -> Value {
+    call(id, "read_file", json!({"filename": "greeting.txt"}))
+}
+
+/// A revocation list that the client CA did not sign is refused at start and when the file changes (red-team
+/// finding: taken, it failed every handshake `BadSignature`, and a forged `thisUpdate` ahead of time then made the
+/// CA's genuine lists be refused as a rollback): the lists in use stay, and the CA's next list is taken.
+#[tokio::test]
+async fn a_revocation_list_the_client_ca_did_not_sign_is_refused() {
+    // Another CA under the same name, as a CA re-keyed (or an attacker's) would be.
+    let impostor = ca("secure-tools test CA");
+    let refused = Server::start_with(|_, dir| crl_args(&impostor, dir, &[666], 2099))
+        .err()
+        .expect("a server with a list its client CA did not sign must not start");
+    assert!(
+        refused.contains("client CRL") && refused.contains("signature"),
+        "{refused}"
+    );
+
+    let server = Server::start_with(|ca, dir| crl_args(ca, dir, &[666], 2099)).unwrap();
+    let crl = server._dir.path().join("clients.crl.pem");
+    // Issued later than the list in use, by the impostor.
+    write_crl(&impostor, &crl, &[666], 2100, 5);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let valid = numbered_client(&server.ca, "alice", 667);
+    let (status, read) = server.post(Some(&valid), &server_read(1)).await.unwrap();
+    assert_eq!(status, 200, "{read}");
+    // The CA's own next list is taken (no rollback against the impostor's date).
+    server.revoke(&[666, 667]).await;
+    let error = server
+        .post(Some(&valid), &server_read(2))
+        .await
+        .unwrap_err();
+    let rejections = server.wait_for("tls_rejected", 1).await;
+    assert_eq!(
+        rejections[0]["reason"], "revoked_client_certificate",
+        "{rejections:?} {error}"
+    );
+}
+
+/// A client certificate whose key usage does not allow signing cannot prove itself in a handshake (RFC 8446
+/// 4.4.2.2: `digitalSignature` must be set when the extension is there; red-team finding: rustls-webpki does not
+/// look at key usage, and such a certificate was served).
+#[tokio::test]
+async fn a_client_certificate_whose_key_usage_forbids_signing_fails_the_handshake() {
+    let server = Server::start();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+    let signing_forbidden = signed(
+        &server.ca,
+        "alice",
+        ExtendedKeyUsagePurpose::ClientAuth,
+        params,
+    );
+    let error = server
+        .post(Some(&signing_forbidden), &server_read(1))
+        .await
+        .unwrap_err();
+    let rejections = server.wait_for("tls_rejected", 1).await;
+    assert_eq!(
+        rejections[0]["reason"], "untrusted_client_certificate",
+        "{rejections:?} {error}"
+    );
+    assert!(server.events("tool_call").is_empty());
+
+    // With `digitalSignature` (among others), served.
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    let signing = signed(
+        &server.ca,
+        "alice",
+        ExtendedKeyUsagePurpose::ClientAuth,
+        params,
+    );
+    let (status, read) = server.post(Some(&signing), &server_read(2)).await.unwrap();
+    assert_eq!(status, 200, "{read}");
 }
 
 /// Every connection proves its certificate: the server resumes no TLS session. A resumed session skips the client

@@ -282,6 +282,9 @@ pub(crate) struct Tls {
     config: Arc<rustls::ServerConfig>,
     /// `None` when no client certificate is asked for.
     verifier: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
+    /// The earliest `nextUpdate` of the revocation lists, past which a connection open under them serves no
+    /// request, as a handshake under them succeeds no more.
+    lists_expire: Option<std::time::SystemTime>,
 }
 
 /// The server's chain and key and the client CAs, if client certificates are required.
@@ -289,6 +292,9 @@ struct ConfigParts {
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
     roots: Option<Arc<RootCertStore>>,
+    /// The client CA certificates the roots were made of, which a revocation list of one of them is checked
+    /// against as it is loaded.
+    cas: Vec<CertificateDer<'static>>,
 }
 
 impl ConfigParts {
@@ -299,6 +305,7 @@ impl ConfigParts {
         &self,
         crls: Vec<CertificateRevocationListDer<'static>>,
     ) -> Result<Tls, MtlsError> {
+        let lists_expire = crls.iter().filter_map(next_update).min();
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
@@ -310,9 +317,12 @@ impl ConfigParts {
                 if !crls.is_empty() {
                     verifier = verifier.with_crls(crls).enforce_revocation_expiration();
                 }
-                let verifier = verifier
-                    .build()
-                    .map_err(|e| MtlsError::Tls(format!("client CA: {e}")))?;
+                let verifier: Arc<dyn rustls::server::danger::ClientCertVerifier> =
+                    Arc::new(SigningCertificates(
+                        verifier
+                            .build()
+                            .map_err(|e| MtlsError::Tls(format!("client CA: {e}")))?,
+                    ));
                 (
                     builder.with_client_cert_verifier(verifier.clone()),
                     Some(verifier),
@@ -333,8 +343,93 @@ impl ConfigParts {
         Ok(Tls {
             config: Arc::new(config),
             verifier,
+            lists_expire,
         })
     }
+}
+
+/// The client-certificate verifier of rustls-webpki, and a check it does not make: a certificate whose key usage
+/// extension does not allow `digitalSignature` cannot sign the handshake (RFC 8446, section 4.4.2.2; RFC 5280,
+/// section 4.2.1.3), and is refused as a certificate for another purpose (red-team finding: one allowing only
+/// `keyCertSign` was served).
+#[derive(Debug)]
+struct SigningCertificates(Arc<dyn rustls::server::danger::ClientCertVerifier>);
+
+impl rustls::server::danger::ClientCertVerifier for SigningCertificates {
+    fn offer_client_auth(&self) -> bool {
+        self.0.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.0.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.0.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        let verified = self.0.verify_client_cert(end_entity, intermediates, now)?;
+        if !may_sign(end_entity) {
+            return Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::InvalidPurpose,
+            ));
+        }
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+
+    fn requires_raw_public_keys(&self) -> bool {
+        self.0.requires_raw_public_keys()
+    }
+}
+
+/// Whether a certificate's key may sign: it has no key usage extension, or one with `digitalSignature`. One that
+/// cannot be read may not (it was verified already, so this is a certificate x509-cert reads differently).
+fn may_sign(certificate: &CertificateDer<'_>) -> bool {
+    use x509_cert::der::Decode;
+    use x509_cert::ext::pkix::{KeyUsage, KeyUsages};
+    let Ok(certificate) = x509_cert::Certificate::from_der(certificate.as_ref()) else {
+        return false;
+    };
+    match certificate.tbs_certificate.get::<KeyUsage>() {
+        Ok(None) => true,
+        Ok(Some((_, usage))) => usage.0.contains(KeyUsages::DigitalSignature),
+        Err(_) => false,
+    }
+}
+
+/// A revocation list's `nextUpdate`, if it has one that can be read.
+fn next_update(crl: &CertificateRevocationListDer<'_>) -> Option<std::time::SystemTime> {
+    use x509_cert::der::Decode;
+    let list = x509_cert::crl::CertificateList::from_der(crl.as_ref()).ok()?;
+    Some(list.tbs_cert_list.next_update?.to_system_time())
 }
 
 impl fmt::Debug for ServerTls {
@@ -378,6 +473,7 @@ impl ServerTls {
             chain,
             key,
             roots: None,
+            cas: Vec::new(),
         };
         Ok(ServerTls {
             server_config: Arc::new(parts.server_config(Vec::new())?),
@@ -403,15 +499,17 @@ impl ServerTls {
             ));
         }
         let mut roots = RootCertStore::empty();
-        for ca in certificates(pem, "client CA")? {
+        let cas = certificates(pem, "client CA")?;
+        for ca in &cas {
             roots
-                .add(ca)
+                .add(ca.clone())
                 .map_err(|e| MtlsError::Tls(format!("client CA: {e}")))?;
         }
         let parts = ConfigParts {
             chain: self.parts.chain.clone(),
             key: self.parts.key.clone_key(),
             roots: Some(Arc::new(roots)),
+            cas,
         };
         self.server_config = Arc::new(parts.server_config(Vec::new())?);
         self.parts = Arc::new(parts);
@@ -466,6 +564,7 @@ impl ServerTls {
         }
         for crl in &crls {
             check_fresh(crl)?;
+            check_signed(crl, &self.parts.cas)?;
         }
         issued_lists(pem)?;
         self.parts.server_config(crls)
@@ -659,6 +758,45 @@ fn check_fresh(crl: &CertificateRevocationListDer<'_>) -> Result<(), MtlsError> 
                 list.tbs_cert_list.issuer
             ),
         });
+    }
+    Ok(())
+}
+
+/// A revocation list issued in the name of a client CA must be signed by it: one that is not would fail every
+/// handshake its CA's clients make (`BadSignature`), and its dates would hold back the CA's genuine lists as
+/// rollbacks (red-team finding: a list of another key under the CA's name was taken, at start and from a changed
+/// file). A list of another issuer (an intermediate CA, which clients present) cannot be checked before a handshake
+/// brings the intermediate: the handshake checks it.
+fn check_signed(
+    crl: &CertificateRevocationListDer<'_>,
+    cas: &[CertificateDer<'_>],
+) -> Result<(), MtlsError> {
+    use x509_parser::prelude::FromDer;
+    let unreadable = |reason: String| MtlsError::Pem {
+        what: "client CRL",
+        reason,
+    };
+    let (_, list) = x509_parser::revocation_list::CertificateRevocationList::from_der(crl.as_ref())
+        .map_err(|e| unreadable(e.to_string()))?;
+    let mut named = false;
+    for ca in cas {
+        let Ok((_, ca)) = x509_parser::certificate::X509Certificate::from_der(ca.as_ref()) else {
+            continue;
+        };
+        if ca.subject().as_raw() != list.issuer().as_raw() {
+            continue;
+        }
+        named = true;
+        if list.verify_signature(ca.public_key()).is_ok() {
+            return Ok(());
+        }
+    }
+    if named {
+        return Err(unreadable(format!(
+            "the list of {} is not signed by the client CA of that name (its signature does not verify with the \
+             CA's key): load the list that CA issued",
+            list.issuer()
+        )));
     }
     Ok(())
 }
@@ -1031,6 +1169,14 @@ impl ServerTls {
             return Err("expired_client_certificate");
         }
         let current = self.current();
+        // Past the lists' `nextUpdate`, revocation fails closed on a connection already open too (red-team finding:
+        // a kept-alive connection, and an event stream, went on being served while every handshake was refused).
+        if current
+            .lists_expire
+            .is_some_and(|expire| std::time::SystemTime::now() > expire)
+        {
+            return Err("expired_revocation_list");
+        }
         let mut checked = peer
             .checked
             .lock()
@@ -1140,6 +1286,10 @@ fn certificate_failure(error: &rustls::Error) -> (&'static str, Option<String>) 
         rustls::Error::InvalidCertificate(rustls::CertificateError::Revoked) => {
             ("revoked_client_certificate", Some(error.to_string()))
         }
+        rustls::Error::InvalidCertificate(
+            rustls::CertificateError::ExpiredRevocationList
+            | rustls::CertificateError::ExpiredRevocationListContext { .. },
+        ) => ("expired_revocation_list", Some(error.to_string())),
         rustls::Error::InvalidCertificate(_) => {
             ("untrusted_client_certificate", Some(error.to_string()))
         }
