@@ -1846,6 +1846,91 @@ async fn an_ended_event_stream_is_resumed_once_not_again() {
     assert_echoes(&client, &server.url, &session, 8, "after").await;
 }
 
+/// Red-team finding: a client that dropped a call's event stream after its priming event, then resumed it once the
+/// call had ended, got an empty `200` (rmcp keeps no request's stream past its answer, and answers a resumption it
+/// cannot serve so) every time, never `404 stream_ended`: the TypeScript SDK v1's loop again, and each resumption a
+/// line of rmcp's on standard error, unaudited. A stream its client dropped is resumed once more, then refused; a
+/// `Last-Event-ID` that names no stream of the session (unreadable, or a stream it never had) is refused at once.
+#[tokio::test]
+async fn a_dropped_event_stream_is_resumed_once_then_refused_and_a_made_up_one_at_once() {
+    let server = start_with(&[("MCP_HTTP_SESSIONS", "true")]);
+    let client = client(Duration::from_secs(30));
+    let session = open_session(&client, &server.url).await;
+    // A raw connection, closed as soon as the priming event is read, long before the call ends.
+    let last_event_id = {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let address = address_of(&server);
+        let call = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+                          "params": {"name": "slow", "arguments": {"millis": 1500}}})
+        .to_string();
+        let mut socket = tokio::net::TcpStream::connect(&address).await.unwrap();
+        let head = format!(
+            "POST /mcp HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n\
+             Accept: application/json, text/event-stream\r\nMCP-Protocol-Version: 2025-11-25\r\n\
+             Mcp-Session-Id: {session}\r\nContent-Length: {}\r\n\r\n{call}",
+            call.len()
+        );
+        socket.write_all(head.as_bytes()).await.unwrap();
+        let mut read = Vec::new();
+        let mut buffer = [0; 4096];
+        let id = loop {
+            let n = tokio::time::timeout(Duration::from_secs(10), socket.read(&mut buffer))
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(n > 0, "{}", String::from_utf8_lossy(&read));
+            read.extend_from_slice(&buffer[..n]);
+            let text = String::from_utf8_lossy(&read);
+            if let Some(id) = text
+                .lines()
+                .find_map(|line| line.strip_prefix("id:"))
+                .map(|id| id.trim().to_owned())
+            {
+                break id;
+            }
+        };
+        drop(socket);
+        id
+    };
+    audit_until(&server, |audit| {
+        events(audit, "tool_call")
+            .iter()
+            .any(|r| r["tool"] == "slow")
+    });
+    let resume = |last_event_id: String| {
+        client
+            .get(&server.url)
+            .header("accept", "text/event-stream")
+            .header("mcp-protocol-version", "2025-11-25")
+            .header("mcp-session-id", &session)
+            .header("last-event-id", last_event_id)
+            .send()
+    };
+    let first = resume(last_event_id.clone()).await.unwrap();
+    assert_eq!(first.status(), 200);
+    let _ = first.text().await;
+    let again = resume(last_event_id.clone()).await.unwrap();
+    assert_eq!(again.status(), 404);
+    assert_error_code(&again.json().await.unwrap(), "stream_ended");
+    // Made up: no stream of the session, or no event id this server writes.
+    let (index, stream) = last_event_id.split_once('/').unwrap();
+    let unknown = format!("{index}/{}", stream.parse::<u64>().unwrap() + 1000);
+    for made_up in [unknown.as_str(), "garbage", "1/x", "/"] {
+        let refused = resume(made_up.to_owned()).await.unwrap();
+        assert_eq!(refused.status(), 404, "{made_up}");
+        assert_error_code(&refused.json().await.unwrap(), "stream_ended");
+    }
+    let audit = audit_until(&server, |audit| events(audit, "http_rejected").len() >= 5);
+    let refused = events(&audit, "http_rejected");
+    assert_eq!(refused.len(), 5, "{refused:?}");
+    assert!(
+        refused.iter().all(|r| r["reason"] == "stream_ended"),
+        "{refused:?}"
+    );
+    // The session goes on.
+    assert_echoes(&client, &server.url, &session, 8, "after").await;
+}
+
 /// Trial finding (Python SDK): a session its client ended (`DELETE`) left no record, where one closed to make room
 /// has `session_closed`. It is recorded, reason `deleted`, with the session's id and its caller.
 #[tokio::test]
