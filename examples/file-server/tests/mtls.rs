@@ -952,6 +952,8 @@ async fn a_connection_open_when_its_certificate_is_revoked_is_refused_its_next_r
         refused[0]["reason"], "revoked_client_certificate",
         "{refused:?}"
     );
+    // Which certificate, as a handshake's refusal of an unmapped one says (red-team finding: this one said none).
+    assert_eq!(refused[0]["subject"], "alice", "{refused:?}");
     let calls = server.events("tool_call");
     assert_eq!(calls.len(), 1, "{calls:?}");
 }
@@ -1411,6 +1413,9 @@ async fn with_a_client_ca_bearer_clients_need_a_certificate_and_a_token() {
     assert_eq!(calls.len(), 1, "{calls:?}");
     assert_eq!(calls[0]["caller"], "carol");
     assert_eq!(calls[0]["outcome"], "ok");
+    // The records say which certificate made the call too (red-team finding: a token used from an unexpected
+    // workload did not show): its names, as a refusal's `subject` gives them.
+    assert_eq!(calls[0]["caller_attributes"]["client_certificate"], "alice");
 
     // The CA revokes the workload's certificate: its open connection is refused its next request.
     server.revoke(&[666, 667]).await;
@@ -1424,5 +1429,6 @@ async fn with_a_client_ca_bearer_clients_need_a_certificate_and_a_token() {
         refused[1]["reason"], "revoked_client_certificate",
         "{refused:?}"
     );
+    assert_eq!(refused[1]["subject"], "alice", "{refused:?}");
     assert_eq!(server.events("tool_call").len(), 1);
 }

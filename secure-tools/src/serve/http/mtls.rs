@@ -930,6 +930,16 @@ pub struct TlsPeer {
     /// The configuration whose verifier last accepted the certificate: at first the handshake's (shared by the
     /// connection's requests).
     checked: Arc<std::sync::Mutex<Option<Arc<Tls>>>>,
+    /// The certificate's names, as a refusal's `subject` gives them (`alice, uri:spiffe://...`), read once.
+    subject: Option<Arc<str>>,
+}
+
+impl TlsPeer {
+    /// The names of the certificate the client presented, as a refusal's `subject` gives them, if it has any that
+    /// can be read.
+    pub(crate) fn subject(&self) -> Option<&str> {
+        self.subject.as_deref()
+    }
 }
 
 impl fmt::Debug for TlsPeer {
@@ -1247,6 +1257,11 @@ pub(crate) async fn handshake(
             let certificate = chain.first().cloned();
             let not_after = chain_not_after(&chain);
             let intermediates = chain.get(1..).unwrap_or_default().into();
+            let subject = certificate
+                .as_ref()
+                .and_then(client_names)
+                .filter(|names| !names.is_empty())
+                .map(|names| Arc::from(listed_names(&names)));
             return Ok((
                 stream,
                 TlsPeer {
@@ -1255,6 +1270,7 @@ pub(crate) async fn handshake(
                     intermediates,
                     not_after,
                     checked: Arc::new(std::sync::Mutex::new(Some(under))),
+                    subject,
                 },
             ));
         }
