@@ -78,6 +78,13 @@ async fn gated(State(effects): State<Effects>) -> Result<String, ToolError> {
     Ok("through".into())
 }
 
+/// Waits at the gate, any number of calls at once: for the per-caller limit.
+#[secure_tool(scope = "t.read", read_only)]
+async fn queued(State(effects): State<Effects>) -> Result<String, ToolError> {
+    effects.gate.notified().await;
+    Ok("through".into())
+}
+
 /// Panics on a blocking thread while holding a redacted argument.
 #[secure_tool(scope = "t.write", audit_redact = ["secret"])]
 async fn blocking_panic(
@@ -645,6 +652,77 @@ async fn rates_and_concurrency_refuse_with_outcome_limited() {
         .filter(|r| r["outcome"] == "limited")
         .count();
     assert_eq!(limited, 2);
+}
+
+/// One caller cannot take every place among the calls running (the set's 64 by default): with a limit per caller,
+/// its next call is refused `overloaded` while another caller's is served, and a place given back is its again.
+#[tokio::test]
+async fn a_caller_at_its_own_limit_is_refused_while_others_are_served() {
+    let sink = MemorySink::new();
+    let effects = Effects::default();
+    let tools = ToolSet::builder(effects.clone())
+        .tool::<queued>()
+        .max_concurrent_calls_per_caller(Some(2))
+        .audit_sink(sink.clone())
+        .build()
+        .unwrap();
+    let alice = caller("alice", "t.read");
+    let bob = caller("bob", "t.read");
+    let running: Vec<_> = (0..2)
+        .map(|id| {
+            let (tools, alice) = (tools.clone(), alice.clone());
+            tokio::spawn(async move { tools.call(request(&alice, id, "queued", json!({}))).await })
+        })
+        .collect();
+    while tools.calls_in_flight() < 2 {
+        tokio::task::yield_now().await;
+    }
+    let third = tools
+        .call(request(&alice, 3, "queued", json!({})))
+        .await
+        .unwrap();
+    assert_eq!(third.outcome(), Outcome::Limited);
+    assert_eq!(third.error_code(), Some("overloaded"));
+    let refusal = third.refusal().unwrap();
+    assert!(refusal.message().contains("this caller"), "{refusal}");
+    // Another caller is served meanwhile.
+    let served = tokio::spawn({
+        let (tools, bob) = (tools.clone(), bob.clone());
+        async move { tools.call(request(&bob, 4, "queued", json!({}))).await }
+    });
+    while tools.calls_in_flight() < 3 {
+        tokio::task::yield_now().await;
+    }
+    // Opened until every call waiting at it is through (a call counted may not be waiting at it yet).
+    let open_gate = |calls: &[tokio::task::JoinHandle<_>]| {
+        let done = calls.iter().all(|call| call.is_finished());
+        effects.gate.notify_waiters();
+        done
+    };
+    let mut calls = running;
+    calls.push(served);
+    while !open_gate(&calls) {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    for call in calls {
+        assert_eq!(call.await.unwrap().unwrap().outcome(), Outcome::Ok);
+    }
+    // Its places given back, the caller's next call runs.
+    let again = tokio::spawn({
+        let (tools, alice) = (tools.clone(), alice.clone());
+        async move { tools.call(request(&alice, 5, "queued", json!({}))).await }
+    });
+    while !open_gate(std::slice::from_ref(&again)) {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert_eq!(again.await.unwrap().unwrap().outcome(), Outcome::Ok);
+    let records = sink.records();
+    let calls = tool_calls(&records);
+    assert_eq!(calls.len(), 5);
+    assert_eq!(
+        calls.iter().filter(|r| r["outcome"] == "limited").count(),
+        1
+    );
 }
 
 /// A call refused `overloaded` never ran: it does not use up its caller's rate (the limits once checked the rate

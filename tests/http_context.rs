@@ -1846,6 +1846,45 @@ async fn an_ended_event_stream_is_resumed_once_not_again() {
     assert_echoes(&client, &server.url, &session, 8, "after").await;
 }
 
+/// `MCP_MAX_CONCURRENT_CALLS_PER_CALLER` over HTTP: one identity's calls beyond it are refused `overloaded` (a
+/// `tool_call` record each) while they run, whatever connection or request they come on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_callers_calls_beyond_its_limit_are_refused_overloaded() {
+    let server = start_with(&[("MCP_MAX_CONCURRENT_CALLS_PER_CALLER", "1")]);
+    let client = client(Duration::from_secs(30));
+    let slow = |id: u64| {
+        let (client, url) = (client.clone(), server.url.clone());
+        tokio::spawn(async move {
+            let call = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+                              "params": {"name": "slow", "arguments": {"millis": 1500}}});
+            let response = post(&client, &url, &call).await.unwrap();
+            response.text().await.unwrap()
+        })
+    };
+    let first = slow(1);
+    audit_until(&server, |audit| {
+        events(audit, "call_started")
+            .iter()
+            .any(|r| r["tool"] == "slow")
+    });
+    let second = slow(2).await.unwrap();
+    assert!(second.contains("overloaded"), "{second}");
+    assert!(
+        first.await.unwrap().contains("done"),
+        "the first call is served"
+    );
+    let audit = audit_until(&server, |audit| events(audit, "tool_call").len() >= 2);
+    let outcomes: Vec<_> = events(&audit, "tool_call")
+        .iter()
+        .map(|r| (r["request_id"].clone(), r["outcome"].clone()))
+        .collect();
+    assert!(
+        outcomes.contains(&(json!(2), json!("limited"))),
+        "{outcomes:?}"
+    );
+    assert!(outcomes.contains(&(json!(1), json!("ok"))), "{outcomes:?}");
+}
+
 /// Red-team finding: a client that dropped a call's event stream after its priming event, then resumed it once the
 /// call had ended, got an empty `200` (rmcp keeps no request's stream past its answer, and answers a resumption it
 /// cannot serve so) every time, never `404 stream_ended`: the TypeScript SDK v1's loop again, and each resumption a

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::audit::{self, Audit, AuditSink};
 use crate::call::guard::Guard;
-use crate::call::limits::{ConcurrencyLimit, Rate, RateLimiter};
+use crate::call::limits::{ConcurrencyLimit, PerCallerLimit, Rate, RateLimiter};
 use crate::call::panic;
 use crate::call::{Lifecycle, RunFn, run_plain, run_stages};
 use crate::scope::Scope;
@@ -83,6 +83,8 @@ pub(crate) struct Inner<S> {
     pub(crate) timeout: Duration,
     pub(crate) rate: Option<RateLimiter>,
     pub(crate) concurrency: Option<ConcurrencyLimit>,
+    /// How many calls one caller may have running at once.
+    pub(crate) per_caller: Option<PerCallerLimit>,
     pub(crate) guards: Vec<Arc<dyn Guard>>,
     pub(crate) lifecycle: Lifecycle,
     #[cfg(feature = "otel")]
@@ -109,6 +111,10 @@ impl<S> std::fmt::Debug for ToolSet<S> {
             .field(
                 "max_concurrent_calls",
                 &self.inner.concurrency.as_ref().map(ConcurrencyLimit::max),
+            )
+            .field(
+                "max_concurrent_calls_per_caller",
+                &self.inner.per_caller.as_ref().map(PerCallerLimit::max),
             )
             .field("guards", &self.inner.guards.len())
             .finish()
@@ -380,6 +386,7 @@ pub struct ToolSetBuilder<S> {
     timeout: Duration,
     rate: Option<Rate>,
     concurrency: Option<u32>,
+    per_caller: Option<u32>,
     guards: Vec<Arc<dyn Guard>>,
     #[cfg(feature = "otel")]
     telemetry: Option<crate::telemetry::Telemetry>,
@@ -401,6 +408,7 @@ impl<S: Send + Sync + 'static> ToolSet<S> {
             timeout: DEFAULT_TIMEOUT,
             rate: None,
             concurrency: Some(DEFAULT_MAX_CONCURRENT_CALLS),
+            per_caller: None,
             guards: Vec::new(),
             #[cfg(feature = "otel")]
             telemetry: None,
@@ -596,6 +604,15 @@ impl<S: Send + Sync + 'static> ToolSetBuilder<S> {
         self
     }
 
+    /// How many calls one caller (told apart by [`Caller::id`](crate::Caller::id)) may have running at once, over
+    /// all the set's tools (default: no limit of its own, only the set's); one more is refused `overloaded` at once.
+    /// Below [`max_concurrent_calls`](Self::max_concurrent_calls), it keeps one caller from taking every place and
+    /// the other callers out.
+    pub fn max_concurrent_calls_per_caller(mut self, max: Option<u32>) -> Self {
+        self.per_caller = max;
+        self
+    }
+
     /// Adds a guard for every tool of the set; set guards run in the order added, before the tools' own.
     pub fn guard(mut self, guard: impl Guard) -> Self {
         self.guards.push(Arc::new(guard));
@@ -718,6 +735,10 @@ impl<S: Send + Sync + 'static> ToolSetBuilder<S> {
             .concurrency
             .map(|max| concurrency_limit("the tool set", max))
             .transpose()?;
+        let per_caller = self
+            .per_caller
+            .map(|max| concurrency_limit("each caller", max).map(|_| PerCallerLimit::new(max)))
+            .transpose()?;
         let rate = self
             .rate
             .map(|rate| rate_limiter("the tool set", rate))
@@ -775,6 +796,7 @@ impl<S: Send + Sync + 'static> ToolSetBuilder<S> {
                 timeout,
                 rate: rate.map(|limiter| shared(limiter, "set")),
                 concurrency,
+                per_caller,
                 guards: self.guards,
                 lifecycle: Lifecycle::default(),
                 #[cfg(feature = "otel")]

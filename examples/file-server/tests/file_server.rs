@@ -1034,6 +1034,7 @@ fn help_documents_every_setting() {
         "MCP_RATE_LIMIT",
         "MCP_TOOL_TIMEOUT",
         "MCP_MAX_CONCURRENT_CALLS",
+        "MCP_MAX_CONCURRENT_CALLS_PER_CALLER",
         "demo",
     ] {
         assert!(
@@ -1104,6 +1105,11 @@ fn limit_settings_that_cannot_be_used_stop_the_start_with_a_clear_message() {
         ("MCP_RATE_LIMIT", "10 per minute", "MCP_RATE_LIMIT"),
         ("MCP_TOOL_TIMEOUT", "forever", "MCP_TOOL_TIMEOUT"),
         ("MCP_MAX_CONCURRENT_CALLS", "0", "MCP_MAX_CONCURRENT_CALLS"),
+        (
+            "MCP_MAX_CONCURRENT_CALLS_PER_CALLER",
+            "0",
+            "MCP_MAX_CONCURRENT_CALLS_PER_CALLER",
+        ),
     ] {
         let output = Command::new(SERVER)
             .env("DATA_ROOT", area.data())

@@ -194,6 +194,72 @@ impl ConcurrencyLimit {
     }
 }
 
+/// How many calls one caller may have running at once, over a whole tool set: so that one caller cannot take every
+/// place among the calls the set runs and keep the others out. Callers are told apart by their id; a caller with no
+/// call running takes no room.
+pub(crate) struct PerCallerLimit {
+    max: u32,
+    running: std::sync::Mutex<std::collections::HashMap<Arc<str>, u32>>,
+}
+
+/// A caller's place among its calls running; given back when dropped.
+pub(crate) struct CallerSlot<'a> {
+    limit: &'a PerCallerLimit,
+    caller: Arc<str>,
+}
+
+impl Drop for CallerSlot<'_> {
+    fn drop(&mut self) {
+        let mut running = self.limit.lock();
+        if let Some(count) = running.get_mut(&self.caller) {
+            *count -= 1;
+            if *count == 0 {
+                running.remove(&self.caller);
+            }
+        }
+    }
+}
+
+impl PerCallerLimit {
+    pub(crate) fn new(max: u32) -> Self {
+        PerCallerLimit {
+            max,
+            running: std::sync::Mutex::default(),
+        }
+    }
+
+    pub(crate) fn max(&self) -> u32 {
+        self.max
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<Arc<str>, u32>> {
+        self.running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(crate) fn acquire(&self, caller: &Arc<str>) -> Result<CallerSlot<'_>, Refusal> {
+        let mut running = self.lock();
+        let count = running.entry(caller.clone()).or_insert(0);
+        if *count >= self.max {
+            return Err(Refusal::limited(
+                codes::OVERLOADED,
+                format!(
+                    "{} calls of this caller are already running, the most one caller may have at once; retry \
+                     shortly",
+                    self.max
+                ),
+            )
+            .retry_after(Duration::from_secs(1)));
+        }
+        *count += 1;
+        Ok(CallerSlot {
+            limit: self,
+            caller: caller.clone(),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -244,6 +310,21 @@ mod tests {
         drop(first);
         let _third = limit.acquire("t").unwrap();
         assert!(limit.acquire("t").is_err());
+    }
+
+    #[test]
+    fn a_limit_per_caller_counts_each_caller_apart_and_forgets_one_with_nothing_running() {
+        let limit = PerCallerLimit::new(2);
+        let (alice, bob): (Arc<str>, Arc<str>) = (Arc::from("alice"), Arc::from("bob"));
+        let first = limit.acquire(&alice).unwrap();
+        let _second = limit.acquire(&alice).unwrap();
+        let refused = limit.acquire(&alice).err().unwrap();
+        assert_eq!(refused.code(), codes::OVERLOADED);
+        let bobs = limit.acquire(&bob).unwrap();
+        drop(first);
+        let _third = limit.acquire(&alice).unwrap();
+        drop(bobs);
+        assert!(!limit.lock().contains_key("bob"));
     }
 
     #[test]

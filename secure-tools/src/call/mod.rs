@@ -659,7 +659,7 @@ fn authorize(tool: &ToolEntry, caller: &Caller) -> Result<(), Refusal> {
 /// The field (under `fields`) on the record of a call whose rate could not be checked and which was let through.
 pub const UNCHECKED_RATE_FIELD: (&str, &str) = ("secure-tools/rate_limit", "unchecked");
 
-/// The built-in limits: concurrency (the tool's, then the set's), then rates (the set's per caller and tool, the
+/// The built-in limits: concurrency (the tool's, the caller's, then the set's), then rates (the set's per caller and tool, the
 /// tool's own per caller). The permits are held until the handler ends. Concurrency first: a call refused
 /// `overloaded` does not use up its caller's rate, and a rate checked in Redis is waited for by calls that count
 /// among those running.
@@ -668,19 +668,24 @@ async fn limit<'a, S>(
     tool: &'a ToolEntry,
     cx: &CallContext,
     started: Instant,
-) -> Result<[Option<limits::Slot<'a>>; 2], Refusal> {
+) -> Result<Permits<'a>, Refusal> {
     let time = (started, tool.timeout.unwrap_or(set.timeout));
     let own = tool
         .concurrency
         .as_ref()
         .map(|limit| limit.acquire("this tool"))
         .transpose()?;
+    let caller = cx.caller().id_shared();
+    let callers = set
+        .per_caller
+        .as_ref()
+        .map(|limit| limit.acquire(caller))
+        .transpose()?;
     let shared = set
         .concurrency
         .as_ref()
         .map(|limit| limit.acquire("the server's tools"))
         .transpose()?;
-    let caller = cx.caller().id_shared();
     let name = tool.definition.name();
     let mut checked = true;
     if let Some(rate) = &set.rate {
@@ -694,7 +699,18 @@ async fn limit<'a, S>(
         // it would read as any call within its rate (red-team finding).
         cx.library_field(UNCHECKED_RATE_FIELD.0, UNCHECKED_RATE_FIELD.1);
     }
-    Ok([own, shared])
+    Ok(Permits {
+        _own: own,
+        _caller: callers,
+        _shared: shared,
+    })
+}
+
+/// The places a call holds among the calls running (its tool's, its caller's, the set's), given back as it ends.
+struct Permits<'a> {
+    _own: Option<limits::Slot<'a>>,
+    _caller: Option<limits::CallerSlot<'a>>,
+    _shared: Option<limits::Slot<'a>>,
 }
 
 fn guard_call<'a, S: Send + Sync + 'static>(

@@ -47,6 +47,8 @@ pub struct CallLimits {
     pub timeout: Option<Duration>,
     /// `MCP_MAX_CONCURRENT_CALLS`: how many calls the server runs at once.
     pub max_concurrent_calls: Option<u32>,
+    /// `MCP_MAX_CONCURRENT_CALLS_PER_CALLER`: how many of them one caller may have running.
+    pub max_concurrent_calls_per_caller: Option<u32>,
 }
 
 impl CallLimits {
@@ -63,6 +65,9 @@ impl CallLimits {
         }
         if let Some(max) = self.max_concurrent_calls {
             builder = builder.max_concurrent_calls(Some(max));
+        }
+        if let Some(max) = self.max_concurrent_calls_per_caller {
+            builder = builder.max_concurrent_calls_per_caller(Some(max));
         }
         builder
     }
@@ -742,6 +747,10 @@ settings_args! {
         /// How many calls may run at once; one more is refused `overloaded`. Default: 64.
         #[cfg_attr(feature = "cli", arg(long, value_name = "N"))]
         max_concurrent_calls: u32 = env "MCP_MAX_CONCURRENT_CALLS",
+        /// How many calls one caller may have running at once (over HTTP, one identity: all its sessions and
+        /// connections); one more is refused `overloaded`. Default: no limit of its own, only the server's.
+        #[cfg_attr(feature = "cli", arg(long, value_name = "N"))]
+        max_concurrent_calls_per_caller: u32 = env "MCP_MAX_CONCURRENT_CALLS_PER_CALLER",
         /// How long calls in flight may take to finish at SIGTERM, SIGINT or SIGHUP (and over stdio once the input
         /// ends), e.g. `5s`. Default: 10s over HTTP, 1s over stdio (hosts kill a stdio server 2s after asking it to
         /// stop).
@@ -1331,6 +1340,15 @@ impl Settings {
                 Some(0) => {
                     return Err(invalid(
                         "--max-concurrent-calls / MCP_MAX_CONCURRENT_CALLS",
+                        "expected a number of calls, at least 1; got `0`".into(),
+                    ));
+                }
+                other => other,
+            },
+            max_concurrent_calls_per_caller: match args.max_concurrent_calls_per_caller {
+                Some(0) => {
+                    return Err(invalid(
+                        "--max-concurrent-calls-per-caller / MCP_MAX_CONCURRENT_CALLS_PER_CALLER",
                         "expected a number of calls, at least 1; got `0`".into(),
                     ));
                 }
