@@ -93,8 +93,15 @@ pub use toolset::{
 /// See the crate README for its arguments.
 pub use secure_tools_macros::secure_tool;
 
-/// The README's examples, compiled and run as doctests.
-#[cfg(doctest)]
+/// The README's examples, compiled and run as doctests: with the features they use (a workspace build has them all),
+/// so that the README's code needs no `cfg` of its own.
+#[cfg(all(
+    doctest,
+    feature = "fs",
+    feature = "cli",
+    feature = "testing",
+    feature = "jwks"
+))]
 #[doc = include_str!("../../README.md")]
 pub struct ReadmeDoctests;
 
