@@ -818,6 +818,41 @@ async fn an_open_connection_is_refused_once_its_revocation_list_expires() {
     );
 }
 
+/// A round's finding: once any list passed its `nextUpdate`, every open connection was refused, though the list
+/// was another issuer's and a new handshake was not. A connection is refused only when the lists its own chain
+/// depends on have expired, as a handshake is.
+#[tokio::test]
+async fn another_issuers_expired_list_refuses_no_one_else() {
+    let server = Server::start_with(|ca, dir| {
+        let ours = dir.join("ours.crl.pem");
+        write_crl(ca, &ours, &[666], 2099, 1);
+        let theirs = dir.join("theirs.crl.pem");
+        write_short_crl(&self::ca("another CA"), &theirs, 5);
+        let path = dir.join("clients.crl.pem");
+        let both =
+            std::fs::read_to_string(&ours).unwrap() + &std::fs::read_to_string(&theirs).unwrap();
+        std::fs::write(&path, both).unwrap();
+        vec!["--client-crl".into(), path.to_str().unwrap().into()]
+    })
+    .unwrap();
+    let alice = numbered_client(&server.ca, "alice", 667);
+    let mut sender = server.keep_alive(&alice).await;
+    let first = sender
+        .send_request(server.read_request(1, None))
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 200);
+    first.into_body().collect().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let second = sender
+        .send_request(server.read_request(2, None))
+        .await
+        .unwrap();
+    assert_eq!(second.status(), 200, "{:?}", server.events("http_rejected"));
+    let (status, read) = server.post(Some(&alice), &server_read(3)).await.unwrap();
+    assert_eq!(status, 200, "{read}");
+}
+
 fn server_read(id: u64) -> Value {
     call(id, "read_file", json!({"filename": "greeting.txt"}))
 }

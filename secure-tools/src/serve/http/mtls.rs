@@ -566,7 +566,7 @@ impl ServerTls {
             check_fresh(crl)?;
             check_signed(crl, &self.parts.cas)?;
         }
-        issued_lists(pem)?;
+        issued_lists(pem, &self.parts.cas)?;
         self.parts.server_config(crls)
     }
 
@@ -578,7 +578,7 @@ impl ServerTls {
     pub fn revocation_lists_file(mut self, path: &Path) -> Result<Self, MtlsError> {
         let (pem, version) = CrlFile::read(path)?;
         self.server_config = Arc::new(self.config_with_crls(&pem)?);
-        let issued = issued_lists(&pem)?;
+        let issued = issued_lists(&pem, &self.parts.cas)?;
         self.crl_file = Some(Arc::new(CrlFile {
             path: path.to_path_buf(),
             state: std::sync::Mutex::new(CrlState {
@@ -762,43 +762,107 @@ fn check_fresh(crl: &CertificateRevocationListDer<'_>) -> Result<(), MtlsError> 
     Ok(())
 }
 
-/// A revocation list issued in the name of a client CA must be signed by it: one that is not would fail every
-/// handshake its CA's clients make (`BadSignature`), and its dates would hold back the CA's genuine lists as
-/// rollbacks (red-team finding: a list of another key under the CA's name was taken, at start and from a changed
-/// file). A list of another issuer (an intermediate CA, which clients present) cannot be checked before a handshake
-/// brings the intermediate: the handshake checks it.
+/// A revocation list issued in the name of a client CA must be signed by it, with an algorithm the TLS library
+/// verifies: one that is not would fail every handshake its CA's clients make (`BadSignature`, or an unsupported
+/// algorithm: SHA-1, P-256 with SHA-512), and its dates would hold back the CA's genuine lists as rollbacks
+/// (red-team findings: a list of another key under the CA's name was taken, at start and from a changed file; a
+/// SHA-1 list passed a first check that did not use the TLS library's algorithms). The signature is checked with the
+/// algorithms rustls verifies handshakes with (`ring`'s), so the two cannot disagree; and the CA's key usage, when
+/// stated, must allow `cRLSign` (RFC 5280, section 4.2.1.3). A list of another issuer (an intermediate CA, which
+/// clients present) cannot be checked before a handshake brings the intermediate: the handshake checks it.
 fn check_signed(
     crl: &CertificateRevocationListDer<'_>,
     cas: &[CertificateDer<'_>],
 ) -> Result<(), MtlsError> {
-    use x509_parser::prelude::FromDer;
-    let unreadable = |reason: String| MtlsError::Pem {
+    use x509_cert::der::{Decode, Encode, Reader, SliceReader};
+    use x509_cert::ext::pkix::{KeyUsage, KeyUsages};
+    let refused = |reason: String| MtlsError::Pem {
         what: "client CRL",
         reason,
     };
-    let (_, list) = x509_parser::revocation_list::CertificateRevocationList::from_der(crl.as_ref())
-        .map_err(|e| unreadable(e.to_string()))?;
+    let list = x509_cert::crl::CertificateList::from_der(crl.as_ref())
+        .map_err(|e| refused(e.to_string()))?;
+    let issuer = list
+        .tbs_cert_list
+        .issuer
+        .to_der()
+        .map_err(|e| refused(e.to_string()))?;
+    // The signed bytes as they are in the file (not as re-encoded), the algorithm's identifier without its
+    // SEQUENCE header (as rustls-pki-types gives them), and the signature.
+    let (signed, algorithm, signature) = {
+        let mut reader = SliceReader::new(crl.as_ref()).map_err(|e| refused(e.to_string()))?;
+        reader
+            .sequence(|list| {
+                let signed = list.tlv_bytes()?;
+                let algorithm = x509_cert::der::asn1::AnyRef::decode(list)?.value();
+                let signature = x509_cert::der::asn1::BitStringRef::decode(list)?;
+                Ok((signed, algorithm, signature.raw_bytes()))
+            })
+            .map_err(|e| refused(e.to_string()))?
+    };
+    let algorithms = rustls::crypto::ring::default_provider()
+        .signature_verification_algorithms
+        .all;
     let mut named = false;
+    let mut unsupported = false;
+    let mut may_not_sign = false;
     for ca in cas {
-        let Ok((_, ca)) = x509_parser::certificate::X509Certificate::from_der(ca.as_ref()) else {
+        let Ok(ca) = x509_cert::Certificate::from_der(ca.as_ref()) else {
             continue;
         };
-        if ca.subject().as_raw() != list.issuer().as_raw() {
+        if ca.tbs_certificate.subject.to_der().ok().as_deref() != Some(issuer.as_slice()) {
             continue;
         }
         named = true;
-        if list.verify_signature(ca.public_key()).is_ok() {
-            return Ok(());
+        if let Ok(Some((_, usage))) = ca.tbs_certificate.get::<KeyUsage>()
+            && !usage.0.contains(KeyUsages::CRLSign)
+        {
+            may_not_sign = true;
+            continue;
+        }
+        let spki = &ca.tbs_certificate.subject_public_key_info;
+        let Ok(key_algorithm) = spki.algorithm.to_der() else {
+            continue;
+        };
+        let Ok(key_algorithm) = x509_cert::der::asn1::AnyRef::from_der(&key_algorithm) else {
+            continue;
+        };
+        let key = spki.subject_public_key.raw_bytes();
+        let mut matching = algorithms.iter().filter(|candidate| {
+            *candidate.signature_alg_id() == *algorithm
+                && *candidate.public_key_alg_id() == *key_algorithm.value()
+        });
+        match matching.next() {
+            None => unsupported = true,
+            Some(first) => {
+                if std::iter::once(first)
+                    .chain(matching)
+                    .any(|candidate| candidate.verify_signature(key, signed, signature).is_ok())
+                {
+                    return Ok(());
+                }
+            }
         }
     }
-    if named {
-        return Err(unreadable(format!(
+    match (named, unsupported) {
+        (false, _) => Ok(()),
+        _ if may_not_sign => Err(refused(format!(
+            "the client CA {} may not sign revocation lists (its key usage does not allow cRLSign): load a list \
+             from a CA certificate that allows it",
+            list.tbs_cert_list.issuer
+        ))),
+        (true, true) => Err(refused(format!(
+            "the list of {} is signed with an algorithm the TLS library does not verify (for the CA's key), so \
+             every handshake would be refused: sign it with SHA-256 or stronger (RSA, RSA-PSS, ECDSA P-256 or P-384 \
+             with SHA-256 or SHA-384, Ed25519)",
+            list.tbs_cert_list.issuer
+        ))),
+        (true, false) => Err(refused(format!(
             "the list of {} is not signed by the client CA of that name (its signature does not verify with the \
              CA's key): load the list that CA issued",
-            list.issuer()
-        )));
+            list.tbs_cert_list.issuer
+        ))),
     }
-    Ok(())
 }
 
 /// Most names read from one certificate (a certificate with thousands of alternative names is refused, not
@@ -1000,10 +1064,20 @@ fn number_below(a: &[u8], b: &[u8]) -> bool {
     (a.len(), a) < (b.len(), b)
 }
 
-/// When each issuer's list in `pem` was issued, and its number. A file holds one list per CA (red-team finding: an
-/// older list put before the current one was taken, as a handshake reads an issuer's first list): two are refused.
-fn issued_lists(pem: &[u8]) -> Result<Issued, MtlsError> {
-    use x509_cert::der::Decode;
+/// When each client CA's list in `pem` was issued, and its number: the lists a later file may not go back on. A
+/// list of another issuer (an intermediate CA's), whose signature cannot be checked before a handshake, is not
+/// among them (a red team's round: a list in an unknown name, its signature unchecked, then held back every later
+/// file that left it out, and its `nextUpdate` every client). A file holds one list per CA (red-team finding: an
+/// older list put before the current one was taken, as a handshake reads an issuer's first list): two are refused,
+/// whoever the issuer.
+fn issued_lists(pem: &[u8], cas: &[CertificateDer<'_>]) -> Result<Issued, MtlsError> {
+    use x509_cert::der::{Decode, Encode};
+    let ca_names: Vec<Vec<u8>> = cas
+        .iter()
+        .filter_map(|ca| x509_cert::Certificate::from_der(ca.as_ref()).ok())
+        .filter_map(|ca| ca.tbs_certificate.subject.to_der().ok())
+        .collect();
+    let mut seen = std::collections::BTreeSet::new();
     let mut issued = Issued::new();
     for crl in CertificateRevocationListDer::pem_slice_iter(pem) {
         let crl = crl.map_err(|e| MtlsError::Pem {
@@ -1018,7 +1092,7 @@ fn issued_lists(pem: &[u8]) -> Result<Issued, MtlsError> {
         })?;
         let at = list.tbs_cert_list.this_update.to_system_time();
         let issuer = list.tbs_cert_list.issuer.to_string();
-        if issued.contains_key(&issuer) {
+        if !seen.insert(issuer.clone()) {
             return Err(MtlsError::Pem {
                 what: "client CRL",
                 reason: format!(
@@ -1026,7 +1100,14 @@ fn issued_lists(pem: &[u8]) -> Result<Issued, MtlsError> {
                 ),
             });
         }
-        issued.insert(issuer, (at, crl_number(&list)));
+        let by_a_client_ca = list
+            .tbs_cert_list
+            .issuer
+            .to_der()
+            .is_ok_and(|name| ca_names.contains(&name));
+        if by_a_client_ca {
+            issued.insert(issuer, (at, crl_number(&list)));
+        }
     }
     Ok(issued)
 }
@@ -1120,7 +1201,7 @@ impl CrlFile {
         }
         let issued_in_use = self.lock().issued.clone();
         match Self::read(&self.path).and_then(|(pem, version)| {
-            let issued = issued_lists(&pem)?;
+            let issued = issued_lists(&pem, &tls.parts.cas)?;
             no_rollback(&issued_in_use, &issued)?;
             Ok((tls.config_with_crls(&pem)?, version, issued))
         }) {
@@ -1179,21 +1260,22 @@ impl ServerTls {
             return Err("expired_client_certificate");
         }
         let current = self.current();
-        // Past the lists' `nextUpdate`, revocation fails closed on a connection already open too (red-team finding:
-        // a kept-alive connection, and an event stream, went on being served while every handshake was refused).
-        if current
+        // Past a list's `nextUpdate`, revocation fails closed on a connection already open too (red-team finding:
+        // a kept-alive connection, and an event stream, went on being served while every handshake was refused):
+        // its certificate is verified again, now, as a new handshake's would be, which refuses it if a list its
+        // chain depends on has expired, and not for another CA's list (a red team's next round: the earliest
+        // `nextUpdate` of all the lists refused every client).
+        let lapsed = current
             .lists_expire
-            .is_some_and(|expire| std::time::SystemTime::now() > expire)
-        {
-            return Err("expired_revocation_list");
-        }
+            .is_some_and(|expire| std::time::SystemTime::now() > expire);
         let mut checked = peer
             .checked
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if checked
-            .as_ref()
-            .is_some_and(|tls| Arc::ptr_eq(tls, &current))
+        if !lapsed
+            && checked
+                .as_ref()
+                .is_some_and(|tls| Arc::ptr_eq(tls, &current))
         {
             return Ok(());
         }
@@ -1396,6 +1478,90 @@ pub(crate) mod tests {
         .unwrap()
         .pem()
         .unwrap()
+    }
+
+    /// A red team's round: a list whose algorithm the TLS library does not verify (SHA-1, P-256 with SHA-512) passed
+    /// a first check made with another library's algorithms, then failed every handshake; a list of a CA whose key
+    /// usage does not allow `cRLSign` was taken. Both are refused as they are loaded, each saying why.
+    #[test]
+    fn a_list_the_handshakes_could_not_verify_is_refused_as_it_is_loaded() {
+        use rcgen::{
+            BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair, KeyUsagePurpose,
+        };
+        let (ca, _, _) = server_under_a_ca();
+        let cas = [ca.der().clone()];
+        let list = revocation_list(&ca, 2098, 1);
+        let der = CertificateRevocationListDer::from_pem_slice(list.as_bytes()).unwrap();
+        check_signed(&der, &cas).unwrap();
+        // The same list, its outer algorithm made ECDSA with SHA-512 (1.2.840.10045.4.3.4): the last of the two
+        // places the identifier is written (the signed one is the first).
+        let sha256 = [0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02];
+        let mut bytes = der.as_ref().to_vec();
+        let at = bytes
+            .windows(sha256.len())
+            .rposition(|window| window == sha256)
+            .expect("an ECDSA with SHA-256 list");
+        bytes[at + sha256.len() - 1] = 0x04;
+        let refused = check_signed(&CertificateRevocationListDer::from(bytes), &cas)
+            .unwrap_err()
+            .to_string();
+        assert!(refused.contains("algorithm"), "{refused}");
+
+        // The same CA (its name and key) in a certificate whose key usage leaves out `cRLSign` (rcgen signs no
+        // list with such a CA: the list is the one above).
+        let ca_with = |usages: Vec<KeyUsagePurpose>| {
+            let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            params.key_usages = usages;
+            let key = KeyPair::from_pem(&ca.key().serialize_pem()).unwrap();
+            CertifiedIssuer::self_signed(params, key).unwrap()
+        };
+        let no_crl_sign = ca_with(vec![KeyUsagePurpose::KeyCertSign]);
+        let refused = check_signed(&der, &[no_crl_sign.der().clone()])
+            .unwrap_err()
+            .to_string();
+        assert!(refused.contains("cRLSign"), "{refused}");
+        let crl_sign = ca_with(vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign]);
+        check_signed(&der, &[crl_sign.der().clone()]).unwrap();
+    }
+
+    /// A round's finding: a list in a name no client CA has (its signature unchecked until a handshake) was held to
+    /// the rule that a later file may not go back on it, so a file without it was refused for ever; only the client
+    /// CAs' own lists, checked as they load, are.
+    #[test]
+    fn a_list_of_an_unknown_issuer_does_not_hold_back_the_next_file() {
+        use rcgen::{
+            BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair,
+            KeyUsagePurpose,
+        };
+        let (ca, key, cert) = server_under_a_ca();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, "anyone");
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let stranger = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("crl.pem");
+        std::fs::write(
+            &file,
+            revocation_list(&ca, 2098, 1) + &revocation_list(&stranger, 2098, 1),
+        )
+        .unwrap();
+        let tls = ServerTls::from_pem(cert.pem().as_bytes(), key.serialize_pem().as_bytes())
+            .unwrap()
+            .client_ca(ca.pem().as_bytes())
+            .unwrap()
+            .revocation_lists_file(&file)
+            .unwrap();
+        let crl_file = tls.crl_file.clone().unwrap();
+        let before = crl_file.current();
+        // The CA's next list alone, in a file of another size (so that it is read again).
+        std::fs::write(&file, revocation_list(&ca, 2098, 22)).unwrap();
+        crl_file.refresh(&tls);
+        assert!(
+            !Arc::ptr_eq(&before, &crl_file.current()),
+            "the CA's list alone is taken"
+        );
     }
 
     /// Red-team finding: an older revocation list copied back over the file (one from before a client was revoked)
