@@ -1846,6 +1846,105 @@ async fn an_ended_event_stream_is_resumed_once_not_again() {
     assert_echoes(&client, &server.url, &session, 8, "after").await;
 }
 
+/// A round's findings on resumption during a long call: resumed while its first stream was still open, that stream
+/// ended with a `session_ended` error (two answers to one request, the first a failure); and a second resumption
+/// (the first on a connection its client had left) was refused, the answer lost. The first stream now ends without
+/// a word, and the last resumption gets the answer.
+#[tokio::test]
+async fn a_long_call_resumed_twice_gets_its_answer_on_the_last_resumption_only() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let server = start_with(&[("MCP_HTTP_SESSIONS", "true")]);
+    let client = client(Duration::from_secs(30));
+    let session = open_session(&client, &server.url).await;
+    let address = address_of(&server);
+    // Sends a request on a connection of its own, and reads until an event id shows.
+    let open = |request: String| {
+        let address = address.clone();
+        async move {
+            let mut socket = tokio::net::TcpStream::connect(&address).await.unwrap();
+            socket.write_all(request.as_bytes()).await.unwrap();
+            let mut read = Vec::new();
+            let mut buffer = [0; 4096];
+            let id = loop {
+                let n = tokio::time::timeout(Duration::from_secs(10), socket.read(&mut buffer))
+                    .await
+                    .unwrap()
+                    .unwrap();
+                assert!(n > 0, "{}", String::from_utf8_lossy(&read));
+                read.extend_from_slice(&buffer[..n]);
+                if let Some(id) = String::from_utf8_lossy(&read)
+                    .lines()
+                    .find_map(|line| line.strip_prefix("id:"))
+                    .map(|id| id.trim().to_owned())
+                {
+                    break id;
+                }
+            };
+            (socket, read, id)
+        }
+    };
+    let call = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+                      "params": {"name": "slow", "arguments": {"millis": 2500}}})
+    .to_string();
+    let (mut first, mut first_read, last_event_id) = open(format!(
+        "POST /mcp HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n\
+         Accept: application/json, text/event-stream\r\nMCP-Protocol-Version: 2025-11-25\r\n\
+         Mcp-Session-Id: {session}\r\nContent-Length: {}\r\n\r\n{call}",
+        call.len()
+    ))
+    .await;
+    let resume_request = format!(
+        "GET /mcp HTTP/1.1\r\nHost: {address}\r\nAccept: text/event-stream\r\n\
+         MCP-Protocol-Version: 2025-11-25\r\nMcp-Session-Id: {session}\r\n\
+         Last-Event-ID: {last_event_id}\r\n\r\n"
+    );
+    // A first resumption, on a connection its client then leaves unread (the server cannot tell).
+    let (_left, _, _) = open(resume_request.clone()).await;
+    // The first stream ends, without a word of the request's answer.
+    let mut buffer = [0; 4096];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), first.read(&mut buffer))
+            .await
+            .unwrap()
+        {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                first_read.extend_from_slice(&buffer[..n]);
+                if first_read.ends_with(b"0\r\n\r\n") {
+                    break;
+                }
+            }
+        }
+    }
+    let first_read = String::from_utf8_lossy(&first_read);
+    assert!(
+        !first_read.contains("\"error\"") && !first_read.contains("session_ended"),
+        "{first_read}"
+    );
+    // A second resumption, on a new connection: the answer.
+    let second = client
+        .get(&server.url)
+        .header("accept", "text/event-stream")
+        .header("mcp-protocol-version", "2025-11-25")
+        .header("mcp-session-id", &session)
+        .header("last-event-id", &last_event_id)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(second.status(), 200);
+    let body = tokio::time::timeout(Duration::from_secs(10), second.text())
+        .await
+        .unwrap()
+        .unwrap();
+    let answers = messages(&body);
+    assert!(
+        answers
+            .iter()
+            .any(|m| m["id"] == 7 && m["result"]["content"][0]["text"] == "done"),
+        "{body}"
+    );
+}
+
 /// `MCP_MAX_CONCURRENT_CALLS_PER_CALLER` over HTTP: one identity's calls beyond it are refused `overloaded` (a
 /// `tool_call` record each) while they run, whatever connection or request they come on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1954,14 +2053,21 @@ async fn a_dropped_event_stream_is_resumed_once_then_refused_and_a_made_up_one_a
     // Made up: no stream of the session, or no event id this server writes.
     let (index, stream) = last_event_id.split_once('/').unwrap();
     let unknown = format!("{index}/{}", stream.parse::<u64>().unwrap() + 1000);
-    for made_up in [unknown.as_str(), "garbage", "1/x", "/"] {
+    for made_up in [
+        unknown.as_str(),
+        "garbage",
+        "1/x",
+        "/",
+        "99999999999999999999999",
+        &format!("99999999999999999999999/{stream}"),
+    ] {
         let refused = resume(made_up.to_owned()).await.unwrap();
         assert_eq!(refused.status(), 404, "{made_up}");
         assert_error_code(&refused.json().await.unwrap(), "stream_ended");
     }
-    let audit = audit_until(&server, |audit| events(audit, "http_rejected").len() >= 5);
+    let audit = audit_until(&server, |audit| events(audit, "http_rejected").len() >= 7);
     let refused = events(&audit, "http_rejected");
-    assert_eq!(refused.len(), 5, "{refused:?}");
+    assert_eq!(refused.len(), 7, "{refused:?}");
     assert!(
         refused.iter().all(|r| r["reason"] == "stream_ended"),
         "{refused:?}"

@@ -82,12 +82,21 @@ struct Session {
     delivered: bool,
     /// Why it is being closed, once that has begun (`deleted`, `evicted`): the reason its end is recorded with.
     closing: Option<&'static str>,
-    /// Its requests' event streams that have ended (rmcp's number for each), the most recent
-    /// [`ENDED_STREAMS_KEPT`], with whether each was resumed since (see [`Owners::may_resume`]).
-    ended_streams: std::collections::VecDeque<(u64, bool)>,
-    /// The highest of rmcp's numbers for its requests' event streams seen so far: a `Last-Event-ID` naming a
-    /// higher one names no stream of the session.
-    last_stream: Option<u64>,
+    /// Its requests' event streams in progress (rmcp's number for each, from their first event), with whether a
+    /// resumption has taken each over (see [`Owners::may_resume`]).
+    live_streams: std::collections::HashMap<u64, bool>,
+    /// Its requests' event streams that have ended, or that their clients gave up, the most recent
+    /// [`ENDED_STREAMS_KEPT`] (see [`Owners::may_resume`]).
+    ended_streams: std::collections::VecDeque<(u64, Resumption)>,
+}
+
+/// Where an event stream that ended (or was given up) stands with its resumptions.
+#[derive(Clone, Copy, Default)]
+struct Resumption {
+    /// How many resumptions it has been granted: a resumption's end counts only if no later one was granted.
+    granted: u64,
+    /// A resumption came to its end (its answer, or rmcp's nothing): no other is granted.
+    done: bool,
 }
 
 /// How many of a session's ended event streams are remembered, to refuse a second resumption of one.
@@ -347,56 +356,103 @@ impl Owners {
     /// The event stream `stream` (rmcp's number for it) of the session `id` has begun.
     fn stream_seen(&self, id: &str, stream: u64) {
         if let Some(session) = self.lock().sessions.get_mut(id) {
-            session.last_stream = session.last_stream.max(Some(stream));
+            session.live_streams.entry(stream).or_insert(false);
         }
     }
 
     /// The event stream `stream` (rmcp's number for it) of the session `id` has ended, with its answer; or its
-    /// client gave it (or its resumption) up before its end: either way it may be resumed once more, not twice.
-    fn stream_ended(&self, id: &str, stream: u64) {
-        self.mark_stream(id, stream, false);
-    }
-
-    /// A resumption of the event stream `stream` of the session `id` has come to its end: it has nothing more, and
-    /// is not resumed again.
-    fn stream_resumed_to_end(&self, id: &str, stream: u64) {
-        self.mark_stream(id, stream, true);
-    }
-
-    /// Notes whether the stream `stream` of the session `id` has been resumed since it last ended.
-    fn mark_stream(&self, id: &str, stream: u64, resumed: bool) {
-        if let Some(session) = self.lock().sessions.get_mut(id) {
-            if let Some(entry) = session
-                .ended_streams
-                .iter_mut()
-                .find(|(ended, _)| *ended == stream)
-            {
-                entry.1 = resumed;
-                return;
-            }
+    /// client gave it up before its end: it may be resumed (rmcp answers with what it still holds of it), until a
+    /// resumption comes to its end. Whether a resumption had taken it over (its end is then no failure).
+    fn stream_ended(&self, id: &str, stream: u64) -> bool {
+        let mut map = self.lock();
+        let Some(session) = map.sessions.get_mut(id) else {
+            return false;
+        };
+        let taken_over = session.live_streams.remove(&stream).unwrap_or(false);
+        if let Some((_, resumption)) = session
+            .ended_streams
+            .iter_mut()
+            .find(|(ended, _)| *ended == stream)
+        {
+            resumption.done = false;
+        } else {
             if session.ended_streams.len() == ENDED_STREAMS_KEPT {
                 session.ended_streams.pop_front();
             }
-            session.ended_streams.push_back((stream, resumed));
+            session
+                .ended_streams
+                .push_back((stream, Resumption::default()));
+        }
+        taken_over
+    }
+
+    /// How many resumptions the stream `stream` of the session `id` has been granted, as one begins.
+    fn resumptions_granted(&self, id: &str, stream: u64) -> u64 {
+        let map = self.lock();
+        map.sessions
+            .get(id)
+            .and_then(|session| {
+                session
+                    .ended_streams
+                    .iter()
+                    .find(|(ended, _)| *ended == stream)
+            })
+            .map_or(0, |(_, resumption)| resumption.granted)
+    }
+
+    /// The resumption of the stream `stream` of the session `id` that began as the `granted`th has come to its end:
+    /// unless a later one was granted meanwhile (which took its place), the stream has nothing more, and is not
+    /// resumed again.
+    fn resumption_ended(&self, id: &str, stream: u64, granted: u64) {
+        let mut map = self.lock();
+        let Some(session) = map.sessions.get_mut(id) else {
+            return;
+        };
+        if session.live_streams.contains_key(&stream) {
+            // A resumption of a stream still in progress, which took it over: its end is the stream's.
+            return;
+        }
+        match session
+            .ended_streams
+            .iter_mut()
+            .find(|(ended, _)| *ended == stream)
+        {
+            Some((_, resumption)) if resumption.granted == granted => resumption.done = true,
+            Some(_) => {}
+            None => {
+                if session.ended_streams.len() == ENDED_STREAMS_KEPT {
+                    session.ended_streams.pop_front();
+                }
+                session.ended_streams.push_back((
+                    stream,
+                    Resumption {
+                        granted,
+                        done: true,
+                    },
+                ));
+            }
         }
     }
 
-    /// Whether the session `id`'s event stream that `last_event_id` names may be resumed: any stream in progress,
-    /// and one that has ended once (its client may have lost the end of it), not twice. The TypeScript SDK v1 takes
-    /// only a result, not an error, as the end of a resumable stream, and resumed the stream of a cancelled call
-    /// (whose end is an error) every 3 s for as long as its session lasted, rmcp answering with the same empty
-    /// stream each time (trial finding); refused, it gives up after two retries.
+    /// Whether the session `id`'s event stream that `last_event_id` names may be resumed: one in progress (the
+    /// resumption takes it over), and one that has ended or that its client gave up, until a resumption has come to
+    /// its end. The TypeScript SDK v1 takes only a result, not an error, as the end of a resumable stream, and
+    /// resumed the stream of a cancelled call (whose end is an error) every 3 s for as long as its session lasted,
+    /// rmcp answering with the same empty stream each time (trial finding); refused, it gives up after two retries.
+    /// A client whose resumption was cut during a long call may resume again (a red team's round: a resumption on
+    /// a connection the client had left, then one on a new connection, was refused, and the answer lost).
     ///
-    /// A `Last-Event-ID` that names no stream of the session is refused too (red-team finding: each was answered an
-    /// empty `200` by rmcp, with a line of its own on standard error, unaudited): one that is not rmcp's
-    /// `INDEX/STREAM` (a request's stream) or `INDEX` (the session's own), or names a stream beyond any it has had.
+    /// A `Last-Event-ID` that names no stream of the session is refused too (red-team findings: each was answered
+    /// an empty `200` by rmcp, with a line of its own on standard error, unaudited): one that is not rmcp's
+    /// `INDEX/STREAM` (a request's stream) or `INDEX` (the session's own) with numbers rmcp can read, or a stream
+    /// neither in progress nor among the last [`ENDED_STREAMS_KEPT`] to end.
     pub(super) fn may_resume(&self, id: &str, last_event_id: &str) -> bool {
-        let number = |text: &str| !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
+        let digits = |text: &str| !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
+        let index = |text: &str| digits(text) && text.parse::<usize>().is_ok();
         let stream = match last_event_id.split_once('/') {
-            Some((index, stream)) if number(index) && number(stream) => stream.parse::<u64>().ok(),
+            Some((at, stream)) if index(at) && digits(stream) => stream.parse::<u64>().ok(),
             Some(_) => return false,
-            None if number(last_event_id) => return true,
-            None => return false,
+            None => return index(last_event_id),
         };
         let Some(stream) = stream else {
             return false;
@@ -405,20 +461,21 @@ impl Owners {
         let Some(session) = map.sessions.get_mut(id) else {
             return true;
         };
-        if session.last_stream.is_none_or(|last| stream > last) {
-            return false;
+        if let Some(taken_over) = session.live_streams.get_mut(&stream) {
+            *taken_over = true;
+            return true;
         }
         match session
             .ended_streams
             .iter_mut()
             .find(|(ended, _)| *ended == stream)
         {
-            Some((_, resumed)) if *resumed => false,
-            Some((_, resumed)) => {
-                *resumed = true;
+            Some((_, resumption)) if resumption.done => false,
+            Some((_, resumption)) => {
+                resumption.granted += 1;
                 true
             }
-            None => true,
+            None => false,
         }
     }
 
@@ -545,8 +602,8 @@ impl Owners {
             announced: false,
             delivered: false,
             closing: None,
+            live_streams: std::collections::HashMap::new(),
             ended_streams: std::collections::VecDeque::new(),
-            last_stream: None,
         };
         if map.sessions.insert(id.clone(), session).is_none() {
             map.by_owner.entry(owner).or_default().push(id);
@@ -1021,12 +1078,18 @@ where
             }
             Poll::Ready(None) => {
                 self.ended = true;
-                if let Some(stream) = self.stream {
-                    self.owners.stream_ended(&self.session, stream);
-                }
+                let taken_over = self
+                    .stream
+                    .is_some_and(|stream| self.owners.stream_ended(&self.session, stream));
                 let Some(request) = self.answering.take() else {
                     return Poll::Ready(None);
                 };
+                // A resumption took the stream over (rmcp sends what follows there): this one ends without a word,
+                // or its client would read a failure as the request's answer, and then the answer (a red team's
+                // round: `session_ended` here, the result on the resumption).
+                if taken_over {
+                    return Poll::Ready(None);
+                }
                 let message = if request
                     .cancel_requested
                     .load(std::sync::atomic::Ordering::Acquire)
@@ -1056,17 +1119,20 @@ impl<S> Drop for Answered<S> {
         if !self.ended
             && let Some(stream) = self.stream
         {
-            self.owners.stream_ended(&self.session, stream);
+            let _ = self.owners.stream_ended(&self.session, stream);
         }
     }
 }
 
-/// A resumed event stream of a request: given up by its client before its end, it may be resumed once more (a
-/// client that lost its connection twice during a long call still gets the answer); at its end, not again.
+/// A resumed event stream of a request: at its end, the stream has nothing more and is not resumed again (unless
+/// a later resumption took its place); given up by its client before its end, it may be resumed again (a client
+/// that lost its connection twice during a long call still gets the answer).
 struct Resumed<S> {
     inner: S,
     finished: bool,
     stream: Option<u64>,
+    /// Which of the stream's resumptions this is.
+    granted: u64,
     owners: Arc<Owners>,
     session: Arc<str>,
 }
@@ -1087,20 +1153,11 @@ where
         {
             self.finished = true;
             if let Some(stream) = self.stream {
-                self.owners.stream_resumed_to_end(&self.session, stream);
+                self.owners
+                    .resumption_ended(&self.session, stream, self.granted);
             }
         }
         next
-    }
-}
-
-impl<S> Drop for Resumed<S> {
-    fn drop(&mut self) {
-        if !self.finished
-            && let Some(stream) = self.stream
-        {
-            self.owners.stream_ended(&self.session, stream);
-        }
     }
 }
 
@@ -1411,11 +1468,23 @@ impl SessionManager for Bound {
         let stream = last_event_id
             .split_once('/')
             .and_then(|(_, stream)| stream.parse().ok());
-        let inner = self.inner.resume(id, last_event_id).await?;
+        let granted = stream.map_or(0, |stream| self.owners.resumptions_granted(id, stream));
+        // rmcp no longer holds the stream (it drops a request's stream as its answer goes): it answers an empty
+        // stream, and there is nothing more to resume.
+        let inner = match self.inner.resume(id, last_event_id).await {
+            Ok(inner) => inner,
+            Err(error) => {
+                if let Some(stream) = stream {
+                    self.owners.resumption_ended(id, stream, granted);
+                }
+                return Err(error.into());
+            }
+        };
         Ok(Resumed {
             inner: Box::pin(inner),
             finished: false,
             stream,
+            granted,
             owners: Arc::clone(&self.owners),
             session: Arc::clone(id),
         })
