@@ -1451,6 +1451,36 @@ async fn with_a_client_ca_bearer_clients_need_a_certificate_and_a_token() {
     // The records say which certificate made the call too (red-team finding: a token used from an unexpected
     // workload did not show): its names, as a refusal's `subject` gives them.
     assert_eq!(calls[0]["caller_attributes"]["client_certificate"], "alice");
+    // A certificate whose names are not read (here, none) is named by its fingerprint (a round's finding: the
+    // attribute was left out, so nothing said which certificate it was).
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(DnType::OrganizationName, "workloads");
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    params.serial_number = Some(SerialNumber::from(668u64));
+    let key = KeyPair::generate().unwrap();
+    let nameless = params.signed_by(&key, &server.ca).unwrap();
+    let nameless = Identity {
+        cert: nameless.der().clone(),
+        pem: nameless.pem(),
+        key,
+    };
+    let (status, body) = server
+        .post_with_token(Some(&nameless), Some(&reader), &read(50))
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let calls = server.events("tool_call");
+    let fingerprint = calls[1]["caller_attributes"]["client_certificate"]
+        .as_str()
+        .unwrap();
+    assert!(
+        fingerprint.starts_with("sha256:") && fingerprint.len() == 7 + 64,
+        "{fingerprint}"
+    );
 
     // The CA revokes the workload's certificate: its open connection is refused its next request.
     server.revoke(&[666, 667]).await;
@@ -1465,5 +1495,5 @@ async fn with_a_client_ca_bearer_clients_need_a_certificate_and_a_token() {
         "{refused:?}"
     );
     assert_eq!(refused[1]["subject"], "alice", "{refused:?}");
-    assert_eq!(server.events("tool_call").len(), 1);
+    assert_eq!(server.events("tool_call").len(), 2);
 }

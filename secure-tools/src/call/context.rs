@@ -92,6 +92,16 @@ impl Caller {
         self
     }
 
+    /// The caller with an attribute the transport sets (the client certificate a token came with): over one of
+    /// that name the caller had, and past the cap, so that no mapping of claims can forge or crowd it out.
+    #[cfg(feature = "mtls")]
+    pub(crate) fn with_transport_attribute(mut self, key: &str, value: &str) -> Self {
+        let inner = Arc::make_mut(&mut self.0);
+        let attributes = Arc::make_mut(inner.attributes.get_or_insert_with(Arc::default));
+        attributes.insert(key.to_owned(), crate::audit::shorten_str(value));
+        self
+    }
+
     /// The caller's attributes, if any.
     pub fn attributes(&self) -> Option<&Arc<std::collections::BTreeMap<String, String>>> {
         self.0.attributes.as_ref().filter(|a| !a.is_empty())
@@ -1621,6 +1631,23 @@ impl Sampling {
 #[cfg(test)]
 mod tests {
     use super::CallId;
+
+    /// What the transport says of a caller (the certificate a token came with) is neither overwritten by nor crowded
+    /// out by the attributes a mapping of claims gave it.
+    #[cfg(feature = "mtls")]
+    #[test]
+    fn a_transport_attribute_is_kept_over_the_callers_own() {
+        let mut caller = super::Caller::new("carol", crate::Grant::none());
+        for i in 0..super::MAX_CALLER_ATTRIBUTES {
+            caller = caller.with_attribute(format!("claim{i}"), "x");
+        }
+        let caller = caller
+            .with_attribute("client_certificate", "forged")
+            .with_transport_attribute("client_certificate", "alice");
+        let attributes = caller.attributes().unwrap();
+        assert_eq!(attributes["client_certificate"], "alice");
+        assert_eq!(attributes.len(), super::MAX_CALLER_ATTRIBUTES + 1);
+    }
 
     /// The shapes of the specification's forms: each kind of member, its choices and its bounds.
     #[test]

@@ -243,7 +243,7 @@ async fn identify(shared: &Shared, head: Head<'_>) -> Result<Identified, Respons
                 #[cfg(feature = "mtls")]
                 let caller = match peer.and_then(mtls::TlsPeer::subject) {
                     Some(subject) if shared.client_certificates.is_some() => {
-                        caller.with_attribute(CLIENT_CERTIFICATE_ATTRIBUTE, subject)
+                        caller.with_transport_attribute(CLIENT_CERTIFICATE_ATTRIBUTE, subject)
                     }
                     _ => caller,
                 };

@@ -994,13 +994,14 @@ pub struct TlsPeer {
     /// The configuration whose verifier last accepted the certificate: at first the handshake's (shared by the
     /// connection's requests).
     checked: Arc<std::sync::Mutex<Option<Arc<Tls>>>>,
-    /// The certificate's names, as a refusal's `subject` gives them (`alice, uri:spiffe://...`), read once.
+    /// The certificate's names, as a refusal's `subject` gives them (`alice, uri:spiffe://...`), or its fingerprint
+    /// when they are not read; read once.
     subject: Option<Arc<str>>,
 }
 
 impl TlsPeer {
-    /// The names of the certificate the client presented, as a refusal's `subject` gives them, if it has any that
-    /// can be read.
+    /// The names of the certificate the client presented, as a refusal's `subject` gives them, or its SHA-256
+    /// fingerprint (`sha256:...`) when its names are not read; `None` without a certificate.
     pub(crate) fn subject(&self) -> Option<&str> {
         self.subject.as_deref()
     }
@@ -1339,11 +1340,14 @@ pub(crate) async fn handshake(
             let certificate = chain.first().cloned();
             let not_after = chain_not_after(&chain);
             let intermediates = chain.get(1..).unwrap_or_default().into();
-            let subject = certificate
-                .as_ref()
-                .and_then(client_names)
-                .filter(|names| !names.is_empty())
-                .map(|names| Arc::from(listed_names(&names)));
+            // Its names, or, for one whose names are not read (none, too many, two CNs, a CN in another string
+            // type), its SHA-256 fingerprint: a record always says which certificate it was (a red team's round).
+            let subject = certificate.as_ref().map(|leaf| {
+                let named = client_names(leaf)
+                    .filter(|names| !names.is_empty())
+                    .map(|names| listed_names(&names));
+                Arc::from(named.unwrap_or_else(|| fingerprint(leaf)))
+            });
             return Ok((
                 stream,
                 TlsPeer {
@@ -1393,6 +1397,15 @@ fn certificate_failure(error: &rustls::Error) -> (&'static str, Option<String>) 
         }
         _ => ("handshake_failed", Some(error.to_string())),
     }
+}
+
+/// A certificate's SHA-256 fingerprint, `sha256:` and lowercase hex.
+fn fingerprint(certificate: &CertificateDer<'_>) -> String {
+    use sha2::Digest as _;
+    format!(
+        "sha256:{}",
+        base16ct::lower::encode_string(&sha2::Sha256::digest(certificate.as_ref()))
+    )
 }
 
 /// When a chain a client presented stops being valid: when the first of its certificates does (an intermediate
