@@ -1129,6 +1129,9 @@ impl<S> Drop for Answered<S> {
 /// that lost its connection twice during a long call still gets the answer).
 struct Resumed<S> {
     inner: S,
+    /// The `Last-Event-ID` it resumes after: rmcp sends that event again first (a round's finding), which the
+    /// client has had.
+    after: String,
     finished: bool,
     stream: Option<u64>,
     /// Which of the stream's resumptions this is.
@@ -1147,7 +1150,13 @@ where
         mut self: std::pin::Pin<&mut Self>,
         context: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<ServerSseMessage>> {
-        let next = std::pin::Pin::new(&mut self.inner).poll_next(context);
+        let next = loop {
+            match std::pin::Pin::new(&mut self.inner).poll_next(context) {
+                std::task::Poll::Ready(Some(event))
+                    if event.event_id.as_deref() == Some(self.after.as_str()) => {}
+                next => break next,
+            }
+        };
         if let std::task::Poll::Ready(None) = next
             && !self.finished
         {
@@ -1471,6 +1480,7 @@ impl SessionManager for Bound {
         let granted = stream.map_or(0, |stream| self.owners.resumptions_granted(id, stream));
         // rmcp no longer holds the stream (it drops a request's stream as its answer goes): it answers an empty
         // stream, and there is nothing more to resume.
+        let after = last_event_id.clone();
         let inner = match self.inner.resume(id, last_event_id).await {
             Ok(inner) => inner,
             Err(error) => {
@@ -1482,6 +1492,7 @@ impl SessionManager for Bound {
         };
         Ok(Resumed {
             inner: Box::pin(inner),
+            after,
             finished: false,
             stream,
             granted,
