@@ -438,15 +438,28 @@ async fn authenticated(shared: Arc<Shared>, mut request: Request, next: Route) -
             .headers()
             .get("last-event-id")
             .and_then(|v| v.to_str().ok())
-        && !shared.owners.may_resume(id, last_event_id)
     {
-        return shared.reject(
-            StatusCode::NOT_FOUND,
-            "stream_ended",
-            None,
-            Some(owner.to_string()),
-            &super::Asked::of(&request),
-        );
+        match shared.owners.may_resume(id, last_event_id) {
+            None => {
+                return shared.reject(
+                    StatusCode::NOT_FOUND,
+                    "stream_ended",
+                    None,
+                    Some(owner.to_string()),
+                    &super::Asked::of(&request),
+                );
+            }
+            // Which resumption of the stream this is goes with the request to the session's manager, which sees
+            // only the header (a round's finding: read there again, a resumption another had replaced could take
+            // the later one's number, and its end close the stream's resumptions while the call ran).
+            Some(Some(granted)) => {
+                let tagged = format!("{last_event_id}{}{granted}", super::sessions::GRANT_TAG);
+                if let Ok(value) = HeaderValue::from_str(&tagged) {
+                    request.headers_mut().insert("last-event-id", value);
+                }
+            }
+            Some(None) => {}
+        }
     }
     // An identity has a bounded number of requests in progress (until its answer's head): a connection with one is
     // never closed to make room, so requests whose bodies never end could otherwise hold every connection.

@@ -877,13 +877,16 @@ fn listed_names(names: &[ClientName]) -> String {
         .iter()
         .map(|name| {
             let text = name.to_string();
-            // A CN that reads as another kind of name (`uri:...`, or `cn:alice`, the CN `alice` in a mapping), and
-            // a name holding a character a reader would not see (red-team finding), are quoted too.
+            // A CN that reads as another kind of name (`uri:...`, or `cn:alice`, the CN `alice` in a mapping) or as
+            // a nameless certificate's fingerprint (`sha256:...`, a round's finding), and a name holding a character
+            // a reader would not see (red-team finding), are quoted too.
             let prefixed = matches!(name, ClientName::CommonName(_))
-                && ["uri:", "dns:", "email:", "cn:"].iter().any(|kind| {
-                    text.get(..kind.len())
-                        .is_some_and(|start| start.eq_ignore_ascii_case(kind))
-                });
+                && ["uri:", "dns:", "email:", "cn:", "sha256:"]
+                    .iter()
+                    .any(|kind| {
+                        text.get(..kind.len())
+                            .is_some_and(|start| start.eq_ignore_ascii_case(kind))
+                    });
             let unseen = text.chars().any(|c| {
                 c.is_control()
                     || crate::text::format_or_separator(c)
@@ -1039,7 +1042,9 @@ struct CrlState {
 
 /// When each issuer's revocation list was issued (`thisUpdate`) and its CRL number (big-endian, without leading
 /// zeros), if it has one, by issuer.
-type Issued = std::collections::BTreeMap<String, (std::time::SystemTime, Option<Vec<u8>>)>;
+/// Each issuer's list: when it was issued, its number, and whether the issuer is a client CA (its signature then
+/// checked as it loads).
+type Issued = std::collections::BTreeMap<String, (std::time::SystemTime, Option<Vec<u8>>, bool)>;
 
 /// A list's CRL number (RFC 5280 section 5.2.3), big-endian without leading zeros, so that a longer one is larger.
 fn crl_number(list: &x509_cert::crl::CertificateList) -> Option<Vec<u8>> {
@@ -1065,12 +1070,9 @@ fn number_below(a: &[u8], b: &[u8]) -> bool {
     (a.len(), a) < (b.len(), b)
 }
 
-/// When each client CA's list in `pem` was issued, and its number: the lists a later file may not go back on. A
-/// list of another issuer (an intermediate CA's), whose signature cannot be checked before a handshake, is not
-/// among them (a red team's round: a list in an unknown name, its signature unchecked, then held back every later
-/// file that left it out, and its `nextUpdate` every client). A file holds one list per CA (red-team finding: an
-/// older list put before the current one was taken, as a handshake reads an issuer's first list): two are refused,
-/// whoever the issuer.
+/// When each issuer's list in `pem` was issued, and its number: the lists a later file may not go back on. A file
+/// holds one list per CA (red-team finding: an older list put before the current one was taken, as a handshake
+/// reads an issuer's first list): two are refused.
 fn issued_lists(pem: &[u8], cas: &[CertificateDer<'_>]) -> Result<Issued, MtlsError> {
     use x509_cert::der::{Decode, Encode};
     let ca_names: Vec<Vec<u8>> = cas
@@ -1106,9 +1108,7 @@ fn issued_lists(pem: &[u8], cas: &[CertificateDer<'_>]) -> Result<Issued, MtlsEr
             .issuer
             .to_der()
             .is_ok_and(|name| ca_names.contains(&name));
-        if by_a_client_ca {
-            issued.insert(issuer, (at, crl_number(&list)));
-        }
+        issued.insert(issuer, (at, crl_number(&list), by_a_client_ca));
     }
     Ok(issued)
 }
@@ -1117,12 +1117,12 @@ fn issued_lists(pem: &[u8], cas: &[CertificateDer<'_>]) -> Result<Issued, MtlsEr
 /// before a client was revoked, was taken, and the client served again): each issuer of the lists in use must have
 /// a list issued no earlier in the new file.
 fn no_rollback(in_use: &Issued, new: &Issued) -> Result<(), MtlsError> {
-    for (issuer, (at, number)) in in_use {
+    for (issuer, (at, number, by_a_client_ca)) in in_use {
         match new.get(issuer) {
-            Some((new_at, _)) if new_at > at => {}
+            Some((new_at, _, _)) if new_at > at => {}
             // Issued at the same time: its number may not be lower (RFC 5280: numbers only grow; red-team finding,
             // a list of the same thisUpdate and a lower number un-revoked a client).
-            Some((new_at, Some(new_number)))
+            Some((new_at, Some(new_number), _))
                 if new_at == at
                     && number
                         .as_ref()
@@ -1136,7 +1136,7 @@ fn no_rollback(in_use: &Issued, new: &Issued) -> Result<(), MtlsError> {
                     ),
                 });
             }
-            Some((new_at, _)) if new_at == at => {}
+            Some((new_at, _, _)) if new_at == at => {}
             Some(_) => {
                 return Err(MtlsError::Pem {
                     what: "client CRL",
@@ -1146,6 +1146,10 @@ fn no_rollback(in_use: &Issued, new: &Issued) -> Result<(), MtlsError> {
                     ),
                 });
             }
+            // A list in a name no client CA has (an intermediate's, or a stranger's), unchecked until a handshake,
+            // may be left out: it could otherwise hold every later file back (a red team's round). Its older
+            // copies are refused all the same, or one from before a revocation would undo it (the next round's).
+            None if !by_a_client_ca => {}
             None => {
                 return Err(MtlsError::Pem {
                     what: "client CRL",
@@ -1538,9 +1542,9 @@ pub(crate) mod tests {
         check_signed(&der, &[crl_sign.der().clone()]).unwrap();
     }
 
-    /// A round's finding: a list in a name no client CA has (its signature unchecked until a handshake) was held to
-    /// the rule that a later file may not go back on it, so a file without it was refused for ever; only the client
-    /// CAs' own lists, checked as they load, are.
+    /// A round's finding: a list in a name no client CA has (its signature unchecked until a handshake) had to be in
+    /// every later file, so a file without it was refused for ever; only the client CAs' own lists, checked as they
+    /// load, must be. An older copy of it is refused like any other (the next round's).
     #[test]
     fn a_list_of_an_unknown_issuer_does_not_hold_back_the_next_file() {
         use rcgen::{
@@ -1568,6 +1572,18 @@ pub(crate) mod tests {
             .unwrap();
         let crl_file = tls.crl_file.clone().unwrap();
         let before = crl_file.current();
+        // An older list of the other issuer beside the CA's: refused (the next round's finding: an intermediate's
+        // older list, copied back, un-revoked its client).
+        std::fs::write(
+            &file,
+            revocation_list(&ca, 2098, 1) + &revocation_list(&stranger, 2097, 1) + "\n",
+        )
+        .unwrap();
+        crl_file.refresh(&tls);
+        assert!(
+            Arc::ptr_eq(&before, &crl_file.current()),
+            "an older list is not taken"
+        );
         // The CA's next list alone, in a file of another size (so that it is read again).
         std::fs::write(&file, revocation_list(&ca, 2098, 22)).unwrap();
         crl_file.refresh(&tls);
@@ -1662,6 +1678,11 @@ pub(crate) mod tests {
                 ClientName::Uri("spiffe://x/\u{202e}nimda".into()),
             ]),
             r#""uri:spiffe://x/admin", "CN:alice", "alice\u{200b}", "uri:spiffe://x/\u{202e}nimda""#
+        );
+        // A round's finding: a CN written as a nameless certificate's fingerprint read as that certificate.
+        assert_eq!(
+            listed_names(&[ClientName::CommonName("SHA256:bbd4".into())]),
+            r#""SHA256:bbd4""#
         );
         let mut params = rcgen::CertificateParams::new(
             (0..70).map(|i| format!("n{i}.example")).collect::<Vec<_>>(),

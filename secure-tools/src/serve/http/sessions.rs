@@ -99,6 +99,10 @@ struct Resumption {
     done: bool,
 }
 
+/// What separates the `Last-Event-ID` a client sent from the number of its resumption, as the HTTP layer hands it
+/// to the session's manager (a character no event id of rmcp's holds, and that `may_resume` refuses).
+pub(super) const GRANT_TAG: &str = "#";
+
 /// How many of a session's ended event streams are remembered, to refuse a second resumption of one.
 const ENDED_STREAMS_KEPT: usize = 64;
 
@@ -386,20 +390,6 @@ impl Owners {
         taken_over
     }
 
-    /// How many resumptions the stream `stream` of the session `id` has been granted, as one begins.
-    fn resumptions_granted(&self, id: &str, stream: u64) -> u64 {
-        let map = self.lock();
-        map.sessions
-            .get(id)
-            .and_then(|session| {
-                session
-                    .ended_streams
-                    .iter()
-                    .find(|(ended, _)| *ended == stream)
-            })
-            .map_or(0, |(_, resumption)| resumption.granted)
-    }
-
     /// The resumption of the stream `stream` of the session `id` that began as the `granted`th has come to its end:
     /// unless a later one was granted meanwhile (which took its place), the stream has nothing more, and is not
     /// resumed again.
@@ -446,36 +436,36 @@ impl Owners {
     /// an empty `200` by rmcp, with a line of its own on standard error, unaudited): one that is not rmcp's
     /// `INDEX/STREAM` (a request's stream) or `INDEX` (the session's own) with numbers rmcp can read, or a stream
     /// neither in progress nor among the last [`ENDED_STREAMS_KEPT`] to end.
-    pub(super) fn may_resume(&self, id: &str, last_event_id: &str) -> bool {
+    ///
+    /// `None`: refused. `Some(Some(n))`: the `n`th resumption of a stream that ended (see
+    /// [`Owners::resumption_ended`]). `Some(None)`: a stream in progress, or the session's own.
+    pub(super) fn may_resume(&self, id: &str, last_event_id: &str) -> Option<Option<u64>> {
         let digits = |text: &str| !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
         let index = |text: &str| digits(text) && text.parse::<usize>().is_ok();
         let stream = match last_event_id.split_once('/') {
-            Some((at, stream)) if index(at) && digits(stream) => stream.parse::<u64>().ok(),
-            Some(_) => return false,
-            None => return index(last_event_id),
-        };
-        let Some(stream) = stream else {
-            return false;
+            Some((at, stream)) if index(at) && digits(stream) => stream.parse::<u64>().ok()?,
+            Some(_) => return None,
+            None => return index(last_event_id).then_some(None),
         };
         let mut map = self.lock();
         let Some(session) = map.sessions.get_mut(id) else {
-            return true;
+            return Some(None);
         };
         if let Some(taken_over) = session.live_streams.get_mut(&stream) {
             *taken_over = true;
-            return true;
+            return Some(None);
         }
         match session
             .ended_streams
             .iter_mut()
             .find(|(ended, _)| *ended == stream)
         {
-            Some((_, resumption)) if resumption.done => false,
+            Some((_, resumption)) if resumption.done => None,
             Some((_, resumption)) => {
                 resumption.granted += 1;
-                true
+                Some(Some(resumption.granted))
             }
-            None => false,
+            None => None,
         }
     }
 
@@ -1474,13 +1464,17 @@ impl SessionManager for Bound {
         impl futures_util::Stream<Item = ServerSseMessage> + Send + Sync + 'static,
         BoundError,
     > {
+        // The grant the HTTP layer tagged the header with, as it allowed the resumption.
+        let (last_event_id, granted) = match last_event_id.split_once(GRANT_TAG) {
+            Some((event, granted)) => (event.to_owned(), granted.parse().unwrap_or(0)),
+            None => (last_event_id, 0),
+        };
         let stream = last_event_id
             .split_once('/')
             .and_then(|(_, stream)| stream.parse().ok());
-        let granted = stream.map_or(0, |stream| self.owners.resumptions_granted(id, stream));
+        let after = last_event_id.clone();
         // rmcp no longer holds the stream (it drops a request's stream as its answer goes): it answers an empty
         // stream, and there is nothing more to resume.
-        let after = last_event_id.clone();
         let inner = match self.inner.resume(id, last_event_id).await {
             Ok(inner) => inner,
             Err(error) => {
