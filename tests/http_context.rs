@@ -1857,42 +1857,11 @@ async fn a_long_call_resumed_twice_gets_its_answer_on_the_last_resumption_only()
     let client = client(Duration::from_secs(30));
     let session = open_session(&client, &server.url).await;
     let address = address_of(&server);
-    // Sends a request on a connection of its own, and reads until an event id shows.
-    let open = |request: String| {
-        let address = address.clone();
-        async move {
-            let mut socket = tokio::net::TcpStream::connect(&address).await.unwrap();
-            socket.write_all(request.as_bytes()).await.unwrap();
-            let mut read = Vec::new();
-            let mut buffer = [0; 4096];
-            let id = loop {
-                let n = tokio::time::timeout(Duration::from_secs(10), socket.read(&mut buffer))
-                    .await
-                    .unwrap()
-                    .unwrap();
-                assert!(n > 0, "{}", String::from_utf8_lossy(&read));
-                read.extend_from_slice(&buffer[..n]);
-                if let Some(id) = String::from_utf8_lossy(&read)
-                    .lines()
-                    .find_map(|line| line.strip_prefix("id:"))
-                    .map(|id| id.trim().to_owned())
-                {
-                    break id;
-                }
-            };
-            (socket, read, id)
-        }
-    };
     let call = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
                       "params": {"name": "slow", "arguments": {"millis": 2500}}})
     .to_string();
-    let (mut first, mut first_read, last_event_id) = open(format!(
-        "POST /mcp HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n\
-         Accept: application/json, text/event-stream\r\nMCP-Protocol-Version: 2025-11-25\r\n\
-         Mcp-Session-Id: {session}\r\nContent-Length: {}\r\n\r\n{call}",
-        call.len()
-    ))
-    .await;
+    let (mut first, mut first_read, last_event_id) =
+        sent_until_event_id(&address, &session_post(&address, &session, &call)).await;
     let resume_request = format!(
         "GET /mcp HTTP/1.1\r\nHost: {address}\r\nAccept: text/event-stream\r\n\
          MCP-Protocol-Version: 2025-11-25\r\nMcp-Session-Id: {session}\r\n\
@@ -1972,6 +1941,44 @@ async fn a_long_call_resumed_twice_gets_its_answer_on_the_last_resumption_only()
     );
 }
 
+/// Sends `request` on a connection of its own and reads until an event id shows: the connection, what was read,
+/// and the id.
+async fn sent_until_event_id(
+    address: &str,
+    request: &str,
+) -> (tokio::net::TcpStream, Vec<u8>, String) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut socket = tokio::net::TcpStream::connect(address).await.unwrap();
+    socket.write_all(request.as_bytes()).await.unwrap();
+    let mut read = Vec::new();
+    let mut buffer = [0; 4096];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(10), socket.read(&mut buffer))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "{}", String::from_utf8_lossy(&read));
+        read.extend_from_slice(&buffer[..n]);
+        if let Some(id) = String::from_utf8_lossy(&read)
+            .lines()
+            .find_map(|line| line.strip_prefix("id:"))
+            .map(|id| id.trim().to_owned())
+        {
+            return (socket, read, id);
+        }
+    }
+}
+
+/// A raw `POST` of `body` into `session`, as [`sent_until_event_id`] sends it.
+fn session_post(address: &str, session: &str, body: &str) -> String {
+    format!(
+        "POST /mcp HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n\
+         Accept: application/json, text/event-stream\r\nMCP-Protocol-Version: 2025-11-25\r\n\
+         Mcp-Session-Id: {session}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
 /// `MCP_MAX_CONCURRENT_CALLS_PER_CALLER` over HTTP: one identity's calls beyond it are refused `overloaded` (a
 /// `tool_call` record each) while they run, whatever connection or request they come on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -2023,37 +2030,12 @@ async fn a_dropped_event_stream_is_resumed_once_then_refused_and_a_made_up_one_a
     let session = open_session(&client, &server.url).await;
     // A raw connection, closed as soon as the priming event is read, long before the call ends.
     let last_event_id = {
-        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
         let address = address_of(&server);
         let call = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
                           "params": {"name": "slow", "arguments": {"millis": 1500}}})
         .to_string();
-        let mut socket = tokio::net::TcpStream::connect(&address).await.unwrap();
-        let head = format!(
-            "POST /mcp HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n\
-             Accept: application/json, text/event-stream\r\nMCP-Protocol-Version: 2025-11-25\r\n\
-             Mcp-Session-Id: {session}\r\nContent-Length: {}\r\n\r\n{call}",
-            call.len()
-        );
-        socket.write_all(head.as_bytes()).await.unwrap();
-        let mut read = Vec::new();
-        let mut buffer = [0; 4096];
-        let id = loop {
-            let n = tokio::time::timeout(Duration::from_secs(10), socket.read(&mut buffer))
-                .await
-                .unwrap()
-                .unwrap();
-            assert!(n > 0, "{}", String::from_utf8_lossy(&read));
-            read.extend_from_slice(&buffer[..n]);
-            let text = String::from_utf8_lossy(&read);
-            if let Some(id) = text
-                .lines()
-                .find_map(|line| line.strip_prefix("id:"))
-                .map(|id| id.trim().to_owned())
-            {
-                break id;
-            }
-        };
+        let (socket, _, id) =
+            sent_until_event_id(&address, &session_post(&address, &session, &call)).await;
         drop(socket);
         id
     };

@@ -307,6 +307,21 @@ impl Server {
         sender
     }
 
+    /// A kept-alive connection of `identity` that has been served a first read (request id 1).
+    async fn served_once(
+        &self,
+        identity: &Identity,
+    ) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
+        let mut sender = self.keep_alive(identity).await;
+        let first = sender
+            .send_request(self.read_request(1, None))
+            .await
+            .unwrap();
+        assert_eq!(first.status(), 200);
+        first.into_body().collect().await.unwrap();
+        sender
+    }
+
     /// A `read_file` of `greeting.txt` numbered `id`, for [`keep_alive`](Self::keep_alive)'s connection, with a
     /// bearer token if given.
     fn read_request(&self, id: u64, token: Option<&str>) -> hyper::Request<Full<Bytes>> {
@@ -786,13 +801,7 @@ async fn an_open_connection_is_refused_once_its_revocation_list_expires() {
     })
     .unwrap();
     let alice = numbered_client(&server.ca, "alice", 667);
-    let mut sender = server.keep_alive(&alice).await;
-    let first = sender
-        .send_request(server.read_request(1, None))
-        .await
-        .unwrap();
-    assert_eq!(first.status(), 200);
-    first.into_body().collect().await.unwrap();
+    let mut sender = server.served_once(&alice).await;
 
     tokio::time::sleep(Duration::from_secs(7)).await;
     let second = sender
@@ -836,13 +845,7 @@ async fn another_issuers_expired_list_refuses_no_one_else() {
     })
     .unwrap();
     let alice = numbered_client(&server.ca, "alice", 667);
-    let mut sender = server.keep_alive(&alice).await;
-    let first = sender
-        .send_request(server.read_request(1, None))
-        .await
-        .unwrap();
-    assert_eq!(first.status(), 200);
-    first.into_body().collect().await.unwrap();
+    let mut sender = server.served_once(&alice).await;
     tokio::time::sleep(Duration::from_secs(7)).await;
     let second = sender
         .send_request(server.read_request(2, None))
@@ -968,13 +971,7 @@ async fn a_client_cannot_resume_a_session_to_skip_its_certificates_checks() {
 async fn a_connection_open_when_its_certificate_is_revoked_is_refused_its_next_request() {
     let server = Server::start_with(|ca, dir| crl_args(ca, dir, &[666], 2099)).unwrap();
     let alice = numbered_client(&server.ca, "alice", 667);
-    let mut sender = server.keep_alive(&alice).await;
-    let first = sender
-        .send_request(server.read_request(1, None))
-        .await
-        .unwrap();
-    assert_eq!(first.status(), 200);
-    first.into_body().collect().await.unwrap();
+    let mut sender = server.served_once(&alice).await;
 
     server.revoke(&[666, 667]).await;
     let second = sender

@@ -1476,6 +1476,21 @@ pub(crate) mod tests {
         (ca, key, cert)
     }
 
+    /// The server's TLS for `cert` and `key`, clients of `ca`, with the revocation lists of `file`.
+    fn watching(
+        file: &Path,
+        ca: &rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+        key: &rcgen::KeyPair,
+        cert: &rcgen::Certificate,
+    ) -> ServerTls {
+        ServerTls::from_pem(cert.pem().as_bytes(), key.serialize_pem().as_bytes())
+            .unwrap()
+            .client_ca(ca.pem().as_bytes())
+            .unwrap()
+            .revocation_lists_file(file)
+            .unwrap()
+    }
+
     /// A revocation list of `ca` revoking nothing, issued on 1 January of `year` and good until 2099: PEM.
     fn revocation_list(
         ca: &rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
@@ -1564,12 +1579,7 @@ pub(crate) mod tests {
             revocation_list(&ca, 2098, 1) + &revocation_list(&stranger, 2098, 1),
         )
         .unwrap();
-        let tls = ServerTls::from_pem(cert.pem().as_bytes(), key.serialize_pem().as_bytes())
-            .unwrap()
-            .client_ca(ca.pem().as_bytes())
-            .unwrap()
-            .revocation_lists_file(&file)
-            .unwrap();
+        let tls = watching(&file, &ca, &key, &cert);
         let crl_file = tls.crl_file.clone().unwrap();
         let before = crl_file.current();
         // An older list of the other issuer beside the CA's: refused (the next round's finding: an intermediate's
@@ -1603,12 +1613,7 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("crl.pem");
         std::fs::write(&file, list(2098, 1001)).unwrap();
-        let tls = ServerTls::from_pem(cert.pem().as_bytes(), key.serialize_pem().as_bytes())
-            .unwrap()
-            .client_ca(ca.pem().as_bytes())
-            .unwrap()
-            .revocation_lists_file(&file)
-            .unwrap();
+        let tls = watching(&file, &ca, &key, &cert);
         let crl_file = tls.crl_file.clone().unwrap();
         let in_use = crl_file.current();
         // The older list, rolled back over the file (its length differs, so the file reads as changed).
