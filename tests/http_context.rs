@@ -1825,15 +1825,7 @@ async fn an_ended_event_stream_is_resumed_once_not_again() {
         .next_back()
         .expect("an event id on the stream")
         .to_owned();
-    let resume = || {
-        client
-            .get(&server.url)
-            .header("accept", "text/event-stream")
-            .header("mcp-protocol-version", "2025-11-25")
-            .header("mcp-session-id", &session)
-            .header("last-event-id", &last_event_id)
-            .send()
-    };
+    let resume = || resumption(&client, &server.url, &session, &last_event_id).send();
     let first = resume().await.unwrap();
     assert_eq!(first.status(), 200);
     let _ = first.text().await;
@@ -1910,12 +1902,7 @@ async fn a_long_call_resumed_twice_gets_its_answer_on_the_last_resumption_only()
         "{first_read}"
     );
     // A second resumption, on a new connection: the answer.
-    let second = client
-        .get(&server.url)
-        .header("accept", "text/event-stream")
-        .header("mcp-protocol-version", "2025-11-25")
-        .header("mcp-session-id", &session)
-        .header("last-event-id", &last_event_id)
+    let second = resumption(&client, &server.url, &session, &last_event_id)
         .send()
         .await
         .unwrap();
@@ -1939,6 +1926,21 @@ async fn a_long_call_resumed_twice_gets_its_answer_on_the_last_resumption_only()
             .any(|id| id.trim() == last_event_id),
         "{body}"
     );
+}
+
+/// A `GET` resuming the event stream of `session` after `last_event_id`.
+fn resumption(
+    client: &reqwest::Client,
+    url: &str,
+    session: &str,
+    last_event_id: &str,
+) -> reqwest::RequestBuilder {
+    client
+        .get(url)
+        .header("accept", "text/event-stream")
+        .header("mcp-protocol-version", "2025-11-25")
+        .header("mcp-session-id", session)
+        .header("last-event-id", last_event_id)
 }
 
 /// Sends `request` on a connection of its own and reads until an event id shows: the connection, what was read,
@@ -2044,15 +2046,8 @@ async fn a_dropped_event_stream_is_resumed_once_then_refused_and_a_made_up_one_a
             .iter()
             .any(|r| r["tool"] == "slow")
     });
-    let resume = |last_event_id: String| {
-        client
-            .get(&server.url)
-            .header("accept", "text/event-stream")
-            .header("mcp-protocol-version", "2025-11-25")
-            .header("mcp-session-id", &session)
-            .header("last-event-id", last_event_id)
-            .send()
-    };
+    let resume =
+        |last_event_id: String| resumption(&client, &server.url, &session, &last_event_id).send();
     let first = resume(last_event_id.clone()).await.unwrap();
     assert_eq!(first.status(), 200);
     let _ = first.text().await;

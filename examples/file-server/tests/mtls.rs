@@ -307,6 +307,20 @@ impl Server {
         sender
     }
 
+    /// A read numbered `id` by `identity` whose handshake fails: the reason of the server's first `tls_rejected`
+    /// record.
+    async fn handshake_refusal(&self, identity: &Identity, id: u64) -> String {
+        let error = self
+            .post(Some(identity), &server_read(id))
+            .await
+            .unwrap_err();
+        let rejections = self.wait_for("tls_rejected", 1).await;
+        rejections[0]["reason"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{rejections:?} {error}"))
+            .to_owned()
+    }
+
     /// A kept-alive connection of `identity` that has been served a first read (request id 1).
     async fn served_once(
         &self,
@@ -816,14 +830,9 @@ async fn an_open_connection_is_refused_once_its_revocation_list_expires() {
     );
     assert_eq!(server.events("tool_call").len(), 1);
     // A new connection is refused at its handshake, for the same reason.
-    let error = server
-        .post(Some(&alice), &server_read(3))
-        .await
-        .unwrap_err();
-    let rejections = server.wait_for("tls_rejected", 1).await;
     assert_eq!(
-        rejections[0]["reason"], "expired_revocation_list",
-        "{rejections:?} {error}"
+        server.handshake_refusal(&alice, 3).await,
+        "expired_revocation_list"
     );
 }
 
@@ -885,14 +894,9 @@ async fn a_revocation_list_the_client_ca_did_not_sign_is_refused() {
     assert_eq!(status, 200, "{read}");
     // The CA's own next list is taken (no rollback against the impostor's date).
     server.revoke(&[666, 667]).await;
-    let error = server
-        .post(Some(&valid), &server_read(2))
-        .await
-        .unwrap_err();
-    let rejections = server.wait_for("tls_rejected", 1).await;
     assert_eq!(
-        rejections[0]["reason"], "revoked_client_certificate",
-        "{rejections:?} {error}"
+        server.handshake_refusal(&valid, 2).await,
+        "revoked_client_certificate"
     );
 }
 
@@ -910,14 +914,9 @@ async fn a_client_certificate_whose_key_usage_forbids_signing_fails_the_handshak
         ExtendedKeyUsagePurpose::ClientAuth,
         params,
     );
-    let error = server
-        .post(Some(&signing_forbidden), &server_read(1))
-        .await
-        .unwrap_err();
-    let rejections = server.wait_for("tls_rejected", 1).await;
     assert_eq!(
-        rejections[0]["reason"], "untrusted_client_certificate",
-        "{rejections:?} {error}"
+        server.handshake_refusal(&signing_forbidden, 1).await,
+        "untrusted_client_certificate"
     );
     assert!(server.events("tool_call").is_empty());
 
